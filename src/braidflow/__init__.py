@@ -1,0 +1,83 @@
+"""braidflow: LLM and I/O workflows as graphs of nodes.
+
+PocketFlow's programming model (``import braidflow as pocketflow`` works)
+on one engine, with bounded, safe and visible concurrency.
+"""
+
+from ._batch import Failure as Failure
+from ._errors import AsyncUsageError as AsyncUsageError
+from ._errors import BatchItemsError as BatchItemsError
+from ._errors import BraidflowError as BraidflowError
+from ._errors import InvalidParameterError as InvalidParameterError
+from ._errors import NodeDefinitionError as NodeDefinitionError
+from ._errors import NodeTimeoutError as NodeTimeoutError
+from ._errors import RunError as RunError
+from ._errors import SetupError as SetupError
+from ._errors import WiringError as WiringError
+from ._flow import AsyncBatchFlow as AsyncBatchFlow
+from ._flow import AsyncFlow as AsyncFlow
+from ._flow import AsyncParallelBatchFlow as AsyncParallelBatchFlow
+from ._flow import BatchFlow as BatchFlow
+from ._flow import Flow as Flow
+from ._limits import Limiter as Limiter
+from ._limits import LimiterStatistics as LimiterStatistics
+from ._node import AsyncBatchNode as AsyncBatchNode
+from ._node import AsyncNode as AsyncNode
+from ._node import AsyncParallelBatchNode as AsyncParallelBatchNode
+from ._node import BaseNode as BaseNode
+from ._node import BatchNode as BatchNode
+from ._node import Node as Node
+from ._node import ParallelBatchNode as ParallelBatchNode
+from ._policy import Retry as Retry
+from ._wiring import _ConditionalTransition as _ConditionalTransition
+
+# Names the other seed documents use for the same classes: one line each.
+BatchAsyncFlow = AsyncBatchFlow  # PocketFlow's early docs
+Graph = Flow  # KayGraph
+BatchGraph = BatchFlow  # KayGraph
+AsyncGraph = AsyncFlow  # KayGraph
+AsyncBatchGraph = AsyncBatchFlow  # KayGraph
+AsyncParallelBatchGraph = AsyncParallelBatchFlow  # KayGraph
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncBatchFlow",
+    "AsyncBatchGraph",
+    "AsyncBatchNode",
+    "AsyncFlow",
+    "AsyncGraph",
+    "AsyncNode",
+    "AsyncParallelBatchFlow",
+    "AsyncParallelBatchGraph",
+    "AsyncParallelBatchNode",
+    "AsyncUsageError",
+    "BaseNode",
+    "BatchAsyncFlow",
+    "BatchFlow",
+    "BatchGraph",
+    "BatchItemsError",
+    "BatchNode",
+    "BraidflowError",
+    "Failure",
+    "Flow",
+    "Graph",
+    "InvalidParameterError",
+    "Limiter",
+    "LimiterStatistics",
+    "Node",
+    "NodeDefinitionError",
+    "NodeTimeoutError",
+    "ParallelBatchNode",
+    "Retry",
+    "RunError",
+    "SetupError",
+    "WiringError",
+]
+
+# Public objects report the public module, so reprs and docs point users here.
+for _name in __all__:
+    _object = globals()[_name]
+    if getattr(_object, "__module__", "").startswith("braidflow."):
+        _object.__module__ = "braidflow"
+del _name, _object

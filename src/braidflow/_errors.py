@@ -1,0 +1,128 @@
+"""The exception tree of braidflow, and how failures get labelled with their node.
+
+Every exception braidflow raises derives from :class:`BraidflowError`::
+
+    BraidflowError
+    ├── SetupError                 a node, flow or limiter was built wrong;
+    │   │                          raised when it is built or wired, before running
+    │   ├── InvalidParameterError  (also ValueError) a bad option value
+    │   ├── WiringError            (also TypeError) a bad action or successor
+    │   └── NodeDefinitionError    (also TypeError) a node class that cannot run
+    ├── RunError                   (also RuntimeError) a run cannot go on
+    │   ├── AsyncUsageError        async work entered through a sync door
+    │   └── BatchItemsError        (also TypeError) prep gave no usable items
+    └── NodeTimeoutError           (also TimeoutError) an exec attempt ran too long
+
+Exceptions raised by user code (``prep``, ``exec``, ``post`` ...) are never
+wrapped, so ``except ValueError`` keeps working; instead braidflow adds a
+PEP 678 note naming the node, item and attempt, which tracebacks show.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AsyncUsageError",
+    "BatchItemsError",
+    "BraidflowError",
+    "InvalidParameterError",
+    "NodeDefinitionError",
+    "NodeTimeoutError",
+    "RunError",
+    "SetupError",
+    "WiringError",
+]
+
+_NOTE_PREFIX = "braidflow: "
+
+
+class BraidflowError(Exception):
+    """Base class of every error braidflow raises itself.
+
+    Attributes:
+        node: The name of the node or flow concerned, or ``None``.
+    """
+
+    def __init__(self, message: str, *, node: str | None = None) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+class SetupError(BraidflowError):
+    """A node, flow or limiter was configured or wired incorrectly."""
+
+
+class InvalidParameterError(SetupError, ValueError):
+    """An option has a value that cannot work, such as ``max_retries=0``."""
+
+
+class WiringError(SetupError, TypeError):
+    """An action or successor has the wrong type, or a flow has no start node."""
+
+
+class NodeDefinitionError(SetupError, TypeError):
+    """A node class is written in a way that cannot run, such as ``async def exec``
+    on a synchronous ``Node``. Raised when the class statement executes."""
+
+
+class RunError(BraidflowError, RuntimeError):
+    """A run cannot continue for a reason that is not the user code's exception."""
+
+
+class AsyncUsageError(RunError):
+    """Async work was started from a synchronous entry point that cannot run it.
+
+    Raised by ``node.run(shared)`` on an async node while an event loop is
+    already running, and by a synchronous ``Flow`` that reaches an async node.
+    """
+
+
+class BatchItemsError(RunError, TypeError):
+    """A batch node's ``prep`` returned something that is not a collection of items.
+
+    Attributes:
+        item_index: For batch flows, the position of the bad parameter set.
+    """
+
+    def __init__(self, message: str, *, node: str | None = None, item_index: int | None = None):
+        super().__init__(message, node=node)
+        self.item_index = item_index
+
+
+class NodeTimeoutError(BraidflowError, TimeoutError):
+    """One exec attempt of a node ran longer than the node's ``timeout``.
+
+    It is an ordinary failure: it goes through retries and the fallback.
+
+    Attributes:
+        timeout: The limit in seconds.
+        attempt: The 0-based attempt that timed out.
+        item_index: The batch item's position, or ``None`` for a plain node.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: str | None = None,
+        timeout: float,
+        attempt: int,
+        item_index: int | None = None,
+    ) -> None:
+        super().__init__(message, node=node)
+        self.timeout = timeout
+        self.attempt = attempt
+        self.item_index = item_index
+
+
+def add_note(error: BaseException, text: str) -> None:
+    """Attach a braidflow note to ``error`` unless the same note is already there."""
+    note = _NOTE_PREFIX + text
+    notes = getattr(error, "__notes__", None)
+    if notes is None or note not in notes:
+        error.add_note(note)
+
+
+def has_note(error: BaseException) -> bool:
+    """Tell whether braidflow already labelled ``error`` with a node."""
+    notes = getattr(error, "__notes__", None)
+    return notes is not None and any(n.startswith(_NOTE_PREFIX) for n in notes)

@@ -1,0 +1,246 @@
+"""The flow engine: walk a graph step by step, nested flows, batch flows.
+
+The walk (copy the node, hand it the run's params, route by its action) is
+one generator; a sync driver and an async driver each run it. A flow is a
+node, so it nests; batch flows run their sub-flow once per parameter set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from typing import Any
+
+from ._batch import (
+    PARALLEL,
+    SEQUENTIAL,
+    SINGLE,
+    batch_items,
+    run_parallel_async,
+    run_sequential_async,
+    run_sequential_sync,
+)
+from ._errors import AsyncUsageError, BatchItemsError, InvalidParameterError, WiringError, add_note
+from ._node import UNSET, AsyncNode, BaseNode, _default, copy_node
+from ._threads import run_in_thread
+from ._wiring import Wirable, route
+
+__all__ = ["AsyncBatchFlow", "AsyncFlow", "AsyncParallelBatchFlow", "BatchFlow", "Flow"]
+
+Steps = Generator[BaseNode, Any, Any]
+
+
+def _steps(flow: Flow, params: dict[str, Any]) -> Steps:
+    """Yield a fresh copy of each node to run, receive its action, route on.
+
+    Returns the last action when the walk ends.
+    """
+    node = flow.start_node
+    if node is None:
+        raise WiringError(
+            f"{flow._describe()} has no start node; pass Flow(start=node) or call "
+            "flow.start(node) before running it",
+            node=flow._display_name(),
+        )
+    action = None
+    while node is not None:
+        node = copy_node(node)
+        node.set_params(params)
+        action = yield node
+        node = flow.get_next_node(node, action)
+    return action
+
+
+def _label_step_error(error: BaseException, flow: Flow, node: BaseNode) -> None:
+    add_note(error, f"{node._describe()} failed in {flow._describe()}")
+
+
+class Flow(BaseNode):
+    """A graph of nodes run from ``start``; each step runs a fresh copy of a node.
+
+    ``post`` returns the last action by default, so a flow nested in another
+    routes its parent by its last inner action.
+
+    Args:
+        start: The first node (or set it later with :meth:`start`).
+        name: A label for errors, traces and graphs; default: the class name.
+    """
+
+    _is_flow = True
+
+    def __init__(
+        self,
+        start: BaseNode | None = None,
+        *,
+        name: str | None = None,
+        max_concurrency: int | None = UNSET,
+        on_error: str = UNSET,
+        offload_sync: bool = False,
+    ) -> None:
+        super().__init__(name=name, max_concurrency=max_concurrency, on_error=on_error)
+        if start is not None and not isinstance(start, Wirable):
+            raise WiringError(
+                f"{self._describe()}: start must be a node or flow, got {type(start).__name__}",
+                node=self._display_name(),
+            )
+        self.start_node = start
+        if offload_sync and not self._async:
+            raise InvalidParameterError(
+                f"{self._describe()}: offload_sync=True is for AsyncFlow; a synchronous "
+                "Flow has no event loop to keep free",
+                node=self._display_name(),
+            )
+        self.offload_sync = bool(offload_sync)
+
+    def start(self, start: BaseNode) -> BaseNode:
+        """Set the start node and return it, so wiring can continue from it."""
+        self.start_node = start
+        return start
+
+    def get_next_node(self, curr: BaseNode, action: Any) -> BaseNode | None:
+        """Return the node that follows ``curr`` after ``action``, or ``None`` to end."""
+        nxt: BaseNode | None = route(curr, action)
+        return nxt
+
+    @_default
+    def post(self, shared: Any, prep_res: Any, exec_res: Any) -> Any:
+        """Return the last action of the inner walk (``None`` for batch flows)."""
+        return exec_res
+
+    @_default
+    async def post_async(self, shared: Any, prep_res: Any, exec_res: Any) -> Any:
+        """Async form of :meth:`post`."""
+        return exec_res
+
+    # -- drivers ------------------------------------------------------------------
+
+    def _orch(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
+        """Walk the graph synchronously; return the last action."""
+        steps = _steps(self, params or {**self.params})
+        try:
+            node = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        send = steps.send
+        while True:
+            if node._async:
+                raise AsyncUsageError(
+                    f"{self._describe()} is synchronous but reached async {node._describe()}; "
+                    "use AsyncFlow and `await flow.run_async(shared)`",
+                    node=node._display_name(),
+                )
+            try:
+                action = node._run(shared)
+            except Exception as error:
+                _label_step_error(error, self, node)
+                raise
+            try:
+                node = send(action)
+            except StopIteration as stop:
+                return stop.value
+
+    async def _orch_async(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
+        """Walk the graph, awaiting async nodes and calling sync ones; return the last action."""
+        steps = _steps(self, params or {**self.params})
+        try:
+            node = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        send = steps.send
+        offload_default = self.offload_sync
+        while True:
+            try:
+                if node._async:
+                    action = await node._run_async(shared)
+                else:
+                    offload = node.offload
+                    if offload is None:
+                        # A sync node waiting on a limiter must not block the loop
+                        # that the limiter's other holders run on.
+                        offload = offload_default or bool(node.limits)
+                    if offload:
+                        action = await run_in_thread(node._run, shared)
+                    else:
+                        action = node._run(shared)
+            except Exception as error:
+                _label_step_error(error, self, node)
+                raise
+            try:
+                node = send(action)
+            except StopIteration as stop:
+                return stop.value
+
+    # -- the exec stage of a flow: one walk, or one per parameter set ----------------
+
+    def _item_params(self, item: Any, index: int) -> dict[str, Any]:
+        if not isinstance(item, Mapping):
+            raise BatchItemsError(
+                f"{self._describe()}: item {index} from prep is {type(item).__name__}; each "
+                "item of a batch flow must be a dict of params for one run of the sub-flow",
+                node=self._display_name(),
+                item_index=index,
+            )
+        return {**self.params, **item}
+
+    def _stage_sync(self, shared: Any, prep_result: Any) -> Any:
+        if self._batch == SINGLE:
+            return self._orch(shared)
+        items = batch_items(self, prep_result, allow_async=False)
+
+        def run_item(item: Any, index: int) -> Any:
+            return self._orch(shared, self._item_params(item, index))
+
+        return run_sequential_sync(items, run_item, False)
+
+    async def _stage_async(self, shared: Any, prep_result: Any) -> Any:
+        batch = self._batch
+        if batch == SINGLE:
+            return await self._orch_async(shared)
+        items = batch_items(self, prep_result, allow_async=True)
+
+        def run_item(item: Any, index: int) -> Any:
+            return self._orch_async(shared, self._item_params(item, index))
+
+        collect = self.on_error == "collect"
+        if batch == SEQUENTIAL:
+            return await run_sequential_async(items, run_item, False)
+        return await run_parallel_async(self, items, run_item, collect)
+
+
+class BatchFlow(Flow):
+    """A flow whose ``prep`` returns parameter sets; the sub-flow runs once per set.
+
+    Each run gets ``{**flow.params, **param_set}``. ``post`` receives
+    ``exec_res=None``.
+    """
+
+    _batch = SEQUENTIAL
+
+
+class AsyncFlow(Flow, AsyncNode):
+    """A flow that hosts async and sync nodes and nested flows of either kind.
+
+    Run it with ``await flow.run_async(shared)`` (or ``flow.run(shared)`` from
+    plain sync code). Sync nodes run on the event loop thread unless they
+    were made with ``offload=True`` or the flow with ``offload_sync=True``,
+    in which case they run in a worker thread.
+    """
+
+    _async = True
+
+
+class AsyncBatchFlow(AsyncFlow, BatchFlow):
+    """An async batch flow: the sub-flow runs once per parameter set, in order."""
+
+    _batch = SEQUENTIAL
+
+
+class AsyncParallelBatchFlow(AsyncFlow, BatchFlow):
+    """An async batch flow whose sub-flow runs concurrently, once per parameter set.
+
+    Options: ``max_concurrency`` (most sub-flows in flight) and ``on_error``
+    as on :class:`AsyncParallelBatchNode`. Under ``on_error="collect"``,
+    ``post`` receives one entry per parameter set: the sub-flow's last action,
+    or a :class:`Failure`.
+    """
+
+    _batch = PARALLEL

@@ -1,0 +1,105 @@
+"""Wiring: successors by action, the ``>>`` and ``- "action" >>`` operators, routing.
+
+A node keeps a dict ``successors`` from action string to the next node (or
+``None``, an explicit end). Routing a finished node to its successor is
+decided here, for sync and async flows alike.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._errors import WiringError
+
+if TYPE_CHECKING:
+    from ._node import BaseNode
+
+__all__ = ["DEFAULT_ACTION", "Wirable", "_ConditionalTransition", "route"]
+
+DEFAULT_ACTION = "default"
+
+_Target = TypeVar("_Target", bound="BaseNode | None")
+
+
+class Wirable:
+    """What every node and flow can do to be wired into a graph."""
+
+    successors: dict[str, BaseNode | None]
+
+    def _display_name(self) -> str:  # overridden by BaseNode
+        return type(self).__name__
+
+    def next(self, node: _Target, action: str = DEFAULT_ACTION) -> _Target:
+        """Make ``node`` the successor for ``action``; return ``node`` so chains read left to right.
+
+        ``None`` as the node marks an explicit end for that action.
+
+        Raises:
+            WiringError: If ``action`` is not a string or ``node`` is not a node,
+                a flow or ``None``.
+        """
+        if not isinstance(action, str):
+            raise WiringError(
+                f"Action must be a string: node {self._display_name()!r} got action "
+                f"{action!r} of type {type(action).__name__}",
+                node=self._display_name(),
+            )
+        if node is not None and not isinstance(node, Wirable):
+            raise WiringError(
+                f"Successor of {self._display_name()!r} for action {action!r} must be a node, "
+                f"a flow or None, got {type(node).__name__}",
+                node=self._display_name(),
+            )
+        if action in self.successors:
+            warnings.warn(f"Overwriting successor for action '{action}'", stacklevel=2)
+        self.successors[action] = node
+        return node
+
+    def __rshift__(self, other: _Target) -> _Target:
+        return self.next(other)
+
+    def __sub__(self, action: str) -> _ConditionalTransition:
+        if isinstance(action, str):
+            return _ConditionalTransition(self, action)
+        raise WiringError(
+            f"Action must be a string: node {self._display_name()!r} - {action!r} "
+            f'({type(action).__name__}); write node - "action" >> next_node',
+            node=self._display_name(),
+        )
+
+
+class _ConditionalTransition:
+    """The half-built edge ``node - "action"``, completed by ``>> target``."""
+
+    __slots__ = ("action", "src")
+
+    def __init__(self, src: Wirable, action: str) -> None:
+        self.src = src
+        self.action = action
+
+    def __rshift__(self, target: _Target) -> _Target:
+        return self.src.next(target, self.action)
+
+
+def route(node: Any, action: Any) -> Any:
+    """Return the successor of ``node`` for ``action``, or ``None`` when the flow ends.
+
+    ``None`` or an empty action means "default". An action with no successor
+    ends the flow, with a warning only when the node has some other successor
+    wired (it then looks like a typo). Successors wired as ``>> None`` are
+    explicit ends and never cause that warning.
+    """
+    successors = node.successors
+    try:
+        return successors[action or DEFAULT_ACTION]
+    except KeyError:
+        if any(successor is not None for successor in successors.values()):
+            warnings.warn(f"Flow ends: '{action}' not found in {list(successors)}", stacklevel=3)
+        return None
+    except TypeError:
+        raise WiringError(
+            f"Node {node._display_name()!r} returned action {action!r} of type "
+            f"{type(action).__name__} from post; an action must be a string or None",
+            node=node._display_name(),
+        ) from None

@@ -1,0 +1,254 @@
+"""Async nodes and flows: mixed phase forms, mixed graphs, entry points, misuse."""
+
+import asyncio
+
+import pytest
+
+from braidflow import (
+    AsyncBatchFlow,
+    AsyncBatchNode,
+    AsyncFlow,
+    AsyncNode,
+    AsyncUsageError,
+    BatchAsyncFlow,
+    Flow,
+    Node,
+    NodeDefinitionError,
+)
+
+
+class Weather(AsyncNode):
+    async def prep_async(self, shared):
+        return shared["city"]
+
+    async def exec_async(self, city):
+        await asyncio.sleep(0)
+        return f"Sunny in {city}"
+
+    async def post_async(self, shared, prep_res, exec_res):
+        shared["report"] = exec_res
+        return "done"
+
+
+async def test_async_flow_runs_async_nodes():
+    shared = {"city": "London"}
+    assert await AsyncFlow(start=Weather()).run_async(shared) == "done"
+    assert shared["report"] == "Sunny in London"
+
+
+class MixedPlain(AsyncNode):
+    """Phases written as plain names, some async def and some def."""
+
+    async def prep(self, shared):
+        await asyncio.sleep(0)
+        return shared["x"]
+
+    async def exec(self, prep_res):
+        return prep_res * 2
+
+    def post(self, shared, prep_res, exec_res):
+        shared["y"] = exec_res
+        return "next"
+
+
+class SyncInAsyncNode(AsyncNode):
+    """An async node whose phases are all plain functions."""
+
+    def prep(self, shared):
+        return shared["y"]
+
+    def exec(self, prep_res):
+        return prep_res + 1
+
+    def post(self, shared, prep_res, exec_res):
+        shared["z"] = exec_res
+
+
+async def test_async_node_phases_may_be_plain_names_sync_or_async():
+    first = MixedPlain()
+    first - "next" >> SyncInAsyncNode()
+    shared = {"x": 5}
+    await AsyncFlow(start=first).run_async(shared)
+    assert shared == {"x": 5, "y": 10, "z": 11}
+
+
+async def test_async_suffixed_phase_wins_over_plain_name():
+    class Both(AsyncNode):
+        def exec(self, prep_res):
+            return "plain"
+
+        async def exec_async(self, prep_res):
+            return "async"
+
+        async def post_async(self, shared, prep_res, exec_res):
+            return exec_res
+
+    assert await Both().run_async({}) == "async"
+
+
+async def test_old_exec_signature_with_shared_first_is_supported():
+    class Old(AsyncNode):
+        async def prep(self, shared):
+            return shared["text"]
+
+        async def exec(self, shared, prep_res):
+            return f"{prep_res} ({len(shared)} keys)"
+
+        def post(self, shared, prep_res, exec_res):
+            shared["out"] = exec_res
+
+    shared = {"text": "hi"}
+    await AsyncFlow(start=Old()).run_async(shared)
+    assert shared["out"] == "hi (1 keys)"
+
+
+async def test_async_flow_hosts_sync_nodes_and_nested_sync_and_async_flows():
+    log = []
+
+    class Step(Node):
+        def __init__(self, label):
+            super().__init__()
+            self.label = label
+
+        def post(self, shared, prep_res, exec_res):
+            log.append(self.label)
+
+    class AsyncStep(AsyncNode):
+        def __init__(self, label):
+            super().__init__()
+            self.label = label
+
+        async def post_async(self, shared, prep_res, exec_res):
+            await asyncio.sleep(0)
+            log.append(self.label)
+
+    sync_inner = Flow(start=Step("sync-inner"))
+    async_inner = AsyncFlow(start=AsyncStep("async-inner"))
+    head = Step("head")
+    head >> AsyncStep("async") >> sync_inner >> async_inner >> Step("tail")
+    await AsyncFlow(start=head).run_async({})
+    assert log == ["head", "async", "sync-inner", "async-inner", "tail"]
+
+
+def test_run_on_an_async_flow_from_sync_code_runs_it_to_completion():
+    shared = {"city": "Paris"}
+    assert AsyncFlow(start=Weather()).run(shared) == "done"
+    assert shared["report"] == "Sunny in Paris"
+
+
+def test_run_on_an_async_node_from_sync_code_runs_it_to_completion():
+    shared = {"city": "Oslo"}
+    assert Weather().run(shared) == "done"
+    assert shared["report"] == "Sunny in Oslo"
+
+
+async def test_run_inside_a_running_loop_says_to_await_run_async():
+    with pytest.raises(AsyncUsageError, match=r"await node\.run_async\(shared\)"):
+        AsyncFlow(start=Weather()).run({})
+
+
+async def test_sync_flow_reaching_an_async_node_is_a_clear_error():
+    with pytest.raises(AsyncUsageError, match="use AsyncFlow") as caught:
+        Flow(start=Weather(name="weather")).run({})
+    assert "weather" in str(caught.value)
+    assert isinstance(caught.value, RuntimeError)
+
+
+def test_private_sync_run_of_an_async_node_raises_runtime_error():
+    with pytest.raises(RuntimeError, match="run_async"):
+        Weather()._run({})
+
+
+def test_async_def_on_a_sync_node_is_rejected_when_the_class_is_defined():
+    with pytest.raises(NodeDefinitionError, match="AsyncNode"):
+
+        class Wrong(Node):
+            async def exec(self, prep_res):
+                return prep_res
+
+
+async def test_sync_node_run_async_runs_it():
+    class Plain(Node):
+        def post(self, shared, prep_res, exec_res):
+            return "plain"
+
+    assert await Plain().run_async({}) == "plain"
+
+
+async def test_async_batch_node_runs_items_in_order_and_reads_async_iterators():
+    async def letters():
+        for letter in "abc":
+            await asyncio.sleep(0)
+            yield letter
+
+    class Upper(AsyncBatchNode):
+        async def prep_async(self, shared):
+            return letters()
+
+        async def exec_async(self, item):
+            return item.upper()
+
+        async def post_async(self, shared, prep_res, exec_res):
+            return exec_res
+
+    assert await Upper().run_async({}) == ["A", "B", "C"]
+
+
+@pytest.mark.parametrize("prep_value", [None, []])
+async def test_async_batch_node_with_no_items_gives_an_empty_list(prep_value):
+    class Empty(AsyncBatchNode):
+        async def prep_async(self, shared):
+            return prep_value
+
+        async def post_async(self, shared, prep_res, exec_res):
+            return exec_res
+
+    assert await Empty()._run_async({}) == []
+
+
+async def test_async_batch_flow_runs_the_sub_flow_per_param_set_in_order():
+    seen = []
+
+    class Read(AsyncNode):
+        async def prep_async(self, shared):
+            seen.append(self.params["file"])
+
+    class Files(AsyncBatchFlow):
+        async def prep(self, shared):  # the seeds' plain-name form
+            return [{"file": name} for name in ("a", "b", "c")]
+
+        async def post_async(self, shared, prep_res, exec_res):
+            return ("done", exec_res)
+
+    assert await Files(start=Read()).run_async({}) == ("done", None)
+    assert seen == ["a", "b", "c"]
+    assert BatchAsyncFlow is AsyncBatchFlow
+
+
+async def test_async_flow_post_returns_last_action_by_default():
+    class Emit(AsyncNode):
+        async def post_async(self, shared, prep_res, exec_res):
+            return "last"
+
+    assert await AsyncFlow(start=Emit()).run_async({}) == "last"
+
+
+async def test_decorated_coroutine_functions_are_awaited():
+    import functools
+
+    def logged(function):
+        @functools.wraps(function)
+        def wrapper(*args):
+            return function(*args)
+
+        return wrapper
+
+    class Decorated(AsyncNode):
+        @logged
+        async def exec_async(self, prep_res):
+            return "awaited"
+
+        async def post_async(self, shared, prep_res, exec_res):
+            return exec_res
+
+    assert await Decorated().run_async({}) == "awaited"

@@ -1,0 +1,409 @@
+"""Parallel batch nodes and flows: bounds, failure policies, cancellation, lazy input."""
+
+import asyncio
+
+import pytest
+
+from braidflow import (
+    AsyncFlow,
+    AsyncNode,
+    AsyncParallelBatchFlow,
+    AsyncParallelBatchNode,
+    BatchItemsError,
+    Failure,
+    InvalidParameterError,
+    Node,
+)
+from braidflow.testing import other_tasks
+
+
+class Gauge:
+    """Counts items in flight exactly, and lets a test hold them at a gate."""
+
+    def __init__(self):
+        self.now = 0
+        self.peak = 0
+
+    def enter(self):
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+
+    def leave(self):
+        self.now -= 1
+
+
+def make_square_node(gauge, gate=None, **kwargs):
+    class Square(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return shared["items"]
+
+        async def exec_async(self, item):
+            gauge.enter()
+            try:
+                await asyncio.sleep(0)
+                if gate is not None:
+                    await gate.wait()
+                return item * item
+            finally:
+                gauge.leave()
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["out"] = exec_res
+            return "done"
+
+    return Square(**kwargs)
+
+
+async def test_parallel_batch_node_runs_items_concurrently_in_input_order():
+    gauge = Gauge()
+    gate = asyncio.Event()
+    node = make_square_node(gauge, gate)
+    shared = {"items": list(range(10))}
+    task = asyncio.create_task(node.run_async(shared))
+    while gauge.now < 10:
+        await asyncio.sleep(0)
+    gate.set()
+    assert await task == "done"
+    assert shared["out"] == [i * i for i in range(10)]
+    assert gauge.peak == 10
+
+
+@pytest.mark.parametrize("limit", [1, 3, 7])
+async def test_max_concurrency_bounds_items_in_flight_exactly(limit):
+    gauge = Gauge()
+    node = make_square_node(gauge, max_concurrency=limit)
+    shared = {"items": list(range(20))}
+    await node.run_async(shared)
+    assert gauge.peak == limit
+    assert shared["out"] == [i * i for i in range(20)]
+
+
+async def test_max_concurrency_as_a_class_attribute():
+    gauge = Gauge()
+
+    class Bounded(AsyncParallelBatchNode):
+        max_concurrency = 2
+
+        async def prep_async(self, shared):
+            return range(10)
+
+        async def exec_async(self, item):
+            gauge.enter()
+            await asyncio.sleep(0)
+            gauge.leave()
+            return item
+
+        async def post_async(self, shared, prep_res, exec_res):
+            return exec_res
+
+    assert await Bounded().run_async({}) == list(range(10))
+    assert gauge.peak == 2
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_bad_max_concurrency_is_a_value_error_naming_the_node(bad):
+    with pytest.raises(ValueError, match="max_concurrency") as caught:
+        AsyncParallelBatchNode(max_concurrency=bad, name="fan-out")
+    assert "fan-out" in str(caught.value)
+
+
+def test_max_concurrency_on_a_non_parallel_node_is_rejected():
+    with pytest.raises(InvalidParameterError, match="parallel"):
+        Node(max_concurrency=3)
+
+
+def test_unknown_on_error_is_a_value_error():
+    with pytest.raises(ValueError, match="on_error='ignore'"):
+        AsyncParallelBatchNode(on_error="ignore")
+    with pytest.raises(ValueError, match="on_error"):
+        AsyncParallelBatchFlow(on_error="skip")
+
+
+async def test_prep_that_is_not_iterable_is_a_type_error_naming_the_node():
+    class Wrong(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return 3.5
+
+    with pytest.raises(TypeError, match=r"Wrong.*not iterable") as caught:
+        await Wrong().run_async({})
+    assert isinstance(caught.value, BatchItemsError)
+
+
+@pytest.mark.parametrize("prep_value", [None, []])
+async def test_parallel_node_with_no_items_gives_an_empty_list(prep_value):
+    class Empty(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return prep_value
+
+        async def post_async(self, shared, prep_res, exec_res):
+            return exec_res
+
+    assert await Empty()._run_async({}) == []
+
+
+def failing_node(fail_on, started, finished, **kwargs):
+    """Item ``fail_on`` fails once every other item has started; others then block."""
+
+    class Fails(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return shared["items"]
+
+        async def exec_async(self, item):
+            started.append(item)
+            if item == fail_on:
+                while len(started) < len(self.params.get("expect", [])) or len(started) < 3:
+                    await asyncio.sleep(0)
+                raise ValueError(f"item {item} failed")
+            await asyncio.Event().wait()  # never set: only cancellation ends it
+            finished.append(item)
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["written"] = True
+
+    return Fails(**kwargs)
+
+
+async def test_failure_cancels_siblings_and_leaves_no_task():
+    started, finished = [], []
+    node = failing_node(1, started, finished)
+    shared = {"items": [0, 1, 2]}
+    with pytest.raises(ValueError, match="item 1 failed") as caught:
+        await node.run_async(shared)
+    assert sorted(started) == [0, 1, 2]
+    assert finished == []
+    assert "written" not in shared
+    assert other_tasks() == set()
+    assert any("item 1" in note for note in caught.value.__notes__)
+
+
+async def test_collect_runs_every_item_and_keeps_order_with_failures():
+    class Some(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return ["a", "bad", "c", "worse"]
+
+        async def exec_async(self, item):
+            await asyncio.sleep(0)
+            if item.startswith(("bad", "worse")):
+                raise ValueError(item)
+            return item.upper()
+
+        async def post_async(self, shared, prep_res, exec_res):
+            return exec_res
+
+    results = await Some(on_error="collect", max_concurrency=2).run_async({})
+    assert results[0] == "A"
+    assert results[2] == "C"
+    assert isinstance(results[1], Failure)
+    assert isinstance(results[3], Failure)
+    assert (results[1].item, results[1].index, str(results[1].error)) == ("bad", 1, "bad")
+    assert (results[3].item, results[3].index) == ("worse", 3)
+
+
+async def test_collect_applies_after_retries_and_fallback():
+    class Flaky(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return [1, 2]
+
+        async def exec_async(self, item):
+            if item == 2 and self.cur_retry == 0:
+                raise ConnectionError
+            return item
+
+        async def post_async(self, shared, prep_res, exec_res):
+            return exec_res
+
+    assert await Flaky(max_retries=2, on_error="collect").run_async({}) == [1, 2]
+
+
+async def test_lazy_input_is_read_only_as_fast_as_the_bound_allows():
+    pulled = []
+    gauge = Gauge()
+
+    def items():
+        for i in range(50):
+            pulled.append(i)
+            yield i
+
+    class Lazy(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return items()
+
+        async def exec_async(self, item):
+            gauge.enter()
+            # Never more than the bound has been read ahead of the finished items.
+            assert len(pulled) - item <= 4
+            await asyncio.sleep(0)
+            gauge.leave()
+            return item
+
+        async def post_async(self, shared, prep_res, exec_res):
+            return exec_res
+
+    assert await Lazy(max_concurrency=4).run_async({}) == list(range(50))
+    assert gauge.peak == 4
+
+
+async def test_async_iterator_input_with_and_without_bound():
+    async def numbers(count):
+        for i in range(count):
+            await asyncio.sleep(0)
+            yield i
+
+    for limit in (None, 3):
+
+        class FromAsync(AsyncParallelBatchNode):
+            async def prep_async(self, shared):
+                return numbers(10)
+
+            async def exec_async(self, item):
+                await asyncio.sleep(0)
+                return item * 10
+
+            async def post_async(self, shared, prep_res, exec_res):
+                return exec_res
+
+        result = await FromAsync(max_concurrency=limit).run_async({})
+        assert result == [i * 10 for i in range(10)]
+
+
+async def test_failing_input_iterator_propagates_and_stops_items():
+    def broken():
+        yield 1
+        raise OSError("source broke")
+
+    class FromBroken(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return broken()
+
+        async def exec_async(self, item):
+            await asyncio.sleep(0)
+            return item
+
+    with pytest.raises(OSError, match="source broke"):
+        await FromBroken(max_concurrency=2).run_async({})
+    assert other_tasks() == set()
+
+
+async def test_cancelling_the_run_cancels_every_item_and_sub_flow():
+    started = asyncio.Event()
+    in_flight = Gauge()
+
+    class Block(AsyncNode):
+        async def exec_async(self, prep_res):
+            in_flight.enter()
+            if in_flight.now == 4:
+                started.set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                in_flight.leave()
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["after"] = True
+
+    class Many(AsyncParallelBatchFlow):
+        async def prep_async(self, shared):
+            return [{"i": i} for i in range(4)]
+
+    shared = {}
+    task = asyncio.create_task(AsyncFlow(start=Many(start=Block())).run_async(shared))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert in_flight.now == 0
+    assert shared == {}
+    assert other_tasks() == set()
+
+
+async def test_parallel_flow_runs_sub_flows_concurrently_with_merged_params():
+    gauge = Gauge()
+    gate = asyncio.Event()
+
+    class Load(AsyncNode):
+        async def prep_async(self, shared):
+            gauge.enter()
+            await gate.wait()
+            gauge.leave()
+            return self.params
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared.setdefault("seen", []).append((prep_res["image"], prep_res["mode"]))
+
+    class Images(AsyncParallelBatchFlow):
+        async def prep_async(self, shared):
+            return [{"image": i} for i in range(5)]
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["post"] = exec_res
+            return "all done"
+
+    flow = Images(start=Load())
+    flow.set_params({"mode": "fast"})
+    shared = {}
+    task = asyncio.create_task(flow.run_async(shared))
+    while gauge.now < 5:
+        await asyncio.sleep(0)
+    gate.set()
+    assert await task == "all done"
+    assert sorted(shared["seen"]) == [(i, "fast") for i in range(5)]
+    assert shared["post"] is None
+
+
+async def test_parallel_flow_max_concurrency_and_collect():
+    gauge = Gauge()
+
+    class Work(AsyncNode):
+        async def exec_async(self, prep_res):
+            gauge.enter()
+            await asyncio.sleep(0)
+            gauge.leave()
+            if self.params["i"] == 2:
+                raise ValueError("two")
+
+        async def post_async(self, shared, prep_res, exec_res):
+            return f"ok-{self.params['i']}"
+
+    class Each(AsyncParallelBatchFlow):
+        async def prep_async(self, shared):
+            return [{"i": i} for i in range(5)]
+
+        async def post_async(self, shared, prep_res, exec_res):
+            return exec_res
+
+    results = await Each(start=Work(), max_concurrency=2, on_error="collect").run_async({})
+    assert gauge.peak == 2
+    assert results[:2] == ["ok-0", "ok-1"]
+    assert results[3:] == ["ok-3", "ok-4"]
+    assert isinstance(results[2], Failure)
+    assert results[2].item == {"i": 2}
+
+
+async def test_parallel_flow_failure_cancels_siblings_and_nothing_is_written_after():
+    release = asyncio.Event()
+    started = Gauge()
+
+    class Step(AsyncNode):
+        async def exec_async(self, prep_res):
+            started.enter()
+            if self.params["i"] == 0:
+                while started.now < 3:
+                    await asyncio.sleep(0)
+                raise RuntimeError("sub-flow 0 failed")
+            await release.wait()
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared.setdefault("writes", []).append(self.params["i"])
+
+    class Each(AsyncParallelBatchFlow):
+        async def prep_async(self, shared):
+            return [{"i": i} for i in range(3)]
+
+    shared = {}
+    with pytest.raises(RuntimeError, match="sub-flow 0 failed"):
+        await Each(start=Step()).run_async(shared)
+    release.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert shared == {}
+    assert other_tasks() == set()
