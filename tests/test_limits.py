@@ -1,0 +1,276 @@
+"""Limiter: in-flight and rate limits, shared across nodes, copies and sub-flows."""
+
+import asyncio
+import threading
+
+import pytest
+
+from braidflow import (
+    AsyncFlow,
+    AsyncNode,
+    AsyncParallelBatchFlow,
+    AsyncParallelBatchNode,
+    InvalidParameterError,
+    Limiter,
+    LimiterStatistics,
+    Node,
+    ParallelBatchNode,
+    RunError,
+)
+from braidflow.testing import VirtualClock, other_tasks
+
+
+class Gauge:
+    def __init__(self):
+        self.now = 0
+        self.peak = 0
+
+    def enter(self):
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+
+    def leave(self):
+        self.now -= 1
+
+
+async def test_limiter_counts_in_flight_waiting_peak_and_acquired():
+    limiter = Limiter(2, name="api")
+    await limiter.acquire()
+    await limiter.acquire()
+    waiter = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0)
+    assert limiter.statistics() == LimiterStatistics(
+        in_flight=2, waiting=1, peak_in_flight=2, acquired=2
+    )
+    limiter.release()
+    await waiter
+    assert limiter.statistics() == LimiterStatistics(
+        in_flight=2, waiting=0, peak_in_flight=2, acquired=3
+    )
+    limiter.release()
+    limiter.release()
+    assert limiter.statistics().in_flight == 0
+
+
+async def test_limiter_serves_waiters_first_come_first_served():
+    limiter = Limiter(1)
+    order = []
+    await limiter.acquire()
+
+    async def take(label):
+        async with limiter:
+            order.append(label)
+
+    tasks = [asyncio.create_task(take(label)) for label in "abcd"]
+    await asyncio.sleep(0)
+    limiter.release()
+    await asyncio.gather(*tasks)
+    assert order == list("abcd")
+
+
+async def test_cancelled_waiter_takes_nothing_and_frees_its_place():
+    limiter = Limiter(1)
+    await limiter.acquire()
+    first = asyncio.create_task(limiter.acquire())
+    second = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    limiter.release()
+    await second
+    assert limiter.statistics() == LimiterStatistics(1, 0, 1, 2)
+
+
+def test_release_without_acquire_is_an_error():
+    with pytest.raises(RunError, match="release"):
+        Limiter(1).release()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_concurrent": 0}, "max_concurrent"),
+        ({"max_concurrent": -2}, "max_concurrent"),
+        ({"max_concurrent": 2.5}, "max_concurrent"),
+        ({"rate": 0}, "rate"),
+        ({"rate": -1}, "rate"),
+        ({"rate": 1, "per": 0}, "per"),
+    ],
+)
+def test_bad_limiter_settings_are_value_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Limiter(**kwargs, name="llm")
+
+
+def test_nodes_only_take_limiter_objects():
+    with pytest.raises(InvalidParameterError, match="Limiter"):
+        Node(limits=[3], name="x")  # type: ignore[list-item]
+
+
+async def test_rate_limit_waits_for_the_window_on_a_virtual_clock():
+    clock = VirtualClock()
+    limiter = Limiter(rate=2, per=1.0, clock=clock)
+    await limiter.acquire()
+    limiter.release()
+    clock.advance(0.4)
+    await limiter.acquire()
+    limiter.release()
+    third = asyncio.create_task(limiter.acquire())
+    while clock.sleepers == 0:
+        await asyncio.sleep(0)
+    assert not third.done()
+    assert limiter.statistics().waiting == 1
+    clock.advance(0.5)  # t = 0.9: the first start is still inside the window
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not third.done()
+    clock.advance(0.2)  # t = 1.1: the first start has left the window
+    await third
+    assert limiter.statistics().acquired == 3
+
+
+async def test_fractional_rate_spaces_acquisitions():
+    clock = VirtualClock()
+    limiter = Limiter(rate=0.5, per=1.0, clock=clock)  # one every 2 s
+    await limiter.acquire()
+    second = asyncio.create_task(limiter.acquire())
+    while clock.sleepers == 0:
+        await asyncio.sleep(0)
+    clock.advance(1.9)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not second.done()
+    clock.advance(0.1)
+    await second
+
+
+def test_rate_limit_in_threads_on_a_virtual_clock():
+    clock = VirtualClock()
+    limiter = Limiter(rate=1, per=1.0, clock=clock)
+    limiter.acquire_blocking()
+    limiter.release()
+    done = threading.Event()
+
+    def take():
+        with limiter:
+            done.set()
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    while clock.sleepers == 0:
+        threading.Event().wait(0.001)
+    assert not done.is_set()
+    clock.advance(1.0)
+    thread.join(timeout=5)
+    assert done.is_set()
+
+
+def make_limited_node(limiter, gauge):
+    class Call(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return range(6)
+
+        async def exec_async(self, item):
+            gauge.enter()
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            gauge.leave()
+            return item
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared.setdefault("results", []).append(exec_res)
+
+    return Call(limits=[limiter])
+
+
+async def test_one_limiter_shared_by_nodes_in_parallel_sub_flows_is_one_limit():
+    limiter = Limiter(3, name="llm")
+    gauge = Gauge()
+    first = make_limited_node(limiter, gauge)
+    second = make_limited_node(limiter, gauge)
+    first >> second
+
+    class Docs(AsyncParallelBatchFlow):
+        async def prep_async(self, shared):
+            return [{"doc": d} for d in range(4)]
+
+    shared = {}
+    await AsyncFlow(start=Docs(start=first)).run_async(shared)
+    assert gauge.peak == 3
+    stats = limiter.statistics()
+    assert stats.peak_in_flight == 3
+    assert stats.acquired == 4 * 2 * 6
+    assert stats.in_flight == 0
+    assert len(shared["results"]) == 8
+    assert other_tasks() == set()
+
+
+async def test_every_attempt_holds_the_limiter_and_releases_it_on_failure():
+    limiter = Limiter(1)
+
+    class Flaky(AsyncNode):
+        async def exec_async(self, prep_res):
+            assert limiter.statistics().in_flight == 1
+            if self.cur_retry < 2:
+                raise ConnectionError
+            return "ok"
+
+        async def post_async(self, shared, prep_res, exec_res):
+            return exec_res
+
+    assert await Flaky(max_retries=3, limits=limiter).run_async({}) == "ok"
+    assert limiter.statistics().acquired == 3
+    assert limiter.statistics().in_flight == 0
+
+
+async def test_limiters_are_acquired_in_one_global_order():
+    first, second = Limiter(1, name="a"), Limiter(1, name="b")
+    one = AsyncNode(limits=[second, first])
+    other = AsyncNode(limits=[first, second])
+    assert one.limits == other.limits == (first, second)
+
+
+def test_sync_parallel_batch_node_respects_a_shared_limiter_in_threads():
+    limiter = Limiter(2)
+    lock = threading.Lock()
+    gauge = Gauge()
+    both_in = threading.Barrier(2, timeout=5)
+
+    class Threads(ParallelBatchNode):
+        def prep(self, shared):
+            return range(8)
+
+        def exec(self, item):
+            with lock:
+                gauge.enter()
+            if item < 2:
+                both_in.wait()  # the first two must overlap
+            with lock:
+                gauge.leave()
+            return item
+
+        def post(self, shared, prep_res, exec_res):
+            return exec_res
+
+    assert Threads(max_concurrency=4, limits=[limiter]).run({}) == list(range(8))
+    assert gauge.peak == 2
+    assert limiter.statistics().peak_in_flight == 2
+
+
+async def test_sync_node_with_limits_in_async_flow_does_not_block_the_loop():
+    limiter = Limiter(1)
+    ran = []
+
+    class Sync(Node):
+        def exec(self, prep_res):
+            ran.append("sync")
+
+    await limiter.acquire()  # held by "another task": the sync node must wait
+    task = asyncio.create_task(AsyncFlow(start=Sync(limits=[limiter])).run_async({}))
+    while limiter.statistics().waiting == 0:
+        await asyncio.sleep(0)
+    assert ran == []  # the loop is still live while the node waits in its thread
+    limiter.release()
+    await task
+    assert ran == ["sync"]

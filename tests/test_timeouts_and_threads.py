@@ -1,0 +1,263 @@
+"""Timeouts per exec attempt, sync work offloaded to threads, sync parallel batches."""
+
+import asyncio
+import threading
+
+import pytest
+
+from braidflow import (
+    AsyncFlow,
+    AsyncNode,
+    AsyncParallelBatchNode,
+    Failure,
+    Flow,
+    InvalidParameterError,
+    Node,
+    NodeTimeoutError,
+    ParallelBatchNode,
+)
+from braidflow.testing import other_tasks
+
+
+async def test_timeout_fails_the_attempt_and_goes_through_retry_and_fallback():
+    never = asyncio.Event()
+
+    class Slow(AsyncNode):
+        async def exec_async(self, prep_res):
+            if self.cur_retry < 2:
+                await never.wait()
+            return f"ok on {self.cur_retry}"
+
+        async def post_async(self, shared, prep_res, exec_res):
+            return exec_res
+
+    assert await Slow(max_retries=3, timeout=0.01).run_async({}) == "ok on 2"
+
+
+async def test_timeout_error_is_a_timeout_error_naming_the_node():
+    class Hangs(AsyncNode):
+        async def exec_async(self, prep_res):
+            await asyncio.Event().wait()
+
+    with pytest.raises(TimeoutError, match="hangs") as caught:
+        await Hangs(timeout=0.01, name="hangs").run_async({})
+    assert isinstance(caught.value, NodeTimeoutError)
+    assert caught.value.timeout == 0.01
+    assert caught.value.attempt == 0
+
+
+async def test_timeout_fallback_receives_the_timeout_error():
+    class Hangs(AsyncNode):
+        async def exec_async(self, prep_res):
+            await asyncio.Event().wait()
+
+        async def exec_fallback_async(self, prep_res, exc):
+            return type(exc).__name__
+
+        async def post_async(self, shared, prep_res, exec_res):
+            return exec_res
+
+    assert await Hangs(timeout=0.01).run_async({}) == "NodeTimeoutError"
+
+
+async def test_user_timeout_errors_are_not_mistaken_for_the_node_timeout():
+    class OwnTimeout(AsyncNode):
+        async def exec_async(self, prep_res):
+            raise TimeoutError("from the API")
+
+    with pytest.raises(TimeoutError, match="from the API") as caught:
+        await OwnTimeout(timeout=5).run_async({})
+    assert not isinstance(caught.value, NodeTimeoutError)
+
+
+def test_timeout_fires_on_blocking_sync_code():
+    release = threading.Event()
+
+    class Blocks(Node):
+        def exec(self, prep_res):
+            release.wait(10)
+            return "late"
+
+        def exec_fallback(self, prep_res, exc):
+            return "timed out"
+
+        def post(self, shared, prep_res, exec_res):
+            return exec_res
+
+    try:
+        assert Flow(start=Blocks(timeout=0.01)).run({}) == "timed out"
+        assert Blocks(timeout=0.01).run({}) == "timed out"
+    finally:
+        release.set()
+
+
+async def test_timeout_fires_on_sync_exec_inside_an_async_node():
+    release = threading.Event()
+
+    class SyncExec(AsyncNode):
+        def exec(self, prep_res):
+            release.wait(10)
+
+    try:
+        with pytest.raises(NodeTimeoutError):
+            await SyncExec(timeout=0.01).run_async({})
+    finally:
+        release.set()
+
+
+async def test_timeout_applies_per_item_in_parallel_batches():
+    class Items(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return ["fast", "hang", "fast"]
+
+        async def exec_async(self, item):
+            if item == "hang":
+                await asyncio.Event().wait()
+            return item
+
+        async def post_async(self, shared, prep_res, exec_res):
+            return exec_res
+
+    results = await Items(timeout=0.01, on_error="collect").run_async({})
+    assert results[0] == "fast"
+    assert results[2] == "fast"
+    assert isinstance(results[1], Failure)
+    assert isinstance(results[1].error, NodeTimeoutError)
+    assert results[1].error.item_index == 1
+
+
+@pytest.mark.parametrize("bad", [0, -1, "5"])
+def test_bad_timeout_is_a_value_error(bad):
+    with pytest.raises(ValueError, match="timeout"):
+        Node(timeout=bad)
+
+
+async def test_offloaded_sync_node_keeps_the_event_loop_live():
+    loop_ran = threading.Event()
+
+    class Blocking(Node):
+        def exec(self, prep_res):
+            # Only returns True if the event loop ran the ticker meanwhile.
+            return loop_ran.wait(5)
+
+        def post(self, shared, prep_res, exec_res):
+            shared["loop_was_live"] = exec_res
+
+    async def ticker():
+        await asyncio.sleep(0)
+        loop_ran.set()
+
+    shared = {}
+    tick = asyncio.create_task(ticker())
+    await AsyncFlow(start=Blocking(offload=True)).run_async(shared)
+    await tick
+    assert shared == {"loop_was_live": True}
+
+
+async def test_offload_sync_on_the_flow_is_the_default_for_its_sync_nodes():
+    threads = []
+
+    class Where(Node):
+        def exec(self, prep_res):
+            threads.append(threading.current_thread())
+
+    pinned = Where(offload=False)
+    first = Where()
+    first >> pinned
+    await AsyncFlow(start=first, offload_sync=True).run_async({})
+    assert threads[0] is not threading.main_thread()
+    assert threads[1] is threading.main_thread()
+
+
+def test_offload_options_are_checked():
+    with pytest.raises(InvalidParameterError, match="offload"):
+        AsyncNode(offload=True)
+    with pytest.raises(InvalidParameterError, match="offload_sync"):
+        Flow(offload_sync=True)
+
+
+async def test_cancelled_run_waits_for_offloaded_work_so_nothing_lands_after():
+    entered = threading.Event()
+    release = threading.Event()
+
+    class Blocking(Node):
+        def exec(self, prep_res):
+            entered.set()
+            release.wait(5)
+
+        def post(self, shared, prep_res, exec_res):
+            shared["written"] = True
+
+    shared = {}
+    task = asyncio.create_task(AsyncFlow(start=Blocking(offload=True)).run_async(shared))
+    while not entered.is_set():
+        await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.sleep(0)
+    assert not task.done()  # still waiting for the thread
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert shared == {"written": True}  # written before the run ended, never after
+    assert other_tasks() == set()
+
+
+def test_sync_parallel_batch_node_runs_items_in_a_bounded_pool_in_order():
+    lock = threading.Lock()
+    in_flight = [0, 0]  # now, peak
+    all_in = threading.Barrier(3, timeout=5)
+
+    class Threads(ParallelBatchNode):
+        def prep(self, shared):
+            return (i for i in range(9))
+
+        def exec(self, item):
+            with lock:
+                in_flight[0] += 1
+                in_flight[1] = max(in_flight[1], in_flight[0])
+            if item < 3:
+                all_in.wait()  # three items must be in flight together
+            with lock:
+                in_flight[0] -= 1
+            return item * 2
+
+        def post(self, shared, prep_res, exec_res):
+            return exec_res
+
+    assert Threads(max_concurrency=3).run({}) == [i * 2 for i in range(9)]
+    assert in_flight[1] == 3
+
+
+def test_sync_parallel_batch_node_failure_stops_new_items_and_raises():
+    started = []
+
+    class Fails(ParallelBatchNode):
+        def prep(self, shared):
+            return range(100)
+
+        def exec(self, item):
+            started.append(item)
+            if item == 0:
+                raise ValueError("item 0")
+            return item
+
+    with pytest.raises(ValueError, match="item 0"):
+        Fails(max_concurrency=1).run({})
+    assert started == [0]
+
+
+def test_sync_parallel_batch_node_collect():
+    class Some(ParallelBatchNode):
+        def prep(self, shared):
+            return [1, 0, 2]
+
+        def exec(self, item):
+            return 10 // item
+
+        def post(self, shared, prep_res, exec_res):
+            return exec_res
+
+    results = Some(max_concurrency=2, on_error="collect").run({})
+    assert results[0] == 10
+    assert results[2] == 5
+    assert isinstance(results[1].error, ZeroDivisionError)
