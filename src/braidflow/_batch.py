@@ -9,6 +9,7 @@ generator or async iterator and is read only as fast as the bound allows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -93,6 +94,17 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return first
 
 
+@contextlib.asynccontextmanager
+async def _closing(items: Any) -> AsyncIterator[None]:
+    """Close an async generator we stopped reading early, now rather than at GC."""
+    try:
+        yield
+    finally:
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None and hasattr(items, "__aiter__"):
+            await aclose()
+
+
 def run_sequential_sync(items: Iterable[Any], run_item: RunItemSync, keep: bool) -> Any:
     """Run items one after another; return their results in order if ``keep``."""
     if keep:
@@ -107,11 +119,12 @@ async def run_sequential_async(items: Any, run_item: RunItemAsync, keep: bool) -
     results: list[Any] | None = [] if keep else None
     if hasattr(items, "__aiter__"):
         index = 0
-        async for item in items:
-            value = await run_item(item, index)
-            if results is not None:
-                results.append(value)
-            index += 1
+        async with _closing(items):
+            async for item in items:
+                value = await run_item(item, index)
+                if results is not None:
+                    results.append(value)
+                index += 1
     else:
         for index, item in enumerate(items):
             value = await run_item(item, index)
@@ -158,17 +171,26 @@ def _numbered(items: Iterable[Any], results: list[Any] | None) -> Iterator[tuple
 
 
 async def run_parallel_async(
-    node: Any, items: Any, run_item: RunItemAsync, keep: bool
+    node: Any,
+    items: Any,
+    run_item: RunItemAsync,
+    keep: bool,
+    direct: Callable[[Any], Awaitable[Any]] | None = None,
 ) -> list[Any] | None:
     """Run items concurrently in a task group, at most ``node.max_concurrency`` at once.
 
     Under ``on_error="raise"`` the first failure cancels every other item and
     is re-raised once all of them have stopped. Under ``"collect"`` failures
     become :class:`Failure` entries. Results keep the input order.
+
+    ``direct``, when given, is the node's own exec coroutine function, to be
+    awaited per item with nothing around it (no retry, fallback or policy
+    applies and failures propagate): the fan-out hot path, one frame per item.
     """
     limit: int | None = node.max_concurrency
     collect = node.on_error == "collect"
     results: list[Any] = []
+    tasks: list[asyncio.Task[Any]] = []  # per item, on the direct unbounded path only
 
     async def one(index: int, item: Any) -> None:
         try:
@@ -180,29 +202,43 @@ async def run_parallel_async(
         if keep:
             results[index] = value
 
+    async def one_direct(index: int, item: Any) -> None:
+        try:
+            value = await direct(item)  # type: ignore[misc]
+        except Exception as error:
+            add_note(error, f"{node._describe()} failed on item {index}")
+            raise
+        if keep:
+            results[index] = value
+
+    step = one if direct is None else one_direct
     is_async_source = hasattr(items, "__aiter__")
     try:
-        async with asyncio.TaskGroup() as group:
+        async with _closing(items), asyncio.TaskGroup() as group:
             if limit is None and not is_async_source:
                 if type(items) is not list and type(items) is not tuple:
                     items = list(items)
-                if keep:
-                    results = [None] * len(items)
-                for index, item in enumerate(items):
-                    group.create_task(one(index, item))
+                if direct is not None:
+                    create = group.create_task
+                    tasks = [create(direct(item)) for item in items]  # type: ignore[arg-type]
+                else:
+                    if keep:
+                        results = [None] * len(items)
+                    for index, item in enumerate(items):
+                        group.create_task(one(index, item))
             elif limit is None:
                 index = 0
                 async for item in items:
                     if keep:
                         results.append(None)
-                    group.create_task(one(index, item))
+                    group.create_task(step(index, item))
                     index += 1
             elif is_async_source:
                 feed = _AsyncFeed(items, results if keep else None)
 
                 async def async_worker() -> None:
                     while (pair := await feed.take()) is not None:
-                        await one(*pair)
+                        await step(*pair)
 
                 for _ in range(limit):
                     group.create_task(async_worker())
@@ -218,12 +254,19 @@ async def run_parallel_async(
 
                 async def worker() -> None:
                     for index, item in numbered:
-                        await one(index, item)
+                        await step(index, item)
 
                 for _ in range(workers):
                     group.create_task(worker())
     except BaseExceptionGroup as group_error:
-        raise _first_error(group_error) from None
+        first = _first_error(group_error)
+        for index, task in enumerate(tasks):
+            if task.done() and not task.cancelled() and task.exception() is first:
+                add_note(first, f"{node._describe()} failed on item {index}")
+                break
+        raise first from None
+    if tasks and keep:
+        return [task.result() for task in tasks]
     return results if keep else None
 
 

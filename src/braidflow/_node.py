@@ -89,6 +89,7 @@ class _Plan:
         "exec_wants_shared",
         "fallback",
         "fallback_coro",
+        "fallback_default",
         "fallback_wants_shared",
         "post",
         "post_coro",
@@ -111,6 +112,7 @@ class _Plan:
         if is_async:
             fallbacks = ("exec_fallback_async", *fallbacks)
         self.fallback, self.fallback_coro = self._pick(cls, fallbacks)
+        self.fallback_default = getattr(getattr(cls, self.fallback), "_braidflow_default", False)
         # The oldest documented forms take the shared store first:
         # exec(shared, prep_res) and process_after_fail(shared, prep_res, exc).
         self.exec_wants_shared = self._takes(cls, self.exec, 3)
@@ -483,7 +485,17 @@ class BaseNode(Wirable):
 
         if batch == SEQUENTIAL:
             return await run_sequential_async(items, run_item, True)
-        return await run_parallel_async(self, items, run_item, True)
+        plan = self._plan
+        direct = None
+        if (
+            self._is_simple()
+            and plan.exec_coro
+            and not plan.exec_wants_shared
+            and plan.fallback_default
+            and self.on_error == "raise"
+        ):
+            direct = getattr(self, plan.exec)
+        return await run_parallel_async(self, items, run_item, True, direct)
 
     def _exec(self, prep_res: Any) -> Any:
         """PocketFlow's name for the exec stage (retries included), kept for old code."""
