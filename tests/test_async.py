@@ -252,3 +252,17 @@ async def test_decorated_coroutine_functions_are_awaited():
             return exec_res
 
     assert await Decorated().run_async({}) == "awaited"
+
+
+async def test_exec_with_an_optional_second_parameter_is_not_the_old_form():
+    class Optional(AsyncNode):
+        async def prep_async(self, shared):
+            return "item"
+
+        async def exec_async(self, prep_res, suffix="!"):
+            return prep_res + suffix
+
+        async def post_async(self, shared, prep_res, exec_res):
+            return exec_res
+
+    assert await Optional().run_async({"k": 1}) == "item!"

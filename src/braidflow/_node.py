@@ -58,8 +58,8 @@ def _default(function: Any) -> Any:
     return function
 
 
-def _positional_count(function: Any) -> int | None:
-    """Count a function's positional parameters (self included), or None if it takes *args."""
+def _required_positional_count(function: Any) -> int | None:
+    """Count the positional parameters without defaults (self included); None if *args."""
     try:
         signature = inspect.signature(function)
     except (TypeError, ValueError):
@@ -68,9 +68,10 @@ def _positional_count(function: Any) -> int | None:
     for parameter in signature.parameters.values():
         if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
             return None
-        if parameter.kind in (
-            inspect.Parameter.POSITIONAL_ONLY,
-            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        if (
+            parameter.kind
+            in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            and parameter.default is inspect.Parameter.empty
         ):
             count += 1
     return count
@@ -146,7 +147,7 @@ class _Plan:
         function = getattr(cls, name)
         if getattr(function, "_braidflow_default", False):
             return False
-        return _positional_count(function) == positional
+        return _required_positional_count(function) == positional
 
 
 def copy_node(node: BaseNode) -> BaseNode:
