@@ -12,7 +12,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
@@ -92,6 +92,13 @@ class _Waiter:
         self.loop = loop
         self.future: asyncio.Future[None] | None = None
         self.event: threading.Event | None = None
+
+    def arm(self) -> None:
+        """Prepare a fresh wake-up for the next wait (called under the limiter's lock)."""
+        if self.loop is not None:
+            self.future = self.loop.create_future()
+        else:
+            self.event = threading.Event()
 
     def wake(self) -> None:
         if self.event is not None:
@@ -239,35 +246,45 @@ class Limiter:
             if was_head:
                 self._wake_head()
 
-    # -- asyncio ------------------------------------------------------------
+    # -- waiting: one queue discipline for tasks and threads ------------------
+
+    def _enqueue(self, loop: asyncio.AbstractEventLoop | None) -> _Waiter | None:
+        """Take a slot at once if nobody is queued and one is free; else join the queue."""
+        with self._lock:
+            if not self._waiters and self._try_take(self._clock.now()) == 0.0:
+                return None
+            waiter = _Waiter(loop)
+            self._waiters.append(waiter)
+            return waiter
+
+    def _turns(self, waiter: _Waiter) -> Iterator[float]:
+        """Drive one queued waiter: yield -1 to wait for a wake-up (armed), or the
+        seconds to sleep until the rate window has room; end once the slot is taken."""
+        while True:
+            with self._lock:
+                if self._waiters[0] is waiter:
+                    wait = self._try_take(self._clock.now())
+                    if wait == 0.0:
+                        self._waiters.popleft()
+                        self._wake_head()
+                        return
+                else:
+                    wait = -1.0
+                if wait < 0:
+                    waiter.arm()
+            yield wait
 
     async def acquire(self) -> None:
         """Wait for a slot (FIFO) and take it. Cancelling the wait takes nothing."""
-        clock = self._clock
-        with self._lock:
-            if not self._waiters and self._try_take(clock.now()) == 0.0:
-                return
-            loop = asyncio.get_running_loop()
-            waiter = _Waiter(loop)
-            self._waiters.append(waiter)
+        waiter = self._enqueue(asyncio.get_running_loop())
+        if waiter is None:
+            return
         try:
-            while True:
-                with self._lock:
-                    if self._waiters[0] is waiter:
-                        wait = self._try_take(clock.now())
-                        if wait == 0.0:
-                            self._waiters.popleft()
-                            self._wake_head()
-                            return
-                    else:
-                        wait = -1.0
-                    if wait < 0:
-                        future: asyncio.Future[None] = loop.create_future()
-                        waiter.future = future
+            for wait in self._turns(waiter):
                 if wait < 0:
-                    await future
+                    await waiter.future  # type: ignore[misc]
                 else:
-                    await clock.sleep(wait)
+                    await self._clock.sleep(wait)
         except BaseException:
             self._leave(waiter)
             raise
@@ -296,34 +313,17 @@ class Limiter:
     ) -> None:
         self.release()
 
-    # -- threads ------------------------------------------------------------
-
     def acquire_blocking(self) -> None:
         """Block the calling thread until a slot is free (FIFO) and take it."""
-        clock = self._clock
-        with self._lock:
-            if not self._waiters and self._try_take(clock.now()) == 0.0:
-                return
-            waiter = _Waiter(None)
-            self._waiters.append(waiter)
+        waiter = self._enqueue(None)
+        if waiter is None:
+            return
         try:
-            while True:
-                with self._lock:
-                    if self._waiters[0] is waiter:
-                        wait = self._try_take(clock.now())
-                        if wait == 0.0:
-                            self._waiters.popleft()
-                            self._wake_head()
-                            return
-                    else:
-                        wait = -1.0
-                    if wait < 0:
-                        event = threading.Event()
-                        waiter.event = event
+            for wait in self._turns(waiter):
                 if wait < 0:
-                    event.wait()
+                    waiter.event.wait()  # type: ignore[union-attr]
                 else:
-                    clock.sleep_blocking(wait)
+                    self._clock.sleep_blocking(wait)
         except BaseException:
             self._leave(waiter)
             raise

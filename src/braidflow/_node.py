@@ -177,6 +177,41 @@ def _has_plain_copy(cls: type) -> bool:
     return True
 
 
+class _Attempts:
+    """Bookkeeping of one item's attempt loop, shared by the sync and async drivers:
+    the attempt number in the run context (and on the node, as PocketFlow kept
+    it), and the retry decision after each failure."""
+
+    __slots__ = ("node", "state", "token")
+
+    def __init__(self, node: BaseNode, index: int | None) -> None:
+        self.node = node
+        self.state = AttemptState(node, index)
+
+    def __enter__(self) -> _Attempts:
+        self.token = ATTEMPT.set(self.state)
+        self.node.__dict__["_cur_retry"] = 0
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        ATTEMPT.reset(self.token)
+
+    @property
+    def number(self) -> int:
+        """The 0-based attempt running now."""
+        return self.state.attempt
+
+    def after_failure(self, error: BaseException) -> float | None:
+        """Return the wait before the next attempt (and count it), or None to give up."""
+        node = self.node
+        state = self.state
+        delay = next_delay(node.retry, node.max_retries, node.wait, state.attempt, error)
+        if delay is not None:
+            state.attempt += 1
+            node.__dict__["_cur_retry"] = state.attempt
+        return delay
+
+
 class BaseNode(Wirable):
     """The engine behind every node and flow: the prep -> exec -> post lifecycle.
 
@@ -523,24 +558,16 @@ class BaseNode(Wirable):
                 return call(*args)
             except Exception as error:
                 return self._fallback_sync(item, error, index, 0, shared)
-        state = AttemptState(self, index)
-        token = ATTEMPT.set(state)
-        try:
-            attempt = 0
+        with _Attempts(self, index) as attempts:
             while True:
-                self.__dict__["_cur_retry"] = attempt
                 try:
-                    return self._guarded_sync(call, args, attempt, index)
+                    return self._guarded_sync(call, args, attempts.number, index)
                 except Exception as error:
-                    delay = next_delay(self.retry, self.max_retries, self.wait, attempt, error)
+                    delay = attempts.after_failure(error)
                     if delay is None:
-                        return self._fallback_sync(item, error, index, attempt, shared)
+                        return self._fallback_sync(item, error, index, attempts.number, shared)
                     if delay > 0:
                         time.sleep(delay)
-                    attempt += 1
-                    state.attempt = attempt
-        finally:
-            ATTEMPT.reset(token)
 
     def _guarded_sync(self, call: Any, args: tuple[Any, ...], attempt: int, index: Any) -> Any:
         limits = self.limits
@@ -570,24 +597,18 @@ class BaseNode(Wirable):
                 return result
             except Exception as error:
                 return await self._fallback_async(item, error, index, 0, shared)
-        state = AttemptState(self, index)
-        token = ATTEMPT.set(state)
-        try:
-            attempt = 0
+        with _Attempts(self, index) as attempts:
             while True:
-                self.__dict__["_cur_retry"] = attempt
                 try:
-                    return await self._guarded_async(call, args, attempt, index)
+                    return await self._guarded_async(call, args, attempts.number, index)
                 except Exception as error:
-                    delay = next_delay(self.retry, self.max_retries, self.wait, attempt, error)
+                    delay = attempts.after_failure(error)
                     if delay is None:
-                        return await self._fallback_async(item, error, index, attempt, shared)
+                        return await self._fallback_async(
+                            item, error, index, attempts.number, shared
+                        )
                     if delay > 0:
                         await asyncio.sleep(delay)
-                    attempt += 1
-                    state.attempt = attempt
-        finally:
-            ATTEMPT.reset(token)
 
     async def _guarded_async(
         self, call: Any, args: tuple[Any, ...], attempt: int, index: Any
