@@ -5,6 +5,7 @@ import threading
 
 import pytest
 
+from _support import Gauge
 from braidflow import (
     AsyncFlow,
     AsyncNode,
@@ -18,19 +19,6 @@ from braidflow import (
     RunError,
 )
 from braidflow.testing import VirtualClock, other_tasks
-
-
-class Gauge:
-    def __init__(self):
-        self.now = 0
-        self.peak = 0
-
-    def enter(self):
-        self.now += 1
-        self.peak = max(self.peak, self.now)
-
-    def leave(self):
-        self.now -= 1
 
 
 async def test_limiter_counts_in_flight_waiting_peak_and_acquired():

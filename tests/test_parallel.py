@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 
+from _support import Gauge
 from braidflow import (
     AsyncFlow,
     AsyncNode,
@@ -15,21 +16,6 @@ from braidflow import (
     Node,
 )
 from braidflow.testing import other_tasks
-
-
-class Gauge:
-    """Counts items in flight exactly, and lets a test hold them at a gate."""
-
-    def __init__(self):
-        self.now = 0
-        self.peak = 0
-
-    def enter(self):
-        self.now += 1
-        self.peak = max(self.peak, self.now)
-
-    def leave(self):
-        self.now -= 1
 
 
 def make_square_node(gauge, gate=None, **kwargs):
