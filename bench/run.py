@@ -1,0 +1,419 @@
+"""braidflow benchmarks, side by side with raw asyncio and PocketFlow 0.0.3.
+
+Every figure comes from a fresh interpreter (so peak RSS belongs to one
+measurement) and is the median over ``--repeat`` processes. The table gives
+ratios against PocketFlow and raw asyncio measured in the same run.
+
+    python bench/run.py            # full run, a few minutes
+    python bench/run.py --quick    # smaller sizes, one process each: a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import itertools
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+IMPLEMENTATIONS = ("asyncio", "pocketflow", "braidflow")
+RESULTS = Path(__file__).parent / "results"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- chain: 1,000 async nodes in a row ------------------------------------------------
+
+
+def chain(impl: str, size: int) -> dict[str, float]:
+    runs = 20
+
+    if impl == "asyncio":
+
+        async def prep(shared: dict[str, int]) -> int:
+            return shared["count"]
+
+        async def work(value: int) -> int:
+            return value + 1
+
+        async def post(shared: dict[str, int], value: int) -> None:
+            shared["count"] = value
+
+        async def run_once() -> float:
+            shared = {"count": 0}
+            started = time.perf_counter()
+            for _ in range(size):
+                await post(shared, await work(await prep(shared)))
+            return time.perf_counter() - started
+
+    else:
+        lib = importlib.import_module(impl)
+
+        class Step(lib.AsyncNode):  # type: ignore[misc, name-defined]
+            async def prep_async(self, shared: dict[str, int]) -> int:
+                return shared["count"]
+
+            async def exec_async(self, value: int) -> int:
+                return value + 1
+
+            async def post_async(self, shared: dict[str, int], prep_res: int, exec_res: int):
+                shared["count"] = exec_res
+
+        nodes = [Step() for _ in range(size)]
+        for left, right in itertools.pairwise(nodes):
+            left >> right
+        flow = lib.AsyncFlow(start=nodes[0])
+
+        async def run_once() -> float:
+            shared = {"count": 0}
+            started = time.perf_counter()
+            await flow.run_async(shared)
+            elapsed = time.perf_counter() - started
+            assert shared["count"] == size
+            return elapsed
+
+    async def main() -> list[float]:
+        await run_once()  # warm-up
+        return [await run_once() for _ in range(runs)]
+
+    timings = asyncio.run(main())
+    return {"us_per_node": statistics.median(timings) / size * 1e6}
+
+
+# -- fanout: N items each sleeping 50 ms ----------------------------------------------
+
+SLEEP = 0.05
+
+
+def parallel_node(lib: Any, exec_async: Callable[[Any, Any], Any], store_len: bool) -> Any:
+    """An AsyncParallelBatchNode class reading shared["items"] (a list or a generator)."""
+
+    class Fan(lib.AsyncParallelBatchNode):  # type: ignore[misc, name-defined]
+        async def prep_async(self, shared: dict[str, Any]) -> Any:
+            return shared["items"]
+
+        async def post_async(self, shared: dict[str, Any], prep_res: Any, exec_res: Any):
+            shared["result"] = len(exec_res) if store_len else exec_res
+
+    Fan.exec_async = exec_async
+    return Fan
+
+
+def fanout(impl: str, size: int) -> dict[str, float]:
+    if impl == "asyncio":
+
+        async def item(value: int) -> int:
+            await asyncio.sleep(SLEEP)
+            return value
+
+        async def main() -> float:
+            started = time.perf_counter()
+            results = await asyncio.gather(*(item(i) for i in range(size)))
+            elapsed = time.perf_counter() - started
+            assert len(results) == size
+            return elapsed
+
+    else:
+        lib = importlib.import_module(impl)
+
+        async def exec_async(self: Any, value: int) -> int:
+            await asyncio.sleep(SLEEP)
+            return value
+
+        flow = lib.AsyncFlow(start=parallel_node(lib, exec_async, store_len=False)())
+
+        async def main() -> float:
+            shared: dict[str, Any] = {"items": list(range(size))}
+            started = time.perf_counter()
+            await flow.run_async(shared)
+            elapsed = time.perf_counter() - started
+            assert len(shared["result"]) == size
+            return elapsed
+
+    elapsed = asyncio.run(main())
+    return {"overhead_s": elapsed - SLEEP, "peak_rss_mb": peak_rss_mb()}
+
+
+# -- bounded: N items from a generator, at most 1,000 in flight -----------------------
+
+BOUND = 1000
+
+
+def bounded(impl: str, size: int) -> dict[str, float]:
+    if impl == "pocketflow":
+        raise NotImplementedError("PocketFlow has no bound on parallel items")
+    if impl == "asyncio":
+
+        async def item(value: int) -> bool:
+            await asyncio.sleep(0)
+            return True
+
+        async def main() -> float:
+            semaphore = asyncio.Semaphore(BOUND)
+            results: list[Any] = []
+            tasks: set[asyncio.Task[None]] = set()
+
+            async def run(index: int, value: int) -> None:
+                try:
+                    results[index] = await item(value)
+                finally:
+                    semaphore.release()
+
+            started = time.perf_counter()
+            for index, value in enumerate(i for i in range(size)):
+                await semaphore.acquire()
+                results.append(None)
+                task = asyncio.create_task(run(index, value))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            await asyncio.gather(*tasks)
+            elapsed = time.perf_counter() - started
+            assert len(results) == size
+            return elapsed
+
+    else:
+        lib = importlib.import_module(impl)
+
+        async def exec_async(self: Any, value: int) -> bool:
+            await asyncio.sleep(0)
+            return True
+
+        node = parallel_node(lib, exec_async, store_len=True)(max_concurrency=BOUND)
+        flow = lib.AsyncFlow(start=node)
+
+        async def main() -> float:
+            shared: dict[str, Any] = {"items": (i for i in range(size))}
+            started = time.perf_counter()
+            await flow.run_async(shared)
+            elapsed = time.perf_counter() - started
+            assert shared["result"] == size
+            return elapsed
+
+    elapsed = asyncio.run(main())
+    return {"time_s": elapsed, "peak_rss_mb": peak_rss_mb()}
+
+
+# -- subflows: 100 parallel sub-flows a -> b (20 ms) -> c -----------------------------
+
+
+def subflows(impl: str, size: int) -> dict[str, float]:
+    step_sleep = 0.02
+    if impl == "asyncio":
+
+        async def one(index: int, shared: dict[str, Any]) -> None:
+            value = index
+            await asyncio.sleep(step_sleep)
+            shared[index] = value + 1
+
+        async def main() -> float:
+            shared: dict[str, Any] = {}
+            started = time.perf_counter()
+            await asyncio.gather(*(one(i, shared) for i in range(size)))
+            return time.perf_counter() - started
+
+    else:
+        lib = importlib.import_module(impl)
+
+        class Load(lib.AsyncNode):  # type: ignore[misc, name-defined]
+            async def prep_async(self, shared: dict[str, Any]) -> int:
+                return int(self.params["index"])
+
+        class Work(lib.AsyncNode):  # type: ignore[misc, name-defined]
+            async def exec_async(self, prep_res: Any) -> None:
+                await asyncio.sleep(step_sleep)
+
+        class Save(lib.AsyncNode):  # type: ignore[misc, name-defined]
+            async def post_async(self, shared: dict[str, Any], prep_res: Any, exec_res: Any):
+                shared[self.params["index"]] = self.params["index"] + 1
+
+        class Each(lib.AsyncParallelBatchFlow):  # type: ignore[misc, name-defined]
+            async def prep_async(self, shared: dict[str, Any]) -> list[dict[str, int]]:
+                return [{"index": i} for i in range(size)]
+
+        load = Load()
+        load >> Work() >> Save()
+        flow = Each(start=load)
+
+        async def main() -> float:
+            shared: dict[str, Any] = {}
+            started = time.perf_counter()
+            await flow.run_async(shared)
+            elapsed = time.perf_counter() - started
+            assert len(shared) == size
+            return elapsed
+
+    return {"wall_s": asyncio.run(main())}
+
+
+# -- items: 100,000 items, no sleep ---------------------------------------------------
+
+
+def items(impl: str, size: int) -> dict[str, float]:
+    if impl == "asyncio":
+
+        async def item(value: int) -> int:
+            return value * 2
+
+        async def main() -> float:
+            started = time.perf_counter()
+            await asyncio.gather(*(item(i) for i in range(size)))
+            return time.perf_counter() - started
+
+    else:
+        lib = importlib.import_module(impl)
+
+        async def exec_async(self: Any, value: int) -> int:
+            return value * 2
+
+        flow = lib.AsyncFlow(start=parallel_node(lib, exec_async, store_len=True)())
+
+        async def main() -> float:
+            shared: dict[str, Any] = {"items": list(range(size))}
+            started = time.perf_counter()
+            await flow.run_async(shared)
+            return time.perf_counter() - started
+
+    return {"us_per_item": asyncio.run(main()) / size * 1e6}
+
+
+WORKLOADS: dict[str, Callable[[str, int], dict[str, float]]] = {
+    "chain": chain,
+    "fanout": fanout,
+    "bounded": bounded,
+    "subflows": subflows,
+    "items": items,
+}
+
+# (workload, size, label) for the full and the quick run.
+PLAN = [
+    ("chain", 1000, "chain of 1,000 async nodes"),
+    ("fanout", 10_000, "10k items x sleep(50 ms)"),
+    ("bounded", 100_000, "100k items from a generator, bound 1000"),
+    ("bounded", 1_000_000, "1M items from a generator, bound 1000"),
+    ("subflows", 100, "100 parallel sub-flows a->b(20 ms)->c"),
+    ("items", 100_000, "100k items, no sleep"),
+]
+QUICK_SIZES = {
+    ("chain", 1000): 200,
+    ("fanout", 10_000): 1000,
+    ("bounded", 100_000): 10_000,
+    ("bounded", 1_000_000): 50_000,
+    ("items", 100_000): 10_000,
+}
+
+
+def measure_once(workload: str, impl: str, size: int) -> dict[str, float] | None:
+    """Run one measurement in a fresh interpreter; None if it does not apply."""
+    completed = subprocess.run(
+        [sys.executable, __file__, "--one", workload, impl, str(size)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        if "NotImplementedError" in completed.stderr or "ModuleNotFoundError" in completed.stderr:
+            return None
+        raise RuntimeError(f"{workload}/{impl} failed:\n{completed.stderr}")
+    result: dict[str, float] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure(workload: str, impl: str, size: int, repeat: int) -> dict[str, float] | None:
+    runs = []
+    for _ in range(repeat):
+        result = measure_once(workload, impl, size)
+        if result is None:
+            return None
+        runs.append(result)
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def ratio(numerator: float | None, denominator: float | None) -> str:
+    if numerator is None or denominator is None or denominator <= 0:
+        return "n/a"
+    return f"{numerator / denominator:.2f}x"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, one process each")
+    parser.add_argument("--repeat", type=int, default=3, help="processes per figure (median)")
+    parser.add_argument(
+        "--one", nargs=3, metavar=("WORKLOAD", "IMPL", "SIZE"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.one:
+        workload, impl, size = args.one
+        print(json.dumps(WORKLOADS[workload](impl, int(size))))
+        return 0
+
+    repeat = 1 if args.quick else args.repeat
+    rows: list[dict[str, Any]] = []
+    header = f"{'workload':50} {'metric':12} {'asyncio':>9} {'pocketflow':>10} {'braidflow':>10}"
+    header += f" {'bf/pf':>7} {'bf/asyncio':>10}"
+    print(header)
+    print("-" * len(header))
+    for workload, size, label in PLAN:
+        if args.quick:
+            size = QUICK_SIZES.get((workload, size), size)
+            label = f"{label} [{size:,}]"
+        figures = {impl: measure(workload, impl, size, repeat) for impl in IMPLEMENTATIONS}
+        metrics = next(f for f in figures.values() if f is not None)
+        for metric in metrics:
+            value = {impl: (f or {}).get(metric) for impl, f in figures.items()}
+            rows.append({"workload": workload, "size": size, "metric": metric, **value})
+            print(
+                f"{label:50} {metric:12} {fmt(value['asyncio']):>9} "
+                f"{fmt(value['pocketflow']):>10} {fmt(value['braidflow']):>10} "
+                f"{ratio(value['braidflow'], value['pocketflow']):>7} "
+                f"{ratio(value['braidflow'], value['asyncio']):>10}"
+            )
+            label = ""
+    print()
+    bounded_rss = {
+        row["size"]: row
+        for row in rows
+        if row["workload"] == "bounded" and row["metric"] == "peak_rss_mb"
+    }
+    bounded_time = {
+        row["size"]: row
+        for row in rows
+        if row["workload"] == "bounded" and row["metric"] == "time_s"
+    }
+    if len(bounded_rss) == 2:
+        small, large = sorted(bounded_rss)
+        growth = bounded_rss[large]["braidflow"] - bounded_rss[small]["braidflow"]
+        raw_growth = bounded_rss[large]["asyncio"] - bounded_rss[small]["asyncio"]
+        print(
+            f"bounded: braidflow RSS growth {small:,} -> {large:,} items: {growth:.1f} MB "
+            f"(target < 40 MB; raw semaphore loop: {raw_growth:.1f} MB)"
+        )
+        time_ratio = ratio(bounded_time[large]["braidflow"], bounded_time[large]["asyncio"])
+        print(
+            f"bounded: braidflow time / raw semaphore loop at {large:,} items: {time_ratio} "
+            "(target <= 1.5x)"
+        )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps({"quick": args.quick, "rows": rows}, indent=2))
+    print(f"results written to {RESULTS / 'latest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
