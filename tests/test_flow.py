@@ -319,3 +319,26 @@ def test_custom_copy_hooks_are_respected():
 
     Flow(start=WithCopy()).run({})
     assert WithCopy.copies == 1
+
+
+def test_run_accepts_the_early_shared_storage_keyword():
+    shared = {"value": 1}
+    Flow(start=Add(2)).run(shared_storage=shared)
+    assert shared["value"] == 3
+    assert Add(1).run(shared={"value": 0}) is None
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        Flow(start=Add(2)).run(store={})
+    with pytest.raises(TypeError, match="needs the shared store"):
+        Flow(start=Add(2)).run()
+
+
+def test_an_instance_level_post_override_is_used_on_the_copies():
+    class Emit(Node):
+        def post(self, shared, prep_res, exec_res):
+            return "specific"
+
+    emit = Emit()
+    emit - "specific" >> Add(1)
+    emit.post = lambda shared, prep_res, exec_res: None
+    with pytest.warns(UserWarning, match=r"Flow ends: 'None' not found in \['specific'\]"):
+        assert Flow(start=emit).run({"value": 0}) is None

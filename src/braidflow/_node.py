@@ -398,17 +398,19 @@ class BaseNode(Wirable):
                 warnings.warn(f"Node won't run successors. Use {flow_kind}.", stacklevel=3)
                 return
 
-    def run(self, shared: Any) -> Any:
+    def run(self, shared: Any = UNSET, **legacy: Any) -> Any:
         """Run this node (or flow) once on ``shared`` and return its action.
 
         An async node or flow called from plain synchronous code is run to
         completion on a new event loop. Successors are not followed; put the
-        node in a flow for that.
+        node in a flow for that. (Early PocketFlow spelled the argument
+        ``shared_storage=``; that keyword is accepted too.)
 
         Raises:
             AsyncUsageError: If this node is async and an event loop is
                 already running in this thread: ``await node.run_async(shared)``.
         """
+        shared = self._shared_argument(shared, legacy)
         if self._async:
             self._warn_unreachable_successors("AsyncFlow")
             try:
@@ -427,14 +429,27 @@ class BaseNode(Wirable):
             self._label_top_error(error)
             raise
 
-    async def run_async(self, shared: Any) -> Any:
+    async def run_async(self, shared: Any = UNSET, **legacy: Any) -> Any:
         """Run this node (or flow) once on ``shared`` inside a running event loop.
 
         A synchronous node is run as it is (in a worker thread if it was made
         with ``offload=True``).
         """
+        shared = self._shared_argument(shared, legacy)
         self._warn_unreachable_successors("AsyncFlow")
         return await self._run_top_async(shared)
+
+    def _shared_argument(self, shared: Any, legacy: dict[str, Any]) -> Any:
+        if legacy:
+            if shared is UNSET and list(legacy) == ["shared_storage"]:
+                return legacy["shared_storage"]
+            raise TypeError(
+                f"{self._describe()}: run() takes the shared store as its one argument, "
+                f"got unexpected keyword(s) {sorted(legacy)}"
+            )
+        if shared is UNSET:
+            raise TypeError(f"{self._describe()}: run() needs the shared store, e.g. run({{}})")
+        return shared
 
     async def _run_top_async(self, shared: Any) -> Any:
         try:
