@@ -35,7 +35,7 @@ def peak_rss_mb() -> float:
 # -- chain: 1,000 async nodes in a row ------------------------------------------------
 
 
-def chain(impl: str, size: int) -> dict[str, float]:
+def chain(impl: str, size: int, policies: bool = False) -> dict[str, float]:
     runs = 20
 
     if impl == "asyncio":
@@ -69,7 +69,11 @@ def chain(impl: str, size: int) -> dict[str, float]:
             async def post_async(self, shared: dict[str, int], prep_res: int, exec_res: int):
                 shared["count"] = exec_res
 
-        nodes = [Step() for _ in range(size)]
+        if policies:  # every node holds a limiter and may retry: the cost of policies
+            limiter = lib.Limiter(10)
+            nodes = [Step(max_retries=2, limits=[limiter]) for _ in range(size)]
+        else:
+            nodes = [Step() for _ in range(size)]
         for left, right in itertools.pairwise(nodes):
             left >> right
         flow = lib.AsyncFlow(start=nodes[0])
@@ -286,8 +290,15 @@ def items(impl: str, size: int) -> dict[str, float]:
     return {"us_per_item": asyncio.run(main()) / size * 1e6}
 
 
+def chain_with_policies(impl: str, size: int) -> dict[str, float]:
+    if impl != "braidflow":
+        raise NotImplementedError("limiters and retry policies are braidflow's")
+    return chain(impl, size, policies=True)
+
+
 WORKLOADS: dict[str, Callable[[str, int], dict[str, float]]] = {
     "chain": chain,
+    "chain_policies": chain_with_policies,
     "fanout": fanout,
     "bounded": bounded,
     "subflows": subflows,
@@ -297,6 +308,7 @@ WORKLOADS: dict[str, Callable[[str, int], dict[str, float]]] = {
 # (workload, size, label) for the full and the quick run.
 PLAN = [
     ("chain", 1000, "chain of 1,000 async nodes"),
+    ("chain_policies", 1000, "same, each with a Limiter and max_retries=2"),
     ("fanout", 10_000, "10k items x sleep(50 ms)"),
     ("bounded", 100_000, "100k items from a generator, bound 1000"),
     ("bounded", 1_000_000, "1M items from a generator, bound 1000"),
@@ -305,6 +317,7 @@ PLAN = [
 ]
 QUICK_SIZES = {
     ("chain", 1000): 200,
+    ("chain_policies", 1000): 200,
     ("fanout", 10_000): 1000,
     ("bounded", 100_000): 10_000,
     ("bounded", 1_000_000): 50_000,

@@ -274,6 +274,11 @@ class Limiter:
                     waiter.arm()
             yield wait
 
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free right now and nobody is queued; never waits."""
+        with self._lock:
+            return not self._waiters and self._try_take(self._clock.now()) == 0.0
+
     async def acquire(self) -> None:
         """Wait for a slot (FIFO) and take it. Cancelling the wait takes nothing."""
         waiter = self._enqueue(asyncio.get_running_loop())
@@ -352,7 +357,8 @@ async def acquire_all(limiters: Sequence[Limiter]) -> None:
     taken = 0
     try:
         for limiter in limiters:
-            await limiter.acquire()
+            if not limiter.try_acquire():
+                await limiter.acquire()
             taken += 1
     except BaseException:
         release_all(limiters[:taken])
