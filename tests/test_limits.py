@@ -262,3 +262,16 @@ async def test_sync_node_with_limits_in_async_flow_does_not_block_the_loop():
     limiter.release()
     await task
     assert ran == ["sync"]
+
+
+async def test_try_acquire_never_waits_and_never_jumps_the_queue():
+    limiter = Limiter(1)
+    assert limiter.try_acquire() is True
+    assert limiter.try_acquire() is False
+    waiter = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0)
+    limiter.release()  # the slot goes to the queued waiter, not to a later try
+    assert limiter.try_acquire() is False
+    await waiter
+    limiter.release()
+    assert limiter.try_acquire() is True
