@@ -41,7 +41,15 @@ from ._policy import Retry, next_delay
 from ._threads import call_in_new_thread, call_with_deadline, run_in_thread
 from ._wiring import Wirable
 
-__all__ = ["AsyncNode", "BaseNode", "BatchNode", "Node", "ParallelBatchNode"]
+__all__ = [
+    "AsyncBatchNode",
+    "AsyncNode",
+    "AsyncParallelBatchNode",
+    "BaseNode",
+    "BatchNode",
+    "Node",
+    "ParallelBatchNode",
+]
 
 
 class _Unset:
@@ -486,13 +494,7 @@ class BaseNode(Wirable):
         prep_result = getattr(self, plan.prep)(shared)
         if plan.prep_coro:
             prep_result = await prep_result
-        if (
-            self._single_exec
-            and self.max_retries == 1
-            and self.retry is None
-            and self.timeout is None
-            and not self.limits
-        ):
+        if self._single_exec and self._is_simple():
             # The hot path, inlined: one plain attempt, no policy to apply.
             call = getattr(self, plan.exec)
             try:
