@@ -66,6 +66,7 @@ class Flow(BaseNode):
     """
 
     _is_flow = True
+    offload_sync: bool = False
 
     def __init__(
         self,
@@ -115,13 +116,13 @@ class Flow(BaseNode):
 
     def _orch(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
         """Walk the graph synchronously; return the last action."""
-        steps = _steps(self, params or {**self.params})
-        try:
-            node = next(steps)
-        except StopIteration as stop:
-            return stop.value
-        send = steps.send
+        send = _steps(self, params or {**self.params}).send
+        action = None
         while True:
+            try:
+                node = send(action)
+            except StopIteration as stop:
+                return stop.value
             if node._async:
                 raise AsyncUsageError(
                     f"{self._describe()} is synchronous but reached async {node._describe()}; "
@@ -133,21 +134,17 @@ class Flow(BaseNode):
             except Exception as error:
                 _label_step_error(error, self, node)
                 raise
+
+    async def _orch_async(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
+        """Walk the graph, awaiting async nodes and calling sync ones; return the last action."""
+        send = _steps(self, params or {**self.params}).send
+        offload_default = self.offload_sync
+        action = None
+        while True:
             try:
                 node = send(action)
             except StopIteration as stop:
                 return stop.value
-
-    async def _orch_async(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
-        """Walk the graph, awaiting async nodes and calling sync ones; return the last action."""
-        steps = _steps(self, params or {**self.params})
-        try:
-            node = next(steps)
-        except StopIteration as stop:
-            return stop.value
-        send = steps.send
-        offload_default = self.offload_sync
-        while True:
             try:
                 if node._async:
                     action = await node._run_async(shared)
@@ -164,10 +161,6 @@ class Flow(BaseNode):
             except Exception as error:
                 _label_step_error(error, self, node)
                 raise
-            try:
-                node = send(action)
-            except StopIteration as stop:
-                return stop.value
 
     # -- the exec stage of a flow: one walk, or one per parameter set ----------------
 
