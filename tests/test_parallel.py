@@ -393,3 +393,32 @@ async def test_parallel_flow_failure_cancels_siblings_and_nothing_is_written_aft
         await asyncio.sleep(0)
     assert shared == {}
     assert other_tasks() == set()
+
+
+async def test_parallel_flow_reads_a_generator_of_param_sets_within_its_bound():
+    gauge = Gauge()
+    read = []
+
+    def param_sets():
+        for i in range(12):
+            read.append(i)
+            yield {"i": i}
+
+    class Work(AsyncNode):
+        async def exec_async(self, prep_res):
+            gauge.enter()
+            await asyncio.sleep(0)
+            gauge.leave()
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared.setdefault("done", []).append(self.params["i"])
+
+    class Each(AsyncParallelBatchFlow):
+        async def prep_async(self, shared):
+            return param_sets()
+
+    shared = {}
+    await Each(start=Work(), max_concurrency=3).run_async(shared)
+    assert sorted(shared["done"]) == list(range(12))
+    assert read == list(range(12))
+    assert gauge.peak == 3

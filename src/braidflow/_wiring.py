@@ -7,6 +7,7 @@ decided here, for sync and async flows alike.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -52,7 +53,11 @@ class Wirable:
                 node=self._display_name(),
             )
         if action in self.successors:
-            warnings.warn(f"Overwriting successor for action '{action}'", stacklevel=2)
+            # Point the warning at the user's wiring line, past our own >> operators.
+            via_operator = sys._getframe(1).f_globals.get("__name__") == __name__
+            warnings.warn(
+                f"Overwriting successor for action '{action}'", stacklevel=3 if via_operator else 2
+            )
         self.successors[action] = node
         return node
 
