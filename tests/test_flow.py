@@ -342,3 +342,23 @@ def test_an_instance_level_post_override_is_used_on_the_copies():
     emit.post = lambda shared, prep_res, exec_res: None
     with pytest.warns(UserWarning, match=r"Flow ends: 'None' not found in \['specific'\]"):
         assert Flow(start=emit).run({"value": 0}) is None
+
+
+def test_user_attributes_named_like_options_do_not_change_how_nodes_run():
+    import threading
+
+    class Client(Node):
+        def __init__(self):
+            super().__init__()
+            self.timeout = 30  # for the user's own HTTP client
+            self.limits = {"tokens": 1000}
+            self.retry = True
+            self.offload = "yes"
+
+        def exec(self, prep_res):
+            return threading.current_thread() is threading.main_thread()
+
+        def post(self, shared, prep_res, exec_res):
+            return "on main thread" if exec_res else "moved to a thread"
+
+    assert Flow(start=Client()).run({}) == "on main thread"

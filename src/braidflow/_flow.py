@@ -149,11 +149,11 @@ class Flow(BaseNode):
                 if node._async:
                     action = await node._run_async(shared)
                 else:
-                    offload = node.offload
+                    offload = node._offload
                     if offload is None:
                         # A sync node waiting on a limiter must not block the loop
                         # that the limiter's other holders run on.
-                        offload = offload_default or bool(node.limits)
+                        offload = offload_default or bool(node._limits)
                     if offload:
                         action = await run_in_thread(node._run, shared)
                     else:

@@ -213,7 +213,7 @@ class _Attempts:
         """Return the wait before the next attempt (and count it), or None to give up."""
         node = self.node
         state = self.state
-        delay = next_delay(node.retry, node.max_retries, node.wait, state.attempt, error)
+        delay = next_delay(node._retry, node.max_retries, node.wait, state.attempt, error)
         if delay is not None:
             state.attempt += 1
             node.__dict__["_cur_retry"] = state.attempt
@@ -244,10 +244,13 @@ class BaseNode(Wirable):
     # Options, as class attributes so a subclass may set them in its body.
     max_retries: int = 1
     wait: float = 0
-    retry: Retry | None = None
-    timeout: float | None = None
-    limits: tuple[Limiter, ...] = ()
-    offload: bool | None = None
+    # Policies live under private names so that a user's own attributes called
+    # `timeout`, `limits` or `retry` (common in PocketFlow code) never change
+    # how braidflow runs the node. They are set through the constructor.
+    _retry: Retry | None = None
+    _timeout: float | None = None
+    _limits: tuple[Limiter, ...] = ()
+    _offload: bool | None = None
     max_concurrency: int | None = None
     on_error: str = "raise"
 
@@ -463,7 +466,7 @@ class BaseNode(Wirable):
         try:
             if self._async:
                 return await self._run_async(shared)
-            if self.offload:
+            if self._offload:
                 return await run_in_thread(self._run, shared)
             return self._run(shared)
         except Exception as error:
@@ -560,10 +563,10 @@ class BaseNode(Wirable):
 
     def _is_simple(self) -> bool:
         return (
-            self.retry is None
+            self._retry is None
             and self.max_retries == 1
-            and self.timeout is None
-            and not self.limits
+            and self._timeout is None
+            and not self._limits
         )
 
     def _attempt_sync(self, item: Any, index: int | None, shared: Any) -> Any:
@@ -587,11 +590,11 @@ class BaseNode(Wirable):
                         time.sleep(delay)
 
     def _guarded_sync(self, call: Any, args: tuple[Any, ...], attempt: int, index: Any) -> Any:
-        limits = self.limits
+        limits = self._limits
         if limits:
             acquire_all_blocking(limits)
         try:
-            timeout = self.timeout
+            timeout = self._timeout
             if timeout is None:
                 return call(*args)
             try:
@@ -630,11 +633,11 @@ class BaseNode(Wirable):
     async def _guarded_async(
         self, call: Any, args: tuple[Any, ...], attempt: int, index: Any
     ) -> Any:
-        limits = self.limits
+        limits = self._limits
         if limits:
             await acquire_all(limits)
         try:
-            timeout = self.timeout
+            timeout = self._timeout
             if timeout is None:
                 result = call(*args)
                 if self._plan.exec_coro:
@@ -665,7 +668,7 @@ class BaseNode(Wirable):
         )
 
     def _total_attempts(self) -> int:
-        return self.retry.attempts if self.retry is not None else self.max_retries
+        return self._retry.attempts if self._retry is not None else self.max_retries
 
     def _label_item_error(self, error: BaseException, index: Any, attempt: int) -> None:
         parts = []
@@ -781,14 +784,14 @@ class Node(BaseNode):
                     "not both",
                     node=self._display_name(),
                 )
-            self.retry = retry
+            self._retry = retry
             self.max_retries = retry.attempts
             self.wait = retry.delay
         if timeout is not None:
             _check_number(self, "timeout", timeout, 0, strict=True)
-            self.timeout = timeout
+            self._timeout = timeout
         if limits is not None:
-            self.limits = self._check_limits(limits)
+            self._limits = self._check_limits(limits)
         if offload is not None:
             if self._async and offload:
                 raise InvalidParameterError(
@@ -796,7 +799,7 @@ class Node(BaseNode):
                     "node already yields to the event loop while it awaits",
                     node=self._display_name(),
                 )
-            self.offload = bool(offload)
+            self._offload = bool(offload)
 
     def _check_limits(self, limits: Limiter | Iterable[Limiter]) -> tuple[Limiter, ...]:
         if isinstance(limits, Limiter):
