@@ -21,7 +21,7 @@ FLOW_KINDS = [BatchFlow, AsyncBatchFlow, AsyncParallelBatchFlow]
 
 
 def run(node, shared):
-    if node._async:
+    if node._bf_async:
         return asyncio.run(node.run_async(shared))
     return node.run(shared)
 

@@ -216,7 +216,7 @@ async def test_limiters_are_acquired_in_one_global_order():
     first, second = Limiter(1, name="a"), Limiter(1, name="b")
     one = AsyncNode(limits=[second, first])
     other = AsyncNode(limits=[first, second])
-    assert one._limits == other._limits == (first, second)
+    assert one._bf_limits == other._bf_limits == (first, second)
 
 
 def test_sync_parallel_batch_node_respects_a_shared_limiter_in_threads():

@@ -65,7 +65,7 @@ class Flow(BaseNode):
         name: A label for errors, traces and graphs; default: the class name.
     """
 
-    _is_flow = True
+    _bf_is_flow = True
     offload_sync: bool = False
 
     def __init__(
@@ -84,7 +84,7 @@ class Flow(BaseNode):
                 node=self._display_name(),
             )
         self.start_node = start
-        if offload_sync and not self._async:
+        if offload_sync and not self._bf_async:
             raise InvalidParameterError(
                 f"{self._describe()}: offload_sync=True is for AsyncFlow; a synchronous "
                 "Flow has no event loop to keep free",
@@ -123,7 +123,7 @@ class Flow(BaseNode):
                 node = send(action)
             except StopIteration as stop:
                 return stop.value
-            if node._async:
+            if node._bf_async:
                 raise AsyncUsageError(
                     f"{self._describe()} is synchronous but reached async {node._describe()}; "
                     "use AsyncFlow and `await flow.run_async(shared)`",
@@ -146,14 +146,14 @@ class Flow(BaseNode):
             except StopIteration as stop:
                 return stop.value
             try:
-                if node._async:
+                if node._bf_async:
                     action = await node._run_async(shared)
                 else:
-                    offload = node._offload
+                    offload = node._bf_offload
                     if offload is None:
                         # A sync node waiting on a limiter must not block the loop
                         # that the limiter's other holders run on.
-                        offload = offload_default or bool(node._limits)
+                        offload = offload_default or bool(node._bf_limits)
                     if offload:
                         action = await run_in_thread(node._run, shared)
                     else:
@@ -175,7 +175,7 @@ class Flow(BaseNode):
         return {**self.params, **item}
 
     def _stage_sync(self, shared: Any, prep_result: Any) -> Any:
-        if self._batch == SINGLE:
+        if self._bf_batch == SINGLE:
             return self._orch(shared)
         items = batch_items(self, prep_result, allow_async=False)
 
@@ -185,7 +185,7 @@ class Flow(BaseNode):
         return run_sequential_sync(items, run_item, False)
 
     async def _stage_async(self, shared: Any, prep_result: Any) -> Any:
-        batch = self._batch
+        batch = self._bf_batch
         if batch == SINGLE:
             return await self._orch_async(shared)
         items = batch_items(self, prep_result, allow_async=True)
@@ -206,7 +206,7 @@ class BatchFlow(Flow):
     ``exec_res=None``.
     """
 
-    _batch = SEQUENTIAL
+    _bf_batch = SEQUENTIAL
 
 
 class AsyncFlow(Flow, AsyncNode):
@@ -218,13 +218,13 @@ class AsyncFlow(Flow, AsyncNode):
     in which case they run in a worker thread.
     """
 
-    _async = True
+    _bf_async = True
 
 
 class AsyncBatchFlow(AsyncFlow, BatchFlow):
     """An async batch flow: the sub-flow runs once per parameter set, in order."""
 
-    _batch = SEQUENTIAL
+    _bf_batch = SEQUENTIAL
 
 
 class AsyncParallelBatchFlow(AsyncFlow, BatchFlow):
@@ -236,4 +236,4 @@ class AsyncParallelBatchFlow(AsyncFlow, BatchFlow):
     or a :class:`Failure`.
     """
 
-    _batch = PARALLEL
+    _bf_batch = PARALLEL

@@ -107,7 +107,7 @@ class _Plan:
     )
 
     def __init__(self, cls: type[BaseNode]) -> None:
-        is_async = cls._async
+        is_async = cls._bf_async
         self.prep, self.prep_coro = self._pick(
             cls, ("prep_async", "prep") if is_async else ("prep",)
         )
@@ -161,7 +161,7 @@ class _Plan:
 def copy_node(node: BaseNode) -> BaseNode:
     """The fresh shallow copy a flow runs at each step (as ``copy.copy`` would make)."""
     cls = node.__class__
-    if cls._plain_copy:
+    if cls._bf_plain_copy:
         new = object.__new__(cls)
         new.__dict__.update(node.__dict__)
         return new
@@ -198,7 +198,7 @@ class _Attempts:
 
     def __enter__(self) -> _Attempts:
         self.token = ATTEMPT.set(self.state)
-        self.node.__dict__["_cur_retry"] = 0
+        self.node.__dict__["_bf_cur_retry"] = 0
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -213,10 +213,10 @@ class _Attempts:
         """Return the wait before the next attempt (and count it), or None to give up."""
         node = self.node
         state = self.state
-        delay = next_delay(node._retry, node.max_retries, node.wait, state.attempt, error)
+        delay = next_delay(node._bf_retry, node.max_retries, node.wait, state.attempt, error)
         if delay is not None:
             state.attempt += 1
-            node.__dict__["_cur_retry"] = state.attempt
+            node.__dict__["_bf_cur_retry"] = state.attempt
         return delay
 
 
@@ -234,12 +234,12 @@ class BaseNode(Wirable):
     """
 
     # What kind of node this is: set by the presets, read by the engine.
-    _async: ClassVar[bool] = False
-    _batch: ClassVar[str] = SINGLE
-    _plan: ClassVar[_Plan]
-    _plain_copy: ClassVar[bool] = True
-    _is_flow: ClassVar[bool] = False
-    _single_exec: ClassVar[bool] = True  # a plain node, not a batch and not a flow
+    _bf_async: ClassVar[bool] = False
+    _bf_batch: ClassVar[str] = SINGLE
+    _bf_plan: ClassVar[_Plan]
+    _bf_plain_copy: ClassVar[bool] = True
+    _bf_is_flow: ClassVar[bool] = False
+    _bf_single_exec: ClassVar[bool] = True  # a plain node, not a batch and not a flow
 
     # Options, as class attributes so a subclass may set them in its body.
     max_retries: int = 1
@@ -247,10 +247,10 @@ class BaseNode(Wirable):
     # Policies live under private names so that a user's own attributes called
     # `timeout`, `limits` or `retry` (common in PocketFlow code) never change
     # how braidflow runs the node. They are set through the constructor.
-    _retry: Retry | None = None
-    _timeout: float | None = None
-    _limits: tuple[Limiter, ...] = ()
-    _offload: bool | None = None
+    _bf_retry: Retry | None = None
+    _bf_timeout: float | None = None
+    _bf_limits: tuple[Limiter, ...] = ()
+    _bf_offload: bool | None = None
     max_concurrency: int | None = None
     on_error: str = "raise"
 
@@ -273,33 +273,33 @@ class BaseNode(Wirable):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._plan = _Plan(cls)
-        cls._plain_copy = _has_plain_copy(cls)
-        cls._single_exec = cls._batch == SINGLE and not cls._is_flow
+        cls._bf_plan = _Plan(cls)
+        cls._bf_plain_copy = _has_plain_copy(cls)
+        cls._bf_single_exec = cls._bf_batch == SINGLE and not cls._bf_is_flow
 
     # -- identity -------------------------------------------------------------
 
     @property
     def name(self) -> str:
         """The node's label: the ``name=`` it was given, or its class name."""
-        return self.__dict__.get("_name") or type(self).__name__
+        return self.__dict__.get("_bf_name") or type(self).__name__
 
     @name.setter
     def name(self, value: str) -> None:
-        self.__dict__["_name"] = value
+        self.__dict__["_bf_name"] = value
 
     def _display_name(self) -> str:
         return str(self.name)
 
     def _describe(self) -> str:
         """``node 'Fetch'``, or ``flow 'Main' (AsyncFlow)`` when named apart from its class."""
-        kind = "flow" if self._is_flow else "node"
+        kind = "flow" if self._bf_is_flow else "node"
         cls = type(self).__name__
         name = self._display_name()
         return f"{kind} {name!r}" if name == cls else f"{kind} {name!r} ({cls})"
 
     def __repr__(self) -> str:
-        name = self.__dict__.get("_name")
+        name = self.__dict__.get("_bf_name")
         return f"<{type(self).__name__}{f' {name!r}' if name else ''}>"
 
     @property
@@ -312,17 +312,17 @@ class BaseNode(Wirable):
         state = ATTEMPT.get()
         if state is not None and state.node is self:
             return state.attempt
-        value: int = self.__dict__.get("_cur_retry", 0)
+        value: int = self.__dict__.get("_bf_cur_retry", 0)
         return value
 
     @cur_retry.setter
     def cur_retry(self, value: int) -> None:
-        self.__dict__["_cur_retry"] = value
+        self.__dict__["_bf_cur_retry"] = value
 
     # -- configuration ----------------------------------------------------------
 
     def _configure_batch(self, max_concurrency: Any, on_error: Any) -> None:
-        parallel = self._batch == PARALLEL
+        parallel = self._bf_batch == PARALLEL
         if max_concurrency is not UNSET:
             if max_concurrency is not None and not parallel:
                 raise InvalidParameterError(
@@ -422,7 +422,7 @@ class BaseNode(Wirable):
                 already running in this thread: ``await node.run_async(shared)``.
         """
         shared = self._shared_argument(shared, legacy)
-        if self._async:
+        if self._bf_async:
             self._warn_unreachable_successors("AsyncFlow")
             try:
                 asyncio.get_running_loop()
@@ -464,9 +464,9 @@ class BaseNode(Wirable):
 
     async def _run_top_async(self, shared: Any) -> Any:
         try:
-            if self._async:
+            if self._bf_async:
                 return await self._run_async(shared)
-            if self._offload:
+            if self._bf_offload:
                 return await run_in_thread(self._run, shared)
             return self._run(shared)
         except Exception as error:
@@ -481,7 +481,7 @@ class BaseNode(Wirable):
 
     def _run(self, shared: Any) -> Any:
         """Run prep, exec and post synchronously; return the action."""
-        if self._async:
+        if self._bf_async:
             raise AsyncUsageError(
                 f"{self._describe()} is async and cannot run synchronously here; "
                 "put it in an AsyncFlow, or use `await node.run_async(shared)`",
@@ -493,11 +493,11 @@ class BaseNode(Wirable):
 
     async def _run_async(self, shared: Any) -> Any:
         """Run prep, exec and post, awaiting whichever phases are coroutines."""
-        plan = self._plan
+        plan = self._bf_plan
         prep_result = getattr(self, plan.prep)(shared)
         if plan.prep_coro:
             prep_result = await prep_result
-        if self._single_exec and self._is_simple():
+        if self._bf_single_exec and self._is_simple():
             # The hot path, inlined: one plain attempt, no policy to apply.
             call = getattr(self, plan.exec)
             try:
@@ -518,7 +518,7 @@ class BaseNode(Wirable):
 
     def _stage_sync(self, shared: Any, prep_result: Any) -> Any:
         """The exec stage: one attempt loop per item, as the batch mode says."""
-        batch = self._batch
+        batch = self._bf_batch
         if batch == SINGLE:
             return self._attempt_sync(prep_result, None, shared)
         items = batch_items(self, prep_result, allow_async=False)
@@ -531,7 +531,7 @@ class BaseNode(Wirable):
         return run_parallel_threads(self, items, run_item, True)
 
     async def _stage_async(self, shared: Any, prep_result: Any) -> Any:
-        batch = self._batch
+        batch = self._bf_batch
         if batch == SINGLE:
             return await self._attempt_async(prep_result, None, shared)
         items = batch_items(self, prep_result, allow_async=True)
@@ -541,7 +541,7 @@ class BaseNode(Wirable):
 
         if batch == SEQUENTIAL:
             return await run_sequential_async(items, run_item, True)
-        plan = self._plan
+        plan = self._bf_plan
         direct = None
         if (
             self._is_simple()
@@ -555,7 +555,7 @@ class BaseNode(Wirable):
 
     def _exec(self, prep_res: Any) -> Any:
         """PocketFlow's name for the exec stage (retries included), kept for old code."""
-        if self._async:
+        if self._bf_async:
             return self._stage_async(None, prep_res)
         return self._stage_sync(None, prep_res)
 
@@ -563,14 +563,14 @@ class BaseNode(Wirable):
 
     def _is_simple(self) -> bool:
         return (
-            self._retry is None
+            self._bf_retry is None
             and self.max_retries == 1
-            and self._timeout is None
-            and not self._limits
+            and self._bf_timeout is None
+            and not self._bf_limits
         )
 
     def _attempt_sync(self, item: Any, index: int | None, shared: Any) -> Any:
-        plan = self._plan
+        plan = self._bf_plan
         call = getattr(self, plan.exec)
         args = (shared, item) if plan.exec_wants_shared else (item,)
         if self._is_simple():
@@ -590,11 +590,11 @@ class BaseNode(Wirable):
                         time.sleep(delay)
 
     def _guarded_sync(self, call: Any, args: tuple[Any, ...], attempt: int, index: Any) -> Any:
-        limits = self._limits
+        limits = self._bf_limits
         if limits:
             acquire_all_blocking(limits)
         try:
-            timeout = self._timeout
+            timeout = self._bf_timeout
             if timeout is None:
                 return call(*args)
             try:
@@ -606,7 +606,7 @@ class BaseNode(Wirable):
                 release_all(limits)
 
     async def _attempt_async(self, item: Any, index: int | None, shared: Any) -> Any:
-        plan = self._plan
+        plan = self._bf_plan
         call = getattr(self, plan.exec)
         args = (shared, item) if plan.exec_wants_shared else (item,)
         if self._is_simple():
@@ -633,20 +633,20 @@ class BaseNode(Wirable):
     async def _guarded_async(
         self, call: Any, args: tuple[Any, ...], attempt: int, index: Any
     ) -> Any:
-        limits = self._limits
+        limits = self._bf_limits
         if limits:
             await acquire_all(limits)
         try:
-            timeout = self._timeout
+            timeout = self._bf_timeout
             if timeout is None:
                 result = call(*args)
-                if self._plan.exec_coro:
+                if self._bf_plan.exec_coro:
                     result = await result
                 return result
             deadline = asyncio.timeout(timeout)
             try:
                 async with deadline:
-                    if self._plan.exec_coro:
+                    if self._bf_plan.exec_coro:
                         return await call(*args)
                     return await call_in_new_thread(call, *args)
             except TimeoutError:
@@ -668,7 +668,7 @@ class BaseNode(Wirable):
         )
 
     def _total_attempts(self) -> int:
-        return self._retry.attempts if self._retry is not None else self.max_retries
+        return self._bf_retry.attempts if self._bf_retry is not None else self.max_retries
 
     def _label_item_error(self, error: BaseException, index: Any, attempt: int) -> None:
         parts = []
@@ -683,7 +683,7 @@ class BaseNode(Wirable):
     def _fallback_sync(
         self, item: Any, error: Exception, index: Any, attempt: int, shared: Any
     ) -> Any:
-        plan = self._plan
+        plan = self._bf_plan
         fallback = getattr(self, plan.fallback)
         try:
             if plan.fallback_wants_shared:
@@ -697,7 +697,7 @@ class BaseNode(Wirable):
     async def _fallback_async(
         self, item: Any, error: Exception, index: Any, attempt: int, shared: Any
     ) -> Any:
-        plan = self._plan
+        plan = self._bf_plan
         fallback = getattr(self, plan.fallback)
         try:
             if plan.fallback_wants_shared:
@@ -713,7 +713,7 @@ class BaseNode(Wirable):
             raise
 
 
-BaseNode._plan = _Plan(BaseNode)
+BaseNode._bf_plan = _Plan(BaseNode)
 
 
 def _check_number(node: BaseNode, option: str, value: Any, minimum: float, strict: bool) -> None:
@@ -784,22 +784,22 @@ class Node(BaseNode):
                     "not both",
                     node=self._display_name(),
                 )
-            self._retry = retry
+            self._bf_retry = retry
             self.max_retries = retry.attempts
             self.wait = retry.delay
         if timeout is not None:
             _check_number(self, "timeout", timeout, 0, strict=True)
-            self._timeout = timeout
+            self._bf_timeout = timeout
         if limits is not None:
-            self._limits = self._check_limits(limits)
+            self._bf_limits = self._check_limits(limits)
         if offload is not None:
-            if self._async and offload:
+            if self._bf_async and offload:
                 raise InvalidParameterError(
                     f"{self._describe()}: offload=True is for synchronous nodes; an async "
                     "node already yields to the event loop while it awaits",
                     node=self._display_name(),
                 )
-            self._offload = bool(offload)
+            self._bf_offload = bool(offload)
 
     def _check_limits(self, limits: Limiter | Iterable[Limiter]) -> tuple[Limiter, ...]:
         if isinstance(limits, Limiter):
@@ -824,7 +824,7 @@ class BatchNode(Node):
     ``None`` for no items. ``post`` receives the list of results.
     """
 
-    _batch = SEQUENTIAL
+    _bf_batch = SEQUENTIAL
 
 
 class ParallelBatchNode(BatchNode):
@@ -835,7 +835,7 @@ class ParallelBatchNode(BatchNode):
     :class:`AsyncParallelBatchNode`.
     """
 
-    _batch = PARALLEL
+    _bf_batch = PARALLEL
 
 
 class AsyncNode(Node):
@@ -848,13 +848,13 @@ class AsyncNode(Node):
     ``process_after_fail``).
     """
 
-    _async = True
+    _bf_async = True
 
 
 class AsyncBatchNode(AsyncNode, BatchNode):
     """An async batch node: items one at a time; ``prep`` may also return an async iterator."""
 
-    _batch = SEQUENTIAL
+    _bf_batch = SEQUENTIAL
 
 
 class AsyncParallelBatchNode(AsyncNode, BatchNode):
@@ -870,4 +870,4 @@ class AsyncParallelBatchNode(AsyncNode, BatchNode):
             in input order with :class:`Failure` objects for failed items.
     """
 
-    _batch = PARALLEL
+    _bf_batch = PARALLEL
