@@ -7,6 +7,7 @@ import pytest
 from braidflow import (
     AsyncBatchFlow,
     AsyncBatchNode,
+    AsyncNode,
     AsyncParallelBatchFlow,
     AsyncParallelBatchNode,
     BatchFlow,
@@ -21,7 +22,7 @@ FLOW_KINDS = [BatchFlow, AsyncBatchFlow, AsyncParallelBatchFlow]
 
 
 def run(node, shared):
-    if node._bf_async:
+    if isinstance(node, AsyncNode):
         return asyncio.run(node.run_async(shared))
     return node.run(shared)
 
