@@ -422,3 +422,18 @@ async def test_parallel_flow_reads_a_generator_of_param_sets_within_its_bound():
     assert sorted(shared["done"]) == list(range(12))
     assert read == list(range(12))
     assert gauge.peak == 3
+
+
+async def test_errors_in_parallel_sub_flows_name_the_param_set():
+    class Inner(AsyncNode):
+        async def exec_async(self, prep_res):
+            if self.params["doc"] == 2:
+                raise KeyError("missing field")
+
+    class Docs(AsyncParallelBatchFlow):
+        async def prep_async(self, shared):
+            return [{"doc": d} for d in range(4)]
+
+    with pytest.raises(KeyError) as caught:
+        await Docs(start=Inner(), name="docs").run_async({})
+    assert any("param set 2: {'doc': 2}" in note for note in caught.value.__notes__)

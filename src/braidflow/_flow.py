@@ -174,13 +174,23 @@ class Flow(BaseNode):
             )
         return {**self.params, **item}
 
+    def _label_param_set_error(self, error: BaseException, item: Any, index: int) -> None:
+        shown = repr(item)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        add_note(error, f"{self._describe()} failed on param set {index}: {shown}")
+
     def _stage_sync(self, shared: Any, prep_result: Any) -> Any:
         if self._bf_batch == SINGLE:
             return self._orch(shared)
         items = batch_items(self, prep_result, allow_async=False)
 
         def run_item(item: Any, index: int) -> Any:
-            return self._orch(shared, self._item_params(item, index))
+            try:
+                return self._orch(shared, self._item_params(item, index))
+            except Exception as error:
+                self._label_param_set_error(error, item, index)
+                raise
 
         return run_sequential_sync(items, run_item, False)
 
@@ -190,8 +200,12 @@ class Flow(BaseNode):
             return await self._orch_async(shared)
         items = batch_items(self, prep_result, allow_async=True)
 
-        def run_item(item: Any, index: int) -> Any:
-            return self._orch_async(shared, self._item_params(item, index))
+        async def run_item(item: Any, index: int) -> Any:
+            try:
+                return await self._orch_async(shared, self._item_params(item, index))
+            except Exception as error:
+                self._label_param_set_error(error, item, index)
+                raise
 
         collect = self.on_error == "collect"
         if batch == SEQUENTIAL:
