@@ -437,3 +437,38 @@ async def test_errors_in_parallel_sub_flows_name_the_param_set():
     with pytest.raises(KeyError) as caught:
         await Docs(start=Inner(), name="docs").run_async({})
     assert any("param set 2: {'doc': 2}" in note for note in caught.value.__notes__)
+
+
+async def test_on_error_as_a_class_attribute():
+    class Collecting(AsyncParallelBatchNode):
+        on_error = "collect"
+
+        async def prep_async(self, shared):
+            return [1, 0]
+
+        async def exec_async(self, item):
+            return 1 / item
+
+        async def post_async(self, shared, prep_res, exec_res):
+            return exec_res
+
+    results = await Collecting().run_async({})
+    assert results[0] == 1.0
+    assert isinstance(results[1], Failure)
+
+
+def test_a_method_named_on_error_is_a_hook_not_a_policy():
+    seen = []
+
+    class WithHook(Node):
+        def on_error(self, shared, error):  # KayGraph's lifecycle hook name
+            seen.append(error)
+
+    class ParallelWithHook(AsyncParallelBatchNode):
+        def on_error(self, shared, error):
+            seen.append(error)
+
+    node = WithHook()
+    node.on_error({}, "called")
+    ParallelWithHook().on_error({}, "also called")
+    assert seen == ["called", "also called"]

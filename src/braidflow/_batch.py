@@ -188,7 +188,7 @@ async def run_parallel_async(
     applies and failures propagate): the fan-out hot path, one frame per item.
     """
     limit: int | None = node.max_concurrency
-    collect = node.on_error == "collect"
+    collect = node._bf_on_error == "collect"
     results: list[Any] = []
     tasks: list[asyncio.Task[Any]] = []  # per item, on the direct unbounded path only
 
@@ -285,7 +285,7 @@ def run_parallel_threads(
     waits for the running ones (threads cannot be interrupted) and re-raises.
     """
     limit: int = node.max_concurrency or default_thread_count()
-    collect = node.on_error == "collect"
+    collect = node._bf_on_error == "collect"
     results: list[Any] = []
     numbered = _numbered(items, results if keep else None)
     pending: dict[Future[Any], tuple[int, Any]] = {}

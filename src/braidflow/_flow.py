@@ -207,7 +207,7 @@ class Flow(BaseNode):
                 self._label_param_set_error(error, item, index)
                 raise
 
-        collect = self.on_error == "collect"
+        collect = self._bf_on_error == "collect"
         if batch == SEQUENTIAL:
             return await run_sequential_async(items, run_item, False)
         return await run_parallel_async(self, items, run_item, collect)

@@ -252,7 +252,9 @@ class BaseNode(Wirable):
     _bf_limits: tuple[Limiter, ...] = ()
     _bf_offload: bool | None = None
     max_concurrency: int | None = None
-    on_error: str = "raise"
+    # The failure policy of parallel kinds. Stored privately: KayGraph-style
+    # nodes define a method called on_error (a hook), which must keep working.
+    _bf_on_error: str = "raise"
 
     def __init__(
         self,
@@ -340,20 +342,24 @@ class BaseNode(Wirable):
                 "or None for no bound",
                 node=self._display_name(),
             )
-        if on_error is not UNSET:
-            if on_error != "raise" and not parallel:
-                raise InvalidParameterError(
-                    f"{self._describe()}: on_error applies to parallel batch kinds; "
-                    "sequential batches stop at the first failure",
-                    node=self._display_name(),
-                )
-            self.on_error = on_error
-        if self.on_error not in ON_ERROR_CHOICES:
+        if on_error is UNSET:
+            # A class attribute of the same name works too, if it is a policy name
+            # (a method called on_error is a lifecycle hook, not a policy).
+            declared = getattr(type(self), "on_error", "raise")
+            on_error = declared if isinstance(declared, str) else "raise"
+        if on_error not in ON_ERROR_CHOICES:
             raise InvalidParameterError(
-                f"{self._describe()}: on_error={self.on_error!r} is not one of "
+                f"{self._describe()}: on_error={on_error!r} is not one of "
                 f"{', '.join(map(repr, ON_ERROR_CHOICES))}",
                 node=self._display_name(),
             )
+        if on_error != "raise" and not parallel:
+            raise InvalidParameterError(
+                f"{self._describe()}: on_error applies to parallel batch kinds; "
+                "sequential batches stop at the first failure",
+                node=self._display_name(),
+            )
+        self._bf_on_error = on_error
 
     def set_params(self, params: dict[str, Any]) -> None:
         """Set the parameters for this run (a flow calls it on each step's copy)."""
@@ -548,7 +554,7 @@ class BaseNode(Wirable):
             and plan.exec_coro
             and not plan.exec_wants_shared
             and plan.fallback_default
-            and self.on_error == "raise"
+            and self._bf_on_error == "raise"
         ):
             direct = getattr(self, plan.exec)
         return await run_parallel_async(self, items, run_item, True, direct)
