@@ -362,3 +362,21 @@ def test_user_attributes_named_like_options_do_not_change_how_nodes_run():
             return "on main thread" if exec_res else "moved to a thread"
 
     assert Flow(start=Client()).run({}) == "on main thread"
+
+
+def test_slotted_mixins_keep_their_slot_values_in_step_copies():
+    class Slotted:
+        __slots__ = ("token",)
+
+    class WithSlots(Slotted, Node):
+        def __init__(self):
+            super().__init__()
+            self.token = "secret"
+
+        def exec(self, prep_res):
+            return self.token
+
+        def post(self, shared, prep_res, exec_res):
+            return exec_res
+
+    assert Flow(start=WithSlots()).run({}) == "secret"

@@ -178,7 +178,7 @@ def _has_plain_copy(cls: type) -> bool:
     for klass in cls.__mro__:
         if klass is object:
             continue
-        if "__slots__" in vars(klass) and klass.__module__ != __name__:
+        if vars(klass).get("__slots__"):  # slot values live outside __dict__
             return False
         if any(hook in vars(klass) for hook in _COPY_HOOKS):
             return False
