@@ -241,19 +241,19 @@ class BaseNode(Wirable):
     _bf_is_flow: ClassVar[bool] = False
     _bf_single_exec: ClassVar[bool] = True  # a plain node, not a batch and not a flow
 
-    # Options, as class attributes so a subclass may set them in its body.
+    # PocketFlow's options, and max_concurrency: public and read at run time,
+    # so a subclass may set them in its body or in its __init__.
     max_retries: int = 1
     wait: float = 0
-    # Policies live under private names so that a user's own attributes called
-    # `timeout`, `limits` or `retry` (common in PocketFlow code) never change
-    # how braidflow runs the node. They are set through the constructor.
+    max_concurrency: int | None = None
+    # Policies set through the constructor. They live under private names so
+    # that a user's own `self.timeout`, `self.limits` or `self.retry` (common in
+    # PocketFlow code), or a KayGraph-style `on_error` hook method, never
+    # changes how braidflow runs the node.
     _bf_retry: Retry | None = None
     _bf_timeout: float | None = None
     _bf_limits: tuple[Limiter, ...] = ()
     _bf_offload: bool | None = None
-    max_concurrency: int | None = None
-    # The failure policy of parallel kinds. Stored privately: KayGraph-style
-    # nodes define a method called on_error (a hook), which must keep working.
     _bf_on_error: str = "raise"
 
     def __init__(
