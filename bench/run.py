@@ -290,6 +290,57 @@ def items(impl: str, size: int) -> dict[str, float]:
     return {"us_per_item": asyncio.run(main()) / size * 1e6}
 
 
+def sync_chain(impl: str, size: int) -> dict[str, float]:
+    runs = 20
+    if impl == "asyncio":  # the raw baseline here is three plain calls per node
+
+        def prep(shared: dict[str, int]) -> int:
+            return shared["count"]
+
+        def work(value: int) -> int:
+            return value + 1
+
+        def post(shared: dict[str, int], value: int) -> None:
+            shared["count"] = value
+
+        def run_once() -> float:
+            shared = {"count": 0}
+            started = time.perf_counter()
+            for _ in range(size):
+                post(shared, work(prep(shared)))
+            return time.perf_counter() - started
+
+    else:
+        lib = importlib.import_module(impl)
+
+        class Step(lib.Node):  # type: ignore[misc, name-defined]
+            def prep(self, shared: dict[str, int]) -> int:
+                return shared["count"]
+
+            def exec(self, value: int) -> int:
+                return value + 1
+
+            def post(self, shared: dict[str, int], prep_res: int, exec_res: int) -> None:
+                shared["count"] = exec_res
+
+        nodes = [Step() for _ in range(size)]
+        for left, right in itertools.pairwise(nodes):
+            left >> right
+        flow = lib.Flow(start=nodes[0])
+
+        def run_once() -> float:
+            shared = {"count": 0}
+            started = time.perf_counter()
+            flow.run(shared)
+            elapsed = time.perf_counter() - started
+            assert shared["count"] == size
+            return elapsed
+
+    run_once()
+    timings = [run_once() for _ in range(runs)]
+    return {"us_per_node": statistics.median(timings) / size * 1e6}
+
+
 def chain_with_policies(impl: str, size: int) -> dict[str, float]:
     if impl != "braidflow":
         raise NotImplementedError("limiters and retry policies are braidflow's")
@@ -299,6 +350,7 @@ def chain_with_policies(impl: str, size: int) -> dict[str, float]:
 WORKLOADS: dict[str, Callable[[str, int], dict[str, float]]] = {
     "chain": chain,
     "chain_policies": chain_with_policies,
+    "sync_chain": sync_chain,
     "fanout": fanout,
     "bounded": bounded,
     "subflows": subflows,
@@ -309,6 +361,7 @@ WORKLOADS: dict[str, Callable[[str, int], dict[str, float]]] = {
 PLAN = [
     ("chain", 1000, "chain of 1,000 async nodes"),
     ("chain_policies", 1000, "same, each with a Limiter and max_retries=2"),
+    ("sync_chain", 1000, "sync chain of 1,000 nodes (raw: plain calls)"),
     ("fanout", 10_000, "10k items x sleep(50 ms)"),
     ("bounded", 100_000, "100k items from a generator, bound 1000"),
     ("bounded", 1_000_000, "1M items from a generator, bound 1000"),
@@ -318,6 +371,7 @@ PLAN = [
 QUICK_SIZES = {
     ("chain", 1000): 200,
     ("chain_policies", 1000): 200,
+    ("sync_chain", 1000): 200,
     ("fanout", 10_000): 1000,
     ("bounded", 100_000): 10_000,
     ("bounded", 1_000_000): 50_000,

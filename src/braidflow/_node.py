@@ -494,7 +494,18 @@ class BaseNode(Wirable):
                 node=self._display_name(),
             )
         prep_result = self.prep(shared)
-        exec_result = self._stage_sync(shared, prep_result)
+        if self._bf_single_exec and self._is_simple():
+            # The hot path, inlined: one plain attempt, no policy to apply.
+            plan = self._bf_plan
+            try:
+                if plan.exec_wants_shared:
+                    exec_result = self.exec(shared, prep_result)
+                else:
+                    exec_result = self.exec(prep_result)
+            except Exception as error:
+                exec_result = self._fallback_sync(prep_result, error, None, 0, shared)
+        else:
+            exec_result = self._stage_sync(shared, prep_result)
         return self.post(shared, prep_result, exec_result)
 
     async def _run_async(self, shared: Any) -> Any:
