@@ -68,3 +68,12 @@ def test_errors_form_one_tree_with_builtin_bases():
         obj = getattr(braidflow, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, braidflow.BraidflowError), name
+
+
+def test_a_bad_option_is_both_a_value_error_and_a_type_error():
+    import pytest
+
+    with pytest.raises(TypeError, match="Limiter"):
+        braidflow.Node(limits=[3])
+    with pytest.raises(ValueError, match="Limiter"):
+        braidflow.Node(limits=[3])

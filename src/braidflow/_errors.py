@@ -5,7 +5,7 @@ Every exception braidflow raises derives from :class:`BraidflowError`::
     BraidflowError
     ├── SetupError                 a node, flow or limiter was built wrong;
     │   │                          raised when it is built or wired, before running
-    │   ├── InvalidParameterError  (also ValueError) a bad option value
+    │   ├── InvalidParameterError  (also ValueError, TypeError) a bad option
     │   ├── WiringError            (also TypeError) a bad action or successor
     │   └── NodeDefinitionError    (also TypeError) a node class that cannot run
     ├── RunError                   (also RuntimeError) a run cannot go on
@@ -51,8 +51,9 @@ class SetupError(BraidflowError):
     """A node, flow or limiter was configured or wired incorrectly."""
 
 
-class InvalidParameterError(SetupError, ValueError):
-    """An option has a value that cannot work, such as ``max_retries=0``."""
+class InvalidParameterError(SetupError, ValueError, TypeError):
+    """An option has a value or type that cannot work: ``max_retries=0``,
+    ``limits=[3]``. Catchable as ``ValueError`` or ``TypeError``."""
 
 
 class WiringError(SetupError, TypeError):
