@@ -223,7 +223,7 @@ class BatchFlow(Flow):
     _bf_batch = SEQUENTIAL
 
 
-class AsyncFlow(Flow, AsyncNode):
+class AsyncFlow(Flow, AsyncNode[Any, Any]):
     """A flow that hosts async and sync nodes and nested flows of either kind.
 
     Run it with ``await flow.run_async(shared)`` (or ``flow.run(shared)`` from

@@ -13,8 +13,8 @@ import copy
 import inspect
 import time
 import warnings
-from collections.abc import Iterable
-from typing import Any, ClassVar
+from collections.abc import AsyncIterable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from ._batch import (
     ON_ERROR_CHOICES,
@@ -50,6 +50,11 @@ __all__ = [
     "Node",
     "ParallelBatchNode",
 ]
+
+
+PrepT = TypeVar("PrepT")
+ExecT = TypeVar("ExecT")
+ItemT = TypeVar("ItemT")
 
 
 class _Unset:
@@ -745,8 +750,11 @@ def _check_number(node: BaseNode, option: str, value: Any, minimum: float, stric
         )
 
 
-class Node(BaseNode):
+class Node(BaseNode, Generic[PrepT, ExecT]):
     """A synchronous node with retries: ``prep`` -> ``exec`` (retried) -> ``post``.
+
+    Generic in what ``prep`` returns and ``exec`` returns, for type checkers:
+    ``class Greet(Node[str, str])``. Unparameterized, both are ``Any``.
 
     Args:
         max_retries: How many times ``exec`` may run in all (PocketFlow's
@@ -833,18 +841,33 @@ class Node(BaseNode):
                 )
         return ordered(found)
 
+    if TYPE_CHECKING:  # the typed view of the phases; the engine's are in BaseNode
 
-class BatchNode(Node):
+        def prep(self, shared: Any) -> PrepT: ...
+        def exec(self, prep_res: PrepT) -> ExecT: ...
+        def post(self, shared: Any, prep_res: PrepT, exec_res: ExecT) -> str | None: ...
+        def exec_fallback(self, prep_res: PrepT, exc: Exception) -> ExecT: ...
+
+
+class BatchNode(Node[Any, Any], Generic[ItemT, ExecT]):
     """A node whose ``prep`` returns items; ``exec`` runs once per item, in order.
 
     ``prep`` may return a list, any iterable or generator (read lazily), or
-    ``None`` for no items. ``post`` receives the list of results.
+    ``None`` for no items. ``post`` receives the list of results. Generic in
+    the item type and the per-item result: ``BatchNode[str, int]``.
     """
 
     _bf_batch = SEQUENTIAL
 
+    if TYPE_CHECKING:
 
-class ParallelBatchNode(BatchNode):
+        def prep(self, shared: Any) -> Iterable[ItemT] | None: ...
+        def exec(self, prep_res: ItemT) -> ExecT: ...
+        def post(self, shared: Any, prep_res: Any, exec_res: list[ExecT]) -> str | None: ...
+        def exec_fallback(self, prep_res: ItemT, exc: Exception) -> ExecT: ...
+
+
+class ParallelBatchNode(BatchNode[ItemT, ExecT]):
     """A synchronous batch node whose items run in a bounded thread pool.
 
     For sync SDK calls: ``max_concurrency`` threads at most (default:
@@ -855,26 +878,55 @@ class ParallelBatchNode(BatchNode):
     _bf_batch = PARALLEL
 
 
-class AsyncNode(Node):
+class AsyncNode(Node[PrepT, ExecT]):
     """A node whose phases may be coroutines, run by an ``AsyncFlow``.
 
     Each phase may be written as ``prep_async``/``exec_async``/``post_async``
     or as plain ``prep``/``exec``/``post``, with ``async def`` or ``def``;
     the choice is read once per class. The fallback is
     ``exec_fallback_async`` (or ``exec_fallback``, or the older
-    ``process_after_fail``).
+    ``process_after_fail``). For type checkers, the ``_async`` names carry
+    the ``PrepT``/``ExecT`` types; the plain names may be either kind.
     """
 
     _bf_async = True
 
+    if TYPE_CHECKING:
 
-class AsyncBatchNode(AsyncNode, BatchNode):
+        def prep(self, shared: Any) -> Any: ...
+        def exec(self, prep_res: Any) -> Any: ...
+        def post(self, shared: Any, prep_res: Any, exec_res: Any) -> Any: ...
+        def exec_fallback(self, prep_res: Any, exc: Exception) -> Any: ...
+        async def prep_async(self, shared: Any) -> PrepT: ...
+        async def exec_async(self, prep_res: PrepT) -> ExecT: ...
+        async def post_async(self, shared: Any, prep_res: PrepT, exec_res: ExecT) -> str | None: ...
+        async def exec_fallback_async(self, prep_res: PrepT, exc: Exception) -> ExecT: ...
+
+
+class _AsyncBatchTyping(Generic[ItemT, ExecT]):
+    """The typed view of the async batch kinds' phases (type checkers only)."""
+
+    if TYPE_CHECKING:
+
+        async def prep_async(
+            self, shared: Any
+        ) -> Iterable[ItemT] | AsyncIterable[ItemT] | None: ...
+        async def exec_async(self, prep_res: ItemT) -> ExecT: ...
+        async def post_async(
+            self, shared: Any, prep_res: Any, exec_res: list[ExecT]
+        ) -> str | None: ...
+        async def exec_fallback_async(self, prep_res: ItemT, exc: Exception) -> ExecT: ...
+
+
+class AsyncBatchNode(_AsyncBatchTyping[ItemT, ExecT], AsyncNode[Any, Any], BatchNode[Any, Any]):
     """An async batch node: items one at a time; ``prep`` may also return an async iterator."""
 
     _bf_batch = SEQUENTIAL
 
 
-class AsyncParallelBatchNode(AsyncNode, BatchNode):
+class AsyncParallelBatchNode(
+    _AsyncBatchTyping[ItemT, ExecT], AsyncNode[Any, Any], BatchNode[Any, Any]
+):
     """An async batch node whose items run concurrently in a task group.
 
     Options (keywords, or class attributes of the same name):
