@@ -275,3 +275,15 @@ async def test_try_acquire_never_waits_and_never_jumps_the_queue():
     await waiter
     limiter.release()
     assert limiter.try_acquire() is True
+
+
+async def test_the_default_clock_follows_the_event_loop_clock(monkeypatch):
+    loop = asyncio.get_running_loop()
+    now = [1000.0]
+    monkeypatch.setattr(loop, "time", lambda: now[0])
+    limiter = Limiter(rate=1, per=10.0)
+    await limiter.acquire()
+    limiter.release()
+    assert limiter.try_acquire() is False  # the window is full at t=1000
+    now[0] = 1010.0
+    assert limiter.try_acquire() is True  # and has moved on at t=1010

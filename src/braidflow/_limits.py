@@ -48,7 +48,10 @@ class Clock(Protocol):
 
 class _SystemClock:
     def now(self) -> float:
-        return time.monotonic()
+        # The event loop's clock when there is one (monotonic by default, and
+        # the one a virtual-time test loop advances), else the monotonic clock.
+        loop = asyncio._get_running_loop()
+        return loop.time() if loop is not None else time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
