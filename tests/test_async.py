@@ -142,9 +142,40 @@ def test_run_on_an_async_node_from_sync_code_runs_it_to_completion():
     assert shared["report"] == "Sunny in Oslo"
 
 
-async def test_run_inside_a_running_loop_says_to_await_run_async():
-    with pytest.raises(AsyncUsageError, match=r"await node\.run_async\(shared\)"):
-        AsyncFlow(start=Weather()).run({})
+async def test_await_run_inside_a_running_loop_runs_the_flow():
+    # The Mini LLM Flow docs write `await my_flow.run(shared)` in async code.
+    shared = {"city": "Rome"}
+    assert await AsyncFlow(start=Weather()).run(shared) == "done"
+    assert shared["report"] == "Sunny in Rome"
+    shared = {"city": "Kyiv"}
+    assert await Weather().run(shared) == "done"
+    assert shared["report"] == "Sunny in Kyiv"
+
+
+async def test_run_inside_a_running_loop_can_be_a_task_or_gathered():
+    first, second = {"city": "A"}, {"city": "B"}
+    flow = AsyncFlow(start=Weather())
+    task = asyncio.create_task(flow.run(first))
+    assert await asyncio.gather(task, flow.run(second)) == ["done", "done"]
+    assert (first["report"], second["report"]) == ("Sunny in A", "Sunny in B")
+
+
+async def test_run_that_is_never_awaited_warns_naming_the_flow_and_does_not_run():
+    shared = {"city": "Nowhere"}
+    pending = AsyncFlow(start=Weather(), name="forecast").run(shared)
+    assert "await it" in repr(pending)
+    with pytest.warns(RuntimeWarning, match=r"'forecast'.*never awaited.*await flow\.run"):
+        del pending  # the last reference: collected at once
+    assert "report" not in shared
+
+
+async def test_sync_flows_keep_returning_their_action_inside_a_running_loop():
+    class Plain(Node):
+        def post(self, shared, prep_res, exec_res):
+            return "plain"
+
+    assert Flow(start=Plain()).run({}) == "plain"  # the last action
+    assert Plain().run({}) == "plain"
 
 
 async def test_sync_flow_reaching_an_async_node_is_a_clear_error():

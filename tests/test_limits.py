@@ -287,3 +287,53 @@ async def test_the_default_clock_follows_the_event_loop_clock(monkeypatch):
     assert limiter.try_acquire() is False  # the window is full at t=1000
     now[0] = 1010.0
     assert limiter.try_acquire() is True  # and has moved on at t=1010
+
+
+@pytest.mark.parametrize(("rate", "per", "most"), [(2.5, 1.0, 2), (3.9, 2.0, 3), (1.5, 1.0, 1)])
+async def test_fractional_rate_above_one_never_exceeds_rate_in_any_window(rate, per, most):
+    clock = VirtualClock()
+    limiter = Limiter(rate=rate, per=per, clock=clock)
+    starts = []
+
+    async def take():
+        await limiter.acquire()
+        starts.append(clock.now())
+        limiter.release()
+
+    tasks = [asyncio.create_task(take()) for _ in range(12)]
+    while len(starts) < 12:
+        await asyncio.sleep(0)
+        if clock.sleepers:
+            clock.advance(0.05)
+    await asyncio.gather(*tasks)
+    for first in starts:  # every window [first, first + per) holds at most `most` starts
+        assert sum(first <= t < first + per for t in starts) <= most <= rate
+
+
+async def test_cancelling_many_waiters_leaves_a_consistent_queue():
+    limiter = Limiter(1)
+    await limiter.acquire()
+    waiters = [asyncio.create_task(limiter.acquire()) for _ in range(2000)]
+    await asyncio.sleep(0)
+    assert limiter.statistics().waiting == 2000
+    for waiter in waiters[:-1]:
+        waiter.cancel()
+    await asyncio.gather(*waiters[:-1], return_exceptions=True)
+    assert limiter.statistics().waiting == 1
+    limiter.release()
+    await waiters[-1]  # the one left is served
+    assert limiter.statistics() == LimiterStatistics(
+        in_flight=1, waiting=0, peak_in_flight=1, acquired=2
+    )
+    limiter.release()
+
+
+async def test_raising_max_concurrent_wakes_waiters_at_once():
+    limiter = Limiter(1)
+    await limiter.acquire()
+    waiters = [asyncio.create_task(limiter.acquire()) for _ in range(3)]
+    await asyncio.sleep(0)
+    limiter.max_concurrent = 4
+    await asyncio.gather(*waiters)
+    assert limiter.statistics().in_flight == 4
+    assert repr(limiter) == "Limiter(max_concurrent=4)"

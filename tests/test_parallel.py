@@ -14,6 +14,7 @@ from braidflow import (
     Failure,
     InvalidParameterError,
     Node,
+    ParallelBatchNode,
 )
 from braidflow.testing import other_tasks
 
@@ -472,3 +473,23 @@ def test_a_method_named_on_error_is_a_hook_not_a_policy():
     node.on_error({}, "called")
     ParallelWithHook().on_error({}, "also called")
     assert seen == ["called", "also called"]
+
+
+def test_sync_parallel_batch_node_notes_the_other_failures_while_stopping():
+    import threading
+
+    both_in = threading.Barrier(2, timeout=5)
+
+    class Both(ParallelBatchNode):
+        def prep(self, shared):
+            return ["a", "b"]
+
+        def exec(self, item):
+            both_in.wait()  # both fail while the other is running
+            raise ValueError(item)
+
+    with pytest.raises(ValueError, match="^[ab]$") as caught:
+        Both(max_concurrency=2, name="both").run({})
+    notes = "\n".join(caught.value.__notes__)
+    assert "1 more item(s) failed while stopping: ValueError(" in notes
+    assert "node 'both' (Both) failed on item" in notes

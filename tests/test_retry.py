@@ -1,10 +1,11 @@
 """Retries, wait, fallbacks, cur_retry, the Retry policy and option validation."""
 
 import asyncio
+import math
 
 import pytest
 
-from braidflow import AsyncNode, Flow, InvalidParameterError, Node, Retry
+from braidflow import AsyncNode, BatchNode, Flow, InvalidParameterError, Node, Retry
 
 
 class Flaky(Node):
@@ -51,7 +52,7 @@ def test_default_fallback_reraises_with_a_note_naming_node_and_attempts():
 
 def test_wait_sleeps_between_attempts(monkeypatch):
     sleeps = []
-    monkeypatch.setattr("braidflow._node.time.sleep", sleeps.append)
+    monkeypatch.setattr("braidflow._attempt.time.sleep", sleeps.append)
     Flaky(succeed_on=2, max_retries=3, wait=0.25).run({})
     assert sleeps == [0.25, 0.25]
 
@@ -159,7 +160,7 @@ def test_retry_policy_backoff_cap_and_jitter():
 
 def test_retry_policy_is_used_by_nodes(monkeypatch):
     sleeps = []
-    monkeypatch.setattr("braidflow._node.time.sleep", sleeps.append)
+    monkeypatch.setattr("braidflow._attempt.time.sleep", sleeps.append)
     node = Flaky(succeed_on=3, retry=Retry(attempts=4, delay=0.1, backoff=3.0))
     assert node.run({}) == "ok on 3"
     assert sleeps == pytest.approx([0.1, 0.3, 0.9])
@@ -258,3 +259,45 @@ async def test_async_run_to_completion_keeps_cur_retry_per_item_under_parallelis
 
     assert await PerItem(max_retries=3).run_async({}) == ["slow", "fast"]
     assert seen == {"fast-first": 0, "fast": 2, "slow": 1}
+
+
+def test_capped_exponential_backoff_never_overflows_and_reaches_the_fallback(monkeypatch):
+    monkeypatch.setattr("braidflow._attempt.time.sleep", lambda seconds: None)
+
+    class Always(Node):
+        def exec(self, prep_res):
+            raise ConnectionError("down")
+
+        def exec_fallback(self, prep_res, exc):
+            return f"fallback after attempt {self.cur_retry + 1}"
+
+        def post(self, shared, prep_res, exec_res):
+            return exec_res
+
+    policy = Retry(attempts=2000, delay=0.0, backoff=2.0, max_delay=0.0)
+    assert Always(retry=policy).run({}) == "fallback after attempt 2000"
+    assert Retry(attempts=5, delay=1.0, backoff=2.0, max_delay=30.0).wait_after(5000) == 30.0
+    uncapped = Retry(attempts=5, delay=1.0, backoff=2.0).wait_after(5000)
+    assert 0 < uncapped < math.inf  # the longest wait a thread can sleep, not an error
+
+
+def test_fallback_raising_its_own_error_keeps_the_item_and_attempt_in_its_note():
+    class Items(BatchNode):
+        def prep(self, shared):
+            return ["a", "b"]
+
+        def exec(self, item):
+            if item == "b":
+                raise ConnectionError("down")
+            return item
+
+        def exec_fallback(self, item, exc):
+            raise LookupError(f"no fallback for {item}")
+
+    with pytest.raises(LookupError) as caught:
+        Flow(start=Items(max_retries=2, name="items")).run({})
+    notes = "\n".join(caught.value.__notes__)
+    assert "fallback of node 'items'" in notes
+    assert "item 1" in notes
+    assert "attempt 2 of 2" in notes
+    assert "ConnectionError('down')" in notes

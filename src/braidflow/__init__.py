@@ -9,6 +9,7 @@ from ._errors import AsyncUsageError as AsyncUsageError
 from ._errors import BatchItemsError as BatchItemsError
 from ._errors import BraidflowError as BraidflowError
 from ._errors import InvalidParameterError as InvalidParameterError
+from ._errors import NodeCancelledError as NodeCancelledError
 from ._errors import NodeDefinitionError as NodeDefinitionError
 from ._errors import NodeTimeoutError as NodeTimeoutError
 from ._errors import RunError as RunError
@@ -29,6 +30,8 @@ from ._node import BatchNode as BatchNode
 from ._node import Node as Node
 from ._node import ParallelBatchNode as ParallelBatchNode
 from ._policy import Retry as Retry
+from ._run import PendingRun as PendingRun
+from ._threads import thread_limiter as thread_limiter
 from ._wiring import _ConditionalTransition as _ConditionalTransition
 
 # Names the other seed documents use for the same classes: one line each.
@@ -66,13 +69,16 @@ __all__ = [
     "Limiter",
     "LimiterStatistics",
     "Node",
+    "NodeCancelledError",
     "NodeDefinitionError",
     "NodeTimeoutError",
     "ParallelBatchNode",
+    "PendingRun",
     "Retry",
     "RunError",
     "SetupError",
     "WiringError",
+    "thread_limiter",
 ]
 
 # Public objects report the public module, so reprs and docs point users here.

@@ -2,7 +2,7 @@
 
 One set of runners serves both: a batch node runs ``exec`` per item, a batch
 flow runs its sub-flow per parameter set. Parallel runs go through a task
-group (or a bounded thread pool for sync nodes); input may be any iterable,
+group, at most ``max_concurrency`` items at once; input may be any iterable,
 generator or async iterator and is read only as fast as the bound allows.
 """
 
@@ -11,18 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+import types
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import BatchItemsError, add_note
+from ._attempt import cancelled_error, run_is_cancelled
+from ._context import GATES
+from ._errors import BatchItemsError, InvalidParameterError, add_note
+from ._limits import Limiter
+from ._taskgroup import TaskGroup
 
 __all__ = [
     "Failure",
     "batch_items",
+    "default_thread_count",
     "run_parallel_async",
-    "run_parallel_threads",
     "run_sequential_async",
     "run_sequential_sync",
 ]
@@ -33,7 +37,7 @@ PARALLEL = "parallel"
 ON_ERROR_CHOICES = ("raise", "collect")
 
 RunItemSync = Callable[[Any, int], Any]
-RunItemAsync = Callable[[Any, int], Awaitable[Any]]
+RunItemAsync = Callable[[Any, int], Coroutine[Any, Any, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,53 +87,86 @@ def batch_items(node: Any, prep_result: Any, *, allow_async: bool) -> Any:
     return prep_result
 
 
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    errors = group.exceptions
-    first = errors[0]
-    while isinstance(first, BaseExceptionGroup):
-        first = first.exceptions[0]
-    if len(errors) > 1:
-        others = ", ".join(repr(e) for e in errors[1:4])
-        add_note(first, f"{len(errors) - 1} more item(s) failed while stopping: {others}")
-    return first
+def default_thread_count() -> int:
+    """The bound of a sync parallel node that sets no ``max_concurrency``."""
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+def _no_bound_here(node: Any) -> None:
+    """A sequential batch runs one item at a time; a bound set on it is a mistake."""
+    if node.max_concurrency is not None:
+        raise InvalidParameterError(
+            f"{node._describe()}: max_concurrency={node.max_concurrency!r} is set, but "
+            f"{type(node).__name__} runs its items one at a time; use a parallel kind "
+            "(AsyncParallelBatchNode, AsyncParallelBatchFlow, ParallelBatchNode)",
+            node=node._display_name(),
+        )
+
+
+def _bound(node: Any) -> int | None:
+    """Read and check ``max_concurrency`` where it is used: a subclass may have
+    set it after the constructor checked it."""
+    limit = node.max_concurrency
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InvalidParameterError(
+            f"{node._describe()}: max_concurrency={limit!r} must be an int >= 1, "
+            "or None for no bound",
+            node=node._display_name(),
+        )
+    if limit is None and not node._bf_async:
+        return default_thread_count()  # a sync parallel node: one thread per item in flight
+    return limit
+
+
+def _close_sync(items: Any) -> None:
+    if isinstance(items, types.GeneratorType):
+        items.close()
 
 
 @contextlib.asynccontextmanager
 async def _closing(items: Any) -> AsyncIterator[None]:
-    """Close an async generator we stopped reading early, now rather than at GC."""
+    """Close a generator we stopped reading early, now rather than at GC."""
     try:
         yield
     finally:
-        aclose = getattr(items, "aclose", None)
-        if aclose is not None and hasattr(items, "__aiter__"):
-            await aclose()
+        if hasattr(items, "__aiter__"):
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        else:
+            _close_sync(items)
 
 
-def run_sequential_sync(items: Iterable[Any], run_item: RunItemSync, keep: bool) -> Any:
+def run_sequential_sync(node: Any, items: Iterable[Any], run_item: RunItemSync, keep: bool) -> Any:
     """Run items one after another; return their results in order if ``keep``."""
-    if keep:
-        return [run_item(item, index) for index, item in enumerate(items)]
-    for index, item in enumerate(items):
-        run_item(item, index)
-    return None
+    _no_bound_here(node)
+    try:
+        if keep:
+            return [run_item(item, index) for index, item in enumerate(items)]
+        for index, item in enumerate(items):
+            run_item(item, index)
+        return None
+    finally:
+        _close_sync(items)
 
 
-async def run_sequential_async(items: Any, run_item: RunItemAsync, keep: bool) -> Any:
+async def run_sequential_async(node: Any, items: Any, run_item: RunItemAsync, keep: bool) -> Any:
     """Await items one after another, from an iterable or an async iterator."""
+    _no_bound_here(node)
     results: list[Any] | None = [] if keep else None
-    if hasattr(items, "__aiter__"):
-        index = 0
-        async with _closing(items):
+    async with _closing(items):
+        if hasattr(items, "__aiter__"):
+            index = 0
             async for item in items:
                 value = await run_item(item, index)
                 if results is not None:
                     results.append(value)
                 index += 1
-    else:
-        for index, item in enumerate(items):
-            value = await run_item(item, index)
-            if results is not None:
-                results.append(value)
+        else:
+            for index, item in enumerate(items):
+                value = await run_item(item, index)
+                if results is not None:
+                    results.append(value)
     return results
 
 
@@ -175,7 +212,7 @@ async def run_parallel_async(
     items: Any,
     run_item: RunItemAsync,
     keep: bool,
-    direct: Callable[[Any], Awaitable[Any]] | None = None,
+    direct: Callable[[Any], Coroutine[Any, Any, Any]] | None = None,
 ) -> list[Any] | None:
     """Run items concurrently in a task group, at most ``node.max_concurrency`` at once.
 
@@ -187,140 +224,113 @@ async def run_parallel_async(
     awaited per item with nothing around it (no retry, fallback or policy
     applies and failures propagate): the fan-out hot path, one frame per item.
     """
-    limit: int | None = node.max_concurrency
+    limit = _bound(node)
     collect = node._bf_on_error == "collect"
     results: list[Any] = []
-    tasks: list[asyncio.Task[Any]] = []  # per item, on the direct unbounded path only
+    tasks: list[asyncio.Task[Any]] | None = [] if keep and not collect else None
 
-    async def one(index: int, item: Any) -> None:
+    def stray(task: asyncio.Task[Any]) -> BaseException:
+        # An item task that ended cancelled although nobody cancelled it: its
+        # own code raised CancelledError (only direct items can end so).
+        index = tasks.index(task) if tasks is not None and task in tasks else None
+        return cancelled_error(node, asyncio.CancelledError(), index)
+
+    async def collected(index: int, item: Any) -> None:
         try:
             value = await run_item(item, index)
         except Exception as error:
-            if not collect:
-                raise
             value = Failure(error, item, index)
-        if keep:
-            results[index] = value
+        results[index] = value
 
-    async def one_direct(index: int, item: Any) -> None:
+    async def one_direct(index: int, item: Any) -> Any:
+        # A direct item inside a bounded worker: label its failure with its index.
         try:
-            value = await direct(item)  # type: ignore[misc]
+            return await direct(item)  # type: ignore[misc]
         except Exception as error:
             add_note(error, f"{node._describe()} failed on item {index}")
             raise
-        if keep:
-            results[index] = value
+        except asyncio.CancelledError as cancel:
+            if run_is_cancelled():
+                raise
+            raise cancelled_error(node, cancel, index) from cancel
 
-    step = one if direct is None else one_direct
     is_async_source = hasattr(items, "__aiter__")
     try:
-        async with _closing(items), asyncio.TaskGroup() as group:
-            if limit is None and not is_async_source:
-                if type(items) is not list and type(items) is not tuple:
-                    items = list(items)
-                if direct is not None:
-                    create = group.create_task
-                    tasks = [create(direct(item)) for item in items]  # type: ignore[arg-type]
-                else:
-                    if keep:
-                        results = [None] * len(items)
-                    for index, item in enumerate(items):
-                        group.create_task(one(index, item))
-            elif limit is None:
-                index = 0
-                async for item in items:
-                    if keep:
+        async with _closing(items), TaskGroup(stray) as group:
+            if limit is None:
+                # No bound: one task per item, created as items are read.
+                def start(index: int, item: Any) -> None:
+                    if collect:
                         results.append(None)
-                    group.create_task(step(index, item))
-                    index += 1
-            elif is_async_source:
-                feed = _AsyncFeed(items, results if keep else None)
+                        group.spawn(collected(index, item))
+                        return
+                    task = group.spawn(direct(item) if direct else run_item(item, index))
+                    if tasks is not None:
+                        tasks.append(task)
 
-                async def async_worker() -> None:
-                    while (pair := await feed.take()) is not None:
-                        await step(*pair)
+                if is_async_source:
 
-                for _ in range(limit):
-                    group.create_task(async_worker())
-            else:
-                if type(items) is list or type(items) is tuple:
-                    workers = min(limit, len(items))
-                    if keep:
-                        results = [None] * len(items)
-                    numbered: Iterator[tuple[int, Any]] = enumerate(items)
+                    async def feed() -> None:
+                        index = 0
+                        async for item in items:
+                            start(index, item)
+                            index += 1
+
+                    group.spawn(feed())
                 else:
-                    workers = limit
-                    numbered = _numbered(items, results if keep else None)
+                    for index, item in enumerate(items):
+                        start(index, item)
+            else:
+                # A bound: that many workers, each taking the next item when free.
+                # The bound also becomes a gate that sync attempts under a
+                # timeout hold, so threads they abandon keep counting against it.
+                gate = Limiter(limit, name=f"max_concurrency of {node._display_name()}")
+                pending = results if keep else None
+                step = one_direct if direct else None
 
-                async def worker() -> None:
-                    for index, item in numbered:
-                        await step(index, item)
-
-                for _ in range(workers):
-                    group.create_task(worker())
-    except BaseExceptionGroup as group_error:
-        first = _first_error(group_error)
-        for index, task in enumerate(tasks):
-            if task.done() and not task.cancelled() and task.exception() is first:
-                add_note(first, f"{node._describe()} failed on item {index}")
-                break
-        raise first from None
-    if tasks and keep:
-        return [task.result() for task in tasks]
-    return results if keep else None
-
-
-def default_thread_count() -> int:
-    """The thread pool size used when a sync parallel node sets no ``max_concurrency``."""
-    return min(32, (os.cpu_count() or 1) + 4)
-
-
-def run_parallel_threads(
-    node: Any, items: Iterable[Any], run_item: RunItemSync, keep: bool
-) -> list[Any] | None:
-    """Run a sync node's items in a bounded thread pool; results in input order.
-
-    Items are read from the input only as threads free up. Under
-    ``on_error="raise"`` the first failure stops new items from starting,
-    waits for the running ones (threads cannot be interrupted) and re-raises.
-    """
-    limit: int = node.max_concurrency or default_thread_count()
-    collect = node._bf_on_error == "collect"
-    results: list[Any] = []
-    numbered = _numbered(items, results if keep else None)
-    pending: dict[Future[Any], tuple[int, Any]] = {}
-    failure: BaseException | None = None
-    with ThreadPoolExecutor(limit, thread_name_prefix=f"braidflow-{node._display_name()}") as pool:
-
-        def fill() -> None:
-            while len(pending) < limit:
-                pair = next(numbered, None)
-                if pair is None:
-                    return
-                pending[pool.submit(run_item, pair[1], pair[0])] = pair
-
-        try:
-            fill()
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    index, item = pending.pop(future)
-                    try:
-                        value = future.result()
-                    except Exception as error:
-                        if not collect:
-                            failure = failure or error
-                            continue
-                        value = Failure(error, item, index)
+                async def run_one(index: int, item: Any) -> None:
+                    if collect:
+                        await collected(index, item)
+                        return
+                    value = await (step(index, item) if step else run_item(item, index))
                     if keep:
                         results[index] = value
-                if failure is not None:
+
+                if is_async_source:
+                    feed_from = _AsyncFeed(items, pending)
+
+                    async def worker() -> None:
+                        while (pair := await feed_from.take()) is not None:
+                            await run_one(*pair)
+
+                    workers = limit
+                else:
+                    if type(items) is list or type(items) is tuple:
+                        workers = min(limit, len(items))
+                        if pending is not None:
+                            pending.extend([None] * len(items))
+                        numbered: Iterator[tuple[int, Any]] = enumerate(items)
+                    else:
+                        workers = limit
+                        numbered = _numbered(items, pending)
+
+                    async def worker() -> None:
+                        for index, item in numbered:
+                            await run_one(index, item)
+
+                token = GATES.set((*GATES.get(), gate))
+                try:
+                    for _ in range(workers):
+                        group.spawn(worker())
+                finally:
+                    GATES.reset(token)
+    except Exception as error:
+        if direct is not None and tasks:
+            for index, task in enumerate(tasks):
+                if task.done() and not task.cancelled() and task.exception() is error:
+                    add_note(error, f"{node._describe()} failed on item {index}")
                     break
-                fill()
-        finally:
-            for future in pending:
-                future.cancel()
-            wait(pending)
-    if failure is not None:
-        raise failure
+        raise
+    if tasks:
+        return [task.result() for task in tasks]
     return results if keep else None

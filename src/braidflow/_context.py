@@ -1,16 +1,19 @@
 """Per-run state that must not live on shared node instances.
 
 Concurrent batch items share one node object, so the attempt counter that
-PocketFlow kept in ``self.cur_retry`` lives here, in a context variable that
-each item's task sees on its own.
+PocketFlow kept in ``self.cur_retry`` lives here, in context variables that
+each item's task (and each thread it runs code in) sees on its own.
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["ATTEMPT", "AttemptState"]
+if TYPE_CHECKING:
+    from ._limits import Limiter
+
+__all__ = ["ATTEMPT", "GATES", "SHARED", "AttemptState"]
 
 
 class AttemptState:
@@ -25,3 +28,14 @@ class AttemptState:
 
 
 ATTEMPT: ContextVar[AttemptState | None] = ContextVar("braidflow_attempt", default=None)
+
+# The bounds (max_concurrency) of the parallel stages enclosing this code, as
+# limiters, outermost first. An exec attempt that may be abandoned in a thread
+# (sync code under a timeout) holds them too, so the abandoned thread keeps
+# counting against each bound until it really ends.
+GATES: ContextVar[tuple[Limiter, ...]] = ContextVar("braidflow_gates", default=())
+
+# The shared store, for a node whose class overrides PocketFlow's _exec(prep_res):
+# the exec stage it calls back into still needs the store for the old
+# exec(shared, prep_res) form.
+SHARED: ContextVar[Any] = ContextVar("braidflow_shared", default=None)

@@ -10,7 +10,8 @@ Every exception braidflow raises derives from :class:`BraidflowError`::
     │   └── NodeDefinitionError    (also TypeError) a node class that cannot run
     ├── RunError                   (also RuntimeError) a run cannot go on
     │   ├── AsyncUsageError        async work entered through a sync door
-    │   └── BatchItemsError        (also TypeError) prep gave no usable items
+    │   ├── BatchItemsError        (also TypeError) prep gave no usable items
+    │   └── NodeCancelledError     a node's own code raised CancelledError
     └── NodeTimeoutError           (also TimeoutError) an exec attempt ran too long
 
 Exceptions raised by user code (``prep``, ``exec``, ``post`` ...) are never
@@ -25,6 +26,7 @@ __all__ = [
     "BatchItemsError",
     "BraidflowError",
     "InvalidParameterError",
+    "NodeCancelledError",
     "NodeDefinitionError",
     "NodeTimeoutError",
     "RunError",
@@ -82,6 +84,24 @@ class BatchItemsError(RunError, TypeError):
 
     Attributes:
         item_index: For batch flows, the position of the bad parameter set.
+    """
+
+    def __init__(self, message: str, *, node: str | None = None, item_index: int | None = None):
+        super().__init__(message, node=node)
+        self.item_index = item_index
+
+
+class NodeCancelledError(RunError):
+    """A node's own code raised ``CancelledError`` while its run was not cancelled.
+
+    Only cancelling the run itself ends a run as cancelled. A ``CancelledError``
+    that comes out of a node by itself (a cancelled future it awaited, an
+    explicit ``raise``) is that node's, or that batch item's, failure: it is
+    retried and reaches the fallback like any error, and ``on_error="collect"``
+    collects it. The original ``CancelledError`` is the ``__cause__``.
+
+    Attributes:
+        item_index: The batch item's position, or ``None`` for a plain node.
     """
 
     def __init__(self, message: str, *, node: str | None = None, item_index: int | None = None):

@@ -7,9 +7,11 @@ node, so it nests; batch flows run their sub-flow once per parameter set.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Generator, Mapping
 from typing import Any
 
+from ._attempt import cancelled_error, run_is_cancelled
 from ._batch import (
     PARALLEL,
     SEQUENTIAL,
@@ -20,8 +22,8 @@ from ._batch import (
     run_sequential_sync,
 )
 from ._errors import AsyncUsageError, BatchItemsError, InvalidParameterError, WiringError, add_note
-from ._node import UNSET, AsyncNode, BaseNode, _default, copy_node
-from ._threads import run_in_thread
+from ._node import UNSET, AsyncNode, BaseNode
+from ._plan import copy_node, default
 from ._wiring import Wirable, route
 
 __all__ = ["AsyncBatchFlow", "AsyncFlow", "AsyncParallelBatchFlow", "BatchFlow", "Flow"]
@@ -102,18 +104,26 @@ class Flow(BaseNode):
         nxt: BaseNode | None = route(curr, action)
         return nxt
 
-    @_default
+    @default
     def post(self, shared: Any, prep_res: Any, exec_res: Any) -> Any:
         """Return the last action of the inner walk (``None`` for batch flows)."""
         return exec_res
 
-    @_default
+    @default
     async def post_async(self, shared: Any, prep_res: Any, exec_res: Any) -> Any:
         """Async form of :meth:`post`."""
         return exec_res
 
     # -- drivers ------------------------------------------------------------------
 
+    def _reached_async(self, node: BaseNode) -> AsyncUsageError:
+        return AsyncUsageError(
+            f"{self._describe()} is synchronous but reached async {node._describe()}; "
+            "use AsyncFlow and `await flow.run_async(shared)`",
+            node=node._display_name(),
+        )
+
+    @default
     def _orch(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
         """Walk the graph synchronously; return the last action."""
         send = _steps(self, params or {**self.params}).send
@@ -124,21 +134,32 @@ class Flow(BaseNode):
             except StopIteration as stop:
                 return stop.value
             if node._bf_async:
-                raise AsyncUsageError(
-                    f"{self._describe()} is synchronous but reached async {node._describe()}; "
-                    "use AsyncFlow and `await flow.run_async(shared)`",
-                    node=node._display_name(),
-                )
+                raise self._reached_async(node)
             try:
                 action = node._run(shared)
             except Exception as error:
                 _label_step_error(error, self, node)
                 raise
+            except asyncio.CancelledError as cancel:  # sync code: never the run's own
+                stray = cancelled_error(node, cancel, None)
+                _label_step_error(stray, self, node)
+                raise stray from cancel
 
     async def _orch_async(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
         """Walk the graph, awaiting async nodes and calling sync ones; return the last action."""
+        return await self._walk_async(shared, params, self.offload_sync, False)
+
+    async def _walk_async(
+        self,
+        shared: Any,
+        params: dict[str, Any] | None,
+        offload_default: bool,
+        sync_only: bool,
+    ) -> Any:
+        """The async driver of the walk, for async flows and, inside async code,
+        for sync flows too (``sync_only``), so that their limiter waits and retry
+        delays happen on the loop and their steps can be offloaded to threads."""
         send = _steps(self, params or {**self.params}).send
-        offload_default = self.offload_sync
         action = None
         while True:
             try:
@@ -147,20 +168,27 @@ class Flow(BaseNode):
                 return stop.value
             try:
                 if node._bf_async:
+                    if sync_only:
+                        raise self._reached_async(node)
                     action = await node._run_async(shared)
                 else:
                     offload = node._bf_offload
                     if offload is None:
-                        # A sync node waiting on a limiter must not block the loop
-                        # that the limiter's other holders run on.
+                        # Limited sync code is typically an API call: off the loop.
                         offload = offload_default or bool(node._bf_limits)
-                    if offload:
-                        action = await run_in_thread(node._run, shared)
-                    else:
+                    if not offload and node._bf_single_exec and node._is_simple():
                         action = node._run(shared)
+                    else:
+                        action = await node._run_in_loop(shared, offload)
             except Exception as error:
                 _label_step_error(error, self, node)
                 raise
+            except asyncio.CancelledError as cancel:
+                if run_is_cancelled():
+                    raise
+                stray = cancelled_error(node, cancel, None)
+                _label_step_error(stray, self, node)
+                raise stray from cancel
 
     # -- the exec stage of a flow: one walk, or one per parameter set ----------------
 
@@ -192,24 +220,32 @@ class Flow(BaseNode):
                 self._label_param_set_error(error, item, index)
                 raise
 
-        return run_sequential_sync(items, run_item, False)
+        return run_sequential_sync(self, items, run_item, False)
 
-    async def _stage_async(self, shared: Any, prep_result: Any) -> Any:
+    async def _stage_async(self, shared: Any, prep_result: Any, offload: bool = False) -> Any:
+        if self._bf_async:
+            walk = self._orch_async
+        else:
+            # A sync flow inside async code: same walk, sync nodes only, and the
+            # offload default of the flow around it.
+            async def walk(shared: Any, params: dict[str, Any] | None = None) -> Any:
+                return await self._walk_async(shared, params, offload, True)
+
         batch = self._bf_batch
         if batch == SINGLE:
-            return await self._orch_async(shared)
-        items = batch_items(self, prep_result, allow_async=True)
+            return await walk(shared)
+        items = batch_items(self, prep_result, allow_async=self._bf_async)
 
         async def run_item(item: Any, index: int) -> Any:
             try:
-                return await self._orch_async(shared, self._item_params(item, index))
+                return await walk(shared, self._item_params(item, index))
             except Exception as error:
                 self._label_param_set_error(error, item, index)
                 raise
 
-        collect = self._bf_on_error == "collect"
         if batch == SEQUENTIAL:
-            return await run_sequential_async(items, run_item, False)
+            return await run_sequential_async(self, items, run_item, False)
+        collect = self._bf_on_error == "collect"
         return await run_parallel_async(self, items, run_item, collect)
 
 

@@ -2,22 +2,23 @@
 
 A limiter is an object, not a number copied into each node: every node,
 node copy and sub-flow that holds the same ``Limiter`` counts against the
-same limit. It serves asyncio tasks and worker threads alike.
+same limit. It serves asyncio tasks and threads alike, first come first served.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
-from ._errors import InvalidParameterError, RunError
+from ._errors import AsyncUsageError, InvalidParameterError, RunError
 
 __all__ = [
     "Clock",
@@ -87,14 +88,19 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 class _Waiter:
-    """One queued acquirer: an asyncio task (future) or a thread (event)."""
+    """One queued acquirer: an asyncio task (future) or a thread (event).
 
-    __slots__ = ("event", "future", "loop")
+    A waiter that gives up is only marked ``gone`` and skipped when it reaches
+    the head of the queue, so leaving the queue costs O(1) however long it is.
+    """
+
+    __slots__ = ("event", "future", "gone", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self.loop = loop
         self.future: asyncio.Future[None] | None = None
         self.event: threading.Event | None = None
+        self.gone = False
 
     def arm(self) -> None:
         """Prepare a fresh wake-up for the next wait (called under the limiter's lock)."""
@@ -110,14 +116,17 @@ class _Waiter:
         future, loop = self.future, self.loop
         if future is None or loop is None or future.done():
             return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
+        if asyncio._get_running_loop() is loop:
             future.set_result(None)
         else:
             loop.call_soon_threadsafe(_resolve, future)
+
+
+def _check_real(label: str, option: str, value: Any, *, name: str | None) -> float:
+    """Return ``value`` as a float if it is a finite real number, else raise."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise InvalidParameterError(f"{label}: {option}={value!r} must be a number", node=name)
+    return float(value)
 
 
 class Limiter:
@@ -126,22 +135,29 @@ class Limiter:
     Pass it to nodes as ``limits=[limiter]``: each exec attempt of each item
     holds every limiter of its node for the attempt's duration. The same
     object given to many nodes, node copies or parallel sub-flows is one
-    limit. Waiters are served first come, first served. It can also be held
-    directly with ``async with limiter:`` or, from a thread, ``with limiter:``.
+    limit. Waiters are served first come, first served, tasks and threads in
+    one queue; waiting tasks wait on the event loop without blocking it. It
+    can also be held directly with ``async with limiter:`` or, from a
+    thread, ``with limiter:``.
 
     The rate limit is a sliding window: at most ``rate`` acquisitions start
-    within any ``per`` seconds. A fractional rate such as ``rate=0.5`` means
-    one acquisition per ``per / rate`` seconds.
+    within any ``per`` seconds. A fractional ``rate`` above 1 is held to that
+    rule exactly, so ``rate=2.5, per=1`` allows 2 starts in any second (a third
+    would make 3 > 2.5); write ``rate=5, per=2`` for 5 starts in any 2 s. A rate
+    below 1 means one start per ``per / rate`` seconds (``rate=0.5, per=1``:
+    one start in any 2 s).
 
     Args:
         max_concurrent: Most holders at once, or ``None`` for no bound.
+            Can be changed later by assigning ``limiter.max_concurrent``.
         rate: Most acquisitions per ``per`` seconds, or ``None`` for no rate limit.
         per: Length of the rate window in seconds.
         name: A label for statistics, errors and traces.
         clock: Time source; tests pass ``braidflow.testing.VirtualClock``.
 
     Raises:
-        InvalidParameterError: ``max_concurrent < 1``, ``rate <= 0`` or ``per <= 0``.
+        InvalidParameterError: A value of the wrong type, ``max_concurrent < 1``,
+            ``rate <= 0`` or ``per <= 0``, or a value that is not finite.
     """
 
     def __init__(
@@ -153,27 +169,25 @@ class Limiter:
         name: str | None = None,
         clock: Clock | None = None,
     ) -> None:
+        if name is not None and (not isinstance(name, str) or not name):
+            raise InvalidParameterError(f"Limiter: name={name!r} must be a non-empty string")
         label = f"Limiter {name!r}" if name else "Limiter"
-        if max_concurrent is not None and (
-            isinstance(max_concurrent, bool)
-            or not isinstance(max_concurrent, int)
-            or max_concurrent < 1
-        ):
-            raise InvalidParameterError(
-                f"{label}: max_concurrent={max_concurrent!r} must be an int >= 1, "
-                "or None for no bound",
-                node=name,
-            )
-        if rate is not None and (isinstance(rate, bool) or not rate > 0):
-            raise InvalidParameterError(
-                f"{label}: rate={rate!r} must be > 0 acquisitions per {per} s, "
-                "or None for no rate limit",
-                node=name,
-            )
-        if not per > 0:
-            raise InvalidParameterError(f"{label}: per={per!r} must be > 0 seconds", node=name)
         self.name = name
-        self.max_concurrent = max_concurrent
+        self._lock = threading.Lock()
+        self._max: int | None = self._check_max(label, max_concurrent)
+        per = _check_real(label, "per", per, name=name)
+        if not 0 < per < math.inf:
+            raise InvalidParameterError(
+                f"{label}: per={per!r} must be a finite number of seconds > 0", node=name
+            )
+        if rate is not None:
+            rate = _check_real(label, "rate", rate, name=name)
+            if not 0 < rate < math.inf:
+                raise InvalidParameterError(
+                    f"{label}: rate={rate!r} must be a finite number > 0 of acquisitions "
+                    f"per {per} s, or None for no rate limit",
+                    node=name,
+                )
         self.rate = rate
         self.per = per
         self._clock: Clock = clock if clock is not None else _SYSTEM_CLOCK
@@ -181,26 +195,49 @@ class Limiter:
         self._capacity: int | None = None
         self._period = per
         if rate is not None:
-            if float(rate).is_integer():
-                self._capacity = int(rate)
+            if rate >= 1:
+                self._capacity = math.floor(rate)
             else:
                 self._capacity, self._period = 1, per / rate
         self._order = next(_order)
-        self._lock = threading.Lock()
         self._in_flight = 0
         self._peak = 0
         self._acquired = 0
         self._waiters: deque[_Waiter] = deque()
+        self._waiting = 0  # waiters in the queue that are not gone
         self._starts: deque[float] = deque()
+
+    def _check_max(self, label: str, value: Any) -> int | None:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise InvalidParameterError(
+                f"{label}: max_concurrent={value!r} must be an int >= 1, or None for no bound",
+                node=self.name,
+            )
+        return value
+
+    @property
+    def max_concurrent(self) -> int | None:
+        """Most holders at once (``None``: no bound). Assign to change it; raising
+        it wakes waiters at once, lowering it lets current holders finish."""
+        return self._max
+
+    @max_concurrent.setter
+    def max_concurrent(self, value: int | None) -> None:
+        value = self._check_max(f"Limiter {self.name!r}" if self.name else "Limiter", value)
+        with self._lock:
+            self._max = value
+            self._wake_head()
 
     def __repr__(self) -> str:
         parts = []
         if self.name:
             parts.append(f"name={self.name!r}")
-        if self.max_concurrent is not None:
-            parts.append(f"max_concurrent={self.max_concurrent}")
+        if self._max is not None:
+            parts.append(f"max_concurrent={self._max}")
         if self.rate is not None:
-            parts.append(f"rate={self.rate}, per={self.per}")
+            parts.append(f"rate={self.rate:g}, per={self.per:g}")
         return f"Limiter({', '.join(parts)})"
 
     def statistics(self) -> LimiterStatistics:
@@ -208,20 +245,21 @@ class Limiter:
         with self._lock:
             return LimiterStatistics(
                 in_flight=self._in_flight,
-                waiting=len(self._waiters),
+                waiting=self._waiting,
                 peak_in_flight=self._peak,
                 acquired=self._acquired,
             )
 
     # -- the one rule, under the lock ---------------------------------------
 
-    def _try_take(self, now: float) -> float:
+    def _try_take(self) -> float:
         """Take a slot if allowed. Return 0 if taken, -1 if blocked on the
         concurrency bound, or the seconds until the rate window has room."""
-        if self.max_concurrent is not None and self._in_flight >= self.max_concurrent:
+        if self._max is not None and self._in_flight >= self._max:
             return -1.0
         capacity = self._capacity
         if capacity is not None:
+            now = self._clock.now()
             starts = self._starts
             period = self._period
             while starts and starts[0] + period <= now:
@@ -229,23 +267,35 @@ class Limiter:
             if len(starts) >= capacity:
                 return max(starts[0] + period - now, 1e-9)
             starts.append(now)
-        self._in_flight += 1
+        in_flight = self._in_flight = self._in_flight + 1
         self._acquired += 1
-        if self._in_flight > self._peak:
-            self._peak = self._in_flight
+        if in_flight > self._peak:
+            self._peak = in_flight
         return 0.0
 
+    def _head(self) -> _Waiter | None:
+        """The first waiter still queued, dropping those that left."""
+        waiters = self._waiters
+        while waiters:
+            head = waiters[0]
+            if not head.gone:
+                return head
+            waiters.popleft()
+        return None
+
     def _wake_head(self) -> None:
-        if self._waiters:
-            self._waiters[0].wake()
+        if self._waiting:
+            head = self._head()
+            if head is not None:
+                head.wake()
 
     def _leave(self, waiter: _Waiter) -> None:
         with self._lock:
-            was_head = bool(self._waiters) and self._waiters[0] is waiter
-            try:
-                self._waiters.remove(waiter)
-            except ValueError:
-                pass
+            if waiter.gone:
+                return
+            was_head = self._head() is waiter
+            waiter.gone = True
+            self._waiting -= 1
             if was_head:
                 self._wake_head()
 
@@ -254,41 +304,47 @@ class Limiter:
     def _enqueue(self, loop: asyncio.AbstractEventLoop | None) -> _Waiter | None:
         """Take a slot at once if nobody is queued and one is free; else join the queue."""
         with self._lock:
-            if not self._waiters and self._try_take(self._clock.now()) == 0.0:
+            if not self._waiting and self._try_take() == 0.0:
                 return None
             waiter = _Waiter(loop)
             self._waiters.append(waiter)
+            self._waiting += 1
             return waiter
 
-    def _turns(self, waiter: _Waiter) -> Iterator[float]:
-        """Drive one queued waiter: yield -1 to wait for a wake-up (armed), or the
-        seconds to sleep until the rate window has room; end once the slot is taken."""
-        while True:
-            with self._lock:
-                if self._waiters[0] is waiter:
-                    wait = self._try_take(self._clock.now())
-                    if wait == 0.0:
-                        self._waiters.popleft()
-                        self._wake_head()
-                        return
-                else:
-                    wait = -1.0
-                if wait < 0:
-                    waiter.arm()
-            yield wait
+    def _turn(self, waiter: _Waiter) -> float:
+        """One step of a queued waiter: 0 once the slot is taken (the waiter has
+        left the queue), -1 to wait for a wake-up (armed), or seconds to sleep
+        until the rate window has room."""
+        with self._lock:
+            if self._head() is waiter:
+                wait = self._try_take()
+                if wait == 0.0:
+                    self._waiters.popleft()
+                    waiter.gone = True
+                    self._waiting -= 1
+                    self._wake_head()
+                    return 0.0
+            else:
+                wait = -1.0
+            if wait < 0:
+                waiter.arm()
+            return wait
 
     def try_acquire(self) -> bool:
         """Take a slot if one is free right now and nobody is queued; never waits."""
         with self._lock:
-            return not self._waiters and self._try_take(self._clock.now()) == 0.0
+            return not self._waiting and self._try_take() == 0.0
 
     async def acquire(self) -> None:
-        """Wait for a slot (FIFO) and take it. Cancelling the wait takes nothing."""
+        """Wait on the event loop for a slot (FIFO) and take it.
+
+        Cancelling the wait takes nothing and frees the waiter's place.
+        """
         waiter = self._enqueue(asyncio.get_running_loop())
         if waiter is None:
             return
         try:
-            for wait in self._turns(waiter):
+            while (wait := self._turn(waiter)) != 0.0:
                 if wait < 0:
                     await waiter.future  # type: ignore[misc]
                 else:
@@ -300,6 +356,8 @@ class Limiter:
     def release(self) -> None:
         """Give back a slot taken by :meth:`acquire` or :meth:`acquire_blocking`.
 
+        Safe to call from any thread.
+
         Raises:
             RunError: If nothing is held.
         """
@@ -307,7 +365,8 @@ class Limiter:
             if self._in_flight <= 0:
                 raise RunError(f"{self!r}: release() called more times than acquire()")
             self._in_flight -= 1
-            self._wake_head()
+            if self._waiting:
+                self._wake_head()
 
     async def __aenter__(self) -> Limiter:
         await self.acquire()
@@ -322,12 +381,15 @@ class Limiter:
         self.release()
 
     def acquire_blocking(self) -> None:
-        """Block the calling thread until a slot is free (FIFO) and take it."""
+        """Block the calling thread until a slot is free (FIFO) and take it.
+
+        For threads only: on an event loop's thread, use ``await acquire()``.
+        """
         waiter = self._enqueue(None)
         if waiter is None:
             return
         try:
-            for wait in self._turns(waiter):
+            while (wait := self._turn(waiter)) != 0.0:
                 if wait < 0:
                     waiter.event.wait()  # type: ignore[union-attr]
                 else:
@@ -368,12 +430,27 @@ async def acquire_all(limiters: Sequence[Limiter]) -> None:
         raise
 
 
-def acquire_all_blocking(limiters: Sequence[Limiter]) -> None:
-    """Thread version of :func:`acquire_all`."""
+def acquire_all_blocking(limiters: Sequence[Limiter], holder: Any) -> None:
+    """Thread version of :func:`acquire_all`, for ``holder`` (a node, for errors).
+
+    Raises:
+        AsyncUsageError: If a limiter is not free and this thread runs an event
+            loop: waiting here would freeze the loop, and deadlock it if a
+            holder is a task on that loop.
+    """
     taken = 0
     try:
         for limiter in limiters:
-            limiter.acquire_blocking()
+            if not limiter.try_acquire():
+                if asyncio._get_running_loop() is not None:
+                    raise AsyncUsageError(
+                        f"{holder._describe()} must wait for {limiter!r}, but it runs "
+                        "synchronously on the event loop's thread, where waiting would "
+                        "block the loop (and deadlock it if a holder runs on it); run the "
+                        "flow with `await flow.run_async(shared)` instead of flow.run(shared)",
+                        node=holder._display_name(),
+                    )
+                limiter.acquire_blocking()
             taken += 1
     except BaseException:
         release_all(limiters[:taken])

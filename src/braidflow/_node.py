@@ -1,21 +1,29 @@
-"""The node engine: prep -> exec -> post, sync or async, with per-attempt policy.
+"""The node engine: the prep -> exec -> post lifecycle, sync or async.
 
 One engine runs every node kind. A class says only whether it is async and
-how it batches (none, sequential, parallel); which user methods to call,
-and whether to await them, is decided once per class when it is defined.
-Retries, fallback, timeouts and limits wrap each exec attempt of each item.
+how it batches (none, sequential, parallel); which user methods to call is
+decided once per class (``_plan``), and each item's attempts are run by
+``_attempt``. This module holds the classes, their options and the lifecycle.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import inspect
-import time
+import math
+import threading
 import warnings
 from collections.abc import AsyncIterable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
+from ._attempt import (
+    attempt_async,
+    attempt_sync,
+    cancelled_error,
+    fallback_async,
+    fallback_sync,
+    run_is_cancelled,
+)
 from ._batch import (
     ON_ERROR_CHOICES,
     PARALLEL,
@@ -23,22 +31,16 @@ from ._batch import (
     SINGLE,
     batch_items,
     run_parallel_async,
-    run_parallel_threads,
     run_sequential_async,
     run_sequential_sync,
 )
-from ._context import ATTEMPT, AttemptState
-from ._errors import (
-    AsyncUsageError,
-    InvalidParameterError,
-    NodeDefinitionError,
-    NodeTimeoutError,
-    add_note,
-    has_note,
-)
-from ._limits import Limiter, acquire_all, acquire_all_blocking, ordered, release_all
-from ._policy import Retry, next_delay
-from ._threads import call_in_new_thread, call_with_deadline, run_in_thread
+from ._context import ATTEMPT, SHARED
+from ._errors import AsyncUsageError, InvalidParameterError, add_note, has_note
+from ._limits import Limiter, ordered
+from ._plan import Plan, default, has_plain_copy
+from ._policy import Retry
+from ._run import PendingRun
+from ._threads import run_in_thread, run_to_completion
 from ._wiring import Wirable
 
 __all__ = [
@@ -65,166 +67,6 @@ class _Unset:
 UNSET: Any = _Unset()
 
 
-def _default(function: Any) -> Any:
-    """Mark an engine method as the do-nothing default a subclass may replace."""
-    function._braidflow_default = True
-    return function
-
-
-def _required_positional_count(function: Any) -> int | None:
-    """Count the positional parameters without defaults (self included); None if *args."""
-    try:
-        signature = inspect.signature(function)
-    except (TypeError, ValueError):
-        return None
-    count = 0
-    for parameter in signature.parameters.values():
-        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
-            return None
-        if (
-            parameter.kind
-            in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-            and parameter.default is inspect.Parameter.empty
-        ):
-            count += 1
-    return count
-
-
-def _is_coroutine_function(function: Any) -> bool:
-    return inspect.iscoroutinefunction(inspect.unwrap(function))
-
-
-class _Plan:
-    """Which user method serves each phase of a class, and how to call it."""
-
-    __slots__ = (
-        "exec",
-        "exec_coro",
-        "exec_wants_shared",
-        "fallback",
-        "fallback_coro",
-        "fallback_default",
-        "fallback_wants_shared",
-        "post",
-        "post_coro",
-        "prep",
-        "prep_coro",
-    )
-
-    def __init__(self, cls: type[BaseNode]) -> None:
-        is_async = cls._bf_async
-        self.prep, self.prep_coro = self._pick(
-            cls, ("prep_async", "prep") if is_async else ("prep",)
-        )
-        self.exec, self.exec_coro = self._pick(
-            cls, ("exec_async", "exec") if is_async else ("exec",)
-        )
-        self.post, self.post_coro = self._pick(
-            cls, ("post_async", "post") if is_async else ("post",)
-        )
-        fallbacks: tuple[str, ...] = ("exec_fallback", "process_after_fail")
-        if is_async:
-            fallbacks = ("exec_fallback_async", *fallbacks)
-        self.fallback, self.fallback_coro = self._pick(cls, fallbacks)
-        self.fallback_default = getattr(getattr(cls, self.fallback), "_braidflow_default", False)
-        # The oldest documented forms take the shared store first:
-        # exec(shared, prep_res) and process_after_fail(shared, prep_res, exc).
-        self.exec_wants_shared = self._takes(cls, self.exec, 3)
-        self.fallback_wants_shared = self._takes(cls, self.fallback, 4)
-        if not is_async:
-            for name, coro in (
-                (self.prep, self.prep_coro),
-                (self.exec, self.exec_coro),
-                (self.post, self.post_coro),
-                (self.fallback, self.fallback_coro),
-            ):
-                if coro:
-                    raise NodeDefinitionError(
-                        f"{cls.__name__}.{name} is 'async def', but {cls.__name__} is a "
-                        f"synchronous node; derive it from the Async variant (AsyncNode, "
-                        f"AsyncBatchNode, AsyncFlow, ...) so its coroutines are awaited",
-                        node=cls.__name__,
-                    )
-
-    @staticmethod
-    def _pick(cls: type[BaseNode], names: tuple[str, ...]) -> tuple[str, bool]:
-        for name in names:
-            function = getattr(cls, name, None)
-            if function is not None and not getattr(function, "_braidflow_default", False):
-                return name, _is_coroutine_function(function)
-        function = getattr(cls, names[0])
-        return names[0], _is_coroutine_function(function)
-
-    @staticmethod
-    def _takes(cls: type[BaseNode], name: str, positional: int) -> bool:
-        function = getattr(cls, name)
-        if getattr(function, "_braidflow_default", False):
-            return False
-        return _required_positional_count(function) == positional
-
-
-def copy_node(node: BaseNode) -> BaseNode:
-    """The fresh shallow copy a flow runs at each step (as ``copy.copy`` would make)."""
-    cls = node.__class__
-    if cls._bf_plain_copy:
-        new = object.__new__(cls)
-        new.__dict__.update(node.__dict__)
-        return new
-    return copy.copy(node)
-
-
-_COPY_HOOKS = ("__copy__", "__reduce__", "__reduce_ex__", "__getstate__", "__setstate__")
-
-
-def _has_plain_copy(cls: type) -> bool:
-    """True when copy.copy(instance) would just copy ``__dict__`` into a new object."""
-    if cls.__new__ is not object.__new__:  # type: ignore[comparison-overlap]
-        return False
-    for klass in cls.__mro__:
-        if klass is object:
-            continue
-        if vars(klass).get("__slots__"):  # slot values live outside __dict__
-            return False
-        if any(hook in vars(klass) for hook in _COPY_HOOKS):
-            return False
-    return True
-
-
-class _Attempts:
-    """Bookkeeping of one item's attempt loop, shared by the sync and async drivers:
-    the attempt number in the run context (and on the node, as PocketFlow kept
-    it), and the retry decision after each failure."""
-
-    __slots__ = ("node", "state", "token")
-
-    def __init__(self, node: BaseNode, index: int | None) -> None:
-        self.node = node
-        self.state = AttemptState(node, index)
-
-    def __enter__(self) -> _Attempts:
-        self.token = ATTEMPT.set(self.state)
-        self.node.__dict__["_bf_cur_retry"] = 0
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        ATTEMPT.reset(self.token)
-
-    @property
-    def number(self) -> int:
-        """The 0-based attempt running now."""
-        return self.state.attempt
-
-    def after_failure(self, error: BaseException) -> float | None:
-        """Return the wait before the next attempt (and count it), or None to give up."""
-        node = self.node
-        state = self.state
-        delay = next_delay(node._bf_retry, node.max_retries, node.wait, state.attempt, error)
-        if delay is not None:
-            state.attempt += 1
-            node.__dict__["_bf_cur_retry"] = state.attempt
-        return delay
-
-
 class BaseNode(Wirable):
     """The engine behind every node and flow: the prep -> exec -> post lifecycle.
 
@@ -241,10 +83,11 @@ class BaseNode(Wirable):
     # What kind of node this is: set by the presets, read by the engine.
     _bf_async: ClassVar[bool] = False
     _bf_batch: ClassVar[str] = SINGLE
-    _bf_plan: ClassVar[_Plan]
+    _bf_plan: ClassVar[Plan]
     _bf_plain_copy: ClassVar[bool] = True
     _bf_is_flow: ClassVar[bool] = False
-    _bf_single_exec: ClassVar[bool] = True  # a plain node, not a batch and not a flow
+    # A plain node (not a batch, not a flow, no _exec override): the hot path.
+    _bf_single_exec: ClassVar[bool] = True
 
     # PocketFlow's options, and max_concurrency: public and read at run time,
     # so a subclass may set them in its body or in its __init__.
@@ -280,9 +123,11 @@ class BaseNode(Wirable):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._bf_plan = _Plan(cls)
-        cls._bf_plain_copy = _has_plain_copy(cls)
-        cls._bf_single_exec = cls._bf_batch == SINGLE and not cls._bf_is_flow
+        cls._bf_plan = plan = Plan(cls)
+        cls._bf_plain_copy = has_plain_copy(cls)
+        cls._bf_single_exec = (
+            cls._bf_batch == SINGLE and not cls._bf_is_flow and not plan.custom_exec
+        )
 
     # -- identity -------------------------------------------------------------
 
@@ -339,6 +184,13 @@ class BaseNode(Wirable):
                 )
             self.max_concurrency = max_concurrency
         limit = self.max_concurrency
+        if limit is not None and not parallel:
+            raise InvalidParameterError(
+                f"{self._describe()}: max_concurrency={limit!r} is set, but "
+                f"{type(self).__name__} is not a parallel batch kind, so nothing would "
+                "bound; use AsyncParallelBatchNode, AsyncParallelBatchFlow or ParallelBatchNode",
+                node=self._display_name(),
+            )
         if limit is not None and (
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
         ):
@@ -372,42 +224,42 @@ class BaseNode(Wirable):
 
     # -- the phases users override ------------------------------------------------
 
-    @_default
+    @default
     def prep(self, shared: Any) -> Any:
         """Read what ``exec`` needs from the shared store. Default: ``None``."""
         return None
 
-    @_default
+    @default
     def exec(self, prep_res: Any) -> Any:
         """Do the work; for batch kinds, for one item. Pure and retryable. Default: ``None``."""
         return None
 
-    @_default
+    @default
     def post(self, shared: Any, prep_res: Any, exec_res: Any) -> Any:
         """Write results to the shared store and return the next action. Default: ``None``."""
         return None
 
-    @_default
+    @default
     def exec_fallback(self, prep_res: Any, exc: Exception) -> Any:
         """Called when the last attempt failed: return a result, or raise. Default: re-raise."""
         raise exc
 
-    @_default
+    @default
     async def prep_async(self, shared: Any) -> Any:
         """Async form of :meth:`prep` (async nodes only)."""
         return None
 
-    @_default
+    @default
     async def exec_async(self, prep_res: Any) -> Any:
         """Async form of :meth:`exec` (async nodes only)."""
         return None
 
-    @_default
+    @default
     async def post_async(self, shared: Any, prep_res: Any, exec_res: Any) -> Any:
         """Async form of :meth:`post` (async nodes only)."""
         return None
 
-    @_default
+    @default
     async def exec_fallback_async(self, prep_res: Any, exc: Exception) -> Any:
         """Async form of :meth:`exec_fallback` (async nodes only). Default: re-raise."""
         raise exc
@@ -423,27 +275,20 @@ class BaseNode(Wirable):
     def run(self, shared: Any = UNSET, **legacy: Any) -> Any:
         """Run this node (or flow) once on ``shared`` and return its action.
 
-        An async node or flow called from plain synchronous code is run to
-        completion on a new event loop. Successors are not followed; put the
-        node in a flow for that. (Early PocketFlow spelled the argument
-        ``shared_storage=``; that keyword is accepted too.)
-
-        Raises:
-            AsyncUsageError: If this node is async and an event loop is
-                already running in this thread: ``await node.run_async(shared)``.
+        A synchronous node or flow runs to completion and returns its action.
+        An async one, called from plain synchronous code, runs to completion
+        on a new event loop; called where an event loop is already running
+        (inside ``async def``, or at a notebook's top level), it returns an
+        awaitable instead: write ``await flow.run(shared)``. Successors are not
+        followed; put the node in a flow for that. (Early PocketFlow spelled
+        the argument ``shared_storage=``; that keyword is accepted too.)
         """
         shared = self._shared_argument(shared, legacy)
         if self._bf_async:
             self._warn_unreachable_successors("AsyncFlow")
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
+            if asyncio._get_running_loop() is None:
                 return asyncio.run(self._run_top_async(shared))
-            raise AsyncUsageError(
-                f"{self._describe()} is async and an event loop is already running in this "
-                "thread, so run() cannot wait for it; use `await node.run_async(shared)`",
-                node=self._display_name(),
-            )
+            return PendingRun(self, shared)
         self._warn_unreachable_successors("Flow")
         try:
             return self._run(shared)
@@ -454,8 +299,8 @@ class BaseNode(Wirable):
     async def run_async(self, shared: Any = UNSET, **legacy: Any) -> Any:
         """Run this node (or flow) once on ``shared`` inside a running event loop.
 
-        A synchronous node is run as it is (in a worker thread if it was made
-        with ``offload=True``).
+        A synchronous node or flow runs too: its limiters are awaited on the
+        loop, and its blocking code runs in a thread if it asks to be offloaded.
         """
         shared = self._shared_argument(shared, legacy)
         self._warn_unreachable_successors("AsyncFlow")
@@ -477,12 +322,21 @@ class BaseNode(Wirable):
         try:
             if self._bf_async:
                 return await self._run_async(shared)
-            if self._bf_offload:
-                return await run_in_thread(self._run, shared)
-            return self._run(shared)
+            offload = self._bf_offload
+            if offload is None:
+                offload = bool(self._bf_limits)
+            if not offload and self._bf_single_exec and self._is_simple():
+                return self._run(shared)
+            return await self._run_in_loop(shared, offload)
         except Exception as error:
             self._label_top_error(error)
             raise
+        except asyncio.CancelledError as cancel:
+            if run_is_cancelled():
+                raise
+            stray = cancelled_error(self, cancel, None)
+            self._label_top_error(stray)
+            raise stray from cancel
 
     def _label_top_error(self, error: BaseException) -> None:
         if not has_note(error):
@@ -490,6 +344,7 @@ class BaseNode(Wirable):
 
     # -- the lifecycle ----------------------------------------------------------------
 
+    @default
     def _run(self, shared: Any) -> Any:
         """Run prep, exec and post synchronously; return the action."""
         if self._bf_async:
@@ -508,11 +363,21 @@ class BaseNode(Wirable):
                 else:
                     exec_result = self.exec(prep_result)
             except Exception as error:
-                exec_result = self._fallback_sync(prep_result, error, None, 0, shared)
+                exec_result = fallback_sync(self, prep_result, error, None, 0, shared)
+            except asyncio.CancelledError as cancel:  # sync code: never the run's own
+                stray = cancelled_error(self, cancel, None)
+                exec_result = fallback_sync(self, prep_result, stray, None, 0, shared)
+        elif self._bf_plan.custom_exec:
+            token = SHARED.set(shared)
+            try:
+                exec_result = self._exec(prep_result)
+            finally:
+                SHARED.reset(token)
         else:
             exec_result = self._stage_sync(shared, prep_result)
         return self.post(shared, prep_result, exec_result)
 
+    @default
     async def _run_async(self, shared: Any) -> Any:
         """Run prep, exec and post, awaiting whichever phases are coroutines."""
         plan = self._bf_plan
@@ -530,7 +395,14 @@ class BaseNode(Wirable):
                 if plan.exec_coro:
                     exec_result = await exec_result
             except Exception as error:
-                exec_result = await self._fallback_async(prep_result, error, None, 0, shared)
+                exec_result = await fallback_async(self, prep_result, error, None, 0, shared)
+            except asyncio.CancelledError as cancel:
+                if run_is_cancelled():
+                    raise
+                stray = cancelled_error(self, cancel, None)
+                exec_result = await fallback_async(self, prep_result, stray, None, 0, shared)
+        elif plan.custom_exec:
+            exec_result = await self._custom_exec_async(shared, prep_result, False)
         else:
             exec_result = await self._stage_async(shared, prep_result)
         action = getattr(self, plan.post)(shared, prep_result, exec_result)
@@ -538,31 +410,76 @@ class BaseNode(Wirable):
             action = await action
         return action
 
+    async def _run_in_loop(self, shared: Any, offload: bool) -> Any:
+        """Run a synchronous node or flow from async code: braidflow's waits
+        (limiters, retry delays) happen on the loop, and with ``offload`` each
+        phase of user code runs in one of braidflow's threads."""
+        plan = self._bf_plan
+        if plan.custom_run or plan.custom_orch:
+            return await run_in_thread(self._run, shared) if offload else self._run(shared)
+        if offload:
+            prep_result = await run_in_thread(self.prep, shared)
+        else:
+            prep_result = self.prep(shared)
+        if plan.custom_exec:
+            exec_result = await self._custom_exec_async(shared, prep_result, offload)
+        else:
+            exec_result = await self._stage_async(shared, prep_result, offload)
+        if offload:
+            return await run_in_thread(self.post, shared, prep_result, exec_result)
+        return self.post(shared, prep_result, exec_result)
+
+    async def _custom_exec_async(self, shared: Any, prep_result: Any, offload: bool) -> Any:
+        """Call a class's own ``_exec`` override (awaiting what it returns if needed)."""
+        token = SHARED.set(shared)
+        try:
+            if offload:
+                result = await run_in_thread(self._exec, prep_result)
+            else:
+                result = self._exec(prep_result)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        finally:
+            SHARED.reset(token)
+
     def _stage_sync(self, shared: Any, prep_result: Any) -> Any:
-        """The exec stage: one attempt loop per item, as the batch mode says."""
+        """The exec stage from sync code: one attempt loop per item, as the batch mode says."""
         batch = self._bf_batch
         if batch == SINGLE:
-            return self._attempt_sync(prep_result, None, shared)
+            return attempt_sync(self, prep_result, None, shared)
         items = batch_items(self, prep_result, allow_async=False)
-
-        def run_item(item: Any, index: int) -> Any:
-            return self._attempt_sync(item, index, shared)
-
         if batch == SEQUENTIAL:
-            return run_sequential_sync(items, run_item, True)
-        return run_parallel_threads(self, items, run_item, True)
 
-    async def _stage_async(self, shared: Any, prep_result: Any) -> Any:
+            def run_item(item: Any, index: int) -> Any:
+                return attempt_sync(self, item, index, shared)
+
+            return run_sequential_sync(self, items, run_item, True)
+        # A parallel batch from sync code: items on a private event loop, their
+        # exec in braidflow's threads.
+        return run_to_completion(lambda: self._stage_parallel(shared, items, True))
+
+    async def _stage_async(self, shared: Any, prep_result: Any, offload: bool = False) -> Any:
+        """The exec stage from async code."""
         batch = self._bf_batch
         if batch == SINGLE:
-            return await self._attempt_async(prep_result, None, shared)
-        items = batch_items(self, prep_result, allow_async=True)
+            return await attempt_async(self, prep_result, None, shared, offload)
+        items = batch_items(self, prep_result, allow_async=self._bf_async)
+        if batch == SEQUENTIAL:
+
+            def run_item(item: Any, index: int) -> Any:
+                return attempt_async(self, item, index, shared, offload)
+
+            return await run_sequential_async(self, items, run_item, True)
+        return await self._stage_parallel(shared, items, offload)
+
+    async def _stage_parallel(self, shared: Any, items: Any, offload: bool) -> Any:
+        # A sync parallel node exists to run its items' exec in threads.
+        offload = offload or not self._bf_async
 
         def run_item(item: Any, index: int) -> Any:
-            return self._attempt_async(item, index, shared)
+            return attempt_async(self, item, index, shared, offload)
 
-        if batch == SEQUENTIAL:
-            return await run_sequential_async(items, run_item, True)
         plan = self._bf_plan
         direct = None
         if (
@@ -575,15 +492,18 @@ class BaseNode(Wirable):
             direct = getattr(self, plan.exec)
         return await run_parallel_async(self, items, run_item, True, direct)
 
+    @default
     def _exec(self, prep_res: Any) -> Any:
-        """PocketFlow's name for the exec stage (retries included), kept for old code."""
+        """PocketFlow's name for the exec stage (retries included). A subclass may
+        override it, e.g. to cache, and call ``super()._exec(prep_res)``; for
+        async kinds that returns an awaitable."""
+        shared = SHARED.get()
         if self._bf_async:
-            return self._stage_async(None, prep_res)
-        return self._stage_sync(None, prep_res)
-
-    # -- one item: attempts, retry, fallback ------------------------------------------
+            return self._stage_async(shared, prep_res)
+        return self._stage_sync(shared, prep_res)
 
     def _is_simple(self) -> bool:
+        """No policy applies to an attempt: no retry, timeout or limiter."""
         return (
             self._bf_retry is None
             and self.max_retries == 1
@@ -591,155 +511,13 @@ class BaseNode(Wirable):
             and not self._bf_limits
         )
 
-    def _attempt_sync(self, item: Any, index: int | None, shared: Any) -> Any:
-        plan = self._bf_plan
-        call = getattr(self, plan.exec)
-        args = (shared, item) if plan.exec_wants_shared else (item,)
-        if self._is_simple():
-            try:
-                return call(*args)
-            except Exception as error:
-                return self._fallback_sync(item, error, index, 0, shared)
-        with _Attempts(self, index) as attempts:
-            while True:
-                try:
-                    return self._guarded_sync(call, args, attempts.number, index)
-                except Exception as error:
-                    delay = attempts.after_failure(error)
-                    if delay is None:
-                        return self._fallback_sync(item, error, index, attempts.number, shared)
-                    if delay > 0:
-                        time.sleep(delay)
 
-    def _guarded_sync(self, call: Any, args: tuple[Any, ...], attempt: int, index: Any) -> Any:
-        limits = self._bf_limits
-        if limits:
-            acquire_all_blocking(limits)
-        try:
-            timeout = self._bf_timeout
-            if timeout is None:
-                return call(*args)
-            try:
-                return call_with_deadline(call, args, timeout)
-            except TimeoutError:
-                raise self._timeout_error(timeout, attempt, index) from None
-        finally:
-            if limits:
-                release_all(limits)
-
-    async def _attempt_async(self, item: Any, index: int | None, shared: Any) -> Any:
-        plan = self._bf_plan
-        call = getattr(self, plan.exec)
-        args = (shared, item) if plan.exec_wants_shared else (item,)
-        if self._is_simple():
-            try:
-                result = call(*args)
-                if plan.exec_coro:
-                    result = await result
-                return result
-            except Exception as error:
-                return await self._fallback_async(item, error, index, 0, shared)
-        with _Attempts(self, index) as attempts:
-            while True:
-                try:
-                    return await self._guarded_async(call, args, attempts.number, index)
-                except Exception as error:
-                    delay = attempts.after_failure(error)
-                    if delay is None:
-                        return await self._fallback_async(
-                            item, error, index, attempts.number, shared
-                        )
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-
-    async def _guarded_async(
-        self, call: Any, args: tuple[Any, ...], attempt: int, index: Any
-    ) -> Any:
-        limits = self._bf_limits
-        if limits:
-            await acquire_all(limits)
-        try:
-            timeout = self._bf_timeout
-            if timeout is None:
-                result = call(*args)
-                if self._bf_plan.exec_coro:
-                    result = await result
-                return result
-            deadline = asyncio.timeout(timeout)
-            try:
-                async with deadline:
-                    if self._bf_plan.exec_coro:
-                        return await call(*args)
-                    return await call_in_new_thread(call, *args)
-            except TimeoutError:
-                if deadline.expired():
-                    raise self._timeout_error(timeout, attempt, index) from None
-                raise
-        finally:
-            if limits:
-                release_all(limits)
-
-    def _timeout_error(self, timeout: float, attempt: int, index: Any) -> NodeTimeoutError:
-        where = f" item {index}" if index is not None else ""
-        return NodeTimeoutError(
-            f"{self._describe()}{where}: exec attempt {attempt + 1} timed out after {timeout} s",
-            node=self._display_name(),
-            timeout=timeout,
-            attempt=attempt,
-            item_index=index,
-        )
-
-    def _total_attempts(self) -> int:
-        return self._bf_retry.attempts if self._bf_retry is not None else self.max_retries
-
-    def _label_item_error(self, error: BaseException, index: Any, attempt: int) -> None:
-        parts = []
-        if index is not None:
-            parts.append(f"item {index}")
-        total = self._total_attempts()
-        if total > 1:
-            parts.append(f"attempt {attempt + 1} of {total}")
-        if parts:
-            add_note(error, f"{self._describe()} failed on {', '.join(parts)}")
-
-    def _fallback_sync(
-        self, item: Any, error: Exception, index: Any, attempt: int, shared: Any
-    ) -> Any:
-        plan = self._bf_plan
-        fallback = getattr(self, plan.fallback)
-        try:
-            if plan.fallback_wants_shared:
-                return fallback(shared, item, error)
-            return fallback(item, error)
-        except Exception as raised:
-            if raised is error:
-                self._label_item_error(error, index, attempt)
-            raise
-
-    async def _fallback_async(
-        self, item: Any, error: Exception, index: Any, attempt: int, shared: Any
-    ) -> Any:
-        plan = self._bf_plan
-        fallback = getattr(self, plan.fallback)
-        try:
-            if plan.fallback_wants_shared:
-                result = fallback(shared, item, error)
-            else:
-                result = fallback(item, error)
-            if plan.fallback_coro:
-                result = await result
-            return result
-        except Exception as raised:
-            if raised is error:
-                self._label_item_error(error, index, attempt)
-            raise
-
-
-BaseNode._bf_plan = _Plan(BaseNode)
+BaseNode._bf_plan = Plan(BaseNode)
 
 
 def _check_number(node: BaseNode, option: str, value: Any, minimum: float, strict: bool) -> None:
-    bad = isinstance(value, bool) or not isinstance(value, int | float)
+    """Refuse anything but a real number above ``minimum`` (``nan`` included)."""
+    bad = isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value)
     if not bad:
         bad = value <= minimum if strict else value < minimum
     if bad:
@@ -748,6 +526,9 @@ def _check_number(node: BaseNode, option: str, value: Any, minimum: float, stric
             f"{node._describe()}: {option}={value!r} must be a number {bound}",
             node=node._display_name(),
         )
+
+
+_LONGEST_WAIT = float(threading.TIMEOUT_MAX)
 
 
 class Node(BaseNode, Generic[PrepT, ExecT]):
@@ -795,6 +576,11 @@ class Node(BaseNode, Generic[PrepT, ExecT]):
                 node=self._display_name(),
             )
         _check_number(self, "wait", wait, 0, strict=False)
+        if wait == math.inf:
+            raise InvalidParameterError(
+                f"{self._describe()}: wait=inf would never retry; give a finite number of seconds",
+                node=self._display_name(),
+            )
         self.max_retries = max_retries
         self.wait = wait
         if retry is not None:
@@ -814,7 +600,9 @@ class Node(BaseNode, Generic[PrepT, ExecT]):
             self.wait = retry.delay
         if timeout is not None:
             _check_number(self, "timeout", timeout, 0, strict=True)
-            self._bf_timeout = timeout
+            if timeout != math.inf:  # infinity: no timeout at all
+                # Beyond what a thread can wait for is forever anyway.
+                self._bf_timeout = min(float(timeout), _LONGEST_WAIT)
         if limits is not None:
             self._bf_limits = self._check_limits(limits)
         if offload is not None:
@@ -839,6 +627,13 @@ class Node(BaseNode, Generic[PrepT, ExecT]):
                     f"{self._describe()}: limits must be Limiter objects, got {limiter!r}",
                     node=self._display_name(),
                 )
+        if len({id(limiter) for limiter in found}) < len(found):
+            twice = next(limiter for limiter in found if found.count(limiter) > 1)
+            raise InvalidParameterError(
+                f"{self._describe()}: limits lists {twice!r} more than once; an attempt "
+                "holds each limiter once, so give each one once",
+                node=self._display_name(),
+            )
         return ordered(found)
 
     if TYPE_CHECKING:  # the typed view of the phases; the engine's are in BaseNode

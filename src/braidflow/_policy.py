@@ -6,7 +6,9 @@ once; the sync and async drivers in ``_node`` only carry it out.
 
 from __future__ import annotations
 
+import math
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -54,21 +56,16 @@ class Retry:
 
     def __post_init__(self) -> None:
         if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
-            raise InvalidParameterError(
-                f"Retry(attempts=...) must be an int, got {self.attempts!r}"
-            )
+            raise InvalidParameterError(f"Retry(attempts={self.attempts!r}) must be an int")
         if self.attempts < 1:
             raise InvalidParameterError(
                 f"Retry(attempts={self.attempts}) must be at least 1 (1 means: no retry)"
             )
-        if self.delay < 0:
-            raise InvalidParameterError(f"Retry(delay={self.delay}) must be >= 0 seconds")
-        if self.backoff < 1:
-            raise InvalidParameterError(f"Retry(backoff={self.backoff}) must be >= 1")
-        if self.max_delay is not None and self.max_delay < 0:
-            raise InvalidParameterError(f"Retry(max_delay={self.max_delay}) must be >= 0 or None")
-        if not 0 <= self.jitter <= 1:
-            raise InvalidParameterError(f"Retry(jitter={self.jitter}) must be between 0 and 1")
+        _check_number("delay", self.delay, 0.0, "a finite number of seconds >= 0")
+        _check_number("backoff", self.backoff, 1.0, "a finite number >= 1")
+        if self.max_delay is not None:
+            _check_number("max_delay", self.max_delay, 0.0, "a number of seconds >= 0, or None")
+        _check_number("jitter", self.jitter, 0.0, "a number between 0 and 1", upper=1.0)
         retry_on = self.retry_on
         if isinstance(retry_on, tuple):
             ok = all(isinstance(t, type) and issubclass(t, BaseException) for t in retry_on)
@@ -90,13 +87,42 @@ class Retry:
         return bool(retry_on(error))
 
     def wait_after(self, attempt: int) -> float:
-        """Seconds to wait after the 0-based ``attempt`` failed, jitter included."""
-        wait = self.delay * self.backoff**attempt if self.backoff != 1 else self.delay
+        """Seconds to wait after the 0-based ``attempt`` failed, jitter included.
+
+        Never overflows: a wait too large for a float is capped at ``max_delay``,
+        or else at the longest wait the platform can sleep.
+        """
+        wait = self.delay
+        if wait and self.backoff != 1:
+            try:
+                wait = wait * self.backoff**attempt
+            except OverflowError:
+                wait = math.inf
         if self.max_delay is not None and wait > self.max_delay:
             wait = self.max_delay
+        if wait > _LONGEST_WAIT:
+            wait = _LONGEST_WAIT
         if self.jitter and wait:
             wait -= wait * self.jitter * self._random()
         return wait
+
+
+_LONGEST_WAIT = float(threading.TIMEOUT_MAX)
+
+
+def _check_number(
+    option: str, value: object, lower: float, expected: str, upper: float = math.inf
+) -> None:
+    """Refuse a value that is not a real number within ``lower <= value <= upper``
+    (``upper`` excluded when infinite: no option takes an infinite value)."""
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and lower <= value
+        and (value <= upper if upper < math.inf else value < math.inf)
+    )
+    if not ok:
+        raise InvalidParameterError(f"Retry({option}={value!r}) must be {expected}")
 
 
 def next_delay(

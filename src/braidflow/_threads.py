@@ -1,8 +1,10 @@
-"""Running synchronous work off the event loop: offloaded steps and timed attempts.
+"""braidflow's own bounded threads for sync work, kept off the loop's default executor.
 
-Python cannot interrupt a thread. So an offloaded step that is cancelled is
-waited for before the cancellation goes on (nothing it does lands after the
-run has ended), and a timed-out attempt is abandoned to finish on its own.
+One :class:`Limiter` bounds every thread braidflow runs user code in; a wait
+for a thread happens on the event loop (or in the calling thread when there
+is no loop). Python cannot interrupt a thread: a cancelled caller waits for
+its thread to return, and a timed-out caller abandons it, while the thread
+keeps every slot it holds until it really ends.
 """
 
 from __future__ import annotations
@@ -10,91 +12,297 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
-__all__ = ["call_in_new_thread", "call_with_deadline", "run_in_thread"]
+from ._limits import Limiter
+
+__all__ = ["Abandoned", "call_in_thread", "run_in_thread", "run_to_completion", "thread_limiter"]
+
+T = TypeVar("T")
+
+DEFAULT_MAX_THREADS = 40
+_THREADS = Limiter(DEFAULT_MAX_THREADS, name="braidflow threads")
+_local = threading.local()  # .holds_slot: this thread is one of ours, running a job
+_names = iter(range(1, 1 << 62))
+
+_RUNNING, _DONE, _ABANDONED = 0, 1, 2
 
 
-async def run_in_thread(function: Callable[..., Any], *args: Any) -> Any:
-    """Run ``function(*args)`` in the loop's default executor, with this context.
+class Abandoned(Exception):
+    """The call outlived its timeout and was left to finish in its thread.
 
-    If the awaiting task is cancelled, keep waiting until the thread is done,
-    then re-raise the cancellation.
+    Private to the engine, which turns it into a ``NodeTimeoutError``; a
+    distinct type, so a ``TimeoutError`` raised by the user's own code is
+    never mistaken for the engine's.
     """
-    loop = asyncio.get_running_loop()
-    context = contextvars.copy_context()
-    future = loop.run_in_executor(None, context.run, function, *args)
+
+
+def thread_limiter() -> Limiter:
+    """The :class:`Limiter` that bounds braidflow's worker threads.
+
+    Sync user code that braidflow runs off the event loop (offloaded nodes,
+    ``ParallelBatchNode`` items, sync ``exec`` under a ``timeout``) runs in
+    braidflow's own threads, at most ``max_concurrent`` (default 40) at once;
+    the loop's default executor stays free for the libraries you call.
+    Read ``thread_limiter().statistics()``, or raise the bound with
+    ``thread_limiter().max_concurrent = 100``.
+    """
+    return _THREADS
+
+
+class _Job:
+    """One call of sync code in a worker thread, and who learns its outcome."""
+
+    __slots__ = (
+        "args",
+        "context",
+        "event",
+        "function",
+        "future",
+        "lock",
+        "loop",
+        "ok",
+        "on_abandoned_end",
+        "state",
+        "value",
+    )
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        args: tuple[Any, ...],
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> None:
+        self.function = function
+        self.args = args
+        self.context = contextvars.copy_context()
+        self.lock = threading.Lock()
+        self.state = _RUNNING
+        self.ok = False
+        self.value: Any = None
+        self.on_abandoned_end: Callable[[], None] | None = None
+        self.loop = loop
+        self.future: asyncio.Future[Any] | None = loop.create_future() if loop else None
+        self.event: threading.Event | None = None if loop else threading.Event()
+
+    def work(self) -> None:
+        """Run in the worker thread: call, give the thread's slot back, report."""
+        _local.holds_slot = True
+        try:
+            self.value, self.ok = self.context.run(self.function, *self.args), True
+        except BaseException as error:  # handed to whoever waits for this job
+            self.value = error
+        finally:
+            _local.holds_slot = False
+            _THREADS.release()
+        with self.lock:
+            abandoned = self.state == _ABANDONED
+            if not abandoned:
+                self.state = _DONE
+        if abandoned:
+            self.value = None  # nobody will read it
+            if self.on_abandoned_end is not None:
+                self.on_abandoned_end()
+            return
+        if self.event is not None:
+            self.event.set()
+            return
+        try:
+            self.loop.call_soon_threadsafe(self._settle)  # type: ignore[union-attr]
+        except RuntimeError:  # the loop has closed; nobody is waiting any more
+            pass
+
+    def _settle(self) -> None:
+        future = self.future
+        if future is None or future.done():
+            return
+        if self.ok:
+            future.set_result(self.value)
+        else:
+            future.set_exception(self.value)
+
+    def abandon(self, on_end: Callable[[], None] | None) -> bool:
+        """Give up on the job (timed out): ``on_end`` runs when its thread ends.
+
+        Returns False if the job has already finished, so its outcome stands.
+        """
+        with self.lock:
+            if self.state == _DONE:
+                return False
+            self.state = _ABANDONED
+            self.on_abandoned_end = on_end
+            return True
+
+    def outcome(self) -> Any:
+        if self.ok:
+            return self.value
+        raise self.value
+
+    def start(self) -> None:
+        try:
+            thread = threading.Thread(
+                target=self.work, name=f"braidflow-worker-{next(_names)}", daemon=True
+            )
+            thread.start()
+        except BaseException:
+            _THREADS.release()
+            raise
+
+
+@contextmanager
+def _lending_slot() -> Any:
+    """Inside one of our threads that is about to block on more thread work,
+    give its slot back meanwhile, so nested waits cannot starve the bound."""
+    if not getattr(_local, "holds_slot", False):
+        yield
+        return
+    _local.holds_slot = False
+    _THREADS.release()
+    try:
+        yield
+    finally:
+        _THREADS.acquire_blocking()
+        _local.holds_slot = True
+
+
+async def _wait_done(future: asyncio.Future[Any]) -> None:
+    """Wait until a job's future is done, through any number of cancellations;
+    its outcome is dropped (the caller is re-raising a cancellation)."""
+    while not future.done():
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            continue
+        except BaseException:  # the job's own outcome; the cancellation wins
+            break
+    if not future.cancelled():
+        future.exception()  # mark it retrieved so asyncio does not log it
+
+
+async def _outcome(future: asyncio.Future[T]) -> T:
+    """Await a job's outcome; if cancelled meanwhile, wait for the job first.
+
+    A job that failed meanwhile raises its error in place of the cancellation
+    (as an async task whose cleanup fails would), so the failure is not lost.
+    """
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
-        while not future.done():
-            try:
-                await asyncio.shield(future)
-            except asyncio.CancelledError:
-                continue
-            except BaseException:  # the thread's own error; the cancellation wins
-                break
-        if not future.cancelled():
-            future.exception()  # mark it retrieved so asyncio does not log it
+        await _wait_done(future)
+        error = None if future.cancelled() else future.exception()
+        if isinstance(error, Exception):
+            raise error  # noqa: B904 - the cancellation stays as its context
         raise
 
 
-def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.done():
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+def _wake(waiter: asyncio.Future[bool], finished: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(finished)
 
 
-async def call_in_new_thread(function: Callable[..., Any], *args: Any) -> Any:
-    """Run ``function(*args)`` in a new daemon thread and await its result.
+async def run_in_thread(
+    function: Callable[..., T],
+    *args: Any,
+    abandon_after: float | None = None,
+    on_abandoned_end: Callable[[], None] | None = None,
+) -> T:
+    """Run ``function(*args)`` in one of braidflow's threads and await its result.
 
-    Used for timed attempts: if the await is cancelled (the timeout fired),
-    the thread is left to finish and its result is dropped.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-    context = contextvars.copy_context()
+    The wait for a free thread happens on the loop. The call sees a copy of
+    the caller's context variables.
 
-    def target() -> None:
-        try:
-            value, ok = context.run(function, *args), True
-        except BaseException as error:  # handed to the awaiting task
-            value, ok = error, False
-        try:
-            loop.call_soon_threadsafe(_settle, future, ok, value)
-        except RuntimeError:  # the loop closed meanwhile; nobody is waiting
-            pass
-
-    threading.Thread(target=target, daemon=True, name="braidflow-timed-attempt").start()
-    return await future
-
-
-def call_with_deadline(function: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
-    """Run ``function(*args)`` in a new daemon thread; wait at most ``timeout`` seconds.
+    If the awaiting task is cancelled, keep waiting until the thread has
+    returned (its outcome is dropped), then re-raise the cancellation: nothing
+    the call does lands after the caller has stopped.
 
     Raises:
-        TimeoutError: If it did not finish in time (it keeps running, unobserved).
+        Abandoned: If ``abandon_after`` seconds pass first. The thread is then
+            abandoned: it keeps running, its outcome is dropped, and
+            ``on_abandoned_end`` is called from it when it ends.
     """
-    outcome: list[tuple[bool, Any]] = []
-    finished = threading.Event()
+    if not _THREADS.try_acquire():
+        await _THREADS.acquire()
+    job = _Job(function, args, asyncio.get_running_loop())
+    job.start()
+    future = job.future
+    assert future is not None
+    if abandon_after is None:
+        return await _outcome(future)
+    loop = job.loop
+    assert loop is not None
+    waiter: asyncio.Future[bool] = loop.create_future()
+    future.add_done_callback(lambda _: _wake(waiter, True))
+    timer = loop.call_later(abandon_after, _wake, waiter, False)
+    try:
+        finished = await waiter
+    except asyncio.CancelledError:
+        timer.cancel()
+        return await _outcome(future)  # raises: the cancellation, or the job's failure
+    timer.cancel()
+    if not finished and job.abandon(on_abandoned_end):
+        raise Abandoned
+    return await _outcome(future)  # finished, or finishing as the timer fired
+
+
+def call_in_thread(
+    function: Callable[..., T],
+    args: tuple[Any, ...],
+    abandon_after: float | None,
+    on_abandoned_end: Callable[[], None] | None = None,
+) -> T:
+    """Blocking form of :func:`run_in_thread`, for code with no event loop.
+
+    The calling thread waits for a free thread and for the call. If it is
+    interrupted (Ctrl-C), it waits for the call to return before re-raising.
+
+    Raises:
+        Abandoned: As for :func:`run_in_thread`.
+    """
+    with _lending_slot():
+        _THREADS.acquire_blocking()
+        job = _Job(function, args, None)
+        job.start()
+        event = job.event
+        assert event is not None
+        try:
+            finished = event.wait(abandon_after)
+        except BaseException:
+            event.wait()
+            raise
+        if not finished and job.abandon(on_abandoned_end):
+            raise Abandoned
+        event.wait()
+    return job.outcome()  # type: ignore[no-any-return]
+
+
+def run_to_completion(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run the coroutine ``make()`` on a private event loop and return its result.
+
+    For sync entry points that need concurrency (a ``ParallelBatchNode`` run
+    from sync code). The loop runs in this thread, or, if this thread already
+    runs an event loop (a notebook, say), in a helper thread while this one
+    waits. The coroutine sees a copy of this thread's context variables.
+    """
+    if asyncio._get_running_loop() is None:
+        with _lending_slot(), asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+            return runner.run(make())
+    outcome: list[Any] = []
     context = contextvars.copy_context()
 
     def target() -> None:
         try:
-            outcome.append((True, context.run(function, *args)))
+            with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+                outcome.append((True, context.run(runner.run, make())))
         except BaseException as error:  # handed to the waiting thread
             outcome.append((False, error))
-        finally:
-            finished.set()
 
-    threading.Thread(target=target, daemon=True, name="braidflow-timed-attempt").start()
-    if not finished.wait(timeout):
-        raise TimeoutError
+    helper = threading.Thread(target=target, name="braidflow-loop", daemon=True)
+    helper.start()
+    with _lending_slot():
+        helper.join()
     ok, value = outcome[0]
     if ok:
-        return value
+        return value  # type: ignore[no-any-return]
     raise value

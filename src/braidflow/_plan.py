@@ -1,0 +1,160 @@
+"""What a node class defines, decided once when the class is created.
+
+Which user method serves each phase (``exec_async`` or ``exec``, ``async def``
+or ``def``), the older forms (``exec(shared, prep_res)``, ``process_after_fail``),
+overrides of PocketFlow's internals (``_exec``, ``_run``, ``_orch``), and
+whether a step's copy can be made cheaply. The engine reads the plan; it
+never inspects methods per call.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from ._errors import NodeDefinitionError
+
+if TYPE_CHECKING:
+    from ._node import BaseNode
+
+__all__ = ["Plan", "copy_node", "default", "has_plain_copy"]
+
+
+def default(function: Any) -> Any:
+    """Mark an engine method as the default that a subclass may replace."""
+    function._braidflow_default = True
+    return function
+
+
+def _is_default(function: Any) -> bool:
+    return getattr(function, "_braidflow_default", False)
+
+
+def _required_positional_count(function: Any) -> int | None:
+    """Count the positional parameters without defaults (self included); None if *args."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return None
+    count = 0
+    for parameter in signature.parameters.values():
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            return None
+        if (
+            parameter.kind
+            in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            and parameter.default is inspect.Parameter.empty
+        ):
+            count += 1
+    return count
+
+
+def _is_coroutine_function(function: Any) -> bool:
+    return inspect.iscoroutinefunction(inspect.unwrap(function))
+
+
+class Plan:
+    """Which user method serves each phase of a class, and how to call it."""
+
+    __slots__ = (
+        "custom_exec",
+        "custom_orch",
+        "custom_run",
+        "exec",
+        "exec_coro",
+        "exec_wants_shared",
+        "fallback",
+        "fallback_coro",
+        "fallback_default",
+        "fallback_wants_shared",
+        "post",
+        "post_coro",
+        "prep",
+        "prep_coro",
+    )
+
+    def __init__(self, cls: type[BaseNode]) -> None:
+        is_async = cls._bf_async
+        self.prep, self.prep_coro = self._pick(
+            cls, ("prep_async", "prep") if is_async else ("prep",)
+        )
+        self.exec, self.exec_coro = self._pick(
+            cls, ("exec_async", "exec") if is_async else ("exec",)
+        )
+        self.post, self.post_coro = self._pick(
+            cls, ("post_async", "post") if is_async else ("post",)
+        )
+        fallbacks: tuple[str, ...] = ("exec_fallback", "process_after_fail")
+        if is_async:
+            fallbacks = ("exec_fallback_async", *fallbacks)
+        self.fallback, self.fallback_coro = self._pick(cls, fallbacks)
+        self.fallback_default = _is_default(getattr(cls, self.fallback))
+        # The oldest documented forms take the shared store first:
+        # exec(shared, prep_res) and process_after_fail(shared, prep_res, exc).
+        self.exec_wants_shared = self._takes(cls, self.exec, 3)
+        self.fallback_wants_shared = self._takes(cls, self.fallback, 4)
+        # PocketFlow's internals that user code overrides: PocketFlow calls
+        # self._exec(prep_res) for the exec stage, self._run(shared) for a
+        # whole node and self._orch(shared) for a flow's walk; so does braidflow
+        # when a class replaces them.
+        self.custom_exec = not cls._bf_is_flow and not _is_default(cls._exec)
+        self.custom_run = not _is_default(cls._run)
+        self.custom_orch = cls._bf_is_flow and not _is_default(getattr(cls, "_orch", None))
+        if not is_async:
+            for name, coro in (
+                (self.prep, self.prep_coro),
+                (self.exec, self.exec_coro),
+                (self.post, self.post_coro),
+                (self.fallback, self.fallback_coro),
+            ):
+                if coro:
+                    raise NodeDefinitionError(
+                        f"{cls.__name__}.{name} is 'async def', but {cls.__name__} is a "
+                        f"synchronous node; derive it from the Async variant (AsyncNode, "
+                        f"AsyncBatchNode, AsyncFlow, ...) so its coroutines are awaited",
+                        node=cls.__name__,
+                    )
+
+    @staticmethod
+    def _pick(cls: type[BaseNode], names: tuple[str, ...]) -> tuple[str, bool]:
+        for name in names:
+            function = getattr(cls, name, None)
+            if function is not None and not _is_default(function):
+                return name, _is_coroutine_function(function)
+        function = getattr(cls, names[0])
+        return names[0], _is_coroutine_function(function)
+
+    @staticmethod
+    def _takes(cls: type[BaseNode], name: str, positional: int) -> bool:
+        function = getattr(cls, name)
+        if _is_default(function):
+            return False
+        return _required_positional_count(function) == positional
+
+
+_COPY_HOOKS = ("__copy__", "__reduce__", "__reduce_ex__", "__getstate__", "__setstate__")
+
+
+def has_plain_copy(cls: type) -> bool:
+    """True when copy.copy(instance) would just copy ``__dict__`` into a new object."""
+    if cls.__new__ is not object.__new__:  # type: ignore[comparison-overlap]
+        return False
+    for klass in cls.__mro__:
+        if klass is object:
+            continue
+        if vars(klass).get("__slots__"):  # slot values live outside __dict__
+            return False
+        if any(hook in vars(klass) for hook in _COPY_HOOKS):
+            return False
+    return True
+
+
+def copy_node(node: BaseNode) -> BaseNode:
+    """The fresh shallow copy a flow runs at each step (as ``copy.copy`` would make)."""
+    cls = node.__class__
+    if cls._bf_plain_copy:
+        new = object.__new__(cls)
+        new.__dict__.update(node.__dict__)
+        return new
+    return copy.copy(node)

@@ -1,0 +1,113 @@
+"""Structured fan-out: child tasks that cannot outlive their parent.
+
+The first child to fail cancels the others; the parent waits until every
+child has stopped, then raises that first failure itself, as raised (never
+wrapped in a group of braidflow's making; later failures become a note).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from types import TracebackType
+from typing import Any
+
+from ._errors import add_note
+
+__all__ = ["TaskGroup"]
+
+
+class TaskGroup:
+    """Run child tasks; the first failure cancels the rest; nothing outlives the group.
+
+    Use as ``async with TaskGroup(on_stray) as group: group.spawn(coro)``. The
+    body should not await: children do the waiting (a reader of an async
+    iterator is a child too), so a failure never has to interrupt the body.
+
+    A child that ends cancelled although nobody cancelled it (its own code
+    raised ``CancelledError``) is a failure: ``on_stray(task)`` returns the
+    exception that stands for it. Only the cancellation of the task that
+    awaits the group ends the group as cancelled.
+    """
+
+    __slots__ = ("_done", "_errors", "_loop", "_on_stray", "_pending", "_stopping", "_tasks")
+
+    def __init__(self, on_stray: Callable[[asyncio.Task[Any]], BaseException]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._pending = 0
+        self._errors: list[BaseException] = []
+        self._stopping = False
+        self._done: asyncio.Future[None] | None = None
+        self._on_stray = on_stray
+
+    async def __aenter__(self) -> TaskGroup:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None:
+            self.cancel()
+        cancelled: asyncio.CancelledError | None = None
+        while self._pending:
+            self._done = self._loop.create_future()
+            try:
+                await self._done
+            except asyncio.CancelledError as error:
+                cancelled = cancelled or error
+                self.cancel()
+        if exc is not None:
+            return  # the body's own error propagates
+        if cancelled is not None:
+            raise cancelled
+        errors = self._errors
+        if errors:
+            first = errors[0]
+            if len(errors) > 1:
+                others = ", ".join(repr(error) for error in errors[1:4])
+                add_note(first, f"{len(errors) - 1} more item(s) failed while stopping: {others}")
+            self._errors = []
+            raise first
+
+    @property
+    def failed(self) -> bool:
+        """True once a child has failed (the others are being cancelled)."""
+        return bool(self._errors)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Start ``coroutine`` as a child task (it sees a copy of the current context)."""
+        task = self._loop.create_task(coroutine)
+        self._pending += 1
+        self._tasks.add(task)
+        task.add_done_callback(self._child_done)
+        if self._stopping:
+            task.cancel()
+        return task
+
+    def cancel(self) -> None:
+        """Cancel every child still running."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+
+    def _child_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        self._pending -= 1
+        if task.cancelled():
+            if not self._stopping:
+                self._fail(self._on_stray(task))
+        else:
+            error = task.exception()
+            if error is not None:
+                self._fail(error)
+        if not self._pending and self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    def _fail(self, error: BaseException) -> None:
+        self._errors.append(error)
+        if not self._stopping:
+            self.cancel()

@@ -1,0 +1,272 @@
+"""Cancellation reaches every item, attempt, limiter wait and thread; an item's
+own CancelledError is its failure; the user's exceptions come out as raised."""
+
+import asyncio
+import threading
+
+import pytest
+
+from braidflow import (
+    AsyncFlow,
+    AsyncNode,
+    AsyncParallelBatchFlow,
+    AsyncParallelBatchNode,
+    Failure,
+    Flow,
+    Limiter,
+    Node,
+    NodeCancelledError,
+    ParallelBatchNode,
+    thread_limiter,
+)
+from braidflow.testing import other_tasks
+
+
+async def wait_until(condition):
+    while not condition():
+        await asyncio.sleep(0)
+
+
+# -- an item's own CancelledError is that item's failure ------------------------------
+
+
+class CancelsItself(AsyncParallelBatchNode):
+    """Item 1 raises CancelledError by itself; the others return their value."""
+
+    async def prep_async(self, shared):
+        return [0, 1, 2, 3]
+
+    async def exec_async(self, item):
+        if item == 1:
+            raise asyncio.CancelledError
+        await asyncio.sleep(0)
+        return item
+
+    async def post_async(self, shared, prep_res, exec_res):
+        shared["results"] = exec_res
+        return "done"
+
+
+@pytest.mark.parametrize("options", [{}, {"max_concurrency": 1}, {"max_retries": 2}])
+async def test_item_raising_cancelled_error_fails_the_run_instead_of_vanishing(options):
+    shared = {}
+    with pytest.raises(NodeCancelledError, match="item 1") as caught:
+        await AsyncFlow(start=CancelsItself(**options)).run_async(shared)
+    assert caught.value.item_index == 1
+    assert isinstance(caught.value.__cause__, asyncio.CancelledError)
+    assert shared == {}  # post never saw a None for the item
+    assert other_tasks() == set()
+
+
+@pytest.mark.parametrize("limit", [None, 1])
+async def test_item_raising_cancelled_error_is_collected_and_the_others_run(limit):
+    shared = {}
+    await CancelsItself(on_error="collect", max_concurrency=limit).run_async(shared)
+    results = shared["results"]
+    assert [results[0], results[2], results[3]] == [0, 2, 3]
+    assert isinstance(results[1], Failure)
+    assert isinstance(results[1].error, NodeCancelledError)
+
+
+async def test_own_cancelled_error_is_retried_and_reaches_the_fallback():
+    attempts = []
+
+    class Flaky(AsyncNode):
+        async def exec_async(self, prep_res):
+            attempts.append(self.cur_retry)
+            raise asyncio.CancelledError
+
+        async def exec_fallback_async(self, prep_res, exc):
+            return type(exc).__name__
+
+        async def post_async(self, shared, prep_res, exec_res):
+            return exec_res
+
+    assert await Flaky(max_retries=3).run_async({}) == "NodeCancelledError"
+    assert attempts == [0, 1, 2]
+
+
+async def test_cancelled_error_from_post_or_sync_exec_is_not_the_runs_cancellation():
+    class BadPost(AsyncNode):
+        async def post_async(self, shared, prep_res, exec_res):
+            raise asyncio.CancelledError
+
+    class SyncExec(ParallelBatchNode):
+        def prep(self, shared):
+            return [1]
+
+        def exec(self, item):
+            raise asyncio.CancelledError
+
+    with pytest.raises(NodeCancelledError):
+        await AsyncFlow(start=BadPost()).run_async({})
+    with pytest.raises(NodeCancelledError):
+        await AsyncFlow(start=SyncExec()).run_async({})
+    with pytest.raises(NodeCancelledError):
+        SyncExec().run({})
+
+
+async def test_cancelling_the_run_still_ends_it_as_cancelled():
+    started = asyncio.Event()
+
+    class Waits(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return range(3)
+
+        async def exec_async(self, item):
+            started.set()
+            await asyncio.Event().wait()
+
+    run = asyncio.create_task(Waits(max_retries=2).run_async({}))
+    await started.wait()
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert other_tasks() == set()
+
+
+# -- the user's exceptions come out as raised --------------------------------------------
+
+
+async def fail_with(error):
+    await asyncio.sleep(0)
+    raise error
+
+
+class RaisesGroup(AsyncParallelBatchNode):
+    """Item 1 runs its own task group, which fails with ValueError and KeyError."""
+
+    async def prep_async(self, shared):
+        return [0, 1, 2]
+
+    async def exec_async(self, item):
+        if item == 1:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(fail_with(ValueError("v")))
+                group.create_task(fail_with(KeyError("k")))
+        return item
+
+
+@pytest.mark.parametrize("options", [{}, {"max_concurrency": 2}, {"max_retries": 2}])
+async def test_a_users_exception_group_comes_out_whole(options):
+    with pytest.raises(ExceptionGroup) as caught:
+        await RaisesGroup(**options).run_async({})
+    kinds = sorted(type(error).__name__ for error in caught.value.exceptions)
+    assert kinds == ["KeyError", "ValueError"]
+    caught_key = []
+    try:
+        await RaisesGroup(**options).run_async({})
+    except* KeyError as group:
+        caught_key.append(group)
+    except* ValueError:
+        pass
+    assert caught_key
+
+
+async def test_a_users_exception_group_from_a_parallel_sub_flow_comes_out_whole():
+    class Inner(AsyncNode):
+        async def exec_async(self, prep_res):
+            if self.params["n"] == 1:
+                raise ExceptionGroup("mine", [ValueError("a"), KeyError("b")])
+
+    class Sets(AsyncParallelBatchFlow):
+        async def prep_async(self, shared):
+            return [{"n": 0}, {"n": 1}]
+
+    with pytest.raises(ExceptionGroup, match="mine") as caught:
+        await Sets(start=Inner()).run_async({})
+    assert len(caught.value.exceptions) == 2
+
+
+# -- cancellation reaches offloaded sync work --------------------------------------------
+
+
+async def test_cancelled_while_waiting_for_a_limiter_runs_no_exec_and_no_post():
+    limiter = Limiter(1)
+    ran = []
+
+    class Sync(Node):
+        def exec(self, prep_res):
+            ran.append("exec")
+
+        def post(self, shared, prep_res, exec_res):
+            shared["written"] = True
+
+    await limiter.acquire()
+    shared = {}
+    run = asyncio.create_task(AsyncFlow(start=Flow(start=Sync(limits=[limiter]))).run_async(shared))
+    await wait_until(lambda: limiter.statistics().waiting == 1)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    limiter.release()
+    assert (ran, shared) == ([], {})
+    assert limiter.statistics().waiting == 0
+    assert limiter.statistics().in_flight == 0
+
+
+async def test_cancelled_sync_parallel_batch_starts_no_new_item_and_waits_for_running_ones():
+    release = threading.Event()
+    started = []
+    lock = threading.Lock()
+
+    class Items(ParallelBatchNode):
+        def prep(self, shared):
+            return range(40)
+
+        def exec(self, item):
+            with lock:
+                started.append(item)
+            release.wait(10)
+            return item
+
+        def post(self, shared, prep_res, exec_res):
+            shared["results"] = exec_res
+
+    shared = {}
+    run = asyncio.create_task(AsyncFlow(start=Items(max_concurrency=4)).run_async(shared))
+    await wait_until(lambda: len(started) == 4)
+    run.cancel()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not run.done()  # waiting for the four running threads
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert sorted(started) == [0, 1, 2, 3]
+    assert shared == {}
+    assert other_tasks() == set()
+    assert thread_limiter().statistics().in_flight == 0
+
+
+async def test_sibling_failure_waits_for_a_timed_sync_attempt_before_raising():
+    # The legacy exec(shared, item) form writes to shared from its thread.
+    b_started = threading.Event()
+    release = threading.Event()
+    b_finished = threading.Event()
+
+    class Items(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return ["a", "b"]
+
+        def exec(self, shared, item):
+            if item == "a":
+                b_started.wait(10)
+                raise ValueError("a failed")
+            b_started.set()
+            release.wait(10)
+            shared["b"] = "written"
+            b_finished.set()
+            return item
+
+    shared = {}
+    run = asyncio.create_task(Items(timeout=30).run_async(shared))
+    await wait_until(b_started.is_set)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not run.done()  # a has failed; b's thread is still running
+    release.set()
+    with pytest.raises(ValueError, match="a failed"):
+        await run
+    assert b_finished.is_set()  # b's write landed before the run raised, not after
+    assert shared == {"b": "written"}
