@@ -488,7 +488,7 @@ def test_sync_parallel_batch_node_notes_the_other_failures_while_stopping():
             both_in.wait()  # both fail while the other is running
             raise ValueError(item)
 
-    with pytest.raises(ValueError, match="^[ab]$") as caught:
+    with pytest.raises(ValueError, match=r"^[ab]\n") as caught:
         Both(max_concurrency=2, name="both").run({})
     notes = "\n".join(caught.value.__notes__)
     assert "1 more item(s) failed while stopping: ValueError(" in notes
