@@ -290,6 +290,109 @@ def items(impl: str, size: int) -> dict[str, float]:
     return {"us_per_item": asyncio.run(main()) / size * 1e6}
 
 
+def items_limited(impl: str, size: int) -> dict[str, float]:
+    """The same items, each holding one shared limiter of 10,000 slots."""
+    if impl == "pocketflow":
+        raise NotImplementedError("PocketFlow has no limiter")
+    if impl == "asyncio":
+        semaphore: asyncio.Semaphore | None = None
+
+        async def item(value: int) -> int:
+            assert semaphore is not None
+            async with semaphore:
+                return value * 2
+
+        async def main() -> float:
+            nonlocal semaphore
+            semaphore = asyncio.Semaphore(10_000)
+            started = time.perf_counter()
+            await asyncio.gather(*(item(i) for i in range(size)))
+            return time.perf_counter() - started
+
+    else:
+        lib = importlib.import_module(impl)
+
+        async def exec_async(self: Any, value: int) -> int:
+            return value * 2
+
+        node_class = parallel_node(lib, exec_async, store_len=True)
+        flow = lib.AsyncFlow(start=node_class(limits=[lib.Limiter(10_000)]))
+
+        async def main() -> float:
+            shared: dict[str, Any] = {"items": list(range(size))}
+            started = time.perf_counter()
+            await flow.run_async(shared)
+            return time.perf_counter() - started
+
+    return {"us_per_item": asyncio.run(main()) / size * 1e6}
+
+
+def stop_waiters(impl: str, size: int) -> dict[str, float]:
+    """A batch whose items queue on a 100-slot limiter, then one fails: seconds
+    from the failure until the run has stopped every waiting item."""
+    if impl == "pocketflow":
+        raise NotImplementedError("PocketFlow has no limiter")
+    failed_at = 0.0
+    if impl == "asyncio":
+
+        async def main() -> float:
+            nonlocal failed_at
+            semaphore = asyncio.Semaphore(100)
+            all_queued = asyncio.Event()
+            entered = 0
+
+            async def item(value: int) -> None:
+                nonlocal entered, failed_at
+                async with semaphore:
+                    entered += 1
+                    if value == 0:
+                        await all_queued.wait()
+                        failed_at = time.perf_counter()
+                        raise ValueError(value)
+                    await asyncio.Event().wait()
+
+            async def watch() -> None:
+                while entered < 100:
+                    await asyncio.sleep(0)
+                all_queued.set()
+
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(watch())
+                    for value in range(size):
+                        group.create_task(item(value))
+            except* ValueError:
+                pass
+            return time.perf_counter() - failed_at
+
+    else:
+        lib = importlib.import_module(impl)
+        limiter = lib.Limiter(100)
+        all_queued = asyncio.Event()
+
+        async def exec_async(self: Any, value: int) -> None:
+            nonlocal failed_at
+            if value == 0:
+                while limiter.statistics().waiting < size - 100:
+                    await asyncio.sleep(0)
+                failed_at = time.perf_counter()
+                raise ValueError(value)
+            await all_queued.wait()
+
+        node_class = parallel_node(lib, exec_async, store_len=True)
+        flow = lib.AsyncFlow(start=node_class(limits=[limiter]))
+
+        async def main() -> float:
+            shared: dict[str, Any] = {"items": list(range(size))}
+            try:
+                await flow.run_async(shared)
+            except ValueError:
+                pass
+            return time.perf_counter() - failed_at
+
+    return {"stop_s": asyncio.run(main())}
+
+
 def sync_chain(impl: str, size: int) -> dict[str, float]:
     runs = 20
     if impl == "asyncio":  # the raw baseline here is three plain calls per node
@@ -355,6 +458,8 @@ WORKLOADS: dict[str, Callable[[str, int], dict[str, float]]] = {
     "bounded": bounded,
     "subflows": subflows,
     "items": items,
+    "items_limited": items_limited,
+    "stop_waiters": stop_waiters,
 }
 
 # (workload, size, label) for the full and the quick run.
@@ -367,6 +472,8 @@ PLAN = [
     ("bounded", 1_000_000, "1M items from a generator, bound 1000"),
     ("subflows", 100, "100 parallel sub-flows a->b(20 ms)->c"),
     ("items", 100_000, "100k items, no sleep"),
+    ("items_limited", 100_000, "same, each through a Limiter(10,000)"),
+    ("stop_waiters", 100_000, "100k items queued on a Limiter(100), one fails"),
 ]
 QUICK_SIZES = {
     ("chain", 1000): 200,
@@ -376,6 +483,8 @@ QUICK_SIZES = {
     ("bounded", 100_000): 10_000,
     ("bounded", 1_000_000): 50_000,
     ("items", 100_000): 10_000,
+    ("items_limited", 100_000): 10_000,
+    ("stop_waiters", 100_000): 10_000,
 }
 
 
@@ -475,6 +584,13 @@ def main() -> int:
         print(
             f"bounded: braidflow time / raw semaphore loop at {large:,} items: {time_ratio} "
             "(target <= 1.5x)"
+        )
+    plain = next((r for r in rows if r["workload"] == "items"), None)
+    limited = next((r for r in rows if r["workload"] == "items_limited"), None)
+    if plain and limited:
+        print(
+            "limiter: an item through a Limiter costs "
+            f"{ratio(limited['braidflow'], plain['braidflow'])} the unbounded path (target <= 2x)"
         )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps({"quick": args.quick, "rows": rows}, indent=2))

@@ -40,7 +40,7 @@ from ._limits import Limiter, ordered
 from ._plan import Plan, default, has_plain_copy
 from ._policy import Retry
 from ._run import PendingRun
-from ._threads import run_in_thread, run_to_completion
+from ._threads import enter_run, leave_run, run_in_thread, run_to_completion, stop_requested
 from ._wiring import Wirable
 
 __all__ = [
@@ -290,11 +290,14 @@ class BaseNode(Wirable):
                 return asyncio.run(self._run_top_async(shared))
             return PendingRun(self, shared)
         self._warn_unreachable_successors("Flow")
+        enter_run()
         try:
             return self._run(shared)
         except Exception as error:
             self._label_top_error(error)
             raise
+        finally:
+            leave_run()
 
     async def run_async(self, shared: Any = UNSET, **legacy: Any) -> Any:
         """Run this node (or flow) once on ``shared`` inside a running event loop.
@@ -319,6 +322,7 @@ class BaseNode(Wirable):
         return shared
 
     async def _run_top_async(self, shared: Any) -> Any:
+        enter_run()
         try:
             if self._bf_async:
                 return await self._run_async(shared)
@@ -337,6 +341,8 @@ class BaseNode(Wirable):
             stray = cancelled_error(self, cancel, None)
             self._label_top_error(stray)
             raise stray from cancel
+        finally:
+            leave_run()
 
     def _label_top_error(self, error: BaseException) -> None:
         if not has_note(error):
@@ -417,6 +423,9 @@ class BaseNode(Wirable):
         plan = self._bf_plan
         if plan.custom_run or plan.custom_orch:
             return await run_in_thread(self._run, shared) if offload else self._run(shared)
+        if offload and self._bf_single_exec and self._is_simple():
+            # Nothing to wait for between the phases: one trip to a thread.
+            return await run_in_thread(self._run_offloaded, shared)
         if offload:
             prep_result = await run_in_thread(self.prep, shared)
         else:
@@ -427,6 +436,17 @@ class BaseNode(Wirable):
             exec_result = await self._stage_async(shared, prep_result, offload)
         if offload:
             return await run_in_thread(self.post, shared, prep_result, exec_result)
+        return self.post(shared, prep_result, exec_result)
+
+    def _run_offloaded(self, shared: Any) -> Any:
+        """A plain sync node's phases in one worker thread; if the run is
+        cancelled meanwhile, no later phase starts."""
+        prep_result = self.prep(shared)
+        if stop_requested():
+            raise asyncio.CancelledError
+        exec_result = attempt_sync(self, prep_result, None, shared)
+        if stop_requested():
+            raise asyncio.CancelledError
         return self.post(shared, prep_result, exec_result)
 
     async def _custom_exec_async(self, shared: Any, prep_result: Any, offload: bool) -> Any:

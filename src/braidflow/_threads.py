@@ -18,7 +18,16 @@ from typing import Any, TypeVar
 
 from ._limits import Limiter
 
-__all__ = ["Abandoned", "call_in_thread", "run_in_thread", "run_to_completion", "thread_limiter"]
+__all__ = [
+    "Abandoned",
+    "call_in_thread",
+    "enter_run",
+    "leave_run",
+    "run_in_thread",
+    "run_to_completion",
+    "stop_requested",
+    "thread_limiter",
+]
 
 T = TypeVar("T")
 
@@ -26,6 +35,12 @@ DEFAULT_MAX_THREADS = 40
 _THREADS = Limiter(DEFAULT_MAX_THREADS, name="braidflow threads")
 _local = threading.local()  # .holds_slot: this thread is one of ours, running a job
 _names = iter(range(1, 1 << 62))
+
+# Worker threads are reused while any run is going, and retired (joined) when
+# the last one ends, so a finished run leaves no thread of braidflow's behind.
+_pool_lock = threading.Lock()
+_idle: list[_Worker] = []
+_runs = 0
 
 _RUNNING, _DONE, _ABANDONED = 0, 1, 2
 
@@ -66,6 +81,7 @@ class _Job:
         "ok",
         "on_abandoned_end",
         "state",
+        "stop_requested",
         "value",
     )
 
@@ -83,20 +99,26 @@ class _Job:
         self.ok = False
         self.value: Any = None
         self.on_abandoned_end: Callable[[], None] | None = None
+        self.stop_requested = False  # the caller was cancelled: stop between steps
         self.loop = loop
         self.future: asyncio.Future[Any] | None = loop.create_future() if loop else None
         self.event: threading.Event | None = None if loop else threading.Event()
 
-    def work(self) -> None:
-        """Run in the worker thread: call, give the thread's slot back, report."""
+    def call(self) -> None:
+        """Run in the worker thread: call the function, give the thread's slot back."""
         _local.holds_slot = True
+        _local.job = self
         try:
             self.value, self.ok = self.context.run(self.function, *self.args), True
         except BaseException as error:  # handed to whoever waits for this job
             self.value = error
         finally:
             _local.holds_slot = False
+            _local.job = None
             _THREADS.release()
+
+    def report(self) -> None:
+        """Hand the outcome to the waiting caller (dropped if it was abandoned)."""
         with self.lock:
             abandoned = self.state == _ABANDONED
             if not abandoned:
@@ -141,14 +163,74 @@ class _Job:
         raise self.value
 
     def start(self) -> None:
+        """Hand the job to an idle worker, or to a new one."""
+        with _pool_lock:
+            worker = _idle.pop() if _idle else None
+        if worker is not None:
+            worker.give(self)
+            return
         try:
-            thread = threading.Thread(
-                target=self.work, name=f"braidflow-worker-{next(_names)}", daemon=True
-            )
-            thread.start()
+            _Worker(self)
         except BaseException:
             _THREADS.release()
             raise
+
+
+class _Worker:
+    """A thread that runs jobs, and waits for the next one while runs go on."""
+
+    __slots__ = ("job", "thread", "wake")
+
+    def __init__(self, job: _Job) -> None:
+        self.job: _Job | None = job
+        self.wake = threading.Event()
+        self.thread = threading.Thread(
+            target=self._loop, name=f"braidflow-worker-{next(_names)}", daemon=True
+        )
+        self.thread.start()
+
+    def give(self, job: _Job | None) -> None:
+        self.job = job
+        self.wake.set()
+
+    def _loop(self) -> None:
+        job = self.job
+        while job is not None:
+            job.call()
+            # Idle before reporting, so the caller's next job can come straight here.
+            with _pool_lock:
+                stay = bool(_runs)
+                if stay:
+                    self.job = None
+                    self.wake.clear()
+                    _idle.append(self)
+            job.report()
+            if not stay:
+                return
+            self.wake.wait()
+            job = self.job
+
+
+def enter_run() -> None:
+    """A top-level run starts: keep idle worker threads for reuse."""
+    global _runs
+    with _pool_lock:
+        _runs += 1
+
+
+def leave_run() -> None:
+    """A top-level run ends: once no run is left, retire the idle workers."""
+    global _runs
+    with _pool_lock:
+        _runs -= 1
+        if _runs or not _idle:
+            return
+        retiring = _idle[:]
+        _idle.clear()
+    for worker in retiring:
+        worker.give(None)
+    for worker in retiring:
+        worker.thread.join()
 
 
 @contextmanager
@@ -181,15 +263,25 @@ async def _wait_done(future: asyncio.Future[Any]) -> None:
         future.exception()  # mark it retrieved so asyncio does not log it
 
 
-async def _outcome(future: asyncio.Future[T]) -> T:
+def stop_requested() -> bool:
+    """True inside a job whose caller has been cancelled meanwhile: sync code
+    that runs several steps in one job checks it between steps."""
+    job = getattr(_local, "job", None)
+    return job is not None and job.stop_requested
+
+
+async def _outcome(job: _Job) -> Any:
     """Await a job's outcome; if cancelled meanwhile, wait for the job first.
 
     A job that failed meanwhile raises its error in place of the cancellation
     (as an async task whose cleanup fails would), so the failure is not lost.
     """
+    future = job.future
+    assert future is not None
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
+        job.stop_requested = True
         await _wait_done(future)
         error = None if future.cancelled() else future.exception()
         if isinstance(error, Exception):
@@ -229,7 +321,7 @@ async def run_in_thread(
     future = job.future
     assert future is not None
     if abandon_after is None:
-        return await _outcome(future)
+        return await _outcome(job)  # type: ignore[no-any-return]
     loop = job.loop
     assert loop is not None
     waiter: asyncio.Future[bool] = loop.create_future()
@@ -239,11 +331,11 @@ async def run_in_thread(
         finished = await waiter
     except asyncio.CancelledError:
         timer.cancel()
-        return await _outcome(future)  # raises: the cancellation, or the job's failure
+        return await _outcome(job)  # type: ignore[no-any-return]  # raises
     timer.cancel()
     if not finished and job.abandon(on_abandoned_end):
         raise Abandoned
-    return await _outcome(future)  # finished, or finishing as the timer fired
+    return await _outcome(job)  # type: ignore[no-any-return]  # finished, or finishing as the timer fired
 
 
 def call_in_thread(
@@ -269,6 +361,7 @@ def call_in_thread(
         try:
             finished = event.wait(abandon_after)
         except BaseException:
+            job.stop_requested = True
             event.wait()
             raise
         if not finished and job.abandon(on_abandoned_end):
