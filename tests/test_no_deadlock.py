@@ -8,6 +8,7 @@ import pytest
 
 from braidflow import (
     AsyncFlow,
+    AsyncNode,
     AsyncParallelBatchFlow,
     AsyncUsageError,
     BatchFlow,
@@ -17,6 +18,7 @@ from braidflow import (
     Limiter,
     Node,
     ParallelBatchNode,
+    RunError,
     thread_limiter,
 )
 from braidflow.testing import other_tasks
@@ -219,3 +221,81 @@ def test_nested_sync_runs_inside_worker_threads_cannot_starve_the_pool():
     finally:
         threads.max_concurrent = before
     assert threads.statistics().in_flight == 0
+
+
+async def test_exec_acquiring_a_limiter_its_own_attempt_holds_fails_instead_of_hanging():
+    llm = Limiter(1, name="llm")
+
+    class Reenters(AsyncNode):
+        async def exec_async(self, prep_res):
+            async with llm:  # the attempt already holds llm's only slot
+                return "never"
+
+    class ReentersInThread(Node):
+        def exec(self, prep_res):
+            with llm:
+                return "never"
+
+    with pytest.raises(RunError, match="'llm'.*wait for itself"):
+        await Reenters(limits=[llm]).run_async({})
+    with pytest.raises(RunError, match="'llm'.*wait for itself"):
+        await AsyncFlow(start=ReentersInThread(limits=[llm], offload=True)).run_async({})
+    with pytest.raises(RunError, match="'llm'.*wait for itself"):
+        Flow(start=ReentersInThread(limits=[llm], timeout=5)).run({})
+    assert llm.statistics().in_flight == 0
+
+
+async def test_a_nested_run_may_take_another_slot_of_a_limiter_it_holds():
+    llm = Limiter(2, name="llm")
+
+    class Inner(AsyncNode):
+        async def exec_async(self, prep_res):
+            return llm.statistics().in_flight
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["inner_saw"] = exec_res
+
+    class Outer(AsyncNode):
+        async def exec_async(self, prep_res):
+            shared = {}
+            await AsyncFlow(start=Inner(limits=[llm])).run_async(shared)
+            return shared["inner_saw"]
+
+        async def post_async(self, shared, prep_res, exec_res):
+            return exec_res
+
+    assert await Outer(limits=[llm]).run_async({}) == 2
+
+
+def test_worker_threads_waiting_for_a_limiter_lend_their_thread_slot():
+    # Items run nested sync flows that wait for a limiter whose holders need
+    # a thread of their own (timed attempts): waiting workers must not hold
+    # every thread slot meanwhile.
+    threads = thread_limiter()
+    before = threads.max_concurrent
+    llm = Limiter(1, name="llm")
+
+    class Call(Node):
+        def exec(self, prep_res):
+            return "called"
+
+        def post(self, shared, prep_res, exec_res):
+            shared["out"] = exec_res
+
+    class Items(ParallelBatchNode):
+        def prep(self, shared):
+            return range(6)
+
+        def exec(self, item):
+            shared = {}
+            Flow(start=Call(limits=[llm], timeout=5)).run(shared)
+            return shared["out"]
+
+        def post(self, shared, prep_res, exec_res):
+            return exec_res
+
+    threads.max_concurrent = 2
+    try:
+        assert Items(max_concurrency=6).run({}) == ["called"] * 6
+    finally:
+        threads.max_concurrent = before

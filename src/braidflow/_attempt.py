@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
 from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ._context import ATTEMPT, GATES, AttemptState
+from ._context import ATTEMPT, GATES, HELD, AttemptState
 from ._errors import InvalidParameterError, NodeCancelledError, NodeTimeoutError, add_note
 from ._limits import Limiter, acquire_all, acquire_all_blocking, release_all
 from ._policy import next_delay
-from ._threads import Abandoned, call_in_thread, run_in_thread
+from ._threads import Abandoned, call_in_thread, lending_slot, run_in_thread
 
 if TYPE_CHECKING:
     from ._node import BaseNode
@@ -165,7 +166,8 @@ def attempt_sync(node: BaseNode, item: Any, index: int | None, shared: Any) -> A
     limits = node._bf_limits
     with _Attempts(node, index) as attempts:
         while True:
-            acquire_all_blocking(limits, node)
+            acquire_all_blocking(limits, node, lending_slot)
+            held = HELD.set((*HELD.get(), *limits))
             abandoned = False
             try:
                 if timeout is None:
@@ -180,13 +182,14 @@ def attempt_sync(node: BaseNode, item: Any, index: int | None, shared: Any) -> A
             except asyncio.CancelledError as cancel:
                 failure = cancelled_error(node, cancel, index)
             finally:
+                HELD.reset(held)
                 if not abandoned:
                     release_all(limits)
             delay = attempts.after_failure(failure)
             if delay is None:
                 return fallback_sync(node, item, failure, index, attempts.number, shared)
             if delay > 0:
-                time.sleep(delay)
+                time.sleep(min(delay, threading.TIMEOUT_MAX))
 
 
 def fallback_sync(
@@ -265,6 +268,7 @@ async def attempt_async(
             taken = _try_all(held)
             if taken < len(held):
                 await _hold_rest(held, taken)
+            holding = HELD.set((*HELD.get(), *held))
             abandoned = False
             try:
                 if timeout is None:
@@ -299,6 +303,7 @@ async def attempt_async(
                     raise
                 failure = cancelled_error(node, cancel, index)
             finally:
+                HELD.reset(holding)
                 if not abandoned:
                     release_all(held)
             if run_is_cancelled():
@@ -328,6 +333,7 @@ async def _limited_async(
     taken = _try_all(limits)
     if taken < len(limits):
         await _hold_rest(limits, taken)
+    holding = HELD.set((*HELD.get(), *limits))
     try:
         if node._bf_plan.exec_coro:
             return await call(*args)
@@ -341,6 +347,7 @@ async def _limited_async(
             raise
         failure = cancelled_error(node, cancel, index)
     finally:
+        HELD.reset(holding)
         release_all(limits)
     if run_is_cancelled():
         raise failure  # the run is stopping: no fallback

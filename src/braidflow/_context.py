@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._limits import Limiter
 
-__all__ = ["ATTEMPT", "GATES", "SHARED", "AttemptState"]
+__all__ = ["ATTEMPT", "GATES", "HELD", "SHARED", "AttemptState"]
 
 
 class AttemptState:
@@ -34,6 +34,11 @@ ATTEMPT: ContextVar[AttemptState | None] = ContextVar("braidflow_attempt", defau
 # (sync code under a timeout) holds them too, so the abandoned thread keeps
 # counting against each bound until it really ends.
 GATES: ContextVar[tuple[Limiter, ...]] = ContextVar("braidflow_gates", default=())
+
+# The limiters held by the attempts this code runs inside (one entry per slot
+# held, nested runs included): a limiter asked for a slot it can only get from
+# its own holder refuses at once instead of deadlocking.
+HELD: ContextVar[tuple[Limiter, ...]] = ContextVar("braidflow_held", default=())
 
 # The shared store, for a node whose class overrides PocketFlow's _exec(prep_res):
 # the exec stage it calls back into still needs the store for the old

@@ -8,6 +8,7 @@ same limit. It serves asyncio tasks and threads alike, first come first served.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import threading
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
+from ._context import HELD
 from ._errors import AsyncUsageError, InvalidParameterError, RunError
 
 __all__ = [
@@ -58,7 +60,7 @@ class _SystemClock:
         await asyncio.sleep(seconds)
 
     def sleep_blocking(self, seconds: float) -> None:
-        time.sleep(seconds)
+        time.sleep(min(seconds, threading.TIMEOUT_MAX))
 
 
 _SYSTEM_CLOCK = _SystemClock()
@@ -302,10 +304,24 @@ class Limiter:
     # -- waiting: one queue discipline for tasks and threads ------------------
 
     def _enqueue(self, loop: asyncio.AbstractEventLoop | None) -> _Waiter | None:
-        """Take a slot at once if nobody is queued and one is free; else join the queue."""
+        """Take a slot at once if nobody is queued and one is free; else join the queue.
+
+        Raises:
+            RunError: If every slot is held by the code asking (a node's exec
+                acquiring a limiter its own attempt holds): it would wait forever.
+        """
         with self._lock:
             if not self._waiting and self._try_take() == 0.0:
                 return None
+            bound = self._max
+            if bound is not None and HELD.get().count(self) >= bound:
+                raise RunError(
+                    f"{self!r} is asked for a slot by code that already holds all "
+                    f"{bound} of its slots (a node's exec acquiring a limiter that its "
+                    "own attempt holds, or a nested run using it): it would wait for "
+                    "itself forever; do not acquire it again inside, or raise "
+                    "max_concurrent"
+                )
             waiter = _Waiter(loop)
             self._waiters.append(waiter)
             self._waiting += 1
@@ -430,8 +446,13 @@ async def acquire_all(limiters: Sequence[Limiter]) -> None:
         raise
 
 
-def acquire_all_blocking(limiters: Sequence[Limiter], holder: Any) -> None:
+def acquire_all_blocking(
+    limiters: Sequence[Limiter], holder: Any, lending: Any = contextlib.nullcontext
+) -> None:
     """Thread version of :func:`acquire_all`, for ``holder`` (a node, for errors).
+
+    ``lending`` is a context manager entered around any wait (braidflow's
+    threads give their own slot back while they wait).
 
     Raises:
         AsyncUsageError: If a limiter is not free and this thread runs an event
@@ -450,7 +471,8 @@ def acquire_all_blocking(limiters: Sequence[Limiter], holder: Any) -> None:
                         "flow with `await flow.run_async(shared)` instead of flow.run(shared)",
                         node=holder._display_name(),
                     )
-                limiter.acquire_blocking()
+                with lending():
+                    limiter.acquire_blocking()
             taken += 1
     except BaseException:
         release_all(limiters[:taken])

@@ -23,6 +23,7 @@ __all__ = [
     "call_in_thread",
     "enter_run",
     "leave_run",
+    "lending_slot",
     "run_in_thread",
     "run_to_completion",
     "stop_requested",
@@ -234,7 +235,7 @@ def leave_run() -> None:
 
 
 @contextmanager
-def _lending_slot() -> Any:
+def lending_slot() -> Any:
     """Inside one of our threads that is about to block on more thread work,
     give its slot back meanwhile, so nested waits cannot starve the bound."""
     if not getattr(_local, "holds_slot", False):
@@ -352,7 +353,7 @@ def call_in_thread(
     Raises:
         Abandoned: As for :func:`run_in_thread`.
     """
-    with _lending_slot():
+    with lending_slot():
         _THREADS.acquire_blocking()
         job = _Job(function, args, None)
         job.start()
@@ -379,7 +380,7 @@ def run_to_completion(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     waits. The coroutine sees a copy of this thread's context variables.
     """
     if asyncio._get_running_loop() is None:
-        with _lending_slot(), asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+        with lending_slot(), asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
             return runner.run(make())
     outcome: list[Any] = []
     context = contextvars.copy_context()
@@ -393,7 +394,7 @@ def run_to_completion(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
     helper = threading.Thread(target=target, name="braidflow-loop", daemon=True)
     helper.start()
-    with _lending_slot():
+    with lending_slot():
         helper.join()
     ok, value = outcome[0]
     if ok:
