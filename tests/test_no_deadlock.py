@@ -236,11 +236,11 @@ async def test_exec_acquiring_a_limiter_its_own_attempt_holds_fails_instead_of_h
             with llm:
                 return "never"
 
-    with pytest.raises(RunError, match="'llm'.*wait for itself"):
+    with pytest.raises(RunError, match=r"'llm'.*wait for itself"):
         await Reenters(limits=[llm]).run_async({})
-    with pytest.raises(RunError, match="'llm'.*wait for itself"):
+    with pytest.raises(RunError, match=r"'llm'.*wait for itself"):
         await AsyncFlow(start=ReentersInThread(limits=[llm], offload=True)).run_async({})
-    with pytest.raises(RunError, match="'llm'.*wait for itself"):
+    with pytest.raises(RunError, match=r"'llm'.*wait for itself"):
         Flow(start=ReentersInThread(limits=[llm], timeout=5)).run({})
     assert llm.statistics().in_flight == 0
 
