@@ -473,7 +473,7 @@ PLAN = [
     ("subflows", 100, "100 parallel sub-flows a->b(20 ms)->c"),
     ("items", 100_000, "100k items, no sleep"),
     ("items_limited", 100_000, "same, each through a Limiter(10,000)"),
-    ("stop_waiters", 100_000, "100k items queued on a Limiter(100), one fails"),
+    ("stop_waiters", 50_000, "50k items queued on a Limiter(100), one fails"),
 ]
 QUICK_SIZES = {
     ("chain", 1000): 200,
@@ -484,7 +484,7 @@ QUICK_SIZES = {
     ("bounded", 1_000_000): 50_000,
     ("items", 100_000): 10_000,
     ("items_limited", 100_000): 10_000,
-    ("stop_waiters", 100_000): 10_000,
+    ("stop_waiters", 50_000): 10_000,
 }
 
 

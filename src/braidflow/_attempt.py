@@ -71,6 +71,13 @@ def _check_retry_options(node: BaseNode) -> None:
     if node._bf_retry is not None:
         return
     max_retries, wait = node.max_retries, node.wait
+    if (
+        type(max_retries) is int
+        and max_retries >= 1
+        and (type(wait) is float or type(wait) is int)
+        and 0 <= wait < math.inf
+    ):
+        return  # the usual case, checked cheaply
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 1:
         raise InvalidParameterError(
             f"{node._describe()}: max_retries={max_retries!r} must be an int >= 1 "
@@ -167,7 +174,7 @@ def attempt_sync(node: BaseNode, item: Any, index: int | None, shared: Any) -> A
     with _Attempts(node, index) as attempts:
         while True:
             acquire_all_blocking(limits, node, lending_slot)
-            held = HELD.set((*HELD.get(), *limits))
+            held = HELD.set(HELD.get() + limits)
             abandoned = False
             try:
                 if timeout is None:
@@ -262,13 +269,13 @@ async def attempt_async(
     # A sync attempt under a timeout may be abandoned to its thread: it then
     # holds the enclosing parallel bounds too, until the thread ends.
     abandonable = timeout is not None and not coro
-    held = (*GATES.get(), *node._bf_limits) if abandonable else node._bf_limits
+    held = GATES.get() + node._bf_limits if abandonable else node._bf_limits
     with _Attempts(node, index) as attempts:
         while True:
             taken = _try_all(held)
             if taken < len(held):
                 await _hold_rest(held, taken)
-            holding = HELD.set((*HELD.get(), *held))
+            holding = HELD.set(HELD.get() + held)
             abandoned = False
             try:
                 if timeout is None:
@@ -333,7 +340,7 @@ async def _limited_async(
     taken = _try_all(limits)
     if taken < len(limits):
         await _hold_rest(limits, taken)
-    holding = HELD.set((*HELD.get(), *limits))
+    holding = HELD.set(HELD.get() + limits)
     try:
         if node._bf_plan.exec_coro:
             return await call(*args)

@@ -242,10 +242,15 @@ async def run_parallel_async(
             value = Failure(error, item, index)
         results[index] = value
 
-    async def one_direct(index: int, item: Any) -> Any:
+    async def kept(index: int, item: Any) -> None:
+        results[index] = await run_item(item, index)
+
+    async def one_direct(index: int, item: Any) -> None:
         # A direct item inside a bounded worker: label its failure with its index.
         try:
-            return await direct(item)  # type: ignore[misc]
+            value = await direct(item)  # type: ignore[misc]
+            if keep:
+                results[index] = value
         except Exception as error:
             add_note(error, f"{node._describe()} failed on item {index}")
             raise
@@ -286,22 +291,22 @@ async def run_parallel_async(
                 # timeout hold, so threads they abandon keep counting against it.
                 gate = Limiter(limit, name=f"max_concurrency of {node._display_name()}")
                 pending = results if keep else None
-                step = one_direct if direct else None
-
-                async def run_one(index: int, item: Any) -> None:
-                    if collect:
-                        await collected(index, item)
-                        return
-                    value = await (step(index, item) if step else run_item(item, index))
-                    if keep:
-                        results[index] = value
+                one: Callable[[int, Any], Coroutine[Any, Any, Any]]
+                if collect:
+                    one = collected
+                elif direct is not None:
+                    one = one_direct
+                elif keep:
+                    one = kept
+                else:
+                    one = lambda index, item: run_item(item, index)  # noqa: E731
 
                 if is_async_source:
                     feed_from = _AsyncFeed(items, pending)
 
                     async def worker() -> None:
                         while (pair := await feed_from.take()) is not None:
-                            await run_one(*pair)
+                            await one(*pair)
 
                     workers = limit
                 else:
@@ -316,7 +321,7 @@ async def run_parallel_async(
 
                     async def worker() -> None:
                         for index, item in numbered:
-                            await run_one(index, item)
+                            await one(index, item)
 
                 token = GATES.set((*GATES.get(), gate))
                 try:
