@@ -15,6 +15,8 @@ from ._errors import NodeTimeoutError as NodeTimeoutError
 from ._errors import RunError as RunError
 from ._errors import SetupError as SetupError
 from ._errors import WiringError as WiringError
+from ._events import Event as Event
+from ._events import Observer as Observer
 from ._flow import AsyncBatchFlow as AsyncBatchFlow
 from ._flow import AsyncFlow as AsyncFlow
 from ._flow import AsyncParallelBatchFlow as AsyncParallelBatchFlow
@@ -62,6 +64,7 @@ __all__ = [
     "BatchItemsError",
     "BatchNode",
     "BraidflowError",
+    "Event",
     "Failure",
     "Flow",
     "Graph",
@@ -72,6 +75,7 @@ __all__ = [
     "NodeCancelledError",
     "NodeDefinitionError",
     "NodeTimeoutError",
+    "Observer",
     "ParallelBatchNode",
     "PendingRun",
     "Retry",

@@ -20,6 +20,7 @@ from ._context import ATTEMPT, GATES, HELD, AttemptState
 from ._errors import InvalidParameterError, NodeCancelledError, NodeTimeoutError, add_note
 from ._limits import Limiter, acquire_all, acquire_all_blocking, release_all
 from ._policy import next_delay
+from ._run import PATH, Run, observed
 from ._threads import Abandoned, call_in_thread, lending_slot, run_in_thread
 
 if TYPE_CHECKING:
@@ -126,6 +127,17 @@ class _Attempts:
         state = self.state
         delay = next_delay(node._bf_retry, node.max_retries, node.wait, state.attempt, error)
         if delay is not None:
+            run = observed()
+            if run is not None:
+                run.emit(
+                    "retry",
+                    node._display_name(),
+                    PATH.get(),
+                    item=state.item_index,
+                    attempt=state.attempt,
+                    error=error,
+                    data={"delay": delay},
+                )
             state.attempt += 1
             node.__dict__["_bf_cur_retry"] = state.attempt
         return delay
@@ -173,7 +185,10 @@ def attempt_sync(node: BaseNode, item: Any, index: int | None, shared: Any) -> A
     limits = node._bf_limits
     with _Attempts(node, index) as attempts:
         while True:
-            acquire_all_blocking(limits, node, lending_slot)
+            run = observed()
+            started = time.monotonic() if run is not None else 0.0
+            if acquire_all_blocking(limits, node, lending_slot) and run is not None:
+                _waited(run, node, limits, index, attempts.number, time.monotonic() - started)
             held = HELD.set(HELD.get() + limits)
             abandoned = False
             try:
@@ -227,14 +242,39 @@ def _try_all(limiters: Sequence[Limiter]) -> int:
     return taken
 
 
-async def _hold_rest(limiters: Sequence[Limiter], taken: int) -> None:
+async def _hold_rest(
+    limiters: Sequence[Limiter], taken: int, node: BaseNode, index: int | None, attempt: int
+) -> None:
     """Wait on the loop for the limiters after the first ``taken`` (already held);
     if the wait is cancelled, give those back too."""
+    run = observed()
+    started = time.monotonic() if run is not None else 0.0
     try:
         await acquire_all(limiters[taken:])
     except BaseException:
         release_all(limiters[:taken])
         raise
+    if run is not None:
+        _waited(run, node, limiters[taken:], index, attempt, time.monotonic() - started)
+
+
+def _waited(
+    run: Run,
+    node: BaseNode,
+    limiters: Sequence[Limiter],
+    index: int | None,
+    attempt: int,
+    duration: float,
+) -> None:
+    run.emit(
+        "limiter_wait",
+        node._display_name(),
+        PATH.get(),
+        item=index,
+        attempt=attempt,
+        duration=duration,
+        data={"limiters": [limiter.name or repr(limiter) for limiter in limiters]},
+    )
 
 
 async def attempt_async(
@@ -274,7 +314,7 @@ async def attempt_async(
         while True:
             taken = _try_all(held)
             if taken < len(held):
-                await _hold_rest(held, taken)
+                await _hold_rest(held, taken, node, index, attempts.number)
             holding = HELD.set(HELD.get() + held)
             abandoned = False
             try:
@@ -339,7 +379,7 @@ async def _limited_async(
     failure: Exception
     taken = _try_all(limits)
     if taken < len(limits):
-        await _hold_rest(limits, taken)
+        await _hold_rest(limits, taken, node, index, 0)
     holding = HELD.set(HELD.get() + limits)
     try:
         if node._bf_plan.exec_coro:

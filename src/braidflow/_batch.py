@@ -20,6 +20,7 @@ from ._attempt import cancelled_error, run_is_cancelled
 from ._context import GATES
 from ._errors import BatchItemsError, InvalidParameterError, add_note
 from ._limits import Limiter
+from ._run import observe_items, observed
 from ._taskgroup import TaskGroup
 
 __all__ = [
@@ -140,6 +141,9 @@ async def _closing(items: Any) -> AsyncIterator[None]:
 def run_sequential_sync(node: Any, items: Iterable[Any], run_item: RunItemSync, keep: bool) -> Any:
     """Run items one after another; return their results in order if ``keep``."""
     _no_bound_here(node)
+    run = observed()
+    if run is not None:
+        run_item = observe_items(run, node, run_item, items, False)
     try:
         if keep:
             return [run_item(item, index) for index, item in enumerate(items)]
@@ -153,6 +157,9 @@ def run_sequential_sync(node: Any, items: Iterable[Any], run_item: RunItemSync, 
 async def run_sequential_async(node: Any, items: Any, run_item: RunItemAsync, keep: bool) -> Any:
     """Await items one after another, from an iterable or an async iterator."""
     _no_bound_here(node)
+    run = observed()
+    if run is not None:
+        run_item = observe_items(run, node, run_item, items, True)
     results: list[Any] | None = [] if keep else None
     async with _closing(items):
         if hasattr(items, "__aiter__"):
@@ -226,6 +233,10 @@ async def run_parallel_async(
     """
     limit = _bound(node)
     collect = node._bf_on_error == "collect"
+    run = observed()
+    if run is not None:  # each item emits events: no bare exec per item then
+        run_item = observe_items(run, node, run_item, items, True)
+        direct = None
     results: list[Any] = []
     tasks: list[asyncio.Task[Any]] | None = [] if keep and not collect else None
 

@@ -24,6 +24,7 @@ from ._batch import (
 from ._errors import AsyncUsageError, BatchItemsError, InvalidParameterError, WiringError, add_note
 from ._node import UNSET, AsyncNode, BaseNode
 from ._plan import copy_node, default
+from ._run import PATH, Run, StepScope, observed
 from ._wiring import Wirable, route
 
 __all__ = ["AsyncBatchFlow", "AsyncFlow", "AsyncParallelBatchFlow", "BatchFlow", "Flow"]
@@ -31,10 +32,11 @@ __all__ = ["AsyncBatchFlow", "AsyncFlow", "AsyncParallelBatchFlow", "BatchFlow",
 Steps = Generator[BaseNode, Any, Any]
 
 
-def _steps(flow: Flow, params: dict[str, Any]) -> Steps:
+def _steps(flow: Flow, params: dict[str, Any], run: Run | None) -> Steps:
     """Yield a fresh copy of each node to run, receive its action, route on.
 
-    Returns the last action when the walk ends.
+    When ``run`` is observed, each copy carries its display name, unique in
+    the graph. Returns the last action when the walk ends.
     """
     node = flow.start_node
     if node is None:
@@ -43,9 +45,13 @@ def _steps(flow: Flow, params: dict[str, Any]) -> Steps:
             "flow.start(node) before running it",
             node=flow._display_name(),
         )
+    names = run.names_in(node) if run is not None else None
     action = None
     while node is not None:
+        original = node
         node = copy_node(node)
+        if names is not None:
+            node.__dict__["_bf_display"] = names.get(id(original))
         node.set_params(params)
         action = yield node
         node = flow.get_next_node(node, action)
@@ -126,7 +132,9 @@ class Flow(BaseNode):
     @default
     def _orch(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
         """Walk the graph synchronously; return the last action."""
-        send = _steps(self, params or {**self.params}).send
+        run = observed()
+        send = _steps(self, params or {**self.params}, run).send
+        path = PATH.get()
         action = None
         while True:
             try:
@@ -135,15 +143,24 @@ class Flow(BaseNode):
                 return stop.value
             if node._bf_async:
                 raise self._reached_async(node)
+            step = (
+                StepScope(run, node._display_name(), (*path, node._display_name())) if run else None
+            )
             try:
                 action = node._run(shared)
             except Exception as error:
                 _label_step_error(error, self, node)
+                if step is not None:
+                    step.end(error)
                 raise
             except asyncio.CancelledError as cancel:  # sync code: never the run's own
                 stray = cancelled_error(node, cancel, None)
                 _label_step_error(stray, self, node)
+                if step is not None:
+                    step.end(stray)
                 raise stray from cancel
+            if step is not None:
+                step.end()
 
     async def _orch_async(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
         """Walk the graph, awaiting async nodes and calling sync ones; return the last action."""
@@ -159,13 +176,18 @@ class Flow(BaseNode):
         """The async driver of the walk, for async flows and, inside async code,
         for sync flows too (``sync_only``), so that their limiter waits and retry
         delays happen on the loop and their steps can be offloaded to threads."""
-        send = _steps(self, params or {**self.params}).send
+        run = observed()
+        send = _steps(self, params or {**self.params}, run).send
+        path = PATH.get()
         action = None
         while True:
             try:
                 node = send(action)
             except StopIteration as stop:
                 return stop.value
+            step = (
+                StepScope(run, node._display_name(), (*path, node._display_name())) if run else None
+            )
             try:
                 if node._bf_async:
                     if sync_only:
@@ -182,13 +204,21 @@ class Flow(BaseNode):
                         action = await node._run_in_loop(shared, offload)
             except Exception as error:
                 _label_step_error(error, self, node)
+                if step is not None:
+                    step.end(error)
                 raise
             except asyncio.CancelledError as cancel:
                 if run_is_cancelled():
+                    if step is not None:
+                        step.end(cancel)
                     raise
                 stray = cancelled_error(node, cancel, None)
                 _label_step_error(stray, self, node)
+                if step is not None:
+                    step.end(stray)
                 raise stray from cancel
+            if step is not None:
+                step.end()
 
     # -- the exec stage of a flow: one walk, or one per parameter set ----------------
 

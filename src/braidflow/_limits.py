@@ -448,11 +448,11 @@ async def acquire_all(limiters: Sequence[Limiter]) -> None:
 
 def acquire_all_blocking(
     limiters: Sequence[Limiter], holder: Any, lending: Any = contextlib.nullcontext
-) -> None:
+) -> bool:
     """Thread version of :func:`acquire_all`, for ``holder`` (a node, for errors).
 
     ``lending`` is a context manager entered around any wait (braidflow's
-    threads give their own slot back while they wait).
+    threads give their own slot back while they wait). Returns whether it waited.
 
     Raises:
         AsyncUsageError: If a limiter is not free and this thread runs an event
@@ -460,9 +460,11 @@ def acquire_all_blocking(
             holder is a task on that loop.
     """
     taken = 0
+    waited = False
     try:
         for limiter in limiters:
             if not limiter.try_acquire():
+                waited = True
                 if asyncio._get_running_loop() is not None:
                     raise AsyncUsageError(
                         f"{holder._describe()} must wait for {limiter!r}, but it runs "
@@ -477,6 +479,7 @@ def acquire_all_blocking(
     except BaseException:
         release_all(limiters[:taken])
         raise
+    return waited
 
 
 def release_all(limiters: Sequence[Limiter]) -> None:

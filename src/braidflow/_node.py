@@ -13,7 +13,7 @@ import inspect
 import math
 import threading
 import warnings
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from ._attempt import (
@@ -36,11 +36,13 @@ from ._batch import (
 )
 from ._context import ATTEMPT, SHARED
 from ._errors import AsyncUsageError, InvalidParameterError, add_note, has_note
+from ._events import Event
 from ._limits import Limiter, ordered
 from ._plan import Plan, default, has_plain_copy
 from ._policy import Retry
-from ._run import PendingRun
-from ._threads import enter_run, leave_run, run_in_thread, run_to_completion, stop_requested
+from ._run import ITEM, PATH, PendingRun, RunScope, observed, observers_of
+from ._stream import stream_events
+from ._threads import run_in_thread, run_to_completion, stop_requested
 from ._wiring import Wirable
 
 __all__ = [
@@ -88,6 +90,8 @@ class BaseNode(Wirable):
     _bf_is_flow: ClassVar[bool] = False
     # A plain node (not a batch, not a flow, no _exec override): the hot path.
     _bf_single_exec: ClassVar[bool] = True
+    _bf_hooked: ClassVar[bool] = False  # the class defines a lifecycle hook
+    _bf_plain: ClassVar[bool] = True  # a plain node with no hooks: the hot path
 
     # PocketFlow's options, and max_concurrency: public and read at run time,
     # so a subclass may set them in its body or in its __init__.
@@ -128,6 +132,8 @@ class BaseNode(Wirable):
         cls._bf_single_exec = (
             cls._bf_batch == SINGLE and not cls._bf_is_flow and not plan.custom_exec
         )
+        cls._bf_hooked = plan.hooked
+        cls._bf_plain = cls._bf_single_exec and not plan.hooked
 
     # -- identity -------------------------------------------------------------
 
@@ -141,7 +147,9 @@ class BaseNode(Wirable):
         self.__dict__["_bf_name"] = value
 
     def _display_name(self) -> str:
-        return str(self.name)
+        """The name in events and errors: unique within its graph while a run is
+        observed (``Summarize#2``), else the plain name."""
+        return self.__dict__.get("_bf_display") or str(self.name)
 
     def _describe(self) -> str:
         """``node 'Fetch'``, or ``flow 'Main' (AsyncFlow)`` when named apart from its class."""
@@ -264,6 +272,26 @@ class BaseNode(Wirable):
         """Async form of :meth:`exec_fallback` (async nodes only). Default: re-raise."""
         raise exc
 
+    # -- KayGraph's lifecycle hooks ------------------------------------------------
+
+    @default
+    def before_prep(self, shared: Any) -> Any:
+        """Hook called before ``prep``. Default: nothing. May be ``async def``
+        in async kinds."""
+        return None
+
+    @default
+    def after_exec(self, shared: Any, prep_res: Any, exec_res: Any) -> Any:
+        """Hook called after the exec stage, before ``post``. Default: nothing."""
+        return None
+
+    @default
+    def on_error(self, shared: Any, error: Exception) -> Any:
+        """Hook called when the node fails in any phase, after exec's retries and
+        fallback. Return True to swallow the error: the node then ends with
+        action ``None``. Default: False."""
+        return False
+
     # -- entry points ---------------------------------------------------------------
 
     def _warn_unreachable_successors(self, flow_kind: str) -> None:
@@ -272,7 +300,7 @@ class BaseNode(Wirable):
                 warnings.warn(f"Node won't run successors. Use {flow_kind}.", stacklevel=3)
                 return
 
-    def run(self, shared: Any = UNSET, **legacy: Any) -> Any:
+    def run(self, shared: Any = UNSET, *, observers: Any = None, **legacy: Any) -> Any:
         """Run this node (or flow) once on ``shared`` and return its action.
 
         A synchronous node or flow runs to completion and returns its action.
@@ -282,32 +310,66 @@ class BaseNode(Wirable):
         awaitable instead: write ``await flow.run(shared)``. Successors are not
         followed; put the node in a flow for that. (Early PocketFlow spelled
         the argument ``shared_storage=``; that keyword is accepted too.)
+
+        Args:
+            shared: The shared store.
+            observers: Objects with an ``on_event(event)`` method, or callables,
+                that receive the run's :class:`Event` objects as they happen.
+
+        Raises:
+            InvalidParameterError: For an observer that can receive nothing,
+                before the run starts.
         """
         shared = self._shared_argument(shared, legacy)
+        observers_of(observers, self)  # a bad observer fails before anything runs
         if self._bf_async:
             self._warn_unreachable_successors("AsyncFlow")
             if asyncio._get_running_loop() is None:
-                return asyncio.run(self._run_top_async(shared))
-            return PendingRun(self, shared)
+                return asyncio.run(self._run_top_async(shared, observers))
+            return PendingRun(self, shared, observers)
         self._warn_unreachable_successors("Flow")
-        enter_run()
-        try:
-            return self._run(shared)
-        except Exception as error:
-            self._label_top_error(error)
-            raise
-        finally:
-            leave_run()
+        with RunScope(self, observers):
+            try:
+                return self._run(shared)
+            except Exception as error:
+                self._label_top_error(error)
+                raise
 
-    async def run_async(self, shared: Any = UNSET, **legacy: Any) -> Any:
+    async def run_async(self, shared: Any = UNSET, *, observers: Any = None, **legacy: Any) -> Any:
         """Run this node (or flow) once on ``shared`` inside a running event loop.
 
         A synchronous node or flow runs too: its limiters are awaited on the
         loop, and its blocking code runs in a thread if it asks to be offloaded.
+        ``observers`` as for :meth:`run`.
         """
         shared = self._shared_argument(shared, legacy)
         self._warn_unreachable_successors("AsyncFlow")
-        return await self._run_top_async(shared)
+        return await self._run_top_async(shared, observers)
+
+    def stream(self, shared: Any, **options: Any) -> AsyncIterator[Event]:
+        """Run on ``shared`` and yield the run's events as they happen.
+
+        ``async for event in flow.stream(shared): ...`` works for sync and
+        async nodes and flows; ``options`` are those of :meth:`run_async`. If
+        the run fails, its error is raised from the iterator after the
+        ``run_end`` event. Leaving early (``break``, then closing the iterator,
+        e.g. with ``contextlib.aclosing``) or cancelling the consumer cancels
+        the run: no task is left and nothing is written to ``shared`` after.
+        """
+        return stream_events(self, shared, options)
+
+    def emit(self, data: Any) -> None:
+        """Send ``data`` to the run's observers as an ``emit`` event (LLM tokens
+        as they stream in, say). Callable from any phase; costs nothing when
+        nobody observes the run."""
+        run = observed()
+        if run is None:
+            return
+        state = ATTEMPT.get()
+        attempt = state.attempt if state is not None and state.node is self else None
+        run.emit(
+            "emit", self._display_name(), PATH.get(), item=ITEM.get(), attempt=attempt, data=data
+        )
 
     def _shared_argument(self, shared: Any, legacy: dict[str, Any]) -> Any:
         if legacy:
@@ -321,28 +383,26 @@ class BaseNode(Wirable):
             raise TypeError(f"{self._describe()}: run() needs the shared store, e.g. run({{}})")
         return shared
 
-    async def _run_top_async(self, shared: Any) -> Any:
-        enter_run()
-        try:
-            if self._bf_async:
-                return await self._run_async(shared)
-            offload = self._bf_offload
-            if offload is None:
-                offload = bool(self._bf_limits)
-            if not offload and self._bf_single_exec and self._is_simple():
-                return self._run(shared)
-            return await self._run_in_loop(shared, offload)
-        except Exception as error:
-            self._label_top_error(error)
-            raise
-        except asyncio.CancelledError as cancel:
-            if run_is_cancelled():
+    async def _run_top_async(self, shared: Any, observers: Any = None) -> Any:
+        with RunScope(self, observers):
+            try:
+                if self._bf_async:
+                    return await self._run_async(shared)
+                offload = self._bf_offload
+                if offload is None:
+                    offload = bool(self._bf_limits)
+                if not offload and self._bf_single_exec and self._is_simple():
+                    return self._run(shared)
+                return await self._run_in_loop(shared, offload)
+            except Exception as error:
+                self._label_top_error(error)
                 raise
-            stray = cancelled_error(self, cancel, None)
-            self._label_top_error(stray)
-            raise stray from cancel
-        finally:
-            leave_run()
+            except asyncio.CancelledError as cancel:
+                if run_is_cancelled():
+                    raise
+                stray = cancelled_error(self, cancel, None)
+                self._label_top_error(stray)
+                raise stray from cancel
 
     def _label_top_error(self, error: BaseException) -> None:
         if not has_note(error):
@@ -359,12 +419,14 @@ class BaseNode(Wirable):
                 "put it in an AsyncFlow, or use `await node.run_async(shared)`",
                 node=self._display_name(),
             )
+        if not self._bf_plain:
+            return self._run_general(shared)
+        # The hot path, inlined: a plain node with no hooks, and when no policy
+        # applies, one plain attempt.
         prep_result = self.prep(shared)
-        if self._bf_single_exec and self._is_simple():
-            # The hot path, inlined: one plain attempt, no policy to apply.
-            plan = self._bf_plan
+        if self._is_simple():
             try:
-                if plan.exec_wants_shared:
+                if self._bf_plan.exec_wants_shared:
                     exec_result = self.exec(shared, prep_result)
                 else:
                     exec_result = self.exec(prep_result)
@@ -373,25 +435,46 @@ class BaseNode(Wirable):
             except asyncio.CancelledError as cancel:  # sync code: never the run's own
                 stray = cancelled_error(self, cancel, None)
                 exec_result = fallback_sync(self, prep_result, stray, None, 0, shared)
-        elif self._bf_plan.custom_exec:
-            token = SHARED.set(shared)
-            try:
-                exec_result = self._exec(prep_result)
-            finally:
-                SHARED.reset(token)
         else:
-            exec_result = self._stage_sync(shared, prep_result)
+            exec_result = attempt_sync(self, prep_result, None, shared)
         return self.post(shared, prep_result, exec_result)
+
+    def _run_general(self, shared: Any) -> Any:
+        """The synchronous lifecycle of every other node: batches, flows, an
+        ``_exec`` override, and the lifecycle hooks."""
+        hooked = self._bf_hooked
+        try:
+            if hooked:
+                self.before_prep(shared)
+            prep_result = self.prep(shared)
+            if self._bf_plan.custom_exec:
+                token = SHARED.set(shared)
+                try:
+                    exec_result = self._exec(prep_result)
+                finally:
+                    SHARED.reset(token)
+            else:
+                exec_result = self._stage_sync(shared, prep_result)
+            if hooked:
+                self.after_exec(shared, prep_result, exec_result)
+            return self.post(shared, prep_result, exec_result)
+        except Exception as error:
+            if hooked and self._swallowed(self.on_error(shared, error), error):
+                return None
+            raise
 
     @default
     async def _run_async(self, shared: Any) -> Any:
         """Run prep, exec and post, awaiting whichever phases are coroutines."""
+        if not self._bf_plain:
+            return await self._run_general_async(shared)
+        # The hot path, inlined: a plain node with no hooks, and when no policy
+        # applies, one plain attempt.
         plan = self._bf_plan
         prep_result = getattr(self, plan.prep)(shared)
         if plan.prep_coro:
             prep_result = await prep_result
-        if self._bf_single_exec and self._is_simple():
-            # The hot path, inlined: one plain attempt, no policy to apply.
+        if self._is_simple():
             call = getattr(self, plan.exec)
             try:
                 if plan.exec_wants_shared:
@@ -407,14 +490,38 @@ class BaseNode(Wirable):
                     raise
                 stray = cancelled_error(self, cancel, None)
                 exec_result = await fallback_async(self, prep_result, stray, None, 0, shared)
-        elif plan.custom_exec:
-            exec_result = await self._custom_exec_async(shared, prep_result, False)
         else:
-            exec_result = await self._stage_async(shared, prep_result)
+            exec_result = await attempt_async(self, prep_result, None, shared)
         action = getattr(self, plan.post)(shared, prep_result, exec_result)
         if plan.post_coro:
             action = await action
         return action
+
+    async def _run_general_async(self, shared: Any) -> Any:
+        """The async lifecycle of every other node: batches, flows, an ``_exec``
+        override, and the lifecycle hooks."""
+        plan = self._bf_plan
+        hooked = self._bf_hooked
+        try:
+            if hooked:
+                await self._hook_async("before_prep", False, shared)
+            prep_result = getattr(self, plan.prep)(shared)
+            if plan.prep_coro:
+                prep_result = await prep_result
+            if plan.custom_exec:
+                exec_result = await self._custom_exec_async(shared, prep_result, False)
+            else:
+                exec_result = await self._stage_async(shared, prep_result)
+            if hooked:
+                await self._hook_async("after_exec", False, shared, prep_result, exec_result)
+            action = getattr(self, plan.post)(shared, prep_result, exec_result)
+            if plan.post_coro:
+                action = await action
+            return action
+        except Exception as error:
+            if hooked and await self._on_error_async(shared, error, False):
+                return None
+            raise
 
     async def _run_in_loop(self, shared: Any, offload: bool) -> Any:
         """Run a synchronous node or flow from async code: braidflow's waits
@@ -426,28 +533,72 @@ class BaseNode(Wirable):
         if offload and self._bf_single_exec and self._is_simple():
             # Nothing to wait for between the phases: one trip to a thread.
             return await run_in_thread(self._run_offloaded, shared)
-        if offload:
-            prep_result = await run_in_thread(self.prep, shared)
-        else:
-            prep_result = self.prep(shared)
-        if plan.custom_exec:
-            exec_result = await self._custom_exec_async(shared, prep_result, offload)
-        else:
-            exec_result = await self._stage_async(shared, prep_result, offload)
-        if offload:
-            return await run_in_thread(self.post, shared, prep_result, exec_result)
-        return self.post(shared, prep_result, exec_result)
+        hooked = self._bf_hooked
+        try:
+            if hooked:
+                await self._hook_async("before_prep", offload, shared)
+            if offload:
+                prep_result = await run_in_thread(self.prep, shared)
+            else:
+                prep_result = self.prep(shared)
+            if plan.custom_exec:
+                exec_result = await self._custom_exec_async(shared, prep_result, offload)
+            else:
+                exec_result = await self._stage_async(shared, prep_result, offload)
+            if hooked:
+                await self._hook_async("after_exec", offload, shared, prep_result, exec_result)
+            if offload:
+                return await run_in_thread(self.post, shared, prep_result, exec_result)
+            return self.post(shared, prep_result, exec_result)
+        except Exception as error:
+            if hooked and await self._on_error_async(shared, error, offload):
+                return None
+            raise
 
     def _run_offloaded(self, shared: Any) -> Any:
         """A plain sync node's phases in one worker thread; if the run is
         cancelled meanwhile, no later phase starts."""
-        prep_result = self.prep(shared)
-        if stop_requested():
-            raise asyncio.CancelledError
-        exec_result = attempt_sync(self, prep_result, None, shared)
-        if stop_requested():
-            raise asyncio.CancelledError
-        return self.post(shared, prep_result, exec_result)
+        hooked = self._bf_hooked
+        try:
+            if hooked:
+                self.before_prep(shared)
+            prep_result = self.prep(shared)
+            if stop_requested():
+                raise asyncio.CancelledError
+            exec_result = attempt_sync(self, prep_result, None, shared)
+            if stop_requested():
+                raise asyncio.CancelledError
+            if hooked:
+                self.after_exec(shared, prep_result, exec_result)
+            return self.post(shared, prep_result, exec_result)
+        except Exception as error:
+            if hooked and self._swallowed(self.on_error(shared, error), error):
+                return None
+            raise
+
+    async def _hook_async(self, hook: str, offload: bool, *args: Any) -> Any:
+        """Call a lifecycle hook from async code: awaited if ``async def``, in
+        a thread if the node is offloaded."""
+        function = getattr(self, hook)
+        if self._bf_plan.hook_coro.get(hook):
+            return await function(*args)
+        if offload:
+            return await run_in_thread(function, *args)
+        return function(*args)
+
+    async def _on_error_async(self, shared: Any, error: Exception, offload: bool) -> bool:
+        answer = await self._hook_async("on_error", offload, shared, error)
+        return self._swallowed(answer, error)
+
+    def _swallowed(self, answer: Any, error: Exception) -> bool:
+        """Whether ``on_error`` swallowed the error (it returned True); the run's
+        observers still see it as an ``error`` event."""
+        if answer is not True:
+            return False
+        run = observed()
+        if run is not None:
+            run.emit("error", self._display_name(), PATH.get(), error=error)
+        return True
 
     async def _custom_exec_async(self, shared: Any, prep_result: Any, offload: bool) -> Any:
         """Call a class's own ``_exec`` override (awaiting what it returns if needed)."""

@@ -18,7 +18,9 @@ from ._errors import NodeDefinitionError
 if TYPE_CHECKING:
     from ._node import BaseNode
 
-__all__ = ["Plan", "copy_node", "default", "has_plain_copy"]
+__all__ = ["HOOKS", "Plan", "copy_node", "default", "has_plain_copy"]
+
+HOOKS = ("before_prep", "after_exec", "on_error")
 
 
 def default(function: Any) -> Any:
@@ -68,6 +70,8 @@ class Plan:
         "fallback_coro",
         "fallback_default",
         "fallback_wants_shared",
+        "hook_coro",
+        "hooked",
         "post",
         "post_coro",
         "prep",
@@ -101,12 +105,21 @@ class Plan:
         self.custom_exec = not cls._bf_is_flow and not _is_default(cls._exec)
         self.custom_run = not _is_default(cls._run)
         self.custom_orch = cls._bf_is_flow and not _is_default(getattr(cls, "_orch", None))
+        # KayGraph's lifecycle hooks, where the class defines any: before_prep,
+        # after_exec and on_error (a method; a string is the on_error policy).
+        self.hook_coro: dict[str, bool] = {}
+        for hook in HOOKS:
+            function = getattr(cls, hook, None)
+            if callable(function) and not _is_default(function):
+                self.hook_coro[hook] = _is_coroutine_function(function)
+        self.hooked = bool(self.hook_coro)
         if not is_async:
             for name, coro in (
                 (self.prep, self.prep_coro),
                 (self.exec, self.exec_coro),
                 (self.post, self.post_coro),
                 (self.fallback, self.fallback_coro),
+                *self.hook_coro.items(),
             ):
                 if coro:
                     raise NodeDefinitionError(

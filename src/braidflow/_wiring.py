@@ -16,7 +16,14 @@ from ._errors import WiringError
 if TYPE_CHECKING:
     from ._node import BaseNode
 
-__all__ = ["DEFAULT_ACTION", "Wirable", "_ConditionalTransition", "route"]
+__all__ = [
+    "DEFAULT_ACTION",
+    "Wirable",
+    "_ConditionalTransition",
+    "display_names",
+    "graph_of",
+    "route",
+]
 
 DEFAULT_ACTION = "default"
 
@@ -108,3 +115,35 @@ def route(node: Any, action: Any) -> Any:
             f"{type(action).__name__} from post; an action must be a string or None",
             node=node._display_name(),
         ) from None
+
+
+def graph_of(start: Any) -> list[Any]:
+    """Every node reachable from ``start`` by successors, in a stable order
+    (breadth first, successors in the order they were wired); loops end."""
+    if start is None:
+        return []
+    order = [start]
+    seen = {id(start)}
+    for node in order:  # grows while it is read
+        for successor in node.successors.values():
+            if successor is not None and id(successor) not in seen:
+                seen.add(id(successor))
+                order.append(successor)
+    return order
+
+
+def display_names(start: Any) -> dict[int, str]:
+    """The name each node of a graph shows in events and drawings, by ``id``.
+
+    A node's name is its ``name=`` or its class name; when two different
+    nodes of the graph share one, the later ones (in :func:`graph_of`'s order)
+    get ``#2``, ``#3``, ... so the names are unique and stable.
+    """
+    names: dict[int, str] = {}
+    seen: dict[str, int] = {}
+    for node in graph_of(start):
+        name = str(node.name)
+        count = seen.get(name, 0) + 1
+        seen[name] = count
+        names[id(node)] = name if count == 1 else f"{name}#{count}"
+    return names

@@ -1,0 +1,74 @@
+"""Events of a run, as observers receive them.
+
+An :class:`Event` says what happened (its ``kind``), to which node, where in
+the graph (``path``) and when. Events are built only when a run has
+observers: a run nobody observes pays nothing for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+__all__ = ["EVENT_KINDS", "Event", "Observer"]
+
+EVENT_KINDS: Final = (
+    "run_start",
+    "run_end",
+    "node_start",
+    "node_end",
+    "item_start",
+    "item_end",
+    "retry",
+    "error",
+    "limiter_wait",
+    "emit",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened during a run.
+
+    Attributes:
+        kind: One of ``run_start``, ``run_end``, ``node_start``, ``node_end``,
+            ``item_start``, ``item_end``, ``retry``, ``error``,
+            ``limiter_wait``, ``emit``.
+        run_id: The run's id (``run_start`` gives it first).
+        node: The display name of the node (for run events, the node or flow
+            the run started from). Two different nodes with one name in one
+            graph are told apart by a suffix: ``Summarize``, ``Summarize#2``.
+        path: The display names from the outermost flow down to this node. A
+            run of a batch flow's sub-flow appears as ``"name[3]"`` for
+            parameter set 3, so concurrent sub-flows have distinct paths.
+        time: ``time.monotonic()`` when the event happened, in seconds.
+        item: The batch item's (or parameter set's) index, or ``None``.
+        attempt: The 0-based exec attempt (``retry``: the one that failed),
+            or ``None``.
+        duration: Seconds, on ``*_end`` events and ``limiter_wait``.
+        error: The exception on ``error`` and on failed ``*_end`` events (a
+            ``CancelledError`` if the run was cancelled), else ``None``.
+        data: For ``emit``, what the node emitted; for ``retry``,
+            ``{"delay": seconds}``; for ``limiter_wait``,
+            ``{"limiters": [names]}``; for ``item_start`` of a batch whose
+            input is a list, ``{"total": n}``; else ``None``.
+    """
+
+    kind: str
+    run_id: str
+    node: str
+    path: tuple[str, ...]
+    time: float
+    item: int | None = None
+    attempt: int | None = None
+    duration: float | None = None
+    error: BaseException | None = None
+    data: Any = None
+
+
+class Observer(Protocol):
+    """What ``run(shared, observers=[...])`` accepts, besides a plain callable."""
+
+    def on_event(self, event: Event) -> None:
+        """Receive one event of the run, in the order events happen."""
+        ...
