@@ -35,7 +35,9 @@ def peak_rss_mb() -> float:
 # -- chain: 1,000 async nodes in a row ------------------------------------------------
 
 
-def chain(impl: str, size: int, policies: bool = False) -> dict[str, float]:
+def chain(
+    impl: str, size: int, policies: bool = False, observe: str | None = None
+) -> dict[str, float]:
     runs = 20
 
     if impl == "asyncio":
@@ -78,10 +80,21 @@ def chain(impl: str, size: int, policies: bool = False) -> dict[str, float]:
             left >> right
         flow = lib.AsyncFlow(start=nodes[0])
 
+        observers: list[Any] = []
+        if observe == "noop":
+            observers = [lambda event: None]
+        elif observe == "jsonl":
+            import tempfile
+
+            from braidflow.tracing import JSONLTrace
+
+            trace_dir = tempfile.mkdtemp()
+            observers = [JSONLTrace(Path(trace_dir) / "trace.jsonl")]
+
         async def run_once() -> float:
             shared = {"count": 0}
             started = time.perf_counter()
-            await flow.run_async(shared)
+            await flow.run_async(shared, **({"observers": observers} if observers else {}))
             elapsed = time.perf_counter() - started
             assert shared["count"] == size
             return elapsed
@@ -450,9 +463,26 @@ def chain_with_policies(impl: str, size: int) -> dict[str, float]:
     return chain(impl, size, policies=True)
 
 
+def chain_noop_observer(impl: str, size: int) -> dict[str, float]:
+    """The chain with one observer that does nothing: the cost of building and
+    handing over events (two per node: node_start and node_end)."""
+    if impl != "braidflow":
+        raise NotImplementedError("observers are braidflow's")
+    return chain(impl, size, observe="noop")
+
+
+def chain_jsonl(impl: str, size: int) -> dict[str, float]:
+    """The chain with a JSONLTrace writing every event to a file."""
+    if impl != "braidflow":
+        raise NotImplementedError("observers are braidflow's")
+    return chain(impl, size, observe="jsonl")
+
+
 WORKLOADS: dict[str, Callable[[str, int], dict[str, float]]] = {
     "chain": chain,
     "chain_policies": chain_with_policies,
+    "chain_noop": chain_noop_observer,
+    "chain_jsonl": chain_jsonl,
     "sync_chain": sync_chain,
     "fanout": fanout,
     "bounded": bounded,
@@ -466,6 +496,8 @@ WORKLOADS: dict[str, Callable[[str, int], dict[str, float]]] = {
 PLAN = [
     ("chain", 1000, "chain of 1,000 async nodes"),
     ("chain_policies", 1000, "same, each with a Limiter and max_retries=2"),
+    ("chain_noop", 1000, "same chain, a no-op observer (2 events/node)"),
+    ("chain_jsonl", 1000, "same chain, a JSONLTrace observer"),
     ("sync_chain", 1000, "sync chain of 1,000 nodes (raw: plain calls)"),
     ("fanout", 10_000, "10k items x sleep(50 ms)"),
     ("bounded", 100_000, "100k items from a generator, bound 1000"),
@@ -478,6 +510,8 @@ PLAN = [
 QUICK_SIZES = {
     ("chain", 1000): 200,
     ("chain_policies", 1000): 200,
+    ("chain_noop", 1000): 200,
+    ("chain_jsonl", 1000): 200,
     ("sync_chain", 1000): 200,
     ("fanout", 10_000): 1000,
     ("bounded", 100_000): 10_000,
@@ -585,6 +619,15 @@ def main() -> int:
             f"bounded: braidflow time / raw semaphore loop at {large:,} items: {time_ratio} "
             "(target <= 1.5x)"
         )
+    bare = next((r for r in rows if r["workload"] == "chain"), None)
+    for workload in ("chain_noop", "chain_jsonl"):
+        row = next((r for r in rows if r["workload"] == workload), None)
+        if bare and row and bare["braidflow"] and row["braidflow"]:
+            extra = row["braidflow"] - bare["braidflow"]
+            print(
+                f"observers: {workload}: +{extra:.2f} us per node, "
+                f"{extra / 2:.2f} us per event (target: no-op a few us, JSONL 10-30 us per node)"
+            )
     plain = next((r for r in rows if r["workload"] == "items"), None)
     limited = next((r for r in rows if r["workload"] == "items_limited"), None)
     if plain and limited:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-__all__ = ["EVENT_KINDS", "Event", "Observer"]
+__all__ = ["EVENT_KINDS", "Event", "Observer", "make_event"]
 
 EVENT_KINDS: Final = (
     "run_start",
@@ -64,6 +64,57 @@ class Event:
     duration: float | None = None
     error: BaseException | None = None
     data: Any = None
+
+
+class _Building:
+    """An event under construction: the same slots as :class:`Event`, but
+    writable, so the engine fills them at the speed of a plain class and then
+    makes the object an ``Event`` (a frozen dataclass's ``__init__`` goes
+    through ``object.__setattr__`` field by field, three times slower)."""
+
+    __slots__ = Event.__slots__
+
+    def __init__(
+        self,
+        kind: str,
+        run_id: str,
+        node: str,
+        path: tuple[str, ...],
+        time: float,
+        item: int | None,
+        attempt: int | None,
+        duration: float | None,
+        error: BaseException | None,
+        data: Any,
+    ) -> None:
+        self.kind = kind
+        self.run_id = run_id
+        self.node = node
+        self.path = path
+        self.time = time
+        self.item = item
+        self.attempt = attempt
+        self.duration = duration
+        self.error = error
+        self.data = data
+
+
+def make_event(
+    kind: str,
+    run_id: str,
+    node: str,
+    path: tuple[str, ...],
+    time: float,
+    item: int | None = None,
+    attempt: int | None = None,
+    duration: float | None = None,
+    error: BaseException | None = None,
+    data: Any = None,
+) -> Event:
+    """``Event(...)``, built the fast way; the result is an ordinary frozen Event."""
+    event: Any = _Building(kind, run_id, node, path, time, item, attempt, duration, error, data)
+    event.__class__ = Event
+    return event  # type: ignore[no-any-return]
 
 
 class Observer(Protocol):

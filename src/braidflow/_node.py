@@ -43,7 +43,8 @@ from ._policy import Retry
 from ._run import ITEM, PATH, PendingRun, RunScope, observed, observers_of
 from ._stream import stream_events
 from ._threads import run_in_thread, run_to_completion, stop_requested
-from ._wiring import Wirable
+from ._wiring import Wirable, changed
+from .viz import to_mermaid
 
 __all__ = [
     "AsyncBatchNode",
@@ -145,6 +146,7 @@ class BaseNode(Wirable):
     @name.setter
     def name(self, value: str) -> None:
         self.__dict__["_bf_name"] = value
+        changed()
 
     def _display_name(self) -> str:
         """The name in events and errors: unique within its graph while a run is
@@ -370,6 +372,12 @@ class BaseNode(Wirable):
         run.emit(
             "emit", self._display_name(), PATH.get(), item=ITEM.get(), attempt=attempt, data=data
         )
+
+    def to_mermaid(self) -> str:
+        """This flow's graph (or this node and what follows it) as a mermaid
+        flowchart: actions on edges, loops drawn once, nested flows as
+        subgraphs, batch and parallel kinds marked, explicit ends shown."""
+        return to_mermaid(self)
 
     def _shared_argument(self, shared: Any, legacy: dict[str, Any]) -> Any:
         if legacy:

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._errors import InvalidParameterError
-from ._events import Event
+from ._events import Event, make_event
 from ._threads import enter_run, leave_run
 from ._wiring import display_names
 
@@ -89,7 +89,7 @@ class Run:
     __slots__ = ("_id", "_names", "observers")
 
     def __init__(self, observers: tuple[tuple[Any, Deliver], ...]) -> None:
-        self._id: str | None = None
+        self._id: str | None = uuid.uuid4().hex if observers else None
         self._names: dict[int, dict[int, str]] = {}
         self.observers = observers
 
@@ -117,13 +117,24 @@ class Run:
         duration: float | None = None,
         error: BaseException | None = None,
         data: Any = None,
+        at: float | None = None,
     ) -> None:
-        """Build an event and hand it to every observer still listening."""
+        """Build an event (happening now, or ``at`` a monotonic time) and hand
+        it to every observer still listening."""
         observers = self.observers
         if not observers:
             return
-        event = Event(
-            kind, self.id, node, path, time.monotonic(), item, attempt, duration, error, data
+        event = make_event(
+            kind,
+            self._id or self.id,
+            node,
+            path,
+            time.monotonic() if at is None else at,
+            item,
+            attempt,
+            duration,
+            error,
+            data,
         )
         for observer, deliver in observers:
             try:
@@ -165,16 +176,16 @@ class StepScope:
         self.name = name
         self.path = path
         self.token = PATH.set(path)
-        self.started = time.monotonic()
-        run.emit("node_start", name, path)
+        self.started = now = time.monotonic()
+        run.emit("node_start", name, path, None, None, None, None, None, now)
 
     def end(self, error: BaseException | None = None) -> None:
         PATH.reset(self.token)
         run = self.run
         if error is not None and not isinstance(error, asyncio.CancelledError):
             run.emit("error", self.name, self.path, error=error)
-        duration = time.monotonic() - self.started
-        run.emit("node_end", self.name, self.path, duration=duration, error=error)
+        now = time.monotonic()
+        run.emit("node_end", self.name, self.path, None, None, now - self.started, error, None, now)
 
 
 class _ItemScope:
@@ -190,8 +201,8 @@ class _ItemScope:
         self.run, self.name, self.path, self.index = run, name, path, index
         self.item_token = ITEM.set(index)
         self.path_token = PATH.set((*path[:-1], f"{name}[{index}]")) if flow else None
-        run.emit("item_start", name, path, item=index, data=data)
-        self.started = time.monotonic()
+        self.started = now = time.monotonic()
+        run.emit("item_start", name, path, index, None, None, None, data, now)
 
     def end(self, error: BaseException | None = None) -> None:
         ITEM.reset(self.item_token)
@@ -200,8 +211,10 @@ class _ItemScope:
         run = self.run
         if error is not None and not isinstance(error, asyncio.CancelledError):
             run.emit("error", self.name, self.path, item=self.index, error=error)
-        duration = time.monotonic() - self.started
-        run.emit("item_end", self.name, self.path, item=self.index, duration=duration, error=error)
+        now = time.monotonic()
+        run.emit(
+            "item_end", self.name, self.path, self.index, None, now - self.started, error, None, now
+        )
 
 
 def observe_items(run: Run, node: BaseNode, run_item: Any, items: Any, is_async: bool) -> Any:

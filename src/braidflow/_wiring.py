@@ -7,8 +7,10 @@ decided here, for sync and async flows alike.
 
 from __future__ import annotations
 
+import itertools
 import sys
 import warnings
+import weakref
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import WiringError
@@ -66,6 +68,7 @@ class Wirable:
                 f"Overwriting successor for action '{action}'", stacklevel=3 if via_operator else 2
             )
         self.successors[action] = node
+        changed()
         return node
 
     def __rshift__(self, other: _Target) -> _Target:
@@ -132,13 +135,31 @@ def graph_of(start: Any) -> list[Any]:
     return order
 
 
+_version = itertools.count()
+_current = next(_version)
+_names_cache: weakref.WeakKeyDictionary[Any, tuple[int, dict[int, str]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def changed() -> None:
+    """Note that some graph's wiring or some node's name changed."""
+    global _current
+    _current = next(_version)
+
+
 def display_names(start: Any) -> dict[int, str]:
     """The name each node of a graph shows in events and drawings, by ``id``.
 
     A node's name is its ``name=`` or its class name; when two different
     nodes of the graph share one, the later ones (in :func:`graph_of`'s order)
-    get ``#2``, ``#3``, ... so the names are unique and stable.
+    get ``#2``, ``#3``, ... so the names are unique and stable. Kept until any
+    wiring or name changes.
     """
+    cached = _names_cache.get(start)
+    if cached is not None and cached[0] == _current:
+        return cached[1]
+    version = _current
     names: dict[int, str] = {}
     seen: dict[str, int] = {}
     for node in graph_of(start):
@@ -146,4 +167,5 @@ def display_names(start: Any) -> dict[int, str]:
         count = seen.get(name, 0) + 1
         seen[name] = count
         names[id(node)] = name if count == 1 else f"{name}#{count}"
+    _names_cache[start] = (version, names)
     return names

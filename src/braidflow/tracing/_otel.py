@@ -1,0 +1,166 @@
+"""OpenTelemetry: a run as nested spans, run > flow > node > item."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+from .._events import Event
+
+__all__ = ["OpenTelemetry"]
+
+
+class OpenTelemetry:
+    """An observer that records a run as OpenTelemetry spans.
+
+    One span for the run, one per node step (flows included, nested as the
+    graph is), one per batch item (and per parameter set of a batch flow,
+    which parents its sub-flow's steps). Retries and limiter waits become span
+    events, errors are recorded on their span with an error status. Spans carry
+    ``braidflow.node``, ``braidflow.path``, ``braidflow.item``,
+    ``braidflow.attempts`` and ``braidflow.outcome`` (ok, error, cancelled).
+    The run's span is a child of the span current where the run started.
+
+    Args:
+        tracer_provider: Where spans go; default: the global provider.
+
+    Raises:
+        ImportError: If ``opentelemetry-api`` is not installed
+            (``pip install 'braidflow[tracing]'``).
+    """
+
+    def __init__(self, tracer_provider: Any = None) -> None:
+        try:
+            from opentelemetry import trace
+        except ImportError as missing:
+            raise ImportError(
+                "braidflow.tracing.OpenTelemetry needs opentelemetry-api: "
+                "pip install 'braidflow[tracing]'"
+            ) from missing
+        self._trace = trace
+        self._tracer = trace.get_tracer("braidflow", tracer_provider=tracer_provider)
+        self._lock = threading.Lock()
+        self._runs: dict[str, _RunSpans] = {}
+
+    def __repr__(self) -> str:
+        return "OpenTelemetry()"
+
+    def on_event(self, event: Event) -> None:
+        with self._lock:
+            spans = self._runs.get(event.run_id)
+            if spans is None:
+                if event.kind != "run_start":
+                    return
+                spans = self._runs[event.run_id] = _RunSpans(self._trace, self._tracer, event)
+            spans.handle(event)
+            if event.kind == "run_end":
+                del self._runs[event.run_id]
+
+
+class _RunSpans:
+    """The open spans of one run, found by path (and item)."""
+
+    def __init__(self, trace: Any, tracer: Any, start: Event) -> None:
+        self.trace = trace
+        self.tracer = tracer
+        # Event times are monotonic; spans want nanoseconds since the epoch.
+        self.offset = time.time_ns() - int(time.monotonic() * 1e9)
+        self.run = tracer.start_span(
+            f"braidflow run {start.node}",
+            start_time=self.ns(start.time),
+            attributes={"braidflow.run_id": start.run_id, "braidflow.node": start.node},
+        )
+        self.nodes: dict[tuple[str, ...], list[Any]] = {}
+        self.items: dict[tuple[tuple[str, ...], int], Any] = {}
+        self.sub_flows: dict[tuple[str, ...], Any] = {}  # ("a", "sets[3]") -> item span
+        self.attempts: dict[int, int] = {}
+
+    def ns(self, monotonic: float) -> int:
+        return self.offset + int(monotonic * 1e9)
+
+    def parent_of(self, path: tuple[str, ...]) -> Any:
+        prefix = path[:-1]
+        if not prefix:
+            return self.run
+        return self.sub_flows.get(prefix) or (self.nodes.get(prefix) or [self.run])[-1]
+
+    def child(self, name: str, parent: Any, event: Event, attributes: dict[str, Any]) -> Any:
+        context = self.trace.set_span_in_context(parent)
+        return self.tracer.start_span(
+            name, context=context, start_time=self.ns(event.time), attributes=attributes
+        )
+
+    def target(self, event: Event) -> Any:
+        if event.item is not None:
+            span = self.items.get((event.path, event.item))
+            if span is not None:
+                return span
+        stack = self.nodes.get(event.path)
+        return stack[-1] if stack else self.run
+
+    def finish(self, span: Any, event: Event) -> None:
+        error = event.error
+        status = self.trace.Status
+        code = self.trace.StatusCode
+        attempts = self.attempts.pop(id(span), 0) + 1
+        span.set_attribute("braidflow.attempts", attempts)
+        if error is None:
+            span.set_attribute("braidflow.outcome", "ok")
+        elif isinstance(error, asyncio.CancelledError):
+            span.set_attribute("braidflow.outcome", "cancelled")
+        else:
+            span.set_attribute("braidflow.outcome", "error")
+            span.record_exception(error)
+            span.set_status(status(code.ERROR, f"{type(error).__name__}: {error}"))
+        span.end(end_time=self.ns(event.time))
+
+    def handle(self, event: Event) -> None:
+        kind, path = event.kind, event.path
+        attributes: dict[str, Any] = {
+            "braidflow.node": event.node,
+            "braidflow.path": "/".join(path),
+        }
+        if kind == "node_start":
+            span = self.child(event.node, self.parent_of(path), event, attributes)
+            self.nodes.setdefault(path, []).append(span)
+        elif kind == "node_end":
+            stack = self.nodes.get(path)
+            if stack:
+                self.finish(stack.pop(), event)
+        elif kind == "item_start" and event.item is not None:
+            parent = (self.nodes.get(path) or [self.run])[-1]
+            attributes["braidflow.item"] = event.item
+            span = self.child(f"{event.node}[{event.item}]", parent, event, attributes)
+            self.items[(path, event.item)] = span
+            self.sub_flows[(*path[:-1], f"{event.node}[{event.item}]")] = span
+        elif kind == "item_end" and event.item is not None:
+            span = self.items.pop((path, event.item), None)
+            self.sub_flows.pop((*path[:-1], f"{event.node}[{event.item}]"), None)
+            if span is not None:
+                self.finish(span, event)
+        elif kind == "retry":
+            span = self.target(event)
+            self.attempts[id(span)] = self.attempts.get(id(span), 0) + 1
+            span.add_event(
+                "retry",
+                {
+                    "braidflow.attempt": event.attempt or 0,
+                    "braidflow.delay": float((event.data or {}).get("delay", 0)),
+                    "exception.type": type(event.error).__name__,
+                    "exception.message": str(event.error),
+                },
+                timestamp=self.ns(event.time),
+            )
+        elif kind == "limiter_wait":
+            self.target(event).add_event(
+                "limiter_wait",
+                {
+                    "braidflow.duration": float(event.duration or 0),
+                    "braidflow.limiters": ", ".join((event.data or {}).get("limiters", [])),
+                },
+                timestamp=self.ns(event.time),
+            )
+        elif kind == "run_end":
+            self.finish(self.run, event)

@@ -1,0 +1,95 @@
+"""Drawing a graph: ``flow.to_mermaid()`` returns a mermaid flowchart.
+
+Every node is drawn once (so loops end), actions label the edges, nested
+flows become subgraphs, batch and parallel kinds say so, and explicit ends
+(``node - "done" >> None``) are drawn as end points.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._wiring import DEFAULT_ACTION, display_names, graph_of
+
+__all__ = ["to_mermaid"]
+
+
+def _kind(node: Any) -> str:
+    """A short note of what kind of node this is, for its label."""
+    parts = []
+    if node._bf_async:
+        parts.append("async")
+    batch = node._bf_batch
+    if batch == "parallel":
+        parts.append("parallel batch")
+    elif batch == "sequential":
+        parts.append("batch")
+    parts.append("flow" if node._bf_is_flow else "node")
+    return " ".join(parts)
+
+
+def _text(value: str) -> str:
+    """Make a label safe inside mermaid's double quotes."""
+    return (
+        value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
+    )
+
+
+class _Drawing:
+    def __init__(self) -> None:
+        self.lines: list[str] = ["flowchart TD"]
+        self.ids: dict[int, str] = {}
+        self.count = 0
+        self.drawing: set[int] = set()  # flows whose graph is being drawn
+
+    def new_id(self, prefix: str) -> str:
+        self.count += 1
+        return f"{prefix}{self.count}"
+
+    def graph(self, start: Any, indent: str) -> None:
+        """Draw every node reachable from ``start``, then the edges between them."""
+        nodes = graph_of(start)
+        names = display_names(start)
+        for node in nodes:
+            self.node(node, names[id(node)], indent)
+        end_id: str | None = None
+        for node in nodes:
+            for action, successor in node.successors.items():
+                label = "" if action == DEFAULT_ACTION else f'|"{_text(action)}"|'
+                if successor is None:
+                    if end_id is None:
+                        end_id = self.new_id("end")
+                        self.lines.append(f'{indent}{end_id}(["end"])')
+                    target = end_id
+                else:
+                    target = self.ids[id(successor)]
+                self.lines.append(f"{indent}{self.ids[id(node)]} -->{label} {target}")
+
+    def node(self, node: Any, name: str, indent: str) -> None:
+        node_id = self.ids[id(node)] = self.new_id("n")
+        label = f"{_text(name)}<br/><small>{_kind(node)}</small>"
+        if node._bf_is_flow and node.start_node is not None and id(node) not in self.drawing:
+            self.drawing.add(id(node))
+            self.lines.append(f'{indent}subgraph {node_id} ["{label}"]')
+            self.lines.append(f"{indent}  direction TB")
+            self.graph(node.start_node, indent + "  ")
+            self.lines.append(f"{indent}end")
+            self.drawing.discard(id(node))
+        elif node._bf_batch != "single":
+            self.lines.append(f'{indent}{node_id}[["{label}"]]')
+        else:
+            self.lines.append(f'{indent}{node_id}["{label}"]')
+
+
+def to_mermaid(node: Any) -> str:
+    """Return a mermaid flowchart (``flowchart TD``) of ``node`` and what follows it.
+
+    For a flow, its own graph is drawn from its start node inside a subgraph;
+    for a plain node, the node and its successors.
+    """
+    drawing = _Drawing()
+    start = drawing.new_id("start")
+    drawing.lines.append(f"  {start}((start))")
+    drawing.graph(node, "  ")
+    drawing.lines.append(f"  {start} --> {drawing.ids[id(node)]}")
+    return "\n".join(drawing.lines) + "\n"

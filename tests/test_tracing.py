@@ -1,0 +1,301 @@
+"""The ready-made observers: JSONL trace, progress, OpenTelemetry spans, HTML timeline."""
+
+import asyncio
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from braidflow import (
+    AsyncFlow,
+    AsyncNode,
+    AsyncParallelBatchFlow,
+    AsyncParallelBatchNode,
+    Flow,
+    InvalidParameterError,
+    Limiter,
+    Node,
+)
+from braidflow.tracing import JSONLTrace, OpenTelemetry, Progress, Timeline
+from braidflow.tracing._timeline import CANCELLED, FAILED, ITEM, NODE, OK, WAIT, timeline_data
+
+
+class Items(AsyncParallelBatchNode):
+    """Three items: item 1 fails once then succeeds, item 2 always fails."""
+
+    async def prep_async(self, shared):
+        return [0, 1, 2]
+
+    async def exec_async(self, item):
+        await asyncio.sleep(0)
+        self.emit({"token": item})
+        if item == 1 and self.cur_retry == 0:
+            raise ConnectionError("flaky")
+        if item == 2:
+            raise ValueError("broken")
+        return item
+
+    async def post_async(self, shared, prep_res, exec_res):
+        shared["results"] = exec_res
+
+
+def sample_flow(limiter=None):
+    items = Items(name="items", max_retries=2, on_error="collect", limits=limiter)
+    return AsyncFlow(start=items, name="main")
+
+
+def test_importing_braidflow_and_its_tracing_package_pulls_in_no_integration():
+    code = (
+        "import sys, braidflow, braidflow.tracing; "
+        "loaded = [m for m in ('rich', 'opentelemetry') if m in sys.modules]; "
+        "print(loaded)"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert completed.stdout.strip() == "[]"
+
+
+# -- JSONLTrace --------------------------------------------------------------------------
+
+
+def test_jsonl_trace_writes_one_json_object_per_event(tmp_path):
+    path = tmp_path / "run.jsonl"
+    trace = JSONLTrace(path)
+    shared = {}
+    sample_flow().run(shared, observers=[trace])
+    records = [json.loads(line) for line in path.read_text().splitlines()]  # flushed at run end
+    assert records[0]["kind"] == "run_start"
+    assert records[-1]["kind"] == "run_end"
+    assert set(records[0]) == {
+        "kind",
+        "run_id",
+        "node",
+        "path",
+        "time",
+        "item",
+        "attempt",
+        "duration",
+        "error",
+        "data",
+    }
+    failure = next(r for r in records if r["kind"] == "error" and r["item"] == 2)
+    assert failure["error"] == {"type": "ValueError", "message": "broken"}
+    assert failure["path"] == ["main", "items"]
+    assert {r["data"]["token"] for r in records if r["kind"] == "emit"} == {0, 1, 2}
+    retry = next(r for r in records if r["kind"] == "retry" and r["item"] == 1)
+    assert (retry["item"], retry["attempt"], retry["data"]) == (1, 0, {"delay": 0})
+    trace.close()
+
+
+def test_jsonl_trace_writes_values_json_cannot_hold_as_their_repr(tmp_path):
+    class Emits(Node):
+        def exec(self, prep_res):
+            self.emit({1, 2})
+            self.emit(object)
+
+    with JSONLTrace(tmp_path / "t.jsonl") as trace:
+        Emits().run({}, observers=trace)
+    data = [json.loads(line)["data"] for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert "{1, 2}" in data
+    assert "<class 'object'>" in data
+
+
+def test_trace_paths_that_cannot_be_written_fail_before_the_run(tmp_path):
+    with pytest.raises(InvalidParameterError, match="does not exist"):
+        JSONLTrace(tmp_path / "missing" / "run.jsonl")
+    with pytest.raises(InvalidParameterError, match="is a directory"):
+        JSONLTrace(tmp_path)
+    with pytest.raises(InvalidParameterError, match="does not exist"):
+        Timeline(tmp_path / "missing" / "run.html")
+
+
+# -- Timeline -----------------------------------------------------------------------------
+
+
+def test_timeline_data_has_a_lane_per_step_and_item_with_marks(tmp_path):
+    recorded = []
+    limiter = Limiter(1, name="api")
+    sample_flow(limiter).run({}, observers=recorded.append)
+    data = timeline_data(recorded)
+    labels = [lane["label"] for lane in data["lanes"]]
+    assert labels[:2] == ["main", "main / items"]
+    assert {"items [0]", "items [1]", "items [2]"} <= set(labels)
+    outcomes = {data["lanes"][s[0]]["label"]: s[4] for s in data["spans"] if s[3] == ITEM}
+    assert outcomes == {"items [0]": OK, "items [1]": OK, "items [2]": FAILED}
+    assert any(s[3] == WAIT for s in data["spans"])
+    assert data["run"]["items"] == 3
+    assert data["run"]["failed"] == 1
+    assert data["run"]["retries"] == 2  # item 1 once, item 2 once before its fallback
+    assert all(0 <= s[1] <= s[2] <= data["run"]["duration"] for s in data["spans"])
+
+
+async def test_timeline_marks_cancelled_and_unfinished_work():
+    recorded = []
+    started = asyncio.Event()
+
+    class Waits(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return [0, 1]
+
+        async def exec_async(self, item):
+            started.set()
+            await asyncio.Event().wait()
+
+    run = asyncio.create_task(Waits().run_async({}, observers=recorded.append))
+    await started.wait()
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    data = timeline_data(recorded)
+    assert {s[4] for s in data["spans"] if s[3] == ITEM} == {CANCELLED}
+    assert {s[4] for s in data["spans"] if s[3] == NODE} == {CANCELLED}
+    assert "CancelledError" in data["run"]["error"]
+
+
+def test_timeline_writes_one_self_contained_page_at_run_end(tmp_path):
+    path = tmp_path / "run.html"
+    timeline = Timeline(path, title="sample <run>")
+    sample_flow().run({}, observers=[timeline])
+    page = path.read_text()
+    assert "<title>sample &lt;run&gt;</title>" in page
+    for fetch in ("http://", "https://", "<link", "src="):
+        assert fetch not in page
+    data = json.loads(page.split('type="application/json">')[1].split("</script>")[0])
+    assert data["run"]["name"] == "main"
+
+
+# -- Progress -----------------------------------------------------------------------------
+
+
+def test_progress_shows_each_batch_with_done_total_and_failures():
+    from rich.console import Console
+
+    console = Console(record=True, force_terminal=True, width=140)
+    progress = Progress(console=console)
+    sample_flow().run({}, observers=[progress])
+    text = console.export_text()
+    assert "main / items" in text
+    assert "3/3" in text
+    assert "1 failed" in text
+
+
+def test_progress_is_quiet_when_the_output_is_not_a_terminal():
+    from rich.console import Console
+
+    output = io.StringIO()
+    sample_flow().run({}, observers=[Progress(console=Console(file=output))])
+    assert output.getvalue() == ""
+
+
+def test_progress_counts_lazy_input_without_a_total():
+    from rich.console import Console
+
+    class Lazy(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return (n for n in range(4))
+
+        async def exec_async(self, item):
+            return item
+
+    console = Console(record=True, force_terminal=True, width=140)
+    Lazy(name="lazy").run({}, observers=[Progress(console=console)])
+    assert "4/?" in console.export_text()
+
+
+# -- OpenTelemetry -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def spans():
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+def test_opentelemetry_nests_run_flow_node_and_item_spans(spans):
+    provider, exporter = spans
+    limiter = Limiter(1, name="api")
+    sample_flow(limiter).run({}, observers=[OpenTelemetry(tracer_provider=provider)])
+    finished = {span.name: span for span in exporter.get_finished_spans()}
+    run, main, items = finished["braidflow run main"], finished["main"], finished["items"]
+    assert main.parent.span_id == run.context.span_id
+    assert items.parent.span_id == main.context.span_id
+    for index in range(3):
+        assert finished[f"items[{index}]"].parent.span_id == items.context.span_id
+    assert finished["items[0]"].attributes["braidflow.outcome"] == "ok"
+    assert finished["items[1]"].attributes["braidflow.attempts"] == 2
+    assert [e.name for e in finished["items[1]"].events].count("retry") == 1
+    failed = finished["items[2]"]
+    assert failed.attributes["braidflow.outcome"] == "error"
+    assert failed.status.status_code.name == "ERROR"
+    assert any(e.name == "exception" for e in failed.events)
+    assert any(e.name == "limiter_wait" for s in finished.values() for e in s.events)
+    assert all(span.end_time >= span.start_time for span in finished.values())
+
+
+async def test_opentelemetry_parents_sub_flow_steps_on_their_parameter_set(spans):
+    provider, exporter = spans
+
+    class Step(AsyncNode):
+        pass
+
+    class Sets(AsyncParallelBatchFlow):
+        async def prep_async(self, shared):
+            return [{"n": 0}, {"n": 1}]
+
+    await Sets(start=Step(name="step"), name="sets").run_async(
+        {}, observers=OpenTelemetry(tracer_provider=provider)
+    )
+    finished = exporter.get_finished_spans()
+    by_id = {span.context.span_id: span for span in finished}
+    steps = [span for span in finished if span.name == "step"]
+    assert len(steps) == 2
+    assert sorted(by_id[span.parent.span_id].name for span in steps) == ["sets[0]", "sets[1]"]
+
+
+def test_a_sync_flow_is_traced_too(spans):
+    provider, exporter = spans
+
+    class Step(Node):
+        pass
+
+    first = Step(name="a")
+    first >> Step(name="b")
+    Flow(start=first, name="sync").run({}, observers=[OpenTelemetry(tracer_provider=provider)])
+    assert sorted(span.name for span in exporter.get_finished_spans()) == [
+        "a",
+        "b",
+        "braidflow run sync",
+        "sync",
+    ]
+
+
+def test_jsonl_lines_are_the_records_json_would_write(tmp_path):
+    from braidflow._events import make_event
+    from braidflow.tracing._jsonl import event_record
+
+    trace = JSONLTrace(tmp_path / "t.jsonl")
+    samples = [
+        make_event("run_start", "abc", "main", ("main",), 1.5),
+        make_event(
+            "emit", "abc", 'say "hi"', ("main", 'say "hi"'), 2.0, 3, 0, None, None, {"t": [1]}
+        ),
+        make_event(
+            "item_end", "abc", "x", ("x",), 2.5, 7, None, 0.25, ValueError("bad\nline"), None
+        ),
+        make_event("emit", "abc", "é", ("é",), 3.0, None, None, None, None, object),
+    ]
+    for event in samples:
+        assert json.loads(trace._line(event)) == json.loads(
+            json.dumps(event_record(event), default=repr)
+        )
+    trace.close()
