@@ -51,7 +51,7 @@ class Event:
         data: For ``emit``, what the node emitted; for ``retry``,
             ``{"delay": seconds}``; for ``limiter_wait``,
             ``{"limiters": [names]}``; for ``item_start`` of a batch whose
-            input is a list, ``{"total": n}``; else ``None``.
+            input has a length (a list, a range), ``{"total": n}``; else ``None``.
     """
 
     kind: str

@@ -12,7 +12,7 @@ import asyncio
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Sized
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -222,7 +222,7 @@ def observe_items(run: Run, node: BaseNode, run_item: Any, items: Any, is_async:
     name = node._display_name()
     path = PATH.get() or (name,)
     flow = node._bf_is_flow
-    total = len(items) if type(items) is list or type(items) is tuple else None
+    total = len(items) if isinstance(items, Sized) and not hasattr(items, "__next__") else None
     data = {"total": total} if total is not None else None
     if is_async:
 

@@ -50,8 +50,9 @@ class Progress:
             TextColumn("{task.fields[failed]}"),
             TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
-            TextColumn("left"),
+            TextColumn("·"),
             TimeRemainingColumn(),
+            TextColumn("left"),
             console=self.console,
             transient=transient,
         )
