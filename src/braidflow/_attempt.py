@@ -32,6 +32,7 @@ __all__ = [
     "cancelled_error",
     "fallback_async",
     "fallback_sync",
+    "own_cancellation",
     "run_is_cancelled",
 ]
 
@@ -53,6 +54,17 @@ def cancelled_error(node: BaseNode, cancel: BaseException, index: int | None) ->
     )
     error.__cause__ = cancel
     return error
+
+
+def own_cancellation(
+    node: BaseNode, cancel: BaseException, index: int | None
+) -> NodeCancelledError:
+    """Classify a ``CancelledError`` caught around a node's code: if the run is
+    being cancelled, re-raise it; else it is the node's own, and its failure
+    is returned. Call it from the ``except`` clause that caught ``cancel``."""
+    if run_is_cancelled():
+        raise cancel
+    return cancelled_error(node, cancel, index)
 
 
 def _timeout_error(node: BaseNode, timeout: float, attempt: int, index: Any) -> NodeTimeoutError:
@@ -297,9 +309,7 @@ async def attempt_async(
         except Exception as error:
             failure = error
         except asyncio.CancelledError as cancel:
-            if run_is_cancelled():
-                raise
-            failure = cancelled_error(node, cancel, index)
+            failure = own_cancellation(node, cancel, index)
         if run_is_cancelled():
             raise failure  # the run is stopping: no fallback
         return await fallback_async(node, item, failure, index, 0, shared, offload)
@@ -346,9 +356,7 @@ async def attempt_async(
             except Exception as error:
                 failure = error
             except asyncio.CancelledError as cancel:
-                if run_is_cancelled():
-                    raise
-                failure = cancelled_error(node, cancel, index)
+                failure = own_cancellation(node, cancel, index)
             finally:
                 HELD.reset(holding)
                 if not abandoned:
@@ -390,9 +398,7 @@ async def _limited_async(
     except Exception as error:
         failure = error
     except asyncio.CancelledError as cancel:
-        if run_is_cancelled():
-            raise
-        failure = cancelled_error(node, cancel, index)
+        failure = own_cancellation(node, cancel, index)
     finally:
         HELD.reset(holding)
         release_all(limits)

@@ -58,8 +58,12 @@ def _steps(flow: Flow, params: dict[str, Any], run: Run | None) -> Steps:
     return action
 
 
-def _label_step_error(error: BaseException, flow: Flow, node: BaseNode) -> None:
-    add_note(error, f"{node._describe()} failed in {flow._describe()}")
+def _step_failed(flow: Flow, node: BaseNode, step: StepScope | None, error: BaseException) -> None:
+    """Say where a step failed, in a note and (if observed) in its events."""
+    if not isinstance(error, asyncio.CancelledError):
+        add_note(error, f"{node._describe()} failed in {flow._describe()}")
+    if step is not None:
+        step.end(error)
 
 
 class Flow(BaseNode):
@@ -149,15 +153,11 @@ class Flow(BaseNode):
             try:
                 action = node._run(shared)
             except Exception as error:
-                _label_step_error(error, self, node)
-                if step is not None:
-                    step.end(error)
+                _step_failed(self, node, step, error)
                 raise
             except asyncio.CancelledError as cancel:  # sync code: never the run's own
                 stray = cancelled_error(node, cancel, None)
-                _label_step_error(stray, self, node)
-                if step is not None:
-                    step.end(stray)
+                _step_failed(self, node, step, stray)
                 raise stray from cancel
             if step is not None:
                 step.end()
@@ -203,19 +203,14 @@ class Flow(BaseNode):
                     else:
                         action = await node._run_in_loop(shared, offload)
             except Exception as error:
-                _label_step_error(error, self, node)
-                if step is not None:
-                    step.end(error)
+                _step_failed(self, node, step, error)
                 raise
             except asyncio.CancelledError as cancel:
                 if run_is_cancelled():
-                    if step is not None:
-                        step.end(cancel)
+                    _step_failed(self, node, step, cancel)
                     raise
                 stray = cancelled_error(node, cancel, None)
-                _label_step_error(stray, self, node)
-                if step is not None:
-                    step.end(stray)
+                _step_failed(self, node, step, stray)
                 raise stray from cancel
             if step is not None:
                 step.end()
