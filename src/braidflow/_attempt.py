@@ -24,7 +24,7 @@ from ._run import PATH, Run, observed
 from ._threads import Abandoned, call_in_thread, lending_slot, run_in_thread
 
 if TYPE_CHECKING:
-    from ._node import BaseNode
+    from ._lifecycle import Lifecycle
 
 __all__ = [
     "attempt_async",
@@ -43,7 +43,9 @@ def run_is_cancelled() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-def cancelled_error(node: BaseNode, cancel: BaseException, index: int | None) -> NodeCancelledError:
+def cancelled_error(
+    node: Lifecycle, cancel: BaseException, index: int | None
+) -> NodeCancelledError:
     """The failure that stands for a ``CancelledError`` a node raised by itself."""
     where = f" on item {index}" if index is not None else ""
     error = NodeCancelledError(
@@ -57,7 +59,7 @@ def cancelled_error(node: BaseNode, cancel: BaseException, index: int | None) ->
 
 
 def own_cancellation(
-    node: BaseNode, cancel: BaseException, index: int | None
+    node: Lifecycle, cancel: BaseException, index: int | None
 ) -> NodeCancelledError:
     """Classify a ``CancelledError`` caught around a node's code: if the run is
     being cancelled, re-raise it; else it is the node's own, and its failure
@@ -67,7 +69,7 @@ def own_cancellation(
     return cancelled_error(node, cancel, index)
 
 
-def _timeout_error(node: BaseNode, timeout: float, attempt: int, index: Any) -> NodeTimeoutError:
+def _timeout_error(node: Lifecycle, timeout: float, attempt: int, index: Any) -> NodeTimeoutError:
     where = f" item {index}" if index is not None else ""
     return NodeTimeoutError(
         f"{node._describe()}{where}: exec attempt {attempt + 1} timed out after {timeout:g} s",
@@ -78,7 +80,7 @@ def _timeout_error(node: BaseNode, timeout: float, attempt: int, index: Any) -> 
     )
 
 
-def _check_retry_options(node: BaseNode) -> None:
+def _check_retry_options(node: Lifecycle) -> None:
     """Check ``max_retries`` and ``wait`` where they are read: a subclass may set
     them after the constructor checked its arguments."""
     if node._bf_retry is not None:
@@ -115,7 +117,7 @@ class _Attempts:
 
     __slots__ = ("node", "state", "token")
 
-    def __init__(self, node: BaseNode, index: int | None) -> None:
+    def __init__(self, node: Lifecycle, index: int | None) -> None:
         _check_retry_options(node)
         self.node = node
         self.state = AttemptState(node, index)
@@ -156,7 +158,7 @@ class _Attempts:
 
 
 def _label_failure(
-    node: BaseNode, raised: BaseException, error: BaseException, index: Any, attempt: int
+    node: Lifecycle, raised: BaseException, error: BaseException, index: Any, attempt: int
 ) -> None:
     """Say where a final failure happened: on which item, after which attempt."""
     parts = []
@@ -179,7 +181,7 @@ def _label_failure(
 # -- sync driver: code with no event loop ---------------------------------------
 
 
-def attempt_sync(node: BaseNode, item: Any, index: int | None, shared: Any) -> Any:
+def attempt_sync(node: Lifecycle, item: Any, index: int | None, shared: Any) -> Any:
     """Run one item's exec attempts in the calling thread; return its result."""
     plan = node._bf_plan
     call = getattr(node, plan.exec)
@@ -227,7 +229,7 @@ def attempt_sync(node: BaseNode, item: Any, index: int | None, shared: Any) -> A
 
 
 def fallback_sync(
-    node: BaseNode, item: Any, error: Exception, index: Any, attempt: int, shared: Any
+    node: Lifecycle, item: Any, error: Exception, index: Any, attempt: int, shared: Any
 ) -> Any:
     """Hand the final failure to the node's fallback; label what escapes it."""
     plan = node._bf_plan
@@ -255,7 +257,7 @@ def _try_all(limiters: Sequence[Limiter]) -> int:
 
 
 async def _hold_rest(
-    limiters: Sequence[Limiter], taken: int, node: BaseNode, index: int | None, attempt: int
+    limiters: Sequence[Limiter], taken: int, node: Lifecycle, index: int | None, attempt: int
 ) -> None:
     """Wait on the loop for the limiters after the first ``taken`` (already held);
     if the wait is cancelled, give those back too."""
@@ -272,7 +274,7 @@ async def _hold_rest(
 
 def _waited(
     run: Run,
-    node: BaseNode,
+    node: Lifecycle,
     limiters: Sequence[Limiter],
     index: int | None,
     attempt: int,
@@ -290,7 +292,7 @@ def _waited(
 
 
 async def attempt_async(
-    node: BaseNode, item: Any, index: int | None, shared: Any, offload: bool = False
+    node: Lifecycle, item: Any, index: int | None, shared: Any, offload: bool = False
 ) -> Any:
     """Run one item's exec attempts on the loop; sync ``exec`` runs in a thread
     if ``offload`` (or to be timed). Return the item's result."""
@@ -373,7 +375,7 @@ async def attempt_async(
 
 
 async def _limited_async(
-    node: BaseNode,
+    node: Lifecycle,
     call: Any,
     args: tuple[Any, ...],
     item: Any,
@@ -408,7 +410,7 @@ async def _limited_async(
 
 
 async def fallback_async(
-    node: BaseNode,
+    node: Lifecycle,
     item: Any,
     error: Exception,
     index: Any,
