@@ -406,6 +406,49 @@ def stop_waiters(impl: str, size: int) -> dict[str, float]:
     return {"stop_s": asyncio.run(main())}
 
 
+def branches(impl: str, size: int, big: bool = False) -> dict[str, float]:
+    """Fork/join of `size` trivial branches, many times: microseconds per branch.
+    With `big`, shared also holds a 10 MB value that no branch touches."""
+    runs = max(20, 2000 // size)
+    if impl == "pocketflow":
+        raise NotImplementedError("PocketFlow cannot run different nodes at once")
+    if impl == "asyncio":
+
+        async def branch(shared: dict[str, Any], index: int) -> None:
+            shared[f"b{index}"] = index
+
+        async def once(shared: dict[str, Any]) -> None:
+            await asyncio.gather(*(branch(shared, index) for index in range(size)))
+
+    else:
+        lib = importlib.import_module(impl)
+
+        class Branch(lib.AsyncNode):  # type: ignore[misc, name-defined]
+            async def post_async(self, shared: Any, prep_res: Any, exec_res: Any) -> None:
+                shared[self.name] = True
+
+        flow = lib.AsyncFlow(start=lib.Parallel(*(Branch(name=f"b{i}") for i in range(size))))
+
+        async def once(shared: dict[str, Any]) -> None:
+            await flow.run_async(shared)
+
+    async def main() -> float:
+        shared: dict[str, Any] = {"blob": {"data": list(range(1_250_000))}} if big else {}
+        await once(shared)
+        timings = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            await once(shared)
+            timings.append(time.perf_counter() - started)
+        return statistics.median(timings)
+
+    return {"us_per_branch": asyncio.run(main()) / size * 1e6}
+
+
+def branches_big(impl: str, size: int) -> dict[str, float]:
+    return branches(impl, size, big=True)
+
+
 def sync_chain(impl: str, size: int) -> dict[str, float]:
     runs = 20
     if impl == "asyncio":  # the raw baseline here is three plain calls per node
@@ -489,6 +532,8 @@ WORKLOADS: dict[str, Callable[[str, int], dict[str, float]]] = {
     "subflows": subflows,
     "items": items,
     "items_limited": items_limited,
+    "branches": branches,
+    "branches_big": branches_big,
     "stop_waiters": stop_waiters,
 }
 
@@ -506,6 +551,9 @@ PLAN = [
     ("items", 100_000, "100k items, no sleep"),
     ("items_limited", 100_000, "same, each through a Limiter(10,000)"),
     ("stop_waiters", 50_000, "50k items queued on a Limiter(100), one fails"),
+    ("branches", 2, "fork/join of 2 trivial branches"),
+    ("branches", 16, "fork/join of 16 trivial branches"),
+    ("branches_big", 16, "same, shared holds 10 MB no branch touches"),
 ]
 QUICK_SIZES = {
     ("chain", 1000): 200,

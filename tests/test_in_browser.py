@@ -150,6 +150,20 @@ def test_ten_thousand_items_pack_into_a_few_lanes_and_unpack_on_request(browser,
     assert problems == []
 
 
+def test_branches_are_lanes_of_their_own(browser, tmp_path):
+    from braidflow import Parallel
+
+    path = tmp_path / "run.html"
+    fan_out = Parallel(make_items(2)(name="left"), make_items(2)(name="right"), name="both")
+    run_flow(AsyncFlow(start=fan_out, name="main"), [Timeline(path)])
+    page, problems = open_page(browser, path)
+    labels = page.locator(".lane-label").all_inner_texts()
+    assert "main / both / left" in labels
+    assert "main / both / right" in labels
+    assert "branch" in page.locator("#legend").inner_text()
+    assert problems == []
+
+
 MERMAID_JS = os.environ.get("BRAIDFLOW_MERMAID_JS", "")
 
 

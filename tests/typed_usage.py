@@ -7,7 +7,7 @@ this file fails the type check if the generics stop catching these mistakes.
 
 from typing import Any
 
-from braidflow import AsyncNode, AsyncParallelBatchNode, BatchNode, Flow, Node
+from braidflow import AsyncNode, AsyncParallelBatchNode, BatchNode, Flow, Node, Parallel
 
 Shared = dict[str, Any]
 
@@ -64,3 +64,6 @@ class AsyncExecTakesTheWrongType(AsyncNode[int, int]):
 greet = Greet()
 chained: Greet = greet >> Greet()  # >> returns its right operand, typed
 flow = Flow(start=greet)
+join: Parallel = greet >> [Greet(), Greet()]  # a fan-out returns its join point
+after_join: Greet = join >> Greet()
+on_action: Parallel = greet - "both" >> [Greet(), Greet()]

@@ -4,11 +4,15 @@ PocketFlow's programming model (``import braidflow as pocketflow`` works)
 on one engine, with bounded, safe and visible concurrency.
 """
 
+from types import FunctionType as _FunctionType
+
 from ._batch import Failure as Failure
+from ._branches import Parallel as Parallel
 from ._errors import AsyncUsageError as AsyncUsageError
 from ._errors import BatchItemsError as BatchItemsError
 from ._errors import BraidflowError as BraidflowError
 from ._errors import InvalidParameterError as InvalidParameterError
+from ._errors import MergeConflict as MergeConflict
 from ._errors import NodeCancelledError as NodeCancelledError
 from ._errors import NodeDefinitionError as NodeDefinitionError
 from ._errors import NodeTimeoutError as NodeTimeoutError
@@ -24,6 +28,8 @@ from ._flow import BatchFlow as BatchFlow
 from ._flow import Flow as Flow
 from ._limits import Limiter as Limiter
 from ._limits import LimiterStatistics as LimiterStatistics
+from ._merge import MISSING as MISSING
+from ._merge import SharedView as SharedView
 from ._node import AsyncBatchNode as AsyncBatchNode
 from ._node import AsyncNode as AsyncNode
 from ._node import AsyncParallelBatchNode as AsyncParallelBatchNode
@@ -71,16 +77,20 @@ __all__ = [
     "InvalidParameterError",
     "Limiter",
     "LimiterStatistics",
+    "MISSING",
+    "MergeConflict",
     "Node",
     "NodeCancelledError",
     "NodeDefinitionError",
     "NodeTimeoutError",
     "Observer",
+    "Parallel",
     "ParallelBatchNode",
     "PendingRun",
     "Retry",
     "RunError",
     "SetupError",
+    "SharedView",
     "WiringError",
     "thread_limiter",
 ]
@@ -88,6 +98,6 @@ __all__ = [
 # Public objects report the public module, so reprs and docs point users here.
 for _name in __all__:
     _object = globals()[_name]
-    if getattr(_object, "__module__", "").startswith("braidflow."):
+    if isinstance(_object, type | _FunctionType) and _object.__module__.startswith("braidflow."):
         _object.__module__ = "braidflow"
 del _name, _object

@@ -114,7 +114,7 @@ def _bound(node: Any) -> int | None:
             "or None for no bound",
             node=node._display_name(),
         )
-    if limit is None and not node._bf_async:
+    if limit is None and not node._bf_async and node._bf_batch == PARALLEL:
         return default_thread_count()  # a sync parallel node: one thread per item in flight
     return limit
 
@@ -220,6 +220,7 @@ async def run_parallel_async(
     run_item: RunItemAsync,
     keep: bool,
     direct: Callable[[Any], Coroutine[Any, Any, Any]] | None = None,
+    observe: bool = True,
 ) -> list[Any] | None:
     """Run items concurrently in a task group, at most ``node.max_concurrency`` at once.
 
@@ -233,7 +234,7 @@ async def run_parallel_async(
     """
     limit = _bound(node)
     collect = node._bf_on_error == "collect"
-    run = observed()
+    run = observed() if observe else None
     if run is not None:  # each item emits events: no bare exec per item then
         run_item = observe_items(run, node, run_item, items, True)
         direct = None

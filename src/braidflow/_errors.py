@@ -11,6 +11,7 @@ Every exception braidflow raises derives from :class:`BraidflowError`::
     ├── RunError                   (also RuntimeError) a run cannot go on
     │   ├── AsyncUsageError        async work entered through a sync door
     │   ├── BatchItemsError        (also TypeError) prep gave no usable items
+    │   ├── MergeConflict          branches changed one key, with no rule to combine
     │   └── NodeCancelledError     a node's own code raised CancelledError
     └── NodeTimeoutError           (also TimeoutError) an exec attempt ran too long
 
@@ -26,6 +27,7 @@ __all__ = [
     "BatchItemsError",
     "BraidflowError",
     "InvalidParameterError",
+    "MergeConflict",
     "NodeCancelledError",
     "NodeDefinitionError",
     "NodeTimeoutError",
@@ -89,6 +91,23 @@ class BatchItemsError(RunError, TypeError):
     def __init__(self, message: str, *, node: str | None = None, item_index: int | None = None):
         super().__init__(message, node=node)
         self.item_index = item_index
+
+
+class MergeConflict(RunError):
+    """Parallel branches changed one key of ``shared`` and no merge rule says how
+    to combine their values (or the rule given cannot).
+
+    Attributes:
+        key: The key of the shared store.
+        branches: The names of the branches that changed it, in branch order.
+    """
+
+    def __init__(
+        self, message: str, *, key: object, branches: list[str], node: str | None = None
+    ) -> None:
+        super().__init__(message, node=node)
+        self.key = key
+        self.branches = branches
 
 
 class NodeCancelledError(RunError):

@@ -23,6 +23,8 @@ EVENT_KINDS: Final = (
     "error",
     "limiter_wait",
     "emit",
+    "branch_start",
+    "branch_end",
 )
 
 
@@ -33,7 +35,7 @@ class Event:
     Attributes:
         kind: One of ``run_start``, ``run_end``, ``node_start``, ``node_end``,
             ``item_start``, ``item_end``, ``retry``, ``error``,
-            ``limiter_wait``, ``emit``.
+            ``limiter_wait``, ``emit``, ``branch_start``, ``branch_end``.
         run_id: The run's id (``run_start`` gives it first).
         node: The display name of the node (for run events, the node or flow
             the run started from). Two different nodes with one name in one

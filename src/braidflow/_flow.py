@@ -22,6 +22,7 @@ from ._batch import (
     run_sequential_sync,
 )
 from ._errors import AsyncUsageError, BatchItemsError, InvalidParameterError, WiringError, add_note
+from ._merge import SharedView, apply_changes, check_rules, merge
 from ._node import UNSET, AsyncNode, BaseNode
 from ._plan import copy_node, default
 from ._run import PATH, Run, StepScope, observed
@@ -79,6 +80,8 @@ class Flow(BaseNode):
 
     _bf_is_flow = True
     offload_sync: bool = False
+    _bf_isolate: bool = False
+    _bf_merge: dict[str, Any] = {}  # noqa: RUF012 - read only; __init__ sets its own
 
     def __init__(
         self,
@@ -88,14 +91,33 @@ class Flow(BaseNode):
         max_concurrency: int | None = UNSET,
         on_error: str = UNSET,
         offload_sync: bool = False,
+        isolate: bool = False,
+        merge: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(name=name, max_concurrency=max_concurrency, on_error=on_error)
+        if isinstance(start, list | tuple):
+            from ._branches import Parallel
+
+            start = Parallel(*start)
         if start is not None and not isinstance(start, Wirable):
             raise WiringError(
                 f"{self._describe()}: start must be a node or flow, got {type(start).__name__}",
                 node=self._display_name(),
             )
         self.start_node = start
+        if (isolate or merge is not None) and self._bf_batch != PARALLEL:
+            raise InvalidParameterError(
+                f"{self._describe()}: isolate= and merge= are for AsyncParallelBatchFlow, whose "
+                "sub-flows run at the same time; other flows run one step at a time",
+                node=self._display_name(),
+            )
+        if merge is not None and not isolate:
+            raise InvalidParameterError(
+                f"{self._describe()}: merge= applies to isolated sub-flows; add isolate=True",
+                node=self._display_name(),
+            )
+        self._bf_isolate = bool(isolate)
+        self._bf_merge = check_rules(merge, self._describe())
         if offload_sync and not self._bf_async:
             raise InvalidParameterError(
                 f"{self._describe()}: offload_sync=True is for AsyncFlow; a synchronous "
@@ -271,7 +293,28 @@ class Flow(BaseNode):
         if batch == SEQUENTIAL:
             return await run_sequential_async(self, items, run_item, False)
         collect = self._bf_on_error == "collect"
-        return await run_parallel_async(self, items, run_item, collect)
+        if not self._bf_isolate:  # PocketFlow's way: every sub-flow writes to one shared dict
+            return await run_parallel_async(self, items, run_item, collect)
+        views: dict[int, SharedView] = {}
+
+        async def run_isolated(item: Any, index: int) -> Any:
+            view = SharedView(shared)
+            try:
+                result = await walk(view, self._item_params(item, index))
+            except Exception as error:
+                self._label_param_set_error(error, item, index)
+                raise
+            views[index] = view  # only a sub-flow that finished is merged
+            return result
+
+        results = await run_parallel_async(self, items, run_isolated, collect)
+        changes = [(f"param set {index}", views[index].changes()) for index in sorted(views)]
+        try:
+            apply_changes(shared, merge(shared, changes, self._bf_merge))
+        except Exception as error:
+            add_note(error, f"while merging the sub-flows of {self._describe()}")
+            raise
+        return results
 
 
 class BatchFlow(Flow):
@@ -309,6 +352,13 @@ class AsyncParallelBatchFlow(AsyncFlow, BatchFlow):
     as on :class:`AsyncParallelBatchNode`. Under ``on_error="collect"``,
     ``post`` receives one entry per parameter set: the sub-flow's last action,
     or a :class:`Failure`.
+
+    By default every sub-flow writes to the one ``shared`` dict, as in
+    PocketFlow, so concurrent sub-flows can overwrite each other. With
+    ``isolate=True`` each sub-flow works on its own view of ``shared`` (as a
+    branch of :class:`Parallel` does) and their changes are merged when all
+    are done, in parameter-set order, by the rules in ``merge=``; a key
+    changed by two sub-flows without a rule raises :class:`MergeConflict`.
     """
 
     _bf_batch = PARALLEL

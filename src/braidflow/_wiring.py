@@ -11,11 +11,12 @@ import itertools
 import sys
 import warnings
 import weakref
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._errors import WiringError
 
 if TYPE_CHECKING:
+    from ._branches import Parallel
     from ._node import BaseNode
 
 __all__ = [
@@ -40,10 +41,17 @@ class Wirable:
     def _display_name(self) -> str:  # overridden by BaseNode
         return type(self).__name__
 
-    def next(self, node: _Target, action: str = DEFAULT_ACTION) -> _Target:
+    @overload
+    def next(self, node: list[BaseNode] | tuple[BaseNode, ...], action: str = ...) -> Parallel: ...
+    @overload
+    def next(self, node: _Target, action: str = ...) -> _Target: ...
+
+    def next(self, node: Any, action: str = DEFAULT_ACTION) -> Any:
         """Make ``node`` the successor for ``action``; return ``node`` so chains read left to right.
 
-        ``None`` as the node marks an explicit end for that action.
+        ``None`` as the node marks an explicit end for that action. A list of
+        nodes fans out: they run as parallel branches (:class:`Parallel`), and
+        the ``Parallel`` is returned, so ``a >> [b, c] >> d`` runs ``d`` after both.
 
         Raises:
             WiringError: If ``action`` is not a string or ``node`` is not a node,
@@ -55,6 +63,10 @@ class Wirable:
                 f"{action!r} of type {type(action).__name__}",
                 node=self._display_name(),
             )
+        if isinstance(node, list | tuple):
+            from ._branches import Parallel  # the fan-out needs the engine, not the reverse
+
+            node = Parallel(*node)
         if node is not None and not isinstance(node, Wirable):
             raise WiringError(
                 f"Successor of {self._display_name()!r} for action {action!r} must be a node, "
@@ -67,11 +79,16 @@ class Wirable:
             warnings.warn(
                 f"Overwriting successor for action '{action}'", stacklevel=3 if via_operator else 2
             )
-        self.successors[action] = node
+        self.successors[action] = node  # type: ignore[assignment]  # a node, checked above
         changed()
         return node
 
-    def __rshift__(self, other: _Target) -> _Target:
+    @overload
+    def __rshift__(self, other: list[BaseNode] | tuple[BaseNode, ...]) -> Parallel: ...
+    @overload
+    def __rshift__(self, other: _Target) -> _Target: ...
+
+    def __rshift__(self, other: Any) -> Any:
         return self.next(other)
 
     def __sub__(self, action: str) -> _ConditionalTransition:
@@ -93,7 +110,12 @@ class _ConditionalTransition:
         self.src = src
         self.action = action
 
-    def __rshift__(self, target: _Target) -> _Target:
+    @overload
+    def __rshift__(self, target: list[BaseNode] | tuple[BaseNode, ...]) -> Parallel: ...
+    @overload
+    def __rshift__(self, target: _Target) -> _Target: ...
+
+    def __rshift__(self, target: Any) -> Any:
         return self.src.next(target, self.action)
 
 

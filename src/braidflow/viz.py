@@ -20,6 +20,9 @@ def _kind(node: Any) -> str:
     if node._bf_async:
         parts.append("async")
     batch = node._bf_batch
+    if batch == "branches":
+        count = len(node.branches)
+        return f"{count} parallel branches, joined"
     if batch == "parallel":
         parts.append("parallel batch")
     elif batch == "sequential":
@@ -65,10 +68,31 @@ class _Drawing:
                     target = self.ids[id(successor)]
                 self.lines.append(f"{indent}{self.ids[id(node)]} -->{label} {target}")
 
+    def branches(self, node: Any, node_id: str, label: str, indent: str) -> None:
+        """A fan-out: a fork, each branch's graph, and a join after the ends."""
+        self.drawing.add(id(node))
+        inner = indent + "  "
+        self.lines.append(f'{indent}subgraph {node_id} ["{label}"]')
+        self.lines.append(f"{inner}direction TB")
+        fork, join = self.new_id("fork"), self.new_id("join")
+        self.lines.append(f"{inner}{fork}((fork))")
+        for head in node.branches:
+            self.graph(head, inner)
+            self.lines.append(f"{inner}{fork} --> {self.ids[id(head)]}")
+        self.lines.append(f"{inner}{join}((join))")
+        for head in node.branches:
+            for member in graph_of(head):
+                if not any(successor is not None for successor in member.successors.values()):
+                    self.lines.append(f"{inner}{self.ids[id(member)]} --> {join}")
+        self.lines.append(f"{indent}end")
+        self.drawing.discard(id(node))
+
     def node(self, node: Any, name: str, indent: str) -> None:
         node_id = self.ids[id(node)] = self.new_id("n")
         label = f"{_text(name)}<br/><small>{_kind(node)}</small>"
-        if node._bf_is_flow and node.start_node is not None and id(node) not in self.drawing:
+        if node._bf_batch == "branches" and id(node) not in self.drawing:
+            self.branches(node, node_id, label, indent)
+        elif node._bf_is_flow and node.start_node is not None and id(node) not in self.drawing:
             self.drawing.add(id(node))
             self.lines.append(f'{indent}subgraph {node_id} ["{label}"]')
             self.lines.append(f"{indent}  direction TB")

@@ -122,10 +122,11 @@ class _RunSpans:
             "braidflow.node": event.node,
             "braidflow.path": "/".join(path),
         }
-        if kind == "node_start":
-            span = self.child(event.node, self.parent_of(path), event, attributes)
+        if kind in ("node_start", "branch_start"):
+            title = event.node if kind == "node_start" else f"branch {event.node}"
+            span = self.child(title, self.parent_of(path), event, attributes)
             self.nodes.setdefault(path, []).append(span)
-        elif kind == "node_end":
+        elif kind in ("node_end", "branch_end"):
             stack = self.nodes.get(path)
             if stack:
                 self.finish(stack.pop(), event)

@@ -23,7 +23,7 @@ from ._files import writable_path
 __all__ = ["Timeline", "timeline_data"]
 
 # Span types and outcomes, as the page's script reads them.
-NODE, ITEM, WAIT = 0, 1, 2
+NODE, ITEM, WAIT, BRANCH = 0, 1, 2, 3
 OK, FAILED, CANCELLED, UNFINISHED = 0, 1, 2, 3
 RETRY, ERROR, EMIT = 0, 1, 2
 _MOST_POINTS = 2000  # of the in-flight strip
@@ -91,14 +91,15 @@ def timeline_data(events: list[Event]) -> dict[str, Any]:
         at = event.time - origin
         end = max(end, at)
         kind, path = event.kind, event.path
-        if kind == "node_start":
+        if kind in ("node_start", "branch_start"):
             open_nodes.setdefault(path, []).append((at, build.node_lane(path)))
-        elif kind == "node_end" and open_nodes.get(path):
+        elif kind in ("node_end", "branch_end") and open_nodes.get(path):
             began, lane = open_nodes[path].pop()
-            text = f"{' / '.join(path)} · {_ms(at - began)}"
+            shape = BRANCH if kind == "branch_end" else NODE
+            text = f"{'branch ' if shape == BRANCH else ''}{' / '.join(path)} · {_ms(at - began)}"
             if event.error is not None:
                 text += f" · {_describe_error(event.error)}"
-            build.spans.append([lane, began, at, NODE, _outcome(event.error), build.note(text)])
+            build.spans.append([lane, began, at, shape, _outcome(event.error), build.note(text)])
         elif kind == "item_start" and event.item is not None:
             open_items[(path, event.item)] = (at, build.item_lane(path, event.item))
         elif kind == "item_end" and event.item is not None and (path, event.item) in open_items:

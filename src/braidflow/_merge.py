@@ -1,0 +1,317 @@
+"""Isolated views of ``shared`` for concurrent branches, and merging them at the join.
+
+A :class:`SharedView` reads through to the store as it was at the fork and
+keeps its own writes. A value is copied the first time the branch touches it
+(containers only: dicts, lists, sets and the like, recursively; other objects
+are shared), so in-place changes stay in the branch and untouched values cost
+nothing. At the join, :func:`merge` applies what each branch changed, and
+refuses two branches changing one key unless a rule says how to combine them.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from typing import Any, Final
+
+from ._errors import InvalidParameterError, MergeConflict
+
+__all__ = ["MERGE_RULES", "MISSING", "SharedView", "check_rules", "merge"]
+
+
+class _Missing:
+    """The value of a key that is not there: absent before the fork, or deleted."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "braidflow.MISSING"
+
+    def __reduce__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final[Any] = _Missing()
+
+_ATOMIC = (str, int, float, complex, bool, bytes, type(None), frozenset, range)
+
+
+def data_copy(value: Any, memo: dict[int, Any] | None = None) -> Any:
+    """Copy the containers of ``value`` (dicts, lists, sets, deques, bytearrays,
+    tuples holding any of them), recursively; share every other object.
+
+    Plain data is isolated this way, while clients, locks and models held in
+    the store are not copied (they could not be, or should not be).
+    """
+    if isinstance(value, _ATOMIC):
+        return value
+    if memo is None:
+        memo = {}
+    seen = memo.get(id(value))
+    if seen is not None:
+        return seen
+    copied: Any
+    if isinstance(value, dict):
+        copied = copy.copy(value)
+        memo[id(value)] = copied
+        for key in copied:
+            copied[key] = data_copy(copied[key], memo)
+    elif isinstance(value, list | deque):
+        copied = copy.copy(value)
+        memo[id(value)] = copied
+        for index, item in enumerate(copied):
+            copied[index] = data_copy(item, memo)
+    elif isinstance(value, set | bytearray):
+        copied = memo[id(value)] = copy.copy(value)
+    elif type(value) is tuple:
+        items = tuple(data_copy(item, memo) for item in value)
+        copied = items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+        memo[id(value)] = copied
+    else:
+        return value
+    return copied
+
+
+def _unchanged(now: Any, before: Any) -> bool:
+    try:
+        return bool(now == before)
+    except Exception:  # some values cannot say (arrays): count them as changed
+        return False
+
+
+class SharedView(MutableMapping[Any, Any]):
+    """What a branch sees as ``shared``: the store as it was at the fork, plus
+    the branch's own writes. A ``MutableMapping``, not a ``dict``: ``dict(view)``
+    makes one."""
+
+    __slots__ = ("_base", "_copied", "_deleted", "_local", "_written")
+
+    def __init__(self, base: MutableMapping[Any, Any]) -> None:
+        self._base = base
+        self._local: dict[Any, Any] = {}  # written, or copied on first read
+        self._copied: dict[Any, Any] = {}  # key -> the value it was copied from
+        self._deleted: set[Any] = set()
+        self._written: set[Any] = set()
+
+    def __getitem__(self, key: Any) -> Any:
+        local = self._local
+        if key in local:
+            return local[key]
+        if key in self._deleted:
+            raise KeyError(key)
+        value = self._base[key]
+        copied = data_copy(value)
+        if copied is not value:
+            local[key] = copied
+            self._copied[key] = value
+        return copied
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._local[key] = value
+        self._copied.pop(key, None)
+        self._deleted.discard(key)
+        self._written.add(key)
+
+    def __delitem__(self, key: Any) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self._local.pop(key, None)
+        self._copied.pop(key, None)
+        self._deleted.add(key)
+        self._written.add(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._local or (key not in self._deleted and key in self._base)
+
+    def __iter__(self) -> Iterator[Any]:
+        local, deleted = self._local, self._deleted
+        for key in self._base:
+            if key not in deleted:
+                yield key
+        for key in local:
+            if key not in self._base:
+                yield key
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return f"<SharedView of {len(self)} keys, {len(self.changes())} changed>"
+
+    def changes(self) -> dict[Any, Any]:
+        """What this branch changed: each key whose value now differs from its
+        value at the fork (set, deleted as ``MISSING``, or changed in place),
+        with its value now. Writing back an equal value is no change."""
+        base = self._base
+        changed = {}
+        for key in self._written:
+            now = self._local.get(key, MISSING)
+            before = base[key] if key in base else MISSING
+            if now is MISSING or before is MISSING:
+                if now is not before:
+                    changed[key] = now
+            elif not _unchanged(now, before):
+                changed[key] = now
+        for key, before in self._copied.items():
+            now = self._local[key]
+            if not _unchanged(now, before):
+                changed[key] = now
+        return changed
+
+
+# -- merge rules ---------------------------------------------------------------------
+
+
+def _extend(key: Any, before: Any, values: list[tuple[str, Any]]) -> Any:
+    start = [] if before is MISSING else before
+    merged = list(start)
+    for name, value in values:
+        if not isinstance(value, list) or len(value) < len(start) or value[: len(start)] != start:
+            raise MergeConflict(
+                f"merge rule 'extend' for key {key!r}: branch {name!r} did not only append to "
+                "the list (it changed, removed or replaced what was there)",
+                key=key,
+                branches=[n for n, _ in values],
+            )
+        merged.extend(value[len(start) :])
+    return merged
+
+
+def _sum(key: Any, before: Any, values: list[tuple[str, Any]]) -> Any:
+    start = 0 if before is MISSING else before
+    total = start
+    for name, value in values:
+        if value is MISSING:
+            raise MergeConflict(
+                f"merge rule 'sum' for key {key!r}: branch {name!r} deleted the key",
+                key=key,
+                branches=[n for n, _ in values],
+            )
+        total = total + (value - start)
+    return total
+
+
+def _update(key: Any, before: Any, values: list[tuple[str, Any]]) -> Any:
+    start: dict[Any, Any] = {} if before is MISSING else before
+    merged = dict(start)
+    setters: dict[Any, str] = {}
+    for name, value in values:
+        if not isinstance(value, Mapping):
+            raise MergeConflict(
+                f"merge rule 'update' for key {key!r}: branch {name!r} left a "
+                f"{type(value).__name__} there, not a dict",
+                key=key,
+                branches=[n for n, _ in values],
+            )
+        touched = [k for k in value if k not in start or not _unchanged(value[k], start[k])]
+        touched += [k for k in start if k not in value]
+        for inner in touched:
+            if inner in setters:
+                raise MergeConflict(
+                    f"key {key!r}[{inner!r}] was changed by branches {setters[inner]!r} and "
+                    f"{name!r}; the 'update' rule merges different keys only",
+                    key=key,
+                    branches=[setters[inner], name],
+                )
+            setters[inner] = name
+            if inner in value:
+                merged[inner] = value[inner]
+            else:
+                merged.pop(inner, None)
+    return merged
+
+
+def _last(key: Any, before: Any, values: list[tuple[str, Any]]) -> Any:
+    return values[-1][1]
+
+
+MERGE_RULES: Final[dict[str, Callable[[Any, Any, list[tuple[str, Any]]], Any]]] = {
+    "extend": _extend,
+    "sum": _sum,
+    "update": _update,
+    "last": _last,
+}
+
+Rule = str | Callable[[Any, list[Any]], Any]
+
+
+def check_rules(rules: Any, owner: str) -> dict[str, Rule]:
+    """Check ``merge=`` where it is given.
+
+    Raises:
+        InvalidParameterError: If it is not a dict of key names to a rule name
+            or a function, naming what is wrong.
+    """
+    if rules is None:
+        return {}
+    if not isinstance(rules, Mapping):
+        raise InvalidParameterError(
+            f"{owner}: merge={rules!r} must be a dict of shared-store keys to merge rules"
+        )
+    for key, rule in rules.items():
+        if not isinstance(key, str):
+            raise InvalidParameterError(
+                f"{owner}: merge rule for {key!r} ({type(key).__name__}): keys of merge= "
+                "must be the string keys of the shared store"
+            )
+        if isinstance(rule, str):
+            if rule not in MERGE_RULES:
+                raise InvalidParameterError(
+                    f"{owner}: merge rule {rule!r} for key {key!r} is not one of "
+                    f"{', '.join(map(repr, MERGE_RULES))}, or a function"
+                )
+        elif not callable(rule):
+            raise InvalidParameterError(
+                f"{owner}: merge rule for key {key!r} must be a rule name or a function "
+                "(value before the fork, list of the branches' values) -> merged value"
+            )
+    return dict(rules)
+
+
+def merge(
+    before: Mapping[Any, Any], changes: Sequence[tuple[str, dict[Any, Any]]], rules: dict[str, Rule]
+) -> dict[Any, Any]:
+    """Combine the branches' changes, in branch order, into one set of changes.
+
+    A key changed by one branch takes that branch's value (``MISSING`` for a
+    deletion); a key changed by several is combined by its rule.
+
+    Raises:
+        MergeConflict: For a key changed by several branches and no rule, or
+            changes a rule cannot combine.
+    """
+    writers: dict[Any, list[tuple[str, Any]]] = {}
+    for name, changed in changes:
+        for key, value in changed.items():
+            writers.setdefault(key, []).append((name, value))
+    merged: dict[Any, Any] = {}
+    for key, values in writers.items():
+        if len(values) == 1:
+            merged[key] = values[0][1]
+            continue
+        rule = rules.get(key)
+        names = [name for name, _ in values]
+        if rule is None:
+            shown = ", ".join(repr(name) for name in names)
+            raise MergeConflict(
+                f"key {key!r} was written by branches {shown}; declare how to combine them, "
+                f"e.g. merge={{{key!r}: 'extend' | 'sum' | 'update' | 'last' | function}}",
+                key=key,
+                branches=names,
+            )
+        start = before[key] if key in before else MISSING
+        if isinstance(rule, str):
+            merged[key] = MERGE_RULES[rule](key, start, values)
+        else:
+            merged[key] = rule(start, [value for _, value in values])
+    return merged
+
+
+def apply_changes(target: MutableMapping[Any, Any], changes: Mapping[Any, Any]) -> None:
+    """Write merged changes into the store (or the view) the fork started from."""
+    for key, value in changes.items():
+        if value is MISSING:
+            target.pop(key, None)
+        else:
+            target[key] = value
