@@ -327,7 +327,7 @@ def test_run_accepts_the_early_shared_storage_keyword():
     assert shared["value"] == 3
     assert Add(1).run(shared={"value": 0}) is None
     with pytest.raises(TypeError, match="unexpected keyword"):
-        Flow(start=Add(2)).run(store={})
+        Flow(start=Add(2)).run(storage={})
     with pytest.raises(TypeError, match="needs the shared store"):
         Flow(start=Add(2)).run()
 

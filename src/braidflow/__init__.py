@@ -8,16 +8,22 @@ from types import FunctionType as _FunctionType
 
 from ._batch import Failure as Failure
 from ._branches import Parallel as Parallel
+from ._durable import interrupt as interrupt
+from ._durable import recorded_events as recorded_events
 from ._errors import AsyncUsageError as AsyncUsageError
 from ._errors import BatchItemsError as BatchItemsError
 from ._errors import BraidflowError as BraidflowError
+from ._errors import CheckpointError as CheckpointError
 from ._errors import InvalidParameterError as InvalidParameterError
 from ._errors import MergeConflict as MergeConflict
 from ._errors import NodeCancelledError as NodeCancelledError
 from ._errors import NodeDefinitionError as NodeDefinitionError
 from ._errors import NodeTimeoutError as NodeTimeoutError
+from ._errors import ResumeError as ResumeError
 from ._errors import RunError as RunError
 from ._errors import SetupError as SetupError
+from ._errors import StoreError as StoreError
+from ._errors import Suspended as Suspended
 from ._errors import WiringError as WiringError
 from ._events import Event as Event
 from ._events import Observer as Observer
@@ -39,8 +45,12 @@ from ._node import Node as Node
 from ._node import ParallelBatchNode as ParallelBatchNode
 from ._policy import Retry as Retry
 from ._run import PendingRun as PendingRun
+from ._store import MemoryStore as MemoryStore
+from ._store import RunRecord as RunRecord
+from ._store import Store as Store
 from ._threads import thread_limiter as thread_limiter
 from ._wiring import _ConditionalTransition as _ConditionalTransition
+from .stores import SQLiteStore as SQLiteStore
 
 # Names the other seed documents use for the same classes: one line each.
 BatchAsyncFlow = AsyncBatchFlow  # PocketFlow's early docs
@@ -70,6 +80,7 @@ __all__ = [
     "BatchItemsError",
     "BatchNode",
     "BraidflowError",
+    "CheckpointError",
     "Event",
     "Failure",
     "Flow",
@@ -78,6 +89,7 @@ __all__ = [
     "Limiter",
     "LimiterStatistics",
     "MISSING",
+    "MemoryStore",
     "MergeConflict",
     "Node",
     "NodeCancelledError",
@@ -87,11 +99,19 @@ __all__ = [
     "Parallel",
     "ParallelBatchNode",
     "PendingRun",
+    "ResumeError",
     "Retry",
     "RunError",
+    "RunRecord",
+    "SQLiteStore",
     "SetupError",
     "SharedView",
+    "Store",
+    "StoreError",
+    "Suspended",
     "WiringError",
+    "interrupt",
+    "recorded_events",
     "thread_limiter",
 ]
 

@@ -18,9 +18,10 @@ from typing import Any
 
 from ._attempt import cancelled_error, run_is_cancelled
 from ._context import GATES
+from ._durable import checkpointed_items
 from ._errors import BatchItemsError, InvalidParameterError, add_note
 from ._limits import Limiter
-from ._run import observe_items, observed
+from ._run import RUN, observe_items
 from ._taskgroup import TaskGroup
 
 __all__ = [
@@ -138,12 +139,26 @@ async def _closing(items: Any) -> AsyncIterator[None]:
             _close_sync(items)
 
 
+def _wrapped(
+    node: Any, run_item: Any, items: Any, is_async: bool, observe: bool, checkpoint: bool
+) -> Any:
+    """The per-item function with what the run needs around it: events, if it
+    is observed; checkpoints (outermost, so replayed items emit nothing), if
+    it is durable. Unchanged for a plain run."""
+    run = RUN.get()
+    if run is None:
+        return run_item
+    if observe and run.observers:
+        run_item = observe_items(run, node, run_item, items, is_async)
+    if checkpoint and run.durable is not None:
+        run_item = checkpointed_items(run.durable, node, run_item, is_async)
+    return run_item
+
+
 def run_sequential_sync(node: Any, items: Iterable[Any], run_item: RunItemSync, keep: bool) -> Any:
     """Run items one after another; return their results in order if ``keep``."""
     _no_bound_here(node)
-    run = observed()
-    if run is not None:
-        run_item = observe_items(run, node, run_item, items, False)
+    run_item = _wrapped(node, run_item, items, False, True, True)
     try:
         if keep:
             return [run_item(item, index) for index, item in enumerate(items)]
@@ -157,9 +172,7 @@ def run_sequential_sync(node: Any, items: Iterable[Any], run_item: RunItemSync, 
 async def run_sequential_async(node: Any, items: Any, run_item: RunItemAsync, keep: bool) -> Any:
     """Await items one after another, from an iterable or an async iterator."""
     _no_bound_here(node)
-    run = observed()
-    if run is not None:
-        run_item = observe_items(run, node, run_item, items, True)
+    run_item = _wrapped(node, run_item, items, True, True, True)
     results: list[Any] | None = [] if keep else None
     async with _closing(items):
         if hasattr(items, "__aiter__"):
@@ -221,6 +234,7 @@ async def run_parallel_async(
     keep: bool,
     direct: Callable[[Any], Coroutine[Any, Any, Any]] | None = None,
     observe: bool = True,
+    checkpoint: bool = True,
 ) -> list[Any] | None:
     """Run items concurrently in a task group, at most ``node.max_concurrency`` at once.
 
@@ -234,10 +248,9 @@ async def run_parallel_async(
     """
     limit = _bound(node)
     collect = node._bf_on_error == "collect"
-    run = observed() if observe else None
-    if run is not None:  # each item emits events: no bare exec per item then
-        run_item = observe_items(run, node, run_item, items, True)
-        direct = None
+    wrapped = _wrapped(node, run_item, items, True, observe, checkpoint)
+    if wrapped is not run_item:  # items emit events or checkpoints: no bare exec then
+        run_item, direct = wrapped, None
     results: list[Any] = []
     tasks: list[asyncio.Task[Any]] | None = [] if keep and not collect else None
 

@@ -13,12 +13,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from ._batch import Failure, run_parallel_async
+from ._durable import STEP
 from ._errors import InvalidParameterError, WiringError, add_note
 from ._flow import Flow
 from ._merge import SharedView, apply_changes, check_rules, merge
 from ._node import BaseNode
 from ._plan import default
-from ._run import PATH, Run, observed
+from ._run import PATH, RUN, Run
 from ._threads import run_to_completion
 from ._wiring import Wirable
 
@@ -169,36 +170,61 @@ class Parallel(BaseNode):
         walkers = self._bf_walkers
         views = [SharedView(shared) for _ in walkers]
         params = self.params
-        run = observed()
+        run = RUN.get()
+        observing = run if run is not None and run.observers else None
+        durable = run.durable if run is not None else None
+        stage = STEP.get()
         path = PATH.get() or (self._display_name(),)
+        # Resuming: a branch that finished before is not run again; its
+        # recorded changes are merged as its view's would be.
+        finished: dict[int, dict[Any, Any]] = {}
+        if durable is not None:
+            for index in range(len(walkers)):
+                done, _, changes = durable.branch(stage, index)
+                if done:
+                    finished[index] = changes
 
         async def run_branch(index: int, _: int) -> Any:
-            scope = _BranchScope(run, names[index], (*path, names[index])) if run else None
+            scope = (
+                _BranchScope(observing, names[index], (*path, names[index])) if observing else None
+            )
+            frame = STEP.set(f"{stage}/b{index}:{names[index]}") if durable else None
             try:
                 result = await walkers[index]._walk_async(views[index], params, offload, sync_only)
+                if durable is not None:
+                    durable.branch_done(stage, index, names[index], self, result, views[index])
             except BaseException as error:
                 if isinstance(error, Exception):
                     add_note(error, f"branch {names[index]!r} of {self._describe()} failed")
                 if scope is not None:
                     scope.end(error)
                 raise
+            finally:
+                if frame is not None:
+                    STEP.reset(frame)
             if scope is not None:
                 scope.end()
             return result
 
+        to_run = [index for index in range(len(walkers)) if index not in finished]
         results = await run_parallel_async(
-            self, list(range(len(walkers))), run_branch, True, observe=False
+            self, to_run, run_branch, True, observe=False, checkpoint=False
         )
         assert results is not None  # keep=True
+        outcome = dict(zip(to_run, results, strict=True))
         failures = [
             Failure(result.error, names[index], index)
-            for index, result in enumerate(results)
+            for index, result in outcome.items()
             if isinstance(result, Failure)
         ]
         failed = {failure.index for failure in failures}
-        changes = [(names[i], view.changes()) for i, view in enumerate(views) if i not in failed]
+        branch_changes = [
+            (names[i], finished[i] if i in finished else views[i].changes())
+            for i in range(len(walkers))
+            if i not in failed
+        ]
         try:
-            merged = merge(shared, changes, self._bf_merge)
+            merged = merge(shared, branch_changes, self._bf_merge)
         except Exception as error:
             add_note(error, f"while joining the branches of {self._describe()}")
             raise

@@ -10,10 +10,14 @@ Every exception braidflow raises derives from :class:`BraidflowError`::
     │   └── NodeDefinitionError    (also TypeError) a node class that cannot run
     ├── RunError                   (also RuntimeError) a run cannot go on
     │   ├── AsyncUsageError        async work entered through a sync door
+    │   ├── CheckpointError        a durable run could not save a value
+    │   ├── ResumeError            a stored run does not fit the flow resuming it
     │   ├── BatchItemsError        (also TypeError) prep gave no usable items
     │   ├── MergeConflict          branches changed one key, with no rule to combine
     │   └── NodeCancelledError     a node's own code raised CancelledError
-    └── NodeTimeoutError           (also TimeoutError) an exec attempt ran too long
+    ├── NodeTimeoutError           (also TimeoutError) an exec attempt ran too long
+    ├── StoreError                 a store cannot do what was asked (unknown run, ...)
+    └── Suspended                  a durable run stopped to wait for input (interrupt)
 
 Exceptions raised by user code (``prep``, ``exec``, ``post`` ...) are never
 wrapped, so ``except ValueError`` keeps working; instead braidflow adds a
@@ -26,13 +30,17 @@ __all__ = [
     "AsyncUsageError",
     "BatchItemsError",
     "BraidflowError",
+    "CheckpointError",
     "InvalidParameterError",
     "MergeConflict",
     "NodeCancelledError",
     "NodeDefinitionError",
     "NodeTimeoutError",
+    "ResumeError",
     "RunError",
     "SetupError",
+    "StoreError",
+    "Suspended",
     "WiringError",
 ]
 
@@ -152,6 +160,56 @@ class NodeTimeoutError(BraidflowError, TimeoutError):
         self.timeout = timeout
         self.attempt = attempt
         self.item_index = item_index
+
+
+class CheckpointError(RunError):
+    """A durable run could not save a value: it cannot be serialized (JSON by
+    default), or a key of ``shared`` is not a string. The run stops there, so
+    nothing is silently lost.
+
+    Attributes:
+        key: The key of ``shared`` (or ``None`` for a batch item's result).
+    """
+
+    def __init__(self, message: str, *, node: str | None = None, key: object = None) -> None:
+        super().__init__(message, node=node)
+        self.key = key
+
+
+class ResumeError(RunError):
+    """A stored run cannot be resumed by this flow: its graph changed since the
+    run was recorded, or a batch's items are not the ones recorded."""
+
+
+class StoreError(BraidflowError):
+    """A store cannot do what was asked: an unknown run id, a completed run, a
+    run id already used, a run another live process is resuming, a file that
+    is not a braidflow store (or from a newer version).
+
+    Attributes:
+        run_id: The run concerned, or ``None``.
+    """
+
+    def __init__(self, message: str, *, run_id: str | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+class Suspended(BraidflowError):
+    """A durable run stopped to wait for input: a node called
+    ``braidflow.interrupt(prompt)``. The run is stored as ``waiting``; resume it
+    with ``flow.resume(run_id, store=..., input=answer)``.
+
+    Attributes:
+        run_id: The run to resume.
+        node: The node that asked (its path, ``/``-joined).
+        prompt: What it asked.
+    """
+
+    def __init__(self, message: str, *, run_id: str, node: str, prompt: object) -> None:
+        super().__init__(message, node=node)
+        self.run_id = run_id
+        self.prompt = prompt
 
 
 def add_note(error: BaseException, text: str) -> None:

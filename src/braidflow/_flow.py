@@ -21,11 +21,12 @@ from ._batch import (
     run_sequential_async,
     run_sequential_sync,
 )
+from ._durable import STEP, Durable
 from ._errors import AsyncUsageError, BatchItemsError, InvalidParameterError, WiringError, add_note
 from ._merge import SharedView, apply_changes, check_rules, merge
 from ._node import UNSET, AsyncNode, BaseNode
 from ._plan import copy_node, default
-from ._run import PATH, Run, StepScope, observed
+from ._run import PATH, RUN, Run, StepScope
 from ._wiring import Wirable, route
 
 __all__ = ["AsyncBatchFlow", "AsyncFlow", "AsyncParallelBatchFlow", "BatchFlow", "Flow"]
@@ -57,6 +58,39 @@ def _steps(flow: Flow, params: dict[str, Any], run: Run | None) -> Steps:
         action = yield node
         node = flow.get_next_node(node, action)
     return action
+
+
+class _Checkpoints:
+    """A walk's part of a durable run: it skips the steps that finished before
+    (resuming) and records each step that finishes now."""
+
+    __slots__ = ("durable", "frame", "position", "recorded", "token")
+
+    def __init__(self, durable: Durable) -> None:
+        self.durable = durable
+        self.frame = STEP.get()
+        self.recorded = durable.steps_in(self.frame)
+        self.position = 0
+
+    def replayed(self, node: BaseNode, shared: Any) -> tuple[bool, Any]:
+        """If this step finished before, skip it: ``(True, its action)``."""
+        if self.position >= len(self.recorded):
+            return False, None
+        action = self.durable.replay(self.recorded[self.position], node, shared)
+        self.position += 1
+        return True, action
+
+    def start(self, node: BaseNode) -> None:
+        key = f"{self.frame}/{self.position}:{node._display_name()}"
+        self.durable.at = key
+        self.token = STEP.set(key)
+
+    def stop(self) -> None:
+        STEP.reset(self.token)
+
+    def done(self, node: BaseNode, action: Any, shared: Any) -> None:
+        self.durable.step_done(self.frame, self.position, node, action, shared)
+        self.position += 1
 
 
 def _step_failed(flow: Flow, node: BaseNode, step: StepScope | None, error: BaseException) -> None:
@@ -158,8 +192,11 @@ class Flow(BaseNode):
     @default
     def _orch(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
         """Walk the graph synchronously; return the last action."""
-        run = observed()
-        send = _steps(self, params or {**self.params}, run).send
+        run = RUN.get()
+        observing = run if run is not None and run.observers else None
+        durable = run.durable if run is not None else None
+        checkpoints = _Checkpoints(durable) if durable is not None else None
+        send = _steps(self, params or {**self.params}, run if observing or durable else None).send
         path = PATH.get()
         action = None
         while True:
@@ -169,11 +206,25 @@ class Flow(BaseNode):
                 return stop.value
             if node._bf_async:
                 raise self._reached_async(node)
+            if checkpoints is not None:
+                skipped, recorded = checkpoints.replayed(node, shared)
+                if skipped:
+                    action = recorded
+                    continue
+                checkpoints.start(node)
             step = (
-                StepScope(run, node._display_name(), (*path, node._display_name())) if run else None
+                StepScope(observing, node._display_name(), (*path, node._display_name()))
+                if observing
+                else None
             )
             try:
-                action = node._run(shared)
+                try:
+                    action = node._run(shared)
+                finally:
+                    if checkpoints is not None:
+                        checkpoints.stop()
+                if checkpoints is not None:
+                    checkpoints.done(node, action, shared)
             except Exception as error:
                 _step_failed(self, node, step, error)
                 raise
@@ -198,8 +249,11 @@ class Flow(BaseNode):
         """The async driver of the walk, for async flows and, inside async code,
         for sync flows too (``sync_only``), so that their limiter waits and retry
         delays happen on the loop and their steps can be offloaded to threads."""
-        run = observed()
-        send = _steps(self, params or {**self.params}, run).send
+        run = RUN.get()
+        observing = run if run is not None and run.observers else None
+        durable = run.durable if run is not None else None
+        checkpoints = _Checkpoints(durable) if durable is not None else None
+        send = _steps(self, params or {**self.params}, run if observing or durable else None).send
         path = PATH.get()
         action = None
         while True:
@@ -207,23 +261,37 @@ class Flow(BaseNode):
                 node = send(action)
             except StopIteration as stop:
                 return stop.value
+            if checkpoints is not None:
+                skipped, recorded = checkpoints.replayed(node, shared)
+                if skipped:
+                    action = recorded
+                    continue
+                checkpoints.start(node)
             step = (
-                StepScope(run, node._display_name(), (*path, node._display_name())) if run else None
+                StepScope(observing, node._display_name(), (*path, node._display_name()))
+                if observing
+                else None
             )
             try:
-                if node._bf_async:
-                    if sync_only:
-                        raise self._reached_async(node)
-                    action = await node._run_async(shared)
-                else:
-                    offload = node._bf_offload
-                    if offload is None:
-                        # Limited sync code is typically an API call: off the loop.
-                        offload = offload_default or bool(node._bf_limits)
-                    if not offload and node._bf_single_exec and node._is_simple():
-                        action = node._run(shared)
+                try:
+                    if node._bf_async:
+                        if sync_only:
+                            raise self._reached_async(node)
+                        action = await node._run_async(shared)
                     else:
-                        action = await node._run_in_loop(shared, offload)
+                        offload = node._bf_offload
+                        if offload is None:
+                            # Limited sync code is typically an API call: off the loop.
+                            offload = offload_default or bool(node._bf_limits)
+                        if not offload and node._bf_single_exec and node._is_simple():
+                            action = node._run(shared)
+                        else:
+                            action = await node._run_in_loop(shared, offload)
+                finally:
+                    if checkpoints is not None:
+                        checkpoints.stop()
+                if checkpoints is not None:
+                    checkpoints.done(node, action, shared)
             except Exception as error:
                 _step_failed(self, node, step, error)
                 raise
@@ -296,6 +364,12 @@ class Flow(BaseNode):
         if not self._bf_isolate:  # PocketFlow's way: every sub-flow writes to one shared dict
             return await run_parallel_async(self, items, run_item, collect)
         views: dict[int, SharedView] = {}
+        run = RUN.get()
+        durable = run.durable if run is not None else None
+        stage = STEP.get()
+        # Resuming: sub-flows that finished before are skipped (by the item
+        # checkpoints); their recorded changes are merged instead of a view's.
+        recorded = durable.items_in(stage) if durable is not None else set()
 
         async def run_isolated(item: Any, index: int) -> Any:
             view = SharedView(shared)
@@ -304,11 +378,23 @@ class Flow(BaseNode):
             except Exception as error:
                 self._label_param_set_error(error, item, index)
                 raise
+            if durable is not None:  # before the item's own checkpoint: no loss either way
+                durable.store.append(
+                    durable.run_id, [durable.changes_row(stage, index, view, self)]
+                )
             views[index] = view  # only a sub-flow that finished is merged
             return result
 
+        def changes_of(index: int) -> dict[Any, Any]:
+            if index in views:
+                return views[index].changes()
+            assert durable is not None  # only a resumed run has recorded sub-flows
+            return durable.recorded_changes(stage, index)
+
         results = await run_parallel_async(self, items, run_isolated, collect)
-        changes = [(f"param set {index}", views[index].changes()) for index in sorted(views)]
+        changes = [
+            (f"param set {index}", changes_of(index)) for index in sorted(set(views) | recorded)
+        ]
         try:
             apply_changes(shared, merge(shared, changes, self._bf_merge))
         except Exception as error:

@@ -85,7 +85,7 @@ class SharedView(MutableMapping[Any, Any]):
     the branch's own writes. A ``MutableMapping``, not a ``dict``: ``dict(view)``
     makes one."""
 
-    __slots__ = ("_base", "_copied", "_deleted", "_local", "_written")
+    __slots__ = ("_base", "_bf_last", "_copied", "_deleted", "_dirty", "_local", "_written")
 
     def __init__(self, base: MutableMapping[Any, Any]) -> None:
         self._base = base
@@ -93,8 +93,16 @@ class SharedView(MutableMapping[Any, Any]):
         self._copied: dict[Any, Any] = {}  # key -> the value it was copied from
         self._deleted: set[Any] = set()
         self._written: set[Any] = set()
+        self._dirty: set[Any] = set()  # touched since the last checkpoint (durable runs)
+        self._bf_last: dict[Any, bytes] = {}
+
+    def take_dirty(self) -> set[Any]:
+        """The keys touched since the last call (durable runs checkpoint those)."""
+        dirty, self._dirty = self._dirty, set()
+        return dirty
 
     def __getitem__(self, key: Any) -> Any:
+        self._dirty.add(key)
         local = self._local
         if key in local:
             return local[key]
@@ -108,6 +116,7 @@ class SharedView(MutableMapping[Any, Any]):
         return copied
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        self._dirty.add(key)
         self._local[key] = value
         self._copied.pop(key, None)
         self._deleted.discard(key)
@@ -116,6 +125,7 @@ class SharedView(MutableMapping[Any, Any]):
     def __delitem__(self, key: Any) -> None:
         if key not in self:
             raise KeyError(key)
+        self._dirty.add(key)
         self._local.pop(key, None)
         self._copied.pop(key, None)
         self._deleted.add(key)

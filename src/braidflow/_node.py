@@ -26,13 +26,15 @@ from ._batch import (
     SINGLE,
 )
 from ._context import ATTEMPT
+from ._durable import NO_ANSWER
 from ._errors import InvalidParameterError, add_note, has_note
 from ._events import Event
 from ._lifecycle import Lifecycle
 from ._limits import Limiter, ordered
 from ._plan import Plan, default, has_plain_copy
 from ._policy import Retry
-from ._run import ITEM, PATH, PendingRun, RunScope, observed, observers_of
+from ._run import ITEM, PATH, PendingRun, RunScope, observed
+from ._store import Store
 from ._stream import stream_events
 from ._wiring import Wirable, changed
 from .viz import to_mermaid
@@ -293,7 +295,16 @@ class BaseNode(Lifecycle, Wirable):
                 warnings.warn(f"Node won't run successors. Use {flow_kind}.", stacklevel=3)
                 return
 
-    def run(self, shared: Any = UNSET, *, observers: Any = None, **legacy: Any) -> Any:
+    def run(
+        self,
+        shared: Any = UNSET,
+        *,
+        observers: Any = None,
+        store: Store | None = None,
+        run_id: str | None = None,
+        record_events: bool = False,
+        **legacy: Any,
+    ) -> Any:
         """Run this node (or flow) once on ``shared`` and return its action.
 
         A synchronous node or flow runs to completion and returns its action.
@@ -308,36 +319,122 @@ class BaseNode(Lifecycle, Wirable):
             shared: The shared store.
             observers: Objects with an ``on_event(event)`` method, or callables,
                 that receive the run's :class:`Event` objects as they happen.
+            store: Make the run durable: record it in this :class:`Store`
+                (``SQLiteStore(path)``) as it goes, so that it can be resumed
+                after a crash, a failure or an ``interrupt``. ``shared`` must
+                then be a dict; it is updated when the run ends.
+            run_id: The durable run's id; default: a new unique one (errors,
+                :class:`Suspended`, events and ``store.runs()`` carry it).
+            record_events: Keep the run's events in the store too.
 
         Raises:
             InvalidParameterError: For an observer that can receive nothing,
-                before the run starts.
+                or a bad store option, before the run starts.
+            Suspended: If a node called ``braidflow.interrupt``.
         """
         shared = self._shared_argument(shared, legacy)
-        observers_of(observers, self)  # a bad observer fails before anything runs
+        scope = RunScope(
+            self, shared, observers, store=store, run_id=run_id, record_events=record_events
+        )
         if self._bf_async:
             self._warn_unreachable_successors("AsyncFlow")
             if asyncio._get_running_loop() is None:
-                return asyncio.run(self._run_top_async(shared, observers))
-            return PendingRun(self, shared, observers)
+                return asyncio.run(self._run_top_async(scope))
+            return PendingRun(self, lambda: self._run_top_async(scope))
         self._warn_unreachable_successors("Flow")
-        with RunScope(self, observers):
-            try:
-                return self._run(shared)
-            except Exception as error:
-                self._label_top_error(error)
-                raise
+        return self._run_top_sync(scope)
 
-    async def run_async(self, shared: Any = UNSET, *, observers: Any = None, **legacy: Any) -> Any:
+    async def run_async(
+        self,
+        shared: Any = UNSET,
+        *,
+        observers: Any = None,
+        store: Store | None = None,
+        run_id: str | None = None,
+        record_events: bool = False,
+        **legacy: Any,
+    ) -> Any:
         """Run this node (or flow) once on ``shared`` inside a running event loop.
 
         A synchronous node or flow runs too: its limiters are awaited on the
         loop, and its blocking code runs in a thread if it asks to be offloaded.
-        ``observers`` as for :meth:`run`.
+        The options are those of :meth:`run`.
         """
         shared = self._shared_argument(shared, legacy)
+        scope = RunScope(
+            self, shared, observers, store=store, run_id=run_id, record_events=record_events
+        )
         self._warn_unreachable_successors("AsyncFlow")
-        return await self._run_top_async(shared, observers)
+        return await self._run_top_async(scope)
+
+    def resume(
+        self,
+        run_id: str,
+        *,
+        store: Store,
+        input: Any = NO_ANSWER,
+        observers: Any = None,
+        record_events: bool = False,
+    ) -> Any:
+        """Resume a stored run of this flow; return its final ``shared``.
+
+        ``shared`` is rebuilt from the store; every step, batch item and branch
+        that finished is skipped, and the run goes on from where it stopped
+        (a batch in progress runs only its missing items; its ``prep`` runs
+        again to get them). For a run waiting at an ``interrupt``, ``input`` is
+        what that ``interrupt(...)`` call returns this time. Returns an
+        awaitable inside a running event loop, as :meth:`run` does.
+
+        Raises:
+            StoreError: For an unknown or completed run, or one that another
+                live process is running.
+            ResumeError: If the flow's graph changed since the run was recorded,
+                or a batch's ``prep`` gives other items than it did.
+            Suspended: If the run stops again at an ``interrupt``.
+        """
+        scope = self._resume_scope(run_id, store, input, observers, record_events)
+        if self._bf_async:
+            if asyncio._get_running_loop() is None:
+                return asyncio.run(self._resume_top_async(scope))
+            return PendingRun(self, lambda: self._resume_top_async(scope))
+        self._run_top_sync(scope)
+        return dict(dict.items(scope.working))
+
+    async def resume_async(
+        self,
+        run_id: str,
+        *,
+        store: Store,
+        input: Any = NO_ANSWER,
+        observers: Any = None,
+        record_events: bool = False,
+    ) -> Any:
+        """Resume a stored run inside a running event loop; see :meth:`resume`."""
+        scope = self._resume_scope(run_id, store, input, observers, record_events)
+        return await self._resume_top_async(scope)
+
+    def _resume_scope(
+        self, run_id: Any, store: Any, answer: Any, observers: Any, record_events: bool
+    ) -> RunScope:
+        if store is None:
+            raise InvalidParameterError(
+                f"{self._describe()}: resume() needs the store the run was recorded in",
+                node=self._display_name(),
+            )
+        return RunScope(
+            self,
+            None,
+            observers,
+            store=store,
+            run_id=run_id,
+            record_events=record_events,
+            resuming=True,
+            answer=answer,
+        )
+
+    async def _resume_top_async(self, scope: RunScope) -> Any:
+        await self._run_top_async(scope)
+        return dict(dict.items(scope.working))
 
     def stream(self, shared: Any, **options: Any) -> AsyncIterator[Event]:
         """Run on ``shared`` and yield the run's events as they happen.
@@ -382,8 +479,16 @@ class BaseNode(Lifecycle, Wirable):
             raise TypeError(f"{self._describe()}: run() needs the shared store, e.g. run({{}})")
         return shared
 
-    async def _run_top_async(self, shared: Any, observers: Any = None) -> Any:
-        with RunScope(self, observers):
+    def _run_top_sync(self, scope: RunScope) -> Any:
+        with scope as shared:
+            try:
+                return self._run(shared)
+            except Exception as error:
+                self._label_top_error(error)
+                raise
+
+    async def _run_top_async(self, scope: RunScope) -> Any:
+        with scope as shared:
             try:
                 if self._bf_async:
                     return await self._run_async(shared)

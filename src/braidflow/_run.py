@@ -9,6 +9,8 @@ awaitable ``run(shared)`` returns where an event loop is already running.
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 import time
 import uuid
 import warnings
@@ -17,8 +19,10 @@ from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._errors import InvalidParameterError
+from ._durable import NO_ANSWER, STEP, Durable, Interrupted, TrackingDict, describe_graph
+from ._errors import InvalidParameterError, ResumeError, Suspended, add_note
 from ._events import Event, make_event
+from ._store import Store, this_owner
 from ._threads import enter_run, leave_run
 from ._wiring import display_names
 
@@ -86,12 +90,13 @@ class Run:
     warning naming it, and dropped for the rest of the run.
     """
 
-    __slots__ = ("_id", "_names", "observers")
+    __slots__ = ("_id", "_names", "durable", "observers")
 
     def __init__(self, observers: tuple[tuple[Any, Deliver], ...]) -> None:
         self._id: str | None = uuid.uuid4().hex if observers else None
         self._names: dict[int, dict[int, str]] = {}
         self.observers = observers
+        self.durable: Durable | None = None  # set for a run with a store
 
     def names_in(self, start: Any) -> dict[int, str]:
         """Display names of the graph starting at ``start`` (computed once per run)."""
@@ -251,20 +256,120 @@ def observe_items(run: Run, node: BaseNode, run_item: Any, items: Any, is_async:
     return observed_item
 
 
+class _EventRecorder:
+    """Keeps a durable run's events in its store (``record_events=True``)."""
+
+    def __init__(self, store: Any, run_id: str) -> None:
+        self.store, self.run_id = store, run_id
+        self.buffer: list[str] = []
+        self.lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return "<the store's event log>"
+
+    def on_event(self, event: Event) -> None:
+        from .tracing._jsonl import event_record  # stdlib only, like this module
+
+        text = json.dumps(event_record(event), default=repr)
+        with self.lock:
+            self.buffer.append(text)
+            if event.kind != "run_end" and len(self.buffer) < 500:
+                return
+            batch, self.buffer = self.buffer, []
+        self.store.add_events(self.run_id, batch)
+
+
 class RunScope:
-    """A top-level run, from ``run``/``run_async``: makes the :class:`Run`, and
-    while it is observed emits ``run_start`` and ``run_end`` around the node's
-    own step."""
+    """A top-level run, from ``run``/``run_async``/``resume``: makes the
+    :class:`Run`; while it is observed emits ``run_start`` and ``run_end``
+    around the node's own step; with a store, records the run and how it ended.
 
-    __slots__ = ("node", "observers", "run", "started", "step", "token")
+    Entering returns the ``shared`` the run works on: the caller's dict, or
+    in a durable run a tracking copy (written back to the caller's dict when
+    the run ends) or, resuming, the store rebuilt from the checkpoints.
+    """
 
-    def __init__(self, node: BaseNode, observers: Any) -> None:
+    __slots__ = (
+        "answer",
+        "durable",
+        "node",
+        "observers",
+        "record_events",
+        "resuming",
+        "run",
+        "run_id",
+        "shared",
+        "started",
+        "step",
+        "step_token",
+        "store",
+        "token",
+        "working",
+    )
+
+    def __init__(
+        self,
+        node: BaseNode,
+        shared: Any,
+        observers: Any,
+        *,
+        store: Any = None,
+        run_id: str | None = None,
+        record_events: bool = False,
+        resuming: bool = False,
+        answer: Any = NO_ANSWER,
+    ) -> None:
         self.node = node
+        self.shared = shared
         self.observers = observers_of(observers, node)
+        describe = node._describe()
+        if store is not None and not isinstance(store, Store):
+            raise InvalidParameterError(
+                f"{describe}: store={store!r} is not a braidflow Store; pass SQLiteStore(path) "
+                "(from braidflow.stores) or another Store",
+                node=node._display_name(),
+            )
+        if run_id is not None and (not isinstance(run_id, str) or not run_id):
+            raise InvalidParameterError(
+                f"{describe}: run_id={run_id!r} must be a non-empty string",
+                node=node._display_name(),
+            )
+        if (run_id is not None or record_events) and store is None:
+            raise InvalidParameterError(
+                f"{describe}: run_id= and record_events= are for durable runs; pass store= too",
+                node=node._display_name(),
+            )
+        if store is not None and not resuming and not isinstance(shared, dict):
+            raise InvalidParameterError(
+                f"{describe}: a durable run needs shared to be a dict, got {type(shared).__name__}",
+                node=node._display_name(),
+            )
+        self.store: Store | None = store
+        self.run_id = run_id
+        self.record_events = record_events
+        self.resuming = resuming
+        self.answer = answer
+        self.durable: Durable | None = None
+        self.working = shared
 
-    def __enter__(self) -> Run:
+    def __enter__(self) -> Any:
         enter_run()
-        run = self.run = Run(self.observers)
+        observers = self.observers
+        try:
+            if self.store is not None:
+                self.durable, self.working = self._open_durable()
+                if self.record_events:
+                    recorder = _EventRecorder(self.store, self.durable.run_id)
+                    observers = (*observers, (recorder, recorder.on_event))
+        except BaseException:
+            leave_run()
+            raise
+        run = self.run = Run(observers)
+        run.durable = self.durable
+        self.step_token: Token[str] | None = None
+        if self.durable is not None:
+            run._id = self.durable.run_id
+            self.step_token = STEP.set(f"0:{self.node._display_name()}")
         self.token: Token[Run | None] = RUN.set(run)
         self.step: StepScope | None = None
         if run.observers:
@@ -272,7 +377,37 @@ class RunScope:
             self.started = time.monotonic()
             run.emit("run_start", name, (name,))
             self.step = StepScope(run, name, (name,))
-        return run
+        return self.working
+
+    def _open_durable(self) -> tuple[Durable, Any]:
+        store, node = self.store, self.node
+        assert store is not None
+        name = node._display_name()
+        graph = "\n".join(describe_graph(node))
+        if self.resuming:
+            assert self.run_id is not None
+            durable = Durable(store, self.run_id)
+            record, recorded_graph, initial, rows = store.claim(self.run_id, this_owner())
+            if recorded_graph != graph:
+                store.finish(
+                    self.run_id, "failed", node=record.node, error="ResumeError: the graph changed"
+                )
+                raise ResumeError(
+                    f"run {self.run_id!r} was recorded with another graph: "
+                    f"{_first_difference(recorded_graph, graph)}; resume it with the flow as "
+                    "it was when the run started",
+                    node=name,
+                )
+            shared = durable.rebuild(initial, rows)
+            if self.answer is not NO_ANSWER and record.node is not None:
+                durable.answers[record.node] = self.answer
+            return durable, shared
+        run_id = self.run_id or uuid.uuid4().hex
+        durable = Durable(store, run_id)
+        tracked = TrackingDict(self.shared)
+        initial = durable.initial(tracked, name)
+        store.create_run(run_id, name, graph, initial, this_owner())
+        return durable, tracked
 
     def __exit__(
         self,
@@ -288,30 +423,74 @@ class RunScope:
                 self.run.emit("run_end", step.name, step.path, duration=duration, error=error)
         finally:
             RUN.reset(self.token)
+            if self.step_token is not None:
+                STEP.reset(self.step_token)
             leave_run()
+        if self.durable is not None:
+            self._close_durable(error)
+
+    def _close_durable(self, error: BaseException | None) -> None:
+        durable, store = self.durable, self.store
+        assert durable is not None
+        assert store is not None
+        run_id = durable.run_id
+        if not self.resuming:  # the caller's dict gets what the run did
+            final = dict(dict.items(self.working))
+            dict.clear(self.shared)
+            dict.update(self.shared, final)
+        if error is None:
+            store.finish(run_id, "completed")
+            return
+        if isinstance(error, Interrupted):
+            store.finish(run_id, "waiting", node=error.where, prompt=error.prompt)
+            raise Suspended(
+                f"run {run_id!r} is waiting for input at {error.where!r}: {error.prompt!r}; "
+                f"resume it with flow.resume({run_id!r}, store=..., input=answer)",
+                run_id=run_id,
+                node=error.where,
+                prompt=error.prompt,
+            ) from None
+        status = "failed" if isinstance(error, Exception) else "interrupted"
+        store.finish(run_id, status, node=durable.at, error=f"{type(error).__name__}: {error}")
+        if isinstance(error, Exception):
+            add_note(
+                error,
+                f"run {run_id!r} is stored as {status} in {store!r}; fix the cause and resume "
+                f"it with flow.resume({run_id!r}, store=...)",
+            )
+
+
+def _first_difference(recorded: str, now: str) -> str:
+    """The first line where two graph descriptions differ, said in words."""
+    before, after = recorded.splitlines(), now.splitlines()
+    for old, new in zip(before, after, strict=False):
+        if old != new:
+            return f"it had {old!r} where the flow now has {new!r}"
+    if len(before) > len(after):
+        return f"it had {before[len(after)]!r}, which the flow no longer has"
+    return f"the flow now also has {after[len(before)]!r}"
 
 
 class PendingRun(Coroutine[Any, Any, Any]):
     """A run of an async node or flow that starts when awaited.
 
-    Returned by ``flow.run(shared)`` where an event loop is already running,
-    so the form ``await flow.run(shared)`` of PocketFlow's early docs works
-    (also at a notebook's top level). It is a coroutine: ``await`` it, or
-    pass it to ``asyncio.create_task`` or ``asyncio.gather``. The result is
-    the run's last action, as from ``run_async``.
+    Returned by ``flow.run(shared)`` (and ``flow.resume(...)``) where an event
+    loop is already running, so the form ``await flow.run(shared)`` of
+    PocketFlow's early docs works (also at a notebook's top level). It is a
+    coroutine: ``await`` it, or pass it to ``asyncio.create_task`` or
+    ``asyncio.gather``. The result is that of ``run_async`` (``resume_async``).
     """
 
-    __slots__ = ("_coroutine", "_node", "_observers", "_shared")
+    __slots__ = ("_coroutine", "_node", "_start_run")
 
-    def __init__(self, node: BaseNode, shared: Any, observers: Any = None) -> None:
+    def __init__(self, node: BaseNode, start: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         self._node = node
-        self._shared = shared
-        self._observers = observers
+        self._start_run = start
         self._coroutine: Coroutine[Any, Any, Any] | None = None
 
     def _start(self) -> Coroutine[Any, Any, Any]:
         if self._coroutine is None:
-            self._coroutine = self._node._run_top_async(self._shared, self._observers)
+            self._coroutine = self._start_run()
         return self._coroutine
 
     def __await__(self) -> Generator[Any, None, Any]:

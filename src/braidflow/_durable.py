@@ -1,0 +1,611 @@
+"""Durable runs: checkpoints as work finishes, replay of what finished on resume.
+
+With a store, the engine records a finished node step (with the keys of
+``shared`` it changed), a finished batch item (with its result) and a
+finished branch (with its changes) as soon as each finishes. To resume, the
+flow runs again from the top on the rebuilt ``shared``; every recorded step,
+item and branch is skipped (its effects taken from the record) and the rest
+runs. ``interrupt(prompt)`` suspends a run until it is resumed with input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pickle
+import zlib
+from collections.abc import Iterable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from ._errors import CheckpointError, ResumeError, RunError
+from ._merge import MISSING, SharedView
+from ._store import Checkpoint, Store
+
+if TYPE_CHECKING:
+    from ._events import Event
+
+__all__ = [
+    "DITEM",
+    "STEP",
+    "Durable",
+    "Interrupted",
+    "TrackingDict",
+    "checkpointed_items",
+    "describe_graph",
+    "interrupt",
+    "recorded_events",
+]
+
+# The step running now (a path of "position:node id" down from the run's top)
+# and the batch item within it: where a checkpoint belongs, and which
+# interrupt an answer is for. Set only in durable runs.
+STEP: ContextVar[str] = ContextVar("braidflow_step", default="")
+DITEM: ContextVar[int | None] = ContextVar("braidflow_durable_item", default=None)
+
+NO_ANSWER: Any = object()
+
+
+class TrackingDict(dict[Any, Any]):
+    """``shared`` in a durable run: a real dict that notes which keys are touched
+    (read, written or deleted), so a checkpoint serializes only those."""
+
+    __slots__ = ("_bf_all", "_bf_dirty", "_bf_last")
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._bf_dirty: set[Any] = set()
+        self._bf_all = False
+        self._bf_last: dict[Any, bytes] = {}  # the last saved encoding of each key
+
+    def take_dirty(self) -> Iterable[Any]:
+        """The keys touched since the last call (all of them after an iteration)."""
+        if self._bf_all:
+            self._bf_all = False
+            self._bf_dirty.clear()
+            return set(dict.keys(self)) | set(self._bf_last)
+        dirty, self._bf_dirty = self._bf_dirty, set()
+        return dirty
+
+    def __getitem__(self, key: Any) -> Any:
+        self._bf_dirty.add(key)
+        return dict.__getitem__(self, key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self._bf_dirty.add(key)
+        return dict.get(self, key, default)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._bf_dirty.add(key)
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self._bf_dirty.add(key)
+        dict.__delitem__(self, key)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        self._bf_dirty.add(key)
+        return dict.setdefault(self, key, default)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        self._bf_dirty.add(key)
+        return dict.pop(self, key, *default)
+
+    def _everything(self) -> None:
+        self._bf_all = True
+
+    def popitem(self) -> tuple[Any, Any]:
+        self._everything()
+        return dict.popitem(self)
+
+    def clear(self) -> None:
+        self._everything()
+        dict.clear(self)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._everything()
+        dict.update(self, *args, **kwargs)
+
+    def __iter__(self) -> Any:
+        self._everything()
+        return dict.__iter__(self)
+
+    def keys(self) -> Any:
+        self._everything()
+        return dict.keys(self)
+
+    def values(self) -> Any:
+        self._everything()
+        return dict.values(self)
+
+    def items(self) -> Any:
+        self._everything()
+        return dict.items(self)
+
+
+# -- serializing ----------------------------------------------------------------------
+
+
+class Codec:
+    """How a store's values are written: JSON (text) or pickle."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def encode(self, value: Any) -> bytes:
+        if self.kind == "json":
+            return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def decode(self, data: bytes) -> Any:
+        if self.kind == "json":
+            return json.loads(data)
+        return pickle.loads(data)
+
+    def pack(self, changes: list[tuple[Any, bytes | None]]) -> bytes:
+        """Changes (key, encoded value or None for a deletion) as one payload."""
+        if self.kind == "json":
+            parts = [
+                b"[" + json.dumps(key).encode() + (b",0]" if data is None else b",1," + data + b"]")
+                for key, data in changes
+            ]
+            return b"[" + b",".join(parts) + b"]"
+        return pickle.dumps(changes, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def unpack(self, payload: bytes) -> list[tuple[Any, Any]]:
+        """The (key, value or MISSING) pairs of a payload made by :meth:`pack`."""
+        if self.kind == "json":
+            return [(entry[0], entry[2] if entry[1] else MISSING) for entry in json.loads(payload)]
+        return [
+            (key, MISSING if data is None else pickle.loads(data))
+            for key, data in pickle.loads(payload)
+        ]
+
+
+def _encode_key_value(codec: Codec, key: Any, value: Any, node: str) -> bytes:
+    if codec.kind == "json" and not isinstance(key, str):
+        raise CheckpointError(
+            f"node {node!r}: shared[{key!r}] has a key of type {type(key).__name__}; a durable "
+            "run stores shared as JSON, whose keys are strings (or use serializer='pickle')",
+            node=node,
+            key=key,
+        )
+    try:
+        return codec.encode(value)
+    except (TypeError, ValueError, pickle.PicklingError, AttributeError) as error:
+        raise CheckpointError(
+            f"node {node!r}: shared[{key!r}] holds a {type(value).__name__} that cannot be "
+            f"saved as {codec.kind} ({error}); keep plain data in shared, or use "
+            f"{'a store with ' if codec.kind == 'json' else ''}"
+            f"{'serializer=' + repr('pickle') if codec.kind == 'json' else 'picklable values'}",
+            node=node,
+            key=key,
+        ) from error
+
+
+def changed_keys(codec: Codec, target: Any, node: str) -> list[tuple[Any, bytes | None]]:
+    """The keys of ``target`` (a TrackingDict or a SharedView) whose saved form
+    changed since the last checkpoint, encoded; ``None`` for a deleted key."""
+    last: dict[Any, bytes] = target._bf_last
+    changes: list[tuple[Any, bytes | None]] = []
+    for key in target.take_dirty():
+        if key in target:
+            data = _encode_key_value(codec, key, target[key], node)
+            if last.get(key) != data:
+                last[key] = data
+                changes.append((key, data))
+        elif key in last:
+            del last[key]
+            changes.append((key, None))
+    target.take_dirty()  # reading the values above touched them again
+    return changes
+
+
+def fingerprint(codec: Codec, item: Any) -> int:
+    """A stable checksum of a batch item, to tell whether prep gives the same items."""
+    try:
+        data = codec.encode(item)
+    except Exception:  # not serializable: only its type can be compared
+        data = type(item).__qualname__.encode()
+    return zlib.crc32(data)
+
+
+# -- the graph, described, to see whether it changed ----------------------------------
+
+
+def describe_graph(node: Any) -> list[str]:
+    """One line per node, reachable from ``node``: its id, class and successors,
+    nested flows and branches inside; the same graph gives the same lines."""
+    from ._wiring import display_names, graph_of
+
+    lines: list[str] = []
+    seen: set[int] = set()
+
+    def walk(start: Any, prefix: str) -> None:
+        names = display_names(start)
+        for member in graph_of(start):
+            name = names[id(member)]
+            wiring = ", ".join(
+                f"{action}->{'end' if target is None else names.get(id(target), '?')}"
+                for action, target in member.successors.items()
+            )
+            lines.append(f"{prefix}{name}: {type(member).__qualname__} [{wiring}]")
+            if id(member) in seen:
+                continue
+            seen.add(id(member))
+            if member._bf_is_flow and member.start_node is not None:
+                walk(member.start_node, f"{prefix}{name}/")
+            for index, head in enumerate(getattr(member, "branches", ())):
+                walk(head, f"{prefix}{name}/branch {index}/")
+
+    walk(node, "")
+    return lines
+
+
+# -- interrupts -----------------------------------------------------------------------
+
+
+class Interrupted(BaseException):
+    """Raised by :func:`interrupt` to stop a durable run for input. A
+    ``BaseException``, so no ``except Exception``, retry or fallback catches it."""
+
+    def __init__(self, prompt: Any, where: str) -> None:
+        super().__init__(prompt)
+        self.prompt = prompt
+        self.where = where
+
+
+def interrupt(prompt: Any) -> Any:
+    """Stop the run to ask a human (or any caller) for input; return the answer.
+
+    Call it from any phase of any node of a durable run (one given a
+    ``store=``). The first time, the run stops: it is stored as ``waiting``
+    with ``prompt``, and ``run``/``run_async`` raise :class:`Suspended`. When
+    the run is resumed with ``flow.resume(run_id, store=..., input=answer)``,
+    the node runs again from ``prep`` and this call returns ``answer``. An
+    interrupt is never retried nor handed to a fallback.
+
+    Args:
+        prompt: What to ask; stored with the run (JSON, or its repr).
+
+    Raises:
+        RunError: If the run has no store, so it could never be resumed.
+    """
+    from ._run import RUN
+
+    run = RUN.get()
+    durable = run.durable if run is not None else None
+    if durable is None:
+        raise RunError(
+            "braidflow.interrupt() needs a durable run, one that can be resumed: run the flow "
+            "with a store, e.g. flow.run(shared, store=SQLiteStore('runs.db'))"
+        )
+    item = DITEM.get()
+    where = STEP.get() if item is None else f"{STEP.get()}#{item}"
+    answer = durable.answers.pop(where, NO_ANSWER)
+    if answer is not NO_ANSWER:
+        return answer
+    raise Interrupted(prompt, where)
+
+
+# -- the per-run checkpointer -----------------------------------------------------------
+
+
+class Durable:
+    """The durable side of one run: writes checkpoints, and (when resuming)
+    answers which steps, items and branches already finished."""
+
+    def __init__(self, store: Store, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.codec = Codec(store.serializer)
+        self.answers: dict[str, Any] = {}
+        self.at: str | None = None  # the step that started last: where a failure is
+        self._steps: dict[str, list[Checkpoint]] = {}
+        self._items: dict[tuple[str, int], Checkpoint] = {}
+        self._changes: dict[tuple[str, int], Checkpoint] = {}
+        self._branches: dict[tuple[str, int], Checkpoint] = {}
+        self._pending: list[Checkpoint] = []
+        self._flushing: asyncio.Future[None] | None = None
+
+    # -- starting and resuming ---------------------------------------------------
+
+    def initial(self, shared: TrackingDict, node: str) -> bytes:
+        """Encode the whole store at the start (and remember each key's form)."""
+        encoded = [
+            (key, _encode_key_value(self.codec, key, value, node))
+            for key, value in dict.items(shared)
+        ]
+        shared._bf_last = dict(encoded)
+        return self.codec.pack(list(encoded))
+
+    def rebuild(self, initial: bytes, rows: list[Checkpoint]) -> TrackingDict:
+        """The store as the recorded steps left it; index the rest for replay."""
+        shared = TrackingDict()
+        for key, value in self.codec.unpack(initial):
+            dict.__setitem__(shared, key, value)
+        for row in rows:
+            if row.kind == "step":
+                for key, value in self.codec.unpack(row.payload):
+                    if value is MISSING:
+                        dict.pop(shared, key, None)
+                    else:
+                        dict.__setitem__(shared, key, value)
+            if row.kind in ("step", "view_step"):
+                self._steps.setdefault(row.frame, []).append(row)
+            elif row.kind == "item":
+                self._items[(row.frame, row.position)] = row
+            elif row.kind == "changes":
+                self._changes[(row.frame, row.position)] = row
+            elif row.kind == "branch":
+                self._branches[(row.frame, row.position)] = row
+        for steps in self._steps.values():
+            steps.sort(key=lambda row: row.position)
+        shared._bf_last = {key: self.codec.encode(value) for key, value in dict.items(shared)}
+        shared._bf_dirty.clear()
+        return shared
+
+    # -- steps ---------------------------------------------------------------------
+
+    def steps_in(self, frame: str) -> list[Checkpoint]:
+        """The steps already finished in the walk ``frame`` (resuming), in order."""
+        return self._steps.get(frame, [])
+
+    def replay(self, row: Checkpoint, node: Any, target: Any) -> Any:
+        """Skip a finished step: check it is the same node, apply what it changed
+        to a branch's view (the store itself was rebuilt already); return its action."""
+        name, cls = node._display_name(), type(node).__qualname__
+        if row.node != name or row.node_class != cls:
+            raise ResumeError(
+                f"the flow changed since run {self.run_id!r} was recorded: step {row.position} "
+                f"of {row.frame!r} was {row.node!r} ({row.node_class}), the graph now has "
+                f"{name!r} ({cls}) there; resume with the flow as it was",
+                node=name,
+            )
+        if row.kind == "view_step":
+            self.apply(target, row.payload)
+        return None if row.action is None else json.loads(row.action)
+
+    def apply(self, target: Any, payload: bytes) -> None:
+        for key, value in self.codec.unpack(payload):
+            if value is MISSING:
+                target.pop(key, None)
+            else:
+                target[key] = value
+        changed_keys(self.codec, target, "resume")  # the view's saved form, now current
+
+    def step_done(self, frame: str, position: int, node: Any, action: Any, target: Any) -> None:
+        """Record a finished step and what it changed (before the walk goes on)."""
+        name = node._display_name()
+        kind = "view_step" if isinstance(target, SharedView) else "step"
+        changes = changed_keys(self.codec, target, name)
+        row = Checkpoint(
+            kind,
+            frame,
+            position,
+            name,
+            type(node).__qualname__,
+            _action_text(action, name),
+            self.codec.pack(changes),
+        )
+        self.store.append(self.run_id, [row])
+
+    # -- items -------------------------------------------------------------------------
+
+    def item(self, stage: str, index: int, item: Any, node: Any) -> tuple[bool, Any]:
+        """Whether item ``index`` of ``stage`` finished before; if so its result.
+
+        Raises:
+            ResumeError: If prep now gives a different item at that index.
+        """
+        row = self._items.get((stage, index))
+        if row is None:
+            return False, None
+        recorded, result = self.codec.decode(row.payload)
+        if recorded != fingerprint(self.codec, item):
+            raise ResumeError(
+                f"{node._describe()}: item {index} is not the one recorded in run "
+                f"{self.run_id!r}; prep must give the same items, in the same order, when a "
+                "run resumes",
+                node=node._display_name(),
+            )
+        return True, result
+
+    def items_in(self, stage: str) -> set[int]:
+        """The indexes of the items of ``stage`` that finished before (resuming)."""
+        return {index for (frame, index) in self._items if frame == stage}
+
+    def _item_row(self, stage: str, index: int, item: Any, result: Any, node: Any) -> Checkpoint:
+        try:
+            payload = self.codec.encode([fingerprint(self.codec, item), result])
+        except (TypeError, ValueError, pickle.PicklingError, AttributeError) as error:
+            raise CheckpointError(
+                f"{node._describe()}: the result of item {index} is a {type(result).__name__} "
+                f"that cannot be saved as {self.codec.kind} ({error}); return plain data "
+                "from exec, or use serializer='pickle'",
+                node=node._display_name(),
+            ) from error
+        return Checkpoint(
+            "item", stage, index, node._display_name(), type(node).__qualname__, None, payload
+        )
+
+    def item_done_sync(self, stage: str, index: int, item: Any, result: Any, node: Any) -> None:
+        self.store.append(self.run_id, [self._item_row(stage, index, item, result, node)])
+
+    async def item_done(
+        self,
+        stage: str,
+        index: int,
+        item: Any,
+        result: Any,
+        node: Any,
+        extra: list[Checkpoint] | None = None,
+    ) -> None:
+        """Record a finished item; return once it is in the store. Items finishing
+        together are written in one transaction (a group commit)."""
+        if extra:
+            self._pending.extend(extra)
+        self._pending.append(self._item_row(stage, index, item, result, node))
+        if self._flushing is None:
+            loop = asyncio.get_running_loop()
+            self._flushing = loop.create_future()
+            loop.call_soon(self._flush)
+        flushed = self._flushing
+        await asyncio.shield(flushed)
+
+    def _flush(self) -> None:
+        rows, self._pending = self._pending, []
+        flushed, self._flushing = self._flushing, None
+        assert flushed is not None
+        try:
+            self.store.append(self.run_id, rows)
+        except BaseException as error:
+            flushed.set_exception(error)
+            flushed.exception()  # retrieved by whoever awaits; no "never retrieved" log
+            return
+        flushed.set_result(None)
+
+    def changes_row(self, stage: str, index: int, view: SharedView, node: Any) -> Checkpoint:
+        """The changes an isolated sub-flow made, to merge them again after a crash."""
+        encoded = [
+            (
+                key,
+                None
+                if value is MISSING
+                else _encode_key_value(self.codec, key, value, node._display_name()),
+            )
+            for key, value in view.changes().items()
+        ]
+        return Checkpoint(
+            "changes",
+            stage,
+            index,
+            node._display_name(),
+            type(node).__qualname__,
+            None,
+            self.codec.pack(encoded),
+        )
+
+    def recorded_changes(self, stage: str, index: int) -> dict[Any, Any]:
+        row = self._changes.get((stage, index))
+        return {} if row is None else dict(self.codec.unpack(row.payload))
+
+    # -- branches ------------------------------------------------------------------------
+
+    def branch(self, stage: str, index: int) -> tuple[bool, Any, dict[Any, Any]]:
+        """Whether branch ``index`` finished before: its action and its changes."""
+        row = self._branches.get((stage, index))
+        if row is None:
+            return False, None, {}
+        action = None if row.action is None else json.loads(row.action)
+        return True, action, dict(self.codec.unpack(row.payload))
+
+    def branch_done(
+        self, stage: str, index: int, name: str, node: Any, action: Any, view: SharedView
+    ) -> None:
+        encoded = [
+            (key, None if value is MISSING else _encode_key_value(self.codec, key, value, name))
+            for key, value in view.changes().items()
+        ]
+        row = Checkpoint(
+            "branch",
+            stage,
+            index,
+            name,
+            type(node).__qualname__,
+            _action_text(action, name),
+            self.codec.pack(encoded),
+        )
+        self.store.append(self.run_id, [row])
+
+
+def checkpointed_items(durable: Durable, node: Any, run_item: Any, is_async: bool) -> Any:
+    """Wrap a batch runner's per-item function: an item that finished before is
+    not run again (its recorded result stands); one that finishes now is in
+    the store before its result is used."""
+    stage = STEP.get()
+    flow = node._bf_is_flow
+
+    def enter(index: int) -> Any:
+        # A parameter set's sub-flow walks a frame of its own; an item is
+        # told apart (for interrupt answers) by its index.
+        return STEP.set(f"{stage}[{index}]") if flow else DITEM.set(index)
+
+    def leave(token: Any) -> None:
+        (STEP if flow else DITEM).reset(token)
+
+    if is_async:
+
+        async def item_async(item: Any, index: int) -> Any:
+            done, result = durable.item(stage, index, item, node)
+            if done:
+                return result
+            token = enter(index)
+            try:
+                result = await run_item(item, index)
+            finally:
+                leave(token)
+            await durable.item_done(stage, index, item, result, node)
+            return result
+
+        return item_async
+
+    def item_sync(item: Any, index: int) -> Any:
+        done, result = durable.item(stage, index, item, node)
+        if done:
+            return result
+        token = enter(index)
+        try:
+            result = run_item(item, index)
+        finally:
+            leave(token)
+        durable.item_done_sync(stage, index, item, result, node)
+        return result
+
+    return item_sync
+
+
+def _action_text(action: Any, node: str) -> str | None:
+    if action is None:
+        return None
+    try:
+        return json.dumps(action)
+    except (TypeError, ValueError):
+        raise CheckpointError(
+            f"node {node!r} returned action {action!r}, which cannot be saved; actions are strings",
+            node=node,
+        ) from None
+
+
+def recorded_events(store: Store, run_id: str) -> list[Event]:
+    """The events kept for a run (``record_events=True``), as :class:`Event`
+    objects; an error comes back as an exception of a made-up class with the
+    original's name, holding its message."""
+    from ._events import Event
+
+    events = []
+    for text in store.events(run_id):
+        record = json.loads(text)
+        error = record["error"]
+        if error is not None:
+            error = type(error["type"], (RecordedError,), {})(error["message"])
+        events.append(
+            Event(
+                record["kind"],
+                record["run_id"],
+                record["node"],
+                tuple(record["path"]),
+                record["time"],
+                record["item"],
+                record["attempt"],
+                record["duration"],
+                error,
+                record["data"],
+            )
+        )
+    return events
+
+
+class RecordedError(Exception):
+    """Stands for an exception read back from a store: its class has the
+    original's name; its message is the original's."""

@@ -1,0 +1,310 @@
+"""Where durable runs are kept: the ``Store`` protocol, its records, an in-memory store.
+
+A store keeps, per run: a record (status, owner, the node it is at), the
+initial ``shared``, and an append-only list of checkpoint rows (finished
+steps, finished batch items, finished branches), plus optionally the run's
+events. The engine writes rows as work finishes and reads them back to
+resume. ``SQLiteStore`` (in ``braidflow.stores``) is the embedded default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, runtime_checkable
+
+from ._errors import StoreError
+
+__all__ = [
+    "Checkpoint",
+    "MemoryStore",
+    "RunRecord",
+    "Store",
+    "owner_alive",
+    "this_owner",
+]
+
+RESUMABLE = ("failed", "waiting", "interrupted")
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """What a store knows of one run.
+
+    Attributes:
+        run_id: The run's id.
+        flow: The name of the node or flow the run started from.
+        status: ``running``, ``completed``, ``failed``, ``waiting`` (suspended
+            by ``interrupt``, for input), or ``interrupted`` (marked running,
+            but the process that ran it is gone).
+        started: When the run started (seconds since the epoch).
+        ended: When it ended, or ``None``.
+        node: The node it is at, or ended at (its path, ``/``-joined).
+        error: ``"Type: message"`` of the error it failed with, or ``None``.
+        prompt: What ``interrupt(prompt)`` asked, for a waiting run.
+        owner: The process running it (``host:pid:start``), or ``None``.
+    """
+
+    run_id: str
+    flow: str
+    status: str
+    started: float
+    ended: float | None = None
+    node: str | None = None
+    error: str | None = None
+    prompt: Any = None
+    owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """One row of a run's checkpoint log.
+
+    Attributes:
+        kind: ``step`` (a node finished, its changes are to ``shared``),
+            ``view_step`` (a node in a branch finished, changes to its view),
+            ``item`` (a batch item or parameter set finished) or ``branch``.
+        frame: Where: the walk (for steps) or the stage (for items, branches).
+        position: The step's place in its walk, or the item's or branch's index.
+        node: The node's (or branch's) id.
+        node_class: The node's class name.
+        action: The action it returned (JSON text), if any.
+        payload: Serialized data: the changes, or the item's result.
+    """
+
+    kind: str
+    frame: str
+    position: int
+    node: str
+    node_class: str
+    action: str | None
+    payload: bytes
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the engine needs of a store. ``SQLiteStore`` and ``MemoryStore``
+    implement it; another database can too (the contract tests in
+    ``tests/test_store_contract.py`` say what it must do)."""
+
+    serializer: str  # "json" or "pickle": how values are written
+
+    def create_run(
+        self, run_id: str, flow: str, graph: str, initial: bytes, owner: str
+    ) -> RunRecord:
+        """Record a new run as running. Raises StoreError if the id is taken."""
+        ...
+
+    def claim(self, run_id: str, owner: str) -> tuple[RunRecord, str, bytes, list[Checkpoint]]:
+        """Take a stored run over to resume it: return its record, graph
+        description, initial state and checkpoints, and mark it running under
+        ``owner``. Raises StoreError for an unknown or completed run, or one
+        that a live process is running."""
+        ...
+
+    def append(self, run_id: str, rows: list[Checkpoint]) -> None:
+        """Add checkpoint rows atomically (all or none), after those already there."""
+        ...
+
+    def finish(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        node: str | None = None,
+        error: str | None = None,
+        prompt: Any = None,
+    ) -> None:
+        """Record how the run ended: completed, failed or waiting, and at which node."""
+        ...
+
+    def get(self, run_id: str) -> RunRecord:
+        """One run's record. Raises StoreError for an unknown id."""
+        ...
+
+    def runs(self, status: str | None = None) -> list[RunRecord]:
+        """Every run's record (only those with ``status``, if given), oldest first."""
+        ...
+
+    def add_events(self, run_id: str, records: list[str]) -> None:
+        """Keep events of a run (JSON text each), in order."""
+        ...
+
+    def events(self, run_id: str) -> list[str]:
+        """The events kept for a run, as JSON text, in order."""
+        ...
+
+
+# -- owners: which process runs a run, and whether it still lives ------------------
+
+
+def _process_start(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+_THIS_OWNER = f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}"
+
+
+def this_owner() -> str:
+    """``host:pid:start`` of this process (start: its start time, against pid reuse)."""
+    if not _THIS_OWNER.startswith(f"{socket.gethostname()}:{os.getpid()}:"):  # forked since
+        return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}"
+    return _THIS_OWNER
+
+
+def owner_alive(owner: str | None) -> bool:
+    """Whether the process named by ``owner`` is still running. An owner on
+    another host cannot be checked and counts as alive."""
+    if not owner:
+        return False
+    host, _, rest = owner.partition(":")
+    pid_text, _, started = rest.partition(":")
+    if host != socket.gethostname():
+        return True
+    try:
+        pid = int(pid_text)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return started in ("?", _process_start(pid))
+
+
+def shown_status(record: RunRecord) -> RunRecord:
+    """A record as listed: ``running`` with a dead owner is ``interrupted``."""
+    if record.status == "running" and not owner_alive(record.owner):
+        return replace(record, status="interrupted")
+    return record
+
+
+def check_claim(record: RunRecord, owner: str) -> None:
+    """Refuse to resume a run that is complete, or running in a live process."""
+    status = shown_status(record).status
+    if status == "completed":
+        raise StoreError(
+            f"run {record.run_id!r} has completed; there is nothing to resume", run_id=record.run_id
+        )
+    if status == "running" and record.owner != owner:
+        raise StoreError(
+            f"run {record.run_id!r} is running in another live process ({record.owner}); "
+            "wait for it to end (or stop it) before resuming",
+            run_id=record.run_id,
+        )
+
+
+class MemoryStore:
+    """A store in this process's memory: for tests, and to try durable runs.
+
+    Nothing survives the process, so it cannot resume after a crash; a
+    failed or suspended run can be resumed while the process lives.
+
+    Args:
+        serializer: ``"json"`` (default) or ``"pickle"``.
+    """
+
+    def __init__(self, serializer: str = "json") -> None:
+        if serializer not in ("json", "pickle"):
+            raise StoreError(f"MemoryStore: serializer={serializer!r} must be 'json' or 'pickle'")
+        self.serializer = serializer
+        self._lock = threading.Lock()
+        self._runs: dict[str, RunRecord] = {}
+        self._graphs: dict[str, tuple[str, bytes]] = {}
+        self._rows: dict[str, list[Checkpoint]] = {}
+        self._events: dict[str, list[str]] = {}
+
+    def __repr__(self) -> str:
+        return f"MemoryStore({len(self._runs)} runs)"
+
+    def _record(self, run_id: str) -> RunRecord:
+        record = self._runs.get(run_id)
+        if record is None:
+            raise StoreError(f"no run {run_id!r} in {self!r}", run_id=run_id)
+        return record
+
+    def create_run(
+        self, run_id: str, flow: str, graph: str, initial: bytes, owner: str
+    ) -> RunRecord:
+        with self._lock:
+            if run_id in self._runs:
+                raise StoreError(
+                    f"run id {run_id!r} is already used by another run in {self!r}; choose "
+                    "another, or resume that run",
+                    run_id=run_id,
+                )
+            record = RunRecord(run_id, flow, "running", time.time(), owner=owner)
+            self._runs[run_id] = record
+            self._graphs[run_id] = (graph, initial)
+            self._rows[run_id] = []
+            return record
+
+    def claim(self, run_id: str, owner: str) -> tuple[RunRecord, str, bytes, list[Checkpoint]]:
+        with self._lock:
+            record = self._record(run_id)
+            check_claim(record, owner)
+            record = self._runs[run_id] = replace(
+                record, status="running", owner=owner, ended=None, error=None, prompt=None
+            )  # the node stays: the last one that finished
+            graph, initial = self._graphs[run_id]
+            return record, graph, initial, list(self._rows[run_id])
+
+    def append(self, run_id: str, rows: list[Checkpoint]) -> None:
+        with self._lock:
+            self._record(run_id)
+            self._rows[run_id].extend(rows)
+            if rows:
+                self._runs[run_id] = replace(self._runs[run_id], node=rows[-1].node)
+
+    def finish(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        node: str | None = None,
+        error: str | None = None,
+        prompt: Any = None,
+    ) -> None:
+        with self._lock:
+            record = self._record(run_id)
+            self._runs[run_id] = replace(
+                record,
+                status=status,
+                ended=time.time(),
+                node=node or record.node,
+                error=error,
+                prompt=prompt,
+            )
+
+    def get(self, run_id: str) -> RunRecord:
+        with self._lock:
+            return shown_status(self._record(run_id))
+
+    def runs(self, status: str | None = None) -> list[RunRecord]:
+        with self._lock:
+            records = [shown_status(record) for record in self._runs.values()]
+        return [record for record in records if status is None or record.status == status]
+
+    def add_events(self, run_id: str, records: list[str]) -> None:
+        with self._lock:
+            self._events.setdefault(run_id, []).extend(records)
+
+    def events(self, run_id: str) -> list[str]:
+        with self._lock:
+            self._record(run_id)
+            return list(self._events.get(run_id, []))
+
+
+def prompt_text(prompt: Any) -> str:
+    """A prompt as stored: JSON where it can be, else its repr."""
+    try:
+        return json.dumps(prompt)
+    except (TypeError, ValueError):
+        return json.dumps(repr(prompt))

@@ -1,0 +1,286 @@
+"""SQLiteStore: durable runs in one SQLite file (stdlib ``sqlite3``, WAL mode).
+
+Every checkpoint is committed before the engine goes on, so a process killed
+at any point loses no finished node and no finished item. WAL with
+``synchronous=NORMAL`` survives the process dying; ``durable=True`` also
+survives the machine losing power, at the cost of a sync per commit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .._errors import StoreError
+from .._store import Checkpoint, RunRecord, check_claim, prompt_text, shown_status
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS braidflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    flow TEXT NOT NULL,
+    graph TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started REAL NOT NULL,
+    ended REAL,
+    node TEXT,
+    error TEXT,
+    prompt TEXT,
+    owner TEXT,
+    initial BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    seq INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    frame TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    node_class TEXT NOT NULL,
+    action TEXT,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS checkpoints_of_run ON checkpoints (run_id, seq);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    event TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_of_run ON events (run_id, seq);
+"""
+
+
+class SQLiteStore:
+    """A store in one SQLite file: the embedded default for durable runs.
+
+    Several processes can share the file (SQLite's locking keeps it
+    consistent); one connection per store object, usable from any thread.
+
+    Args:
+        path: The database file; made, with its tables, if missing.
+        serializer: How values are written: ``"json"`` (default) or
+            ``"pickle"`` (any picklable object, but only for trusted files).
+        durable: Sync to disk on every commit (survives power loss), slower.
+
+    Raises:
+        StoreError: If the file is not a braidflow store, or was written by a
+            newer version of braidflow.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, serializer: str = "json", durable: bool = False
+    ) -> None:
+        if serializer not in ("json", "pickle"):
+            raise StoreError(f"SQLiteStore: serializer={serializer!r} must be 'json' or 'pickle'")
+        self.path = Path(path)
+        self.serializer = serializer
+        self._lock = threading.Lock()
+        if not self.path.parent.is_dir():
+            raise StoreError(
+                f"SQLiteStore: the directory of {str(self.path)!r} does not exist; create it first"
+            )
+        try:
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+            )
+            self._open(durable)
+        except sqlite3.DatabaseError as error:
+            raise StoreError(
+                f"SQLiteStore: {str(self.path)!r} is not a braidflow store (SQLite says: {error})"
+            ) from None
+
+    def _open(self, durable: bool) -> None:
+        db = self._db
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "braidflow_meta" not in tables:
+            raise StoreError(
+                f"SQLiteStore: {str(self.path)!r} is an SQLite file but not a braidflow store "
+                f"(it has tables {sorted(tables)}); use another file"
+            )
+        if not tables:
+            db.executescript(_SCHEMA)  # idempotent; executescript commits by itself
+        with self._transaction():
+            row = db.execute("SELECT value FROM braidflow_meta WHERE key='schema'").fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO braidflow_meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+                )
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise StoreError(
+                    f"SQLiteStore: {str(self.path)!r} was written by a newer braidflow (store "
+                    f"schema {row[0]}, this one reads {SCHEMA_VERSION}); upgrade braidflow"
+                )
+
+    def _transaction(self) -> Any:
+        return _Transaction(self._db)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- runs --------------------------------------------------------------------
+
+    def _row(self, run_id: str) -> RunRecord:
+        row = self._db.execute(
+            "SELECT run_id, flow, status, started, ended, node, error, prompt, owner "
+            "FROM runs WHERE run_id=?",
+            (run_id,),
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"no run {run_id!r} in {self!r}", run_id=run_id)
+        prompt = json.loads(row[7]) if row[7] is not None else None
+        node = row[5]
+        if node is None:  # still going: the last node that finished
+            last = self._db.execute(
+                "SELECT frame, node FROM checkpoints WHERE run_id=? ORDER BY seq DESC LIMIT 1",
+                (run_id,),
+            ).fetchone()
+            node = None if last is None else last[1]
+        return RunRecord(row[0], row[1], row[2], row[3], row[4], node, row[6], prompt, row[8])
+
+    def create_run(
+        self, run_id: str, flow: str, graph: str, initial: bytes, owner: str
+    ) -> RunRecord:
+        with self._lock, self._transaction():
+            if self._db.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone():
+                raise StoreError(
+                    f"run id {run_id!r} is already used by another run in {self!r}; choose "
+                    "another, or resume that run",
+                    run_id=run_id,
+                )
+            started = time.time()
+            self._db.execute(
+                "INSERT INTO runs (run_id, flow, graph, status, started, owner, initial) "
+                "VALUES (?, ?, ?, 'running', ?, ?, ?)",
+                (run_id, flow, graph, started, owner, initial),
+            )
+            return RunRecord(run_id, flow, "running", started, owner=owner)
+
+    def claim(self, run_id: str, owner: str) -> tuple[RunRecord, str, bytes, list[Checkpoint]]:
+        with self._lock, self._transaction():
+            record = self._row(run_id)
+            check_claim(record, owner)
+            self._db.execute(
+                "UPDATE runs SET status='running', owner=?, ended=NULL, node=NULL, error=NULL, "
+                "prompt=NULL WHERE run_id=?",
+                (owner, run_id),
+            )
+            graph, initial = self._db.execute(
+                "SELECT graph, initial FROM runs WHERE run_id=?", (run_id,)
+            ).fetchone()
+            rows = [
+                Checkpoint(*row)
+                for row in self._db.execute(
+                    "SELECT kind, frame, position, node, node_class, action, payload "
+                    "FROM checkpoints WHERE run_id=? ORDER BY seq",
+                    (run_id,),
+                )
+            ]
+            return replace(record, status="running", owner=owner), graph, initial, rows
+
+    def append(self, run_id: str, rows: list[Checkpoint]) -> None:
+        with self._lock, self._transaction():
+            self._db.executemany(
+                "INSERT INTO checkpoints (run_id, kind, frame, position, node, node_class, "
+                "action, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        run_id,
+                        row.kind,
+                        row.frame,
+                        row.position,
+                        row.node,
+                        row.node_class,
+                        row.action,
+                        row.payload,
+                    )
+                    for row in rows
+                ],
+            )
+
+    def finish(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        node: str | None = None,
+        error: str | None = None,
+        prompt: Any = None,
+    ) -> None:
+        with self._lock, self._transaction():
+            self._db.execute(
+                "UPDATE runs SET status=?, ended=?, node=?, error=?, prompt=? WHERE run_id=?",
+                (
+                    status,
+                    time.time(),
+                    node,
+                    error,
+                    None if prompt is None else prompt_text(prompt),
+                    run_id,
+                ),
+            )
+
+    def get(self, run_id: str) -> RunRecord:
+        with self._lock:
+            return shown_status(self._row(run_id))
+
+    def runs(self, status: str | None = None) -> list[RunRecord]:
+        with self._lock:
+            ids = [row[0] for row in self._db.execute("SELECT run_id FROM runs ORDER BY started")]
+            records = [shown_status(self._row(run_id)) for run_id in ids]
+        return [record for record in records if status is None or record.status == status]
+
+    # -- events -------------------------------------------------------------------
+
+    def add_events(self, run_id: str, records: list[str]) -> None:
+        with self._lock, self._transaction():
+            self._db.executemany(
+                "INSERT INTO events (run_id, event) VALUES (?, ?)",
+                [(run_id, text) for text in records],
+            )
+
+    def events(self, run_id: str) -> list[str]:
+        with self._lock:
+            self._row(run_id)
+            return [
+                row[0]
+                for row in self._db.execute(
+                    "SELECT event FROM events WHERE run_id=? ORDER BY seq", (run_id,)
+                )
+            ]
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK``), so a writer holds the
+    write lock from the start and concurrent claims are serialized."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,380 @@
+"""Durable runs: what is recorded, resuming where a run stopped, interrupts."""
+
+import asyncio
+import itertools
+import json
+
+import pytest
+
+import braidflow as bf
+from braidflow import (
+    AsyncFlow,
+    AsyncNode,
+    AsyncParallelBatchNode,
+    BatchNode,
+    CheckpointError,
+    Flow,
+    InvalidParameterError,
+    MemoryStore,
+    Node,
+    Parallel,
+    ResumeError,
+    RunError,
+    SQLiteStore,
+    StoreError,
+    Suspended,
+    interrupt,
+)
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def store(request, tmp_path):
+    return SQLiteStore(tmp_path / "runs.db") if request.param == "sqlite" else MemoryStore()
+
+
+class Count(Node):
+    """Counts its runs in `ran`, writes shared[name] = runs so far."""
+
+    ran: dict = {}  # noqa: RUF012 - reset by a fixture for each test
+
+    def post(self, shared, prep_res, exec_res):
+        Count.ran[self.name] = Count.ran.get(self.name, 0) + 1
+        shared[self.name] = Count.ran[self.name]
+
+
+class Fails(Node):
+    """Fails while `failing` is true."""
+
+    failing = True
+
+    def exec(self, prep_res):
+        if Fails.failing:
+            raise ConnectionError("upstream down")
+        return "fine"
+
+    def post(self, shared, prep_res, exec_res):
+        shared["fails"] = exec_res
+
+
+@pytest.fixture(autouse=True)
+def fresh_counts():
+    Count.ran = {}
+    Fails.failing = True
+
+
+def chain(*nodes):
+    for left, right in itertools.pairwise(nodes):
+        left >> right
+    return nodes[0]
+
+
+def test_a_durable_run_records_its_run_and_updates_shared(store):
+    shared = {"input": 1}
+    Flow(start=chain(Count(name="a"), Count(name="b")), name="job").run(
+        shared, store=store, run_id="r"
+    )
+    assert shared == {"input": 1, "a": 1, "b": 1}
+    record = store.get("r")
+    assert (record.run_id, record.flow, record.status) == ("r", "job", "completed")
+    assert [r.run_id for r in store.runs(status="completed")] == ["r"]
+
+
+def test_the_run_id_is_new_by_default_and_readable(store):
+    flow = Flow(start=chain(Count(name="a"), Fails()), name="job")
+    with pytest.raises(ConnectionError) as caught:
+        flow.run({}, store=store)
+    (record,) = store.runs()
+    assert len(record.run_id) == 32
+    assert record.status == "failed"
+    assert any(record.run_id in note and "resume" in note for note in caught.value.__notes__)
+
+
+def test_a_failed_run_resumes_after_the_last_finished_node(store):
+    flow = Flow(start=chain(Count(name="a"), Fails(), Count(name="c")), name="job")
+    with pytest.raises(ConnectionError):
+        flow.run({"x": 1}, store=store, run_id="r")
+    assert store.get("r").status == "failed"
+    Fails.failing = False
+    final = flow.resume("r", store=store)
+    assert final == {"x": 1, "a": 1, "fails": "fine", "c": 1}
+    assert Count.ran == {"a": 1, "c": 1}  # a did not run again
+    assert store.get("r").status == "completed"
+
+
+def test_a_batch_in_progress_reuses_every_finished_item(store):
+    ran = []
+
+    class Items(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return list(range(8))
+
+        async def exec_async(self, item):
+            ran.append(item)
+            if item == 5 and Fails.failing:
+                raise ValueError("item 5")
+            return item * 10
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["results"] = exec_res
+
+    flow = AsyncFlow(start=Items(max_concurrency=1, name="items"))
+    with pytest.raises(ValueError, match="item 5"):
+        flow.run({}, store=store, run_id="r")
+    assert ran == [0, 1, 2, 3, 4, 5]
+    Fails.failing = False
+    ran.clear()
+    assert flow.resume("r", store=store)["results"] == [i * 10 for i in range(8)]
+    assert ran == [5, 6, 7]
+
+
+def test_items_that_differ_on_resume_are_a_clear_error(store):
+    items = [1, 2, 3]
+
+    class Items(BatchNode):
+        def prep(self, shared):
+            return list(items)
+
+        def exec(self, item):
+            if item == 3 and Fails.failing:
+                raise ValueError("3")
+            return item
+
+    flow = Flow(start=Items(name="items"))
+    with pytest.raises(ValueError, match="3"):
+        flow.run({}, store=store, run_id="r")
+    items[0] = 100
+    with pytest.raises(ResumeError, match="item 0 is not the one recorded"):
+        flow.resume("r", store=store)
+
+
+async def test_nested_flows_resume_at_their_depth(store):
+    inner = Flow(start=chain(Count(name="in1"), Fails(), Count(name="in2")), name="inner")
+    flow = AsyncFlow(start=chain(Count(name="outer1"), inner, Count(name="outer2")), name="job")
+    with pytest.raises(ConnectionError):
+        await flow.run_async({}, store=store, run_id="r")
+    Fails.failing = False
+    final = await flow.resume_async("r", store=store)
+    assert final == {"outer1": 1, "in1": 1, "fails": "fine", "in2": 1, "outer2": 1}
+    assert Count.ran == {"outer1": 1, "in1": 1, "in2": 1, "outer2": 1}
+
+
+async def test_a_finished_branch_is_not_redone(store):
+    class Slow(AsyncNode):
+        async def post_async(self, shared, prep_res, exec_res):
+            if Fails.failing:
+                raise TimeoutError("slow branch timed out")
+            shared["slow"] = "done"
+
+    flow = AsyncFlow(start=Parallel(Count(name="fast"), Slow(name="slow")), name="job")
+    with pytest.raises(TimeoutError):
+        await flow.run_async({}, store=store, run_id="r")
+    Fails.failing = False
+    assert await flow.resume_async("r", store=store) == {"fast": 1, "slow": "done"}
+    assert Count.ran == {"fast": 1}
+
+
+# -- interrupt -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("phase", ["prep", "exec", "post"])
+def test_interrupt_suspends_the_run_and_resume_answers_it(store, phase):
+    asked = []
+
+    class Approve(Node):
+        def prep(self, shared):
+            return interrupt("ok to ship?") if phase == "prep" else None
+
+        def exec(self, prep_res):
+            return interrupt("ok to ship?") if phase == "exec" else prep_res
+
+        def post(self, shared, prep_res, exec_res):
+            answer = interrupt("ok to ship?") if phase == "post" else (prep_res or exec_res)
+            asked.append(answer)
+            shared["approved"] = answer
+
+    flow = Flow(start=chain(Count(name="before"), Approve(max_retries=3), Count(name="after")))
+    with pytest.raises(Suspended) as caught:
+        flow.run({}, store=store, run_id="r")
+    suspended = caught.value
+    assert (suspended.run_id, suspended.prompt) == ("r", "ok to ship?")
+    assert "Approve" in suspended.node
+    record = store.get("r")
+    assert (record.status, record.prompt) == ("waiting", "ok to ship?")
+    final = flow.resume("r", store=store, input="yes")
+    assert final == {"before": 1, "approved": "yes", "after": 1}
+    assert asked == ["yes"]
+    assert Count.ran == {"before": 1, "after": 1}
+
+
+async def test_interrupt_in_an_async_node_and_resuming_without_input_asks_again(store):
+    class Ask(AsyncNode):
+        async def exec_async(self, prep_res):
+            return interrupt({"question": "name?"})
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["name"] = exec_res
+
+    flow = AsyncFlow(start=Ask())
+    with pytest.raises(Suspended):
+        await flow.run_async({}, store=store, run_id="r")
+    with pytest.raises(Suspended) as again:
+        await flow.resume_async("r", store=store)
+    assert again.value.prompt == {"question": "name?"}
+    assert await flow.resume_async("r", store=store, input="Ada") == {"name": "Ada"}
+
+
+def test_an_interrupt_is_never_retried_nor_given_to_the_fallback(store):
+    calls = []
+
+    class Ask(Node):
+        def exec(self, prep_res):
+            calls.append("exec")
+            return interrupt("?")
+
+        def exec_fallback(self, prep_res, exc):
+            calls.append("fallback")
+            return "fallback"
+
+        def on_error(self, shared, error):
+            calls.append("on_error")
+            return True
+
+    with pytest.raises(Suspended):
+        Flow(start=Ask(max_retries=3)).run({}, store=store)
+    assert calls == ["exec"]
+
+
+def test_interrupt_without_a_store_is_a_clear_error():
+    class Ask(Node):
+        def exec(self, prep_res):
+            return interrupt("?")
+
+    with pytest.raises(RunError, match="needs a durable run"):
+        Flow(start=Ask()).run({})
+
+
+# -- what is stored -----------------------------------------------------------------------
+
+
+def test_a_value_that_cannot_be_saved_stops_the_run_naming_key_and_node(store):
+    class Keeps(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared["client"] = object()
+
+    with pytest.raises(CheckpointError, match=r"'keeps'.*shared\['client'\]") as caught:
+        Flow(start=chain(Keeps(name="keeps"), Count(name="after"))).run({}, store=store)
+    assert caught.value.key == "client"
+    assert Count.ran == {}  # the run did not go on past the loss
+
+
+def test_a_key_that_is_not_a_string_cannot_be_saved_as_json(store):
+    class Numbers(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared[1] = "one"
+
+    with pytest.raises(CheckpointError, match="key of type int"):
+        Flow(start=Numbers()).run({}, store=store)
+
+
+def test_pickle_stores_what_json_cannot(tmp_path):
+    store = SQLiteStore(tmp_path / "p.db", serializer="pickle")
+
+    class Keeps(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared["when"] = {1, 2, 3}
+
+    flow = Flow(start=chain(Keeps(), Fails()))
+    with pytest.raises(ConnectionError):
+        flow.run({}, store=store, run_id="r")
+    Fails.failing = False
+    assert flow.resume("r", store=store) == {"when": {1, 2, 3}, "fails": "fine"}
+
+
+def test_in_place_changes_are_recorded(store):
+    class Appends(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared["log"].append(self.name)
+
+    flow = Flow(start=chain(Appends(name="one"), Appends(name="two"), Fails()))
+    with pytest.raises(ConnectionError):
+        flow.run({"log": []}, store=store, run_id="r")
+    Fails.failing = False
+    assert flow.resume("r", store=store)["log"] == ["one", "two"]
+
+
+# -- identity and bad input ----------------------------------------------------------------
+
+
+def test_resuming_with_a_changed_graph_says_what_changed(store):
+    flow = Flow(start=chain(Count(name="a"), Fails()), name="job")
+    with pytest.raises(ConnectionError):
+        flow.run({}, store=store, run_id="r")
+    other = Flow(start=chain(Count(name="a"), Count(name="new"), Fails()), name="job")
+    with pytest.raises(ResumeError, match=r"another graph.*default->new"):
+        other.resume("r", store=store)
+
+
+def test_bad_store_input_is_refused_and_nothing_is_overwritten(store):
+    flow = Flow(start=Count(name="a"))
+    with pytest.raises(StoreError, match="no run 'missing'"):
+        flow.resume("missing", store=store)
+    flow.run({}, store=store, run_id="done")
+    with pytest.raises(StoreError, match="completed"):
+        flow.resume("done", store=store)
+    with pytest.raises(StoreError, match="already used"):
+        flow.run({}, store=store, run_id="done")
+    assert store.get("done").status == "completed"
+    with pytest.raises(InvalidParameterError, match="store="):
+        flow.run({}, store="runs.db")
+    with pytest.raises(InvalidParameterError, match="pass store="):
+        flow.run({}, run_id="x")
+    with pytest.raises(InvalidParameterError, match="needs shared to be a dict"):
+        flow.run([], store=store)
+
+
+# -- events -------------------------------------------------------------------------------
+
+
+def test_events_are_kept_when_asked_and_a_timeline_can_be_drawn_from_them(store, tmp_path):
+    flow = Flow(start=chain(Count(name="a"), Fails()), name="job")
+    with pytest.raises(ConnectionError):
+        flow.run({}, store=store, run_id="r", record_events=True)
+    Fails.failing = False
+    seen = []
+    flow.resume("r", store=store, observers=[seen.append], record_events=True)
+    started = [e.node for e in seen if e.kind == "node_start"]
+    assert started == ["job", "Fails"]  # only what ran this time
+    kept = bf.recorded_events(store, "r")
+    kinds = [event.kind for event in kept]
+    assert kinds.count("run_start") == 2
+    failed = next(event for event in kept if event.kind == "error")
+    assert type(failed.error).__name__ == "ConnectionError"
+    assert str(failed.error) == "upstream down"
+    from braidflow.tracing._timeline import timeline_data
+
+    first_run = kept[: kinds.index("run_end") + 1]
+    assert timeline_data(first_run)["run"]["name"] == "job"
+    assert json.loads(store.events("r")[0])["kind"] == "run_start"
+
+
+async def test_a_resumed_run_can_be_cancelled_and_resumed_again(store):
+    gate = asyncio.Event()
+
+    class Waits(AsyncNode):
+        async def exec_async(self, prep_res):
+            await gate.wait()
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["waited"] = True
+
+    flow = AsyncFlow(start=chain(Count(name="a"), Waits()))
+    run = asyncio.create_task(flow.run_async({}, store=store, run_id="r"))
+    while "a" not in Count.ran:
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert store.get("r").status == "interrupted"
+    gate.set()
+    assert await flow.resume_async("r", store=store) == {"a": 1, "waited": True}
