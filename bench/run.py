@@ -81,7 +81,13 @@ def chain(
         flow = lib.AsyncFlow(start=nodes[0])
 
         observers: list[Any] = []
-        if observe == "noop":
+        options: dict[str, Any] = {}
+        if observe == "durable":
+            import tempfile
+
+            store_dir = Path(tempfile.mkdtemp())
+            options["store"] = lib.SQLiteStore(store_dir / "runs.db")
+        elif observe == "noop":
             observers = [lambda event: None]
         elif observe == "jsonl":
             import tempfile
@@ -94,7 +100,9 @@ def chain(
         async def run_once() -> float:
             shared = {"count": 0}
             started = time.perf_counter()
-            await flow.run_async(shared, **({"observers": observers} if observers else {}))
+            if observers:
+                options["observers"] = observers
+            await flow.run_async(shared, **options)
             elapsed = time.perf_counter() - started
             assert shared["count"] == size
             return elapsed
@@ -514,6 +522,43 @@ def chain_noop_observer(impl: str, size: int) -> dict[str, float]:
     return chain(impl, size, observe="noop")
 
 
+def chain_durable(impl: str, size: int) -> dict[str, float]:
+    """The chain as a durable run: a checkpoint in SQLite after every node."""
+    if impl != "braidflow":
+        raise NotImplementedError("durable runs are braidflow's")
+    return chain(impl, size, observe="durable")
+
+
+def items_durable(impl: str, size: int) -> dict[str, float]:
+    """`size` items x sleep(10 ms), at most 1,000 at once, each checkpointed in SQLite
+    before its worker takes another; seconds over the plain run, per item."""
+    if impl != "braidflow":
+        raise NotImplementedError("durable runs are braidflow's")
+    import tempfile
+
+    lib = importlib.import_module(impl)
+
+    async def exec_async(self: Any, value: int) -> int:
+        await asyncio.sleep(0.01)
+        return value * 2
+
+    node_class = parallel_node(lib, exec_async, store_len=True)
+    flow = lib.AsyncFlow(start=node_class(max_concurrency=1000))
+    store = lib.SQLiteStore(Path(tempfile.mkdtemp()) / "runs.db")
+
+    async def main() -> tuple[float, float]:
+        timings = []
+        for durable in (False, True, False, True):
+            shared: dict[str, Any] = {"items": list(range(size))}
+            started = time.perf_counter()
+            await flow.run_async(shared, **({"store": store} if durable else {}))
+            timings.append(time.perf_counter() - started)
+        return min(timings[0], timings[2]), min(timings[1], timings[3])
+
+    plain, durable = asyncio.run(main())
+    return {"us_per_item": (durable - plain) / size * 1e6}
+
+
 def chain_jsonl(impl: str, size: int) -> dict[str, float]:
     """The chain with a JSONLTrace writing every event to a file."""
     if impl != "braidflow":
@@ -526,6 +571,8 @@ WORKLOADS: dict[str, Callable[[str, int], dict[str, float]]] = {
     "chain_policies": chain_with_policies,
     "chain_noop": chain_noop_observer,
     "chain_jsonl": chain_jsonl,
+    "chain_durable": chain_durable,
+    "items_durable": items_durable,
     "sync_chain": sync_chain,
     "fanout": fanout,
     "bounded": bounded,
@@ -543,6 +590,7 @@ PLAN = [
     ("chain_policies", 1000, "same, each with a Limiter and max_retries=2"),
     ("chain_noop", 1000, "same chain, a no-op observer (2 events/node)"),
     ("chain_jsonl", 1000, "same chain, a JSONLTrace observer"),
+    ("chain_durable", 1000, "same chain, durable: a SQLite checkpoint per node"),
     ("sync_chain", 1000, "sync chain of 1,000 nodes (raw: plain calls)"),
     ("fanout", 10_000, "10k items x sleep(50 ms)"),
     ("bounded", 100_000, "100k items from a generator, bound 1000"),
@@ -551,6 +599,7 @@ PLAN = [
     ("items", 100_000, "100k items, no sleep"),
     ("items_limited", 100_000, "same, each through a Limiter(10,000)"),
     ("stop_waiters", 50_000, "50k items queued on a Limiter(100), one fails"),
+    ("items_durable", 10_000, "10k items x sleep(10 ms), durable: extra per item"),
     ("branches", 2, "fork/join of 2 trivial branches"),
     ("branches", 16, "fork/join of 16 trivial branches"),
     ("branches_big", 16, "same, shared holds 10 MB no branch touches"),
@@ -560,6 +609,8 @@ QUICK_SIZES = {
     ("chain_policies", 1000): 200,
     ("chain_noop", 1000): 200,
     ("chain_jsonl", 1000): 200,
+    ("chain_durable", 1000): 200,
+    ("items_durable", 10_000): 1000,
     ("sync_chain", 1000): 200,
     ("fanout", 10_000): 1000,
     ("bounded", 100_000): 10_000,
@@ -676,6 +727,15 @@ def main() -> int:
                 f"observers: {workload}: +{extra:.2f} us per node, "
                 f"{extra / 2:.2f} us per event (target: no-op a few us, JSONL 10-30 us per node)"
             )
+    durable = next((r for r in rows if r["workload"] == "chain_durable"), None)
+    if bare and durable and bare["braidflow"] and durable["braidflow"]:
+        print(
+            f"durable: a checkpoint costs +{durable['braidflow'] - bare['braidflow']:.2f} us "
+            "per node (target < 50 us)"
+        )
+    durable = next((r for r in rows if r["workload"] == "items_durable"), None)
+    if durable and durable["braidflow"]:
+        print(f"durable: +{durable['braidflow']:.2f} us per batch item (target < 10 us)")
     plain = next((r for r in rows if r["workload"] == "items"), None)
     limited = next((r for r in rows if r["workload"] == "items_limited"), None)
     if plain and limited:

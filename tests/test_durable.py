@@ -276,6 +276,93 @@ def test_a_key_that_is_not_a_string_cannot_be_saved_as_json(store):
         Flow(start=Numbers()).run({}, store=store)
 
 
+@pytest.mark.parametrize("kind", ["set", "cycle"])
+def test_an_item_result_that_cannot_be_saved_names_node_and_item(store, kind):
+    def unsavable():
+        if kind == "set":
+            return {1, 2}
+        loop = []
+        loop.append(loop)
+        return loop
+
+    class Items(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return [0, 1, 2]
+
+        async def exec_async(self, item):
+            return unsavable() if item == 1 else item
+
+    flow = AsyncFlow(start=Items(name="items"))
+    with pytest.raises(CheckpointError, match=r"'items'.*item 1 is a (set|list)"):
+        flow.run({}, store=store, run_id="r")
+    assert store.get("r").status == "failed"
+
+
+class FailingWrites(MemoryStore):
+    """Refuses to write item rows while `refusing`."""
+
+    refusing = True
+
+    def append(self, run_id, rows):
+        if self.refusing and any(row.kind == "item" for row in rows):
+            raise StoreError("disk full")
+        super().append(run_id, rows)
+
+
+def test_a_failed_group_commit_stops_the_batch_and_the_run_resumes_later():
+    store = FailingWrites()
+    ran = []
+
+    class Items(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return list(range(6))
+
+        async def exec_async(self, item):
+            ran.append(item)
+            await asyncio.sleep(0)
+            return item * 10
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["results"] = exec_res
+
+    flow = AsyncFlow(start=Items(max_concurrency=1, name="items"))
+    with pytest.raises(StoreError, match="disk full"):
+        flow.run({}, store=store, run_id="r")
+    assert len(ran) < 6  # the batch stopped at the first item after the failure
+    assert store.get("r").status == "failed"
+    store.refusing = False
+    ran.clear()
+    assert flow.resume("r", store=store)["results"] == [i * 10 for i in range(6)]
+    assert ran == list(range(6))  # nothing was recorded: everything ran again
+
+
+@pytest.mark.parametrize("kind", ["sequential", "parallel"])
+async def test_items_that_finished_before_a_failure_are_recorded_with_it(store, kind):
+    """The group commit is due at the next turn of the loop; a failure in the
+    same turn (no item here ever yields) still leaves the finished items in
+    the store when the run ends, not a turn later."""
+    ran = []
+
+    class Items(AsyncParallelBatchNode if kind == "parallel" else bf.AsyncBatchNode):
+        async def prep_async(self, shared):
+            return list(range(4))
+
+        async def exec_async(self, item):
+            ran.append(item)
+            if item == 2 and Fails.failing:
+                raise ValueError("item 2")
+            return item
+
+    flow = AsyncFlow(start=Items(name="items"))
+    with pytest.raises(ValueError, match="item 2"):
+        await flow.run_async({}, store=store, run_id="r")
+    Fails.failing = False
+    ran.clear()
+    await flow.resume_async("r", store=store)  # reads the store before the loop turns
+    # in parallel all four started together, and 3 finished before 2 failed
+    assert ran == ([2] if kind == "parallel" else [2, 3])
+
+
 def test_pickle_stores_what_json_cannot(tmp_path):
     store = SQLiteStore(tmp_path / "p.db", serializer="pickle")
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import json.encoder
 import pickle
+import weakref
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -126,6 +128,37 @@ class TrackingDict(dict[Any, Any]):
 # -- serializing ----------------------------------------------------------------------
 
 
+def _json_encoder() -> Callable[[Any], str]:
+    """``json.dumps`` for the store: compact, no NaN, ASCII. The C encoder is made
+    once and reused (``JSONEncoder.encode`` makes one per call, half its cost);
+    a cycle in a value then shows as a RecursionError."""
+    plain = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return plain.encode
+    try:
+        fast = make(
+            None, plain.default, json.encoder.encode_basestring_ascii, None, ":", ",",
+            False, False, False,
+        )  # fmt: skip
+        join = "".join
+
+        def encode(value: Any) -> str:
+            return join(fast(value, 0))
+
+        sample = ["é", 1, 2.5, True, None, {"k": [1]}]
+        if encode(sample) == plain.encode(sample):
+            return encode
+    except Exception:  # another Python's C encoder: the documented one will do
+        pass
+    return plain.encode
+
+
+_JSON = _json_encoder()
+# What encoding a value that cannot be saved raises (a cycle: RecursionError).
+_UNSAVABLE = (TypeError, ValueError, RecursionError, pickle.PicklingError, AttributeError)
+
+
 class Codec:
     """How a store's values are written: JSON (text) or pickle."""
 
@@ -134,7 +167,7 @@ class Codec:
 
     def encode(self, value: Any) -> bytes:
         if self.kind == "json":
-            return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+            return _JSON(value).encode()
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
     def decode(self, data: bytes) -> Any:
@@ -146,7 +179,7 @@ class Codec:
         """Changes (key, encoded value or None for a deletion) as one payload."""
         if self.kind == "json":
             parts = [
-                b"[" + json.dumps(key).encode() + (b",0]" if data is None else b",1," + data + b"]")
+                b"[" + _JSON(key).encode() + (b",0]" if data is None else b",1," + data + b"]")
                 for key, data in changes
             ]
             return b"[" + b",".join(parts) + b"]"
@@ -163,7 +196,7 @@ class Codec:
 
 
 def _encode_key_value(codec: Codec, key: Any, value: Any, node: str) -> bytes:
-    if codec.kind == "json" and not isinstance(key, str):
+    if codec.kind == "json" and type(key) is not str and not isinstance(key, str):
         raise CheckpointError(
             f"node {node!r}: shared[{key!r}] has a key of type {type(key).__name__}; a durable "
             "run stores shared as JSON, whose keys are strings (or use serializer='pickle')",
@@ -172,7 +205,7 @@ def _encode_key_value(codec: Codec, key: Any, value: Any, node: str) -> bytes:
         )
     try:
         return codec.encode(value)
-    except (TypeError, ValueError, pickle.PicklingError, AttributeError) as error:
+    except _UNSAVABLE as error:
         raise CheckpointError(
             f"node {node!r}: shared[{key!r}] holds a {type(value).__name__} that cannot be "
             f"saved as {codec.kind} ({error}); keep plain data in shared, or use "
@@ -188,16 +221,19 @@ def changed_keys(codec: Codec, target: Any, node: str) -> list[tuple[Any, bytes 
     changed since the last checkpoint, encoded; ``None`` for a deleted key."""
     last: dict[Any, bytes] = target._bf_last
     changes: list[tuple[Any, bytes | None]] = []
+    # A TrackingDict is read as a plain dict here, so reading marks nothing.
+    read = dict.__getitem__ if type(target) is TrackingDict else type(target).__getitem__
     for key in target.take_dirty():
         if key in target:
-            data = _encode_key_value(codec, key, target[key], node)
+            data = _encode_key_value(codec, key, read(target, key), node)
             if last.get(key) != data:
                 last[key] = data
                 changes.append((key, data))
         elif key in last:
             del last[key]
             changes.append((key, None))
-    target.take_dirty()  # reading the values above touched them again
+    if type(target) is not TrackingDict:
+        target.take_dirty()  # reading a view's values above marked them again
     return changes
 
 
@@ -213,9 +249,25 @@ def fingerprint(codec: Codec, item: Any) -> int:
 # -- the graph, described, to see whether it changed ----------------------------------
 
 
-def describe_graph(node: Any) -> list[str]:
-    """One line per node, reachable from ``node``: its id, class and successors,
-    nested flows and branches inside; the same graph gives the same lines."""
+def describe_graph(node: Any) -> str:
+    """One line per node reachable from ``node``: its id, class and successors,
+    nested flows and branches inside; the same graph gives the same lines.
+    Kept until any wiring or name changes."""
+    from . import _wiring
+
+    cached = _described.get(node)
+    if cached is not None and cached[0] == _wiring._current:
+        return cached[1]
+    version = _wiring._current
+    text = "\n".join(_describe(node))
+    _described[node] = (version, text)
+    return text
+
+
+_described: weakref.WeakKeyDictionary[Any, tuple[int, str]] = weakref.WeakKeyDictionary()
+
+
+def _describe(node: Any) -> list[str]:
     from ._wiring import display_names, graph_of
 
     lines: list[str] = []
@@ -302,11 +354,15 @@ class Durable:
         self.answers: dict[str, Any] = {}
         self.at: str | None = None  # the step that started last: where a failure is
         self._steps: dict[str, list[Checkpoint]] = {}
-        self._items: dict[tuple[str, int], Checkpoint] = {}
+        self._items: dict[str, dict[int, Checkpoint]] = {}  # by stage, by index
         self._changes: dict[tuple[str, int], Checkpoint] = {}
         self._branches: dict[tuple[str, int], Checkpoint] = {}
+        # Item rows wait here for the next turn of the event loop, so items
+        # finishing together are written in one transaction (a group commit);
+        # any other write takes them first, so the order in the store holds.
         self._pending: list[Checkpoint] = []
-        self._flushing: asyncio.Future[None] | None = None
+        self._flush_due = False
+        self._write_error: BaseException | None = None
 
     # -- starting and resuming ---------------------------------------------------
 
@@ -334,7 +390,7 @@ class Durable:
             if row.kind in ("step", "view_step"):
                 self._steps.setdefault(row.frame, []).append(row)
             elif row.kind == "item":
-                self._items[(row.frame, row.position)] = row
+                self._items.setdefault(row.frame, {})[row.position] = row
             elif row.kind == "changes":
                 self._changes[(row.frame, row.position)] = row
             elif row.kind == "branch":
@@ -388,19 +444,21 @@ class Durable:
             _action_text(action, name),
             self.codec.pack(changes),
         )
-        self.store.append(self.run_id, [row])
+        self.write([row])
 
     # -- items -------------------------------------------------------------------------
 
-    def item(self, stage: str, index: int, item: Any, node: Any) -> tuple[bool, Any]:
-        """Whether item ``index`` of ``stage`` finished before; if so its result.
+    def recorded_items(self, stage: str) -> dict[int, Checkpoint]:
+        """The items of ``stage`` that finished before (resuming), by index."""
+        return self._items.get(stage, {})
+
+    def item_result(self, row: Checkpoint, item: Any, node: Any) -> Any:
+        """The recorded result of an item that finished before.
 
         Raises:
             ResumeError: If prep now gives a different item at that index.
         """
-        row = self._items.get((stage, index))
-        if row is None:
-            return False, None
+        index = row.position
         recorded, result = self.codec.decode(row.payload)
         if recorded != fingerprint(self.codec, item):
             raise ResumeError(
@@ -409,16 +467,12 @@ class Durable:
                 "run resumes",
                 node=node._display_name(),
             )
-        return True, result
-
-    def items_in(self, stage: str) -> set[int]:
-        """The indexes of the items of ``stage`` that finished before (resuming)."""
-        return {index for (frame, index) in self._items if frame == stage}
+        return result
 
     def _item_row(self, stage: str, index: int, item: Any, result: Any, node: Any) -> Checkpoint:
         try:
             payload = self.codec.encode([fingerprint(self.codec, item), result])
-        except (TypeError, ValueError, pickle.PicklingError, AttributeError) as error:
+        except _UNSAVABLE as error:
             raise CheckpointError(
                 f"{node._describe()}: the result of item {index} is a {type(result).__name__} "
                 f"that cannot be saved as {self.codec.kind} ({error}); return plain data "
@@ -430,40 +484,56 @@ class Durable:
         )
 
     def item_done_sync(self, stage: str, index: int, item: Any, result: Any, node: Any) -> None:
-        self.store.append(self.run_id, [self._item_row(stage, index, item, result, node)])
+        self.write([self._item_row(stage, index, item, result, node)])
 
-    async def item_done(
-        self,
-        stage: str,
-        index: int,
-        item: Any,
-        result: Any,
-        node: Any,
-        extra: list[Checkpoint] | None = None,
-    ) -> None:
-        """Record a finished item; return once it is in the store. Items finishing
-        together are written in one transaction (a group commit)."""
-        if extra:
-            self._pending.extend(extra)
-        self._pending.append(self._item_row(stage, index, item, result, node))
-        if self._flushing is None:
-            loop = asyncio.get_running_loop()
-            self._flushing = loop.create_future()
-            loop.call_soon(self._flush)
-        flushed = self._flushing
-        await asyncio.shield(flushed)
+    def item_done(self, stage: str, index: int, item: Any, result: Any, node: Any) -> None:
+        """Record a finished item (in the event loop): it is written at the next
+        turn of the loop, with every other item that finished meanwhile."""
+        self.later(self._item_row(stage, index, item, result, node))
+
+    def later(self, row: Checkpoint) -> None:
+        """Queue a row for the group commit at the next turn of the event loop.
+
+        Raises:
+            StoreError: If an earlier group commit failed; the batch stops.
+        """
+        if self._write_error is not None:
+            raise self._write_error
+        self._pending.append(row)
+        if not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
+        self._flush_due = False
+        if self._write_error is not None or not self._pending:
+            return
         rows, self._pending = self._pending, []
-        flushed, self._flushing = self._flushing, None
-        assert flushed is not None
         try:
             self.store.append(self.run_id, rows)
-        except BaseException as error:
-            flushed.set_exception(error)
-            flushed.exception()  # retrieved by whoever awaits; no "never retrieved" log
-            return
-        flushed.set_result(None)
+        except BaseException as error:  # told to the next item, and at the run's end
+            self._pending = rows + self._pending
+            self._write_error = error
+
+    def write(self, rows: list[Checkpoint]) -> None:
+        """Write rows now, after any queued ones (in one transaction)."""
+        if self._write_error is not None:
+            raise self._write_error
+        if self._pending:
+            rows, self._pending = self._pending + rows, []
+        self.store.append(self.run_id, rows)
+
+    def flush(self) -> None:
+        """Write the queued rows now (the run is ending).
+
+        Raises:
+            StoreError: If they cannot be written.
+        """
+        error, self._write_error = self._write_error, None
+        if self._pending:
+            self.write([])
+        elif error is not None:
+            raise error
 
     def changes_row(self, stage: str, index: int, view: SharedView, node: Any) -> Checkpoint:
         """The changes an isolated sub-flow made, to merge them again after a crash."""
@@ -516,49 +586,44 @@ class Durable:
             _action_text(action, name),
             self.codec.pack(encoded),
         )
-        self.store.append(self.run_id, [row])
+        self.write([row])
 
 
 def checkpointed_items(durable: Durable, node: Any, run_item: Any, is_async: bool) -> Any:
     """Wrap a batch runner's per-item function: an item that finished before is
-    not run again (its recorded result stands); one that finishes now is in
-    the store before its result is used."""
+    not run again (its recorded result stands); one that finishes now is
+    recorded (in the event loop, at its next turn, with the others that
+    finished meanwhile; before the stage goes on in any case)."""
     stage = STEP.get()
+    recorded = durable.recorded_items(stage)
+    # A parameter set's sub-flow walks a frame of its own; an item is told
+    # apart (for interrupt answers) by its index.
     flow = node._bf_is_flow
-
-    def enter(index: int) -> Any:
-        # A parameter set's sub-flow walks a frame of its own; an item is
-        # told apart (for interrupt answers) by its index.
-        return STEP.set(f"{stage}[{index}]") if flow else DITEM.set(index)
-
-    def leave(token: Any) -> None:
-        (STEP if flow else DITEM).reset(token)
+    where: ContextVar[Any] = STEP if flow else DITEM
 
     if is_async:
 
         async def item_async(item: Any, index: int) -> Any:
-            done, result = durable.item(stage, index, item, node)
-            if done:
-                return result
-            token = enter(index)
+            if recorded and index in recorded:
+                return durable.item_result(recorded[index], item, node)
+            token = where.set(f"{stage}[{index}]" if flow else index)
             try:
                 result = await run_item(item, index)
             finally:
-                leave(token)
-            await durable.item_done(stage, index, item, result, node)
+                where.reset(token)
+            durable.item_done(stage, index, item, result, node)
             return result
 
         return item_async
 
     def item_sync(item: Any, index: int) -> Any:
-        done, result = durable.item(stage, index, item, node)
-        if done:
-            return result
-        token = enter(index)
+        if recorded and index in recorded:
+            return durable.item_result(recorded[index], item, node)
+        token = where.set(f"{stage}[{index}]" if flow else index)
         try:
             result = run_item(item, index)
         finally:
-            leave(token)
+            where.reset(token)
         durable.item_done_sync(stage, index, item, result, node)
         return result
 
@@ -568,6 +633,8 @@ def checkpointed_items(durable: Durable, node: Any, run_item: Any, is_async: boo
 def _action_text(action: Any, node: str) -> str | None:
     if action is None:
         return None
+    if type(action) is str:
+        return _JSON(action)
     try:
         return json.dumps(action)
     except (TypeError, ValueError):

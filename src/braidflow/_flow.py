@@ -369,7 +369,7 @@ class Flow(BaseNode):
         stage = STEP.get()
         # Resuming: sub-flows that finished before are skipped (by the item
         # checkpoints); their recorded changes are merged instead of a view's.
-        recorded = durable.items_in(stage) if durable is not None else set()
+        recorded = durable.recorded_items(stage) if durable is not None else {}
 
         async def run_isolated(item: Any, index: int) -> Any:
             view = SharedView(shared)
@@ -379,9 +379,7 @@ class Flow(BaseNode):
                 self._label_param_set_error(error, item, index)
                 raise
             if durable is not None:  # before the item's own checkpoint: no loss either way
-                durable.store.append(
-                    durable.run_id, [durable.changes_row(stage, index, view, self)]
-                )
+                durable.later(durable.changes_row(stage, index, view, self))
             views[index] = view  # only a sub-flow that finished is merged
             return result
 
@@ -392,9 +390,8 @@ class Flow(BaseNode):
             return durable.recorded_changes(stage, index)
 
         results = await run_parallel_async(self, items, run_isolated, collect)
-        changes = [
-            (f"param set {index}", changes_of(index)) for index in sorted(set(views) | recorded)
-        ]
+        finished = sorted(views.keys() | recorded.keys())
+        changes = [(f"param set {index}", changes_of(index)) for index in finished]
         try:
             apply_changes(shared, merge(shared, changes, self._bf_merge))
         except Exception as error:

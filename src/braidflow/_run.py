@@ -383,7 +383,7 @@ class RunScope:
         store, node = self.store, self.node
         assert store is not None
         name = node._display_name()
-        graph = "\n".join(describe_graph(node))
+        graph = describe_graph(node)
         if self.resuming:
             assert self.run_id is not None
             durable = Durable(store, self.run_id)
@@ -434,6 +434,11 @@ class RunScope:
         assert durable is not None
         assert store is not None
         run_id = durable.run_id
+        try:
+            durable.flush()  # items that finished last
+        except BaseException:
+            if error is None:
+                raise
         if not self.resuming:  # the caller's dict gets what the run did
             final = dict(dict.items(self.working))
             dict.clear(self.shared)

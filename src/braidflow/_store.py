@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from ._errors import StoreError
 
@@ -60,8 +60,7 @@ class RunRecord:
     owner: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
+class Checkpoint(NamedTuple):
     """One row of a run's checkpoint log.
 
     Attributes:
@@ -250,18 +249,23 @@ class MemoryStore:
         with self._lock:
             record = self._record(run_id)
             check_claim(record, owner)
-            record = self._runs[run_id] = replace(
-                record, status="running", owner=owner, ended=None, error=None, prompt=None
-            )  # the node stays: the last one that finished
+            self._runs[run_id] = replace(
+                record,
+                status="running",
+                owner=owner,
+                ended=None,
+                node=None,
+                error=None,
+                prompt=None,
+            )
             graph, initial = self._graphs[run_id]
-            return record, graph, initial, list(self._rows[run_id])
+            claimed = replace(record, status="running", owner=owner)  # node: where it stopped
+            return claimed, graph, initial, list(self._rows[run_id])
 
     def append(self, run_id: str, rows: list[Checkpoint]) -> None:
         with self._lock:
             self._record(run_id)
             self._rows[run_id].extend(rows)
-            if rows:
-                self._runs[run_id] = replace(self._runs[run_id], node=rows[-1].node)
 
     def finish(
         self,
@@ -275,21 +279,23 @@ class MemoryStore:
         with self._lock:
             record = self._record(run_id)
             self._runs[run_id] = replace(
-                record,
-                status=status,
-                ended=time.time(),
-                node=node or record.node,
-                error=error,
-                prompt=prompt,
+                record, status=status, ended=time.time(), node=node, error=error, prompt=prompt
             )
+
+    def _current(self, record: RunRecord) -> RunRecord:
+        """The record with its node: where it ended, else the last that finished."""
+        rows = self._rows[record.run_id]
+        if record.node is None and rows:
+            record = replace(record, node=rows[-1].node)
+        return shown_status(record)
 
     def get(self, run_id: str) -> RunRecord:
         with self._lock:
-            return shown_status(self._record(run_id))
+            return self._current(self._record(run_id))
 
     def runs(self, status: str | None = None) -> list[RunRecord]:
         with self._lock:
-            records = [shown_status(record) for record in self._runs.values()]
+            records = [self._current(record) for record in self._runs.values()]
         return [record for record in records if status is None or record.status == status]
 
     def add_events(self, run_id: str, records: list[str]) -> None:
