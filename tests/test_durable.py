@@ -363,6 +363,37 @@ async def test_items_that_finished_before_a_failure_are_recorded_with_it(store, 
     assert ran == ([2] if kind == "parallel" else [2, 3])
 
 
+class Recording(MemoryStore):
+    """Counts the item rows written so far."""
+
+    def __init__(self):
+        super().__init__()
+        self.items_written = 0
+
+    def append(self, run_id, rows):
+        super().append(run_id, rows)
+        self.items_written += sum(row.kind == "item" for row in rows)
+
+
+@pytest.mark.parametrize("kind", ["sequential", "parallel"])
+async def test_every_item_is_in_the_store_before_post_uses_the_results(kind):
+    store = Recording()
+    seen = []
+
+    class Items(AsyncParallelBatchNode if kind == "parallel" else bf.AsyncBatchNode):
+        async def prep_async(self, shared):
+            return list(range(5))
+
+        async def exec_async(self, item):  # never yields: all in one turn of the loop
+            return item
+
+        async def post_async(self, shared, prep_res, exec_res):
+            seen.append(store.items_written)
+
+    await AsyncFlow(start=Items()).run_async({}, store=store)
+    assert seen == [5]
+
+
 def test_pickle_stores_what_json_cannot(tmp_path):
     store = SQLiteStore(tmp_path / "p.db", serializer="pickle")
 

@@ -155,6 +155,14 @@ def _wrapped(
     return run_item
 
 
+def _items_recorded() -> None:
+    """In a durable run, the items queued for the group commit are written
+    now, before anything (``post``, the merge of sub-flows) uses their results."""
+    run = RUN.get()
+    if run is not None and run.durable is not None:
+        run.durable.flush()
+
+
 def run_sequential_sync(node: Any, items: Iterable[Any], run_item: RunItemSync, keep: bool) -> Any:
     """Run items one after another; return their results in order if ``keep``."""
     _no_bound_here(node)
@@ -187,6 +195,7 @@ async def run_sequential_async(node: Any, items: Any, run_item: RunItemAsync, ke
                 value = await run_item(item, index)
                 if results is not None:
                     results.append(value)
+    _items_recorded()
     return results
 
 
@@ -361,6 +370,7 @@ async def run_parallel_async(
                     add_note(error, f"{node._describe()} failed on item {index}")
                     break
         raise
+    _items_recorded()
     if tasks:
         return [task.result() for task in tasks]
     return results if keep else None
