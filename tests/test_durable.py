@@ -197,13 +197,34 @@ def test_interrupt_suspends_the_run_and_resume_answers_it(store, phase):
         flow.run({}, store=store, run_id="r")
     suspended = caught.value
     assert (suspended.run_id, suspended.prompt) == ("r", "ok to ship?")
-    assert "Approve" in suspended.node
     record = store.get("r")
+    assert suspended.node == record.node == "Flow/Approve"  # the names on its path
     assert (record.status, record.prompt) == ("waiting", "ok to ship?")
     final = flow.resume("r", store=store, input="yes")
     assert final == {"before": 1, "approved": "yes", "after": 1}
     assert asked == ["yes"]
     assert Count.ran == {"before": 1, "after": 1}
+
+
+def test_a_node_asking_again_in_a_loop_gets_each_answer_once(store):
+    class Review(Node):
+        def exec(self, prep_res):
+            return interrupt("good?")
+
+        def post(self, shared, prep_res, exec_res):
+            shared.setdefault("answers", []).append(exec_res)
+            return "again" if len(shared["answers"]) < 2 else None
+
+    review = Review()
+    review - "again" >> review
+    review >> Count(name="done")
+    flow = Flow(start=review)
+    with pytest.raises(Suspended):
+        flow.run({}, store=store, run_id="r")
+    with pytest.raises(Suspended) as second:  # the second visit asks again
+        flow.resume("r", store=store, input="no")
+    assert second.value.node == "Flow/Review"
+    assert flow.resume("r", store=store, input="yes") == {"answers": ["no", "yes"], "done": 1}
 
 
 async def test_interrupt_in_an_async_node_and_resuming_without_input_asks_again(store):
@@ -392,6 +413,26 @@ async def test_every_item_is_in_the_store_before_post_uses_the_results(kind):
 
     await AsyncFlow(start=Items()).run_async({}, store=store)
     assert seen == [5]
+
+
+async def test_a_worker_takes_no_other_item_before_its_finished_one_is_stored():
+    """So a crash can only lose the items that were in flight (at most
+    max_concurrency), never one that finished while its worker went on."""
+    store = Recording()
+    stored_when_started = []
+
+    class Items(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return list(range(6))
+
+        async def exec_async(self, item):  # never yields
+            stored_when_started.append(store.items_written)
+            return item
+
+    await AsyncFlow(start=Items(max_concurrency=2)).run_async({}, store=store)
+    # two workers: items 0 and 1 start on nothing stored, then each next item
+    # starts only once the one its worker finished is in the store
+    assert stored_when_started == [0, 0, 2, 2, 4, 4]
 
 
 def test_pickle_stores_what_json_cannot(tmp_path):

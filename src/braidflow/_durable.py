@@ -14,6 +14,7 @@ import asyncio
 import json
 import json.encoder
 import pickle
+import re
 import weakref
 import zlib
 from collections.abc import Callable, Iterable
@@ -307,6 +308,16 @@ class Interrupted(BaseException):
         self.where = where
 
 
+_POSITION = re.compile(r"(?:^|(?<=/))b?\d+:")
+
+
+def step_path(key: str) -> str:
+    """A step's key as people read it: the names on its path, without the
+    positions that keep keys apart (``0:job/2:review`` is ``job/review``).
+    Enough to find an interrupt again: steps before it are replayed, not run."""
+    return _POSITION.sub("", key)
+
+
 def interrupt(prompt: Any) -> Any:
     """Stop the run to ask a human (or any caller) for input; return the answer.
 
@@ -333,7 +344,7 @@ def interrupt(prompt: Any) -> Any:
             "with a store, e.g. flow.run(shared, store=SQLiteStore('runs.db'))"
         )
     item = DITEM.get()
-    where = STEP.get() if item is None else f"{STEP.get()}#{item}"
+    where = step_path(STEP.get()) if item is None else f"{step_path(STEP.get())}#{item}"
     answer = durable.answers.pop(where, NO_ANSWER)
     if answer is not NO_ANSWER:
         return answer
@@ -486,10 +497,23 @@ class Durable:
     def item_done_sync(self, stage: str, index: int, item: Any, result: Any, node: Any) -> None:
         self.write([self._item_row(stage, index, item, result, node)])
 
-    def item_done(self, stage: str, index: int, item: Any, result: Any, node: Any) -> None:
-        """Record a finished item (in the event loop): it is written at the next
-        turn of the loop, with every other item that finished meanwhile."""
+    async def item_done(self, stage: str, index: int, item: Any, result: Any, node: Any) -> None:
+        """Record a finished item (in the event loop); return once it is written.
+
+        Items finishing in the same turn of the loop are written together, in
+        one transaction (a group commit) at the start of the next turn, and
+        each waits for it: a worker takes no other item until its finished one
+        is in the store, so a crash can only lose items that were in flight.
+
+        Raises:
+            StoreError: If the group commit failed; the batch stops.
+        """
         self.later(self._item_row(stage, index, item, result, node))
+        # The commit was queued (call_soon) before this task's next step is:
+        # by the time sleep(0) returns, it has run. No future per item.
+        await asyncio.sleep(0)
+        if self._write_error is not None:
+            raise self._write_error
 
     def later(self, row: Checkpoint) -> None:
         """Queue a row for the group commit at the next turn of the event loop.
@@ -591,9 +615,9 @@ class Durable:
 
 def checkpointed_items(durable: Durable, node: Any, run_item: Any, is_async: bool) -> Any:
     """Wrap a batch runner's per-item function: an item that finished before is
-    not run again (its recorded result stands); one that finishes now is
-    recorded (in the event loop, at its next turn, with the others that
-    finished meanwhile; before the stage goes on in any case)."""
+    not run again (its recorded result stands); one that finishes now is in
+    the store before its worker goes on (in the event loop, written at the
+    loop's next turn with the others that finished meanwhile)."""
     stage = STEP.get()
     recorded = durable.recorded_items(stage)
     # A parameter set's sub-flow walks a frame of its own; an item is told
@@ -611,7 +635,7 @@ def checkpointed_items(durable: Durable, node: Any, run_item: Any, is_async: boo
                 result = await run_item(item, index)
             finally:
                 where.reset(token)
-            durable.item_done(stage, index, item, result, node)
+            await durable.item_done(stage, index, item, result, node)
             return result
 
         return item_async

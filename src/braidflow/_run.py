@@ -19,7 +19,15 @@ from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._durable import NO_ANSWER, STEP, Durable, Interrupted, TrackingDict, describe_graph
+from ._durable import (
+    NO_ANSWER,
+    STEP,
+    Durable,
+    Interrupted,
+    TrackingDict,
+    describe_graph,
+    step_path,
+)
 from ._errors import InvalidParameterError, ResumeError, Suspended, add_note
 from ._events import Event, make_event
 from ._store import Store, this_owner
@@ -456,7 +464,8 @@ class RunScope:
                 prompt=error.prompt,
             ) from None
         status = "failed" if isinstance(error, Exception) else "interrupted"
-        store.finish(run_id, status, node=durable.at, error=f"{type(error).__name__}: {error}")
+        where = None if durable.at is None else step_path(durable.at)
+        store.finish(run_id, status, node=where, error=f"{type(error).__name__}: {error}")
         if isinstance(error, Exception):
             add_note(
                 error,
