@@ -227,6 +227,30 @@ def test_a_node_asking_again_in_a_loop_gets_each_answer_once(store):
     assert flow.resume("r", store=store, input="yes") == {"answers": ["no", "yes"], "done": 1}
 
 
+@pytest.mark.parametrize("where", ["exec", "prep and post"])
+def test_a_node_that_asks_twice_gets_its_answers_in_order(store, where):
+    class Form(Node):
+        def prep(self, shared):
+            return interrupt("name?") if where != "exec" else None
+
+        def exec(self, name):
+            if where == "exec":
+                return [interrupt("name?"), interrupt("age?")]
+            return name
+
+        def post(self, shared, prep_res, exec_res):
+            answers = exec_res if where == "exec" else [exec_res, interrupt("age?")]
+            shared["answers"] = answers
+
+    flow = Flow(start=Form())
+    with pytest.raises(Suspended, match="name"):
+        flow.run({}, store=store, run_id="r")
+    with pytest.raises(Suspended) as second:
+        flow.resume("r", store=store, input="Ann")
+    assert second.value.prompt == "age?"
+    assert flow.resume("r", store=store, input=42) == {"answers": ["Ann", 42]}
+
+
 async def test_interrupt_in_an_async_node_and_resuming_without_input_asks_again(store):
     class Ask(AsyncNode):
         async def exec_async(self, prep_res):
@@ -435,6 +459,119 @@ async def test_a_worker_takes_no_other_item_before_its_finished_one_is_stored():
     assert stored_when_started == [0, 0, 2, 2, 4, 4]
 
 
+def test_an_item_that_exec_changes_in_place_still_resumes(store):
+    class Mark(BatchNode):
+        def prep(self, shared):
+            return [{"n": n} for n in range(4)]
+
+        def exec(self, doc):
+            doc["seen"] = True  # changes the item itself
+            if doc["n"] == 2 and Fails.failing:
+                raise ValueError("2")
+            return doc["n"] * 10
+
+        def post(self, shared, prep_res, exec_res):
+            shared["results"] = exec_res
+
+    flow = Flow(start=Mark(name="mark"))
+    with pytest.raises(ValueError, match="2"):
+        flow.run({}, store=store, run_id="r")
+    Fails.failing = False
+    assert flow.resume("r", store=store) == {"results": [0, 10, 20, 30]}
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ({1: "one"}, r"the key 1 \(int\) would come back as the string \"1\""),
+        ({"pair": (1, 2)}, r"the tuple at \['pair'\] would come back as a list"),
+        ([{"a": {None: 0}}], r"the key None \(NoneType\) at \[0\]\['a'\]"),
+    ],
+)
+def test_json_refuses_a_value_it_would_give_back_changed(store, value, said):
+    class Keeps(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared["scores"] = value
+
+    with pytest.raises(CheckpointError, match=rf"'keeps'.*shared\['scores'\].*{said}"):
+        Flow(start=chain(Keeps(name="keeps"), Count(name="after"))).run({}, store=store)
+    assert Count.ran == {}
+
+
+def test_a_tuple_result_is_refused_with_what_to_do(store):
+    class Pairs(BatchNode):
+        def prep(self, shared):
+            return ["a"]
+
+        def exec(self, item):
+            return (item, 1)
+
+    with pytest.raises(CheckpointError, match=r"item 0 is a tuple.*return plain data"):
+        Flow(start=Pairs(name="pairs")).run({}, store=store)
+
+
+def test_every_way_of_updating_shared_is_recorded(store):
+    class Writes(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared |= {"merged": 1}
+            shared.update(updated=2)
+            shared.setdefault("defaulted", 3)
+            del shared["gone"]
+            shared.pop("popped")
+
+    flow = Flow(start=chain(Writes(), Fails()))
+    with pytest.raises(ConnectionError):
+        flow.run({"gone": 0, "popped": 0}, store=store, run_id="r")
+    Fails.failing = False
+    resumed = flow.resume("r", store=store)
+    assert resumed == {"merged": 1, "updated": 2, "defaulted": 3, "fails": "fine"}
+
+
+def test_what_an_unfinished_flow_prep_wrote_is_not_applied_twice(store):
+    class Counts(Flow):
+        def prep(self, shared):  # runs again when the flow resumes
+            shared["attempts"] = shared.get("attempts", 0) + 1
+
+    inner = Counts(start=chain(Count(name="first"), Fails()), name="inner")
+    flow = Flow(start=inner, name="outer")
+    with pytest.raises(ConnectionError):
+        flow.run({}, store=store, run_id="r")
+    Fails.failing = False
+    resumed = flow.resume("r", store=store)
+    assert resumed == {"attempts": 1, "first": 1, "fails": "fine"}
+
+
+async def test_a_run_this_process_is_running_cannot_be_resumed_at_once(store):
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    class Waits(AsyncNode):
+        async def exec_async(self, prep_res):
+            entered.set()
+            await release.wait()
+
+    flow = AsyncFlow(start=Waits())
+    first = asyncio.create_task(flow.run_async({}, store=store, run_id="r"))
+    await entered.wait()
+    with pytest.raises(StoreError, match="running in this process"):
+        await flow.resume_async("r", store=store)
+    release.set()
+    await first
+    assert store.get("r").status == "completed"
+
+
+def test_a_failed_run_names_the_node_that_failed_among_branches(store):
+    class Bad(Node):
+        def exec(self, prep_res):
+            raise RuntimeError("bad")
+
+    slow = Count(name="slow")
+    slow >> Count(name="slow2")
+    flow = Flow(start=Parallel(slow, Bad(name="bad"), name="fork"), name="job")
+    with pytest.raises(RuntimeError, match="bad"):
+        flow.run({}, store=store, run_id="r")
+    assert store.get("r").node == "job/fork/bad/bad"
+
+
 def test_pickle_stores_what_json_cannot(tmp_path):
     store = SQLiteStore(tmp_path / "p.db", serializer="pickle")
 
@@ -469,8 +606,43 @@ def test_resuming_with_a_changed_graph_says_what_changed(store):
     with pytest.raises(ConnectionError):
         flow.run({}, store=store, run_id="r")
     other = Flow(start=chain(Count(name="a"), Count(name="new"), Fails()), name="job")
+    before = store.get("r")
     with pytest.raises(ResumeError, match=r"another graph.*default->new"):
         other.resume("r", store=store)
+    assert store.get("r") == before  # nothing ran, nothing changed: still resumable
+
+
+class Asks(Node):
+    def exec(self, prep_res):
+        return interrupt("ok?")
+
+    def post(self, shared, prep_res, exec_res):
+        shared["answer"] = exec_res
+
+
+def test_a_mistaken_resume_leaves_a_waiting_run_waiting(store):
+    flow = Flow(start=Asks(name="asks"), name="job")
+    with pytest.raises(Suspended):
+        flow.run({}, store=store, run_id="r")
+    waiting = store.get("r")
+    other = Flow(start=chain(Asks(name="asks"), Count(name="new")), name="job")
+    with pytest.raises(ResumeError, match="another graph"):
+        other.resume("r", store=store, input="yes")
+    with pytest.raises(CheckpointError, match=r"input for run 'r' is a set"):
+        flow.resume("r", store=store, input={1, 2})
+    assert store.get("r") == waiting
+    assert [record.run_id for record in store.runs(status="waiting")] == ["r"]
+    assert flow.resume("r", store=store, input="yes") == {"answer": "yes"}
+
+
+def test_input_for_a_run_that_is_not_waiting_is_refused(store):
+    flow = Flow(start=chain(Count(name="a"), Fails()), name="job")
+    with pytest.raises(ConnectionError):
+        flow.run({}, store=store, run_id="r")
+    failed = store.get("r")
+    with pytest.raises(ResumeError, match="'r' is failed, not waiting for input"):
+        flow.resume("r", store=store, input="yes")
+    assert store.get("r") == failed
 
 
 def test_bad_store_input_is_refused_and_nothing_is_overwritten(store):

@@ -77,7 +77,7 @@ def test_a_run_another_live_process_is_running_cannot_be_resumed_here(tmp_path):
             assert job.poll() is None
             time.sleep(0.005)
         with SQLiteStore(store) as opened:
-            with pytest.raises(StoreError, match="another live process"):
+            with pytest.raises(StoreError, match="running in a live process"):
                 opened.claim("job", "someone-else:1:?")
             assert opened.get("job").status == "running"
     finally:

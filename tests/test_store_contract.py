@@ -80,9 +80,10 @@ def test_checkpoints_come_back_in_order_with_the_graph_and_initial_state(store):
     record, graph, initial, rows = store.claim("a", this_owner())
     assert (graph, initial) == ("the graph", b"initial")
     assert rows == [row(0), row(1), row(2, "item")]
-    assert record.status == "running"
-    assert record.owner == this_owner()
-    assert store.get("a").status == "running"
+    assert record.status == "interrupted"  # as it was: its process is gone
+    assert record.owner != this_owner()
+    claimed = store.get("a")
+    assert (claimed.status, claimed.owner) == ("running", this_owner())
 
 
 def test_how_a_run_ended_is_kept(store):
@@ -129,12 +130,51 @@ def test_claims_refuse_unknown_completed_and_live_runs(store):
     with pytest.raises(StoreError, match="completed"):
         store.claim("done", this_owner())
     store.create_run("busy", "flow", "g", b"", live_owner())
-    with pytest.raises(StoreError, match="another live process"):
+    with pytest.raises(StoreError, match=r"running in a live process \(.+\)"):
         store.claim("busy", this_owner())
+    store.create_run("mine", "flow", "g", b"", this_owner())  # another thread has it
+    with pytest.raises(StoreError, match="running in this process"):
+        store.claim("mine", this_owner())
     for status in ("failed", "waiting"):
         store.create_run(status, "flow", "g", b"", this_owner())
-        store.finish(status, status)
-        assert store.claim(status, this_owner())[0].status == "running"
+        store.finish(status, status, prompt="ok?")
+        assert store.claim(status, this_owner())[0].status == status
+        assert store.get(status).status == "running"
+
+
+def test_a_claim_can_be_given_back_as_it_was(store):
+    store.create_run("a", "flow", "g", b"", this_owner())
+    store.finish("a", "waiting", node="flow/ask", prompt={"q": "ok?"})
+    before = store.get("a")
+    record = store.claim("a", this_owner())[0]
+    store.finish(
+        "a",
+        record.status,
+        node=record.node,
+        error=record.error,
+        prompt=record.prompt,
+        ended=record.ended,
+    )
+    assert store.get("a") == before
+
+
+def test_a_prompt_comes_back_as_json_would_give_it(store):
+    store.create_run("a", "flow", "g", b"", this_owner())
+    store.finish("a", "waiting", prompt=("ok?", object.__name__, 1))
+    assert store.get("a").prompt == ["ok?", "object", 1]
+    store.create_run("b", "flow", "g", b"", this_owner())
+    unsaveable = object()
+    store.finish("b", "waiting", prompt=unsaveable)
+    assert store.get("b").prompt == repr(unsaveable)
+
+
+def test_a_running_run_is_at_the_path_of_its_last_checkpoint(store):
+    store.create_run("a", "flow", "g", b"", this_owner())
+    assert store.get("a").node is None
+    store.append("a", [Checkpoint("step", "0:flow/0:inner", 1, "s1", "S", None, b"[]")])
+    assert store.get("a").node == "flow/inner/s1"
+    store.append("a", [Checkpoint("item", "0:flow/2:items", 7, "items", "I", None, b"[]")])
+    assert store.get("a").node == "flow/items"
 
 
 def test_events_are_kept_in_order(store):

@@ -14,7 +14,6 @@ import asyncio
 import json
 import json.encoder
 import pickle
-import re
 import weakref
 import zlib
 from collections.abc import Callable, Iterable
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import CheckpointError, ResumeError, RunError
 from ._merge import MISSING, SharedView
-from ._store import Checkpoint, Store
+from ._store import Checkpoint, Store, step_path
 
 if TYPE_CHECKING:
     from ._events import Event
@@ -49,80 +48,92 @@ DITEM: ContextVar[int | None] = ContextVar("braidflow_durable_item", default=Non
 NO_ANSWER: Any = object()
 
 
-class TrackingDict(dict[Any, Any]):
-    """``shared`` in a durable run: a real dict that notes which keys are touched
-    (read, written or deleted), so a checkpoint serializes only those."""
+# The keys of the store the running step touched: each step of a walk (and
+# the run around them) gets a set of its own, so a step's checkpoint holds
+# only what it did, never what a sibling sub-flow or an unfinished enclosing
+# phase (a flow's prep) did meanwhile.
+class _Unrecorded(set[Any]):
+    """Outside a durable run's steps nothing is recorded: adding is a no-op."""
 
-    __slots__ = ("_bf_all", "_bf_dirty", "_bf_last")
+    def add(self, key: Any) -> None:
+        pass
+
+
+TOUCHED: ContextVar[set[Any]] = ContextVar("braidflow_touched", default=_Unrecorded())  # noqa: B039 - adds nothing
+_ALL: Any = object()  # in a touched set: every key (the store was iterated or updated)
+
+
+class TrackingDict(dict[Any, Any]):
+    """``shared`` in a durable run: a real dict that notes which keys each step
+    touches (reads, writes or deletes), so its checkpoint serializes only those."""
+
+    __slots__ = ("_bf_last",)
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self._bf_dirty: set[Any] = set()
-        self._bf_all = False
         self._bf_last: dict[Any, bytes] = {}  # the last saved encoding of each key
 
-    def take_dirty(self) -> Iterable[Any]:
-        """The keys touched since the last call (all of them after an iteration)."""
-        if self._bf_all:
-            self._bf_all = False
-            self._bf_dirty.clear()
+    def touched(self, keys: set[Any]) -> Iterable[Any]:
+        """The keys a step touched, given its set (all of them after an iteration)."""
+        if _ALL in keys:
             return set(dict.keys(self)) | set(self._bf_last)
-        dirty, self._bf_dirty = self._bf_dirty, set()
-        return dirty
+        return keys
 
     def __getitem__(self, key: Any) -> Any:
-        self._bf_dirty.add(key)
+        TOUCHED.get().add(key)
         return dict.__getitem__(self, key)
 
     def get(self, key: Any, default: Any = None) -> Any:
-        self._bf_dirty.add(key)
+        TOUCHED.get().add(key)
         return dict.get(self, key, default)
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self._bf_dirty.add(key)
+        TOUCHED.get().add(key)
         dict.__setitem__(self, key, value)
 
     def __delitem__(self, key: Any) -> None:
-        self._bf_dirty.add(key)
+        TOUCHED.get().add(key)
         dict.__delitem__(self, key)
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
-        self._bf_dirty.add(key)
+        TOUCHED.get().add(key)
         return dict.setdefault(self, key, default)
 
     def pop(self, key: Any, *default: Any) -> Any:
-        self._bf_dirty.add(key)
+        TOUCHED.get().add(key)
         return dict.pop(self, key, *default)
 
-    def _everything(self) -> None:
-        self._bf_all = True
-
     def popitem(self) -> tuple[Any, Any]:
-        self._everything()
+        TOUCHED.get().add(_ALL)
         return dict.popitem(self)
 
     def clear(self) -> None:
-        self._everything()
+        TOUCHED.get().add(_ALL)
         dict.clear(self)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
-        self._everything()
+        TOUCHED.get().add(_ALL)
         dict.update(self, *args, **kwargs)
 
+    def __ior__(self, other: Any) -> TrackingDict:  # type: ignore[misc]
+        TOUCHED.get().add(_ALL)
+        dict.update(self, other)
+        return self
+
     def __iter__(self) -> Any:
-        self._everything()
+        TOUCHED.get().add(_ALL)
         return dict.__iter__(self)
 
     def keys(self) -> Any:
-        self._everything()
+        TOUCHED.get().add(_ALL)
         return dict.keys(self)
 
     def values(self) -> Any:
-        self._everything()
+        TOUCHED.get().add(_ALL)
         return dict.values(self)
 
     def items(self) -> Any:
-        self._everything()
+        TOUCHED.get().add(_ALL)
         return dict.items(self)
 
 
@@ -167,7 +178,15 @@ class Codec:
         self.kind = kind
 
     def encode(self, value: Any) -> bytes:
+        """``value`` as stored. JSON must give back an equal value, or it is
+        refused: a tuple would come back a list, an int key a string.
+
+        Raises:
+            TypeError, ValueError: If the value cannot be stored faithfully.
+        """
         if self.kind == "json":
+            if type(value) not in _SCALARS and not _faithful(value):
+                raise ValueError(_json_drift(value))
             return _JSON(value).encode()
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -196,6 +215,54 @@ class Codec:
         ]
 
 
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
+def _faithful(value: Any) -> bool:
+    """Whether JSON gives ``value`` back equal: no tuple, no key but a string
+    (anything else JSON cannot hold at all, its encoder refuses)."""
+    if isinstance(value, list):
+        for item in value:
+            if type(item) not in _SCALARS and not _faithful(item):
+                return False
+        return True
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return False
+            if type(item) not in _SCALARS and not _faithful(item):
+                return False
+        return True
+    return not isinstance(value, tuple)
+
+
+def _json_drift(value: Any) -> str:
+    """Say what in ``value`` JSON would give back changed."""
+    return _drift_in(value, "") or f"a {type(value).__name__} JSON gives back as another value"
+
+
+def _drift_in(value: Any, where: str) -> str | None:
+    at = f" at {where}" if where else ""
+    if isinstance(value, tuple):
+        return f"the {type(value).__name__}{at} would come back as a list"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return (
+                    f"the key {key!r} ({type(key).__name__}){at} would come back as "
+                    f"the string {json.dumps(next(iter(json.loads(_JSON({key: 0})))))}"
+                )
+            found = _drift_in(item, f"{where}[{key!r}]")
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _drift_in(item, f"{where}[{index}]")
+            if found:
+                return found
+    return None
+
+
 def _encode_key_value(codec: Codec, key: Any, value: Any, node: str) -> bytes:
     if codec.kind == "json" and type(key) is not str and not isinstance(key, str):
         raise CheckpointError(
@@ -217,14 +284,19 @@ def _encode_key_value(codec: Codec, key: Any, value: Any, node: str) -> bytes:
         ) from error
 
 
-def changed_keys(codec: Codec, target: Any, node: str) -> list[tuple[Any, bytes | None]]:
-    """The keys of ``target`` (a TrackingDict or a SharedView) whose saved form
-    changed since the last checkpoint, encoded; ``None`` for a deleted key."""
+def changed_keys(
+    codec: Codec, target: Any, node: str, touched: set[Any] | None = None
+) -> list[tuple[Any, bytes | None]]:
+    """The keys of ``target`` whose saved form changed since the last
+    checkpoint, encoded; ``None`` for a deleted key. Of a TrackingDict, the
+    keys in ``touched`` (the step's); of a SharedView, those it noted."""
     last: dict[Any, bytes] = target._bf_last
     changes: list[tuple[Any, bytes | None]] = []
     # A TrackingDict is read as a plain dict here, so reading marks nothing.
-    read = dict.__getitem__ if type(target) is TrackingDict else type(target).__getitem__
-    for key in target.take_dirty():
+    tracking = type(target) is TrackingDict
+    read = dict.__getitem__ if tracking else type(target).__getitem__
+    keys = target.touched(touched or set()) if tracking else target.take_dirty()
+    for key in keys:
         if key in target:
             data = _encode_key_value(codec, key, read(target, key), node)
             if last.get(key) != data:
@@ -241,7 +313,7 @@ def changed_keys(codec: Codec, target: Any, node: str) -> list[tuple[Any, bytes 
 def fingerprint(codec: Codec, item: Any) -> int:
     """A stable checksum of a batch item, to tell whether prep gives the same items."""
     try:
-        data = codec.encode(item)
+        data = _JSON(item).encode() if codec.kind == "json" else codec.encode(item)
     except Exception:  # not serializable: only its type can be compared
         data = type(item).__qualname__.encode()
     return zlib.crc32(data)
@@ -300,22 +372,21 @@ def _describe(node: Any) -> list[str]:
 
 class Interrupted(BaseException):
     """Raised by :func:`interrupt` to stop a durable run for input. A
-    ``BaseException``, so no ``except Exception``, retry or fallback catches it."""
+    ``BaseException``, so no ``except Exception``, retry or fallback catches it.
 
-    def __init__(self, prompt: Any, where: str) -> None:
+    Attributes:
+        prompt: What was asked.
+        key: The step (and item) that asked, as checkpoints name it.
+        call: Which of that step's ``interrupt`` calls it is (0 for the first).
+        where: The step as people read it (``flow/review``, ``flow/items#3``).
+    """
+
+    def __init__(self, prompt: Any, key: str, call: int) -> None:
         super().__init__(prompt)
         self.prompt = prompt
-        self.where = where
-
-
-_POSITION = re.compile(r"(?:^|(?<=/))b?\d+:")
-
-
-def step_path(key: str) -> str:
-    """A step's key as people read it: the names on its path, without the
-    positions that keep keys apart (``0:job/2:review`` is ``job/review``).
-    Enough to find an interrupt again: steps before it are replayed, not run."""
-    return _POSITION.sub("", key)
+        self.key = key
+        self.call = call
+        self.where = step_path(key)
 
 
 def interrupt(prompt: Any) -> Any:
@@ -325,8 +396,10 @@ def interrupt(prompt: Any) -> Any:
     ``store=``). The first time, the run stops: it is stored as ``waiting``
     with ``prompt``, and ``run``/``run_async`` raise :class:`Suspended`. When
     the run is resumed with ``flow.resume(run_id, store=..., input=answer)``,
-    the node runs again from ``prep`` and this call returns ``answer``. An
-    interrupt is never retried nor handed to a fallback.
+    the node runs again from ``prep`` and this call returns ``answer``. A node
+    may ask several times: its calls are matched to answers in the order they
+    are made, each answer given by its own resume. An interrupt is never
+    retried nor handed to a fallback.
 
     Args:
         prompt: What to ask; stored with the run (JSON, or its repr).
@@ -344,11 +417,13 @@ def interrupt(prompt: Any) -> Any:
             "with a store, e.g. flow.run(shared, store=SQLiteStore('runs.db'))"
         )
     item = DITEM.get()
-    where = step_path(STEP.get()) if item is None else f"{step_path(STEP.get())}#{item}"
-    answer = durable.answers.pop(where, NO_ANSWER)
+    key = STEP.get() if item is None else f"{STEP.get()}#{item}"
+    call = durable.calls.get(key, 0)
+    durable.calls[key] = call + 1
+    answer = durable.answers.get(key, {}).get(call, NO_ANSWER)
     if answer is not NO_ANSWER:
         return answer
-    raise Interrupted(prompt, where)
+    raise Interrupted(prompt, key, call)
 
 
 # -- the per-run checkpointer -----------------------------------------------------------
@@ -362,8 +437,13 @@ class Durable:
         self.store = store
         self.run_id = run_id
         self.codec = Codec(store.serializer)
-        self.answers: dict[str, Any] = {}
-        self.at: str | None = None  # the step that started last: where a failure is
+        # Answers to interrupts, by the step (and item) that asked, then by
+        # its call; and how many calls each step made in this process.
+        self.answers: dict[str, dict[int, Any]] = {}
+        self.calls: dict[str, int] = {}
+        self.asked: Checkpoint | None = None  # the question a waiting run stopped at
+        self.at: str | None = None  # the step that started last
+        self._failures: list[tuple[BaseException, str]] = []  # and the step each came from
         self._steps: dict[str, list[Checkpoint]] = {}
         self._items: dict[str, dict[int, Checkpoint]] = {}  # by stage, by index
         self._changes: dict[tuple[str, int], Checkpoint] = {}
@@ -406,11 +486,59 @@ class Durable:
                 self._changes[(row.frame, row.position)] = row
             elif row.kind == "branch":
                 self._branches[(row.frame, row.position)] = row
+            elif row.kind == "answer":
+                answer = self.codec.decode(row.payload)
+                self.answers.setdefault(row.frame, {})[row.position] = answer
+            if row.kind == "ask":
+                self.asked = row
+            elif row.kind != "answer":
+                self.asked = None  # the run went on past that question
         for steps in self._steps.values():
             steps.sort(key=lambda row: row.position)
         shared._bf_last = {key: self.codec.encode(value) for key, value in dict.items(shared)}
-        shared._bf_dirty.clear()
         return shared
+
+    # -- interrupts ----------------------------------------------------------------
+
+    def ask_row(self, asked: Interrupted) -> Checkpoint:
+        """The row that keeps which interrupt a waiting run stopped at."""
+        return Checkpoint("ask", asked.key, asked.call, asked.where, "", None, b"")
+
+    def answer(self, value: Any) -> None:
+        """Record the answer to the question the run stopped at (resuming
+        with ``input=``), so it holds even if the run stops again later.
+
+        Raises:
+            CheckpointError: If the answer cannot be saved.
+        """
+        asked = self.asked
+        assert asked is not None
+        try:
+            payload = self.codec.encode(value)
+        except _UNSAVABLE as error:
+            raise CheckpointError(
+                f"the input for run {self.run_id!r} is a {type(value).__name__} that cannot "
+                f"be saved as {self.codec.kind} ({error}); give plain data, or use a store "
+                "with serializer='pickle'",
+                node=asked.node,
+            ) from error
+        row = Checkpoint("answer", asked.frame, asked.position, asked.node, "", None, payload)
+        self.write([row])
+        self.answers.setdefault(asked.frame, {})[asked.position] = value
+
+    # -- failures ------------------------------------------------------------------
+
+    def failed_in(self, error: BaseException, key: str) -> None:
+        """Note the step ``error`` came out of, unless an inner one was noted."""
+        if not any(seen is error for seen, _ in self._failures):
+            self._failures.append((error, key))
+
+    def where_failed(self, error: BaseException) -> str | None:
+        """The step the run's error came from, as people read it."""
+        for seen, key in self._failures:
+            if seen is error:
+                return step_path(key)
+        return None if self.at is None else step_path(self.at)
 
     # -- steps ---------------------------------------------------------------------
 
@@ -441,11 +569,13 @@ class Durable:
                 target[key] = value
         changed_keys(self.codec, target, "resume")  # the view's saved form, now current
 
-    def step_done(self, frame: str, position: int, node: Any, action: Any, target: Any) -> None:
+    def step_done(
+        self, frame: str, position: int, node: Any, action: Any, target: Any, touched: set[Any]
+    ) -> None:
         """Record a finished step and what it changed (before the walk goes on)."""
         name = node._display_name()
         kind = "view_step" if isinstance(target, SharedView) else "step"
-        changes = changed_keys(self.codec, target, name)
+        changes = changed_keys(self.codec, target, name, touched)
         row = Checkpoint(
             kind,
             frame,
@@ -480,9 +610,9 @@ class Durable:
             )
         return result
 
-    def _item_row(self, stage: str, index: int, item: Any, result: Any, node: Any) -> Checkpoint:
+    def _item_row(self, stage: str, index: int, mark: int, result: Any, node: Any) -> Checkpoint:
         try:
-            payload = self.codec.encode([fingerprint(self.codec, item), result])
+            payload = self.codec.encode([mark, result])
         except _UNSAVABLE as error:
             raise CheckpointError(
                 f"{node._describe()}: the result of item {index} is a {type(result).__name__} "
@@ -494,10 +624,11 @@ class Durable:
             "item", stage, index, node._display_name(), type(node).__qualname__, None, payload
         )
 
-    def item_done_sync(self, stage: str, index: int, item: Any, result: Any, node: Any) -> None:
-        self.write([self._item_row(stage, index, item, result, node)])
+    def item_done_sync(self, stage: str, index: int, mark: int, result: Any, node: Any) -> None:
+        """Record a finished item (``mark``: its fingerprint, taken before it ran)."""
+        self.write([self._item_row(stage, index, mark, result, node)])
 
-    async def item_done(self, stage: str, index: int, item: Any, result: Any, node: Any) -> None:
+    async def item_done(self, stage: str, index: int, mark: int, result: Any, node: Any) -> None:
         """Record a finished item (in the event loop); return once it is written.
 
         Items finishing in the same turn of the loop are written together, in
@@ -508,7 +639,7 @@ class Durable:
         Raises:
             StoreError: If the group commit failed; the batch stops.
         """
-        self.later(self._item_row(stage, index, item, result, node))
+        self.later(self._item_row(stage, index, mark, result, node))
         # The commit was queued (call_soon) before this task's next step is:
         # by the time sleep(0) returns, it has run. No future per item.
         await asyncio.sleep(0)
@@ -619,6 +750,7 @@ def checkpointed_items(durable: Durable, node: Any, run_item: Any, is_async: boo
     the store before its worker goes on (in the event loop, written at the
     loop's next turn with the others that finished meanwhile)."""
     stage = STEP.get()
+    codec = durable.codec
     recorded = durable.recorded_items(stage)
     # A parameter set's sub-flow walks a frame of its own; an item is told
     # apart (for interrupt answers) by its index.
@@ -630,12 +762,13 @@ def checkpointed_items(durable: Durable, node: Any, run_item: Any, is_async: boo
         async def item_async(item: Any, index: int) -> Any:
             if recorded and index in recorded:
                 return durable.item_result(recorded[index], item, node)
+            mark = fingerprint(codec, item)  # before exec, which may change the item
             token = where.set(f"{stage}[{index}]" if flow else index)
             try:
                 result = await run_item(item, index)
             finally:
                 where.reset(token)
-            await durable.item_done(stage, index, item, result, node)
+            await durable.item_done(stage, index, mark, result, node)
             return result
 
         return item_async
@@ -643,12 +776,13 @@ def checkpointed_items(durable: Durable, node: Any, run_item: Any, is_async: boo
     def item_sync(item: Any, index: int) -> Any:
         if recorded and index in recorded:
             return durable.item_result(recorded[index], item, node)
+        mark = fingerprint(codec, item)  # before exec, which may change the item
         token = where.set(f"{stage}[{index}]" if flow else index)
         try:
             result = run_item(item, index)
         finally:
             where.reset(token)
-        durable.item_done_sync(stage, index, item, result, node)
+        durable.item_done_sync(stage, index, mark, result, node)
         return result
 
     return item_sync

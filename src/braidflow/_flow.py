@@ -21,7 +21,7 @@ from ._batch import (
     run_sequential_async,
     run_sequential_sync,
 )
-from ._durable import STEP, Durable
+from ._durable import STEP, TOUCHED, Durable
 from ._errors import AsyncUsageError, BatchItemsError, InvalidParameterError, WiringError, add_note
 from ._merge import SharedView, apply_changes, check_rules, merge
 from ._node import UNSET, AsyncNode, BaseNode
@@ -64,7 +64,16 @@ class _Checkpoints:
     """A walk's part of a durable run: it skips the steps that finished before
     (resuming) and records each step that finishes now."""
 
-    __slots__ = ("durable", "frame", "position", "recorded", "token")
+    __slots__ = (
+        "durable",
+        "frame",
+        "key",
+        "position",
+        "recorded",
+        "token",
+        "touched",
+        "touched_token",
+    )
 
     def __init__(self, durable: Durable) -> None:
         self.durable = durable
@@ -81,15 +90,22 @@ class _Checkpoints:
         return True, action
 
     def start(self, node: BaseNode) -> None:
-        key = f"{self.frame}/{self.position}:{node._display_name()}"
+        self.key = key = f"{self.frame}/{self.position}:{node._display_name()}"
         self.durable.at = key
         self.token = STEP.set(key)
+        self.touched: set[Any] = set()  # what this step reads and writes in shared
+        self.touched_token = TOUCHED.set(self.touched)
 
     def stop(self) -> None:
         STEP.reset(self.token)
+        TOUCHED.reset(self.touched_token)
+
+    def failed(self, error: BaseException) -> None:
+        """Note the step a failure came from (the innermost sees it first)."""
+        self.durable.failed_in(error, self.key)
 
     def done(self, node: BaseNode, action: Any, shared: Any) -> None:
-        self.durable.step_done(self.frame, self.position, node, action, shared)
+        self.durable.step_done(self.frame, self.position, node, action, shared, self.touched)
         self.position += 1
 
 
@@ -226,6 +242,8 @@ class Flow(BaseNode):
                 if checkpoints is not None:
                     checkpoints.done(node, action, shared)
             except Exception as error:
+                if checkpoints is not None:
+                    checkpoints.failed(error)
                 _step_failed(self, node, step, error)
                 raise
             except asyncio.CancelledError as cancel:  # sync code: never the run's own
@@ -293,6 +311,8 @@ class Flow(BaseNode):
                 if checkpoints is not None:
                     checkpoints.done(node, action, shared)
             except Exception as error:
+                if checkpoints is not None:
+                    checkpoints.failed(error)
                 _step_failed(self, node, step, error)
                 raise
             except asyncio.CancelledError as cancel:

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 from ._durable import (
     NO_ANSWER,
     STEP,
+    TOUCHED,
     Durable,
     Interrupted,
     TrackingDict,
     describe_graph,
-    step_path,
 )
 from ._errors import InvalidParameterError, ResumeError, Suspended, add_note
 from ._events import Event, make_event
@@ -312,6 +312,7 @@ class RunScope:
         "step_token",
         "store",
         "token",
+        "touched_token",
         "working",
     )
 
@@ -375,9 +376,11 @@ class RunScope:
         run = self.run = Run(observers)
         run.durable = self.durable
         self.step_token: Token[str] | None = None
+        self.touched_token: Token[set[Any]] | None = None
         if self.durable is not None:
             run._id = self.durable.run_id
             self.step_token = STEP.set(f"0:{self.node._display_name()}")
+            self.touched_token = TOUCHED.set(set())
         self.token: Token[Run | None] = RUN.set(run)
         self.step: StepScope | None = None
         if run.observers:
@@ -396,19 +399,34 @@ class RunScope:
             assert self.run_id is not None
             durable = Durable(store, self.run_id)
             record, recorded_graph, initial, rows = store.claim(self.run_id, this_owner())
-            if recorded_graph != graph:
+            try:
+                if recorded_graph != graph:
+                    raise ResumeError(
+                        f"run {self.run_id!r} was recorded with another graph: "
+                        f"{_first_difference(recorded_graph, graph)}; resume it with the flow "
+                        "as it was when the run started",
+                        node=name,
+                    )
+                shared = durable.rebuild(initial, rows)
+                if self.answer is not NO_ANSWER:
+                    if record.status != "waiting" or durable.asked is None:
+                        raise ResumeError(
+                            f"run {self.run_id!r} is {record.status}, not waiting for input; "
+                            "resume it without input=",
+                            node=name,
+                        )
+                    durable.answer(self.answer)
+            except BaseException:
+                # Nothing ran: the run is left as it was, to be resumed properly.
                 store.finish(
-                    self.run_id, "failed", node=record.node, error="ResumeError: the graph changed"
+                    self.run_id,
+                    record.status,
+                    node=record.node,
+                    error=record.error,
+                    prompt=record.prompt,
+                    ended=record.ended,
                 )
-                raise ResumeError(
-                    f"run {self.run_id!r} was recorded with another graph: "
-                    f"{_first_difference(recorded_graph, graph)}; resume it with the flow as "
-                    "it was when the run started",
-                    node=name,
-                )
-            shared = durable.rebuild(initial, rows)
-            if self.answer is not NO_ANSWER and record.node is not None:
-                durable.answers[record.node] = self.answer
+                raise
             return durable, shared
         run_id = self.run_id or uuid.uuid4().hex
         durable = Durable(store, run_id)
@@ -433,6 +451,8 @@ class RunScope:
             RUN.reset(self.token)
             if self.step_token is not None:
                 STEP.reset(self.step_token)
+            if self.touched_token is not None:
+                TOUCHED.reset(self.touched_token)
             leave_run()
         if self.durable is not None:
             self._close_durable(error)
@@ -455,6 +475,7 @@ class RunScope:
             store.finish(run_id, "completed")
             return
         if isinstance(error, Interrupted):
+            durable.write([durable.ask_row(error)])
             store.finish(run_id, "waiting", node=error.where, prompt=error.prompt)
             raise Suspended(
                 f"run {run_id!r} is waiting for input at {error.where!r}: {error.prompt!r}; "
@@ -464,7 +485,7 @@ class RunScope:
                 prompt=error.prompt,
             ) from None
         status = "failed" if isinstance(error, Exception) else "interrupted"
-        where = None if durable.at is None else step_path(durable.at)
+        where = durable.where_failed(error)
         store.finish(run_id, status, node=where, error=f"{type(error).__name__}: {error}")
         if isinstance(error, Exception):
             add_note(

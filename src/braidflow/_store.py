@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -25,10 +26,28 @@ __all__ = [
     "RunRecord",
     "Store",
     "owner_alive",
+    "row_path",
+    "step_path",
     "this_owner",
 ]
 
 RESUMABLE = ("failed", "waiting", "interrupted")
+
+_POSITION = re.compile(r"(?:^|(?<=/))b?\d+:")
+
+
+def step_path(key: str) -> str:
+    """A step's key as people read it: the names on its path, without the
+    positions that keep keys apart (``0:job/2:review`` is ``job/review``)."""
+    return _POSITION.sub("", key)
+
+
+def row_path(kind: str, frame: str, node: str) -> str:
+    """Where a checkpoint row was made, as a path of names: an item's or a
+    sub-flow's is its batch node's; a step's or a branch's ends with its own."""
+    if kind in ("item", "changes", "ask", "answer"):
+        return step_path(frame)
+    return f"{step_path(frame)}/{node}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +118,11 @@ class Store(Protocol):
         ...
 
     def claim(self, run_id: str, owner: str) -> tuple[RunRecord, str, bytes, list[Checkpoint]]:
-        """Take a stored run over to resume it: return its record, graph
-        description, initial state and checkpoints, and mark it running under
-        ``owner``. Raises StoreError for an unknown or completed run, or one
-        that a live process is running."""
+        """Take a stored run over to resume it: return its record as it was
+        (status as listed), its graph description, initial state and
+        checkpoints, and mark it running under ``owner``. Raises StoreError
+        for an unknown or completed run, or one that is running (in a live
+        process: this one included)."""
         ...
 
     def append(self, run_id: str, rows: list[Checkpoint]) -> None:
@@ -117,8 +137,11 @@ class Store(Protocol):
         node: str | None = None,
         error: str | None = None,
         prompt: Any = None,
+        ended: float | None = None,
     ) -> None:
-        """Record how the run ended: completed, failed or waiting, and at which node."""
+        """Record how the run ended: completed, failed, waiting or interrupted,
+        at which node, and when (``ended``; default: now). The prompt is
+        stored as :func:`prompt_text` gives it, and read back from that."""
         ...
 
     def get(self, run_id: str) -> RunRecord:
@@ -186,16 +209,18 @@ def shown_status(record: RunRecord) -> RunRecord:
 
 
 def check_claim(record: RunRecord, owner: str) -> None:
-    """Refuse to resume a run that is complete, or running in a live process."""
+    """Refuse to resume a run that is complete, or running in a live process
+    (this one too: another thread or task of it has the run)."""
     status = shown_status(record).status
     if status == "completed":
         raise StoreError(
             f"run {record.run_id!r} has completed; there is nothing to resume", run_id=record.run_id
         )
-    if status == "running" and record.owner != owner:
+    if status == "running":
+        where = "this process" if record.owner == owner else f"a live process ({record.owner})"
         raise StoreError(
-            f"run {record.run_id!r} is running in another live process ({record.owner}); "
-            "wait for it to end (or stop it) before resuming",
+            f"run {record.run_id!r} is running in {where}; wait for it to end (or stop it) "
+            "before resuming",
             run_id=record.run_id,
         )
 
@@ -259,8 +284,7 @@ class MemoryStore:
                 prompt=None,
             )
             graph, initial = self._graphs[run_id]
-            claimed = replace(record, status="running", owner=owner)  # node: where it stopped
-            return claimed, graph, initial, list(self._rows[run_id])
+            return self._current(record), graph, initial, list(self._rows[run_id])
 
     def append(self, run_id: str, rows: list[Checkpoint]) -> None:
         with self._lock:
@@ -275,18 +299,25 @@ class MemoryStore:
         node: str | None = None,
         error: str | None = None,
         prompt: Any = None,
+        ended: float | None = None,
     ) -> None:
         with self._lock:
             record = self._record(run_id)
             self._runs[run_id] = replace(
-                record, status=status, ended=time.time(), node=node, error=error, prompt=prompt
+                record,
+                status=status,
+                ended=time.time() if ended is None else ended,
+                node=node,
+                error=error,
+                prompt=None if prompt is None else json.loads(prompt_text(prompt)),
             )
 
     def _current(self, record: RunRecord) -> RunRecord:
         """The record with its node: where it ended, else the last that finished."""
         rows = self._rows[record.run_id]
         if record.node is None and rows:
-            record = replace(record, node=rows[-1].node)
+            last = rows[-1]
+            record = replace(record, node=row_path(last.kind, last.frame, last.node))
         return shown_status(record)
 
     def get(self, run_id: str) -> RunRecord:

@@ -13,12 +13,11 @@ import os
 import sqlite3
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .._errors import StoreError
-from .._store import Checkpoint, RunRecord, check_claim, prompt_text, shown_status
+from .._store import Checkpoint, RunRecord, check_claim, prompt_text, row_path, shown_status
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -157,12 +156,13 @@ class SQLiteStore:
             raise StoreError(f"no run {run_id!r} in {self!r}", run_id=run_id)
         prompt = json.loads(row[7]) if row[7] is not None else None
         node = row[5]
-        if node is None:  # still going: the last node that finished
+        if node is None:  # still going: where the last checkpoint was made
             last = self._db.execute(
-                "SELECT frame, node FROM checkpoints WHERE run_id=? ORDER BY seq DESC LIMIT 1",
+                "SELECT kind, frame, node FROM checkpoints WHERE run_id=? "
+                "ORDER BY seq DESC LIMIT 1",
                 (run_id,),
             ).fetchone()
-            node = None if last is None else last[1]
+            node = None if last is None else row_path(*last)
         return RunRecord(row[0], row[1], row[2], row[3], row[4], node, row[6], prompt, row[8])
 
     def create_run(
@@ -203,7 +203,7 @@ class SQLiteStore:
                     (run_id,),
                 )
             ]
-            return replace(record, status="running", owner=owner), graph, initial, rows
+            return shown_status(record), graph, initial, rows
 
     def append(self, run_id: str, rows: list[Checkpoint]) -> None:
         if len(rows) == 1:  # one statement is a transaction of its own
@@ -230,13 +230,14 @@ class SQLiteStore:
         node: str | None = None,
         error: str | None = None,
         prompt: Any = None,
+        ended: float | None = None,
     ) -> None:
         with self._lock, self._transaction():
             self._db.execute(
                 "UPDATE runs SET status=?, ended=?, node=?, error=?, prompt=? WHERE run_id=?",
                 (
                     status,
-                    time.time(),
+                    time.time() if ended is None else ended,
                     node,
                     error,
                     None if prompt is None else prompt_text(prompt),
