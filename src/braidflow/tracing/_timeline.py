@@ -13,6 +13,7 @@ import html
 import json
 import os
 import threading
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,49 @@ class Timeline:
             if event.kind != "run_end":
                 return
             events = self._events.pop(event.run_id)
-        data = timeline_data(events)
+        self.write(events)
+
+    def write(self, events: list[Event]) -> None:
+        """Write the page for a run's events now: those an observer saw, or a
+        stored run's (``braidflow.recorded_events``). A run that was resumed
+        has one part per attempt, each from ``run_start`` on; they are drawn
+        one after the other, the time between them cut short and marked.
+
+        Raises:
+            ValueError: If no event starts a run.
+        """
+        data = timeline_data(_joined(events))
         title = self.title or f"braidflow run of {data['run']['name']}"
         self.path.write_text(render(data, title), encoding="utf-8")
+
+
+def _joined(events: list[Event]) -> list[Event]:
+    """The parts of a resumed run on one time line: each later part moved so
+    that it starts just after the one before ended (their clocks may be
+    different processes'); an ``emit`` on the run marks where it resumed."""
+    starts = [index for index, event in enumerate(events) if event.kind == "run_start"]
+    if not starts:
+        raise ValueError("these events have no run_start: no run to draw")
+    if len(starts) == 1:
+        return events[starts[0] :]
+    parts = [events[a:b] for a, b in zip(starts, [*starts[1:], len(events)], strict=True)]
+    active = sum(part[-1].time - part[0].time for part in parts)
+    gap = max(active * 0.02, 0.001)  # what a pause between parts is drawn as
+    joined = list(parts[0])
+    end = parts[0][-1].time
+    for number, part in enumerate(parts[1:], start=2):
+        shift = part[0].time - end - gap
+        first = part[0]
+        joined.append(
+            replace(
+                first,
+                kind="emit",
+                time=first.time - shift,
+                data=f"resumed: part {number} of the run",
+            )
+        )
+        joined.extend(
+            replace(event, time=event.time - shift) for event in part if event is not first
+        )
+        end = part[-1].time - shift
+    return joined

@@ -1,0 +1,516 @@
+"""The ``braidflow`` command: run a flow, draw it, list, resume and draw stored runs.
+
+    braidflow run path/to/file.py:flow --shared '{"topic": "owls"}' --store runs.db
+    braidflow runs --store runs.db
+    braidflow resume RUN_ID --store runs.db --input '"yes"'
+    braidflow timeline RUN_ID --store runs.db -o run.html
+    braidflow graph path/to/file.py:flow
+
+The final ``shared`` goes to stdout as JSON; everything else to stderr.
+Exit codes: 0 done, 1 the run failed, 2 bad input (a one-line message;
+``--debug`` shows the traceback), 3 the run waits for input, 130 stopped by
+Ctrl-C. ``import braidflow`` never imports this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import sqlite3
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+__all__ = ["main"]
+
+DEFAULT_STORE = "braidflow.db"
+EXIT_FAILED, EXIT_USAGE, EXIT_WAITING, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+class UsageError(Exception):
+    """Bad input to the command: said in one line, exit code 2."""
+
+
+# -- finding the flow ---------------------------------------------------------------
+
+
+def load_target(spec: str) -> Any:
+    """The flow that ``path/to/file.py:name`` or ``package.module:name`` names
+    (a flow or node, or a function of no arguments that returns one)."""
+    from . import BaseNode
+
+    where, _, name = spec.rpartition(":")
+    if not where or not name.isidentifier():
+        raise UsageError(f"TARGET {spec!r} should be path/to/file.py:name or package.module:name")
+    module = _load_module(where)
+    shown = where if where.endswith(".py") else f"module {where}"
+    if not hasattr(module, name):
+        flows = sorted(
+            attr
+            for attr, value in vars(module).items()
+            if not attr.startswith("_") and isinstance(value, BaseNode)
+        )
+        hint = f"; its flows: {', '.join(flows)}" if flows else ""
+        raise UsageError(f"{shown} has no {name!r}{hint}")
+    target = getattr(module, name)
+    if not isinstance(target, BaseNode) and callable(target) and not isinstance(target, type):
+        try:
+            inspect.signature(target).bind()
+        except TypeError as error:
+            raise UsageError(
+                f"{name!r} in {shown} is a function that needs arguments ({error}); point "
+                "TARGET at a flow, or at a function of no arguments that returns one"
+            ) from error
+        except ValueError:  # no signature to read (a builtin): try it
+            pass
+        try:
+            target = target()
+        except Exception as error:
+            raise UsageError(f"{name}() in {shown} failed: {_one_line(error)}") from error
+    if not isinstance(target, BaseNode):
+        kind = type(target).__name__
+        raise UsageError(
+            f"{name!r} in {shown} is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not a flow; "
+            "point TARGET at "
+            "a Flow or AsyncFlow (or a function of no arguments that returns one)"
+        )
+    return target
+
+
+def _load_module(where: str) -> Any:
+    if where.endswith(".py") or "/" in where or os.sep in where:
+        path = Path(where)
+        if not path.is_file():
+            raise UsageError(f"no file {where!r}")
+        sys.path.insert(0, str(path.resolve().parent))  # its own imports work
+        name = f"braidflow_target_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise UsageError(f"{where!r} is not a Python file")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as error:
+            raise UsageError(f"importing {where} failed: {_one_line(error)}") from error
+        return module
+    sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(where)
+    except ModuleNotFoundError as error:
+        if error.name is not None and where.startswith(error.name):
+            raise UsageError(f"no module {where!r} (from {os.getcwd()})") from error
+        raise UsageError(f"importing {where} failed: {_one_line(error)}") from error
+    except Exception as error:
+        raise UsageError(f"importing {where} failed: {_one_line(error)}") from error
+
+
+# -- input and output -----------------------------------------------------------------
+
+
+def read_json(text: str, what: str) -> Any:
+    """JSON from the command line, or from a file for ``@path``."""
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise UsageError(f"{what}: cannot read {str(path)!r} ({error.strerror})") from error
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{what} is not valid JSON: {error}") from error
+
+
+def shown_json(shared: Any) -> str:
+    """``shared`` as JSON: values JSON cannot hold shown by their ``repr``."""
+    try:
+        return json.dumps(_plain(shared), indent=2, ensure_ascii=False, default=repr)
+    except ValueError:  # a value that holds itself
+        return json.dumps(repr(shared))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            key if isinstance(key, str | int | float | bool) or key is None else repr(key): (
+                _plain(item)
+            )
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _one_line(error: BaseException) -> str:
+    message = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def _say(text: str) -> None:
+    print(f"braidflow: {text}", file=sys.stderr, flush=True)
+
+
+# -- the store, and which target started each run -----------------------------------
+
+
+def _store_path(args: argparse.Namespace) -> Path:
+    return Path(args.store or os.environ.get("BRAIDFLOW_STORE") or DEFAULT_STORE)
+
+
+def open_store(path: Path, *, create: bool) -> Any:
+    from . import SQLiteStore, StoreError
+
+    if not create and not path.exists():
+        raise UsageError(f"no store at {str(path)!r} (give --store PATH, or set BRAIDFLOW_STORE)")
+    try:
+        return SQLiteStore(path)
+    except StoreError as error:
+        raise UsageError(str(error)) from error
+
+
+def remember_target(path: Path, run_id: str, target: str) -> None:
+    """Keep which TARGET started a run, in the store's file, for ``resume``."""
+    where, _, name = target.rpartition(":")
+    if where.endswith(".py") or "/" in where or os.sep in where:
+        target = f"{Path(where).resolve()}:{name}"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS braidflow_cli_targets "
+            "(run_id TEXT PRIMARY KEY, target TEXT NOT NULL, directory TEXT NOT NULL)"
+        )
+        db.execute(
+            "INSERT OR REPLACE INTO braidflow_cli_targets VALUES (?, ?, ?)",
+            (run_id, target, os.getcwd()),
+        )
+    db.close()
+
+
+def remembered_target(path: Path, run_id: str) -> str | None:
+    with sqlite3.connect(path) as db:
+        try:
+            row = db.execute(
+                "SELECT target, directory FROM braidflow_cli_targets WHERE run_id=?", (run_id,)
+            ).fetchone()
+        except sqlite3.OperationalError:  # no run was started by this command
+            row = None
+    db.close()
+    if row is None:
+        return None
+    target, directory = row
+    if not target.rpartition(":")[0].endswith(".py"):
+        os.chdir(directory)  # a module target is found from where it was run
+    return str(target)
+
+
+# -- running --------------------------------------------------------------------------
+
+
+def _observers(args: argparse.Namespace) -> list[Any]:
+    observers: list[Any] = []
+    if args.progress:
+        try:
+            from .tracing import Progress
+
+            observers.append(Progress())
+        except ImportError as error:
+            raise UsageError(str(error)) from error
+    from .tracing import JSONLTrace, Timeline
+
+    try:
+        if args.trace:
+            observers.append(JSONLTrace(args.trace))
+        if args.timeline:
+            observers.append(Timeline(args.timeline))
+    except ValueError as error:  # a file that cannot be written there
+        raise UsageError(str(error)) from error
+    return observers
+
+
+def _finish(args: argparse.Namespace, run: Any, store_path: Path | None, run_id: str | None) -> int:
+    """Carry out a run (or resume) and report it: stdout gets ``shared``."""
+    from . import ResumeError, StoreError, Suspended
+
+    resume_hint = f"braidflow resume {run_id} --store {store_path}" if run_id else None
+    try:
+        shared = run()
+    except Suspended as waiting:
+        prompt = waiting.prompt
+        shown = prompt if isinstance(prompt, str) else json.dumps(_plain(prompt), default=repr)
+        _say(f"run {waiting.run_id!r} is waiting for input at {waiting.node}: {shown}")
+        _say(f"answer with: {resume_hint} --input JSON")
+        return EXIT_WAITING
+    except KeyboardInterrupt:
+        if resume_hint:
+            _say(f"stopped; resume with: {resume_hint}")
+        else:
+            _say("stopped")
+        return EXIT_INTERRUPTED
+    except (StoreError, ResumeError) as error:  # the wrong run, or the wrong flow for it
+        raise UsageError(_one_line(error).partition(": ")[2] or str(error)) from error
+    except Exception as error:
+        if args.debug:
+            traceback.print_exc()
+        else:
+            _say(f"the run failed: {_one_line(error)}")
+            for note in getattr(error, "__notes__", ()):
+                print(f"  {note}", file=sys.stderr)
+        if resume_hint:
+            _say(f"fix the cause, then: {resume_hint}")
+        return EXIT_FAILED
+    text = shown_json(shared)
+    if args.out:
+        try:
+            Path(args.out).write_text(text + "\n", encoding="utf-8")
+        except OSError as error:
+            raise UsageError(f"cannot write {args.out!r} ({error.strerror})") from error
+    else:
+        print(text)
+    return 0
+
+
+def command_run(args: argparse.Namespace) -> int:
+    flow = load_target(args.target)
+    shared = read_json(args.shared, "--shared") if args.shared is not None else {}
+    if not isinstance(shared, dict):
+        raise UsageError(f"--shared must be a JSON object, got {type(shared).__name__}")
+    observers = _observers(args)
+    options: dict[str, Any] = {"observers": observers}
+    store_path = run_id = None
+    if args.store or args.run_id:
+        store_path = _store_path(args)
+        store = open_store(store_path, create=True)
+        run_id = args.run_id or _new_run_id()
+        if _has_run(store, run_id):
+            raise UsageError(
+                f"run id {run_id!r} is already used in {str(store_path)!r}; choose another, "
+                f"or resume it: braidflow resume {run_id} --store {store_path}"
+            )
+        remember_target(store_path, run_id, args.target)
+        options.update(store=store, run_id=run_id, record_events=True)
+        _say(f"run {run_id} (stored in {store_path})")
+
+    def run() -> Any:
+        flow.run(shared, **options)
+        return shared
+
+    return _finish(args, run, store_path, run_id)
+
+
+def _has_run(store: Any, run_id: str) -> bool:
+    from . import StoreError
+
+    try:
+        store.get(run_id)
+    except StoreError:
+        return False
+    return True
+
+
+def _new_run_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex[:12]
+
+
+def command_resume(args: argparse.Namespace) -> int:
+    store_path = _store_path(args)
+    store = open_store(store_path, create=False)
+    _known_run(store, args.run_id, store_path)
+    target = args.target or remembered_target(store_path, args.run_id)
+    if target is None:
+        raise UsageError(
+            f"run {args.run_id!r} was not started by the braidflow command; give its TARGET: "
+            f"braidflow resume {args.run_id} --store {store_path} path/to/file.py:name"
+        )
+    flow = load_target(target)
+    options: dict[str, Any] = {"observers": _observers(args), "record_events": True}
+    if args.input is not None:
+        options["input"] = read_json(args.input, "--input")
+
+    def run() -> Any:
+        return flow.resume(args.run_id, store=store, **options)
+
+    return _finish(args, run, store_path, args.run_id)
+
+
+def _known_run(store: Any, run_id: str, path: Path) -> Any:
+    from . import StoreError
+
+    try:
+        return store.get(run_id)
+    except StoreError:
+        raise UsageError(
+            f"no run {run_id!r} in {str(path)!r} (braidflow runs lists them)"
+        ) from None
+
+
+def command_graph(args: argparse.Namespace) -> int:
+    flow = load_target(args.target)
+    print(flow.to_mermaid())
+    return 0
+
+
+def command_runs(args: argparse.Namespace) -> int:
+    store_path = _store_path(args)
+    store = open_store(store_path, create=False)
+    records = store.runs(status=args.status)
+    if not records:
+        _say(f"no {args.status + ' ' if args.status else ''}runs in {store_path}")
+        return 0
+    rows = [("RUN ID", "STATUS", "FLOW", "STARTED", "TOOK", "AT", "ERROR OR PROMPT")]
+    for record in records:
+        took = "" if record.ended is None else _took(record.ended - record.started)
+        info = record.error or ("" if record.prompt is None else json.dumps(record.prompt))
+        rows.append(
+            (
+                record.run_id,
+                record.status,
+                record.flow,
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started)),
+                took,
+                record.node or "",
+                info if len(info) <= 60 else info[:57] + "...",
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    return 0
+
+
+def _took(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def command_timeline(args: argparse.Namespace) -> int:
+    from . import recorded_events
+    from .tracing import Timeline
+
+    store_path = _store_path(args)
+    store = open_store(store_path, create=False)
+    _known_run(store, args.run_id, store_path)
+    events = recorded_events(store, args.run_id)
+    if not events:
+        raise UsageError(
+            f"run {args.run_id!r} has no recorded events: runs started by this command keep "
+            "them, as do runs given record_events=True"
+        )
+    try:
+        page = Timeline(args.output)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    page.write(events)
+    _say(f"wrote {args.output}")
+    return 0
+
+
+# -- the parser -----------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        _say(message)
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    store = _Parser(add_help=False)
+    store.add_argument(
+        "--store",
+        metavar="PATH",
+        help=f"the SQLite store (default: $BRAIDFLOW_STORE, else {DEFAULT_STORE})",
+    )
+    watch = _Parser(add_help=False)
+    watch.add_argument("--out", metavar="FILE", help="write the final shared here, not stdout")
+    watch.add_argument("--progress", action="store_true", help="show progress (needs rich)")
+    watch.add_argument("--trace", metavar="FILE.jsonl", help="write every event as JSON lines")
+    watch.add_argument("--timeline", metavar="FILE.html", help="write a timeline of the run")
+
+    parser = _Parser(
+        prog="braidflow",
+        description="Run braidflow flows, draw them, and list, resume and draw stored runs.",
+        epilog="Exit codes: 0 done, 1 the run failed, 2 bad input, 3 waiting for input, "
+        "130 stopped (Ctrl-C).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser(
+        "run",
+        parents=[common, store, watch],
+        help="run a flow; print the final shared as JSON",
+        description="Run a flow once. With --store (or --run-id) the run is durable: "
+        "stored as it goes, so that it can be resumed.",
+    )
+    run.add_argument("target", metavar="TARGET", help="path/to/file.py:name or package.module:name")
+    run.add_argument("--shared", metavar="JSON", help="the initial shared: JSON, or @file.json")
+    run.add_argument("--run-id", metavar="ID", help="the durable run's id (default: a new one)")
+    run.set_defaults(handler=command_run)
+
+    graph = commands.add_parser("graph", parents=[common], help="print a flow's graph (mermaid)")
+    graph.add_argument("target", metavar="TARGET")
+    graph.add_argument("--format", choices=["mermaid"], default="mermaid")
+    graph.set_defaults(handler=command_graph)
+
+    runs = commands.add_parser("runs", parents=[common, store], help="list stored runs")
+    runs.add_argument(
+        "--status", choices=["running", "completed", "failed", "waiting", "interrupted"]
+    )
+    runs.set_defaults(handler=command_runs)
+
+    resume = commands.add_parser(
+        "resume",
+        parents=[common, store, watch],
+        help="resume a stored run where it stopped",
+        description="Resume a failed, interrupted or waiting run. TARGET defaults to the one "
+        "that started the run, if the braidflow command started it.",
+    )
+    resume.add_argument("run_id", metavar="RUN_ID")
+    resume.add_argument("target", metavar="TARGET", nargs="?")
+    resume.add_argument("--input", metavar="JSON", help="the answer a waiting run asked for")
+    resume.set_defaults(handler=command_resume)
+
+    timeline = commands.add_parser(
+        "timeline", parents=[common, store], help="draw a stored run as an HTML timeline"
+    )
+    timeline.add_argument("run_id", metavar="RUN_ID")
+    timeline.add_argument("-o", "--output", metavar="FILE.html", required=True)
+    timeline.set_defaults(handler=command_timeline)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; return its exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except UsageError as error:
+        if args.debug:
+            traceback.print_exc()
+        _say(str(error))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _say("stopped")
+        return EXIT_INTERRUPTED
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

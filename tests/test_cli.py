@@ -1,0 +1,374 @@
+"""The braidflow command, driven as a user drives it: in a subprocess."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+FLOWS = """
+import asyncio
+import os
+from pathlib import Path
+
+import braidflow as bf
+
+
+class Greet(bf.AsyncNode):
+    async def prep_async(self, shared):
+        return shared.get("name", "world")
+
+    async def exec_async(self, name):
+        await asyncio.sleep(0)
+        return f"hello {name}"
+
+    async def post_async(self, shared, prep_res, exec_res):
+        shared["greeting"] = exec_res
+
+
+class Fragile(bf.Node):
+    def exec(self, prep_res):
+        if not Path("fixed").exists():
+            raise ConnectionError("upstream down")
+        return "fine"
+
+    def post(self, shared, prep_res, exec_res):
+        shared["fragile"] = exec_res
+
+
+class Ask(bf.Node):
+    def exec(self, prep_res):
+        return bf.interrupt({"question": "ship it?"})
+
+    def post(self, shared, prep_res, exec_res):
+        shared["approved"] = exec_res
+
+
+class Odd(bf.Node):
+    def post(self, shared, prep_res, exec_res):
+        shared["tags"] = {"a", "b"}
+        shared[(1, 2)] = "pair"
+
+
+class Waits(bf.Node):
+    def exec(self, prep_res):
+        Path("started").write_text("yes")
+        while not Path("go").exists():
+            import time
+
+            time.sleep(0.01)
+        return "went"
+
+    def post(self, shared, prep_res, exec_res):
+        shared["waited"] = exec_res
+
+
+greet = bf.AsyncFlow(start=Greet(name="greet"), name="greet")
+
+first = Greet(name="greet")
+first >> Fragile(name="fragile")
+fragile = bf.AsyncFlow(start=first, name="fragile")
+
+hello = Greet(name="greet")
+hello >> Ask(name="ask")
+review = bf.AsyncFlow(start=hello, name="review")
+
+odd = bf.Flow(start=Odd())
+slow = bf.Flow(start=Waits(name="waits"), name="slow")
+
+
+def make_greet():
+    return bf.AsyncFlow(start=Greet())
+
+
+def needs_arguments(name):
+    return greet
+
+
+def broken_factory():
+    raise RuntimeError("no config")
+
+
+number = 3
+"""
+
+
+BRAIDFLOW = [sys.executable, "-m", "braidflow"]
+
+
+@pytest.fixture
+def work(tmp_path):
+    (tmp_path / "flows.py").write_text(FLOWS)
+    return tmp_path
+
+
+def cli(work, *args, check_stderr_one_line=False):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("BRAIDFLOW_STORE", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "braidflow", *args],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if check_stderr_one_line:
+        assert done.returncode == 2, (done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr
+        assert done.stderr.strip().startswith("braidflow: ")
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert done.stdout == ""
+    return done
+
+
+def status(work, run_id, store="runs.db"):
+    from braidflow import SQLiteStore
+
+    with SQLiteStore(work / store) as opened:
+        return opened.get(run_id).status
+
+
+# -- run ----------------------------------------------------------------------------------
+
+
+def test_run_prints_the_final_shared_as_json_and_nothing_else(work):
+    done = cli(work, "run", "flows.py:greet", "--shared", '{"name": "ada"}')
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"name": "ada", "greeting": "hello ada"}
+    assert done.stderr == ""
+
+
+def test_run_reads_shared_from_a_file_and_writes_it_to_a_file(work):
+    (work / "in.json").write_text('{"name": "bo"}')
+    done = cli(work, "run", "flows.py:greet", "--shared", "@in.json", "--out", "out.json")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert json.loads((work / "out.json").read_text())["greeting"] == "hello bo"
+
+
+def test_values_json_cannot_hold_are_shown_by_repr(work):
+    done = cli(work, "run", "flows.py:odd")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["(1, 2)"] == "pair"
+    assert shown["tags"] in ("{'a', 'b'}", "{'b', 'a'}")
+
+
+def test_a_module_target_and_a_function_returning_a_flow(work):
+    done = cli(work, "run", "flows:make_greet")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"greeting": "hello world"}
+
+
+def test_progress_goes_to_stderr_and_stdout_stays_json(work):
+    pytest.importorskip("rich")
+    done = cli(work, "run", "flows.py:greet", "--progress")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"greeting": "hello world"}
+
+
+def test_a_run_can_write_a_trace_and_a_timeline(work):
+    done = cli(work, "run", "flows.py:greet", "--trace", "t.jsonl", "--timeline", "t.html")
+    assert done.returncode == 0, done.stderr
+    kinds = [json.loads(line)["kind"] for line in (work / "t.jsonl").read_text().splitlines()]
+    assert kinds[0] == "run_start"
+    assert kinds[-1] == "run_end"
+    assert (work / "t.html").read_text().startswith("<!DOCTYPE html>")
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["run", "missing.py:flow"], "no file 'missing.py'"),
+        (["run", "flows.py:nothing"], "flows.py has no 'nothing'; its flows: "),
+        (["run", "flows.py:number"], "'number' in flows.py is an int, not a flow"),
+        (["run", "flows.py:needs_arguments"], "is a function that needs arguments"),
+        (["run", "flows.py:broken_factory"], "broken_factory() in flows.py failed: RuntimeError"),
+        (["run", "no_such_module:flow"], "no module 'no_such_module'"),
+        (["run", "flows.py"], "should be path/to/file.py:name or package.module:name"),
+        (["run", "flows.py:greet", "--shared", "{bad"], "--shared is not valid JSON"),
+        (["run", "flows.py:greet", "--shared", "[1]"], "--shared must be a JSON object"),
+        (["run", "flows.py:greet", "--shared", "@gone.json"], "cannot read 'gone.json'"),
+        (["runs", "--store", "none.db"], "no store at 'none.db'"),
+        (["resume", "x", "--store", "none.db"], "no store at 'none.db'"),
+        (["timeline", "x", "--store", "none.db", "-o", "t.html"], "no store at 'none.db'"),
+        (["runs", "--store", "flows.py"], "not a braidflow store"),
+        (["run", "flows.py:greet", "--timeline", "no/such/dir/t.html"], "t.html"),
+        (["nonsense"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(work, args, said):
+    done = cli(work, *args, check_stderr_one_line="nonsense" not in args)
+    assert done.returncode == 2
+    assert said in done.stderr
+
+
+def test_an_import_error_in_the_target_is_bad_input_and_debug_shows_the_traceback(work):
+    (work / "broken.py").write_text("import not_installed_anywhere\n")
+    done = cli(work, "run", "broken.py:flow", check_stderr_one_line=True)
+    assert "importing broken.py failed: ModuleNotFoundError" in done.stderr
+    debug = cli(work, "run", "broken.py:flow", "--debug")
+    assert debug.returncode == 2
+    assert "Traceback" in debug.stderr
+
+
+def test_graph_prints_mermaid(work):
+    done = cli(work, "graph", "flows.py:review")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("flowchart")
+    assert "ask" in done.stdout
+
+
+# -- durable runs ---------------------------------------------------------------------------
+
+
+def test_a_failed_durable_run_says_how_to_resume_and_resumes(work):
+    done = cli(work, "run", "flows.py:fragile", "--store", "runs.db", "--run-id", "r1")
+    assert done.returncode == 1
+    assert "the run failed: ConnectionError: upstream down" in done.stderr
+    assert "braidflow resume r1 --store runs.db" in done.stderr
+    assert done.stdout == ""
+    assert status(work, "r1") == "failed"
+    (work / "fixed").write_text("")
+    resumed = cli(work, "resume", "r1", "--store", "runs.db")  # TARGET remembered
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout) == {"greeting": "hello world", "fragile": "fine"}
+    assert status(work, "r1") == "completed"
+    again = cli(work, "resume", "r1", "--store", "runs.db", check_stderr_one_line=True)
+    assert "has completed" in again.stderr
+    taken = cli(work, "run", "flows.py:greet", "--run-id", "r1", "--store", "runs.db")
+    assert taken.returncode == 2
+    assert "already used" in taken.stderr
+
+
+def test_a_waiting_run_prints_its_prompt_exits_3_and_resumes_with_input(work):
+    done = cli(work, "run", "flows.py:review", "--store", "runs.db", "--run-id", "r2")
+    assert done.returncode == 3
+    assert 'waiting for input at review/ask: {"question": "ship it?"}' in done.stderr
+    assert "braidflow resume r2 --store runs.db --input JSON" in done.stderr
+    listed = cli(work, "runs", "--store", "runs.db", "--status", "waiting")
+    assert listed.returncode == 0
+    header, row = listed.stdout.splitlines()
+    assert header.split()[:3] == ["RUN", "ID", "STATUS"]
+    assert row.split()[:3] == ["r2", "waiting", "review"]
+    assert "ship it?" in row
+    bad = cli(work, "resume", "r2", "--store", "runs.db", "--input", "{no")
+    assert bad.returncode == 2
+    other = cli(work, "resume", "r2", "flows.py:greet", "--store", "runs.db", "--input", "1")
+    assert other.returncode == 2
+    assert "another graph" in other.stderr
+    assert status(work, "r2") == "waiting"
+    resumed = cli(work, "resume", "r2", "--store", "runs.db", "--input", '"yes"')
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["approved"] == "yes"
+    assert cli(work, "runs", "--store", "runs.db", "--status", "waiting").stdout == ""
+
+
+def test_the_default_store_comes_from_the_environment(work):
+    env_store = work / "elsewhere.db"
+    os.environ["BRAIDFLOW_STORE"] = str(env_store)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "braidflow", "run", "flows.py:greet", "--run-id", "e1"],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+    finally:
+        del os.environ["BRAIDFLOW_STORE"]
+    assert done.returncode == 0, done.stderr
+    assert status(work, "e1", store="elsewhere.db") == "completed"
+
+
+def test_resume_needs_a_target_for_a_run_the_command_did_not_start(work):
+    sys.path.insert(0, str(work))
+    try:
+        import flows  # the same file, run from Python
+
+        from braidflow import SQLiteStore
+
+        with SQLiteStore(work / "runs.db") as store:
+            with pytest.raises(ConnectionError):
+                flows.fragile.run({}, store=store, run_id="api")
+    finally:
+        sys.path.remove(str(work))
+        sys.modules.pop("flows", None)
+    done = cli(work, "resume", "api", "--store", "runs.db", check_stderr_one_line=True)
+    assert "was not started by the braidflow command; give its TARGET" in done.stderr
+    no_events = cli(work, "timeline", "api", "--store", "runs.db", "-o", "t.html")
+    assert no_events.returncode == 2
+    assert "no recorded events" in no_events.stderr
+    (work / "fixed").write_text("")
+    resumed = cli(work, "resume", "api", "flows.py:fragile", "--store", "runs.db")
+    assert resumed.returncode == 0, resumed.stderr
+    wrong = cli(work, "resume", "api", "flows.py:greet", "--store", "runs.db")
+    assert wrong.returncode == 2  # completed now; and the graph would not match either
+
+
+def test_timeline_draws_every_part_of_a_resumed_run(work):
+    cli(work, "run", "flows.py:fragile", "--store", "runs.db", "--run-id", "r3")
+    (work / "fixed").write_text("")
+    assert cli(work, "resume", "r3", "--store", "runs.db").returncode == 0
+    done = cli(work, "timeline", "r3", "--store", "runs.db", "-o", "r3.html")
+    assert done.returncode == 0, done.stderr
+    page = (work / "r3.html").read_text()
+    assert "resumed: part 2 of the run" in page
+    assert "upstream down" in page  # the first part's failure is drawn too
+    unknown = cli(work, "timeline", "zz", "--store", "runs.db", "-o", "t.html")
+    assert unknown.returncode == 2
+    assert "no run 'zz'" in unknown.stderr
+
+
+def test_ctrl_c_stops_a_durable_run_cleanly_and_it_can_be_resumed(work):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    job = subprocess.Popen(
+        [*BRAIDFLOW, "run", "flows.py:slow", "--store", "runs.db", "--run-id", "c1"],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (work / "started").exists():  # the node is running: interrupt it there
+            assert job.poll() is None, job.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        job.send_signal(signal.SIGINT)
+        out, err = job.communicate(timeout=30)
+    finally:
+        job.kill()
+    assert job.returncode == 130, err
+    assert "stopped; resume with: braidflow resume c1 --store runs.db" in err
+    assert "Traceback" not in err
+    assert out == ""
+    assert status(work, "c1") == "interrupted"
+    (work / "go").write_text("")
+    resumed = cli(work, "resume", "c1", "--store", "runs.db")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout) == {"waited": "went"}
+
+
+def test_the_command_is_installed_and_import_braidflow_does_not_load_it(work):
+    script = Path(sys.executable).parent / "braidflow"
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert "resume" in done.stdout
+    check = textwrap.dedent(
+        """
+        import sys
+        import braidflow
+        print("braidflow.cli" in sys.modules, "argparse" in sys.modules)
+        """
+    )
+    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert loaded.stdout.split() == ["False", "False"]
