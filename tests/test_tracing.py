@@ -205,6 +205,28 @@ def test_progress_counts_lazy_input_without_a_total():
     assert "4/?" in console.export_text()
 
 
+def test_progress_adds_up_a_batch_that_runs_again_in_a_loop():
+    from rich.console import Console
+
+    class Level(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return list(range(shared["levels"][shared["level"]]))
+
+        async def exec_async(self, item):
+            return item
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["level"] += 1
+            return "more" if shared["level"] < len(shared["levels"]) else "done"
+
+    level = Level(name="level")
+    level - "more" >> level
+    level - "done" >> None
+    console = Console(record=True, force_terminal=True, width=140)
+    AsyncFlow(start=level).run({"levels": [2, 3, 4], "level": 0}, observers=[Progress(console)])
+    assert "9/9" in console.export_text()
+
+
 # -- OpenTelemetry -------------------------------------------------------------------------
 
 

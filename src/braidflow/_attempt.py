@@ -418,7 +418,7 @@ async def fallback_async(
     shared: Any,
     offload: bool = False,
 ) -> Any:
-    """Async form of :func:`fallback_sync`; a sync fallback runs in a thread if ``offload``."""
+    """Async form of `fallback_sync`; a sync fallback runs in a thread if ``offload``."""
     plan = node._bf_plan
     fallback = getattr(node, plan.fallback)
     args = (shared, item, error) if plan.fallback_wants_shared else (item, error)

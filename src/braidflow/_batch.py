@@ -249,7 +249,7 @@ async def run_parallel_async(
 
     Under ``on_error="raise"`` the first failure cancels every other item and
     is re-raised once all of them have stopped. Under ``"collect"`` failures
-    become :class:`Failure` entries. Results keep the input order.
+    become `Failure` entries. Results keep the input order.
 
     ``direct``, when given, is the node's own exec coroutine function, to be
     awaited per item with nothing around it (no retry, fallback or policy

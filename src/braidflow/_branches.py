@@ -75,7 +75,7 @@ class Parallel(BaseNode):
     ends, at its own pace. A branch reads ``shared`` as it was at the fork and
     sees its own writes, in-place changes included, never a sibling's; values
     it never touches are never copied. At the join, a key changed by one
-    branch is applied; a key changed by several raises :class:`MergeConflict`
+    branch is applied; a key changed by several raises `MergeConflict`
     unless ``merge`` gives it a rule. Then the Parallel's successors run.
 
     Args:
@@ -90,7 +90,7 @@ class Parallel(BaseNode):
         on_error: ``"raise"`` (default): the first failing branch cancels the
             others and its error propagates once they stopped; nothing is
             merged. ``"collect"``: the others finish and are merged; the
-            failures (:class:`Failure` objects, ``item`` = branch name) go to
+            failures (`Failure` objects, ``item`` = branch name) go to
             ``shared[failures_key]`` and the Parallel's action is ``"failed"``
             if it has a successor for it, else the default.
         failures_key: Where ``on_error="collect"`` puts the failures.

@@ -206,7 +206,7 @@ class Codec:
         return pickle.dumps(changes, protocol=pickle.HIGHEST_PROTOCOL)
 
     def unpack(self, payload: bytes) -> list[tuple[Any, Any]]:
-        """The (key, value or MISSING) pairs of a payload made by :meth:`pack`."""
+        """The (key, value or MISSING) pairs of a payload made by `pack`."""
         if self.kind == "json":
             return [(entry[0], entry[2] if entry[1] else MISSING) for entry in json.loads(payload)]
         return [
@@ -371,7 +371,7 @@ def _describe(node: Any) -> list[str]:
 
 
 class Interrupted(BaseException):
-    """Raised by :func:`interrupt` to stop a durable run for input. A
+    """Raised by `interrupt` to stop a durable run for input. A
     ``BaseException``, so no ``except Exception``, retry or fallback catches it.
 
     Attributes:
@@ -394,7 +394,7 @@ def interrupt(prompt: Any) -> Any:
 
     Call it from any phase of any node of a durable run (one given a
     ``store=``). The first time, the run stops: it is stored as ``waiting``
-    with ``prompt``, and ``run``/``run_async`` raise :class:`Suspended`. When
+    with ``prompt``, and ``run``/``run_async`` raise `Suspended`. When
     the run is resumed with ``flow.resume(run_id, store=..., input=answer)``,
     the node runs again from ``prep`` and this call returns ``answer``. A node
     may ask several times: its calls are matched to answers in the order they
@@ -803,7 +803,7 @@ def _action_text(action: Any, node: str) -> str | None:
 
 
 def recorded_events(store: Store, run_id: str) -> list[Event]:
-    """The events kept for a run (``record_events=True``), as :class:`Event`
+    """The events kept for a run (``record_events=True``), as `Event`
     objects; an error comes back as an exception of a made-up class with the
     original's name, holding its message."""
     from ._events import Event

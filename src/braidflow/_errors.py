@@ -1,6 +1,6 @@
 """The exception tree of braidflow, and how failures get labelled with their node.
 
-Every exception braidflow raises derives from :class:`BraidflowError`::
+Every exception braidflow raises derives from `BraidflowError`::
 
     BraidflowError
     ├── SetupError                 a node, flow or limiter was built wrong;

@@ -1,6 +1,6 @@
 """Events of a run, as observers receive them.
 
-An :class:`Event` says what happened (its ``kind``), to which node, where in
+An `Event` says what happened (its ``kind``), to which node, where in
 the graph (``path``) and when. Events are built only when a run has
 observers: a run nobody observes pays nothing for them.
 """
@@ -69,7 +69,7 @@ class Event:
 
 
 class _Building:
-    """An event under construction: the same slots as :class:`Event`, but
+    """An event under construction: the same slots as `Event`, but
     writable, so the engine fills them at the speed of a plain class and then
     makes the object an ``Event`` (a frozen dataclass's ``__init__`` goes
     through ``object.__setattr__`` field by field, three times slower)."""

@@ -124,7 +124,7 @@ class Flow(BaseNode):
     routes its parent by its last inner action.
 
     Args:
-        start: The first node (or set it later with :meth:`start`).
+        start: The first node (or set it later with `start`).
         name: A label for errors, traces and graphs; default: the class name.
     """
 
@@ -193,7 +193,7 @@ class Flow(BaseNode):
 
     @default
     async def post_async(self, shared: Any, prep_res: Any, exec_res: Any) -> Any:
-        """Async form of :meth:`post`."""
+        """Async form of `post`."""
         return exec_res
 
     # -- drivers ------------------------------------------------------------------
@@ -452,16 +452,16 @@ class AsyncParallelBatchFlow(AsyncFlow, BatchFlow):
     """An async batch flow whose sub-flow runs concurrently, once per parameter set.
 
     Options: ``max_concurrency`` (most sub-flows in flight) and ``on_error``
-    as on :class:`AsyncParallelBatchNode`. Under ``on_error="collect"``,
+    as on `AsyncParallelBatchNode`. Under ``on_error="collect"``,
     ``post`` receives one entry per parameter set: the sub-flow's last action,
-    or a :class:`Failure`.
+    or a `Failure`.
 
     By default every sub-flow writes to the one ``shared`` dict, as in
     PocketFlow, so concurrent sub-flows can overwrite each other. With
     ``isolate=True`` each sub-flow works on its own view of ``shared`` (as a
-    branch of :class:`Parallel` does) and their changes are merged when all
+    branch of `Parallel` does) and their changes are merged when all
     are done, in parameter-set order, by the rules in ``merge=``; a key
-    changed by two sub-flows without a rule raises :class:`MergeConflict`.
+    changed by two sub-flows without a rule raises `MergeConflict`.
     """
 
     _bf_batch = PARALLEL

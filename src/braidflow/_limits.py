@@ -69,7 +69,7 @@ _order = itertools.count()
 
 @dataclass(frozen=True, slots=True)
 class LimiterStatistics:
-    """A snapshot of a :class:`Limiter`.
+    """A snapshot of a `Limiter`.
 
     Attributes:
         in_flight: Holders right now.
@@ -370,7 +370,7 @@ class Limiter:
             raise
 
     def release(self) -> None:
-        """Give back a slot taken by :meth:`acquire` or :meth:`acquire_blocking`.
+        """Give back a slot taken by `acquire` or `acquire_blocking`.
 
         Safe to call from any thread.
 
@@ -449,7 +449,7 @@ async def acquire_all(limiters: Sequence[Limiter]) -> None:
 def acquire_all_blocking(
     limiters: Sequence[Limiter], holder: Any, lending: Any = contextlib.nullcontext
 ) -> bool:
-    """Thread version of :func:`acquire_all`, for ``holder`` (a node, for errors).
+    """Thread version of `acquire_all`, for ``holder`` (a node, for errors).
 
     ``lending`` is a context manager entered around any wait (braidflow's
     threads give their own slot back while they wait). Returns whether it waited.

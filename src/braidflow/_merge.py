@@ -1,10 +1,10 @@
 """Isolated views of ``shared`` for concurrent branches, and merging them at the join.
 
-A :class:`SharedView` reads through to the store as it was at the fork and
+A `SharedView` reads through to the store as it was at the fork and
 keeps its own writes. A value is copied the first time the branch touches it
 (containers only: dicts, lists, sets and the like, recursively; other objects
 are shared), so in-place changes stay in the branch and untouched values cost
-nothing. At the join, :func:`merge` applies what each branch changed, and
+nothing. At the join, `merge` applies what each branch changed, and
 refuses two branches changing one key unless a rule says how to combine them.
 """
 

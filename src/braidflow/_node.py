@@ -66,7 +66,7 @@ UNSET: Any = _Unset()
 class BaseNode(Lifecycle, Wirable):
     """The engine behind every node and flow: the prep -> exec -> post lifecycle.
 
-    Subclass one of the presets (:class:`Node`, :class:`AsyncNode`, the batch
+    Subclass one of the presets (`Node`, `AsyncNode`, the batch
     kinds, the flows) rather than this class. A node reads the shared store
     in ``prep``, does its work in ``exec`` (pure and retryable), and writes
     back in ``post``, whose return value is the action that picks the next
@@ -249,22 +249,22 @@ class BaseNode(Lifecycle, Wirable):
 
     @default
     async def prep_async(self, shared: Any) -> Any:
-        """Async form of :meth:`prep` (async nodes only)."""
+        """Async form of `prep` (async nodes only)."""
         return None
 
     @default
     async def exec_async(self, prep_res: Any) -> Any:
-        """Async form of :meth:`exec` (async nodes only)."""
+        """Async form of `exec` (async nodes only)."""
         return None
 
     @default
     async def post_async(self, shared: Any, prep_res: Any, exec_res: Any) -> Any:
-        """Async form of :meth:`post` (async nodes only)."""
+        """Async form of `post` (async nodes only)."""
         return None
 
     @default
     async def exec_fallback_async(self, prep_res: Any, exc: Exception) -> Any:
-        """Async form of :meth:`exec_fallback` (async nodes only). Default: re-raise."""
+        """Async form of `exec_fallback` (async nodes only). Default: re-raise."""
         raise exc
 
     # -- KayGraph's lifecycle hooks ------------------------------------------------
@@ -318,13 +318,13 @@ class BaseNode(Lifecycle, Wirable):
         Args:
             shared: The shared store.
             observers: Objects with an ``on_event(event)`` method, or callables,
-                that receive the run's :class:`Event` objects as they happen.
-            store: Make the run durable: record it in this :class:`Store`
+                that receive the run's `Event` objects as they happen.
+            store: Make the run durable: record it in this `Store`
                 (``SQLiteStore(path)``) as it goes, so that it can be resumed
                 after a crash, a failure or an ``interrupt``. ``shared`` must
                 then be a dict; it is updated when the run ends.
             run_id: The durable run's id; default: a new unique one (errors,
-                :class:`Suspended`, events and ``store.runs()`` carry it).
+                `Suspended`, events and ``store.runs()`` carry it).
             record_events: Keep the run's events in the store too.
 
         Raises:
@@ -358,7 +358,7 @@ class BaseNode(Lifecycle, Wirable):
 
         A synchronous node or flow runs too: its limiters are awaited on the
         loop, and its blocking code runs in a thread if it asks to be offloaded.
-        The options are those of :meth:`run`.
+        The options are those of `run`.
         """
         shared = self._shared_argument(shared, legacy)
         scope = RunScope(
@@ -383,7 +383,7 @@ class BaseNode(Lifecycle, Wirable):
         (a batch in progress runs only its missing items; its ``prep`` runs
         again to get them). For a run waiting at an ``interrupt``, ``input`` is
         what that ``interrupt(...)`` call returns this time. Returns an
-        awaitable inside a running event loop, as :meth:`run` does.
+        awaitable inside a running event loop, as `run` does.
 
         Raises:
             StoreError: For an unknown or completed run, or one that another
@@ -409,7 +409,7 @@ class BaseNode(Lifecycle, Wirable):
         observers: Any = None,
         record_events: bool = False,
     ) -> Any:
-        """Resume a stored run inside a running event loop; see :meth:`resume`."""
+        """Resume a stored run inside a running event loop; see `resume`."""
         scope = self._resume_scope(run_id, store, input, observers, record_events)
         return await self._resume_top_async(scope)
 
@@ -440,7 +440,7 @@ class BaseNode(Lifecycle, Wirable):
         """Run on ``shared`` and yield the run's events as they happen.
 
         ``async for event in flow.stream(shared): ...`` works for sync and
-        async nodes and flows; ``options`` are those of :meth:`run_async`. If
+        async nodes and flows; ``options`` are those of `run_async`. If
         the run fails, its error is raised from the iterator after the
         ``run_end`` event. Leaving early (``break``, then closing the iterator,
         e.g. with ``contextlib.aclosing``) or cancelling the consumer cancels
@@ -543,12 +543,12 @@ class Node(BaseNode, Generic[PrepT, ExecT]):
             meaning: 1 is a single attempt). Must be >= 1.
         wait: Seconds to sleep between attempts. Must be >= 0.
         name: A label for errors, traces and graphs; default: the class name.
-        retry: A :class:`Retry` policy (backoff, jitter, which errors), instead
+        retry: A `Retry` policy (backoff, jitter, which errors), instead
             of ``max_retries``/``wait``.
         timeout: Seconds each exec attempt may take; a late attempt fails
-            with :class:`NodeTimeoutError` (a ``TimeoutError``) and is retried
+            with `NodeTimeoutError` (a ``TimeoutError``) and is retried
             like any failure. Sync ``exec`` code is timed in a worker thread.
-        limits: :class:`Limiter` objects (or one) that every exec attempt holds.
+        limits: `Limiter` objects (or one) that every exec attempt holds.
         offload: Run this sync node in a worker thread when inside an
             ``AsyncFlow``, so the event loop stays live. ``None``: the flow decides.
 
@@ -668,7 +668,7 @@ class ParallelBatchNode(BatchNode[ItemT, ExecT]):
 
     For sync SDK calls: ``max_concurrency`` threads at most (default:
     ``min(32, cpu_count + 4)``), results in input order, ``on_error`` as for
-    :class:`AsyncParallelBatchNode`.
+    `AsyncParallelBatchNode`.
     """
 
     _bf_batch = PARALLEL
@@ -732,7 +732,7 @@ class AsyncParallelBatchNode(
         on_error: ``"raise"`` (default): the first failure (after retries and
             fallback) cancels the other items and propagates once they have
             stopped. ``"collect"``: every item runs; ``post`` receives results
-            in input order with :class:`Failure` objects for failed items.
+            in input order with `Failure` objects for failed items.
     """
 
     _bf_batch = PARALLEL

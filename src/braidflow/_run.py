@@ -1,6 +1,6 @@
 """The per-run context: one object per top-level run, reached through a context variable.
 
-A :class:`Run` holds the run's id and observers (later its store and resume
+A `Run` holds the run's id and observers (later its store and resume
 state); nested flows, batch items and worker threads see the same run. The
 path of names down to the running node lives beside it. ``PendingRun`` is the
 awaitable ``run(shared)`` returns where an event loop is already running.
@@ -180,7 +180,7 @@ def observed() -> Run | None:
 
 class StepScope:
     """A node's step while its run is observed: ``node_start`` now, ``node_end``
-    (and ``error``, if it failed) at :meth:`end`, with the path set between."""
+    (and ``error``, if it failed) at `end`, with the path set between."""
 
     __slots__ = ("name", "path", "run", "started", "token")
 
@@ -203,7 +203,7 @@ class StepScope:
 
 class _ItemScope:
     """One batch item while its run is observed: ``item_start`` now, then
-    ``item_end`` (and ``error``) at :meth:`end`. For a batch flow the item's
+    ``item_end`` (and ``error``) at `end`. For a batch flow the item's
     path element is ``name[index]``, so its sub-flow's nodes are told apart."""
 
     __slots__ = ("index", "item_token", "name", "path", "path_token", "run", "started")
@@ -289,7 +289,7 @@ class _EventRecorder:
 
 class RunScope:
     """A top-level run, from ``run``/``run_async``/``resume``: makes the
-    :class:`Run`; while it is observed emits ``run_start`` and ``run_end``
+    `Run`; while it is observed emits ``run_start`` and ``run_end``
     around the node's own step; with a store, records the run and how it ended.
 
     Entering returns the ``shared`` the run works on: the caller's dict, or
@@ -532,12 +532,15 @@ class PendingRun(Coroutine[Any, Any, Any]):
         return self._start().__await__()
 
     def send(self, value: Any) -> Any:
+        """Start or go on with the run (the coroutine protocol, for event loops)."""
         return self._start().send(value)
 
     def throw(self, *exc_info: Any) -> Any:
+        """Raise an exception inside the run (the coroutine protocol)."""
         return self._start().throw(*exc_info)
 
     def close(self) -> None:
+        """Stop the run, or make sure it never starts (the coroutine protocol)."""
         if self._coroutine is None:
             self._coroutine = _NEVER_STARTED
         else:

@@ -141,7 +141,7 @@ class Store(Protocol):
     ) -> None:
         """Record how the run ended: completed, failed, waiting or interrupted,
         at which node, and when (``ended``; default: now). The prompt is
-        stored as :func:`prompt_text` gives it, and read back from that."""
+        stored as `prompt_text` gives it, and read back from that."""
         ...
 
     def get(self, run_id: str) -> RunRecord:
@@ -257,6 +257,7 @@ class MemoryStore:
     def create_run(
         self, run_id: str, flow: str, graph: str, initial: bytes, owner: str
     ) -> RunRecord:
+        """Record a new run as running (see `Store`)."""
         with self._lock:
             if run_id in self._runs:
                 raise StoreError(
@@ -271,6 +272,7 @@ class MemoryStore:
             return record
 
     def claim(self, run_id: str, owner: str) -> tuple[RunRecord, str, bytes, list[Checkpoint]]:
+        """Take a stored run over to resume it (see `Store`)."""
         with self._lock:
             record = self._record(run_id)
             check_claim(record, owner)
@@ -287,6 +289,7 @@ class MemoryStore:
             return self._current(record), graph, initial, list(self._rows[run_id])
 
     def append(self, run_id: str, rows: list[Checkpoint]) -> None:
+        """Add checkpoint rows atomically, after those already there."""
         with self._lock:
             self._record(run_id)
             self._rows[run_id].extend(rows)
@@ -301,6 +304,7 @@ class MemoryStore:
         prompt: Any = None,
         ended: float | None = None,
     ) -> None:
+        """Record how the run ended (see `Store`)."""
         with self._lock:
             record = self._record(run_id)
             self._runs[run_id] = replace(
@@ -321,19 +325,23 @@ class MemoryStore:
         return shown_status(record)
 
     def get(self, run_id: str) -> RunRecord:
+        """One run's record, its status as listed."""
         with self._lock:
             return self._current(self._record(run_id))
 
     def runs(self, status: str | None = None) -> list[RunRecord]:
+        """The runs, oldest first; only those with ``status`` if given."""
         with self._lock:
             records = [self._current(record) for record in self._runs.values()]
         return [record for record in records if status is None or record.status == status]
 
     def add_events(self, run_id: str, records: list[str]) -> None:
+        """Keep some of a run's events (JSON lines), after those already kept."""
         with self._lock:
             self._events.setdefault(run_id, []).extend(records)
 
     def events(self, run_id: str) -> list[str]:
+        """A run's kept events, in order (JSON lines)."""
         with self._lock:
             self._record(run_id)
             return list(self._events.get(run_id, []))

@@ -1,6 +1,6 @@
 """braidflow's own bounded threads for sync work, kept off the loop's default executor.
 
-One :class:`Limiter` bounds every thread braidflow runs user code in; a wait
+One `Limiter` bounds every thread braidflow runs user code in; a wait
 for a thread happens on the event loop (or in the calling thread when there
 is no loop). Python cannot interrupt a thread: a cancelled caller waits for
 its thread to return, and a timed-out caller abandons it, while the thread
@@ -56,7 +56,7 @@ class Abandoned(Exception):
 
 
 def thread_limiter() -> Limiter:
-    """The :class:`Limiter` that bounds braidflow's worker threads.
+    """The `Limiter` that bounds braidflow's worker threads.
 
     Sync user code that braidflow runs off the event loop (offloaded nodes,
     ``ParallelBatchNode`` items, sync ``exec`` under a ``timeout``) runs in
@@ -345,13 +345,13 @@ def call_in_thread(
     abandon_after: float | None,
     on_abandoned_end: Callable[[], None] | None = None,
 ) -> T:
-    """Blocking form of :func:`run_in_thread`, for code with no event loop.
+    """Blocking form of `run_in_thread`, for code with no event loop.
 
     The calling thread waits for a free thread and for the call. If it is
     interrupted (Ctrl-C), it waits for the call to return before re-raising.
 
     Raises:
-        Abandoned: As for :func:`run_in_thread`.
+        Abandoned: As for `run_in_thread`.
     """
     with lending_slot():
         _THREADS.acquire_blocking()

@@ -50,7 +50,7 @@ class Wirable:
         """Make ``node`` the successor for ``action``; return ``node`` so chains read left to right.
 
         ``None`` as the node marks an explicit end for that action. A list of
-        nodes fans out: they run as parallel branches (:class:`Parallel`), and
+        nodes fans out: they run as parallel branches (`Parallel`), and
         the ``Parallel`` is returned, so ``a >> [b, c] >> d`` runs ``d`` after both.
 
         Raises:
@@ -174,7 +174,7 @@ def display_names(start: Any) -> dict[int, str]:
     """The name each node of a graph shows in events and drawings, by ``id``.
 
     A node's name is its ``name=`` or its class name; when two different
-    nodes of the graph share one, the later ones (in :func:`graph_of`'s order)
+    nodes of the graph share one, the later ones (in `graph_of`'s order)
     get ``#2``, ``#3``, ... so the names are unique and stable. Kept until any
     wiring or name changes.
     """

@@ -150,6 +150,24 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _prompt_lines(prompt: Any) -> list[str]:
+    """A prompt to read: text as it is; a dict as ``key: value`` lines (text
+    of several lines indented below its key); anything else as JSON."""
+    if isinstance(prompt, str):
+        return prompt.splitlines() or [""]
+    if isinstance(prompt, dict):
+        lines = []
+        for key, value in prompt.items():
+            if isinstance(value, str) and "\n" in value:
+                lines.append(f"{key}:")
+                lines.extend(f"  {line}" for line in value.splitlines())
+            else:
+                shown = value if isinstance(value, str) else json.dumps(_plain(value), default=repr)
+                lines.append(f"{key}: {shown}")
+        return lines
+    return [json.dumps(_plain(prompt), default=repr)]
+
+
 def _one_line(error: BaseException) -> str:
     message = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
@@ -243,9 +261,9 @@ def _finish(args: argparse.Namespace, run: Any, store_path: Path | None, run_id:
     try:
         shared = run()
     except Suspended as waiting:
-        prompt = waiting.prompt
-        shown = prompt if isinstance(prompt, str) else json.dumps(_plain(prompt), default=repr)
-        _say(f"run {waiting.run_id!r} is waiting for input at {waiting.node}: {shown}")
+        _say(f"run {waiting.run_id!r} is waiting for input at {waiting.node}:")
+        for line in _prompt_lines(waiting.prompt):
+            print(f"  {line}", file=sys.stderr)
         _say(f"answer with: {resume_hint} --input JSON")
         return EXIT_WAITING
     except KeyboardInterrupt:

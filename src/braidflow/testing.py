@@ -12,9 +12,9 @@ __all__ = ["VirtualClock", "other_tasks"]
 
 
 class VirtualClock:
-    """A clock that moves only when :meth:`advance` is called.
+    """A clock that moves only when `advance` is called.
 
-    Give it to a :class:`braidflow.Limiter` (``clock=``) to test rate limits
+    Give it to a `braidflow.Limiter` (``clock=``) to test rate limits
     without waiting real seconds: tasks that must wait for the rate window
     sleep on this clock until a test advances it past their deadline.
 

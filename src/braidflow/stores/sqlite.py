@@ -168,6 +168,7 @@ class SQLiteStore:
     def create_run(
         self, run_id: str, flow: str, graph: str, initial: bytes, owner: str
     ) -> RunRecord:
+        """Record a new run as running (see `Store`)."""
         with self._lock, self._transaction():
             if self._db.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone():
                 raise StoreError(
@@ -184,6 +185,7 @@ class SQLiteStore:
             return RunRecord(run_id, flow, "running", started, owner=owner)
 
     def claim(self, run_id: str, owner: str) -> tuple[RunRecord, str, bytes, list[Checkpoint]]:
+        """Take a stored run over to resume it (see `Store`)."""
         with self._lock, self._transaction():
             record = self._row(run_id)
             check_claim(record, owner)
@@ -206,6 +208,7 @@ class SQLiteStore:
             return shown_status(record), graph, initial, rows
 
     def append(self, run_id: str, rows: list[Checkpoint]) -> None:
+        """Add checkpoint rows atomically, after those already there."""
         if len(rows) == 1:  # one statement is a transaction of its own
             row = rows[0]
             with self._lock:
@@ -232,6 +235,7 @@ class SQLiteStore:
         prompt: Any = None,
         ended: float | None = None,
     ) -> None:
+        """Record how the run ended (see `Store`)."""
         with self._lock, self._transaction():
             self._db.execute(
                 "UPDATE runs SET status=?, ended=?, node=?, error=?, prompt=? WHERE run_id=?",
@@ -246,10 +250,12 @@ class SQLiteStore:
             )
 
     def get(self, run_id: str) -> RunRecord:
+        """One run's record, its status as listed."""
         with self._lock:
             return shown_status(self._row(run_id))
 
     def runs(self, status: str | None = None) -> list[RunRecord]:
+        """The runs, oldest first; only those with ``status`` if given."""
         with self._lock:
             ids = [row[0] for row in self._db.execute("SELECT run_id FROM runs ORDER BY started")]
             records = [shown_status(self._row(run_id)) for run_id in ids]
@@ -258,6 +264,7 @@ class SQLiteStore:
     # -- events -------------------------------------------------------------------
 
     def add_events(self, run_id: str, records: list[str]) -> None:
+        """Keep some of a run's events (JSON lines), after those already kept."""
         with self._lock, self._transaction():
             self._db.executemany(
                 "INSERT INTO events (run_id, event) VALUES (?, ?)",
@@ -265,6 +272,7 @@ class SQLiteStore:
             )
 
     def events(self, run_id: str) -> list[str]:
+        """A run's kept events, in order (JSON lines)."""
         with self._lock:
             self._row(run_id)
             return [

@@ -43,7 +43,7 @@ class JSONLTrace:
     """An observer that writes each event as one line of JSON to ``path``.
 
     Lines are buffered and flushed at the end of each run (and by
-    :meth:`close`). Values in ``data`` that JSON cannot hold are written as
+    `close`). Values in ``data`` that JSON cannot hold are written as
     their ``repr``. The file is created (emptied) when the trace is made, so
     a path that cannot be written fails then, before any run starts. Safe to
     use from several threads.
@@ -86,6 +86,7 @@ class JSONLTrace:
         )
 
     def on_event(self, event: Event) -> None:
+        """Take one event of a run (the observer protocol)."""
         line = self._line(event)
         with self._lock:
             self._file.write(line)

@@ -48,6 +48,7 @@ class OpenTelemetry:
         return "OpenTelemetry()"
 
     def on_event(self, event: Event) -> None:
+        """Take one event of a run (the observer protocol)."""
         with self._lock:
             spans = self._runs.get(event.run_id)
             if spans is None:

@@ -58,6 +58,7 @@ class Progress:
         )
         self._tasks: dict[tuple[str, ...], Any] = {}
         self._counts: dict[tuple[str, ...], list[int]] = {}  # in flight, failed
+        self._again: set[tuple[str, ...]] = set()  # batches run once more (a loop)
         self._lock = threading.Lock()
         self._live = False
 
@@ -65,11 +66,16 @@ class Progress:
         return "Progress()"
 
     def on_event(self, event: Event) -> None:
+        """Take one event of a run (the observer protocol)."""
         kind = event.kind
         if kind == "run_start":
             if self.console.is_terminal and not self._live:
                 self._display.start()
                 self._live = True
+        elif kind == "node_start":
+            with self._lock:
+                if event.path in self._tasks:  # its items add to the same line
+                    self._again.add(event.path)
         elif kind == "item_start":
             self._item_started(event)
         elif kind == "item_end":
@@ -88,6 +94,11 @@ class Progress:
                     " / ".join(path), total=total, in_flight=0, failed="", rate=""
                 )
                 self._counts[path] = [0, 0]
+            elif path in self._again:
+                self._again.discard(path)
+                before = next(t.total for t in self._display.tasks if t.id == task)
+                grown = None if total is None or before is None else before + total
+                self._display.update(task, total=grown)
             counts = self._counts[path]
             counts[0] += 1
             self._display.update(task, in_flight=counts[0])

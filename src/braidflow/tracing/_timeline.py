@@ -219,6 +219,7 @@ class Timeline:
         return f"Timeline({str(self.path)!r})"
 
     def on_event(self, event: Event) -> None:
+        """Take one event of a run (the observer protocol)."""
         with self._lock:
             self._events.setdefault(event.run_id, []).append(event)
             if event.kind != "run_end":
