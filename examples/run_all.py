@@ -1,4 +1,4 @@
-"""Run every example in turn, each in its own Python process (this is `make demo`).
+"""Run every example in turn, each in its own Python process (this is `make examples`).
 
 Prints a banner before each example and a summary at the end; exits with
 status 1 if any example failed.
@@ -12,7 +12,17 @@ import time
 from pathlib import Path
 
 EXAMPLES_DIRECTORY = Path(__file__).resolve().parent
-EXAMPLES = ["weather.py", "parallel_squares.py", "mixed_flow.py", "concurrency.py"]
+EXAMPLES = [
+    "weather.py",
+    "parallel_squares.py",
+    "mixed_flow.py",
+    "concurrency.py",
+    "research.py",
+    "review.py",
+    "crawler.py",
+    "image_filters.py",
+    "llm_translate.py",  # without OPENAI_API_KEY it says how to set one
+]
 BANNER_WIDTH = 72
 
 

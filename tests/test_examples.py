@@ -16,11 +16,15 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
         ("parallel_squares.py", "squares: [1, 4, 9, 16, 25]"),
         ("mixed_flow.py", "counted (nested sync Flow) -> published (nested AsyncFlow)"),
         ("concurrency.py", "peak in flight: 3 (limit 3)"),
+        ("research.py", "3 searches, 7 findings"),
+        ("review.py", "The money will be back on your card within 5 working days."),
+        ("image_filters.py --fast", "8 images written to"),
     ],
 )
 def test_example_runs(script, expected):
+    script, *args = script.split()
     completed = subprocess.run(
-        [sys.executable, str(EXAMPLES / script)],
+        [sys.executable, str(EXAMPLES / script), *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -28,3 +32,22 @@ def test_example_runs(script, expected):
     )
     assert completed.returncode == 0, completed.stderr
     assert expected in completed.stdout
+
+
+def test_the_image_pipeline_writes_every_pair_and_a_timeline(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, str(EXAMPLES / "image_filters.py"), "--fast", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "speedup: " in completed.stdout
+    written = sorted(path.name for path in (tmp_path / "out").iterdir())
+    assert written == sorted(
+        f"picture{number}-{name}.png"
+        for number in (1, 2)
+        for name in ("blur", "sharpen", "edges", "sepia")
+    )
+    assert (tmp_path / "timeline.html").read_text().startswith("<!DOCTYPE html>")
