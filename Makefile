@@ -1,18 +1,21 @@
 # Two entry points do all the set-up on a fresh machine:
-#   make demo   - create .venv, install braidflow, run the examples
-#   make test   - create .venv, install dev tools, run lint, type check, tests
+#   make demo   - create .venv, install braidflow and what the examples use, run
+#                 the showcase: an image pipeline, with progress, speedup and timeline
+#   make test   - create .venv, install dev tools, run lint, type check, tests,
+#                 and build the documentation site (strict)
+# Also: make examples (every example), make docs (the site, into site/), make bench.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo examples test lint typecheck unit docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[examples]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
@@ -24,11 +27,14 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	touch $@
 
 demo: $(VENV)/.installed
+	$(BIN)/python examples/image_filters.py --progress
+
+examples: $(VENV)/.installed
 	$(BIN)/python examples/run_all.py
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests examples bench
-	$(BIN)/ruff format --check src tests examples bench
+	$(BIN)/ruff check src tests examples bench docs
+	$(BIN)/ruff format --check src tests examples bench docs
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
@@ -36,10 +42,13 @@ typecheck: $(VENV)/.installed-dev
 unit: $(VENV)/.installed-dev
 	$(BIN)/pytest
 
-test: lint typecheck unit
+docs: $(VENV)/.installed-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+test: lint typecheck unit docs
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

@@ -250,7 +250,7 @@ def test_a_failed_durable_run_says_how_to_resume_and_resumes(work):
 def test_a_waiting_run_prints_its_prompt_exits_3_and_resumes_with_input(work):
     done = cli(work, "run", "flows.py:review", "--store", "runs.db", "--run-id", "r2")
     assert done.returncode == 3
-    assert 'waiting for input at review/ask: {"question": "ship it?"}' in done.stderr
+    assert "waiting for input at review/ask:\n  question: ship it?\n" in done.stderr
     assert "braidflow resume r2 --store runs.db --input JSON" in done.stderr
     listed = cli(work, "runs", "--store", "runs.db", "--status", "waiting")
     assert listed.returncode == 0
