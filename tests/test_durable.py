@@ -706,6 +706,11 @@ async def test_a_resumed_run_can_be_cancelled_and_resumed_again(store):
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run
-    assert store.get("r").status == "interrupted"
+    stopped = store.get("r")
+    assert (stopped.status, stopped.node, stopped.error) == (
+        "interrupted",
+        "AsyncFlow/Waits",
+        "CancelledError",
+    )
     gate.set()
     assert await flow.resume_async("r", store=store) == {"a": 1, "waited": True}

@@ -486,7 +486,8 @@ class RunScope:
             ) from None
         status = "failed" if isinstance(error, Exception) else "interrupted"
         where = durable.where_failed(error)
-        store.finish(run_id, status, node=where, error=f"{type(error).__name__}: {error}")
+        said = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        store.finish(run_id, status, node=where, error=said)
         if isinstance(error, Exception):
             add_note(
                 error,
