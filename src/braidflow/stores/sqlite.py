@@ -146,24 +146,19 @@ class SQLiteStore:
 
     # -- runs --------------------------------------------------------------------
 
+    # A run's record, with where its last checkpoint was made (for a run that
+    # is still going, or stopped without saying where).
+    _RECORD = (
+        "SELECT r.run_id, r.flow, r.status, r.started, r.ended, r.node, r.error, r.prompt, "
+        "r.owner, c.kind, c.frame, c.node FROM runs r LEFT JOIN checkpoints c ON c.seq = "
+        "(SELECT MAX(seq) FROM checkpoints WHERE run_id = r.run_id)"
+    )
+
     def _row(self, run_id: str) -> RunRecord:
-        row = self._db.execute(
-            "SELECT run_id, flow, status, started, ended, node, error, prompt, owner "
-            "FROM runs WHERE run_id=?",
-            (run_id,),
-        ).fetchone()
+        row = self._db.execute(f"{self._RECORD} WHERE r.run_id=?", (run_id,)).fetchone()
         if row is None:
             raise StoreError(f"no run {run_id!r} in {self!r}", run_id=run_id)
-        prompt = json.loads(row[7]) if row[7] is not None else None
-        node = row[5]
-        if node is None:  # still going: where the last checkpoint was made
-            last = self._db.execute(
-                "SELECT kind, frame, node FROM checkpoints WHERE run_id=? "
-                "ORDER BY seq DESC LIMIT 1",
-                (run_id,),
-            ).fetchone()
-            node = None if last is None else row_path(*last)
-        return RunRecord(row[0], row[1], row[2], row[3], row[4], node, row[6], prompt, row[8])
+        return _record(row)
 
     def create_run(
         self, run_id: str, flow: str, graph: str, initial: bytes, owner: str
@@ -257,8 +252,8 @@ class SQLiteStore:
     def runs(self, status: str | None = None) -> list[RunRecord]:
         """The runs, oldest first; only those with ``status`` if given."""
         with self._lock:
-            ids = [row[0] for row in self._db.execute("SELECT run_id FROM runs ORDER BY started")]
-            records = [shown_status(self._row(run_id)) for run_id in ids]
+            rows = self._db.execute(f"{self._RECORD} ORDER BY r.started").fetchall()
+        records = [shown_status(_record(row)) for row in rows]
         return [record for record in records if status is None or record.status == status]
 
     # -- events -------------------------------------------------------------------
@@ -295,3 +290,12 @@ class _Transaction:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _record(row: tuple[Any, ...]) -> RunRecord:
+    """A RunRecord from a row of ``SQLiteStore._RECORD``."""
+    prompt = json.loads(row[7]) if row[7] is not None else None
+    node = row[5]
+    if node is None and row[9] is not None:
+        node = row_path(row[9], row[10], row[11])
+    return RunRecord(row[0], row[1], row[2], row[3], row[4], node, row[6], prompt, row[8])
