@@ -9,17 +9,17 @@ The flow runs, in order:
 3. a nested sync ``Flow`` of two sync nodes;
 4. a nested ``AsyncFlow``.
 
-The same flow object is then run twice: with ``await flow.run_async(shared)``
-inside an event loop, and with ``flow.run(shared)`` from plain sync code, which
-starts an event loop of its own and runs the flow to completion. Calling
-``flow.run`` while a loop is running raises ``AsyncUsageError`` instead.
+The same flow object is then run three ways: with ``await flow.run_async(shared)``
+and with ``await flow.run(shared)`` inside an event loop (there ``run`` returns
+an awaitable, as in a notebook), and with ``flow.run(shared)`` from plain sync
+code, which starts an event loop of its own and runs the flow to completion.
 
 Run it with: python examples/mixed_flow.py
 """
 
 import asyncio
 
-from braidflow import AsyncFlow, AsyncNode, AsyncUsageError, Flow, Node
+from braidflow import AsyncFlow, AsyncNode, Flow, Node
 
 DOCUMENTS = {
     "intro.txt": "braidflow runs graphs of small nodes",
@@ -115,10 +115,9 @@ async def run_inside_event_loop(flow: AsyncFlow) -> None:
     action = await flow.run_async(shared)
     show("await flow.run_async(shared), inside an event loop:", action, shared)
 
-    try:
-        flow.run({})
-    except AsyncUsageError as error:
-        print(f"flow.run(shared) inside a running loop raises AsyncUsageError:\n  {error}")
+    shared = {}
+    action = await flow.run(shared)  # inside a loop, run() gives an awaitable
+    show("await flow.run(shared), inside an event loop:", action, shared)
 
 
 def run_from_sync_code(flow: AsyncFlow) -> None:

@@ -49,6 +49,22 @@ class Ask(bf.Node):
         shared["approved"] = exec_res
 
 
+class Asks(bf.Node):
+    def exec(self, prep_res):
+        return bf.interrupt("ok?")
+
+
+asks = bf.Flow(start=Asks())
+
+
+class Big(bf.Node):
+    def post(self, shared, prep_res, exec_res):
+        shared["lines"] = [f"line {n}" for n in range(100_000)]  # more than a pipe holds
+
+
+big = bf.Flow(start=Big())
+
+
 class Odd(bf.Node):
     def post(self, shared, prep_res, exec_res):
         shared["tags"] = {"a", "b"}
@@ -200,6 +216,11 @@ def test_a_run_can_write_a_trace_and_a_timeline(work):
         (["timeline", "x", "--store", "none.db", "-o", "t.html"], "no store at 'none.db'"),
         (["runs", "--store", "flows.py"], "not a braidflow store"),
         (["run", "flows.py:greet", "--timeline", "no/such/dir/t.html"], "t.html"),
+        (["run", "flows.py:greet", "--out", "no/such/dir/o.json"], "--out: cannot write"),
+        (["run", "flows.py:greet", "--run-id", ""], "--run-id is empty"),
+        (["run", "flows.py:Greet"], "'Greet' in flows.py is a class; point TARGET at a flow"),
+        (["run", "flows.py:asks"], "asks for input (braidflow.interrupt)"),
+        (["run", "flows.py:greet", "--shared", "{'a': 1}"], "take double quotes"),
         (["nonsense"], "invalid choice"),
     ],
 )
@@ -218,6 +239,23 @@ def test_an_import_error_in_the_target_is_bad_input_and_debug_shows_the_tracebac
     assert "Traceback" in debug.stderr
 
 
+def test_output_cut_short_by_the_reader_is_no_error(work):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        f"{sys.executable} -m braidflow run flows.py:big | head -c 5; exit ${{PIPESTATUS[0]}}",
+        shell=True,
+        executable="/bin/bash",
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == '{\n  "'
+    assert "Traceback" not in done.stderr
+
+
 def test_graph_prints_mermaid(work):
     done = cli(work, "graph", "flows.py:review")
     assert done.returncode == 0, done.stderr
@@ -233,6 +271,10 @@ def test_a_failed_durable_run_says_how_to_resume_and_resumes(work):
     assert done.returncode == 1
     assert "the run failed: ConnectionError: upstream down" in done.stderr
     assert "braidflow resume r1 --store runs.db" in done.stderr
+    assert "flow.resume(" not in done.stderr  # the command's own way to resume, only
+    answered = cli(work, "resume", "r1", "--store", "runs.db", "--input", '"x"')
+    assert answered.returncode == 2
+    assert "is failed, not waiting for input; resume it without --input" in answered.stderr
     assert done.stdout == ""
     assert status(work, "r1") == "failed"
     (work / "fixed").write_text("")
@@ -258,8 +300,9 @@ def test_a_waiting_run_prints_its_prompt_exits_3_and_resumes_with_input(work):
     assert header.split()[:3] == ["RUN", "ID", "STATUS"]
     assert row.split()[:3] == ["r2", "waiting", "review"]
     assert "ship it?" in row
-    bad = cli(work, "resume", "r2", "--store", "runs.db", "--input", "{no")
+    bad = cli(work, "resume", "r2", "--store", "runs.db", "--input", "yes")
     assert bad.returncode == 2
+    assert """a text is quoted: --input '"yes"'""" in bad.stderr
     other = cli(work, "resume", "r2", "flows.py:greet", "--store", "runs.db", "--input", "1")
     assert other.returncode == 2
     assert "another graph" in other.stderr

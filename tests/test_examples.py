@@ -32,6 +32,7 @@ def test_example_runs(script, expected):
     )
     assert completed.returncode == 0, completed.stderr
     assert expected in completed.stdout
+    assert "Warning" not in completed.stderr, completed.stderr
 
 
 def test_the_image_pipeline_writes_every_pair_and_a_timeline(tmp_path):

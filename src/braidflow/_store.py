@@ -246,7 +246,8 @@ class MemoryStore:
         self._events: dict[str, list[str]] = {}
 
     def __repr__(self) -> str:
-        return f"MemoryStore({len(self._runs)} runs)"
+        count = len(self._runs)
+        return f"MemoryStore({count} run{'' if count == 1 else 's'})"
 
     def _record(self, run_id: str) -> RunRecord:
         record = self._runs.get(run_id)

@@ -24,6 +24,7 @@ import sqlite3
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -52,14 +53,25 @@ def load_target(spec: str) -> Any:
     module = _load_module(where)
     shown = where if where.endswith(".py") else f"module {where}"
     if not hasattr(module, name):
-        flows = sorted(
-            attr
+        nodes = {
+            attr: value
             for attr, value in vars(module).items()
             if not attr.startswith("_") and isinstance(value, BaseNode)
-        )
-        hint = f"; its flows: {', '.join(flows)}" if flows else ""
+        }
+        flows = sorted(attr for attr, value in nodes.items() if value._bf_is_flow)
+        if flows:
+            hint = f"; its flows: {', '.join(flows)}"
+        elif nodes:
+            hint = f"; its nodes: {', '.join(sorted(nodes))}"
+        else:
+            hint = ""
         raise UsageError(f"{shown} has no {name!r}{hint}")
     target = getattr(module, name)
+    if isinstance(target, type) and issubclass(target, BaseNode):
+        raise UsageError(
+            f"{name!r} in {shown} is a class; point TARGET at a flow made from it (an "
+            f"instance, such as flow = {name}(...)), or a function that returns one"
+        )
     if not isinstance(target, BaseNode) and callable(target) and not isinstance(target, type):
         try:
             inspect.signature(target).bind()
@@ -126,7 +138,11 @@ def read_json(text: str, what: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        raise UsageError(f"{what} is not valid JSON: {error}") from error
+        if text.lstrip()[:1] in ("{", "["):
+            hint = '; JSON strings and keys take double quotes: \'{"key": "value"}\''
+        else:
+            hint = f"; a text is quoted: {what} '{json.dumps(text)}'"
+        raise UsageError(f"{what} is not valid JSON ({error}){hint}") from error
 
 
 def shown_json(shared: Any) -> str:
@@ -255,7 +271,7 @@ def _observers(args: argparse.Namespace) -> list[Any]:
 
 def _finish(args: argparse.Namespace, run: Any, store_path: Path | None, run_id: str | None) -> int:
     """Carry out a run (or resume) and report it: stdout gets ``shared``."""
-    from . import ResumeError, StoreError, Suspended
+    from . import ResumeError, RunError, StoreError, Suspended
 
     resume_hint = f"braidflow resume {run_id} --store {store_path}" if run_id else None
     try:
@@ -274,16 +290,15 @@ def _finish(args: argparse.Namespace, run: Any, store_path: Path | None, run_id:
         return EXIT_INTERRUPTED
     except (StoreError, ResumeError) as error:  # the wrong run, or the wrong flow for it
         raise UsageError(_one_line(error).partition(": ")[2] or str(error)) from error
+    except RunError as error:
+        if str(error).startswith("braidflow.interrupt() needs a durable run"):
+            raise UsageError(
+                "the flow asks for input (braidflow.interrupt), so it must be able to wait: "
+                "run it with --store PATH"
+            ) from error
+        return _failed(args, error, resume_hint)
     except Exception as error:
-        if args.debug:
-            traceback.print_exc()
-        else:
-            _say(f"the run failed: {_one_line(error)}")
-            for note in getattr(error, "__notes__", ()):
-                print(f"  {note}", file=sys.stderr)
-        if resume_hint:
-            _say(f"fix the cause, then: {resume_hint}")
-        return EXIT_FAILED
+        return _failed(args, error, resume_hint)
     text = shown_json(shared)
     if args.out:
         try:
@@ -295,7 +310,36 @@ def _finish(args: argparse.Namespace, run: Any, store_path: Path | None, run_id:
     return 0
 
 
+def _failed(args: argparse.Namespace, error: Exception, resume_hint: str | None) -> int:
+    """Report a run that failed: the error and braidflow's notes on where, on
+    stderr (the Python way to resume left out: the command says its own)."""
+    if args.debug:
+        traceback.print_exc()
+    else:
+        _say(f"the run failed: {_one_line(error)}")
+        for note in getattr(error, "__notes__", ()):
+            if "flow.resume(" not in note:
+                print(f"  {note}", file=sys.stderr)
+    if resume_hint:
+        _say(f"fix the cause, then: {resume_hint}")
+    return EXIT_FAILED
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """Refuse an --out that cannot be written before anything runs."""
+    from .tracing._files import writable_path
+
+    if args.out:
+        try:
+            writable_path(args.out, "--out")
+        except ValueError as error:
+            raise UsageError(str(error)) from error
+
+
 def command_run(args: argparse.Namespace) -> int:
+    if args.run_id is not None and not args.run_id.strip():
+        raise UsageError("--run-id is empty; give an id, or leave it out for a new one")
+    _check_out(args)
     flow = load_target(args.target)
     shared = read_json(args.shared, "--shared") if args.shared is not None else {}
     if not isinstance(shared, dict):
@@ -314,7 +358,7 @@ def command_run(args: argparse.Namespace) -> int:
             )
         remember_target(store_path, run_id, args.target)
         options.update(store=store, run_id=run_id, record_events=True)
-        _say(f"run {run_id} (stored in {store_path})")
+        _say(f"run {run_id!r} (stored in {store_path})")
 
     def run() -> Any:
         flow.run(shared, **options)
@@ -342,17 +386,23 @@ def _new_run_id() -> str:
 def command_resume(args: argparse.Namespace) -> int:
     store_path = _store_path(args)
     store = open_store(store_path, create=False)
-    _known_run(store, args.run_id, store_path)
+    record = _known_run(store, args.run_id, store_path)
     target = args.target or remembered_target(store_path, args.run_id)
     if target is None:
         raise UsageError(
             f"run {args.run_id!r} was not started by the braidflow command; give its TARGET: "
             f"braidflow resume {args.run_id} --store {store_path} path/to/file.py:name"
         )
+    _check_out(args)
     flow = load_target(target)
     options: dict[str, Any] = {"observers": _observers(args), "record_events": True}
     if args.input is not None:
         options["input"] = read_json(args.input, "--input")
+        if record.status != "waiting":
+            raise UsageError(
+                f"run {args.run_id!r} is {record.status}, not waiting for input; resume it "
+                "without --input"
+            )
 
     def run() -> Any:
         return flow.resume(args.run_id, store=store, **options)
@@ -384,17 +434,16 @@ def command_runs(args: argparse.Namespace) -> int:
     if not records:
         _say(f"no {args.status + ' ' if args.status else ''}runs in {store_path}")
         return 0
-    rows = [("RUN ID", "STATUS", "FLOW", "STARTED", "TOOK", "AT", "ERROR OR PROMPT")]
+    rows = [("RUN ID", "STATUS", "FLOW", "STARTED", "ENDED", "AT", "ERROR OR PROMPT")]
     for record in records:
-        took = "" if record.ended is None else _took(record.ended - record.started)
         info = record.error or ("" if record.prompt is None else json.dumps(record.prompt))
         rows.append(
             (
                 record.run_id,
                 record.status,
                 record.flow,
-                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started)),
-                took,
+                _when(record.started),
+                "" if record.ended is None else _when(record.ended),
                 record.node or "",
                 info if len(info) <= 60 else info[:57] + "...",
             )
@@ -407,12 +456,8 @@ def command_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _took(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
+def _when(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
 
 
 def command_timeline(args: argparse.Namespace) -> int:
@@ -438,6 +483,10 @@ def command_timeline(args: argparse.Namespace) -> int:
 
 
 # -- the parser -----------------------------------------------------------------------
+
+
+def _warning_line(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+    return f"braidflow: {category.__name__}: {message}\n"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -517,8 +566,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; return its exit code."""
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = _warning_line
     try:
         code: int = args.handler(args)
+    except BrokenPipeError:
+        # The reader went away (`| head`): the work is done; say nothing more.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except UsageError as error:
         if args.debug:
             traceback.print_exc()
