@@ -529,6 +529,65 @@ def chain_durable(impl: str, size: int) -> dict[str, float]:
     return chain(impl, size, observe="durable")
 
 
+def _spin(item: int) -> int:
+    """About 20 ms of pure-Python work (it holds the GIL throughout)."""
+    value = item
+    for step in range(150_000):
+        value = (value * 31 + step) % 1_000_003
+    return value
+
+
+def cpu_batch(impl: str, size: int) -> dict[str, float]:
+    """`size` CPU-bound items: one after another, in 2 threads, and as Ray tasks
+    on a local 2-CPU instance (started before timing); then Ray's round trip
+    per item (trivial exec, one item at a time)."""
+    if impl != "braidflow":
+        raise NotImplementedError("executors are braidflow's")
+    import braidflow as bf
+
+    try:
+        from braidflow.executors import RayExecutor
+    except ImportError as missing:
+        raise NotImplementedError("ray is not installed") from missing
+
+    def timed(node: Any) -> float:
+        shared: dict[str, Any] = {}
+        started = time.perf_counter()
+        bf.Flow(start=node).run(shared)
+        elapsed = time.perf_counter() - started
+        assert len(shared["result"]) == node.count
+        return elapsed
+
+    def batch(kind: Any, work: Callable[[int], int], count: int, **options: Any) -> Any:
+        class Work(kind):  # type: ignore[misc, valid-type]
+            def prep(self, shared: dict[str, Any]) -> Any:
+                return list(range(count))
+
+            def exec(self, item: int) -> int:
+                return work(item)
+
+            def post(self, shared: dict[str, Any], prep_res: Any, exec_res: Any) -> None:
+                shared["result"] = exec_res
+
+        node = Work(**options)
+        node.count = count
+        return node
+
+    figures = {
+        "in_process_s": timed(batch(bf.BatchNode, _spin, size)),
+        "threads_s": timed(batch(bf.ParallelBatchNode, _spin, size, max_concurrency=2)),
+    }
+    with RayExecutor(num_cpus=2) as ray_cluster:
+        timed(batch(bf.ParallelBatchNode, abs, 4, executor=ray_cluster))  # workers warm
+        figures["ray_s"] = timed(
+            batch(bf.ParallelBatchNode, _spin, size, executor=ray_cluster, max_concurrency=8)
+        )
+        started = time.perf_counter()
+        timed(batch(bf.BatchNode, abs, size, executor=ray_cluster))
+        figures["ray_round_trip_ms"] = (time.perf_counter() - started) / size * 1000
+    return figures
+
+
 def items_durable(impl: str, size: int) -> dict[str, float]:
     """`size` items x sleep(10 ms), at most 1,000 at once, each checkpointed in SQLite
     before its worker takes another; seconds over the plain run, per item."""
@@ -581,6 +640,7 @@ WORKLOADS: dict[str, Callable[[str, int], dict[str, float]]] = {
     "items_limited": items_limited,
     "branches": branches,
     "branches_big": branches_big,
+    "cpu_batch": cpu_batch,
     "stop_waiters": stop_waiters,
 }
 
@@ -603,6 +663,7 @@ PLAN = [
     ("branches", 2, "fork/join of 2 trivial branches"),
     ("branches", 16, "fork/join of 16 trivial branches"),
     ("branches_big", 16, "same, shared holds 10 MB no branch touches"),
+    ("cpu_batch", 200, "200 CPU-bound items (20 ms): here, threads, Ray"),
 ]
 QUICK_SIZES = {
     ("chain", 1000): 200,
@@ -618,6 +679,7 @@ QUICK_SIZES = {
     ("items", 100_000): 10_000,
     ("items_limited", 100_000): 10_000,
     ("stop_waiters", 50_000): 10_000,
+    ("cpu_batch", 200): 20,
 }
 
 
@@ -736,6 +798,13 @@ def main() -> int:
     durable = next((r for r in rows if r["workload"] == "items_durable"), None)
     if durable and durable["braidflow"]:
         print(f"durable: +{durable['braidflow']:.2f} us per batch item (target < 10 us)")
+    cpu = {r["metric"]: r["braidflow"] for r in rows if r["workload"] == "cpu_batch"}
+    if cpu.get("ray_s") and cpu.get("in_process_s"):
+        print(
+            f"ray: CPU-bound batch {cpu['in_process_s'] / cpu['ray_s']:.2f}x faster than in "
+            f"process (threads: {cpu['in_process_s'] / cpu['threads_s']:.2f}x), "
+            f"{cpu['ray_round_trip_ms']:.1f} ms round trip per item"
+        )
     plain = next((r for r in rows if r["workload"] == "items"), None)
     limited = next((r for r in rows if r["workload"] == "items_limited"), None)
     if plain and limited:

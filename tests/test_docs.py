@@ -68,9 +68,10 @@ def public_objects():
     import inspect
 
     import braidflow
+    import braidflow.executors
     import braidflow.tracing
 
-    for module in (braidflow, braidflow.tracing):
+    for module in (braidflow, braidflow.tracing, braidflow.executors):
         for name in module.__all__:
             value = getattr(module, name)
             yield f"{module.__name__}.{name}", value

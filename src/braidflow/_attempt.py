@@ -22,6 +22,7 @@ from ._limits import Limiter, acquire_all, acquire_all_blocking, release_all
 from ._policy import next_delay
 from ._run import PATH, Run, observed
 from ._threads import Abandoned, call_in_thread, lending_slot, run_in_thread
+from .executors._base import DispatchTimeout
 
 if TYPE_CHECKING:
     from ._lifecycle import Lifecycle
@@ -181,10 +182,13 @@ def _label_failure(
 # -- sync driver: code with no event loop ---------------------------------------
 
 
-def attempt_sync(node: Lifecycle, item: Any, index: int | None, shared: Any) -> Any:
-    """Run one item's exec attempts in the calling thread; return its result."""
+def attempt_sync(
+    node: Lifecycle, item: Any, index: int | None, shared: Any, remote: Any = None
+) -> Any:
+    """Run one item's exec attempts in the calling thread; return its result.
+    ``remote``: a function that runs one attempt's exec elsewhere (an executor's)."""
     plan = node._bf_plan
-    call = getattr(node, plan.exec)
+    call = getattr(node, plan.exec) if remote is None else remote
     args = (shared, item) if plan.exec_wants_shared else (item,)
     failure: Exception
     if node._is_simple():
@@ -208,6 +212,11 @@ def attempt_sync(node: Lifecycle, item: Any, index: int | None, shared: Any) -> 
             try:
                 if timeout is None:
                     return call(*args)
+                if remote is not None:  # the executor waits, and stops the call when late
+                    try:
+                        return remote(*args, timeout=timeout)
+                    except DispatchTimeout:
+                        raise _timeout_error(node, timeout, attempts.number, index) from None
                 try:
                     return call_in_thread(call, args, timeout, partial(release_all, limits))
                 except Abandoned:
@@ -292,14 +301,23 @@ def _waited(
 
 
 async def attempt_async(
-    node: Lifecycle, item: Any, index: int | None, shared: Any, offload: bool = False
+    node: Lifecycle,
+    item: Any,
+    index: int | None,
+    shared: Any,
+    offload: bool = False,
+    remote: Any = None,
 ) -> Any:
     """Run one item's exec attempts on the loop; sync ``exec`` runs in a thread
-    if ``offload`` (or to be timed). Return the item's result."""
+    if ``offload`` (or to be timed). ``remote``: a coroutine function that runs
+    one attempt's exec elsewhere (an executor's). Return the item's result."""
     plan = node._bf_plan
-    call = getattr(node, plan.exec)
     args = (shared, item) if plan.exec_wants_shared else (item,)
-    coro = plan.exec_coro
+    if remote is None:
+        call = getattr(node, plan.exec)
+        coro = plan.exec_coro
+    else:
+        call, coro = remote, True
     failure: Exception
     if node._is_simple():
         try:
@@ -317,7 +335,7 @@ async def attempt_async(
         return await fallback_async(node, item, failure, index, 0, shared, offload)
     timeout = node._bf_timeout
     if timeout is None and node._bf_retry is None and node.max_retries == 1:
-        return await _limited_async(node, call, args, item, index, shared, offload)
+        return await _limited_async(node, call, coro, args, item, index, shared, offload)
     # A sync attempt under a timeout may be abandoned to its thread: it then
     # holds the enclosing parallel bounds too, until the thread ends.
     abandonable = timeout is not None and not coro
@@ -377,6 +395,7 @@ async def attempt_async(
 async def _limited_async(
     node: Lifecycle,
     call: Any,
+    coro: bool,
     args: tuple[Any, ...],
     item: Any,
     index: int | None,
@@ -392,7 +411,7 @@ async def _limited_async(
         await _hold_rest(limits, taken, node, index, 0)
     holding = HELD.set(HELD.get() + limits)
     try:
-        if node._bf_plan.exec_coro:
+        if coro:
             return await call(*args)
         if offload:
             return await run_in_thread(call, *args)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._limits import Limiter
 
-__all__ = ["ATTEMPT", "GATES", "HELD", "SHARED", "AttemptState"]
+__all__ = ["ATTEMPT", "EXECUTOR", "GATES", "HELD", "SHARED", "AttemptState"]
 
 
 class AttemptState:
@@ -44,3 +44,7 @@ HELD: ContextVar[tuple[Limiter, ...]] = ContextVar("braidflow_held", default=())
 # the exec stage it calls back into still needs the store for the old
 # exec(shared, prep_res) form.
 SHARED: ContextVar[Any] = ContextVar("braidflow_shared", default=None)
+
+# The executor a flow gives the batch nodes inside it that have none of their
+# own (``Flow(executor=...)``); None: items run in this process.
+EXECUTOR: ContextVar[Any] = ContextVar("braidflow_executor", default=None)

@@ -21,10 +21,11 @@ from ._batch import (
     run_sequential_async,
     run_sequential_sync,
 )
+from ._context import EXECUTOR
 from ._durable import STEP, TOUCHED, Durable
 from ._errors import AsyncUsageError, BatchItemsError, InvalidParameterError, WiringError, add_note
 from ._merge import SharedView, apply_changes, check_rules, merge
-from ._node import UNSET, AsyncNode, BaseNode
+from ._node import UNSET, AsyncNode, BaseNode, check_executor
 from ._plan import copy_node, default
 from ._run import PATH, RUN, Run, StepScope
 from ._wiring import Wirable, route
@@ -126,6 +127,8 @@ class Flow(BaseNode):
     Args:
         start: The first node (or set it later with `start`).
         name: A label for errors, traces and graphs; default: the class name.
+        executor: Where the items' ``exec`` of every batch node inside runs,
+            unless a node has its own ``executor=`` (see `braidflow.executors`).
     """
 
     _bf_is_flow = True
@@ -143,8 +146,11 @@ class Flow(BaseNode):
         offload_sync: bool = False,
         isolate: bool = False,
         merge: dict[str, Any] | None = None,
+        executor: Any = None,
     ) -> None:
         super().__init__(name=name, max_concurrency=max_concurrency, on_error=on_error)
+        if executor is not None:
+            self._bf_executor = check_executor(self, executor)
         if isinstance(start, list | tuple):
             from ._branches import Parallel
 
@@ -344,6 +350,15 @@ class Flow(BaseNode):
         add_note(error, f"{self._describe()} failed on param set {index}: {shown}")
 
     def _stage_sync(self, shared: Any, prep_result: Any) -> Any:
+        if self._bf_executor is not None:  # the default of the batch nodes inside
+            token = EXECUTOR.set(self._bf_executor)
+            try:
+                return self._stage_sync_here(shared, prep_result)
+            finally:
+                EXECUTOR.reset(token)
+        return self._stage_sync_here(shared, prep_result)
+
+    def _stage_sync_here(self, shared: Any, prep_result: Any) -> Any:
         if self._bf_batch == SINGLE:
             return self._orch(shared)
         items = batch_items(self, prep_result, allow_async=False)
@@ -358,6 +373,15 @@ class Flow(BaseNode):
         return run_sequential_sync(self, items, run_item, False)
 
     async def _stage_async(self, shared: Any, prep_result: Any, offload: bool = False) -> Any:
+        if self._bf_executor is not None:  # the default of the batch nodes inside
+            token = EXECUTOR.set(self._bf_executor)
+            try:
+                return await self._stage_async_here(shared, prep_result, offload)
+            finally:
+                EXECUTOR.reset(token)
+        return await self._stage_async_here(shared, prep_result, offload)
+
+    async def _stage_async_here(self, shared: Any, prep_result: Any, offload: bool = False) -> Any:
         if self._bf_async:
             walk = self._orch_async
         else:

@@ -27,7 +27,7 @@ from ._batch import (
     run_sequential_async,
     run_sequential_sync,
 )
-from ._context import SHARED
+from ._context import EXECUTOR, SHARED
 from ._errors import AsyncUsageError
 from ._plan import Plan, default
 from ._run import PATH, observed
@@ -57,6 +57,7 @@ class Lifecycle:
     _bf_retry: Retry | None
     _bf_timeout: float | None
     _bf_limits: tuple[Limiter, ...]
+    _bf_executor: Any
     _bf_on_error: str
 
     if TYPE_CHECKING:  # the node's own methods, defined in BaseNode
@@ -280,15 +281,17 @@ class Lifecycle:
         if batch == SINGLE:
             return attempt_sync(self, prep_result, None, shared)
         items = batch_items(self, prep_result, allow_async=False)
+        remote = self._dispatch()
         if batch == SEQUENTIAL:
+            call = None if remote is None else remote.run
 
             def run_item(item: Any, index: int) -> Any:
-                return attempt_sync(self, item, index, shared)
+                return attempt_sync(self, item, index, shared, call)
 
             return run_sequential_sync(self, items, run_item, True)
         # A parallel batch from sync code: items on a private event loop, their
-        # exec in braidflow's threads.
-        return run_to_completion(lambda: self._stage_parallel(shared, items, True))
+        # exec in braidflow's threads (or wherever the executor runs them).
+        return run_to_completion(lambda: self._stage_parallel(shared, items, True, remote))
 
     async def _stage_async(self, shared: Any, prep_result: Any, offload: bool = False) -> Any:
         """The exec stage from async code."""
@@ -296,15 +299,35 @@ class Lifecycle:
         if batch == SINGLE:
             return await attempt_async(self, prep_result, None, shared, offload)
         items = batch_items(self, prep_result, allow_async=self._bf_async)
+        remote = self._dispatch()
         if batch == SEQUENTIAL:
+            call = None if remote is None else remote.run_async
 
             def run_item(item: Any, index: int) -> Any:
-                return attempt_async(self, item, index, shared, offload)
+                return attempt_async(self, item, index, shared, offload, call)
 
             return await run_sequential_async(self, items, run_item, True)
-        return await self._stage_parallel(shared, items, offload)
+        return await self._stage_parallel(shared, items, offload, remote)
 
-    async def _stage_parallel(self, shared: Any, items: Any, offload: bool) -> Any:
+    def _dispatch(self) -> Any:
+        """How this batch's items reach their executor (its own, else its flow's),
+        prepared once; None: they run here."""
+        executor = self._bf_executor
+        if executor is None:
+            executor = EXECUTOR.get()
+            if executor is None:
+                return None
+        return executor.prepare(self, self._bf_plan.exec)
+
+    async def _stage_parallel(
+        self, shared: Any, items: Any, offload: bool, remote: Any = None
+    ) -> Any:
+        if remote is not None:  # each item's exec is awaited where the executor runs it
+
+            def run_remote(item: Any, index: int) -> Any:
+                return attempt_async(self, item, index, shared, False, remote.run_async)
+
+            return await run_parallel_async(self, items, run_remote, True)
         # A sync parallel node exists to run its items' exec in threads.
         offload = offload or not self._bf_async
 

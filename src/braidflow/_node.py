@@ -101,6 +101,7 @@ class BaseNode(Lifecycle, Wirable):
     _bf_limits: tuple[Limiter, ...] = ()
     _bf_offload: bool | None = None
     _bf_on_error: str = "raise"
+    _bf_executor: Any = None
 
     def __init__(
         self,
@@ -551,6 +552,10 @@ class Node(BaseNode, Generic[PrepT, ExecT]):
         limits: `Limiter` objects (or one) that every exec attempt holds.
         offload: Run this sync node in a worker thread when inside an
             ``AsyncFlow``, so the event loop stays live. ``None``: the flow decides.
+        executor: For batch kinds: where each item's ``exec`` runs, e.g.
+            ``braidflow.executors.RayExecutor()``; ``prep``, ``post``, limits,
+            retries, timeouts and events stay here. ``None``: in this process
+            (or the flow's executor, if it has one).
 
     Raises:
         InvalidParameterError: For a value that cannot work, naming the node.
@@ -568,8 +573,11 @@ class Node(BaseNode, Generic[PrepT, ExecT]):
         offload: bool | None = None,
         max_concurrency: int | None = UNSET,
         on_error: str = UNSET,
+        executor: Any = None,
     ) -> None:
         super().__init__(name=name, max_concurrency=max_concurrency, on_error=on_error)
+        if executor is not None:
+            self._bf_executor = check_executor(self, executor)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 1:
             raise InvalidParameterError(
                 f"{self._describe()}: max_retries={max_retries!r} must be an int >= 1 "
@@ -643,6 +651,25 @@ class Node(BaseNode, Generic[PrepT, ExecT]):
         def exec(self, prep_res: PrepT) -> ExecT: ...
         def post(self, shared: Any, prep_res: PrepT, exec_res: ExecT) -> str | None: ...
         def exec_fallback(self, prep_res: PrepT, exc: Exception) -> ExecT: ...
+
+
+def check_executor(node: BaseNode, executor: Any) -> Any:
+    """The ``executor=`` of a batch node or a flow, checked where it is given."""
+    if not callable(getattr(executor, "prepare", None)):
+        raise InvalidParameterError(
+            f"{node._describe()}: executor={executor!r} is not an executor (it needs a "
+            "prepare(node, method) method); use braidflow.executors.RayExecutor(...) or "
+            "InProcessExecutor()",
+            node=node._display_name(),
+        )
+    if node._bf_batch == SINGLE and not node._bf_is_flow:
+        raise InvalidParameterError(
+            f"{node._describe()}: executor= runs a batch's items elsewhere; "
+            f"{type(node).__name__} has no items (use a batch node, or give the executor "
+            "to the flow)",
+            node=node._display_name(),
+        )
+    return executor
 
 
 class BatchNode(Node[Any, Any], Generic[ItemT, ExecT]):

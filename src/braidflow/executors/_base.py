@@ -1,0 +1,66 @@
+"""The executor interface: how the engine hands one item's exec to somewhere else."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["Dispatch", "DispatchTimeout", "Executor", "InProcessExecutor"]
+
+
+class DispatchTimeout(Exception):
+    """Raised by `Dispatch.run` when the call outlived its ``timeout`` (and was
+    stopped); the engine turns it into the node's `NodeTimeoutError`."""
+
+
+@runtime_checkable
+class Dispatch(Protocol):
+    """Runs one call of a node's exec (for one item, one attempt) elsewhere.
+
+    The engine calls ``run_async`` from async code and ``run`` from sync
+    code, with the arguments exec takes (the item). Either returns exec's
+    result, or raises what exec raised, with its own type and message.
+    Cancelling ``run_async`` (a timeout, a cancelled run) must stop the call;
+    so must ``run`` when its ``timeout`` passes (it then raises
+    `DispatchTimeout`) or when it is interrupted.
+    """
+
+    async def run_async(self, *args: Any) -> Any:
+        """Run the call and wait for its result without blocking the loop."""
+        ...
+
+    def run(self, *args: Any, timeout: float | None = None) -> Any:
+        """Run the call and block until its result, at most ``timeout`` seconds."""
+        ...
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Where a batch node's items run their ``exec``.
+
+    ``prepare`` is called once per batch, before any item is dispatched, with
+    the node and the name of its exec method (``exec`` or ``exec_async``). It
+    checks that the node can run there (refusing with a clear error if not)
+    and returns the `Dispatch` that runs each item's call, or ``None`` for
+    "in this process, the engine's own way" (threads for sync exec when
+    offloaded). Everything else (limiters, retries, fallback, timeouts,
+    events, checkpoints) stays with the engine, in the driver.
+    """
+
+    def prepare(self, node: Any, method: str) -> Dispatch | None:
+        """Get ready to run ``node``'s ``method`` for a batch's items."""
+        ...
+
+
+class InProcessExecutor:
+    """Run exec in this process: what happens without an executor.
+
+    Useful to keep one batch node at home when its flow sends the others'
+    items to a cluster (``Flow(executor=RayExecutor(...))``).
+    """
+
+    def __repr__(self) -> str:
+        return "InProcessExecutor()"
+
+    def prepare(self, node: Any, method: str) -> Dispatch | None:
+        """Nothing to ship: the engine runs the items itself."""
+        return None

@@ -1,0 +1,288 @@
+"""RayExecutor: each batch item's exec runs as a Ray task.
+
+The node is stripped of what stays in the driver (its successors, limiters
+and executor), checked to pickle, and put in Ray's object store once per
+batch; each item then is one task that calls exec on it and sends back the
+result, or the exception exec raised. Ray must be installed
+(``pip install 'braidflow[ray]'``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import pickle
+import socket
+import threading
+from typing import Any
+
+from .._errors import InvalidParameterError, add_note
+from ._base import DispatchTimeout
+
+try:
+    import ray
+    from ray import cloudpickle  # pickles what pickle cannot: lambdas, local classes
+except ImportError as missing:  # pragma: no cover - the extra is not installed
+    raise ImportError(
+        "braidflow.executors.RayExecutor needs ray: pip install 'braidflow[ray]'"
+    ) from missing
+
+__all__ = ["RayExecutor"]
+
+
+def _pickled(value: Any) -> bytes:
+    data: bytes = cloudpickle.dumps(value)  # type: ignore[no-untyped-call]
+    return data
+
+
+# What a node carries that only the driver uses: it is not sent to Ray.
+_DRIVER_ONLY = ("successors", "_bf_limits", "_bf_executor")
+
+
+class RayExecutor:
+    """Run each batch item's ``exec`` as a Ray task, sync or async.
+
+    Args:
+        address: A Ray cluster to join (``"ray://host:10001"``, ``"auto"``).
+            ``None`` joins the Ray instance this process already runs, or
+            starts a local one (on this machine's cores).
+        num_cpus: For a local instance it starts: how many CPUs it offers.
+        resources: For a local instance it starts: custom resources
+            (``{"gpu_box": 1}``).
+        runtime_env: Ray's runtime environment for the workers (packages,
+            working directory, environment variables): what a cluster needs
+            to import your nodes' code.
+        ray_remote_args: Options for every task (``{"num_cpus": 1}``,
+            ``{"num_gpus": 1}``, ``{"memory": ...}``).
+
+    The executor starts (or joins) Ray on first use, or on ``with``; ``close()``
+    (or leaving the ``with``) shuts down a Ray instance it started.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        num_cpus: int | None = None,
+        resources: dict[str, float] | None = None,
+        runtime_env: dict[str, Any] | None = None,
+        ray_remote_args: dict[str, Any] | None = None,
+    ) -> None:
+        if address is not None and not isinstance(address, str):
+            raise InvalidParameterError(f"RayExecutor: address={address!r} must be a string")
+        if num_cpus is not None and (
+            isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1
+        ):
+            raise InvalidParameterError(f"RayExecutor: num_cpus={num_cpus!r} must be an int >= 1")
+        for option, value in (
+            ("resources", resources),
+            ("runtime_env", runtime_env),
+            ("ray_remote_args", ray_remote_args),
+        ):
+            if value is not None and not isinstance(value, dict):
+                raise InvalidParameterError(f"RayExecutor: {option}={value!r} must be a dict")
+        self.address = address
+        self.num_cpus = num_cpus
+        self.resources = resources
+        self.runtime_env = runtime_env
+        self.ray_remote_args = dict(ray_remote_args or {})
+        self._started = False  # this executor started the Ray instance
+        self._lock = threading.Lock()
+        self._task: Any = None
+
+    def __repr__(self) -> str:
+        where = self.address or "local"
+        return f"RayExecutor({where!r})"
+
+    def __enter__(self) -> RayExecutor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start or join Ray now (the first batch does it otherwise)."""
+        with self._lock:
+            if self._task is not None:
+                return
+            if not ray.is_initialized():
+                ray.init(
+                    address=self.address,
+                    num_cpus=self.num_cpus,
+                    resources=self.resources,
+                    runtime_env=self.runtime_env,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
+                self._started = True
+            self._task = ray.remote(_run_exec)
+            if self.ray_remote_args:
+                self._task = self._task.options(**self.ray_remote_args)
+
+    def close(self) -> None:
+        """Shut Ray down if this executor started it; joining again is allowed."""
+        with self._lock:
+            if self._started and ray.is_initialized():
+                ray.shutdown()
+            self._started = False
+            self._task = None
+
+    def prepare(self, node: Any, method: str) -> _RayDispatch:
+        """Check the node can be sent to Ray and put it in the object store.
+
+        Raises:
+            InvalidParameterError: If the node cannot be pickled (naming what
+                cannot), or uses the old ``exec(shared, item)`` form, whose
+                ``shared`` stays in the driver.
+        """
+        if node._bf_plan.exec_wants_shared:
+            raise InvalidParameterError(
+                f"{node._describe()}: its exec takes shared (exec(shared, item)), which stays "
+                "in the driver; with an executor, exec gets only its item",
+                node=node._display_name(),
+            )
+        shipped = _remote_copy(node)
+        _check_pickles(shipped, node)
+        self.start()
+        stored = ray.put(shipped)
+        return _RayDispatch(self._task, stored, method, node._bf_plan.exec_coro, node)
+
+
+def _remote_copy(node: Any) -> Any:
+    """The node as a worker gets it: without what only the driver uses."""
+    shipped = copy.copy(node)
+    state = shipped.__dict__
+    for name in _DRIVER_ONLY:
+        state.pop(name, None)
+    state["successors"] = {}
+    state["params"] = dict(node.params)
+    return shipped
+
+
+def _check_pickles(shipped: Any, node: Any) -> None:
+    try:
+        _pickled(shipped)
+    except Exception as error:
+        culprit = ""
+        for name, value in vars(shipped).items():
+            try:
+                _pickled(value)
+            except Exception:
+                culprit = f"its attribute {name!r} ({type(value).__name__}) "
+                break
+        raise InvalidParameterError(
+            f"{node._describe()} cannot be sent to Ray: {culprit or ''}cannot be pickled "
+            f"({type(error).__name__}: {error}); make such objects inside exec (or in a "
+            "module-level cache there), or run this node in this process",
+            node=node._display_name(),
+        ) from error
+
+
+class _RayDispatch:
+    """One batch's items, each a Ray task on the stored node."""
+
+    __slots__ = ("_coro", "_method", "_node", "_stored", "_task")
+
+    def __init__(self, task: Any, stored: Any, method: str, coro: bool, node: Any) -> None:
+        self._task, self._stored, self._method, self._coro = task, stored, method, coro
+        self._node = node
+
+    def _submit(self, args: tuple[Any, ...]) -> Any:
+        try:
+            attempt = self._node.cur_retry
+            return self._task.remote(self._stored, self._method, args, attempt, self._coro)
+        except (TypeError, pickle.PicklingError) as error:
+            raise InvalidParameterError(
+                f"{self._node._describe()}: an item cannot be sent to Ray ({error}); items "
+                "must pickle",
+                node=self._node._display_name(),
+            ) from error
+
+    async def run_async(self, *args: Any) -> Any:
+        """Submit the call and await it; cancelling this cancels the task."""
+        reference = self._submit(args)
+        try:
+            outcome = await reference
+        except asyncio.CancelledError:
+            ray.cancel(reference)
+            raise
+        except ray.exceptions.RayError as error:
+            raise _ray_failure(self._node, error) from None
+        return _result(outcome)
+
+    def run(self, *args: Any, timeout: float | None = None) -> Any:
+        """Submit the call and wait for it; a timeout or an interrupt cancels the task."""
+        reference = self._submit(args)
+        try:
+            outcome = ray.get(reference, timeout=timeout)
+        except ray.exceptions.GetTimeoutError:
+            ray.cancel(reference)
+            raise DispatchTimeout(f"the Ray task outlived {timeout} s") from None
+        except ray.exceptions.RayError as error:
+            raise _ray_failure(self._node, error) from None
+        except BaseException:
+            ray.cancel(reference)
+            raise
+        return _result(outcome)
+
+
+def _ray_failure(node: Any, error: BaseException) -> BaseException:
+    """What to raise when Ray itself failed (not exec): the cause if there is one."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, BaseException):
+        return cause
+    failure = RuntimeError(f"{node._describe()}: the Ray task failed: {error}")
+    return failure
+
+
+def _result(outcome: tuple[str, Any]) -> Any:
+    kind, value = outcome
+    if kind == "ok":
+        return value
+    if kind == "error":
+        raise value
+    name, message, where = value  # an exception that could not travel
+    raise type(name, (RuntimeError,), {"__module__": "braidflow.remote"})(
+        f"{message} (raised in a Ray task on {where}; its {name} could not be pickled)"
+    )
+
+
+def _run_exec(node: Any, method: str, args: tuple[Any, ...], attempt: int, coro: bool) -> Any:
+    """The task: call exec on the node in this worker; send back its outcome."""
+    node.__dict__["_bf_cur_retry"] = attempt
+    call = getattr(node, method)
+    where = f"{socket.gethostname()} (pid {os.getpid()})"
+    try:
+        result = _run_coroutine(call(*args)) if coro else call(*args)
+    except Exception as error:
+        add_note(error, f"raised in a Ray task on {where}")
+        try:
+            _pickled(error)
+        except Exception:
+            return "lost", (type(error).__name__, str(error), where)
+        return "error", error
+    return "ok", result
+
+
+def _run_coroutine(coroutine: Any) -> Any:
+    """Run an async exec in this worker. Ray cancels a task by raising
+    KeyboardInterrupt in it, which Python delivers only while running code:
+    the loop wakes up every 50 ms so that a cancelled exec stops promptly
+    (its task is then cancelled by ``asyncio.run`` on the way out)."""
+
+    async def main() -> Any:
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            handle[0] = loop.call_later(0.05, tick)
+
+        handle = [loop.call_later(0.05, tick)]
+        try:
+            return await coroutine
+        finally:
+            handle[0].cancel()
+
+    return asyncio.run(main())

@@ -1,0 +1,320 @@
+"""RayExecutor against a real local Ray instance (2 CPUs), started here.
+
+Skip them with ``-m 'not ray'``; they are skipped when ray is not installed,
+unless BRAIDFLOW_REQUIRE_RAY is set (CI sets it, so they always run there).
+"""
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+if not os.environ.get("BRAIDFLOW_REQUIRE_RAY"):
+    pytest.importorskip("ray")
+
+from ray import cloudpickle
+
+import braidflow as bf
+from braidflow.executors import InProcessExecutor, RayExecutor
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(120)]
+
+# The workers cannot import this test module: its classes travel by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+DRIVER = os.getpid()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    with RayExecutor(num_cpus=2) as executor:
+        yield executor
+
+
+def wait_for(path: Path) -> None:
+    """Until a worker has written ``path`` (event-driven; the deadline only
+    keeps a broken test from hanging)."""
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} was never written"
+        time.sleep(0.02)
+
+
+class Where(bf.AsyncParallelBatchNode):
+    """exec reports the process it ran in; sync or async by `kind`."""
+
+    async def prep_async(self, shared):
+        return list(range(shared.get("items", 8)))
+
+    def exec(self, item):
+        return item * 10, os.getpid()
+
+    async def post_async(self, shared, prep_res, exec_res):
+        shared["results"] = exec_res
+
+
+class WhereAsync(Where):
+    async def exec_async(self, item):
+        await asyncio.sleep(0)
+        return item * 10, os.getpid()
+
+
+@pytest.mark.parametrize("kind", [Where, WhereAsync], ids=["sync exec", "async exec"])
+def test_items_run_in_ray_workers_and_come_back_in_order(ray_cluster, kind):
+    shared = {}
+    bf.AsyncFlow(start=kind(executor=ray_cluster, max_concurrency=3)).run(shared)
+    assert [value for value, _ in shared["results"]] == [i * 10 for i in range(8)]
+    assert {pid for _, pid in shared["results"]} - {DRIVER}  # not here
+    assert DRIVER not in {pid for _, pid in shared["results"]}
+
+
+def test_sequential_and_threaded_batches_in_sync_flows_run_remotely(ray_cluster):
+    class Sequential(bf.BatchNode):
+        def prep(self, shared):
+            return [1, 2, 3]
+
+        def exec(self, item):
+            return item, os.getpid()
+
+        def post(self, shared, prep_res, exec_res):
+            shared["sequential"] = exec_res
+
+    class Threaded(bf.ParallelBatchNode):
+        def prep(self, shared):
+            return [4, 5, 6]
+
+        def exec(self, item):
+            return item, os.getpid()
+
+        def post(self, shared, prep_res, exec_res):
+            shared["threaded"] = exec_res
+
+    first = Sequential(executor=ray_cluster)
+    first >> Threaded(executor=ray_cluster, max_concurrency=2)
+    shared = {}
+    bf.Flow(start=first).run(shared)
+    for key, items in (("sequential", [1, 2, 3]), ("threaded", [4, 5, 6])):
+        assert [item for item, _ in shared[key]] == items
+        assert DRIVER not in {pid for _, pid in shared[key]}
+
+
+class Picky(bf.AsyncParallelBatchNode):
+    async def prep_async(self, shared):
+        return [1, 2, 3, 4]
+
+    def exec(self, item):
+        if item == 3:
+            raise KeyError(f"no {item}")
+        return item
+
+
+def test_an_error_raised_remotely_keeps_its_type_and_message(ray_cluster):
+    with pytest.raises(KeyError, match="no 3") as caught:
+        bf.AsyncFlow(start=Picky(executor=ray_cluster)).run({})
+    notes = "\n".join(caught.value.__notes__)
+    assert "raised in a Ray task on" in notes
+    assert "failed on item 2" in notes
+
+
+def test_collected_failures_are_the_original_exceptions(ray_cluster):
+    class Collect(Picky):
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["results"] = exec_res
+
+    shared = {}
+    bf.AsyncFlow(start=Collect(executor=ray_cluster, on_error="collect")).run(shared)
+    failure = shared["results"][2]
+    assert isinstance(failure, bf.Failure)
+    assert type(failure.error) is KeyError
+    assert shared["results"][:2] == [1, 2]
+
+
+def test_retries_run_remotely_and_fallback_runs_here(ray_cluster):
+    class Flaky(bf.AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return ["a", "b"]
+
+        def exec(self, item):
+            if item == "a" and self.cur_retry < 2:  # the attempt number reaches the worker
+                raise ConnectionError(f"attempt {self.cur_retry}")
+            if item == "b":
+                raise ValueError("never")
+            return f"{item} on attempt {self.cur_retry}"
+
+        def exec_fallback(self, prep_res, exc):
+            return f"fallback for {prep_res} in {'driver' if os.getpid() == DRIVER else 'worker'}"
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["results"] = exec_res
+
+    shared = {}
+    node = Flaky(executor=ray_cluster, max_retries=3, wait=0)
+    bf.AsyncFlow(start=node).run(shared)
+    assert shared["results"] == ["a on attempt 2", "fallback for b in driver"]
+
+
+def test_limiters_are_held_in_the_driver_around_each_remote_item(ray_cluster):
+    limiter = bf.Limiter(max_concurrent=2, name="cluster budget")
+    node = Where(executor=ray_cluster, limits=[limiter])
+    shared = {"items": 10}
+    bf.AsyncFlow(start=node).run(shared)
+    statistics = limiter.statistics()
+    assert statistics.acquired == 10
+    assert statistics.peak_in_flight == 2
+    assert len(shared["results"]) == 10
+
+
+def test_a_timeout_cancels_the_ray_task(ray_cluster, tmp_path):
+    marker = tmp_path / "cancelled"
+
+    class Slow(bf.AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return [str(marker)]
+
+        async def exec_async(self, path):
+            try:
+                await asyncio.sleep(300)
+            except BaseException:
+                Path(path).write_text("yes")  # noqa: ASYNC240 - the worker saw the cancellation
+                raise
+
+    with pytest.raises(bf.NodeTimeoutError, match=r"timed out after 0\.5 s"):
+        bf.AsyncFlow(start=Slow(executor=ray_cluster, timeout=0.5)).run({})
+    wait_for(marker)
+
+
+def test_a_timeout_in_a_sync_flow_cancels_the_ray_task_too(ray_cluster, tmp_path):
+    marker = tmp_path / "cancelled"
+
+    class Stuck(bf.BatchNode):
+        def prep(self, shared):
+            return [str(marker)]
+
+        def exec(self, path):
+            try:
+                while True:
+                    time.sleep(0.01)
+            except BaseException:
+                Path(path).write_text("yes")
+                raise
+
+    with pytest.raises(bf.NodeTimeoutError, match=r"timed out after 0\.5 s"):
+        bf.Flow(start=Stuck(executor=ray_cluster, timeout=0.5)).run({})
+    wait_for(marker)
+
+
+def test_cancelling_the_run_cancels_its_ray_tasks(ray_cluster, tmp_path):
+    class Busy(bf.AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return [str(tmp_path / f"item{n}") for n in range(2)]
+
+        def exec(self, path):
+            Path(f"{path}.started").write_text("yes")
+            try:
+                while True:  # sync code: Ray interrupts it
+                    time.sleep(0.01)
+            except BaseException:
+                Path(f"{path}.cancelled").write_text("yes")
+                raise
+
+    async def main():
+        run = asyncio.create_task(bf.AsyncFlow(start=Busy(executor=ray_cluster)).run_async({}))
+        for n in range(2):
+            while not (tmp_path / f"item{n}.started").exists():
+                await asyncio.sleep(0.02)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+
+    asyncio.run(main())
+    for n in range(2):
+        wait_for(tmp_path / f"item{n}.cancelled")
+
+
+def test_a_node_that_cannot_be_pickled_is_refused_before_anything_runs(ray_cluster, tmp_path):
+    class Holds(bf.AsyncParallelBatchNode):
+        def __init__(self, **options):
+            super().__init__(**options)
+            self.lock = threading.Lock()
+
+        async def prep_async(self, shared):
+            return [1]
+
+        def exec(self, item):
+            (tmp_path / "ran").write_text("yes")
+
+    with pytest.raises(bf.InvalidParameterError) as caught:
+        bf.AsyncFlow(start=Holds(executor=ray_cluster, name="holds")).run({})
+    message = str(caught.value)
+    assert "node 'holds' (Holds) cannot be sent to Ray" in message
+    assert "its attribute 'lock' (lock)" in message
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_flow_gives_its_executor_to_its_batch_nodes_and_one_can_stay_home(ray_cluster):
+    class Home(Where):
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["home"] = exec_res
+
+    away = Where()
+    away >> Home(executor=InProcessExecutor())
+    shared = {"items": 3}
+    bf.AsyncFlow(start=away, executor=ray_cluster).run(shared)
+    assert DRIVER not in {pid for _, pid in shared["results"]}
+    assert {pid for _, pid in shared["home"]} == {DRIVER}
+
+
+def test_durable_runs_record_remote_items_and_resume_only_the_missing(ray_cluster, tmp_path):
+    class Once(bf.AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return list(range(6))
+
+        def exec(self, item):
+            if item == 4 and not (tmp_path / "fixed").exists():
+                raise RuntimeError("item 4 is not ready")
+            (tmp_path / f"ran{item}-{len(list(tmp_path.glob(f'ran{item}-*')))}").write_text("")
+            return item * item
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["squares"] = exec_res
+
+    store = bf.SQLiteStore(tmp_path / "runs.db")
+    flow = bf.AsyncFlow(start=Once(executor=ray_cluster, max_concurrency=1, name="once"))
+    with pytest.raises(RuntimeError, match="not ready"):
+        flow.run({}, store=store, run_id="r")
+    (tmp_path / "fixed").write_text("")
+    assert flow.resume("r", store=store)["squares"] == [n * n for n in range(6)]
+    ran = sorted(path.name for path in tmp_path.glob("ran*"))
+    assert ran == [f"ran{n}-0" for n in range(6)]  # each item once, across both runs
+
+
+def test_bad_executors_are_refused_where_they_are_given(ray_cluster):
+    with pytest.raises(bf.InvalidParameterError, match="is not an executor"):
+        Where(executor=object())
+    with pytest.raises(bf.InvalidParameterError, match="Node has no items"):
+        bf.Node(executor=ray_cluster)
+    with pytest.raises(bf.InvalidParameterError, match="num_cpus=0"):
+        RayExecutor(num_cpus=0)
+
+    class Legacy(bf.BatchNode):
+        def prep(self, shared):
+            return [1]
+
+        def exec(self, shared, item):  # the old form: exec(shared, item)
+            return item
+
+    with pytest.raises(bf.InvalidParameterError, match="exec takes shared"):
+        bf.Flow(start=Legacy(executor=ray_cluster)).run({})
+
+
+def test_import_braidflow_does_not_import_ray():
+    check = (
+        "import sys, braidflow, braidflow.executors; "
+        "print('ray' in sys.modules, 'braidflow.executors._ray' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert done.stdout.split() == ["False", "False"]
