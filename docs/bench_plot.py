@@ -38,6 +38,10 @@ LABELS = {
     ("items_durable", "us_per_item"): "10k items, durable: extra µs per item",
     ("branches", "us_per_branch"): "fork/join of trivial branches: µs per branch",
     ("branches_big", "us_per_branch"): "the same, with 10 MB in shared: µs per branch",
+    ("cpu_batch", "in_process_s"): "200 CPU-bound items (20 ms): in process, seconds",
+    ("cpu_batch", "threads_s"): "the same in 2 threads (ParallelBatchNode), seconds",
+    ("cpu_batch", "ray_s"): "the same on Ray, 2 CPUs (RayExecutor), seconds",
+    ("cpu_batch", "ray_round_trip_ms"): "Ray's round trip per item, ms",
 }
 
 
