@@ -3,12 +3,13 @@
 #                 the showcase: an image pipeline, with progress, speedup and timeline
 #   make test   - create .venv, install dev tools, run lint, type check, tests,
 #                 and build the documentation site (strict)
-# Also: make examples (every example), make docs (the site, into site/), make bench.
+# Also: make examples (every example), make docs (the site, into site/), make bench,
+# make bench-peers (braidflow against PocketFlow, LangGraph, LlamaIndex, pydantic-graph).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo examples test lint typecheck unit docs bench clean
+.PHONY: demo examples test lint typecheck unit docs bench bench-peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,5 +51,15 @@ test: lint typecheck unit docs
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py
 
+# The peers, pinned, in an environment of their own (see bench/peers/run.py).
+.venv-peers/.installed: pyproject.toml
+	$(PYTHON) -m venv .venv-peers
+	.venv-peers/bin/python -m pip install --quiet --upgrade pip
+	.venv-peers/bin/python -m pip install --quiet -e '.[peers]'
+	touch $@
+
+bench-peers: .venv-peers/.installed
+	.venv-peers/bin/python bench/peers/run.py --docs
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site
+	rm -rf $(VENV) .venv-peers .pytest_cache .mypy_cache .ruff_cache site

@@ -1,0 +1,103 @@
+"""Raw asyncio: what each workload costs written by hand, the floor for the others."""
+
+import asyncio
+
+LABEL = "raw asyncio"
+PACKAGE = None
+
+
+def chain(n):
+    async def step(state):
+        return state + 1
+
+    async def run():
+        state = 0
+        for _ in range(n):
+            state = await step(state)
+        return state
+
+    return run
+
+
+def fanout(n):
+    async def item(value):
+        await asyncio.sleep(0.05)
+        return value
+
+    async def run():
+        return len(await asyncio.gather(*(item(i) for i in range(n))))
+
+    return run
+
+
+def items(n):
+    async def item(value):
+        return value
+
+    async def run():
+        return len(await asyncio.gather(*(item(i) for i in range(n))))
+
+    return run
+
+
+def subflows(n):
+    async def sub_flow():
+        steps = 1  # a
+        await asyncio.sleep(0.02)  # b
+        steps += 1
+        return steps + 1  # c
+
+    async def run():
+        return sum(await asyncio.gather(*(sub_flow() for _ in range(n))))
+
+    return run
+
+
+def bounded(n):
+    async def run():
+        # The usual hand-written bound: a semaphore, a task per item.
+        semaphore = asyncio.Semaphore(1000)
+        done = 0
+
+        async def item(value):
+            nonlocal done
+            async with semaphore:
+                await asyncio.sleep(0)
+                done += 1
+
+        async with asyncio.TaskGroup() as group:
+            for value in (i for i in range(n)):
+                await semaphore.acquire()  # read the generator only as slots free up
+                semaphore.release()
+                group.create_task(item(value))
+        return done
+
+    return run
+
+
+def fork(n):
+    async def branch(value):
+        return value
+
+    async def run():
+        count = 0
+        for _ in range(n):
+            count += len(await asyncio.gather(*(branch(b) for b in range(16))))
+        return count
+
+    return run
+
+
+def checkpointed(n):
+    raise NotImplementedError("raw asyncio has no checkpointing")
+
+
+WORKLOADS = {
+    "chain": chain,
+    "fanout": fanout,
+    "items": items,
+    "subflows": subflows,
+    "bounded": bounded,
+    "fork": fork,
+    "checkpointed": checkpointed,
+}
