@@ -349,9 +349,63 @@ class FailingWrites(MemoryStore):
     refusing = True
 
     def append(self, run_id, rows):
-        if self.refusing and any(row.kind == "item" for row in rows):
+        if self.refusing and any(row.kind == "items" for row in rows):
             raise StoreError("disk full")
         super().append(run_id, rows)
+
+
+class Gate(AsyncParallelBatchNode):
+    """Items 0-4 finish together; item 5 fails once the others are stored."""
+
+    failing = True
+
+    async def prep_async(self, shared):
+        return list(range(6))
+
+    async def exec_async(self, item):
+        if item == 5:
+            await asyncio.sleep(0.01)
+            if Gate.failing:
+                raise ValueError("item 5")
+        return {"item": item}
+
+    async def post_async(self, shared, prep_res, exec_res):
+        shared["results"] = exec_res
+
+
+def _item_rows(store, run_id):
+    return [row for row in store._rows[run_id] if row.kind in ("items", "item")]
+
+
+@pytest.mark.parametrize("serializer", ["json", "pickle"])
+def test_items_finishing_together_share_one_row_and_resume_from_it(serializer):
+    store = MemoryStore(serializer)
+    Gate.failing = True
+    flow = AsyncFlow(start=Gate(name="gate"))
+    with pytest.raises(ValueError, match="item 5"):
+        flow.run({}, store=store, run_id="r")
+    rows = _item_rows(store, "r")
+    assert [(row.kind, row.position, row.node) for row in rows] == [("items", 5, "gate")]
+    Gate.failing = False
+    assert flow.resume("r", store=store)["results"] == [{"item": i} for i in range(6)]
+
+
+def test_a_store_with_one_row_per_item_still_resumes():
+    """Stores written by earlier builds have an ``item`` row per item,
+    payload ``[fingerprint, result]``: they resume the same way."""
+    store = MemoryStore()
+    Gate.failing = True
+    flow = AsyncFlow(start=Gate(name="gate"))
+    with pytest.raises(ValueError, match="item 5"):
+        flow.run({}, store=store, run_id="r")
+    [joined] = _item_rows(store, "r")
+    store._rows["r"].remove(joined)
+    for index, mark, _ in json.loads(joined.payload):
+        payload = json.dumps([mark, {"item": -index}]).encode()  # told apart from a rerun
+        store._rows["r"].append(joined._replace(kind="item", position=index, payload=payload))
+    Gate.failing = False
+    results = flow.resume("r", store=store)["results"]
+    assert results == [{"item": -i} for i in range(5)] + [{"item": 5}]
 
 
 def test_a_failed_group_commit_stops_the_batch_and_the_run_resumes_later():
@@ -417,7 +471,7 @@ class Recording(MemoryStore):
 
     def append(self, run_id, rows):
         super().append(run_id, rows)
-        self.items_written += sum(row.kind == "item" for row in rows)
+        self.items_written += sum(row.position for row in rows if row.kind == "items")
 
 
 @pytest.mark.parametrize("kind", ["sequential", "parallel"])

@@ -205,6 +205,19 @@ class Codec:
             return b"[" + b",".join(parts) + b"]"
         return pickle.dumps(changes, protocol=pickle.HIGHEST_PROTOCOL)
 
+    def join(self, parts: list[bytes]) -> bytes:
+        """Values encoded one by one (by `encode`), as one payload."""
+        if self.kind == "json":
+            return b"[" + b",".join(parts) + b"]"
+        return pickle.dumps(parts, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def split(self, payload: bytes) -> list[Any]:
+        """The values of a payload made by `join`, decoded."""
+        if self.kind == "json":
+            values: list[Any] = json.loads(payload)
+            return values
+        return [pickle.loads(part) for part in pickle.loads(payload)]
+
     def unpack(self, payload: bytes) -> list[tuple[Any, Any]]:
         """The (key, value or MISSING) pairs of a payload made by `pack`."""
         if self.kind == "json":
@@ -445,13 +458,15 @@ class Durable:
         self.at: str | None = None  # the step that started last
         self._failures: list[tuple[BaseException, str]] = []  # and the step each came from
         self._steps: dict[str, list[Checkpoint]] = {}
-        self._items: dict[str, dict[int, Checkpoint]] = {}  # by stage, by index
+        # Items that finished before: (fingerprint, result), by stage, by index.
+        self._items: dict[str, dict[int, tuple[int, Any]]] = {}
         self._changes: dict[tuple[str, int], Checkpoint] = {}
         self._branches: dict[tuple[str, int], Checkpoint] = {}
-        # Item rows wait here for the next turn of the event loop, so items
-        # finishing together are written in one transaction (a group commit);
-        # any other write takes them first, so the order in the store holds.
+        # Rows wait here for the next turn of the event loop, so items finishing
+        # together are written in one transaction (a group commit), those of one
+        # batch as one row; any other write takes them first.
         self._pending: list[Checkpoint] = []
+        self._pending_items: dict[tuple[str, int], tuple[Any, list[bytes]]] = {}
         self._flush_due = False
         self._write_error: BaseException | None = None
 
@@ -480,8 +495,13 @@ class Durable:
                         dict.__setitem__(shared, key, value)
             if row.kind in ("step", "view_step"):
                 self._steps.setdefault(row.frame, []).append(row)
-            elif row.kind == "item":
-                self._items.setdefault(row.frame, {})[row.position] = row
+            elif row.kind == "items":
+                items = self._items.setdefault(row.frame, {})
+                for index, mark, result in self.codec.split(row.payload):
+                    items[index] = (mark, result)
+            elif row.kind == "item":  # one item a row, as earlier builds wrote them
+                mark, result = self.codec.decode(row.payload)
+                self._items.setdefault(row.frame, {})[row.position] = (mark, result)
             elif row.kind == "changes":
                 self._changes[(row.frame, row.position)] = row
             elif row.kind == "branch":
@@ -589,19 +609,18 @@ class Durable:
 
     # -- items -------------------------------------------------------------------------
 
-    def recorded_items(self, stage: str) -> dict[int, Checkpoint]:
+    def recorded_items(self, stage: str) -> dict[int, tuple[int, Any]]:
         """The items of ``stage`` that finished before (resuming), by index."""
         return self._items.get(stage, {})
 
-    def item_result(self, row: Checkpoint, item: Any, node: Any) -> Any:
+    def item_result(self, index: int, recorded: tuple[int, Any], item: Any, node: Any) -> Any:
         """The recorded result of an item that finished before.
 
         Raises:
             ResumeError: If prep now gives a different item at that index.
         """
-        index = row.position
-        recorded, result = self.codec.decode(row.payload)
-        if recorded != fingerprint(self.codec, item):
+        mark, result = recorded
+        if mark != fingerprint(self.codec, item):
             raise ResumeError(
                 f"{node._describe()}: item {index} is not the one recorded in run "
                 f"{self.run_id!r}; prep must give the same items, in the same order, when a "
@@ -610,9 +629,12 @@ class Durable:
             )
         return result
 
-    def _item_row(self, stage: str, index: int, mark: int, result: Any, node: Any) -> Checkpoint:
+    def _item_payload(self, index: int, mark: int, result: Any, node: Any) -> bytes:
+        """``[index, fingerprint, result]``, encoded."""
         try:
-            payload = self.codec.encode([mark, result])
+            if self.codec.kind == "json":
+                return b"[%d,%d,%b]" % (index, mark, self.codec.encode(result))
+            return self.codec.encode([index, mark, result])
         except _UNSAVABLE as error:
             raise CheckpointError(
                 f"{node._describe()}: the result of item {index} is a {type(result).__name__} "
@@ -620,29 +642,42 @@ class Durable:
                 "from exec, or use serializer='pickle'",
                 node=node._display_name(),
             ) from error
-        return Checkpoint(
-            "item", stage, index, node._display_name(), type(node).__qualname__, None, payload
-        )
+
+    def _items_row(self, stage: str, node: Any, parts: list[bytes]) -> Checkpoint:
+        """One row for items of one batch: ``[index, fingerprint, result]`` each."""
+        name, cls = node._display_name(), type(node).__qualname__
+        return Checkpoint("items", stage, len(parts), name, cls, None, self.codec.join(parts))
 
     def item_done_sync(self, stage: str, index: int, mark: int, result: Any, node: Any) -> None:
         """Record a finished item (``mark``: its fingerprint, taken before it ran)."""
-        self.write([self._item_row(stage, index, mark, result, node)])
+        payload = self._item_payload(index, mark, result, node)
+        self.write([self._items_row(stage, node, [payload])])
 
-    async def item_done(self, stage: str, index: int, mark: int, result: Any, node: Any) -> None:
-        """Record a finished item (in the event loop); return once it is written.
+    def queue_item(
+        self, batch: tuple[str, int], index: int, mark: int, result: Any, node: Any
+    ) -> None:
+        """Queue a finished item for the group commit at the loop's next turn.
 
         Items finishing in the same turn of the loop are written together, in
-        one transaction (a group commit) at the start of the next turn, and
-        each waits for it: a worker takes no other item until its finished one
-        is in the store, so a crash can only lose items that were in flight.
+        one transaction (a group commit) at the start of the next turn, those
+        of one ``batch`` (its stage, and the node's id) in one row.
 
         Raises:
-            StoreError: If the group commit failed; the batch stops.
+            StoreError: If an earlier group commit failed; the batch stops.
         """
-        self.later(self._item_row(stage, index, mark, result, node))
-        # The commit was queued (call_soon) before this task's next step is:
-        # by the time sleep(0) returns, it has run. No future per item.
-        await asyncio.sleep(0)
+        payload = self._item_payload(index, mark, result, node)
+        if self._write_error is not None:
+            raise self._write_error
+        queued = self._pending_items.get(batch)
+        if queued is None:
+            self._pending_items[batch] = (node, [payload])
+            self._flush_soon()
+        else:
+            queued[1].append(payload)
+
+    def check_written(self) -> None:
+        """Raises:
+        StoreError: If the group commit failed; the batch stops."""
         if self._write_error is not None:
             raise self._write_error
 
@@ -655,15 +690,28 @@ class Durable:
         if self._write_error is not None:
             raise self._write_error
         self._pending.append(row)
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
         if not self._flush_due:
             self._flush_due = True
             asyncio.get_running_loop().call_soon(self._flush)
 
+    def _take_pending(self) -> list[Checkpoint]:
+        """The queued rows, the items of each batch joined into one row."""
+        rows = [
+            self._items_row(stage, node, parts)
+            for (stage, _), (node, parts) in self._pending_items.items()
+        ]
+        rows += self._pending
+        self._pending, self._pending_items = [], {}
+        return rows
+
     def _flush(self) -> None:
         self._flush_due = False
-        if self._write_error is not None or not self._pending:
+        if self._write_error is not None or not (self._pending or self._pending_items):
             return
-        rows, self._pending = self._pending, []
+        rows = self._take_pending()
         try:
             self.store.append(self.run_id, rows)
         except BaseException as error:  # told to the next item, and at the run's end
@@ -674,8 +722,8 @@ class Durable:
         """Write rows now, after any queued ones (in one transaction)."""
         if self._write_error is not None:
             raise self._write_error
-        if self._pending:
-            rows, self._pending = self._pending + rows, []
+        if self._pending or self._pending_items:
+            rows = self._take_pending() + rows
         self.store.append(self.run_id, rows)
 
     def flush(self) -> None:
@@ -685,7 +733,7 @@ class Durable:
             StoreError: If they cannot be written.
         """
         error, self._write_error = self._write_error, None
-        if self._pending:
+        if self._pending or self._pending_items:
             self.write([])
         elif error is not None:
             raise error
@@ -750,6 +798,7 @@ def checkpointed_items(durable: Durable, node: Any, run_item: Any, is_async: boo
     the store before its worker goes on (in the event loop, written at the
     loop's next turn with the others that finished meanwhile)."""
     stage = STEP.get()
+    batch = (stage, id(node))
     codec = durable.codec
     recorded = durable.recorded_items(stage)
     # A parameter set's sub-flow walks a frame of its own; an item is told
@@ -761,21 +810,27 @@ def checkpointed_items(durable: Durable, node: Any, run_item: Any, is_async: boo
 
         async def item_async(item: Any, index: int) -> Any:
             if recorded and index in recorded:
-                return durable.item_result(recorded[index], item, node)
+                return durable.item_result(index, recorded[index], item, node)
             mark = fingerprint(codec, item)  # before exec, which may change the item
             token = where.set(f"{stage}[{index}]" if flow else index)
             try:
                 result = await run_item(item, index)
             finally:
                 where.reset(token)
-            await durable.item_done(stage, index, mark, result, node)
+            durable.queue_item(batch, index, mark, result, node)
+            # A worker takes no other item until this one is in the store, so a
+            # crash can only lose items in flight. The commit was queued
+            # (call_soon) before this task's next step: it has run when sleep(0)
+            # returns. No future per item.
+            await asyncio.sleep(0)
+            durable.check_written()
             return result
 
         return item_async
 
     def item_sync(item: Any, index: int) -> Any:
         if recorded and index in recorded:
-            return durable.item_result(recorded[index], item, node)
+            return durable.item_result(index, recorded[index], item, node)
         mark = fingerprint(codec, item)  # before exec, which may change the item
         token = where.set(f"{stage}[{index}]" if flow else index)
         try:

@@ -45,7 +45,7 @@ def step_path(key: str) -> str:
 def row_path(kind: str, frame: str, node: str) -> str:
     """Where a checkpoint row was made, as a path of names: an item's or a
     sub-flow's is its batch node's; a step's or a branch's ends with its own."""
-    if kind in ("item", "changes", "ask", "answer"):
+    if kind in ("items", "item", "changes", "ask", "answer"):
         return step_path(frame)
     return f"{step_path(frame)}/{node}"
 
@@ -85,9 +85,13 @@ class Checkpoint(NamedTuple):
     Attributes:
         kind: ``step`` (a node finished, its changes are to ``shared``),
             ``view_step`` (a node in a branch finished, changes to its view),
-            ``item`` (a batch item or parameter set finished) or ``branch``.
+            ``items`` (batch items or parameter sets finished: one row for
+            those of one batch written together), ``changes`` (what an
+            isolated sub-flow changed), ``branch``, ``ask`` or ``answer``
+            (an interrupt's question and its answer).
         frame: Where: the walk (for steps) or the stage (for items, branches).
-        position: The step's place in its walk, or the item's or branch's index.
+        position: The step's place in its walk, the branch's index, or how
+            many items the row holds.
         node: The node's (or branch's) id.
         node_class: The node's class name.
         action: The action it returned (JSON text), if any.
