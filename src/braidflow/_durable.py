@@ -14,6 +14,7 @@ import asyncio
 import json
 import json.encoder
 import pickle
+import threading
 import weakref
 import zlib
 from collections.abc import Callable, Iterable
@@ -467,6 +468,8 @@ class Durable:
         # batch as one row; any other write takes them first.
         self._pending: list[Checkpoint] = []
         self._pending_items: dict[tuple[str, int], tuple[Any, list[bytes]]] = {}
+        # Sync batches write from worker threads while the loop queues rows.
+        self._queue_lock = threading.Lock()
         self._flush_due = False
         self._write_error: BaseException | None = None
 
@@ -668,12 +671,14 @@ class Durable:
         payload = self._item_payload(index, mark, result, node)
         if self._write_error is not None:
             raise self._write_error
-        queued = self._pending_items.get(batch)
+        with self._queue_lock:
+            queued = self._pending_items.get(batch)
+            if queued is None:
+                self._pending_items[batch] = (node, [payload])
+            else:
+                queued[1].append(payload)
         if queued is None:
-            self._pending_items[batch] = (node, [payload])
             self._flush_soon()
-        else:
-            queued[1].append(payload)
 
     def check_written(self) -> None:
         """Raises:
@@ -689,7 +694,8 @@ class Durable:
         """
         if self._write_error is not None:
             raise self._write_error
-        self._pending.append(row)
+        with self._queue_lock:
+            self._pending.append(row)
         self._flush_soon()
 
     def _flush_soon(self) -> None:
@@ -699,13 +705,11 @@ class Durable:
 
     def _take_pending(self) -> list[Checkpoint]:
         """The queued rows, the items of each batch joined into one row."""
-        rows = [
-            self._items_row(stage, node, parts)
-            for (stage, _), (node, parts) in self._pending_items.items()
-        ]
-        rows += self._pending
-        self._pending, self._pending_items = [], {}
-        return rows
+        with self._queue_lock:
+            items, self._pending_items = self._pending_items, {}
+            pending, self._pending = self._pending, []
+        rows = [self._items_row(stage, node, parts) for (stage, _), (node, parts) in items.items()]
+        return rows + pending
 
     def _flush(self) -> None:
         self._flush_due = False
@@ -715,7 +719,8 @@ class Durable:
         try:
             self.store.append(self.run_id, rows)
         except BaseException as error:  # told to the next item, and at the run's end
-            self._pending = rows + self._pending
+            with self._queue_lock:
+                self._pending = rows + self._pending
             self._write_error = error
 
     def write(self, rows: list[Checkpoint]) -> None:
