@@ -289,6 +289,63 @@ def test_an_interrupt_is_never_retried_nor_given_to_the_fallback(store):
     assert calls == ["exec"]
 
 
+def test_a_retried_exec_gets_the_answers_its_failed_attempt_got(store):
+    """Calls are matched to answers per attempt: a retry asks nothing it was
+    answered before, and the calls after exec (in post) go on from there."""
+    attempts = []
+
+    class Ask(Node):
+        def prep(self, shared):
+            return interrupt("p?")
+
+        def exec(self, prep_res):
+            answers = (prep_res, interrupt("a?"), interrupt("b?"))
+            attempts.append(answers)
+            if len(attempts) == 1:
+                raise ConnectionError("flaky")
+            return answers
+
+        def post(self, shared, prep_res, exec_res):
+            shared["got"] = [*exec_res, interrupt("c?")]
+
+    flow = Flow(start=Ask(max_retries=2, name="ask"))
+    with pytest.raises(Suspended) as asked:
+        flow.run({}, store=store, run_id="r")
+    for answer, next_prompt in (("P", "a?"), ("A", "b?"), ("B", "c?")):
+        assert asked.value.prompt == {"p": "p?", "a": "a?", "b": "b?", "c": "c?"}[answer.lower()]
+        with pytest.raises(Suspended) as asked:
+            flow.resume("r", store=store, input=answer)
+        assert asked.value.prompt == next_prompt
+    assert attempts == [("P", "A", "B"), ("P", "A", "B")]  # the retry asked nothing again
+    assert flow.resume("r", store=store, input="C")["got"] == ["P", "A", "B", "C"]
+
+
+async def test_each_retried_item_gets_its_own_answers_again(store):
+    failed = set()
+
+    class Items(bf.AsyncBatchNode):
+        async def prep_async(self, shared):
+            return [0, 1]
+
+        async def exec_async(self, item):
+            answer = interrupt(f"item {item}?")
+            if item not in failed:
+                failed.add(item)
+                raise ConnectionError("flaky")
+            return [item, answer]
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["got"] = exec_res
+
+    flow = AsyncFlow(start=Items(max_retries=2, name="items"))
+    with pytest.raises(Suspended, match="item 0"):
+        await flow.run_async({}, store=store, run_id="r")
+    with pytest.raises(Suspended, match="item 1"):
+        await flow.resume_async("r", store=store, input="zero")
+    done = await flow.resume_async("r", store=store, input="one")
+    assert done["got"] == [[0, "zero"], [1, "one"]]
+
+
 def test_interrupt_without_a_store_is_a_clear_error():
     class Ask(Node):
         def exec(self, prep_res):

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from ._context import ATTEMPT, AttemptState
 from ._errors import CheckpointError, ResumeError, RunError
 from ._merge import MISSING, SharedView
 from ._store import Checkpoint, Store, step_path
@@ -412,8 +413,9 @@ def interrupt(prompt: Any) -> Any:
     the run is resumed with ``flow.resume(run_id, store=..., input=answer)``,
     the node runs again from ``prep`` and this call returns ``answer``. A node
     may ask several times: its calls are matched to answers in the order they
-    are made, each answer given by its own resume. An interrupt is never
-    retried nor handed to a fallback.
+    are made, each answer given by its own resume; a retried ``exec`` gets
+    the answers its failed attempt got. An interrupt is never retried nor
+    handed to a fallback.
 
     Args:
         prompt: What to ask; stored with the run (JSON, or its repr).
@@ -433,6 +435,14 @@ def interrupt(prompt: Any) -> Any:
     item = DITEM.get()
     key = STEP.get() if item is None else f"{STEP.get()}#{item}"
     call = durable.calls.get(key, 0)
+    attempt = ATTEMPT.get()
+    if attempt is not None:  # in exec: a retry makes its calls again, with the same answers
+        seen = durable.attempts.get(key)
+        if seen is None or seen[0] is not attempt:  # the first call of this exec
+            durable.attempts[key] = (attempt, attempt.attempt, call)
+        elif seen[1] != attempt.attempt:  # the first call of a retry
+            call = seen[2]
+            durable.attempts[key] = (attempt, attempt.attempt, call)
     durable.calls[key] = call + 1
     answer = durable.answers.get(key, {}).get(call, NO_ANSWER)
     if answer is not NO_ANSWER:
@@ -455,6 +465,9 @@ class Durable:
         # its call; and how many calls each step made in this process.
         self.answers: dict[str, dict[int, Any]] = {}
         self.calls: dict[str, int] = {}
+        # Per step, the exec attempt loop that last asked, its attempt then, and
+        # the call its attempts start from.
+        self.attempts: dict[str, tuple[AttemptState, int, int]] = {}
         self.asked: Checkpoint | None = None  # the question a waiting run stopped at
         self.at: str | None = None  # the step that started last
         self._failures: list[tuple[BaseException, str]] = []  # and the step each came from
