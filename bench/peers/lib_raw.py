@@ -55,21 +55,26 @@ def subflows(n):
 
 def bounded(n):
     async def run():
-        # The usual hand-written bound: a semaphore, a task per item.
+        # The usual hand-written bound: take a slot before making the task, give
+        # it back when the task ends, so the generator is read only as slots free.
         semaphore = asyncio.Semaphore(1000)
+        tasks = set()
         done = 0
 
         async def item(value):
             nonlocal done
-            async with semaphore:
+            try:
                 await asyncio.sleep(0)
                 done += 1
-
-        async with asyncio.TaskGroup() as group:
-            for value in (i for i in range(n)):
-                await semaphore.acquire()  # read the generator only as slots free up
+            finally:
                 semaphore.release()
-                group.create_task(item(value))
+
+        for value in (i for i in range(n)):
+            await semaphore.acquire()
+            task = asyncio.create_task(item(value))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks)
         return done
 
     return run

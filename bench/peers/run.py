@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import importlib.metadata
 import json
@@ -32,13 +33,16 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 DOCS_PAGE = ROOT / "docs" / "benchmarks.md"
 PLOT = ROOT / "docs" / "images" / "peers.png"
+RESULTS = HERE / "results" / "latest.json"
 BEGIN, END = "<!-- peers: made by bench/peers/run.py -->", "<!-- end of peers -->"
 
 LIBRARIES = ["raw", "braidflow", "pocketflow", "langgraph", "llamaindex", "pydantic_graph"]
 
 # (workload, n) in the order of the table.
 PLAN = [
+    ("chain", 100),
     ("chain", 1_000),
+    ("chain", 10_000),
     ("items", 1_000),
     ("items", 10_000),
     ("items", 100_000),
@@ -101,6 +105,10 @@ def measure_here(library: str, workload: str, n: int) -> dict[str, Any]:
     except NotImplementedError as why:
         return {"unsupported": str(why)}
 
+    # The garbage of the imports is collected now, not in whichever timed run
+    # happens to cross the collector's threshold.
+    gc.collect()
+
     async def timed() -> tuple[float, int]:
         started = time.perf_counter()
         count = await run()
@@ -110,8 +118,35 @@ def measure_here(library: str, workload: str, n: int) -> dict[str, Any]:
     expected = UNITS[workload][1](n)
     if count != expected:
         return {"error": f"the run reported {count}, not {expected}: work was lost"}
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "peak_rss_mb": peak}
+    return {"seconds": seconds, "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. Linux keeps ``ru_maxrss`` across ``exec``, so a
+    child would report its parent's peak if that was higher: read the peak of
+    this program's own memory (VmHWM) where there is one."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def compile_first() -> None:
+    """Write the bytecode of braidflow and of the workload files before any
+    measuring process starts: with PYTHONDONTWRITEBYTECODE set, a cache older
+    than its source would be compiled again in every fresh process, and that
+    shows in a first run's figures."""
+    import compileall
+    import importlib.util
+
+    spec = importlib.util.find_spec("braidflow")
+    folders = [HERE, *(spec.submodule_search_locations or [] if spec else [])]
+    for folder in folders:
+        compileall.compile_dir(str(folder), quiet=2)
 
 
 def measure(library: str, workload: str, n: int, repeat: int, limit: float) -> dict[str, Any]:
@@ -259,29 +294,80 @@ def plot(results: dict[str, dict[str, dict[str, Any]]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, panels = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
-    for panel, workload in zip(panels, ("items", "fanout"), strict=True):
-        for library in LIBRARIES:
-            points = [
-                (n, per_unit(workload, n, row[library]["seconds"]))
-                for key, row in results.items()
-                for name, n in [(key.split(":")[0], int(key.split(":")[1]))]
-                if name == workload and "seconds" in row.get(library, {})
-            ]
-            if points:
-                points.sort()
-                xs, ys = zip(*points, strict=True)
-                panel.plot(xs, [max(y, 0.01) for y in ys], marker="o", label=label(library))
+    figure, panels = plt.subplots(1, 3, figsize=(14, 4.8), dpi=120)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for panel, workload in zip(panels, ("chain", "items", "fanout"), strict=True):
+        for color, library in zip(colors, LIBRARIES, strict=False):
+            measured, exceeded = [], []
+            for key, row in results.items():
+                name, n = key.split(":")[0], int(key.split(":")[1])
+                result = row.get(library, {})
+                if name != workload:
+                    continue
+                if "seconds" in result:
+                    measured.append((n, per_unit(workload, n, result["seconds"])))
+                elif "timeout" in result and not result.get("skipped"):
+                    # Over the limit: the cost per unit was at least this.
+                    exceeded.append((n, per_unit(workload, n, result["timeout"])))
+            if measured:
+                measured.sort()
+                xs, ys = zip(*measured, strict=True)
+                panel.plot(xs, [max(y, 0.01) for y in ys], marker="o", color=color,
+                           label=label(library))  # fmt: skip
+            for n, floor in exceeded:  # side by side where several share a limit
+                nudge = 1.12 ** (LIBRARIES.index(library) - len(LIBRARIES) / 2)
+                panel.plot([n * nudge], [floor], marker="^", color=color, markerfacecolor="none",
+                           markersize=9, linestyle="none")  # fmt: skip
         panel.set_xscale("log")
         panel.set_yscale("log")
-        panel.set_xlabel("items (n)")
+        panel.set_xlabel("steps (n)" if workload == "chain" else "items (n)")
         panel.set_ylabel(UNITS[workload][0] + " (log)")
         panel.set_title(DESCRIPTIONS[workload])
         panel.grid(True, which="both", alpha=0.3)
-    panels[0].legend(fontsize=8, frameon=False)
-    figure.suptitle("Cost per item as n grows: a flat line scales, a rising one does not")
-    figure.tight_layout()
+    handles, labels = panels[0].get_legend_handles_labels()
+    exceeded_mark = plt.Line2D([], [], marker="^", color="grey", markerfacecolor="none",
+                               linestyle="none", markersize=9)  # fmt: skip
+    figure.legend([*handles, exceeded_mark], [*labels, "over the time limit: at least this"],
+                  loc="lower center", ncol=len(labels) + 1, fontsize=9, frameon=False)  # fmt: skip
+    figure.suptitle("Cost per step and per item as n grows: flat lines scale, rising ones do not")
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
     figure.savefig(PLOT)
+
+
+def save(results: dict[str, dict[str, dict[str, Any]]]) -> None:
+    RESULTS.parent.mkdir(exist_ok=True)
+    record = {"machine": machine(), "versions": versions(), "results": results}
+    RESULTS.write_text(json.dumps(record, indent=2))
+
+
+def report(
+    machine: str,
+    versions: dict[str, str],
+    results: dict[str, dict[str, dict[str, Any]]],
+    plan: list[tuple[str, int]],
+) -> str:
+    facts = f"{machine}; " + ", ".join(f"{label(lib)} {v}" for lib, v in versions.items())
+    return (
+        f"Measured on {facts}.\n\n{table(results, plan)}\n\n"
+        f"Peak memory of the measuring process (RSS, MB; the interpreter and the "
+        f"library included):\n\n{memory_table(results, plan)}"
+    )
+
+
+def memory_table(results: dict[str, dict[str, dict[str, Any]]], plan: list[tuple[str, int]]) -> str:
+    libraries = [lib for lib in LIBRARIES if any(lib in row for row in results.values())]
+    lines = [
+        "| workload | n | " + " | ".join(label(lib) for lib in libraries) + " |",
+        "|" + " --- |" * 2 + " ---: |" * len(libraries),
+    ]
+    for workload, n in plan:
+        row = results.get(f"{workload}:{n}", {})
+        cells = [
+            f"{row[lib]['peak_rss_mb']:,.0f}" if "peak_rss_mb" in row.get(lib, {}) else "-"
+            for lib in libraries
+        ]
+        lines.append(f"| {DESCRIPTIONS[workload]} | {n:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def write_docs(text: str) -> None:
@@ -298,6 +384,12 @@ def main() -> int:
     parser.add_argument("--limit", type=float, default=120, help="seconds per process at most")
     parser.add_argument("--libraries", help="comma-separated, of: " + ", ".join(LIBRARIES))
     parser.add_argument("--docs", action="store_true", help="write the table and plot into docs")
+    parser.add_argument(
+        "--docs-from",
+        type=Path,
+        metavar="JSON",
+        help=f"write the table and plot into docs from a saved run ({RESULTS.relative_to(HERE)})",
+    )
     parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--smoke-of", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -310,7 +402,16 @@ def main() -> int:
         print(json.dumps({f"{w}:{n}": measure_here(args.smoke_of, w, n) for w, n in SMOKE}))
         return 0
 
+    if args.docs_from:
+        record = json.loads(args.docs_from.read_text())
+        results = record["results"]
+        plan = [(w, n) for w, n in PLAN if f"{w}:{n}" in results]
+        write_docs(report(record["machine"], record["versions"], results, plan))
+        plot(results)
+        return 0
+
     plan = SMOKE if args.smoke else PLAN
+    compile_first()
     chosen = args.libraries.split(",") if args.libraries else LIBRARIES
     unknown = set(chosen) - set(LIBRARIES)
     if unknown:
@@ -334,21 +435,18 @@ def main() -> int:
                         exceeded.add((library, workload))
                 shown = cell(result, workload, n)
                 print(f"{workload:>12} {n:>9,} {label(library):>22}: {shown}", flush=True)
+                save(results)  # as it goes: a run cut short keeps what it measured
     failed = [
         f"{library} {key}: {result['error']}"
         for key, row in results.items()
         for library, result in row.items()
         if "error" in result or ("timeout" in result and args.smoke)
     ]
-    facts = f"{machine()}; " + ", ".join(f"{label(lib)} {v}" for lib, v in versions().items())
-    text = f"Measured on {facts}.\n\n{table(results, plan)}"
+    text = report(machine(), versions(), results, plan)
     print()
     print(text)
     if not args.smoke:
-        out = HERE / "results"
-        out.mkdir(exist_ok=True)
-        record = {"machine": machine(), "versions": versions(), "results": results}
-        (out / "latest.json").write_text(json.dumps(record, indent=2))
+        save(results)
         if args.docs:
             plot(results)
             write_docs(text)
