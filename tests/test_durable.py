@@ -431,7 +431,7 @@ class Gate(AsyncParallelBatchNode):
 
 
 def _item_rows(store, run_id):
-    return [row for row in store._rows[run_id] if row.kind in ("items", "item")]
+    return [row for row in store._rows[run_id] if row.kind == "items"]
 
 
 @pytest.mark.parametrize("serializer", ["json", "pickle"])
@@ -445,24 +445,6 @@ def test_items_finishing_together_share_one_row_and_resume_from_it(serializer):
     assert [(row.kind, row.position, row.node) for row in rows] == [("items", 5, "gate")]
     Gate.failing = False
     assert flow.resume("r", store=store)["results"] == [{"item": i} for i in range(6)]
-
-
-def test_a_store_with_one_row_per_item_still_resumes():
-    """Stores written by earlier builds have an ``item`` row per item,
-    payload ``[fingerprint, result]``: they resume the same way."""
-    store = MemoryStore()
-    Gate.failing = True
-    flow = AsyncFlow(start=Gate(name="gate"))
-    with pytest.raises(ValueError, match="item 5"):
-        flow.run({}, store=store, run_id="r")
-    [joined] = _item_rows(store, "r")
-    store._rows["r"].remove(joined)
-    for index, mark, _ in json.loads(joined.payload):
-        payload = json.dumps([mark, {"item": -index}]).encode()  # told apart from a rerun
-        store._rows["r"].append(joined._replace(kind="item", position=index, payload=payload))
-    Gate.failing = False
-    results = flow.resume("r", store=store)["results"]
-    assert results == [{"item": -i} for i in range(5)] + [{"item": 5}]
 
 
 def test_a_failed_group_commit_stops_the_batch_and_the_run_resumes_later():

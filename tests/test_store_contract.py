@@ -75,11 +75,11 @@ def test_a_new_run_is_running_and_its_id_is_taken(store):
 def test_checkpoints_come_back_in_order_with_the_graph_and_initial_state(store):
     store.create_run("a", "flow", "the graph", b"initial", dead_owner())
     store.append("a", [row(0), row(1)])
-    store.append("a", [row(2, "item")])
+    store.append("a", [row(2, "items")])
     store.append("a", [])
     record, graph, initial, rows = store.claim("a", this_owner())
     assert (graph, initial) == ("the graph", b"initial")
-    assert rows == [row(0), row(1), row(2, "item")]
+    assert rows == [row(0), row(1), row(2, "items")]
     assert record.status == "interrupted"  # as it was: its process is gone
     assert record.owner != this_owner()
     claimed = store.get("a")
@@ -173,7 +173,7 @@ def test_a_running_run_is_at_the_path_of_its_last_checkpoint(store):
     assert store.get("a").node is None
     store.append("a", [Checkpoint("step", "0:flow/0:inner", 1, "s1", "S", None, b"[]")])
     assert store.get("a").node == "flow/inner/s1"
-    store.append("a", [Checkpoint("item", "0:flow/2:items", 7, "items", "I", None, b"[]")])
+    store.append("a", [Checkpoint("items", "0:flow/2:items", 7, "items", "I", None, b"[]")])
     assert store.get("a").node == "flow/items"
 
 

@@ -180,8 +180,8 @@ class Parallel(BaseNode):
         finished: dict[int, dict[Any, Any]] = {}
         if durable is not None:
             for index in range(len(walkers)):
-                done, _, changes = durable.branch(stage, index)
-                if done:
+                changes = durable.branch(stage, index)
+                if changes is not None:
                     finished[index] = changes
 
         async def run_branch(index: int, _: int) -> Any:

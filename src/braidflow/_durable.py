@@ -307,9 +307,9 @@ def changed_keys(
     keys in ``touched`` (the step's); of a SharedView, those it noted."""
     last: dict[Any, bytes] = target._bf_last
     changes: list[tuple[Any, bytes | None]] = []
-    # A TrackingDict is read as a plain dict here, so reading marks nothing.
+    # Read so that reading marks nothing: a TrackingDict as a plain dict, a view by peek.
     tracking = type(target) is TrackingDict
-    read = dict.__getitem__ if tracking else type(target).__getitem__
+    read = dict.__getitem__ if tracking else type(target).peek
     keys = target.touched(touched or set()) if tracking else target.take_dirty()
     for key in keys:
         if key in target:
@@ -320,8 +320,6 @@ def changed_keys(
         elif key in last:
             del last[key]
             changes.append((key, None))
-    if type(target) is not TrackingDict:
-        target.take_dirty()  # reading a view's values above marked them again
     return changes
 
 
@@ -515,9 +513,6 @@ class Durable:
                 items = self._items.setdefault(row.frame, {})
                 for index, mark, result in self.codec.split(row.payload):
                     items[index] = (mark, result)
-            elif row.kind == "item":  # one item a row, as earlier builds wrote them
-                mark, result = self.codec.decode(row.payload)
-                self._items.setdefault(row.frame, {})[row.position] = (mark, result)
             elif row.kind == "changes":
                 self._changes[(row.frame, row.position)] = row
             elif row.kind == "branch":
@@ -681,9 +676,8 @@ class Durable:
         Raises:
             StoreError: If an earlier group commit failed; the batch stops.
         """
+        self.check_written()
         payload = self._item_payload(index, mark, result, node)
-        if self._write_error is not None:
-            raise self._write_error
         with self._queue_lock:
             queued = self._pending_items.get(batch)
             if queued is None:
@@ -694,8 +688,11 @@ class Durable:
             self._flush_soon()
 
     def check_written(self) -> None:
-        """Raises:
-        StoreError: If the group commit failed; the batch stops."""
+        """Raise the error of a failed group commit, if one failed.
+
+        Raises:
+            StoreError: If the group commit failed; the batch stops.
+        """
         if self._write_error is not None:
             raise self._write_error
 
@@ -705,8 +702,7 @@ class Durable:
         Raises:
             StoreError: If an earlier group commit failed; the batch stops.
         """
-        if self._write_error is not None:
-            raise self._write_error
+        self.check_written()
         with self._queue_lock:
             self._pending.append(row)
         self._flush_soon()
@@ -738,8 +734,7 @@ class Durable:
 
     def write(self, rows: list[Checkpoint]) -> None:
         """Write rows now, after any queued ones (in one transaction)."""
-        if self._write_error is not None:
-            raise self._write_error
+        self.check_written()
         if self._pending or self._pending_items:
             rows = self._take_pending() + rows
         self.store.append(self.run_id, rows)
@@ -756,25 +751,26 @@ class Durable:
         elif error is not None:
             raise error
 
+    def _packed_changes(self, view: SharedView, name: str) -> bytes:
+        """What ``view`` changed (``None`` for a deleted key), as one payload."""
+        return self.codec.pack(
+            [
+                (key, None if value is MISSING else _encode_key_value(self.codec, key, value, name))
+                for key, value in view.changes().items()
+            ]
+        )
+
     def changes_row(self, stage: str, index: int, view: SharedView, node: Any) -> Checkpoint:
         """The changes an isolated sub-flow made, to merge them again after a crash."""
-        encoded = [
-            (
-                key,
-                None
-                if value is MISSING
-                else _encode_key_value(self.codec, key, value, node._display_name()),
-            )
-            for key, value in view.changes().items()
-        ]
+        name = node._display_name()
         return Checkpoint(
             "changes",
             stage,
             index,
-            node._display_name(),
+            name,
             type(node).__qualname__,
             None,
-            self.codec.pack(encoded),
+            self._packed_changes(view, name),
         )
 
     def recorded_changes(self, stage: str, index: int) -> dict[Any, Any]:
@@ -783,21 +779,14 @@ class Durable:
 
     # -- branches ------------------------------------------------------------------------
 
-    def branch(self, stage: str, index: int) -> tuple[bool, Any, dict[Any, Any]]:
-        """Whether branch ``index`` finished before: its action and its changes."""
+    def branch(self, stage: str, index: int) -> dict[Any, Any] | None:
+        """The changes branch ``index`` made, if it finished before; else ``None``."""
         row = self._branches.get((stage, index))
-        if row is None:
-            return False, None, {}
-        action = None if row.action is None else json.loads(row.action)
-        return True, action, dict(self.codec.unpack(row.payload))
+        return None if row is None else dict(self.codec.unpack(row.payload))
 
     def branch_done(
         self, stage: str, index: int, name: str, node: Any, action: Any, view: SharedView
     ) -> None:
-        encoded = [
-            (key, None if value is MISSING else _encode_key_value(self.codec, key, value, name))
-            for key, value in view.changes().items()
-        ]
         row = Checkpoint(
             "branch",
             stage,
@@ -805,7 +794,7 @@ class Durable:
             name,
             type(node).__qualname__,
             _action_text(action, name),
-            self.codec.pack(encoded),
+            self._packed_changes(view, name),
         )
         self.write([row])
 

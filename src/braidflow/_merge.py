@@ -102,9 +102,13 @@ class SharedView(MutableMapping[Any, Any]):
         return dirty
 
     def __getitem__(self, key: Any) -> Any:
-        self._dirty.add(key)
+        # Marked only when the value is the branch's own (local, or just
+        # copied), which it may change in place; a value shared with the base
+        # (a scalar, or an object data_copy leaves alone) is not the branch's
+        # change, for checkpoints as for the merge.
         local = self._local
         if key in local:
+            self._dirty.add(key)
             return local[key]
         if key in self._deleted:
             raise KeyError(key)
@@ -113,7 +117,16 @@ class SharedView(MutableMapping[Any, Any]):
         if copied is not value:
             local[key] = copied
             self._copied[key] = value
+            self._dirty.add(key)
         return copied
+
+    def peek(self, key: Any) -> Any:
+        """The value of ``key`` now, neither copied nor marked as touched."""
+        if key in self._local:
+            return self._local[key]
+        if key in self._deleted:
+            raise KeyError(key)
+        return self._base[key]
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self._dirty.add(key)

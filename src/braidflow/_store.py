@@ -31,8 +31,6 @@ __all__ = [
     "this_owner",
 ]
 
-RESUMABLE = ("failed", "waiting", "interrupted")
-
 _POSITION = re.compile(r"(?:^|(?<=/))b?\d+:")
 
 
@@ -45,7 +43,7 @@ def step_path(key: str) -> str:
 def row_path(kind: str, frame: str, node: str) -> str:
     """Where a checkpoint row was made, as a path of names: an item's or a
     sub-flow's is its batch node's; a step's or a branch's ends with its own."""
-    if kind in ("items", "item", "changes", "ask", "answer"):
+    if kind in ("items", "changes", "ask", "answer"):
         return step_path(frame)
     return f"{step_path(frame)}/{node}"
 
@@ -212,10 +210,12 @@ def shown_status(record: RunRecord) -> RunRecord:
     return record
 
 
-def check_claim(record: RunRecord, owner: str) -> None:
+def check_claim(record: RunRecord, owner: str) -> RunRecord:
     """Refuse to resume a run that is complete, or running in a live process
-    (this one too: another thread or task of it has the run)."""
-    status = shown_status(record).status
+    (this one too: another thread or task of it has the run). Return the
+    record as listed (`shown_status`)."""
+    shown = shown_status(record)
+    status = shown.status
     if status == "completed":
         raise StoreError(
             f"run {record.run_id!r} has completed; there is nothing to resume", run_id=record.run_id
@@ -227,6 +227,27 @@ def check_claim(record: RunRecord, owner: str) -> None:
             "before resuming",
             run_id=record.run_id,
         )
+    return shown
+
+
+def check_serializer(store: str, serializer: str) -> None:
+    """Refuse a serializer other than ``json`` or ``pickle`` (``store``: the store's name)."""
+    if serializer not in ("json", "pickle"):
+        raise StoreError(f"{store}: serializer={serializer!r} must be 'json' or 'pickle'")
+
+
+def run_id_taken(store: object, run_id: str) -> StoreError:
+    """The error for creating a run whose id ``store`` already holds."""
+    return StoreError(
+        f"run id {run_id!r} is already used by another run in {store!r}; choose another, "
+        "or resume that run",
+        run_id=run_id,
+    )
+
+
+def no_run(store: object, run_id: str) -> StoreError:
+    """The error for a run id ``store`` does not hold."""
+    return StoreError(f"no run {run_id!r} in {store!r}", run_id=run_id)
 
 
 class MemoryStore:
@@ -240,8 +261,7 @@ class MemoryStore:
     """
 
     def __init__(self, serializer: str = "json") -> None:
-        if serializer not in ("json", "pickle"):
-            raise StoreError(f"MemoryStore: serializer={serializer!r} must be 'json' or 'pickle'")
+        check_serializer("MemoryStore", serializer)
         self.serializer = serializer
         self._lock = threading.Lock()
         self._runs: dict[str, RunRecord] = {}
@@ -256,7 +276,7 @@ class MemoryStore:
     def _record(self, run_id: str) -> RunRecord:
         record = self._runs.get(run_id)
         if record is None:
-            raise StoreError(f"no run {run_id!r} in {self!r}", run_id=run_id)
+            raise no_run(self, run_id)
         return record
 
     def create_run(
@@ -265,11 +285,7 @@ class MemoryStore:
         """Record a new run as running (see `Store`)."""
         with self._lock:
             if run_id in self._runs:
-                raise StoreError(
-                    f"run id {run_id!r} is already used by another run in {self!r}; choose "
-                    "another, or resume that run",
-                    run_id=run_id,
-                )
+                raise run_id_taken(self, run_id)
             record = RunRecord(run_id, flow, "running", time.time(), owner=owner)
             self._runs[run_id] = record
             self._graphs[run_id] = (graph, initial)
@@ -280,7 +296,7 @@ class MemoryStore:
         """Take a stored run over to resume it (see `Store`)."""
         with self._lock:
             record = self._record(run_id)
-            check_claim(record, owner)
+            shown = check_claim(record, owner)
             self._runs[run_id] = replace(
                 record,
                 status="running",
@@ -291,7 +307,7 @@ class MemoryStore:
                 prompt=None,
             )
             graph, initial = self._graphs[run_id]
-            return self._current(record), graph, initial, list(self._rows[run_id])
+            return self._with_node(shown), graph, initial, list(self._rows[run_id])
 
     def append(self, run_id: str, rows: list[Checkpoint]) -> None:
         """Add checkpoint rows atomically, after those already there."""
@@ -321,13 +337,17 @@ class MemoryStore:
                 prompt=None if prompt is None else json.loads(prompt_text(prompt)),
             )
 
-    def _current(self, record: RunRecord) -> RunRecord:
+    def _with_node(self, record: RunRecord) -> RunRecord:
         """The record with its node: where it ended, else the last that finished."""
         rows = self._rows[record.run_id]
         if record.node is None and rows:
             last = rows[-1]
             record = replace(record, node=row_path(last.kind, last.frame, last.node))
-        return shown_status(record)
+        return record
+
+    def _current(self, record: RunRecord) -> RunRecord:
+        """The record as listed: with its node, its status as `shown_status` gives it."""
+        return shown_status(self._with_node(record))
 
     def get(self, run_id: str) -> RunRecord:
         """One run's record, its status as listed."""

@@ -17,7 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import StoreError
-from .._store import Checkpoint, RunRecord, check_claim, prompt_text, row_path, shown_status
+from .._store import (
+    Checkpoint,
+    RunRecord,
+    check_claim,
+    check_serializer,
+    no_run,
+    prompt_text,
+    row_path,
+    run_id_taken,
+    shown_status,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -58,6 +68,11 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_of_run ON events (run_id, seq);
 """
 
+_INSERT_CHECKPOINT = (
+    "INSERT INTO checkpoints (run_id, kind, frame, position, node, node_class, action, payload) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
 
 class SQLiteStore:
     """A store in one SQLite file: the embedded default for durable runs.
@@ -82,8 +97,7 @@ class SQLiteStore:
     def __init__(
         self, path: str | os.PathLike[str], *, serializer: str = "json", durable: bool = False
     ) -> None:
-        if serializer not in ("json", "pickle"):
-            raise StoreError(f"SQLiteStore: serializer={serializer!r} must be 'json' or 'pickle'")
+        check_serializer("SQLiteStore", serializer)
         self.path = Path(path)
         self.serializer = serializer
         self._lock = threading.Lock()
@@ -157,7 +171,7 @@ class SQLiteStore:
     def _row(self, run_id: str) -> RunRecord:
         row = self._db.execute(f"{self._RECORD} WHERE r.run_id=?", (run_id,)).fetchone()
         if row is None:
-            raise StoreError(f"no run {run_id!r} in {self!r}", run_id=run_id)
+            raise no_run(self, run_id)
         return _record(row)
 
     def create_run(
@@ -166,11 +180,7 @@ class SQLiteStore:
         """Record a new run as running (see `Store`)."""
         with self._lock, self._transaction():
             if self._db.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone():
-                raise StoreError(
-                    f"run id {run_id!r} is already used by another run in {self!r}; choose "
-                    "another, or resume that run",
-                    run_id=run_id,
-                )
+                raise run_id_taken(self, run_id)
             started = time.time()
             self._db.execute(
                 "INSERT INTO runs (run_id, flow, graph, status, started, owner, initial) "
@@ -182,8 +192,7 @@ class SQLiteStore:
     def claim(self, run_id: str, owner: str) -> tuple[RunRecord, str, bytes, list[Checkpoint]]:
         """Take a stored run over to resume it (see `Store`)."""
         with self._lock, self._transaction():
-            record = self._row(run_id)
-            check_claim(record, owner)
+            shown = check_claim(self._row(run_id), owner)
             self._db.execute(
                 "UPDATE runs SET status='running', owner=?, ended=NULL, node=NULL, error=NULL, "
                 "prompt=NULL WHERE run_id=?",
@@ -200,25 +209,17 @@ class SQLiteStore:
                     (run_id,),
                 )
             ]
-            return shown_status(record), graph, initial, rows
+            return shown, graph, initial, rows
 
     def append(self, run_id: str, rows: list[Checkpoint]) -> None:
         """Add checkpoint rows atomically, after those already there."""
         if len(rows) == 1:  # one statement is a transaction of its own
             row = rows[0]
             with self._lock:
-                self._db.execute(
-                    "INSERT INTO checkpoints (run_id, kind, frame, position, node, node_class, "
-                    "action, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (run_id, *row),
-                )
+                self._db.execute(_INSERT_CHECKPOINT, (run_id, *row))
             return
         with self._lock, self._transaction():
-            self._db.executemany(
-                "INSERT INTO checkpoints (run_id, kind, frame, position, node, node_class, "
-                "action, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(run_id, *row) for row in rows],
-            )
+            self._db.executemany(_INSERT_CHECKPOINT, [(run_id, *row) for row in rows])
 
     def finish(
         self,
