@@ -2,7 +2,7 @@
 
 import pytest
 
-from braidflow import AsyncNode, Flow, Node, WiringError
+from braidflow import AsyncNode, Flow, Node, Parallel, WiringError
 
 
 def test_rshift_returns_the_right_node_so_chains_read_left_to_right():
@@ -113,3 +113,63 @@ def test_post_returning_an_unhashable_action_names_the_node():
     bad >> Node()
     with pytest.raises(WiringError, match="bad-router"):
         Flow(start=bad).run({})
+
+
+class Mark(Node):
+    """Sets shared[its name] = True."""
+
+    def post(self, shared, prep_res, exec_res):
+        shared[self.name] = True
+
+
+def test_flow_start_with_a_list_fans_out_like_the_start_argument():
+    by_argument = {}
+    Flow(start=[Mark(name="b"), Mark(name="c")]).run(by_argument)
+    flow = Flow()
+    fan_out = flow.start([Mark(name="b"), Mark(name="c")])
+    assert isinstance(fan_out, Parallel)
+    assert flow.start_node is fan_out
+    fan_out >> Mark(name="d")
+    shared = {}
+    flow.run(shared)
+    assert by_argument == {"b": True, "c": True}
+    assert shared == {"b": True, "c": True, "d": True}
+
+
+def test_flow_start_checks_its_node():
+    with pytest.raises(WiringError, match="start"):
+        Flow().start(42)  # type: ignore[call-overload]
+
+
+def test_successors_set_directly_are_seen_by_cached_names_and_drawings():
+    a, b, c = Node(name="a"), Node(name="b"), Node(name="c")
+    a >> b
+    flow = Flow(start=a)
+    assert '"c<br/>' not in flow.to_mermaid()  # the graph's names are cached now
+    a.successors["x"] = c  # PocketFlow style, past the >> operator
+    chart = flow.to_mermaid()
+    assert '"c<br/>' in chart
+    assert '-->|"x"|' in chart
+    del a.successors["x"]
+    assert '"c<br/>' not in flow.to_mermaid()
+    a.successors.update(x=c)
+    assert '"c<br/>' in flow.to_mermaid()
+    a.successors.pop("x")
+    assert '"c<br/>' not in flow.to_mermaid()
+
+
+def test_start_node_assigned_directly_is_seen_by_cached_names():
+    flow = Flow(start=Node(name="first"))
+    assert '"first<br/>' in flow.to_mermaid()
+    flow.start_node = Node(name="second")
+    chart = flow.to_mermaid()
+    assert '"second<br/>' in chart
+    assert '"first<br/>' not in chart
+
+
+def test_successors_read_as_a_plain_dict():
+    a, b = Node(), Node()
+    a >> b
+    assert a.successors == {"default": b}
+    assert a.successors.get("missing") is None
+    assert isinstance(a.successors, dict)

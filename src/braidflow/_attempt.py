@@ -451,8 +451,6 @@ async def fallback_async(
         _label_failure(node, raised, error, index, attempt)
         raise
     except asyncio.CancelledError as cancel:
-        if run_is_cancelled():
-            raise
-        stray = cancelled_error(node, cancel, index)
+        stray = own_cancellation(node, cancel, index)
         _label_failure(node, stray, error, index, attempt)
         raise stray from cancel

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterat
 from dataclasses import dataclass
 from typing import Any
 
-from ._attempt import cancelled_error, run_is_cancelled
+from ._attempt import cancelled_error, own_cancellation
 from ._context import GATES
 from ._durable import checkpointed_items
 from ._errors import BatchItemsError, InvalidParameterError, add_note
@@ -289,9 +289,7 @@ async def run_parallel_async(
             add_note(error, f"{node._describe()} failed on item {index}")
             raise
         except asyncio.CancelledError as cancel:
-            if run_is_cancelled():
-                raise
-            raise cancelled_error(node, cancel, index) from cancel
+            raise own_cancellation(node, cancel, index) from cancel
 
     is_async_source = hasattr(items, "__aiter__")
     try:

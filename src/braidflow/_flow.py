@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Generator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._attempt import cancelled_error, run_is_cancelled
 from ._batch import (
@@ -28,11 +28,16 @@ from ._merge import SharedView, apply_changes, check_rules, merge
 from ._node import UNSET, AsyncNode, BaseNode, check_executor
 from ._plan import copy_node, default
 from ._run import PATH, RUN, Run, StepScope
-from ._wiring import Wirable, route
+from ._wiring import as_node, changed, route
+
+if TYPE_CHECKING:
+    from ._branches import Parallel
 
 __all__ = ["AsyncBatchFlow", "AsyncFlow", "AsyncParallelBatchFlow", "BatchFlow", "Flow"]
 
 Steps = Generator[BaseNode, Any, Any]
+
+_Start = TypeVar("_Start", bound=BaseNode)
 
 
 def _steps(flow: Flow, params: dict[str, Any], run: Run | None) -> Steps:
@@ -41,7 +46,9 @@ def _steps(flow: Flow, params: dict[str, Any], run: Run | None) -> Steps:
     When ``run`` is observed, each copy carries its display name, unique in
     the graph. Returns the last action when the walk ends.
     """
-    node = flow.start_node
+    node = flow.__dict__.get("start_node")  # what the property reads, without its call
+    if node is None:
+        node = getattr(flow, "start_node", None)  # a subclass's own start_node, if any
     if node is None:
         raise WiringError(
             f"{flow._describe()} has no start node; pass Flow(start=node) or call "
@@ -90,8 +97,9 @@ class _Checkpoints:
         self.position += 1
         return True, action
 
-    def start(self, node: BaseNode) -> None:
-        self.key = key = f"{self.frame}/{self.position}:{node._display_name()}"
+    def start(self, node: BaseNode, name: str) -> None:
+        """Begin the step of ``node``, whose display name is ``name``."""
+        self.key = key = f"{self.frame}/{self.position}:{name}"
         self.durable.at = key
         self.token = STEP.set(key)
         self.touched: set[Any] = set()  # what this step reads and writes in shared
@@ -151,16 +159,7 @@ class Flow(BaseNode):
         super().__init__(name=name, max_concurrency=max_concurrency, on_error=on_error)
         if executor is not None:
             self._bf_executor = check_executor(self, executor)
-        if isinstance(start, list | tuple):
-            from ._branches import Parallel
-
-            start = Parallel(*start)
-        if start is not None and not isinstance(start, Wirable):
-            raise WiringError(
-                f"{self._describe()}: start must be a node or flow, got {type(start).__name__}",
-                node=self._display_name(),
-            )
-        self.start_node = start
+        self.start_node = as_node(start, self, f"{self._describe()}: start")
         if (isolate or merge is not None) and self._bf_batch != PARALLEL:
             raise InvalidParameterError(
                 f"{self._describe()}: isolate= and merge= are for AsyncParallelBatchFlow, whose "
@@ -182,8 +181,37 @@ class Flow(BaseNode):
             )
         self.offload_sync = bool(offload_sync)
 
-    def start(self, start: BaseNode) -> BaseNode:
-        """Set the start node and return it, so wiring can continue from it."""
+    @property
+    def start_node(self) -> BaseNode | None:
+        """The node the walk starts from (``None`` until set)."""
+        try:
+            return self.__dict__["start_node"]  # type: ignore[no-any-return]
+        except KeyError:
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute 'start_node'"
+            ) from None
+
+    @start_node.setter
+    def start_node(self, node: BaseNode | None) -> None:
+        # Kept in the instance dict under PocketFlow's name; the walk reads it there.
+        self.__dict__["start_node"] = node
+        changed()
+
+    @overload
+    def start(self, start: list[BaseNode] | tuple[BaseNode, ...]) -> Parallel: ...
+    @overload
+    def start(self, start: _Start) -> _Start: ...
+
+    def start(self, start: Any) -> Any:
+        """Set the start node and return it, so wiring can continue from it.
+
+        A list of nodes starts with parallel branches (`Parallel`), as in
+        ``Flow(start=[b, c])``; the ``Parallel`` is returned.
+
+        Raises:
+            WiringError: If ``start`` is not a node, a flow, a list of them or ``None``.
+        """
+        start = as_node(start, self, f"{self._describe()}: start")
         self.start_node = start
         return start
 
@@ -233,12 +261,14 @@ class Flow(BaseNode):
                 if skipped:
                     action = recorded
                     continue
-                checkpoints.start(node)
-            step = (
-                StepScope(observing, node._display_name(), (*path, node._display_name()))
-                if observing
-                else None
-            )
+                name = node._display_name()
+                checkpoints.start(node, name)
+                step = StepScope(observing, name, (*path, name)) if observing else None
+            elif observing:
+                name = node._display_name()
+                step = StepScope(observing, name, (*path, name))
+            else:
+                step = None
             try:
                 try:
                     action = node._run(shared)
@@ -290,12 +320,14 @@ class Flow(BaseNode):
                 if skipped:
                     action = recorded
                     continue
-                checkpoints.start(node)
-            step = (
-                StepScope(observing, node._display_name(), (*path, node._display_name()))
-                if observing
-                else None
-            )
+                name = node._display_name()
+                checkpoints.start(node, name)
+                step = StepScope(observing, name, (*path, name)) if observing else None
+            elif observing:
+                name = node._display_name()
+                step = StepScope(observing, name, (*path, name))
+            else:
+                step = None
             try:
                 try:
                     if node._bf_async:

@@ -17,7 +17,7 @@ from ._attempt import (
     cancelled_error,
     fallback_async,
     fallback_sync,
-    run_is_cancelled,
+    own_cancellation,
 )
 from ._batch import (
     SEQUENTIAL,
@@ -147,9 +147,7 @@ class Lifecycle:
             except Exception as error:
                 exec_result = await fallback_async(self, prep_result, error, None, 0, shared)
             except asyncio.CancelledError as cancel:
-                if run_is_cancelled():
-                    raise
-                stray = cancelled_error(self, cancel, None)
+                stray = own_cancellation(self, cancel, None)
                 exec_result = await fallback_async(self, prep_result, stray, None, 0, shared)
         else:
             exec_result = await attempt_async(self, prep_result, None, shared)

@@ -15,10 +15,7 @@ import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from ._attempt import (
-    cancelled_error,
-    run_is_cancelled,
-)
+from ._attempt import own_cancellation
 from ._batch import (
     ON_ERROR_CHOICES,
     PARALLEL,
@@ -36,7 +33,7 @@ from ._policy import Retry
 from ._run import ITEM, PATH, PendingRun, RunScope, observed
 from ._store import Store
 from ._stream import stream_events
-from ._wiring import Wirable, changed
+from ._wiring import Successors, Wirable, changed
 from .viz import to_mermaid
 
 __all__ = [
@@ -111,7 +108,7 @@ class BaseNode(Lifecycle, Wirable):
         on_error: str = UNSET,
     ) -> None:
         self.params: dict[str, Any] = {}
-        self.successors: dict[str, BaseNode | None] = {}
+        self.successors: dict[str, BaseNode | None] = Successors()
         if name is not None:
             if not isinstance(name, str) or not name:
                 raise InvalidParameterError(
@@ -503,9 +500,7 @@ class BaseNode(Lifecycle, Wirable):
                 self._label_top_error(error)
                 raise
             except asyncio.CancelledError as cancel:
-                if run_is_cancelled():
-                    raise
-                stray = cancelled_error(self, cancel, None)
+                stray = own_cancellation(self, cancel, None)
                 self._label_top_error(stray)
                 raise stray from cancel
 

@@ -21,8 +21,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_ACTION",
+    "Successors",
     "Wirable",
     "_ConditionalTransition",
+    "as_node",
+    "changed",
     "display_names",
     "graph_of",
     "route",
@@ -31,6 +34,70 @@ __all__ = [
 DEFAULT_ACTION = "default"
 
 _Target = TypeVar("_Target", bound="BaseNode | None")
+
+
+class Successors(dict[str, Any]):
+    """A node's successors by action: a plain dict to read (routing reads it
+    at every step), whose writes note the change (`changed`), so that cached
+    names and graph descriptions also see edges set directly, as PocketFlow
+    code does with ``node.successors[action] = other``."""
+
+    __slots__ = ()
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        dict.__setitem__(self, key, value)
+        changed()
+
+    def __delitem__(self, key: str) -> None:
+        dict.__delitem__(self, key)
+        changed()
+
+    def __ior__(self, other: Any) -> Successors:  # type: ignore[override,misc]
+        dict.update(self, other)
+        changed()
+        return self
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        dict.update(self, *args, **kwargs)
+        changed()
+
+    def pop(self, key: str, *default: Any) -> Any:
+        value = dict.pop(self, key, *default)
+        changed()
+        return value
+
+    def popitem(self) -> tuple[str, Any]:
+        item = dict.popitem(self)
+        changed()
+        return item
+
+    def clear(self) -> None:
+        dict.clear(self)
+        changed()
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        value = dict.setdefault(self, key, default)
+        changed()
+        return value
+
+
+def as_node(node: Any, owner: Wirable, role: str) -> Any:
+    """``node`` checked as a successor or a flow's start: a node, a flow or
+    ``None``; a list or tuple of nodes becomes a fan-out (`Parallel`).
+
+    Raises:
+        WiringError: If ``node`` is anything else; ``role`` says what it was for.
+    """
+    if isinstance(node, list | tuple):
+        from ._branches import Parallel  # the fan-out needs the engine, not the reverse
+
+        node = Parallel(*node)
+    if node is not None and not isinstance(node, Wirable):
+        raise WiringError(
+            f"{role} must be a node, a flow or None, got {type(node).__name__}",
+            node=owner._display_name(),
+        )
+    return node
 
 
 class Wirable:
@@ -63,24 +130,15 @@ class Wirable:
                 f"{action!r} of type {type(action).__name__}",
                 node=self._display_name(),
             )
-        if isinstance(node, list | tuple):
-            from ._branches import Parallel  # the fan-out needs the engine, not the reverse
-
-            node = Parallel(*node)
-        if node is not None and not isinstance(node, Wirable):
-            raise WiringError(
-                f"Successor of {self._display_name()!r} for action {action!r} must be a node, "
-                f"a flow or None, got {type(node).__name__}",
-                node=self._display_name(),
-            )
+        node = as_node(node, self, f"Successor of {self._display_name()!r} for action {action!r}")
         if action in self.successors:
             # Point the warning at the user's wiring line, past our own >> operators.
             via_operator = sys._getframe(1).f_globals.get("__name__") == __name__
             warnings.warn(
                 f"Overwriting successor for action '{action}'", stacklevel=3 if via_operator else 2
             )
-        self.successors[action] = node  # type: ignore[assignment]  # a node, checked above
-        changed()
+        self.successors[action] = node
+        changed()  # also when ``successors`` was replaced by a plain dict
         return node
 
     @overload

@@ -9,23 +9,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._batch import PARALLEL, SEQUENTIAL, SINGLE
 from ._wiring import DEFAULT_ACTION, display_names, graph_of
 
 __all__ = ["to_mermaid"]
 
 
+def _branches_mode() -> str:
+    # _branches imports the engine, which imports this module: read it late.
+    from ._branches import BRANCHES
+
+    return BRANCHES
+
+
 def _kind(node: Any) -> str:
     """A short note of what kind of node this is, for its label."""
-    parts = []
-    if node._bf_async:
-        parts.append("async")
     batch = node._bf_batch
-    if batch == "branches":
-        count = len(node.branches)
-        return f"{count} parallel branches, joined"
-    if batch == "parallel":
+    if batch == _branches_mode():
+        return f"{len(node.branches)} parallel branches, joined"
+    parts = ["async"] if node._bf_async else []
+    if batch == PARALLEL:
         parts.append("parallel batch")
-    elif batch == "sequential":
+    elif batch == SEQUENTIAL:
         parts.append("batch")
     parts.append("flow" if node._bf_is_flow else "node")
     return " ".join(parts)
@@ -49,8 +54,9 @@ class _Drawing:
         self.count += 1
         return f"{prefix}{self.count}"
 
-    def graph(self, start: Any, indent: str) -> None:
-        """Draw every node reachable from ``start``, then the edges between them."""
+    def graph(self, start: Any, indent: str) -> list[Any]:
+        """Draw every node reachable from ``start``, then the edges between them;
+        return those nodes (`graph_of`'s walk)."""
         nodes = graph_of(start)
         names = display_names(start)
         for node in nodes:
@@ -67,6 +73,7 @@ class _Drawing:
                 else:
                     target = self.ids[id(successor)]
                 self.lines.append(f"{indent}{self.ids[id(node)]} -->{label} {target}")
+        return nodes
 
     def branches(self, node: Any, node_id: str, label: str, indent: str) -> None:
         """A fan-out: a fork, each branch's graph, and a join after the ends."""
@@ -76,12 +83,13 @@ class _Drawing:
         self.lines.append(f"{inner}direction TB")
         fork, join = self.new_id("fork"), self.new_id("join")
         self.lines.append(f"{inner}{fork}((fork))")
+        walked = []
         for head in node.branches:
-            self.graph(head, inner)
+            walked.append(self.graph(head, inner))
             self.lines.append(f"{inner}{fork} --> {self.ids[id(head)]}")
         self.lines.append(f"{inner}{join}((join))")
-        for head in node.branches:
-            for member in graph_of(head):
+        for members in walked:
+            for member in members:
                 if not any(successor is not None for successor in member.successors.values()):
                     self.lines.append(f"{inner}{self.ids[id(member)]} --> {join}")
         self.lines.append(f"{indent}end")
@@ -90,7 +98,7 @@ class _Drawing:
     def node(self, node: Any, name: str, indent: str) -> None:
         node_id = self.ids[id(node)] = self.new_id("n")
         label = f"{_text(name)}<br/><small>{_kind(node)}</small>"
-        if node._bf_batch == "branches" and id(node) not in self.drawing:
+        if node._bf_batch == _branches_mode() and id(node) not in self.drawing:
             self.branches(node, node_id, label, indent)
         elif node._bf_is_flow and node.start_node is not None and id(node) not in self.drawing:
             self.drawing.add(id(node))
@@ -99,7 +107,7 @@ class _Drawing:
             self.graph(node.start_node, indent + "  ")
             self.lines.append(f"{indent}end")
             self.drawing.discard(id(node))
-        elif node._bf_batch != "single":
+        elif node._bf_batch != SINGLE:
             self.lines.append(f'{indent}{node_id}[["{label}"]]')
         else:
             self.lines.append(f'{indent}{node_id}["{label}"]')
