@@ -303,9 +303,8 @@ def test_a_sync_flow_is_traced_too(spans):
 
 def test_jsonl_lines_are_the_records_json_would_write(tmp_path):
     from braidflow._events import make_event
-    from braidflow.tracing._jsonl import event_record
+    from braidflow.tracing._jsonl import event_line, event_record
 
-    trace = JSONLTrace(tmp_path / "t.jsonl")
     samples = [
         make_event("run_start", "abc", "main", ("main",), 1.5),
         make_event(
@@ -317,7 +316,20 @@ def test_jsonl_lines_are_the_records_json_would_write(tmp_path):
         make_event("emit", "abc", "é", ("é",), 3.0, None, None, None, None, object),
     ]
     for event in samples:
-        assert json.loads(trace._line(event)) == json.loads(
+        assert json.loads(event_line(event)) == json.loads(
             json.dumps(event_record(event), default=repr)
         )
-    trace.close()
+
+
+def test_jsonl_trace_escapes_a_run_id_with_quotes(tmp_path):
+    from braidflow import MemoryStore, recorded_events
+
+    store = MemoryStore()
+    with JSONLTrace(tmp_path / "t.jsonl") as trace:
+        Flow(start=Node()).run(
+            {}, observers=[trace], store=store, run_id='a"b\\c', record_events=True
+        )
+    records = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert records
+    assert {record["run_id"] for record in records} == {'a"b\\c'}
+    assert {event.run_id for event in recorded_events(store, 'a"b\\c')} == {'a"b\\c'}

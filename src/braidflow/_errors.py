@@ -212,6 +212,17 @@ class Suspended(BraidflowError):
         self.prompt = prompt
 
 
+def describe_error(error: BaseException | None, *, whole: bool = False) -> str:
+    """An error as ``Type: message`` (just ``Type`` when it has no message; ``""``
+    for ``None``): the message's first line, or all of it with ``whole=True``."""
+    if error is None:
+        return ""
+    message = str(error)
+    if message and not whole:
+        message = message.splitlines()[0]
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
 def add_note(error: BaseException, text: str) -> None:
     """Attach a braidflow note to ``error`` unless the same note is already there."""
     note = _NOTE_PREFIX + text

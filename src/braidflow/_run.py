@@ -9,7 +9,6 @@ awaitable ``run(shared)`` returns where an event loop is already running.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 import uuid
@@ -28,7 +27,7 @@ from ._durable import (
     TrackingDict,
     describe_graph,
 )
-from ._errors import InvalidParameterError, ResumeError, Suspended, add_note
+from ._errors import InvalidParameterError, ResumeError, Suspended, add_note, describe_error
 from ._events import Event, make_event
 from ._store import Store, this_owner
 from ._threads import enter_run, leave_run
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ITEM",
     "PATH",
+    "RESUME_HINT",
     "RUN",
     "PendingRun",
     "Run",
@@ -55,6 +55,10 @@ RUN: ContextVar[Run | None] = ContextVar("braidflow_run", default=None)
 # the batch item being run.
 PATH: ContextVar[tuple[str, ...]] = ContextVar("braidflow_path", default=())
 ITEM: ContextVar[int | None] = ContextVar("braidflow_item", default=None)
+
+# The words of the note a failed durable run's error gets that say how to
+# resume it in Python (the command line, which says its own, drops that note).
+RESUME_HINT = "fix the cause and resume it with flow.resume("
 
 Deliver = Callable[[Event], None]
 
@@ -268,17 +272,18 @@ class _EventRecorder:
     """Keeps a durable run's events in its store (``record_events=True``)."""
 
     def __init__(self, store: Any, run_id: str) -> None:
+        from .tracing._jsonl import event_line  # stdlib only, like this module
+
         self.store, self.run_id = store, run_id
         self.buffer: list[str] = []
         self.lock = threading.Lock()
+        self.line = event_line
 
     def __repr__(self) -> str:
         return "<the store's event log>"
 
     def on_event(self, event: Event) -> None:
-        from .tracing._jsonl import event_record  # stdlib only, like this module
-
-        text = json.dumps(event_record(event), default=repr)
+        text = self.line(event)
         with self.lock:
             self.buffer.append(text)
             if event.kind != "run_end" and len(self.buffer) < 500:
@@ -486,13 +491,12 @@ class RunScope:
             ) from None
         status = "failed" if isinstance(error, Exception) else "interrupted"
         where = durable.where_failed(error)
-        said = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        store.finish(run_id, status, node=where, error=said)
+        store.finish(run_id, status, node=where, error=describe_error(error, whole=True))
         if isinstance(error, Exception):
             add_note(
                 error,
-                f"run {run_id!r} is stored as {status} in {store!r}; fix the cause and resume "
-                f"it with flow.resume({run_id!r}, store=...)",
+                f"run {run_id!r} is stored as {status} in {store!r}; {RESUME_HINT}"
+                f"{run_id!r}, store=...)",
             )
 
 

@@ -29,6 +29,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ._errors import describe_error
+from ._run import RESUME_HINT
+
 __all__ = ["main"]
 
 DEFAULT_STORE = "braidflow.db"
@@ -51,7 +54,7 @@ def load_target(spec: str) -> Any:
     if not where or not name.isidentifier():
         raise UsageError(f"TARGET {spec!r} should be path/to/file.py:name or package.module:name")
     module = _load_module(where)
-    shown = where if where.endswith(".py") else f"module {where}"
+    shown = where if _is_path(where) else f"module {where}"
     if not hasattr(module, name):
         nodes = {
             attr: value
@@ -85,7 +88,7 @@ def load_target(spec: str) -> Any:
         try:
             target = target()
         except Exception as error:
-            raise UsageError(f"{name}() in {shown} failed: {_one_line(error)}") from error
+            raise UsageError(f"{name}() in {shown} failed: {describe_error(error)}") from error
     if not isinstance(target, BaseNode):
         kind = type(target).__name__
         raise UsageError(
@@ -96,8 +99,13 @@ def load_target(spec: str) -> Any:
     return target
 
 
+def _is_path(where: str) -> bool:
+    """Tell whether TARGET's part before the colon is a file (else a module)."""
+    return where.endswith(".py") or "/" in where or os.sep in where
+
+
 def _load_module(where: str) -> Any:
-    if where.endswith(".py") or "/" in where or os.sep in where:
+    if _is_path(where):
         path = Path(where)
         if not path.is_file():
             raise UsageError(f"no file {where!r}")
@@ -111,7 +119,7 @@ def _load_module(where: str) -> Any:
         try:
             spec.loader.exec_module(module)
         except Exception as error:
-            raise UsageError(f"importing {where} failed: {_one_line(error)}") from error
+            raise UsageError(f"importing {where} failed: {describe_error(error)}") from error
         return module
     sys.path.insert(0, os.getcwd())
     try:
@@ -119,9 +127,9 @@ def _load_module(where: str) -> Any:
     except ModuleNotFoundError as error:
         if error.name is not None and where.startswith(error.name):
             raise UsageError(f"no module {where!r} (from {os.getcwd()})") from error
-        raise UsageError(f"importing {where} failed: {_one_line(error)}") from error
+        raise UsageError(f"importing {where} failed: {describe_error(error)}") from error
     except Exception as error:
-        raise UsageError(f"importing {where} failed: {_one_line(error)}") from error
+        raise UsageError(f"importing {where} failed: {describe_error(error)}") from error
 
 
 # -- input and output -----------------------------------------------------------------
@@ -184,11 +192,6 @@ def _prompt_lines(prompt: Any) -> list[str]:
     return [json.dumps(_plain(prompt), default=repr)]
 
 
-def _one_line(error: BaseException) -> str:
-    message = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
-
-
 def _say(text: str) -> None:
     print(f"braidflow: {text}", file=sys.stderr, flush=True)
 
@@ -214,7 +217,7 @@ def open_store(path: Path, *, create: bool) -> Any:
 def remember_target(path: Path, run_id: str, target: str) -> None:
     """Keep which TARGET started a run, in the store's file, for ``resume``."""
     where, _, name = target.rpartition(":")
-    if where.endswith(".py") or "/" in where or os.sep in where:
+    if _is_path(where):
         target = f"{Path(where).resolve()}:{name}"
     with sqlite3.connect(path) as db:
         db.execute(
@@ -240,7 +243,7 @@ def remembered_target(path: Path, run_id: str) -> str | None:
     if row is None:
         return None
     target, directory = row
-    if not target.rpartition(":")[0].endswith(".py"):
+    if not _is_path(target.rpartition(":")[0]):
         os.chdir(directory)  # a module target is found from where it was run
     return str(target)
 
@@ -289,7 +292,8 @@ def _finish(args: argparse.Namespace, run: Any, store_path: Path | None, run_id:
             _say("stopped")
         return EXIT_INTERRUPTED
     except (StoreError, ResumeError) as error:  # the wrong run, or the wrong flow for it
-        raise UsageError(_one_line(error).partition(": ")[2] or str(error)) from error
+        message = str(error)
+        raise UsageError((message.splitlines() or [""])[0] or message) from error
     except RunError as error:
         if str(error).startswith("braidflow.interrupt() needs a durable run"):
             raise UsageError(
@@ -316,9 +320,9 @@ def _failed(args: argparse.Namespace, error: Exception, resume_hint: str | None)
     if args.debug:
         traceback.print_exc()
     else:
-        _say(f"the run failed: {_one_line(error)}")
+        _say(f"the run failed: {describe_error(error)}")
         for note in getattr(error, "__notes__", ()):
-            if "flow.resume(" not in note:
+            if RESUME_HINT not in note:
                 print(f"  {note}", file=sys.stderr)
     if resume_hint:
         _say(f"fix the cause, then: {resume_hint}")
@@ -351,7 +355,7 @@ def command_run(args: argparse.Namespace) -> int:
         store_path = _store_path(args)
         store = open_store(store_path, create=True)
         run_id = args.run_id or _new_run_id()
-        if _has_run(store, run_id):
+        if _stored_run(store, run_id) is not None:
             raise UsageError(
                 f"run id {run_id!r} is already used in {str(store_path)!r}; choose another, "
                 f"or resume it: braidflow resume {run_id} --store {store_path}"
@@ -365,16 +369,6 @@ def command_run(args: argparse.Namespace) -> int:
         return shared
 
     return _finish(args, run, store_path, run_id)
-
-
-def _has_run(store: Any, run_id: str) -> bool:
-    from . import StoreError
-
-    try:
-        store.get(run_id)
-    except StoreError:
-        return False
-    return True
 
 
 def _new_run_id() -> str:
@@ -410,15 +404,21 @@ def command_resume(args: argparse.Namespace) -> int:
     return _finish(args, run, store_path, args.run_id)
 
 
-def _known_run(store: Any, run_id: str, path: Path) -> Any:
+def _stored_run(store: Any, run_id: str) -> Any:
+    """The store's record of the run, or ``None`` if it has no such run."""
     from . import StoreError
 
     try:
         return store.get(run_id)
     except StoreError:
-        raise UsageError(
-            f"no run {run_id!r} in {str(path)!r} (braidflow runs lists them)"
-        ) from None
+        return None
+
+
+def _known_run(store: Any, run_id: str, path: Path) -> Any:
+    record = _stored_run(store, run_id)
+    if record is None:
+        raise UsageError(f"no run {run_id!r} in {str(path)!r} (braidflow runs lists them)")
+    return record
 
 
 def command_graph(args: argparse.Namespace) -> int:

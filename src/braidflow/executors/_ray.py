@@ -1,10 +1,10 @@
 """RayExecutor: each batch item's exec runs as a Ray task.
 
 The node is stripped of what stays in the driver (its successors, limiters
-and executor), checked to pickle, and put in Ray's object store once per
-batch; each item then is one task that calls exec on it and sends back the
-result, or the exception exec raised. Ray must be installed
-(``pip install 'braidflow[ray]'``).
+and executor) and put in Ray's object store once per batch (if it cannot be
+pickled, the error names the attribute at fault); each item then is one task
+that calls exec on it and sends back the result, or the exception exec raised.
+Ray must be installed (``pip install 'braidflow[ray]'``).
 """
 
 from __future__ import annotations
@@ -145,9 +145,12 @@ class RayExecutor:
                 node=node._display_name(),
             )
         shipped = _remote_copy(node)
-        _check_pickles(shipped, node)
         self.start()
-        stored = ray.put(shipped)
+        try:
+            stored = ray.put(shipped)  # pickles it: the check, with no second pickling
+        except Exception:
+            _check_pickles(shipped, node)  # names what cannot be pickled
+            raise  # it pickles: Ray failed for another reason
         return _RayDispatch(self._task, stored, method, node._bf_plan.exec_coro, node)
 
 
@@ -163,6 +166,8 @@ def _remote_copy(node: Any) -> Any:
 
 
 def _check_pickles(shipped: Any, node: Any) -> None:
+    """Raise InvalidParameterError, naming the attribute at fault, if the node
+    cannot be pickled."""
     try:
         _pickled(shipped)
     except Exception as error:
@@ -254,10 +259,10 @@ def _run_exec(node: Any, method: str, args: tuple[Any, ...], attempt: int, coro:
     """The task: call exec on the node in this worker; send back its outcome."""
     node.__dict__["_bf_cur_retry"] = attempt
     call = getattr(node, method)
-    where = f"{socket.gethostname()} (pid {os.getpid()})"
     try:
         result = _run_coroutine(call(*args)) if coro else call(*args)
     except Exception as error:
+        where = f"{socket.gethostname()} (pid {os.getpid()})"
         add_note(error, f"raised in a Ray task on {where}")
         try:
             _pickled(error)

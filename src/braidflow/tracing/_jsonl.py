@@ -10,13 +10,12 @@ from typing import Any
 from .._events import Event
 from ._files import writable_path
 
-__all__ = ["JSONLTrace", "event_record"]
+__all__ = ["JSONLTrace", "event_line", "event_record"]
 
 
 def event_record(event: Event) -> dict[str, Any]:
     """An event as plain JSON data: the ``Event`` field names as keys, the error
     as its type and message, ``data`` as is when JSON can hold it."""
-    error = event.error
     return {
         "kind": event.kind,
         "run_id": event.run_id,
@@ -26,9 +25,13 @@ def event_record(event: Event) -> dict[str, Any]:
         "item": event.item,
         "attempt": event.attempt,
         "duration": event.duration,
-        "error": None if error is None else {"type": type(error).__name__, "message": str(error)},
+        "error": _error_record(event.error),
         "data": event.data,
     }
+
+
+def _error_record(error: BaseException | None) -> dict[str, str] | None:
+    return None if error is None else {"type": type(error).__name__, "message": str(error)}
 
 
 def _dumps(value: Any) -> str:
@@ -37,6 +40,35 @@ def _dumps(value: Any) -> str:
 
 def _number(value: float | None) -> str:
     return "null" if value is None else repr(value)
+
+
+# Kinds, run ids, names and paths, each encoded once: most of an event is
+# text seen before. Shared by every trace and event log; a dict's get and
+# set are atomic, so threads need no lock (at worst two encode one value).
+_encoded: dict[Any, str] = {}
+
+
+def _json(value: Any) -> str:
+    encoded = _encoded.get(value)
+    if encoded is None:
+        if len(_encoded) > 10_000:
+            _encoded.clear()
+        encoded = _encoded[value] = _dumps(list(value) if type(value) is tuple else value)
+    return encoded
+
+
+def event_line(event: Event) -> str:
+    """An event as one line of JSON: the object ``json.dumps(event_record(event),
+    default=repr)`` writes, assembled from parts (names and ids encoded once)."""
+    error, data = event.error, event.data
+    return (
+        f'{{"kind": {_json(event.kind)}, "run_id": {_json(event.run_id)}, '
+        f'"node": {_json(event.node)}, "path": {_json(event.path)}, '
+        f'"time": {event.time!r}, "item": {_number(event.item)}, '
+        f'"attempt": {_number(event.attempt)}, "duration": {_number(event.duration)}, '
+        f'"error": {"null" if error is None else _dumps(_error_record(error))}, '
+        f'"data": {"null" if data is None else _dumps(data)}}}'
+    )
 
 
 class JSONLTrace:
@@ -59,35 +91,13 @@ class JSONLTrace:
         self.path = writable_path(path, "JSONLTrace")
         self._file = open(self.path, "w", encoding="utf-8", buffering=1 << 16)
         self._lock = threading.Lock()
-        self._encoded: dict[Any, str] = {}  # names and paths, encoded once
 
     def __repr__(self) -> str:
         return f"JSONLTrace({str(self.path)!r})"
 
-    def _json(self, value: Any) -> str:
-        encoded = self._encoded.get(value)
-        if encoded is None:
-            if len(self._encoded) > 10_000:
-                self._encoded.clear()
-            encoded = self._encoded[value] = _dumps(list(value) if type(value) is tuple else value)
-        return encoded
-
-    def _line(self, event: Event) -> str:
-        # The same object as json.dumps(event_record(event)) would write,
-        # assembled from parts: most of an event is names seen before.
-        error = event.error
-        return (
-            f'{{"kind": "{event.kind}", "run_id": "{event.run_id}", '
-            f'"node": {self._json(event.node)}, "path": {self._json(event.path)}, '
-            f'"time": {event.time!r}, "item": {_number(event.item)}, '
-            f'"attempt": {_number(event.attempt)}, "duration": {_number(event.duration)}, '
-            f'"error": {"null" if error is None else _dumps(event_record(event)["error"])}, '
-            f'"data": {"null" if event.data is None else _dumps(event.data)}}}'
-        )
-
     def on_event(self, event: Event) -> None:
         """Take one event of a run (the observer protocol)."""
-        line = self._line(event)
+        line = event_line(event)
         with self._lock:
             self._file.write(line)
             self._file.write("\n")

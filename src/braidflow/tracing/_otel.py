@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any
 
+from .._errors import describe_error
 from .._events import Event
 
 __all__ = ["OpenTelemetry"]
@@ -114,7 +115,7 @@ class _RunSpans:
         else:
             span.set_attribute("braidflow.outcome", "error")
             span.record_exception(error)
-            span.set_status(status(code.ERROR, f"{type(error).__name__}: {error}"))
+            span.set_status(status(code.ERROR, describe_error(error, whole=True)))
         span.end(end_time=self.ns(event.time))
 
     def handle(self, event: Event) -> None:

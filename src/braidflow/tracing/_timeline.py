@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .._errors import describe_error
 from .._events import Event
 from ._files import writable_path
 
@@ -36,13 +37,6 @@ def _outcome(error: BaseException | None) -> int:
     if isinstance(error, asyncio.CancelledError):
         return CANCELLED
     return FAILED
-
-
-def _describe_error(error: BaseException | None) -> str:
-    if error is None:
-        return ""
-    message = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 def _ms(seconds: float) -> str:
@@ -99,7 +93,7 @@ def timeline_data(events: list[Event]) -> dict[str, Any]:
             shape = BRANCH if kind == "branch_end" else NODE
             text = f"{'branch ' if shape == BRANCH else ''}{' / '.join(path)} · {_ms(at - began)}"
             if event.error is not None:
-                text += f" · {_describe_error(event.error)}"
+                text += f" · {describe_error(event.error)}"
             build.spans.append([lane, began, at, shape, _outcome(event.error), build.note(text)])
         elif kind == "item_start" and event.item is not None:
             open_items[(path, event.item)] = (at, build.item_lane(path, event.item))
@@ -110,7 +104,7 @@ def timeline_data(events: list[Event]) -> dict[str, Any]:
             if tries > 1:
                 text += f" · {tries} attempts"
             if event.error is not None:
-                text += f" · {_describe_error(event.error)}"
+                text += f" · {describe_error(event.error)}"
             build.spans.append([lane, began, at, ITEM, _outcome(event.error), build.note(text)])
         elif kind == "limiter_wait":
             lane = _lane_at(build, path, event.item)
@@ -123,12 +117,12 @@ def timeline_data(events: list[Event]) -> dict[str, Any]:
             attempts[key] = attempts.get(key, 0) + 1
             delay = (event.data or {}).get("delay", 0)
             text = (
-                f"attempt {(event.attempt or 0) + 1} failed: {_describe_error(event.error)}"
+                f"attempt {(event.attempt or 0) + 1} failed: {describe_error(event.error)}"
                 f" · retry in {_ms(delay)}"
             )
             build.marks.append([_lane_at(build, path, event.item), at, RETRY, build.note(text)])
         elif kind == "error":
-            text = f"error: {_describe_error(event.error)}"
+            text = f"error: {describe_error(event.error)}"
             build.marks.append([_lane_at(build, path, event.item), at, ERROR, build.note(text)])
         elif kind == "emit":
             shown = repr(event.data)
@@ -148,7 +142,7 @@ def timeline_data(events: list[Event]) -> dict[str, Any]:
             "id": start_event.run_id,
             "name": start_event.node,
             "duration": end,
-            "error": _describe_error(run_error),
+            "error": describe_error(run_error),
             "items": len(item_spans),
             "failed": sum(1 for span in item_spans if span[4] == FAILED),
             "retries": sum(1 for mark in build.marks if mark[2] == RETRY),
