@@ -12,10 +12,10 @@ from braidflow import MemoryStore, RunRecord, SQLiteStore, Store, StoreError
 from braidflow._store import Checkpoint, this_owner
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "sqlite-durable", "memory"])
 def store(request, tmp_path):
-    if request.param == "sqlite":
-        made = SQLiteStore(tmp_path / "runs.db")
+    if request.param.startswith("sqlite"):
+        made = SQLiteStore(tmp_path / "runs.db", durable=request.param == "sqlite-durable")
         yield made
         made.close()
     else:

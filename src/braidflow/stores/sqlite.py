@@ -1,13 +1,17 @@
 """SQLiteStore: durable runs in one SQLite file (stdlib ``sqlite3``, WAL mode).
 
-Every checkpoint is committed before the engine goes on, so a process killed
-at any point loses no finished node and no finished item. By default commits
-are not synced to disk (they survive the process dying, not the machine);
-``durable=True`` syncs each one and survives power loss too.
+Every checkpoint reaches the operating system before the engine goes on, so
+a process killed at any point loses no finished node and no finished item.
+A run's checkpoints are appended to a log file of the run (see
+``_runlog``) and folded into the database in batches: a system call each,
+not a commit each. Whoever resumes a run whose process died folds what its
+log holds first. ``durable=True`` commits each checkpoint to the database
+and syncs it to disk: it survives power loss too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -28,10 +32,11 @@ from .._store import (
     run_id_taken,
     shown_status,
 )
+from ._runlog import RunLog, read_log, unpack
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs.folded, for run logs
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS braidflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -46,7 +51,8 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT,
     prompt TEXT,
     owner TEXT,
-    initial BLOB NOT NULL
+    initial BLOB NOT NULL,
+    folded INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     seq INTEGER PRIMARY KEY,
@@ -67,6 +73,13 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_of_run ON events (run_id, seq);
 """
+
+# A run's log is folded into the database once it holds this many rows or
+# bytes, or has held rows for this long: the database then lags the run by
+# at most about that much (the log holds the rest; folding it again is safe).
+_FOLD_ROWS = 1000
+_FOLD_BYTES = 4 << 20
+_FOLD_SECONDS = 1.0
 
 _INSERT_CHECKPOINT = (
     "INSERT INTO checkpoints (run_id, kind, frame, position, node, node_class, action, payload) "
@@ -101,6 +114,9 @@ class SQLiteStore:
         self.path = Path(path)
         self.serializer = serializer
         self._lock = threading.Lock()
+        self._durable = durable
+        self._logs: dict[str, RunLog] = {}  # the runs this object writes, by id
+        self._absolute = Path(os.path.abspath(self.path))  # logs stay put if the cwd changes
         if not self.path.parent.is_dir():
             raise StoreError(
                 f"SQLiteStore: the directory of {str(self.path)!r} does not exist; create it first"
@@ -140,6 +156,11 @@ class SQLiteStore:
                     f"SQLiteStore: {str(self.path)!r} was written by a newer braidflow (store "
                     f"schema {row[0]}, this one reads {SCHEMA_VERSION}); upgrade braidflow"
                 )
+            elif int(row[0]) == 1:  # before run logs: every row is in the database
+                db.execute("ALTER TABLE runs ADD COLUMN folded INTEGER NOT NULL DEFAULT 0")
+                db.execute(
+                    "UPDATE braidflow_meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),)
+                )
 
     def _transaction(self) -> Any:
         return _Transaction(self._db)
@@ -148,9 +169,15 @@ class SQLiteStore:
         return f"SQLiteStore({str(self.path)!r})"
 
     def close(self) -> None:
-        """Close the database connection."""
+        """Fold the logs of runs still going into the database, and close it.
+        (Such a run then stops at its next checkpoint; it can be resumed.)"""
         with self._lock:
-            self._db.close()
+            try:
+                for run_id in list(self._logs):
+                    self._fold(run_id)
+                    self._logs.pop(run_id).close()
+            finally:
+                self._db.close()
 
     def __enter__(self) -> SQLiteStore:
         return self
@@ -187,39 +214,107 @@ class SQLiteStore:
                 "VALUES (?, ?, ?, 'running', ?, ?, ?)",
                 (run_id, flow, graph, started, owner, initial),
             )
+            self._open_log(run_id, 0)
             return RunRecord(run_id, flow, "running", started, owner=owner)
 
     def claim(self, run_id: str, owner: str) -> tuple[RunRecord, str, bytes, list[Checkpoint]]:
         """Take a stored run over to resume it (see `Store`)."""
-        with self._lock, self._transaction():
-            shown = check_claim(self._row(run_id), owner)
-            self._db.execute(
-                "UPDATE runs SET status='running', owner=?, ended=NULL, node=NULL, error=NULL, "
-                "prompt=NULL WHERE run_id=?",
-                (owner, run_id),
-            )
-            graph, initial = self._db.execute(
-                "SELECT graph, initial FROM runs WHERE run_id=?", (run_id,)
-            ).fetchone()
-            rows = [
-                Checkpoint(*row)
-                for row in self._db.execute(
-                    "SELECT kind, frame, position, node, node_class, action, payload "
-                    "FROM checkpoints WHERE run_id=? ORDER BY seq",
-                    (run_id,),
+        with self._lock:
+            self._fold_all()
+            with self._transaction():
+                shown = check_claim(self._row(run_id), owner)
+                # What the run's last process logged and did not fold: in first.
+                folded = self._db.execute(
+                    "SELECT folded FROM runs WHERE run_id=?", (run_id,)
+                ).fetchone()[0]
+                logged, folded = read_log(self._log_path(run_id), folded)
+                self._insert(run_id, logged, folded)
+                self._db.execute(
+                    "UPDATE runs SET status='running', owner=?, ended=NULL, node=NULL, "
+                    "error=NULL, prompt=NULL WHERE run_id=?",
+                    (owner, run_id),
                 )
-            ]
+                graph, initial = self._db.execute(
+                    "SELECT graph, initial FROM runs WHERE run_id=?", (run_id,)
+                ).fetchone()
+                rows = [
+                    unpacked
+                    for row in self._db.execute(
+                        "SELECT kind, frame, position, node, node_class, action, payload "
+                        "FROM checkpoints WHERE run_id=? ORDER BY seq",
+                        (run_id,),
+                    )
+                    for unpacked in unpack(Checkpoint(*row))
+                ]
+                self._open_log(run_id, folded)
             return shown, graph, initial, rows
 
     def append(self, run_id: str, rows: list[Checkpoint]) -> None:
-        """Add checkpoint rows atomically, after those already there."""
-        if len(rows) == 1:  # one statement is a transaction of its own
-            row = rows[0]
-            with self._lock:
-                self._db.execute(_INSERT_CHECKPOINT, (run_id, *row))
+        """Add checkpoint rows atomically, after those already there: to the
+        run's log if this object writes one, else to the database."""
+        with self._lock:
+            log = self._logs.get(run_id)
+            if log is None:
+                with self._transaction():
+                    self._insert(run_id, rows)
+                return
+            if not rows:
+                return
+            try:
+                log.write(rows)
+            except OSError as error:
+                raise StoreError(
+                    f"{self!r}: cannot write the log of run {run_id!r} ({error})", run_id=run_id
+                ) from error
+            if (
+                log.count >= _FOLD_ROWS
+                or log.size >= _FOLD_BYTES
+                or time.monotonic() - log.folded_at >= _FOLD_SECONDS
+            ):
+                self._fold(run_id)
+
+    # -- run logs (the caller holds the lock) --------------------------------------
+
+    def _log_path(self, run_id: str) -> Path:
+        digest = hashlib.sha256(run_id.encode()).hexdigest()[:24]
+        return self._absolute.with_name(f"{self._absolute.name}-run-{digest}.log")
+
+    def _open_log(self, run_id: str, rank: int) -> None:
+        if self._durable:  # every row is committed (and synced) as it comes
             return
-        with self._lock, self._transaction():
+        old = self._logs.pop(run_id, None)
+        if old is not None:
+            os.close(old.fd)
+        try:
+            self._logs[run_id] = RunLog(self._log_path(run_id), rank)
+        except OSError as error:
+            raise StoreError(
+                f"{self!r}: cannot make the log of run {run_id!r} ({error}); the store's "
+                "directory must be writable",
+                run_id=run_id,
+            ) from error
+
+    def _insert(self, run_id: str, rows: list[Checkpoint], folded: int | None = None) -> None:
+        """Add rows (in a transaction the caller opened), and how many records
+        of the run's log the database now holds."""
+        if rows:
             self._db.executemany(_INSERT_CHECKPOINT, [(run_id, *row) for row in rows])
+        if folded is not None:
+            self._db.execute("UPDATE runs SET folded=? WHERE run_id=?", (folded, run_id))
+
+    def _fold(self, run_id: str) -> None:
+        """Put what the run's log holds into the database."""
+        log = self._logs[run_id]
+        packed = log.packed()
+        if packed is None:
+            return
+        with self._transaction():
+            self._insert(run_id, [packed], log.rank)
+        log.folded()
+
+    def _fold_all(self) -> None:
+        for run_id in self._logs:
+            self._fold(run_id)
 
     def finish(
         self,
@@ -231,28 +326,38 @@ class SQLiteStore:
         prompt: Any = None,
         ended: float | None = None,
     ) -> None:
-        """Record how the run ended (see `Store`)."""
-        with self._lock, self._transaction():
-            self._db.execute(
-                "UPDATE runs SET status=?, ended=?, node=?, error=?, prompt=? WHERE run_id=?",
-                (
-                    status,
-                    time.time() if ended is None else ended,
-                    node,
-                    error,
-                    None if prompt is None else prompt_text(prompt),
-                    run_id,
-                ),
-            )
+        """Record how the run ended (see `Store`); its log is folded in."""
+        with self._lock:
+            log = self._logs.get(run_id)
+            with self._transaction():
+                packed = None if log is None else log.packed()
+                if packed is not None:
+                    self._insert(run_id, [packed], log.rank)  # type: ignore[union-attr]
+                self._db.execute(
+                    "UPDATE runs SET status=?, ended=?, node=?, error=?, prompt=? WHERE run_id=?",
+                    (
+                        status,
+                        time.time() if ended is None else ended,
+                        node,
+                        error,
+                        None if prompt is None else prompt_text(prompt),
+                        run_id,
+                    ),
+                )
+            if log is not None:
+                del self._logs[run_id]
+                log.close()
 
     def get(self, run_id: str) -> RunRecord:
         """One run's record, its status as listed."""
         with self._lock:
+            self._fold_all()  # what this process wrote shows at once
             return shown_status(self._row(run_id))
 
     def runs(self, status: str | None = None) -> list[RunRecord]:
         """The runs, oldest first; only those with ``status`` if given."""
         with self._lock:
+            self._fold_all()
             rows = self._db.execute(f"{self._RECORD} ORDER BY r.started").fetchall()
         records = [shown_status(_record(row)) for row in rows]
         return [record for record in records if status is None or record.status == status]
@@ -297,6 +402,6 @@ def _record(row: tuple[Any, ...]) -> RunRecord:
     """A RunRecord from a row of ``SQLiteStore._RECORD``."""
     prompt = json.loads(row[7]) if row[7] is not None else None
     node = row[5]
-    if node is None and row[9] is not None:
-        node = row_path(row[9], row[10], row[11])
+    if node is None and row[9] is not None:  # a packed row's node is its last row's path
+        node = row[11] if row[9] == "packed" else row_path(row[9], row[10], row[11])
     return RunRecord(row[0], row[1], row[2], row[3], row[4], node, row[6], prompt, row[8])
