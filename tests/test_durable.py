@@ -807,3 +807,56 @@ async def test_a_resumed_run_can_be_cancelled_and_resumed_again(store):
     )
     gate.set()
     assert await flow.resume_async("r", store=store) == {"a": 1, "waited": True}
+
+
+class FailsOnThree(AsyncParallelBatchNode):
+    async def prep_async(self, shared):
+        return list(range(5))
+
+    async def exec_async(self, item):
+        if item == 3:
+            raise ValueError("item 3")
+        return item
+
+
+class CancelsItself(AsyncParallelBatchNode):
+    async def prep_async(self, shared):
+        return [0]
+
+    async def exec_async(self, item):
+        raise asyncio.CancelledError  # its own: the item's failure, not the run's
+
+
+@pytest.mark.parametrize("bound", [None, 2])
+async def test_a_durable_batch_labels_an_item_failure_as_a_plain_one_does(store, bound):
+    flow = AsyncFlow(start=FailsOnThree(max_concurrency=bound, name="items"))
+    with pytest.raises(ValueError, match="item 3") as caught:
+        await flow.run_async({}, store=store, run_id="r")
+    assert "braidflow: node 'items' (FailsOnThree) failed on item 3" in caught.value.__notes__
+    flow = AsyncFlow(start=CancelsItself(max_concurrency=bound, name="cancels"))
+    with pytest.raises(bf.NodeCancelledError) as cancelled:
+        await flow.run_async({}, store=store, run_id="s")
+    assert cancelled.value.item_index == 0
+    assert [store.get(run).status for run in ("r", "s")] == ["failed", "failed"]
+
+
+@pytest.mark.parametrize(
+    "item",
+    [0, 7, -12, 2**70, "", "plain", 'quote " and \\ slash', "é ü ☃ \U0001f600", "\n\t\x00"],
+)
+def test_an_item_s_fingerprint_is_the_crc_of_its_json(item):
+    import zlib
+
+    from braidflow._durable import _JSON, Codec, fingerprint
+
+    assert fingerprint(Codec("json"), item) == zlib.crc32(_JSON(item).encode())
+
+
+@pytest.mark.parametrize("result", [0, -5, 2**80, True, None, 2.5, "text", [1, {"a": "b"}]])
+async def test_an_item_s_result_is_queued_as_json_writes_it(result):
+    from braidflow._durable import Durable
+
+    durable = Durable(MemoryStore(), "r")
+    durable.queue_item(("stage", 1), 4, 99, result, Node(name="n"))
+    (queued,) = durable._pending_items[("stage", 1)][1]
+    assert queued == json.dumps([4, 99, result], separators=(",", ":")).encode()

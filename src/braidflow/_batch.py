@@ -14,6 +14,7 @@ import os
 import types
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from ._attempt import cancelled_error, own_cancellation
@@ -140,19 +141,39 @@ async def _closing(items: Any) -> AsyncIterator[None]:
 
 
 def _wrapped(
-    node: Any, run_item: Any, items: Any, is_async: bool, observe: bool, checkpoint: bool
+    node: Any,
+    run_item: Any,
+    items: Any,
+    is_async: bool,
+    observe: bool,
+    checkpoint: bool,
+    direct: Callable[[Any], Coroutine[Any, Any, Any]] | None = None,
+    reused: bool = True,
 ) -> Any:
     """The per-item function with what the run needs around it: events, if it
     is observed; checkpoints (outermost, so replayed items emit nothing), if
-    it is durable. Unchanged for a plain run."""
+    it is durable. Unchanged for a plain run. ``direct``: the node's bare exec,
+    which checkpoints of items nobody observes call instead of ``run_item``.
+    ``reused``: whether what runs an item goes on to another (a worker)."""
     run = RUN.get()
     if run is None:
         return run_item
     if observe and run.observers:
         run_item = observe_items(run, node, run_item, items, is_async)
+        direct = None
     if checkpoint and run.durable is not None:
-        run_item = checkpointed_items(run.durable, node, run_item, is_async)
+        failed = None if direct is None else partial(_direct_failed, node)
+        return checkpointed_items(run.durable, node, run_item, is_async, direct, failed, reused)
     return run_item
+
+
+def _direct_failed(node: Any, error: BaseException, index: int) -> BaseException:
+    """What a failure of a node's bare exec on item ``index`` becomes: the
+    error, noted with the index; a stray cancellation, the item's failure."""
+    if isinstance(error, asyncio.CancelledError):
+        return own_cancellation(node, error, index)
+    add_note(error, f"{node._describe()} failed on item {index}")
+    return error
 
 
 def _items_recorded() -> None:
@@ -257,7 +278,7 @@ async def run_parallel_async(
     """
     limit = _bound(node)
     collect = node._bf_on_error == "collect"
-    wrapped = _wrapped(node, run_item, items, True, observe, checkpoint)
+    wrapped = _wrapped(node, run_item, items, True, observe, checkpoint, direct, limit is not None)
     if wrapped is not run_item:  # items emit events or checkpoints: no bare exec then
         run_item, direct = wrapped, None
     results: list[Any] = []
@@ -286,10 +307,10 @@ async def run_parallel_async(
             if keep:
                 results[index] = value
         except Exception as error:
-            add_note(error, f"{node._describe()} failed on item {index}")
+            _direct_failed(node, error, index)  # notes the index
             raise
         except asyncio.CancelledError as cancel:
-            raise own_cancellation(node, cancel, index) from cancel
+            raise _direct_failed(node, cancel, index) from cancel
 
     is_async_source = hasattr(items, "__aiter__")
     try:

@@ -15,9 +15,10 @@ import json
 import json.encoder
 import pickle
 import threading
+import types
 import weakref
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -323,8 +324,17 @@ def changed_keys(
     return changes
 
 
+_ASCII = json.encoder.encode_basestring_ascii  # what the JSON encoder does to a str
+
+
 def fingerprint(codec: Codec, item: Any) -> int:
     """A stable checksum of a batch item, to tell whether prep gives the same items."""
+    if codec.kind == "json":  # the bytes of the item's JSON; ints and strs made directly
+        kind = type(item)
+        if kind is int:
+            return zlib.crc32(b"%d" % item)
+        if kind is str:
+            return zlib.crc32(_ASCII(item).encode())
     try:
         data = _JSON(item).encode() if codec.kind == "json" else codec.encode(item)
     except Exception:  # not serializable: only its type can be compared
@@ -644,6 +654,8 @@ class Durable:
         """``[index, fingerprint, result]``, encoded."""
         try:
             if self.codec.kind == "json":
+                if type(result) in _SCALARS:  # faithful as they are
+                    return b"[%d,%d,%b]" % (index, mark, _JSON(result).encode())
                 return b"[%d,%d,%b]" % (index, mark, self.codec.encode(result))
             return self.codec.encode([index, mark, result])
         except _UNSAVABLE as error:
@@ -676,16 +688,19 @@ class Durable:
         Raises:
             StoreError: If an earlier group commit failed; the batch stops.
         """
-        self.check_written()
-        payload = self._item_payload(index, mark, result, node)
+        if self._write_error is not None:
+            raise self._write_error
+        if type(result) is int and self.codec.kind == "json":
+            payload = b"[%d,%d,%d]" % (index, mark, result)
+        else:
+            payload = self._item_payload(index, mark, result, node)
         with self._queue_lock:
             queued = self._pending_items.get(batch)
-            if queued is None:
-                self._pending_items[batch] = (node, [payload])
-            else:
+            if queued is not None:
                 queued[1].append(payload)
-        if queued is None:
-            self._flush_soon()
+                return
+            self._pending_items[batch] = (node, [payload])
+        self._flush_soon()
 
     def check_written(self) -> None:
         """Raise the error of a failed group commit, if one failed.
@@ -799,11 +814,26 @@ class Durable:
         self.write([row])
 
 
-def checkpointed_items(durable: Durable, node: Any, run_item: Any, is_async: bool) -> Any:
+def checkpointed_items(
+    durable: Durable,
+    node: Any,
+    run_item: Any,
+    is_async: bool,
+    direct: Callable[[Any], Any] | None = None,
+    failed: Callable[[BaseException, int], BaseException] | None = None,
+    reused: bool = True,
+) -> Any:
     """Wrap a batch runner's per-item function: an item that finished before is
     not run again (its recorded result stands); one that finishes now is in
     the store before its worker goes on (in the event loop, written at the
-    loop's next turn with the others that finished meanwhile)."""
+    loop's next turn with the others that finished meanwhile).
+
+    ``direct``: the node's own exec coroutine function, to await instead of
+    ``run_item`` when nothing else applies to an item (the batch runner's
+    fast path); ``failed`` says what its failure on an item becomes.
+    ``reused``: whether the caller goes on to another item when this one
+    returns (a worker), which must wait until this one is in the store; a
+    task of its own per item need not."""
     stage = STEP.get()
     batch = (stage, id(node))
     codec = durable.codec
@@ -821,16 +851,28 @@ def checkpointed_items(durable: Durable, node: Any, run_item: Any, is_async: boo
             mark = fingerprint(codec, item)  # before exec, which may change the item
             token = where.set(f"{stage}[{index}]" if flow else index)
             try:
-                result = await run_item(item, index)
+                if direct is None:
+                    result = await run_item(item, index)
+                else:
+                    try:
+                        result = await direct(item)
+                    except Exception as error:
+                        failed(error, index)  # type: ignore[misc]  # notes the index
+                        raise
+                    except asyncio.CancelledError as cancel:
+                        raise failed(cancel, index) from cancel  # type: ignore[misc]
             finally:
                 where.reset(token)
             durable.queue_item(batch, index, mark, result, node)
+            if not reused:  # nothing else runs here: post waits for the commit
+                return result
             # A worker takes no other item until this one is in the store, so a
             # crash can only lose items in flight. The commit was queued
-            # (call_soon) before this task's next step: it has run when sleep(0)
-            # returns. No future per item.
-            await asyncio.sleep(0)
-            durable.check_written()
+            # (call_soon) before this task's next step: it has run when the
+            # yield returns. No future per item.
+            await _yield()
+            if durable._write_error is not None:
+                raise durable._write_error
             return result
 
         return item_async
@@ -848,6 +890,12 @@ def checkpointed_items(durable: Durable, node: Any, run_item: Any, is_async: boo
         return result
 
     return item_sync
+
+
+@types.coroutine
+def _yield() -> Generator[None, None, None]:
+    """Let the event loop turn once (``asyncio.sleep(0)``, without its coroutine)."""
+    yield
 
 
 def _action_text(action: Any, node: str) -> str | None:
