@@ -858,5 +858,66 @@ async def test_an_item_s_result_is_queued_as_json_writes_it(result):
 
     durable = Durable(MemoryStore(), "r")
     durable.queue_item(("stage", 1), 4, 99, result, Node(name="n"))
-    (queued,) = durable._pending_items[("stage", 1)][1]
+    (marker, queued) = durable._queued
+    assert marker[0] == ("stage", 1)
     assert queued == json.dumps([4, 99, result], separators=(",", ":")).encode()
+
+
+async def test_items_queued_while_a_thread_takes_the_queue_keep_their_batch():
+    """The loop queues items without the lock; a write from a thread takes what
+    is queued. Items queued after a take, with no marker of their own, are the
+    last marker's, and each batch's items end up in its own row."""
+    from braidflow._durable import Durable
+
+    store = MemoryStore()
+    store.create_run("r", "flow", "g", b"{}", "owner")
+    durable = Durable(store, "r")
+    first, second = Node(name="first"), Node(name="second")
+    a, b = ("a", 1), ("b", 2)  # a batch is one object for all its items
+    durable.queue_item(a, 0, 10, 0, first)
+    durable.queue_item(a, 1, 11, 1, first)
+    durable.write([])  # as a thread's write would: takes both
+    durable.queue_item(a, 2, 12, 2, first)  # after the take: no new marker
+    assert durable._queued == [b"[2,12,2]"]
+    durable.queue_item(b, 0, 20, 5, second)
+    durable.queue_item(a, 3, 13, 3, first)
+    durable.flush()
+    rows = [(row.frame, row.node, json.loads(row.payload)) for row in store._rows["r"]]
+    assert rows == [
+        ("a", "first", [[0, 10, 0], [1, 11, 1]]),
+        ("a", "first", [[2, 12, 2], [3, 13, 3]]),
+        ("b", "second", [[0, 20, 5]]),
+    ]
+
+
+@pytest.mark.parametrize("bound", [None, 1, 2])
+async def test_parallel_items_each_get_their_own_answers(store, bound):
+    """Items in a task each, or in workers taking item after item: every
+    item's interrupt is told apart by its index, and post's by none."""
+
+    class Asks(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return [0, 1, 2]
+
+        async def exec_async(self, item):
+            await asyncio.sleep(0)
+            return [item, interrupt(f"item {item}?")]
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["got"] = exec_res
+            shared["final"] = interrupt("done?")
+
+    flow = AsyncFlow(start=Asks(max_concurrency=bound, name="asks"))
+    asked = []
+    with pytest.raises(Suspended) as suspended:
+        await flow.run_async({}, store=store, run_id="r")
+    while True:
+        asked.append(suspended.value.prompt)
+        try:
+            done = await flow.resume_async("r", store=store, input=f"to {asked[-1]}")
+            break
+        except Suspended as again:
+            suspended = pytest.ExceptionInfo.from_exc_info((type(again), again, None))
+    assert done["got"] == [[item, f"to item {item}?"] for item in range(3)]
+    assert done["final"] == "to done?"
+    assert sorted(asked) == ["done?", "item 0?", "item 1?", "item 2?"]

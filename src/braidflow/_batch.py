@@ -148,13 +148,15 @@ def _wrapped(
     observe: bool,
     checkpoint: bool,
     direct: Callable[[Any], Coroutine[Any, Any, Any]] | None = None,
-    reused: bool = True,
+    runs_in: str = "sequence",
+    results: list[Any] | None = None,
 ) -> Any:
     """The per-item function with what the run needs around it: events, if it
     is observed; checkpoints (outermost, so replayed items emit nothing), if
     it is durable. Unchanged for a plain run. ``direct``: the node's bare exec,
     which checkpoints of items nobody observes call instead of ``run_item``.
-    ``reused``: whether what runs an item goes on to another (a worker)."""
+    ``runs_in``: what runs the items (see `checkpointed_items`).
+    ``results``: where checkpointed items put their results, by index."""
     run = RUN.get()
     if run is None:
         return run_item
@@ -163,7 +165,9 @@ def _wrapped(
         direct = None
     if checkpoint and run.durable is not None:
         failed = None if direct is None else partial(_direct_failed, node)
-        return checkpointed_items(run.durable, node, run_item, is_async, direct, failed, reused)
+        return checkpointed_items(
+            run.durable, node, run_item, is_async, direct, failed, runs_in, results
+        )
     return run_item
 
 
@@ -278,10 +282,30 @@ async def run_parallel_async(
     """
     limit = _bound(node)
     collect = node._bf_on_error == "collect"
-    wrapped = _wrapped(node, run_item, items, True, observe, checkpoint, direct, limit is not None)
+    results: list[Any] = []
+    # In a durable run, bounded workers' items put their results in place themselves.
+    run = RUN.get()
+    stored = (
+        checkpoint
+        and keep
+        and not collect
+        and limit is not None
+        and run is not None
+        and run.durable is not None
+    )
+    wrapped = _wrapped(
+        node,
+        run_item,
+        items,
+        True,
+        observe,
+        checkpoint,
+        direct,
+        "task" if limit is None else "worker",
+        results if stored else None,
+    )
     if wrapped is not run_item:  # items emit events or checkpoints: no bare exec then
         run_item, direct = wrapped, None
-    results: list[Any] = []
     tasks: list[asyncio.Task[Any]] | None = [] if keep and not collect else None
 
     def stray(task: asyncio.Task[Any]) -> BaseException:
@@ -349,7 +373,7 @@ async def run_parallel_async(
                     one = collected
                 elif direct is not None:
                     one = one_direct
-                elif keep:
+                elif keep and not stored:
                     one = kept
                 else:
                     one = lambda index, item: run_item(item, index)  # noqa: E731

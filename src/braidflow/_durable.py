@@ -19,7 +19,7 @@ import types
 import weakref
 import zlib
 from collections.abc import Callable, Generator, Iterable
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
 
 from ._context import ATTEMPT, AttemptState
@@ -42,11 +42,22 @@ __all__ = [
     "recorded_events",
 ]
 
+
+class _ItemAt:
+    """In DITEM, for a task that runs items of one batch: the item it is at."""
+
+    __slots__ = ("batch", "index")
+
+    def __init__(self, batch: Any, index: int) -> None:
+        self.batch = batch
+        self.index = index
+
+
 # The step running now (a path of "position:node id" down from the run's top)
 # and the batch item within it: where a checkpoint belongs, and which
 # interrupt an answer is for. Set only in durable runs.
 STEP: ContextVar[str] = ContextVar("braidflow_step", default="")
-DITEM: ContextVar[int | None] = ContextVar("braidflow_durable_item", default=None)
+DITEM: ContextVar[int | _ItemAt | None] = ContextVar("braidflow_durable_item", default=None)
 
 NO_ANSWER: Any = object()
 
@@ -441,6 +452,8 @@ def interrupt(prompt: Any) -> Any:
             "with a store, e.g. flow.run(shared, store=SQLiteStore('runs.db'))"
         )
     item = DITEM.get()
+    if type(item) is _ItemAt:
+        item = item.index
     key = STEP.get() if item is None else f"{STEP.get()}#{item}"
     call = durable.calls.get(key, 0)
     attempt = ATTEMPT.get()
@@ -488,9 +501,16 @@ class Durable:
         # together are written in one transaction (a group commit), those of one
         # batch as one row; any other write takes them first.
         self._pending: list[Checkpoint] = []
-        self._pending_items: dict[tuple[str, int], tuple[Any, list[bytes]]] = {}
+        # Finished items' payloads, each batch's after a (batch, node) marker
+        # when it differs from the one before: an item adds no object the
+        # garbage collector must follow. The list is only ever changed in
+        # place, so the loop appends to it without the lock.
+        self._queued: list[Any] = []
+        self._queued_batch: Any = None  # the batch of the last marker queued
+        self._taken_batch: Any = None  # the last marker taken: whose items come next
         # Sync batches write from worker threads while the loop queues rows.
         self._queue_lock = threading.Lock()
+        self._json = self.codec.kind == "json"
         self._flush_due = False
         self._write_error: BaseException | None = None
 
@@ -690,17 +710,16 @@ class Durable:
         """
         if self._write_error is not None:
             raise self._write_error
-        if type(result) is int and self.codec.kind == "json":
+        if type(result) is int and self._json:
             payload = b"[%d,%d,%d]" % (index, mark, result)
         else:
             payload = self._item_payload(index, mark, result, node)
-        with self._queue_lock:
-            queued = self._pending_items.get(batch)
-            if queued is not None:
-                queued[1].append(payload)
-                return
-            self._pending_items[batch] = (node, [payload])
-        self._flush_soon()
+        if batch is not self._queued_batch:
+            self._queued.append((batch, node))
+            self._queued_batch = batch
+        self._queued.append(payload)
+        if not self._flush_due:
+            self._flush_soon()
 
     def check_written(self) -> None:
         """Raise the error of a failed group commit, if one failed.
@@ -729,15 +748,30 @@ class Durable:
 
     def _take_pending(self) -> list[Checkpoint]:
         """The queued rows, the items of each batch joined into one row."""
+        batches: dict[tuple[str, int], tuple[Any, list[bytes]]] = {}
+        parts: list[bytes] | None = None
         with self._queue_lock:
-            items, self._pending_items = self._pending_items, {}
+            queued = self._queued
+            count = len(queued)
+            taken = queued[:count]
+            del queued[:count]  # an item queued meanwhile stays, after these
             pending, self._pending = self._pending, []
-        rows = [self._items_row(stage, node, parts) for (stage, _), (node, parts) in items.items()]
+            # Payloads before the first marker are those of the last one taken.
+            marker = self._taken_batch
+            for entry in taken:
+                if type(entry) is not bytes:
+                    marker, parts = entry, None
+                    continue
+                if parts is None:
+                    parts = batches.setdefault(marker[0], (marker[1], []))[1]
+                parts.append(entry)
+            self._taken_batch = marker
+        rows = [self._items_row(key[0], node, group) for key, (node, group) in batches.items()]
         return rows + pending
 
     def _flush(self) -> None:
         self._flush_due = False
-        if self._write_error is not None or not (self._pending or self._pending_items):
+        if self._write_error is not None or not (self._pending or self._queued):
             return
         rows = self._take_pending()
         try:
@@ -750,7 +784,7 @@ class Durable:
     def write(self, rows: list[Checkpoint]) -> None:
         """Write rows now, after any queued ones (in one transaction)."""
         self.check_written()
-        if self._pending or self._pending_items:
+        if self._pending or self._queued:
             rows = self._take_pending() + rows
         self.store.append(self.run_id, rows)
 
@@ -761,7 +795,7 @@ class Durable:
             StoreError: If they cannot be written.
         """
         error, self._write_error = self._write_error, None
-        if self._pending or self._pending_items:
+        if self._pending or self._queued:
             self.write([])
         elif error is not None:
             raise error
@@ -821,7 +855,8 @@ def checkpointed_items(
     is_async: bool,
     direct: Callable[[Any], Any] | None = None,
     failed: Callable[[BaseException, int], BaseException] | None = None,
-    reused: bool = True,
+    runs_in: str = "sequence",
+    results: list[Any] | None = None,
 ) -> Any:
     """Wrap a batch runner's per-item function: an item that finished before is
     not run again (its recorded result stands); one that finishes now is in
@@ -831,9 +866,12 @@ def checkpointed_items(
     ``direct``: the node's own exec coroutine function, to await instead of
     ``run_item`` when nothing else applies to an item (the batch runner's
     fast path); ``failed`` says what its failure on an item becomes.
-    ``reused``: whether the caller goes on to another item when this one
-    returns (a worker), which must wait until this one is in the store; a
-    task of its own per item need not."""
+    ``runs_in`` says what runs the items: ``"sequence"``, the caller, one
+    after another; ``"worker"``, tasks that each take item after item; or
+    ``"task"``, a task per item. The first two go on to another item when
+    one returns, so they must wait until it is in the store first; a task
+    of its own per item need not. ``results``: a list to put each item's
+    result in, at its index (saving the caller a frame per item)."""
     stage = STEP.get()
     batch = (stage, id(node))
     codec = durable.codec
@@ -847,9 +885,26 @@ def checkpointed_items(
 
         async def item_async(item: Any, index: int) -> Any:
             if recorded and index in recorded:
-                return durable.item_result(index, recorded[index], item, node)
+                result = durable.item_result(index, recorded[index], item, node)
+                if results is not None:
+                    results[index] = result
+                return result
             mark = fingerprint(codec, item)  # before exec, which may change the item
-            token = where.set(f"{stage}[{index}]" if flow else index)
+            token: Token[Any] | None
+            if flow:
+                token = STEP.set(f"{stage}[{index}]")
+            elif runs_in == "task":  # its context is its own, and ends with it
+                DITEM.set(index)
+                token = None
+            elif runs_in == "worker":  # its next item only moves its marker on
+                at = DITEM.get()
+                if type(at) is _ItemAt and at.batch is batch:
+                    at.index = index
+                else:
+                    DITEM.set(_ItemAt(batch, index))
+                token = None
+            else:
+                token = DITEM.set(index)
             try:
                 if direct is None:
                     result = await run_item(item, index)
@@ -862,9 +917,12 @@ def checkpointed_items(
                     except asyncio.CancelledError as cancel:
                         raise failed(cancel, index) from cancel  # type: ignore[misc]
             finally:
-                where.reset(token)
+                if token is not None:
+                    where.reset(token)
             durable.queue_item(batch, index, mark, result, node)
-            if not reused:  # nothing else runs here: post waits for the commit
+            if results is not None:
+                results[index] = result
+            if runs_in == "task":  # nothing else runs here: post waits for the commit
                 return result
             # A worker takes no other item until this one is in the store, so a
             # crash can only lose items in flight. The commit was queued
