@@ -181,6 +181,7 @@ def _json_encoder() -> Callable[[Any], str]:
 
 
 _JSON = _json_encoder()
+_ASCII = json.encoder.encode_basestring_ascii  # what the JSON encoder does to a str
 # What encoding a value that cannot be saved raises (a cycle: RecursionError).
 _UNSAVABLE = (TypeError, ValueError, RecursionError, pickle.PicklingError, AttributeError)
 
@@ -199,7 +200,12 @@ class Codec:
             TypeError, ValueError: If the value cannot be stored faithfully.
         """
         if self.kind == "json":
-            if type(value) not in _SCALARS and not _faithful(value):
+            kind = type(value)
+            if kind is int:  # what the JSON encoder writes, made directly
+                return b"%d" % value
+            if kind is str:
+                return _ASCII(value).encode()
+            if kind not in _SCALARS and not _faithful(value):
                 raise ValueError(_json_drift(value))
             return _JSON(value).encode()
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
@@ -213,10 +219,12 @@ class Codec:
         """Changes (key, encoded value or None for a deletion) as one payload."""
         if self.kind == "json":
             parts = [
-                b"[" + _JSON(key).encode() + (b",0]" if data is None else b",1," + data + b"]")
+                b"[%b,0]" % _key_json(key)
+                if data is None
+                else b"[%b,1,%b]" % (_key_json(key), data)
                 for key, data in changes
             ]
-            return b"[" + b",".join(parts) + b"]"
+            return b"[%b]" % b",".join(parts)
         return pickle.dumps(changes, protocol=pickle.HIGHEST_PROTOCOL)
 
     def join(self, parts: list[bytes]) -> bytes:
@@ -243,6 +251,11 @@ class Codec:
 
 
 _SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
+def _key_json(key: Any) -> bytes:
+    """A key of ``shared`` as JSON (a str, but for a store that holds others)."""
+    return _ASCII(key).encode() if type(key) is str else _JSON(key).encode()
 
 
 def _faithful(value: Any) -> bool:
@@ -333,9 +346,6 @@ def changed_keys(
             del last[key]
             changes.append((key, None))
     return changes
-
-
-_ASCII = json.encoder.encode_basestring_ascii  # what the JSON encoder does to a str
 
 
 def fingerprint(codec: Codec, item: Any) -> int:
@@ -631,10 +641,17 @@ class Durable:
         changed_keys(self.codec, target, "resume")  # the view's saved form, now current
 
     def step_done(
-        self, frame: str, position: int, node: Any, action: Any, target: Any, touched: set[Any]
+        self,
+        frame: str,
+        position: int,
+        node: Any,
+        name: str,
+        action: Any,
+        target: Any,
+        touched: set[Any],
     ) -> None:
-        """Record a finished step and what it changed (before the walk goes on)."""
-        name = node._display_name()
+        """Record a finished step (``node``, whose display name is ``name``) and
+        what it changed, before the walk goes on."""
         kind = "view_step" if isinstance(target, SharedView) else "step"
         changes = changed_keys(self.codec, target, name, touched)
         row = Checkpoint(
@@ -960,7 +977,7 @@ def _action_text(action: Any, node: str) -> str | None:
     if action is None:
         return None
     if type(action) is str:
-        return _JSON(action)
+        return _ASCII(action)
     try:
         return json.dumps(action)
     except (TypeError, ValueError):

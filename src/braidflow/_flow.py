@@ -76,6 +76,7 @@ class _Checkpoints:
         "durable",
         "frame",
         "key",
+        "name",
         "position",
         "recorded",
         "token",
@@ -99,6 +100,7 @@ class _Checkpoints:
 
     def start(self, node: BaseNode, name: str) -> None:
         """Begin the step of ``node``, whose display name is ``name``."""
+        self.name = name
         self.key = key = f"{self.frame}/{self.position}:{name}"
         self.durable.at = key
         self.token = STEP.set(key)
@@ -114,7 +116,9 @@ class _Checkpoints:
         self.durable.failed_in(error, self.key)
 
     def done(self, node: BaseNode, action: Any, shared: Any) -> None:
-        self.durable.step_done(self.frame, self.position, node, action, shared, self.touched)
+        self.durable.step_done(
+            self.frame, self.position, node, self.name, action, shared, self.touched
+        )
         self.position += 1
 
 
