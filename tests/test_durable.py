@@ -921,3 +921,19 @@ async def test_parallel_items_each_get_their_own_answers(store, bound):
     assert done["got"] == [[item, f"to item {item}?"] for item in range(3)]
     assert done["final"] == "to done?"
     assert sorted(asked) == ["done?", "item 0?", "item 1?", "item 2?"]
+
+
+@pytest.mark.parametrize(
+    "value", [0, -5, 2**80, "", 'é\n"\\ ☃', True, None, 2.5, [1, "a", None], {"k": {"é": [2]}}]
+)
+def test_the_json_codec_writes_what_json_writes(value):
+    from braidflow._durable import Codec, _action_text
+
+    codec = Codec("json")
+    expected = json.dumps(value, separators=(",", ":")).encode()
+    assert codec.encode(value) == expected
+    packed = codec.pack([("k", expected), ('é "key"', None)])
+    assert json.loads(packed) == [["k", 1, value], ['é "key"', 0]]
+    assert codec.unpack(packed) == [("k", value), ('é "key"', bf._merge.MISSING)]
+    if isinstance(value, str):
+        assert _action_text(value, "node") == expected.decode()
