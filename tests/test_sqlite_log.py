@@ -226,3 +226,56 @@ def test_a_store_from_before_run_logs_is_upgraded_in_place(tmp_path):
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM braidflow_meta").fetchone() == ("2",)
     store.close()
+
+
+def test_a_short_write_leaves_no_torn_record_to_hide_later_ones(tmp_path, monkeypatch):
+    from braidflow.stores._runlog import read_log
+
+    store = SQLiteStore(tmp_path / "runs.db")
+    store.create_run("r", "flow", "g", b"{}", this_owner())
+    store.append("r", [row(0)])
+    real_write = os.write
+
+    def half(fd, data):  # the disk fills up in the middle of the record
+        return real_write(fd, data[: len(data) // 2])
+
+    monkeypatch.setattr(os, "write", half)
+    with pytest.raises(StoreError, match="short write"):
+        store.append("r", [row(1)])
+    monkeypatch.undo()
+    store.append("r", [row(2)])
+    assert read_log(store._logs["r"].path, 0) == ([row(0), row(2)], 2)
+    store.close()
+
+
+def test_a_fold_that_fails_does_not_fail_the_append_it_follows(tmp_path, monkeypatch):
+    monkeypatch.setattr(sqlite_store, "_FOLD_ROWS", 1)
+    store = SQLiteStore(tmp_path / "runs.db")
+    store.create_run("r", "flow", "g", b"{}", this_owner())
+    real_insert = store._insert
+
+    def locked(*args):
+        raise sqlite3.OperationalError("database is locked")
+
+    store._insert = locked
+    store.append("r", [row(0)])  # written to the log: the append stands
+    store.append("r", [row(1)])
+    store._insert = real_insert
+    store.finish("r", "failed")
+    assert store.claim("r", this_owner())[3] == [row(0), row(1)]  # each once
+    store.close()
+
+
+def test_a_run_s_end_that_cannot_be_recorded_says_where_its_checkpoints_are(tmp_path):
+    store = SQLiteStore(tmp_path / "runs.db")
+    store.create_run("r", "flow", "g", b"{}", this_owner())
+    store.append("r", [row(0)])
+    log = store._logs["r"].path
+
+    def broken(*args):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    store._insert = broken
+    with pytest.raises(StoreError, match=r"cannot record that run 'r' is completed .*kept in"):
+        store.finish("r", "completed")
+    assert log.exists()

@@ -81,10 +81,11 @@ class RunLog:
         count: How many rows they hold.
         last: The last row written.
         size: The bytes written since the last fold.
+        end: How long the file is.
         folded_at: When the rows last went to the database (``time.monotonic()``).
     """
 
-    __slots__ = ("bodies", "count", "fd", "folded_at", "last", "path", "rank", "size")
+    __slots__ = ("bodies", "count", "end", "fd", "folded_at", "last", "path", "rank", "size")
 
     def __init__(self, path: Path, rank: int) -> None:
         self.path = path
@@ -93,6 +94,7 @@ class RunLog:
         self.count = 0
         self.last: Checkpoint | None = None
         self.size = 0
+        self.end = 0
         self.folded_at = time.monotonic()
         # A fresh file: whatever an earlier owner left is in the database by now.
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
@@ -101,12 +103,21 @@ class RunLog:
         """Append ``rows`` as one record (all or none of them will be read back).
 
         Raises:
-            OSError: If the file cannot be written; the rows are then not kept.
+            OSError: If the file cannot be written; the rows are then not
+                kept, and the file is as it was (so records after it count).
         """
         body = _encode(rows)
         record = _HEADER.pack(zlib.crc32(body), len(body), self.rank) + body
-        if os.write(self.fd, record) != len(record):
-            raise OSError(f"a short write to {str(self.path)!r}: the disk may be full")
+        try:
+            if os.write(self.fd, record) != len(record):
+                raise OSError(f"a short write to {str(self.path)!r}: the disk may be full")
+        except OSError:
+            try:
+                os.ftruncate(self.fd, self.end)  # no torn record left to end the log
+            except OSError:
+                pass
+            raise
+        self.end += len(record)
         self.rank += 1
         self.size += len(record)
         self.bodies.append(body)
@@ -128,7 +139,11 @@ class RunLog:
         self.count = 0
         self.size = 0
         self.folded_at = time.monotonic()
-        os.ftruncate(self.fd, 0)
+        try:
+            os.ftruncate(self.fd, 0)
+            self.end = 0
+        except OSError:  # the records stay, and are skipped as folded when read
+            pass
 
     def close(self) -> None:
         """Close and remove the file (its rows are in the database)."""

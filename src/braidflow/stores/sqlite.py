@@ -271,7 +271,13 @@ class SQLiteStore:
                 or log.size >= _FOLD_BYTES
                 or time.monotonic() - log.folded_at >= _FOLD_SECONDS
             ):
-                self._fold(run_id)
+                try:
+                    self._fold(run_id)
+                except sqlite3.Error:
+                    # The rows are written (in the log): the append succeeded,
+                    # and must not be retried. The next fold tries again; the
+                    # run's end reports a database that stays unwritable.
+                    log.folded_at = time.monotonic()
 
     # -- run logs (the caller holds the lock) --------------------------------------
 
@@ -326,24 +332,38 @@ class SQLiteStore:
         prompt: Any = None,
         ended: float | None = None,
     ) -> None:
-        """Record how the run ended (see `Store`); its log is folded in."""
+        """Record how the run ended (see `Store`); its log is folded in.
+
+        Raises:
+            StoreError: If the database cannot be written; the run's
+                checkpoints stay in its log, for whoever resumes it.
+        """
         with self._lock:
             log = self._logs.get(run_id)
-            with self._transaction():
-                packed = None if log is None else log.packed()
-                if packed is not None:
-                    self._insert(run_id, [packed], log.rank)  # type: ignore[union-attr]
-                self._db.execute(
-                    "UPDATE runs SET status=?, ended=?, node=?, error=?, prompt=? WHERE run_id=?",
-                    (
-                        status,
-                        time.time() if ended is None else ended,
-                        node,
-                        error,
-                        None if prompt is None else prompt_text(prompt),
-                        run_id,
-                    ),
-                )
+            try:
+                with self._transaction():
+                    packed = None if log is None else log.packed()
+                    if packed is not None:
+                        self._insert(run_id, [packed], log.rank)  # type: ignore[union-attr]
+                    self._db.execute(
+                        "UPDATE runs SET status=?, ended=?, node=?, error=?, prompt=? "
+                        "WHERE run_id=?",
+                        (
+                            status,
+                            time.time() if ended is None else ended,
+                            node,
+                            error,
+                            None if prompt is None else prompt_text(prompt),
+                            run_id,
+                        ),
+                    )
+            except sqlite3.Error as failure:
+                kept = f"; its checkpoints are kept in {str(log.path)!r}" if log else ""
+                raise StoreError(
+                    f"{self!r}: cannot record that run {run_id!r} is {status} ({failure}){kept}. "
+                    "Once the database can be written, the run can be resumed",
+                    run_id=run_id,
+                ) from failure
             if log is not None:
                 del self._logs[run_id]
                 log.close()
