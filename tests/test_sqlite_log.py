@@ -279,3 +279,21 @@ def test_a_run_s_end_that_cannot_be_recorded_says_where_its_checkpoints_are(tmp_
     with pytest.raises(StoreError, match=r"cannot record that run 'r' is completed .*kept in"):
         store.finish("r", "completed")
     assert log.exists()
+
+
+def test_without_a_log_file_every_row_goes_to_the_database(tmp_path, monkeypatch):
+    from braidflow.stores import _runlog
+
+    def refused(*args, **kwargs):
+        raise PermissionError("read-only")
+
+    store = SQLiteStore(tmp_path / "runs.db")
+    monkeypatch.setattr(_runlog.os, "open", refused)
+    store.create_run("r", "flow", "g", b"{}", dead_owner())
+    store.append("r", [row(0)])
+    monkeypatch.undo()
+    assert logs(tmp_path) == []
+    with sqlite3.connect(tmp_path / "runs.db") as db:
+        assert db.execute("SELECT node FROM checkpoints").fetchall() == [("node0",)]
+    assert store.claim("r", this_owner())[3] == [row(0)]
+    store.close()
