@@ -1,5 +1,20 @@
 """Shared test helpers."""
 
+import socket
+import subprocess
+import sys
+
+
+def dead_owner():
+    """The owner string (as stores keep it) of a process that has ended."""
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return f"{socket.gethostname()}:{child.stdout.strip()}:?"
+
 
 class Gauge:
     """Counts work in flight exactly (no clock): call enter() and leave() around it."""
@@ -14,3 +29,19 @@ class Gauge:
 
     def leave(self):
         self.now -= 1
+
+
+def checkpoint_row(position, kind="step"):
+    """A checkpoint row for store tests: its fields tell it apart by position
+    (an odd one has no action)."""
+    from braidflow._store import Checkpoint
+
+    return Checkpoint(
+        kind,
+        "0:flow",
+        position,
+        f"node{position}",
+        "Node",
+        None if position % 2 else '"next"',
+        f"payload {position}".encode(),
+    )

@@ -5,7 +5,6 @@ crashes between a fold and the log's reset lose nothing and add nothing twice.""
 import errno
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -13,32 +12,11 @@ import textwrap
 
 import pytest
 
+from _support import checkpoint_row as row
+from _support import dead_owner
 from braidflow import SQLiteStore, StoreError
 from braidflow._store import Checkpoint, this_owner
 from braidflow.stores import sqlite as sqlite_store
-
-
-def row(position, kind="step", payload=None):
-    return Checkpoint(
-        kind,
-        "0:flow",
-        position,
-        f"node{position}",
-        "Node",
-        None if position % 2 else '"next"',
-        payload if payload is not None else f"payload {position}".encode(),
-    )
-
-
-def dead_owner():
-    """The owner string of a process that has ended."""
-    child = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return f"{socket.gethostname()}:{child.stdout.strip()}:?"
 
 
 def logs(tmp_path):

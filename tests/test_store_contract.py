@@ -3,11 +3,11 @@ braidflow ships passes it; a new one (a server database) must too."""
 
 import os
 import socket
-import subprocess
-import sys
 
 import pytest
 
+from _support import checkpoint_row as row
+from _support import dead_owner
 from braidflow import MemoryStore, RunRecord, SQLiteStore, Store, StoreError
 from braidflow._store import Checkpoint, this_owner
 
@@ -22,34 +22,11 @@ def store(request, tmp_path):
         yield MemoryStore()
 
 
-def dead_owner():
-    """The owner string of a process that has ended."""
-    child = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return f"{socket.gethostname()}:{child.stdout.strip()}:?"
-
-
 def live_owner():
     """The owner string of another process that is alive: init."""
     from braidflow._store import _process_start
 
     return f"{socket.gethostname()}:1:{_process_start(1)}"
-
-
-def row(position, kind="step"):
-    return Checkpoint(
-        kind,
-        "0:flow",
-        position,
-        f"node{position}",
-        "Node",
-        '"default"',
-        f"payload {position}".encode(),
-    )
 
 
 def test_a_store_is_a_store(store):
