@@ -113,7 +113,8 @@ def test_a_crash_between_a_fold_and_the_log_reset_adds_nothing_twice(tmp_path):
         store.append("r", [row(0)])
         store.append("r", [row(1)])
         store.get("r")  # folds both into the database
-        store._logs["r"].bodies = []
+        store._logs["r"].records = []
+        store._logs["r"].count = 0
         store.append("r", [row(2)])
         """,
     )
@@ -185,12 +186,28 @@ def test_a_log_that_cannot_be_written_is_a_store_error(tmp_path, monkeypatch):
     store.close()
 
 
+SCHEMA_1 = """
+CREATE TABLE braidflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY, flow TEXT NOT NULL, graph TEXT NOT NULL, status TEXT NOT NULL,
+    started REAL NOT NULL, ended REAL, node TEXT, error TEXT, prompt TEXT, owner TEXT,
+    initial BLOB NOT NULL
+);
+CREATE TABLE checkpoints (
+    seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL, kind TEXT NOT NULL, frame TEXT NOT NULL,
+    position INTEGER NOT NULL, node TEXT NOT NULL, node_class TEXT NOT NULL, action TEXT,
+    payload BLOB NOT NULL
+);
+CREATE INDEX checkpoints_of_run ON checkpoints (run_id, seq);
+CREATE TABLE events (seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL, event TEXT NOT NULL);
+CREATE INDEX events_of_run ON events (run_id, seq);
+"""
+
+
 def test_a_store_from_before_run_logs_is_upgraded_in_place(tmp_path):
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as db:  # schema 1, as braidflow wrote it before run logs
-        db.executescript(
-            sqlite_store._SCHEMA.replace(",\n    folded INTEGER NOT NULL DEFAULT 0", "")
-        )
+        db.executescript(SCHEMA_1)
         db.execute("INSERT INTO braidflow_meta VALUES ('schema', '1')")
         db.execute(
             "INSERT INTO runs (run_id, flow, graph, status, started, owner, initial) "
@@ -206,23 +223,37 @@ def test_a_store_from_before_run_logs_is_upgraded_in_place(tmp_path):
     store.close()
 
 
-def test_a_short_write_leaves_no_torn_record_to_hide_later_ones(tmp_path, monkeypatch):
-    from braidflow.stores._runlog import read_log
-
+@pytest.mark.parametrize("cut_back", [True, False])
+def test_after_a_failed_write_every_row_is_committed_and_none_is_lost(
+    tmp_path, monkeypatch, cut_back
+):
+    """A write fails halfway (a full disk). Whether or not the torn record can
+    be cut off again, the rows appended before are kept, the failed one is
+    not, and later ones are committed to the database instead of the log."""
     store = SQLiteStore(tmp_path / "runs.db")
     store.create_run("r", "flow", "g", b"{}", this_owner())
     store.append("r", [row(0)])
     real_write = os.write
 
-    def half(fd, data):  # the disk fills up in the middle of the record
+    def half(fd, data):
         return real_write(fd, data[: len(data) // 2])
 
+    def refused(fd, length):
+        raise OSError(errno.EIO, "Input/output error")
+
     monkeypatch.setattr(os, "write", half)
+    if not cut_back:
+        monkeypatch.setattr(os, "ftruncate", refused)
     with pytest.raises(StoreError, match="short write"):
         store.append("r", [row(1)])
     monkeypatch.undo()
+    assert logs(tmp_path) == []  # given up: its rows are in the database
     store.append("r", [row(2)])
-    assert read_log(store._logs["r"].path, 0) == ([row(0), row(2)], 2)
+    store.append("r", [row(3)])
+    with sqlite3.connect(tmp_path / "runs.db") as db:
+        assert db.execute("SELECT log FROM runs").fetchone() == (None,)
+    store.finish("r", "failed")
+    assert store.claim("r", this_owner())[3] == [row(0), row(2), row(3)]
     store.close()
 
 
@@ -274,4 +305,103 @@ def test_without_a_log_file_every_row_goes_to_the_database(tmp_path, monkeypatch
     with sqlite3.connect(tmp_path / "runs.db") as db:
         assert db.execute("SELECT node FROM checkpoints").fetchall() == [("node0",)]
     assert store.claim("r", this_owner())[3] == [row(0)]
+    store.close()
+
+
+def test_a_database_reached_through_a_symlink_finds_its_logs(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "app").mkdir()
+    SQLiteStore(tmp_path / "data" / "runs.db").close()
+    (tmp_path / "app" / "current.db").symlink_to(tmp_path / "data" / "runs.db")
+    linked = SQLiteStore(tmp_path / "app" / "current.db")
+    linked.create_run("r", "flow", "g", b"{}", dead_owner())
+    linked.append("r", [row(0), row(1)])
+    assert logs(tmp_path / "app") == []
+    assert len(logs(tmp_path / "data")) == 1
+    real = SQLiteStore(tmp_path / "data" / "runs.db")
+    assert real.claim("r", this_owner())[3] == [row(0), row(1)]
+    real.close()
+
+
+def test_a_finishing_owner_cannot_remove_the_log_of_the_next_one(tmp_path, monkeypatch):
+    """The first owner records the run's end and then removes its log; a
+    second one resumes the run in between and logs under a name of its own."""
+    from braidflow.stores import _runlog
+
+    first, second = SQLiteStore(tmp_path / "runs.db"), SQLiteStore(tmp_path / "runs.db")
+    first.create_run("r", "flow", "g", b"{}", this_owner())
+    first.append("r", [row(0)])
+    real_unlink = os.unlink
+
+    def claim_first(path):
+        monkeypatch.setattr(_runlog.os, "unlink", real_unlink)
+        assert second.claim("r", dead_owner())[3] == [row(0)]  # as if it died after
+        second.append("r", [row(1)])
+        real_unlink(path)
+
+    monkeypatch.setattr(_runlog.os, "unlink", claim_first)
+    first.finish("r", "failed")
+    assert len(logs(tmp_path)) == 1  # the second owner's
+    third = SQLiteStore(tmp_path / "runs.db")
+    assert third.claim("r", this_owner())[3] == [row(0), row(1)]
+    for store in (first, third):
+        store.close()
+
+
+def test_reading_does_not_wait_for_another_writer(tmp_path):
+    store = SQLiteStore(tmp_path / "runs.db")
+    store.create_run("r", "flow", "g", b"{}", this_owner())
+    store.append("r", [row(0)])
+    other = sqlite3.connect(tmp_path / "runs.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process writes meanwhile
+    assert store.get("r").node is None  # read as the database has it
+    assert [record.run_id for record in store.runs()] == ["r"]
+    other.execute("COMMIT")
+    assert store.get("r").node == "flow/node0"
+    other.close()
+    store.close()
+
+
+def test_a_log_left_by_an_older_run_of_the_same_id_is_never_read(tmp_path):
+    killed_writer(tmp_path, 'store.append("r", [row(7)])')
+    assert len(logs(tmp_path)) == 1
+    for leftover in tmp_path.glob("runs.db*"):
+        if not leftover.name.endswith(".log"):
+            leftover.unlink()  # the database is gone; its run's log stays
+    for durable in (True, False):
+        path = tmp_path / f"runs-{durable}.db"
+        store = SQLiteStore(path, durable=durable)
+        store.create_run("r", "flow", "g", b"{}", dead_owner())
+        store.append("r", [row(0)])
+        assert store.claim("r", this_owner())[3] == [row(0)]
+        store.close()
+    store = SQLiteStore(tmp_path / "runs.db")  # the same name as the lost one
+    store.create_run("r", "flow", "g", b"{}", dead_owner())
+    assert store.claim("r", this_owner())[3] == []
+    store.close()
+
+
+def test_a_row_larger_than_sqlite_holds_is_refused_when_appended(tmp_path):
+    store = SQLiteStore(tmp_path / "runs.db")
+    store._largest = 150
+    store.create_run("r", "flow", "g", b"{}", this_owner())
+    with pytest.raises(StoreError, match=r"node 'node0' holds 200 bytes, more than SQLite holds"):
+        store.append("r", [row(0)._replace(payload=b"x" * 200)])
+    for position in range(5):  # together more than one packed row can hold
+        store.append("r", [row(position)._replace(payload=b"y" * 60)])
+    store.finish("r", "failed")
+    with sqlite3.connect(tmp_path / "runs.db") as db:
+        packed = db.execute("SELECT position FROM checkpoints WHERE kind='packed'").fetchall()
+    assert len(packed) > 1
+    assert sum(count for (count,) in packed) == 5
+    rows = store.claim("r", this_owner())[3]
+    assert rows == [row(position)._replace(payload=b"y" * 60) for position in range(5)]
+    store.close()
+
+
+def test_a_claim_gives_the_run_as_its_log_left_it(tmp_path):
+    killed_writer(tmp_path, 'store.append("r", [row(0)])\nstore.append("r", [row(2)])')
+    store = SQLiteStore(tmp_path / "runs.db")
+    record = store.claim("r", this_owner())[0]
+    assert (record.status, record.node) == ("interrupted", "flow/node2")
     store.close()

@@ -75,28 +75,28 @@ class RunLog:
     """The log of one run this process is writing.
 
     Attributes:
-        path: The file.
+        path: The file (a name of its own for each owner of the run).
         rank: How many records the run has, folded or not.
-        bodies: The records written since the last fold (their bodies).
+        records: Those written since the last fold: (body, its number of
+            rows, its last row) each.
         count: How many rows they hold.
-        last: The last row written.
         size: The bytes written since the last fold.
         end: How long the file is.
         folded_at: When the rows last went to the database (``time.monotonic()``).
+        broken: A write failed: no record may follow.
     """
 
-    __slots__ = ("bodies", "count", "end", "fd", "folded_at", "last", "path", "rank", "size")
+    __slots__ = ("broken", "count", "end", "fd", "folded_at", "path", "rank", "records", "size")
 
     def __init__(self, path: Path, rank: int) -> None:
         self.path = path
         self.rank = rank
-        self.bodies: list[bytes] = []
+        self.records: list[tuple[bytes, int, Checkpoint]] = []
         self.count = 0
-        self.last: Checkpoint | None = None
         self.size = 0
         self.end = 0
+        self.broken = False
         self.folded_at = time.monotonic()
-        # A fresh file: whatever an earlier owner left is in the database by now.
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
 
     def write(self, rows: list[Checkpoint]) -> None:
@@ -104,7 +104,7 @@ class RunLog:
 
         Raises:
             OSError: If the file cannot be written; the rows are then not
-                kept, and the file is as it was (so records after it count).
+                kept. The file is cut back to where it was, if it can be.
         """
         body = _encode(rows)
         record = _HEADER.pack(zlib.crc32(body), len(body), self.rank) + body
@@ -120,22 +120,33 @@ class RunLog:
         self.end += len(record)
         self.rank += 1
         self.size += len(record)
-        self.bodies.append(body)
+        self.records.append((body, len(rows), rows[-1]))
         self.count += len(rows)
-        self.last = rows[-1]
 
-    def packed(self) -> Checkpoint | None:
-        """The rows written since the last fold as one row of kind ``packed``
-        (its node: where the last of them was made), or None if there are none."""
-        last = self.last
-        if not self.bodies or last is None:
-            return None
-        where = row_path(last.kind, last.frame, last.node)
-        return Checkpoint("packed", "", self.count, where, "", None, b"".join(self.bodies))
+    def packed(self, largest: int) -> list[Checkpoint]:
+        """The rows written since the last fold, as rows of kind ``packed`` of
+        at most ``largest`` bytes each (the node of each: where the last of
+        its rows was made); a record larger than that, as its own rows."""
+        rows: list[Checkpoint] = []
+        group: list[tuple[bytes, int, Checkpoint]] = []
+        size = 0
+        for record in self.records:
+            body = record[0]
+            if group and size + len(body) > largest:
+                rows.append(_pack(group))
+                group, size = [], 0
+            if len(body) > largest:
+                rows += decode(body)
+                continue
+            group.append(record)
+            size += len(body)
+        if group:
+            rows.append(_pack(group))
+        return rows
 
     def folded(self) -> None:
         """The rows are in the database now: the file can start over."""
-        self.bodies = []
+        self.records = []
         self.count = 0
         self.size = 0
         self.folded_at = time.monotonic()
@@ -150,8 +161,23 @@ class RunLog:
         os.close(self.fd)
         try:
             os.unlink(self.path)
-        except FileNotFoundError:
+        except OSError:  # left behind, it is never read: no run names it
             pass
+
+
+def _pack(records: list[tuple[bytes, int, Checkpoint]]) -> Checkpoint:
+    """Records as one row of kind ``packed``: its position is how many rows it
+    holds, its node where the last of them was made."""
+    last = records[-1][2]
+    return Checkpoint(
+        "packed",
+        "",
+        sum(record[1] for record in records),
+        row_path(last.kind, last.frame, last.node),
+        "",
+        None,
+        b"".join(record[0] for record in records),
+    )
 
 
 def unpack(row: Checkpoint) -> list[Checkpoint]:

@@ -11,9 +11,9 @@ and syncs it to disk: it survives power loss too.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -36,7 +36,7 @@ from ._runlog import RunLog, read_log, unpack
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION = 2  # 2: runs.folded, for run logs
+SCHEMA_VERSION = 2  # 2: runs.folded and runs.log, for run logs
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS braidflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS runs (
     prompt TEXT,
     owner TEXT,
     initial BLOB NOT NULL,
-    folded INTEGER NOT NULL DEFAULT 0
+    folded INTEGER NOT NULL DEFAULT 0,
+    log TEXT
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     seq INTEGER PRIMARY KEY,
@@ -80,6 +81,7 @@ CREATE INDEX IF NOT EXISTS events_of_run ON events (run_id, seq);
 _FOLD_ROWS = 1000
 _FOLD_BYTES = 4 << 20
 _FOLD_SECONDS = 1.0
+_BUSY_MS = 10_000  # how long a write waits for another process's
 
 _INSERT_CHECKPOINT = (
     "INSERT INTO checkpoints (run_id, kind, frame, position, node, node_class, action, payload) "
@@ -93,9 +95,11 @@ class SQLiteStore:
     Several processes can share the file (SQLite's locking keeps it
     consistent); one connection per store object, usable from any thread.
     While a run goes, its checkpoints are appended to a log file of the run
-    beside the database (``<path>-run-<hash>.log``) and folded into the
-    database every 1,000 checkpoints, 4 MB or second, and when it ends;
-    other processes see a run in progress that far behind.
+    beside the database (``<path>-run-<random>.log``, named in the run's
+    record) and folded into the database every 1,000 checkpoints or 4 MB,
+    at the first checkpoint a second after the last fold, and when it ends;
+    other processes see a run in progress that far behind (this one sees
+    its own checkpoints at once).
 
     Args:
         path: The database file; made, with its tables, if missing.
@@ -121,16 +125,18 @@ class SQLiteStore:
         self._lock = threading.Lock()
         self._durable = durable
         self._logs: dict[str, RunLog] = {}  # the runs this object writes, by id
-        self._absolute = Path(os.path.abspath(self.path))  # logs stay put if the cwd changes
+        # Logs go beside the real file, wherever the cwd or a symlink points.
+        self._real = Path(os.path.realpath(self.path))
         if not self.path.parent.is_dir():
             raise StoreError(
                 f"SQLiteStore: the directory of {str(self.path)!r} does not exist; create it first"
             )
         try:
             self._db = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+                self.path, isolation_level=None, check_same_thread=False, timeout=_BUSY_MS / 1000
             )
             self._open(durable)
+            self._largest = self._db.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
         except sqlite3.DatabaseError as error:
             raise StoreError(
                 f"SQLiteStore: {str(self.path)!r} is not a braidflow store (SQLite says: {error})"
@@ -163,6 +169,7 @@ class SQLiteStore:
                 )
             elif int(row[0]) == 1:  # before run logs: every row is in the database
                 db.execute("ALTER TABLE runs ADD COLUMN folded INTEGER NOT NULL DEFAULT 0")
+                db.execute("ALTER TABLE runs ADD COLUMN log TEXT")
                 db.execute(
                     "UPDATE braidflow_meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),)
                 )
@@ -210,57 +217,90 @@ class SQLiteStore:
         self, run_id: str, flow: str, graph: str, initial: bytes, owner: str
     ) -> RunRecord:
         """Record a new run as running (see `Store`)."""
-        with self._lock, self._transaction():
-            if self._db.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone():
-                raise run_id_taken(self, run_id)
-            started = time.time()
-            self._db.execute(
-                "INSERT INTO runs (run_id, flow, graph, status, started, owner, initial) "
-                "VALUES (?, ?, ?, 'running', ?, ?, ?)",
-                (run_id, flow, graph, started, owner, initial),
-            )
-            record = RunRecord(run_id, flow, "running", started, owner=owner)
         with self._lock:
-            self._open_log(run_id, 0)
-        return record
+            log = self._new_log(0)
+            try:
+                with self._transaction():
+                    if self._db.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone():
+                        raise run_id_taken(self, run_id)
+                    started = time.time()
+                    self._db.execute(
+                        "INSERT INTO runs (run_id, flow, graph, status, started, owner, initial, "
+                        "log) VALUES (?, ?, ?, 'running', ?, ?, ?, ?)",
+                        (run_id, flow, graph, started, owner, initial, log and log.path.name),
+                    )
+            except BaseException:
+                if log is not None:
+                    log.close()
+                raise
+            if log is not None:
+                self._logs[run_id] = log
+            return RunRecord(run_id, flow, "running", started, owner=owner)
 
     def claim(self, run_id: str, owner: str) -> tuple[RunRecord, str, bytes, list[Checkpoint]]:
         """Take a stored run over to resume it (see `Store`)."""
         with self._lock:
             self._fold_all()
-            with self._transaction():
-                shown = check_claim(self._row(run_id), owner)
-                # What the run's last process logged and did not fold: in first.
-                folded = self._db.execute(
-                    "SELECT folded FROM runs WHERE run_id=?", (run_id,)
-                ).fetchone()[0]
-                logged, folded = read_log(self._log_path(run_id), folded)
-                self._insert(run_id, logged, folded)
-                self._db.execute(
-                    "UPDATE runs SET status='running', owner=?, ended=NULL, node=NULL, "
-                    "error=NULL, prompt=NULL WHERE run_id=?",
-                    (owner, run_id),
-                )
-                graph, initial = self._db.execute(
-                    "SELECT graph, initial FROM runs WHERE run_id=?", (run_id,)
-                ).fetchone()
-                rows = [
-                    unpacked
-                    for row in self._db.execute(
-                        "SELECT kind, frame, position, node, node_class, action, payload "
-                        "FROM checkpoints WHERE run_id=? ORDER BY seq",
-                        (run_id,),
+            new: RunLog | None = None
+            try:
+                with self._transaction():
+                    check_claim(self._row(run_id), owner)
+                    # What the run's last process logged and did not fold: in first.
+                    folded, old = self._db.execute(
+                        "SELECT folded, log FROM runs WHERE run_id=?", (run_id,)
+                    ).fetchone()
+                    if old is not None:
+                        logged, folded = read_log(self._real.with_name(old), folded)
+                        self._insert(run_id, logged, folded)
+                    shown = shown_status(self._row(run_id))  # at its last row, logged too
+                    new = self._new_log(folded)
+                    self._db.execute(
+                        "UPDATE runs SET status='running', owner=?, ended=NULL, node=NULL, "
+                        "error=NULL, prompt=NULL, log=? WHERE run_id=?",
+                        (owner, new and new.path.name, run_id),
                     )
-                    for unpacked in unpack(Checkpoint(*row))
-                ]
-            self._open_log(run_id, folded)  # a fresh file: only once the fold is committed
+                    graph, initial = self._db.execute(
+                        "SELECT graph, initial FROM runs WHERE run_id=?", (run_id,)
+                    ).fetchone()
+                    rows = [
+                        unpacked
+                        for row in self._db.execute(
+                            "SELECT kind, frame, position, node, node_class, action, payload "
+                            "FROM checkpoints WHERE run_id=? ORDER BY seq",
+                            (run_id,),
+                        )
+                        for unpacked in unpack(Checkpoint(*row))
+                    ]
+            except BaseException:
+                if new is not None:
+                    new.close()
+                raise
+            if old is not None:  # its rows are in the database now
+                _remove(self._real.with_name(old))
+            if new is not None:
+                self._logs[run_id] = new
             return shown, graph, initial, rows
 
     def append(self, run_id: str, rows: list[Checkpoint]) -> None:
         """Add checkpoint rows atomically, after those already there: to the
-        run's log if this object writes one, else to the database."""
+        run's log if this object writes one, else to the database.
+
+        Raises:
+            StoreError: If a row is larger than SQLite holds, or it cannot be
+                written; nothing of ``rows`` is then kept.
+        """
+        for row in rows:
+            if len(row.payload) > self._largest:
+                raise StoreError(
+                    f"{self!r}: a checkpoint of node {row.node!r} holds {len(row.payload):,} "
+                    f"bytes, more than SQLite holds ({self._largest:,}); keep large data out "
+                    "of shared (a file path, a key to another store)",
+                    run_id=run_id,
+                )
         with self._lock:
             log = self._logs.get(run_id)
+            if log is not None and log.broken:
+                log = self._give_up_log(run_id)
             if log is None:
                 with self._transaction():
                     self._insert(run_id, rows)
@@ -270,6 +310,7 @@ class SQLiteStore:
             try:
                 log.write(rows)
             except OSError as error:
+                self._give_up_log(run_id)
                 raise StoreError(
                     f"{self!r}: cannot write the log of run {run_id!r} ({error})", run_id=run_id
                 ) from error
@@ -288,21 +329,41 @@ class SQLiteStore:
 
     # -- run logs (the caller holds the lock) --------------------------------------
 
-    def _log_path(self, run_id: str) -> Path:
-        digest = hashlib.sha256(run_id.encode()).hexdigest()[:24]
-        return self._absolute.with_name(f"{self._absolute.name}-run-{digest}.log")
-
-    def _open_log(self, run_id: str, rank: int) -> None:
-        """Start the run's log, whose first record is the run's ``rank``-th."""
+    def _new_log(self, rank: int) -> RunLog | None:
+        """A log for a run whose first record will be its ``rank``-th; a file
+        of its own, so no other owner's removal can take it. None for a
+        durable store, or if no file can be made (rows are committed then)."""
         if self._durable:  # every row is committed (and synced) as it comes
-            return
-        old = self._logs.pop(run_id, None)
-        if old is not None:
-            os.close(old.fd)
+            return None
+        name = f"{self._real.name}-run-{secrets.token_hex(8)}.log"
         try:
-            self._logs[run_id] = RunLog(self._log_path(run_id), rank)
-        except OSError:  # no log then: each row is committed to the database
-            pass
+            return RunLog(self._real.with_name(name), rank)
+        except OSError:
+            return None
+
+    def _give_up_log(self, run_id: str) -> RunLog | None:
+        """After a failed write (a torn record may stay in the file), put what
+        the log holds into the database and commit every row from then on.
+
+        Raises:
+            StoreError: If the database cannot take them either; the log
+                stays, and the next append tries again.
+        """
+        log = self._logs[run_id]
+        log.broken = True
+        try:
+            with self._transaction():
+                self._insert(run_id, log.packed(self._largest), log.rank)
+                self._db.execute("UPDATE runs SET log=NULL WHERE run_id=?", (run_id,))
+        except sqlite3.Error as error:
+            raise StoreError(
+                f"{self!r}: cannot write the log of run {run_id!r}, nor the database "
+                f"({error}); its checkpoints so far are kept in {str(log.path)!r}",
+                run_id=run_id,
+            ) from error
+        del self._logs[run_id]
+        log.close()
+        return None
 
     def _insert(self, run_id: str, rows: list[Checkpoint], folded: int | None = None) -> None:
         """Add rows (in a transaction the caller opened), and how many records
@@ -315,16 +376,28 @@ class SQLiteStore:
     def _fold(self, run_id: str) -> None:
         """Put what the run's log holds into the database."""
         log = self._logs[run_id]
-        packed = log.packed()
-        if packed is None:
+        if not log.count:
             return
         with self._transaction():
-            self._insert(run_id, [packed], log.rank)
+            self._insert(run_id, log.packed(self._largest), log.rank)
         log.folded()
 
     def _fold_all(self) -> None:
         for run_id in self._logs:
             self._fold(run_id)
+
+    def _fold_all_if_free(self) -> None:
+        """Fold before a read, so this process sees its own rows at once;
+        a database another writer holds is read as it is, without waiting."""
+        if not any(log.count for log in self._logs.values()):
+            return
+        self._db.execute("PRAGMA busy_timeout=0")
+        try:
+            self._fold_all()
+        except sqlite3.Error:
+            pass
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
 
     def finish(
         self,
@@ -346,11 +419,10 @@ class SQLiteStore:
             log = self._logs.get(run_id)
             try:
                 with self._transaction():
-                    packed = None if log is None else log.packed()
-                    if packed is not None:
-                        self._insert(run_id, [packed], log.rank)  # type: ignore[union-attr]
+                    if log is not None:
+                        self._insert(run_id, log.packed(self._largest), log.rank)
                     self._db.execute(
-                        "UPDATE runs SET status=?, ended=?, node=?, error=?, prompt=? "
+                        "UPDATE runs SET status=?, ended=?, node=?, error=?, prompt=?, log=NULL "
                         "WHERE run_id=?",
                         (
                             status,
@@ -375,13 +447,13 @@ class SQLiteStore:
     def get(self, run_id: str) -> RunRecord:
         """One run's record, its status as listed."""
         with self._lock:
-            self._fold_all()  # what this process wrote shows at once
+            self._fold_all_if_free()  # what this process wrote shows at once
             return shown_status(self._row(run_id))
 
     def runs(self, status: str | None = None) -> list[RunRecord]:
         """The runs, oldest first; only those with ``status`` if given."""
         with self._lock:
-            self._fold_all()
+            self._fold_all_if_free()
             rows = self._db.execute(f"{self._RECORD} ORDER BY r.started").fetchall()
         records = [shown_status(_record(row)) for row in rows]
         return [record for record in records if status is None or record.status == status]
@@ -419,7 +491,15 @@ class _Transaction:
         self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is not None:
+            self.db.execute("ROLLBACK")
+            return
+        try:
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:  # a COMMIT that failed may leave it open
+                self.db.execute("ROLLBACK")
+            raise
 
 
 def _record(row: tuple[Any, ...]) -> RunRecord:
@@ -429,3 +509,11 @@ def _record(row: tuple[Any, ...]) -> RunRecord:
     if node is None and row[9] is not None:  # a packed row's node is its last row's path
         node = row[11] if row[9] == "packed" else row_path(row[9], row[10], row[11])
     return RunRecord(row[0], row[1], row[2], row[3], row[4], node, row[6], prompt, row[8])
+
+
+def _remove(path: Path) -> None:
+    """Remove a log whose rows are in the database (gone already is fine)."""
+    try:
+        os.unlink(path)
+    except OSError:  # left behind, it is never read: no run names it
+        pass
