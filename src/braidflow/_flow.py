@@ -122,6 +122,17 @@ class _Checkpoints:
         self.position += 1
 
 
+def _begin_step(
+    node: BaseNode, checkpoints: _Checkpoints | None, observing: Run | None, path: tuple[str, ...]
+) -> StepScope | None:
+    """Begin a step under its display name: its checkpoint scope, if the run
+    is durable; its events' scope (returned), if it is observed."""
+    name = node._display_name()
+    if checkpoints is not None:
+        checkpoints.start(node, name)
+    return StepScope(observing, name, (*path, name)) if observing else None
+
+
 def _step_failed(flow: Flow, node: BaseNode, step: StepScope | None, error: BaseException) -> None:
     """Say where a step failed, in a note and (if observed) in its events."""
     if not isinstance(error, asyncio.CancelledError):
@@ -265,14 +276,11 @@ class Flow(BaseNode):
                 if skipped:
                     action = recorded
                     continue
-                name = node._display_name()
-                checkpoints.start(node, name)
-                step = StepScope(observing, name, (*path, name)) if observing else None
-            elif observing:
-                name = node._display_name()
-                step = StepScope(observing, name, (*path, name))
-            else:
-                step = None
+            step = (
+                _begin_step(node, checkpoints, observing, path)
+                if checkpoints is not None or observing
+                else None
+            )
             try:
                 try:
                     action = node._run(shared)
@@ -324,14 +332,11 @@ class Flow(BaseNode):
                 if skipped:
                     action = recorded
                     continue
-                name = node._display_name()
-                checkpoints.start(node, name)
-                step = StepScope(observing, name, (*path, name)) if observing else None
-            elif observing:
-                name = node._display_name()
-                step = StepScope(observing, name, (*path, name))
-            else:
-                step = None
+            step = (
+                _begin_step(node, checkpoints, observing, path)
+                if checkpoints is not None or observing
+                else None
+            )
             try:
                 try:
                     if node._bf_async:
