@@ -227,14 +227,3 @@ def checkpointed(n):
             return (await graph.ainvoke({"steps": 0}, config))["steps"]
 
     return run
-
-
-WORKLOADS = {
-    "chain": chain,
-    "fanout": fanout,
-    "items": items,
-    "subflows": subflows,
-    "bounded": bounded,
-    "fork": fork,
-    "checkpointed": checkpointed,
-}

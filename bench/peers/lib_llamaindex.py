@@ -228,14 +228,3 @@ def checkpointed(n):
     raise NotImplementedError(
         "no SQLite checkpointer (SqliteWorkflowStore is llama-agents-server's handler store)"
     )
-
-
-WORKLOADS = {
-    "chain": chain,
-    "fanout": fanout,
-    "items": items,
-    "subflows": subflows,
-    "bounded": bounded,
-    "fork": fork,
-    "checkpointed": checkpointed,
-}

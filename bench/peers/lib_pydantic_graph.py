@@ -185,14 +185,3 @@ def checkpointed(n: int) -> Callable[[], Awaitable[int]]:
     raise NotImplementedError(
         "pydantic-graph 2.68 has no persistence at all (no SQLite, file or in-memory checkpoints)"
     )
-
-
-WORKLOADS = {
-    "chain": chain,
-    "fanout": fanout,
-    "items": items,
-    "subflows": subflows,
-    "bounded": bounded,
-    "fork": fork,
-    "checkpointed": checkpointed,
-}

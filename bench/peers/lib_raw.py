@@ -95,14 +95,3 @@ def fork(n):
 
 def checkpointed(n):
     raise NotImplementedError("raw asyncio has no checkpointing")
-
-
-WORKLOADS = {
-    "chain": chain,
-    "fanout": fanout,
-    "items": items,
-    "subflows": subflows,
-    "bounded": bounded,
-    "fork": fork,
-    "checkpointed": checkpointed,
-}
