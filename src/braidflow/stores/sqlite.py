@@ -300,7 +300,8 @@ class SQLiteStore:
         with self._lock:
             log = self._logs.get(run_id)
             if log is not None and log.broken:
-                log = self._give_up_log(run_id)
+                self._give_up_log(run_id)
+                log = None
             if log is None:
                 with self._transaction():
                     self._insert(run_id, rows)
@@ -341,7 +342,7 @@ class SQLiteStore:
         except OSError:
             return None
 
-    def _give_up_log(self, run_id: str) -> RunLog | None:
+    def _give_up_log(self, run_id: str) -> None:
         """After a failed write (a torn record may stay in the file), put what
         the log holds into the database and commit every row from then on.
 
@@ -363,7 +364,6 @@ class SQLiteStore:
             ) from error
         del self._logs[run_id]
         log.close()
-        return None
 
     def _insert(self, run_id: str, rows: list[Checkpoint], folded: int | None = None) -> None:
         """Add rows (in a transaction the caller opened), and how many records
