@@ -937,3 +937,57 @@ def test_the_json_codec_writes_what_json_writes(value):
     assert codec.unpack(packed) == [("k", value), ('é "key"', bf._merge.MISSING)]
     if isinstance(value, str):
         assert _action_text(value, "node") == expected.decode()
+
+
+class WrittenItems(MemoryStore):
+    """Notes the index of every item row it writes."""
+
+    def __init__(self):
+        super().__init__()
+        self.written = set()
+
+    def append(self, run_id, rows):
+        super().append(run_id, rows)
+        for row in rows:
+            if row.kind == "items":
+                self.written.update(entry[0] for entry in json.loads(row.payload))
+
+
+@pytest.mark.parametrize("kind", ["parallel node", "sequential node", "parallel flow"])
+async def test_no_item_starts_before_the_one_before_it_is_in_the_store(kind):
+    """With one item at a time, item k starts only once item k - 1 is
+    recorded: a crash can cost only the item in flight."""
+    store = WrittenItems()
+    started = []
+
+    def starting(index):
+        assert index == 0 or index - 1 in store.written, f"item {index} started too early"
+        started.append(index)
+
+    if kind == "parallel flow":
+
+        class Work(AsyncNode):
+            async def exec_async(self, prep_res):
+                starting(self.params["index"])
+
+        class Each(bf.AsyncParallelBatchFlow):
+            async def prep_async(self, shared):
+                return [{"index": index} for index in range(6)]
+
+        flow = AsyncFlow(start=Each(start=Work(), max_concurrency=1, name="each"))
+    else:
+        base = AsyncParallelBatchNode if kind == "parallel node" else bf.AsyncBatchNode
+
+        class Items(base):
+            async def prep_async(self, shared):
+                return list(range(6))
+
+            async def exec_async(self, index):
+                starting(index)  # no await: it would run on at once without the wait
+                return index
+
+        options = {"max_concurrency": 1} if kind == "parallel node" else {}
+        flow = AsyncFlow(start=Items(name="items", **options))
+    await flow.run_async({}, store=store, run_id="r")
+    assert started == list(range(6))
+    assert store.written == set(range(6))

@@ -44,13 +44,15 @@ __all__ = [
 
 
 class _ItemAt:
-    """In DITEM, for a task that runs items of one batch: the item it is at."""
+    """In DITEM, for a task that runs items of one batch: the item it is at,
+    and whether the one before waits for its commit."""
 
-    __slots__ = ("batch", "index")
+    __slots__ = ("batch", "index", "queued")
 
     def __init__(self, batch: Any, index: int) -> None:
         self.batch = batch
         self.index = index
+        self.queued = False
 
 
 # The step running now (a path of "position:node id" down from the run's top)
@@ -907,19 +909,23 @@ def checkpointed_items(
                     results[index] = result
                 return result
             mark = fingerprint(codec, item)  # before exec, which may change the item
-            token: Token[Any] | None
+            token: Token[Any] | None = None
+            at: _ItemAt | None = None
             if flow:
                 token = STEP.set(f"{stage}[{index}]")
             elif runs_in == "task":  # its context is its own, and ends with it
                 DITEM.set(index)
-                token = None
             elif runs_in == "worker":  # its next item only moves its marker on
-                at = DITEM.get()
+                at = DITEM.get()  # type: ignore[assignment]
                 if type(at) is _ItemAt and at.batch is batch:
+                    if at.queued:  # the item before must be in the store first
+                        await _yield()
+                        at.queued = False
+                        durable.check_written()
                     at.index = index
                 else:
-                    DITEM.set(_ItemAt(batch, index))
-                token = None
+                    at = _ItemAt(batch, index)
+                    DITEM.set(at)
             else:
                 token = DITEM.set(index)
             try:
@@ -939,15 +945,16 @@ def checkpointed_items(
             durable.queue_item(batch, index, mark, result, node)
             if results is not None:
                 results[index] = result
-            if runs_in == "task":  # nothing else runs here: post waits for the commit
-                return result
-            # A worker takes no other item until this one is in the store, so a
-            # crash can only lose items in flight. The commit was queued
-            # (call_soon) before this task's next step: it has run when the
-            # yield returns. No future per item.
-            await _yield()
-            if durable._write_error is not None:
-                raise durable._write_error
+            # Nothing new runs until this item is in the store, so a crash can
+            # only lose items in flight. Its commit is queued (call_soon) before
+            # this task's next step: it has run when a yield returns. A node's
+            # worker yields before its next item (its last one never waits); a
+            # task per item ends here (post waits for the commit).
+            if at is not None:
+                at.queued = True
+            elif runs_in != "task":
+                await _yield()
+                durable.check_written()
             return result
 
         return item_async
