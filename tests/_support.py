@@ -34,7 +34,7 @@ class Gauge:
 def checkpoint_row(position, kind="step"):
     """A checkpoint row for store tests: its fields tell it apart by position
     (an odd one has no action)."""
-    from braidflow._store import Checkpoint
+    from braidflow.stores import Checkpoint
 
     return Checkpoint(
         kind,

@@ -847,18 +847,19 @@ async def test_a_durable_batch_labels_an_item_failure_as_a_plain_one_does(store,
 def test_an_item_s_fingerprint_is_the_crc_of_its_json(item):
     import zlib
 
-    from braidflow._durable import _JSON, Codec, fingerprint
+    from braidflow.durable._codec import JSON_TEXT as _JSON
+    from braidflow.durable._codec import Codec, fingerprint
 
     assert fingerprint(Codec("json"), item) == zlib.crc32(_JSON(item).encode())
 
 
 @pytest.mark.parametrize("result", [0, -5, 2**80, True, None, 2.5, "text", [1, {"a": "b"}]])
 async def test_an_item_s_result_is_queued_as_json_writes_it(result):
-    from braidflow._durable import Durable
+    from braidflow.durable import DurableRun as Durable
 
     durable = Durable(MemoryStore(), "r")
     durable.queue_item(("stage", 1), 4, 99, result, Node(name="n"))
-    (marker, queued) = durable._queued
+    (marker, queued) = durable.writer._queued
     assert marker[0] == ("stage", 1)
     assert queued == json.dumps([4, 99, result], separators=(",", ":")).encode()
 
@@ -867,7 +868,7 @@ async def test_items_queued_while_a_thread_takes_the_queue_keep_their_batch():
     """The loop queues items without the lock; a write from a thread takes what
     is queued. Items queued after a take, with no marker of their own, are the
     last marker's, and each batch's items end up in its own row."""
-    from braidflow._durable import Durable
+    from braidflow.durable import DurableRun as Durable
 
     store = MemoryStore()
     store.create_run("r", "flow", "g", b"{}", "owner")
@@ -878,7 +879,7 @@ async def test_items_queued_while_a_thread_takes_the_queue_keep_their_batch():
     durable.queue_item(a, 1, 11, 1, first)
     durable.write([])  # as a thread's write would: takes both
     durable.queue_item(a, 2, 12, 2, first)  # after the take: no new marker
-    assert durable._queued == [b"[2,12,2]"]
+    assert durable.writer._queued == [b"[2,12,2]"]
     durable.queue_item(b, 0, 20, 5, second)
     durable.queue_item(a, 3, 13, 3, first)
     durable.flush()
@@ -927,7 +928,8 @@ async def test_parallel_items_each_get_their_own_answers(store, bound):
     "value", [0, -5, 2**80, "", 'é\n"\\ ☃', True, None, 2.5, [1, "a", None], {"k": {"é": [2]}}]
 )
 def test_the_json_codec_writes_what_json_writes(value):
-    from braidflow._durable import Codec, _action_text
+    from braidflow.durable._codec import Codec
+    from braidflow.durable._codec import action_text as _action_text
 
     codec = Codec("json")
     expected = json.dumps(value, separators=(",", ":")).encode()

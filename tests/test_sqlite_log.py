@@ -15,8 +15,9 @@ import pytest
 from _support import checkpoint_row as row
 from _support import dead_owner
 from braidflow import SQLiteStore, StoreError
-from braidflow._store import Checkpoint, this_owner
+from braidflow.stores import Checkpoint
 from braidflow.stores import sqlite as sqlite_store
+from braidflow.stores._owners import this_owner
 
 
 def logs(tmp_path):
@@ -31,7 +32,8 @@ def killed_writer(tmp_path, body):
             f"""
         import os, signal
         from braidflow import SQLiteStore
-        from braidflow._store import Checkpoint, this_owner
+        from braidflow.stores import Checkpoint
+        from braidflow.stores._owners import this_owner
         from braidflow.stores import _runlog
 
         def row(position, kind="step"):
@@ -219,7 +221,9 @@ def test_a_store_from_before_run_logs_is_upgraded_in_place(tmp_path):
     store.append("r", [row(1)])
     store.finish("r", "completed")
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT value FROM braidflow_meta").fetchone() == ("2",)
+        assert db.execute("SELECT value FROM braidflow_meta").fetchone() == (
+            str(sqlite_store.SCHEMA_VERSION),
+        )
     store.close()
 
 

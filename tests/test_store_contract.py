@@ -9,7 +9,8 @@ import pytest
 from _support import checkpoint_row as row
 from _support import dead_owner
 from braidflow import MemoryStore, RunRecord, SQLiteStore, Store, StoreError
-from braidflow._store import Checkpoint, this_owner
+from braidflow.stores import Checkpoint
+from braidflow.stores._owners import this_owner
 
 
 @pytest.fixture(params=["sqlite", "sqlite-durable", "memory"])
@@ -24,7 +25,7 @@ def store(request, tmp_path):
 
 def live_owner():
     """The owner string of another process that is alive: init."""
-    from braidflow._store import _process_start
+    from braidflow.stores._owners import process_start as _process_start
 
     return f"{socket.gethostname()}:1:{_process_start(1)}"
 

@@ -8,8 +8,6 @@ from types import FunctionType as _FunctionType
 
 from ._batch import Failure as Failure
 from ._branches import Parallel as Parallel
-from ._durable import interrupt as interrupt
-from ._durable import recorded_events as recorded_events
 from ._errors import AsyncUsageError as AsyncUsageError
 from ._errors import BatchItemsError as BatchItemsError
 from ._errors import BraidflowError as BraidflowError
@@ -45,12 +43,14 @@ from ._node import Node as Node
 from ._node import ParallelBatchNode as ParallelBatchNode
 from ._policy import Retry as Retry
 from ._run import PendingRun as PendingRun
-from ._store import MemoryStore as MemoryStore
-from ._store import RunRecord as RunRecord
-from ._store import Store as Store
 from ._threads import thread_limiter as thread_limiter
-from ._wiring import _ConditionalTransition as _ConditionalTransition
+from .durable import interrupt as interrupt
+from .durable import recorded_events as recorded_events
+from .stores import Checkpoint as Checkpoint
+from .stores import MemoryStore as MemoryStore
+from .stores import RunRecord as RunRecord
 from .stores import SQLiteStore as SQLiteStore
+from .stores import Store as Store
 
 # Names the other seed documents use for the same classes: one line each.
 BatchAsyncFlow = AsyncBatchFlow  # PocketFlow's early docs
@@ -80,6 +80,7 @@ __all__ = [
     "BatchItemsError",
     "BatchNode",
     "BraidflowError",
+    "Checkpoint",
     "CheckpointError",
     "Event",
     "Failure",

@@ -16,11 +16,10 @@ from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ._context import ATTEMPT, GATES, HELD, AttemptState
+from ._context import ATTEMPT, GATES, HELD, PATH, AttemptState, Run, observed
 from ._errors import InvalidParameterError, NodeCancelledError, NodeTimeoutError, add_note
 from ._limits import Limiter, acquire_all, acquire_all_blocking, release_all
 from ._policy import next_delay
-from ._run import PATH, Run, observed
 from ._threads import Abandoned, call_in_thread, lending_slot, run_in_thread
 from .executors._base import DispatchTimeout
 
@@ -146,8 +145,8 @@ class _Attempts:
             if run is not None:
                 run.emit(
                     "retry",
-                    node._display_name(),
-                    PATH.get(),
+                    node=node._display_name(),
+                    path=PATH.get(),
                     item=state.item_index,
                     attempt=state.attempt,
                     error=error,
@@ -291,8 +290,8 @@ def _waited(
 ) -> None:
     run.emit(
         "limiter_wait",
-        node._display_name(),
-        PATH.get(),
+        node=node._display_name(),
+        path=PATH.get(),
         item=index,
         attempt=attempt,
         duration=duration,

@@ -12,18 +12,21 @@ import asyncio
 import contextlib
 import os
 import types
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Iterator
+from contextvars import Token
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._attempt import cancelled_error, own_cancellation
-from ._context import GATES
-from ._durable import checkpointed_items
+from ._context import GATES, ITEM, RUN, STEP, ItemAt, StepAt
 from ._errors import BatchItemsError, InvalidParameterError, add_note
 from ._limits import Limiter
-from ._run import RUN, observe_items
+from ._run import observe_items
 from ._taskgroup import TaskGroup
+
+if TYPE_CHECKING:
+    from .durable import DurableRun
 
 __all__ = [
     "Failure",
@@ -417,3 +420,118 @@ async def run_parallel_async(
     if tasks:
         return [task.result() for task in tasks]
     return results if keep else None
+
+
+def checkpointed_items(
+    durable: DurableRun,
+    node: Any,
+    run_item: Any,
+    is_async: bool,
+    direct: Callable[[Any], Any] | None = None,
+    failed: Callable[[BaseException, int], BaseException] | None = None,
+    runs_in: str = "sequence",
+    results: list[Any] | None = None,
+) -> Any:
+    """Wrap a batch runner's per-item function: an item that finished before is
+    not run again (its recorded result stands); one that finishes now is in
+    the store before its worker goes on (in the event loop, written at the
+    loop's next turn with the others that finished meanwhile).
+
+    ``direct``: the node's own exec coroutine function, to await instead of
+    ``run_item`` when nothing else applies to an item (the batch runner's
+    fast path); ``failed`` says what its failure on an item becomes.
+    ``runs_in`` says what runs the items: ``"sequence"``, the caller, one
+    after another; ``"worker"``, tasks that each take item after item; or
+    ``"task"``, a task per item. The first two go on to another item when
+    one returns, so they must wait until it is in the store first; a task
+    of its own per item need not. ``results``: a list to put each item's
+    result in, at its index (saving the caller a frame per item)."""
+    step = STEP.get()
+    stage = step.key
+    batch = (stage, id(node))
+    recorded = durable.recorded_items(stage)
+    # A parameter set's sub-flow walks a frame of its own; an item is told
+    # apart (for interrupt answers) by its index.
+    flow = node._bf_is_flow
+
+    if is_async:
+
+        async def item_async(item: Any, index: int) -> Any:
+            if recorded and index in recorded:
+                result = durable.item_result(index, recorded[index], item, node)
+                if results is not None:
+                    results[index] = result
+                return result
+            mark = durable.fingerprint(item)  # before exec, which may change the item
+            token: Token[Any] | None = None
+            at: ItemAt | None = None
+            if flow:
+                token = STEP.set(StepAt(f"{stage}[{index}]", step.touched))
+            elif runs_in == "task":  # its context is its own, and ends with it
+                ITEM.set(index)
+            elif runs_in == "worker":  # its next item only moves its marker on
+                at = ITEM.get()  # type: ignore[assignment]
+                if type(at) is ItemAt and at.batch is batch:
+                    if at.queued:  # the item before must be in the store first
+                        await _yield()
+                        at.queued = False
+                        durable.check_written()
+                    at.index = index
+                else:
+                    at = ItemAt(batch, index)
+                    ITEM.set(at)
+            else:
+                token = ITEM.set(index)
+            try:
+                if direct is None:
+                    result = await run_item(item, index)
+                else:
+                    try:
+                        result = await direct(item)
+                    except Exception as error:
+                        failed(error, index)  # type: ignore[misc]  # notes the index
+                        raise
+                    except asyncio.CancelledError as cancel:
+                        raise failed(cancel, index) from cancel  # type: ignore[misc]
+            finally:
+                if token is not None:
+                    (STEP if flow else ITEM).reset(token)
+            durable.queue_item(batch, index, mark, result, node)
+            if results is not None:
+                results[index] = result
+            # Nothing new runs until this item is in the store, so a crash can
+            # only lose items in flight. Its commit is queued (call_soon) before
+            # this task's next step: it has run when a yield returns. A node's
+            # worker yields before its next item (its last one never waits); a
+            # task per item ends here (post waits for the commit).
+            if at is not None:
+                at.queued = True
+            elif runs_in != "task":
+                await _yield()
+                durable.check_written()
+            return result
+
+        return item_async
+
+    def item_sync(item: Any, index: int) -> Any:
+        if recorded and index in recorded:
+            return durable.item_result(index, recorded[index], item, node)
+        mark = durable.fingerprint(item)  # before exec, which may change the item
+        if flow:
+            token: Token[Any] = STEP.set(StepAt(f"{stage}[{index}]", step.touched))
+        else:
+            token = ITEM.set(index)
+        try:
+            result = run_item(item, index)
+        finally:
+            (STEP if flow else ITEM).reset(token)
+        durable.item_done(stage, index, mark, result, node)
+        return result
+
+    return item_sync
+
+
+@types.coroutine
+def _yield() -> Generator[None, None, None]:
+    """Let the event loop turn once (``asyncio.sleep(0)``, without its coroutine)."""
+    yield

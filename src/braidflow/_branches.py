@@ -13,13 +13,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from ._batch import Failure, run_parallel_async
-from ._durable import STEP
+from ._context import PATH, RUN, STEP, Run, StepAt
 from ._errors import InvalidParameterError, WiringError, add_note
 from ._flow import Flow
 from ._merge import SharedView, apply_changes, check_rules, merge
 from ._node import BaseNode
 from ._plan import default
-from ._run import PATH, RUN, Run
 from ._threads import run_to_completion
 from ._wiring import Wirable
 
@@ -57,13 +56,18 @@ class _BranchScope:
         self.run, self.name, self.path = run, name, path
         self.token = PATH.set(path)
         self.started = now = time.monotonic()
-        run.emit("branch_start", name, path, None, None, None, None, None, now)
+        run.emit("branch_start", node=name, path=path, at=now)
 
     def end(self, error: BaseException | None = None) -> None:
         PATH.reset(self.token)
         now = time.monotonic()
         self.run.emit(
-            "branch_end", self.name, self.path, None, None, now - self.started, error, None, now
+            "branch_end",
+            node=self.name,
+            path=self.path,
+            duration=now - self.started,
+            error=error,
+            at=now,
         )
 
 
@@ -173,7 +177,8 @@ class Parallel(BaseNode):
         run = RUN.get()
         observing = run if run is not None and run.observers else None
         durable = run.durable if run is not None else None
-        stage = STEP.get()
+        stage = STEP.get().key
+        touched = STEP.get().touched
         path = PATH.get() or (self._display_name(),)
         # Resuming: a branch that finished before is not run again; its
         # recorded changes are merged as its view's would be.
@@ -188,7 +193,9 @@ class Parallel(BaseNode):
             scope = (
                 _BranchScope(observing, names[index], (*path, names[index])) if observing else None
             )
-            frame = STEP.set(f"{stage}/b{index}:{names[index]}") if durable else None
+            frame = (
+                STEP.set(StepAt(f"{stage}/b{index}:{names[index]}", touched)) if durable else None
+            )
             try:
                 result = await walkers[index]._walk_async(views[index], params, offload, sync_only)
                 if durable is not None:

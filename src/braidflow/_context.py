@@ -1,19 +1,137 @@
-"""Per-run state that must not live on shared node instances.
+"""The run state: the `Run` and every context variable the engine keeps, in one place.
 
-Concurrent batch items share one node object, so the attempt counter that
-PocketFlow kept in ``self.cur_retry`` lives here, in context variables that
-each item's task (and each thread it runs code in) sees on its own.
+A top-level run makes one `Run` (its id, observers, clock, durable
+side); nested flows, batch items, branches and worker threads see the same
+one. Where the running code is (its path, item, checkpoint position,
+attempt, held limits) lives in a few context variables beside it, which each
+item's task and each thread sees on its own; nothing about a run is kept on
+node instances, which concurrent items share.
 """
 
 from __future__ import annotations
 
+import time
+import uuid
+import warnings
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
+
+from ._clock import SYSTEM_CLOCK, Clock
+from ._events import Event, make_event
+from ._wiring import display_names
 
 if TYPE_CHECKING:
     from ._limits import Limiter
 
-__all__ = ["ATTEMPT", "EXECUTOR", "GATES", "HELD", "SHARED", "AttemptState"]
+__all__ = [
+    "ATTEMPT",
+    "GATES",
+    "HELD",
+    "ITEM",
+    "PATH",
+    "RUN",
+    "STAGE",
+    "STEP",
+    "AttemptState",
+    "ItemAt",
+    "Run",
+    "Stage",
+    "StepAt",
+    "current_item",
+    "observed",
+]
+
+Deliver = Callable[[Event], None]
+
+
+class Run:
+    """One top-level run of a node or flow: its id, observers, clock and
+    durable side (a `braidflow.durable` run, for a run with a store).
+
+    Observers are called synchronously, in the order events happen, on the
+    thread where each happened. One that raises is reported once, as a
+    warning naming it, and dropped for the rest of the run.
+    """
+
+    __slots__ = ("_id", "_names", "clock", "durable", "observers")
+
+    def __init__(
+        self, observers: tuple[tuple[Any, Deliver], ...], clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        self._id: str | None = uuid.uuid4().hex if observers else None
+        self._names: dict[int, dict[int, str]] = {}
+        self.observers = observers
+        self.clock = clock
+        self.durable: Any = None  # a durable.DurableRun, for a run with a store
+
+    @property
+    def id(self) -> str:
+        """The run's unique id (made when first asked for)."""
+        if self._id is None:
+            self._id = uuid.uuid4().hex
+        return self._id
+
+    @id.setter
+    def id(self, value: str) -> None:
+        self._id = value
+
+    def names_in(self, start: Any) -> dict[int, str]:
+        """Display names of the graph starting at ``start`` (computed once per run)."""
+        names = self._names.get(id(start))
+        if names is None:
+            names = self._names[id(start)] = display_names(start)
+        return names
+
+    def emit(
+        self,
+        kind: str,
+        *,
+        node: str,
+        path: tuple[str, ...],
+        item: int | None = None,
+        attempt: int | None = None,
+        duration: float | None = None,
+        error: BaseException | None = None,
+        data: Any = None,
+        at: float | None = None,
+    ) -> None:
+        """Build an event (happening now, or ``at`` a monotonic time) and hand
+        it to every observer still listening."""
+        observers = self.observers
+        if not observers:
+            return
+        event = make_event(
+            kind,
+            self._id or self.id,
+            node,
+            path,
+            time.monotonic() if at is None else at,
+            item,
+            attempt,
+            duration,
+            error,
+            data,
+        )
+        for observer, deliver in observers:
+            try:
+                deliver(event)
+            except Exception as failure:
+                self._drop(observer, failure)
+
+    def _drop(self, observer: Any, failure: Exception) -> None:
+        # Replacing the tuple is atomic, so threads delivering at the same time
+        # see either the old set or the new one.
+        remaining = tuple(pair for pair in self.observers if pair[0] is not observer)
+        if len(remaining) == len(self.observers):
+            return  # another thread dropped it already
+        self.observers = remaining
+        warnings.warn(
+            f"braidflow: observer {observer!r} raised {failure!r}; it is dropped for the "
+            "rest of this run",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 class AttemptState:
@@ -27,24 +145,88 @@ class AttemptState:
         self.attempt = 0
 
 
-ATTEMPT: ContextVar[AttemptState | None] = ContextVar("braidflow_attempt", default=None)
+class ItemAt:
+    """In `ITEM`, for a task that runs item after item of one batch (a bounded
+    worker of a durable batch): the item it is at, moved on in place rather
+    than set anew per item, and whether the item before waits for its commit."""
 
+    __slots__ = ("batch", "index", "queued")
+
+    def __init__(self, batch: Any, index: int) -> None:
+        self.batch = batch
+        self.index = index
+        self.queued = False
+
+
+class _Unrecorded(set[Any]):
+    """Outside a durable run's steps nothing is recorded: adding is a no-op."""
+
+    def add(self, key: Any) -> None:
+        pass
+
+
+class StepAt:
+    """The checkpoint position of the running code in a durable run: the key
+    its checkpoints belong to (``0:job/2:review``, ``...[3]`` for a batch
+    flow's parameter set, ``.../b1:name`` for a branch), and the keys of
+    ``shared`` its step has touched (what the step's checkpoint holds)."""
+
+    __slots__ = ("key", "touched")
+
+    def __init__(self, key: str, touched: set[Any]) -> None:
+        self.key = key
+        self.touched = touched
+
+
+class Stage:
+    """What an enclosing flow hands to the code it runs: the executor its
+    batch nodes default to, and ``shared`` for a class's own ``_exec`` (which
+    PocketFlow calls without it)."""
+
+    __slots__ = ("executor", "shared")
+
+    def __init__(self, executor: Any, shared: Any) -> None:
+        self.executor = executor
+        self.shared = shared
+
+
+# The run, for every task and thread of it.
+RUN: ContextVar[Run | None] = ContextVar("braidflow_run", default=None)
+# The display names down to the running node (set only while a run is observed).
+PATH: ContextVar[tuple[str, ...]] = ContextVar("braidflow_path", default=())
+# The batch item being run: its index (set while a run is observed or durable).
+ITEM: ContextVar[int | ItemAt | None] = ContextVar("braidflow_item", default=None)
+# Where checkpoints belong (set only in durable runs).
+STEP: ContextVar[StepAt] = ContextVar(
+    "braidflow_step",
+    default=StepAt("", _Unrecorded()),  # noqa: B039 - immutable in effect: it records nothing
+)
+# The exec attempt running now (set while a retry, timeout or limiter applies).
+ATTEMPT: ContextVar[AttemptState | None] = ContextVar("braidflow_attempt", default=None)
+# The limiters held by the attempts this code runs inside (one entry per slot
+# held, nested runs included): a limiter asked for a slot it can only get from
+# its own holder refuses at once instead of deadlocking.
+HELD: ContextVar[tuple[Limiter, ...]] = ContextVar("braidflow_held", default=())
 # The bounds (max_concurrency) of the parallel stages enclosing this code, as
 # limiters, outermost first. An exec attempt that may be abandoned in a thread
 # (sync code under a timeout) holds them too, so the abandoned thread keeps
 # counting against each bound until it really ends.
 GATES: ContextVar[tuple[Limiter, ...]] = ContextVar("braidflow_gates", default=())
+# What the enclosing flow hands down (its executor; shared for an _exec override).
+STAGE: ContextVar[Stage | None] = ContextVar("braidflow_stage", default=None)
 
-# The limiters held by the attempts this code runs inside (one entry per slot
-# held, nested runs included): a limiter asked for a slot it can only get from
-# its own holder refuses at once instead of deadlocking.
-HELD: ContextVar[tuple[Limiter, ...]] = ContextVar("braidflow_held", default=())
 
-# The shared store, for a node whose class overrides PocketFlow's _exec(prep_res):
-# the exec stage it calls back into still needs the store for the old
-# exec(shared, prep_res) form.
-SHARED: ContextVar[Any] = ContextVar("braidflow_shared", default=None)
+def observed() -> Run | None:
+    """The running run, if anyone observes it; else ``None`` (nothing to build)."""
+    run = RUN.get()
+    if run is not None and run.observers:
+        return run
+    return None
 
-# The executor a flow gives the batch nodes inside it that have none of their
-# own (``Flow(executor=...)``); None: items run in this process.
-EXECUTOR: ContextVar[Any] = ContextVar("braidflow_executor", default=None)
+
+def current_item() -> int | None:
+    """The index of the batch item being run, if the run keeps it."""
+    item = ITEM.get()
+    if type(item) is ItemAt:
+        return item.index
+    return item  # type: ignore[return-value]

@@ -21,14 +21,14 @@ from ._batch import (
     run_sequential_async,
     run_sequential_sync,
 )
-from ._context import EXECUTOR
-from ._durable import STEP, TOUCHED, Durable
+from ._context import PATH, RUN, STAGE, STEP, Run, Stage, StepAt
 from ._errors import AsyncUsageError, BatchItemsError, InvalidParameterError, WiringError, add_note
 from ._merge import SharedView, apply_changes, check_rules, merge
 from ._node import UNSET, AsyncNode, BaseNode, check_executor
 from ._plan import copy_node, default
-from ._run import PATH, RUN, Run, StepScope
+from ._run import StepScope
 from ._wiring import as_node, changed, route
+from .durable import DurableRun
 
 if TYPE_CHECKING:
     from ._branches import Parallel
@@ -81,12 +81,11 @@ class _Checkpoints:
         "recorded",
         "token",
         "touched",
-        "touched_token",
     )
 
-    def __init__(self, durable: Durable) -> None:
+    def __init__(self, durable: DurableRun) -> None:
         self.durable = durable
-        self.frame = STEP.get()
+        self.frame = STEP.get().key
         self.recorded = durable.steps_in(self.frame)
         self.position = 0
 
@@ -103,13 +102,11 @@ class _Checkpoints:
         self.name = name
         self.key = key = f"{self.frame}/{self.position}:{name}"
         self.durable.at = key
-        self.token = STEP.set(key)
         self.touched: set[Any] = set()  # what this step reads and writes in shared
-        self.touched_token = TOUCHED.set(self.touched)
+        self.token = STEP.set(StepAt(key, self.touched))
 
     def stop(self) -> None:
         STEP.reset(self.token)
-        TOUCHED.reset(self.touched_token)
 
     def failed(self, error: BaseException) -> None:
         """Note the step a failure came from (the innermost sees it first)."""
@@ -392,11 +389,11 @@ class Flow(BaseNode):
 
     def _stage_sync(self, shared: Any, prep_result: Any) -> Any:
         if self._bf_executor is not None:  # the default of the batch nodes inside
-            token = EXECUTOR.set(self._bf_executor)
+            token = STAGE.set(Stage(self._bf_executor, shared))
             try:
                 return self._stage_sync_here(shared, prep_result)
             finally:
-                EXECUTOR.reset(token)
+                STAGE.reset(token)
         return self._stage_sync_here(shared, prep_result)
 
     def _stage_sync_here(self, shared: Any, prep_result: Any) -> Any:
@@ -415,11 +412,11 @@ class Flow(BaseNode):
 
     async def _stage_async(self, shared: Any, prep_result: Any, offload: bool = False) -> Any:
         if self._bf_executor is not None:  # the default of the batch nodes inside
-            token = EXECUTOR.set(self._bf_executor)
+            token = STAGE.set(Stage(self._bf_executor, shared))
             try:
                 return await self._stage_async_here(shared, prep_result, offload)
             finally:
-                EXECUTOR.reset(token)
+                STAGE.reset(token)
         return await self._stage_async_here(shared, prep_result, offload)
 
     async def _stage_async_here(self, shared: Any, prep_result: Any, offload: bool = False) -> Any:
@@ -450,8 +447,8 @@ class Flow(BaseNode):
             return await run_parallel_async(self, items, run_item, collect)
         views: dict[int, SharedView] = {}
         run = RUN.get()
-        durable = run.durable if run is not None else None
-        stage = STEP.get()
+        durable: DurableRun | None = run.durable if run is not None else None
+        stage = STEP.get().key
         # Resuming: sub-flows that finished before are skipped (by the item
         # checkpoints); their recorded changes are merged instead of a view's.
         recorded = durable.recorded_items(stage) if durable is not None else {}
@@ -464,7 +461,7 @@ class Flow(BaseNode):
                 self._label_param_set_error(error, item, index)
                 raise
             if durable is not None:  # before the item's own checkpoint: no loss either way
-                durable.later(durable.changes_row(stage, index, view, self))
+                durable.sub_flow_done(stage, index, view, self)
             views[index] = view  # only a sub-flow that finished is merged
             return result
 

@@ -27,10 +27,9 @@ from ._batch import (
     run_sequential_async,
     run_sequential_sync,
 )
-from ._context import EXECUTOR, SHARED
+from ._context import PATH, STAGE, Stage, observed
 from ._errors import AsyncUsageError
 from ._plan import Plan, default
-from ._run import PATH, observed
 from ._threads import run_in_thread, run_to_completion, stop_requested
 
 if TYPE_CHECKING:
@@ -109,11 +108,11 @@ class Lifecycle:
                 self.before_prep(shared)
             prep_result = self.prep(shared)
             if self._bf_plan.custom_exec:
-                token = SHARED.set(shared)
+                token = STAGE.set(Stage(_executor(), shared))
                 try:
                     exec_result = self._exec(prep_result)
                 finally:
-                    SHARED.reset(token)
+                    STAGE.reset(token)
             else:
                 exec_result = self._stage_sync(shared, prep_result)
             if hooked:
@@ -256,12 +255,12 @@ class Lifecycle:
             return False
         run = observed()
         if run is not None:
-            run.emit("error", self._display_name(), PATH.get(), error=error)
+            run.emit("error", node=self._display_name(), path=PATH.get(), error=error)
         return True
 
     async def _custom_exec_async(self, shared: Any, prep_result: Any, offload: bool) -> Any:
         """Call a class's own ``_exec`` override (awaiting what it returns if needed)."""
-        token = SHARED.set(shared)
+        token = STAGE.set(Stage(_executor(), shared))
         try:
             if offload:
                 result = await run_in_thread(self._exec, prep_result)
@@ -271,7 +270,7 @@ class Lifecycle:
                 result = await result
             return result
         finally:
-            SHARED.reset(token)
+            STAGE.reset(token)
 
     def _stage_sync(self, shared: Any, prep_result: Any) -> Any:
         """The exec stage from sync code: one attempt loop per item, as the batch mode says."""
@@ -312,7 +311,7 @@ class Lifecycle:
         prepared once; None: they run here."""
         executor = self._bf_executor
         if executor is None:
-            executor = EXECUTOR.get()
+            executor = _executor()
             if executor is None:
                 return None
         return executor.prepare(self, self._bf_plan.exec)
@@ -349,7 +348,8 @@ class Lifecycle:
         """PocketFlow's name for the exec stage (retries included). A subclass may
         override it, e.g. to cache, and call ``super()._exec(prep_res)``; for
         async kinds that returns an awaitable."""
-        shared = SHARED.get()
+        stage = STAGE.get()
+        shared = stage.shared if stage is not None else None
         if self._bf_async:
             return self._stage_async(shared, prep_res)
         return self._stage_sync(shared, prep_res)
@@ -362,3 +362,9 @@ class Lifecycle:
             and self._bf_timeout is None
             and not self._bf_limits
         )
+
+
+def _executor() -> Any:
+    """The executor the enclosing flow hands to its batch nodes, if any."""
+    stage = STAGE.get()
+    return stage.executor if stage is not None else None

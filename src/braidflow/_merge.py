@@ -96,7 +96,7 @@ class SharedView(MutableMapping[Any, Any]):
         self._dirty: set[Any] = set()  # touched since the last checkpoint (durable runs)
         self._bf_last: dict[Any, bytes] = {}
 
-    def take_dirty(self) -> set[Any]:
+    def _take_dirty(self) -> set[Any]:
         """The keys touched since the last call (durable runs checkpoint those)."""
         dirty, self._dirty = self._dirty, set()
         return dirty
@@ -120,7 +120,7 @@ class SharedView(MutableMapping[Any, Any]):
             self._dirty.add(key)
         return copied
 
-    def peek(self, key: Any) -> Any:
+    def _peek(self, key: Any) -> Any:
         """The value of ``key`` now, neither copied nor marked as touched."""
         if key in self._local:
             return self._local[key]

@@ -22,18 +22,19 @@ from ._batch import (
     SEQUENTIAL,
     SINGLE,
 )
-from ._context import ATTEMPT
-from ._durable import NO_ANSWER
+from ._clock import Clock
+from ._context import ATTEMPT, PATH, current_item, observed
 from ._errors import InvalidParameterError, add_note, has_note
 from ._events import Event
 from ._lifecycle import Lifecycle
 from ._limits import Limiter, ordered
 from ._plan import Plan, default, has_plain_copy
 from ._policy import Retry
-from ._run import ITEM, PATH, PendingRun, RunScope, observed
-from ._store import Store
+from ._run import PendingRun, RunScope
 from ._stream import stream_events
 from ._wiring import Successors, Wirable, changed
+from .durable import NO_ANSWER
+from .stores._base import Store
 from .viz import to_mermaid
 
 __all__ = [
@@ -301,6 +302,8 @@ class BaseNode(Lifecycle, Wirable):
         store: Store | None = None,
         run_id: str | None = None,
         record_events: bool = False,
+        metadata: dict[str, Any] | None = None,
+        clock: Clock | None = None,
         **legacy: Any,
     ) -> Any:
         """Run this node (or flow) once on ``shared`` and return its action.
@@ -324,6 +327,11 @@ class BaseNode(Lifecycle, Wirable):
             run_id: The durable run's id; default: a new unique one (errors,
                 `Suspended`, events and ``store.runs()`` carry it).
             record_events: Keep the run's events in the store too.
+            metadata: A dict of JSON values to keep with a durable run's
+                record (``RunRecord.metadata``): a tenant, a request id...
+            clock: The clock retry waits and timeouts read (default: the
+                system's); tests pass ``braidflow.testing.VirtualClock()``
+                and move time by hand.
 
         Raises:
             InvalidParameterError: For an observer that can receive nothing,
@@ -332,7 +340,14 @@ class BaseNode(Lifecycle, Wirable):
         """
         shared = self._shared_argument(shared, legacy)
         scope = RunScope(
-            self, shared, observers, store=store, run_id=run_id, record_events=record_events
+            self,
+            shared,
+            observers,
+            store=store,
+            run_id=run_id,
+            record_events=record_events,
+            metadata=metadata,
+            clock=clock,
         )
         if self._bf_async:
             self._warn_unreachable_successors("AsyncFlow")
@@ -350,6 +365,8 @@ class BaseNode(Lifecycle, Wirable):
         store: Store | None = None,
         run_id: str | None = None,
         record_events: bool = False,
+        metadata: dict[str, Any] | None = None,
+        clock: Clock | None = None,
         **legacy: Any,
     ) -> Any:
         """Run this node (or flow) once on ``shared`` inside a running event loop.
@@ -360,7 +377,14 @@ class BaseNode(Lifecycle, Wirable):
         """
         shared = self._shared_argument(shared, legacy)
         scope = RunScope(
-            self, shared, observers, store=store, run_id=run_id, record_events=record_events
+            self,
+            shared,
+            observers,
+            store=store,
+            run_id=run_id,
+            record_events=record_events,
+            metadata=metadata,
+            clock=clock,
         )
         self._warn_unreachable_successors("AsyncFlow")
         return await self._run_top_async(scope)
@@ -373,6 +397,7 @@ class BaseNode(Lifecycle, Wirable):
         input: Any = NO_ANSWER,
         observers: Any = None,
         record_events: bool = False,
+        clock: Clock | None = None,
     ) -> Any:
         """Resume a stored run of this flow; return its final ``shared``.
 
@@ -390,7 +415,7 @@ class BaseNode(Lifecycle, Wirable):
                 or a batch's ``prep`` gives other items than it did.
             Suspended: If the run stops again at an ``interrupt``.
         """
-        scope = self._resume_scope(run_id, store, input, observers, record_events)
+        scope = self._resume_scope(run_id, store, input, observers, record_events, clock)
         if self._bf_async:
             if asyncio._get_running_loop() is None:
                 return asyncio.run(self._resume_top_async(scope))
@@ -406,13 +431,20 @@ class BaseNode(Lifecycle, Wirable):
         input: Any = NO_ANSWER,
         observers: Any = None,
         record_events: bool = False,
+        clock: Clock | None = None,
     ) -> Any:
         """Resume a stored run inside a running event loop; see `resume`."""
-        scope = self._resume_scope(run_id, store, input, observers, record_events)
+        scope = self._resume_scope(run_id, store, input, observers, record_events, clock)
         return await self._resume_top_async(scope)
 
     def _resume_scope(
-        self, run_id: Any, store: Any, answer: Any, observers: Any, record_events: bool
+        self,
+        run_id: Any,
+        store: Any,
+        answer: Any,
+        observers: Any,
+        record_events: bool,
+        clock: Clock | None,
     ) -> RunScope:
         if store is None:
             raise InvalidParameterError(
@@ -426,6 +458,7 @@ class BaseNode(Lifecycle, Wirable):
             store=store,
             run_id=run_id,
             record_events=record_events,
+            clock=clock,
             resuming=True,
             answer=answer,
         )
@@ -456,7 +489,12 @@ class BaseNode(Lifecycle, Wirable):
         state = ATTEMPT.get()
         attempt = state.attempt if state is not None and state.node is self else None
         run.emit(
-            "emit", self._display_name(), PATH.get(), item=ITEM.get(), attempt=attempt, data=data
+            "emit",
+            node=self._display_name(),
+            path=PATH.get(),
+            item=current_item(),
+            attempt=attempt,
+            data=data,
         )
 
     def to_mermaid(self) -> str:

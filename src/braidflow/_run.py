@@ -1,64 +1,39 @@
-"""The per-run context: one object per top-level run, reached through a context variable.
+"""Starting and ending a top-level run: its `Run`, run events, its durable side.
 
-A `Run` holds the run's id and observers (later its store and resume
-state); nested flows, batch items and worker threads see the same run. The
-path of names down to the running node lives beside it. ``PendingRun`` is the
-awaitable ``run(shared)`` returns where an event loop is already running.
+`RunScope` opens a run for ``run``/``run_async``/``resume`` (checking
+the run's options first) and closes it: the run's first and last events,
+the durable run recorded or claimed, its end recorded. ``PendingRun`` is
+the awaitable ``run(shared)`` returns where an event loop is already running.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Coroutine, Generator, Sized
-from contextvars import ContextVar, Token
+from contextvars import Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._durable import (
-    NO_ANSWER,
-    STEP,
-    TOUCHED,
-    Durable,
-    Interrupted,
-    TrackingDict,
-    describe_graph,
-)
-from ._errors import InvalidParameterError, ResumeError, Suspended, add_note, describe_error
-from ._events import Event, make_event
-from ._store import Store, this_owner
+from ._clock import SYSTEM_CLOCK
+from ._context import ITEM, PATH, RUN, STEP, Run, StepAt
+from ._errors import InvalidParameterError
+from ._events import Event
 from ._threads import enter_run, leave_run
-from ._wiring import display_names
+from .durable import NO_ANSWER, DurableRun, EventRecorder, claim_run, close_run, start_run
+from .stores._base import Store
 
 if TYPE_CHECKING:
     from ._node import BaseNode
 
 __all__ = [
-    "ITEM",
-    "PATH",
-    "RESUME_HINT",
-    "RUN",
     "PendingRun",
-    "Run",
     "RunScope",
     "StepScope",
     "observe_items",
-    "observed",
     "observers_of",
 ]
-
-RUN: ContextVar[Run | None] = ContextVar("braidflow_run", default=None)
-# Set only while a run is observed: the names down to the running node, and
-# the batch item being run.
-PATH: ContextVar[tuple[str, ...]] = ContextVar("braidflow_path", default=())
-ITEM: ContextVar[int | None] = ContextVar("braidflow_item", default=None)
-
-# The words of the note a failed durable run's error gets that say how to
-# resume it in Python (the command line, which says its own, drops that note).
-RESUME_HINT = "fix the cause and resume it with flow.resume("
 
 Deliver = Callable[[Event], None]
 
@@ -94,94 +69,6 @@ def observers_of(observers: Any, owner: BaseNode) -> tuple[tuple[Any, Deliver], 
     return tuple(paired)
 
 
-class Run:
-    """One run of a node or flow: its id and its observers.
-
-    Observers are called synchronously, in the order events happen, on the
-    thread where each happened. One that raises is reported once, as a
-    warning naming it, and dropped for the rest of the run.
-    """
-
-    __slots__ = ("_id", "_names", "durable", "observers")
-
-    def __init__(self, observers: tuple[tuple[Any, Deliver], ...]) -> None:
-        self._id: str | None = uuid.uuid4().hex if observers else None
-        self._names: dict[int, dict[int, str]] = {}
-        self.observers = observers
-        self.durable: Durable | None = None  # set for a run with a store
-
-    def names_in(self, start: Any) -> dict[int, str]:
-        """Display names of the graph starting at ``start`` (computed once per run)."""
-        names = self._names.get(id(start))
-        if names is None:
-            names = self._names[id(start)] = display_names(start)
-        return names
-
-    @property
-    def id(self) -> str:
-        """The run's unique id (made when first asked for)."""
-        if self._id is None:
-            self._id = uuid.uuid4().hex
-        return self._id
-
-    def emit(
-        self,
-        kind: str,
-        node: str,
-        path: tuple[str, ...],
-        item: int | None = None,
-        attempt: int | None = None,
-        duration: float | None = None,
-        error: BaseException | None = None,
-        data: Any = None,
-        at: float | None = None,
-    ) -> None:
-        """Build an event (happening now, or ``at`` a monotonic time) and hand
-        it to every observer still listening."""
-        observers = self.observers
-        if not observers:
-            return
-        event = make_event(
-            kind,
-            self._id or self.id,
-            node,
-            path,
-            time.monotonic() if at is None else at,
-            item,
-            attempt,
-            duration,
-            error,
-            data,
-        )
-        for observer, deliver in observers:
-            try:
-                deliver(event)
-            except Exception as failure:
-                self._drop(observer, failure)
-
-    def _drop(self, observer: Any, failure: Exception) -> None:
-        # Replacing the tuple is atomic, so threads delivering at the same time
-        # see either the old set or the new one.
-        remaining = tuple(pair for pair in self.observers if pair[0] is not observer)
-        if len(remaining) == len(self.observers):
-            return  # another thread dropped it already
-        self.observers = remaining
-        warnings.warn(
-            f"braidflow: observer {observer!r} raised {failure!r}; it is dropped for the "
-            "rest of this run",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-
-
-def observed() -> Run | None:
-    """The running run, if anyone observes it; else ``None`` (nothing to build)."""
-    run = RUN.get()
-    if run is not None and run.observers:
-        return run
-    return None
-
-
 class StepScope:
     """A node's step while its run is observed: ``node_start`` now, ``node_end``
     (and ``error``, if it failed) at `end`, with the path set between."""
@@ -194,15 +81,22 @@ class StepScope:
         self.path = path
         self.token = PATH.set(path)
         self.started = now = time.monotonic()
-        run.emit("node_start", name, path, None, None, None, None, None, now)
+        run.emit("node_start", node=name, path=path, at=now)
 
     def end(self, error: BaseException | None = None) -> None:
         PATH.reset(self.token)
         run = self.run
         if error is not None and not isinstance(error, asyncio.CancelledError):
-            run.emit("error", self.name, self.path, error=error)
+            run.emit("error", node=self.name, path=self.path, error=error)
         now = time.monotonic()
-        run.emit("node_end", self.name, self.path, None, None, now - self.started, error, None, now)
+        run.emit(
+            "node_end",
+            node=self.name,
+            path=self.path,
+            duration=now - self.started,
+            error=error,
+            at=now,
+        )
 
 
 class _ItemScope:
@@ -219,7 +113,7 @@ class _ItemScope:
         self.item_token = ITEM.set(index)
         self.path_token = PATH.set((*path[:-1], f"{name}[{index}]")) if flow else None
         self.started = now = time.monotonic()
-        run.emit("item_start", name, path, index, None, None, None, data, now)
+        run.emit("item_start", node=name, path=path, item=index, data=data, at=now)
 
     def end(self, error: BaseException | None = None) -> None:
         ITEM.reset(self.item_token)
@@ -227,10 +121,16 @@ class _ItemScope:
             PATH.reset(self.path_token)
         run = self.run
         if error is not None and not isinstance(error, asyncio.CancelledError):
-            run.emit("error", self.name, self.path, item=self.index, error=error)
+            run.emit("error", node=self.name, path=self.path, item=self.index, error=error)
         now = time.monotonic()
         run.emit(
-            "item_end", self.name, self.path, self.index, None, now - self.started, error, None, now
+            "item_end",
+            node=self.name,
+            path=self.path,
+            item=self.index,
+            duration=now - self.started,
+            error=error,
+            at=now,
         )
 
 
@@ -268,30 +168,6 @@ def observe_items(run: Run, node: BaseNode, run_item: Any, items: Any, is_async:
     return observed_item
 
 
-class _EventRecorder:
-    """Keeps a durable run's events in its store (``record_events=True``)."""
-
-    def __init__(self, store: Any, run_id: str) -> None:
-        from .tracing._jsonl import event_line  # stdlib only, like this module
-
-        self.store, self.run_id = store, run_id
-        self.buffer: list[str] = []
-        self.lock = threading.Lock()
-        self.line = event_line
-
-    def __repr__(self) -> str:
-        return "<the store's event log>"
-
-    def on_event(self, event: Event) -> None:
-        text = self.line(event)
-        with self.lock:
-            self.buffer.append(text)
-            if event.kind != "run_end" and len(self.buffer) < 500:
-                return
-            batch, self.buffer = self.buffer, []
-        self.store.add_events(self.run_id, batch)
-
-
 class RunScope:
     """A top-level run, from ``run``/``run_async``/``resume``: makes the
     `Run`; while it is observed emits ``run_start`` and ``run_end``
@@ -304,7 +180,9 @@ class RunScope:
 
     __slots__ = (
         "answer",
+        "clock",
         "durable",
+        "metadata",
         "node",
         "observers",
         "record_events",
@@ -317,7 +195,6 @@ class RunScope:
         "step_token",
         "store",
         "token",
-        "touched_token",
         "working",
     )
 
@@ -330,6 +207,8 @@ class RunScope:
         store: Any = None,
         run_id: str | None = None,
         record_events: bool = False,
+        metadata: Any = None,
+        clock: Any = None,
         resuming: bool = False,
         answer: Any = NO_ANSWER,
     ) -> None:
@@ -348,9 +227,15 @@ class RunScope:
                 f"{describe}: run_id={run_id!r} must be a non-empty string",
                 node=node._display_name(),
             )
-        if (run_id is not None or record_events) and store is None:
+        if (run_id is not None or record_events or metadata is not None) and store is None:
             raise InvalidParameterError(
-                f"{describe}: run_id= and record_events= are for durable runs; pass store= too",
+                f"{describe}: run_id=, record_events= and metadata= are for durable runs; "
+                "pass store= too",
+                node=node._display_name(),
+            )
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InvalidParameterError(
+                f"{describe}: metadata={metadata!r} must be a dict of JSON values",
                 node=node._display_name(),
             )
         if store is not None and not resuming and not isinstance(shared, dict):
@@ -358,87 +243,58 @@ class RunScope:
                 f"{describe}: a durable run needs shared to be a dict, got {type(shared).__name__}",
                 node=node._display_name(),
             )
+        if clock is not None and not callable(getattr(clock, "call_later", None)):
+            raise InvalidParameterError(
+                f"{describe}: clock={clock!r} is not a clock (it needs now, sleep, "
+                "sleep_blocking, call_later and wait_blocking); use "
+                "braidflow.testing.VirtualClock() or leave it out",
+                node=node._display_name(),
+            )
         self.store: Store | None = store
         self.run_id = run_id
         self.record_events = record_events
+        self.metadata = metadata
+        self.clock = clock if clock is not None else SYSTEM_CLOCK
         self.resuming = resuming
         self.answer = answer
-        self.durable: Durable | None = None
+        self.durable: DurableRun | None = None
         self.working = shared
 
     def __enter__(self) -> Any:
         enter_run()
         observers = self.observers
         try:
-            if self.store is not None:
-                self.durable, self.working = self._open_durable()
+            store = self.store
+            if store is not None:
+                if self.resuming:
+                    assert self.run_id is not None
+                    self.durable, self.working = claim_run(
+                        store, self.node, self.run_id, self.answer
+                    )
+                else:
+                    self.durable, self.working = start_run(
+                        store, self.node, self.shared, self.run_id, self.metadata
+                    )
                 if self.record_events:
-                    recorder = _EventRecorder(self.store, self.durable.run_id)
+                    recorder = EventRecorder(store, self.durable.run_id)
                     observers = (*observers, (recorder, recorder.on_event))
         except BaseException:
             leave_run()
             raise
-        run = self.run = Run(observers)
+        run = self.run = Run(observers, self.clock)
         run.durable = self.durable
-        self.step_token: Token[str] | None = None
-        self.touched_token: Token[set[Any]] | None = None
+        self.step_token: Token[StepAt] | None = None
         if self.durable is not None:
-            run._id = self.durable.run_id
-            self.step_token = STEP.set(f"0:{self.node._display_name()}")
-            self.touched_token = TOUCHED.set(set())
+            run.id = self.durable.run_id
+            self.step_token = STEP.set(StepAt(f"0:{self.node._display_name()}", set()))
         self.token: Token[Run | None] = RUN.set(run)
         self.step: StepScope | None = None
         if run.observers:
             name = self.node._display_name()
             self.started = time.monotonic()
-            run.emit("run_start", name, (name,))
+            run.emit("run_start", node=name, path=(name,))
             self.step = StepScope(run, name, (name,))
         return self.working
-
-    def _open_durable(self) -> tuple[Durable, Any]:
-        store, node = self.store, self.node
-        assert store is not None
-        name = node._display_name()
-        graph = describe_graph(node)
-        if self.resuming:
-            assert self.run_id is not None
-            durable = Durable(store, self.run_id)
-            record, recorded_graph, initial, rows = store.claim(self.run_id, this_owner())
-            try:
-                if recorded_graph != graph:
-                    raise ResumeError(
-                        f"run {self.run_id!r} was recorded with another graph: "
-                        f"{_first_difference(recorded_graph, graph)}; resume it with the flow "
-                        "as it was when the run started",
-                        node=name,
-                    )
-                shared = durable.rebuild(initial, rows)
-                if self.answer is not NO_ANSWER:
-                    if record.status != "waiting" or durable.asked is None:
-                        raise ResumeError(
-                            f"run {self.run_id!r} is {record.status}, not waiting for input; "
-                            "resume it without input=",
-                            node=name,
-                        )
-                    durable.answer(self.answer)
-            except BaseException:
-                # Nothing ran: the run is left as it was, to be resumed properly.
-                store.finish(
-                    self.run_id,
-                    record.status,
-                    node=record.node,
-                    error=record.error,
-                    prompt=record.prompt,
-                    ended=record.ended,
-                )
-                raise
-            return durable, shared
-        run_id = self.run_id or uuid.uuid4().hex
-        durable = Durable(store, run_id)
-        tracked = TrackingDict(self.shared)
-        initial = durable.initial(tracked, name)
-        store.create_run(run_id, name, graph, initial, this_owner())
-        return durable, tracked
 
     def __exit__(
         self,
@@ -451,64 +307,21 @@ class RunScope:
             if step is not None:
                 step.end(error)
                 duration = time.monotonic() - self.started
-                self.run.emit("run_end", step.name, step.path, duration=duration, error=error)
+                self.run.emit(
+                    "run_end", node=step.name, path=step.path, duration=duration, error=error
+                )
         finally:
             RUN.reset(self.token)
             if self.step_token is not None:
                 STEP.reset(self.step_token)
-            if self.touched_token is not None:
-                TOUCHED.reset(self.touched_token)
             leave_run()
-        if self.durable is not None:
-            self._close_durable(error)
-
-    def _close_durable(self, error: BaseException | None) -> None:
-        durable, store = self.durable, self.store
-        assert durable is not None
-        assert store is not None
-        run_id = durable.run_id
-        try:
-            durable.flush()  # items that finished last
-        except BaseException:
-            if error is None:
-                raise
-        if not self.resuming:  # the caller's dict gets what the run did
-            final = dict(dict.items(self.working))
-            dict.clear(self.shared)
-            dict.update(self.shared, final)
-        if error is None:
-            store.finish(run_id, "completed")
-            return
-        if isinstance(error, Interrupted):
-            durable.write([durable.ask_row(error)])
-            store.finish(run_id, "waiting", node=error.where, prompt=error.prompt)
-            raise Suspended(
-                f"run {run_id!r} is waiting for input at {error.where!r}: {error.prompt!r}; "
-                f"resume it with flow.resume({run_id!r}, store=..., input=answer)",
-                run_id=run_id,
-                node=error.where,
-                prompt=error.prompt,
-            ) from None
-        status = "failed" if isinstance(error, Exception) else "interrupted"
-        where = durable.where_failed(error)
-        store.finish(run_id, status, node=where, error=describe_error(error, whole=True))
-        if isinstance(error, Exception):
-            add_note(
-                error,
-                f"run {run_id!r} is stored as {status} in {store!r}; {RESUME_HINT}"
-                f"{run_id!r}, store=...)",
-            )
-
-
-def _first_difference(recorded: str, now: str) -> str:
-    """The first line where two graph descriptions differ, said in words."""
-    before, after = recorded.splitlines(), now.splitlines()
-    for old, new in zip(before, after, strict=False):
-        if old != new:
-            return f"it had {old!r} where the flow now has {new!r}"
-    if len(before) > len(after):
-        return f"it had {before[len(after)]!r}, which the flow no longer has"
-    return f"the flow now also has {after[len(before)]!r}"
+        durable = self.durable
+        if durable is not None:
+            if not self.resuming:  # the caller's dict gets what the run did
+                final = dict(dict.items(self.working))
+                dict.clear(self.shared)
+                dict.update(self.shared, final)
+            close_run(durable, error)
 
 
 class PendingRun(Coroutine[Any, Any, Any]):

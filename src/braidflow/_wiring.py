@@ -29,6 +29,7 @@ __all__ = [
     "display_names",
     "graph_of",
     "route",
+    "wiring_version",
 ]
 
 DEFAULT_ACTION = "default"
@@ -226,6 +227,12 @@ def changed() -> None:
     """Note that some graph's wiring or some node's name changed."""
     global _current
     _current = next(_version)
+
+
+def wiring_version() -> int:
+    """A number that changes whenever any graph's wiring or any node's name
+    changes: what is computed from a graph can be kept until it moves on."""
+    return _current
 
 
 def display_names(start: Any) -> dict[int, str]:

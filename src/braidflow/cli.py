@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ._errors import describe_error
-from ._run import RESUME_HINT
+from .durable import RESUME_HINT
 
 __all__ = ["main"]
 

@@ -21,7 +21,7 @@ import time
 import zlib
 from pathlib import Path
 
-from .._store import Checkpoint, row_path
+from ._base import Checkpoint, row_path
 
 __all__ = ["RunLog", "decode", "read_log", "unpack"]
 

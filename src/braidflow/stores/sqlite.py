@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import StoreError
-from .._store import (
+from ._base import (
     Checkpoint,
     RunRecord,
     check_claim,
     check_serializer,
+    merged_metadata,
+    metadata_text,
     no_run,
     prompt_text,
     row_path,
@@ -36,7 +38,7 @@ from ._runlog import RunLog, read_log, unpack
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION = 2  # 2: runs.folded and runs.log, for run logs
+SCHEMA_VERSION = 3  # 2: runs.folded and runs.log, for run logs; 3: runs.metadata
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS braidflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -53,7 +55,8 @@ CREATE TABLE IF NOT EXISTS runs (
     owner TEXT,
     initial BLOB NOT NULL,
     folded INTEGER NOT NULL DEFAULT 0,
-    log TEXT
+    log TEXT,
+    metadata TEXT
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     seq INTEGER PRIMARY KEY,
@@ -167,12 +170,19 @@ class SQLiteStore:
                     f"SQLiteStore: {str(self.path)!r} was written by a newer braidflow (store "
                     f"schema {row[0]}, this one reads {SCHEMA_VERSION}); upgrade braidflow"
                 )
-            elif int(row[0]) == 1:  # before run logs: every row is in the database
-                db.execute("ALTER TABLE runs ADD COLUMN folded INTEGER NOT NULL DEFAULT 0")
-                db.execute("ALTER TABLE runs ADD COLUMN log TEXT")
-                db.execute(
-                    "UPDATE braidflow_meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),)
-                )
+            elif int(row[0]) < SCHEMA_VERSION:
+                self._migrate(int(row[0]))
+
+    def _migrate(self, version: int) -> None:
+        """Bring a store written by an older braidflow up to this schema (in
+        the caller's transaction)."""
+        db = self._db
+        if version < 2:  # before run logs: every row is in the database
+            db.execute("ALTER TABLE runs ADD COLUMN folded INTEGER NOT NULL DEFAULT 0")
+            db.execute("ALTER TABLE runs ADD COLUMN log TEXT")
+        if version < 3:
+            db.execute("ALTER TABLE runs ADD COLUMN metadata TEXT")
+        db.execute("UPDATE braidflow_meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
 
     def _transaction(self) -> Any:
         return _Transaction(self._db)
@@ -203,8 +213,8 @@ class SQLiteStore:
     # is still going, or stopped without saying where).
     _RECORD = (
         "SELECT r.run_id, r.flow, r.status, r.started, r.ended, r.node, r.error, r.prompt, "
-        "r.owner, c.kind, c.frame, c.node FROM runs r LEFT JOIN checkpoints c ON c.seq = "
-        "(SELECT MAX(seq) FROM checkpoints WHERE run_id = r.run_id)"
+        "r.owner, c.kind, c.frame, c.node, r.metadata FROM runs r LEFT JOIN checkpoints c "
+        "ON c.seq = (SELECT MAX(seq) FROM checkpoints WHERE run_id = r.run_id)"
     )
 
     def _row(self, run_id: str) -> RunRecord:
@@ -214,9 +224,16 @@ class SQLiteStore:
         return _record(row)
 
     def create_run(
-        self, run_id: str, flow: str, graph: str, initial: bytes, owner: str
+        self,
+        run_id: str,
+        flow: str,
+        graph: str,
+        initial: bytes,
+        owner: str,
+        metadata: dict[str, Any] | None = None,
     ) -> RunRecord:
         """Record a new run as running (see `Store`)."""
+        kept = metadata_text(self, run_id, metadata or {})
         with self._lock:
             log = self._new_log(0)
             try:
@@ -226,8 +243,8 @@ class SQLiteStore:
                     started = time.time()
                     self._db.execute(
                         "INSERT INTO runs (run_id, flow, graph, status, started, owner, initial, "
-                        "log) VALUES (?, ?, ?, 'running', ?, ?, ?, ?)",
-                        (run_id, flow, graph, started, owner, initial, log and log.path.name),
+                        "log, metadata) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+                        (run_id, flow, graph, started, owner, initial, log and log.path.name, kept),
                     )
             except BaseException:
                 if log is not None:
@@ -235,7 +252,9 @@ class SQLiteStore:
                 raise
             if log is not None:
                 self._logs[run_id] = log
-            return RunRecord(run_id, flow, "running", started, owner=owner)
+            return RunRecord(
+                run_id, flow, "running", started, owner=owner, metadata=json.loads(kept)
+            )
 
     def claim(self, run_id: str, owner: str) -> tuple[RunRecord, str, bytes, list[Checkpoint]]:
         """Take a stored run over to resume it (see `Store`)."""
@@ -444,6 +463,19 @@ class SQLiteStore:
                 del self._logs[run_id]
                 log.close()
 
+    def set_metadata(self, run_id: str, metadata: dict[str, Any]) -> None:
+        """Merge ``metadata`` into the run's (see `Store`)."""
+        given = json.loads(metadata_text(self, run_id, metadata))
+        with self._lock, self._transaction():
+            row = self._db.execute("SELECT metadata FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            if row is None:
+                raise no_run(self, run_id)
+            merged = merged_metadata(json.loads(row[0] or "{}"), given)
+            self._db.execute(
+                "UPDATE runs SET metadata=? WHERE run_id=?",
+                (metadata_text(self, run_id, merged), run_id),
+            )
+
     def get(self, run_id: str) -> RunRecord:
         """One run's record, its status as listed."""
         with self._lock:
@@ -508,7 +540,8 @@ def _record(row: tuple[Any, ...]) -> RunRecord:
     node = row[5]
     if node is None and row[9] is not None:  # a packed row's node is its last row's path
         node = row[11] if row[9] == "packed" else row_path(row[9], row[10], row[11])
-    return RunRecord(row[0], row[1], row[2], row[3], row[4], node, row[6], prompt, row[8])
+    metadata = json.loads(row[12]) if row[12] else {}
+    return RunRecord(row[0], row[1], row[2], row[3], row[4], node, row[6], prompt, row[8], metadata)
 
 
 def _remove(path: Path) -> None:

@@ -1,0 +1,82 @@
+"""``interrupt(prompt)``: stop a durable run to ask for input; the answer comes on resume.
+
+A node's calls are matched to answers by the step (and item) that asks and
+the order of its calls; a retried ``exec`` gets the answers its failed
+attempt got.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._context import ATTEMPT, RUN, STEP, current_item
+from .._errors import RunError
+from ..stores._base import step_path
+
+__all__ = ["NO_ANSWER", "Interrupted", "interrupt"]
+
+NO_ANSWER: Any = object()  # resume() without input=
+
+
+class Interrupted(BaseException):
+    """Raised by `interrupt` to stop a durable run for input. A
+    ``BaseException``, so no ``except Exception``, retry or fallback catches it.
+
+    Attributes:
+        prompt: What was asked.
+        key: The step (and item) that asked, as checkpoints name it.
+        call: Which of that step's ``interrupt`` calls it is (0 for the first).
+        where: The step as people read it (``flow/review``, ``flow/items#3``).
+    """
+
+    def __init__(self, prompt: Any, key: str, call: int) -> None:
+        super().__init__(prompt)
+        self.prompt = prompt
+        self.key = key
+        self.call = call
+        self.where = step_path(key)
+
+
+def interrupt(prompt: Any) -> Any:
+    """Stop the run to ask a human (or any caller) for input; return the answer.
+
+    Call it from any phase of any node of a durable run (one given a
+    ``store=``). The first time, the run stops: it is stored as ``waiting``
+    with ``prompt``, and ``run``/``run_async`` raise `Suspended`. When
+    the run is resumed with ``flow.resume(run_id, store=..., input=answer)``,
+    the node runs again from ``prep`` and this call returns ``answer``. A node
+    may ask several times: its calls are matched to answers in the order they
+    are made, each answer given by its own resume; a retried ``exec`` gets
+    the answers its failed attempt got. An interrupt is never retried nor
+    handed to a fallback.
+
+    Args:
+        prompt: What to ask; stored with the run (JSON, or its repr).
+
+    Raises:
+        RunError: If the run has no store, so it could never be resumed.
+    """
+    run = RUN.get()
+    durable = run.durable if run is not None else None
+    if durable is None:
+        raise RunError(
+            "braidflow.interrupt() needs a durable run, one that can be resumed: run the flow "
+            "with a store, e.g. flow.run(shared, store=SQLiteStore('runs.db'))"
+        )
+    item = current_item()
+    step = STEP.get().key
+    key = step if item is None else f"{step}#{item}"
+    call = durable.calls.get(key, 0)
+    attempt = ATTEMPT.get()
+    if attempt is not None:  # in exec: a retry makes its calls again, with the same answers
+        seen = durable.attempts.get(key)
+        if seen is None or seen[0] is not attempt:  # the first call of this exec
+            durable.attempts[key] = (attempt, attempt.attempt, call)
+        elif seen[1] != attempt.attempt:  # the first call of a retry
+            call = seen[2]
+            durable.attempts[key] = (attempt, attempt.attempt, call)
+    durable.calls[key] = call + 1
+    answer = durable.answers.get(key, {}).get(call, NO_ANSWER)
+    if answer is not NO_ANSWER:
+        return answer
+    raise Interrupted(prompt, key, call)

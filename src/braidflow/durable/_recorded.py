@@ -1,0 +1,65 @@
+"""What a stored run already did, read back from its checkpoints to resume it.
+
+`Recorded` rebuilds ``shared`` as the finished steps left it and indexes
+the rest: the steps of each walk, the finished items of each batch, the
+changes of isolated sub-flows and branches, and the answers to interrupts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._merge import MISSING
+from ..stores._base import Checkpoint
+from ._codec import Codec
+from ._tracking import TrackingDict
+
+__all__ = ["Recorded"]
+
+
+class Recorded:
+    """The checkpoints of a run being resumed, indexed for replay."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, list[Checkpoint]] = {}  # by walk, in order
+        # Items that finished before: (fingerprint, result), by stage, by index.
+        self.items: dict[str, dict[int, tuple[int, Any]]] = {}
+        self.changes: dict[tuple[str, int], Checkpoint] = {}  # isolated sub-flows
+        self.branches: dict[tuple[str, int], Checkpoint] = {}
+        # Answers to interrupts, by the step (and item) that asked, then by call.
+        self.answers: dict[str, dict[int, Any]] = {}
+        self.asked: Checkpoint | None = None  # the question a waiting run stopped at
+
+    def rebuild(self, codec: Codec, initial: bytes, rows: list[Checkpoint]) -> TrackingDict:
+        """``shared`` as the recorded steps left it; index the rest for replay."""
+        shared = TrackingDict()
+        for key, value in codec.unpack(initial):
+            dict.__setitem__(shared, key, value)
+        for row in rows:
+            kind = row.kind
+            if kind == "step":
+                for key, value in codec.unpack(row.payload):
+                    if value is MISSING:
+                        dict.pop(shared, key, None)
+                    else:
+                        dict.__setitem__(shared, key, value)
+            if kind in ("step", "view_step"):
+                self.steps.setdefault(row.frame, []).append(row)
+            elif kind == "items":
+                items = self.items.setdefault(row.frame, {})
+                for index, mark, result in codec.split(row.payload):
+                    items[index] = (mark, result)
+            elif kind == "changes":
+                self.changes[(row.frame, row.position)] = row
+            elif kind == "branch":
+                self.branches[(row.frame, row.position)] = row
+            elif kind == "answer":
+                self.answers.setdefault(row.frame, {})[row.position] = codec.decode(row.payload)
+            if kind == "ask":
+                self.asked = row
+            elif kind != "answer":
+                self.asked = None  # the run went on past that question
+        for steps in self.steps.values():
+            steps.sort(key=lambda row: row.position)
+        shared._bf_last = {key: codec.encode(value) for key, value in dict.items(shared)}
+        return shared

@@ -1,0 +1,285 @@
+"""The durable side of one run: the checkpoints it writes and what it finished before.
+
+The engine asks a `DurableRun` whether a step, item or branch finished
+before (when resuming) and tells it what finishes now; it turns both into
+checkpoint rows with the run's codec and hands them to its writer.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .._context import AttemptState
+from .._errors import CheckpointError, ResumeError
+from .._merge import MISSING, SharedView
+from ..stores._base import Checkpoint, Store, step_path
+from ._codec import JSON_TEXT, SCALARS, UNSAVABLE, Codec, action_text, encode_key_value, fingerprint
+from ._interrupt import Interrupted
+from ._recorded import Recorded
+from ._tracking import TrackingDict, changed_keys
+from ._writer import CheckpointWriter
+
+__all__ = ["DurableRun"]
+
+
+class DurableRun:
+    """Writes one run's checkpoints and, resuming, answers what finished before."""
+
+    def __init__(self, store: Store, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.codec = Codec(store.serializer)
+        self.writer = CheckpointWriter(store, run_id, self.codec)
+        self.recorded = Recorded()
+        # Answers to interrupts (the recorded ones, then those given since), by
+        # the step (and item) that asked, then by call; how many calls each
+        # step made in this process; per step, the exec attempt loop that last
+        # asked, its attempt then, and the call its attempts start from.
+        self.answers = self.recorded.answers
+        self.calls: dict[str, int] = {}
+        self.attempts: dict[str, tuple[AttemptState, int, int]] = {}
+        self.at: str | None = None  # the step that started last
+        self._failures: list[tuple[BaseException, str]] = []  # and the step each came from
+        self._json = self.codec.kind == "json"
+
+    # -- starting and resuming ---------------------------------------------------
+
+    def initial(self, shared: TrackingDict, node: str) -> bytes:
+        """Encode the whole store at the start (and remember each key's form)."""
+        encoded = [
+            (key, encode_key_value(self.codec, key, value, node))
+            for key, value in dict.items(shared)
+        ]
+        shared._bf_last = dict(encoded)
+        return self.codec.pack(list(encoded))
+
+    def rebuild(self, initial: bytes, rows: list[Checkpoint]) -> TrackingDict:
+        """The store as the recorded steps left it; index the rest for replay."""
+        return self.recorded.rebuild(self.codec, initial, rows)
+
+    @property
+    def asked(self) -> Checkpoint | None:
+        """The question a waiting run stopped at, if it did."""
+        return self.recorded.asked
+
+    # -- writing ------------------------------------------------------------------
+
+    def write(self, rows: list[Checkpoint]) -> None:
+        """Write rows now, after any queued ones."""
+        self.writer.write(rows)
+
+    def flush(self) -> None:
+        """Write the queued rows now (the run is ending)."""
+        self.writer.flush()
+
+    def check_written(self) -> None:
+        """Raise the error of a failed group commit, if one failed."""
+        self.writer.check_written()
+
+    # -- interrupts ----------------------------------------------------------------
+
+    def ask_row(self, asked: Interrupted) -> Checkpoint:
+        """The row that keeps which interrupt a waiting run stopped at."""
+        return Checkpoint("ask", asked.key, asked.call, asked.where, "", None, b"")
+
+    def answer(self, value: Any) -> None:
+        """Record the answer to the question the run stopped at (resuming
+        with ``input=``), so it holds even if the run stops again later.
+
+        Raises:
+            CheckpointError: If the answer cannot be saved.
+        """
+        asked = self.asked
+        assert asked is not None
+        try:
+            payload = self.codec.encode(value)
+        except UNSAVABLE as error:
+            raise CheckpointError(
+                f"the input for run {self.run_id!r} is a {type(value).__name__} that cannot "
+                f"be saved as {self.codec.kind} ({error}); give plain data, or use a store "
+                "with serializer='pickle'",
+                node=asked.node,
+            ) from error
+        row = Checkpoint("answer", asked.frame, asked.position, asked.node, "", None, payload)
+        self.write([row])
+        self.answers.setdefault(asked.frame, {})[asked.position] = value
+
+    # -- failures ------------------------------------------------------------------
+
+    def failed_in(self, error: BaseException, key: str) -> None:
+        """Note the step ``error`` came out of, unless an inner one was noted."""
+        if not any(seen is error for seen, _ in self._failures):
+            self._failures.append((error, key))
+
+    def where_failed(self, error: BaseException) -> str | None:
+        """The step the run's error came from, as people read it."""
+        for seen, key in self._failures:
+            if seen is error:
+                return step_path(key)
+        return None if self.at is None else step_path(self.at)
+
+    # -- steps ---------------------------------------------------------------------
+
+    def steps_in(self, frame: str) -> list[Checkpoint]:
+        """The steps already finished in the walk ``frame`` (resuming), in order."""
+        return self.recorded.steps.get(frame, [])
+
+    def replay(self, row: Checkpoint, node: Any, target: Any) -> Any:
+        """Skip a finished step: check it is the same node, apply what it changed
+        to a branch's view (the store itself was rebuilt already); return its action."""
+        name, cls = node._display_name(), type(node).__qualname__
+        if row.node != name or row.node_class != cls:
+            raise ResumeError(
+                f"the flow changed since run {self.run_id!r} was recorded: step {row.position} "
+                f"of {row.frame!r} was {row.node!r} ({row.node_class}), the graph now has "
+                f"{name!r} ({cls}) there; resume with the flow as it was",
+                node=name,
+            )
+        if row.kind == "view_step":
+            self._apply(target, row.payload)
+        return None if row.action is None else json.loads(row.action)
+
+    def _apply(self, target: Any, payload: bytes) -> None:
+        for key, value in self.codec.unpack(payload):
+            if value is MISSING:
+                target.pop(key, None)
+            else:
+                target[key] = value
+        changed_keys(self.codec, target, "resume")  # the view's saved form, now current
+
+    def step_done(
+        self,
+        frame: str,
+        position: int,
+        node: Any,
+        name: str,
+        action: Any,
+        target: Any,
+        touched: set[Any],
+    ) -> None:
+        """Record a finished step (``node``, whose display name is ``name``) and
+        what it changed, before the walk goes on."""
+        kind = "view_step" if isinstance(target, SharedView) else "step"
+        changes = changed_keys(self.codec, target, name, touched)
+        row = Checkpoint(
+            kind,
+            frame,
+            position,
+            name,
+            type(node).__qualname__,
+            action_text(action, name),
+            self.codec.pack(changes),
+        )
+        self.write([row])
+
+    # -- items -------------------------------------------------------------------------
+
+    def recorded_items(self, stage: str) -> dict[int, tuple[int, Any]]:
+        """The items of ``stage`` that finished before (resuming), by index."""
+        return self.recorded.items.get(stage, {})
+
+    def fingerprint(self, item: Any) -> int:
+        """The item's fingerprint, taken before it runs."""
+        return fingerprint(self.codec, item)
+
+    def item_result(self, index: int, recorded: tuple[int, Any], item: Any, node: Any) -> Any:
+        """The recorded result of an item that finished before.
+
+        Raises:
+            ResumeError: If prep now gives a different item at that index.
+        """
+        mark, result = recorded
+        if mark != fingerprint(self.codec, item):
+            raise ResumeError(
+                f"{node._describe()}: item {index} is not the one recorded in run "
+                f"{self.run_id!r}; prep must give the same items, in the same order, when a "
+                "run resumes",
+                node=node._display_name(),
+            )
+        return result
+
+    def _item_payload(self, index: int, mark: int, result: Any, node: Any) -> bytes:
+        """``[index, fingerprint, result]``, encoded."""
+        try:
+            if self._json:
+                if type(result) in SCALARS:  # faithful as they are
+                    return b"[%d,%d,%b]" % (index, mark, JSON_TEXT(result).encode())
+                return b"[%d,%d,%b]" % (index, mark, self.codec.encode(result))
+            return self.codec.encode([index, mark, result])
+        except UNSAVABLE as error:
+            raise CheckpointError(
+                f"{node._describe()}: the result of item {index} is a {type(result).__name__} "
+                f"that cannot be saved as {self.codec.kind} ({error}); return plain data "
+                "from exec, or use serializer='pickle'",
+                node=node._display_name(),
+            ) from error
+
+    def item_done(self, stage: str, index: int, mark: int, result: Any, node: Any) -> None:
+        """Record a finished item now (``mark``: its fingerprint, taken before it ran)."""
+        payload = self._item_payload(index, mark, result, node)
+        self.write([self.writer.items_row(stage, node, [payload])])
+
+    def queue_item(
+        self, batch: tuple[str, int], index: int, mark: int, result: Any, node: Any
+    ) -> None:
+        """Queue a finished item for the group commit at the loop's next turn.
+
+        Raises:
+            StoreError: If an earlier group commit failed; the batch stops.
+        """
+        if type(result) is int and self._json:
+            payload = b"[%d,%d,%d]" % (index, mark, result)
+        else:
+            payload = self._item_payload(index, mark, result, node)
+        self.writer.queue_item(batch, payload, node)
+
+    # -- isolated sub-flows and branches --------------------------------------------------
+
+    def _packed_changes(self, view: SharedView, name: str) -> bytes:
+        """What ``view`` changed (``None`` for a deleted key), as one payload."""
+        return self.codec.pack(
+            [
+                (key, None if value is MISSING else encode_key_value(self.codec, key, value, name))
+                for key, value in view.changes().items()
+            ]
+        )
+
+    def sub_flow_done(self, stage: str, index: int, view: SharedView, node: Any) -> None:
+        """Queue the changes an isolated sub-flow made, to merge them again after a crash."""
+        name = node._display_name()
+        row = Checkpoint(
+            "changes",
+            stage,
+            index,
+            name,
+            type(node).__qualname__,
+            None,
+            self._packed_changes(view, name),
+        )
+        self.writer.later(row)
+
+    def recorded_changes(self, stage: str, index: int) -> dict[Any, Any]:
+        """What the isolated sub-flow ``index`` of ``stage`` changed, as recorded."""
+        row = self.recorded.changes.get((stage, index))
+        return {} if row is None else dict(self.codec.unpack(row.payload))
+
+    def branch(self, stage: str, index: int) -> dict[Any, Any] | None:
+        """The changes branch ``index`` made, if it finished before; else ``None``."""
+        row = self.recorded.branches.get((stage, index))
+        return None if row is None else dict(self.codec.unpack(row.payload))
+
+    def branch_done(
+        self, stage: str, index: int, name: str, node: Any, action: Any, view: SharedView
+    ) -> None:
+        """Record a finished branch and what it changed."""
+        row = Checkpoint(
+            "branch",
+            stage,
+            index,
+            name,
+            type(node).__qualname__,
+            action_text(action, name),
+            self._packed_changes(view, name),
+        )
+        self.write([row])

@@ -1,0 +1,121 @@
+"""Opening and closing a durable run: record it, or claim it to resume; record how it ended.
+
+Starting, the run is recorded with its graph and initial ``shared``;
+resuming, it is claimed from the store after the checks that it fits the
+flow (same graph, input only for a run that waits for it). When the run
+ends, its last items are written and its end is recorded: completed,
+waiting for input (`Suspended` is raised), failed or interrupted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from .._errors import ResumeError, Suspended, add_note, describe_error
+from ..stores._base import Store
+from ..stores._owners import this_owner
+from ._graph import describe_graph, first_difference
+from ._interrupt import NO_ANSWER, Interrupted
+from ._run import DurableRun
+from ._tracking import TrackingDict
+
+__all__ = ["RESUME_HINT", "claim_run", "close_run", "start_run"]
+
+# The words of the note a failed durable run's error gets that say how to
+# resume it in Python (the command line, which says its own, drops that note).
+RESUME_HINT = "fix the cause and resume it with flow.resume("
+
+
+def start_run(
+    store: Store, node: Any, shared: dict[Any, Any], run_id: str | None, metadata: Any
+) -> tuple[DurableRun, TrackingDict]:
+    """Record a new run of ``node`` on ``shared``; return its durable side and
+    the tracking copy of ``shared`` it works on."""
+    durable = DurableRun(store, run_id or uuid.uuid4().hex)
+    tracked = TrackingDict(shared)
+    initial = durable.initial(tracked, node._display_name())
+    store.create_run(
+        durable.run_id, node._display_name(), describe_graph(node), initial, this_owner(), metadata
+    )
+    return durable, tracked
+
+
+def claim_run(store: Store, node: Any, run_id: str, answer: Any) -> tuple[DurableRun, TrackingDict]:
+    """Claim a stored run to resume it with ``node``; return its durable side
+    and ``shared`` as the finished steps left it.
+
+    Raises:
+        ResumeError: If the run was recorded with another graph, or ``answer``
+            is given to a run that is not waiting for input. The run is then
+            left as it was.
+    """
+    name = node._display_name()
+    graph = describe_graph(node)
+    durable = DurableRun(store, run_id)
+    record, recorded_graph, initial, rows = store.claim(run_id, this_owner())
+    try:
+        if recorded_graph != graph:
+            raise ResumeError(
+                f"run {run_id!r} was recorded with another graph: "
+                f"{first_difference(recorded_graph, graph)}; resume it with the flow "
+                "as it was when the run started",
+                node=name,
+            )
+        shared = durable.rebuild(initial, rows)
+        if answer is not NO_ANSWER:
+            if record.status != "waiting" or durable.asked is None:
+                raise ResumeError(
+                    f"run {run_id!r} is {record.status}, not waiting for input; "
+                    "resume it without input=",
+                    node=name,
+                )
+            durable.answer(answer)
+    except BaseException:
+        # Nothing ran: the run is left as it was, to be resumed properly.
+        store.finish(
+            run_id,
+            record.status,
+            node=record.node,
+            error=record.error,
+            prompt=record.prompt,
+            ended=record.ended,
+        )
+        raise
+    return durable, shared
+
+
+def close_run(durable: DurableRun, error: BaseException | None) -> None:
+    """Write what is queued and record how the run ended.
+
+    Raises:
+        Suspended: If the run stopped at an ``interrupt``: it now waits for input.
+    """
+    store, run_id = durable.store, durable.run_id
+    try:
+        durable.flush()  # items that finished last
+    except BaseException:
+        if error is None:
+            raise
+    if error is None:
+        store.finish(run_id, "completed")
+        return
+    if isinstance(error, Interrupted):
+        durable.write([durable.ask_row(error)])
+        store.finish(run_id, "waiting", node=error.where, prompt=error.prompt)
+        raise Suspended(
+            f"run {run_id!r} is waiting for input at {error.where!r}: {error.prompt!r}; "
+            f"resume it with flow.resume({run_id!r}, store=..., input=answer)",
+            run_id=run_id,
+            node=error.where,
+            prompt=error.prompt,
+        ) from None
+    status = "failed" if isinstance(error, Exception) else "interrupted"
+    where = durable.where_failed(error)
+    store.finish(run_id, status, node=where, error=describe_error(error, whole=True))
+    if isinstance(error, Exception):
+        add_note(
+            error,
+            f"run {run_id!r} is stored as {status} in {store!r}; {RESUME_HINT}"
+            f"{run_id!r}, store=...)",
+        )

@@ -1,0 +1,117 @@
+"""Which keys of ``shared`` each step of a durable run touched, so its checkpoint holds only those.
+
+In a durable run ``shared`` is a `TrackingDict`: a real dict that notes the
+keys read, written or deleted in the step's set (`STEP`); a branch's view
+(`SharedView`) notes its own. `changed_keys` encodes those whose saved form
+changed since the last checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .._context import STEP
+from ._codec import Codec, encode_key_value
+
+__all__ = ["TrackingDict", "changed_keys"]
+
+_ALL: Any = object()  # in a touched set: every key (the store was iterated or updated)
+
+
+class TrackingDict(dict[Any, Any]):
+    """``shared`` in a durable run: a real dict that notes which keys each step
+    touches (reads, writes or deletes), so its checkpoint serializes only those."""
+
+    __slots__ = ("_bf_last",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._bf_last: dict[Any, bytes] = {}  # the last saved encoding of each key
+
+    def touched(self, keys: set[Any]) -> Iterable[Any]:
+        """The keys a step touched, given its set (all of them after an iteration)."""
+        if _ALL in keys:
+            return set(dict.keys(self)) | set(self._bf_last)
+        return keys
+
+    def __getitem__(self, key: Any) -> Any:
+        STEP.get().touched.add(key)
+        return dict.__getitem__(self, key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        STEP.get().touched.add(key)
+        return dict.get(self, key, default)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        STEP.get().touched.add(key)
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        STEP.get().touched.add(key)
+        dict.__delitem__(self, key)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        STEP.get().touched.add(key)
+        return dict.setdefault(self, key, default)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        STEP.get().touched.add(key)
+        return dict.pop(self, key, *default)
+
+    def popitem(self) -> tuple[Any, Any]:
+        STEP.get().touched.add(_ALL)
+        return dict.popitem(self)
+
+    def clear(self) -> None:
+        STEP.get().touched.add(_ALL)
+        dict.clear(self)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        STEP.get().touched.add(_ALL)
+        dict.update(self, *args, **kwargs)
+
+    def __ior__(self, other: Any) -> TrackingDict:  # type: ignore[misc]
+        STEP.get().touched.add(_ALL)
+        dict.update(self, other)
+        return self
+
+    def __iter__(self) -> Any:
+        STEP.get().touched.add(_ALL)
+        return dict.__iter__(self)
+
+    def keys(self) -> Any:
+        STEP.get().touched.add(_ALL)
+        return dict.keys(self)
+
+    def values(self) -> Any:
+        STEP.get().touched.add(_ALL)
+        return dict.values(self)
+
+    def items(self) -> Any:
+        STEP.get().touched.add(_ALL)
+        return dict.items(self)
+
+
+def changed_keys(
+    codec: Codec, target: Any, node: str, touched: set[Any] | None = None
+) -> list[tuple[Any, bytes | None]]:
+    """The keys of ``target`` whose saved form changed since the last
+    checkpoint, encoded; ``None`` for a deleted key. Of a TrackingDict, the
+    keys in ``touched`` (the step's); of a SharedView, those it noted."""
+    last: dict[Any, bytes] = target._bf_last
+    changes: list[tuple[Any, bytes | None]] = []
+    # Read so that reading marks nothing: a TrackingDict as a plain dict, a view by peek.
+    tracking = type(target) is TrackingDict
+    read = dict.__getitem__ if tracking else type(target)._peek
+    keys = target.touched(touched or set()) if tracking else target._take_dirty()
+    for key in keys:
+        if key in target:
+            data = encode_key_value(codec, key, read(target, key), node)
+            if last.get(key) != data:
+                last[key] = data
+                changes.append((key, data))
+        elif key in last:
+            del last[key]
+            changes.append((key, None))
+    return changes

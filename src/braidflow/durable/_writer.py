@@ -1,0 +1,145 @@
+"""The checkpoint writer of a durable run: rows to the store, items by group commit.
+
+Steps, branches and answers are written at once. Finished batch items are
+queued and written together at the event loop's next turn (a group commit),
+those of one batch as one row, before any other row; a sync batch writes
+each item as it finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from ..stores._base import Checkpoint, Store
+from ._codec import Codec
+
+__all__ = ["CheckpointWriter"]
+
+
+class CheckpointWriter:
+    """Writes one run's checkpoint rows to its store, in order."""
+
+    def __init__(self, store: Store, run_id: str, codec: Codec) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.codec = codec
+        # Rows wait here for the next turn of the event loop, so items finishing
+        # together are written in one transaction (a group commit), those of one
+        # batch as one row; any other write takes them first.
+        self._pending: list[Checkpoint] = []
+        # Finished items' payloads, each batch's after a (batch, node) marker
+        # when it differs from the one before: an item adds no object the
+        # garbage collector must follow. The list is only ever changed in
+        # place, so the loop appends to it without the lock.
+        self._queued: list[Any] = []
+        self._queued_batch: Any = None  # the batch of the last marker queued
+        self._taken_batch: Any = None  # the last marker taken: whose items come next
+        # Sync batches write from worker threads while the loop queues rows.
+        self._queue_lock = threading.Lock()
+        self._flush_due = False
+        self._write_error: BaseException | None = None
+
+    def items_row(self, stage: str, node: Any, parts: list[bytes]) -> Checkpoint:
+        """One row for items of one batch: ``[index, fingerprint, result]`` each."""
+        name, cls = node._display_name(), type(node).__qualname__
+        return Checkpoint("items", stage, len(parts), name, cls, None, self.codec.join(parts))
+
+    def queue_item(self, batch: tuple[str, int], payload: bytes, node: Any) -> None:
+        """Queue a finished item's payload for the group commit at the loop's next turn.
+
+        Items finishing in the same turn of the loop are written together, in
+        one transaction (a group commit) at the start of the next turn, those
+        of one ``batch`` (its stage, and the node's id) in one row.
+
+        Raises:
+            StoreError: If an earlier group commit failed; the batch stops.
+        """
+        if self._write_error is not None:
+            raise self._write_error
+        if batch is not self._queued_batch:
+            self._queued.append((batch, node))
+            self._queued_batch = batch
+        self._queued.append(payload)
+        if not self._flush_due:
+            self._flush_soon()
+
+    def check_written(self) -> None:
+        """Raise the error of a failed group commit, if one failed.
+
+        Raises:
+            StoreError: If the group commit failed; the batch stops.
+        """
+        if self._write_error is not None:
+            raise self._write_error
+
+    def later(self, row: Checkpoint) -> None:
+        """Queue a row for the group commit at the next turn of the event loop.
+
+        Raises:
+            StoreError: If an earlier group commit failed; the batch stops.
+        """
+        self.check_written()
+        with self._queue_lock:
+            self._pending.append(row)
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        if not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _take_pending(self) -> list[Checkpoint]:
+        """The queued rows, the items of each batch joined into one row."""
+        batches: dict[tuple[str, int], tuple[Any, list[bytes]]] = {}
+        parts: list[bytes] | None = None
+        with self._queue_lock:
+            queued = self._queued
+            count = len(queued)
+            taken = queued[:count]
+            del queued[:count]  # an item queued meanwhile stays, after these
+            pending, self._pending = self._pending, []
+            # Payloads before the first marker are those of the last one taken.
+            marker = self._taken_batch
+            for entry in taken:
+                if type(entry) is not bytes:
+                    marker, parts = entry, None
+                    continue
+                if parts is None:
+                    parts = batches.setdefault(marker[0], (marker[1], []))[1]
+                parts.append(entry)
+            self._taken_batch = marker
+        rows = [self.items_row(key[0], node, group) for key, (node, group) in batches.items()]
+        return rows + pending
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        if self._write_error is not None or not (self._pending or self._queued):
+            return
+        rows = self._take_pending()
+        try:
+            self.store.append(self.run_id, rows)
+        except BaseException as error:  # told to the next item, and at the run's end
+            with self._queue_lock:
+                self._pending = rows + self._pending
+            self._write_error = error
+
+    def write(self, rows: list[Checkpoint]) -> None:
+        """Write rows now, after any queued ones (in one transaction)."""
+        self.check_written()
+        if self._pending or self._queued:
+            rows = self._take_pending() + rows
+        self.store.append(self.run_id, rows)
+
+    def flush(self) -> None:
+        """Write the queued rows now (the run is ending).
+
+        Raises:
+            StoreError: If they cannot be written.
+        """
+        error, self._write_error = self._write_error, None
+        if self._pending or self._queued:
+            self.write([])
+        elif error is not None:
+            raise error

@@ -1,0 +1,161 @@
+"""MemoryStore: durable runs kept in this process's memory, for tests and trials."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import replace
+from typing import Any
+
+from ._base import (
+    Checkpoint,
+    RunRecord,
+    check_claim,
+    check_serializer,
+    merged_metadata,
+    metadata_text,
+    no_run,
+    prompt_text,
+    row_path,
+    run_id_taken,
+    shown_status,
+)
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """A store in this process's memory: for tests, and to try durable runs.
+
+    Nothing survives the process, so it cannot resume after a crash; a
+    failed or suspended run can be resumed while the process lives.
+
+    Args:
+        serializer: ``"json"`` (default) or ``"pickle"``.
+    """
+
+    def __init__(self, serializer: str = "json") -> None:
+        check_serializer("MemoryStore", serializer)
+        self.serializer = serializer
+        self._lock = threading.Lock()
+        self._runs: dict[str, RunRecord] = {}
+        self._graphs: dict[str, tuple[str, bytes]] = {}
+        self._rows: dict[str, list[Checkpoint]] = {}
+        self._events: dict[str, list[str]] = {}
+
+    def __repr__(self) -> str:
+        count = len(self._runs)
+        return f"MemoryStore({count} run{'' if count == 1 else 's'})"
+
+    def _record(self, run_id: str) -> RunRecord:
+        record = self._runs.get(run_id)
+        if record is None:
+            raise no_run(self, run_id)
+        return record
+
+    def create_run(
+        self,
+        run_id: str,
+        flow: str,
+        graph: str,
+        initial: bytes,
+        owner: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> RunRecord:
+        """Record a new run as running (see `Store`)."""
+        kept = json.loads(metadata_text(self, run_id, metadata or {}))
+        with self._lock:
+            if run_id in self._runs:
+                raise run_id_taken(self, run_id)
+            record = RunRecord(run_id, flow, "running", time.time(), owner=owner, metadata=kept)
+            self._runs[run_id] = record
+            self._graphs[run_id] = (graph, initial)
+            self._rows[run_id] = []
+            return record
+
+    def claim(self, run_id: str, owner: str) -> tuple[RunRecord, str, bytes, list[Checkpoint]]:
+        """Take a stored run over to resume it (see `Store`)."""
+        with self._lock:
+            record = self._record(run_id)
+            shown = check_claim(record, owner)
+            self._runs[run_id] = replace(
+                record,
+                status="running",
+                owner=owner,
+                ended=None,
+                node=None,
+                error=None,
+                prompt=None,
+            )
+            graph, initial = self._graphs[run_id]
+            return self._with_node(shown), graph, initial, list(self._rows[run_id])
+
+    def append(self, run_id: str, rows: list[Checkpoint]) -> None:
+        """Add checkpoint rows atomically, after those already there."""
+        with self._lock:
+            self._record(run_id)
+            self._rows[run_id].extend(rows)
+
+    def finish(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        node: str | None = None,
+        error: str | None = None,
+        prompt: Any = None,
+        ended: float | None = None,
+    ) -> None:
+        """Record how the run ended (see `Store`)."""
+        with self._lock:
+            record = self._record(run_id)
+            self._runs[run_id] = replace(
+                record,
+                status=status,
+                ended=time.time() if ended is None else ended,
+                node=node,
+                error=error,
+                prompt=None if prompt is None else json.loads(prompt_text(prompt)),
+            )
+
+    def set_metadata(self, run_id: str, metadata: dict[str, Any]) -> None:
+        """Merge ``metadata`` into the run's (see `Store`)."""
+        given = json.loads(metadata_text(self, run_id, metadata))
+        with self._lock:
+            record = self._record(run_id)
+            self._runs[run_id] = replace(record, metadata=merged_metadata(record.metadata, given))
+
+    def _with_node(self, record: RunRecord) -> RunRecord:
+        """The record with its node: where it ended, else the last that finished."""
+        rows = self._rows[record.run_id]
+        if record.node is None and rows:
+            last = rows[-1]
+            record = replace(record, node=row_path(last.kind, last.frame, last.node))
+        return record
+
+    def _current(self, record: RunRecord) -> RunRecord:
+        """The record as listed: with its node, its status as `shown_status` gives it."""
+        return shown_status(self._with_node(record))
+
+    def get(self, run_id: str) -> RunRecord:
+        """One run's record, its status as listed."""
+        with self._lock:
+            return self._current(self._record(run_id))
+
+    def runs(self, status: str | None = None) -> list[RunRecord]:
+        """The runs, oldest first; only those with ``status`` if given."""
+        with self._lock:
+            records = [self._current(record) for record in self._runs.values()]
+        return [record for record in records if status is None or record.status == status]
+
+    def add_events(self, run_id: str, records: list[str]) -> None:
+        """Keep some of a run's events (JSON lines), after those already kept."""
+        with self._lock:
+            self._events.setdefault(run_id, []).extend(records)
+
+    def events(self, run_id: str) -> list[str]:
+        """A run's kept events, in order (JSON lines)."""
+        with self._lock:
+            self._record(run_id)
+            return list(self._events.get(run_id, []))
