@@ -23,7 +23,7 @@ from braidflow import (
     ParallelBatchNode,
     thread_limiter,
 )
-from braidflow._batch import default_thread_count
+from braidflow.engine import default_thread_count
 from braidflow.testing import other_tasks
 
 HANG = 0.02  # seconds a "hanging" sync call blocks: longer than any timeout below

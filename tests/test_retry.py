@@ -6,6 +6,7 @@ import math
 import pytest
 
 from braidflow import AsyncNode, BatchNode, Flow, InvalidParameterError, Node, Retry
+from braidflow.testing import VirtualClock
 
 
 class Flaky(Node):
@@ -50,20 +51,16 @@ def test_default_fallback_reraises_with_a_note_naming_node_and_attempts():
     assert any("fetch" in n and "attempt 3 of 3" in n for n in caught.value.__notes__)
 
 
-def test_wait_sleeps_between_attempts(monkeypatch):
-    sleeps = []
-    monkeypatch.setattr("braidflow._attempt.time.sleep", sleeps.append)
-    Flaky(succeed_on=2, max_retries=3, wait=0.25).run({})
+def test_wait_sleeps_between_attempts():
+    clock = VirtualClock(autojump=True)  # the run's clock: its sleeps take no real time
+    Flaky(succeed_on=2, max_retries=3, wait=0.25).run({}, clock=clock)
+    sleeps = clock.slept
     assert sleeps == [0.25, 0.25]
 
 
-async def test_async_wait_sleeps_between_attempts(monkeypatch):
-    sleeps = []
-
-    async def fake_sleep(seconds):
-        sleeps.append(seconds)
-
-    monkeypatch.setattr("braidflow._node.asyncio.sleep", fake_sleep)
+async def test_async_wait_sleeps_between_attempts():
+    clock = VirtualClock(autojump=True)
+    sleeps = clock.slept
 
     class AsyncFlaky(AsyncNode):
         async def exec_async(self, prep_res):
@@ -74,7 +71,7 @@ async def test_async_wait_sleeps_between_attempts(monkeypatch):
         async def post_async(self, shared, prep_res, exec_res):
             return exec_res
 
-    assert await AsyncFlaky(max_retries=3, wait=0.5).run_async({}) == 2
+    assert await AsyncFlaky(max_retries=3, wait=0.5).run_async({}, clock=clock) == 2
     assert sleeps == [0.5, 0.5]
 
 
@@ -158,11 +155,11 @@ def test_retry_policy_backoff_cap_and_jitter():
     assert all(0.0 <= full.wait_after(0) <= 4.0 for _ in range(50))
 
 
-def test_retry_policy_is_used_by_nodes(monkeypatch):
-    sleeps = []
-    monkeypatch.setattr("braidflow._attempt.time.sleep", sleeps.append)
+def test_retry_policy_is_used_by_nodes():
+    clock = VirtualClock(autojump=True)
+    sleeps = clock.slept
     node = Flaky(succeed_on=3, retry=Retry(attempts=4, delay=0.1, backoff=3.0))
-    assert node.run({}) == "ok on 3"
+    assert node.run({}, clock=clock) == "ok on 3"
     assert sleeps == pytest.approx([0.1, 0.3, 0.9])
 
 
@@ -261,8 +258,7 @@ async def test_async_run_to_completion_keeps_cur_retry_per_item_under_parallelis
     assert seen == {"fast-first": 0, "fast": 2, "slow": 1}
 
 
-def test_capped_exponential_backoff_never_overflows_and_reaches_the_fallback(monkeypatch):
-    monkeypatch.setattr("braidflow._attempt.time.sleep", lambda seconds: None)
+def test_capped_exponential_backoff_never_overflows_and_reaches_the_fallback():
 
     class Always(Node):
         def exec(self, prep_res):
@@ -275,7 +271,8 @@ def test_capped_exponential_backoff_never_overflows_and_reaches_the_fallback(mon
             return exec_res
 
     policy = Retry(attempts=2000, delay=0.0, backoff=2.0, max_delay=0.0)
-    assert Always(retry=policy).run({}) == "fallback after attempt 2000"
+    clock = VirtualClock(autojump=True)
+    assert Always(retry=policy).run({}, clock=clock) == "fallback after attempt 2000"
     assert Retry(attempts=5, delay=1.0, backoff=2.0, max_delay=30.0).wait_after(5000) == 30.0
     uncapped = Retry(attempts=5, delay=1.0, backoff=2.0).wait_after(5000)
     assert 0 < uncapped < math.inf  # the longest wait a thread can sleep, not an error

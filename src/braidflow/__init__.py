@@ -6,12 +6,12 @@ on one engine, with bounded, safe and visible concurrency.
 
 from types import FunctionType as _FunctionType
 
-from ._batch import Failure as Failure
 from ._branches import Parallel as Parallel
 from ._errors import AsyncUsageError as AsyncUsageError
 from ._errors import BatchItemsError as BatchItemsError
 from ._errors import BraidflowError as BraidflowError
 from ._errors import CheckpointError as CheckpointError
+from ._errors import Failure as Failure
 from ._errors import InvalidParameterError as InvalidParameterError
 from ._errors import MergeConflict as MergeConflict
 from ._errors import NodeCancelledError as NodeCancelledError
@@ -30,17 +30,17 @@ from ._flow import AsyncFlow as AsyncFlow
 from ._flow import AsyncParallelBatchFlow as AsyncParallelBatchFlow
 from ._flow import BatchFlow as BatchFlow
 from ._flow import Flow as Flow
+from ._kinds import AsyncBatchNode as AsyncBatchNode
+from ._kinds import AsyncNode as AsyncNode
+from ._kinds import AsyncParallelBatchNode as AsyncParallelBatchNode
+from ._kinds import BatchNode as BatchNode
+from ._kinds import Node as Node
+from ._kinds import ParallelBatchNode as ParallelBatchNode
 from ._limits import Limiter as Limiter
 from ._limits import LimiterStatistics as LimiterStatistics
 from ._merge import MISSING as MISSING
 from ._merge import SharedView as SharedView
-from ._node import AsyncBatchNode as AsyncBatchNode
-from ._node import AsyncNode as AsyncNode
-from ._node import AsyncParallelBatchNode as AsyncParallelBatchNode
 from ._node import BaseNode as BaseNode
-from ._node import BatchNode as BatchNode
-from ._node import Node as Node
-from ._node import ParallelBatchNode as ParallelBatchNode
 from ._policy import Retry as Retry
 from ._run import PendingRun as PendingRun
 from ._threads import thread_limiter as thread_limiter

@@ -8,23 +8,19 @@ cancellation are those of parallel batches.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from typing import Any
 
-from ._batch import Failure, run_parallel_async
-from ._context import PATH, RUN, STEP, Run, StepAt
-from ._errors import InvalidParameterError, WiringError, add_note
+from ._errors import InvalidParameterError, WiringError
 from ._flow import Flow
-from ._merge import SharedView, apply_changes, check_rules, merge
+from ._merge import check_rules
 from ._node import BaseNode
+from ._options import check_max_concurrency, check_on_error
 from ._plan import default
-from ._threads import run_to_completion
 from ._wiring import Wirable
+from .engine import fork_join
 
-__all__ = ["BRANCHES", "Parallel"]
-
-BRANCHES = "branches"  # the batch mode of a Parallel: its items are its branches
+__all__ = ["Parallel"]
 
 
 def _heads(branches: Iterable[Any], owner: str) -> list[BaseNode]:
@@ -45,30 +41,6 @@ def _heads(branches: Iterable[Any], owner: str) -> list[BaseNode]:
             )
         seen.add(id(head))
     return heads
-
-
-class _BranchScope:
-    """One branch while its run is observed: ``branch_start``, then ``branch_end``."""
-
-    __slots__ = ("name", "path", "run", "started", "token")
-
-    def __init__(self, run: Run, name: str, path: tuple[str, ...]) -> None:
-        self.run, self.name, self.path = run, name, path
-        self.token = PATH.set(path)
-        self.started = now = time.monotonic()
-        run.emit("branch_start", node=name, path=path, at=now)
-
-    def end(self, error: BaseException | None = None) -> None:
-        PATH.reset(self.token)
-        now = time.monotonic()
-        self.run.emit(
-            "branch_end",
-            node=self.name,
-            path=self.path,
-            duration=now - self.started,
-            error=error,
-            at=now,
-        )
 
 
 class Parallel(BaseNode):
@@ -106,7 +78,7 @@ class Parallel(BaseNode):
         InvalidParameterError: For a bad merge rule or option.
     """
 
-    _bf_batch = BRANCHES
+    _bf_batch = "branches"  # its items are its branches
 
     def __init__(
         self,
@@ -121,27 +93,13 @@ class Parallel(BaseNode):
         owner = self._describe()
         self.branches = _heads(branches, owner)
         self._bf_merge = check_rules(merge, owner)
-        if max_concurrency is not None and (
-            isinstance(max_concurrency, bool)
-            or not isinstance(max_concurrency, int)
-            or max_concurrency < 1
-        ):
-            raise InvalidParameterError(
-                f"{owner}: max_concurrency={max_concurrency!r} must be an int >= 1, or None",
-                node=self._display_name(),
-            )
-        if on_error not in ("raise", "collect"):
-            raise InvalidParameterError(
-                f"{owner}: on_error={on_error!r} is not one of 'raise', 'collect'",
-                node=self._display_name(),
-            )
+        self.max_concurrency = check_max_concurrency(self, max_concurrency)
+        self._bf_on_error = check_on_error(self, on_error)
         if not isinstance(failures_key, str):
             raise InvalidParameterError(
                 f"{owner}: failures_key={failures_key!r} must be a string key of shared",
                 node=self._display_name(),
             )
-        self.max_concurrency = max_concurrency
-        self._bf_on_error = on_error
         self.failures_key = failures_key
         # One walker per branch: a flow whose start is the branch's head.
         self._bf_walkers = [Flow(start=head) for head in self.branches]
@@ -161,82 +119,9 @@ class Parallel(BaseNode):
         wired), else the default."""
         return exec_res
 
-    def _stage_sync(self, shared: Any, prep_result: Any) -> Any:
-        # From sync code: the branches run on a private event loop, their sync
-        # nodes in braidflow's threads.
-        return run_to_completion(lambda: self._fork_join(shared, True, True))
+    def _stage(self, shared: Any, prep_result: Any, offload: bool) -> Generator[Any, Any, Any]:
+        """A fork's exec stage: its branches at once, merged at the join."""
+        return fork_join(self, shared, offload)
 
-    async def _stage_async(self, shared: Any, prep_result: Any, offload: bool = False) -> Any:
-        return await self._fork_join(shared, offload, False)
 
-    async def _fork_join(self, shared: Any, offload: bool, sync_only: bool) -> Any:
-        names = self.branch_names()
-        walkers = self._bf_walkers
-        views = [SharedView(shared) for _ in walkers]
-        params = self.params
-        run = RUN.get()
-        observing = run if run is not None and run.observers else None
-        durable = run.durable if run is not None else None
-        stage = STEP.get().key
-        touched = STEP.get().touched
-        path = PATH.get() or (self._display_name(),)
-        # Resuming: a branch that finished before is not run again; its
-        # recorded changes are merged as its view's would be.
-        finished: dict[int, dict[Any, Any]] = {}
-        if durable is not None:
-            for index in range(len(walkers)):
-                changes = durable.branch(stage, index)
-                if changes is not None:
-                    finished[index] = changes
-
-        async def run_branch(index: int, _: int) -> Any:
-            scope = (
-                _BranchScope(observing, names[index], (*path, names[index])) if observing else None
-            )
-            frame = (
-                STEP.set(StepAt(f"{stage}/b{index}:{names[index]}", touched)) if durable else None
-            )
-            try:
-                result = await walkers[index]._walk_async(views[index], params, offload, sync_only)
-                if durable is not None:
-                    durable.branch_done(stage, index, names[index], self, result, views[index])
-            except BaseException as error:
-                if isinstance(error, Exception):
-                    add_note(error, f"branch {names[index]!r} of {self._describe()} failed")
-                if scope is not None:
-                    scope.end(error)
-                raise
-            finally:
-                if frame is not None:
-                    STEP.reset(frame)
-            if scope is not None:
-                scope.end()
-            return result
-
-        to_run = [index for index in range(len(walkers)) if index not in finished]
-        results = await run_parallel_async(
-            self, to_run, run_branch, True, observe=False, checkpoint=False
-        )
-        assert results is not None  # keep=True
-        outcome = dict(zip(to_run, results, strict=True))
-        failures = [
-            Failure(result.error, names[index], index)
-            for index, result in outcome.items()
-            if isinstance(result, Failure)
-        ]
-        failed = {failure.index for failure in failures}
-        branch_changes = [
-            (names[i], finished[i] if i in finished else views[i].changes())
-            for i in range(len(walkers))
-            if i not in failed
-        ]
-        try:
-            merged = merge(shared, branch_changes, self._bf_merge)
-        except Exception as error:
-            add_note(error, f"while joining the branches of {self._describe()}")
-            raise
-        apply_changes(shared, merged)
-        if failures:
-            shared[self.failures_key] = failures
-            return "failed" if "failed" in self.successors else None
-        return None
+Wirable._fan_out = Parallel  # what `a >> [b, c]` makes: defined here, above the wiring

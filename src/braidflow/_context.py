@@ -10,19 +10,17 @@ node instances, which concurrent items share.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 import warnings
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._clock import SYSTEM_CLOCK, Clock
 from ._events import Event, make_event
 from ._wiring import display_names
-
-if TYPE_CHECKING:
-    from ._limits import Limiter
 
 __all__ = [
     "ATTEMPT",
@@ -31,12 +29,12 @@ __all__ = [
     "ITEM",
     "PATH",
     "RUN",
-    "STAGE",
+    "HANDED_DOWN",
     "STEP",
     "AttemptState",
     "ItemAt",
     "Run",
-    "Stage",
+    "HandedDown",
     "StepAt",
     "current_item",
     "observed",
@@ -54,7 +52,15 @@ class Run:
     warning naming it, and dropped for the rest of the run.
     """
 
-    __slots__ = ("_id", "_names", "clock", "durable", "observers")
+    __slots__ = (
+        "_id",
+        "_names",
+        "cancelling_at_start",
+        "clock",
+        "durable",
+        "observers",
+        "task",
+    )
 
     def __init__(
         self, observers: tuple[tuple[Any, Deliver], ...], clock: Clock = SYSTEM_CLOCK
@@ -64,6 +70,16 @@ class Run:
         self.observers = observers
         self.clock = clock
         self.durable: Any = None  # a durable.DurableRun, for a run with a store
+        # The task a run on an event loop started in, and how many cancellations
+        # it had then: only more than those cancel the run.
+        self.task: asyncio.Task[Any] | None = None
+        self.cancelling_at_start = 0
+        loop = asyncio._get_running_loop()
+        if loop is not None:
+            task = asyncio.current_task(loop)
+            if task is not None:
+                self.task = task
+                self.cancelling_at_start = task.cancelling()
 
     @property
     def id(self) -> str:
@@ -178,7 +194,7 @@ class StepAt:
         self.touched = touched
 
 
-class Stage:
+class HandedDown:
     """What an enclosing flow hands to the code it runs: the executor its
     batch nodes default to, and ``shared`` for a class's own ``_exec`` (which
     PocketFlow calls without it)."""
@@ -206,14 +222,14 @@ ATTEMPT: ContextVar[AttemptState | None] = ContextVar("braidflow_attempt", defau
 # The limiters held by the attempts this code runs inside (one entry per slot
 # held, nested runs included): a limiter asked for a slot it can only get from
 # its own holder refuses at once instead of deadlocking.
-HELD: ContextVar[tuple[Limiter, ...]] = ContextVar("braidflow_held", default=())
+HELD: ContextVar[tuple[Any, ...]] = ContextVar("braidflow_held", default=())
 # The bounds (max_concurrency) of the parallel stages enclosing this code, as
 # limiters, outermost first. An exec attempt that may be abandoned in a thread
 # (sync code under a timeout) holds them too, so the abandoned thread keeps
 # counting against each bound until it really ends.
-GATES: ContextVar[tuple[Limiter, ...]] = ContextVar("braidflow_gates", default=())
+GATES: ContextVar[tuple[Any, ...]] = ContextVar("braidflow_gates", default=())
 # What the enclosing flow hands down (its executor; shared for an _exec override).
-STAGE: ContextVar[Stage | None] = ContextVar("braidflow_stage", default=None)
+HANDED_DOWN: ContextVar[HandedDown | None] = ContextVar("braidflow_stage", default=None)
 
 
 def observed() -> Run | None:

@@ -26,11 +26,15 @@ PEP 678 note naming the node, item and attempt, which tracebacks show.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 __all__ = [
     "AsyncUsageError",
     "BatchItemsError",
     "BraidflowError",
     "CheckpointError",
+    "Failure",
     "InvalidParameterError",
     "MergeConflict",
     "NodeCancelledError",
@@ -210,6 +214,22 @@ class Suspended(BraidflowError):
         super().__init__(message, node=node)
         self.run_id = run_id
         self.prompt = prompt
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Stands in a result list, under ``on_error="collect"``, for an item that failed.
+
+    Attributes:
+        error: The exception the item ended with, after retries and fallback.
+        item: The item (for batch flows: the parameter set; for branches:
+            the branch's name) that failed.
+        index: Its position in the input.
+    """
+
+    error: BaseException
+    item: Any
+    index: int
 
 
 def describe_error(error: BaseException | None, *, whole: bool = False) -> str:

@@ -1,141 +1,28 @@
-"""The flow engine: walk a graph step by step, nested flows, batch flows.
+"""The flows: `Flow`, `BatchFlow` and the async kinds: a graph of nodes, walked step by step.
 
-The walk (copy the node, hand it the run's params, route by its action) is
-one generator; a sync driver and an async driver each run it. A flow is a
-node, so it nests; batch flows run their sub-flow once per parameter set.
+A flow is a node whose exec stage walks its graph (the engine's `walk`):
+each step runs a fresh copy of a node and routes by its action; a flow is
+a node, so it nests. Batch flows walk their sub-flow once per parameter
+set, one after another or at once (isolated and merged, if asked).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Generator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any, TypeVar, overload
 
-from ._attempt import cancelled_error, run_is_cancelled
-from ._batch import (
-    PARALLEL,
-    SEQUENTIAL,
-    SINGLE,
-    batch_items,
-    run_parallel_async,
-    run_sequential_async,
-    run_sequential_sync,
-)
-from ._context import PATH, RUN, STAGE, STEP, Run, Stage, StepAt
-from ._errors import AsyncUsageError, BatchItemsError, InvalidParameterError, WiringError, add_note
-from ._merge import SharedView, apply_changes, check_rules, merge
-from ._node import UNSET, AsyncNode, BaseNode, check_executor
-from ._plan import copy_node, default
-from ._run import StepScope
+from ._errors import AsyncUsageError, BatchItemsError, InvalidParameterError, add_note
+from ._kinds import AsyncNode
+from ._merge import check_rules
+from ._node import BaseNode
+from ._options import UNSET, check_executor
+from ._plan import default
 from ._wiring import as_node, changed, route
-from .durable import DurableRun
-
-if TYPE_CHECKING:
-    from ._branches import Parallel
+from .engine import drive_async, drive_sync, flow_stage, walk
 
 __all__ = ["AsyncBatchFlow", "AsyncFlow", "AsyncParallelBatchFlow", "BatchFlow", "Flow"]
 
-Steps = Generator[BaseNode, Any, Any]
-
 _Start = TypeVar("_Start", bound=BaseNode)
-
-
-def _steps(flow: Flow, params: dict[str, Any], run: Run | None) -> Steps:
-    """Yield a fresh copy of each node to run, receive its action, route on.
-
-    When ``run`` is observed, each copy carries its display name, unique in
-    the graph. Returns the last action when the walk ends.
-    """
-    node = flow.__dict__.get("start_node")  # what the property reads, without its call
-    if node is None:
-        node = getattr(flow, "start_node", None)  # a subclass's own start_node, if any
-    if node is None:
-        raise WiringError(
-            f"{flow._describe()} has no start node; pass Flow(start=node) or call "
-            "flow.start(node) before running it",
-            node=flow._display_name(),
-        )
-    names = run.names_in(node) if run is not None else None
-    action = None
-    while node is not None:
-        original = node
-        node = copy_node(node)
-        if names is not None:
-            node.__dict__["_bf_display"] = names.get(id(original))
-        node.set_params(params)
-        action = yield node
-        node = flow.get_next_node(node, action)
-    return action
-
-
-class _Checkpoints:
-    """A walk's part of a durable run: it skips the steps that finished before
-    (resuming) and records each step that finishes now."""
-
-    __slots__ = (
-        "durable",
-        "frame",
-        "key",
-        "name",
-        "position",
-        "recorded",
-        "token",
-        "touched",
-    )
-
-    def __init__(self, durable: DurableRun) -> None:
-        self.durable = durable
-        self.frame = STEP.get().key
-        self.recorded = durable.steps_in(self.frame)
-        self.position = 0
-
-    def replayed(self, node: BaseNode, shared: Any) -> tuple[bool, Any]:
-        """If this step finished before, skip it: ``(True, its action)``."""
-        if self.position >= len(self.recorded):
-            return False, None
-        action = self.durable.replay(self.recorded[self.position], node, shared)
-        self.position += 1
-        return True, action
-
-    def start(self, node: BaseNode, name: str) -> None:
-        """Begin the step of ``node``, whose display name is ``name``."""
-        self.name = name
-        self.key = key = f"{self.frame}/{self.position}:{name}"
-        self.durable.at = key
-        self.touched: set[Any] = set()  # what this step reads and writes in shared
-        self.token = STEP.set(StepAt(key, self.touched))
-
-    def stop(self) -> None:
-        STEP.reset(self.token)
-
-    def failed(self, error: BaseException) -> None:
-        """Note the step a failure came from (the innermost sees it first)."""
-        self.durable.failed_in(error, self.key)
-
-    def done(self, node: BaseNode, action: Any, shared: Any) -> None:
-        self.durable.step_done(
-            self.frame, self.position, node, self.name, action, shared, self.touched
-        )
-        self.position += 1
-
-
-def _begin_step(
-    node: BaseNode, checkpoints: _Checkpoints | None, observing: Run | None, path: tuple[str, ...]
-) -> StepScope | None:
-    """Begin a step under its display name: its checkpoint scope, if the run
-    is durable; its events' scope (returned), if it is observed."""
-    name = node._display_name()
-    if checkpoints is not None:
-        checkpoints.start(node, name)
-    return StepScope(observing, name, (*path, name)) if observing else None
-
-
-def _step_failed(flow: Flow, node: BaseNode, step: StepScope | None, error: BaseException) -> None:
-    """Say where a step failed, in a note and (if observed) in its events."""
-    if not isinstance(error, asyncio.CancelledError):
-        add_note(error, f"{node._describe()} failed in {flow._describe()}")
-    if step is not None:
-        step.end(error)
 
 
 class Flow(BaseNode):
@@ -172,7 +59,7 @@ class Flow(BaseNode):
         if executor is not None:
             self._bf_executor = check_executor(self, executor)
         self.start_node = as_node(start, self, f"{self._describe()}: start")
-        if (isolate or merge is not None) and self._bf_batch != PARALLEL:
+        if (isolate or merge is not None) and self._bf_batch != "parallel":
             raise InvalidParameterError(
                 f"{self._describe()}: isolate= and merge= are for AsyncParallelBatchFlow, whose "
                 "sub-flows run at the same time; other flows run one step at a time",
@@ -210,7 +97,7 @@ class Flow(BaseNode):
         changed()
 
     @overload
-    def start(self, start: list[BaseNode] | tuple[BaseNode, ...]) -> Parallel: ...
+    def start(self, start: list[BaseNode] | tuple[BaseNode, ...]) -> Any: ...
     @overload
     def start(self, start: _Start) -> _Start: ...
 
@@ -227,6 +114,7 @@ class Flow(BaseNode):
         self.start_node = start
         return start
 
+    @default
     def get_next_node(self, curr: BaseNode, action: Any) -> BaseNode | None:
         """Return the node that follows ``curr`` after ``action``, or ``None`` to end."""
         nxt: BaseNode | None = route(curr, action)
@@ -242,7 +130,24 @@ class Flow(BaseNode):
         """Async form of `post`."""
         return exec_res
 
-    # -- drivers ------------------------------------------------------------------
+    # -- what the engine calls back ---------------------------------------------------
+
+    def _stage(self, shared: Any, prep_result: Any, offload: bool) -> Generator[Any, Any, Any]:
+        """A flow's exec stage: its walk, or one walk per parameter set."""
+        return flow_stage(self, shared, prep_result, offload)
+
+    @default
+    def _orch(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
+        """PocketFlow's name for the walk: run the graph synchronously with
+        ``params`` (default: the flow's own); return the last action."""
+        return drive_sync(walk(self, shared, params or {**self.params}, False, True))
+
+    @default
+    async def _orch_async(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
+        """Async form of `_orch`: sync nodes run on the loop, or in threads with
+        ``offload_sync``."""
+        steps = walk(self, shared, params or {**self.params}, self.offload_sync, False)
+        return await drive_async(steps)
 
     def _reached_async(self, node: BaseNode) -> AsyncUsageError:
         return AsyncUsageError(
@@ -250,126 +155,6 @@ class Flow(BaseNode):
             "use AsyncFlow and `await flow.run_async(shared)`",
             node=node._display_name(),
         )
-
-    @default
-    def _orch(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
-        """Walk the graph synchronously; return the last action."""
-        run = RUN.get()
-        observing = run if run is not None and run.observers else None
-        durable = run.durable if run is not None else None
-        checkpoints = _Checkpoints(durable) if durable is not None else None
-        send = _steps(self, params or {**self.params}, run if observing or durable else None).send
-        path = PATH.get()
-        action = None
-        while True:
-            try:
-                node = send(action)
-            except StopIteration as stop:
-                return stop.value
-            if node._bf_async:
-                raise self._reached_async(node)
-            if checkpoints is not None:
-                skipped, recorded = checkpoints.replayed(node, shared)
-                if skipped:
-                    action = recorded
-                    continue
-            step = (
-                _begin_step(node, checkpoints, observing, path)
-                if checkpoints is not None or observing
-                else None
-            )
-            try:
-                try:
-                    action = node._run(shared)
-                finally:
-                    if checkpoints is not None:
-                        checkpoints.stop()
-                if checkpoints is not None:
-                    checkpoints.done(node, action, shared)
-            except Exception as error:
-                if checkpoints is not None:
-                    checkpoints.failed(error)
-                _step_failed(self, node, step, error)
-                raise
-            except asyncio.CancelledError as cancel:  # sync code: never the run's own
-                stray = cancelled_error(node, cancel, None)
-                _step_failed(self, node, step, stray)
-                raise stray from cancel
-            if step is not None:
-                step.end()
-
-    async def _orch_async(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
-        """Walk the graph, awaiting async nodes and calling sync ones; return the last action."""
-        return await self._walk_async(shared, params, self.offload_sync, False)
-
-    async def _walk_async(
-        self,
-        shared: Any,
-        params: dict[str, Any] | None,
-        offload_default: bool,
-        sync_only: bool,
-    ) -> Any:
-        """The async driver of the walk, for async flows and, inside async code,
-        for sync flows too (``sync_only``), so that their limiter waits and retry
-        delays happen on the loop and their steps can be offloaded to threads."""
-        run = RUN.get()
-        observing = run if run is not None and run.observers else None
-        durable = run.durable if run is not None else None
-        checkpoints = _Checkpoints(durable) if durable is not None else None
-        send = _steps(self, params or {**self.params}, run if observing or durable else None).send
-        path = PATH.get()
-        action = None
-        while True:
-            try:
-                node = send(action)
-            except StopIteration as stop:
-                return stop.value
-            if checkpoints is not None:
-                skipped, recorded = checkpoints.replayed(node, shared)
-                if skipped:
-                    action = recorded
-                    continue
-            step = (
-                _begin_step(node, checkpoints, observing, path)
-                if checkpoints is not None or observing
-                else None
-            )
-            try:
-                try:
-                    if node._bf_async:
-                        if sync_only:
-                            raise self._reached_async(node)
-                        action = await node._run_async(shared)
-                    else:
-                        offload = node._bf_offload
-                        if offload is None:
-                            # Limited sync code is typically an API call: off the loop.
-                            offload = offload_default or bool(node._bf_limits)
-                        if not offload and node._bf_single_exec and node._is_simple():
-                            action = node._run(shared)
-                        else:
-                            action = await node._run_in_loop(shared, offload)
-                finally:
-                    if checkpoints is not None:
-                        checkpoints.stop()
-                if checkpoints is not None:
-                    checkpoints.done(node, action, shared)
-            except Exception as error:
-                if checkpoints is not None:
-                    checkpoints.failed(error)
-                _step_failed(self, node, step, error)
-                raise
-            except asyncio.CancelledError as cancel:
-                if run_is_cancelled():
-                    _step_failed(self, node, step, cancel)
-                    raise
-                stray = cancelled_error(node, cancel, None)
-                _step_failed(self, node, step, stray)
-                raise stray from cancel
-            if step is not None:
-                step.end()
-
-    # -- the exec stage of a flow: one walk, or one per parameter set ----------------
 
     def _item_params(self, item: Any, index: int) -> dict[str, Any]:
         if not isinstance(item, Mapping):
@@ -387,100 +172,6 @@ class Flow(BaseNode):
             shown = shown[:77] + "..."
         add_note(error, f"{self._describe()} failed on param set {index}: {shown}")
 
-    def _stage_sync(self, shared: Any, prep_result: Any) -> Any:
-        if self._bf_executor is not None:  # the default of the batch nodes inside
-            token = STAGE.set(Stage(self._bf_executor, shared))
-            try:
-                return self._stage_sync_here(shared, prep_result)
-            finally:
-                STAGE.reset(token)
-        return self._stage_sync_here(shared, prep_result)
-
-    def _stage_sync_here(self, shared: Any, prep_result: Any) -> Any:
-        if self._bf_batch == SINGLE:
-            return self._orch(shared)
-        items = batch_items(self, prep_result, allow_async=False)
-
-        def run_item(item: Any, index: int) -> Any:
-            try:
-                return self._orch(shared, self._item_params(item, index))
-            except Exception as error:
-                self._label_param_set_error(error, item, index)
-                raise
-
-        return run_sequential_sync(self, items, run_item, False)
-
-    async def _stage_async(self, shared: Any, prep_result: Any, offload: bool = False) -> Any:
-        if self._bf_executor is not None:  # the default of the batch nodes inside
-            token = STAGE.set(Stage(self._bf_executor, shared))
-            try:
-                return await self._stage_async_here(shared, prep_result, offload)
-            finally:
-                STAGE.reset(token)
-        return await self._stage_async_here(shared, prep_result, offload)
-
-    async def _stage_async_here(self, shared: Any, prep_result: Any, offload: bool = False) -> Any:
-        if self._bf_async:
-            walk = self._orch_async
-        else:
-            # A sync flow inside async code: same walk, sync nodes only, and the
-            # offload default of the flow around it.
-            async def walk(shared: Any, params: dict[str, Any] | None = None) -> Any:
-                return await self._walk_async(shared, params, offload, True)
-
-        batch = self._bf_batch
-        if batch == SINGLE:
-            return await walk(shared)
-        items = batch_items(self, prep_result, allow_async=self._bf_async)
-
-        async def run_item(item: Any, index: int) -> Any:
-            try:
-                return await walk(shared, self._item_params(item, index))
-            except Exception as error:
-                self._label_param_set_error(error, item, index)
-                raise
-
-        if batch == SEQUENTIAL:
-            return await run_sequential_async(self, items, run_item, False)
-        collect = self._bf_on_error == "collect"
-        if not self._bf_isolate:  # PocketFlow's way: every sub-flow writes to one shared dict
-            return await run_parallel_async(self, items, run_item, collect)
-        views: dict[int, SharedView] = {}
-        run = RUN.get()
-        durable: DurableRun | None = run.durable if run is not None else None
-        stage = STEP.get().key
-        # Resuming: sub-flows that finished before are skipped (by the item
-        # checkpoints); their recorded changes are merged instead of a view's.
-        recorded = durable.recorded_items(stage) if durable is not None else {}
-
-        async def run_isolated(item: Any, index: int) -> Any:
-            view = SharedView(shared)
-            try:
-                result = await walk(view, self._item_params(item, index))
-            except Exception as error:
-                self._label_param_set_error(error, item, index)
-                raise
-            if durable is not None:  # before the item's own checkpoint: no loss either way
-                durable.sub_flow_done(stage, index, view, self)
-            views[index] = view  # only a sub-flow that finished is merged
-            return result
-
-        def changes_of(index: int) -> dict[Any, Any]:
-            if index in views:
-                return views[index].changes()
-            assert durable is not None  # only a resumed run has recorded sub-flows
-            return durable.recorded_changes(stage, index)
-
-        results = await run_parallel_async(self, items, run_isolated, collect)
-        finished = sorted(views.keys() | recorded.keys())
-        changes = [(f"param set {index}", changes_of(index)) for index in finished]
-        try:
-            apply_changes(shared, merge(shared, changes, self._bf_merge))
-        except Exception as error:
-            add_note(error, f"while merging the sub-flows of {self._describe()}")
-            raise
-        return results
-
 
 class BatchFlow(Flow):
     """A flow whose ``prep`` returns parameter sets; the sub-flow runs once per set.
@@ -489,7 +180,7 @@ class BatchFlow(Flow):
     ``exec_res=None``.
     """
 
-    _bf_batch = SEQUENTIAL
+    _bf_batch = "sequential"
 
 
 class AsyncFlow(Flow, AsyncNode[Any, Any]):
@@ -507,7 +198,7 @@ class AsyncFlow(Flow, AsyncNode[Any, Any]):
 class AsyncBatchFlow(AsyncFlow, BatchFlow):
     """An async batch flow: the sub-flow runs once per parameter set, in order."""
 
-    _bf_batch = SEQUENTIAL
+    _bf_batch = "sequential"
 
 
 class AsyncParallelBatchFlow(AsyncFlow, BatchFlow):
@@ -526,4 +217,4 @@ class AsyncParallelBatchFlow(AsyncFlow, BatchFlow):
     changed by two sub-flows without a rule raises `MergeConflict`.
     """
 
-    _bf_batch = PARALLEL
+    _bf_batch = "parallel"

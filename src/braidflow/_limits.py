@@ -12,58 +12,27 @@ import contextlib
 import itertools
 import math
 import threading
-import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
+from ._clock import SYSTEM_CLOCK, Clock
 from ._context import HELD
 from ._errors import AsyncUsageError, InvalidParameterError, RunError
 
 __all__ = [
-    "Clock",
     "Limiter",
     "LimiterStatistics",
     "acquire_all",
     "acquire_all_blocking",
     "ordered",
     "release_all",
+    "try_all",
 ]
 
 
-class Clock(Protocol):
-    """The time source a limiter reads and sleeps on (swap it in tests)."""
-
-    def now(self) -> float:
-        """Return the current time in seconds, monotonic."""
-        ...
-
-    async def sleep(self, seconds: float) -> None:
-        """Wait ``seconds`` without blocking the event loop."""
-        ...
-
-    def sleep_blocking(self, seconds: float) -> None:
-        """Block the calling thread for ``seconds``."""
-        ...
-
-
-class _SystemClock:
-    def now(self) -> float:
-        # The event loop's clock when there is one (monotonic by default, and
-        # the one a virtual-time test loop advances), else the monotonic clock.
-        loop = asyncio._get_running_loop()
-        return loop.time() if loop is not None else time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-    def sleep_blocking(self, seconds: float) -> None:
-        time.sleep(min(seconds, threading.TIMEOUT_MAX))
-
-
-_SYSTEM_CLOCK = _SystemClock()
 _order = itertools.count()
 
 
@@ -192,7 +161,7 @@ class Limiter:
                 )
         self.rate = rate
         self.per = per
-        self._clock: Clock = clock if clock is not None else _SYSTEM_CLOCK
+        self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
         # The window holds at most `capacity` start times spread over `period`.
         self._capacity: int | None = None
         self._period = per
@@ -480,6 +449,16 @@ def acquire_all_blocking(
         release_all(limiters[:taken])
         raise
     return waited
+
+
+def try_all(limiters: Sequence[Limiter]) -> int:
+    """Take every limiter that is free right now, in order; return how many."""
+    taken = 0
+    for limiter in limiters:
+        if not limiter.try_acquire():
+            break
+        taken += 1
+    return taken
 
 
 def release_all(limiters: Sequence[Limiter]) -> None:

@@ -1,67 +1,47 @@
-"""The node classes: their options, the phases users write, and how a run starts.
+"""`BaseNode`: what every node and flow is: its name, options, phases, hooks and entry points.
 
-One engine runs every node kind. A class says only whether it is async and
-how it batches (none, sequential, parallel); which user methods to call is
-decided once per class (``_plan``), the lifecycle is ``_lifecycle`` and each
-item's attempts are run by ``_attempt``.
+A class says only whether it is async and how it batches (none, one after
+another, at once); which user methods serve each phase is decided once
+per class (``_plan``). How it runs is the engine's: the entry points start
+a run (``_run``), and the engine calls back the class's exec stage
+(``_stage``) and PocketFlow's internal names (``_run``, ``_exec``...)
+where a class overrides them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
-import threading
-import warnings
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from collections.abc import AsyncIterator, Generator
+from typing import Any, ClassVar
 
-from ._attempt import own_cancellation
-from ._batch import (
-    ON_ERROR_CHOICES,
-    PARALLEL,
-    SEQUENTIAL,
-    SINGLE,
-)
 from ._clock import Clock
-from ._context import ATTEMPT, PATH, current_item, observed
-from ._errors import InvalidParameterError, add_note, has_note
+from ._context import ATTEMPT, HANDED_DOWN, PATH, current_item, observed
+from ._errors import InvalidParameterError
 from ._events import Event
-from ._lifecycle import Lifecycle
-from ._limits import Limiter, ordered
-from ._plan import Plan, default, has_plain_copy
+from ._limits import Limiter
+from ._options import UNSET, check_max_concurrency, check_on_error
+from ._plan import Plan, default
 from ._policy import Retry
-from ._run import PendingRun, RunScope
+from ._run import (
+    PendingRun,
+    RunScope,
+    run_top_async,
+    run_top_sync,
+    shared_argument,
+    warn_unreachable_successors,
+)
 from ._stream import stream_events
 from ._wiring import Successors, Wirable, changed
 from .durable import NO_ANSWER
+from .engine import drive_async, drive_sync, node_stage, node_step_sync
+from .engine._async import node_step as node_step_async
 from .stores._base import Store
 from .viz import to_mermaid
 
-__all__ = [
-    "AsyncBatchNode",
-    "AsyncNode",
-    "AsyncParallelBatchNode",
-    "BaseNode",
-    "BatchNode",
-    "Node",
-    "ParallelBatchNode",
-]
+__all__ = ["BaseNode"]
 
 
-PrepT = TypeVar("PrepT")
-ExecT = TypeVar("ExecT")
-ItemT = TypeVar("ItemT")
-
-
-class _Unset:
-    def __repr__(self) -> str:
-        return "<unset>"
-
-
-UNSET: Any = _Unset()
-
-
-class BaseNode(Lifecycle, Wirable):
+class BaseNode(Wirable):
     """The engine behind every node and flow: the prep -> exec -> post lifecycle.
 
     Subclass one of the presets (`Node`, `AsyncNode`, the batch
@@ -76,14 +56,9 @@ class BaseNode(Lifecycle, Wirable):
 
     # What kind of node this is: set by the presets, read by the engine.
     _bf_async: ClassVar[bool] = False
-    _bf_batch: ClassVar[str] = SINGLE
-    _bf_plan: ClassVar[Plan]
-    _bf_plain_copy: ClassVar[bool] = True
+    _bf_batch: ClassVar[str] = "single"  # or "sequential", "parallel", "branches"
     _bf_is_flow: ClassVar[bool] = False
-    # A plain node (not a batch, not a flow, no _exec override): the hot path.
-    _bf_single_exec: ClassVar[bool] = True
-    _bf_hooked: ClassVar[bool] = False  # the class defines a lifecycle hook
-    _bf_plain: ClassVar[bool] = True  # a plain node with no hooks: the hot path
+    _bf_plan: ClassVar[Plan]  # what the class defines, decided once: see _plan
 
     # PocketFlow's options, and max_concurrency: public and read at run time,
     # so a subclass may set them in its body or in its __init__.
@@ -100,6 +75,7 @@ class BaseNode(Lifecycle, Wirable):
     _bf_offload: bool | None = None
     _bf_on_error: str = "raise"
     _bf_executor: Any = None
+    _bf_policy: bool = False  # a retry, timeout or limiter was given: no fast path
 
     def __init__(
         self,
@@ -116,17 +92,21 @@ class BaseNode(Lifecycle, Wirable):
                     f"{type(self).__name__}: name={name!r} must be a non-empty string"
                 )
             self.name = name
-        self._configure_batch(max_concurrency, on_error)
+        parallel = self._bf_batch == "parallel"
+        if max_concurrency is not UNSET:
+            self.max_concurrency = check_max_concurrency(self, max_concurrency, parallel=parallel)
+        else:
+            check_max_concurrency(self, self.max_concurrency, parallel=parallel)
+        if on_error is UNSET:
+            # A class attribute of the same name works too, if it is a policy name
+            # (a method called on_error is a lifecycle hook, not a policy).
+            declared = getattr(type(self), "on_error", "raise")
+            on_error = declared if isinstance(declared, str) else "raise"
+        self._bf_on_error = check_on_error(self, on_error, parallel=parallel)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._bf_plan = plan = Plan(cls)
-        cls._bf_plain_copy = has_plain_copy(cls)
-        cls._bf_single_exec = (
-            cls._bf_batch == SINGLE and not cls._bf_is_flow and not plan.custom_exec
-        )
-        cls._bf_hooked = plan.hooked
-        cls._bf_plain = cls._bf_single_exec and not plan.hooked
+        cls._bf_plan = Plan(cls)
 
     # -- identity -------------------------------------------------------------
 
@@ -142,7 +122,7 @@ class BaseNode(Lifecycle, Wirable):
 
     def _display_name(self) -> str:
         """The name in events and errors: unique within its graph while a run is
-        observed (``Summarize#2``), else the plain name."""
+        observed or durable (``Summarize#2``), else the plain name."""
         return self.__dict__.get("_bf_display") or str(self.name)
 
     def _describe(self) -> str:
@@ -173,53 +153,7 @@ class BaseNode(Lifecycle, Wirable):
     def cur_retry(self, value: int) -> None:
         self.__dict__["_bf_cur_retry"] = value
 
-    # -- configuration ----------------------------------------------------------
-
-    def _configure_batch(self, max_concurrency: Any, on_error: Any) -> None:
-        parallel = self._bf_batch == PARALLEL
-        if max_concurrency is not UNSET:
-            if max_concurrency is not None and not parallel:
-                raise InvalidParameterError(
-                    f"{self._describe()}: max_concurrency applies to parallel batch kinds "
-                    "(AsyncParallelBatchNode, AsyncParallelBatchFlow, ParallelBatchNode)",
-                    node=self._display_name(),
-                )
-            self.max_concurrency = max_concurrency
-        limit = self.max_concurrency
-        if limit is not None and not parallel:
-            raise InvalidParameterError(
-                f"{self._describe()}: max_concurrency={limit!r} is set, but "
-                f"{type(self).__name__} is not a parallel batch kind, so nothing would "
-                "bound; use AsyncParallelBatchNode, AsyncParallelBatchFlow or ParallelBatchNode",
-                node=self._display_name(),
-            )
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
-        ):
-            raise InvalidParameterError(
-                f"{self._describe()}: max_concurrency={limit!r} must be an int >= 1, "
-                "or None for no bound",
-                node=self._display_name(),
-            )
-        if on_error is UNSET:
-            # A class attribute of the same name works too, if it is a policy name
-            # (a method called on_error is a lifecycle hook, not a policy).
-            declared = getattr(type(self), "on_error", "raise")
-            on_error = declared if isinstance(declared, str) else "raise"
-        if on_error not in ON_ERROR_CHOICES:
-            raise InvalidParameterError(
-                f"{self._describe()}: on_error={on_error!r} is not one of "
-                f"{', '.join(map(repr, ON_ERROR_CHOICES))}",
-                node=self._display_name(),
-            )
-        if on_error != "raise" and not parallel:
-            raise InvalidParameterError(
-                f"{self._describe()}: on_error applies to parallel batch kinds; "
-                "sequential batches stop at the first failure",
-                node=self._display_name(),
-            )
-        self._bf_on_error = on_error
-
+    @default
     def set_params(self, params: dict[str, Any]) -> None:
         """Set the parameters for this run (a flow calls it on each step's copy)."""
         self.params = params
@@ -288,12 +222,6 @@ class BaseNode(Lifecycle, Wirable):
 
     # -- entry points ---------------------------------------------------------------
 
-    def _warn_unreachable_successors(self, flow_kind: str) -> None:
-        for successor in self.successors.values():
-            if successor is not None:
-                warnings.warn(f"Node won't run successors. Use {flow_kind}.", stacklevel=3)
-                return
-
     def run(
         self,
         shared: Any = UNSET,
@@ -338,10 +266,9 @@ class BaseNode(Lifecycle, Wirable):
                 or a bad store option, before the run starts.
             Suspended: If a node called ``braidflow.interrupt``.
         """
-        shared = self._shared_argument(shared, legacy)
         scope = RunScope(
             self,
-            shared,
+            shared_argument(self, shared, legacy),
             observers,
             store=store,
             run_id=run_id,
@@ -350,12 +277,12 @@ class BaseNode(Lifecycle, Wirable):
             clock=clock,
         )
         if self._bf_async:
-            self._warn_unreachable_successors("AsyncFlow")
+            warn_unreachable_successors(self, "AsyncFlow")
             if asyncio._get_running_loop() is None:
-                return asyncio.run(self._run_top_async(scope))
-            return PendingRun(self, lambda: self._run_top_async(scope))
-        self._warn_unreachable_successors("Flow")
-        return self._run_top_sync(scope)
+                return asyncio.run(run_top_async(self, scope))
+            return PendingRun(self, lambda: run_top_async(self, scope))
+        warn_unreachable_successors(self, "Flow")
+        return run_top_sync(self, scope)
 
     async def run_async(
         self,
@@ -375,10 +302,9 @@ class BaseNode(Lifecycle, Wirable):
         loop, and its blocking code runs in a thread if it asks to be offloaded.
         The options are those of `run`.
         """
-        shared = self._shared_argument(shared, legacy)
         scope = RunScope(
             self,
-            shared,
+            shared_argument(self, shared, legacy),
             observers,
             store=store,
             run_id=run_id,
@@ -386,8 +312,8 @@ class BaseNode(Lifecycle, Wirable):
             metadata=metadata,
             clock=clock,
         )
-        self._warn_unreachable_successors("AsyncFlow")
-        return await self._run_top_async(scope)
+        warn_unreachable_successors(self, "AsyncFlow")
+        return await run_top_async(self, scope)
 
     def resume(
         self,
@@ -420,7 +346,7 @@ class BaseNode(Lifecycle, Wirable):
             if asyncio._get_running_loop() is None:
                 return asyncio.run(self._resume_top_async(scope))
             return PendingRun(self, lambda: self._resume_top_async(scope))
-        self._run_top_sync(scope)
+        run_top_sync(self, scope)
         return dict(dict.items(scope.working))
 
     async def resume_async(
@@ -464,7 +390,7 @@ class BaseNode(Lifecycle, Wirable):
         )
 
     async def _resume_top_async(self, scope: RunScope) -> Any:
-        await self._run_top_async(scope)
+        await run_top_async(self, scope)
         return dict(dict.items(scope.working))
 
     def stream(self, shared: Any, **options: Any) -> AsyncIterator[Event]:
@@ -503,296 +429,44 @@ class BaseNode(Lifecycle, Wirable):
         subgraphs, batch and parallel kinds marked, explicit ends shown."""
         return to_mermaid(self)
 
-    def _shared_argument(self, shared: Any, legacy: dict[str, Any]) -> Any:
-        if legacy:
-            if shared is UNSET and list(legacy) == ["shared_storage"]:
-                return legacy["shared_storage"]
-            raise TypeError(
-                f"{self._describe()}: run() takes the shared store as its one argument, "
-                f"got unexpected keyword(s) {sorted(legacy)}"
-            )
-        if shared is UNSET:
-            raise TypeError(f"{self._describe()}: run() needs the shared store, e.g. run({{}})")
-        return shared
+    # -- what the engine calls back -------------------------------------------------
 
-    def _run_top_sync(self, scope: RunScope) -> Any:
-        with scope as shared:
-            try:
-                return self._run(shared)
-            except Exception as error:
-                self._label_top_error(error)
-                raise
+    def _stage(self, shared: Any, prep_result: Any, offload: bool) -> Generator[Any, Any, Any]:
+        """This class's exec stage, as the engine's steps: one item's exec
+        attempts, or a batch's items. Flows and forks have their own."""
+        return node_stage(self, shared, prep_result, offload)
 
-    async def _run_top_async(self, scope: RunScope) -> Any:
-        with scope as shared:
-            try:
-                if self._bf_async:
-                    return await self._run_async(shared)
-                offload = self._bf_offload
-                if offload is None:
-                    offload = bool(self._bf_limits)
-                if not offload and self._bf_single_exec and self._is_simple():
-                    return self._run(shared)
-                return await self._run_in_loop(shared, offload)
-            except Exception as error:
-                self._label_top_error(error)
-                raise
-            except asyncio.CancelledError as cancel:
-                stray = own_cancellation(self, cancel, None)
-                self._label_top_error(stray)
-                raise stray from cancel
+    def _is_simple(self) -> bool:
+        """No policy applies to an attempt: no retry, timeout or limiter."""
+        return (
+            self._bf_retry is None
+            and self.max_retries == 1
+            and self._bf_timeout is None
+            and not self._bf_limits
+        )
 
-    def _label_top_error(self, error: BaseException) -> None:
-        if not has_note(error):
-            add_note(error, f"raised in {self._describe()}")
+    @default
+    def _run(self, shared: Any) -> Any:
+        """PocketFlow's name for running this node's phases synchronously; return
+        the action. A subclass may override it and call ``super()._run(shared)``."""
+        return node_step_sync(self, shared)
+
+    @default
+    async def _run_async(self, shared: Any) -> Any:
+        """Async form of `_run`, for async kinds (and a sync node on the loop)."""
+        return await node_step_async(self, shared, False)
+
+    @default
+    def _exec(self, prep_res: Any) -> Any:
+        """PocketFlow's name for the exec stage (retries included). A subclass may
+        override it, e.g. to cache, and call ``super()._exec(prep_res)``; for
+        async kinds that returns an awaitable."""
+        handed = HANDED_DOWN.get()
+        shared = handed.shared if handed is not None else None
+        steps = self._stage(shared, prep_res, False)
+        if self._bf_async:
+            return drive_async(steps)
+        return drive_sync(steps)
 
 
 BaseNode._bf_plan = Plan(BaseNode)
-
-
-def _check_number(node: BaseNode, option: str, value: Any, minimum: float, strict: bool) -> None:
-    """Refuse anything but a real number above ``minimum`` (``nan`` included)."""
-    bad = isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value)
-    if not bad:
-        bad = value <= minimum if strict else value < minimum
-    if bad:
-        bound = f"> {minimum}" if strict else f">= {minimum}"
-        raise InvalidParameterError(
-            f"{node._describe()}: {option}={value!r} must be a number {bound}",
-            node=node._display_name(),
-        )
-
-
-_LONGEST_WAIT = float(threading.TIMEOUT_MAX)
-
-
-class Node(BaseNode, Generic[PrepT, ExecT]):
-    """A synchronous node with retries: ``prep`` -> ``exec`` (retried) -> ``post``.
-
-    Generic in what ``prep`` returns and ``exec`` returns, for type checkers:
-    ``class Greet(Node[str, str])``. Unparameterized, both are ``Any``.
-
-    Args:
-        max_retries: How many times ``exec`` may run in all (PocketFlow's
-            meaning: 1 is a single attempt). Must be >= 1.
-        wait: Seconds to sleep between attempts. Must be >= 0.
-        name: A label for errors, traces and graphs; default: the class name.
-        retry: A `Retry` policy (backoff, jitter, which errors), instead
-            of ``max_retries``/``wait``.
-        timeout: Seconds each exec attempt may take; a late attempt fails
-            with `NodeTimeoutError` (a ``TimeoutError``) and is retried
-            like any failure. Sync ``exec`` code is timed in a worker thread.
-        limits: `Limiter` objects (or one) that every exec attempt holds.
-        offload: Run this sync node in a worker thread when inside an
-            ``AsyncFlow``, so the event loop stays live. ``None``: the flow decides.
-        executor: For batch kinds: where each item's ``exec`` runs, e.g.
-            ``braidflow.executors.RayExecutor()``; ``prep``, ``post``, limits,
-            retries, timeouts and events stay here. ``None``: in this process
-            (or the flow's executor, if it has one).
-
-    Raises:
-        InvalidParameterError: For a value that cannot work, naming the node.
-    """
-
-    def __init__(
-        self,
-        max_retries: int = 1,
-        wait: float = 0,
-        *,
-        name: str | None = None,
-        retry: Retry | None = None,
-        timeout: float | None = None,
-        limits: Limiter | Iterable[Limiter] | None = None,
-        offload: bool | None = None,
-        max_concurrency: int | None = UNSET,
-        on_error: str = UNSET,
-        executor: Any = None,
-    ) -> None:
-        super().__init__(name=name, max_concurrency=max_concurrency, on_error=on_error)
-        if executor is not None:
-            self._bf_executor = check_executor(self, executor)
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 1:
-            raise InvalidParameterError(
-                f"{self._describe()}: max_retries={max_retries!r} must be an int >= 1 "
-                "(it counts attempts: 1 means run exec once, no retry)",
-                node=self._display_name(),
-            )
-        _check_number(self, "wait", wait, 0, strict=False)
-        if wait == math.inf:
-            raise InvalidParameterError(
-                f"{self._describe()}: wait=inf would never retry; give a finite number of seconds",
-                node=self._display_name(),
-            )
-        self.max_retries = max_retries
-        self.wait = wait
-        if retry is not None:
-            if not isinstance(retry, Retry):
-                raise InvalidParameterError(
-                    f"{self._describe()}: retry={retry!r} must be a braidflow.Retry",
-                    node=self._display_name(),
-                )
-            if max_retries != 1 or wait != 0:
-                raise InvalidParameterError(
-                    f"{self._describe()}: give either retry=Retry(...) or max_retries/wait, "
-                    "not both",
-                    node=self._display_name(),
-                )
-            self._bf_retry = retry
-            self.max_retries = retry.attempts
-            self.wait = retry.delay
-        if timeout is not None:
-            _check_number(self, "timeout", timeout, 0, strict=True)
-            if timeout != math.inf:  # infinity: no timeout at all
-                # Beyond what a thread can wait for is forever anyway.
-                self._bf_timeout = min(float(timeout), _LONGEST_WAIT)
-        if limits is not None:
-            self._bf_limits = self._check_limits(limits)
-        if offload is not None:
-            if self._bf_async and offload:
-                raise InvalidParameterError(
-                    f"{self._describe()}: offload=True is for synchronous nodes; an async "
-                    "node already yields to the event loop while it awaits",
-                    node=self._display_name(),
-                )
-            self._bf_offload = bool(offload)
-
-    def _check_limits(self, limits: Limiter | Iterable[Limiter]) -> tuple[Limiter, ...]:
-        if isinstance(limits, Limiter):
-            return (limits,)
-        try:
-            found = tuple(limits)
-        except TypeError:
-            found = (limits,)  # type: ignore[assignment]
-        for limiter in found:
-            if not isinstance(limiter, Limiter):
-                raise InvalidParameterError(
-                    f"{self._describe()}: limits must be Limiter objects, got {limiter!r}",
-                    node=self._display_name(),
-                )
-        if len({id(limiter) for limiter in found}) < len(found):
-            twice = next(limiter for limiter in found if found.count(limiter) > 1)
-            raise InvalidParameterError(
-                f"{self._describe()}: limits lists {twice!r} more than once; an attempt "
-                "holds each limiter once, so give each one once",
-                node=self._display_name(),
-            )
-        return ordered(found)
-
-    if TYPE_CHECKING:  # the typed view of the phases; the engine's are in BaseNode
-
-        def prep(self, shared: Any) -> PrepT: ...
-        def exec(self, prep_res: PrepT) -> ExecT: ...
-        def post(self, shared: Any, prep_res: PrepT, exec_res: ExecT) -> str | None: ...
-        def exec_fallback(self, prep_res: PrepT, exc: Exception) -> ExecT: ...
-
-
-def check_executor(node: BaseNode, executor: Any) -> Any:
-    """The ``executor=`` of a batch node or a flow, checked where it is given."""
-    if not callable(getattr(executor, "prepare", None)):
-        raise InvalidParameterError(
-            f"{node._describe()}: executor={executor!r} is not an executor (it needs a "
-            "prepare(node, method) method); use braidflow.executors.RayExecutor(...) or "
-            "InProcessExecutor()",
-            node=node._display_name(),
-        )
-    if node._bf_batch == SINGLE and not node._bf_is_flow:
-        raise InvalidParameterError(
-            f"{node._describe()}: executor= runs a batch's items elsewhere; "
-            f"{type(node).__name__} has no items (use a batch node, or give the executor "
-            "to the flow)",
-            node=node._display_name(),
-        )
-    return executor
-
-
-class BatchNode(Node[Any, Any], Generic[ItemT, ExecT]):
-    """A node whose ``prep`` returns items; ``exec`` runs once per item, in order.
-
-    ``prep`` may return a list, any iterable or generator (read lazily), or
-    ``None`` for no items. ``post`` receives the list of results. Generic in
-    the item type and the per-item result: ``BatchNode[str, int]``.
-    """
-
-    _bf_batch = SEQUENTIAL
-
-    if TYPE_CHECKING:
-
-        def prep(self, shared: Any) -> Iterable[ItemT] | None: ...
-        def exec(self, prep_res: ItemT) -> ExecT: ...
-        def post(self, shared: Any, prep_res: Any, exec_res: list[ExecT]) -> str | None: ...
-        def exec_fallback(self, prep_res: ItemT, exc: Exception) -> ExecT: ...
-
-
-class ParallelBatchNode(BatchNode[ItemT, ExecT]):
-    """A synchronous batch node whose items run in a bounded thread pool.
-
-    For sync SDK calls: ``max_concurrency`` threads at most (default:
-    ``min(32, cpu_count + 4)``), results in input order, ``on_error`` as for
-    `AsyncParallelBatchNode`.
-    """
-
-    _bf_batch = PARALLEL
-
-
-class AsyncNode(Node[PrepT, ExecT]):
-    """A node whose phases may be coroutines, run by an ``AsyncFlow``.
-
-    Each phase may be written as ``prep_async``/``exec_async``/``post_async``
-    or as plain ``prep``/``exec``/``post``, with ``async def`` or ``def``;
-    the choice is read once per class. The fallback is
-    ``exec_fallback_async`` (or ``exec_fallback``, or the older
-    ``process_after_fail``). For type checkers, the ``_async`` names carry
-    the ``PrepT``/``ExecT`` types; the plain names may be either kind.
-    """
-
-    _bf_async = True
-
-    if TYPE_CHECKING:
-
-        def prep(self, shared: Any) -> Any: ...
-        def exec(self, prep_res: Any) -> Any: ...
-        def post(self, shared: Any, prep_res: Any, exec_res: Any) -> Any: ...
-        def exec_fallback(self, prep_res: Any, exc: Exception) -> Any: ...
-        async def prep_async(self, shared: Any) -> PrepT: ...
-        async def exec_async(self, prep_res: PrepT) -> ExecT: ...
-        async def post_async(self, shared: Any, prep_res: PrepT, exec_res: ExecT) -> str | None: ...
-        async def exec_fallback_async(self, prep_res: PrepT, exc: Exception) -> ExecT: ...
-
-
-class _AsyncBatchTyping(Generic[ItemT, ExecT]):
-    """The typed view of the async batch kinds' phases (type checkers only)."""
-
-    if TYPE_CHECKING:
-
-        async def prep_async(
-            self, shared: Any
-        ) -> Iterable[ItemT] | AsyncIterable[ItemT] | None: ...
-        async def exec_async(self, prep_res: ItemT) -> ExecT: ...
-        async def post_async(
-            self, shared: Any, prep_res: Any, exec_res: list[ExecT]
-        ) -> str | None: ...
-        async def exec_fallback_async(self, prep_res: ItemT, exc: Exception) -> ExecT: ...
-
-
-class AsyncBatchNode(_AsyncBatchTyping[ItemT, ExecT], AsyncNode[Any, Any], BatchNode[Any, Any]):
-    """An async batch node: items one at a time; ``prep`` may also return an async iterator."""
-
-    _bf_batch = SEQUENTIAL
-
-
-class AsyncParallelBatchNode(
-    _AsyncBatchTyping[ItemT, ExecT], AsyncNode[Any, Any], BatchNode[Any, Any]
-):
-    """An async batch node whose items run concurrently in a task group.
-
-    Options (keywords, or class attributes of the same name):
-        max_concurrency: Most items in flight at once; ``None`` = no bound.
-            Input (a list, generator or async iterator) is read only as fast
-            as this allows, so memory does not grow with the input's length.
-        on_error: ``"raise"`` (default): the first failure (after retries and
-            fallback) cancels the other items and propagates once they have
-            stopped. ``"collect"``: every item runs; ``post`` receives results
-            in input order with `Failure` objects for failed items.
-    """
-
-    _bf_batch = PARALLEL

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._errors import NodeDefinitionError
-
-if TYPE_CHECKING:
-    from ._node import BaseNode
 
 __all__ = ["HOOKS", "Plan", "copy_node", "default", "has_plain_copy"]
 
@@ -60,9 +57,14 @@ class Plan:
     """Which user method serves each phase of a class, and how to call it."""
 
     __slots__ = (
+        "copy_plain",
         "custom_exec",
         "custom_orch",
+        "custom_orch_async",
+        "custom_routing",
         "custom_run",
+        "custom_run_async",
+        "custom_set_params",
         "exec",
         "exec_coro",
         "exec_wants_shared",
@@ -70,15 +72,19 @@ class Plan:
         "fallback_coro",
         "fallback_default",
         "fallback_wants_shared",
+        "fast",
         "hook_coro",
         "hooked",
+        "is_async",
+        "plain",
         "post",
         "post_coro",
         "prep",
         "prep_coro",
+        "single_exec",
     )
 
-    def __init__(self, cls: type[BaseNode]) -> None:
+    def __init__(self, cls: type[Any]) -> None:
         is_async = cls._bf_async
         self.prep, self.prep_coro = self._pick(
             cls, ("prep_async", "prep") if is_async else ("prep",)
@@ -104,7 +110,17 @@ class Plan:
         # when a class replaces them.
         self.custom_exec = not cls._bf_is_flow and not _is_default(cls._exec)
         self.custom_run = not _is_default(cls._run)
+        self.custom_run_async = not _is_default(cls._run_async)
         self.custom_orch = cls._bf_is_flow and not _is_default(getattr(cls, "_orch", None))
+        self.custom_orch_async = cls._bf_is_flow and not _is_default(
+            getattr(cls, "_orch_async", None)
+        )
+        # How a flow routes (get_next_node) and how a step gets its params
+        # (set_params): PocketFlow's methods, which a class may replace.
+        self.custom_routing = cls._bf_is_flow and not _is_default(
+            getattr(cls, "get_next_node", None)
+        )
+        self.custom_set_params = not _is_default(getattr(cls, "set_params", None))
         # KayGraph's lifecycle hooks, where the class defines any: before_prep,
         # after_exec and on_error (a method; a string is the on_error policy).
         self.hook_coro: dict[str, bool] = {}
@@ -113,6 +129,17 @@ class Plan:
             if callable(function) and not _is_default(function):
                 self.hook_coro[hook] = _is_coroutine_function(function)
         self.hooked = bool(self.hook_coro)
+        self.is_async = is_async
+        # One item's exec (not a batch, not a flow, no _exec of its own), and
+        # no hook: a plain node; with PocketFlow's own _run (_run_async), a
+        # driver's fast path fits it. A step's copy is a plain copy of the
+        # __dict__, its params set by the engine, unless the class says otherwise.
+        self.single_exec = (
+            cls._bf_batch == "single" and not cls._bf_is_flow and not self.custom_exec
+        )
+        self.plain = self.single_exec and not self.hooked
+        self.fast = self.plain and not (self.custom_run_async if is_async else self.custom_run)
+        self.copy_plain = has_plain_copy(cls) and not self.custom_set_params
         if not is_async:
             for name, coro in (
                 (self.prep, self.prep_coro),
@@ -130,7 +157,7 @@ class Plan:
                     )
 
     @staticmethod
-    def _pick(cls: type[BaseNode], names: tuple[str, ...]) -> tuple[str, bool]:
+    def _pick(cls: type[Any], names: tuple[str, ...]) -> tuple[str, bool]:
         for name in names:
             function = getattr(cls, name, None)
             if function is not None and not _is_default(function):
@@ -139,7 +166,7 @@ class Plan:
         return names[0], _is_coroutine_function(function)
 
     @staticmethod
-    def _takes(cls: type[BaseNode], name: str, positional: int) -> bool:
+    def _takes(cls: type[Any], name: str, positional: int) -> bool:
         function = getattr(cls, name)
         if _is_default(function):
             return False
@@ -163,10 +190,10 @@ def has_plain_copy(cls: type) -> bool:
     return True
 
 
-def copy_node(node: BaseNode) -> BaseNode:
+def copy_node(node: Any) -> Any:
     """The fresh shallow copy a flow runs at each step (as ``copy.copy`` would make)."""
     cls = node.__class__
-    if cls._bf_plain_copy:
+    if has_plain_copy(cls):
         new = object.__new__(cls)
         new.__dict__.update(node.__dict__)
         return new

@@ -8,37 +8,38 @@ the awaitable ``run(shared)`` returns where an event loop is already running.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import warnings
-from collections.abc import Callable, Coroutine, Generator, Sized
+from collections.abc import Callable, Coroutine, Generator
 from contextvars import Token
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._clock import SYSTEM_CLOCK
-from ._context import ITEM, PATH, RUN, STEP, Run, StepAt
-from ._errors import InvalidParameterError
+from ._context import RUN, STEP, Run, StepAt
+from ._errors import InvalidParameterError, add_note, has_note
 from ._events import Event
+from ._options import UNSET
 from ._threads import enter_run, leave_run
 from .durable import NO_ANSWER, DurableRun, EventRecorder, claim_run, close_run, start_run
+from .engine import run_node_async, run_node_sync
+from .engine._async import failure_of
+from .engine._observe import StepScope
 from .stores._base import Store
-
-if TYPE_CHECKING:
-    from ._node import BaseNode
 
 __all__ = [
     "PendingRun",
     "RunScope",
-    "StepScope",
-    "observe_items",
     "observers_of",
+    "run_top_async",
+    "run_top_sync",
+    "shared_argument",
 ]
 
 Deliver = Callable[[Event], None]
 
 
-def observers_of(observers: Any, owner: BaseNode) -> tuple[tuple[Any, Deliver], ...]:
+def observers_of(observers: Any, owner: Any) -> tuple[tuple[Any, Deliver], ...]:
     """Check ``observers=`` before a run starts; pair each with how to call it.
 
     Raises:
@@ -67,105 +68,6 @@ def observers_of(observers: Any, owner: BaseNode) -> tuple[tuple[Any, Deliver], 
                 node=owner._display_name(),
             )
     return tuple(paired)
-
-
-class StepScope:
-    """A node's step while its run is observed: ``node_start`` now, ``node_end``
-    (and ``error``, if it failed) at `end`, with the path set between."""
-
-    __slots__ = ("name", "path", "run", "started", "token")
-
-    def __init__(self, run: Run, name: str, path: tuple[str, ...]) -> None:
-        self.run = run
-        self.name = name
-        self.path = path
-        self.token = PATH.set(path)
-        self.started = now = time.monotonic()
-        run.emit("node_start", node=name, path=path, at=now)
-
-    def end(self, error: BaseException | None = None) -> None:
-        PATH.reset(self.token)
-        run = self.run
-        if error is not None and not isinstance(error, asyncio.CancelledError):
-            run.emit("error", node=self.name, path=self.path, error=error)
-        now = time.monotonic()
-        run.emit(
-            "node_end",
-            node=self.name,
-            path=self.path,
-            duration=now - self.started,
-            error=error,
-            at=now,
-        )
-
-
-class _ItemScope:
-    """One batch item while its run is observed: ``item_start`` now, then
-    ``item_end`` (and ``error``) at `end`. For a batch flow the item's
-    path element is ``name[index]``, so its sub-flow's nodes are told apart."""
-
-    __slots__ = ("index", "item_token", "name", "path", "path_token", "run", "started")
-
-    def __init__(
-        self, run: Run, name: str, path: tuple[str, ...], index: int, flow: bool, data: Any
-    ) -> None:
-        self.run, self.name, self.path, self.index = run, name, path, index
-        self.item_token = ITEM.set(index)
-        self.path_token = PATH.set((*path[:-1], f"{name}[{index}]")) if flow else None
-        self.started = now = time.monotonic()
-        run.emit("item_start", node=name, path=path, item=index, data=data, at=now)
-
-    def end(self, error: BaseException | None = None) -> None:
-        ITEM.reset(self.item_token)
-        if self.path_token is not None:
-            PATH.reset(self.path_token)
-        run = self.run
-        if error is not None and not isinstance(error, asyncio.CancelledError):
-            run.emit("error", node=self.name, path=self.path, item=self.index, error=error)
-        now = time.monotonic()
-        run.emit(
-            "item_end",
-            node=self.name,
-            path=self.path,
-            item=self.index,
-            duration=now - self.started,
-            error=error,
-            at=now,
-        )
-
-
-def observe_items(run: Run, node: BaseNode, run_item: Any, items: Any, is_async: bool) -> Any:
-    """Wrap a batch runner's per-item function so each item emits its events."""
-    name = node._display_name()
-    path = PATH.get() or (name,)
-    flow = node._bf_is_flow
-    total = len(items) if isinstance(items, Sized) and not hasattr(items, "__next__") else None
-    data = {"total": total} if total is not None else None
-    if is_async:
-
-        async def observed_item_async(item: Any, index: int) -> Any:
-            scope = _ItemScope(run, name, path, index, flow, data)
-            try:
-                value = await run_item(item, index)
-            except BaseException as error:
-                scope.end(error)
-                raise
-            scope.end()
-            return value
-
-        return observed_item_async
-
-    def observed_item(item: Any, index: int) -> Any:
-        scope = _ItemScope(run, name, path, index, flow, data)
-        try:
-            value = run_item(item, index)
-        except BaseException as error:
-            scope.end(error)
-            raise
-        scope.end()
-        return value
-
-    return observed_item
 
 
 class RunScope:
@@ -200,7 +102,7 @@ class RunScope:
 
     def __init__(
         self,
-        node: BaseNode,
+        node: Any,
         shared: Any,
         observers: Any,
         *,
@@ -324,6 +226,62 @@ class RunScope:
             close_run(durable, error)
 
 
+def shared_argument(node: Any, shared: Any, legacy: dict[str, Any]) -> Any:
+    """The shared store given to ``run``: its one positional argument, or
+    early PocketFlow's ``shared_storage=``.
+
+    Raises:
+        TypeError: For no shared store, or another keyword.
+    """
+    if legacy:
+        if shared is UNSET and list(legacy) == ["shared_storage"]:
+            return legacy["shared_storage"]
+        raise TypeError(
+            f"{node._describe()}: run() takes the shared store as its one argument, "
+            f"got unexpected keyword(s) {sorted(legacy)}"
+        )
+    if shared is UNSET:
+        raise TypeError(f"{node._describe()}: run() needs the shared store, e.g. run({{}})")
+    return shared
+
+
+def warn_unreachable_successors(node: Any, flow_kind: str) -> None:
+    """PocketFlow's warning for a node run on its own that has successors."""
+    for successor in node.successors.values():
+        if successor is not None:
+            warnings.warn(f"Node won't run successors. Use {flow_kind}.", stacklevel=3)
+            return
+
+
+def run_top_sync(node: Any, scope: RunScope) -> Any:
+    """Run ``node`` as a whole run, synchronously; return its action."""
+    with scope as shared:
+        try:
+            return run_node_sync(node, shared)
+        except Exception as error:
+            _label(node, error)
+            raise
+
+
+async def run_top_async(node: Any, scope: RunScope) -> Any:
+    """Run ``node`` as a whole run on the event loop; return its action."""
+    with scope as shared:
+        try:
+            return await run_node_async(node, shared, False)
+        except BaseException as error:
+            failure = failure_of(error, node, None)
+            if isinstance(failure, Exception):
+                _label(node, failure)
+            if failure is error:
+                raise
+            raise failure from error
+
+
+def _label(node: Any, error: BaseException) -> None:
+    if not has_note(error):
+        add_note(error, f"raised in {node._describe()}")
+
+
 class PendingRun(Coroutine[Any, Any, Any]):
     """A run of an async node or flow that starts when awaited.
 
@@ -336,7 +294,7 @@ class PendingRun(Coroutine[Any, Any, Any]):
 
     __slots__ = ("_coroutine", "_node", "_start_run")
 
-    def __init__(self, node: BaseNode, start: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+    def __init__(self, node: Any, start: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         self._node = node
         self._start_run = start
         self._coroutine: Coroutine[Any, Any, Any] | None = None

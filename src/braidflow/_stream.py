@@ -10,19 +10,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._events import Event
-
-if TYPE_CHECKING:
-    from ._node import BaseNode
 
 __all__ = ["stream_events"]
 
 
-async def stream_events(
-    node: BaseNode, shared: Any, options: dict[str, Any]
-) -> AsyncIterator[Event]:
+async def stream_events(node: Any, shared: Any, options: dict[str, Any]) -> AsyncIterator[Event]:
     """Yield the events of ``node.run_async(shared, **options)`` as they happen.
 
     Raises:

@@ -30,13 +30,25 @@ class TaskGroup:
     awaits the group ends the group as cancelled.
     """
 
-    __slots__ = ("_done", "_errors", "_loop", "_on_stray", "_pending", "_stopping", "_tasks")
+    __slots__ = (
+        "_done",
+        "_errors",
+        "_loop",
+        "_lost",
+        "_on_stray",
+        "_pending",
+        "_stopping",
+        "_tasks",
+    )
 
     def __init__(self, on_stray: Callable[[asyncio.Task[Any]], BaseException]) -> None:
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending = 0
         self._errors: list[BaseException] = []
+        # Errors children raised once they were told to stop, which their
+        # cancellation carries (its __cause__): told with the group's outcome.
+        self._lost: list[BaseException] = []
         self._stopping = False
         self._done: asyncio.Future[None] | None = None
         self._on_stray = on_stray
@@ -62,15 +74,27 @@ class TaskGroup:
                 self.cancel()
         if exc is not None:
             return  # the body's own error propagates
-        if cancelled is not None:
-            raise cancelled
         errors = self._errors
+        if cancelled is not None:
+            # Cancelled from outside: the group ends cancelled, and what its
+            # children raised meanwhile is chained and noted, not lost.
+            raised = errors + self._lost
+            if raised:
+                if cancelled.__cause__ is None:
+                    cancelled.__cause__ = raised[0]
+                shown = ", ".join(repr(error) for error in raised[:4])
+                add_note(
+                    cancelled, f"while it was cancelled, {len(raised)} item(s) raised: {shown}"
+                )
+            self._errors, self._lost = [], []
+            raise cancelled
         if errors:
             first = errors[0]
-            if len(errors) > 1:
-                others = ", ".join(repr(error) for error in errors[1:4])
-                add_note(first, f"{len(errors) - 1} more item(s) failed while stopping: {others}")
-            self._errors = []
+            more = errors[1:] + self._lost
+            if more:
+                others = ", ".join(repr(error) for error in more[:3])
+                add_note(first, f"{len(more)} more item(s) failed while stopping: {others}")
+            self._errors, self._lost = [], []
             raise first
 
     @property
@@ -100,6 +124,10 @@ class TaskGroup:
         if task.cancelled():
             if not self._stopping:
                 self._fail(self._on_stray(task))
+            else:
+                cause = _cancellation_of(task).__cause__
+                if isinstance(cause, Exception):
+                    self._lost.append(cause)
         else:
             error = task.exception()
             if error is not None:
@@ -111,3 +139,15 @@ class TaskGroup:
         self._errors.append(error)
         if not self._stopping:
             self.cancel()
+
+
+def _cancellation_of(task: asyncio.Task[Any]) -> BaseException:
+    """The ``CancelledError`` a cancelled task ended with: the one its code
+    raised (asyncio keeps it for the first to ask), else a fresh one."""
+    try:
+        task.result()
+    except asyncio.CancelledError as cancel:
+        return cancel
+    except BaseException as error:  # pragma: no cover - it was cancelled
+        return error
+    return asyncio.CancelledError()  # pragma: no cover

@@ -16,6 +16,8 @@ from collections.abc import Callable, Coroutine
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from ._clock import SYSTEM_CLOCK, Clock
+from ._errors import add_note
 from ._limits import Limiter
 
 __all__ = [
@@ -272,22 +274,31 @@ def stop_requested() -> bool:
 
 
 async def _outcome(job: _Job) -> Any:
-    """Await a job's outcome; if cancelled meanwhile, wait for the job first.
-
-    A job that failed meanwhile raises its error in place of the cancellation
-    (as an async task whose cleanup fails would), so the failure is not lost.
-    """
+    """Await a job's outcome; if cancelled meanwhile, wait for the job first."""
     future = job.future
     assert future is not None
     try:
         return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        job.stop_requested = True
-        await _wait_done(future)
-        error = None if future.cancelled() else future.exception()
-        if isinstance(error, Exception):
-            raise error  # noqa: B904 - the cancellation stays as its context
+    except asyncio.CancelledError as cancel:
+        await _stopped(job, cancel)
         raise
+
+
+async def _stopped(job: _Job, cancel: asyncio.CancelledError) -> None:
+    """The caller of ``job`` is cancelled: ask the job to stop between steps
+    and wait for its thread to return. Its result is dropped; an error it
+    raised meanwhile is chained to the cancellation and noted on it, so the
+    run ends cancelled and the failure is not lost."""
+    job.stop_requested = True
+    future = job.future
+    assert future is not None
+    await _wait_done(future)
+    error = None if future.cancelled() else future.exception()
+    if isinstance(error, asyncio.CancelledError):  # it stopped, and says what it raised
+        error = error.__cause__
+    if isinstance(error, Exception):
+        cancel.__cause__ = error
+        add_note(cancel, f"the code in one of braidflow's threads raised {error!r} meanwhile")
 
 
 def _wake(waiter: asyncio.Future[bool], finished: bool) -> None:
@@ -300,6 +311,7 @@ async def run_in_thread(
     *args: Any,
     abandon_after: float | None = None,
     on_abandoned_end: Callable[[], None] | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> T:
     """Run ``function(*args)`` in one of braidflow's threads and await its result.
 
@@ -311,9 +323,9 @@ async def run_in_thread(
     the call does lands after the caller has stopped.
 
     Raises:
-        Abandoned: If ``abandon_after`` seconds pass first. The thread is then
-            abandoned: it keeps running, its outcome is dropped, and
-            ``on_abandoned_end`` is called from it when it ends.
+        Abandoned: If ``abandon_after`` seconds (on ``clock``) pass first. The
+            thread is then abandoned: it keeps running, its outcome is
+            dropped, and ``on_abandoned_end`` is called from it when it ends.
     """
     if not _THREADS.try_acquire():
         await _THREADS.acquire()
@@ -327,12 +339,13 @@ async def run_in_thread(
     assert loop is not None
     waiter: asyncio.Future[bool] = loop.create_future()
     future.add_done_callback(lambda _: _wake(waiter, True))
-    timer = loop.call_later(abandon_after, _wake, waiter, False)
+    timer = clock.call_later(abandon_after, lambda: _wake(waiter, False))
     try:
         finished = await waiter
-    except asyncio.CancelledError:
+    except asyncio.CancelledError as cancel:
         timer.cancel()
-        return await _outcome(job)  # type: ignore[no-any-return]  # raises
+        await _stopped(job, cancel)
+        raise
     timer.cancel()
     if not finished and job.abandon(on_abandoned_end):
         raise Abandoned
@@ -344,6 +357,7 @@ def call_in_thread(
     args: tuple[Any, ...],
     abandon_after: float | None,
     on_abandoned_end: Callable[[], None] | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> T:
     """Blocking form of `run_in_thread`, for code with no event loop.
 
@@ -360,7 +374,9 @@ def call_in_thread(
         event = job.event
         assert event is not None
         try:
-            finished = event.wait(abandon_after)
+            finished = (
+                event.wait() if abandon_after is None else clock.wait_blocking(event, abandon_after)
+            )
         except BaseException:
             job.stop_requested = True
             event.wait()

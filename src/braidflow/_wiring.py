@@ -11,13 +11,10 @@ import itertools
 import sys
 import warnings
 import weakref
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar, overload
 
 from ._errors import WiringError
-
-if TYPE_CHECKING:
-    from ._branches import Parallel
-    from ._node import BaseNode
 
 __all__ = [
     "DEFAULT_ACTION",
@@ -34,7 +31,7 @@ __all__ = [
 
 DEFAULT_ACTION = "default"
 
-_Target = TypeVar("_Target", bound="BaseNode | None")
+_Target = TypeVar("_Target", bound="Wirable | None")
 
 
 class Successors(dict[str, Any]):
@@ -90,9 +87,7 @@ def as_node(node: Any, owner: Wirable, role: str) -> Any:
         WiringError: If ``node`` is anything else; ``role`` says what it was for.
     """
     if isinstance(node, list | tuple):
-        from ._branches import Parallel  # the fan-out needs the engine, not the reverse
-
-        node = Parallel(*node)
+        node = Wirable._fan_out(*node)
     if node is not None and not isinstance(node, Wirable):
         raise WiringError(
             f"{role} must be a node, a flow or None, got {type(node).__name__}",
@@ -104,13 +99,16 @@ def as_node(node: Any, owner: Wirable, role: str) -> Any:
 class Wirable:
     """What every node and flow can do to be wired into a graph."""
 
-    successors: dict[str, BaseNode | None]
+    successors: dict[str, Any]
+    # What a list of nodes becomes when wired (`braidflow.Parallel`, which sets
+    # itself here: it is defined above the wiring, since it runs a fork).
+    _fan_out: ClassVar[Callable[..., Any]]
 
     def _display_name(self) -> str:  # overridden by BaseNode
         return type(self).__name__
 
     @overload
-    def next(self, node: list[BaseNode] | tuple[BaseNode, ...], action: str = ...) -> Parallel: ...
+    def next(self, node: list[Any] | tuple[Any, ...], action: str = ...) -> Any: ...
     @overload
     def next(self, node: _Target, action: str = ...) -> _Target: ...
 
@@ -143,7 +141,7 @@ class Wirable:
         return node
 
     @overload
-    def __rshift__(self, other: list[BaseNode] | tuple[BaseNode, ...]) -> Parallel: ...
+    def __rshift__(self, other: list[Any] | tuple[Any, ...]) -> Any: ...
     @overload
     def __rshift__(self, other: _Target) -> _Target: ...
 
@@ -170,7 +168,7 @@ class _ConditionalTransition:
         self.action = action
 
     @overload
-    def __rshift__(self, target: list[BaseNode] | tuple[BaseNode, ...]) -> Parallel: ...
+    def __rshift__(self, target: list[Any] | tuple[Any, ...]) -> Any: ...
     @overload
     def __rshift__(self, target: _Target) -> _Target: ...
 

@@ -1,4 +1,4 @@
-"""Helpers for testing flows: a virtual clock for limiters, and a task-leak check.
+"""Helpers for testing flows: a virtual clock to move time by hand, and a task-leak check.
 
 Nothing here is needed to run flows; import it from your tests.
 """
@@ -7,25 +7,58 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["VirtualClock", "other_tasks"]
+
+
+class _Timer:
+    """A callback due at a virtual time, on an event loop; `cancel` calls it off."""
+
+    __slots__ = ("callback", "cancelled", "deadline", "loop")
+
+    def __init__(
+        self, deadline: float, callback: Callable[[], None], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.deadline = deadline
+        self.callback = callback
+        self.loop = loop
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
 
 class VirtualClock:
     """A clock that moves only when `advance` is called.
 
-    Give it to a `braidflow.Limiter` (``clock=``) to test rate limits
-    without waiting real seconds: tasks that must wait for the rate window
-    sleep on this clock until a test advances it past their deadline.
+    Give it to a run (``flow.run(shared, clock=clock)``) to drive its retry
+    waits, backoff and timeouts, or to a `braidflow.Limiter` (``clock=``)
+    to drive its rate window, and test them without waiting real seconds:
+    whatever waits on this clock waits until a test advances it past its
+    deadline. `sleepers` tells how many are waiting, so a test can wait for
+    them to get there before it moves time; `slept` lists every sleep asked
+    for, in order.
 
     Args:
         start: The initial reading in seconds.
+        autojump: Move the clock forward by itself when something sleeps on
+            it (a retry's wait, a rate window): sleeps take no real time, and
+            `slept` tells what they were. Deadlines (timeouts) still wait
+            for `advance`.
     """
 
-    def __init__(self, start: float = 0.0) -> None:
+    def __init__(self, start: float = 0.0, *, autojump: bool = False) -> None:
         self._now = start
-        self._sleepers: list[tuple[float, asyncio.Future[None], asyncio.AbstractEventLoop]] = []
+        self._autojump = autojump
+        self._timers: list[_Timer] = []
         self._condition = threading.Condition()
+        self._blocked = 0
+        self.slept: list[float] = []
+
+    def __repr__(self) -> str:
+        return f"VirtualClock(now={self._now:g})"
 
     def now(self) -> float:
         """Return the virtual time."""
@@ -33,29 +66,32 @@ class VirtualClock:
 
     @property
     def sleepers(self) -> int:
-        """How many tasks or threads are sleeping on this clock right now."""
+        """How many tasks, threads and timers are waiting on this clock right now."""
         with self._condition:
-            return len(self._sleepers) + self._blocked
-
-    _blocked = 0
+            return sum(1 for timer in self._timers if not timer.cancelled) + self._blocked
 
     async def sleep(self, seconds: float) -> None:
         """Sleep until the clock has been advanced by ``seconds``."""
-        if seconds <= 0:
+        self.slept.append(seconds)
+        if seconds <= 0 or self._autojump:
+            if self._autojump:
+                self.advance(seconds)
             await asyncio.sleep(0)
             return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        with self._condition:
-            self._sleepers.append((self._now + seconds, future, loop))
+        timer = self.call_later(seconds, lambda: _wake(future))
         try:
             await future
         finally:
-            with self._condition:
-                self._sleepers = [entry for entry in self._sleepers if entry[1] is not future]
+            timer.cancel()
 
     def sleep_blocking(self, seconds: float) -> None:
         """Block the calling thread until the clock has been advanced by ``seconds``."""
+        self.slept.append(seconds)
+        if self._autojump:
+            self.advance(seconds)
+            return
         with self._condition:
             deadline = self._now + seconds
             self._blocked += 1
@@ -64,14 +100,46 @@ class VirtualClock:
             finally:
                 self._blocked -= 1
 
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Any:
+        """Call ``callback`` on the running loop once the clock has been
+        advanced by ``seconds``; return a handle whose ``cancel()`` calls it off."""
+        timer = _Timer(self._now + seconds, callback, asyncio.get_running_loop())
+        with self._condition:
+            self._timers.append(timer)
+        return timer
+
+    def wait_blocking(self, event: threading.Event, seconds: float) -> bool:
+        """Block until ``event`` is set (True) or the clock has been advanced by
+        ``seconds`` (False)."""
+        with self._condition:
+            deadline = self._now + seconds
+            self._blocked += 1
+            try:
+                while not event.is_set():
+                    if self._now >= deadline:
+                        return False
+                    # The event is set by another thread without telling this
+                    # condition: look again every few milliseconds.
+                    self._condition.wait(0.005)
+                return True
+            finally:
+                self._blocked -= 1
+
     def advance(self, seconds: float) -> None:
         """Move the clock forward and wake every sleeper whose time has come."""
         with self._condition:
             self._now += seconds
-            due = [entry for entry in self._sleepers if entry[0] <= self._now]
+            due = [timer for timer in self._timers if timer.deadline <= self._now]
+            self._timers = [timer for timer in self._timers if timer.deadline > self._now]
             self._condition.notify_all()
-        for _, future, loop in due:
-            loop.call_soon_threadsafe(_wake, future)
+        for timer in due:
+            if not timer.cancelled:
+                timer.loop.call_soon_threadsafe(_fire, timer)
+
+
+def _fire(timer: _Timer) -> None:
+    if not timer.cancelled:
+        timer.callback()
 
 
 def _wake(future: asyncio.Future[None]) -> None:

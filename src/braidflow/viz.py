@@ -9,28 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._batch import PARALLEL, SEQUENTIAL, SINGLE
 from ._wiring import DEFAULT_ACTION, display_names, graph_of
 
 __all__ = ["to_mermaid"]
 
 
-def _branches_mode() -> str:
-    # _branches imports the engine, which imports this module: read it late.
-    from ._branches import BRANCHES
-
-    return BRANCHES
-
-
 def _kind(node: Any) -> str:
     """A short note of what kind of node this is, for its label."""
     batch = node._bf_batch
-    if batch == _branches_mode():
+    if batch == "branches":
         return f"{len(node.branches)} parallel branches, joined"
     parts = ["async"] if node._bf_async else []
-    if batch == PARALLEL:
+    if batch == "parallel":
         parts.append("parallel batch")
-    elif batch == SEQUENTIAL:
+    elif batch == "sequential":
         parts.append("batch")
     parts.append("flow" if node._bf_is_flow else "node")
     return " ".join(parts)
@@ -98,7 +90,7 @@ class _Drawing:
     def node(self, node: Any, name: str, indent: str) -> None:
         node_id = self.ids[id(node)] = self.new_id("n")
         label = f"{_text(name)}<br/><small>{_kind(node)}</small>"
-        if node._bf_batch == _branches_mode() and id(node) not in self.drawing:
+        if node._bf_batch == "branches" and id(node) not in self.drawing:
             self.branches(node, node_id, label, indent)
         elif node._bf_is_flow and node.start_node is not None and id(node) not in self.drawing:
             self.drawing.add(id(node))
@@ -107,7 +99,7 @@ class _Drawing:
             self.graph(node.start_node, indent + "  ")
             self.lines.append(f"{indent}end")
             self.drawing.discard(id(node))
-        elif node._bf_batch != SINGLE:
+        elif node._bf_batch != "single":
             self.lines.append(f'{indent}{node_id}[["{label}"]]')
         else:
             self.lines.append(f'{indent}{node_id}["{label}"]')

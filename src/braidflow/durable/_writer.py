@@ -86,9 +86,13 @@ class CheckpointWriter:
         self._flush_soon()
 
     def _flush_soon(self) -> None:
+        # On an event loop, at its next turn; without one, at the next write
+        # or `flush` (a sync driver writes each item's checkpoint at once).
         if not self._flush_due:
-            self._flush_due = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop = asyncio._get_running_loop()
+            if loop is not None:
+                self._flush_due = True
+                loop.call_soon(self._flush)
 
     def _take_pending(self) -> list[Checkpoint]:
         """The queued rows, the items of each batch joined into one row."""

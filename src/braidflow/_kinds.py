@@ -1,0 +1,210 @@
+"""The node kinds: `Node`, `BatchNode`, `ParallelBatchNode`, `AsyncNode` and the async batch kinds.
+
+Each kind is a preset of two choices, sync or async and how it batches
+(none, one item after another, items at once), plus `Node`'s options: the
+policies every exec attempt runs under (retries, timeout, limiters), where
+sync code runs (``offload``) and where a batch's items run (``executor``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Iterable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ._errors import InvalidParameterError
+from ._limits import Limiter, ordered
+from ._node import BaseNode
+from ._options import (
+    UNSET,
+    check_executor,
+    check_limits,
+    check_offload,
+    check_retry_counts,
+    check_timeout,
+)
+from ._policy import Retry
+
+__all__ = [
+    "AsyncBatchNode",
+    "AsyncNode",
+    "AsyncParallelBatchNode",
+    "BatchNode",
+    "Node",
+    "ParallelBatchNode",
+]
+
+PrepT = TypeVar("PrepT")
+ExecT = TypeVar("ExecT")
+ItemT = TypeVar("ItemT")
+
+
+class Node(BaseNode, Generic[PrepT, ExecT]):
+    """A synchronous node with retries: ``prep`` -> ``exec`` (retried) -> ``post``.
+
+    Generic in what ``prep`` returns and ``exec`` returns, for type checkers:
+    ``class Greet(Node[str, str])``. Unparameterized, both are ``Any``.
+
+    Args:
+        max_retries: How many times ``exec`` may run in all (PocketFlow's
+            meaning: 1 is a single attempt). Must be >= 1.
+        wait: Seconds to sleep between attempts. Must be >= 0.
+        name: A label for errors, traces and graphs; default: the class name.
+        retry: A `Retry` policy (backoff, jitter, which errors), instead
+            of ``max_retries``/``wait``.
+        timeout: Seconds each exec attempt may take; a late attempt fails
+            with `NodeTimeoutError` (a ``TimeoutError``) and is retried
+            like any failure. Sync ``exec`` code is timed in a worker thread.
+        limits: `Limiter` objects (or one) that every exec attempt holds.
+        offload: Run this sync node in a worker thread when inside an
+            ``AsyncFlow``, so the event loop stays live. ``None``: the flow decides.
+        executor: For batch kinds: where each item's ``exec`` runs, e.g.
+            ``braidflow.executors.RayExecutor()``; ``prep``, ``post``, limits,
+            retries, timeouts and events stay here. ``None``: in this process
+            (or the flow's executor, if it has one).
+
+    Raises:
+        InvalidParameterError: For a value that cannot work, naming the node.
+    """
+
+    def __init__(
+        self,
+        max_retries: int = 1,
+        wait: float = 0,
+        *,
+        name: str | None = None,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        limits: Limiter | Iterable[Limiter] | None = None,
+        offload: bool | None = None,
+        max_concurrency: int | None = UNSET,
+        on_error: str = UNSET,
+        executor: Any = None,
+    ) -> None:
+        super().__init__(name=name, max_concurrency=max_concurrency, on_error=on_error)
+        if executor is not None:
+            self._bf_executor = check_executor(self, executor)
+        check_retry_counts(self, max_retries, wait)
+        self.max_retries = max_retries
+        self.wait = wait
+        if retry is not None:
+            if not isinstance(retry, Retry):
+                raise InvalidParameterError(
+                    f"{self._describe()}: retry={retry!r} must be a braidflow.Retry",
+                    node=self._display_name(),
+                )
+            if max_retries != 1 or wait != 0:
+                raise InvalidParameterError(
+                    f"{self._describe()}: give either retry=Retry(...) or max_retries/wait, "
+                    "not both",
+                    node=self._display_name(),
+                )
+            self._bf_retry = retry
+            self.max_retries = retry.attempts
+            self.wait = retry.delay
+        if timeout is not None:
+            self._bf_timeout = check_timeout(self, timeout)
+        if limits is not None:
+            self._bf_limits = ordered(check_limits(self, limits, Limiter))
+        if offload is not None:
+            self._bf_offload = check_offload(self, offload)
+        self._bf_policy = bool(retry is not None or self._bf_timeout is not None or limits)
+
+    if TYPE_CHECKING:  # the typed view of the phases; the engine's are in BaseNode
+
+        def prep(self, shared: Any) -> PrepT: ...
+        def exec(self, prep_res: PrepT) -> ExecT: ...
+        def post(self, shared: Any, prep_res: PrepT, exec_res: ExecT) -> str | None: ...
+        def exec_fallback(self, prep_res: PrepT, exc: Exception) -> ExecT: ...
+
+
+class BatchNode(Node[Any, Any], Generic[ItemT, ExecT]):
+    """A node whose ``prep`` returns items; ``exec`` runs once per item, in order.
+
+    ``prep`` may return a list, any iterable or generator (read lazily), or
+    ``None`` for no items. ``post`` receives the list of results. Generic in
+    the item type and the per-item result: ``BatchNode[str, int]``.
+    """
+
+    _bf_batch = "sequential"
+
+    if TYPE_CHECKING:
+
+        def prep(self, shared: Any) -> Iterable[ItemT] | None: ...
+        def exec(self, prep_res: ItemT) -> ExecT: ...
+        def post(self, shared: Any, prep_res: Any, exec_res: list[ExecT]) -> str | None: ...
+        def exec_fallback(self, prep_res: ItemT, exc: Exception) -> ExecT: ...
+
+
+class ParallelBatchNode(BatchNode[ItemT, ExecT]):
+    """A synchronous batch node whose items run in a bounded thread pool.
+
+    For sync SDK calls: ``max_concurrency`` threads at most (default:
+    ``min(32, cpu_count + 4)``), results in input order, ``on_error`` as for
+    `AsyncParallelBatchNode`.
+    """
+
+    _bf_batch = "parallel"
+
+
+class AsyncNode(Node[PrepT, ExecT]):
+    """A node whose phases may be coroutines, run by an ``AsyncFlow``.
+
+    Each phase may be written as ``prep_async``/``exec_async``/``post_async``
+    or as plain ``prep``/``exec``/``post``, with ``async def`` or ``def``;
+    the choice is read once per class. The fallback is
+    ``exec_fallback_async`` (or ``exec_fallback``, or the older
+    ``process_after_fail``). For type checkers, the ``_async`` names carry
+    the ``PrepT``/``ExecT`` types; the plain names may be either kind.
+    """
+
+    _bf_async = True
+
+    if TYPE_CHECKING:
+
+        def prep(self, shared: Any) -> Any: ...
+        def exec(self, prep_res: Any) -> Any: ...
+        def post(self, shared: Any, prep_res: Any, exec_res: Any) -> Any: ...
+        def exec_fallback(self, prep_res: Any, exc: Exception) -> Any: ...
+        async def prep_async(self, shared: Any) -> PrepT: ...
+        async def exec_async(self, prep_res: PrepT) -> ExecT: ...
+        async def post_async(self, shared: Any, prep_res: PrepT, exec_res: ExecT) -> str | None: ...
+        async def exec_fallback_async(self, prep_res: PrepT, exc: Exception) -> ExecT: ...
+
+
+class _AsyncBatchTyping(Generic[ItemT, ExecT]):
+    """The typed view of the async batch kinds' phases (type checkers only)."""
+
+    if TYPE_CHECKING:
+
+        async def prep_async(
+            self, shared: Any
+        ) -> Iterable[ItemT] | AsyncIterable[ItemT] | None: ...
+        async def exec_async(self, prep_res: ItemT) -> ExecT: ...
+        async def post_async(
+            self, shared: Any, prep_res: Any, exec_res: list[ExecT]
+        ) -> str | None: ...
+        async def exec_fallback_async(self, prep_res: ItemT, exc: Exception) -> ExecT: ...
+
+
+class AsyncBatchNode(_AsyncBatchTyping[ItemT, ExecT], AsyncNode[Any, Any], BatchNode[Any, Any]):
+    """An async batch node: items one at a time; ``prep`` may also return an async iterator."""
+
+    _bf_batch = "sequential"
+
+
+class AsyncParallelBatchNode(
+    _AsyncBatchTyping[ItemT, ExecT], AsyncNode[Any, Any], BatchNode[Any, Any]
+):
+    """An async batch node whose items run concurrently in a task group.
+
+    Options (keywords, or class attributes of the same name):
+        max_concurrency: Most items in flight at once; ``None`` = no bound.
+            Input (a list, generator or async iterator) is read only as fast
+            as this allows, so memory does not grow with the input's length.
+        on_error: ``"raise"`` (default): the first failure (after retries and
+            fallback) cancels the other items and propagates once they have
+            stopped. ``"collect"``: every item runs; ``post`` receives results
+            in input order with `Failure` objects for failed items.
+    """
+
+    _bf_batch = "parallel"

@@ -1,0 +1,237 @@
+"""Checks of every option a node, flow, policy or limiter takes, each written once.
+
+Each check raises `InvalidParameterError` naming the owner, the option and
+the value, and saying what would work. Constructors call them where an
+option is given; the engine calls the same check where it reads an option
+that a subclass may have set after the constructor ran.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ._clock import LONGEST_WAIT
+from ._errors import InvalidParameterError
+
+__all__ = [
+    "ON_ERROR_CHOICES",
+    "UNSET",
+    "check_attempts",
+    "check_executor",
+    "check_limits",
+    "check_max_concurrency",
+    "check_number",
+    "check_offload",
+    "check_on_error",
+    "check_retry_counts",
+    "check_retry_options",
+    "check_timeout",
+    "is_number",
+]
+
+ON_ERROR_CHOICES = ("raise", "collect")
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+UNSET: Any = _Unset()  # the default of an option that was not given
+
+
+def is_number(value: Any) -> bool:
+    """A real number: an int or a float, not a bool, not NaN."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and not (isinstance(value, float) and math.isnan(value))
+    )
+
+
+def check_number(
+    value: Any,
+    where: str,
+    expected: str,
+    *,
+    node: str | None = None,
+    at_least: float = -math.inf,
+    above: float = -math.inf,
+    at_most: float = math.inf,
+    finite: bool = True,
+) -> float:
+    """Return ``value`` as a float if it is a real number in range, else raise.
+
+    ``where`` names the owner and option as the message shows them
+    (``"node 'Fetch': wait=-1"``); ``expected`` says what would work.
+    """
+    if (
+        not is_number(value)
+        or value < at_least
+        or value <= above
+        or value > at_most
+        or (finite and math.isinf(value))
+    ):
+        raise InvalidParameterError(f"{where} must be {expected}", node=node)
+    return float(value)
+
+
+def check_attempts(value: Any, where: str, *, node: str | None = None) -> int:
+    """An attempt count: an int >= 1 (1 means a single attempt, no retry)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidParameterError(
+            f"{where} must be an int >= 1 (it counts attempts: 1 means run exec once, no retry)",
+            node=node,
+        )
+    return value
+
+
+def check_timeout(node: Any, timeout: Any) -> float | None:
+    """A node's ``timeout=``: seconds > 0; infinity means none."""
+    seconds = check_number(
+        timeout,
+        f"{node._describe()}: timeout={timeout!r}",
+        "a number > 0",
+        node=node._display_name(),
+        above=0,
+        finite=False,
+    )
+    if seconds == math.inf:
+        return None
+    return min(seconds, LONGEST_WAIT)  # longer than a thread can wait is forever anyway
+
+
+def check_retry_options(node: Any) -> None:
+    """Check ``max_retries`` and ``wait`` where they are read: a subclass may
+    set them after the constructor checked its arguments."""
+    if node._bf_retry is not None:
+        return
+    max_retries, wait = node.max_retries, node.wait
+    if (
+        type(max_retries) is int
+        and max_retries >= 1
+        and (type(wait) is float or type(wait) is int)
+        and 0 <= wait < math.inf
+    ):
+        return  # the usual case, checked cheaply
+    describe, name = node._describe(), node._display_name()
+    check_attempts(max_retries, f"{describe}: max_retries={max_retries!r}", node=name)
+    check_number(
+        wait,
+        f"{describe}: wait={wait!r}",
+        "a finite number of seconds >= 0",
+        node=name,
+        at_least=0,
+    )
+
+
+def check_max_concurrency(node: Any, limit: Any, *, parallel: bool = True) -> int | None:
+    """A parallel stage's ``max_concurrency``: an int >= 1, or None for no bound.
+
+    ``parallel``: whether ``node`` runs anything in parallel; a bound on a
+    node that does not is a mistake.
+    """
+    if limit is None:
+        return None
+    describe, name = node._describe(), node._display_name()
+    if not parallel:
+        raise InvalidParameterError(
+            f"{describe}: max_concurrency={limit!r} is set, but {type(node).__name__} runs its "
+            "items one at a time, so nothing would bound; use a parallel kind "
+            "(AsyncParallelBatchNode, AsyncParallelBatchFlow, ParallelBatchNode)",
+            node=name,
+        )
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidParameterError(
+            f"{describe}: max_concurrency={limit!r} must be an int >= 1, or None for no bound",
+            node=name,
+        )
+    return limit
+
+
+def check_on_error(node: Any, on_error: Any, *, parallel: bool = True) -> str:
+    """A parallel stage's ``on_error``: ``"raise"`` or ``"collect"``."""
+    describe, name = node._describe(), node._display_name()
+    if on_error not in ON_ERROR_CHOICES:
+        raise InvalidParameterError(
+            f"{describe}: on_error={on_error!r} is not one of "
+            f"{', '.join(map(repr, ON_ERROR_CHOICES))}",
+            node=name,
+        )
+    if on_error != "raise" and not parallel:
+        raise InvalidParameterError(
+            f"{describe}: on_error applies to parallel batch kinds; sequential batches stop "
+            "at the first failure",
+            node=name,
+        )
+    return str(on_error)
+
+
+def check_retry_counts(node: Any, max_retries: Any, wait: Any) -> None:
+    """A node's ``max_retries`` (attempts in all) and ``wait`` (seconds between)."""
+    describe, name = node._describe(), node._display_name()
+    check_attempts(max_retries, f"{describe}: max_retries={max_retries!r}", node=name)
+    check_number(
+        wait,
+        f"{describe}: wait={wait!r}",
+        "a finite number of seconds >= 0 (wait=inf would never retry)",
+        node=name,
+        at_least=0,
+    )
+
+
+def check_limits(node: Any, limits: Any, limiter_type: type) -> tuple[Any, ...]:
+    """A node's ``limits=``: one limiter or several, each once."""
+    if isinstance(limits, limiter_type):
+        return (limits,)
+    try:
+        found = tuple(limits)
+    except TypeError:
+        found = (limits,)
+    describe, name = node._describe(), node._display_name()
+    for limiter in found:
+        if not isinstance(limiter, limiter_type):
+            raise InvalidParameterError(
+                f"{describe}: limits must be Limiter objects, got {limiter!r}", node=name
+            )
+    seen: set[int] = set()
+    for limiter in found:
+        if id(limiter) in seen:
+            raise InvalidParameterError(
+                f"{describe}: limits lists {limiter!r} more than once; an attempt holds each "
+                "limiter once, so give each one once",
+                node=name,
+            )
+        seen.add(id(limiter))
+    return found
+
+
+def check_offload(node: Any, offload: Any) -> bool:
+    """A node's ``offload=``: for sync nodes only."""
+    if node._bf_async and offload:
+        raise InvalidParameterError(
+            f"{node._describe()}: offload=True is for synchronous nodes; an async node "
+            "already yields to the event loop while it awaits",
+            node=node._display_name(),
+        )
+    return bool(offload)
+
+
+def check_executor(node: Any, executor: Any) -> Any:
+    """The ``executor=`` of a batch node or a flow."""
+    if not callable(getattr(executor, "prepare", None)):
+        raise InvalidParameterError(
+            f"{node._describe()}: executor={executor!r} is not an executor (it needs a "
+            "prepare(node, method) method); use braidflow.executors.RayExecutor(...) or "
+            "InProcessExecutor()",
+            node=node._display_name(),
+        )
+    if node._bf_batch == "single" and not node._bf_is_flow:
+        raise InvalidParameterError(
+            f"{node._describe()}: executor= runs a batch's items elsewhere; "
+            f"{type(node).__name__} has no items (use a batch node, or give the executor "
+            "to the flow)",
+            node=node._display_name(),
+        )
+    return executor

@@ -1,0 +1,206 @@
+"""One item's exec attempts: limits, timeout, retry and fallback, written once.
+
+`attempts` is a generator a driver runs: each attempt holds the node's
+limiters while ``exec`` runs (under its deadline, if it has a timeout); a
+failure is retried as the policy says, and the last one goes to the
+fallback. It catches only ``Exception``: the run's cancellation passes
+through, so a cancelled run retries nothing and falls back to nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Generator
+from typing import Any
+
+from .._clock import TimedOut
+from .._context import ATTEMPT, GATES, HELD, PATH, AttemptState, observed
+from .._errors import NodeCancelledError, NodeTimeoutError, add_note
+from .._limits import release_all, try_all
+from .._options import check_retry_options
+from .._policy import next_delay
+from ._effects import AWAIT, CALL, REMOTE, SLEEP, THREAD, TIMED, WAIT
+from ._observe import emit_waited
+
+__all__ = [
+    "attempts",
+    "cancellation_instead",
+    "cancelled_error",
+    "fallback",
+    "label_failure",
+]
+
+Steps = Generator[tuple[Any, ...], Any, Any]
+
+
+def cancelled_error(node: Any, cancel: BaseException, index: int | None) -> NodeCancelledError:
+    """The failure that stands for a ``CancelledError`` a node raised by itself."""
+    where = f" on item {index}" if index is not None else ""
+    error = NodeCancelledError(
+        f"{node._describe()} raised CancelledError{where} although its run was not "
+        "cancelled; it is treated as a failure of the node (see __cause__)",
+        node=node._display_name(),
+        item_index=index,
+    )
+    error.__cause__ = cancel
+    return error
+
+
+def cancellation_instead(error: BaseException, node: Any) -> asyncio.CancelledError:
+    """The cancellation that ends a run whose code raised ``error`` once the
+    run was being cancelled: the error is its cause, and a note says so."""
+    cancel = asyncio.CancelledError()
+    cancel.__cause__ = error
+    who = node._describe() if node is not None else "the run's code"
+    add_note(cancel, f"{who} raised {error!r} while its run was being cancelled")
+    return cancel
+
+
+def timeout_error(node: Any, timeout: float, attempt: int, index: Any) -> NodeTimeoutError:
+    """The failure of an attempt that outlived the node's ``timeout``."""
+    where = f" item {index}" if index is not None else ""
+    return NodeTimeoutError(
+        f"{node._describe()}{where}: exec attempt {attempt + 1} timed out after {timeout:g} s",
+        node=node._display_name(),
+        timeout=timeout,
+        attempt=attempt,
+        item_index=index,
+    )
+
+
+def label_failure(
+    node: Any, raised: BaseException, error: BaseException, index: Any, attempt: int
+) -> None:
+    """Say where a final failure happened: on which item, after which attempt."""
+    parts = []
+    if index is not None:
+        parts.append(f"item {index}")
+    total = node._bf_retry.attempts if node._bf_retry is not None else node.max_retries
+    if total > 1:
+        parts.append(f"attempt {attempt + 1} of {total}")
+    if raised is error:
+        if parts:
+            add_note(error, f"{node._describe()} failed on {', '.join(parts)}")
+        return
+    where = f" on {', '.join(parts)}" if parts else ""
+    add_note(
+        raised,
+        f"the fallback of {node._describe()} raised this{where}, after exec failed with {error!r}",
+    )
+
+
+def fallback(
+    node: Any, item: Any, error: Exception, index: Any, attempt: int, shared: Any, offload: bool
+) -> Steps:
+    """Hand an item's final failure to the node's fallback; label what escapes it."""
+    plan = node._bf_plan
+    try:
+        if plan.fallback_default:  # PocketFlow's: re-raise
+            raise error
+        function = getattr(node, plan.fallback)
+        args = (shared, item, error) if plan.fallback_wants_shared else (item, error)
+        if plan.fallback_coro:
+            return (yield (AWAIT, node, index, function, args))
+        return (yield (THREAD if offload else CALL, node, index, function, args))
+    except Exception as raised:
+        label_failure(node, raised, error, index, attempt)
+        raise
+
+
+def attempts(
+    node: Any, item: Any, index: int | None, shared: Any, offload: bool, dispatch: Any
+) -> Steps:
+    """Run one item's exec attempts; return its result (or its fallback's).
+
+    ``offload``: run sync ``exec`` in one of braidflow's threads.
+    ``dispatch``: an executor's `Dispatch` that runs each call elsewhere.
+    """
+    plan = node._bf_plan
+    args = (shared, item) if plan.exec_wants_shared else (item,)
+    if dispatch is not None:
+        function: Any = dispatch
+        how = REMOTE
+    else:
+        function = getattr(node, plan.exec)
+        how = AWAIT if plan.exec_coro else THREAD if offload else CALL
+    retry, max_retries = node._bf_retry, node.max_retries
+    timeout, held = node._bf_timeout, node._bf_limits
+    retrying = retry is not None or max_retries != 1
+    if not retrying and timeout is None and not held:  # no policy
+        try:
+            return (yield (how, node, index, function, args))
+        except Exception as error:
+            return (yield from fallback(node, item, error, index, 0, shared, offload))
+    if retrying:
+        check_retry_options(node)
+    if timeout is not None and (how is CALL or how is THREAD):
+        # A sync attempt under a timeout may be abandoned to its thread: it then
+        # holds the enclosing parallel bounds too (those no enclosing attempt
+        # holds already), until the thread ends.
+        holding = HELD.get()
+        held = tuple(gate for gate in GATES.get() if gate not in holding) + held
+    state: AttemptState | None = None
+    token = None
+    if timeout is not None or retrying:
+        state = AttemptState(node, index)
+        token = ATTEMPT.set(state)
+        node.__dict__["_bf_cur_retry"] = 0
+    attempt = 0
+    try:
+        while True:
+            if held:
+                taken = try_all(held)
+                if taken < len(held):
+                    rest = held[taken:]
+                    started = time.monotonic()
+                    try:
+                        yield (WAIT, node, index, rest)
+                    except BaseException:
+                        release_all(held[:taken])
+                        raise
+                    emit_waited(node, rest, index, attempt, time.monotonic() - started)
+            holding_token = HELD.set(HELD.get() + held)
+            abandoned = False
+            failure: Exception
+            try:
+                if timeout is None:
+                    return (yield (how, node, index, function, args))
+                try:
+                    return (yield (TIMED, node, index, how, function, args, timeout, held))
+                except TimedOut as late:
+                    abandoned = late.abandoned
+                    raise timeout_error(node, timeout, attempt, index) from None
+            except Exception as error:
+                failure = error
+            finally:
+                HELD.reset(holding_token)
+                if not abandoned:
+                    release_all(held)
+            delay = next_delay(node._bf_retry, node.max_retries, node.wait, attempt, failure)
+            if delay is None:
+                return (yield from fallback(node, item, failure, index, attempt, shared, offload))
+            _emit_retry(node, index, attempt, failure, delay)
+            attempt += 1
+            if state is not None:
+                state.attempt = attempt
+                node.__dict__["_bf_cur_retry"] = attempt
+            if delay > 0:
+                yield (SLEEP, node, index, delay)
+    finally:
+        if token is not None:
+            ATTEMPT.reset(token)
+
+
+def _emit_retry(node: Any, index: int | None, attempt: int, error: Exception, delay: float) -> None:
+    run = observed()
+    if run is not None:
+        run.emit(
+            "retry",
+            node=node._display_name(),
+            path=PATH.get(),
+            item=index,
+            attempt=attempt,
+            error=error,
+            data={"delay": delay},
+        )

@@ -1,0 +1,98 @@
+"""A fork's branches: each walks its own path on its own view of ``shared``; merged at the join.
+
+`fork_join` is the exec stage of a `Parallel`: its branches run as the
+items of a parallel stage (bounds, failure policy and cancellation are
+those of parallel batches), each with its own events and, in a durable
+run, its own checkpoint with what it changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+from .._context import PATH, RUN, STEP, StepAt
+from .._errors import Failure, add_note
+from .._merge import SharedView, apply_changes, merge
+from ._effects import PARALLEL
+from ._observe import BranchScope
+from ._walk import walk
+
+__all__ = ["fork_join"]
+
+Steps = Generator[tuple[Any, ...], Any, Any]
+
+
+def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
+    """Run the branches of ``parallel`` at once and merge their changes into
+    ``shared``; return the join's action (``"failed"`` after collected
+    failures, if the Parallel has a successor for it)."""
+    names = parallel.branch_names()
+    walkers = parallel._bf_walkers
+    views = [SharedView(shared) for _ in walkers]
+    params = parallel.params
+    run = RUN.get()
+    observing = run if run is not None and run.observers else None
+    durable = run.durable if run is not None else None
+    step = STEP.get()
+    path = PATH.get() or (parallel._display_name(),)
+    # Resuming: a branch that finished before is not run again; its
+    # recorded changes are merged as its view's would be.
+    finished: dict[int, dict[Any, Any]] = {}
+    if durable is not None:
+        for index in range(len(walkers)):
+            changes = durable.branch(step.key, index)
+            if changes is not None:
+                finished[index] = changes
+
+    def one_branch(index: int, _position: int, from_sync: bool) -> Steps:
+        name = names[index]
+        scope = BranchScope(observing, name, (*path, name)) if observing is not None else None
+        token = None
+        if durable is not None:
+            token = STEP.set(StepAt(f"{step.key}/b{index}:{name}", step.touched))
+        try:
+            # From sync code the branches run on a private loop, their sync
+            # nodes in threads, and an async node is out of place.
+            result = yield from walk(
+                walkers[index], views[index], params, offload or from_sync, from_sync
+            )
+            if durable is not None:
+                durable.branch_done(step.key, index, name, parallel, result, views[index])
+        except BaseException as error:
+            if isinstance(error, Exception):
+                add_note(error, f"branch {name!r} of {parallel._describe()} failed")
+            if scope is not None:
+                scope.end(error)
+            raise
+        finally:
+            if token is not None:
+                STEP.reset(token)
+        if scope is not None:
+            scope.end()
+        return result
+
+    to_run = [index for index in range(len(walkers)) if index not in finished]
+    results = yield (PARALLEL, parallel, None, to_run, one_branch, True, None, False)
+    outcome = dict(zip(to_run, results, strict=True))
+    failures = [
+        Failure(result.error, names[index], index)
+        for index, result in outcome.items()
+        if isinstance(result, Failure)
+    ]
+    failed = {failure.index for failure in failures}
+    branch_changes = [
+        (names[index], finished[index] if index in finished else views[index].changes())
+        for index in range(len(walkers))
+        if index not in failed
+    ]
+    try:
+        merged = merge(shared, branch_changes, parallel._bf_merge)
+    except Exception as error:
+        add_note(error, f"while joining the branches of {parallel._describe()}")
+        raise
+    apply_changes(shared, merged)
+    if failures:
+        shared[parallel.failures_key] = failures
+        return "failed" if "failed" in parallel.successors else None
+    return None

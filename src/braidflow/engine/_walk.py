@@ -1,0 +1,252 @@
+"""A flow's walk: copy each node, hand it the params, run it, route by its action.
+
+`walk` is the generator both drivers run for every flow: each step runs a
+fresh copy of a node (its run is the driver's: `NODE`), with its
+checkpoint in a durable run and its events in an observed one. A flow's
+exec stage (`flow_stage`) is one walk, or one per parameter set of a batch
+flow, isolated and merged when the flow asks for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+from .._context import HANDED_DOWN, PATH, RUN, STEP, HandedDown, StepAt
+from .._errors import WiringError, add_note
+from .._merge import SharedView, apply_changes, merge
+from .._plan import copy_node
+from .._wiring import route
+from ._effects import MAYBE_AWAIT, NODE, PARALLEL
+from ._items import batch_items, sequential
+from ._observe import StepScope
+
+__all__ = ["StepCheckpoints", "flow_stage", "walk"]
+
+Steps = Generator[tuple[Any, ...], Any, Any]
+
+
+class StepCheckpoints:
+    """A walk's part of a durable run: it skips the steps that finished before
+    (resuming) and records each step that finishes now."""
+
+    __slots__ = ("durable", "frame", "key", "name", "position", "recorded", "token", "touched")
+
+    def __init__(self, durable: Any) -> None:
+        self.durable = durable
+        self.frame = STEP.get().key
+        self.recorded = durable.steps_in(self.frame)
+        self.position = 0
+
+    def replayed(self, node: Any, shared: Any) -> tuple[bool, Any]:
+        """If this step finished before, skip it: ``(True, its action)``."""
+        if self.position >= len(self.recorded):
+            return False, None
+        action = self.durable.replay(self.recorded[self.position], node, shared)
+        self.position += 1
+        return True, action
+
+    def begin(self, name: str) -> None:
+        """Begin the step of the node whose display name is ``name``."""
+        self.name = name
+        self.key = key = f"{self.frame}/{self.position}:{name}"
+        self.durable.at = key
+        self.touched: set[Any] = set()  # what this step reads and writes in shared
+        self.token = STEP.set(StepAt(key, self.touched))
+
+    def end(self) -> None:
+        STEP.reset(self.token)
+
+    def failed(self, error: BaseException) -> None:
+        """Note the step a failure came from (the innermost sees it first)."""
+        self.durable.failed_in(error, self.key)
+
+    def done(self, node: Any, action: Any, shared: Any) -> None:
+        self.durable.step_done(
+            self.frame, self.position, node, self.name, action, shared, self.touched
+        )
+        self.position += 1
+
+
+def walk(flow: Any, shared: Any, params: dict[str, Any], offload: bool, sync_only: bool) -> Steps:
+    """Run ``flow``'s graph from its start; return the last action.
+
+    ``offload``: what sync nodes that do not say do (run in threads or on the
+    loop). ``sync_only``: reaching an async node is an error (a sync flow).
+    """
+    node = flow.__dict__.get("start_node")  # what the property reads, without its call
+    if node is None:
+        node = getattr(flow, "start_node", None)  # a subclass's own start_node, if any
+    if node is None:
+        raise WiringError(
+            f"{flow._describe()} has no start node; pass Flow(start=node) or call "
+            "flow.start(node) before running it",
+            node=flow._display_name(),
+        )
+    run = RUN.get()
+    observing = run if run is not None and run.observers else None
+    durable = run.durable if run is not None else None
+    names = run.names_in(node) if run is not None and (observing or durable) else None
+    checkpoints = StepCheckpoints(durable) if durable is not None else None
+    path = PATH.get()
+    plain_routing = not flow._bf_plan.custom_routing
+    new = object.__new__
+    action = None
+    while node is not None:
+        original = node
+        plan = node._bf_plan
+        if plan.copy_plain:  # copy.copy's result and set_params', made directly
+            state = original.__dict__.copy()
+            state["params"] = params
+            if names is not None:
+                state["_bf_display"] = names.get(id(original))
+            node = new(node.__class__)
+            node.__dict__ = state
+        else:
+            node = copy_node(node)
+            node.set_params(params)
+            if names is not None:
+                node.__dict__["_bf_display"] = names.get(id(original))
+        if sync_only and node._bf_async:
+            raise flow._reached_async(node)
+        if checkpoints is not None:
+            skipped, recorded = checkpoints.replayed(node, shared)
+            if skipped:
+                action = recorded
+                node = flow.get_next_node(node, action)
+                continue
+            checkpoints.begin(node._display_name())
+        step = None
+        if observing is not None:
+            name = node._display_name()
+            step = StepScope(observing, name, (*path, name))
+        try:
+            try:
+                action = yield (NODE, node, None, shared, offload, plan)
+            finally:
+                if checkpoints is not None:
+                    checkpoints.end()
+            if checkpoints is not None:
+                checkpoints.done(node, action, shared)
+        except BaseException as error:
+            if isinstance(error, Exception):
+                if checkpoints is not None:
+                    checkpoints.failed(error)
+                add_note(error, f"{node._describe()} failed in {flow._describe()}")
+            if step is not None:
+                step.end(error)
+            raise
+        if step is not None:
+            step.end()
+        if plain_routing:  # route(), without its call when the action is wired
+            try:
+                node = node.successors[action or "default"]
+            except (KeyError, TypeError):
+                node = route(node, action)
+        else:
+            node = flow.get_next_node(node, action)
+    return action
+
+
+def flow_stage(flow: Any, shared: Any, prep_result: Any, offload: bool) -> Steps:
+    """A flow's exec stage: its walk, or one walk per parameter set of a batch
+    flow. Its executor, if it has one, is the default of the batch nodes inside.
+    ``offload``: what the flow's sync nodes do (for a sync flow in async code)."""
+    if flow._bf_executor is None and flow._bf_batch == "single" and not _own_orch(flow):
+        return _walk_of(flow, shared, {**flow.params}, offload)  # the common case, as is
+    return _stage(flow, shared, prep_result, offload)
+
+
+def _own_orch(flow: Any) -> bool:
+    """Whether the class has its own ``_orch`` (``_orch_async``) in place of the walk."""
+    plan = flow._bf_plan
+    return bool(plan.custom_orch_async if flow._bf_async else plan.custom_orch)
+
+
+def _walk_of(flow: Any, shared: Any, params: dict[str, Any], offload: bool) -> Steps:
+    """The flow's walk: an async flow's sync nodes run as its ``offload_sync``
+    says; a sync flow's as the flow around it says, and it reaches no async node."""
+    if flow._bf_async:
+        return walk(flow, shared, params, flow.offload_sync, False)
+    return walk(flow, shared, params, offload, True)
+
+
+def _walk_or_orch(flow: Any, shared: Any, params: dict[str, Any], offload: bool) -> Steps:
+    """The flow's walk, or the class's own ``_orch``/``_orch_async`` if it has one."""
+    if not _own_orch(flow):
+        return (yield from _walk_of(flow, shared, params, offload))
+    if flow._bf_async:
+        return (yield (MAYBE_AWAIT, flow, None, flow._orch_async, (shared, params), False))
+    return (yield (MAYBE_AWAIT, flow, None, flow._orch, (shared, params), offload))
+
+
+def _stage(flow: Any, shared: Any, prep_result: Any, offload: bool) -> Steps:
+    executor = flow._bf_executor
+    token = HANDED_DOWN.set(HandedDown(executor, shared)) if executor is not None else None
+    try:
+        batch = flow._bf_batch
+        if batch == "single":
+            return (yield from _walk_or_orch(flow, shared, {**flow.params}, offload))
+        items = batch_items(flow, prep_result)
+
+        def one_set(item: Any, index: int, from_sync: bool) -> Steps:
+            try:
+                params = flow._item_params(item, index)
+                return (yield from _walk_or_orch(flow, shared, params, offload))
+            except Exception as error:
+                flow._label_param_set_error(error, item, index)
+                raise
+
+        if batch == "sequential":
+            return (yield from sequential(flow, items, one_set, False))
+        collect = flow._bf_on_error == "collect"
+        if not flow._bf_isolate:  # PocketFlow's way: every sub-flow writes to one shared dict
+            return (yield (PARALLEL, flow, None, items, one_set, collect, None, True))
+        return (yield from _isolated(flow, shared, items, offload, collect))
+    finally:
+        if token is not None:
+            HANDED_DOWN.reset(token)
+
+
+def _isolated(flow: Any, shared: Any, items: Any, offload: bool, collect: bool) -> Steps:
+    """Parallel sub-flows, each on its own view of ``shared``; their changes
+    are merged when all are done, in parameter-set order."""
+    views: dict[int, SharedView] = {}
+    run = RUN.get()
+    durable = run.durable if run is not None else None
+    stage = STEP.get().key
+    # Resuming: sub-flows that finished before are skipped (by the item
+    # checkpoints); their recorded changes are merged instead of a view's.
+    recorded = durable.recorded_items(stage) if durable is not None else {}
+
+    def isolated_set(item: Any, index: int, from_sync: bool) -> Steps:
+        view = SharedView(shared)
+        try:
+            params = flow._item_params(item, index)
+            result = yield from _walk_or_orch(flow, view, params, offload)
+        except Exception as error:
+            flow._label_param_set_error(error, item, index)
+            raise
+        if durable is not None:  # before the item's own checkpoint: no loss either way
+            durable.sub_flow_done(stage, index, view, flow)
+        views[index] = view  # only a sub-flow that finished is merged
+        return result
+
+    def changes_of(index: int) -> dict[Any, Any]:
+        if index in views:
+            return views[index].changes()
+        assert durable is not None  # only a resumed run has recorded sub-flows
+        changes: dict[Any, Any] = durable.recorded_changes(stage, index)
+        return changes
+
+    results = yield (PARALLEL, flow, None, items, isolated_set, collect, None, True)
+    changes = [
+        (f"param set {index}", changes_of(index))
+        for index in sorted(views.keys() | recorded.keys())
+    ]
+    try:
+        apply_changes(shared, merge(shared, changes, flow._bf_merge))
+    except Exception as error:
+        add_note(error, f"while merging the sub-flows of {flow._describe()}")
+        raise
+    return results
