@@ -10,8 +10,10 @@ refuses two branches changing one key unless a rule says how to combine them.
 
 from __future__ import annotations
 
+import array
 import copy
-from collections import deque
+import dataclasses
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any, Final
 
@@ -34,50 +36,250 @@ class _Missing:
 
 MISSING: Final[Any] = _Missing()
 
-_ATOMIC = (str, int, float, complex, bool, bytes, type(None), frozenset, range)
+# -- copying plain data --------------------------------------------------------------
+#
+# What a branch's view copies, exactly (docs/branches.md, "What a branch's view
+# copies", says the same):
+#   dict and every subclass (OrderedDict, defaultdict, Counter...): its values;
+#   list and every subclass, deque: its items;
+#   set and every subclass, bytearray, array.array (their items are hashable or
+#     numbers, so a shallow copy is a full one);
+#   tuple and every subclass (namedtuples...), and frozen dataclass instances,
+#     when something inside them is copied (else they cannot change: shared);
+#   dataclass instances that are not frozen: always, each field copied;
+# recursively, with shared references and cycles kept (one memo per copy).
+# Everything else is shared by reference: immutable scalars, and any other
+# object (class instances, clients, locks, arrays of numpy...).
+
+# Exact types that never need a copy: the fast path of every copy and comparison.
+_SCALARS: Final = frozenset({str, int, float, complex, bool, bytes, type(None), frozenset, range})
+# The same, subclasses included (an IntEnum, a str subclass): immutable, shared.
+_IMMUTABLE: Final = (str, int, float, complex, bytes, frozenset, range, type(None))
+
+Shallow = Callable[[Any], Any]
 
 
-def data_copy(value: Any, memo: dict[int, Any] | None = None) -> Any:
-    """Copy the containers of ``value`` (dicts, lists, sets, deques, bytearrays,
-    tuples holding any of them), recursively; share every other object.
-
-    Plain data is isolated this way, while clients, locks and models held in
-    the store are not copied (they could not be, or should not be).
-    """
-    if isinstance(value, _ATOMIC):
+def _copy(value: Any, memo: dict[int, Any], shallow: Shallow) -> Any:
+    """`data_copy`, with ``shallow`` making the first, shallow copy of the
+    instances of subclasses (and of deques, arrays and dataclasses)."""
+    cls = type(value)
+    if cls in _SCALARS:
         return value
-    if memo is None:
-        memo = {}
-    seen = memo.get(id(value))
-    if seen is not None:
-        return seen
+    key = id(value)
+    done = memo.get(key)
+    if done is not None:
+        return done
     copied: Any
-    if isinstance(value, dict):
-        copied = copy.copy(value)
-        memo[id(value)] = copied
-        for key in copied:
-            copied[key] = data_copy(copied[key], memo)
-    elif isinstance(value, list | deque):
-        copied = copy.copy(value)
-        memo[id(value)] = copied
-        for index, item in enumerate(copied):
-            copied[index] = data_copy(item, memo)
-    elif isinstance(value, set | bytearray):
-        copied = memo[id(value)] = copy.copy(value)
-    elif type(value) is tuple:
-        items = tuple(data_copy(item, memo) for item in value)
-        copied = items if any(a is not b for a, b in zip(items, value, strict=True)) else value
-        memo[id(value)] = copied
-    else:
+    if cls is dict:
+        copied = memo[key] = {}
+        for name, item in value.items():
+            copied[name] = item if type(item) in _SCALARS else _copy(item, memo, shallow)
+        return copied
+    if cls is list:
+        copied = memo[key] = []
+        copied.extend(
+            [item if type(item) in _SCALARS else _copy(item, memo, shallow) for item in value]
+        )
+        return copied
+    if cls is tuple:
+        return _copy_tuple(value, memo, shallow)
+    if cls is set or cls is bytearray:
+        copied = memo[key] = value.copy()
+        return copied
+    if isinstance(value, _IMMUTABLE):
         return value
+    if isinstance(value, dict | list | deque | set | bytearray | array.array):
+        copied = shallow(value)
+        if copied is value or type(copied) is not cls:  # a __copy__ that does not copy
+            memo[key] = value
+            return value
+        memo[key] = copied
+        # Set through the base class: a subclass's own __setitem__ may check,
+        # convert or log, and these are the same items, copied.
+        if isinstance(value, dict):
+            for name in list(dict.keys(copied)):
+                item = dict.__getitem__(copied, name)
+                if type(item) not in _SCALARS:
+                    dict.__setitem__(copied, name, _copy(item, memo, shallow))
+        elif isinstance(value, list):
+            for index in range(list.__len__(copied)):
+                item = list.__getitem__(copied, index)
+                if type(item) not in _SCALARS:
+                    list.__setitem__(copied, index, _copy(item, memo, shallow))
+        elif isinstance(value, deque):
+            items = [_copy(item, memo, shallow) for item in deque.__iter__(copied)]
+            deque.clear(copied)
+            deque.extend(copied, items)
+        return copied
+    if isinstance(value, tuple):
+        return _copy_tuple(value, memo, shallow)
+    if hasattr(cls, "__dataclass_fields__") and not isinstance(value, type):
+        return _copy_dataclass(value, memo, shallow)
+    return value
+
+
+def _copy_tuple(value: tuple[Any, ...], memo: dict[int, Any], shallow: Shallow) -> Any:
+    key = id(value)
+    items = [item if type(item) in _SCALARS else _copy(item, memo, shallow) for item in value]
+    if all(copied is item for copied, item in zip(items, value, strict=True)):
+        memo[key] = value  # holds nothing that can change: shared
+        return value
+    done = memo.get(key)  # copied meanwhile, through a cycle back to it
+    if done is not None:
+        return done
+    copied = memo[key] = _rebuild_tuple(value, items)
     return copied
 
 
-def _unchanged(now: Any, before: Any) -> bool:
+def _rebuild_tuple(value: tuple[Any, ...], items: list[Any]) -> Any:
+    """``value``'s class, holding ``items``: a namedtuple by ``_make``, another
+    subclass by ``tuple.__new__`` (as pickle does: no ``__init__``), one made in
+    C (``os.stat_result``...) by calling the class with the items; its
+    ``__dict__`` copied over. One none of these rebuild is shared as it is."""
+    cls = type(value)
+    if cls is tuple:
+        return tuple(items)
+    copied: Any = None
+    if hasattr(cls, "_fields") and hasattr(cls, "_make"):
+        try:
+            copied = cls._make(items)
+        except Exception:
+            copied = None
+    if copied is None:
+        try:
+            copied = tuple.__new__(cls, items)
+        except TypeError:
+            try:
+                copied = cls(items)
+            except Exception:
+                return value
+    if (
+        type(copied) is not cls
+        or len(copied) != len(items)
+        or any(a is not b for a, b in zip(tuple.__iter__(copied), items, strict=False))
+    ):
+        return value
+    state = getattr(value, "__dict__", None)
+    if state:
+        try:
+            copied.__dict__.update(state)
+        except Exception:
+            return value
+    return copied
+
+
+def _copy_dataclass(value: Any, memo: dict[int, Any], shallow: Shallow) -> Any:
+    """A copy with each field set to its copied value (``object.__setattr__``:
+    frozen ones too). A frozen instance whose fields hold nothing copied cannot
+    change: it is shared, as a tuple is."""
+    key = id(value)
+    fields: dict[str, Any] = {}
+    frozen = bool(getattr(type(value).__dataclass_params__, "frozen", False))
+    copied: Any = None
+    if not frozen:
+        copied = shallow(value)
+        if copied is value or type(copied) is not type(value):
+            memo[key] = value
+            return value
+        memo[key] = copied
+    for field in dataclasses.fields(value):
+        try:
+            item = getattr(value, field.name)
+        except AttributeError:  # a field never set (init=False, no default)
+            continue
+        fields[field.name] = item if type(item) in _SCALARS else _copy(item, memo, shallow)
+    if frozen:
+        if all(fields[name] is getattr(value, name) for name in fields):
+            memo[key] = value
+            return value
+        done = memo.get(key)  # copied meanwhile, through a cycle back to it
+        if done is not None:
+            return done
+        copied = shallow(value)
+        if copied is value or type(copied) is not type(value):
+            memo[key] = value
+            return value
+        memo[key] = copied
+    for name, item in fields.items():
+        object.__setattr__(copied, name, item)
+    return copied
+
+
+def data_copy(value: Any, memo: dict[int, Any] | None = None) -> Any:
+    """A copy of the plain data in ``value``, sharing every other object.
+
+    Copies, recursively: dicts, lists, sets, deques, bytearrays and
+    ``array.array``s, subclasses included; tuples (every subclass) and frozen
+    dataclass instances that hold any of them; other dataclass instances. An
+    instance of a subclass is first copied by `copy.copy` (its class's
+    ``__copy__`` if it has one), then its items or fields are copied. Shared
+    references and cycles stay so in the copy. Everything else is shared as
+    it is: immutable values, and objects such as clients, locks and models,
+    which could not be copied, or should not be.
+    """
+    return _copy(value, {} if memo is None else memo, copy.copy)
+
+
+# -- comparing -----------------------------------------------------------------------
+
+
+def _equal(now: Any, before: Any) -> bool:
     try:
         return bool(now == before)
     except Exception:  # some values cannot say (arrays): count them as changed
         return False
+
+
+def _same(now: Any, before: Any) -> bool:
+    """Whether ``now`` is the value ``before``: the same object, equal (``==``),
+    or holding, item by item, what it held (copies compare so even where
+    ``==`` is identity, as for dataclasses with ``eq=False``)."""
+    if now is before:
+        return True
+    if now is MISSING or before is MISSING:
+        return False
+    if _equal(now, before):
+        return True
+    try:
+        return _alike(now, before, set())
+    except RecursionError:  # nested too deep to tell: count it as changed
+        return False
+
+
+def _alike(now: Any, before: Any, seen: set[tuple[int, int]]) -> bool:
+    if now is before:
+        return True
+    cls = type(now)
+    if cls is not type(before) or cls in _SCALARS:
+        return _equal(now, before)
+    pair = (id(now), id(before))
+    if pair in seen:  # a cycle: alike unless something else differs
+        return True
+    if isinstance(now, dict):
+        if dict.__len__(now) != dict.__len__(before):
+            return False
+        if isinstance(now, OrderedDict) and list(now) != list(before):  # its own order
+            return False
+        seen.add(pair)
+        for name, item in dict.items(now):
+            if not dict.__contains__(before, name) or not _alike(
+                item, dict.__getitem__(before, name), seen
+            ):
+                return False
+        return True
+    if isinstance(now, list | tuple | deque):
+        if len(now) != len(before):
+            return False
+        seen.add(pair)
+        return all(_alike(a, b, seen) for a, b in zip(now, before, strict=True))
+    if hasattr(cls, "__dataclass_fields__") and not isinstance(now, type):
+        seen.add(pair)
+        unset = object()
+        return all(
+            _alike(getattr(now, field.name, unset), getattr(before, field.name, unset), seen)
+            for field in dataclasses.fields(now)
+        )
+    return _equal(now, before)
 
 
 class SharedView(MutableMapping[Any, Any]):
@@ -174,11 +376,11 @@ class SharedView(MutableMapping[Any, Any]):
             if now is MISSING or before is MISSING:
                 if now is not before:
                     changed[key] = now
-            elif not _unchanged(now, before):
+            elif not _same(now, before):
                 changed[key] = now
         for key, before in self._copied.items():
             now = self._local[key]
-            if not _unchanged(now, before):
+            if not _same(now, before):
                 changed[key] = now
         return changed
 
@@ -227,7 +429,7 @@ def _update(key: Any, before: Any, values: list[tuple[str, Any]]) -> Any:
                 key=key,
                 branches=[n for n, _ in values],
             )
-        touched = [k for k in value if k not in start or not _unchanged(value[k], start[k])]
+        touched = [k for k in value if k not in start or not _same(value[k], start[k])]
         touched += [k for k in start if k not in value]
         for inner in touched:
             if inner in setters:
