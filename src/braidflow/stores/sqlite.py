@@ -627,10 +627,11 @@ class SQLiteStore:
                 run_id=run_id,
             ) from error
 
-    @_guarded(
+    _APPEND = (
         "write checkpoints of {run}",
         "; the run stops there: once the store works again, resume it",
     )
+
     def append(self, run_id: str, rows: list[Checkpoint]) -> None:
         """Add checkpoint rows atomically, after those already there: to the
         run's log if this object writes one, else to the database.
@@ -640,10 +641,13 @@ class SQLiteStore:
                 larger than SQLite holds, or it cannot be written; nothing of
                 ``rows`` is then kept. Also if another owner took the run over.
         """
+        # Guarded by hand, not by _guarded: this is the path of every checkpoint.
+        if self._closed:
+            raise self._failure(self._APPEND[0], (run_id,), None, self._APPEND[1])
         if run_id in self._lost:
             raise StoreError(self._lost[run_id], run_id=run_id)
-        largest = self._largest
         try:
+            largest = self._largest
             for row in rows:
                 if len(row[6]) > largest:
                     raise StoreError(
@@ -652,58 +656,49 @@ class SQLiteStore:
                         "of shared (a file path, a key to another store)",
                         run_id=run_id,
                     )
+            with self._lock:
+                log = self._logs.get(run_id)
+                if log is not None and log.broken:
+                    self._give_up_log(run_id)
+                    log = None
+                if log is None:
+                    check_run_id(self, run_id)
+                    check_rows(self, run_id, rows)
+                    with self._transaction():
+                        self._fence(run_id)
+                        self._insert(run_id, rows)
+                    return
+                if not rows:
+                    return
+                try:
+                    log.write(rows)  # rows it cannot encode raise before anything is written
+                except OSError as error:
+                    self._give_up_log(run_id)
+                    what, _ = _diagnosis(error)
+                    raise StoreError(
+                        f"{self!r}: cannot write the log of run {run_id!r}: {what} "
+                        f"({_said(error)}); this checkpoint is not kept, and the run's later "
+                        "ones go to the database",
+                        run_id=run_id,
+                    ) from error
+                if (
+                    log.count >= _FOLD_ROWS
+                    or log.size >= _FOLD_BYTES
+                    or time.monotonic() - log.folded_at >= _FOLD_SECONDS
+                ):
+                    try:
+                        self._fold(run_id)
+                    except sqlite3.Error:
+                        # The rows are written (in the log): the append succeeded,
+                        # and must not be retried. The next fold tries again; the
+                        # run's end reports a database that stays unwritable.
+                        log.folded_at = time.monotonic()
         except StoreError:
             raise
-        except Exception as error:  # not rows at all
-            raise self._bad_rows(run_id, rows, error) from None
-        with self._lock:
-            log = self._logs.get(run_id)
-            if log is not None and log.broken:
-                self._give_up_log(run_id)
-                log = None
-            if log is None:
-                check_run_id(self, run_id)
-                check_rows(self, run_id, rows)
-                with self._transaction():
-                    self._fence(run_id)
-                    self._insert(run_id, rows)
-                return
-            if not rows:
-                return
-            try:
-                log.write(rows)
-            except OSError as error:
-                self._give_up_log(run_id)
-                what, _ = _diagnosis(error)
-                raise StoreError(
-                    f"{self!r}: cannot write the log of run {run_id!r}: {what} ({_said(error)}); "
-                    "this checkpoint is not kept, and the run's later ones go to the database",
-                    run_id=run_id,
-                ) from error
-            except Exception as error:  # rows the log cannot encode: nothing was written
-                raise self._bad_rows(run_id, rows, error) from None
-            if (
-                log.count >= _FOLD_ROWS
-                or log.size >= _FOLD_BYTES
-                or time.monotonic() - log.folded_at >= _FOLD_SECONDS
-            ):
-                try:
-                    self._fold(run_id)
-                except sqlite3.Error:
-                    # The rows are written (in the log): the append succeeded,
-                    # and must not be retried. The next fold tries again; the
-                    # run's end reports a database that stays unwritable.
-                    log.folded_at = time.monotonic()
-
-    def _bad_rows(self, run_id: str, rows: Any, error: BaseException) -> StoreError:
-        """The StoreError for rows that are not rows a store keeps."""
-        check_run_id(self, run_id)
-        check_rows(self, run_id, rows)  # raises the precise error
-        return StoreError(
-            f"{self!r}: cannot write checkpoints of run {run_id!r}: they are not Checkpoint "
-            f"rows ({_said(error)})",
-            run_id=run_id,
-        )
+        except Exception as error:
+            check_run_id(self, run_id)
+            check_rows(self, run_id, rows)  # odd input: the answer every store gives
+            raise self._failure(self._APPEND[0], (run_id,), error, self._APPEND[1]) from error
 
     # -- run logs (the caller holds the lock) --------------------------------------
 
