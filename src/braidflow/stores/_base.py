@@ -274,8 +274,11 @@ def _not_text(store: object, run_id: str | None, what: str, value: object) -> St
         if isinstance(value, str)
         else f"it is a {type(value).__name__}"
     )
+    shown = repr(value)
+    if len(shown) > 80:  # a graph, say: its start tells enough
+        shown = f"{shown[:60]}... ({len(shown):,} characters)"
     return StoreError(
-        f"{store!r}: {what} {value!r} must be a string of valid Unicode text ({why})",
+        f"{store!r}: {what} {shown} must be a string of valid Unicode text ({why})",
         run_id=run_id if _is_text(run_id) else None,
     )
 

@@ -320,7 +320,8 @@ class SQLiteStore:
         self, doing: str, args: tuple[Any, ...], error: BaseException | None, then: str = ""
     ) -> StoreError:
         """The StoreError for a failure of ``doing`` (see `_guarded`)."""
-        run_id = args[0] if args and isinstance(args[0], str) else None
+        about_run = "{run}" in doing
+        run_id = args[0] if about_run and args and isinstance(args[0], str) else None
         doing = doing.replace("{run}", f"run {run_id!r}")
         if self._closed:
             what, todo = "the store is closed", "open the file again: SQLiteStore(path)"
