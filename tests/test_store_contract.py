@@ -1,6 +1,7 @@
 """The Store contract: what any store must do for the engine. Every store
 braidflow ships passes it; a new one (a server database) must too."""
 
+import importlib
 import os
 import socket
 
@@ -12,10 +13,21 @@ from braidflow import MemoryStore, RunRecord, SQLiteStore, Store, StoreError
 from braidflow.stores import Checkpoint
 from braidflow.stores._owners import this_owner
 
+# Another store runs the contract too: BRAIDFLOW_CONTRACT_STORE=module:function,
+# a function of the test's tmp_path that gives a new, empty store.
+CUSTOM = os.environ.get("BRAIDFLOW_CONTRACT_STORE")
 
-@pytest.fixture(params=["sqlite", "sqlite-durable", "memory"])
+
+@pytest.fixture(params=["sqlite", "sqlite-durable", "memory", *(["custom"] if CUSTOM else [])])
 def store(request, tmp_path):
-    if request.param.startswith("sqlite"):
+    if request.param == "custom":
+        module, _, name = (CUSTOM or "").partition(":")
+        made = getattr(importlib.import_module(module), name)(tmp_path)
+        yield made
+        close = getattr(made, "close", None)
+        if callable(close):
+            close()
+    elif request.param.startswith("sqlite"):
         made = SQLiteStore(tmp_path / "runs.db", durable=request.param == "sqlite-durable")
         yield made
         made.close()
@@ -212,3 +224,254 @@ def test_the_pickle_serializer_is_an_explicit_choice(tmp_path):
     with pytest.raises(StoreError, match="serializer"):
         SQLiteStore(tmp_path / "c.db", serializer="yaml")
     assert os.path.exists(tmp_path / "a.db")
+
+
+# -- metadata ------------------------------------------------------------------------------------
+
+
+def test_metadata_is_kept_merged_and_removed_by_none(store):
+    record = store.create_run("a", "flow", "g", b"", this_owner(), {"team": "ops", "try": 1})
+    assert record.metadata == {"team": "ops", "try": 1}
+    assert store.create_run("b", "flow", "g", b"", this_owner()).metadata == {}
+    store.set_metadata("a", {"try": 2, "note": {"why": ["retry"]}})
+    assert store.get("a").metadata == {"team": "ops", "try": 2, "note": {"why": ["retry"]}}
+    store.set_metadata("a", {"team": None, "absent": None})  # None removes; absent is fine
+    assert store.get("a").metadata == {"try": 2, "note": {"why": ["retry"]}}
+    store.set_metadata("a", {})
+    assert store.get("a").metadata == {"try": 2, "note": {"why": ["retry"]}}
+    assert store.get("b").metadata == {}
+
+
+def test_metadata_outlives_a_claim_and_an_end(store):
+    store.create_run("a", "flow", "g", b"", dead_owner(), {"k": "v"})
+    assert store.claim("a", this_owner())[0].metadata == {"k": "v"}
+    store.finish("a", "failed", error="ValueError: x")
+    assert store.get("a").metadata == {"k": "v"}
+    assert [record.metadata for record in store.runs()] == [{"k": "v"}]
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"value": object()},
+        {"value": float("nan")},
+        {"value": {1, 2}},
+        {1: "a key that is not a string"},
+        ["not", "a", "dict"],
+    ],
+    ids=["object", "nan", "set", "int-key", "list"],
+)
+def test_metadata_json_cannot_hold_is_refused_and_nothing_changes(store, metadata):
+    with pytest.raises(StoreError, match="metadata"):
+        store.create_run("a", "flow", "g", b"", this_owner(), metadata)
+    with pytest.raises(StoreError, match="no run"):
+        store.get("a")
+    store.create_run("b", "flow", "g", b"", this_owner(), {"kept": True})
+    with pytest.raises(StoreError, match="metadata") as caught:
+        store.set_metadata("b", metadata)
+    assert caught.value.run_id == "b"
+    assert store.get("b").metadata == {"kept": True}
+
+
+def test_metadata_of_an_unknown_run_is_refused(store):
+    with pytest.raises(StoreError, match="no run 'nope'"):
+        store.set_metadata("nope", {"a": 1})
+
+
+# -- odd input: every store gives the same answer ------------------------------------------------
+
+
+ODD_RUN_IDS = ["\ud800", "a\udfffb", "", 7, None, b"bytes"]
+
+
+@pytest.mark.parametrize("run_id", ODD_RUN_IDS, ids=repr)
+def test_a_run_id_that_is_not_valid_text_is_refused_by_every_method(store, run_id):
+    with pytest.raises(StoreError, match="run id"):
+        store.create_run(run_id, "flow", "g", b"", this_owner())
+    calls = [
+        lambda: store.get(run_id),
+        lambda: store.claim(run_id, this_owner()),
+        lambda: store.append(run_id, [row(0)]),
+        lambda: store.finish(run_id, "failed"),
+        lambda: store.set_metadata(run_id, {}),
+        lambda: store.add_events(run_id, ["{}"]),
+        lambda: store.events(run_id),
+    ]
+    for call in calls:
+        with pytest.raises(StoreError):
+            call()
+    assert store.runs() == []
+
+
+@pytest.mark.parametrize(
+    "run_id", ["a\x00b", "ünïcödé ☃ 🚀", "x" * 10_000, " ", "'; DROP TABLE runs"]
+)
+def test_a_run_id_of_any_valid_text_is_kept_as_it_is(store, run_id):
+    store.create_run(run_id, "flow", "g", b"", dead_owner())
+    store.append(run_id, [row(0)])
+    assert store.get(run_id).run_id == run_id
+    assert store.claim(run_id, this_owner())[3] == [row(0)]
+    store.finish(run_id, "completed")
+    assert [record.run_id for record in store.runs(status="completed")] == [run_id]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("flow", "\ud800"),
+        ("flow", None),
+        ("graph", "g\udc00"),
+        ("graph", b"g"),
+        ("initial", "text, not bytes"),
+        ("initial", None),
+        ("owner", ""),
+        ("owner", None),
+        ("owner", "host\ud800:1:?"),
+    ],
+)
+def test_a_new_run_the_store_cannot_keep_as_given_is_refused(store, field, value):
+    given = {"flow": "flow", "graph": "g", "initial": b"", "owner": this_owner(), field: value}
+    with pytest.raises(StoreError):
+        store.create_run("a", **given)
+    with pytest.raises(StoreError, match="no run"):
+        store.get("a")
+
+
+def test_a_claim_needs_an_owner(store):
+    store.create_run("a", "flow", "g", b"", dead_owner())
+    for owner in ("", None, "\ud800"):
+        with pytest.raises(StoreError):
+            store.claim("a", owner)
+    assert store.get("a").status == "interrupted"  # left as it was
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        row(1)._replace(payload="text, not bytes"),
+        row(1)._replace(payload=None),
+        row(1)._replace(position=1.5),
+        row(1)._replace(position=1 << 63),
+        row(1)._replace(position="1"),
+        row(1)._replace(node=None),
+        row(1)._replace(kind="\ud800"),
+        row(1)._replace(frame=b"0:flow"),
+        row(1)._replace(node_class="N\udfff"),
+        row(1)._replace(action=7),
+        row(1)._replace(action="\ud800"),
+        ("step", "0:flow", 1),
+        "not a row",
+        None,
+    ],
+    ids=repr,
+)
+def test_rows_a_store_cannot_keep_as_given_are_refused_whole(store, bad):
+    store.create_run("a", "flow", "g", b"", dead_owner())
+    store.append("a", [row(0)])
+    with pytest.raises(StoreError) as caught:
+        store.append("a", [row(1), bad])  # all or none: row(1) is not kept either
+    assert caught.value.run_id == "a"
+    store.append("a", [row(2)])
+    assert store.claim("a", this_owner())[3] == [row(0), row(2)]
+
+
+def test_rows_of_an_unknown_run_are_refused(store):
+    with pytest.raises(StoreError, match="no run 'nope'"):
+        store.append("nope", [row(0)])
+    with pytest.raises(StoreError, match="no run 'nope'"):
+        store.add_events("nope", ['{"kind": "run_start"}'])
+    assert store.runs() == []
+
+
+@pytest.mark.parametrize("event", [None, 7, b"{}", '{"text": "\ud800"}'], ids=repr)
+def test_events_that_are_not_valid_text_are_refused(store, event):
+    store.create_run("a", "flow", "g", b"", this_owner())
+    with pytest.raises(StoreError, match="event"):
+        store.add_events("a", ['{"kind": "first"}', event])
+    assert store.events("a") == []
+
+
+def test_an_end_the_store_cannot_record_as_given_is_refused(store):
+    store.create_run("a", "flow", "g", b"", this_owner())
+    for status in ("done", "running", "", None):
+        with pytest.raises(StoreError, match="can end as"):
+            store.finish("a", status)
+    for ended in ("yesterday", True):
+        with pytest.raises(StoreError, match="ended"):
+            store.finish("a", "failed", ended=ended)
+    assert store.get("a").status == "running"  # nothing changed, and still held
+    with pytest.raises(StoreError, match="no run 'nope'"):
+        store.finish("nope", "failed")
+
+
+def test_an_error_text_utf8_cannot_hold_is_kept_escaped(store):
+    store.create_run("a", "flow", "g", b"", this_owner())
+    store.finish("a", "failed", node="flow/n\ud800", error="ValueError: bad \udcff byte")
+    record = store.get("a")
+    assert (record.node, record.error) == ("flow/n\\ud800", "ValueError: bad \\udcff byte")
+    store.create_run("b", "flow", "g", b"", this_owner())
+    store.finish("b", "waiting", prompt={"q": "\ud800?"})
+    assert store.get("b").prompt == {"q": "\ud800?"}  # JSON escapes it
+
+
+def test_texts_are_kept_exactly(store):
+    texts = "a\x00b ünï ☃ 🚀 \n\t'\""
+    store.create_run("a", texts, texts, b"\x00\xff", dead_owner(), {texts: texts})
+    store.append("a", [Checkpoint(texts, texts, -(1 << 63), texts, texts, texts, b"\x00")])
+    store.add_events("a", [texts])
+    record, graph, initial, rows = store.claim("a", this_owner())
+    assert (record.flow, graph, initial, record.metadata) == (
+        texts,
+        texts,
+        b"\x00\xff",
+        {texts: texts},
+    )
+    assert rows == [Checkpoint(texts, texts, -(1 << 63), texts, texts, texts, b"\x00")]
+    assert store.events("a") == [texts]
+
+
+# -- who runs a run: this process, while it runs it ----------------------------------------------
+
+
+def test_a_run_this_process_let_go_of_without_an_end_can_be_resumed_here(store):
+    """A run whose end could not be recorded (its store failed) is released
+    by the engine: it is then interrupted, not 'running in this process'."""
+    if not callable(getattr(store, "release", None)):
+        pytest.skip("the store keeps no record of the runs this process runs (no release)")
+    store.create_run("a", "flow", "g", b"", this_owner())
+    store.append("a", [row(0)])
+    assert store.get("a").status == "running"
+    store.release("a")
+    assert store.get("a").status == "interrupted"
+    record, _graph, _initial, rows = store.claim("a", this_owner())
+    assert (record.status, rows) == ("interrupted", [row(0)])
+    assert store.get("a").status == "running"  # held again, by this claim
+    with pytest.raises(StoreError, match="running in this process"):
+        store.claim("a", this_owner())
+    store.release("a")
+    store.release("a")  # twice, or for a run never held, is fine
+    store.release("never")
+    assert store.get("a").status == "interrupted"
+
+
+def test_a_run_ends_held_by_nobody_even_when_its_end_is_refused(store):
+    store.create_run("a", "flow", "g", b"", this_owner())
+    store.finish("a", "failed")
+    assert store.claim("a", this_owner())[0].status == "failed"
+    store.finish("a", "interrupted")
+    assert store.get("a").status == "interrupted"
+    assert store.claim("a", this_owner())[0].status == "interrupted"
+
+
+def test_a_run_of_another_process_on_this_host_is_running_while_that_process_lives(store):
+    store.create_run("busy", "flow", "g", b"", live_owner())
+    store.create_run("gone", "flow", "g", b"", dead_owner())
+    reused = live_owner().rsplit(":", 1)[0] + ":12345"  # pid 1, but started at another time
+    store.create_run("reused", "flow", "g", b"", reused)
+    assert [store.get(run).status for run in ("busy", "gone", "reused")] == [
+        "running",
+        "interrupted",
+        "interrupted",
+    ]
+    assert store.claim("gone", this_owner())[0].status == "interrupted"
+    assert store.claim("reused", this_owner())[0].status == "interrupted"

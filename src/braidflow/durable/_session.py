@@ -9,7 +9,9 @@ waiting for input (`Suspended` is raised), failed or interrupted.
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from .._errors import ResumeError, Suspended, add_note, describe_error
@@ -85,6 +87,27 @@ def claim_run(store: Store, node: Any, run_id: str, answer: Any) -> tuple[Durabl
     return durable, shared
 
 
+def _then_release(
+    close: Callable[[DurableRun, BaseException | None], None],
+) -> Callable[[DurableRun, BaseException | None], None]:
+    """``close``, then tell the store (if it keeps which runs this process
+    runs: ``release``) that this process runs the run no more, however the
+    closing went: even if recording the run's end failed, the run can then
+    be resumed here once the store works."""
+
+    @functools.wraps(close)
+    def closing(durable: DurableRun, error: BaseException | None) -> None:
+        try:
+            close(durable, error)
+        finally:
+            release = getattr(durable.store, "release", None)
+            if callable(release):
+                release(durable.run_id)
+
+    return closing
+
+
+@_then_release
 def close_run(durable: DurableRun, error: BaseException | None) -> None:
     """Write what is queued and record how the run ended.
 

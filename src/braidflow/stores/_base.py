@@ -15,14 +15,21 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from .._errors import StoreError
-from ._owners import owner_alive
+from ._owners import this_owner
 
 __all__ = [
     "Checkpoint",
     "RunRecord",
     "Store",
+    "STATUSES",
     "check_claim",
+    "check_end",
+    "check_new_run",
+    "check_owner",
+    "check_rows",
+    "check_run_id",
     "check_serializer",
+    "check_text",
     "merged_metadata",
     "metadata_text",
     "no_run",
@@ -31,6 +38,7 @@ __all__ = [
     "run_id_taken",
     "shown_status",
     "step_path",
+    "storable_text",
 ]
 
 _POSITION = re.compile(r"(?:^|(?<=/))b?\d+:")
@@ -119,9 +127,18 @@ class Store(Protocol):
 
     `SQLiteStore` and `MemoryStore` implement it; another database can too:
     the contract tests in ``tests/test_store_contract.py`` say what each
-    method must do, and ``docs/durable.md`` ("Writing a store") how. Every
-    failure of the store itself (a database that cannot be written, an
-    unknown run) is raised as `StoreError`.
+    method must do, and ``docs/durable.md`` ("Writing a store") how.
+
+    Every failure of the store itself (a database that cannot be written, a
+    closed store, an unknown run, input it cannot keep as given: a run id
+    that is not valid text, a row that is not a `Checkpoint`) is raised as
+    `StoreError`, whose message says what happened and what to do; no other
+    exception comes out of a store method.
+
+    A store may also have ``release(run_id)``, which is not part of the
+    protocol: the engine calls it when a run it opened in this process ends,
+    however it ended (even when ``finish`` failed), so a store that keeps
+    which runs this process runs can drop the run (see ``_owners``).
     """
 
     serializer: str  # "json" or "pickle": how the engine encodes values
@@ -135,19 +152,24 @@ class Store(Protocol):
         owner: str,
         metadata: dict[str, Any] | None = None,
     ) -> RunRecord:
-        """Record a new run as running, owned by ``owner``. Raises StoreError
-        if the id is taken."""
+        """Record a new run as running, owned by ``owner``, with ``metadata``
+        (a dict of JSON values, else StoreError). Raises StoreError if the
+        id is taken (nothing is overwritten)."""
         ...
 
     def claim(self, run_id: str, owner: str) -> tuple[RunRecord, str, bytes, list[Checkpoint]]:
         """Take a stored run over to resume it: return its record as it was
         (status as listed), its graph description, initial state and
-        checkpoints, and mark it running under ``owner``. Raises StoreError
-        for an unknown or completed run, or one whose owner still runs it."""
+        checkpoints, and mark it running under ``owner``, atomically: of
+        two claims at once, one gets the run and the other a StoreError.
+        Raises StoreError for an unknown or completed run, or one whose
+        owner still runs it."""
         ...
 
     def append(self, run_id: str, rows: list[Checkpoint]) -> None:
-        """Add checkpoint rows atomically (all or none), after those already there."""
+        """Add checkpoint rows atomically (all or none), after those already
+        there; `claim` gives them back in this order. Raises StoreError for
+        an unknown run."""
         ...
 
     def finish(
@@ -160,13 +182,15 @@ class Store(Protocol):
         prompt: Any = None,
         ended: float | None = None,
     ) -> None:
-        """Record how the run ended: completed, failed, waiting or interrupted,
-        at which node, and when (``ended``; default: now). The prompt is
-        stored as `prompt_text` gives it, and read back from that."""
+        """Record how the run ended: completed, failed, waiting or interrupted
+        (`STATUSES`), at which node, and when (``ended``; default: now). The
+        prompt is stored as `prompt_text` gives it, and read back from that;
+        the node and error as `storable_text` gives them."""
         ...
 
     def get(self, run_id: str) -> RunRecord:
-        """One run's record. Raises StoreError for an unknown id."""
+        """One run's record, its status as listed (``running`` whose owner no
+        longer runs it is ``interrupted``). Raises StoreError for an unknown id."""
         ...
 
     def runs(self, status: str | None = None) -> list[RunRecord]:
@@ -175,11 +199,12 @@ class Store(Protocol):
 
     def set_metadata(self, run_id: str, metadata: dict[str, Any]) -> None:
         """Merge ``metadata`` (JSON values) into the run's: a key given
-        replaces the one kept, a key given as ``None`` is removed."""
+        replaces the one kept, a key given as ``None`` is removed. Raises
+        StoreError for an unknown run, or what JSON cannot hold."""
         ...
 
     def add_events(self, run_id: str, records: list[str]) -> None:
-        """Keep events of a run (JSON text each), in order."""
+        """Keep events of a run (JSON text each), in order, after those kept."""
         ...
 
     def events(self, run_id: str) -> list[str]:
@@ -187,18 +212,22 @@ class Store(Protocol):
         ...
 
 
-def shown_status(record: RunRecord) -> RunRecord:
-    """A record as listed: ``running`` with a dead owner is ``interrupted``."""
-    if record.status == "running" and not owner_alive(record.owner):
+def shown_status(record: RunRecord, alive: bool) -> RunRecord:
+    """A record as listed: ``running`` whose owner no longer runs it (``alive``
+    false, see `owner_alive`) is ``interrupted``."""
+    if record.status == "running" and not alive:
         return replace(record, status="interrupted")
     return record
 
 
-def check_claim(record: RunRecord, owner: str) -> RunRecord:
+def check_claim(
+    record: RunRecord, owner: str, alive: bool, lease_left: float | None = None
+) -> RunRecord:
     """Refuse to resume a run that is complete, or running in a live process
     (this one too: another thread or task of it has the run). Return the
-    record as listed (`shown_status`)."""
-    shown = shown_status(record)
+    record as listed (`shown_status`). ``lease_left``: how long the owner's
+    lease still runs, if the store keeps leases (for the message)."""
+    shown = shown_status(record, alive)
     status = shown.status
     if status == "completed":
         raise StoreError(
@@ -206,12 +235,151 @@ def check_claim(record: RunRecord, owner: str) -> RunRecord:
         )
     if status == "running":
         where = "this process" if record.owner == owner else f"a live process ({record.owner})"
+        expiry = (
+            ""
+            if lease_left is None or record.owner == this_owner()
+            else f"; if that process is gone, the run can be resumed once its lease expires "
+            f"(in {max(lease_left, 0.0):.0f} s at most)"
+        )
         raise StoreError(
             f"run {record.run_id!r} is running in {where}; wait for it to end (or stop it) "
-            "before resuming",
+            f"before resuming{expiry}",
             run_id=record.run_id,
         )
     return shown
+
+
+# -- what a store accepts: the same answer from every store -------------------------------
+
+STATUSES = ("completed", "failed", "waiting", "interrupted")  # how a run can end
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _is_text(value: object) -> bool:
+    """A str that UTF-8 can hold (no lone surrogate)."""
+    if not isinstance(value, str):
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _not_text(store: object, run_id: str | None, what: str, value: object) -> StoreError:
+    why = (
+        "it holds a lone surrogate, which no UTF-8 text can hold"
+        if isinstance(value, str)
+        else f"it is a {type(value).__name__}"
+    )
+    shown = repr(value)
+    if len(shown) > 80:  # a graph, say: its start tells enough
+        shown = f"{shown[:60]}... ({len(shown):,} characters)"
+    return StoreError(
+        f"{store!r}: {what} {shown} must be a string of valid Unicode text ({why})",
+        run_id=run_id if _is_text(run_id) else None,
+    )
+
+
+def check_run_id(store: object, run_id: object) -> None:
+    """Refuse a run id that is not a non-empty string of valid text (a store
+    keeps it as a key: it is never changed to fit)."""
+    if type(run_id) is str and run_id and run_id.isascii():
+        return
+    if run_id == "":
+        raise StoreError(f"{store!r}: a run id must not be empty")
+    if not _is_text(run_id):
+        raise _not_text(store, None, "run id", run_id)
+
+
+def check_text(store: object, run_id: str | None, what: str, value: object) -> None:
+    """Refuse a text (a flow's name, an owner, an event) that is not a string of valid text."""
+    if not _is_text(value):
+        raise _not_text(store, run_id, what, value)
+
+
+def check_new_run(
+    store: object, run_id: str, flow: str, graph: str, initial: bytes, owner: str
+) -> None:
+    """Refuse what `Store.create_run` cannot keep as it is given."""
+    check_run_id(store, run_id)
+    check_text(store, run_id, "the flow's name", flow)
+    check_text(store, run_id, "the graph", graph)
+    check_owner(store, run_id, owner)
+    if not isinstance(initial, bytes):
+        raise StoreError(
+            f"{store!r}: the initial state of run {run_id!r} must be bytes, "
+            f"got a {type(initial).__name__}",
+            run_id=run_id,
+        )
+
+
+def check_owner(store: object, run_id: str, owner: object) -> None:
+    """Refuse an owner that is not a non-empty string of valid text."""
+    if not owner:
+        raise StoreError(f"{store!r}: run {run_id!r} needs an owner", run_id=run_id)
+    check_text(store, run_id, "the owner", owner)
+
+
+def check_rows(store: object, run_id: str, rows: Any) -> None:
+    """Refuse checkpoint rows a store cannot keep as they are: each must be a
+    `Checkpoint` of texts, a 64-bit position and bytes."""
+    for row in rows:
+        if not isinstance(row, tuple) or len(row) != 7:
+            raise StoreError(
+                f"{store!r}: a checkpoint of run {run_id!r} must be a Checkpoint, got {row!r}",
+                run_id=run_id,
+            )
+        kind, frame, position, node, node_class, action, payload = row
+        for what, value in (
+            ("kind", kind),
+            ("frame", frame),
+            ("node", node),
+            ("node class", node_class),
+        ):
+            if not _is_text(value):
+                raise _not_text(store, run_id, f"the checkpoint's {what}", value)
+        if action is not None and not _is_text(action):
+            raise _not_text(store, run_id, "the checkpoint's action", action)
+        if not isinstance(position, int) or not _INT64[0] <= position <= _INT64[1]:
+            raise StoreError(
+                f"{store!r}: the position of a checkpoint of run {run_id!r} must be a 64-bit "
+                f"integer, got {position!r}",
+                run_id=run_id,
+            )
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise StoreError(
+                f"{store!r}: the payload of a checkpoint of run {run_id!r} must be bytes, "
+                f"got a {type(payload).__name__}",
+                run_id=run_id,
+            )
+
+
+def check_end(store: object, run_id: str, status: object, ended: object) -> None:
+    """Refuse an end `Store.finish` cannot record: a status other than
+    those of `STATUSES`, a time that is not a number."""
+    if status not in STATUSES:
+        raise StoreError(
+            f"{store!r}: run {run_id!r} can end as {', '.join(STATUSES)}, not {status!r}",
+            run_id=run_id,
+        )
+    if ended is not None and (isinstance(ended, bool) or not isinstance(ended, (int, float))):
+        raise StoreError(
+            f"{store!r}: when run {run_id!r} ended must be seconds since the epoch, got {ended!r}",
+            run_id=run_id,
+        )
+
+
+def storable_text(text: str | None) -> str | None:
+    """A description (an error's text, a node's path) as a store keeps it: a
+    lone surrogate, which UTF-8 cannot hold, as its escape (``\\ud800``)."""
+    if text is None or _is_text(text):
+        return text
+    if not isinstance(text, str):
+        return repr(text)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def check_serializer(store: str, serializer: str) -> None:

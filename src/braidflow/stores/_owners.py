@@ -1,16 +1,33 @@
-"""Owners of runs: which process runs a stored run, and whether it still lives.
+"""Owners of runs: which process runs a stored run, and whether it still does.
 
 An owner is ``host:pid:start`` (start: the process's start time, against pid
 reuse). A store marks a run with its owner while it runs; a run whose owner
-is gone can be resumed by another process.
+no longer runs it can be resumed by another process (or this one).
+
+Whether an owner still runs a run is decided from the surest evidence there is:
+
+1. **This process** runs a run only while it holds it in its in-process
+   record (`hold` when a durable run opens, `release` when it closes, however
+   it closes), per store location. A run this process opened and that ended
+   with its store failing is no longer held, so it can be resumed here once
+   the store works.
+2. **Another process on this host** whose pid is gone (or now names another
+   process, by its start time) is dead, at once.
+3. **Otherwise** the run's *lease* decides: the owning process renews it while
+   the run runs (a heartbeat) and stops when the run ends or the process
+   dies, so a run whose lease expired is no longer run by anyone, on any host.
+   A store that keeps no leases (``lease=None``) cannot tell for a process on
+   another host, which then counts as alive.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
+import weakref
 
-__all__ = ["owner_alive", "process_start", "this_owner"]
+__all__ = ["hold", "holds", "owner_alive", "process_start", "release", "this_owner"]
 
 
 def process_start(pid: int) -> str:
@@ -32,20 +49,79 @@ def this_owner() -> str:
     return _THIS_OWNER
 
 
-def owner_alive(owner: str | None) -> bool:
-    """Whether the process named by ``owner`` is still running. An owner on
-    another host cannot be checked and counts as alive."""
-    if not owner:
-        return False
-    host, _, rest = owner.partition(":")
-    pid_text, _, started = rest.partition(":")
+# The runs this process runs: by store location (a database's real path, a
+# MemoryStore's own name), each run's id and the store object that holds it
+# (weakly: a run whose store object is gone is run by nobody).
+_HELD: dict[str, dict[str, weakref.ref[object]]] = {}
+_HELD_LOCK = threading.Lock()
+
+
+def hold(location: str, run_id: str, holder: object) -> None:
+    """Note that this process runs ``run_id`` of the store at ``location``,
+    through ``holder`` (the store object)."""
+    with _HELD_LOCK:
+        _HELD.setdefault(location, {})[run_id] = weakref.ref(holder)
+
+
+def release(location: str, run_id: str, holder: object) -> None:
+    """Note that this process no longer runs ``run_id`` through ``holder``
+    (another store object that took the run over since keeps it)."""
+    with _HELD_LOCK:
+        runs = _HELD.get(location)
+        if runs is None or run_id not in runs:
+            return
+        if runs[run_id]() in (holder, None):
+            del runs[run_id]
+            if not runs:
+                del _HELD[location]
+
+
+def holds(location: str, run_id: str) -> bool:
+    """Whether this process runs ``run_id`` of the store at ``location``."""
+    with _HELD_LOCK:
+        runs = _HELD.get(location)
+        return runs is not None and run_id in runs and runs[run_id]() is not None
+
+
+def _pid_gone(host: str, pid_text: str, started: str) -> bool:
+    """Whether the owner is a process of this host that is surely gone."""
     if host != socket.gethostname():
-        return True
+        return False
     try:
         pid = int(pid_text)
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError):
         return True
-    return started in ("?", process_start(pid))
+    except (PermissionError, ValueError, OverflowError):
+        return False  # alive, or cannot be told
+    return started not in ("?", process_start(pid))
+
+
+def owner_alive(
+    owner: str | None,
+    *,
+    held: bool,
+    lease: float | None = None,
+    now: float = 0.0,
+) -> bool:
+    """Whether ``owner`` still runs a run (see the module's rules).
+
+    Args:
+        owner: The run's owner, ``host:pid:start``, or ``None``.
+        held: Whether this process holds the run (`holds`); only read when
+            ``owner`` is this process.
+        lease: When the run's lease expires (the store's clock), or ``None``
+            for a store that keeps no leases.
+        now: The store's clock now.
+    """
+    if not owner:
+        return False
+    if owner == this_owner():
+        return held
+    host, _, rest = owner.partition(":")
+    pid_text, _, started = rest.partition(":")
+    if _pid_gone(host, pid_text, started):
+        return False
+    if lease is None:
+        return True
+    return lease > now

@@ -156,9 +156,16 @@ class RunLog:
         except OSError:  # the records stay, and are skipped as folded when read
             pass
 
-    def close(self) -> None:
-        """Close and remove the file (its rows are in the database)."""
-        os.close(self.fd)
+    def close(self, remove: bool = True) -> None:
+        """Close the file, and remove it (its rows are in the database);
+        ``remove=False`` leaves it for whoever resumes the run (the run's
+        record names it: its rows are not all in the database)."""
+        try:
+            os.close(self.fd)
+        except OSError:  # closed already
+            pass
+        if not remove:
+            return
         try:
             os.unlink(self.path)
         except OSError:  # left behind, it is never read: no run names it

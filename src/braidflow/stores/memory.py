@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -12,7 +13,13 @@ from ._base import (
     Checkpoint,
     RunRecord,
     check_claim,
+    check_end,
+    check_new_run,
+    check_owner,
+    check_rows,
+    check_run_id,
     check_serializer,
+    check_text,
     merged_metadata,
     metadata_text,
     no_run,
@@ -20,16 +27,23 @@ from ._base import (
     row_path,
     run_id_taken,
     shown_status,
+    storable_text,
 )
+from ._owners import hold, holds, owner_alive, this_owner
+from ._owners import release as release_held
 
 __all__ = ["MemoryStore"]
+
+_NAMES = itertools.count(1)  # each MemoryStore is a store location of its own
 
 
 class MemoryStore:
     """A store in this process's memory: for tests, and to try durable runs.
 
     Nothing survives the process, so it cannot resume after a crash; a
-    failed or suspended run can be resumed while the process lives.
+    failed or suspended run can be resumed while the process lives. A run
+    counts as running while this process runs it (from `create_run` or
+    `claim` to `finish` or `release`).
 
     Args:
         serializer: ``"json"`` (default) or ``"pickle"``.
@@ -43,12 +57,14 @@ class MemoryStore:
         self._graphs: dict[str, tuple[str, bytes]] = {}
         self._rows: dict[str, list[Checkpoint]] = {}
         self._events: dict[str, list[str]] = {}
+        self._location = f"memory:{next(_NAMES)}"
 
     def __repr__(self) -> str:
         count = len(self._runs)
         return f"MemoryStore({count} run{'' if count == 1 else 's'})"
 
     def _record(self, run_id: str) -> RunRecord:
+        check_run_id(self, run_id)
         record = self._runs.get(run_id)
         if record is None:
             raise no_run(self, run_id)
@@ -64,6 +80,7 @@ class MemoryStore:
         metadata: dict[str, Any] | None = None,
     ) -> RunRecord:
         """Record a new run as running (see `Store`)."""
+        check_new_run(self, run_id, flow, graph, initial, owner)
         kept = json.loads(metadata_text(self, run_id, metadata or {}))
         with self._lock:
             if run_id in self._runs:
@@ -72,13 +89,28 @@ class MemoryStore:
             self._runs[run_id] = record
             self._graphs[run_id] = (graph, initial)
             self._rows[run_id] = []
+            self._hold(run_id, owner)
             return record
+
+    def _hold(self, run_id: str, owner: str) -> None:
+        if owner == this_owner():
+            hold(self._location, run_id, self)
+
+    def release(self, run_id: str) -> None:
+        """This process no longer runs the run: it counts as running no more
+        (the engine calls this when a run ends, however it ends)."""
+        release_held(self._location, run_id, self)
+
+    def _alive(self, record: RunRecord) -> bool:
+        held = holds(self._location, record.run_id)
+        return owner_alive(record.owner, held=held)
 
     def claim(self, run_id: str, owner: str) -> tuple[RunRecord, str, bytes, list[Checkpoint]]:
         """Take a stored run over to resume it (see `Store`)."""
         with self._lock:
             record = self._record(run_id)
-            shown = check_claim(record, owner)
+            check_owner(self, run_id, owner)
+            shown = check_claim(record, owner, self._alive(record))
             self._runs[run_id] = replace(
                 record,
                 status="running",
@@ -88,11 +120,13 @@ class MemoryStore:
                 error=None,
                 prompt=None,
             )
+            self._hold(run_id, owner)
             graph, initial = self._graphs[run_id]
             return self._with_node(shown), graph, initial, list(self._rows[run_id])
 
     def append(self, run_id: str, rows: list[Checkpoint]) -> None:
         """Add checkpoint rows atomically, after those already there."""
+        check_rows(self, run_id, rows)
         with self._lock:
             self._record(run_id)
             self._rows[run_id].extend(rows)
@@ -108,16 +142,20 @@ class MemoryStore:
         ended: float | None = None,
     ) -> None:
         """Record how the run ended (see `Store`)."""
+        check_end(self, run_id, status, ended)
         with self._lock:
             record = self._record(run_id)
-            self._runs[run_id] = replace(
-                record,
-                status=status,
-                ended=time.time() if ended is None else ended,
-                node=node,
-                error=error,
-                prompt=None if prompt is None else json.loads(prompt_text(prompt)),
-            )
+            try:
+                self._runs[run_id] = replace(
+                    record,
+                    status=status,
+                    ended=time.time() if ended is None else ended,
+                    node=storable_text(node),
+                    error=storable_text(error),
+                    prompt=None if prompt is None else json.loads(prompt_text(prompt)),
+                )
+            finally:
+                self.release(run_id)
 
     def set_metadata(self, run_id: str, metadata: dict[str, Any]) -> None:
         """Merge ``metadata`` into the run's (see `Store`)."""
@@ -136,7 +174,7 @@ class MemoryStore:
 
     def _current(self, record: RunRecord) -> RunRecord:
         """The record as listed: with its node, its status as `shown_status` gives it."""
-        return shown_status(self._with_node(record))
+        return shown_status(self._with_node(record), self._alive(record))
 
     def get(self, run_id: str) -> RunRecord:
         """One run's record, its status as listed."""
@@ -151,7 +189,10 @@ class MemoryStore:
 
     def add_events(self, run_id: str, records: list[str]) -> None:
         """Keep some of a run's events (JSON lines), after those already kept."""
+        for text in records:
+            check_text(self, run_id, "an event", text)
         with self._lock:
+            self._record(run_id)
             self._events.setdefault(run_id, []).extend(records)
 
     def events(self, run_id: str) -> list[str]:
