@@ -9,6 +9,7 @@ waiting for input (`Suspended` is raised), failed or interrupted.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -112,7 +113,13 @@ def close_run(durable: DurableRun, error: BaseException | None) -> None:
         ) from None
     status = "failed" if isinstance(error, Exception) else "interrupted"
     where = durable.where_failed(error)
-    store.finish(run_id, status, node=where, error=describe_error(error, whole=True))
+    if isinstance(error, KeyboardInterrupt):
+        said = "stopped (Ctrl-C)"
+    elif isinstance(error, asyncio.CancelledError):  # what Ctrl-C is inside asyncio.run too
+        said = "cancelled (Ctrl-C, or its task was cancelled)"
+    else:
+        said = describe_error(error, whole=True)
+    store.finish(run_id, status, node=where, error=said)
     if isinstance(error, Exception):
         add_note(
             error,
