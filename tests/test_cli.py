@@ -230,6 +230,76 @@ def test_bad_input_is_one_line_and_exit_code_2(work, args, said):
     assert said in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b'{"name": "caf\xe9"}', "cannot read 'in.json': it is not UTF-8 text (byte 13"),
+        (b"\xff\xfe{\x00}\x00", "cannot read 'in.json': it is not UTF-8 text (byte 0"),
+        (None, "cannot read 'in.json' (Is a directory)"),
+    ],
+)
+def test_an_input_file_that_cannot_be_read_is_bad_input_naming_it(work, content, said):
+    if content is None:
+        (work / "in.json").mkdir()
+    else:
+        (work / "in.json").write_bytes(content)
+    done = cli(work, "run", "flows.py:greet", "--shared", "@in.json", check_stderr_one_line=True)
+    assert f"--shared: {said}" in done.stderr
+    waiting = cli(work, "run", "flows.py:review", "--store", "runs.db", "--run-id", "w")
+    assert waiting.returncode == 3
+    answer = cli(work, "resume", "w", "--store", "runs.db", "--input", "@in.json")
+    assert answer.returncode == 2
+    assert f"--input: {said}" in answer.stderr
+    assert len(answer.stderr.strip().splitlines()) == 1
+    assert status(work, "w") == "waiting"
+
+
+def test_an_input_file_with_a_byte_order_mark_is_read(work):
+    (work / "in.json").write_text('{"name": "bo"}', encoding="utf-8-sig")
+    done = cli(work, "run", "flows.py:greet", "--shared", "@in.json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["greeting"] == "hello bo"
+
+
+@pytest.mark.parametrize(
+    ("shared", "said"),
+    [
+        ('{"x": NaN}', "NaN is not JSON"),
+        ('{"x": Infinity}', "Infinity is not JSON"),
+        ('{"x": [-Infinity]}', "-Infinity is not JSON"),
+        ('{"x": 1e400}', "1e400 is out of range"),
+        ('{"x": {"y": -2.5e999}}', "-2.5e999 is out of range"),
+        ('{"x": ' + "9" * 5000 + "}", "an integer of 5000 digits is longer than Python reads"),
+        ('{"x": ' + "[" * 5000 + "]" * 5000 + "}", "--shared is nested too deeply to read"),
+        ("@", "--shared @ names no file"),
+    ],
+    ids=["nan", "inf", "-inf", "1e400", "-2.5e999", "digits", "nested", "no-file"],
+)
+def test_json_a_durable_run_cannot_keep_is_refused_before_the_run(work, shared, said):
+    done = cli(
+        work,
+        "run",
+        "flows.py:greet",
+        "--shared",
+        shared,
+        "--store",
+        "runs.db",
+        "--run-id",
+        "r1",
+        check_stderr_one_line=True,
+    )
+    assert said in done.stderr
+    assert "resume" not in done.stderr
+    assert not (work / "runs.db").exists()  # refused before the store was opened
+
+
+def test_json_as_deep_as_python_reads_goes_in_and_out(work):
+    nested = "[" * 900 + "]" * 900
+    done = cli(work, "run", "flows.py:greet", "--shared", f'{{"x": {nested}}}')
+    assert done.returncode == 0, done.stderr[-500:]
+    assert json.loads(done.stdout)["greeting"] == "hello world"
+
+
 def test_an_import_error_in_the_target_is_bad_input_and_debug_shows_the_traceback(work):
     (work / "broken.py").write_text("import not_installed_anywhere\n")
     done = cli(work, "run", "broken.py:flow", check_stderr_one_line=True)
