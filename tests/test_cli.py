@@ -107,6 +107,14 @@ hello = Greet(name="greet")
 hello >> Ask(name="ask")
 review = bf.AsyncFlow(start=hello, name="review")
 
+class Mark(bf.Node):
+    def post(self, shared, prep_res, exec_res):
+        shared["marks"] = shared.get("marks", 0) + 1
+
+
+first_step = Mark()
+first_step >> Mark()  # a node with a successor, run alone by `run flows.py:first_step`
+
 odd = bf.Flow(start=Odd())
 slow = bf.Flow(start=Waits(name="waits"), name="slow")
 slow_async = bf.AsyncFlow(start=WaitsAsync(name="waits"), name="slow_async")
@@ -772,6 +780,80 @@ def test_interrupt_with_no_store_raises_not_durable_error_recognised_by_class(wo
     assert done.returncode == 1, done.stderr
     assert "the run failed: NotDurableError" in done.stderr
     assert "run it with --store" not in done.stderr
+
+
+# -- the command's own surface -------------------------------------------------------------
+
+
+def test_version_prints_braidflows_version(work, capsys):
+    import braidflow
+    from braidflow.cli import main
+
+    done = cli(work, "--version")
+    assert done.returncode == 0
+    assert done.stdout == f"braidflow {braidflow.__version__}\n"
+    assert main(["--version"]) == 0  # in process: a code, not SystemExit
+    assert capsys.readouterr().out == f"braidflow {braidflow.__version__}\n"
+
+
+def test_bare_braidflow_lists_the_commands_and_says_what_to_do(work):
+    done = cli(work)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.startswith("usage: braidflow")
+    listed = {line.split()[0] for line in done.stderr.splitlines() if line.startswith("    ")}
+    assert listed == {"run", "graph", "runs", "resume", "timeline"}
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("braidflow: give a command, e.g. braidflow run path/to/file.py:name")
+    assert cli(work, "run", "--help").returncode == 0  # what it says to do
+    assert cli(work, "run", "flows.py:greet").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        ("graph", "as a mermaid flowchart"),
+        ("runs", "List the runs in a store, oldest first"),
+        ("timeline", "default: RUN_ID.html in the current directory"),
+        ("resume", "before or after the options"),
+    ],
+)
+def test_each_command_describes_itself(work, command, said):
+    done = cli(work, command, "--help")
+    assert done.returncode == 0
+    assert said in " ".join(done.stdout.split())
+
+
+def test_timeline_writes_the_run_id_dot_html_by_default_and_says_where(work):
+    for run_id, page in (("r3", "r3.html"), ("a/b c", "a_b_c.html")):
+        done = cli(work, "run", "flows.py:greet", "--store", "runs.db", "--run-id", run_id)
+        assert done.returncode == 0, done.stderr
+        drawn = cli(work, "timeline", run_id, "--store", "runs.db")
+        assert drawn.returncode == 0, drawn.stderr
+        assert drawn.stderr == f"braidflow: wrote {page}\n"
+        assert (work / page).read_text().startswith("<!DOCTYPE html>")
+
+
+def test_a_node_named_as_target_runs_alone_without_pocketflows_warning(work, monkeypatch, capsys):
+    done = cli(work, "run", "flows.py:first_step")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"marks": 1}  # the node alone: its successor did not run
+    assert done.stderr == ""
+    from braidflow.cli import main
+
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # main puts the file's directory on it
+    try:
+        assert main(["run", "flows.py:first_step"]) == 0  # filterwarnings=error: none escaped
+    finally:
+        sys.modules.pop("braidflow_target_flows", None)
+    assert json.loads(capsys.readouterr().out) == {"marks": 1}
+    import braidflow as bf
+
+    start = bf.Node()
+    start >> bf.Node()
+    with pytest.warns(UserWarning, match="successors"):  # Python callers still get it
+        start.run({})
 
 
 def test_the_command_is_installed_and_import_braidflow_does_not_load_it(work):

@@ -26,6 +26,7 @@ import inspect
 import json
 import math
 import os
+import re
 import shlex
 import sys
 import time
@@ -533,6 +534,10 @@ def _check_out(args: argparse.Namespace) -> None:
             raise UsageError(str(error)) from error
 
 
+def _has_successors(node: Any) -> bool:
+    return any(successor is not None for successor in node.successors.values())
+
+
 def command_run(args: argparse.Namespace) -> int:
     if args.run_id is not None and not args.run_id.strip():
         raise UsageError("--run-id is empty; give an id, or leave it out for a new one")
@@ -559,9 +564,19 @@ def command_run(args: argparse.Namespace) -> int:
         )
         job = _Job(watch, store, store_path, run_id)
         watch.announce = f"run {run_id!r} (stored in {store_path})"
+    quiet = _has_successors(flow)
 
     def run() -> Any:
-        flow.run(shared, **options)
+        with warnings.catch_warnings():
+            if quiet:
+                # TARGET names a node with successors: the command runs what
+                # TARGET names, that node alone (docs/cli.md), so the engine's
+                # warning to the caller of run() (this module) that successors
+                # will not run is the command's business, not its user's.
+                warnings.filterwarnings(
+                    "ignore", category=UserWarning, module=re.escape(__name__) + "$"
+                )
+            flow.run(shared, **options)
         return shared
 
     return _finish(args, run, job)
@@ -670,6 +685,12 @@ def _when(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
 
 
+def _default_page(run_id: str) -> str:
+    """``RUN_ID.html`` in the current directory, the id made a safe file name."""
+    name = re.sub(r"[^\w.-]+", "_", run_id).strip("._-") or "run"
+    return f"{name}.html"
+
+
 def command_timeline(args: argparse.Namespace) -> int:
     from . import recorded_events
     from .tracing import Timeline
@@ -683,12 +704,16 @@ def command_timeline(args: argparse.Namespace) -> int:
             f"run {args.run_id!r} has no recorded events: runs started or resumed by this "
             "command keep them, as do runs given record_events=True"
         )
+    output = args.output or _default_page(args.run_id)
+    elsewhere = "" if args.output else "; -o FILE.html writes it elsewhere"
     try:
-        page = Timeline(args.output)
-    except ValueError as error:
-        raise UsageError(str(error)) from error
-    page.write(events)
-    _say(f"wrote {args.output}")
+        page = Timeline(output)
+        page.write(events)
+    except ValueError as error:  # a path that cannot be written; events with no start
+        raise UsageError(f"{error}{elsewhere}") from error
+    except OSError as error:
+        raise UsageError(f"cannot write {output!r} ({error.strerror}){elsewhere}") from error
+    _say(f"wrote {output}")
     return 0
 
 
@@ -707,6 +732,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     store = _Parser(add_help=False)
@@ -725,28 +752,46 @@ def build_parser() -> argparse.ArgumentParser:
         prog="braidflow",
         description="Run braidflow flows, draw them, and list, resume and draw stored runs.",
         epilog="Exit codes: 0 done, 1 the run failed, 2 bad input, 3 waiting for input, "
-        "130 stopped (Ctrl-C).",
+        "130 stopped (Ctrl-C). 'braidflow COMMAND --help' describes a command.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(
+        dest="command", title="commands", metavar="COMMAND", parser_class=_Parser
+    )
 
     run = commands.add_parser(
         "run",
         parents=[common, store, watch],
         help="run a flow; print the final shared as JSON",
-        description="Run a flow once. With --store (or --run-id) the run is durable: "
-        "stored as it goes, so that it can be resumed.",
+        description="Run a flow once and print the final shared as JSON. With --store (or "
+        "--run-id) the run is durable: stored as it goes, so that it can be resumed. A TARGET "
+        "that names a node (not a flow) runs that node alone.",
     )
     run.add_argument("target", metavar="TARGET", help="path/to/file.py:name or package.module:name")
     run.add_argument("--shared", metavar="JSON", help="the initial shared: JSON, or @file.json")
     run.add_argument("--run-id", metavar="ID", help="the durable run's id (default: a new one)")
     run.set_defaults(handler=command_run)
 
-    graph = commands.add_parser("graph", parents=[common], help="print a flow's graph (mermaid)")
-    graph.add_argument("target", metavar="TARGET")
+    graph = commands.add_parser(
+        "graph",
+        parents=[common],
+        help="print a flow's graph (mermaid)",
+        description="Print the graph of the flow TARGET names as a mermaid flowchart, to "
+        "paste into Markdown or a mermaid viewer. Nothing runs.",
+    )
+    graph.add_argument(
+        "target", metavar="TARGET", help="path/to/file.py:name or package.module:name"
+    )
     graph.add_argument("--format", choices=["mermaid"], default="mermaid")
     graph.set_defaults(handler=command_graph)
 
-    runs = commands.add_parser("runs", parents=[common, store], help="list stored runs")
+    runs = commands.add_parser(
+        "runs",
+        parents=[common, store],
+        help="list stored runs",
+        description="List the runs in a store, oldest first: id, status, flow, when it "
+        "started and ended, the node it is at, and its error or prompt.",
+    )
     runs.add_argument(
         "--status", choices=["running", "completed", "failed", "waiting", "interrupted"]
     )
@@ -768,10 +813,19 @@ def build_parser() -> argparse.ArgumentParser:
     resume.set_defaults(handler=command_resume)
 
     timeline = commands.add_parser(
-        "timeline", parents=[common, store], help="draw a stored run as an HTML timeline"
+        "timeline",
+        parents=[common, store],
+        help="draw a stored run as an HTML timeline",
+        description="Draw a stored run as a self-contained HTML page, from its recorded "
+        "events (every part of a resumed run).",
     )
     timeline.add_argument("run_id", metavar="RUN_ID")
-    timeline.add_argument("-o", "--output", metavar="FILE.html", required=True)
+    timeline.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE.html",
+        help="where to write the page (default: RUN_ID.html in the current directory)",
+    )
     timeline.set_defaults(handler=command_timeline)
     return parser
 
@@ -796,7 +850,19 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; return its exit code."""
-    args = _parse(build_parser(), argv)
+    parser = build_parser()
+    try:
+        args = _parse(parser, argv)
+    except SystemExit as done:  # --help, --version, or bad usage, already said
+        return done.code if isinstance(done.code, int) else EXIT_USAGE
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        _say(
+            "give a command, e.g. braidflow run path/to/file.py:name; "
+            "'braidflow COMMAND --help' describes each"
+        )
+        return EXIT_USAGE
+    shown = warnings.formatwarning
     warnings.formatwarning = _warning_line
     try:
         code: int = args.handler(args)
@@ -813,6 +879,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("stopped")
         return EXIT_INTERRUPTED
+    finally:
+        warnings.formatwarning = shown
     return code
 
 
