@@ -654,6 +654,13 @@ def test_the_other_suggestions_work_when_followed(work):
         drawn = cli(work, "graph", f"flows.py:{name}")
         assert drawn.returncode == 0, drawn.stderr
 
+    no_name = cli(work, "run", "flows.py", check_stderr_one_line=True)
+    targets = no_name.stderr.split("its flows: ", 1)[1].strip().split(", ")
+    assert "flows.py:greet" in targets
+    for target in targets:
+        drawn = cli(work, "graph", target)
+        assert drawn.returncode == 0, drawn.stderr
+
     empty = cli(work, "run", "flows.py:greet", "--run-id", "", check_stderr_one_line=True)
     assert "give an id, or leave it out for a new one" in empty.stderr
     assert cli(work, "run", "flows.py:greet").returncode == 0

@@ -64,23 +64,19 @@ def load_target(spec: str, directory: str | None = None) -> Any:
 
     where, _, name = spec.rpartition(":")
     if not where or not name.isidentifier():
-        raise UsageError(f"TARGET {spec!r} should be path/to/file.py:name or package.module:name")
+        hint = ""
+        if not where and _is_path(spec) and Path(spec).is_file():  # a file, with no name
+            try:
+                hint = _what_it_holds(_load_module(spec, directory), f"{spec}:")
+            except UsageError:
+                pass  # it does not import: the shape of TARGET is what to say first
+        raise UsageError(
+            f"TARGET {spec!r} should be path/to/file.py:name or package.module:name{hint}"
+        )
     module = _load_module(where, directory)
     shown = where if _is_path(where) else f"module {where}"
     if not hasattr(module, name):
-        nodes = {
-            attr: value
-            for attr, value in vars(module).items()
-            if not attr.startswith("_") and isinstance(value, BaseNode)
-        }
-        flows = sorted(attr for attr, value in nodes.items() if value._bf_is_flow)
-        if flows:
-            hint = f"; its flows: {', '.join(flows)}"
-        elif nodes:
-            hint = f"; its nodes: {', '.join(sorted(nodes))}"
-        else:
-            hint = ""
-        raise UsageError(f"{shown} has no {name!r}{hint}")
+        raise UsageError(f"{shown} has no {name!r}{_what_it_holds(module)}")
     target = getattr(module, name)
     if isinstance(target, type) and issubclass(target, BaseNode):
         raise UsageError(
@@ -109,6 +105,23 @@ def load_target(spec: str, directory: str | None = None) -> Any:
             "a Flow or AsyncFlow (or a function of no arguments that returns one)"
         )
     return target
+
+
+def _what_it_holds(module: Any, prefix: str = "") -> str:
+    """``"; its flows: a, b"`` (else its nodes), each name after ``prefix``."""
+    from . import BaseNode
+
+    nodes = {
+        attr: value
+        for attr, value in vars(module).items()
+        if not attr.startswith("_") and isinstance(value, BaseNode)
+    }
+    flows = sorted(attr for attr, value in nodes.items() if value._bf_is_flow)
+    if flows:
+        return f"; its flows: {', '.join(prefix + name for name in flows)}"
+    if nodes:
+        return f"; its nodes: {', '.join(prefix + name for name in sorted(nodes))}"
+    return ""
 
 
 def _is_path(where: str) -> bool:
