@@ -13,8 +13,12 @@ Ctrl-C. ``import braidflow`` never imports this module.
 
 What the command remembers about a run (which TARGET started it, and from
 where) it keeps in the run's metadata, through the store's public API, under
-the keys `TARGET_KEY` and `DIRECTORY_KEY`. Every command line it suggests
-is built by `_suggested` (quoted for a shell) and is one that works as printed.
+the keys `TARGET_KEY` and `DIRECTORY_KEY`. It tells errors apart by their
+class, by the store (is the run there?) and by its own observer of the run,
+never by their text. Every command line it suggests is built from what is
+true of the run (`_resume_command`), quoted for a shell, and works as
+printed once its placeholders (``JSON``, ``path/to/file.py:name``) are
+filled in; tests/test_cli.py follows each one.
 """
 
 from __future__ import annotations
@@ -368,9 +372,7 @@ def _known_run(store: Any, run_id: str, path: Path) -> Any:
     return record
 
 
-def _resume_command(
-    record: Any, store_path: Path, target: str | None = None, answer: str = "JSON"
-) -> str:
+def _resume_command(record: Any, store_path: Path, target: str | None = None) -> str:
     """The command line that resumes a stored run: with its TARGET unless the
     run remembers it (``target``, else a placeholder to fill in), and with
     ``--input`` for a run waiting for input."""
@@ -379,7 +381,7 @@ def _resume_command(
         words.append(target or PLACEHOLDER_TARGET)
     words += ["--store", str(store_path)]
     if record.status == "waiting":
-        words += ["--input", answer]
+        words += ["--input", "JSON"]
     return _suggested(*words)
 
 
@@ -481,7 +483,8 @@ def _finish(args: argparse.Namespace, run: Callable[[], Any], job: _Job) -> int:
         _say(f"run {waiting.run_id!r} is waiting for input at {waiting.node}:")
         for line in _prompt_lines(waiting.prompt):
             print(f"  {line}", file=sys.stderr)
-        _say(f"answer with: {job.resume_command()}")
+        answer = job.resume_command() or _suggested("resume", waiting.run_id, "--input", "JSON")
+        _say(f"answer with: {answer}")
         return EXIT_WAITING
     except KeyboardInterrupt:
         hint = job.resume_command()
