@@ -1,7 +1,9 @@
 """The braidflow command, driven as a user drives it: in a subprocess."""
 
+import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -84,6 +86,17 @@ class Waits(bf.Node):
         shared["waited"] = exec_res
 
 
+class WaitsAsync(bf.AsyncNode):
+    async def exec_async(self, prep_res):
+        Path("started").write_text("yes")
+        while not Path("go").exists():
+            await asyncio.sleep(0.01)
+        return "went"
+
+    async def post_async(self, shared, prep_res, exec_res):
+        shared["waited"] = exec_res
+
+
 greet = bf.AsyncFlow(start=Greet(name="greet"), name="greet")
 
 first = Greet(name="greet")
@@ -94,8 +107,17 @@ hello = Greet(name="greet")
 hello >> Ask(name="ask")
 review = bf.AsyncFlow(start=hello, name="review")
 
+class Mark(bf.Node):
+    def post(self, shared, prep_res, exec_res):
+        shared["marks"] = shared.get("marks", 0) + 1
+
+
+first_step = Mark()
+first_step >> Mark()  # a node with a successor, run alone by `run flows.py:first_step`
+
 odd = bf.Flow(start=Odd())
 slow = bf.Flow(start=Waits(name="waits"), name="slow")
+slow_async = bf.AsyncFlow(start=WaitsAsync(name="waits"), name="slow_async")
 
 
 def make_greet():
@@ -123,13 +145,14 @@ def work(tmp_path):
     return tmp_path
 
 
-def cli(work, *args, check_stderr_one_line=False):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    env.pop("BRAIDFLOW_STORE", None)
+def cli(work, *args, check_stderr_one_line=False, env=None):
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    environment.pop("BRAIDFLOW_STORE", None)
+    environment.update(env or {})
     done = subprocess.run(
         [sys.executable, "-m", "braidflow", *args],
         cwd=work,
-        env=env,
+        env=environment,
         capture_output=True,
         text=True,
         timeout=60,
@@ -228,6 +251,76 @@ def test_bad_input_is_one_line_and_exit_code_2(work, args, said):
     done = cli(work, *args, check_stderr_one_line="nonsense" not in args)
     assert done.returncode == 2
     assert said in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b'{"name": "caf\xe9"}', "cannot read 'in.json': it is not UTF-8 text (byte 13"),
+        (b"\xff\xfe{\x00}\x00", "cannot read 'in.json': it is not UTF-8 text (byte 0"),
+        (None, "cannot read 'in.json' (Is a directory)"),
+    ],
+)
+def test_an_input_file_that_cannot_be_read_is_bad_input_naming_it(work, content, said):
+    if content is None:
+        (work / "in.json").mkdir()
+    else:
+        (work / "in.json").write_bytes(content)
+    done = cli(work, "run", "flows.py:greet", "--shared", "@in.json", check_stderr_one_line=True)
+    assert f"--shared: {said}" in done.stderr
+    waiting = cli(work, "run", "flows.py:review", "--store", "runs.db", "--run-id", "w")
+    assert waiting.returncode == 3
+    answer = cli(work, "resume", "w", "--store", "runs.db", "--input", "@in.json")
+    assert answer.returncode == 2
+    assert f"--input: {said}" in answer.stderr
+    assert len(answer.stderr.strip().splitlines()) == 1
+    assert status(work, "w") == "waiting"
+
+
+def test_an_input_file_with_a_byte_order_mark_is_read(work):
+    (work / "in.json").write_text('{"name": "bo"}', encoding="utf-8-sig")
+    done = cli(work, "run", "flows.py:greet", "--shared", "@in.json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["greeting"] == "hello bo"
+
+
+@pytest.mark.parametrize(
+    ("shared", "said"),
+    [
+        ('{"x": NaN}', "NaN is not JSON"),
+        ('{"x": Infinity}', "Infinity is not JSON"),
+        ('{"x": [-Infinity]}', "-Infinity is not JSON"),
+        ('{"x": 1e400}', "1e400 is out of range"),
+        ('{"x": {"y": -2.5e999}}', "-2.5e999 is out of range"),
+        ('{"x": ' + "9" * 5000 + "}", "an integer of 5000 digits is longer than Python reads"),
+        ('{"x": ' + "[" * 5000 + "]" * 5000 + "}", "--shared is nested too deeply to read"),
+        ("@", "--shared @ names no file"),
+    ],
+    ids=["nan", "inf", "-inf", "1e400", "-2.5e999", "digits", "nested", "no-file"],
+)
+def test_json_a_durable_run_cannot_keep_is_refused_before_the_run(work, shared, said):
+    done = cli(
+        work,
+        "run",
+        "flows.py:greet",
+        "--shared",
+        shared,
+        "--store",
+        "runs.db",
+        "--run-id",
+        "r1",
+        check_stderr_one_line=True,
+    )
+    assert said in done.stderr
+    assert "resume" not in done.stderr
+    assert not (work / "runs.db").exists()  # refused before the store was opened
+
+
+def test_json_as_deep_as_python_reads_goes_in_and_out(work):
+    nested = "[" * 900 + "]" * 900
+    done = cli(work, "run", "flows.py:greet", "--shared", f'{{"x": {nested}}}')
+    assert done.returncode == 0, done.stderr[-500:]
+    assert json.loads(done.stdout)["greeting"] == "hello world"
 
 
 def test_an_import_error_in_the_target_is_bad_input_and_debug_shows_the_traceback(work):
@@ -345,7 +438,10 @@ def test_resume_needs_a_target_for_a_run_the_command_did_not_start(work):
         sys.path.remove(str(work))
         sys.modules.pop("flows", None)
     done = cli(work, "resume", "api", "--store", "runs.db", check_stderr_one_line=True)
-    assert "was not started by the braidflow command; give its TARGET" in done.stderr
+    assert "has no TARGET remembered (it was started from Python" in done.stderr
+    assert "give its TARGET: braidflow resume api path/to/file.py:name --store runs.db" in (
+        done.stderr
+    )
     no_events = cli(work, "timeline", "api", "--store", "runs.db", "-o", "t.html")
     assert no_events.returncode == 2
     assert "no recorded events" in no_events.stderr
@@ -370,10 +466,17 @@ def test_timeline_draws_every_part_of_a_resumed_run(work):
     assert "no run 'zz'" in unknown.stderr
 
 
-def test_ctrl_c_stops_a_durable_run_cleanly_and_it_can_be_resumed(work):
+@pytest.mark.parametrize(
+    ("target", "stored_as"),
+    [
+        ("flows.py:slow", "stopped (Ctrl-C)"),  # a sync flow: KeyboardInterrupt
+        ("flows.py:slow_async", "cancelled (Ctrl-C, or its task was cancelled)"),
+    ],
+)
+def test_ctrl_c_stops_a_durable_run_cleanly_and_it_can_be_resumed(work, target, stored_as):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     job = subprocess.Popen(
-        [*BRAIDFLOW, "run", "flows.py:slow", "--store", "runs.db", "--run-id", "c1"],
+        [*BRAIDFLOW, "run", target, "--store", "runs.db", "--run-id", "c1"],
         cwd=work,
         env=env,
         stdout=subprocess.PIPE,
@@ -386,7 +489,10 @@ def test_ctrl_c_stops_a_durable_run_cleanly_and_it_can_be_resumed(work):
             assert job.poll() is None, job.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        job.send_signal(signal.SIGINT)
+        busy = cli(work, "resume", "c1", "--store", "runs.db", check_stderr_one_line=True)
+        assert "is running in a live process" in busy.stderr
+        assert "wait for it to end (or stop it) before resuming" in busy.stderr
+        job.send_signal(signal.SIGINT)  # stop it, as the message says
         out, err = job.communicate(timeout=30)
     finally:
         job.kill()
@@ -395,10 +501,366 @@ def test_ctrl_c_stops_a_durable_run_cleanly_and_it_can_be_resumed(work):
     assert "Traceback" not in err
     assert out == ""
     assert status(work, "c1") == "interrupted"
+    listed = cli(work, "runs", "--store", "runs.db")
+    assert listed.stdout.splitlines()[1].endswith(stored_as)
     (work / "go").write_text("")
-    resumed = cli(work, "resume", "c1", "--store", "runs.db")
+    resumed = cli(work, *suggested(err, "stopped; resume with: "))
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout) == {"waited": "went"}
+
+
+# -- every suggestion the command prints works when followed --------------------------------
+
+
+def suggested(stderr, after, until=None, **fill):
+    """The command line suggested on stderr right after ``after`` (up to
+    ``until``), as the words to give the command; placeholders replaced by
+    ``fill`` (``JSON=...``, ``TARGET=...`` for path/to/file.py:name)."""
+    for line in stderr.splitlines():
+        if after in line:
+            text = line.split(after, 1)[1]
+            if until is not None:
+                text = text.split(until, 1)[0]
+            words = shlex.split(text)
+            assert words[0] == "braidflow", line
+            placeholders = {"JSON": fill.get("JSON"), "path/to/file.py:name": fill.get("TARGET")}
+            return [placeholders.get(word) or word for word in words[1:]]
+    raise AssertionError(f"{after!r} is not in {stderr!r}")
+
+
+def test_every_resume_the_command_suggests_works(work):
+    failed = cli(work, "run", "flows.py:fragile", "--store", "runs.db", "--run-id", "r1")
+    assert failed.returncode == 1
+    resume = suggested(failed.stderr, "fix the cause, then: ")
+    assert resume == ["resume", "r1", "--store", "runs.db"]
+    again = cli(work, *resume)  # accepted; resumed, and fails again: nothing is fixed yet
+    assert again.returncode == 1, again.stderr
+    assert suggested(again.stderr, "fix the cause, then: ") == resume
+    taken = cli(work, "run", "flows.py:greet", "--store", "runs.db", "--run-id", "r1")
+    assert taken.returncode == 2
+    assert suggested(taken.stderr, "or resume that run: ") == resume
+    with_input = cli(work, "resume", "r1", "--store", "runs.db", "--input", '"x"')
+    assert with_input.returncode == 2
+    (work / "fixed").write_text("")
+    done = cli(work, *suggested(with_input.stderr, "resume it without --input: "))
+    assert done.returncode == 0, done.stderr
+    assert status(work, "r1") == "completed"
+
+    completed = cli(work, "run", "flows.py:greet", "--store", "runs.db", "--run-id", "r1")
+    assert completed.returncode == 2
+    assert "that is completed; choose another, or leave --run-id out" in completed.stderr
+    fresh = cli(work, "run", "flows.py:greet", "--store", "runs.db")  # --run-id left out
+    assert fresh.returncode == 0, fresh.stderr
+    nothing = cli(work, "resume", "r1", "--store", "runs.db", "--input", '"x"')
+    assert nothing.returncode == 2
+    assert "has completed; there is nothing to resume" in nothing.stderr  # no advice to fail
+
+    waiting = cli(work, "run", "flows.py:review", "--store", "runs.db", "--run-id", "r2")
+    assert waiting.returncode == 3
+    answer = suggested(waiting.stderr, "answer with: ")
+    assert answer == ["resume", "r2", "--store", "runs.db", "--input", "JSON"]
+    taken = cli(work, "run", "flows.py:review", "--store", "runs.db", "--run-id", "r2")
+    assert suggested(taken.stderr, "or resume that run: ") == answer
+    answered = cli(work, *suggested(taken.stderr, "or resume that run: ", JSON='"yes"'))
+    assert answered.returncode == 0, answered.stderr
+    assert json.loads(answered.stdout)["approved"] == "yes"
+
+
+def test_a_run_started_from_python_resumes_as_suggested_and_remembers_its_target(work):
+    sys.path.insert(0, str(work))
+    try:
+        import flows
+
+        from braidflow import SQLiteStore
+
+        with SQLiteStore(work / "runs.db") as store:
+            with pytest.raises(ConnectionError):
+                flows.fragile.run({}, store=store, run_id="api")
+    finally:
+        sys.path.remove(str(work))
+        sys.modules.pop("flows", None)
+    no_target = cli(work, "resume", "api", "--store", "runs.db", check_stderr_one_line=True)
+    resume = suggested(no_target.stderr, "give its TARGET: ", TARGET="flows.py:fragile")
+    assert resume == ["resume", "api", "flows.py:fragile", "--store", "runs.db"]
+    no_events = cli(work, "timeline", "api", "--store", "runs.db", "-o", "t.html")
+    assert "runs started or resumed by this command keep them" in no_events.stderr
+    again = cli(work, *resume)  # accepted; resumed, and fails again
+    assert again.returncode == 1, again.stderr
+    assert suggested(again.stderr, "fix the cause, then: ") == [
+        "resume",
+        "api",
+        "--store",
+        "runs.db",
+    ]  # TARGET remembered now, through the run's metadata
+    assert stored(work, "api").metadata["braidflow.target"] == f"{work_path(work)}/flows.py:fragile"
+    after = cli(work, "resume", "api", "--store", "runs.db", "flows.py:fragile")  # either order
+    assert after.returncode == 1, after.stderr
+    drawn = cli(work, "timeline", "api", "--store", "runs.db", "-o", "t.html")
+    assert drawn.returncode == 0, drawn.stderr  # the resumed parts were recorded
+    (work / "fixed").write_text("")
+    done = cli(work, *suggested(again.stderr, "fix the cause, then: "))
+    assert done.returncode == 0, done.stderr
+    extra = cli(work, "resume", "api", "flows.py:fragile", "--store", "runs.db", "more")
+    assert extra.returncode == 2
+    assert "unrecognized arguments: more" in extra.stderr
+
+
+def test_the_other_suggestions_work_when_followed(work):
+    assert (
+        cli(work, "run", "flows.py:greet", "--store", "runs.db", "--run-id", "g1").returncode == 0
+    )
+    unknown = cli(work, "timeline", "zz", "--store", "runs.db", "-o", "t.html")
+    listing = cli(work, *suggested(unknown.stderr, "(", until=" lists them)"))
+    assert listing.returncode == 0
+    assert listing.stdout.splitlines()[1].startswith("g1 ")
+
+    no_store = cli(work, "runs", check_stderr_one_line=True)
+    assert "no store at 'braidflow.db' (give --store PATH, or set BRAIDFLOW_STORE)" in (
+        no_store.stderr
+    )
+    for followed in (
+        cli(work, "runs", "--store", "runs.db"),
+        cli(work, "runs", env={"BRAIDFLOW_STORE": "runs.db"}),
+    ):
+        assert followed.returncode == 0, followed.stderr
+        assert followed.stdout.splitlines()[1].startswith("g1 ")
+
+    for bad, after in (
+        ("hello", "--shared takes a JSON object: "),
+        ("{'name': 'ada'}", "JSON strings and keys take double quotes: "),
+    ):
+        refused = cli(work, "run", "flows.py:greet", "--shared", bad, check_stderr_one_line=True)
+        fixed = shlex.split(refused.stderr.split(after, 1)[1])[-1]
+        followed = cli(work, "run", "flows.py:greet", "--shared", fixed)
+        assert followed.returncode == 0, followed.stderr
+
+    waiting = cli(work, "run", "flows.py:review", "--store", "runs.db", "--run-id", "w")
+    assert waiting.returncode == 3
+    bad = cli(work, "resume", "w", "--store", "runs.db", "--input", "it's fine")
+    assert bad.returncode == 2
+    option, value = shlex.split(bad.stderr.split("a text is quoted: ", 1)[1])
+    answered = cli(work, "resume", "w", "--store", "runs.db", option, value)
+    assert answered.returncode == 0, answered.stderr
+    assert json.loads(answered.stdout)["approved"] == "it's fine"
+
+    asks = cli(work, "run", "flows.py:asks", check_stderr_one_line=True)
+    assert "run it with --store PATH" in asks.stderr
+    assert cli(work, "run", "flows.py:asks", "--store", "runs.db").returncode == 3  # it waits
+
+    nothing = cli(work, "run", "flows.py:nothing", check_stderr_one_line=True)
+    names = nothing.stderr.split("its flows: ", 1)[1].strip().split(", ")
+    assert "greet" in names
+    for name in names:
+        drawn = cli(work, "graph", f"flows.py:{name}")
+        assert drawn.returncode == 0, drawn.stderr
+
+    no_name = cli(work, "run", "flows.py", check_stderr_one_line=True)
+    targets = no_name.stderr.split("its flows: ", 1)[1].strip().split(", ")
+    assert "flows.py:greet" in targets
+    for target in targets:
+        drawn = cli(work, "graph", target)
+        assert drawn.returncode == 0, drawn.stderr
+
+    empty = cli(work, "run", "flows.py:greet", "--run-id", "", check_stderr_one_line=True)
+    assert "give an id, or leave it out for a new one" in empty.stderr
+    assert cli(work, "run", "flows.py:greet").returncode == 0
+
+
+# -- what the command keeps, and how it tells errors apart ---------------------------------
+
+
+def stored(work, run_id, store="runs.db"):
+    from braidflow import SQLiteStore
+
+    with SQLiteStore(work / store) as opened:
+        return opened.get(run_id)
+
+
+def work_path(work):
+    return os.path.realpath(work)
+
+
+def test_a_run_keeps_its_target_in_its_metadata_and_the_command_writes_no_sql(work):
+    import sqlite3
+
+    import braidflow.cli
+
+    done = cli(work, "run", "flows.py:fragile", "--store", "runs.db", "--run-id", "m1")
+    assert done.returncode == 1
+    assert stored(work, "m1").metadata == {
+        "braidflow.target": f"{work_path(work)}/flows.py:fragile",
+        "braidflow.directory": work_path(work),
+    }
+    with contextlib.closing(sqlite3.connect(work / "runs.db")) as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    assert not any(name.startswith("braidflow_cli") for name in tables)
+    assert "sqlite3" not in Path(braidflow.cli.__file__).read_text()
+
+
+def test_a_module_target_is_found_where_the_run_started_and_nothing_else_moves(work):
+    done = cli(work, "run", "flows:fragile", "--store", "runs.db", "--run-id", "m2")
+    assert done.returncode == 1
+    elsewhere = work / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "fixed").write_text("")  # the flow looks for it in the current directory
+    resumed = cli(elsewhere, "resume", "m2", "--store", "../runs.db", "--out", "out.json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((elsewhere / "out.json").read_text())["fragile"] == "fine"
+
+
+PRE_START = """
+import braidflow as bf
+
+
+class Step(bf.Node):
+    def post(self, shared, prep_res, exec_res):
+        shared["ran"] = True
+
+
+class Unstorable(bf.Flow):
+    def run(self, shared, **options):  # puts a set in shared before the run starts
+        shared["tags"] = {1, 2}
+        return super().run(shared, **options)
+
+
+class BadClock(bf.Flow):
+    def run(self, shared, **options):
+        return super().run(shared, clock="not a clock", **options)
+
+
+class Asks(bf.Node):
+    def exec(self, prep_res):
+        return bf.interrupt("ok?")
+
+
+class RunsAnother(bf.Node):
+    def exec(self, prep_res):
+        return bf.Flow(start=Asks()).run({})  # a run of its own, with no store
+
+
+unstorable = Unstorable(start=Step())
+bad_clock = BadClock(start=Step())
+nested = bf.Flow(start=RunsAnother())
+"""
+
+
+@pytest.mark.parametrize(
+    ("target", "said"),
+    [
+        ("pre.py:unstorable", "the run cannot start: shared['tags'] is not plain JSON data"),
+        ("pre.py:bad_clock", "flow 'BadClock': clock='not a clock' is not a clock"),
+    ],
+)
+def test_a_run_refused_before_it_exists_is_bad_input_with_no_resume(work, target, said):
+    (work / "pre.py").write_text(PRE_START)
+    done = cli(
+        work, "run", target, "--store", "runs.db", "--run-id", "p1", check_stderr_one_line=True
+    )
+    assert said in done.stderr
+    assert "resume" not in done.stderr
+    from braidflow import SQLiteStore
+
+    with SQLiteStore(work / "runs.db") as opened:
+        assert opened.runs() == []
+
+
+def test_a_run_with_no_store_refused_before_it_starts_is_bad_input(work):
+    (work / "pre.py").write_text(PRE_START)
+    done = cli(work, "run", "pre.py:bad_clock", check_stderr_one_line=True)
+    assert "is not a clock" in done.stderr
+
+
+def test_interrupt_with_no_store_raises_not_durable_error_recognised_by_class(work):
+    import braidflow as bf
+
+    class Asks(bf.Node):
+        def exec(self, prep_res):
+            return bf.interrupt("ok?")
+
+    with pytest.raises(bf.NotDurableError) as raised:
+        bf.Flow(start=Asks()).run({})
+    assert isinstance(raised.value, bf.RunError)
+    (work / "pre.py").write_text(PRE_START)
+    # A durable run whose node starts a run of its own with no store, which
+    # asks: the durable run failed (giving it --store again would not help).
+    done = cli(work, "run", "pre.py:nested", "--store", "runs.db", "--run-id", "n1")
+    assert done.returncode == 1, done.stderr
+    assert "the run failed: NotDurableError" in done.stderr
+    assert "run it with --store" not in done.stderr
+
+
+# -- the command's own surface -------------------------------------------------------------
+
+
+def test_version_prints_braidflows_version(work, capsys):
+    import braidflow
+    from braidflow.cli import main
+
+    done = cli(work, "--version")
+    assert done.returncode == 0
+    assert done.stdout == f"braidflow {braidflow.__version__}\n"
+    assert main(["--version"]) == 0  # in process: a code, not SystemExit
+    assert capsys.readouterr().out == f"braidflow {braidflow.__version__}\n"
+
+
+def test_bare_braidflow_lists_the_commands_and_says_what_to_do(work):
+    done = cli(work)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.startswith("usage: braidflow")
+    listed = {line.split()[0] for line in done.stderr.splitlines() if line.startswith("    ")}
+    assert listed == {"run", "graph", "runs", "resume", "timeline"}
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("braidflow: give a command, e.g. braidflow run path/to/file.py:name")
+    assert cli(work, "run", "--help").returncode == 0  # what it says to do
+    assert cli(work, "run", "flows.py:greet").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        ("graph", "as a mermaid flowchart"),
+        ("runs", "List the runs in a store, oldest first"),
+        ("timeline", "default: RUN_ID.html in the current directory"),
+        ("resume", "before or after the options"),
+    ],
+)
+def test_each_command_describes_itself(work, command, said):
+    done = cli(work, command, "--help")
+    assert done.returncode == 0
+    assert said in " ".join(done.stdout.split())
+
+
+def test_timeline_writes_the_run_id_dot_html_by_default_and_says_where(work):
+    for run_id, page in (("r3", "r3.html"), ("a/b c", "a_b_c.html")):
+        done = cli(work, "run", "flows.py:greet", "--store", "runs.db", "--run-id", run_id)
+        assert done.returncode == 0, done.stderr
+        drawn = cli(work, "timeline", run_id, "--store", "runs.db")
+        assert drawn.returncode == 0, drawn.stderr
+        assert drawn.stderr == f"braidflow: wrote {page}\n"
+        assert (work / page).read_text().startswith("<!DOCTYPE html>")
+
+
+def test_a_node_named_as_target_runs_alone_without_pocketflows_warning(work, monkeypatch, capsys):
+    done = cli(work, "run", "flows.py:first_step")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"marks": 1}  # the node alone: its successor did not run
+    assert done.stderr == ""
+    from braidflow.cli import main
+
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # main puts the file's directory on it
+    try:
+        assert main(["run", "flows.py:first_step"]) == 0  # filterwarnings=error: none escaped
+    finally:
+        sys.modules.pop("braidflow_target_flows", None)
+    assert json.loads(capsys.readouterr().out) == {"marks": 1}
+    import braidflow as bf
+
+    start = bf.Node()
+    start >> bf.Node()
+    with pytest.warns(UserWarning, match="successors"):  # Python callers still get it
+        start.run({})
 
 
 def test_the_command_is_installed_and_import_braidflow_does_not_load_it(work):

@@ -803,7 +803,7 @@ async def test_a_resumed_run_can_be_cancelled_and_resumed_again(store):
     assert (stopped.status, stopped.node, stopped.error) == (
         "interrupted",
         "AsyncFlow/Waits",
-        "CancelledError",
+        "cancelled (Ctrl-C, or its task was cancelled)",  # said in words (issue 18.9)
     )
     gate.set()
     assert await flow.resume_async("r", store=store) == {"a": 1, "waited": True}

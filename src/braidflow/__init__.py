@@ -17,6 +17,7 @@ from ._errors import MergeConflict as MergeConflict
 from ._errors import NodeCancelledError as NodeCancelledError
 from ._errors import NodeDefinitionError as NodeDefinitionError
 from ._errors import NodeTimeoutError as NodeTimeoutError
+from ._errors import NotDurableError as NotDurableError
 from ._errors import ResumeError as ResumeError
 from ._errors import RunError as RunError
 from ._errors import SetupError as SetupError
@@ -96,6 +97,7 @@ __all__ = [
     "NodeCancelledError",
     "NodeDefinitionError",
     "NodeTimeoutError",
+    "NotDurableError",
     "Observer",
     "Parallel",
     "ParallelBatchNode",

@@ -14,7 +14,8 @@ Every exception braidflow raises derives from `BraidflowError`::
     │   ├── ResumeError            a stored run does not fit the flow resuming it
     │   ├── BatchItemsError        (also TypeError) prep gave no usable items
     │   ├── MergeConflict          branches changed one key, with no rule to combine
-    │   └── NodeCancelledError     a node's own code raised CancelledError
+    │   ├── NodeCancelledError     a node's own code raised CancelledError
+    │   └── NotDurableError        interrupt() in a run with no store to resume it from
     ├── NodeTimeoutError           (also TimeoutError) an exec attempt ran too long
     ├── StoreError                 a store cannot do what was asked (unknown run, ...)
     └── Suspended                  a durable run stopped to wait for input (interrupt)
@@ -40,6 +41,7 @@ __all__ = [
     "NodeCancelledError",
     "NodeDefinitionError",
     "NodeTimeoutError",
+    "NotDurableError",
     "ResumeError",
     "RunError",
     "SetupError",
@@ -138,6 +140,13 @@ class NodeCancelledError(RunError):
     def __init__(self, message: str, *, node: str | None = None, item_index: int | None = None):
         super().__init__(message, node=node)
         self.item_index = item_index
+
+
+class NotDurableError(RunError):
+    """A node called ``braidflow.interrupt(prompt)`` in a run that has no
+    store: such a run could never be resumed with the answer. Run the flow
+    with a store (``flow.run(shared, store=SQLiteStore("runs.db"))``, or
+    ``braidflow run ... --store PATH``)."""
 
 
 class NodeTimeoutError(BraidflowError, TimeoutError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._context import ATTEMPT, RUN, STEP, current_item
-from .._errors import RunError
+from .._errors import NotDurableError
 from ..stores._base import step_path
 
 __all__ = ["NO_ANSWER", "Interrupted", "interrupt"]
@@ -54,12 +54,13 @@ def interrupt(prompt: Any) -> Any:
         prompt: What to ask; stored with the run (JSON, or its repr).
 
     Raises:
-        RunError: If the run has no store, so it could never be resumed.
+        NotDurableError: If the run has no store, so it could never be resumed
+            (a `RunError`).
     """
     run = RUN.get()
     durable = run.durable if run is not None else None
     if durable is None:
-        raise RunError(
+        raise NotDurableError(
             "braidflow.interrupt() needs a durable run, one that can be resumed: run the flow "
             "with a store, e.g. flow.run(shared, store=SQLiteStore('runs.db'))"
         )

@@ -9,9 +9,8 @@ waiting for input (`Suspended` is raised), failed or interrupted.
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from .._errors import ResumeError, Suspended, add_note, describe_error
@@ -87,33 +86,24 @@ def claim_run(store: Store, node: Any, run_id: str, answer: Any) -> tuple[Durabl
     return durable, shared
 
 
-def _then_release(
-    close: Callable[[DurableRun, BaseException | None], None],
-) -> Callable[[DurableRun, BaseException | None], None]:
-    """``close``, then tell the store (if it keeps which runs this process
-    runs: ``release``) that this process runs the run no more, however the
-    closing went: even if recording the run's end failed, the run can then
-    be resumed here once the store works."""
-
-    @functools.wraps(close)
-    def closing(durable: DurableRun, error: BaseException | None) -> None:
-        try:
-            close(durable, error)
-        finally:
-            release = getattr(durable.store, "release", None)
-            if callable(release):
-                release(durable.run_id)
-
-    return closing
-
-
-@_then_release
 def close_run(durable: DurableRun, error: BaseException | None) -> None:
-    """Write what is queued and record how the run ended.
+    """Write what is queued and record how the run ended; then this process
+    runs the run no more (for the store's owner check), however that went:
+    even if recording the end failed, the run can be resumed here once the
+    store works.
 
     Raises:
         Suspended: If the run stopped at an ``interrupt``: it now waits for input.
     """
+    try:
+        _record_end(durable, error)
+    finally:
+        release = getattr(durable.store, "release", None)  # a store that keeps owners here
+        if callable(release):
+            release(durable.run_id)
+
+
+def _record_end(durable: DurableRun, error: BaseException | None) -> None:
     store, run_id = durable.store, durable.run_id
     try:
         durable.flush()  # items that finished last
@@ -135,7 +125,13 @@ def close_run(durable: DurableRun, error: BaseException | None) -> None:
         ) from None
     status = "failed" if isinstance(error, Exception) else "interrupted"
     where = durable.where_failed(error)
-    store.finish(run_id, status, node=where, error=describe_error(error, whole=True))
+    if isinstance(error, KeyboardInterrupt):
+        said = "stopped (Ctrl-C)"
+    elif isinstance(error, asyncio.CancelledError):  # what Ctrl-C is inside asyncio.run too
+        said = "cancelled (Ctrl-C, or its task was cancelled)"
+    else:
+        said = describe_error(error, whole=True)
+    store.finish(run_id, status, node=where, error=said)
     if isinstance(error, Exception):
         add_note(
             error,
