@@ -15,6 +15,7 @@ from ._errors import BatchItemsError as BatchItemsError
 from ._errors import BraidflowError as BraidflowError
 from ._errors import CheckpointError as CheckpointError
 from ._errors import InvalidParameterError as InvalidParameterError
+from ._errors import LimiterDeadlock as LimiterDeadlock
 from ._errors import MergeConflict as MergeConflict
 from ._errors import NodeCancelledError as NodeCancelledError
 from ._errors import NodeDefinitionError as NodeDefinitionError
@@ -87,6 +88,7 @@ __all__ = [
     "Graph",
     "InvalidParameterError",
     "Limiter",
+    "LimiterDeadlock",
     "LimiterStatistics",
     "MISSING",
     "MemoryStore",
