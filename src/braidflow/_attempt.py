@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ._context import ATTEMPT, GATES, HELD, AttemptState
+from ._context import ATTEMPT, GATES, AttemptState
+from ._deadlock import hold, unhold
 from ._errors import InvalidParameterError, NodeCancelledError, NodeTimeoutError, add_note
 from ._limits import Limiter, acquire_all, acquire_all_blocking, release_all
 from ._policy import next_delay
@@ -205,9 +206,9 @@ def attempt_sync(
         while True:
             run = observed()
             started = time.monotonic() if run is not None else 0.0
-            if acquire_all_blocking(limits, node, lending_slot) and run is not None:
+            if acquire_all_blocking(limits, node, lending_slot, index) and run is not None:
                 _waited(run, node, limits, index, attempts.number, time.monotonic() - started)
-            held = HELD.set(HELD.get() + limits)
+            held = hold(limits, node, index)
             abandoned = False
             try:
                 if timeout is None:
@@ -227,7 +228,7 @@ def attempt_sync(
             except asyncio.CancelledError as cancel:
                 failure = cancelled_error(node, cancel, index)
             finally:
-                HELD.reset(held)
+                unhold(held)
                 if not abandoned:
                     release_all(limits)
             delay = attempts.after_failure(failure)
@@ -273,7 +274,7 @@ async def _hold_rest(
     run = observed()
     started = time.monotonic() if run is not None else 0.0
     try:
-        await acquire_all(limiters[taken:])
+        await acquire_all(limiters, taken, node, index)
     except BaseException:
         release_all(limiters[:taken])
         raise
@@ -345,7 +346,7 @@ async def attempt_async(
             taken = _try_all(held)
             if taken < len(held):
                 await _hold_rest(held, taken, node, index, attempts.number)
-            holding = HELD.set(HELD.get() + held)
+            holding = hold(held, node, index)
             abandoned = False
             try:
                 if timeout is None:
@@ -378,7 +379,7 @@ async def attempt_async(
             except asyncio.CancelledError as cancel:
                 failure = own_cancellation(node, cancel, index)
             finally:
-                HELD.reset(holding)
+                unhold(holding)
                 if not abandoned:
                     release_all(held)
             if run_is_cancelled():
@@ -409,7 +410,7 @@ async def _limited_async(
     taken = _try_all(limits)
     if taken < len(limits):
         await _hold_rest(limits, taken, node, index, 0)
-    holding = HELD.set(HELD.get() + limits)
+    holding = hold(limits, node, index)
     try:
         if coro:
             return await call(*args)
@@ -421,7 +422,7 @@ async def _limited_async(
     except asyncio.CancelledError as cancel:
         failure = own_cancellation(node, cancel, index)
     finally:
-        HELD.reset(holding)
+        unhold(holding)
         release_all(limits)
     if run_is_cancelled():
         raise failure  # the run is stopping: no fallback

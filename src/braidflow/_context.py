@@ -35,10 +35,11 @@ ATTEMPT: ContextVar[AttemptState | None] = ContextVar("braidflow_attempt", defau
 # counting against each bound until it really ends.
 GATES: ContextVar[tuple[Limiter, ...]] = ContextVar("braidflow_gates", default=())
 
-# The limiters held by the attempts this code runs inside (one entry per slot
-# held, nested runs included): a limiter asked for a slot it can only get from
-# its own holder refuses at once instead of deadlocking.
-HELD: ContextVar[tuple[Limiter, ...]] = ContextVar("braidflow_held", default=())
+# The holding record of the innermost exec attempt this code runs inside (what
+# it holds, its node and item, and the record of the attempt around it), or
+# None; see _deadlock.hold. A limiter that must make such code wait checks that
+# the wait could end, instead of deadlocking.
+HELD: ContextVar[list[Any] | None] = ContextVar("braidflow_held", default=None)
 
 # The shared store, for a node whose class overrides PocketFlow's _exec(prep_res):
 # the exec stage it calls back into still needs the store for the old
