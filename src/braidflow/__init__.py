@@ -13,6 +13,7 @@ from ._errors import BraidflowError as BraidflowError
 from ._errors import CheckpointError as CheckpointError
 from ._errors import Failure as Failure
 from ._errors import InvalidParameterError as InvalidParameterError
+from ._errors import LimiterDeadlock as LimiterDeadlock
 from ._errors import MergeConflict as MergeConflict
 from ._errors import NodeCancelledError as NodeCancelledError
 from ._errors import NodeDefinitionError as NodeDefinitionError
@@ -89,6 +90,7 @@ __all__ = [
     "Graph",
     "InvalidParameterError",
     "Limiter",
+    "LimiterDeadlock",
     "LimiterStatistics",
     "MISSING",
     "MemoryStore",

@@ -219,10 +219,11 @@ STEP: ContextVar[StepAt] = ContextVar(
 )
 # The exec attempt running now (set while a retry, timeout or limiter applies).
 ATTEMPT: ContextVar[AttemptState | None] = ContextVar("braidflow_attempt", default=None)
-# The limiters held by the attempts this code runs inside (one entry per slot
-# held, nested runs included): a limiter asked for a slot it can only get from
-# its own holder refuses at once instead of deadlocking.
-HELD: ContextVar[tuple[Any, ...]] = ContextVar("braidflow_held", default=())
+# The holding record of the innermost exec attempt this code runs inside (what
+# it holds, its node and item, and the record of the attempt around it), or
+# None; see _deadlock.hold. A limiter that must make such code wait checks that
+# the wait could end, instead of deadlocking.
+HELD: ContextVar[list[Any] | None] = ContextVar("braidflow_held", default=None)
 # The bounds (max_concurrency) of the parallel stages enclosing this code, as
 # limiters, outermost first. An exec attempt that may be abandoned in a thread
 # (sync code under a timeout) holds them too, so the abandoned thread keeps

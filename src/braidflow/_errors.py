@@ -14,6 +14,7 @@ Every exception braidflow raises derives from `BraidflowError`::
     │   ├── ResumeError            a stored run does not fit the flow resuming it
     │   ├── BatchItemsError        (also TypeError) prep gave no usable items
     │   ├── MergeConflict          branches changed one key, with no rule to combine
+    │   ├── LimiterDeadlock        nested holders of limiters would wait for each other
     │   ├── NodeCancelledError     a node's own code raised CancelledError
     │   └── NotDurableError        interrupt() in a run with no store to resume it from
     ├── NodeTimeoutError           (also TimeoutError) an exec attempt ran too long
@@ -37,6 +38,7 @@ __all__ = [
     "CheckpointError",
     "Failure",
     "InvalidParameterError",
+    "LimiterDeadlock",
     "MergeConflict",
     "NodeCancelledError",
     "NodeDefinitionError",
@@ -122,6 +124,44 @@ class MergeConflict(RunError):
         super().__init__(message, node=node)
         self.key = key
         self.branches = branches
+
+
+class LimiterDeadlock(RunError):
+    """A wait for a limiter that could never end, refused when it would begin.
+
+    An exec attempt holds its node's limiters until its ``exec`` returns. When
+    code nested in it (a sub-flow, a parallel batch, ``async with limiter:``)
+    asks for a slot that only attempts waiting the same way hold, none of them
+    can go on: say ``Limiter(2)`` held by two batch items whose nested nodes
+    each want a slot of it too. The request that closes such a cycle raises
+    this; it then fails its node like any error. Slots held by code that
+    braidflow did not record (your own ``async with limiter:``) count as slots
+    that will be given back, so a wait that can be served is never refused.
+
+    Attributes:
+        node: The name of the waiting node (or of the node whose ``exec`` asks).
+        item_index: The waiting node's item, or ``None``.
+        limiter: The limiter asked for.
+        limiters: Every limiter of the cycle, in the order they are acquired.
+        holders: ``(node name, item index)`` of each attempt that holds a slot of
+            them while code nested in it waits.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: str | None = None,
+        item_index: int | None = None,
+        limiter: Any,
+        limiters: tuple[Any, ...],
+        holders: tuple[tuple[str | None, int | None], ...],
+    ) -> None:
+        super().__init__(message, node=node)
+        self.item_index = item_index
+        self.limiter = limiter
+        self.limiters = limiters
+        self.holders = holders
 
 
 class NodeCancelledError(RunError):

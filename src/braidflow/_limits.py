@@ -20,6 +20,7 @@ from typing import Any
 
 from ._clock import SYSTEM_CLOCK, Clock
 from ._context import HELD
+from ._deadlock import block, refuse_dead_waits, unblock
 from ._errors import AsyncUsageError, InvalidParameterError, RunError
 
 __all__ = [
@@ -63,15 +64,19 @@ class _Waiter:
 
     A waiter that gives up is only marked ``gone`` and skipped when it reaches
     the head of the queue, so leaving the queue costs O(1) however long it is.
+    ``blocked``: it waits while holding slots, registered with the deadlock
+    check; ``failure``: the error its wait ends with (a deadlock found later).
     """
 
-    __slots__ = ("event", "future", "gone", "loop")
+    __slots__ = ("blocked", "event", "failure", "future", "gone", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self.loop = loop
         self.future: asyncio.Future[None] | None = None
         self.event: threading.Event | None = None
         self.gone = False
+        self.blocked = False
+        self.failure: BaseException | None = None
 
     def arm(self) -> None:
         """Prepare a fresh wake-up for the next wait (called under the limiter's lock)."""
@@ -198,8 +203,11 @@ class Limiter:
     def max_concurrent(self, value: int | None) -> None:
         value = self._check_max(f"Limiter {self.name!r}" if self.name else "Limiter", value)
         with self._lock:
+            lowered = value is not None and (self._max is None or value < self._max)
             self._max = value
             self._wake_head()
+        if lowered:  # fewer slots may leave nested holders waiting for each other
+            refuse_dead_waits()
 
     def __repr__(self) -> str:
         parts = []
@@ -267,31 +275,46 @@ class Limiter:
             was_head = self._head() is waiter
             waiter.gone = True
             self._waiting -= 1
+            if waiter.blocked:
+                unblock(waiter)
             if was_head:
                 self._wake_head()
 
+    def _refuse(self, waiter: _Waiter, error: BaseException) -> None:
+        """End a queued waiter's wait with ``error`` (a deadlock found after it began)."""
+        with self._lock:
+            if not waiter.gone:
+                waiter.failure = error
+                waiter.wake()
+
     # -- waiting: one queue discipline for tasks and threads ------------------
 
-    def _enqueue(self, loop: asyncio.AbstractEventLoop | None) -> _Waiter | None:
+    def _enqueue(
+        self,
+        loop: asyncio.AbstractEventLoop | None,
+        taken: tuple[Limiter, ...] = (),
+        node: Any = None,
+        index: int | None = None,
+    ) -> _Waiter | None:
         """Take a slot at once if nobody is queued and one is free; else join the queue.
 
+        ``taken``, ``node``, ``index``: an attempt of ``node`` (on item ``index``)
+        asks, which holds ``taken`` of its node's limiters already.
+
         Raises:
-            RunError: If every slot is held by the code asking (a node's exec
-                acquiring a limiter its own attempt holds): it would wait forever.
+            LimiterDeadlock: If the code asking holds slots (it runs inside an
+                attempt holding limiters, or holds ``taken``) and the wait could
+                never end: every slot that could serve it is held by such code,
+                waiting as well.
         """
         with self._lock:
             if not self._waiting and self._try_take() == 0.0:
                 return None
-            bound = self._max
-            if bound is not None and HELD.get().count(self) >= bound:
-                raise RunError(
-                    f"{self!r} is asked for a slot by code that already holds all "
-                    f"{bound} of its slots (a node's exec acquiring a limiter that its "
-                    "own attempt holds, or a nested run using it): it would wait for "
-                    "itself forever; do not acquire it again inside, or raise "
-                    "max_concurrent"
-                )
             waiter = _Waiter(loop)
+            holding = HELD.get()
+            if holding is not None or taken:  # hold and wait: the rare path
+                block(self, waiter, holding, taken, node, index)
+                waiter.blocked = True
             self._waiters.append(waiter)
             self._waiting += 1
             return waiter
@@ -299,14 +322,22 @@ class Limiter:
     def _turn(self, waiter: _Waiter) -> float:
         """One step of a queued waiter: 0 once the slot is taken (the waiter has
         left the queue), -1 to wait for a wake-up (armed), or seconds to sleep
-        until the rate window has room."""
+        until the rate window has room.
+
+        Raises:
+            LimiterDeadlock: If a deadlock was found since it began waiting.
+        """
         with self._lock:
+            if waiter.failure is not None:
+                raise waiter.failure
             if self._head() is waiter:
                 wait = self._try_take()
                 if wait == 0.0:
                     self._waiters.popleft()
                     waiter.gone = True
                     self._waiting -= 1
+                    if waiter.blocked:
+                        unblock(waiter)
                     self._wake_head()
                     return 0.0
             else:
@@ -324,10 +355,17 @@ class Limiter:
         """Wait on the event loop for a slot (FIFO) and take it.
 
         Cancelling the wait takes nothing and frees the waiter's place.
+
+        Raises:
+            LimiterDeadlock: If the wait could never end (code nested in exec
+                attempts that hold slots, each waiting for the others).
         """
         waiter = self._enqueue(asyncio.get_running_loop())
-        if waiter is None:
-            return
+        if waiter is not None:
+            await self._wait(waiter)
+
+    async def _wait(self, waiter: _Waiter) -> None:
+        """Wait on the loop until the queued ``waiter`` has taken its slot."""
         try:
             while (wait := self._turn(waiter)) != 0.0:
                 if wait < 0:
@@ -369,10 +407,16 @@ class Limiter:
         """Block the calling thread until a slot is free (FIFO) and take it.
 
         For threads only: on an event loop's thread, use ``await acquire()``.
+
+        Raises:
+            LimiterDeadlock: As for `acquire`.
         """
         waiter = self._enqueue(None)
-        if waiter is None:
-            return
+        if waiter is not None:
+            self._wait_blocking(waiter)
+
+    def _wait_blocking(self, waiter: _Waiter) -> None:
+        """Block the thread until the queued ``waiter`` has taken its slot."""
         try:
             while (wait := self._turn(waiter)) != 0.0:
                 if wait < 0:
@@ -402,23 +446,39 @@ def ordered(limiters: Sequence[Limiter]) -> tuple[Limiter, ...]:
     return tuple(sorted(limiters, key=lambda limiter: limiter._order))
 
 
-async def acquire_all(limiters: Sequence[Limiter]) -> None:
-    """Acquire every limiter in order; on cancellation give back what was taken."""
-    taken = 0
+async def acquire_all(
+    limiters: Sequence[Limiter], taken: int = 0, node: Any = None, index: int | None = None
+) -> None:
+    """Acquire ``limiters[taken:]`` in order, for an exec attempt of ``node`` (on
+    item ``index``) that holds the first ``taken`` already; on cancellation or
+    failure give back what this call took.
+
+    Raises:
+        LimiterDeadlock: If a wait could never end (see `Limiter.acquire`).
+    """
+    first = taken
     try:
-        for limiter in limiters:
+        for limiter in limiters[first:]:
             if not limiter.try_acquire():
-                await limiter.acquire()
+                held = tuple(limiters[:taken]) if taken else ()
+                waiter = limiter._enqueue(asyncio.get_running_loop(), held, node, index)
+                if waiter is not None:
+                    await limiter._wait(waiter)
             taken += 1
     except BaseException:
-        release_all(limiters[:taken])
+        release_all(limiters[first:taken])
         raise
 
 
 def acquire_all_blocking(
-    limiters: Sequence[Limiter], holder: Any, lending: Any = contextlib.nullcontext
+    limiters: Sequence[Limiter],
+    holder: Any,
+    lending: Any = contextlib.nullcontext,
+    index: int | None = None,
+    taken: int = 0,
 ) -> bool:
-    """Thread version of `acquire_all`, for ``holder`` (a node, for errors).
+    """Thread version of `acquire_all`, for an attempt of ``holder`` (a node) on
+    item ``index`` that holds the first ``taken`` of ``limiters`` already.
 
     ``lending`` is a context manager entered around any wait (braidflow's
     threads give their own slot back while they wait). Returns whether it waited.
@@ -427,11 +487,12 @@ def acquire_all_blocking(
         AsyncUsageError: If a limiter is not free and this thread runs an event
             loop: waiting here would freeze the loop, and deadlock it if a
             holder is a task on that loop.
+        LimiterDeadlock: If a wait could never end (see `Limiter.acquire`).
     """
-    taken = 0
+    first = taken
     waited = False
     try:
-        for limiter in limiters:
+        for limiter in limiters[first:]:
             if not limiter.try_acquire():
                 waited = True
                 if asyncio._get_running_loop() is not None:
@@ -443,10 +504,13 @@ def acquire_all_blocking(
                         node=holder._display_name(),
                     )
                 with lending():
-                    limiter.acquire_blocking()
+                    held = tuple(limiters[:taken]) if taken else ()
+                    waiter = limiter._enqueue(None, held, holder, index)
+                    if waiter is not None:
+                        limiter._wait_blocking(waiter)
             taken += 1
     except BaseException:
-        release_all(limiters[:taken])
+        release_all(limiters[first:taken])
         raise
     return waited
 

@@ -222,7 +222,8 @@ async def _perform(effect: tuple[Any, ...]) -> Any:
     if op is TIMED:
         return await _timed(*effect[3:])
     if op is WAIT:
-        await acquire_all(effect[3])
+        _, node, index, limiters, taken = effect
+        await acquire_all(limiters, taken, node, index)
         return None
     if op is SLEEP:
         await _clock().sleep(effect[3])

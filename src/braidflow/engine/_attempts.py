@@ -15,7 +15,8 @@ from collections.abc import Generator
 from typing import Any
 
 from .._clock import TimedOut
-from .._context import ATTEMPT, GATES, HELD, PATH, AttemptState, observed
+from .._context import ATTEMPT, GATES, PATH, AttemptState, observed
+from .._deadlock import hold, holds, unhold
 from .._errors import NodeCancelledError, NodeTimeoutError, add_note
 from .._limits import release_all, try_all
 from .._options import check_retry_options
@@ -138,8 +139,7 @@ def attempts(
         # A sync attempt under a timeout may be abandoned to its thread: it then
         # holds the enclosing parallel bounds too (those no enclosing attempt
         # holds already), until the thread ends.
-        holding = HELD.get()
-        held = tuple(gate for gate in GATES.get() if gate not in holding) + held
+        held = tuple(gate for gate in GATES.get() if not holds(gate)) + held
     state: AttemptState | None = None
     token = None
     if timeout is not None or retrying:
@@ -149,18 +149,18 @@ def attempts(
     attempt = 0
     try:
         while True:
+            holding = None
             if held:
                 taken = try_all(held)
                 if taken < len(held):
-                    rest = held[taken:]
                     started = time.monotonic()
                     try:
-                        yield (WAIT, node, index, rest)
+                        yield (WAIT, node, index, held, taken)
                     except BaseException:
                         release_all(held[:taken])
                         raise
-                    emit_waited(node, rest, index, attempt, time.monotonic() - started)
-            holding_token = HELD.set(HELD.get() + held)
+                    emit_waited(node, held[taken:], index, attempt, time.monotonic() - started)
+                holding = hold(held, node, index)  # what nested code sees this attempt hold
             abandoned = False
             failure: Exception
             try:
@@ -174,7 +174,8 @@ def attempts(
             except Exception as error:
                 failure = error
             finally:
-                HELD.reset(holding_token)
+                if holding is not None:
+                    unhold(holding)
                 if not abandoned:
                     release_all(held)
             delay = next_delay(node._bf_retry, node.max_retries, node.wait, attempt, failure)

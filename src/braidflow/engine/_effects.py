@@ -55,7 +55,8 @@ TIMED: Final = 5
 # (NODE, node, None, shared, offload): run a node's step: its fast path, its
 # own ``_run``/``_run_async``, or its lifecycle (driven here).
 NODE: Final = 6
-# (WAIT, node, index, limiters): wait until every limiter gives a slot.
+# (WAIT, node, index, limiters, taken): wait until every limiter after the
+# first ``taken`` (held already) gives a slot.
 WAIT: Final = 7
 # (SLEEP, node, index, seconds): wait on the run's clock.
 SLEEP: Final = 8

@@ -121,7 +121,8 @@ def _perform(effect: tuple[Any, ...], stoppable: bool) -> Any:
     if op is TIMED:
         return _timed(*effect[3:])
     if op is WAIT:
-        acquire_all_blocking(effect[3], effect[1], lending_slot)
+        _, node, index, limiters, taken = effect
+        acquire_all_blocking(limiters, node, lending_slot, index, taken)
         return None
     if op is SLEEP:
         _clock().sleep_blocking(effect[3])

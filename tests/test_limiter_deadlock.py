@@ -1,0 +1,507 @@
+"""Hold-and-wait deadlocks among limiters are refused as they form, never reported
+when the wait could end, and leave nothing behind.
+
+Orderings are forced with barriers and events (never with time): every holder
+takes its slots before any nested request is made."""
+
+import asyncio
+import threading
+
+import pytest
+
+import braidflow
+from braidflow import (
+    AsyncFlow,
+    AsyncNode,
+    AsyncParallelBatchNode,
+    Flow,
+    Limiter,
+    LimiterDeadlock,
+    Node,
+    ParallelBatchNode,
+    RunError,
+    _deadlock,
+    thread_limiter,
+)
+from braidflow.testing import other_tasks
+
+
+def assert_released(*limiters):
+    """No slot held, nobody queued, nothing left registered with the deadlock check."""
+    for limiter in limiters:
+        statistics = limiter.statistics()
+        assert (statistics.in_flight, statistics.waiting) == (0, 0), limiter
+    assert thread_limiter().statistics().in_flight == 0
+    assert _deadlock._blocked == {}
+    assert _deadlock._exposed == {}
+
+
+async def wait_until(condition):
+    while not condition():
+        await asyncio.sleep(0)
+
+
+def wait_until_blocking(condition):
+    while not condition():
+        threading.Event().wait(0.001)
+
+
+# -- nodes ----------------------------------------------------------------------------
+
+
+class Call(Node):
+    """A sync node that writes "called" to shared["out"]."""
+
+    def exec(self, prep_res):
+        return "called"
+
+    def post(self, shared, prep_res, exec_res):
+        shared["out"] = exec_res
+
+
+class AsyncCall(AsyncNode):
+    async def exec_async(self, prep_res):
+        return "called"
+
+    async def post_async(self, shared, prep_res, exec_res):
+        shared["out"] = exec_res
+
+
+def sync_items(count, inner, meet=None):
+    """A ParallelBatchNode of ``count`` items whose exec runs ``Flow(start=inner())``
+    once every item holds its slots (``meet``: a threading.Barrier, or None)."""
+
+    class Items(ParallelBatchNode):
+        def prep(self, shared):
+            return range(count)
+
+        def exec(self, item):
+            if meet is not None:
+                meet.wait()
+            shared = {}
+            Flow(start=inner()).run(shared)
+            return shared["out"]
+
+        def post(self, shared, prep_res, exec_res):
+            shared["results"] = exec_res
+
+    return Items
+
+
+def async_items(count, inner, meet=None):
+    """The async form of `sync_items`; ``meet``: an asyncio.Barrier, or None."""
+
+    class Items(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return range(count)
+
+        async def exec_async(self, item):
+            if meet is not None:
+                await meet.wait()
+            shared = {}
+            await AsyncFlow(start=inner()).run_async(shared)
+            return shared["out"]
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["results"] = exec_res
+
+    return Items
+
+
+# -- the reproducer: items hold every slot, their nested nodes want one more -----------
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_sync_items_holding_every_slot_while_nested_nodes_wait_are_refused(count):
+    api = Limiter(count, name="api")
+    items = sync_items(count, lambda: Call(limits=[api]), threading.Barrier(count))
+    with pytest.raises(LimiterDeadlock, match=r"would wait forever for a slot of .*'api'"):
+        items(limits=[api], name="Items").run({})
+    assert_released(api)
+
+
+@pytest.mark.parametrize("count", [2, 3])
+async def test_async_items_holding_every_slot_while_nested_nodes_wait_are_refused(count):
+    api = Limiter(count, name="api")
+    items = async_items(count, lambda: AsyncCall(limits=[api]), asyncio.Barrier(count))
+    with pytest.raises(LimiterDeadlock, match=r"would wait forever for a slot of .*'api'"):
+        await items(limits=[api], name="Items").run_async({})
+    assert other_tasks() == set()
+    assert_released(api)
+
+
+async def test_sync_items_run_from_async_code_are_refused_too():
+    api = Limiter(2, name="api")
+    items = sync_items(2, lambda: Call(limits=[api]), threading.Barrier(2))
+    with pytest.raises(LimiterDeadlock):
+        await AsyncFlow(start=items(limits=[api])).run_async({})
+    assert other_tasks() == set()
+    assert_released(api)
+
+
+async def test_the_error_names_the_limiter_the_holders_and_the_waiting_node():
+    api = Limiter(2, name="api")
+    items = async_items(2, lambda: AsyncCall(limits=[api], name="Inner"), asyncio.Barrier(2))
+    with pytest.raises(LimiterDeadlock) as caught:
+        await items(limits=[api], name="Items").run_async({})
+    error = caught.value
+    assert isinstance(error, RunError)
+    assert braidflow.LimiterDeadlock is LimiterDeadlock
+    assert error.limiter is api
+    assert error.limiters == (api,)
+    assert sorted(error.holders) == [("Items", 0), ("Items", 1)]
+    assert error.node == "Inner"
+    assert error.item_index is None
+    message = str(error)
+    first_line = message.splitlines()[0]
+    assert first_line.startswith("node 'Inner' (AsyncCall) inside node 'Items' item ")
+    assert "would wait forever for a slot of Limiter(name='api', max_concurrent=2)" in first_line
+    assert "Limiter(name='api', max_concurrent=2) is held by:" in message
+    assert "node 'Items' item 0, in which node 'Inner' (AsyncCall) waits for 'api'" in message
+    assert "node 'Items' item 1, in which node 'Inner' (AsyncCall) waits for 'api'" in message
+    assert "Raise max_concurrent of 'api'" in message
+    assert "max_concurrency" in message
+    assert "outer or the inner node only" in message
+
+
+# -- other shapes of the same deadlock ------------------------------------------------
+
+
+async def test_a_cycle_across_two_limiters_is_refused():
+    # One holds a and needs b inside, the other holds b and needs a inside.
+    a, b = Limiter(1, name="a"), Limiter(1, name="b")
+    meet = asyncio.Barrier(2)
+
+    class Outer(AsyncNode):
+        def __init__(self, inner, **options):
+            super().__init__(**options)
+            self.inner = inner
+
+        async def exec_async(self, prep_res):
+            await meet.wait()
+            shared = {}
+            await AsyncFlow(start=AsyncCall(limits=[self.inner], name="Inner")).run_async(shared)
+            return shared["out"]
+
+    results = await asyncio.gather(
+        AsyncFlow(start=Outer(b, limits=[a], name="HoldsA")).run_async({}),
+        AsyncFlow(start=Outer(a, limits=[b], name="HoldsB")).run_async({}),
+        return_exceptions=True,
+    )
+    errors = [result for result in results if isinstance(result, BaseException)]
+    assert len(errors) == 1  # the other one finishes once the refused one gives its slot back
+    error = errors[0]
+    assert isinstance(error, LimiterDeadlock)
+    assert error.limiters == (a, b)
+    assert sorted(error.holders) == [("HoldsA", None), ("HoldsB", None)]
+    assert "node 'HoldsA' (Outer), in which node 'Inner' (AsyncCall) waits for 'b'" in str(error)
+    assert "node 'HoldsB' (Outer), in which node 'Inner' (AsyncCall) waits for 'a'" in str(error)
+    assert_released(a, b)
+
+
+def test_a_cycle_across_limiters_between_threads_is_refused():
+    a, b = Limiter(1, name="a"), Limiter(1, name="b")
+    meet = threading.Barrier(2)
+    outcomes = []
+
+    class Outer(Node):
+        def __init__(self, inner, **options):
+            super().__init__(**options)
+            self.inner = inner
+
+        def exec(self, prep_res):
+            meet.wait()
+            shared = {}
+            Flow(start=Call(limits=[self.inner])).run(shared)
+            return shared["out"]
+
+    def run(outer):
+        try:
+            Flow(start=outer).run({})
+            outcomes.append("done")
+        except LimiterDeadlock as error:
+            outcomes.append(error)
+
+    threads = [
+        threading.Thread(target=run, args=(Outer(b, limits=[a]),)),
+        threading.Thread(target=run, args=(Outer(a, limits=[b]),)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(map(type, outcomes), key=str) == sorted([str, LimiterDeadlock], key=str)
+    assert_released(a, b)
+
+
+async def test_a_cycle_between_a_thread_and_a_task_is_refused():
+    a, b = Limiter(1, name="a"), Limiter(1, name="b")
+    task_holds = asyncio.Event()
+    thread_holds = threading.Event()
+    loop = asyncio.get_running_loop()
+
+    class InThread(Node):
+        def exec(self, prep_res):
+            thread_holds.set()
+            asyncio.run_coroutine_threadsafe(task_holds.wait(), loop).result()
+            shared = {}
+            Flow(start=Call(limits=[b])).run(shared)
+            return shared["out"]
+
+    class OnLoop(AsyncNode):
+        async def exec_async(self, prep_res):
+            task_holds.set()
+            await loop.run_in_executor(None, thread_holds.wait)
+            shared = {}
+            await AsyncFlow(start=AsyncCall(limits=[a])).run_async(shared)
+            return shared["out"]
+
+    in_thread = loop.run_in_executor(None, Flow(start=InThread(limits=[a])).run, {})
+    results = await asyncio.gather(
+        in_thread, AsyncFlow(start=OnLoop(limits=[b])).run_async({}), return_exceptions=True
+    )
+    assert sum(isinstance(result, LimiterDeadlock) for result in results) == 1
+    assert sum(result is None for result in results) == 1
+    assert other_tasks() == set()
+    assert_released(a, b)
+
+
+async def test_a_deeper_nesting_is_refused():
+    # Items hold api; a middle node (holding another limiter) runs the node needing api.
+    api, db = Limiter(2, name="api"), Limiter(5, name="db")
+
+    class Middle(AsyncNode):
+        async def exec_async(self, prep_res):
+            shared = {}
+            await AsyncFlow(start=AsyncCall(limits=[api], name="Inner")).run_async(shared)
+            return shared["out"]
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["out"] = exec_res
+
+    items = async_items(2, lambda: Middle(limits=[db], name="Middle"), asyncio.Barrier(2))
+    with pytest.raises(LimiterDeadlock) as caught:
+        await items(limits=[api], name="Items").run_async({})
+    assert caught.value.limiters == (api,)
+    assert sorted(caught.value.holders) == [("Items", 0), ("Items", 1)]
+    assert "inside node 'Middle' (Middle)" not in str(caught.value)
+    assert " inside node 'Middle' would wait forever" in str(caught.value).splitlines()[0]
+    assert other_tasks() == set()
+    assert_released(api, db)
+
+
+async def test_a_nested_parallel_batch_is_refused():
+    api = Limiter(2, name="api")
+
+    class InnerItems(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return range(3)
+
+        async def exec_async(self, item):
+            return item
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["out"] = exec_res
+
+    items = async_items(2, lambda: InnerItems(limits=[api], name="Inner"), asyncio.Barrier(2))
+    with pytest.raises(LimiterDeadlock) as caught:
+        await items(limits=[api], name="Items").run_async({})
+    assert caught.value.node == "Inner"
+    assert caught.value.item_index in (0, 1, 2)
+    assert other_tasks() == set()
+    assert_released(api)
+
+
+def test_nested_sync_parallel_batches_on_their_own_loops_are_refused():
+    # Each outer item (a thread) runs a sync parallel batch on a private event loop.
+    api = Limiter(2, name="api")
+
+    class InnerItems(ParallelBatchNode):
+        def prep(self, shared):
+            return range(2)
+
+        def exec(self, item):
+            return item
+
+        def post(self, shared, prep_res, exec_res):
+            shared["out"] = exec_res
+
+    items = sync_items(2, lambda: InnerItems(limits=[api]), threading.Barrier(2))
+    with pytest.raises(LimiterDeadlock):
+        items(limits=[api]).run({})
+    assert_released(api)
+
+
+async def test_a_waiter_holding_part_of_its_limiters_counts_as_a_holder():
+    # First takes a and waits for b; Holder holds b and its nested node wants a.
+    a, b = Limiter(1, name="a"), Limiter(1, name="b")
+    go = asyncio.Event()
+
+    class Holder(AsyncNode):
+        async def exec_async(self, prep_res):
+            await go.wait()
+            shared = {}
+            await AsyncFlow(start=AsyncCall(limits=[a], name="Inner")).run_async(shared)
+            return shared["out"]
+
+    holder = asyncio.create_task(AsyncFlow(start=Holder(limits=[b])).run_async({}))
+    await wait_until(lambda: b.statistics().in_flight == 1)
+    both = asyncio.create_task(AsyncFlow(start=AsyncCall(limits=[a, b], name="Both")).run_async({}))
+    await wait_until(lambda: b.statistics().waiting == 1)
+    assert a.statistics().in_flight == 1  # taken by Both, which now waits for b
+    go.set()
+    with pytest.raises(LimiterDeadlock) as caught:
+        await holder
+    assert caught.value.limiters == (a, b)
+    assert "node 'Both' (AsyncCall), which waits for 'b'" in str(caught.value)
+    await both  # served once the holder gave b back
+    assert_released(a, b)
+
+
+async def test_lowering_a_bound_under_waiting_holders_refuses_one_of_them():
+    api = Limiter(3, name="api")
+    meet = asyncio.Barrier(2)
+    items = async_items(2, lambda: AsyncCall(limits=[api]), meet)
+    async with api:  # the third slot, held outside any attempt: it will be given back
+        run = asyncio.create_task(items(limits=[api]).run_async({}))
+        await wait_until(lambda: api.statistics().waiting == 2)
+        api.max_concurrent = 2  # now the two items' slots are all there is
+        with pytest.raises(LimiterDeadlock, match="would wait forever"):
+            await run
+    assert other_tasks() == set()
+    assert_released(api)
+
+
+# -- no false deadlock ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_shape_that_can_finish_finishes(kind):
+    # Limiter(3), two items each nesting one call: one nested call at a time fits.
+    api = Limiter(3, name="api")
+    if kind == "sync":
+        items = sync_items(2, lambda: Call(limits=[api]), threading.Barrier(2))
+        shared = {}
+        await asyncio.to_thread(items(limits=[api]).run, shared)
+    else:
+        items = async_items(2, lambda: AsyncCall(limits=[api]), asyncio.Barrier(2))
+        shared = {}
+        await items(limits=[api]).run_async(shared)
+    assert shared["results"] == ["called", "called"]
+    assert api.statistics().peak_in_flight == 3
+    assert_released(api)
+
+
+async def test_a_holder_that_is_not_waiting_can_still_give_its_slot_back():
+    # Item 0's nested node waits while item 1 (not nesting) holds the other slot.
+    api = Limiter(2, name="api")
+    item_1_may_finish = asyncio.Event()
+
+    class Items(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return range(2)
+
+        async def exec_async(self, item):
+            if item == 1:
+                await item_1_may_finish.wait()
+                return "plain"
+            await wait_until(lambda: api.statistics().in_flight == 2)
+            shared = {}
+            await AsyncFlow(start=AsyncCall(limits=[api])).run_async(shared)
+            return shared["out"]
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["results"] = exec_res
+
+    shared = {}
+    run = asyncio.create_task(Items(limits=[api]).run_async(shared))
+    await wait_until(lambda: api.statistics().waiting == 1)
+    item_1_may_finish.set()
+    await run
+    assert shared["results"] == ["called", "plain"]
+    assert_released(api)
+
+
+async def test_slots_held_by_your_own_async_with_count_as_given_back():
+    api = Limiter(2, name="api")
+    items = async_items(1, lambda: AsyncCall(limits=[api]))
+    shared = {}
+    async with api:  # not an attempt: braidflow does not know what this code waits for
+        run = asyncio.create_task(items(limits=[api]).run_async(shared))
+        await wait_until(lambda: api.statistics().waiting == 1)
+        assert not run.done()
+    await run
+    assert shared["results"] == ["called"]
+    assert_released(api)
+
+
+async def test_a_nested_request_while_another_limiter_is_merely_busy_waits():
+    # The holders of b are busy, not waiting: the request for b must wait, not fail.
+    a, b = Limiter(1, name="a"), Limiter(1, name="b")
+    release_b = asyncio.Event()
+
+    async def busy():
+        async with b:
+            await release_b.wait()
+
+    class Holder(AsyncNode):
+        async def exec_async(self, prep_res):
+            shared = {}
+            await AsyncFlow(start=AsyncCall(limits=[b])).run_async(shared)
+            return shared["out"]
+
+    occupant = asyncio.create_task(busy())
+    await wait_until(lambda: b.statistics().in_flight == 1)
+    run = asyncio.create_task(AsyncFlow(start=Holder(limits=[a])).run_async({}))
+    await wait_until(lambda: b.statistics().waiting == 1)
+    release_b.set()
+    await asyncio.gather(occupant, run)
+    assert_released(a, b)
+
+
+async def test_the_registry_forgets_a_cancelled_waiter():
+    api = Limiter(1, name="api")
+
+    class Outer(AsyncNode):
+        async def exec_async(self, prep_res):
+            shared = {}
+            await AsyncFlow(start=AsyncCall(limits=[api])).run_async(shared)
+
+    other = Limiter(1, name="other")
+    await api.acquire()  # a plain holder: the nested request waits, it is not refused
+    run = asyncio.create_task(AsyncFlow(start=Outer(limits=[other])).run_async({}))
+    await wait_until(lambda: api.statistics().waiting == 1)
+    assert len(_deadlock._blocked) == 1
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    api.release()
+    assert_released(api, other)
+
+
+async def test_a_request_outliving_the_attempt_it_started_in_no_longer_keeps_it_waiting():
+    # Outer's exec starts a task it does not wait for, which waits for b; once
+    # Outer has returned, neither it nor the attempt around it waits for that task.
+    g, a, b = Limiter(1, name="g"), Limiter(1, name="a"), Limiter(1, name="b")
+    detached = []
+    exposed_after_outer = []
+
+    class Outer(AsyncNode):
+        async def exec_async(self, prep_res):
+            flow = AsyncFlow(start=AsyncCall(limits=[b]))
+            detached.append(asyncio.create_task(flow.run_async({})))
+            await wait_until(lambda: b.statistics().waiting == 1)
+            assert set(_deadlock._exposed) == {g, a}  # both count the wait for b
+
+    class Around(AsyncNode):
+        async def exec_async(self, prep_res):
+            await AsyncFlow(start=Outer(limits=[a])).run_async({})
+            exposed_after_outer.extend(_deadlock._exposed)
+
+    await b.acquire()
+    await AsyncFlow(start=Around(limits=[g])).run_async({})
+    assert exposed_after_outer == []
+    assert len(_deadlock._blocked) == 1  # the task still waits, and still registered
+    b.release()
+    await detached[0]
+    assert_released(g, a, b)
