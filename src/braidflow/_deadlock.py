@@ -30,13 +30,10 @@ from __future__ import annotations
 
 import threading
 from contextvars import Token
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._context import HELD
 from ._errors import LimiterDeadlock
-
-if TYPE_CHECKING:
-    from ._limits import Limiter
 
 __all__ = ["block", "hold", "holds", "refuse_dead_waits", "unblock", "unhold"]
 
@@ -48,7 +45,10 @@ _LIMITERS, _NODE, _INDEX, _PARENT, _LIVE, _WAITS = range(6)
 Record = list[Any]
 # A registered request: the limiter it waits for, its head record (its own, or
 # the attempt whose code asks), the records counting its wait, whether the head is its own.
-Entry = tuple["Limiter", Record, list[Record], bool]
+# (A limiter is any object with a bound and its holders' slots: a `Limiter`,
+# which imports this module; it is typed as such here without an import.)
+Limiter = Any
+Entry = tuple[Limiter, Record, list[Record], bool]
 
 _get = HELD.get
 _set = HELD.set

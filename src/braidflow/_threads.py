@@ -24,6 +24,7 @@ __all__ = [
     "Abandoned",
     "call_in_thread",
     "enter_run",
+    "in_worker",
     "leave_run",
     "lending_slot",
     "run_in_thread",
@@ -264,6 +265,11 @@ async def _wait_done(future: asyncio.Future[Any]) -> None:
             break
     if not future.cancelled():
         future.exception()  # mark it retrieved so asyncio does not log it
+
+
+def in_worker() -> bool:
+    """True inside one of braidflow's threads, running a job for a caller."""
+    return getattr(_local, "job", None) is not None
 
 
 def stop_requested() -> bool:

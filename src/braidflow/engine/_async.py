@@ -25,7 +25,6 @@ from .._clock import SYSTEM_CLOCK, Clock, Deadline, TimedOut
 from .._context import RUN
 from .._limits import acquire_all, release_all
 from .._threads import Abandoned, run_in_thread
-from . import _sync
 from ._attempts import cancellation_instead, cancelled_error, fallback
 from ._effects import (
     AWAIT,
@@ -320,7 +319,7 @@ async def node_step(node: Any, shared: Any, offload_default: bool) -> Any:
         if node._bf_plan.single_exec and node._is_simple():
             # Nothing to wait for on the loop between the phases: one trip to
             # a thread, which stops between phases if the run is cancelled.
-            return await run_in_thread(_sync.drive, lifecycle(node, shared, False), True)
+            return await run_in_thread(node._run, shared)
         return await drive(lifecycle(node, shared, True))
     return await drive(lifecycle(node, shared, False))
 

@@ -17,7 +17,14 @@ from .._clock import SYSTEM_CLOCK, Clock, TimedOut
 from .._context import RUN
 from .._errors import AsyncUsageError
 from .._limits import acquire_all_blocking, release_all
-from .._threads import Abandoned, call_in_thread, lending_slot, run_to_completion, stop_requested
+from .._threads import (
+    Abandoned,
+    call_in_thread,
+    in_worker,
+    lending_slot,
+    run_to_completion,
+    stop_requested,
+)
 from ..executors._base import DispatchTimeout
 from . import _async
 from ._attempts import cancellation_instead, cancelled_error, fallback
@@ -42,12 +49,11 @@ from ._lifecycle import Steps, lifecycle
 __all__ = ["drive", "node_step", "run_node"]
 
 
-def drive(steps: Steps, stoppable: bool = False) -> Any:
-    """Run ``steps`` to their end here; return what they return.
-
-    ``stoppable``: this runs in one of braidflow's threads for a caller on
-    the loop; if that caller is cancelled, stop before the next effect.
-    """
+def drive(steps: Steps) -> Any:
+    """Run ``steps`` to their end here; return what they return. In one of
+    braidflow's threads, working for a caller on the loop: if that caller is
+    cancelled, stop before the next effect (nothing after it starts)."""
+    stoppable = in_worker()
     send = steps.send
     value: Any = None
     failure: BaseException | None = None
@@ -64,7 +70,7 @@ def drive(steps: Steps, stoppable: bool = False) -> Any:
             if stoppable and stop_requested():
                 raise asyncio.CancelledError
             if effect[0] is not NODE:
-                value = _perform(effect, stoppable)
+                value = _perform(effect)
                 continue
             node = effect[1]
             plan = effect[5]
@@ -108,12 +114,12 @@ def _clock() -> Clock:
     return run.clock if run is not None else SYSTEM_CLOCK
 
 
-def _perform(effect: tuple[Any, ...], stoppable: bool) -> Any:
+def _perform(effect: tuple[Any, ...]) -> Any:
     op = effect[0]
     if op is CALL or op is THREAD or op is MAYBE_AWAIT:  # no loop to keep free: here
         return effect[3](*effect[4])
     if op is STAGE:
-        return drive(effect[3], stoppable)
+        return drive(effect[3])
     if op is NODE:
         return run_node(effect[1], effect[3])
     if op is REMOTE:
