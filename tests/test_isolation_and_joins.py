@@ -23,7 +23,8 @@ from braidflow import (
     Parallel,
     SharedView,
 )
-from braidflow._merge import data_copy, merge
+from braidflow._isolation import data_copy
+from braidflow._merge import merge
 
 Pair = namedtuple("Pair", "tags name")
 

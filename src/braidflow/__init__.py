@@ -40,12 +40,12 @@ from ._kinds import Node as Node
 from ._kinds import ParallelBatchNode as ParallelBatchNode
 from ._limits import Limiter as Limiter
 from ._limits import LimiterStatistics as LimiterStatistics
-from ._merge import MISSING as MISSING
-from ._merge import SharedView as SharedView
 from ._node import BaseNode as BaseNode
 from ._policy import Retry as Retry
 from ._run import PendingRun as PendingRun
 from ._threads import thread_limiter as thread_limiter
+from ._views import MISSING as MISSING
+from ._views import SharedView as SharedView
 from .durable import interrupt as interrupt
 from .durable import recorded_events as recorded_events
 from .stores import Checkpoint as Checkpoint

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import CheckpointError
-from .._merge import MISSING
+from .._isolation import MISSING
 
 __all__ = [
     "ASCII",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._merge import MISSING
+from .._isolation import MISSING
 from ..stores._base import Checkpoint
 from ._codec import Codec
 from ._tracking import TrackingDict

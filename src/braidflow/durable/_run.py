@@ -12,7 +12,8 @@ from typing import Any
 
 from .._context import AttemptState
 from .._errors import CheckpointError, ResumeError
-from .._merge import MISSING, SharedView
+from .._isolation import MISSING
+from .._views import SharedView
 from ..stores._base import Checkpoint, Store, step_path
 from ._codec import JSON_TEXT, SCALARS, UNSAVABLE, Codec, action_text, encode_key_value, fingerprint
 from ._interrupt import Interrupted

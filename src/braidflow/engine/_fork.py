@@ -13,7 +13,8 @@ from typing import Any
 
 from .._context import PATH, RUN, STEP, StepAt
 from .._errors import Failure, add_note
-from .._merge import SharedView, apply_changes, merge
+from .._merge import apply_changes, merge
+from .._views import SharedView
 from ._effects import PARALLEL
 from ._observe import BranchScope
 from ._walk import walk

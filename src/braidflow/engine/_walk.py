@@ -14,8 +14,9 @@ from typing import Any
 
 from .._context import HANDED_DOWN, PATH, RUN, STEP, HandedDown, StepAt
 from .._errors import WiringError, add_note
-from .._merge import SharedView, apply_changes, merge
+from .._merge import apply_changes, merge
 from .._plan import copy_node
+from .._views import SharedView
 from .._wiring import route
 from ._effects import MAYBE_AWAIT, NODE, PARALLEL
 from ._items import batch_items, sequential
