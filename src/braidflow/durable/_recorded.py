@@ -47,8 +47,8 @@ class Recorded:
                 self.steps.setdefault(row.frame, []).append(row)
             elif kind == "items":
                 items = self.items.setdefault(row.frame, {})
-                for index, mark, result in codec.split(row.payload):
-                    items[index] = (mark, result)
+                for index, fingerprint, result in codec.split(row.payload):
+                    items[index] = (fingerprint, result)
             elif kind == "changes":
                 self.changes[(row.frame, row.position)] = row
             elif kind == "branch":

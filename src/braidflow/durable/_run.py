@@ -190,8 +190,8 @@ class DurableRun:
         Raises:
             ResumeError: If prep now gives a different item at that index.
         """
-        mark, result = recorded
-        if mark != fingerprint(self.codec, item):
+        taken, result = recorded  # the fingerprint taken when it ran
+        if taken != fingerprint(self.codec, item):
             raise ResumeError(
                 f"{node._describe()}: item {index} is not the one recorded in run "
                 f"{self.run_id!r}; prep must give the same items, in the same order, when a "
@@ -258,14 +258,14 @@ class DurableRun:
             None,
             self._packed_changes(view, name),
         )
-        self.writer.later(row)
+        self.writer.queue_row(row)
 
     def recorded_changes(self, stage: str, index: int) -> dict[Any, Any]:
         """What the isolated sub-flow ``index`` of ``stage`` changed, as recorded."""
         row = self.recorded.changes.get((stage, index))
         return {} if row is None else dict(self.codec.unpack(row.payload))
 
-    def branch(self, stage: str, index: int) -> dict[Any, Any] | None:
+    def recorded_branch(self, stage: str, index: int) -> dict[Any, Any] | None:
         """The changes branch ``index`` made, if it finished before; else ``None``."""
         row = self.recorded.branches.get((stage, index))
         return None if row is None else dict(self.codec.unpack(row.payload))

@@ -74,7 +74,7 @@ class CheckpointWriter:
         if self._write_error is not None:
             raise self._write_error
 
-    def later(self, row: Checkpoint) -> None:
+    def queue_row(self, row: Checkpoint) -> None:
         """Queue a row for the group commit at the next turn of the event loop.
 
         Raises:

@@ -228,8 +228,8 @@ async def _perform(effect: tuple[Any, ...]) -> Any:
         await _clock().sleep(effect[3])
         return None
     if op is RECORD:
-        _, node, index, durable, batch, mark, result = effect
-        durable.queue_item(batch, index, mark, result, node)
+        _, node, index, durable, batch, fingerprint, result = effect
+        durable.queue_item(batch, index, fingerprint, result, node)
         return None
     if op is COMMIT:
         await _turn()

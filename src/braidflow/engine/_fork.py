@@ -42,7 +42,7 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
     finished: dict[int, dict[Any, Any]] = {}
     if durable is not None:
         for index in range(len(walkers)):
-            changes = durable.branch(step.key, index)
+            changes = durable.recorded_branch(step.key, index)
             if changes is not None:
                 finished[index] = changes
 

@@ -149,7 +149,7 @@ def item_steps(
         if recorded and index in recorded:
             result = durable.item_result(index, recorded[index], item, node)
         else:
-            mark = durable.fingerprint(item)  # before exec, which may change the item
+            fingerprint = durable.fingerprint(item)  # before exec, which may change it
             at: ItemAt | None = None
             token: Any = None
             if flow:
@@ -173,7 +173,7 @@ def item_steps(
             finally:
                 if token is not None:
                     (STEP if flow else ITEM).reset(token)
-            yield (RECORD, node, index, durable, batch, mark, result)
+            yield (RECORD, node, index, durable, batch, fingerprint, result)
             # Nothing new runs until this item is in the store, so a crash can
             # only lose items in flight. A node's worker waits before its next
             # item (its last one never waits); a task per item ends here (post
@@ -203,7 +203,7 @@ def _items_recorded() -> None:
 def sequential(node: Any, items: Any, make_item: MakeItem, keep: bool) -> Steps:
     """Run items one after another; return their results in order if ``keep``."""
     check_max_concurrency(node, node.max_concurrency, parallel=False)
-    one = item_steps(node, items, make_item, "sequence") or make_item
+    steps_of = item_steps(node, items, make_item, "sequence") or make_item
     results: list[Any] | None = [] if keep else None
     try:
         if hasattr(items, "__aiter__"):
@@ -212,13 +212,13 @@ def sequential(node: Any, items: Any, make_item: MakeItem, keep: bool) -> Steps:
             while (item := (yield (AWAIT, node, None, anext, (iterator, _EXHAUSTED)))) is not (
                 _EXHAUSTED
             ):
-                value = yield from one(item, index, False)
+                value = yield from steps_of(item, index, False)
                 if results is not None:
                     results.append(value)
                 index += 1
         else:
             for index, item in enumerate(items):
-                value = yield from one(item, index, False)
+                value = yield from steps_of(item, index, False)
                 if results is not None:
                     results.append(value)
     finally:
@@ -334,23 +334,23 @@ async def run_parallel(
     def run_item(item: Any, index: int) -> Coroutine[Any, Any, Any]:
         return drive(one_item(item, index, from_sync))
 
-    def stray(task: asyncio.Task[Any]) -> BaseException:
+    def own_cancellation(task: asyncio.Task[Any]) -> BaseException:
         # An item task that ended cancelled although nobody cancelled it: its
         # own code raised CancelledError (only direct items can end so).
         index = tasks.index(task) if tasks is not None and task in tasks else None
         return cancelled_error(node, asyncio.CancelledError(), index)
 
-    async def collected(index: int, item: Any) -> None:
+    async def run_collecting(index: int, item: Any) -> None:
         try:
             value = await run_item(item, index)
         except Exception as error:
             value = Failure(error, item, index)
         results[index] = value
 
-    async def kept(index: int, item: Any) -> None:
+    async def run_keeping(index: int, item: Any) -> None:
         results[index] = await run_item(item, index)
 
-    async def one_direct(index: int, item: Any) -> None:
+    async def run_fast(index: int, item: Any) -> None:
         # A direct item inside a bounded worker: label its failure with its index.
         try:
             value = await direct(item)  # type: ignore[misc]
@@ -367,13 +367,13 @@ async def run_parallel(
 
     is_async_source = hasattr(items, "__aiter__")
     try:
-        async with TaskGroup(stray) as group:
+        async with TaskGroup(own_cancellation) as group:
             if limit is None:
                 # No bound: one task per item, created as items are read.
                 def start(index: int, item: Any) -> None:
                     if collect:
                         results.append(None)
-                        group.spawn(collected(index, item))
+                        group.spawn(run_collecting(index, item))
                         return
                     task = group.spawn(direct(item) if direct else run_item(item, index))
                     if tasks is not None:
@@ -397,22 +397,22 @@ async def run_parallel(
                 # timeout hold, so threads they abandon keep counting against it.
                 gate = Limiter(limit, name=f"max_concurrency of {node._display_name()}")
                 pending = results if keep else None
-                one: Callable[[int, Any], Coroutine[Any, Any, Any]]
+                run_next: Callable[[int, Any], Coroutine[Any, Any, Any]]
                 if collect:
-                    one = collected
+                    run_next = run_collecting
                 elif direct is not None:
-                    one = one_direct
+                    run_next = run_fast
                 elif keep and not stored:
-                    one = kept
+                    run_next = run_keeping
                 else:
-                    one = lambda index, item: run_item(item, index)  # noqa: E731
+                    run_next = lambda index, item: run_item(item, index)  # noqa: E731
 
                 if is_async_source:
                     feed_from = _AsyncFeed(items, pending)
 
                     async def worker() -> None:
                         while (pair := await feed_from.take()) is not None:
-                            await one(*pair)
+                            await run_next(*pair)
 
                     workers = limit
                 else:
@@ -427,7 +427,7 @@ async def run_parallel(
 
                     async def worker() -> None:
                         for index, item in numbered:
-                            await one(index, item)
+                            await run_next(index, item)
 
                 token = GATES.set((*GATES.get(), gate))
                 try:

@@ -134,8 +134,8 @@ def _perform(effect: tuple[Any, ...]) -> Any:
         _clock().sleep_blocking(effect[3])
         return None
     if op is RECORD:
-        _, node, index, durable, batch, mark, result = effect
-        durable.item_done(batch[0], index, mark, result, node)
+        _, node, index, durable, batch, fingerprint, result = effect
+        durable.item_done(batch[0], index, fingerprint, result, node)
         return None
     if op is COMMIT:
         effect[3].check_written()
