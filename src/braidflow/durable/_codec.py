@@ -1,39 +1,54 @@
 """The codec of durable runs: how values of ``shared``, items' results and actions are written.
 
 JSON by default (a value is refused unless JSON gives it back equal), or
-pickle; batch items are fingerprinted, to tell on resume whether ``prep``
-gives the same items.
+pickle. braidflow's own values (a `Failure`, the exception in it,
+``MISSING``) are written by both: JSON writes each as an object tagged with
+the reserved key ``"__braidflow__"``, which user data may not use. Batch
+items are fingerprinted, to tell on resume whether ``prep`` gives the same
+items.
 """
 
 from __future__ import annotations
 
+import importlib
+import io
 import json
 import json.encoder
 import pickle
+import sys
+import threading
 import zlib
 from collections.abc import Callable
 from typing import Any
 
-from .._errors import CheckpointError
+from .._errors import CheckpointError, ResumeError
 from .._merge import MISSING
 
 __all__ = [
     "ASCII",
     "JSON_TEXT",
     "SCALARS",
+    "TAG",
     "UNSAVABLE",
     "Codec",
+    "RecordedError",
     "action_text",
     "encode_key_value",
     "fingerprint",
+    "stand_in_class",
 ]
 
+# The key that marks braidflow's own values in JSON: {"__braidflow__": kind, ...}.
+TAG = "__braidflow__"
+_TAG_TEXT = b'"__braidflow__"'  # in a payload only if one of them (or a string) holds it
 
-def _json_encoder() -> Callable[[Any], str]:
+
+def _json_encoder(default: Callable[[Any], Any] | None = None) -> Callable[[Any], str]:
     """``json.dumps`` for the store: compact, no NaN, ASCII. The C encoder is made
     once and reused (``JSONEncoder.encode`` makes one per call, half its cost);
-    a cycle in a value then shows as a RecursionError."""
-    plain = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+    a cycle in a value then shows as a RecursionError. ``default`` turns an
+    object JSON does not know into one it does (or raises TypeError)."""
+    plain = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=default)
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:
         return plain.encode
@@ -55,10 +70,37 @@ def _json_encoder() -> Callable[[Any], str]:
     return plain.encode
 
 
-JSON_TEXT = _json_encoder()
+JSON_TEXT = _json_encoder()  # plain JSON: what fingerprints and scalars are written with
 ASCII = json.encoder.encode_basestring_ascii  # what the JSON encoder does to a str
 # What encoding a value that cannot be saved raises (a cycle: RecursionError).
 UNSAVABLE = (TypeError, ValueError, RecursionError, pickle.PicklingError, AttributeError)
+SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
+class RecordedError(Exception):
+    """Stands for an exception read back from a store whose class cannot be
+    rebuilt: its class has the original's name; its message is the
+    original's. (Events kept with ``record_events=True`` give every error
+    back as one; a checkpointed exception only when its own class cannot be
+    imported or rebuilt from its arguments.)"""
+
+
+_stand_ins: dict[str, type[RecordedError]] = {}
+
+
+def stand_in_class(name: str) -> type[RecordedError]:
+    """The `RecordedError` subclass that stands for the class ``name``
+    (``"module:qualname"``, or just a class name): one class per name."""
+    made = _stand_ins.get(name)
+    if made is None:
+        qualname = name.rpartition(":")[2] or name
+        made = type(
+            qualname.rpartition(".")[2] or qualname,
+            (RecordedError,),
+            {"__qualname__": qualname, "_bf_type": name},
+        )
+        made = _stand_ins.setdefault(name, made)
+    return made
 
 
 class Codec:
@@ -70,6 +112,7 @@ class Codec:
     def encode(self, value: Any) -> bytes:
         """``value`` as stored. JSON must give back an equal value, or it is
         refused: a tuple would come back a list, an int key a string.
+        braidflow's own values are written tagged (see `TAG`).
 
         Raises:
             TypeError, ValueError: If the value cannot be stored faithfully.
@@ -82,12 +125,18 @@ class Codec:
                 return ASCII(value).encode()
             if kind not in SCALARS and not _faithful(value):
                 raise ValueError(_json_drift(value))
-            return JSON_TEXT(value).encode()
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            try:
+                return _TAGGED_TEXT(value).encode()
+            except TypeError:
+                found = _not_json(value, "")
+                if found is None:
+                    raise
+                raise TypeError(found) from None
+        return _pickled(value)
 
     def decode(self, data: bytes) -> Any:
         if self.kind == "json":
-            return json.loads(data)
+            return _loads(data)
         return pickle.loads(data)
 
     def pack(self, changes: list[tuple[Any, bytes | None]]) -> bytes:
@@ -111,21 +160,18 @@ class Codec:
     def split(self, payload: bytes) -> list[Any]:
         """The values of a payload made by `join`, decoded."""
         if self.kind == "json":
-            values: list[Any] = json.loads(payload)
+            values: list[Any] = _loads(payload)
             return values
         return [pickle.loads(part) for part in pickle.loads(payload)]
 
     def unpack(self, payload: bytes) -> list[tuple[Any, Any]]:
         """The (key, value or MISSING) pairs of a payload made by `pack`."""
         if self.kind == "json":
-            return [(entry[0], entry[2] if entry[1] else MISSING) for entry in json.loads(payload)]
+            return [(entry[0], entry[2] if entry[1] else MISSING) for entry in _loads(payload)]
         return [
             (key, MISSING if data is None else pickle.loads(data))
             for key, data in pickle.loads(payload)
         ]
-
-
-SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
 def _key_json(key: Any) -> bytes:
@@ -133,22 +179,245 @@ def _key_json(key: Any) -> bytes:
     return ASCII(key).encode() if type(key) is str else JSON_TEXT(key).encode()
 
 
+# -- braidflow's own values ---------------------------------------------------------------
+
+_failure: Any = None
+
+
+def _failure_class() -> Any:
+    """`braidflow.Failure` (imported late: the batch module imports this one)."""
+    global _failure
+    if _failure is None:
+        from .._batch import Failure
+
+        _failure = Failure
+    return _failure
+
+
+_MISSING_RECORD = {TAG: "MISSING"}
+
+
+def _tagged(value: Any) -> Any:
+    """What JSON writes for a value it does not know: braidflow's own, tagged."""
+    if isinstance(value, BaseException):
+        return _error_record(value, _json_storable)
+    if value is MISSING:
+        return _MISSING_RECORD
+    if type(value) is _failure_class():
+        return {TAG: "Failure", "error": value.error, "item": value.item, "index": value.index}
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_TAGGED_TEXT = _json_encoder(_tagged)  # JSON with braidflow's values tagged: what is stored
+
+
+def _untagged(record: dict[str, Any]) -> Any:
+    """A JSON object as read: braidflow's value if it is tagged, else itself."""
+    kind = record.get(TAG)
+    if kind is None:
+        return record
+    if kind == "Failure":
+        return _failure_class()(record["error"], record["item"], record["index"])
+    if kind == "error":
+        return _error_from(record)
+    if kind == "MISSING":
+        return MISSING
+    raise ResumeError(
+        f"a checkpoint holds a value tagged {kind!r}, which this version of braidflow does "
+        "not know; resume the run with the version that recorded it"
+    )
+
+
+def _loads(data: bytes) -> Any:
+    """A JSON payload read back; the object hook runs only if a tag may be in it."""
+    if _TAG_TEXT in data:
+        return json.loads(data, object_hook=_untagged)
+    return json.loads(data)
+
+
+def _message(error: BaseException) -> str:
+    try:
+        return str(error)
+    except Exception:
+        return f"<{type(error).__name__} whose str() fails>"
+
+
+_recording = threading.local()  # the exceptions being recorded now, per thread
+
+
+def _error_record(error: BaseException, storable: Callable[[Any], bool]) -> dict[str, Any]:
+    """An exception as stored: ``type`` (``"module:qualname"``), ``message``
+    (its ``str``), ``args`` and ``state`` (its ``__dict__``: notes, attributes)
+    as its ``__reduce__`` gives them. ``args`` only if the class can be found
+    by name and ``storable`` takes the arguments and every attribute: then it
+    can be rebuilt. Otherwise it is read back as a stand-in with the name and
+    message, and the attributes ``storable`` takes."""
+    busy: set[int] | None = getattr(_recording, "ids", None)
+    if busy is None:
+        busy = _recording.ids = set()
+    if id(error) in busy:  # an attribute leads back to the exception itself
+        raise ValueError(f"the {type(error).__name__} refers to itself")
+    busy.add(id(error))
+    try:
+        cls = type(error)
+        name = cls.__dict__.get("_bf_type") if issubclass(cls, RecordedError) else None
+        args: tuple[Any, ...] | None = None
+        state: Any = getattr(error, "__dict__", None)
+        if name is None:
+            name = f"{cls.__module__}:{cls.__qualname__}"
+            try:
+                reduced = error.__reduce__()
+            except Exception:
+                reduced = None
+            if (
+                type(reduced) is tuple
+                and len(reduced) in (2, 3)
+                and reduced[0] is cls
+                and type(reduced[1]) is tuple
+                and _find_class(name) is cls
+            ):
+                args = reduced[1]
+                state = reduced[2] if len(reduced) == 3 else None
+        record: dict[str, Any] = {TAG: "error", "type": name, "message": _message(error)}
+        kept: dict[str, Any] = {}
+        whole = state is None or type(state) is dict
+        if type(state) is dict:
+            for key in sorted(key for key in state if type(key) is str):
+                value = state[key]
+                if storable(value):
+                    kept[key] = value
+                else:
+                    whole = False
+            whole = whole and len(kept) == len(state)
+        if args is not None and whole and storable(list(args)):
+            record["args"] = list(args)
+        if kept:
+            record["state"] = kept
+        return record
+    finally:
+        busy.discard(id(error))
+
+
+def _find_class(name: str) -> Any:
+    """The exception class ``"module:qualname"`` names, imported; else None."""
+    module_name, _, qualname = name.partition(":")
+    if not qualname or "<" in qualname:
+        return None
+    module = sys.modules.get(module_name)
+    if module is None:
+        try:
+            module = importlib.import_module(module_name)
+        except Exception:
+            return None
+    found: Any = module
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    if isinstance(found, type) and issubclass(found, BaseException):
+        return found
+    return None
+
+
+def _error_from(record: dict[str, Any]) -> BaseException:
+    """An exception read back: its own class, called with its arguments (or,
+    if that fails, made without ``__init__``) and given its attributes, if
+    that gives the same class and message; else a stand-in (a
+    `RecordedError` of the original's name, with its message and attributes)."""
+    name, message = record["type"], record["message"]
+    state: dict[str, Any] = record.get("state") or {}
+    if "args" in record:
+        cls = _find_class(name)
+        if cls is not None:
+            args = tuple(record["args"])
+            for make in (cls, cls.__new__):
+                try:
+                    if make is cls:
+                        error = cls(*args)
+                    else:  # without __init__ (OSError's __new__ may then drop the args)
+                        error = make(cls, *args)
+                        error.args = args
+                    if type(error) is not cls:
+                        continue
+                    if state:
+                        setstate = getattr(error, "__setstate__", None)
+                        if setstate is not None:
+                            setstate(dict(state))
+                        else:
+                            error.__dict__.update(state)
+                    if _message(error) == message:
+                        return error  # type: ignore[no-any-return]
+                except Exception:
+                    continue
+    error = stand_in_class(name)(message)
+    for key, value in state.items():
+        try:
+            setattr(error, key, value)
+        except Exception:
+            pass
+    return error
+
+
+def _json_storable(value: Any) -> bool:
+    """Whether JSON (with braidflow's tags) writes ``value`` and gives it back equal."""
+    try:
+        if type(value) not in SCALARS and not _faithful(value):
+            return False
+        _TAGGED_TEXT(value)
+    except Exception:
+        return False
+    return True
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles an exception as its record (see `_error_record`), so it comes
+    back whatever its ``__init__`` takes, or as a stand-in."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, BaseException):
+            return _error_from, (_error_record(obj, _picklable),)
+        return NotImplemented
+
+
+def _pickled(value: Any) -> bytes:
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return buffer.getvalue()
+
+
+def _picklable(value: Any) -> bool:
+    try:
+        _pickled(value)
+    except Exception:
+        return False
+    return True
+
+
+# -- what JSON gives back changed ------------------------------------------------------------
+
+
 def _faithful(value: Any) -> bool:
-    """Whether JSON gives ``value`` back equal: no tuple, no key but a string
-    (anything else JSON cannot hold at all, its encoder refuses)."""
+    """Whether JSON gives ``value`` back equal: no tuple, no key but a string,
+    no dict with braidflow's tag as a key (anything else JSON cannot hold at
+    all, its encoder refuses)."""
     if isinstance(value, list):
         for item in value:
             if type(item) not in SCALARS and not _faithful(item):
                 return False
         return True
     if isinstance(value, dict):
+        if TAG in value:
+            return False
         for key, item in value.items():
             if not isinstance(key, str):
                 return False
             if type(item) not in SCALARS and not _faithful(item):
                 return False
         return True
-    return not isinstance(value, tuple)
+    if isinstance(value, tuple):
+        return False
+    if type(value) is _failure_class():
+        item = value.item
+        return type(item) in SCALARS or _faithful(item)
+    return True
 
 
 def _json_drift(value: Any) -> str:
@@ -161,6 +430,11 @@ def _drift_in(value: Any, where: str) -> str | None:
     if isinstance(value, tuple):
         return f"the {type(value).__name__}{at} would come back as a list"
     if isinstance(value, dict):
+        if TAG in value:
+            return (
+                f"the dict{at} has the key {TAG!r}, which braidflow keeps for its own values "
+                "in JSON checkpoints; rename that key"
+            )
         for key, item in value.items():
             if not isinstance(key, str):
                 return (
@@ -175,6 +449,29 @@ def _drift_in(value: Any, where: str) -> str | None:
             found = _drift_in(item, f"{where}[{index}]")
             if found:
                 return found
+    elif type(value) is _failure_class():
+        return _drift_in(value.item, f"{where}.item")
+    return None
+
+
+def _not_json(value: Any, where: str) -> str | None:
+    """Say which object in ``value`` JSON cannot hold, and where."""
+    if type(value) in SCALARS or isinstance(value, BaseException) or value is MISSING:
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _not_json(item, f"{where}[{key!r}]")
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _not_json(item, f"{where}[{index}]")
+            if found:
+                return found
+    elif type(value) is _failure_class():
+        return _not_json(value.item, f"{where}.item")
+    elif not isinstance(value, str | int | float):
+        return f"the {type(value).__name__}{f' at {where}' if where else ''} is not JSON data"
     return None
 
 

@@ -13,6 +13,7 @@ import threading
 from .._events import Event
 from ..stores._base import Store
 from ..tracing._jsonl import event_line
+from ._codec import RecordedError, stand_in_class
 
 __all__ = ["EventRecorder", "RecordedError", "recorded_events"]
 
@@ -39,11 +40,6 @@ class EventRecorder:
         self.store.add_events(self.run_id, batch)
 
 
-class RecordedError(Exception):
-    """Stands for an exception read back from a store: its class has the
-    original's name; its message is the original's."""
-
-
 def recorded_events(store: Store, run_id: str) -> list[Event]:
     """The events kept for a run (``record_events=True``), as `Event`
     objects; an error comes back as an exception of a made-up class with the
@@ -53,7 +49,7 @@ def recorded_events(store: Store, run_id: str) -> list[Event]:
         record = json.loads(text)
         error = record["error"]
         if error is not None:
-            error = type(error["type"], (RecordedError,), {})(error["message"])
+            error = stand_in_class(error["type"])(error["message"])
         events.append(
             Event(
                 record["kind"],
