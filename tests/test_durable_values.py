@@ -1,9 +1,20 @@
 """What durable runs can store and recognise: braidflow's own values in
-checkpoints."""
+checkpoints, and a fingerprint for every batch item."""
 
+import collections
+import dataclasses
+import datetime
+import decimal
+import enum
 import itertools
+import json
+import os
 import pathlib
+import pickle
+import subprocess
+import sys
 import threading
+import zlib
 
 import pytest
 
@@ -11,6 +22,7 @@ import braidflow as bf
 from braidflow import (
     AsyncFlow,
     AsyncParallelBatchNode,
+    BatchFlow,
     BatchNode,
     CheckpointError,
     Failure,
@@ -18,11 +30,12 @@ from braidflow import (
     MemoryStore,
     Node,
     Parallel,
+    ResumeError,
     SQLiteStore,
 )
 from braidflow.durable import RecordedError
 from braidflow.durable import _codec as codec_module
-from braidflow.durable._codec import TAG, Codec
+from braidflow.durable._codec import JSON_TEXT, TAG, Codec, fingerprint
 
 
 @pytest.fixture(params=["memory-json", "memory-pickle", "sqlite-json", "sqlite-pickle"])
@@ -334,3 +347,324 @@ def test_a_non_json_value_is_named_where_it_is(json_store):
 
     with pytest.raises(CheckpointError, match=r"the PosixPath at \[0\]\.item is not JSON data"):
         Flow(start=Keeps(name="keeps")).run({}, store=json_store)
+
+
+# -- fingerprints of batch items ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "item", [0, "x", [1, "a", None, 2.5], {"k": [1, {"n": True}]}, (1, "two"), {"1": [(2, 3)]}]
+)
+def test_a_json_item_s_fingerprint_is_what_it_was(item):
+    """Runs recorded before still resume: the CRC-32 of the compact JSON
+    (with pickle, of the pickle of plain data)."""
+    assert fingerprint(Codec("json"), item) == zlib.crc32(JSON_TEXT(item).encode())
+    assert fingerprint(Codec("pickle"), item) == zlib.crc32(
+        pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+    )
+    assert fingerprint(Codec("json"), {"a": [1, 2]}) == zlib.crc32(b'{"a":[1,2]}') == 399956868
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    path: pathlib.Path
+    tags: frozenset
+
+
+@dataclasses.dataclass(slots=True)
+class Slim:
+    n: int
+
+
+Point = collections.namedtuple("Point", "x y")
+
+
+class Plain:
+    """An object whose identity is its plain attributes."""
+
+    def __init__(self, name, when):
+        self.name, self.when = name, when
+
+
+UTC = datetime.UTC
+# Each kind of item: three items, and the first two as a prep that changed gives them.
+KINDS = {
+    "paths": (
+        lambda: [pathlib.Path("/a"), pathlib.Path("/b"), pathlib.Path("/c")],
+        lambda: [pathlib.Path("/x"), pathlib.Path("/y")],
+    ),
+    "tuples": (
+        lambda: [("a", pathlib.Path("/a")), ("b", 1), ("c", 2)],
+        lambda: [("a", pathlib.Path("/z")), ("b", 1.0)],
+    ),
+    "sets": (
+        lambda: [{"alpha", "beta", "gamma"}, {"one"}, set()],
+        lambda: [{"alpha", "beta", "delta"}, {"one", "two"}],
+    ),
+    "frozensets": (
+        lambda: [frozenset({"p", "q"}), frozenset({1, 2}), frozenset()],
+        lambda: [frozenset({"p", "r"}), frozenset({1})],
+    ),
+    "dataclasses": (
+        lambda: [Job(pathlib.Path("/j"), frozenset({"x"})), Slim(1), Slim(2)],
+        lambda: [Job(pathlib.Path("/j"), frozenset({"y"})), Slim(-1)],
+    ),
+    "namedtuples": (
+        lambda: [Point(1, 2), Point(3, 4), Point(5, 6)],
+        lambda: [Point(2, 1), Point(3, 5)],
+    ),
+    "enums": (lambda: [Color.RED, Color.BLUE, Color.RED], lambda: [Color.BLUE, Color.RED]),
+    "datetimes": (
+        lambda: [
+            datetime.datetime(2024, 5, 1, 12, tzinfo=UTC),
+            datetime.date(2024, 5, 1),
+            datetime.timedelta(hours=1),
+        ],
+        lambda: [datetime.datetime(2024, 5, 1, 12, 0, 1, tzinfo=UTC), datetime.date(2024, 5, 2)],
+    ),
+    "decimals": (
+        lambda: [decimal.Decimal("1.10"), decimal.Decimal("2"), decimal.Decimal("3")],
+        lambda: [decimal.Decimal("1.11"), decimal.Decimal("2.0")],
+    ),
+    "bytes": (lambda: [b"ab", bytearray(b"cd"), b""], lambda: [b"ac", bytearray(b"ce")]),
+    "nested": (
+        lambda: [{"k": {1, 2}, "p": (pathlib.Path("/n"),)}, [Slim(1), {"s"}], {Color.RED: 1}],
+        lambda: [{"k": {1, 3}, "p": (pathlib.Path("/n"),)}, [Slim(1), {"t"}]],
+    ),
+    "objects": (
+        lambda: [Plain("a", datetime.date(2020, 1, 1)), Plain("b", None), Plain("c", [1])],
+        lambda: [Plain("a", datetime.date(2020, 1, 2)), Plain("b", 0)],
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_an_item_that_changed_is_told_apart_and_an_equal_one_is_not(store, kind):
+    make, changed = KINDS[kind]
+    ran = []
+    state = {"items": make, "failing": True}
+
+    class Work(BatchNode):
+        def prep(self, shared):
+            return state["items"]()  # new objects each time
+
+        def exec(self, item):
+            ran.append(len(ran))
+            if len(ran) == 3 and state["failing"]:
+                raise ValueError("the third item")
+            return type(item).__name__
+
+        def post(self, shared, prep_res, exec_res):
+            shared["done"] = exec_res
+
+    flow = Flow(start=Work(name="work"))
+    for run_id in ("same", "changed"):
+        with pytest.raises(ValueError, match="third"):
+            flow.run({}, store=store, run_id=run_id)
+        ran.clear()
+    state["failing"] = False
+
+    done = flow.resume("same", store=store)["done"]  # equal items, made again
+    assert len(done) == 3
+    assert len(ran) == 1  # only the third ran again
+
+    first, second = changed()
+    state["items"] = lambda: [first, make()[1], make()[2]]
+    with pytest.raises(ResumeError, match=r"node 'work' \(Work\): item 0 is not the one recorded"):
+        flow.resume("changed", store=store)
+    state["items"] = lambda: [make()[0], second, make()[2]]
+    with pytest.raises(ResumeError, match="item 1 is not the one recorded"):
+        flow.resume("changed", store=store)
+
+
+def test_the_paths_of_the_example_are_told_apart(store):
+    """Items /a /b /c, a failure at /c; prep then gives /x /y /c: resuming
+    pairs no old result with a new item."""
+    items = [pathlib.Path("/a"), pathlib.Path("/b"), pathlib.Path("/c")]
+    failing = [True]
+
+    class Upper(BatchNode):
+        def prep(self, shared):
+            return items
+
+        def exec(self, path):
+            if path.name == "c" and failing[0]:
+                raise OSError("c is busy")
+            return str(path).upper()
+
+        def post(self, shared, prep_res, exec_res):
+            shared["upper"] = exec_res
+
+    flow = Flow(start=Upper(name="upper"))
+    with pytest.raises(OSError, match="busy"):
+        flow.run({}, store=store, run_id="r")
+    failing[0] = False
+    items[:2] = [pathlib.Path("/x"), pathlib.Path("/y")]
+    with pytest.raises(ResumeError, match="item 0 is not the one recorded"):
+        flow.resume("r", store=store)
+    items[:2] = [pathlib.Path("/a"), pathlib.Path("/b")]
+    assert flow.resume("r", store=store)["upper"] == ["/A", "/B", "/C"]
+
+
+ITEMS_MODULE = """
+import collections, dataclasses, datetime, decimal, enum, pathlib
+
+class Color(enum.Enum):
+    RED = "red"
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    path: pathlib.Path
+    tags: frozenset
+
+Point = collections.namedtuple("Point", "x y")
+
+class Plain:
+    def __init__(self, name):
+        self.name = name
+
+def items():
+    return [
+        pathlib.Path("/a"), {"alpha", "beta", "gamma", "delta", "epsilon"},
+        frozenset({"x", "y", "z", "w"}), Job(pathlib.Path("/j"), frozenset({"p", "q", "r"})),
+        Point(1, {"s", "t"}), Color.RED, datetime.datetime(2024, 5, 1, tzinfo=datetime.UTC),
+        decimal.Decimal("1.10"), b"bytes", [{"k": {"u", "v", "w"}}, (pathlib.Path("/n"),)],
+        Plain({"m", "n", "o"}), {("a", "b"): {"c", "d"}}, float("nan"),
+    ]
+"""
+
+FINGERPRINTS = """
+import json, sys
+from braidflow.durable._codec import Codec, fingerprint
+from items_here import items
+print(json.dumps([fingerprint(Codec(k), item) for k in ("json", "pickle") for item in items()]))
+"""
+
+
+def test_fingerprints_are_the_same_in_every_process(tmp_path):
+    """Across processes with different string hashes (set order differs), and
+    the same as in this one for the standard library's kinds."""
+    (tmp_path / "items_here.py").write_text(ITEMS_MODULE)
+    source = pathlib.Path(bf.__file__).parent.parent
+    seen = []
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(source)])
+        child = subprocess.run(
+            [sys.executable, "-c", FINGERPRINTS],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=50,
+        )
+        assert child.returncode == 0, child.stderr
+        seen.append(json.loads(child.stdout))
+    assert seen[0] == seen[1] == seen[2]
+    assert len(set(seen[0][:13])) == 13  # thirteen different items, thirteen fingerprints
+    here = [
+        fingerprint(Codec(kind), item)
+        for kind in ("json", "pickle")
+        for item in (pathlib.Path("/a"), decimal.Decimal("1.10"), b"bytes")
+    ]
+    assert here == [seen[0][i] for i in (0, 7, 8, 13, 20, 21)]
+
+
+class Client:
+    """A live object: a connection's lock."""
+
+    def __init__(self):
+        self.url = "https://example.com"
+        self.lock = threading.Lock()
+
+
+class Marker:
+    """Nothing but its identity."""
+
+
+def refused_items():
+    return {
+        "identity": (object(), r"the object has no state but its identity"),
+        "marker": (Marker(), r"the Marker has no state but its identity"),
+        "client": (
+            {"with": [Client()]},
+            r"the lock cannot be pickled .* \(at item\['with'\]\[0\]\.lock\)",
+        ),
+        "generator": ((n for n in range(2)), "the generator cannot be pickled"),
+    }
+
+
+@pytest.mark.parametrize("what", list(refused_items()))
+def test_an_item_without_a_stable_fingerprint_is_refused_before_it_runs(json_store, what):
+    item, said = refused_items()[what]
+    ran = []
+
+    class Items(BatchNode):
+        def prep(self, shared):
+            return ["fine", item, "never"]
+
+        def exec(self, one):
+            ran.append(one)
+            return 1
+
+    with pytest.raises(
+        CheckpointError, match=rf"node 'items' \(Items\): item 1 cannot be fingerprinted: {said}"
+    ) as caught:
+        Flow(start=Items(name="items")).run({}, store=json_store)
+    assert ran == ["fine"]
+    assert "keep clients, connections and other live objects" in str(caught.value)
+    assert caught.value.node == "items"
+
+
+@pytest.mark.parametrize("bound", [None, 1, 2])
+async def test_a_parallel_batch_refuses_such_an_item_too(json_store, bound):
+    ran = []
+
+    class Items(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return ["fine", Client(), "never"]
+
+        async def exec_async(self, one):
+            ran.append(one)
+            return 1
+
+    flow = AsyncFlow(start=Items(name="items", max_concurrency=bound))
+    with pytest.raises(CheckpointError, match=r"'items' \(Items\): item 1 cannot be fingerprinted"):
+        await flow.run_async({}, store=json_store)
+    assert all(not isinstance(one, Client) for one in ran)
+
+
+def test_a_batch_flow_refuses_a_parameter_set_holding_a_live_object(json_store):
+    class Each(BatchFlow):
+        def prep(self, shared):
+            return [{"n": 1}, {"n": 2, "client": Client()}]
+
+    with pytest.raises(
+        CheckpointError, match=r"item 1 cannot be fingerprinted.*at item\['client'\]\.lock"
+    ):
+        Each(start=Node(name="inner"), name="each").run({}, store=json_store)
+
+
+def test_a_resumed_batch_whose_recorded_item_is_now_refused_says_so(json_store):
+    items = ["a", "b"]
+    failing = [True]
+
+    class Items(BatchNode):
+        def prep(self, shared):
+            return items
+
+        def exec(self, one):
+            if one == "b" and failing[0]:
+                raise ValueError("b")
+            return 1
+
+    flow = Flow(start=Items(name="items"))
+    with pytest.raises(ValueError, match="b"):
+        flow.run({}, store=json_store, run_id="r")
+    items[0], failing[0] = Marker(), False
+    with pytest.raises(CheckpointError, match=r"'items' \(Items\): item 0 cannot be fingerprinted"):
+        flow.resume("r", store=json_store)

@@ -8,13 +8,23 @@ checkpoint rows with the run's codec and hands them to its writer.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
-from .._context import AttemptState
+from .._context import STEP, AttemptState
 from .._errors import CheckpointError, ResumeError
 from .._merge import MISSING, SharedView
 from ..stores._base import Checkpoint, Store, step_path
-from ._codec import JSON_TEXT, SCALARS, UNSAVABLE, Codec, action_text, encode_key_value, fingerprint
+from ._codec import (
+    JSON_TEXT,
+    SCALARS,
+    UNSAVABLE,
+    Codec,
+    Unfingerprintable,
+    action_text,
+    encode_key_value,
+    fingerprint,
+)
 from ._interrupt import Interrupted
 from ._recorded import Recorded
 from ._tracking import TrackingDict, changed_keys
@@ -179,18 +189,34 @@ class DurableRun:
         """The items of ``stage`` that finished before (resuming), by index."""
         return self.recorded.items.get(stage, {})
 
-    def fingerprint(self, item: Any) -> int:
-        """The item's fingerprint, taken before it runs."""
-        return fingerprint(self.codec, item)
+    def fingerprint(self, item: Any, index: int | None = None, node: Any = None) -> int:
+        """The item's fingerprint, taken before it runs.
+
+        Raises:
+            CheckpointError: If the item has no stable fingerprint; it does not run.
+        """
+        try:
+            return fingerprint(self.codec, item)
+        except Unfingerprintable as error:
+            if index is None or node is None:  # the batch runner's item at hand
+                around = sys._getframe(1).f_locals
+                index = around.get("index") if index is None else index
+                node = around.get("node") if node is None else node
+            raise _unfingerprintable(error, index, node) from None
 
     def item_result(self, index: int, recorded: tuple[int, Any], item: Any, node: Any) -> Any:
         """The recorded result of an item that finished before.
 
         Raises:
             ResumeError: If prep now gives a different item at that index.
+            CheckpointError: If the item now has no stable fingerprint.
         """
         mark, result = recorded
-        if mark != fingerprint(self.codec, item):
+        try:
+            now = fingerprint(self.codec, item)
+        except Unfingerprintable as error:
+            raise _unfingerprintable(error, index, node) from None
+        if mark != now:
             raise ResumeError(
                 f"{node._describe()}: item {index} is not the one recorded in run "
                 f"{self.run_id!r}; prep must give the same items, in the same order, when a "
@@ -283,3 +309,22 @@ class DurableRun:
             self._packed_changes(view, name),
         )
         self.write([row])
+
+
+def _unfingerprintable(error: Unfingerprintable, index: Any, node: Any) -> CheckpointError:
+    """The error for a batch item without a stable fingerprint, naming its
+    node and index (those of the batch at hand if not known)."""
+    if hasattr(node, "_describe"):
+        where, name = node._describe(), node._display_name()
+    else:
+        name = step_path(STEP.get().key)
+        where = f"node {name!r}"
+    which = f"item {index}" if isinstance(index, int) else "an item"
+    return CheckpointError(
+        f"{where}: {which} cannot be fingerprinted: {error}. A durable batch takes a "
+        "fingerprint of each item before it runs, to tell on resume whether prep gives the "
+        "same items; make items the data that says what to do (ids, paths, URLs, or "
+        "dataclasses, tuples and dicts of such values) and keep clients, connections and "
+        "other live objects on the node or in shared",
+        node=name,
+    )
