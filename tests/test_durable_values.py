@@ -1,5 +1,5 @@
 """What durable runs can store and recognise: braidflow's own values in
-checkpoints, and a fingerprint for every batch item."""
+checkpoints, a fingerprint for every batch item, and events of any size."""
 
 import collections
 import dataclasses
@@ -36,6 +36,7 @@ from braidflow import (
 from braidflow.durable import RecordedError
 from braidflow.durable import _codec as codec_module
 from braidflow.durable._codec import JSON_TEXT, TAG, Codec, fingerprint
+from braidflow.durable._recorder import EVENT_LIMIT, MESSAGE_LIMIT, PREVIEW
 
 
 @pytest.fixture(params=["memory-json", "memory-pickle", "sqlite-json", "sqlite-pickle"])
@@ -668,3 +669,119 @@ def test_a_resumed_batch_whose_recorded_item_is_now_refused_says_so(json_store):
     items[0], failing[0] = Marker(), False
     with pytest.raises(CheckpointError, match=r"'items' \(Items\): item 0 cannot be fingerprinted"):
         flow.resume("r", store=json_store)
+
+
+# -- events of any size, stores that refuse some -------------------------------------------
+
+
+def test_a_large_event_is_kept_cut_down_and_recording_goes_on(json_store):
+    class Loud(Node):
+        def exec(self, prep_res):
+            self.emit("x" * 2_000_000)
+            self.emit({"small": True})
+
+    flow = Flow(start=chain(Loud(name="loud"), Node(name="after")), name="job")
+    seen = []
+    flow.run({}, store=json_store, run_id="r", observers=[seen.append], record_events=True)
+    lines = json_store.events("r")
+    assert max(len(line) for line in lines) <= EVENT_LIMIT
+    kept = bf.recorded_events(json_store, "r")
+    assert [event.kind for event in kept] == [event.kind for event in seen]
+    big, small = (event for event in kept if event.kind == "emit")
+    assert big.data[TAG] == "cut"
+    assert big.data["size"] > 2_000_000
+    assert big.data["preview"] == '"' + "x" * (PREVIEW - 1)
+    assert small.data == {"small": True}
+    assert kept[-1].kind == "run_end"
+    assert [event.node for event in kept if event.kind == "node_start"] == ["job", "loud", "after"]
+
+
+def test_an_event_with_a_huge_error_message_is_cut_too(json_store):
+    class Fails(Node):
+        def exec(self, prep_res):
+            raise ValueError("y" * 300_000)
+
+    with pytest.raises(ValueError, match="yyy"):
+        Flow(start=Fails(name="fails")).run({}, store=json_store, run_id="r", record_events=True)
+    kept = bf.recorded_events(json_store, "r")
+    assert all(len(line) <= EVENT_LIMIT for line in json_store.events("r"))
+    error = next(event for event in kept if event.kind == "error")
+    assert type(error.error).__name__ == "ValueError"
+    assert str(error.error).startswith("y" * MESSAGE_LIMIT + "... [cut: 300,000 characters]")
+    assert error.data[TAG] == "cut"
+    assert error.data["size"] > 300_000
+    assert kept[-1].kind == "run_end"
+
+
+class Refusing(MemoryStore):
+    """Refuses to add events while ``refuse(lines)`` says so; counts its calls."""
+
+    def __init__(self, refuse):
+        super().__init__()
+        self.refuse = refuse
+        self.calls = []
+
+    def add_events(self, run_id, records):
+        self.calls.append(list(records))
+        if self.refuse(records, len(self.calls)):
+            raise bf.StoreError("the event log is full")
+        super().add_events(run_id, records)
+
+
+def many_events(store, observer):
+    """A run of about 2,400 events: five batches of 500 and a last one."""
+
+    class Marks(BatchNode):
+        def prep(self, shared):
+            return range(1200)
+
+        def exec(self, item):
+            return item
+
+    flow = Flow(start=chain(Node(name="first"), Marks(name="marks")), name="job")
+    flow.run({}, store=store, run_id="r", observers=[observer], record_events=True)
+
+
+def test_a_batch_refused_once_is_written_with_the_next():
+    store = Refusing(lambda records, call: call == 1)
+    seen = []
+    many_events(store, seen.append)  # no warning: nothing is lost
+    assert [event.kind for event in bf.recorded_events(store, "r")] == [e.kind for e in seen]
+    assert len(store.calls[1]) == 1000  # the refused batch and the next, together
+
+
+def test_a_batch_refused_twice_is_dropped_with_one_warning_and_recording_goes_on():
+    store = Refusing(lambda records, call: any('"node": "first"' in line for line in records))
+    seen = []
+    with pytest.warns(RuntimeWarning) as caught:
+        many_events(store, seen.append)
+    assert len(caught) == 1
+    assert "refused 500 events of run 'r' twice" in str(caught[0].message)
+    assert "the event log is full" in str(caught[0].message)
+    kept = bf.recorded_events(store, "r")
+    assert [(e.kind, e.node, e.item) for e in kept] == [
+        (e.kind, e.node, e.item) for e in seen[500:]
+    ]
+    assert kept[-1].kind == "run_end"
+
+
+def test_a_store_that_refuses_every_batch_is_still_offered_each_one_and_warned_about_once():
+    store = Refusing(lambda records, call: True)
+    seen = []
+    with pytest.warns(RuntimeWarning, match="refused") as caught:
+        many_events(store, seen.append)
+    assert len(caught) == 1  # not the observer's drop: the recorder stayed
+    assert store.events("r") == []
+    assert '"kind": "run_end"' in store.calls[-1][-1]  # offered up to the end
+    # Each batch twice: alone, then with the next (the last: with the one
+    # before it, then alone at once).
+    assert sum(len(call) for call in store.calls) == 2 * len(seen)
+
+
+def test_the_last_batch_refused_once_is_offered_again_at_once():
+    store = Refusing(
+        lambda records, call: any('"run_end"' in line for line in records) and call == 5
+    )
+    seen = []
+    many_events(store, seen.append)
+    assert [event.kind for event in bf.recorded_events(store, "r")] == [e.kind for e in seen]
