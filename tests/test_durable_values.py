@@ -109,6 +109,21 @@ class Coded(Exception):
         self.code = code
 
 
+class Pickles(Exception):
+    """Says itself how pickle is to rebuild it."""
+
+    def __init__(self, message, *, tries):
+        super().__init__(message)
+        self.tries = tries
+
+    def __reduce__(self):
+        return rebuild_pickles, (self.args[0], self.tries)
+
+
+def rebuild_pickles(message, tries):
+    return Pickles(message, tries=tries)
+
+
 def noted(error, note="braidflow: noted"):
     error.add_note(note)
     return error
@@ -164,6 +179,7 @@ def own_values():
         "args unlike its init": Failure(Coded(7), "y", 0),
         "os error": Failure(FileNotFoundError(2, "No such file", "in.txt"), "z", 0),
         "nested": Failure(ValueError("outer", ValueError("inner")), "w", 5),
+        "its own reduce": Failure(Pickles("once more", tries=3), "v", 6),
     }
 
 
@@ -176,6 +192,11 @@ def test_braidflow_s_own_values_come_back_from_every_store(store, name):
         assert (type(back.error), str(back.error)) == (ValueError, str(value.error))
         assert back.error.args[0] == "outer"
         assert_same_error(back.error.args[1], value.error.args[1])
+        return
+    if name == "its own reduce" and store.serializer == "json":  # JSON calls no reducer
+        assert isinstance(back.error, RecordedError)
+        assert (type(back.error).__name__, str(back.error)) == ("Pickles", "once more")
+        assert back.error.tries == 3
         return
     assert_same(back, value)
 

@@ -374,12 +374,22 @@ def _json_storable(value: Any) -> bool:
 
 class _Pickler(pickle.Pickler):
     """Pickles an exception as its record (see `_error_record`), so it comes
-    back whatever its ``__init__`` takes, or as a stand-in."""
+    back whatever its ``__init__`` takes, or as a stand-in; unless its class
+    says how to pickle it (a ``__reduce__`` of its own, not Python's)."""
 
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, BaseException):
+        if isinstance(obj, BaseException) and not _reduces_itself(type(obj)):
             return _error_from, (_error_record(obj, _picklable),)
         return NotImplemented
+
+
+def _reduces_itself(cls: type) -> bool:
+    """Whether the first ``__reduce__`` (or ``__reduce_ex__``) along the MRO of
+    an exception class is not one of Python's own."""
+    for klass in cls.__mro__:
+        if "__reduce__" in klass.__dict__ or "__reduce_ex__" in klass.__dict__:
+            return klass.__module__ != "builtins"
+    return False
 
 
 def _pickled(value: Any) -> bytes:
