@@ -393,6 +393,8 @@ def _reduces_itself(cls: type) -> bool:
 
 
 def _pickled(value: Any) -> bytes:
+    if type(value) in SCALARS:  # no exception in it: the plain pickler is faster
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     buffer = io.BytesIO()
     _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
     return buffer.getvalue()
