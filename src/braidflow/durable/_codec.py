@@ -190,10 +190,10 @@ _failure: Any = None
 
 
 def _failure_class() -> Any:
-    """`braidflow.Failure` (imported late: the batch module imports this one)."""
+    """`braidflow.Failure` (looked up late: the module defining it imports this one)."""
     global _failure
     if _failure is None:
-        from .._batch import Failure
+        from .. import Failure
 
         _failure = Failure
     return _failure
