@@ -848,7 +848,8 @@ def test_an_item_s_fingerprint_is_the_crc_of_its_json(item):
     import zlib
 
     from braidflow.durable._codec import JSON_TEXT as _JSON
-    from braidflow.durable._codec import Codec, fingerprint
+    from braidflow.durable._codec import Codec
+    from braidflow.durable._fingerprint import fingerprint
 
     assert fingerprint(Codec("json"), item) == zlib.crc32(_JSON(item).encode())
 

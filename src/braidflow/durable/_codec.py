@@ -1,39 +1,48 @@
 """The codec of durable runs: how values of ``shared``, items' results and actions are written.
 
 JSON by default (a value is refused unless JSON gives it back equal), or
-pickle; batch items are fingerprinted, to tell on resume whether ``prep``
-gives the same items.
+pickle. braidflow's own values (a `Failure`, the exception in it,
+``MISSING``) are written by both: JSON writes each as an object tagged with
+the reserved key ``"__braidflow__"``, which user data may not use. Batch
+items are fingerprinted, to tell on resume whether ``prep`` gives the same
+items.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import json.encoder
 import pickle
-import zlib
 from collections.abc import Callable
 from typing import Any
 
-from .._errors import CheckpointError
+from .._errors import CheckpointError, Failure, ResumeError
 from .._isolation import MISSING
+from ._exceptions import TAG, RecordedError, error_from, error_record
 
 __all__ = [
     "ASCII",
     "JSON_TEXT",
     "SCALARS",
+    "TAG",
     "UNSAVABLE",
     "Codec",
+    "RecordedError",
     "action_text",
     "encode_key_value",
-    "fingerprint",
 ]
 
+# TAG, the key that marks braidflow's own values in JSON: {"__braidflow__": kind, ...}.
+_TAG_TEXT = b'"__braidflow__"'  # in a payload only if one of them (or a string) holds it
 
-def _json_encoder() -> Callable[[Any], str]:
+
+def _json_encoder(default: Callable[[Any], Any] | None = None) -> Callable[[Any], str]:
     """``json.dumps`` for the store: compact, no NaN, ASCII. The C encoder is made
     once and reused (``JSONEncoder.encode`` makes one per call, half its cost);
-    a cycle in a value then shows as a RecursionError."""
-    plain = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+    a cycle in a value then shows as a RecursionError. ``default`` turns an
+    object JSON does not know into one it does (or raises TypeError)."""
+    plain = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=default)
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:
         return plain.encode
@@ -55,10 +64,11 @@ def _json_encoder() -> Callable[[Any], str]:
     return plain.encode
 
 
-JSON_TEXT = _json_encoder()
+JSON_TEXT = _json_encoder()  # plain JSON: what fingerprints and scalars are written with
 ASCII = json.encoder.encode_basestring_ascii  # what the JSON encoder does to a str
 # What encoding a value that cannot be saved raises (a cycle: RecursionError).
 UNSAVABLE = (TypeError, ValueError, RecursionError, pickle.PicklingError, AttributeError)
+SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
 class Codec:
@@ -70,6 +80,7 @@ class Codec:
     def encode(self, value: Any) -> bytes:
         """``value`` as stored. JSON must give back an equal value, or it is
         refused: a tuple would come back a list, an int key a string.
+        braidflow's own values are written tagged (see `TAG`).
 
         Raises:
             TypeError, ValueError: If the value cannot be stored faithfully.
@@ -82,12 +93,18 @@ class Codec:
                 return ASCII(value).encode()
             if kind not in SCALARS and not _faithful(value):
                 raise ValueError(_json_drift(value))
-            return JSON_TEXT(value).encode()
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            try:
+                return _TAGGED_TEXT(value).encode()
+            except TypeError:
+                found = _not_json(value, "")
+                if found is None:
+                    raise
+                raise TypeError(found) from None
+        return _pickled(value)
 
     def decode(self, data: bytes) -> Any:
         if self.kind == "json":
-            return json.loads(data)
+            return _loads(data)
         return pickle.loads(data)
 
     def pack(self, changes: list[tuple[Any, bytes | None]]) -> bytes:
@@ -111,21 +128,18 @@ class Codec:
     def split(self, payload: bytes) -> list[Any]:
         """The values of a payload made by `join`, decoded."""
         if self.kind == "json":
-            values: list[Any] = json.loads(payload)
+            values: list[Any] = _loads(payload)
             return values
         return [pickle.loads(part) for part in pickle.loads(payload)]
 
     def unpack(self, payload: bytes) -> list[tuple[Any, Any]]:
         """The (key, value or MISSING) pairs of a payload made by `pack`."""
         if self.kind == "json":
-            return [(entry[0], entry[2] if entry[1] else MISSING) for entry in json.loads(payload)]
+            return [(entry[0], entry[2] if entry[1] else MISSING) for entry in _loads(payload)]
         return [
             (key, MISSING if data is None else pickle.loads(data))
             for key, data in pickle.loads(payload)
         ]
-
-
-SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
 def _key_json(key: Any) -> bytes:
@@ -133,22 +147,123 @@ def _key_json(key: Any) -> bytes:
     return ASCII(key).encode() if type(key) is str else JSON_TEXT(key).encode()
 
 
+# -- braidflow's own values ---------------------------------------------------------------
+
+_MISSING_RECORD = {TAG: "MISSING"}
+
+
+def _tagged(value: Any) -> Any:
+    """What JSON writes for a value it does not know: braidflow's own, tagged."""
+    if isinstance(value, BaseException):
+        return error_record(value, _json_storable)
+    if value is MISSING:
+        return _MISSING_RECORD
+    if type(value) is Failure:
+        return {TAG: "Failure", "error": value.error, "item": value.item, "index": value.index}
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_TAGGED_TEXT = _json_encoder(_tagged)  # JSON with braidflow's values tagged: what is stored
+
+
+def _untagged(record: dict[str, Any]) -> Any:
+    """A JSON object as read: braidflow's value if it is tagged, else itself."""
+    kind = record.get(TAG)
+    if kind is None:
+        return record
+    if kind == "Failure":
+        return Failure(record["error"], record["item"], record["index"])
+    if kind == "error":
+        return error_from(record)
+    if kind == "MISSING":
+        return MISSING
+    raise ResumeError(
+        f"a checkpoint holds a value tagged {kind!r}, which this version of braidflow does "
+        "not know; resume the run with the version that recorded it"
+    )
+
+
+def _loads(data: bytes) -> Any:
+    """A JSON payload read back; the object hook runs only if a tag may be in it."""
+    if _TAG_TEXT in data:
+        return json.loads(data, object_hook=_untagged)
+    return json.loads(data)
+
+
+def _json_storable(value: Any) -> bool:
+    """Whether JSON (with braidflow's tags) writes ``value`` and gives it back equal."""
+    try:
+        if type(value) not in SCALARS and not _faithful(value):
+            return False
+        _TAGGED_TEXT(value)
+    except Exception:
+        return False
+    return True
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles an exception as its record (see `_error_record`), so it comes
+    back whatever its ``__init__`` takes, or as a stand-in; unless its class
+    says how to pickle it (a ``__reduce__`` of its own, not Python's)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, BaseException) and not _reduces_itself(type(obj)):
+            return error_from, (error_record(obj, _picklable),)
+        return NotImplemented
+
+
+def _reduces_itself(cls: type) -> bool:
+    """Whether the first ``__reduce__`` (or ``__reduce_ex__``) along the MRO of
+    an exception class is not one of Python's own."""
+    for klass in cls.__mro__:
+        if "__reduce__" in klass.__dict__ or "__reduce_ex__" in klass.__dict__:
+            return klass.__module__ != "builtins"
+    return False
+
+
+def _pickled(value: Any) -> bytes:
+    if type(value) in SCALARS:  # no exception in it: the plain pickler is faster
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return buffer.getvalue()
+
+
+def _picklable(value: Any) -> bool:
+    try:
+        _pickled(value)
+    except Exception:
+        return False
+    return True
+
+
+# -- what JSON gives back changed ------------------------------------------------------------
+
+
 def _faithful(value: Any) -> bool:
-    """Whether JSON gives ``value`` back equal: no tuple, no key but a string
-    (anything else JSON cannot hold at all, its encoder refuses)."""
+    """Whether JSON gives ``value`` back equal: no tuple, no key but a string,
+    no dict with braidflow's tag as a key (anything else JSON cannot hold at
+    all, its encoder refuses)."""
     if isinstance(value, list):
         for item in value:
             if type(item) not in SCALARS and not _faithful(item):
                 return False
         return True
     if isinstance(value, dict):
+        if TAG in value:
+            return False
         for key, item in value.items():
             if not isinstance(key, str):
                 return False
             if type(item) not in SCALARS and not _faithful(item):
                 return False
         return True
-    return not isinstance(value, tuple)
+    if isinstance(value, tuple):
+        return False
+    if type(value) is Failure:
+        item = value.item
+        return type(item) in SCALARS or _faithful(item)
+    return True
 
 
 def _json_drift(value: Any) -> str:
@@ -161,6 +276,11 @@ def _drift_in(value: Any, where: str) -> str | None:
     if isinstance(value, tuple):
         return f"the {type(value).__name__}{at} would come back as a list"
     if isinstance(value, dict):
+        if TAG in value:
+            return (
+                f"the dict{at} has the key {TAG!r}, which braidflow keeps for its own values "
+                "in JSON checkpoints; rename that key"
+            )
         for key, item in value.items():
             if not isinstance(key, str):
                 return (
@@ -175,6 +295,29 @@ def _drift_in(value: Any, where: str) -> str | None:
             found = _drift_in(item, f"{where}[{index}]")
             if found:
                 return found
+    elif type(value) is Failure:
+        return _drift_in(value.item, f"{where}.item")
+    return None
+
+
+def _not_json(value: Any, where: str) -> str | None:
+    """Say which object in ``value`` JSON cannot hold, and where."""
+    if type(value) in SCALARS or isinstance(value, BaseException) or value is MISSING:
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _not_json(item, f"{where}[{key!r}]")
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _not_json(item, f"{where}[{index}]")
+            if found:
+                return found
+    elif type(value) is Failure:
+        return _not_json(value.item, f"{where}.item")
+    elif not isinstance(value, str | int | float):
+        return f"the {type(value).__name__}{f' at {where}' if where else ''} is not JSON data"
     return None
 
 
@@ -199,19 +342,7 @@ def encode_key_value(codec: Codec, key: Any, value: Any, node: str) -> bytes:
         ) from error
 
 
-def fingerprint(codec: Codec, item: Any) -> int:
-    """A stable checksum of a batch item, to tell whether prep gives the same items."""
-    if codec.kind == "json":  # the bytes of the item's JSON; ints and strs made directly
-        kind = type(item)
-        if kind is int:
-            return zlib.crc32(b"%d" % item)
-        if kind is str:
-            return zlib.crc32(ASCII(item).encode())
-    try:
-        data = JSON_TEXT(item).encode() if codec.kind == "json" else codec.encode(item)
-    except Exception:  # not serializable: only its type can be compared
-        data = type(item).__qualname__.encode()
-    return zlib.crc32(data)
+# -- fingerprints of batch items ----------------------------------------------------------------
 
 
 def action_text(action: Any, node: str) -> str | None:

@@ -3,18 +3,32 @@
 `EventRecorder` is an observer that writes each event as a line of JSON
 to the store, in batches; `recorded_events` turns the lines back into
 `Event` objects (an error as an exception of the original's class name).
+
+An event larger than `EVENT_LIMIT` is kept cut down: its ``data`` becomes
+a marker (``{"__braidflow__": "cut", "size": ..., "preview": ...}``) and a
+long error message is shortened. A batch the store refuses is offered again
+with the next one (at the run's end, at once); refused twice, it is dropped,
+with one warning per run. Recording never stops before the run ends.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
+import warnings
 
 from .._events import Event
 from ..stores._base import Store
 from ..tracing._jsonl import event_line
+from ._exceptions import TAG, RecordedError, stand_in_class
 
-__all__ = ["EventRecorder", "RecordedError", "recorded_events"]
+__all__ = ["EVENT_LIMIT", "EventRecorder", "RecordedError", "recorded_events"]
+
+EVENT_LIMIT = 64 * 1024  # the most characters (ASCII: bytes) of JSON an event is kept as
+PREVIEW = 1024  # what a cut event keeps of its data's JSON
+MESSAGE_LIMIT = 4096  # what a cut event keeps of its error's message
+BATCH = 500  # events written together
 
 
 class EventRecorder:
@@ -23,7 +37,11 @@ class EventRecorder:
     def __init__(self, store: Store, run_id: str) -> None:
         self.store, self.run_id = store, run_id
         self.buffer: list[str] = []
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards the buffer
+        self.writing = threading.Lock()  # one write at a time, batches in order
+        self.refused: list[str] = []  # a batch the store refused once, to offer again
+        self.dropped = 0  # events the store refused twice: not kept
+        self.warned = False
 
     def __repr__(self) -> str:
         return "<the store's event log>"
@@ -31,29 +49,87 @@ class EventRecorder:
     def on_event(self, event: Event) -> None:
         """Take one event (the observer protocol); write a batch every 500, and at the end."""
         text = event_line(event)
+        if len(text) > EVENT_LIMIT:
+            text = cut_line(event, len(text))
+        last = event.kind == "run_end"
         with self.lock:
             self.buffer.append(text)
-            if event.kind != "run_end" and len(self.buffer) < 500:
+            if not last and len(self.buffer) < BATCH:
                 return
-            batch, self.buffer = self.buffer, []
-        self.store.add_events(self.run_id, batch)
+        with self.writing:
+            with self.lock:
+                batch, self.buffer = self.buffer, []
+            if batch or self.refused:
+                self._write(batch, last)
+
+    def _write(self, batch: list[str], last: bool) -> None:
+        """Write ``batch`` after the one refused before, if any. What the store
+        refuses a second time is dropped; what it refuses once waits for the
+        next write, or, at the run's end, is offered again at once."""
+        again, self.refused = self.refused, []
+        error = self._add(again + batch)
+        if error is None:
+            return
+        if again:
+            self._drop(len(again), error)
+        if not last:
+            self.refused = batch
+            return
+        error = self._add(batch)
+        if error is not None:
+            self._drop(len(batch), error)
+
+    def _add(self, lines: list[str]) -> Exception | None:
+        if not lines:
+            return None
+        try:
+            self.store.add_events(self.run_id, lines)
+        except Exception as error:
+            return error
+        return None
+
+    def _drop(self, count: int, error: Exception) -> None:
+        self.dropped += count
+        if not self.warned:
+            self.warned = True
+            warnings.warn(
+                f"braidflow: {self.store!r} refused {count} events of run {self.run_id!r} "
+                f"twice ({error!r}); they are not kept. The run goes on, and so does the "
+                "recording of its later events (a later refusal is not warned about again)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
 
-class RecordedError(Exception):
-    """Stands for an exception read back from a store: its class has the
-    original's name; its message is the original's."""
+def cut_line(event: Event, size: int) -> str:
+    """An event too large to keep (``size`` characters of JSON), cut down:
+    its data a marker with the event's size and the start of the data's JSON,
+    its error's message cut to `MESSAGE_LIMIT` characters."""
+    data: object = {TAG: "cut", "size": size, "preview": None}
+    if event.data is not None:
+        text = json.dumps(event.data, default=repr)
+        data = {TAG: "cut", "size": size, "preview": text[:PREVIEW]}
+    error = event.error
+    if error is not None:
+        message = str(error)
+        if len(message) > MESSAGE_LIMIT:
+            shortened = f"{message[:MESSAGE_LIMIT]}... [cut: {len(message):,} characters]"
+            error = stand_in_class(type(error).__name__)(shortened)
+    return event_line(dataclasses.replace(event, data=data, error=error))
 
 
 def recorded_events(store: Store, run_id: str) -> list[Event]:
     """The events kept for a run (``record_events=True``), as `Event`
     objects; an error comes back as an exception of a made-up class with the
-    original's name (a `RecordedError`), holding its message."""
+    original's name (a `RecordedError`), holding its message. An event that
+    was cut has for ``data`` ``{"__braidflow__": "cut", "size": n, "preview":
+    text}``: its size as JSON and the start of its data's JSON."""
     events = []
     for text in store.events(run_id):
         record = json.loads(text)
         error = record["error"]
         if error is not None:
-            error = type(error["type"], (RecordedError,), {})(error["message"])
+            error = stand_in_class(error["type"])(error["message"])
         events.append(
             Event(
                 record["kind"],

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .._context import AttemptState
+from .._context import STEP, AttemptState
 from .._errors import CheckpointError, ResumeError
 from .._isolation import MISSING
 from .._views import SharedView
 from ..stores._base import Checkpoint, Store, step_path
-from ._codec import JSON_TEXT, SCALARS, UNSAVABLE, Codec, action_text, encode_key_value, fingerprint
+from ._codec import JSON_TEXT, SCALARS, UNSAVABLE, Codec, action_text, encode_key_value
+from ._fingerprint import Unfingerprintable, fingerprint
 from ._interrupt import Interrupted
 from ._recorded import Recorded
 from ._tracking import TrackingDict, changed_keys
@@ -180,18 +181,30 @@ class DurableRun:
         """The items of ``stage`` that finished before (resuming), by index."""
         return self.recorded.items.get(stage, {})
 
-    def fingerprint(self, item: Any) -> int:
-        """The item's fingerprint, taken before it runs."""
-        return fingerprint(self.codec, item)
+    def fingerprint(self, item: Any, index: int, node: Any) -> int:
+        """Item ``index`` of ``node``'s batch's fingerprint, taken before it runs.
+
+        Raises:
+            CheckpointError: If the item has no stable fingerprint; it does not run.
+        """
+        try:
+            return fingerprint(self.codec, item)
+        except Unfingerprintable as error:
+            raise _unfingerprintable(error, index, node) from None
 
     def item_result(self, index: int, recorded: tuple[int, Any], item: Any, node: Any) -> Any:
         """The recorded result of an item that finished before.
 
         Raises:
             ResumeError: If prep now gives a different item at that index.
+            CheckpointError: If the item now has no stable fingerprint.
         """
         taken, result = recorded  # the fingerprint taken when it ran
-        if taken != fingerprint(self.codec, item):
+        try:
+            now = fingerprint(self.codec, item)
+        except Unfingerprintable as error:
+            raise _unfingerprintable(error, index, node) from None
+        if taken != now:
             raise ResumeError(
                 f"{node._describe()}: item {index} is not the one recorded in run "
                 f"{self.run_id!r}; prep must give the same items, in the same order, when a "
@@ -284,3 +297,22 @@ class DurableRun:
             self._packed_changes(view, name),
         )
         self.write([row])
+
+
+def _unfingerprintable(error: Unfingerprintable, index: Any, node: Any) -> CheckpointError:
+    """The error for a batch item without a stable fingerprint, naming its
+    node and index (those of the batch at hand if not known)."""
+    if hasattr(node, "_describe"):
+        where, name = node._describe(), node._display_name()
+    else:
+        name = step_path(STEP.get().key)
+        where = f"node {name!r}"
+    which = f"item {index}" if isinstance(index, int) else "an item"
+    return CheckpointError(
+        f"{where}: {which} cannot be fingerprinted: {error}. A durable batch takes a "
+        "fingerprint of each item before it runs, to tell on resume whether prep gives the "
+        "same items; make items the data that says what to do (ids, paths, URLs, or "
+        "dataclasses, tuples and dicts of such values) and keep clients, connections and "
+        "other live objects on the node or in shared",
+        node=name,
+    )

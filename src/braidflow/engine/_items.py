@@ -149,7 +149,7 @@ def item_steps(
         if recorded and index in recorded:
             result = durable.item_result(index, recorded[index], item, node)
         else:
-            fingerprint = durable.fingerprint(item)  # before exec, which may change it
+            fingerprint = durable.fingerprint(item, index, node)  # before exec changes it
             at: ItemAt | None = None
             token: Any = None
             if flow:
