@@ -1,0 +1,184 @@
+"""The command line read (its parser, with a TARGET given after ``resume``'s options)
+and `main`, which hands it to its command and turns what escapes into an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from ._console import EXIT_USAGE, UsageError, say
+from ._running import EXIT_INTERRUPTED, command_resume, command_run
+from ._store import DEFAULT_STORE
+from ._views import command_graph, command_runs, command_timeline
+
+__all__ = ["build_parser", "main"]
+
+
+def _warning_line(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+    return f"braidflow: {category.__name__}: {message}\n"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        say(message)
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    common = _Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    store = _Parser(add_help=False)
+    store.add_argument(
+        "--store",
+        metavar="PATH",
+        help=f"the SQLite store (default: $BRAIDFLOW_STORE, else {DEFAULT_STORE})",
+    )
+    watch = _Parser(add_help=False)
+    watch.add_argument("--out", metavar="FILE", help="write the final shared here, not stdout")
+    watch.add_argument("--progress", action="store_true", help="show progress (needs rich)")
+    watch.add_argument("--trace", metavar="FILE.jsonl", help="write every event as JSON lines")
+    watch.add_argument("--timeline", metavar="FILE.html", help="write a timeline of the run")
+
+    parser = _Parser(
+        prog="braidflow",
+        description="Run braidflow flows, draw them, and list, resume and draw stored runs.",
+        epilog="Exit codes: 0 done, 1 the run failed, 2 bad input, 3 waiting for input, "
+        "130 stopped (Ctrl-C). 'braidflow COMMAND --help' describes a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(
+        dest="command", title="commands", metavar="COMMAND", parser_class=_Parser
+    )
+
+    run = commands.add_parser(
+        "run",
+        parents=[common, store, watch],
+        help="run a flow; print the final shared as JSON",
+        description="Run a flow once and print the final shared as JSON. With --store (or "
+        "--run-id) the run is durable: stored as it goes, so that it can be resumed. A TARGET "
+        "that names a node (not a flow) runs that node alone.",
+    )
+    run.add_argument("target", metavar="TARGET", help="path/to/file.py:name or package.module:name")
+    run.add_argument("--shared", metavar="JSON", help="the initial shared: JSON, or @file.json")
+    run.add_argument("--run-id", metavar="ID", help="the durable run's id (default: a new one)")
+    run.set_defaults(handler=command_run)
+
+    graph = commands.add_parser(
+        "graph",
+        parents=[common],
+        help="print a flow's graph (mermaid)",
+        description="Print the graph of the flow TARGET names as a mermaid flowchart, to "
+        "paste into Markdown or a mermaid viewer. Nothing runs.",
+    )
+    graph.add_argument(
+        "target", metavar="TARGET", help="path/to/file.py:name or package.module:name"
+    )
+    graph.add_argument("--format", choices=["mermaid"], default="mermaid")
+    graph.set_defaults(handler=command_graph)
+
+    runs = commands.add_parser(
+        "runs",
+        parents=[common, store],
+        help="list stored runs",
+        description="List the runs in a store, oldest first: id, status, flow, when it "
+        "started and ended, the node it is at, and its error or prompt.",
+    )
+    runs.add_argument(
+        "--status", choices=["running", "completed", "failed", "waiting", "interrupted"]
+    )
+    runs.set_defaults(handler=command_runs)
+
+    resume = commands.add_parser(
+        "resume",
+        parents=[common, store, watch],
+        help="resume a stored run where it stopped",
+        description="Resume a failed, interrupted or waiting run. TARGET (before or after the "
+        "options) defaults to the one the run remembers: the one that started it with this "
+        "command, or the one last given to resume it.",
+    )
+    resume.add_argument("run_id", metavar="RUN_ID")
+    resume.add_argument(
+        "target", metavar="TARGET", nargs="?", help="path/to/file.py:name or package.module:name"
+    )
+    resume.add_argument("--input", metavar="JSON", help="the answer a waiting run asked for")
+    resume.set_defaults(handler=command_resume)
+
+    timeline = commands.add_parser(
+        "timeline",
+        parents=[common, store],
+        help="draw a stored run as an HTML timeline",
+        description="Draw a stored run as a self-contained HTML page, from its recorded "
+        "events (every part of a resumed run).",
+    )
+    timeline.add_argument("run_id", metavar="RUN_ID")
+    timeline.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE.html",
+        help="where to write the page (default: RUN_ID.html in the current directory)",
+    )
+    timeline.set_defaults(handler=command_timeline)
+    return parser
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args, extra = parser.parse_known_args(argv)
+    if (
+        extra
+        and args.command == "resume"
+        and args.target is None
+        and len(extra) == 1
+        and not extra[0].startswith("-")
+    ):
+        # `resume RUN_ID --store PATH TARGET`: argparse fills RUN_ID and the
+        # optional TARGET from the words before the options, so a TARGET
+        # given after them is left over. It is the TARGET.
+        args.target, extra = extra[0], []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; return its exit code."""
+    parser = build_parser()
+    try:
+        args = _parse(parser, argv)
+    except SystemExit as done:  # --help, --version, or bad usage, already said
+        return done.code if isinstance(done.code, int) else EXIT_USAGE
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        say(
+            "give a command, e.g. braidflow run path/to/file.py:name; "
+            "'braidflow COMMAND --help' describes each"
+        )
+        return EXIT_USAGE
+    shown = warnings.formatwarning
+    warnings.formatwarning = _warning_line
+    try:
+        code: int = args.handler(args)
+    except BrokenPipeError:
+        # The reader went away (`| head`): the work is done; say nothing more.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except UsageError as error:
+        if args.debug:
+            traceback.print_exc()
+        say(str(error))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        say("stopped")
+        return EXIT_INTERRUPTED
+    finally:
+        warnings.formatwarning = shown
+    return code

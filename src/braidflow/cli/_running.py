@@ -1,0 +1,313 @@
+"""Running a flow and resuming a stored run (``run``, ``resume``), and how a run's end
+is reported: ``shared`` on stdout, or what went wrong on stderr, and the exit code.
+
+Exit codes: 0 done, 1 the run failed, 2 bad input, 3 the run waits for
+input, 130 stopped by Ctrl-C. The command tells errors apart by their class,
+by the store (is the run there?) and by its own observer of the run
+(`_Watch`), never by their text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import traceback
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .._errors import describe_error
+from ._console import UsageError, prompt_lines, read_json, say, shown_json, suggested
+from ._store import (
+    PLACEHOLDER_TARGET,
+    RESUMABLE,
+    chosen_store,
+    known_run,
+    open_store,
+    remember_target,
+    remembered_target,
+    resume_command,
+    stored_run,
+    target_metadata,
+)
+from ._target import load_target
+
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_WAITING", "command_resume", "command_run"]
+
+EXIT_FAILED, EXIT_WAITING, EXIT_INTERRUPTED = 1, 3, 130
+
+
+class _Watch:
+    """The command's own observer of a run: whether it began (``run_start``,
+    when it says ``announce``, if given), and how many notes its error had
+    when it ended (``run_end``)."""
+
+    def __init__(self, announce: str | None = None) -> None:
+        self.announce = announce
+        self.started = False
+        self.notes_at_end: int | None = None
+
+    def on_event(self, event: Any) -> None:
+        if event.kind == "run_start":
+            self.started = True
+            if self.announce:
+                say(self.announce)
+        elif event.kind == "run_end" and event.error is not None:
+            self.notes_at_end = len(getattr(event.error, "__notes__", ()))
+
+
+class _Job:
+    """A run or resume as the command carries it out: where it is stored
+    (``store`` is ``None`` for a run that is not durable), the TARGET given
+    on the command line, and the command's observer of it."""
+
+    def __init__(
+        self,
+        watch: _Watch,
+        store: Any = None,
+        store_path: Path | None = None,
+        run_id: str | None = None,
+        *,
+        resuming: bool = False,
+        target: str | None = None,
+    ) -> None:
+        self.watch = watch
+        self.store = store
+        self.store_path = store_path
+        self.run_id = run_id
+        self.resuming = resuming
+        self.target = target
+
+    def record(self) -> Any:
+        """The run's record in the store, or ``None`` (not durable, not stored)."""
+        if self.store is None or self.run_id is None:
+            return None
+        return stored_run(self.store, self.run_id)
+
+    def resume_command(self) -> str | None:
+        """The command line that resumes the run, if it is stored and resumable."""
+        record = self.record()
+        if record is None or record.status not in RESUMABLE or self.store_path is None:
+            return None
+        return resume_command(record, self.store_path, self.target)
+
+    def began(self) -> bool:
+        """Tell whether the run began: a new durable run is in its store once
+        it began (it is recorded before any node runs); any other run said so
+        by its ``run_start``."""
+        if self.watch.started:
+            return True
+        return self.store is not None and not self.resuming and self.record() is not None
+
+
+def _observers(args: argparse.Namespace, watch: _Watch) -> list[Any]:
+    observers: list[Any] = []
+    if args.progress:
+        try:
+            from ..tracing import Progress
+
+            observers.append(Progress())
+        except ImportError as error:
+            raise UsageError(str(error)) from error
+    from ..tracing import JSONLTrace, Timeline
+
+    try:
+        if args.trace:
+            observers.append(JSONLTrace(args.trace))
+        if args.timeline:
+            observers.append(Timeline(args.timeline))
+    except ValueError as error:  # a file that cannot be written there
+        raise UsageError(str(error)) from error
+    observers.append(watch)
+    return observers
+
+
+def _finish(args: argparse.Namespace, run: Callable[[], Any], job: _Job) -> int:
+    """Carry out a run (or resume) and report it: stdout gets ``shared``."""
+    from .. import BraidflowError, CheckpointError, NotDurableError, Suspended
+
+    try:
+        shared = run()
+    except Suspended as waiting:
+        say(f"run {waiting.run_id!r} is waiting for input at {waiting.node}:")
+        for line in prompt_lines(waiting.prompt):
+            print(f"  {line}", file=sys.stderr)
+        answer = job.resume_command() or suggested("resume", waiting.run_id, "--input", "JSON")
+        say(f"answer with: {answer}")
+        return EXIT_WAITING
+    except KeyboardInterrupt:
+        hint = job.resume_command()
+        say(f"stopped; resume with: {hint}" if hint else "stopped")
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        if isinstance(error, NotDurableError) and job.store is None:
+            raise UsageError(
+                "the flow asks for input (braidflow.interrupt), so it must be able to wait: "
+                "run it with --store PATH"
+            ) from error
+        if isinstance(error, BraidflowError) and not job.began():
+            # Refused before anything ran or was stored (the wrong run for
+            # this flow, a shared that cannot be stored...): bad input.
+            if isinstance(error, CheckpointError):  # its advice is for Python callers
+                where = "a value" if error.key is None else f"shared[{error.key!r}]"
+                raise UsageError(
+                    f"the run cannot start: {where} is not plain JSON data, which a durable "
+                    "run keeps"
+                ) from error
+            message = str(error)
+            raise UsageError((message.splitlines() or [""])[0] or message) from error
+        return _failed(args, error, job)
+    text = shown_json(shared)
+    if args.out:
+        try:
+            Path(args.out).write_text(text + "\n", encoding="utf-8")
+        except OSError as error:
+            raise UsageError(f"cannot write {args.out!r} ({error.strerror})") from error
+    else:
+        print(text)
+    return 0
+
+
+def _failed(args: argparse.Namespace, error: Exception, job: _Job) -> int:
+    """Report a run that failed: the error and braidflow's notes on where, on
+    stderr, then how to resume it if it can be."""
+    if args.debug:
+        traceback.print_exc()
+    else:
+        say(f"the run failed: {describe_error(error)}")
+        notes = list(getattr(error, "__notes__", ()))
+        if job.watch.notes_at_end is not None:
+            # A note added once the run had ended is the durable package's word
+            # to Python callers on how to resume; the command says its own.
+            notes = notes[: job.watch.notes_at_end]
+        for note in notes:
+            print(f"  {note}", file=sys.stderr)
+    hint = job.resume_command()
+    if hint:
+        say(f"fix the cause, then: {hint}")
+    return EXIT_FAILED
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """Refuse an --out that cannot be written before anything runs."""
+    from ..tracing._files import writable_path
+
+    if args.out:
+        try:
+            writable_path(args.out, "--out")
+        except ValueError as error:
+            raise UsageError(str(error)) from error
+
+
+def _has_successors(node: Any) -> bool:
+    return any(successor is not None for successor in node.successors.values())
+
+
+def command_run(args: argparse.Namespace) -> int:
+    if args.run_id is not None and not args.run_id.strip():
+        raise UsageError("--run-id is empty; give an id, or leave it out for a new one")
+    _check_out(args)
+    flow = load_target(args.target)
+    shared = read_json(args.shared, "--shared") if args.shared is not None else {}
+    if not isinstance(shared, dict):
+        raise UsageError(f"--shared must be a JSON object, got {type(shared).__name__}")
+    watch = _Watch()
+    options: dict[str, Any] = {"observers": _observers(args, watch)}
+    job = _Job(watch)
+    if args.store or args.run_id:
+        store_path = chosen_store(args)
+        store = open_store(store_path, create=True)
+        run_id = args.run_id or _new_run_id()
+        record = stored_run(store, run_id)
+        if record is not None:
+            raise UsageError(_id_taken(record, store_path))
+        options.update(
+            store=store,
+            run_id=run_id,
+            record_events=True,
+            metadata=target_metadata(args.target),
+        )
+        job = _Job(watch, store, store_path, run_id)
+        watch.announce = f"run {run_id!r} (stored in {store_path})"
+    quiet = _has_successors(flow)
+
+    def run() -> Any:
+        with warnings.catch_warnings():
+            if quiet:
+                # TARGET names a node with successors: the command runs what
+                # TARGET names, that node alone (docs/cli.md), so the engine's
+                # warning to the caller of run() (this module) that successors
+                # will not run is the command's business, not its user's.
+                warnings.filterwarnings(
+                    "ignore", category=UserWarning, module=re.escape(__name__) + "$"
+                )
+            flow.run(shared, **options)
+        return shared
+
+    return _finish(args, run, job)
+
+
+def _id_taken(record: Any, store_path: Path) -> str:
+    taken = f"run id {record.run_id!r} is already used in {str(store_path)!r}"
+    if record.status in RESUMABLE:
+        return (
+            f"{taken} by a run that is {record.status}; choose another, or resume that run: "
+            f"{resume_command(record, store_path)}"
+        )
+    return f"{taken} by a run that is {record.status}; choose another, or leave --run-id out"
+
+
+def _new_run_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex[:12]
+
+
+def command_resume(args: argparse.Namespace) -> int:
+    store_path = chosen_store(args)
+    store = open_store(store_path, create=False)
+    run_id = args.run_id
+    record = known_run(store, run_id, store_path)
+    if record.status == "completed":
+        raise UsageError(f"run {run_id!r} has completed; there is nothing to resume")
+    if record.status == "running":
+        raise UsageError(
+            f"run {run_id!r} is running in a live process ({record.owner}); wait for it to "
+            "end (or stop it) before resuming"
+        )
+    if args.input is not None and record.status != "waiting":
+        raise UsageError(
+            f"run {run_id!r} is {record.status}, not waiting for input; resume it without "
+            f"--input: {resume_command(record, store_path, args.target)}"
+        )
+    remembered = remembered_target(record)
+    if args.target is None and remembered is None:
+        words = ["resume", run_id, PLACEHOLDER_TARGET, "--store", str(store_path)]
+        if args.input is not None:
+            words += ["--input", args.input]
+        raise UsageError(
+            f"run {run_id!r} has no TARGET remembered (it was started from Python, or by an "
+            f"older braidflow command); give its TARGET: {suggested(*words)}"
+        )
+    _check_out(args)
+    if args.target is not None:
+        flow = load_target(args.target)
+    else:
+        assert remembered is not None
+        flow = load_target(*remembered)
+    watch = _Watch()
+    options: dict[str, Any] = {"observers": _observers(args, watch), "record_events": True}
+    if args.input is not None:
+        options["input"] = read_json(args.input, "--input")
+    job = _Job(watch, store, store_path, run_id, resuming=True, target=args.target)
+
+    def run() -> Any:
+        try:
+            return flow.resume(run_id, store=store, **options)
+        finally:
+            if args.target is not None and watch.started:  # TARGET fits the run
+                remember_target(store, run_id, args.target)
+
+    return _finish(args, run, job)

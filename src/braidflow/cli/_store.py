@@ -1,0 +1,119 @@
+"""The store the command opens, and what it keeps in a run's metadata to resume it:
+its TARGET, where it started, and the command line that resumes it.
+
+The command keeps them through the store's public API, under the keys
+`TARGET_KEY` and `DIRECTORY_KEY`. Every command line it suggests is built
+from what is true of the run (`resume_command`), quoted for a shell, and
+works as printed once its placeholders (``JSON``, ``path/to/file.py:name``)
+are filled in; tests/test_cli.py follows each one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from ._console import UsageError, suggested
+from ._target import is_path
+
+__all__ = [
+    "DEFAULT_STORE",
+    "DIRECTORY_KEY",
+    "PLACEHOLDER_TARGET",
+    "RESUMABLE",
+    "TARGET_KEY",
+    "chosen_store",
+    "known_run",
+    "open_store",
+    "remember_target",
+    "remembered_target",
+    "resume_command",
+    "stored_run",
+    "target_metadata",
+]
+
+DEFAULT_STORE = "braidflow.db"
+# The keys of a run's metadata where the command keeps what it needs to resume it.
+TARGET_KEY = "braidflow.target"  # TARGET, a file's path made absolute
+DIRECTORY_KEY = "braidflow.directory"  # where the run started; a module TARGET is found there
+RESUMABLE = ("failed", "interrupted", "waiting")
+PLACEHOLDER_TARGET = "path/to/file.py:name"
+
+
+def chosen_store(args: argparse.Namespace) -> Path:
+    """The store's path: ``--store``, else ``$BRAIDFLOW_STORE``, else `DEFAULT_STORE`."""
+    return Path(args.store or os.environ.get("BRAIDFLOW_STORE") or DEFAULT_STORE)
+
+
+def open_store(path: Path, *, create: bool) -> Any:
+    """The store at ``path``; one that is not there is made only if ``create``."""
+    from .. import SQLiteStore, StoreError
+
+    if not create and not path.exists():
+        raise UsageError(f"no store at {str(path)!r} (give --store PATH, or set BRAIDFLOW_STORE)")
+    try:
+        return SQLiteStore(path)
+    except StoreError as error:
+        raise UsageError(str(error)) from error
+
+
+def target_metadata(target: str) -> dict[str, str]:
+    """What the command keeps in a run's metadata to resume it: TARGET (a
+    file's path made absolute) and the directory it ran from."""
+    where, _, name = target.rpartition(":")
+    if is_path(where):
+        target = f"{Path(where).resolve()}:{name}"
+    return {TARGET_KEY: target, DIRECTORY_KEY: os.getcwd()}
+
+
+def remembered_target(record: Any) -> tuple[str, str | None] | None:
+    """The TARGET (and directory) a run's metadata holds, or ``None``."""
+    target = record.metadata.get(TARGET_KEY)
+    if not isinstance(target, str):
+        return None
+    directory = record.metadata.get(DIRECTORY_KEY)
+    return target, directory if isinstance(directory, str) else None
+
+
+def remember_target(store: Any, run_id: str, target: str) -> None:
+    """Keep the TARGET a resume was given, for the next resume."""
+    from .. import StoreError
+
+    try:
+        store.set_metadata(run_id, target_metadata(target))
+    except StoreError:
+        pass  # a convenience: a hint printed later names TARGET itself then
+
+
+def stored_run(store: Any, run_id: str) -> Any:
+    """The store's record of the run, or ``None`` if it has no such run."""
+    from .. import StoreError
+
+    try:
+        return store.get(run_id)
+    except StoreError:
+        return None
+
+
+def known_run(store: Any, run_id: str, path: Path) -> Any:
+    """The store's record of the run; bad input if the store has no such run."""
+    record = stored_run(store, run_id)
+    if record is None:
+        listing = suggested("runs", "--store", str(path))
+        raise UsageError(f"no run {run_id!r} in {str(path)!r} ({listing} lists them)")
+    return record
+
+
+def resume_command(record: Any, store_path: Path, target: str | None = None) -> str:
+    """The command line that resumes a stored run: with its TARGET unless the
+    run remembers it (``target``, else a placeholder to fill in), and with
+    ``--input`` for a run waiting for input."""
+    words = ["resume", record.run_id]
+    if remembered_target(record) is None:
+        words.append(target or PLACEHOLDER_TARGET)
+    words += ["--store", str(store_path)]
+    if record.status == "waiting":
+        words += ["--input", "JSON"]
+    return suggested(*words)

@@ -1,0 +1,87 @@
+"""The commands that run nothing and show: a flow's graph (``graph``), the runs in a
+store (``runs``) and one stored run drawn as an HTML timeline (``timeline``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+
+from ._console import UsageError, say
+from ._store import chosen_store, known_run, open_store
+from ._target import load_target
+
+__all__ = ["command_graph", "command_runs", "command_timeline"]
+
+
+def command_graph(args: argparse.Namespace) -> int:
+    flow = load_target(args.target)
+    print(flow.to_mermaid())
+    return 0
+
+
+def command_runs(args: argparse.Namespace) -> int:
+    store_path = chosen_store(args)
+    store = open_store(store_path, create=False)
+    records = store.runs(status=args.status)
+    if not records:
+        say(f"no {args.status + ' ' if args.status else ''}runs in {store_path}")
+        return 0
+    rows = [("RUN ID", "STATUS", "FLOW", "STARTED", "ENDED", "AT", "ERROR OR PROMPT")]
+    for record in records:
+        info = record.error or ("" if record.prompt is None else json.dumps(record.prompt))
+        rows.append(
+            (
+                record.run_id,
+                record.status,
+                record.flow,
+                _when(record.started),
+                "" if record.ended is None else _when(record.ended),
+                record.node or "",
+                info if len(info) <= 60 else info[:57] + "...",
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    return 0
+
+
+def _when(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def _default_page(run_id: str) -> str:
+    """``RUN_ID.html`` in the current directory, the id made a safe file name."""
+    name = re.sub(r"[^\w.-]+", "_", run_id).strip("._-") or "run"
+    return f"{name}.html"
+
+
+def command_timeline(args: argparse.Namespace) -> int:
+    from .. import recorded_events
+    from ..tracing import Timeline
+
+    store_path = chosen_store(args)
+    store = open_store(store_path, create=False)
+    known_run(store, args.run_id, store_path)
+    events = recorded_events(store, args.run_id)
+    if not events:
+        raise UsageError(
+            f"run {args.run_id!r} has no recorded events: runs started or resumed by this "
+            "command keep them, as do runs given record_events=True"
+        )
+    output = args.output or _default_page(args.run_id)
+    elsewhere = "" if args.output else "; -o FILE.html writes it elsewhere"
+    try:
+        page = Timeline(output)
+        page.write(events)
+    except ValueError as error:  # a path that cannot be written; events with no start
+        raise UsageError(f"{error}{elsewhere}") from error
+    except OSError as error:
+        raise UsageError(f"cannot write {output!r} ({error.strerror}){elsewhere}") from error
+    say(f"wrote {output}")
+    return 0
