@@ -646,3 +646,25 @@ def test_the_path_of_the_database_is_what_the_record_of_runs_is_kept_by(tmp_path
     store = SQLiteStore(tmp_path / "runs.db")
     assert store._location == str(Path(os.path.realpath(tmp_path / "runs.db")))
     store.close()
+
+
+def test_a_durable_run_that_cannot_start_is_recorded_as_ended_and_can_be_resumed(tmp_path):
+    """Something failing once the run is in the store but before its first
+    node (here an observer refusing run_start, a warning the tests make an
+    error) ends the run as failed: never left running in this process."""
+    from braidflow import Flow, Node
+
+    class Step(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared["done"] = True
+
+    def refuses(event):
+        raise ValueError("no")
+
+    store = SQLiteStore(tmp_path / "runs.db")
+    flow = Flow(start=Step())
+    with pytest.raises(RuntimeWarning, match="observer"):
+        flow.run({}, store=store, run_id="r", observers=[refuses])
+    assert store.get("r").status == "failed"
+    assert flow.resume("r", store=store) == {"done": True}
+    store.close()

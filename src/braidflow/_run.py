@@ -164,39 +164,52 @@ class RunScope:
 
     def __enter__(self) -> Any:
         enter_run()
-        observers = self.observers
+        self.token: Token[Run | None] | None = None
+        self.step_token: Token[StepAt] | None = None
+        self.step: StepScope | None = None
         try:
-            store = self.store
-            if store is not None:
-                if self.resuming:
-                    assert self.run_id is not None
-                    self.durable, self.working = claim_run(
-                        store, self.node, self.run_id, self.answer
-                    )
-                else:
-                    self.durable, self.working = start_run(
-                        store, self.node, self.shared, self.run_id, self.metadata
-                    )
-                if self.record_events:
-                    recorder = EventRecorder(store, self.durable.run_id)
-                    observers = (*observers, (recorder, recorder.on_event))
-        except BaseException:
-            leave_run()
+            return self._open()
+        except BaseException as error:
+            self._undo(error)
             raise
+
+    def _open(self) -> Any:
+        observers = self.observers
+        store = self.store
+        if store is not None:
+            if self.resuming:
+                assert self.run_id is not None
+                self.durable, self.working = claim_run(store, self.node, self.run_id, self.answer)
+            else:
+                self.durable, self.working = start_run(
+                    store, self.node, self.shared, self.run_id, self.metadata
+                )
+            if self.record_events:
+                recorder = EventRecorder(store, self.durable.run_id)
+                observers = (*observers, (recorder, recorder.on_event))
         run = self.run = Run(observers, self.clock)
         run.durable = self.durable
-        self.step_token: Token[StepAt] | None = None
         if self.durable is not None:
             run.id = self.durable.run_id
             self.step_token = STEP.set(StepAt(f"0:{self.node._display_name()}", set()))
-        self.token: Token[Run | None] = RUN.set(run)
-        self.step: StepScope | None = None
+        self.token = RUN.set(run)
         if run.observers:
             name = self.node._display_name()
             self.started = time.monotonic()
             run.emit("run_start", node=name, path=(name,))
             self.step = StepScope(run, name, (name,))
         return self.working
+
+    def _undo(self, error: BaseException) -> None:
+        """The run could not start after all: undo what opening it did, and
+        record a durable run that was opened as ended by ``error``."""
+        if self.token is not None:
+            RUN.reset(self.token)
+        if self.step_token is not None:
+            STEP.reset(self.step_token)
+        leave_run()
+        if self.durable is not None:
+            close_run(self.durable, error)
 
     def __exit__(
         self,
@@ -213,7 +226,8 @@ class RunScope:
                     "run_end", node=step.name, path=step.path, duration=duration, error=error
                 )
         finally:
-            RUN.reset(self.token)
+            if self.token is not None:
+                RUN.reset(self.token)
             if self.step_token is not None:
                 STEP.reset(self.step_token)
             leave_run()
