@@ -18,6 +18,7 @@ from braidflow import SQLiteStore, StoreError
 from braidflow.stores import Checkpoint
 from braidflow.stores import sqlite as sqlite_store
 from braidflow.stores._owners import this_owner
+from braidflow.stores._sqlite_folding import _INSERT_CHECKPOINT
 
 
 def logs(tmp_path):
@@ -215,7 +216,7 @@ def test_a_store_from_before_run_logs_is_upgraded_in_place(tmp_path):
             "INSERT INTO runs (run_id, flow, graph, status, started, owner, initial) "
             "VALUES ('r', 'flow', 'g', 'failed', 1.0, NULL, x'7b7d')"
         )
-        db.execute(sqlite_store._INSERT_CHECKPOINT, ("r", *row(0)))
+        db.execute(_INSERT_CHECKPOINT, ("r", *row(0)))
     store = SQLiteStore(path)
     assert store.claim("r", this_owner())[3] == [row(0)]
     store.append("r", [row(1)])
