@@ -859,7 +859,7 @@ async def test_an_item_s_result_is_queued_as_json_writes_it(result):
     from braidflow.durable import DurableRun as Durable
 
     durable = Durable(MemoryStore(), "r")
-    durable.queue_item(("stage", 1), 4, 99, result, Node(name="n"))
+    durable.record_item(("stage", 1), 4, 99, result, Node(name="n"))
     (marker, queued) = durable.writer._queued
     assert marker[0] == ("stage", 1)
     assert queued == json.dumps([4, 99, result], separators=(",", ":")).encode()
@@ -876,13 +876,13 @@ async def test_items_queued_while_a_thread_takes_the_queue_keep_their_batch():
     durable = Durable(store, "r")
     first, second = Node(name="first"), Node(name="second")
     a, b = ("a", 1), ("b", 2)  # a batch is one object for all its items
-    durable.queue_item(a, 0, 10, 0, first)
-    durable.queue_item(a, 1, 11, 1, first)
+    durable.record_item(a, 0, 10, 0, first)
+    durable.record_item(a, 1, 11, 1, first)
     durable.write([])  # as a thread's write would: takes both
-    durable.queue_item(a, 2, 12, 2, first)  # after the take: no new marker
+    durable.record_item(a, 2, 12, 2, first)  # after the take: no new marker
     assert durable.writer._queued == [b"[2,12,2]"]
-    durable.queue_item(b, 0, 20, 5, second)
-    durable.queue_item(a, 3, 13, 3, first)
+    durable.record_item(b, 0, 20, 5, second)
+    durable.record_item(a, 3, 13, 3, first)
     durable.flush()
     rows = [(row.frame, row.node, json.loads(row.payload)) for row in store._rows["r"]]
     assert rows == [

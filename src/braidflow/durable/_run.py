@@ -7,8 +7,10 @@ checkpoint rows with the run's codec and hands them to its writer.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
+from zlib import crc32
 
 from .._context import STEP, AttemptState
 from .._errors import CheckpointError, ResumeError
@@ -33,6 +35,8 @@ class DurableRun:
         self.run_id = run_id
         self.codec = Codec(store.serializer)
         self.writer = CheckpointWriter(store, run_id, self.codec)
+        # Raise the error of a failed group commit, if one failed (per item: direct).
+        self.check_written = self.writer.check_written
         self.recorded = Recorded()
         # Answers to interrupts (the recorded ones, then those given since), by
         # the step (and item) that asked, then by call; how many calls each
@@ -74,10 +78,6 @@ class DurableRun:
     def flush(self) -> None:
         """Write the queued rows now (the run is ending)."""
         self.writer.flush()
-
-    def check_written(self) -> None:
-        """Raise the error of a failed group commit, if one failed."""
-        self.writer.check_written()
 
     # -- interrupts ----------------------------------------------------------------
 
@@ -187,6 +187,8 @@ class DurableRun:
         Raises:
             CheckpointError: If the item has no stable fingerprint; it does not run.
         """
+        if type(item) is int and self._json:  # the usual item, made directly
+            return crc32(b"%d" % item)
         try:
             return fingerprint(self.codec, item)
         except Unfingerprintable as error:
@@ -234,14 +236,19 @@ class DurableRun:
         payload = self._item_payload(index, mark, result, node)
         self.write([self.writer.items_row(stage, node, [payload])])
 
-    def queue_item(
+    def record_item(
         self, batch: tuple[str, int], index: int, mark: int, result: Any, node: Any
     ) -> None:
-        """Queue a finished item for the group commit at the loop's next turn.
+        """Record a finished item (``mark``: its fingerprint): on an event loop,
+        queued for the group commit at the loop's next turn; in a thread with
+        no loop, written now.
 
         Raises:
             StoreError: If an earlier group commit failed; the batch stops.
         """
+        if asyncio._get_running_loop() is None:
+            self.item_done(batch[0], index, mark, result, node)
+            return
         if type(result) is int and self._json:
             payload = b"[%d,%d,%d]" % (index, mark, result)
         else:

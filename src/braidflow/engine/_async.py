@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import types
-from collections.abc import Generator
 from functools import partial
 from typing import Any
 
@@ -25,7 +23,7 @@ from .._clock import SYSTEM_CLOCK, Clock, Deadline, TimedOut
 from .._context import RUN
 from .._limits import acquire_all, release_all
 from .._threads import Abandoned, run_in_thread
-from ._attempts import cancellation_instead, cancelled_error, fallback
+from ._attempts import attempts, cancellation_instead, cancelled_error, fallback
 from ._effects import (
     AWAIT,
     CALL,
@@ -33,7 +31,6 @@ from ._effects import (
     MAYBE_AWAIT,
     NODE,
     PARALLEL,
-    RECORD,
     REMOTE,
     SLEEP,
     STAGE,
@@ -41,7 +38,7 @@ from ._effects import (
     TIMED,
     WAIT,
 )
-from ._items import run_parallel
+from ._items import commit, run_parallel
 from ._lifecycle import Steps, lifecycle
 
 __all__ = ["call_on_loop", "drive", "failure_of", "node_step", "run_cancelled", "run_node"]
@@ -121,13 +118,12 @@ def call_on_loop(function: Any, args: tuple[Any, ...], node: Any) -> Any:
 
 async def drive(steps: Steps) -> Any:
     """Run ``steps`` to their end on the loop; return what they return."""
-    send = steps.send
     value: Any = None
     failure: BaseException | None = None
     while True:
         try:
             if failure is None:
-                effect = send(value)
+                effect = steps.send(value)
             else:
                 effect, failure = steps.throw(failure), None
         except StopIteration as stop:
@@ -138,19 +134,15 @@ async def drive(steps: Steps) -> Any:
             if op is NODE:
                 node = effect[1]
                 plan = effect[5]
-                if not (
-                    plan.fast
-                    and not node._bf_policy
-                    and node.max_retries == 1
-                    and (plan.is_async or not _offloaded(node, effect[4]))
-                ):
+                if not (plan.fast and (plan.is_async or not _offloaded(node, effect[4]))):
                     value = await run_node(node, effect[3], effect[4])
                     continue
-                # The fast path: a plain node (no hooks, no batch) under no
-                # policy, its phases called here, not through the lifecycle's
-                # effects: 1.6 against 2.7 us a node in the async chain
-                # benchmark. Sync phases run on the loop's thread, and none
-                # after the run was cancelled meanwhile.
+                # The fast path: a plain node (no hooks, no batch), its phases
+                # called here, not through the lifecycle's effects: 1.6
+                # against 2.7 us a node in the async chain benchmark (a policy
+                # sends its exec through the attempt loop: 5.7 against 8.4
+                # us a node with a limiter and retries). Sync phases run on the
+                # loop's thread, and none after the run was cancelled meanwhile.
                 # Each phase is called by its plain name (prep_async or prep...):
                 # an attribute call, where getattr would cost a third of a step.
                 shared = effect[3]
@@ -161,21 +153,28 @@ async def drive(steps: Steps) -> Any:
                         prep_result = await node.prep(shared)
                 else:
                     prep_result = call_on_loop(getattr(node, plan.prep), (shared,), node)
-                try:
-                    if plan.exec_coro and not plan.exec_wants_shared:
-                        if plan.exec == "exec_async":
-                            exec_result = await node.exec_async(prep_result)
+                if node._bf_policy or node.max_retries != 1:
+                    exec_result = await drive(
+                        attempts(node, prep_result, None, shared, False, None)
+                    )
+                else:
+                    try:
+                        if plan.exec_coro and not plan.exec_wants_shared:
+                            if plan.exec == "exec_async":
+                                exec_result = await node.exec_async(prep_result)
+                            else:
+                                exec_result = await node.exec(prep_result)
                         else:
-                            exec_result = await node.exec(prep_result)
-                    else:
-                        call = getattr(node, plan.exec)
-                        args = (shared, prep_result) if plan.exec_wants_shared else (prep_result,)
-                        if plan.exec_coro:
-                            exec_result = await call(*args)
-                        else:
-                            exec_result = call_on_loop(call, args, node)
-                except BaseException as error:
-                    exec_result = await _fallback(node, prep_result, error, shared)
+                            call = getattr(node, plan.exec)
+                            args: tuple[Any, ...] = (prep_result,)
+                            if plan.exec_wants_shared:
+                                args = (shared, prep_result)
+                            if plan.exec_coro:
+                                exec_result = await call(*args)
+                            else:
+                                exec_result = call_on_loop(call, args, node)
+                    except BaseException as error:
+                        exec_result = await _fallback(node, prep_result, error, shared)
                 if plan.post_coro:
                     if plan.post == "post_async":
                         value = await node.post_async(shared, prep_result, exec_result)
@@ -192,6 +191,8 @@ async def drive(steps: Steps) -> Any:
                 value = call_on_loop(effect[3], effect[4], effect[1])
             elif op is THREAD:
                 value = await run_in_thread(effect[3], *effect[4])
+            elif op is COMMIT:
+                await commit(effect[3])
             else:
                 value = await _perform(effect)
         except BaseException as error:
@@ -226,14 +227,6 @@ async def _perform(effect: tuple[Any, ...]) -> Any:
         return None
     if op is SLEEP:
         await _clock().sleep(effect[3])
-        return None
-    if op is RECORD:
-        _, node, index, durable, batch, fingerprint, result = effect
-        durable.queue_item(batch, index, fingerprint, result, node)
-        return None
-    if op is COMMIT:
-        await _turn()
-        effect[3].check_written()
         return None
     if op is PARALLEL:
         _, node, _, items, make_item, keep, fast_exec, own_events = effect
@@ -278,12 +271,6 @@ async def _timed(
         )
     except Abandoned:
         raise TimedOut(abandoned=True) from None
-
-
-@types.coroutine
-def _turn() -> Generator[None, None, None]:
-    """Let the event loop turn once (``asyncio.sleep(0)``, without its coroutine)."""
-    yield
 
 
 async def run_node(node: Any, shared: Any, offload_default: bool) -> Any:

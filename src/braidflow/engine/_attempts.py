@@ -123,7 +123,8 @@ def attempts(
         function: Any = dispatch
         how = REMOTE
     else:
-        function = getattr(node, plan.exec)
+        # exec_async's attribute, where it is the one: cheaper than getattr.
+        function = node.exec_async if plan.exec == "exec_async" else getattr(node, plan.exec)
         how = AWAIT if plan.exec_coro else THREAD if offload else CALL
     retry, max_retries = node._bf_retry, node.max_retries
     timeout, held = node._bf_timeout, node._bf_limits
@@ -151,7 +152,7 @@ def attempts(
         while True:
             holding = None
             if held:
-                taken = try_all(held)
+                taken = try_all(held) if len(held) > 1 else int(held[0].try_acquire())
                 if taken < len(held):
                     started = time.monotonic()
                     try:
@@ -177,7 +178,10 @@ def attempts(
                 if holding is not None:
                     unhold(holding)
                 if not abandoned:
-                    release_all(held)
+                    if len(held) == 1:
+                        held[0].release()
+                    else:
+                        release_all(held)
             delay = next_delay(node._bf_retry, node.max_retries, node.wait, attempt, failure)
             if delay is None:
                 return (yield from fallback(node, item, failure, index, attempt, shared, offload))

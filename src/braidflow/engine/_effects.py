@@ -23,7 +23,6 @@ __all__ = [
     "MAYBE_AWAIT",
     "NODE",
     "PARALLEL",
-    "RECORD",
     "REMOTE",
     "SLEEP",
     "STAGE",
@@ -65,16 +64,13 @@ SLEEP: Final = 8
 # whether each item gets events and a checkpoint of its own); the sync
 # driver runs them on a private event loop.
 PARALLEL: Final = 9
-# (RECORD, node, index, durable, batch, fingerprint, result): checkpoint a
-# finished item: the sync driver writes it now; the async driver queues it
-# for the group commit at the loop's next turn.
-RECORD: Final = 10
 # (STAGE, node, None, steps): run a step's exec stage, its own steps (a
 # walk, a batch's items...), driven by a driver of their own until they end.
 STAGE: Final = 12
-# (COMMIT, node, index, durable): wait until the items queued for the group
-# commit are in the store (the loop turns once); raise the commit's error,
-# if it failed. Nothing to wait for in the sync driver.
+# (COMMIT, node, index, durable): wait until the finished items queued for
+# the group commit are in the store: the async driver lets the loop turn once
+# (the commit runs then); the sync driver writes them now. Raises the
+# commit's error, if it failed.
 COMMIT: Final = 11
 
 
