@@ -8,13 +8,14 @@ wrapped in a group of braidflow's making; later failures become a note).
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
 from ._errors import add_note
 
-__all__ = ["TaskGroup"]
+__all__ = ["TaskGroup", "note_lost"]
 
 
 class TaskGroup:
@@ -124,9 +125,9 @@ class TaskGroup:
         if task.cancelled():
             if not self._stopping:
                 self._fail(self._on_stray(task))
-            else:
-                cause = _cancellation_of(task).__cause__
-                if isinstance(cause, Exception):
+            elif _LOST:  # rarely anything: no look-up, and no weak reference, for nothing
+                cause = _LOST.pop(task, None)
+                if cause is not None:
                     self._lost.append(cause)
         else:
             error = task.exception()
@@ -141,13 +142,14 @@ class TaskGroup:
             self.cancel()
 
 
-def _cancellation_of(task: asyncio.Task[Any]) -> BaseException:
-    """The ``CancelledError`` a cancelled task ended with: the one its code
-    raised (asyncio keeps it for the first to ask), else a fresh one."""
-    try:
-        task.result()
-    except asyncio.CancelledError as cancel:
-        return cancel
-    except BaseException as error:  # pragma: no cover - it was cancelled
-        return error
-    return asyncio.CancelledError()  # pragma: no cover
+# Errors that tasks raised once they were told to stop, by task: a child's is
+# told with its group's outcome (the cancellation it ended with carries it).
+_LOST: weakref.WeakKeyDictionary[asyncio.Task[Any], BaseException] = weakref.WeakKeyDictionary()
+
+
+def note_lost(error: BaseException) -> None:
+    """Note that the running task raised ``error`` while it was being
+    cancelled (it ends cancelled): its group, if it has one, tells it."""
+    task = asyncio.current_task()
+    if task is not None:
+        _LOST[task] = error

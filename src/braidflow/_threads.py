@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from ._clock import SYSTEM_CLOCK, Clock
 from ._errors import add_note
 from ._limits import Limiter
+from ._taskgroup import note_lost
 
 __all__ = [
     "Abandoned",
@@ -305,6 +306,7 @@ async def _stopped(job: _Job, cancel: asyncio.CancelledError) -> None:
     if isinstance(error, Exception):
         cancel.__cause__ = error
         add_note(cancel, f"the code in one of braidflow's threads raised {error!r} meanwhile")
+        note_lost(error)
 
 
 def _wake(waiter: asyncio.Future[bool], finished: bool) -> None:

@@ -125,7 +125,12 @@ async def drive(steps: Steps) -> Any:
             if failure is None:
                 effect = steps.send(value)
             else:
-                effect, failure = steps.throw(failure), None
+                try:
+                    effect = steps.throw(failure)
+                finally:
+                    # Not kept here: the error's traceback holds this frame, and
+                    # a cycle between them would wait for the garbage collector.
+                    failure = None
         except StopIteration as stop:
             return stop.value
         value = None
@@ -193,6 +198,11 @@ async def drive(steps: Steps) -> Any:
                 value = await run_in_thread(effect[3], *effect[4])
             elif op is COMMIT:
                 await commit(effect[3])
+            elif op is WAIT:  # what stops there is only ever the run's cancellation
+                try:
+                    await acquire_all(effect[3], effect[4], effect[1], effect[2])
+                except BaseException as error:
+                    failure = error
             else:
                 value = await _perform(effect)
         except BaseException as error:
@@ -221,10 +231,6 @@ async def _perform(effect: tuple[Any, ...]) -> Any:
         return value
     if op is TIMED:
         return await _timed(*effect[3:])
-    if op is WAIT:
-        _, node, index, limiters, taken = effect
-        await acquire_all(limiters, taken, node, index)
-        return None
     if op is SLEEP:
         await _clock().sleep(effect[3])
         return None

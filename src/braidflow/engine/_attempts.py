@@ -21,6 +21,7 @@ from .._errors import NodeCancelledError, NodeTimeoutError, add_note
 from .._limits import release_all, try_all
 from .._options import check_retry_options
 from .._policy import next_delay
+from .._taskgroup import note_lost
 from ._effects import AWAIT, CALL, REMOTE, SLEEP, THREAD, TIMED, WAIT
 from ._observe import emit_waited
 
@@ -55,6 +56,7 @@ def cancellation_instead(error: BaseException, node: Any) -> asyncio.CancelledEr
     cancel.__cause__ = error
     who = node._describe() if node is not None else "the run's code"
     add_note(cancel, f"{who} raised {error!r} while its run was being cancelled")
+    note_lost(error)
     return cancel
 
 

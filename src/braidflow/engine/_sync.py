@@ -61,7 +61,12 @@ def drive(steps: Steps) -> Any:
             if failure is None:
                 effect = send(value)
             else:
-                effect, failure = steps.throw(failure), None
+                try:
+                    effect = steps.throw(failure)
+                finally:
+                    # Not kept here: the error's traceback holds this frame, and
+                    # a cycle between them would wait for the garbage collector.
+                    failure = None
         except StopIteration as stop:
             return stop.value
         value = None
