@@ -22,6 +22,7 @@ from ._clock import SYSTEM_CLOCK, Clock
 from ._context import HELD
 from ._deadlock import block, refuse_dead_waits, unblock
 from ._errors import AsyncUsageError, InvalidParameterError, RunError
+from ._options import check_number
 
 __all__ = [
     "Limiter",
@@ -98,13 +99,6 @@ class _Waiter:
             loop.call_soon_threadsafe(_resolve, future)
 
 
-def _check_real(label: str, option: str, value: Any, *, name: str | None) -> float:
-    """Return ``value`` as a float if it is a finite real number, else raise."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise InvalidParameterError(f"{label}: {option}={value!r} must be a number", node=name)
-    return float(value)
-
-
 class Limiter:
     """A limit on concurrent holders and on acquisitions per period, shareable.
 
@@ -151,19 +145,17 @@ class Limiter:
         self.name = name
         self._lock = threading.Lock()
         self._max: int | None = self._check_max(label, max_concurrent)
-        per = _check_real(label, "per", per, name=name)
-        if not 0 < per < math.inf:
-            raise InvalidParameterError(
-                f"{label}: per={per!r} must be a finite number of seconds > 0", node=name
-            )
+        per = check_number(
+            per, f"{label}: per={per!r}", "a finite number of seconds > 0", node=name, above=0
+        )
         if rate is not None:
-            rate = _check_real(label, "rate", rate, name=name)
-            if not 0 < rate < math.inf:
-                raise InvalidParameterError(
-                    f"{label}: rate={rate!r} must be a finite number > 0 of acquisitions "
-                    f"per {per} s, or None for no rate limit",
-                    node=name,
-                )
+            rate = check_number(
+                rate,
+                f"{label}: rate={rate!r}",
+                f"a finite number > 0 of acquisitions per {per} s, or None for no rate limit",
+                node=name,
+                above=0,
+            )
         self.rate = rate
         self.per = per
         self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._errors import InvalidParameterError
+from ._options import check_number
 
 __all__ = ["Retry", "next_delay"]
 
@@ -61,11 +62,22 @@ class Retry:
             raise InvalidParameterError(
                 f"Retry(attempts={self.attempts}) must be at least 1 (1 means: no retry)"
             )
-        _check_number("delay", self.delay, 0.0, "a finite number of seconds >= 0")
-        _check_number("backoff", self.backoff, 1.0, "a finite number >= 1")
+        check_number(
+            self.delay, f"Retry(delay={self.delay!r})", "a finite number of seconds >= 0",
+            at_least=0,
+        )  # fmt: skip
+        check_number(
+            self.backoff, f"Retry(backoff={self.backoff!r})", "a finite number >= 1", at_least=1
+        )
         if self.max_delay is not None:
-            _check_number("max_delay", self.max_delay, 0.0, "a number of seconds >= 0, or None")
-        _check_number("jitter", self.jitter, 0.0, "a number between 0 and 1", upper=1.0)
+            check_number(
+                self.max_delay, f"Retry(max_delay={self.max_delay!r})",
+                "a number of seconds >= 0, or None", at_least=0,
+            )  # fmt: skip
+        check_number(
+            self.jitter, f"Retry(jitter={self.jitter!r})", "a number between 0 and 1",
+            at_least=0, at_most=1,
+        )  # fmt: skip
         retry_on = self.retry_on
         if isinstance(retry_on, tuple):
             ok = all(isinstance(t, type) and issubclass(t, BaseException) for t in retry_on)
@@ -108,21 +120,6 @@ class Retry:
 
 
 _LONGEST_WAIT = float(threading.TIMEOUT_MAX)
-
-
-def _check_number(
-    option: str, value: object, lower: float, expected: str, upper: float = math.inf
-) -> None:
-    """Refuse a value that is not a real number within ``lower <= value <= upper``
-    (``upper`` excluded when infinite: no option takes an infinite value)."""
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, int | float)
-        and lower <= value
-        and (value <= upper if upper < math.inf else value < math.inf)
-    )
-    if not ok:
-        raise InvalidParameterError(f"Retry({option}={value!r}) must be {expected}")
 
 
 def next_delay(

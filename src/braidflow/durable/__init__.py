@@ -22,7 +22,6 @@ from ._recorder import EventRecorder as EventRecorder
 from ._recorder import RecordedError as RecordedError
 from ._recorder import recorded_events as recorded_events
 from ._run import DurableRun as DurableRun
-from ._session import RESUME_HINT as RESUME_HINT
 from ._session import claim_run as claim_run
 from ._session import close_run as close_run
 from ._session import start_run as start_run
@@ -30,7 +29,6 @@ from ._tracking import TrackingDict as TrackingDict
 
 __all__ = [
     "NO_ANSWER",
-    "RESUME_HINT",
     "DurableRun",
     "EventRecorder",
     "Interrupted",

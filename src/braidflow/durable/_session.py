@@ -21,11 +21,11 @@ from ._interrupt import NO_ANSWER, Interrupted
 from ._run import DurableRun
 from ._tracking import TrackingDict
 
-__all__ = ["RESUME_HINT", "claim_run", "close_run", "start_run"]
+__all__ = ["claim_run", "close_run", "start_run"]
 
 # The words of the note a failed durable run's error gets that say how to
 # resume it in Python (the command line, which says its own, drops that note).
-RESUME_HINT = "fix the cause and resume it with flow.resume("
+_RESUME_HINT = "fix the cause and resume it with flow.resume("
 
 
 def start_run(
@@ -135,6 +135,6 @@ def _record_end(durable: DurableRun, error: BaseException | None) -> None:
     if isinstance(error, Exception):
         add_note(
             error,
-            f"run {run_id!r} is stored as {status} in {store!r}; {RESUME_HINT}"
+            f"run {run_id!r} is stored as {status} in {store!r}; {_RESUME_HINT}"
             f"{run_id!r}, store=...)",
         )

@@ -180,9 +180,7 @@ class ItemCheckpoints:
 
     __slots__ = ("batch", "durable", "flow", "node", "recorded", "results", "runs_in", "step")
 
-    def __init__(
-        self, durable: Any, node: Any, runs_in: str, results: list[Any] | None
-    ) -> None:
+    def __init__(self, durable: Any, node: Any, runs_in: str, results: list[Any] | None) -> None:
         self.durable = durable
         self.node = node
         self.runs_in = runs_in
