@@ -37,12 +37,12 @@ def _load_services():
     return module
 
 
-_services = _load_services()
-ChatAPI = _services.ChatAPI
-REPLY = _services.REPLY
-TAG_LENGTH = _services.TAG_LENGTH
-reply_for = _services.reply_for
-words_of = _services.words_of
+local_services = _load_services()  # examples/_local_services.py, as a module
+ChatAPI = local_services.ChatAPI
+REPLY = local_services.REPLY
+TAG_LENGTH = local_services.TAG_LENGTH
+reply_for = local_services.reply_for
+words_of = local_services.words_of
 
 
 @contextlib.contextmanager
