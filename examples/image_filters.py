@@ -12,7 +12,9 @@ their outputs are merged at the end by a declared rule, so no two pairs can
 overwrite each other's entries.
 
 The images are generated on the spot (gradients, shapes and noise), so the
-example needs no files and no network; the results go to a new directory.
+example needs no files and no network. The images and a timeline of the
+parallel run go to a temporary directory, removed at exit, or to --out DIR,
+where they stay.
 
 Run it with: python examples/image_filters.py [--images 6] [--size 800] [--out DIR]
 (`--fast` runs a small version, for tests; `--progress` shows a progress bar.)
@@ -20,11 +22,13 @@ Run it with: python examples/image_filters.py [--images 6] [--size 800] [--out D
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
@@ -150,19 +154,18 @@ def run(kind, directory: Path, images: list[str], observers=()) -> tuple[float, 
     return time.perf_counter() - started, shared["outputs"]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=6, help="how many images to make")
-    parser.add_argument("--size", type=int, default=800, help="their width in pixels")
-    parser.add_argument("--out", type=Path, help="where to write (default: a new directory)")
-    parser.add_argument("--progress", action="store_true", help="show a progress bar (rich)")
-    parser.add_argument("--fast", action="store_true", help="a small run, for tests")
-    args = parser.parse_args()
-    if args.fast:
-        args.images, args.size = 2, 160
-    directory = args.out or Path(tempfile.mkdtemp(prefix="braidflow-images-"))
-    directory.mkdir(parents=True, exist_ok=True)
+@contextlib.contextmanager
+def output_directory(out: Path | None) -> Iterator[Path]:
+    """``out`` if given (kept), else a new temporary directory, removed at exit."""
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        yield out
+        return
+    with tempfile.TemporaryDirectory(prefix="braidflow-images-") as name:
+        yield Path(name)
 
+
+def filter_images(args: argparse.Namespace, directory: Path) -> int:
     images = []
     for number in range(args.images):
         name = f"picture{number + 1}.png"
@@ -186,6 +189,23 @@ def main() -> int:
     print(f"{len(outputs)} images written to {directory / 'out'}")
     print(f"timeline of the parallel run: {directory / 'timeline.html'}")
     return 0 if len(outputs) == pairs else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=6, help="how many images to make")
+    parser.add_argument("--size", type=int, default=800, help="their width in pixels")
+    parser.add_argument("--out", type=Path, help="where to write (default: removed at exit)")
+    parser.add_argument("--progress", action="store_true", help="show a progress bar (rich)")
+    parser.add_argument("--fast", action="store_true", help="a small run, for tests")
+    args = parser.parse_args()
+    if args.fast:
+        args.images, args.size = 2, 160
+    with output_directory(args.out) as directory:
+        status = filter_images(args, directory)
+    if args.out is None:
+        print(f"(removed {directory} at exit: --out DIR keeps the images and the timeline)")
+    return status
 
 
 if __name__ == "__main__":

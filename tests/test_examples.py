@@ -1,5 +1,6 @@
-"""The examples `make demo` runs still work and still show what they claim."""
+"""The examples `make examples` runs still work and still show what they claim."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,17 @@ def test_the_image_pipeline_writes_every_pair_and_a_timeline(tmp_path):
         for name in ("blur", "sharpen", "edges", "sepia")
     )
     assert (tmp_path / "timeline.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_the_image_pipeline_leaves_no_temporary_directory_behind(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, str(EXAMPLES / "image_filters.py"), "--fast"],
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "8 images written to " + str(tmp_path) in completed.stdout
+    assert list(tmp_path.iterdir()) == []  # its directory was removed at exit
