@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from itertools import count
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "REPLY",
@@ -43,6 +43,8 @@ __all__ = [
     "reply_for",
     "words_of",
 ]
+
+T = TypeVar("T")
 
 # -- HTTP on a thread of its own -------------------------------------------------------
 
@@ -108,10 +110,15 @@ class HTTPService:
             self._thread.join()
             self._loop = None
 
-    def call_soon(self, callback: Callable[[], object]) -> None:
-        """Run ``callback`` on the service's loop (from any thread)."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(callback)
+    def call(self, function: Callable[[], T]) -> T:
+        """Call ``function`` on the service's loop, from another thread; return its result."""
+
+        async def call() -> T:
+            return function()
+
+        if self._loop is None:
+            raise RuntimeError(f"{self.name} is not running")
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result()
 
     async def _serve(self, ready: threading.Event, failure: list[BaseException]) -> None:
         try:
@@ -327,12 +334,22 @@ class ChatAPI(HTTPService):
 
     def hold_after(self, calls: int) -> None:
         """Answer ``calls`` more calls, then hold every later one until `let_go`."""
-        self._hold_at = self.answered + self.in_flight + calls
+
+        def hold() -> None:
+            self._hold_at = self.answered + self.in_flight + calls
+
+        self.call(hold)
 
     def let_go(self) -> None:
         """Stop holding: the calls held are dropped unanswered (their caller is gone)."""
-        self._hold_at = None
-        self.call_soon(lambda: self._held.set() if self._held is not None else None)
+
+        def let_go() -> None:
+            self._hold_at = None
+            if self._held is not None:
+                self._held.set()
+                self._held = None
+
+        self.call(let_go)
 
     async def answer(self, request: Request) -> Response | None:
         if request.method != "POST" or request.path.rstrip("/") != "/v1/chat/completions":
@@ -346,7 +363,8 @@ class ChatAPI(HTTPService):
             return json_response(400, _error(f"bad request: {error!r}"))
         self.calls += 1
         if self._hold_at is not None and self.answered + self.in_flight >= self._hold_at:
-            return await self._hold()
+            await self._hold()
+            return None  # no answer: the connection is dropped
         if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
             self.rejected += 1
             message = f"Rate limit reached: at most {self.max_in_flight} requests in flight."
@@ -374,7 +392,6 @@ class ChatAPI(HTTPService):
         if self._held is None:
             self._held = asyncio.Event()
         await self._held.wait()
-        return None
 
     async def _stream(
         self, model: str, messages: Messages, reply: str, include_usage: bool
