@@ -1,6 +1,8 @@
 # Two entry points do all the set-up on a fresh machine:
 #   make demo   - create .venv, install braidflow and what the examples use, run
-#                 the showcase: an image pipeline, with progress, speedup and timeline
+#                 the showcase: an LLM pipeline over a local website, one page at a
+#                 time, then concurrently within an API quota, then killed and resumed
+#                 (progress on a terminal; DEMO_ARGS="--out DIR" keeps its files)
 #   make test   - create .venv, install dev tools, run lint, type check, tests,
 #                 and build the documentation site (strict)
 # Also: make examples (every example), make docs (the site, into site/), make bench,
@@ -27,8 +29,10 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	touch $@
 
+DEMO_ARGS ?=
+
 demo: $(VENV)/.installed
-	$(BIN)/python examples/image_filters.py --progress
+	$(BIN)/python examples/showcase.py $(DEMO_ARGS)
 
 examples: $(VENV)/.installed
 	$(BIN)/python examples/run_all.py

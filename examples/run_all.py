@@ -13,6 +13,7 @@ from pathlib import Path
 
 EXAMPLES_DIRECTORY = Path(__file__).resolve().parent
 EXAMPLES = [
+    "showcase.py",  # the demo
     "weather.py",
     "parallel_squares.py",
     "mixed_flow.py",
