@@ -80,6 +80,12 @@ class Settings:
     kill_after: int  # pages summarised (and stored) before the durable run is killed
     time_scale: float  # multiplies every delay of the services
 
+    def __post_init__(self) -> None:
+        if self.kill_after + self.at_once > self.pages:  # see Showcase.kill_when_stored
+            raise ValueError(
+                "the kill waits for kill_after + at_once pages to start: too few pages"
+            )
+
 
 NORMAL = Settings(pages=40, at_once=20, quota=16, kill_after=20, time_scale=1.0)
 FAST = Settings(pages=12, at_once=4, quota=3, kill_after=5, time_scale=0.05)
@@ -368,9 +374,15 @@ class Showcase:
     def urls(self) -> tuple[str, str]:
         return self.site.url, self.api.url
 
-    def run(self, at_once: int, observers: list[Any] | None = None, **durable: Any) -> Leg:
+    def run(
+        self,
+        at_once: int,
+        observers: list[Any] | None = None,
+        progress: bool = True,
+        **durable: Any,
+    ) -> Leg:
         """Run (or resume) the flow in a new event loop; note what the API saw meanwhile."""
-        observers = [*(observers or []), *live_progress(self.progress)]
+        observers = [*(observers or []), *live_progress(self.progress and progress)]
         api = self.api
         api.reset_counts()
         leg = asyncio.run(run_flow(self.settings, self.urls, at_once, observers, **durable))
@@ -396,7 +408,8 @@ class Showcase:
         stored = self.api.answered
         with SQLiteStore(store_path) as store:
             status = store.get(RUN_ID).status  # its process is gone: "interrupted"
-            resumed = self.run(self.settings.at_once, resume_from=store)
+            # No progress display: it would count only the pages run now against all of them.
+            resumed = self.run(self.settings.at_once, progress=False, resume_from=store)
         return Durable(stored, self.settings.at_once, status, resumed)
 
     def start_child(self, store_path: Path) -> subprocess.Popen[str]:
