@@ -405,12 +405,13 @@ class Showcase:
                 child.kill()
                 child.communicate()
             self.api.let_go()  # the calls it holds are dropped: their caller is gone
-        stored = self.api.answered
+        stored = self.api.answered  # pages finished, and so in the store
+        started = len(self.site.visited - {"/"})
         with SQLiteStore(store_path) as store:
             status = store.get(RUN_ID).status  # its process is gone: "interrupted"
             # No progress display: it would count only the pages run now against all of them.
             resumed = self.run(self.settings.at_once, progress=False, resume_from=store)
-        return Durable(stored, self.settings.at_once, status, resumed)
+        return Durable(stored, started - stored, status, resumed)
 
     def start_child(self, store_path: Path) -> subprocess.Popen[str]:
         """This script again, in a process of its own: the flow, durably."""
