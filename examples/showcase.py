@@ -2,32 +2,35 @@
 concurrently within limits, then killed mid-run and resumed. Offline, about ten seconds.
 
 It starts two services in this process, on 127.0.0.1 (examples/_local_services.py):
-a small website (40 pages, each sent after 20 to 60 ms) and an OpenAI-compatible
-chat API (60 to 100 ms a call) with a quota, as the real API has: 16 calls in
-flight at most, and a call above that gets 429 with Retry-After. The flow reads
-the site's index, fetches every page with httpx, summarises each with the openai
-SDK (`AsyncOpenAI` pointed at the local API) and collects a digest:
+a small website (96 pages, each sent after 50 to 150 ms) and an OpenAI-compatible
+chat API (300 to 500 ms a call, a quick model's short answer) with a quota, as
+the real API has: 24 calls in flight at most, and a call above that gets 429
+with Retry-After. The flow reads the site's index, fetches every page with
+httpx, summarises each with the openai SDK (`AsyncOpenAI` pointed at the local
+API) and collects a digest:
 
     index >> pages >> collect        pages: fetch >> summarise, for each page
 
 It shows what braidflow gives such a pipeline:
 
-1. Speed within limits. The same flow runs twice: one page at a time
-   (`max_concurrency=1`), then 20 pages at a time, every summarise call of
-   every page holding one shared `Limiter(16)`, the API's quota. The report
-   gives both times and the speedup, the most calls in flight (the limiter's
-   count and the API's: never above the quota), the 429s (none) and the
-   retries (`Retry` would take care of a 429 or a dropped connection).
+1. Speed within limits. The flow runs one page at a time (`max_concurrency=1`)
+   over the first 8 pages, long enough to time its rate, then over all 96
+   pages, 32 at a time, every summarise call of every page holding one shared
+   `Limiter(24)`, the API's quota. The report gives both rates (pages a
+   second, each measured) and how many times faster the second is, the most
+   calls in flight (the limiter's count and the API's: never above the
+   quota), the 429s (none) and the retries (`Retry` would take care of a 429
+   or a dropped connection).
 2. Visibility. A live `Progress` display while the runs go (on a terminal), and
    a `Timeline` page of the concurrent run: a lane per page, its fetch and its
    summarise, waits for the limiter marked.
 3. Durability. The concurrent flow runs again with `store=SQLiteStore(...)`, in
    a child process (this script with a hidden option), which is killed with
-   SIGKILL once half the pages are summarised and in the store: the API stops
-   answering there, so the kill lands at the same place every time.
+   SIGKILL once a third of the pages are summarised and in the store: the API
+   stops answering there, so the kill lands at the same place every time.
    `flow.resume_async(...)` in this process runs the pages that were missing
    and only those (the API counts the calls), and the digest is the same as the
-   uninterrupted runs'.
+   uninterrupted run's.
 
 Run it with: python examples/showcase.py  (needs httpx and openai; rich for progress)
 Options: --out DIR keeps the timeline, the digest and the store in DIR (by default
@@ -64,6 +67,7 @@ from braidflow import (
     LimiterStatistics,
     Retry,
     SQLiteStore,
+    StoreError,
 )
 from braidflow.tracing import Timeline
 
@@ -74,7 +78,8 @@ KILL_TIMEOUT = 60.0  # seconds the durable run may take to reach the point where
 
 @dataclass(frozen=True)
 class Settings:
-    pages: int  # pages on the website, all summarised
+    pages: int  # pages on the website, all summarised by the concurrent and durable runs
+    sample: int  # the first pages, summarised one at a time (long enough to time the rate)
     at_once: int  # pages in flight in the concurrent runs: the batch flow's max_concurrency
     quota: int  # calls the chat API answers at once; the `llm` Limiter is set to the same
     kill_after: int  # pages summarised (and stored) before the durable run is killed
@@ -87,8 +92,8 @@ class Settings:
             )
 
 
-NORMAL = Settings(pages=40, at_once=20, quota=16, kill_after=20, time_scale=1.0)
-FAST = Settings(pages=12, at_once=4, quota=3, kill_after=5, time_scale=0.05)
+NORMAL = Settings(pages=96, sample=8, at_once=32, quota=24, kill_after=32, time_scale=1.0)
+FAST = Settings(pages=12, sample=4, at_once=4, quota=3, kill_after=5, time_scale=0.05)
 
 
 # -- the website and the model it is summarised with ------------------------------------
@@ -117,8 +122,8 @@ ASPECTS = {
 
 
 def page_delay(number: int, scale: float) -> float:
-    """How long the website takes to send page ``number``: 20 to 60 ms."""
-    return (0.020 + (number * 7 % 11) * 0.004) * scale
+    """How long the website takes to send page ``number``: 50 to 150 ms."""
+    return (0.050 + (number * 7 % 11) * 0.010) * scale
 
 
 def make_site(settings: Settings) -> dict[str, Page]:
@@ -144,10 +149,11 @@ def summary_of(messages: list[dict[str, Any]]) -> str:
 
 
 def call_delay(scale: float) -> Callable[[list[dict[str, Any]]], float]:
-    """How long the local model takes to answer: 60 to 100 ms, by the prompt's length."""
+    """How long the local model takes to answer: 300 to 500 ms, by the prompt's length
+    (a short answer from a fast hosted model; a long one takes seconds)."""
 
     def delay(messages: list[dict[str, Any]]) -> float:
-        return (0.060 + len(last_user_text(messages)) % 41 / 1000) * scale
+        return (0.300 + len(last_user_text(messages)) % 41 * 0.005) * scale
 
     return delay
 
@@ -161,17 +167,21 @@ RETRYABLE = (openai.RateLimitError, openai.APIConnectionError, openai.InternalSe
 
 
 class ListPages(AsyncNode):
-    """Read the site's index: the pages to summarise, in order."""
+    """Read the site's index: the pages to summarise, in order (the first
+    ``shared["limit"]`` of them, if given)."""
 
     def __init__(self, web: httpx.AsyncClient, **options: Any) -> None:
         super().__init__(**options)
         self.web = web
 
-    async def exec_async(self, prep_result):
-        response = (await self.web.get("/")).raise_for_status()
-        return LINK.findall(response.text)
+    async def prep_async(self, shared):
+        return shared.get("limit")
 
-    async def post_async(self, shared, prep_result, links):
+    async def exec_async(self, limit):
+        response = (await self.web.get("/")).raise_for_status()
+        return LINK.findall(response.text)[:limit]
+
+    async def post_async(self, shared, limit, links):
         shared["pages"] = links
         shared["articles"] = {}
         shared["summaries"] = {}
@@ -320,9 +330,11 @@ async def run_flow(
     at_once: int,
     observers: list[Any],
     resume_from: SQLiteStore | None = None,
+    limit: int | None = None,
     **durable: Any,
 ) -> Leg:
-    """Run the flow once, or resume run RUN_ID from the store ``resume_from``."""
+    """Run the flow once (on the first ``limit`` pages, if given), or resume run
+    RUN_ID from the store ``resume_from``."""
     events: Counter[str] = Counter()
     observers = [lambda event: events.update([event.kind]), *observers]
     async with clients(*urls) as (web, llm):
@@ -331,7 +343,7 @@ async def run_flow(
         if resume_from is not None:
             shared = await flow.resume_async(RUN_ID, store=resume_from, observers=observers)
         else:
-            shared = {}
+            shared = {} if limit is None else {"limit": limit}
             await flow.run_async(shared, observers=observers, **durable)
         seconds = time.perf_counter() - started
     return Leg(seconds, shared, events, llm_limit.statistics())
@@ -399,7 +411,7 @@ class Showcase:
         self.api.hold_after(self.settings.kill_after)
         child = self.start_child(store_path)
         try:
-            self.kill_when_stored(child)
+            self.kill_when_stored(child, store_path)
         finally:
             if child.poll() is None:  # something went wrong before the kill
                 child.kill()
@@ -422,27 +434,37 @@ class Showcase:
             command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
 
-    def kill_when_stored(self, child: subprocess.Popen[str]) -> None:
+    def kill_when_stored(self, child: subprocess.Popen[str], store_path: Path) -> None:
         """SIGKILL the child once ``kill_after`` pages are summarised and in its store.
 
         The API answers ``kill_after`` calls, then holds the others: no more
-        pages can finish. A worker of the batch takes its next page only once
-        the page it finished is in the store, and every page starts with a
-        request for it. So once the site was asked for the index and
-        ``kill_after + at_once`` pages, ``kill_after`` pages have finished and
-        every one of them is in the store.
+        pages can finish. This process reads the run's history from the
+        store as the child writes it (reading changes nothing), and kills the
+        child once the batch shows ``kill_after`` pages done.
         """
         settings = self.settings
-        wanted = 1 + settings.kill_after + settings.at_once
         deadline = time.monotonic() + KILL_TIMEOUT
-        while not self.site.wait_for_visits(wanted, timeout=0.05):
+        while stored_pages(store_path) < settings.kill_after:
             if child.poll() is not None:
                 _, errors = child.communicate()
                 raise RuntimeError(f"the durable run ended before the kill:\n{errors}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the durable run did not reach page {wanted - 1} in time")
+                raise TimeoutError(f"the durable run did not store {settings.kill_after} pages")
+            time.sleep(0.02)
         child.kill()  # SIGKILL: no handler runs, nothing is flushed or closed
         child.communicate()
+
+
+def stored_pages(store_path: Path) -> int:
+    """How many pages the durable run has in its store so far (0 before it is there)."""
+    if not store_path.exists():
+        return 0
+    with SQLiteStore(store_path) as store:
+        try:
+            steps = AsyncFlow().history(RUN_ID, store=store)  # any flow reads a run's history
+        except StoreError:  # not recorded yet
+            return 0
+    return max((step.items_done or 0 for step in steps if step.node == "pages"), default=0)
 
 
 def child_main(args: argparse.Namespace, settings: Settings) -> int:
@@ -463,23 +485,27 @@ def showcase(settings: Settings, directory: Path, progress: bool) -> tuple[Leg, 
         scale = settings.time_scale
         print(
             f"website:  {site.url}  ({settings.pages} pages, "
-            f"{20 * scale:g} to {60 * scale:g} ms each)"
+            f"{50 * scale:g} to {150 * scale:g} ms each)"
         )
         print(
-            f"chat API: {api.url}  ({60 * scale:g} to {100 * scale:g} ms a call; "
+            f"chat API: {api.url}  ({300 * scale:g} to {500 * scale:g} ms a call; "
             f"quota: {settings.quota} calls in flight, 429 above)\n"
         )
         demo = Showcase(settings, site, api, directory, progress)
-        print("1. one page at a time (max_concurrency=1) ...", flush=True)
-        one = demo.run(1)
-        print(f"   {one.seconds:.2f} s")
         print(
-            f"2. {settings.at_once} pages at a time (max_concurrency={settings.at_once}), "
-            f"every call through Limiter({settings.quota}) ...",
+            f"1. one page at a time (max_concurrency=1), the first {settings.sample} pages ...",
+            flush=True,
+        )
+        one = demo.run(1, limit=settings.sample)
+        print(f"   {one.seconds:.2f} s: {rate(settings.sample, one)}")
+        print(
+            f"2. all {settings.pages} pages, {settings.at_once} at a time "
+            f"(max_concurrency={settings.at_once}), every call through "
+            f"Limiter({settings.quota}) ...",
             flush=True,
         )
         many = demo.run(settings.at_once, [Timeline(directory / "timeline.html")])
-        print(f"   {many.seconds:.2f} s")
+        print(f"   {many.seconds:.2f} s: {rate(settings.pages, many)}")
         print("3. durably, in a child process: killed with SIGKILL mid-batch, resumed here ...")
         durable = demo.durable()
         print(f"   resumed in {durable.resumed.seconds:.2f} s")
@@ -494,14 +520,27 @@ def report(settings: Settings, one: Leg, many: Leg, durable: Durable, directory:
     resumed = durable.resumed
     legs = (one, many, resumed)
     digests = [leg.shared["digest"] for leg in legs]
-    complete = all(len(digest) == settings.pages for digest in digests)
-    same = digests[0] == digests[1] == digests[2]
+    complete = len(digests[0]) == settings.sample and all(
+        len(digest) == settings.pages for digest in digests[1:]
+    )
+    same = digests[0] == digests[1][: settings.sample] and digests[1] == digests[2]
     rejected = sum(leg.rejected for leg in legs)
+    speedup = (settings.pages / many.seconds) / (settings.sample / one.seconds)
     print("\nReport")
-    row("pages summarised", f"{len(digests[1])} of {settings.pages} in each run")
-    row("one at a time", f"{one.seconds:.2f} s")
-    row(f"{settings.at_once} at a time", f"{many.seconds:.2f} s")
-    row("speedup", f"{one.seconds / many.seconds:.1f}x")
+    row(
+        "pages summarised",
+        f"{len(digests[0])} one at a time; {len(digests[1])} of {settings.pages} "
+        "concurrently, and again durably",
+    )
+    row(
+        "one at a time",
+        f"{settings.sample} pages in {one.seconds:.2f} s: {rate(settings.sample, one)}",
+    )
+    row(
+        f"{settings.at_once} at a time",
+        f"{settings.pages} pages in {many.seconds:.2f} s: {rate(settings.pages, many)}",
+    )
+    row("speedup", f"{speedup:.0f}x the pages a second")
     row(
         "LLM calls in flight",
         f"at most {many.limiter.peak_in_flight} (limit {settings.quota}; "
@@ -520,11 +559,18 @@ def report(settings: Settings, one: Leg, many: Leg, durable: Durable, directory:
         f"{resumed.events['item_start']} pages run, {resumed.calls} LLM calls, "
         f"{resumed.seconds:.2f} s",
     )
-    row("same digest", f"{'yes' if same else 'NO'} (one at a time, concurrent, resumed)")
+    row(
+        "same digest",
+        f"{'yes' if same else 'NO'} (one at a time, for its pages; concurrent; resumed)",
+    )
     row("digest", str(directory / "digest.md"))
     for entry in digests[1][:2]:
         print(f"    {entry['title']}: {entry['summary']}")
     return complete and same and rejected == 0
+
+
+def rate(pages: int, leg: Leg) -> str:
+    return f"{pages / leg.seconds:.1f} pages a second"
 
 
 def row(label: str, text: str) -> None:
