@@ -18,7 +18,6 @@ from braidflow import SQLiteStore, StoreError
 from braidflow.stores import Checkpoint
 from braidflow.stores import sqlite as sqlite_store
 from braidflow.stores._owners import this_owner
-from braidflow.stores._sqlite_folding import _INSERT_CHECKPOINT
 
 
 def logs(tmp_path):
@@ -134,9 +133,16 @@ def test_a_log_is_folded_once_it_holds_enough_rows(tmp_path, monkeypatch):
     reader = SQLiteStore(tmp_path / "runs.db")  # as another process sees the file
     store.create_run("r", "flow", "g", b"{}", this_owner())
     store.append("r", [row(0), row(1)])
-    assert reader.get("r").node is None  # still only in the log
+
+    def in_database():
+        with sqlite3.connect(tmp_path / "runs.db") as db:
+            return db.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
+
+    assert in_database() == 0  # still only in the log,
+    assert reader.get("r").node == "flow/node1"  # which another process reads too
     store.append("r", [Checkpoint("items", "0:flow/3:fan", 5, "fan", "Fan", None, b"[]")])
-    assert reader.get("r").node == "flow/fan"  # where the last folded row was made
+    assert in_database() == 1  # folded: one packed row
+    assert reader.get("r").node == "flow/fan"  # where the last row was made
     assert store.get("r").node == "flow/fan"
     store.close()
     reader.close()
@@ -216,7 +222,11 @@ def test_a_store_from_before_run_logs_is_upgraded_in_place(tmp_path):
             "INSERT INTO runs (run_id, flow, graph, status, started, owner, initial) "
             "VALUES ('r', 'flow', 'g', 'failed', 1.0, NULL, x'7b7d')"
         )
-        db.execute(_INSERT_CHECKPOINT, ("r", *row(0)))
+        db.execute(
+            "INSERT INTO checkpoints (run_id, kind, frame, position, node, node_class, action, "
+            "payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            ("r", *row(0)[:7]),  # rows had no times then
+        )
     store = SQLiteStore(path)
     assert store.claim("r", this_owner())[3] == [row(0)]
     store.append("r", [row(1)])
@@ -359,8 +369,10 @@ def test_reading_does_not_wait_for_another_writer(tmp_path):
     store.append("r", [row(0)])
     other = sqlite3.connect(tmp_path / "runs.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process writes meanwhile
-    assert store.get("r").node is None  # read as the database has it
+    # Read at once, without folding: the database as it is, then the run's log.
+    assert store.get("r").node == "flow/node0"
     assert [record.run_id for record in store.runs()] == ["r"]
+    assert store.read("r")[3] == [row(0)]
     other.execute("COMMIT")
     assert store.get("r").node == "flow/node0"
     other.close()

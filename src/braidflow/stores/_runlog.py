@@ -28,23 +28,31 @@ __all__ = ["RunLog", "decode", "read_log", "unpack"]
 _HEADER = struct.Struct("<IIQ")  # crc32 of the body, its length, the record's rank
 _ROW = struct.Struct("<qIIIIII")  # position, then the lengths of the other fields
 _NONE = 0xFFFFFFFF  # the length that stands for an action of None
+# A row's times (started, ended; NaN for None) follow its header when the
+# length of its kind has this bit: rows written before rows had times lack it.
+_TIMED = 0x80000000
+_TIMES = struct.Struct("<dd")
+_NAN = float("nan")
 
 
 def _encode(rows: list[Checkpoint]) -> bytes:
     parts: list[bytes] = []
-    for kind, frame, position, node, node_class, action, payload in rows:
+    for kind, frame, position, node, node_class, action, payload, started, ended in rows:
         texts = (kind.encode(), frame.encode(), node.encode(), node_class.encode())
         said = b"" if action is None else action.encode()
         parts.append(
             _ROW.pack(
                 position,
-                len(texts[0]),
+                len(texts[0]) | _TIMED,
                 len(texts[1]),
                 len(texts[2]),
                 len(texts[3]),
                 _NONE if action is None else len(said),
                 len(payload),
             )
+        )
+        parts.append(
+            _TIMES.pack(_NAN if started is None else started, _NAN if ended is None else ended)
         )
         parts += texts
         parts.append(said)
@@ -58,6 +66,13 @@ def decode(body: bytes) -> list[Checkpoint]:
     while at < len(body):
         position, *lengths = _ROW.unpack_from(body, at)
         at += _ROW.size
+        started = ended = None
+        if lengths[0] & _TIMED:
+            lengths[0] &= ~_TIMED
+            started, ended = _TIMES.unpack_from(body, at)
+            at += _TIMES.size
+            started = None if started != started else started  # NaN: None
+            ended = None if ended != ended else ended
         fields: list[str | bytes | None] = []
         for index, length in enumerate(lengths):
             if length == _NONE:
@@ -67,7 +82,9 @@ def decode(body: bytes) -> list[Checkpoint]:
             at += length
             fields.append(data if index == 5 else data.decode())
         kind, frame, node, node_class, action, payload = fields
-        rows.append(Checkpoint(kind, frame, position, node, node_class, action, payload))  # type: ignore[arg-type]
+        rows.append(
+            Checkpoint(kind, frame, position, node, node_class, action, payload, started, ended)  # type: ignore[arg-type]
+        )
     return rows
 
 
