@@ -170,6 +170,17 @@ def test_timeline_writes_one_self_contained_page_at_run_end(tmp_path):
 # -- Progress -----------------------------------------------------------------------------
 
 
+def numbers(progress, label):
+    """The numbers on one line of a Progress, by what they say: {"running": 3, ...}."""
+    row = next(row for row in progress._rows() if row.label == label)
+    counted = {}
+    for text, _ in row.numbers:
+        count, _, what = text.partition(" ")
+        if count.isdigit():
+            counted[what] = int(count)
+    return row.numbers[0][0], counted
+
+
 def test_progress_shows_each_batch_with_done_total_and_failures():
     from rich.console import Console
 
@@ -190,7 +201,7 @@ def test_progress_is_quiet_when_the_output_is_not_a_terminal():
     assert output.getvalue() == ""
 
 
-def test_progress_counts_lazy_input_without_a_total():
+def test_progress_counts_lazy_input_without_a_total_until_it_is_all_read():
     from rich.console import Console
 
     class Lazy(AsyncParallelBatchNode):
@@ -201,8 +212,16 @@ def test_progress_counts_lazy_input_without_a_total():
             return item
 
     console = Console(record=True, force_terminal=True, width=140)
-    Lazy(name="lazy").run({}, observers=[Progress(console=console)])
-    assert "4/?" in console.export_text()
+    progress = Progress(console=console)
+    seen = []
+
+    def look(event):
+        if event.kind == "item_end" and event.item == 1:
+            seen.append(numbers(progress, "lazy")[0])
+
+    Lazy(name="lazy").run({}, observers=[progress, look])
+    assert seen == ["2/?"]
+    assert "4/4" in console.export_text()
 
 
 def test_progress_adds_up_a_batch_that_runs_again_in_a_loop():
@@ -225,6 +244,229 @@ def test_progress_adds_up_a_batch_that_runs_again_in_a_loop():
     console = Console(record=True, force_terminal=True, width=140)
     AsyncFlow(start=level).run({"levels": [2, 3, 4], "level": 0}, observers=[Progress(console)])
     assert "9/9" in console.export_text()
+
+
+async def test_progress_counts_items_waiting_for_a_limiter_apart_from_those_running():
+    from rich.console import Console
+
+    limiter = Limiter(2, name="api")
+    gate = asyncio.Event()
+
+    class Calls(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return list(range(6))
+
+        async def exec_async(self, item):
+            await gate.wait()
+            return item
+
+    async def open_gate():
+        while limiter.statistics().waiting < 4:
+            await asyncio.sleep(0)
+        gate.set()
+
+    progress = Progress(Console(file=io.StringIO()))
+    counts = []
+
+    def look(event):  # after Progress has taken the event
+        if event.kind in ("limiter_wait_start", "limiter_wait", "item_end"):
+            counts.append(numbers(progress, "calls")[1])
+
+    opener = asyncio.create_task(open_gate())
+    node = Calls(name="calls", max_concurrency=6, limits=[limiter])
+    await node.run_async({}, observers=[progress, look])
+    await opener
+    assert max(count["running"] for count in counts if "running" in count) == 2
+    assert max(count.get("waiting", 0) for count in counts) == 4
+    assert all(count.get("running", 0) + count.get("waiting", 0) <= 6 for count in counts)
+
+
+def events_of(*specs):
+    """Events from (kind, path, item, time, extra fields) tuples, all of run "r"."""
+    from braidflow._events import make_event
+
+    made = []
+    for kind, path, item, at, *extra in specs:
+        fields = extra[0] if extra else {}
+        made.append(
+            make_event(
+                kind,
+                "r",
+                path[-1] if path else "main",
+                tuple(path),
+                at,
+                item,
+                fields.get("attempt"),
+                fields.get("duration"),
+                fields.get("error"),
+                fields.get("data"),
+            )
+        )
+    return made
+
+
+def feed(progress, events, now):
+    for event in events:
+        progress.on_event(event)
+    progress._clock = lambda: now
+
+
+def test_progress_gives_a_batch_flows_items_the_waits_and_retries_of_their_sub_flows():
+    from rich.console import Console
+
+    progress = Progress(Console(file=io.StringIO()))
+    sets, step = ("main", "sets"), ("main", "sets[0]", "fetch")
+    other = ("main", "sets[1]", "fetch")
+    two = {"data": {"total": 2}}
+    feed(
+        progress,
+        events_of(
+            ("run_start", ["main"], None, 0.0),
+            ("node_start", sets, None, 0.0),
+            ("item_start", sets, 0, 1.0, two),
+            ("item_start", sets, 1, 1.0, two),
+            ("node_start", step, None, 1.0),
+            ("limiter_wait_start", step, None, 1.0, {"data": {"limiters": ["api"]}}),
+            ("node_start", other, None, 1.0),
+            ("retry", other, None, 2.0, {"attempt": 0, "data": {"delay": 5.0}}),
+        ),
+        now=3.0,
+    )
+    assert numbers(progress, "main / sets")[1] == {"running": 0, "waiting": 1, "backing off": 1}
+    progress._clock = lambda: 8.0  # the retry's delay is over
+    assert numbers(progress, "main / sets")[1] == {"running": 1, "waiting": 1}
+    feed(
+        progress,
+        events_of(
+            ("limiter_wait", step, None, 9.0, {"duration": 8.0, "data": {"limiters": ["api"]}}),
+            ("node_end", step, None, 10.0),
+            ("item_end", sets, 0, 10.0),
+        ),
+        now=10.0,
+    )
+    assert numbers(progress, "main / sets") == ("1/2", {"running": 1})
+
+
+def test_progress_draws_a_batch_inside_a_batch_flow_once_for_every_parameter_set():
+    from rich.console import Console
+
+    progress = Progress(Console(file=io.StringIO()))
+    sets = ("main", "sets")
+    chunks = [("main", f"sets[{n}]", "chunks") for n in range(2)]
+    feed(
+        progress,
+        events_of(
+            ("run_start", ["main"], None, 0.0),
+            ("node_start", sets, None, 0.0),
+            ("item_start", sets, 0, 0.0, {"data": {"total": 2}}),
+            ("item_start", sets, 1, 0.0, {"data": {"total": 2}}),
+            ("node_start", chunks[0], None, 0.0),
+            ("node_start", chunks[1], None, 0.0),
+            *[
+                ("item_start", chunks[n], i, 0.0, {"data": {"total": 3}})
+                for n in (0, 1)
+                for i in (0, 1, 2)
+            ],
+            ("item_end", chunks[1], 2, 1.0, {"error": ValueError("bad")}),
+        ),
+        now=1.0,
+    )
+    assert [row.label for row in progress._rows()] == ["main / sets", "main / sets / chunks"]
+    assert numbers(progress, "main / sets / chunks") == ("1/6", {"running": 5, "failed": 1})
+    assert numbers(progress, "main / sets")[1] == {"running": 2}
+
+
+def test_progress_has_one_line_per_batch_of_the_graph_in_a_real_batch_flow():
+    from rich.console import Console
+
+    class Chunks(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return [0, 1]
+
+        async def exec_async(self, item):
+            return item
+
+    class Sets(AsyncParallelBatchFlow):
+        async def prep_async(self, shared):
+            return [{"n": n} for n in range(3)]
+
+    progress = Progress(Console(file=io.StringIO()))
+    flow = AsyncFlow(start=Sets(start=Chunks(name="chunks"), name="sets"), name="main")
+    flow.run({}, observers=[progress])
+    assert [(row.label, row.numbers[0][0]) for row in progress._rows()] == [
+        ("main / sets", "3/3"),
+        ("main / sets / chunks", "6/6"),
+    ]
+
+
+def wide_progress():
+    """A Progress with two lines whose numbers are long, as they stand at 10 s."""
+    from rich.console import Console
+
+    progress = Progress(Console(file=io.StringIO()))
+    crawl = ("crawl", "fetch_pages_from_the_web")
+    feed(
+        progress,
+        events_of(
+            ("run_start", ["crawl"], None, 0.0),
+            ("node_start", crawl, None, 0.0),
+            *[("item_start", crawl, i, 0.0, {"data": {"total": 1000}}) for i in range(32)],
+            *[("limiter_wait_start", crawl, i, 0.0) for i in range(16)],
+            *[("item_end", crawl, i, 5.0, {"error": ValueError()}) for i in range(16, 28)],
+            ("node_start", ("crawl", "embed"), None, 6.0),
+            ("item_start", ("crawl", "embed"), 0, 6.0),
+        ),
+        now=10.0,
+    )
+    return progress
+
+
+@pytest.mark.parametrize("width", [40, 80, 120])
+def test_progress_lines_fit_the_width_with_every_number_whole(width):
+    from rich.console import Console
+
+    progress = wide_progress()
+    console = Console(record=True, force_terminal=True, width=width, file=io.StringIO())
+    console.print(progress)
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= width for line in lines)
+    text = "\n".join(lines)
+    for row in progress._rows():
+        for number, _ in row.numbers:
+            assert number in text, (width, number)
+    assert "12/1000" in text
+    assert "4 running" in text
+    assert "16 waiting" in text
+    assert "12 failed" in text
+    if width == 120:  # room for everything: whole names and a bar
+        assert "crawl / fetch_pages_from_the_web ━" in text
+
+
+def test_progress_shrinks_its_bar_before_it_cuts_a_name_and_never_cuts_a_number():
+    from rich.console import Console
+
+    from braidflow.tracing._progress import BAR, LEAST_BAR, lay_out
+
+    rows = wide_progress()._rows()
+    name = max(len(row.label) for row in rows)
+    last_bar = BAR
+    for width in range(160, 19, -1):
+        console = Console(record=True, force_terminal=True, width=width, file=io.StringIO())
+        for line in lay_out(rows, width):
+            console.print(line)
+        lines = console.export_text().splitlines()
+        assert all(len(line) <= width for line in lines), width
+        for row in rows:
+            for number, _ in row.numbers:
+                assert any(number in line for line in lines), (width, number)
+        bar = max(line.count("━") + line.count("╸") for line in lines)
+        assert bar <= last_bar, width  # the bar only shrinks as the width does
+        last_bar = bar
+        cut = any("…" in line for line in lines)
+        if cut:  # a name is cut only once the bar is as short as it gets
+            assert bar <= LEAST_BAR, width
+        if bar == BAR:
+            assert lines[0].startswith(rows[0].label.ljust(name)), width
 
 
 # -- OpenTelemetry -------------------------------------------------------------------------
