@@ -292,7 +292,9 @@ def _row(batch: _Batch, now: float) -> Row:
 
 
 def _clock(seconds: float) -> str:
-    """``0.4s``, ``17s``, ``12:30``, ``1:02:03``."""
+    """``<0.1s``, ``0.4s``, ``17s``, ``12:30``, ``1:02:03``."""
+    if seconds < 0.1:
+        return "<0.1s"
     if seconds < 10:
         return f"{seconds:.1f}s"
     whole = int(seconds)
