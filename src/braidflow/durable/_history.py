@@ -285,8 +285,6 @@ def _part(resumes: list[float], when: float | None, inherited: bool, fork: bool)
     return max(bisect_right(resumes, when) - fork, 0)
 
 
-
-
 def _current_steps(
     walks: Walks | None, finished: dict[str, list[Checkpoint]], batches: Any
 ) -> list[tuple[str, str]]:
