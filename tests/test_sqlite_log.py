@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -35,10 +36,9 @@ def killed_writer(tmp_path, body):
         from braidflow.stores import Checkpoint
         from braidflow.stores._owners import this_owner
         from braidflow.stores import _runlog
-
-        def row(position, kind="step"):
-            return Checkpoint(kind, "0:flow", position, f"node{{position}}", "Node",
-                              None if position % 2 else '"next"', f"payload {{position}}".encode())
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from _support import checkpoint_row as row
 
         store = SQLiteStore({str(tmp_path / "runs.db")!r})
         store.create_run("r", "flow", "graph", b"{{}}", this_owner())
@@ -228,9 +228,10 @@ def test_a_store_from_before_run_logs_is_upgraded_in_place(tmp_path):
             ("r", *row(0)[:7]),  # rows had no times then
         )
     store = SQLiteStore(path)
-    assert store.claim("r", this_owner())[3] == [row(0)]
+    assert store.claim("r", this_owner())[3] == [row(0)._replace(started=None, ended=None)]
     store.append("r", [row(1)])
     store.finish("r", "completed")
+    assert store.read("r")[3][1] == row(1)  # rows written since keep their times
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM braidflow_meta").fetchone() == (
             str(sqlite_store.SCHEMA_VERSION),
@@ -422,3 +423,19 @@ def test_a_claim_gives_the_run_as_its_log_left_it(tmp_path):
     record = store.claim("r", this_owner())[0]
     assert (record.status, record.node) == ("interrupted", "flow/node2")
     store.close()
+
+
+def test_log_records_written_before_rows_had_times_still_read():
+    from braidflow.stores._runlog import _ROW, decode
+
+    old = row(0)._replace(started=None, ended=None)
+    texts = [text.encode() for text in (old.kind, old.frame, old.node, old.node_class)]
+    action = old.action.encode()
+    body = (
+        _ROW.pack(old.position, *map(len, texts), len(action), len(old.payload))
+        + b"".join(texts)
+        + action
+        + old.payload
+    )
+    assert decode(body) == [old]
+    assert decode(body + body) == [old, old]

@@ -137,7 +137,7 @@ class StoredRun:
                 counts = self._items.setdefault(row.frame, [0, None])
                 counts[0] += row.position
                 if row.action is not None:
-                    counts[1] = int(json.loads(row.action))
+                    counts[1] = int(row.action)  # JSON of a count: its digits
             elif kind in _KINDS:
                 self._rows_of.append(index)
                 if kind == "step" or kind == "view_step":

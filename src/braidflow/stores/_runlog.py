@@ -32,6 +32,7 @@ _NONE = 0xFFFFFFFF  # the length that stands for an action of None
 # length of its kind has this bit: rows written before rows had times lack it.
 _TIMED = 0x80000000
 _TIMES = struct.Struct("<dd")
+_ROW_SIZE, _TIMES_SIZE = _ROW.size, _TIMES.size
 _NAN = float("nan")
 
 
@@ -61,29 +62,43 @@ def _encode(rows: list[Checkpoint]) -> bytes:
 
 
 def decode(body: bytes) -> list[Checkpoint]:
-    rows = []
-    at = 0
-    while at < len(body):
-        position, *lengths = _ROW.unpack_from(body, at)
-        at += _ROW.size
+    """The rows of a record's body (what `_encode` made), in order."""
+    rows: list[Checkpoint] = []
+    append = rows.append
+    read_row, read_times = _ROW.unpack_from, _TIMES.unpack_from
+    make = tuple.__new__  # Checkpoint's fields, made directly: rows come by thousands
+    at, end = 0, len(body)
+    while at < end:
+        position, kind_n, frame_n, node_n, class_n, action_n, payload_n = read_row(body, at)
+        at += _ROW_SIZE
         started = ended = None
-        if lengths[0] & _TIMED:
-            lengths[0] &= ~_TIMED
-            started, ended = _TIMES.unpack_from(body, at)
-            at += _TIMES.size
-            started = None if started != started else started  # NaN: None
-            ended = None if ended != ended else ended
-        fields: list[str | bytes | None] = []
-        for index, length in enumerate(lengths):
-            if length == _NONE:
-                fields.append(None)
-                continue
-            data = body[at : at + length]
-            at += length
-            fields.append(data if index == 5 else data.decode())
-        kind, frame, node, node_class, action, payload = fields
-        rows.append(
-            Checkpoint(kind, frame, position, node, node_class, action, payload, started, ended)  # type: ignore[arg-type]
+        if kind_n & _TIMED:
+            kind_n &= ~_TIMED
+            started, ended = read_times(body, at)
+            at += _TIMES_SIZE
+            if started != started:  # NaN: None
+                started = None
+            if ended != ended:
+                ended = None
+        kind = body[at : at + kind_n].decode()
+        at += kind_n
+        frame = body[at : at + frame_n].decode()
+        at += frame_n
+        node = body[at : at + node_n].decode()
+        at += node_n
+        node_class = body[at : at + class_n].decode()
+        at += class_n
+        action = None
+        if action_n != _NONE:
+            action = body[at : at + action_n].decode()
+            at += action_n
+        payload = body[at : at + payload_n]
+        at += payload_n
+        append(
+            make(
+                Checkpoint,
+                (kind, frame, position, node, node_class, action, payload, started, ended),
+            )
         )
     return rows
 
