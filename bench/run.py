@@ -623,6 +623,50 @@ def items_durable_unbounded(impl: str, size: int) -> dict[str, float]:
     return items_durable(impl, size, bound=None)
 
 
+def stored_state(impl: str, size: int) -> dict[str, float]:
+    """Looking into a stored run: `state()` and `history()` of a SQLite run of
+    `size` steps and a 10,000-item batch (milliseconds a call, the best of 5)."""
+    if impl != "braidflow":
+        raise NotImplementedError("stored runs are braidflow's")
+    import tempfile
+
+    lib = importlib.import_module(impl)
+
+    class Step(lib.Node):  # type: ignore[misc, name-defined]
+        def post(self, shared: dict[str, Any], prep_res: Any, exec_res: Any) -> str:
+            shared["count"] = shared.get("count", 0) + 1
+            return "again" if shared["count"] < size - 1 else "done"
+
+    class Batch(lib.BatchNode):  # type: ignore[misc, name-defined]
+        def prep(self, shared: dict[str, Any]) -> Any:
+            return range(10_000)
+
+        def exec(self, item: int) -> int:
+            return item
+
+        def post(self, shared: dict[str, Any], prep_res: Any, exec_res: Any) -> None:
+            shared["results"] = len(exec_res)
+
+    step, batch = Step(name="step"), Batch(name="batch")
+    step - "again" >> step
+    step - "done" >> batch
+    flow = lib.Flow(start=step)
+    path = Path(tempfile.mkdtemp()) / "runs.db"
+    flow.run({}, store=lib.SQLiteStore(path), run_id="r")
+    figures = {}
+    for name, read in (("state_ms", flow.state), ("history_ms", flow.history)):
+        timings = []
+        for _ in range(5):
+            store = lib.SQLiteStore(path)  # as a reader that just opened the file
+            started = time.perf_counter()
+            read("r", store=store)
+            timings.append(time.perf_counter() - started)
+            store.close()
+        figures[name] = min(timings) * 1000
+    assert len(flow.history("r", store=lib.SQLiteStore(path))) == size
+    return figures
+
+
 def chain_jsonl(impl: str, size: int) -> dict[str, float]:
     """The chain with a JSONLTrace writing every event to a file."""
     if impl != "braidflow":
@@ -638,6 +682,7 @@ WORKLOADS: dict[str, Callable[[str, int], dict[str, float]]] = {
     "chain_durable": chain_durable,
     "items_durable": items_durable,
     "items_durable_unbounded": items_durable_unbounded,
+    "stored_state": stored_state,
     "sync_chain": sync_chain,
     "fanout": fanout,
     "bounded": bounded,
@@ -667,6 +712,7 @@ PLAN = [
     ("stop_waiters", 50_000, "50k items queued on a Limiter(100), one fails"),
     ("items_durable", 10_000, "10k items x sleep(10 ms), bound 1000, durable: extra/item"),
     ("items_durable_unbounded", 10_000, "same, no bound (a task per item): extra per item"),
+    ("stored_state", 1000, "state() and history() of a stored run: 1,000 steps, 10k items"),
     ("branches", 2, "fork/join of 2 trivial branches"),
     ("branches", 16, "fork/join of 16 trivial branches"),
     ("branches_big", 16, "same, shared holds 10 MB no branch touches"),
@@ -680,6 +726,7 @@ QUICK_SIZES = {
     ("chain_durable", 1000): 200,
     ("items_durable", 10_000): 1000,
     ("items_durable_unbounded", 10_000): 1000,
+    ("stored_state", 1000): 100,
     ("sync_chain", 1000): 200,
     ("fanout", 10_000): 1000,
     ("bounded", 100_000): 10_000,

@@ -65,8 +65,7 @@ def main() -> None:
         if event.kind == "item_end":
             done.append(event)
             if len(done) == 120:
-                display = progress._display
-                picture.print(display.make_tasks_table(display.tasks))
+                picture.print(progress)
 
     sample_flow().run({"pages": 200}, observers=[Timeline(page), progress, snapshot])
     picture.save_svg(str(IMAGES / "progress.svg"), title="braidflow.tracing.Progress")

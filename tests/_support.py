@@ -33,7 +33,7 @@ class Gauge:
 
 def checkpoint_row(position, kind="step"):
     """A checkpoint row for store tests: its fields tell it apart by position
-    (an odd one has no action)."""
+    (an odd one has no action and no start time)."""
     from braidflow.stores import Checkpoint
 
     return Checkpoint(
@@ -44,4 +44,6 @@ def checkpoint_row(position, kind="step"):
         "Node",
         None if position % 2 else '"next"',
         f"payload {position}".encode(),
+        None if position % 2 else 1_800_000_000.25 + position,
+        1_800_000_000.5 + position,
     )

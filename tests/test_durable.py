@@ -875,7 +875,7 @@ async def test_items_queued_while_a_thread_takes_the_queue_keep_their_batch():
     store.create_run("r", "flow", "g", b"{}", "owner")
     durable = Durable(store, "r")
     first, second = Node(name="first"), Node(name="second")
-    a, b = ("a", 1), ("b", 2)  # a batch is one object for all its items
+    a, b = ("a", 1, None), ("b", 2, "1")  # a batch is one object for all its items
     durable.record_item(a, 0, 10, 0, first)
     durable.record_item(a, 1, 11, 1, first)
     durable.write([])  # as a thread's write would: takes both

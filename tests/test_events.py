@@ -164,6 +164,77 @@ async def test_retries_limiter_waits_errors_and_failed_items_are_reported():
     assert isinstance(failed_end[0].error, ValueError)
 
 
+async def test_a_limiter_wait_is_reported_when_it_starts_and_when_it_ends():
+    recorder = Recorder()
+    limiter = Limiter(1, name="api")
+    gate = asyncio.Event()
+
+    class Calls(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return [0, 1, 2]
+
+        async def exec_async(self, item):
+            if item == 0:
+                await gate.wait()
+            return item
+
+    async def open_gate():
+        while limiter.statistics().waiting < 2:
+            await asyncio.sleep(0)
+        gate.set()
+
+    opener = asyncio.create_task(open_gate())
+    await Calls(name="calls", limits=[limiter]).run_async({}, observers=[recorder])
+    await opener
+    waits = recorder.kinds("limiter_wait_start", "limiter_wait")
+    assert waits.count("limiter_wait_start") == waits.count("limiter_wait") == 2
+    for item in (1, 2):
+        start, end = [
+            e for e in recorder.events if e.kind.startswith("limiter_wait") and e.item == item
+        ]
+        assert (start.kind, end.kind) == ("limiter_wait_start", "limiter_wait")
+        assert start.data == end.data == {"limiters": ["api"]}
+        assert start.attempt == end.attempt == 0
+        assert start.duration is None
+        assert end.duration >= 0
+        assert start.path == end.path == ("calls",)
+    # Items started, less those waiting, never outnumber the limiter's slots
+    # (an item that finds the limiter full says so right after item_start).
+    running, seen = 0, []
+    for event in recorder.events:
+        running += {"item_start": 1, "item_end": -1, "limiter_wait_start": -1}.get(event.kind, 0)
+        running += event.kind == "limiter_wait"
+        if event.kind != "item_start":
+            seen.append(running)
+    assert max(seen) == 1
+
+
+async def test_a_limiter_wait_cut_short_ends_with_its_item():
+    recorder = Recorder()
+    limiter = Limiter(1, name="api")
+    holding = asyncio.Event()
+
+    class Calls(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return [0, 1]
+
+        async def exec_async(self, item):
+            holding.set()
+            await asyncio.Event().wait()
+
+    run = asyncio.create_task(Calls(limits=[limiter]).run_async({}, observers=[recorder]))
+    await holding.wait()
+    while limiter.statistics().waiting < 1:
+        await asyncio.sleep(0)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert [e.item for e in recorder.of("limiter_wait_start")] == [1]
+    assert recorder.of("limiter_wait") == []
+    ended = next(e for e in recorder.of("item_end") if e.item == 1)
+    assert isinstance(ended.error, asyncio.CancelledError)
+
+
 def test_a_failing_run_reports_the_error_on_node_end_and_run_end():
     recorder = Recorder()
 

@@ -95,10 +95,7 @@ def test_the_page_loads_offline_and_shows_a_lane_per_step_and_item(browser, tmp_
     run_flow(AsyncFlow(start=node, name="crawl"), [Timeline(path)])
     page, problems = open_page(browser, path)
     labels = page.locator(".lane-label").all_inner_texts()
-    assert labels[:2] == ["crawl", "crawl / fetch"]
-    assert [label for label in labels if label.startswith("fetch [")] == [
-        f"fetch [{n}]" for n in range(5)
-    ]
+    assert labels == ["crawl", "fetch", *(f"fetch [{n}]" for n in range(5))]
     legend = page.locator("#legend").inner_text()
     for key in ("item", "failed", "limiter wait", "retry"):
         assert key in legend
@@ -117,8 +114,9 @@ def test_hovering_an_item_shows_its_details(browser, tmp_path):
             const row = data.lanes.findIndex((lane) => lane.label === "fetch [1]");
             const span = data.spans.find((s) => s[0] === row && s[3] === 1);
             const canvas = document.getElementById("canvas").getBoundingClientRect();
-            const scale = (canvas.width - 260 - 12) / Math.max(data.run.duration, 1e-6);
-            return {x: canvas.left + 260 + ((span[1] + span[2]) / 2) * scale,
+            const labels = window.braidflowTimeline.labelsWidth;
+            const scale = (canvas.width - labels - 12) / Math.max(data.run.duration, 1e-6);
+            return {x: canvas.left + labels + ((span[1] + span[2]) / 2) * scale,
                     y: canvas.top + row * 18 + 9};
         }"""
     )
@@ -136,9 +134,12 @@ def test_ten_thousand_items_pack_into_a_few_lanes_and_unpack_on_request(browser,
     page, problems = open_page(browser, path)
     packed = page.evaluate("window.braidflowTimeline.lanes")
     assert 3 <= packed <= 2 + 16  # two node lanes, at most one lane per item in flight
-    assert all(
-        "10000 items" in label for label in page.locator(".lane-label.slot").all_inner_texts()
+    slots = page.locator(".lane-label.slot")
+    # The batch is named once, on its first lane; every lane says which it is on hover.
+    assert slots.all_inner_texts() == [f"fetch · 10000 items on {packed - 2} lanes"] + [""] * (
+        packed - 3
     )
+    assert slots.nth(1).get_attribute("title") == f"fetch · 10000 items · lane 2 of {packed - 2}"
     page.locator("#per-item").check()
     assert page.evaluate("window.braidflowTimeline.lanes") == 10_002
     assert page.locator(".lane-label").count() < 100  # only the lanes in view exist
@@ -157,10 +158,89 @@ def test_branches_are_lanes_of_their_own(browser, tmp_path):
     fan_out = Parallel(make_items(2)(name="left"), make_items(2)(name="right"), name="both")
     run_flow(AsyncFlow(start=fan_out, name="main"), [Timeline(path)])
     page, problems = open_page(browser, path)
-    labels = page.locator(".lane-label").all_inner_texts()
-    assert "main / both / left" in labels
-    assert "main / both / right" in labels
+    rows = lane_rows(page)
+    both = next(row for row in rows if row["title"] == "main / both")
+    for side in ("left", "right"):
+        lane = next(row for row in rows if row["title"] == f"main / both / {side}")
+        assert lane["label"] == side
+        assert lane["indent"] > both["indent"]  # drawn under the fork
     assert "branch" in page.locator("#legend").inner_text()
+    assert problems == []
+
+
+def lane_rows(page):
+    """The lane labels drawn, top to bottom: text, title, indent, and whether
+    the text is cut (wider than its box)."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('.lane-label')]
+            .sort((a, b) => parseFloat(a.style.top) - parseFloat(b.style.top))
+            .map((e) => ({label: e.textContent, title: e.title,
+                          indent: parseFloat(e.style.paddingLeft),
+                          cut: e.scrollWidth > e.clientWidth}))"""
+    )
+
+
+LONG = "download_the_page_and_everything_it_links_to"  # cut at 260 px before
+
+
+def test_a_batch_flows_sub_flow_steps_are_nested_under_their_item_uncut(browser, tmp_path):
+    from braidflow import AsyncNode, AsyncParallelBatchFlow
+
+    class Sets(AsyncParallelBatchFlow):
+        async def prep_async(self, shared):
+            return [{"n": 0}, {"n": 1}]
+
+    class Step(AsyncNode):
+        async def exec_async(self, prep_res):
+            await asyncio.sleep(0)
+
+    download = Step(name=LONG, limits=[Limiter(1, name="api")])
+    download >> Step(name="parse")
+    path = tmp_path / "run.html"
+    run_flow(AsyncFlow(start=Sets(start=download, name="sets"), name="main"), [Timeline(path)])
+    page, problems = open_page(browser, path)
+    rows = lane_rows(page)
+    assert [row["label"] for row in rows] == [
+        "main", "sets", "sets [0]", LONG, "parse", "sets [1]", LONG, "parse",
+    ]  # fmt: skip
+    indents = [row["indent"] for row in rows]
+    assert indents[0] < indents[1] < indents[2] < indents[3] == indents[4]
+    assert indents[5] == indents[2]
+    assert not any(row["cut"] for row in rows)  # the label column fits the longest label
+    assert rows[3]["title"] == f"main / sets[0] / {LONG}"
+    assert page.evaluate("window.braidflowTimeline.labelsWidth") > 300
+    assert page.evaluate("window.braidflowTimeline.strip")[0].startswith("running, peak ")
+    page.screenshot(path=str(tmp_path / "nested.png"))
+    assert problems == []
+
+
+def test_a_label_too_long_for_the_page_is_cut_and_whole_on_hover(browser, tmp_path):
+    from braidflow import AsyncNode
+
+    name = "x" * 400
+    path = tmp_path / "run.html"
+    run_flow(AsyncFlow(start=AsyncNode(name=name), name="main"), [Timeline(path)])
+    page, problems = open_page(browser, path)
+    rows = lane_rows(page)
+    assert rows[1]["cut"]
+    assert rows[1]["title"] == f"main / {name}"
+    assert page.evaluate("window.braidflowTimeline.labelsWidth") <= 1200 * 0.45
+    assert problems == []
+
+
+def test_a_flow_without_a_batch_says_nothing_about_items(browser, tmp_path):
+    from braidflow import Flow, Node
+
+    first = Node(name="first")
+    first >> Node(name="second")
+    path = tmp_path / "run.html"
+    run_flow(Flow(start=first, name="plain"), [Timeline(path)])
+    page, problems = open_page(browser, path)
+    assert "item" not in page.locator("#summary").inner_text()
+    assert page.evaluate("window.braidflowTimeline.strip") == []
+    ticks = page.evaluate("window.braidflowTimeline.ticks")
+    assert len(ticks) >= 3
+    assert len(set(ticks)) == len(ticks)  # a run of microseconds: no two ticks read alike
     assert problems == []
 
 

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,6 @@ from braidflow import SQLiteStore, StoreError
 from braidflow.stores import Checkpoint
 from braidflow.stores import sqlite as sqlite_store
 from braidflow.stores._owners import this_owner
-from braidflow.stores._sqlite_folding import _INSERT_CHECKPOINT
 
 
 def logs(tmp_path):
@@ -36,10 +36,9 @@ def killed_writer(tmp_path, body):
         from braidflow.stores import Checkpoint
         from braidflow.stores._owners import this_owner
         from braidflow.stores import _runlog
-
-        def row(position, kind="step"):
-            return Checkpoint(kind, "0:flow", position, f"node{{position}}", "Node",
-                              None if position % 2 else '"next"', f"payload {{position}}".encode())
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from _support import checkpoint_row as row
 
         store = SQLiteStore({str(tmp_path / "runs.db")!r})
         store.create_run("r", "flow", "graph", b"{{}}", this_owner())
@@ -134,9 +133,16 @@ def test_a_log_is_folded_once_it_holds_enough_rows(tmp_path, monkeypatch):
     reader = SQLiteStore(tmp_path / "runs.db")  # as another process sees the file
     store.create_run("r", "flow", "g", b"{}", this_owner())
     store.append("r", [row(0), row(1)])
-    assert reader.get("r").node is None  # still only in the log
+
+    def in_database():
+        with sqlite3.connect(tmp_path / "runs.db") as db:
+            return db.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
+
+    assert in_database() == 0  # still only in the log,
+    assert reader.get("r").node == "flow/node1"  # which another process reads too
     store.append("r", [Checkpoint("items", "0:flow/3:fan", 5, "fan", "Fan", None, b"[]")])
-    assert reader.get("r").node == "flow/fan"  # where the last folded row was made
+    assert in_database() == 1  # folded: one packed row
+    assert reader.get("r").node == "flow/fan"  # where the last row was made
     assert store.get("r").node == "flow/fan"
     store.close()
     reader.close()
@@ -216,11 +222,16 @@ def test_a_store_from_before_run_logs_is_upgraded_in_place(tmp_path):
             "INSERT INTO runs (run_id, flow, graph, status, started, owner, initial) "
             "VALUES ('r', 'flow', 'g', 'failed', 1.0, NULL, x'7b7d')"
         )
-        db.execute(_INSERT_CHECKPOINT, ("r", *row(0)))
+        db.execute(
+            "INSERT INTO checkpoints (run_id, kind, frame, position, node, node_class, action, "
+            "payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            ("r", *row(0)[:7]),  # rows had no times then
+        )
     store = SQLiteStore(path)
-    assert store.claim("r", this_owner())[3] == [row(0)]
+    assert store.claim("r", this_owner())[3] == [row(0)._replace(started=None, ended=None)]
     store.append("r", [row(1)])
     store.finish("r", "completed")
+    assert store.read("r")[3][1] == row(1)  # rows written since keep their times
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM braidflow_meta").fetchone() == (
             str(sqlite_store.SCHEMA_VERSION),
@@ -359,8 +370,10 @@ def test_reading_does_not_wait_for_another_writer(tmp_path):
     store.append("r", [row(0)])
     other = sqlite3.connect(tmp_path / "runs.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process writes meanwhile
-    assert store.get("r").node is None  # read as the database has it
+    # Read at once, without folding: the database as it is, then the run's log.
+    assert store.get("r").node == "flow/node0"
     assert [record.run_id for record in store.runs()] == ["r"]
+    assert store.read("r")[3] == [row(0)]
     other.execute("COMMIT")
     assert store.get("r").node == "flow/node0"
     other.close()
@@ -410,3 +423,19 @@ def test_a_claim_gives_the_run_as_its_log_left_it(tmp_path):
     record = store.claim("r", this_owner())[0]
     assert (record.status, record.node) == ("interrupted", "flow/node2")
     store.close()
+
+
+def test_log_records_written_before_rows_had_times_still_read():
+    from braidflow.stores._runlog import _ROW, decode
+
+    old = row(0)._replace(started=None, ended=None)
+    texts = [text.encode() for text in (old.kind, old.frame, old.node, old.node_class)]
+    action = old.action.encode()
+    body = (
+        _ROW.pack(old.position, *map(len, texts), len(action), len(old.payload))
+        + b"".join(texts)
+        + action
+        + old.payload
+    )
+    assert decode(body) == [old]
+    assert decode(body + body) == [old, old]

@@ -76,6 +76,33 @@ def test_checkpoints_come_back_in_order_with_the_graph_and_initial_state(store):
     assert (claimed.status, claimed.owner) == ("running", this_owner())
 
 
+def test_a_run_is_read_without_being_taken_over(store):
+    store.create_run("a", "flow", "the graph", b"initial", this_owner())
+    store.append("a", [row(0), row(1)])
+    store.append("a", [row(2, "items")])
+    record, graph, initial, rows = store.read("a")
+    assert (record.status, record.owner) == ("running", this_owner())
+    assert (graph, initial) == ("the graph", b"initial")
+    assert rows == [row(0), row(1), row(2, "items")]  # times too
+    assert rows[0].started == row(0).started
+    assert rows[1].started is None
+    assert store.get("a").status == "running"  # nothing changed: still its owner's
+    store.finish("a", "failed", node="flow/node2", error="Boom: no")
+    assert store.read("a")[0] == store.get("a")
+    with pytest.raises(StoreError, match="no run") as caught:
+        store.read("nothing")
+    assert caught.value.run_id == "nothing"
+
+
+def test_reading_a_run_of_a_gone_process_leaves_it_resumable(store):
+    store.create_run("a", "flow", "g", b"", dead_owner())
+    store.append("a", [row(0)])
+    assert store.read("a")[0].status == "interrupted"
+    assert store.read("a")[3] == [row(0)]
+    record, _, _, rows = store.claim("a", this_owner())  # the read took nothing
+    assert (record.status, rows) == ("interrupted", [row(0)])
+
+
 def test_how_a_run_ended_is_kept(store):
     store.create_run("a", "flow", "g", b"", this_owner())
     store.finish("a", "failed", node="0:flow/1:fetch", error="ValueError: bad")

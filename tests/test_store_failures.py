@@ -544,7 +544,8 @@ from braidflow.stores import Checkpoint
 
 store = SQLiteStore(sys.argv[1], lease=float(sys.argv[2]))
 store.create_run("r", "flow", "g", b"{}", this_owner())
-store.append("r", [Checkpoint("step", "0:flow", 0, "node0", "Node", '"next"', b"payload 0")])
+store.append("r", [Checkpoint("step", "0:flow", 0, "node0", "Node", '"next"', b"payload 0",
+                              1_800_000_000.25, 1_800_000_000.5)])  # row(0) of _support
 Path(sys.argv[3]).write_text("ready")
 while True:
     time.sleep(1)

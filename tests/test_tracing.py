@@ -2,6 +2,7 @@
 
 import asyncio
 import io
+import itertools
 import json
 import subprocess
 import sys
@@ -19,7 +20,17 @@ from braidflow import (
     Node,
 )
 from braidflow.tracing import JSONLTrace, OpenTelemetry, Progress, Timeline
-from braidflow.tracing._timeline import CANCELLED, FAILED, ITEM, NODE, OK, WAIT, timeline_data
+from braidflow.tracing._timeline import (
+    BACKOFF,
+    CANCELLED,
+    EMIT,
+    FAILED,
+    ITEM,
+    NODE,
+    OK,
+    WAIT,
+    timeline_data,
+)
 
 
 class Items(AsyncParallelBatchNode):
@@ -115,14 +126,28 @@ def test_trace_paths_that_cannot_be_written_fail_before_the_run(tmp_path):
 # -- Timeline -----------------------------------------------------------------------------
 
 
+def rows_of(data):
+    """The timeline's lanes in order, each as (label, depth)."""
+    return [(lane["label"], lane["depth"]) for lane in data["lanes"]]
+
+
 def test_timeline_data_has_a_lane_per_step_and_item_with_marks(tmp_path):
     recorded = []
     limiter = Limiter(1, name="api")
     sample_flow(limiter).run({}, observers=recorded.append)
     data = timeline_data(recorded)
-    labels = [lane["label"] for lane in data["lanes"]]
-    assert labels[:2] == ["main", "main / items"]
-    assert {"items [0]", "items [1]", "items [2]"} <= set(labels)
+    assert rows_of(data) == [
+        ("main", 0),
+        ("items", 1),
+        ("items [0]", 2),
+        ("items [1]", 2),
+        ("items [2]", 2),
+    ]
+    assert [lane["title"] for lane in data["lanes"][:3]] == [
+        "main",
+        "main / items",
+        "main / items [0]",
+    ]
     outcomes = {data["lanes"][s[0]]["label"]: s[4] for s in data["spans"] if s[3] == ITEM}
     assert outcomes == {"items [0]": OK, "items [1]": OK, "items [2]": FAILED}
     assert any(s[3] == WAIT for s in data["spans"])
@@ -130,6 +155,171 @@ def test_timeline_data_has_a_lane_per_step_and_item_with_marks(tmp_path):
     assert data["run"]["failed"] == 1
     assert data["run"]["retries"] == 2  # item 1 once, item 2 once before its fallback
     assert all(0 <= s[1] <= s[2] <= data["run"]["duration"] for s in data["spans"])
+
+
+class Download(AsyncNode):
+    async def exec_async(self, prep_res):
+        self.emit("got it")
+        await asyncio.sleep(0)  # holding the limiter: the other set's download waits
+
+
+class Sets(AsyncParallelBatchFlow):
+    async def prep_async(self, shared):
+        return [{"n": 0}, {"n": 1}]
+
+
+class Chunks(AsyncParallelBatchNode):
+    async def prep_async(self, shared):
+        return [0, 1]
+
+    async def exec_async(self, item):
+        return item
+
+
+def nested_flow():
+    """load >> sets (download >> parse, per parameter set) >> chunks (2 items)."""
+    download = Download(name="download", limits=[Limiter(1, name="api")])
+    download >> AsyncNode(name="parse")
+    load = AsyncNode(name="load")
+    load >> Sets(start=download, name="sets") >> Chunks(name="chunks")
+    return AsyncFlow(start=load, name="main")
+
+
+def test_timeline_nests_each_items_sub_flow_steps_right_under_the_item():
+    recorded = []
+    nested_flow().run({}, observers=recorded.append)
+    data = timeline_data(recorded)
+    assert rows_of(data) == [
+        ("main", 0),
+        ("load", 1),
+        ("sets", 1),
+        ("sets [0]", 2),
+        ("download", 3),
+        ("parse", 3),
+        ("sets [1]", 2),
+        ("download", 3),
+        ("parse", 3),
+        ("chunks", 1),
+        ("chunks [0]", 2),
+        ("chunks [1]", 2),
+    ]
+    titles = [lane["title"] for lane in data["lanes"]]
+    assert titles[3:6] == ["main / sets [0]", "main / sets[0] / download", "main / sets[0] / parse"]
+    assert len(set(titles)) == len(titles)  # every row is a different thing, and says which
+    # An emit of a sub-flow's step is drawn on that step's lane (it carries the set's index).
+    emits = [mark for mark in data["marks"] if mark[2] == EMIT]
+    assert sorted(titles[mark[0]] for mark in emits) == [
+        "main / sets[0] / download",
+        "main / sets[1] / download",
+    ]
+    # The second set's download waited for the limiter: on its own lane.
+    waits = [span for span in data["spans"] if span[3] == WAIT]
+    assert [titles[span[0]] for span in waits] == ["main / sets[1] / download"]
+
+
+def test_timeline_of_a_flow_without_a_batch_counts_no_items():
+    recorded = []
+    first = Node(name="first")
+    first >> Node(name="second")
+    Flow(start=first, name="plain").run({}, observers=recorded.append)
+    data = timeline_data(recorded)
+    assert rows_of(data) == [("plain", 0), ("first", 1), ("second", 1)]
+    assert data["run"]["items"] == 0
+    assert data["load"] == []
+
+
+def load_at(data, at):
+    """(running, waiting, backing off) at time ``at`` of the timeline's strip."""
+    now = (0, 0, 0)
+    for point in data["load"]:
+        if point[0] <= at:
+            now = tuple(point[1:])
+    return now
+
+
+def test_timeline_counts_items_running_waiting_and_backing_off_where_the_work_is():
+    sets, step = ("main", "sets"), ("main", "sets[0]", "fetch")
+    chunks = ("main", "sets[0]", "chunks")
+    api = {"data": {"limiters": ["api"]}}
+    events = events_of(
+        ("run_start", ["main"], None, 0.0),
+        ("node_start", ["main"], None, 0.0),
+        ("node_start", sets, None, 0.0),
+        ("item_start", sets, 0, 0.0),
+        ("node_start", step, None, 0.0),
+        ("limiter_wait_start", step, None, 1.0, api),
+        ("limiter_wait", step, None, 3.0, {"duration": 2.0, **api}),
+        ("retry", step, None, 3.5, {"attempt": 0, "error": ValueError(), "data": {"delay": 1.0}}),
+        ("node_end", step, None, 5.0),
+        ("node_start", chunks, None, 5.0),
+        ("item_start", chunks, 0, 6.0),
+        ("item_start", chunks, 1, 6.0),
+        ("item_end", chunks, 0, 7.0),
+        ("item_end", chunks, 1, 8.0),
+        ("node_end", chunks, None, 8.0),
+        ("item_end", sets, 0, 9.0),
+        ("node_end", sets, None, 9.0),
+        ("node_end", ["main"], None, 9.0),
+        ("run_end", ["main"], None, 9.0),
+    )
+    data = timeline_data(events)
+    # The set's item runs its steps itself, waits with its step, backs off
+    # with its step's retry, and counts for nothing while its own batch's items run.
+    expected = {
+        0.5: (1, 0, 0),
+        2.0: (0, 1, 0),
+        3.2: (1, 0, 0),
+        4.0: (0, 0, 1),
+        4.7: (1, 0, 0),
+        6.5: (2, 0, 0),
+        7.5: (1, 0, 0),
+        8.5: (1, 0, 0),
+        9.5: (0, 0, 0),
+    }
+    assert {at: load_at(data, at) for at in expected} == expected
+    assert any(span[3] == BACKOFF for span in data["spans"])
+
+
+def test_timeline_never_shows_more_items_running_than_their_limiter_allows():
+    class Calls(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return list(range(12))
+
+        async def exec_async(self, item):
+            for _ in range(item % 3 + 1):
+                await asyncio.sleep(0)
+            return item
+
+    recorded = []
+    node = Calls(name="calls", max_concurrency=6, limits=[Limiter(2, name="api")])
+    AsyncFlow(start=node, name="main").run({}, observers=recorded.append)
+    data = timeline_data(recorded)
+    assert max(point[1] for point in data["load"]) == 2
+    assert max(point[2] for point in data["load"]) >= 4  # the others of the 6 in flight
+    assert all(point[1] + point[2] <= 6 for point in data["load"])
+
+
+def test_timeline_packs_a_large_batch_into_lanes_whose_items_never_overlap():
+    class Many(Chunks):
+        async def prep_async(self, shared):
+            return list(range(150))
+
+    recorded = []
+    AsyncFlow(start=Many(name="many", max_concurrency=4), name="main").run(
+        {}, observers=recorded.append
+    )
+    data = timeline_data(recorded)
+    assert data["groups"] == [{"label": "many", "items": 150, "slots": data["groups"][0]["slots"]}]
+    assert 1 <= data["groups"][0]["slots"] <= 4
+    on_slot = {}
+    for index, lane in enumerate(data["lanes"]):
+        if "pack" in lane:
+            spans = [s for s in data["spans"] if s[0] == index]
+            on_slot.setdefault(lane["pack"][1], []).extend((s[1], s[2]) for s in spans)
+    assert sum(len(spans) for spans in on_slot.values()) == 150
+    for spans in on_slot.values():
+        spans.sort()
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
 
 
 async def test_timeline_marks_cancelled_and_unfinished_work():
@@ -155,6 +345,35 @@ async def test_timeline_marks_cancelled_and_unfinished_work():
     assert "CancelledError" in data["run"]["error"]
 
 
+async def test_timeline_draws_a_limiter_wait_cut_short_up_to_its_items_end():
+    recorded = []
+    limiter = Limiter(1, name="api")
+    holding = asyncio.Event()
+
+    class Calls(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return [0, 1]
+
+        async def exec_async(self, item):
+            holding.set()
+            await asyncio.Event().wait()
+
+    run = asyncio.create_task(Calls(limits=[limiter]).run_async({}, observers=recorded.append))
+    await holding.wait()
+    while limiter.statistics().waiting < 1:
+        await asyncio.sleep(0)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    data = timeline_data(recorded)
+    (wait,) = [span for span in data["spans"] if span[3] == WAIT]
+    item = next(s for s in data["spans"] if s[3] == ITEM and s[0] == wait[0])
+    assert data["lanes"][wait[0]]["label"] == "Calls [1]"
+    assert wait[4] == CANCELLED
+    assert wait[2] == item[2]
+    assert load_at(data, wait[1]) == (1, 1, 0)
+
+
 def test_timeline_writes_one_self_contained_page_at_run_end(tmp_path):
     path = tmp_path / "run.html"
     timeline = Timeline(path, title="sample <run>")
@@ -168,6 +387,17 @@ def test_timeline_writes_one_self_contained_page_at_run_end(tmp_path):
 
 
 # -- Progress -----------------------------------------------------------------------------
+
+
+def numbers(progress, label):
+    """The numbers on one line of a Progress, by what they say: {"running": 3, ...}."""
+    row = next(row for row in progress._rows() if row.label == label)
+    counted = {}
+    for text, _ in row.numbers:
+        count, _, what = text.partition(" ")
+        if count.isdigit():
+            counted[what] = int(count)
+    return row.numbers[0][0], counted
 
 
 def test_progress_shows_each_batch_with_done_total_and_failures():
@@ -190,7 +420,7 @@ def test_progress_is_quiet_when_the_output_is_not_a_terminal():
     assert output.getvalue() == ""
 
 
-def test_progress_counts_lazy_input_without_a_total():
+def test_progress_counts_lazy_input_without_a_total_until_it_is_all_read():
     from rich.console import Console
 
     class Lazy(AsyncParallelBatchNode):
@@ -201,8 +431,16 @@ def test_progress_counts_lazy_input_without_a_total():
             return item
 
     console = Console(record=True, force_terminal=True, width=140)
-    Lazy(name="lazy").run({}, observers=[Progress(console=console)])
-    assert "4/?" in console.export_text()
+    progress = Progress(console=console)
+    seen = []
+
+    def look(event):
+        if event.kind == "item_end" and event.item == 1:
+            seen.append(numbers(progress, "lazy")[0])
+
+    Lazy(name="lazy").run({}, observers=[progress, look])
+    assert seen == ["2/?"]
+    assert "4/4" in console.export_text()
 
 
 def test_progress_adds_up_a_batch_that_runs_again_in_a_loop():
@@ -225,6 +463,229 @@ def test_progress_adds_up_a_batch_that_runs_again_in_a_loop():
     console = Console(record=True, force_terminal=True, width=140)
     AsyncFlow(start=level).run({"levels": [2, 3, 4], "level": 0}, observers=[Progress(console)])
     assert "9/9" in console.export_text()
+
+
+async def test_progress_counts_items_waiting_for_a_limiter_apart_from_those_running():
+    from rich.console import Console
+
+    limiter = Limiter(2, name="api")
+    gate = asyncio.Event()
+
+    class Calls(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return list(range(6))
+
+        async def exec_async(self, item):
+            await gate.wait()
+            return item
+
+    async def open_gate():
+        while limiter.statistics().waiting < 4:
+            await asyncio.sleep(0)
+        gate.set()
+
+    progress = Progress(Console(file=io.StringIO()))
+    counts = []
+
+    def look(event):  # after Progress has taken the event
+        if event.kind in ("limiter_wait_start", "limiter_wait", "item_end"):
+            counts.append(numbers(progress, "calls")[1])
+
+    opener = asyncio.create_task(open_gate())
+    node = Calls(name="calls", max_concurrency=6, limits=[limiter])
+    await node.run_async({}, observers=[progress, look])
+    await opener
+    assert max(count["running"] for count in counts if "running" in count) == 2
+    assert max(count.get("waiting", 0) for count in counts) == 4
+    assert all(count.get("running", 0) + count.get("waiting", 0) <= 6 for count in counts)
+
+
+def events_of(*specs):
+    """Events from (kind, path, item, time, extra fields) tuples, all of run "r"."""
+    from braidflow._events import make_event
+
+    made = []
+    for kind, path, item, at, *extra in specs:
+        fields = extra[0] if extra else {}
+        made.append(
+            make_event(
+                kind,
+                "r",
+                path[-1] if path else "main",
+                tuple(path),
+                at,
+                item,
+                fields.get("attempt"),
+                fields.get("duration"),
+                fields.get("error"),
+                fields.get("data"),
+            )
+        )
+    return made
+
+
+def feed(progress, events, now):
+    for event in events:
+        progress.on_event(event)
+    progress._clock = lambda: now
+
+
+def test_progress_gives_a_batch_flows_items_the_waits_and_retries_of_their_sub_flows():
+    from rich.console import Console
+
+    progress = Progress(Console(file=io.StringIO()))
+    sets, step = ("main", "sets"), ("main", "sets[0]", "fetch")
+    other = ("main", "sets[1]", "fetch")
+    two = {"data": {"total": 2}}
+    feed(
+        progress,
+        events_of(
+            ("run_start", ["main"], None, 0.0),
+            ("node_start", sets, None, 0.0),
+            ("item_start", sets, 0, 1.0, two),
+            ("item_start", sets, 1, 1.0, two),
+            ("node_start", step, None, 1.0),
+            ("limiter_wait_start", step, None, 1.0, {"data": {"limiters": ["api"]}}),
+            ("node_start", other, None, 1.0),
+            ("retry", other, None, 2.0, {"attempt": 0, "data": {"delay": 5.0}}),
+        ),
+        now=3.0,
+    )
+    assert numbers(progress, "main / sets")[1] == {"running": 0, "waiting": 1, "backing off": 1}
+    progress._clock = lambda: 8.0  # the retry's delay is over
+    assert numbers(progress, "main / sets")[1] == {"running": 1, "waiting": 1}
+    feed(
+        progress,
+        events_of(
+            ("limiter_wait", step, None, 9.0, {"duration": 8.0, "data": {"limiters": ["api"]}}),
+            ("node_end", step, None, 10.0),
+            ("item_end", sets, 0, 10.0),
+        ),
+        now=10.0,
+    )
+    assert numbers(progress, "main / sets") == ("1/2", {"running": 1})
+
+
+def test_progress_draws_a_batch_inside_a_batch_flow_once_for_every_parameter_set():
+    from rich.console import Console
+
+    progress = Progress(Console(file=io.StringIO()))
+    sets = ("main", "sets")
+    chunks = [("main", f"sets[{n}]", "chunks") for n in range(2)]
+    feed(
+        progress,
+        events_of(
+            ("run_start", ["main"], None, 0.0),
+            ("node_start", sets, None, 0.0),
+            ("item_start", sets, 0, 0.0, {"data": {"total": 2}}),
+            ("item_start", sets, 1, 0.0, {"data": {"total": 2}}),
+            ("node_start", chunks[0], None, 0.0),
+            ("node_start", chunks[1], None, 0.0),
+            *[
+                ("item_start", chunks[n], i, 0.0, {"data": {"total": 3}})
+                for n in (0, 1)
+                for i in (0, 1, 2)
+            ],
+            ("item_end", chunks[1], 2, 1.0, {"error": ValueError("bad")}),
+        ),
+        now=1.0,
+    )
+    assert [row.label for row in progress._rows()] == ["main / sets", "main / sets / chunks"]
+    assert numbers(progress, "main / sets / chunks") == ("1/6", {"running": 5, "failed": 1})
+    assert numbers(progress, "main / sets")[1] == {"running": 2}
+
+
+def test_progress_has_one_line_per_batch_of_the_graph_in_a_real_batch_flow():
+    from rich.console import Console
+
+    class Chunks(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return [0, 1]
+
+        async def exec_async(self, item):
+            return item
+
+    class Sets(AsyncParallelBatchFlow):
+        async def prep_async(self, shared):
+            return [{"n": n} for n in range(3)]
+
+    progress = Progress(Console(file=io.StringIO()))
+    flow = AsyncFlow(start=Sets(start=Chunks(name="chunks"), name="sets"), name="main")
+    flow.run({}, observers=[progress])
+    assert [(row.label, row.numbers[0][0]) for row in progress._rows()] == [
+        ("main / sets", "3/3"),
+        ("main / sets / chunks", "6/6"),
+    ]
+
+
+def wide_progress():
+    """A Progress with two lines whose numbers are long, as they stand at 10 s."""
+    from rich.console import Console
+
+    progress = Progress(Console(file=io.StringIO()))
+    crawl = ("crawl", "fetch_pages_from_the_web")
+    feed(
+        progress,
+        events_of(
+            ("run_start", ["crawl"], None, 0.0),
+            ("node_start", crawl, None, 0.0),
+            *[("item_start", crawl, i, 0.0, {"data": {"total": 1000}}) for i in range(32)],
+            *[("limiter_wait_start", crawl, i, 0.0) for i in range(16)],
+            *[("item_end", crawl, i, 5.0, {"error": ValueError()}) for i in range(16, 28)],
+            ("node_start", ("crawl", "embed"), None, 6.0),
+            ("item_start", ("crawl", "embed"), 0, 6.0),
+        ),
+        now=10.0,
+    )
+    return progress
+
+
+@pytest.mark.parametrize("width", [40, 80, 120])
+def test_progress_lines_fit_the_width_with_every_number_whole(width):
+    from rich.console import Console
+
+    progress = wide_progress()
+    console = Console(record=True, force_terminal=True, width=width, file=io.StringIO())
+    console.print(progress)
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= width for line in lines)
+    text = "\n".join(lines)
+    for row in progress._rows():
+        for number, _ in row.numbers:
+            assert number in text, (width, number)
+    assert "12/1000" in text
+    assert "4 running" in text
+    assert "16 waiting" in text
+    assert "12 failed" in text
+    if width == 120:  # room for everything: whole names and a bar
+        assert "crawl / fetch_pages_from_the_web ━" in text
+
+
+def test_progress_shrinks_its_bar_before_it_cuts_a_name_and_never_cuts_a_number():
+    from rich.console import Console
+
+    from braidflow.tracing._progress import BAR, LEAST_BAR, lay_out
+
+    rows = wide_progress()._rows()
+    name = max(len(row.label) for row in rows)
+    last_bar = BAR
+    for width in range(160, 19, -1):
+        console = Console(record=True, force_terminal=True, width=width, file=io.StringIO())
+        for line in lay_out(rows, width):
+            console.print(line)
+        lines = console.export_text().splitlines()
+        assert all(len(line) <= width for line in lines), width
+        for row in rows:
+            for number, _ in row.numbers:
+                assert any(number in line for line in lines), (width, number)
+        bar = max(line.count("━") + line.count("╸") for line in lines)
+        assert bar <= last_bar, width  # the bar only shrinks as the width does
+        last_bar = bar
+        cut = any("…" in line for line in lines)
+        if cut:  # a name is cut only once the bar is as short as it gets
+            assert bar <= LEAST_BAR, width
+        if bar == BAR:
+            assert lines[0].startswith(rows[0].label.ljust(name)), width
 
 
 # -- OpenTelemetry -------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from ._run import PendingRun as PendingRun
 from ._threads import thread_limiter as thread_limiter
 from ._views import MISSING as MISSING
 from ._views import SharedView as SharedView
+from .durable import StepRecord as StepRecord
 from .durable import interrupt as interrupt
 from .durable import recorded_events as recorded_events
 from .stores import Checkpoint as Checkpoint
@@ -111,6 +112,7 @@ __all__ = [
     "SQLiteStore",
     "SetupError",
     "SharedView",
+    "StepRecord",
     "Store",
     "StoreError",
     "Suspended",

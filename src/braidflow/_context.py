@@ -38,6 +38,7 @@ __all__ = [
     "StepAt",
     "current_item",
     "observed",
+    "run_clock",
 ]
 
 Deliver = Callable[[Event], None]
@@ -239,6 +240,12 @@ def observed() -> Run | None:
     if run is not None and run.observers:
         return run
     return None
+
+
+def run_clock() -> Clock:
+    """The running run's clock (the system's outside a run)."""
+    run = RUN.get()
+    return run.clock if run is not None else SYSTEM_CLOCK
 
 
 def current_item() -> int | None:

@@ -21,6 +21,7 @@ EVENT_KINDS: Final = (
     "item_end",
     "retry",
     "error",
+    "limiter_wait_start",
     "limiter_wait",
     "emit",
     "branch_start",
@@ -35,7 +36,11 @@ class Event:
     Attributes:
         kind: One of ``run_start``, ``run_end``, ``node_start``, ``node_end``,
             ``item_start``, ``item_end``, ``retry``, ``error``,
-            ``limiter_wait``, ``emit``, ``branch_start``, ``branch_end``.
+            ``limiter_wait_start``, ``limiter_wait``, ``emit``, ``branch_start``,
+            ``branch_end``. An attempt that finds a limiter full emits
+            ``limiter_wait_start``, then ``limiter_wait`` once it holds its
+            slots; a wait cut short (the run cancelled) ends with the item's or
+            step's end event instead.
         run_id: The run's id (``run_start`` gives it first).
         node: The display name of the node (for run events, the node or flow
             the run started from). Two different nodes with one name in one
@@ -51,9 +56,10 @@ class Event:
         error: The exception on ``error`` and on failed ``*_end`` events (a
             ``CancelledError`` if the run was cancelled), else ``None``.
         data: For ``emit``, what the node emitted; for ``retry``,
-            ``{"delay": seconds}``; for ``limiter_wait``,
-            ``{"limiters": [names]}``; for ``item_start`` of a batch whose
-            input has a length (a list, a range), ``{"total": n}``; else ``None``.
+            ``{"delay": seconds}``; for ``limiter_wait_start`` and
+            ``limiter_wait``, ``{"limiters": [names]}`` (those waited for);
+            for ``item_start`` of a batch whose input has a length (a list, a
+            range), ``{"total": n}``; else ``None``.
     """
 
     kind: str

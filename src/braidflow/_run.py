@@ -85,9 +85,11 @@ class RunScope:
         "clock",
         "durable",
         "metadata",
+        "migrate",
         "node",
         "observers",
         "record_events",
+        "rename",
         "resuming",
         "run",
         "run_id",
@@ -113,6 +115,8 @@ class RunScope:
         clock: Any = None,
         resuming: bool = False,
         answer: Any = NO_ANSWER,
+        migrate: Any = None,
+        rename: Any = None,
     ) -> None:
         self.node = node
         self.shared = shared
@@ -157,8 +161,15 @@ class RunScope:
         self.record_events = record_events
         self.metadata = metadata
         self.clock = clock if clock is not None else SYSTEM_CLOCK
+        if migrate is not None and not callable(migrate):
+            raise InvalidParameterError(
+                f"{describe}: migrate={migrate!r} must be a function that takes shared (a dict)",
+                node=node._display_name(),
+            )
         self.resuming = resuming
         self.answer = answer
+        self.migrate = migrate
+        self.rename = rename
         self.durable: DurableRun | None = None
         self.working = shared
 
@@ -179,7 +190,9 @@ class RunScope:
         if store is not None:
             if self.resuming:
                 assert self.run_id is not None
-                self.durable, self.working = claim_run(store, self.node, self.run_id, self.answer)
+                self.durable, self.working = claim_run(
+                    store, self.node, self.run_id, self.answer, self.migrate, self.rename
+                )
             else:
                 self.durable, self.working = start_run(
                     store, self.node, self.shared, self.run_id, self.metadata

@@ -11,6 +11,7 @@ import json
 import math
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from .._errors import describe_error
 __all__ = [
     "EXIT_USAGE",
     "UsageError",
+    "print_table",
     "prompt_lines",
     "read_json",
     "say",
@@ -181,3 +183,11 @@ def prompt_lines(prompt: Any) -> list[str]:
                 lines.append(f"{key}: {shown}")
         return lines
     return [json.dumps(_plain(prompt), default=repr)]
+
+
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    """Rows of text (the first, the header) as columns, on stdout."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print(line.rstrip())

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from ._console import EXIT_USAGE, UsageError, say
+from ._history import command_fork, command_show
 from ._running import EXIT_INTERRUPTED, command_resume, command_run
 from ._store import DEFAULT_STORE
 from ._views import command_graph, command_runs, command_timeline
@@ -50,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog="braidflow",
-        description="Run braidflow flows, draw them, and list, resume and draw stored runs.",
+        description="Run braidflow flows, draw them, and list, show, resume, fork and draw "
+        "stored runs.",
         epilog="Exit codes: 0 done, 1 the run failed, 2 bad input, 3 waiting for input, "
         "130 stopped (Ctrl-C). 'braidflow COMMAND --help' describes a command.",
     )
@@ -112,6 +114,59 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--input", metavar="JSON", help="the answer a waiting run asked for")
     resume.set_defaults(handler=command_resume)
 
+    show = commands.add_parser(
+        "show",
+        parents=[common, store],
+        help="show a stored run's steps, or its shared after a step",
+        description="Show a stored run: its record and its steps in the order they finished "
+        "(what each changed, how long it took, how far a batch got), then where it is or "
+        "ended. Works while the run goes on, and on a killed run; changes nothing.",
+    )
+    show.add_argument("run_id", metavar="RUN_ID")
+    show.add_argument(
+        "--at",
+        metavar="STEP",
+        type=_step_number,
+        help="print shared as it was after step STEP (a number from the list; 0: at the start)",
+    )
+    show.add_argument("--diff", action="store_true", help="show what each step changed")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(handler=command_show)
+
+    fork = commands.add_parser(
+        "fork",
+        parents=[common, store, watch],
+        help="start a new run from a stored run's state after a step",
+        description="Start a new durable run from the state of run RUN_ID after step STEP "
+        "(see 'braidflow show'), with --set changes to shared, and run it on from the step "
+        "that followed; print its final shared. RUN_ID is left as it was. TARGET defaults to "
+        "the one the run remembers.",
+    )
+    fork.add_argument("run_id", metavar="RUN_ID")
+    fork.add_argument(
+        "target", metavar="TARGET", nargs="?", help="path/to/file.py:name or package.module:name"
+    )
+    fork.add_argument(
+        "--at",
+        metavar="STEP",
+        type=_step_number,
+        help="the step to fork after (default: the last that finished)",
+    )
+    fork.add_argument(
+        "--set",
+        metavar="KEY=JSON",
+        action="append",
+        help="set shared[KEY] in the fork (repeat for more keys)",
+    )
+    fork.add_argument(
+        "--run-id",
+        dest="run_id_new",
+        metavar="ID",
+        help="the new run's id (default: RUN_ID-fork-N)",
+    )
+    fork.add_argument("--input", metavar="JSON", help="the answer, for a run waiting for input")
+    fork.set_defaults(handler=command_fork)
+
     timeline = commands.add_parser(
         "timeline",
         parents=[common, store],
@@ -130,11 +185,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _step_number(text: str) -> int:
+    """A step's number, as ``show`` lists it (0: the state the run started with)."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a step number; 'braidflow show RUN_ID' lists the steps"
+        ) from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{number} is not a step number (0 or more)")
+    return number
+
+
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     args, extra = parser.parse_known_args(argv)
     if (
         extra
-        and args.command == "resume"
+        and args.command in ("resume", "fork")
         and args.target is None
         and len(extra) == 1
         and not extra[0].startswith("-")

@@ -34,7 +34,14 @@ from ._store import (
 )
 from ._target import load_target
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_WAITING", "command_resume", "command_run"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_WAITING",
+    "command_resume",
+    "command_run",
+    "resume_stored",
+]
 
 EXIT_FAILED, EXIT_WAITING, EXIT_INTERRUPTED = 1, 3, 130
 
@@ -297,9 +304,19 @@ def command_resume(args: argparse.Namespace) -> int:
     else:
         assert remembered is not None
         flow = load_target(*remembered)
-    watch = _Watch()
+    return resume_stored(args, store, store_path, run_id, flow)
+
+
+def resume_stored(
+    args: argparse.Namespace, store: Any, store_path: Path, run_id: str, flow: Any
+) -> int:
+    """Resume stored run ``run_id`` with ``flow`` (for ``resume`` and ``fork``),
+    saying first what it takes over."""
+    from ._history import reused, stored
+
+    watch = _Watch(f"resuming run {run_id!r}: reusing {reused(stored(store, run_id))}")
     options: dict[str, Any] = {"observers": _observers(args, watch), "record_events": True}
-    if args.input is not None:
+    if getattr(args, "input", None) is not None:
         options["input"] = read_json(args.input, "--input")
     job = _Job(watch, store, store_path, run_id, resuming=True, target=args.target)
 

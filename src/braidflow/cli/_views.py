@@ -9,7 +9,8 @@ import json
 import re
 import time
 
-from ._console import UsageError, say
+from ._console import UsageError, print_table, say
+from ._history import place_of, stored
 from ._store import chosen_store, known_run, open_store
 from ._target import load_target
 
@@ -31,6 +32,11 @@ def command_runs(args: argparse.Namespace) -> int:
         return 0
     rows = [("RUN ID", "STATUS", "FLOW", "STARTED", "ENDED", "AT", "ERROR OR PROMPT")]
     for record in records:
+        at = record.node or ""
+        if at.startswith(f"{record.flow}/"):  # inside the run's flow, as `show` says it
+            at = at[len(record.flow) + 1 :]
+        if record.status != "completed":  # where it is, and how far its batch got
+            at = place_of(stored(store, record.run_id)) or at
         info = record.error or ("" if record.prompt is None else json.dumps(record.prompt))
         rows.append(
             (
@@ -39,15 +45,11 @@ def command_runs(args: argparse.Namespace) -> int:
                 record.flow,
                 _when(record.started),
                 "" if record.ended is None else _when(record.ended),
-                record.node or "",
+                at,
                 info if len(info) <= 60 else info[:57] + "...",
             )
         )
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    for row in rows:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
+    print_table(rows)
     return 0
 
 

@@ -11,10 +11,13 @@ The parts: the codec (``_codec``), which keys each step touched
 (``_tracking``), the graph described (``_graph``), ``interrupt``
 (``_interrupt``), the checkpoint writer with its group commit (``_writer``),
 what a stored run did (``_recorded``), the durable side of a run (``_run``),
-opening and closing it (``_session``) and its recorded events (``_recorder``).
+opening and closing it (``_session``), its recorded events (``_recorder``),
+looking into a stored run (``_history``) and forking or migrating one
+(``_travel``).
 The engine uses them; nothing here runs a node.
 """
 
+from ._history import StepRecord as StepRecord
 from ._interrupt import NO_ANSWER as NO_ANSWER
 from ._interrupt import Interrupted as Interrupted
 from ._interrupt import interrupt as interrupt
@@ -33,6 +36,7 @@ __all__ = [
     "EventRecorder",
     "Interrupted",
     "RecordedError",
+    "StepRecord",
     "TrackingDict",
     "claim_run",
     "close_run",

@@ -1,18 +1,30 @@
 """A flow's graph described as text, to tell on resume whether the flow changed.
 
 One line per node reachable from the start: its display name, class and
-successors, nested flows and branches inside. The same graph gives the same
-lines; `first_difference` says in words where two descriptions part.
+successors, nested flows and branches inside (``job/review: Review
+[default->send, redo->review]``). A resume compares names and wiring, not
+classes: a node whose code changed resumes. `first_difference` says in
+words where two descriptions part; `walks_of` reads one back, to follow a
+stored run's walks.
 """
 
 from __future__ import annotations
 
+import re
 import weakref
 from typing import Any
 
 from .._wiring import display_names, graph_of, wiring_version
 
-__all__ = ["describe_graph", "first_difference"]
+__all__ = [
+    "WalkNodes",
+    "Walks",
+    "describe_graph",
+    "first_difference",
+    "renamed_graph",
+    "walks_of",
+    "wiring_of",
+]
 
 _described: weakref.WeakKeyDictionary[Any, tuple[int, str]] = weakref.WeakKeyDictionary()
 
@@ -54,12 +66,93 @@ def _lines(node: Any) -> list[str]:
     return lines
 
 
-def first_difference(recorded: str, now: str) -> str:
-    """The first line where two graph descriptions differ, said in words."""
-    before, after = recorded.splitlines(), now.splitlines()
+_LINE = re.compile(r"^(?P<path>.*): (?P<cls>\S+) \[(?P<wiring>.*)\]$")
+
+
+def wiring_of(graph: str) -> list[str]:
+    """The lines of a description without the classes: what a resume compares."""
+    lines = []
+    for line in graph.splitlines():
+        match = _LINE.match(line)
+        lines.append(f"{match['path']} [{match['wiring']}]" if match else line)
+    return lines
+
+
+def first_difference(recorded: str, now: str) -> str | None:
+    """Where two graph descriptions differ in names or wiring, said in words;
+    ``None`` if they differ in no more than classes."""
+    before, after = wiring_of(recorded), wiring_of(now)
     for old, new in zip(before, after, strict=False):
         if old != new:
-            return f"it had {old!r} where the flow now has {new!r}"
+            return f"it had {_said(old)} where the flow now has {_said(new)}"
     if len(before) > len(after):
-        return f"it had {before[len(after)]!r}, which the flow no longer has"
-    return f"the flow now also has {after[len(before)]!r}"
+        return f"it had {_said(before[len(after)])}, which the flow no longer has"
+    if len(after) > len(before):
+        return f"the flow now also has {_said(after[len(before)])}"
+    return None
+
+
+def _said(line: str) -> str:
+    """A line of `wiring_of` in words: node 'a' wired default->b."""
+    path, _, wiring = line.rpartition(" [")
+    wiring = wiring.rstrip("]")
+    return f"node {path!r} wired {wiring}" if wiring else f"node {path!r} with no successor"
+
+
+def renamed_graph(graph: str, renamed: dict[str, str]) -> str:
+    """A description with the nodes in ``renamed`` (old name: new) renamed."""
+    if not renamed:
+        return graph
+    lines = []
+    for line in graph.splitlines():
+        match = _LINE.match(line)
+        if match is None:
+            lines.append(line)
+            continue
+        path = "/".join(renamed.get(part, part) for part in match["path"].split("/"))
+        wiring = ", ".join(
+            f"{action}->{renamed.get(target, target)}"
+            for action, _, target in (
+                part.partition("->") for part in match["wiring"].split(", ") if part
+            )
+        )
+        lines.append(f"{path}: {match['cls']} [{wiring}]")
+    return "\n".join(lines)
+
+
+class WalkNodes:
+    """The nodes of one walk of a described graph: its start, and each node's
+    successors by action (``None`` for an end)."""
+
+    __slots__ = ("start", "wiring")
+
+    def __init__(self) -> None:
+        self.start: str | None = None
+        self.wiring: dict[str, dict[str, str | None]] = {}
+
+    def successor(self, name: str, action: str) -> str | None:
+        """The node after ``name`` for ``action``; ``None`` where the walk ends."""
+        return self.wiring.get(name, {}).get(action)
+
+
+Walks = dict[str, WalkNodes]  # by the walk's prefix: "" for the flow's own, "job/" inside job
+
+
+def walks_of(graph: str) -> Walks | None:
+    """The walks a description holds; ``None`` if it is not one (a store's own)."""
+    walks: Walks = {}
+    for line in graph.splitlines():
+        match = _LINE.match(line)
+        if match is None:
+            return None
+        prefix, _, name = match["path"].rpartition("/")
+        nodes = walks.setdefault(f"{prefix}/" if prefix else "", WalkNodes())
+        if nodes.start is None:
+            nodes.start = name
+        wiring: dict[str, str | None] = {}
+        for part in match["wiring"].split(", "):
+            if part:
+                action, _, target = part.partition("->")
+                wiring[action] = None if target == "end" else target
+        nodes.wiring.setdefault(name, wiring)
+    return walks

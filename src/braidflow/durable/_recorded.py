@@ -37,7 +37,7 @@ class Recorded:
             dict.__setitem__(shared, key, value)
         for row in rows:
             kind = row.kind
-            if kind == "step":
+            if kind == "step" or kind == "update":
                 for key, value in codec.unpack(row.payload):
                     if value is MISSING:
                         dict.pop(shared, key, None)

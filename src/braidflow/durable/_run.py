@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from time import time
 from typing import Any
 from zlib import crc32
 
@@ -83,7 +84,7 @@ class DurableRun:
 
     def ask_row(self, asked: Interrupted) -> Checkpoint:
         """The row that keeps which interrupt a waiting run stopped at."""
-        return Checkpoint("ask", asked.key, asked.call, asked.where, "", None, b"")
+        return Checkpoint("ask", asked.key, asked.call, asked.where, "", None, b"", None, time())
 
     def answer(self, value: Any) -> None:
         """Record the answer to the question the run stopped at (resuming
@@ -103,7 +104,9 @@ class DurableRun:
                 "with serializer='pickle'",
                 node=asked.node,
             ) from error
-        row = Checkpoint("answer", asked.frame, asked.position, asked.node, "", None, payload)
+        row = Checkpoint(
+            "answer", asked.frame, asked.position, asked.node, "", None, payload, None, time()
+        )
         self.write([row])
         self.answers.setdefault(asked.frame, {})[asked.position] = value
 
@@ -130,12 +133,13 @@ class DurableRun:
     def replay(self, row: Checkpoint, node: Any, target: Any) -> Any:
         """Skip a finished step: check it is the same node, apply what it changed
         to a branch's view (the store itself was rebuilt already); return its action."""
-        name, cls = node._display_name(), type(node).__qualname__
-        if row.node != name or row.node_class != cls:
+        name = node._display_name()
+        if row.node != name:
             raise ResumeError(
                 f"the flow changed since run {self.run_id!r} was recorded: step {row.position} "
-                f"of {row.frame!r} was {row.node!r} ({row.node_class}), the graph now has "
-                f"{name!r} ({cls}) there; resume with the flow as it was",
+                f"of {step_path(row.frame)!r} was {row.node!r}, the flow now has {name!r} there; "
+                f"if it was renamed, resume with rename={{{row.node!r}: {name!r}}}, else with "
+                "the flow as it was",
                 node=name,
             )
         if row.kind == "view_step":
@@ -159,9 +163,10 @@ class DurableRun:
         action: Any,
         target: Any,
         touched: set[Any],
+        started: float,
     ) -> None:
-        """Record a finished step (``node``, whose display name is ``name``) and
-        what it changed, before the walk goes on."""
+        """Record a finished step (``node``, whose display name is ``name``,
+        begun at ``started``) and what it changed, before the walk goes on."""
         kind = "view_step" if isinstance(target, SharedView) else "step"
         changes = changed_keys(self.codec, target, name, touched)
         row = Checkpoint(
@@ -172,6 +177,8 @@ class DurableRun:
             type(node).__qualname__,
             action_text(action, name),
             self.codec.pack(changes),
+            started,
+            time(),
         )
         self.write([row])
 
@@ -231,15 +238,18 @@ class DurableRun:
                 node=node._display_name(),
             ) from error
 
-    def item_done(self, stage: str, index: int, mark: int, result: Any, node: Any) -> None:
+    def item_done(
+        self, batch: tuple[str, int, str | None], index: int, mark: int, result: Any, node: Any
+    ) -> None:
         """Record a finished item now (``mark``: its fingerprint, taken before it ran)."""
         payload = self._item_payload(index, mark, result, node)
-        self.write([self.writer.items_row(stage, node, [payload])])
+        self.write([self.writer.items_row(batch, node, [payload])])
 
     def record_item(
-        self, batch: tuple[str, int], index: int, mark: int, result: Any, node: Any
+        self, batch: tuple[str, int, str | None], index: int, mark: int, result: Any, node: Any
     ) -> None:
-        """Record a finished item (``mark``: its fingerprint): on an event loop,
+        """Record a finished item (``mark``: its fingerprint) of ``batch`` (its
+        stage, its node's id, how many items it has as JSON text, if known): on an event loop,
         queued for the group commit at the loop's next turn; in a thread with
         no loop, written now.
 
@@ -247,7 +257,7 @@ class DurableRun:
             StoreError: If an earlier group commit failed; the batch stops.
         """
         if asyncio._get_running_loop() is None:
-            self.item_done(batch[0], index, mark, result, node)
+            self.item_done(batch, index, mark, result, node)
             return
         if type(result) is int and self._json:
             payload = b"[%d,%d,%d]" % (index, mark, result)
@@ -277,6 +287,8 @@ class DurableRun:
             type(node).__qualname__,
             None,
             self._packed_changes(view, name),
+            None,
+            time(),
         )
         self.writer.queue_row(row)
 
@@ -302,6 +314,8 @@ class DurableRun:
             type(node).__qualname__,
             action_text(action, name),
             self._packed_changes(view, name),
+            None,
+            time(),
         )
         self.write([row])
 

@@ -10,16 +10,20 @@ waiting for input (`Suspended` is raised), failed or interrupted.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from .._errors import ResumeError, Suspended, add_note, describe_error
 from ..stores._base import Store
 from ..stores._owners import this_owner
-from ._graph import describe_graph, first_difference
+from ._graph import describe_graph, first_difference, renamed_graph
+from ._history import RENAMED_KEY, RESUMED_KEY, apply_renames
 from ._interrupt import NO_ANSWER, Interrupted
 from ._run import DurableRun
 from ._tracking import TrackingDict
+from ._travel import composed_renames, migrated
 
 __all__ = ["claim_run", "close_run", "start_run"]
 
@@ -42,28 +46,41 @@ def start_run(
     return durable, tracked
 
 
-def claim_run(store: Store, node: Any, run_id: str, answer: Any) -> tuple[DurableRun, TrackingDict]:
+def claim_run(
+    store: Store,
+    node: Any,
+    run_id: str,
+    answer: Any,
+    migrate: Callable[[dict[Any, Any]], Any] | None = None,
+    rename: dict[str, str] | None = None,
+) -> tuple[DurableRun, TrackingDict]:
     """Claim a stored run to resume it with ``node``; return its durable side
-    and ``shared`` as the finished steps left it.
+    and ``shared`` as the finished steps left it (then ``migrate``-d).
+
+    ``rename`` maps nodes renamed since (old name: new); it is kept with
+    the run for its later resumes.
 
     Raises:
-        ResumeError: If the run was recorded with another graph, or ``answer``
-            is given to a run that is not waiting for input. The run is then
-            left as it was.
+        ResumeError: If the run was recorded with other names or wiring, or
+            ``answer`` is given to a run that is not waiting for input. The
+            run is then left as it was.
     """
     name = node._display_name()
     graph = describe_graph(node)
     durable = DurableRun(store, run_id)
     record, recorded_graph, initial, rows = store.claim(run_id, this_owner())
     try:
-        if recorded_graph != graph:
+        renamed = composed_renames(record.metadata.get(RENAMED_KEY), rename)
+        difference = first_difference(renamed_graph(recorded_graph, renamed), graph)
+        if difference is not None:
             raise ResumeError(
-                f"run {run_id!r} was recorded with another graph: "
-                f"{first_difference(recorded_graph, graph)}; resume it with the flow "
-                "as it was when the run started",
+                f"run {run_id!r} was recorded with another graph: {difference}. A resume "
+                "needs the names and wiring the run had (a node's code may change): if a node "
+                "was renamed, resume with rename={'old name': 'new name'}; else resume with "
+                "the flow as it was",
                 node=name,
             )
-        shared = durable.rebuild(initial, rows)
+        shared = durable.rebuild(initial, apply_renames(rows, renamed))
         if answer is not NO_ANSWER:
             if record.status != "waiting" or durable.asked is None:
                 raise ResumeError(
@@ -72,6 +89,10 @@ def claim_run(store: Store, node: Any, run_id: str, answer: Any) -> tuple[Durabl
                     node=name,
                 )
             durable.answer(answer)
+        if migrate is not None:
+            migrated(durable, shared, migrate, rows, name)
+        resumed = [*record.metadata.get(RESUMED_KEY, ()), time.time()]
+        store.set_metadata(run_id, {RESUMED_KEY: resumed, RENAMED_KEY: renamed or None})
     except BaseException:
         # Nothing ran: the run is left as it was, to be resumed properly.
         store.finish(

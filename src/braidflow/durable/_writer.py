@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from time import time
 from typing import Any
 
 from ..stores._base import Checkpoint, Store
@@ -41,12 +42,17 @@ class CheckpointWriter:
         self._flush_due = False
         self._write_error: BaseException | None = None
 
-    def items_row(self, stage: str, node: Any, parts: list[bytes]) -> Checkpoint:
-        """One row for items of one batch: ``[index, fingerprint, result]`` each."""
+    def items_row(
+        self, batch: tuple[str, int, str | None], node: Any, parts: list[bytes]
+    ) -> Checkpoint:
+        """One row for items of one batch (its stage, its node's id, how many
+        items it has): ``[index, fingerprint, result]`` each."""
         name, cls = node._display_name(), type(node).__qualname__
-        return Checkpoint("items", stage, len(parts), name, cls, None, self.codec.join(parts))
+        return Checkpoint(
+            "items", batch[0], len(parts), name, cls, batch[2], self.codec.join(parts), None, time()
+        )
 
-    def queue_item(self, batch: tuple[str, int], payload: bytes, node: Any) -> None:
+    def queue_item(self, batch: tuple[str, int, str | None], payload: bytes, node: Any) -> None:
         """Queue a finished item's payload for the group commit at the loop's next turn.
 
         Items finishing in the same turn of the loop are written together, in
@@ -96,7 +102,7 @@ class CheckpointWriter:
 
     def _take_pending(self) -> list[Checkpoint]:
         """The queued rows, the items of each batch joined into one row."""
-        batches: dict[tuple[str, int], tuple[Any, list[bytes]]] = {}
+        batches: dict[tuple[str, int, str | None], tuple[Any, list[bytes]]] = {}
         parts: list[bytes] | None = None
         with self._queue_lock:
             queued = self._queued
@@ -114,7 +120,7 @@ class CheckpointWriter:
                     parts = batches.setdefault(marker[0], (marker[1], []))[1]
                 parts.append(entry)
             self._taken_batch = marker
-        rows = [self.items_row(key[0], node, group) for key, (node, group) in batches.items()]
+        rows = [self.items_row(batch, node, group) for batch, (node, group) in batches.items()]
         return rows + pending
 
     def _flush(self) -> None:

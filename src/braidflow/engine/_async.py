@@ -19,25 +19,12 @@ import inspect
 from functools import partial
 from typing import Any
 
-from .._clock import SYSTEM_CLOCK, Clock, Deadline, TimedOut
-from .._context import RUN
+from .._clock import Deadline, TimedOut
+from .._context import RUN, run_clock
 from .._limits import acquire_all, release_all
 from .._threads import Abandoned, run_in_thread
+from . import _effects as ops
 from ._attempts import attempts, cancellation_instead, cancelled_error, fallback
-from ._effects import (
-    AWAIT,
-    CALL,
-    COMMIT,
-    MAYBE_AWAIT,
-    NODE,
-    PARALLEL,
-    REMOTE,
-    SLEEP,
-    STAGE,
-    THREAD,
-    TIMED,
-    WAIT,
-)
 from ._items import commit, run_parallel
 from ._lifecycle import Steps, lifecycle
 
@@ -122,21 +109,17 @@ async def drive(steps: Steps) -> Any:
     failure: BaseException | None = None
     while True:
         try:
-            if failure is None:
-                effect = steps.send(value)
-            else:
-                try:
-                    effect = steps.throw(failure)
-                finally:
-                    # Not kept here: the error's traceback holds this frame, and
-                    # a cycle between them would wait for the garbage collector.
-                    failure = None
+            effect = steps.send(value) if failure is None else steps.throw(failure)
         except StopIteration as stop:
             return stop.value
+        finally:
+            # Not kept here: the error's traceback holds this frame, and
+            # a cycle between them would wait for the garbage collector.
+            failure = None
         value = None
         op = effect[0]
         try:
-            if op is NODE:
+            if op is ops.NODE:
                 node = effect[1]
                 plan = effect[5]
                 if not (plan.fast and (plan.is_async or not _offloaded(node, effect[4]))):
@@ -188,17 +171,17 @@ async def drive(steps: Steps) -> Any:
                 else:
                     post = getattr(node, plan.post)
                     value = call_on_loop(post, (shared, prep_result, exec_result), node)
-            elif op is AWAIT:
+            elif op is ops.AWAIT:
                 value = await effect[3](*effect[4])
-            elif op is STAGE:
+            elif op is ops.STAGE:
                 value = await drive(effect[3])
-            elif op is CALL:
+            elif op is ops.CALL:
                 value = call_on_loop(effect[3], effect[4], effect[1])
-            elif op is THREAD:
+            elif op is ops.THREAD:
                 value = await run_in_thread(effect[3], *effect[4])
-            elif op is COMMIT:
+            elif op is ops.COMMIT:
                 await commit(effect[3])
-            elif op is WAIT:  # what stops there is only ever the run's cancellation
+            elif op is ops.WAIT:  # what stops there is only ever the run's cancellation
                 try:
                     await acquire_all(effect[3], effect[4], effect[1], effect[2])
                 except BaseException as error:
@@ -209,14 +192,9 @@ async def drive(steps: Steps) -> Any:
             failure = failure_of(error, effect[1], effect[2])
 
 
-def _clock() -> Clock:
-    run = RUN.get()
-    return run.clock if run is not None else SYSTEM_CLOCK
-
-
 async def _perform(effect: tuple[Any, ...]) -> Any:
     op = effect[0]
-    if op is REMOTE:
+    if op is ops.REMOTE:
         # An executor may call sync code on the loop's thread, where the run's
         # cancellation can only be asked for: stop once it returns, as for CALL.
         before = _cancellations()
@@ -229,12 +207,12 @@ async def _perform(effect: tuple[Any, ...]) -> Any:
         if _cancellations() > before:
             raise asyncio.CancelledError
         return value
-    if op is TIMED:
+    if op is ops.TIMED:
         return await _timed(*effect[3:])
-    if op is SLEEP:
-        await _clock().sleep(effect[3])
+    if op is ops.SLEEP:
+        await run_clock().sleep(effect[3])
         return None
-    if op is PARALLEL:
+    if op is ops.PARALLEL:
         _, node, _, items, make_item, keep, fast_exec, own_events = effect
         return await run_parallel(
             node,
@@ -246,7 +224,7 @@ async def _perform(effect: tuple[Any, ...]) -> Any:
             observe=own_events,
             checkpoint=own_events,
         )
-    if op is MAYBE_AWAIT:
+    if op is ops.MAYBE_AWAIT:
         if effect[5]:  # offload
             value = await run_in_thread(effect[3], *effect[4])
         else:
@@ -263,9 +241,9 @@ async def _timed(
     """A call under a deadline. A coroutine or an executor's call is cancelled
     when late; sync code, timed in a thread, is abandoned, and keeps its
     limiters until the thread ends."""
-    if how is AWAIT or how is REMOTE:
-        call = function.run_async if how is REMOTE else function
-        async with Deadline(_clock(), seconds):
+    if how is ops.AWAIT or how is ops.REMOTE:
+        call = function.run_async if how is ops.REMOTE else function
+        async with Deadline(run_clock(), seconds):
             return await call(*args)
     try:
         return await run_in_thread(
@@ -273,7 +251,7 @@ async def _timed(
             *args,
             abandon_after=seconds,
             on_abandoned_end=partial(release_all, held),
-            clock=_clock(),
+            clock=run_clock(),
         )
     except Abandoned:
         raise TimedOut(abandoned=True) from None

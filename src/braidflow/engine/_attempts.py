@@ -23,7 +23,7 @@ from .._options import check_retry_options
 from .._policy import next_delay
 from .._taskgroup import note_lost
 from ._effects import AWAIT, CALL, REMOTE, SLEEP, THREAD, TIMED, WAIT
-from ._observe import emit_waited
+from ._observe import emit_wait
 
 __all__ = [
     "attempts",
@@ -157,12 +157,17 @@ def attempts(
                 taken = try_all(held) if len(held) > 1 else int(held[0].try_acquire())
                 if taken < len(held):
                     started = time.monotonic()
+                    watched = observed()
+                    if watched is not None:
+                        emit_wait(watched, node, held[taken:], index, attempt, None)
                     try:
                         yield (WAIT, node, index, held, taken)
                     except BaseException:
                         release_all(held[:taken])
                         raise
-                    emit_waited(node, held[taken:], index, attempt, time.monotonic() - started)
+                    if watched is not None:
+                        waited = time.monotonic() - started
+                        emit_wait(watched, node, held[taken:], index, attempt, waited)
                 holding = hold(held, node, index)  # what nested code sees this attempt hold
             abandoned = False
             failure: Exception

@@ -140,7 +140,7 @@ def item_steps(
     durable = run.durable if checkpoint else None
     if durable is None:
         return inner if inner is not make_item else None
-    checkpoints = ItemCheckpoints(durable, node, runs_in, results)
+    checkpoints = ItemCheckpoints(durable, node, items, runs_in, results)
 
     def checkpointed_item(item: Any, index: int, from_sync: bool) -> Steps:
         started = checkpoints.start(item, index)
@@ -180,13 +180,16 @@ class ItemCheckpoints:
 
     __slots__ = ("batch", "durable", "flow", "node", "recorded", "results", "runs_in", "step")
 
-    def __init__(self, durable: Any, node: Any, runs_in: str, results: list[Any] | None) -> None:
+    def __init__(
+        self, durable: Any, node: Any, items: Any, runs_in: str, results: list[Any] | None
+    ) -> None:
         self.durable = durable
         self.node = node
         self.runs_in = runs_in
         self.results = results
         self.step = STEP.get()
-        self.batch = (self.step.key, id(node))
+        total = item_total(items)  # kept with the items, for the run's history
+        self.batch = (self.step.key, id(node), None if total is None else str(total["total"]))
         self.recorded = durable.recorded_items(self.step.key)
         self.flow = node._bf_is_flow  # a parameter set's sub-flow walks a frame of its own
 
@@ -400,7 +403,7 @@ async def run_parallel(
         and run.durable is not None
         and not (observe and run.observers)
     ):
-        checkpoints = ItemCheckpoints(run.durable, node, runs_in, placed)
+        checkpoints = ItemCheckpoints(run.durable, node, items, runs_in, placed)
         wrapped = None
     else:
         wrapped = item_steps(

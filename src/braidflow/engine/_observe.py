@@ -14,7 +14,7 @@ from typing import Any
 
 from .._context import ITEM, PATH, Run, observed
 
-__all__ = ["BranchScope", "ItemScope", "StepScope", "emit_error", "emit_waited", "item_total"]
+__all__ = ["BranchScope", "ItemScope", "StepScope", "emit_error", "emit_wait", "item_total"]
 
 
 class StepScope:
@@ -114,21 +114,27 @@ def item_total(items: Any) -> dict[str, int] | None:
     return None
 
 
-def emit_waited(
-    node: Any, limiters: Sequence[Any], index: int | None, attempt: int, duration: float
+def emit_wait(
+    run: Run,
+    node: Any,
+    limiters: Sequence[Any],
+    index: int | None,
+    attempt: int,
+    duration: float | None,
 ) -> None:
-    """A ``limiter_wait`` event: an attempt waited ``duration`` s for ``limiters``."""
-    run = observed()
-    if run is not None:
-        run.emit(
-            "limiter_wait",
-            node=node._display_name(),
-            path=PATH.get(),
-            item=index,
-            attempt=attempt,
-            duration=duration,
-            data={"limiters": [limiter.name or repr(limiter) for limiter in limiters]},
-        )
+    """An attempt's wait for ``limiters``: ``limiter_wait_start`` when it
+    begins (``duration`` is ``None``), ``limiter_wait`` when it has the slots
+    after ``duration`` s. A wait cut short (cancelled, a `LimiterDeadlock`)
+    has no ``limiter_wait``: the item's or step's end event closes it."""
+    run.emit(
+        "limiter_wait_start" if duration is None else "limiter_wait",
+        node=node._display_name(),
+        path=PATH.get(),
+        item=index,
+        attempt=attempt,
+        duration=duration,
+        data={"limiters": [limiter.name or repr(limiter) for limiter in limiters]},
+    )
 
 
 def emit_error(node: Any, error: BaseException) -> None:

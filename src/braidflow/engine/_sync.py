@@ -13,8 +13,8 @@ import asyncio
 from functools import partial
 from typing import Any
 
-from .._clock import SYSTEM_CLOCK, Clock, TimedOut
-from .._context import RUN
+from .._clock import TimedOut
+from .._context import run_clock
 from .._errors import AsyncUsageError
 from .._limits import acquire_all_blocking, release_all
 from .._threads import (
@@ -27,21 +27,8 @@ from .._threads import (
 )
 from ..executors._base import DispatchTimeout
 from . import _async
+from . import _effects as ops
 from ._attempts import attempts, cancellation_instead, cancelled_error, fallback
-from ._effects import (
-    AWAIT,
-    CALL,
-    COMMIT,
-    MAYBE_AWAIT,
-    NODE,
-    PARALLEL,
-    REMOTE,
-    SLEEP,
-    STAGE,
-    THREAD,
-    TIMED,
-    WAIT,
-)
 from ._items import run_parallel
 from ._lifecycle import Steps, lifecycle
 
@@ -53,27 +40,21 @@ def drive(steps: Steps) -> Any:
     braidflow's threads, working for a caller on the loop: if that caller is
     cancelled, stop before the next effect (nothing after it starts)."""
     stoppable = in_worker()
-    send = steps.send
+    send, throw = steps.send, steps.throw
     value: Any = None
     failure: BaseException | None = None
     while True:
         try:
-            if failure is None:
-                effect = send(value)
-            else:
-                try:
-                    effect = steps.throw(failure)
-                finally:
-                    # Not kept here: the error's traceback holds this frame, and
-                    # a cycle between them would wait for the garbage collector.
-                    failure = None
+            effect = send(value) if failure is None else throw(failure)
         except StopIteration as stop:
             return stop.value
+        finally:
+            failure = None  # not kept: its traceback would hold this frame, a cycle
         value = None
         try:
             if stoppable and stop_requested():
                 raise asyncio.CancelledError
-            if effect[0] is not NODE:
+            if effect[0] is not ops.NODE:
                 value = _perform(effect)
                 continue
             node = effect[1]
@@ -116,34 +97,29 @@ def drive(steps: Steps) -> Any:
                 failure = error
 
 
-def _clock() -> Clock:
-    run = RUN.get()
-    return run.clock if run is not None else SYSTEM_CLOCK
-
-
 def _perform(effect: tuple[Any, ...]) -> Any:
     op = effect[0]
-    if op is CALL or op is THREAD or op is MAYBE_AWAIT:  # no loop to keep free: here
+    if op is ops.CALL or op is ops.THREAD or op is ops.MAYBE_AWAIT:  # no loop to keep free: here
         return effect[3](*effect[4])
-    if op is STAGE:
+    if op is ops.STAGE:
         return drive(effect[3])
-    if op is NODE:
+    if op is ops.NODE:
         return run_node(effect[1], effect[3])
-    if op is REMOTE:
+    if op is ops.REMOTE:
         return effect[3].run(*effect[4])
-    if op is TIMED:
+    if op is ops.TIMED:
         return _timed(*effect[3:])
-    if op is WAIT:
+    if op is ops.WAIT:
         _, node, index, limiters, taken = effect
         acquire_all_blocking(limiters, node, lending_slot, index, taken)
         return None
-    if op is SLEEP:
-        _clock().sleep_blocking(effect[3])
+    if op is ops.SLEEP:
+        run_clock().sleep_blocking(effect[3])
         return None
-    if op is COMMIT:  # what is queued (by a sync run on a loop's thread) is written now
+    if op is ops.COMMIT:  # what is queued (by a sync run on a loop's thread) is written now
         effect[3].flush()
         return None
-    if op is PARALLEL:
+    if op is ops.PARALLEL:
         _, node, _, items, make_item, keep, fast_exec, own_events = effect
         return run_to_completion(
             lambda: run_parallel(
@@ -158,7 +134,7 @@ def _perform(effect: tuple[Any, ...]) -> Any:
                 checkpoint=own_events,
             )
         )
-    if op is AWAIT:
+    if op is ops.AWAIT:
         node = effect[1]
         raise AsyncUsageError(
             f"{node._describe()} has async code to await, and runs synchronously here; "
@@ -173,13 +149,13 @@ def _timed(
 ) -> Any:
     """A call under a deadline: sync code in a thread (abandoned if late, its
     limiters kept until it ends); an executor's call with its own timeout."""
-    if how is REMOTE:
+    if how is ops.REMOTE:
         try:
             return function.run(*args, timeout=seconds)
         except DispatchTimeout:
             raise TimedOut from None
     try:
-        return call_in_thread(function, args, seconds, partial(release_all, held), _clock())
+        return call_in_thread(function, args, seconds, partial(release_all, held), run_clock())
     except Abandoned:
         raise TimedOut(abandoned=True) from None
 

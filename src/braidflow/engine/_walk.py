@@ -10,6 +10,7 @@ flow, isolated and merged when the flow asks for it.
 from __future__ import annotations
 
 from collections.abc import Generator
+from time import time
 from typing import Any
 
 from .._context import HANDED_DOWN, PATH, RUN, STEP, HandedDown, StepAt
@@ -31,7 +32,17 @@ class StepCheckpoints:
     """A walk's part of a durable run: it skips the steps that finished before
     (resuming) and records each step that finishes now."""
 
-    __slots__ = ("durable", "frame", "key", "name", "position", "recorded", "token", "touched")
+    __slots__ = (
+        "durable",
+        "frame",
+        "key",
+        "name",
+        "position",
+        "recorded",
+        "started",
+        "token",
+        "touched",
+    )
 
     def __init__(self, durable: Any) -> None:
         self.durable = durable
@@ -50,6 +61,7 @@ class StepCheckpoints:
     def begin(self, name: str) -> None:
         """Begin the step of the node whose display name is ``name``."""
         self.name = name
+        self.started = time()
         self.key = key = f"{self.frame}/{self.position}:{name}"
         self.durable.at = key
         self.touched: set[Any] = set()  # what this step reads and writes in shared
@@ -64,7 +76,7 @@ class StepCheckpoints:
 
     def done(self, node: Any, action: Any, shared: Any) -> None:
         self.durable.step_done(
-            self.frame, self.position, node, self.name, action, shared, self.touched
+            self.frame, self.position, node, self.name, action, shared, self.touched, self.started
         )
         self.position += 1
 

@@ -55,6 +55,8 @@ def row_path(kind: str, frame: str, node: str) -> str:
     sub-flow's is its batch node's; a step's or a branch's ends with its own."""
     if kind in ("items", "changes", "ask", "answer"):
         return step_path(frame)
+    if not node:  # an update before the first step
+        return ""
     return f"{step_path(frame)}/{node}"
 
 
@@ -93,8 +95,8 @@ class RunRecord:
 
 class Checkpoint(NamedTuple):
     """One row of a run's checkpoint log: what a store's ``append`` takes and
-    ``claim`` gives back, in order. A store keeps rows as they are and never
-    reads their payload.
+    ``claim`` and ``read`` give back, in order. A store keeps rows as they
+    are and never reads their payload.
 
     Attributes:
         kind: ``step`` (a node finished, its changes are to ``shared``),
@@ -102,14 +104,21 @@ class Checkpoint(NamedTuple):
             ``items`` (batch items or parameter sets finished: one row for
             those of one batch written together), ``changes`` (what an
             isolated sub-flow changed), ``branch``, ``ask`` or ``answer``
-            (an interrupt's question and its answer).
+            (an interrupt's question and its answer), or ``update``
+            (changes to ``shared`` made between steps: a fork's update, a
+            resume's migration; its frame and node are those of the step
+            it follows).
         frame: Where: the walk (for steps) or the stage (for items, branches).
         position: The step's place in its walk, the branch's index, or how
             many items the row holds.
         node: The node's (or branch's) display name.
         node_class: The node's class name.
-        action: The action it returned (JSON text), if any.
+        action: The action it returned (JSON text), if any; for ``items``,
+            how many items the batch has, if that was known (JSON text).
         payload: Serialized data: the changes, or the items' results.
+        started: When the step began (seconds since the epoch), for a step;
+            else ``None``. A store that keeps no times gives ``None`` back.
+        ended: When the row's work ended: the step, or the items' commit.
     """
 
     kind: str
@@ -119,6 +128,8 @@ class Checkpoint(NamedTuple):
     node_class: str
     action: str | None
     payload: bytes
+    started: float | None = None
+    ended: float | None = None
 
 
 @runtime_checkable
@@ -164,6 +175,14 @@ class Store(Protocol):
         two claims at once, one gets the run and the other a StoreError.
         Raises StoreError for an unknown or completed run, or one whose
         owner still runs it."""
+        ...
+
+    def read(self, run_id: str) -> tuple[RunRecord, str, bytes, list[Checkpoint]]:
+        """What `claim` gives, without taking the run over or changing
+        anything: its record (status as listed), graph description, initial
+        state and checkpoints written so far, including those of a run that
+        is going on in another process (as far as they are written).
+        Raises StoreError for an unknown run."""
         ...
 
     def append(self, run_id: str, rows: list[Checkpoint]) -> None:
@@ -327,12 +346,12 @@ def check_rows(store: object, run_id: str, rows: Any) -> None:
     """Refuse checkpoint rows a store cannot keep as they are: each must be a
     `Checkpoint` of texts, a 64-bit position and bytes."""
     for row in rows:
-        if not isinstance(row, tuple) or len(row) != 7:
+        if not isinstance(row, tuple) or len(row) != 9:
             raise StoreError(
                 f"{store!r}: a checkpoint of run {run_id!r} must be a Checkpoint, got {row!r}",
                 run_id=run_id,
             )
-        kind, frame, position, node, node_class, action, payload = row
+        kind, frame, position, node, node_class, action, payload, started, ended = row
         for what, value in (
             ("kind", kind),
             ("frame", frame),
@@ -349,6 +368,13 @@ def check_rows(store: object, run_id: str, rows: Any) -> None:
                 f"integer, got {position!r}",
                 run_id=run_id,
             )
+        for when in (started, ended):
+            if when is not None and (isinstance(when, bool) or not isinstance(when, (int, float))):
+                raise StoreError(
+                    f"{store!r}: the times of a checkpoint of run {run_id!r} must be seconds "
+                    f"since the epoch or None, got {when!r}",
+                    run_id=run_id,
+                )
         if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise StoreError(
                 f"{store!r}: the payload of a checkpoint of run {run_id!r} must be bytes, "

@@ -28,23 +28,32 @@ __all__ = ["RunLog", "decode", "read_log", "unpack"]
 _HEADER = struct.Struct("<IIQ")  # crc32 of the body, its length, the record's rank
 _ROW = struct.Struct("<qIIIIII")  # position, then the lengths of the other fields
 _NONE = 0xFFFFFFFF  # the length that stands for an action of None
+# A row's times (started, ended; NaN for None) follow its header when the
+# length of its kind has this bit: rows written before rows had times lack it.
+_TIMED = 0x80000000
+_TIMES = struct.Struct("<dd")
+_ROW_SIZE, _TIMES_SIZE = _ROW.size, _TIMES.size
+_NAN = float("nan")
 
 
 def _encode(rows: list[Checkpoint]) -> bytes:
     parts: list[bytes] = []
-    for kind, frame, position, node, node_class, action, payload in rows:
+    for kind, frame, position, node, node_class, action, payload, started, ended in rows:
         texts = (kind.encode(), frame.encode(), node.encode(), node_class.encode())
         said = b"" if action is None else action.encode()
         parts.append(
             _ROW.pack(
                 position,
-                len(texts[0]),
+                len(texts[0]) | _TIMED,
                 len(texts[1]),
                 len(texts[2]),
                 len(texts[3]),
                 _NONE if action is None else len(said),
                 len(payload),
             )
+        )
+        parts.append(
+            _TIMES.pack(_NAN if started is None else started, _NAN if ended is None else ended)
         )
         parts += texts
         parts.append(said)
@@ -53,21 +62,44 @@ def _encode(rows: list[Checkpoint]) -> bytes:
 
 
 def decode(body: bytes) -> list[Checkpoint]:
-    rows = []
-    at = 0
-    while at < len(body):
-        position, *lengths = _ROW.unpack_from(body, at)
-        at += _ROW.size
-        fields: list[str | bytes | None] = []
-        for index, length in enumerate(lengths):
-            if length == _NONE:
-                fields.append(None)
-                continue
-            data = body[at : at + length]
-            at += length
-            fields.append(data if index == 5 else data.decode())
-        kind, frame, node, node_class, action, payload = fields
-        rows.append(Checkpoint(kind, frame, position, node, node_class, action, payload))  # type: ignore[arg-type]
+    """The rows of a record's body (what `_encode` made), in order."""
+    rows: list[Checkpoint] = []
+    append = rows.append
+    read_row, read_times = _ROW.unpack_from, _TIMES.unpack_from
+    make = tuple.__new__  # Checkpoint's fields, made directly: rows come by thousands
+    at, end = 0, len(body)
+    while at < end:
+        position, kind_n, frame_n, node_n, class_n, action_n, payload_n = read_row(body, at)
+        at += _ROW_SIZE
+        started = ended = None
+        if kind_n & _TIMED:
+            kind_n &= ~_TIMED
+            started, ended = read_times(body, at)
+            at += _TIMES_SIZE
+            if started != started:  # NaN: None
+                started = None
+            if ended != ended:
+                ended = None
+        kind = body[at : at + kind_n].decode()
+        at += kind_n
+        frame = body[at : at + frame_n].decode()
+        at += frame_n
+        node = body[at : at + node_n].decode()
+        at += node_n
+        node_class = body[at : at + class_n].decode()
+        at += class_n
+        action = None
+        if action_n != _NONE:
+            action = body[at : at + action_n].decode()
+            at += action_n
+        payload = body[at : at + payload_n]
+        at += payload_n
+        append(
+            make(
+                Checkpoint,
+                (kind, frame, position, node, node_class, action, payload, started, ended),
+            )
+        )
     return rows
 
 

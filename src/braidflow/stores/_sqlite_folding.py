@@ -24,8 +24,9 @@ from ._sqlite_leases import LeaseHolder, TakenOver
 __all__ = ["LogFolder", "remove_log"]
 
 _INSERT_CHECKPOINT = (
-    "INSERT INTO checkpoints (run_id, kind, frame, position, node, node_class, action, payload) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO checkpoints "
+    "(run_id, kind, frame, position, node, node_class, action, payload, started, ended) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 

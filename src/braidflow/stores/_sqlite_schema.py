@@ -14,8 +14,9 @@ from ._sqlite_failures import BUSY_MS, Transaction, diagnosis, said
 __all__ = ["SCHEMA_VERSION", "open_database"]
 
 # 2: runs.folded and runs.log, for run logs; 3: runs.metadata, and runs.lease
-# (when the lease of a running run's owner expires, by the owner's clock).
-SCHEMA_VERSION = 3
+# (when the lease of a running run's owner expires, by the owner's clock);
+# 4: checkpoints.started and .ended (when each step began and ended).
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS braidflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -45,7 +46,9 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     node TEXT NOT NULL,
     node_class TEXT NOT NULL,
     action TEXT,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL,
+    started REAL,
+    ended REAL
 );
 CREATE INDEX IF NOT EXISTS checkpoints_of_run ON checkpoints (run_id, seq);
 CREATE TABLE IF NOT EXISTS events (
@@ -135,13 +138,17 @@ def _prepare(
                 f"schema {row[0]}, this one reads {SCHEMA_VERSION}); upgrade braidflow"
             )
         columns = {column[1] for column in db.execute("PRAGMA table_info(runs)")}
-        if int(row[0] if row else SCHEMA_VERSION) < SCHEMA_VERSION or "lease" not in columns:
+        for column in db.execute("PRAGMA table_info(checkpoints)"):
+            columns.add(f"checkpoints.{column[1]}")
+        older = int(row[0] if row else SCHEMA_VERSION) < SCHEMA_VERSION
+        if older or not {"lease", "checkpoints.ended"} <= columns:
             _migrate(db, columns, lease_ends)
 
 
 def _migrate(db: sqlite3.Connection, columns: set[str], lease_ends: Callable[[], float]) -> None:
     """Bring a store written by an older braidflow up to this schema (in
-    the caller's transaction); ``columns``: those ``runs`` has."""
+    the caller's transaction); ``columns``: those ``runs`` has, and those
+    ``checkpoints`` has as ``checkpoints.NAME``."""
     if "folded" not in columns:  # before run logs: every row is in the database
         db.execute("ALTER TABLE runs ADD COLUMN folded INTEGER NOT NULL DEFAULT 0")
         db.execute("ALTER TABLE runs ADD COLUMN log TEXT")
@@ -153,4 +160,7 @@ def _migrate(db: sqlite3.Connection, columns: set[str], lease_ends: Callable[[],
         # sharing the file together.
         db.execute("ALTER TABLE runs ADD COLUMN lease REAL")
         db.execute("UPDATE runs SET lease=? WHERE status='running'", (lease_ends(),))
+    if "checkpoints.ended" not in columns:  # rows written before have no times
+        db.execute("ALTER TABLE checkpoints ADD COLUMN started REAL")
+        db.execute("ALTER TABLE checkpoints ADD COLUMN ended REAL")
     db.execute("UPDATE braidflow_meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))

@@ -124,6 +124,14 @@ class MemoryStore:
             graph, initial = self._graphs[run_id]
             return self._with_node(shown), graph, initial, list(self._rows[run_id])
 
+    def read(self, run_id: str) -> tuple[RunRecord, str, bytes, list[Checkpoint]]:
+        """A run's record, graph, initial state and checkpoints, changing
+        nothing (see `Store`)."""
+        with self._lock:
+            record = self._current(self._record(run_id))
+            graph, initial = self._graphs[run_id]
+            return record, graph, initial, list(self._rows[run_id])
+
     def append(self, run_id: str, rows: list[Checkpoint]) -> None:
         """Add checkpoint rows atomically, after those already there."""
         check_rows(self, run_id, rows)

@@ -20,6 +20,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -58,6 +59,12 @@ __all__ = ["LEASE", "SCHEMA_VERSION", "SQLiteStore"]
 _FOLD_ROWS = 1000
 _FOLD_BYTES = 4 << 20
 _FOLD_SECONDS = 1.0
+# How many times `read` tries for a consistent view while another process folds.
+_READ_TRIES = 20
+_SELECT_CHECKPOINTS = (
+    "SELECT kind, frame, position, node, node_class, action, payload, started, ended "
+    "FROM checkpoints WHERE run_id=? ORDER BY seq"
+)
 
 
 class SQLiteStore(LogFolder):
@@ -175,7 +182,8 @@ class SQLiteStore(LogFolder):
     # is still going, or stopped without saying where), and its lease.
     _RECORD = (
         "SELECT r.run_id, r.flow, r.status, r.started, r.ended, r.node, r.error, r.prompt, "
-        "r.owner, c.kind, c.frame, c.node, r.metadata, r.lease FROM runs r LEFT JOIN "
+        "r.owner, c.kind, c.frame, c.node, r.metadata, r.lease, r.log, r.folded FROM runs r "
+        "LEFT JOIN "
         "checkpoints c ON c.seq = (SELECT MAX(seq) FROM checkpoints WHERE run_id = r.run_id)"
     )
 
@@ -186,8 +194,17 @@ class SQLiteStore(LogFolder):
         return cast(tuple[Any, ...], row)
 
     def _shown(self, row: tuple[Any, ...]) -> RunRecord:
-        """The record of a row of ``_RECORD``, its status as listed."""
+        """The record of a row of ``_RECORD``, its status as listed; a run
+        that has not ended is at its latest row, which may be in its log."""
         record = _record(row)
+        if record.ended is None and row[5] is None and row[14] is not None:
+            try:
+                logged = self._read_log(record.run_id, row[14], row[15])[0]
+            except StoreError:  # an unreadable log: where the database says
+                logged = []
+            if logged:
+                last = logged[-1]
+                record = replace(record, node=row_path(last.kind, last.frame, last.node))
         if record.status != "running":
             return record
         return shown_status(record, self._alive(record, row[13]))
@@ -289,15 +306,7 @@ class SQLiteStore(LogFolder):
                     graph, initial = self._db.execute(
                         "SELECT graph, initial FROM runs WHERE run_id=?", (run_id,)
                     ).fetchone()
-                    rows = [
-                        unpacked
-                        for row in self._db.execute(
-                            "SELECT kind, frame, position, node, node_class, action, payload "
-                            "FROM checkpoints WHERE run_id=? ORDER BY seq",
-                            (run_id,),
-                        )
-                        for unpacked in unpack(Checkpoint(*row))
-                    ]
+                    rows = self._checkpoints(run_id)
             except BaseException:
                 if new is not None:
                     new.close()
@@ -311,6 +320,47 @@ class SQLiteStore(LogFolder):
                 self._logs[run_id] = new
             self._hold(run_id, owner)
             return shown, graph, initial, rows
+
+    @guarded("read {run}")
+    def read(self, run_id: str) -> tuple[RunRecord, str, bytes, list[Checkpoint]]:
+        """A run's record, graph, initial state and checkpoints, changing
+        nothing (see `Store`): the rows in the database, then those in the
+        run's log that are not, whichever process writes it.
+
+        Raises:
+            StoreError: Also if the run's log cannot be read.
+        """
+        check_run_id(self, run_id)
+        with self._lock:
+            for _ in range(_READ_TRIES):
+                # One snapshot of the database; then the log it names. A fold
+                # between the two moves rows from the log: read again.
+                self._db.execute("BEGIN")
+                try:
+                    row = self._row(run_id)
+                    folded, log, graph, initial = self._db.execute(
+                        "SELECT folded, log, graph, initial FROM runs WHERE run_id=?", (run_id,)
+                    ).fetchone()
+                    rows = self._checkpoints(run_id)
+                finally:
+                    self._db.execute("COMMIT")
+                logged: list[Checkpoint] = []
+                if log is not None:
+                    logged = self._read_log(run_id, log, folded)[0]
+                now = self._db.execute(
+                    "SELECT folded, log FROM runs WHERE run_id=?", (run_id,)
+                ).fetchone()
+                if tuple(now) == (folded, log):
+                    break
+            return self._shown(row), graph, initial, rows + logged
+
+    def _checkpoints(self, run_id: str) -> list[Checkpoint]:
+        """The run's checkpoint rows in the database, packed ones unpacked, in order."""
+        return [
+            unpacked
+            for row in self._db.execute(_SELECT_CHECKPOINTS, (run_id,))
+            for unpacked in unpack(Checkpoint(*row))
+        ]
 
     _APPEND = (
         "write checkpoints of {run}",

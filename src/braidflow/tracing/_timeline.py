@@ -1,14 +1,16 @@
 """Timeline: a run drawn as lanes over time, in one self-contained HTML file.
 
-Each node step and each batch item gets a lane; spans show when it ran and
-how it ended, limiter waits and retries are marked on it, and a strip on top
-shows how many items were in flight. Lanes are drawn only when scrolled into
+Each node step and each batch item gets a lane, drawn under what it belongs
+to; spans show when it ran and how it ended, limiter waits, retries and
+their delays are marked on it, and a strip on top shows how many items were
+running, waiting for a limiter and waiting to retry. Lanes are drawn only when scrolled into
 view, so 10,000 items stay readable. The page loads nothing from the network.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import html
 import json
 import os
@@ -25,10 +27,15 @@ from ._files import writable_path
 __all__ = ["Timeline", "timeline_data"]
 
 # Span types and outcomes, as the page's script reads them.
-NODE, ITEM, WAIT, BRANCH = 0, 1, 2, 3
+NODE, ITEM, WAIT, BRANCH, BACKOFF = 0, 1, 2, 3, 4
 OK, FAILED, CANCELLED, UNFINISHED = 0, 1, 2, 3
 RETRY, ERROR, EMIT = 0, 1, 2
-_MOST_POINTS = 2000  # of the in-flight strip
+PACK_OVER = 100  # a batch with more items than this is packed into lanes
+# What shows that an item has done something of its own since it started.
+_BUSY = frozenset(("emit", "retry", "error", "limiter_wait", "node_end", "branch_end", "item_end"))
+_MOST_POINTS = 2000  # of the strip of items over time
+
+Names = tuple[str, ...]  # an event's path
 
 
 def _outcome(error: BaseException | None) -> int:
@@ -40,29 +47,66 @@ def _outcome(error: BaseException | None) -> int:
 
 
 def _ms(seconds: float) -> str:
+    if seconds < 0.001:
+        return f"{seconds * 1e6:.0f} µs"
     return f"{seconds * 1000:.1f} ms" if seconds < 10 else f"{seconds:.2f} s"
+
+
+class _Item:
+    """One run of a batch item, for the strip: when it ran, the batch item
+    whose sub-flow it is in, and when it waited for a limiter or waited out a
+    retry's delay (its sub-flow's steps included): ``[lane, begin, end, ...]``
+    spans. ``first_wait``: a batch node item's wait for its first attempt,
+    counted from the item's start (between them the item runs no code of
+    the node's: the attempt asks for its limiters first thing)."""
+
+    __slots__ = ("begin", "busy", "end", "first_wait", "parent", "retries", "waits")
+
+    def __init__(self, begin: float, parent: _Item | None) -> None:
+        self.begin = begin
+        self.end: float | None = None
+        self.parent = parent
+        self.waits: list[list[Any]] = []
+        self.retries: list[list[Any]] = []
+        self.busy = False  # it has done something since it started
+        self.first_wait: list[Any] | None = None
 
 
 class _Builder:
     def __init__(self) -> None:
-        self.lanes: list[dict[str, Any]] = []
+        self.keys: list[Any] = []  # each lane's key, in the order lanes were made
         self.lane_of: dict[Any, int] = {}
         self.spans: list[list[Any]] = []
         self.marks: list[list[Any]] = []
         self.info: list[str] = []
+        self.inner: dict[Names, tuple[Names, int]] = {}  # a sub-flow's path -> its item
+        self.running: dict[tuple[Names, int], _Item] = {}  # items in flight
+        self.items: list[_Item] = []
 
-    def lane(self, key: Any, label: str, depth: int, kind: str) -> int:
+    def lane(self, key: Any) -> int:
         index = self.lane_of.get(key)
         if index is None:
-            index = self.lane_of[key] = len(self.lanes)
-            self.lanes.append({"label": label, "depth": depth, "kind": kind})
+            index = self.lane_of[key] = len(self.keys)
+            self.keys.append(key)
         return index
 
-    def node_lane(self, path: tuple[str, ...]) -> int:
-        return self.lane(("node", path), " / ".join(path), len(path) - 1, "node")
+    def lane_at(self, path: Names, item: int | None) -> int:
+        """The lane of an event: its item's, if it names one, else its step's
+        (a step of a sub-flow carries its parameter set's index as ``item``)."""
+        if item is not None and ("item", path, item) in self.lane_of:
+            return self.lane_of[("item", path, item)]
+        return self.lane(("node", path))
 
-    def item_lane(self, path: tuple[str, ...], item: int) -> int:
-        return self.lane(("item", path, item), f"{path[-1]} [{item}]", len(path), "item")
+    def owner(self, path: Names, item: int | None) -> _Item | None:
+        """The item in flight an event belongs to: its own, else the batch flow
+        item whose sub-flow holds ``path``."""
+        if item is not None and (path, item) in self.running:
+            return self.running[(path, item)]
+        for end in range(len(path), 0, -1):
+            key = self.inner.get(path[:end])
+            if key is not None and key in self.running:
+                return self.running[key]
+        return None
 
     def note(self, text: str) -> int:
         self.info.append(text)
@@ -72,22 +116,32 @@ class _Builder:
 def timeline_data(events: list[Event]) -> dict[str, Any]:
     """Turn one run's events into the lanes, spans and marks the page draws.
 
-    Times are seconds from the run's start.
+    Lanes come in the order they are drawn, each under what it belongs to: a
+    flow's steps under the flow, a batch's items under its step, and the
+    steps of a batch flow's sub-flow under the item that ran them. Times are
+    seconds from the run's start.
     """
     start_event = next(e for e in events if e.kind == "run_start")
     origin = start_event.time
     build = _Builder()
-    open_nodes: dict[tuple[str, ...], list[tuple[float, int]]] = {}
-    open_items: dict[tuple[tuple[str, ...], int], tuple[float, int]] = {}
-    attempts: dict[tuple[tuple[str, ...], int | None], int] = {}
+    open_nodes: dict[Names, list[tuple[float, int]]] = {}
+    open_items: dict[tuple[Names, int], tuple[float, int]] = {}
+    waiting: dict[tuple[Names, int | None], tuple[list[Any], str]] = {}  # waits begun, for what
+    backing_off: dict[tuple[Names, int | None], list[Any]] = {}  # a retry's delay
+    attempts: dict[tuple[Names, int | None], int] = {}
     end = 0.0
     run_error: BaseException | None = None
     for event in events:
         at = event.time - origin
         end = max(end, at)
-        kind, path = event.kind, event.path
+        kind, path, item = event.kind, event.path, event.item
+        key = (path, item)
+        if kind in _BUSY:
+            busy = build.owner(path, item)
+            if busy is not None:
+                busy.busy = True
         if kind in ("node_start", "branch_start"):
-            open_nodes.setdefault(path, []).append((at, build.node_lane(path)))
+            open_nodes.setdefault(path, []).append((at, build.lane(("node", path))))
         elif kind in ("node_end", "branch_end") and open_nodes.get(path):
             began, lane = open_nodes[path].pop()
             shape = BRANCH if kind == "branch_end" else NODE
@@ -95,39 +149,78 @@ def timeline_data(events: list[Event]) -> dict[str, Any]:
             if event.error is not None:
                 text += f" · {describe_error(event.error)}"
             build.spans.append([lane, began, at, shape, _outcome(event.error), build.note(text)])
-        elif kind == "item_start" and event.item is not None:
-            open_items[(path, event.item)] = (at, build.item_lane(path, event.item))
-        elif kind == "item_end" and event.item is not None and (path, event.item) in open_items:
-            began, lane = open_items.pop((path, event.item))
-            tries = attempts.pop((path, event.item), 0) + 1
-            text = f"{path[-1]} [{event.item}] · {_ms(at - began)}"
+            _cut_short(build, waiting, backing_off, (path, None), at, event.error)
+        elif kind == "item_start" and item is not None:
+            lane = build.lane(("item", path, item))
+            open_items[(path, item)] = (at, lane)
+            running = _Item(at, build.owner(path, None))
+            build.items.append(running)
+            build.running[(path, item)] = running
+            if path:
+                build.inner[(*path[:-1], f"{path[-1]}[{item}]")] = (path, item)
+        elif kind == "item_end" and item is not None and (path, item) in open_items:
+            _cut_short(build, waiting, backing_off, (path, item), at, event.error)
+            began, lane = open_items.pop((path, item))
+            finished = build.running.pop((path, item), None)
+            if finished is not None:
+                finished.end = at
+            tries = attempts.pop((path, item), 0) + 1
+            text = f"{path[-1]} [{item}] · {_ms(at - began)}"
             if tries > 1:
                 text += f" · {tries} attempts"
             if event.error is not None:
                 text += f" · {describe_error(event.error)}"
             build.spans.append([lane, began, at, ITEM, _outcome(event.error), build.note(text)])
+        elif kind == "limiter_wait_start":
+            _stop_backing_off(backing_off, key, at)
+            names = ", ".join((event.data or {}).get("limiters", []))
+            span = [build.lane_at(path, item), at, at, WAIT, OK, -1]
+            waiting[key] = (span, names)
+            owner = build.owner(path, item)
+            if owner is not None:
+                owner.waits.append(span)
+                own = item is not None and build.running.get((path, item)) is owner
+                if own and not owner.busy and owner.first_wait is None:
+                    owner.first_wait = span  # a batch node's item: nothing ran before it
         elif kind == "limiter_wait":
-            lane = _lane_at(build, path, event.item)
             waited = event.duration or 0.0
             names = ", ".join((event.data or {}).get("limiters", []))
-            text = f"waited {_ms(waited)} for {names}"
-            build.spans.append([lane, at - waited, at, WAIT, OK, build.note(text)])
+            begun = waiting.pop(key, None)
+            if begun is not None:
+                wait = begun[0]
+            else:  # no limiter_wait_start: events kept before there was one
+                wait = [build.lane_at(path, item), at - waited, at, WAIT, OK, -1]
+                owner = build.owner(path, item)
+                if owner is not None:
+                    owner.waits.append(wait)
+            wait[1], wait[2] = at - waited, at
+            wait[5] = build.note(f"waited {_ms(waited)} for {names}")
+            build.spans.append(wait)
         elif kind == "retry":
-            key = (path, event.item)
+            _stop_backing_off(backing_off, key, at)
             attempts[key] = attempts.get(key, 0) + 1
             delay = (event.data or {}).get("delay", 0)
             text = (
                 f"attempt {(event.attempt or 0) + 1} failed: {describe_error(event.error)}"
                 f" · retry in {_ms(delay)}"
             )
-            build.marks.append([_lane_at(build, path, event.item), at, RETRY, build.note(text)])
+            lane = build.lane_at(path, item)
+            build.marks.append([lane, at, RETRY, build.note(text)])
+            if delay > 0:
+                note = build.note(f"waits {_ms(delay)} before attempt {(event.attempt or 0) + 2}")
+                span = [lane, at, at + delay, BACKOFF, OK, note]
+                build.spans.append(span)
+                backing_off[key] = span
+                owner = build.owner(path, item)
+                if owner is not None:
+                    owner.retries.append(span)
         elif kind == "error":
             text = f"error: {describe_error(event.error)}"
-            build.marks.append([_lane_at(build, path, event.item), at, ERROR, build.note(text)])
+            build.marks.append([build.lane_at(path, item), at, ERROR, build.note(text)])
         elif kind == "emit":
             shown = repr(event.data)
             text = f"emit: {shown if len(shown) <= 80 else shown[:77] + '...'}"
-            build.marks.append([_lane_at(build, path, event.item), at, EMIT, build.note(text)])
+            build.marks.append([build.lane_at(path, item), at, EMIT, build.note(text)])
         elif kind == "run_end":
             run_error = event.error
     for stack in open_nodes.values():  # steps that never ended: abandoned or cut short
@@ -136,7 +229,16 @@ def timeline_data(events: list[Event]) -> dict[str, Any]:
     for (_, item), (began, lane) in open_items.items():
         text = f"item {item} unfinished"
         build.spans.append([lane, began, end, ITEM, UNFINISHED, build.note(text)])
+    for span, names in waiting.values():
+        span[2], span[4] = end, UNFINISHED
+        span[5] = build.note(f"waits for {names}: unfinished")
+        build.spans.append(span)
+    for span in build.spans:  # a retry's delay past the end of the run
+        span[2] = min(span[2], end)
     item_spans = [span for span in build.spans if span[3] == ITEM]
+    lanes, groups, order = _lanes(build)
+    for thing in (*build.spans, *build.marks):
+        thing[0] = order[thing[0]]
     return {
         "run": {
             "id": start_event.run_id,
@@ -148,32 +250,192 @@ def timeline_data(events: list[Event]) -> dict[str, Any]:
             "retries": sum(1 for mark in build.marks if mark[2] == RETRY),
             "waits": sum(1 for span in build.spans if span[3] == WAIT),
         },
-        "lanes": build.lanes,
+        "lanes": lanes,
+        "groups": groups,
         "spans": build.spans,
         "marks": build.marks,
         "info": build.info,
-        "in_flight": _in_flight(item_spans),
+        "load": _load(build.items, end),
     }
 
 
-def _lane_at(build: _Builder, path: tuple[str, ...], item: int | None) -> int:
-    return build.item_lane(path, item) if item is not None else build.node_lane(path)
+def _cut_short(
+    build: _Builder,
+    waiting: dict[tuple[Names, int | None], tuple[list[Any], str]],
+    backing_off: dict[tuple[Names, int | None], list[Any]],
+    key: tuple[Names, int | None],
+    at: float,
+    error: BaseException | None,
+) -> None:
+    """A step or item ends: a limiter wait of its own that never got its
+    slots ends with it, as it ended; a retry's delay, no later than it."""
+    begun = waiting.pop(key, None)
+    if begun is not None:
+        span, names = begun
+        span[2], span[4] = at, _outcome(error)
+        span[5] = build.note(f"waited {_ms(at - span[1])} for {names}, then cut short")
+        build.spans.append(span)
+    _stop_backing_off(backing_off, key, at)
 
 
-def _in_flight(item_spans: list[list[Any]]) -> list[list[float]]:
-    """Items in flight over time, as (time, count) steps, at most ~2,000 of them."""
-    changes = sorted([(span[1], 1) for span in item_spans] + [(span[2], -1) for span in item_spans])
+def _stop_backing_off(
+    backing_off: dict[tuple[Names, int | None], list[Any]], key: Any, at: float
+) -> None:
+    span = backing_off.pop(key, None)
+    if span is not None:
+        span[2] = min(span[2], at)
+
+
+def _lanes(build: _Builder) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int]]:
+    """The lanes in the order drawn (each under its parent, in the order they
+    started), the packed groups of large batches, and where each lane made
+    went (its index in that order)."""
+    lane_of, inner = build.lane_of, build.inner
+    children: dict[int, list[int]] = {}
+    shown: list[tuple[str, str, str]] = []  # label, title, kind
+    for index, key in enumerate(build.keys):
+        if key[0] == "item":
+            _, path, item = key
+            parent, under = _parent(lane_of, inner, path, len(path))
+            title = f"{' / '.join(path)} [{item}]"
+            label = " / ".join((*path[under:-1], f"{path[-1]} [{item}]"))
+            shown.append((label, title, "item"))
+        else:
+            path = key[1]
+            parent, under = _parent(lane_of, inner, path, len(path) - 1)
+            shown.append((" / ".join(path[under:]), " / ".join(path), "node"))
+        children.setdefault(parent, []).append(index)
+    packs = _packs(build, children)
+    groups = [{"label": label, "items": count, "slots": slots} for label, count, slots, _ in packs]
+    slot_of = {
+        lane: (number, slot) for number, pack in enumerate(packs) for lane, slot in pack[3].items()
+    }
+    lanes: list[dict[str, Any]] = []
+    order = [0] * len(build.keys)
+    stack: list[tuple[int, int, tuple[int, int] | None]] = [
+        (lane, 0, None) for lane in reversed(children.get(-1, []))
+    ]
+    while stack:
+        index, depth, inside = stack.pop()
+        order[index] = len(lanes)
+        label, title, kind = shown[index]
+        lane: dict[str, Any] = {"label": label, "title": title, "depth": depth, "kind": kind}
+        if inside is not None:
+            lane["inside"] = list(inside)
+        pack = slot_of.get(index)
+        if pack is not None:
+            lane["pack"] = list(pack)
+        lanes.append(lane)
+        below = inside if inside is not None else pack
+        stack.extend((child, depth + 1, below) for child in reversed(children.get(index, [])))
+    return lanes, groups, order
+
+
+def _parent(
+    lane_of: dict[Any, int], inner: dict[Names, tuple[Names, int]], path: Names, longest: int
+) -> tuple[int, int]:
+    """The lane that ``path`` is drawn under, and how many of its names that
+    lane stands for: the nearest step, or batch flow item, it is inside."""
+    for end in range(longest, 0, -1):
+        prefix = path[:end]
+        lane = lane_of.get(("node", prefix))
+        if lane is None:
+            owner = inner.get(prefix)
+            if owner is not None:
+                lane = lane_of.get(("item", *owner))
+        if lane is not None:
+            return lane, end
+    return -1, 0
+
+
+def _packs(
+    build: _Builder, children: dict[int, list[int]]
+) -> list[tuple[str, int, int, dict[int, int]]]:
+    """The batches with more than `PACK_OVER` items, each packed into as few
+    lanes as it ever had items in flight (an item on the lowest lane free when
+    it starts): (name, items, lanes, {item lane: its lane in the pack})."""
+    extent: dict[int, list[float]] = {}
+    for span in build.spans:
+        if span[3] == ITEM:
+            seen = extent.setdefault(span[0], [span[1], span[2]])
+            seen[0], seen[1] = min(seen[0], span[1]), max(seen[1], span[2])
+    packs = []
+    for lanes in children.values():
+        items = [lane for lane in lanes if build.keys[lane][0] == "item" and lane in extent]
+        if len(items) <= PACK_OVER:
+            continue
+        items.sort(key=lambda lane: extent[lane][0])
+        free: list[int] = []
+        busy: list[tuple[float, int]] = []
+        slots: dict[int, int] = {}
+        count = 0
+        for lane in items:
+            begin, finish = extent[lane]
+            while busy and busy[0][0] <= begin:
+                heapq.heappush(free, heapq.heappop(busy)[1])
+            if free:
+                slot = heapq.heappop(free)
+            else:
+                slot, count = count, count + 1
+            slots[lane] = slot
+            heapq.heappush(busy, (finish, slot))
+        name = build.keys[items[0]][1][-1]
+        packs.append((name, len(items), count, slots))
+    return packs
+
+
+def _load(items: list[_Item], end: float) -> list[list[float]]:
+    """Batch items over time, as ``[time, running, waiting, backing off]``
+    steps, at most ~2,000 of them. Each item counts where its work is: an
+    item whose own batch has items in flight (a batch inside a batch flow's
+    sub-flow) counts as nothing, its items count; else it is waiting while
+    it (or its sub-flow's step) waits for a limiter, backing off while it
+    waits out a retry's delay, and running otherwise."""
+    changes: list[tuple[float, int, _Item, int]] = []  # time, what, item, +1/-1
+    active, inner, wait, retry = 0, 1, 2, 3
+    for item in items:
+        finish = end if item.end is None else item.end
+        changes.append((item.begin, active, item, 1))
+        changes.append((finish, active, item, -1))
+        if item.parent is not None:
+            changes.append((item.begin, inner, item.parent, 1))
+            changes.append((finish, inner, item.parent, -1))
+        for kind, spans in ((wait, item.waits), (retry, item.retries)):
+            for span in spans:
+                begin = item.begin if span is item.first_wait else max(span[1], item.begin)
+                stop = min(span[2], finish)
+                if begin < stop:
+                    changes.append((begin, kind, item, 1))
+                    changes.append((stop, kind, item, -1))
+    changes.sort(key=lambda change: change[0])
+    state: dict[int, list[int]] = {}  # id(item) -> [active, inner, waits, retries]
+    totals = [0, 0, 0]  # running, waiting, backing off
+
+    def counted(counts: list[int]) -> int | None:
+        if not counts[active] or counts[inner]:
+            return None
+        return 1 if counts[wait] else 2 if counts[retry] else 0
+
     points: list[list[float]] = []
-    count = 0
-    for at, step in changes:
-        count += step
-        points.append([at, count])
-    if len(points) > _MOST_POINTS:  # keep each bucket's peak, so bursts stay visible
+    for number, (at, kind, item, step) in enumerate(changes):
+        counts = state.setdefault(id(item), [0, 0, 0, 0])
+        before = counted(counts)
+        counts[kind] += step
+        after = counted(counts)
+        if before != after:
+            if before is not None:
+                totals[before] -= 1
+            if after is not None:
+                totals[after] += 1
+        last = number + 1 == len(changes) or changes[number + 1][0] != at
+        if last and (not points or points[-1][1:] != totals):
+            points.append([at, *totals])
+    if len(points) > _MOST_POINTS:  # keep each bucket's peaks, so bursts stay visible
         size = len(points) / _MOST_POINTS
         buckets: list[list[float]] = []
         for number in range(_MOST_POINTS):
             bucket = points[int(number * size) : int((number + 1) * size)] or [points[-1]]
-            buckets.append([bucket[0][0], max(point[1] for point in bucket)])
+            buckets.append([bucket[0][0], *(max(p[n] for p in bucket) for n in (1, 2, 3))])
         points = buckets
     return points
 

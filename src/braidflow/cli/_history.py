@@ -1,0 +1,258 @@
+"""Looking into a stored run from the command line (``show``), where each run is and how
+far its batch got (for ``runs`` and ``resume``), and forking a run at a step (``fork``).
+
+All of it reads the store through `StoredRun`, which changes nothing; ``fork``
+records a new run and runs it, as ``resume`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from typing import Any
+
+from ._console import UsageError, print_table, read_json, say, shown_json
+from ._store import chosen_store, known_run, open_store, remembered_target
+
+__all__ = [
+    "command_fork",
+    "command_show",
+    "place_of",
+    "reused",
+    "stored",
+]
+
+
+def stored(store: Any, run_id: str) -> Any:
+    """The run as `StoredRun` reads it; bad input if it cannot be read."""
+    from .. import ResumeError, StoreError
+    from ..durable._history import StoredRun
+
+    try:
+        return StoredRun(store, run_id)
+    except (StoreError, ResumeError) as error:
+        raise UsageError(str(error)) from error
+
+
+def place_of(run: Any) -> str:
+    """Where a run that has not completed is, for a listing: ``job/process
+    (528 of 1,000 items)``; where it ended, for one that completed."""
+    unfinished = run.unfinished()
+    if not unfinished:
+        return run.record.node or ""
+    step = unfinished[-1]
+    return f"{step.path}{_progress(step, ' ({})')}"
+
+
+def reused(run: Any) -> str:
+    """What a resume of ``run`` takes over: ``3 finished steps and 528 of
+    1,000 items``."""
+    steps = run.finished_steps()
+    said = f"{steps:,} finished step{'' if steps == 1 else 's'}"
+    batches = [step for step in run.unfinished() if step.items_done]
+    for step in batches:
+        said += f" and {_progress(step, '{}')} of {step.path}"
+    return said
+
+
+def _progress(step: Any, form: str) -> str:
+    """``528 of 1,000 items`` (``528 items`` if the total is not known) in
+    ``form``; ``""`` for a step with no items."""
+    if step.items_done is None:
+        return ""
+    if step.items_total is None:
+        return form.format(f"{step.items_done:,} item{'' if step.items_done == 1 else 's'}")
+    return form.format(f"{step.items_done:,} of {step.items_total:,} items")
+
+
+# -- show ---------------------------------------------------------------------------------
+
+
+def command_show(args: argparse.Namespace) -> int:
+    store_path = chosen_store(args)
+    store = open_store(store_path, create=False)
+    known_run(store, args.run_id, store_path)
+    run = stored(store, args.run_id)
+    if args.at is not None:
+        print(shown_json(_state(run, args.at)))
+        return 0
+    steps = run.history()
+    if args.json:
+        print(json.dumps(_as_json(run, steps, args.diff), indent=2, default=repr))
+        return 0
+    _show_record(run.record, store_path)
+    if not steps:
+        say("no step has finished yet")
+        return 0
+    if args.diff:
+        _show_changes(run, steps)
+    else:
+        _show_table(steps)
+    _show_where(run, steps)
+    return 0
+
+
+def _state(run: Any, at: int) -> dict[Any, Any]:
+    from .. import ResumeError
+
+    try:
+        return run.state(at)  # type: ignore[no-any-return]
+    except ResumeError as error:
+        raise UsageError(str(error)) from error
+
+
+def _when(seconds: float | None) -> str:
+    return "" if seconds is None else time.strftime("%H:%M:%S", time.localtime(seconds))
+
+
+def _took(step: Any) -> str:
+    if step.started is None or step.ended is None:
+        return ""
+    seconds = step.ended - step.started
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
+
+def _show_record(record: Any, store_path: Any) -> None:
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started))
+    print(f"run {record.run_id} of {record.flow}: {record.status}, started {started}")
+    forked = record.metadata.get("braidflow.forked_from")
+    if isinstance(forked, dict):
+        print(f"forked from run {forked.get('run')} after its step {forked.get('step')}")
+    resumed = record.metadata.get("braidflow.resumed") or []
+    if isinstance(forked, dict):
+        resumed = resumed[1:]  # the first: the fork's own start
+    if resumed:
+        times = ", ".join(_when(at) for at in resumed)
+        print(f"resumed {len(resumed)} time{'' if len(resumed) == 1 else 's'}: {times}")
+    print()
+
+
+def _show_table(steps: list[Any]) -> None:
+    header = ("#", "STEP", "STATUS", "ACTION", "STARTED", "TOOK", "ITEMS", "CHANGED")
+    rows = [header]
+    for step in steps:
+        name = step.path if step.kind == "step" else f"{step.path} ({step.kind})"
+        if step.run_id != steps[-1].run_id and step.status == "finished":
+            name += f" [run {step.run_id}]"
+        changed = ", ".join(str(key) for key in step.changed)
+        rows.append(
+            (
+                str(step.number),
+                name,
+                step.status,
+                "" if step.action is None else str(step.action),
+                _when(step.started),
+                _took(step),
+                _progress(step, "{}"),
+                changed if len(changed) <= 40 else changed[:37] + "...",
+            )
+        )
+    print_table(rows)
+
+
+def _show_changes(run: Any, steps: list[Any]) -> None:
+    before = run.state(0)
+    for step in steps:
+        print(f"{step.number}  {step.path} ({step.status})")
+        if step.status != "finished":
+            continue
+        after = run.state(step.number) if step.kind in ("step", "update") else before
+        for key in step.changed:
+            if step.kind not in ("step", "update"):
+                print(f"    ~ {key} (in the branch's view)")
+            elif key not in after:
+                print(f"    - {key}")
+            elif key not in before:
+                print(f"    + {key}: {_short(after[key])}")
+            else:
+                print(f"    ~ {key}: {_short(before[key])} -> {_short(after[key])}")
+        before = after
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=repr)
+    return text if len(text) <= 70 else text[:67] + "..."
+
+
+def _show_where(run: Any, steps: list[Any]) -> None:
+    record = run.record
+    print()
+    if record.status == "completed":
+        took = "" if record.ended is None else f" in {record.ended - record.started:.1f} s"
+        print(f"completed{took}")
+        return
+    unfinished = run.unfinished()
+    if not unfinished:
+        print(f"{record.status}")
+        return
+    step = unfinished[-1]
+    progress = _progress(step, ": {} done")
+    if record.status == "failed":
+        print(f"failed at {step.path}{progress}: {record.error}")
+    elif record.status == "waiting":
+        print(f"waiting at {step.path} for input: {json.dumps(record.prompt, default=repr)}")
+    elif record.status == "running":
+        print(f"running at {step.path}{progress}")
+    else:
+        print(f"interrupted at {step.path}{progress} (the process that ran it is gone)")
+
+
+def _as_json(run: Any, steps: list[Any], diff: bool) -> dict[str, Any]:
+    record = dataclasses.asdict(run.record)
+    shown = []
+    before = run.state(0) if diff else None
+    for step in steps:
+        entry = dataclasses.asdict(step)
+        entry["changed"] = [str(key) if not isinstance(key, str) else key for key in step.changed]
+        if diff and step.status == "finished" and step.kind in ("step", "update"):
+            after = run.state(step.number)
+            entry["changes"] = {
+                str(key): after.get(key) if key in after else None for key in step.changed
+            }
+            before = after
+        shown.append(entry)
+    del before
+    return {"run": record, "steps": shown}
+
+
+# -- fork ---------------------------------------------------------------------------------
+
+
+def command_fork(args: argparse.Namespace) -> int:
+    from .. import CheckpointError, ResumeError, StoreError
+    from ..durable._travel import fork_run
+    from ._running import resume_stored
+    from ._target import load_target
+
+    store_path = chosen_store(args)
+    store = open_store(store_path, create=False)
+    record = known_run(store, args.run_id, store_path)
+    remembered = remembered_target(record)
+    if args.target is None and remembered is None:
+        raise UsageError(
+            f"run {args.run_id!r} has no TARGET remembered (it was started from Python); give "
+            "the flow to run the fork with: braidflow fork RUN_ID TARGET --at STEP"
+        )
+    update = _updates(args.set or [])
+    flow = load_target(args.target) if args.target is not None else load_target(*remembered)  # type: ignore[misc]
+    try:
+        new = fork_run(store, flow, args.run_id, args.at, args.run_id_new, update)
+    except (ResumeError, CheckpointError, StoreError) as error:
+        raise UsageError(str(error)) from error
+    say(
+        f"forked run {args.run_id!r} after step {args.at if args.at is not None else 'its last'}"
+        f" as run {new!r}"
+    )
+    return resume_stored(args, store, store_path, new, flow)
+
+
+def _updates(pairs: list[str]) -> dict[str, Any]:
+    update: dict[str, Any] = {}
+    for pair in pairs:
+        key, equals, text = pair.partition("=")
+        if not equals or not key:
+            raise UsageError(f"--set {pair!r}: give KEY=JSON, e.g. --set 'topic=\"owls\"'")
+        update[key] = read_json(text, f"--set {key}")
+    return update

@@ -1,0 +1,341 @@
+"""Looking into a stored run: its steps in order, and ``shared`` after any of them.
+
+Everything here reads what the store already keeps (`Store.read`) and
+changes nothing, so it works on a run that is going on in another process,
+on one killed by SIGKILL, and on one that ended. A run's steps are its
+checkpoint rows in the order they were written (a sub-flow's steps come
+before the step of the sub-flow itself, which ends after them); a run that
+has not completed ends with the step it is at (or stopped at), found by
+following the recorded graph from the last finished step of each walk.
+"""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .._errors import ResumeError
+from .._isolation import MISSING
+from ..stores._base import Checkpoint, RunRecord, Store, row_path, step_path
+from ._codec import Codec
+from ._graph import Walks, walks_of
+
+__all__ = [
+    "FORKED_KEY",
+    "RENAMED_KEY",
+    "RESUMED_KEY",
+    "StepRecord",
+    "StoredRun",
+    "step_key",
+]
+
+# The keys of a run's metadata where braidflow keeps its history's facts.
+RESUMED_KEY = "braidflow.resumed"  # when each resume of the run began
+FORKED_KEY = "braidflow.forked_from"  # {"run", "step", "rows"}: what a fork copied
+RENAMED_KEY = "braidflow.renamed"  # {old: new}: nodes renamed when resuming
+
+_STATES = ("step", "update")  # the rows that change shared itself
+_KINDS = {"step": "step", "view_step": "branch step", "branch": "branch", "update": "update"}
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One step of a stored run, as `Flow.history` gives it.
+
+    Attributes:
+        number: Its place in the run's history, from 1: what ``at=`` takes
+            (``at=0`` is the state the run started with).
+        path: Where it ran, as names, inside the run's flow: ``job/review``.
+        key: Where it ran, exactly: ``/0:job/2:review`` (each name after its
+            place in its walk).
+        kind: ``step`` (a node of a walk), ``branch step`` (a node inside
+            a branch, working on the branch's view of ``shared``),
+            ``branch`` (a branch that finished) or ``update`` (``shared``
+            changed between steps: a fork's update, a resume's migration).
+        node: The node's name.
+        node_class: Its class's name, as recorded (``""`` if unknown).
+        status: ``finished``; for the step a run has not finished,
+            ``running`` (its process runs it), ``interrupted`` (the process
+            is gone: killed, or stopped), ``failed`` or ``waiting`` (at
+            an ``interrupt``, for input).
+        action: The action it returned (a finished step).
+        started: When it began (seconds since the epoch), if known.
+        ended: When it ended, if it did and that is known.
+        changed: The keys of ``shared`` (of the branch's view, for a branch
+            step) it changed.
+        items_done: For a batch: how many of its items had finished.
+        items_total: For a batch: how many items it has, if known.
+        run_id: The run it ran in: the run's own id, or for the steps a
+            fork copied, the id of the run it was forked from.
+        part: Which part of the run it ran in: 0 the first, 1 the first
+            resume, and so on.
+        error: For a failed step: the error, as the store keeps it.
+    """
+
+    number: int
+    path: str
+    key: str
+    kind: str
+    node: str
+    node_class: str
+    status: str
+    action: Any = None
+    started: float | None = None
+    ended: float | None = None
+    changed: tuple[Any, ...] = ()
+    items_done: int | None = None
+    items_total: int | None = None
+    run_id: str = ""
+    part: int = 0
+    error: str | None = None
+
+
+def step_key(row: Checkpoint) -> str:
+    """The key of the step (or branch) a checkpoint row records."""
+    if row.kind == "branch":
+        return f"{row.frame}/b{row.position}:{row.node}"
+    if row.kind == "update":
+        return row.frame
+    return f"{row.frame}/{row.position}:{row.node}"
+
+
+class StoredRun:
+    """One run as a store keeps it, read once: its record, graph, initial
+    state and checkpoint rows, with its history and its state at any step."""
+
+    def __init__(self, store: Store, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        read = getattr(store, "read", None)
+        if not callable(read):
+            raise ResumeError(
+                f"{store!r} cannot show a run without taking it over: it has no read() method; "
+                "add one (see 'Writing a store' in the durable runs docs)"
+            )
+        record, graph, initial, rows = read(run_id)
+        self.record: RunRecord = record
+        self.graph: str = graph
+        self.initial: bytes = initial
+        self.rows: list[Checkpoint] = rows
+        self.codec = Codec(store.serializer)
+        metadata = record.metadata
+        self._resumes = sorted(float(at) for at in metadata.get(RESUMED_KEY, ()))
+        forked = metadata.get(FORKED_KEY)
+        self._forked = forked if isinstance(forked, dict) else None
+        self._inherited = int(forked["rows"]) if self._forked is not None else 0
+        # One pass over the rows, decoding no payload: the rows of the steps
+        # (by number - 1), each walk's finished steps, each batch's items.
+        self._rows_of: list[int] = []
+        self._finished: dict[str, list[Checkpoint]] = {}
+        self._items: dict[str, list[Any]] = {}  # by the batch's step key: [done, total]
+        for index, row in enumerate(rows):
+            kind = row.kind
+            if kind == "items":
+                counts = self._items.setdefault(row.frame, [0, None])
+                counts[0] += row.position
+                if row.action is not None:
+                    counts[1] = int(row.action)  # JSON of a count: its digits
+            elif kind in _KINDS:
+                self._rows_of.append(index)
+                if kind == "step" or kind == "view_step":
+                    self._finished.setdefault(row.frame, []).append(row)
+        self._steps: list[StepRecord] | None = None
+
+    # -- history -----------------------------------------------------------------------
+
+    def history(self) -> list[StepRecord]:
+        """The run's steps in the order they finished, then the step it is at."""
+        if self._steps is None:
+            self._steps = [
+                self._finished_step(number, index) for number, index in enumerate(self._rows_of, 1)
+            ] + self.unfinished()
+        return self._steps
+
+    def finished_steps(self) -> int:
+        """How many steps of walks (not branches, not updates) finished."""
+        return sum(len(steps) for steps in self._finished.values())
+
+    def _finished_step(self, number: int, index: int) -> StepRecord:
+        row = self.rows[index]
+        kind = row.kind
+        key = step_key(row)
+        done, total = self._items.get(key, (None, None))
+        inherited = index < self._inherited
+        when = row.started if row.started is not None else row.ended
+        return StepRecord(
+            number=number,
+            path=self._path(row_path(kind, row.frame, row.node)),
+            key=key,
+            kind=_KINDS[kind],
+            node=row.node,
+            node_class=row.node_class,
+            status="finished",
+            action=None if row.action is None else json.loads(row.action),
+            started=row.started,
+            ended=row.ended,
+            changed=tuple(key for key, _ in self.codec.unpack(row.payload)),
+            items_done=done,
+            items_total=total,
+            run_id=self._parent() if inherited else self.run_id,
+            part=_part(self._resumes, when, inherited, self._forked is not None),
+        )
+
+    def _path(self, path: str) -> str:
+        """A path as people read it: inside the run's own flow, without its name."""
+        path = path.lstrip("/")
+        own = f"{self.record.flow}/"
+        return path[len(own) :] if path.startswith(own) else path
+
+    def _parent(self) -> str:
+        return "" if self._forked is None else str(self._forked.get("run", ""))
+
+    def unfinished(self) -> list[StepRecord]:
+        """The steps the run is in (or stopped in), outermost first: found by
+        following the recorded graph from each walk's last finished step;
+        none for a completed run. Decodes no payload."""
+        record = self.record
+        if record.status == "completed":
+            return []
+        count = len(self._rows_of)
+        part = max(len(self._resumes) - (self._forked is not None), 0)
+        status = record.status
+        chain = _current_steps(walks_of(self.graph), self._finished, self._items)
+        if not chain:  # the graph cannot say: where the store says it is
+            if record.node is None:
+                return []
+            chain = [(record.node, record.node.rsplit("/", 1)[-1])]
+        if len(chain) > 1:
+            chain = chain[1:]  # the run's own flow: the run itself, not one of its steps
+        unfinished = []
+        for depth, (key, name) in enumerate(chain):
+            last = depth == len(chain) - 1
+            done, total = self._items.get(key, (None, None))
+            unfinished.append(
+                StepRecord(
+                    number=count + depth + 1,
+                    path=self._path(step_path(key)),
+                    key=key,
+                    kind="step",
+                    node=name,
+                    node_class="",
+                    status=status,
+                    ended=record.ended if last and status in ("failed", "waiting") else None,
+                    items_done=done,
+                    items_total=total,
+                    run_id=self.run_id,
+                    part=part,
+                    error=record.error if last else None,
+                )
+            )
+        return unfinished
+
+    # -- state ---------------------------------------------------------------------------
+
+    def row_of(self, at: int | None) -> int:
+        """The index of the row of finished step ``at`` (a number of `history`);
+        the last row for ``None``; -1 for ``0`` (the state the run started with).
+
+        Raises:
+            ResumeError: If there is no such step, or it did not finish.
+        """
+        if at is None:
+            return len(self.rows) - 1
+        if isinstance(at, bool) or not isinstance(at, int):
+            raise ResumeError(
+                f"at={at!r}: give the number of a step of run {self.run_id!r}, as its history "
+                "shows it (0 for the state it started with)"
+            )
+        if at == 0:
+            return -1
+        steps = self.history()
+        if not 0 < at <= len(steps):
+            raise ResumeError(
+                f"run {self.run_id!r} has no step {at}: its steps are numbered 1 to "
+                f"{len(steps)} (0 is the state it started with)"
+            )
+        if at > len(self._rows_of):
+            raise ResumeError(
+                f"step {at} of run {self.run_id!r} ({steps[at - 1].path}) did not finish: "
+                f"there is no state after it; the last finished step is {len(self._rows_of)}"
+            )
+        return self._rows_of[at - 1]
+
+    def state(self, at: int | None = None) -> dict[Any, Any]:
+        """``shared`` as it was after step ``at`` (the latest: ``None``)."""
+        last = self.row_of(at)
+        shared: dict[Any, Any] = dict(self.codec.unpack(self.initial))
+        for row in self.rows[: last + 1]:
+            if row.kind in _STATES:
+                for key, value in self.codec.unpack(row.payload):
+                    if value is MISSING:
+                        shared.pop(key, None)
+                    else:
+                        shared[key] = value
+        return shared
+
+
+def _part(resumes: list[float], when: float | None, inherited: bool, fork: bool) -> int:
+    """Which part of a run a row was written in: the resumes before it (a
+    fork's first part is its first resume)."""
+    if when is None or inherited:
+        return 0
+    return max(bisect_right(resumes, when) - fork, 0)
+
+
+def _current_steps(
+    walks: Walks | None, finished: dict[str, list[Checkpoint]], batches: Any
+) -> list[tuple[str, str]]:
+    """The steps a run that has not completed is in, outermost first, as
+    (key, node name): the run's own node, then in each walk the node after
+    its last finished step (its start, if none finished), and the walk of
+    that node if it is a flow. Empty if the recorded graph cannot say."""
+    if walks is None:
+        return []
+    chain: list[tuple[str, str]] = []
+    frame, prefix = "", ""
+    while prefix in walks:
+        nodes = walks[prefix]
+        done = finished.get(frame, [])
+        name: str | None = nodes.start
+        if done:
+            last = done[-1]
+            action = "default" if last.action is None else json.loads(last.action)
+            name = nodes.successor(last.node, action if isinstance(action, str) else "default")
+        if name is None:  # the walk has ended: its flow's step is the one at work
+            break
+        key = f"{frame}/{len(done)}:{name}" if frame else f"0:{name}"  # the run's own: 0:flow
+        chain.append((key, name))
+        if key in batches:  # a batch (of parameter sets too): its progress tells more
+            break
+        frame, prefix = key, f"{prefix}{name}/"
+    return chain
+
+
+def apply_renames(rows: list[Checkpoint], renamed: dict[str, str]) -> list[Checkpoint]:
+    """Rows with the nodes in ``renamed`` (old name: new) under their new
+    names: in the row's node and in every step of its frame."""
+    if not renamed:
+        return rows
+    rename: Callable[[str], str] = lambda key: _renamed_key(key, renamed)  # noqa: E731
+    return [
+        row._replace(frame=rename(row.frame), node=renamed.get(row.node, row.node)) for row in rows
+    ]
+
+
+def _renamed_key(key: str, renamed: dict[str, str]) -> str:
+    """A step key with renamed nodes: ``/0:old/1:x`` is ``/0:new/1:x``."""
+    parts = key.split("/")
+    for index, part in enumerate(parts):
+        place, colon, name = part.partition(":")
+        if not colon:
+            continue
+        suffix = ""
+        if name.endswith("]") and "[" in name:  # a parameter set: name[3]
+            name, bracket, rest = name.partition("[")
+            suffix = bracket + rest
+        if name in renamed:
+            parts[index] = f"{place}:{renamed[name]}{suffix}"
+    return "/".join(parts)

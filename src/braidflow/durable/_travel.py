@@ -1,0 +1,211 @@
+"""Going back in time: fork a stored run at a step, and change a run's ``shared``
+between two steps (a fork's update, a resume's migration).
+
+A fork is a new run that starts with the rows of the run it comes from, up
+to the step chosen, and an ``update`` row with what the fork changes; it is
+then resumed like any stored run. The run it comes from is only read. A
+migration is an ``update`` row too, so a later resume finds ``shared`` as
+the migration left it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from time import time
+from typing import Any
+
+from .._errors import CheckpointError, ResumeError, StoreError
+from ..stores._base import Checkpoint, Store
+from ..stores._owners import this_owner
+from ._codec import Codec, encode_key_value
+from ._graph import describe_graph, first_difference, renamed_graph
+from ._history import FORKED_KEY, RENAMED_KEY, RESUMED_KEY, StoredRun, apply_renames
+from ._run import DurableRun
+from ._tracking import TrackingDict
+
+__all__ = ["composed_renames", "fork_run", "migrated", "update_row"]
+
+
+def composed_renames(kept: Any, given: dict[str, str] | None) -> dict[str, str]:
+    """The renames a run keeps, followed by those ``given`` now (old: new):
+    a node renamed twice maps from its first name to its last."""
+    if given is not None and (
+        not isinstance(given, dict)
+        or not all(isinstance(old, str) and isinstance(new, str) for old, new in given.items())
+    ):
+        raise ResumeError(f"rename={given!r} must map old node names to new ones (strings)")
+    renamed = {str(old): str(new) for old, new in (kept or {}).items()}
+    given = given or {}
+    renamed = {old: given.get(new, new) for old, new in renamed.items()}
+    for old, new in given.items():
+        renamed.setdefault(old, new)
+    return {old: new for old, new in renamed.items() if old != new}
+
+
+def update_row(
+    codec: Codec, before: dict[Any, Any], after: dict[Any, Any], where: Checkpoint | None, node: str
+) -> Checkpoint | None:
+    """The ``update`` row that takes ``shared`` from ``before`` to ``after``,
+    placed after the row ``where`` (``None``: before the first step);
+    ``None`` if nothing changes.
+
+    Raises:
+        CheckpointError: If a new value cannot be stored.
+    """
+    changes: list[tuple[Any, bytes | None]] = []
+    for key, value in after.items():
+        data = encode_key_value(codec, key, value, node)
+        if key not in before or encode_key_value(codec, key, before[key], node) != data:
+            changes.append((key, data))
+    changes += [(key, None) for key in before if key not in after]
+    if not changes:
+        return None
+    frame, position, name = ("", 0, "") if where is None else _place(where)
+    payload = codec.pack(changes)
+    return Checkpoint("update", frame, position, name, "", None, payload, None, time())
+
+
+def _place(row: Checkpoint) -> tuple[str, int, str]:
+    """Where an update after ``row`` stands: that of the step it follows."""
+    return row.frame, row.position, row.node
+
+
+def migrated(
+    durable: DurableRun,
+    shared: TrackingDict,
+    migrate: Callable[[dict[Any, Any]], Any],
+    rows: list[Checkpoint],
+    node: str,
+) -> None:
+    """Run ``migrate`` on a copy of the rebuilt ``shared`` (it changes the copy,
+    or returns the new dict) and record what it changed, so a later resume
+    finds ``shared`` as it left it.
+
+    Raises:
+        ResumeError: If ``migrate`` gives something other than a dict.
+        CheckpointError: If it gives values that cannot be stored.
+    """
+    before = dict(dict.items(shared))
+    copy = dict(before)
+    result = migrate(copy)
+    after = copy if result is None else result
+    if not isinstance(after, dict):
+        raise ResumeError(
+            f"migrate= returned a {type(after).__name__}; it must change the dict it is given "
+            "(and return None) or return the new dict",
+            node=node,
+        )
+    steps = [row for row in rows if row.kind == "step" or row.kind == "update"]
+    row = update_row(durable.codec, before, after, steps[-1] if steps else None, node)
+    if row is None:
+        return
+    durable.write([row])
+    dict.clear(shared)
+    dict.update(shared, after)
+    shared._bf_last = {key: durable.codec.encode(value) for key, value in after.items()}
+
+
+def fork_run(
+    store: Store,
+    node: Any,
+    source: str,
+    at: int | None,
+    run_id: str | None,
+    update: dict[Any, Any] | None,
+) -> str:
+    """Record a new run of ``node`` that starts where run ``source`` was after
+    step ``at`` (its latest, for ``None``), with ``update`` applied to
+    ``shared``; return its id. Nothing of ``source`` is written.
+
+    Raises:
+        ResumeError: For a step that did not finish or does not exist, or a
+            flow whose names or wiring differ from the run's.
+        CheckpointError: If ``update`` holds a value that cannot be stored.
+        StoreError: For an unknown run, or a new run id that is taken.
+    """
+    name = node._display_name()
+    if update is not None and not isinstance(update, dict):
+        raise ResumeError(f"update={update!r} must be a dict of keys of shared", node=name)
+    stored = StoredRun(store, source)
+    last = stored.row_of(at)
+    renamed = composed_renames(stored.record.metadata.get(RENAMED_KEY), None)
+    graph = describe_graph(node)
+    difference = first_difference(renamed_graph(stored.graph, renamed), graph)
+    if difference is not None:
+        raise ResumeError(
+            f"run {source!r} was recorded with another graph: {difference}; fork it with "
+            "the flow as it was (a node's code may change, not its name or wiring)",
+            node=name,
+        )
+    rows = apply_renames(stored.rows[: last + 1], renamed)
+    before = stored.state(at)
+    try:
+        row = update_row(stored.codec, before, {**before, **(update or {})}, _last_step(rows), name)
+    except CheckpointError as error:
+        raise CheckpointError(f"{error}: the update cannot be stored", node=name) from None
+    if row is not None:
+        rows.append(row)
+    number = at if at is not None else len(stored._rows_of)
+    metadata = {
+        key: value
+        for key, value in stored.record.metadata.items()
+        if key not in (RESUMED_KEY, RENAMED_KEY, FORKED_KEY)
+    }
+    metadata[FORKED_KEY] = {"run": source, "step": number, "rows": last + 1}
+    run_id = _created(store, node, graph, stored.initial, metadata, source, run_id)
+    waiting = bool(rows) and rows[-1].kind == "ask"
+    try:
+        store.append(run_id, rows)
+    finally:
+        store.finish(
+            run_id,
+            "waiting" if waiting else "interrupted",
+            node=stored.record.node if waiting else None,
+            prompt=stored.record.prompt if waiting else None,
+        )
+    return run_id
+
+
+def _last_step(rows: list[Checkpoint]) -> Checkpoint | None:
+    for row in reversed(rows):
+        if row.kind == "step" or row.kind == "update":
+            return row
+    return None
+
+
+def _created(
+    store: Store,
+    node: Any,
+    graph: str,
+    initial: bytes,
+    metadata: dict[str, Any],
+    source: str,
+    run_id: str | None,
+) -> str:
+    """Record the fork's run; its id: ``run_id``, else ``SOURCE-fork-N`` for
+    the first N not taken."""
+    name = node._display_name()
+    if run_id is not None:
+        store.create_run(run_id, name, graph, initial, this_owner(), metadata)
+        return run_id
+    for number in range(1, 1000):
+        candidate = f"{source}-fork-{number}"
+        try:
+            store.create_run(candidate, name, graph, initial, this_owner(), metadata)
+        except StoreError:
+            if not _exists(store, candidate):
+                raise  # not a taken id: the store failed
+            continue
+        return candidate
+    candidate = f"{source}-fork-{uuid.uuid4().hex[:8]}"
+    store.create_run(candidate, name, graph, initial, this_owner(), metadata)
+    return candidate
+
+
+def _exists(store: Store, run_id: str) -> bool:
+    try:
+        store.get(run_id)
+    except StoreError:
+        return False
+    return True

@@ -1,0 +1,173 @@
+"""`braidflow show`, `fork`, and what `runs` and `resume` say about how far a run got:
+driven as a user drives them, in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+FLOWS = """
+import os
+import braidflow as bf
+
+
+class Load(bf.Node):
+    def post(self, shared, prep_res, exec_res):
+        shared["items"] = list(range(shared.get("n", 10)))
+
+
+class Double(bf.BatchNode):
+    def prep(self, shared):
+        return shared["items"]
+
+    def exec(self, item):
+        if str(item) == os.environ.get("FAIL_AT"):
+            raise RuntimeError(f"item {item} failed")
+        return item * 2
+
+    def post(self, shared, prep_res, exec_res):
+        shared["doubled"] = exec_res
+
+
+class Total(bf.Node):
+    def post(self, shared, prep_res, exec_res):
+        shared["total"] = sum(shared["doubled"])
+
+
+load, double, total = Load(name="load"), Double(name="double"), Total(name="total")
+load >> double >> total
+flow = bf.Flow(start=load, name="job")
+"""
+
+
+@pytest.fixture
+def work(tmp_path):
+    (tmp_path / "flows.py").write_text(FLOWS)
+    return tmp_path
+
+
+def cli(work, *args, env=None):
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    environment.pop("BRAIDFLOW_STORE", None)
+    environment.pop("FAIL_AT", None)
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "braidflow", *args],
+        cwd=work,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def failed_run(work, fail_at="7"):
+    done = cli(
+        work, "run", "flows.py:flow", "--store", "runs.db", "--run-id", "r1",
+        env={"FAIL_AT": fail_at},
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    return done
+
+
+def test_show_lists_the_steps_and_says_where_the_run_stopped(work):
+    failed_run(work)
+    done = cli(work, "show", "r1", "--store", "runs.db")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("run r1 of job: failed, started ")
+    table = lines[lines.index("") + 1 :]
+    assert table[0].split() == [
+        "#",
+        "STEP",
+        "STATUS",
+        "ACTION",
+        "STARTED",
+        "TOOK",
+        "ITEMS",
+        "CHANGED",
+    ]
+    assert table[1].split()[:3] == ["1", "load", "finished"]
+    assert table[1].split()[-1] == "items"
+    assert table[2].split()[:3] == ["2", "double", "failed"]
+    assert "7 of 10 items" in table[2]
+    assert lines[-1] == "failed at double: 7 of 10 items done: RuntimeError: item 7 failed"
+
+
+def test_show_at_a_step_prints_shared_then_and_diff_what_each_step_changed(work):
+    failed_run(work)
+    at = cli(work, "show", "r1", "--store", "runs.db", "--at", "1")
+    assert json.loads(at.stdout) == {"items": list(range(10))}
+    assert json.loads(cli(work, "show", "r1", "--store", "runs.db", "--at", "0").stdout) == {}
+    diff = cli(work, "show", "r1", "--store", "runs.db", "--diff").stdout
+    assert "1  load (finished)\n    + items: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n" in diff
+
+
+def test_show_json_is_the_record_and_the_steps(work):
+    failed_run(work)
+    shown = json.loads(cli(work, "show", "r1", "--store", "runs.db", "--json").stdout)
+    assert shown["run"]["run_id"] == "r1"
+    assert shown["run"]["status"] == "failed"
+    assert [(step["path"], step["status"]) for step in shown["steps"]] == [
+        ("load", "finished"),
+        ("double", "failed"),
+    ]
+    assert shown["steps"][1]["items_done"] == 7
+    diffed = json.loads(cli(work, "show", "r1", "--store", "runs.db", "--json", "--diff").stdout)
+    assert diffed["steps"][0]["changes"] == {"items": list(range(10))}
+
+
+def test_runs_says_how_far_a_batch_got_and_resume_what_it_reuses(work):
+    failed_run(work)
+    listed = cli(work, "runs", "--store", "runs.db").stdout.splitlines()
+    assert "double (7 of 10 items)" in listed[1]
+    done = cli(work, "resume", "r1", "--store", "runs.db")
+    assert done.returncode == 0, done.stderr
+    assert "reusing 1 finished step and 7 of 10 items of double" in done.stderr
+    assert json.loads(done.stdout)["total"] == 90
+    shown = cli(work, "show", "r1", "--store", "runs.db").stdout.splitlines()
+    assert shown[1].startswith("resumed 1 time: ")
+    assert shown[-1].startswith("completed in ")
+
+
+def test_fork_sets_keys_and_runs_on_from_the_step(work):
+    failed_run(work)
+    done = cli(
+        work, "fork", "r1", "--at", "1", "--set", "items=[1, 2, 3]", "--store", "runs.db",
+        "--run-id", "small",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "forked run 'r1' after step 1 as run 'small'" in done.stderr
+    assert json.loads(done.stdout) == {"items": [1, 2, 3], "doubled": [2, 4, 6], "total": 12}
+    shown = cli(work, "show", "small", "--store", "runs.db").stdout
+    assert "forked from run r1 after its step 1" in shown
+    assert "load [run r1]" in shown
+    assert "load (update)" in shown
+    runs = cli(work, "runs", "--store", "runs.db", "--status", "failed").stdout
+    assert "r1" in runs  # the source is as it was
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["show", "nope"], "no run 'nope'"),
+        (["show", "r1", "--at", "9"], "has no step 9: its steps are numbered 1 to 2"),
+        (["show", "r1", "--at", "2"], "did not finish"),
+        (["show", "r1", "--at", "x"], "'x' is not a step number"),
+        (["fork", "r1", "--at", "9"], "has no step 9"),
+        (["fork", "r1", "--set", "items"], "give KEY=JSON"),
+        (["fork", "r1", "--set", "items=[1,"], "--set items is not valid JSON"),
+        (["fork", "r1", "--set", "items=NaN"], "NaN is not JSON"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(work, args, said):
+    failed_run(work)
+    done = cli(work, *args, "--store", "runs.db")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert said in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+    said_lines = [line for line in done.stderr.splitlines() if line.startswith("braidflow:")]
+    assert len(said_lines) == 1, done.stderr

@@ -1,0 +1,495 @@
+"""Looking into stored runs and going back in time: history, state at a step, fork,
+and resuming a flow whose code, names or data changed (rename=, migrate=)."""
+
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from braidflow import (
+    AsyncFlow,
+    AsyncParallelBatchNode,
+    BatchNode,
+    CheckpointError,
+    Flow,
+    MemoryStore,
+    Node,
+    ResumeError,
+    SQLiteStore,
+    StepRecord,
+    StoreError,
+    Suspended,
+    interrupt,
+)
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        made = SQLiteStore(tmp_path / "runs.db")
+        yield made
+        made.close()
+    else:
+        yield MemoryStore()
+
+
+class Failing:
+    """Which item fails, if any: set per test."""
+
+    item: int | None = None
+
+
+class Load(Node):
+    def prep(self, shared):
+        return shared.get("n", 5)
+
+    def post(self, shared, prep_res, exec_res):
+        shared["items"] = list(range(prep_res))
+        return "go"
+
+
+class Double(BatchNode):
+    def prep(self, shared):
+        return shared["items"]
+
+    def exec(self, item):
+        if item == Failing.item:
+            raise RuntimeError(f"item {item} failed")
+        return item * 2
+
+    def post(self, shared, prep_res, exec_res):
+        shared["doubled"] = exec_res
+
+
+class Total(Node):
+    def post(self, shared, prep_res, exec_res):
+        shared["total"] = sum(shared["doubled"])
+        shared.pop("scratch", None)
+
+
+def pipeline():
+    load, double, total = Load(name="load"), Double(name="double"), Total(name="total")
+    load - "go" >> double >> total
+    return Flow(start=load, name="job")
+
+
+@pytest.fixture(autouse=True)
+def _no_failure():
+    Failing.item = None
+    yield
+    Failing.item = None
+
+
+def test_the_history_of_a_completed_run(store):
+    flow = pipeline()
+    started = time.time()
+    flow.run({"n": 3, "scratch": 1}, store=store, run_id="r")
+    steps = flow.history("r", store=store)
+    assert [(step.number, step.path, step.status) for step in steps] == [
+        (1, "load", "finished"),
+        (2, "double", "finished"),
+        (3, "total", "finished"),
+    ]
+    load, double, total = steps
+    assert isinstance(load, StepRecord)
+    assert load.action == "go"
+    assert double.action is None
+    assert load.changed == ("items",)
+    assert set(total.changed) == {"total", "scratch"}  # written, and deleted
+    assert (double.items_done, double.items_total) == (3, 3)
+    assert load.items_done is None
+    for step in steps:
+        assert started <= step.started <= step.ended <= time.time()
+        assert (step.run_id, step.part, step.kind) == ("r", 0, "step")
+    assert load.ended <= double.started
+
+
+def test_state_after_each_step(store):
+    flow = pipeline()
+    flow.run({"n": 2, "scratch": 1}, store=store, run_id="r")
+    assert flow.state("r", store=store, at=0) == {"n": 2, "scratch": 1}
+    assert flow.state("r", store=store, at=1) == {"n": 2, "scratch": 1, "items": [0, 1]}
+    assert flow.state("r", store=store, at=2)["doubled"] == [0, 2]
+    final = {"n": 2, "items": [0, 1], "doubled": [0, 2], "total": 2}
+    assert flow.state("r", store=store, at=3) == final
+    assert flow.state("r", store=store) == final
+
+
+@pytest.mark.parametrize(
+    ("at", "said"),
+    [
+        (4, "has no step 4: its steps are numbered 1 to 2"),
+        (-1, "has no step -1"),
+        (2, "step 2 of run 'r' \\(double\\) did not finish"),
+        ("1", "give the number of a step"),
+        (True, "give the number of a step"),
+    ],
+)
+def test_a_step_that_is_not_there_is_refused(store, at, said):
+    flow = pipeline()
+    Failing.item = 1
+    with pytest.raises(RuntimeError):
+        flow.run({"n": 3}, store=store, run_id="r")
+    with pytest.raises(ResumeError, match=said):
+        flow.state("r", store=store, at=at)
+
+
+def test_an_unknown_run_is_a_store_error(store):
+    with pytest.raises(StoreError, match="no run 'nope'"):
+        pipeline().history("nope", store=store)
+    with pytest.raises(StoreError, match="no run 'nope'"):
+        pipeline().fork("nope", store=store)
+
+
+def test_a_failed_run_ends_with_the_step_it_failed_in_and_how_far_its_batch_got(store):
+    flow = pipeline()
+    Failing.item = 3
+    with pytest.raises(RuntimeError):
+        flow.run({"n": 5}, store=store, run_id="r")
+    steps = flow.history("r", store=store)
+    assert [(step.path, step.status) for step in steps] == [
+        ("load", "finished"),
+        ("double", "failed"),
+    ]
+    failed = steps[-1]
+    assert (failed.items_done, failed.items_total) == (3, 5)
+    assert failed.error == "RuntimeError: item 3 failed"
+    assert failed.key == "0:job/1:double"
+
+
+def test_resumed_runs_show_every_part_in_one_history(store):
+    flow = pipeline()
+    Failing.item = 3
+    with pytest.raises(RuntimeError):
+        flow.run({"n": 5}, store=store, run_id="r")
+    Failing.item = 4
+    with pytest.raises(RuntimeError):
+        flow.resume("r", store=store)
+    assert flow.history("r", store=store)[-1].items_done == 4
+    Failing.item = None
+    flow.resume("r", store=store)
+    steps = flow.history("r", store=store)
+    assert [(step.path, step.part) for step in steps] == [
+        ("load", 0),
+        ("double", 2),
+        ("total", 2),
+    ]
+    assert (steps[1].items_done, steps[1].items_total) == (5, 5)
+    assert len(store.get("r").metadata["braidflow.resumed"]) == 2
+
+
+def test_a_waiting_run_ends_with_the_step_that_asked():
+    class Ask(Node):
+        def exec(self, prep_res):
+            return interrupt("ship it?")
+
+        def post(self, shared, prep_res, exec_res):
+            shared["answer"] = exec_res
+
+    store = MemoryStore()
+    load, ask = Load(name="load"), Ask(name="ask")
+    load - "go" >> ask
+    flow = Flow(start=load, name="job")
+    with pytest.raises(Suspended):
+        flow.run({}, store=store, run_id="r")
+    steps = flow.history("r", store=store)
+    assert [(step.path, step.status) for step in steps] == [
+        ("load", "finished"),
+        ("ask", "waiting"),
+    ]
+
+
+def test_steps_inside_sub_flows_come_before_their_flow(store):
+    class Mark(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared.setdefault("marks", []).append(self.name)
+
+    first, second = Mark(name="first"), Mark(name="second")
+    first >> second
+    inner = Flow(start=first, name="inner")
+    last = Mark(name="last")
+    inner >> last
+    flow = Flow(start=inner, name="outer")
+    flow.run({}, store=store, run_id="r")
+    assert [step.path for step in flow.history("r", store=store)] == [
+        "inner/first",
+        "inner/second",
+        "inner",
+        "last",
+    ]
+
+
+def test_reading_changes_nothing_in_the_store(tmp_path):
+    path = tmp_path / "runs.db"
+    store = SQLiteStore(path)
+    flow = pipeline()
+    Failing.item = 2
+    with pytest.raises(RuntimeError):
+        flow.run({"n": 4}, store=store, run_id="r")
+
+    def everything():
+        with sqlite3.connect(path) as db:
+            return [
+                db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
+                for table in ("runs", "checkpoints", "events", "braidflow_meta")
+            ]
+
+    before = everything()
+    other = SQLiteStore(path)  # as another process would read it
+    for reader in (store, other):
+        flow.history("r", store=reader)
+        flow.state("r", store=reader, at=1)
+        reader.read("r")
+    assert everything() == before
+    other.close()
+    store.close()
+
+
+KILLED = textwrap.dedent(
+    """
+    import asyncio, sys
+    from braidflow import AsyncFlow, AsyncParallelBatchNode, Node, SQLiteStore
+
+    class Load(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared["items"] = list(range(200))
+
+    class Work(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return shared["items"]
+
+        async def exec_async(self, item):
+            if item >= 50:
+                await asyncio.Event().wait()  # never ends: the process is killed here
+            return item
+
+    load, work = Load(name="load"), Work(name="work", max_concurrency=10)
+    load >> work
+    AsyncFlow(start=load, name="job").run({}, store=SQLiteStore(sys.argv[1]), run_id="big")
+    """
+)
+
+
+def test_a_run_going_on_in_another_process_and_then_killed(tmp_path):
+    path = tmp_path / "runs.db"
+    child = subprocess.Popen([sys.executable, "-c", KILLED, str(path)])
+    try:
+        store = None
+        seen: list[StepRecord] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until its 50 items are checkpointed
+            if path.exists():
+                store = store or SQLiteStore(path)
+                try:
+                    seen = pipeline().history("big", store=store)
+                except StoreError:  # not recorded yet
+                    seen = []
+                if seen and seen[-1].items_done == 50:
+                    break
+            assert child.poll() is None
+            time.sleep(0.01)
+        assert [(step.path, step.status) for step in seen] == [
+            ("load", "finished"),
+            ("work", "running"),
+        ]
+        assert (seen[-1].items_done, seen[-1].items_total) == (50, 200)
+    finally:
+        child.kill()
+        child.wait()
+    assert store is not None
+    steps = pipeline().history("big", store=store)
+    assert [(step.path, step.status, step.items_done) for step in steps] == [
+        ("load", "finished", None),
+        ("work", "interrupted", 50),
+    ]
+    assert store.get("big").node == "job/work"  # where it is, from its log
+    store.close()
+
+
+# -- fork ---------------------------------------------------------------------------------
+
+
+def test_a_fork_starts_from_a_step_with_an_update_and_leaves_its_source_alone(store):
+    flow = pipeline()
+    flow.run({"n": 3}, store=store, run_id="r")
+    source = store.read("r")
+    final = flow.fork("r", store=store, at=1, update={"items": [10, 20]}, run_id="r2")
+    assert final == {"n": 3, "items": [10, 20], "doubled": [20, 40], "total": 60}
+    assert store.read("r") == source  # not a row, not a field of it changed
+    record = store.get("r2")
+    assert record.status == "completed"
+    assert record.metadata["braidflow.forked_from"] == {"run": "r", "step": 1, "rows": 1}
+    steps = flow.history("r2", store=store)
+    assert [(step.path, step.kind, step.run_id) for step in steps] == [
+        ("load", "step", "r"),
+        ("load", "update", "r2"),
+        ("double", "step", "r2"),
+        ("total", "step", "r2"),
+    ]
+    assert steps[1].changed == ("items",)
+    assert flow.state("r2", store=store, at=2)["items"] == [10, 20]
+
+
+def test_forks_get_ids_of_their_own_and_a_taken_id_is_refused(store):
+    flow = pipeline()
+    flow.run({"n": 1}, store=store, run_id="r")
+    flow.fork("r", store=store, at=0)
+    flow.fork("r", store=store, at=0, update={"n": 2})
+    assert {"r-fork-1", "r-fork-2"} <= {record.run_id for record in store.runs()}
+    assert flow.state("r-fork-2", store=store)["total"] == 2
+    with pytest.raises(StoreError, match="already used"):
+        flow.fork("r", store=store, run_id="r-fork-1")
+
+
+def test_a_fork_of_a_waiting_run_can_answer_differently(store):
+    class Ask(Node):
+        def exec(self, prep_res):
+            return interrupt("ship it?")
+
+        def post(self, shared, prep_res, exec_res):
+            shared["answer"] = exec_res
+
+    load, ask = Load(name="load"), Ask(name="ask")
+    load - "go" >> ask
+    flow = Flow(start=load, name="job")
+    with pytest.raises(Suspended):
+        flow.run({}, store=store, run_id="r")
+    assert flow.resume("r", store=store, input="yes")["answer"] == "yes"
+    with pytest.raises(Suspended):  # at its last step: the question comes again
+        flow.fork("r", store=store, at=1, run_id="again")
+    assert flow.resume("again", store=store, input="no")["answer"] == "no"
+    assert flow.state("r", store=store)["answer"] == "yes"
+
+
+def test_a_fork_with_an_update_that_cannot_be_stored_is_refused_before_it_is_made(store):
+    flow = pipeline()
+    flow.run({"n": 1}, store=store, run_id="r")
+    with pytest.raises(CheckpointError, match="the update cannot be stored"):
+        flow.fork("r", store=store, at=1, update={"items": object()}, run_id="bad")
+    with pytest.raises(StoreError):
+        store.get("bad")
+
+
+def test_a_fork_needs_the_flow_the_run_had(store):
+    flow = pipeline()
+    flow.run({"n": 1}, store=store, run_id="r")
+    other = Flow(start=Load(name="load"), name="job")
+    with pytest.raises(ResumeError, match="another graph"):
+        other.fork("r", store=store, at=1)
+
+
+# -- resuming what changed ------------------------------------------------------------------
+
+
+def test_a_node_whose_class_changed_resumes(store):
+    flow = pipeline()
+    Failing.item = 1
+    with pytest.raises(RuntimeError):
+        flow.run({"n": 2}, store=store, run_id="r")
+
+    class BetterDouble(BatchNode):
+        def prep(self, shared):
+            return shared["items"]
+
+        def exec(self, item):
+            return item * 2
+
+        def post(self, shared, prep_res, exec_res):
+            shared["doubled"] = exec_res
+
+    load, double, total = Load(name="load"), BetterDouble(name="double"), Total(name="total")
+    load - "go" >> double >> total
+    assert Flow(start=load, name="job").resume("r", store=store)["total"] == 2
+
+
+def test_a_renamed_node_resumes_with_rename_and_the_run_keeps_the_rename(store):
+    flow = pipeline()
+    Failing.item = 1
+    with pytest.raises(RuntimeError):
+        flow.run({"n": 3}, store=store, run_id="r")
+    load, double, total = Load(name="fetch"), Double(name="double"), Total(name="total")
+    load - "go" >> double >> total
+    renamed = Flow(start=load, name="job")
+    with pytest.raises(ResumeError) as refused:
+        renamed.resume("r", store=store)
+    said = str(refused.value)
+    assert "node 'job/load'" in said
+    assert "node 'job/fetch'" in said
+    assert "rename=" in said
+    Failing.item = 2
+    with pytest.raises(RuntimeError):
+        renamed.resume("r", store=store, rename={"load": "fetch"})
+    Failing.item = None
+    assert renamed.resume("r", store=store)["total"] == 6  # the rename was kept
+    assert [step.node for step in renamed.history("r", store=store)] == [
+        "load",
+        "double",
+        "total",
+    ]
+
+
+def test_migrate_upgrades_shared_once_and_the_run_keeps_it(store):
+    flow = pipeline()
+    Failing.item = 1
+    with pytest.raises(RuntimeError):
+        flow.run({"n": 2, "old_key": "v"}, store=store, run_id="r")
+
+    def migrate(shared):
+        shared["new_key"] = shared.pop("old_key").upper()
+
+    with pytest.raises(RuntimeError):  # item 1 fails again
+        flow.resume("r", store=store, migrate=migrate)
+    Failing.item = None
+    final = flow.resume("r", store=store)  # no migrate: the migrated shared was kept
+    assert final["new_key"] == "V"
+    assert "old_key" not in final
+    update = [step for step in flow.history("r", store=store) if step.kind == "update"]
+    assert [set(step.changed) for step in update] == [{"new_key", "old_key"}]
+
+
+def test_migrate_may_return_a_new_dict_but_nothing_else(store):
+    flow = pipeline()
+    Failing.item = 0
+    with pytest.raises(RuntimeError):
+        flow.run({"n": 1}, store=store, run_id="r")
+    Failing.item = None
+    with pytest.raises(ResumeError, match="migrate= returned a list"):
+        flow.resume("r", store=store, migrate=lambda shared: [])
+    assert (
+        flow.resume("r", store=store, migrate=lambda shared: {**shared, "extra": 1})["extra"] == 1
+    )
+
+
+def test_a_changed_wiring_is_refused_with_the_edge_that_differs(store):
+    flow = pipeline()
+    Failing.item = 0
+    with pytest.raises(RuntimeError):
+        flow.run({"n": 1}, store=store, run_id="r")
+    load, double, total = Load(name="load"), Double(name="double"), Total(name="total")
+    load - "other" >> double >> total
+    with pytest.raises(ResumeError, match="wired go->double where the flow now has") as refused:
+        Flow(start=load, name="job").resume("r", store=store)
+    assert "wired other->double" in str(refused.value)
+
+
+async def test_history_of_an_async_parallel_batch():
+    class Work(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return range(20)
+
+        async def exec_async(self, item):
+            return item
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["done"] = len(exec_res)
+
+    store = MemoryStore()
+    flow = AsyncFlow(start=Work(name="work", max_concurrency=4), name="job")
+    await flow.run_async({}, store=store, run_id="r")
+    (step,) = flow.history("r", store=store)
+    assert (step.path, step.items_done, step.items_total) == ("work", 20, 20)
+    assert json.dumps(flow.state("r", store=store)) == '{"done": 20}'
