@@ -2,9 +2,9 @@
 concurrently within limits, then killed mid-run and resumed. Offline, about ten seconds.
 
 It starts two services in this process, on 127.0.0.1 (examples/_local_services.py):
-a small website (96 pages, each sent after 50 to 150 ms) and an OpenAI-compatible
+a small website (120 pages, each sent after 50 to 150 ms) and an OpenAI-compatible
 chat API (300 to 500 ms a call, a quick model's short answer) with a quota, as
-the real API has: 24 calls in flight at most, and a call above that gets 429
+the real API has: 40 calls in flight at most, and a call above that gets 429
 with Retry-After. The flow reads the site's index, fetches every page with
 httpx, summarises each with the openai SDK (`AsyncOpenAI` pointed at the local
 API) and collects a digest:
@@ -14,9 +14,9 @@ API) and collects a digest:
 It shows what braidflow gives such a pipeline:
 
 1. Speed within limits. The flow runs one page at a time (`max_concurrency=1`)
-   over the first 8 pages, long enough to time its rate, then over all 96
-   pages, 32 at a time, every summarise call of every page holding one shared
-   `Limiter(24)`, the API's quota. The report gives both rates (pages a
+   over the first 6 pages, long enough to time its rate, then over all 120
+   pages, 48 at a time, every summarise call of every page holding one shared
+   `Limiter(40)`, the API's quota. The report gives both rates (pages a
    second, each measured) and how many times faster the second is, the most
    calls in flight (the limiter's count and the API's: never above the
    quota), the 429s (none) and the retries (`Retry` would take care of a 429
@@ -92,7 +92,7 @@ class Settings:
             )
 
 
-NORMAL = Settings(pages=96, sample=8, at_once=32, quota=24, kill_after=32, time_scale=1.0)
+NORMAL = Settings(pages=120, sample=6, at_once=48, quota=40, kill_after=40, time_scale=1.0)
 FAST = Settings(pages=12, sample=4, at_once=4, quota=3, kill_after=5, time_scale=0.05)
 
 
@@ -111,6 +111,18 @@ SUBJECTS = [
     "observatories",
     "tunnels",
     "vineyards",
+    "canals",
+    "lighthouse keepers",
+    "railways",
+    "gardens",
+    "castles",
+    "ferries",
+    "mountain huts",
+    "bakeries",
+    "clock towers",
+    "salt marshes",
+    "reservoirs",
+    "printing presses",
 ]
 ASPECTS = {
     "a short history": "The oldest {s} we know of are older than the towns around them.",
@@ -130,6 +142,8 @@ def make_site(settings: Settings) -> dict[str, Page]:
     """A guide of short articles, one per (subject, aspect), and an index linking them all."""
     pages = {}
     topics = [(subject, aspect) for subject in SUBJECTS for aspect in ASPECTS]
+    if settings.pages > len(topics):
+        raise ValueError(f"the guide has {len(topics)} pages at most")
     for number, (subject, aspect) in enumerate(topics[: settings.pages]):
         delay = page_delay(number, settings.time_scale)
         text = (

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 SHOWCASE = Path(__file__).parent.parent / "examples" / "showcase.py"
-PAGES, AT_ONCE, QUOTA, KILL_AFTER = 12, 4, 3, 5  # the showcase's FAST settings
+PAGES, SAMPLE, AT_ONCE, QUOTA, KILL_AFTER = 12, 4, 4, 3, 5  # the showcase's FAST settings
 
 pytestmark = pytest.mark.timeout(240)  # the showcase starts a child process; CI can be slow
 
@@ -47,8 +47,16 @@ def test_the_showcase_shows_every_part_and_leaves_nothing_behind(tmp_path):
     assert done.stderr == ""
     report = report_of(done.stdout)
 
-    assert report["pages summarised"] == f"{PAGES} of {PAGES} in each run"
-    assert re.fullmatch(r"\d+\.\dx", report["speedup"])
+    assert report["pages summarised"] == (
+        f"{SAMPLE} one at a time; {PAGES} of {PAGES} concurrently, and again durably"
+    )
+    assert re.fullmatch(
+        rf"{SAMPLE} pages in \d+\.\d\d s: \d+\.\d pages a second", report["one at a time"]
+    )
+    assert re.fullmatch(
+        rf"{PAGES} pages in \d+\.\d\d s: \d+\.\d pages a second", report[f"{AT_ONCE} at a time"]
+    )
+    assert re.fullmatch(r"\d+x the pages a second", report["speedup"])
     peak = re.fullmatch(
         rf"at most (\d+) \(limit {QUOTA}; the API saw at most (\d+)\)",
         report["LLM calls in flight"],
@@ -65,7 +73,7 @@ def test_the_showcase_shows_every_part_and_leaves_nothing_behind(tmp_path):
     # The resume ran the missing pages only, each with one call to the API.
     missing = PAGES - KILL_AFTER
     assert report["resumed"].startswith(f"{missing} pages run, {missing} LLM calls, ")
-    assert report["same digest"] == "yes (one at a time, concurrent, resumed)"
+    assert report["same digest"] == "yes (one at a time, for its pages; concurrent; resumed)"
 
     directory = Path(report["removed at exit"].split(" (")[0])
     assert directory.parent == scratch
