@@ -11,12 +11,13 @@ where a class overrides them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Generator
+import functools
+from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any, ClassVar
 
 from ._clock import Clock
 from ._context import ATTEMPT, HANDED_DOWN, PATH, current_item, observed
-from ._errors import InvalidParameterError
+from ._errors import InvalidParameterError, NodeDefinitionError
 from ._events import Event
 from ._limits import Limiter
 from ._options import UNSET, check_max_concurrency, check_on_error
@@ -107,6 +108,7 @@ class BaseNode(Wirable):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._bf_plan = Plan(cls)
+        _check_setup(cls)
 
     # -- identity -------------------------------------------------------------
 
@@ -470,3 +472,44 @@ class BaseNode(Wirable):
 
 
 BaseNode._bf_plan = Plan(BaseNode)
+BaseNode.__init__._bf_sets_up = True  # type: ignore[attr-defined]
+
+
+def _check_setup(cls: type[BaseNode]) -> None:
+    """Make a class's own ``__init__`` check, when it returns, that it ran
+    `BaseNode`'s (through ``super().__init__()``).
+
+    Forgetting that call used to pass silently and fail later, far away, with
+    ``AttributeError: ... no attribute 'successors'``. Only construction pays
+    (one dict lookup); braidflow's own classes, and a subclass that inherits an
+    ``__init__`` already checked, are left alone.
+    """
+    init = cls.__init__
+    if getattr(init, "_bf_sets_up", False):
+        return
+    if cls.__module__.startswith("braidflow."):  # braidflow's presets call it
+        if "__init__" in vars(cls):
+            init._bf_sets_up = True  # type: ignore[attr-defined]
+        return
+    cls.__init__ = _checked_init(init, cls)  # type: ignore[method-assign]
+
+
+def _checked_init(init: Callable[..., None], cls: type[BaseNode]) -> Callable[..., None]:
+    owner = getattr(init, "__qualname__", f"{cls.__qualname__}.__init__").rsplit(".", 1)[0]
+
+    @functools.wraps(init)
+    def __init__(self: BaseNode, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        if "successors" not in self.__dict__:
+            used_by = "" if owner == cls.__qualname__ else f" (the __init__ of {cls.__qualname__})"
+            raise NodeDefinitionError(
+                f"{owner}.__init__{used_by} returned without calling super().__init__(), so "
+                f"this {type(self).__name__} was not set up as a node (it has no successors "
+                f"or params, and would fail when wired or run); call super().__init__() in "
+                f"{owner}.__init__, anywhere in it, passing on any options "
+                f"({'start=' if self._bf_is_flow else 'max_retries='}, name=, ...)",
+                node=type(self).__name__,
+            )
+
+    __init__._bf_sets_up = True  # type: ignore[attr-defined]
+    return __init__
