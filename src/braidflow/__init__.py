@@ -25,6 +25,7 @@ from ._errors import SetupError as SetupError
 from ._errors import StoreError as StoreError
 from ._errors import Suspended as Suspended
 from ._errors import WiringError as WiringError
+from ._errors import WiringWarning as WiringWarning
 from ._events import Event as Event
 from ._events import Observer as Observer
 from ._flow import AsyncBatchFlow as AsyncBatchFlow
@@ -115,6 +116,7 @@ __all__ = [
     "StoreError",
     "Suspended",
     "WiringError",
+    "WiringWarning",
     "interrupt",
     "recorded_events",
     "thread_limiter",

@@ -17,6 +17,7 @@ from ._merge import check_rules
 from ._node import BaseNode
 from ._options import check_max_concurrency, check_on_error
 from ._plan import default
+from ._sites import wired_here
 from ._wiring import Wirable
 from .engine import fork_join
 
@@ -40,6 +41,10 @@ def _heads(branches: Iterable[Any], owner: str) -> list[BaseNode]:
                 "view of shared, so give each one once (make a second node if you want it twice)"
             )
         seen.add(id(head))
+    mistake = wired_here(heads)
+    if mistake is not None:
+        branch = f"branch {mistake.node._display_name()!r}"
+        raise WiringError(f"{owner}: {mistake.explained(branch)}")
     return heads
 
 

@@ -8,15 +8,23 @@ set, one after another or at once (isolated and merged, if asked).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Generator, Mapping
 from typing import Any, TypeVar, overload
 
-from ._errors import AsyncUsageError, BatchItemsError, InvalidParameterError, add_note
+from ._errors import (
+    AsyncUsageError,
+    BatchItemsError,
+    InvalidParameterError,
+    WiringWarning,
+    add_note,
+)
 from ._kinds import AsyncNode
 from ._merge import check_rules
 from ._node import BaseNode
 from ._options import UNSET, check_executor
 from ._plan import default
+from ._sites import wired_here
 from ._wiring import as_node, changed, route
 from .engine import drive_async, drive_sync, flow_stage, walk
 
@@ -59,6 +67,8 @@ class Flow(BaseNode):
         if executor is not None:
             self._bf_executor = check_executor(self, executor)
         self.start_node = as_node(start, self, f"{self._describe()}: start")
+        if start is not None and not isinstance(start, list | tuple):
+            _warn_if_wired_here(self, start)
         if (isolate or merge is not None) and self._bf_batch != "parallel":
             raise InvalidParameterError(
                 f"{self._describe()}: isolate= and merge= are for AsyncParallelBatchFlow, whose "
@@ -110,6 +120,8 @@ class Flow(BaseNode):
         Raises:
             WiringError: If ``start`` is not a node, a flow, a list of them or ``None``.
         """
+        if start is not None and not isinstance(start, list | tuple):
+            _warn_if_wired_here(self, start)
         start = as_node(start, self, f"{self._describe()}: start")
         self.start_node = start
         return start
@@ -171,6 +183,22 @@ class Flow(BaseNode):
         if len(shown) > 80:
             shown = shown[:77] + "..."
         add_note(error, f"{self._describe()} failed on param set {index}: {shown}")
+
+
+def _warn_if_wired_here(flow: Flow, start: Any) -> None:
+    """Warn when a flow's start was made by wiring in the same expression
+    (``Flow(start=p >> a)`` starts at ``a``): a warning, not an error, since
+    PocketFlow runs such a flow (from ``a``) and its programs must still run."""
+    mistake = wired_here((start,))
+    if mistake is not None:
+        warnings.warn(
+            f"{flow._describe()}: "
+            + mistake.explained(f"its start, {start._display_name()!r},").replace(
+                "would never run", "will never run"
+            ),
+            WiringWarning,
+            stacklevel=mistake.stacklevel,
+        )
 
 
 class BatchFlow(Flow):
