@@ -1,7 +1,8 @@
 """braidflow: LLM and I/O workflows as graphs of nodes.
 
-PocketFlow's programming model (``import braidflow as pocketflow`` works)
-on one engine, with bounded, safe and visible concurrency.
+PocketFlow's programming model (``import braidflow as pocketflow`` works, and
+``python -m braidflow.pocketflow program.py`` runs a PocketFlow program as it
+is) on one engine, with bounded, safe and visible concurrency.
 """
 
 from types import FunctionType as _FunctionType
