@@ -15,9 +15,42 @@ from typing import Any
 
 from ._errors import NodeDefinitionError
 
-__all__ = ["HOOKS", "Plan", "copy_node", "default", "has_plain_copy"]
+__all__ = ["HOOKS", "Plan", "copy_node", "default", "has_plain_copy", "preset", "variant"]
 
 HOOKS = ("before_prep", "after_exec", "on_error")
+
+
+# Each preset's async variant and parallel variant: what errors tell a class
+# to derive from instead (the names are braidflow's public classes).
+_ASYNC_VARIANTS = {
+    "BaseNode": "AsyncNode",
+    "Node": "AsyncNode",
+    "BatchNode": "AsyncBatchNode",
+    "ParallelBatchNode": "AsyncParallelBatchNode",
+    "Flow": "AsyncFlow",
+    "BatchFlow": "AsyncBatchFlow",
+}
+_PARALLEL_VARIANTS = {
+    "BatchNode": "ParallelBatchNode",
+    "AsyncBatchNode": "AsyncParallelBatchNode",
+    "BatchFlow": "AsyncParallelBatchFlow",
+    "AsyncBatchFlow": "AsyncParallelBatchFlow",
+}
+
+
+def preset(cls: type) -> str:
+    """The name of the braidflow class ``cls`` is, or derives from first."""
+    for klass in cls.__mro__:
+        module = klass.__module__
+        if module == "braidflow" or module.startswith("braidflow."):
+            return klass.__name__
+    return "BaseNode"
+
+
+def variant(cls: type, kind: str) -> str | None:
+    """The ``"async"`` or ``"parallel"`` variant of ``cls``'s preset, if any."""
+    table = _ASYNC_VARIANTS if kind == "async" else _PARALLEL_VARIANTS
+    return table.get(preset(cls))
 
 
 def default(function: Any) -> Any:
@@ -149,10 +182,12 @@ class Plan:
                 *self.hook_coro.items(),
             ):
                 if coro:
+                    base, instead = preset(cls), variant(cls, "async") or "AsyncNode"
                     raise NodeDefinitionError(
                         f"{cls.__name__}.{name} is 'async def', but {cls.__name__} is a "
-                        f"synchronous node; derive it from the Async variant (AsyncNode, "
-                        f"AsyncBatchNode, AsyncFlow, ...) so its coroutines are awaited",
+                        f"synchronous node; derive it from {instead} in place of {base}, so "
+                        "its coroutines are awaited (run it in an AsyncFlow, or alone with "
+                        "node.run(shared))",
                         node=cls.__name__,
                     )
 

@@ -90,10 +90,14 @@ def as_node(node: Any, owner: Wirable, role: str) -> Any:
     """
     if isinstance(node, list | tuple):
         node = Wirable._fan_out(*node)
+        node._bf_listed = True  # a conflict at its join says how to give it rules
     if node is not None and not isinstance(node, Wirable):
+        if isinstance(node, type) and issubclass(node, Wirable):
+            got = f"the class {node.__name__} itself; give a node made from it: {node.__name__}()"
+        else:
+            got = type(node).__name__
         raise WiringError(
-            f"{role} must be a node, a flow or None, got {type(node).__name__}",
-            node=owner._display_name(),
+            f"{role} must be a node, a flow or None, got {got}", node=owner._display_name()
         )
     return node
 
