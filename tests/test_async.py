@@ -179,7 +179,7 @@ async def test_sync_flows_keep_returning_their_action_inside_a_running_loop():
 
 
 async def test_sync_flow_reaching_an_async_node_is_a_clear_error():
-    with pytest.raises(AsyncUsageError, match="use AsyncFlow") as caught:
+    with pytest.raises(AsyncUsageError, match="make it an AsyncFlow") as caught:
         Flow(start=Weather(name="weather")).run({})
     assert "weather" in str(caught.value)
     assert isinstance(caught.value, RuntimeError)

@@ -666,6 +666,90 @@ def test_the_other_suggestions_work_when_followed(work):
     assert cli(work, "run", "flows.py:greet").returncode == 0
 
 
+def test_the_remaining_suggestions_work_when_followed(work):
+    def refused(*args):
+        done = cli(work, *args, check_stderr_one_line=True)
+        return done.stderr.strip()
+
+    def runs(*args):
+        done = cli(work, *args)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    said = refused("run", "flows.py:greet", "--shared", "@")
+    assert said.endswith("give --shared @FILE.json, or the JSON itself")
+    (work / "in.json").write_text('{"name": "ada"}')
+    assert json.loads(runs("run", "flows.py:greet", "--shared", "@in.json").stdout) == {
+        "name": "ada",
+        "greeting": "hello ada",
+    }
+    runs("run", "flows.py:greet", "--shared", '{"name": "ada"}')
+
+    assert refused("run", "flows.py:greet", "--shared", '{"n": NaN}').endswith(
+        "give a finite number, or null"
+    )
+    runs("run", "flows.py:greet", "--shared", '{"n": null}')
+    digits = "1" * 5000
+    assert refused("run", "flows.py:greet", "--shared", f'{{"n": {digits}}}').endswith(
+        "give it as a string"
+    )
+    runs("run", "flows.py:greet", "--shared", f'{{"n": "{digits}"}}')
+
+    (work / "in.json").write_bytes('{"name": "café"}'.encode("latin-1"))
+    assert refused("run", "flows.py:greet", "--shared", "@in.json").endswith("save it as UTF-8")
+    (work / "in.json").write_text('{"name": "café"}', encoding="utf-8")
+    runs("run", "flows.py:greet", "--shared", "@in.json")
+    (work / "in.json").write_text("ada")
+    said = refused("run", "flows.py:greet", "--shared", "@in.json")
+    example = said.split("--shared takes a JSON object, such as ", 1)[1]
+    (work / "in.json").write_text(example)
+    runs("run", "flows.py:greet", "--shared", "@in.json")
+
+    waiting = cli(work, "run", "flows.py:review", "--store", "runs.db", "--run-id", "w")
+    assert waiting.returncode == 3
+    (work / "answer.json").write_text("yes")
+    said = refused("resume", "w", "--store", "runs.db", "--input", "@answer.json")
+    (work / "answer.json").write_text(said.split("written in double quotes: ", 1)[1])
+    runs("resume", "w", "--store", "runs.db", "--input", "@answer.json")
+
+    said = refused("run", "flows.py:Greet")
+    assert "point TARGET at a flow made from it (an instance, such as flow = Greet(...))" in said
+    with (work / "flows.py").open("a") as source:
+        source.write("\ngreeter = Greet()\n\ndef made():\n    return bf.AsyncFlow(start=Greet())\n")
+    runs("run", "flows.py:greeter")
+    said = refused("run", "flows.py:needs_arguments")
+    assert said.endswith(
+        "point TARGET at a flow, or at a function of no arguments that returns one"
+    )
+    runs("run", "flows.py:made")
+    said = refused("run", "flows.py:number")
+    assert "point TARGET at a Flow or AsyncFlow (or a function of no arguments" in said
+    runs("run", "flows.py:greet")
+
+    assert cli(work, "run", "flows.py:greet", "--store", "runs.db", "--run-id", "t").returncode == 0
+    (work / "t.html").mkdir()  # where the page would go by default
+    said = refused("timeline", "t", "--store", "runs.db")
+    assert said.endswith("; -o FILE.html writes it elsewhere")
+    runs("timeline", "t", "--store", "runs.db", "-o", "FILE.html")
+    assert (work / "FILE.html").is_file()
+
+    sys.path.insert(0, str(work))
+    try:
+        import flows
+
+        from braidflow import SQLiteStore
+
+        with SQLiteStore(work / "runs.db") as store:
+            flows.greet.run({}, store=store, run_id="quiet")
+            said = refused("timeline", "quiet", "--store", "runs.db", "-o", "q.html")
+            assert said.endswith("as do runs given record_events=True")
+            flows.greet.run({}, store=store, run_id="recorded", record_events=True)
+    finally:
+        sys.path.remove(str(work))
+        sys.modules.pop("flows", None)
+    runs("timeline", "recorded", "--store", "runs.db", "-o", "r.html")
+
+
 # -- what the command keeps, and how it tells errors apart ---------------------------------
 
 

@@ -15,8 +15,9 @@ def code_blocks(page: Path) -> list[str]:
 
 @pytest.mark.parametrize("page", [p for p in PAGES if code_blocks(p)], ids=lambda p: p.name)
 def test_every_python_block_on_the_page_runs(page, capsys):
-    namespace: dict = {"__name__": f"docs_{page.stem}"}
     for number, block in enumerate(code_blocks(page), start=1):
+        # Each block on its own, as a reader pastes it: none may lean on an earlier one.
+        namespace: dict = {"__name__": f"docs_{page.stem}"}
         try:
             exec(compile(block, f"{page.name}[block {number}]", "exec"), namespace)
         except Exception as error:

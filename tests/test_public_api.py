@@ -71,9 +71,10 @@ def test_errors_form_one_tree_with_builtin_bases():
     assert issubclass(braidflow.AsyncUsageError, RuntimeError)
     assert issubclass(braidflow.BatchItemsError, TypeError)
     assert issubclass(braidflow.NodeTimeoutError, TimeoutError)
+    assert issubclass(braidflow.WiringWarning, UserWarning)  # warnings are warnings
     for name in braidflow.__all__:
         obj = getattr(braidflow, name)
-        if isinstance(obj, type) and issubclass(obj, Exception):
+        if isinstance(obj, type) and issubclass(obj, Exception) and not issubclass(obj, Warning):
             assert issubclass(obj, braidflow.BraidflowError), name
 
 

@@ -253,6 +253,28 @@ def test_a_node_that_cannot_be_pickled_is_refused_before_anything_runs(ray_clust
     assert "node 'holds' (Holds) cannot be sent to Ray" in message
     assert "its attribute 'lock' (lock)" in message
     assert not (tmp_path / "ran").exists()
+    # What it says to do, both ways: make such objects inside exec ...
+    assert "make such objects inside exec (or in a module-level cache there), or run this " in (
+        message
+    )
+
+    class Makes(bf.AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return [1]
+
+        def exec(self, item):
+            with threading.Lock():  # made inside exec, on the worker
+                return item + 1
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["done"] = exec_res
+
+    shared = {}
+    bf.AsyncFlow(start=Makes(executor=ray_cluster)).run(shared)
+    assert shared == {"done": [2]}
+    # ... or run this node in this process.
+    bf.AsyncFlow(start=Holds(executor=InProcessExecutor(), name="holds")).run({})
+    assert (tmp_path / "ran").read_text() == "yes"
 
 
 def test_a_flow_gives_its_executor_to_its_batch_nodes_and_one_can_stay_home(ray_cluster):

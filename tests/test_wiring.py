@@ -1,7 +1,10 @@
 """Wiring operators, their warnings, and wiring mistakes reported early."""
 
+import itertools
+
 import pytest
 
+import braidflow
 from braidflow import AsyncNode, Flow, Node, Parallel, WiringError
 
 
@@ -173,3 +176,185 @@ def test_successors_read_as_a_plain_dict():
     assert a.successors == {"default": b}
     assert a.successors.get("missing") is None
     assert isinstance(a.successors, dict)
+
+
+# -- a chain wired inside the fan-out that needed its first node -------------------------
+
+
+def named(*names):
+    return [Mark(name=name) for name in names]
+
+
+def test_a_branch_wired_inside_the_fan_out_expression_is_refused_with_what_to_write():
+    plan, p, a, web = named("plan", "p", "a", "web")
+    with pytest.raises(WiringError) as caught:
+        plan >> [p >> a, web]
+    message = str(caught.value)
+    assert "branch 'a' comes from `p >> a` in this same expression" in message
+    assert "'p' would never run" in message
+    assert message.endswith(
+        "Wire the chain first, on a line of its own: `p >> a`, then `plan >> [p, web]`"
+    )
+    assert plan.successors == {}  # refused before plan was wired
+    # What it says to write, run as written: both branches run, p then a.
+    p.successors.clear()  # the refused expression had wired p >> a already
+    for statement in advice_statements(message):
+        exec(statement)
+    shared = {}
+    Flow(start=plan).run(shared)
+    assert shared == {"plan": True, "p": True, "a": True, "web": True}
+
+
+def advice_statements(message):
+    """The statements a message says to write, from its last "first: ..." part."""
+    import re
+
+    return re.findall(r"`([^`]+)`", message.rsplit("first, on ", 1)[1])
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        pytest.param(lambda plan, p, a, web: plan - "go" >> [p >> a, web], id="action"),
+        pytest.param(lambda plan, p, a, web: plan >> (web, p - "ok" >> a), id="tuple"),
+        pytest.param(lambda plan, p, a, web: plan >> [p.next(a), web], id="next"),
+        pytest.param(lambda plan, p, a, web: Parallel(p >> a, web), id="Parallel"),
+        pytest.param(lambda plan, p, a, web: Flow(start=[p >> a, web]), id="start"),
+        pytest.param(lambda plan, p, a, web: Flow().start([p >> a, web]), id="start()"),
+        pytest.param(lambda plan, p, a, web: plan >> [web, Flow(start=p) >> a], id="a flow"),
+        pytest.param(lambda plan, p, a, web: plan >> [web, Parallel(p, Mark()) >> a], id="fork"),
+    ],
+)
+def test_every_way_of_making_that_fan_out_is_refused(build):
+    plan, p, a, web = named("plan", "p", "a", "web")
+    with pytest.raises(WiringError, match=r"branch 'a' comes from `.*` in this same expression"):
+        build(plan, p, a, web)
+
+
+def test_a_left_side_that_makes_a_new_node_is_named_once_in_the_advice():
+    plan, a, web = named("plan", "a", "web")
+    with pytest.raises(WiringError) as caught:
+        plan >> [Mark(name="p") >> a, web]
+    message = str(caught.value)
+    statements = advice_statements(message)
+    assert statements == ['first = Mark(name="p")', "first >> a", "plan >> [first, web]"]
+    a2, plan2, web2 = named("a", "plan", "web")
+    namespace = {"Mark": Mark, "a": a2, "plan": plan2, "web": web2}
+    for statement in statements:
+        exec(statement, namespace)
+    shared = {}
+    Flow(start=plan2).run(shared)
+    assert shared == {"plan": True, "p": True, "a": True, "web": True}
+
+
+def test_the_mistake_over_several_lines_or_without_source_is_still_refused():
+    plan, p, a, web = named("plan", "p", "a", "web")
+    with pytest.raises(WiringError, match="Wire the chain first, in a statement of its own"):
+        plan >> [
+            p >> a,
+            web,
+        ]
+    namespace = dict(zip(("plan", "p", "a", "web"), named("plan", "p", "a", "web"), strict=True))
+    with pytest.raises(WiringError, match="wiring 'p' to it in this same expression"):
+        exec("plan >> [p >> a, web]", namespace)  # no file to read the expression from
+
+
+def build_branch(first, then):
+    first >> then
+    return first
+
+
+def chain_of(*nodes):
+    for before, after in itertools.pairwise(nodes):
+        before >> after
+    return nodes[0]
+
+
+def test_branches_wired_anywhere_else_are_never_refused(recwarn):
+    plan, p, a, web, join = named("plan", "p", "a", "web", "join")
+    p >> a
+    plan >> [p, web] >> join  # the usual way: the chain first, then its first node
+    x, y, z = named("x", "y", "z")
+    one_line = {"plan": plan, "x": x, "y": y, "z": z}
+    exec('x >> y; plan - "other" >> [x, z]', one_line)  # two statements on one line
+    # A helper that wires in its own frame, in the same expression:
+    q, r, s = named("q", "r", "s")
+    plan - "helper" >> [build_branch(q, r), chain_of(s, *named("t", "u"))]
+    # Loops, comprehensions, and wiring whose result is not a branch:
+    heads = [Mark(name=f"h{n}") for n in range(3)]
+    for head in heads:
+        head >> Mark(name="tail")
+    plan - "loop" >> heads
+    plan - "comprehension" >> [n >> Mark(name="after") and n for n in named("c1", "c2")]
+    start, b, c, d, e, f = named("start", "b", "c", "d", "e", "f")
+    start >> b >> [c, d] >> e >> [f, Mark(name="g")]  # chains through fan-outs
+    Flow(start=[Mark(name="m"), Mark(name="n")]) >> Mark(name="o")
+    shared = {}
+    Flow(start=start).run(shared)
+    assert set(shared) == {"start", "b", "c", "d", "e", "f", "g"}
+    assert not recwarn.list
+
+
+def test_wiring_a_chain_as_a_flows_start_warns_and_runs_as_pocketflow_does():
+    p, a = named("p", "a")
+    with pytest.warns(braidflow.WiringWarning) as caught:
+        flow = Flow(start=p >> a)
+    (warning,) = caught.list
+    assert warning.filename == __file__  # where the mistake is
+    message = str(warning.message)
+    assert "its start, 'a', comes from `p >> a` in this same expression" in message
+    assert message.endswith(
+        "Wire the chain first, on a line of its own: `p >> a`, then `Flow(start=p)`"
+    )
+    shared = {}
+    flow.run(shared)
+    assert shared == {"a": True}  # PocketFlow starts at a too
+    with pytest.warns(braidflow.WiringWarning, match="its start, 'a'"):
+        Flow().start(p - "x" >> a)
+    p2, a2 = named("p", "a")
+    namespace = {"p": p2, "a": a2, "Flow": Flow}
+    for statement in advice_statements(message):
+        exec(statement, namespace)
+    shared = {}
+    Flow(start=p2).run(shared)
+    assert shared == {"p": True, "a": True}
+
+
+def test_a_flow_started_after_its_wiring_does_not_warn(recwarn):
+    p, a = named("p", "a")
+    p >> a
+    flow = Flow(start=p)
+    Flow().start(a) >> Mark(name="q")  # start() returns its node, to wire on from
+    loop = Mark(name="loop")
+    loop - "again" >> loop
+    Flow(start=loop)
+    assert flow.start_node is p
+    assert not recwarn.list
+
+
+# -- an action never completed with >> ------------------------------------------------------
+
+
+def test_an_action_never_completed_warns_where_it_was_written():
+    review = Mark(name="review")
+    with pytest.warns(braidflow.WiringWarning) as caught:
+        review - "approve"  # the `>> next_node` forgotten
+    (warning,) = caught.list
+    assert warning.filename == __file__
+    assert str(warning.message) == (
+        "`review - 'approve'` was never completed with `>> node`, so no successor was wired "
+        "for action 'approve'; write `node - 'approve' >> next_node` (or `>> None` to end the "
+        "flow there)"
+    )
+    assert review.successors == {}
+
+
+def test_an_action_completed_later_or_refused_does_not_warn(recwarn):
+    review = Mark(name="review")
+    pending = review - "approve"
+    pending >> Mark(name="approved")
+    review - "reject" >> None
+    with pytest.raises(WiringError):
+        review - "other" >> "not a node"
+    assert list(review.successors) == ["approve", "reject"]
+    assert not recwarn.list

@@ -1,7 +1,8 @@
 """braidflow: LLM and I/O workflows as graphs of nodes.
 
-PocketFlow's programming model (``import braidflow as pocketflow`` works)
-on one engine, with bounded, safe and visible concurrency.
+PocketFlow's programming model (``import braidflow as pocketflow`` works, and
+``python -m braidflow.pocketflow program.py`` runs a PocketFlow program as it
+is) on one engine, with bounded, safe and visible concurrency.
 """
 
 from types import FunctionType as _FunctionType
@@ -25,6 +26,7 @@ from ._errors import SetupError as SetupError
 from ._errors import StoreError as StoreError
 from ._errors import Suspended as Suspended
 from ._errors import WiringError as WiringError
+from ._errors import WiringWarning as WiringWarning
 from ._events import Event as Event
 from ._events import Observer as Observer
 from ._flow import AsyncBatchFlow as AsyncBatchFlow
@@ -117,6 +119,7 @@ __all__ = [
     "StoreError",
     "Suspended",
     "WiringError",
+    "WiringWarning",
     "interrupt",
     "recorded_events",
     "thread_limiter",

@@ -13,10 +13,11 @@ from typing import Any
 
 from ._errors import InvalidParameterError, WiringError
 from ._flow import Flow
-from ._merge import check_rules
+from ._merge import check_rules, rule_where
 from ._node import BaseNode
 from ._options import check_max_concurrency, check_on_error
 from ._plan import default
+from ._sites import wired_here
 from ._wiring import Wirable
 from .engine import fork_join
 
@@ -30,9 +31,14 @@ def _heads(branches: Iterable[Any], owner: str) -> list[BaseNode]:
     seen: set[int] = set()
     for head in heads:
         if not isinstance(head, Wirable):
+            made = (
+                f"; give a node made from it: {head.__name__}()"
+                if isinstance(head, type) and issubclass(head, Wirable)
+                else ""
+            )
             raise WiringError(
                 f"{owner}: branch {head!r} ({type(head).__name__}) is not a node or a flow; "
-                "each branch of a fan-out is a node, the first node of a chain, or a flow"
+                f"each branch of a fan-out is a node, the first node of a chain, or a flow{made}"
             )
         if id(head) in seen:
             raise WiringError(
@@ -40,6 +46,10 @@ def _heads(branches: Iterable[Any], owner: str) -> list[BaseNode]:
                 "view of shared, so give each one once (make a second node if you want it twice)"
             )
         seen.add(id(head))
+    mistake = wired_here(heads)
+    if mistake is not None:
+        branch = f"branch {mistake.node._display_name()!r}"
+        raise WiringError(f"{owner}: {mistake.explained(branch)}")
     return heads
 
 
@@ -103,6 +113,13 @@ class Parallel(BaseNode):
         self.failures_key = failures_key
         # One walker per branch: a flow whose start is the branch's head.
         self._bf_walkers = [Flow(start=head) for head in self.branches]
+        for walker in self._bf_walkers:
+            walker.__dict__["_bf_branch_of"] = self  # so that its errors speak of this Parallel
+
+    def _merge_advice(self, key: Any, rule: str) -> str:
+        """How a conflict at this join is told to give ``key`` a rule."""
+        listed = self.__dict__.get("_bf_listed", False)
+        return rule_where(key, rule, self._describe(), "Parallel", self._bf_merge, listed)
 
     def branch_names(self) -> list[str]:
         """The branches' names: each head's name, with ``#2``... if two share one."""

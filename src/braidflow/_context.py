@@ -61,11 +61,16 @@ class Run:
         "durable",
         "observers",
         "task",
+        "top",
     )
 
     def __init__(
-        self, observers: tuple[tuple[Any, Deliver], ...], clock: Clock = SYSTEM_CLOCK
+        self,
+        observers: tuple[tuple[Any, Deliver], ...],
+        clock: Clock = SYSTEM_CLOCK,
+        top: Any = None,
     ) -> None:
+        self.top = top  # the node or flow the run was started on (for advice in errors)
         self._id: str | None = uuid.uuid4().hex if observers else None
         self._names: dict[int, dict[int, str]] = {}
         self.observers = observers

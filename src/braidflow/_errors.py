@@ -21,6 +21,10 @@ Every exception braidflow raises derives from `BraidflowError`::
     ├── StoreError                 a store cannot do what was asked (unknown run, ...)
     └── Suspended                  a durable run stopped to wait for input (interrupt)
 
+    UserWarning
+    └── WiringWarning              wiring that runs, but not as it reads
+                                   (``Flow(start=p >> a)``, ``a - "x"`` never completed)
+
 Exceptions raised by user code (``prep``, ``exec``, ``post`` ...) are never
 wrapped, so ``except ValueError`` keeps working; instead braidflow adds a
 PEP 678 note naming the node, item and attempt, which tracebacks show.
@@ -50,6 +54,7 @@ __all__ = [
     "StoreError",
     "Suspended",
     "WiringError",
+    "WiringWarning",
 ]
 
 _NOTE_PREFIX = "braidflow: "
@@ -80,9 +85,20 @@ class WiringError(SetupError, TypeError):
     """An action or successor has the wrong type, or a flow has no start node."""
 
 
+class WiringWarning(UserWarning):
+    """Wiring that PocketFlow accepts, and so braidflow runs, but that does not
+    do what it reads as: ``Flow(start=p >> a)`` starts at ``a`` (``>>`` gives
+    back its right-hand node, so ``p`` never runs), and ``a - "x"`` never
+    completed with ``>> node`` wires nothing. Given where the mistake is made.
+    PocketFlow's own warnings ("Overwriting successor", "Flow ends", "Node
+    won't run successors") stay plain ``UserWarning``, as PocketFlow has them."""
+
+
 class NodeDefinitionError(SetupError, TypeError):
     """A node class is written in a way that cannot run, such as ``async def exec``
-    on a synchronous ``Node``. Raised when the class statement executes."""
+    on a synchronous ``Node``: raised when the class statement executes. Also
+    raised when a subclass's ``__init__`` returns without having called
+    ``super().__init__()``, when such a node is made."""
 
 
 class RunError(BraidflowError, RuntimeError):

@@ -8,15 +8,25 @@ set, one after another or at once (isolated and merged, if asked).
 
 from __future__ import annotations
 
+import asyncio
+import warnings
 from collections.abc import Generator, Mapping
 from typing import Any, TypeVar, overload
 
-from ._errors import AsyncUsageError, BatchItemsError, InvalidParameterError, add_note
+from ._context import RUN
+from ._errors import (
+    AsyncUsageError,
+    BatchItemsError,
+    InvalidParameterError,
+    WiringWarning,
+    add_note,
+)
 from ._kinds import AsyncNode
 from ._merge import check_rules
 from ._node import BaseNode
 from ._options import UNSET, check_executor
-from ._plan import default
+from ._plan import default, preset, variant
+from ._sites import wired_here
 from ._wiring import as_node, changed, route
 from .engine import drive_async, drive_sync, flow_stage, walk
 
@@ -59,6 +69,8 @@ class Flow(BaseNode):
         if executor is not None:
             self._bf_executor = check_executor(self, executor)
         self.start_node = as_node(start, self, f"{self._describe()}: start")
+        if start is not None and not isinstance(start, list | tuple):
+            _warn_if_wired_here(self, start)
         if (isolate or merge is not None) and self._bf_batch != "parallel":
             raise InvalidParameterError(
                 f"{self._describe()}: isolate= and merge= are for AsyncParallelBatchFlow, whose "
@@ -110,6 +122,8 @@ class Flow(BaseNode):
         Raises:
             WiringError: If ``start`` is not a node, a flow, a list of them or ``None``.
         """
+        if start is not None and not isinstance(start, list | tuple):
+            _warn_if_wired_here(self, start)
         start = as_node(start, self, f"{self._describe()}: start")
         self.start_node = start
         return start
@@ -150,11 +164,50 @@ class Flow(BaseNode):
         return await drive_async(steps)
 
     def _reached_async(self, node: BaseNode) -> AsyncUsageError:
-        return AsyncUsageError(
-            f"{self._describe()} is synchronous but reached async {node._describe()}; "
-            "use AsyncFlow and `await flow.run_async(shared)`",
-            node=node._display_name(),
-        )
+        """The error for this synchronous flow reaching an async node, with the
+        change that works where the run is: which flow to make async, and how
+        the flow that was run is then run (from plain code, or async code)."""
+        run = RUN.get()
+        top = run.top if run is not None else self
+        parallel = self.__dict__.get("_bf_branch_of")
+        if parallel is None:
+            problem = f"{self._describe()} is synchronous but reached async {node._describe()}"
+            fix = f"make it {_async_form(self)}"
+            around = top is not self
+        else:  # a branch's walker: a flow the user never made
+            problem = (
+                f"async {node._describe()} is a branch of {parallel._describe()}, which runs "
+                "synchronously here"
+            )
+            around = top is not parallel
+            fix = (
+                "make the flows around it async (`AsyncFlow(start=...)` in place of "
+                "`Flow(start=...)`)"
+                if around
+                else "run it in an AsyncFlow (`AsyncFlow(start=...)`)"
+            )
+        if around and top._bf_async:
+            then = f"; {top._describe()}, which you run, then runs it as one of its steps"
+        else:
+            if around:
+                fix += (
+                    f", and so every synchronous flow around it, up to {top._describe()}, "
+                    "which you run"
+                    if parallel is None
+                    else f", up to {top._describe()}, which you run"
+                )
+            # Where the run was started (a sync run's branches run on a loop of their own).
+            in_async_code = (
+                run.task is not None if run is not None else asyncio._get_running_loop() is not None
+            )
+            if in_async_code:
+                then = "; then, as this run is inside async code, `await flow.run_async(shared)`"
+            else:
+                then = (
+                    "; then run that as before: `flow.run(shared)` runs an AsyncFlow to "
+                    "completion from plain code"
+                )
+        return AsyncUsageError(f"{problem}; {fix}{then}", node=node._display_name())
 
     def _item_params(self, item: Any, index: int) -> dict[str, Any]:
         if not isinstance(item, Mapping):
@@ -171,6 +224,32 @@ class Flow(BaseNode):
         if len(shown) > 80:
             shown = shown[:77] + "..."
         add_note(error, f"{self._describe()} failed on param set {index}: {shown}")
+
+
+def _async_form(flow: Flow) -> str:
+    """How to make ``flow`` its async variant: ``an AsyncFlow (`AsyncFlow(start=...)`
+    in place of `Flow(start=...)`)``, or derive a subclass from it."""
+    cls, base = type(flow).__name__, preset(type(flow))
+    instead = variant(type(flow), "async") or "AsyncFlow"
+    if cls == base:
+        return f"an {instead} (`{instead}(start=...)` in place of `{base}(start=...)`)"
+    return f"an {instead} (derive {cls} from {instead} in place of {base})"
+
+
+def _warn_if_wired_here(flow: Flow, start: Any) -> None:
+    """Warn when a flow's start was made by wiring in the same expression
+    (``Flow(start=p >> a)`` starts at ``a``): a warning, not an error, since
+    PocketFlow runs such a flow (from ``a``) and its programs must still run."""
+    mistake = wired_here((start,))
+    if mistake is not None:
+        warnings.warn(
+            f"{flow._describe()}: "
+            + mistake.explained(f"its start, {start._display_name()!r},").replace(
+                "would never run", "will never run"
+            ),
+            WiringWarning,
+            stacklevel=mistake.stacklevel,
+        )
 
 
 class BatchFlow(Flow):

@@ -14,7 +14,7 @@ from ._errors import InvalidParameterError, MergeConflict
 from ._isolation import MISSING, same
 from ._views import Changes
 
-__all__ = ["MERGE_RULES", "apply_changes", "check_rules", "merge"]
+__all__ = ["MERGE_RULES", "Advice", "apply_changes", "check_rules", "merge", "rule_where"]
 
 # -- merge rules ---------------------------------------------------------------------
 #
@@ -163,10 +163,47 @@ def _value_in(store: Mapping[Any, Any], key: Any) -> Any:
     return store[key] if key in store else MISSING
 
 
+def _likely_rule(values: Writers) -> str:
+    """The built-in rule that would combine these values: an example to give."""
+    now = [value for _, _, value in values]
+    if all(isinstance(value, list) for value in now):
+        return "extend"
+    if all(isinstance(value, int | float) and not isinstance(value, bool) for value in now):
+        return "sum"
+    if all(isinstance(value, Mapping) for value in now):
+        return "update"
+    return "last"
+
+
+def rule_where(
+    key: Any, rule: str, owner: str, kind: str, rules: dict[str, Rule], listed: bool = False
+) -> str:
+    """How to give ``key`` the rule ``rule`` on ``owner``, a fork or an
+    isolated parallel batch flow of class ``kind`` that has ``rules`` already
+    (``listed``: a fork written as a list, which has no place for them)."""
+    entry = f"{key!r}: {rule!r}"
+    if listed:
+        return (
+            "a fan-out written as a list (`a >> [b, c]`) has no place for rules, so write "
+            f"`Parallel(b, c, merge={{{entry}}})` in place of the list: "
+            f"`a >> Parallel(b, c, merge={{{entry}}})`"
+        )
+    if rules:
+        return f"add {entry} to the merge= of {owner}"
+    if kind == "Parallel":
+        return f"`Parallel(..., merge={{{entry}}})`"
+    return f"`{kind}(..., isolate=True, merge={{{entry}}})`"
+
+
+# Says, for a conflict on a key, how to give it an example rule (`rule_where`).
+Advice = Callable[[Any, str], str]
+
+
 def merge(
     store: Mapping[Any, Any],
     changes: Sequence[tuple[str, Mapping[Any, Any]]],
     rules: dict[str, Rule],
+    advice: Advice | None = None,
 ) -> dict[Any, Any]:
     """Combine the branches' changes, in branch order, into one set of changes
     to apply to ``store``, the store (or view) the fork started from.
@@ -206,9 +243,11 @@ def merge(
         elif rule is None:
             names = [name for name, _, _ in values]
             shown = ", ".join(repr(name) for name in names)
+            rule = _likely_rule(values)
+            how = advice(key, rule) if advice is not None else f"merge={{{key!r}: {rule!r}}}"
             raise MergeConflict(
-                f"key {key!r} was written by branches {shown}; declare how to combine them, "
-                f"e.g. merge={{{key!r}: 'extend' | 'sum' | 'update' | 'last' | function}}",
+                f"key {key!r} was written by branches {shown}; declare how to combine them: "
+                f"{how} (a rule is 'extend', 'sum', 'update', 'last' or a function)",
                 key=key,
                 branches=names,
             )

@@ -20,7 +20,7 @@ from ._errors import InvalidParameterError
 from ._events import Event
 from ._limits import Limiter
 from ._options import UNSET, check_max_concurrency, check_on_error
-from ._plan import Plan, default
+from ._plan import Plan, check_setup, default
 from ._policy import Retry
 from ._run import (
     PendingRun,
@@ -109,6 +109,7 @@ class BaseNode(Wirable):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._bf_plan = Plan(cls)
+        check_setup(cls)
 
     # -- identity -------------------------------------------------------------
 
@@ -563,3 +564,4 @@ class BaseNode(Wirable):
 
 
 BaseNode._bf_plan = Plan(BaseNode)
+BaseNode.__init__._bf_sets_up = True  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ from typing import Any
 
 from ._clock import LONGEST_WAIT
 from ._errors import InvalidParameterError
+from ._plan import preset, variant
 
 __all__ = [
     "ON_ERROR_CHOICES",
@@ -137,9 +138,15 @@ def check_max_concurrency(node: Any, limit: Any, *, parallel: bool = True) -> in
     describe, name = node._describe(), node._display_name()
     if not parallel:
         raise InvalidParameterError(
-            f"{describe}: max_concurrency={limit!r} is set, but {type(node).__name__} runs its "
-            "items one at a time, so nothing would bound; use a parallel kind "
-            "(AsyncParallelBatchNode, AsyncParallelBatchFlow, ParallelBatchNode)",
+            f"{describe}: max_concurrency={limit!r} bounds nothing on a kind that is not "
+            "parallel: "
+            + _not_parallel(node, f"max_concurrency={limit!r}", "runs items at once, bounded")
+            + (
+                "; to bound how many nodes run at once, share a Limiter: "
+                f"limits=[Limiter({limit!r})]"
+                if not node._bf_is_flow and node._bf_batch == "single"
+                else ""
+            ),
             node=name,
         )
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -148,6 +155,30 @@ def check_max_concurrency(node: Any, limit: Any, *, parallel: bool = True) -> in
             node=name,
         )
     return limit
+
+
+def _not_parallel(node: Any, option: str, does: str) -> str:
+    """Why ``option`` (``max_concurrency=4``) means nothing on ``node``, which
+    is not parallel, and the kind that ``does`` what it was given for."""
+    cls = type(node).__name__
+    instead = variant(type(node), "parallel")
+    if instead is not None:
+        base = preset(type(node))
+        made = (
+            f"`{instead}(..., {option})`"
+            if cls == base
+            else f"derive {cls} from {instead} in place of {base}"
+        )
+        return f"{cls} runs its items one at a time; {instead} {does}: {made}"
+    if node._bf_is_flow:
+        return (
+            f"{cls} walks one step at a time; AsyncParallelBatchFlow {does} (a sub-flow "
+            f"per parameter set): `AsyncParallelBatchFlow(..., {option})`"
+        )
+    return (
+        f"{cls} has no items; a parallel batch kind {does}: "
+        f"`AsyncParallelBatchNode(..., {option})` (ParallelBatchNode for sync code)"
+    )
 
 
 def check_on_error(node: Any, on_error: Any, *, parallel: bool = True) -> str:
@@ -161,8 +192,11 @@ def check_on_error(node: Any, on_error: Any, *, parallel: bool = True) -> str:
         )
     if on_error != "raise" and not parallel:
         raise InvalidParameterError(
-            f"{describe}: on_error applies to parallel batch kinds; sequential batches stop "
-            "at the first failure",
+            f"{describe}: on_error={on_error!r} is for parallel kinds, which can go on past "
+            "a failure: "
+            + _not_parallel(
+                node, f"on_error={on_error!r}", "runs every item and collects failures"
+            ),
             node=name,
         )
     return str(on_error)
@@ -223,15 +257,16 @@ def check_executor(node: Any, executor: Any) -> Any:
     if not callable(getattr(executor, "prepare", None)):
         raise InvalidParameterError(
             f"{node._describe()}: executor={executor!r} is not an executor (it needs a "
-            "prepare(node, method) method); use braidflow.executors.RayExecutor(...) or "
-            "InProcessExecutor()",
+            "prepare(node, method) method); use braidflow.executors.RayExecutor(...), or "
+            "leave it out for braidflow.executors.InProcessExecutor(), the default",
             node=node._display_name(),
         )
     if node._bf_batch == "single" and not node._bf_is_flow:
         raise InvalidParameterError(
             f"{node._describe()}: executor= runs a batch's items elsewhere; "
-            f"{type(node).__name__} has no items (use a batch node, or give the executor "
-            "to the flow)",
+            f"{type(node).__name__} has no items (use a batch kind such as "
+            "AsyncParallelBatchNode, or give the executor to the flow: "
+            "AsyncFlow(start=..., executor=...))",
             node=node._display_name(),
         )
     return executor

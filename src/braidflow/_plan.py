@@ -10,14 +10,58 @@ never inspects methods per call.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 from ._errors import NodeDefinitionError
 
-__all__ = ["HOOKS", "Plan", "copy_node", "default", "has_plain_copy"]
+__all__ = [
+    "HOOKS",
+    "Plan",
+    "check_setup",
+    "copy_node",
+    "default",
+    "has_plain_copy",
+    "preset",
+    "variant",
+]
 
 HOOKS = ("before_prep", "after_exec", "on_error")
+
+
+# Each preset's async variant and parallel variant: what errors tell a class
+# to derive from instead (the names are braidflow's public classes).
+_ASYNC_VARIANTS = {
+    "BaseNode": "AsyncNode",
+    "Node": "AsyncNode",
+    "BatchNode": "AsyncBatchNode",
+    "ParallelBatchNode": "AsyncParallelBatchNode",
+    "Flow": "AsyncFlow",
+    "BatchFlow": "AsyncBatchFlow",
+}
+_PARALLEL_VARIANTS = {
+    "BatchNode": "ParallelBatchNode",
+    "AsyncBatchNode": "AsyncParallelBatchNode",
+    "BatchFlow": "AsyncParallelBatchFlow",
+    "AsyncBatchFlow": "AsyncParallelBatchFlow",
+}
+
+
+def preset(cls: type) -> str:
+    """The name of the braidflow class ``cls`` is, or derives from first."""
+    for klass in cls.__mro__:
+        module = klass.__module__
+        if module == "braidflow" or module.startswith("braidflow."):
+            return klass.__name__
+    return "BaseNode"
+
+
+def variant(cls: type, kind: str) -> str | None:
+    """The ``"async"`` or ``"parallel"`` variant of ``cls``'s preset, if any."""
+    table = _ASYNC_VARIANTS if kind == "async" else _PARALLEL_VARIANTS
+    return table.get(preset(cls))
 
 
 def default(function: Any) -> Any:
@@ -149,10 +193,12 @@ class Plan:
                 *self.hook_coro.items(),
             ):
                 if coro:
+                    base, instead = preset(cls), variant(cls, "async") or "AsyncNode"
                     raise NodeDefinitionError(
                         f"{cls.__name__}.{name} is 'async def', but {cls.__name__} is a "
-                        f"synchronous node; derive it from the Async variant (AsyncNode, "
-                        f"AsyncBatchNode, AsyncFlow, ...) so its coroutines are awaited",
+                        f"synchronous node; derive it from {instead} in place of {base}, so "
+                        "its coroutines are awaited (run it in an AsyncFlow, or alone with "
+                        "node.run(shared))",
                         node=cls.__name__,
                     )
 
@@ -198,3 +244,43 @@ def copy_node(node: Any) -> Any:
         new.__dict__.update(node.__dict__)
         return new
     return copy.copy(node)
+
+
+def check_setup(cls: type[Any]) -> None:
+    """Make a node class's own ``__init__`` check, when it returns, that it ran
+    `BaseNode`'s (through ``super().__init__()``).
+
+    Forgetting that call used to pass silently and fail later, far away, with
+    ``AttributeError: ... no attribute 'successors'``. Only construction pays
+    (one dict lookup); braidflow's own classes, and a subclass that inherits an
+    ``__init__`` already checked, are left alone.
+    """
+    init = cls.__init__
+    if getattr(init, "_bf_sets_up", False):
+        return
+    if cls.__module__.startswith("braidflow."):  # braidflow's presets call it
+        if "__init__" in vars(cls):
+            init._bf_sets_up = True
+        return
+    cls.__init__ = _checked_init(init, cls)
+
+
+def _checked_init(init: Callable[..., None], cls: type[Any]) -> Callable[..., None]:
+    owner = getattr(init, "__qualname__", f"{cls.__qualname__}.__init__").rsplit(".", 1)[0]
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        if "successors" not in self.__dict__:
+            used_by = "" if owner == cls.__qualname__ else f" (the __init__ of {cls.__qualname__})"
+            raise NodeDefinitionError(
+                f"{owner}.__init__{used_by} returned without calling super().__init__(), so "
+                f"this {type(self).__name__} was not set up as a node (it has no successors "
+                f"or params, and would fail when wired or run); call super().__init__() in "
+                f"{owner}.__init__, anywhere in it, passing on any options "
+                f"({'start=' if self._bf_is_flow else 'max_retries='}, name=, ...)",
+                node=type(self).__name__,
+            )
+
+    __init__._bf_sets_up = True  # type: ignore[attr-defined]
+    return __init__

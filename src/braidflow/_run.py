@@ -200,7 +200,7 @@ class RunScope:
             if self.record_events:
                 recorder = EventRecorder(store, self.durable.run_id)
                 observers = (*observers, (recorder, recorder.on_event))
-        run = self.run = Run(observers, self.clock)
+        run = self.run = Run(observers, self.clock, self.node)
         run.durable = self.durable
         if self.durable is not None:
             run.id = self.durable.run_id

@@ -14,7 +14,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar, overload
 
-from ._errors import WiringError
+from ._errors import WiringError, WiringWarning
+from ._sites import note_wiring
 
 __all__ = [
     "DEFAULT_ACTION",
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 DEFAULT_ACTION = "default"
+_MODULE_GLOBALS = globals()
 
 _Target = TypeVar("_Target", bound="Wirable | None")
 
@@ -88,10 +90,14 @@ def as_node(node: Any, owner: Wirable, role: str) -> Any:
     """
     if isinstance(node, list | tuple):
         node = Wirable._fan_out(*node)
+        node._bf_listed = True  # a conflict at its join says how to give it rules
     if node is not None and not isinstance(node, Wirable):
+        if isinstance(node, type) and issubclass(node, Wirable):
+            got = f"the class {node.__name__} itself; give a node made from it: {node.__name__}()"
+        else:
+            got = type(node).__name__
         raise WiringError(
-            f"{role} must be a node, a flow or None, got {type(node).__name__}",
-            node=owner._display_name(),
+            f"{role} must be a node, a flow or None, got {got}", node=owner._display_name()
         )
     return node
 
@@ -130,14 +136,17 @@ class Wirable:
                 node=self._display_name(),
             )
         node = as_node(node, self, f"Successor of {self._display_name()!r} for action {action!r}")
+        # The user's frame: the caller, or past our own >> operators.
+        caller = sys._getframe(1)
+        via_operator = caller.f_globals is _MODULE_GLOBALS
         if action in self.successors:
-            # Point the warning at the user's wiring line, past our own >> operators.
-            via_operator = sys._getframe(1).f_globals.get("__name__") == __name__
-            warnings.warn(
+            warnings.warn(  # pointing at the user's wiring line
                 f"Overwriting successor for action '{action}'", stacklevel=3 if via_operator else 2
             )
         self.successors[action] = node
         changed()  # also when ``successors`` was replaced by a plain dict
+        if node is not None:  # to tell `plan >> [p >> a, web]` from `plan >> [p, web]`
+            note_wiring(self, node, caller.f_back if via_operator else caller)  # type: ignore[arg-type]
         return node
 
     @overload
@@ -159,13 +168,41 @@ class Wirable:
 
 
 class _ConditionalTransition:
-    """The half-built edge ``node - "action"``, completed by ``>> target``."""
+    """The half-built edge ``node - "action"``, completed by ``>> target``.
 
-    __slots__ = ("action", "src")
+    One never completed wired nothing, silently in PocketFlow: it warns
+    (`WiringWarning`) when it is dropped, pointing at the line that made it.
+    """
+
+    __slots__ = ("_made_at", "action", "src")
 
     def __init__(self, src: Wirable, action: str) -> None:
         self.src = src
         self.action = action
+        frame = sys._getframe(2)  # the `node - "action"` expression, past __sub__
+        self._made_at: tuple[str, int, dict[str, Any]] | None = (
+            frame.f_code.co_filename,
+            frame.f_lineno,
+            frame.f_globals,
+        )
+
+    def __del__(self) -> None:
+        made_at = getattr(self, "_made_at", None)
+        if made_at is None or sys.is_finalizing():
+            return
+        filename, line, module_globals = made_at
+        source = self.src._display_name()
+        warnings.warn_explicit(
+            f"`{source} - {self.action!r}` was never completed with `>> node`, so no "
+            f"successor was wired for action {self.action!r}; write `node - "
+            f"{self.action!r} >> next_node` (or `>> None` to end the flow there)",
+            WiringWarning,
+            filename,
+            line,
+            module=module_globals.get("__name__"),
+            registry=module_globals.setdefault("__warningregistry__", {}),
+            module_globals=module_globals,
+        )
 
     @overload
     def __rshift__(self, target: list[Any] | tuple[Any, ...]) -> Any: ...
@@ -173,6 +210,7 @@ class _ConditionalTransition:
     def __rshift__(self, target: _Target) -> _Target: ...
 
     def __rshift__(self, target: Any) -> Any:
+        self._made_at = None  # completed (even if the target is refused)
         return self.src.next(target, self.action)
 
 

@@ -129,11 +129,13 @@ def _json_hint(text: str, what: str, from_file: bool) -> str:
     if text.lstrip()[:1] in ("{", "["):
         example = '{"key": "value"}'
         return f"; JSON strings and keys take double quotes: {shlex.quote(example)}"
-    if from_file:
-        return f"; a text in JSON is written in double quotes: {json.dumps(text.strip())}"
     if what == "--shared":  # an object, never a bare text
         example = '{"key": "value"}'
+        if from_file:
+            return f"; --shared takes a JSON object, such as {example}"
         return f"; --shared takes a JSON object: --shared {shlex.quote(example)}"
+    if from_file:
+        return f"; a text in JSON is written in double quotes: {json.dumps(text.strip())}"
     quoted = json.dumps(text, ensure_ascii=False)
     return f"; a text is quoted: {what} {shlex.quote(quoted)}"
 

@@ -27,9 +27,13 @@ from ._travel import composed_renames, migrated
 
 __all__ = ["claim_run", "close_run", "start_run"]
 
-# The words of the note a failed durable run's error gets that say how to
-# resume it in Python (the command line, which says its own, drops that note).
-_RESUME_HINT = "fix the cause and resume it with flow.resume("
+
+def _resume_call(run_id: str, answer: str = "") -> str:
+    """How to resume ``run_id`` from where the run was started: plain code, or
+    inside async code, where ``resume`` of an async flow gives an awaitable."""
+    if asyncio._get_running_loop() is None:
+        return f"flow.resume({run_id!r}, store=...{answer})"
+    return f"await flow.resume_async({run_id!r}, store=...{answer})"
 
 
 def start_run(
@@ -139,7 +143,7 @@ def _record_end(durable: DurableRun, error: BaseException | None) -> None:
         store.finish(run_id, "waiting", node=error.where, prompt=error.prompt)
         raise Suspended(
             f"run {run_id!r} is waiting for input at {error.where!r}: {error.prompt!r}; "
-            f"resume it with flow.resume({run_id!r}, store=..., input=answer)",
+            f"resume it with {_resume_call(run_id, ', input=answer')}",
             run_id=run_id,
             node=error.where,
             prompt=error.prompt,
@@ -156,6 +160,7 @@ def _record_end(durable: DurableRun, error: BaseException | None) -> None:
     if isinstance(error, Exception):
         add_note(
             error,
-            f"run {run_id!r} is stored as {status} in {store!r}; {_RESUME_HINT}"
-            f"{run_id!r}, store=...)",
+            # (the command line, which says its own, leaves this note out)
+            f"run {run_id!r} is stored as {status} in {store!r}; fix the cause and resume "
+            f"it with {_resume_call(run_id)}",
         )

@@ -88,7 +88,7 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
         if index not in failed
     ]
     try:
-        merged = merge(shared, branch_changes, parallel._bf_merge)
+        merged = merge(shared, branch_changes, parallel._bf_merge, parallel._merge_advice)
     except Exception as error:
         add_note(error, f"while joining the branches of {parallel._describe()}")
         raise

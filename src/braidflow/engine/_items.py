@@ -20,6 +20,7 @@ from .._context import GATES, ITEM, PATH, RUN, STEP, ItemAt, StepAt
 from .._errors import BatchItemsError, Failure, add_note
 from .._limits import Limiter
 from .._options import check_max_concurrency
+from .._plan import preset, variant
 from .._taskgroup import TaskGroup
 from ._attempts import cancelled_error
 from ._effects import AWAIT, COMMIT
@@ -47,10 +48,18 @@ def batch_items(node: Any, prep_result: Any) -> Any:
     if hasattr(prep_result, "__aiter__"):
         if node._bf_async:
             return prep_result
+        cls, base = type(node), preset(type(node))
+        instead = variant(cls, "async") or "AsyncBatchNode"
+        derive = (
+            f"make it an {instead}"
+            if cls.__name__ == base
+            else f"derive {cls.__name__} from {instead} in place of {base}"
+        )
         raise BatchItemsError(
             f"{node._describe()}: prep returned an async iterator "
             f"({type(prep_result).__name__}), which a synchronous node cannot read; "
-            "use the Async variant of this class, or return a list or generator",
+            f"{derive} (its items may then come from an async iterator), or return a list "
+            "or generator",
             node=node._display_name(),
         )
     try:

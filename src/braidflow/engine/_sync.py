@@ -170,10 +170,17 @@ def run_node(node: Any, shared: Any) -> Any:
 def node_step(node: Any, shared: Any) -> Any:
     """Run a node's phases here and return its action (its lifecycle: the
     fast path is `drive`'s, for the steps of a walk)."""
-    if node._bf_async:
+    if node._bf_async:  # PocketFlow's `node._run(shared)` on an async node
+        if asyncio._get_running_loop() is None:
+            how = (
+                "from plain code, `node.run(shared)` runs it to completion (inside async "
+                "code: `await node.run_async(shared)`)"
+            )
+        else:
+            how = "this is inside async code: `await node.run_async(shared)`"
         raise AsyncUsageError(
-            f"{node._describe()} is async and cannot run synchronously here; "
-            "put it in an AsyncFlow, or use `await node.run_async(shared)`",
+            f"{node._describe()} is async and cannot run synchronously here; {how}, or put "
+            "it in an AsyncFlow",
             node=node._display_name(),
         )
     return drive(lifecycle(node, shared, False))

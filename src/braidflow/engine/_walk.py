@@ -15,7 +15,7 @@ from typing import Any
 
 from .._context import HANDED_DOWN, PATH, RUN, STEP, HandedDown, StepAt
 from .._errors import WiringError, add_note
-from .._merge import apply_changes, merge
+from .._merge import apply_changes, merge, rule_where
 from .._plan import copy_node
 from .._views import SharedView
 from .._wiring import route
@@ -92,8 +92,8 @@ def walk(flow: Any, shared: Any, params: dict[str, Any], offload: bool, sync_onl
         node = getattr(flow, "start_node", None)  # a subclass's own start_node, if any
     if node is None:
         raise WiringError(
-            f"{flow._describe()} has no start node; pass Flow(start=node) or call "
-            "flow.start(node) before running it",
+            f"{flow._describe()} has no start node; pass `{type(flow).__name__}(start=node)` "
+            "or call `flow.start(node)` before running it",
             node=flow._display_name(),
         )
     run = RUN.get()
@@ -258,7 +258,13 @@ def _isolated(flow: Any, shared: Any, items: Any, offload: bool, collect: bool) 
         for index in sorted(views.keys() | recorded.keys())
     ]
     try:
-        apply_changes(shared, merge(shared, changes, flow._bf_merge))
+        rules = flow._bf_merge
+        kind = type(flow).__name__
+
+        def advice(key: Any, rule: str) -> str:
+            return rule_where(key, rule, flow._describe(), kind, rules)
+
+        apply_changes(shared, merge(shared, changes, rules, advice))
     except Exception as error:
         add_note(error, f"while merging the sub-flows of {flow._describe()}")
         raise
