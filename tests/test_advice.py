@@ -45,6 +45,13 @@ Durable runs
                       another graph) .................... test_durable_*
     durable._run (items changed, fingerprints, values
                   that cannot be saved) ................. test_durable_*
+    durable._history (a store with no read(), a step
+                      that is not there) ................ tests/test_history.py::
+        test_a_store_without_read_*, test_a_step_that_is_not_there_is_refused
+    durable._travel (rename=, migrate=, update=, another
+                     graph at a fork) ................... tests/test_history.py::
+        test_bad_resume_options_*, test_migrate_may_return_*, test_a_bad_update_*,
+        test_a_renamed_node_resumes_with_rename_*
     durable._codec (keys, values, the reserved key) ..... test_durable_values_*
     stores._base (run id used, run running elsewhere) ... test_store_*, and
         tests/test_store_failures.py::test_a_run_on_another_host_is_running_until_its_lease_*
@@ -1000,16 +1007,22 @@ def test_durable_resume_with_input_of_a_run_not_waiting_says_without_input(tmp_p
         assert flow.resume("r", store=store) == {"fetched": True}
 
 
-def test_durable_resume_with_another_graph_says_resume_with_the_flow_as_it_was(tmp_path):
+def test_durable_resume_with_another_graph_says_rename_or_the_flow_as_it_was(tmp_path):
     with SQLiteStore(tmp_path / "runs.db") as store:
-        first = Fails(name="fetch")
-        with pytest.raises(ConnectionError):
-            Flow(start=first).run({}, store=store, run_id="r")
-        changed = Mark(name="fetch-v2")
-        with pytest.raises(ResumeError, match="resume it with the flow as it was when the run"):
-            Flow(start=changed).resume("r", store=store)
+        for run_id in ("as-it-was", "renamed"):
+            with pytest.raises(ConnectionError):
+                Flow(start=Fails(name="fetch")).run({}, store=store, run_id=run_id)
+        renamed = Flow(start=Fails(name="fetch-v2"))
+        with pytest.raises(ResumeError) as refused:
+            renamed.resume("as-it-was", store=store)
+        said = str(refused.value)
+        assert "resume with rename={'old name': 'new name'}" in said
+        assert "else resume with the flow as it was" in said
         Fails.down = False
-        assert Flow(start=Fails(name="fetch")).resume("r", store=store) == {"fetched": True}
+        assert Flow(start=Fails(name="fetch")).resume("as-it-was", store=store) == {"fetched": True}
+        assert renamed.resume("renamed", store=store, rename={"fetch": "fetch-v2"}) == {
+            "fetched": True
+        }
 
 
 def test_durable_items_that_changed_say_prep_must_give_the_same(tmp_path):

@@ -16,6 +16,7 @@ from braidflow import (
     BatchNode,
     CheckpointError,
     Flow,
+    InvalidParameterError,
     MemoryStore,
     Node,
     ResumeError,
@@ -493,3 +494,46 @@ async def test_history_of_an_async_parallel_batch():
     (step,) = flow.history("r", store=store)
     assert (step.path, step.items_done, step.items_total) == ("work", 20, 20)
     assert json.dumps(flow.state("r", store=store)) == '{"done": 20}'
+
+
+def test_a_store_without_read_says_to_add_one_and_one_added_works():
+    store = MemoryStore()
+    pipeline().run({"n": 1}, store=store, run_id="r")
+
+    class OlderStore:  # a store written before read() was in the protocol
+        serializer = "json"
+
+        def get(self, run_id):
+            return store.get(run_id)
+
+    with pytest.raises(ResumeError, match=r"has no read\(\) method; add one"):
+        pipeline().history("r", store=OlderStore())
+    OlderStore.read = lambda self, run_id: store.read(run_id)
+    assert len(pipeline().history("r", store=OlderStore())) == 3
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        ({"rename": ["load"]}, "must map old node names to new ones"),
+        ({"rename": {"load": 1}}, "must map old node names to new ones"),
+        ({"migrate": "upgrade"}, "must be a function that takes shared"),
+    ],
+)
+def test_bad_resume_options_say_what_they_must_be(store, options, said):
+    flow = pipeline()
+    Failing.item = 0
+    with pytest.raises(RuntimeError):
+        flow.run({"n": 1}, store=store, run_id="r")
+    with pytest.raises((ResumeError, InvalidParameterError), match=said):
+        flow.resume("r", store=store, **options)
+    Failing.item = None
+    assert flow.resume("r", store=store, rename={}, migrate=lambda shared: None)["total"] == 0
+
+
+def test_a_bad_update_says_it_must_be_a_dict(store):
+    flow = pipeline()
+    flow.run({"n": 1}, store=store, run_id="r")
+    with pytest.raises(ResumeError, match="must be a dict of keys of shared"):
+        flow.fork("r", store=store, update=[("n", 2)])
+    assert flow.fork("r", store=store, at=0, update={"n": 2})["total"] == 2
