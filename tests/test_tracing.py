@@ -386,6 +386,20 @@ def test_timeline_writes_one_self_contained_page_at_run_end(tmp_path):
     assert data["run"]["name"] == "main"
 
 
+def test_a_recorded_cancellation_is_drawn_cancelled():
+    from braidflow.durable._exceptions import stand_in_class
+
+    cancelled = {"error": stand_in_class("CancelledError")()}
+    events = events_of(
+        ("run_start", ["main"], None, 0.0),
+        ("node_start", ["main"], None, 0.0),
+        ("node_end", ["main"], None, 1.0, cancelled),
+        ("run_end", ["main"], None, 1.0, cancelled),
+    )
+    data = timeline_data(events)
+    assert [span[4] for span in data["spans"]] == [CANCELLED]
+
+
 # -- Progress -----------------------------------------------------------------------------
 
 

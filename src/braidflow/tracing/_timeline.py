@@ -38,12 +38,15 @@ _MOST_POINTS = 2000  # of the strip of items over time
 Names = tuple[str, ...]  # an event's path
 
 
+def _cancelled(error: BaseException) -> bool:
+    """A cancellation, or one read back from a store (a stand-in of that name)."""
+    return isinstance(error, asyncio.CancelledError) or type(error).__name__ == "CancelledError"
+
+
 def _outcome(error: BaseException | None) -> int:
     if error is None:
         return OK
-    if isinstance(error, asyncio.CancelledError):
-        return CANCELLED
-    return FAILED
+    return CANCELLED if _cancelled(error) else FAILED
 
 
 def _ms(seconds: float) -> str:
