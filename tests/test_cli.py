@@ -459,8 +459,12 @@ def test_timeline_draws_every_part_of_a_resumed_run(work):
     done = cli(work, "timeline", "r3", "--store", "runs.db", "-o", "r3.html")
     assert done.returncode == 0, done.stderr
     page = (work / "r3.html").read_text()
-    assert "resumed: part 2 of the run" in page
-    assert "upstream down" in page  # the first part's failure is drawn too
+    data = json.loads(page.split('type="application/json">')[1].split("</script>")[0])
+    assert [(part["ended"], part["error"]) for part in data["parts"]] == [
+        ("failed", "ConnectionError: upstream down"),  # the first part's failure is drawn too
+        ("completed", ""),
+    ]
+    assert data["run"]["error"] == ""  # the run completed
     unknown = cli(work, "timeline", "zz", "--store", "runs.db", "-o", "t.html")
     assert unknown.returncode == 2
     assert "no run 'zz'" in unknown.stderr
