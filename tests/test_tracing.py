@@ -21,9 +21,11 @@ from braidflow import (
 )
 from braidflow.tracing import JSONLTrace, OpenTelemetry, Progress, Timeline
 from braidflow.tracing._timeline import (
+    ASKED,
     BACKOFF,
     CANCELLED,
     EMIT,
+    ERROR,
     FAILED,
     INTERRUPTED,
     ITEM,
@@ -493,6 +495,7 @@ def test_a_resumed_runs_parts_follow_each_other_and_each_ends_what_it_left_open(
         "id": "r",
         "name": "main",
         "duration": 0,
+        "ended": "completed",
         "error": "",
         "items": 4,  # 0, 1, and 2 and 3 as part 2 ran them
         "failed": 0,
@@ -572,6 +575,30 @@ def test_an_item_that_failed_and_ran_again_after_the_resume_is_not_counted_faile
     assert data["info"][failed[5]].endswith("ValueError: bad · it ran again in part 2")
     assert data["run"]["failed"] == 0
     assert data["run"]["items"] == 5  # item 0 ran twice, to an end each time
+
+
+def test_a_run_that_asked_for_input_and_was_resumed_with_it_asked_rather_than_failed():
+    import braidflow as bf
+
+    class Ask(Node):
+        def exec(self, prep_res):
+            return bf.interrupt("ship it?")
+
+    flow = Flow(start=Ask(name="ask"), name="review")
+    store = bf.MemoryStore()
+    seen = []
+    with pytest.raises(bf.Suspended):
+        flow.run({}, store=store, run_id="r", record_events=True, observers=[seen.append])
+    waiting = timeline_data(seen)
+    assert (waiting["run"]["ended"], waiting["run"]["error"]) == ("waiting", "")
+    flow.resume("r", store=store, input="yes", record_events=True)
+    data = timeline_data(bf.recorded_events(store, "r"))  # errors as stand-ins now
+    assert [(p["ended"], p["error"]) for p in data["parts"]] == [("waiting", ""), ("completed", "")]
+    asked, answered = spans_on(data, "review / ask", NODE)
+    assert (asked[4], answered[4]) == (ASKED, OK)
+    assert data["info"][asked[5]].endswith("asked for input: ship it?")
+    assert [mark for mark in data["marks"] if mark[2] == ERROR] == []
+    assert (data["run"]["ended"], data["run"]["error"]) == ("completed", "")
 
 
 def checkpointed_items(store, run_id):

@@ -23,6 +23,8 @@ from typing import Any
 
 from .._errors import describe_error
 from .._events import Event
+from ..durable._exceptions import RecordedError
+from ..durable._interrupt import Interrupted
 from ._files import writable_path
 
 __all__ = ["Timeline", "timeline_data"]
@@ -33,7 +35,8 @@ NODE, ITEM, WAIT, BRANCH, BACKOFF = 0, 1, 2, 3, 4
 # end recorded before its part of the run stopped with no end of its own (its
 # process died); REUSED: that too, and the part after reused its checkpointed
 # result without running it again (it had finished; its end went unwritten).
-OK, FAILED, CANCELLED, UNFINISHED, INTERRUPTED, REUSED = 0, 1, 2, 3, 4, 5
+# ASKED: it stopped the run to ask for input (``braidflow.interrupt``).
+OK, FAILED, CANCELLED, UNFINISHED, INTERRUPTED, REUSED, ASKED = 0, 1, 2, 3, 4, 5, 6
 RETRY, ERROR, EMIT = 0, 1, 2
 PACK_OVER = 100  # a batch with more items than this is packed into lanes
 # What shows that an item has done something of its own since it started.
@@ -43,24 +46,34 @@ _MOST_POINTS = 2000  # of the strip of items over time
 Names = tuple[str, ...]  # an event's path
 
 
-def _cancelled(error: BaseException) -> bool:
-    """A cancellation, or one read back from a store (a stand-in of that name)."""
-    return isinstance(error, asyncio.CancelledError) or type(error).__name__ == "CancelledError"
+def _is(error: BaseException, cls: type[BaseException]) -> bool:
+    """``error`` is a ``cls``, or one read back from a store (a stand-in of its name)."""
+    if isinstance(error, cls):
+        return True
+    return isinstance(error, RecordedError) and type(error).__name__ == cls.__name__
 
 
 def _outcome(error: BaseException | None) -> int:
     if error is None:
         return OK
-    return CANCELLED if _cancelled(error) else FAILED
+    if _is(error, Interrupted):
+        return ASKED
+    return CANCELLED if _is(error, asyncio.CancelledError) else FAILED
 
 
 def _ended(error: BaseException | None) -> str:
     """How a part of the run that has its ``run_end`` ended."""
-    if error is None:
-        return "completed"
-    if type(error).__name__ == "Suspended":  # live, or read back from a store
+    outcome = _outcome(error)
+    if outcome == ASKED:
         return "waiting"
-    return "cancelled" if _cancelled(error) else "failed"
+    return {OK: "completed", CANCELLED: "cancelled"}.get(outcome, "failed")
+
+
+def _said(error: BaseException) -> str:
+    """What a span's note says of how it ended, when not well."""
+    if _is(error, Interrupted):
+        return f"asked for input: {str(error)[:80]}"
+    return describe_error(error)
 
 
 def _ms(seconds: float) -> str:
@@ -193,6 +206,7 @@ def timeline_data(events: list[Event]) -> dict[str, Any]:
             "id": parts[0][0].run_id,
             "name": parts[0][0].node,
             "duration": end,
+            "ended": drawn[-1]["ended"],
             "error": drawn[-1]["error"],
             "items": len(item_spans) - build.again,  # an item run cut off and run again: once
             "failed": sum(1 for span in item_spans if span[4] == FAILED) - build.failed_again,
@@ -282,7 +296,7 @@ def _draw_part(
             text = f"{'branch ' if step.shape == BRANCH else ''}{' / '.join(path)}"
             text += f" · {_ms(at - step.began)}"
             if event.error is not None:
-                text += f" · {describe_error(event.error)}"
+                text += f" · {_said(event.error)}"
             elif step.total is not None and step.started < step.total:  # resumed
                 reused = step.total - step.started
                 text += (
@@ -319,7 +333,7 @@ def _draw_part(
             if tries > 1:
                 text += f" · {tries} attempts"
             if event.error is not None:
-                text += f" · {describe_error(event.error)}"
+                text += f" · {_said(event.error)}"
             span: list[Any] = [lane, began, at, ITEM, _outcome(event.error), build.note(text)]
             build.spans.append(span)
             if span[4] == FAILED:
@@ -367,7 +381,7 @@ def _draw_part(
                 owner = build.owner(path, item)
                 if owner is not None:
                     owner.retries.append(span)
-        elif kind == "error":
+        elif kind == "error" and not (event.error and _is(event.error, Interrupted)):
             text = f"error: {describe_error(event.error)}"
             build.marks.append([build.lane_at(path, item), at, ERROR, build.note(text)])
         elif kind == "emit":
@@ -423,7 +437,8 @@ def _draw_part(
     build.running.clear()
     error = None if finished is None else finished.error
     ended = "interrupted" if finished is None else _ended(error)
-    return {"begin": begin, "end": end, "ended": ended, "error": describe_error(error)}
+    said = "" if error is None or ended == "waiting" else describe_error(error)
+    return {"begin": begin, "end": end, "ended": ended, "error": said}
 
 
 def _cut_short(
