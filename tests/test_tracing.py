@@ -391,10 +391,11 @@ def test_timeline_writes_one_self_contained_page_at_run_end(tmp_path):
     assert data["run"]["name"] == "main"
 
 
-def test_a_recorded_cancellation_is_drawn_cancelled():
+@pytest.mark.parametrize("stopped_by", ["CancelledError", "KeyboardInterrupt"])
+def test_a_recorded_cancellation_is_drawn_cancelled(stopped_by):
     from braidflow.durable._exceptions import stand_in_class
 
-    cancelled = {"error": stand_in_class("CancelledError")()}
+    cancelled = {"error": stand_in_class(stopped_by)()}
     events = events_of(
         ("run_start", ["main"], None, 0.0),
         ("node_start", ["main"], None, 0.0),

@@ -58,7 +58,9 @@ def _outcome(error: BaseException | None) -> int:
         return OK
     if _is(error, Interrupted):
         return ASKED
-    return CANCELLED if _is(error, asyncio.CancelledError) else FAILED
+    if _is(error, asyncio.CancelledError) or _is(error, KeyboardInterrupt):  # stopped
+        return CANCELLED
+    return FAILED
 
 
 def _ended(error: BaseException | None) -> str:
@@ -67,6 +69,18 @@ def _ended(error: BaseException | None) -> str:
     if outcome == ASKED:
         return "waiting"
     return {OK: "completed", CANCELLED: "cancelled"}.get(outcome, "failed")
+
+
+def last_part_ended(events: list[Event]) -> str:
+    """How the last part of a run's events (from its last ``run_start``)
+    ended: ``completed``, ``failed``, ``cancelled``, ``waiting``, or
+    ``interrupted`` (no ``run_end``: its process died, or it is still running).
+
+    Raises:
+        ValueError: If no event starts a run.
+    """
+    finished = next((e for e in reversed(_parts(events)[-1]) if e.kind == "run_end"), None)
+    return "interrupted" if finished is None else _ended(finished.error)
 
 
 def _said(error: BaseException) -> str:
