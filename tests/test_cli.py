@@ -458,12 +458,42 @@ def test_timeline_draws_every_part_of_a_resumed_run(work):
     assert cli(work, "resume", "r3", "--store", "runs.db").returncode == 0
     done = cli(work, "timeline", "r3", "--store", "runs.db", "-o", "r3.html")
     assert done.returncode == 0, done.stderr
+    assert done.stderr == "braidflow: wrote r3.html\n"  # every part recorded: no note
     page = (work / "r3.html").read_text()
-    assert "resumed: part 2 of the run" in page
-    assert "upstream down" in page  # the first part's failure is drawn too
+    data = json.loads(page.split('type="application/json">')[1].split("</script>")[0])
+    assert [(part["ended"], part["error"]) for part in data["parts"]] == [
+        ("failed", "ConnectionError: upstream down"),  # the first part's failure is drawn too
+        ("completed", ""),
+    ]
+    assert data["run"]["error"] == ""  # the run completed
     unknown = cli(work, "timeline", "zz", "--store", "runs.db", "-o", "t.html")
     assert unknown.returncode == 2
     assert "no run 'zz'" in unknown.stderr
+
+
+def test_timeline_says_when_a_run_went_on_without_recording_its_events(work, monkeypatch):
+    monkeypatch.chdir(work)  # where Fragile looks for "fixed"
+    sys.path.insert(0, str(work))
+    try:
+        import flows
+
+        from braidflow import SQLiteStore
+
+        with SQLiteStore(work / "runs.db") as store:
+            with pytest.raises(ConnectionError):
+                flows.fragile.run({}, store=store, run_id="r4", record_events=True)
+            Path("fixed").write_text("")
+            flows.fragile.resume("r4", store=store)  # its events not kept this time
+    finally:
+        sys.path.remove(str(work))
+        sys.modules.pop("flows", None)
+    done = cli(work, "timeline", "r4", "--store", "runs.db", "-o", "r4.html")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[1] == (
+        "braidflow: note: run 'r4' is completed now, but its recorded events end with a "
+        "part that failed: it went on without recording its events (resumed without "
+        "record_events=True), and the page draws only what was recorded"
+    )
 
 
 @pytest.mark.parametrize(

@@ -244,6 +244,57 @@ def test_a_flow_without_a_batch_says_nothing_about_items(browser, tmp_path):
     assert problems == []
 
 
+def killed_and_resumed_events():
+    """A run of 12 items, 4 in flight, whose process died 4 s in with items
+    4-7 in flight as far as its events say (5 and 6 had finished, their ends
+    unwritten), resumed in another process to run items 4, 7 and 8-11."""
+    from braidflow._events import make_event
+
+    events = []
+
+    def add(kind, at, item=None, data=None, path=("crawl", "fetch")):
+        events.append(make_event(kind, "r", path[-1], path, at, item, data=data))
+
+    for at in (100.0, 7.0):  # each part's clock: its own process's
+        add("run_start", at, path=("crawl",))
+        add("node_start", at, path=("crawl",))
+        add("node_start", at)
+        items = range(8) if at == 100.0 else (4, 7, 8, 9, 10, 11)
+        for number, item in enumerate(items):  # one starts as another ends
+            add("item_start", at + (number > 3) * (1 + (number - 4) * 0.5), item, {"total": 12})
+            if at != 100.0 or item < 4:
+                add("item_end", at + 1 + number * 0.5, item)
+    add("emit", 104.0, 7, "the last event part 1 wrote")
+    add("node_end", 13.0)
+    add("node_end", 13.0, path=("crawl",))
+    add("run_end", 13.0, path=("crawl",))
+    return sorted(events, key=lambda event: (event.time < 50, event.time))
+
+
+def test_a_resumed_run_marks_each_resume_and_what_the_crash_cut_off(browser, tmp_path):
+    path = tmp_path / "run.html"
+    Timeline(path).write(killed_and_resumed_events())
+    page, problems = open_page(browser, path)
+    label = page.locator("#resumes .resume")
+    assert label.count() == 1
+    assert label.is_visible()
+    assert label.inner_text() == "resumed · part 2"
+    assert "resumed after part 1 stopped with no end recorded" in label.get_attribute("title")
+    box, strip = label.bounding_box(), page.locator("#overview").bounding_box()
+    assert strip["y"] <= box["y"]
+    assert box["y"] + box["height"] <= strip["y"] + strip["height"]
+    assert box["x"] > page.evaluate("window.braidflowTimeline.labelsWidth")
+    summary = page.locator("#summary").inner_text()
+    assert "2 parts (resumed once)" in summary
+    assert "4 cut off by a crash (2 of them finished: their results were reused)" in summary
+    assert page.evaluate("window.braidflowTimeline.strip") == ["running, peak 4"]
+    legend = page.locator("#legend").inner_text()
+    for key in ("cut off by a crash", "cut off, result reused", "resumed"):
+        assert key in legend
+    page.screenshot(path=str(tmp_path / "resumed.png"))
+    assert problems == []
+
+
 MERMAID_JS = os.environ.get("BRAIDFLOW_MERMAID_JS", "")
 
 

@@ -21,13 +21,18 @@ from braidflow import (
 )
 from braidflow.tracing import JSONLTrace, OpenTelemetry, Progress, Timeline
 from braidflow.tracing._timeline import (
+    ASKED,
     BACKOFF,
     CANCELLED,
     EMIT,
+    ERROR,
     FAILED,
+    INTERRUPTED,
     ITEM,
     NODE,
     OK,
+    REUSED,
+    UNFINISHED,
     WAIT,
     timeline_data,
 )
@@ -384,6 +389,299 @@ def test_timeline_writes_one_self_contained_page_at_run_end(tmp_path):
         assert fetch not in page
     data = json.loads(page.split('type="application/json">')[1].split("</script>")[0])
     assert data["run"]["name"] == "main"
+
+
+@pytest.mark.parametrize("stopped_by", ["CancelledError", "KeyboardInterrupt"])
+def test_a_recorded_cancellation_is_drawn_cancelled(stopped_by):
+    from braidflow.durable._exceptions import stand_in_class
+
+    cancelled = {"error": stand_in_class(stopped_by)()}
+    events = events_of(
+        ("run_start", ["main"], None, 0.0),
+        ("node_start", ["main"], None, 0.0),
+        ("node_end", ["main"], None, 1.0, cancelled),
+        ("run_end", ["main"], None, 1.0, cancelled),
+    )
+    data = timeline_data(events)
+    assert [span[4] for span in data["spans"]] == [CANCELLED]
+    assert data["parts"][0]["ended"] == "cancelled"
+
+
+# -- A resumed run: one part per attempt --------------------------------------------------
+
+
+def killed_and_resumed(failed_item_in_part_1=False):
+    """A run of `work` (4 items) whose process died after 2 s, resumed in
+    another process (its clock elsewhere) that finished it. Part 1: item 0
+    ends; items 1 and 2 have no end recorded (item 2 waits for a limiter when
+    the recording stops). Part 2 runs items 2 and 3 only: item 1 had finished,
+    and its result is reused."""
+    work = ("main", "work")
+    total = {"data": {"total": 4}}
+    api = {"data": {"limiters": ["api"]}}
+    first = events_of(
+        ("run_start", ["main"], None, 100.0),
+        ("node_start", ["main"], None, 100.0),
+        ("node_start", work, None, 100.0),
+        ("item_start", work, 0, 100.0, total),
+        ("item_start", work, 1, 100.0, total),
+        ("item_end", work, 0, 101.0),
+        ("item_start", work, 2, 101.0, total),
+        ("limiter_wait_start", work, 2, 101.5, api),
+        ("emit", work, 1, 102.0, {"data": "last words"}),
+    )
+    if failed_item_in_part_1:
+        first[5] = events_of(("item_end", work, 0, 101.0, {"error": ValueError("bad")}))[0]
+    second = events_of(
+        ("run_start", ["main"], None, 5.0),
+        ("node_start", ["main"], None, 5.0),
+        ("node_start", work, None, 5.0),
+        *([("item_start", work, 0, 5.0, total)] if failed_item_in_part_1 else []),
+        ("item_start", work, 2, 5.0, total),
+        ("item_start", work, 3, 5.0, total),
+        *([("item_end", work, 0, 5.5)] if failed_item_in_part_1 else []),
+        ("item_end", work, 2, 6.0),
+        ("item_end", work, 3, 7.0),
+        ("node_end", work, None, 7.0),
+        ("node_end", ["main"], None, 7.0),
+        ("run_end", ["main"], None, 7.0),
+    )
+    return first + second
+
+
+def spans_on(data, label, shape=ITEM):
+    lane = next(index for index, lane in enumerate(data["lanes"]) if lane["title"] == label)
+    return [span for span in data["spans"] if span[0] == lane and span[3] == shape]
+
+
+def assert_no_span_outlives_its_part(data):
+    for span in data["spans"]:
+        (part,) = [p for p in data["parts"] if p["begin"] <= span[1] <= p["end"]]
+        assert span[2] <= part["end"], (span, part, data["info"][span[5]])
+
+
+def test_a_resumed_runs_parts_follow_each_other_and_each_ends_what_it_left_open():
+    data = timeline_data(killed_and_resumed())
+    gap = 0.02 * (2.0 + 2.0)  # a pause between parts is drawn as 2% of the time they ran
+    assert data["parts"] == [
+        {"begin": 0.0, "end": 2.0, "ended": "interrupted", "error": ""},
+        {"begin": 2.0 + gap, "end": 4.0 + gap, "ended": "completed", "error": ""},
+    ]
+    assert data["run"]["duration"] == 4.0 + gap
+    assert_no_span_outlives_its_part(data)
+    assert not [span for span in data["spans"] if span[4] == UNFINISHED]
+    # The steps part 1 was in when its process died: cut off there, then run again.
+    for title in ("main", "main / work"):
+        cut, again = spans_on(data, title, NODE)
+        assert (cut[1], cut[2], cut[4]) == (0.0, 2.0, INTERRUPTED)
+        assert "part 1 has no end recorded (its process died)" in data["info"][cut[5]]
+        assert (again[1], again[2], again[4]) == (2.0 + gap, 4.0 + gap, OK)
+    (resumed_step,) = [s for s in spans_on(data, "main / work", NODE) if s[4] == OK]
+    assert (
+        "ran 2 of its 4 items; the other 2 had finished before: part 2 reused"
+        in (data["info"][resumed_step[5]])
+    )
+    # Item 1 had finished (part 2 did not run it): cut off, its result reused.
+    (reused,) = spans_on(data, "main / work [1]")
+    assert (reused[1], reused[2], reused[4]) == (0.0, 2.0, REUSED)
+    assert "part 2 reused its checkpointed result" in data["info"][reused[5]]
+    # Item 2 was in flight, waiting for its limiter: cut off, and run again.
+    cut, again = spans_on(data, "main / work [2]")
+    assert (cut[1], cut[2], cut[4]) == (1.0, 2.0, INTERRUPTED)
+    assert data["info"][cut[5]].endswith("; it ran again in part 2")
+    assert (again[1], again[2], again[4]) == (2.0 + gap, 3.0 + gap, OK)
+    (wait,) = spans_on(data, "main / work [2]", WAIT)
+    assert (wait[1], wait[2], wait[4]) == (1.5, 2.0, INTERRUPTED)
+    assert data["run"] | {"duration": 0} == {
+        "id": "r",
+        "name": "main",
+        "duration": 0,
+        "ended": "completed",
+        "error": "",
+        "items": 4,  # 0, 1, and 2 and 3 as part 2 ran them
+        "failed": 0,
+        "interrupted": 2,
+        "reused": 1,
+        "unrecorded": 0,
+        "retries": 0,
+        "waits": 1,
+    }
+
+
+def test_a_resumed_runs_strip_counts_in_each_part_only_what_ran_in_it():
+    data = timeline_data(killed_and_resumed())
+    gap = 0.02 * 4.0
+    expected = {
+        0.5: (2, 0, 0),
+        1.7: (1, 1, 0),  # item 2 waits for its limiter
+        2.0 + gap / 2: (0, 0, 0),  # between the parts, nothing runs
+        2.5 + gap: (2, 0, 0),  # part 2's two items, not part 1's too
+        3.5 + gap: (1, 0, 0),
+        4.5 + gap: (0, 0, 0),
+    }
+    assert {at: load_at(data, at) for at in expected} == expected
+
+
+def test_a_part_that_ended_ends_what_it_left_open_there_not_at_the_runs_end():
+    work = ("main", "work")
+    events = events_of(
+        ("run_start", ["main"], None, 0.0),
+        ("node_start", ["main"], None, 0.0),
+        ("node_start", work, None, 0.0),  # abandoned: it never ends
+        ("node_end", ["main"], None, 1.0, {"error": ConnectionError("down")}),
+        ("run_end", ["main"], None, 1.0, {"error": ConnectionError("down")}),
+        ("run_start", ["main"], None, 50.0),
+        ("node_start", ["main"], None, 50.0),
+        ("node_end", ["main"], None, 53.0),
+        ("run_end", ["main"], None, 53.0),
+    )
+    data = timeline_data(events)
+    assert [(p["ended"], p["error"]) for p in data["parts"]] == [
+        ("failed", "ConnectionError: down"),
+        ("completed", ""),
+    ]
+    assert data["run"]["error"] == ""  # the run completed: its last part says so
+    assert_no_span_outlives_its_part(data)
+    (abandoned,) = spans_on(data, "main / work", NODE)
+    assert (abandoned[2], abandoned[4]) == (1.0, UNFINISHED)
+    assert "no end recorded before part 1 ended" in data["info"][abandoned[5]]
+
+
+def test_a_run_completed_in_one_part_has_nothing_cut_off_or_unfinished():
+    recorded = []
+    sample_flow(Limiter(1, name="api")).run({}, observers=recorded.append)
+    data = timeline_data(recorded)
+    assert [p["ended"] for p in data["parts"]] == ["completed"]
+    assert {span[4] for span in data["spans"]} <= {OK, FAILED}
+    assert data["run"]["interrupted"] == 0
+
+
+def test_a_run_whose_events_stop_is_cut_off_at_its_last_event_maybe_still_running():
+    events = killed_and_resumed()[:9]  # part 1 only
+    data = timeline_data(events)
+    assert data["parts"] == [{"begin": 0.0, "end": 2.0, "ended": "interrupted", "error": ""}]
+    assert {span[4] for span in data["spans"] if span[3] != WAIT} == {OK, INTERRUPTED}
+    assert_no_span_outlives_its_part(data)
+    (cut,) = spans_on(data, "main / work [1]")
+    assert (
+        "the run has no end recorded (its process died, or it is still running)"
+        in (data["info"][cut[5]])
+    )
+
+
+def test_an_item_that_failed_and_ran_again_after_the_resume_is_not_counted_failed():
+    data = timeline_data(killed_and_resumed(failed_item_in_part_1=True))
+    failed, again = spans_on(data, "main / work [0]")
+    assert (failed[4], again[4]) == (FAILED, OK)
+    assert data["info"][failed[5]].endswith("ValueError: bad · it ran again in part 2")
+    assert data["run"]["failed"] == 0
+    assert data["run"]["items"] == 5  # item 0 ran twice, to an end each time
+
+
+def test_a_run_that_asked_for_input_and_was_resumed_with_it_asked_rather_than_failed():
+    import braidflow as bf
+
+    class Ask(Node):
+        def exec(self, prep_res):
+            return bf.interrupt("ship it?")
+
+    flow = Flow(start=Ask(name="ask"), name="review")
+    store = bf.MemoryStore()
+    seen = []
+    with pytest.raises(bf.Suspended):
+        flow.run({}, store=store, run_id="r", record_events=True, observers=[seen.append])
+    waiting = timeline_data(seen)
+    assert (waiting["run"]["ended"], waiting["run"]["error"]) == ("waiting", "")
+    flow.resume("r", store=store, input="yes", record_events=True)
+    data = timeline_data(bf.recorded_events(store, "r"))  # errors as stand-ins now
+    assert [(p["ended"], p["error"]) for p in data["parts"]] == [("waiting", ""), ("completed", "")]
+    asked, answered = spans_on(data, "review / ask", NODE)
+    assert (asked[4], answered[4]) == (ASKED, OK)
+    assert data["info"][asked[5]].endswith("asked for input: ship it?")
+    assert [mark for mark in data["marks"] if mark[2] == ERROR] == []
+    assert (data["run"]["ended"], data["run"]["error"]) == ("completed", "")
+
+
+def checkpointed_items(store, run_id):
+    """How many batch items of a run are in its store (an items row holds several)."""
+    _record, _graph, _initial, rows = store.read(run_id)
+    return sum(row.position for row in rows if row.kind == "items")
+
+
+def progress_of(path):
+    """(items checkpointed, whether 1,000 events are kept) of run "job" in the
+    store at ``path``: (0, False) while the job is still making the store."""
+    from braidflow import SQLiteStore, StoreError
+
+    try:
+        with SQLiteStore(path) as store:
+            return checkpointed_items(store, "job"), len(store.events("job")) >= 1000
+    except StoreError:  # its tables, or its run, not made yet
+        return 0, False
+
+
+def test_the_timeline_of_a_run_killed_mid_batch_and_resumed_tells_what_happened(tmp_path):
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    from braidflow import SQLiteStore, recorded_events
+
+    job = Path(__file__).parent / "jobs" / "recorded_job.py"
+    path = tmp_path / "runs.db"
+    running = subprocess.Popen([sys.executable, str(job), str(path), "run"])
+    try:
+        deadline = time.monotonic() + 60
+        # Items 0-499 finish, then the job hangs: kill it once they are all
+        # in the store, and two batches of events (500 each) with them.
+        while True:
+            assert running.poll() is None, "the job ended before it was killed"
+            assert time.monotonic() < deadline, "the job never checkpointed its items"
+            if path.exists() and progress_of(path) == (500, True):
+                break
+            time.sleep(0.01)
+    finally:
+        os.kill(running.pid, signal.SIGKILL)
+        running.wait(timeout=30)
+    resumed = subprocess.run(
+        [sys.executable, str(job), str(path), "resume"], capture_output=True, timeout=120
+    )
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    with SQLiteStore(path) as store:
+        assert store.get("job").status == "completed"
+        events = recorded_events(store, "job")
+    data = timeline_data(events)
+    first, second = data["parts"]
+    assert (first["ended"], second["ended"]) == ("interrupted", "completed")
+    assert first["end"] < second["begin"]
+    assert_no_span_outlives_its_part(data)
+    assert not [span for span in data["spans"] if span[4] == UNFINISHED]
+    # The steps the job was in when it died end where its recorded events do.
+    for title in ("job", "job / work"):
+        cut, again = spans_on(data, title, NODE)
+        assert (cut[2], cut[4], again[4]) == (first["end"], INTERRUPTED, OK)
+    # Never more items in flight than max_concurrency, in either part.
+    assert max(sum(point[1:]) for point in data["load"]) <= 20
+    # Each item cut off by the kill either ran again in part 2, or had
+    # finished and part 2 reused its result; its events as far as recorded.
+    items = [lane for lane in data["lanes"] if lane["kind"] == "item"]
+    for lane in items:
+        spans = spans_on(data, lane["title"])
+        cut = [span for span in spans if span[4] in (INTERRUPTED, REUSED)]
+        if not cut:
+            continue
+        (span,) = cut
+        assert span[2] == first["end"]
+        ran_again = [s for s in spans if s[1] >= second["begin"]]
+        assert (span[4] == INTERRUPTED) == bool(ran_again), data["info"][span[5]]
+    assert data["run"]["interrupted"] >= 1  # 20 were in flight at any time
+    # Every item is drawn, or counted as having run with its events unwritten.
+    assert len(items) + data["run"]["unrecorded"] == 1000
+    page = tmp_path / "job.html"
+    Timeline(page).write(events)
+    drawn = json.loads(page.read_text().split('type="application/json">')[1].split("</script>")[0])
+    assert len(drawn["parts"]) == 2
 
 
 # -- Progress -----------------------------------------------------------------------------

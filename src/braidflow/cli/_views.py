@@ -8,6 +8,7 @@ import argparse
 import json
 import re
 import time
+from typing import Any
 
 from ._console import UsageError, print_table, say
 from ._history import place_of, stored
@@ -86,4 +87,36 @@ def command_timeline(args: argparse.Namespace) -> int:
     except OSError as error:
         raise UsageError(f"cannot write {output!r} ({error.strerror}){elsewhere}") from error
     say(f"wrote {output}")
+    _say_what_was_not_recorded(args.run_id, events, store.get(args.run_id).status)
     return 0
+
+
+# The statuses a run can be stored with after a part that ended so.
+_STATUSES_AFTER = {
+    "completed": ("completed",),
+    "failed": ("failed",),
+    "waiting": ("waiting",),
+    "cancelled": ("interrupted", "failed"),
+    "interrupted": ("running", "interrupted"),  # its process died, or is still running
+}
+_ENDED = {
+    "completed": "completed",
+    "failed": "failed",
+    "waiting": "stopped to wait for input",
+    "cancelled": "was cancelled",
+    "interrupted": "has no end recorded",
+}
+
+
+def _say_what_was_not_recorded(run_id: str, events: list[Any], status: str) -> None:
+    """Say so if the run went on after its last recorded part: resumed from
+    Python without ``record_events=True``, what came after is not drawn."""
+    from ..tracing._timeline import last_part_ended
+
+    ended = last_part_ended(events)
+    if status not in _STATUSES_AFTER[ended]:
+        say(
+            f"note: run {run_id!r} is {status} now, but its recorded events end with a part "
+            f"that {_ENDED[ended]}: it went on without recording its events (resumed "
+            "without record_events=True), and the page draws only what was recorded"
+        )

@@ -5,6 +5,8 @@ to; spans show when it ran and how it ended, limiter waits, retries and
 their delays are marked on it, and a strip on top shows how many items were
 running, waiting for a limiter and waiting to retry. Lanes are drawn only when scrolled into
 view, so 10,000 items stay readable. The page loads nothing from the network.
+A run that was resumed is drawn part by part, each resume marked, and what a
+crash cut off ends where its part's recorded events do (see `timeline_data`).
 """
 
 from __future__ import annotations
@@ -15,20 +17,26 @@ import html
 import json
 import os
 import threading
-from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from .._errors import describe_error
 from .._events import Event
+from ..durable._exceptions import RecordedError
+from ..durable._interrupt import Interrupted
 from ._files import writable_path
 
 __all__ = ["Timeline", "timeline_data"]
 
 # Span types and outcomes, as the page's script reads them.
 NODE, ITEM, WAIT, BRANCH, BACKOFF = 0, 1, 2, 3, 4
-OK, FAILED, CANCELLED, UNFINISHED = 0, 1, 2, 3
+# UNFINISHED: no end recorded before the run's end (abandoned). INTERRUPTED: no
+# end recorded before its part of the run stopped with no end of its own (its
+# process died); REUSED: that too, and the part after reused its checkpointed
+# result without running it again (it had finished; its end went unwritten).
+# ASKED: it stopped the run to ask for input (``braidflow.interrupt``).
+OK, FAILED, CANCELLED, UNFINISHED, INTERRUPTED, REUSED, ASKED = 0, 1, 2, 3, 4, 5, 6
 RETRY, ERROR, EMIT = 0, 1, 2
 PACK_OVER = 100  # a batch with more items than this is packed into lanes
 # What shows that an item has done something of its own since it started.
@@ -38,12 +46,48 @@ _MOST_POINTS = 2000  # of the strip of items over time
 Names = tuple[str, ...]  # an event's path
 
 
+def _is(error: BaseException, cls: type[BaseException]) -> bool:
+    """``error`` is a ``cls``, or one read back from a store (a stand-in of its name)."""
+    if isinstance(error, cls):
+        return True
+    return isinstance(error, RecordedError) and type(error).__name__ == cls.__name__
+
+
 def _outcome(error: BaseException | None) -> int:
     if error is None:
         return OK
-    if isinstance(error, asyncio.CancelledError):
+    if _is(error, Interrupted):
+        return ASKED
+    if _is(error, asyncio.CancelledError) or _is(error, KeyboardInterrupt):  # stopped
         return CANCELLED
     return FAILED
+
+
+def _ended(error: BaseException | None) -> str:
+    """How a part of the run that has its ``run_end`` ended."""
+    outcome = _outcome(error)
+    if outcome == ASKED:
+        return "waiting"
+    return {OK: "completed", CANCELLED: "cancelled"}.get(outcome, "failed")
+
+
+def last_part_ended(events: list[Event]) -> str:
+    """How the last part of a run's events (from its last ``run_start``)
+    ended: ``completed``, ``failed``, ``cancelled``, ``waiting``, or
+    ``interrupted`` (no ``run_end``: its process died, or it is still running).
+
+    Raises:
+        ValueError: If no event starts a run.
+    """
+    finished = next((e for e in reversed(_parts(events)[-1]) if e.kind == "run_end"), None)
+    return "interrupted" if finished is None else _ended(finished.error)
+
+
+def _said(error: BaseException) -> str:
+    """What a span's note says of how it ended, when not well."""
+    if _is(error, Interrupted):
+        return f"asked for input: {str(error)[:80]}"
+    return describe_error(error)
 
 
 def _ms(seconds: float) -> str:
@@ -72,6 +116,18 @@ class _Item:
         self.first_wait: list[Any] | None = None
 
 
+class _Open:
+    """A step (or branch) begun in this part and not ended yet: when, on which
+    lane, and how many items of its own batch it started (of how many)."""
+
+    __slots__ = ("began", "lane", "shape", "started", "total")
+
+    def __init__(self, began: float, lane: int, shape: int) -> None:
+        self.began, self.lane, self.shape = began, lane, shape
+        self.started = 0
+        self.total: int | None = None
+
+
 class _Builder:
     def __init__(self) -> None:
         self.keys: list[Any] = []  # each lane's key, in the order lanes were made
@@ -82,6 +138,9 @@ class _Builder:
         self.inner: dict[Names, tuple[Names, int]] = {}  # a sub-flow's path -> its item
         self.running: dict[tuple[Names, int], _Item] = {}  # items in flight
         self.items: list[_Item] = []
+        self.totals: dict[Names, int] = {}  # a batch's number of items, when known
+        self.again = 0  # item runs cut off by a crash that ran again in the next part
+        self.failed_again = 0  # failed item runs that ran again in the next part
 
     def lane(self, key: Any) -> int:
         index = self.lane_of.get(key)
@@ -120,19 +179,122 @@ def timeline_data(events: list[Event]) -> dict[str, Any]:
     flow's steps under the flow, a batch's items under its step, and the
     steps of a batch flow's sub-flow under the item that ran them. Times are
     seconds from the run's start.
+
+    A run that was resumed has one part per attempt, each from its
+    ``run_start`` (a stored run's `recorded_events`). The parts are drawn one
+    after the other, each later one moved to start just after the one before
+    ended (their clocks may be different processes'), and listed in
+    ``parts``. Whatever a part leaves open ends where the part ends: a part
+    with no ``run_end`` (its process died) at its last recorded event, its
+    open steps and items drawn as cut off (`INTERRUPTED`, or `REUSED` when
+    the next part's run of that batch ended without running the item again:
+    its result had been kept).
+
+    Raises:
+        ValueError: If no event starts a run.
     """
-    start_event = next(e for e in events if e.kind == "run_start")
-    origin = start_event.time
+    parts = _parts(events)
     build = _Builder()
-    open_nodes: dict[Names, list[tuple[float, int]]] = {}
+    active = sum(_last(part) - part[0].time for part in parts)
+    gap = max(active * 0.02, 0.001)  # what a pause between parts is drawn as
+    drawn: list[dict[str, Any]] = []
+    for number, part in enumerate(parts, start=1):
+        begin = 0.0 if number == 1 else drawn[-1]["end"] + gap
+        later = _first_runs(parts[number]) if number < len(parts) else None
+        name = "the run" if len(parts) == 1 else f"part {number}"
+        drawn.append(_draw_part(build, part, name, number, part[0].time - begin, later))
+    end = drawn[-1]["end"]
+    item_spans = [span for span in build.spans if span[3] == ITEM]
+    unrecorded = 0  # items of a batch that ran with no events kept: written after a crash
+    if drawn[-1]["ended"] == "completed" and any(p["ended"] == "interrupted" for p in drawn):
+        seen: dict[Names, int] = {}
+        for key in build.keys:
+            if key[0] == "item":
+                seen[key[1]] = seen.get(key[1], 0) + 1
+        unrecorded = sum(max(0, total - seen.get(path, 0)) for path, total in build.totals.items())
+    lanes, groups, order = _lanes(build)
+    for thing in (*build.spans, *build.marks):
+        thing[0] = order[thing[0]]
+    return {
+        "run": {
+            "id": parts[0][0].run_id,
+            "name": parts[0][0].node,
+            "duration": end,
+            "ended": drawn[-1]["ended"],
+            "error": drawn[-1]["error"],
+            "items": len(item_spans) - build.again,  # an item run cut off and run again: once
+            "failed": sum(1 for span in item_spans if span[4] == FAILED) - build.failed_again,
+            "interrupted": sum(1 for span in item_spans if span[4] in (INTERRUPTED, REUSED)),
+            "reused": sum(1 for span in item_spans if span[4] == REUSED),
+            "unrecorded": unrecorded,
+            "retries": sum(1 for mark in build.marks if mark[2] == RETRY),
+            "waits": sum(1 for span in build.spans if span[3] == WAIT),
+        },
+        "parts": drawn,
+        "lanes": lanes,
+        "groups": groups,
+        "spans": build.spans,
+        "marks": build.marks,
+        "info": build.info,
+        "load": _load(build.items),
+    }
+
+
+def _parts(events: list[Event]) -> list[list[Event]]:
+    """The parts of a run: its events from each ``run_start`` to the next."""
+    starts = [index for index, event in enumerate(events) if event.kind == "run_start"]
+    if not starts:
+        raise ValueError("these events have no run_start: no run to draw")
+    return [events[a:b] for a, b in zip(starts, [*starts[1:], len(events)], strict=True)]
+
+
+def _last(part: list[Event]) -> float:
+    """When a part's last recorded event happened (threads may emit out of order)."""
+    return max(event.time for event in part)
+
+
+def _first_runs(part: list[Event]) -> dict[Names, tuple[set[int], bool | None]]:
+    """For each step of a part, its first run there: the items it started,
+    and whether it ended well (``None``: no end recorded). A resumed part
+    runs first the step its part before was cut off in."""
+    runs: dict[Names, tuple[set[int], list[bool | None]]] = {}
+    going: set[Names] = set()
+    for event in part:
+        kind, path = event.kind, event.path
+        if kind == "node_start" and path not in runs:
+            runs[path] = (set(), [None])
+            going.add(path)
+        elif kind == "item_start" and path in going and event.item is not None:
+            runs[path][0].add(event.item)
+        elif kind == "node_end" and path in going:
+            going.discard(path)
+            runs[path][1][0] = event.error is None
+    return {path: (started, ended[0]) for path, (started, ended) in runs.items()}
+
+
+def _draw_part(
+    build: _Builder,
+    part: list[Event],
+    name: str,
+    number: int,
+    shift: float,
+    later: dict[Names, tuple[set[int], bool | None]] | None,
+) -> dict[str, Any]:
+    """Draw one part of the run (``name``: "the run", or "part 2"), its
+    events' times less ``shift``, and end at the part's end whatever it left
+    open. ``later``: the next part's first run of each step, if the run
+    was resumed after this part. Returns the part as ``parts`` lists it."""
+    open_nodes: dict[Names, list[_Open]] = {}
     open_items: dict[tuple[Names, int], tuple[float, int]] = {}
     waiting: dict[tuple[Names, int | None], tuple[list[Any], str]] = {}  # waits begun, for what
     backing_off: dict[tuple[Names, int | None], list[Any]] = {}  # a retry's delay
     attempts: dict[tuple[Names, int | None], int] = {}
-    end = 0.0
-    run_error: BaseException | None = None
-    for event in events:
-        at = event.time - origin
+    failed: list[tuple[Names, int, list[Any]]] = []  # item runs that failed here
+    first_span = len(build.spans)
+    begin = end = part[0].time - shift
+    finished: Event | None = None
+    for event in part:
+        at = event.time - shift
         end = max(end, at)
         kind, path, item = event.kind, event.path, event.item
         key = (path, item)
@@ -141,14 +303,22 @@ def timeline_data(events: list[Event]) -> dict[str, Any]:
             if busy is not None:
                 busy.busy = True
         if kind in ("node_start", "branch_start"):
-            open_nodes.setdefault(path, []).append((at, build.lane(("node", path))))
+            shape = BRANCH if kind == "branch_start" else NODE
+            open_nodes.setdefault(path, []).append(_Open(at, build.lane(("node", path)), shape))
         elif kind in ("node_end", "branch_end") and open_nodes.get(path):
-            began, lane = open_nodes[path].pop()
-            shape = BRANCH if kind == "branch_end" else NODE
-            text = f"{'branch ' if shape == BRANCH else ''}{' / '.join(path)} · {_ms(at - began)}"
+            step = open_nodes[path].pop()
+            text = f"{'branch ' if step.shape == BRANCH else ''}{' / '.join(path)}"
+            text += f" · {_ms(at - step.began)}"
             if event.error is not None:
-                text += f" · {describe_error(event.error)}"
-            build.spans.append([lane, began, at, shape, _outcome(event.error), build.note(text)])
+                text += f" · {_said(event.error)}"
+            elif step.total is not None and step.started < step.total:  # resumed
+                reused = step.total - step.started
+                text += (
+                    f" · ran {step.started} of its {step.total} items; the other {reused}"
+                    f" had finished before: {name} reused their checkpointed results"
+                )
+            outcome = _outcome(event.error)
+            build.spans.append([step.lane, step.began, at, step.shape, outcome, build.note(text)])
             _cut_short(build, waiting, backing_off, (path, None), at, event.error)
         elif kind == "item_start" and item is not None:
             lane = build.lane(("item", path, item))
@@ -158,19 +328,30 @@ def timeline_data(events: list[Event]) -> dict[str, Any]:
             build.running[(path, item)] = running
             if path:
                 build.inner[(*path[:-1], f"{path[-1]}[{item}]")] = (path, item)
+            total = event.data.get("total") if isinstance(event.data, dict) else None
+            if isinstance(total, int):
+                build.totals[path] = max(total, build.totals.get(path, 0))
+            if open_nodes.get(path):  # the items its step started, for what it reused
+                step = open_nodes[path][-1]
+                step.started += 1
+                if isinstance(total, int):
+                    step.total = total
         elif kind == "item_end" and item is not None and (path, item) in open_items:
             _cut_short(build, waiting, backing_off, (path, item), at, event.error)
             began, lane = open_items.pop((path, item))
-            finished = build.running.pop((path, item), None)
-            if finished is not None:
-                finished.end = at
+            done = build.running.pop((path, item), None)
+            if done is not None:
+                done.end = at
             tries = attempts.pop((path, item), 0) + 1
             text = f"{path[-1]} [{item}] · {_ms(at - began)}"
             if tries > 1:
                 text += f" · {tries} attempts"
             if event.error is not None:
-                text += f" · {describe_error(event.error)}"
-            build.spans.append([lane, began, at, ITEM, _outcome(event.error), build.note(text)])
+                text += f" · {_said(event.error)}"
+            span: list[Any] = [lane, began, at, ITEM, _outcome(event.error), build.note(text)]
+            build.spans.append(span)
+            if span[4] == FAILED:
+                failed.append((path, item, span))
         elif kind == "limiter_wait_start":
             _stop_backing_off(backing_off, key, at)
             names = ", ".join((event.data or {}).get("limiters", []))
@@ -193,7 +374,7 @@ def timeline_data(events: list[Event]) -> dict[str, Any]:
                 owner = build.owner(path, item)
                 if owner is not None:
                     owner.waits.append(wait)
-            wait[1], wait[2] = at - waited, at
+            wait[1], wait[2] = max(at - waited, begin), at
             wait[5] = build.note(f"waited {_ms(waited)} for {names}")
             build.spans.append(wait)
         elif kind == "retry":
@@ -214,7 +395,7 @@ def timeline_data(events: list[Event]) -> dict[str, Any]:
                 owner = build.owner(path, item)
                 if owner is not None:
                     owner.retries.append(span)
-        elif kind == "error":
+        elif kind == "error" and not (event.error and _is(event.error, Interrupted)):
             text = f"error: {describe_error(event.error)}"
             build.marks.append([build.lane_at(path, item), at, ERROR, build.note(text)])
         elif kind == "emit":
@@ -222,41 +403,56 @@ def timeline_data(events: list[Event]) -> dict[str, Any]:
             text = f"emit: {shown if len(shown) <= 80 else shown[:77] + '...'}"
             build.marks.append([build.lane_at(path, item), at, EMIT, build.note(text)])
         elif kind == "run_end":
-            run_error = event.error
-    for stack in open_nodes.values():  # steps that never ended: abandoned or cut short
-        for began, lane in stack:
-            build.spans.append([lane, began, end, NODE, UNFINISHED, build.note("unfinished")])
-    for (_, item), (began, lane) in open_items.items():
-        text = f"item {item} unfinished"
-        build.spans.append([lane, began, end, ITEM, UNFINISHED, build.note(text)])
+            finished = event
+    # The part's end ends what it left open: with the run's end, what never
+    # ended (abandoned); with no end recorded, what its process was doing, or
+    # had done without the events that said so being written, when it died.
+    if finished is None:
+        outcome = INTERRUPTED
+        why = f"cut off: {name} has no end recorded (its process died"
+        why += ")" if later is not None else ", or it is still running)"
+    else:
+        outcome = UNFINISHED
+        why = f"unfinished: no end recorded before {name} ended"
+    for path, stack in open_nodes.items():
+        for step in stack:
+            text = f"{'branch ' if step.shape == BRANCH else ''}{' / '.join(path)}"
+            text += f" · {_ms(end - step.began)} recorded · {why}"
+            build.spans.append([step.lane, step.began, end, step.shape, outcome, build.note(text)])
+    for (path, item), (began, lane) in open_items.items():
+        text = f"{path[-1]} [{item}] · {_ms(end - began)} recorded · {why}"
+        drawn_as = outcome
+        run = None if later is None else later.get(path)
+        if outcome == INTERRUPTED and run is not None:
+            started, well = run
+            if item in started:
+                text += f"; it ran again in part {number + 1}"
+                build.again += 1
+            elif well:
+                drawn_as = REUSED
+                text += (
+                    f"; it had finished: part {number + 1} reused its checkpointed result"
+                    " without running it again"
+                )
+        build.spans.append([lane, began, end, ITEM, drawn_as, build.note(text)])
+    for path, item, span in failed:  # the next part may have run it again
+        run = None if later is None else later.get(path)
+        if run is not None and item in run[0]:
+            build.info[span[5]] += f" · it ran again in part {number + 1}"
+            build.failed_again += 1
     for span, names in waiting.values():
-        span[2], span[4] = end, UNFINISHED
-        span[5] = build.note(f"waits for {names}: unfinished")
+        span[2], span[4] = end, outcome
+        span[5] = build.note(f"waits for {names} · {why}")
         build.spans.append(span)
-    for span in build.spans:  # a retry's delay past the end of the run
+    for span in build.spans[first_span:]:  # a retry's delay past the part's end
         span[2] = min(span[2], end)
-    item_spans = [span for span in build.spans if span[3] == ITEM]
-    lanes, groups, order = _lanes(build)
-    for thing in (*build.spans, *build.marks):
-        thing[0] = order[thing[0]]
-    return {
-        "run": {
-            "id": start_event.run_id,
-            "name": start_event.node,
-            "duration": end,
-            "error": describe_error(run_error),
-            "items": len(item_spans),
-            "failed": sum(1 for span in item_spans if span[4] == FAILED),
-            "retries": sum(1 for mark in build.marks if mark[2] == RETRY),
-            "waits": sum(1 for span in build.spans if span[3] == WAIT),
-        },
-        "lanes": lanes,
-        "groups": groups,
-        "spans": build.spans,
-        "marks": build.marks,
-        "info": build.info,
-        "load": _load(build.items, end),
-    }
+    for running in build.running.values():
+        running.end = end
+    build.running.clear()
+    error = None if finished is None else finished.error
+    ended = "interrupted" if finished is None else _ended(error)
+    said = "" if error is None or ended == "waiting" else describe_error(error)
+    return {"begin": begin, "end": end, "ended": ended, "error": said}
 
 
 def _cut_short(
@@ -384,7 +580,7 @@ def _packs(
     return packs
 
 
-def _load(items: list[_Item], end: float) -> list[list[float]]:
+def _load(items: list[_Item]) -> list[list[float]]:
     """Batch items over time, as ``[time, running, waiting, backing off]``
     steps, at most ~2,000 of them. Each item counts where its work is: an
     item whose own batch has items in flight (a batch inside a batch flow's
@@ -394,7 +590,7 @@ def _load(items: list[_Item], end: float) -> list[list[float]]:
     changes: list[tuple[float, int, _Item, int]] = []  # time, what, item, +1/-1
     active, inner, wait, retry = 0, 1, 2, 3
     for item in items:
-        finish = end if item.end is None else item.end
+        finish = item.begin if item.end is None else item.end  # each part ends its own
         changes.append((item.begin, active, item, 1))
         changes.append((finish, active, item, -1))
         if item.parent is not None:
@@ -487,43 +683,12 @@ class Timeline:
         """Write the page for a run's events now: those an observer saw, or a
         stored run's (``braidflow.recorded_events``). A run that was resumed
         has one part per attempt, each from ``run_start`` on; they are drawn
-        one after the other, the time between them cut short and marked.
+        one after the other, the time between them cut short, each resume
+        marked; what a part left open ends where the part ends.
 
         Raises:
             ValueError: If no event starts a run.
         """
-        data = timeline_data(_joined(events))
+        data = timeline_data(events)
         title = self.title or f"braidflow run of {data['run']['name']}"
         self.path.write_text(render(data, title), encoding="utf-8")
-
-
-def _joined(events: list[Event]) -> list[Event]:
-    """The parts of a resumed run on one time line: each later part moved so
-    that it starts just after the one before ended (their clocks may be
-    different processes'); an ``emit`` on the run marks where it resumed."""
-    starts = [index for index, event in enumerate(events) if event.kind == "run_start"]
-    if not starts:
-        raise ValueError("these events have no run_start: no run to draw")
-    if len(starts) == 1:
-        return events[starts[0] :]
-    parts = [events[a:b] for a, b in zip(starts, [*starts[1:], len(events)], strict=True)]
-    active = sum(part[-1].time - part[0].time for part in parts)
-    gap = max(active * 0.02, 0.001)  # what a pause between parts is drawn as
-    joined = list(parts[0])
-    end = parts[0][-1].time
-    for number, part in enumerate(parts[1:], start=2):
-        shift = part[0].time - end - gap
-        first = part[0]
-        joined.append(
-            replace(
-                first,
-                kind="emit",
-                time=first.time - shift,
-                data=f"resumed: part {number} of the run",
-            )
-        )
-        joined.extend(
-            replace(event, time=event.time - shift) for event in part if event is not first
-        )
-        end = part[-1].time - shift
-    return joined
