@@ -1092,3 +1092,36 @@ def test_jsonl_trace_escapes_a_run_id_with_quotes(tmp_path):
     assert records
     assert {record["run_id"] for record in records} == {'a"b\\c'}
     assert {event.run_id for event in recorded_events(store, 'a"b\\c')} == {'a"b\\c'}
+
+
+def test_progress_of_a_resumed_batch_counts_what_finished_before():
+    """Items that finished before a resume are not run (nor observed) again:
+    the line counts them done, says so, and times only what runs now."""
+    from rich.console import Console
+
+    from braidflow import BatchNode, MemoryStore
+
+    class Numbers(BatchNode):
+        down = True
+
+        def prep(self, shared):
+            return list(range(10))
+
+        def exec(self, item):
+            if item == 6 and Numbers.down:
+                raise RuntimeError("down")
+            return item
+
+    store = MemoryStore()
+    flow = Flow(start=Numbers(name="numbers"))
+    with pytest.raises(RuntimeError):
+        flow.run({}, store=store, run_id="r")
+    Numbers.down = False
+    progress = Progress(Console(file=io.StringIO()))
+    flow.resume("r", store=store, observers=[progress])
+    shown, counted = numbers(progress, "Flow / numbers")
+    assert shown == "10/10"
+    assert counted["reused"] == 6
+    row = next(row for row in progress._rows() if row.label == "Flow / numbers")
+    assert row.finished
+    assert row.fraction == 1.0

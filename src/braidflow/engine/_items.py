@@ -129,11 +129,15 @@ def item_steps(
     if run is None:
         return None
     inner = make_item
+    durable = run.durable if checkpoint else None
     if observe and run.observers:
         name = node._display_name()
         path = PATH.get() or (name,)
         flow = node._bf_is_flow
         total = item_total(items)
+        reused = len(durable.recorded_items(STEP.get().key)) if durable is not None else 0
+        if reused:  # resuming: so many finished before, and are not run (nor observed) again
+            total = {**(total or {}), "reused": reused}
 
         def observed_item(item: Any, index: int, from_sync: bool) -> Steps:
             scope = ItemScope(run, name, path, index, flow, total)
@@ -146,7 +150,6 @@ def item_steps(
             return value
 
         inner = observed_item
-    durable = run.durable if checkpoint else None
     if durable is None:
         return inner if inner is not make_item else None
     checkpoints = ItemCheckpoints(durable, node, items, runs_in, results)

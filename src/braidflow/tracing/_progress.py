@@ -39,6 +39,7 @@ class _Batch:
         "label",
         "last",
         "open",
+        "reused",
         "total",
         "waiting",
     )
@@ -47,6 +48,7 @@ class _Batch:
         self.label = label
         self.total: int | None = total
         self.done = self.failed = self.cancelled = 0
+        self.reused = 0  # items of a resumed run that had finished before (not run again)
         self.in_flight = self.waiting = 0
         self.backing_off: set[_Item] = set()
         self.open: set[Path] = set()  # the steps of it that run now
@@ -204,15 +206,18 @@ class Progress:
         if index is None:
             return
         self._busy(event)  # a sub-flow's nested batch: its enclosing item goes on
-        total = (event.data or {}).get("total")
+        data = event.data or {}
+        total = data.get("total")
         key = self._items.template(path)
         batch = self._batches.get(key)
         if batch is None:
             batch = self._batches[key] = _Batch(" / ".join(key), total, event.time)
+            batch.reused = data.get("reused", 0)
             self._fresh.discard(path)
         elif path in self._fresh:  # this step's first item: its items add to the line
             self._fresh.discard(path)
             batch.total = None if total is None or batch.total is None else batch.total + total
+            batch.reused += data.get("reused", 0)
         if not batch.in_flight and batch.done:  # the line goes on after a pause
             batch.first += event.time - batch.last
         batch.in_flight += 1
@@ -261,11 +266,14 @@ def _row(batch: _Batch, now: float) -> Row:
         else:
             item.retry_until = 0.0
             batch.backing_off.discard(item)
-    total, done = batch.total, batch.done
+    total, ran = batch.total, batch.done
+    done = ran + batch.reused  # what finished, before a resume too; the rate is of what ran
     finished = batch.in_flight == 0 and (not batch.open or (total is not None and done >= total))
     if finished and total is None:  # lazy input, all read: now the total is known
         total = done
     numbers: list[tuple[str, str]] = [(f"{done}/{'?' if total is None else total}", "")]
+    if batch.reused:
+        numbers.append((f"{batch.reused} reused", "dim"))
     if not finished:
         running = max(0, batch.in_flight - batch.waiting - backing)
         numbers.append((f"{running} running", ""))
@@ -278,7 +286,7 @@ def _row(batch: _Batch, now: float) -> Row:
     if batch.cancelled:
         numbers.append((f"{batch.cancelled} cancelled", "dim"))
     took = (now if batch.in_flight else batch.last) - batch.first
-    rate = done / took if done and took > 0 else None
+    rate = ran / took if ran and took > 0 else None
     if rate is not None:
         numbers.append((f"{rate:.1f}/s" if rate < 100 else f"{rate:,.0f}/s", "progress.data.speed"))
     if finished:
