@@ -435,8 +435,8 @@ class Showcase:
         started = len(self.site.visited - {"/"})
         with SQLiteStore(store_path) as store:
             status = store.get(RUN_ID).status  # its process is gone: "interrupted"
-            # No progress display: it would count only the pages run now against all of them.
-            resumed = self.run(self.settings.at_once, progress=False, resume_from=store)
+            # Its progress counts the pages stored before the kill as done ("reused").
+            resumed = self.run(self.settings.at_once, resume_from=store)
         return Durable(stored, started - stored, status, resumed)
 
     def start_child(self, store_path: Path) -> subprocess.Popen[str]:
