@@ -82,7 +82,10 @@ def public_objects():
                     yield f"{module.__name__}.{name}.{attribute}", member
 
 
-@pytest.mark.parametrize(("name", "value"), list(public_objects()), ids=lambda v: str(v)[:60])
+# Ids are the names: the same in every process (pytest-xdist's workers must agree).
+@pytest.mark.parametrize(
+    ("name", "value"), [pytest.param(name, value, id=name) for name, value in public_objects()]
+)
 def test_every_public_name_has_a_docstring(name, value):
     import inspect
 
