@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo examples test lint typecheck unit docs bench bench-peers clean
+.PHONY: demo examples test lint typecheck unit docs bench bench-peers bench-peers-smoke clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ bench: $(VENV)/.installed-bench
 
 bench-peers: .venv-peers/.installed
 	.venv-peers/bin/python bench/peers/run.py --docs
+
+# Every library's workloads at tiny sizes, the peers included: a check, not figures
+# (make test runs the harness with braidflow and PocketFlow only).
+bench-peers-smoke: .venv-peers/.installed
+	.venv-peers/bin/python bench/peers/run.py --smoke
 
 clean:
 	rm -rf $(VENV) .venv-peers .pytest_cache .mypy_cache .ruff_cache site
