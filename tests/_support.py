@@ -1,8 +1,10 @@
 """Shared test helpers."""
 
+import re
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 
 def dead_owner():
@@ -45,3 +47,26 @@ def checkpoint_row(position, kind="step"):
         None if position % 2 else '"next"',
         f"payload {position}".encode(),
     )
+
+
+def python_blocks(page: Path) -> list[str]:
+    """The ```python blocks of a documentation page."""
+    return re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.DOTALL)
+
+
+def run_python_blocks(page: Path) -> None:
+    """Run a page's Python blocks in turn in one namespace, as a reader would paste them."""
+    import pytest
+
+    namespace: dict = {"__name__": f"docs_{page.stem}"}
+    for number, block in enumerate(python_blocks(page), start=1):
+        try:
+            exec(compile(block, f"{page.name}[block {number}]", "exec"), namespace)
+        except Exception as error:
+            pytest.fail(f"{page.name} block {number} failed: {error!r}\n{block}")
+
+
+def uses_ray(page: Path) -> bool:
+    """Whether a page's Python blocks start Ray: tests/test_ray.py runs those,
+    on its own Ray instance, so that one test session starts Ray once."""
+    return any("RayExecutor(" in block for block in python_blocks(page))
