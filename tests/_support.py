@@ -6,6 +6,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+# How the tests start Debian's chromium (through playwright): as root, headless, and
+# asking for nothing on the network.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
 
 def dead_owner():
     """The owner string (as stores keep it) of a process that has ended."""
