@@ -8,6 +8,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# The tests run in this many processes (pytest-xdist), a test file to a process, so
+# the files that start Ray or chromium start it once; 0 runs them all in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: demo examples test lint typecheck unit docs bench bench-peers bench-peers-smoke clean
 
@@ -44,8 +47,12 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
+# compileall first: where PYTHONDONTWRITEBYTECODE is set, nothing else writes the
+# bytecode of braidflow's own (editable) source, and each of the hundreds of Python
+# processes the tests start would compile it again.
 unit: $(VENV)/.installed-dev
-	$(BIN)/pytest
+	$(BIN)/python -m compileall -q src examples
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 docs: $(VENV)/.installed-docs
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
