@@ -3,7 +3,8 @@
 #                 the showcase: an image pipeline, with progress, speedup and timeline
 #   make test   - create .venv, install dev tools, run lint, type check and the tests
 #                 (which build the documentation site, strict, and check its links)
-# Also: make examples (every example), make docs (the site, into site/), make bench,
+# Also: make examples (every example), make docs (the site, into site/), make package
+# (the sdist and the wheel, into dist/), make bench,
 # make bench-peers (braidflow against PocketFlow, LangGraph, LlamaIndex, pydantic-graph).
 PYTHON ?= python3
 VENV   ?= .venv
@@ -12,7 +13,7 @@ BIN    := $(VENV)/bin
 # the files that start Ray or chromium start it once; 0 runs them all in one process.
 TEST_WORKERS ?= 2
 
-.PHONY: demo examples test lint typecheck unit docs bench bench-peers bench-peers-smoke clean
+.PHONY: demo examples test lint typecheck unit docs package bench bench-peers bench-peers-smoke clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,10 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	touch $@
+
+$(VENV)/.installed-package: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[package]'
 	touch $@
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
@@ -68,6 +73,13 @@ OUTPUT_SYNC := $(if $(filter output-sync,$(.FEATURES)),--output-sync=line)
 test: lint
 	@$(MAKE) --no-print-directory -j 2 $(OUTPUT_SYNC) typecheck unit
 
+# The sdist and the wheel, built in an isolated environment as a release would be,
+# into dist/, and their metadata checked (tests/test_packaging.py installs and runs one).
+package: $(VENV)/.installed-package
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py
 
@@ -87,4 +99,4 @@ bench-peers-smoke: .venv-peers/.installed
 	.venv-peers/bin/python bench/peers/run.py --smoke
 
 clean:
-	rm -rf $(VENV) .venv-peers .pytest_cache .mypy_cache .ruff_cache site
+	rm -rf $(VENV) .venv-peers .pytest_cache .mypy_cache .ruff_cache site dist
