@@ -8,9 +8,11 @@ is) on one engine, with bounded, safe and visible concurrency.
 from types import FunctionType as _FunctionType
 
 from ._branches import Parallel as Parallel
+from ._budget import Budget as Budget
 from ._errors import AsyncUsageError as AsyncUsageError
 from ._errors import BatchItemsError as BatchItemsError
 from ._errors import BraidflowError as BraidflowError
+from ._errors import BudgetExceeded as BudgetExceeded
 from ._errors import CheckpointError as CheckpointError
 from ._errors import Failure as Failure
 from ._errors import InvalidParameterError as InvalidParameterError
@@ -42,6 +44,8 @@ from ._kinds import Node as Node
 from ._kinds import ParallelBatchNode as ParallelBatchNode
 from ._limits import Limiter as Limiter
 from ._limits import LimiterStatistics as LimiterStatistics
+from ._usage import Usage as Usage
+from ._weights import Weighted as Weighted
 from ._node import BaseNode as BaseNode
 from ._policy import Retry as Retry
 from ._run import PendingRun as PendingRun
@@ -86,6 +90,8 @@ __all__ = [
     "BatchItemsError",
     "BatchNode",
     "BraidflowError",
+    "Budget",
+    "BudgetExceeded",
     "Checkpoint",
     "CheckpointError",
     "Event",
@@ -119,6 +125,8 @@ __all__ = [
     "Store",
     "StoreError",
     "Suspended",
+    "Usage",
+    "Weighted",
     "WiringError",
     "WiringWarning",
     "idempotency_key",

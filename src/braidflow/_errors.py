@@ -10,6 +10,7 @@ Every exception braidflow raises derives from `BraidflowError`::
     │   └── NodeDefinitionError    (also TypeError) a node class that cannot run
     ├── RunError                   (also RuntimeError) a run cannot go on
     │   ├── AsyncUsageError        async work entered through a sync door
+    │   ├── BudgetExceeded         the run's budget of tokens or cost is spent
     │   ├── CheckpointError        a durable run could not save a value
     │   ├── ResumeError            a stored run does not fit the flow resuming it
     │   ├── BatchItemsError        (also TypeError) prep gave no usable items
@@ -39,6 +40,7 @@ __all__ = [
     "AsyncUsageError",
     "BatchItemsError",
     "BraidflowError",
+    "BudgetExceeded",
     "CheckpointError",
     "Failure",
     "InvalidParameterError",
@@ -111,6 +113,28 @@ class AsyncUsageError(RunError):
     Raised by ``node.run(shared)`` on an async node while an event loop is
     already running, and by a synchronous ``Flow`` that reaches an async node.
     """
+
+
+class BudgetExceeded(RunError):
+    """The run's ``budget=`` is spent: the node was about to start an exec
+    attempt (a call) with the budget reached, so the run stopped before it.
+    Calls already in flight finished first, and count in ``spent``.
+
+    Attributes:
+        node: The node that was about to call.
+        item_index: Its batch item, or ``None``.
+        spent: The run's `braidflow.Usage` so far (of its earlier parts too,
+            for a resumed run).
+        budget: The `braidflow.Budget` it reached.
+    """
+
+    def __init__(
+        self, message: str, *, node: str, item_index: int | None, spent: Any, budget: Any
+    ) -> None:
+        super().__init__(message, node=node)
+        self.item_index = item_index
+        self.spent = spent
+        self.budget = budget
 
 
 class BatchItemsError(RunError, TypeError):

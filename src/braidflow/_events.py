@@ -24,6 +24,7 @@ EVENT_KINDS: Final = (
     "limiter_wait_start",
     "limiter_wait",
     "emit",
+    "usage",
     "branch_start",
     "branch_end",
 )
@@ -36,8 +37,8 @@ class Event:
     Attributes:
         kind: One of ``run_start``, ``run_end``, ``node_start``, ``node_end``,
             ``item_start``, ``item_end``, ``retry``, ``error``,
-            ``limiter_wait_start``, ``limiter_wait``, ``emit``, ``branch_start``,
-            ``branch_end``. An attempt that finds a limiter full emits
+            ``limiter_wait_start``, ``limiter_wait``, ``emit``, ``usage``,
+            ``branch_start``, ``branch_end``. An attempt that finds a limiter full emits
             ``limiter_wait_start``, then ``limiter_wait`` once it holds its
             slots; a wait cut short (the run cancelled) ends with the item's or
             step's end event instead.
@@ -58,6 +59,8 @@ class Event:
         data: For ``emit``, what the node emitted; for ``retry``,
             ``{"delay": seconds}``; for ``limiter_wait_start`` and
             ``limiter_wait``, ``{"limiters": [names]}`` (those waited for);
+            for ``usage`` (a node's ``report_usage``), the call's
+            ``input_tokens``, ``output_tokens``, ``cost``, ``model`` and ``calls``;
             for ``item_start`` of a batch whose input has a length (a list, a
             range), ``{"total": n}``; else ``None``.
     """

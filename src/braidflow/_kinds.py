@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._errors import InvalidParameterError
 from ._limits import Limiter, ordered
+from ._weights import Weighted
 from ._node import BaseNode
 from ._options import (
     UNSET,
@@ -104,7 +105,8 @@ class Node(BaseNode, Generic[PrepT, ExecT]):
         if timeout is not None:
             self._bf_timeout = check_timeout(self, timeout)
         if limits is not None:
-            self._bf_limits = ordered(check_limits(self, limits, Limiter))
+            self._bf_limits = ordered(check_limits(self, limits, (Limiter, Weighted)))
+            self._bf_weighted = any(type(limit) is Weighted for limit in self._bf_limits)
         if offload is not None:
             self._bf_offload = check_offload(self, offload)
         self._bf_policy = bool(retry is not None or self._bf_timeout is not None or limits)

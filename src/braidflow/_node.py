@@ -18,7 +18,11 @@ from ._clock import Clock
 from ._context import ATTEMPT, HANDED_DOWN, PATH, current_item, observed
 from ._errors import InvalidParameterError
 from ._events import Event
+from . import _budget as budgets
+from ._budget import Budget
 from ._limits import Limiter
+from ._usage import Usage, report, usage_of
+from ._weights import Weighted
 from ._options import UNSET, check_max_concurrency, check_on_error
 from ._plan import Plan, check_setup, default
 from ._policy import Retry
@@ -73,7 +77,8 @@ class BaseNode(Wirable):
     # changes how braidflow runs the node.
     _bf_retry: Retry | None = None
     _bf_timeout: float | None = None
-    _bf_limits: tuple[Limiter, ...] = ()
+    _bf_limits: tuple[Limiter | Weighted, ...] = ()
+    _bf_weighted: bool = False  # limits hold a weighted limiter: each item weighs its attempts
     _bf_offload: bool | None = None
     _bf_on_error: str = "raise"
     _bf_executor: Any = None
@@ -235,6 +240,7 @@ class BaseNode(Wirable):
         record_events: bool = False,
         metadata: dict[str, Any] | None = None,
         clock: Clock | None = None,
+        budget: Budget | None = None,
         **legacy: Any,
     ) -> Any:
         """Run this node (or flow) once on ``shared`` and return its action.
@@ -263,11 +269,14 @@ class BaseNode(Wirable):
             clock: The clock retry waits and timeouts read (default: the
                 system's); tests pass ``braidflow.testing.VirtualClock()``
                 and move time by hand.
+            budget: The most the run may spend on LLM calls (a `Budget`: tokens,
+                cost), counted from what nodes report with `report_usage`.
 
         Raises:
             InvalidParameterError: For an observer that can receive nothing,
                 or a bad store option, before the run starts.
-            Suspended: If a node called ``braidflow.interrupt``.
+            Suspended: If a node called ``braidflow.interrupt`` (or a budget suspends).
+            BudgetExceeded: If the budget was reached (before the next call).
         """
         scope = RunScope(
             self,
@@ -278,6 +287,7 @@ class BaseNode(Wirable):
             record_events=record_events,
             metadata=metadata,
             clock=clock,
+            budget=budget,
         )
         if self._bf_async:
             warn_unreachable_successors(self, "AsyncFlow")
@@ -297,6 +307,7 @@ class BaseNode(Wirable):
         record_events: bool = False,
         metadata: dict[str, Any] | None = None,
         clock: Clock | None = None,
+        budget: Budget | None = None,
         **legacy: Any,
     ) -> Any:
         """Run this node (or flow) once on ``shared`` inside a running event loop.
@@ -314,6 +325,7 @@ class BaseNode(Wirable):
             record_events=record_events,
             metadata=metadata,
             clock=clock,
+            budget=budget,
         )
         warn_unreachable_successors(self, "AsyncFlow")
         return await run_top_async(self, scope)
@@ -329,6 +341,7 @@ class BaseNode(Wirable):
         observers: Any = None,
         record_events: bool = False,
         clock: Clock | None = None,
+        budget: Budget | None = None,
     ) -> Any:
         """Resume a stored run of this flow; return its final ``shared``.
 
@@ -341,7 +354,9 @@ class BaseNode(Wirable):
 
         The flow must have the names and wiring the run had; a node's code
         may change. ``rename`` maps nodes renamed since (``{"old": "new"}``,
-        kept with the run). ``migrate(shared)`` upgrades the rebuilt
+        kept with the run). ``budget=`` is the resumed run's budget (a higher
+        one, for a run its budget suspended); what the run spent before
+        counts against it. ``migrate(shared)`` upgrades the rebuilt
         ``shared`` before the run goes on (renamed keys, reshaped values):
         it changes the dict it is given, or returns a new one.
 
@@ -353,7 +368,7 @@ class BaseNode(Wirable):
             Suspended: If the run stops again at an ``interrupt``.
         """
         scope = self._resume_scope(
-            run_id, store, input, observers, record_events, clock, migrate, rename
+            run_id, store, input, observers, record_events, clock, migrate, rename, budget
         )
         if self._bf_async:
             if asyncio._get_running_loop() is None:
@@ -373,10 +388,11 @@ class BaseNode(Wirable):
         observers: Any = None,
         record_events: bool = False,
         clock: Clock | None = None,
+        budget: Budget | None = None,
     ) -> Any:
         """Resume a stored run inside a running event loop; see `resume`."""
         scope = self._resume_scope(
-            run_id, store, input, observers, record_events, clock, migrate, rename
+            run_id, store, input, observers, record_events, clock, migrate, rename, budget
         )
         return await self._resume_top_async(scope)
 
@@ -390,6 +406,7 @@ class BaseNode(Wirable):
         clock: Clock | None,
         migrate: Any = None,
         rename: Any = None,
+        budget: Any = None,
     ) -> RunScope:
         self._need_store(store, "resume()")
         return RunScope(
@@ -404,6 +421,7 @@ class BaseNode(Wirable):
             answer=answer,
             migrate=migrate,
             rename=rename,
+            budget=budget,
         )
 
     def _need_store(self, store: Any, what: str) -> None:
@@ -517,6 +535,20 @@ class BaseNode(Wirable):
             data=data,
         )
 
+    def report_usage(
+        self,
+        usage: Usage | None = None,
+        *,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cost: float | None = None,
+        model: str | None = None,
+    ) -> None:
+        """Report what an LLM call made in ``exec`` used (a `Usage`, or its parts):
+        it corrects the attempt's weighted limits, counts in the run's budget
+        and stored record, and reaches observers as a ``usage`` event."""
+        report(self, usage_of(usage, input_tokens, output_tokens, cost, model, self._describe()))
+
     def to_mermaid(self) -> str:
         """This flow's graph (or this node and what follows it) as a mermaid
         flowchart: actions on edges, loops drawn once, nested flows as
@@ -537,6 +569,7 @@ class BaseNode(Wirable):
             and self.max_retries == 1
             and self._bf_timeout is None
             and not self._bf_limits
+            and not budgets.active
         )
 
     @default

@@ -15,12 +15,14 @@ from contextvars import Token
 from types import TracebackType
 from typing import Any
 
+from ._budget import check_budget, close_budget, open_budget
 from ._clock import SYSTEM_CLOCK
 from ._context import RUN, STEP, Run, StepAt
 from ._errors import InvalidParameterError, add_note, has_note
 from ._events import Event
 from ._options import UNSET
 from ._threads import enter_run, leave_run
+from ._usage import Spend
 from .durable import NO_ANSWER, DurableRun, EventRecorder, claim_run, close_run, start_run
 from .engine import run_node_async, run_node_sync
 from .engine._async import failure_of
@@ -82,6 +84,7 @@ class RunScope:
 
     __slots__ = (
         "answer",
+        "budget",
         "clock",
         "durable",
         "metadata",
@@ -117,6 +120,7 @@ class RunScope:
         answer: Any = NO_ANSWER,
         migrate: Any = None,
         rename: Any = None,
+        budget: Any = None,
     ) -> None:
         self.node = node
         self.shared = shared
@@ -166,6 +170,7 @@ class RunScope:
                 f"{describe}: migrate={migrate!r} must be a function that takes shared (a dict)",
                 node=node._display_name(),
             )
+        self.budget = check_budget(budget, node, store is not None)
         self.resuming = resuming
         self.answer = answer
         self.migrate = migrate
@@ -202,6 +207,11 @@ class RunScope:
                 observers = (*observers, (recorder, recorder.on_event))
         run = self.run = Run(observers, self.clock, self.node)
         run.durable = self.durable
+        before = self.durable.spent_before if self.durable is not None else None
+        if self.budget is not None or before is not None:
+            run.spend = Spend(self.budget) if before is None else Spend(self.budget, before)
+        if self.budget is not None:
+            open_budget()
         if self.durable is not None:
             run.id = self.durable.run_id
             self.step_token = STEP.set(StepAt(f"0:{self.node._display_name()}", set()))
@@ -218,6 +228,8 @@ class RunScope:
         record a durable run that was opened as ended by ``error``."""
         if self.token is not None:
             RUN.reset(self.token)
+            if self.budget is not None:
+                close_budget()
         if self.step_token is not None:
             STEP.reset(self.step_token)
         leave_run()
@@ -241,11 +253,14 @@ class RunScope:
         finally:
             if self.token is not None:
                 RUN.reset(self.token)
+            if self.budget is not None:
+                close_budget()
             if self.step_token is not None:
                 STEP.reset(self.step_token)
             leave_run()
         durable = self.durable
         if durable is not None:
+            durable.spend = self.run.spend
             if not self.resuming:  # the caller's dict gets what the run did
                 final = dict(dict.items(self.working))
                 dict.clear(self.shared)

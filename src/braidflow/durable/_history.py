@@ -27,12 +27,14 @@ __all__ = [
     "FORKED_KEY",
     "RENAMED_KEY",
     "RESUMED_KEY",
+    "USAGE_KEY",
     "StepRecord",
     "StoredRun",
     "step_key",
 ]
 
 # The keys of a run's metadata where braidflow keeps its history's facts.
+USAGE_KEY = "braidflow.usage"  # what the run's calls used (a Usage.as_dict()), kept at its end
 RESUMED_KEY = "braidflow.resumed"  # when each resume of the run began
 FORKED_KEY = "braidflow.forked_from"  # {"run", "step", "rows"}: what a fork copied
 RENAMED_KEY = "braidflow.renamed"  # {old: new}: nodes renamed when resuming

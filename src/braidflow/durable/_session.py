@@ -15,11 +15,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from .._budget import OverBudget
 from .._errors import ResumeError, Suspended, add_note, describe_error
+from .._usage import Usage
 from ..stores._base import Store
 from ..stores._owners import this_owner
 from ._graph import describe_graph, first_difference, renamed_graph
-from ._history import RENAMED_KEY, RESUMED_KEY, apply_renames
+from ._history import RENAMED_KEY, RESUMED_KEY, USAGE_KEY, apply_renames
 from ._interrupt import NO_ANSWER, Interrupted
 from ._run import DurableRun
 from ._tracking import TrackingDict
@@ -95,6 +97,9 @@ def claim_run(
             durable.answer(answer)
         if migrate is not None:
             migrated(durable, shared, migrate, rows, name)
+        kept = record.metadata.get(USAGE_KEY)
+        if isinstance(kept, dict):  # what the run spent before counts on
+            durable.spent_before = Usage.from_dict(kept)
         resumed = [*record.metadata.get(RESUMED_KEY, ()), time.time()]
         store.set_metadata(run_id, {RESUMED_KEY: resumed, RENAMED_KEY: renamed or None})
     except BaseException:
@@ -135,6 +140,20 @@ def _record_end(durable: DurableRun, error: BaseException | None) -> None:
     except BaseException:
         if error is None:
             raise
+    spend = durable.spend
+    if spend is not None and spend.total.calls:
+        store.set_metadata(run_id, {USAGE_KEY: spend.total.as_dict()})
+    if isinstance(error, OverBudget):
+        where = durable.where_failed(error) or error.error.node or ""
+        reason = str(error.error)
+        store.finish(run_id, "waiting", node=where, prompt={"budget": reason})
+        raise Suspended(
+            f"run {run_id!r} is waiting for a higher budget at {where!r}: {reason}; resume it "
+            f"with {_resume_call(run_id, ', budget=Budget(...)')}",
+            run_id=run_id,
+            node=where,
+            prompt={"budget": reason},
+        ) from error.error
     if error is None:
         store.finish(run_id, "completed")
         return
