@@ -57,7 +57,7 @@ def test_a_bad_budget_is_refused_when_made(options, said):
 
 def test_a_run_checks_its_budget_before_it_starts():
     node = Spends()
-    with pytest.raises(InvalidParameterError, match="budget=100 must be a braidflow.Budget"):
+    with pytest.raises(InvalidParameterError, match=r"budget=100 must be a braidflow\.Budget"):
         node.run({"items": [1]}, budget=100)
     with pytest.raises(InvalidParameterError, match="needs a durable run"):
         node.run({"items": [1]}, budget=Budget(tokens=5, on_exceed="suspend"))
@@ -130,7 +130,8 @@ async def test_calls_in_flight_finish_and_count_and_nothing_more_starts():
     assert {entry for entry in log if entry[0] == "end"} == {("end", i) for i in range(4)}
     assert caught.value.spent.tokens == 200  # 100 + the two calls in flight
     assert caught.value.item_index in (4, 5)
-    assert ("start", 4) not in log and ("start", 5) not in log
+    assert ("start", 4) not in log
+    assert ("start", 5) not in log
 
 
 def test_a_durable_run_suspends_and_resumes_with_a_higher_budget():

@@ -229,9 +229,9 @@ def test_report_usage_checks_what_it_is_given():
     node = Node()
     with pytest.raises(InvalidParameterError, match="input_tokens=-1 must be an int"):
         node.report_usage(input_tokens=-1)
-    with pytest.raises(InvalidParameterError, match="takes a braidflow.Usage"):
+    with pytest.raises(InvalidParameterError, match=r"takes a braidflow\.Usage"):
         node.report_usage({"input_tokens": 1})  # type: ignore[arg-type]
     with pytest.raises(InvalidParameterError, match="not both"):
         node.report_usage(Usage(1), output_tokens=2)
-    with pytest.raises(InvalidParameterError, match="cost=-0.5"):
+    with pytest.raises(InvalidParameterError, match=r"cost=-0\.5"):
         Usage(cost=-0.5)

@@ -44,14 +44,14 @@ from ._kinds import Node as Node
 from ._kinds import ParallelBatchNode as ParallelBatchNode
 from ._limits import Limiter as Limiter
 from ._limits import LimiterStatistics as LimiterStatistics
-from ._usage import Usage as Usage
-from ._weights import Weighted as Weighted
 from ._node import BaseNode as BaseNode
 from ._policy import Retry as Retry
 from ._run import PendingRun as PendingRun
 from ._threads import thread_limiter as thread_limiter
+from ._usage import Usage as Usage
 from ._views import MISSING as MISSING
 from ._views import SharedView as SharedView
+from ._weights import Weighted as Weighted
 from .durable import StepRecord as StepRecord
 from .durable import idempotency_key as idempotency_key
 from .durable import interrupt as interrupt

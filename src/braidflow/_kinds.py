@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._errors import InvalidParameterError
 from ._limits import Limiter, ordered
-from ._weights import Weighted
 from ._node import BaseNode
 from ._options import (
     UNSET,
@@ -24,6 +23,7 @@ from ._options import (
     check_timeout,
 )
 from ._policy import Retry
+from ._weights import Weighted
 
 __all__ = [
     "AsyncBatchNode",
@@ -106,7 +106,7 @@ class Node(BaseNode, Generic[PrepT, ExecT]):
             self._bf_timeout = check_timeout(self, timeout)
         if limits is not None:
             self._bf_limits = ordered(check_limits(self, limits, (Limiter, Weighted)))
-            self._bf_weighted = any(type(limit) is Weighted for limit in self._bf_limits)
+            self._bf_weighted = any(isinstance(limit, Weighted) for limit in self._bf_limits)
         if offload is not None:
             self._bf_offload = check_offload(self, offload)
         self._bf_policy = bool(retry is not None or self._bf_timeout is not None or limits)

@@ -187,7 +187,7 @@ class Limiter:
         self._waiting = 0  # waiters in the queue that are not gone
         # Start times in the rate window; once the limiter counts units, each
         # an entry [time, units] instead, ``_used`` their sum.
-        self._starts: deque[Any] = deque()
+        self._starts: deque[Any] = deque()  # (plain: floats)
         self._counts_units = False
         self._used = 0.0
 
@@ -275,7 +275,7 @@ class Limiter:
             while starts and starts[0] + period <= now:
                 starts.popleft()
             if len(starts) >= capacity:
-                return max(starts[0] + period - now, 1e-9)
+                return max(float(starts[0]) + period - now, 1e-9)
             starts.append(now)
         in_flight = self._in_flight = self._in_flight + 1
         self._acquired += 1

@@ -14,15 +14,13 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any, ClassVar
 
+from . import _budget as budgets
+from ._budget import Budget
 from ._clock import Clock
 from ._context import ATTEMPT, HANDED_DOWN, PATH, current_item, observed
 from ._errors import InvalidParameterError
 from ._events import Event
-from . import _budget as budgets
-from ._budget import Budget
 from ._limits import Limiter
-from ._usage import Usage, report, usage_of
-from ._weights import Weighted
 from ._options import UNSET, check_max_concurrency, check_on_error
 from ._plan import Plan, check_setup, default
 from ._policy import Retry
@@ -35,6 +33,8 @@ from ._run import (
     warn_unreachable_successors,
 )
 from ._stream import stream_events
+from ._usage import Usage, report, usage_of
+from ._weights import Weighted
 from ._wiring import Successors, Wirable, changed
 from .durable import NO_ANSWER
 from .durable._history import StepRecord, StoredRun

@@ -25,7 +25,7 @@ class Usage:
 
     Usages add up (``a + b``): tokens and calls are summed; the cost is the
     sum of the costs known (``None`` if none is); the model is kept if both
-    name the same one.
+    name the same one (or one is of no calls).
 
     Attributes:
         input_tokens: Tokens of the prompt (ints >= 0).
@@ -76,7 +76,11 @@ class Usage:
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
             sum(costs) if costs else None,
-            self.model if self.model == other.model else None,
+            other.model
+            if not self.calls
+            else self.model
+            if not other.calls or self.model == other.model
+            else None,
             self.calls + other.calls,
         )
 

@@ -137,12 +137,11 @@ class Claim:
     the usage reported, given back. It stands in for the limiter in the
     attempt's held limiters (``try_acquire``, ``release``, the wait)."""
 
-    __slots__ = ("_order", "entry", "held", "limiter", "reported", "units", "weighted")
+    __slots__ = ("entry", "held", "limiter", "reported", "units", "weighted")
 
     def __init__(self, weighted: Weighted, units: float) -> None:
         self.weighted = weighted
         self.limiter = weighted.limiter
-        self._order = weighted._order
         self.units = units
         self.held = 0.0  # units held in flight (and in the window entry)
         self.entry: list[float] | None = None  # [start time, units] in the rate window
@@ -162,7 +161,9 @@ class Claim:
     def try_acquire(self) -> bool:
         limiter = self.limiter
         with limiter._lock:
-            return not limiter._waiting and take_units(limiter, self.units, self) == 0.0
+            if limiter._waiting:
+                return False
+            return take_units(limiter, self.units, self) == 0.0
 
     def _enqueue(
         self,
@@ -182,10 +183,12 @@ class Claim:
     def release(self) -> None:
         """Give back the units held in flight (the window keeps its entry)."""
         limiter = self.limiter
+        held = self.held
         with limiter._lock:
-            if limiter._in_flight < self.held - 1e-9:
+            left = limiter._in_flight - held
+            if left < -1e-9:
                 raise RunError(f"{limiter!r}: more units given back than were taken")
-            limiter._in_flight = max(limiter._in_flight - self.held, 0.0)
+            limiter._in_flight = left if left > 0 else 0.0
             self.held = 0.0
             if limiter._waiting:
                 limiter._wake_head()
@@ -236,17 +239,21 @@ def take_units(limiter: Any, units: float, claim: Claim | None) -> float:
     entry = None
     if capacity is not None:
         now = limiter._clock.now()
-        expire_units(limiter, now)
+        starts = limiter._starts
+        if starts and starts[0][0] + limiter._period <= now:
+            expire_units(limiter, now)
         if limiter._used + units > capacity:
             # The room comes when enough of the oldest starts have left.
-            used, room, period = limiter._used, capacity - units, limiter._period
+            used: float = limiter._used
+            room: float = capacity - units
+            period: float = limiter._period
             for start, taken in limiter._starts:
                 used -= taken
                 if used <= room:
-                    return max(start + period - now, 1e-9)
+                    return max(start + period - now, 1e-9)  # type: ignore[no-any-return]
             return period  # pragma: no cover - units never exceed the capacity
         entry = [now, units]
-        limiter._starts.append(entry)
+        starts.append(entry)
         limiter._used += units
     in_flight = limiter._in_flight = limiter._in_flight + units
     limiter._acquired += 1

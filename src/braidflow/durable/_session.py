@@ -144,14 +144,14 @@ def _record_end(durable: DurableRun, error: BaseException | None) -> None:
     if spend is not None and spend.total.calls:
         store.set_metadata(run_id, {USAGE_KEY: spend.total.as_dict()})
     if isinstance(error, OverBudget):
-        where = durable.where_failed(error) or error.error.node or ""
+        at: str = durable.where_failed(error) or error.error.node or ""
         reason = str(error.error)
-        store.finish(run_id, "waiting", node=where, prompt={"budget": reason})
+        store.finish(run_id, "waiting", node=at, prompt={"budget": reason})
         raise Suspended(
-            f"run {run_id!r} is waiting for a higher budget at {where!r}: {reason}; resume it "
+            f"run {run_id!r} is waiting for a higher budget at {at!r}: {reason}; resume it "
             f"with {_resume_call(run_id, ', budget=Budget(...)')}",
             run_id=run_id,
-            node=where,
+            node=at,
             prompt={"budget": reason},
         ) from error.error
     if error is None:

@@ -14,9 +14,9 @@ import time
 from collections.abc import Generator
 from typing import Any
 
-from .._clock import TimedOut
 from .. import _budget as budgets
 from .._budget import attempt_ended, before_attempt, budgeted
+from .._clock import TimedOut
 from .._context import ATTEMPT, CLAIMS, GATES, PATH, AttemptState, observed
 from .._deadlock import hold, holds, unhold
 from .._errors import NodeCancelledError, NodeTimeoutError, add_note

@@ -13,10 +13,10 @@ import asyncio
 from functools import partial
 from typing import Any
 
+from .. import _budget as budgets
 from .._clock import TimedOut
 from .._context import run_clock
 from .._errors import AsyncUsageError
-from .. import _budget as budgets
 from .._limits import acquire_all_blocking, release_all
 from .._threads import (
     Abandoned,

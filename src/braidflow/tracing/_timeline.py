@@ -23,6 +23,7 @@ from typing import Any
 
 from .._errors import describe_error
 from .._events import Event
+from .._usage import Usage
 from ..durable._exceptions import RecordedError
 from ..durable._interrupt import Interrupted
 from ._files import writable_path
@@ -141,6 +142,7 @@ class _Builder:
         self.totals: dict[Names, int] = {}  # a batch's number of items, when known
         self.again = 0  # item runs cut off by a crash that ran again in the next part
         self.failed_again = 0  # failed item runs that ran again in the next part
+        self.usage = Usage(calls=0)  # what the run's calls reported
 
     def lane(self, key: Any) -> int:
         index = self.lane_of.get(key)
@@ -229,6 +231,8 @@ def timeline_data(events: list[Event]) -> dict[str, Any]:
             "unrecorded": unrecorded,
             "retries": sum(1 for mark in build.marks if mark[2] == RETRY),
             "waits": sum(1 for span in build.spans if span[3] == WAIT),
+            "tokens": build.usage.tokens,
+            "cost": build.usage.cost,
         },
         "parts": drawn,
         "lanes": lanes,
@@ -401,6 +405,14 @@ def _draw_part(
         elif kind == "emit":
             shown = repr(event.data)
             text = f"emit: {shown if len(shown) <= 80 else shown[:77] + '...'}"
+            build.marks.append([build.lane_at(path, item), at, EMIT, build.note(text)])
+        elif kind == "usage":
+            usage = Usage.from_dict(event.data)
+            build.usage += usage
+            text = f"usage: {usage.tokens:,} tokens ({usage.input_tokens:,} in, "
+            text += f"{usage.output_tokens:,} out)"
+            text += f", cost {usage.cost:.4g}" if usage.cost is not None else ""
+            text += f", {usage.model}" if usage.model else ""
             build.marks.append([build.lane_at(path, item), at, EMIT, build.note(text)])
         elif kind == "run_end":
             finished = event
