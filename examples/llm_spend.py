@@ -127,7 +127,7 @@ async def _run(node: Summarize, shared: dict[str, Any], budget: Any, client: Any
 
 def svg(runs: dict[str, dict[str, Any]], quota: int, period: float) -> str:
     """Tokens per period (a sliding window, sampled) against the quota, one line per run."""
-    width, height, left, bottom, top = 640, 300, 60, 40, 20
+    width, height, left, bottom, top = 660, 320, 64, 40, 30
     end = max(max((at for at, _ in run["admitted"]), default=0) for run in runs.values()) + period
     step = period / 10
     samples = [step * index for index in range(int(end / step) + 1)]
@@ -158,9 +158,19 @@ def svg(runs: dict[str, dict[str, Any]], quota: int, period: float) -> str:
         f'<text x="{width - 24}" y="{y(quota) - 6:.1f}" text-anchor="end" fill="#2ca02c">'
         f"quota: {quota:,} tokens per {period:g} s</text>",
         f'<text x="{left}" y="{height - 8}">seconds</text>',
-        f'<text x="12" y="{top + 4}" transform="rotate(-90 12 {top + 4})" text-anchor="end">'
-        f"tokens in the last {period:g} s</text>",
+        f'<text x="{left + 6}" y="{top + 4}">tokens the server let through in the '
+        f"last {period:g} s</text>",
     ]
+    tick = next(  # a round step that draws at most 8 ticks
+        step * 10**power
+        for power in range(9)
+        for step in (1, 2, 5)
+        if most / (step * 10**power) <= 8
+    )
+    for tokens in range(0, int(most) + 1, tick):
+        parts.append(
+            f'<text x="{left - 6}" y="{y(tokens) + 4:.1f}" text-anchor="end">{tokens:,}</text>'
+        )
     for second in range(int(end) + 1):
         parts.append(
             f'<text x="{x(second):.1f}" y="{y(0) + 16:.1f}" text-anchor="middle">{second}</text>'
@@ -172,9 +182,10 @@ def svg(runs: dict[str, dict[str, Any]], quota: int, period: float) -> str:
             f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>'
         )
         run = runs[name]
-        label = f"{name}: {run['rejected']} x 429, {run['seconds']:.1f} s"
+        label = f"{name}: {run['rejected']} calls got 429, {run['seconds']:.1f} s"
         parts.append(
-            f'<text x="{left + 10}" y="{top + 14 + 16 * index}" fill="{colour}">{label}</text>'
+            f'<text x="{width - 24}" y="{top + 14 + 16 * index}" text-anchor="end" '
+            f'fill="{colour}">{label}</text>'
         )
     parts.append("</svg>")
     return "\n".join(parts) + "\n"

@@ -71,9 +71,10 @@ def public_objects():
 
     import braidflow
     import braidflow.executors
+    import braidflow.llm
     import braidflow.tracing
 
-    for module in (braidflow, braidflow.tracing, braidflow.executors):
+    for module in (braidflow, braidflow.tracing, braidflow.executors, braidflow.llm):
         for name in module.__all__:
             value = getattr(module, name)
             yield f"{module.__name__}.{name}", value

@@ -30,7 +30,9 @@ class Calls(BatchNode):
 def test_usages_add_up():
     total = Usage(10, 1, 0.5, "m") + Usage(20, 2, None, "m") + Usage(5, 0, 0.25, "n")
     assert (total.input_tokens, total.output_tokens, total.calls) == (35, 3, 3)
-    assert total.cost == 0.75 and total.model is None and total.tokens == 38
+    assert total.cost == 0.75
+    assert total.model is None
+    assert total.tokens == 38
     assert Usage.from_dict(total.as_dict()) == total
 
 
@@ -94,8 +96,10 @@ def test_the_stored_record_keeps_the_usage_and_braidflow_runs_shows_it(tmp_path,
     assert MemoryStore().runs() == []
     assert cli_main(["runs", "--store", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "TOKENS" in out and "COST" in out
-    assert "66" in out.splitlines()[1] and "0.6" in out.splitlines()[1]
+    assert "TOKENS" in out
+    assert "COST" in out
+    assert "66" in out.splitlines()[1]
+    assert "0.6" in out.splitlines()[1]
 
 
 def test_a_run_that_reports_nothing_has_no_usage():

@@ -106,7 +106,10 @@ class Node(BaseNode, Generic[PrepT, ExecT]):
             self._bf_timeout = check_timeout(self, timeout)
         if limits is not None:
             self._bf_limits = ordered(check_limits(self, limits, (Limiter, Weighted)))
-            self._bf_weighted = any(isinstance(limit, Weighted) for limit in self._bf_limits)
+            if any(isinstance(limit, Weighted) for limit in self._bf_limits):
+                self._bf_weighted = tuple(
+                    getattr(limit, "limiter", limit) for limit in self._bf_limits
+                )
         if offload is not None:
             self._bf_offload = check_offload(self, offload)
         self._bf_policy = bool(retry is not None or self._bf_timeout is not None or limits)

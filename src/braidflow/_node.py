@@ -78,7 +78,7 @@ class BaseNode(Wirable):
     _bf_retry: Retry | None = None
     _bf_timeout: float | None = None
     _bf_limits: tuple[Limiter | Weighted, ...] = ()
-    _bf_weighted: bool = False  # limits hold a weighted limiter: each item weighs its attempts
+    _bf_weighted: tuple[Limiter, ...] = ()  # its limiters, if weighted ones are among its limits
     _bf_offload: bool | None = None
     _bf_on_error: str = "raise"
     _bf_executor: Any = None

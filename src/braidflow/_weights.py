@@ -132,20 +132,31 @@ class Weighted:
         return None if measure is None else measure(usage)
 
 
-class Claim:
+class Entry:
+    """A start in the rate window of a limiter counting units: when, and how
+    many units (a plain acquisition's: one)."""
+
+    __slots__ = ("start", "units")
+
+    def __init__(self, start: float, units: float) -> None:
+        self.start = start
+        self.units = units
+
+
+class Claim(Entry):
     """One exec attempt's units of a weighted limiter: taken, corrected to
     the usage reported, given back. It stands in for the limiter in the
-    attempt's held limiters (``try_acquire``, ``release``, the wait)."""
+    attempt's held limiters (``try_acquire``, ``release``, the wait), and is
+    its own entry in the rate window, so a correction moves both at once.
+    ``units``: the estimate until taken, then what it holds; ``reported``
+    (set by the first report): the usage reported so far, in units."""
 
-    __slots__ = ("entry", "held", "limiter", "reported", "units", "weighted")
+    __slots__ = ("limiter", "reported", "weighted")
 
     def __init__(self, weighted: Weighted, units: float) -> None:
         self.weighted = weighted
         self.limiter = weighted.limiter
         self.units = units
-        self.held = 0.0  # units held in flight (and in the window entry)
-        self.entry: list[float] | None = None  # [start time, units] in the rate window
-        self.reported: float | None = None
 
     def __repr__(self) -> str:
         return f"{self.limiter!r} ({self.units:g} units)"
@@ -161,9 +172,7 @@ class Claim:
     def try_acquire(self) -> bool:
         limiter = self.limiter
         with limiter._lock:
-            if limiter._waiting:
-                return False
-            return take_units(limiter, self.units, self) == 0.0
+            return not limiter._waiting and take_units(limiter, self.units, self) == 0.0
 
     def _enqueue(
         self,
@@ -183,13 +192,11 @@ class Claim:
     def release(self) -> None:
         """Give back the units held in flight (the window keeps its entry)."""
         limiter = self.limiter
-        held = self.held
         with limiter._lock:
-            left = limiter._in_flight - held
+            left = limiter._in_flight - self.units
             if left < -1e-9:
                 raise RunError(f"{limiter!r}: more units given back than were taken")
             limiter._in_flight = left if left > 0 else 0.0
-            self.held = 0.0
             if limiter._waiting:
                 limiter._wake_head()
 
@@ -199,22 +206,21 @@ class Claim:
         window already is charged anew, now, for what it under-counted."""
         limiter = self.limiter
         with limiter._lock:
-            change = units - self.held
+            change = units - self.units
             if not change:
                 return
-            self.held = units
+            if limiter._capacity is not None:
+                now = limiter._clock.now()
+                expire_units(limiter, now)  # before the entry's units change
+                if self.start + limiter._period > now:
+                    limiter._used += change  # the entry (this claim) is in the window
+                elif change > 0:
+                    limiter._starts.append(Entry(now, change))
+                    limiter._used += change
+            self.units = units
             limiter._in_flight += change
             if limiter._in_flight > limiter._peak:
                 limiter._peak = limiter._in_flight
-            entry = self.entry
-            if entry is not None:
-                now = limiter._clock.now()
-                if entry[0] + limiter._period > now:
-                    entry[1] += change
-                    limiter._used += change
-                elif change > 0:
-                    limiter._starts.append([now, change])
-                    limiter._used += change
             if change < 0 and limiter._waiting:
                 limiter._wake_head()
 
@@ -222,8 +228,8 @@ class Claim:
 def expire_units(limiter: Any, now: float) -> None:
     """Drop the window's entries that left it (under the limiter's lock)."""
     starts, period = limiter._starts, limiter._period
-    while starts and starts[0][0] + period <= now:
-        limiter._used -= starts.popleft()[1]
+    while starts and starts[0].start + period <= now:
+        limiter._used -= starts.popleft().units
     if not starts:
         limiter._used = 0.0  # no drift from adding and taking away fractions
 
@@ -231,64 +237,74 @@ def expire_units(limiter: Any, now: float) -> None:
 def take_units(limiter: Any, units: float, claim: Claim | None) -> float:
     """Take ``units`` of a limiter counting units, under its lock: 0 if taken,
     -1 if ``max_concurrent`` has not that many free, or the seconds until the
-    rate window has room. ``claim`` notes what it holds."""
+    rate window has room. ``claim`` (``None``: a plain acquisition) becomes
+    the window's entry."""
     bound = limiter._max
     if bound is not None and limiter._in_flight + units > bound:
         return -1.0
     capacity = limiter._capacity
-    entry = None
     if capacity is not None:
         now = limiter._clock.now()
         starts = limiter._starts
-        if starts and starts[0][0] + limiter._period <= now:
+        if starts and starts[0].start + limiter._period <= now:
             expire_units(limiter, now)
         if limiter._used + units > capacity:
             # The room comes when enough of the oldest starts have left.
             used: float = limiter._used
             room: float = capacity - units
             period: float = limiter._period
-            for start, taken in limiter._starts:
-                used -= taken
+            for entry in starts:
+                used -= entry.units
                 if used <= room:
-                    return max(start + period - now, 1e-9)  # type: ignore[no-any-return]
+                    return max(entry.start + period - now, 1e-9)  # type: ignore[no-any-return]
             return period  # pragma: no cover - units never exceed the capacity
-        entry = [now, units]
-        starts.append(entry)
+        if claim is None:
+            starts.append(Entry(now, units))
+        else:
+            claim.start = now
+            starts.append(claim)
         limiter._used += units
     in_flight = limiter._in_flight = limiter._in_flight + units
     limiter._acquired += 1
     if in_flight > limiter._peak:
         limiter._peak = in_flight
-    if claim is not None:
-        claim.entry = entry
-        claim.held = units
     return 0.0
 
 
 def count_units(limiter: Any) -> None:
-    """From now on keep ``limiter``'s rate window as [time, units] entries
-    (a plain limiter keeps bare start times, the cheapest). Under its lock."""
+    """From now on keep ``limiter``'s rate window as `Entry` objects (a
+    plain limiter keeps bare start times, the cheapest). Under its lock."""
     if limiter._counts_units:
         return
-    limiter._starts = deque([start, 1.0] for start in limiter._starts)
+    limiter._starts = deque(Entry(start, 1.0) for start in limiter._starts)
     limiter._used = float(len(limiter._starts))
     limiter._counts_units = True
 
 
-def claims_for(node: Any, item: Any, index: int | None) -> Callable[[], tuple[Any, ...]]:
+def claims_for(
+    node: Any, item: Any, index: int | None
+) -> Callable[[], tuple[tuple[Any, ...], tuple[Claim, ...]]]:
     """For an item of a node whose ``limits=`` hold weighted limiters: its
-    units, computed now, and a function giving each attempt's held limiters
-    (a fresh `Claim` for each weighted one)."""
+    units, computed now, and a function giving each attempt what it holds
+    (the node's limits, a fresh `Claim` for each weighted one) and its claims."""
     limits = node._bf_limits
-    units = [
-        limit.units(item, node, index) if type(limit) is Weighted else None for limit in limits
+    if len(limits) == 1:  # the common case, made once per attempt: kept cheap
+        only = limits[0]
+        amount = only.units(item, node, index)
+
+        def one() -> tuple[tuple[Any, ...], tuple[Claim, ...]]:
+            claim = (Claim(only, amount),)
+            return claim, claim
+
+        return one
+    pairs = [
+        (limit, limit.units(item, node, index) if type(limit) is Weighted else None)
+        for limit in limits
     ]
 
-    def held() -> tuple[Any, ...]:
-        return tuple(
-            limit if amount is None else Claim(limit, amount)
-            for limit, amount in zip(limits, units, strict=True)
-        )
+    def held() -> tuple[tuple[Any, ...], tuple[Claim, ...]]:
+        taken = tuple(limit if amount is None else Claim(limit, amount) for limit, amount in pairs)
+        return taken, tuple(each for each in taken if type(each) is Claim)
 
     return held
 
@@ -303,5 +319,6 @@ def correct_claims(usage: Any) -> None:
         units = claim.weighted.measure(usage)
         if units is None:
             continue
-        claim.reported = units if claim.reported is None else claim.reported + units
+        before = getattr(claim, "reported", None)
+        claim.reported = units if before is None else before + units
         claim.correct(claim.reported)

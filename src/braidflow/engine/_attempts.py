@@ -24,7 +24,7 @@ from .._limits import release_all, try_all
 from .._options import check_retry_options
 from .._policy import next_delay
 from .._taskgroup import note_lost
-from .._weights import Claim, claims_for
+from .._weights import claims_for
 from ._effects import AWAIT, CALL, REMOTE, SLEEP, THREAD, TIMED, WAIT
 from ._observe import emit_wait
 
@@ -151,6 +151,7 @@ def attempts(
         held = gates + held
     # Weighted limiters: the item's units now, a fresh claim of them per attempt.
     claims = claims_for(node, item, index) if node._bf_weighted else None
+    own: tuple[Any, ...] = ()
     state: AttemptState | None = None
     token = None
     if timeout is not None or retrying:
@@ -162,7 +163,8 @@ def attempts(
         while True:
             holding = claims_token = budget_token = None
             if claims is not None:
-                held = gates + claims()
+                taken_now, own = claims()
+                held = gates + taken_now
             if held:
                 taken = try_all(held) if len(held) > 1 else int(held[0].try_acquire())
                 if taken < len(held):
@@ -180,10 +182,9 @@ def attempts(
                         emit_wait(watched, node, held[taken:], index, attempt, waited)
                 if claims is None:
                     holding = hold(held, node, index)  # what nested code sees this attempt hold
-                else:
-                    limiters = tuple(getattr(each, "limiter", each) for each in held)
-                    holding = hold(limiters, node, index)
-                    claims_token = CLAIMS.set(tuple(c for c in held if type(c) is Claim))
+                else:  # the deadlock check counts the limiters, one slot each
+                    holding = hold(gates + node._bf_weighted, node, index)
+                    claims_token = CLAIMS.set(own)
             if spend is not None:  # a budgeted run: stop before a call over the budget
                 try:
                     budget_token = yield from before_attempt(spend, node, index, SLEEP)
