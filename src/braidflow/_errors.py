@@ -289,20 +289,26 @@ class StoreError(BraidflowError):
 
 
 class Suspended(BraidflowError):
-    """A durable run stopped to wait for input: a node called
-    ``braidflow.interrupt(prompt)``. The run is stored as ``waiting``; resume it
-    with ``flow.resume(run_id, store=..., input=answer)``.
+    """A durable run stopped to wait: for input (a node called
+    ``braidflow.interrupt(prompt)``; resume it with ``flow.resume(run_id,
+    store=..., input=answer)``), or for a higher budget (its
+    ``Budget(..., on_exceed="suspend")`` was reached; resume it with
+    ``budget=``). The run is stored as ``waiting``.
 
     Attributes:
         run_id: The run to resume.
-        node: The node that asked (its path, ``/``-joined).
-        prompt: What it asked.
+        node: The node that asked, or was about to call (its path, ``/``-joined).
+        prompt: What it asked (for a budget: ``{"budget": reason}``).
+        reason: ``"input"`` or ``"budget"``: what the run waits for.
     """
 
-    def __init__(self, message: str, *, run_id: str, node: str, prompt: object) -> None:
+    def __init__(
+        self, message: str, *, run_id: str, node: str, prompt: object, reason: str = "input"
+    ) -> None:
         super().__init__(message, node=node)
         self.run_id = run_id
         self.prompt = prompt
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--progress", action="store_true", help="show progress (needs rich)")
     watch.add_argument("--trace", metavar="FILE.jsonl", help="write every event as JSON lines")
     watch.add_argument("--timeline", metavar="FILE.html", help="write a timeline of the run")
+    watch.add_argument(
+        "--budget-tokens",
+        metavar="N",
+        type=int,
+        help="stop before a call once the run has used N tokens (a durable run waits)",
+    )
+    watch.add_argument(
+        "--budget-cost",
+        metavar="X",
+        type=float,
+        help="stop before a call once the run's calls cost X (a durable run waits)",
+    )
 
     parser = _Parser(
         prog="braidflow",

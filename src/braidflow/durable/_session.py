@@ -21,7 +21,7 @@ from .._usage import Usage
 from ..stores._base import Store
 from ..stores._owners import this_owner
 from ._graph import describe_graph, first_difference, renamed_graph
-from ._history import RENAMED_KEY, RESUMED_KEY, USAGE_KEY, apply_renames
+from ._history import BUDGET_KEY, RENAMED_KEY, RESUMED_KEY, USAGE_KEY, apply_renames
 from ._interrupt import NO_ANSWER, Interrupted
 from ._run import DurableRun
 from ._tracking import TrackingDict
@@ -101,7 +101,9 @@ def claim_run(
         if isinstance(kept, dict):  # what the run spent before counts on
             durable.spent_before = Usage.from_dict(kept)
         resumed = [*record.metadata.get(RESUMED_KEY, ()), time.time()]
-        store.set_metadata(run_id, {RESUMED_KEY: resumed, RENAMED_KEY: renamed or None})
+        store.set_metadata(
+            run_id, {RESUMED_KEY: resumed, RENAMED_KEY: renamed or None, BUDGET_KEY: None}
+        )
     except BaseException:
         # Nothing ran: the run is left as it was, to be resumed properly.
         store.finish(
@@ -146,6 +148,7 @@ def _record_end(durable: DurableRun, error: BaseException | None) -> None:
     if isinstance(error, OverBudget):
         at: str = durable.where_failed(error) or error.error.node or ""
         reason = str(error.error)
+        store.set_metadata(run_id, {BUDGET_KEY: True})
         store.finish(run_id, "waiting", node=at, prompt={"budget": reason})
         raise Suspended(
             f"run {run_id!r} is waiting for a higher budget at {at!r}: {reason}; resume it "
@@ -153,6 +156,7 @@ def _record_end(durable: DurableRun, error: BaseException | None) -> None:
             run_id=run_id,
             node=at,
             prompt={"budget": reason},
+            reason="budget",
         ) from error.error
     if error is None:
         store.finish(run_id, "completed")

@@ -21,6 +21,7 @@ from ..stores._owners import this_owner
 from ._codec import Codec, encode_key_value
 from ._graph import describe_graph, first_difference, renamed_graph
 from ._history import (
+    BUDGET_KEY,
     FORKED_KEY,
     RENAMED_KEY,
     RESUMED_KEY,
@@ -157,7 +158,7 @@ def fork_run(
     metadata = {
         key: value
         for key, value in stored.record.metadata.items()
-        if key not in (RESUMED_KEY, RENAMED_KEY, FORKED_KEY, USAGE_KEY)
+        if key not in (RESUMED_KEY, RENAMED_KEY, FORKED_KEY, USAGE_KEY, BUDGET_KEY)
     }
     metadata[FORKED_KEY] = {"run": source, "step": number, "rows": last + 1}
     run_id = _created(store, node, graph, stored.initial, metadata, source, run_id)
