@@ -208,3 +208,20 @@ def test_retries_do_not_retry_a_spent_budget():
 
     with pytest.raises(BudgetExceeded):
         Flaky(max_retries=5).run({}, budget=Budget(tokens=20))
+
+
+def test_the_timeline_of_a_run_waiting_at_its_budget_says_it_waits():
+    from braidflow.tracing._timeline import timeline_data
+
+    events = []
+    with pytest.raises(Suspended):
+        Spends(tokens=30).run(
+            {"items": [1, 2, 3]},
+            store=MemoryStore(),
+            observers=[events.append],
+            budget=Budget(tokens=30, on_exceed="suspend"),
+        )
+    data = timeline_data(events)
+    assert data["run"]["ended"] == "waiting"
+    assert data["run"]["tokens"] == 30
+    assert not any(text.startswith("error:") for text in data["info"])

@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .._budget import OverBudget
 from .._errors import describe_error
 from .._events import Event
 from .._usage import Usage
@@ -57,7 +58,7 @@ def _is(error: BaseException, cls: type[BaseException]) -> bool:
 def _outcome(error: BaseException | None) -> int:
     if error is None:
         return OK
-    if _is(error, Interrupted):
+    if _is(error, Interrupted) or _is(error, OverBudget):  # the run waits
         return ASKED
     if _is(error, asyncio.CancelledError) or _is(error, KeyboardInterrupt):  # stopped
         return CANCELLED
@@ -88,6 +89,8 @@ def _said(error: BaseException) -> str:
     """What a span's note says of how it ended, when not well."""
     if _is(error, Interrupted):
         return f"asked for input: {str(error)[:80]}"
+    if _is(error, OverBudget):
+        return f"waits for a higher budget: {str(error)[:120]}"
     return describe_error(error)
 
 
@@ -217,8 +220,10 @@ def timeline_data(events: list[Event]) -> dict[str, Any]:
     lanes, groups, order = _lanes(build)
     for thing in (*build.spans, *build.marks):
         thing[0] = order[thing[0]]
+    spent = {"tokens": build.usage.tokens, "cost": build.usage.cost} if build.usage.calls else {}
     return {
         "run": {
+            **spent,
             "id": parts[0][0].run_id,
             "name": parts[0][0].node,
             "duration": end,
@@ -231,8 +236,6 @@ def timeline_data(events: list[Event]) -> dict[str, Any]:
             "unrecorded": unrecorded,
             "retries": sum(1 for mark in build.marks if mark[2] == RETRY),
             "waits": sum(1 for span in build.spans if span[3] == WAIT),
-            "tokens": build.usage.tokens,
-            "cost": build.usage.cost,
         },
         "parts": drawn,
         "lanes": lanes,
@@ -399,7 +402,7 @@ def _draw_part(
                 owner = build.owner(path, item)
                 if owner is not None:
                     owner.retries.append(span)
-        elif kind == "error" and not (event.error and _is(event.error, Interrupted)):
+        elif kind == "error" and not (event.error and _outcome(event.error) == ASKED):
             text = f"error: {describe_error(event.error)}"
             build.marks.append([build.lane_at(path, item), at, ERROR, build.note(text)])
         elif kind == "emit":
