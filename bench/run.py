@@ -82,11 +82,13 @@ def chain(
 
         observers: list[Any] = []
         options: dict[str, Any] = {}
-        if observe == "durable":
+        if observe and observe.startswith("durable"):
             import tempfile
 
             store_dir = Path(tempfile.mkdtemp())
             options["store"] = lib.SQLiteStore(store_dir / "runs.db")
+            if observe != "durable":  # durable_async, durable_exit: a cheaper mode
+                options["durability"] = observe.removeprefix("durable_")
         elif observe == "noop":
             observers = [lambda event: None]
         elif observe == "jsonl":
@@ -588,6 +590,22 @@ def cpu_batch(impl: str, size: int) -> dict[str, float]:
     return figures
 
 
+def chain_durable_async(impl: str, size: int) -> dict[str, float]:
+    """The chain as a durable run with durability="async": checkpoints written
+    by a thread of the writer, off the run's path."""
+    if impl != "braidflow":
+        raise NotImplementedError("durable runs are braidflow's")
+    return chain(impl, size, observe="durable_async")
+
+
+def chain_durable_exit(impl: str, size: int) -> dict[str, float]:
+    """The chain as a durable run with durability="exit": checkpoints kept in
+    memory and written when the run ends."""
+    if impl != "braidflow":
+        raise NotImplementedError("durable runs are braidflow's")
+    return chain(impl, size, observe="durable_exit")
+
+
 def items_durable(impl: str, size: int, bound: int | None = 1000) -> dict[str, float]:
     """`size` items x sleep(10 ms), at most `bound` at once, each checkpointed in SQLite
     (under a bound, before its worker takes another); seconds over the plain run, per item."""
@@ -680,6 +698,8 @@ WORKLOADS: dict[str, Callable[[str, int], dict[str, float]]] = {
     "chain_noop": chain_noop_observer,
     "chain_jsonl": chain_jsonl,
     "chain_durable": chain_durable,
+    "chain_durable_async": chain_durable_async,
+    "chain_durable_exit": chain_durable_exit,
     "items_durable": items_durable,
     "items_durable_unbounded": items_durable_unbounded,
     "stored_state": stored_state,
@@ -702,6 +722,8 @@ PLAN = [
     ("chain_noop", 1000, "same chain, a no-op observer (2 events/node)"),
     ("chain_jsonl", 1000, "same chain, a JSONLTrace observer"),
     ("chain_durable", 1000, "same chain, durable: a SQLite checkpoint per node"),
+    ("chain_durable_async", 1000, 'same, durability="async": written off the run\'s path'),
+    ("chain_durable_exit", 1000, 'same, durability="exit": written when the run ends'),
     ("sync_chain", 1000, "sync chain of 1,000 nodes (raw: plain calls)"),
     ("fanout", 10_000, "10k items x sleep(50 ms)"),
     ("bounded", 100_000, "100k items from a generator, bound 1000"),
@@ -724,6 +746,8 @@ QUICK_SIZES = {
     ("chain_noop", 1000): 200,
     ("chain_jsonl", 1000): 200,
     ("chain_durable", 1000): 200,
+    ("chain_durable_async", 1000): 200,
+    ("chain_durable_exit", 1000): 200,
     ("items_durable", 10_000): 1000,
     ("items_durable_unbounded", 10_000): 1000,
     ("stored_state", 1000): 100,

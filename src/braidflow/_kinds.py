@@ -16,6 +16,7 @@ from ._limits import Limiter, ordered
 from ._node import BaseNode
 from ._options import (
     UNSET,
+    check_durability,
     check_executor,
     check_limits,
     check_offload,
@@ -57,6 +58,10 @@ class Node(BaseNode, Generic[PrepT, ExecT]):
         limits: `Limiter` objects (or one) that every exec attempt holds.
         offload: Run this sync node in a worker thread when inside an
             ``AsyncFlow``, so the event loop stays live. ``None``: the flow decides.
+        durability: ``"sync"``: in a durable run whose ``durability=`` is
+            ``"async"`` or ``"exit"``, this node's checkpoint (each item's,
+            for a batch) and every one before it are in the store before the
+            run goes on, as under ``"sync"``. ``None``: as the run says.
         executor: For batch kinds: where each item's ``exec`` runs, e.g.
             ``braidflow.executors.RayExecutor()``; ``prep``, ``post``, limits,
             retries, timeouts and events stay here. ``None``: in this process
@@ -79,10 +84,13 @@ class Node(BaseNode, Generic[PrepT, ExecT]):
         max_concurrency: int | None = UNSET,
         on_error: str = UNSET,
         executor: Any = None,
+        durability: str | None = None,
     ) -> None:
         super().__init__(name=name, max_concurrency=max_concurrency, on_error=on_error)
         if executor is not None:
             self._bf_executor = check_executor(self, executor)
+        if durability is not None:
+            self._bf_strict = check_durability(self, durability, node=True) == "sync"
         check_retry_counts(self, max_retries, wait)
         self.max_retries = max_retries
         self.wait = wait

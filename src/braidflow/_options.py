@@ -19,6 +19,7 @@ __all__ = [
     "ON_ERROR_CHOICES",
     "UNSET",
     "check_attempts",
+    "check_durability",
     "check_executor",
     "check_limits",
     "check_max_concurrency",
@@ -239,6 +240,31 @@ def check_limits(node: Any, limits: Any, limiter_type: type) -> tuple[Any, ...]:
             )
         seen.add(id(limiter))
     return found
+
+
+DURABILITY = ("sync", "async", "exit")
+
+
+def check_durability(owner: Any, durability: Any, *, node: bool = False) -> str:
+    """A run's ``durability=`` (one of `DURABILITY`), or a node's (only
+    ``"sync"``: a node can ask for more than its run gives, not less)."""
+    if node:
+        if durability != "sync":
+            raise InvalidParameterError(
+                f"{owner._describe()}: durability={durability!r}: a node can only ask for "
+                "durability='sync' (its checkpoint in the store before the run goes on); "
+                "the run's durability= sets the others",
+                node=owner._display_name(),
+            )
+        return "sync"
+    if durability not in DURABILITY:
+        raise InvalidParameterError(
+            f"{owner._describe()}: durability={durability!r} must be 'sync' (each checkpoint "
+            "in the store before the run goes on), 'async' (written in the background; a "
+            "crash may lose the last few) or 'exit' (written when the run stops)",
+            node=owner._display_name(),
+        )
+    return str(durability)
 
 
 def check_offload(node: Any, offload: Any) -> bool:
