@@ -377,6 +377,69 @@ async def test_items_that_need_one_key_at_once_compute_it_once(store):
     assert sorted(e.item for e in events if e.kind == "cache_hit") == [2, 3]
 
 
+def test_sync_items_in_threads_that_need_one_key_at_once_compute_it_once(store):
+    import threading
+
+    calls = []
+    all_started = threading.Event()
+
+    class Slow(ParallelBatchNode):
+        def prep(self, shared):
+            return ["a", "a", "a"]
+
+        def exec(self, item):
+            calls.append(item)
+            assert all_started.wait(timeout=30)
+            return item.upper()
+
+        def post(self, shared, prep_res, exec_res):
+            shared["out"] = exec_res
+
+    started = []
+
+    def look(event):
+        if event.kind == "item_start":
+            started.append(event.item)
+            if len(started) == 3:
+                all_started.set()
+
+    shared = {}
+    Slow(cache=Cache(store=store), max_concurrency=3).run(shared, observers=[look])
+    assert calls == ["a"]
+    assert shared["out"] == ["A", "A", "A"]
+
+
+def test_a_durable_run_checkpoints_items_served_from_the_cache_and_resumes(tmp_path):
+    runs = SQLiteStore(tmp_path / "runs.db")
+    calls, failing = [], {"c": True}
+
+    class Work(BatchNode):
+        def prep(self, shared):
+            return ["a", "b", "c"]
+
+        def exec(self, item):
+            calls.append(item)
+            if failing.get(item):
+                raise ConnectionError(item)
+            return item.upper()
+
+        def post(self, shared, prep_res, exec_res):
+            shared["out"] = exec_res
+
+    flow = Flow(start=Work(cache=True))
+    with pytest.raises(ConnectionError):
+        flow.run({}, store=runs, run_id="warm")  # fills the cache with a, b; c fails
+    assert calls == ["a", "b", "c"]
+    with pytest.raises(ConnectionError):
+        flow.run({}, store=runs, run_id="r")  # a, b from the cache; c fails again
+    assert calls == ["a", "b", "c", "c"]
+    failing.clear()
+    shared = flow.resume("r", store=runs)
+    assert shared["out"] == ["A", "B", "C"]
+    assert calls == ["a", "b", "c", "c", "c"]  # a and b were checkpointed: not asked again
+    runs.close()
+
+
 async def test_when_the_item_computing_a_key_fails_the_one_waiting_computes_its_own(store):
     calls = []
     first_started = asyncio.Event()
