@@ -75,8 +75,10 @@ class BaseNode(Wirable, StoredRuns):
     _bf_offload: bool | None = None
     _bf_on_error: str = "raise"
     _bf_executor: Any = None
-    _bf_policy: bool = False  # a retry, timeout or limiter was given: no fast path
     _bf_strict: bool = False  # durability="sync": checkpointed before the run goes on
+    _bf_cache: Any = None  # a braidflow.Cache, or None
+    # A retry, timeout, limiter or cache was given: no fast path.
+    _bf_policy: bool = False
 
     def __init__(
         self,
@@ -372,12 +374,13 @@ class BaseNode(Wirable, StoredRuns):
         return node_stage(self, shared, prep_result, offload)
 
     def _is_simple(self) -> bool:
-        """No policy applies to an attempt: no retry, timeout or limiter."""
+        """No policy applies to an attempt: no retry, timeout, limiter or cache."""
         return (
             self._bf_retry is None
             and self.max_retries == 1
             and self._bf_timeout is None
             and not self._bf_limits
+            and self._bf_cache is None
         )
 
     @default
