@@ -2,15 +2,17 @@
 
 Summarizes texts of very different lengths through the openai SDK against a
 local OpenAI-compatible server (examples/_local_services.py) that enforces a
-token quota with HTTP 429, as providers do. Three runs of the same batch:
+token quota with HTTP 429, as providers do. Four runs of the same batch:
 
 1. limited by calls only (the provider's requests-per-minute): bursts of
    long texts go over the token quota and get 429s, retried with backoff;
 2. limited by tokens too, ``tpm.weighted(estimate)``: each call takes its
    estimate (prompt plus ``max_tokens``), corrected to the usage it reports;
    no 429, and the run keeps close to the quota;
-3. the same under ``budget=Budget(cost=...)``: it stops before the call
-   that would go over, with what it spent.
+3. the same again, with the result cache the second run filled
+   (``cache=Cache(...)``): every text is served from it, no call is made;
+4. the same, with no cache, under ``budget=Budget(cost=...)``: it stops
+   before the call that would go over, with what it spent.
 
     python examples/llm_spend.py [--items 500] [--svg docs/images/llm_tokens.svg]
 
@@ -31,7 +33,15 @@ from typing import Any
 
 import openai
 
-from braidflow import AsyncParallelBatchNode, Budget, BudgetExceeded, Limiter, Retry
+from braidflow import (
+    AsyncParallelBatchNode,
+    Budget,
+    BudgetExceeded,
+    Cache,
+    Limiter,
+    MemoryStore,
+    Retry,
+)
 from braidflow.llm import Prices, usage_from_openai
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -90,7 +100,11 @@ def limits_for(how: str, quota: int, period: float, requests: int) -> list[Any]:
 
 
 def run_batch(
-    api: ChatAPI, items: list[str], limits: list[Any], budget: Budget | None = None
+    api: ChatAPI,
+    items: list[str],
+    limits: list[Any],
+    budget: Budget | None = None,
+    cache: Cache | None = None,
 ) -> dict[str, Any]:
     """Run the batch once; return what it took: seconds, 429s, usage, the server's log."""
     api.reset_counts()
@@ -100,7 +114,7 @@ def run_batch(
     retry = Retry(
         attempts=30, delay=0.05, max_delay=1.0, jitter=0.5, retry_on=openai.RateLimitError
     )
-    node = Summarize(client, limits=limits, max_concurrency=64, retry=retry)
+    node = Summarize(client, limits=limits, max_concurrency=64, retry=retry, cache=cache)
     shared: dict[str, Any] = {"texts": items}
     started = time.monotonic()
     stopped = None
@@ -204,9 +218,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     requests = max(1, 4 * args.quota * len(items) // tokens)
     runs: dict[str, dict[str, Any]] = {}
     with ChatAPI(tokens_per_minute=args.quota, quota_period=args.period) as api:
+        cache = Cache(store=MemoryStore())  # kept for this process's runs
         for name, how in (("calls only", "calls"), ("weighted by tokens", "weighted")):
+            limits = limits_for(how, args.quota, args.period, requests)
             run = runs[name] = run_batch(
-                api, items, limits_for(how, args.quota, args.period, requests)
+                api, items, limits, cache=cache if how == "weighted" else None
             )
             used = sum(tokens for _, tokens in run["admitted"])
             allowed = used / args.quota * args.period  # what the quota lets through in that time
@@ -215,6 +231,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
                 f"{name:<19} {run['done']} texts, {used:,} tokens in {run['seconds']:.2f} s "
                 f"(the quota allows {allowed:.2f} s): {run['rejected']} calls got 429"
             )
+        again = runs["again, from the cache"] = run_batch(
+            api, items, limits_for("weighted", args.quota, args.period, requests), cache=cache
+        )
+        print(
+            f"again, from the cache: {again['done']} texts in {again['seconds']:.2f} s, "
+            f"{again['answered']} calls made"
+        )
         cost = 0.4 * sum(tokens for _, tokens in runs["weighted by tokens"]["admitted"]) * 0.15e-6
         budget = Budget(cost=round(cost, 6))
         third = runs["with a budget"] = run_batch(

@@ -32,6 +32,9 @@ def test_a_weighted_limiter_keeps_the_token_quota_and_a_calls_only_one_does_not(
     assert weighted["rejected"] == 0
     # Close to the quota: at most 1.25x the time its tokens take at the quota.
     assert weighted["seconds"] <= 1.25 * weighted["quota_seconds"]
+    cached = runs["again, from the cache"]
+    assert cached["done"] == 500
+    assert cached["answered"] == 0  # every text from the cache: no call
     budgeted = runs["with a budget"]
     stopped = budgeted["stopped"]
     assert stopped is not None

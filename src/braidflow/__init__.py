@@ -9,11 +9,14 @@ from types import FunctionType as _FunctionType
 
 from ._branches import Parallel as Parallel
 from ._budget import Budget as Budget
+from ._cache import Cache as Cache
 from ._errors import AsyncUsageError as AsyncUsageError
 from ._errors import BatchItemsError as BatchItemsError
 from ._errors import BraidflowError as BraidflowError
 from ._errors import BudgetExceeded as BudgetExceeded
+from ._errors import CacheError as CacheError
 from ._errors import CheckpointError as CheckpointError
+from ._errors import Drained as Drained
 from ._errors import Failure as Failure
 from ._errors import InvalidParameterError as InvalidParameterError
 from ._errors import LimiterDeadlock as LimiterDeadlock
@@ -53,9 +56,12 @@ from ._views import MISSING as MISSING
 from ._views import SharedView as SharedView
 from ._weights import Weighted as Weighted
 from .durable import StepRecord as StepRecord
+from .durable import drain as drain
 from .durable import idempotency_key as idempotency_key
 from .durable import interrupt as interrupt
 from .durable import recorded_events as recorded_events
+from .stores import CacheEntry as CacheEntry
+from .stores import CacheStore as CacheStore
 from .stores import Checkpoint as Checkpoint
 from .stores import MemoryStore as MemoryStore
 from .stores import RunRecord as RunRecord
@@ -92,8 +98,13 @@ __all__ = [
     "BraidflowError",
     "Budget",
     "BudgetExceeded",
+    "Cache",
+    "CacheEntry",
+    "CacheError",
+    "CacheStore",
     "Checkpoint",
     "CheckpointError",
+    "Drained",
     "Event",
     "Failure",
     "Flow",
@@ -129,6 +140,7 @@ __all__ = [
     "Weighted",
     "WiringError",
     "WiringWarning",
+    "drain",
     "idempotency_key",
     "interrupt",
     "recorded_events",

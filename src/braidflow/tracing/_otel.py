@@ -24,13 +24,15 @@ class OpenTelemetry:
     which parents its sub-flow's steps). Retries and limiter waits become span
     events, errors are recorded on their span with an error status. Spans carry
     ``braidflow.node``, ``braidflow.path``, ``braidflow.item``,
-    ``braidflow.attempts`` and ``braidflow.outcome`` (ok, error, cancelled).
-    Usage a node reports (``report_usage``) sets the GenAI semantic
-    convention's ``gen_ai.usage.input_tokens`` and ``gen_ai.usage.output_tokens``
-    (and ``gen_ai.response.model``, ``braidflow.cost`` when known) on the
-    item's or node's span, summed over its calls, and the run's totals on
-    the run's span.
-    The run's span is a child of the span current where the run started.
+    ``braidflow.attempts`` and ``braidflow.outcome`` (ok, error, cancelled);
+    a node or item whose result came from a result cache has
+    ``braidflow.cache_hit`` set to true. Usage a node reports
+    (``report_usage``) sets the GenAI semantic convention's
+    ``gen_ai.usage.input_tokens`` and ``gen_ai.usage.output_tokens`` (and
+    ``gen_ai.response.model``, ``braidflow.cost`` when known) on the item's
+    or node's span, summed over its calls, and the run's totals on the
+    run's span. The run's span is a child of the span current where the
+    run started.
 
     Args:
         tracer_provider: Where spans go; default: the global provider.
@@ -188,5 +190,7 @@ class _RunSpans:
                     span.set_attribute("gen_ai.response.model", total.model)
                 if total.cost is not None:
                     span.set_attribute("braidflow.cost", total.cost)
+        elif kind == "cache_hit":  # exec did not run: its result came from a cache
+            self.target(event).set_attribute("braidflow.cache_hit", True)
         elif kind == "run_end":
             self.finish(self.run, event)

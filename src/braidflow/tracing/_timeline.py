@@ -25,6 +25,7 @@ from .._budget import OverBudget
 from .._errors import describe_error
 from .._events import Event
 from .._usage import Usage
+from ..durable._drain import DrainStop
 from ..durable._exceptions import RecordedError
 from ..durable._interrupt import Interrupted
 from ._files import writable_path
@@ -60,7 +61,9 @@ def _outcome(error: BaseException | None) -> int:
         return OK
     if _is(error, Interrupted) or _is(error, OverBudget):  # the run waits
         return ASKED
-    if _is(error, asyncio.CancelledError) or _is(error, KeyboardInterrupt):  # stopped
+    if (
+        _is(error, asyncio.CancelledError) or _is(error, KeyboardInterrupt) or _is(error, DrainStop)
+    ):  # stopped
         return CANCELLED
     return FAILED
 
@@ -70,12 +73,14 @@ def _ended(error: BaseException | None) -> str:
     outcome = _outcome(error)
     if outcome == ASKED:
         return "waiting"
+    if error is not None and _is(error, DrainStop):
+        return "drained"
     return {OK: "completed", CANCELLED: "cancelled"}.get(outcome, "failed")
 
 
 def last_part_ended(events: list[Event]) -> str:
     """How the last part of a run's events (from its last ``run_start``)
-    ended: ``completed``, ``failed``, ``cancelled``, ``waiting``, or
+    ended: ``completed``, ``failed``, ``cancelled``, ``drained``, ``waiting``, or
     ``interrupted`` (no ``run_end``: its process died, or it is still running).
 
     Raises:
@@ -91,6 +96,8 @@ def _said(error: BaseException) -> str:
         return f"asked for input: {str(error)[:80]}"
     if _is(error, OverBudget):
         return f"waits for a higher budget: {str(error)[:120]}"
+    if _is(error, DrainStop):
+        return "drained: stopped at a safe point"
     return describe_error(error)
 
 
