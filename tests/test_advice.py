@@ -69,6 +69,12 @@ Result cache
     engine._cached (no store, a store with no cache,
                     a result JSON cannot hold),
     _options.check_cache(_options) ...................... tests/test_cache.py::test_advice_*
+LLM calls
+    _budget (budget= not a Budget, suspend with no store,
+             no limit, resume with a higher budget=),
+    llm._prices (no price for a model, not a dict),
+    llm._openai (a stream without its usage),
+    _weights (more than the limiter can give) ........... tests/test_llm_advice.py::test_advice_*
 Tracing and extras
     tracing._files (no such directory) .................. test_a_trace_in_a_missing_directory_*
     tracing, executors (pip install 'braidflow[...]') ... test_the_extras_named_exist
