@@ -235,3 +235,26 @@ def test_report_usage_checks_what_it_is_given():
         node.report_usage(Usage(1), output_tokens=2)
     with pytest.raises(InvalidParameterError, match=r"cost=-0\.5"):
         Usage(cost=-0.5)
+
+
+def test_a_constant_weight_over_a_lowered_bound_fails_instead_of_waiting_forever():
+    tokens = Limiter(10, name="tokens")
+    node = Calls([tokens.weighted(8)])
+    tokens.max_concurrent = 5
+    with pytest.raises(InvalidParameterError, match=r"the weight 8.* can ever give at once \(5\)"):
+        node.run({"items": [(8, None)]})
+
+
+def test_reports_from_many_threads_all_count():
+    class Report(braidflow.ParallelBatchNode):
+        def prep(self, shared):
+            return list(range(200))
+
+        def exec(self, item):
+            self.report_usage(input_tokens=1)
+
+    events = []
+    store = braidflow.MemoryStore()
+    Report(max_concurrency=16).run({}, observers=[events.append], store=store, run_id="r")
+    assert sum(e.data["input_tokens"] for e in events if e.kind == "usage") == 200
+    assert store.get("r").usage.input_tokens == 200  # the run's total: none lost

@@ -107,6 +107,7 @@ class Usage:
 
 
 NO_USAGE = Usage(calls=0)
+_first_report = threading.Lock()
 
 
 class Spend:
@@ -158,7 +159,10 @@ def report(node: Any, usage: Usage) -> None:
         return
     spend = run.spend
     if spend is None:
-        spend = run.spend = Spend()
+        with _first_report:  # threads of one run reporting at once make one Spend
+            spend = run.spend
+            if spend is None:
+                spend = run.spend = Spend()
     spend.add(usage)
     watched = observed()
     if watched is not None:

@@ -123,6 +123,9 @@ class Weighted:
         """The units an attempt of ``node`` on ``item`` takes (checked)."""
         weight = self.weight
         if not callable(weight):
+            bound = self.limiter._max  # it may have been lowered since
+            if bound is not None and weight > bound:
+                return self._checked(weight, "the weight", node, index)
             return weight  # type: ignore[no-any-return]
         return self._checked(weight(item), "the weight", node, index)
 
