@@ -50,7 +50,10 @@ class Budget:
     attempt, if the run has spent as much as the budget or more, the run
     stops before that call: attempts already in flight finish and count, so
     the budget is overshot by at most what they use. A resumed run counts
-    what its earlier parts spent.
+    what its earlier parts spent. Under a parallel batch's
+    ``on_error="collect"`` the items stopped are `braidflow.Failure` s of
+    `BudgetExceeded` and the run goes on without calling. The wait for the
+    calls in flight follows the run's clock.
 
     Args:
         tokens: Most input plus output tokens, or ``None``.

@@ -53,6 +53,11 @@ class Weighted:
     A heavy call at the head waits until its units are free and the lighter
     calls behind it wait for it, so no call is starved by others.
 
+    The check that refuses hold-and-wait deadlocks (`braidflow.LimiterDeadlock`)
+    counts one slot per holder of a weighted limiter's ``max_concurrent``,
+    whatever its units: it never refuses a wait that could end, but a cycle
+    of nested weighted holders can go unnoticed (a rate alone never deadlocks).
+
     Args:
         limiter: The limiter counted.
         weight: Units per attempt: a number >= 0, or a function of the item
