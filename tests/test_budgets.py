@@ -225,3 +225,29 @@ def test_the_timeline_of_a_run_waiting_at_its_budget_says_it_waits():
     assert data["run"]["ended"] == "waiting"
     assert data["run"]["tokens"] == 30
     assert not any(text.startswith("error:") for text in data["info"])
+
+
+def test_under_collect_the_items_stopped_are_failures_and_nothing_more_is_called():
+    from braidflow import Failure, ParallelBatchNode
+
+    calls = []
+
+    class Calls(ParallelBatchNode):
+        def prep(self, shared):
+            return list(range(6))
+
+        def exec(self, item):
+            calls.append(item)
+            self.report_usage(input_tokens=100)
+            return item
+
+        def post(self, shared, prep_res, exec_res):
+            shared["results"] = exec_res
+
+    shared = {}
+    Calls(max_concurrency=1, on_error="collect").run(shared, budget=Budget(tokens=250))
+    assert calls == [0, 1, 2]
+    assert shared["results"][:3] == [0, 1, 2]
+    stopped = shared["results"][3:]
+    assert all(isinstance(failure, Failure) for failure in stopped)
+    assert all(isinstance(failure.error, BudgetExceeded) for failure in stopped)
