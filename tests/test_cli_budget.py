@@ -47,6 +47,9 @@ def test_a_durable_run_waits_at_its_budget_and_resumes_with_a_higher_one(work):
     assert "TOKENS" in header
     assert row.split()[:2] == ["b", "waiting"]
     assert " 200 " in row
+    shown = cli(work, "show", "b", "--store", "runs.db")
+    assert "used 200 tokens (200 in, 0 out) in 2 calls, cost 1" in shown.stdout
+    assert "waiting at Calls for a higher budget: node 'Calls' item 2" in shown.stdout
     resumed = cli(work, "resume", "b", "--store", "runs.db", "--budget-cost", "10")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout) == {"done": 6}

@@ -126,6 +126,13 @@ def _show_record(record: Any, store_path: Any) -> None:
     if resumed:
         times = ", ".join(_when(at) for at in resumed)
         print(f"resumed {len(resumed)} time{'' if len(resumed) == 1 else 's'}: {times}")
+    usage = record.usage
+    if usage is not None:  # what its LLM calls reported
+        cost = "" if usage.cost is None else f", cost {usage.cost:.4g}"
+        print(
+            f"used {usage.tokens:,} tokens ({usage.input_tokens:,} in, "
+            f"{usage.output_tokens:,} out) in {usage.calls:,} calls{cost}"
+        )
     print()
 
 
@@ -191,6 +198,8 @@ def _show_where(run: Any, steps: list[Any]) -> None:
     progress = _progress(step, ": {} done")
     if record.status == "failed":
         print(f"failed at {step.path}{progress}: {record.error}")
+    elif record.status == "waiting" and record.metadata.get("braidflow.waits_for_budget"):
+        print(f"waiting at {step.path} for a higher budget: {record.prompt.get('budget')}")
     elif record.status == "waiting":
         print(f"waiting at {step.path} for input: {json.dumps(record.prompt, default=repr)}")
     elif record.status == "running":
