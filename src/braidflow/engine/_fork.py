@@ -14,6 +14,7 @@ from typing import Any
 from .._context import PATH, RUN, STEP, StepAt
 from .._errors import Failure, add_note
 from .._merge import apply_changes, merge
+from .._questions import Interrupted, asked_together
 from .._views import SharedView
 from ._effects import PARALLEL
 from ._observe import BranchScope
@@ -45,6 +46,9 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
             changes = durable.recorded_branch(step.key, index)
             if changes is not None:
                 finished[index] = changes
+    # A branch that asks (``interrupt``) stops alone: the others run on, and
+    # the join raises every question asked once they have all stopped.
+    asked: list[Interrupted] = []
 
     def one_branch(index: int, _position: int, from_sync: bool) -> Steps:
         name = names[index]
@@ -60,6 +64,11 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
             )
             if durable is not None:
                 durable.branch_done(step.key, index, name, parallel, result, views[index])
+        except Interrupted as question:
+            asked.append(question)
+            if scope is not None:
+                scope.end(question)
+            return None
         except BaseException as error:
             if isinstance(error, Exception):
                 add_note(error, f"branch {name!r} of {parallel._describe()} failed")
@@ -75,6 +84,8 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
 
     to_run = [index for index in range(len(walkers)) if index not in finished]
     results = yield (PARALLEL, parallel, None, to_run, one_branch, True, None, False)
+    if asked:
+        raise asked_together(asked)
     outcome = dict(zip(to_run, results, strict=True))
     failures = [
         Failure(result.error, names[index], index)
