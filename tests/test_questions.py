@@ -402,3 +402,44 @@ def test_answers_to_a_completed_run_are_a_store_error(store):
     flow.resume("r", store=store, answers={q.id: 0 for q in questions})
     with pytest.raises(StoreError):
         flow.resume("r", store=store, answers={questions[0].id: 0})
+
+
+@pytest.mark.parametrize("bound", [None, 2])
+def test_an_item_asked_again_has_a_new_id_and_a_fork_answers_it_its_own_way(store, bound):
+    """Under on_error="collect" too: a failing sibling is collected, the
+    question of an item stops only that item."""
+    ran = {}
+
+    class Items(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return list(range(6))
+
+        async def exec_async(self, item):
+            await asyncio.sleep(0)
+            if item == 1:
+                raise ValueError("bad")
+            first = interrupt(f"first {item}?") if item in (2, 4) else item
+            second = interrupt(f"second {item}?") if item == 2 else None
+            ran[item] = ran.get(item, 0) + 1
+            return [first, second]
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["results"] = exec_res
+
+    flow = AsyncFlow(start=Items(on_error="collect", max_concurrency=bound))
+    with pytest.raises(Suspended) as suspended:
+        flow.run({}, store=store, run_id="r")
+    assert sorted(ran) == [0, 3, 5]
+    first = {question.item: question for question in suspended.value.questions}
+    with pytest.raises(Suspended) as again:
+        flow.resume("r", store=store, answers={first[2].id: "A2", first[4].id: "A4"})
+    (second,) = again.value.questions
+    assert (second.item, second.prompt) == (2, "second 2?")
+    assert second.id != first[2].id
+    assert ran == {0: 1, 3: 1, 5: 1, 4: 1}
+    forked = flow.fork("r", store=store, run_id="f", answers={second.id: "F"})
+    assert forked["results"][2] == ["A2", "F"]
+    done = flow.resume("r", store=store, input="B2")
+    assert done["results"][2] == ["A2", "B2"]
+    assert done["results"][4] == ["A4", None]
+    assert isinstance(done["results"][1], bf.Failure)
