@@ -443,3 +443,19 @@ def test_an_item_asked_again_has_a_new_id_and_a_fork_answers_it_its_own_way(stor
     assert done["results"][2] == ["A2", "B2"]
     assert done["results"][4] == ["A4", None]
     assert isinstance(done["results"][1], bf.Failure)
+
+
+def test_a_message_lists_the_first_questions_and_counts_the_rest(store):
+    class Items(ParallelBatchNode):
+        def prep(self, shared):
+            return list(range(8))
+
+        def exec(self, item):
+            return interrupt(f"item {item}?")
+
+    flow = Flow(start=Items())
+    with pytest.raises(Suspended, match=r"waiting on 8 questions: .*; and 3 more") as suspended:
+        flow.run({}, store=store, run_id="r")
+    assert len(suspended.value.questions) == 8
+    with pytest.raises(ResumeError, match=r"; and 3 more \(Suspended.questions has all\)"):
+        flow.resume("r", store=store, input="x")

@@ -76,11 +76,18 @@ def suspend(durable: DurableRun, asked: Interrupted, resume_call: str) -> NoRetu
     ) from None
 
 
+_LISTED = 5  # questions a message lists; the rest are counted
+
+
 def _listing(questions: tuple[Question, ...] | list[Question]) -> str:
-    """The questions as a line: ``id at where: prompt``, separated by ``;``."""
-    return "; ".join(
-        f"{question.id!r} at {question.where!r}: {question.prompt!r}" for question in questions
+    """The questions as a line: ``id at where: prompt``, separated by ``;``
+    (the first few, and how many more)."""
+    listed = "; ".join(
+        f"{question.id!r} at {question.where!r}: {question.prompt!r}"
+        for question in questions[:_LISTED]
     )
+    more = len(questions) - _LISTED
+    return listed if more <= 0 else f"{listed}; and {more} more (Suspended.questions has all)"
 
 
 def open_questions(durable: DurableRun, record: RunRecord) -> dict[str, Question]:
@@ -123,7 +130,7 @@ def answer_questions(
             raise ResumeError(
                 f"run {run_id!r} waits on {len(questions)} questions, so input= cannot say "
                 f"which it answers: {_listing(list(questions.values()))}; answer them by id, "
-                f"some or all at once: resume({run_id!r}, store=..., answers={{{example}}}) "
+                f"some or all at once: flow.resume({run_id!r}, store=..., answers={{{example}}}) "
                 "(on the command line: --answer ID=JSON, repeated)",
                 node=name,
             )
