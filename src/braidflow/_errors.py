@@ -280,7 +280,8 @@ class Suspended(BraidflowError):
             question's when there are several.
         prompt: What it asked (the first question's when there are several).
         questions: Every open question (`braidflow.Question`: ``id``,
-            ``where``, ``item``, ``prompt``), in the order asked.
+            ``where``, ``item``, ``prompt``), in the graph's order (branch
+            by branch, item by item).
     """
 
     def __init__(

@@ -10,6 +10,7 @@ their prompts (`QUESTIONS_KEY`) so ``runs()`` shows them. An answer is an
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, NoReturn
 
 from .._errors import InvalidParameterError, ResumeError, Suspended
@@ -48,20 +49,23 @@ def check_answers(answer: Any, answers: Any, node: Any) -> None:
 
 def suspend(durable: DurableRun, asked: Interrupted, resume_call: str) -> NoReturn:
     """Record that the run waits on the questions ``asked`` carries (their
-    rows are in the store already) and raise `Suspended` listing them.
+    rows are in the store already) and raise `Suspended` listing them, in
+    the order of the graph.
     ``resume_call``: how the caller resumes it, ``{answer}`` left to fill."""
+    ordered = sorted(asked.asked, key=_in_graph_order)
+    first = ordered[0]  # the run's node and prompt are the first question's
     questions: dict[str, Question] = {}
-    for one in asked.asked:
+    for one in ordered:
         prompt = json.loads(prompt_text(one.prompt))  # as the store keeps it
         found = Question(question_id(one.key, one.call), one.where, item_of(one.key), prompt)
         questions.setdefault(found.id, found)
     listed = tuple(questions.values())
     store, run_id = durable.store, durable.run_id
     store.set_metadata(run_id, {QUESTIONS_KEY: [question.as_json() for question in listed]})
-    store.finish(run_id, "waiting", node=asked.where, prompt=asked.prompt)
+    store.finish(run_id, "waiting", node=first.where, prompt=first.prompt)
     if len(listed) == 1:
         message = (
-            f"run {run_id!r} is waiting for input at {asked.where!r}: {asked.prompt!r}; "
+            f"run {run_id!r} is waiting for input at {first.where!r}: {first.prompt!r}; "
             f"resume it with {resume_call.replace('{answer}', ', input=answer')}"
         )
     else:
@@ -72,8 +76,15 @@ def suspend(durable: DurableRun, asked: Interrupted, resume_call: str) -> NoRetu
             f"{resume_call.replace('{answer}', f', answers={{{example}}}')}"
         )
     raise Suspended(
-        message, run_id=run_id, node=asked.where, prompt=asked.prompt, questions=listed
+        message, run_id=run_id, node=first.where, prompt=first.prompt, questions=listed
     ) from None
+
+
+def _in_graph_order(asked: Interrupted) -> tuple[Any, ...]:
+    """Questions listed in the order of the graph (a fork's branches in
+    order, a batch's items by index), not as they happened to be asked."""
+    parts = re.split(r"(\d+)", asked.key)
+    return (*(int(part) if part.isdigit() else part for part in parts), asked.call)
 
 
 _LISTED = 5  # questions a message lists; the rest are counted

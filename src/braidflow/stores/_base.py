@@ -96,7 +96,7 @@ class RunRecord:
 
     @property
     def questions(self) -> tuple[Question, ...]:
-        """The questions a waiting run waits on, in the order asked: one per
+        """The questions a waiting run waits on, in the graph's order: one per
         branch or parallel item that asked; ``()`` for a run not waiting."""
         if self.status != "waiting":
             return ()
