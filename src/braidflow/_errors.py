@@ -36,7 +36,10 @@ PEP 678 note naming the node, item and attempt, which tracebacks show.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._questions import Question
 
 __all__ = [
     "AsyncUsageError",
@@ -309,24 +312,39 @@ class StoreError(BraidflowError):
 
 class Suspended(BraidflowError):
     """A durable run stopped to wait: for input (a node called
-    ``braidflow.interrupt(prompt)``; resume it with ``flow.resume(run_id,
-    store=..., input=answer)``), or for a higher budget (its
-    ``Budget(..., on_exceed="suspend")`` was reached; resume it with
-    ``budget=``). The run is stored as ``waiting``.
+    ``braidflow.interrupt(prompt)``), or for a higher budget (its
+    ``Budget(..., on_exceed="suspend")`` was reached: resume it with
+    ``budget=``). The run is stored as ``waiting``; resume it with
+    ``flow.resume(run_id, store=..., input=answer)``, or, when it waits on
+    several questions (parallel branches or items that asked), answer any of
+    them by id: ``flow.resume(run_id, store=..., answers={id: answer})``.
 
     Attributes:
         run_id: The run to resume.
-        node: The node that asked, or was about to call (its path, ``/``-joined).
-        prompt: What it asked (for a budget: ``{"budget": reason}``).
+        node: The node that asked, or was about to call (its path,
+            ``/``-joined); the first question's when there are several.
+        prompt: What it asked (the first question's when there are several;
+            for a budget: ``{"budget": reason}``).
+        questions: Every open question (`braidflow.Question`: ``id``,
+            ``where``, ``item``, ``prompt``), in the graph's order (branch
+            by branch, item by item).
         reason: ``"input"`` or ``"budget"``: what the run waits for.
     """
 
     def __init__(
-        self, message: str, *, run_id: str, node: str, prompt: object, reason: str = "input"
+        self,
+        message: str,
+        *,
+        run_id: str,
+        node: str,
+        prompt: object,
+        questions: tuple[Question, ...] = (),
+        reason: str = "input",
     ) -> None:
         super().__init__(message, node=node)
         self.run_id = run_id
         self.prompt = prompt
+        self.questions = questions
         self.reason = reason
 
 

@@ -86,6 +86,7 @@ class RunScope:
 
     __slots__ = (
         "answer",
+        "answers",
         "budget",
         "clock",
         "durability",
@@ -121,6 +122,7 @@ class RunScope:
         clock: Any = None,
         resuming: bool = False,
         answer: Any = NO_ANSWER,
+        answers: dict[str, Any] | None = None,
         migrate: Any = None,
         rename: Any = None,
         budget: Any = None,
@@ -180,6 +182,7 @@ class RunScope:
         self.budget = check_budget(budget, node, store is not None)
         self.resuming = resuming
         self.answer = answer
+        self.answers = answers
         self.migrate = migrate
         self.rename = rename
         self.durable: DurableRun | None = None
@@ -210,6 +213,7 @@ class RunScope:
                     self.migrate,
                     self.rename,
                     self.durability,
+                    self.answers,
                 )
             else:
                 self.durable, self.working = start_run(

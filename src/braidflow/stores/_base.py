@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from .._errors import StoreError
+from .._questions import QUESTIONS_KEY, Question
 from .._usage import Usage
 from ._owners import this_owner
 
@@ -87,6 +88,7 @@ class RunRecord:
             metadata={...})``, or `Store.set_metadata`): a dict of
             JSON values, ``{}`` if none. braidflow keeps its own facts there
             under ``braidflow.*`` keys (`usage`, resumes, renames, forks).
+        questions: The questions a waiting run waits on (see `Question`).
     """
 
     run_id: str
@@ -106,6 +108,21 @@ class RunRecord:
         its parts, as kept when it ended or stopped; ``None`` if none reported."""
         kept = self.metadata.get("braidflow.usage")
         return Usage.from_dict(kept) if isinstance(kept, dict) else None
+
+    @property
+    def questions(self) -> tuple[Question, ...]:
+        """The questions a waiting run waits on, in the graph's order: one per
+        branch or parallel item that asked; ``()`` for a run not waiting."""
+        if self.status != "waiting":
+            return ()
+        listed = self.metadata.get(QUESTIONS_KEY)
+        if not isinstance(listed, list):  # (a run suspended before questions were listed)
+            return ()
+        return tuple(
+            Question(one["id"], one["where"], one.get("item"), one.get("prompt"))
+            for one in listed
+            if isinstance(one, dict) and "id" in one and "where" in one
+        )
 
 
 class Checkpoint(NamedTuple):
