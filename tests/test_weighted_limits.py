@@ -258,3 +258,18 @@ def test_reports_from_many_threads_all_count():
     Report(max_concurrency=16).run({}, observers=[events.append], store=store, run_id="r")
     assert sum(e.data["input_tokens"] for e in events if e.kind == "usage") == 200
     assert store.get("r").usage.input_tokens == 200  # the run's total: none lost
+
+
+async def test_one_call_weighs_differently_on_two_weighted_limiters():
+    clock = VirtualClock()
+    given = Limiter(rate=1000, per=60, clock=clock, name="input tokens")
+    made = Limiter(rate=500, per=60, clock=clock, name="output tokens")
+
+    class Call(AsyncNode):
+        async def exec_async(self, _):
+            self.report_usage(input_tokens=120, output_tokens=30)
+
+    limits = [given.weighted(200, by="input_tokens"), made.weighted(100, by="output_tokens")]
+    await Call(limits=limits).run_async({})
+    assert given.statistics().in_window == 120
+    assert made.statistics().in_window == 30
