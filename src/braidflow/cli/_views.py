@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from ._console import UsageError, print_table, say
-from ._history import place_of, stored
+from ._places import place_of, stored
 from ._store import chosen_store, known_run, open_store
 from ._target import load_target
 

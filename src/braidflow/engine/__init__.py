@@ -26,7 +26,8 @@ Vocabulary (the words the engine's code and comments use):
   per driver, each with its measured saving in a comment.
 
 The layers, each importing only those below: ``_effects`` and ``_observe``
-(events); ``_attempts`` (limits, timeout, retry, fallback); ``_items``
+(events); ``_attempts`` (limits, timeout, retry, fallback); ``_around_items``
+(an item's events and checkpoint); ``_items``
 (a batch's items: sequential, parallel, observed, checkpointed);
 ``_lifecycle`` (hooks, prep, the stage, post); ``_walk`` and ``_fork``
 (flows and branches); the drivers. The public classes (``_node``,
