@@ -520,7 +520,9 @@ class BaseNode(Wirable):
     def to_mermaid(self) -> str:
         """This flow's graph (or this node and what follows it) as a mermaid
         flowchart: actions on edges, loops drawn once, nested flows as
-        subgraphs, batch and parallel kinds marked, explicit ends shown."""
+        subgraphs, batch and parallel kinds marked, explicit ends shown; and,
+        if the flow or its nodes declare a state type, the table of its keys
+        (type, merge rule, the nodes that read and write each) as comments."""
         return to_mermaid(self)
 
     # -- what the engine calls back -------------------------------------------------

@@ -2,16 +2,18 @@
 
 Every node is drawn once (so loops end), actions label the edges, nested
 flows become subgraphs, batch and parallel kinds say so, and explicit ends
-(``node - "done" >> None``) are drawn as end points.
+(``node - "done" >> None``) are drawn as end points. When the flow or its
+nodes declare a state type, the table of its keys follows as comments.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ._state_table import state_table
 from ._wiring import DEFAULT_ACTION, display_names, graph_of
 
-__all__ = ["to_mermaid"]
+__all__ = ["to_markdown", "to_mermaid"]
 
 
 def _kind(node: Any) -> str:
@@ -105,15 +107,30 @@ class _Drawing:
             self.lines.append(f'{indent}{node_id}["{label}"]')
 
 
-def to_mermaid(node: Any) -> str:
+def to_mermaid(node: Any, *, table: bool = True) -> str:
     """Return a mermaid flowchart (``flowchart TD``) of ``node`` and what follows it.
 
     For a flow, its own graph is drawn from its start node inside a subgraph;
-    for a plain node, the node and its successors.
+    for a plain node, the node and its successors. If the flow has a state
+    type (``state=``) or its nodes are typed against one, the table of its
+    keys (type, merge rule, the nodes that read and write each) follows as
+    mermaid comments (``%% | key | ...``), which viewers do not draw.
     """
     drawing = _Drawing()
     start = drawing.new_id("start")
     drawing.lines.append(f"  {start}((start))")
     drawing.graph(node, "  ")
     drawing.lines.append(f"  {start} --> {drawing.ids[id(node)]}")
+    rows = state_table(node) if table else None
+    if rows is not None:
+        drawing.lines.extend(f"%% {line}".rstrip() for line in rows)
     return "\n".join(drawing.lines) + "\n"
+
+
+def to_markdown(node: Any) -> str:
+    """The drawing of `to_mermaid` in a Markdown ```` ```mermaid ```` block,
+    followed by the table of the state's keys as a Markdown table (if the
+    flow or its nodes declare a state type)."""
+    text = f"```mermaid\n{to_mermaid(node, table=False)}```\n"
+    rows = state_table(node)
+    return text if rows is None else text + "\n" + "\n".join(rows) + "\n"

@@ -79,12 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="print a flow's graph (mermaid)",
         description="Print the graph of the flow TARGET names as a mermaid flowchart, to "
-        "paste into Markdown or a mermaid viewer. Nothing runs.",
+        "paste into Markdown or a mermaid viewer, with the table of its state's keys (as "
+        "mermaid comments) if it has a state type; --format markdown prints a Markdown "
+        "mermaid block and the table. Nothing runs.",
     )
     graph.add_argument(
         "target", metavar="TARGET", help="path/to/file.py:name or package.module:name"
     )
-    graph.add_argument("--format", choices=["mermaid"], default="mermaid")
+    graph.add_argument("--format", choices=["mermaid", "markdown"], default="mermaid")
     graph.set_defaults(handler=command_graph)
 
     runs = commands.add_parser(

@@ -20,7 +20,12 @@ __all__ = ["command_graph", "command_runs", "command_timeline"]
 
 def command_graph(args: argparse.Namespace) -> int:
     flow = load_target(args.target)
-    print(flow.to_mermaid())
+    if args.format == "markdown":
+        from ..viz import to_markdown
+
+        print(to_markdown(flow), end="")
+    else:
+        print(flow.to_mermaid())
     return 0
 
 
