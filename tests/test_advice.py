@@ -61,6 +61,11 @@ Durable runs
         tests/test_store_failures.py (full: "free some space", read-only: "make it
         writable", the run log: "move it away", each followed by a resume)
     stores._runlog ("a short write ...: the disk may be full") says what, not what to do
+Result cache
+    _cache (an input with no key, exec with no code),
+    engine._cached (no store, a store with no cache,
+                    a result JSON cannot hold),
+    _options.check_cache(_options) ...................... tests/test_cache.py::test_advice_*
 Tracing and extras
     tracing._files (no such directory) .................. test_a_trace_in_a_missing_directory_*
     tracing, executors (pip install 'braidflow[...]') ... test_the_extras_named_exist
@@ -73,7 +78,8 @@ The command
 
 Not followed, and why: "upgrade braidflow" and "resume the run with the
 version that recorded it" (another version of braidflow would be needed);
-"keep large data out of shared" (it needs a value of a gigabyte); "check the
+"keep large data out of shared" and, from stores._sqlite_cache, "keep large
+data out of exec's result" (each needs a value of a gigabyte); "check the
 disk", "restore it from a copy", "try again when it is free" (a failing disk,
 a damaged file, a lock held past SQLite's timeout).
 """

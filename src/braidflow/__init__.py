@@ -9,9 +9,11 @@ from types import FunctionType as _FunctionType
 
 from . import merge as merge
 from ._branches import Parallel as Parallel
+from ._cache import Cache as Cache
 from ._errors import AsyncUsageError as AsyncUsageError
 from ._errors import BatchItemsError as BatchItemsError
 from ._errors import BraidflowError as BraidflowError
+from ._errors import CacheError as CacheError
 from ._errors import CheckpointError as CheckpointError
 from ._errors import Failure as Failure
 from ._errors import InvalidParameterError as InvalidParameterError
@@ -54,6 +56,8 @@ from .durable import StepRecord as StepRecord
 from .durable import idempotency_key as idempotency_key
 from .durable import interrupt as interrupt
 from .durable import recorded_events as recorded_events
+from .stores import CacheEntry as CacheEntry
+from .stores import CacheStore as CacheStore
 from .stores import Checkpoint as Checkpoint
 from .stores import MemoryStore as MemoryStore
 from .stores import RunRecord as RunRecord
@@ -88,6 +92,10 @@ __all__ = [
     "BatchItemsError",
     "BatchNode",
     "BraidflowError",
+    "Cache",
+    "CacheEntry",
+    "CacheError",
+    "CacheStore",
     "Checkpoint",
     "CheckpointError",
     "Event",

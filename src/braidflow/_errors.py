@@ -11,6 +11,7 @@ Every exception braidflow raises derives from `BraidflowError`::
     ├── RunError                   (also RuntimeError) a run cannot go on
     │   ├── AsyncUsageError        async work entered through a sync door
     │   ├── CheckpointError        a durable run could not save a value
+    │   ├── CacheError             a result cache could not key or keep a result
     │   ├── ResumeError            a stored run does not fit the flow resuming it
     │   ├── BatchItemsError        (also TypeError) prep gave no usable items
     │   ├── MergeConflict          branches changed one key, with no rule to combine
@@ -41,6 +42,7 @@ __all__ = [
     "AsyncUsageError",
     "BatchItemsError",
     "BraidflowError",
+    "CacheError",
     "CheckpointError",
     "Failure",
     "InvalidParameterError",
@@ -262,6 +264,21 @@ class CheckpointError(RunError):
     def __init__(self, message: str, *, node: str | None = None, key: object = None) -> None:
         super().__init__(message, node=node)
         self.key = key
+
+
+class CacheError(RunError):
+    """A node's result cache (``cache=``) could not do its work: an input it
+    cannot make a key of, an exec result its store cannot keep (JSON by
+    default), a run with no store for ``cache=True``. The node fails there:
+    its message says what to give instead.
+
+    Attributes:
+        item_index: The batch item concerned, or ``None``.
+    """
+
+    def __init__(self, message: str, *, node: str | None = None, item_index: int | None = None):
+        super().__init__(message, node=node)
+        self.item_index = item_index
 
 
 class ResumeError(RunError):

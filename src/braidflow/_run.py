@@ -19,7 +19,7 @@ from ._clock import SYSTEM_CLOCK
 from ._context import RUN, STATE, STEP, Run, StepAt
 from ._errors import InvalidParameterError, add_note, has_note
 from ._events import Event
-from ._options import UNSET
+from ._options import UNSET, check_durability
 from ._threads import enter_run, leave_run
 from .durable import NO_ANSWER, DurableRun, EventRecorder, claim_run, close_run, start_run
 from .engine import run_node_async, run_node_sync
@@ -83,6 +83,7 @@ class RunScope:
     __slots__ = (
         "answer",
         "clock",
+        "durability",
         "durable",
         "instance",
         "metadata",
@@ -120,6 +121,7 @@ class RunScope:
         answer: Any = NO_ANSWER,
         migrate: Any = None,
         rename: Any = None,
+        durability: str | None = None,
     ) -> None:
         self.node = node
         # A typed flow's run: on a dict of the instance's fields, if given one
@@ -143,12 +145,15 @@ class RunScope:
                 f"{describe}: run_id={run_id!r} must be a non-empty string",
                 node=node._display_name(),
             )
-        if (run_id is not None or record_events or metadata is not None) and store is None:
+        if (
+            run_id is not None or record_events or metadata is not None or durability is not None
+        ) and store is None:
             raise InvalidParameterError(
-                f"{describe}: run_id=, record_events= and metadata= are for durable runs; "
-                "pass store= too",
+                f"{describe}: run_id=, record_events=, metadata= and durability= are for "
+                "durable runs; pass store= too",
                 node=node._display_name(),
             )
+        self.durability = "sync" if durability is None else check_durability(node, durability)
         if metadata is not None and not isinstance(metadata, dict):
             raise InvalidParameterError(
                 f"{describe}: metadata={metadata!r} must be a dict of JSON values",
@@ -202,11 +207,17 @@ class RunScope:
             if self.resuming:
                 assert self.run_id is not None
                 self.durable, self.working = claim_run(
-                    store, self.node, self.run_id, self.answer, self.migrate, self.rename
+                    store,
+                    self.node,
+                    self.run_id,
+                    self.answer,
+                    self.migrate,
+                    self.rename,
+                    self.durability,
                 )
             else:
                 self.durable, self.working = start_run(
-                    store, self.node, self.shared, self.run_id, self.metadata
+                    store, self.node, self.shared, self.run_id, self.metadata, self.durability
                 )
             if self.record_events:
                 recorder = EventRecorder(store, self.durable.run_id)

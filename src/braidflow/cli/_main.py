@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--progress", action="store_true", help="show progress (needs rich)")
     watch.add_argument("--trace", metavar="FILE.jsonl", help="write every event as JSON lines")
     watch.add_argument("--timeline", metavar="FILE.html", help="write a timeline of the run")
+    watch.add_argument(
+        "--durability",
+        choices=["sync", "async", "exit"],
+        help="when a durable run's checkpoints are written: before it goes on (sync, the "
+        "default), in the background (async), when it stops (exit); see docs/durable.md",
+    )
 
     parser = _Parser(
         prog="braidflow",
@@ -66,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common, store, watch],
         help="run a flow; print the final shared as JSON",
         description="Run a flow once and print the final shared as JSON. With --store (or "
-        "--run-id) the run is durable: stored as it goes, so that it can be resumed. A TARGET "
-        "that names a node (not a flow) runs that node alone.",
+        "--run-id) the run is durable: stored as it goes (as --durability says), so that it "
+        "can be resumed. A TARGET that names a node (not a flow) runs that node alone.",
     )
     run.add_argument("target", metavar="TARGET", help="path/to/file.py:name or package.module:name")
     run.add_argument("--shared", metavar="JSON", help="the initial shared: JSON, or @file.json")

@@ -223,7 +223,7 @@ def command_run(args: argparse.Namespace) -> int:
     watch = _Watch()
     options: dict[str, Any] = {"observers": _observers(args, watch)}
     job = _Job(watch)
-    if args.store or args.run_id:
+    if args.store or args.run_id or args.durability:
         store_path = chosen_store(args)
         store = open_store(store_path, create=True)
         run_id = args.run_id or _new_run_id()
@@ -236,6 +236,8 @@ def command_run(args: argparse.Namespace) -> int:
             record_events=True,
             metadata=target_metadata(args.target),
         )
+        if args.durability:
+            options["durability"] = args.durability
         job = _Job(watch, store, store_path, run_id)
         watch.announce = f"run {run_id!r} (stored in {store_path})"
     quiet = _has_successors(flow)
@@ -318,6 +320,8 @@ def resume_stored(
     options: dict[str, Any] = {"observers": _observers(args, watch), "record_events": True}
     if getattr(args, "input", None) is not None:
         options["input"] = read_json(args.input, "--input")
+    if args.durability:
+        options["durability"] = args.durability
     job = _Job(watch, store, store_path, run_id, resuming=True, target=args.target)
 
     def run() -> Any:

@@ -37,11 +37,16 @@ def _resume_call(run_id: str, answer: str = "") -> str:
 
 
 def start_run(
-    store: Store, node: Any, shared: dict[Any, Any], run_id: str | None, metadata: Any
+    store: Store,
+    node: Any,
+    shared: dict[Any, Any],
+    run_id: str | None,
+    metadata: Any,
+    durability: str = "sync",
 ) -> tuple[DurableRun, TrackingDict]:
     """Record a new run of ``node`` on ``shared``; return its durable side and
     the tracking copy of ``shared`` it works on."""
-    durable = DurableRun(store, run_id or uuid.uuid4().hex)
+    durable = DurableRun(store, run_id or uuid.uuid4().hex, durability)
     tracked = TrackingDict(shared)
     initial = durable.initial(tracked, node._display_name())
     store.create_run(
@@ -57,6 +62,7 @@ def claim_run(
     answer: Any,
     migrate: Callable[[dict[Any, Any]], Any] | None = None,
     rename: dict[str, str] | None = None,
+    durability: str = "sync",
 ) -> tuple[DurableRun, TrackingDict]:
     """Claim a stored run to resume it with ``node``; return its durable side
     and ``shared`` as the finished steps left it (then ``migrate``-d).
@@ -71,7 +77,7 @@ def claim_run(
     """
     name = node._display_name()
     graph = describe_graph(node)
-    durable = DurableRun(store, run_id)
+    durable = DurableRun(store, run_id, durability)
     record, recorded_graph, initial, rows = store.claim(run_id, this_owner())
     try:
         renamed = composed_renames(record.metadata.get(RENAMED_KEY), rename)
@@ -130,16 +136,17 @@ def close_run(durable: DurableRun, error: BaseException | None) -> None:
 
 def _record_end(durable: DurableRun, error: BaseException | None) -> None:
     store, run_id = durable.store, durable.run_id
+    if isinstance(error, Interrupted):  # the question goes with the rest, after it
+        durable.write([durable.ask_row(error)])
     try:
-        durable.flush()  # items that finished last
+        durable.flush()  # items that finished last (all the run's rows, under "exit")
     except BaseException:
-        if error is None:
+        if error is None or isinstance(error, Interrupted):
             raise
     if error is None:
         store.finish(run_id, "completed")
         return
     if isinstance(error, Interrupted):
-        durable.write([durable.ask_row(error)])
         store.finish(run_id, "waiting", node=error.where, prompt=error.prompt)
         raise Suspended(
             f"run {run_id!r} is waiting for input at {error.where!r}: {error.prompt!r}; "

@@ -190,7 +190,17 @@ class ItemCheckpoints:
     ``results``: where each item's result goes, at its index (a worker's).
     """
 
-    __slots__ = ("batch", "durable", "flow", "node", "recorded", "results", "runs_in", "step")
+    __slots__ = (
+        "batch",
+        "durable",
+        "flow",
+        "node",
+        "recorded",
+        "results",
+        "runs_in",
+        "step",
+        "waits",
+    )
 
     def __init__(
         self, durable: Any, node: Any, items: Any, runs_in: str, results: list[Any] | None
@@ -204,6 +214,9 @@ class ItemCheckpoints:
         self.batch = (self.step.key, id(node), None if total is None else str(total["total"]))
         self.recorded = durable.recorded_items(self.step.key)
         self.flow = node._bf_is_flow  # a parameter set's sub-flow walks a frame of its own
+        # Whether a runner waits for an item's commit before it goes on: under
+        # durability="sync"; a node that asks for it in another run writes at once.
+        self.waits = durable.strict
 
     def start(self, item: Any, index: int) -> Started | None:
         """Begin item ``index``; ``None`` if it finished before. The fingerprint
@@ -255,6 +268,10 @@ class ItemCheckpoints:
         self.durable.record_item(self.batch, index, fingerprint, result, self.node)
         if self.results is not None:
             self.results[index] = result
+        if not self.waits:  # async or exit: on at once (a strict node's item is written now)
+            if self.node._bf_strict:
+                self.durable.sync()
+            return False
         if at is not None:
             at.queued = True
             return False
@@ -279,7 +296,7 @@ def _items_recorded() -> None:
     now, before anything (``post``, the merge of sub-flows) uses their results."""
     run = RUN.get()
     if run is not None and run.durable is not None:
-        run.durable.flush()
+        run.durable.hand_over()
 
 
 # -- one after another ------------------------------------------------------------------

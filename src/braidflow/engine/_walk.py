@@ -77,7 +77,8 @@ class StepCheckpoints:
         self.durable.failed_in(error, self.key)
 
     def done(self, node: Any, action: Any, shared: Any) -> None:
-        self.durable.step_done(
+        durable = self.durable
+        durable.step_done(
             self.frame,
             self.position,
             node,
@@ -88,6 +89,8 @@ class StepCheckpoints:
             self.started,
         )
         self.position += 1
+        if node._bf_strict and not durable.strict:  # durability="sync" in a laxer run
+            durable.sync()
 
 
 def walk(flow: Any, shared: Any, params: dict[str, Any], offload: bool, sync_only: bool) -> Steps:
