@@ -216,3 +216,93 @@ def test_braidflow_graph_prints_the_table_in_markdown(tmp_path, capsys):
     assert "| topic | str |  | Draft |  |\n| text | str |  |  | Draft |\n" in out
     assert main(["graph", f"{module}:flow"]) == 0
     assert "%% | text | str |  |  | Draft |" in capsys.readouterr().out
+
+
+def test_a_stored_run_adds_what_each_step_changed_even_in_an_untyped_flow(tmp_path, capsys):
+    class Plan(Node):
+        def prep(self, shared):
+            return shared["question"]
+
+        def post(self, shared, prep_res, exec_res):
+            shared["plan"] = "outline"
+
+    class Dynamic(Node):  # a key its code does not name: only the run shows it
+        def post(self, shared, prep_res, exec_res):
+            for key in ("draft",):
+                shared[key] = 1
+
+    plan = Plan()
+    plan >> Dynamic()
+    flow = Flow(start=plan)
+    store = SQLiteStore(tmp_path / "runs.db")
+    flow.run({"question": "q"}, store=store, run_id="seen")
+    assert "%%" not in flow.to_mermaid()
+    text = flow.to_mermaid(observed=flow.history("seen", store=store))
+    assert [line.removeprefix("%% ") for line in text.splitlines() if line.startswith("%% |")] == [
+        "| key | read by | written by |",
+        "|---|---|---|",
+        "| question | Plan |  |",
+        "| plan |  | Plan |",
+        "| draft |  | Dynamic |",
+    ]
+    module = tmp_path / "untyped_flow.py"
+    module.write_text(
+        "from braidflow import Flow, Node\n\n\nclass Dynamic(Node):\n"
+        "    def post(self, shared, prep_res, exec_res):\n"
+        "        for key in ('draft',):\n            shared[key] = 1\n\n\n"
+        "flow = Flow(start=Dynamic())\n"
+    )
+    flow_from_file = Flow(start=Dynamic())
+    flow_from_file.run({}, store=store, run_id="file")
+    target = f"{module}:flow"
+    assert main(["graph", target, "--run", "file", "--store", str(tmp_path / "runs.db")]) == 0
+    assert "%% | draft |  | Dynamic |" in capsys.readouterr().out
+
+
+def test_braidflow_graph_names_an_unknown_run(tmp_path, capsys):
+    module = tmp_path / "one.py"
+    module.write_text("from braidflow import Flow, Node\n\nflow = Flow(start=Node())\n")
+    store = tmp_path / "runs.db"
+    SQLiteStore(store)
+    code = main(["graph", f"{module}:flow", "--run", "nope", "--store", str(store)])
+    assert code == 2
+    assert "no run 'nope'" in capsys.readouterr().err
+
+
+@dataclass
+class Note:
+    who: str
+    text: str
+
+
+@dataclass
+class Notes:
+    notes: Annotated[list[Note], merge.extend] = field(default_factory=list)
+    count: Annotated[int, merge.add] = 0
+
+
+def test_a_durable_typed_fork_resumes_with_the_type_s_rules_and_values(store):
+    class Quick(Node[None, None, Notes]):
+        def post(self, shared: Notes, prep_res: None, exec_res: None) -> str | None:
+            shared.notes.append(Note(self.name, "quick"))
+            shared.count += 1
+            return None
+
+    class Slow(Node[None, str, Notes]):
+        def exec(self, prep_res: None) -> str:
+            answer: str = interrupt("?")
+            return answer
+
+        def post(self, shared: Notes, prep_res: None, exec_res: str) -> str | None:
+            shared.notes.append(Note(self.name, exec_res))
+            shared.count += 10
+            return None
+
+    def flow() -> Flow:
+        return Flow(start=Parallel(Quick(name="q"), Slow(name="s")), state=Notes)
+
+    given = Notes()
+    with pytest.raises(Suspended):
+        flow().run(given, store=store, run_id="f")
+    final = flow().resume("f", store=store, input="yes")
+    assert final == {"notes": [Note("q", "quick"), Note("s", "yes")], "count": 11}

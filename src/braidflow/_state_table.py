@@ -2,12 +2,14 @@
 
 `state_table` finds the state type (a flow's ``state=``, or the one its
 nodes are typed against) and, for each typed node, the keys its code reads
-and writes (`_state_access`); the rows are Markdown, which the mermaid
-drawing carries as comments and ``braidflow graph --format markdown`` prints.
+and writes (`_state_access`), plus what each step of a stored run changed
+if given one; the rows are Markdown, which the mermaid drawing carries as
+comments and ``braidflow graph --format markdown`` prints.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from ._state import declared_state, state_type
@@ -39,60 +41,91 @@ def _cell(values: list[str]) -> str:
     return ", ".join(values).replace("|", "\\|")
 
 
-def state_table(node: Any) -> list[str] | None:
-    """The Markdown table of the state of ``node``'s graph, one line a row;
-    ``None`` if neither the flows nor the nodes declare a state type."""
+def _state_of(node: Any, found: list[tuple[Any, str, Any]]) -> Any:
+    """The state type of the graph: a flow's ``state=``, else the one its
+    nodes are typed against; ``None`` if there is neither."""
+    state = next((where for _, _, where in found if where is not None), None)
+    if state is not None:
+        return state
+    for member, _, _ in found:
+        declared = declared_state(type(member))
+        if declared is not None:
+            try:
+                return state_type(declared, False, f"{node._describe()}'s nodes")
+            except Exception:  # not a class a state can be (a plain dict type)
+                return None
+    return None
+
+
+def state_table(node: Any, observed: Iterable[Any] | None = None) -> list[str] | None:
+    """The Markdown table of the state of ``node``'s graph, one line a row.
+
+    Its keys are the state type's, and its readers and writers those the
+    typed nodes' code shows. Given ``observed``, the steps of a stored run
+    (`StepRecord` objects, from ``flow.history``), every node's code is read
+    and the keys each step changed count as written, typed or not. ``None``
+    if there is no state type and no run was given.
+    """
     found: list[tuple[Any, str, Any]] = []
     _members(node, found, None, set())
-    state = next((where for _, _, where in found if where is not None), None)
-    if state is None:  # no flow has state=: the type the nodes are typed against
-        declared = next(
-            (
-                declared_state(type(member))
-                for member, _, _ in found
-                if declared_state(type(member))
-            ),
-            None,
-        )
-        if declared is None:
-            return None
-        try:
-            state = state_type(declared, False, f"{node._describe()}'s nodes")
-        except Exception:  # not a class the state can be (a plain dict type): no table
-            return None
-    readers: dict[str, list[str]] = {key: [] for key in state.hints}
-    writers: dict[str, list[str]] = {key: [] for key in state.hints}
+    state = _state_of(node, found)
+    steps = None if observed is None else list(observed)
+    if state is None and steps is None:
+        return None
+    readers: dict[str, list[str]] = {key: [] for key in (state.hints if state else ())}
+    writers: dict[str, list[str]] = {key: [] for key in readers}
+
+    def note(table: dict[str, list[str]], key: str, name: str) -> None:
+        if state is not None and key not in state.hints:
+            return  # an attribute of the class, not a key (or a typo mypy reports)
+        if key not in readers:
+            readers[key], writers[key] = [], []
+        if name not in table[key]:
+            table[key].append(name)
+
     unread = []
     for member, name, where in found:
         if member._bf_is_flow or member._bf_batch == "branches":
             continue
-        if where is None and declared_state(type(member)) is None:
+        if steps is None and where is None and declared_state(type(member)) is None:
             continue  # an untyped node in an untyped flow: not read
         seen = accesses(type(member))
         if seen is None:
             unread.append(name)
             continue
-        reads, writes = seen
-        for key in state.hints:
-            if key in reads and name not in readers[key]:
-                readers[key].append(name)
-            if key in writes and name not in writers[key]:
-                writers[key].append(name)
-    rules = {key: getattr(rule, "__name__", rule) for key, rule in state.rules.items()}
-    lines = [
-        f"state {state.name}: each key, its type, merge rule, and the nodes that read and "
-        "write it (from their code)",
-        "",
-        "| key | type | merge | read by | written by |",
-        "|---|---|---|---|---|",
-    ]
-    for key in state.hints:
-        rule = rules.get(key, "")
-        shown = describe(state.hints[key]).replace("|", "\\|")
-        lines.append(
-            f"| {key} | {shown} | {'add' if rule == 'sum' else rule} | "
-            f"{_cell(readers[key])} | {_cell(writers[key])} |"
-        )
+        for key in sorted(seen[0]):
+            note(readers, key, name)
+        for key in sorted(seen[1]):
+            note(writers, key, name)
+    for step in steps or ():
+        if step.kind in ("step", "branch step"):
+            for key in step.changed:
+                if isinstance(key, str):
+                    note(writers, key, step.node)
+    source = "their code" if steps is None else "their code and a stored run"
+    if state is None:  # keys seen only: no type or rule to show
+        lines = [
+            f"state keys: each key and the nodes that read and write it (from {source})",
+            "",
+            "| key | read by | written by |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {key} | {_cell(readers[key])} | {_cell(writers[key])} |" for key in readers]
+    else:
+        lines = [
+            f"state {state.name}: each key, its type, merge rule, and the nodes that read "
+            f"and write it (from {source})",
+            "",
+            "| key | type | merge | read by | written by |",
+            "|---|---|---|---|---|",
+        ]
+        for key in readers:
+            rule = state.rules.get(key, "")
+            rule = "add" if rule == "sum" else getattr(rule, "__name__", rule)
+            shown = describe(state.hints[key]).replace("|", "\\|")
+            lines.append(
+                f"| {key} | {shown} | {rule} | {_cell(readers[key])} | {_cell(writers[key])} |"
+            )
     if unread:
         lines.append("")
         lines.append(f"(the code of {', '.join(unread)} could not be read)")
