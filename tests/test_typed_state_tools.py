@@ -306,3 +306,27 @@ def test_a_durable_typed_fork_resumes_with_the_type_s_rules_and_values(store):
         flow().run(given, store=store, run_id="f")
     final = flow().resume("f", store=store, input="yes")
     assert final == {"notes": [Note("q", "quick"), Note("s", "yes")], "count": 11}
+
+
+def test_a_node_whose_code_cannot_be_read_is_named_under_the_table():
+    namespace: dict = {}
+    exec(  # a class with no source file, as in a notebook cell run by exec
+        "from braidflow import Node\n"
+        "class Hidden(Node):\n"
+        "    def post(self, shared, prep_res, exec_res):\n"
+        "        shared['answer'] = 'x'\n",
+        namespace,
+    )
+    first = Search(name="plan")
+    first >> namespace["Hidden"]()
+    text = Flow(start=first, state=Research).to_mermaid()
+    assert "%% (the code of Hidden could not be read)" in text
+    assert "%% | answer | str |  |  |  |" in text
+
+
+def test_nodes_typed_against_a_plain_dict_type_give_no_table():
+    class Loose(Node[str, str, dict[str, int]]):
+        def prep(self, shared: dict[str, int]) -> str:
+            return str(shared["n"])
+
+    assert "%%" not in Flow(start=Loose()).to_mermaid()

@@ -197,20 +197,6 @@ class StateType:
             if key in store:
                 setattr(instance, key, store[key])
 
-    def instance(self, store: dict[Any, Any]) -> Any:
-        """What a resumed run gives back: a dict for a TypedDict; an instance
-        of a dataclass or model holding the store's values, built as pickle
-        builds one (no ``__init__``, no validation: the values are the run's)."""
-        if self.kind == "typeddict":
-            return store
-        values = {key: store[key] for key in self.hints if key in store}
-        if self.kind == "model":
-            return self.cls.model_construct(**values)  # type: ignore[attr-defined]
-        made: Any = object.__new__(self.cls)
-        for key, value in values.items():
-            object.__setattr__(made, key, value)
-        return made
-
     # -- checking ----------------------------------------------------------------------
 
     def check(self, store: Mapping[Any, Any], owner: Any) -> None:
@@ -401,8 +387,8 @@ def state_type(cls: Any, validate: bool, owner: str) -> StateType:
 
 
 def declared_state(cls: type) -> Any:
-    """The state type a class's generic bases give, if any: ``State`` for
-    ``class Ask(Node[str, str, State])`` or ``class Each(AsyncFlow[State])``."""
+    """The state type a node class's generic bases give, if any: ``State``
+    for ``class Ask(Node[str, str, State])``."""
     for klass in cls.__mro__:
         for base in klass.__dict__.get("__orig_bases__", ()):
             origin = typing.get_origin(base)

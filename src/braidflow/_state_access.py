@@ -110,7 +110,9 @@ def accesses(cls: type) -> tuple[set[str], set[str]] | None:
     writes: set[str] = set()
     for phase in _PHASES:
         function = getattr(cls, phase, None)
-        if function is None or getattr(function, "__module__", "").startswith("braidflow."):
+        if function is None or (getattr(function, "__module__", None) or "").startswith(
+            "braidflow."
+        ):
             continue  # braidflow's own default phases touch no key
         tree = _tree(function)
         if tree is None:
