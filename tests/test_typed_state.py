@@ -267,6 +267,7 @@ def test_nodes_read_and_write_a_dataclass_state_by_attribute_and_the_instance_ge
     class Look(Node[None, None, Draft]):
         def prep(self, shared: Draft) -> None:
             seen.append((shared.topic, shared.summary(), shared["topic"], "topic" in shared))
+            seen.append((shared.get("words"), shared.get("topik", "none")))
 
         def post(self, shared: Draft, prep_res: None, exec_res: None) -> str | None:
             shared.status = "done"
@@ -275,7 +276,7 @@ def test_nodes_read_and_write_a_dataclass_state_by_attribute_and_the_instance_ge
 
     draft = Draft("seas", ["one"])
     Flow(start=Look(), state=Draft).run(draft)
-    assert seen == [("seas", "seas: 1 paragraphs", "seas", True)]
+    assert seen == [("seas", "seas: 1 paragraphs", "seas", True), (0, "none")]
     assert draft == Draft("seas", ["one"], 7, "done")
 
 

@@ -82,6 +82,12 @@ class AttributeView(StateView):
     def __setitem__(self, key: str, value: Any) -> None:
         self.__setattr__(key, value)
 
+    def get(self, key: str, default: Any = None) -> Any:
+        """``shared.get(key, default)``, as on a dict (a key named ``get`` hides it)."""
+        if key not in type(self)._bf_type.hints:
+            return default
+        return self._bf_store.get(key, default)
+
     def __contains__(self, key: object) -> bool:
         return key in self._bf_store
 
