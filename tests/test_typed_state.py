@@ -3,6 +3,7 @@ merge rules used by every join inside, validated writes, views by attribute."""
 
 import asyncio
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
@@ -410,3 +411,42 @@ def test_node_kinds_may_leave_the_state_type_out_at_run_time():
     assert Node[str, str, Research].__args__[-1] is Research  # type: ignore[attr-defined]
     assert braidflow.AsyncParallelBatchNode[str, int].__args__[-1] is Any  # type: ignore[attr-defined]
     assert dataclasses.is_dataclass(Draft)
+
+
+def test_a_node_typed_against_another_state_is_refused_when_the_run_starts():
+    class Other(Node[str, str, Draft]):
+        pass
+
+    first = Note(name="first")
+    first >> Parallel(Note(name="ok"), Other(name="stray"))
+    flow = Flow(start=first, state=Research)
+    with pytest.raises(braidflow.WiringError) as caught:
+        flow.run(research())
+    message = str(caught.value)
+    assert message == (
+        "node 'stray' (Other) is typed against Draft, and it runs in a flow whose state is "
+        "Research, which its prep and post get: derive Other from `Node[str, str, Research]`"
+    )
+    (base,) = re.findall(r"`([^`]+)`", message)  # done as it says: the flow runs
+    fixed = eval(base, {"Node": Node, "Research": Research})
+
+    class Retyped(fixed):  # type: ignore[misc, valid-type]
+        pass
+
+    first = Note(name="first")
+    first >> Parallel(Note(name="ok"), Retyped(name="stray"))
+    shared = research()
+    Flow(start=first, state=Research).run(shared)
+    assert shared["searches"] == 2
+
+
+def test_nodes_are_checked_once_per_wiring():
+    flow = Flow(start=Note(), state=Research)
+    flow.run(research())
+
+    class Stray(Node[str, str, Draft]):
+        pass
+
+    flow.start_node >> Stray()  # wiring changed: checked again
+    with pytest.raises(braidflow.WiringError, match=r"node 'Stray' \(Stray\) is typed against"):
+        flow.run(research())

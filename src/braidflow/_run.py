@@ -20,6 +20,7 @@ from ._context import RUN, STATE, STEP, Run, StepAt
 from ._errors import InvalidParameterError, add_note, has_note
 from ._events import Event
 from ._options import UNSET, check_durability
+from ._state_table import check_nodes
 from ._threads import enter_run, leave_run
 from .durable import NO_ANSWER, DurableRun, EventRecorder, claim_run, close_run, start_run
 from .engine import run_node_async, run_node_sync
@@ -129,6 +130,7 @@ class RunScope:
         self.state = state = getattr(node, "_bf_state", None)
         self.instance = None
         if state is not None and not resuming:  # checked before anything starts
+            check_nodes(node)
             shared, self.instance = state.store_of(shared, node)
             state.check(shared, node)
         self.shared = shared

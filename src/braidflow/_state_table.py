@@ -1,23 +1,27 @@
-"""The table of a flow's state: each key, its type and merge rule, the nodes that read and write it.
+"""The state of a flow's graph: the table of its keys and the nodes that read and write them.
 
 `state_table` finds the state type (a flow's ``state=``, or the one its
 nodes are typed against) and, for each typed node, the keys its code reads
 and writes (`_state_access`), plus what each step of a stored run changed
 if given one; the rows are Markdown, which the mermaid drawing carries as
-comments and ``braidflow graph --format markdown`` prints.
+comments and ``braidflow graph --format markdown`` prints. `check_nodes`
+refuses a node typed against another state than the flow it runs in.
 """
 
 from __future__ import annotations
 
+import typing
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
+from ._errors import WiringError
 from ._state import declared_state, state_type
 from ._state_access import accesses
 from ._state_check import describe
-from ._wiring import display_names, graph_of
+from ._wiring import display_names, graph_of, wiring_version
 
-__all__ = ["state_table"]
+__all__ = ["check_nodes", "state_table"]
 
 
 def _members(start: Any, found: list[tuple[Any, str, Any]], state: Any, seen: set[int]) -> None:
@@ -35,6 +39,51 @@ def _members(start: Any, found: list[tuple[Any, str, Any]], state: Any, seen: se
                 _members(head, found, state, seen)
         elif node._bf_is_flow and node.__dict__.get("start_node") is not None:
             _members(node.start_node, found, node._bf_state or state, seen)
+
+
+# A typed flow whose nodes were checked, and the wiring version they were checked at.
+_CHECKED: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def check_nodes(flow: Any) -> None:
+    """Refuse a node typed against a state type (``Node[..., Draft]``) that
+    is not the one of the typed flow it runs in: checked when a run starts,
+    once per wiring.
+
+    Raises:
+        WiringError: Naming the node, its state type and the flow's.
+    """
+    version = wiring_version()
+    if _CHECKED.get(flow) == version:
+        return
+    start = flow.__dict__.get("start_node")
+    found: list[tuple[Any, str, Any]] = []
+    if start is not None:  # none: the walk says so
+        _members(start, found, flow._bf_state, set())
+    for member, name, state in found:
+        declared = declared_state(type(member))
+        if declared is None or state is None or declared is state.cls:
+            continue
+        shown = describe(declared)
+        raise WiringError(
+            f"node {name!r} ({type(member).__name__}) is typed against {shown}, and it "
+            f"runs in a flow whose state is {state.name}, which its prep and post get: "
+            f"derive {type(member).__name__} from "
+            f"`{_retyped(type(member), declared, state.name)}`"
+        )
+    _CHECKED[flow] = version
+
+
+def _retyped(cls: type, declared: Any, name: str) -> str:
+    """The generic base of ``cls`` that declares its state, written with ``name``
+    as the state: ``Node[str, str, Research]``."""
+    for klass in cls.__mro__:
+        for base in klass.__dict__.get("__orig_bases__", ()):
+            args = typing.get_args(base)
+            if args and args[-1] is declared:
+                shown = [describe(arg) for arg in args[:-1]]
+                return f"{typing.get_origin(base).__name__}[{', '.join([*shown, name])}]"
+    return name  # not reached: declared_state found it in such a base
 
 
 def _cell(values: list[str]) -> str:
