@@ -53,6 +53,9 @@ Durable runs
         test_bad_resume_options_*, test_migrate_may_return_*, test_a_bad_update_*,
         test_a_renamed_node_resumes_with_rename_*
     durable._codec (keys, values, the reserved key) ..... test_durable_values_*
+    durable._drain (a run another process runs: store=;
+                    Drained: resume it) ................. tests/test_drain.py::
+        test_a_run_in_another_process_drains_when_asked_*, test_a_drained_batch_*
     stores._base (run id used, run running elsewhere) ... test_store_*, and
         tests/test_store_failures.py::test_a_run_on_another_host_is_running_until_its_lease_*
     stores._sqlite_schema (directory, not a store) ...... test_sqlite_store_paths_*

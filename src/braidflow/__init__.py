@@ -15,6 +15,7 @@ from ._errors import BatchItemsError as BatchItemsError
 from ._errors import BraidflowError as BraidflowError
 from ._errors import CacheError as CacheError
 from ._errors import CheckpointError as CheckpointError
+from ._errors import Drained as Drained
 from ._errors import Failure as Failure
 from ._errors import InvalidParameterError as InvalidParameterError
 from ._errors import LimiterDeadlock as LimiterDeadlock
@@ -53,6 +54,7 @@ from ._threads import thread_limiter as thread_limiter
 from ._views import MISSING as MISSING
 from ._views import SharedView as SharedView
 from .durable import StepRecord as StepRecord
+from .durable import drain as drain
 from .durable import idempotency_key as idempotency_key
 from .durable import interrupt as interrupt
 from .durable import recorded_events as recorded_events
@@ -98,6 +100,7 @@ __all__ = [
     "CacheStore",
     "Checkpoint",
     "CheckpointError",
+    "Drained",
     "Event",
     "Failure",
     "Flow",
@@ -132,6 +135,7 @@ __all__ = [
     "Suspended",
     "WiringError",
     "WiringWarning",
+    "drain",
     "idempotency_key",
     "interrupt",
     "recorded_events",

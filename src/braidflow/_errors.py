@@ -22,7 +22,8 @@ Every exception braidflow raises derives from `BraidflowError`::
     ├── StateError                 (also TypeError, ValueError) shared does not fit the
     │                              flow's state type: at the start, or a validated write
     ├── StoreError                 a store cannot do what was asked (unknown run, ...)
-    └── Suspended                  a durable run stopped to wait for input (interrupt)
+    ├── Suspended                  a durable run stopped to wait for input (interrupt)
+    └── Drained                    a durable run stopped on purpose, at a safe point (drain)
 
     UserWarning
     └── WiringWarning              wiring that runs, but not as it reads
@@ -44,6 +45,7 @@ __all__ = [
     "BraidflowError",
     "CacheError",
     "CheckpointError",
+    "Drained",
     "Failure",
     "InvalidParameterError",
     "LimiterDeadlock",
@@ -315,6 +317,23 @@ class Suspended(BraidflowError):
         super().__init__(message, node=node)
         self.run_id = run_id
         self.prompt = prompt
+
+
+class Drained(BraidflowError):
+    """A durable run stopped on purpose (`braidflow.drain`, or SIGTERM to
+    the command) at a safe point: it started no new step or item, what was
+    running finished (or, past the grace period, was stopped and will run
+    again), and everything that finished is stored. The run is stored as
+    ``drained``; resume it with ``flow.resume(run_id, store=...)``.
+
+    Attributes:
+        run_id: The run to resume.
+        node: Where it stopped (its path, ``/``-joined), if known.
+    """
+
+    def __init__(self, message: str, *, run_id: str, node: str | None = None) -> None:
+        super().__init__(message, node=node)
+        self.run_id = run_id
 
 
 @dataclass(frozen=True, slots=True)

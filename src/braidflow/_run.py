@@ -8,6 +8,7 @@ the awaitable ``run(shared)`` returns where an event loop is already running.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import warnings
 from collections.abc import Callable, Coroutine, Generator
@@ -23,6 +24,7 @@ from ._options import UNSET, check_durability
 from ._state_table import check_nodes
 from ._threads import enter_run, leave_run
 from .durable import NO_ANSWER, DurableRun, EventRecorder, claim_run, close_run, start_run
+from .durable._drain import DrainStop
 from .engine import run_node_async, run_node_sync
 from .engine._async import failure_of
 from .engine._observe import StepScope
@@ -228,6 +230,7 @@ class RunScope:
         run.durable = self.durable
         if self.durable is not None:
             run.id = self.durable.run_id
+            self.durable.drain.bind(run.task)
             self.step_token = STEP.set(StepAt(f"0:{self.node._display_name()}", set()))
         self.token = RUN.set(run)
         if run.observers:
@@ -332,6 +335,16 @@ async def run_top_async(node: Any, scope: RunScope) -> Any:
         try:
             return await run_node_async(node, shared, False)
         except BaseException as error:
+            durable = scope.durable
+            if (
+                durable is not None
+                and durable.drain.expired
+                and isinstance(error, asyncio.CancelledError)
+            ):  # the drain's grace period ended: what ran was stopped, the run is drained
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                raise DrainStop from None
             failure = failure_of(error, node, None)
             if isinstance(failure, Exception):
                 _label(node, failure)

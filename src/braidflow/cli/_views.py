@@ -108,6 +108,7 @@ _STATUSES_AFTER = {
     "failed": ("failed",),
     "waiting": ("waiting",),
     "cancelled": ("interrupted", "failed"),
+    "drained": ("drained",),
     "interrupted": ("running", "interrupted"),  # its process died, or is still running
 }
 _ENDED = {
@@ -115,6 +116,7 @@ _ENDED = {
     "failed": "failed",
     "waiting": "stopped to wait for input",
     "cancelled": "was cancelled",
+    "drained": "was drained",
     "interrupted": "has no end recorded",
 }
 

@@ -20,6 +20,7 @@ from .._isolation import MISSING
 from .._views import SharedView
 from ..stores._base import Checkpoint, Store, step_path
 from ._codec import ASCII, JSON_TEXT, SCALARS, UNSAVABLE, Codec, action_text, encode_key_value
+from ._drain import Drain
 from ._fingerprint import Unfingerprintable, fingerprint
 from ._interrupt import Interrupted
 from ._recorded import Recorded
@@ -41,6 +42,7 @@ class DurableRun:
         # Raise the error of a failed group commit, if one failed (per item: direct).
         self.check_written = self.writer.check_written
         self.recorded = Recorded()
+        self.drain = Drain(store, run_id)  # asked to stop at the next safe point?
         # Answers to interrupts (the recorded ones, then those given since), by
         # the step (and item) that asked, then by call; how many calls each
         # step made in this process; per step, the exec attempt loop that last

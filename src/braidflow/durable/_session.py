@@ -15,9 +15,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .._errors import ResumeError, Suspended, add_note, describe_error
+from .._errors import Drained, ResumeError, Suspended, add_note, describe_error
 from ..stores._base import Store
 from ..stores._owners import this_owner
+from ._drain import DRAIN_KEY
 from ._graph import describe_graph, first_difference, renamed_graph
 from ._history import RENAMED_KEY, RESUMED_KEY, apply_renames
 from ._interrupt import NO_ANSWER, Interrupted
@@ -102,7 +103,10 @@ def claim_run(
         if migrate is not None:
             migrated(durable, shared, migrate, rows, name)
         resumed = [*record.metadata.get(RESUMED_KEY, ()), time.time()]
-        store.set_metadata(run_id, {RESUMED_KEY: resumed, RENAMED_KEY: renamed or None})
+        # A drain asked of the run's last part is done with: this part runs on.
+        store.set_metadata(
+            run_id, {RESUMED_KEY: resumed, RENAMED_KEY: renamed or None, DRAIN_KEY: None}
+        )
     except BaseException:
         # Nothing ran: the run is left as it was, to be resumed properly.
         store.finish(
@@ -129,6 +133,7 @@ def close_run(durable: DurableRun, error: BaseException | None) -> None:
     try:
         _record_end(durable, error)
     finally:
+        durable.drain.close()
         release = getattr(durable.store, "release", None)  # a store that keeps owners here
         if callable(release):
             release(durable.run_id)
@@ -155,8 +160,17 @@ def _record_end(durable: DurableRun, error: BaseException | None) -> None:
             node=error.where,
             prompt=error.prompt,
         ) from None
-    status = "failed" if isinstance(error, Exception) else "interrupted"
     where = durable.where_failed(error)
+    if durable.drain.stopped_by(error):
+        store.finish(run_id, "drained", node=where)
+        raise Drained(
+            f"run {run_id!r} was drained at {where!r}: it stopped at a safe point and "
+            f"everything that finished is stored in {store!r}; resume it with "
+            f"{_resume_call(run_id)}",
+            run_id=run_id,
+            node=where,
+        ) from None
+    status = "failed" if isinstance(error, Exception) else "interrupted"
     if isinstance(error, KeyboardInterrupt):
         said = "stopped (Ctrl-C)"
     elif isinstance(error, asyncio.CancelledError):  # what Ctrl-C is inside asyncio.run too

@@ -22,6 +22,7 @@ from .._limits import Limiter
 from .._options import check_max_concurrency
 from .._plan import preset, variant
 from .._taskgroup import TaskGroup
+from ..durable._drain import DrainStop
 from ._attempts import cancelled_error
 from ._effects import AWAIT, COMMIT
 from ._observe import ItemScope, item_total
@@ -223,6 +224,8 @@ class ItemCheckpoints:
         is taken now, before exec may change the item."""
         if self.recorded and index in self.recorded:
             return None
+        if self.durable.drain.stopping():  # the run drains: no new item starts
+            raise DrainStop
         fingerprint = self.durable.fingerprint(item, index, self.node)
         runs_in = self.runs_in
         if self.flow:
@@ -503,6 +506,7 @@ async def run_parallel(
         return value
 
     is_async_source = hasattr(items, "__aiter__")
+    drained: list[bool] = []  # a worker stopped at a drain
     try:
         async with TaskGroup(own_cancellation) as group:
             if limit is None:
@@ -580,6 +584,10 @@ async def run_parallel(
 
                     worker = steps_worker
 
+                if run is not None and run.durable is not None and checkpoint:
+                    # A drain stops each worker before its next item; the
+                    # others finish theirs (a worker's failure would cancel them).
+                    worker = _until_drained(worker, drained)
                 token = GATES.set((*GATES.get(), gate))
                 try:
                     for _ in range(workers):
@@ -595,10 +603,26 @@ async def run_parallel(
         raise
     finally:
         await _close_async(items)
+    if drained:  # items are left that did not start: post must not run
+        raise DrainStop
     _items_recorded()
     if tasks:
         return [task.result() for task in tasks]
     return results if keep else None
+
+
+def _until_drained(
+    worker: Callable[[], Coroutine[Any, Any, Any]], drained: list[bool]
+) -> Callable[[], Coroutine[Any, Any, Any]]:
+    """``worker``, stopping quietly when the run drains (noted in ``drained``)."""
+
+    async def stops_at_drain() -> None:
+        try:
+            await worker()
+        except DrainStop:
+            drained.append(True)
+
+    return stops_at_drain
 
 
 async def _close_async(items: Any) -> None:

@@ -20,6 +20,7 @@ from .._plan import copy_node
 from .._state_views import store_under
 from .._views import SharedView
 from .._wiring import route
+from ..durable._drain import DrainStop
 from ._effects import MAYBE_AWAIT, NODE, PARALLEL
 from ._items import batch_items, sequential
 from ._observe import StepScope
@@ -61,7 +62,13 @@ class StepCheckpoints:
         return True, action
 
     def begin(self, name: str) -> None:
-        """Begin the step of the node whose display name is ``name``."""
+        """Begin the step of the node whose display name is ``name``.
+
+        Raises:
+            DrainStop: If the run was asked to drain: no new step starts.
+        """
+        if self.durable.drain.stopping():
+            raise DrainStop
         self.name = name
         self.started = time()
         self.key = key = f"{self.frame}/{self.position}:{name}"

@@ -211,8 +211,8 @@ class Store(Protocol):
         prompt: Any = None,
         ended: float | None = None,
     ) -> None:
-        """Record how the run ended: completed, failed, waiting or interrupted
-        (`STATUSES`), at which node, and when (``ended``; default: now). The
+        """Record how the run ended: completed, failed, waiting, interrupted or
+        drained (`STATUSES`), at which node, and when (``ended``; default: now). The
         prompt is stored as `prompt_text` gives it, and read back from that;
         the node and error as `storable_text` gives them."""
         ...
@@ -323,7 +323,7 @@ def check_claim(
 
 # -- what a store accepts: the same answer from every store -------------------------------
 
-STATUSES = ("completed", "failed", "waiting", "interrupted")  # how a run can end
+STATUSES = ("completed", "failed", "waiting", "interrupted", "drained")  # how a run can end
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
