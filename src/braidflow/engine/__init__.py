@@ -42,7 +42,7 @@ from ._lifecycle import lifecycle, node_stage
 from ._sync import drive as drive_sync
 from ._sync import node_step as node_step_sync
 from ._sync import run_node as run_node_sync
-from ._walk import flow_stage, walk
+from ._walk import flow_stage, typed_stage, walk
 
 __all__ = [
     "default_thread_count",
@@ -55,5 +55,6 @@ __all__ = [
     "node_step_sync",
     "run_node_async",
     "run_node_sync",
+    "typed_stage",
     "walk",
 ]
