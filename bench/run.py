@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from state_writes import state_writes
+
 IMPLEMENTATIONS = ("asyncio", "pocketflow", "braidflow")
 RESULTS = Path(__file__).parent / "results"
 
@@ -78,7 +80,13 @@ def chain(
             nodes = [Step() for _ in range(size)]
         for left, right in itertools.pairwise(nodes):
             left >> right
-        flow = lib.AsyncFlow(start=nodes[0])
+        if observe == "typed":  # a TypedDict state: checked once, nodes get the dict itself
+            from typing import TypedDict
+
+            counted = TypedDict("counted", {"count": int})  # type: ignore[operator]  # noqa: UP013
+            flow = lib.AsyncFlow(start=nodes[0], state=counted)
+        else:
+            flow = lib.AsyncFlow(start=nodes[0])
 
         observers: list[Any] = []
         options: dict[str, Any] = {}
@@ -586,6 +594,13 @@ def chain_noop_observer(impl: str, size: int) -> dict[str, float]:
     return chain(impl, size, observe="noop")
 
 
+def chain_typed(impl: str, size: int) -> dict[str, float]:
+    """The chain in a flow with a TypedDict state type (``state=``)."""
+    if impl != "braidflow":
+        raise NotImplementedError("state types are braidflow's")
+    return chain(impl, size, observe="typed")
+
+
 def chain_durable(impl: str, size: int) -> dict[str, float]:
     """The chain as a durable run: a checkpoint in SQLite after every node."""
     if impl != "braidflow":
@@ -807,6 +822,8 @@ WORKLOADS: dict[str, Callable[[str, int], dict[str, float]]] = {
     "chain_jsonl": chain_jsonl,
     "cache_hits": cache_hits,
     "chain_durable": chain_durable,
+    "chain_typed": chain_typed,
+    "state_writes": state_writes,
     "chain_durable_async": chain_durable_async,
     "chain_durable_exit": chain_durable_exit,
     "items_durable": items_durable,
@@ -835,6 +852,7 @@ PLAN = [
     ("chain_durable", 1000, "same chain, durable: a SQLite checkpoint per node"),
     ("chain_durable_async", 1000, 'same, durability="async": written off the run\'s path'),
     ("chain_durable_exit", 1000, 'same, durability="exit": written when the run ends'),
+    ("chain_typed", 1000, "same chain, a typed flow (TypedDict state)"),
     ("sync_chain", 1000, "sync chain of 1,000 nodes (raw: plain calls)"),
     ("fanout", 10_000, "10k items x sleep(50 ms)"),
     ("bounded", 100_000, "100k items from a generator, bound 1000"),
@@ -853,6 +871,7 @@ PLAN = [
     ("branches", 16, "fork/join of 16 trivial branches"),
     ("branches_big", 16, "same, shared holds 10 MB no branch touches"),
     ("cpu_batch", 200, "200 CPU-bound items (20 ms): here, threads, Ray"),
+    ("state_writes", 10_000, "one write to shared: dict, typed, validated"),
 ]
 QUICK_SIZES = {
     ("chain", 1000): 200,
@@ -860,6 +879,8 @@ QUICK_SIZES = {
     ("chain_noop", 1000): 200,
     ("chain_jsonl", 1000): 200,
     ("chain_durable", 1000): 200,
+    ("chain_typed", 1000): 200,
+    ("state_writes", 10_000): 1000,
     ("chain_durable_async", 1000): 200,
     ("chain_durable_exit", 1000): 200,
     ("items_durable", 10_000): 1000,

@@ -67,6 +67,12 @@ Durable runs
         tests/test_store_failures.py (full: "free some space", read-only: "make it
         writable", the run log: "move it away", each followed by a resume)
     stores._runlog ("a short write ...: the disk may be full") says what, not what to do
+Typed state
+    _state (annotations that cannot be read, frozen types, a reducer or two
+            rules in Annotated, shared of another kind, a conflict on a key
+            of the type), _flow.Flow.__init__ (validate=) ... tests/test_typed_state_advice.py
+    _state_table.check_nodes (a node typed against another state) ... tests/test_typed_state.py::
+        test_a_node_typed_against_another_state_is_refused_when_the_run_starts
 Result cache
     _cache (an input with no key, exec with no code),
     engine._cached (no store, a store with no cache,

@@ -7,6 +7,7 @@ is) on one engine, with bounded, safe and visible concurrency.
 
 from types import FunctionType as _FunctionType
 
+from . import merge as merge
 from ._branches import Parallel as Parallel
 from ._budget import Budget as Budget
 from ._cache import Cache as Cache
@@ -28,6 +29,7 @@ from ._errors import NotDurableError as NotDurableError
 from ._errors import ResumeError as ResumeError
 from ._errors import RunError as RunError
 from ._errors import SetupError as SetupError
+from ._errors import StateError as StateError
 from ._errors import StoreError as StoreError
 from ._errors import Suspended as Suspended
 from ._errors import WiringError as WiringError
@@ -134,6 +136,7 @@ __all__ = [
     "SQLiteStore",
     "SetupError",
     "SharedView",
+    "StateError",
     "StepRecord",
     "Store",
     "StoreError",

@@ -31,6 +31,7 @@ __all__ = [
     "PATH",
     "RUN",
     "HANDED_DOWN",
+    "STATE",
     "STEP",
     "AttemptState",
     "ItemAt",
@@ -243,6 +244,9 @@ GATES: ContextVar[tuple[Any, ...]] = ContextVar("braidflow_gates", default=())
 # The weighted limiters' claims of the running exec attempt (set only for a
 # node with weighted limits): what the usage it reports corrects.
 CLAIMS: ContextVar[tuple[Any, ...] | None] = ContextVar("braidflow_claims", default=None)
+# The state type of the innermost typed flow this code runs in (its joins' rules,
+# its branches' views), or None: set only by flows made with state=.
+STATE: ContextVar[Any] = ContextVar("braidflow_state", default=None)
 # What the enclosing flow hands down (its executor; shared for an _exec override).
 HANDED_DOWN: ContextVar[HandedDown | None] = ContextVar("braidflow_stage", default=None)
 

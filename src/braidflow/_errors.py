@@ -20,6 +20,8 @@ Every exception braidflow raises derives from `BraidflowError`::
     │   ├── NodeCancelledError     a node's own code raised CancelledError
     │   └── NotDurableError        interrupt() in a run with no store to resume it from
     ├── NodeTimeoutError           (also TimeoutError) an exec attempt ran too long
+    ├── StateError                 (also TypeError, ValueError) shared does not fit the
+    │                              flow's state type: at the start, or a validated write
     ├── StoreError                 a store cannot do what was asked (unknown run, ...)
     ├── Suspended                  a durable run stopped to wait for input (interrupt)
     └── Drained                    a durable run stopped on purpose, at a safe point (drain)
@@ -60,6 +62,7 @@ __all__ = [
     "ResumeError",
     "RunError",
     "SetupError",
+    "StateError",
     "StoreError",
     "Suspended",
     "WiringError",
@@ -260,6 +263,22 @@ class NodeTimeoutError(BraidflowError, TimeoutError):
         self.timeout = timeout
         self.attempt = attempt
         self.item_index = item_index
+
+
+class StateError(BraidflowError, TypeError, ValueError):
+    """``shared`` does not fit the state type its flow declares (``state=``):
+    raised when the run (or the typed flow) starts, for a key the type
+    requires that is missing, a key it does not have, or a value of another
+    type; and, in a flow made with ``validate=True``, when a node writes a
+    value that does not fit. Catchable as ``TypeError`` or ``ValueError``.
+
+    Attributes:
+        key: The key of ``shared`` concerned (the first one, if several are).
+    """
+
+    def __init__(self, message: str, *, node: str | None = None, key: object = None) -> None:
+        super().__init__(message, node=node)
+        self.key = key
 
 
 class CheckpointError(RunError):

@@ -27,6 +27,7 @@ from ._options import (
     check_timeout,
 )
 from ._policy import Retry
+from ._state import StateT
 from ._weights import Weighted
 
 __all__ = [
@@ -43,11 +44,26 @@ ExecT = TypeVar("ExecT")
 ItemT = TypeVar("ItemT")
 
 
-class Node(BaseNode, Generic[PrepT, ExecT]):
+def _state_optional(cls: Any, params: Any, parameterize: Any) -> Any:
+    """``Node[str, str]`` at run time: the state type, a node kind's last
+    parameter, may be left out (type checkers default it to ``Any``, PEP 696;
+    Python before 3.13 cannot)."""
+    if not isinstance(params, tuple):
+        params = (params,)
+    parameters = getattr(cls, "__parameters__", ())
+    if parameters and parameters[-1] is StateT and len(params) == len(parameters) - 1:
+        params = (*params, Any)
+    return parameterize(params)
+
+
+class Node(BaseNode, Generic[PrepT, ExecT, StateT]):
     """A synchronous node with retries: ``prep`` -> ``exec`` (retried) -> ``post``.
 
     Generic in what ``prep`` returns and ``exec`` returns, for type checkers:
-    ``class Greet(Node[str, str])``. Unparameterized, both are ``Any``.
+    ``class Greet(Node[str, str])``, and optionally in the type of the shared
+    state its flow declares: ``Node[str, str, State]`` types ``shared`` in
+    ``prep`` and ``post`` (see `Flow`'s ``state=``). Unparameterized, all
+    are ``Any``.
 
     Args:
         max_retries: How many times ``exec`` may run in all (PocketFlow's
@@ -140,31 +156,36 @@ class Node(BaseNode, Generic[PrepT, ExecT]):
 
     if TYPE_CHECKING:  # the typed view of the phases; the engine's are in BaseNode
 
-        def prep(self, shared: Any) -> PrepT: ...
+        def prep(self, shared: StateT) -> PrepT: ...
         def exec(self, prep_res: PrepT) -> ExecT: ...
-        def post(self, shared: Any, prep_res: PrepT, exec_res: ExecT) -> str | None: ...
+        def post(self, shared: StateT, prep_res: PrepT, exec_res: ExecT) -> str | None: ...
         def exec_fallback(self, prep_res: PrepT, exc: Exception) -> ExecT: ...
+    else:
+
+        def __class_getitem__(cls, params):
+            return _state_optional(cls, params, super().__class_getitem__)
 
 
-class BatchNode(Node[Any, Any], Generic[ItemT, ExecT]):
+class BatchNode(Node[Any, Any, StateT], Generic[ItemT, ExecT, StateT]):
     """A node whose ``prep`` returns items; ``exec`` runs once per item, in order.
 
     ``prep`` may return a list, any iterable or generator (read lazily), or
     ``None`` for no items. ``post`` receives the list of results. Generic in
-    the item type and the per-item result: ``BatchNode[str, int]``.
+    the item type and the per-item result: ``BatchNode[str, int]`` (and the
+    state type: ``BatchNode[str, int, State]``).
     """
 
     _bf_batch = "sequential"
 
     if TYPE_CHECKING:
 
-        def prep(self, shared: Any) -> Iterable[ItemT] | None: ...
+        def prep(self, shared: StateT) -> Iterable[ItemT] | None: ...
         def exec(self, prep_res: ItemT) -> ExecT: ...
-        def post(self, shared: Any, prep_res: Any, exec_res: list[ExecT]) -> str | None: ...
+        def post(self, shared: StateT, prep_res: Any, exec_res: list[ExecT]) -> str | None: ...
         def exec_fallback(self, prep_res: ItemT, exc: Exception) -> ExecT: ...
 
 
-class ParallelBatchNode(BatchNode[ItemT, ExecT]):
+class ParallelBatchNode(BatchNode[ItemT, ExecT, StateT]):
     """A synchronous batch node whose items run in a bounded thread pool.
 
     For sync SDK calls: ``max_concurrency`` threads at most (default:
@@ -175,7 +196,7 @@ class ParallelBatchNode(BatchNode[ItemT, ExecT]):
     _bf_batch = "parallel"
 
 
-class AsyncNode(Node[PrepT, ExecT]):
+class AsyncNode(Node[PrepT, ExecT, StateT]):
     """A node whose phases may be coroutines, run by an ``AsyncFlow``.
 
     Each phase may be written as ``prep_async``/``exec_async``/``post_async``
@@ -194,35 +215,47 @@ class AsyncNode(Node[PrepT, ExecT]):
         def exec(self, prep_res: Any) -> Any: ...
         def post(self, shared: Any, prep_res: Any, exec_res: Any) -> Any: ...
         def exec_fallback(self, prep_res: Any, exc: Exception) -> Any: ...
-        async def prep_async(self, shared: Any) -> PrepT: ...
+        async def prep_async(self, shared: StateT) -> PrepT: ...
         async def exec_async(self, prep_res: PrepT) -> ExecT: ...
-        async def post_async(self, shared: Any, prep_res: PrepT, exec_res: ExecT) -> str | None: ...
+        async def post_async(
+            self, shared: StateT, prep_res: PrepT, exec_res: ExecT
+        ) -> str | None: ...
         async def exec_fallback_async(self, prep_res: PrepT, exc: Exception) -> ExecT: ...
 
 
-class _AsyncBatchTyping(Generic[ItemT, ExecT]):
+class _AsyncBatchTyping(Generic[ItemT, ExecT, StateT]):
     """The typed view of the async batch kinds' phases (type checkers only)."""
 
     if TYPE_CHECKING:
 
         async def prep_async(
-            self, shared: Any
+            self, shared: StateT
         ) -> Iterable[ItemT] | AsyncIterable[ItemT] | None: ...
         async def exec_async(self, prep_res: ItemT) -> ExecT: ...
         async def post_async(
-            self, shared: Any, prep_res: Any, exec_res: list[ExecT]
+            self, shared: StateT, prep_res: Any, exec_res: list[ExecT]
         ) -> str | None: ...
         async def exec_fallback_async(self, prep_res: ItemT, exc: Exception) -> ExecT: ...
+    else:
+
+        def __class_getitem__(cls, params):
+            return _state_optional(cls, params, super().__class_getitem__)
 
 
-class AsyncBatchNode(_AsyncBatchTyping[ItemT, ExecT], AsyncNode[Any, Any], BatchNode[Any, Any]):
+class AsyncBatchNode(
+    _AsyncBatchTyping[ItemT, ExecT, StateT],
+    AsyncNode[Any, Any, StateT],
+    BatchNode[Any, Any, StateT],
+):
     """An async batch node: items one at a time; ``prep`` may also return an async iterator."""
 
     _bf_batch = "sequential"
 
 
 class AsyncParallelBatchNode(
-    _AsyncBatchTyping[ItemT, ExecT], AsyncNode[Any, Any], BatchNode[Any, Any]
+    _AsyncBatchTyping[ItemT, ExecT, StateT],
+    AsyncNode[Any, Any, StateT],
+    BatchNode[Any, Any, StateT],
 ):
     """An async batch node whose items run concurrently in a task group.
 

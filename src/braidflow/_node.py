@@ -11,7 +11,7 @@ where a class overrides them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Generator, Iterable
 from typing import Any, ClassVar
 
 from . import _budget as budgets
@@ -386,11 +386,20 @@ class BaseNode(Wirable, StoredRuns):
         and stored record, and reaches observers as a ``usage`` event."""
         report(self, usage_of(usage, input_tokens, output_tokens, cost, model, self._describe()))
 
-    def to_mermaid(self) -> str:
+    def to_mermaid(self, *, observed: Iterable[Any] | None = None) -> str:
         """This flow's graph (or this node and what follows it) as a mermaid
         flowchart: actions on edges, loops drawn once, nested flows as
-        subgraphs, batch and parallel kinds marked, explicit ends shown."""
-        return to_mermaid(self)
+        subgraphs, batch and parallel kinds marked, explicit ends shown; and,
+        if the flow or its nodes declare a state type, the table of its keys
+        (type, merge rule, the nodes that read and write each) as comments.
+
+        Args:
+            observed: The steps of a stored run of this flow
+                (``flow.history(run_id, store=store)``): the table is drawn
+                for an untyped flow too, and the keys each step changed
+                count as written by its node.
+        """
+        return to_mermaid(self, observed=observed)
 
     # -- what the engine calls back -------------------------------------------------
 

@@ -18,10 +18,11 @@ from typing import Any
 
 from ._budget import check_budget, close_budget, open_budget
 from ._clock import SYSTEM_CLOCK
-from ._context import RUN, STEP, Run, StepAt
+from ._context import RUN, STATE, STEP, Run, StepAt
 from ._errors import InvalidParameterError, add_note, has_note
 from ._events import Event
 from ._options import UNSET, check_durability
+from ._state_table import check_nodes
 from ._threads import enter_run, leave_run
 from ._usage import Spend
 from .durable import NO_ANSWER, DurableRun, EventRecorder, claim_run, close_run, start_run
@@ -91,6 +92,7 @@ class RunScope:
         "clock",
         "durability",
         "durable",
+        "instance",
         "metadata",
         "migrate",
         "node",
@@ -102,6 +104,8 @@ class RunScope:
         "run_id",
         "shared",
         "started",
+        "state",
+        "state_token",
         "step",
         "step_token",
         "store",
@@ -129,6 +133,14 @@ class RunScope:
         durability: str | None = None,
     ) -> None:
         self.node = node
+        # A typed flow's run: on a dict of the instance's fields, if given one
+        # (written back to it when the run ends).
+        self.state = state = getattr(node, "_bf_state", None)
+        self.instance = None
+        if state is not None and not resuming:  # checked before anything starts
+            check_nodes(node)
+            shared, self.instance = state.store_of(shared, node)
+            state.check(shared, node)
         self.shared = shared
         self.observers = observers_of(observers, node)
         describe = node._describe()
@@ -192,6 +204,7 @@ class RunScope:
         enter_run()
         self.token: Token[Run | None] | None = None
         self.step_token: Token[StepAt] | None = None
+        self.state_token: Token[Any] | None = None
         self.step: StepScope | None = None
         try:
             return self._open()
@@ -239,11 +252,18 @@ class RunScope:
             self.started = time.monotonic()
             run.emit("run_start", node=name, path=(name,))
             self.step = StepScope(run, name, (name,))
-        return self.working
+        state = self.state
+        if state is None:
+            return self.working
+        # The flow (its own prep and post too) works on the state's view.
+        self.state_token = STATE.set(state)
+        return state.view(self.working)
 
     def _undo(self, error: BaseException) -> None:
         """The run could not start after all: undo what opening it did, and
         record a durable run that was opened as ended by ``error``."""
+        if self.state_token is not None:
+            STATE.reset(self.state_token)
         if self.token is not None:
             RUN.reset(self.token)
             if self.budget is not None:
@@ -269,6 +289,8 @@ class RunScope:
                     "run_end", node=step.name, path=step.path, duration=duration, error=error
                 )
         finally:
+            if self.state_token is not None:
+                STATE.reset(self.state_token)
             if self.token is not None:
                 RUN.reset(self.token)
             if self.budget is not None:
@@ -284,6 +306,9 @@ class RunScope:
                 dict.clear(self.shared)
                 dict.update(self.shared, final)
             close_run(durable, error)
+        if self.instance is not None:  # a dataclass or model instance gets them too
+            assert self.state is not None
+            self.state.write_back(self.shared, self.instance)
 
 
 def shared_argument(node: Any, shared: Any, legacy: dict[str, Any]) -> Any:

@@ -103,15 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     graph = commands.add_parser(
         "graph",
-        parents=[common],
+        parents=[common, store],
         help="print a flow's graph (mermaid)",
         description="Print the graph of the flow TARGET names as a mermaid flowchart, to "
-        "paste into Markdown or a mermaid viewer. Nothing runs.",
+        "paste into Markdown or a mermaid viewer, with the table of its state's keys (as "
+        "mermaid comments) if it has a state type, or if --run names a stored run of it "
+        "(the keys each step changed count as written); --format markdown prints a "
+        "Markdown mermaid block and the table. Nothing runs.",
     )
     graph.add_argument(
         "target", metavar="TARGET", help="path/to/file.py:name or package.module:name"
     )
-    graph.add_argument("--format", choices=["mermaid"], default="mermaid")
+    graph.add_argument("--format", choices=["mermaid", "markdown"], default="mermaid")
+    graph.add_argument(
+        "--run", metavar="RUN_ID", help="a stored run of the flow: what its steps changed"
+    )
     graph.set_defaults(handler=command_graph)
 
     runs = commands.add_parser(

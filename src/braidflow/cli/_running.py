@@ -419,7 +419,7 @@ def resume_stored(
 ) -> int:
     """Resume stored run ``run_id`` with ``flow`` (for ``resume`` and ``fork``),
     saying first what it takes over."""
-    from ._history import reused, stored
+    from ._places import reused, stored
 
     watch = _Watch(f"resuming run {run_id!r}: reusing {reused(stored(store, run_id))}")
     options: dict[str, Any] = {"observers": _observers(args, watch), "record_events": True}

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from ._console import UsageError, print_table, say
-from ._history import place_of, stored
+from ._places import place_of, stored
 from ._store import chosen_store, known_run, open_store
 from ._target import load_target
 
@@ -20,7 +20,18 @@ __all__ = ["command_graph", "command_runs", "command_timeline"]
 
 def command_graph(args: argparse.Namespace) -> int:
     flow = load_target(args.target)
-    print(flow.to_mermaid())
+    observed = None
+    if args.run is not None:  # the keys each step of that run changed join the table
+        store_path = chosen_store(args)
+        store = open_store(store_path, create=False)
+        known_run(store, args.run, store_path)
+        observed = flow.history(args.run, store=store)
+    if args.format == "markdown":
+        from ..viz import to_markdown
+
+        print(to_markdown(flow, observed), end="")
+    else:
+        print(flow.to_mermaid(observed=observed))
     return 0
 
 

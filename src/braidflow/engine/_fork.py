@@ -11,14 +11,16 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
-from .._context import PATH, RUN, STEP, StepAt
+from .._context import PATH, RUN, STATE, STEP, StepAt
 from .._errors import Failure, add_note
 from .._merge import apply_changes, merge
 from .._questions import Interrupted, asked_together
+from .._state_views import store_under
 from .._views import SharedView
 from ..durable._drain import DrainStop
 from ._effects import PARALLEL
 from ._observe import BranchScope
+from ._typed import join_advice, join_rules
 from ._walk import walk
 
 __all__ = ["fork_join"]
@@ -33,6 +35,8 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
     failures, if the Parallel has a successor for it)."""
     names = parallel.branch_names()
     walkers = parallel._bf_walkers
+    shared = store_under(shared)  # in a typed flow: the store under its view
+    state = STATE.get()
     views = [SharedView(shared) for _ in walkers]
     params = parallel.params
     run = RUN.get()
@@ -61,9 +65,8 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
         try:
             # From sync code the branches run on a private loop, their sync
             # nodes in threads, and an async node is out of place.
-            result = yield from walk(
-                walkers[index], views[index], params, offload or from_sync, from_sync
-            )
+            view = views[index] if state is None else state.view(views[index])
+            result = yield from walk(walkers[index], view, params, offload or from_sync, from_sync)
             if durable is not None:
                 durable.branch_done(step.key, index, name, parallel, result, views[index])
         except DrainStop as stop:  # the others finish their step; the fork then stops
@@ -107,7 +110,9 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
         if index not in failed
     ]
     try:
-        merged = merge(shared, branch_changes, parallel._bf_merge, parallel._merge_advice)
+        rules = parallel._bf_merge if state is None else join_rules(parallel._bf_merge)
+        advice = parallel._merge_advice if state is None else join_advice(parallel._merge_advice)
+        merged = merge(shared, branch_changes, rules, advice)
     except Exception as error:
         add_note(error, f"while joining the branches of {parallel._describe()}")
         raise
