@@ -1,8 +1,21 @@
 """Shared test helpers."""
 
+import re
 import socket
 import subprocess
 import sys
+from pathlib import Path
+
+# How the tests start Debian's chromium (through playwright): as root, headless, and
+# asking for nothing on the network.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def dead_owner():
@@ -47,3 +60,27 @@ def checkpoint_row(position, kind="step"):
         None if position % 2 else 1_800_000_000.25 + position,
         1_800_000_000.5 + position,
     )
+
+
+def python_blocks(page: Path) -> list[str]:
+    """The ```python blocks of a documentation page."""
+    return re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.DOTALL)
+
+
+def run_python_blocks(page: Path) -> None:
+    """Run a page's Python blocks in turn, each on its own, as a reader pastes
+    them: none may lean on an earlier one."""
+    import pytest
+
+    for number, block in enumerate(python_blocks(page), start=1):
+        namespace: dict = {"__name__": f"docs_{page.stem}"}
+        try:
+            exec(compile(block, f"{page.name}[block {number}]", "exec"), namespace)
+        except Exception as error:
+            pytest.fail(f"{page.name} block {number} failed: {error!r}\n{block}")
+
+
+def uses_ray(page: Path) -> bool:
+    """Whether a page's Python blocks start Ray: tests/test_ray.py runs those,
+    on its own Ray instance, so that one test session starts Ray once."""
+    return any("RayExecutor(" in block for block in python_blocks(page))

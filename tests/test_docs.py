@@ -5,24 +5,25 @@ from pathlib import Path
 
 import pytest
 
+from _support import python_blocks, run_python_blocks, uses_ray
+
 DOCS = Path(__file__).parent.parent / "docs"
 PAGES = sorted(DOCS.glob("*.md"))
 
 
-def code_blocks(page: Path) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.DOTALL)
-
-
-@pytest.mark.parametrize("page", [p for p in PAGES if code_blocks(p)], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "page",
+    # A page whose blocks use Ray runs in tests/test_ray.py, on the Ray instance there.
+    [p for p in PAGES if python_blocks(p) and not uses_ray(p)],
+    ids=lambda p: p.name,
+)
 def test_every_python_block_on_the_page_runs(page, capsys):
-    for number, block in enumerate(code_blocks(page), start=1):
-        # Each block on its own, as a reader pastes it: none may lean on an earlier one.
-        namespace: dict = {"__name__": f"docs_{page.stem}"}
-        try:
-            exec(compile(block, f"{page.name}[block {number}]", "exec"), namespace)
-        except Exception as error:
-            pytest.fail(f"{page.name} block {number} failed: {error!r}\n{block}")
+    run_python_blocks(page)
     capsys.readouterr()
+
+
+def test_the_pages_that_use_ray_are_run_by_the_ray_tests():
+    assert [p.name for p in PAGES if uses_ray(p)] == ["scaling.md"]
 
 
 # -- shell blocks: the commands on the pages, run in a scratch directory -----------------
@@ -83,7 +84,10 @@ def public_objects():
                     yield f"{module.__name__}.{name}.{attribute}", member
 
 
-@pytest.mark.parametrize(("name", "value"), list(public_objects()), ids=lambda v: str(v)[:60])
+# Ids are the names: the same in every process (pytest-xdist's workers must agree).
+@pytest.mark.parametrize(
+    ("name", "value"), [pytest.param(name, value, id=name) for name, value in public_objects()]
+)
 def test_every_public_name_has_a_docstring(name, value):
     import inspect
 

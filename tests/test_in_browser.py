@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from _support import CHROMIUM_ARGS
 from braidflow import AsyncFlow, AsyncParallelBatchNode, Limiter
 from braidflow.tracing import Timeline
 
@@ -29,17 +30,7 @@ pytestmark = [
 def browser():
     playwright_api = pytest.importorskip("playwright.sync_api")
     with playwright_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
 

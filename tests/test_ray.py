@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from _support import run_python_blocks, uses_ray
+
 if not os.environ.get("BRAIDFLOW_REQUIRE_RAY"):
     pytest.importorskip("ray")
 
@@ -331,6 +333,19 @@ def test_bad_executors_are_refused_where_they_are_given(ray_cluster):
 
     with pytest.raises(bf.InvalidParameterError, match="exec takes shared"):
         bf.Flow(start=Legacy(executor=ray_cluster)).run({})
+
+
+DOCS = Path(__file__).parent.parent / "docs"
+
+
+@pytest.mark.parametrize(
+    "page", [p for p in sorted(DOCS.glob("*.md")) if uses_ray(p)], ids=lambda p: p.name
+)
+def test_the_docs_blocks_that_use_ray_run(ray_cluster, page, capsys):
+    """test_docs.py leaves these pages here: their ``RayExecutor()`` joins the
+    instance this module started (as documented) instead of starting another."""
+    run_python_blocks(page)
+    capsys.readouterr()
 
 
 def test_import_braidflow_does_not_import_ray():

@@ -276,7 +276,7 @@ def table(results: dict[str, dict[str, dict[str, Any]]], plan: list[tuple[str, i
         lines.append(f"| {DESCRIPTIONS[workload]} | {n:,} | {unit} | " + " | ".join(cells) + " |")
     notes = sorted(
         {
-            f"{label(lib)}, {workload}: {result['unsupported'] or result.get('error', '')}"
+            f"{label(lib)}, {workload}: {result.get('unsupported') or result.get('error', '')}"
             for key, row in results.items()
             for lib, result in row.items()
             for workload in [key.split(":")[0]]

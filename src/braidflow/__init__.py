@@ -49,6 +49,7 @@ from ._threads import thread_limiter as thread_limiter
 from ._views import MISSING as MISSING
 from ._views import SharedView as SharedView
 from .durable import StepRecord as StepRecord
+from .durable import idempotency_key as idempotency_key
 from .durable import interrupt as interrupt
 from .durable import recorded_events as recorded_events
 from .stores import Checkpoint as Checkpoint
@@ -120,6 +121,7 @@ __all__ = [
     "Suspended",
     "WiringError",
     "WiringWarning",
+    "idempotency_key",
     "interrupt",
     "recorded_events",
     "thread_limiter",

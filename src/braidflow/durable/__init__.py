@@ -12,8 +12,8 @@ The parts: the codec (``_codec``), which keys each step touched
 (``_interrupt``), the checkpoint writer with its group commit (``_writer``),
 what a stored run did (``_recorded``), the durable side of a run (``_run``),
 opening and closing it (``_session``), its recorded events (``_recorder``),
-looking into a stored run (``_history``) and forking or migrating one
-(``_travel``).
+looking into a stored run (``_history``), forking or migrating one (``_travel``) and idempotency
+keys (``_keys``).
 The engine uses them; nothing here runs a node.
 """
 
@@ -21,6 +21,7 @@ from ._history import StepRecord as StepRecord
 from ._interrupt import NO_ANSWER as NO_ANSWER
 from ._interrupt import Interrupted as Interrupted
 from ._interrupt import interrupt as interrupt
+from ._keys import idempotency_key as idempotency_key
 from ._recorder import EventRecorder as EventRecorder
 from ._recorder import RecordedError as RecordedError
 from ._recorder import recorded_events as recorded_events
@@ -40,6 +41,7 @@ __all__ = [
     "TrackingDict",
     "claim_run",
     "close_run",
+    "idempotency_key",
     "interrupt",
     "recorded_events",
     "start_run",
