@@ -669,3 +669,36 @@ def test_a_durable_run_that_cannot_start_is_recorded_as_ended_and_can_be_resumed
     assert store.get("r").status == "failed"
     assert flow.resume("r", store=store) == {"done": True}
     store.close()
+
+
+def test_a_read_only_store_reads_and_refuses_every_write(tmp_path):
+    path = tmp_path / "runs.db"
+    writer = SQLiteStore(path)
+    writer.create_run("r", "flow", "{}", b"{}", "someone")
+    writer.close()
+    reader = SQLiteStore(path, read_only=True)
+    assert reader.get("r").flow == "flow"  # it reads
+    with pytest.raises(StoreError, match=r"readonly"):
+        reader.set_metadata("r", {"x": 1})
+    with pytest.raises(StoreError, match=r"readonly"):
+        reader.create_run("s", "flow", "{}", b"{}", "someone")
+    reader.close()
+
+
+def test_a_read_only_store_is_not_made_when_missing(tmp_path):
+    with pytest.raises(StoreError, match="no store at"):
+        SQLiteStore(tmp_path / "none.db", read_only=True)
+
+
+def test_a_read_only_store_refuses_a_file_it_would_have_to_change(tmp_path):
+    path = tmp_path / "runs.db"
+    SQLiteStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE braidflow_meta SET value='3' WHERE key='schema'")
+    with pytest.raises(StoreError, match="older braidflow .* open it once to write"):
+        SQLiteStore(path, read_only=True)
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+    with pytest.raises(StoreError, match="not a braidflow store"):
+        SQLiteStore(other, read_only=True)
