@@ -695,7 +695,7 @@ def test_a_read_only_store_refuses_a_file_it_would_have_to_change(tmp_path):
     SQLiteStore(path).close()
     with sqlite3.connect(path) as db:
         db.execute("UPDATE braidflow_meta SET value='3' WHERE key='schema'")
-    with pytest.raises(StoreError, match="older braidflow .* open it once to write"):
+    with pytest.raises(StoreError, match=r"older braidflow .* open it once to write"):
         SQLiteStore(path, read_only=True)
     other = tmp_path / "other.db"
     with sqlite3.connect(other) as db:
