@@ -1,0 +1,341 @@
+"""The dashboard (braidflow ui) served in this process by Starlette's test client:
+what its pages show, its actions, and its guards; the command's one-line refusals.
+Its pages in a real browser: tests/test_ui_in_browser.py."""
+
+import hashlib
+import re
+import socket
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")  # the test client
+
+from starlette.testclient import TestClient
+
+import braidflow as bf
+import ui_flows
+from braidflow.cli import main
+from braidflow.ui import create_app
+from braidflow.ui._guard import COOKIE
+from braidflow.ui._listing import PAGE, USAGE_KEY
+from ui_flows import record
+
+FLOWS = Path(ui_flows.__file__)
+LOCAL = "http://127.0.0.1:8765"
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    path = tmp_path / "runs.db"
+    record(path, "reply", "ticket-1", {"customer": "Ada"})
+    record(path, "crawl", "crawl-ok", {"pages": 5})
+    record(path, "crawl", "crawl-bad", {"pages": 12, "broken": 7})
+    return path
+
+
+def client_of(store_path, **options):
+    store = bf.SQLiteStore(store_path, read_only=True)
+    app = create_app(store, store_path, **options)
+    return TestClient(app, base_url=LOCAL, follow_redirects=False)
+
+
+def csrf_of(page):
+    return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+
+
+def finish_actions(client):
+    """Wait for the runs the dashboard's actions started to end."""
+    for thread in list(client.app.state.actions._going.values()):
+        thread.join(30)
+
+
+# -- the runs table ---------------------------------------------------------------------
+
+
+def test_the_table_lists_each_run_with_where_it_is_and_its_batch(store_path):
+    page = client_of(store_path).get("/").text
+    for run_id in ("ticket-1", "crawl-ok", "crawl-bad"):
+        assert f'data-run="{run_id}"' in page
+    bad = page.split('data-run="crawl-bad"')[1].split("</tr>")[0]
+    assert "failed" in bad
+    assert "fetch" in bad
+    assert '<progress value="7" max="12">' in bad  # 7 of its 12 pages were done
+    assert "ValueError: page 7 is not HTML" in bad
+    waiting = page.split('data-run="ticket-1"')[1].split("</tr>")[0]
+    assert "Send this reply?" in waiting
+    assert "tokens" not in page  # no run recorded its usage: no such column
+
+
+def test_the_table_filters_by_status_and_searches_by_id(store_path):
+    client = client_of(store_path)
+    failed = client.get("/?status=failed").text
+    assert 'data-run="crawl-bad"' in failed
+    assert 'data-run="crawl-ok"' not in failed
+    found = client.get("/?q=CRAWL").text
+    assert 'data-run="crawl-ok"' in found
+    assert 'data-run="ticket-1"' not in found
+    assert "2 runs of 3" in found
+    assert "No runs whose id holds" in client.get("/?q=nothing").text
+
+
+def test_the_table_is_served_a_page_at_a_time(tmp_path):
+    store = bf.MemoryStore()
+    flow = ui_flows.make_crawl()
+    for number in range(PAGE + 10):
+        flow.run({"pages": 1}, store=store, run_id=f"run-{number:03d}")
+    client = TestClient(create_app(store, tmp_path / "memory"), base_url=LOCAL)
+    first = client.get("/").text
+    assert first.count('class="run ') == PAGE
+    assert 'data-run="run-059"' in first  # newest first
+    assert "page 1 of 2" in first
+    assert 'rel="next"' in first
+    second = client.get("/?page=2").text
+    assert second.count('class="run ') == 10
+    assert 'data-run="run-000"' in second
+
+
+def test_tokens_and_cost_are_shown_where_a_run_recorded_them(store_path):
+    store = bf.SQLiteStore(store_path)
+    store.set_metadata(
+        "crawl-ok", {USAGE_KEY: {"input_tokens": 1200, "output_tokens": 34, "cost": 0.0123}}
+    )
+    store.close()
+    page = client_of(store_path).get("/").text
+    assert '<th class="num">tokens</th>' in page
+    row = page.split('data-run="crawl-ok"')[1].split("</tr>")[0]
+    assert "1,234" in row
+    assert "0.0123" in row
+
+
+# -- a run's page -----------------------------------------------------------------------
+
+
+def test_a_failed_run_shows_its_error_with_notes_steps_and_events(store_path):
+    page = client_of(store_path).get("/runs/crawl-bad").text
+    assert "ValueError: page 7 is not HTML" in page
+    assert "braidflow: node &#39;fetch&#39; (Fetch) failed on item 7" in page
+    assert "7 of 12" in page  # the batch's progress in its step
+    assert 'src="/runs/crawl-bad/timeline?v=' in page
+    assert "run_start" in page
+    assert "item_end" in page
+    problems = client_of(store_path).get("/runs/crawl-bad?kind=problems").text
+    assert "item_start" not in problems.split('id="events"')[1].split("<tbody>")[1]
+
+
+def test_shared_after_a_step_shows_what_the_step_changed(store_path):
+    page = client_of(store_path).get("/runs/crawl-ok?at=2").text
+    assert "shared after step 2 (summarize)" in page
+    change = page.split('class="change"')[1].split("</tr>")[0]
+    assert ">+<" in change
+    assert "total" in change
+    assert "100" in change
+
+
+def test_values_from_shared_are_escaped(tmp_path):
+    path = tmp_path / "runs.db"
+    record(path, "reply", "x", {"customer": "<script>alert(1)</script>"})
+    page = client_of(path).get("/runs/x?at=1").text
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_a_run_the_store_does_not_have_is_a_page_that_says_so(store_path):
+    answer = client_of(store_path).get("/runs/nobody")
+    assert answer.status_code == 404
+    assert "No run nobody" in answer.text
+
+
+def test_the_timeline_is_the_timeline_page_allowed_only_its_own_script(store_path):
+    answer = client_of(store_path).get("/runs/crawl-bad/timeline")
+    assert "braidflowTimeline" in answer.text
+    policy = answer.headers["content-security-policy"]
+    assert "script-src 'sha256-" in policy
+    assert "unsafe-inline'" not in policy.split("style")[0]
+
+
+def test_the_version_follows_the_record(store_path):
+    version = client_of(store_path).get("/runs/ticket-1/version").json()
+    assert version["status"] == "waiting"
+
+
+# -- actions ----------------------------------------------------------------------------
+
+
+def test_answering_a_waiting_run_resumes_it_to_its_end(store_path):
+    client = client_of(store_path)
+    page = client.get("/runs/ticket-1").text
+    assert "Send this reply?" in page
+    assert "Answer and resume" in page
+    done = client.post("/runs/ticket-1/resume", data={"csrf": csrf_of(page), "answer": '"yes"'})
+    assert done.status_code == 303
+    assert done.headers["location"] == "/runs/ticket-1"
+    finish_actions(client)
+    store = bf.SQLiteStore(store_path, read_only=True)
+    assert store.get("ticket-1").status == "completed"
+    assert "completed" in client.get("/runs/ticket-1").text
+
+
+def test_an_answer_that_is_not_json_is_refused_and_the_run_waits(store_path):
+    client = client_of(store_path)
+    csrf = csrf_of(client.get("/runs/ticket-1").text)
+    refused = client.post("/runs/ticket-1/resume", data={"csrf": csrf, "answer": "yes"})
+    assert refused.status_code == 400
+    assert "the answer is not valid JSON" in refused.text
+    assert bf.SQLiteStore(store_path, read_only=True).get("ticket-1").status == "waiting"
+
+
+def test_resuming_a_failed_run_once_its_cause_is_gone(tmp_path):
+    path, outage = tmp_path / "runs.db", tmp_path / "outage"
+    outage.touch()
+    shared = {"pages": 12, "broken": 7, "outage": str(outage)}
+    record(path, "crawl", "crawl-bad", shared)
+    client = client_of(path)
+    page = client.get("/runs/crawl-bad").text
+    assert "Resume</button>" in page
+    outage.unlink()
+    done = client.post("/runs/crawl-bad/resume", data={"csrf": csrf_of(page)})
+    assert done.status_code == 303
+    finish_actions(client)
+    assert bf.SQLiteStore(path, read_only=True).get("crawl-bad").status == "completed"
+
+
+def test_forking_from_a_step_with_shared_edited(store_path):
+    client = client_of(store_path)
+    page = client.get("/runs/crawl-bad?at=0").text
+    assert "Fork from the start" in page
+    edited = '{"pages": 12, "broken": -1}'
+    done = client.post(
+        "/runs/crawl-bad/fork", data={"csrf": csrf_of(page), "at": "0", "shared": edited}
+    )
+    assert done.status_code == 303
+    new = done.headers["location"].rsplit("/", 1)[1]
+    assert new != "crawl-bad"
+    finish_actions(client)
+    store = bf.SQLiteStore(store_path, read_only=True)
+    assert store.get(new).status == "completed"
+    assert store.get(new).metadata["braidflow.forked_from"]["run"] == "crawl-bad"
+    assert store.get("crawl-bad").status == "failed"  # the run forked is left as it was
+
+
+def test_a_fork_that_removes_a_key_is_refused(store_path):
+    client = client_of(store_path)
+    csrf = csrf_of(client.get("/runs/crawl-bad").text)
+    refused = client.post(
+        "/runs/crawl-bad/fork", data={"csrf": csrf, "at": "0", "shared": '{"pages": 3}'}
+    )
+    assert refused.status_code == 400
+    assert "cannot remove keys of shared" in refused.text
+
+
+def test_with_no_target_known_the_page_says_what_to_run(tmp_path):
+    path = tmp_path / "runs.db"
+    store = bf.SQLiteStore(path)
+    with pytest.raises(ValueError, match="page 2"):
+        ui_flows.make_crawl().run({"pages": 4, "broken": 2}, store=store, run_id="py-run")
+    store.close()
+    page = client_of(path).get("/runs/py-run").text
+    assert "Resume</button>" not in page
+    assert "Fork from" not in page
+    assert "braidflow resume py-run path/to/file.py:name --store" in page
+    assert "braidflow fork py-run path/to/file.py:name --at 0 --store" in page
+    with_target = client_of(path, target=f"{FLOWS}:crawl").get("/runs/py-run").text
+    assert "Resume</button>" in with_target
+
+
+def test_an_action_without_the_pages_csrf_token_is_refused(store_path):
+    client = client_of(store_path)
+    assert client.post("/runs/ticket-1/resume", data={"answer": '"yes"'}).status_code == 403
+    assert (
+        client.post("/runs/ticket-1/resume", data={"csrf": "guess", "answer": '"yes"'}).status_code
+        == 403
+    )
+    csrf = csrf_of(client.get("/runs/ticket-1").text)
+    elsewhere = client.post(
+        "/runs/ticket-1/resume",
+        data={"csrf": csrf, "answer": '"yes"'},
+        headers={"Origin": "http://evil.example"},
+    )
+    assert elsewhere.status_code == 403
+    assert bf.SQLiteStore(store_path, read_only=True).get("ticket-1").status == "waiting"
+
+
+# -- guards -----------------------------------------------------------------------------
+
+
+def test_a_page_asked_for_by_another_host_name_is_refused(store_path):
+    client = client_of(store_path)
+    assert client.get("/", headers={"Host": "evil.example:8765"}).status_code == 403
+    assert client.get("/", headers={"Host": "localhost:8765"}).status_code == 200
+
+
+def test_with_a_token_only_requests_that_carry_it_are_served(store_path):
+    token = "a-token-of-sixteen-or-more"
+    client = client_of(store_path, token=token, hosts=None)
+    assert client.get("/").status_code == 403
+    assert client.get("/runs/ticket-1?token=wrong").status_code == 403
+    entry = client.get(f"/runs/ticket-1?token={token}")
+    assert entry.status_code == 303
+    assert entry.headers["location"] == "/runs/ticket-1"
+    assert f"{COOKIE}={token}" in entry.headers["set-cookie"]
+    assert "HttpOnly" in entry.headers["set-cookie"]
+    assert client.get("/runs/ticket-1").status_code == 200  # the cookie carries it now
+
+
+def test_pages_load_nothing_from_elsewhere(store_path):
+    client = client_of(store_path)
+    for url in ("/", "/runs/crawl-bad", "/runs/ticket-1"):
+        page = client.get(url)
+        assert page.headers["content-security-policy"].startswith("default-src 'self'")
+        for link in re.findall(r'(?:src|href)="([^"]*)"', page.text):
+            assert link.startswith(("/", "?", "#")), link
+
+
+def test_looking_never_writes_to_the_store(store_path):
+    before = hashlib.sha256(store_path.read_bytes()).hexdigest()
+    client = client_of(store_path)
+    for url in ("/", "/?status=failed", "/runs/crawl-bad", "/runs/crawl-ok?at=1", "/runs/ticket-1"):
+        client.get(url)
+    client.get("/runs/crawl-bad/timeline")
+    assert hashlib.sha256(store_path.read_bytes()).hexdigest() == before
+    # A WAL reader makes SQLite's shared index (-shm) and an empty log: nothing written.
+    wal = store_path.with_name("runs.db-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+def test_the_command_refuses_a_store_that_does_not_exist(tmp_path, capsys):
+    assert main(["ui", "--store", str(tmp_path / "none.db"), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "no store at" in err
+
+
+def test_the_command_refuses_a_port_in_use(store_path, capsys):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        assert main(["ui", "--store", str(store_path), "--port", str(port)]) == 2
+    finally:
+        taken.close()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"port {port} on 127.0.0.1 is in use" in err
+
+
+@pytest.mark.parametrize("token", ["short", "has spaces in it, sixteen+", ""])
+def test_the_command_refuses_a_bad_token(store_path, capsys, token):
+    assert main(["ui", "--store", str(store_path), "--token", token]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "--token must be 16 or more" in err
+
+
+def test_the_command_refuses_a_target_that_does_not_load(store_path, tmp_path, capsys):
+    assert main(["ui", "--store", str(store_path), "--target", f"{tmp_path}/none.py:flow"]) == 2
+    assert "no file" in capsys.readouterr().err
