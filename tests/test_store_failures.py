@@ -702,3 +702,20 @@ def test_a_read_only_store_refuses_a_file_it_would_have_to_change(tmp_path):
         db.execute("CREATE TABLE notes (text TEXT)")
     with pytest.raises(StoreError, match="not a braidflow store"):
         SQLiteStore(other, read_only=True)
+
+
+def test_a_reader_in_the_middle_of_a_read_does_not_hold_up_a_run(tmp_path):
+    path = tmp_path / "runs.db"
+    SQLiteStore(path).close()
+    reader = SQLiteStore(path, read_only=True)
+    reader._db.execute("BEGIN")  # a read in progress: it holds its snapshot
+    assert reader._db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+    writer = SQLiteStore(path)
+    # Without WAL this run's commits would wait for the reader (then fail).
+    Flow(start=Step()).run({}, store=writer, run_id="r")
+    assert writer.get("r").status == "completed"
+    writer.close()
+    assert reader._db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0  # still its snapshot
+    reader._db.execute("COMMIT")
+    assert reader.get("r").status == "completed"
+    reader.close()

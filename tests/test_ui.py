@@ -5,6 +5,10 @@ Its pages in a real browser: tests/test_ui_in_browser.py."""
 import hashlib
 import re
 import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -339,3 +343,39 @@ def test_the_command_refuses_a_bad_token(store_path, capsys, token):
 def test_the_command_refuses_a_target_that_does_not_load(store_path, tmp_path, capsys):
     assert main(["ui", "--store", str(store_path), "--target", f"{tmp_path}/none.py:flow"]) == 2
     assert "no file" in capsys.readouterr().err
+
+
+def test_the_command_says_which_extra_it_needs(store_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
+    assert main(["ui", "--store", str(store_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "pip install 'braidflow[ui]'" in err
+
+
+def test_served_elsewhere_than_loopback_it_prints_a_token_and_asks_for_it(store_path):
+    # 127.0.0.2 is this machine too, but not an address the dashboard trusts
+    # without a token: as any other address, it gets one.
+    command = ["ui", "--store", str(store_path), "--host", "127.0.0.2", "--port", "0"]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "braidflow", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = server.stdout.readline()
+        found = re.search(r"(http://127\.0\.0\.2:\d+/)\?token=([\w-]+)", line)
+        assert found, line + server.stderr.read()
+        base, token = found.groups()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(base, timeout=30)
+        refused.value.close()
+        assert refused.value.code == 403
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        with browser.open(f"{base}?token={token}", timeout=30) as page:
+            assert page.status == 200  # sent on, with the cookie, to the runs
+            assert b"crawl-bad" in page.read()
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)

@@ -27,6 +27,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp
 
 from .._errors import ResumeError, StoreError
 from ..stores._base import Store
@@ -56,7 +57,7 @@ def create_app(
     target: str | None = None,
     token: str | None = None,
     hosts: tuple[str, ...] | None = ("127.0.0.1", "localhost", "::1"),
-) -> Starlette:
+) -> ASGIApp:
     """The dashboard of the runs of ``store``, as an ASGI app.
 
     Args:
@@ -178,7 +179,7 @@ def create_app(
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.actions = actions
-    return Guard(app, token=token, hosts=hosts)  # type: ignore[return-value]
+    return Guard(app, token=token, hosts=hosts)
 
 
 def _show_run(
@@ -192,10 +193,9 @@ def _show_run(
     """The page of a run (``said``: why an action was refused)."""
     params = request.query_params
     record = view.record
-    finished = len(view.run._rows_of)
-    at = _number(params.get("at"), finished)
+    at = _number(params.get("at"), view.last_finished)
     if not view.finished(at):
-        at = finished
+        at = view.last_finished
     state = view.state(at)
     target = actions.target_of(record)
     events = events_page(

@@ -123,6 +123,9 @@ class RunView:
         self.history = self.run.history()
         unfinished = [step for step in self.history if step.status != "finished"]
         self.here: StepRecord | None = unfinished[-1] if unfinished else None
+        # The number of the last step that finished (0: none did), the one a
+        # page shows shared after unless told otherwise.
+        self.last_finished = len(self.history) - len(unfinished)
 
     @property
     def version_key(self) -> str:
