@@ -697,6 +697,8 @@ def test_a_read_only_store_refuses_a_file_it_would_have_to_change(tmp_path):
         db.execute("UPDATE braidflow_meta SET value='3' WHERE key='schema'")
     with pytest.raises(StoreError, match=r"older braidflow .* open it once to write"):
         SQLiteStore(path, read_only=True)
+    SQLiteStore(path).close()  # as it says: opened to write, it is brought up to date
+    SQLiteStore(path, read_only=True).close()
     other = tmp_path / "other.db"
     with sqlite3.connect(other) as db:
         db.execute("CREATE TABLE notes (text TEXT)")

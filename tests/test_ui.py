@@ -188,6 +188,12 @@ def test_an_answer_that_is_not_json_is_refused_and_the_run_waits(store_path):
     assert refused.status_code == 400
     assert "the answer is not valid JSON" in refused.text
     assert bf.SQLiteStore(store_path, read_only=True).get("ticket-1").status == "waiting"
+    empty = client.post("/runs/ticket-1/resume", data={"csrf": csrf, "answer": " "})
+    assert "give it as JSON" in empty.text
+    done = client.post("/runs/ticket-1/resume", data={"csrf": csrf, "answer": '"no"'})
+    assert done.status_code == 303  # as JSON, it is taken
+    finish_actions(client)
+    assert bf.SQLiteStore(store_path, read_only=True).get("ticket-1").status == "completed"
 
 
 def test_resuming_a_failed_run_once_its_cause_is_gone(tmp_path):
@@ -230,22 +236,42 @@ def test_a_fork_that_removes_a_key_is_refused(store_path):
         "/runs/crawl-bad/fork", data={"csrf": csrf, "at": "0", "shared": '{"pages": 3}'}
     )
     assert refused.status_code == 400
-    assert "cannot remove keys of shared" in refused.text
+    said = "cannot remove keys of shared (&#39;broken&#39;); set them to null instead"
+    assert said in refused.text
+    nulled = '{"pages": 3, "broken": null}'
+    done = client.post("/runs/crawl-bad/fork", data={"csrf": csrf, "at": "0", "shared": nulled})
+    assert done.status_code == 303  # as it said
+    finish_actions(client)
+    new = done.headers["location"].rsplit("/", 1)[1]
+    assert bf.SQLiteStore(store_path, read_only=True).get(new).status == "completed"
 
 
-def test_with_no_target_known_the_page_says_what_to_run(tmp_path):
-    path = tmp_path / "runs.db"
+def test_with_no_target_known_the_page_says_what_to_run(tmp_path, capsys):
+    path, outage = tmp_path / "runs.db", tmp_path / "outage"
+    outage.touch()
     store = bf.SQLiteStore(path)
-    with pytest.raises(ValueError, match="page 2"):
-        ui_flows.make_crawl().run({"pages": 4, "broken": 2}, store=store, run_id="py-run")
+    with pytest.raises(ValueError, match="page 2"):  # started from Python: no TARGET kept
+        ui_flows.make_crawl().run(
+            {"pages": 4, "broken": 2, "outage": str(outage)}, store=store, run_id="py-run"
+        )
     store.close()
     page = client_of(path).get("/runs/py-run").text
     assert "Resume</button>" not in page
     assert "Fork from" not in page
-    assert "braidflow resume py-run path/to/file.py:name --store" in page
-    assert "braidflow fork py-run path/to/file.py:name --at 0 --store" in page
+    assert "start the dashboard with <code>--target</code>" in page
     with_target = client_of(path, target=f"{FLOWS}:crawl").get("/runs/py-run").text
-    assert "Resume</button>" in with_target
+    assert "Resume</button>" in with_target  # as it says: with --target, a button
+    said = re.search(r"Resume it with: <code>(braidflow resume [^<]+)</code>", page).group(1)
+    assert said == f"braidflow resume py-run path/to/file.py:name --store {path}"
+    forked = re.search(r"Fork it with: <code>(braidflow fork [^<]+)</code>", page).group(1)
+    assert (
+        forked == f"braidflow fork py-run path/to/file.py:name --at 0 --store {path} --set KEY=JSON"
+    )
+    outage.unlink()
+    words = said.replace("path/to/file.py:name", f"{FLOWS}:crawl").split()[1:]
+    assert main(words) == 0  # as it says, once the cause is gone
+    capsys.readouterr()
+    assert bf.SQLiteStore(path, read_only=True).get("py-run").status == "completed"
 
 
 def test_an_action_without_the_pages_csrf_token_is_refused(store_path):
