@@ -246,6 +246,14 @@ def test_a_fork_that_removes_a_key_is_refused(store_path):
     assert bf.SQLiteStore(store_path, read_only=True).get(new).status == "completed"
 
 
+def test_a_fork_from_a_step_that_did_not_finish_is_refused(store_path):
+    client = client_of(store_path)
+    csrf = csrf_of(client.get("/runs/crawl-bad").text)
+    refused = client.post("/runs/crawl-bad/fork", data={"csrf": csrf, "at": "1", "shared": "{}"})
+    assert refused.status_code == 400
+    assert "did not finish" in refused.text
+
+
 def test_with_no_target_known_the_page_says_what_to_run(tmp_path, capsys):
     path, outage = tmp_path / "runs.db", tmp_path / "outage"
     outage.touch()

@@ -148,17 +148,14 @@ def create_app(
         edited = form.get("shared")
         try:
             view = await run_in_threadpool(read_run, run_id)
-            before = await run_in_threadpool(view.run.state, at)
-            new = await run_in_threadpool(
-                actions.fork,
-                view.record,
-                at,
-                before,
-                edited if isinstance(edited, str) else "",
-            )
         except (StoreError, ResumeError) as error:
             return page(request, "missing.html", 404, run_id=run_id, said=str(error))
-        except ActionError as error:
+        try:
+            before = await run_in_threadpool(view.run.state, at)
+            new = await run_in_threadpool(
+                actions.fork, view.record, at, before, edited if isinstance(edited, str) else ""
+            )
+        except (ResumeError, ActionError) as error:  # no such step; the fork refused
             return await run_in_threadpool(_show_run, request, view, page, actions, str(error), 400)
         return RedirectResponse(f"/runs/{_quoted(new)}", status_code=303)
 
