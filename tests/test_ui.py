@@ -130,6 +130,7 @@ def test_a_failed_run_shows_its_error_with_notes_steps_and_events(store_path):
 
 def test_shared_after_a_step_shows_what_the_step_changed(store_path):
     page = client_of(store_path).get("/runs/crawl-ok?at=2").text
+    assert "ended at <b>summarize</b>" in page  # inside its flow, as the table says it
     assert "shared after step 2 (summarize)" in page
     change = page.split('class="change"')[1].split("</tr>")[0]
     assert ">+<" in change

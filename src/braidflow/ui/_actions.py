@@ -198,7 +198,8 @@ class Actions:
             except BaseException as error:  # the run's end is in the store; the caller hears
                 if not begun.event.is_set():
                     refused.append(error)
-                    begun.event.set()
+            finally:
+                begun.event.set()
 
         with self._lock:
             going = self._going.get(run_id)

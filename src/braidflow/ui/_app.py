@@ -33,7 +33,7 @@ from .._errors import ResumeError, StoreError
 from ..stores._base import Store
 from ._actions import ActionError, Actions
 from ._guard import Guard
-from ._listing import STATUSES, RunIndex, usage_of, when
+from ._listing import STATUSES, RunIndex, inside, usage_of, when
 from ._look import EVENTS_PAGE, RunView, events_page, version_of
 
 __all__ = ["create_app"]
@@ -214,6 +214,7 @@ def _show_run(
         fork_instead=actions.instead(record, "fork", at) if target is None else "",
         said=said,
         notes=view.notes(),
+        ended_at=inside(record.node or "", record.flow),
         usage=usage_of(record.metadata),
         quoted=_quoted(record.run_id),
     )

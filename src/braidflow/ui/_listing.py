@@ -28,6 +28,7 @@ __all__ = [
     "Listing",
     "Row",
     "RunIndex",
+    "inside",
     "took",
     "usage_of",
     "when",
@@ -203,7 +204,7 @@ class RunIndex:
 
     def _place(self, record: RunRecord) -> tuple[str, int | None, int | None]:
         """Where the run is (or ended), and its batch's items done of how many."""
-        ended_at = _inside(record.node or "", record.flow)
+        ended_at = inside(record.node or "", record.flow)
         if record.status == "completed":
             return ended_at, None, None
         state = (record.status, record.ended, record.node, record.owner)
@@ -223,7 +224,7 @@ class RunIndex:
         return place
 
 
-def _inside(path: str, flow: str) -> str:
+def inside(path: str, flow: str) -> str:
     """A node's path inside the run's own flow, as ``braidflow show`` says it."""
     return path[len(flow) + 1 :] if path.startswith(f"{flow}/") else path
 
