@@ -53,6 +53,9 @@ Durable runs
         test_bad_resume_options_*, test_migrate_may_return_*, test_a_bad_update_*,
         test_a_renamed_node_resumes_with_rename_*
     durable._codec (keys, values, the reserved key) ..... test_durable_values_*
+    durable._drain (a run another process runs: store=;
+                    Drained: resume it) ................. tests/test_drain.py::
+        test_a_run_in_another_process_drains_when_asked_*, test_a_drained_batch_*
     stores._base (run id used, run running elsewhere) ... test_store_*, and
         tests/test_store_failures.py::test_a_run_on_another_host_is_running_until_its_lease_*
     stores._sqlite_schema (directory, not a store) ...... test_sqlite_store_paths_*
@@ -63,6 +66,11 @@ Durable runs
     stores._runlog ("a short write ...: the disk may be full") says what, not what to do
     stores._sqlite_schema (read_only=True on an older file) ... tests/test_store_failures.py::
         test_a_read_only_store_refuses_a_file_it_would_have_to_change
+Result cache
+    _cache (an input with no key, exec with no code),
+    engine._cached (no store, a store with no cache,
+                    a result JSON cannot hold),
+    _options.check_cache(_options) ...................... tests/test_cache.py::test_advice_*
 Tracing and extras
     tracing._files (no such directory) .................. test_a_trace_in_a_missing_directory_*
     tracing, executors (pip install 'braidflow[...]') ... test_the_extras_named_exist
@@ -80,7 +88,8 @@ The dashboard
 
 Not followed, and why: "upgrade braidflow" and "resume the run with the
 version that recorded it" (another version of braidflow would be needed);
-"keep large data out of shared" (it needs a value of a gigabyte); "check the
+"keep large data out of shared" and, from stores._sqlite_cache, "keep large
+data out of exec's result" (each needs a value of a gigabyte); "check the
 disk", "restore it from a copy", "try again when it is free" (a failing disk,
 a damaged file, a lock held past SQLite's timeout).
 """

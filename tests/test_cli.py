@@ -992,3 +992,30 @@ def test_the_command_is_installed_and_import_braidflow_does_not_load_it(work):
     )
     loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
     assert loaded.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("durability", ["async", "exit"])
+def test_durability_makes_a_run_durable_and_is_kept_to_the_end(work, durability):
+    done = cli(
+        work,
+        "run",
+        "flows.py:greet",
+        "--run-id",
+        "d",
+        "--store",
+        "runs.db",
+        "--durability",
+        durability,
+    )
+    assert done.returncode == 0, done.stderr
+    assert status(work, "d") == "completed"
+    from braidflow import AsyncFlow, SQLiteStore
+
+    with SQLiteStore(work / "runs.db") as opened:
+        assert [step.node for step in AsyncFlow().history("d", store=opened)] == ["greet"]
+
+
+def test_durability_takes_only_the_three_modes(work):
+    done = cli(work, "run", "flows.py:greet", "--durability", "fast")
+    assert done.returncode == 2
+    assert "invalid choice: 'fast' (choose from 'sync', 'async', 'exit')" in done.stderr

@@ -8,10 +8,13 @@ is) on one engine, with bounded, safe and visible concurrency.
 from types import FunctionType as _FunctionType
 
 from ._branches import Parallel as Parallel
+from ._cache import Cache as Cache
 from ._errors import AsyncUsageError as AsyncUsageError
 from ._errors import BatchItemsError as BatchItemsError
 from ._errors import BraidflowError as BraidflowError
+from ._errors import CacheError as CacheError
 from ._errors import CheckpointError as CheckpointError
+from ._errors import Drained as Drained
 from ._errors import Failure as Failure
 from ._errors import InvalidParameterError as InvalidParameterError
 from ._errors import LimiterDeadlock as LimiterDeadlock
@@ -49,9 +52,12 @@ from ._threads import thread_limiter as thread_limiter
 from ._views import MISSING as MISSING
 from ._views import SharedView as SharedView
 from .durable import StepRecord as StepRecord
+from .durable import drain as drain
 from .durable import idempotency_key as idempotency_key
 from .durable import interrupt as interrupt
 from .durable import recorded_events as recorded_events
+from .stores import CacheEntry as CacheEntry
+from .stores import CacheStore as CacheStore
 from .stores import Checkpoint as Checkpoint
 from .stores import MemoryStore as MemoryStore
 from .stores import RunRecord as RunRecord
@@ -86,6 +92,10 @@ __all__ = [
     "BatchItemsError",
     "BatchNode",
     "BraidflowError",
+    "Cache",
+    "CacheEntry",
+    "CacheError",
+    "CacheStore",
     "Checkpoint",
     "CheckpointError",
     "Event",
@@ -119,6 +129,7 @@ __all__ = [
     "Store",
     "StoreError",
     "Suspended",
+    "Drained",
     "WiringError",
     "WiringWarning",
     "idempotency_key",

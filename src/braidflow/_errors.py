@@ -11,6 +11,7 @@ Every exception braidflow raises derives from `BraidflowError`::
     ├── RunError                   (also RuntimeError) a run cannot go on
     │   ├── AsyncUsageError        async work entered through a sync door
     │   ├── CheckpointError        a durable run could not save a value
+    │   ├── CacheError             a result cache could not key or keep a result
     │   ├── ResumeError            a stored run does not fit the flow resuming it
     │   ├── BatchItemsError        (also TypeError) prep gave no usable items
     │   ├── MergeConflict          branches changed one key, with no rule to combine
@@ -19,7 +20,8 @@ Every exception braidflow raises derives from `BraidflowError`::
     │   └── NotDurableError        interrupt() in a run with no store to resume it from
     ├── NodeTimeoutError           (also TimeoutError) an exec attempt ran too long
     ├── StoreError                 a store cannot do what was asked (unknown run, ...)
-    └── Suspended                  a durable run stopped to wait for input (interrupt)
+    ├── Suspended                  a durable run stopped to wait for input (interrupt)
+    └── Drained                    a durable run stopped on purpose, at a safe point (drain)
 
     UserWarning
     └── WiringWarning              wiring that runs, but not as it reads
@@ -39,7 +41,9 @@ __all__ = [
     "AsyncUsageError",
     "BatchItemsError",
     "BraidflowError",
+    "CacheError",
     "CheckpointError",
+    "Drained",
     "Failure",
     "InvalidParameterError",
     "LimiterDeadlock",
@@ -245,6 +249,21 @@ class CheckpointError(RunError):
         self.key = key
 
 
+class CacheError(RunError):
+    """A node's result cache (``cache=``) could not do its work: an input it
+    cannot make a key of, an exec result its store cannot keep (JSON by
+    default), a run with no store for ``cache=True``. The node fails there:
+    its message says what to give instead.
+
+    Attributes:
+        item_index: The batch item concerned, or ``None``.
+    """
+
+    def __init__(self, message: str, *, node: str | None = None, item_index: int | None = None):
+        super().__init__(message, node=node)
+        self.item_index = item_index
+
+
 class ResumeError(RunError):
     """A stored run cannot be resumed by this flow: its graph changed since the
     run was recorded, or a batch's items are not the ones recorded."""
@@ -279,6 +298,23 @@ class Suspended(BraidflowError):
         super().__init__(message, node=node)
         self.run_id = run_id
         self.prompt = prompt
+
+
+class Drained(BraidflowError):
+    """A durable run stopped on purpose (`braidflow.drain`, or SIGTERM to
+    the command) at a safe point: it started no new step or item, what was
+    running finished (or, past the grace period, was stopped and will run
+    again), and everything that finished is stored. The run is stored as
+    ``drained``; resume it with ``flow.resume(run_id, store=...)``.
+
+    Attributes:
+        run_id: The run to resume.
+        node: Where it stopped (its path, ``/``-joined), if known.
+    """
+
+    def __init__(self, message: str, *, run_id: str, node: str | None = None) -> None:
+        super().__init__(message, node=node)
+        self.run_id = run_id
 
 
 @dataclass(frozen=True, slots=True)

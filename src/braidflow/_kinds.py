@@ -3,7 +3,8 @@
 Each kind is a preset of two choices, sync or async and how it batches
 (none, one item after another, items at once), plus `Node`'s options: the
 policies every exec attempt runs under (retries, timeout, limiters), where
-sync code runs (``offload``) and where a batch's items run (``executor``).
+sync code runs (``offload``), where a batch's items run (``executor``) and
+where exec's results are kept for reuse (``cache``).
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ._cache import Cache
 from ._errors import InvalidParameterError
 from ._limits import Limiter, ordered
 from ._node import BaseNode
 from ._options import (
     UNSET,
+    check_cache,
+    check_durability,
     check_executor,
     check_limits,
     check_offload,
@@ -57,10 +61,19 @@ class Node(BaseNode, Generic[PrepT, ExecT]):
         limits: `Limiter` objects (or one) that every exec attempt holds.
         offload: Run this sync node in a worker thread when inside an
             ``AsyncFlow``, so the event loop stays live. ``None``: the flow decides.
+        durability: ``"sync"``: in a durable run whose ``durability=`` is
+            ``"async"`` or ``"exit"``, this node's checkpoint (each item's,
+            for a batch) and every one before it are in the store before the
+            run goes on, as under ``"sync"``. ``None``: as the run says.
         executor: For batch kinds: where each item's ``exec`` runs, e.g.
             ``braidflow.executors.RayExecutor()``; ``prep``, ``post``, limits,
             retries, timeouts and events stay here. ``None``: in this process
             (or the flow's executor, if it has one).
+        cache: Keep exec's results and reuse them instead of running exec
+            again for the same input (for a batch kind, per item): ``True``
+            keeps them in the run's store; a `Cache` says where, for how
+            long, and what the key is made of. A result taken from the
+            cache skips exec with its limits, retries and timeout.
 
     Raises:
         InvalidParameterError: For a value that cannot work, naming the node.
@@ -79,10 +92,14 @@ class Node(BaseNode, Generic[PrepT, ExecT]):
         max_concurrency: int | None = UNSET,
         on_error: str = UNSET,
         executor: Any = None,
+        durability: str | None = None,
+        cache: Cache | bool | None = None,
     ) -> None:
         super().__init__(name=name, max_concurrency=max_concurrency, on_error=on_error)
         if executor is not None:
             self._bf_executor = check_executor(self, executor)
+        if durability is not None:
+            self._bf_strict = check_durability(self, durability, node=True) == "sync"
         check_retry_counts(self, max_retries, wait)
         self.max_retries = max_retries
         self.wait = wait
@@ -107,7 +124,14 @@ class Node(BaseNode, Generic[PrepT, ExecT]):
             self._bf_limits = ordered(check_limits(self, limits, Limiter))
         if offload is not None:
             self._bf_offload = check_offload(self, offload)
-        self._bf_policy = bool(retry is not None or self._bf_timeout is not None or limits)
+        if cache is not None:
+            self._bf_cache = check_cache(self, cache, Cache)
+        self._bf_policy = bool(
+            retry is not None
+            or self._bf_timeout is not None
+            or limits
+            or self._bf_cache is not None
+        )
 
     if TYPE_CHECKING:  # the typed view of the phases; the engine's are in BaseNode
 

@@ -8,6 +8,7 @@ the awaitable ``run(shared)`` returns where an event loop is already running.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import warnings
 from collections.abc import Callable, Coroutine, Generator
@@ -19,9 +20,10 @@ from ._clock import SYSTEM_CLOCK
 from ._context import RUN, STEP, Run, StepAt
 from ._errors import InvalidParameterError, add_note, has_note
 from ._events import Event
-from ._options import UNSET
+from ._options import UNSET, check_durability
 from ._threads import enter_run, leave_run
 from .durable import NO_ANSWER, DurableRun, EventRecorder, claim_run, close_run, start_run
+from .durable._drain import DrainStop
 from .engine import run_node_async, run_node_sync
 from .engine._async import failure_of
 from .engine._observe import StepScope
@@ -83,6 +85,7 @@ class RunScope:
     __slots__ = (
         "answer",
         "clock",
+        "durability",
         "durable",
         "metadata",
         "migrate",
@@ -117,6 +120,7 @@ class RunScope:
         answer: Any = NO_ANSWER,
         migrate: Any = None,
         rename: Any = None,
+        durability: str | None = None,
     ) -> None:
         self.node = node
         self.shared = shared
@@ -133,12 +137,15 @@ class RunScope:
                 f"{describe}: run_id={run_id!r} must be a non-empty string",
                 node=node._display_name(),
             )
-        if (run_id is not None or record_events or metadata is not None) and store is None:
+        if (
+            run_id is not None or record_events or metadata is not None or durability is not None
+        ) and store is None:
             raise InvalidParameterError(
-                f"{describe}: run_id=, record_events= and metadata= are for durable runs; "
-                "pass store= too",
+                f"{describe}: run_id=, record_events=, metadata= and durability= are for "
+                "durable runs; pass store= too",
                 node=node._display_name(),
             )
+        self.durability = "sync" if durability is None else check_durability(node, durability)
         if metadata is not None and not isinstance(metadata, dict):
             raise InvalidParameterError(
                 f"{describe}: metadata={metadata!r} must be a dict of JSON values",
@@ -191,11 +198,17 @@ class RunScope:
             if self.resuming:
                 assert self.run_id is not None
                 self.durable, self.working = claim_run(
-                    store, self.node, self.run_id, self.answer, self.migrate, self.rename
+                    store,
+                    self.node,
+                    self.run_id,
+                    self.answer,
+                    self.migrate,
+                    self.rename,
+                    self.durability,
                 )
             else:
                 self.durable, self.working = start_run(
-                    store, self.node, self.shared, self.run_id, self.metadata
+                    store, self.node, self.shared, self.run_id, self.metadata, self.durability
                 )
             if self.record_events:
                 recorder = EventRecorder(store, self.durable.run_id)
@@ -204,6 +217,7 @@ class RunScope:
         run.durable = self.durable
         if self.durable is not None:
             run.id = self.durable.run_id
+            self.durable.drain.bind(run.task)
             self.step_token = STEP.set(StepAt(f"0:{self.node._display_name()}", set()))
         self.token = RUN.set(run)
         if run.observers:
@@ -296,6 +310,16 @@ async def run_top_async(node: Any, scope: RunScope) -> Any:
         try:
             return await run_node_async(node, shared, False)
         except BaseException as error:
+            durable = scope.durable
+            if (
+                durable is not None
+                and durable.drain.expired
+                and isinstance(error, asyncio.CancelledError)
+            ):  # the drain's grace period ended: what ran was stopped, the run is drained
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                raise DrainStop from None
             failure = failure_of(error, node, None)
             if isinstance(failure, Exception):
                 _label(node, failure)

@@ -195,6 +195,8 @@ def _show_where(run: Any, steps: list[Any]) -> None:
         print(f"waiting at {step.path} for input: {json.dumps(record.prompt, default=repr)}")
     elif record.status == "running":
         print(f"running at {step.path}{progress}")
+    elif record.status == "drained":
+        print(f"drained at {step.path}{progress} (stopped on purpose; resume it to go on)")
     else:
         print(f"interrupted at {step.path}{progress} (the process that ran it is gone)")
 

@@ -38,7 +38,7 @@ DEFAULT_STORE = "braidflow.db"
 # The keys of a run's metadata where the command keeps what it needs to resume it.
 TARGET_KEY = "braidflow.target"  # TARGET, a file's path made absolute
 DIRECTORY_KEY = "braidflow.directory"  # where the run started; a module TARGET is found there
-RESUMABLE = ("failed", "interrupted", "waiting")
+RESUMABLE = ("failed", "interrupted", "waiting", "drained")
 PLACEHOLDER_TARGET = "path/to/file.py:name"
 
 

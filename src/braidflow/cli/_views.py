@@ -97,6 +97,7 @@ _STATUSES_AFTER = {
     "failed": ("failed",),
     "waiting": ("waiting",),
     "cancelled": ("interrupted", "failed"),
+    "drained": ("drained",),
     "interrupted": ("running", "interrupted"),  # its process died, or is still running
 }
 _ENDED = {
@@ -104,6 +105,7 @@ _ENDED = {
     "failed": "failed",
     "waiting": "stopped to wait for input",
     "cancelled": "was cancelled",
+    "drained": "was drained",
     "interrupted": "has no end recorded",
 }
 

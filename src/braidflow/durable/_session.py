@@ -15,9 +15,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .._errors import ResumeError, Suspended, add_note, describe_error
+from .._errors import Drained, ResumeError, Suspended, add_note, describe_error
 from ..stores._base import Store
 from ..stores._owners import this_owner
+from ._drain import DRAIN_KEY
 from ._graph import describe_graph, first_difference, renamed_graph
 from ._history import RENAMED_KEY, RESUMED_KEY, apply_renames
 from ._interrupt import NO_ANSWER, Interrupted
@@ -37,11 +38,16 @@ def _resume_call(run_id: str, answer: str = "") -> str:
 
 
 def start_run(
-    store: Store, node: Any, shared: dict[Any, Any], run_id: str | None, metadata: Any
+    store: Store,
+    node: Any,
+    shared: dict[Any, Any],
+    run_id: str | None,
+    metadata: Any,
+    durability: str = "sync",
 ) -> tuple[DurableRun, TrackingDict]:
     """Record a new run of ``node`` on ``shared``; return its durable side and
     the tracking copy of ``shared`` it works on."""
-    durable = DurableRun(store, run_id or uuid.uuid4().hex)
+    durable = DurableRun(store, run_id or uuid.uuid4().hex, durability)
     tracked = TrackingDict(shared)
     initial = durable.initial(tracked, node._display_name())
     store.create_run(
@@ -57,6 +63,7 @@ def claim_run(
     answer: Any,
     migrate: Callable[[dict[Any, Any]], Any] | None = None,
     rename: dict[str, str] | None = None,
+    durability: str = "sync",
 ) -> tuple[DurableRun, TrackingDict]:
     """Claim a stored run to resume it with ``node``; return its durable side
     and ``shared`` as the finished steps left it (then ``migrate``-d).
@@ -71,7 +78,7 @@ def claim_run(
     """
     name = node._display_name()
     graph = describe_graph(node)
-    durable = DurableRun(store, run_id)
+    durable = DurableRun(store, run_id, durability)
     record, recorded_graph, initial, rows = store.claim(run_id, this_owner())
     try:
         renamed = composed_renames(record.metadata.get(RENAMED_KEY), rename)
@@ -96,7 +103,10 @@ def claim_run(
         if migrate is not None:
             migrated(durable, shared, migrate, rows, name)
         resumed = [*record.metadata.get(RESUMED_KEY, ()), time.time()]
-        store.set_metadata(run_id, {RESUMED_KEY: resumed, RENAMED_KEY: renamed or None})
+        # A drain asked of the run's last part is done with: this part runs on.
+        store.set_metadata(
+            run_id, {RESUMED_KEY: resumed, RENAMED_KEY: renamed or None, DRAIN_KEY: None}
+        )
     except BaseException:
         # Nothing ran: the run is left as it was, to be resumed properly.
         store.finish(
@@ -123,6 +133,7 @@ def close_run(durable: DurableRun, error: BaseException | None) -> None:
     try:
         _record_end(durable, error)
     finally:
+        durable.drain.close()
         release = getattr(durable.store, "release", None)  # a store that keeps owners here
         if callable(release):
             release(durable.run_id)
@@ -130,16 +141,17 @@ def close_run(durable: DurableRun, error: BaseException | None) -> None:
 
 def _record_end(durable: DurableRun, error: BaseException | None) -> None:
     store, run_id = durable.store, durable.run_id
+    if isinstance(error, Interrupted):  # the question goes with the rest, after it
+        durable.write([durable.ask_row(error)])
     try:
-        durable.flush()  # items that finished last
+        durable.flush()  # items that finished last (all the run's rows, under "exit")
     except BaseException:
-        if error is None:
+        if error is None or isinstance(error, Interrupted):
             raise
     if error is None:
         store.finish(run_id, "completed")
         return
     if isinstance(error, Interrupted):
-        durable.write([durable.ask_row(error)])
         store.finish(run_id, "waiting", node=error.where, prompt=error.prompt)
         raise Suspended(
             f"run {run_id!r} is waiting for input at {error.where!r}: {error.prompt!r}; "
@@ -148,8 +160,17 @@ def _record_end(durable: DurableRun, error: BaseException | None) -> None:
             node=error.where,
             prompt=error.prompt,
         ) from None
-    status = "failed" if isinstance(error, Exception) else "interrupted"
     where = durable.where_failed(error)
+    if durable.drain.stopped_by(error):
+        store.finish(run_id, "drained", node=where)
+        raise Drained(
+            f"run {run_id!r} was drained at {where!r}: it stopped at a safe point and "
+            f"everything that finished is stored in {store!r}; resume it with "
+            f"{_resume_call(run_id)}",
+            run_id=run_id,
+            node=where,
+        ) from None
+    status = "failed" if isinstance(error, Exception) else "interrupted"
     if isinstance(error, KeyboardInterrupt):
         said = "stopped (Ctrl-C)"
     elif isinstance(error, asyncio.CancelledError):  # what Ctrl-C is inside asyncio.run too

@@ -15,6 +15,7 @@ from .._context import PATH, RUN, STEP, StepAt
 from .._errors import Failure, add_note
 from .._merge import apply_changes, merge
 from .._views import SharedView
+from ..durable._drain import DrainStop
 from ._effects import PARALLEL
 from ._observe import BranchScope
 from ._walk import walk
@@ -22,6 +23,7 @@ from ._walk import walk
 __all__ = ["fork_join"]
 
 Steps = Generator[tuple[Any, ...], Any, Any]
+_DRAINED: Any = object()  # a branch's result when it stopped at a drain
 
 
 def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
@@ -60,6 +62,10 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
             )
             if durable is not None:
                 durable.branch_done(step.key, index, name, parallel, result, views[index])
+        except DrainStop as stop:  # the others finish their step; the fork then stops
+            if scope is not None:
+                scope.end(stop)
+            return _DRAINED
         except BaseException as error:
             if isinstance(error, Exception):
                 add_note(error, f"branch {name!r} of {parallel._describe()} failed")
@@ -75,6 +81,8 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
 
     to_run = [index for index in range(len(walkers)) if index not in finished]
     results = yield (PARALLEL, parallel, None, to_run, one_branch, True, None, False)
+    if any(result is _DRAINED for result in results):
+        raise DrainStop
     outcome = dict(zip(to_run, results, strict=True))
     failures = [
         Failure(result.error, names[index], index)

@@ -22,6 +22,7 @@ from .._limits import Limiter
 from .._options import check_max_concurrency
 from .._plan import preset, variant
 from .._taskgroup import TaskGroup
+from ..durable._drain import DrainStop
 from ._attempts import cancelled_error
 from ._effects import AWAIT, COMMIT
 from ._observe import ItemScope, item_total
@@ -190,7 +191,17 @@ class ItemCheckpoints:
     ``results``: where each item's result goes, at its index (a worker's).
     """
 
-    __slots__ = ("batch", "durable", "flow", "node", "recorded", "results", "runs_in", "step")
+    __slots__ = (
+        "batch",
+        "durable",
+        "flow",
+        "node",
+        "recorded",
+        "results",
+        "runs_in",
+        "step",
+        "waits",
+    )
 
     def __init__(
         self, durable: Any, node: Any, items: Any, runs_in: str, results: list[Any] | None
@@ -204,12 +215,17 @@ class ItemCheckpoints:
         self.batch = (self.step.key, id(node), None if total is None else str(total["total"]))
         self.recorded = durable.recorded_items(self.step.key)
         self.flow = node._bf_is_flow  # a parameter set's sub-flow walks a frame of its own
+        # Whether a runner waits for an item's commit before it goes on: under
+        # durability="sync"; a node that asks for it in another run writes at once.
+        self.waits = durable.strict
 
     def start(self, item: Any, index: int) -> Started | None:
         """Begin item ``index``; ``None`` if it finished before. The fingerprint
         is taken now, before exec may change the item."""
         if self.recorded and index in self.recorded:
             return None
+        if self.durable.drain.stopping():  # the run drains: no new item starts
+            raise DrainStop
         fingerprint = self.durable.fingerprint(item, index, self.node)
         runs_in = self.runs_in
         if self.flow:
@@ -255,6 +271,10 @@ class ItemCheckpoints:
         self.durable.record_item(self.batch, index, fingerprint, result, self.node)
         if self.results is not None:
             self.results[index] = result
+        if not self.waits:  # async or exit: on at once (a strict node's item is written now)
+            if self.node._bf_strict:
+                self.durable.sync()
+            return False
         if at is not None:
             at.queued = True
             return False
@@ -279,7 +299,7 @@ def _items_recorded() -> None:
     now, before anything (``post``, the merge of sub-flows) uses their results."""
     run = RUN.get()
     if run is not None and run.durable is not None:
-        run.durable.flush()
+        run.durable.hand_over()
 
 
 # -- one after another ------------------------------------------------------------------
@@ -486,6 +506,7 @@ async def run_parallel(
         return value
 
     is_async_source = hasattr(items, "__aiter__")
+    drained: list[bool] = []  # a worker stopped at a drain
     try:
         async with TaskGroup(own_cancellation) as group:
             if limit is None:
@@ -563,6 +584,10 @@ async def run_parallel(
 
                     worker = steps_worker
 
+                if run is not None and run.durable is not None and checkpoint:
+                    # A drain stops each worker before its next item; the
+                    # others finish theirs (a worker's failure would cancel them).
+                    worker = _until_drained(worker, drained)
                 token = GATES.set((*GATES.get(), gate))
                 try:
                     for _ in range(workers):
@@ -578,10 +603,26 @@ async def run_parallel(
         raise
     finally:
         await _close_async(items)
+    if drained:  # items are left that did not start: post must not run
+        raise DrainStop
     _items_recorded()
     if tasks:
         return [task.result() for task in tasks]
     return results if keep else None
+
+
+def _until_drained(
+    worker: Callable[[], Coroutine[Any, Any, Any]], drained: list[bool]
+) -> Callable[[], Coroutine[Any, Any, Any]]:
+    """``worker``, stopping quietly when the run drains (noted in ``drained``)."""
+
+    async def stops_at_drain() -> None:
+        try:
+            await worker()
+        except DrainStop:
+            drained.append(True)
+
+    return stops_at_drain
 
 
 async def _close_async(items: Any) -> None:

@@ -19,6 +19,7 @@ from .._merge import apply_changes, merge, rule_where
 from .._plan import copy_node
 from .._views import SharedView
 from .._wiring import route
+from ..durable._drain import DrainStop
 from ._effects import MAYBE_AWAIT, NODE, PARALLEL
 from ._items import batch_items, sequential
 from ._observe import StepScope
@@ -59,7 +60,13 @@ class StepCheckpoints:
         return True, action
 
     def begin(self, name: str) -> None:
-        """Begin the step of the node whose display name is ``name``."""
+        """Begin the step of the node whose display name is ``name``.
+
+        Raises:
+            DrainStop: If the run was asked to drain: no new step starts.
+        """
+        if self.durable.drain.stopping():
+            raise DrainStop
         self.name = name
         self.started = time()
         self.key = key = f"{self.frame}/{self.position}:{name}"
@@ -75,10 +82,13 @@ class StepCheckpoints:
         self.durable.failed_in(error, self.key)
 
     def done(self, node: Any, action: Any, shared: Any) -> None:
-        self.durable.step_done(
+        durable = self.durable
+        durable.step_done(
             self.frame, self.position, node, self.name, action, shared, self.touched, self.started
         )
         self.position += 1
+        if node._bf_strict and not durable.strict:  # durability="sync" in a laxer run
+            durable.sync()
 
 
 def walk(flow: Any, shared: Any, params: dict[str, Any], offload: bool, sync_only: bool) -> Steps:

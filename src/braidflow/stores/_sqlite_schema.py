@@ -15,10 +15,21 @@ __all__ = ["SCHEMA_VERSION", "open_database"]
 
 # 2: runs.folded and runs.log, for run logs; 3: runs.metadata, and runs.lease
 # (when the lease of a running run's owner expires, by the owner's clock);
-# 4: checkpoints.started and .ended (when each step began and ended).
-SCHEMA_VERSION = 4
+# 4: checkpoints.started and .ended (when each step began and ended);
+# 5: the cache table (results of nodes with a result cache, by key).
+SCHEMA_VERSION = 5
 
-_SCHEMA = """
+_CACHE_TABLE = """
+CREATE TABLE IF NOT EXISTS cache (
+    key TEXT PRIMARY KEY,
+    node TEXT NOT NULL,
+    stored REAL NOT NULL,
+    value BLOB NOT NULL
+);
+"""
+
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS braidflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
@@ -58,6 +69,8 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_of_run ON events (run_id, seq);
 """
+    + _CACHE_TABLE
+)
 
 
 def open_database(
@@ -182,7 +195,8 @@ def _prepare(
         for column in db.execute("PRAGMA table_info(checkpoints)"):
             columns.add(f"checkpoints.{column[1]}")
         older = int(row[0] if row else SCHEMA_VERSION) < SCHEMA_VERSION
-        if older or not {"lease", "checkpoints.ended"} <= columns:
+        made_before_caches = bool(tables) and "cache" not in tables
+        if older or not {"lease", "checkpoints.ended"} <= columns or made_before_caches:
             _migrate(db, columns, lease_ends)
 
 
@@ -204,4 +218,5 @@ def _migrate(db: sqlite3.Connection, columns: set[str], lease_ends: Callable[[],
     if "checkpoints.ended" not in columns:  # rows written before have no times
         db.execute("ALTER TABLE checkpoints ADD COLUMN started REAL")
         db.execute("ALTER TABLE checkpoints ADD COLUMN ended REAL")
+    db.execute(_CACHE_TABLE)  # if missing: a store made before result caches
     db.execute("UPDATE braidflow_meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
