@@ -247,6 +247,19 @@ def test_a_fork_that_removes_a_key_is_refused(store_path):
     assert bf.SQLiteStore(store_path, read_only=True).get(new).status == "completed"
 
 
+def test_a_drained_run_resumes_from_its_page(tmp_path):
+    path = tmp_path / "runs.db"
+    record(path, "pausing", "deploy", {})
+    client = client_of(path)
+    assert 'data-status="drained"' in client.get("/?status=drained").text
+    page = client.get("/runs/deploy").text
+    assert ">drained<" in page
+    done = client.post("/runs/deploy/resume", data={"csrf": csrf_of(page)})
+    assert done.status_code == 303
+    finish_actions(client)
+    assert bf.SQLiteStore(path, read_only=True).get("deploy").status == "completed"
+
+
 def test_a_fork_from_a_step_that_did_not_finish_is_refused(store_path):
     client = client_of(store_path)
     csrf = csrf_of(client.get("/runs/crawl-bad").text)

@@ -86,13 +86,36 @@ def make_crawl():
 crawl = make_crawl()
 
 
+class Pause(bf.Node):
+    """Asks the durable runs of this process to stop after it (a deploy, say)."""
+
+    def post(self, shared, prep_result, exec_result):
+        if not shared.get("paused"):
+            shared["paused"] = True
+            bf.drain()
+
+
+class Finish(bf.Node):
+    def post(self, shared, prep_result, exec_result):
+        shared["finished"] = True
+
+
+def make_pausing():
+    pause = Pause(name="pause")
+    pause >> Finish(name="finish")
+    return bf.Flow(start=pause, name="pausing")
+
+
+pausing = make_pausing()
+
+
 def record(store_path, name, run_id, shared):
     """Run flow ``name`` of this module as the braidflow command runs it:
     durable, its events kept, its TARGET remembered; a run that fails or
     waits is left so. It runs in a thread of its own: playwright's sync API
     keeps an event loop running in the test's, where run() would return an
     awaitable."""
-    flow = {"reply": make_reply, "crawl": make_crawl}[name]()
+    flow = {"reply": make_reply, "crawl": make_crawl, "pausing": make_pausing}[name]()
 
     def run():
         store = bf.SQLiteStore(store_path)
@@ -104,7 +127,7 @@ def record(store_path, name, run_id, shared):
                 record_events=True,
                 metadata=target_metadata(f"{__file__}:{name}"),
             )
-        except (bf.Suspended, ValueError):
+        except (bf.Suspended, bf.Drained, ValueError):
             pass
         finally:
             store.close()

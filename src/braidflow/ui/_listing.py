@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 PAGE = 50  # rows a page
-STATUSES = ("running", "waiting", "failed", "interrupted", "completed")
+STATUSES = ("running", "waiting", "failed", "interrupted", "drained", "completed")
 # Where a run's metadata keeps what its LLM calls used: {"tokens"|"total_tokens"|
 # "input_tokens"+"output_tokens": n, "cost": x}. Absent from every run of a
 # store, the table has no column for it.
