@@ -3,6 +3,7 @@ what its pages show, its actions, and its guards; the command's one-line refusal
 Its pages in a real browser: tests/test_ui_in_browser.py."""
 
 import hashlib
+import json
 import re
 import socket
 import subprocess
@@ -427,3 +428,23 @@ def test_served_elsewhere_than_loopback_it_prints_a_token_and_asks_for_it(store_
     finally:
         server.terminate()
         server.communicate(timeout=30)
+
+
+def test_events_come_a_page_at_a_time_and_filtered_by_kind(tmp_path):
+    path = tmp_path / "runs.db"
+    record(path, "crawl", "big", {"pages": 150, "broken": 120})
+    events = [json.loads(line) for line in bf.SQLiteStore(path, read_only=True).events("big")]
+    client = client_of(path)
+    first = client.get("/runs/big").text.split('id="events"')[1]
+    assert first.count('<tr class="event') == 200
+    assert "later →" in first
+    last = client.get("/runs/big?offset=200").text.split('id="events"')[1]
+    assert last.count('<tr class="event') == len(events) - 200
+    assert "← earlier" in last
+    problems = client.get("/runs/big?kind=problems").text.split('id="events"')[1]
+    bad = [event for event in events if event["error"] is not None or event["kind"] == "retry"]
+    assert problems.count('<tr class="event bad"') == len(bad) == problems.count('<tr class="event')
+    assert "page 120 is not HTML" in problems
+    starts = client.get("/runs/big?kind=item_start").text.split('id="events"')[1]
+    item_starts = sum(event["kind"] == "item_start" for event in events)
+    assert starts.count('<tr class="event') == item_starts
