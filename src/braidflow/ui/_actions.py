@@ -1,5 +1,5 @@
 """What a person can do to a run from the dashboard: answer a waiting run and resume
-it, resume a failed or interrupted one, fork one from a step with ``shared`` edited.
+it, resume a failed, interrupted or drained one, fork one from a step with ``shared`` edited.
 
 Only an action opens the store for writing (one `SQLiteStore`, made at the
 first action). Each needs the flow: the TARGET the run remembers (the
@@ -101,7 +101,7 @@ class Actions:
     # -- the actions ------------------------------------------------------------------
 
     def resume(self, record: RunRecord, answer_text: str | None) -> None:
-        """Resume a failed, interrupted or waiting run; a waiting run with the
+        """Resume a failed, interrupted, drained or waiting run; a waiting run with the
         answer ``answer_text`` (JSON) to its prompt.
 
         Raises:

@@ -31,6 +31,7 @@
   }
 
   async function look() {
+    if (document.hidden) return; // a tab out of sight asks nothing of the store
     state.polls += 1;
     const body = document.body;
     if (body.dataset.poll === "run") {
