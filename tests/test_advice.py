@@ -43,6 +43,9 @@ Durable runs
     durable._session (Suspended, failed-run note,
                       input= to a run not waiting,
                       another graph) .................... test_durable_*
+    durable._asking (Suspended on several questions,
+                     input= for several, an unknown id,
+                     input= with answers=, bad answers=) test_durable_questions_*
     durable._run (items changed, fingerprints, values
                   that cannot be saved) ................. test_durable_*
     durable._history (a store with no read(), a step
@@ -1021,6 +1024,77 @@ def test_durable_resume_with_input_of_a_run_not_waiting_says_without_input(tmp_p
         with pytest.raises(ResumeError, match="not waiting for input; resume it without input="):
             flow.resume("r", store=store, input="yes")
         assert flow.resume("r", store=store) == {"fetched": True}
+
+
+class AskFor(Node):
+    def exec(self, prep_res):
+        return interrupt(f"{self.name}?")
+
+    def post(self, shared, prep_res, exec_res):
+        shared[self.name] = exec_res
+
+
+def two_asking():
+    return Flow(start=Parallel(AskFor(name="a"), AskFor(name="b")))
+
+
+def answers_shown(said, questions):
+    """The ``answers={...}`` a message shows, with each ``...`` filled by its id's prompt."""
+    (shown,) = re.findall(r"answers=(\{[^}]*\})", str(said))
+    prompts = {question.id: question.prompt.upper() for question in questions}
+    return {ident: prompts[ident] for ident in eval(shown.replace("...", "None"))}
+
+
+def test_durable_questions_suspended_on_several_says_answers_by_id_and_that_works(tmp_path):
+    flow = two_asking()
+    with SQLiteStore(tmp_path / "runs.db") as store:
+        with pytest.raises(Suspended) as caught:
+            flow.run({}, store=store, run_id="r")
+        written = str(caught.value).split("the others keep waiting: ", 1)[1]
+        assert written.startswith("flow.resume('r', store=..., answers={")
+        done = flow.resume("r", store=store, answers=answers_shown(written, caught.value.questions))
+    assert done == {"a": "A?", "b": "B?"}
+
+
+def test_durable_questions_input_for_several_says_answer_by_id_and_that_works(tmp_path):
+    flow = two_asking()
+    with SQLiteStore(tmp_path / "runs.db") as store:
+        with pytest.raises(Suspended) as suspended:
+            flow.run({}, store=store, run_id="r")
+        with pytest.raises(ResumeError, match="answer them by id") as caught:
+            flow.resume("r", store=store, input="yes")
+        answers = answers_shown(caught.value, suspended.value.questions)
+        assert flow.resume("r", store=store, answers=answers) == {"a": "A?", "b": "B?"}
+
+
+def test_durable_questions_an_unknown_id_says_answer_those_ids_and_that_works(tmp_path):
+    flow = two_asking()
+    with SQLiteStore(tmp_path / "runs.db") as store:
+        with pytest.raises(Suspended):
+            flow.run({}, store=store, run_id="r")
+        with pytest.raises(ResumeError, match="answer those ids") as caught:
+            flow.resume("r", store=store, answers={"nope": 1})
+        listed = re.findall(r"'([0-9a-f]{8})' at", str(caught.value))
+        assert len(listed) == 2
+        done = flow.resume("r", store=store, answers={ident: ident for ident in listed})
+    assert sorted(done.values()) == sorted(listed)
+
+
+@pytest.mark.parametrize(
+    ("wrong", "said"),
+    [({"input": "x", "answers": {"a": 1}}, "not both"), ({"answers": ["a"]}, "must be a dict")],
+)
+def test_durable_questions_bad_answers_say_what_answers_takes_and_that_works(tmp_path, wrong, said):
+    flow = two_asking()
+    with SQLiteStore(tmp_path / "runs.db") as store:
+        with pytest.raises(Suspended) as suspended:
+            flow.run({}, store=store, run_id="r")
+        with pytest.raises(InvalidParameterError, match=said) as caught:
+            flow.resume("r", store=store, **wrong)
+        assert "{question_id: answer, ...}" in str(caught.value)
+        # As it says: a dict of the question ids (from Suspended.questions) to answers.
+        answers = {question.id: 1 for question in suspended.value.questions}
+        assert flow.resume("r", store=store, answers=answers) == {"a": 1, "b": 1}
 
 
 def test_durable_resume_with_another_graph_says_rename_or_the_flow_as_it_was(tmp_path):

@@ -47,6 +47,7 @@ from ._limits import Limiter as Limiter
 from ._limits import LimiterStatistics as LimiterStatistics
 from ._node import BaseNode as BaseNode
 from ._policy import Retry as Retry
+from ._questions import Question as Question
 from ._run import PendingRun as PendingRun
 from ._threads import thread_limiter as thread_limiter
 from ._views import MISSING as MISSING
@@ -119,6 +120,7 @@ __all__ = [
     "Parallel",
     "ParallelBatchNode",
     "PendingRun",
+    "Question",
     "ResumeError",
     "Retry",
     "RunError",

@@ -35,7 +35,10 @@ PEP 678 note naming the node, item and attempt, which tracebacks show.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._questions import Question
 
 __all__ = [
     "AsyncUsageError",
@@ -286,18 +289,33 @@ class StoreError(BraidflowError):
 class Suspended(BraidflowError):
     """A durable run stopped to wait for input: a node called
     ``braidflow.interrupt(prompt)``. The run is stored as ``waiting``; resume it
-    with ``flow.resume(run_id, store=..., input=answer)``.
+    with ``flow.resume(run_id, store=..., input=answer)``, or, when it waits
+    on several questions (parallel branches or items that asked), answer any
+    of them by id: ``flow.resume(run_id, store=..., answers={id: answer})``.
 
     Attributes:
         run_id: The run to resume.
-        node: The node that asked (its path, ``/``-joined).
-        prompt: What it asked.
+        node: The node that asked (its path, ``/``-joined); the first
+            question's when there are several.
+        prompt: What it asked (the first question's when there are several).
+        questions: Every open question (`braidflow.Question`: ``id``,
+            ``where``, ``item``, ``prompt``), in the graph's order (branch
+            by branch, item by item).
     """
 
-    def __init__(self, message: str, *, run_id: str, node: str, prompt: object) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        run_id: str,
+        node: str,
+        prompt: object,
+        questions: tuple[Question, ...] = (),
+    ) -> None:
         super().__init__(message, node=node)
         self.run_id = run_id
         self.prompt = prompt
+        self.questions = questions
 
 
 class Drained(BraidflowError):

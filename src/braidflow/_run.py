@@ -84,6 +84,7 @@ class RunScope:
 
     __slots__ = (
         "answer",
+        "answers",
         "clock",
         "durability",
         "durable",
@@ -118,6 +119,7 @@ class RunScope:
         clock: Any = None,
         resuming: bool = False,
         answer: Any = NO_ANSWER,
+        answers: dict[str, Any] | None = None,
         migrate: Any = None,
         rename: Any = None,
         durability: str | None = None,
@@ -175,6 +177,7 @@ class RunScope:
             )
         self.resuming = resuming
         self.answer = answer
+        self.answers = answers
         self.migrate = migrate
         self.rename = rename
         self.durable: DurableRun | None = None
@@ -205,6 +208,7 @@ class RunScope:
                     self.migrate,
                     self.rename,
                     self.durability,
+                    self.answers,
                 )
             else:
                 self.durable, self.working = start_run(

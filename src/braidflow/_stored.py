@@ -15,6 +15,7 @@ from ._clock import Clock
 from ._errors import InvalidParameterError
 from ._run import PendingRun, RunScope, run_top_async, run_top_sync
 from .durable import NO_ANSWER
+from .durable._asking import check_answers
 from .durable._history import StepRecord, StoredRun
 from .durable._travel import fork_run
 from .stores._base import Store
@@ -37,6 +38,7 @@ class StoredRuns:
         *,
         store: Store,
         input: Any = NO_ANSWER,
+        answers: dict[str, Any] | None = None,
         migrate: Callable[[dict[Any, Any]], Any] | None = None,
         rename: dict[str, str] | None = None,
         observers: Any = None,
@@ -50,8 +52,12 @@ class StoredRuns:
         that finished is skipped, and the run goes on from where it stopped
         (a batch in progress runs only its missing items; its ``prep`` runs
         again to get them). For a run waiting at an ``interrupt``, ``input`` is
-        what that ``interrupt(...)`` call returns this time. Returns an
-        awaitable inside a running event loop, as `run` does.
+        what that ``interrupt(...)`` call returns this time. A run waiting on
+        several questions (branches or parallel items that each asked) is
+        answered by id: ``answers={question.id: answer, ...}`` (ids in
+        `Suspended.questions` or `RunRecord.questions`), some or all at once;
+        the answered ones go on, the others ask again and keep waiting.
+        Returns an awaitable inside a running event loop, as `run` does.
 
         The flow must have the names and wiring the run had; a node's code
         may change. ``rename`` maps nodes renamed since (``{"old": "new"}``,
@@ -63,11 +69,23 @@ class StoredRuns:
             StoreError: For an unknown or completed run, or one that another
                 live process is running.
             ResumeError: If the flow's names or wiring changed since the run
-                was recorded, or a batch's ``prep`` gives other items than it did.
+                was recorded, a batch's ``prep`` gives other items than it did,
+                or the answers do not fit the run's open questions (``input=``
+                for a run waiting on several, an id it does not wait on).
+            InvalidParameterError: For both ``input=`` and ``answers=``, or
+                ``answers`` that is not a non-empty dict of ids.
             Suspended: If the run stops again at an ``interrupt``.
         """
         scope = self._resume_scope(
-            run_id, store, input, observers, record_events, clock, migrate, rename, durability
+            run_id,
+            store,
+            (input, answers),
+            observers,
+            record_events,
+            clock,
+            migrate,
+            rename,
+            durability,
         )
         if self._bf_async:
             if asyncio._get_running_loop() is None:
@@ -82,6 +100,7 @@ class StoredRuns:
         *,
         store: Store,
         input: Any = NO_ANSWER,
+        answers: dict[str, Any] | None = None,
         migrate: Callable[[dict[Any, Any]], Any] | None = None,
         rename: dict[str, str] | None = None,
         observers: Any = None,
@@ -91,7 +110,15 @@ class StoredRuns:
     ) -> Any:
         """Resume a stored run inside a running event loop; see `resume`."""
         scope = self._resume_scope(
-            run_id, store, input, observers, record_events, clock, migrate, rename, durability
+            run_id,
+            store,
+            (input, answers),
+            observers,
+            record_events,
+            clock,
+            migrate,
+            rename,
+            durability,
         )
         return await self._resume_top_async(scope)
 
@@ -99,7 +126,7 @@ class StoredRuns:
         self,
         run_id: Any,
         store: Any,
-        answer: Any,
+        answer: tuple[Any, dict[str, Any] | None],
         observers: Any,
         record_events: bool,
         clock: Clock | None,
@@ -108,6 +135,7 @@ class StoredRuns:
         durability: str | None = None,
     ) -> RunScope:
         self._need_store(store, "resume()")
+        check_answers(*answer, self)
         return RunScope(
             self,
             None,
@@ -117,7 +145,8 @@ class StoredRuns:
             record_events=record_events,
             clock=clock,
             resuming=True,
-            answer=answer,
+            answer=answer[0],
+            answers=answer[1],
             migrate=migrate,
             rename=rename,
             durability=durability,
@@ -166,6 +195,7 @@ class StoredRuns:
         run_id: str | None = None,
         update: dict[Any, Any] | None = None,
         input: Any = NO_ANSWER,
+        answers: dict[str, Any] | None = None,
         observers: Any = None,
         record_events: bool = False,
         clock: Clock | None = None,
@@ -180,8 +210,8 @@ class StoredRuns:
         taken); its record's metadata names the run and step it came from
         (``braidflow.forked_from``), and its history starts with the steps
         it took over. ``source`` is only read. Forking a run that waits at
-        an ``interrupt`` (at its latest step) and giving ``input`` answers
-        it differently.
+        an ``interrupt`` (at its latest step) and giving ``input`` (or
+        ``answers``, as for `resume`) answers it differently.
 
         Raises:
             StoreError: For an unknown run, or a ``run_id`` that is taken.
@@ -196,6 +226,7 @@ class StoredRuns:
             new,
             store=store,
             input=input,
+            answers=answers,
             observers=observers,
             record_events=record_events,
             clock=clock,

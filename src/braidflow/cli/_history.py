@@ -191,8 +191,16 @@ def _show_where(run: Any, steps: list[Any]) -> None:
     progress = _progress(step, ": {} done")
     if record.status == "failed":
         print(f"failed at {step.path}{progress}: {record.error}")
+    elif record.status == "waiting" and len(record.questions) > 1:
+        print(f"waiting on {len(record.questions)} questions (answer with --answer ID=JSON):")
+        for question in record.questions:
+            print(
+                f"  {question.id} at {question.where}: {json.dumps(question.prompt, default=repr)}"
+            )
     elif record.status == "waiting":
-        print(f"waiting at {step.path} for input: {json.dumps(record.prompt, default=repr)}")
+        ids = [question.id for question in record.questions]
+        asked = f" (question {ids[0]})" if ids else ""
+        print(f"waiting at {step.path} for input{asked}: {json.dumps(record.prompt, default=repr)}")
     elif record.status == "running":
         print(f"running at {step.path}{progress}")
     elif record.status == "drained":

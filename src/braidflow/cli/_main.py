@@ -128,7 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument(
         "target", metavar="TARGET", nargs="?", help="path/to/file.py:name or package.module:name"
     )
-    resume.add_argument("--input", metavar="JSON", help="the answer a waiting run asked for")
+    resume.add_argument(
+        "--input", metavar="JSON", help="the answer, for a run waiting on one question"
+    )
+    resume.add_argument(
+        "--answer",
+        metavar="ID=JSON",
+        action="append",
+        help="the answer to question ID (as `show` lists them), for a run waiting on several; "
+        "repeat to answer more at once",
+    )
     resume.set_defaults(handler=command_resume)
 
     show = commands.add_parser(
@@ -182,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the new run's id (default: RUN_ID-fork-N)",
     )
     fork.add_argument("--input", metavar="JSON", help="the answer, for a run waiting for input")
+    fork.add_argument(
+        "--answer",
+        metavar="ID=JSON",
+        action="append",
+        help="the answer to question ID, for a run waiting on several (repeat for more)",
+    )
     fork.set_defaults(handler=command_fork)
 
     timeline = commands.add_parser(

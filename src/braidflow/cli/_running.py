@@ -151,6 +151,17 @@ def _finish(args: argparse.Namespace, run: Callable[[], Any], job: _Job) -> int:
         )
         return EXIT_DRAINED
     except Suspended as waiting:
+        questions = waiting.questions
+        if len(questions) > 1:
+            say(f"run {waiting.run_id!r} is waiting on {len(questions)} questions:")
+            for question in questions:
+                print(f"  {question.id} at {question.where}:", file=sys.stderr)
+                for line in prompt_lines(question.prompt):
+                    print(f"    {line}", file=sys.stderr)
+            how = [word for q in questions for word in ("--answer", f"{q.id}=JSON")]
+            answer = job.resume_command() or suggested("resume", waiting.run_id, *how)
+            say(f"answer some or all with: {answer}")
+            return EXIT_WAITING
         say(f"run {waiting.run_id!r} is waiting for input at {waiting.node}:")
         for line in prompt_lines(waiting.prompt):
             print(f"  {line}", file=sys.stderr)
@@ -331,16 +342,24 @@ def command_resume(args: argparse.Namespace) -> int:
             f"run {run_id!r} is running in a live process ({record.owner}); wait for it to "
             "end (or stop it) before resuming"
         )
-    if args.input is not None and record.status != "waiting":
+    if args.input is not None and args.answer:
+        raise UsageError(
+            "give --input JSON (the answer to a run's only question) or --answer ID=JSON "
+            "(by question, repeated), not both"
+        )
+    given = "--input" if args.input is not None else "--answer" if args.answer else None
+    if given is not None and record.status != "waiting":
         raise UsageError(
             f"run {run_id!r} is {record.status}, not waiting for input; resume it without "
-            f"--input: {resume_command(record, store_path, args.target)}"
+            f"{given}: {resume_command(record, store_path, args.target)}"
         )
     remembered = remembered_target(record)
     if args.target is None and remembered is None:
         words = ["resume", run_id, PLACEHOLDER_TARGET, "--store", str(store_path)]
         if args.input is not None:
             words += ["--input", args.input]
+        for pair in args.answer or ():
+            words += ["--answer", pair]
         raise UsageError(
             f"run {run_id!r} has no TARGET remembered (it was started from Python, or by an "
             f"older braidflow command); give its TARGET: {suggested(*words)}"
@@ -354,6 +373,22 @@ def command_resume(args: argparse.Namespace) -> int:
     return resume_stored(args, store, store_path, run_id, flow)
 
 
+def answers_given(pairs: list[str]) -> dict[str, Any]:
+    """``--answer ID=JSON`` options as ``answers=`` takes them."""
+    answers: dict[str, Any] = {}
+    for pair in pairs:
+        ident, equals, text = pair.partition("=")
+        if not equals or not ident:
+            raise UsageError(
+                f"--answer {pair!r}: give ID=JSON, a question's id (as `braidflow show RUN` "
+                "lists them) and its answer, e.g. --answer '3f2a9c1d=\"yes\"'"
+            )
+        if ident in answers:
+            raise UsageError(f"--answer {ident}: given twice; answer each question once")
+        answers[ident] = read_json(text, f"--answer {ident}")
+    return answers
+
+
 def resume_stored(
     args: argparse.Namespace, store: Any, store_path: Path, run_id: str, flow: Any
 ) -> int:
@@ -365,6 +400,8 @@ def resume_stored(
     options: dict[str, Any] = {"observers": _observers(args, watch), "record_events": True}
     if getattr(args, "input", None) is not None:
         options["input"] = read_json(args.input, "--input")
+    if getattr(args, "answer", None):
+        options["answers"] = answers_given(args.answer)
     if args.durability:
         options["durability"] = args.durability
     job = _Job(watch, store, store_path, run_id, resuming=True, target=args.target)

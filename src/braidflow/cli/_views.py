@@ -38,7 +38,7 @@ def command_runs(args: argparse.Namespace) -> int:
             at = at[len(record.flow) + 1 :]
         if record.status != "completed":  # where it is, and how far its batch got
             at = place_of(stored(store, record.run_id)) or at
-        info = record.error or ("" if record.prompt is None else json.dumps(record.prompt))
+        info = record.error or _asked(record)
         rows.append(
             (
                 record.run_id,
@@ -52,6 +52,15 @@ def command_runs(args: argparse.Namespace) -> int:
         )
     print_table(rows)
     return 0
+
+
+def _asked(record: Any) -> str:
+    """What a waiting run asks: its prompt, or its questions' when it waits on several."""
+    questions = record.questions
+    if len(questions) > 1:
+        prompts = "; ".join(json.dumps(question.prompt, default=repr) for question in questions)
+        return f"{len(questions)} questions: {prompts}"
+    return "" if record.prompt is None else json.dumps(record.prompt)
 
 
 def _when(seconds: float) -> str:

@@ -29,7 +29,7 @@ DRAIN_KEY = "braidflow.drain"  # in a run's metadata: another process asked it t
 DEFAULT_TIMEOUT = 30.0
 
 _RUNNING: dict[str, Drain] = {}  # the durable runs going on in this process, by id
-_RUNNING_LOCK = threading.Lock()
+_RUNNING_LOCK = threading.RLock()  # re-entered by a signal handler that drains
 
 
 class DrainStop(BaseException):

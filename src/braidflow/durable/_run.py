@@ -70,8 +70,8 @@ class DurableRun:
         return self.recorded.rebuild(self.codec, initial, rows)
 
     @property
-    def asked(self) -> Checkpoint | None:
-        """The question a waiting run stopped at, if it did."""
+    def asked(self) -> list[Checkpoint]:
+        """The questions a waiting run stopped at and no resume answered yet."""
         return self.recorded.asked
 
     # -- writing ------------------------------------------------------------------
@@ -100,29 +100,40 @@ class DurableRun:
         """The row that keeps which interrupt a waiting run stopped at."""
         return Checkpoint("ask", asked.key, asked.call, asked.where, "", None, b"", None, time())
 
-    def answer(self, value: Any) -> None:
-        """Record the answer to the question the run stopped at (resuming
-        with ``input=``), so it holds even if the run stops again later.
+    def answer(self, answers: list[tuple[Checkpoint, Any]]) -> None:
+        """Record answers to questions the run stopped at (each with its
+        ``ask`` row), all or none, so they hold even if the run stops again.
 
         Raises:
-            CheckpointError: If the answer cannot be saved.
+            CheckpointError: If an answer cannot be saved; none is written.
         """
-        asked = self.asked
-        assert asked is not None
-        try:
-            payload = self.codec.encode(value)
-        except UNSAVABLE as error:
-            raise CheckpointError(
-                f"the input for run {self.run_id!r} is a {type(value).__name__} that cannot "
-                f"be saved as {self.codec.kind} ({error}); give plain data, or use a store "
-                "with serializer='pickle'",
-                node=asked.node,
-            ) from error
-        row = Checkpoint(
-            "answer", asked.frame, asked.position, asked.node, "", None, payload, None, time()
-        )
-        self.write([row])
-        self.answers.setdefault(asked.frame, {})[asked.position] = value
+        rows = []
+        for asked, value in answers:
+            try:
+                payload = self.codec.encode(value)
+            except UNSAVABLE as error:
+                raise CheckpointError(
+                    f"the input for run {self.run_id!r} is a {type(value).__name__} that "
+                    f"cannot be saved as {self.codec.kind} ({error}); give plain data, or use "
+                    "a store with serializer='pickle'",
+                    node=asked.node,
+                ) from error
+            rows.append(
+                Checkpoint(
+                    "answer",
+                    asked.frame,
+                    asked.position,
+                    asked.node,
+                    "",
+                    None,
+                    payload,
+                    None,
+                    time(),
+                )
+            )
+        self.write(rows)
+        for asked, value in answers:
+            self.answers.setdefault(asked.frame, {})[asked.position] = value
 
     # -- failures ------------------------------------------------------------------
 

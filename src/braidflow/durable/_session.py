@@ -15,9 +15,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .._errors import Drained, ResumeError, Suspended, add_note, describe_error
+from .._errors import Drained, ResumeError, add_note, describe_error
+from .._questions import QUESTIONS_KEY
 from ..stores._base import Store
 from ..stores._owners import this_owner
+from ._asking import answer_questions, suspend
 from ._drain import DRAIN_KEY
 from ._graph import describe_graph, first_difference, renamed_graph
 from ._history import RENAMED_KEY, RESUMED_KEY, apply_renames
@@ -64,17 +66,19 @@ def claim_run(
     migrate: Callable[[dict[Any, Any]], Any] | None = None,
     rename: dict[str, str] | None = None,
     durability: str = "sync",
+    answers: dict[str, Any] | None = None,
 ) -> tuple[DurableRun, TrackingDict]:
     """Claim a stored run to resume it with ``node``; return its durable side
     and ``shared`` as the finished steps left it (then ``migrate``-d).
 
     ``rename`` maps nodes renamed since (old name: new); it is kept with
-    the run for its later resumes.
+    the run for its later resumes. ``answer`` answers the run's only open
+    question; ``answers``, any of them by id.
 
     Raises:
         ResumeError: If the run was recorded with other names or wiring, or
-            ``answer`` is given to a run that is not waiting for input. The
-            run is then left as it was.
+            answers do not fit the run's open questions (see
+            `answer_questions`). The run is then left as it was.
     """
     name = node._display_name()
     graph = describe_graph(node)
@@ -92,20 +96,20 @@ def claim_run(
                 node=name,
             )
         shared = durable.rebuild(initial, apply_renames(rows, renamed))
-        if answer is not NO_ANSWER:
-            if record.status != "waiting" or durable.asked is None:
-                raise ResumeError(
-                    f"run {run_id!r} is {record.status}, not waiting for input; "
-                    "resume it without input=",
-                    node=name,
-                )
-            durable.answer(answer)
+        if answer is not NO_ANSWER or answers is not None:
+            answer_questions(durable, record, answer, answers, name)
         if migrate is not None:
             migrated(durable, shared, migrate, rows, name)
         resumed = [*record.metadata.get(RESUMED_KEY, ()), time.time()]
         # A drain asked of the run's last part is done with: this part runs on.
         store.set_metadata(
-            run_id, {RESUMED_KEY: resumed, RENAMED_KEY: renamed or None, DRAIN_KEY: None}
+            run_id,
+            {
+                RESUMED_KEY: resumed,
+                RENAMED_KEY: renamed or None,
+                QUESTIONS_KEY: None,
+                DRAIN_KEY: None,
+            },
         )
     except BaseException:
         # Nothing ran: the run is left as it was, to be resumed properly.
@@ -141,8 +145,8 @@ def close_run(durable: DurableRun, error: BaseException | None) -> None:
 
 def _record_end(durable: DurableRun, error: BaseException | None) -> None:
     store, run_id = durable.store, durable.run_id
-    if isinstance(error, Interrupted):  # the question goes with the rest, after it
-        durable.write([durable.ask_row(error)])
+    if isinstance(error, Interrupted):  # the questions go with the rest, after it
+        durable.write([durable.ask_row(question) for question in error.asked])
     try:
         durable.flush()  # items that finished last (all the run's rows, under "exit")
     except BaseException:
@@ -152,14 +156,7 @@ def _record_end(durable: DurableRun, error: BaseException | None) -> None:
         store.finish(run_id, "completed")
         return
     if isinstance(error, Interrupted):
-        store.finish(run_id, "waiting", node=error.where, prompt=error.prompt)
-        raise Suspended(
-            f"run {run_id!r} is waiting for input at {error.where!r}: {error.prompt!r}; "
-            f"resume it with {_resume_call(run_id, ', input=answer')}",
-            run_id=run_id,
-            node=error.where,
-            prompt=error.prompt,
-        ) from None
+        suspend(durable, error, _resume_call(run_id, "{answer}"))
     where = durable.where_failed(error)
     if durable.drain.stopped_by(error):
         store.finish(run_id, "drained", node=where)

@@ -14,6 +14,7 @@ from typing import Any
 from .._context import PATH, RUN, STEP, StepAt
 from .._errors import Failure, add_note
 from .._merge import apply_changes, merge
+from .._questions import Interrupted, asked_together
 from .._views import SharedView
 from ..durable._drain import DrainStop
 from ._effects import PARALLEL
@@ -47,6 +48,9 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
             changes = durable.recorded_branch(step.key, index)
             if changes is not None:
                 finished[index] = changes
+    # A branch that asks (``interrupt``) stops alone: the others run on, and
+    # the join raises every question asked once they have all stopped.
+    asked: list[Interrupted] = []
 
     def one_branch(index: int, _position: int, from_sync: bool) -> Steps:
         name = names[index]
@@ -66,6 +70,11 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
             if scope is not None:
                 scope.end(stop)
             return _DRAINED
+        except Interrupted as question:
+            asked.append(question)
+            if scope is not None:
+                scope.end(question)
+            return None
         except BaseException as error:
             if isinstance(error, Exception):
                 add_note(error, f"branch {name!r} of {parallel._describe()} failed")
@@ -82,7 +91,9 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
     to_run = [index for index in range(len(walkers)) if index not in finished]
     results = yield (PARALLEL, parallel, None, to_run, one_branch, True, None, False)
     if any(result is _DRAINED for result in results):
-        raise DrainStop
+        raise DrainStop  # a question asked meanwhile is asked again on resume
+    if asked:
+        raise asked_together(asked)
     outcome = dict(zip(to_run, results, strict=True))
     failures = [
         Failure(result.error, names[index], index)

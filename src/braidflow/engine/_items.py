@@ -21,6 +21,7 @@ from .._errors import BatchItemsError, Failure, add_note
 from .._limits import Limiter
 from .._options import check_max_concurrency
 from .._plan import preset, variant
+from .._questions import Interrupted, asked_together
 from .._taskgroup import TaskGroup
 from ..durable._drain import DrainStop
 from ._attempts import cancelled_error
@@ -113,6 +114,7 @@ def item_steps(
     *,
     observe: bool = True,
     checkpoint: bool = True,
+    asked: list[Interrupted] | None = None,
 ) -> MakeItem | None:
     """``make_item`` with what the run needs around each item: its events, if
     the run is observed; its checkpoint (outermost, so replayed items emit
@@ -125,7 +127,9 @@ def item_steps(
     own per item need not wait. ``results``: where a worker puts each
     item's result, at its index (saving its caller a frame per item).
     ``observe``, ``checkpoint``: whether the items get events and
-    checkpoints of their own (a fork's branches have their own)."""
+    checkpoints of their own (a fork's branches have their own). ``asked``:
+    where an item that asks (``interrupt``) leaves its question, to stop
+    alone (a parallel stage's); ``None``: its question stops the stage."""
     run = RUN.get()
     if run is None:
         return None
@@ -153,7 +157,7 @@ def item_steps(
         inner = observed_item
     if durable is None:
         return inner if inner is not make_item else None
-    checkpoints = ItemCheckpoints(durable, node, items, runs_in, results)
+    checkpoints = ItemCheckpoints(durable, node, items, runs_in, results, asked)
 
     def checkpointed_item(item: Any, index: int, from_sync: bool) -> Steps:
         started = checkpoints.start(item, index)
@@ -163,6 +167,11 @@ def item_steps(
             yield (COMMIT, node, index, durable)
         try:
             result = yield from inner(item, index, from_sync)
+        except Interrupted as question:
+            if checkpoints.asked is None:
+                raise
+            checkpoints.asked.append(question)  # it stops alone; its siblings run on
+            return None
         finally:
             checkpoints.leave(started)
         if checkpoints.finished(started, result):
@@ -189,9 +198,11 @@ class ItemCheckpoints:
     one returns, so its checkpoint must be in the store first; a task of its
     own per item need not wait (``post`` waits for the group commit).
     ``results``: where each item's result goes, at its index (a worker's).
+    ``asked``: where an item that asks leaves its question (see `item_steps`).
     """
 
     __slots__ = (
+        "asked",
         "batch",
         "durable",
         "flow",
@@ -204,9 +215,16 @@ class ItemCheckpoints:
     )
 
     def __init__(
-        self, durable: Any, node: Any, items: Any, runs_in: str, results: list[Any] | None
+        self,
+        durable: Any,
+        node: Any,
+        items: Any,
+        runs_in: str,
+        results: list[Any] | None,
+        asked: list[Interrupted] | None = None,
     ) -> None:
         self.durable = durable
+        self.asked = asked
         self.node = node
         self.runs_in = runs_in
         self.results = results
@@ -425,6 +443,9 @@ async def run_parallel(
     )
     runs_in = "task" if limit is None else "worker"
     placed = results if stored else None
+    # In a durable run, an item that asks stops alone: the rest run on, then
+    # the stage raises every question asked, at once.
+    asked: list[Interrupted] | None = [] if run is not None and run.durable else None
     # The fast path of a durable batch: the bare exec in a checkpoint, one
     # coroutine an item (no driver, no generator: half the cost of one).
     checkpoints: ItemCheckpoints | None = None
@@ -435,11 +456,18 @@ async def run_parallel(
         and run.durable is not None
         and not (observe and run.observers)
     ):
-        checkpoints = ItemCheckpoints(run.durable, node, items, runs_in, placed)
+        checkpoints = ItemCheckpoints(run.durable, node, items, runs_in, placed, asked)
         wrapped = None
     else:
         wrapped = item_steps(
-            node, items, make_item, runs_in, placed, observe=observe, checkpoint=checkpoint
+            node,
+            items,
+            make_item,
+            runs_in,
+            placed,
+            observe=observe,
+            checkpoint=checkpoint,
+            asked=asked,
         )
     one_item = wrapped or make_item
     direct = fast_exec if wrapped is None else None
@@ -495,6 +523,9 @@ async def run_parallel(
             if failure is cancel:
                 raise
             raise failure from cancel
+        except Interrupted as question:  # (only a checkpointed item can ask)
+            asked.append(question)  # type: ignore[union-attr]
+            return None
         finally:
             if started is not None:
                 checkpoints.leave(started)  # type: ignore[union-attr]
@@ -606,6 +637,8 @@ async def run_parallel(
     if drained:  # items are left that did not start: post must not run
         raise DrainStop
     _items_recorded()
+    if asked:
+        raise asked_together(asked)
     if tasks:
         return [task.result() for task in tasks]
     return results if keep else None

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from .._errors import StoreError
+from .._questions import QUESTIONS_KEY, Question
 from ._owners import this_owner
 
 __all__ = [
@@ -85,6 +86,7 @@ class RunRecord:
         metadata: What the caller attached to the run (``run(...,
             metadata={...})``, or `Store.set_metadata`): a dict of
             JSON values, ``{}`` if none.
+        questions: The questions a waiting run waits on (see `Question`).
     """
 
     run_id: str
@@ -97,6 +99,21 @@ class RunRecord:
     prompt: Any = None
     owner: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def questions(self) -> tuple[Question, ...]:
+        """The questions a waiting run waits on, in the graph's order: one per
+        branch or parallel item that asked; ``()`` for a run not waiting."""
+        if self.status != "waiting":
+            return ()
+        listed = self.metadata.get(QUESTIONS_KEY)
+        if not isinstance(listed, list):  # (a run suspended before questions were listed)
+            return ()
+        return tuple(
+            Question(one["id"], one["where"], one.get("item"), one.get("prompt"))
+            for one in listed
+            if isinstance(one, dict) and "id" in one and "where" in one
+        )
 
 
 class Checkpoint(NamedTuple):
