@@ -3,6 +3,7 @@ what its pages show, its actions, and its guards; the command's one-line refusal
 Its pages in a real browser: tests/test_ui_in_browser.py."""
 
 import hashlib
+import html
 import json
 import re
 import socket
@@ -246,6 +247,36 @@ def test_a_fork_that_removes_a_key_is_refused(store_path):
     finish_actions(client)
     new = done.headers["location"].rsplit("/", 1)[1]
     assert bf.SQLiteStore(store_path, read_only=True).get(new).status == "completed"
+
+
+def test_a_run_waiting_on_several_questions_is_answered_one_or_more_at_a_time(tmp_path):
+    path = tmp_path / "runs.db"
+    record(path, "reviews", "batch-1", {"drafts": ["Dear Ada", "Dear Grace"]})
+    first, second = bf.SQLiteStore(path, read_only=True).get("batch-1").questions
+    client = client_of(path)
+    page = client.get("/runs/batch-1").text
+    assert "It waits for 2 answers" in page
+    assert "(and 1 more question)" in client.get("/").text
+    assert f'name="answer-{first.id}"' in page
+    assert "Dear Grace" in page
+    csrf = csrf_of(page)
+    some = client.post(
+        "/runs/batch-1/resume",
+        data={"csrf": csrf, f"answer-{first.id}": '"yes"', f"answer-{second.id}": " "},
+    )
+    assert some.status_code == 303
+    finish_actions(client)
+    waiting = bf.SQLiteStore(path, read_only=True).get("batch-1")
+    assert waiting.status == "waiting"
+    assert [question.id for question in waiting.questions] == [second.id]
+    bad = client.post("/runs/batch-1/resume", data={"csrf": csrf, "answer": "no"})
+    assert "the answer is not valid JSON" in bad.text
+    done = client.post("/runs/batch-1/resume", data={"csrf": csrf, "answer": '"no"'})
+    assert done.status_code == 303
+    finish_actions(client)
+    assert bf.SQLiteStore(path, read_only=True).get("batch-1").status == "completed"
+    shown = html.unescape(client.get("/runs/batch-1").text)
+    assert '"verdicts": [\n    "yes",\n    "no"\n  ]' in shown  # each item its answer
 
 
 def test_a_drained_run_resumes_from_its_page(tmp_path):

@@ -86,6 +86,26 @@ def make_crawl():
 crawl = make_crawl()
 
 
+class Review(bf.AsyncParallelBatchNode):
+    """Asks a person about each draft; each item waits alone for its answer."""
+
+    async def prep_async(self, shared):
+        return shared["drafts"]
+
+    async def exec_async(self, draft):
+        return bf.interrupt({"question": "Send this?", "draft": draft})
+
+    async def post_async(self, shared, prep_result, exec_result):
+        shared["verdicts"] = exec_result
+
+
+def make_reviews():
+    return bf.AsyncFlow(start=Review(name="review"), name="reviews")
+
+
+reviews = make_reviews()
+
+
 class Pause(bf.Node):
     """Asks the durable runs of this process to stop after it (a deploy, say)."""
 
@@ -115,7 +135,13 @@ def record(store_path, name, run_id, shared):
     waits is left so. It runs in a thread of its own: playwright's sync API
     keeps an event loop running in the test's, where run() would return an
     awaitable."""
-    flow = {"reply": make_reply, "crawl": make_crawl, "pausing": make_pausing}[name]()
+    makers = {
+        "reply": make_reply,
+        "crawl": make_crawl,
+        "pausing": make_pausing,
+        "reviews": make_reviews,
+    }
+    flow = makers[name]()
 
     def run():
         store = bf.SQLiteStore(store_path)

@@ -27,7 +27,6 @@ from .._errors import (
 from ..cli._console import UsageError, parse_json, suggested
 from ..cli._store import PLACEHOLDER_TARGET, RESUMABLE, remembered_target, resume_command
 from ..cli._target import load_target
-from ..durable._interrupt import NO_ANSWER
 from ..stores._base import RunRecord, Store
 
 __all__ = ["ActionError", "Actions"]
@@ -100,23 +99,36 @@ class Actions:
 
     # -- the actions ------------------------------------------------------------------
 
-    def resume(self, record: RunRecord, answer_text: str | None) -> None:
-        """Resume a failed, interrupted, drained or waiting run; a waiting run with the
-        answer ``answer_text`` (JSON) to its prompt.
+    def resume(
+        self,
+        record: RunRecord,
+        answer_text: str | None = None,
+        answer_texts: dict[str, str] | None = None,
+    ) -> None:
+        """Resume a failed, interrupted, drained or waiting run. A run waiting
+        on one question takes ``answer_text`` (JSON); one waiting on several
+        takes ``answer_texts`` (JSON by question id), some or all of them:
+        those answered go on, the others keep waiting.
 
         Raises:
             ActionError: For a run that cannot be resumed now, an answer that
-                is not JSON, no TARGET known, or a refusal from the engine.
+                is not JSON, none given, no TARGET known, or a refusal from the
+                engine.
         """
         if record.status not in RESUMABLE:
             raise ActionError(f"run {record.run_id!r} is {record.status}; it cannot be resumed")
-        answer: Any = NO_ANSWER
-        if record.status == "waiting":
+        options: dict[str, Any] = {}
+        if record.status == "waiting" and answer_texts:
+            options["answers"] = {
+                key: _json(text, f"the answer to question {key}")
+                for key, text in answer_texts.items()
+            }
+        elif record.status == "waiting":
             if answer_text is None or not answer_text.strip():
                 raise ActionError("the run waits for an answer: give it as JSON")
-            answer = _json(answer_text, "the answer")
+            options["input"] = _json(answer_text, "the answer")
         flow = self._flow(record, "resume")
-        self._go(record.run_id, flow, answer)
+        self._go(record.run_id, flow, options)
 
     def fork(self, record: RunRecord, at: int, before: dict[Any, Any], edited: str) -> str:
         """Fork the run after step ``at`` with ``shared`` as ``edited`` (JSON of
@@ -147,7 +159,7 @@ class Actions:
         except (ResumeError, CheckpointError, StoreError) as error:
             raise ActionError(describe_error(error)) from error
         if status != "waiting":
-            self._go(new, flow, NO_ANSWER)
+            self._go(new, flow, {})
         return new
 
     # -- how they run -----------------------------------------------------------------
@@ -181,18 +193,16 @@ class Actions:
                     raise ActionError(str(error)) from error
             return self._writer
 
-    def _go(self, run_id: str, flow: Any, answer: Any) -> None:
-        """Resume the run in a thread; return once it began, or raise what
-        stopped it before."""
+    def _go(self, run_id: str, flow: Any, options: dict[str, Any]) -> None:
+        """Resume the run in a thread (``options``: its answers, if any);
+        return once it began, or raise what stopped it before."""
         store = self._store()
         begun = _Begun()
         refused: list[BaseException] = []
 
         def run() -> None:
             try:
-                flow.resume(
-                    run_id, store=store, input=answer, observers=[begun], record_events=True
-                )
+                flow.resume(run_id, store=store, observers=[begun], record_events=True, **options)
             except Suspended:
                 pass  # waiting again: the store says so
             except BaseException as error:  # the run's end is in the store; the caller hears

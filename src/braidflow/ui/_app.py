@@ -34,7 +34,7 @@ from ..stores._base import Store
 from ._actions import ActionError, Actions
 from ._guard import Guard
 from ._listing import STATUSES, RunIndex, inside, usage_of, when
-from ._look import EVENTS_PAGE, RunView, events_page, version_of
+from ._look import EVENTS_PAGE, RunView, events_page, prompt_lines, version_of
 
 __all__ = ["create_app"]
 
@@ -48,6 +48,7 @@ _TEMPLATES = Jinja2Templates(
 )
 _TEMPLATES.env.filters["when"] = when
 _TEMPLATES.env.filters["number"] = lambda value: f"{value:,}"
+_TEMPLATES.env.filters["prompt_lines"] = prompt_lines
 
 
 def create_app(
@@ -126,11 +127,14 @@ def create_app(
         if not _csrf_ok(form.get("csrf"), csrf):
             return _refused()
         answer = form.get("answer")
+        answers = {
+            name.removeprefix("answer-"): text
+            for name, text in form.items()
+            if name.startswith("answer-") and text.strip()
+        }
         try:
             record = await run_in_threadpool(store.get, run_id)
-            await run_in_threadpool(
-                actions.resume, record, answer if isinstance(answer, str) else None
-            )
+            await run_in_threadpool(actions.resume, record, answer, answers)
         except StoreError as error:
             return page(request, "missing.html", 404, run_id=run_id, said=str(error))
         except ActionError as error:
@@ -215,6 +219,7 @@ def _show_run(
         said=said,
         notes=view.notes(),
         ended_at=inside(record.node or "", record.flow),
+        questions=record.questions,
         usage=usage_of(record.metadata),
         quoted=_quoted(record.run_id),
     )

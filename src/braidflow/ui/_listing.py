@@ -186,6 +186,9 @@ class RunIndex:
         note = record.error or ""
         if record.status == "waiting" and record.prompt is not None:
             note = _prompt_line(record.prompt)
+            more = len(record.questions) - 1
+            if more > 0:  # one per branch or item that asked: the first shown
+                note = f"{note} (and {more} more question{'' if more == 1 else 's'})"
         return Row(
             run_id=record.run_id,
             flow=record.flow,

@@ -28,6 +28,7 @@ __all__ = [
     "StepRow",
     "events_page",
     "progress",
+    "prompt_lines",
     "version_of",
 ]
 
@@ -189,17 +190,6 @@ class RunView:
                 return [str(note) for note in error.get("notes", ())]
         return []
 
-    def prompt_lines(self) -> list[tuple[str, str]]:
-        """A waiting run's prompt to read: (key, text) pairs for a dict, else
-        one pair with no key."""
-        prompt = self.record.prompt
-        if isinstance(prompt, dict):
-            return [
-                (str(key), value if isinstance(value, str) else _json(value))
-                for key, value in prompt.items()
-            ]
-        return [("", prompt if isinstance(prompt, str) else _json(prompt))]
-
     def state(self, at: int) -> StateView:
         """``shared`` after step ``at`` and what that step changed.
 
@@ -243,6 +233,16 @@ class RunView:
         except ResumeError:
             return False
         return True
+
+
+def prompt_lines(prompt: Any) -> list[tuple[str, str]]:
+    """A prompt to read: (key, text) pairs for a dict, else one pair with no key."""
+    if isinstance(prompt, dict):
+        return [
+            (str(key), value if isinstance(value, str) else _json(value))
+            for key, value in prompt.items()
+        ]
+    return [("", prompt if isinstance(prompt, str) else _json(prompt))]
 
 
 def version_of(record: RunRecord) -> str:

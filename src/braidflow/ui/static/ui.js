@@ -54,6 +54,7 @@
 
   // JSON fields: data-json="any" takes any JSON value, "object" a JSON object.
   function problem(field) {
+    if (field.dataset.optional !== undefined && field.value.trim() === "") return "";
     let value;
     try {
       value = JSON.parse(field.value);
