@@ -67,6 +67,8 @@ Durable runs
         tests/test_store_failures.py (full: "free some space", read-only: "make it
         writable", the run log: "move it away", each followed by a resume)
     stores._runlog ("a short write ...: the disk may be full") says what, not what to do
+    stores._sqlite_schema (read_only=True on an older file) ... tests/test_store_failures.py::
+        test_a_read_only_store_refuses_a_file_it_would_have_to_change
 Typed state
     _state (annotations that cannot be read, frozen types, a reducer or two
             rules in Annotated, shared of another kind, a conflict on a key
@@ -93,6 +95,11 @@ The command
         test_every_resume_the_command_suggests_works, test_the_other_suggestions_*,
         test_a_run_started_from_python_resumes_as_suggested_*,
         test_the_remaining_suggestions_work_when_followed
+The dashboard
+    ui._actions (an answer that is not JSON, a key removed in a fork, no TARGET:
+                 the command to run, or --target) ... tests/test_ui.py::
+        test_an_answer_that_is_not_json_*, test_a_fork_that_removes_a_key_*,
+        test_with_no_target_known_*
 
 Not followed, and why: "upgrade braidflow" and "resume the run with the
 version that recorded it" (another version of braidflow would be needed);
