@@ -479,3 +479,51 @@ def test_events_come_a_page_at_a_time_and_filtered_by_kind(tmp_path):
     starts = client.get("/runs/big?kind=item_start").text.split('id="events"')[1]
     item_starts = sum(event["kind"] == "item_start" for event in events)
     assert starts.count('<tr class="event') == item_starts
+
+
+def test_a_running_run_is_drained_from_its_page(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    path, log = tmp_path / "runs.db", tmp_path / "items.log"
+    job = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "braidflow",
+            "run",
+            f"{Path(__file__).parent}/jobs/drain_job.py:batch",
+            "--store",
+            str(path),
+            "--run-id",
+            "job",
+        ],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "DRAIN_LOG": str(log)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not log.exists() or log.read_text().count("end ") < 100:
+            assert job.poll() is None, job.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        client = client_of(path)
+        page = client.get("/runs/job").text
+        assert 'action="/runs/job/drain"' in page
+        assert client.post("/runs/job/drain", data={"csrf": csrf_of(page)}).status_code == 303
+        _out, err = job.communicate(timeout=30)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.communicate()
+    assert job.returncode == 75, err
+    assert bf.SQLiteStore(path, read_only=True).get("job").status == "drained"
+    page = client.get("/runs/job").text
+    assert 'action="/runs/job/drain"' not in page  # nothing to drain now
+    refused = client.post("/runs/job/drain", data={"csrf": csrf_of(page)})
+    assert refused.status_code == 400
+    assert "drained, not running: there is nothing to drain" in refused.text

@@ -1,5 +1,6 @@
 """What a person can do to a run from the dashboard: answer a waiting run and resume
-it, resume a failed, interrupted or drained one, fork one from a step with ``shared`` edited.
+it, resume a failed, interrupted or drained one, fork one from a step with ``shared`` edited,
+drain a running one.
 
 Only an action opens the store for writing (one `SQLiteStore`, made at the
 first action). Each needs the flow: the TARGET the run remembers (the
@@ -98,6 +99,26 @@ class Actions:
             close()
 
     # -- the actions ------------------------------------------------------------------
+
+    def drain(self, record: RunRecord, timeout: float = 30.0) -> None:
+        """Ask a running run to drain (`braidflow.drain`): it stops at its next
+        safe point, what is running finishing within ``timeout`` seconds, and
+        is stored as ``drained``. It needs no TARGET: the request goes
+        through the store (or straight to the run, if this dashboard runs it).
+
+        Raises:
+            ActionError: For a run that is not running.
+        """
+        from ..durable._drain import drain
+
+        if record.status != "running":
+            raise ActionError(
+                f"run {record.run_id!r} is {record.status}, not running: there is nothing to drain"
+            )
+        try:
+            drain(record.run_id, store=self._store(), timeout=timeout)
+        except StoreError as error:
+            raise ActionError(str(error)) from error
 
     def resume(
         self,

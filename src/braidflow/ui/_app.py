@@ -143,6 +143,22 @@ def create_app(
             return await run_in_threadpool(_show_run, request, view, page, actions, said, 400)
         return RedirectResponse(f"/runs/{_quoted(run_id)}", status_code=303)
 
+    async def drain(request: Request) -> Response:
+        form = await _form(request)
+        run_id = request.path_params["run_id"]
+        if not _csrf_ok(form.get("csrf"), csrf):
+            return _refused()
+        try:
+            record = await run_in_threadpool(store.get, run_id)
+            await run_in_threadpool(actions.drain, record)
+        except StoreError as error:
+            return page(request, "missing.html", 404, run_id=run_id, said=str(error))
+        except ActionError as error:
+            view = await run_in_threadpool(read_run, run_id)
+            said = str(error)
+            return await run_in_threadpool(_show_run, request, view, page, actions, said, 400)
+        return RedirectResponse(f"/runs/{_quoted(run_id)}", status_code=303)
+
     async def fork(request: Request) -> Response:
         form = await _form(request)
         run_id = request.path_params["run_id"]
@@ -169,6 +185,7 @@ def create_app(
         Route("/runs/{run_id:path}/timeline", timeline),
         Route("/runs/{run_id:path}/resume", resume, methods=["POST"]),
         Route("/runs/{run_id:path}/fork", fork, methods=["POST"]),
+        Route("/runs/{run_id:path}/drain", drain, methods=["POST"]),
         Route("/runs/{run_id:path}", run_page),
         Mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static"),
     ]
