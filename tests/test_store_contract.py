@@ -18,9 +18,17 @@ from braidflow.stores._owners import this_owner
 CUSTOM = os.environ.get("BRAIDFLOW_CONTRACT_STORE")
 
 
-@pytest.fixture(params=["sqlite", "sqlite-durable", "memory", *(["custom"] if CUSTOM else [])])
+@pytest.fixture(
+    params=["sqlite", "sqlite-durable", "memory", "postgres", *(["custom"] if CUSTOM else [])]
+)
 def store(request, tmp_path):
-    if request.param == "custom":
+    if request.param == "postgres":
+        from braidflow.stores import PostgresStore
+
+        made = PostgresStore(request.getfixturevalue("postgres_dsn"))
+        yield made
+        made.close()
+    elif request.param == "custom":
         module, _, name = (CUSTOM or "").partition(":")
         made = getattr(importlib.import_module(module), name)(tmp_path)
         yield made

@@ -15,10 +15,23 @@ __all__ = ["SCHEMA_VERSION", "open_database"]
 
 # 2: runs.folded and runs.log, for run logs; 3: runs.metadata, and runs.lease
 # (when the lease of a running run's owner expires, by the owner's clock);
-# 4: checkpoints.started and .ended (when each step began and ended).
-SCHEMA_VERSION = 4
+# 4: checkpoints.started and .ended (when each step began and ended);
+# 5: the slots of shared limiters (``_slots``).
+SCHEMA_VERSION = 5
 
-_SCHEMA = """
+_LIMITER_TABLES = """
+CREATE TABLE IF NOT EXISTS braidflow_limiter_slots (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    lease_ends REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS braidflow_limiter_slots_of ON braidflow_limiter_slots (name);
+CREATE TABLE IF NOT EXISTS braidflow_limiter_starts (name TEXT NOT NULL, started REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS braidflow_limiter_starts_of ON braidflow_limiter_starts (name, started);
+"""
+
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS braidflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
@@ -58,6 +71,8 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_of_run ON events (run_id, seq);
 """
+    + _LIMITER_TABLES
+)
 
 
 def open_database(
@@ -141,7 +156,9 @@ def _prepare(
         for column in db.execute("PRAGMA table_info(checkpoints)"):
             columns.add(f"checkpoints.{column[1]}")
         older = int(row[0] if row else SCHEMA_VERSION) < SCHEMA_VERSION
-        if older or not {"lease", "checkpoints.ended"} <= columns:
+        if not tables or "braidflow_limiter_slots" in tables:  # made now, or since version 5
+            columns.add("braidflow_limiter_slots")
+        if older or not {"lease", "checkpoints.ended", "braidflow_limiter_slots"} <= columns:
             _migrate(db, columns, lease_ends)
 
 
@@ -163,4 +180,7 @@ def _migrate(db: sqlite3.Connection, columns: set[str], lease_ends: Callable[[],
     if "checkpoints.ended" not in columns:  # rows written before have no times
         db.execute("ALTER TABLE checkpoints ADD COLUMN started REAL")
         db.execute("ALTER TABLE checkpoints ADD COLUMN ended REAL")
+    for statement in _LIMITER_TABLES.split(";"):
+        if statement.strip():
+            db.execute(statement)
     db.execute("UPDATE braidflow_meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))

@@ -50,6 +50,8 @@ from ._sqlite_failures import Transaction, diagnosis, failure, guarded, said
 from ._sqlite_folding import LogFolder, remove_log
 from ._sqlite_leases import LEASE
 from ._sqlite_schema import SCHEMA_VERSION, open_database
+from ._sqlite_slots import SQLiteSlots
+from ._store_limiters import LimiterShelf, MakesLimiters
 
 __all__ = ["LEASE", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -67,7 +69,7 @@ _SELECT_CHECKPOINTS = (
 )
 
 
-class SQLiteStore(LogFolder):
+class SQLiteStore(LogFolder, MakesLimiters):
     """A store in one SQLite file: the embedded default for durable runs.
 
     Several processes can share the file (SQLite's locking keeps it
@@ -131,6 +133,7 @@ class SQLiteStore(LogFolder):
             self.path, durable=durable, lease_ends=lambda: self._clock() + self.lease
         )
         self._largest = self._db.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+        self._limiters = LimiterShelf()
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -146,6 +149,7 @@ class SQLiteStore(LogFolder):
                 return
             self._closed = True
             self._stop.set()
+            self._limiters.close()
             try:
                 for run_id in list(self._logs):
                     folded = False
@@ -167,6 +171,9 @@ class SQLiteStore(LogFolder):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def _new_slots(self) -> SQLiteSlots:
+        return SQLiteSlots(self.path, self._clock, self)
 
     def release(self, run_id: str) -> None:
         """This process no longer runs the run: it counts as running no more,
