@@ -28,12 +28,17 @@ def postgres() -> PostgresServer:
         yield server
 
 
-@pytest.fixture
-def postgres_dsn(postgres) -> str:
-    """The DSN of a new, empty database on the tests' server."""
+def new_database(server: PostgresServer) -> str:
+    """Make a new, empty database on ``server``; return its DSN."""
     import psycopg
 
     name = f"test_{os.getpid()}_{next(_DATABASES)}"
-    with psycopg.connect(postgres.dsn, autocommit=True) as admin:
+    with psycopg.connect(server.dsn, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    return postgres.dsn.replace("dbname=postgres", f"dbname={name}")
+    return server.dsn.replace("dbname=postgres", f"dbname={name}")
+
+
+@pytest.fixture
+def postgres_dsn(postgres) -> str:
+    """The DSN of a new, empty database on the tests' server."""
+    return new_database(postgres)

@@ -215,7 +215,10 @@ class PostgresStore(PostgresLeases, MakesLimiters):
                 if conn is not None:
                     conn.close()
                 self._conn = None
-                conn = self._conn = connect(self.dsn, repr(self), connect_timeout=self._timeout)
+                # Its tables were made when it first connected: only connect.
+                conn = self._conn = psycopg.connect(
+                    self.dsn, autocommit=True, connect_timeout=max(1, round(self._timeout))
+                )
             with conn.transaction():
                 yield conn
 
