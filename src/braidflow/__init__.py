@@ -45,6 +45,7 @@ from ._limits import LimiterStatistics as LimiterStatistics
 from ._node import BaseNode as BaseNode
 from ._policy import Retry as Retry
 from ._run import PendingRun as PendingRun
+from ._shared_limits import SharedLimiter as SharedLimiter
 from ._threads import thread_limiter as thread_limiter
 from ._views import MISSING as MISSING
 from ._views import SharedView as SharedView
@@ -114,6 +115,7 @@ __all__ = [
     "RunRecord",
     "SQLiteStore",
     "SetupError",
+    "SharedLimiter",
     "SharedView",
     "StepRecord",
     "Store",
