@@ -1,8 +1,12 @@
 """Fixtures more than one test file uses: a real PostgreSQL server, started
-once per test process when a test asks for it, and a new database per test."""
+once per test process when a test asks for it, and a new database per test;
+a server that counts the calls in progress (for shared limiters)."""
 
 import itertools
 import os
+import socketserver
+import threading
+import time
 
 import pytest
 
@@ -42,3 +46,38 @@ def new_database(server: PostgresServer) -> str:
 def postgres_dsn(postgres) -> str:
     """The DSN of a new, empty database on the tests' server."""
     return new_database(postgres)
+
+
+class Counting(socketserver.ThreadingTCPServer):
+    """The called server: counts the calls in progress, and the most at once."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.lock = threading.Lock()
+        self.now = self.peak = self.calls = 0
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    def handle(self):
+        server = self.server
+        self.rfile.readline()
+        with server.lock:
+            server.now += 1
+            server.calls += 1
+            server.peak = max(server.peak, server.now)
+        time.sleep(0.002)  # a call that takes a while, so calls overlap
+        with server.lock:
+            server.now -= 1
+        self.wfile.write(b"ok\n")
+
+
+@pytest.fixture
+def counting():
+    server = Counting()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()

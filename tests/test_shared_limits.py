@@ -6,7 +6,6 @@ that died come back once their lease expires."""
 import asyncio
 import os
 import signal
-import socketserver
 import subprocess
 import sys
 import threading
@@ -35,41 +34,6 @@ def open_store(where, **options):
 
         return PostgresStore(where, **options)
     return bf.SQLiteStore(where, **options)
-
-
-class Counting(socketserver.ThreadingTCPServer):
-    """The called server: counts the calls in progress, and the most at once."""
-
-    daemon_threads = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.lock = threading.Lock()
-        self.now = self.peak = self.calls = 0
-
-
-class _Handler(socketserver.StreamRequestHandler):
-    def handle(self):
-        server = self.server
-        self.rfile.readline()
-        with server.lock:
-            server.now += 1
-            server.calls += 1
-            server.peak = max(server.peak, server.now)
-        time.sleep(0.002)  # a call that takes a while, so calls overlap
-        with server.lock:
-            server.now -= 1
-        self.wfile.write(b"ok\n")
-
-
-@pytest.fixture
-def counting():
-    server = Counting()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 def job(where, port, items, mode, lease=30):
