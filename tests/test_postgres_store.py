@@ -250,7 +250,8 @@ def test_a_lost_connection_stops_the_run_naming_the_store_and_it_resumes_once_ba
     # A server of its own, which it stops as a crash would: syncing its commits
     # to disk, as a production server does (the tests' shared one does not).
     with postgres_server(durable=True) as server:
-        store = PostgresStore(server.dsn, connect_timeout=2)
+        # durable: every checkpoint synced by the server, which a crash of it loses not.
+        store = PostgresStore(server.dsn, connect_timeout=2, durable=True)
         try:
             flow = bf.AsyncFlow(start=Items(max_concurrency=1, name="items"), name="job")
             with pytest.raises(StoreError) as caught:

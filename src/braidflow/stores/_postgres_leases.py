@@ -143,6 +143,7 @@ def _heartbeat(ref: weakref.ref[PostgresLeases], stop: threading.Event, every: f
             try:
                 if conn is None or conn.closed or conn.broken:
                     conn = psycopg.connect(store.dsn, autocommit=True, connect_timeout=10)
+                    conn.execute("SET synchronous_commit = off")  # a lease: kept for seconds
                 busy = store._renew_leases(conn)
             except Exception:  # the server is down now: the next beat tries again
                 busy = True

@@ -11,7 +11,7 @@ import psycopg
 
 from .._errors import StoreError
 
-__all__ = ["SCHEMA_VERSION", "connect", "diagnosis", "shown_dsn"]
+__all__ = ["SCHEMA_VERSION", "connect", "diagnosis", "open_connection", "shown_dsn"]
 
 # Each version's statements, applied in order to bring a database up to it.
 # 1: runs, their checkpoints and events; 2: the slots of shared limiters.
@@ -83,19 +83,44 @@ def shown_dsn(dsn: str) -> str:
     return psycopg.conninfo.make_conninfo(**{key: str(value) for key, value in given.items()})
 
 
-def connect(
-    dsn: str, store: str, *, connect_timeout: float, upto: int = SCHEMA_VERSION
-) -> psycopg.Connection[Any]:
+def open_connection(dsn: str, *, connect_timeout: float, durable: bool) -> psycopg.Connection[Any]:
     """A connection to the database of ``dsn`` (autocommit: each transaction
-    explicit), its tables made or brought up to version ``upto`` (the tests
-    make older ones). ``store``: the store's repr, for messages.
+    explicit). Not ``durable``: a commit returns once the server has it, before
+    the server syncs it to disk (``synchronous_commit=off``): a client killed
+    loses nothing; a server that crashes loses its last fraction of a second
+    of commits, the latest ones, which a resumed run does again.
+
+    Raises:
+        psycopg.Error: If the server cannot be reached.
+    """
+    conn = psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, round(connect_timeout)))
+    if not durable:
+        try:
+            conn.execute("SET synchronous_commit = off")
+        except BaseException:
+            conn.close()
+            raise
+    return conn
+
+
+def connect(
+    dsn: str,
+    store: str,
+    *,
+    connect_timeout: float,
+    durable: bool = True,
+    upto: int = SCHEMA_VERSION,
+) -> psycopg.Connection[Any]:
+    """A connection (see `open_connection`) to the database of ``dsn``, its
+    tables made or brought up to version ``upto`` (the tests make older ones).
+    ``store``: the store's repr, for messages.
 
     Raises:
         StoreError: If the server cannot be reached, or the database was
             written by a newer braidflow.
     """
     try:
-        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, round(connect_timeout)))
+        conn = open_connection(dsn, connect_timeout=connect_timeout, durable=durable)
     except psycopg.Error as error:
         what, todo = diagnosis(error)
         raise StoreError(f"{store}: cannot connect: {what} ({said(error)}); {todo}") from None

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 
 from .._errors import StoreError
-from ._postgres_schema import diagnosis, said
+from ._postgres_schema import diagnosis, open_connection, said
 from ._slots import renew_slots, take_slot
 
 __all__ = ["PostgresSlots"]
@@ -50,8 +50,9 @@ class PostgresSlots:
             try:
                 conn = self._conn
                 if conn is None or conn.closed or conn.broken:
-                    conn = self._conn = psycopg.connect(
-                        self._dsn, autocommit=True, connect_timeout=self._timeout
+                    # Slots are leases, kept for seconds: not synced to disk.
+                    conn = self._conn = open_connection(
+                        self._dsn, connect_timeout=self._timeout, durable=False
                     )
 
                 def execute(statement: str, args: Sequence[Any]) -> Any:

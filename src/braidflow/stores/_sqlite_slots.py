@@ -46,6 +46,8 @@ class SQLiteSlots:
                         check_same_thread=False,
                         timeout=BUSY_MS / 1000,
                     )
+                    # Slots are leases, kept for seconds: not synced to disk.
+                    self._db.execute("PRAGMA synchronous=OFF")
                 db = self._db
                 with Transaction(db):
                     return work(db.execute)

@@ -48,7 +48,14 @@ from ._base import (
 )
 from ._owners import holds, owner_alive
 from ._postgres_leases import LEASE, PostgresLeases, _str, _text
-from ._postgres_schema import SCHEMA_VERSION, connect, diagnosis, said, shown_dsn
+from ._postgres_schema import (
+    SCHEMA_VERSION,
+    connect,
+    diagnosis,
+    open_connection,
+    said,
+    shown_dsn,
+)
 from ._postgres_slots import PostgresSlots
 from ._store_limiters import LimiterShelf, MakesLimiters
 
@@ -95,7 +102,8 @@ class PostgresStore(PostgresLeases, MakesLimiters):
     Its tables (``braidflow_*``) are made in the database on first use, and
     brought up to date when a newer braidflow opens it; the database may hold
     other tables. One connection per store object, usable from any thread;
-    each checkpoint is one transaction, committed before the run goes on.
+    each checkpoint is one transaction, committed before the run goes on (one
+    round trip to the server per batch of items finishing together).
 
     While this process runs a run, a thread of the store renews the run's
     lease every ``lease / 3`` seconds. A run whose lease expired is run by
@@ -111,6 +119,12 @@ class PostgresStore(PostgresLeases, MakesLimiters):
             dbname=runs user=app"`` or ``"postgresql://app@db.internal/runs"``.
         serializer: How values are written: ``"json"`` (default) or
             ``"pickle"`` (any picklable object, but only for a trusted database).
+        durable: Also survive the database server crashing: each checkpoint
+            returns only once the server has synced it to disk, at many times
+            the cost. By default a checkpoint returns once the server has it
+            (``synchronous_commit=off`` for the store's connection): a process
+            killed loses nothing; a server crash loses its last fraction of a
+            second of checkpoints, which the resumed run does again.
         lease: Seconds a run counts as running after its owner last renewed
             it (default 30). Every process sharing the database should use
             the same, and machines' clocks should agree to well within it.
@@ -128,6 +142,7 @@ class PostgresStore(PostgresLeases, MakesLimiters):
         dsn: str,
         *,
         serializer: str = "json",
+        durable: bool = False,
         lease: float = LEASE,
         clock: Callable[[], float] | None = None,
         connect_timeout: float = 10.0,
@@ -155,8 +170,9 @@ class PostgresStore(PostgresLeases, MakesLimiters):
         self._dsn_shown = shown_dsn(dsn)
         self._closed = False
         self._lock = threading.RLock()
+        self._durable = durable
         self._conn: psycopg.Connection[Any] | None = connect(
-            dsn, repr(self), connect_timeout=connect_timeout
+            dsn, repr(self), connect_timeout=connect_timeout, durable=durable
         )
         info = self._conn.info
         self._location = f"postgresql://{info.host}:{info.port}/{info.dbname}"
@@ -216,8 +232,8 @@ class PostgresStore(PostgresLeases, MakesLimiters):
                     conn.close()
                 self._conn = None
                 # Its tables were made when it first connected: only connect.
-                conn = self._conn = psycopg.connect(
-                    self.dsn, autocommit=True, connect_timeout=max(1, round(self._timeout))
+                conn = self._conn = open_connection(
+                    self.dsn, connect_timeout=self._timeout, durable=self._durable
                 )
             with conn.transaction():
                 yield conn
