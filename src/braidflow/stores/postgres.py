@@ -70,9 +70,18 @@ _RECORD = (
     "LEFT JOIN LATERAL (SELECT kind, frame, node FROM braidflow_checkpoints "
     "WHERE run_id = r.run_id ORDER BY seq DESC LIMIT 1) c ON true"
 )
-_INSERT_ROW = (
+# A checkpoint's rows in one statement, so in one round trip: all or none, in
+# order, and only while the run is the writer's (its record held meanwhile).
+_APPEND = (
     "INSERT INTO braidflow_checkpoints (run_id, kind, frame, position, node, node_class, "
-    "action, payload, started, ended) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "action, payload, started, ended) "
+    "SELECT r.run_id, t.kind, t.frame, t.position, t.node, t.node_class, t.action, "
+    "t.payload, t.started, t.ended FROM (SELECT run_id FROM braidflow_runs WHERE run_id=%s "
+    "AND (%s::bytea IS NULL OR owner=%s) FOR SHARE) r, unnest(%s::bytea[], %s::bytea[], "
+    "%s::bigint[], %s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[], %s::float8[], "
+    "%s::float8[]) WITH ORDINALITY "
+    "AS t(kind, frame, position, node, node_class, action, payload, started, ended, n) "
+    "ORDER BY t.n"
 )
 
 
@@ -220,8 +229,9 @@ class PostgresStore(PostgresLeases, MakesLimiters):
         return StoreError(f"{self!r}: cannot {doing}: {what}; {todo}{then}", run_id=run_id)
 
     @contextmanager
-    def _transaction(self) -> Iterator[psycopg.Connection[Any]]:
-        """The connection, in a transaction (under the lock); a connection that
+    def _transaction(self, begin: bool = True) -> Iterator[psycopg.Connection[Any]]:
+        """The connection, in a transaction (under the lock), or for one
+        statement (its own transaction) unless ``begin``; a connection that
         broke is replaced first, so a call after an outage works again."""
         with self._lock:
             if self._closed:
@@ -235,6 +245,9 @@ class PostgresStore(PostgresLeases, MakesLimiters):
                 conn = self._conn = open_connection(
                     self.dsn, connect_timeout=self._timeout, durable=self._durable
                 )
+            if not begin:
+                yield conn
+                return
             with conn.transaction():
                 yield conn
 
@@ -354,8 +367,8 @@ class PostgresStore(PostgresLeases, MakesLimiters):
         return self._shown(row), bytes(graph).decode(), bytes(initial), rows
 
     def append(self, run_id: str, rows: list[Checkpoint]) -> None:
-        """Add checkpoint rows in one transaction (all or none), after those
-        already there.
+        """Add checkpoint rows in one statement (all or none, one round trip
+        to the server), after those already there.
 
         Raises:
             StoreError: If a row is not a `Checkpoint` of texts and bytes, or
@@ -371,11 +384,13 @@ class PostgresStore(PostgresLeases, MakesLimiters):
         check_rows(self, run_id, rows)
         key = _text(run_id)
         try:
-            with self._transaction() as conn:
-                self._fence(conn, run_id)
+            with self._transaction(begin=False) as conn:
                 if rows:
-                    with conn.cursor() as cursor:
-                        cursor.executemany(_INSERT_ROW, [_values(key, row) for row in rows])
+                    owner = _text(self._held.get(run_id))
+                    written = conn.execute(_APPEND, (key, owner, owner, *_columns(rows)))
+                    if written.rowcount == len(rows):
+                        return
+                self._fence(conn, run_id)  # says why nothing was written
         except StoreError:
             raise
         except Exception as error:
@@ -497,21 +512,19 @@ class PostgresStore(PostgresLeases, MakesLimiters):
             ]
 
 
-def _values(key: bytes | None, row: Checkpoint) -> tuple[Any, ...]:
-    """A checkpoint row as ``_INSERT_ROW`` takes it, for the run of ``key``."""
-    kind, frame, position, node, node_class, action, payload, started, ended = row
-    return (
-        key,
-        kind.encode(),
-        frame.encode(),
-        position,
-        node.encode(),
-        node_class.encode(),
-        _text(action),
-        bytes(payload),
-        started,
-        ended,
-    )
+def _columns(rows: list[Checkpoint]) -> list[list[Any]]:
+    """Checkpoint rows as ``_APPEND`` takes them: a list per column, texts as bytes."""
+    return [
+        [row.kind.encode() for row in rows],
+        [row.frame.encode() for row in rows],
+        [int(row.position) for row in rows],
+        [row.node.encode() for row in rows],
+        [row.node_class.encode() for row in rows],
+        [_text(row.action) for row in rows],
+        [bytes(row.payload) for row in rows],
+        [None if row.started is None else float(row.started) for row in rows],
+        [None if row.ended is None else float(row.ended) for row in rows],
+    ]
 
 
 def _record(row: tuple[Any, ...]) -> RunRecord:
