@@ -132,3 +132,33 @@ def test_a_shared_limiter_holds_across_drivers_on_ray(ray_head, postgres_dsn, co
         finish(process)
     assert counting.calls == 80
     assert counting.peak <= 2
+
+
+def test_the_driver_on_the_scaling_page_runs_and_resumes(ray_head, postgres_dsn, tmp_path):
+    """docs/scaling.md's driver (a ```py block: it needs a server and a cluster),
+    run as written, on the tests' server and Ray head."""
+    import re
+
+    page = (Path(__file__).parent.parent / "docs" / "scaling.md").read_text()
+    (block,) = re.findall(r"```py\n(.*?)```", page, flags=re.DOTALL)
+    assert 'PostgresStore("host=db.internal dbname=runs user=app")' in block
+    script = tmp_path / "driver.py"
+    script.write_text(
+        # The page's driver joins the cluster it runs in ("auto"); here, the tests' head.
+        f"import ray\nray.init(address={ray_head!r}, _node_ip_address='127.0.0.1')\n"
+        + block.replace("host=db.internal dbname=runs user=app", postgres_dsn)
+    )
+    for mode in ("run", "resume"):
+        done = subprocess.run(
+            [sys.executable, str(script), "tenant-1", mode],
+            capture_output=True,
+            env=RAY_ENV,
+            timeout=240,
+        )
+        if mode == "run":
+            assert done.returncode == 0, done.stderr.decode()[-3000:]
+    assert b"has completed; there is nothing to resume" in done.stderr
+    from braidflow.stores import PostgresStore
+
+    with PostgresStore(postgres_dsn) as store:
+        assert store.get("tenant-1").status == "completed"
