@@ -136,7 +136,8 @@ class Checkpoint(NamedTuple):
 class Store(Protocol):
     """What the engine (and the ``braidflow`` command) needs of a store.
 
-    `SQLiteStore` and `MemoryStore` implement it; another database can too:
+    `SQLiteStore`, `PostgresStore` and `MemoryStore` implement it; another
+    database can too:
     the contract tests in ``tests/test_store_contract.py`` say what each
     method must do, and ``docs/durable.md`` ("Writing a store") how.
 
