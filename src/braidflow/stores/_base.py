@@ -137,9 +137,9 @@ class Store(Protocol):
     """What the engine (and the ``braidflow`` command) needs of a store.
 
     `SQLiteStore`, `PostgresStore` and `MemoryStore` implement it; another
-    database can too:
-    the contract tests in ``tests/test_store_contract.py`` say what each
-    method must do, and ``docs/durable.md`` ("Writing a store") how.
+    database can too: the contract tests in ``tests/test_store_contract.py``
+    say what each method must do, and ``docs/durable.md`` ("Writing a
+    store") how.
 
     Every failure of the store itself (a database that cannot be written, a
     closed store, an unknown run, input it cannot keep as given: a run id
