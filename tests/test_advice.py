@@ -61,6 +61,12 @@ Durable runs
         tests/test_store_failures.py (full: "free some space", read-only: "make it
         writable", the run log: "move it away", each followed by a resume)
     stores._runlog ("a short write ...: the disk may be full") says what, not what to do
+    stores._postgres_schema (a server that cannot be reached, a user who may not make
+        tables) ......................................... tests/test_postgres_store.py::
+        test_a_lost_connection_*, test_a_user_who_may_not_make_tables_*
+    _shared_limits, stores._store_limiters (a limiter with no name, of a closed
+        store) .......................................... tests/test_shared_limits.py::
+        test_bad_options_and_misuse_say_what_to_do
 Tracing and extras
     tracing._files (no such directory) .................. test_a_trace_in_a_missing_directory_*
     tracing, executors (pip install 'braidflow[...]') ... test_the_extras_named_exist
@@ -75,7 +81,9 @@ Not followed, and why: "upgrade braidflow" and "resume the run with the
 version that recorded it" (another version of braidflow would be needed);
 "keep large data out of shared" (it needs a value of a gigabyte); "check the
 disk", "restore it from a copy", "try again when it is free" (a failing disk,
-a damaged file, a lock held past SQLite's timeout).
+a damaged file, a lock held past SQLite's timeout); "free some on the
+server", "check the PostgreSQL server and its log" (a database server out
+of space, or failing in another way).
 """
 
 import asyncio

@@ -270,3 +270,18 @@ def test_a_lost_connection_stops_the_run_naming_the_store_and_it_resumes_once_ba
             assert ran == [*range(6), *range(5, 10)]  # only item 5, in flight, ran twice
         finally:
             store.close()
+
+
+def test_a_user_who_may_not_make_tables_is_told_to_get_the_right(postgres, postgres_dsn):
+    """PostgreSQL 15 lets only a database's owner create tables in it by default."""
+    with psycopg.connect(postgres.dsn, autocommit=True) as admin:
+        if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname='limited'").fetchone():
+            admin.execute("CREATE ROLE limited LOGIN")
+    limited = postgres_dsn.replace("user=braidflow", "user=limited")
+    with pytest.raises(StoreError, match="grant the user rights to create and write tables"):
+        PostgresStore(limited)
+    with psycopg.connect(postgres_dsn, autocommit=True) as owner:  # as told
+        owner.execute("GRANT CREATE ON SCHEMA public TO limited")
+    with PostgresStore(limited) as store:
+        store.create_run("a", "flow", "g", b"", this_owner())
+        assert store.get("a").status == "running"

@@ -174,6 +174,8 @@ def test_bad_options_and_misuse_say_what_to_do(where):
         for name in ("", None, 7, "a\ud800"):
             with pytest.raises(InvalidParameterError, match="needs a name"):
                 store.limiter(name, max_concurrent=1)
+        named = store.limiter("api", max_concurrent=1)  # as told: a non-empty string
+        assert named.name == "api"
         with pytest.raises(InvalidParameterError, match="max_concurrent=0"):
             store.limiter("api", max_concurrent=0)
         with pytest.raises(InvalidParameterError, match="lease=-1"):
@@ -183,7 +185,14 @@ def test_bad_options_and_misuse_say_what_to_do(where):
             api.release()
     finally:
         store.close()
-    with pytest.raises(StoreError, match="is closed"):
+    with pytest.raises(StoreError, match="make it again from an open store"):
         api.try_acquire()
     with pytest.raises(StoreError, match="the store is closed"):
         store.limiter("api", max_concurrent=1)
+    reopened = open_store(where)  # as told: an open store, and the limiter made again
+    try:
+        api = reopened.limiter("api", max_concurrent=1)
+        assert api.try_acquire()
+        api.release()
+    finally:
+        reopened.close()
