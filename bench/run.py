@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from state_writes import state_writes
+
 IMPLEMENTATIONS = ("asyncio", "pocketflow", "braidflow")
 RESULTS = Path(__file__).parent / "results"
 
@@ -78,15 +80,23 @@ def chain(
             nodes = [Step() for _ in range(size)]
         for left, right in itertools.pairwise(nodes):
             left >> right
-        flow = lib.AsyncFlow(start=nodes[0])
+        if observe == "typed":  # a TypedDict state: checked once, nodes get the dict itself
+            from typing import TypedDict
+
+            counted = TypedDict("counted", {"count": int})  # type: ignore[operator]  # noqa: UP013
+            flow = lib.AsyncFlow(start=nodes[0], state=counted)
+        else:
+            flow = lib.AsyncFlow(start=nodes[0])
 
         observers: list[Any] = []
         options: dict[str, Any] = {}
-        if observe == "durable":
+        if observe and observe.startswith("durable"):
             import tempfile
 
             store_dir = Path(tempfile.mkdtemp())
             options["store"] = lib.SQLiteStore(store_dir / "runs.db")
+            if observe != "durable":  # durable_async, durable_exit: a cheaper mode
+                options["durability"] = observe.removeprefix("durable_")
         elif observe == "postgres":
             options["store"] = postgres_store()
         elif observe == "noop":
@@ -524,6 +534,13 @@ def chain_noop_observer(impl: str, size: int) -> dict[str, float]:
     return chain(impl, size, observe="noop")
 
 
+def chain_typed(impl: str, size: int) -> dict[str, float]:
+    """The chain in a flow with a TypedDict state type (``state=``)."""
+    if impl != "braidflow":
+        raise NotImplementedError("state types are braidflow's")
+    return chain(impl, size, observe="typed")
+
+
 def chain_durable(impl: str, size: int) -> dict[str, float]:
     """The chain as a durable run: a checkpoint in SQLite after every node."""
     if impl != "braidflow":
@@ -657,6 +674,22 @@ def cpu_batch(impl: str, size: int) -> dict[str, float]:
     return figures
 
 
+def chain_durable_async(impl: str, size: int) -> dict[str, float]:
+    """The chain as a durable run with durability="async": checkpoints written
+    by a thread of the writer, off the run's path."""
+    if impl != "braidflow":
+        raise NotImplementedError("durable runs are braidflow's")
+    return chain(impl, size, observe="durable_async")
+
+
+def chain_durable_exit(impl: str, size: int) -> dict[str, float]:
+    """The chain as a durable run with durability="exit": checkpoints kept in
+    memory and written when the run ends."""
+    if impl != "braidflow":
+        raise NotImplementedError("durable runs are braidflow's")
+    return chain(impl, size, observe="durable_exit")
+
+
 def items_durable(
     impl: str, size: int, bound: int | None = 1000, store: str = "sqlite"
 ) -> dict[str, float]:
@@ -742,6 +775,52 @@ def stored_state(impl: str, size: int) -> dict[str, float]:
     return figures
 
 
+def cache_hits(impl: str, size: int) -> dict[str, float]:
+    """`size` items of a parallel batch with a result cache in SQLite, run a
+    second time so that every item is a hit: µs per item of that run, and
+    what a hit costs over the same batch with no cache and an exec that
+    returns at once (the best of 5 runs of each, alternated)."""
+    if impl != "braidflow":
+        raise NotImplementedError("the result cache is braidflow's")
+    import tempfile
+
+    lib = importlib.import_module(impl)
+    calls = 0
+
+    async def exec_async(self: Any, value: int) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        return {"item": value, "answer": f"text of item {value}"}
+
+    node_class = parallel_node(lib, exec_async, store_len=True)
+    store = lib.SQLiteStore(Path(tempfile.mkdtemp()) / "cache.db")
+    cached = lib.AsyncFlow(start=node_class(cache=lib.Cache(store=store)))
+    plain = lib.AsyncFlow(start=node_class())
+
+    async def timed(flow: Any) -> float:
+        shared: dict[str, Any] = {"items": list(range(size))}
+        started = time.perf_counter()
+        await flow.run_async(shared)
+        elapsed = time.perf_counter() - started
+        assert shared["result"] == size
+        return elapsed
+
+    async def main() -> tuple[float, float]:
+        await timed(cached)  # fills the cache
+        assert calls == size
+        timings = {True: [], False: []}
+        for hits in (False, True) * 5:
+            timings[hits].append(await timed(cached if hits else plain))
+        assert calls == size * 6  # the plain runs call exec; the cached runs never do
+        return min(timings[False]), min(timings[True])
+
+    plain_time, hit_time = asyncio.run(main())
+    return {
+        "hit_us": hit_time / size * 1e6,
+        "extra_us": (hit_time - plain_time) / size * 1e6,
+    }
+
+
 def chain_jsonl(impl: str, size: int) -> dict[str, float]:
     """The chain with a JSONLTrace writing every event to a file."""
     if impl != "braidflow":
@@ -754,7 +833,12 @@ WORKLOADS: dict[str, Callable[[str, int], dict[str, float]]] = {
     "chain_policies": chain_with_policies,
     "chain_noop": chain_noop_observer,
     "chain_jsonl": chain_jsonl,
+    "cache_hits": cache_hits,
     "chain_durable": chain_durable,
+    "chain_typed": chain_typed,
+    "state_writes": state_writes,
+    "chain_durable_async": chain_durable_async,
+    "chain_durable_exit": chain_durable_exit,
     "items_durable": items_durable,
     "items_durable_unbounded": items_durable_unbounded,
     "chain_postgres": chain_postgres,
@@ -780,6 +864,9 @@ PLAN = [
     ("chain_noop", 1000, "same chain, a no-op observer (2 events/node)"),
     ("chain_jsonl", 1000, "same chain, a JSONLTrace observer"),
     ("chain_durable", 1000, "same chain, durable: a SQLite checkpoint per node"),
+    ("chain_durable_async", 1000, 'same, durability="async": written off the run\'s path'),
+    ("chain_durable_exit", 1000, 'same, durability="exit": written when the run ends'),
+    ("chain_typed", 1000, "same chain, a typed flow (TypedDict state)"),
     ("sync_chain", 1000, "sync chain of 1,000 nodes (raw: plain calls)"),
     ("fanout", 10_000, "10k items x sleep(50 ms)"),
     ("bounded", 100_000, "100k items from a generator, bound 1000"),
@@ -794,10 +881,12 @@ PLAN = [
     ("items_postgres", 10_000, "10k items, bound 1000, in PostgreSQL: extra/item"),
     ("shared_limiter", 2000, "acquire+release of a shared limiter: PG, SQLite"),
     ("stored_state", 1000, "state() and history() of a stored run: 1,000 steps, 10k items"),
+    ("cache_hits", 10_000, "10k items, all cache hits in SQLite (2nd run)"),
     ("branches", 2, "fork/join of 2 trivial branches"),
     ("branches", 16, "fork/join of 16 trivial branches"),
     ("branches_big", 16, "same, shared holds 10 MB no branch touches"),
     ("cpu_batch", 200, "200 CPU-bound items (20 ms): here, threads, Ray"),
+    ("state_writes", 10_000, "one write to shared: dict, typed, validated"),
 ]
 QUICK_SIZES = {
     ("chain", 1000): 200,
@@ -805,12 +894,17 @@ QUICK_SIZES = {
     ("chain_noop", 1000): 200,
     ("chain_jsonl", 1000): 200,
     ("chain_durable", 1000): 200,
+    ("chain_typed", 1000): 200,
+    ("state_writes", 10_000): 1000,
+    ("chain_durable_async", 1000): 200,
+    ("chain_durable_exit", 1000): 200,
     ("items_durable", 10_000): 1000,
     ("items_durable_unbounded", 10_000): 1000,
     ("chain_postgres", 1000): 200,
     ("items_postgres", 10_000): 1000,
     ("shared_limiter", 2000): 200,
     ("stored_state", 1000): 100,
+    ("cache_hits", 10_000): 1000,
     ("sync_chain", 1000): 200,
     ("fanout", 10_000): 1000,
     ("bounded", 100_000): 10_000,
@@ -947,6 +1041,12 @@ def main() -> int:
             f"ray: CPU-bound batch {cpu['in_process_s'] / cpu['ray_s']:.2f}x faster than in "
             f"process (threads: {cpu['in_process_s'] / cpu['threads_s']:.2f}x), "
             f"{cpu['ray_round_trip_ms']:.1f} ms round trip per item"
+        )
+    hits = {r["metric"]: r["braidflow"] for r in rows if r["workload"] == "cache_hits"}
+    if hits.get("hit_us") is not None:
+        print(
+            f"cache: a hit in SQLite costs {hits['hit_us']:.1f} us per item in all "
+            f"({hits['extra_us']:+.1f} us over calling a trivial exec; target <= 50 us)"
         )
     plain = next((r for r in rows if r["workload"] == "items"), None)
     limited = next((r for r in rows if r["workload"] == "items_limited"), None)

@@ -20,6 +20,7 @@ EXAMPLES = [
     "concurrency.py",
     "research.py",
     "review.py",
+    "invoices.py",
     "crawler.py",
     "image_filters.py",
     "llm_translate.py",  # without OPENAI_API_KEY it says how to set one

@@ -43,6 +43,9 @@ Durable runs
     durable._session (Suspended, failed-run note,
                       input= to a run not waiting,
                       another graph) .................... test_durable_*
+    durable._asking (Suspended on several questions,
+                     input= for several, an unknown id,
+                     input= with answers=, bad answers=) test_durable_questions_*
     durable._run (items changed, fingerprints, values
                   that cannot be saved) ................. test_durable_*
     durable._history (a store with no read(), a step
@@ -53,6 +56,9 @@ Durable runs
         test_bad_resume_options_*, test_migrate_may_return_*, test_a_bad_update_*,
         test_a_renamed_node_resumes_with_rename_*
     durable._codec (keys, values, the reserved key) ..... test_durable_values_*
+    durable._drain (a run another process runs: store=;
+                    Drained: resume it) ................. tests/test_drain.py::
+        test_a_run_in_another_process_drains_when_asked_*, test_a_drained_batch_*
     stores._base (run id used, run running elsewhere) ... test_store_*, and
         tests/test_store_failures.py::test_a_run_on_another_host_is_running_until_its_lease_*
     stores._sqlite_schema (directory, not a store) ...... test_sqlite_store_paths_*
@@ -67,6 +73,17 @@ Durable runs
     _shared_limits, stores._store_limiters (a limiter with no name, of a closed
         store) .......................................... tests/test_shared_limits.py::
         test_bad_options_and_misuse_say_what_to_do
+Typed state
+    _state (annotations that cannot be read, frozen types, a reducer or two
+            rules in Annotated, shared of another kind, a conflict on a key
+            of the type), _flow.Flow.__init__ (validate=) ... tests/test_typed_state_advice.py
+    _state_table.check_nodes (a node typed against another state) ... tests/test_typed_state.py::
+        test_a_node_typed_against_another_state_is_refused_when_the_run_starts
+Result cache
+    _cache (an input with no key, exec with no code),
+    engine._cached (no store, a store with no cache,
+                    a result JSON cannot hold),
+    _options.check_cache(_options) ...................... tests/test_cache.py::test_advice_*
 Tracing and extras
     tracing._files (no such directory) .................. test_a_trace_in_a_missing_directory_*
     tracing, executors (pip install 'braidflow[...]') ... test_the_extras_named_exist
@@ -79,7 +96,8 @@ The command
 
 Not followed, and why: "upgrade braidflow" and "resume the run with the
 version that recorded it" (another version of braidflow would be needed);
-"keep large data out of shared" (it needs a value of a gigabyte); "check the
+"keep large data out of shared" and, from stores._sqlite_cache, "keep large
+data out of exec's result" (each needs a value of a gigabyte); "check the
 disk", "restore it from a copy", "try again when it is free" (a failing disk,
 a damaged file, a lock held past SQLite's timeout); "free some on the
 server", "check the PostgreSQL server and its log" (a database server out
@@ -1013,6 +1031,77 @@ def test_durable_resume_with_input_of_a_run_not_waiting_says_without_input(tmp_p
         with pytest.raises(ResumeError, match="not waiting for input; resume it without input="):
             flow.resume("r", store=store, input="yes")
         assert flow.resume("r", store=store) == {"fetched": True}
+
+
+class AskFor(Node):
+    def exec(self, prep_res):
+        return interrupt(f"{self.name}?")
+
+    def post(self, shared, prep_res, exec_res):
+        shared[self.name] = exec_res
+
+
+def two_asking():
+    return Flow(start=Parallel(AskFor(name="a"), AskFor(name="b")))
+
+
+def answers_shown(said, questions):
+    """The ``answers={...}`` a message shows, with each ``...`` filled by its id's prompt."""
+    (shown,) = re.findall(r"answers=(\{[^}]*\})", str(said))
+    prompts = {question.id: question.prompt.upper() for question in questions}
+    return {ident: prompts[ident] for ident in eval(shown.replace("...", "None"))}
+
+
+def test_durable_questions_suspended_on_several_says_answers_by_id_and_that_works(tmp_path):
+    flow = two_asking()
+    with SQLiteStore(tmp_path / "runs.db") as store:
+        with pytest.raises(Suspended) as caught:
+            flow.run({}, store=store, run_id="r")
+        written = str(caught.value).split("the others keep waiting: ", 1)[1]
+        assert written.startswith("flow.resume('r', store=..., answers={")
+        done = flow.resume("r", store=store, answers=answers_shown(written, caught.value.questions))
+    assert done == {"a": "A?", "b": "B?"}
+
+
+def test_durable_questions_input_for_several_says_answer_by_id_and_that_works(tmp_path):
+    flow = two_asking()
+    with SQLiteStore(tmp_path / "runs.db") as store:
+        with pytest.raises(Suspended) as suspended:
+            flow.run({}, store=store, run_id="r")
+        with pytest.raises(ResumeError, match="answer them by id") as caught:
+            flow.resume("r", store=store, input="yes")
+        answers = answers_shown(caught.value, suspended.value.questions)
+        assert flow.resume("r", store=store, answers=answers) == {"a": "A?", "b": "B?"}
+
+
+def test_durable_questions_an_unknown_id_says_answer_those_ids_and_that_works(tmp_path):
+    flow = two_asking()
+    with SQLiteStore(tmp_path / "runs.db") as store:
+        with pytest.raises(Suspended):
+            flow.run({}, store=store, run_id="r")
+        with pytest.raises(ResumeError, match="answer those ids") as caught:
+            flow.resume("r", store=store, answers={"nope": 1})
+        listed = re.findall(r"'([0-9a-f]{8})' at", str(caught.value))
+        assert len(listed) == 2
+        done = flow.resume("r", store=store, answers={ident: ident for ident in listed})
+    assert sorted(done.values()) == sorted(listed)
+
+
+@pytest.mark.parametrize(
+    ("wrong", "said"),
+    [({"input": "x", "answers": {"a": 1}}, "not both"), ({"answers": ["a"]}, "must be a dict")],
+)
+def test_durable_questions_bad_answers_say_what_answers_takes_and_that_works(tmp_path, wrong, said):
+    flow = two_asking()
+    with SQLiteStore(tmp_path / "runs.db") as store:
+        with pytest.raises(Suspended) as suspended:
+            flow.run({}, store=store, run_id="r")
+        with pytest.raises(InvalidParameterError, match=said) as caught:
+            flow.resume("r", store=store, **wrong)
+        assert "{question_id: answer, ...}" in str(caught.value)
+        # As it says: a dict of the question ids (from Suspended.questions) to answers.
+        answers = {question.id: 1 for question in suspended.value.questions}
+        assert flow.resume("r", store=store, answers=answers) == {"a": 1, "b": 1}
 
 
 def test_durable_resume_with_another_graph_says_rename_or_the_flow_as_it_was(tmp_path):

@@ -120,6 +120,17 @@ slow = bf.Flow(start=Waits(name="waits"), name="slow")
 slow_async = bf.AsyncFlow(start=WaitsAsync(name="waits"), name="slow_async")
 
 
+class AskFor(bf.Node):
+    def exec(self, prep_res):
+        return bf.interrupt(f"{self.name}?")
+
+    def post(self, shared, prep_res, exec_res):
+        shared[self.name] = exec_res
+
+
+two_asks = bf.Flow(start=bf.Parallel(AskFor(name="a"), AskFor(name="b"), name="both"), name="two")
+
+
 def make_greet():
     return bf.AsyncFlow(start=Greet())
 
@@ -404,6 +415,46 @@ def test_a_waiting_run_prints_its_prompt_exits_3_and_resumes_with_input(work):
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["approved"] == "yes"
     assert cli(work, "runs", "--store", "runs.db", "--status", "waiting").stdout == ""
+
+
+def test_a_run_waiting_on_two_questions_lists_them_and_resume_answers_them_by_id(work):
+    done = cli(work, "run", "flows.py:two_asks", "--store", "runs.db", "--run-id", "r")
+    assert done.returncode == 3
+    assert "run 'r' is waiting on 2 questions:" in done.stderr
+    from braidflow import SQLiteStore
+
+    with SQLiteStore(work / "runs.db") as store:
+        a, b = sorted(store.get("r").questions, key=lambda question: question.where)
+    assert f"  {a.id} at two/both/a/a:\n    a?\n" in done.stderr
+    answer_all = suggested(done.stderr, "answer some or all with: ")
+    assert answer_all[-4:] == ["--answer", f"{a.id}=JSON", "--answer", f"{b.id}=JSON"]
+    (row,) = cli(work, "runs", "--store", "runs.db").stdout.splitlines()[1:]
+    assert '2 questions: "a?"; "b?"' in row
+    shown = cli(work, "show", "r", "--store", "runs.db").stdout
+    assert "waiting on 2 questions" in shown
+    assert f'{b.id} at two/both/b/b: "b?"' in shown
+    bare = cli(work, "resume", "r", "--store", "runs.db", "--input", '"yes"')
+    assert bare.returncode == 2
+    assert "waits on 2 questions, so input= cannot say" in bare.stderr
+    for wrong, said in [
+        (["--answer", "nope"], "give ID=JSON"),
+        (["--answer", "nope=1"], "has no open question 'nope'"),
+        (["--answer", f"{a.id}=1", "--answer", f"{a.id}=2"], "given twice"),
+        (["--answer", f"{a.id}=1", "--input", "1"], "not both"),
+        (["--answer", f"{a.id}=yes"], f"--answer {a.id}"),
+    ]:
+        refused = cli(work, "resume", "r", "--store", "runs.db", *wrong, check_stderr_one_line=True)
+        assert said in refused.stderr
+    assert status(work, "r") == "waiting"
+    one = cli(work, "resume", "r", "--store", "runs.db", "--answer", f'{a.id}="A"')
+    assert one.returncode == 3
+    assert "waiting for input at two/both/b/b:\n  b?\n" in one.stderr
+    last = cli(work, *suggested(one.stderr, "answer with: ", JSON='"B"'))
+    assert last.returncode == 0, last.stderr
+    assert json.loads(last.stdout) == {"a": "A", "b": "B"}
+    again = cli(work, "resume", "r", "--store", "runs.db", "--answer", f"{b.id}=1")
+    assert again.returncode == 2
+    assert "has completed" in again.stderr
 
 
 def test_the_default_store_comes_from_the_environment(work):
@@ -992,3 +1043,30 @@ def test_the_command_is_installed_and_import_braidflow_does_not_load_it(work):
     )
     loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
     assert loaded.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("durability", ["async", "exit"])
+def test_durability_makes_a_run_durable_and_is_kept_to_the_end(work, durability):
+    done = cli(
+        work,
+        "run",
+        "flows.py:greet",
+        "--run-id",
+        "d",
+        "--store",
+        "runs.db",
+        "--durability",
+        durability,
+    )
+    assert done.returncode == 0, done.stderr
+    assert status(work, "d") == "completed"
+    from braidflow import AsyncFlow, SQLiteStore
+
+    with SQLiteStore(work / "runs.db") as opened:
+        assert [step.node for step in AsyncFlow().history("d", store=opened)] == ["greet"]
+
+
+def test_durability_takes_only_the_three_modes(work):
+    done = cli(work, "run", "flows.py:greet", "--durability", "fast")
+    assert done.returncode == 2
+    assert "invalid choice: 'fast' (choose from 'sync', 'async', 'exit')" in done.stderr

@@ -895,7 +895,8 @@ async def test_items_queued_while_a_thread_takes_the_queue_keep_their_batch():
 @pytest.mark.parametrize("bound", [None, 1, 2])
 async def test_parallel_items_each_get_their_own_answers(store, bound):
     """Items in a task each, or in workers taking item after item: every
-    item's interrupt is told apart by its index, and post's by none."""
+    item's interrupt is told apart by its index, and post's by none; the
+    items ask together, and those answered go on while the others wait."""
 
     class Asks(AsyncParallelBatchNode):
         async def prep_async(self, shared):
@@ -910,19 +911,22 @@ async def test_parallel_items_each_get_their_own_answers(store, bound):
             shared["final"] = interrupt("done?")
 
     flow = AsyncFlow(start=Asks(max_concurrency=bound, name="asks"))
-    asked = []
     with pytest.raises(Suspended) as suspended:
         await flow.run_async({}, store=store, run_id="r")
-    while True:
-        asked.append(suspended.value.prompt)
-        try:
-            done = await flow.resume_async("r", store=store, input=f"to {asked[-1]}")
-            break
-        except Suspended as again:
-            suspended = pytest.ExceptionInfo.from_exc_info((type(again), again, None))
+    questions = suspended.value.questions
+    assert sorted((q.item, q.prompt, q.where) for q in questions) == [
+        (item, f"item {item}?", f"AsyncFlow/asks#{item}") for item in range(3)
+    ]
+    by_item = {question.item: question for question in questions}
+    answers = {by_item[0].id: "to item 0?", by_item[2].id: "to item 2?"}
+    with pytest.raises(Suspended) as suspended:
+        await flow.resume_async("r", store=store, answers=answers)
+    assert [q.id for q in suspended.value.questions] == [by_item[1].id]
+    with pytest.raises(Suspended, match="done"):
+        await flow.resume_async("r", store=store, input="to item 1?")
+    done = await flow.resume_async("r", store=store, input="to done?")
     assert done["got"] == [[item, f"to item {item}?"] for item in range(3)]
     assert done["final"] == "to done?"
-    assert sorted(asked) == ["done?", "item 0?", "item 1?", "item 2?"]
 
 
 @pytest.mark.parametrize(

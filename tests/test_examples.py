@@ -19,6 +19,7 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
         ("concurrency.py", "peak in flight: 3 (limit 3)"),
         ("research.py", "3 searches, 7 findings"),
         ("review.py", "The money will be back on your card within 5 working days."),
+        ("invoices.py", "99 approved; 98 checks in all (none redone)"),
         ("image_filters.py --fast", "8 images written to"),
     ],
 )

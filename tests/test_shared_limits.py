@@ -196,3 +196,28 @@ def test_bad_options_and_misuse_say_what_to_do(where):
         api.release()
     finally:
         reopened.close()
+
+
+def test_a_sqlite_store_from_before_shared_limiters_gets_their_tables(tmp_path):
+    import sqlite3
+
+    from braidflow.stores.sqlite import SCHEMA_VERSION
+
+    path = tmp_path / "old.db"
+    bf.SQLiteStore(path).close()
+    with sqlite3.connect(path) as db:  # schema 5, as braidflow wrote it before shared limiters
+        db.execute("DROP TABLE braidflow_limiter_slots")
+        db.execute("DROP TABLE braidflow_limiter_starts")
+        db.execute("UPDATE braidflow_meta SET value='5' WHERE key='schema'")
+    db.close()
+    store = bf.SQLiteStore(path)
+    try:
+        api = store.limiter("api", max_concurrent=1)
+        assert api.try_acquire()
+        assert api.held_everywhere() == 1
+        api.release()
+    finally:
+        store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM braidflow_meta").fetchone() == (str(SCHEMA_VERSION),)
+    db.close()

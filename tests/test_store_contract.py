@@ -10,7 +10,7 @@ import pytest
 from _support import checkpoint_row as row
 from _support import dead_owner
 from braidflow import MemoryStore, RunRecord, SQLiteStore, Store, StoreError
-from braidflow.stores import Checkpoint
+from braidflow.stores import CacheEntry, CacheStore, Checkpoint
 from braidflow.stores._owners import this_owner
 
 # Another store runs the contract too: BRAIDFLOW_CONTRACT_STORE=module:function,
@@ -215,6 +215,65 @@ def test_events_are_kept_in_order(store):
         store.events("nope")
 
 
+# -- a result cache's entries (CacheStore) ------------------------------------------------------
+
+
+@pytest.fixture
+def cache_store(store):
+    if not isinstance(store, CacheStore):
+        pytest.skip(f"{store!r} keeps no result cache (it is not a CacheStore)")
+    return store
+
+
+KEY = "0123456789abcdef" * 2
+
+
+def test_a_cache_entry_comes_back_as_kept_and_a_new_one_replaces_it(cache_store):
+    assert cache_store.cache_get(KEY) is None
+    cache_store.cache_put(KEY, CacheEntry(b"\x00first", 1.5, "summarize"))
+    got = cache_store.cache_get(KEY)
+    assert isinstance(got, CacheEntry)
+    assert got == (b"\x00first", 1.5, "summarize")
+    cache_store.cache_put(KEY, CacheEntry(b"second", 2.0, "summarize"))
+    assert cache_store.cache_get(KEY) == (b"second", 2.0, "summarize")
+    assert cache_store.cache_get(KEY[::-1]) is None
+
+
+def test_cache_entries_are_kept_apart_from_runs(cache_store):
+    cache_store.cache_put(KEY, CacheEntry(b"v", 1.0, "n"))
+    assert cache_store.runs() == []
+    cache_store.create_run(KEY, "flow", "g", b"", this_owner())
+    assert cache_store.cache_get(KEY) == (b"v", 1.0, "n")
+
+
+@pytest.mark.parametrize("key", ["", 5, None, b"bytes", "\ud800"])
+def test_a_cache_key_that_is_not_valid_text_is_refused(cache_store, key):
+    with pytest.raises(StoreError):
+        cache_store.cache_get(key)
+    with pytest.raises(StoreError):
+        cache_store.cache_put(key, CacheEntry(b"v", 1.0, "n"))
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        (b"v", 1.0),
+        "not an entry",
+        CacheEntry("text, not bytes", 1.0, "n"),
+        CacheEntry(b"v", "yesterday", "n"),
+        CacheEntry(b"v", True, "n"),
+        CacheEntry(b"v", 1.0, 5),
+        CacheEntry(b"v", 1.0, "\ud800"),
+    ],
+)
+def test_a_cache_entry_the_store_cannot_keep_as_given_is_refused_and_nothing_kept(
+    cache_store, entry
+):
+    with pytest.raises(StoreError):
+        cache_store.cache_put(KEY, entry)
+    assert cache_store.cache_get(KEY) is None
+
+
 # -- what only a file-backed store does --------------------------------------------------------
 
 
@@ -224,6 +283,43 @@ def test_two_store_objects_on_one_file_share_its_runs(tmp_path):
     assert second.get("a").flow == "flow"
     first.close()
     second.close()
+
+
+def test_two_store_objects_on_one_file_share_its_cache_entries(tmp_path):
+    first, second = SQLiteStore(tmp_path / "shared.db"), SQLiteStore(tmp_path / "shared.db")
+    first.cache_put(KEY, CacheEntry(b"v", 1.0, "n"))
+    assert second.cache_get(KEY) == (b"v", 1.0, "n")
+    first.close()
+    second.close()
+
+
+def test_a_store_from_before_result_caches_gets_its_cache_table(tmp_path):
+    import sqlite3
+
+    from braidflow.stores.sqlite import SCHEMA_VERSION
+
+    path = tmp_path / "old.db"
+    SQLiteStore(path).close()
+    with sqlite3.connect(path) as db:  # schema 4, as braidflow wrote it before caches
+        db.execute("DROP TABLE cache")
+        db.execute("UPDATE braidflow_meta SET value='4' WHERE key='schema'")
+    db.close()
+    store = SQLiteStore(path)
+    store.cache_put(KEY, CacheEntry(b"v", 1.0, "n"))
+    assert store.cache_get(KEY) == (b"v", 1.0, "n")
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM braidflow_meta").fetchone() == (str(SCHEMA_VERSION),)
+    db.close()
+
+
+def test_a_closed_store_refuses_cache_entries(tmp_path):
+    store = SQLiteStore(tmp_path / "runs.db")
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.cache_get(KEY)
+    with pytest.raises(StoreError, match="closed"):
+        store.cache_put(KEY, CacheEntry(b"v", 1.0, "n"))
 
 
 def test_a_file_that_is_not_a_braidflow_store_is_refused(tmp_path):

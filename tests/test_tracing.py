@@ -14,9 +14,12 @@ from braidflow import (
     AsyncNode,
     AsyncParallelBatchFlow,
     AsyncParallelBatchNode,
+    BatchNode,
+    Cache,
     Flow,
     InvalidParameterError,
     Limiter,
+    MemoryStore,
     Node,
 )
 from braidflow.tracing import JSONLTrace, OpenTelemetry, Progress, Timeline
@@ -710,6 +713,22 @@ def test_progress_shows_each_batch_with_done_total_and_failures():
     assert "1 failed" in text
 
 
+class CachedDouble(BatchNode):
+    def prep(self, shared):
+        return shared["items"]
+
+    def exec(self, item):
+        return item * 2
+
+
+def test_progress_counts_items_served_from_a_result_cache():
+    cache = Cache(store=MemoryStore())
+    CachedDouble(name="double", cache=cache).run({"items": [1, 2]})
+    progress = Progress()
+    CachedDouble(name="double", cache=cache).run({"items": [1, 2, 3]}, observers=[progress])
+    assert numbers(progress, "double") == ("3/3", {"cached": 2})
+
+
 def test_progress_is_quiet_when_the_output_is_not_a_terminal():
     from rich.console import Console
 
@@ -1041,6 +1060,17 @@ async def test_opentelemetry_parents_sub_flow_steps_on_their_parameter_set(spans
     steps = [span for span in finished if span.name == "step"]
     assert len(steps) == 2
     assert sorted(by_id[span.parent.span_id].name for span in steps) == ["sets[0]", "sets[1]"]
+
+
+def test_opentelemetry_marks_an_item_served_from_a_result_cache(spans):
+    provider, exporter = spans
+    cache = Cache(store=MemoryStore())
+    CachedDouble(name="double", cache=cache).run({"items": [1]})
+    observer = OpenTelemetry(tracer_provider=provider)
+    CachedDouble(name="double", cache=cache).run({"items": [1, 2]}, observers=[observer])
+    finished = {span.name: span for span in exporter.get_finished_spans()}
+    assert finished["double[0]"].attributes.get("braidflow.cache_hit") is True
+    assert "braidflow.cache_hit" not in finished["double[1]"].attributes
 
 
 def test_a_sync_flow_is_traced_too(spans):

@@ -7,7 +7,17 @@ this file fails the type check if the generics stop catching these mistakes.
 
 from typing import Any
 
-from braidflow import AsyncNode, AsyncParallelBatchNode, BatchNode, Flow, Node, Parallel
+from braidflow import (
+    AsyncNode,
+    AsyncParallelBatchNode,
+    BatchNode,
+    Flow,
+    MemoryStore,
+    Node,
+    Parallel,
+    Question,
+    Suspended,
+)
 
 Shared = dict[str, Any]
 
@@ -67,3 +77,13 @@ flow = Flow(start=greet)
 join: Parallel = greet >> [Greet(), Greet()]  # a fan-out returns its join point
 after_join: Greet = join >> Greet()
 on_action: Parallel = greet - "both" >> [Greet(), Greet()]
+
+
+def answer_all(waiting: Suspended, answer: str) -> dict[Any, Any]:
+    """Answering every open question by id: the ids and prompts are typed."""
+    questions: tuple[Question, ...] = waiting.questions
+    answers = {question.id: f"{answer} to {question.prompt}" for question in questions}
+    items: list[int | None] = [question.item for question in questions]
+    assert len(items) == len(answers)
+    resumed: dict[Any, Any] = flow.resume(waiting.run_id, store=MemoryStore(), answers=answers)
+    return resumed

@@ -7,11 +7,15 @@ is) on one engine, with bounded, safe and visible concurrency.
 
 from types import FunctionType as _FunctionType
 
+from . import merge as merge
 from ._branches import Parallel as Parallel
+from ._cache import Cache as Cache
 from ._errors import AsyncUsageError as AsyncUsageError
 from ._errors import BatchItemsError as BatchItemsError
 from ._errors import BraidflowError as BraidflowError
+from ._errors import CacheError as CacheError
 from ._errors import CheckpointError as CheckpointError
+from ._errors import Drained as Drained
 from ._errors import Failure as Failure
 from ._errors import InvalidParameterError as InvalidParameterError
 from ._errors import LimiterDeadlock as LimiterDeadlock
@@ -23,6 +27,7 @@ from ._errors import NotDurableError as NotDurableError
 from ._errors import ResumeError as ResumeError
 from ._errors import RunError as RunError
 from ._errors import SetupError as SetupError
+from ._errors import StateError as StateError
 from ._errors import StoreError as StoreError
 from ._errors import Suspended as Suspended
 from ._errors import WiringError as WiringError
@@ -44,15 +49,19 @@ from ._limits import Limiter as Limiter
 from ._limits import LimiterStatistics as LimiterStatistics
 from ._node import BaseNode as BaseNode
 from ._policy import Retry as Retry
+from ._questions import Question as Question
 from ._run import PendingRun as PendingRun
 from ._shared_limits import SharedLimiter as SharedLimiter
 from ._threads import thread_limiter as thread_limiter
 from ._views import MISSING as MISSING
 from ._views import SharedView as SharedView
 from .durable import StepRecord as StepRecord
+from .durable import drain as drain
 from .durable import idempotency_key as idempotency_key
 from .durable import interrupt as interrupt
 from .durable import recorded_events as recorded_events
+from .stores import CacheEntry as CacheEntry
+from .stores import CacheStore as CacheStore
 from .stores import Checkpoint as Checkpoint
 from .stores import MemoryStore as MemoryStore
 from .stores import RunRecord as RunRecord
@@ -87,8 +96,13 @@ __all__ = [
     "BatchItemsError",
     "BatchNode",
     "BraidflowError",
+    "Cache",
+    "CacheEntry",
+    "CacheError",
+    "CacheStore",
     "Checkpoint",
     "CheckpointError",
+    "Drained",
     "Event",
     "Failure",
     "Flow",
@@ -109,6 +123,7 @@ __all__ = [
     "Parallel",
     "ParallelBatchNode",
     "PendingRun",
+    "Question",
     "ResumeError",
     "Retry",
     "RunError",
@@ -117,12 +132,14 @@ __all__ = [
     "SetupError",
     "SharedLimiter",
     "SharedView",
+    "StateError",
     "StepRecord",
     "Store",
     "StoreError",
     "Suspended",
     "WiringError",
     "WiringWarning",
+    "drain",
     "idempotency_key",
     "interrupt",
     "recorded_events",

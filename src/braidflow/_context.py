@@ -30,6 +30,7 @@ __all__ = [
     "PATH",
     "RUN",
     "HANDED_DOWN",
+    "STATE",
     "STEP",
     "AttemptState",
     "ItemAt",
@@ -235,6 +236,9 @@ HELD: ContextVar[list[Any] | None] = ContextVar("braidflow_held", default=None)
 # (sync code under a timeout) holds them too, so the abandoned thread keeps
 # counting against each bound until it really ends.
 GATES: ContextVar[tuple[Any, ...]] = ContextVar("braidflow_gates", default=())
+# The state type of the innermost typed flow this code runs in (its joins' rules,
+# its branches' views), or None: set only by flows made with state=.
+STATE: ContextVar[Any] = ContextVar("braidflow_state", default=None)
 # What the enclosing flow hands down (its executor; shared for an _exec override).
 HANDED_DOWN: ContextVar[HandedDown | None] = ContextVar("braidflow_stage", default=None)
 

@@ -11,6 +11,7 @@ Every exception braidflow raises derives from `BraidflowError`::
     ├── RunError                   (also RuntimeError) a run cannot go on
     │   ├── AsyncUsageError        async work entered through a sync door
     │   ├── CheckpointError        a durable run could not save a value
+    │   ├── CacheError             a result cache could not key or keep a result
     │   ├── ResumeError            a stored run does not fit the flow resuming it
     │   ├── BatchItemsError        (also TypeError) prep gave no usable items
     │   ├── MergeConflict          branches changed one key, with no rule to combine
@@ -18,8 +19,11 @@ Every exception braidflow raises derives from `BraidflowError`::
     │   ├── NodeCancelledError     a node's own code raised CancelledError
     │   └── NotDurableError        interrupt() in a run with no store to resume it from
     ├── NodeTimeoutError           (also TimeoutError) an exec attempt ran too long
+    ├── StateError                 (also TypeError, ValueError) shared does not fit the
+    │                              flow's state type: at the start, or a validated write
     ├── StoreError                 a store cannot do what was asked (unknown run, ...)
-    └── Suspended                  a durable run stopped to wait for input (interrupt)
+    ├── Suspended                  a durable run stopped to wait for input (interrupt)
+    └── Drained                    a durable run stopped on purpose, at a safe point (drain)
 
     UserWarning
     └── WiringWarning              wiring that runs, but not as it reads
@@ -33,13 +37,18 @@ PEP 678 note naming the node, item and attempt, which tracebacks show.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._questions import Question
 
 __all__ = [
     "AsyncUsageError",
     "BatchItemsError",
     "BraidflowError",
+    "CacheError",
     "CheckpointError",
+    "Drained",
     "Failure",
     "InvalidParameterError",
     "LimiterDeadlock",
@@ -51,6 +60,7 @@ __all__ = [
     "ResumeError",
     "RunError",
     "SetupError",
+    "StateError",
     "StoreError",
     "Suspended",
     "WiringError",
@@ -231,6 +241,22 @@ class NodeTimeoutError(BraidflowError, TimeoutError):
         self.item_index = item_index
 
 
+class StateError(BraidflowError, TypeError, ValueError):
+    """``shared`` does not fit the state type its flow declares (``state=``):
+    raised when the run (or the typed flow) starts, for a key the type
+    requires that is missing, a key it does not have, or a value of another
+    type; and, in a flow made with ``validate=True``, when a node writes a
+    value that does not fit. Catchable as ``TypeError`` or ``ValueError``.
+
+    Attributes:
+        key: The key of ``shared`` concerned (the first one, if several are).
+    """
+
+    def __init__(self, message: str, *, node: str | None = None, key: object = None) -> None:
+        super().__init__(message, node=node)
+        self.key = key
+
+
 class CheckpointError(RunError):
     """A durable run could not save a value: it cannot be serialized (JSON by
     default), or a key of ``shared`` is not a string. The run stops there, so
@@ -243,6 +269,21 @@ class CheckpointError(RunError):
     def __init__(self, message: str, *, node: str | None = None, key: object = None) -> None:
         super().__init__(message, node=node)
         self.key = key
+
+
+class CacheError(RunError):
+    """A node's result cache (``cache=``) could not do its work: an input it
+    cannot make a key of, an exec result its store cannot keep (JSON by
+    default), a run with no store for ``cache=True``. The node fails there:
+    its message says what to give instead.
+
+    Attributes:
+        item_index: The batch item concerned, or ``None``.
+    """
+
+    def __init__(self, message: str, *, node: str | None = None, item_index: int | None = None):
+        super().__init__(message, node=node)
+        self.item_index = item_index
 
 
 class ResumeError(RunError):
@@ -267,18 +308,50 @@ class StoreError(BraidflowError):
 class Suspended(BraidflowError):
     """A durable run stopped to wait for input: a node called
     ``braidflow.interrupt(prompt)``. The run is stored as ``waiting``; resume it
-    with ``flow.resume(run_id, store=..., input=answer)``.
+    with ``flow.resume(run_id, store=..., input=answer)``, or, when it waits
+    on several questions (parallel branches or items that asked), answer any
+    of them by id: ``flow.resume(run_id, store=..., answers={id: answer})``.
 
     Attributes:
         run_id: The run to resume.
-        node: The node that asked (its path, ``/``-joined).
-        prompt: What it asked.
+        node: The node that asked (its path, ``/``-joined); the first
+            question's when there are several.
+        prompt: What it asked (the first question's when there are several).
+        questions: Every open question (`braidflow.Question`: ``id``,
+            ``where``, ``item``, ``prompt``), in the graph's order (branch
+            by branch, item by item).
     """
 
-    def __init__(self, message: str, *, run_id: str, node: str, prompt: object) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        run_id: str,
+        node: str,
+        prompt: object,
+        questions: tuple[Question, ...] = (),
+    ) -> None:
         super().__init__(message, node=node)
         self.run_id = run_id
         self.prompt = prompt
+        self.questions = questions
+
+
+class Drained(BraidflowError):
+    """A durable run stopped on purpose (`braidflow.drain`, or SIGTERM to
+    the command) at a safe point: it started no new step or item, what was
+    running finished (or, past the grace period, was stopped and will run
+    again), and everything that finished is stored. The run is stored as
+    ``drained``; resume it with ``flow.resume(run_id, store=...)``.
+
+    Attributes:
+        run_id: The run to resume.
+        node: Where it stopped (its path, ``/``-joined), if known.
+    """
+
+    def __init__(self, message: str, *, run_id: str, node: str | None = None) -> None:
+        super().__init__(message, node=node)
+        self.run_id = run_id
 
 
 @dataclass(frozen=True, slots=True)

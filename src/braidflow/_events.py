@@ -26,6 +26,7 @@ EVENT_KINDS: Final = (
     "emit",
     "branch_start",
     "branch_end",
+    "cache_hit",
 )
 
 
@@ -37,7 +38,9 @@ class Event:
         kind: One of ``run_start``, ``run_end``, ``node_start``, ``node_end``,
             ``item_start``, ``item_end``, ``retry``, ``error``,
             ``limiter_wait_start``, ``limiter_wait``, ``emit``, ``branch_start``,
-            ``branch_end``. An attempt that finds a limiter full emits
+            ``branch_end``, ``cache_hit``. ``cache_hit``: a node (or a batch's
+            item) took its result from its result cache, and exec did not
+            run. An attempt that finds a limiter full emits
             ``limiter_wait_start``, then ``limiter_wait`` once it holds its
             slots; a wait cut short (the run cancelled) ends with the item's or
             step's end event instead.
@@ -59,7 +62,8 @@ class Event:
             ``{"delay": seconds}``; for ``limiter_wait_start`` and
             ``limiter_wait``, ``{"limiters": [names]}`` (those waited for);
             for ``item_start`` of a batch whose input has a length (a list, a
-            range), ``{"total": n}``; else ``None``.
+            range), ``{"total": n}``; for ``cache_hit``, ``{"key": key}``
+            (the key the result is kept under); else ``None``.
     """
 
     kind: str

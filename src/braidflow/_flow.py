@@ -27,8 +27,9 @@ from ._node import BaseNode
 from ._options import UNSET, check_executor
 from ._plan import default, preset, variant
 from ._sites import wired_here
+from ._state import StateType, state_type
 from ._wiring import as_node, changed, route
-from .engine import drive_async, drive_sync, flow_stage, walk
+from .engine import drive_async, drive_sync, flow_stage, typed_stage, walk
 
 __all__ = ["AsyncBatchFlow", "AsyncFlow", "AsyncParallelBatchFlow", "BatchFlow", "Flow"]
 
@@ -46,12 +47,24 @@ class Flow(BaseNode):
         name: A label for errors, traces and graphs; default: the class name.
         executor: Where the items' ``exec`` of every batch node inside runs,
             unless a node has its own ``executor=`` (see `braidflow.executors`).
+        state: The type of ``shared``: a ``TypedDict``, a dataclass or a
+            pydantic model (docs/typed-state.md). ``shared`` is checked
+            against it when the flow starts (`StateError` names the key);
+            its nodes get a view of ``shared`` read by attribute for a
+            dataclass or a model; the merge rules in its ``Annotated`` keys
+            (``Annotated[list[str], braidflow.merge.extend]``) are those of
+            every join inside, unless a join's own ``merge=`` says otherwise.
+            Default: ``None``, an untyped dict, as in PocketFlow.
+        validate: Check each value a node writes against its key's type
+            (pydantic's validation, for a model): `StateError` at the write.
+            Off by default: it costs (bench/, "typed state").
     """
 
     _bf_is_flow = True
     offload_sync: bool = False
     _bf_isolate: bool = False
     _bf_merge: dict[str, Any] = {}  # noqa: RUF012 - read only; __init__ sets its own
+    _bf_state: StateType | None = None  # state=: read by the stage, once per flow step
 
     def __init__(
         self,
@@ -64,8 +77,18 @@ class Flow(BaseNode):
         isolate: bool = False,
         merge: dict[str, Any] | None = None,
         executor: Any = None,
+        state: type | None = None,
+        validate: bool = False,
     ) -> None:
         super().__init__(name=name, max_concurrency=max_concurrency, on_error=on_error)
+        if state is not None:
+            self._bf_state = state_type(state, validate, self._describe())
+        elif validate is not False:
+            raise InvalidParameterError(
+                f"{self._describe()}: validate= checks the values nodes write against the "
+                "flow's state type; give the type too: state=State",
+                node=self._display_name(),
+            )
         if executor is not None:
             self._bf_executor = check_executor(self, executor)
         self.start_node = as_node(start, self, f"{self._describe()}: start")
@@ -147,8 +170,12 @@ class Flow(BaseNode):
     # -- what the engine calls back ---------------------------------------------------
 
     def _stage(self, shared: Any, prep_result: Any, offload: bool) -> Generator[Any, Any, Any]:
-        """A flow's exec stage: its walk, or one walk per parameter set."""
-        return flow_stage(self, shared, prep_result, offload)
+        """A flow's exec stage: its walk, or one walk per parameter set (of a
+        typed flow: on its state, checked first)."""
+        state = self._bf_state
+        if state is None:
+            return flow_stage(self, shared, prep_result, offload)
+        return typed_stage(self, state, shared, prep_result, offload)
 
     @default
     def _orch(self, shared: Any, params: dict[str, Any] | None = None) -> Any:

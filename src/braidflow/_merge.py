@@ -13,6 +13,7 @@ from typing import Any, Final
 from ._errors import InvalidParameterError, MergeConflict
 from ._isolation import MISSING, same
 from ._views import Changes
+from .merge import MergeRule
 
 __all__ = ["MERGE_RULES", "Advice", "apply_changes", "check_rules", "merge", "rule_where"]
 
@@ -139,7 +140,10 @@ def check_rules(rules: Any, owner: str) -> dict[str, Rule]:
         raise InvalidParameterError(
             f"{owner}: merge={rules!r} must be a dict of shared-store keys to merge rules"
         )
+    checked: dict[str, Rule] = {}
     for key, rule in rules.items():
+        if isinstance(rule, MergeRule):  # braidflow.merge.extend, .add, .rule(function)...
+            rule = rule.applied
         if not isinstance(key, str):
             raise InvalidParameterError(
                 f"{owner}: merge rule for {key!r} ({type(key).__name__}): keys of merge= "
@@ -156,7 +160,8 @@ def check_rules(rules: Any, owner: str) -> dict[str, Rule]:
                 f"{owner}: merge rule for key {key!r} must be a rule name or a function "
                 "(value before the fork, list of the branches' values) -> merged value"
             )
-    return dict(rules)
+        checked[key] = rule
+    return checked
 
 
 def _value_in(store: Mapping[Any, Any], key: Any) -> Any:

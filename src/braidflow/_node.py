@@ -11,7 +11,7 @@ where a class overrides them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Generator, Iterable
 from typing import Any, ClassVar
 
 from ._clock import Clock
@@ -30,11 +30,9 @@ from ._run import (
     shared_argument,
     warn_unreachable_successors,
 )
+from ._stored import StoredRuns
 from ._stream import stream_events
 from ._wiring import Successors, Wirable, changed
-from .durable import NO_ANSWER
-from .durable._history import StepRecord, StoredRun
-from .durable._travel import fork_run
 from .engine import drive_async, drive_sync, node_stage, node_step_sync
 from .engine._async import node_step as node_step_async
 from .stores._base import Store
@@ -43,7 +41,7 @@ from .viz import to_mermaid
 __all__ = ["BaseNode"]
 
 
-class BaseNode(Wirable):
+class BaseNode(Wirable, StoredRuns):
     """The engine behind every node and flow: the prep -> exec -> post lifecycle.
 
     Subclass one of the presets (`Node`, `AsyncNode`, the batch
@@ -77,7 +75,10 @@ class BaseNode(Wirable):
     _bf_offload: bool | None = None
     _bf_on_error: str = "raise"
     _bf_executor: Any = None
-    _bf_policy: bool = False  # a retry, timeout or limiter was given: no fast path
+    _bf_strict: bool = False  # durability="sync": checkpointed before the run goes on
+    _bf_cache: Any = None  # a braidflow.Cache, or None
+    # A retry, timeout, limiter or cache was given: no fast path.
+    _bf_policy: bool = False
 
     def __init__(
         self,
@@ -235,6 +236,7 @@ class BaseNode(Wirable):
         record_events: bool = False,
         metadata: dict[str, Any] | None = None,
         clock: Clock | None = None,
+        durability: str | None = None,
         **legacy: Any,
     ) -> Any:
         """Run this node (or flow) once on ``shared`` and return its action.
@@ -263,6 +265,13 @@ class BaseNode(Wirable):
             clock: The clock retry waits and timeouts read (default: the
                 system's); tests pass ``braidflow.testing.VirtualClock()``
                 and move time by hand.
+            durability: What a durable run's checkpoints cost it, and what a
+                crash may lose: ``"sync"`` (the default: each step and item
+                is in the store before the run goes on), ``"async"`` (written
+                by a thread, off the run's path; a crash may lose the last few,
+                done again on resume) or ``"exit"`` (kept in memory, written
+                when the run ends, fails, drains or suspends; a kill loses the
+                run's progress). A node's ``durability="sync"`` holds for it.
 
         Raises:
             InvalidParameterError: For an observer that can receive nothing,
@@ -278,6 +287,7 @@ class BaseNode(Wirable):
             record_events=record_events,
             metadata=metadata,
             clock=clock,
+            durability=durability,
         )
         if self._bf_async:
             warn_unreachable_successors(self, "AsyncFlow")
@@ -297,6 +307,7 @@ class BaseNode(Wirable):
         record_events: bool = False,
         metadata: dict[str, Any] | None = None,
         clock: Clock | None = None,
+        durability: str | None = None,
         **legacy: Any,
     ) -> Any:
         """Run this node (or flow) once on ``shared`` inside a running event loop.
@@ -314,178 +325,10 @@ class BaseNode(Wirable):
             record_events=record_events,
             metadata=metadata,
             clock=clock,
+            durability=durability,
         )
         warn_unreachable_successors(self, "AsyncFlow")
         return await run_top_async(self, scope)
-
-    def resume(
-        self,
-        run_id: str,
-        *,
-        store: Store,
-        input: Any = NO_ANSWER,
-        migrate: Callable[[dict[Any, Any]], Any] | None = None,
-        rename: dict[str, str] | None = None,
-        observers: Any = None,
-        record_events: bool = False,
-        clock: Clock | None = None,
-    ) -> Any:
-        """Resume a stored run of this flow; return its final ``shared``.
-
-        ``shared`` is rebuilt from the store; every step, batch item and branch
-        that finished is skipped, and the run goes on from where it stopped
-        (a batch in progress runs only its missing items; its ``prep`` runs
-        again to get them). For a run waiting at an ``interrupt``, ``input`` is
-        what that ``interrupt(...)`` call returns this time. Returns an
-        awaitable inside a running event loop, as `run` does.
-
-        The flow must have the names and wiring the run had; a node's code
-        may change. ``rename`` maps nodes renamed since (``{"old": "new"}``,
-        kept with the run). ``migrate(shared)`` upgrades the rebuilt
-        ``shared`` before the run goes on (renamed keys, reshaped values):
-        it changes the dict it is given, or returns a new one.
-
-        Raises:
-            StoreError: For an unknown or completed run, or one that another
-                live process is running.
-            ResumeError: If the flow's names or wiring changed since the run
-                was recorded, or a batch's ``prep`` gives other items than it did.
-            Suspended: If the run stops again at an ``interrupt``.
-        """
-        scope = self._resume_scope(
-            run_id, store, input, observers, record_events, clock, migrate, rename
-        )
-        if self._bf_async:
-            if asyncio._get_running_loop() is None:
-                return asyncio.run(self._resume_top_async(scope))
-            return PendingRun(self, lambda: self._resume_top_async(scope))
-        run_top_sync(self, scope)
-        return dict(dict.items(scope.working))
-
-    async def resume_async(
-        self,
-        run_id: str,
-        *,
-        store: Store,
-        input: Any = NO_ANSWER,
-        migrate: Callable[[dict[Any, Any]], Any] | None = None,
-        rename: dict[str, str] | None = None,
-        observers: Any = None,
-        record_events: bool = False,
-        clock: Clock | None = None,
-    ) -> Any:
-        """Resume a stored run inside a running event loop; see `resume`."""
-        scope = self._resume_scope(
-            run_id, store, input, observers, record_events, clock, migrate, rename
-        )
-        return await self._resume_top_async(scope)
-
-    def _resume_scope(
-        self,
-        run_id: Any,
-        store: Any,
-        answer: Any,
-        observers: Any,
-        record_events: bool,
-        clock: Clock | None,
-        migrate: Any = None,
-        rename: Any = None,
-    ) -> RunScope:
-        self._need_store(store, "resume()")
-        return RunScope(
-            self,
-            None,
-            observers,
-            store=store,
-            run_id=run_id,
-            record_events=record_events,
-            clock=clock,
-            resuming=True,
-            answer=answer,
-            migrate=migrate,
-            rename=rename,
-        )
-
-    def _need_store(self, store: Any, what: str) -> None:
-        if store is None:
-            raise InvalidParameterError(
-                f"{self._describe()}: {what} needs the store the run was recorded in",
-                node=self._display_name(),
-            )
-
-    # -- looking into stored runs, and time travel --------------------------------------
-
-    def history(self, run_id: str, *, store: Store) -> list[StepRecord]:
-        """The steps of stored run ``run_id``, in the order they finished, then
-        the step it is at (or stopped at) if it has not completed: see
-        `StepRecord`. Reads the store and changes nothing, so it works while
-        the run goes on in another process, and on a killed run.
-
-        Raises:
-            StoreError: For an unknown run.
-        """
-        self._need_store(store, "history()")
-        return StoredRun(store, run_id).history()
-
-    def state(self, run_id: str, *, store: Store, at: int | None = None) -> dict[Any, Any]:
-        """``shared`` of stored run ``run_id`` as it was after step ``at`` (a
-        `StepRecord.number`; ``0``: as the run started; ``None``: after its
-        latest finished step). Changes nothing.
-
-        Raises:
-            StoreError: For an unknown run.
-            ResumeError: For a step that does not exist or did not finish.
-        """
-        self._need_store(store, "state()")
-        return StoredRun(store, run_id).state(at)
-
-    def fork(
-        self,
-        source: str,
-        /,
-        *,
-        store: Store,
-        at: int | None = None,
-        run_id: str | None = None,
-        update: dict[Any, Any] | None = None,
-        input: Any = NO_ANSWER,
-        observers: Any = None,
-        record_events: bool = False,
-        clock: Clock | None = None,
-    ) -> Any:
-        """Start a new durable run from stored run ``source`` as it was after
-        step ``at`` (as `state` reads it; ``None``: its latest), with
-        ``update`` applied to ``shared``, and run it on from the step that
-        followed; return its final ``shared``, as `resume` does.
-
-        The new run is ``run_id`` (else ``SOURCE-fork-N``, the first N not
-        taken); its record's metadata names the run and step it came from
-        (``braidflow.forked_from``), and its history starts with the steps
-        it took over. ``source`` is only read. Forking a run that waits at
-        an ``interrupt`` (at its latest step) and giving ``input`` answers
-        it differently.
-
-        Raises:
-            StoreError: For an unknown run, or a ``run_id`` that is taken.
-            ResumeError: For a step that does not exist or did not finish, or
-                a flow whose names or wiring differ from the run's.
-            CheckpointError: If ``update`` holds a value the store cannot keep.
-            Suspended: If the new run stops at an ``interrupt``.
-        """
-        self._need_store(store, "fork()")
-        new = fork_run(store, self, source, at, run_id, update)
-        return self.resume(
-            new,
-            store=store,
-            input=input,
-            observers=observers,
-            record_events=record_events,
-            clock=clock,
-        )
-
-    async def _resume_top_async(self, scope: RunScope) -> Any:
-        await run_top_async(self, scope)
-        return dict(dict.items(scope.working))
 
     def stream(self, shared: Any, **options: Any) -> AsyncIterator[Event]:
         """Run on ``shared`` and yield the run's events as they happen.
@@ -517,11 +360,20 @@ class BaseNode(Wirable):
             data=data,
         )
 
-    def to_mermaid(self) -> str:
+    def to_mermaid(self, *, observed: Iterable[Any] | None = None) -> str:
         """This flow's graph (or this node and what follows it) as a mermaid
         flowchart: actions on edges, loops drawn once, nested flows as
-        subgraphs, batch and parallel kinds marked, explicit ends shown."""
-        return to_mermaid(self)
+        subgraphs, batch and parallel kinds marked, explicit ends shown; and,
+        if the flow or its nodes declare a state type, the table of its keys
+        (type, merge rule, the nodes that read and write each) as comments.
+
+        Args:
+            observed: The steps of a stored run of this flow
+                (``flow.history(run_id, store=store)``): the table is drawn
+                for an untyped flow too, and the keys each step changed
+                count as written by its node.
+        """
+        return to_mermaid(self, observed=observed)
 
     # -- what the engine calls back -------------------------------------------------
 
@@ -531,12 +383,13 @@ class BaseNode(Wirable):
         return node_stage(self, shared, prep_result, offload)
 
     def _is_simple(self) -> bool:
-        """No policy applies to an attempt: no retry, timeout or limiter."""
+        """No policy applies to an attempt: no retry, timeout, limiter or cache."""
         return (
             self._bf_retry is None
             and self.max_retries == 1
             and self._bf_timeout is None
             and not self._bf_limits
+            and self._bf_cache is None
         )
 
     @default

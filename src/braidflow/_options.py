@@ -19,6 +19,9 @@ __all__ = [
     "ON_ERROR_CHOICES",
     "UNSET",
     "check_attempts",
+    "check_durability",
+    "check_cache",
+    "check_cache_options",
     "check_executor",
     "check_limits",
     "check_max_concurrency",
@@ -241,6 +244,31 @@ def check_limits(node: Any, limits: Any, limiter_type: type) -> tuple[Any, ...]:
     return found
 
 
+DURABILITY = ("sync", "async", "exit")
+
+
+def check_durability(owner: Any, durability: Any, *, node: bool = False) -> str:
+    """A run's ``durability=`` (one of `DURABILITY`), or a node's (only
+    ``"sync"``: a node can ask for more than its run gives, not less)."""
+    if node:
+        if durability != "sync":
+            raise InvalidParameterError(
+                f"{owner._describe()}: durability={durability!r}: a node can only ask for "
+                "durability='sync' (its checkpoint in the store before the run goes on); "
+                "the run's durability= sets the others",
+                node=owner._display_name(),
+            )
+        return "sync"
+    if durability not in DURABILITY:
+        raise InvalidParameterError(
+            f"{owner._describe()}: durability={durability!r} must be 'sync' (each checkpoint "
+            "in the store before the run goes on), 'async' (written in the background; a "
+            "crash may lose the last few) or 'exit' (written when the run stops)",
+            node=owner._display_name(),
+        )
+    return str(durability)
+
+
 def check_offload(node: Any, offload: Any) -> bool:
     """A node's ``offload=``: for sync nodes only."""
     if node._bf_async and offload:
@@ -270,3 +298,62 @@ def check_executor(node: Any, executor: Any) -> Any:
             node=node._display_name(),
         )
     return executor
+
+
+def check_cache(node: Any, cache: Any, cache_type: type) -> Any:
+    """A node's ``cache=``: ``True`` (a `Cache` keeping results in the run's
+    store), a `Cache`, or ``None``/``False`` for none."""
+    if cache is None or cache is False:
+        return None
+    if cache is True:
+        return cache_type()
+    if isinstance(cache, cache_type):
+        return cache
+    raise InvalidParameterError(
+        f"{node._describe()}: cache={cache!r} must be True (results kept in the run's store), "
+        "a braidflow.Cache(...) (a store of its own, a ttl, a version, a key), or None; "
+        "write `cache=Cache(store=SQLiteStore('cache.db'))` for a cache of its own",
+        node=node._display_name(),
+    )
+
+
+def check_cache_options(
+    store: Any, ttl: Any, version: Any, key: Any, refresh: Any, clock: Any, store_type: type
+) -> float | None:
+    """The options of a result cache (`Cache`); return its ttl in seconds
+    (``None``: no limit)."""
+    if store is not None and not isinstance(store, store_type):
+        raise InvalidParameterError(
+            f"Cache(store={store!r}): a cache's store keeps its entries (cache_get and "
+            "cache_put), which this one cannot; use SQLiteStore(path) or MemoryStore(), or "
+            "leave store out for the run's own store"
+        )
+    seconds = None
+    if ttl is not None:
+        seconds = check_number(
+            ttl,
+            f"Cache(ttl={ttl!r}): ttl",
+            "a number of seconds > 0, or None to use results until refreshed",
+            above=0,
+            finite=False,
+        )
+        if seconds == math.inf:
+            seconds = None
+    if version is not None and (not isinstance(version, str) or not version):
+        raise InvalidParameterError(
+            f"Cache(version={version!r}): version must be a non-empty string naming the "
+            "version of exec's code (version='2'), or None to derive it from exec's code"
+        )
+    if key is not None and not callable(key):
+        raise InvalidParameterError(
+            f"Cache(key={key!r}): key must be a function of the prep result (or a batch's "
+            "item) that gives what identifies it, such as key=lambda item: item['id']"
+        )
+    if not isinstance(refresh, bool):
+        raise InvalidParameterError(f"Cache(refresh={refresh!r}): refresh must be True or False")
+    if clock is not None and not callable(clock):
+        raise InvalidParameterError(
+            f"Cache(clock={clock!r}): clock must be a function giving seconds since the "
+            "epoch, such as time.time"
+        )
+    return seconds

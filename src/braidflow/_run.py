@@ -8,6 +8,7 @@ the awaitable ``run(shared)`` returns where an event loop is already running.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import warnings
 from collections.abc import Callable, Coroutine, Generator
@@ -16,12 +17,14 @@ from types import TracebackType
 from typing import Any
 
 from ._clock import SYSTEM_CLOCK
-from ._context import RUN, STEP, Run, StepAt
+from ._context import RUN, STATE, STEP, Run, StepAt
 from ._errors import InvalidParameterError, add_note, has_note
 from ._events import Event
-from ._options import UNSET
+from ._options import UNSET, check_durability
+from ._state_table import check_nodes
 from ._threads import enter_run, leave_run
 from .durable import NO_ANSWER, DurableRun, EventRecorder, claim_run, close_run, start_run
+from .durable._drain import DrainStop
 from .engine import run_node_async, run_node_sync
 from .engine._async import failure_of
 from .engine._observe import StepScope
@@ -82,8 +85,11 @@ class RunScope:
 
     __slots__ = (
         "answer",
+        "answers",
         "clock",
+        "durability",
         "durable",
+        "instance",
         "metadata",
         "migrate",
         "node",
@@ -95,6 +101,8 @@ class RunScope:
         "run_id",
         "shared",
         "started",
+        "state",
+        "state_token",
         "step",
         "step_token",
         "store",
@@ -115,10 +123,20 @@ class RunScope:
         clock: Any = None,
         resuming: bool = False,
         answer: Any = NO_ANSWER,
+        answers: dict[str, Any] | None = None,
         migrate: Any = None,
         rename: Any = None,
+        durability: str | None = None,
     ) -> None:
         self.node = node
+        # A typed flow's run: on a dict of the instance's fields, if given one
+        # (written back to it when the run ends).
+        self.state = state = getattr(node, "_bf_state", None)
+        self.instance = None
+        if state is not None and not resuming:  # checked before anything starts
+            check_nodes(node)
+            shared, self.instance = state.store_of(shared, node)
+            state.check(shared, node)
         self.shared = shared
         self.observers = observers_of(observers, node)
         describe = node._describe()
@@ -133,12 +151,15 @@ class RunScope:
                 f"{describe}: run_id={run_id!r} must be a non-empty string",
                 node=node._display_name(),
             )
-        if (run_id is not None or record_events or metadata is not None) and store is None:
+        if (
+            run_id is not None or record_events or metadata is not None or durability is not None
+        ) and store is None:
             raise InvalidParameterError(
-                f"{describe}: run_id=, record_events= and metadata= are for durable runs; "
-                "pass store= too",
+                f"{describe}: run_id=, record_events=, metadata= and durability= are for "
+                "durable runs; pass store= too",
                 node=node._display_name(),
             )
+        self.durability = "sync" if durability is None else check_durability(node, durability)
         if metadata is not None and not isinstance(metadata, dict):
             raise InvalidParameterError(
                 f"{describe}: metadata={metadata!r} must be a dict of JSON values",
@@ -168,6 +189,7 @@ class RunScope:
             )
         self.resuming = resuming
         self.answer = answer
+        self.answers = answers
         self.migrate = migrate
         self.rename = rename
         self.durable: DurableRun | None = None
@@ -177,6 +199,7 @@ class RunScope:
         enter_run()
         self.token: Token[Run | None] | None = None
         self.step_token: Token[StepAt] | None = None
+        self.state_token: Token[Any] | None = None
         self.step: StepScope | None = None
         try:
             return self._open()
@@ -191,11 +214,18 @@ class RunScope:
             if self.resuming:
                 assert self.run_id is not None
                 self.durable, self.working = claim_run(
-                    store, self.node, self.run_id, self.answer, self.migrate, self.rename
+                    store,
+                    self.node,
+                    self.run_id,
+                    self.answer,
+                    self.migrate,
+                    self.rename,
+                    self.durability,
+                    self.answers,
                 )
             else:
                 self.durable, self.working = start_run(
-                    store, self.node, self.shared, self.run_id, self.metadata
+                    store, self.node, self.shared, self.run_id, self.metadata, self.durability
                 )
             if self.record_events:
                 recorder = EventRecorder(store, self.durable.run_id)
@@ -204,6 +234,7 @@ class RunScope:
         run.durable = self.durable
         if self.durable is not None:
             run.id = self.durable.run_id
+            self.durable.drain.bind(run.task)
             self.step_token = STEP.set(StepAt(f"0:{self.node._display_name()}", set()))
         self.token = RUN.set(run)
         if run.observers:
@@ -211,11 +242,18 @@ class RunScope:
             self.started = time.monotonic()
             run.emit("run_start", node=name, path=(name,))
             self.step = StepScope(run, name, (name,))
-        return self.working
+        state = self.state
+        if state is None:
+            return self.working
+        # The flow (its own prep and post too) works on the state's view.
+        self.state_token = STATE.set(state)
+        return state.view(self.working)
 
     def _undo(self, error: BaseException) -> None:
         """The run could not start after all: undo what opening it did, and
         record a durable run that was opened as ended by ``error``."""
+        if self.state_token is not None:
+            STATE.reset(self.state_token)
         if self.token is not None:
             RUN.reset(self.token)
         if self.step_token is not None:
@@ -239,6 +277,8 @@ class RunScope:
                     "run_end", node=step.name, path=step.path, duration=duration, error=error
                 )
         finally:
+            if self.state_token is not None:
+                STATE.reset(self.state_token)
             if self.token is not None:
                 RUN.reset(self.token)
             if self.step_token is not None:
@@ -251,6 +291,9 @@ class RunScope:
                 dict.clear(self.shared)
                 dict.update(self.shared, final)
             close_run(durable, error)
+        if self.instance is not None:  # a dataclass or model instance gets them too
+            assert self.state is not None
+            self.state.write_back(self.shared, self.instance)
 
 
 def shared_argument(node: Any, shared: Any, legacy: dict[str, Any]) -> Any:
@@ -296,6 +339,16 @@ async def run_top_async(node: Any, scope: RunScope) -> Any:
         try:
             return await run_node_async(node, shared, False)
         except BaseException as error:
+            durable = scope.durable
+            if (
+                durable is not None
+                and durable.drain.expired
+                and isinstance(error, asyncio.CancelledError)
+            ):  # the drain's grace period ended: what ran was stopped, the run is drained
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                raise DrainStop from None
             failure = failure_of(error, node, None)
             if isinstance(failure, Exception):
                 _label(node, failure)

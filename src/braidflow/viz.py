@@ -2,16 +2,19 @@
 
 Every node is drawn once (so loops end), actions label the edges, nested
 flows become subgraphs, batch and parallel kinds say so, and explicit ends
-(``node - "done" >> None``) are drawn as end points.
+(``node - "done" >> None``) are drawn as end points. When the flow or its
+nodes declare a state type, the table of its keys follows as comments.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from ._state_table import state_table
 from ._wiring import DEFAULT_ACTION, display_names, graph_of
 
-__all__ = ["to_mermaid"]
+__all__ = ["to_markdown", "to_mermaid"]
 
 
 def _kind(node: Any) -> str:
@@ -105,15 +108,33 @@ class _Drawing:
             self.lines.append(f'{indent}{node_id}["{label}"]')
 
 
-def to_mermaid(node: Any) -> str:
+def to_mermaid(node: Any, *, table: bool = True, observed: Iterable[Any] | None = None) -> str:
     """Return a mermaid flowchart (``flowchart TD``) of ``node`` and what follows it.
 
     For a flow, its own graph is drawn from its start node inside a subgraph;
-    for a plain node, the node and its successors.
+    for a plain node, the node and its successors. If the flow has a state
+    type (``state=``) or its nodes are typed against one, the table of its
+    keys (type, merge rule, the nodes that read and write each) follows as
+    mermaid comments (``%% | key | ...``), which viewers do not draw. Given
+    ``observed``, the steps of a stored run (``flow.history(run_id,
+    store=...)``), the table follows for any flow, with the keys each step
+    changed among what it writes.
     """
     drawing = _Drawing()
     start = drawing.new_id("start")
     drawing.lines.append(f"  {start}((start))")
     drawing.graph(node, "  ")
     drawing.lines.append(f"  {start} --> {drawing.ids[id(node)]}")
+    rows = state_table(node, observed) if table else None
+    if rows is not None:
+        drawing.lines.extend(f"%% {line}".rstrip() for line in rows)
     return "\n".join(drawing.lines) + "\n"
+
+
+def to_markdown(node: Any, observed: Iterable[Any] | None = None) -> str:
+    """The drawing of `to_mermaid` in a Markdown ```` ```mermaid ```` block,
+    followed by the table of the state's keys as a Markdown table (if the
+    flow or its nodes declare a state type, or a run's steps are given)."""
+    text = f"```mermaid\n{to_mermaid(node, table=False)}```\n"
+    rows = state_table(node, observed)
+    return text if rows is None else text + "\n" + "\n".join(rows) + "\n"

@@ -14,57 +14,10 @@ import time
 from typing import Any
 
 from ._console import UsageError, print_table, read_json, say, shown_json
+from ._places import progress, stored
 from ._store import chosen_store, known_run, open_store, remembered_target
 
-__all__ = [
-    "command_fork",
-    "command_show",
-    "place_of",
-    "reused",
-    "stored",
-]
-
-
-def stored(store: Any, run_id: str) -> Any:
-    """The run as `StoredRun` reads it; bad input if it cannot be read."""
-    from .. import ResumeError, StoreError
-    from ..durable._history import StoredRun
-
-    try:
-        return StoredRun(store, run_id)
-    except (StoreError, ResumeError) as error:
-        raise UsageError(str(error)) from error
-
-
-def place_of(run: Any) -> str:
-    """Where a run that has not completed is, for a listing: ``job/process
-    (528 of 1,000 items)``; where it ended, for one that completed."""
-    unfinished = run.unfinished()
-    if not unfinished:
-        return run.record.node or ""
-    step = unfinished[-1]
-    return f"{step.path}{_progress(step, ' ({})')}"
-
-
-def reused(run: Any) -> str:
-    """What a resume of ``run`` takes over: ``3 finished steps and 528 of
-    1,000 items``."""
-    steps = run.finished_steps()
-    said = f"{steps:,} finished step{'' if steps == 1 else 's'}"
-    batches = [step for step in run.unfinished() if step.items_done]
-    for step in batches:
-        said += f" and {_progress(step, '{}')} of {step.path}"
-    return said
-
-
-def _progress(step: Any, form: str) -> str:
-    """``528 of 1,000 items`` (``528 items`` if the total is not known) in
-    ``form``; ``""`` for a step with no items."""
-    if step.items_done is None:
-        return ""
-    if step.items_total is None:
-        return form.format(f"{step.items_done:,} item{'' if step.items_done == 1 else 's'}")
-    return form.format(f"{step.items_done:,} of {step.items_total:,} items")
+__all__ = ["command_fork", "command_show"]
 
 
 # -- show ---------------------------------------------------------------------------------
@@ -145,7 +98,7 @@ def _show_table(steps: list[Any]) -> None:
                 "" if step.action is None else str(step.action),
                 _when(step.started),
                 _took(step),
-                _progress(step, "{}"),
+                progress(step, "{}"),
                 changed if len(changed) <= 40 else changed[:37] + "...",
             )
         )
@@ -188,15 +141,25 @@ def _show_where(run: Any, steps: list[Any]) -> None:
         print(f"{record.status}")
         return
     step = unfinished[-1]
-    progress = _progress(step, ": {} done")
+    done = progress(step, ": {} done")
     if record.status == "failed":
-        print(f"failed at {step.path}{progress}: {record.error}")
+        print(f"failed at {step.path}{done}: {record.error}")
+    elif record.status == "waiting" and len(record.questions) > 1:
+        print(f"waiting on {len(record.questions)} questions (answer with --answer ID=JSON):")
+        for question in record.questions:
+            print(
+                f"  {question.id} at {question.where}: {json.dumps(question.prompt, default=repr)}"
+            )
     elif record.status == "waiting":
-        print(f"waiting at {step.path} for input: {json.dumps(record.prompt, default=repr)}")
+        ids = [question.id for question in record.questions]
+        asked = f" (question {ids[0]})" if ids else ""
+        print(f"waiting at {step.path} for input{asked}: {json.dumps(record.prompt, default=repr)}")
     elif record.status == "running":
-        print(f"running at {step.path}{progress}")
+        print(f"running at {step.path}{done}")
+    elif record.status == "drained":
+        print(f"drained at {step.path}{done} (stopped on purpose; resume it to go on)")
     else:
-        print(f"interrupted at {step.path}{progress} (the process that ran it is gone)")
+        print(f"interrupted at {step.path}{done} (the process that ran it is gone)")
 
 
 def _as_json(run: Any, steps: list[Any], diff: bool) -> dict[str, Any]:

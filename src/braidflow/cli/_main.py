@@ -48,13 +48,28 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--progress", action="store_true", help="show progress (needs rich)")
     watch.add_argument("--trace", metavar="FILE.jsonl", help="write every event as JSON lines")
     watch.add_argument("--timeline", metavar="FILE.html", help="write a timeline of the run")
+    watch.add_argument(
+        "--durability",
+        choices=["sync", "async", "exit"],
+        help="when a durable run's checkpoints are written: before it goes on (sync, the "
+        "default), in the background (async), when it stops (exit); see docs/durable.md",
+    )
+    watch.add_argument(
+        "--drain-timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=30.0,
+        help="on SIGTERM a durable run drains: no new step or item, and what is running "
+        "gets this long to finish (default 30); exit code 75, resume it later",
+    )
 
     parser = _Parser(
         prog="braidflow",
         description="Run braidflow flows, draw them, and list, show, resume, fork and draw "
         "stored runs.",
         epilog="Exit codes: 0 done, 1 the run failed, 2 bad input, 3 waiting for input, "
-        "130 stopped (Ctrl-C). 'braidflow COMMAND --help' describes a command.",
+        "75 drained (SIGTERM), 130 stopped (Ctrl-C). 'braidflow COMMAND --help' describes a "
+        "command.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(
@@ -66,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common, store, watch],
         help="run a flow; print the final shared as JSON",
         description="Run a flow once and print the final shared as JSON. With --store (or "
-        "--run-id) the run is durable: stored as it goes, so that it can be resumed. A TARGET "
-        "that names a node (not a flow) runs that node alone.",
+        "--run-id) the run is durable: stored as it goes (as --durability says), so that it "
+        "can be resumed. A TARGET that names a node (not a flow) runs that node alone.",
     )
     run.add_argument("target", metavar="TARGET", help="path/to/file.py:name or package.module:name")
     run.add_argument("--shared", metavar="JSON", help="the initial shared: JSON, or @file.json")
@@ -76,15 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     graph = commands.add_parser(
         "graph",
-        parents=[common],
+        parents=[common, store],
         help="print a flow's graph (mermaid)",
         description="Print the graph of the flow TARGET names as a mermaid flowchart, to "
-        "paste into Markdown or a mermaid viewer. Nothing runs.",
+        "paste into Markdown or a mermaid viewer, with the table of its state's keys (as "
+        "mermaid comments) if it has a state type, or if --run names a stored run of it "
+        "(the keys each step changed count as written); --format markdown prints a "
+        "Markdown mermaid block and the table. Nothing runs.",
     )
     graph.add_argument(
         "target", metavar="TARGET", help="path/to/file.py:name or package.module:name"
     )
-    graph.add_argument("--format", choices=["mermaid"], default="mermaid")
+    graph.add_argument("--format", choices=["mermaid", "markdown"], default="mermaid")
+    graph.add_argument(
+        "--run", metavar="RUN_ID", help="a stored run of the flow: what its steps changed"
+    )
     graph.set_defaults(handler=command_graph)
 
     runs = commands.add_parser(
@@ -95,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         "started and ended, the node it is at, and its error or prompt.",
     )
     runs.add_argument(
-        "--status", choices=["running", "completed", "failed", "waiting", "interrupted"]
+        "--status",
+        choices=["running", "completed", "failed", "waiting", "interrupted", "drained"],
     )
     runs.set_defaults(handler=command_runs)
 
@@ -103,15 +125,24 @@ def build_parser() -> argparse.ArgumentParser:
         "resume",
         parents=[common, store, watch],
         help="resume a stored run where it stopped",
-        description="Resume a failed, interrupted or waiting run. TARGET (before or after the "
-        "options) defaults to the one the run remembers: the one that started it with this "
-        "command, or the one last given to resume it.",
+        description="Resume a failed, interrupted, drained or waiting run. TARGET (before or "
+        "after the options) defaults to the one the run remembers: the one that started it "
+        "with this command, or the one last given to resume it.",
     )
     resume.add_argument("run_id", metavar="RUN_ID")
     resume.add_argument(
         "target", metavar="TARGET", nargs="?", help="path/to/file.py:name or package.module:name"
     )
-    resume.add_argument("--input", metavar="JSON", help="the answer a waiting run asked for")
+    resume.add_argument(
+        "--input", metavar="JSON", help="the answer, for a run waiting on one question"
+    )
+    resume.add_argument(
+        "--answer",
+        metavar="ID=JSON",
+        action="append",
+        help="the answer to question ID (as `show` lists them), for a run waiting on several; "
+        "repeat to answer more at once",
+    )
     resume.set_defaults(handler=command_resume)
 
     show = commands.add_parser(
@@ -165,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the new run's id (default: RUN_ID-fork-N)",
     )
     fork.add_argument("--input", metavar="JSON", help="the answer, for a run waiting for input")
+    fork.add_argument(
+        "--answer",
+        metavar="ID=JSON",
+        action="append",
+        help="the answer to question ID, for a run waiting on several (repeat for more)",
+    )
     fork.set_defaults(handler=command_fork)
 
     timeline = commands.add_parser(
@@ -250,3 +287,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         warnings.formatwarning = shown
     return code
+
+
+def _seconds(text: str) -> float:
+    """A number of seconds, 0 or more (``--drain-timeout``)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds (0 or more)")
+    return seconds

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import sys
+import threading
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,7 @@ __all__ = [
 ]
 
 EXIT_FAILED, EXIT_WAITING, EXIT_INTERRUPTED = 1, 3, 130
+EXIT_DRAINED = 75  # sysexits' EX_TEMPFAIL: stopped on purpose, to be resumed
 
 
 class _Watch:
@@ -54,6 +58,7 @@ class _Watch:
     def __init__(self, announce: str | None = None) -> None:
         self.announce = announce
         self.started = False
+        self.drain_said = False  # the first SIGTERM was told
         self.notes_at_end: int | None = None
 
     def on_event(self, event: Any) -> None:
@@ -133,11 +138,30 @@ def _observers(args: argparse.Namespace, watch: _Watch) -> list[Any]:
 
 def _finish(args: argparse.Namespace, run: Callable[[], Any], job: _Job) -> int:
     """Carry out a run (or resume) and report it: stdout gets ``shared``."""
-    from .. import BraidflowError, CheckpointError, NotDurableError, Suspended
+    from .. import BraidflowError, CheckpointError, Drained, NotDurableError, Suspended
 
     try:
-        shared = run()
+        with _drain_on_sigterm(job, args.drain_timeout):
+            shared = run()
+    except Drained as drained:
+        hint = job.resume_command() or suggested("resume", drained.run_id, "--store", "PATH")
+        say(
+            f"run {drained.run_id!r} was drained at {drained.node}: everything that finished "
+            f"is stored; resume it with: {hint}"
+        )
+        return EXIT_DRAINED
     except Suspended as waiting:
+        questions = waiting.questions
+        if len(questions) > 1:
+            say(f"run {waiting.run_id!r} is waiting on {len(questions)} questions:")
+            for question in questions:
+                print(f"  {question.id} at {question.where}:", file=sys.stderr)
+                for line in prompt_lines(question.prompt):
+                    print(f"    {line}", file=sys.stderr)
+            how = [word for q in questions for word in ("--answer", f"{q.id}=JSON")]
+            answer = job.resume_command() or suggested("resume", waiting.run_id, *how)
+            say(f"answer some or all with: {answer}")
+            return EXIT_WAITING
         say(f"run {waiting.run_id!r} is waiting for input at {waiting.node}:")
         for line in prompt_lines(waiting.prompt):
             print(f"  {line}", file=sys.stderr)
@@ -145,8 +169,8 @@ def _finish(args: argparse.Namespace, run: Callable[[], Any], job: _Job) -> int:
         say(f"answer with: {answer}")
         return EXIT_WAITING
     except KeyboardInterrupt:
-        hint = job.resume_command()
-        say(f"stopped; resume with: {hint}" if hint else "stopped")
+        stopped = job.resume_command()
+        say(f"stopped; resume with: {stopped}" if stopped else "stopped")
         return EXIT_INTERRUPTED
     except Exception as error:
         if isinstance(error, NotDurableError) and job.store is None:
@@ -175,6 +199,38 @@ def _finish(args: argparse.Namespace, run: Callable[[], Any], job: _Job) -> int:
     else:
         print(text)
     return 0
+
+
+@contextmanager
+def _drain_on_sigterm(job: _Job, timeout: float) -> Iterator[None]:
+    """While a durable run goes on, SIGTERM drains it (`braidflow.drain`):
+    no new step or item, what runs finishes within ``timeout`` seconds. A
+    second SIGTERM stops what still runs at once. A run that is not durable,
+    or has not begun, stops at once, as on Ctrl-C."""
+    from .. import drain
+
+    if job.store is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        asked = drain(timeout=timeout)
+        if not asked:  # nothing durable is going on yet: nothing to wait for
+            raise KeyboardInterrupt
+        if job.watch.drain_said:
+            say("SIGTERM again: stopping what still runs now (it runs again on resume)")
+            return
+        job.watch.drain_said = True
+        say(
+            f"SIGTERM: draining run {asked[0]!r}: no new step or item starts, and what "
+            f"is running gets {timeout:g} s to finish (SIGTERM again stops it at once)"
+        )
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _failed(args: argparse.Namespace, error: Exception, job: _Job) -> int:
@@ -223,7 +279,7 @@ def command_run(args: argparse.Namespace) -> int:
     watch = _Watch()
     options: dict[str, Any] = {"observers": _observers(args, watch)}
     job = _Job(watch)
-    if args.store or args.run_id:
+    if args.store or args.run_id or args.durability:
         store_path = chosen_store(args)
         store = open_store(store_path, create=True)
         run_id = args.run_id or _new_run_id()
@@ -236,6 +292,8 @@ def command_run(args: argparse.Namespace) -> int:
             record_events=True,
             metadata=target_metadata(args.target),
         )
+        if args.durability:
+            options["durability"] = args.durability
         job = _Job(watch, store, store_path, run_id)
         watch.announce = f"run {run_id!r} (stored in {store_path})"
     quiet = _has_successors(flow)
@@ -284,16 +342,24 @@ def command_resume(args: argparse.Namespace) -> int:
             f"run {run_id!r} is running in a live process ({record.owner}); wait for it to "
             "end (or stop it) before resuming"
         )
-    if args.input is not None and record.status != "waiting":
+    if args.input is not None and args.answer:
+        raise UsageError(
+            "give --input JSON (the answer to a run's only question) or --answer ID=JSON "
+            "(by question, repeated), not both"
+        )
+    given = "--input" if args.input is not None else "--answer" if args.answer else None
+    if given is not None and record.status != "waiting":
         raise UsageError(
             f"run {run_id!r} is {record.status}, not waiting for input; resume it without "
-            f"--input: {resume_command(record, store_path, args.target)}"
+            f"{given}: {resume_command(record, store_path, args.target)}"
         )
     remembered = remembered_target(record)
     if args.target is None and remembered is None:
         words = ["resume", run_id, PLACEHOLDER_TARGET, "--store", str(store_path)]
         if args.input is not None:
             words += ["--input", args.input]
+        for pair in args.answer or ():
+            words += ["--answer", pair]
         raise UsageError(
             f"run {run_id!r} has no TARGET remembered (it was started from Python, or by an "
             f"older braidflow command); give its TARGET: {suggested(*words)}"
@@ -307,17 +373,37 @@ def command_resume(args: argparse.Namespace) -> int:
     return resume_stored(args, store, store_path, run_id, flow)
 
 
+def answers_given(pairs: list[str]) -> dict[str, Any]:
+    """``--answer ID=JSON`` options as ``answers=`` takes them."""
+    answers: dict[str, Any] = {}
+    for pair in pairs:
+        ident, equals, text = pair.partition("=")
+        if not equals or not ident:
+            raise UsageError(
+                f"--answer {pair!r}: give ID=JSON, a question's id (as `braidflow show RUN` "
+                "lists them) and its answer, e.g. --answer '3f2a9c1d=\"yes\"'"
+            )
+        if ident in answers:
+            raise UsageError(f"--answer {ident}: given twice; answer each question once")
+        answers[ident] = read_json(text, f"--answer {ident}")
+    return answers
+
+
 def resume_stored(
     args: argparse.Namespace, store: Any, store_path: Path, run_id: str, flow: Any
 ) -> int:
     """Resume stored run ``run_id`` with ``flow`` (for ``resume`` and ``fork``),
     saying first what it takes over."""
-    from ._history import reused, stored
+    from ._places import reused, stored
 
     watch = _Watch(f"resuming run {run_id!r}: reusing {reused(stored(store, run_id))}")
     options: dict[str, Any] = {"observers": _observers(args, watch), "record_events": True}
     if getattr(args, "input", None) is not None:
         options["input"] = read_json(args.input, "--input")
+    if getattr(args, "answer", None):
+        options["answers"] = answers_given(args.answer)
+    if args.durability:
+        options["durability"] = args.durability
     job = _Job(watch, store, store_path, run_id, resuming=True, target=args.target)
 
     def run() -> Any:

@@ -38,7 +38,7 @@ DEFAULT_STORE = "braidflow.db"
 # The keys of a run's metadata where the command keeps what it needs to resume it.
 TARGET_KEY = "braidflow.target"  # TARGET, a file's path made absolute
 DIRECTORY_KEY = "braidflow.directory"  # where the run started; a module TARGET is found there
-RESUMABLE = ("failed", "interrupted", "waiting")
+RESUMABLE = ("failed", "interrupted", "waiting", "drained")
 PLACEHOLDER_TARGET = "path/to/file.py:name"
 
 
@@ -109,11 +109,17 @@ def known_run(store: Any, run_id: str, path: Path) -> Any:
 def resume_command(record: Any, store_path: Path, target: str | None = None) -> str:
     """The command line that resumes a stored run: with its TARGET unless the
     run remembers it (``target``, else a placeholder to fill in), and with
-    ``--input`` for a run waiting for input."""
+    ``--input`` for a run waiting for input (``--answer ID=JSON`` for each
+    question of one that waits on several)."""
     words = ["resume", record.run_id]
     if remembered_target(record) is None:
         words.append(target or PLACEHOLDER_TARGET)
     words += ["--store", str(store_path)]
     if record.status == "waiting":
-        words += ["--input", "JSON"]
+        questions = record.questions
+        if len(questions) > 1:
+            for question in questions:
+                words += ["--answer", f"{question.id}=JSON"]
+        else:
+            words += ["--input", "JSON"]
     return suggested(*words)

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from ._console import UsageError, print_table, say
-from ._history import place_of, stored
+from ._places import place_of, stored
 from ._store import chosen_store, known_run, open_store
 from ._target import load_target
 
@@ -20,7 +20,18 @@ __all__ = ["command_graph", "command_runs", "command_timeline"]
 
 def command_graph(args: argparse.Namespace) -> int:
     flow = load_target(args.target)
-    print(flow.to_mermaid())
+    observed = None
+    if args.run is not None:  # the keys each step of that run changed join the table
+        store_path = chosen_store(args)
+        store = open_store(store_path, create=False)
+        known_run(store, args.run, store_path)
+        observed = flow.history(args.run, store=store)
+    if args.format == "markdown":
+        from ..viz import to_markdown
+
+        print(to_markdown(flow, observed), end="")
+    else:
+        print(flow.to_mermaid(observed=observed))
     return 0
 
 
@@ -38,7 +49,7 @@ def command_runs(args: argparse.Namespace) -> int:
             at = at[len(record.flow) + 1 :]
         if record.status != "completed":  # where it is, and how far its batch got
             at = place_of(stored(store, record.run_id)) or at
-        info = record.error or ("" if record.prompt is None else json.dumps(record.prompt))
+        info = record.error or _asked(record)
         rows.append(
             (
                 record.run_id,
@@ -52,6 +63,15 @@ def command_runs(args: argparse.Namespace) -> int:
         )
     print_table(rows)
     return 0
+
+
+def _asked(record: Any) -> str:
+    """What a waiting run asks: its prompt, or its questions' when it waits on several."""
+    questions = record.questions
+    if len(questions) > 1:
+        prompts = "; ".join(json.dumps(question.prompt, default=repr) for question in questions)
+        return f"{len(questions)} questions: {prompts}"
+    return "" if record.prompt is None else json.dumps(record.prompt)
 
 
 def _when(seconds: float) -> str:
@@ -97,6 +117,7 @@ _STATUSES_AFTER = {
     "failed": ("failed",),
     "waiting": ("waiting",),
     "cancelled": ("interrupted", "failed"),
+    "drained": ("drained",),
     "interrupted": ("running", "interrupted"),  # its process died, or is still running
 }
 _ENDED = {
@@ -104,6 +125,7 @@ _ENDED = {
     "failed": "failed",
     "waiting": "stopped to wait for input",
     "cancelled": "was cancelled",
+    "drained": "was drained",
     "interrupted": "has no end recorded",
 }
 

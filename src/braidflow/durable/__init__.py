@@ -12,11 +12,12 @@ The parts: the codec (``_codec``), which keys each step touched
 (``_interrupt``), the checkpoint writer with its group commit (``_writer``),
 what a stored run did (``_recorded``), the durable side of a run (``_run``),
 opening and closing it (``_session``), its recorded events (``_recorder``),
-looking into a stored run (``_history``), forking or migrating one (``_travel``) and idempotency
-keys (``_keys``).
+looking into a stored run (``_history``), forking or migrating one (``_travel``), idempotency
+keys (``_keys``) and stopping one on purpose (``_drain``).
 The engine uses them; nothing here runs a node.
 """
 
+from ._drain import drain as drain
 from ._history import StepRecord as StepRecord
 from ._interrupt import NO_ANSWER as NO_ANSWER
 from ._interrupt import Interrupted as Interrupted
@@ -40,6 +41,7 @@ __all__ = [
     "StepRecord",
     "TrackingDict",
     "claim_run",
+    "drain",
     "close_run",
     "idempotency_key",
     "interrupt",

@@ -10,6 +10,7 @@ items.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import json.encoder
@@ -19,6 +20,7 @@ from typing import Any
 
 from .._errors import CheckpointError, Failure, ResumeError
 from .._isolation import MISSING
+from .._state import VALUE_CLASSES
 from ._exceptions import TAG, RecordedError, error_from, error_record
 
 __all__ = [
@@ -160,7 +162,47 @@ def _tagged(value: Any) -> Any:
         return _MISSING_RECORD
     if type(value) is Failure:
         return {TAG: "Failure", "error": value.error, "item": value.item, "index": value.index}
+    cls = type(value)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    if VALUE_CLASSES.get(name) is cls:  # a dataclass or model a state type declares
+        return _object_record(value, name)
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _object_record(value: Any, name: str) -> dict[str, Any]:
+    """A dataclass or pydantic model of a state type as JSON, tagged with its
+    class: a model as its JSON dump, a dataclass as its fields.
+
+    Raises:
+        ValueError: If JSON would give a field back changed (a tuple...).
+    """
+    dump = getattr(value, "model_dump", None)
+    if dump is not None:
+        return {TAG: "object", "class": name, "model": dump(mode="json")}
+    fields = {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+    if not _faithful(fields):
+        raise ValueError(_json_drift(fields).replace(" at [", f" at {name}.[", 1))
+    return {TAG: "object", "class": name, "fields": fields}
+
+
+def _from_record(record: dict[str, Any]) -> Any:
+    """The dataclass or model an ``"object"`` record holds, rebuilt as
+    pickle rebuilds one (a dataclass's ``__init__`` does not run; a model is
+    validated from its dump)."""
+    name = record["class"]
+    cls = VALUE_CLASSES.get(name)
+    if cls is None:
+        raise ResumeError(
+            f"a checkpoint holds a {name}, a class no state type declares in this process; "
+            "make the flow (Flow(..., state=...)) before resuming the run, with the state "
+            "type whose keys hold it"
+        )
+    if "model" in record:
+        return cls.model_validate(record["model"])  # type: ignore[attr-defined]
+    made: Any = object.__new__(cls)
+    for key, value in record["fields"].items():
+        object.__setattr__(made, key, value)
+    return made
 
 
 _TAGGED_TEXT = _json_encoder(_tagged)  # JSON with braidflow's values tagged: what is stored
@@ -177,6 +219,8 @@ def _untagged(record: dict[str, Any]) -> Any:
         return error_from(record)
     if kind == "MISSING":
         return MISSING
+    if kind == "object":
+        return _from_record(record)
     raise ResumeError(
         f"a checkpoint holds a value tagged {kind!r}, which this version of braidflow does "
         "not know; resume the run with the version that recorded it"

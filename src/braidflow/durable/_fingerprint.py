@@ -3,12 +3,14 @@
 JSON items keep the CRC-32 of their JSON text; any other item gets the
 CRC-32 of a canonical text, the same in every process; an item with no
 stable identity (only its address, or one that cannot be pickled) has none.
+`stable_text` gives the text itself, which a result cache's keys are made of.
 """
 
 from __future__ import annotations
 
 import collections
 import copyreg
+import json
 import math
 import pickle
 import types
@@ -17,10 +19,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .._isolation import MISSING
-from ._codec import ASCII, JSON_TEXT, SCALARS, Codec
+from ._codec import ASCII, JSON_TEXT, SCALARS, Codec, _faithful
 from ._exceptions import RecordedError, message_of
 
-__all__ = ["Unfingerprintable", "fingerprint"]
+__all__ = ["Unfingerprintable", "fingerprint", "stable_text"]
 
 
 class Unfingerprintable(TypeError):
@@ -51,8 +53,38 @@ def fingerprint(codec: Codec, item: Any) -> int:
             pass
     elif _plain(item):
         return zlib.crc32(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
+    return zlib.crc32(_canonical_text(item).encode())
+
+
+# JSON with dicts' keys sorted: the same text for equal dicts built in any order.
+_SORTED_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False).encode
+
+
+def stable_text(value: Any) -> bytes:
+    """A text of ``value`` that is the same in every process and Python run
+    and tells unequal values apart, for a key to be made of: its JSON, keys
+    sorted, if JSON gives the value back equal (plain data: no tuple, no key
+    but a string); else its canonical text (`_Canonical`). Each is marked,
+    so the two never meet.
+
+    Raises:
+        Unfingerprintable: If the value has no stable text (an object whose
+            only identity is its address, one that cannot be pickled).
+    """
+    if type(value) is str:
+        return b"j" + ASCII(value).encode()
+    if type(value) in SCALARS or _faithful(value):
+        try:
+            return b"j" + _SORTED_JSON(value).encode()
+        except (TypeError, ValueError, RecursionError):  # NaN, an object JSON does not know
+            pass
+    return b"c" + _canonical_text(value).encode()
+
+
+def _canonical_text(value: Any) -> str:
+    """`_Canonical` text of ``value``; raises `Unfingerprintable` saying where it has none."""
     try:
-        text = _Canonical().text(item)
+        return _Canonical().text(value)
     except _Unstable as unstable:
         where = "".join(reversed(unstable.where))
         raise Unfingerprintable(
@@ -60,7 +92,6 @@ def fingerprint(codec: Codec, item: Any) -> int:
         ) from unstable.__cause__
     except RecursionError:
         raise Unfingerprintable("it is nested too deeply") from None
-    return zlib.crc32(text.encode())
 
 
 def _plain(item: Any) -> bool:

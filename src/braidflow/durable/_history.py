@@ -59,8 +59,9 @@ class StepRecord:
         node_class: Its class's name, as recorded (``""`` if unknown).
         status: ``finished``; for the step a run has not finished,
             ``running`` (its process runs it), ``interrupted`` (the process
-            is gone: killed, or stopped), ``failed`` or ``waiting`` (at
-            an ``interrupt``, for input).
+            is gone: killed, or stopped), ``failed``, ``waiting`` (at
+            an ``interrupt``, for input) or ``drained`` (stopped there on
+            purpose, by `braidflow.drain`).
         action: The action it returned (a finished step).
         started: When it began (seconds since the epoch), if known.
         ended: When it ended, if it did and that is known.

@@ -11,30 +11,12 @@ from typing import Any
 
 from .._context import ATTEMPT, RUN, STEP, current_item
 from .._errors import NotDurableError
+from .._questions import Interrupted
 from ..stores._base import step_path
 
 __all__ = ["NO_ANSWER", "Interrupted", "interrupt"]
 
 NO_ANSWER: Any = object()  # resume() without input=
-
-
-class Interrupted(BaseException):
-    """Raised by `interrupt` to stop a durable run for input. A
-    ``BaseException``, so no ``except Exception``, retry or fallback catches it.
-
-    Attributes:
-        prompt: What was asked.
-        key: The step (and item) that asked, as checkpoints name it.
-        call: Which of that step's ``interrupt`` calls it is (0 for the first).
-        where: The step as people read it (``flow/review``, ``flow/items#3``).
-    """
-
-    def __init__(self, prompt: Any, key: str, call: int) -> None:
-        super().__init__(prompt)
-        self.prompt = prompt
-        self.key = key
-        self.call = call
-        self.where = step_path(key)
 
 
 def interrupt(prompt: Any) -> Any:
@@ -49,6 +31,12 @@ def interrupt(prompt: Any) -> Any:
     are made, each answer given by its own resume; a retried ``exec`` gets
     the answers its failed attempt got. An interrupt is never retried nor
     handed to a fallback.
+
+    In a parallel branch or a parallel batch's item, only that branch or
+    item stops: the others run on to their end (or to their own questions),
+    what they finish is recorded, and then the run suspends with every open
+    question (`Suspended.questions`); ``resume(..., answers={id: answer})``
+    answers several at once, and what finished is never run again.
 
     Args:
         prompt: What to ask; stored with the run (JSON, or its repr).
@@ -80,4 +68,4 @@ def interrupt(prompt: Any) -> Any:
     answer = durable.answers.get(key, {}).get(call, NO_ANSWER)
     if answer is not NO_ANSWER:
         return answer
-    raise Interrupted(prompt, key, call)
+    raise Interrupted(prompt, key, call, step_path(key))

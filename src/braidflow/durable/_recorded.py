@@ -28,13 +28,16 @@ class Recorded:
         self.branches: dict[tuple[str, int], Checkpoint] = {}
         # Answers to interrupts, by the step (and item) that asked, then by call.
         self.answers: dict[str, dict[int, Any]] = {}
-        self.asked: Checkpoint | None = None  # the question a waiting run stopped at
+        # The questions a waiting run stopped at (the last run of ask rows),
+        # less those answered since.
+        self.asked: list[Checkpoint] = []
 
     def rebuild(self, codec: Codec, initial: bytes, rows: list[Checkpoint]) -> TrackingDict:
         """``shared`` as the recorded steps left it; index the rest for replay."""
         shared = TrackingDict()
         for key, value in codec.unpack(initial):
             dict.__setitem__(shared, key, value)
+        previous = ""
         for row in rows:
             kind = row.kind
             if kind == "step" or kind == "update":
@@ -56,9 +59,14 @@ class Recorded:
             elif kind == "answer":
                 self.answers.setdefault(row.frame, {})[row.position] = codec.decode(row.payload)
             if kind == "ask":
-                self.asked = row
+                if previous != "ask":  # the asks of one suspension are written together
+                    self.asked = []
+                self.asked.append(row)
             elif kind != "answer":
-                self.asked = None  # the run went on past that question
+                self.asked = []  # the run went on past those questions
+            previous = kind
+        answers = self.answers
+        self.asked = [row for row in self.asked if row.position not in answers.get(row.frame, {})]
         for steps in self.steps.values():
             steps.sort(key=lambda row: row.position)
         shared._bf_last = {key: codec.encode(value) for key, value in dict.items(shared)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from functools import partial
 from time import time
 from typing import Any
 from zlib import crc32
@@ -18,7 +19,8 @@ from .._errors import CheckpointError, ResumeError
 from .._isolation import MISSING
 from .._views import SharedView
 from ..stores._base import Checkpoint, Store, step_path
-from ._codec import JSON_TEXT, SCALARS, UNSAVABLE, Codec, action_text, encode_key_value
+from ._codec import ASCII, JSON_TEXT, SCALARS, UNSAVABLE, Codec, action_text, encode_key_value
+from ._drain import Drain
 from ._fingerprint import Unfingerprintable, fingerprint
 from ._interrupt import Interrupted
 from ._recorded import Recorded
@@ -31,14 +33,16 @@ __all__ = ["DurableRun"]
 class DurableRun:
     """Writes one run's checkpoints and, resuming, answers what finished before."""
 
-    def __init__(self, store: Store, run_id: str) -> None:
+    def __init__(self, store: Store, run_id: str, durability: str = "sync") -> None:
         self.store = store
         self.run_id = run_id
         self.codec = Codec(store.serializer)
-        self.writer = CheckpointWriter(store, run_id, self.codec)
+        self.writer = CheckpointWriter(store, run_id, self.codec, durability)
+        self.strict = durability == "sync"  # every checkpoint in the store before going on
         # Raise the error of a failed group commit, if one failed (per item: direct).
         self.check_written = self.writer.check_written
         self.recorded = Recorded()
+        self.drain = Drain(store, run_id)  # asked to stop at the next safe point?
         # Answers to interrupts (the recorded ones, then those given since), by
         # the step (and item) that asked, then by call; how many calls each
         # step made in this process; per step, the exec attempt loop that last
@@ -66,8 +70,8 @@ class DurableRun:
         return self.recorded.rebuild(self.codec, initial, rows)
 
     @property
-    def asked(self) -> Checkpoint | None:
-        """The question a waiting run stopped at, if it did."""
+    def asked(self) -> list[Checkpoint]:
+        """The questions a waiting run stopped at and no resume answered yet."""
         return self.recorded.asked
 
     # -- writing ------------------------------------------------------------------
@@ -77,8 +81,18 @@ class DurableRun:
         self.writer.write(rows)
 
     def flush(self) -> None:
-        """Write the queued rows now (the run is ending)."""
+        """Write the queued rows now, and wait until they are in the store
+        (the run is ending)."""
         self.writer.flush()
+
+    def hand_over(self) -> None:
+        """The queued items go on their way now, before anything uses their
+        results: into the store, under ``durability="sync"``."""
+        self.writer.hand_over()
+
+    def sync(self) -> None:
+        """Everything so far in the store now (a node with durability="sync")."""
+        self.writer.sync()
 
     # -- interrupts ----------------------------------------------------------------
 
@@ -86,29 +100,40 @@ class DurableRun:
         """The row that keeps which interrupt a waiting run stopped at."""
         return Checkpoint("ask", asked.key, asked.call, asked.where, "", None, b"", None, time())
 
-    def answer(self, value: Any) -> None:
-        """Record the answer to the question the run stopped at (resuming
-        with ``input=``), so it holds even if the run stops again later.
+    def answer(self, answers: list[tuple[Checkpoint, Any]]) -> None:
+        """Record answers to questions the run stopped at (each with its
+        ``ask`` row), all or none, so they hold even if the run stops again.
 
         Raises:
-            CheckpointError: If the answer cannot be saved.
+            CheckpointError: If an answer cannot be saved; none is written.
         """
-        asked = self.asked
-        assert asked is not None
-        try:
-            payload = self.codec.encode(value)
-        except UNSAVABLE as error:
-            raise CheckpointError(
-                f"the input for run {self.run_id!r} is a {type(value).__name__} that cannot "
-                f"be saved as {self.codec.kind} ({error}); give plain data, or use a store "
-                "with serializer='pickle'",
-                node=asked.node,
-            ) from error
-        row = Checkpoint(
-            "answer", asked.frame, asked.position, asked.node, "", None, payload, None, time()
-        )
-        self.write([row])
-        self.answers.setdefault(asked.frame, {})[asked.position] = value
+        rows = []
+        for asked, value in answers:
+            try:
+                payload = self.codec.encode(value)
+            except UNSAVABLE as error:
+                raise CheckpointError(
+                    f"the input for run {self.run_id!r} is a {type(value).__name__} that "
+                    f"cannot be saved as {self.codec.kind} ({error}); give plain data, or use "
+                    "a store with serializer='pickle'",
+                    node=asked.node,
+                ) from error
+            rows.append(
+                Checkpoint(
+                    "answer",
+                    asked.frame,
+                    asked.position,
+                    asked.node,
+                    "",
+                    None,
+                    payload,
+                    None,
+                    time(),
+                )
+            )
+        self.write(rows)
+        for asked, value in answers:
+            self.answers.setdefault(asked.frame, {})[asked.position] = value
 
     # -- failures ------------------------------------------------------------------
 
@@ -167,20 +192,25 @@ class DurableRun:
     ) -> None:
         """Record a finished step (``node``, whose display name is ``name``,
         begun at ``started``) and what it changed, before the walk goes on."""
-        kind = "view_step" if isinstance(target, SharedView) else "step"
-        changes = changed_keys(self.codec, target, name, touched)
-        row = Checkpoint(
-            kind,
-            frame,
-            position,
-            name,
-            type(node).__qualname__,
-            action_text(action, name),
-            self.codec.pack(changes),
-            started,
-            time(),
+        tracking = type(target) is TrackingDict  # else a branch's view
+        payload = _json_changes(target, touched) if self._json and tracking else None
+        if payload is None:
+            payload = self.codec.pack(changed_keys(self.codec, target, name, touched))
+        kind = "step" if tracking or not isinstance(target, SharedView) else "view_step"
+        row = _row(
+            (
+                kind,
+                frame,
+                position,
+                name,
+                type(node).__qualname__,
+                action_text(action, name),
+                payload,
+                started,
+                time(),
+            )
         )
-        self.write([row])
+        self.writer.write([row])
 
     # -- items -------------------------------------------------------------------------
 
@@ -337,3 +367,40 @@ def _unfingerprintable(error: Unfingerprintable, index: Any, node: Any) -> Check
         "other live objects on the node or in shared",
         node=name,
     )
+
+
+_row = partial(tuple.__new__, Checkpoint)  # a Checkpoint of its nine fields, made directly
+
+
+def _json_changes(shared: TrackingDict, touched: set[Any]) -> bytes | None:
+    """What a step changed in ``shared``, as `Codec.pack` writes it for JSON,
+    made here for the usual step (string keys, numbers and strings); ``None``
+    for anything else, which `changed_keys` then does (nothing is noted here
+    until all of it could be)."""
+    last = shared._bf_last
+    changed: list[tuple[str, bytes | None]] = []
+    for key in touched:
+        if type(key) is not str:  # a key that is not a string, or every key (_ALL)
+            return None
+        if dict.__contains__(shared, key):
+            value = dict.__getitem__(shared, key)
+            kind = type(value)
+            if kind is int:
+                data = b"%d" % value
+            elif kind is str:
+                data = ASCII(value).encode()
+            else:
+                return None
+            if last.get(key) != data:
+                changed.append((key, data))
+        elif key in last:
+            changed.append((key, None))
+    parts = []
+    for key, saved in changed:
+        if saved is None:
+            del last[key]
+            parts.append(b"[%b,0]" % ASCII(key).encode())
+        else:
+            last[key] = saved
+            parts.append(b"[%b,1,%b]" % (ASCII(key).encode(), saved))
+    return b"[%b]" % b",".join(parts)

@@ -15,9 +15,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .._errors import ResumeError, Suspended, add_note, describe_error
+from .._errors import Drained, ResumeError, add_note, describe_error
+from .._questions import QUESTIONS_KEY
 from ..stores._base import Store
 from ..stores._owners import this_owner
+from ._asking import answer_questions, suspend
+from ._drain import DRAIN_KEY
 from ._graph import describe_graph, first_difference, renamed_graph
 from ._history import RENAMED_KEY, RESUMED_KEY, apply_renames
 from ._interrupt import NO_ANSWER, Interrupted
@@ -37,11 +40,16 @@ def _resume_call(run_id: str, answer: str = "") -> str:
 
 
 def start_run(
-    store: Store, node: Any, shared: dict[Any, Any], run_id: str | None, metadata: Any
+    store: Store,
+    node: Any,
+    shared: dict[Any, Any],
+    run_id: str | None,
+    metadata: Any,
+    durability: str = "sync",
 ) -> tuple[DurableRun, TrackingDict]:
     """Record a new run of ``node`` on ``shared``; return its durable side and
     the tracking copy of ``shared`` it works on."""
-    durable = DurableRun(store, run_id or uuid.uuid4().hex)
+    durable = DurableRun(store, run_id or uuid.uuid4().hex, durability)
     tracked = TrackingDict(shared)
     initial = durable.initial(tracked, node._display_name())
     store.create_run(
@@ -57,21 +65,24 @@ def claim_run(
     answer: Any,
     migrate: Callable[[dict[Any, Any]], Any] | None = None,
     rename: dict[str, str] | None = None,
+    durability: str = "sync",
+    answers: dict[str, Any] | None = None,
 ) -> tuple[DurableRun, TrackingDict]:
     """Claim a stored run to resume it with ``node``; return its durable side
     and ``shared`` as the finished steps left it (then ``migrate``-d).
 
     ``rename`` maps nodes renamed since (old name: new); it is kept with
-    the run for its later resumes.
+    the run for its later resumes. ``answer`` answers the run's only open
+    question; ``answers``, any of them by id.
 
     Raises:
         ResumeError: If the run was recorded with other names or wiring, or
-            ``answer`` is given to a run that is not waiting for input. The
-            run is then left as it was.
+            answers do not fit the run's open questions (see
+            `answer_questions`). The run is then left as it was.
     """
     name = node._display_name()
     graph = describe_graph(node)
-    durable = DurableRun(store, run_id)
+    durable = DurableRun(store, run_id, durability)
     record, recorded_graph, initial, rows = store.claim(run_id, this_owner())
     try:
         renamed = composed_renames(record.metadata.get(RENAMED_KEY), rename)
@@ -85,18 +96,21 @@ def claim_run(
                 node=name,
             )
         shared = durable.rebuild(initial, apply_renames(rows, renamed))
-        if answer is not NO_ANSWER:
-            if record.status != "waiting" or durable.asked is None:
-                raise ResumeError(
-                    f"run {run_id!r} is {record.status}, not waiting for input; "
-                    "resume it without input=",
-                    node=name,
-                )
-            durable.answer(answer)
+        if answer is not NO_ANSWER or answers is not None:
+            answer_questions(durable, record, answer, answers, name)
         if migrate is not None:
             migrated(durable, shared, migrate, rows, name)
         resumed = [*record.metadata.get(RESUMED_KEY, ()), time.time()]
-        store.set_metadata(run_id, {RESUMED_KEY: resumed, RENAMED_KEY: renamed or None})
+        # A drain asked of the run's last part is done with: this part runs on.
+        store.set_metadata(
+            run_id,
+            {
+                RESUMED_KEY: resumed,
+                RENAMED_KEY: renamed or None,
+                QUESTIONS_KEY: None,
+                DRAIN_KEY: None,
+            },
+        )
     except BaseException:
         # Nothing ran: the run is left as it was, to be resumed properly.
         store.finish(
@@ -123,6 +137,7 @@ def close_run(durable: DurableRun, error: BaseException | None) -> None:
     try:
         _record_end(durable, error)
     finally:
+        durable.drain.close()
         release = getattr(durable.store, "release", None)  # a store that keeps owners here
         if callable(release):
             release(durable.run_id)
@@ -130,26 +145,29 @@ def close_run(durable: DurableRun, error: BaseException | None) -> None:
 
 def _record_end(durable: DurableRun, error: BaseException | None) -> None:
     store, run_id = durable.store, durable.run_id
+    if isinstance(error, Interrupted):  # the questions go with the rest, after it
+        durable.write([durable.ask_row(question) for question in error.asked])
     try:
-        durable.flush()  # items that finished last
+        durable.flush()  # items that finished last (all the run's rows, under "exit")
     except BaseException:
-        if error is None:
+        if error is None or isinstance(error, Interrupted):
             raise
     if error is None:
         store.finish(run_id, "completed")
         return
     if isinstance(error, Interrupted):
-        durable.write([durable.ask_row(error)])
-        store.finish(run_id, "waiting", node=error.where, prompt=error.prompt)
-        raise Suspended(
-            f"run {run_id!r} is waiting for input at {error.where!r}: {error.prompt!r}; "
-            f"resume it with {_resume_call(run_id, ', input=answer')}",
+        suspend(durable, error, _resume_call(run_id, "{answer}"))
+    where = durable.where_failed(error)
+    if durable.drain.stopped_by(error):
+        store.finish(run_id, "drained", node=where)
+        raise Drained(
+            f"run {run_id!r} was drained at {where!r}: it stopped at a safe point and "
+            f"everything that finished is stored in {store!r}; resume it with "
+            f"{_resume_call(run_id)}",
             run_id=run_id,
-            node=error.where,
-            prompt=error.prompt,
+            node=where,
         ) from None
     status = "failed" if isinstance(error, Exception) else "interrupted"
-    where = durable.where_failed(error)
     if isinstance(error, KeyboardInterrupt):
         said = "stopped (Ctrl-C)"
     elif isinstance(error, asyncio.CancelledError):  # what Ctrl-C is inside asyncio.run too

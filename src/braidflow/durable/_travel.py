@@ -16,6 +16,7 @@ from time import time
 from typing import Any
 
 from .._errors import CheckpointError, ResumeError, StoreError
+from .._questions import QUESTIONS_KEY
 from ..stores._base import Checkpoint, Store
 from ..stores._owners import this_owner
 from ._codec import Codec, encode_key_value
@@ -153,8 +154,10 @@ def fork_run(
         if key not in (RESUMED_KEY, RENAMED_KEY, FORKED_KEY)
     }
     metadata[FORKED_KEY] = {"run": source, "step": number, "rows": last + 1}
-    run_id = _created(store, node, graph, stored.initial, metadata, source, run_id)
     waiting = bool(rows) and rows[-1].kind == "ask"
+    if not waiting:  # the questions it waits on were asked after that step
+        metadata.pop(QUESTIONS_KEY, None)
+    run_id = _created(store, node, graph, stored.initial, metadata, source, run_id)
     try:
         store.append(run_id, rows)
     finally:

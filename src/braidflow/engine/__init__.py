@@ -26,7 +26,8 @@ Vocabulary (the words the engine's code and comments use):
   per driver, each with its measured saving in a comment.
 
 The layers, each importing only those below: ``_effects`` and ``_observe``
-(events); ``_attempts`` (limits, timeout, retry, fallback); ``_items``
+(events); ``_attempts`` (limits, timeout, retry, fallback); ``_around_items``
+(an item's events and checkpoint); ``_items``
 (a batch's items: sequential, parallel, observed, checkpointed);
 ``_lifecycle`` (hooks, prep, the stage, post); ``_walk`` and ``_fork``
 (flows and branches); the drivers. The public classes (``_node``,
@@ -41,7 +42,7 @@ from ._lifecycle import lifecycle, node_stage
 from ._sync import drive as drive_sync
 from ._sync import node_step as node_step_sync
 from ._sync import run_node as run_node_sync
-from ._walk import flow_stage, walk
+from ._walk import flow_stage, typed_stage, walk
 
 __all__ = [
     "default_thread_count",
@@ -54,5 +55,6 @@ __all__ = [
     "node_step_sync",
     "run_node_async",
     "run_node_sync",
+    "typed_stage",
     "walk",
 ]

@@ -24,8 +24,9 @@ from .._context import RUN, run_clock
 from .._limits import acquire_all, release_all
 from .._threads import Abandoned, run_in_thread
 from . import _effects as ops
+from ._around_items import commit
 from ._attempts import attempts, cancellation_instead, cancelled_error, fallback
-from ._items import commit, run_parallel
+from ._items import run_parallel
 from ._lifecycle import Steps, lifecycle
 
 __all__ = ["call_on_loop", "drive", "failure_of", "node_step", "run_cancelled", "run_node"]

@@ -4,7 +4,8 @@
 limiters while ``exec`` runs (under its deadline, if it has a timeout); a
 failure is retried as the policy says, and the last one goes to the
 fallback. It catches only ``Exception``: the run's cancellation passes
-through, so a cancelled run retries nothing and falls back to nothing.
+through, so a cancelled run retries nothing and falls back to nothing. A
+node with a result cache goes through it first (``_cached``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .._limits import release_all, try_all
 from .._options import check_retry_options
 from .._policy import next_delay
 from .._taskgroup import note_lost
+from ._cached import cached
 from ._effects import AWAIT, CALL, REMOTE, SLEEP, THREAD, TIMED, WAIT
 from ._observe import emit_wait
 
@@ -112,13 +114,28 @@ def fallback(
 
 
 def attempts(
-    node: Any, item: Any, index: int | None, shared: Any, offload: bool, dispatch: Any
+    node: Any,
+    item: Any,
+    index: int | None,
+    shared: Any,
+    offload: bool,
+    dispatch: Any,
+    failed: Any = None,
 ) -> Steps:
     """Run one item's exec attempts; return its result (or its fallback's).
 
     ``offload``: run sync ``exec`` in one of braidflow's threads.
     ``dispatch``: an executor's `Dispatch` that runs each call elsewhere.
+    ``failed``: what takes the final failure in place of `fallback`; the
+    result cache gives its own (a fallback's result is not kept), and the
+    cache is not looked at again.
     """
+    if failed is None:
+        if node._bf_cache is not None:  # a result kept before, else these attempts
+            return (
+                yield from cached(node, item, index, shared, offload, dispatch, attempts, fallback)
+            )
+        failed = fallback
     plan = node._bf_plan
     args = (shared, item) if plan.exec_wants_shared else (item,)
     if dispatch is not None:
@@ -135,7 +152,7 @@ def attempts(
         try:
             return (yield (how, node, index, function, args))
         except Exception as error:
-            return (yield from fallback(node, item, error, index, 0, shared, offload))
+            return (yield from failed(node, item, error, index, 0, shared, offload))
     if retrying:
         check_retry_options(node)
     if timeout is not None and (how is CALL or how is THREAD):
@@ -191,7 +208,7 @@ def attempts(
                         release_all(held)
             delay = next_delay(node._bf_retry, node.max_retries, node.wait, attempt, failure)
             if delay is None:
-                return (yield from fallback(node, item, failure, index, attempt, shared, offload))
+                return (yield from failed(node, item, failure, index, attempt, shared, offload))
             _emit_retry(node, index, attempt, failure, delay)
             attempt += 1
             if state is not None:

@@ -11,17 +11,22 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
-from .._context import PATH, RUN, STEP, StepAt
+from .._context import PATH, RUN, STATE, STEP, StepAt
 from .._errors import Failure, add_note
 from .._merge import apply_changes, merge
+from .._questions import Interrupted, asked_together
+from .._state_views import store_under
 from .._views import SharedView
+from ..durable._drain import DrainStop
 from ._effects import PARALLEL
 from ._observe import BranchScope
+from ._typed import join_advice, join_rules
 from ._walk import walk
 
 __all__ = ["fork_join"]
 
 Steps = Generator[tuple[Any, ...], Any, Any]
+_DRAINED: Any = object()  # a branch's result when it stopped at a drain
 
 
 def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
@@ -30,6 +35,8 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
     failures, if the Parallel has a successor for it)."""
     names = parallel.branch_names()
     walkers = parallel._bf_walkers
+    shared = store_under(shared)  # in a typed flow: the store under its view
+    state = STATE.get()
     views = [SharedView(shared) for _ in walkers]
     params = parallel.params
     run = RUN.get()
@@ -45,6 +52,9 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
             changes = durable.recorded_branch(step.key, index)
             if changes is not None:
                 finished[index] = changes
+    # A branch that asks (``interrupt``) stops alone: the others run on, and
+    # the join raises every question asked once they have all stopped.
+    asked: list[Interrupted] = []
 
     def one_branch(index: int, _position: int, from_sync: bool) -> Steps:
         name = names[index]
@@ -55,11 +65,19 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
         try:
             # From sync code the branches run on a private loop, their sync
             # nodes in threads, and an async node is out of place.
-            result = yield from walk(
-                walkers[index], views[index], params, offload or from_sync, from_sync
-            )
+            view = views[index] if state is None else state.view(views[index])
+            result = yield from walk(walkers[index], view, params, offload or from_sync, from_sync)
             if durable is not None:
                 durable.branch_done(step.key, index, name, parallel, result, views[index])
+        except DrainStop as stop:  # the others finish their step; the fork then stops
+            if scope is not None:
+                scope.end(stop)
+            return _DRAINED
+        except Interrupted as question:
+            asked.append(question)
+            if scope is not None:
+                scope.end(question)
+            return None
         except BaseException as error:
             if isinstance(error, Exception):
                 add_note(error, f"branch {name!r} of {parallel._describe()} failed")
@@ -75,6 +93,10 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
 
     to_run = [index for index in range(len(walkers)) if index not in finished]
     results = yield (PARALLEL, parallel, None, to_run, one_branch, True, None, False)
+    if any(result is _DRAINED for result in results):
+        raise DrainStop  # a question asked meanwhile is asked again on resume
+    if asked:
+        raise asked_together(asked)
     outcome = dict(zip(to_run, results, strict=True))
     failures = [
         Failure(result.error, names[index], index)
@@ -88,7 +110,9 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
         if index not in failed
     ]
     try:
-        merged = merge(shared, branch_changes, parallel._bf_merge, parallel._merge_advice)
+        rules = parallel._bf_merge if state is None else join_rules(parallel._bf_merge)
+        advice = parallel._merge_advice if state is None else join_advice(parallel._merge_advice)
+        merged = merge(shared, branch_changes, rules, advice)
     except Exception as error:
         add_note(error, f"while joining the branches of {parallel._describe()}")
         raise

@@ -4,7 +4,7 @@ One set of runners serves batch nodes (an item's exec attempts), batch
 flows (a sub-flow per parameter set) and parallel branches. `sequential`
 is a generator a driver runs; `run_parallel` runs items at once in a task
 group, at most ``max_concurrency`` at a time, reading the input only as
-fast as that allows. Around each item, `item_steps` puts its events (an
+fast as that allows. Around each item, `item_steps` (in `_around_items`) puts its events (an
 observed run) and its checkpoint (a durable run).
 """
 
@@ -12,21 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import types
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Iterator
 from typing import Any
 
-from .._context import GATES, ITEM, PATH, RUN, STEP, ItemAt, StepAt
+from .._context import GATES, RUN
 from .._errors import BatchItemsError, Failure, add_note
 from .._limits import Limiter
 from .._options import check_max_concurrency
 from .._plan import preset, variant
+from .._questions import Interrupted, asked_together
 from .._taskgroup import TaskGroup
+from ..durable._drain import DrainStop
+from ._around_items import ItemCheckpoints, commit, item_steps, items_recorded
 from ._attempts import cancelled_error
-from ._effects import AWAIT, COMMIT
-from ._observe import ItemScope, item_total
+from ._effects import AWAIT
 
-__all__ = ["batch_items", "default_thread_count", "item_steps", "run_parallel", "sequential"]
+__all__ = ["batch_items", "default_thread_count", "run_parallel", "sequential"]
 
 Steps = Generator[tuple[Any, ...], Any, Any]
 MakeItem = Callable[[Any, int, bool], Steps]  # (item, index, from_sync) -> its steps
@@ -100,188 +101,6 @@ def _close(items: Any) -> Steps:
             close()
 
 
-# -- around each item: events and checkpoints ----------------------------------------
-
-
-def item_steps(
-    node: Any,
-    items: Any,
-    make_item: MakeItem,
-    runs_in: str,
-    results: list[Any] | None = None,
-    *,
-    observe: bool = True,
-    checkpoint: bool = True,
-) -> MakeItem | None:
-    """``make_item`` with what the run needs around each item: its events, if
-    the run is observed; its checkpoint (outermost, so replayed items emit
-    nothing), if it is durable. ``None`` for a plain run: nothing to add.
-
-    ``runs_in`` says what runs the items: ``"sequence"``, the caller, one
-    after another; ``"worker"``, tasks that each take item after item; or
-    ``"task"``, a task per item. The first two go on to another item when
-    one returns, so its checkpoint must be in the store first; a task of its
-    own per item need not wait. ``results``: where a worker puts each
-    item's result, at its index (saving its caller a frame per item).
-    ``observe``, ``checkpoint``: whether the items get events and
-    checkpoints of their own (a fork's branches have their own)."""
-    run = RUN.get()
-    if run is None:
-        return None
-    inner = make_item
-    durable = run.durable if checkpoint else None
-    if observe and run.observers:
-        name = node._display_name()
-        path = PATH.get() or (name,)
-        flow = node._bf_is_flow
-        total = item_total(items)
-        reused = len(durable.recorded_items(STEP.get().key)) if durable is not None else 0
-        if reused:  # resuming: so many finished before, and are not run (nor observed) again
-            total = {**(total or {}), "reused": reused}
-
-        def observed_item(item: Any, index: int, from_sync: bool) -> Steps:
-            scope = ItemScope(run, name, path, index, flow, total)
-            try:
-                value = yield from make_item(item, index, from_sync)
-            except BaseException as error:
-                scope.end(error)
-                raise
-            scope.end()
-            return value
-
-        inner = observed_item
-    if durable is None:
-        return inner if inner is not make_item else None
-    checkpoints = ItemCheckpoints(durable, node, items, runs_in, results)
-
-    def checkpointed_item(item: Any, index: int, from_sync: bool) -> Steps:
-        started = checkpoints.start(item, index)
-        if started is None:  # finished before: its recorded result stands
-            return checkpoints.recorded_result(item, index)
-        if started[4]:  # the item before must be in the store first
-            yield (COMMIT, node, index, durable)
-        try:
-            result = yield from inner(item, index, from_sync)
-        finally:
-            checkpoints.leave(started)
-        if checkpoints.finished(started, result):
-            yield (COMMIT, node, index, durable)
-        return result
-
-    return checkpointed_item
-
-
-# An item whose checkpoint is under way: (its index, its fingerprint, its
-# worker's marker or None, the token of the mark it set in the context or None,
-# whether the item before must be in the store first). A tuple: one an item.
-Started = tuple[int, int, ItemAt | None, Any, bool]
-
-
-class ItemCheckpoints:
-    """The checkpoints of one batch's items in a durable run: an item that
-    finished before is not run again (its recorded result stands); one that
-    finishes now is in the store before its worker goes on.
-
-    ``runs_in`` says what runs the items: ``"sequence"``, the caller, one
-    after another; ``"worker"``, tasks that each take item after item; or
-    ``"task"``, a task per item. The first two go on to another item when
-    one returns, so its checkpoint must be in the store first; a task of its
-    own per item need not wait (``post`` waits for the group commit).
-    ``results``: where each item's result goes, at its index (a worker's).
-    """
-
-    __slots__ = ("batch", "durable", "flow", "node", "recorded", "results", "runs_in", "step")
-
-    def __init__(
-        self, durable: Any, node: Any, items: Any, runs_in: str, results: list[Any] | None
-    ) -> None:
-        self.durable = durable
-        self.node = node
-        self.runs_in = runs_in
-        self.results = results
-        self.step = STEP.get()
-        total = item_total(items)  # kept with the items, for the run's history
-        self.batch = (self.step.key, id(node), None if total is None else str(total["total"]))
-        self.recorded = durable.recorded_items(self.step.key)
-        self.flow = node._bf_is_flow  # a parameter set's sub-flow walks a frame of its own
-
-    def start(self, item: Any, index: int) -> Started | None:
-        """Begin item ``index``; ``None`` if it finished before. The fingerprint
-        is taken now, before exec may change the item."""
-        if self.recorded and index in self.recorded:
-            return None
-        fingerprint = self.durable.fingerprint(item, index, self.node)
-        runs_in = self.runs_in
-        if self.flow:
-            step = self.step
-            token = STEP.set(StepAt(f"{step.key}[{index}]", step.touched))
-            return (index, fingerprint, None, token, False)
-        if runs_in == "task":  # its context is its own, and ends with it
-            ITEM.set(index)
-            return (index, fingerprint, None, None, False)
-        if runs_in == "worker":  # its next item only moves its marker on
-            at = ITEM.get()
-            wait_first = False
-            if type(at) is ItemAt and at.batch is self.batch:
-                if at.queued:  # the item before must be in the store first
-                    wait_first = True
-                    at.queued = False
-                at.index = index
-            else:
-                at = ItemAt(self.batch, index)
-                ITEM.set(at)
-            return (index, fingerprint, at, None, wait_first)
-        return (index, fingerprint, None, ITEM.set(index), False)
-
-    def recorded_result(self, item: Any, index: int) -> Any:
-        """The result item ``index`` had when it finished before."""
-        result = self.durable.item_result(index, self.recorded[index], item, self.node)
-        if self.results is not None:
-            self.results[index] = result
-        return result
-
-    def leave(self, started: Started) -> None:
-        """The item's code is done: undo the marks `start` set."""
-        if started[3] is not None:
-            (STEP if self.flow else ITEM).reset(started[3])
-
-    def finished(self, started: Started, result: Any) -> bool:
-        """Record the finished item; return whether it must be in the store
-        before its runner goes on. Nothing new runs until an item is in the
-        store, so a crash loses only items in flight: a worker waits before
-        its next item (its last one never waits), a task per item not at all,
-        anything else now."""
-        index, fingerprint, at = started[0], started[1], started[2]
-        self.durable.record_item(self.batch, index, fingerprint, result, self.node)
-        if self.results is not None:
-            self.results[index] = result
-        if at is not None:
-            at.queued = True
-            return False
-        return self.runs_in != "task"
-
-
-@types.coroutine
-def turn() -> Generator[None, None, None]:
-    """Let the event loop turn once (``asyncio.sleep(0)``, without its coroutine)."""
-    yield
-
-
-async def commit(durable: Any) -> None:
-    """Wait until the items queued for the group commit are in the store: it
-    runs at the loop's next turn. Raises the commit's error, if it failed."""
-    await turn()
-    durable.check_written()
-
-
-def _items_recorded() -> None:
-    """In a durable run, the items queued for the group commit are written
-    now, before anything (``post``, the merge of sub-flows) uses their results."""
-    run = RUN.get()
-    if run is not None and run.durable is not None:
-        run.durable.flush()
-
-
 # -- one after another ------------------------------------------------------------------
 
 
@@ -308,7 +127,7 @@ def sequential(node: Any, items: Any, make_item: MakeItem, keep: bool) -> Steps:
                     results.append(value)
     finally:
         yield from _close(items)
-    _items_recorded()
+    items_recorded()
     return results
 
 
@@ -405,6 +224,9 @@ async def run_parallel(
     )
     runs_in = "task" if limit is None else "worker"
     placed = results if stored else None
+    # In a durable run, an item that asks stops alone: the rest run on, then
+    # the stage raises every question asked, at once.
+    asked: list[Interrupted] | None = [] if run is not None and run.durable else None
     # The fast path of a durable batch: the bare exec in a checkpoint, one
     # coroutine an item (no driver, no generator: half the cost of one).
     checkpoints: ItemCheckpoints | None = None
@@ -415,11 +237,18 @@ async def run_parallel(
         and run.durable is not None
         and not (observe and run.observers)
     ):
-        checkpoints = ItemCheckpoints(run.durable, node, items, runs_in, placed)
+        checkpoints = ItemCheckpoints(run.durable, node, items, runs_in, placed, asked)
         wrapped = None
     else:
         wrapped = item_steps(
-            node, items, make_item, runs_in, placed, observe=observe, checkpoint=checkpoint
+            node,
+            items,
+            make_item,
+            runs_in,
+            placed,
+            observe=observe,
+            checkpoint=checkpoint,
+            asked=asked,
         )
     one_item = wrapped or make_item
     direct = fast_exec if wrapped is None else None
@@ -475,6 +304,9 @@ async def run_parallel(
             if failure is cancel:
                 raise
             raise failure from cancel
+        except Interrupted as question:  # (only a checkpointed item can ask)
+            asked.append(question)  # type: ignore[union-attr]
+            return None
         finally:
             if started is not None:
                 checkpoints.leave(started)  # type: ignore[union-attr]
@@ -486,6 +318,7 @@ async def run_parallel(
         return value
 
     is_async_source = hasattr(items, "__aiter__")
+    drained: list[bool] = []  # a worker stopped at a drain
     try:
         async with TaskGroup(own_cancellation) as group:
             if limit is None:
@@ -563,6 +396,10 @@ async def run_parallel(
 
                     worker = steps_worker
 
+                if run is not None and run.durable is not None and checkpoint:
+                    # A drain stops each worker before its next item; the
+                    # others finish theirs (a worker's failure would cancel them).
+                    worker = _until_drained(worker, drained)
                 token = GATES.set((*GATES.get(), gate))
                 try:
                     for _ in range(workers):
@@ -578,10 +415,28 @@ async def run_parallel(
         raise
     finally:
         await _close_async(items)
-    _items_recorded()
+    if drained:  # items are left that did not start: post must not run
+        raise DrainStop
+    items_recorded()
+    if asked:
+        raise asked_together(asked)
     if tasks:
         return [task.result() for task in tasks]
     return results if keep else None
+
+
+def _until_drained(
+    worker: Callable[[], Coroutine[Any, Any, Any]], drained: list[bool]
+) -> Callable[[], Coroutine[Any, Any, Any]]:
+    """``worker``, stopping quietly when the run drains (noted in ``drained``)."""
+
+    async def stops_at_drain() -> None:
+        try:
+            await worker()
+        except DrainStop:
+            drained.append(True)
+
+    return stops_at_drain
 
 
 async def _close_async(items: Any) -> None:

@@ -117,7 +117,7 @@ def _perform(effect: tuple[Any, ...]) -> Any:
         run_clock().sleep_blocking(effect[3])
         return None
     if op is ops.COMMIT:  # what is queued (by a sync run on a loop's thread) is written now
-        effect[3].flush()
+        effect[3].hand_over()
         return None
     if op is ops.PARALLEL:
         _, node, _, items, make_item, keep, fast_exec, own_events = effect

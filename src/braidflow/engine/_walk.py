@@ -13,17 +13,20 @@ from collections.abc import Generator
 from time import time
 from typing import Any
 
-from .._context import HANDED_DOWN, PATH, RUN, STEP, HandedDown, StepAt
+from .._context import HANDED_DOWN, PATH, RUN, STATE, STEP, HandedDown, StepAt
 from .._errors import WiringError, add_note
 from .._merge import apply_changes, merge, rule_where
 from .._plan import copy_node
+from .._state_views import store_under
 from .._views import SharedView
 from .._wiring import route
+from ..durable._drain import DrainStop
 from ._effects import MAYBE_AWAIT, NODE, PARALLEL
 from ._items import batch_items, sequential
 from ._observe import StepScope
+from ._typed import join_advice, join_rules
 
-__all__ = ["StepCheckpoints", "flow_stage", "walk"]
+__all__ = ["StepCheckpoints", "flow_stage", "typed_stage", "walk"]
 
 Steps = Generator[tuple[Any, ...], Any, Any]
 
@@ -54,12 +57,18 @@ class StepCheckpoints:
         """If this step finished before, skip it: ``(True, its action)``."""
         if self.position >= len(self.recorded):
             return False, None
-        action = self.durable.replay(self.recorded[self.position], node, shared)
+        action = self.durable.replay(self.recorded[self.position], node, store_under(shared))
         self.position += 1
         return True, action
 
     def begin(self, name: str) -> None:
-        """Begin the step of the node whose display name is ``name``."""
+        """Begin the step of the node whose display name is ``name``.
+
+        Raises:
+            DrainStop: If the run was asked to drain: no new step starts.
+        """
+        if self.durable.drain.stopping():
+            raise DrainStop
         self.name = name
         self.started = time()
         self.key = key = f"{self.frame}/{self.position}:{name}"
@@ -75,10 +84,20 @@ class StepCheckpoints:
         self.durable.failed_in(error, self.key)
 
     def done(self, node: Any, action: Any, shared: Any) -> None:
-        self.durable.step_done(
-            self.frame, self.position, node, self.name, action, shared, self.touched, self.started
+        durable = self.durable
+        durable.step_done(
+            self.frame,
+            self.position,
+            node,
+            self.name,
+            action,
+            store_under(shared),  # in a typed flow, the store under its view
+            self.touched,
+            self.started,
         )
         self.position += 1
+        if node._bf_strict and not durable.strict:  # durability="sync" in a laxer run
+            durable.sync()
 
 
 def walk(flow: Any, shared: Any, params: dict[str, Any], offload: bool, sync_only: bool) -> Steps:
@@ -170,6 +189,20 @@ def flow_stage(flow: Any, shared: Any, prep_result: Any, offload: bool) -> Steps
     return _stage(flow, shared, prep_result, offload)
 
 
+def typed_stage(flow: Any, state: Any, shared: Any, prep_result: Any, offload: bool) -> Steps:
+    """Run ``flow``'s stage on its state: the store checked (keys with a
+    default the store lacks get it first), its nodes given the state's view."""
+    store = store_under(shared)
+    if STATE.get() is not state:  # the run, or the flow around, checked this type already
+        store, _ = state.store_of(store, flow)
+        state.check(store, flow)
+    token = STATE.set(state)
+    try:
+        return (yield from flow_stage(flow, state.view(store), prep_result, offload))
+    finally:
+        STATE.reset(token)
+
+
 def _own_orch(flow: Any) -> bool:
     """Whether the class has its own ``_orch`` (``_orch_async``) in place of the walk."""
     plan = flow._bf_plan
@@ -225,6 +258,8 @@ def _isolated(flow: Any, shared: Any, items: Any, offload: bool, collect: bool) 
     """Parallel sub-flows, each on its own view of ``shared``; their changes
     are merged when all are done, in parameter-set order."""
     views: dict[int, SharedView] = {}
+    shared = store_under(shared)  # in a typed flow: the store under its view
+    state = STATE.get()
     run = RUN.get()
     durable = run.durable if run is not None else None
     stage = STEP.get().key
@@ -236,7 +271,8 @@ def _isolated(flow: Any, shared: Any, items: Any, offload: bool, collect: bool) 
         view = SharedView(shared)
         try:
             params = flow._item_params(item, index)
-            result = yield from _walk_or_orch(flow, view, params, offload)
+            shown = view if state is None else state.view(view)
+            result = yield from _walk_or_orch(flow, shown, params, offload)
         except Exception as error:
             flow._label_param_set_error(error, item, index)
             raise
@@ -258,13 +294,13 @@ def _isolated(flow: Any, shared: Any, items: Any, offload: bool, collect: bool) 
         for index in sorted(views.keys() | recorded.keys())
     ]
     try:
-        rules = flow._bf_merge
+        own = flow._bf_merge
         kind = type(flow).__name__
 
         def advice(key: Any, rule: str) -> str:
-            return rule_where(key, rule, flow._describe(), kind, rules)
+            return rule_where(key, rule, flow._describe(), kind, own)
 
-        apply_changes(shared, merge(shared, changes, rules, advice))
+        apply_changes(shared, merge(shared, changes, join_rules(own), join_advice(advice)))
     except Exception as error:
         add_note(error, f"while merging the sub-flows of {flow._describe()}")
         raise

@@ -5,6 +5,8 @@ caller's metadata), the initial ``shared``, and an append-only list of
 checkpoint rows (finished steps, batch items, branches, questions and
 answers), plus optionally the run's events. The engine writes rows as work
 finishes and reads them back to resume; nothing else reaches into a store.
+A store may also keep a result cache's entries (``CacheStore``), by key,
+shared by every run.
 """
 
 from __future__ import annotations
@@ -15,13 +17,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from .._errors import StoreError
+from .._questions import QUESTIONS_KEY, Question
 from ._owners import this_owner
 
 __all__ = [
+    "CacheEntry",
+    "CacheStore",
     "Checkpoint",
     "RunRecord",
     "Store",
     "STATUSES",
+    "check_cache_entry",
+    "check_cache_key",
     "check_claim",
     "check_end",
     "check_new_run",
@@ -79,6 +86,7 @@ class RunRecord:
         metadata: What the caller attached to the run (``run(...,
             metadata={...})``, or `Store.set_metadata`): a dict of
             JSON values, ``{}`` if none.
+        questions: The questions a waiting run waits on (see `Question`).
     """
 
     run_id: str
@@ -91,6 +99,21 @@ class RunRecord:
     prompt: Any = None
     owner: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def questions(self) -> tuple[Question, ...]:
+        """The questions a waiting run waits on, in the graph's order: one per
+        branch or parallel item that asked; ``()`` for a run not waiting."""
+        if self.status != "waiting":
+            return ()
+        listed = self.metadata.get(QUESTIONS_KEY)
+        if not isinstance(listed, list):  # (a run suspended before questions were listed)
+            return ()
+        return tuple(
+            Question(one["id"], one["where"], one.get("item"), one.get("prompt"))
+            for one in listed
+            if isinstance(one, dict) and "id" in one and "where" in one
+        )
 
 
 class Checkpoint(NamedTuple):
@@ -147,6 +170,10 @@ class Store(Protocol):
     `StoreError`, whose message says what happened and what to do; no other
     exception comes out of a store method.
 
+    A store may also keep result caches' entries: two more methods,
+    ``cache_get`` and ``cache_put``, make it a `CacheStore` too (the
+    contract tests check them for any store that has them).
+
     A store may also have ``release(run_id)``, which is not part of the
     protocol: the engine calls it when a run it opened in this process ends,
     however it ended (even when ``finish`` failed), so a store that keeps
@@ -202,8 +229,8 @@ class Store(Protocol):
         prompt: Any = None,
         ended: float | None = None,
     ) -> None:
-        """Record how the run ended: completed, failed, waiting or interrupted
-        (`STATUSES`), at which node, and when (``ended``; default: now). The
+        """Record how the run ended: completed, failed, waiting, interrupted or
+        drained (`STATUSES`), at which node, and when (``ended``; default: now). The
         prompt is stored as `prompt_text` gives it, and read back from that;
         the node and error as `storable_text` gives them."""
         ...
@@ -229,6 +256,49 @@ class Store(Protocol):
 
     def events(self, run_id: str) -> list[str]:
         """The events kept for a run, as JSON text, in order."""
+        ...
+
+
+class CacheEntry(NamedTuple):
+    """One exec result a result cache (`braidflow.Cache`) keeps: what
+    `CacheStore.cache_put` takes and `CacheStore.cache_get` gives back. A
+    store keeps it as it is and never reads its value.
+
+    Attributes:
+        value: The result, encoded as the store's ``serializer`` says.
+        stored: When it was stored, seconds since the epoch (by the cache's clock).
+        node: The name of the node whose result it is, for people who look
+            into the store.
+    """
+
+    value: bytes
+    stored: float
+    node: str
+
+
+@runtime_checkable
+class CacheStore(Protocol):
+    """What a result cache (`braidflow.Cache`) needs of a store: entries by
+    key, one per key, seen by every run and process that uses the store.
+
+    `SQLiteStore`, `PostgresStore` and `MemoryStore` implement it besides `Store`. A key is
+    a string of hex digits the cache makes from the node's name, the version
+    of its code and its input; the store only keeps it, with the entry as
+    given (no expiry: the cache decides from ``CacheEntry.stored`` whether
+    an entry may still be used). Entries are kept apart from runs, and one
+    write is whole or absent, never torn. Every failure is a `StoreError`,
+    as for `Store`, including a key that is not a non-empty valid text and
+    an entry that is not a `CacheEntry` of bytes, a number and a text.
+    """
+
+    serializer: str  # "json" or "pickle": how the cache encodes results
+
+    def cache_get(self, key: str) -> CacheEntry | None:
+        """The entry kept under ``key``, or ``None``."""
+        ...
+
+    def cache_put(self, key: str, entry: CacheEntry) -> None:
+        """Keep ``entry`` under ``key``, in place of any entry kept there."""
         ...
 
 
@@ -271,7 +341,7 @@ def check_claim(
 
 # -- what a store accepts: the same answer from every store -------------------------------
 
-STATUSES = ("completed", "failed", "waiting", "interrupted")  # how a run can end
+STATUSES = ("completed", "failed", "waiting", "interrupted", "drained")  # how a run can end
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
@@ -382,6 +452,35 @@ def check_rows(store: object, run_id: str, rows: Any) -> None:
                 f"got a {type(payload).__name__}",
                 run_id=run_id,
             )
+
+
+def check_cache_key(store: object, key: object) -> None:
+    """Refuse a cache key that is not a non-empty string of valid text."""
+    if type(key) is str and key and key.isascii():
+        return
+    if key == "":
+        raise StoreError(f"{store!r}: a cache key must not be empty")
+    if not _is_text(key):
+        raise _not_text(store, None, "cache key", key)
+
+
+def check_cache_entry(store: object, key: object, entry: object) -> None:
+    """Refuse what `CacheStore.cache_put` cannot keep as it is given."""
+    check_cache_key(store, key)
+    if not isinstance(entry, tuple) or len(entry) != 3:
+        raise StoreError(f"{store!r}: a cache entry must be a CacheEntry, got {entry!r}")
+    value, stored, node = entry
+    if not isinstance(value, bytes):
+        raise StoreError(
+            f"{store!r}: the value of a cache entry must be bytes, got a {type(value).__name__}"
+        )
+    if isinstance(stored, bool) or not isinstance(stored, int | float):
+        raise StoreError(
+            f"{store!r}: when a cache entry was stored must be seconds since the epoch, "
+            f"got {stored!r}"
+        )
+    if not _is_text(node):
+        raise _not_text(store, None, "the node of a cache entry", node)
 
 
 def check_end(store: object, run_id: str, status: object, ended: object) -> None:

@@ -14,7 +14,8 @@ from .._errors import StoreError
 __all__ = ["SCHEMA_VERSION", "connect", "diagnosis", "open_connection", "shown_dsn"]
 
 # Each version's statements, applied in order to bring a database up to it.
-# 1: runs, their checkpoints and events; 2: the slots of shared limiters.
+# 1: runs, their checkpoints and events; 2: the slots of shared limiters;
+# 3: the entries of result caches (`CacheStore`).
 _STEPS: dict[int, list[str]] = {
     1: [
         """CREATE TABLE braidflow_runs (
@@ -67,6 +68,14 @@ _STEPS: dict[int, list[str]] = {
             started DOUBLE PRECISION NOT NULL
         )""",
         "CREATE INDEX braidflow_limiter_starts_of ON braidflow_limiter_starts (name, started)",
+    ],
+    3: [
+        """CREATE TABLE braidflow_cache (
+            key BYTEA PRIMARY KEY,
+            node BYTEA NOT NULL,
+            stored DOUBLE PRECISION NOT NULL,
+            value BYTEA NOT NULL
+        )""",
     ],
 }
 SCHEMA_VERSION = max(_STEPS)

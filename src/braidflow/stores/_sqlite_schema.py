@@ -16,8 +16,18 @@ __all__ = ["SCHEMA_VERSION", "open_database"]
 # 2: runs.folded and runs.log, for run logs; 3: runs.metadata, and runs.lease
 # (when the lease of a running run's owner expires, by the owner's clock);
 # 4: checkpoints.started and .ended (when each step began and ended);
-# 5: the slots of shared limiters (``_slots``).
-SCHEMA_VERSION = 5
+# 5: the cache table (results of nodes with a result cache, by key);
+# 6: the slots of shared limiters (``_slots``).
+SCHEMA_VERSION = 6
+
+_CACHE_TABLE = """
+CREATE TABLE IF NOT EXISTS cache (
+    key TEXT PRIMARY KEY,
+    node TEXT NOT NULL,
+    stored REAL NOT NULL,
+    value BLOB NOT NULL
+);
+"""
 
 _LIMITER_TABLES = """
 CREATE TABLE IF NOT EXISTS braidflow_limiter_slots (
@@ -71,6 +81,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_of_run ON events (run_id, seq);
 """
+    + _CACHE_TABLE
     + _LIMITER_TABLES
 )
 
@@ -156,9 +167,14 @@ def _prepare(
         for column in db.execute("PRAGMA table_info(checkpoints)"):
             columns.add(f"checkpoints.{column[1]}")
         older = int(row[0] if row else SCHEMA_VERSION) < SCHEMA_VERSION
-        if not tables or "braidflow_limiter_slots" in tables:  # made now, or since version 5
-            columns.add("braidflow_limiter_slots")
-        if older or not {"lease", "checkpoints.ended", "braidflow_limiter_slots"} <= columns:
+        made_before_caches = bool(tables) and "cache" not in tables
+        made_before_limiters = bool(tables) and "braidflow_limiter_slots" not in tables
+        if (
+            older
+            or not {"lease", "checkpoints.ended"} <= columns
+            or made_before_caches
+            or made_before_limiters
+        ):
             _migrate(db, columns, lease_ends)
 
 
@@ -180,6 +196,7 @@ def _migrate(db: sqlite3.Connection, columns: set[str], lease_ends: Callable[[],
     if "checkpoints.ended" not in columns:  # rows written before have no times
         db.execute("ALTER TABLE checkpoints ADD COLUMN started REAL")
         db.execute("ALTER TABLE checkpoints ADD COLUMN ended REAL")
+    db.execute(_CACHE_TABLE)  # if missing: a store made before result caches
     for statement in _LIMITER_TABLES.split(";"):
         if statement.strip():
             db.execute(statement)

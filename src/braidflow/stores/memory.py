@@ -1,4 +1,5 @@
-"""MemoryStore: durable runs kept in this process's memory, for tests and trials."""
+"""MemoryStore: durable runs (and a result cache's entries) kept in this process's memory,
+for tests and trials."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from dataclasses import replace
 from typing import Any
 
 from ._base import (
+    CacheEntry,
     Checkpoint,
     RunRecord,
+    check_cache_entry,
+    check_cache_key,
     check_claim,
     check_end,
     check_new_run,
@@ -38,7 +42,8 @@ _NAMES = itertools.count(1)  # each MemoryStore is a store location of its own
 
 
 class MemoryStore:
-    """A store in this process's memory: for tests, and to try durable runs.
+    """A store in this process's memory: for tests, and to try durable runs
+    and result caches (it is a `CacheStore` too).
 
     Nothing survives the process, so it cannot resume after a crash; a
     failed or suspended run can be resumed while the process lives. A run
@@ -57,6 +62,7 @@ class MemoryStore:
         self._graphs: dict[str, tuple[str, bytes]] = {}
         self._rows: dict[str, list[Checkpoint]] = {}
         self._events: dict[str, list[str]] = {}
+        self._cache: dict[str, CacheEntry] = {}
         self._location = f"memory:{next(_NAMES)}"
 
     def __repr__(self) -> str:
@@ -208,3 +214,14 @@ class MemoryStore:
         with self._lock:
             self._record(run_id)
             return list(self._events.get(run_id, []))
+
+    def cache_get(self, key: str) -> CacheEntry | None:
+        """The result cache's entry kept under ``key``, or ``None`` (see `CacheStore`)."""
+        check_cache_key(self, key)
+        return self._cache.get(key)
+
+    def cache_put(self, key: str, entry: CacheEntry) -> None:
+        """Keep a result cache's ``entry`` under ``key``, in place of any kept there."""
+        check_cache_entry(self, key, entry)
+        with self._lock:
+            self._cache[key] = CacheEntry(*entry)

@@ -27,8 +27,11 @@ except ImportError as missing:  # pragma: no cover - the extra is not installed
 
 from .._errors import StoreError
 from ._base import (
+    CacheEntry,
     Checkpoint,
     RunRecord,
+    check_cache_entry,
+    check_cache_key,
     check_claim,
     check_end,
     check_new_run,
@@ -106,7 +109,8 @@ def _guarded(doing: str, then: str = "") -> Callable[[_F], _F]:
 
 class PostgresStore(PostgresLeases, MakesLimiters):
     """A store in a PostgreSQL database: durable runs that many processes, on
-    many machines, run and resume (``pip install 'braidflow[postgres]'``).
+    many machines, run and resume (``pip install 'braidflow[postgres]'``),
+    and a `CacheStore` for result caches (`braidflow.Cache`).
 
     Its tables (``braidflow_*``) are made in the database on first use, and
     brought up to date when a newer braidflow opens it; the database may hold
@@ -473,6 +477,32 @@ class PostgresStore(PostgresLeases, MakesLimiters):
             rows = conn.execute(f"{_RECORD} ORDER BY r.started, r.created").fetchall()
         records = [self._shown(row) for row in rows]
         return [record for record in records if status is None or record.status == status]
+
+    # -- the result cache (CacheStore) -------------------------------------------------
+
+    @_guarded("read the result cache")
+    def cache_get(self, key: str) -> CacheEntry | None:
+        """The entry kept under ``key``, or ``None`` (see `CacheStore`)."""
+        check_cache_key(self, key)
+        with self._transaction(begin=False) as conn:
+            row = conn.execute(
+                "SELECT value, stored, node FROM braidflow_cache WHERE key=%s", (key.encode(),)
+            ).fetchone()
+        return None if row is None else CacheEntry(bytes(row[0]), row[1], bytes(row[2]).decode())
+
+    @_guarded("write to the result cache")
+    def cache_put(self, key: str, entry: CacheEntry) -> None:
+        """Keep ``entry`` under ``key``, in place of any entry kept there (one
+        statement: whole or absent, for every process at once)."""
+        check_cache_entry(self, key, entry)
+        value, stored, node = entry
+        with self._transaction(begin=False) as conn:
+            conn.execute(
+                "INSERT INTO braidflow_cache (key, node, stored, value) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET node=excluded.node, stored=excluded.stored, "
+                "value=excluded.value",
+                (key.encode(), node.encode(), float(stored), bytes(value)),
+            )
 
     # -- events ------------------------------------------------------------------------
 

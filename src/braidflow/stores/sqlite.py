@@ -9,7 +9,8 @@ database and syncs it to disk, which survives power loss too. A run this
 process runs has a lease that a thread renews while it runs; once it
 expires any process, on any host, may resume the run (``_sqlite_leases``).
 Every failure comes out as a `StoreError` that says what happened and what
-to do (``_sqlite_failures``); the tables are in ``_sqlite_schema``.
+to do (``_sqlite_failures``); the tables are in ``_sqlite_schema``, and a
+result cache's entries in ``_sqlite_cache``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from ._base import (
     storable_text,
 )
 from ._runlog import RunLog, unpack
+from ._sqlite_cache import CacheTable
 from ._sqlite_failures import Transaction, diagnosis, failure, guarded, said
 from ._sqlite_folding import LogFolder, remove_log
 from ._sqlite_leases import LEASE
@@ -69,8 +71,9 @@ _SELECT_CHECKPOINTS = (
 )
 
 
-class SQLiteStore(LogFolder, MakesLimiters):
-    """A store in one SQLite file: the embedded default for durable runs.
+class SQLiteStore(CacheTable, LogFolder, MakesLimiters):
+    """A store in one SQLite file: the embedded default for durable runs, and
+    a `CacheStore` for result caches (`braidflow.Cache`).
 
     Several processes can share the file (SQLite's locking keeps it
     consistent), on one host or several (a shared volume); one connection per

@@ -21,8 +21,10 @@ class OpenTelemetry:
     which parents its sub-flow's steps). Retries and limiter waits become span
     events, errors are recorded on their span with an error status. Spans carry
     ``braidflow.node``, ``braidflow.path``, ``braidflow.item``,
-    ``braidflow.attempts`` and ``braidflow.outcome`` (ok, error, cancelled).
-    The run's span is a child of the span current where the run started.
+    ``braidflow.attempts`` and ``braidflow.outcome`` (ok, error, cancelled);
+    a node or item whose result came from a result cache has
+    ``braidflow.cache_hit`` set to true. The run's span is a child of the
+    span current where the run started.
 
     Args:
         tracer_provider: Where spans go; default: the global provider.
@@ -165,5 +167,7 @@ class _RunSpans:
                 },
                 timestamp=self.ns(event.time),
             )
+        elif kind == "cache_hit":  # exec did not run: its result came from a cache
+            self.target(event).set_attribute("braidflow.cache_hit", True)
         elif kind == "run_end":
             self.finish(self.run, event)

@@ -3,7 +3,8 @@
 Each number on a line is counted from events, and means what its label says:
 ``running`` counts items started and neither waiting for a limiter
 (``limiter_wait_start`` until ``limiter_wait``) nor waiting out a retry's
-delay (``backing off``); those are counted apart. A line is laid out for the
+delay (``backing off``); those are counted apart. ``cached`` counts items
+whose result came from a result cache (``cache_hit``). A line is laid out for the
 console's width: the bar shrinks first, then the name is cut, then the bar
 goes, then the numbers move to lines of their own; a number is never cut.
 """
@@ -31,6 +32,7 @@ class _Batch:
 
     __slots__ = (
         "backing_off",
+        "cached",
         "cancelled",
         "done",
         "failed",
@@ -48,6 +50,7 @@ class _Batch:
         self.label = label
         self.total: int | None = total
         self.done = self.failed = self.cancelled = 0
+        self.cached = 0  # items whose result came from a result cache
         self.reused = 0  # items of a resumed run that had finished before (not run again)
         self.in_flight = self.waiting = 0
         self.backing_off: set[_Item] = set()
@@ -91,7 +94,8 @@ class Progress:
     """An observer that shows, for each batch node and batch flow of a run, a
     live line: items done out of the total (or a count, for lazy input),
     items running, items waiting for a limiter, items waiting out a retry's
-    delay, failures, the rate and the time left. Uses ``rich``.
+    delay, items served from a result cache, failures, the rate and the
+    time left. Uses ``rich``.
 
     A batch inside a batch flow's sub-flow has one line for all parameter
     sets, its total growing as each reaches it; a batch run again in a loop
@@ -177,6 +181,10 @@ class Progress:
                     item.batch.backing_off.add(item)
             elif kind in ("emit", "branch_start"):
                 self._busy(event)
+            elif kind == "cache_hit":
+                item = self._items.value(event.path, event.item)
+                if item is not None:
+                    item.batch.cached += 1
 
     def _busy(self, event: Event) -> _Item | None:
         """The item ``event`` belongs to, which is no longer waiting out a retry's delay."""
@@ -274,6 +282,8 @@ def _row(batch: _Batch, now: float) -> Row:
     numbers: list[tuple[str, str]] = [(f"{done}/{'?' if total is None else total}", "")]
     if batch.reused:
         numbers.append((f"{batch.reused} reused", "dim"))
+    if batch.cached:
+        numbers.append((f"{batch.cached} cached", "dim"))
     if not finished:
         running = max(0, batch.in_flight - batch.waiting - backing)
         numbers.append((f"{running} running", ""))

@@ -23,6 +23,7 @@ from typing import Any
 
 from .._errors import describe_error
 from .._events import Event
+from ..durable._drain import DrainStop
 from ..durable._exceptions import RecordedError
 from ..durable._interrupt import Interrupted
 from ._files import writable_path
@@ -58,7 +59,9 @@ def _outcome(error: BaseException | None) -> int:
         return OK
     if _is(error, Interrupted):
         return ASKED
-    if _is(error, asyncio.CancelledError) or _is(error, KeyboardInterrupt):  # stopped
+    if (
+        _is(error, asyncio.CancelledError) or _is(error, KeyboardInterrupt) or _is(error, DrainStop)
+    ):  # stopped
         return CANCELLED
     return FAILED
 
@@ -68,12 +71,14 @@ def _ended(error: BaseException | None) -> str:
     outcome = _outcome(error)
     if outcome == ASKED:
         return "waiting"
+    if error is not None and _is(error, DrainStop):
+        return "drained"
     return {OK: "completed", CANCELLED: "cancelled"}.get(outcome, "failed")
 
 
 def last_part_ended(events: list[Event]) -> str:
     """How the last part of a run's events (from its last ``run_start``)
-    ended: ``completed``, ``failed``, ``cancelled``, ``waiting``, or
+    ended: ``completed``, ``failed``, ``cancelled``, ``drained``, ``waiting``, or
     ``interrupted`` (no ``run_end``: its process died, or it is still running).
 
     Raises:
@@ -87,6 +92,8 @@ def _said(error: BaseException) -> str:
     """What a span's note says of how it ended, when not well."""
     if _is(error, Interrupted):
         return f"asked for input: {str(error)[:80]}"
+    if _is(error, DrainStop):
+        return "drained: stopped at a safe point"
     return describe_error(error)
 
 

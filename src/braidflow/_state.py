@@ -1,0 +1,405 @@
+"""A flow's state type: the keys of ``shared``, their types and merge rules, read once.
+
+`state_type` reads a TypedDict, a dataclass or a pydantic model (``Flow(state=...)``);
+the `StateType` checks a store against it when a run starts, says which
+rules the joins use, and makes the views its nodes get (`_state_views`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+import weakref
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._errors import InvalidParameterError, StateError
+from ._merge import Rule
+from ._state_check import describe, problem, strip
+from ._state_views import view_class
+from .merge import MergeRule
+
+__all__ = ["VALUE_CLASSES", "StateT", "StateType", "declared_state", "state_type"]
+
+if TYPE_CHECKING:  # a default (PEP 696) for type checkers; Python 3.11's TypeVar has none
+    from typing_extensions import TypeVar
+
+    StateT = TypeVar("StateT", default=Any)
+else:
+    StateT = typing.TypeVar("StateT")
+
+_KINDS = {"typeddict": "TypedDict", "dataclass": "dataclass", "model": "pydantic model"}
+
+
+def _is_typeddict(cls: Any) -> bool:
+    return isinstance(cls, type) and issubclass(cls, dict) and hasattr(cls, "__required_keys__")
+
+
+def _is_model(cls: Any) -> bool:
+    """A pydantic model class (pydantic is never imported here: a model's
+    module imported it already)."""
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(cls, type) and issubclass(cls, pydantic.BaseModel)
+
+
+class StateType:
+    """What a state type says, read once: its kind, each key's annotation,
+    which keys are required, the defaults of the others, the merge rules;
+    and whether values are validated when nodes write them.
+
+    Attributes:
+        cls: The class given (a TypedDict, dataclass or pydantic model).
+        kind: ``"typeddict"``, ``"dataclass"`` or ``"model"``.
+        hints: Each key's annotation, ``Annotated`` metadata included.
+        rules: Each key's merge rule, from its ``Annotated`` metadata.
+        required: The keys a store must hold when a run starts.
+        defaults: For a dataclass or model: how to make each other key's
+            default (a store that lacks the key gets it).
+        validate: Check values when nodes write them (``Flow(validate=True)``).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_adapters",
+        "_exact",
+        "cls",
+        "defaults",
+        "hints",
+        "kind",
+        "name",
+        "required",
+        "rules",
+        "validate",
+        "view_class",
+    )
+
+    def __init__(self, cls: type, kind: str, owner: str, validate: bool) -> None:
+        self.cls = cls
+        self.kind = kind
+        self.name = cls.__name__
+        self.validate = validate
+        self._adapters: dict[str, Any] = {}
+        try:
+            hints = typing.get_type_hints(cls, include_extras=True)
+        except Exception as error:  # a name the annotations use cannot be found
+            raise InvalidParameterError(
+                f"{owner}: state={self.name}: its annotations cannot be read ({error!r}); "
+                "define the types they name where the class is defined (at module level, "
+                "for a class whose module says `from __future__ import annotations`)"
+            ) from None
+        self.defaults: dict[str, Callable[[], Any]] = {}
+        if kind == "typeddict":
+            self.hints = hints
+            self.required = frozenset(cls.__required_keys__)  # type: ignore[attr-defined]
+        elif kind == "dataclass":
+            self._read_dataclass(cls, hints, owner)
+        else:
+            self._read_model(cls, hints, owner)
+        self.rules: dict[str, Rule] = {}
+        for key, annotation in self.hints.items():
+            rule = _rule_in(strip(annotation)[1], key, self.name, owner)
+            if rule is not None:
+                self.rules[key] = rule
+        # Keys whose type is a plain class: a value of exactly that class fits
+        # (validate=True checks it with one comparison; measured in bench/).
+        self._exact: dict[str, type] = {}
+        if kind != "model":
+            for key, annotation in self.hints.items():
+                plain = strip(annotation)[0]
+                if isinstance(plain, type) and typing.get_origin(plain) is None:
+                    self._exact[key] = plain
+        self.view_class = view_class(self)
+        for annotation in self.hints.values():
+            _note_value_classes(annotation)
+
+    def _read_dataclass(self, cls: type, hints: dict[str, Any], owner: str) -> None:
+        if cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+            raise InvalidParameterError(
+                f"{owner}: state={self.name} is a frozen dataclass, and nodes write the "
+                f"state; declare it with a plain @dataclass"
+            )
+        self.hints = {}
+        required = set()
+        for field in dataclasses.fields(cls):
+            self.hints[field.name] = hints.get(field.name, Any)
+            if field.default is not dataclasses.MISSING:
+                self.defaults[field.name] = _constant(field.default)
+            elif field.default_factory is not dataclasses.MISSING:
+                self.defaults[field.name] = field.default_factory
+            elif field.init:
+                required.add(field.name)
+        self.required = frozenset(required)
+
+    def _read_model(self, cls: Any, hints: dict[str, Any], owner: str) -> None:
+        if cls.model_config.get("frozen"):
+            raise InvalidParameterError(
+                f"{owner}: state={self.name} is a frozen pydantic model, and nodes write the "
+                "state; leave frozen=True out of its model_config"
+            )
+        self.hints = {}
+        required = set()
+        for name, field in cls.model_fields.items():
+            self.hints[name] = hints.get(name, field.annotation)
+            if field.is_required():
+                required.add(name)
+            else:
+                self.defaults[name] = _model_default(field)
+        self.required = frozenset(required)
+
+    def __repr__(self) -> str:
+        return f"<state type {self.name} ({_KINDS[self.kind]})>"
+
+    # -- the store a run works on ----------------------------------------------------
+
+    def store_of(self, shared: Any, owner: Any) -> tuple[Any, Any]:
+        """The store a run of this state works on, and the instance to write
+        it back to when the run ends (``None``): for an instance of a
+        dataclass or model, a dict of its fields; for a mapping, itself, with
+        the defaults of the keys it lacks set in it.
+
+        Raises:
+            StateError: For something that is neither the state nor a dict.
+        """
+        if self.kind != "typeddict" and isinstance(shared, self.cls):
+            store = {}
+            for key in self.hints:
+                try:
+                    store[key] = getattr(shared, key)
+                except AttributeError:  # a field never set (init=False, no default)
+                    continue
+            return store, shared
+        if not isinstance(shared, Mapping):
+            raise StateError(
+                f"{owner._describe()}: shared is a {type(shared).__name__}, and this flow's "
+                f"state is {self.name}; give "
+                + (
+                    "a dict of its keys"
+                    if self.kind == "typeddict"
+                    else f"a {self.name}, or a dict of its keys"
+                ),
+                node=owner._display_name(),
+            )
+        for key, make in self.defaults.items():
+            if key not in shared:
+                shared[key] = make()  # type: ignore[index]
+        return shared, None
+
+    def view(self, store: Any) -> Any:
+        """What the nodes get as ``shared`` over ``store``: a view, or the store itself."""
+        made = self.view_class
+        return store if made is None else made(store)
+
+    def write_back(self, store: dict[Any, Any], instance: Any) -> None:
+        """Bring the instance a run was given up to date with the run's store."""
+        for key in self.hints:
+            if key in store:
+                setattr(instance, key, store[key])
+
+    # -- checking ----------------------------------------------------------------------
+
+    def check(self, store: Mapping[Any, Any], owner: Any) -> None:
+        """Check a store against the type when a run (or the typed flow) starts;
+        with ``validate`` on, a model's values are validated (and replaced by
+        what pydantic makes of them).
+
+        Raises:
+            StateError: Naming each key missing, unknown or of another type.
+        """
+        found: list[tuple[Any, str]] = []
+        for key in sorted(self.required - store.keys()):
+            found.append((key, f"shared has no key {key!r} ({describe(self.hints[key])})"))
+        items = dict.items(store) if isinstance(store, dict) else store.items()
+        validated = {}
+        for key, value in items:
+            if key not in self.hints:
+                found.append((key, f"shared[{key!r}] is not a key of {self.name}"))
+                continue
+            if self.validate and self.kind == "model":
+                try:
+                    validated[key] = self.validated(key, value)
+                except StateError as error:
+                    found.append((key, str(error)))
+                continue
+            wrong = problem(value, self.hints[key], f"shared[{key!r}]")
+            if wrong is not None:
+                found.append((key, wrong))
+        if found:
+            keys = ", ".join(repr(key) for key in self.hints)
+            raise StateError(
+                f"{owner._describe()}: shared does not fit its state type {self.name}: "
+                + "; ".join(text for _, text in found)
+                + f" ({self.name}'s keys: {keys})",
+                node=owner._display_name(),
+                key=found[0][0],
+            )
+        for key, value in validated.items():  # what pydantic made of them
+            store[key] = value  # type: ignore[index]
+
+    def validated(self, key: Any, value: Any) -> Any:
+        """``value`` as a node writes it to ``key`` (``validate=True``): checked
+        by its annotation; for a model, pydantic's value (its field's type
+        and constraints, coercion as pydantic does it).
+
+        Raises:
+            StateError: For a key the type does not have, or a value that does not fit.
+        """
+        if type(value) is self._exact.get(key):
+            return value
+        annotation = self.hints.get(key, _NO_KEY)
+        if annotation is _NO_KEY:
+            raise StateError(
+                f"shared[{key!r}] is not a key of {self.name} "
+                f"({self.name}'s keys: {', '.join(map(repr, self.hints))})",
+                key=key,
+            )
+        if self.kind == "model":
+            adapter = self._adapters.get(key)
+            if adapter is None:
+                adapter = self._adapters[key] = _adapter(self.cls, key)
+            try:
+                return adapter.validate_python(value)
+            except ValueError as error:  # pydantic's ValidationError
+                raise StateError(
+                    f"shared[{key!r}] should be {describe(annotation)} "
+                    f"({self.name}.{key}): {error}",
+                    key=key,
+                ) from None
+        wrong = problem(value, annotation, f"shared[{key!r}]")
+        if wrong is not None:
+            raise StateError(f"{wrong} ({self.name}.{key})", key=key)
+        return value
+
+    def rule_advice(self, key: Any, rule: str, elsewhere: str) -> str:
+        """How a conflict on ``key`` is told to give it a rule: on the state
+        type, once (if it is one of its keys), or ``elsewhere``."""
+        if key not in self.hints:
+            return elsewhere
+        marker = "add" if rule == "sum" else rule
+        inner = describe(self.hints[key])
+        return (
+            f"once on the state type (`{key}: Annotated[{inner}, braidflow.merge.{marker}]` "
+            f"in {self.name}), or at this join: {elsewhere}"
+        )
+
+
+_NO_KEY: Any = object()
+
+
+def _constant(value: Any) -> Callable[[], Any]:
+    return lambda: value
+
+
+def _model_default(field: Any) -> Callable[[], Any]:
+    return lambda: field.get_default(call_default_factory=True)
+
+
+def _adapter(cls: Any, key: str) -> Any:
+    """A pydantic TypeAdapter for one field of a model: its type and constraints."""
+    import pydantic
+
+    field = cls.model_fields[key]
+    annotated: Any = typing.Annotated[field.annotation, field]
+    return pydantic.TypeAdapter(annotated)
+
+
+def _rule_in(metadata: list[Any], key: str, name: str, owner: str) -> Rule | None:
+    rules = [item for item in metadata if isinstance(item, MergeRule)]
+    for item in metadata:
+        if isinstance(item, types.FunctionType | types.BuiltinFunctionType):
+            raise InvalidParameterError(
+                f"{owner}: state={name}: key {key!r} has the function "
+                f"{getattr(item, '__name__', item)!r} in its Annotated[...]; a merge rule "
+                "is braidflow.merge.extend, .add, .update, .last, or "
+                "braidflow.merge.rule(function) for a function (value before the fork, "
+                "list of the branches' values) -> merged value (a LangGraph reducer such as "
+                "operator.add takes (current, update): for a list, use braidflow.merge.extend)"
+            )
+    if len(rules) > 1:
+        raise InvalidParameterError(
+            f"{owner}: state={name}: key {key!r} has {len(rules)} merge rules "
+            f"({', '.join(map(repr, rules))}); give it one"
+        )
+    return rules[0].applied if rules else None
+
+
+# -- the classes of values a durable run may rebuild --------------------------------------
+
+# Each dataclass and pydantic model a state type's keys hold (in their
+# annotations, at any depth), by "module.qualname": a durable run's JSON
+# checkpoints write such a value tagged with that name, and rebuild it only
+# if the name is here (never importing a class a checkpoint names).
+VALUE_CLASSES: dict[str, type] = {}
+
+
+def _note_value_classes(annotation: Any) -> None:
+    annotation = strip(annotation)[0]
+    if isinstance(annotation, type) and (
+        dataclasses.is_dataclass(annotation) or _is_model(annotation)
+    ):
+        name = f"{annotation.__module__}.{annotation.__qualname__}"
+        if VALUE_CLASSES.get(name) is annotation:
+            return
+        VALUE_CLASSES[name] = annotation
+        try:
+            inner = typing.get_type_hints(annotation, include_extras=True)
+        except Exception:  # its annotations name what cannot be found: not followed
+            return
+        for hint in inner.values():
+            _note_value_classes(hint)
+        return
+    for arg in typing.get_args(annotation):
+        _note_value_classes(arg)
+
+
+# -- reading a type once -----------------------------------------------------------------
+
+_READ: weakref.WeakKeyDictionary[type, dict[bool, StateType]] = weakref.WeakKeyDictionary()
+
+
+def state_type(cls: Any, validate: bool, owner: str) -> StateType:
+    """The `StateType` of ``cls`` (read once per class and ``validate``).
+
+    Raises:
+        InvalidParameterError: For a class that is not a TypedDict, a
+            dataclass or a pydantic model, or whose declarations cannot work.
+    """
+    if not isinstance(validate, bool):
+        raise InvalidParameterError(f"{owner}: validate={validate!r} must be True or False")
+    if _is_typeddict(cls):
+        kind = "typeddict"
+    elif isinstance(cls, type) and dataclasses.is_dataclass(cls):
+        kind = "dataclass"
+    elif _is_model(cls):
+        kind = "model"
+    else:
+        shown = getattr(cls, "__qualname__", None) or repr(cls)
+        raise InvalidParameterError(
+            f"{owner}: state={shown} must be the class of the shared state: a TypedDict, a "
+            "dataclass or a pydantic model (pydantic.BaseModel)"
+        )
+    known = _READ.setdefault(cls, {})
+    read = known.get(validate)
+    if read is None:
+        read = known[validate] = StateType(cls, kind, owner, validate)
+    return read
+
+
+def declared_state(cls: type) -> Any:
+    """The state type a node class's generic bases give, if any: ``State``
+    for ``class Ask(Node[str, str, State])``."""
+    for klass in cls.__mro__:
+        for base in klass.__dict__.get("__orig_bases__", ()):
+            origin = typing.get_origin(base)
+            parameters = getattr(origin, "__parameters__", ())
+            args = typing.get_args(base)
+            if not parameters or len(args) != len(parameters):
+                continue
+            for parameter, arg in zip(parameters, args, strict=True):
+                if parameter is not StateT:
+                    continue
+                if arg is Any or isinstance(arg, typing.TypeVar):
+                    break
+                return arg
+    return None

@@ -1,0 +1,157 @@
+"""A run's open questions: recorded when it suspends (one per branch or item
+that asked), listed with the run, and answered, one or several, on resume.
+
+Each question is an ``ask`` checkpoint row (its step and call), written
+before the run is marked ``waiting``; the record's metadata lists them with
+their prompts (`QUESTIONS_KEY`) so ``runs()`` shows them. An answer is an
+``answer`` row, written when the resume claims the run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, NoReturn
+
+from .._errors import InvalidParameterError, ResumeError, Suspended
+from .._questions import QUESTIONS_KEY, Interrupted, Question, item_of, question_id
+from ..stores._base import Checkpoint, RunRecord, prompt_text
+from ._interrupt import NO_ANSWER
+from ._run import DurableRun
+
+__all__ = ["answer_questions", "check_answers", "suspend"]
+
+
+def check_answers(answer: Any, answers: Any, node: Any) -> None:
+    """Check ``answers=`` (and that it comes without ``input=``) before a
+    resume claims anything.
+
+    Raises:
+        InvalidParameterError: For answers that are not a non-empty dict of
+            question ids, or given with ``input=`` too.
+    """
+    if answers is None:
+        return
+    if answer is not NO_ANSWER:
+        raise InvalidParameterError(
+            f"{node._describe()}: give input= (the answer to a run's only question) or "
+            "answers= ({question_id: answer, ...}), not both",
+            node=node._display_name(),
+        )
+    if not isinstance(answers, dict) or not answers or not all(type(k) is str for k in answers):
+        raise InvalidParameterError(
+            f"{node._describe()}: answers={answers!r} must be a dict of question ids to "
+            "answers, {question_id: answer, ...}, with at least one; the ids are in "
+            "Suspended.questions, RunRecord.questions or `braidflow show RUN`",
+            node=node._display_name(),
+        )
+
+
+def suspend(durable: DurableRun, asked: Interrupted, resume_call: str) -> NoReturn:
+    """Record that the run waits on the questions ``asked`` carries (their
+    rows are in the store already) and raise `Suspended` listing them, in
+    the order of the graph.
+    ``resume_call``: how the caller resumes it, ``{answer}`` left to fill."""
+    ordered = sorted(asked.asked, key=_in_graph_order)
+    first = ordered[0]  # the run's node and prompt are the first question's
+    questions: dict[str, Question] = {}
+    for one in ordered:
+        prompt = json.loads(prompt_text(one.prompt))  # as the store keeps it
+        found = Question(question_id(one.key, one.call), one.where, item_of(one.key), prompt)
+        questions.setdefault(found.id, found)
+    listed = tuple(questions.values())
+    store, run_id = durable.store, durable.run_id
+    store.set_metadata(run_id, {QUESTIONS_KEY: [question.as_json() for question in listed]})
+    store.finish(run_id, "waiting", node=first.where, prompt=first.prompt)
+    if len(listed) == 1:
+        message = (
+            f"run {run_id!r} is waiting for input at {first.where!r}: {first.prompt!r}; "
+            f"resume it with {resume_call.replace('{answer}', ', input=answer')}"
+        )
+    else:
+        example = ", ".join(f"{question.id!r}: ..." for question in listed[:2])
+        message = (
+            f"run {run_id!r} is waiting on {len(listed)} questions: {_listing(listed)}; "
+            "answer any of them, the others keep waiting: "
+            f"{resume_call.replace('{answer}', f', answers={{{example}}}')}"
+        )
+    raise Suspended(
+        message, run_id=run_id, node=first.where, prompt=first.prompt, questions=listed
+    ) from None
+
+
+def _in_graph_order(asked: Interrupted) -> tuple[Any, ...]:
+    """Questions listed in the order of the graph (a fork's branches in
+    order, a batch's items by index), not as they happened to be asked."""
+    parts = re.split(r"(\d+)", asked.key)
+    return (*(int(part) if part.isdigit() else part for part in parts), asked.call)
+
+
+_LISTED = 5  # questions a message lists; the rest are counted
+
+
+def _listing(questions: tuple[Question, ...] | list[Question]) -> str:
+    """The questions as a line: ``id at where: prompt``, separated by ``;``
+    (the first few, and how many more)."""
+    listed = "; ".join(
+        f"{question.id!r} at {question.where!r}: {question.prompt!r}"
+        for question in questions[:_LISTED]
+    )
+    more = len(questions) - _LISTED
+    return listed if more <= 0 else f"{listed}; and {more} more (Suspended.questions has all)"
+
+
+def open_questions(durable: DurableRun, record: RunRecord) -> dict[str, Question]:
+    """The questions the claimed run waits on, by id (their prompts as the
+    record lists them)."""
+    listed = {question.id: question for question in record.questions}
+    found: dict[str, Question] = {}
+    for row in durable.asked:
+        ident = question_id(row.frame, row.position)
+        known = listed.get(ident)
+        found[ident] = known or Question(ident, row.node, item_of(row.frame), None)
+    return found
+
+
+def answer_questions(
+    durable: DurableRun, record: RunRecord, answer: Any, answers: dict[str, Any] | None, name: str
+) -> None:
+    """Record the answers a resume gives (``input=`` for a run's only
+    question, or ``answers=`` by id) before the run goes on.
+
+    Raises:
+        ResumeError: If the run waits for no input, ``input=`` is given to a
+            run that waits on several questions, or an id is not one of its
+            open questions. Nothing is written then.
+    """
+    run_id = durable.run_id
+    questions = open_questions(durable, record) if record.status == "waiting" else {}
+    if not questions:
+        given = "input=" if answers is None else "answers="
+        raise ResumeError(
+            f"run {run_id!r} is {record.status}, not waiting for input; resume it without {given}",
+            node=name,
+        )
+    rows: dict[str, Checkpoint] = {
+        question_id(row.frame, row.position): row for row in durable.asked
+    }
+    if answers is None:
+        if len(questions) > 1:
+            example = ", ".join(f"{ident!r}: ..." for ident in list(questions)[:2])
+            raise ResumeError(
+                f"run {run_id!r} waits on {len(questions)} questions, so input= cannot say "
+                f"which it answers: {_listing(list(questions.values()))}; answer them by id, "
+                f"some or all at once: flow.resume({run_id!r}, store=..., answers={{{example}}}) "
+                "(on the command line: --answer ID=JSON, repeated)",
+                node=name,
+            )
+        answers = {next(iter(questions)): answer}
+    unknown = [ident for ident in answers if ident not in questions]
+    if unknown:
+        raise ResumeError(
+            f"run {run_id!r} has no open question {unknown[0]!r}; it waits on "
+            f"{_listing(list(questions.values()))}; answer those ids (an answered question "
+            "is not asked again)",
+            node=name,
+        )
+    durable.answer([(rows[ident], value) for ident, value in answers.items()])

@@ -1,0 +1,222 @@
+"""Stopping a durable run on purpose: a drain.
+
+`drain` asks a durable run to stop at its next safe point: it starts no new
+step, no new batch item and no new branch step, lets what is running finish
+(up to a grace period, past which it is cancelled and will run again on
+resume), writes everything that finished, and ends as ``drained``, raising
+`Drained` to the run's caller. ``resume`` carries on from there.
+
+A run going on in this process is asked directly. A run another process
+runs is asked through the store: the request is kept with the run's
+metadata, and the run looks for it at its safe points, at most once a
+second (`Drain.POLL`).
+"""
+
+from __future__ import annotations
+
+import _thread
+import asyncio
+import threading
+from time import monotonic, time
+from typing import Any
+
+from .._errors import InvalidParameterError, StoreError
+from ..stores._base import Store
+
+__all__ = ["DRAIN_KEY", "Drain", "DrainStop", "drain"]
+
+DRAIN_KEY = "braidflow.drain"  # in a run's metadata: another process asked it to drain
+DEFAULT_TIMEOUT = 30.0
+
+_RUNNING: dict[str, Drain] = {}  # the durable runs going on in this process, by id
+_RUNNING_LOCK = threading.RLock()  # re-entered by a signal handler that drains
+
+
+class DrainStop(BaseException):
+    """Raised at a safe point of a run that was asked to drain. A
+    ``BaseException``, like cancellation, so that ``except Exception`` in user
+    code, retries and fallbacks let it through; the run ends as ``drained``."""
+
+
+class Drain:
+    """Whether one durable run is asked to drain, and the grace period's end.
+
+    The engine asks `stopping` at each safe point: before a new step, a
+    worker's next item, a new item task. Cheap when no drain is asked: an
+    attribute, and a clock read; the store is read at most every `POLL`
+    seconds (a request from another process).
+    """
+
+    POLL = 1.0  # seconds between looks at the store for another process's request
+
+    __slots__ = (
+        "asked",
+        "expired",
+        "from_store",
+        "loop",
+        "next_poll",
+        "run_id",
+        "store",
+        "task",
+        "thread",
+        "timeout",
+        "timer",
+    )
+
+    def __init__(self, store: Store, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.asked = False
+        self.expired = False  # the grace period ended: what still runs was stopped
+        self.timeout = DEFAULT_TIMEOUT
+        self.from_store = False  # the request came through the store (cleared at the end)
+        self.next_poll = monotonic() + self.POLL
+        self.task: asyncio.Task[Any] | None = None  # what to cancel when the grace ends
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread = threading.get_ident()  # where a sync run runs
+        self.timer: threading.Timer | None = None
+
+    def bind(self, task: asyncio.Task[Any] | None) -> None:
+        """The run goes on in ``task`` (on an event loop) or, if ``None``, in this thread."""
+        self.task = task
+        self.loop = task.get_loop() if task is not None else None
+        self.thread = threading.get_ident()
+        with _RUNNING_LOCK:
+            _RUNNING[self.run_id] = self
+
+    def close(self) -> None:
+        """The run ended: no timer, no registration, no request left in the store."""
+        with _RUNNING_LOCK:
+            if _RUNNING.get(self.run_id) is self:
+                del _RUNNING[self.run_id]
+        timer = self.timer
+        if timer is not None:
+            timer.cancel()
+        if self.from_store:
+            try:
+                self.store.set_metadata(self.run_id, {DRAIN_KEY: None})
+            except Exception:
+                pass
+
+    def stopping(self) -> bool:
+        """Whether the run must stop at this safe point."""
+        if self.asked:
+            return True
+        now = monotonic()
+        if now >= self.next_poll:
+            self.next_poll = now + self.POLL
+            self._look_in_store()
+        return self.asked
+
+    def _look_in_store(self) -> None:
+        try:
+            request = self.store.get(self.run_id).metadata.get(DRAIN_KEY)
+        except Exception:
+            return
+        if isinstance(request, dict):
+            self.from_store = True
+            timeout = request.get("timeout")
+            self.ask(timeout if isinstance(timeout, int | float) else DEFAULT_TIMEOUT)
+
+    def ask(self, timeout: float) -> None:
+        """Stop at the next safe point; stop what still runs ``timeout`` seconds on."""
+        with _RUNNING_LOCK:
+            if self.asked:
+                return
+            self.asked = True
+            self.timeout = timeout
+        timer = self.timer = threading.Timer(timeout, self.expire)
+        timer.daemon = True
+        timer.start()
+
+    def expire(self) -> None:
+        """The grace period is over (or a second request came): stop what still
+        runs now. On an event loop, its task is cancelled; a sync run on the
+        main thread gets a ``KeyboardInterrupt``; either ends it as drained."""
+        if self.expired:
+            return
+        self.expired = True
+        self.asked = True
+        task, loop = self.task, self.loop
+        if task is not None and loop is not None:
+            if not task.done():
+                try:
+                    loop.call_soon_threadsafe(task.cancel, "drained")
+                except RuntimeError:  # the loop closed: the run ended meanwhile
+                    pass
+        elif self.thread == threading.main_thread().ident:
+            _thread.interrupt_main()
+
+    def stopped_by(self, error: BaseException | None) -> bool:
+        """Whether ``error`` is how this drain ended the run."""
+        if isinstance(error, DrainStop):
+            return True
+        return self.expired and isinstance(error, asyncio.CancelledError | KeyboardInterrupt)
+
+
+def drain(
+    run_id: str | None = None,
+    *,
+    store: Store | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> list[str]:
+    """Ask a durable run to stop at its next safe point; return the ids asked.
+
+    The run starts no new step, batch item or branch step; what is running
+    finishes, up to ``timeout`` seconds (then it is stopped, and runs again
+    on resume); everything that finished is written, and the run ends as
+    ``drained``: its ``run`` raises `braidflow.Drained`, and ``resume``
+    carries on. Asking again, or once more after the run began draining,
+    stops what still runs at once.
+
+    Args:
+        run_id: The run to drain. ``None``: every durable run going on in this
+            process (what a SIGTERM handler wants).
+        store: For a run another process runs: the store it writes to. The
+            request is kept with the run, which sees it within a second at
+            its next safe point.
+        timeout: The grace period, in seconds, for what is running.
+
+    Raises:
+        InvalidParameterError: For a timeout that is not a number >= 0.
+        StoreError: For a run that is not going on (not here, and, with
+            ``store``, not running there either).
+    """
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
+        raise InvalidParameterError(
+            f"drain(): timeout={timeout!r} must be a number of seconds >= 0 (the grace "
+            "period for what is running)"
+        )
+    with _RUNNING_LOCK:
+        if run_id is None:
+            if store is not None:
+                raise InvalidParameterError(
+                    "drain(): store= needs the run_id of the run to drain; without one, "
+                    "drain() drains every durable run going on in this process"
+                )
+            here = list(_RUNNING.values())
+        else:
+            found = _RUNNING.get(run_id)
+            here = [found] if found is not None and (store is None or found.store is store) else []
+    for running in here:
+        if running.asked:
+            running.expire()
+        else:
+            running.ask(float(timeout))
+    if here or run_id is None:
+        return [running.run_id for running in here]
+    if store is None:
+        raise StoreError(
+            f"no durable run {run_id!r} is going on in this process; to drain a run another "
+            "process runs, pass the store it writes to: drain(run_id, store=...)",
+            run_id=run_id,
+        )
+    record = store.get(run_id)
+    if record.status != "running":
+        raise StoreError(
+            f"run {run_id!r} is {record.status} in {store!r}, not running: there is nothing "
+            "to drain",
+            run_id=run_id,
+        )
+    store.set_metadata(run_id, {DRAIN_KEY: {"timeout": float(timeout), "asked": time()}})
+    return [run_id]

@@ -1,0 +1,333 @@
+"""Drain: a durable run asked to stop at its next safe point starts no new
+step or item, lets what runs finish (up to a grace period), stores what
+finished and ends as ``drained``; resume carries on and redoes nothing that
+finished. From Python (`braidflow.drain`), from another process (through the
+store), and on SIGTERM to the command."""
+
+import asyncio
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import braidflow as bf
+from braidflow import Drained, InvalidParameterError, SQLiteStore, StoreError
+
+JOBS = Path(__file__).parent / "jobs"
+
+
+# -- in this process -----------------------------------------------------------------------
+
+
+class Items(bf.AsyncParallelBatchNode):
+    """100 items, 5 at a time; item ``drain_at`` asks the run to drain."""
+
+    def __init__(self, calls, drain_at=None, timeout=30.0):
+        super().__init__(name="items", max_concurrency=5)
+        self.calls, self.drain_at, self.timeout = calls, drain_at, timeout
+
+    async def prep_async(self, shared):
+        return list(range(100))
+
+    async def exec_async(self, item):
+        self.calls[item] += 1
+        if item == self.drain_at:
+            bf.drain("run", timeout=self.timeout)
+        await asyncio.sleep(0)
+        return item
+
+    async def post_async(self, shared, prep_res, exec_res):
+        shared["total"] = sum(exec_res)
+
+
+def test_a_drained_batch_starts_no_new_item_and_resume_runs_each_item_once():
+    store, calls = bf.MemoryStore(), Counter()
+    with pytest.raises(Drained, match=r"run 'run' was drained.*resume it with") as drained:
+        bf.AsyncFlow(start=Items(calls, drain_at=20)).run({}, store=store, run_id="run")
+    assert drained.value.run_id == "run"
+    assert store.get("run").status == "drained"
+    ran = sum(calls.values())
+    assert 21 <= ran <= 25  # item 20 and the four beside it finished; no new one started
+    shared = bf.AsyncFlow(start=Items(calls)).resume("run", store=store)
+    assert shared["total"] == sum(range(100))
+    assert calls == dict.fromkeys(range(100), 1)  # each item exactly once
+
+
+class Step(bf.Node):
+    def __init__(self, number, calls, drain=False):
+        super().__init__(name=f"s{number}")
+        self.number, self.calls, self.drain = number, calls, drain
+
+    def exec(self, prep_res):
+        self.calls[self.number] += 1
+        if self.drain:
+            bf.drain()  # every durable run of this process: this one
+
+    def post(self, shared, prep_res, exec_res):
+        shared["steps"] = [*shared.get("steps", []), self.number]
+
+
+def steps(calls, drain_at=None):
+    nodes = [Step(number, calls, drain=number == drain_at) for number in range(5)]
+    for left, right in itertools.pairwise(nodes):
+        left >> right
+    return bf.Flow(start=nodes[0])
+
+
+def test_a_drained_chain_finishes_its_step_and_starts_no_other():
+    store, calls = bf.MemoryStore(), Counter()
+    shared = {}
+    with pytest.raises(Drained):
+        steps(calls, drain_at=1).run(shared, store=store, run_id="run")
+    assert shared == {"steps": [0, 1]}  # the step that was running finished
+    assert [step.node for step in bf.Flow().history("run", store=store)][:2] == ["s0", "s1"]
+    shared = steps(calls).resume("run", store=store)
+    assert shared["steps"] == [0, 1, 2, 3, 4]
+    assert calls == dict.fromkeys(range(5), 1)
+
+
+class Branch(bf.AsyncNode):
+    def __init__(self, name, calls, started=None, go=None, drain=False):
+        super().__init__(name=name)
+        self.calls, self.started, self.go, self.drain = calls, started, go, drain
+
+    async def exec_async(self, prep_res):
+        self.calls[self.name] += 1
+        if self.started is not None:
+            self.started.set()
+        if self.go is not None:
+            await self.go.wait()
+        if self.drain:
+            await self.drain.wait()
+            bf.drain("run")
+
+    async def post_async(self, shared, prep_res, exec_res):
+        shared[self.name] = True
+
+
+def test_a_branch_that_drains_lets_the_others_finish_their_step():
+    store, calls = bf.MemoryStore(), Counter()
+
+    async def main():
+        slow_started, go = asyncio.Event(), asyncio.Event()
+
+        def flow(first_run):
+            fast = Branch("fast", calls, drain=slow_started if first_run else False)
+            fast >> Branch("fast 2", calls)
+            slow = Branch("slow", calls, started=slow_started, go=go if first_run else None)
+            both = bf.Parallel(fast, slow, name="both")
+            both >> Branch("join", calls)
+            return bf.AsyncFlow(start=both)
+
+        first = flow(True)
+        running = asyncio.ensure_future(first.run_async({}, store=store, run_id="run"))
+        await slow_started.wait()
+        await asyncio.sleep(0)  # fast asks to drain, while slow still runs its step
+        go.set()
+        with pytest.raises(Drained):
+            await running
+        return await flow(False).resume_async("run", store=store)
+
+    shared = asyncio.run(main())
+    assert shared["fast"]
+    assert shared["slow"]
+    assert shared["fast 2"]
+    assert calls["slow"] == 1  # it finished its step before the run stopped
+    assert calls["fast"] == 1
+    assert calls["fast 2"] == 1
+    assert calls["join"] == 1
+
+
+class Forever(bf.AsyncParallelBatchNode):
+    def __init__(self, calls, blocked):
+        super().__init__(name="forever", max_concurrency=3)
+        self.calls, self.blocked = calls, blocked
+
+    async def prep_async(self, shared):
+        return [0, 1, 2, 3]
+
+    async def exec_async(self, item):
+        self.calls[item] += 1
+        if self.blocked:
+            if item == 2:
+                bf.drain("run", timeout=0)  # no grace: what runs is stopped at once
+            await asyncio.Event().wait()
+        return item
+
+    async def post_async(self, shared, prep_res, exec_res):
+        shared["items"] = exec_res
+
+
+def test_past_the_grace_period_what_runs_is_stopped_and_runs_again_on_resume():
+    store, calls = bf.MemoryStore(), Counter()
+    with pytest.raises(Drained):
+        bf.AsyncFlow(start=Forever(calls, True)).run({}, store=store, run_id="run")
+    assert store.get("run").status == "drained"
+    assert calls == {0: 1, 1: 1, 2: 1}  # item 3 never started
+    shared = bf.AsyncFlow(start=Forever(calls, False)).resume("run", store=store)
+    assert shared["items"] == [0, 1, 2, 3]
+    assert calls == {0: 2, 1: 2, 2: 2, 3: 1}  # those stopped ran again
+
+
+def test_draining_again_stops_what_runs_at_once():
+    store, calls = bf.MemoryStore(), Counter()
+
+    class Twice(Forever):
+        async def exec_async(self, item):
+            self.calls[item] += 1
+            if item == 2:
+                bf.drain("run", timeout=3600)
+                bf.drain("run")  # the second: no grace left
+            await asyncio.Event().wait()
+
+    with pytest.raises(Drained):
+        bf.AsyncFlow(start=Twice(calls, True)).run({}, store=store, run_id="run")
+    assert store.get("run").status == "drained"
+
+
+def test_a_sync_batch_drains_between_items():
+    store, seen = bf.MemoryStore(), []
+
+    class Each(bf.BatchNode):
+        def prep(self, shared):
+            return list(range(10))
+
+        def exec(self, item):
+            seen.append(item)
+            if item == 3:
+                bf.drain("run")
+            return item
+
+        def post(self, shared, prep_res, exec_res):
+            shared["items"] = exec_res
+
+    flow = bf.Flow(start=Each(name="each"))
+    with pytest.raises(Drained):
+        flow.run({}, store=store, run_id="run")
+    assert seen == [0, 1, 2, 3]
+    assert flow.resume("run", store=store)["items"] == list(range(10))
+    assert seen == list(range(10))
+
+
+def test_drain_says_what_is_wrong_with_what_it_is_given():
+    store = bf.MemoryStore()
+    with pytest.raises(StoreError, match=r"no durable run 'nope' is going on in this process"):
+        bf.drain("nope")
+    with pytest.raises(InvalidParameterError, match=r"timeout=-1 must be a number of seconds"):
+        bf.drain("nope", timeout=-1)
+    with pytest.raises(InvalidParameterError, match=r"store= needs the run_id"):
+        bf.drain(store=store)
+    steps(Counter()).run({}, store=store, run_id="done")
+    with pytest.raises(StoreError, match=r"run 'done' is completed .* not running"):
+        bf.drain("done", store=store)
+    assert bf.drain() == []  # nothing going on: nothing asked
+
+
+# -- from another process, and on SIGTERM ----------------------------------------------------
+
+
+def command(*args, log, stderr=subprocess.PIPE):
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "DRAIN_LOG": str(log)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "braidflow", *args],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+
+
+def lines(log, kind):
+    if not log.exists():
+        return Counter()
+    words = (line.split() for line in log.read_text().splitlines())
+    return Counter(word[1] for word in words if word[0] == kind)
+
+
+def wait_for(log, kind, count, process):
+    deadline = time.monotonic() + 60
+    while sum(lines(log, kind).values()) < count:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_sigterm_drains_a_10000_item_batch_and_resume_does_each_item_once(tmp_path):
+    store, log = tmp_path / "runs.db", tmp_path / "items.log"
+    target = f"{JOBS / 'drain_job.py'}:batch"
+    job = command("run", target, "--store", str(store), "--run-id", "job", log=log)
+    wait_for(log, "end", 500, job)
+    job.send_signal(signal.SIGTERM)
+    # The grace period is 30 s; items take 5 ms: it ends well within it, plus a second.
+    _out, err = job.communicate(timeout=31)
+    assert job.returncode == 75, err
+    assert "SIGTERM: draining run 'job'" in err
+    assert "was drained at" in err
+    assert f"braidflow resume job --store {store}" in err
+    with SQLiteStore(store) as opened:
+        assert opened.get("job").status == "drained"
+    before = lines(log, "end")
+    assert lines(log, "start") == before  # every item begun had finished
+    resumed = command("resume", "job", "--store", str(store), log=log)
+    out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    assert '"total": 49995000' in out
+    ended = lines(log, "end")
+    assert set(ended) == {str(unit) for unit in range(10_000)}
+    assert max(ended.values()) == 1  # none done twice: none of those before ran again
+
+
+def test_sigterm_past_the_grace_period_stops_what_runs_and_resume_redoes_only_that(tmp_path):
+    store, log = tmp_path / "runs.db", tmp_path / "items.log"
+    target = f"{JOBS / 'drain_job.py'}:stuck"
+    job = command(
+        "run", target, "--store", str(store), "--run-id", "job", "--drain-timeout", "0.5", log=log
+    )
+    wait_for(log, "start", 30, job)  # items from 20 on never end
+    job.send_signal(signal.SIGTERM)
+    _out, err = job.communicate(timeout=10)
+    assert job.returncode == 75, err
+    with SQLiteStore(store) as opened:
+        assert opened.get("job").status == "drained"
+    assert set(lines(log, "end")) == {str(unit) for unit in range(20)}
+
+
+def test_a_second_sigterm_stops_at_once(tmp_path):
+    store, log = tmp_path / "runs.db", tmp_path / "items.log"
+    target = f"{JOBS / 'drain_job.py'}:stuck"
+    said = tmp_path / "stderr.txt"
+    with said.open("w") as stderr:
+        job = command(
+            "run", target, "--store", str(store), "--run-id", "job", log=log, stderr=stderr
+        )
+        wait_for(log, "start", 30, job)
+        job.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while "SIGTERM: draining" not in said.read_text():  # the first is handled: 30 s of grace
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        job.send_signal(signal.SIGTERM)
+        job.communicate(timeout=10)
+    assert job.returncode == 75, said.read_text()
+    assert "SIGTERM again: stopping what still runs now" in said.read_text()
+
+
+def test_a_run_in_another_process_drains_when_asked_through_the_store(tmp_path):
+    store, log = tmp_path / "runs.db", tmp_path / "items.log"
+    target = f"{JOBS / 'drain_job.py'}:batch"
+    job = command("run", target, "--store", str(store), "--run-id", "job", log=log)
+    wait_for(log, "end", 200, job)
+    with SQLiteStore(store) as opened:
+        assert bf.drain("job", store=opened, timeout=10) == ["job"]
+    _out, err = job.communicate(timeout=30)
+    assert job.returncode == 75, err
+    with SQLiteStore(store) as opened:
+        record = opened.get("job")
+        assert record.status == "drained"
+        assert "braidflow.drain" not in record.metadata  # the request is done with

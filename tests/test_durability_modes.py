@@ -1,0 +1,311 @@
+"""Durability modes: what each costs on the run's path is measured in bench/;
+what each keeps through a crash is tested here, with SIGKILL.
+
+``sync``: every step and item finished before the kill is kept; ``async``:
+the store always holds a prefix of the run, so it resumes to the same end
+however often it is killed; ``exit``: a kill loses the run's progress, and
+anything else that stops it (an end, a failure, a question) writes it all.
+"""
+
+import itertools
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import braidflow as bf
+from braidflow import InvalidParameterError, SQLiteStore
+
+JOB = Path(__file__).parent / "jobs" / "modes_job.py"
+
+
+def start(durability, store, log, mode):
+    return subprocess.Popen(
+        [sys.executable, str(JOB), durability, str(store), str(log), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def lines(log):
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def finish(process):
+    _out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err.decode()
+
+
+def started(log):
+    return Counter(line.removeprefix("start ") for line in lines(log) if line.startswith("start "))
+
+
+def kill_after(job, log, count):
+    """SIGKILL the job once it has started ``count`` steps and items."""
+    deadline = time.monotonic() + 60
+    while sum(started(log).values()) < count:
+        assert job.poll() is None, "the job ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    os.kill(job.pid, signal.SIGKILL)
+    job.communicate(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def expected(tmp_path_factory):
+    """The final ``shared`` of the job, never interrupted."""
+    where = tmp_path_factory.mktemp("reference")
+    finish(start("sync", where / "reference.db", where / "reference.log", "run"))
+    return [line for line in lines(where / "reference.log") if line.startswith("result ")]
+
+
+def test_sync_keeps_every_step_and_item_finished_before_a_kill(tmp_path, expected):
+    store, log = tmp_path / "job.db", tmp_path / "job.log"
+    kill_after(start("sync", store, log, "run"), log, 300)  # 200 steps, then items
+    before = started(log)
+    finish(start("sync", store, log, "resume"))
+    assert [line for line in lines(log) if line.startswith("result ")] == expected
+    after = started(log)
+    assert len(after) == 400  # nothing missing
+    again = [unit for unit, count in after.items() if count > 1]
+    assert not [unit for unit in again if unit.startswith("step")]  # steps: none redone
+    assert len(again) <= 20, again  # items: only those in flight
+    assert set(before) <= set(after)
+
+
+def test_exit_loses_the_progress_of_a_killed_run_and_resume_does_it_all_again(tmp_path, expected):
+    store, log = tmp_path / "job.db", tmp_path / "job.log"
+    kill_after(start("exit", store, log, "run"), log, 150)
+    before = started(log)
+    with SQLiteStore(store) as opened:  # the run is known, its steps are not
+        assert opened.get("job").status == "interrupted"
+        steps = bf.AsyncFlow().history("job", store=opened)
+        assert not [step for step in steps if step.status == "finished"]
+    finish(start("exit", store, log, "resume"))
+    assert [line for line in lines(log) if line.startswith("result ")] == expected
+    after = started(log)
+    assert all(after[unit] == 2 for unit in before)  # everything before the kill, again
+
+
+def test_async_killed_at_random_moments_always_resumes_to_the_same_end(tmp_path, expected):
+    store, log = tmp_path / "job.db", tmp_path / "job.log"
+    chance = random.Random(2107)
+    mode, kills = "run", 0
+    for _attempt in range(8):
+        begun = sum(started(log).values())
+        job = start("async", store, log, mode)
+        while sum(started(log).values()) == begun and job.poll() is None:
+            time.sleep(0.002)  # until it works (a kill before is no test)
+        time.sleep(chance.uniform(0.0, 0.06))  # then a random moment, wherever the run is
+        if job.poll() is not None:
+            finish(job)
+            break
+        os.kill(job.pid, signal.SIGKILL)
+        kills += 1
+        _out, err = job.communicate(timeout=30)
+        if mode == "resume":  # a resume that had not claimed the run yet is no harm
+            assert b"Traceback" not in err or b"KeyboardInterrupt" in err, err.decode()
+        if not store.exists():
+            continue  # killed before its store was made
+        with SQLiteStore(store) as opened:  # never a store a resume cannot read
+            if "job" in {run.run_id for run in opened.runs()}:
+                mode = "resume"
+                bf.AsyncFlow().history("job", store=opened)
+    else:
+        finish(start("async", store, log, mode))
+    if not any(line.startswith("result ") for line in lines(log)):
+        finish(start("async", store, log, mode))
+    assert [line for line in lines(log) if line.startswith("result ")] == expected
+    assert len(started(log)) == 400  # nothing missing
+    assert kills >= 2, kills  # it was killed mid-run, more than once
+
+
+def test_async_keeps_most_of_a_killed_run(tmp_path, expected):
+    store, log = tmp_path / "job.db", tmp_path / "job.log"
+    kill_after(start("async", store, log, "run"), log, 300)  # all 200 steps began
+    with SQLiteStore(store) as opened:
+        steps = bf.AsyncFlow().history("job", store=opened)
+        kept = [step for step in steps if step.status == "finished"]
+    # Written every few milliseconds: the kill lost at most the last few.
+    assert len(kept) >= 150, len(kept)
+    finish(start("async", store, log, "resume"))
+    assert [line for line in lines(log) if line.startswith("result ")] == expected
+
+
+# -- in this process ---------------------------------------------------------------------
+
+
+class Count(bf.Node):
+    """Adds its number to shared["total"]; fails when shared["fail"] names it,
+    asks when shared["ask"] does; ``seen`` is called after its step."""
+
+    def __init__(self, number, calls, seen=None, **options):
+        super().__init__(name=f"n{number}", **options)
+        self.number, self.calls, self.seen = number, calls, seen
+
+    def prep(self, shared):
+        if shared.get("ask") == self.number:
+            shared["answer"] = bf.interrupt(f"a number for n{self.number}?")
+        if shared.get("fail") == self.number:
+            raise RuntimeError(f"n{self.number} fails")
+
+    def exec(self, prep_res):
+        self.calls[self.number] += 1
+
+    def post(self, shared, prep_res, exec_res):
+        shared["total"] += self.number
+
+
+class Look(bf.Node):
+    """Calls ``look()`` in its exec: what the store holds at that point."""
+
+    def __init__(self, look):
+        super().__init__(name="look")
+        self.look = look
+
+    def exec(self, prep_res):
+        self.look()
+
+
+def chain(calls, *nodes):
+    nodes = nodes or tuple(Count(number, calls) for number in range(5))
+    for left, right in itertools.pairwise(nodes):
+        left >> right
+    return bf.Flow(start=nodes[0])
+
+
+def finished(store, run_id="run"):
+    steps = bf.Flow().history(run_id, store=store)
+    return [step.node for step in steps if step.status == "finished"]
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_every_mode_ends_with_the_whole_run_in_the_store(durability):
+    store, calls = bf.MemoryStore(), Counter()
+    shared = {"total": 0}
+    chain(calls).run(shared, store=store, run_id="run", durability=durability)
+    assert shared["total"] == 10
+    assert finished(store) == ["n0", "n1", "n2", "n3", "n4"]
+    assert bf.Flow().state("run", store=store) == {"total": 10}
+    assert store.get("run").status == "completed"
+
+
+@pytest.mark.parametrize("durability", ["async", "exit"])
+def test_a_run_that_fails_writes_what_finished_and_resumes_after_it(durability):
+    store, calls = bf.MemoryStore(), Counter()
+    with pytest.raises(RuntimeError, match="n3 fails"):
+        chain(calls).run({"total": 0, "fail": 3}, store=store, run_id="run", durability=durability)
+    assert finished(store) == ["n0", "n1", "n2"]
+
+    def fixed(shared):
+        shared["fail"] = None
+
+    shared = chain(calls).resume("run", store=store, migrate=fixed, durability=durability)
+    assert shared["total"] == 10
+    assert calls == {0: 1, 1: 1, 2: 1, 3: 1, 4: 1}  # nothing before the failure again
+
+
+@pytest.mark.parametrize("durability", ["async", "exit"])
+def test_a_run_that_asks_writes_what_finished_and_the_answer_goes_on_from_there(durability):
+    store, calls = bf.MemoryStore(), Counter()
+    with pytest.raises(bf.Suspended):
+        chain(calls).run({"total": 0, "ask": 2}, store=store, run_id="run", durability=durability)
+    assert finished(store) == ["n0", "n1"]
+    shared = chain(calls).resume("run", store=store, input=7, durability=durability)
+    assert shared["answer"] == 7
+    assert shared["total"] == 10
+    assert calls == {0: 1, 1: 1, 2: 1, 3: 1, 4: 1}
+
+
+@pytest.mark.parametrize("durability", ["async", "exit"])
+def test_a_strict_node_is_in_the_store_with_everything_before_it_before_the_run_goes_on(
+    durability,
+):
+    store, calls, looked = bf.MemoryStore(), Counter(), []
+    nodes = (
+        Count(0, calls),
+        Count(1, calls, durability="sync"),  # e.g. it charged a card
+        Look(lambda: looked.append(finished(store))),
+    )
+    chain(calls, *nodes).run({"total": 0}, store=store, run_id="run", durability=durability)
+    assert looked == [["n0", "n1"]]
+
+
+def test_without_a_strict_node_exit_writes_nothing_until_the_run_ends():
+    store, calls, looked = bf.MemoryStore(), Counter(), []
+    nodes = (Count(0, calls), Count(1, calls), Look(lambda: looked.append(finished(store))))
+    chain(calls, *nodes).run({"total": 0}, store=store, run_id="run", durability="exit")
+    assert looked == [[]]
+    assert finished(store) == ["n0", "n1", "look"]
+
+
+def test_a_strict_batch_node_in_an_exit_run_has_its_items_in_the_store_before_post():
+    store, looked = bf.MemoryStore(), []
+
+    class Items(bf.BatchNode):
+        def prep(self, shared):
+            return [1, 2, 3]
+
+        def exec(self, item):
+            return item * 10
+
+        def post(self, shared, prep_res, exec_res):
+            _record, _graph, _initial, rows = store.read("run")
+            looked.append(sum(row.position for row in rows if row.kind == "items"))
+            shared["items"] = exec_res
+
+    flow = bf.Flow(start=Items(name="items", durability="sync"))
+    shared = {}
+    flow.run(shared, store=store, run_id="run", durability="exit")
+    assert shared["items"] == [10, 20, 30]
+    assert looked == [3]  # all three items, in rows written before post ran
+
+
+def test_durability_is_checked_when_it_is_given():
+    flow = bf.Flow(start=Count(0, Counter()))
+    with pytest.raises(InvalidParameterError, match=r"durability='fast' must be 'sync'.*'exit'"):
+        flow.run({"total": 0}, store=bf.MemoryStore(), durability="fast")
+    with pytest.raises(InvalidParameterError, match=r"durability= are for\s+durable runs"):
+        flow.run({"total": 0}, durability="async")
+    with pytest.raises(InvalidParameterError, match=r"n1.*can only ask for durability='sync'"):
+        Count(1, Counter(), durability="exit")
+    with pytest.raises(InvalidParameterError, match="must be 'sync'"):
+        flow.resume("x", store=bf.MemoryStore(), durability="later")
+
+
+class Failing(bf.MemoryStore):
+    """A store whose appends fail once ``broken`` is set."""
+
+    broken = False
+
+    def append(self, run_id, rows):
+        if self.broken:
+            raise bf.StoreError("the disk is gone")
+        super().append(run_id, rows)
+
+
+def test_an_async_run_whose_writes_fail_stops_with_the_error_and_resumes_from_what_was_written():
+    store, calls = Failing(), Counter()
+
+    class Break(bf.Node):
+        def exec(self, prep_res):
+            store.broken = True
+
+    nodes = (Count(0, calls), Count(1, calls, durability="sync"), Break(name="break"))
+    nodes += tuple(Count(number, calls) for number in range(2, 5))
+    with pytest.raises(bf.StoreError, match="the disk is gone"):
+        chain(calls, *nodes).run({"total": 0}, store=store, run_id="run", durability="async")
+    kept = finished(store)
+    assert kept[:2] == ["n0", "n1"]  # a prefix of the run, at least up to the strict node
+    store.broken = False
+    nodes = (Count(0, calls), Count(1, calls, durability="sync"), bf.Node(name="break"))
+    nodes += tuple(Count(number, calls) for number in range(2, 5))
+    shared = chain(calls, *nodes).resume("run", store=store, durability="async")
+    assert shared["total"] == 10
+    assert calls[0] == calls[1] == 1

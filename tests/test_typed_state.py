@@ -1,0 +1,452 @@
+"""Typed shared state: a flow's state type, checked when the run starts, its
+merge rules used by every join inside, validated writes, views by attribute."""
+
+import asyncio
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
+
+import pydantic
+import pytest
+
+import braidflow
+from braidflow import (
+    AsyncFlow,
+    AsyncNode,
+    AsyncParallelBatchFlow,
+    Flow,
+    InvalidParameterError,
+    MergeConflict,
+    Node,
+    Parallel,
+    StateError,
+    merge,
+)
+
+# -- the state types ---------------------------------------------------------------------
+
+
+class Research(TypedDict):
+    question: str
+    notes: Annotated[list[str], merge.extend]
+    searches: Annotated[int, merge.add]
+    sources: NotRequired[dict[str, int]]
+
+
+def longest(before: Any, values: list[str]) -> str:
+    return max(values, key=len)
+
+
+class Picked(TypedDict):
+    best: Annotated[str, merge.rule(longest)]
+    seen: Annotated[dict[str, int], merge.update]
+
+
+@dataclass
+class Draft:
+    topic: str
+    paragraphs: Annotated[list[str], merge.extend] = field(default_factory=list)
+    words: Annotated[int, merge.add] = 0
+    status: Literal["draft", "done"] = "draft"
+
+    def summary(self) -> str:
+        return f"{self.topic}: {len(self.paragraphs)} paragraphs"
+
+
+class Order(pydantic.BaseModel):
+    sku: str
+    quantity: int = 1
+    lines: Annotated[list[str], merge.extend] = []
+
+
+# -- nodes -------------------------------------------------------------------------------
+
+
+class Note(Node[str, str, Research]):
+    def prep(self, shared: Research) -> str:
+        return shared["question"]
+
+    def exec(self, prep_res: str) -> str:
+        return f"{self.name}: {prep_res}"
+
+    def post(self, shared: Research, prep_res: str, exec_res: str) -> str | None:
+        shared["notes"].append(exec_res)
+        shared["searches"] += 1
+        return None
+
+
+class Write(AsyncNode[str, str, Draft]):
+    async def prep_async(self, shared: Draft) -> str:
+        return shared.topic
+
+    async def exec_async(self, prep_res: str) -> str:
+        return f"{self.name} on {prep_res}"
+
+    async def post_async(self, shared: Draft, prep_res: str, exec_res: str) -> str | None:
+        shared.paragraphs.append(exec_res)
+        shared.words += len(exec_res.split())
+        return None
+
+
+class Setter(Node):
+    """Writes what it is given to one key (by key, or by attribute)."""
+
+    def __init__(self, key: str, value: Any, *, attribute: bool = False, name: str | None = None):
+        super().__init__(name=name)
+        self.key, self.value, self.attribute = key, value, attribute
+
+    def post(self, shared, prep_res, exec_res):
+        if self.attribute:
+            setattr(shared, self.key, self.value)
+        else:
+            shared[self.key] = self.value
+
+
+def research(**overrides: Any) -> dict[str, Any]:
+    return {"question": "why", "notes": [], "searches": 0, **overrides}
+
+
+# -- merge rules declared once ------------------------------------------------------------
+
+
+def test_a_fork_uses_the_rules_declared_on_the_state_type():
+    flow = Flow(start=Parallel(Note(name="a"), Note(name="b"), Note(name="c")), state=Research)
+    shared = research(notes=["first"], searches=2)
+    flow.run(shared)
+    assert shared["notes"] == ["first", "a: why", "b: why", "c: why"]
+    assert shared["searches"] == 5
+
+
+def test_a_rule_given_to_the_parallel_wins_over_the_state_type_s():
+    fork = Parallel(Note(name="a"), Note(name="b"), merge={"notes": "last"})
+    shared = research()
+    Flow(start=fork, state=Research).run(shared)
+    assert shared["notes"] == ["b: why"]  # the last branch's list, not both extended
+    assert shared["searches"] == 2  # the type's rule still holds for the other keys
+
+
+def test_function_and_update_rules_on_the_type():
+    flow = Flow(
+        start=Parallel(
+            Setter("best", "short", name="a"),
+            Setter("best", "the longest one", name="b"),
+            Setter("seen", {"x": 1}, name="c"),
+            Setter("seen", {"x": 1, "y": 2}, name="d"),
+        ),
+        state=Picked,
+    )
+    shared = {"best": "", "seen": {"x": 1}}
+    flow.run(shared)
+    assert shared == {"best": "the longest one", "seen": {"x": 1, "y": 2}}
+
+
+def test_the_rules_of_a_dataclass_state_hold_in_an_async_flow_s_fork():
+    draft = Draft("rivers")
+    asyncio.run(
+        AsyncFlow(start=Parallel(Write(name="a"), Write(name="b")), state=Draft).run_async(draft)
+    )
+    assert draft.paragraphs == ["a on rivers", "b on rivers"]
+    assert draft.words == 6
+
+
+def test_isolated_sub_flows_of_a_typed_flow_merge_by_the_type_s_rules():
+    class Each(AsyncParallelBatchFlow):
+        async def prep_async(self, shared):
+            return [{"who": who} for who in ("x", "y", "z")]
+
+    class Record(AsyncNode):
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["notes"].append(self.params["who"])
+            shared["searches"] += 1
+
+    shared = research()
+    inner = Each(start=Record(), isolate=True)
+    asyncio.run(AsyncFlow(start=inner, state=Research).run_async(shared))
+    assert shared["notes"] == ["x", "y", "z"]
+    assert shared["searches"] == 3
+
+
+def test_a_conflict_on_a_key_of_the_type_says_to_declare_the_rule_on_the_type():
+    class Free(TypedDict):
+        answer: str
+
+    fork = Parallel(Setter("answer", "x"), Setter("answer", "y", name="other"))
+    flow = Flow(start=fork, state=Free)
+    with pytest.raises(MergeConflict) as caught:
+        flow.run({"answer": ""})
+    message = str(caught.value)
+    assert (
+        "declare how to combine them: once on the state type (`answer: Annotated[str, "
+        "braidflow.merge.last]` in Free), or at this join: `Parallel(..., merge=" in message
+    )
+
+
+def test_merge_rules_are_values_for_merge_too():
+    fork = Parallel(Setter("n", 2), Setter("n", 3, name="b"), merge={"n": merge.add})
+    shared = {"n": 1}
+    Flow(start=fork).run(shared)
+    assert shared["n"] == 4
+    assert repr(merge.add) == "braidflow.merge.add"
+    assert repr(merge.rule(longest)) == "braidflow.merge.rule(longest)"
+    assert merge.rule(longest) == merge.rule(longest)
+
+
+def test_merge_rule_refuses_what_is_not_a_function():
+    with pytest.raises(TypeError, match=r"give a function \(value before the fork"):
+        merge.rule("extend")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        merge.rule(merge.extend)  # type: ignore[arg-type]
+
+
+# -- checked when the run starts ------------------------------------------------------------
+
+
+def test_shared_is_checked_when_the_run_starts_naming_each_key():
+    flow = Flow(start=Note(), state=Research)
+    with pytest.raises(StateError) as caught:
+        flow.run({"question": 3, "notes": [], "searchs": 0})
+    error = caught.value
+    assert isinstance(error, TypeError)
+    assert isinstance(error, ValueError)
+    assert error.key == "searches"  # the first problem: a required key missing
+    message = str(error)
+    assert message.startswith("flow 'Flow': shared does not fit its state type Research:")
+    assert "shared has no key 'searches' (int)" in message
+    assert "shared['question'] should be str, got 3 (int)" in message
+    assert "shared['searchs'] is not a key of Research" in message
+
+
+def test_values_inside_containers_are_checked():
+    flow = Flow(start=Note(), state=Research)
+    with pytest.raises(StateError, match=r"shared\['notes'\]\[1\] should be str, got 2 \(int\)"):
+        flow.run(research(notes=["a", 2]))
+    with pytest.raises(StateError, match=r"shared\['sources'\]\['x'\] should be int"):
+        flow.run(research(sources={"x": "1"}))
+    with pytest.raises(StateError, match=r"shared\['status'\] should be 'draft' \| 'done'"):
+        Flow(start=Setter("topic", "t"), state=Draft).run({"topic": "t", "status": "gone"})
+
+
+def test_nothing_runs_when_the_check_fails():
+    ran = []
+
+    class Mark(Node):
+        def prep(self, shared):
+            ran.append(1)
+
+    with pytest.raises(StateError):
+        Flow(start=Mark(), state=Research).run({})
+    assert ran == []
+
+
+def test_a_typed_flow_inside_an_untyped_one_checks_shared_when_it_starts():
+    inner = Flow(start=Note(), state=Research)
+    first = Setter("question", 42)
+    first >> inner
+    with pytest.raises(StateError, match=r"flow 'Flow': .*shared\['question'\] should be str"):
+        Flow(start=first).run(research())
+
+
+def test_a_dataclass_state_s_defaults_fill_the_keys_shared_lacks():
+    shared: dict[str, Any] = {"topic": "t"}
+    Flow(start=Setter("status", "done"), state=Draft).run(shared)
+    assert shared == {"topic": "t", "paragraphs": [], "words": 0, "status": "done"}
+
+
+def test_what_is_not_a_dict_or_the_state_is_refused():
+    told = r"shared is a list, and this flow's state is Draft; give a Draft, or a dict of its keys"
+    with pytest.raises(StateError, match=told):
+        Flow(start=Setter("topic", "t"), state=Draft).run([])
+
+
+# -- views: by attribute for a dataclass or a model ------------------------------------------
+
+
+def test_nodes_read_and_write_a_dataclass_state_by_attribute_and_the_instance_gets_it():
+    seen = []
+
+    class Look(Node[None, None, Draft]):
+        def prep(self, shared: Draft) -> None:
+            seen.append((shared.topic, shared.summary(), shared["topic"], "topic" in shared))
+            seen.append((shared.get("words"), shared.get("topik", "none")))
+
+        def post(self, shared: Draft, prep_res: None, exec_res: None) -> str | None:
+            shared.status = "done"
+            shared["words"] = 7
+            return None
+
+    draft = Draft("seas", ["one"])
+    Flow(start=Look(), state=Draft).run(draft)
+    assert seen == [("seas", "seas: 1 paragraphs", "seas", True), (0, "none")]
+    assert draft == Draft("seas", ["one"], 7, "done")
+
+
+def test_a_view_refuses_a_key_its_type_does_not_have():
+    with pytest.raises(AttributeError, match=r"Draft has no key 'topik' to set \(its keys: "):
+        Flow(start=Setter("topik", "x", attribute=True), state=Draft).run(Draft("t"))
+
+    class Read(Node):
+        def prep(self, shared):
+            return shared.nothing
+
+    with pytest.raises(AttributeError, match=r"Draft has no key or attribute 'nothing'"):
+        Flow(start=Read(), state=Draft).run(Draft("t"))
+
+    class Delete(Node):
+        def prep(self, shared):
+            del shared.topic
+
+    with pytest.raises(AttributeError, match=r"cannot be deleted"):
+        Flow(start=Delete(), state=Draft).run(Draft("t"))
+
+
+def test_an_untyped_flow_hands_nodes_the_very_dict_it_was_given():
+    seen = []
+
+    class Look(Node):
+        def prep(self, shared):
+            seen.append(shared)
+
+    shared: dict[str, Any] = {}
+    Flow(start=Look()).run(shared)
+    Flow(start=Look(), state=Research).run(research())
+    assert seen[0] is shared
+    assert type(seen[1]) is dict  # a TypedDict not validated: the dict itself too
+
+
+# -- validation on write ------------------------------------------------------------------------
+
+
+def test_a_model_state_validates_each_write_when_asked():
+    order = Order(sku="a")
+    Flow(start=Setter("quantity", "3", attribute=True), state=Order, validate=True).run(order)
+    assert order.quantity == 3  # pydantic's value: the string made an int
+    with pytest.raises(StateError) as caught:
+        Flow(start=Setter("quantity", "many", attribute=True), state=Order, validate=True).run(
+            Order(sku="a")
+        )
+    assert caught.value.key == "quantity"
+    assert str(caught.value).startswith("shared['quantity'] should be int (Order.quantity): ")
+
+
+def test_without_validate_a_write_is_not_checked():
+    order = Order(sku="a")
+    Flow(start=Setter("quantity", "many", attribute=True), state=Order).run(order)
+    assert order.quantity == "many"
+
+
+def test_a_typeddict_state_validates_writes_by_key_when_asked():
+    flow = Flow(start=Setter("searches", "two"), state=Research, validate=True)
+    with pytest.raises(StateError, match=r"shared\['searches'\] should be int, got 'two'"):
+        flow.run(research())
+    flow = Flow(start=Setter("answer", "x"), state=Research, validate=True)
+    with pytest.raises(StateError, match=r"shared\['answer'\] is not a key of Research"):
+        flow.run(research())
+
+
+def test_a_model_s_initial_values_are_validated_at_the_start_when_asked():
+    shared = {"sku": "a", "quantity": "4"}
+    Flow(start=Setter("lines", ["x"]), state=Order, validate=True).run(shared)
+    assert shared == {"sku": "a", "quantity": 4, "lines": ["x"]}
+    with pytest.raises(StateError, match=r"shared\['quantity'\] should be int"):
+        Flow(start=Setter("lines", []), state=Order, validate=True).run(
+            {"sku": "a", "quantity": "x"}
+        )
+
+
+# -- declaring the type: mistakes said at build time ---------------------------------------------
+
+
+def test_what_cannot_be_a_state_type_is_refused_when_the_flow_is_made():
+    with pytest.raises(InvalidParameterError, match=r"state=dict must be the class of the shared"):
+        Flow(state=dict)
+    with pytest.raises(InvalidParameterError, match=r"validate= checks .* give the type too"):
+        Flow(validate=True)
+    with pytest.raises(InvalidParameterError, match=r"validate='yes' must be True or False"):
+        Flow(state=Research, validate="yes")  # type: ignore[arg-type]
+
+    @dataclass(frozen=True)
+    class Frozen:
+        x: int
+
+    with pytest.raises(InvalidParameterError, match=r"frozen dataclass, and nodes write"):
+        Flow(state=Frozen)
+
+    class FrozenModel(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(frozen=True)
+        x: int
+
+    with pytest.raises(InvalidParameterError, match=r"frozen pydantic model"):
+        Flow(state=FrozenModel)
+
+
+def test_a_reducer_written_for_langgraph_is_refused_with_the_rule_to_use():
+    import operator
+
+    class Lang(TypedDict):
+        notes: Annotated[list[str], operator.add]
+
+    told = r"operator.add takes \(current, update\): for a list, use braidflow.merge.extend"
+    with pytest.raises(InvalidParameterError, match=told):
+        Flow(state=Lang)
+
+    class Two(TypedDict):
+        notes: Annotated[list[str], merge.extend, merge.last]
+
+    with pytest.raises(InvalidParameterError, match=r"key 'notes' has 2 merge rules"):
+        Flow(state=Two)
+
+
+def test_annotations_that_cannot_be_read_are_said_at_build_time():
+    @dataclass
+    class Broken:
+        x: "Unknown"  # type: ignore[name-defined]  # noqa: F821
+
+    with pytest.raises(InvalidParameterError, match=r"its annotations cannot be read"):
+        Flow(state=Broken)
+
+
+def test_node_kinds_may_leave_the_state_type_out_at_run_time():
+    assert Node[str, str].__args__[-1] is Any  # type: ignore[attr-defined]
+    assert Node[str, str, Research].__args__[-1] is Research  # type: ignore[attr-defined]
+    assert braidflow.AsyncParallelBatchNode[str, int].__args__[-1] is Any  # type: ignore[attr-defined]
+    assert dataclasses.is_dataclass(Draft)
+
+
+def test_a_node_typed_against_another_state_is_refused_when_the_run_starts():
+    class Other(Node[str, str, Draft]):
+        pass
+
+    first = Note(name="first")
+    first >> Parallel(Note(name="ok"), Other(name="stray"))
+    flow = Flow(start=first, state=Research)
+    with pytest.raises(braidflow.WiringError) as caught:
+        flow.run(research())
+    message = str(caught.value)
+    assert message == (
+        "node 'stray' (Other) is typed against Draft, and it runs in a flow whose state is "
+        "Research, which its prep and post get: derive Other from `Node[str, str, Research]`"
+    )
+    (base,) = re.findall(r"`([^`]+)`", message)  # done as it says: the flow runs
+    fixed = eval(base, {"Node": Node, "Research": Research})
+
+    class Retyped(fixed):  # type: ignore[misc, valid-type]
+        pass
+
+    first = Note(name="first")
+    first >> Parallel(Note(name="ok"), Retyped(name="stray"))
+    shared = research()
+    Flow(start=first, state=Research).run(shared)
+    assert shared["searches"] == 2
+
+
+def test_nodes_are_checked_once_per_wiring():
+    flow = Flow(start=Note(), state=Research)
+    flow.run(research())
+
+    class Stray(Node[str, str, Draft]):
+        pass
+
+    flow.start_node >> Stray()  # wiring changed: checked again
+    with pytest.raises(braidflow.WiringError, match=r"node 'Stray' \(Stray\) is typed against"):
+        flow.run(research())

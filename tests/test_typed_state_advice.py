@@ -1,0 +1,163 @@
+"""What braidflow says to do about a state type, done as it says, works
+(the catalogue in tests/test_advice.py points here)."""
+
+import dataclasses
+import operator
+import re
+import sys
+import types
+from typing import Annotated, TypedDict
+
+import pydantic
+import pytest
+
+import braidflow
+from braidflow import Flow, InvalidParameterError, MergeConflict, Node, Parallel, StateError
+
+
+def code_in(text: object) -> list[str]:
+    return re.findall(r"`([^`]+)`", str(text))
+
+
+class Write(Node):
+    def __init__(self, key, value, name=None):
+        super().__init__(name=name)
+        self.key, self.value = key, value
+
+    def post(self, shared, prep_res, exec_res):
+        shared[self.key] = self.value
+
+
+def test_a_conflict_on_a_key_of_the_type_gives_the_annotation_and_it_works():
+    class Review(TypedDict):
+        status: str
+
+    def flow(state):
+        fork = Parallel(Write("status", "approved", "a"), Write("status", "rejected", "b"))
+        return Flow(start=fork, state=state)
+
+    with pytest.raises(MergeConflict) as caught:
+        flow(Review).run({"status": "new"})
+    declared = code_in(caught.value)[0]
+    assert declared == "status: Annotated[str, braidflow.merge.last]"
+    key, annotation = declared.split(": ", 1)
+    fixed = TypedDict(
+        "Review", {key: eval(annotation, {"Annotated": Annotated, "braidflow": braidflow})}
+    )
+    shared = {"status": "new"}
+    flow(fixed).run(shared)
+    assert shared == {"status": "rejected"}
+
+
+def test_a_langgraph_reducer_is_refused_and_the_rule_it_names_works():
+    class Notes(TypedDict):
+        notes: Annotated[list[str], operator.add]
+
+    with pytest.raises(InvalidParameterError) as caught:
+        Flow(state=Notes)
+    assert "for a list, use braidflow.merge.extend" in str(caught.value)
+
+    class Appended(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared["notes"].append(self.name)
+
+    class Fixed(TypedDict):
+        notes: Annotated[list[str], braidflow.merge.extend]
+
+    shared = {"notes": []}
+    Flow(start=Parallel(Appended(name="a"), Appended(name="b")), state=Fixed).run(shared)
+    assert shared == {"notes": ["a", "b"]}
+
+
+def test_two_rules_on_a_key_say_to_give_one_and_one_works():
+    class Two(TypedDict):
+        n: Annotated[int, braidflow.merge.add, braidflow.merge.last]
+
+    with pytest.raises(InvalidParameterError, match=r"give it one"):
+        Flow(state=Two)
+
+    class One(TypedDict):
+        n: Annotated[int, braidflow.merge.add]
+
+    assert Flow(state=One)._bf_state.rules == {"n": "sum"}
+
+
+def test_a_frozen_dataclass_says_to_declare_a_plain_one_and_that_works():
+    @dataclasses.dataclass(frozen=True)
+    class Frozen:
+        n: int
+
+    with pytest.raises(InvalidParameterError, match=r"declare it with a plain @dataclass"):
+        Flow(state=Frozen)
+
+    @dataclasses.dataclass
+    class Plain:
+        n: int
+
+    given = Plain(1)
+    Flow(start=Write("n", 2), state=Plain).run(given)
+    assert given.n == 2
+
+
+def test_a_frozen_model_says_to_leave_frozen_out_and_that_works():
+    class Frozen(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(frozen=True)
+        n: int
+
+    with pytest.raises(InvalidParameterError, match=r"leave frozen=True out of its model_config"):
+        Flow(state=Frozen)
+
+    class Thawed(pydantic.BaseModel):
+        n: int
+
+    given = Thawed(n=1)
+    Flow(start=Write("n", 2), state=Thawed).run(given)
+    assert given.n == 2
+
+
+def test_annotations_naming_what_cannot_be_found_say_to_define_it_and_that_works():
+    module = types.ModuleType("typed_state_advice_module")
+    sys.modules[module.__name__] = module
+    try:
+        exec(
+            "from __future__ import annotations\n"
+            "from dataclasses import dataclass\n"
+            "@dataclass\n"
+            "class Holder:\n"
+            "    item: Item | None = None\n",
+            module.__dict__,
+        )
+        with pytest.raises(
+            InvalidParameterError, match=r"define the types they name where the class is defined"
+        ):
+            Flow(state=module.Holder)
+        exec("class Item:\n    pass\n", module.__dict__)  # defined where Holder is
+        assert Flow(state=module.Holder)._bf_state.hints["item"] == module.Item | None
+    finally:
+        del sys.modules[module.__name__]
+
+
+def test_shared_of_another_kind_says_what_to_give_and_that_works():
+    @dataclasses.dataclass
+    class Draft:
+        topic: str
+
+    flow = Flow(start=Write("topic", "seas"), state=Draft)
+    with pytest.raises(StateError, match=r"give a Draft, or a dict of its keys"):
+        flow.run(["rivers"])
+    shared = {"topic": "rivers"}
+    flow.run(shared)
+    assert shared == {"topic": "seas"}
+    given = Draft("rivers")
+    flow.run(given)
+    assert given.topic == "seas"
+
+
+def test_validate_without_a_type_says_to_give_one_and_that_works():
+    class Counted(TypedDict):
+        n: int
+
+    with pytest.raises(InvalidParameterError, match=r"give the type too: state=State"):
+        Flow(start=Write("n", "x"), validate=True)
+    with pytest.raises(StateError, match=r"shared\['n'\] should be int, got 'x'"):
+        Flow(start=Write("n", "x"), state=Counted, validate=True).run({"n": 0})

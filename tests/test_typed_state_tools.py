@@ -1,0 +1,332 @@
+"""Typed shared state in durable runs (typed values come back as themselves)
+and in the tools (the graph's table of state keys, `braidflow graph`)."""
+
+import textwrap
+from dataclasses import dataclass, field
+from typing import Annotated, TypedDict
+
+import pydantic
+import pytest
+
+from braidflow import (
+    CheckpointError,
+    Flow,
+    MemoryStore,
+    Node,
+    Parallel,
+    ResumeError,
+    SQLiteStore,
+    Suspended,
+    interrupt,
+    merge,
+)
+from braidflow import _state as state_module
+from braidflow.cli import main
+
+# -- durable runs ------------------------------------------------------------------------
+
+
+@dataclass
+class Page:
+    url: str
+    words: list[str]
+
+
+class Source(pydantic.BaseModel):
+    title: str
+    year: int
+
+
+@dataclass
+class Crawl:
+    start: str
+    page: Page | None = None
+    sources: list[Source] = field(default_factory=list)
+    answers: Annotated[list[str], merge.extend] = field(default_factory=list)
+
+
+class Fetch(Node[None, None, Crawl]):
+    def post(self, shared: Crawl, prep_res: None, exec_res: None) -> str | None:
+        shared.page = Page(shared.start, ["a", "b"])
+        shared.sources.append(Source(title="t", year=2020))
+        return None
+
+
+class Ask(Node[None, str, Crawl]):
+    def exec(self, prep_res: None) -> str:
+        answer: str = interrupt("go on?")
+        return answer
+
+    def post(self, shared: Crawl, prep_res: None, exec_res: str) -> str | None:
+        shared.answers.append(exec_res)
+        return None
+
+
+def crawl() -> Flow:
+    fetch = Fetch()
+    fetch >> Ask()
+    return Flow(start=fetch, state=Crawl)
+
+
+@pytest.fixture(params=["memory-json", "sqlite-json", "sqlite-pickle"])
+def store(request, tmp_path):
+    kind, serializer = request.param.split("-")
+    if kind == "sqlite":
+        return SQLiteStore(tmp_path / "runs.db", serializer=serializer)
+    return MemoryStore(serializer=serializer)
+
+
+def test_dataclasses_and_models_in_the_state_come_back_as_themselves_on_resume(store):
+    with pytest.raises(Suspended):
+        crawl().run({"start": "https://x"}, store=store, run_id="r")
+    final = crawl().resume("r", store=store, input="yes")
+    assert final["page"] == Page("https://x", ["a", "b"])
+    assert type(final["page"]) is Page
+    assert final["sources"] == [Source(title="t", year=2020)]
+    assert type(final["sources"][0]) is Source
+    assert final["answers"] == ["yes"]
+
+
+def test_a_run_given_the_state_instance_is_durable_and_the_instance_gets_the_result(store):
+    flow = Flow(start=Fetch(), state=Crawl)
+    given = Crawl("https://y")
+    flow.run(given, store=store, run_id="r")
+    assert given.page == Page("https://y", ["a", "b"])
+
+
+def test_a_checkpoint_naming_a_class_no_state_type_declares_is_not_rebuilt(monkeypatch):
+    store = MemoryStore()
+    with pytest.raises(Suspended):
+        crawl().run({"start": "s"}, store=store, run_id="r")
+    name = f"{Page.__module__}.{Page.__qualname__}"
+    monkeypatch.delitem(state_module.VALUE_CLASSES, name)
+    monkeypatch.setattr(state_module, "_note_value_classes", lambda annotation: None)
+    with pytest.raises(ResumeError, match=rf"holds a {name}, a class no state type declares"):
+        crawl().resume("r", store=store, input="yes")
+
+
+def test_a_dataclass_field_json_would_change_is_refused_where_it_is():
+    @dataclass
+    class Span:
+        bounds: tuple[int, int]
+
+    @dataclass
+    class Holder:
+        span: Span | None = None
+
+    class Put(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared.span = Span((1, 2))
+
+    with pytest.raises(CheckpointError, match=r"the tuple at .*Span\.\['bounds'\] would come back"):
+        Flow(start=Put(), state=Holder).run({}, store=MemoryStore())
+
+
+# -- the graph's table ------------------------------------------------------------------------
+
+
+class Research(TypedDict):
+    question: str
+    notes: Annotated[list[str], merge.extend]
+    searches: Annotated[int, merge.add]
+    answer: str
+
+
+class Search(Node[str, str, Research]):
+    def prep(self, shared: Research) -> str:
+        return shared["question"]
+
+    def post(self, shared: Research, prep_res: str, exec_res: str) -> str | None:
+        shared["notes"].append(exec_res)
+        shared["searches"] += 1
+        return None
+
+
+class Answer(Node[list[str], str, Research]):
+    def prep(self, shared: Research) -> list[str]:
+        return shared.get("notes", [])
+
+    def post(self, shared: Research, prep_res: list[str], exec_res: str) -> str | None:
+        shared["answer"] = exec_res
+        return None
+
+
+def research_flow(**options) -> Flow:
+    first = Search(name="plan")
+    first >> Parallel(Search(name="web"), Search(name="papers")) >> Answer()
+    return Flow(start=first, **options)
+
+
+TABLE = [
+    "| key | type | merge | read by | written by |",
+    "|---|---|---|---|---|",
+    "| question | str |  | plan, web, papers |  |",
+    "| notes | list[str] | extend | plan, web, papers, Answer | plan, web, papers |",
+    "| searches | int | add | plan, web, papers | plan, web, papers |",
+    "| answer | str |  |  | Answer |",
+]
+
+
+@pytest.mark.parametrize("declared", ["nodes", "flow"])
+def test_the_mermaid_drawing_ends_with_the_table_of_state_keys(declared):
+    flow = research_flow() if declared == "nodes" else research_flow(state=Research)
+    text = flow.to_mermaid()
+    drawing, _, table = text.partition("%% state Research:")
+    assert "flowchart TD" in drawing
+    assert "%%" not in drawing
+    assert [line.removeprefix("%% ") for line in table.splitlines()[2:]] == TABLE
+
+
+def test_untyped_flows_are_drawn_without_a_table():
+    class Plain(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared["x"] = 1
+
+    assert "%%" not in Flow(start=Plain()).to_mermaid()
+
+
+def test_braidflow_graph_prints_the_table_in_markdown(tmp_path, capsys):
+    module = tmp_path / "typed_flow.py"
+    module.write_text(
+        textwrap.dedent(
+            """
+            from typing import TypedDict
+            from braidflow import Flow, Node
+
+            class State(TypedDict):
+                topic: str
+                text: str
+
+            class Draft(Node[str, str, State]):
+                def prep(self, shared: State) -> str:
+                    return shared["topic"]
+
+                def post(self, shared: State, prep_res: str, exec_res: str) -> str | None:
+                    shared["text"] = exec_res
+                    return None
+
+            flow = Flow(start=Draft(), state=State)
+            """
+        )
+    )
+    assert main(["graph", f"{module}:flow", "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("```mermaid\nflowchart TD\n")
+    assert "```\n\nstate State: each key" in out
+    assert "| topic | str |  | Draft |  |\n| text | str |  |  | Draft |\n" in out
+    assert main(["graph", f"{module}:flow"]) == 0
+    assert "%% | text | str |  |  | Draft |" in capsys.readouterr().out
+
+
+def test_a_stored_run_adds_what_each_step_changed_even_in_an_untyped_flow(tmp_path, capsys):
+    class Plan(Node):
+        def prep(self, shared):
+            return shared["question"]
+
+        def post(self, shared, prep_res, exec_res):
+            shared["plan"] = "outline"
+
+    class Dynamic(Node):  # a key its code does not name: only the run shows it
+        def post(self, shared, prep_res, exec_res):
+            for key in ("draft",):
+                shared[key] = 1
+
+    plan = Plan()
+    plan >> Dynamic()
+    flow = Flow(start=plan)
+    store = SQLiteStore(tmp_path / "runs.db")
+    flow.run({"question": "q"}, store=store, run_id="seen")
+    assert "%%" not in flow.to_mermaid()
+    text = flow.to_mermaid(observed=flow.history("seen", store=store))
+    assert [line.removeprefix("%% ") for line in text.splitlines() if line.startswith("%% |")] == [
+        "| key | read by | written by |",
+        "|---|---|---|",
+        "| question | Plan |  |",
+        "| plan |  | Plan |",
+        "| draft |  | Dynamic |",
+    ]
+    module = tmp_path / "untyped_flow.py"
+    module.write_text(
+        "from braidflow import Flow, Node\n\n\nclass Dynamic(Node):\n"
+        "    def post(self, shared, prep_res, exec_res):\n"
+        "        for key in ('draft',):\n            shared[key] = 1\n\n\n"
+        "flow = Flow(start=Dynamic())\n"
+    )
+    flow_from_file = Flow(start=Dynamic())
+    flow_from_file.run({}, store=store, run_id="file")
+    target = f"{module}:flow"
+    assert main(["graph", target, "--run", "file", "--store", str(tmp_path / "runs.db")]) == 0
+    assert "%% | draft |  | Dynamic |" in capsys.readouterr().out
+
+
+def test_braidflow_graph_names_an_unknown_run(tmp_path, capsys):
+    module = tmp_path / "one.py"
+    module.write_text("from braidflow import Flow, Node\n\nflow = Flow(start=Node())\n")
+    store = tmp_path / "runs.db"
+    SQLiteStore(store)
+    code = main(["graph", f"{module}:flow", "--run", "nope", "--store", str(store)])
+    assert code == 2
+    assert "no run 'nope'" in capsys.readouterr().err
+
+
+@dataclass
+class Note:
+    who: str
+    text: str
+
+
+@dataclass
+class Notes:
+    notes: Annotated[list[Note], merge.extend] = field(default_factory=list)
+    count: Annotated[int, merge.add] = 0
+
+
+def test_a_durable_typed_fork_resumes_with_the_type_s_rules_and_values(store):
+    class Quick(Node[None, None, Notes]):
+        def post(self, shared: Notes, prep_res: None, exec_res: None) -> str | None:
+            shared.notes.append(Note(self.name, "quick"))
+            shared.count += 1
+            return None
+
+    class Slow(Node[None, str, Notes]):
+        def exec(self, prep_res: None) -> str:
+            answer: str = interrupt("?")
+            return answer
+
+        def post(self, shared: Notes, prep_res: None, exec_res: str) -> str | None:
+            shared.notes.append(Note(self.name, exec_res))
+            shared.count += 10
+            return None
+
+    def flow() -> Flow:
+        return Flow(start=Parallel(Quick(name="q"), Slow(name="s")), state=Notes)
+
+    given = Notes()
+    with pytest.raises(Suspended):
+        flow().run(given, store=store, run_id="f")
+    final = flow().resume("f", store=store, input="yes")
+    assert final == {"notes": [Note("q", "quick"), Note("s", "yes")], "count": 11}
+
+
+def test_a_node_whose_code_cannot_be_read_is_named_under_the_table():
+    namespace: dict = {}
+    exec(  # a class with no source file, as in a notebook cell run by exec
+        "from braidflow import Node\n"
+        "class Hidden(Node):\n"
+        "    def post(self, shared, prep_res, exec_res):\n"
+        "        shared['answer'] = 'x'\n",
+        namespace,
+    )
+    first = Search(name="plan")
+    first >> namespace["Hidden"]()
+    text = Flow(start=first, state=Research).to_mermaid()
+    assert "%% (the code of Hidden could not be read)" in text
+    assert "%% | answer | str |  |  |  |" in text
+
+
+def test_nodes_typed_against_a_plain_dict_type_give_no_table():
+    class Loose(Node[str, str, dict[str, int]]):
+        def prep(self, shared: dict[str, int]) -> str:
+            return str(shared["n"])
+
+    assert "%%" not in Flow(start=Loose()).to_mermaid()
