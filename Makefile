@@ -6,7 +6,8 @@
 #   make test   - create .venv, install dev tools, run lint, type check and the tests
 #                 (which build the documentation site, strict, and check its links)
 # Also: make examples (every example), make docs (the site, into site/), make package
-# (the sdist and the wheel, into dist/), make bench,
+# (the sdist and the wheel, into dist/), make bench, make bench-ui (the dashboard on a
+# store of 10,000 runs),
 # make bench-peers (braidflow against PocketFlow, LangGraph, LlamaIndex, pydantic-graph).
 PYTHON ?= python3
 VENV   ?= .venv
@@ -15,7 +16,7 @@ BIN    := $(VENV)/bin
 # the files that start Ray or chromium start it once; 0 runs them all in one process.
 TEST_WORKERS ?= 2
 
-.PHONY: demo examples test lint typecheck unit docs package bench bench-peers bench-peers-smoke clean
+.PHONY: demo examples test lint typecheck unit docs package bench bench-ui bench-peers bench-peers-smoke clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -86,6 +87,9 @@ package: $(VENV)/.installed-package
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py
+
+bench-ui: $(VENV)/.installed-dev
+	$(BIN)/python bench/ui.py
 
 # The peers, pinned, in an environment of their own (see bench/peers/run.py).
 .venv-peers/.installed: pyproject.toml

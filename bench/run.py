@@ -360,6 +360,68 @@ def items_limited(impl: str, size: int) -> dict[str, float]:
     return {"us_per_item": asyncio.run(main()) / size * 1e6}
 
 
+def items_weighted(impl: str, size: int) -> dict[str, float]:
+    """The same items through the same limiter counted by weight: each takes 1.5 units."""
+    if impl != "braidflow":
+        raise NotImplementedError("weighted limits are braidflow's")
+    lib = importlib.import_module(impl)
+
+    async def exec_async(self: Any, value: int) -> int:
+        return value * 2
+
+    node_class = parallel_node(lib, exec_async, store_len=True)
+    flow = lib.AsyncFlow(start=node_class(limits=[lib.Limiter(10_000).weighted(1.5)]))
+
+    async def main() -> float:
+        shared: dict[str, Any] = {"items": list(range(size))}
+        started = time.perf_counter()
+        await flow.run_async(shared)
+        return time.perf_counter() - started
+
+    return {"us_per_item": asyncio.run(main()) / size * 1e6}
+
+
+def weighted_acquire(impl: str, size: int) -> dict[str, float]:
+    """An acquire and release of a limiter with a bound and a rate window, as
+    an exec attempt does it: plain (one slot), then weighted (the attempt's
+    claim of units, made beforehand), then the claim's making alone; us
+    each, best of 5 rounds."""
+    if impl != "braidflow":
+        raise NotImplementedError("weighted limits are braidflow's")
+    from braidflow._weights import Claim  # what an attempt of a weighted node takes
+
+    lib = importlib.import_module(impl)
+    plain = lib.Limiter(1000, rate=1e12, per=1.0)
+    weighted = lib.Limiter(1000, rate=1e12, per=1.0).weighted(2.5)
+
+    def plain_round() -> float:
+        started = time.perf_counter()
+        for _ in range(size):
+            plain.try_acquire()
+            plain.release()
+        return time.perf_counter() - started
+
+    def made() -> tuple[float, list[Any]]:
+        started = time.perf_counter()
+        claims = [Claim(weighted, 2.5) for _ in range(size)]
+        return time.perf_counter() - started, claims
+
+    def weighted_round() -> float:
+        claims = made()[1]
+        started = time.perf_counter()
+        for claim in claims:
+            claim.try_acquire()
+            claim.release()
+        return time.perf_counter() - started
+
+    rounds = 5
+    return {
+        "plain_us": min(plain_round() for _ in range(rounds)) / size * 1e6,
+        "weighted_us": min(weighted_round() for _ in range(rounds)) / size * 1e6,
+        "claim_us": min(made()[0] for _ in range(rounds)) / size * 1e6,
+    }
+
+
 def stop_waiters(impl: str, size: int) -> dict[str, float]:
     """A batch whose items queue on a 100-slot limiter, then one fails: seconds
     from the failure until the run has stopped every waiting item."""
@@ -851,6 +913,8 @@ WORKLOADS: dict[str, Callable[[str, int], dict[str, float]]] = {
     "subflows": subflows,
     "items": items,
     "items_limited": items_limited,
+    "items_weighted": items_weighted,
+    "weighted_acquire": weighted_acquire,
     "branches": branches,
     "branches_big": branches_big,
     "cpu_batch": cpu_batch,
@@ -874,6 +938,8 @@ PLAN = [
     ("subflows", 100, "100 parallel sub-flows a->b(20 ms)->c"),
     ("items", 100_000, "100k items, no sleep"),
     ("items_limited", 100_000, "same, each through a Limiter(10,000)"),
+    ("items_weighted", 100_000, "same, the Limiter weighted: 1.5 units each"),
+    ("weighted_acquire", 100_000, "acquire+release: plain, then weighted (a claim)"),
     ("stop_waiters", 50_000, "50k items queued on a Limiter(100), one fails"),
     ("items_durable", 10_000, "10k items x sleep(10 ms), bound 1000, durable: extra/item"),
     ("items_durable_unbounded", 10_000, "same, no bound (a task per item): extra per item"),
@@ -911,6 +977,8 @@ QUICK_SIZES = {
     ("bounded", 1_000_000): 50_000,
     ("items", 100_000): 10_000,
     ("items_limited", 100_000): 10_000,
+    ("items_weighted", 100_000): 10_000,
+    ("weighted_acquire", 100_000): 20_000,
     ("stop_waiters", 50_000): 10_000,
     ("cpu_batch", 200): 20,
 }
@@ -1054,6 +1122,19 @@ def main() -> int:
         print(
             "limiter: an item through a Limiter costs "
             f"{ratio(limited['braidflow'], plain['braidflow'])} the unbounded path (target <= 2x)"
+        )
+    weighted = next((r for r in rows if r["workload"] == "items_weighted"), None)
+    if limited and weighted:
+        print(
+            "weighted limiter: an item through it costs "
+            f"{ratio(weighted['braidflow'], limited['braidflow'])} one through a plain Limiter"
+        )
+    acquire = {r["metric"]: r["braidflow"] for r in rows if r["workload"] == "weighted_acquire"}
+    if acquire.get("plain_us") and acquire.get("weighted_us"):
+        print(
+            "weighted acquire: "
+            f"{ratio(acquire['weighted_us'], acquire['plain_us'])} a plain one (target <= 1.2x), "
+            f"+{acquire['claim_us']:.2f} us to make the attempt's claim"
         )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps({"quick": args.quick, "rows": rows}, indent=2))

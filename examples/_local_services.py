@@ -14,7 +14,11 @@ library only.
 with ``stream=True`` (Server-Sent Events: one ``chat.completion.chunk`` per
 word, then ``data: [DONE]``), in the format the openai SDK parses. With
 ``max_in_flight=N`` it keeps a quota as the real API does: a call arriving
-while N are being answered gets 429 with ``Retry-After``. The tests use it
+while N are being answered gets 429 with ``Retry-After``; with
+``tokens_per_minute=N`` it keeps a token quota as providers do (a bucket of N
+tokens, refilled continuously over ``quota_period`` seconds, default 60): a
+call whose tokens, prompt and reply, are more than the bucket holds gets 429.
+The tests use it
 through tests/fake_openai.py; examples/showcase.py uses both services.
 """
 
@@ -302,6 +306,9 @@ class ChatAPI(HTTPService):
     ``delay(messages)`` seconds (or a fixed ``delay``); a stream pauses
     ``word_delay`` s after each chunk. With ``max_in_flight``, a call that
     arrives while that many are being answered gets 429 and ``Retry-After``.
+    With ``tokens_per_minute``, a call whose tokens (prompt plus reply, in
+    words) are more than its token bucket holds gets 429; ``admitted`` lists
+    (time, tokens) of each call let through, for plotting.
 
     Counts: ``calls`` (well-formed calls), ``answered``, ``rejected`` (429),
     ``in_flight`` and ``peak_in_flight``. `hold_after` makes it answer a
@@ -318,8 +325,12 @@ class ChatAPI(HTTPService):
         delay: float | Callable[[Messages], float] = 0.0,
         word_delay: float = 0.0,
         max_in_flight: int | None = None,
+        tokens_per_minute: int | None = None,
+        quota_period: float = 60.0,
     ) -> None:
         super().__init__()
+        self.tokens_per_minute = tokens_per_minute
+        self.quota_period = quota_period
         self.reply = reply
         self.delay = delay
         self.word_delay = word_delay
@@ -331,6 +342,9 @@ class ChatAPI(HTTPService):
     def reset_counts(self) -> None:
         self.calls = self.answered = self.rejected = self.held = 0
         self.in_flight = self.peak_in_flight = 0
+        self.admitted: list[tuple[float, int]] = []
+        self._bucket = float(self.tokens_per_minute or 0)  # a full token bucket
+        self._filled_at = time.monotonic()
 
     def hold_after(self, calls: int) -> None:
         """Answer ``calls`` more calls, then hold every later one until `let_go`."""
@@ -370,12 +384,19 @@ class ChatAPI(HTTPService):
             message = f"Rate limit reached: at most {self.max_in_flight} requests in flight."
             headers = {"Retry-After": "1", "retry-after-ms": "100"}
             return json_response(429, _error(message, "rate_limit_exceeded", "requests"), headers)
+        reply = self.reply(messages)
+        if self.tokens_per_minute is not None:
+            tokens = _usage(messages, reply)["total_tokens"]
+            if not self._take_tokens(tokens):
+                self.rejected += 1
+                message = f"Rate limit reached: {self.tokens_per_minute} tokens per minute."
+                headers = {"Retry-After": "1", "retry-after-ms": "100"}
+                return json_response(429, _error(message, "rate_limit_exceeded", "tokens"), headers)
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
             delay = self.delay(messages) if callable(self.delay) else self.delay
             await asyncio.sleep(delay)
-            reply = self.reply(messages)
         except BaseException:
             self.in_flight -= 1
             raise
@@ -386,6 +407,21 @@ class ChatAPI(HTTPService):
         self.in_flight -= 1
         self.answered += 1
         return json_response(200, _completion(model, messages, reply))
+
+    def _take_tokens(self, tokens: int) -> bool:
+        """Take ``tokens`` from the bucket if it holds them (it refills at
+        tokens_per_minute per quota_period, up to tokens_per_minute)."""
+        quota = float(self.tokens_per_minute or 0)
+        now = time.monotonic()
+        self._bucket = min(
+            quota, self._bucket + (now - self._filled_at) * quota / self.quota_period
+        )
+        self._filled_at = now
+        if tokens > self._bucket:
+            return False
+        self._bucket -= tokens
+        self.admitted.append((now, tokens))
+        return True
 
     async def _hold(self) -> None:
         self.held += 1

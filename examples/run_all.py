@@ -24,6 +24,7 @@ EXAMPLES = [
     "crawler.py",
     "image_filters.py",
     "llm_translate.py",  # without OPENAI_API_KEY it says how to set one
+    "llm_spend.py",  # against a local server with a token quota
 ]
 BANNER_WIDTH = 72
 

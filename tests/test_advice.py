@@ -73,6 +73,8 @@ Durable runs
     _shared_limits, stores._store_limiters (a limiter with no name, of a closed
         store) .......................................... tests/test_shared_limits.py::
         test_bad_options_and_misuse_say_what_to_do
+    stores._sqlite_schema (read_only=True on an older file) ... tests/test_store_failures.py::
+        test_a_read_only_store_refuses_a_file_it_would_have_to_change
 Typed state
     _state (annotations that cannot be read, frozen types, a reducer or two
             rules in Annotated, shared of another kind, a conflict on a key
@@ -84,6 +86,12 @@ Result cache
     engine._cached (no store, a store with no cache,
                     a result JSON cannot hold),
     _options.check_cache(_options) ...................... tests/test_cache.py::test_advice_*
+LLM calls
+    _budget (budget= not a Budget, suspend with no store,
+             no limit, resume with a higher budget=),
+    llm._prices (no price for a model, not a dict),
+    llm._openai (a stream without its usage),
+    _weights (more than the limiter can give) ........... tests/test_llm_advice.py::test_advice_*
 Tracing and extras
     tracing._files (no such directory) .................. test_a_trace_in_a_missing_directory_*
     tracing, executors (pip install 'braidflow[...]') ... test_the_extras_named_exist
@@ -93,6 +101,11 @@ The command
         test_every_resume_the_command_suggests_works, test_the_other_suggestions_*,
         test_a_run_started_from_python_resumes_as_suggested_*,
         test_the_remaining_suggestions_work_when_followed
+The dashboard
+    ui._actions (an answer that is not JSON, a key removed in a fork, no TARGET:
+                 the command to run, or --target) ... tests/test_ui.py::
+        test_an_answer_that_is_not_json_*, test_a_fork_that_removes_a_key_*,
+        test_with_no_target_known_*
 
 Not followed, and why: "upgrade braidflow" and "resume the run with the
 version that recorded it" (another version of braidflow would be needed);

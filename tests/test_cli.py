@@ -975,7 +975,7 @@ def test_bare_braidflow_lists_the_commands_and_says_what_to_do(work):
     assert done.stdout == ""
     assert done.stderr.startswith("usage: braidflow")
     listed = {line.split()[0] for line in done.stderr.splitlines() if line.startswith("    ")}
-    assert listed == {"run", "graph", "runs", "show", "resume", "fork", "timeline"}
+    assert listed == {"run", "graph", "runs", "show", "resume", "fork", "timeline", "ui"}
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("braidflow: give a command, e.g. braidflow run path/to/file.py:name")
     assert cli(work, "run", "--help").returncode == 0  # what it says to do

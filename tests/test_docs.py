@@ -71,9 +71,17 @@ def public_objects():
 
     import braidflow
     import braidflow.executors
+    import braidflow.llm
     import braidflow.tracing
 
-    for module in (braidflow, braidflow.tracing, braidflow.executors):
+    modules = [braidflow, braidflow.tracing, braidflow.executors, braidflow.llm]
+    try:
+        import braidflow.ui  # the ui extra
+
+        modules.append(braidflow.ui)
+    except ImportError:
+        pass
+    for module in modules:
         for name in module.__all__:
             value = getattr(module, name)
             yield f"{module.__name__}.{name}", value

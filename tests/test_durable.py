@@ -774,6 +774,10 @@ def test_events_are_kept_when_asked_and_a_timeline_can_be_drawn_from_them(store,
     failed = next(event for event in kept if event.kind == "error")
     assert type(failed.error).__name__ == "ConnectionError"
     assert str(failed.error) == "upstream down"
+    ended = next(event for event in kept if event.kind == "run_end")
+    assert ended.error.__notes__ == [  # where it failed, as the run's caller was told
+        "braidflow: node 'Fails' failed in flow 'job' (Flow)"
+    ]
     from braidflow.tracing._timeline import timeline_data
 
     first_run = kept[: kinds.index("run_end") + 1]

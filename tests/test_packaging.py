@@ -72,6 +72,8 @@ def test_the_wheel_holds_the_package_its_data_and_nothing_else(dist):
     names = zipfile.ZipFile(wheel).namelist()
     assert "braidflow/py.typed" in names  # type checkers use the annotations
     assert "braidflow/tracing/timeline.html" in names  # Timeline's page
+    for part in ("templates/run.html", "templates/runs.html", "static/ui.js", "static/ui.css"):
+        assert f"braidflow/ui/{part}" in names  # the dashboard's pages, script and style
     assert "braidflow/__main__.py" in names  # python -m braidflow
     info = f"braidflow-{braidflow.__version__}.dist-info"
     assert f"{info}/licenses/LICENSE" in names
@@ -96,7 +98,7 @@ def test_the_metadata_says_what_the_package_is(dist):
     assert "asyncio" in meta["Keywords"].split(",")
     requirements = meta.get_all("Requires-Dist")
     assert [r for r in requirements if "extra ==" not in r] == []  # the library needs nothing
-    assert {"tracing", "ray", "postgres", "examples"} <= set(meta.get_all("Provides-Extra"))
+    assert {"tracing", "ray", "postgres", "examples", "ui"} <= set(meta.get_all("Provides-Extra"))
     classifiers = meta.get_all("Classifier")
     for wanted in (
         "Development Status :: ",

@@ -183,6 +183,19 @@ def test_bad_options_and_misuse_say_what_to_do(where):
         api = store.limiter("api", max_concurrent=1)
         with pytest.raises(RunError, match="release"):
             api.release()
+        with pytest.raises(InvalidParameterError, match="counts calls in every process, not"):
+            api.weighted(100)
+        tokens = bf.Limiter(rate=1000, per=60, name="tokens")  # as told: beside the shared one
+
+        class Call(bf.AsyncParallelBatchNode):
+            async def prep_async(self, shared):
+                return ["a", "bb"]
+
+            async def exec_async(self, item):
+                return item
+
+        bf.AsyncFlow(start=Call(limits=[api, tokens.weighted(len)])).run({})
+        assert tokens.statistics().in_window == 3
     finally:
         store.close()
     with pytest.raises(StoreError, match="make it again from an open store"):

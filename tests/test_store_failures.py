@@ -669,3 +669,55 @@ def test_a_durable_run_that_cannot_start_is_recorded_as_ended_and_can_be_resumed
     assert store.get("r").status == "failed"
     assert flow.resume("r", store=store) == {"done": True}
     store.close()
+
+
+def test_a_read_only_store_reads_and_refuses_every_write(tmp_path):
+    path = tmp_path / "runs.db"
+    writer = SQLiteStore(path)
+    writer.create_run("r", "flow", "{}", b"{}", "someone")
+    writer.close()
+    reader = SQLiteStore(path, read_only=True)
+    assert reader.get("r").flow == "flow"  # it reads
+    with pytest.raises(StoreError, match=r"readonly"):
+        reader.set_metadata("r", {"x": 1})
+    with pytest.raises(StoreError, match=r"readonly"):
+        reader.create_run("s", "flow", "{}", b"{}", "someone")
+    reader.close()
+
+
+def test_a_read_only_store_is_not_made_when_missing(tmp_path):
+    with pytest.raises(StoreError, match="no store at"):
+        SQLiteStore(tmp_path / "none.db", read_only=True)
+
+
+def test_a_read_only_store_refuses_a_file_it_would_have_to_change(tmp_path):
+    path = tmp_path / "runs.db"
+    SQLiteStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE braidflow_meta SET value='3' WHERE key='schema'")
+    with pytest.raises(StoreError, match=r"older braidflow .* open it once to write"):
+        SQLiteStore(path, read_only=True)
+    SQLiteStore(path).close()  # as it says: opened to write, it is brought up to date
+    SQLiteStore(path, read_only=True).close()
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+    with pytest.raises(StoreError, match="not a braidflow store"):
+        SQLiteStore(other, read_only=True)
+
+
+def test_a_reader_in_the_middle_of_a_read_does_not_hold_up_a_run(tmp_path):
+    path = tmp_path / "runs.db"
+    SQLiteStore(path).close()
+    reader = SQLiteStore(path, read_only=True)
+    reader._db.execute("BEGIN")  # a read in progress: it holds its snapshot
+    assert reader._db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+    writer = SQLiteStore(path)
+    # Without WAL this run's commits would wait for the reader (then fail).
+    Flow(start=Step()).run({}, store=writer, run_id="r")
+    assert writer.get("r").status == "completed"
+    writer.close()
+    assert reader._db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0  # still its snapshot
+    reader._db.execute("COMMIT")
+    assert reader.get("r").status == "completed"
+    reader.close()

@@ -101,7 +101,11 @@ def test_jsonl_trace_writes_one_json_object_per_event(tmp_path):
         "data",
     }
     failure = next(r for r in records if r["kind"] == "error" and r["item"] == 2)
-    assert failure["error"] == {"type": "ValueError", "message": "broken"}
+    assert failure["error"] == {
+        "type": "ValueError",
+        "message": "broken",
+        "notes": ["braidflow: node 'items' (Items) failed on item 2, attempt 2 of 2"],
+    }
     assert failure["path"] == ["main", "items"]
     assert {r["data"]["token"] for r in records if r["kind"] == "emit"} == {0, 1, 2}
     retry = next(r for r in records if r["kind"] == "retry" and r["item"] == 1)

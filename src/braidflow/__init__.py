@@ -9,10 +9,12 @@ from types import FunctionType as _FunctionType
 
 from . import merge as merge
 from ._branches import Parallel as Parallel
+from ._budget import Budget as Budget
 from ._cache import Cache as Cache
 from ._errors import AsyncUsageError as AsyncUsageError
 from ._errors import BatchItemsError as BatchItemsError
 from ._errors import BraidflowError as BraidflowError
+from ._errors import BudgetExceeded as BudgetExceeded
 from ._errors import CacheError as CacheError
 from ._errors import CheckpointError as CheckpointError
 from ._errors import Drained as Drained
@@ -53,8 +55,10 @@ from ._questions import Question as Question
 from ._run import PendingRun as PendingRun
 from ._shared_limits import SharedLimiter as SharedLimiter
 from ._threads import thread_limiter as thread_limiter
+from ._usage import Usage as Usage
 from ._views import MISSING as MISSING
 from ._views import SharedView as SharedView
+from ._weights import Weighted as Weighted
 from .durable import StepRecord as StepRecord
 from .durable import drain as drain
 from .durable import idempotency_key as idempotency_key
@@ -96,6 +100,8 @@ __all__ = [
     "BatchItemsError",
     "BatchNode",
     "BraidflowError",
+    "Budget",
+    "BudgetExceeded",
     "Cache",
     "CacheEntry",
     "CacheError",
@@ -137,6 +143,8 @@ __all__ = [
     "Store",
     "StoreError",
     "Suspended",
+    "Usage",
+    "Weighted",
     "WiringError",
     "WiringWarning",
     "drain",

@@ -24,6 +24,7 @@ from ._wiring import display_names
 
 __all__ = [
     "ATTEMPT",
+    "CLAIMS",
     "GATES",
     "HELD",
     "ITEM",
@@ -46,8 +47,9 @@ Deliver = Callable[[Event], None]
 
 
 class Run:
-    """One top-level run of a node or flow: its id, observers, clock and
-    durable side (a `braidflow.durable` run, for a run with a store).
+    """One top-level run of a node or flow: its id, observers, clock,
+    durable side (a `braidflow.durable` run, for a run with a store) and
+    spending (usage reported, budget).
 
     Observers are called synchronously, in the order events happen, on the
     thread where each happened. One that raises is reported once, as a
@@ -61,6 +63,7 @@ class Run:
         "clock",
         "durable",
         "observers",
+        "spend",
         "task",
         "top",
     )
@@ -77,6 +80,8 @@ class Run:
         self.observers = observers
         self.clock = clock
         self.durable: Any = None  # a durable.DurableRun, for a run with a store
+        # Usage reported and the budget (a braidflow._budget.Spend), once either exists.
+        self.spend: Any = None
         # The task a run on an event loop started in, and how many cancellations
         # it had then: only more than those cancel the run.
         self.task: asyncio.Task[Any] | None = None
@@ -236,6 +241,9 @@ HELD: ContextVar[list[Any] | None] = ContextVar("braidflow_held", default=None)
 # (sync code under a timeout) holds them too, so the abandoned thread keeps
 # counting against each bound until it really ends.
 GATES: ContextVar[tuple[Any, ...]] = ContextVar("braidflow_gates", default=())
+# The weighted limiters' claims of the running exec attempt (set only for a
+# node with weighted limits): what the usage it reports corrects.
+CLAIMS: ContextVar[tuple[Any, ...] | None] = ContextVar("braidflow_claims", default=None)
 # The state type of the innermost typed flow this code runs in (its joins' rules,
 # its branches' views), or None: set only by flows made with state=.
 STATE: ContextVar[Any] = ContextVar("braidflow_state", default=None)

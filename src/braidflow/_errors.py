@@ -10,6 +10,7 @@ Every exception braidflow raises derives from `BraidflowError`::
     │   └── NodeDefinitionError    (also TypeError) a node class that cannot run
     ├── RunError                   (also RuntimeError) a run cannot go on
     │   ├── AsyncUsageError        async work entered through a sync door
+    │   ├── BudgetExceeded         the run's budget of tokens or cost is spent
     │   ├── CheckpointError        a durable run could not save a value
     │   ├── CacheError             a result cache could not key or keep a result
     │   ├── ResumeError            a stored run does not fit the flow resuming it
@@ -46,6 +47,7 @@ __all__ = [
     "AsyncUsageError",
     "BatchItemsError",
     "BraidflowError",
+    "BudgetExceeded",
     "CacheError",
     "CheckpointError",
     "Drained",
@@ -121,6 +123,28 @@ class AsyncUsageError(RunError):
     Raised by ``node.run(shared)`` on an async node while an event loop is
     already running, and by a synchronous ``Flow`` that reaches an async node.
     """
+
+
+class BudgetExceeded(RunError):
+    """The run's ``budget=`` is spent: the node was about to start an exec
+    attempt (a call) with the budget reached, so the run stopped before it.
+    Calls already in flight finished first, and count in ``spent``.
+
+    Attributes:
+        node: The node that was about to call.
+        item_index: Its batch item, or ``None``.
+        spent: The run's `braidflow.Usage` so far (of its earlier parts too,
+            for a resumed run).
+        budget: The `braidflow.Budget` it reached.
+    """
+
+    def __init__(
+        self, message: str, *, node: str, item_index: int | None, spent: Any, budget: Any
+    ) -> None:
+        super().__init__(message, node=node)
+        self.item_index = item_index
+        self.spent = spent
+        self.budget = budget
 
 
 class BatchItemsError(RunError, TypeError):
@@ -306,20 +330,24 @@ class StoreError(BraidflowError):
 
 
 class Suspended(BraidflowError):
-    """A durable run stopped to wait for input: a node called
-    ``braidflow.interrupt(prompt)``. The run is stored as ``waiting``; resume it
-    with ``flow.resume(run_id, store=..., input=answer)``, or, when it waits
-    on several questions (parallel branches or items that asked), answer any
-    of them by id: ``flow.resume(run_id, store=..., answers={id: answer})``.
+    """A durable run stopped to wait: for input (a node called
+    ``braidflow.interrupt(prompt)``), or for a higher budget (its
+    ``Budget(..., on_exceed="suspend")`` was reached: resume it with
+    ``budget=``). The run is stored as ``waiting``; resume it with
+    ``flow.resume(run_id, store=..., input=answer)``, or, when it waits on
+    several questions (parallel branches or items that asked), answer any of
+    them by id: ``flow.resume(run_id, store=..., answers={id: answer})``.
 
     Attributes:
         run_id: The run to resume.
-        node: The node that asked (its path, ``/``-joined); the first
-            question's when there are several.
-        prompt: What it asked (the first question's when there are several).
+        node: The node that asked, or was about to call (its path,
+            ``/``-joined); the first question's when there are several.
+        prompt: What it asked (the first question's when there are several;
+            for a budget: ``{"budget": reason}``).
         questions: Every open question (`braidflow.Question`: ``id``,
             ``where``, ``item``, ``prompt``), in the graph's order (branch
             by branch, item by item).
+        reason: ``"input"`` or ``"budget"``: what the run waits for.
     """
 
     def __init__(
@@ -330,11 +358,13 @@ class Suspended(BraidflowError):
         node: str,
         prompt: object,
         questions: tuple[Question, ...] = (),
+        reason: str = "input",
     ) -> None:
         super().__init__(message, node=node)
         self.run_id = run_id
         self.prompt = prompt
         self.questions = questions
+        self.reason = reason
 
 
 class Drained(BraidflowError):

@@ -24,6 +24,7 @@ EVENT_KINDS: Final = (
     "limiter_wait_start",
     "limiter_wait",
     "emit",
+    "usage",
     "branch_start",
     "branch_end",
     "cache_hit",
@@ -37,8 +38,8 @@ class Event:
     Attributes:
         kind: One of ``run_start``, ``run_end``, ``node_start``, ``node_end``,
             ``item_start``, ``item_end``, ``retry``, ``error``,
-            ``limiter_wait_start``, ``limiter_wait``, ``emit``, ``branch_start``,
-            ``branch_end``, ``cache_hit``. ``cache_hit``: a node (or a batch's
+            ``limiter_wait_start``, ``limiter_wait``, ``emit``, ``usage``,
+            ``branch_start``, ``branch_end``, ``cache_hit``. ``cache_hit``: a node (or a batch's
             item) took its result from its result cache, and exec did not
             run. An attempt that finds a limiter full emits
             ``limiter_wait_start``, then ``limiter_wait`` once it holds its
@@ -61,6 +62,8 @@ class Event:
         data: For ``emit``, what the node emitted; for ``retry``,
             ``{"delay": seconds}``; for ``limiter_wait_start`` and
             ``limiter_wait``, ``{"limiters": [names]}`` (those waited for);
+            for ``usage`` (a node's ``report_usage``), the call's
+            ``input_tokens``, ``output_tokens``, ``cost``, ``model`` and ``calls``;
             for ``item_start`` of a batch whose input has a length (a list, a
             range), ``{"total": n}``; for ``cache_hit``, ``{"key": key}``
             (the key the result is kept under); else ``None``.

@@ -28,6 +28,7 @@ from ._options import (
 )
 from ._policy import Retry
 from ._state import StateT
+from ._weights import Weighted
 
 __all__ = [
     "AsyncBatchNode",
@@ -137,7 +138,11 @@ class Node(BaseNode, Generic[PrepT, ExecT, StateT]):
         if timeout is not None:
             self._bf_timeout = check_timeout(self, timeout)
         if limits is not None:
-            self._bf_limits = ordered(check_limits(self, limits, Limiter))
+            self._bf_limits = ordered(check_limits(self, limits, (Limiter, Weighted)))
+            if any(isinstance(limit, Weighted) for limit in self._bf_limits):
+                self._bf_weighted = tuple(
+                    getattr(limit, "limiter", limit) for limit in self._bf_limits
+                )
         if offload is not None:
             self._bf_offload = check_offload(self, offload)
         if cache is not None:

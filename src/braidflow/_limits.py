@@ -3,6 +3,7 @@
 A limiter is an object, not a number copied into each node: every node,
 node copy and sub-flow that holds the same ``Limiter`` counts against the
 same limit. It serves asyncio tasks and threads alike, first come first served.
+It counts calls, or units (tokens) once a node uses it `Limiter.weighted`.
 
 The engine holds a limit through four methods, and nothing else of it:
 ``try_acquire()`` (take a slot if one is free now, never wait), then, if none
@@ -30,6 +31,7 @@ from ._context import HELD
 from ._deadlock import block, refuse_dead_waits, unblock
 from ._errors import AsyncUsageError, InvalidParameterError, RunError
 from ._options import check_number
+from ._weights import Weighted, expire_units, take_units
 
 __all__ = [
     "Limiter",
@@ -49,17 +51,24 @@ _order = itertools.count()
 class LimiterStatistics:
     """A snapshot of a `Limiter`.
 
+    A limiter used `weighted <Limiter.weighted>` counts units: then
+    ``in_flight`` and ``peak_in_flight`` are units held (each plain holder
+    holds one), and ``in_window`` the units taken in the rate window now.
+
     Attributes:
-        in_flight: Holders right now.
+        in_flight: Holders (units) right now.
         waiting: Tasks or threads queued for a slot right now.
-        peak_in_flight: The most holders seen at once since creation.
+        peak_in_flight: The most holders (units) seen at once since creation.
         acquired: Acquisitions since creation.
+        in_window: Acquisitions (units) in the current rate window; 0
+            without a rate limit.
     """
 
-    in_flight: int
+    in_flight: float
     waiting: int
-    peak_in_flight: int
+    peak_in_flight: float
     acquired: int
+    in_window: float = 0
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -73,10 +82,12 @@ class _Waiter:
     A waiter that gives up is only marked ``gone`` and skipped when it reaches
     the head of the queue, so leaving the queue costs O(1) however long it is.
     ``blocked``: it waits while holding slots, registered with the deadlock
-    check; ``failure``: the error its wait ends with (a deadlock found later).
+    check; ``failure``: the error its wait ends with (a deadlock found later);
+    ``claim``: a weighted acquirer's `braidflow._weights.Claim` (``None``: a
+    plain one, one slot).
     """
 
-    __slots__ = ("blocked", "event", "failure", "future", "gone", "loop")
+    __slots__ = ("blocked", "claim", "event", "failure", "future", "gone", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self.loop = loop
@@ -85,6 +96,7 @@ class _Waiter:
         self.gone = False
         self.blocked = False
         self.failure: BaseException | None = None
+        self.claim: Any = None
 
     def arm(self) -> None:
         """Prepare a fresh wake-up for the next wait (called under the limiter's lock)."""
@@ -180,7 +192,11 @@ class Limiter:
         self._acquired = 0
         self._waiters: deque[_Waiter] = deque()
         self._waiting = 0  # waiters in the queue that are not gone
-        self._starts: deque[float] = deque()
+        # Start times in the rate window; once the limiter counts units, each
+        # an entry [time, units] instead, ``_used`` their sum.
+        self._starts: deque[Any] = deque()  # (plain: floats)
+        self._counts_units = False
+        self._used = 0.0
 
     def _check_max(self, label: str, value: Any) -> int | None:
         if value is not None and (
@@ -221,18 +237,41 @@ class Limiter:
     def statistics(self) -> LimiterStatistics:
         """Return a consistent snapshot of the limiter's counters."""
         with self._lock:
+            window: float = 0
+            if self._capacity is not None:
+                if self._counts_units:
+                    expire_units(self, self._clock.now())
+                    window = self._used
+                else:
+                    now, starts, period = self._clock.now(), self._starts, self._period
+                    while starts and starts[0] + period <= now:
+                        starts.popleft()
+                    window = len(starts)
             return LimiterStatistics(
                 in_flight=self._in_flight,
                 waiting=self._waiting,
                 peak_in_flight=self._peak,
                 acquired=self._acquired,
+                in_window=window,
             )
+
+    def weighted(self, weight: Any, *, by: Any = "tokens") -> Weighted:
+        """This limiter counting units (tokens, say) rather than calls, for a
+        node's ``limits=``: each exec attempt takes ``weight`` units of it
+        (a number, or a function of the item). See `braidflow.Weighted`.
+
+        Raises:
+            InvalidParameterError: For a bad ``weight`` or ``by``.
+        """
+        return Weighted(self, weight, by)
 
     # -- the one rule, under the lock ---------------------------------------
 
     def _try_take(self) -> float:
         """Take a slot if allowed. Return 0 if taken, -1 if blocked on the
         concurrency bound, or the seconds until the rate window has room."""
+        if self._counts_units:  # a weighted acquisition happened: one unit
+            return take_units(self, 1.0, None)
         if self._max is not None and self._in_flight >= self._max:
             return -1.0
         capacity = self._capacity
@@ -243,7 +282,7 @@ class Limiter:
             while starts and starts[0] + period <= now:
                 starts.popleft()
             if len(starts) >= capacity:
-                return max(starts[0] + period - now, 1e-9)
+                return max(float(starts[0]) + period - now, 1e-9)
             starts.append(now)
         in_flight = self._in_flight = self._in_flight + 1
         self._acquired += 1
@@ -291,14 +330,17 @@ class Limiter:
     def _enqueue(
         self,
         loop: asyncio.AbstractEventLoop | None,
-        taken: tuple[Limiter, ...] = (),
+        taken: tuple[Any, ...] = (),
         node: Any = None,
         index: int | None = None,
+        claim: Any = None,
     ) -> _Waiter | None:
         """Take a slot at once if nobody is queued and one is free; else join the queue.
 
         ``taken``, ``node``, ``index``: an attempt of ``node`` (on item ``index``)
-        asks, which holds ``taken`` of its node's limiters already.
+        asks, which holds ``taken`` of its node's limiters already (limiters,
+        or the claims of weighted ones). ``claim``: a weighted acquisition's
+        `braidflow._weights.Claim` (``None``: one slot).
 
         Raises:
             LimiterDeadlock: If the code asking holds slots (it runs inside an
@@ -307,12 +349,15 @@ class Limiter:
                 waiting as well.
         """
         with self._lock:
-            if not self._waiting and self._try_take() == 0.0:
+            if not self._waiting and (self._try_take() if claim is None else claim.take()) == 0.0:
                 return None
             waiter = _Waiter(loop)
+            waiter.claim = claim
             holding = HELD.get()
             if holding is not None or taken:  # hold and wait: the rare path
-                block(self, waiter, holding, taken, node, index)
+                # (the deadlock check counts one slot per holder, weighted or not)
+                limiters = tuple(getattr(held, "limiter", held) for held in taken)
+                block(self, waiter, holding, limiters, node, index)
                 waiter.blocked = True
             self._waiters.append(waiter)
             self._waiting += 1
@@ -330,7 +375,8 @@ class Limiter:
             if waiter.failure is not None:
                 raise waiter.failure
             if self._head() is waiter:
-                wait = self._try_take()
+                claim = waiter.claim
+                wait = self._try_take() if claim is None else claim.take()
                 if wait == 0.0:
                     self._waiters.popleft()
                     waiter.gone = True

@@ -14,6 +14,8 @@ import asyncio
 from collections.abc import AsyncIterator, Generator, Iterable
 from typing import Any, ClassVar
 
+from . import _budget as budgets
+from ._budget import Budget
 from ._clock import Clock
 from ._context import ATTEMPT, HANDED_DOWN, PATH, current_item, observed
 from ._errors import InvalidParameterError
@@ -32,6 +34,8 @@ from ._run import (
 )
 from ._stored import StoredRuns
 from ._stream import stream_events
+from ._usage import Usage, report, usage_of
+from ._weights import Weighted
 from ._wiring import Successors, Wirable, changed
 from .engine import drive_async, drive_sync, node_stage, node_step_sync
 from .engine._async import node_step as node_step_async
@@ -71,7 +75,8 @@ class BaseNode(Wirable, StoredRuns):
     # changes how braidflow runs the node.
     _bf_retry: Retry | None = None
     _bf_timeout: float | None = None
-    _bf_limits: tuple[Limiter, ...] = ()
+    _bf_limits: tuple[Limiter | Weighted, ...] = ()
+    _bf_weighted: tuple[Limiter, ...] = ()  # its limiters, if weighted ones are among its limits
     _bf_offload: bool | None = None
     _bf_on_error: str = "raise"
     _bf_executor: Any = None
@@ -236,6 +241,7 @@ class BaseNode(Wirable, StoredRuns):
         record_events: bool = False,
         metadata: dict[str, Any] | None = None,
         clock: Clock | None = None,
+        budget: Budget | None = None,
         durability: str | None = None,
         **legacy: Any,
     ) -> Any:
@@ -265,6 +271,8 @@ class BaseNode(Wirable, StoredRuns):
             clock: The clock retry waits and timeouts read (default: the
                 system's); tests pass ``braidflow.testing.VirtualClock()``
                 and move time by hand.
+            budget: The most the run may spend on LLM calls (a `Budget`: tokens,
+                cost), counted from what nodes report with `report_usage`.
             durability: What a durable run's checkpoints cost it, and what a
                 crash may lose: ``"sync"`` (the default: each step and item
                 is in the store before the run goes on), ``"async"`` (written
@@ -276,7 +284,8 @@ class BaseNode(Wirable, StoredRuns):
         Raises:
             InvalidParameterError: For an observer that can receive nothing,
                 or a bad store option, before the run starts.
-            Suspended: If a node called ``braidflow.interrupt``.
+            Suspended: If a node called ``braidflow.interrupt`` (or a budget suspends).
+            BudgetExceeded: If the budget was reached (before the next call).
         """
         scope = RunScope(
             self,
@@ -287,6 +296,7 @@ class BaseNode(Wirable, StoredRuns):
             record_events=record_events,
             metadata=metadata,
             clock=clock,
+            budget=budget,
             durability=durability,
         )
         if self._bf_async:
@@ -307,6 +317,7 @@ class BaseNode(Wirable, StoredRuns):
         record_events: bool = False,
         metadata: dict[str, Any] | None = None,
         clock: Clock | None = None,
+        budget: Budget | None = None,
         durability: str | None = None,
         **legacy: Any,
     ) -> Any:
@@ -325,6 +336,7 @@ class BaseNode(Wirable, StoredRuns):
             record_events=record_events,
             metadata=metadata,
             clock=clock,
+            budget=budget,
             durability=durability,
         )
         warn_unreachable_successors(self, "AsyncFlow")
@@ -360,6 +372,20 @@ class BaseNode(Wirable, StoredRuns):
             data=data,
         )
 
+    def report_usage(
+        self,
+        usage: Usage | None = None,
+        *,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cost: float | None = None,
+        model: str | None = None,
+    ) -> None:
+        """Report what an LLM call made in ``exec`` used (a `Usage`, or its parts):
+        it corrects the attempt's weighted limits, counts in the run's budget
+        and stored record, and reaches observers as a ``usage`` event."""
+        report(self, usage_of(usage, input_tokens, output_tokens, cost, model, self._describe()))
+
     def to_mermaid(self, *, observed: Iterable[Any] | None = None) -> str:
         """This flow's graph (or this node and what follows it) as a mermaid
         flowchart: actions on edges, loops drawn once, nested flows as
@@ -389,6 +415,7 @@ class BaseNode(Wirable, StoredRuns):
             and self.max_retries == 1
             and self._bf_timeout is None
             and not self._bf_limits
+            and not budgets.active
             and self._bf_cache is None
         )
 

@@ -218,8 +218,8 @@ def check_retry_counts(node: Any, max_retries: Any, wait: Any) -> None:
     )
 
 
-def check_limits(node: Any, limits: Any, limiter_type: type) -> tuple[Any, ...]:
-    """A node's ``limits=``: one limiter or several, each once."""
+def check_limits(node: Any, limits: Any, limiter_type: Any) -> tuple[Any, ...]:
+    """A node's ``limits=``: one limiter or several (or weighted ones), each once."""
     if isinstance(limits, limiter_type):
         return (limits,)
     try:
@@ -230,17 +230,19 @@ def check_limits(node: Any, limits: Any, limiter_type: type) -> tuple[Any, ...]:
     for limiter in found:
         if not isinstance(limiter, limiter_type):
             raise InvalidParameterError(
-                f"{describe}: limits must be Limiter objects, got {limiter!r}", node=name
+                f"{describe}: limits must be Limiter objects (or limiter.weighted(...)), "
+                f"got {limiter!r}",
+                node=name,
             )
     seen: set[int] = set()
     for limiter in found:
-        if id(limiter) in seen:
+        if id(getattr(limiter, "limiter", limiter)) in seen:
             raise InvalidParameterError(
                 f"{describe}: limits lists {limiter!r} more than once; an attempt holds each "
                 "limiter once, so give each one once",
                 node=name,
             )
-        seen.add(id(limiter))
+        seen.add(id(getattr(limiter, "limiter", limiter)))
     return found
 
 

@@ -16,6 +16,7 @@ from contextvars import Token
 from types import TracebackType
 from typing import Any
 
+from ._budget import check_budget, close_budget, open_budget
 from ._clock import SYSTEM_CLOCK
 from ._context import RUN, STATE, STEP, Run, StepAt
 from ._errors import InvalidParameterError, add_note, has_note
@@ -23,6 +24,7 @@ from ._events import Event
 from ._options import UNSET, check_durability
 from ._state_table import check_nodes
 from ._threads import enter_run, leave_run
+from ._usage import Spend
 from .durable import NO_ANSWER, DurableRun, EventRecorder, claim_run, close_run, start_run
 from .durable._drain import DrainStop
 from .engine import run_node_async, run_node_sync
@@ -86,6 +88,7 @@ class RunScope:
     __slots__ = (
         "answer",
         "answers",
+        "budget",
         "clock",
         "durability",
         "durable",
@@ -126,6 +129,7 @@ class RunScope:
         answers: dict[str, Any] | None = None,
         migrate: Any = None,
         rename: Any = None,
+        budget: Any = None,
         durability: str | None = None,
     ) -> None:
         self.node = node
@@ -187,6 +191,7 @@ class RunScope:
                 f"{describe}: migrate={migrate!r} must be a function that takes shared (a dict)",
                 node=node._display_name(),
             )
+        self.budget = check_budget(budget, node, store is not None)
         self.resuming = resuming
         self.answer = answer
         self.answers = answers
@@ -232,6 +237,11 @@ class RunScope:
                 observers = (*observers, (recorder, recorder.on_event))
         run = self.run = Run(observers, self.clock, self.node)
         run.durable = self.durable
+        before = self.durable.spent_before if self.durable is not None else None
+        if self.budget is not None or before is not None:
+            run.spend = Spend(self.budget) if before is None else Spend(self.budget, before)
+        if self.budget is not None:
+            open_budget()
         if self.durable is not None:
             run.id = self.durable.run_id
             self.durable.drain.bind(run.task)
@@ -256,6 +266,8 @@ class RunScope:
             STATE.reset(self.state_token)
         if self.token is not None:
             RUN.reset(self.token)
+            if self.budget is not None:
+                close_budget()
         if self.step_token is not None:
             STEP.reset(self.step_token)
         leave_run()
@@ -281,11 +293,14 @@ class RunScope:
                 STATE.reset(self.state_token)
             if self.token is not None:
                 RUN.reset(self.token)
+            if self.budget is not None:
+                close_budget()
             if self.step_token is not None:
                 STEP.reset(self.step_token)
             leave_run()
         durable = self.durable
         if durable is not None:
+            durable.spend = self.run.spend
             if not self.resuming:  # the caller's dict gets what the run did
                 final = dict(dict.items(self.working))
                 dict.clear(self.shared)

@@ -370,6 +370,18 @@ class SharedLimiter(Limiter):
         if not self.try_acquire():
             self._acquire_queued_blocking((), None, None)
 
+    def weighted(self, weight: Any, *, by: Any = "tokens") -> Any:
+        """Refused: a shared limiter counts calls across processes, not units.
+
+        Raises:
+            InvalidParameterError: Always, saying what to use instead.
+        """
+        raise InvalidParameterError(
+            f"{self!r}: a shared limiter counts calls in every process, not units; "
+            "for a limit of tokens, use a Limiter(...).weighted(...) in each process "
+            "beside the shared one (limits=[shared, tokens.weighted(...)])"
+        )
+
     # -- what it shows ----------------------------------------------------------------
 
     def statistics(self) -> LimiterStatistics:
@@ -380,7 +392,7 @@ class SharedLimiter(Limiter):
             held = len(self._held)
             return LimiterStatistics(
                 in_flight=held,
-                waiting=local.waiting + max(local.in_flight - held, 0),
+                waiting=local.waiting + max(int(local.in_flight) - held, 0),
                 peak_in_flight=self._peak_held,
                 acquired=self._taken,
             )

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ._budget import Budget
 from ._clock import Clock
 from ._errors import InvalidParameterError
 from ._run import PendingRun, RunScope, run_top_async, run_top_sync
@@ -45,6 +46,7 @@ class StoredRuns:
         record_events: bool = False,
         clock: Clock | None = None,
         durability: str | None = None,
+        budget: Budget | None = None,
     ) -> Any:
         """Resume a stored run of this flow; return its final ``shared``.
 
@@ -61,7 +63,9 @@ class StoredRuns:
 
         The flow must have the names and wiring the run had; a node's code
         may change. ``rename`` maps nodes renamed since (``{"old": "new"}``,
-        kept with the run). ``migrate(shared)`` upgrades the rebuilt
+        kept with the run). ``budget=`` is the resumed run's budget (a higher
+        one, for a run its budget suspended); what the run spent before
+        counts against it. ``migrate(shared)`` upgrades the rebuilt
         ``shared`` before the run goes on (renamed keys, reshaped values):
         it changes the dict it is given, or returns a new one.
 
@@ -74,7 +78,8 @@ class StoredRuns:
                 for a run waiting on several, an id it does not wait on).
             InvalidParameterError: For both ``input=`` and ``answers=``, or
                 ``answers`` that is not a non-empty dict of ids.
-            Suspended: If the run stops again at an ``interrupt``.
+            Suspended: If the run stops again at an ``interrupt`` (or its budget).
+            BudgetExceeded: If the run reaches its budget (before a call).
         """
         scope = self._resume_scope(
             run_id,
@@ -86,6 +91,7 @@ class StoredRuns:
             migrate,
             rename,
             durability,
+            budget,
         )
         if self._bf_async:
             if asyncio._get_running_loop() is None:
@@ -107,6 +113,7 @@ class StoredRuns:
         record_events: bool = False,
         clock: Clock | None = None,
         durability: str | None = None,
+        budget: Budget | None = None,
     ) -> Any:
         """Resume a stored run inside a running event loop; see `resume`."""
         scope = self._resume_scope(
@@ -119,6 +126,7 @@ class StoredRuns:
             migrate,
             rename,
             durability,
+            budget,
         )
         return await self._resume_top_async(scope)
 
@@ -133,6 +141,7 @@ class StoredRuns:
         migrate: Any = None,
         rename: Any = None,
         durability: str | None = None,
+        budget: Budget | None = None,
     ) -> RunScope:
         self._need_store(store, "resume()")
         check_answers(*answer, self)
@@ -150,6 +159,7 @@ class StoredRuns:
             migrate=migrate,
             rename=rename,
             durability=durability,
+            budget=budget,
         )
 
     def _need_store(self, store: Any, what: str) -> None:

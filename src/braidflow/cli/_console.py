@@ -20,6 +20,7 @@ from .._errors import describe_error
 __all__ = [
     "EXIT_USAGE",
     "UsageError",
+    "parse_json",
     "print_table",
     "prompt_lines",
     "read_json",
@@ -107,6 +108,23 @@ def read_json(text: str, what: str) -> Any:
                 f"{what}: cannot read {name!r} ({error.strerror or describe_error(error)})"
             ) from error
     try:
+        return parse_json(text, source)
+    except UsageError as error:
+        if isinstance(error.__cause__, json.JSONDecodeError):
+            raise UsageError(f"{error}{_json_hint(text, what, from_file)}") from error.__cause__
+        raise
+
+
+def parse_json(text: str, source: str) -> Any:
+    """Strict JSON from a text (never a file): what `read_json` reads, for input
+    that does not come from the command line (the dashboard's forms).
+
+    Raises:
+        UsageError: Naming ``source``, for text that is not JSON, NaN,
+            Infinity, a number out of a float's range, JSON nested deeper
+            than Python reads.
+    """
+    try:
         return json.loads(
             text,
             parse_constant=_no_constant,
@@ -114,8 +132,7 @@ def read_json(text: str, what: str) -> Any:
             parse_int=_readable_int,
         )
     except json.JSONDecodeError as error:
-        hint = _json_hint(text, what, from_file)
-        raise UsageError(f"{source} is not valid JSON ({error}){hint}") from error
+        raise UsageError(f"{source} is not valid JSON ({error})") from error
     except _BadNumber as error:
         raise UsageError(f"{source}: {error}") from error
     except RecursionError as error:

@@ -79,6 +79,13 @@ def _show_record(record: Any, store_path: Any) -> None:
     if resumed:
         times = ", ".join(_when(at) for at in resumed)
         print(f"resumed {len(resumed)} time{'' if len(resumed) == 1 else 's'}: {times}")
+    usage = record.usage
+    if usage is not None:  # what its LLM calls reported
+        cost = "" if usage.cost is None else f", cost {usage.cost:.4g}"
+        print(
+            f"used {usage.tokens:,} tokens ({usage.input_tokens:,} in, "
+            f"{usage.output_tokens:,} out) in {usage.calls:,} calls{cost}"
+        )
     print()
 
 
@@ -144,6 +151,8 @@ def _show_where(run: Any, steps: list[Any]) -> None:
     done = progress(step, ": {} done")
     if record.status == "failed":
         print(f"failed at {step.path}{done}: {record.error}")
+    elif record.status == "waiting" and record.metadata.get("braidflow.waits_for_budget"):
+        print(f"waiting at {step.path} for a higher budget: {record.prompt.get('budget')}")
     elif record.status == "waiting" and len(record.questions) > 1:
         print(f"waiting on {len(record.questions)} questions (answer with --answer ID=JSON):")
         for question in record.questions:

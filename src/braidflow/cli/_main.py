@@ -16,6 +16,7 @@ from ._console import EXIT_USAGE, UsageError, say
 from ._history import command_fork, command_show
 from ._running import EXIT_INTERRUPTED, command_resume, command_run
 from ._store import DEFAULT_STORE
+from ._ui import DEFAULT_PORT, command_ui
 from ._views import command_graph, command_runs, command_timeline
 
 __all__ = ["build_parser", "main"]
@@ -49,6 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--trace", metavar="FILE.jsonl", help="write every event as JSON lines")
     watch.add_argument("--timeline", metavar="FILE.html", help="write a timeline of the run")
     watch.add_argument(
+        "--budget-tokens",
+        metavar="N",
+        type=int,
+        help="stop before a call once the run has used N tokens (a durable run waits)",
+    )
+    watch.add_argument(
+        "--budget-cost",
+        metavar="X",
+        type=float,
+        help="stop before a call once the run's calls cost X (a durable run waits)",
+    )
+    watch.add_argument(
         "--durability",
         choices=["sync", "async", "exit"],
         help="when a durable run's checkpoints are written: before it goes on (sync, the "
@@ -66,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="braidflow",
         description="Run braidflow flows, draw them, and list, show, resume, fork and draw "
-        "stored runs.",
+        "stored runs, or look at them all in the browser (ui).",
         epilog="Exit codes: 0 done, 1 the run failed, 2 bad input, 3 waiting for input, "
         "75 drained (SIGTERM), 130 stopped (Ctrl-C). 'braidflow COMMAND --help' describes a "
         "command.",
@@ -219,6 +232,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write the page (default: RUN_ID.html in the current directory)",
     )
     timeline.set_defaults(handler=command_timeline)
+
+    ui = commands.add_parser(
+        "ui",
+        parents=[common, store],
+        help="look at the stored runs in the browser, and act on them",
+        description="Serve a dashboard of the store's runs (needs braidflow[ui]): the runs, "
+        "each run's timeline, steps, shared after each step, events and error; answer, resume "
+        "and fork runs from it. It reads the store without writing; only an action taken on "
+        "the page writes. Served on 127.0.0.1 unless --host says otherwise; any other address "
+        "needs the token the command prints.",
+    )
+    ui.add_argument(
+        "--target",
+        metavar="TARGET",
+        help="the flow of runs that remember no TARGET (path/to/file.py:name or "
+        "package.module:name), for the page's actions",
+    )
+    ui.add_argument("--host", default="127.0.0.1", help="the address to serve on (127.0.0.1)")
+    ui.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"the port (default {DEFAULT_PORT}; 0: any free one)",
+    )
+    ui.add_argument(
+        "--token",
+        help="the token every request must carry (16+ letters, digits, - or _); default: "
+        "none on 127.0.0.1, a new one printed for any other address",
+    )
+    ui.set_defaults(handler=command_ui)
     return parser
 
 

@@ -151,6 +151,14 @@ def _finish(args: argparse.Namespace, run: Callable[[], Any], job: _Job) -> int:
         )
         return EXIT_DRAINED
     except Suspended as waiting:
+        if waiting.reason == "budget":
+            say(f"run {waiting.run_id!r} reached its budget at {waiting.node}:")
+            print(f"  {waiting.prompt['budget']}", file=sys.stderr)  # type: ignore[index]
+            more = job.resume_command()
+            if more is None:
+                more = suggested("resume", waiting.run_id, "--budget-tokens", "N")
+            say(f"resume it with a higher budget: {more} (or --budget-cost X)")
+            return EXIT_WAITING
         questions = waiting.questions
         if len(questions) > 1:
             say(f"run {waiting.run_id!r} is waiting on {len(questions)} questions:")
@@ -279,7 +287,10 @@ def command_run(args: argparse.Namespace) -> int:
     watch = _Watch()
     options: dict[str, Any] = {"observers": _observers(args, watch)}
     job = _Job(watch)
-    if args.store or args.run_id or args.durability:
+    durable = bool(args.store or args.run_id or args.durability)
+    if _budget(args, durable) is not None:
+        options["budget"] = _budget(args, durable)
+    if durable:
         store_path = chosen_store(args)
         store = open_store(store_path, create=True)
         run_id = args.run_id or _new_run_id()
@@ -312,6 +323,20 @@ def command_run(args: argparse.Namespace) -> int:
         return shared
 
     return _finish(args, run, job)
+
+
+def _budget(args: argparse.Namespace, durable: bool) -> Any:
+    """The ``Budget`` of ``--budget-tokens`` and ``--budget-cost`` (``None``:
+    neither given): a durable run waits when it reaches it, another stops."""
+    tokens, cost = getattr(args, "budget_tokens", None), getattr(args, "budget_cost", None)
+    if tokens is None and cost is None:
+        return None
+    from .. import Budget, InvalidParameterError
+
+    try:
+        return Budget(tokens=tokens, cost=cost, on_exceed="suspend" if durable else "raise")
+    except InvalidParameterError as error:
+        raise UsageError(f"--budget-tokens/--budget-cost: {error}") from None
 
 
 def _id_taken(record: Any, store_path: Path) -> str:
@@ -400,6 +425,8 @@ def resume_stored(
     options: dict[str, Any] = {"observers": _observers(args, watch), "record_events": True}
     if getattr(args, "input", None) is not None:
         options["input"] = read_json(args.input, "--input")
+    if _budget(args, True) is not None:
+        options["budget"] = _budget(args, True)
     if getattr(args, "answer", None):
         options["answers"] = answers_given(args.answer)
     if args.durability:

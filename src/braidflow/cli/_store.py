@@ -110,12 +110,15 @@ def resume_command(record: Any, store_path: Path, target: str | None = None) -> 
     """The command line that resumes a stored run: with its TARGET unless the
     run remembers it (``target``, else a placeholder to fill in), and with
     ``--input`` for a run waiting for input (``--answer ID=JSON`` for each
-    question of one that waits on several)."""
+    question of one that waits on several, ``--budget-tokens`` for one
+    waiting for a higher budget)."""
     words = ["resume", record.run_id]
     if remembered_target(record) is None:
         words.append(target or PLACEHOLDER_TARGET)
     words += ["--store", str(store_path)]
-    if record.status == "waiting":
+    if record.status == "waiting" and record.metadata.get("braidflow.waits_for_budget"):
+        words += ["--budget-tokens", "N"]
+    elif record.status == "waiting":
         questions = record.questions
         if len(questions) > 1:
             for question in questions:

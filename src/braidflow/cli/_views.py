@@ -42,7 +42,12 @@ def command_runs(args: argparse.Namespace) -> int:
     if not records:
         say(f"no {args.status + ' ' if args.status else ''}runs in {store_path}")
         return 0
-    rows = [("RUN ID", "STATUS", "FLOW", "STARTED", "ENDED", "AT", "ERROR OR PROMPT")]
+    rows: list[tuple[str, ...]] = [
+        ("RUN ID", "STATUS", "FLOW", "STARTED", "ENDED", "AT", "ERROR OR PROMPT")
+    ]
+    spent = any(record.usage is not None for record in records)
+    if spent:  # what the runs' LLM calls used, where any reported it
+        rows[0] = (*rows[0][:6], "TOKENS", "COST", rows[0][6])
     for record in records:
         at = record.node or ""
         if at.startswith(f"{record.flow}/"):  # inside the run's flow, as `show` says it
@@ -50,17 +55,20 @@ def command_runs(args: argparse.Namespace) -> int:
         if record.status != "completed":  # where it is, and how far its batch got
             at = place_of(stored(store, record.run_id)) or at
         info = record.error or _asked(record)
-        rows.append(
-            (
-                record.run_id,
-                record.status,
-                record.flow,
-                _when(record.started),
-                "" if record.ended is None else _when(record.ended),
-                at,
-                info if len(info) <= 60 else info[:57] + "...",
-            )
+        row: tuple[str, ...] = (
+            record.run_id,
+            record.status,
+            record.flow,
+            _when(record.started),
+            "" if record.ended is None else _when(record.ended),
+            at,
         )
+        if spent:
+            usage = record.usage
+            tokens = "" if usage is None else f"{usage.tokens:,}"
+            cost = "" if usage is None or usage.cost is None else f"{usage.cost:.4g}"
+            row = (*row, tokens, cost)
+        rows.append((*row, info if len(info) <= 60 else info[:57] + "..."))
     print_table(rows)
     return 0
 

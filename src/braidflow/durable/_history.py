@@ -26,13 +26,17 @@ from ._graph import Walks, walks_of
 __all__ = [
     "FORKED_KEY",
     "RENAMED_KEY",
+    "BUDGET_KEY",
     "RESUMED_KEY",
+    "USAGE_KEY",
     "StepRecord",
     "StoredRun",
     "step_key",
 ]
 
 # The keys of a run's metadata where braidflow keeps its history's facts.
+BUDGET_KEY = "braidflow.waits_for_budget"  # True while its budget keeps the run waiting
+USAGE_KEY = "braidflow.usage"  # what the run's calls used (a Usage.as_dict()), kept at its end
 RESUMED_KEY = "braidflow.resumed"  # when each resume of the run began
 FORKED_KEY = "braidflow.forked_from"  # {"run", "step", "rows"}: what a fork copied
 RENAMED_KEY = "braidflow.renamed"  # {old: new}: nodes renamed when resuming

@@ -114,14 +114,18 @@ def cut_line(event: Event, size: int) -> str:
         message = str(error)
         if len(message) > MESSAGE_LIMIT:
             shortened = f"{message[:MESSAGE_LIMIT]}... [cut: {len(message):,} characters]"
+            notes = getattr(error, "__notes__", ())
             error = stand_in_class(type(error).__name__)(shortened)
+            for note in notes:  # where it failed: short, and worth keeping
+                error.add_note(note)
     return event_line(dataclasses.replace(event, data=data, error=error))
 
 
 def recorded_events(store: Store, run_id: str) -> list[Event]:
     """The events kept for a run (``record_events=True``), as `Event`
     objects; an error comes back as an exception of a made-up class with the
-    original's name (a `RecordedError`), holding its message. An event that
+    original's name (a `RecordedError`), holding its message and its notes
+    (braidflow's say where it failed: node, item, attempt). An event that
     was cut has for ``data`` ``{"__braidflow__": "cut", "size": n, "preview":
     text}``: its size as JSON and the start of its data's JSON."""
     events = []
@@ -129,7 +133,10 @@ def recorded_events(store: Store, run_id: str) -> list[Event]:
         record = json.loads(text)
         error = record["error"]
         if error is not None:
-            error = stand_in_class(error["type"])(error["message"])
+            kept = error
+            error = stand_in_class(kept["type"])(kept["message"])
+            for note in kept.get("notes", ()):
+                error.add_note(note)
         events.append(
             Event(
                 record["kind"],

@@ -53,6 +53,10 @@ class DurableRun:
         self.at: str | None = None  # the step that started last
         self._failures: list[tuple[BaseException, str]] = []  # and the step each came from
         self._json = self.codec.kind == "json"
+        # What the run's calls used in its earlier parts (resuming), and the
+        # spending of this part (a braidflow._usage.Spend), kept when it ends.
+        self.spent_before: Any = None
+        self.spend: Any = None
 
     # -- starting and resuming ---------------------------------------------------
 

@@ -15,14 +15,16 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .._errors import Drained, ResumeError, add_note, describe_error
+from .._budget import OverBudget
+from .._errors import Drained, ResumeError, Suspended, add_note, describe_error
 from .._questions import QUESTIONS_KEY
+from .._usage import Usage
 from ..stores._base import Store
 from ..stores._owners import this_owner
 from ._asking import answer_questions, suspend
 from ._drain import DRAIN_KEY
 from ._graph import describe_graph, first_difference, renamed_graph
-from ._history import RENAMED_KEY, RESUMED_KEY, apply_renames
+from ._history import BUDGET_KEY, RENAMED_KEY, RESUMED_KEY, USAGE_KEY, apply_renames
 from ._interrupt import NO_ANSWER, Interrupted
 from ._run import DurableRun
 from ._tracking import TrackingDict
@@ -100,6 +102,9 @@ def claim_run(
             answer_questions(durable, record, answer, answers, name)
         if migrate is not None:
             migrated(durable, shared, migrate, rows, name)
+        kept = record.metadata.get(USAGE_KEY)
+        if isinstance(kept, dict):  # what the run spent before counts on
+            durable.spent_before = Usage.from_dict(kept)
         resumed = [*record.metadata.get(RESUMED_KEY, ()), time.time()]
         # A drain asked of the run's last part is done with: this part runs on.
         store.set_metadata(
@@ -109,6 +114,7 @@ def claim_run(
                 RENAMED_KEY: renamed or None,
                 QUESTIONS_KEY: None,
                 DRAIN_KEY: None,
+                BUDGET_KEY: None,
             },
         )
     except BaseException:
@@ -152,6 +158,22 @@ def _record_end(durable: DurableRun, error: BaseException | None) -> None:
     except BaseException:
         if error is None or isinstance(error, Interrupted):
             raise
+    spend = durable.spend
+    if spend is not None and spend.total.calls:
+        store.set_metadata(run_id, {USAGE_KEY: spend.total.as_dict()})
+    if isinstance(error, OverBudget):
+        at: str = durable.where_failed(error) or error.error.node or ""
+        reason = str(error.error)
+        store.set_metadata(run_id, {BUDGET_KEY: True})
+        store.finish(run_id, "waiting", node=at, prompt={"budget": reason})
+        raise Suspended(
+            f"run {run_id!r} is waiting for a higher budget at {at!r}: {reason}; resume it "
+            f"with {_resume_call(run_id, ', budget=Budget(...)')}",
+            run_id=run_id,
+            node=at,
+            prompt={"budget": reason},
+            reason="budget",
+        ) from error.error
     if error is None:
         store.finish(run_id, "completed")
         return

@@ -21,7 +21,15 @@ from ..stores._base import Checkpoint, Store
 from ..stores._owners import this_owner
 from ._codec import Codec, encode_key_value
 from ._graph import describe_graph, first_difference, renamed_graph
-from ._history import FORKED_KEY, RENAMED_KEY, RESUMED_KEY, StoredRun, apply_renames
+from ._history import (
+    BUDGET_KEY,
+    FORKED_KEY,
+    RENAMED_KEY,
+    RESUMED_KEY,
+    USAGE_KEY,
+    StoredRun,
+    apply_renames,
+)
 from ._run import DurableRun
 from ._tracking import TrackingDict
 
@@ -151,7 +159,7 @@ def fork_run(
     metadata = {
         key: value
         for key, value in stored.record.metadata.items()
-        if key not in (RESUMED_KEY, RENAMED_KEY, FORKED_KEY)
+        if key not in (RESUMED_KEY, RENAMED_KEY, FORKED_KEY, USAGE_KEY, BUDGET_KEY)
     }
     metadata[FORKED_KEY] = {"run": source, "step": number, "rows": last + 1}
     waiting = bool(rows) and rows[-1].kind == "ask"

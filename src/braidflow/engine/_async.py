@@ -19,6 +19,7 @@ import inspect
 from functools import partial
 from typing import Any
 
+from .. import _budget as budgets
 from .._clock import Deadline, TimedOut
 from .._context import RUN, run_clock
 from .._limits import acquire_all, release_all
@@ -142,7 +143,7 @@ async def drive(steps: Steps) -> Any:
                         prep_result = await node.prep(shared)
                 else:
                     prep_result = call_on_loop(getattr(node, plan.prep), (shared,), node)
-                if node._bf_policy or node.max_retries != 1:
+                if node._bf_policy or node.max_retries != 1 or budgets.active:
                     exec_result = await drive(
                         attempts(node, prep_result, None, shared, False, None)
                     )

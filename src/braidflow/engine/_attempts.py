@@ -15,14 +15,17 @@ import time
 from collections.abc import Generator
 from typing import Any
 
+from .. import _budget as budgets
+from .._budget import attempt_ended, before_attempt, budgeted
 from .._clock import TimedOut
-from .._context import ATTEMPT, GATES, PATH, AttemptState, observed
+from .._context import ATTEMPT, CLAIMS, GATES, PATH, AttemptState, observed
 from .._deadlock import hold, holds, unhold
 from .._errors import NodeCancelledError, NodeTimeoutError, add_note
 from .._limits import release_all, try_all
 from .._options import check_retry_options
 from .._policy import next_delay
 from .._taskgroup import note_lost
+from .._weights import claims_for
 from ._cached import cached
 from ._effects import AWAIT, CALL, REMOTE, SLEEP, THREAD, TIMED, WAIT
 from ._observe import emit_wait
@@ -148,18 +151,24 @@ def attempts(
     retry, max_retries = node._bf_retry, node.max_retries
     timeout, held = node._bf_timeout, node._bf_limits
     retrying = retry is not None or max_retries != 1
-    if not retrying and timeout is None and not held:  # no policy
+    spend = budgeted() if budgets.active else None
+    if not retrying and timeout is None and not held and spend is None:  # no policy
         try:
             return (yield (how, node, index, function, args))
         except Exception as error:
             return (yield from failed(node, item, error, index, 0, shared, offload))
     if retrying:
         check_retry_options(node)
+    gates: tuple[Any, ...] = ()
     if timeout is not None and (how is CALL or how is THREAD):
         # A sync attempt under a timeout may be abandoned to its thread: it then
         # holds the enclosing parallel bounds too (those no enclosing attempt
         # holds already), until the thread ends.
-        held = tuple(gate for gate in GATES.get() if not holds(gate)) + held
+        gates = tuple(gate for gate in GATES.get() if not holds(gate))
+        held = gates + held
+    # Weighted limiters: the item's units now, a fresh claim of them per attempt.
+    claims = claims_for(node, item, index) if node._bf_weighted else None
+    own: tuple[Any, ...] = ()
     state: AttemptState | None = None
     token = None
     if timeout is not None or retrying:
@@ -169,7 +178,10 @@ def attempts(
     attempt = 0
     try:
         while True:
-            holding = None
+            holding = claims_token = budget_token = None
+            if claims is not None:
+                taken_now, own = claims()
+                held = gates + taken_now
             if held:
                 taken = try_all(held) if len(held) > 1 else int(held[0].try_acquire())
                 if taken < len(held):
@@ -185,7 +197,17 @@ def attempts(
                     if watched is not None:
                         waited = time.monotonic() - started
                         emit_wait(watched, node, held[taken:], index, attempt, waited)
-                holding = hold(held, node, index)  # what nested code sees this attempt hold
+                if claims is None:
+                    holding = hold(held, node, index)  # what nested code sees this attempt hold
+                else:  # the deadlock check counts the limiters, one slot each
+                    holding = hold(gates + node._bf_weighted, node, index)
+                    claims_token = CLAIMS.set(own)
+            if spend is not None:  # a budgeted run: stop before a call over the budget
+                try:
+                    budget_token = yield from before_attempt(spend, node, index, SLEEP)
+                except BaseException:
+                    _let_go(held, holding, claims_token)
+                    raise
             abandoned = False
             failure: Exception
             try:
@@ -199,6 +221,10 @@ def attempts(
             except Exception as error:
                 failure = error
             finally:
+                if budget_token is not None:
+                    attempt_ended(spend, budget_token)  # type: ignore[arg-type]
+                if claims_token is not None:
+                    CLAIMS.reset(claims_token)
                 if holding is not None:
                     unhold(holding)
                 if not abandoned:
@@ -219,6 +245,15 @@ def attempts(
     finally:
         if token is not None:
             ATTEMPT.reset(token)
+
+
+def _let_go(held: tuple[Any, ...], holding: Any, claims_token: Any) -> None:
+    """Give back what an attempt took, when it stops before its call."""
+    if claims_token is not None:
+        CLAIMS.reset(claims_token)
+    if holding is not None:
+        unhold(holding)
+    release_all(held)
 
 
 def _emit_retry(node: Any, index: int | None, attempt: int, error: Exception, delay: float) -> None:

@@ -13,6 +13,7 @@ import asyncio
 from functools import partial
 from typing import Any
 
+from .. import _budget as budgets
 from .._clock import TimedOut
 from .._context import run_clock
 from .._errors import AsyncUsageError
@@ -68,7 +69,7 @@ def drive(steps: Steps) -> Any:
             # exec through the attempt loop.
             shared = effect[3]
             prep_result = node.prep(shared)
-            if node._bf_policy or node.max_retries != 1:
+            if node._bf_policy or node.max_retries != 1 or budgets.active:
                 exec_result = drive(attempts(node, prep_result, None, shared, False, None))
                 value = node.post(shared, prep_result, exec_result)
                 continue

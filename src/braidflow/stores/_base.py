@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from .._errors import StoreError
 from .._questions import QUESTIONS_KEY, Question
+from .._usage import Usage
 from ._owners import this_owner
 
 __all__ = [
@@ -85,7 +86,8 @@ class RunRecord:
         owner: The process running it (``host:pid:start``), or ``None``.
         metadata: What the caller attached to the run (``run(...,
             metadata={...})``, or `Store.set_metadata`): a dict of
-            JSON values, ``{}`` if none.
+            JSON values, ``{}`` if none. braidflow keeps its own facts there
+            under ``braidflow.*`` keys (`usage`, resumes, renames, forks).
         questions: The questions a waiting run waits on (see `Question`).
     """
 
@@ -99,6 +101,13 @@ class RunRecord:
     prompt: Any = None
     owner: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def usage(self) -> Usage | None:
+        """What the run's LLM calls reported (``node.report_usage``), in all
+        its parts, as kept when it ended or stopped; ``None`` if none reported."""
+        kept = self.metadata.get("braidflow.usage")
+        return Usage.from_dict(kept) if isinstance(kept, dict) else None
 
     @property
     def questions(self) -> tuple[Question, ...]:

@@ -87,7 +87,7 @@ CREATE INDEX IF NOT EXISTS events_of_run ON events (run_id, seq);
 
 
 def open_database(
-    path: Path, *, durable: bool, lease_ends: Callable[[], float]
+    path: Path, *, durable: bool, lease_ends: Callable[[], float], read_only: bool = False
 ) -> sqlite3.Connection:
     """A connection to the store's file at ``path`` (usable from any thread),
     made with its tables if missing and brought up to this schema.
@@ -97,11 +97,16 @@ def open_database(
         durable: Sync every commit to disk (``synchronous=FULL``).
         lease_ends: When a lease taken now ends: what a run marked running
             gets when the file is brought up from before leases.
+        read_only: Open a store that exists, of this schema, for reading only:
+            SQLite itself refuses every write on the connection.
 
     Raises:
         StoreError: If the file cannot be opened, is not a braidflow store, or
-            was written by a newer version of braidflow.
+            was written by a newer version of braidflow; if ``read_only``,
+            also if it is missing or of an older schema.
     """
+    if read_only:
+        return _open_to_read(path)
     if not path.parent.is_dir():
         raise StoreError(
             f"SQLiteStore: the directory of {str(path)!r} does not exist; create it first"
@@ -124,6 +129,42 @@ def open_database(
         if isinstance(error, (sqlite3.Error, OSError, ValueError)):
             raise _cannot_open(path, error) from None
         raise
+    return db
+
+
+def _open_to_read(path: Path) -> sqlite3.Connection:
+    if not path.is_file():
+        raise StoreError(f"SQLiteStore: no store at {str(path)!r} to read")
+    try:
+        # mode=ro: a reader that cannot write, so that it changes nothing;
+        # in WAL mode it never waits for a writer, nor makes one wait.
+        db = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=BUSY_MS / 1000,
+        )
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "braidflow_meta" not in tables:
+            db.close()
+            raise StoreError(
+                f"SQLiteStore: {str(path)!r} is not a braidflow store (it has tables "
+                f"{sorted(tables)}); use another file"
+            )
+        row = db.execute("SELECT value FROM braidflow_meta WHERE key='schema'").fetchone()
+    except (sqlite3.Error, OSError, ValueError) as error:
+        raise _cannot_open(path, error) from None
+    version = int(row[0]) if row else 0
+    if version != SCHEMA_VERSION:
+        db.close()
+        newer = version > SCHEMA_VERSION
+        raise StoreError(
+            f"SQLiteStore: {str(path)!r} was written by "
+            f"{'a newer' if newer else 'an older'} braidflow (store schema {version}, this "
+            f"one reads {SCHEMA_VERSION}); "
+            + ("upgrade braidflow" if newer else "open it once to write (it is brought up to date)")
+        )
     return db
 
 

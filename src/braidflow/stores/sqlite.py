@@ -106,10 +106,14 @@ class SQLiteStore(CacheTable, LogFolder, MakesLimiters):
             well within it.
         clock: What gives the time leases are kept in, seconds since the
             epoch (default ``time.time``); tests give one they move by hand.
+        read_only: Only read the file (which must exist): every write is
+            refused with a `StoreError`, and reading never waits for a run
+            that writes, nor makes it wait. What ``braidflow ui`` looks with.
 
     Raises:
         StoreError: If the file cannot be opened, is not a braidflow store, or
-            was written by a newer version of braidflow.
+            was written by a newer version of braidflow; if ``read_only``,
+            also if it is missing or was written by an older braidflow.
     """
 
     def __init__(
@@ -120,6 +124,7 @@ class SQLiteStore(CacheTable, LogFolder, MakesLimiters):
         durable: bool = False,
         lease: float = LEASE,
         clock: Callable[[], float] | None = None,
+        read_only: bool = False,
     ) -> None:
         check_serializer("SQLiteStore", serializer)
         super().__init__(lease, clock)  # the lease and clock, checked; no run held yet
@@ -133,7 +138,10 @@ class SQLiteStore(CacheTable, LogFolder, MakesLimiters):
         self._real = Path(os.path.realpath(self.path))
         self._location = str(self._real)  # where this process's record of its runs is kept
         self._db = open_database(
-            self.path, durable=durable, lease_ends=lambda: self._clock() + self.lease
+            self.path,
+            durable=durable,
+            lease_ends=lambda: self._clock() + self.lease,
+            read_only=read_only,
         )
         self._largest = self._db.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
         self._limiters = LimiterShelf()

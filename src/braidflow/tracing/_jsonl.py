@@ -15,7 +15,8 @@ __all__ = ["JSONLTrace", "event_line", "event_record"]
 
 def event_record(event: Event) -> dict[str, Any]:
     """An event as plain JSON data: the ``Event`` field names as keys, the error
-    as its type and message, ``data`` as is when JSON can hold it."""
+    as its type and message (and its notes, if it has any: braidflow's say
+    where it failed), ``data`` as is when JSON can hold it."""
     return {
         "kind": event.kind,
         "run_id": event.run_id,
@@ -30,8 +31,14 @@ def event_record(event: Event) -> dict[str, Any]:
     }
 
 
-def _error_record(error: BaseException | None) -> dict[str, str] | None:
-    return None if error is None else {"type": type(error).__name__, "message": str(error)}
+def _error_record(error: BaseException | None) -> dict[str, Any] | None:
+    if error is None:
+        return None
+    record: dict[str, Any] = {"type": type(error).__name__, "message": str(error)}
+    notes = getattr(error, "__notes__", None)
+    if notes:  # braidflow's name the node, item and attempt: where it failed
+        record["notes"] = [str(note) for note in notes]
+    return record
 
 
 def _dumps(value: Any) -> str:

@@ -9,8 +9,11 @@ from typing import Any
 
 from .._errors import describe_error
 from .._events import Event
+from .._usage import Usage
 
 __all__ = ["OpenTelemetry"]
+
+_NONE = Usage(calls=0)
 
 
 class OpenTelemetry:
@@ -23,8 +26,13 @@ class OpenTelemetry:
     ``braidflow.node``, ``braidflow.path``, ``braidflow.item``,
     ``braidflow.attempts`` and ``braidflow.outcome`` (ok, error, cancelled);
     a node or item whose result came from a result cache has
-    ``braidflow.cache_hit`` set to true. The run's span is a child of the
-    span current where the run started.
+    ``braidflow.cache_hit`` set to true. Usage a node reports
+    (``report_usage``) sets the GenAI semantic convention's
+    ``gen_ai.usage.input_tokens`` and ``gen_ai.usage.output_tokens`` (and
+    ``gen_ai.response.model``, ``braidflow.cost`` when known) on the item's
+    or node's span, summed over its calls, and the run's totals on the
+    run's span. The run's span is a child of the span current where the
+    run started.
 
     Args:
         tracer_provider: Where spans go; default: the global provider.
@@ -80,6 +88,7 @@ class _RunSpans:
         self.items: dict[tuple[tuple[str, ...], int], Any] = {}
         self.sub_flows: dict[tuple[str, ...], Any] = {}  # ("a", "sets[3]") -> item span
         self.attempts: dict[int, int] = {}
+        self.usage: dict[int, Usage] = {}  # by span, what its calls reported so far
 
     def ns(self, monotonic: float) -> int:
         return self.offset + int(monotonic * 1e9)
@@ -118,6 +127,7 @@ class _RunSpans:
             span.set_attribute("braidflow.outcome", "error")
             span.record_exception(error)
             span.set_status(status(code.ERROR, describe_error(error, whole=True)))
+        self.usage.pop(id(span), None)
         span.end(end_time=self.ns(event.time))
 
     def handle(self, event: Event) -> None:
@@ -167,6 +177,19 @@ class _RunSpans:
                 },
                 timestamp=self.ns(event.time),
             )
+        elif kind == "usage":
+            usage = Usage.from_dict(event.data)
+            spans = [self.run]
+            if self.target(event) is not self.run:
+                spans.append(self.target(event))
+            for span in spans:
+                total = self.usage[id(span)] = self.usage.get(id(span), _NONE) + usage
+                span.set_attribute("gen_ai.usage.input_tokens", total.input_tokens)
+                span.set_attribute("gen_ai.usage.output_tokens", total.output_tokens)
+                if total.model is not None:
+                    span.set_attribute("gen_ai.response.model", total.model)
+                if total.cost is not None:
+                    span.set_attribute("braidflow.cost", total.cost)
         elif kind == "cache_hit":  # exec did not run: its result came from a cache
             self.target(event).set_attribute("braidflow.cache_hit", True)
         elif kind == "run_end":

@@ -7,6 +7,7 @@ delay (``backing off``); those are counted apart. ``cached`` counts items
 whose result came from a result cache (``cache_hit``). A line is laid out for the
 console's width: the bar shrinks first, then the name is cut, then the bar
 goes, then the numbers move to lines of their own; a number is never cut.
+The tokens and cost a batch's items reported (``usage`` events) show on its line.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._events import Event
+from .._usage import Usage
 from ._owners import ItemOwners, Path
 
 __all__ = ["Progress", "Row", "lay_out"]
@@ -34,6 +36,7 @@ class _Batch:
         "backing_off",
         "cached",
         "cancelled",
+        "cost",
         "done",
         "failed",
         "first",
@@ -42,6 +45,7 @@ class _Batch:
         "last",
         "open",
         "reused",
+        "tokens",
         "total",
         "waiting",
     )
@@ -56,6 +60,8 @@ class _Batch:
         self.backing_off: set[_Item] = set()
         self.open: set[Path] = set()  # the steps of it that run now
         self.first = self.last = at  # first item's start; last item's end
+        self.tokens = 0  # reported by its items
+        self.cost: float | None = None
 
 
 class _Item:
@@ -94,8 +100,9 @@ class Progress:
     """An observer that shows, for each batch node and batch flow of a run, a
     live line: items done out of the total (or a count, for lazy input),
     items running, items waiting for a limiter, items waiting out a retry's
-    delay, items served from a result cache, failures, the rate and the
-    time left. Uses ``rich``.
+    delay, items served from a result cache, failures, the rate, the time
+    left, and the tokens and cost its items reported
+    (`braidflow.Node.report_usage`); `usage` is the run's total. Uses ``rich``.
 
     A batch inside a batch flow's sub-flow has one line for all parameter
     sets, its total growing as each reaches it; a batch run again in a loop
@@ -133,9 +140,16 @@ class Progress:
         self._items: ItemOwners[_Item] = ItemOwners()
         self._waits: dict[tuple[Path, int | None], _Item] = {}  # open limiter waits
         self._fresh: set[Path] = set()  # steps started whose first item is yet to come
+        self._usage = Usage(calls=0)
 
     def __repr__(self) -> str:
         return "Progress()"
+
+    @property
+    def usage(self) -> Usage:
+        """What the calls of the run shown so far reported, in all."""
+        with self._lock:
+            return self._usage
 
     def on_event(self, event: Event) -> None:
         """Take one event of a run (the observer protocol)."""
@@ -181,6 +195,8 @@ class Progress:
                     item.batch.backing_off.add(item)
             elif kind in ("emit", "branch_start"):
                 self._busy(event)
+            elif kind == "usage":
+                self._used(event)
             elif kind == "cache_hit":
                 item = self._items.value(event.path, event.item)
                 if item is not None:
@@ -193,6 +209,16 @@ class Progress:
             item.retry_until = 0.0
             item.batch.backing_off.discard(item)
         return item
+
+    def _used(self, event: Event) -> None:
+        usage = Usage.from_dict(event.data)
+        self._usage += usage
+        item = self._busy(event)
+        if item is not None:
+            batch = item.batch
+            batch.tokens += usage.tokens
+            if usage.cost is not None:
+                batch.cost = usage.cost + (batch.cost or 0.0)
 
     def _unwait(self, item: _Item | None) -> None:
         if item is not None and item.waits > 0:
@@ -295,6 +321,10 @@ def _row(batch: _Batch, now: float) -> Row:
         numbers.append((f"{batch.failed} failed", "red"))
     if batch.cancelled:
         numbers.append((f"{batch.cancelled} cancelled", "dim"))
+    if batch.tokens:
+        numbers.append((f"{batch.tokens:,} tokens", "cyan"))
+    if batch.cost is not None:
+        numbers.append((f"cost {batch.cost:.4g}", "cyan"))
     took = (now if batch.in_flight else batch.last) - batch.first
     rate = ran / took if ran and took > 0 else None
     if rate is not None:

@@ -21,8 +21,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .._budget import OverBudget
 from .._errors import describe_error
 from .._events import Event
+from .._usage import Usage
 from ..durable._drain import DrainStop
 from ..durable._exceptions import RecordedError
 from ..durable._interrupt import Interrupted
@@ -57,7 +59,7 @@ def _is(error: BaseException, cls: type[BaseException]) -> bool:
 def _outcome(error: BaseException | None) -> int:
     if error is None:
         return OK
-    if _is(error, Interrupted):
+    if _is(error, Interrupted) or _is(error, OverBudget):  # the run waits
         return ASKED
     if (
         _is(error, asyncio.CancelledError) or _is(error, KeyboardInterrupt) or _is(error, DrainStop)
@@ -92,6 +94,8 @@ def _said(error: BaseException) -> str:
     """What a span's note says of how it ended, when not well."""
     if _is(error, Interrupted):
         return f"asked for input: {str(error)[:80]}"
+    if _is(error, OverBudget):
+        return f"waits for a higher budget: {str(error)[:120]}"
     if _is(error, DrainStop):
         return "drained: stopped at a safe point"
     return describe_error(error)
@@ -148,6 +152,7 @@ class _Builder:
         self.totals: dict[Names, int] = {}  # a batch's number of items, when known
         self.again = 0  # item runs cut off by a crash that ran again in the next part
         self.failed_again = 0  # failed item runs that ran again in the next part
+        self.usage = Usage(calls=0)  # what the run's calls reported
 
     def lane(self, key: Any) -> int:
         index = self.lane_of.get(key)
@@ -222,8 +227,10 @@ def timeline_data(events: list[Event]) -> dict[str, Any]:
     lanes, groups, order = _lanes(build)
     for thing in (*build.spans, *build.marks):
         thing[0] = order[thing[0]]
+    spent = {"tokens": build.usage.tokens, "cost": build.usage.cost} if build.usage.calls else {}
     return {
         "run": {
+            **spent,
             "id": parts[0][0].run_id,
             "name": parts[0][0].node,
             "duration": end,
@@ -402,12 +409,20 @@ def _draw_part(
                 owner = build.owner(path, item)
                 if owner is not None:
                     owner.retries.append(span)
-        elif kind == "error" and not (event.error and _is(event.error, Interrupted)):
+        elif kind == "error" and not (event.error and _outcome(event.error) == ASKED):
             text = f"error: {describe_error(event.error)}"
             build.marks.append([build.lane_at(path, item), at, ERROR, build.note(text)])
         elif kind == "emit":
             shown = repr(event.data)
             text = f"emit: {shown if len(shown) <= 80 else shown[:77] + '...'}"
+            build.marks.append([build.lane_at(path, item), at, EMIT, build.note(text)])
+        elif kind == "usage":
+            usage = Usage.from_dict(event.data)
+            build.usage += usage
+            text = f"usage: {usage.tokens:,} tokens ({usage.input_tokens:,} in, "
+            text += f"{usage.output_tokens:,} out)"
+            text += f", cost {usage.cost:.4g}" if usage.cost is not None else ""
+            text += f", {usage.model}" if usage.model else ""
             build.marks.append([build.lane_at(path, item), at, EMIT, build.note(text)])
         elif kind == "run_end":
             finished = event

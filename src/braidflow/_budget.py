@@ -1,0 +1,222 @@
+"""Run budgets: ``budget=Budget(tokens=..., cost=...)`` stops a run before a call over it.
+
+Before each exec attempt of a budgeted run, `before_attempt` looks at what
+the run has spent: once the budget is reached, the attempt waits for the
+calls in flight to finish (they count), then stops the run, by raising
+`BudgetExceeded` or, in a durable run with ``on_exceed="suspend"``, by
+suspending it as ``waiting`` until it is resumed with a higher budget.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Generator
+from contextvars import ContextVar
+from typing import Any
+
+from ._context import RUN
+from ._errors import BudgetExceeded, InvalidParameterError
+from ._usage import Spend, Usage
+
+__all__ = [
+    "Budget",
+    "OverBudget",
+    "active",
+    "attempt_ended",
+    "before_attempt",
+    "budgeted",
+    "check_budget",
+    "close_budget",
+    "open_budget",
+]
+
+_ON_EXCEED = ("raise", "suspend")
+# How many budgeted attempts enclose this code (exec code that runs a flow):
+# a stop waits for the attempts in flight other than those.
+_ENCLOSING: ContextVar[int] = ContextVar("braidflow_budgeted", default=0)
+_POLL = 0.005  # seconds between looks at the attempts in flight, while stopping
+# How many budgeted runs are going on in this process: while none is, the
+# engine's fast paths skip the budget (one module attribute read per node).
+active = 0
+_active_lock = threading.Lock()
+
+
+class Budget:
+    """The most a run may spend on LLM calls: tokens, cost, or both.
+
+    Given to ``run``/``run_async``/``resume`` as ``budget=``. Usage counts
+    as nodes report it (``self.report_usage(...)``). Before each exec
+    attempt, if the run has spent as much as the budget or more, the run
+    stops before that call: attempts already in flight finish and count, so
+    the budget is overshot by at most what they use. A resumed run counts
+    what its earlier parts spent. Under a parallel batch's
+    ``on_error="collect"`` the items stopped are `braidflow.Failure` s of
+    `BudgetExceeded` and the run goes on without calling. The wait for the
+    calls in flight follows the run's clock.
+
+    Args:
+        tokens: Most input plus output tokens, or ``None``.
+        cost: Most cost (in the unit of the prices the usage was priced
+            with), or ``None``.
+        on_exceed: ``"raise"`` (default): `BudgetExceeded`. ``"suspend"`` (a
+            durable run only): the run is stored as ``waiting`` with the
+            reason and `Suspended` is raised; ``flow.resume(run_id,
+            store=..., budget=Budget(...higher))`` carries on from there,
+            redoing nothing that finished.
+
+    Raises:
+        InvalidParameterError: For a limit that is not a number >= 0 (tokens:
+            an int), neither limit given, or another ``on_exceed``.
+    """
+
+    __slots__ = ("cost", "on_exceed", "tokens")
+
+    def __init__(
+        self, *, tokens: int | None = None, cost: float | None = None, on_exceed: str = "raise"
+    ) -> None:
+        if tokens is not None and (
+            isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0
+        ):
+            raise InvalidParameterError(f"Budget: tokens={tokens!r} must be an int >= 0, or None")
+        if cost is not None and (
+            isinstance(cost, bool)
+            or not isinstance(cost, int | float)
+            or not math.isfinite(cost)
+            or cost < 0
+        ):
+            raise InvalidParameterError(
+                f"Budget: cost={cost!r} must be a finite number >= 0, or None"
+            )
+        if tokens is None and cost is None:
+            raise InvalidParameterError("Budget: give tokens=, cost= or both")
+        if on_exceed not in _ON_EXCEED:
+            raise InvalidParameterError(
+                f"Budget: on_exceed={on_exceed!r} must be 'raise' or 'suspend'"
+            )
+        self.tokens = tokens
+        self.cost = cost
+        self.on_exceed = on_exceed
+
+    def __repr__(self) -> str:
+        parts = [f"{name}={getattr(self, name)!r}" for name in ("tokens", "cost")]
+        parts = [part for part in parts if not part.endswith("=None")]
+        if self.on_exceed != "raise":
+            parts.append(f"on_exceed={self.on_exceed!r}")
+        return f"Budget({', '.join(parts)})"
+
+    def reached(self, spent: Usage) -> str | None:
+        """Why ``spent`` reaches this budget (``None``: it does not)."""
+        if self.tokens is not None and spent.tokens >= self.tokens:
+            return f"{spent.tokens} tokens spent, budget {self.tokens}"
+        if self.cost is not None and spent.cost is not None and spent.cost >= self.cost:
+            return f"cost {spent.cost:g} spent, budget {self.cost:g}"
+        return None
+
+
+class OverBudget(BaseException):
+    """Raised to suspend a durable run whose budget is spent (a
+    ``BaseException``, so no retry, fallback or ``except Exception`` stops it).
+
+    Attributes:
+        error: The `BudgetExceeded` that says where and why.
+    """
+
+    def __init__(self, error: BudgetExceeded) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def check_budget(budget: Any, owner: Any, durable: bool) -> Any:
+    """A run's ``budget=``, checked before the run starts.
+
+    Raises:
+        InvalidParameterError: For something other than a `Budget`, or
+            ``on_exceed="suspend"`` in a run with no store to resume it from.
+    """
+    if budget is None:
+        return None
+    name = owner._display_name()
+    if not isinstance(budget, Budget):
+        raise InvalidParameterError(
+            f"{owner._describe()}: budget={budget!r} must be a braidflow.Budget, e.g. "
+            "Budget(tokens=100_000) or Budget(cost=2.0)",
+            node=name,
+        )
+    if budget.on_exceed == "suspend" and not durable:
+        raise InvalidParameterError(
+            f"{owner._describe()}: {budget!r} suspends the run, which needs a durable run to "
+            "resume: pass store= too, or on_exceed='raise'",
+            node=name,
+        )
+    return budget
+
+
+def open_budget() -> None:
+    """A budgeted run starts: the engine's fast paths look at budgets from now on."""
+    global active
+    with _active_lock:
+        active += 1
+
+
+def close_budget() -> None:
+    """A budgeted run has ended."""
+    global active
+    with _active_lock:
+        active -= 1
+
+
+def budgeted() -> Spend | None:
+    """The running run's spending, if it has a budget (else ``None``)."""
+    run = RUN.get()
+    if run is None:
+        return None
+    spend: Spend | None = run.spend
+    return spend if spend is not None and spend.budget is not None else None
+
+
+def before_attempt(
+    spend: Spend, node: Any, index: int | None, sleep: Any
+) -> Generator[Any, Any, Any]:
+    """Before an exec attempt of a budgeted run: start it (counted as in
+    flight until `attempt_ended`; returns the token for it), or, the budget
+    reached, wait for the attempts in flight and stop the run.
+
+    ``sleep`` is the effect that waits a moment (the engine's ``SLEEP``).
+
+    Raises:
+        BudgetExceeded: The budget is reached (``on_exceed="raise"``).
+        OverBudget: The same, to suspend a durable run.
+    """
+    budget = spend.budget
+    if budget.reached(spend.total) is None:
+        with spend.lock:
+            spend.running += 1
+        return _ENCLOSING.set(_ENCLOSING.get() + 1)
+    enclosing = _ENCLOSING.get()
+    while spend.running > enclosing:  # calls in flight finish and count
+        yield (sleep, node, index, _POLL)
+    spent = spend.total
+    where = f" item {index}" if index is not None else ""
+    run = RUN.get()
+    durable = run.durable if run is not None else None
+    then = "suspended: resume it with a higher budget=" if budget.on_exceed == "suspend" else ""
+    error = BudgetExceeded(
+        f"{node._describe()}{where}: the run's {budget!r} is reached "
+        f"({budget.reached(spent)}; {spent.calls} calls) before its next call"
+        + (f"; {then}" if then and durable is not None else ""),
+        node=node._display_name(),
+        item_index=index,
+        spent=spent,
+        budget=budget,
+    )
+    if budget.on_exceed == "suspend" and durable is not None:
+        raise OverBudget(error)
+    raise error
+
+
+def attempt_ended(spend: Spend, token: Any) -> None:
+    """The attempt `before_attempt` let start has ended."""
+    _ENCLOSING.reset(token)
+    with spend.lock:
+        spend.running -= 1

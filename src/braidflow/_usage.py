@@ -1,0 +1,177 @@
+"""Usage of LLM calls: what one call used (`Usage`), reported once from ``exec``.
+
+`report` is what ``node.report_usage(...)`` does: it corrects the attempt's
+weighted limiters, adds to the run's totals (its budget, its stored record)
+and, if the run is observed, emits a ``usage`` event.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from ._context import ATTEMPT, PATH, RUN, current_item, observed
+from ._errors import InvalidParameterError
+from ._weights import correct_claims
+
+__all__ = ["Spend", "Usage", "report", "usage_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What LLM calls used: tokens in and out, and what they cost, if known.
+
+    Usages add up (``a + b``): tokens and calls are summed; the cost is the
+    sum of the costs known (``None`` if none is); the model is kept if both
+    name the same one (or one is of no calls).
+
+    Attributes:
+        input_tokens: Tokens of the prompt (ints >= 0).
+        output_tokens: Tokens generated.
+        cost: What it cost, in the unit of the prices given (``None``: not known).
+        model: The model that answered, or ``None``.
+        calls: How many calls this is the usage of.
+
+    Raises:
+        InvalidParameterError: For a token count that is not an int >= 0, or a
+            cost that is not a finite number >= 0.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float | None = None
+    model: str | None = None
+    calls: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("input_tokens", "output_tokens", "calls"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidParameterError(f"Usage: {name}={value!r} must be an int >= 0")
+        cost = self.cost
+        if cost is not None and (
+            isinstance(cost, bool)
+            or not isinstance(cost, int | float)
+            or not math.isfinite(cost)
+            or cost < 0
+        ):
+            raise InvalidParameterError(
+                f"Usage: cost={cost!r} must be a finite number >= 0, or None if not known"
+            )
+        if self.model is not None and not isinstance(self.model, str):
+            raise InvalidParameterError(f"Usage: model={self.model!r} must be a string or None")
+
+    @property
+    def tokens(self) -> int:
+        """Input plus output tokens."""
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        if not isinstance(other, Usage):
+            return NotImplemented
+        costs = [cost for cost in (self.cost, other.cost) if cost is not None]
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            sum(costs) if costs else None,
+            other.model
+            if not self.calls
+            else self.model
+            if not other.calls or self.model == other.model
+            else None,
+            self.calls + other.calls,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """As JSON values: what events, traces and the stored record carry."""
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost": self.cost,
+            "model": self.model,
+            "calls": self.calls,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Usage:
+        """The usage `as_dict` gave (unknown keys are left out)."""
+        return cls(
+            int(data.get("input_tokens", 0)),
+            int(data.get("output_tokens", 0)),
+            data.get("cost"),
+            data.get("model"),
+            int(data.get("calls", 0)),
+        )
+
+
+NO_USAGE = Usage(calls=0)
+_first_report = threading.Lock()
+
+
+class Spend:
+    """A run's spending: the usage reported so far and its budget (if any).
+
+    ``running`` counts the exec attempts of a budgeted run that are going on
+    (what a stop waits for); a resumed run starts from what it spent before.
+    """
+
+    __slots__ = ("budget", "lock", "running", "total")
+
+    def __init__(self, budget: Any = None, before: Usage = NO_USAGE) -> None:
+        self.budget = budget
+        self.lock = threading.Lock()
+        self.total = before
+        self.running = 0
+
+    def add(self, usage: Usage) -> Usage:
+        """Count ``usage``; return the total."""
+        with self.lock:
+            total = self.total = self.total + usage
+        return total
+
+
+def usage_of(
+    usage: Any, input_tokens: Any, output_tokens: Any, cost: Any, model: Any, describe: str
+) -> Usage:
+    """The `Usage` ``report_usage`` was given: one, or its parts."""
+    if usage is None:
+        return Usage(input_tokens, output_tokens, cost, model)
+    if not isinstance(usage, Usage):
+        raise InvalidParameterError(
+            f"{describe}: report_usage({usage!r}) takes a braidflow.Usage (e.g. from "
+            "braidflow.llm.usage_from_openai(response)), or input_tokens=, output_tokens=, "
+            "cost=, model="
+        )
+    if (input_tokens, output_tokens, cost, model) != (0, 0, None, None):
+        raise InvalidParameterError(
+            f"{describe}: report_usage() takes a Usage or its parts, not both"
+        )
+    return usage
+
+
+def report(node: Any, usage: Usage) -> None:
+    """Count what a call of ``node`` used, everywhere it shows (see `Node.report_usage`)."""
+    correct_claims(usage)
+    run = RUN.get()
+    if run is None:
+        return
+    spend = run.spend
+    if spend is None:
+        with _first_report:  # threads of one run reporting at once make one Spend
+            spend = run.spend
+            if spend is None:
+                spend = run.spend = Spend()
+    spend.add(usage)
+    watched = observed()
+    if watched is not None:
+        state = ATTEMPT.get()
+        watched.emit(
+            "usage",
+            node=node._display_name(),
+            path=PATH.get(),
+            item=current_item(),
+            attempt=state.attempt if state is not None and state.node is node else None,
+            data=usage.as_dict(),
+        )

@@ -1,0 +1,237 @@
+"""What a person can do to a run from the dashboard: answer a waiting run and resume
+it, resume a failed, interrupted or drained one, fork one from a step with ``shared`` edited.
+
+Only an action opens the store for writing (one `SQLiteStore`, made at the
+first action). Each needs the flow: the TARGET the run remembers (the
+command keeps it), else the one the dashboard was started with
+(``--target``); with neither, `ActionError` says what to run instead. The
+run then goes on in a thread of the dashboard's process, as ``braidflow
+resume`` would run it (its events recorded); the request returns once it
+has begun, or with what refused it.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from .._errors import (
+    BraidflowError,
+    CheckpointError,
+    ResumeError,
+    StoreError,
+    Suspended,
+    describe_error,
+)
+from ..cli._console import UsageError, parse_json, suggested
+from ..cli._store import PLACEHOLDER_TARGET, RESUMABLE, remembered_target, resume_command
+from ..cli._target import load_target
+from ..stores._base import RunRecord, Store
+
+__all__ = ["ActionError", "Actions"]
+
+_BEGIN_WITHIN = 30.0  # seconds an action waits for its run to begin, to report a refusal
+
+
+class ActionError(Exception):
+    """An action refused, with what to do instead (shown on the run's page)."""
+
+
+class _Begun:
+    """An observer that tells when the run it watches has begun."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def on_event(self, event: Any) -> None:
+        if event.kind == "run_start":
+            self.event.set()
+
+
+class Actions:
+    """The dashboard's actions on the runs of one store.
+
+    Args:
+        store_path: The store's file; opened for writing at the first action.
+        target: The flow for runs that remember no TARGET (``--target``).
+    """
+
+    def __init__(self, store_path: Path, target: str | None = None) -> None:
+        self.store_path = store_path
+        self.target = target
+        self._lock = threading.Lock()
+        self._writer: Store | None = None
+        self._flows: dict[tuple[str, str | None], Any] = {}
+        self._going: dict[str, threading.Thread] = {}
+
+    def target_of(self, record: RunRecord) -> tuple[str, str | None] | None:
+        """The TARGET (and the directory it is found from) of a run's flow:
+        the one it remembers, else ``--target``; ``None`` if neither."""
+        remembered = remembered_target(record)
+        if remembered is not None:
+            return remembered
+        return (self.target, None) if self.target else None
+
+    def instead(self, record: RunRecord, action: str, step: int | None = None) -> str:
+        """The command that does ``action`` (``resume`` or ``fork``) where the
+        dashboard knows no TARGET for the run."""
+        store = str(self.store_path)
+        if action == "fork":
+            at = [] if step is None else ["--at", str(step)]
+            words = ["fork", record.run_id, PLACEHOLDER_TARGET, *at, "--store", store]
+            return suggested(*words, "--set", "KEY=JSON")
+        return resume_command(record, self.store_path)
+
+    def busy(self, run_id: str) -> bool:
+        """Tell whether an action of this dashboard is running the run now."""
+        with self._lock:
+            thread = self._going.get(run_id)
+            return thread is not None and thread.is_alive()
+
+    def close(self) -> None:
+        """Close the store opened for actions, if one was."""
+        with self._lock:
+            writer, self._writer = self._writer, None
+        close = getattr(writer, "close", None)
+        if callable(close):
+            close()
+
+    # -- the actions ------------------------------------------------------------------
+
+    def resume(
+        self,
+        record: RunRecord,
+        answer_text: str | None = None,
+        answer_texts: dict[str, str] | None = None,
+    ) -> None:
+        """Resume a failed, interrupted, drained or waiting run. A run waiting
+        on one question takes ``answer_text`` (JSON); one waiting on several
+        takes ``answer_texts`` (JSON by question id), some or all of them:
+        those answered go on, the others keep waiting.
+
+        Raises:
+            ActionError: For a run that cannot be resumed now, an answer that
+                is not JSON, none given, no TARGET known, or a refusal from the
+                engine.
+        """
+        if record.status not in RESUMABLE:
+            raise ActionError(f"run {record.run_id!r} is {record.status}; it cannot be resumed")
+        options: dict[str, Any] = {}
+        if record.status == "waiting" and answer_texts:
+            options["answers"] = {
+                key: _json(text, f"the answer to question {key}")
+                for key, text in answer_texts.items()
+            }
+        elif record.status == "waiting":
+            if answer_text is None or not answer_text.strip():
+                raise ActionError("the run waits for an answer: give it as JSON")
+            options["input"] = _json(answer_text, "the answer")
+        flow = self._flow(record, "resume")
+        self._go(record.run_id, flow, options)
+
+    def fork(self, record: RunRecord, at: int, before: dict[Any, Any], edited: str) -> str:
+        """Fork the run after step ``at`` with ``shared`` as ``edited`` (JSON of
+        the whole dict, ``before`` as the step left it), and run the fork on
+        (a fork made at a question waits for its answer instead); return the
+        fork's id.
+
+        Raises:
+            ActionError: For JSON that is not an object, a key removed, no
+                TARGET known, or a refusal from the engine or the store.
+        """
+        shared = _json(edited, "shared")
+        if not isinstance(shared, dict):
+            raise ActionError(f"shared must be a JSON object, not {type(shared).__name__}")
+        removed = [key for key in before if key not in shared]
+        if removed:
+            raise ActionError(
+                f"a fork cannot remove keys of shared ({', '.join(map(repr, removed))}); "
+                "set them to null instead"
+            )
+        update = {key: value for key, value in shared.items() if before.get(key, _NONE) != value}
+        flow = self._flow(record, "fork", at)
+        from ..durable._travel import fork_run
+
+        try:
+            new = fork_run(self._store(), flow, record.run_id, at, None, update)
+            status = self._store().get(new).status
+        except (ResumeError, CheckpointError, StoreError) as error:
+            raise ActionError(describe_error(error)) from error
+        if status != "waiting":
+            self._go(new, flow, {})
+        return new
+
+    # -- how they run -----------------------------------------------------------------
+
+    def _flow(self, record: RunRecord, action: str, step: int | None = None) -> Any:
+        target = self.target_of(record)
+        if target is None:
+            raise ActionError(
+                f"the dashboard knows no TARGET for run {record.run_id!r} (it was started "
+                f"from Python); run instead: {self.instead(record, action, step)} -- or start "
+                "the dashboard with --target TARGET"
+            )
+        with self._lock:
+            flow = self._flows.get(target)
+            if flow is None:
+                try:
+                    flow = load_target(*target)
+                except UsageError as error:
+                    raise ActionError(f"TARGET {target[0]}: {error}") from error
+                self._flows[target] = flow
+            return flow
+
+    def _store(self) -> Store:
+        with self._lock:
+            if self._writer is None:
+                from ..stores.sqlite import SQLiteStore
+
+                try:
+                    self._writer = SQLiteStore(self.store_path)
+                except StoreError as error:
+                    raise ActionError(str(error)) from error
+            return self._writer
+
+    def _go(self, run_id: str, flow: Any, options: dict[str, Any]) -> None:
+        """Resume the run in a thread (``options``: its answers, if any);
+        return once it began, or raise what stopped it before."""
+        store = self._store()
+        begun = _Begun()
+        refused: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                flow.resume(run_id, store=store, observers=[begun], record_events=True, **options)
+            except Suspended:
+                pass  # waiting again: the store says so
+            except BaseException as error:  # the run's end is in the store; the caller hears
+                if not begun.event.is_set():
+                    refused.append(error)
+            finally:
+                begun.event.set()
+
+        with self._lock:
+            going = self._going.get(run_id)
+            if going is not None and going.is_alive():
+                raise ActionError(f"run {run_id!r} is being resumed already")
+            # A daemon: stopping the dashboard stops its runs, which stay resumable.
+            thread = threading.Thread(target=run, name=f"braidflow-ui-{run_id}", daemon=True)
+            self._going[run_id] = thread
+            thread.start()
+        begun.event.wait(_BEGIN_WITHIN)
+        if refused:
+            error = refused[0]
+            if isinstance(error, BraidflowError):
+                raise ActionError(describe_error(error)) from error
+            raise ActionError(f"the run could not begin: {describe_error(error)}") from error
+
+
+_NONE = object()
+
+
+def _json(text: str, what: str) -> Any:
+    try:
+        return parse_json(text, what)
+    except UsageError as error:
+        raise ActionError(str(error)) from error

@@ -1,0 +1,289 @@
+"""The dashboard as a Starlette app: the runs table, a run's page and its timeline,
+and the actions, each a POST; the guards every request passes are in ``_guard``.
+
+Pages are Jinja2 templates that escape every value; the script and the style
+are files of this package served by the app itself, so a page asks nothing
+of the network. The store is read through a read-only connection (see
+`create_app`); only `Actions` writes, when a person asks for it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import re
+import secrets
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp
+
+from .._errors import ResumeError, StoreError
+from ..stores._base import Store
+from ._actions import ActionError, Actions
+from ._guard import Guard
+from ._listing import STATUSES, RunIndex, inside, usage_of, when
+from ._look import EVENTS_PAGE, RunView, events_page, prompt_lines, version_of
+
+__all__ = ["create_app"]
+
+_HERE = Path(__file__).parent
+_LARGEST_FORM = 16 << 20  # bytes: shared of up to a million characters, URL-encoded
+# autoescape: every value a page shows is escaped, whatever shared holds.
+_TEMPLATES = Jinja2Templates(
+    env=jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(_HERE / "templates")), autoescape=True
+    )
+)
+_TEMPLATES.env.filters["when"] = when
+_TEMPLATES.env.filters["number"] = lambda value: f"{value:,}"
+_TEMPLATES.env.filters["prompt_lines"] = prompt_lines
+
+
+def create_app(
+    store: Store,
+    store_path: Path,
+    *,
+    target: str | None = None,
+    token: str | None = None,
+    hosts: tuple[str, ...] | None = ("127.0.0.1", "localhost", "::1"),
+) -> ASGIApp:
+    """The dashboard of the runs of ``store``, as an ASGI app.
+
+    Args:
+        store: The store to read: give one that only reads
+            (``SQLiteStore(path, read_only=True)``), so that looking
+            changes nothing and never waits for a run that writes.
+        store_path: Its file: actions open it to write, and the commands the
+            pages suggest name it.
+        target: The flow's TARGET for actions on runs that remember none.
+        token: Required of every request (``?token=``, once: a cookie keeps
+            it), or ``None`` for none.
+        hosts: The names the page may be asked for by (``Host``), against
+            DNS rebinding; ``None`` for any (a token guards it then).
+    """
+    actions = Actions(store_path, target)
+    index = RunIndex(store)
+    csrf = secrets.token_urlsafe(32)
+    timeline_policy = _timeline_policy()
+
+    def page(request: Request, name: str, code: int = 200, /, **context: Any) -> Response:
+        context.update(csrf=csrf, store_path=str(store_path), statuses=STATUSES)
+        return _TEMPLATES.TemplateResponse(request, name, context, status_code=code)
+
+    def runs_page(request: Request) -> Response:
+        status = request.query_params.get("status") or None
+        if status not in (None, *STATUSES):
+            status = None
+        search = request.query_params.get("q", "")[:200]
+        listing = index.page(status, search, _number(request.query_params.get("page"), 1))
+        return page(request, "runs.html", listing=listing, status=status or "", search=search)
+
+    def read_run(run_id: str) -> RunView:
+        return RunView(store, run_id)
+
+    async def run_page(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        try:
+            view = await run_in_threadpool(read_run, run_id)
+        except (StoreError, ResumeError) as error:
+            return page(request, "missing.html", 404, run_id=run_id, said=str(error))
+        return await run_in_threadpool(_show_run, request, view, page, actions, "")
+
+    async def version(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        try:
+            record = await run_in_threadpool(store.get, run_id)
+        except StoreError:
+            return JSONResponse({"version": None}, status_code=404)
+        return JSONResponse({"version": version_of(record), "status": record.status})
+
+    async def timeline(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        text = await run_in_threadpool(_timeline_page, store, run_id)
+        if text is None:
+            return HTMLResponse(
+                "<!DOCTYPE html><title>no timeline</title><p>No events were recorded for this "
+                "run: runs started or resumed by the braidflow command keep them, as do runs "
+                "given record_events=True.</p>",
+                headers={"Content-Security-Policy": "default-src 'none'"},
+            )
+        return HTMLResponse(text, headers={"Content-Security-Policy": timeline_policy})
+
+    async def resume(request: Request) -> Response:
+        form = await _form(request)
+        run_id = request.path_params["run_id"]
+        if not _csrf_ok(form.get("csrf"), csrf):
+            return _refused()
+        answer = form.get("answer")
+        answers = {
+            name.removeprefix("answer-"): text
+            for name, text in form.items()
+            if name.startswith("answer-") and text.strip()
+        }
+        try:
+            record = await run_in_threadpool(store.get, run_id)
+            await run_in_threadpool(actions.resume, record, answer, answers)
+        except StoreError as error:
+            return page(request, "missing.html", 404, run_id=run_id, said=str(error))
+        except ActionError as error:
+            view = await run_in_threadpool(read_run, run_id)
+            said = str(error)
+            return await run_in_threadpool(_show_run, request, view, page, actions, said, 400)
+        return RedirectResponse(f"/runs/{_quoted(run_id)}", status_code=303)
+
+    async def fork(request: Request) -> Response:
+        form = await _form(request)
+        run_id = request.path_params["run_id"]
+        if not _csrf_ok(form.get("csrf"), csrf):
+            return _refused()
+        at = _number(form.get("at"), -1)
+        edited = form.get("shared")
+        try:
+            view = await run_in_threadpool(read_run, run_id)
+        except (StoreError, ResumeError) as error:
+            return page(request, "missing.html", 404, run_id=run_id, said=str(error))
+        try:
+            before = await run_in_threadpool(view.run.state, at)
+            new = await run_in_threadpool(
+                actions.fork, view.record, at, before, edited if isinstance(edited, str) else ""
+            )
+        except (ResumeError, ActionError) as error:  # no such step; the fork refused
+            return await run_in_threadpool(_show_run, request, view, page, actions, str(error), 400)
+        return RedirectResponse(f"/runs/{_quoted(new)}", status_code=303)
+
+    routes = [
+        Route("/", runs_page),
+        Route("/runs/{run_id:path}/version", version),
+        Route("/runs/{run_id:path}/timeline", timeline),
+        Route("/runs/{run_id:path}/resume", resume, methods=["POST"]),
+        Route("/runs/{run_id:path}/fork", fork, methods=["POST"]),
+        Route("/runs/{run_id:path}", run_page),
+        Mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static"),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        actions.close()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.actions = actions
+    return Guard(app, token=token, hosts=hosts)
+
+
+def _show_run(
+    request: Request,
+    view: RunView,
+    page: Callable[..., Response],
+    actions: Actions,
+    said: str,
+    status: int = 200,
+) -> Response:
+    """The page of a run (``said``: why an action was refused)."""
+    params = request.query_params
+    record = view.record
+    at = _number(params.get("at"), view.last_finished)
+    if not view.finished(at):
+        at = view.last_finished
+    state = view.state(at)
+    target = actions.target_of(record)
+    events = events_page(
+        view.store, record.run_id, _number(params.get("offset"), 0), params.get("kind", "")[:40]
+    )
+    return page(
+        request,
+        "run.html",
+        status,
+        view=view,
+        record=record,
+        steps=view.steps(),
+        state=state,
+        events=events,
+        events_page=EVENTS_PAGE,
+        target=target,
+        busy=actions.busy(record.run_id),
+        resume_instead=actions.instead(record, "resume") if target is None else "",
+        fork_instead=actions.instead(record, "fork", at) if target is None else "",
+        said=said,
+        notes=view.notes(),
+        ended_at=inside(record.node or "", record.flow),
+        questions=record.questions,
+        usage=usage_of(record.metadata),
+        quoted=_quoted(record.run_id),
+    )
+
+
+def _timeline_page(store: Store, run_id: str) -> str | None:
+    from ..durable._recorder import recorded_events
+    from ..tracing._timeline import render, timeline_data
+
+    try:
+        events = recorded_events(store, run_id)
+        if not events:
+            return None
+        data = timeline_data(events)
+    except (StoreError, ValueError):
+        return None
+    return render(data, f"run {run_id} of {data['run']['name']}")
+
+
+def _timeline_policy() -> str:
+    """What the timeline page may do: run its own script (by its hash) and
+    nothing else; its style is inline."""
+    from importlib import resources
+
+    page = resources.files("braidflow.tracing").joinpath("timeline.html").read_text("utf-8")
+    hashes = []
+    for script in re.findall(r"<script>(.*?)</script>", page, flags=re.S):
+        digest = hashlib.sha256(script.encode()).digest()
+        hashes.append(f"'sha256-{base64.b64encode(digest).decode()}'")
+    return (
+        f"default-src 'none'; script-src {' '.join(hashes)}; style-src 'unsafe-inline'; "
+        "img-src data:; frame-ancestors 'self'"
+    )
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The fields of a form the page posted (url-encoded, as the pages send
+    them; no multipart parser needed); one too large is read as empty."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _LARGEST_FORM:
+            return {}
+    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+def _number(text: Any, default: int) -> int:
+    try:
+        return int(text) if isinstance(text, str) else default
+    except ValueError:
+        return default
+
+
+def _quoted(run_id: str) -> str:
+    return quote(run_id, safe="")
+
+
+def _csrf_ok(given: Any, expected: str) -> bool:
+    return isinstance(given, str) and secrets.compare_digest(given, expected)
+
+
+def _refused() -> Response:
+    return HTMLResponse(
+        "<!DOCTYPE html><title>refused</title><p>This form is out of date (or was not sent "
+        "by the dashboard): go back, reload the page and try again.</p>",
+        status_code=403,
+    )

@@ -1,0 +1,253 @@
+"""Run budgets: a run stops before a call over its budget, or suspends to be resumed with more."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from braidflow import (
+    AsyncParallelBatchNode,
+    BatchNode,
+    Budget,
+    BudgetExceeded,
+    InvalidParameterError,
+    MemoryStore,
+    Node,
+    Suspended,
+)
+
+
+class Spends(BatchNode):
+    """Each item's exec reports ``tokens`` tokens (and cost 1 per 1,000)."""
+
+    def __init__(self, tokens=30, **options):
+        super().__init__(**options)
+        self.tokens = tokens
+        self.ran = []
+
+    def prep(self, shared):
+        return shared["items"]
+
+    def exec(self, item):
+        self.ran.append(item)
+        self.report_usage(input_tokens=self.tokens, output_tokens=0, cost=self.tokens / 1000)
+        return item
+
+    def post(self, shared, prep_res, exec_res):
+        shared["out"] = exec_res
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        ({"tokens": -1}, "tokens=-1 must be an int >= 0"),
+        ({"tokens": 1.5}, "tokens=1.5 must be an int"),
+        ({"cost": math.inf}, "cost=inf must be a finite number"),
+        ({"cost": "1"}, "cost='1' must be a finite number"),
+        ({}, "give tokens=, cost= or both"),
+        ({"tokens": 5, "on_exceed": "pause"}, "on_exceed='pause' must be"),
+    ],
+)
+def test_a_bad_budget_is_refused_when_made(options, said):
+    with pytest.raises(InvalidParameterError, match=said):
+        Budget(**options)
+
+
+def test_a_run_checks_its_budget_before_it_starts():
+    node = Spends()
+    with pytest.raises(InvalidParameterError, match=r"budget=100 must be a braidflow\.Budget"):
+        node.run({"items": [1]}, budget=100)
+    with pytest.raises(InvalidParameterError, match="needs a durable run"):
+        node.run({"items": [1]}, budget=Budget(tokens=5, on_exceed="suspend"))
+    assert node.ran == []
+
+
+def test_a_run_stops_before_the_call_over_its_budget():
+    node = Spends(tokens=30)
+    with pytest.raises(BudgetExceeded) as caught:
+        node.run({"items": list(range(10))}, budget=Budget(tokens=100))
+    error = caught.value
+    # 0..3 ran (30, 60, 90 < 100, then 120): item 4 would have gone over.
+    assert node.ran == [0, 1, 2, 3]
+    assert error.item_index == 4
+    assert error.node == "Spends"
+    assert (error.spent.tokens, error.spent.calls) == (120, 4)
+    assert error.spent.cost == pytest.approx(0.12)
+    assert "item 4" in str(error)
+    assert "120 tokens spent, budget 100" in str(error)
+
+
+def test_a_cost_budget_stops_the_run_too():
+    node = Spends(tokens=500)
+    with pytest.raises(BudgetExceeded, match="cost 1 spent, budget 1"):
+        node.run({"items": list(range(5))}, budget=Budget(cost=1.0))
+    assert node.ran == [0, 1]
+
+
+def test_a_budget_not_reached_changes_nothing():
+    shared = {"items": [1, 2, 3]}
+    Spends().run(shared, budget=Budget(tokens=1000))
+    assert shared["out"] == [1, 2, 3]
+
+
+async def test_calls_in_flight_finish_and_count_and_nothing_more_starts():
+    gates = [asyncio.Event() for _ in range(6)]
+    log = []
+
+    class Parallel(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return list(range(6))
+
+        async def exec_async(self, item):
+            log.append(("start", item))
+            await gates[item].wait()
+            self.report_usage(input_tokens=50)
+            log.append(("end", item))
+            return item
+
+    async def started(count):
+        while sum(1 for kind, _ in log if kind == "start") < count:
+            await asyncio.sleep(0)
+
+    node = Parallel(max_concurrency=3)
+    run = asyncio.ensure_future(node.run_async({}, budget=Budget(tokens=100)))
+    await started(3)
+    gates[0].set()  # 50 spent: item 3 starts
+    await started(4)
+    gates[1].set()  # 100 spent: the budget is reached with items 2 and 3 in flight
+    while ("end", 1) not in log:
+        await asyncio.sleep(0)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert ("start", 4) not in log
+    gates[2].set()
+    gates[3].set()
+    with pytest.raises(BudgetExceeded) as caught:
+        await run
+    # Those in flight when it was reached finished (not cancelled) and count.
+    assert {entry for entry in log if entry[0] == "end"} == {("end", i) for i in range(4)}
+    assert caught.value.spent.tokens == 200  # 100 + the two calls in flight
+    assert caught.value.item_index in (4, 5)
+    assert ("start", 4) not in log
+    assert ("start", 5) not in log
+
+
+def test_a_durable_run_suspends_and_resumes_with_a_higher_budget():
+    store = MemoryStore()
+    node = Spends(tokens=30)
+    with pytest.raises(Suspended) as caught:
+        node.run(
+            {"items": list(range(5))},
+            store=store,
+            run_id="r1",
+            budget=Budget(tokens=60, on_exceed="suspend"),
+        )
+    assert node.ran == [0, 1]
+    assert "budget=Budget(...)" in str(caught.value)
+    record = store.get("r1")
+    assert record.status == "waiting"
+    assert "60 tokens spent, budget 60" in record.prompt["budget"]
+    assert record.metadata["braidflow.usage"]["input_tokens"] == 60
+
+    # Still too little: it stops again at once, having redone nothing.
+    with pytest.raises(Suspended):
+        node.resume("r1", store=store, budget=Budget(tokens=60, on_exceed="suspend"))
+    assert node.ran == [0, 1]
+
+    shared = node.resume("r1", store=store, budget=Budget(tokens=1000))
+    assert node.ran == [0, 1, 2, 3, 4]  # the first two were not redone
+    assert shared["out"] == [0, 1, 2, 3, 4]
+    record = store.get("r1")
+    assert record.status == "completed"
+    assert record.metadata["braidflow.usage"]["input_tokens"] == 150
+    assert record.metadata["braidflow.usage"]["calls"] == 5
+
+
+def test_a_durable_run_that_raises_keeps_what_it_spent():
+    store = MemoryStore()
+    node = Spends(tokens=30)
+    with pytest.raises(BudgetExceeded):
+        node.run({"items": [1, 2, 3]}, store=store, run_id="r", budget=Budget(tokens=30))
+    record = store.get("r")
+    assert record.status == "failed"
+    assert record.metadata["braidflow.usage"] == {
+        "input_tokens": 30,
+        "output_tokens": 0,
+        "cost": pytest.approx(0.03),
+        "model": None,
+        "calls": 1,
+    }
+
+
+def test_a_budget_applies_to_plain_nodes_on_the_fast_path():
+    calls = []
+
+    class Call(Node):
+        def exec(self, _):
+            calls.append(1)
+            self.report_usage(input_tokens=10)
+
+    first = Call()
+    second = Call()
+    first >> second
+    from braidflow import Flow
+
+    with pytest.raises(BudgetExceeded) as caught:
+        Flow(start=first).run({}, budget=Budget(tokens=10))
+    assert len(calls) == 1
+    assert caught.value.node.startswith("Call")
+
+
+def test_retries_do_not_retry_a_spent_budget():
+    class Flaky(Node):
+        def exec(self, _):
+            self.report_usage(input_tokens=10)
+            raise ValueError("again")
+
+    with pytest.raises(BudgetExceeded):
+        Flaky(max_retries=5).run({}, budget=Budget(tokens=20))
+
+
+def test_the_timeline_of_a_run_waiting_at_its_budget_says_it_waits():
+    from braidflow.tracing._timeline import timeline_data
+
+    events = []
+    with pytest.raises(Suspended):
+        Spends(tokens=30).run(
+            {"items": [1, 2, 3]},
+            store=MemoryStore(),
+            observers=[events.append],
+            budget=Budget(tokens=30, on_exceed="suspend"),
+        )
+    data = timeline_data(events)
+    assert data["run"]["ended"] == "waiting"
+    assert data["run"]["tokens"] == 30
+    assert not any(text.startswith("error:") for text in data["info"])
+
+
+def test_under_collect_the_items_stopped_are_failures_and_nothing_more_is_called():
+    from braidflow import Failure, ParallelBatchNode
+
+    calls = []
+
+    class Calls(ParallelBatchNode):
+        def prep(self, shared):
+            return list(range(6))
+
+        def exec(self, item):
+            calls.append(item)
+            self.report_usage(input_tokens=100)
+            return item
+
+        def post(self, shared, prep_res, exec_res):
+            shared["results"] = exec_res
+
+    shared = {}
+    Calls(max_concurrency=1, on_error="collect").run(shared, budget=Budget(tokens=250))
+    assert calls == [0, 1, 2]
+    assert shared["results"][:3] == [0, 1, 2]
+    stopped = shared["results"][3:]
+    assert all(isinstance(failure, Failure) for failure in stopped)
+    assert all(isinstance(failure.error, BudgetExceeded) for failure in stopped)

@@ -1,0 +1,481 @@
+"""The dashboard (braidflow ui) served in this process by Starlette's test client:
+what its pages show, its actions, and its guards; the command's one-line refusals.
+Its pages in a real browser: tests/test_ui_in_browser.py."""
+
+import hashlib
+import html
+import json
+import re
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")  # the test client
+
+from starlette.testclient import TestClient
+
+import braidflow as bf
+import ui_flows
+from braidflow.cli import main
+from braidflow.ui import create_app
+from braidflow.ui._guard import COOKIE
+from braidflow.ui._listing import PAGE, USAGE_KEY
+from ui_flows import record
+
+FLOWS = Path(ui_flows.__file__)
+LOCAL = "http://127.0.0.1:8765"
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    path = tmp_path / "runs.db"
+    record(path, "reply", "ticket-1", {"customer": "Ada"})
+    record(path, "crawl", "crawl-ok", {"pages": 5})
+    record(path, "crawl", "crawl-bad", {"pages": 12, "broken": 7})
+    return path
+
+
+def client_of(store_path, **options):
+    store = bf.SQLiteStore(store_path, read_only=True)
+    app = create_app(store, store_path, **options)
+    return TestClient(app, base_url=LOCAL, follow_redirects=False)
+
+
+def csrf_of(page):
+    return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+
+
+def finish_actions(client):
+    """Wait for the runs the dashboard's actions started to end."""
+    for thread in list(client.app.state.actions._going.values()):
+        thread.join(30)
+
+
+# -- the runs table ---------------------------------------------------------------------
+
+
+def test_the_table_lists_each_run_with_where_it_is_and_its_batch(store_path):
+    page = client_of(store_path).get("/").text
+    for run_id in ("ticket-1", "crawl-ok", "crawl-bad"):
+        assert f'data-run="{run_id}"' in page
+    bad = page.split('data-run="crawl-bad"')[1].split("</tr>")[0]
+    assert "failed" in bad
+    assert "fetch" in bad
+    assert '<progress value="7" max="12">' in bad  # 7 of its 12 pages were done
+    assert "ValueError: page 7 is not HTML" in bad
+    waiting = page.split('data-run="ticket-1"')[1].split("</tr>")[0]
+    assert "Send this reply?" in waiting
+    assert "tokens" not in page  # no run recorded its usage: no such column
+
+
+def test_the_table_filters_by_status_and_searches_by_id(store_path):
+    client = client_of(store_path)
+    failed = client.get("/?status=failed").text
+    assert 'data-run="crawl-bad"' in failed
+    assert 'data-run="crawl-ok"' not in failed
+    found = client.get("/?q=CRAWL").text
+    assert 'data-run="crawl-ok"' in found
+    assert 'data-run="ticket-1"' not in found
+    assert "2 runs of 3" in found
+    assert "No runs whose id holds" in client.get("/?q=nothing").text
+
+
+def test_the_table_is_served_a_page_at_a_time(tmp_path):
+    store = bf.MemoryStore()
+    flow = ui_flows.make_crawl()
+    for number in range(PAGE + 10):
+        flow.run({"pages": 1}, store=store, run_id=f"run-{number:03d}")
+    client = TestClient(create_app(store, tmp_path / "memory"), base_url=LOCAL)
+    first = client.get("/").text
+    assert first.count('class="run ') == PAGE
+    assert 'data-run="run-059"' in first  # newest first
+    assert "page 1 of 2" in first
+    assert 'rel="next"' in first
+    second = client.get("/?page=2").text
+    assert second.count('class="run ') == 10
+    assert 'data-run="run-000"' in second
+
+
+def test_tokens_and_cost_are_shown_where_a_run_recorded_them(store_path):
+    store = bf.SQLiteStore(store_path)
+    store.set_metadata(
+        "crawl-ok", {USAGE_KEY: {"input_tokens": 1200, "output_tokens": 34, "cost": 0.0123}}
+    )
+    store.close()
+    page = client_of(store_path).get("/").text
+    assert '<th class="num">tokens</th>' in page
+    row = page.split('data-run="crawl-ok"')[1].split("</tr>")[0]
+    assert "1,234" in row
+    assert "0.0123" in row
+
+
+# -- a run's page -----------------------------------------------------------------------
+
+
+def test_a_failed_run_shows_its_error_with_notes_steps_and_events(store_path):
+    page = client_of(store_path).get("/runs/crawl-bad").text
+    assert "ValueError: page 7 is not HTML" in page
+    assert "braidflow: node &#39;fetch&#39; (Fetch) failed on item 7" in page
+    assert "7 of 12" in page  # the batch's progress in its step
+    assert 'src="/runs/crawl-bad/timeline?v=' in page
+    assert "run_start" in page
+    assert "item_end" in page
+    problems = client_of(store_path).get("/runs/crawl-bad?kind=problems").text
+    assert "item_start" not in problems.split('id="events"')[1].split("<tbody>")[1]
+
+
+def test_shared_after_a_step_shows_what_the_step_changed(store_path):
+    page = client_of(store_path).get("/runs/crawl-ok?at=2").text
+    assert "ended at <b>summarize</b>" in page  # inside its flow, as the table says it
+    assert "shared after step 2 (summarize)" in page
+    change = page.split('class="change"')[1].split("</tr>")[0]
+    assert ">+<" in change
+    assert "total" in change
+    assert "100" in change
+
+
+def test_values_from_shared_are_escaped(tmp_path):
+    path = tmp_path / "runs.db"
+    record(path, "reply", "x", {"customer": "<script>alert(1)</script>"})
+    page = client_of(path).get("/runs/x?at=1").text
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_a_run_the_store_does_not_have_is_a_page_that_says_so(store_path):
+    answer = client_of(store_path).get("/runs/nobody")
+    assert answer.status_code == 404
+    assert "No run nobody" in answer.text
+
+
+def test_the_timeline_is_the_timeline_page_allowed_only_its_own_script(store_path):
+    answer = client_of(store_path).get("/runs/crawl-bad/timeline")
+    assert "braidflowTimeline" in answer.text
+    policy = answer.headers["content-security-policy"]
+    assert "script-src 'sha256-" in policy
+    assert "unsafe-inline'" not in policy.split("style")[0]
+
+
+def test_the_version_follows_the_record(store_path):
+    version = client_of(store_path).get("/runs/ticket-1/version").json()
+    assert version["status"] == "waiting"
+
+
+# -- actions ----------------------------------------------------------------------------
+
+
+def test_answering_a_waiting_run_resumes_it_to_its_end(store_path):
+    client = client_of(store_path)
+    page = client.get("/runs/ticket-1").text
+    assert "Send this reply?" in page
+    assert "Answer and resume" in page
+    done = client.post("/runs/ticket-1/resume", data={"csrf": csrf_of(page), "answer": '"yes"'})
+    assert done.status_code == 303
+    assert done.headers["location"] == "/runs/ticket-1"
+    finish_actions(client)
+    store = bf.SQLiteStore(store_path, read_only=True)
+    assert store.get("ticket-1").status == "completed"
+    assert "completed" in client.get("/runs/ticket-1").text
+
+
+def test_an_answer_that_is_not_json_is_refused_and_the_run_waits(store_path):
+    client = client_of(store_path)
+    csrf = csrf_of(client.get("/runs/ticket-1").text)
+    refused = client.post("/runs/ticket-1/resume", data={"csrf": csrf, "answer": "yes"})
+    assert refused.status_code == 400
+    assert "the answer is not valid JSON" in refused.text
+    assert bf.SQLiteStore(store_path, read_only=True).get("ticket-1").status == "waiting"
+    empty = client.post("/runs/ticket-1/resume", data={"csrf": csrf, "answer": " "})
+    assert "give it as JSON" in empty.text
+    done = client.post("/runs/ticket-1/resume", data={"csrf": csrf, "answer": '"no"'})
+    assert done.status_code == 303  # as JSON, it is taken
+    finish_actions(client)
+    assert bf.SQLiteStore(store_path, read_only=True).get("ticket-1").status == "completed"
+
+
+def test_resuming_a_failed_run_once_its_cause_is_gone(tmp_path):
+    path, outage = tmp_path / "runs.db", tmp_path / "outage"
+    outage.touch()
+    shared = {"pages": 12, "broken": 7, "outage": str(outage)}
+    record(path, "crawl", "crawl-bad", shared)
+    client = client_of(path)
+    page = client.get("/runs/crawl-bad").text
+    assert "Resume</button>" in page
+    outage.unlink()
+    done = client.post("/runs/crawl-bad/resume", data={"csrf": csrf_of(page)})
+    assert done.status_code == 303
+    finish_actions(client)
+    assert bf.SQLiteStore(path, read_only=True).get("crawl-bad").status == "completed"
+
+
+def test_forking_from_a_step_with_shared_edited(store_path):
+    client = client_of(store_path)
+    page = client.get("/runs/crawl-bad?at=0").text
+    assert "Fork from the start" in page
+    edited = '{"pages": 12, "broken": -1}'
+    done = client.post(
+        "/runs/crawl-bad/fork", data={"csrf": csrf_of(page), "at": "0", "shared": edited}
+    )
+    assert done.status_code == 303
+    new = done.headers["location"].rsplit("/", 1)[1]
+    assert new != "crawl-bad"
+    finish_actions(client)
+    store = bf.SQLiteStore(store_path, read_only=True)
+    assert store.get(new).status == "completed"
+    assert store.get(new).metadata["braidflow.forked_from"]["run"] == "crawl-bad"
+    assert store.get("crawl-bad").status == "failed"  # the run forked is left as it was
+
+
+def test_a_fork_that_removes_a_key_is_refused(store_path):
+    client = client_of(store_path)
+    csrf = csrf_of(client.get("/runs/crawl-bad").text)
+    refused = client.post(
+        "/runs/crawl-bad/fork", data={"csrf": csrf, "at": "0", "shared": '{"pages": 3}'}
+    )
+    assert refused.status_code == 400
+    said = "cannot remove keys of shared (&#39;broken&#39;); set them to null instead"
+    assert said in refused.text
+    nulled = '{"pages": 3, "broken": null}'
+    done = client.post("/runs/crawl-bad/fork", data={"csrf": csrf, "at": "0", "shared": nulled})
+    assert done.status_code == 303  # as it said
+    finish_actions(client)
+    new = done.headers["location"].rsplit("/", 1)[1]
+    assert bf.SQLiteStore(store_path, read_only=True).get(new).status == "completed"
+
+
+def test_a_run_waiting_on_several_questions_is_answered_one_or_more_at_a_time(tmp_path):
+    path = tmp_path / "runs.db"
+    record(path, "reviews", "batch-1", {"drafts": ["Dear Ada", "Dear Grace"]})
+    first, second = bf.SQLiteStore(path, read_only=True).get("batch-1").questions
+    client = client_of(path)
+    page = client.get("/runs/batch-1").text
+    assert "It waits for 2 answers" in page
+    assert "(and 1 more question)" in client.get("/").text
+    assert f'name="answer-{first.id}"' in page
+    assert "Dear Grace" in page
+    csrf = csrf_of(page)
+    some = client.post(
+        "/runs/batch-1/resume",
+        data={"csrf": csrf, f"answer-{first.id}": '"yes"', f"answer-{second.id}": " "},
+    )
+    assert some.status_code == 303
+    finish_actions(client)
+    waiting = bf.SQLiteStore(path, read_only=True).get("batch-1")
+    assert waiting.status == "waiting"
+    assert [question.id for question in waiting.questions] == [second.id]
+    bad = client.post("/runs/batch-1/resume", data={"csrf": csrf, "answer": "no"})
+    assert "the answer is not valid JSON" in bad.text
+    done = client.post("/runs/batch-1/resume", data={"csrf": csrf, "answer": '"no"'})
+    assert done.status_code == 303
+    finish_actions(client)
+    assert bf.SQLiteStore(path, read_only=True).get("batch-1").status == "completed"
+    shown = html.unescape(client.get("/runs/batch-1").text)
+    assert '"verdicts": [\n    "yes",\n    "no"\n  ]' in shown  # each item its answer
+
+
+def test_a_drained_run_resumes_from_its_page(tmp_path):
+    path = tmp_path / "runs.db"
+    record(path, "pausing", "deploy", {})
+    client = client_of(path)
+    assert 'data-status="drained"' in client.get("/?status=drained").text
+    page = client.get("/runs/deploy").text
+    assert ">drained<" in page
+    done = client.post("/runs/deploy/resume", data={"csrf": csrf_of(page)})
+    assert done.status_code == 303
+    finish_actions(client)
+    assert bf.SQLiteStore(path, read_only=True).get("deploy").status == "completed"
+
+
+def test_a_fork_from_a_step_that_did_not_finish_is_refused(store_path):
+    client = client_of(store_path)
+    csrf = csrf_of(client.get("/runs/crawl-bad").text)
+    refused = client.post("/runs/crawl-bad/fork", data={"csrf": csrf, "at": "1", "shared": "{}"})
+    assert refused.status_code == 400
+    assert "did not finish" in refused.text
+
+
+def test_with_no_target_known_the_page_says_what_to_run(tmp_path, capsys):
+    path, outage = tmp_path / "runs.db", tmp_path / "outage"
+    outage.touch()
+    store = bf.SQLiteStore(path)
+    with pytest.raises(ValueError, match="page 2"):  # started from Python: no TARGET kept
+        ui_flows.make_crawl().run(
+            {"pages": 4, "broken": 2, "outage": str(outage)}, store=store, run_id="py-run"
+        )
+    store.close()
+    page = client_of(path).get("/runs/py-run").text
+    assert "Resume</button>" not in page
+    assert "Fork from" not in page
+    assert "start the dashboard with <code>--target</code>" in page
+    with_target = client_of(path, target=f"{FLOWS}:crawl").get("/runs/py-run").text
+    assert "Resume</button>" in with_target  # as it says: with --target, a button
+    said = re.search(r"Resume it with: <code>(braidflow resume [^<]+)</code>", page).group(1)
+    assert said == f"braidflow resume py-run path/to/file.py:name --store {path}"
+    forked = re.search(r"Fork it with: <code>(braidflow fork [^<]+)</code>", page).group(1)
+    assert (
+        forked == f"braidflow fork py-run path/to/file.py:name --at 0 --store {path} --set KEY=JSON"
+    )
+    outage.unlink()
+    words = said.replace("path/to/file.py:name", f"{FLOWS}:crawl").split()[1:]
+    assert main(words) == 0  # as it says, once the cause is gone
+    capsys.readouterr()
+    assert bf.SQLiteStore(path, read_only=True).get("py-run").status == "completed"
+
+
+def test_an_action_without_the_pages_csrf_token_is_refused(store_path):
+    client = client_of(store_path)
+    assert client.post("/runs/ticket-1/resume", data={"answer": '"yes"'}).status_code == 403
+    assert (
+        client.post("/runs/ticket-1/resume", data={"csrf": "guess", "answer": '"yes"'}).status_code
+        == 403
+    )
+    csrf = csrf_of(client.get("/runs/ticket-1").text)
+    elsewhere = client.post(
+        "/runs/ticket-1/resume",
+        data={"csrf": csrf, "answer": '"yes"'},
+        headers={"Origin": "http://evil.example"},
+    )
+    assert elsewhere.status_code == 403
+    assert bf.SQLiteStore(store_path, read_only=True).get("ticket-1").status == "waiting"
+
+
+# -- guards -----------------------------------------------------------------------------
+
+
+def test_a_page_asked_for_by_another_host_name_is_refused(store_path):
+    client = client_of(store_path)
+    assert client.get("/", headers={"Host": "evil.example:8765"}).status_code == 403
+    assert client.get("/", headers={"Host": "localhost:8765"}).status_code == 200
+
+
+def test_with_a_token_only_requests_that_carry_it_are_served(store_path):
+    token = "a-token-of-sixteen-or-more"
+    client = client_of(store_path, token=token, hosts=None)
+    assert client.get("/").status_code == 403
+    assert client.get("/runs/ticket-1?token=wrong").status_code == 403
+    entry = client.get(f"/runs/ticket-1?token={token}")
+    assert entry.status_code == 303
+    assert entry.headers["location"] == "/runs/ticket-1"
+    assert f"{COOKIE}={token}" in entry.headers["set-cookie"]
+    assert "HttpOnly" in entry.headers["set-cookie"]
+    assert client.get("/runs/ticket-1").status_code == 200  # the cookie carries it now
+
+
+def test_pages_load_nothing_from_elsewhere(store_path):
+    client = client_of(store_path)
+    for url in ("/", "/runs/crawl-bad", "/runs/ticket-1"):
+        page = client.get(url)
+        assert page.headers["content-security-policy"].startswith("default-src 'self'")
+        for link in re.findall(r'(?:src|href)="([^"]*)"', page.text):
+            assert link.startswith(("/", "?", "#")), link
+
+
+def test_looking_never_writes_to_the_store(store_path):
+    before = hashlib.sha256(store_path.read_bytes()).hexdigest()
+    client = client_of(store_path)
+    for url in ("/", "/?status=failed", "/runs/crawl-bad", "/runs/crawl-ok?at=1", "/runs/ticket-1"):
+        client.get(url)
+    client.get("/runs/crawl-bad/timeline")
+    assert hashlib.sha256(store_path.read_bytes()).hexdigest() == before
+    # A WAL reader makes SQLite's shared index (-shm) and an empty log: nothing written.
+    wal = store_path.with_name("runs.db-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+def test_the_command_refuses_a_store_that_does_not_exist(tmp_path, capsys):
+    assert main(["ui", "--store", str(tmp_path / "none.db"), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "no store at" in err
+
+
+def test_the_command_refuses_a_port_in_use(store_path, capsys):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        assert main(["ui", "--store", str(store_path), "--port", str(port)]) == 2
+    finally:
+        taken.close()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"port {port} on 127.0.0.1 is in use" in err
+
+
+@pytest.mark.parametrize("token", ["short", "has spaces in it, sixteen+", ""])
+def test_the_command_refuses_a_bad_token(store_path, capsys, token):
+    assert main(["ui", "--store", str(store_path), "--token", token]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "--token must be 16 or more" in err
+
+
+def test_the_command_refuses_a_target_that_does_not_load(store_path, tmp_path, capsys):
+    assert main(["ui", "--store", str(store_path), "--target", f"{tmp_path}/none.py:flow"]) == 2
+    assert "no file" in capsys.readouterr().err
+
+
+def test_the_command_says_which_extra_it_needs(store_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
+    assert main(["ui", "--store", str(store_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "pip install 'braidflow[ui]'" in err
+
+
+def test_served_elsewhere_than_loopback_it_prints_a_token_and_asks_for_it(store_path):
+    # 127.0.0.2 is this machine too, but not an address the dashboard trusts
+    # without a token: as any other address, it gets one.
+    command = ["ui", "--store", str(store_path), "--host", "127.0.0.2", "--port", "0"]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "braidflow", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = server.stdout.readline()
+        found = re.search(r"(http://127\.0\.0\.2:\d+/)\?token=([\w-]+)", line)
+        assert found, line + server.stderr.read()
+        base, token = found.groups()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(base, timeout=30)
+        refused.value.close()
+        assert refused.value.code == 403
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        with browser.open(f"{base}?token={token}", timeout=30) as page:
+            assert page.status == 200  # sent on, with the cookie, to the runs
+            assert b"crawl-bad" in page.read()
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
+def test_events_come_a_page_at_a_time_and_filtered_by_kind(tmp_path):
+    path = tmp_path / "runs.db"
+    record(path, "crawl", "big", {"pages": 150, "broken": 120})
+    events = [json.loads(line) for line in bf.SQLiteStore(path, read_only=True).events("big")]
+    client = client_of(path)
+    first = client.get("/runs/big").text.split('id="events"')[1]
+    assert first.count('<tr class="event') == 200
+    assert "later →" in first
+    last = client.get("/runs/big?offset=200").text.split('id="events"')[1]
+    assert last.count('<tr class="event') == len(events) - 200
+    assert "← earlier" in last
+    problems = client.get("/runs/big?kind=problems").text.split('id="events"')[1]
+    bad = [event for event in events if event["error"] is not None or event["kind"] == "retry"]
+    assert problems.count('<tr class="event bad"') == len(bad) == problems.count('<tr class="event')
+    assert "page 120 is not HTML" in problems
+    starts = client.get("/runs/big?kind=item_start").text.split('id="events"')[1]
+    item_starts = sum(event["kind"] == "item_start" for event in events)
+    assert starts.count('<tr class="event') == item_starts

@@ -1,0 +1,154 @@
+"""Usage reported once from exec, seen everywhere: events, Progress, OpenTelemetry,
+the Timeline, the stored record and `braidflow runs`; read from the openai SDK."""
+
+from __future__ import annotations
+
+import io
+
+import openai
+import pytest
+
+from braidflow import BatchNode, InvalidParameterError, MemoryStore, SQLiteStore, Usage
+from braidflow.cli import main as cli_main
+from braidflow.llm import Prices, usage_from_openai
+from braidflow.tracing import OpenTelemetry, Progress
+from braidflow.tracing._timeline import timeline_data
+from fake_openai import ChatAPI
+
+
+class Calls(BatchNode):
+    def prep(self, shared):
+        return [10, 20, 30]
+
+    def exec(self, tokens):
+        self.report_usage(
+            input_tokens=tokens, output_tokens=tokens // 10, cost=tokens / 100, model="m1"
+        )
+        return tokens
+
+
+def test_usages_add_up():
+    total = Usage(10, 1, 0.5, "m") + Usage(20, 2, None, "m") + Usage(5, 0, 0.25, "n")
+    assert (total.input_tokens, total.output_tokens, total.calls) == (35, 3, 3)
+    assert total.cost == 0.75
+    assert total.model is None
+    assert total.tokens == 38
+    assert Usage.from_dict(total.as_dict()) == total
+
+
+def test_each_report_is_a_usage_event():
+    events = []
+    Calls().run({}, observers=[events.append])
+    used = [event for event in events if event.kind == "usage"]
+    assert [(e.item, e.data["input_tokens"], e.data["model"]) for e in used] == [
+        (0, 10, "m1"),
+        (1, 20, "m1"),
+        (2, 30, "m1"),
+    ]
+
+
+def test_progress_counts_tokens_and_cost():
+    from rich.console import Console
+
+    progress = Progress(Console(file=io.StringIO(), width=120))
+    Calls().run({}, observers=[progress])
+    assert progress.usage.tokens == 66
+    assert progress.usage.cost == pytest.approx(0.6)
+    [row] = progress._rows()
+    assert "66 tokens" in row.numbers_text()
+    assert "cost 0.6" in row.numbers_text()
+
+
+def test_opentelemetry_spans_carry_gen_ai_usage():
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    Calls().run({}, observers=[OpenTelemetry(provider)])
+    provider.shutdown()
+    by_name = {span.name: span.attributes for span in exporter.get_finished_spans()}
+    assert by_name["Calls[1]"]["gen_ai.usage.input_tokens"] == 20
+    assert by_name["Calls[1]"]["gen_ai.usage.output_tokens"] == 2
+    assert by_name["Calls[1]"]["gen_ai.response.model"] == "m1"
+    run = by_name["braidflow run Calls"]
+    assert run["gen_ai.usage.input_tokens"] == 60
+    assert run["braidflow.cost"] == pytest.approx(0.6)
+
+
+def test_the_timeline_marks_each_call_and_sums_the_run():
+    events = []
+    Calls().run({}, observers=[events.append])
+    data = timeline_data(events)
+    assert data["run"]["tokens"] == 66
+    assert data["run"]["cost"] == pytest.approx(0.6)
+    assert sum("usage: 22 tokens (20 in, 2 out)" in text for text in data["info"]) == 1
+
+
+def test_the_stored_record_keeps_the_usage_and_braidflow_runs_shows_it(tmp_path, capsys):
+    path = tmp_path / "runs.db"
+    Calls().run({}, store=SQLiteStore(path), run_id="spent")
+    record = SQLiteStore(path).runs()[0]
+    assert (record.usage.tokens, record.usage.model, record.usage.calls) == (66, "m1", 3)
+    assert record.usage.cost == pytest.approx(0.6)
+    assert MemoryStore().runs() == []
+    assert cli_main(["runs", "--store", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "TOKENS" in out
+    assert "COST" in out
+    assert "66" in out.splitlines()[1]
+    assert "0.6" in out.splitlines()[1]
+
+
+def test_a_run_that_reports_nothing_has_no_usage():
+    store = MemoryStore()
+    BatchNode().run({}, store=store, run_id="quiet")
+    assert store.get("quiet").usage is None
+
+
+def test_prices_are_checked_and_found_by_prefix():
+    prices = Prices({"gpt-4o-mini": (0.15, 0.6), "gpt-4o": (2.5, 10)})
+    assert prices.of("gpt-4o-mini-2024-07-18") == (0.15, 0.6)
+    assert prices.cost("gpt-4o-2024-08-06", 1_000_000, 0) == 2.5
+    with pytest.raises(InvalidParameterError, match="no price for model 'o3'"):
+        prices.of("o3")
+    with pytest.raises(InvalidParameterError, match="two finite numbers"):
+        Prices({"m": (1, -1)})
+    with pytest.raises(InvalidParameterError, match="give a dict"):
+        Prices([("m", (1, 1))])  # type: ignore[arg-type]
+
+
+async def test_usage_from_openai_reads_plain_and_streamed_responses():
+    prices = Prices({"local": (1.0, 2.0)})
+    with ChatAPI() as api:
+        client = openai.AsyncOpenAI(base_url=api.url, api_key="local")
+        messages = [{"role": "user", "content": "one two three"}]
+        plain = await client.chat.completions.create(model="local", messages=messages)
+        usage = usage_from_openai(plain, prices=prices)
+        assert usage.input_tokens == plain.usage.prompt_tokens == 3
+        assert usage.output_tokens == plain.usage.completion_tokens
+        assert usage.model == "local"
+        assert usage.cost == pytest.approx((3 * 1.0 + usage.output_tokens * 2.0) / 1e6)
+        stream = await client.chat.completions.create(
+            model="local",
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = [chunk async for chunk in stream]
+        assert usage_from_openai(chunks) == Usage(3, usage.output_tokens, None, "local")
+        assert usage_from_openai(chunks[-1]).tokens == usage.tokens
+        bare = await client.chat.completions.create(model="local", messages=messages, stream=True)
+        without = [chunk async for chunk in bare]
+        with pytest.raises(InvalidParameterError, match="include_usage"):
+            usage_from_openai(without)
+        await client.close()
+
+
+def test_usage_from_a_responses_api_dict():
+    response = {"model": "x", "usage": {"input_tokens": 7, "output_tokens": 3}}
+    assert usage_from_openai(response) == Usage(7, 3, None, "x")
+    with pytest.raises(InvalidParameterError, match="no model to price"):
+        usage_from_openai({"usage": {"input_tokens": 1, "output_tokens": 1}}, prices=Prices({}))

@@ -1,0 +1,275 @@
+"""Weighted limits: a Limiter counting tokens per call, corrected by the usage reported."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+import braidflow
+from braidflow import (
+    AsyncNode,
+    AsyncParallelBatchNode,
+    InvalidParameterError,
+    Limiter,
+    Node,
+    Usage,
+    Weighted,
+)
+from braidflow.testing import VirtualClock
+
+
+class Calls(AsyncParallelBatchNode):
+    """Each item is (estimate, used): exec reports ``used`` tokens."""
+
+    def __init__(self, limits, gate=None, log=None, **options):
+        super().__init__(limits=limits, **options)
+        self.gate = gate
+        self.log = log if log is not None else []
+
+    async def prep_async(self, shared):
+        return shared["items"]
+
+    async def exec_async(self, item):
+        self.log.append(("start", item))
+        if self.gate is not None:
+            await self.gate.wait()
+        used = item[1]
+        if used is not None:
+            self.report_usage(input_tokens=used, output_tokens=0)
+        return item
+
+
+def test_weighted_is_made_by_the_limiter_and_exported():
+    limiter = Limiter(rate=100, per=60, name="tpm")
+    weighted = limiter.weighted(10)
+    assert isinstance(weighted, Weighted)
+    assert weighted.limiter is limiter
+    assert braidflow.Weighted is Weighted
+    assert "tpm" in repr(weighted)
+
+
+@pytest.mark.parametrize(
+    ("weight", "said"),
+    [
+        (-1, "finite number >= 0"),
+        (float("nan"), "finite number >= 0"),
+        ("10", "not a number"),
+        (True, "not a number"),
+        (101, "can ever give at once (100)"),
+    ],
+)
+def test_a_bad_weight_is_refused_when_given(weight, said):
+    with pytest.raises(InvalidParameterError, match=said.replace("(", r"\(").replace(")", r"\)")):
+        Limiter(rate=100, per=60, name="tpm").weighted(weight)
+
+
+def test_a_weight_over_max_concurrent_is_refused():
+    with pytest.raises(InvalidParameterError, match="wait forever"):
+        Limiter(5).weighted(6)
+
+
+def test_an_unknown_by_is_refused():
+    with pytest.raises(InvalidParameterError, match="by='words' must be one of"):
+        Limiter(5).weighted(1, by="words")
+
+
+def test_a_weight_function_giving_too_much_fails_naming_the_node_and_item():
+    tpm = Limiter(rate=100, per=60, name="tpm")
+    node = Calls([tpm.weighted(lambda item: item[0])])
+    with pytest.raises(InvalidParameterError, match=r"Calls.* item 1: the weight 500 .*tpm"):
+        node.run({"items": [(10, None), (500, None)]})
+
+
+def test_the_same_limiter_twice_is_refused_weighted_or_not():
+    tpm = Limiter(rate=100, per=60)
+    with pytest.raises(InvalidParameterError, match="more than once"):
+        Node(limits=[tpm, tpm.weighted(3)])
+
+
+async def test_units_in_flight_are_bounded_by_max_concurrent():
+    tokens = Limiter(100, name="tokens")
+    gate = asyncio.Event()
+    node = Calls([tokens.weighted(lambda item: item[0])], gate=gate)
+    run = asyncio.ensure_future(node.run_async({"items": [(60, None), (30, None), (20, None)]}))
+    while len(node.log) < 2:
+        await asyncio.sleep(0)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    # 60 + 30 fit in 100; the third (20) waits: FIFO and 110 > 100.
+    assert [entry[1][0] for entry in node.log] == [60, 30]
+    assert tokens.statistics().in_flight == 90
+    assert tokens.statistics().waiting == 1
+    gate.set()
+    await run
+    assert tokens.statistics().in_flight == 0
+    assert tokens.statistics().peak_in_flight == 90
+
+
+async def test_a_report_gives_back_an_over_estimate_at_once():
+    clock = VirtualClock()
+    tpm = Limiter(rate=100, per=60, clock=clock, name="tpm")
+    gate = asyncio.Event()
+    node = Calls([tpm.weighted(lambda item: item[0])], gate=gate)
+    # Two estimates of 60 do not fit in 100 tokens a minute; the first
+    # reports 10 used, so the second fits in the same minute.
+    first = asyncio.ensure_future(node.run_async({"items": [(60, 10)]}))
+    while not node.log:
+        await asyncio.sleep(0)
+    assert tpm.statistics().in_window == 60
+    gate.set()
+    await first
+    assert tpm.statistics().in_window == 10
+    await node.run_async({"items": [(60, 5)]})
+    assert tpm.statistics().in_window == 15
+    assert clock.now() == 0  # nobody waited for the window
+
+
+async def test_an_under_estimate_is_charged_and_later_calls_wait_for_it():
+    clock = VirtualClock(autojump=True)
+    tpm = Limiter(rate=100, per=60, clock=clock, name="tpm")
+    node = Calls([tpm.weighted(10)])
+    await node.run_async({"items": [(10, 95)]})
+    assert tpm.statistics().in_window == 95
+    await node.run_async({"items": [(10, 5)]})  # 95 + 10 > 100: waits for the minute
+    assert clock.now() == pytest.approx(60)
+
+
+async def test_by_none_keeps_the_estimate():
+    tpm = Limiter(rate=100, per=60, clock=VirtualClock())
+    node = Calls([tpm.weighted(40, by=None)])
+    await node.run_async({"items": [(40, 3)]})
+    assert tpm.statistics().in_window == 40
+
+
+async def test_by_a_function_of_the_usage():
+    tpm = Limiter(rate=100, per=60, clock=VirtualClock())
+    node = Calls([tpm.weighted(40, by=lambda usage: usage.input_tokens * 2)])
+    await node.run_async({"items": [(40, 7)]})
+    assert tpm.statistics().in_window == 14
+
+
+async def test_one_call_takes_one_request_and_its_tokens():
+    clock = VirtualClock()
+    rpm = Limiter(rate=10, per=60, clock=clock, name="rpm")
+    tpm = Limiter(rate=1000, per=60, clock=clock, name="tpm")
+    node = Calls([rpm, tpm.weighted(lambda item: item[0])])
+    await node.run_async({"items": [(100, 80), (200, 150), (50, 50)]})
+    assert rpm.statistics().in_window == 3
+    assert tpm.statistics().in_window == 280
+    assert rpm.statistics().in_flight == tpm.statistics().in_flight == 0
+
+
+async def test_a_heavy_call_at_the_head_is_not_overtaken_by_light_ones():
+    tokens = Limiter(100, name="tokens")
+    gates = {name: asyncio.Event() for name in "abcd"}
+    started = []
+
+    class Call(AsyncNode):
+        def __init__(self, name, weight):
+            super().__init__(limits=[tokens.weighted(weight)])
+            self.name = name
+
+        async def exec_async(self, _):
+            started.append(self.name)
+            await gates[self.name].wait()
+
+    light = asyncio.ensure_future(Call("a", 50).run_async({}))
+    while started != ["a"]:
+        await asyncio.sleep(0)
+    heavy = asyncio.ensure_future(Call("b", 100).run_async({}))
+    await asyncio.sleep(0)
+    small = asyncio.ensure_future(Call("c", 10).run_async({}))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert started == ["a"]  # c (10) would fit, but waits behind b: first come, first served
+    gates["a"].set()
+    await light
+    while started != ["a", "b"]:
+        await asyncio.sleep(0)
+    gates["b"].set()
+    await heavy
+    gates["c"].set()
+    await small
+    assert started == ["a", "b", "c"]
+
+
+def test_threads_take_weighted_units_too():
+    tokens = Limiter(10, name="tokens")
+    inside = []
+    lock = threading.Lock()
+
+    class Work(braidflow.ParallelBatchNode):
+        def prep(self, shared):
+            return list(range(6))
+
+        def exec(self, item):
+            with lock:
+                inside.append(tokens.statistics().in_flight)
+            return item
+
+    Work(limits=[tokens.weighted(4)]).run({})
+    assert max(inside) <= 8  # two calls of 4 at most: 12 > 10
+
+
+def test_a_plain_user_of_a_weighted_limiter_takes_one_unit():
+    tokens = Limiter(rate=5, per=60, clock=VirtualClock())
+    tokens.weighted(3)
+    assert tokens.try_acquire()
+    assert tokens.statistics().in_window == 1
+    tokens.release()
+
+
+async def test_a_report_outside_a_run_counts_nowhere():
+    Node().report_usage(input_tokens=3)  # no run: nothing to correct, no error
+
+
+def test_report_usage_checks_what_it_is_given():
+    node = Node()
+    with pytest.raises(InvalidParameterError, match="input_tokens=-1 must be an int"):
+        node.report_usage(input_tokens=-1)
+    with pytest.raises(InvalidParameterError, match=r"takes a braidflow\.Usage"):
+        node.report_usage({"input_tokens": 1})  # type: ignore[arg-type]
+    with pytest.raises(InvalidParameterError, match="not both"):
+        node.report_usage(Usage(1), output_tokens=2)
+    with pytest.raises(InvalidParameterError, match=r"cost=-0\.5"):
+        Usage(cost=-0.5)
+
+
+def test_a_constant_weight_over_a_lowered_bound_fails_instead_of_waiting_forever():
+    tokens = Limiter(10, name="tokens")
+    node = Calls([tokens.weighted(8)])
+    tokens.max_concurrent = 5
+    with pytest.raises(InvalidParameterError, match=r"the weight 8.* can ever give at once \(5\)"):
+        node.run({"items": [(8, None)]})
+
+
+def test_reports_from_many_threads_all_count():
+    class Report(braidflow.ParallelBatchNode):
+        def prep(self, shared):
+            return list(range(200))
+
+        def exec(self, item):
+            self.report_usage(input_tokens=1)
+
+    events = []
+    store = braidflow.MemoryStore()
+    Report(max_concurrency=16).run({}, observers=[events.append], store=store, run_id="r")
+    assert sum(e.data["input_tokens"] for e in events if e.kind == "usage") == 200
+    assert store.get("r").usage.input_tokens == 200  # the run's total: none lost
+
+
+async def test_one_call_weighs_differently_on_two_weighted_limiters():
+    clock = VirtualClock()
+    given = Limiter(rate=1000, per=60, clock=clock, name="input tokens")
+    made = Limiter(rate=500, per=60, clock=clock, name="output tokens")
+
+    class Call(AsyncNode):
+        async def exec_async(self, _):
+            self.report_usage(input_tokens=120, output_tokens=30)
+
+    limits = [given.weighted(200, by="input_tokens"), made.weighted(100, by="output_tokens")]
+    await Call(limits=limits).run_async({})
+    assert given.statistics().in_window == 120
+    assert made.statistics().in_window == 30
