@@ -97,6 +97,8 @@ def chain(
             options["store"] = lib.SQLiteStore(store_dir / "runs.db")
             if observe != "durable":  # durable_async, durable_exit: a cheaper mode
                 options["durability"] = observe.removeprefix("durable_")
+        elif observe == "postgres":
+            options["store"] = postgres_store()
         elif observe == "noop":
             observers = [lambda event: None]
         elif observe == "jsonl":
@@ -608,6 +610,73 @@ def chain_durable(impl: str, size: int) -> dict[str, float]:
     return chain(impl, size, observe="durable")
 
 
+# -- PostgreSQL: checkpoints on a local server, and shared limiters --------------------
+
+_SERVERS: list[Any] = []  # kept running until the measuring process exits
+
+
+def postgres_store() -> Any:
+    """A PostgresStore on a server of its own, started here (tests/_postgres.py):
+    PostgreSQL's default settings, every commit synced to disk."""
+    import contextlib
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+    try:
+        from _postgres import binaries, postgres_server
+        from braidflow.stores import PostgresStore
+    except ImportError as missing:
+        raise NotImplementedError("psycopg is not installed") from missing
+    if binaries() is None:
+        raise NotImplementedError("PostgreSQL is not installed")
+    stack = contextlib.ExitStack()
+    server = stack.enter_context(postgres_server(durable=True))
+    _SERVERS.append(stack)
+    import atexit
+
+    atexit.register(stack.close)
+    return PostgresStore(server.dsn)
+
+
+def chain_postgres(impl: str, size: int) -> dict[str, float]:
+    """The chain as a durable run: a checkpoint in PostgreSQL (local) after every node."""
+    if impl != "braidflow":
+        raise NotImplementedError("durable runs are braidflow's")
+    return chain(impl, size, observe="postgres")
+
+
+def items_postgres(impl: str, size: int) -> dict[str, float]:
+    """`size` items x sleep(10 ms), bound 1000, checkpointed in PostgreSQL: extra per item."""
+    return items_durable(impl, size, store="postgres")
+
+
+def shared_limiter(impl: str, size: int) -> dict[str, float]:
+    """Acquire and release of a shared limiter with a free slot, `size` times in a
+    row: µs each, its slots in PostgreSQL (local) and in SQLite; a Limiter's for scale."""
+    if impl != "braidflow":
+        raise NotImplementedError("shared limiters are braidflow's")
+    import tempfile
+
+    import braidflow as bf
+
+    def timed(limiter: Any) -> float:
+        for _ in range(20):  # warm-up: connections made, statements prepared
+            limiter.acquire_blocking()
+            limiter.release()
+        started = time.perf_counter()
+        for _ in range(size):
+            limiter.acquire_blocking()
+            limiter.release()
+        return (time.perf_counter() - started) / size * 1e6
+
+    sqlite = bf.SQLiteStore(Path(tempfile.mkdtemp()) / "runs.db")
+    figures = {
+        "us_postgres": timed(postgres_store().limiter("api", max_concurrent=8)),
+        "us_sqlite": timed(sqlite.limiter("api", max_concurrent=8)),
+        "us_limiter": timed(bf.Limiter(8)),
+    }
+    return figures
+
+
 def _spin(item: int) -> int:
     """About 20 ms of pure-Python work (it holds the GIL throughout)."""
     value = item
@@ -683,9 +752,12 @@ def chain_durable_exit(impl: str, size: int) -> dict[str, float]:
     return chain(impl, size, observe="durable_exit")
 
 
-def items_durable(impl: str, size: int, bound: int | None = 1000) -> dict[str, float]:
+def items_durable(
+    impl: str, size: int, bound: int | None = 1000, store: str = "sqlite"
+) -> dict[str, float]:
     """`size` items x sleep(10 ms), at most `bound` at once, each checkpointed in SQLite
-    (under a bound, before its worker takes another); seconds over the plain run, per item."""
+    (under a bound, before its worker takes another), or in PostgreSQL; seconds over
+    the plain run, per item."""
     if impl != "braidflow":
         raise NotImplementedError("durable runs are braidflow's")
     import tempfile
@@ -698,14 +770,17 @@ def items_durable(impl: str, size: int, bound: int | None = 1000) -> dict[str, f
 
     node_class = parallel_node(lib, exec_async, store_len=True)
     flow = lib.AsyncFlow(start=node_class(max_concurrency=bound))
-    store = lib.SQLiteStore(Path(tempfile.mkdtemp()) / "runs.db")
+    if store == "postgres":
+        kept = postgres_store()
+    else:
+        kept = lib.SQLiteStore(Path(tempfile.mkdtemp()) / "runs.db")
 
     async def main() -> tuple[float, float]:
         timings = []
         for durable in (False, True) * 4:  # alternated; the best of each
             shared: dict[str, Any] = {"items": list(range(size))}
             started = time.perf_counter()
-            await flow.run_async(shared, **({"store": store} if durable else {}))
+            await flow.run_async(shared, **({"store": kept} if durable else {}))
             timings.append(time.perf_counter() - started)
         return min(timings[0::2]), min(timings[1::2])
 
@@ -828,6 +903,9 @@ WORKLOADS: dict[str, Callable[[str, int], dict[str, float]]] = {
     "chain_durable_exit": chain_durable_exit,
     "items_durable": items_durable,
     "items_durable_unbounded": items_durable_unbounded,
+    "chain_postgres": chain_postgres,
+    "items_postgres": items_postgres,
+    "shared_limiter": shared_limiter,
     "stored_state": stored_state,
     "sync_chain": sync_chain,
     "fanout": fanout,
@@ -865,6 +943,9 @@ PLAN = [
     ("stop_waiters", 50_000, "50k items queued on a Limiter(100), one fails"),
     ("items_durable", 10_000, "10k items x sleep(10 ms), bound 1000, durable: extra/item"),
     ("items_durable_unbounded", 10_000, "same, no bound (a task per item): extra per item"),
+    ("chain_postgres", 1000, "same chain, durable: a PostgreSQL checkpoint per node"),
+    ("items_postgres", 10_000, "10k items, bound 1000, in PostgreSQL: extra/item"),
+    ("shared_limiter", 2000, "acquire+release of a shared limiter: PG, SQLite"),
     ("stored_state", 1000, "state() and history() of a stored run: 1,000 steps, 10k items"),
     ("cache_hits", 10_000, "10k items, all cache hits in SQLite (2nd run)"),
     ("branches", 2, "fork/join of 2 trivial branches"),
@@ -885,6 +966,9 @@ QUICK_SIZES = {
     ("chain_durable_exit", 1000): 200,
     ("items_durable", 10_000): 1000,
     ("items_durable_unbounded", 10_000): 1000,
+    ("chain_postgres", 1000): 200,
+    ("items_postgres", 10_000): 1000,
+    ("shared_limiter", 2000): 200,
     ("stored_state", 1000): 100,
     ("cache_hits", 10_000): 1000,
     ("sync_chain", 1000): 200,
@@ -942,6 +1026,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one process each")
     parser.add_argument("--repeat", type=int, default=3, help="processes per figure (median)")
+    parser.add_argument("--only", nargs="+", metavar="WORKLOAD", help="run only these workloads")
     parser.add_argument(
         "--one", nargs=3, metavar=("WORKLOAD", "IMPL", "SIZE"), help=argparse.SUPPRESS
     )
@@ -958,6 +1043,8 @@ def main() -> int:
     print(header)
     print("-" * len(header))
     for workload, size, label in PLAN:
+        if args.only and workload not in args.only:
+            continue
         if args.quick:
             size = QUICK_SIZES.get((workload, size), size)
             label = f"{label} [{size:,}]"

@@ -67,6 +67,12 @@ Durable runs
         tests/test_store_failures.py (full: "free some space", read-only: "make it
         writable", the run log: "move it away", each followed by a resume)
     stores._runlog ("a short write ...: the disk may be full") says what, not what to do
+    stores._postgres_schema (a server that cannot be reached, a user who may not make
+        tables) ......................................... tests/test_postgres_store.py::
+        test_a_lost_connection_*, test_a_user_who_may_not_make_tables_*
+    _shared_limits, stores._store_limiters (a limiter with no name, of a closed
+        store) .......................................... tests/test_shared_limits.py::
+        test_bad_options_and_misuse_say_what_to_do
     stores._sqlite_schema (read_only=True on an older file) ... tests/test_store_failures.py::
         test_a_read_only_store_refuses_a_file_it_would_have_to_change
 Typed state
@@ -106,7 +112,9 @@ version that recorded it" (another version of braidflow would be needed);
 "keep large data out of shared" and, from stores._sqlite_cache, "keep large
 data out of exec's result" (each needs a value of a gigabyte); "check the
 disk", "restore it from a copy", "try again when it is free" (a failing disk,
-a damaged file, a lock held past SQLite's timeout).
+a damaged file, a lock held past SQLite's timeout); "free some on the
+server", "check the PostgreSQL server and its log" (a database server out
+of space, or failing in another way).
 """
 
 import asyncio

@@ -59,10 +59,16 @@ def kinds_of(events):
     return [event.kind for event in events]
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 def store(request, tmp_path):
     if request.param == "memory":
         yield MemoryStore()
+    elif request.param == "postgres":
+        from braidflow.stores import PostgresStore
+
+        made = PostgresStore(request.getfixturevalue("postgres_dsn"))
+        yield made
+        made.close()
     else:
         made = SQLiteStore(tmp_path / "cache.db")
         yield made

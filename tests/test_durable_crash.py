@@ -32,14 +32,38 @@ def finish(process):
     assert process.returncode == 0, err.decode()
 
 
+def opened(store):
+    """The store a job writes: a SQLite file, or a PostgreSQL database by its DSN."""
+    if isinstance(store, str):
+        from braidflow.stores import PostgresStore
+
+        return PostgresStore(store)
+    from braidflow import SQLiteStore
+
+    return SQLiteStore(store)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def stores(request, tmp_path):
+    """Where the job and its reference keep their runs: two SQLite files, or two
+    PostgreSQL databases."""
+    if request.param == "sqlite":
+        return tmp_path / "job.db", tmp_path / "reference.db"
+    from conftest import new_database
+
+    server = request.getfixturevalue("postgres")
+    return new_database(server), new_database(server)
+
+
 @pytest.mark.parametrize("kind", ["batch", "batch flow", "shared batch flow", "branches"])
-def test_a_killed_job_resumes_and_ends_as_an_uninterrupted_run(tmp_path, kind):
+def test_a_killed_job_resumes_and_ends_as_an_uninterrupted_run(tmp_path, kind, stores):
+    store, reference = stores
     # The reference: the same job, never interrupted.
     reference_log = tmp_path / "reference.log"
-    finish(start(kind, tmp_path / "reference.db", reference_log, "run"))
+    finish(start(kind, reference, reference_log, "run"))
     expected = [line for line in lines(reference_log) if line.startswith("result ")]
 
-    store, log = tmp_path / "job.db", tmp_path / "job.log"
+    log = tmp_path / "job.log"
     job = start(kind, store, log, "run")
     deadline = time.monotonic() + 60
     while sum(line.startswith("end ") for line in lines(log)) < 100:  # mid-run, by its own count
@@ -50,10 +74,8 @@ def test_a_killed_job_resumes_and_ends_as_an_uninterrupted_run(tmp_path, kind):
     job.communicate(timeout=30)
     before = Counter(line.split()[1] for line in lines(log) if line.startswith("start "))
     assert not any(line.startswith("result ") for line in lines(log))
-    from braidflow import SQLiteStore
-
-    with SQLiteStore(store) as opened:  # marked running, but its process is gone
-        assert opened.get("job").status == "interrupted"
+    with opened(store) as kept:  # marked running, but its process is gone (on this host)
+        assert kept.get("job").status == "interrupted"
 
     finish(start(kind, store, log, "resume"))
     after = [line for line in lines(log) if line.startswith("result ")]
@@ -66,20 +88,20 @@ def test_a_killed_job_resumes_and_ends_as_an_uninterrupted_run(tmp_path, kind):
     assert set(before) <= set(started)
 
 
-def test_a_run_another_live_process_is_running_cannot_be_resumed_here(tmp_path):
-    from braidflow import SQLiteStore, StoreError
+def test_a_run_another_live_process_is_running_cannot_be_resumed_here(tmp_path, stores):
+    from braidflow import StoreError
 
-    sys.path.insert(0, str(JOB.parent))
-    store, log = tmp_path / "job.db", tmp_path / "job.log"
+    store, _ = stores
+    log = tmp_path / "job.log"
     job = start("batch", store, log, "run")
     try:
         while sum(line.startswith("end ") for line in lines(log)) < 10:
             assert job.poll() is None
             time.sleep(0.005)
-        with SQLiteStore(store) as opened:
+        with opened(store) as kept:
             with pytest.raises(StoreError, match="running in a live process"):
-                opened.claim("job", "someone-else:1:?")
-            assert opened.get("job").status == "running"
+                kept.claim("job", "someone-else:1:?")
+            assert kept.get("job").status == "running"
     finally:
         os.kill(job.pid, signal.SIGKILL)
         job.communicate(timeout=30)

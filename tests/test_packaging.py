@@ -98,7 +98,7 @@ def test_the_metadata_says_what_the_package_is(dist):
     assert "asyncio" in meta["Keywords"].split(",")
     requirements = meta.get_all("Requires-Dist")
     assert [r for r in requirements if "extra ==" not in r] == []  # the library needs nothing
-    assert {"tracing", "ray", "examples", "ui"} <= set(meta.get_all("Provides-Extra"))
+    assert {"tracing", "ray", "postgres", "examples", "ui"} <= set(meta.get_all("Provides-Extra"))
     classifiers = meta.get_all("Classifier")
     for wanted in (
         "Development Status :: ",

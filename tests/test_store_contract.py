@@ -18,9 +18,17 @@ from braidflow.stores._owners import this_owner
 CUSTOM = os.environ.get("BRAIDFLOW_CONTRACT_STORE")
 
 
-@pytest.fixture(params=["sqlite", "sqlite-durable", "memory", *(["custom"] if CUSTOM else [])])
+@pytest.fixture(
+    params=["sqlite", "sqlite-durable", "memory", "postgres", *(["custom"] if CUSTOM else [])]
+)
 def store(request, tmp_path):
-    if request.param == "custom":
+    if request.param == "postgres":
+        from braidflow.stores import PostgresStore
+
+        made = PostgresStore(request.getfixturevalue("postgres_dsn"))
+        yield made
+        made.close()
+    elif request.param == "custom":
         module, _, name = (CUSTOM or "").partition(":")
         made = getattr(importlib.import_module(module), name)(tmp_path)
         yield made
@@ -288,6 +296,8 @@ def test_two_store_objects_on_one_file_share_its_cache_entries(tmp_path):
 def test_a_store_from_before_result_caches_gets_its_cache_table(tmp_path):
     import sqlite3
 
+    from braidflow.stores.sqlite import SCHEMA_VERSION
+
     path = tmp_path / "old.db"
     SQLiteStore(path).close()
     with sqlite3.connect(path) as db:  # schema 4, as braidflow wrote it before caches
@@ -299,7 +309,7 @@ def test_a_store_from_before_result_caches_gets_its_cache_table(tmp_path):
     assert store.cache_get(KEY) == (b"v", 1.0, "n")
     store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT value FROM braidflow_meta").fetchone() == ("5",)
+        assert db.execute("SELECT value FROM braidflow_meta").fetchone() == (str(SCHEMA_VERSION),)
     db.close()
 
 

@@ -53,6 +53,7 @@ from ._node import BaseNode as BaseNode
 from ._policy import Retry as Retry
 from ._questions import Question as Question
 from ._run import PendingRun as PendingRun
+from ._shared_limits import SharedLimiter as SharedLimiter
 from ._threads import thread_limiter as thread_limiter
 from ._usage import Usage as Usage
 from ._views import MISSING as MISSING
@@ -135,6 +136,7 @@ __all__ = [
     "RunRecord",
     "SQLiteStore",
     "SetupError",
+    "SharedLimiter",
     "SharedView",
     "StateError",
     "StepRecord",

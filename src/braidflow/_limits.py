@@ -4,6 +4,13 @@ A limiter is an object, not a number copied into each node: every node,
 node copy and sub-flow that holds the same ``Limiter`` counts against the
 same limit. It serves asyncio tasks and threads alike, first come first served.
 It counts calls, or units (tokens) once a node uses it `Limiter.weighted`.
+
+The engine holds a limit through four methods, and nothing else of it:
+``try_acquire()`` (take a slot if one is free now, never wait), then, if none
+was, ``await _acquire_queued(...)`` or ``_acquire_queued_blocking(...)`` (wait
+in line and take one), and ``release()``. A limit that keeps its slots
+elsewhere (`SharedLimiter`, in a database every process uses) overrides those
+four; the queue in this process and the deadlock check come with the class.
 """
 
 from __future__ import annotations
@@ -389,6 +396,28 @@ class Limiter:
         with self._lock:
             return not self._waiting and self._try_take() == 0.0
 
+    async def _acquire_queued(
+        self, taken: tuple[Limiter, ...], node: Any, index: int | None
+    ) -> None:
+        """Wait in line on the event loop and take a slot, for an attempt of
+        ``node`` (on item ``index``) that holds ``taken`` already: what the
+        engine does once `try_acquire` found none free.
+
+        Raises:
+            LimiterDeadlock: If the wait could never end (see `acquire`).
+        """
+        waiter = self._enqueue(asyncio.get_running_loop(), taken, node, index)
+        if waiter is not None:
+            await self._wait(waiter)
+
+    def _acquire_queued_blocking(
+        self, taken: tuple[Limiter, ...], node: Any, index: int | None
+    ) -> None:
+        """`_acquire_queued` for a thread: block it until a slot is taken."""
+        waiter = self._enqueue(None, taken, node, index)
+        if waiter is not None:
+            self._wait_blocking(waiter)
+
     async def acquire(self) -> None:
         """Wait on the event loop for a slot (FIFO) and take it.
 
@@ -499,9 +528,7 @@ async def acquire_all(
         for limiter in limiters[first:]:
             if not limiter.try_acquire():
                 held = tuple(limiters[:taken]) if taken else ()
-                waiter = limiter._enqueue(asyncio.get_running_loop(), held, node, index)
-                if waiter is not None:
-                    await limiter._wait(waiter)
+                await limiter._acquire_queued(held, node, index)
             taken += 1
     except BaseException:
         release_all(limiters[first:taken])
@@ -543,9 +570,7 @@ def acquire_all_blocking(
                     )
                 with lending():
                     held = tuple(limiters[:taken]) if taken else ()
-                    waiter = limiter._enqueue(None, held, holder, index)
-                    if waiter is not None:
-                        limiter._wait_blocking(waiter)
+                    limiter._acquire_queued_blocking(held, holder, index)
             taken += 1
     except BaseException:
         release_all(limiters[first:taken])
@@ -554,12 +579,17 @@ def acquire_all_blocking(
 
 
 def try_all(limiters: Sequence[Limiter]) -> int:
-    """Take every limiter that is free right now, in order; return how many."""
+    """Take every limiter that is free right now, in order; return how many.
+    If one fails (a shared limiter's database), give back what it took."""
     taken = 0
-    for limiter in limiters:
-        if not limiter.try_acquire():
-            break
-        taken += 1
+    try:
+        for limiter in limiters:
+            if not limiter.try_acquire():
+                break
+            taken += 1
+    except BaseException:
+        release_all(limiters[:taken])
+        raise
     return taken
 
 

@@ -197,6 +197,20 @@ class Claim(Entry):
     def _wait_blocking(self, waiter: Any) -> None:
         self.limiter._wait_blocking(waiter)
 
+    async def _acquire_queued(self, taken: tuple[Any, ...], node: Any, index: int | None) -> None:
+        """`Limiter._acquire_queued` for this claim's units."""
+        waiter = self._enqueue(asyncio.get_running_loop(), taken, node, index)
+        if waiter is not None:
+            await self._wait(waiter)
+
+    def _acquire_queued_blocking(
+        self, taken: tuple[Any, ...], node: Any, index: int | None
+    ) -> None:
+        """`Limiter._acquire_queued_blocking` for this claim's units."""
+        waiter = self._enqueue(None, taken, node, index)
+        if waiter is not None:
+            self._wait_blocking(waiter)
+
     def release(self) -> None:
         """Give back the units held in flight (the window keeps its entry)."""
         limiter = self.limiter

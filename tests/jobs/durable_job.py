@@ -3,11 +3,22 @@ each doing 300 units of work with at most 20 in flight, and log each unit as
 it starts and as it ends, so the test can see what ran and how often.
 
     python durable_job.py KIND STORE LOG run|resume
+
+STORE is a SQLite file's path, or a PostgreSQL DSN (``host=... dbname=...``);
+with a DSN, BRAIDFLOW_TEST_LEASE sets the store's lease in seconds, and
+BRAIDFLOW_TEST_AHEAD moves the store's clock that many seconds ahead (as if
+the job ran later). BRAIDFLOW_TEST_HOST names the machine the job says it
+runs on: another machine's process cannot be seen, only its lease.
 """
 
 import asyncio
 import os
+import socket
 import sys
+import time
+
+if os.environ.get("BRAIDFLOW_TEST_HOST"):
+    socket.gethostname = lambda: os.environ["BRAIDFLOW_TEST_HOST"]
 
 import braidflow as bf
 
@@ -91,7 +102,17 @@ def flow():
     return bf.AsyncFlow(start=start, name="job")
 
 
-store = bf.SQLiteStore(STORE)
+if "dbname=" in STORE:
+    from braidflow.stores import PostgresStore
+
+    ahead = float(os.environ.get("BRAIDFLOW_TEST_AHEAD", "0"))
+    store = PostgresStore(
+        STORE,
+        lease=float(os.environ.get("BRAIDFLOW_TEST_LEASE", "30")),
+        clock=lambda: time.time() + ahead,
+    )
+else:
+    store = bf.SQLiteStore(STORE)
 if MODE == "run":
     shared = {}
     flow().run(shared, store=store, run_id="job")

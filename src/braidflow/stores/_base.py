@@ -168,9 +168,10 @@ class Checkpoint(NamedTuple):
 class Store(Protocol):
     """What the engine (and the ``braidflow`` command) needs of a store.
 
-    `SQLiteStore` and `MemoryStore` implement it; another database can too:
-    the contract tests in ``tests/test_store_contract.py`` say what each
-    method must do, and ``docs/durable.md`` ("Writing a store") how.
+    `SQLiteStore`, `PostgresStore` and `MemoryStore` implement it; another
+    database can too: the contract tests in ``tests/test_store_contract.py``
+    say what each method must do, and ``docs/durable.md`` ("Writing a
+    store") how.
 
     Every failure of the store itself (a database that cannot be written, a
     closed store, an unknown run, input it cannot keep as given: a run id
@@ -289,7 +290,7 @@ class CacheStore(Protocol):
     """What a result cache (`braidflow.Cache`) needs of a store: entries by
     key, one per key, seen by every run and process that uses the store.
 
-    `SQLiteStore` and `MemoryStore` implement it besides `Store`. A key is
+    `SQLiteStore`, `PostgresStore` and `MemoryStore` implement it besides `Store`. A key is
     a string of hex digits the cache makes from the node's name, the version
     of its code and its input; the store only keeps it, with the entry as
     given (no expiry: the cache decides from ``CacheEntry.stored`` whether

@@ -16,8 +16,9 @@ __all__ = ["SCHEMA_VERSION", "open_database"]
 # 2: runs.folded and runs.log, for run logs; 3: runs.metadata, and runs.lease
 # (when the lease of a running run's owner expires, by the owner's clock);
 # 4: checkpoints.started and .ended (when each step began and ended);
-# 5: the cache table (results of nodes with a result cache, by key).
-SCHEMA_VERSION = 5
+# 5: the cache table (results of nodes with a result cache, by key);
+# 6: the slots of shared limiters (``_slots``).
+SCHEMA_VERSION = 6
 
 _CACHE_TABLE = """
 CREATE TABLE IF NOT EXISTS cache (
@@ -26,6 +27,17 @@ CREATE TABLE IF NOT EXISTS cache (
     stored REAL NOT NULL,
     value BLOB NOT NULL
 );
+"""
+
+_LIMITER_TABLES = """
+CREATE TABLE IF NOT EXISTS braidflow_limiter_slots (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    lease_ends REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS braidflow_limiter_slots_of ON braidflow_limiter_slots (name);
+CREATE TABLE IF NOT EXISTS braidflow_limiter_starts (name TEXT NOT NULL, started REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS braidflow_limiter_starts_of ON braidflow_limiter_starts (name, started);
 """
 
 _SCHEMA = (
@@ -70,6 +82,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_of_run ON events (run_id, seq);
 """
     + _CACHE_TABLE
+    + _LIMITER_TABLES
 )
 
 
@@ -196,7 +209,13 @@ def _prepare(
             columns.add(f"checkpoints.{column[1]}")
         older = int(row[0] if row else SCHEMA_VERSION) < SCHEMA_VERSION
         made_before_caches = bool(tables) and "cache" not in tables
-        if older or not {"lease", "checkpoints.ended"} <= columns or made_before_caches:
+        made_before_limiters = bool(tables) and "braidflow_limiter_slots" not in tables
+        if (
+            older
+            or not {"lease", "checkpoints.ended"} <= columns
+            or made_before_caches
+            or made_before_limiters
+        ):
             _migrate(db, columns, lease_ends)
 
 
@@ -219,4 +238,7 @@ def _migrate(db: sqlite3.Connection, columns: set[str], lease_ends: Callable[[],
         db.execute("ALTER TABLE checkpoints ADD COLUMN started REAL")
         db.execute("ALTER TABLE checkpoints ADD COLUMN ended REAL")
     db.execute(_CACHE_TABLE)  # if missing: a store made before result caches
+    for statement in _LIMITER_TABLES.split(";"):
+        if statement.strip():
+            db.execute(statement)
     db.execute("UPDATE braidflow_meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))

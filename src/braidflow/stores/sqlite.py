@@ -52,6 +52,8 @@ from ._sqlite_failures import Transaction, diagnosis, failure, guarded, said
 from ._sqlite_folding import LogFolder, remove_log
 from ._sqlite_leases import LEASE
 from ._sqlite_schema import SCHEMA_VERSION, open_database
+from ._sqlite_slots import SQLiteSlots
+from ._store_limiters import LimiterShelf, MakesLimiters
 
 __all__ = ["LEASE", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -69,7 +71,7 @@ _SELECT_CHECKPOINTS = (
 )
 
 
-class SQLiteStore(CacheTable, LogFolder):
+class SQLiteStore(CacheTable, LogFolder, MakesLimiters):
     """A store in one SQLite file: the embedded default for durable runs, and
     a `CacheStore` for result caches (`braidflow.Cache`).
 
@@ -142,6 +144,7 @@ class SQLiteStore(CacheTable, LogFolder):
             read_only=read_only,
         )
         self._largest = self._db.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+        self._limiters = LimiterShelf()
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -157,6 +160,7 @@ class SQLiteStore(CacheTable, LogFolder):
                 return
             self._closed = True
             self._stop.set()
+            self._limiters.close()
             try:
                 for run_id in list(self._logs):
                     folded = False
@@ -178,6 +182,9 @@ class SQLiteStore(CacheTable, LogFolder):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def _new_slots(self) -> SQLiteSlots:
+        return SQLiteSlots(self.path, self._clock, self)
 
     def release(self, run_id: str) -> None:
         """This process no longer runs the run: it counts as running no more,

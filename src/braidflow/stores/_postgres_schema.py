@@ -1,0 +1,197 @@
+"""The PostgreSQL store's tables, and connecting to its database: the tables
+made on first use, brought up to this schema version step by step, refused
+when a newer braidflow wrote them; and what a failure of the server means.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from .._errors import StoreError
+
+__all__ = ["SCHEMA_VERSION", "connect", "diagnosis", "open_connection", "shown_dsn"]
+
+# Each version's statements, applied in order to bring a database up to it.
+# 1: runs, their checkpoints and events; 2: the slots of shared limiters;
+# 3: the entries of result caches (`CacheStore`).
+_STEPS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE braidflow_runs (
+            run_id BYTEA PRIMARY KEY,
+            created BIGSERIAL,
+            flow BYTEA NOT NULL,
+            graph BYTEA NOT NULL,
+            status TEXT NOT NULL,
+            started DOUBLE PRECISION NOT NULL,
+            ended DOUBLE PRECISION,
+            node BYTEA,
+            error BYTEA,
+            prompt TEXT,
+            owner BYTEA,
+            initial BYTEA NOT NULL,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            lease DOUBLE PRECISION
+        )""",
+        "CREATE INDEX braidflow_runs_by_start ON braidflow_runs (started, created)",
+        """CREATE TABLE braidflow_checkpoints (
+            seq BIGSERIAL PRIMARY KEY,
+            run_id BYTEA NOT NULL,
+            kind BYTEA NOT NULL,
+            frame BYTEA NOT NULL,
+            position BIGINT NOT NULL,
+            node BYTEA NOT NULL,
+            node_class BYTEA NOT NULL,
+            action BYTEA,
+            payload BYTEA NOT NULL,
+            started DOUBLE PRECISION,
+            ended DOUBLE PRECISION
+        )""",
+        "CREATE INDEX braidflow_checkpoints_of_run ON braidflow_checkpoints (run_id, seq)",
+        """CREATE TABLE braidflow_events (
+            seq BIGSERIAL PRIMARY KEY,
+            run_id BYTEA NOT NULL,
+            event BYTEA NOT NULL
+        )""",
+        "CREATE INDEX braidflow_events_of_run ON braidflow_events (run_id, seq)",
+    ],
+    2: [
+        """CREATE TABLE braidflow_limiter_slots (
+            id BIGSERIAL PRIMARY KEY,
+            name BYTEA NOT NULL,
+            lease_ends DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX braidflow_limiter_slots_of ON braidflow_limiter_slots (name)",
+        """CREATE TABLE braidflow_limiter_starts (
+            name BYTEA NOT NULL,
+            started DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX braidflow_limiter_starts_of ON braidflow_limiter_starts (name, started)",
+    ],
+    3: [
+        """CREATE TABLE braidflow_cache (
+            key BYTEA PRIMARY KEY,
+            node BYTEA NOT NULL,
+            stored DOUBLE PRECISION NOT NULL,
+            value BYTEA NOT NULL
+        )""",
+    ],
+}
+SCHEMA_VERSION = max(_STEPS)
+_SCHEMA_LOCK = 0x62726169  # an advisory lock: one process at a time makes or migrates tables
+
+
+def shown_dsn(dsn: str) -> str:
+    """The DSN as messages and reprs show it: without its password."""
+    try:
+        given = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "<a DSN psycopg cannot read>"
+    given.pop("password", None)
+    return psycopg.conninfo.make_conninfo(**{key: str(value) for key, value in given.items()})
+
+
+def open_connection(dsn: str, *, connect_timeout: float, durable: bool) -> psycopg.Connection[Any]:
+    """A connection to the database of ``dsn`` (autocommit: each transaction
+    explicit). Not ``durable``: a commit returns once the server has it, before
+    the server syncs it to disk (``synchronous_commit=off``): a client killed
+    loses nothing; a server that crashes loses its last fraction of a second
+    of commits, the latest ones, which a resumed run does again.
+
+    Raises:
+        psycopg.Error: If the server cannot be reached.
+    """
+    conn = psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, round(connect_timeout)))
+    if not durable:
+        try:
+            conn.execute("SET synchronous_commit = off")
+        except BaseException:
+            conn.close()
+            raise
+    return conn
+
+
+def connect(
+    dsn: str,
+    store: str,
+    *,
+    connect_timeout: float,
+    durable: bool = True,
+    upto: int = SCHEMA_VERSION,
+) -> psycopg.Connection[Any]:
+    """A connection (see `open_connection`) to the database of ``dsn``, its
+    tables made or brought up to version ``upto`` (the tests make older ones).
+    ``store``: the store's repr, for messages.
+
+    Raises:
+        StoreError: If the server cannot be reached, or the database was
+            written by a newer braidflow.
+    """
+    try:
+        conn = open_connection(dsn, connect_timeout=connect_timeout, durable=durable)
+    except psycopg.Error as error:
+        what, todo = diagnosis(error)
+        raise StoreError(f"{store}: cannot connect: {what} ({said(error)}); {todo}") from None
+    try:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS braidflow_meta "
+                "(key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            row = conn.execute("SELECT value FROM braidflow_meta WHERE key='schema'").fetchone()
+            version = 0 if row is None else int(row[0])
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{store}: the database was written by a newer braidflow (store schema "
+                    f"{version}, this one reads {SCHEMA_VERSION}); upgrade braidflow"
+                )
+            for step in range(version + 1, upto + 1):
+                for statement in _STEPS[step]:
+                    conn.execute(statement)
+            if version < upto:
+                conn.execute(
+                    "INSERT INTO braidflow_meta VALUES ('schema', %s) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (str(upto),),
+                )
+    except BaseException as error:
+        conn.close()
+        if isinstance(error, psycopg.Error):
+            what, todo = diagnosis(error)
+            raise StoreError(
+                f"{store}: cannot make or check its tables: {what} ({said(error)}); {todo}"
+            ) from None
+        raise
+    return conn
+
+
+def said(error: BaseException) -> str:
+    """What an error says, with its kind, on one line."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def diagnosis(error: BaseException) -> tuple[str, str]:
+    """What a failure of the server or the connection means, and what to do."""
+    if isinstance(error, psycopg.OperationalError) or (
+        isinstance(error, psycopg.InterfaceError) and "closed" in str(error)
+    ):
+        return (
+            "the database server cannot be reached (the connection was lost or refused)",
+            "check that the PostgreSQL server is up and reachable",
+        )
+    if isinstance(error, psycopg.errors.InsufficientPrivilege):
+        return (
+            "the database user may not do this",
+            "grant the user rights to create and write tables in the database",
+        )
+    if isinstance(error, (psycopg.errors.DiskFull, psycopg.errors.OutOfMemory)):
+        return "the database server is out of space or memory", "free some on the server"
+    if isinstance(error, psycopg.errors.ProgramLimitExceeded):
+        return (
+            "a value is larger than PostgreSQL holds",
+            "keep large data out of shared (a file path, a key to another store)",
+        )
+    return "the database failed", "check the PostgreSQL server and its log"
