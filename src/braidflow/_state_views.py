@@ -11,10 +11,20 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from ._state import StateType
+
+class StateType(Protocol):
+    """What a view reads of its state type (`braidflow._state.StateType`)."""
+
+    cls: Any
+    name: str
+    kind: str
+    hints: dict[str, Any]
+    validate: bool
+
+    def validated(self, key: str, value: Any) -> Any: ...
+
 
 __all__ = ["StateView", "store_under", "view_class"]
 
