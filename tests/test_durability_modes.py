@@ -309,3 +309,27 @@ def test_an_async_run_whose_writes_fail_stops_with_the_error_and_resumes_from_wh
     shared = chain(calls, *nodes).resume("run", store=store, durability="async")
     assert shared["total"] == 10
     assert calls[0] == calls[1] == 1
+
+
+def test_async_on_a_loop_writes_its_batch_when_due_though_nothing_else_is_written(monkeypatch):
+    import asyncio
+
+    from braidflow.durable import _writer
+
+    monkeypatch.setattr(_writer, "PERIOD", 0.0)  # due at once: at the loop's next turn
+    store, looked = bf.MemoryStore(), []
+
+    class First(bf.AsyncNode):
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["first"] = True
+
+    class Waits(bf.AsyncNode):
+        async def exec_async(self, prep_res):
+            for _ in range(3):  # turns of the loop, no checkpoint written meanwhile
+                await asyncio.sleep(0)
+            looked.append(finished(store))
+
+    first = First(name="first")
+    first >> Waits(name="waits")
+    bf.AsyncFlow(start=first).run({}, store=store, run_id="run", durability="async")
+    assert looked == [["first"]]

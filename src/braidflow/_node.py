@@ -276,8 +276,8 @@ class BaseNode(Wirable, StoredRuns):
             durability: What a durable run's checkpoints cost it, and what a
                 crash may lose: ``"sync"`` (the default: each step and item
                 is in the store before the run goes on), ``"async"`` (written
-                by a thread, off the run's path; a crash may lose the last few,
-                done again on resume) or ``"exit"`` (kept in memory, written
+                in batches, every 50 ms or 1,024 rows; a crash may lose the
+                last batch, done again on resume) or ``"exit"`` (kept in memory, written
                 when the run ends, fails, drains or suspends; a kill loses the
                 run's progress). A node's ``durability="sync"`` holds for it.
 

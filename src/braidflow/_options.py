@@ -264,8 +264,8 @@ def check_durability(owner: Any, durability: Any, *, node: bool = False) -> str:
     if durability not in DURABILITY:
         raise InvalidParameterError(
             f"{owner._describe()}: durability={durability!r} must be 'sync' (each checkpoint "
-            "in the store before the run goes on), 'async' (written in the background; a "
-            "crash may lose the last few) or 'exit' (written when the run stops)",
+            "in the store before the run goes on), 'async' (written in batches every 50 ms; "
+            "a crash may lose the last) or 'exit' (written when the run stops)",
             node=owner._display_name(),
         )
     return str(durability)

@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--durability",
         choices=["sync", "async", "exit"],
         help="when a durable run's checkpoints are written: before it goes on (sync, the "
-        "default), in the background (async), when it stops (exit); see docs/durable.md",
+        "default), in batches every 50 ms (async), when it stops (exit); see docs/durable.md",
     )
     watch.add_argument(
         "--drain-timeout",
