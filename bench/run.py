@@ -928,7 +928,7 @@ PLAN = [
     ("chain_noop", 1000, "same chain, a no-op observer (2 events/node)"),
     ("chain_jsonl", 1000, "same chain, a JSONLTrace observer"),
     ("chain_durable", 1000, "same chain, durable: a SQLite checkpoint per node"),
-    ("chain_durable_async", 1000, 'same, durability="async": written off the run\'s path'),
+    ("chain_durable_async", 1000, 'same, durability="async": written in batches'),
     ("chain_durable_exit", 1000, 'same, durability="exit": written when the run ends'),
     ("chain_typed", 1000, "same chain, a typed flow (TypedDict state)"),
     ("sync_chain", 1000, "sync chain of 1,000 nodes (raw: plain calls)"),
