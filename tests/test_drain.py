@@ -331,3 +331,31 @@ def test_a_run_in_another_process_drains_when_asked_through_the_store(tmp_path):
         record = opened.get("job")
         assert record.status == "drained"
         assert "braidflow.drain" not in record.metadata  # the request is done with
+
+
+def test_a_sync_run_past_its_grace_period_is_stopped_and_ends_drained():
+    import time as clock
+
+    store, seen = bf.MemoryStore(), []
+
+    class Slow(bf.BatchNode):
+        def prep(self, shared):
+            return [0, 1, 2]
+
+        def exec(self, item):
+            seen.append(item)
+            if item == 1 and len(seen) == 2:
+                bf.drain("run", timeout=0)  # no grace: this item is stopped where it is
+                for _ in range(3000):  # 30 s at most; the drain stops it long before
+                    clock.sleep(0.01)
+            return item
+
+        def post(self, shared, prep_res, exec_res):
+            shared["items"] = exec_res
+
+    flow = bf.Flow(start=Slow(name="slow"))
+    with pytest.raises(Drained):
+        flow.run({}, store=store, run_id="run")
+    assert store.get("run").status == "drained"
+    assert flow.resume("run", store=store)["items"] == [0, 1, 2]
+    assert seen == [0, 1, 1, 2]  # item 1, stopped, ran again; item 0 did not

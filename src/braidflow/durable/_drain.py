@@ -21,6 +21,7 @@ from time import monotonic, time
 from typing import Any
 
 from .._errors import InvalidParameterError, StoreError
+from .._options import check_number
 from ..stores._base import Store
 
 __all__ = ["DRAIN_KEY", "Drain", "DrainStop", "drain"]
@@ -148,10 +149,12 @@ class Drain:
             _thread.interrupt_main()
 
     def stopped_by(self, error: BaseException | None) -> bool:
-        """Whether ``error`` is how this drain ended the run."""
+        """Whether ``error`` is how this drain ended the run: at a safe point,
+        or, past the grace period, a sync run's ``KeyboardInterrupt`` (an
+        async run's cancellation is made a `DrainStop` where the run began)."""
         if isinstance(error, DrainStop):
             return True
-        return self.expired and isinstance(error, asyncio.CancelledError | KeyboardInterrupt)
+        return self.expired and isinstance(error, KeyboardInterrupt)
 
 
 def drain(
@@ -182,11 +185,12 @@ def drain(
         StoreError: For a run that is not going on (not here, and, with
             ``store``, not running there either).
     """
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
-        raise InvalidParameterError(
-            f"drain(): timeout={timeout!r} must be a number of seconds >= 0 (the grace "
-            "period for what is running)"
-        )
+    grace = check_number(
+        timeout,
+        f"drain(): timeout={timeout!r}",
+        "a number of seconds >= 0 (the grace period for what is running)",
+        at_least=0,
+    )
     with _RUNNING_LOCK:
         if run_id is None:
             if store is not None:
@@ -202,7 +206,7 @@ def drain(
         if running.asked:
             running.expire()
         else:
-            running.ask(float(timeout))
+            running.ask(grace)
     if here or run_id is None:
         return [running.run_id for running in here]
     if store is None:
@@ -218,5 +222,5 @@ def drain(
             "to drain",
             run_id=run_id,
         )
-    store.set_metadata(run_id, {DRAIN_KEY: {"timeout": float(timeout), "asked": time()}})
+    store.set_metadata(run_id, {DRAIN_KEY: {"timeout": grace, "asked": time()}})
     return [run_id]

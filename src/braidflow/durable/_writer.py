@@ -170,12 +170,12 @@ class CheckpointWriter:
                 self._kept += rows
                 now = monotonic()
                 due = self._due
-                if due is None:
+                if due is None:  # a new batch: due a period from now
                     self._due = now + PERIOD
                     loop = asyncio._get_running_loop()
                     if loop is not None:  # due even if nothing else is written by then
                         loop.call_later(PERIOD, self._batch_due)
-                elif len(self._kept) >= BATCH or now >= due:
+                if len(self._kept) >= BATCH or (due is not None and now >= due):
                     self._write_batch()
 
     def _write_batch(self) -> None:
