@@ -132,8 +132,10 @@ def test_async_keeps_most_of_a_killed_run(tmp_path, expected):
     with SQLiteStore(store) as opened:
         steps = bf.AsyncFlow().history("job", store=opened)
         kept = [step for step in steps if step.status == "finished"]
+        where = opened.get("job").node  # from its last row: the killed run did not say
     # Written every few milliseconds: the kill lost at most the last few.
     assert len(kept) >= 150, len(kept)
+    assert where in {f"AsyncFlow/step {n}" for n in range(200)} | {"AsyncFlow/squares"}, where
     finish(start("async", store, log, "resume"))
     assert [line for line in lines(log) if line.startswith("result ")] == expected
 

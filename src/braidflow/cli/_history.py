@@ -116,8 +116,8 @@ def _show_changes(run: Any, steps: list[Any]) -> None:
     before = run.state(0)
     for step in steps:
         print(f"{step.number}  {step.path} ({step.status})")
-        if step.status != "finished":
-            continue
+        if step.status != "finished" or not step.changed:
+            continue  # (under durability="async" or "exit", a step records no changes)
         after = run.state(step.number) if step.kind in ("step", "update") else before
         for key in step.changed:
             if step.kind not in ("step", "update"):
@@ -178,7 +178,7 @@ def _as_json(run: Any, steps: list[Any], diff: bool) -> dict[str, Any]:
     for step in steps:
         entry = dataclasses.asdict(step)
         entry["changed"] = [str(key) if not isinstance(key, str) else key for key in step.changed]
-        if diff and step.status == "finished" and step.kind in ("step", "update"):
+        if diff and step.status == "finished" and step.kind in ("step", "update") and step.changed:
             after = run.state(step.number)
             entry["changes"] = {
                 str(key): after.get(key) if key in after else None for key in step.changed

@@ -22,6 +22,7 @@ from .._isolation import MISSING
 from ..stores._base import Checkpoint, RunRecord, Store, row_path, step_path
 from ._codec import Codec
 from ._graph import Walks, walks_of
+from ._lax import expand
 
 __all__ = [
     "FORKED_KEY",
@@ -41,7 +42,7 @@ RESUMED_KEY = "braidflow.resumed"  # when each resume of the run began
 FORKED_KEY = "braidflow.forked_from"  # {"run", "step", "rows"}: what a fork copied
 RENAMED_KEY = "braidflow.renamed"  # {old: new}: nodes renamed when resuming
 
-_STATES = ("step", "update")  # the rows that change shared itself
+_STATES = ("step", "update", "state")  # the rows that change shared itself
 _KINDS = {"step": "step", "view_step": "branch step", "branch": "branch", "update": "update"}
 
 
@@ -121,6 +122,7 @@ class StoredRun:
                 "add one (see 'Writing a store' in the durable runs docs)"
             )
         record, graph, initial, rows = read(run_id)
+        rows = expand(rows)
         self.record: RunRecord = record
         self.graph: str = graph
         self.initial: bytes = initial
@@ -147,6 +149,7 @@ class StoredRun:
                 self._rows_of.append(index)
                 if kind == "step" or kind == "view_step":
                     self._finished.setdefault(row.frame, []).append(row)
+        self._state_rows = _state_rows(rows)
         self._steps: list[StepRecord] | None = None
 
     # -- history -----------------------------------------------------------------------
@@ -181,7 +184,7 @@ class StoredRun:
             action=None if row.action is None else json.loads(row.action),
             started=row.started,
             ended=row.ended,
-            changed=tuple(key for key, _ in self.codec.unpack(row.payload)),
+            changed=tuple(key for key, _ in self.codec.unpack(row.payload)) if row.payload else (),
             items_done=done,
             items_total=total,
             run_id=self._parent() if inherited else self.run_id,
@@ -266,20 +269,79 @@ class StoredRun:
                 f"step {at} of run {self.run_id!r} ({steps[at - 1].path}) did not finish: "
                 f"there is no state after it; the last finished step is {len(self._rows_of)}"
             )
-        return self._rows_of[at - 1]
+        index = self._rows_of[at - 1]
+        if self._state_rows.get(index, index) is None:
+            raise ResumeError(
+                f"run {self.run_id!r} did not store the state after step {at} "
+                f"({steps[at - 1].path}): it ran with durability='async' or 'exit', which "
+                "store shared with the next batch of checkpoints (async) or when the run "
+                f"stops (exit), not after every step; {self._stored_near(at)}; to look "
+                "at (or fork from) every step, run with durability='sync'"
+            )
+        return index
+
+    def _stored_near(self, at: int) -> str:
+        """Which steps nearest to step ``at`` have a stored state, as a clause."""
+        known = [0] + [
+            number
+            for number, index in enumerate(self._rows_of, 1)
+            if self._state_rows.get(index, index) is not None
+        ]
+        before = max(number for number in known if number < at)
+        after = [number for number in known if number > at]
+        if after:
+            return f"steps {before} and {after[0]} have one"
+        return f"step {before} has one" if before else "step 0 (its start) has one"
+
+    def rows_through(self, at: int | None = None) -> list[Checkpoint]:
+        """The rows up to finished step ``at`` (all for ``None``), with the
+        "state" row that holds what it changed, if it ran under
+        ``durability="async"`` or ``"exit"``: ``shared`` after it, folded.
+
+        Raises:
+            ResumeError: If there is no such step, it did not finish, or
+                its state was not stored.
+        """
+        last = self.row_of(at)
+        rows = self.rows[: last + 1]
+        state = self._state_rows.get(last)
+        return rows if state is None else [*rows, self.rows[state]]
 
     def state(self, at: int | None = None) -> dict[Any, Any]:
         """``shared`` as it was after step ``at`` (the latest: ``None``)."""
-        last = self.row_of(at)
         shared: dict[Any, Any] = dict(self.codec.unpack(self.initial))
-        for row in self.rows[: last + 1]:
-            if row.kind in _STATES:
+        for row in self.rows_through(at):
+            if row.kind in _STATES and row.payload:
                 for key, value in self.codec.unpack(row.payload):
                     if value is MISSING:
                         shared.pop(key, None)
                     else:
                         shared[key] = value
         return shared
+
+
+def _state_rows(rows: list[Checkpoint]) -> dict[int, int | None]:
+    """For each step of the run's own shared that recorded no changes (under
+    ``durability="async"`` or ``"exit"``), by its row's index: the index of
+    the "state" row that holds ``shared`` after it, or ``None`` if no row
+    does (a later step's changes came in the same one). One missing means
+    that the steps changed nothing: their writer writes a "state" row with
+    every batch of rows when there is something to write."""
+    found: dict[int, int | None] = {}
+    lax: list[int] = []  # the steps without changes since the last row with some
+    for index, row in enumerate(rows):
+        kind = row.kind
+        if kind == "step" and not row.payload:
+            lax.append(index)
+        elif kind == "state":
+            for step in lax[:-1]:
+                found[step] = None
+            if lax:
+                found[lax[-1]] = index
+            lax = []
+        elif kind == "step" or kind == "update":
+            lax = []  # those before changed nothing: folded up to them, exact
+    return found
 
 
 def _part(resumes: list[float], when: float | None, inherited: bool, fork: bool) -> int:

@@ -40,12 +40,16 @@ class Recorded:
         previous = ""
         for row in rows:
             kind = row.kind
-            if kind == "step" or kind == "update":
+            # A step of an async or exit run records no changes (its payload is
+            # empty): a "state" row after it holds them.
+            if kind in ("step", "update", "state") and row.payload:
                 for key, value in codec.unpack(row.payload):
                     if value is MISSING:
                         dict.pop(shared, key, None)
                     else:
                         dict.__setitem__(shared, key, value)
+            if kind == "state":
+                continue  # it may come between a suspension's questions and the run's end
             if kind in ("step", "view_step"):
                 self.steps.setdefault(row.frame, []).append(row)
             elif kind == "items":

@@ -23,6 +23,7 @@ from ._codec import ASCII, JSON_TEXT, SCALARS, UNSAVABLE, Codec, action_text, en
 from ._drain import Drain
 from ._fingerprint import Unfingerprintable, fingerprint
 from ._interrupt import Interrupted
+from ._lax import Settled, StepColumns
 from ._recorded import Recorded
 from ._tracking import TrackingDict, changed_keys
 from ._writer import CheckpointWriter
@@ -39,6 +40,13 @@ class DurableRun:
         self.codec = Codec(store.serializer)
         self.writer = CheckpointWriter(store, run_id, self.codec, durability)
         self.strict = durability == "sync"  # every checkpoint in the store before going on
+        self.batched = durability == "async"  # written in batches as the run goes
+        # async and exit: a step of the run's own shared records no changes
+        # and its row is kept in columns (see _lax).
+        self.settled = Settled(self.codec)
+        self.columns = StepColumns()
+        if not self.strict:
+            self.writer.lax(self.columns.take, self.settled.row)
         # Raise the error of a failed group commit, if one failed (per item: direct).
         self.check_written = self.writer.check_written
         self.recorded = Recorded()
@@ -197,6 +205,9 @@ class DurableRun:
         """Record a finished step (``node``, whose display name is ``name``,
         begun at ``started``) and what it changed, before the walk goes on."""
         tracking = type(target) is TrackingDict  # else a branch's view
+        if tracking and not self.strict:
+            self.lax_step_done(frame, position, node, name, action, target, touched, started)
+            return
         payload = _json_changes(target, touched) if self._json and tracking else None
         if payload is None:
             payload = self.codec.pack(changed_keys(self.codec, target, name, touched))
@@ -215,6 +226,35 @@ class DurableRun:
             )
         )
         self.writer.write([row])
+
+    def lax_step_done(
+        self,
+        frame: str,
+        position: int,
+        node: Any,
+        name: str,
+        action: Any,
+        shared: TrackingDict,
+        touched: set[Any],
+        started: float,
+    ) -> None:
+        """`step_done` for a step of the run's own ``shared`` under async or
+        exit: the values of the keys it touched are noted and its row kept
+        in columns (see _lax); it is written with the next batch."""
+        step = (
+            position,
+            name,
+            type(node).__qualname__,
+            None if action is None else action_text(action, name),
+            started,
+            time(),
+        )
+        columns = self.columns
+        with self.writer.batch_lock:  # a batch may be written from a worker thread
+            self.settled.note(shared, touched, name)
+            columns.add(frame, step)
+        if self.batched:
+            self.writer.tick(len(columns.steps))
 
     # -- items -------------------------------------------------------------------------
 

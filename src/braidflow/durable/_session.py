@@ -26,6 +26,7 @@ from ._drain import DRAIN_KEY
 from ._graph import describe_graph, first_difference, renamed_graph
 from ._history import BUDGET_KEY, RENAMED_KEY, RESUMED_KEY, USAGE_KEY, apply_renames
 from ._interrupt import NO_ANSWER, Interrupted
+from ._lax import expand
 from ._run import DurableRun
 from ._tracking import TrackingDict
 from ._travel import composed_renames, migrated
@@ -86,6 +87,7 @@ def claim_run(
     graph = describe_graph(node)
     durable = DurableRun(store, run_id, durability)
     record, recorded_graph, initial, rows = store.claim(run_id, this_owner())
+    rows = expand(rows)
     try:
         renamed = composed_renames(record.metadata.get(RENAMED_KEY), rename)
         difference = first_difference(renamed_graph(recorded_graph, renamed), graph)

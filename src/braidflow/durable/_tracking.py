@@ -14,9 +14,10 @@ from typing import Any
 from .._context import STEP
 from ._codec import Codec, encode_key_value
 
-__all__ = ["TrackingDict", "changed_keys"]
+__all__ = ["EVERY_KEY", "TrackingDict", "changed_keys"]
 
-_ALL: Any = object()  # in a touched set: every key (the store was iterated or updated)
+EVERY_KEY: Any = object()  # in a touched set: every key (the store was iterated or updated)
+_ALL = EVERY_KEY
 
 
 class TrackingDict(dict[Any, Any]):

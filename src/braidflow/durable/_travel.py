@@ -137,7 +137,7 @@ def fork_run(
     if update is not None and not isinstance(update, dict):
         raise ResumeError(f"update={update!r} must be a dict of keys of shared", node=name)
     stored = StoredRun(store, source)
-    last = stored.row_of(at)
+    through = stored.rows_through(at)
     renamed = composed_renames(stored.record.metadata.get(RENAMED_KEY), None)
     graph = describe_graph(node)
     difference = first_difference(renamed_graph(stored.graph, renamed), graph)
@@ -147,7 +147,8 @@ def fork_run(
             "the flow as it was (a node's code may change, not its name or wiring)",
             node=name,
         )
-    rows = apply_renames(stored.rows[: last + 1], renamed)
+    rows = apply_renames(through, renamed)
+    copied = len(rows)
     before = stored.state(at)
     try:
         row = update_row(stored.codec, before, {**before, **(update or {})}, _last_step(rows), name)
@@ -161,8 +162,9 @@ def fork_run(
         for key, value in stored.record.metadata.items()
         if key not in (RESUMED_KEY, RENAMED_KEY, FORKED_KEY, USAGE_KEY, BUDGET_KEY)
     }
-    metadata[FORKED_KEY] = {"run": source, "step": number, "rows": last + 1}
-    waiting = bool(rows) and rows[-1].kind == "ask"
+    metadata[FORKED_KEY] = {"run": source, "step": number, "rows": copied}
+    kinds = [row.kind for row in rows if row.kind != "state"]
+    waiting = bool(kinds) and kinds[-1] == "ask"
     if not waiting:  # the questions it waits on were asked after that step
         metadata.pop(QUESTIONS_KEY, None)
     run_id = _created(store, node, graph, stored.initial, metadata, source, run_id)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from time import monotonic, time
 from typing import Any
 
@@ -38,6 +39,14 @@ PERIOD = 0.05  # seconds: how long an async run keeps rows before writing them, 
 BATCH = 1024  # rows that an async run writes at once, however young
 
 
+def _nothing_to_settle(last: Checkpoint) -> list[Checkpoint]:
+    return []
+
+
+def _no_steps() -> list[Checkpoint]:
+    return []
+
+
 class CheckpointWriter:
     """Writes one run's checkpoint rows to its store, in order."""
 
@@ -48,7 +57,11 @@ class CheckpointWriter:
         self.mode = mode  # the run's durability= (see _options.DURABILITY)
         self._kept: list[Checkpoint] = []  # exit: every row until the run stops; async: a batch
         self._due: float | None = None  # async: when the batch kept must be written
-        self._batch_lock = threading.Lock()
+        self.batch_lock = threading.Lock()
+        # async, exit: the rows of the steps the run keeps (before any other
+        # row), and the row of what they changed in shared, after a batch.
+        self._steps: Callable[[], list[Checkpoint]] = _no_steps
+        self._settle: Callable[[Checkpoint], list[Checkpoint]] = _nothing_to_settle
         # Rows wait here for the next turn of the event loop, so items finishing
         # together are written in one transaction (a group commit), those of one
         # batch as one row; any other write takes them first.
@@ -64,6 +77,38 @@ class CheckpointWriter:
         self._queue_lock = threading.Lock()
         self._flush_due = False
         self._write_error: BaseException | None = None
+
+    def lax(
+        self,
+        steps: Callable[[], list[Checkpoint]],
+        settle: Callable[[Checkpoint], list[Checkpoint]],
+    ) -> None:
+        """Under async or exit: ``steps()`` gives the rows of steps the run
+        kept itself, which go before any other row; ``settle(last)`` the row
+        of what they changed, which ends each batch written (see _lax)."""
+        self._steps = steps
+        self._settle = settle
+
+    def tick(self, kept: int) -> None:
+        """A step was kept by the run (``kept`` of them now): under async,
+        write the batch if it is full or due."""
+        if self.mode != "async":
+            return
+        now = monotonic()
+        due = self._due
+        if due is None:
+            self._begin_batch(now)
+        elif now >= due or kept + len(self._kept) >= BATCH:
+            with self.batch_lock:
+                self._write_batch()
+
+    def _begin_batch(self, now: float) -> None:
+        """A new batch: due a period from now, and on an event loop written
+        then even if nothing else is written by then."""
+        self._due = now + PERIOD
+        loop = asyncio._get_running_loop()
+        if loop is not None:
+            loop.call_later(PERIOD, self._batch_due)
 
     def items_row(
         self, batch: tuple[str, int, str | None], node: Any, parts: list[bytes]
@@ -164,17 +209,17 @@ class CheckpointWriter:
         if mode == "sync":
             self.store.append(self.run_id, rows)
         elif mode == "exit":
-            self._kept += rows
+            with self.batch_lock:
+                self._kept += self._steps()
+                self._kept += rows
         else:  # async: a batch, written when full or due
-            with self._batch_lock:  # sync batches hand rows over from worker threads
+            with self.batch_lock:  # sync batches hand rows over from worker threads
+                self._kept += self._steps()
                 self._kept += rows
                 now = monotonic()
                 due = self._due
-                if due is None:  # a new batch: due a period from now
-                    self._due = now + PERIOD
-                    loop = asyncio._get_running_loop()
-                    if loop is not None:  # due even if nothing else is written by then
-                        loop.call_later(PERIOD, self._batch_due)
+                if due is None:
+                    self._begin_batch(now)
                 if len(self._kept) >= BATCH or (due is not None and now >= due):
                     self._write_batch()
 
@@ -182,7 +227,9 @@ class CheckpointWriter:
         """Write the batch kept (the caller holds the batch lock). If the
         store fails, the rows stay kept, first: nothing later overtakes them."""
         rows, self._kept, self._due = self._kept, [], None
+        rows += self._steps()
         if rows:
+            rows += self._settle(rows[-1])
             try:
                 self.store.append(self.run_id, rows)
             except BaseException:
@@ -194,7 +241,7 @@ class CheckpointWriter:
         # run ended or failed to write meanwhile.
         if self._due is not None and self._write_error is None:
             try:
-                with self._batch_lock:
+                with self.batch_lock:
                     self._write_batch()
             except BaseException as error:  # told to the next write, and at the run's end
                 self._write_error = error
@@ -227,7 +274,8 @@ class CheckpointWriter:
             if rows:
                 self.store.append(self.run_id, rows)
             return
-        with self._batch_lock:
+        with self.batch_lock:
+            self._kept += self._steps()
             self._kept += rows
             self._write_batch()
 

@@ -10,7 +10,7 @@ flow, isolated and merged when the flow asks for it.
 from __future__ import annotations
 
 from collections.abc import Generator
-from time import time
+from time import monotonic, time
 from typing import Any
 
 from .._context import HANDED_DOWN, PATH, RUN, STATE, STEP, HandedDown, StepAt
@@ -21,6 +21,7 @@ from .._state_views import store_under
 from .._views import SharedView
 from .._wiring import route
 from ..durable._drain import DrainStop
+from ..durable._tracking import TrackingDict
 from ._effects import MAYBE_AWAIT, NODE, PARALLEL
 from ._items import batch_items, sequential
 from ._observe import StepScope
@@ -67,8 +68,10 @@ class StepCheckpoints:
         Raises:
             DrainStop: If the run was asked to drain: no new step starts.
         """
-        if self.durable.drain.stopping():
-            raise DrainStop
+        drain = self.durable.drain
+        if drain.asked or monotonic() >= drain.next_poll:  # its stopping(), made cheap
+            if drain.stopping():
+                raise DrainStop
         self.name = name
         self.started = time()
         self.key = key = f"{self.frame}/{self.position}:{name}"
@@ -85,13 +88,29 @@ class StepCheckpoints:
 
     def done(self, node: Any, action: Any, shared: Any) -> None:
         durable = self.durable
+        store = store_under(shared)  # in a typed flow, the store under its view
+        if not durable.strict and type(store) is TrackingDict:  # async, exit: cheaper
+            durable.lax_step_done(
+                self.frame,
+                self.position,
+                node,
+                self.name,
+                action,
+                store,
+                self.touched,
+                self.started,
+            )
+            self.position += 1
+            if node._bf_strict:  # durability="sync" in a laxer run
+                durable.sync()
+            return
         durable.step_done(
             self.frame,
             self.position,
             node,
             self.name,
             action,
-            store_under(shared),  # in a typed flow, the store under its view
+            store,
             self.touched,
             self.started,
         )

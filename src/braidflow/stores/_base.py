@@ -22,6 +22,7 @@ from .._usage import Usage
 from ._owners import this_owner
 
 __all__ = [
+    "LAX",
     "CacheEntry",
     "CacheStore",
     "Checkpoint",
@@ -61,7 +62,7 @@ def step_path(key: str) -> str:
 def row_path(kind: str, frame: str, node: str) -> str:
     """Where a checkpoint row was made, as a path of names: an item's or a
     sub-flow's is its batch node's; a step's or a branch's ends with its own."""
-    if kind in ("items", "changes", "ask", "answer"):
+    if kind in ("items", "changes", "ask", "answer", "state"):
         return step_path(frame)
     if not node:  # an update before the first step
         return ""
@@ -139,7 +140,9 @@ class Checkpoint(NamedTuple):
             (an interrupt's question and its answer), or ``update``
             (changes to ``shared`` made between steps: a fork's update, a
             resume's migration; its frame and node are those of the step
-            it follows).
+            it follows), or ``state`` (what the steps before it changed in
+            ``shared``, in a run with ``durability="async"`` or ``"exit"``,
+            whose steps record no changes: their payload is `LAX`).
         frame: Where: the walk (for steps) or the stage (for items, branches).
         position: The step's place in its walk, the branch's index, or how
             many items the row holds.
@@ -162,6 +165,9 @@ class Checkpoint(NamedTuple):
     payload: bytes
     started: float | None = None
     ended: float | None = None
+
+
+LAX = b""  # the payload of a step whose changes a "state" row after it holds
 
 
 @runtime_checkable

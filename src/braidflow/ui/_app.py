@@ -213,6 +213,7 @@ def _show_run(
     record = view.record
     at = _number(params.get("at"), view.last_finished)
     if not view.finished(at):
+        said = said or view.why_no_state(at)
         at = view.last_finished
     state = view.state(at)
     target = actions.target_of(record)

@@ -200,7 +200,7 @@ class RunView:
         step = self.history[at - 1] if at > 0 else None
         changes: list[Change] = []
         in_view = step is not None and step.kind not in _STATES
-        if step is not None:
+        if step is not None and step.changed:  # (none recorded under async or exit)
             before = self.run.state(at - 1)
             for key in step.changed:
                 if in_view:
@@ -227,12 +227,24 @@ class RunView:
         )
 
     def finished(self, at: int) -> bool:
-        """Tell whether step ``at`` finished (0, the start, always has)."""
+        """Tell whether step ``at`` finished with its state stored (0, the
+        start, always has)."""
         try:
             self.run.row_of(at)
         except ResumeError:
             return False
         return True
+
+    def why_no_state(self, at: int) -> str:
+        """Why step ``at`` has no state to show, if it finished (under
+        ``durability="async"`` or ``"exit"``, not every step's is stored)."""
+        if not 0 < at <= self.last_finished:
+            return ""
+        try:
+            self.run.row_of(at)
+        except ResumeError as error:
+            return f"{error}; the page shows the state after the last step"
+        return ""
 
 
 def prompt_lines(prompt: Any) -> list[tuple[str, str]]:

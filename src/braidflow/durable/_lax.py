@@ -1,0 +1,167 @@
+"""What a step of a run under ``durability="async"`` or ``"exit"`` records.
+
+Such a step records no changes (its payload is `LAX`): the value each key
+it touched has after it is noted (`Settled`), and written as one ``state``
+row with the next rows the writer writes, so the store holds ``shared``
+as it was after the last step it holds, however the run stops. Its row
+costs little too: the steps of one walk that finish one after another are
+kept as columns (`StepColumns`) and written as one row of kind ``steps``,
+which `expand` turns back into a ``step`` row each when the run is read.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from array import array
+from typing import Any
+
+from .._isolation import MISSING
+from ..stores._base import LAX, Checkpoint
+from ._codec import Codec, encode_key_value
+from ._tracking import EVERY_KEY, TrackingDict
+
+__all__ = ["STEPS", "Settled", "StepColumns", "expand"]
+
+STEPS = "steps"  # the kind of a row of steps kept as columns
+_AS_IS = frozenset({str, int, bool, type(None)})  # values a step cannot change in place
+
+
+class _Encoded:
+    """A value noted encoded: it may change in place after the step."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class Settled:
+    """The values the keys touched since the last ``state`` row have now."""
+
+    __slots__ = ("codec", "values")
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+        self.values: dict[Any, Any] = {}
+
+    def note(self, shared: TrackingDict, touched: set[Any], node: str) -> None:
+        """Note the values the keys a step of ``node`` touched (``touched``,
+        its set) have in ``shared`` after it.
+
+        Raises:
+            CheckpointError: If a value cannot be stored (naming the node).
+        """
+        values = self.values
+        for key in shared.touched(touched) if EVERY_KEY in touched else touched:
+            value = dict.get(shared, key, MISSING)
+            if (type(value) in _AS_IS and type(key) is str) or value is MISSING:
+                values[key] = value  # never changed in place: kept as it is
+            else:
+                values[key] = _Encoded(encode_key_value(self.codec, key, value, node))
+
+    def row(self, last: Checkpoint) -> list[Checkpoint]:
+        """The ``state`` row of what changed, if anything did, to follow
+        ``last`` and stand where it stands (for where a run is)."""
+        values = self.values
+        if not values:
+            return []
+        self.values = {}
+        codec = self.codec
+        changes = [
+            (
+                key,
+                None
+                if value is MISSING
+                else value.data
+                if type(value) is _Encoded
+                else encode_key_value(codec, key, value, last.node),
+            )
+            for key, value in values.items()
+        ]
+        kind = last.kind
+        if kind in (STEPS, "step", "view_step", "branch") or (kind == "update" and last.node):
+            where = f"{last.frame}/{'b' if kind == 'branch' else ''}{last.position}:{last.node}"
+        else:  # a row whose path is its frame's: items, a sub-flow's changes, a question
+            where = last.frame
+        return [Checkpoint("state", where, 0, "", "", None, codec.pack(changes), None, last.ended)]
+
+
+class StepColumns:
+    """Steps finished one after another in one walk, kept to be written as
+    one row: (position, name, class, action, started, ended) each."""
+
+    __slots__ = ("done", "frame", "steps")
+
+    def __init__(self) -> None:
+        self.done: list[Checkpoint] = []  # rows of earlier walks' steps, in order
+        self.frame: str | None = None
+        self.steps: list[tuple[int, str, str, str | None, float, float]] = []
+
+    def add(self, frame: str, step: tuple[int, str, str, str | None, float, float]) -> None:
+        if frame != self.frame:
+            if self.steps:
+                self.done.append(self._row())
+            self.frame = frame
+        self.steps.append(step)
+
+    def _row(self) -> Checkpoint:
+        steps, self.steps = self.steps, []
+        positions, names, classes, actions, started, ended = zip(*steps, strict=True)
+        # The texts as JSON, a line; the times after it as doubles (as text,
+        # they would cost more than all the rest).
+        times = array("d", started)
+        times.extend(ended)
+        if sys.byteorder != "little":  # stored little-endian, as the run log is
+            times.byteswap()
+        texts = json.dumps([positions, names, classes, actions], separators=(",", ":"))
+        last = steps[-1]
+        return Checkpoint(  # where the last step stands
+            STEPS,
+            self.frame or "",
+            last[0],
+            last[1],
+            last[2],
+            None,
+            b"%b\n%b" % (texts.encode(), times.tobytes()),
+            started[0],
+            last[5],
+        )
+
+    def take(self) -> list[Checkpoint]:
+        """The rows of the steps kept, in order; none are kept after."""
+        rows = self.done
+        if self.steps:
+            rows.append(self._row())
+        self.done = []
+        return rows
+
+
+def expand(rows: list[Checkpoint]) -> list[Checkpoint]:
+    """The rows of a run as it was written, with each ``steps`` row as the
+    ``step`` rows it holds (each with the payload `LAX`)."""
+    if not any(row.kind == STEPS for row in rows):
+        return rows
+    expanded: list[Checkpoint] = []
+    for row in rows:
+        if row.kind != STEPS:
+            expanded.append(row)
+            continue
+        text, _, doubles = row.payload.partition(b"\n")
+        positions, names, classes, actions = json.loads(text)
+        times = array("d")
+        times.frombytes(doubles)
+        if sys.byteorder != "little":
+            times.byteswap()
+        count = len(positions)
+        started, ended = times[:count], times[count:]
+        frame = row.frame
+        expanded += [
+            Checkpoint("step", frame, *step, LAX, *times)
+            for step, times in zip(
+                zip(positions, names, classes, actions, strict=True),
+                zip(started, ended, strict=True),
+                strict=True,
+            )
+        ]
+    return expanded

@@ -1,0 +1,217 @@
+"""What a run under ``durability="async"`` or ``"exit"`` stores of its steps:
+each step's row without its changes, and ``shared`` as it was after the last
+finished step with every batch written. So a resume starts from exactly the
+state the last finished step left, whatever the step that stopped the run
+did to ``shared`` before it failed; and the history lists every step but
+has the state only where one was stored."""
+
+import itertools
+import subprocess
+import sys
+from collections import Counter
+from typing import TypedDict
+
+import pytest
+
+import braidflow as bf
+from braidflow import ResumeError, SQLiteStore
+
+LAX = ["async", "exit"]
+
+
+class Add(bf.Node):
+    """Adds its number to shared["total"] and to the list shared["seen"]."""
+
+    def __init__(self, number, calls):
+        super().__init__(name=f"n{number}")
+        self.number, self.calls = number, calls
+
+    def exec(self, prep_res):
+        self.calls[self.number] += 1
+
+    def post(self, shared, prep_res, exec_res):
+        shared["total"] += self.number
+        shared["seen"].append(self.number)  # in place: the list stays the same object
+        shared["last"] = f"n{self.number}"
+
+
+class HalfDone(Add):
+    """Changes shared as `Add` does, then fails, the first time only."""
+
+    def post(self, shared, prep_res, exec_res):
+        super().post(shared, prep_res, exec_res)
+        shared["half"] = True
+        if self.calls[self.number] == 1:
+            raise RuntimeError(f"n{self.number} failed after changing shared")
+
+
+def chain(*nodes):
+    for left, right in itertools.pairwise(nodes):
+        left >> right
+    return bf.Flow(start=nodes[0], name="job")
+
+
+def start():
+    return {"total": 0, "seen": [], "last": None}
+
+
+@pytest.mark.parametrize("durability", LAX)
+def test_what_a_failed_step_changed_before_it_failed_is_not_kept(durability):
+    store, calls = bf.MemoryStore(), Counter()
+
+    def flow():
+        return chain(Add(0, calls), Add(1, calls), HalfDone(2, calls), Add(3, calls))
+
+    with pytest.raises(RuntimeError, match="n2 failed"):
+        flow().run(start(), store=store, run_id="run", durability=durability)
+    # As n1 left it: nothing n2 did, though it changed a list in place.
+    assert bf.Flow().state("run", store=store) == {"total": 1, "seen": [0, 1], "last": "n1"}
+    shared = flow().resume("run", store=store, durability=durability)
+    assert shared == {"total": 6, "seen": [0, 1, 2, 3], "last": "n3", "half": True}
+    assert calls == {0: 1, 1: 1, 2: 2, 3: 1}
+
+
+@pytest.mark.parametrize("durability", LAX)
+def test_the_history_lists_every_step_and_has_the_state_the_run_ended_with(durability):
+    store, calls = bf.MemoryStore(), Counter()
+    flow = chain(*(Add(number, calls) for number in range(5)))
+    flow.run(start(), store=store, run_id="run", durability=durability)
+    steps = bf.Flow().history("run", store=store)
+    assert [(step.number, step.node, step.status) for step in steps] == [
+        (number + 1, f"n{number}", "finished") for number in range(5)
+    ]
+    assert all(step.started <= step.ended for step in steps)
+    assert all(step.changed == () for step in steps)  # recorded with the state, not each step
+    end = {"total": 10, "seen": [0, 1, 2, 3, 4], "last": "n4"}
+    assert bf.Flow().state("run", store=store) == end
+    assert bf.Flow().state("run", store=store, at=5) == end
+    assert bf.Flow().state("run", store=store, at=0) == start()
+    with pytest.raises(ResumeError, match="did not store the state after step 2") as caught:
+        bf.Flow().state("run", store=store, at=2)
+    assert "steps 0 and 5 have one" in str(caught.value)
+    assert "durability='sync'" in str(caught.value)
+
+
+@pytest.mark.parametrize("durability", LAX)
+def test_a_fork_starts_from_a_step_whose_state_was_stored(durability):
+    store, calls = bf.MemoryStore(), Counter()
+
+    def flow():
+        return chain(*(Add(number, calls) for number in range(3)))
+
+    flow().run(start(), store=store, run_id="run", durability=durability)
+    with pytest.raises(ResumeError, match="did not store the state after step 1"):
+        flow().fork("run", store=store, at=1)
+    shared = flow().fork("run", store=store, at=3, run_id="fork", update={"total": 100})
+    assert shared == {"total": 100, "seen": [0, 1, 2], "last": "n2"}  # nothing left to run
+    assert calls == {0: 1, 1: 1, 2: 1}
+    # A fork of the fork, in the middle of what it took over: none stored there either.
+    with pytest.raises(ResumeError, match="did not store the state after step 2"):
+        flow().fork("fork", store=store, at=2)
+
+
+class Inner(bf.Node):
+    def __init__(self, name, calls, fail):
+        super().__init__(name=name)
+        self.calls, self.fail = calls, fail
+
+    def post(self, shared, prep_res, exec_res):
+        self.calls[self.name] += 1
+        shared["path"] = [*shared["path"], self.name]
+        if self.fail and self.calls[self.name] == 1:
+            raise RuntimeError(f"{self.name} failed")
+
+
+@pytest.mark.parametrize("durability", LAX)
+def test_steps_of_nested_flows_resume_exactly(durability):
+    store, calls = bf.MemoryStore(), Counter()
+
+    def flow():
+        def sub(name, fail=False):
+            first, second = Inner(f"{name}.a", calls, False), Inner(f"{name}.b", calls, fail)
+            first >> second
+            return bf.Flow(start=first, name=name)
+
+        return chain(Inner("top", calls, False), sub("s1"), sub("s2", fail=True), sub("s3"))
+
+    with pytest.raises(RuntimeError, match=r"s2\.b failed"):
+        flow().run({"path": []}, store=store, run_id="run", durability=durability)
+    shared = flow().resume("run", store=store, durability=durability)
+    assert shared["path"] == ["top", "s1.a", "s1.b", "s2.a", "s2.b", "s3.a", "s3.b"]
+    assert calls == {"top": 1, "s1.a": 1, "s1.b": 1, "s2.a": 1, "s2.b": 2, "s3.a": 1, "s3.b": 1}
+    names = [step.node for step in bf.Flow().history("run", store=store)]
+    assert names == ["top", "s1.a", "s1.b", "s1", "s2.a", "s2.b", "s2", "s3.a", "s3.b", "s3"]
+
+
+class Counted(TypedDict):
+    total: int
+    seen: list[int]
+    last: str | None
+
+
+@pytest.mark.parametrize("durability", LAX)
+def test_a_typed_flow_s_steps_are_recorded_the_same_way(durability):
+    store, calls = bf.MemoryStore(), Counter()
+
+    def flow():
+        nodes = (Add(0, calls), HalfDone(1, calls), Add(2, calls))
+        for left, right in itertools.pairwise(nodes):
+            left >> right
+        return bf.Flow(start=nodes[0], name="job", state=Counted)
+
+    with pytest.raises(RuntimeError, match="n1 failed"):
+        flow().run(start(), store=store, run_id="run", durability=durability)
+    assert bf.Flow().state("run", store=store) == {"total": 0, "seen": [0], "last": "n0"}
+    assert flow().resume("run", store=store)["seen"] == [0, 1, 2]
+
+
+def test_a_run_s_record_says_where_it_is_from_its_last_rows(tmp_path):
+    """`runs()` takes where a run is from its last row when the run did not
+    say (a killed run): the row of what its steps changed stands where the
+    last of them does."""
+    with SQLiteStore(tmp_path / "runs.db") as store:
+        calls = Counter()
+        chain(Add(0, calls), Add(1, calls)).run(
+            start(), store=store, run_id="run", durability="async"
+        )
+        kinds = [row.kind for row in store.read("run")[3]]
+        assert kinds[-1] == "state"
+        assert store.get("run").node == "job/n1"
+
+
+def test_show_lists_a_lax_run_s_steps_and_its_end(tmp_path):
+    with SQLiteStore(tmp_path / "runs.db") as store:
+        calls = Counter()
+        chain(Add(0, calls), Add(1, calls)).run(
+            start(), store=store, run_id="run", durability="exit"
+        )
+    shown = subprocess.run(
+        [sys.executable, "-m", "braidflow", "show", "run", "--store", "runs.db", "--diff"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "1  n0 (finished)\n2  n1 (finished)\n" in shown.stdout
+
+
+def test_the_dashboard_says_why_a_step_has_no_state_to_show(tmp_path):
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    from starlette.testclient import TestClient
+
+    from braidflow.ui import create_app
+
+    path = tmp_path / "runs.db"
+    with SQLiteStore(path) as store:
+        calls = Counter()
+        chain(Add(0, calls), Add(1, calls), Add(2, calls)).run(
+            start(), store=store, run_id="run", durability="exit"
+        )
+    app = create_app(SQLiteStore(path, read_only=True), path)
+    client = TestClient(app, base_url="http://127.0.0.1:8765", follow_redirects=False)
+    page = client.get("/runs/run?at=1").text
+    assert "did not store the state after step 1" in page
+    assert "the page shows the state after the last step" in page
+    assert "did not store" not in client.get("/runs/run?at=3").text
