@@ -322,3 +322,13 @@ def test_a_user_who_may_not_make_tables_is_told_to_get_the_right(postgres, postg
     with PostgresStore(limited) as store:
         store.create_run("a", "flow", "g", b"", this_owner())
         assert store.get("a").status == "running"
+
+
+def test_a_read_only_store_whose_user_may_not_read_the_tables_says_so(postgres, postgres_dsn):
+    with psycopg.connect(postgres.dsn, autocommit=True) as admin:
+        if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname='looker'").fetchone():
+            admin.execute("CREATE ROLE looker LOGIN")
+    PostgresStore(postgres_dsn).close()  # its tables, the owner's: looker may not read them
+    looker = postgres_dsn.replace("user=braidflow", "user=looker")
+    with pytest.raises(StoreError, match="cannot read its tables: the database user may not"):
+        PostgresStore(looker, read_only=True)
