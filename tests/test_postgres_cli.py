@@ -145,7 +145,7 @@ def test_a_path_is_shown_as_given_and_names_no_database(tmp_path):
 # -- the command ------------------------------------------------------------------------
 
 
-def test_run_runs_show_timeline_and_resume_against_a_url(work, url):
+def test_run_runs_show_graph_timeline_resume_and_fork_against_a_url(work, url):
     failed = cli(work, "run", "flows.py:fragile", "--store", url, "--run-id", "r1")
     assert failed.returncode == 1, failed.stderr
     assert "the run failed: ConnectionError: upstream down" in failed.stderr
@@ -165,6 +165,9 @@ def test_run_runs_show_timeline_and_resume_against_a_url(work, url):
     drawn = cli(work, "timeline", "r1", "--store", url, "-o", "r1.html")
     assert drawn.returncode == 0, drawn.stderr
     assert (work / "r1.html").read_text().startswith("<!DOCTYPE html>")
+    graph = cli(work, "graph", "flows.py:fragile", "--run", "r1", "--store", url)
+    assert graph.returncode == 0, graph.stderr
+    assert "greeting" in graph.stdout  # the key its finished step wrote
     missing = refused(cli(work, "show", "nothing", "--store", url))
     assert f"no run 'nothing' in '{shown}'" in missing
 
@@ -174,6 +177,9 @@ def test_run_runs_show_timeline_and_resume_against_a_url(work, url):
     assert resumed.returncode == 0, resumed.stderr
     assert '"fragile": "fine"' in resumed.stdout
     assert status(url, "r1") == "completed"
+    forked = cli(work, "fork", "r1", "--at", "1", "--run-id", "r1b", "--store", url)
+    assert forked.returncode == 0, forked.stderr
+    assert status(url, "r1b") == "completed"
 
 
 def test_a_waiting_run_is_answered_with_the_store_in_the_environment(work, url):
