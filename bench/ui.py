@@ -10,12 +10,15 @@ printed and written to bench/results/ui.json.
 
     python bench/ui.py            # 10,000 runs, 10,000 items
     python bench/ui.py --quick    # 1,000 of each: a smoke test
+    python bench/ui.py --postgres # the store in PostgreSQL (a server of its own,
+                                  # tests/_postgres.py), given to the command as a URL
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import statistics
@@ -24,7 +27,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import braidflow as bf
 
@@ -55,11 +60,10 @@ class Items(bf.AsyncParallelBatchNode):
         shared["done"] = len(exec_result)
 
 
-def make_store(path: Path, runs: int, items: int) -> None:
+def make_store(store: Any, runs: int, items: int) -> None:
     first = Step(name="fetch")
     first >> Step(name="store")
     small = bf.Flow(start=first, name="nightly")
-    store = bf.SQLiteStore(path)
     for number in range(runs - 1):
         shared = {"fail": number % 20 == 7, "ask": number % 20 == 13}
         try:
@@ -69,6 +73,24 @@ def make_store(path: Path, runs: int, items: int) -> None:
     batch = bf.AsyncFlow(start=Items(name="items", max_concurrency=64), name="big")
     batch.run({"items": items}, store=store, run_id="big", record_events=True)
     store.close()
+
+
+@contextlib.contextmanager
+def store_place(postgres: bool) -> Iterator[tuple[Any, str]]:
+    """A new store, and what ``--store`` names it by: a SQLite file in a
+    temporary directory, or a PostgreSQL server of its own and its URL."""
+    if not postgres:
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "runs.db"
+            yield bf.SQLiteStore(path), str(path)
+        return
+    sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+    from _postgres import postgres_server
+    from braidflow.stores import PostgresStore
+
+    with postgres_server(durable=True) as server:
+        url = f"postgresql://braidflow@127.0.0.1:{server.port}/postgres"
+        yield PostgresStore(url), url
 
 
 def fetch(url: str) -> tuple[float, int]:
@@ -91,15 +113,15 @@ def measure(url: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1,000 runs and items")
+    parser.add_argument("--postgres", action="store_true", help="the store in PostgreSQL")
     args = parser.parse_args()
     size = 1_000 if args.quick else 10_000
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "runs.db"
+    with store_place(args.postgres) as (store, where):
         started = time.perf_counter()
-        make_store(path, size, size)
+        make_store(store, size, size)
         made = time.perf_counter() - started
         server = subprocess.Popen(
-            [sys.executable, "-m", "braidflow", "ui", "--store", str(path), "--port", "0"],
+            [sys.executable, "-m", "braidflow", "ui", "--store", where, "--port", "0"],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -120,7 +142,8 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(30)
-    print(f"store of {size:,} runs made in {made:.1f} s")
+    kind = "PostgreSQL" if args.postgres else "SQLite"
+    print(f"{kind} store of {size:,} runs made in {made:.1f} s")
     print(f"{'page':<40} {'first (s)':>10} {'then (s)':>10} {'KB':>8}")
     for name, figures in results.items():
         print(
@@ -128,7 +151,9 @@ def main() -> None:
             f"{figures['bytes'] / 1024:>8.0f}"
         )
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ui.json").write_text(json.dumps({"size": size, "pages": results}, indent=2))
+    name = "ui_postgres.json" if args.postgres else "ui.json"
+    figures = {"size": size, "store": kind, "pages": results}
+    (RESULTS / name).write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -160,6 +160,43 @@ def test_tables_of_a_newer_braidflow_are_refused(postgres_dsn):
         PostgresStore(postgres_dsn)
 
 
+# -- read only --------------------------------------------------------------------------
+
+
+def test_a_read_only_store_reads_and_the_server_refuses_its_writes(postgres_dsn):
+    with PostgresStore(postgres_dsn) as writer:
+        writer.create_run("a", "flow", "g", b"{}", this_owner())
+        writer.append("a", [row(0)])
+    with psycopg.connect(postgres_dsn) as conn:
+        before = conn.execute("SELECT count(*) FROM braidflow_checkpoints").fetchone()
+    with PostgresStore(postgres_dsn, read_only=True) as reader:
+        assert [record.run_id for record in reader.runs()] == ["a"]
+        assert len(reader.read("a")[3]) == 1
+        refused = r"opened to read only \(.*\); open it without read_only=True"
+        with pytest.raises(StoreError, match=refused):
+            reader.set_metadata("a", {"k": 1})
+        with pytest.raises(StoreError, match="opened to read only"):
+            reader.create_run("b", "flow", "g", b"{}", this_owner())
+    with psycopg.connect(postgres_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM braidflow_checkpoints").fetchone() == before
+        assert conn.execute("SELECT count(*) FROM braidflow_runs").fetchone() == (1,)
+
+
+def test_a_read_only_store_refuses_a_database_it_cannot_read_and_changes_nothing(postgres_dsn):
+    with pytest.raises(StoreError, match="has no braidflow store to read"):
+        PostgresStore(postgres_dsn, read_only=True)
+    with psycopg.connect(postgres_dsn) as conn:  # no table was made
+        assert conn.execute("SELECT to_regclass('braidflow_meta')").fetchone() == (None,)
+    connect(postgres_dsn, "test", connect_timeout=10, upto=1).close()
+    with pytest.raises(StoreError, match=r"older braidflow \(store schema 1\); open it once"):
+        PostgresStore(postgres_dsn, read_only=True)
+    PostgresStore(postgres_dsn).close()  # brought up to date
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE braidflow_meta SET value='99' WHERE key='schema'")
+    with pytest.raises(StoreError, match=r"newer braidflow \(store schema 99"):
+        PostgresStore(postgres_dsn, read_only=True)
+
+
 # -- what it is given, and a server that is not there -----------------------------------
 
 
@@ -285,3 +322,13 @@ def test_a_user_who_may_not_make_tables_is_told_to_get_the_right(postgres, postg
     with PostgresStore(limited) as store:
         store.create_run("a", "flow", "g", b"", this_owner())
         assert store.get("a").status == "running"
+
+
+def test_a_read_only_store_whose_user_may_not_read_the_tables_says_so(postgres, postgres_dsn):
+    with psycopg.connect(postgres.dsn, autocommit=True) as admin:
+        if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname='looker'").fetchone():
+            admin.execute("CREATE ROLE looker LOGIN")
+    PostgresStore(postgres_dsn).close()  # its tables, the owner's: looker may not read them
+    looker = postgres_dsn.replace("user=braidflow", "user=looker")
+    with pytest.raises(StoreError, match="cannot read its tables: the database user may not"):
+        PostgresStore(looker, read_only=True)

@@ -41,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     store = _Parser(add_help=False)
     store.add_argument(
         "--store",
-        metavar="PATH",
-        help=f"the SQLite store (default: $BRAIDFLOW_STORE, else {DEFAULT_STORE})",
+        metavar="PATH|URL",
+        help="the store: a SQLite file, or a PostgreSQL database as a postgresql:// URL "
+        f"(default: $BRAIDFLOW_STORE, else {DEFAULT_STORE})",
     )
     watch = _Parser(add_help=False)
     watch.add_argument("--out", metavar="FILE", help="write the final shared here, not stdout")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import describe_error
+from ._address import StoreAddress
 from ._console import UsageError, prompt_lines, read_json, say, shown_json, suggested
 from ._store import (
     PLACEHOLDER_TARGET,
@@ -79,7 +80,7 @@ class _Job:
         self,
         watch: _Watch,
         store: Any = None,
-        store_path: Path | None = None,
+        store_path: StoreAddress | None = None,
         run_id: str | None = None,
         *,
         resuming: bool = False,
@@ -339,7 +340,7 @@ def _budget(args: argparse.Namespace, durable: bool) -> Any:
         raise UsageError(f"--budget-tokens/--budget-cost: {error}") from None
 
 
-def _id_taken(record: Any, store_path: Path) -> str:
+def _id_taken(record: Any, store_path: StoreAddress) -> str:
     taken = f"run id {record.run_id!r} is already used in {str(store_path)!r}"
     if record.status in RESUMABLE:
         return (
@@ -415,7 +416,7 @@ def answers_given(pairs: list[str]) -> dict[str, Any]:
 
 
 def resume_stored(
-    args: argparse.Namespace, store: Any, store_path: Path, run_id: str, flow: Any
+    args: argparse.Namespace, store: Any, store_path: StoreAddress, run_id: str, flow: Any
 ) -> int:
     """Resume stored run ``run_id`` with ``flow`` (for ``resume`` and ``fork``),
     saying first what it takes over."""

@@ -5,7 +5,8 @@ The command keeps them through the store's public API, under the keys
 `TARGET_KEY` and `DIRECTORY_KEY`. Every command line it suggests is built
 from what is true of the run (`resume_command`), quoted for a shell, and
 works as printed once its placeholders (``JSON``, ``path/to/file.py:name``)
-are filled in; tests/test_cli.py follows each one.
+are filled in; tests/test_cli.py follows each one. A store's URL is shown with
+its password as the placeholder ``PASSWORD`` (see ``_address``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ._address import StoreAddress
 from ._console import UsageError, suggested
 from ._target import is_path
 
@@ -42,21 +44,16 @@ RESUMABLE = ("failed", "interrupted", "waiting", "drained")
 PLACEHOLDER_TARGET = "path/to/file.py:name"
 
 
-def chosen_store(args: argparse.Namespace) -> Path:
-    """The store's path: ``--store``, else ``$BRAIDFLOW_STORE``, else `DEFAULT_STORE`."""
-    return Path(args.store or os.environ.get("BRAIDFLOW_STORE") or DEFAULT_STORE)
+def chosen_store(args: argparse.Namespace) -> StoreAddress:
+    """Where the store is: ``--store``, else ``$BRAIDFLOW_STORE``, else
+    `DEFAULT_STORE`; a SQLite file's path or a ``postgresql://`` URL."""
+    return StoreAddress(args.store or os.environ.get("BRAIDFLOW_STORE") or DEFAULT_STORE)
 
 
-def open_store(path: Path, *, create: bool) -> Any:
-    """The store at ``path``; one that is not there is made only if ``create``."""
-    from .. import SQLiteStore, StoreError
-
-    if not create and not path.exists():
-        raise UsageError(f"no store at {str(path)!r} (give --store PATH, or set BRAIDFLOW_STORE)")
-    try:
-        return SQLiteStore(path)
-    except StoreError as error:
-        raise UsageError(str(error)) from error
+def open_store(address: StoreAddress, *, create: bool) -> Any:
+    """The store at ``address``; a file that is not there is made only if
+    ``create`` (see `StoreAddress.open`)."""
+    return address.open(create=create)
 
 
 def target_metadata(target: str) -> dict[str, str]:
@@ -97,16 +94,16 @@ def stored_run(store: Any, run_id: str) -> Any:
         return None
 
 
-def known_run(store: Any, run_id: str, path: Path) -> Any:
+def known_run(store: Any, run_id: str, address: StoreAddress) -> Any:
     """The store's record of the run; bad input if the store has no such run."""
     record = stored_run(store, run_id)
     if record is None:
-        listing = suggested("runs", "--store", str(path))
-        raise UsageError(f"no run {run_id!r} in {str(path)!r} ({listing} lists them)")
+        listing = suggested("runs", "--store", str(address))
+        raise UsageError(f"no run {run_id!r} in {str(address)!r} ({listing} lists them)")
     return record
 
 
-def resume_command(record: Any, store_path: Path, target: str | None = None) -> str:
+def resume_command(record: Any, address: StoreAddress, target: str | None = None) -> str:
     """The command line that resumes a stored run: with its TARGET unless the
     run remembers it (``target``, else a placeholder to fill in), and with
     ``--input`` for a run waiting for input (``--answer ID=JSON`` for each
@@ -115,7 +112,7 @@ def resume_command(record: Any, store_path: Path, target: str | None = None) -> 
     words = ["resume", record.run_id]
     if remembered_target(record) is None:
         words.append(target or PLACEHOLDER_TARGET)
-    words += ["--store", str(store_path)]
+    words += ["--store", str(address)]  # a URL's password: the placeholder PASSWORD
     if record.status == "waiting" and record.metadata.get("braidflow.waits_for_budget"):
         words += ["--budget-tokens", "N"]
     elif record.status == "waiting":

@@ -1,9 +1,10 @@
 """``braidflow ui``: the dashboard of a store's runs, served on this machine (or, with
 a token it prints, to others), until Ctrl-C.
 
-The command checks everything before it serves (the store, TARGET, the
-token, the address) and says what is wrong in one line, exit code 2. It
-binds the port itself, so that a port in use is one of those lines.
+The command checks everything before it serves (the store, a file or a
+PostgreSQL database, TARGET, the token, the address) and says what is wrong
+in one line, exit code 2. It binds the port itself, so that a port in use is
+one of those lines.
 """
 
 from __future__ import annotations
@@ -26,41 +27,35 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,}")
 
 
 def command_ui(args: argparse.Namespace) -> int:
-    from .._errors import StoreError
-
     try:
         import uvicorn
 
-        from ..stores.sqlite import SQLiteStore
         from ..ui import create_app
     except ImportError as error:
         raise UsageError(
             f"braidflow ui needs the ui extra ({error.name} is missing): "
             "pip install 'braidflow[ui]'"
         ) from error
-    store_path = chosen_store(args)
-    if not store_path.exists():
-        raise UsageError(
-            f"no store at {str(store_path)!r} (give --store PATH, or set BRAIDFLOW_STORE)"
-        )
+    where = chosen_store(args)
     token = _token(args)
     if args.target is not None:
         from ._target import load_target
 
         load_target(args.target)  # a TARGET that does not load is said now, not at an action
+    store = where.open(create=False, read_only=True)  # looking changes nothing
     try:
-        store = SQLiteStore(store_path, read_only=True)
-    except StoreError as error:
-        raise UsageError(str(error)) from error
-    listener = _listen(args.host, args.port)
+        listener = _listen(args.host, args.port)
+    except UsageError:
+        store.close()
+        raise
     local = args.host in _LOOPBACK
     app = create_app(
-        store, store_path, target=args.target, token=token, hosts=_LOOPBACK if local else None
+        store, where.given, target=args.target, token=token, hosts=_LOOPBACK if local else None
     )
     port = listener.getsockname()[1]
     shown = f"[{args.host}]" if ":" in args.host else args.host
     address = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
-    print(f"braidflow ui: the runs of {store_path} at {address} (Ctrl-C stops)", flush=True)
+    print(f"braidflow ui: the runs of {where} at {address} (Ctrl-C stops)", flush=True)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     try:
         uvicorn.Server(config).run(sockets=[listener])

@@ -92,23 +92,28 @@ def shown_dsn(dsn: str) -> str:
     return psycopg.conninfo.make_conninfo(**{key: str(value) for key, value in given.items()})
 
 
-def open_connection(dsn: str, *, connect_timeout: float, durable: bool) -> psycopg.Connection[Any]:
+def open_connection(
+    dsn: str, *, connect_timeout: float, durable: bool, read_only: bool = False
+) -> psycopg.Connection[Any]:
     """A connection to the database of ``dsn`` (autocommit: each transaction
     explicit). Not ``durable``: a commit returns once the server has it, before
     the server syncs it to disk (``synchronous_commit=off``): a client killed
     loses nothing; a server that crashes loses its last fraction of a second
     of commits, the latest ones, which a resumed run does again.
+    ``read_only``: the server refuses every write of the connection.
 
     Raises:
         psycopg.Error: If the server cannot be reached.
     """
     conn = psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, round(connect_timeout)))
-    if not durable:
-        try:
+    try:
+        if read_only:
+            conn.execute("SET default_transaction_read_only = on")
+        elif not durable:
             conn.execute("SET synchronous_commit = off")
-        except BaseException:
-            conn.close()
-            raise
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -119,20 +124,28 @@ def connect(
     connect_timeout: float,
     durable: bool = True,
     upto: int = SCHEMA_VERSION,
+    read_only: bool = False,
 ) -> psycopg.Connection[Any]:
     """A connection (see `open_connection`) to the database of ``dsn``, its
-    tables made or brought up to version ``upto`` (the tests make older ones).
+    tables made or brought up to version ``upto`` (the tests make older ones);
+    ``read_only``, its tables only checked to be there, of this version.
     ``store``: the store's repr, for messages.
 
     Raises:
         StoreError: If the server cannot be reached, or the database was
-            written by a newer braidflow.
+            written by a newer braidflow; if ``read_only``, also if it has no
+            braidflow tables, or tables of an older version.
     """
     try:
-        conn = open_connection(dsn, connect_timeout=connect_timeout, durable=durable)
+        conn = open_connection(
+            dsn, connect_timeout=connect_timeout, durable=durable, read_only=read_only
+        )
     except psycopg.Error as error:
         what, todo = diagnosis(error)
         raise StoreError(f"{store}: cannot connect: {what} ({said(error)}); {todo}") from None
+    if read_only:
+        _check_tables(conn, store)
+        return conn
     try:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
@@ -167,6 +180,41 @@ def connect(
     return conn
 
 
+def _check_tables(conn: psycopg.Connection[Any], store: str) -> None:
+    """Refuse (closing ``conn``) a database a read-only store cannot read:
+    one without braidflow's tables, or with tables of another version."""
+    try:
+        version: int | None = None
+        if conn.execute("SELECT to_regclass('braidflow_meta')").fetchone() != (None,):
+            row = conn.execute("SELECT value FROM braidflow_meta WHERE key='schema'").fetchone()
+            version = None if row is None else int(row[0])
+    except BaseException as error:
+        conn.close()
+        if isinstance(error, psycopg.Error):
+            what, todo = diagnosis(error)
+            raise StoreError(
+                f"{store}: cannot read its tables: {what} ({said(error)}); {todo}"
+            ) from None
+        raise
+    if version == SCHEMA_VERSION:
+        return
+    conn.close()
+    if version is None:
+        raise StoreError(
+            f"{store}: the database has no braidflow store to read (no braidflow tables); "
+            "run a flow with this store first, or check the database's name"
+        )
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{store}: the database was written by a newer braidflow (store schema "
+            f"{version}, this one reads {SCHEMA_VERSION}); upgrade braidflow"
+        )
+    raise StoreError(
+        f"{store}: the database was written by an older braidflow (store schema {version}); "
+        "open it once for writing (without read_only) to bring it up to date"
+    )
+
+
 def said(error: BaseException) -> str:
     """What an error says, with its kind, on one line."""
     text = " ".join(str(error).split())
@@ -182,6 +230,8 @@ def diagnosis(error: BaseException) -> tuple[str, str]:
             "the database server cannot be reached (the connection was lost or refused)",
             "check that the PostgreSQL server is up and reachable",
         )
+    if isinstance(error, psycopg.errors.ReadOnlySqlTransaction):
+        return "the store was opened to read only", "open it without read_only=True to write"
     if isinstance(error, psycopg.errors.InsufficientPrivilege):
         return (
             "the database user may not do this",

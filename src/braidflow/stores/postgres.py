@@ -144,10 +144,14 @@ class PostgresStore(PostgresLeases, MakesLimiters):
         clock: What gives the time leases are kept in, seconds since the
             epoch (default ``time.time``); tests give one they move by hand.
         connect_timeout: Seconds to wait for the server when connecting.
+        read_only: Only read: the server refuses every write of the store's
+            connection (a `StoreError`), and its tables are not made, only
+            checked. What ``braidflow ui`` looks with.
 
     Raises:
         StoreError: If the server cannot be reached, or its tables were
-            written by a newer version of braidflow.
+            written by a newer version of braidflow; if ``read_only``, also
+            if it has none, or tables of an older version.
     """
 
     def __init__(
@@ -159,6 +163,7 @@ class PostgresStore(PostgresLeases, MakesLimiters):
         lease: float = LEASE,
         clock: Callable[[], float] | None = None,
         connect_timeout: float = 10.0,
+        read_only: bool = False,
     ) -> None:
         check_serializer("PostgresStore", serializer)
         if not isinstance(dsn, str):
@@ -184,8 +189,9 @@ class PostgresStore(PostgresLeases, MakesLimiters):
         self._closed = False
         self._lock = threading.RLock()
         self._durable = durable
+        self._read_only = read_only
         self._conn: psycopg.Connection[Any] | None = connect(
-            dsn, repr(self), connect_timeout=connect_timeout, durable=durable
+            dsn, repr(self), connect_timeout=connect_timeout, durable=durable, read_only=read_only
         )
         info = self._conn.info
         self._location = f"postgresql://{info.host}:{info.port}/{info.dbname}"
@@ -247,7 +253,10 @@ class PostgresStore(PostgresLeases, MakesLimiters):
                 self._conn = None
                 # Its tables were made when it first connected: only connect.
                 conn = self._conn = open_connection(
-                    self.dsn, connect_timeout=self._timeout, durable=self._durable
+                    self.dsn,
+                    connect_timeout=self._timeout,
+                    durable=self._durable,
+                    read_only=self._read_only,
                 )
             if not begin:
                 yield conn

@@ -2,19 +2,19 @@
 it, resume a failed, interrupted or drained one, fork one from a step with ``shared`` edited,
 drain a running one.
 
-Only an action opens the store for writing (one `SQLiteStore`, made at the
-first action). Each needs the flow: the TARGET the run remembers (the
-command keeps it), else the one the dashboard was started with
-(``--target``); with neither, `ActionError` says what to run instead. The
-run then goes on in a thread of the dashboard's process, as ``braidflow
-resume`` would run it (its events recorded); the request returns once it
-has begun, or with what refused it.
+Only an action opens the store for writing (one store object, of the file or
+the database the dashboard reads, made at the first action). Each needs the
+flow: the TARGET the run remembers (the command keeps it), else the one the
+dashboard was started with (``--target``); with neither, `ActionError` says
+what to run instead. The run then goes on in a thread of the dashboard's
+process, as ``braidflow resume`` would run it (its events recorded); the
+request returns once it has begun, or with what refused it.
 """
 
 from __future__ import annotations
 
+import os
 import threading
-from pathlib import Path
 from typing import Any
 
 from .._errors import (
@@ -25,6 +25,7 @@ from .._errors import (
     Suspended,
     describe_error,
 )
+from ..cli._address import StoreAddress
 from ..cli._console import UsageError, parse_json, suggested
 from ..cli._store import PLACEHOLDER_TARGET, RESUMABLE, remembered_target, resume_command
 from ..cli._target import load_target
@@ -54,12 +55,14 @@ class Actions:
     """The dashboard's actions on the runs of one store.
 
     Args:
-        store_path: The store's file; opened for writing at the first action.
+        location: Where the store is, a SQLite file's path or a PostgreSQL
+            database's ``postgresql://`` URL; opened for writing at the first
+            action.
         target: The flow for runs that remember no TARGET (``--target``).
     """
 
-    def __init__(self, store_path: Path, target: str | None = None) -> None:
-        self.store_path = store_path
+    def __init__(self, location: str | os.PathLike[str], target: str | None = None) -> None:
+        self.address = StoreAddress(location)
         self.target = target
         self._lock = threading.Lock()
         self._writer: Store | None = None
@@ -77,12 +80,12 @@ class Actions:
     def instead(self, record: RunRecord, action: str, step: int | None = None) -> str:
         """The command that does ``action`` (``resume`` or ``fork``) where the
         dashboard knows no TARGET for the run."""
-        store = str(self.store_path)
+        store = str(self.address)  # a URL's password: the placeholder PASSWORD
         if action == "fork":
             at = [] if step is None else ["--at", str(step)]
             words = ["fork", record.run_id, PLACEHOLDER_TARGET, *at, "--store", store]
             return suggested(*words, "--set", "KEY=JSON")
-        return resume_command(record, self.store_path)
+        return resume_command(record, self.address)
 
     def busy(self, run_id: str) -> bool:
         """Tell whether an action of this dashboard is running the run now."""
@@ -206,11 +209,9 @@ class Actions:
     def _store(self) -> Store:
         with self._lock:
             if self._writer is None:
-                from ..stores.sqlite import SQLiteStore
-
                 try:
-                    self._writer = SQLiteStore(self.store_path)
-                except StoreError as error:
+                    self._writer = self.address.open(create=False)
+                except UsageError as error:
                     raise ActionError(str(error)) from error
             return self._writer
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import os
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -53,7 +54,7 @@ _TEMPLATES.env.filters["prompt_lines"] = prompt_lines
 
 def create_app(
     store: Store,
-    store_path: Path,
+    location: str | os.PathLike[str],
     *,
     target: str | None = None,
     token: str | None = None,
@@ -63,23 +64,26 @@ def create_app(
 
     Args:
         store: The store to read: give one that only reads
-            (``SQLiteStore(path, read_only=True)``), so that looking
-            changes nothing and never waits for a run that writes.
-        store_path: Its file: actions open it to write, and the commands the
-            pages suggest name it.
+            (``SQLiteStore(path, read_only=True)``, ``PostgresStore(url,
+            read_only=True)``), so that looking changes nothing and never
+            waits for a run that writes.
+        location: Where it is, a SQLite file's path or a ``postgresql://``
+            URL: actions open it to write, and the pages name it (a URL's
+            password replaced by ``PASSWORD``) and the commands they suggest.
         target: The flow's TARGET for actions on runs that remember none.
         token: Required of every request (``?token=``, once: a cookie keeps
             it), or ``None`` for none.
         hosts: The names the page may be asked for by (``Host``), against
             DNS rebinding; ``None`` for any (a token guards it then).
     """
-    actions = Actions(store_path, target)
+    actions = Actions(location, target)
+    shown = str(actions.address)
     index = RunIndex(store)
     csrf = secrets.token_urlsafe(32)
     timeline_policy = _timeline_policy()
 
     def page(request: Request, name: str, code: int = 200, /, **context: Any) -> Response:
-        context.update(csrf=csrf, store_path=str(store_path), statuses=STATUSES)
+        context.update(csrf=csrf, store_path=shown, statuses=STATUSES)
         return _TEMPLATES.TemplateResponse(request, name, context, status_code=code)
 
     def runs_page(request: Request) -> Response:
