@@ -252,7 +252,10 @@ class DurableRun:
         columns = self.columns
         with self.writer.batch_lock:  # a batch may be written from a worker thread
             self.settled.note(shared, touched, name)
-            columns.add(frame, step)
+            if frame == columns.frame:
+                columns.steps.append(step)
+            else:
+                columns.add(frame, step)
         if self.batched:
             self.writer.tick(len(columns.steps))
 

@@ -16,6 +16,7 @@ from ._codec import Codec, encode_key_value
 
 __all__ = ["EVERY_KEY", "TrackingDict", "changed_keys"]
 
+_step = STEP.get  # the running step (StepAt), looked up once here: every access calls it
 EVERY_KEY: Any = object()  # in a touched set: every key (the store was iterated or updated)
 _ALL = EVERY_KEY
 
@@ -37,60 +38,60 @@ class TrackingDict(dict[Any, Any]):
         return keys
 
     def __getitem__(self, key: Any) -> Any:
-        STEP.get().touched.add(key)
+        _step().touched.add(key)
         return dict.__getitem__(self, key)
 
     def get(self, key: Any, default: Any = None) -> Any:
-        STEP.get().touched.add(key)
+        _step().touched.add(key)
         return dict.get(self, key, default)
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        STEP.get().touched.add(key)
+        _step().touched.add(key)
         dict.__setitem__(self, key, value)
 
     def __delitem__(self, key: Any) -> None:
-        STEP.get().touched.add(key)
+        _step().touched.add(key)
         dict.__delitem__(self, key)
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
-        STEP.get().touched.add(key)
+        _step().touched.add(key)
         return dict.setdefault(self, key, default)
 
     def pop(self, key: Any, *default: Any) -> Any:
-        STEP.get().touched.add(key)
+        _step().touched.add(key)
         return dict.pop(self, key, *default)
 
     def popitem(self) -> tuple[Any, Any]:
-        STEP.get().touched.add(_ALL)
+        _step().touched.add(_ALL)
         return dict.popitem(self)
 
     def clear(self) -> None:
-        STEP.get().touched.add(_ALL)
+        _step().touched.add(_ALL)
         dict.clear(self)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
-        STEP.get().touched.add(_ALL)
+        _step().touched.add(_ALL)
         dict.update(self, *args, **kwargs)
 
     def __ior__(self, other: Any) -> TrackingDict:  # type: ignore[misc]
-        STEP.get().touched.add(_ALL)
+        _step().touched.add(_ALL)
         dict.update(self, other)
         return self
 
     def __iter__(self) -> Any:
-        STEP.get().touched.add(_ALL)
+        _step().touched.add(_ALL)
         return dict.__iter__(self)
 
     def keys(self) -> Any:
-        STEP.get().touched.add(_ALL)
+        _step().touched.add(_ALL)
         return dict.keys(self)
 
     def values(self) -> Any:
-        STEP.get().touched.add(_ALL)
+        _step().touched.add(_ALL)
         return dict.values(self)
 
     def items(self) -> Any:
-        STEP.get().touched.add(_ALL)
+        _step().touched.add(_ALL)
         return dict.items(self)
 
 

@@ -43,6 +43,7 @@ class StepCheckpoints:
         "name",
         "position",
         "recorded",
+        "replaying",
         "started",
         "token",
         "touched",
@@ -52,15 +53,14 @@ class StepCheckpoints:
         self.durable = durable
         self.frame = STEP.get().key
         self.recorded = durable.steps_in(self.frame)
+        self.replaying = len(self.recorded)  # while position is below: steps to skip
         self.position = 0
 
-    def replayed(self, node: Any, shared: Any) -> tuple[bool, Any]:
-        """If this step finished before, skip it: ``(True, its action)``."""
-        if self.position >= len(self.recorded):
-            return False, None
+    def replayed(self, node: Any, shared: Any) -> Any:
+        """Skip this step, which finished before (position < replaying): its action."""
         action = self.durable.replay(self.recorded[self.position], node, store_under(shared))
         self.position += 1
-        return True, action
+        return action
 
     def begin(self, name: str) -> None:
         """Begin the step of the node whose display name is ``name``.
@@ -78,9 +78,6 @@ class StepCheckpoints:
         self.durable.at = key
         self.touched: set[Any] = set()  # what this step reads and writes in shared
         self.token = STEP.set(StepAt(key, self.touched))
-
-    def end(self) -> None:
-        STEP.reset(self.token)
 
     def failed(self, error: BaseException) -> None:
         """Note the step a failure came from (the innermost sees it first)."""
@@ -161,9 +158,8 @@ def walk(flow: Any, shared: Any, params: dict[str, Any], offload: bool, sync_onl
         if sync_only and node._bf_async:
             raise flow._reached_async(node)
         if checkpoints is not None:
-            skipped, recorded = checkpoints.replayed(node, shared)
-            if skipped:
-                action = recorded
+            if checkpoints.position < checkpoints.replaying:  # it finished before
+                action = checkpoints.replayed(node, shared)
                 node = flow.get_next_node(node, action)
                 continue
             checkpoints.begin(node._display_name())
@@ -176,7 +172,7 @@ def walk(flow: Any, shared: Any, params: dict[str, Any], offload: bool, sync_onl
                 action = yield (NODE, node, None, shared, offload, plan)
             finally:
                 if checkpoints is not None:
-                    checkpoints.end()
+                    STEP.reset(checkpoints.token)
             if checkpoints is not None:
                 checkpoints.done(node, action, shared)
         except BaseException as error:
