@@ -215,3 +215,36 @@ def test_the_dashboard_says_why_a_step_has_no_state_to_show(tmp_path):
     assert "did not store the state after step 1" in page
     assert "the page shows the state after the last step" in page
     assert "did not store" not in client.get("/runs/run?at=3").text
+
+
+class Unsavable(bf.Node):
+    """Sets a key that can be stored and one that cannot, the first time."""
+
+    def __init__(self, calls):
+        super().__init__(name="unsavable")
+        self.calls = calls
+
+    def post(self, shared, prep_res, exec_res):
+        self.calls["unsavable"] += 1
+        shared["last"] = "unsavable"
+        if self.calls["unsavable"] == 1:
+            shared["client"] = object()  # JSON cannot hold it
+
+
+@pytest.mark.parametrize("durability", LAX)
+def test_a_step_that_leaves_a_value_the_store_cannot_hold_fails_and_keeps_nothing(durability):
+    store, calls = bf.MemoryStore(), Counter()
+
+    def flow():
+        return chain(Add(0, calls), Unsavable(calls), Add(1, calls))
+
+    with pytest.raises(bf.CheckpointError, match="shared\\['client'\\]"):
+        flow().run(start(), store=store, run_id="run", durability=durability)
+    # Not even the key it could store: the step failed as a whole.
+    assert bf.Flow().state("run", store=store) == {"total": 0, "seen": [0], "last": "n0"}
+
+    def without_client(shared):
+        shared.pop("client", None)
+
+    shared = flow().resume("run", store=store, migrate=without_client, durability=durability)
+    assert shared == {"total": 1, "seen": [0, 1], "last": "n1"}

@@ -50,15 +50,17 @@ class Settled:
         its set) have in ``shared`` after it.
 
         Raises:
-            CheckpointError: If a value cannot be stored (naming the node).
+            CheckpointError: If a value cannot be stored (naming the node);
+                nothing of the step is noted then (its step failed).
         """
-        values = self.values
+        noted = {}
         for key in shared.touched(touched) if EVERY_KEY in touched else touched:
             value = dict.get(shared, key, MISSING)
             if (type(value) in _AS_IS and type(key) is str) or value is MISSING:
-                values[key] = value  # never changed in place: kept as it is
+                noted[key] = value  # never changed in place: kept as it is
             else:
-                values[key] = _Encoded(encode_key_value(self.codec, key, value, node))
+                noted[key] = _Encoded(encode_key_value(self.codec, key, value, node))
+        self.values.update(noted)
 
     def row(self, last: Checkpoint) -> list[Checkpoint]:
         """The ``state`` row of what changed, if anything did, to follow
