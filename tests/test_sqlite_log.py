@@ -439,3 +439,22 @@ def test_log_records_written_before_rows_had_times_still_read():
     )
     assert decode(body) == [old]
     assert decode(body + body) == [old, old]
+
+
+def test_updating_a_run_s_record_does_not_write_its_initial_state_again(tmp_path):
+    """A run's graph and initial state are written once, apart from its record:
+    renewing its lease, setting its metadata or its end write a few pages,
+    not the megabytes it started with (SQLite rewrites a whole row)."""
+    path = tmp_path / "runs.db"
+    wal = tmp_path / "runs.db-wal"
+    with SQLiteStore(path) as store:
+        initial = b"[" + b'["text",1,"' + b"x" * 4_000_000 + b'"]]'
+        store.create_run("r", "flow", "g", initial, this_owner())
+        with sqlite3.connect(path) as other:  # the WAL's pages into the file: the WAL empty
+            other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        assert wal.stat().st_size == 0
+        for number in range(3):
+            store.set_metadata("r", {"step": number})
+        store.finish("r", "completed")
+        assert wal.stat().st_size < 100_000, wal.stat().st_size
+        assert store.read("r")[2] == initial

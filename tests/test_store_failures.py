@@ -600,6 +600,10 @@ def test_a_store_from_before_leases_gives_its_running_runs_one_lease(tmp_path):
     SQLiteStore(path).close()
     with sqlite3.connect(path) as db:  # schema 3 as it was before leases
         db.execute("ALTER TABLE runs DROP COLUMN lease")
+        db.execute("DROP TABLE run_starts")  # and before run_starts
+        db.execute("ALTER TABLE runs ADD COLUMN graph TEXT NOT NULL DEFAULT ''")
+        db.execute("ALTER TABLE runs ADD COLUMN initial BLOB NOT NULL DEFAULT x''")
+        db.execute("UPDATE braidflow_meta SET value='3' WHERE key='schema'")
         db.execute(
             "INSERT INTO runs (run_id, flow, graph, status, started, owner, initial) "
             "VALUES ('r', 'flow', 'g', 'running', 1.0, ?, x'7b7d')",
@@ -611,7 +615,8 @@ def test_a_store_from_before_leases_gives_its_running_runs_one_lease(tmp_path):
     assert lease_of(path, "r") == 5_030.0
     assert store.get("r").status == "running"
     clock.advance(31)
-    assert store.claim("r", this_owner())[0].status == "interrupted"
+    record, graph, initial, _rows = store.claim("r", this_owner())
+    assert (record.status, graph, initial) == ("interrupted", "g", b"{}")
     store.close()
 
 

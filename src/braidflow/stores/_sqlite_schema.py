@@ -18,7 +18,7 @@ __all__ = ["SCHEMA_VERSION", "open_database"]
 # 4: checkpoints.started and .ended (when each step began and ended);
 # 5: the cache table (results of nodes with a result cache, by key);
 # 6: the slots of shared limiters (``_slots``).
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _CACHE_TABLE = """
 CREATE TABLE IF NOT EXISTS cache (
@@ -26,6 +26,17 @@ CREATE TABLE IF NOT EXISTS cache (
     node TEXT NOT NULL,
     stored REAL NOT NULL,
     value BLOB NOT NULL
+);
+"""
+
+# What a run started with, written once: in a table of its own, so that an
+# update of a run's record (a lease renewed, its end) does not write it again
+# (SQLite rewrites a whole row, a state of megabytes too).
+_STARTS_TABLE = """
+CREATE TABLE IF NOT EXISTS run_starts (
+    run_id TEXT PRIMARY KEY,
+    graph TEXT NOT NULL,
+    initial BLOB NOT NULL
 );
 """
 
@@ -46,7 +57,6 @@ CREATE TABLE IF NOT EXISTS braidflow_meta (key TEXT PRIMARY KEY, value TEXT NOT 
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     flow TEXT NOT NULL,
-    graph TEXT NOT NULL,
     status TEXT NOT NULL,
     started REAL NOT NULL,
     ended REAL,
@@ -54,13 +64,14 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT,
     prompt TEXT,
     owner TEXT,
-    initial BLOB NOT NULL,
     folded INTEGER NOT NULL DEFAULT 0,
     log TEXT,
     metadata TEXT,
     lease REAL
 );
-CREATE TABLE IF NOT EXISTS checkpoints (
+"""
+    + _STARTS_TABLE
+    + """CREATE TABLE IF NOT EXISTS checkpoints (
     seq INTEGER PRIMARY KEY,
     run_id TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -213,6 +224,7 @@ def _prepare(
         if (
             older
             or not {"lease", "checkpoints.ended"} <= columns
+            or "initial" in columns
             or made_before_caches
             or made_before_limiters
         ):
@@ -237,8 +249,30 @@ def _migrate(db: sqlite3.Connection, columns: set[str], lease_ends: Callable[[],
     if "checkpoints.ended" not in columns:  # rows written before have no times
         db.execute("ALTER TABLE checkpoints ADD COLUMN started REAL")
         db.execute("ALTER TABLE checkpoints ADD COLUMN ended REAL")
+    if "initial" in columns:  # before run_starts: graph and initial in each run's record
+        _move_starts(db)
     db.execute(_CACHE_TABLE)  # if missing: a store made before result caches
     for statement in _LIMITER_TABLES.split(";"):
         if statement.strip():
             db.execute(statement)
     db.execute("UPDATE braidflow_meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
+
+
+def _move_starts(db: sqlite3.Connection) -> None:
+    """Move each run's graph and initial state out of ``runs`` into
+    ``run_starts``, and make ``runs`` again without them (SQLite drops a
+    column only by making the table anew)."""
+    db.execute(_STARTS_TABLE)
+    db.execute("INSERT OR REPLACE INTO run_starts SELECT run_id, graph, initial FROM runs")
+    kept = [
+        column[1]
+        for column in db.execute("PRAGMA table_info(runs)")
+        if column[1] not in ("graph", "initial")
+    ]
+    listed = ", ".join(kept)
+    runs = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS runs (") :]
+    runs = runs[: runs.index(");") + 2].replace("IF NOT EXISTS runs", "runs_without_starts")
+    db.execute(runs)
+    db.execute(f"INSERT INTO runs_without_starts ({listed}) SELECT {listed} FROM runs")
+    db.execute("DROP TABLE runs")
+    db.execute("ALTER TABLE runs_without_starts RENAME TO runs")

@@ -261,19 +261,21 @@ class SQLiteStore(CacheTable, LogFolder, MakesLimiters):
                         raise run_id_taken(self, run_id)
                     started = time.time()
                     self._db.execute(
-                        "INSERT INTO runs (run_id, flow, graph, status, started, owner, initial, "
-                        "log, metadata, lease) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO runs (run_id, flow, status, started, owner, log, metadata, "
+                        "lease) VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
                         (
                             run_id,
                             flow,
-                            graph,
                             started,
                             owner,
-                            initial,
                             log and log.path.name,
                             kept,
                             self._clock() + self.lease,
                         ),
+                    )
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO run_starts VALUES (?, ?, ?)",
+                        (run_id, graph, initial),
                     )
             except BaseException:
                 if log is not None:
@@ -322,7 +324,7 @@ class SQLiteStore(CacheTable, LogFolder, MakesLimiters):
                         (owner, self._clock() + self.lease, new and new.path.name, run_id),
                     )
                     graph, initial = self._db.execute(
-                        "SELECT graph, initial FROM runs WHERE run_id=?", (run_id,)
+                        "SELECT graph, initial FROM run_starts WHERE run_id=?", (run_id,)
                     ).fetchone()
                     rows = self._checkpoints(run_id)
             except BaseException:
@@ -357,7 +359,9 @@ class SQLiteStore(CacheTable, LogFolder, MakesLimiters):
                 try:
                     row = self._row(run_id)
                     folded, log, graph, initial = self._db.execute(
-                        "SELECT folded, log, graph, initial FROM runs WHERE run_id=?", (run_id,)
+                        "SELECT r.folded, r.log, s.graph, s.initial FROM runs r "
+                        "JOIN run_starts s ON s.run_id = r.run_id WHERE r.run_id=?",
+                        (run_id,),
                     ).fetchone()
                     rows = self._checkpoints(run_id)
                 finally:
