@@ -21,7 +21,6 @@ from .._state_views import store_under
 from .._views import SharedView
 from .._wiring import route
 from ..durable._drain import DrainStop
-from ..durable._tracking import TrackingDict
 from ._effects import MAYBE_AWAIT, NODE, PARALLEL
 from ._items import batch_items, sequential
 from ._observe import StepScope
@@ -85,29 +84,13 @@ class StepCheckpoints:
 
     def done(self, node: Any, action: Any, shared: Any) -> None:
         durable = self.durable
-        store = store_under(shared)  # in a typed flow, the store under its view
-        if not durable.strict and type(store) is TrackingDict:  # async, exit: cheaper
-            durable.lax_step_done(
-                self.frame,
-                self.position,
-                node,
-                self.name,
-                action,
-                store,
-                self.touched,
-                self.started,
-            )
-            self.position += 1
-            if node._bf_strict:  # durability="sync" in a laxer run
-                durable.sync()
-            return
         durable.step_done(
             self.frame,
             self.position,
             node,
             self.name,
             action,
-            store,
+            store_under(shared),  # in a typed flow, the store under its view
             self.touched,
             self.started,
         )
