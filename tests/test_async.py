@@ -11,9 +11,11 @@ from braidflow import (
     AsyncNode,
     AsyncUsageError,
     BatchAsyncFlow,
+    BatchNode,
     Flow,
     Node,
     NodeDefinitionError,
+    NodeDefinitionWarning,
 )
 
 
@@ -196,6 +198,31 @@ def test_async_def_on_a_sync_node_is_rejected_when_the_class_is_defined():
         class Wrong(Node):
             async def exec(self, prep_res):
                 return prep_res
+
+
+def test_an_async_phase_of_a_sync_node_is_warned_of_and_its_sync_one_runs():
+    with pytest.warns(NodeDefinitionWarning, match="Unused.exec_async is never called") as seen:
+
+        class Unused(Node):
+            async def exec_async(self, prep_res):
+                return "async"
+
+            def exec(self, prep_res):
+                return "sync"
+
+            def post(self, shared, prep_res, exec_res):
+                shared["ran"] = exec_res
+
+    assert "derive it from AsyncNode in place of Node" in str(seen[0].message)
+    assert seen[0].filename == __file__  # at the class statement
+    shared = {}
+    Unused().run(shared)
+    assert shared == {"ran": "sync"}
+    with pytest.warns(NodeDefinitionWarning, match="AsyncBatchNode in place of BatchNode"):
+
+        class Items(BatchNode):
+            async def prep_async(self, shared):
+                return []
 
 
 async def test_sync_node_run_async_runs_it():

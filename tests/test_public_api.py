@@ -72,6 +72,7 @@ def test_errors_form_one_tree_with_builtin_bases():
     assert issubclass(braidflow.BatchItemsError, TypeError)
     assert issubclass(braidflow.NodeTimeoutError, TimeoutError)
     assert issubclass(braidflow.WiringWarning, UserWarning)  # warnings are warnings
+    assert issubclass(braidflow.NodeDefinitionWarning, UserWarning)
     for name in braidflow.__all__:
         obj = getattr(braidflow, name)
         if isinstance(obj, type) and issubclass(obj, Exception) and not issubclass(obj, Warning):

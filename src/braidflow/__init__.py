@@ -24,6 +24,7 @@ from ._errors import LimiterDeadlock as LimiterDeadlock
 from ._errors import MergeConflict as MergeConflict
 from ._errors import NodeCancelledError as NodeCancelledError
 from ._errors import NodeDefinitionError as NodeDefinitionError
+from ._errors import NodeDefinitionWarning as NodeDefinitionWarning
 from ._errors import NodeTimeoutError as NodeTimeoutError
 from ._errors import NotDurableError as NotDurableError
 from ._errors import ResumeError as ResumeError
@@ -123,6 +124,7 @@ __all__ = [
     "Node",
     "NodeCancelledError",
     "NodeDefinitionError",
+    "NodeDefinitionWarning",
     "NodeTimeoutError",
     "NotDurableError",
     "Observer",

@@ -106,6 +106,14 @@ class WiringWarning(UserWarning):
     won't run successors") stay plain ``UserWarning``, as PocketFlow has them."""
 
 
+class NodeDefinitionWarning(UserWarning):
+    """A node class that PocketFlow accepts, and so braidflow runs, but that
+    does not do what it reads as: a synchronous ``Node`` with an
+    ``exec_async`` (or ``prep_async``, ``post_async``,
+    ``exec_fallback_async``) of its own, which nothing calls: its ``exec``
+    runs instead. Given when the class statement executes."""
+
+
 class NodeDefinitionError(SetupError, TypeError):
     """A node class is written in a way that cannot run, such as ``async def exec``
     on a synchronous ``Node``: raised when the class statement executes. Also

@@ -12,10 +12,11 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import warnings
 from collections.abc import Callable
 from typing import Any
 
-from ._errors import NodeDefinitionError
+from ._errors import NodeDefinitionError, NodeDefinitionWarning
 
 __all__ = [
     "HOOKS",
@@ -201,6 +202,7 @@ class Plan:
                         "node.run(shared))",
                         node=cls.__name__,
                     )
+            _warn_unused_async(cls)
 
     @staticmethod
     def _pick(cls: type[Any], names: tuple[str, ...]) -> tuple[str, bool]:
@@ -244,6 +246,31 @@ def copy_node(node: Any) -> Any:
         new.__dict__.update(node.__dict__)
         return new
     return copy.copy(node)
+
+
+_ASYNC_FORMS = {
+    "prep_async": "prep",
+    "exec_async": "exec",
+    "post_async": "post",
+    "exec_fallback_async": "exec_fallback",
+}
+
+
+def _warn_unused_async(cls: type[Any]) -> None:
+    """Warn of a synchronous node class with async forms of its phases of
+    its own: nothing calls them (PocketFlow neither), its sync ones run."""
+    if cls.__module__.startswith("braidflow."):
+        return
+    for name, sync in _ASYNC_FORMS.items():
+        if not _is_default(getattr(cls, name)):
+            base, instead = preset(cls), variant(cls, "async") or "AsyncNode"
+            warnings.warn(
+                f"{cls.__name__}.{name} is never called: {cls.__name__} is a synchronous "
+                f"node, whose {sync} runs instead; derive it from {instead} in place of "
+                f"{base} to run {name}",
+                NodeDefinitionWarning,
+                stacklevel=4,
+            )
 
 
 def check_setup(cls: type[Any]) -> None:
