@@ -534,7 +534,7 @@ def test_timeline_says_when_a_run_went_on_without_recording_its_events(work, mon
             with pytest.raises(ConnectionError):
                 flows.fragile.run({}, store=store, run_id="r4", record_events=True)
             Path("fixed").write_text("")
-            flows.fragile.resume("r4", store=store)  # its events not kept this time
+            flows.fragile.resume("r4", store=store, record_events=False)  # not kept this time
     finally:
         sys.path.remove(str(work))
         sys.modules.pop("flows", None)
@@ -542,8 +542,8 @@ def test_timeline_says_when_a_run_went_on_without_recording_its_events(work, mon
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines()[1] == (
         "braidflow: note: run 'r4' is completed now, but its recorded events end with a "
-        "part that failed: it went on without recording its events (resumed without "
-        "record_events=True), and the page draws only what was recorded"
+        "part that failed: it went on without recording its events (resumed with "
+        "record_events=False), and the page draws only what was recorded"
     )
 
 
@@ -855,6 +855,7 @@ def test_a_run_keeps_its_target_in_its_metadata_and_the_command_writes_no_sql(wo
     assert stored(work, "m1").metadata == {
         "braidflow.target": f"{work_path(work)}/flows.py:fragile",
         "braidflow.directory": work_path(work),
+        "braidflow.record_events": True,  # the command keeps a run's events, and its resumes'
     }
     with contextlib.closing(sqlite3.connect(work / "runs.db")) as db:
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}

@@ -785,6 +785,30 @@ def test_events_are_kept_when_asked_and_a_timeline_can_be_drawn_from_them(store,
     assert json.loads(store.events("r")[0])["kind"] == "run_start"
 
 
+def test_a_run_started_keeping_its_events_keeps_those_of_its_resumes(store):
+    flow = Flow(start=chain(Count(name="a"), Fails()), name="job")
+    with pytest.raises(ConnectionError):
+        flow.run({}, store=store, run_id="r", record_events=True)
+    with pytest.raises(ConnectionError):
+        flow.resume("r", store=store)  # as it started: kept
+    with pytest.raises(ConnectionError):
+        flow.resume("r", store=store, record_events=False)  # not this part
+    Fails.failing = False
+    flow.resume("r", store=store)
+    kinds = [event.kind for event in bf.recorded_events(store, "r")]
+    assert kinds.count("run_start") == 3
+
+    flow.run({}, store=store, run_id="quiet")  # not asked: none kept, resumes neither
+    assert bf.recorded_events(store, "quiet") == []
+    Fails.failing = True
+    with pytest.raises(ConnectionError):
+        flow.run({}, store=store, run_id="later")
+    Fails.failing = False
+    flow.resume("later", store=store, record_events=True)  # from this part on
+    assert next(event.kind for event in bf.recorded_events(store, "later")) == "run_start"
+    assert store.get("later").metadata["braidflow.record_events"] is True
+
+
 async def test_a_resumed_run_can_be_cancelled_and_resumed_again(store):
     gate = asyncio.Event()
 

@@ -27,6 +27,7 @@ from ._threads import enter_run, leave_run
 from ._usage import Spend
 from .durable import NO_ANSWER, DurableRun, EventRecorder, claim_run, close_run, start_run
 from .durable._drain import DrainStop
+from .durable._history import EVENTS_KEY
 from .engine import run_node_async, run_node_sync
 from .engine._async import failure_of
 from .engine._observe import StepScope
@@ -121,7 +122,7 @@ class RunScope:
         *,
         store: Any = None,
         run_id: str | None = None,
-        record_events: bool = False,
+        record_events: bool | None = False,
         metadata: Any = None,
         clock: Any = None,
         resuming: bool = False,
@@ -229,9 +230,16 @@ class RunScope:
                     self.answers,
                 )
             else:
+                metadata = self.metadata
+                if self.record_events:  # and the resumes keep them too
+                    metadata = {**(metadata or {}), EVENTS_KEY: True}
                 self.durable, self.working = start_run(
-                    store, self.node, self.shared, self.run_id, self.metadata, self.durability
+                    store, self.node, self.shared, self.run_id, metadata, self.durability
                 )
+            if self.record_events is None:  # a resume: as the run's first part did
+                self.record_events = self.durable.record_events
+            elif self.record_events and self.resuming and not self.durable.record_events:
+                store.set_metadata(self.durable.run_id, {EVENTS_KEY: True})
             if self.record_events:
                 recorder = EventRecorder(store, self.durable.run_id)
                 observers = (*observers, (recorder, recorder.on_event))

@@ -43,7 +43,7 @@ class StoredRuns:
         migrate: Callable[[dict[Any, Any]], Any] | None = None,
         rename: dict[str, str] | None = None,
         observers: Any = None,
-        record_events: bool = False,
+        record_events: bool | None = None,
         clock: Clock | None = None,
         durability: str | None = None,
         budget: Budget | None = None,
@@ -68,6 +68,8 @@ class StoredRuns:
         counts against it. ``migrate(shared)`` upgrades the rebuilt
         ``shared`` before the run goes on (renamed keys, reshaped values):
         it changes the dict it is given, or returns a new one.
+        ``record_events`` keeps the resumed part's events in the store; by
+        default, if the run was started with ``record_events=True``.
 
         Raises:
             StoreError: For an unknown or completed run, or one that another
@@ -110,7 +112,7 @@ class StoredRuns:
         migrate: Callable[[dict[Any, Any]], Any] | None = None,
         rename: dict[str, str] | None = None,
         observers: Any = None,
-        record_events: bool = False,
+        record_events: bool | None = None,
         clock: Clock | None = None,
         durability: str | None = None,
         budget: Budget | None = None,
@@ -136,7 +138,7 @@ class StoredRuns:
         store: Any,
         answer: tuple[Any, dict[str, Any] | None],
         observers: Any,
-        record_events: bool,
+        record_events: bool | None,
         clock: Clock | None,
         migrate: Any = None,
         rename: Any = None,
@@ -207,7 +209,7 @@ class StoredRuns:
         input: Any = NO_ANSWER,
         answers: dict[str, Any] | None = None,
         observers: Any = None,
-        record_events: bool = False,
+        record_events: bool | None = None,
         clock: Clock | None = None,
         durability: str | None = None,
     ) -> Any:

@@ -140,7 +140,7 @@ _ENDED = {
 
 def _say_what_was_not_recorded(run_id: str, events: list[Any], status: str) -> None:
     """Say so if the run went on after its last recorded part: resumed from
-    Python without ``record_events=True``, what came after is not drawn."""
+    Python with ``record_events=False``, what came after is not drawn."""
     from ..tracing._timeline import last_part_ended
 
     ended = last_part_ended(events)
@@ -148,5 +148,5 @@ def _say_what_was_not_recorded(run_id: str, events: list[Any], status: str) -> N
         say(
             f"note: run {run_id!r} is {status} now, but its recorded events end with a part "
             f"that {_ENDED[ended]}: it went on without recording its events (resumed "
-            "without record_events=True), and the page draws only what was recorded"
+            "with record_events=False), and the page draws only what was recorded"
         )

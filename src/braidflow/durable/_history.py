@@ -28,6 +28,7 @@ __all__ = [
     "FORKED_KEY",
     "RENAMED_KEY",
     "BUDGET_KEY",
+    "EVENTS_KEY",
     "RESUMED_KEY",
     "USAGE_KEY",
     "StepRecord",
@@ -41,6 +42,7 @@ USAGE_KEY = "braidflow.usage"  # what the run's calls used (a Usage.as_dict()), 
 RESUMED_KEY = "braidflow.resumed"  # when each resume of the run began
 FORKED_KEY = "braidflow.forked_from"  # {"run", "step", "rows"}: what a fork copied
 RENAMED_KEY = "braidflow.renamed"  # {old: new}: nodes renamed when resuming
+EVENTS_KEY = "braidflow.record_events"  # True: its events are kept, resumes keep them too
 
 _STATES = ("step", "update", "state")  # the rows that change shared itself
 _KINDS = {"step": "step", "view_step": "branch step", "branch": "branch", "update": "update"}

@@ -64,6 +64,9 @@ class DurableRun:
         # What the run's calls used in its earlier parts (resuming), and the
         # spending of this part (a braidflow._usage.Spend), kept when it ends.
         self.spent_before: Any = None
+        # Whether the run's events are kept in the store (resuming: as its
+        # first part said, unless the resume says otherwise).
+        self.record_events = False
         self.spend: Any = None
 
     # -- starting and resuming ---------------------------------------------------

@@ -24,7 +24,14 @@ from ..stores._owners import this_owner
 from ._asking import answer_questions, suspend
 from ._drain import DRAIN_KEY
 from ._graph import describe_graph, first_difference, renamed_graph
-from ._history import BUDGET_KEY, RENAMED_KEY, RESUMED_KEY, USAGE_KEY, apply_renames
+from ._history import (
+    BUDGET_KEY,
+    EVENTS_KEY,
+    RENAMED_KEY,
+    RESUMED_KEY,
+    USAGE_KEY,
+    apply_renames,
+)
 from ._interrupt import NO_ANSWER, Interrupted
 from ._lax import expand
 from ._run import DurableRun
@@ -104,6 +111,7 @@ def claim_run(
             answer_questions(durable, record, answer, answers, name)
         if migrate is not None:
             migrated(durable, shared, migrate, rows, name)
+        durable.record_events = record.metadata.get(EVENTS_KEY) is True
         kept = record.metadata.get(USAGE_KEY)
         if isinstance(kept, dict):  # what the run spent before counts on
             durable.spent_before = Usage.from_dict(kept)
