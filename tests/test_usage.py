@@ -8,7 +8,15 @@ import io
 import openai
 import pytest
 
-from braidflow import BatchNode, InvalidParameterError, MemoryStore, SQLiteStore, Usage
+from braidflow import (
+    BatchNode,
+    Flow,
+    InvalidParameterError,
+    MemoryStore,
+    Node,
+    SQLiteStore,
+    Usage,
+)
 from braidflow.cli import main as cli_main
 from braidflow.llm import Prices, usage_from_openai
 from braidflow.tracing import OpenTelemetry, Progress
@@ -100,6 +108,25 @@ def test_the_stored_record_keeps_the_usage_and_braidflow_runs_shows_it(tmp_path,
     assert "COST" in out
     assert "66" in out.splitlines()[1]
     assert "0.6" in out.splitlines()[1]
+
+
+def test_a_run_s_usage_is_in_the_store_while_it_goes_on_not_only_at_its_end():
+    """What a run killed now would leave: its first report is written at once
+    (then at most once a second), so a crash does not lose what it spent."""
+    store, seen = MemoryStore(), []
+
+    class Spends(Node):
+        def exec(self, prep_res):
+            self.report_usage(input_tokens=100, output_tokens=5, model="m1")
+
+    class Looks(Node):
+        def exec(self, prep_res):
+            seen.append(store.get("going").usage)
+
+    first = Spends()
+    first >> Looks()
+    Flow(start=first).run({}, store=store, run_id="going")
+    assert (seen[0].tokens, seen[0].calls) == (105, 1)
 
 
 def test_a_run_that_reports_nothing_has_no_usage():

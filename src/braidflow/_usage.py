@@ -163,7 +163,9 @@ def report(node: Any, usage: Usage) -> None:
             spend = run.spend
             if spend is None:
                 spend = run.spend = Spend()
-    spend.add(usage)
+    total = spend.add(usage)
+    if run.durable is not None:  # in the store now and then, not only at the run's end
+        run.durable.usage_so_far(total)
     watched = observed()
     if watched is not None:
         state = ATTEMPT.get()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from functools import partial
-from time import time
+from time import monotonic, time
 from typing import Any
 from zlib import crc32
 
@@ -22,13 +22,16 @@ from ..stores._base import Checkpoint, Store, step_path
 from ._codec import ASCII, JSON_TEXT, SCALARS, UNSAVABLE, Codec, action_text, encode_key_value
 from ._drain import Drain
 from ._fingerprint import Unfingerprintable, fingerprint
+from ._history import USAGE_KEY
 from ._interrupt import Interrupted
 from ._lax import Settled, StepColumns
 from ._recorded import Recorded
 from ._tracking import TrackingDict, changed_keys
 from ._writer import CheckpointWriter
 
-__all__ = ["DurableRun"]
+__all__ = ["USAGE_PERIOD", "DurableRun"]
+
+USAGE_PERIOD = 1.0  # seconds: how often a run's usage is written while it goes on
 
 
 class DurableRun:
@@ -64,10 +67,25 @@ class DurableRun:
         # What the run's calls used in its earlier parts (resuming), and the
         # spending of this part (a braidflow._usage.Spend), kept when it ends.
         self.spent_before: Any = None
+        self.spend: Any = None
+        self._usage_due = 0.0  # when the usage reported may be written again
         # Whether the run's events are kept in the store (resuming: as its
         # first part said, unless the resume says otherwise).
         self.record_events = False
-        self.spend: Any = None
+
+    def usage_so_far(self, total: Any) -> None:
+        """Keep what the run's calls used so far (a `Usage`) in its metadata:
+        the first report at once, then at most once a `USAGE_PERIOD`, so a
+        killed run loses at most that much of it (its end writes it all).
+        A store that fails here is told at the run's end, not to the call."""
+        now = monotonic()
+        if now < self._usage_due:
+            return
+        self._usage_due = now + USAGE_PERIOD
+        try:
+            self.store.set_metadata(self.run_id, {USAGE_KEY: total.as_dict()})
+        except Exception:
+            pass
 
     # -- starting and resuming ---------------------------------------------------
 
