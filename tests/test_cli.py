@@ -1071,3 +1071,36 @@ def test_durability_takes_only_the_three_modes(work):
     done = cli(work, "run", "flows.py:greet", "--durability", "fast")
     assert done.returncode == 2
     assert "invalid choice: 'fast' (choose from 'sync', 'async', 'exit')" in done.stderr
+
+
+LOUD = """
+from pathlib import Path
+
+import braidflow as bf
+
+Path("imported").write_text("")  # what importing this file does
+flow = bf.Flow(start=bf.Node(name="only"), name="loud")
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["run", "loud.py:flow", "--shared", "[1]"], "--shared must be a JSON object"),
+        (["run", "loud.py:flow", "--shared", "{"], "--shared"),
+        (["run", "loud.py:flow", "--budget-tokens", "-1"], "--budget-tokens"),
+        (["resume", "r1", "loud.py:flow", "--store", "runs.db", "--budget-cost", "x"], "cost"),
+        (["fork", "r1", "loud.py:flow", "--store", "runs.db", "--budget-tokens", "-5"], "tokens"),
+    ],
+)
+def test_options_are_checked_before_the_target_s_file_is_imported(work, args, said):
+    (work / "loud.py").write_text(LOUD)
+    from braidflow import SQLiteStore
+
+    with SQLiteStore(work / "runs.db") as store:  # a run to resume or fork
+        store.create_run("r1", "loud", "", b"[]", "nobody@nowhere:1")
+        store.finish("r1", "failed")
+    done = cli(work, *args)
+    assert done.returncode == 2, done.stderr
+    assert said in done.stderr
+    assert not (work / "imported").exists()

@@ -195,7 +195,7 @@ def _as_json(run: Any, steps: list[Any], diff: bool) -> dict[str, Any]:
 def command_fork(args: argparse.Namespace) -> int:
     from .. import CheckpointError, ResumeError, StoreError
     from ..durable._travel import fork_run
-    from ._running import resume_stored
+    from ._running import resume_options, resume_stored
     from ._target import load_target
 
     store_path = chosen_store(args)
@@ -208,6 +208,7 @@ def command_fork(args: argparse.Namespace) -> int:
             "the flow to run the fork with: braidflow fork RUN_ID TARGET --at STEP"
         )
     update = _updates(args.set or [])
+    given = resume_options(args)  # checked before TARGET's file is imported
     flow = load_target(args.target) if args.target is not None else load_target(*remembered)  # type: ignore[misc]
     try:
         new = fork_run(store, flow, args.run_id, args.at, args.run_id_new, update)
@@ -217,7 +218,7 @@ def command_fork(args: argparse.Namespace) -> int:
         f"forked run {args.run_id!r} after step {args.at if args.at is not None else 'its last'}"
         f" as run {new!r}"
     )
-    return resume_stored(args, store, store_path, new, flow)
+    return resume_stored(args, store, store_path, new, flow, given)
 
 
 def _updates(pairs: list[str]) -> dict[str, Any]:

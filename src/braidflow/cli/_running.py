@@ -44,6 +44,7 @@ __all__ = [
     "EXIT_WAITING",
     "command_resume",
     "command_run",
+    "resume_options",
     "resume_stored",
 ]
 
@@ -281,16 +282,18 @@ def command_run(args: argparse.Namespace) -> int:
     if args.run_id is not None and not args.run_id.strip():
         raise UsageError("--run-id is empty; give an id, or leave it out for a new one")
     _check_out(args)
-    flow = load_target(args.target)
+    # Every option checked before TARGET's file is imported (its code runs then).
     shared = read_json(args.shared, "--shared") if args.shared is not None else {}
     if not isinstance(shared, dict):
         raise UsageError(f"--shared must be a JSON object, got {type(shared).__name__}")
+    durable = bool(args.store or args.run_id or args.durability)
+    budget = _budget(args, durable)
+    flow = load_target(args.target)
     watch = _Watch()
     options: dict[str, Any] = {"observers": _observers(args, watch)}
     job = _Job(watch)
-    durable = bool(args.store or args.run_id or args.durability)
-    if _budget(args, durable) is not None:
-        options["budget"] = _budget(args, durable)
+    if budget is not None:
+        options["budget"] = budget
     if durable:
         store_path = chosen_store(args)
         store = open_store(store_path, create=True)
@@ -391,12 +394,13 @@ def command_resume(args: argparse.Namespace) -> int:
             f"older braidflow command); give its TARGET: {suggested(*words)}"
         )
     _check_out(args)
+    options = resume_options(args)  # checked before TARGET's file is imported
     if args.target is not None:
         flow = load_target(args.target)
     else:
         assert remembered is not None
         flow = load_target(*remembered)
-    return resume_stored(args, store, store_path, run_id, flow)
+    return resume_stored(args, store, store_path, run_id, flow, options)
 
 
 def answers_given(pairs: list[str]) -> dict[str, Any]:
@@ -415,23 +419,44 @@ def answers_given(pairs: list[str]) -> dict[str, Any]:
     return answers
 
 
-def resume_stored(
-    args: argparse.Namespace, store: Any, store_path: StoreAddress, run_id: str, flow: Any
-) -> int:
-    """Resume stored run ``run_id`` with ``flow`` (for ``resume`` and ``fork``),
-    saying first what it takes over."""
-    from ._places import reused, stored
+def resume_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``resume`` and ``fork`` pass on from their options (``--input``,
+    ``--answer``, the budget, ``--durability``), checked.
 
-    watch = _Watch(f"resuming run {run_id!r}: reusing {reused(stored(store, run_id))}")
-    options: dict[str, Any] = {"observers": _observers(args, watch), "record_events": True}
+    Raises:
+        UsageError: For an option that does not hold.
+    """
+    options: dict[str, Any] = {}
     if getattr(args, "input", None) is not None:
         options["input"] = read_json(args.input, "--input")
-    if _budget(args, True) is not None:
-        options["budget"] = _budget(args, True)
+    budget = _budget(args, True)
+    if budget is not None:
+        options["budget"] = budget
     if getattr(args, "answer", None):
         options["answers"] = answers_given(args.answer)
     if args.durability:
         options["durability"] = args.durability
+    return options
+
+
+def resume_stored(
+    args: argparse.Namespace,
+    store: Any,
+    store_path: StoreAddress,
+    run_id: str,
+    flow: Any,
+    given: dict[str, Any],
+) -> int:
+    """Resume stored run ``run_id`` with ``flow`` (for ``resume`` and ``fork``)
+    and the options ``given`` (`resume_options`), saying first what it takes over."""
+    from ._places import reused, stored
+
+    watch = _Watch(f"resuming run {run_id!r}: reusing {reused(stored(store, run_id))}")
+    options: dict[str, Any] = {
+        "observers": _observers(args, watch),
+        "record_events": True,
+        **given,
+    }
     job = _Job(watch, store, store_path, run_id, resuming=True, target=args.target)
 
     def run() -> Any:
