@@ -1104,3 +1104,16 @@ def test_options_are_checked_before_the_target_s_file_is_imported(work, args, sa
     assert done.returncode == 2, done.stderr
     assert said in done.stderr
     assert not (work / "imported").exists()
+
+
+def test_the_command_takes_off_sys_path_what_it_put_there(work, monkeypatch, capsys):
+    """A program may call braidflow.cli.main again and again: TARGET's
+    directory goes on sys.path for its imports, and off again at the end."""
+    from braidflow.cli import main
+
+    monkeypatch.chdir(work)
+    before = list(sys.path)
+    assert main(["graph", "flows.py:greet"]) == 0
+    assert main(["graph", "flows.py:greet"]) == 0
+    assert sys.path == before
+    capsys.readouterr()

@@ -16,6 +16,7 @@ from ._console import EXIT_USAGE, UsageError, say
 from ._history import command_fork, command_show
 from ._running import EXIT_INTERRUPTED, command_resume, command_run
 from ._store import DEFAULT_STORE
+from ._target import forget_paths
 from ._ui import DEFAULT_PORT, command_ui
 from ._views import command_graph, command_runs, command_timeline
 
@@ -330,6 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     finally:
         warnings.formatwarning = shown
+        forget_paths()
     return code
 
 

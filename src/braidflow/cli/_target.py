@@ -20,7 +20,25 @@ from typing import Any
 from .._errors import describe_error
 from ._console import UsageError
 
-__all__ = ["is_path", "load_target"]
+__all__ = ["forget_paths", "is_path", "load_target"]
+
+# What loading TARGETs put on sys.path, for the command to take back when it ends
+# (a program calling braidflow.cli.main again and again would see it grow).
+_ADDED: list[str] = []
+
+
+def forget_paths() -> None:
+    """Take off ``sys.path`` what loading TARGETs put there."""
+    while _ADDED:
+        try:
+            sys.path.remove(_ADDED.pop())
+        except ValueError:  # taken off already
+            pass
+
+
+def _on_path(entry: str) -> None:
+    sys.path.insert(0, entry)
+    _ADDED.append(entry)
 
 
 def load_target(spec: str, directory: str | None = None) -> Any:
@@ -101,7 +119,7 @@ def _load_module(where: str, directory: str | None) -> Any:
         path = Path(where)
         if not path.is_file():
             raise UsageError(f"no file {where!r}")
-        sys.path.insert(0, str(path.resolve().parent))  # its own imports work
+        _on_path(str(path.resolve().parent))  # its own imports work
         name = f"braidflow_target_{path.stem}"
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
@@ -114,7 +132,7 @@ def _load_module(where: str, directory: str | None) -> Any:
             raise UsageError(f"importing {where} failed: {describe_error(error)}") from error
         return module
     base = directory or os.getcwd()
-    sys.path.insert(0, base)
+    _on_path(base)
     try:
         return importlib.import_module(where)
     except ModuleNotFoundError as error:
