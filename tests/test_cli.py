@@ -1117,3 +1117,16 @@ def test_the_command_takes_off_sys_path_what_it_put_there(work, monkeypatch, cap
     assert main(["graph", "flows.py:greet"]) == 0
     assert sys.path == before
     capsys.readouterr()
+
+
+def test_the_runs_table_shows_a_message_of_several_lines_on_one(work, capsys):
+    from braidflow import SQLiteStore
+    from braidflow.cli import main
+
+    with SQLiteStore(work / "runs.db") as store:
+        store.create_run("r1", "job", "", b"[]", "nobody@nowhere:1")
+        store.finish("r1", "failed", error="ValueError: first line\nsecond line")
+    assert main(["runs", "--store", str(work / "runs.db")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2  # the header and the run
+    assert lines[1].endswith("ValueError: first line second line")

@@ -205,7 +205,9 @@ def prompt_lines(prompt: Any) -> list[str]:
 
 
 def print_table(rows: Sequence[Sequence[str]]) -> None:
-    """Rows of text (the first, the header) as columns, on stdout."""
+    """Rows of text (the first, the header) as columns, on stdout: a cell
+    that holds lines (an error's message) is shown on one line."""
+    rows = [tuple(" ".join(cell.split()) if "\n" in cell else cell for cell in row) for row in rows]
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     for row in rows:
         line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
