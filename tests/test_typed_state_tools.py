@@ -16,6 +16,7 @@ from braidflow import (
     Parallel,
     ResumeError,
     SQLiteStore,
+    StateError,
     Suspended,
     interrupt,
     merge,
@@ -330,3 +331,28 @@ def test_nodes_typed_against_a_plain_dict_type_give_no_table():
             return str(shared["n"])
 
     assert "%%" not in Flow(start=Loose()).to_mermaid()
+
+
+def test_a_resume_whose_migrate_breaks_the_state_type_is_refused_and_the_run_waits(store):
+    with pytest.raises(Suspended):
+        crawl().run({"start": "https://x"}, store=store, run_id="r")
+
+    def breaks(shared):
+        shared["start"] = 42  # Crawl.start is a str
+        shared["extra"] = True  # and Crawl has no such key
+
+    with pytest.raises(StateError, match="shared does not fit its state type Crawl") as caught:
+        crawl().resume("r", store=store, input="yes", migrate=breaks)
+    assert "'extra'" in str(caught.value)
+    assert store.get("r").status == "waiting"  # left as it was: resumed as it should be
+    final = crawl().resume("r", store=store, input="yes")
+    assert final["answers"] == ["yes"]
+
+
+def test_a_resume_refused_for_its_migrate_writes_no_answer(store):
+    with pytest.raises(Suspended):
+        crawl().run({"start": "https://x"}, store=store, run_id="r")
+    with pytest.raises(ResumeError, match="migrate= returned a int"):
+        crawl().resume("r", store=store, input="first", migrate=lambda shared: 5)
+    final = crawl().resume("r", store=store, input="second")  # the question still open
+    assert final["answers"] == ["second"]

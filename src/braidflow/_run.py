@@ -201,6 +201,12 @@ class RunScope:
         self.durable: DurableRun | None = None
         self.working = shared
 
+    def _check_resumed(self, shared: Any) -> None:
+        """A typed flow's rebuilt (and migrated) store, checked against its
+        state type before the run goes on; nothing to check for an untyped one."""
+        if self.state is not None:
+            self.state.check(shared, self.node)
+
     def __enter__(self) -> Any:
         enter_run()
         self.token: Token[Run | None] | None = None
@@ -228,6 +234,7 @@ class RunScope:
                     self.rename,
                     self.durability,
                     self.answers,
+                    self._check_resumed,
                 )
             else:
                 metadata = self.metadata

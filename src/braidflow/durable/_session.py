@@ -77,9 +77,11 @@ def claim_run(
     rename: dict[str, str] | None = None,
     durability: str = "sync",
     answers: dict[str, Any] | None = None,
+    check: Callable[[TrackingDict], None] | None = None,
 ) -> tuple[DurableRun, TrackingDict]:
     """Claim a stored run to resume it with ``node``; return its durable side
-    and ``shared`` as the finished steps left it (then ``migrate``-d).
+    and ``shared`` as the finished steps left it (then ``migrate``-d, then
+    ``check``-ed: a typed flow checks it against its state type).
 
     ``rename`` maps nodes renamed since (old name: new); it is kept with
     the run for its later resumes. ``answer`` answers the run's only open
@@ -89,6 +91,8 @@ def claim_run(
         ResumeError: If the run was recorded with other names or wiring, or
             answers do not fit the run's open questions (see
             `answer_questions`). The run is then left as it was.
+        StateError: If ``check`` finds ``shared`` does not fit the flow's
+            state type (a ``migrate`` to write); the run is left as it was.
     """
     name = node._display_name()
     graph = describe_graph(node)
@@ -107,10 +111,15 @@ def claim_run(
                 node=name,
             )
         shared = durable.rebuild(initial, apply_renames(rows, renamed))
+        # Nothing is written until all is known to hold: the migration, the
+        # state type, the answers (each checked before its rows are made).
+        update = migrated(durable, shared, migrate, rows, name) if migrate is not None else None
+        if check is not None:
+            check(shared)
         if answer is not NO_ANSWER or answers is not None:
             answer_questions(durable, record, answer, answers, name)
-        if migrate is not None:
-            migrated(durable, shared, migrate, rows, name)
+        if update is not None:
+            durable.write([update])
         durable.record_events = record.metadata.get(EVENTS_KEY) is True
         kept = record.metadata.get(USAGE_KEY)
         if isinstance(kept, dict):  # what the run spent before counts on

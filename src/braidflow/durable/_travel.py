@@ -86,10 +86,12 @@ def migrated(
     migrate: Callable[[dict[Any, Any]], Any],
     rows: list[Checkpoint],
     node: str,
-) -> None:
+) -> Checkpoint | None:
     """Run ``migrate`` on a copy of the rebuilt ``shared`` (it changes the copy,
-    or returns the new dict) and record what it changed, so a later resume
-    finds ``shared`` as it left it.
+    or returns the new dict) and make ``shared`` what it gives; return the
+    row that records what it changed (``None``: nothing), for the caller to
+    write once the resume is sure to go on, so a later resume finds
+    ``shared`` as it left it.
 
     Raises:
         ResumeError: If ``migrate`` gives something other than a dict.
@@ -108,11 +110,11 @@ def migrated(
     steps = [row for row in rows if row.kind == "step" or row.kind == "update"]
     row = update_row(durable.codec, before, after, steps[-1] if steps else None, node)
     if row is None:
-        return
-    durable.write([row])
+        return None
     dict.clear(shared)
     dict.update(shared, after)
     shared._bf_last = {key: durable.codec.encode(value) for key, value in after.items()}
+    return row
 
 
 def fork_run(
