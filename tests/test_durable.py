@@ -1026,3 +1026,33 @@ async def test_no_item_starts_before_the_one_before_it_is_in_the_store(kind):
     await flow.run_async({}, store=store, run_id="r")
     assert started == list(range(6))
     assert store.written == set(range(6))
+
+
+def test_a_run_s_recorded_events_are_in_the_store_while_it_waits(store):
+    """A run killed while it waits on a call keeps the events before it: they
+    are written within a second, not only with every 500th event or the end."""
+    import threading
+    import time as clock
+
+    release, seen = threading.Event(), []
+
+    class Waits(Node):
+        def exec(self, prep_res):
+            deadline = clock.monotonic() + 30
+            while not seen and clock.monotonic() < deadline:  # until they are there
+                kinds = [event.kind for event in bf.recorded_events(store, "w")]
+                if "node_end" in kinds:
+                    seen.append(kinds)
+                clock.sleep(0.01)
+            release.set()
+
+    Flow(start=chain(Count(name="a"), Waits()), name="job").run(
+        {}, store=store, run_id="w", record_events=True
+    )
+    assert release.is_set()
+    assert seen
+    assert seen[0][:2] == ["run_start", "node_start"]
+    assert "run_end" not in seen[0]  # seen while the run went on
+    before = threading.active_count()
+    Flow(start=Count(name="b"), name="short").run({}, store=store, record_events=True)
+    assert threading.active_count() == before  # its recording's timer did not outlive it

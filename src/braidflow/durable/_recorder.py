@@ -1,7 +1,8 @@
 """A durable run's events, kept in its store (``record_events=True``) and read back.
 
 `EventRecorder` is an observer that writes each event as a line of JSON
-to the store, in batches; `recorded_events` turns the lines back into
+to the store, in batches: of `BATCH` events, or those of `PERIOD` seconds
+(so a killed run loses at most that much of them); `recorded_events` turns the lines back into
 `Event` objects (an error as an exception of the original's class name).
 
 An event larger than `EVENT_LIMIT` is kept cut down: its ``data`` becomes
@@ -29,6 +30,7 @@ EVENT_LIMIT = 64 * 1024  # the most characters (ASCII: bytes) of JSON an event i
 PREVIEW = 1024  # what a cut event keeps of its data's JSON
 MESSAGE_LIMIT = 4096  # what a cut event keeps of its error's message
 BATCH = 500  # events written together
+PERIOD = 1.0  # seconds an event waits to be written, at most (but a kill)
 
 
 class EventRecorder:
@@ -42,20 +44,46 @@ class EventRecorder:
         self.refused: list[str] = []  # a batch the store refused once, to offer again
         self.dropped = 0  # events the store refused twice: not kept
         self.warned = False
+        self.timer: threading.Timer | None = None  # writes the buffer when its period ends
+        self.ended = False
 
     def __repr__(self) -> str:
         return "<the store's event log>"
 
     def on_event(self, event: Event) -> None:
-        """Take one event (the observer protocol); write a batch every 500, and at the end."""
+        """Take one event (the observer protocol); write a batch every `BATCH`
+        events or `PERIOD` seconds, and at the end."""
         text = event_line(event)
         if len(text) > EVENT_LIMIT:
             text = cut_line(event, len(text))
         last = event.kind == "run_end"
+        timer = None
         with self.lock:
             self.buffer.append(text)
-            if not last and len(self.buffer) < BATCH:
+            if last:
+                self.ended = True
+                timer, self.timer = self.timer, None
+            elif len(self.buffer) < BATCH:
+                if self.timer is None:  # the first of a batch: written within a period
+                    self.timer = threading.Timer(PERIOD, self._due)
+                    self.timer.daemon = True
+                    self.timer.start()
                 return
+        if timer is not None:  # the run ended: no thread of its recording outlives it
+            timer.cancel()
+            timer.join()
+        self._flush(last)
+
+    def _due(self) -> None:
+        # A period after a batch began (a thread of its own): write it, unless
+        # it was written meanwhile.
+        with self.lock:
+            self.timer = None
+            if not self.buffer or self.ended:
+                return
+        self._flush(False)
+
+    def _flush(self, last: bool) -> None:
         with self.writing:
             with self.lock:
                 batch, self.buffer = self.buffer, []
