@@ -4,10 +4,10 @@
 #                   time, then concurrently within an API quota, then killed and resumed
 #                   (progress on a terminal; DEMO_ARGS="--out DIR" keeps its files)
 #   make test     - the quick tier, the one to run often (under a minute from a fresh
-#                   clone, half of it creating .venv): create .venv, install the test tools
-#                   (the `test` extra), run lint, the type check and the ~2,400 tests that
-#                   need no service and take under half a second each
-#   make test-all - everything, what CI runs (about 5 minutes): make test, then
+#                   clone on 2 cores, .venv included): create .venv, install the test
+#                   tools (the `test` extra), run lint, the type check and the ~2,400
+#                   tests that need no service and take under half a second each
+#   make test-all - everything, what CI runs (about 6 minutes): make test, then
 #                   make test-rest: the `dev` extra and the ~250 other tests (marked
 #                   slow, postgres, ray, browser or packaging in pyproject.toml): crash
 #                   and kill loops, PostgreSQL, Ray, chromium, the documentation site
