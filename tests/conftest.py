@@ -14,12 +14,29 @@ from _postgres import PostgresServer, binaries, postgres_server
 
 _DATABASES = itertools.count()
 
+# The "postgres" parameter of a fixture that gives the same test a store of each kind:
+# marked, so that make test leaves it to make test-rest.
+POSTGRES = pytest.param("postgres", marks=pytest.mark.postgres)
+
+
+@pytest.fixture
+def postgres(request) -> PostgresServer:
+    """The tests' PostgreSQL server, for a test marked ``postgres`` (make test runs
+    none of them: an unmarked one fails here, saying so)."""
+    if request.node.get_closest_marker("postgres") is None:
+        pytest.fail(
+            f"{request.node.nodeid} uses PostgreSQL but is not marked: add "
+            "@pytest.mark.postgres, or give its parameter as conftest.POSTGRES",
+            pytrace=False,
+        )
+    return request.getfixturevalue("running_postgres")
+
 
 @pytest.fixture(scope="session")
-def postgres() -> PostgresServer:
-    """A PostgreSQL server of the tests' own (see ``_postgres``). Skipped only
-    when PostgreSQL is not installed and BRAIDFLOW_REQUIRE_POSTGRES is unset
-    (CI sets it, and ``.ci/run`` installs PostgreSQL)."""
+def running_postgres() -> PostgresServer:
+    """A PostgreSQL server of the tests' own (see ``_postgres``), one per test
+    process. Skipped only when PostgreSQL is not installed and
+    BRAIDFLOW_REQUIRE_POSTGRES is unset (CI sets it, and ``.ci/run`` installs it)."""
     if binaries() is None and not os.environ.get("BRAIDFLOW_REQUIRE_POSTGRES"):
         pytest.skip(
             "PostgreSQL is not installed (no initdb on the PATH or in /usr/lib/postgresql): "

@@ -532,6 +532,7 @@ def test_option_offload_is_for_sync_nodes_which_then_run_off_the_loop():
     assert shared == {"m": True}
 
 
+@pytest.mark.ray  # it checks that the RayExecutor the advice names exists
 def test_option_executor_says_which_executors_and_where_they_go():
     from braidflow.executors import InProcessExecutor
 

@@ -50,6 +50,7 @@ def smoke(*libraries):
     )
 
 
+@pytest.mark.slow
 def test_braidflow_and_pocketflow_run_every_workload_and_lose_nothing():
     done = smoke(*OURS)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -145,6 +146,7 @@ def test_the_report_shows_figures_ratios_limits_failures_and_memory():
     assert "| 20 | 30 |" in memory
 
 
+@pytest.mark.slow
 def test_a_measuring_process_reports_its_own_peak_memory_not_its_parents():
     """Linux keeps ru_maxrss across exec: a child of a large process would
     report the parent's peak. The figure is the child's own."""

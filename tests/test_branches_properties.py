@@ -5,6 +5,7 @@ by the rules (a small reference model); an undeclared conflict always raises."""
 import asyncio
 import copy
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -133,6 +134,7 @@ def branch_node(ops, yields, index):
     return Branch(name=f"branch{index}")
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_concurrent_branches_merge_like_the_reference_model(scenario):

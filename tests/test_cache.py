@@ -25,6 +25,7 @@ from braidflow import (
     Store,
 )
 from braidflow._cache import exec_version
+from conftest import POSTGRES
 
 
 class Clock:
@@ -59,7 +60,7 @@ def kinds_of(events):
     return [event.kind for event in events]
 
 
-@pytest.fixture(params=["sqlite", "memory", "postgres"])
+@pytest.fixture(params=["sqlite", "memory", POSTGRES])
 def store(request, tmp_path):
     if request.param == "memory":
         yield MemoryStore()
@@ -147,6 +148,7 @@ def test_a_second_run_of_a_cached_batch_of_1000_items_makes_no_call(tmp_path):
     assert again["summaries"] == first["summaries"]
 
 
+@pytest.mark.slow
 def test_another_process_takes_the_results_kept_in_a_shared_sqlite_file(tmp_path):
     program = textwrap.dedent(
         """

@@ -194,6 +194,7 @@ def test_run_prints_the_final_shared_as_json_and_nothing_else(work):
     assert done.stderr == ""
 
 
+@pytest.mark.slow
 def test_run_reads_shared_from_a_file_and_writes_it_to_a_file(work):
     (work / "in.json").write_text('{"name": "bo"}')
     done = cli(work, "run", "flows.py:greet", "--shared", "@in.json", "--out", "out.json")
@@ -264,6 +265,7 @@ def test_bad_input_is_one_line_and_exit_code_2(work, args, said):
     assert said in done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("content", "said"),
     [
@@ -334,6 +336,7 @@ def test_json_as_deep_as_python_reads_goes_in_and_out(work):
     assert json.loads(done.stdout)["greeting"] == "hello world"
 
 
+@pytest.mark.slow
 def test_an_import_error_in_the_target_is_bad_input_and_debug_shows_the_traceback(work):
     (work / "broken.py").write_text("import not_installed_anywhere\n")
     done = cli(work, "run", "broken.py:flow", check_stderr_one_line=True)
@@ -370,6 +373,7 @@ def test_graph_prints_mermaid(work):
 # -- durable runs ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_failed_durable_run_says_how_to_resume_and_resumes(work):
     done = cli(work, "run", "flows.py:fragile", "--store", "runs.db", "--run-id", "r1")
     assert done.returncode == 1
@@ -393,6 +397,7 @@ def test_a_failed_durable_run_says_how_to_resume_and_resumes(work):
     assert "already used" in taken.stderr
 
 
+@pytest.mark.slow
 def test_a_waiting_run_prints_its_prompt_exits_3_and_resumes_with_input(work):
     done = cli(work, "run", "flows.py:review", "--store", "runs.db", "--run-id", "r2")
     assert done.returncode == 3
@@ -417,6 +422,7 @@ def test_a_waiting_run_prints_its_prompt_exits_3_and_resumes_with_input(work):
     assert cli(work, "runs", "--store", "runs.db", "--status", "waiting").stdout == ""
 
 
+@pytest.mark.slow
 def test_a_run_waiting_on_two_questions_lists_them_and_resume_answers_them_by_id(work):
     done = cli(work, "run", "flows.py:two_asks", "--store", "runs.db", "--run-id", "r")
     assert done.returncode == 3
@@ -475,6 +481,7 @@ def test_the_default_store_comes_from_the_environment(work):
     assert status(work, "e1", store="elsewhere.db") == "completed"
 
 
+@pytest.mark.slow
 def test_resume_needs_a_target_for_a_run_the_command_did_not_start(work):
     sys.path.insert(0, str(work))
     try:
@@ -503,6 +510,7 @@ def test_resume_needs_a_target_for_a_run_the_command_did_not_start(work):
     assert wrong.returncode == 2  # completed now; and the graph would not match either
 
 
+@pytest.mark.slow
 def test_timeline_draws_every_part_of_a_resumed_run(work):
     cli(work, "run", "flows.py:fragile", "--store", "runs.db", "--run-id", "r3")
     (work / "fixed").write_text("")
@@ -547,6 +555,7 @@ def test_timeline_says_when_a_run_went_on_without_recording_its_events(work, mon
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("target", "stored_as"),
     [
@@ -609,6 +618,7 @@ def suggested(stderr, after, until=None, **fill):
     raise AssertionError(f"{after!r} is not in {stderr!r}")
 
 
+@pytest.mark.slow
 def test_every_resume_the_command_suggests_works(work):
     failed = cli(work, "run", "flows.py:fragile", "--store", "runs.db", "--run-id", "r1")
     assert failed.returncode == 1
@@ -647,6 +657,7 @@ def test_every_resume_the_command_suggests_works(work):
     assert json.loads(answered.stdout)["approved"] == "yes"
 
 
+@pytest.mark.slow
 def test_a_run_started_from_python_resumes_as_suggested_and_remembers_its_target(work):
     sys.path.insert(0, str(work))
     try:
@@ -686,6 +697,7 @@ def test_a_run_started_from_python_resumes_as_suggested_and_remembers_its_target
     assert "unrecognized arguments: more" in extra.stderr
 
 
+@pytest.mark.slow
 def test_the_other_suggestions_work_when_followed(work):
     assert (
         cli(work, "run", "flows.py:greet", "--store", "runs.db", "--run-id", "g1").returncode == 0
@@ -747,6 +759,7 @@ def test_the_other_suggestions_work_when_followed(work):
     assert cli(work, "run", "flows.py:greet").returncode == 0
 
 
+@pytest.mark.slow
 def test_the_remaining_suggestions_work_when_followed(work):
     def refused(*args):
         done = cli(work, *args, check_stderr_one_line=True)

@@ -32,6 +32,7 @@ def work(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_a_durable_run_waits_at_its_budget_and_resumes_with_a_higher_one(work):
     done = cli(
         work, "run", "flows.py:calls", "--store", "runs.db", "--run-id", "b", "--budget-tokens",
@@ -56,6 +57,7 @@ def test_a_durable_run_waits_at_its_budget_and_resumes_with_a_higher_one(work):
     assert status(work, "b") == "completed"
 
 
+@pytest.mark.slow
 def test_a_plain_run_stops_at_its_budget_and_a_bad_budget_is_refused(work):
     done = cli(work, "run", "flows.py:calls", "--budget-cost", "1")
     assert done.returncode == 1

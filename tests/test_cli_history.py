@@ -72,6 +72,7 @@ def failed_run(work, fail_at="7"):
     return done
 
 
+@pytest.mark.slow
 def test_show_lists_the_steps_and_says_where_the_run_stopped(work):
     failed_run(work)
     done = cli(work, "show", "r1", "--store", "runs.db")
@@ -96,6 +97,7 @@ def test_show_lists_the_steps_and_says_where_the_run_stopped(work):
     assert lines[-1] == "failed at double: 7 of 10 items done: RuntimeError: item 7 failed"
 
 
+@pytest.mark.slow
 def test_show_at_a_step_prints_shared_then_and_diff_what_each_step_changed(work):
     failed_run(work)
     at = cli(work, "show", "r1", "--store", "runs.db", "--at", "1")
@@ -105,6 +107,7 @@ def test_show_at_a_step_prints_shared_then_and_diff_what_each_step_changed(work)
     assert "1  load (finished)\n    + items: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n" in diff
 
 
+@pytest.mark.slow
 def test_show_json_is_the_record_and_the_steps(work):
     failed_run(work)
     shown = json.loads(cli(work, "show", "r1", "--store", "runs.db", "--json").stdout)
@@ -119,6 +122,7 @@ def test_show_json_is_the_record_and_the_steps(work):
     assert diffed["steps"][0]["changes"] == {"items": list(range(10))}
 
 
+@pytest.mark.slow
 def test_runs_says_how_far_a_batch_got_and_resume_what_it_reuses(work):
     failed_run(work)
     listed = cli(work, "runs", "--store", "runs.db").stdout.splitlines()
@@ -132,6 +136,7 @@ def test_runs_says_how_far_a_batch_got_and_resume_what_it_reuses(work):
     assert shown[-1].startswith("completed in ")
 
 
+@pytest.mark.slow
 def test_fork_sets_keys_and_runs_on_from_the_step(work):
     failed_run(work)
     done = cli(
@@ -149,6 +154,7 @@ def test_fork_sets_keys_and_runs_on_from_the_step(work):
     assert "r1" in runs  # the source is as it was
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "said"),
     [

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the example in a process of its own, with httpx
+
 CRAWLER = Path(__file__).parent.parent / "examples" / "crawler.py"
 
 

@@ -258,6 +258,7 @@ def wait_for(log, kind, count, process):
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 def test_sigterm_drains_a_10000_item_batch_and_resume_does_each_item_once(tmp_path):
     store, log = tmp_path / "runs.db", tmp_path / "items.log"
     target = f"{JOBS / 'drain_job.py'}:batch"
@@ -283,6 +284,7 @@ def test_sigterm_drains_a_10000_item_batch_and_resume_does_each_item_once(tmp_pa
     assert max(ended.values()) == 1  # none done twice: none of those before ran again
 
 
+@pytest.mark.slow
 def test_sigterm_past_the_grace_period_stops_what_runs_and_resume_redoes_only_that(tmp_path):
     store, log = tmp_path / "runs.db", tmp_path / "items.log"
     target = f"{JOBS / 'drain_job.py'}:stuck"
@@ -318,6 +320,7 @@ def test_a_second_sigterm_stops_at_once(tmp_path):
     assert "SIGTERM again: stopping what still runs now" in said.read_text()
 
 
+@pytest.mark.slow
 def test_a_run_in_another_process_drains_when_asked_through_the_store(tmp_path):
     store, log = tmp_path / "runs.db", tmp_path / "items.log"
     target = f"{JOBS / 'drain_job.py'}:batch"

@@ -65,6 +65,7 @@ def expected(tmp_path_factory):
     return [line for line in lines(where / "reference.log") if line.startswith("result ")]
 
 
+@pytest.mark.slow
 def test_sync_keeps_every_step_and_item_finished_before_a_kill(tmp_path, expected):
     store, log = tmp_path / "job.db", tmp_path / "job.log"
     kill_after(start("sync", store, log, "run"), log, 300)  # 200 steps, then items
@@ -79,6 +80,7 @@ def test_sync_keeps_every_step_and_item_finished_before_a_kill(tmp_path, expecte
     assert set(before) <= set(after)
 
 
+@pytest.mark.slow
 def test_exit_loses_the_progress_of_a_killed_run_and_resume_does_it_all_again(tmp_path, expected):
     store, log = tmp_path / "job.db", tmp_path / "job.log"
     kill_after(start("exit", store, log, "run"), log, 150)
@@ -93,6 +95,7 @@ def test_exit_loses_the_progress_of_a_killed_run_and_resume_does_it_all_again(tm
     assert all(after[unit] == 2 for unit in before)  # everything before the kill, again
 
 
+@pytest.mark.slow
 def test_async_killed_at_random_moments_always_resumes_to_the_same_end(tmp_path, expected):
     store, log = tmp_path / "job.db", tmp_path / "job.log"
     chance = random.Random(2107)
@@ -126,6 +129,7 @@ def test_async_killed_at_random_moments_always_resumes_to_the_same_end(tmp_path,
     assert kills >= 2, kills  # it was killed mid-run, more than once
 
 
+@pytest.mark.slow
 def test_async_keeps_most_of_a_killed_run(tmp_path, expected):
     store, log = tmp_path / "job.db", tmp_path / "job.log"
     kill_after(start("async", store, log, "run"), log, 300)  # all 200 steps began

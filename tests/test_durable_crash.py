@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import POSTGRES
+
 JOB = Path(__file__).parent / "jobs" / "durable_job.py"
 
 
@@ -43,7 +45,7 @@ def opened(store):
     return SQLiteStore(store)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", POSTGRES])
 def stores(request, tmp_path):
     """Where the job and its reference keep their runs: two SQLite files, or two
     PostgreSQL databases."""
@@ -55,6 +57,7 @@ def stores(request, tmp_path):
     return new_database(server), new_database(server)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["batch", "batch flow", "shared batch flow", "branches"])
 def test_a_killed_job_resumes_and_ends_as_an_uninterrupted_run(tmp_path, kind, stores):
     store, reference = stores

@@ -570,6 +570,7 @@ print(json.dumps([fingerprint(Codec(k), item) for k in ("json", "pickle") for it
 """
 
 
+@pytest.mark.slow
 def test_fingerprints_are_the_same_in_every_process(tmp_path):
     """Across processes with different string hashes (set order differs), and
     the same as in this one for the standard library's kinds."""

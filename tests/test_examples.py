@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each example in a process of its own, with its libraries
+
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 

@@ -275,6 +275,7 @@ KILLED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_run_going_on_in_another_process_and_then_killed(tmp_path):
     path = tmp_path / "runs.db"
     child = subprocess.Popen([sys.executable, "-c", KILLED, str(path)])

@@ -724,6 +724,7 @@ def run_outside(store, ops):
             store[key] += value
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(interleavings())
 def test_no_interleaving_of_branches_and_outside_writers_loses_an_outside_write(scenario):

@@ -6,8 +6,11 @@ import sys
 from pathlib import Path
 
 import openai
+import pytest
 
 from fake_openai import REPLY, reply_for, serve, words_of
+
+pytestmark = pytest.mark.slow  # the example in a process of its own
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "llm_translate.py"
 LANGUAGES = ["French", "German", "Spanish", "Japanese"]  # the example's languages

@@ -8,6 +8,8 @@ import pytest
 
 import fake_openai  # noqa: F401 - loads examples/_local_services.py as _local_services
 
+pytestmark = pytest.mark.slow  # the example paces 500 calls to a quota: 30 s
+
 EXAMPLE = Path(__file__).parent.parent / "examples" / "llm_spend.py"
 
 

@@ -156,6 +156,7 @@ def test_exit_status_and_errors_are_the_programs(work):
     assert failed.stderr.rstrip().endswith("ValueError: boom")
 
 
+@pytest.mark.slow
 def test_no_program_or_a_missing_one_is_a_usage_error(work):
     bare = run(work)
     assert bare.returncode == 2

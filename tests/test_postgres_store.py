@@ -18,6 +18,8 @@ from _support import checkpoint_row as row
 from braidflow import StoreError
 from braidflow.stores._owners import this_owner
 
+pytestmark = pytest.mark.postgres
+
 psycopg = pytest.importorskip("psycopg")
 from braidflow.stores import PostgresStore  # noqa: E402
 from braidflow.stores._postgres_schema import SCHEMA_VERSION, connect  # noqa: E402

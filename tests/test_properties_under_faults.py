@@ -8,6 +8,7 @@ included), and once the run has ended nothing more is written to ``shared``.
 import asyncio
 import threading
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -176,6 +177,7 @@ async def run_scenario(scenario):
     return gauge, limiter, outcome
 
 
+@pytest.mark.slow
 @settings(max_examples=70, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_bounds_hold_and_nothing_lands_after_the_run_whatever_the_mix(scenario):

@@ -16,11 +16,12 @@ import pytest
 
 import braidflow as bf
 from braidflow import InvalidParameterError, RunError, SharedLimiter, StoreError
+from conftest import POSTGRES
 
 JOB = Path(__file__).parent / "jobs" / "limited_job.py"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", POSTGRES])
 def where(request, tmp_path):
     """Where the slots are kept: a SQLite file's path, or a PostgreSQL DSN."""
     if request.param == "sqlite":
@@ -45,6 +46,7 @@ def job(where, port, items, mode, lease=30):
     )
 
 
+@pytest.mark.slow
 def test_three_processes_never_hold_more_than_the_limit_at_once(where, counting):
     open_store(where).close()  # the tables, made before the processes race to
     jobs = [job(where, counting.server_address[1], 50, "run") for _ in range(3)]
@@ -55,6 +57,7 @@ def test_three_processes_never_hold_more_than_the_limit_at_once(where, counting)
     assert counting.peak <= 4
 
 
+@pytest.mark.slow
 def test_the_slots_of_a_killed_process_come_back_within_the_lease(where, counting):
     holder = job(where, counting.server_address[1], 0, "hold", lease=30)
     assert holder.stdout.readline() == b"held\n"

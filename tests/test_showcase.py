@@ -17,7 +17,10 @@ import pytest
 SHOWCASE = Path(__file__).parent.parent / "examples" / "showcase.py"
 PAGES, SAMPLE, AT_ONCE, QUOTA, KILL_AFTER = 12, 4, 4, 3, 5  # the showcase's FAST settings
 
-pytestmark = pytest.mark.timeout(240)  # the showcase starts a child process; CI can be slow
+pytestmark = [
+    pytest.mark.slow,  # the showcase in a process of its own, with its libraries: 10 s
+    pytest.mark.timeout(240),  # CI can be slow
+]
 
 
 def run_showcase(scratch: Path, *args: str) -> subprocess.CompletedProcess[str]:

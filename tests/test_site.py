@@ -18,6 +18,8 @@ import pytest
 
 from _support import CHROMIUM_ARGS
 
+pytestmark = pytest.mark.slow  # the site built by mkdocs, strict: 4 s
+
 ROOT = Path(__file__).parent.parent
 DOCS = ROOT / "docs"
 

@@ -12,6 +12,7 @@ from _support import dead_owner
 from braidflow import MemoryStore, RunRecord, SQLiteStore, Store, StoreError
 from braidflow.stores import CacheEntry, CacheStore, Checkpoint
 from braidflow.stores._owners import this_owner
+from conftest import POSTGRES
 
 # Another store runs the contract too: BRAIDFLOW_CONTRACT_STORE=module:function,
 # a function of the test's tmp_path that gives a new, empty store.
@@ -19,7 +20,7 @@ CUSTOM = os.environ.get("BRAIDFLOW_CONTRACT_STORE")
 
 
 @pytest.fixture(
-    params=["sqlite", "sqlite-durable", "memory", "postgres", *(["custom"] if CUSTOM else [])]
+    params=["sqlite", "sqlite-durable", "memory", POSTGRES, *(["custom"] if CUSTOM else [])]
 )
 def store(request, tmp_path):
     if request.param == "postgres":

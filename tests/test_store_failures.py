@@ -552,6 +552,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_a_run_of_a_killed_process_on_another_host_resumes_once_its_lease_expired(
     tmp_path, monkeypatch
 ):

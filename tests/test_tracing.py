@@ -627,6 +627,7 @@ def progress_of(path):
         return 0, False
 
 
+@pytest.mark.slow
 def test_the_timeline_of_a_run_killed_mid_batch_and_resumed_tells_what_happened(tmp_path):
     import os
     import signal

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # mypy from a cold cache: 20 s
+
 ROOT = Path(__file__).parent.parent
 SOURCE = ROOT / "src"
 

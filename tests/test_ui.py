@@ -433,6 +433,7 @@ def test_the_command_says_which_extra_it_needs(store_path, capsys, monkeypatch):
     assert "pip install 'braidflow[ui]'" in err
 
 
+@pytest.mark.slow
 def test_served_elsewhere_than_loopback_it_prints_a_token_and_asks_for_it(store_path):
     # 127.0.0.2 is this machine too, but not an address the dashboard trusts
     # without a token: as any other address, it gets one.
@@ -481,6 +482,7 @@ def test_events_come_a_page_at_a_time_and_filtered_by_kind(tmp_path):
     assert starts.count('<tr class="event') == item_starts
 
 
+@pytest.mark.slow
 def test_a_running_run_is_drained_from_its_page(tmp_path):
     import os
     import subprocess
