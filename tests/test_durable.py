@@ -1028,6 +1028,7 @@ async def test_no_item_starts_before_the_one_before_it_is_in_the_store(kind):
     assert store.written == set(range(6))
 
 
+@pytest.mark.slow  # a second: the period its events wait at most
 def test_a_run_s_recorded_events_are_in_the_store_while_it_waits(store):
     """A run killed while it waits on a call keeps the events before it: they
     are written within a second, not only with every 500th event or the end."""
