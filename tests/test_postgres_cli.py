@@ -145,6 +145,7 @@ def test_a_path_is_shown_as_given_and_names_no_database(tmp_path):
 # -- the command ------------------------------------------------------------------------
 
 
+@pytest.mark.postgres
 def test_run_runs_show_graph_timeline_resume_and_fork_against_a_url(work, url):
     failed = cli(work, "run", "flows.py:fragile", "--store", url, "--run-id", "r1")
     assert failed.returncode == 1, failed.stderr
@@ -182,6 +183,7 @@ def test_run_runs_show_graph_timeline_resume_and_fork_against_a_url(work, url):
     assert status(url, "r1b") == "completed"
 
 
+@pytest.mark.postgres
 def test_a_waiting_run_is_answered_with_the_store_in_the_environment(work, url):
     waiting = cli(work, "run", "flows.py:review", "--store", url, "--run-id", "r2")
     assert waiting.returncode == 3, waiting.stderr
@@ -192,6 +194,7 @@ def test_a_waiting_run_is_answered_with_the_store_in_the_environment(work, url):
     assert status(url, "r2") == "completed"
 
 
+@pytest.mark.slow  # a connection refused, then the command's start: 0.4 to 0.8 s each
 @pytest.mark.parametrize("command", [["runs"], ["show", "r1"], ["run", "flows.py:review"], ["ui"]])
 def test_a_database_that_cannot_be_reached_is_one_line_naming_it(work, command):
     pytest.importorskip("psycopg")
@@ -230,6 +233,7 @@ def test_a_key_value_dsn_is_refused_rather_than_made_a_file(work):
 # -- the dashboard ----------------------------------------------------------------------
 
 
+@pytest.mark.postgres
 def test_the_ui_command_serves_a_databases_runs_and_names_it_without_its_password(work, url):
     pytest.importorskip("uvicorn")
     assert cli(work, "run", "flows.py:fragile", "--store", url, "--run-id", "r1").returncode == 1
@@ -260,6 +264,7 @@ def test_the_ui_command_serves_a_databases_runs_and_names_it_without_its_passwor
     assert SECRET not in err
 
 
+@pytest.mark.postgres
 def test_the_ui_refuses_a_database_without_runs_and_makes_no_table(work, url):
     pytest.importorskip("uvicorn")
     said = refused(cli(work, "ui", "--store", url, "--port", "0"))
@@ -295,6 +300,7 @@ def _finish(client):
         thread.join(30)
 
 
+@pytest.mark.postgres
 def test_the_ui_reads_and_acts_on_a_databases_runs_as_on_a_files(work, url, monkeypatch):
     pytest.importorskip("starlette")
     pytest.importorskip("httpx")  # the test client
@@ -331,6 +337,7 @@ def test_the_ui_reads_and_acts_on_a_databases_runs_as_on_a_files(work, url, monk
     assert status(url, new) == "completed"
 
 
+@pytest.mark.postgres
 def test_a_running_run_in_a_database_is_drained_from_its_page(tmp_path, url):
     pytest.importorskip("starlette")
     pytest.importorskip("httpx")
