@@ -80,6 +80,45 @@ def steps(calls, drain_at=None):
     return bf.Flow(start=nodes[0])
 
 
+class AsksThenDrains(bf.AsyncParallelBatchNode):
+    """100 items, 5 at a time: item 3 asks a question; item 10 asks the run to drain."""
+
+    def __init__(self, calls):
+        super().__init__(name="items", max_concurrency=5)
+        self.calls = calls
+
+    async def prep_async(self, shared):
+        return list(range(100))
+
+    async def exec_async(self, item):
+        self.calls[item] += 1
+        if item == 3:
+            return bf.interrupt("item 3: go on?")
+        if item == 10:
+            bf.drain("run")
+        await asyncio.sleep(0)
+        return item
+
+    async def post_async(self, shared, prep_res, exec_res):
+        shared["results"] = exec_res
+
+
+def test_a_drain_while_an_item_waits_on_a_question_ends_drained_and_the_question_stays():
+    """A drain wins over a question asked in the same stage: the run ends
+    drained, and the resume runs on to the question, which is asked then."""
+    store, calls = bf.MemoryStore(), Counter()
+    with pytest.raises(Drained):
+        bf.AsyncFlow(start=AsksThenDrains(calls)).run({}, store=store, run_id="run")
+    assert store.get("run").status == "drained"
+    done_before = {item for item, count in calls.items() if item != 3}
+    with pytest.raises(bf.Suspended) as asked:  # nothing else stops it now
+        bf.AsyncFlow(start=AsksThenDrains(calls)).resume("run", store=store)
+    assert [question.prompt for question in asked.value.questions] == ["item 3: go on?"]
+    shared = bf.AsyncFlow(start=AsksThenDrains(calls)).resume("run", store=store, input="yes")
+    assert shared["results"] == [*range(3), "yes", *range(4, 100)]
+    assert all(calls[item] == 1 for item in done_before)  # what finished ran once
+
+
 def test_a_drained_chain_finishes_its_step_and_starts_no_other():
     store, calls = bf.MemoryStore(), Counter()
     shared = {}
