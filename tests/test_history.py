@@ -24,7 +24,9 @@ from braidflow import (
     StepRecord,
     StoreError,
     Suspended,
+    history,
     interrupt,
+    stored_state,
 )
 
 
@@ -538,3 +540,17 @@ def test_a_bad_update_says_it_must_be_a_dict(store):
     with pytest.raises(ResumeError, match="must be a dict of keys of shared"):
         flow.fork("r", store=store, update=[("n", 2)])
     assert flow.fork("r", store=store, at=0, update={"n": 2})["total"] == 2
+
+
+def test_history_and_state_need_no_flow():
+    store = MemoryStore()
+    first = Node(name="first")
+    first >> Node(name="second")
+    Flow(start=first, name="job").run({"x": 1}, store=store, run_id="r")
+    assert [step.node for step in history("r", store=store)] == ["first", "second"]
+    assert history("r", store=store) == Flow().history("r", store=store)
+    assert stored_state("r", store=store, at=0) == {"x": 1}
+    with pytest.raises(InvalidParameterError, match=r"braidflow.history\(\): store='r.db'"):
+        history("r", store="r.db")
+    with pytest.raises(InvalidParameterError, match="is not a braidflow Store"):
+        stored_state("r", store=None)

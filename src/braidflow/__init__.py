@@ -55,6 +55,8 @@ from ._policy import Retry as Retry
 from ._questions import Question as Question
 from ._run import PendingRun as PendingRun
 from ._shared_limits import SharedLimiter as SharedLimiter
+from ._stored import history as history
+from ._stored import stored_state as stored_state
 from ._threads import thread_limiter as thread_limiter
 from ._usage import Usage as Usage
 from ._views import MISSING as MISSING
@@ -150,9 +152,11 @@ __all__ = [
     "WiringError",
     "WiringWarning",
     "drain",
+    "history",
     "idempotency_key",
     "interrupt",
     "recorded_events",
+    "stored_state",
     "thread_limiter",
 ]
 

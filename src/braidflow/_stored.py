@@ -8,6 +8,7 @@ node on it, as `run` would, with the run rebuilt from its checkpoints.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -21,7 +22,7 @@ from .durable._history import StepRecord, StoredRun
 from .durable._travel import fork_run
 from .stores._base import Store
 
-__all__ = ["StoredRuns"]
+__all__ = ["StoredRuns", "history", "stored_state"]
 
 
 class StoredRuns:
@@ -183,7 +184,7 @@ class StoredRuns:
             StoreError: For an unknown run.
         """
         self._need_store(store, "history()")
-        return StoredRun(store, run_id).history()
+        return history(run_id, store=store)
 
     def state(self, run_id: str, *, store: Store, at: int | None = None) -> dict[Any, Any]:
         """``shared`` of stored run ``run_id`` as it was after step ``at`` (a
@@ -195,7 +196,7 @@ class StoredRuns:
             ResumeError: For a step that does not exist or did not finish.
         """
         self._need_store(store, "state()")
-        return StoredRun(store, run_id).state(at)
+        return stored_state(run_id, store=store, at=at)
 
     def fork(
         self,
@@ -248,3 +249,43 @@ class StoredRuns:
     async def _resume_top_async(self, scope: RunScope) -> Any:
         await run_top_async(self, scope)
         return dict(dict.items(scope.working))
+
+
+def history(run_id: str, *, store: Store) -> list[StepRecord]:
+    """The steps of stored run ``run_id``, in the order they finished, then
+    the step it is at (or stopped at) if it has not completed: see
+    `StepRecord`. Reads the store and changes nothing, so it works while the
+    run goes on in another process, and on a killed run. (``flow.history``
+    is the same, from a flow.)
+
+    Raises:
+        InvalidParameterError: If ``store`` is not a store.
+        StoreError: For an unknown run.
+    """
+    _check_store(store, "history")
+    return StoredRun(store, run_id).history()
+
+
+def stored_state(run_id: str, *, store: Store, at: int | None = None) -> dict[Any, Any]:
+    """``shared`` of stored run ``run_id`` as it was after step ``at`` (a
+    `StepRecord.number`; ``0``: as the run started; ``None``: after its latest
+    finished step). Changes nothing. (``flow.state`` is the same, from a flow.)
+
+    Raises:
+        InvalidParameterError: If ``store`` is not a store.
+        StoreError: For an unknown run.
+        ResumeError: For a step that does not exist, did not finish, or whose
+            state was not stored (``durability="async"`` or ``"exit"``).
+    """
+    _check_store(store, "stored_state")
+    return StoredRun(store, run_id).state(at)
+
+
+def _check_store(store: Any, what: str) -> None:
+    """Refuse what is not a store at all (none, or a path); any object with
+    the methods a look needs is one (StoredRun says which it lacks)."""
+    if store is None or isinstance(store, str | os.PathLike):
+        raise InvalidParameterError(
+            f"braidflow.{what}(): store={store!r} is not a braidflow Store; pass the store "
+            "the run was recorded in (SQLiteStore(path), PostgresStore(url), MemoryStore())"
+        )
