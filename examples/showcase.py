@@ -68,6 +68,7 @@ from braidflow import (
     Retry,
     SQLiteStore,
     StoreError,
+    history,
 )
 from braidflow.tracing import Timeline
 
@@ -475,7 +476,7 @@ def stored_pages(store_path: Path) -> int:
         return 0
     with SQLiteStore(store_path) as store:
         try:
-            steps = AsyncFlow().history(RUN_ID, store=store)  # any flow reads a run's history
+            steps = history(RUN_ID, store=store)
         except StoreError:  # not recorded yet
             return 0
     return max((step.items_done or 0 for step in steps if step.node == "pages"), default=0)
