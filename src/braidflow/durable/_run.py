@@ -227,7 +227,7 @@ class DurableRun:
         begun at ``started``) and what it changed, before the walk goes on."""
         tracking = type(target) is TrackingDict  # else a branch's view
         if tracking and not self.strict:
-            self.lax_step_done(frame, position, node, name, action, target, touched, started)
+            self._lax_step_done(frame, position, node, name, action, target, touched, started)
             return
         payload = _json_changes(target, touched) if self._json and tracking else None
         if payload is None:
@@ -248,7 +248,7 @@ class DurableRun:
         )
         self.writer.write([row])
 
-    def lax_step_done(
+    def _lax_step_done(
         self,
         frame: str,
         position: int,
