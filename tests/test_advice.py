@@ -11,6 +11,7 @@ Wiring and classes
     _flow.Flow._reached_async ......... test_a_sync_flow_reaching_an_async_node_*
     engine._sync.node_step ............ test_private_sync_run_of_an_async_node_*
     _plan.Plan (async def on sync) .... test_async_def_on_a_sync_kind_names_its_async_variant
+    _plan (an unused async phase) ..... tests/test_async.py::test_an_async_phase_of_a_sync_*
     _node._checked_init ............... tests/test_node_init.py (every test there)
     _branches._heads (>> in fan-out) .. tests/test_wiring.py::test_a_branch_wired_inside_*,
                                         test_a_left_side_that_makes_a_new_node_*
@@ -49,8 +50,12 @@ Durable runs
     durable._run (items changed, fingerprints, values
                   that cannot be saved) ................. test_durable_*
     durable._history (a store with no read(), a step
-                      that is not there) ................ tests/test_history.py::
-        test_a_store_without_read_*, test_a_step_that_is_not_there_is_refused
+                      that is not there, a step whose state
+                      an async or exit run did not store) tests/test_history.py::
+        test_a_store_without_read_*, test_a_step_that_is_not_there_is_refused;
+        tests/test_lax_steps.py::test_the_history_lists_every_step_*
+    _stored (history and stored_state given no store) .. tests/test_history.py::
+        test_history_and_state_need_no_flow
     durable._travel (rename=, migrate=, update=, another
                      graph at a fork) ................... tests/test_history.py::
         test_bad_resume_options_*, test_migrate_may_return_*, test_a_bad_update_*,

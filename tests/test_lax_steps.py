@@ -90,6 +90,13 @@ def test_the_history_lists_every_step_and_has_the_state_the_run_ended_with(durab
         bf.Flow().state("run", store=store, at=2)
     assert "steps 0 and 5 have one" in str(caught.value)
     assert "durability='sync'" in str(caught.value)
+    # As it says: the same run with durability="sync" has every step's state.
+    flow.run(start(), store=store, run_id="strict", durability="sync")
+    assert bf.Flow().state("strict", store=store, at=2) == {
+        "total": 1,
+        "seen": [0, 1],
+        "last": "n1",
+    }
 
 
 @pytest.mark.parametrize("durability", LAX)
