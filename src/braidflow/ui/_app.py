@@ -125,20 +125,15 @@ def create_app(
             )
         return HTMLResponse(text, headers={"Content-Security-Policy": timeline_policy})
 
-    async def resume(request: Request) -> Response:
-        form = await _form(request)
+    async def act_on_run(request: Request, form: Any, act: Callable[[Any], Any]) -> Response:
+        """An action on a run (``act(record)``), the form's token checked: the
+        run's page again, or what refused it."""
         run_id = request.path_params["run_id"]
         if not _csrf_ok(form.get("csrf"), csrf):
             return _refused()
-        answer = form.get("answer")
-        answers = {
-            name.removeprefix("answer-"): text
-            for name, text in form.items()
-            if name.startswith("answer-") and text.strip()
-        }
         try:
             record = await run_in_threadpool(store.get, run_id)
-            await run_in_threadpool(actions.resume, record, answer, answers)
+            await run_in_threadpool(act, record)
         except StoreError as error:
             return page(request, "missing.html", 404, run_id=run_id, said=str(error))
         except ActionError as error:
@@ -147,21 +142,20 @@ def create_app(
             return await run_in_threadpool(_show_run, request, view, page, actions, said, 400)
         return RedirectResponse(f"/runs/{_quoted(run_id)}", status_code=303)
 
-    async def drain(request: Request) -> Response:
+    async def resume(request: Request) -> Response:
         form = await _form(request)
-        run_id = request.path_params["run_id"]
-        if not _csrf_ok(form.get("csrf"), csrf):
-            return _refused()
-        try:
-            record = await run_in_threadpool(store.get, run_id)
-            await run_in_threadpool(actions.drain, record)
-        except StoreError as error:
-            return page(request, "missing.html", 404, run_id=run_id, said=str(error))
-        except ActionError as error:
-            view = await run_in_threadpool(read_run, run_id)
-            said = str(error)
-            return await run_in_threadpool(_show_run, request, view, page, actions, said, 400)
-        return RedirectResponse(f"/runs/{_quoted(run_id)}", status_code=303)
+        answer = form.get("answer")
+        answers = {
+            name.removeprefix("answer-"): text
+            for name, text in form.items()
+            if name.startswith("answer-") and text.strip()
+        }
+        return await act_on_run(
+            request, form, lambda record: actions.resume(record, answer, answers)
+        )
+
+    async def drain(request: Request) -> Response:
+        return await act_on_run(request, await _form(request), actions.drain)
 
     async def fork(request: Request) -> Response:
         form = await _form(request)
