@@ -18,7 +18,7 @@ import asyncio
 import random
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from ._errors import InvalidParameterError, RunError, StoreError
@@ -269,20 +269,27 @@ class SharedLimiter(Limiter):
             Limiter.release(self)
             raise
 
+    def _pauses(self, waiter: _Waiter) -> Iterator[float]:
+        """Ask the database for a slot until one is taken; between asks, the
+        pause to wait (``waiter`` ends it early when a slot is given back here).
+        The async and the blocking waits both follow it."""
+        backoff = FIRST_POLL
+        while True:
+            waiter.arm()  # before asking: a slot given back meanwhile ends the pause
+            slot, wait = self._take()
+            if slot is not None:
+                self._note(slot)
+                return
+            self._start_listening()
+            pause, backoff = self._pause(wait, backoff)
+            yield pause
+
     async def _ask_until_taken(self) -> None:
         loop = asyncio.get_running_loop()
         waiter = _Waiter(loop)
-        backoff = FIRST_POLL
         self._poller = waiter
         try:
-            while True:
-                waiter.arm()  # before asking: a slot given back meanwhile ends the pause
-                slot, wait = self._take()
-                if slot is not None:
-                    self._note(slot)
-                    return
-                self._start_listening()
-                pause, backoff = self._pause(wait, backoff)
+            for pause in self._pauses(waiter):
                 future = waiter.future
                 assert future is not None
                 timer = loop.call_later(pause, _resolve, future)
@@ -302,17 +309,9 @@ class SharedLimiter(Limiter):
             self._asking._acquire_queued_blocking((), node, index)
             try:
                 waiter = _Waiter(None)
-                backoff = FIRST_POLL
                 self._poller = waiter
                 try:
-                    while True:
-                        waiter.arm()
-                        slot, wait = self._take()
-                        if slot is not None:
-                            self._note(slot)
-                            return
-                        self._start_listening()
-                        pause, backoff = self._pause(wait, backoff)
+                    for pause in self._pauses(waiter):
                         event = waiter.event
                         assert event is not None
                         event.wait(pause)
