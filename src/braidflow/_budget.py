@@ -9,7 +9,6 @@ suspending it as ``waiting`` until it is resumed with a higher budget.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Generator
 from contextvars import ContextVar
@@ -17,6 +16,7 @@ from typing import Any
 
 from ._context import RUN
 from ._errors import BudgetExceeded, InvalidParameterError
+from ._options import check_number
 from ._usage import Spend, Usage
 
 __all__ = [
@@ -79,14 +79,9 @@ class Budget:
             isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0
         ):
             raise InvalidParameterError(f"Budget: tokens={tokens!r} must be an int >= 0, or None")
-        if cost is not None and (
-            isinstance(cost, bool)
-            or not isinstance(cost, int | float)
-            or not math.isfinite(cost)
-            or cost < 0
-        ):
-            raise InvalidParameterError(
-                f"Budget: cost={cost!r} must be a finite number >= 0, or None"
+        if cost is not None:
+            check_number(
+                cost, f"Budget: cost={cost!r}", "a finite number >= 0, or None", at_least=0
             )
         if tokens is None and cost is None:
             raise InvalidParameterError("Budget: give tokens=, cost= or both")

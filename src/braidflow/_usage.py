@@ -7,13 +7,13 @@ and, if the run is observed, emits a ``usage`` event.
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 from ._context import ATTEMPT, PATH, RUN, current_item, observed
 from ._errors import InvalidParameterError
+from ._options import check_number
 from ._weights import correct_claims
 
 __all__ = ["Spend", "Usage", "report", "usage_of"]
@@ -51,14 +51,12 @@ class Usage:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InvalidParameterError(f"Usage: {name}={value!r} must be an int >= 0")
         cost = self.cost
-        if cost is not None and (
-            isinstance(cost, bool)
-            or not isinstance(cost, int | float)
-            or not math.isfinite(cost)
-            or cost < 0
-        ):
-            raise InvalidParameterError(
-                f"Usage: cost={cost!r} must be a finite number >= 0, or None if not known"
+        if cost is not None:
+            check_number(
+                cost,
+                f"Usage: cost={cost!r}",
+                "a finite number >= 0, or None if not known",
+                at_least=0,
             )
         if self.model is not None and not isinstance(self.model, str):
             raise InvalidParameterError(f"Usage: model={self.model!r} must be a string or None")
