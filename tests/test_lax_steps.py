@@ -8,6 +8,7 @@ has the state only where one was stored."""
 import itertools
 import subprocess
 import sys
+from array import array
 from collections import Counter
 from typing import TypedDict
 
@@ -15,6 +16,8 @@ import pytest
 
 import braidflow as bf
 from braidflow import ResumeError, SQLiteStore
+from braidflow.durable._lax import StepColumns, expand
+from braidflow.stores import Checkpoint
 
 LAX = ["async", "exit"]
 
@@ -255,3 +258,51 @@ def test_a_step_that_leaves_a_value_the_store_cannot_hold_fails_and_keeps_nothin
 
     shared = flow().resume("run", store=store, migrate=without_client, durability=durability)
     assert shared == {"total": 1, "seen": [0, 1], "last": "n1"}
+
+
+def test_steps_kept_in_columns_come_back_as_they_were_however_the_rows_are_cut():
+    # Taken in the middle of a walk (an async batch), then on; another walk
+    # between; two classes; an action given now and then.
+    columns = StepColumns()
+    kept = []
+    for position in range(5):
+        action = '"again"' if position == 3 else None
+        kind = "Look" if position % 2 else "Add"
+        columns.add("0:job", position, (f"n{position}", kind, action, 10.0 + position, 10.5))
+        if position == 1:
+            kept += columns.take()
+        if position == 2:
+            columns.add("0:job/2:inner", 0, ("deep", "Add", None, 20.0, 20.5))
+    kept += columns.take()
+    steps = [
+        (row.frame, row.position, row.node, row.node_class, row.action, row.started)
+        for row in expand(kept)
+    ]
+    assert steps == [
+        ("0:job", 0, "n0", "Add", None, 10.0),
+        ("0:job", 1, "n1", "Look", None, 11.0),
+        ("0:job", 2, "n2", "Add", None, 12.0),
+        ("0:job/2:inner", 0, "deep", "Add", None, 20.0),
+        ("0:job", 3, "n3", "Look", '"again"', 13.0),
+        ("0:job", 4, "n4", "Add", None, 14.0),
+    ]
+    # Each row stands where its last step stands.
+    assert [(row.frame, row.position, row.node) for row in kept] == [
+        ("0:job", 1, "n1"),
+        ("0:job", 2, "n2"),
+        ("0:job/2:inner", 0, "deep"),
+        ("0:job", 4, "n4"),
+    ]
+
+
+def test_a_row_of_steps_in_the_first_format_is_still_read():
+    # The first lax runs wrote the four lists as they were.
+    times = array("d", [1.0, 2.0, 1.5, 2.5])
+    if sys.byteorder != "little":
+        times.byteswap()
+    payload = b'[[0,1],["a","b"],["A","B"],[null,"\\"go\\""]]\n' + times.tobytes()
+    row = Checkpoint("steps", "0:job", 1, "b", "B", None, payload, 1.0, 2.5)
+    assert [(r.position, r.node, r.node_class, r.action, r.ended) for r in expand([row])] == [
+        (0, "a", "A", None, 1.5),
+        (1, "b", "B", '"go"', 2.5),
+    ]

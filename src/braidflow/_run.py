@@ -145,7 +145,7 @@ class RunScope:
         self.shared = shared
         self.observers = observers_of(observers, node)
         describe = node._describe()
-        if store is not None and not isinstance(store, Store):
+        if store is not None and not _is_store(store):
             raise InvalidParameterError(
                 f"{describe}: store={store!r} is not a braidflow Store; pass SQLiteStore(path) "
                 "(from braidflow.stores) or another Store",
@@ -449,6 +449,20 @@ class PendingRun(Coroutine[Any, Any, Any]):
 
 async def _closed() -> None:
     """Stands in for the coroutine of a run closed before it started."""
+
+
+_STORE_TYPES: set[type] = set()  # the classes whose instances were found to be stores
+
+
+def _is_store(store: Any) -> bool:
+    """Whether ``store`` is a `Store` (checked once per class: the protocol's
+    check looks at every method, and costs more than a short durable run)."""
+    if type(store) in _STORE_TYPES:
+        return True
+    if isinstance(store, Store):
+        _STORE_TYPES.add(type(store))
+        return True
+    return False
 
 
 _NEVER_STARTED = _closed()

@@ -24,7 +24,10 @@ from ._tracking import EVERY_KEY, TrackingDict
 __all__ = ["STEPS", "Settled", "StepColumns", "expand"]
 
 STEPS = "steps"  # the kind of a row of steps kept as columns
-_AS_IS = frozenset({str, int, bool, type(None)})  # values a step cannot change in place
+# The types of values a step cannot change in place (MISSING: a deleted key).
+_KEPT = frozenset({str, int, bool, type(None), type(MISSING)})
+_ALL = EVERY_KEY
+get = dict.get
 
 
 class _Encoded:
@@ -53,14 +56,25 @@ class Settled:
             CheckpointError: If a value cannot be stored (naming the node);
                 nothing of the step is noted then (its step failed).
         """
+        values = self.values
+        if _ALL not in touched:
+            # The common case first: every value kept as it is (a look at
+            # each, then the notes; nothing is noted before all are seen).
+            for key in touched:
+                if type(key) is not str or type(get(shared, key, MISSING)) not in _KEPT:
+                    break
+            else:
+                for key in touched:
+                    values[key] = get(shared, key, MISSING)
+                return
         noted = {}
-        for key in shared.touched(touched) if EVERY_KEY in touched else touched:
-            value = dict.get(shared, key, MISSING)
-            if (type(value) in _AS_IS and type(key) is str) or value is MISSING:
+        for key in shared.touched(touched) if _ALL in touched else touched:
+            value = get(shared, key, MISSING)
+            if type(value) in _KEPT and type(key) is str:
                 noted[key] = value  # never changed in place: kept as it is
             else:
                 noted[key] = _Encoded(encode_key_value(self.codec, key, value, node))
-        self.values.update(noted)
+        values.update(noted)
 
     def row(self, last: Checkpoint) -> list[Checkpoint]:
         """The ``state`` row of what changed, if anything did, to follow
@@ -91,43 +105,60 @@ class Settled:
 
 class StepColumns:
     """Steps finished one after another in one walk, kept to be written as
-    one row: (position, name, class, action, started, ended) each."""
+    one row: (name, class, action, started, ended) each, their positions
+    following each other from `first`."""
 
-    __slots__ = ("done", "frame", "steps")
+    __slots__ = ("done", "first", "frame", "next", "steps")
 
     def __init__(self) -> None:
         self.done: list[Checkpoint] = []  # rows of earlier walks' steps, in order
         self.frame: str | None = None
-        self.steps: list[tuple[int, str, str, str | None, float, float]] = []
+        self.first = self.next = 0  # the position of the first step kept, of the next
+        self.steps: list[tuple[str, str, str | None, float, float]] = []
 
-    def add(self, frame: str, step: tuple[int, str, str, str | None, float, float]) -> None:
-        if frame != self.frame:
+    def add(
+        self, frame: str, position: int, step: tuple[str, str, str | None, float, float]
+    ) -> None:
+        """Keep the step at ``position`` of the walk ``frame`` (a step that
+        does not follow the last one kept begins a row of its own)."""
+        if frame != self.frame or position != self.next:
             if self.steps:
                 self.done.append(self._row())
             self.frame = frame
+            self.first = position
+        self.next = position + 1
         self.steps.append(step)
 
     def _row(self) -> Checkpoint:
         steps, self.steps = self.steps, []
-        positions, names, classes, actions, started, ended = zip(*steps, strict=True)
-        # The texts as JSON, a line; the times after it as doubles (as text,
-        # they would cost more than all the rest).
+        first, self.first = self.first, self.next  # the next row's steps follow these
+        names, classes, actions, started, ended = zip(*steps, strict=True)
+        # The texts as JSON, a line: the names, each class once (and which is
+        # whose when there are several), the actions given; then the times
+        # as doubles (as text, they would cost more than all the rest).
+        kinds = list(dict.fromkeys(classes))
+        texts: dict[str, Any] = {"first": first, "names": names, "classes": kinds}
+        if len(kinds) > 1:
+            which = {kind: index for index, kind in enumerate(kinds)}
+            texts["class_of"] = [which[kind] for kind in classes]
+        given = {index: action for index, action in enumerate(actions) if action is not None}
+        if given:
+            texts["actions"] = given
         times = array("d", started)
         times.extend(ended)
         if sys.byteorder != "little":  # stored little-endian, as the run log is
             times.byteswap()
-        texts = json.dumps([positions, names, classes, actions], separators=(",", ":"))
         last = steps[-1]
         return Checkpoint(  # where the last step stands
             STEPS,
             self.frame or "",
+            first + len(steps) - 1,
             last[0],
             last[1],
-            last[2],
             None,
-            b"%b\n%b" % (texts.encode(), times.tobytes()),
+            b"%b\n%b" % (json.dumps(texts, separators=(",", ":")).encode(), times.tobytes()),
             started[0],
-            last[5],
+            last[4],
         )
 
     def take(self) -> list[Checkpoint]:
@@ -150,7 +181,7 @@ def expand(rows: list[Checkpoint]) -> list[Checkpoint]:
             expanded.append(row)
             continue
         text, _, doubles = row.payload.partition(b"\n")
-        positions, names, classes, actions = json.loads(text)
+        positions, names, classes, actions = _columns(json.loads(text))
         times = array("d")
         times.frombytes(doubles)
         if sys.byteorder != "little":
@@ -167,3 +198,24 @@ def expand(rows: list[Checkpoint]) -> list[Checkpoint]:
             )
         ]
     return expanded
+
+
+def _columns(texts: Any) -> tuple[list[int], list[str], list[str], list[str | None]]:
+    """A ``steps`` row's positions, names, classes and actions. (A row
+    written by the first lax runs, before the format below, holds the four
+    lists as they are.)"""
+    if type(texts) is list:
+        positions, names, classes, actions = texts
+        return positions, names, classes, actions
+    names = texts["names"]
+    count = len(names)
+    kinds = texts["classes"]
+    which = texts.get("class_of")
+    given = texts.get("actions", {})
+    first = texts["first"]
+    return (
+        list(range(first, first + count)),
+        names,
+        [kinds[0]] * count if which is None else [kinds[index] for index in which],
+        [given.get(str(index)) for index in range(count)],
+    )

@@ -14,7 +14,7 @@ from time import monotonic, time
 from typing import Any
 from zlib import crc32
 
-from .._context import STEP, AttemptState
+from .._context import STEP, AttemptState, StepAt
 from .._errors import CheckpointError, ResumeError
 from .._isolation import MISSING
 from .._views import SharedView
@@ -42,6 +42,7 @@ class DurableRun:
         self.run_id = run_id
         self.codec = Codec(store.serializer)
         self.writer = CheckpointWriter(store, run_id, self.codec, durability)
+        self.batch_lock = self.writer.batch_lock
         self.strict = durability == "sync"  # every checkpoint in the store before going on
         self.batched = durability == "async"  # written in batches as the run goes
         # async and exit: a step of the run's own shared records no changes
@@ -61,7 +62,7 @@ class DurableRun:
         self.answers = self.recorded.answers
         self.calls: dict[str, int] = {}
         self.attempts: dict[str, tuple[AttemptState, int, int]] = {}
-        self.at: str | None = None  # the step that started last
+        self.at: StepAt | None = None  # the step that started last (where its walk is)
         self._failures: list[tuple[BaseException, str]] = []  # and the step each came from
         self._json = self.codec.kind == "json"
         # What the run's calls used in its earlier parts (resuming), and the
@@ -180,7 +181,7 @@ class DurableRun:
         for seen, key in self._failures:
             if seen is error:
                 return step_path(key)
-        return None if self.at is None else step_path(self.at)
+        return None if self.at is None else step_path(self.at.key)
 
     # -- steps ---------------------------------------------------------------------
 
@@ -226,9 +227,6 @@ class DurableRun:
         """Record a finished step (``node``, whose display name is ``name``,
         begun at ``started``) and what it changed, before the walk goes on."""
         tracking = type(target) is TrackingDict  # else a branch's view
-        if tracking and not self.strict:
-            self._lax_step_done(frame, position, node, name, action, target, touched, started)
-            return
         payload = _json_changes(target, touched) if self._json and tracking else None
         if payload is None:
             payload = self.codec.pack(changed_keys(self.codec, target, name, touched))
@@ -248,37 +246,41 @@ class DurableRun:
         )
         self.writer.write([row])
 
-    def _lax_step_done(
-        self,
-        frame: str,
-        position: int,
-        node: Any,
-        name: str,
-        action: Any,
-        shared: TrackingDict,
-        touched: set[Any],
-        started: float,
-    ) -> None:
-        """`step_done` for a step of the run's own ``shared`` under async or
-        exit: the values of the keys it touched are noted and its row kept
-        in columns (see _lax); it is written with the next batch."""
+    def lax_step_done(self, at: Any, node: Any, action: Any) -> None:
+        """Record a finished step of the run's own ``shared`` under async or
+        exit (where `step_done` records the others), at the walk's step
+        ``at`` (its `StepCheckpoints`), and move it on: the values of the
+        keys it touched are noted and its row kept in columns (see _lax);
+        it is written with the next batch.
+
+        Raises:
+            CheckpointError: If its action or a value it left cannot be stored.
+        """
+        name = at.name
         step = (
-            position,
             name,
             type(node).__qualname__,
             None if action is None else action_text(action, name),
-            started,
+            at.started,
             time(),
         )
+        touched = at.touched
         columns = self.columns
-        with self.writer.batch_lock:  # a batch may be written from a worker thread
-            self.settled.note(shared, touched, name)
-            if frame == columns.frame:
+        with self.batch_lock:  # a batch may be written from a worker thread
+            if touched:
+                self.settled.note(at.target, touched, name)
+                touched.clear()
+            position = at.position
+            if position == columns.next and at.frame == columns.frame:
+                columns.next = position + 1
                 columns.steps.append(step)
             else:
-                columns.add(frame, step)
+                columns.add(at.frame, position, step)
+        at.position = position + 1
         if self.batched:
             self.writer.tick(len(columns.steps))
+        if node._bf_strict:  # durability="sync" for this node
+            self.sync()
 
     # -- items -------------------------------------------------------------------------
 

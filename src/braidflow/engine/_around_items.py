@@ -127,6 +127,7 @@ class ItemCheckpoints:
         "batch",
         "durable",
         "flow",
+        "key",
         "node",
         "recorded",
         "results",
@@ -149,10 +150,11 @@ class ItemCheckpoints:
         self.node = node
         self.runs_in = runs_in
         self.results = results
-        self.step = STEP.get()
+        self.step = step = STEP.get()
+        self.key = key = step.key
         total = item_total(items)  # kept with the items, for the run's history
-        self.batch = (self.step.key, id(node), None if total is None else str(total["total"]))
-        self.recorded = durable.recorded_items(self.step.key)
+        self.batch = (key, id(node), None if total is None else str(total["total"]))
+        self.recorded = durable.recorded_items(key)
         self.flow = node._bf_is_flow  # a parameter set's sub-flow walks a frame of its own
         # Whether a runner waits for an item's commit before it goes on: under
         # durability="sync"; a node that asks for it in another run writes at once.
@@ -168,8 +170,7 @@ class ItemCheckpoints:
         fingerprint = self.durable.fingerprint(item, index, self.node)
         runs_in = self.runs_in
         if self.flow:
-            step = self.step
-            token = STEP.set(StepAt(f"{step.key}[{index}]", step.touched))
+            token = STEP.set(StepAt(f"{self.key}[{index}]", self.step.touched))
             return (index, fingerprint, None, token, False)
         if runs_in == "task":  # its context is its own, and ends with it
             ITEM.set(index)

@@ -43,13 +43,14 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
     observing = run if run is not None and run.observers else None
     durable = run.durable if run is not None else None
     step = STEP.get()
+    at = step.key
     path = PATH.get() or (parallel._display_name(),)
     # Resuming: a branch that finished before is not run again; its
     # recorded changes are merged as its view's would be.
     finished: dict[int, dict[Any, Any]] = {}
     if durable is not None:
         for index in range(len(walkers)):
-            changes = durable.recorded_branch(step.key, index)
+            changes = durable.recorded_branch(at, index)
             if changes is not None:
                 finished[index] = changes
     # A branch that asks (``interrupt``) stops alone: the others run on, and
@@ -61,14 +62,14 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
         scope = BranchScope(observing, name, (*path, name)) if observing is not None else None
         token = None
         if durable is not None:
-            token = STEP.set(StepAt(f"{step.key}/b{index}:{name}", step.touched))
+            token = STEP.set(StepAt(f"{at}/b{index}:{name}", step.touched))
         try:
             # From sync code the branches run on a private loop, their sync
             # nodes in threads, and an async node is out of place.
             view = views[index] if state is None else state.view(views[index])
             result = yield from walk(walkers[index], view, params, offload or from_sync, from_sync)
             if durable is not None:
-                durable.branch_done(step.key, index, name, parallel, result, views[index])
+                durable.branch_done(at, index, name, parallel, result, views[index])
         except DrainStop as stop:  # the others finish their step; the fork then stops
             if scope is not None:
                 scope.end(stop)

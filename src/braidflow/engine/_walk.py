@@ -21,6 +21,7 @@ from .._state_views import store_under
 from .._views import SharedView
 from .._wiring import route
 from ..durable._drain import DrainStop
+from ..durable._tracking import TrackingDict
 from ._effects import MAYBE_AWAIT, NODE, PARALLEL
 from ._items import batch_items, sequential
 from ._observe import StepScope
@@ -31,29 +32,47 @@ __all__ = ["StepCheckpoints", "flow_stage", "typed_stage", "walk"]
 Steps = Generator[tuple[Any, ...], Any, Any]
 
 
-class StepCheckpoints:
+class StepCheckpoints(StepAt):
     """A walk's part of a durable run: it skips the steps that finished before
-    (resuming) and records each step that finishes now."""
+    (resuming) and records each step that finishes now.
+
+    It is also where the walk's code runs (`STEP`, set once for the walk):
+    the step running now, moved on as each step begins, and the keys of
+    ``shared`` it touched (emptied when it is recorded): a step costs no
+    object and no context switch of its own."""
 
     __slots__ = (
+        "drain",
         "durable",
         "frame",
-        "key",
+        "lax",
         "name",
         "position",
         "recorded",
         "replaying",
         "started",
-        "token",
-        "touched",
+        "target",
     )
 
-    def __init__(self, durable: Any) -> None:
+    def __init__(self, durable: Any, shared: Any) -> None:
         self.durable = durable
+        self.drain = durable.drain
         self.frame = STEP.get().key
         self.recorded = durable.steps_in(self.frame)
         self.replaying = len(self.recorded)  # while position is below: steps to skip
         self.position = 0
+        self.name = ""
+        self.touched = set()  # what the running step reads and writes in shared
+        # What the steps record of: the store itself, in a typed flow the
+        # store under its view. Under async or exit, a step of the run's own
+        # store is recorded the cheap way (durable.lax_step_done).
+        self.target = target = store_under(shared)
+        self.lax = not durable.strict and type(target) is TrackingDict
+
+    @property
+    def key(self) -> str:
+        """The running step's key: ``frame/position:name``."""
+        return f"{self.frame}/{self.position}:{self.name}"
 
     def replayed(self, node: Any, shared: Any) -> Any:
         """Skip this step, which finished before (position < replaying): its action."""
@@ -67,35 +86,29 @@ class StepCheckpoints:
         Raises:
             DrainStop: If the run was asked to drain: no new step starts.
         """
-        drain = self.durable.drain
+        drain = self.drain
         if drain.asked or monotonic() >= drain.next_poll:  # its stopping(), made cheap
             if drain.stopping():
                 raise DrainStop
         self.name = name
         self.started = time()
-        self.key = key = f"{self.frame}/{self.position}:{name}"
-        self.durable.at = key
-        self.touched: set[Any] = set()  # what this step reads and writes in shared
-        self.token = STEP.set(StepAt(key, self.touched))
+        self.durable.at = self
 
     def failed(self, error: BaseException) -> None:
         """Note the step a failure came from (the innermost sees it first)."""
         self.durable.failed_in(error, self.key)
 
-    def done(self, node: Any, action: Any, shared: Any) -> None:
+    def done(self, node: Any, action: Any) -> None:
+        """Record the step that finished; the next one begins at the next
+        position. (A lax walk's steps are `DurableRun.lax_step_done`'s.)"""
         durable = self.durable
+        touched = self.touched
         durable.step_done(
-            self.frame,
-            self.position,
-            node,
-            self.name,
-            action,
-            store_under(shared),  # in a typed flow, the store under its view
-            self.touched,
-            self.started,
+            self.frame, self.position, node, self.name, action, self.target, touched, self.started
         )
+        touched.clear()
         self.position += 1
-        if node._bf_strict and not durable.strict:  # durability="sync" in a laxer run
+        if node._bf_strict and not durable.strict:  # durability="sync" in a view's walk
             durable.sync()
 
 
@@ -115,66 +128,74 @@ def walk(flow: Any, shared: Any, params: dict[str, Any], offload: bool, sync_onl
             node=flow._display_name(),
         )
     run = RUN.get()
-    observing = run if run is not None and run.observers else None
     durable = run.durable if run is not None else None
+    observing = run if run is not None and run.observers else None
     names = run.names_in(node) if run is not None and (observing or durable) else None
-    checkpoints = StepCheckpoints(durable) if durable is not None else None
+    checkpoints = StepCheckpoints(durable, shared) if durable is not None else None
+    # Under async or exit, the steps of the run's own shared: DurableRun.lax_step_done.
+    lax_done: Any = checkpoints.durable.lax_step_done if checkpoints and checkpoints.lax else None
+    # In a durable run, the walk's code runs at its checkpoints' step (STEP).
+    token = STEP.set(checkpoints) if checkpoints is not None else None
     path = PATH.get()
     plain_routing = not flow._bf_plan.custom_routing
     new = object.__new__
     action = None
-    while node is not None:
-        original = node
-        plan = node._bf_plan
-        if plan.copy_plain:  # copy.copy's result and set_params', made directly
-            state = original.__dict__.copy()
-            state["params"] = params
-            if names is not None:
-                state["_bf_display"] = names.get(id(original))
-            node = new(node.__class__)
-            node.__dict__ = state
-        else:
-            node = copy_node(node)
-            node.set_params(params)
-            if names is not None:
-                node.__dict__["_bf_display"] = names.get(id(original))
-        if sync_only and node._bf_async:
-            raise flow._reached_async(node)
-        if checkpoints is not None:
-            if checkpoints.position < checkpoints.replaying:  # it finished before
-                action = checkpoints.replayed(node, shared)
-                node = flow.get_next_node(node, action)
-                continue
-            checkpoints.begin(node._display_name())
-        step = None
-        if observing is not None:
-            name = node._display_name()
-            step = StepScope(observing, name, (*path, name))
-        try:
+    try:
+        while node is not None:
+            original = node
+            plan = node._bf_plan
+            if plan.copy_plain:  # copy.copy's result and set_params', made directly
+                state = original.__dict__.copy()
+                state["params"] = params
+                if names is not None:
+                    state["_bf_display"] = display = names.get(id(original))
+                node = new(node.__class__)
+                node.__dict__ = state
+            else:
+                node = copy_node(node)
+                node.set_params(params)
+                if names is not None:
+                    node.__dict__["_bf_display"] = display = names.get(id(original))
+            if sync_only and node._bf_async:
+                raise flow._reached_async(node)
+            if checkpoints is not None:
+                if checkpoints.position < checkpoints.replaying:  # it finished before
+                    action = checkpoints.replayed(node, shared)
+                    node = flow.get_next_node(node, action)
+                    continue
+                # (a durable run names its nodes: display is this one's name)
+                checkpoints.begin(display or node._display_name())
+            step = None
+            if observing is not None:
+                name = node._display_name()
+                step = StepScope(observing, name, (*path, name))
             try:
                 action = yield (NODE, node, None, shared, offload, plan)
-            finally:
                 if checkpoints is not None:
-                    STEP.reset(checkpoints.token)
-            if checkpoints is not None:
-                checkpoints.done(node, action, shared)
-        except BaseException as error:
-            if isinstance(error, Exception):
-                if checkpoints is not None:
-                    checkpoints.failed(error)
-                add_note(error, f"{node._describe()} failed in {flow._describe()}")
+                    if lax_done is not None:
+                        lax_done(checkpoints, node, action)
+                    else:
+                        checkpoints.done(node, action)
+            except BaseException as error:
+                if isinstance(error, Exception):
+                    if checkpoints is not None:
+                        checkpoints.failed(error)
+                    add_note(error, f"{node._describe()} failed in {flow._describe()}")
+                if step is not None:
+                    step.end(error)
+                raise
             if step is not None:
-                step.end(error)
-            raise
-        if step is not None:
-            step.end()
-        if plain_routing:  # route(), without its call when the action is wired
-            try:
-                node = node.successors[action or "default"]
-            except (KeyError, TypeError):
-                node = route(node, action)
-        else:
-            node = flow.get_next_node(node, action)
+                step.end()
+            if plain_routing:  # route(), without its call when the action is wired
+                try:
+                    node = node.successors[action or "default"]
+                except (KeyError, TypeError):
+                    node = route(node, action)
+            else:
+                node = flow.get_next_node(node, action)
+    finally:
+        if token is not None:
+            STEP.reset(token)
     return action
 
 
