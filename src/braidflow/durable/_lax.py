@@ -21,13 +21,14 @@ from ..stores._base import LAX, Checkpoint
 from ._codec import Codec, encode_key_value
 from ._tracking import EVERY_KEY, TrackingDict
 
-__all__ = ["STEPS", "Settled", "StepColumns", "expand"]
+__all__ = ["KEPT", "STEPS", "Settled", "StepColumns", "expand"]
 
 STEPS = "steps"  # the kind of a row of steps kept as columns
-# The types of values a step cannot change in place (MISSING: a deleted key).
-_KEPT = frozenset({str, int, bool, type(None), type(MISSING)})
+# The types of values a step cannot change in place (MISSING: a deleted key):
+# noted as they are, where others are encoded at once.
+KEPT = frozenset({str, int, bool, type(None), type(MISSING)})
 _ALL = EVERY_KEY
-get = dict.get
+get = dict.get  # a TrackingDict read as a dict: reading marks nothing
 
 
 class _Encoded:
@@ -50,31 +51,21 @@ class Settled:
 
     def note(self, shared: TrackingDict, touched: set[Any], node: str) -> None:
         """Note the values the keys a step of ``node`` touched (``touched``,
-        its set) have in ``shared`` after it.
+        its set) have in ``shared`` after it. (`DurableRun.lax_step_done`
+        notes them itself when every value is of a type in `KEPT`.)
 
         Raises:
             CheckpointError: If a value cannot be stored (naming the node);
                 nothing of the step is noted then (its step failed).
         """
-        values = self.values
-        if _ALL not in touched:
-            # The common case first: every value kept as it is (a look at
-            # each, then the notes; nothing is noted before all are seen).
-            for key in touched:
-                if type(key) is not str or type(get(shared, key, MISSING)) not in _KEPT:
-                    break
-            else:
-                for key in touched:
-                    values[key] = get(shared, key, MISSING)
-                return
         noted = {}
         for key in shared.touched(touched) if _ALL in touched else touched:
             value = get(shared, key, MISSING)
-            if type(value) in _KEPT and type(key) is str:
+            if type(value) in KEPT and type(key) is str:
                 noted[key] = value  # never changed in place: kept as it is
             else:
                 noted[key] = _Encoded(encode_key_value(self.codec, key, value, node))
-        values.update(noted)
+        self.values.update(noted)
 
     def row(self, last: Checkpoint) -> list[Checkpoint]:
         """The ``state`` row of what changed, if anything did, to follow

@@ -24,10 +24,10 @@ from ._drain import Drain
 from ._fingerprint import Unfingerprintable, fingerprint
 from ._history import USAGE_KEY
 from ._interrupt import Interrupted
-from ._lax import Settled, StepColumns
+from ._lax import KEPT, Settled, StepColumns
 from ._recorded import Recorded
 from ._tracking import TrackingDict, changed_keys
-from ._writer import CheckpointWriter
+from ._writer import BATCH, CheckpointWriter
 
 __all__ = ["USAGE_PERIOD", "DurableRun"]
 
@@ -267,8 +267,16 @@ class DurableRun:
         touched = at.touched
         columns = self.columns
         with self.batch_lock:  # a batch may be written from a worker thread
-            if touched:
-                self.settled.note(at.target, touched, name)
+            if touched:  # Settled.note, its common case inline: every value kept as it is
+                shared = at.target
+                for key in touched:
+                    if type(key) is not str or type(dict.get(shared, key, MISSING)) not in KEPT:
+                        self.settled.note(shared, touched, name)
+                        break
+                else:
+                    values = self.settled.values
+                    for key in touched:
+                        values[key] = dict.get(shared, key, MISSING)
                 touched.clear()
             position = at.position
             if position == columns.next and at.frame == columns.frame:
@@ -277,8 +285,11 @@ class DurableRun:
             else:
                 columns.add(at.frame, position, step)
         at.position = position + 1
-        if self.batched:
-            self.writer.tick(len(columns.steps))
+        if self.batched:  # the writer's tick(), when it has something to do
+            writer = self.writer
+            due = writer.due
+            if due is None or monotonic() >= due or len(columns.steps) + len(writer.kept) >= BATCH:
+                writer.tick(len(columns.steps))
         if node._bf_strict:  # durability="sync" for this node
             self.sync()
 

@@ -34,7 +34,8 @@ Steps = Generator[tuple[Any, ...], Any, Any]
 
 class StepCheckpoints(StepAt):
     """A walk's part of a durable run: it skips the steps that finished before
-    (resuming) and records each step that finishes now.
+    (resuming) and records each step that finishes now (each begins in
+    `walk` itself: its name and start are set there).
 
     It is also where the walk's code runs (`STEP`, set once for the walk):
     the step running now, moved on as each step begins, and the keys of
@@ -79,20 +80,6 @@ class StepCheckpoints(StepAt):
         action = self.durable.replay(self.recorded[self.position], node, store_under(shared))
         self.position += 1
         return action
-
-    def begin(self, name: str) -> None:
-        """Begin the step of the node whose display name is ``name``.
-
-        Raises:
-            DrainStop: If the run was asked to drain: no new step starts.
-        """
-        drain = self.drain
-        if drain.asked or monotonic() >= drain.next_poll:  # its stopping(), made cheap
-            if drain.stopping():
-                raise DrainStop
-        self.name = name
-        self.started = time()
-        self.durable.at = self
 
     def failed(self, error: BaseException) -> None:
         """Note the step a failure came from (the innermost sees it first)."""
@@ -163,8 +150,16 @@ def walk(flow: Any, shared: Any, params: dict[str, Any], offload: bool, sync_onl
                     action = checkpoints.replayed(node, shared)
                     node = flow.get_next_node(node, action)
                     continue
-                # (a durable run names its nodes: display is this one's name)
-                checkpoints.begin(display or node._display_name())
+                # The step begins (inline: a call would cost a tenth of a lax
+                # step), unless the run drains. A durable run names its nodes:
+                # display is this one's name.
+                drain = checkpoints.drain
+                if drain.asked or monotonic() >= drain.next_poll:  # its stopping(), cheap
+                    if drain.stopping():
+                        raise DrainStop
+                checkpoints.name = display or node._display_name()
+                checkpoints.started = time()
+                durable.at = checkpoints  # type: ignore[union-attr]
             step = None
             if observing is not None:
                 name = node._display_name()
