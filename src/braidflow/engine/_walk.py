@@ -62,7 +62,8 @@ class StepCheckpoints(StepAt):
         self.recorded = durable.steps_in(self.frame)
         self.replaying = len(self.recorded)  # while position is below: steps to skip
         self.position = 0
-        self.name = ""
+        self.name = ""  # the running step's node, and when it began (set in walk)
+        self.started = 0.0
         self.touched = set()  # what the running step reads and writes in shared
         # What the steps record of: the store itself, in a typed flow the
         # store under its view. Under async or exit, a step of the run's own
