@@ -51,6 +51,7 @@ class StepCheckpoints(StepAt):
         "position",
         "recorded",
         "replaying",
+        "running",
         "started",
         "target",
     )
@@ -62,7 +63,10 @@ class StepCheckpoints(StepAt):
         self.recorded = durable.steps_in(self.frame)
         self.replaying = len(self.recorded)  # while position is below: steps to skip
         self.position = 0
-        self.name = ""  # the running step's node, and when it began (set in walk)
+        # The running step (or the last to run): its position, its node, and
+        # when it began (set in walk).
+        self.running = 0
+        self.name = ""
         self.started = 0.0
         self.touched = set()  # what the running step reads and writes in shared
         # What the steps record of: the store itself, in a typed flow the
@@ -73,8 +77,8 @@ class StepCheckpoints(StepAt):
 
     @property
     def key(self) -> str:
-        """The running step's key: ``frame/position:name``."""
-        return f"{self.frame}/{self.position}:{self.name}"
+        """The running step's key (or the last one's): ``frame/position:name``."""
+        return f"{self.frame}/{self.running}:{self.name}"
 
     def replayed(self, node: Any, shared: Any) -> Any:
         """Skip this step, which finished before (position < replaying): its action."""
@@ -158,6 +162,7 @@ def walk(flow: Any, shared: Any, params: dict[str, Any], offload: bool, sync_onl
                 if drain.asked or monotonic() >= drain.next_poll:  # its stopping(), cheap
                     if drain.stopping():
                         raise DrainStop
+                checkpoints.running = checkpoints.position
                 checkpoints.name = display or node._display_name()
                 checkpoints.started = time()
                 durable.at = checkpoints  # type: ignore[union-attr]
