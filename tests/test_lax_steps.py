@@ -268,11 +268,11 @@ def test_steps_kept_in_columns_come_back_as_they_were_however_the_rows_are_cut()
     for position in range(5):
         action = '"again"' if position == 3 else None
         kind = "Look" if position % 2 else "Add"
-        columns.add("0:job", position, (f"n{position}", kind, action, 10.0 + position, 10.5))
+        columns.add("0:job", position, f"n{position}", kind, action, 10.0 + position, 10.5)
         if position == 1:
             kept += columns.take()
         if position == 2:
-            columns.add("0:job/2:inner", 0, ("deep", "Add", None, 20.0, 20.5))
+            columns.add("0:job/2:inner", 0, "deep", "Add", None, 20.0, 20.5)
     kept += columns.take()
     steps = [
         (row.frame, row.position, row.node, row.node_class, row.action, row.started)

@@ -96,66 +96,102 @@ class Settled:
 
 class StepColumns:
     """Steps finished one after another in one walk, kept to be written as
-    one row: (name, class, action, started, ended) each, their positions
-    following each other from `first`."""
+    one row, column by column: their names, their classes (where the class
+    changes), the actions given, when each began and ended; their positions
+    follow each other from `first`."""
 
-    __slots__ = ("done", "first", "frame", "next", "steps")
+    __slots__ = (
+        "actions",
+        "class_",
+        "classes",
+        "done",
+        "ended",
+        "first",
+        "frame",
+        "names",
+        "next",
+        "started",
+    )
 
     def __init__(self) -> None:
         self.done: list[Checkpoint] = []  # rows of earlier walks' steps, in order
         self.frame: str | None = None
         self.first = self.next = 0  # the position of the first step kept, of the next
-        self.steps: list[tuple[str, str, str | None, float, float]] = []
+        self._empty()
+
+    def _empty(self) -> None:
+        self.names: list[str] = []
+        self.classes: list[tuple[int, str]] = []  # (index, class) where the class changes
+        self.class_: str | None = None  # the last step's class
+        self.actions: dict[int, str] = {}  # by index: the action, as JSON, of a step that gave one
+        self.started = array("d")
+        self.ended = array("d")
 
     def add(
-        self, frame: str, position: int, step: tuple[str, str, str | None, float, float]
+        self,
+        frame: str,
+        position: int,
+        name: str,
+        class_: str,
+        action: str | None,
+        started: float,
+        ended: float,
     ) -> None:
         """Keep the step at ``position`` of the walk ``frame`` (a step that
         does not follow the last one kept begins a row of its own)."""
-        if frame != self.frame or position != self.next:
-            if self.steps:
+        if position != self.next or frame != self.frame:
+            if self.names:
                 self.done.append(self._row())
             self.frame = frame
             self.first = position
         self.next = position + 1
-        self.steps.append(step)
+        names = self.names
+        if class_ is not self.class_:  # (a class's __qualname__ is one string)
+            self.classes.append((len(names), class_))
+            self.class_ = class_
+        if action is not None:
+            self.actions[len(names)] = action
+        names.append(name)
+        self.started.append(started)
+        self.ended.append(ended)
 
     def _row(self) -> Checkpoint:
-        steps, self.steps = self.steps, []
+        names, classes, actions, started, ended = (
+            self.names,
+            self.classes,
+            self.actions,
+            self.started,
+            self.ended,
+        )
+        self._empty()
         first, self.first = self.first, self.next  # the next row's steps follow these
-        names, classes, actions, started, ended = zip(*steps, strict=True)
-        # The texts as JSON, a line: the names, each class once (and which is
-        # whose when there are several), the actions given; then the times
-        # as doubles (as text, they would cost more than all the rest).
-        kinds = list(dict.fromkeys(classes))
-        texts: dict[str, Any] = {"first": first, "names": names, "classes": kinds}
-        if len(kinds) > 1:
-            which = {kind: index for index, kind in enumerate(kinds)}
-            texts["class_of"] = [which[kind] for kind in classes]
-        given = {index: action for index, action in enumerate(actions) if action is not None}
-        if given:
-            texts["actions"] = given
-        times = array("d", started)
-        times.extend(ended)
+        # The texts as JSON, a line; the times after it as doubles (as text,
+        # they would cost more than all the rest).
+        texts: dict[str, Any] = {"first": first, "names": names, "classes": classes}
+        if actions:
+            texts["actions"] = actions
+        times = started.tobytes() + ended.tobytes()
         if sys.byteorder != "little":  # stored little-endian, as the run log is
-            times.byteswap()
-        last = steps[-1]
+            swapped = array("d", started)
+            swapped.extend(ended)
+            swapped.byteswap()
+            times = swapped.tobytes()
         return Checkpoint(  # where the last step stands
             STEPS,
             self.frame or "",
-            first + len(steps) - 1,
-            last[0],
-            last[1],
+            first + len(names) - 1,
+            names[-1],
+            classes[-1][1],
             None,
-            b"%b\n%b" % (json.dumps(texts, separators=(",", ":")).encode(), times.tobytes()),
+            b"%b\n%b" % (json.dumps(texts, separators=(",", ":")).encode(), times),
             started[0],
-            last[4],
+            ended[-1],
         )
 
     def take(self) -> list[Checkpoint]:
         """The rows of the steps kept, in order; none are kept after."""
         rows = self.done
-        if self.steps:
+        if self.names:
             rows.append(self._row())
         self.done = []
         return rows
@@ -196,17 +232,19 @@ def _columns(texts: Any) -> tuple[list[int], list[str], list[str], list[str | No
     written by the first lax runs, before the format below, holds the four
     lists as they are.)"""
     if type(texts) is list:
-        positions, names, classes, actions = texts
-        return positions, names, classes, actions
+        positions, names, kinds, actions = texts
+        return positions, names, kinds, actions
     names = texts["names"]
     count = len(names)
-    kinds = texts["classes"]
-    which = texts.get("class_of")
-    given = texts.get("actions", {})
     first = texts["first"]
+    classes: list[str] = []
+    changes = texts["classes"]  # [index, class] where the class changes
+    for (start, kind), (end, _) in zip(changes, [*changes[1:], (count, "")], strict=True):
+        classes += [kind] * (end - start)
+    given = texts.get("actions", {})
     return (
         list(range(first, first + count)),
         names,
-        [kinds[0]] * count if which is None else [kinds[index] for index in which],
+        classes,
         [given.get(str(index)) for index in range(count)],
     )

@@ -257,13 +257,7 @@ class DurableRun:
             CheckpointError: If its action or a value it left cannot be stored.
         """
         name = at.name
-        step = (
-            name,
-            type(node).__qualname__,
-            None if action is None else action_text(action, name),
-            at.started,
-            time(),
-        )
+        text = None if action is None else action_text(action, name)
         touched = at.touched
         columns = self.columns
         with self.batch_lock:  # a batch may be written from a worker thread
@@ -279,17 +273,13 @@ class DurableRun:
                         values[key] = dict.get(shared, key, MISSING)
                 touched.clear()
             position = at.position
-            if position == columns.next and at.frame == columns.frame:
-                columns.next = position + 1
-                columns.steps.append(step)
-            else:
-                columns.add(at.frame, position, step)
+            columns.add(at.frame, position, name, type(node).__qualname__, text, at.started, time())
         at.position = position + 1
         if self.batched:  # the writer's tick(), when it has something to do
             writer = self.writer
             due = writer.due
-            if due is None or monotonic() >= due or len(columns.steps) + len(writer.kept) >= BATCH:
-                writer.tick(len(columns.steps))
+            if due is None or monotonic() >= due or len(columns.names) + len(writer.kept) >= BATCH:
+                writer.tick(len(columns.names))
         if node._bf_strict:  # durability="sync" for this node
             self.sync()
 
