@@ -1,6 +1,7 @@
 """braidflow.idempotency_key(): one key per run, step and item, stable across
 retries, resumes and crashes, different for everything else."""
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -10,6 +11,8 @@ import time
 import pytest
 
 from braidflow import (
+    AsyncFlow,
+    AsyncNode,
     BatchNode,
     Flow,
     MemoryStore,
@@ -96,6 +99,34 @@ def test_each_visit_of_a_loop_is_its_own_step():
     shared = {}
     Flow(start=again).run(shared, store=MemoryStore())
     assert len(set(shared["keys"])) == 3
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_code_a_step_starts_keeps_that_step_s_key_after_the_step_ends(durability):
+    # A task started in one step and still going in the next (as a thread a
+    # timeout gave up on would be) does its side effect under the key of the
+    # step that started it, not the next one's.
+    keys, tasks, go = {}, [], asyncio.Event()
+
+    async def later():
+        await go.wait()
+        keys["later"] = idempotency_key()
+
+    class Starts(AsyncNode):
+        async def exec_async(self, prep_res):
+            keys["starts"] = idempotency_key()
+            tasks.append(asyncio.create_task(later()))
+
+    class Next(AsyncNode):
+        async def exec_async(self, prep_res):
+            keys["next"] = idempotency_key()
+            go.set()
+            await tasks[0]
+
+    first = Starts(name="starts")
+    first >> Next(name="next")
+    AsyncFlow(start=first).run({}, store=MemoryStore(), durability=durability)
+    assert keys["later"] == keys["starts"] != keys["next"]
 
 
 def test_outside_a_durable_run_there_is_no_key():

@@ -306,3 +306,19 @@ def test_a_row_of_steps_in_the_first_format_is_still_read():
         (0, "a", "A", None, 1.5),
         (1, "b", "B", '"go"', 2.5),
     ]
+
+
+@pytest.mark.parametrize("durability", ["sync", *LAX])
+def test_a_step_may_look_for_keys_that_are_not_there_whatever_their_type(durability):
+    class Peek(bf.Node):
+        def prep(self, shared):
+            return shared.get(42, "absent"), shared.pop(("a", 1), None)
+
+        def post(self, shared, prep_res, exec_res):
+            shared["seen"] = list(prep_res)
+
+    store = bf.MemoryStore()
+    shared = {"x": 1}
+    bf.Flow(start=Peek(name="peek")).run(shared, store=store, run_id="r", durability=durability)
+    assert shared == {"x": 1, "seen": ["absent", None]}
+    assert bf.stored_state("r", store=store) == shared

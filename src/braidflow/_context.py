@@ -199,15 +199,11 @@ class StepAt:
     flow's parameter set, ``.../b1:name`` for a branch), and the keys of
     ``shared`` its step has touched (what the step's checkpoint holds)."""
 
-    __slots__ = ("_key", "touched")
+    __slots__ = ("key", "touched")
 
     def __init__(self, key: str, touched: set[Any]) -> None:
-        self._key = key
+        self.key = key
         self.touched = touched
-
-    @property
-    def key(self) -> str:
-        return self._key
 
 
 class HandedDown:

@@ -59,9 +59,12 @@ class Settled:
                 nothing of the step is noted then (its step failed).
         """
         noted = {}
+        as_json = self.codec.kind == "json"
         for key in shared.touched(touched) if _ALL in touched else touched:
             value = get(shared, key, MISSING)
-            if type(value) in KEPT and type(key) is str:
+            if value is MISSING and as_json and type(key) is not str:
+                continue  # looked for, not there: JSON stores no such key, so none to delete
+            if (type(value) in KEPT and type(key) is str) or value is MISSING:
                 noted[key] = value  # never changed in place: kept as it is
             else:
                 noted[key] = _Encoded(encode_key_value(self.codec, key, value, node))

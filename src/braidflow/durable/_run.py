@@ -14,7 +14,7 @@ from time import monotonic, time
 from typing import Any
 from zlib import crc32
 
-from .._context import STEP, AttemptState, StepAt
+from .._context import STEP, AttemptState
 from .._errors import CheckpointError, ResumeError
 from .._isolation import MISSING
 from .._views import SharedView
@@ -62,7 +62,7 @@ class DurableRun:
         self.answers = self.recorded.answers
         self.calls: dict[str, int] = {}
         self.attempts: dict[str, tuple[AttemptState, int, int]] = {}
-        self.at: StepAt | None = None  # the step that started last (where its walk is)
+        self.at: Any = None  # the walk (StepCheckpoints) whose step started last
         self._failures: list[tuple[BaseException, str]] = []  # and the step each came from
         self._json = self.codec.kind == "json"
         # What the run's calls used in its earlier parts (resuming), and the
@@ -271,7 +271,6 @@ class DurableRun:
                     values = self.settled.values
                     for key in touched:
                         values[key] = dict.get(shared, key, MISSING)
-                touched.clear()
             position = at.position
             columns.add(at.frame, position, name, type(node).__qualname__, text, at.started, time())
         at.position = position + 1

@@ -32,15 +32,10 @@ __all__ = ["StepCheckpoints", "flow_stage", "typed_stage", "walk"]
 Steps = Generator[tuple[Any, ...], Any, Any]
 
 
-class StepCheckpoints(StepAt):
+class StepCheckpoints:
     """A walk's part of a durable run: it skips the steps that finished before
     (resuming) and records each step that finishes now (each begins in
-    `walk` itself: its name and start are set there).
-
-    It is also where the walk's code runs (`STEP`, set once for the walk):
-    the step running now, moved on as each step begins, and the keys of
-    ``shared`` it touched (emptied when it is recorded): a step costs no
-    object and no context switch of its own."""
+    `walk` itself, which sets its name, start, touched set and `STEP`)."""
 
     __slots__ = (
         "drain",
@@ -54,6 +49,7 @@ class StepCheckpoints(StepAt):
         "running",
         "started",
         "target",
+        "touched",
     )
 
     def __init__(self, durable: Any, shared: Any) -> None:
@@ -68,7 +64,7 @@ class StepCheckpoints(StepAt):
         self.running = 0
         self.name = ""
         self.started = 0.0
-        self.touched = set()  # what the running step reads and writes in shared
+        self.touched: set[Any] = set()  # what the running step reads and writes in shared
         # What the steps record of: the store itself, in a typed flow the
         # store under its view. Under async or exit, a step of the run's own
         # store is recorded the cheap way (durable.lax_step_done).
@@ -94,11 +90,16 @@ class StepCheckpoints(StepAt):
         """Record the step that finished; the next one begins at the next
         position. (A lax walk's steps are `DurableRun.lax_step_done`'s.)"""
         durable = self.durable
-        touched = self.touched
         durable.step_done(
-            self.frame, self.position, node, self.name, action, self.target, touched, self.started
+            self.frame,
+            self.position,
+            node,
+            self.name,
+            action,
+            self.target,
+            self.touched,
+            self.started,
         )
-        touched.clear()
         self.position += 1
         if node._bf_strict and not durable.strict:  # durability="sync" in a view's walk
             durable.sync()
@@ -126,8 +127,9 @@ def walk(flow: Any, shared: Any, params: dict[str, Any], offload: bool, sync_onl
     checkpoints = StepCheckpoints(durable, shared) if durable is not None else None
     # Under async or exit, the steps of the run's own shared: DurableRun.lax_step_done.
     lax_done: Any = checkpoints.durable.lax_step_done if checkpoints and checkpoints.lax else None
-    # In a durable run, the walk's code runs at its checkpoints' step (STEP).
-    token = STEP.set(checkpoints) if checkpoints is not None else None
+    # The STEP each step of a durable walk set; the first one's token, to
+    # leave the variable as it was when the walk ends.
+    token = None
     path = PATH.get()
     plain_routing = not flow._bf_plan.custom_routing
     new = object.__new__
@@ -162,10 +164,16 @@ def walk(flow: Any, shared: Any, params: dict[str, Any], offload: bool, sync_onl
                 if drain.asked or monotonic() >= drain.next_poll:  # its stopping(), cheap
                     if drain.stopping():
                         raise DrainStop
-                checkpoints.running = checkpoints.position
-                checkpoints.name = display or node._display_name()
+                position = checkpoints.running = checkpoints.position
+                name = checkpoints.name = display or node._display_name()
                 checkpoints.started = time()
                 durable.at = checkpoints  # type: ignore[union-attr]
+                # Where the step's code runs: a StepAt of its own, kept by
+                # whatever its code starts (a task, a thread) after it ends.
+                touched = checkpoints.touched = set()
+                at = STEP.set(StepAt(f"{checkpoints.frame}/{position}:{name}", touched))
+                if token is None:
+                    token = at
             step = None
             if observing is not None:
                 name = node._display_name()
