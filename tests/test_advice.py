@@ -26,7 +26,7 @@ Options
     _kinds.Node.__init__ (retry= and max_retries=) .......... test_retry_or_max_retries_*
     _options (max_retries, wait, max_concurrency, on_error,
               limits, offload, executor) .................... test_option_*
-    _policy.Retry, _limits.Limiter ....................... test_retry_and_limiter_numbers_*
+    _policy.Retry, _limits.Limiter (numbers, per= alone) .. test_retry_and_limiter_numbers_*
     _merge.check_rules .................................. test_a_bad_merge_rule_*
     _run.RunScope (store=, run_id=, shared, clock=, observers=) ... test_run_options_*
     _run.shared_argument (run() with no shared) ......... test_run_without_shared_*
@@ -529,6 +529,18 @@ def test_option_limits_listed_twice_says_give_each_once():
     assert Node(limits=[api])._bf_limits == (api,)
 
 
+def test_option_limits_given_the_limiter_class_says_make_one():
+    with pytest.raises(
+        InvalidParameterError, match=r"got the class Limiter; make one: Limiter\("
+    ) as caught:
+        Node(limits=[Limiter])
+    assert "node 'Node'" in str(caught.value)
+    with pytest.raises(InvalidParameterError, match=r"got 3$"):
+        Node(limits=[3])
+    made = Limiter(2)  # as it says
+    assert Node(limits=[made])._bf_limits == (made,)
+
+
 def test_option_offload_is_for_sync_nodes_which_then_run_off_the_loop():
     with pytest.raises(InvalidParameterError, match="offload=True is for synchronous nodes"):
         AsyncNode(offload=True)
@@ -581,6 +593,13 @@ def test_retry_and_limiter_numbers_say_what_they_must_be():
     with pytest.raises(InvalidParameterError, match="or None for no bound"):
         Limiter(0)
     assert Limiter(None).max_concurrent is None
+    # per= alone (meant as "60 a minute") would limit nothing per minute: refused.
+    with pytest.raises(InvalidParameterError, match="no rate= is given") as caught:
+        Limiter(60, per=60)
+    assert "write Limiter(rate=N, per=60)" in str(caught.value)
+    minute = Limiter(rate=60, per=60)  # as it says, with N = 60
+    assert (minute.rate, minute.per, minute.max_concurrent) == (60, 60, None)
+    assert Limiter(rate=2).per == 1.0  # per= left out: a second
 
 
 def test_a_bad_merge_rule_says_what_a_rule_is():

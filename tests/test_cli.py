@@ -144,6 +144,10 @@ def broken_factory():
 
 
 number = 3
+
+
+class Pipeline(bf.AsyncFlow):
+    pass
 """
 
 
@@ -253,7 +257,8 @@ def test_a_run_can_write_a_trace_and_a_timeline(work):
         (["run", "flows.py:greet", "--timeline", "no/such/dir/t.html"], "t.html"),
         (["run", "flows.py:greet", "--out", "no/such/dir/o.json"], "--out: cannot write"),
         (["run", "flows.py:greet", "--run-id", ""], "--run-id is empty"),
-        (["run", "flows.py:Greet"], "'Greet' in flows.py is a class; point TARGET at a flow"),
+        (["run", "flows.py:Greet"], "'Greet' in flows.py is a node class; point TARGET at a flow"),
+        (["run", "flows.py:Pipeline"], "is a flow class; point TARGET at a flow made from it"),
         (["run", "flows.py:asks"], "asks for input (braidflow.interrupt)"),
         (["run", "flows.py:greet", "--shared", "{'a': 1}"], "take double quotes"),
         (["nonsense"], "invalid choice"),

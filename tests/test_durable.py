@@ -740,9 +740,14 @@ def test_input_for_a_run_that_is_not_waiting_is_refused(store):
 
 def test_bad_store_input_is_refused_and_nothing_is_overwritten(store):
     flow = Flow(start=Count(name="a"))
-    with pytest.raises(StoreError, match="no run 'missing'"):
+    with pytest.raises(StoreError, match="no run 'missing'") as caught:
         flow.resume("missing", store=store)
+    # An empty store is most often a mistyped path: the error says to look.
+    assert "holds no run at all: is its path right?" in "\n".join(caught.value.__notes__)
     flow.run({}, store=store, run_id="done")
+    with pytest.raises(StoreError, match="no run 'missing'") as caught:
+        flow.resume("missing", store=store)
+    assert not any("holds no run" in note for note in getattr(caught.value, "__notes__", []))
     with pytest.raises(StoreError, match="completed"):
         flow.resume("done", store=store)
     with pytest.raises(StoreError, match="already used"):

@@ -140,13 +140,15 @@ class Limiter:
         max_concurrent: Most holders at once, or ``None`` for no bound.
             Can be changed later by assigning ``limiter.max_concurrent``.
         rate: Most acquisitions per ``per`` seconds, or ``None`` for no rate limit.
-        per: Length of the rate window in seconds.
+        per: Length of the rate window in seconds (1 if not given; only
+            with ``rate``).
         name: A label for statistics, errors and traces.
         clock: Time source; tests pass ``braidflow.testing.VirtualClock``.
 
     Raises:
         InvalidParameterError: A value of the wrong type, ``max_concurrent < 1``,
-            ``rate <= 0`` or ``per <= 0``, or a value that is not finite.
+            ``rate <= 0`` or ``per <= 0``, a value that is not finite, or
+            ``per`` without ``rate``.
     """
 
     def __init__(
@@ -154,7 +156,7 @@ class Limiter:
         max_concurrent: int | None = None,
         *,
         rate: float | None = None,
-        per: float = 1.0,
+        per: float | None = None,
         name: str | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -164,6 +166,16 @@ class Limiter:
         self.name = name
         self._lock = threading.Lock()
         self._max: int | None = self._check_max(label, max_concurrent)
+        if per is None:
+            per = 1.0
+        elif rate is None:  # Limiter(60, per=60), meant as 60 a minute: no rate at all
+            raise InvalidParameterError(
+                f"{label}: per={per!r} is the length of the rate window, but no rate= is "
+                f"given, so nothing would be limited per {per!r} s; for N calls per {per!r} s "
+                f"write Limiter(rate=N, per={per!r}) (max_concurrent= bounds the calls "
+                "running at once), or leave per= out",
+                node=name,
+            )
         per = check_number(
             per, f"{label}: per={per!r}", "a finite number of seconds > 0", node=name, above=0
         )

@@ -229,9 +229,11 @@ def check_limits(node: Any, limits: Any, limiter_type: Any) -> tuple[Any, ...]:
     describe, name = node._describe(), node._display_name()
     for limiter in found:
         if not isinstance(limiter, limiter_type):
+            given = f"got {limiter!r}"
+            if isinstance(limiter, type) and issubclass(limiter, limiter_type):
+                given = f"got the class {limiter.__name__}; make one: {limiter.__name__}(...)"
             raise InvalidParameterError(
-                f"{describe}: limits must be Limiter objects (or limiter.weighted(...)), "
-                f"got {limiter!r}",
+                f"{describe}: limits must be Limiter objects (or limiter.weighted(...)), {given}",
                 node=name,
             )
     seen: set[int] = set()

@@ -112,7 +112,8 @@ class SharedLimiter(Limiter):
             for no bound.
         rate: Most slots taken per ``per`` seconds, by all processes (as
             for `Limiter`), or ``None``.
-        per: Length of the rate window in seconds.
+        per: Length of the rate window in seconds (1 if not given; only
+            with ``rate``).
         lease: Seconds a held slot counts as held after its process last
             renewed it.
         store: The store, for messages.
@@ -125,7 +126,7 @@ class SharedLimiter(Limiter):
         *,
         max_concurrent: int | None = None,
         rate: float | None = None,
-        per: float = 1.0,
+        per: float | None = None,
         lease: float = 30.0,
         store: object = None,
     ) -> None:

@@ -64,9 +64,15 @@ def load_target(spec: str, directory: str | None = None) -> Any:
         raise UsageError(f"{shown} has no {name!r}{_what_it_holds(module)}")
     target = getattr(module, name)
     if isinstance(target, type) and issubclass(target, BaseNode):
+        if target._bf_is_flow:
+            raise UsageError(
+                f"{name!r} in {shown} is a flow class; point TARGET at a flow made from it "
+                f"(an instance, such as flow = {name}(...)), or a function that returns one"
+            )
         raise UsageError(
-            f"{name!r} in {shown} is a class; point TARGET at a flow made from it (an "
-            f"instance, such as flow = {name}(...)), or a function that returns one"
+            f"{name!r} in {shown} is a node class; point TARGET at a flow whose nodes "
+            f"include one (such as flow = Flow(start={name}(...))), or a function that "
+            "returns one"
         )
     if not isinstance(target, BaseNode) and callable(target) and not isinstance(target, type):
         try:

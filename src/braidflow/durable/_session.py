@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._budget import OverBudget
-from .._errors import Drained, ResumeError, Suspended, add_note, describe_error
+from .._errors import Drained, ResumeError, StoreError, Suspended, add_note, describe_error
 from .._questions import QUESTIONS_KEY
 from .._usage import Usage
 from ..stores._base import Store
@@ -97,7 +97,16 @@ def claim_run(
     name = node._display_name()
     graph = describe_graph(node)
     durable = DurableRun(store, run_id, durability)
-    record, recorded_graph, initial, rows = store.claim(run_id, this_owner())
+    try:
+        record, recorded_graph, initial, rows = store.claim(run_id, this_owner())
+    except StoreError as error:
+        if error.run_id == run_id and _holds_no_run(store):
+            add_note(
+                error,
+                f"{store!r} holds no run at all: is its path right? (a store opened where "
+                "there is none starts empty)",
+            )
+        raise
     rows = expand(rows)
     try:
         renamed = composed_renames(record.metadata.get(RENAMED_KEY), rename)
@@ -223,3 +232,11 @@ def _record_end(durable: DurableRun, error: BaseException | None) -> None:
             f"run {run_id!r} is stored as {status} in {store!r}; fix the cause and resume "
             f"it with {_resume_call(run_id)}",
         )
+
+
+def _holds_no_run(store: Store) -> bool:
+    """Whether ``store`` holds no run (a mistyped path makes such a store)."""
+    try:
+        return not store.runs()
+    except Exception:
+        return False

@@ -47,7 +47,7 @@ class MakesLimiters:
         *,
         max_concurrent: int | None = None,
         rate: float | None = None,
-        per: float = 1.0,
+        per: float | None = None,
         lease: float | None = None,
     ) -> SharedLimiter:
         """A limit shared by every process that uses this store: a
@@ -61,7 +61,8 @@ class MakesLimiters:
                 or ``None`` for no bound.
             rate: Most acquisitions per ``per`` seconds, in all processes
                 together, or ``None``.
-            per: Length of the rate window in seconds.
+            per: Length of the rate window in seconds (1 if not given; only
+                with ``rate``).
             lease: Seconds the slots of a process that died stay taken
                 (default: the store's ``lease``).
 
