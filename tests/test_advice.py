@@ -20,6 +20,7 @@ Wiring and classes
     _wiring.Wirable.__sub__ ........... test_a_non_string_action_says_how_to_write_one
     _wiring.as_node, _branches._heads . test_a_class_given_for_a_node_says_to_make_one
     _run.warn_unreachable_successors .. test_a_lone_node_with_successors_says_use_flow
+    _wiring.route ("Flow ends") ....... test_an_action_with_no_successor_says_which_node_*
     engine._walk (no start node) ...... test_a_flow_with_no_start_says_how_to_give_one
 Options
     _flow.Flow.__init__ (isolate=, merge=, offload_sync=) ... test_flow_options_*
@@ -389,6 +390,37 @@ def test_a_lone_node_with_successors_says_use_flow():
     shared = {}
     AsyncFlow(start=lone).run(shared)
     assert shared == {"first": True, "second": True}
+
+
+def test_an_action_with_no_successor_says_which_node_and_how_to_wire_it():
+    class Says(Mark):
+        def post(self, shared, prep_res, exec_res):
+            super().post(shared, prep_res, exec_res)
+            return shared.get("action")
+
+    def made():
+        says = Says(name="classify")
+        says >> Mark(name="answer")
+        return says
+
+    says = made()
+    with pytest.warns(UserWarning, match=r"Flow ends: 'next' not found in \['default'\]") as seen:
+        Flow(start=says).run({"action": "next"})
+    said = str(seen[0].message)
+    assert "from node 'classify'; wire it with node - 'next' >> next_node" in said
+    says - "next" >> Mark(name="next")  # as it says
+    shared = {"action": "next"}
+    Flow(start=says).run(shared)
+    assert shared["next"] is True
+    # No action, with only named ones wired: "node >> next_node".
+    only = Says(name="only")
+    only - "x" >> Mark(name="x")
+    with pytest.warns(UserWarning, match="wire it with node >> next_node"):
+        Flow(start=only).run({})
+    only >> Mark(name="default")
+    shared = {}
+    Flow(start=only).run(shared)
+    assert shared["default"] is True
 
 
 @pytest.mark.parametrize("kind", [Flow, AsyncFlow])

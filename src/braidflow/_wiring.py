@@ -227,7 +227,12 @@ def route(node: Any, action: Any) -> Any:
         return successors[action or DEFAULT_ACTION]
     except KeyError:
         if any(successor is not None for successor in successors.values()):
-            warnings.warn(f"Flow ends: '{action}' not found in {list(successors)}", stacklevel=3)
+            wire = f"node - {action!r} >> next_node" if action else "node >> next_node"
+            warnings.warn(
+                f"Flow ends: '{action}' not found in {list(successors)} (from node "
+                f"{node._display_name()!r}; wire it with {wire}, or return one of those)",
+                stacklevel=3,
+            )
         return None
     except TypeError:
         raise WiringError(
