@@ -257,7 +257,7 @@ def test_a_run_can_write_a_trace_and_a_timeline(work):
         (["run", "flows.py:greet", "--timeline", "no/such/dir/t.html"], "t.html"),
         (["run", "flows.py:greet", "--out", "no/such/dir/o.json"], "--out: cannot write"),
         (["run", "flows.py:greet", "--run-id", ""], "--run-id is empty"),
-        (["run", "flows.py:Greet"], "'Greet' in flows.py is a node class; point TARGET at a flow"),
+        (["run", "flows.py:Greet"], "'Greet' in flows.py is a node class; point TARGET at a node"),
         (["run", "flows.py:Pipeline"], "is a flow class; point TARGET at a flow made from it"),
         (["run", "flows.py:asks"], "asks for input (braidflow.interrupt)"),
         (["run", "flows.py:greet", "--shared", "{'a': 1}"], "take double quotes"),
@@ -400,6 +400,36 @@ def test_a_failed_durable_run_says_how_to_resume_and_resumes(work):
     taken = cli(work, "run", "flows.py:greet", "--run-id", "r1", "--store", "runs.db")
     assert taken.returncode == 2
     assert "already used" in taken.stderr
+
+
+@pytest.mark.slow
+def test_a_run_resumes_with_a_node_renamed_as_the_refusal_says(work):
+    done = cli(work, "run", "flows.py:fragile", "--store", "runs.db", "--run-id", "r1")
+    assert done.returncode == 1
+    source = (work / "flows.py").read_text()
+    renamed = source.replace('first = Greet(name="greet")', 'first = Greet(name="hi")')
+    assert renamed != source
+    (work / "flows.py").write_text(renamed)
+    (work / "fixed").write_text("")
+    refused = cli(work, "resume", "r1", "--store", "runs.db", check_stderr_one_line=True)
+    assert refused.returncode == 2, refused.stderr
+    assert "(on the command line: --rename 'old name=new name')" in refused.stderr
+    bad = cli(work, "resume", "r1", "--store", "runs.db", "--rename", "greet")
+    assert bad.returncode == 2
+    assert "--rename 'greet': give OLD=NEW" in bad.stderr
+    resumed = cli(work, "resume", "r1", "--store", "runs.db", "--rename", "greet=hi")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout) == {"greeting": "hello world", "fragile": "fine"}
+    # Given a flow that has no node of the run's, it says so.
+    (work / "fixed").unlink()
+    failed = cli(work, "run", "flows.py:fragile", "--store", "runs.db", "--run-id", "r2")
+    assert failed.returncode == 1
+    other = cli(work, "resume", "r2", "flows.py:greet", "--store", "runs.db")
+    assert other.returncode == 2
+    assert (
+        "it is another flow: the run has nodes 'fragile/hi', 'fragile/fragile', the flow "
+        "given has node 'greet/greet'"
+    ) in other.stderr
 
 
 @pytest.mark.slow
@@ -812,7 +842,7 @@ def test_the_remaining_suggestions_work_when_followed(work):
     runs("resume", "w", "--store", "runs.db", "--input", "@answer.json")
 
     said = refused("run", "flows.py:Greet")
-    assert "point TARGET at a flow made from it (an instance, such as flow = Greet(...))" in said
+    assert "point TARGET at a node made from it (an instance, such as node = Greet(...))" in said
     with (work / "flows.py").open("a") as source:
         source.write("\ngreeter = Greet()\n\ndef made():\n    return bf.AsyncFlow(start=Greet())\n")
     runs("run", "flows.py:greeter")

@@ -158,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the answer to question ID (as `show` lists them), for a run waiting on several; "
         "repeat to answer more at once",
     )
+    resume.add_argument(
+        "--rename",
+        metavar="OLD=NEW",
+        action="append",
+        help="a node renamed since the run was recorded (as rename= in Python); repeat for more",
+    )
     resume.set_defaults(handler=command_resume)
 
     show = commands.add_parser(

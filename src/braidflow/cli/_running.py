@@ -419,9 +419,25 @@ def answers_given(pairs: list[str]) -> dict[str, Any]:
     return answers
 
 
+def renames_given(pairs: list[str]) -> dict[str, str]:
+    """``--rename OLD=NEW`` options as ``rename=`` takes them."""
+    renamed: dict[str, str] = {}
+    for pair in pairs:
+        old, equals, new = pair.partition("=")
+        if not equals or not old or not new:
+            raise UsageError(
+                f"--rename {pair!r}: give OLD=NEW, the node's name in the run and its name "
+                "in the flow now, e.g. --rename 'Summarize=Summary'"
+            )
+        if old in renamed:
+            raise UsageError(f"--rename {old}: given twice; give each node once")
+        renamed[old] = new
+    return renamed
+
+
 def resume_options(args: argparse.Namespace) -> dict[str, Any]:
     """What ``resume`` and ``fork`` pass on from their options (``--input``,
-    ``--answer``, the budget, ``--durability``), checked.
+    ``--answer``, ``--rename``, the budget, ``--durability``), checked.
 
     Raises:
         UsageError: For an option that does not hold.
@@ -434,6 +450,8 @@ def resume_options(args: argparse.Namespace) -> dict[str, Any]:
         options["budget"] = budget
     if getattr(args, "answer", None):
         options["answers"] = answers_given(args.answer)
+    if getattr(args, "rename", None):
+        options["rename"] = renames_given(args.rename)
     if args.durability:
         options["durability"] = args.durability
     return options

@@ -70,9 +70,9 @@ def load_target(spec: str, directory: str | None = None) -> Any:
                 f"(an instance, such as flow = {name}(...)), or a function that returns one"
             )
         raise UsageError(
-            f"{name!r} in {shown} is a node class; point TARGET at a flow whose nodes "
-            f"include one (such as flow = Flow(start={name}(...))), or a function that "
-            "returns one"
+            f"{name!r} in {shown} is a node class; point TARGET at a node made from it "
+            f"(an instance, such as node = {name}(...)), a flow that runs one, or a "
+            "function that returns either"
         )
     if not isinstance(target, BaseNode) and callable(target) and not isinstance(target, type):
         try:

@@ -82,6 +82,11 @@ def first_difference(recorded: str, now: str) -> str | None:
     """Where two graph descriptions differ in names or wiring, said in words;
     ``None`` if they differ in no more than classes."""
     before, after = wiring_of(recorded), wiring_of(now)
+    had, has = _nodes(before), _nodes(after)
+    names = {path.rpartition("/")[2] for path in had}
+    if had and has and not names & {path.rpartition("/")[2] for path in has}:
+        # No node of the run's is in the flow given, by name: another flow.
+        return f"it is another flow: the run has {_some(had)}, the flow given has {_some(has)}"
     for old, new in zip(before, after, strict=False):
         if old != new:
             return f"it had {_said(old)} where the flow now has {_said(new)}"
@@ -90,6 +95,19 @@ def first_difference(recorded: str, now: str) -> str | None:
     if len(after) > len(before):
         return f"the flow now also has {_said(after[len(before)])}"
     return None
+
+
+def _nodes(lines: list[str]) -> list[str]:
+    """The node paths of `wiring_of`'s lines (the flow's own line left out)."""
+    paths = [line.rpartition(" [")[0] for line in lines if " [" in line]
+    return [path for path in paths if "/" in path]
+
+
+def _some(paths: list[str]) -> str:
+    """A few node paths, in words: nodes 'a', 'b' and 3 more."""
+    shown = ", ".join(repr(path) for path in paths[:3])
+    more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+    return f"node{'s' if len(paths) > 1 else ''} {shown}{more}"
 
 
 def _said(line: str) -> str:

@@ -115,8 +115,8 @@ def claim_run(
             raise ResumeError(
                 f"run {run_id!r} was recorded with another graph: {difference}. A resume "
                 "needs the names and wiring the run had (a node's code may change): if a node "
-                "was renamed, resume with rename={'old name': 'new name'}; else resume with "
-                "the flow as it was",
+                "was renamed, resume with rename={'old name': 'new name'} (on the command "
+                "line: --rename 'old name=new name'); else resume with the flow as it was",
                 node=name,
             )
         shared = durable.rebuild(initial, apply_renames(rows, renamed))
