@@ -3,7 +3,7 @@
 #                   the showcase: an LLM pipeline over a local website, one page at a
 #                   time, then concurrently within an API quota, then killed and resumed
 #                   (progress on a terminal; DEMO_ARGS="--out DIR" keeps its files)
-#   make test     - the quick tier, the one to run often (under a minute from a fresh
+#   make test     - the quick tier, the one to run often (about a minute from a fresh
 #                   clone on 2 cores, .venv included): create .venv, install the test
 #                   tools (the `test` extra), run lint, the type check and the ~2,400
 #                   tests that need no service and take under half a second each
