@@ -12,6 +12,7 @@ Wiring and classes
     engine._sync.node_step ............ test_private_sync_run_of_an_async_node_*
     _plan.Plan (async def on sync) .... test_async_def_on_a_sync_kind_names_its_async_variant
     _plan (an unused async phase) ..... tests/test_async.py::test_an_async_phase_of_a_sync_*
+    _plan (a phase misspelled) ........ tests/test_async.py::test_a_phase_with_a_letter_wrong_*
     _node._checked_init ............... tests/test_node_init.py (every test there)
     _branches._heads (>> in fan-out) .. tests/test_wiring.py::test_a_branch_wired_inside_*,
                                         test_a_left_side_that_makes_a_new_node_*

@@ -1,6 +1,7 @@
 """Async nodes and flows: mixed phase forms, mixed graphs, entry points, misuse."""
 
 import asyncio
+import warnings
 
 import pytest
 
@@ -9,6 +10,7 @@ from braidflow import (
     AsyncBatchNode,
     AsyncFlow,
     AsyncNode,
+    AsyncParallelBatchNode,
     AsyncUsageError,
     BatchAsyncFlow,
     BatchNode,
@@ -223,6 +225,44 @@ def test_an_async_phase_of_a_sync_node_is_warned_of_and_its_sync_one_runs():
         class Items(BatchNode):
             async def prep_async(self, shared):
                 return []
+
+
+def test_a_phase_with_a_letter_wrong_is_warned_of_and_renamed_as_it_says():
+    with pytest.warns(
+        NodeDefinitionWarning, match="Double.exec_asnyc looks like exec_async"
+    ) as seen:
+
+        class Double(AsyncParallelBatchNode):
+            async def prep_async(self, shared):
+                return [1, 2]
+
+            async def exec_asnyc(self, item):
+                return item * 2
+
+            async def post_async(self, shared, prep_res, exec_res):
+                shared["out"] = exec_res
+
+    assert "rename it exec_async" in str(seen[0].message)
+    assert seen[0].filename == __file__  # at the class statement
+    shared = {}
+    AsyncFlow(start=Double()).run(shared)
+    assert shared == {"out": [None, None]}  # what it warned of: the inherited exec_async ran
+    Double.exec_async = Double.exec_asnyc  # renamed, as it says
+    shared = {}
+    AsyncFlow(start=Double()).run(shared)
+    assert shared == {"out": [2, 4]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+
+        class Fine(Node):  # names of its own, not near a phase's
+            def posts(self):
+                return []
+
+            def exec_async_batch(self):
+                return []
+
+            def exec_fallback(self, prep_res, exc):  # a phase, spelled right
+                return None
 
 
 async def test_sync_node_run_async_runs_it():

@@ -111,7 +111,9 @@ class NodeDefinitionWarning(UserWarning):
     does not do what it reads as: a synchronous ``Node`` with an
     ``exec_async`` (or ``prep_async``, ``post_async``,
     ``exec_fallback_async``) of its own, which nothing calls: its ``exec``
-    runs instead. Given when the class statement executes."""
+    runs instead; a method named as a phase with a letter wrong
+    (``exec_asnyc``), which nothing calls either. Given when the class
+    statement executes."""
 
 
 class NodeDefinitionError(SetupError, TypeError):

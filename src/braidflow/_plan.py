@@ -10,6 +10,7 @@ never inspects methods per call.
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 import inspect
 import warnings
@@ -203,6 +204,7 @@ class Plan:
                         node=cls.__name__,
                     )
             _warn_unused_async(cls)
+        _warn_misspelled(cls)
 
     @staticmethod
     def _pick(cls: type[Any], names: tuple[str, ...]) -> tuple[str, bool]:
@@ -268,6 +270,31 @@ def _warn_unused_async(cls: type[Any]) -> None:
                 f"{cls.__name__}.{name} is never called: {cls.__name__} is a synchronous "
                 f"node, whose {sync} runs instead; derive it from {instead} in place of "
                 f"{base} to run {name}",
+                NodeDefinitionWarning,
+                stacklevel=4,
+            )
+
+
+# The phases whose names are easy to get a letter wrong in (a short name
+# such as ``post`` is left out: ``posts`` may well be a method of its own).
+_PHASES = ("prep_async", "exec_async", "post_async", "exec_fallback", "exec_fallback_async")
+
+
+def _warn_misspelled(cls: type[Any]) -> None:
+    """Warn of a method of the class's own whose name is a phase's, nearly
+    (``exec_asnyc``): nothing calls it, and the phase it means runs as inherited."""
+    if cls.__module__.startswith("braidflow."):
+        return
+    known = {name for klass in cls.__mro__ for name in vars(klass) if klass is not cls}
+    for name, value in vars(cls).items():
+        if name.startswith("_") or name in known or not callable(value):
+            continue
+        meant = difflib.get_close_matches(name, _PHASES, n=1, cutoff=0.85)
+        if meant:
+            warnings.warn(
+                f"{cls.__name__}.{name} looks like {meant[0]} misspelled: nothing calls "
+                f"{name}, so {cls.__name__} runs the {meant[0]} it inherits; rename it "
+                f"{meant[0]} (or give it a name further from it)",
                 NodeDefinitionWarning,
                 stacklevel=4,
             )
