@@ -436,6 +436,31 @@ def test_a_renamed_node_resumes_with_rename_and_the_run_keeps_the_rename(store):
     ]
 
 
+def test_a_node_named_as_its_flow_is_renamed_alone_and_a_renamed_flow_resumes(store):
+    # The flow "load" and its node "load": renaming the node leaves the flow.
+    Failing.item = 1
+    load, double, total = Load(name="load"), Double(name="double"), Total(name="total")
+    load - "go" >> double >> total
+    with pytest.raises(RuntimeError):
+        Flow(start=load, name="load").run({"n": 3}, store=store, run_id="r")
+    fetch, double, total = Load(name="fetch"), Double(name="double"), Total(name="total")
+    fetch - "go" >> double >> total
+    Failing.item = None
+    renamed = Flow(start=fetch, name="load")
+    assert renamed.resume("r", store=store, rename={"load": "fetch"})["total"] == 6
+    # The flow itself renamed (no node of that name): the rename names it.
+    Failing.item = 1
+    with pytest.raises(RuntimeError):
+        pipeline().run({"n": 3}, store=store, run_id="s")  # a flow named "job"
+    Failing.item = None
+    load, double, total = Load(name="load"), Double(name="double"), Total(name="total")
+    load - "go" >> double >> total
+    moved = Flow(start=load, name="work")
+    with pytest.raises(ResumeError, match="rename="):
+        moved.resume("s", store=store)
+    assert moved.resume("s", store=store, rename={"job": "work"})["total"] == 6
+
+
 def test_migrate_upgrades_shared_once_and_the_run_keeps_it(store):
     flow = pipeline()
     Failing.item = 1

@@ -22,6 +22,7 @@ __all__ = [
     "describe_graph",
     "first_difference",
     "renamed_graph",
+    "same_root",
     "walks_of",
     "wiring_of",
 ]
@@ -117,8 +118,18 @@ def _said(line: str) -> str:
     return f"node {path!r} wired {wiring}" if wiring else f"node {path!r} with no successor"
 
 
-def renamed_graph(graph: str, renamed: dict[str, str]) -> str:
-    """A description with the nodes in ``renamed`` (old name: new) renamed."""
+def same_root(recorded: str, now: str) -> bool:
+    """Whether two graph descriptions are of flows of one name (their first
+    lines'): a rename then leaves the flow's own name alone, and renames
+    only the node of that name, if one has it."""
+    first = _LINE.match(recorded.partition("\n")[0])
+    second = _LINE.match(now.partition("\n")[0])
+    return bool(first and second and first["path"] == second["path"])
+
+
+def renamed_graph(graph: str, renamed: dict[str, str], keep_root: bool = False) -> str:
+    """A description with the nodes in ``renamed`` (old name: new) renamed
+    (the flow's own name too, unless ``keep_root``)."""
     if not renamed:
         return graph
     lines = []
@@ -127,7 +138,11 @@ def renamed_graph(graph: str, renamed: dict[str, str]) -> str:
         if match is None:
             lines.append(line)
             continue
-        path = "/".join(renamed.get(part, part) for part in match["path"].split("/"))
+        parts = match["path"].split("/")
+        path = "/".join(
+            part if keep_root and index == 0 else renamed.get(part, part)
+            for index, part in enumerate(parts)
+        )
         wiring = ", ".join(
             f"{action}->{renamed.get(target, target)}"
             for action, _, target in (

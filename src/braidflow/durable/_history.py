@@ -383,23 +383,26 @@ def _current_steps(
     return chain
 
 
-def apply_renames(rows: list[Checkpoint], renamed: dict[str, str]) -> list[Checkpoint]:
+def apply_renames(
+    rows: list[Checkpoint], renamed: dict[str, str], keep_root: bool = False
+) -> list[Checkpoint]:
     """Rows with the nodes in ``renamed`` (old name: new) under their new
-    names: in the row's node and in every step of its frame."""
+    names: in the row's node and in every step of its frame (the flow's
+    own step too, unless ``keep_root``)."""
     if not renamed:
         return rows
-    rename: Callable[[str], str] = lambda key: _renamed_key(key, renamed)  # noqa: E731
+    rename: Callable[[str], str] = lambda key: _renamed_key(key, renamed, keep_root)  # noqa: E731
     return [
         row._replace(frame=rename(row.frame), node=renamed.get(row.node, row.node)) for row in rows
     ]
 
 
-def _renamed_key(key: str, renamed: dict[str, str]) -> str:
+def _renamed_key(key: str, renamed: dict[str, str], keep_root: bool = False) -> str:
     """A step key with renamed nodes: ``/0:old/1:x`` is ``/0:new/1:x``."""
     parts = key.split("/")
     for index, part in enumerate(parts):
         place, colon, name = part.partition(":")
-        if not colon:
+        if not colon or (keep_root and index == 0):
             continue
         suffix = ""
         if name.endswith("]") and "[" in name:  # a parameter set: name[3]

@@ -23,7 +23,7 @@ from ..stores._base import Store
 from ..stores._owners import this_owner
 from ._asking import answer_questions, suspend
 from ._drain import DRAIN_KEY
-from ._graph import describe_graph, first_difference, renamed_graph
+from ._graph import describe_graph, first_difference, renamed_graph, same_root
 from ._history import (
     BUDGET_KEY,
     EVENTS_KEY,
@@ -110,7 +110,8 @@ def claim_run(
     rows = expand(rows)
     try:
         renamed = composed_renames(record.metadata.get(RENAMED_KEY), rename)
-        difference = first_difference(renamed_graph(recorded_graph, renamed), graph)
+        keep_root = same_root(recorded_graph, graph)
+        difference = first_difference(renamed_graph(recorded_graph, renamed, keep_root), graph)
         if difference is not None:
             raise ResumeError(
                 f"run {run_id!r} was recorded with another graph: {difference}. A resume "
@@ -119,7 +120,7 @@ def claim_run(
                 "line: --rename 'old name=new name'); else resume with the flow as it was",
                 node=name,
             )
-        shared = durable.rebuild(initial, apply_renames(rows, renamed))
+        shared = durable.rebuild(initial, apply_renames(rows, renamed, keep_root))
         # Nothing is written until all is known to hold: the migration, the
         # state type, the answers (each checked before its rows are made).
         update = migrated(durable, shared, migrate, rows, name) if migrate is not None else None

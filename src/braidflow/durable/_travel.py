@@ -20,7 +20,7 @@ from .._questions import QUESTIONS_KEY
 from ..stores._base import Checkpoint, Store
 from ..stores._owners import this_owner
 from ._codec import Codec, encode_key_value
-from ._graph import describe_graph, first_difference, renamed_graph
+from ._graph import describe_graph, first_difference, renamed_graph, same_root
 from ._history import (
     BUDGET_KEY,
     FORKED_KEY,
@@ -142,14 +142,15 @@ def fork_run(
     through = stored.rows_through(at)
     renamed = composed_renames(stored.record.metadata.get(RENAMED_KEY), None)
     graph = describe_graph(node)
-    difference = first_difference(renamed_graph(stored.graph, renamed), graph)
+    keep_root = same_root(stored.graph, graph)
+    difference = first_difference(renamed_graph(stored.graph, renamed, keep_root), graph)
     if difference is not None:
         raise ResumeError(
             f"run {source!r} was recorded with another graph: {difference}; fork it with "
             "the flow as it was (a node's code may change, not its name or wiring)",
             node=name,
         )
-    rows = apply_renames(through, renamed)
+    rows = apply_renames(through, renamed, keep_root)
     copied = len(rows)
     before = stored.state(at)
     try:
