@@ -25,6 +25,7 @@ from braidflow import (
     StoreError,
     Suspended,
     history,
+    idempotency_key,
     interrupt,
     stored_state,
 )
@@ -459,6 +460,60 @@ def test_a_node_named_as_its_flow_is_renamed_alone_and_a_renamed_flow_resumes(st
     with pytest.raises(ResumeError, match="rename="):
         moved.resume("s", store=store)
     assert moved.resume("s", store=store, rename={"job": "work"})["total"] == 6
+
+
+def test_a_rename_keeps_idempotency_keys_question_ids_and_item_counts(store):
+    # What a node did under its first name is the same work under the new one:
+    # its idempotency key, the ids of its open questions, its items.
+    keys, failing = [], [True]
+
+    class Pay(Node):
+        def exec(self, prep_res):
+            keys.append(idempotency_key())
+            if failing[0]:
+                failing[0] = False
+                raise ConnectionError("after the charge")
+
+    with pytest.raises(ConnectionError):
+        Flow(start=Pay(name="pay")).run({}, store=store, run_id="pay")
+    Flow(start=Pay(name="charge")).resume("pay", store=store, rename={"pay": "charge"})
+    assert keys[0] == keys[1]
+
+    class Ask(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return [0, 1, 2]
+
+        async def exec_async(self, item):
+            return interrupt(f"item {item}?") if item else item
+
+    with pytest.raises(Suspended) as asked:
+        AsyncFlow(start=Ask(name="b")).run({}, store=store, run_id="ask")
+    first, second = asked.value.questions
+    with pytest.raises(Suspended) as again:
+        AsyncFlow(start=Ask(name="b2")).resume(
+            "ask", store=store, rename={"b": "b2"}, answers={first.id: "one"}
+        )
+    assert [question.id for question in again.value.questions] == [second.id]
+    done = AsyncFlow(start=Ask(name="b2")).resume("ask", store=store, answers={second.id: "two"})
+    assert done == {}
+
+    class Items(BatchNode):
+        def prep(self, shared):
+            return list(range(10))
+
+        def exec(self, item):
+            if item == 6 and failing[0]:
+                failing[0] = False
+                raise RuntimeError("item 6")
+            return item
+
+    failing[0] = True
+    with pytest.raises(RuntimeError):
+        Flow(start=Items(name="old")).run({}, store=store, run_id="items")
+    Flow(start=Items(name="new")).resume("items", store=store, rename={"old": "new"})
+    assert [
+        (step.path, step.items_done, step.items_total) for step in history("items", store=store)
+    ] == [("new", 10, 10)]
 
 
 def test_migrate_upgrades_shared_once_and_the_run_keeps_it(store):

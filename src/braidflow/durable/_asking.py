@@ -57,7 +57,8 @@ def suspend(durable: DurableRun, asked: Interrupted, resume_call: str) -> NoRetu
     questions: dict[str, Question] = {}
     for one in ordered:
         prompt = json.loads(prompt_text(one.prompt))  # as the store keeps it
-        found = Question(question_id(one.key, one.call), one.where, item_of(one.key), prompt)
+        ident = question_id(durable.first_key(one.key), one.call)
+        found = Question(ident, one.where, item_of(one.key), prompt)
         questions.setdefault(found.id, found)
     listed = tuple(questions.values())
     store, run_id = durable.store, durable.run_id
@@ -107,7 +108,7 @@ def open_questions(durable: DurableRun, record: RunRecord) -> dict[str, Question
     listed = {question.id: question for question in record.questions}
     found: dict[str, Question] = {}
     for row in durable.asked:
-        ident = question_id(row.frame, row.position)
+        ident = question_id(durable.first_key(row.frame), row.position)
         known = listed.get(ident)
         found[ident] = known or Question(ident, row.node, item_of(row.frame), None)
     return found
@@ -133,7 +134,7 @@ def answer_questions(
             node=name,
         )
     rows: dict[str, Checkpoint] = {
-        question_id(row.frame, row.position): row for row in durable.asked
+        question_id(durable.first_key(row.frame), row.position): row for row in durable.asked
     }
     if answers is None:
         if len(questions) > 1:

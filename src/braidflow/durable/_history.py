@@ -33,6 +33,7 @@ __all__ = [
     "USAGE_KEY",
     "StepRecord",
     "StoredRun",
+    "renamed_key",
     "step_key",
 ]
 
@@ -153,6 +154,28 @@ class StoredRun:
                     self._finished.setdefault(row.frame, []).append(row)
         self._state_rows = _state_rows(rows)
         self._steps: list[StepRecord] | None = None
+        # Resumed with nodes renamed: a batch's items under each of its names
+        # count together, under its name now (its done and total, by key).
+        self._renamed = _kept_renames(metadata.get(RENAMED_KEY), graph, rows)
+        self._counts = self._items
+        if self._renamed is not None:
+            self._counts = {}
+            for key, (done, total) in self._items.items():
+                counts = self._counts.setdefault(self._now(key), [0, None])
+                counts[0] += done
+                counts[1] = counts[1] if total is None else total
+
+    def _now(self, key: str) -> str:
+        """A step key under its nodes' names now (after the run's renames)."""
+        if self._renamed is None:
+            return key
+        renamed, keep_root = self._renamed
+        return renamed_key(key, renamed, keep_root)
+
+    def _items_of(self, key: str) -> tuple[int | None, int | None]:
+        """A batch step's items: how many were done, of how many."""
+        done, total = self._counts.get(self._now(key), (None, None))
+        return done, total
 
     # -- history -----------------------------------------------------------------------
 
@@ -172,7 +195,7 @@ class StoredRun:
         row = self.rows[index]
         kind = row.kind
         key = step_key(row)
-        done, total = self._items.get(key, (None, None))
+        done, total = self._items_of(key)
         inherited = index < self._inherited
         when = row.started if row.started is not None else row.ended
         return StepRecord(
@@ -222,7 +245,7 @@ class StoredRun:
         unfinished = []
         for depth, (key, name) in enumerate(chain):
             last = depth == len(chain) - 1
-            done, total = self._items.get(key, (None, None))
+            done, total = self._items_of(key)
             unfinished.append(
                 StepRecord(
                     number=count + depth + 1,
@@ -383,6 +406,23 @@ def _current_steps(
     return chain
 
 
+def _kept_renames(
+    kept: Any, graph: str, rows: list[Checkpoint]
+) -> tuple[dict[str, str], bool] | None:
+    """The renames a run keeps (old: new), and whether its flow kept its own
+    name (rows after a rename of the flow itself begin with its new name);
+    ``None`` for a run resumed with none."""
+    if not isinstance(kept, dict) or not kept:
+        return None
+    renamed = {str(old): str(new) for old, new in kept.items()}
+    root = graph.partition("\n")[0].rpartition(": ")[0]
+    new_root = renamed.get(root)
+    keep_root = new_root is None or not any(
+        row.frame.split("/", 1)[0] == f"0:{new_root}" for row in rows
+    )
+    return renamed, keep_root
+
+
 def apply_renames(
     rows: list[Checkpoint], renamed: dict[str, str], keep_root: bool = False
 ) -> list[Checkpoint]:
@@ -391,14 +431,16 @@ def apply_renames(
     own step too, unless ``keep_root``)."""
     if not renamed:
         return rows
-    rename: Callable[[str], str] = lambda key: _renamed_key(key, renamed, keep_root)  # noqa: E731
+    rename: Callable[[str], str] = lambda key: renamed_key(key, renamed, keep_root)  # noqa: E731
     return [
         row._replace(frame=rename(row.frame), node=renamed.get(row.node, row.node)) for row in rows
     ]
 
 
-def _renamed_key(key: str, renamed: dict[str, str], keep_root: bool = False) -> str:
-    """A step key with renamed nodes: ``/0:old/1:x`` is ``/0:new/1:x``."""
+def renamed_key(key: str, renamed: dict[str, str], keep_root: bool = False) -> str:
+    """A step key with renamed nodes: ``/0:old/1:x`` is ``/0:new/1:x`` (and
+    ``0:old[3]``, a parameter set, ``0:new[3]``; ``0:old#3``, an item that
+    asked, ``0:new#3``)."""
     parts = key.split("/")
     for index, part in enumerate(parts):
         place, colon, name = part.partition(":")
@@ -408,6 +450,10 @@ def _renamed_key(key: str, renamed: dict[str, str], keep_root: bool = False) -> 
         if name.endswith("]") and "[" in name:  # a parameter set: name[3]
             name, bracket, rest = name.partition("[")
             suffix = bracket + rest
+        elif name not in renamed:  # an item's question: name#3
+            base, mark, number = name.rpartition("#")
+            if mark and number.isdigit() and base in renamed:
+                name, suffix = base, mark + number
         if name in renamed:
             parts[index] = f"{place}:{renamed[name]}{suffix}"
     return "/".join(parts)

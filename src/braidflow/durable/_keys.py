@@ -41,5 +41,7 @@ def idempotency_key() -> str:
             "'runs.db'))"
         )
     item = current_item()
-    where = f"{run.durable.run_id}\x00{STEP.get().key}\x00{'' if item is None else item}"
+    durable = run.durable
+    step = durable.first_key(STEP.get().key)  # (the same across a rename)
+    where = f"{durable.run_id}\x00{step}\x00{'' if item is None else item}"
     return f"bf-{sha256(where.encode('utf-8', 'surrogatepass')).hexdigest()[:40]}"

@@ -22,7 +22,7 @@ from ..stores._base import Checkpoint, Store, step_path
 from ._codec import ASCII, JSON_TEXT, SCALARS, UNSAVABLE, Codec, action_text, encode_key_value
 from ._drain import Drain
 from ._fingerprint import Unfingerprintable, fingerprint
-from ._history import USAGE_KEY
+from ._history import USAGE_KEY, renamed_key
 from ._interrupt import Interrupted
 from ._lax import KEPT, Settled, StepColumns
 from ._recorded import Recorded
@@ -63,6 +63,10 @@ class DurableRun:
         self.calls: dict[str, int] = {}
         self.attempts: dict[str, tuple[AttemptState, int, int]] = {}
         self.at: Any = None  # the walk (StepCheckpoints) whose step started last
+        # Resumed with nodes renamed: each one's name now -> its name when the
+        # run began, so idempotency keys and question ids stay the same.
+        self._first_names: dict[str, str] = {}
+        self._keep_root = True
         self._failures: list[tuple[BaseException, str]] = []  # and the step each came from
         self._json = self.codec.kind == "json"
         # What the run's calls used in its earlier parts (resuming), and the
@@ -73,6 +77,21 @@ class DurableRun:
         # Whether the run's events are kept in the store (resuming: as its
         # first part said, unless the resume says otherwise).
         self.record_events = False
+
+    def renamed(self, renamed: dict[str, str], keep_root: bool) -> None:
+        """The run resumes with the nodes ``renamed`` (its first name: its
+        name now; the flow's own too, unless ``keep_root``)."""
+        first: dict[str, str] = {}
+        for old, new in renamed.items():
+            first.setdefault(new, old)
+        self._first_names, self._keep_root = first, keep_root
+
+    def first_key(self, key: str) -> str:
+        """A step key under the names its nodes had when the run began: what
+        an idempotency key and a question's id are made of, so that neither
+        changes when a resume renames a node."""
+        first = self._first_names
+        return key if not first else renamed_key(key, first, self._keep_root)
 
     def usage_so_far(self, total: Any) -> None:
         """Keep what the run's calls used so far (a `Usage`) in its metadata:

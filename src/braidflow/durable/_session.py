@@ -121,6 +121,7 @@ def claim_run(
                 node=name,
             )
         shared = durable.rebuild(initial, apply_renames(rows, renamed, keep_root))
+        durable.renamed(renamed, keep_root)
         # Nothing is written until all is known to hold: the migration, the
         # state type, the answers (each checked before its rows are made).
         update = migrated(durable, shared, migrate, rows, name) if migrate is not None else None
