@@ -84,6 +84,23 @@ def test_opentelemetry_spans_carry_gen_ai_usage():
     run = by_name["braidflow run Calls"]
     assert run["gen_ai.usage.input_tokens"] == 60
     assert run["braidflow.cost"] == pytest.approx(0.6)
+    assert run["gen_ai.response.model"] == "m1"  # every call used m1
+
+    class Review(Node):
+        def exec(self, prep_res):
+            self.report_usage(input_tokens=5, model="m2")
+
+    calls = Calls()
+    calls >> Review()
+    exporter = InMemorySpanExporter()  # (the first one shut down with its provider)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    Flow(start=calls, name="two").run({}, observers=[OpenTelemetry(provider)])
+    provider.shutdown()
+    by_name = {span.name: span.attributes for span in exporter.get_finished_spans()}
+    run = by_name["braidflow run two"]
+    assert run["gen_ai.usage.input_tokens"] == 65
+    assert "gen_ai.response.model" not in run  # two models: none is the run's
 
 
 def test_the_timeline_marks_each_call_and_sums_the_run():
@@ -135,12 +152,22 @@ def test_a_run_that_reports_nothing_has_no_usage():
     assert store.get("quiet").usage is None
 
 
-def test_prices_are_checked_and_found_by_prefix():
+def test_prices_are_checked_and_a_dated_name_finds_its_model_s_price():
     prices = Prices({"gpt-4o-mini": (0.15, 0.6), "gpt-4o": (2.5, 10)})
     assert prices.of("gpt-4o-mini-2024-07-18") == (0.15, 0.6)
     assert prices.cost("gpt-4o-2024-08-06", 1_000_000, 0) == 2.5
+    assert prices.of("gpt-4o-0513") == (2.5, 10)  # a snapshot number
     with pytest.raises(InvalidParameterError, match="no price for model 'o3'"):
         prices.of("o3")
+    # Another model whose name begins with a priced one's is not priced as it.
+    for other in ("gpt-4o-mini-tts", "gpt-4o-audio-preview", "gpt-4o-2"):
+        with pytest.raises(InvalidParameterError, match=f"no price for model {other!r}"):
+            prices.of(other)
+    assert Prices({"gpt-4": (30, 60)}).of("gpt-4-0613") == (30, 60)
+    with pytest.raises(InvalidParameterError, match=r"no price for model 'gpt-4\.1'"):
+        Prices({"gpt-4": (30, 60)}).of("gpt-4.1")
+    bedrock = Prices({"anthropic.claude-3-sonnet": (3, 15)})
+    assert bedrock.of("anthropic.claude-3-sonnet-20240229-v1:0") == (3, 15)
     with pytest.raises(InvalidParameterError, match="two finite numbers"):
         Prices({"m": (1, -1)})
     with pytest.raises(InvalidParameterError, match="give a dict"):

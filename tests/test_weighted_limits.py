@@ -17,6 +17,7 @@ from braidflow import (
     Usage,
     Weighted,
 )
+from braidflow._weights import Claim
 from braidflow.testing import VirtualClock
 
 
@@ -126,6 +127,45 @@ async def test_a_report_gives_back_an_over_estimate_at_once():
     assert clock.now() == 0  # nobody waited for the window
 
 
+async def test_calls_waiting_for_the_window_go_as_soon_as_an_over_estimate_comes_back():
+    # Estimates of 300 in 1,000 a second: three fit. Each uses 100 in fact,
+    # so as they report, the calls waiting go in the same second: eight
+    # (8 x 100 + ... stays within 1,000) before the clock moves at all.
+    clock = VirtualClock()
+    tps = Limiter(rate=1000, per=1, clock=clock, name="tps")
+    gate = asyncio.Event()
+    node = Calls([tps.weighted(300)], gate=gate, max_concurrency=12)
+    run = asyncio.ensure_future(node.run_async({"items": [(300, 100)] * 12}))
+    for _ in range(50):  # three in, the others waiting for the window
+        await asyncio.sleep(0)
+    assert len(node.log) == 3
+    gate.set()  # they report: 100 each
+    for _ in range(200):  # let every call that can go, go
+        await asyncio.sleep(0)
+    assert len(node.log) == 8
+    assert clock.now() == 0
+    clock.advance(1)
+    await run
+    assert len(node.log) == 12
+
+
+async def test_a_thread_waiting_for_the_window_goes_as_soon_as_units_come_back():
+    clock = VirtualClock()
+    tps = Limiter(rate=1000, per=1, clock=clock, name="tps")
+    first = Claim(tps.weighted(800), 800)
+    assert first.try_acquire()
+    second = Claim(tps.weighted(500), 500)
+    waiting = threading.Thread(target=second._acquire_queued_blocking, args=((), None, None))
+    waiting.start()
+    while tps.statistics().waiting == 0:
+        await asyncio.sleep(0.001)
+    first.correct(100)  # 800 estimated, 100 used: 500 more fit now
+    waiting.join(timeout=5)
+    assert not waiting.is_alive()
+    assert clock.now() == 0
+    assert tps.statistics().in_window == 600
+
+
 async def test_an_under_estimate_is_charged_and_later_calls_wait_for_it():
     clock = VirtualClock(autojump=True)
     tpm = Limiter(rate=100, per=60, clock=clock, name="tpm")
@@ -148,6 +188,26 @@ async def test_by_a_function_of_the_usage():
     node = Calls([tpm.weighted(40, by=lambda usage: usage.input_tokens * 2)])
     await node.run_async({"items": [(40, 7)]})
     assert tpm.statistics().in_window == 14
+
+
+@pytest.mark.parametrize("gives", [-1, float("nan"), float("inf"), "5", True])
+async def test_by_a_function_that_gives_no_count_is_refused_naming_the_node(gives):
+    units = Limiter(max_concurrent=100, name="units")
+    node = Calls([units.weighted(60, by=lambda usage: gives)], name="call")
+    with pytest.raises(InvalidParameterError, match=r"node 'call'.*by=<function") as caught:
+        await node.run_async({"items": [(60, 5)]})
+    assert caught.value.node == "call"
+    assert "must give a number >= 0 of units used, or None" in str(caught.value)
+    assert units.statistics().in_flight == 0  # its units given back all the same
+
+
+async def test_a_bad_count_reported_names_the_node():
+    node = Calls([], name="call")
+    with pytest.raises(
+        InvalidParameterError, match=r"node 'call' \(Calls\): report_usage\(\): "
+    ) as caught:
+        await node.run_async({"items": [(1, -5)]})
+    assert caught.value.node == "call"
 
 
 async def test_one_call_takes_one_request_and_its_tokens():

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["SYSTEM_CLOCK", "Clock", "Deadline", "TimedOut"]
+__all__ = ["SYSTEM_CLOCK", "Clock", "Deadline", "TimedOut", "sleep_or_wake"]
 
 # The longest a thread can wait in one call; longer is forever anyway.
 LONGEST_WAIT = float(threading.TIMEOUT_MAX)
@@ -43,6 +43,15 @@ class Clock(Protocol):
         """Block the calling thread until ``event`` is set (True) or ``seconds``
         pass (False)."""
         ...
+
+
+async def sleep_or_wake(clock: Clock, seconds: float, woken: asyncio.Future[None]) -> None:
+    """Sleep ``seconds`` on ``clock``, or less: until ``woken`` is done."""
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait((sleeper, woken), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
 
 
 class SystemClock:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from ._clock import SYSTEM_CLOCK, Clock
+from ._clock import SYSTEM_CLOCK, Clock, sleep_or_wake
 from ._context import HELD
 from ._deadlock import block, refuse_dead_waits, unblock
 from ._errors import AsyncUsageError, InvalidParameterError, RunError
@@ -399,8 +399,7 @@ class Limiter:
                     return 0.0
             else:
                 wait = -1.0
-            if wait < 0:
-                waiter.arm()
+            waiter.arm()  # (a sleep for the window ends early on a wake: units given back)
             return wait
 
     def try_acquire(self) -> bool:
@@ -449,8 +448,8 @@ class Limiter:
             while (wait := self._turn(waiter)) != 0.0:
                 if wait < 0:
                     await waiter.future  # type: ignore[misc]
-                else:
-                    await self._clock.sleep(wait)
+                else:  # until the window has room, or sooner if units come back to it
+                    await sleep_or_wake(self._clock, wait, waiter.future)  # type: ignore[arg-type]
         except BaseException:
             self._leave(waiter)
             raise
@@ -500,8 +499,8 @@ class Limiter:
             while (wait := self._turn(waiter)) != 0.0:
                 if wait < 0:
                     waiter.event.wait()  # type: ignore[union-attr]
-                else:
-                    self._clock.sleep_blocking(wait)
+                else:  # until the window has room, or sooner if units come back to it
+                    self._clock.wait_blocking(waiter.event, wait)  # type: ignore[arg-type]
         except BaseException:
             self._leave(waiter)
             raise

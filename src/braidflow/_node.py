@@ -384,7 +384,7 @@ class BaseNode(Wirable, StoredRuns):
         """Report what an LLM call made in ``exec`` used (a `Usage`, or its parts):
         it corrects the attempt's weighted limits, counts in the run's budget
         and stored record, and reaches observers as a ``usage`` event."""
-        report(self, usage_of(usage, input_tokens, output_tokens, cost, model, self._describe()))
+        report(self, usage_of(usage, input_tokens, output_tokens, cost, model, self))
 
     def to_mermaid(self, *, observed: Iterable[Any] | None = None) -> str:
         """This flow's graph (or this node and what follows it) as a mermaid

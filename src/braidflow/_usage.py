@@ -131,11 +131,17 @@ class Spend:
 
 
 def usage_of(
-    usage: Any, input_tokens: Any, output_tokens: Any, cost: Any, model: Any, describe: str
+    usage: Any, input_tokens: Any, output_tokens: Any, cost: Any, model: Any, node: Any
 ) -> Usage:
-    """The `Usage` ``report_usage`` was given: one, or its parts."""
+    """The `Usage` ``report_usage`` of ``node`` was given: one, or its parts."""
+    describe = node._describe()
     if usage is None:
-        return Usage(input_tokens, output_tokens, cost, model)
+        try:
+            return Usage(input_tokens, output_tokens, cost, model)
+        except InvalidParameterError as error:  # said again, naming the node
+            raise InvalidParameterError(
+                f"{describe}: report_usage(): {error}", node=node._display_name()
+            ) from None
     if not isinstance(usage, Usage):
         raise InvalidParameterError(
             f"{describe}: report_usage({usage!r}) takes a braidflow.Usage (e.g. from "
@@ -151,7 +157,7 @@ def usage_of(
 
 def report(node: Any, usage: Usage) -> None:
     """Count what a call of ``node`` used, everywhere it shows (see `Node.report_usage`)."""
-    correct_claims(usage)
+    correct_claims(usage, node)
     run = RUN.get()
     if run is None:
         return

@@ -331,16 +331,32 @@ def claims_for(
     return held
 
 
-def correct_claims(usage: Any) -> None:
+def correct_claims(usage: Any, node: Any) -> None:
     """Correct the running attempt's weighted claims to ``usage`` (added to
-    what it reported before, for an attempt that makes several calls)."""
+    what it reported before, for an attempt that makes several calls).
+
+    Raises:
+        InvalidParameterError: If a ``by=`` function gives no number >= 0.
+    """
     claims = CLAIMS.get()
     if not claims:
         return
     for claim in claims:
-        units = claim.weighted.measure(usage)
+        weighted = claim.weighted
+        units = weighted.measure(usage)
         if units is None:
             continue
+        if (
+            isinstance(units, bool)
+            or not isinstance(units, int | float)
+            or not (math.isfinite(units) and units >= 0)
+        ):
+            raise InvalidParameterError(
+                f"{node._describe()}: by={weighted.by!r} of {weighted.limiter!r} gave "
+                f"{units!r} for the usage reported ({usage!r}); it must give a number >= 0 "
+                "of units used, or None to leave the estimate as it is",
+                node=node._display_name(),
+            )
         before = getattr(claim, "reported", None)
         claim.reported = units if before is None else before + units
         claim.correct(claim.reported)

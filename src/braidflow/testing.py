@@ -110,7 +110,10 @@ class VirtualClock:
 
     def wait_blocking(self, event: threading.Event, seconds: float) -> bool:
         """Block until ``event`` is set (True) or the clock has been advanced by
-        ``seconds`` (False)."""
+        ``seconds`` (False; with ``autojump``, at once if it is not set)."""
+        if self._autojump and not event.is_set():
+            self.advance(seconds)
+            return event.is_set()
         with self._condition:
             deadline = self._now + seconds
             self._blocked += 1

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from .._errors import InvalidParameterError
 
 __all__ = ["Prices"]
+
+# What a provider adds to a model's name for one release of it: a date or a
+# snapshot number (-2024-07-18, -20241022, -0613, @20240620), perhaps a
+# version after it (-v1:0). Anything else (-mini, -turbo, .1) is another model.
+_RELEASE = re.compile(r"[-@]\d{4}(?:-?\d{2}-?\d{2})?(?:-v\d+(?::\d+)?)?")
 
 
 def _price(value: Any) -> bool:
@@ -25,9 +31,11 @@ class Prices:
     is 0.15 per million input tokens and 0.60 per million output tokens, in
     whatever currency you count in. braidflow has no price list of its own.
 
-    A model is found by its name, or else by the longest name given that
-    it starts with: ``"gpt-4o-mini"`` prices ``"gpt-4o-mini-2024-07-18"``,
-    the dated name a provider answers with.
+    A model is found by its name, or else by the name given that it is a
+    release of (the name, then a date or snapshot number): ``"gpt-4o-mini"``
+    prices ``"gpt-4o-mini-2024-07-18"``, the dated name a provider answers
+    with, but not ``"gpt-4o-mini-tts"``; ``"gpt-4o"`` does not price
+    ``"gpt-4o-mini"``, another model.
 
     Args:
         per_million: Model name -> (input price, output price) per million tokens.
@@ -69,7 +77,11 @@ class Prices:
         """
         found = self._prices.get(model)
         if found is None:
-            matches = [name for name in self._prices if model.startswith(name)]
+            matches = [
+                name
+                for name in self._prices
+                if model.startswith(name) and _RELEASE.fullmatch(model, len(name))
+            ]
             if matches:
                 found = self._prices[max(matches, key=len)]
         if found is None:

@@ -29,10 +29,10 @@ class OpenTelemetry:
     ``braidflow.cache_hit`` set to true. Usage a node reports
     (``report_usage``) sets the GenAI semantic convention's
     ``gen_ai.usage.input_tokens`` and ``gen_ai.usage.output_tokens`` (and
-    ``gen_ai.response.model``, ``braidflow.cost`` when known) on the item's
-    or node's span, summed over its calls, and the run's totals on the
-    run's span. The run's span is a child of the span current where the
-    run started.
+    ``braidflow.cost`` when known, and ``gen_ai.response.model`` when its
+    calls all used one model, set as the span ends) on the item's or node's
+    span, summed over its calls, and the run's totals on the run's span.
+    The run's span is a child of the span current where the run started.
 
     Args:
         tracer_provider: Where spans go; default: the global provider.
@@ -127,7 +127,9 @@ class _RunSpans:
             span.set_attribute("braidflow.outcome", "error")
             span.record_exception(error)
             span.set_status(status(code.ERROR, describe_error(error, whole=True)))
-        self.usage.pop(id(span), None)
+        total = self.usage.pop(id(span), None)
+        if total is not None and total.model is not None:  # one model for all its calls
+            span.set_attribute("gen_ai.response.model", total.model)
         span.end(end_time=self.ns(event.time))
 
     def handle(self, event: Event) -> None:
@@ -186,8 +188,6 @@ class _RunSpans:
                 total = self.usage[id(span)] = self.usage.get(id(span), _NONE) + usage
                 span.set_attribute("gen_ai.usage.input_tokens", total.input_tokens)
                 span.set_attribute("gen_ai.usage.output_tokens", total.output_tokens)
-                if total.model is not None:
-                    span.set_attribute("gen_ai.response.model", total.model)
                 if total.cost is not None:
                     span.set_attribute("braidflow.cost", total.cost)
         elif kind == "cache_hit":  # exec did not run: its result came from a cache
