@@ -85,7 +85,9 @@ Durable runs
 Typed state
     _state (annotations that cannot be read, frozen types, a reducer or two
             rules in Annotated, shared of another kind, a conflict on a key
-            of the type), _flow.Flow.__init__ (validate=) ... tests/test_typed_state_advice.py
+            of the type), _flow.Flow.__init__ (validate=),
+    _state_table.check_nodes (failures collected in a key the type
+            lacks) ...................... tests/test_typed_state_advice.py
     _state_table.check_nodes (a node typed against another state) ... tests/test_typed_state.py::
         test_a_node_typed_against_another_state_is_refused_when_the_run_starts
 Result cache

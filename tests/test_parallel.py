@@ -366,6 +366,37 @@ async def test_parallel_flow_max_concurrency_and_collect():
     assert results[2].item == {"i": 2}
 
 
+async def test_a_collecting_batch_flow_in_a_flow_routes_by_failed_or_goes_on():
+    class Work(AsyncNode):
+        async def post_async(self, shared, prep_res, exec_res):
+            if self.params["i"] == shared.get("fails"):
+                raise ValueError("this one")
+            shared.setdefault("done", []).append(self.params["i"])
+
+    class Each(AsyncParallelBatchFlow):  # post as it comes: no action of its own
+        async def prep_async(self, shared):
+            return [{"i": i} for i in range(3)]
+
+    class Mark(AsyncNode):
+        async def post_async(self, shared, prep_res, exec_res):
+            shared[self.name] = True
+
+    def flow():
+        each = Each(start=Work(), on_error="collect")
+        each >> Mark(name="went on")
+        each - "failed" >> Mark(name="handled")
+        return AsyncFlow(start=each)
+
+    shared = {}
+    await flow().run_async(shared)  # its results are no action
+    assert shared == {"done": [0, 1, 2], "went on": True}
+    shared = {"fails": 1}
+    await flow().run_async(shared)
+    assert shared == {"fails": 1, "done": [0, 2], "handled": True}
+    alone = Each(start=Work(), on_error="collect")
+    assert await alone.run_async({"fails": 1}) is None  # "failed" is not wired
+
+
 async def test_parallel_flow_failure_cancels_siblings_and_nothing_is_written_after():
     release = asyncio.Event()
     started = Gauge()

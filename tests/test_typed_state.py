@@ -227,6 +227,26 @@ def test_values_inside_containers_are_checked():
         Flow(start=Setter("topic", "t"), state=Draft).run({"topic": "t", "status": "gone"})
 
 
+class Inner(TypedDict):
+    a: int
+
+
+class MaybeInner(TypedDict):
+    o: Inner | None
+
+
+def test_a_typeddict_in_a_union_is_checked_as_a_mapping_of_its_keys():
+    with pytest.raises(StateError, match=r"shared\['o'\]\['a'\] should be int, got '1'") as caught:
+        Flow(start=Node(), state=MaybeInner).run({"o": {"a": "1"}})
+    assert "MaybeInner's keys" not in str(caught.value)  # no key is unknown
+    with pytest.raises(StateError, match=r"shared\['o'\] should be Inner \| None, got 5"):
+        Flow(start=Setter("o", 5), state=MaybeInner, validate=True).run({"o": None})
+    for fits in ({"o": None}, {"o": {"a": 1}}):
+        Flow(start=Node(), state=MaybeInner).run(fits)
+    with pytest.raises(StateError, match=r"is not a key of MaybeInner \(MaybeInner's keys: 'o'\)"):
+        Flow(start=Node(), state=MaybeInner).run({"o": None, "other": 1})
+
+
 def test_nothing_runs_when_the_check_fails():
     ran = []
 

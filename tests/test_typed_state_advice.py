@@ -161,3 +161,41 @@ def test_validate_without_a_type_says_to_give_one_and_that_works():
         Flow(start=Write("n", "x"), validate=True)
     with pytest.raises(StateError, match=r"shared\['n'\] should be int, got 'x'"):
         Flow(start=Write("n", "x"), state=Counted, validate=True).run({"n": 0})
+
+
+def test_collecting_failures_in_a_key_the_type_lacks_says_to_declare_it_and_that_works():
+    class Fails(Node):
+        def post(self, shared, prep_res, exec_res):
+            raise ConnectionError("down")
+
+    class Report(Node):
+        def prep(self, shared):
+            return shared.branch_failures
+
+        def post(self, shared, prep_res, exec_res):
+            shared.said = f"{len(prep_res)} failed"
+
+    def flow(state, **options):
+        fork = Parallel(Write("said", "ok", "ok"), Fails(name="bad"), on_error="collect", **options)
+        fork - "failed" >> Report()
+        return Flow(start=fork, state=state)
+
+    @dataclasses.dataclass
+    class Before:
+        said: str = ""
+
+    with pytest.raises(braidflow.WiringError) as caught:
+        flow(Before).run(Before())
+    said = str(caught.value)
+    assert "shared['branch_failures'] (on_error='collect')" in said
+    assert "declare it in Before (branch_failures: list[braidflow.Failure]" in said
+
+    @dataclasses.dataclass
+    class Declared:  # as it says
+        said: str = ""
+        branch_failures: list[braidflow.Failure] = dataclasses.field(default_factory=list)
+
+    state = Declared()
+    flow(Declared).run(state)
+    assert state.said == "1 failed"
+    assert [failure.item for failure in state.branch_failures] == ["bad"]

@@ -17,6 +17,7 @@ from ._context import RUN
 from ._errors import (
     AsyncUsageError,
     BatchItemsError,
+    Failure,
     InvalidParameterError,
     WiringWarning,
     add_note,
@@ -159,13 +160,22 @@ class Flow(BaseNode):
 
     @default
     def post(self, shared: Any, prep_res: Any, exec_res: Any) -> Any:
-        """Return the last action of the inner walk (``None`` for batch flows)."""
-        return exec_res
+        """Return the last action of the inner walk (``None`` for batch flows;
+        under ``on_error="collect"``, ``"failed"`` if a parameter set failed
+        and a ``"failed"`` successor is wired)."""
+        return self._default_action(exec_res)
 
     @default
     async def post_async(self, shared: Any, prep_res: Any, exec_res: Any) -> Any:
         """Async form of `post`."""
-        return exec_res
+        return self._default_action(exec_res)
+
+    def _default_action(self, exec_res: Any) -> Any:
+        if type(exec_res) is not list or self._bf_batch == "single":
+            return exec_res
+        # A batch flow's results, under on_error="collect": no action of its own.
+        failed = any(isinstance(result, Failure) for result in exec_res)
+        return "failed" if failed and "failed" in self.successors else None
 
     # -- what the engine calls back ---------------------------------------------------
 

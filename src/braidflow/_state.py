@@ -226,11 +226,12 @@ class StateType:
             if wrong is not None:
                 found.append((key, wrong))
         if found:
+            unknown = any(key not in self.hints for key, _ in found)
             keys = ", ".join(repr(key) for key in self.hints)
             raise StateError(
                 f"{owner._describe()}: shared does not fit its state type {self.name}: "
                 + "; ".join(text for _, text in found)
-                + f" ({self.name}'s keys: {keys})",
+                + (f" ({self.name}'s keys: {keys})" if unknown else ""),
                 node=owner._display_name(),
                 key=found[0][0],
             )

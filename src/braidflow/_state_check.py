@@ -100,7 +100,7 @@ def _problem(value: Any, annotation: Any, where: str, depth: int) -> str | None:
             problem
             for arg, problem in zip(args, found, strict=True)
             if isinstance(typing.get_origin(arg) or arg, type)
-            and isinstance(value, typing.get_origin(arg) or arg)
+            and _of_its_class(value, typing.get_origin(arg) or arg)
         ]
         return inner[0] if len(inner) == 1 else _wrong(value, annotation, where)
     if origin is typing.Literal:
@@ -129,6 +129,11 @@ def _instance(value: Any, cls: type) -> bool:
         return isinstance(value, cls)
     except TypeError:  # a Protocol not marked runtime_checkable, say: not checked
         return True
+
+
+def _of_its_class(value: Any, cls: type) -> bool:
+    """Whether ``value`` is of the class ``cls`` names (a TypedDict: a mapping)."""
+    return isinstance(value, collections.abc.Mapping) if _typeddict(cls) else _instance(value, cls)
 
 
 def _of_class(value: Any, annotation: Any, where: str, depth: int) -> str | None:

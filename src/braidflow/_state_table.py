@@ -47,11 +47,12 @@ _CHECKED: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
 def check_nodes(flow: Any) -> None:
     """Refuse a node typed against a state type (``Node[..., Draft]``) that
-    is not the one of the typed flow it runs in: checked when a run starts,
-    once per wiring.
+    is not the one of the typed flow it runs in, and a ``Parallel`` that
+    collects its failures in a key the state type lacks: checked when a run
+    starts, once per wiring.
 
     Raises:
-        WiringError: Naming the node, its state type and the flow's.
+        WiringError: Naming the node, its state type and the flow's (or the key).
     """
     version = wiring_version()
     if _CHECKED.get(flow) == version:
@@ -61,6 +62,20 @@ def check_nodes(flow: Any) -> None:
     if start is not None:  # none: the walk says so
         _members(start, found, flow._bf_state, set())
     for member, name, state in found:
+        if (
+            state is not None
+            and member._bf_batch == "branches"
+            and member._bf_on_error == "collect"
+            and member.failures_key not in state.hints
+        ):
+            key = member.failures_key
+            raise WiringError(
+                f"{member._describe()} collects its failed branches in shared[{key!r}] "
+                f"(on_error='collect'), which the state type {state.name} does not have: "
+                f"declare it in {state.name} ({key}: list[braidflow.Failure], with an empty "
+                "default), or give failures_key= a key it has",
+                node=name,
+            )
         declared = declared_state(type(member))
         if declared is None or state is None or declared is state.cls:
             continue
