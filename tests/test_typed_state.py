@@ -356,9 +356,12 @@ def test_without_validate_a_write_is_not_checked():
 
 
 def test_a_typeddict_state_validates_writes_by_key_when_asked():
-    flow = Flow(start=Setter("searches", "two"), state=Research, validate=True)
-    with pytest.raises(StateError, match=r"shared\['searches'\] should be int, got 'two'"):
+    flow = Flow(start=Setter("searches", "two", name="count"), state=Research, validate=True)
+    with pytest.raises(
+        StateError, match=r"shared\['searches'\] should be int, got 'two'"
+    ) as caught:
         flow.run(research())
+    assert (caught.value.node, caught.value.key) == ("count", "searches")  # the node that wrote
     flow = Flow(start=Setter("answer", "x"), state=Research, validate=True)
     with pytest.raises(StateError, match=r"shared\['answer'\] is not a key of Research"):
         flow.run(research())

@@ -14,7 +14,7 @@ from time import monotonic, time
 from typing import Any
 
 from .._context import HANDED_DOWN, PATH, RUN, STATE, STEP, HandedDown, StepAt
-from .._errors import WiringError, add_note
+from .._errors import BraidflowError, WiringError, add_note
 from .._merge import apply_changes, merge, rule_where
 from .._plan import copy_node
 from .._state_views import store_under
@@ -190,6 +190,8 @@ def walk(flow: Any, shared: Any, params: dict[str, Any], offload: bool, sync_onl
                     if checkpoints is not None:
                         checkpoints.failed(error)
                     add_note(error, f"{node._describe()} failed in {flow._describe()}")
+                    if isinstance(error, BraidflowError) and error.node is None:
+                        error.node = node._display_name()  # (a refused write, say)
                 if step is not None:
                     step.end(error)
                 raise
