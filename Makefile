@@ -31,15 +31,20 @@ $(BIN)/python:
 	$(PYTHON) -m pip --python $(BIN)/python install --quiet --no-compile --upgrade pip uv \
 	  || { $(BIN)/python -m ensurepip && $(BIN)/python -m pip install --quiet --upgrade pip uv; }
 
+# A .venv made before uv was used gets it the same way.
+$(BIN)/uv: | $(BIN)/python
+	$(PYTHON) -m pip --python $(BIN)/python install --quiet --no-compile uv \
+	  || $(BIN)/python -m pip install --quiet uv
+
 INSTALL = $(BIN)/uv pip install --quiet --python $(BIN)/python
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml | $(BIN)/uv
 	$(INSTALL) -e '.[examples]'
 	touch $@
 
 # make test's tools, without their bytecode: where PYTHONDONTWRITEBYTECODE is set, each
 # test process compiles what it imports, in less time than compiling all of them.
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/uv
 	$(INSTALL) -e '.[test]'
 	touch $@
 
@@ -49,15 +54,15 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed-test
 	$(INSTALL) --compile-bytecode -e '.[dev]'
 	touch $@
 
-$(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-docs: pyproject.toml | $(BIN)/uv
 	$(INSTALL) -e '.[docs]'
 	touch $@
 
-$(VENV)/.installed-package: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-package: pyproject.toml | $(BIN)/uv
 	$(INSTALL) -e '.[package]'
 	touch $@
 
-$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/uv
 	$(INSTALL) -e '.[bench]'
 	touch $@
 
