@@ -149,9 +149,24 @@ def test_values_from_shared_are_escaped(tmp_path):
 
 
 def test_a_run_the_store_does_not_have_is_a_page_that_says_so(store_path):
-    answer = client_of(store_path).get("/runs/nobody")
+    client = client_of(store_path)
+    answer = client.get("/runs/nobody")
     assert answer.status_code == 404
     assert "No run nobody" in answer.text
+    timeline = client.get("/runs/nobody/timeline")
+    assert timeline.status_code == 404
+    assert "No run nobody" in timeline.text
+
+
+def test_an_action_asked_for_by_get_says_to_use_the_run_s_page(store_path):
+    client = client_of(store_path)
+    for action in ("resume", "fork", "drain"):
+        answer = client.get(f"/runs/crawl-bad/{action}")
+        assert answer.status_code == 405
+        assert answer.headers["allow"] == "POST"
+        assert f"To {action} run crawl-bad, use the button on" in answer.text
+        assert 'href="/runs/crawl-bad"' in answer.text
+    assert client.get("/runs/crawl-bad").status_code == 200  # the page it points to
 
 
 def test_the_timeline_is_the_timeline_page_allowed_only_its_own_script(store_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import html
 import os
 import re
 import secrets
@@ -115,6 +116,10 @@ def create_app(
 
     async def timeline(request: Request) -> Response:
         run_id = request.path_params["run_id"]
+        try:
+            await run_in_threadpool(store.get, run_id)
+        except StoreError as error:
+            return page(request, "missing.html", 404, run_id=run_id, said=str(error))
         text = await run_in_threadpool(_timeline_page, store, run_id)
         if text is None:
             return HTMLResponse(
@@ -124,6 +129,19 @@ def create_app(
                 headers={"Content-Security-Policy": "default-src 'none'"},
             )
         return HTMLResponse(text, headers={"Content-Security-Policy": timeline_policy})
+
+    async def action_by_get(request: Request) -> Response:
+        run_id, action = request.path_params["run_id"], request.path_params["action"]
+        if action not in ("resume", "fork", "drain"):  # a run id with a slash in it
+            request.path_params["run_id"] = f"{run_id}/{action}"
+            return await run_page(request)
+        return HTMLResponse(
+            f"<!DOCTYPE html><title>{action}: use the run's page</title><p>To {action} run "
+            f'{html.escape(run_id)!s}, use the button on <a href="/runs/{_quoted(run_id)}">its '
+            "page</a>: an action is a form sent from there (POST), never a link.</p>",
+            status_code=405,
+            headers={"Allow": "POST", "Content-Security-Policy": "default-src 'none'"},
+        )
 
     async def act_on_run(request: Request, form: Any, act: Callable[[Any], Any]) -> Response:
         """An action on a run (``act(record)``), the form's token checked: the
@@ -184,6 +202,8 @@ def create_app(
         Route("/runs/{run_id:path}/resume", resume, methods=["POST"]),
         Route("/runs/{run_id:path}/fork", fork, methods=["POST"]),
         Route("/runs/{run_id:path}/drain", drain, methods=["POST"]),
+        # An action asked for by GET (a link followed, a URL typed): said so.
+        Route("/runs/{run_id:path}/{action:str}", action_by_get, methods=["GET"]),
         Route("/runs/{run_id:path}", run_page),
         Mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static"),
     ]
