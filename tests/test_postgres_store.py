@@ -5,6 +5,7 @@ All against a real PostgreSQL server the tests start (conftest.py)."""
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -179,8 +180,11 @@ def test_a_read_only_store_reads_and_the_server_refuses_its_writes(postgres_dsn)
             reader.set_metadata("a", {"k": 1})
         with pytest.raises(StoreError, match="opened to read only"):
             reader.create_run("b", "flow", "g", b"{}", this_owner())
+        with pytest.raises(StoreError, match="open it without read_only=True to share limits"):
+            reader.limiter("api", max_concurrent=2)  # its slots would be rows
     with psycopg.connect(postgres_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM braidflow_checkpoints").fetchone() == before
+        assert conn.execute("SELECT count(*) FROM braidflow_limiter_slots").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM braidflow_runs").fetchone() == (1,)
 
 
@@ -230,6 +234,18 @@ def test_a_server_that_is_not_there_is_named_in_the_error():
     ) as caught:
         PostgresStore(dsn, connect_timeout=2)
     assert "hidden" not in str(caught.value)
+
+
+def test_a_database_or_user_the_server_does_not_have_is_said_as_such(postgres_dsn):
+    missing_db = re.sub(r"dbname=\S+", "dbname=nosuchdb", postgres_dsn)
+    assert "dbname=nosuchdb" in missing_db
+    with pytest.raises(StoreError, match="the database does not exist on the server") as caught:
+        PostgresStore(missing_db)
+    assert "create it (createdb NAME) or name one that exists" in str(caught.value)
+    missing_user = postgres_dsn.replace("user=braidflow", "user=nobody")
+    assert missing_user != postgres_dsn
+    with pytest.raises(StoreError, match="the database user does not exist"):
+        PostgresStore(missing_user)
 
 
 def test_a_closed_store_says_so(postgres_dsn):

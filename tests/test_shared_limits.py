@@ -237,3 +237,14 @@ def test_a_sqlite_store_from_before_shared_limiters_gets_their_tables(tmp_path):
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM braidflow_meta").fetchone() == (str(SCHEMA_VERSION),)
     db.close()
+
+
+def test_a_read_only_store_makes_no_shared_limiter(tmp_path):
+    bf.SQLiteStore(tmp_path / "runs.db").close()
+    with bf.SQLiteStore(tmp_path / "runs.db", read_only=True) as reader:
+        with pytest.raises(StoreError, match="read only; open it without read_only=True"):
+            reader.limiter("api", max_concurrent=2)
+    with bf.SQLiteStore(tmp_path / "runs.db") as writer:  # as it says
+        api = writer.limiter("api", max_concurrent=2)
+        with api:
+            assert api.held_everywhere() == 1

@@ -223,6 +223,20 @@ def said(error: BaseException) -> str:
 
 def diagnosis(error: BaseException) -> tuple[str, str]:
     """What a failure of the server or the connection means, and what to do."""
+    said = str(error)
+    if isinstance(error, psycopg.OperationalError):  # the server's own refusals first
+        if "password authentication failed" in said or "no password supplied" in said:
+            return (
+                "the server refused the user's password",
+                "check the user and password (in the URL, $PGPASSWORD or ~/.pgpass)",
+            )
+        if "database" in said and "does not exist" in said:
+            return (
+                "the database does not exist on the server",
+                "create it (createdb NAME) or name one that exists",
+            )
+        if "role" in said and "does not exist" in said:
+            return "the database user does not exist", "create it or name a user that exists"
     if isinstance(error, psycopg.OperationalError) or (
         isinstance(error, psycopg.InterfaceError) and "closed" in str(error)
     ):

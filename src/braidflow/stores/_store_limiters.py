@@ -35,6 +35,7 @@ class MakesLimiters:
 
     lease: float
     _closed: bool
+    _read_only: bool
     _limiters: LimiterShelf
 
     def _new_slots(self) -> Slots:
@@ -68,10 +69,15 @@ class MakesLimiters:
 
         Raises:
             InvalidParameterError: For a bad name or option.
-            StoreError: If the store is closed.
+            StoreError: If the store is closed, or opened to read only.
         """
         if self._closed:
             raise StoreError(f"{self!r}: cannot make limiter {name!r}: the store is closed")
+        if self._read_only:  # taking a slot writes its row
+            raise StoreError(
+                f"{self!r}: cannot make limiter {name!r}: the store was opened to read only; "
+                "open it without read_only=True to share limits through it"
+            )
         made = SharedLimiter(
             self._new_slots(),
             name,

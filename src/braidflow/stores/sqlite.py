@@ -133,6 +133,7 @@ class SQLiteStore(CacheTable, LogFolder, MakesLimiters):
         self._lock = threading.Lock()
         self._durable = durable
         self._closed = False
+        self._read_only = read_only
         self._logs: dict[str, RunLog] = {}  # the runs this object writes, by id
         # Logs go beside the real file, wherever the cwd or a symlink points.
         self._real = Path(os.path.realpath(self.path))
