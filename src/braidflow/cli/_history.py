@@ -215,7 +215,8 @@ def command_fork(args: argparse.Namespace) -> int:
     except (ResumeError, CheckpointError, StoreError) as error:
         raise UsageError(str(error)) from error
     say(
-        f"forked run {args.run_id!r} after step {args.at if args.at is not None else 'its last'}"
+        f"forked run {args.run_id!r} after "
+        f"{f'step {args.at}' if args.at is not None else 'its last step'}"
         f" as run {new!r}"
     )
     return resume_stored(args, store, store_path, new, flow, given)

@@ -29,8 +29,8 @@ def _warning_line(message: Any, category: type[Warning], *args: Any, **kwargs: A
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        say(message)
+        """Bad input: one line, as every other (the usage is in --help)."""
+        say(f"{message}; see '{self.prog} --help'")
         raise SystemExit(EXIT_USAGE)
 
 
