@@ -433,6 +433,23 @@ def test_a_run_resumes_with_a_node_renamed_as_the_refusal_says(work):
 
 
 @pytest.mark.slow
+def test_a_fork_answers_only_where_the_run_waits_and_forks_nothing_otherwise(work):
+    assert (
+        cli(work, "run", "flows.py:review", "--store", "runs.db", "--run-id", "w").returncode == 3
+    )
+    refused = cli(
+        work, "fork", "w", "--at", "1", "--input", '"yes"', "--store", "runs.db",
+        check_stderr_one_line=True,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "leave --at out to fork where the run waits" in refused.stderr
+    assert "w-fork" not in cli(work, "runs", "--store", "runs.db").stdout
+    answered = cli(work, "fork", "w", "--input", '"yes"', "--store", "runs.db")  # as it says
+    assert answered.returncode == 0, answered.stderr
+    assert "after its last step" in answered.stderr
+
+
+@pytest.mark.slow
 def test_a_waiting_run_prints_its_prompt_exits_3_and_resumes_with_input(work):
     done = cli(work, "run", "flows.py:review", "--store", "runs.db", "--run-id", "r2")
     assert done.returncode == 3

@@ -166,6 +166,7 @@ def test_fork_sets_keys_and_runs_on_from_the_step(work):
         (["fork", "r1", "--set", "items"], "give KEY=JSON"),
         (["fork", "r1", "--set", "items=[1,"], "--set items is not valid JSON"),
         (["fork", "r1", "--set", "items=NaN"], "NaN is not JSON"),
+        (["fork", "r1", "--input", '"x"'], "the run is failed; fork it without --input"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(work, args, said):
@@ -173,6 +174,8 @@ def test_bad_input_is_one_line_and_exit_code_2(work, args, said):
     done = cli(work, *args, "--store", "runs.db")
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert said in done.stderr
+    runs = cli(work, "runs", "--store", "runs.db").stdout
+    assert "r1-fork" not in runs  # nothing was forked
     assert "Traceback" not in done.stderr
     assert done.stdout == ""
     said_lines = [line for line in done.stderr.splitlines() if line.startswith("braidflow:")]

@@ -209,6 +209,20 @@ def command_fork(args: argparse.Namespace) -> int:
         )
     update = _updates(args.set or [])
     given = resume_options(args)  # checked before TARGET's file is imported
+    answering = "--input" if "input" in given else "--answer" if "answers" in given else None
+    if answering is not None and (record.status != "waiting" or args.at is not None):
+        # An answer is for the question the run waits on, which only a fork
+        # where it waits (no --at) carries over; nothing is forked then.
+        raise UsageError(
+            f"{answering} answers the question run {args.run_id!r} waits on, which a fork "
+            + (
+                f"after step {args.at} asks again when it gets there: fork it without "
+                f"{answering} (and answer the fork's question when it asks), or leave --at "
+                "out to fork where the run waits"
+                if record.status == "waiting"
+                else f"cannot carry: the run is {record.status}; fork it without {answering}"
+            )
+        )
     flow = load_target(args.target) if args.target is not None else load_target(*remembered)  # type: ignore[misc]
     try:
         new = fork_run(store, flow, args.run_id, args.at, args.run_id_new, update)
