@@ -248,12 +248,15 @@ def test_a_run_can_write_a_trace_and_a_timeline(work):
         (["run", "no_such_module:flow"], "no module 'no_such_module'"),
         (["run", "flows.py"], "should be path/to/file.py:name or package.module:name"),
         (["run", "flows.py:greet", "--shared", "{bad"], "--shared is not valid JSON"),
-        (["run", "flows.py:greet", "--shared", "[1]"], "--shared must be a JSON object"),
+        (["run", "flows.py:greet", "--shared", "[1]"], "--shared must be a JSON object, got"),
+        (["run", "flows.py:greet", "--shared", "@list.json"], "object (in 'list.json'), got list"),
         (["run", "flows.py:greet", "--shared", "@gone.json"], "cannot read 'gone.json'"),
         (["runs", "--store", "none.db"], "no store at 'none.db'"),
         (["resume", "x", "--store", "none.db"], "no store at 'none.db'"),
         (["timeline", "x", "--store", "none.db", "-o", "t.html"], "no store at 'none.db'"),
         (["runs", "--store", "flows.py"], "not a braidflow store"),
+        (["runs", "--store", "."], "--store '.' is a directory: give the path of a store's"),
+        (["run", "flows.py:greet", "--store", "."], "such as 'braidflow.db' (a new one is"),
         (["run", "flows.py:greet", "--timeline", "no/such/dir/t.html"], "t.html"),
         (["run", "flows.py:greet", "--out", "no/such/dir/o.json"], "--out: cannot write"),
         (["run", "flows.py:greet", "--run-id", ""], "--run-id is empty"),
@@ -265,6 +268,7 @@ def test_a_run_can_write_a_trace_and_a_timeline(work):
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(work, args, said):
+    (work / "list.json").write_text("[1, 2]")
     done = cli(work, *args, check_stderr_one_line=True)  # argparse's own errors too
     assert done.returncode == 2
     assert said in done.stderr

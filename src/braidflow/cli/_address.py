@@ -88,6 +88,12 @@ class StoreAddress:
             raise UsageError(
                 f"no store at {self.given!r} (give --store PATH, or set BRAIDFLOW_STORE)"
             )
+        if path.is_dir():
+            made = " (a new one is made where none is)" if create and not read_only else ""
+            raise UsageError(
+                f"--store {self.given!r} is a directory: give the path of a store's file in "
+                f"it, such as {str(path / 'braidflow.db')!r}{made}"
+            )
         from ..stores.sqlite import SQLiteStore
 
         try:

@@ -285,7 +285,11 @@ def command_run(args: argparse.Namespace) -> int:
     # Every option checked before TARGET's file is imported (its code runs then).
     shared = read_json(args.shared, "--shared") if args.shared is not None else {}
     if not isinstance(shared, dict):
-        raise UsageError(f"--shared must be a JSON object, got {type(shared).__name__}")
+        source = f" (in {args.shared[1:]!r})" if args.shared.startswith("@") else ""
+        raise UsageError(
+            f"--shared must be a JSON object{source}, got {type(shared).__name__}; "
+            'such as {"topic": "tides"}'
+        )
     durable = bool(args.store or args.run_id or args.durability)
     budget = _budget(args, durable)
     flow = load_target(args.target)
