@@ -84,3 +84,48 @@ def uses_ray(page: Path) -> bool:
     """Whether a page's Python blocks start Ray: tests/test_ray.py runs those,
     on its own Ray instance, so that one test session starts Ray once."""
     return any("RayExecutor(" in block for block in python_blocks(page))
+
+
+def braidflow_command(work, *args, env=None, unset=("BRAIDFLOW_STORE",)):
+    """Run ``python -m braidflow ARGS`` in ``work`` as a user does, this
+    interpreter's sys.path on PYTHONPATH; the variables ``unset`` left out."""
+    import os
+
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for name in unset:
+        environment.pop(name, None)
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "braidflow", *args],
+        cwd=work,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def start_drain_job(store, log):
+    """Start tests/jobs/drain_job.py's batch with the command, as run "job" in
+    ``store`` (a path or a URL), and wait until 100 of its items ended."""
+    import os
+    import time
+
+    job = subprocess.Popen(
+        [
+            sys.executable, "-m", "braidflow", "run",
+            f"{Path(__file__).parent}/jobs/drain_job.py:batch",
+            "--store", str(store), "--run-id", "job",
+        ],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "DRAIN_LOG": str(log)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not log.exists() or log.read_text().count("end ") < 100:
+        if job.poll() is not None or time.monotonic() >= deadline:
+            job.kill()
+            raise AssertionError(job.communicate())
+        time.sleep(0.01)
+    return job

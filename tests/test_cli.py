@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from _support import braidflow_command
+
 FLOWS = """
 import asyncio
 import os
@@ -161,17 +163,7 @@ def work(tmp_path):
 
 
 def cli(work, *args, check_stderr_one_line=False, env=None):
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    environment.pop("BRAIDFLOW_STORE", None)
-    environment.update(env or {})
-    done = subprocess.run(
-        [sys.executable, "-m", "braidflow", *args],
-        cwd=work,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = braidflow_command(work, *args, env=env)
     if check_stderr_one_line:
         assert done.returncode == 2, (done.stdout, done.stderr)
         assert "Traceback" not in done.stderr

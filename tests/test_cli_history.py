@@ -2,11 +2,10 @@
 driven as a user drives them, in a subprocess."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+
+from _support import braidflow_command
 
 FLOWS = """
 import os
@@ -49,18 +48,7 @@ def work(tmp_path):
 
 
 def cli(work, *args, env=None):
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    environment.pop("BRAIDFLOW_STORE", None)
-    environment.pop("FAIL_AT", None)
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "braidflow", *args],
-        cwd=work,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return braidflow_command(work, *args, env=env, unset=("BRAIDFLOW_STORE", "FAIL_AT"))
 
 
 def failed_run(work, fail_at="7"):

@@ -10,13 +10,12 @@ import shlex
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from _postgres import free_port
+from _support import braidflow_command, start_drain_job
 from braidflow.cli import main
 from braidflow.cli._address import StoreAddress, masked
 from conftest import new_database
@@ -74,17 +73,7 @@ def work(tmp_path):
 
 
 def cli(work, *args, env=None):
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    environment.pop("BRAIDFLOW_STORE", None)
-    environment.update(env or {})
-    done = subprocess.run(
-        [sys.executable, "-m", "braidflow", *args],
-        cwd=work,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = braidflow_command(work, *args, env=env)
     assert SECRET not in done.stdout + done.stderr
     return done
 
@@ -342,29 +331,8 @@ def test_a_running_run_in_a_database_is_drained_from_its_page(tmp_path, url):
     pytest.importorskip("starlette")
     pytest.importorskip("httpx")
     log = tmp_path / "items.log"
-    job = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "braidflow",
-            "run",
-            f"{Path(__file__).parent}/jobs/drain_job.py:batch",
-            "--store",
-            url,
-            "--run-id",
-            "job",
-        ],
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "DRAIN_LOG": str(log)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    job = start_drain_job(url, log)
     try:
-        deadline = time.monotonic() + 60
-        while not log.exists() or log.read_text().count("end ") < 100:
-            assert job.poll() is None, job.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
         with _client(url) as client:
             page = client.get("/runs/job").text
             assert 'action="/runs/job/drain"' in page

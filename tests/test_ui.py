@@ -22,6 +22,7 @@ from starlette.testclient import TestClient
 
 import braidflow as bf
 import ui_flows
+from _support import start_drain_job
 from braidflow.cli import main
 from braidflow.ui import create_app
 from braidflow.ui._guard import COOKIE
@@ -499,35 +500,9 @@ def test_events_come_a_page_at_a_time_and_filtered_by_kind(tmp_path):
 
 @pytest.mark.slow
 def test_a_running_run_is_drained_from_its_page(tmp_path):
-    import os
-    import subprocess
-    import sys
-    import time
-
     path, log = tmp_path / "runs.db", tmp_path / "items.log"
-    job = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "braidflow",
-            "run",
-            f"{Path(__file__).parent}/jobs/drain_job.py:batch",
-            "--store",
-            str(path),
-            "--run-id",
-            "job",
-        ],
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "DRAIN_LOG": str(log)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    job = start_drain_job(path, log)
     try:
-        deadline = time.monotonic() + 60
-        while not log.exists() or log.read_text().count("end ") < 100:
-            assert job.poll() is None, job.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
         client = client_of(path)
         page = client.get("/runs/job").text
         assert 'action="/runs/job/drain"' in page
