@@ -14,7 +14,7 @@ from time import monotonic, time
 from typing import Any
 from zlib import crc32
 
-from .._context import STEP, AttemptState
+from .._context import STEP, AttemptState, StepAt
 from .._errors import CheckpointError, ResumeError
 from .._isolation import MISSING
 from .._views import SharedView
@@ -27,7 +27,7 @@ from ._interrupt import Interrupted
 from ._lax import KEPT, Settled, StepColumns
 from ._recorded import Recorded
 from ._tracking import TrackingDict, changed_keys
-from ._writer import BATCH, CheckpointWriter
+from ._writer import CheckpointWriter
 
 __all__ = ["USAGE_PERIOD", "DurableRun"]
 
@@ -62,7 +62,7 @@ class DurableRun:
         self.answers = self.recorded.answers
         self.calls: dict[str, int] = {}
         self.attempts: dict[str, tuple[AttemptState, int, int]] = {}
-        self.at: Any = None  # the walk (StepCheckpoints) whose step started last
+        self.at: StepAt | None = None  # the step that started last
         # Resumed with nodes renamed: each one's name now -> its name when the
         # run began, so idempotency keys and question ids stay the same.
         self._first_names: dict[str, str] = {}
@@ -293,11 +293,8 @@ class DurableRun:
             position = at.position
             columns.add(at.frame, position, name, type(node).__qualname__, text, at.started, time())
         at.position = position + 1
-        if self.batched:  # the writer's tick(), when it has something to do
-            writer = self.writer
-            due = writer.due
-            if due is None or monotonic() >= due or len(columns.names) + len(writer.kept) >= BATCH:
-                writer.tick(len(columns.names))
+        if self.batched:
+            self.writer.tick(len(columns.names))
         if node._bf_strict:  # durability="sync" for this node
             self.sync()
 

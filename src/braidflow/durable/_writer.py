@@ -55,9 +55,9 @@ class CheckpointWriter:
         self.run_id = run_id
         self.codec = codec
         self.mode = mode  # the run's durability= (see _options.DURABILITY)
-        self.kept: list[Checkpoint] = []  # exit: every row until the run stops; async: a batch
+        self._kept: list[Checkpoint] = []  # exit: every row until the run stops; async: a batch
         # async: when the batch kept must be written (None: no batch begun)
-        self.due: float | None = None
+        self._due: float | None = None
         self.batch_lock = threading.Lock()
         # async, exit: the rows of the steps the run keeps (before any other
         # row), and the row of what they changed in shared, after a batch.
@@ -96,17 +96,17 @@ class CheckpointWriter:
         if self.mode != "async":
             return
         now = monotonic()
-        due = self.due
+        due = self._due
         if due is None:
             self._begin_batch(now)
-        elif now >= due or kept + len(self.kept) >= BATCH:
+        elif now >= due or kept + len(self._kept) >= BATCH:
             with self.batch_lock:
                 self._write_batch()
 
     def _begin_batch(self, now: float) -> None:
         """A new batch: due a period from now, and on an event loop written
         then even if nothing else is written by then."""
-        self.due = now + PERIOD
+        self._due = now + PERIOD
         loop = asyncio._get_running_loop()
         if loop is not None:
             loop.call_later(PERIOD, self._batch_due)
@@ -211,36 +211,36 @@ class CheckpointWriter:
             self.store.append(self.run_id, rows)
         elif mode == "exit":
             with self.batch_lock:
-                self.kept += self._steps()
-                self.kept += rows
+                self._kept += self._steps()
+                self._kept += rows
         else:  # async: a batch, written when full or due
             with self.batch_lock:  # sync batches hand rows over from worker threads
-                self.kept += self._steps()
-                self.kept += rows
+                self._kept += self._steps()
+                self._kept += rows
                 now = monotonic()
-                due = self.due
+                due = self._due
                 if due is None:
                     self._begin_batch(now)
-                if len(self.kept) >= BATCH or (due is not None and now >= due):
+                if len(self._kept) >= BATCH or (due is not None and now >= due):
                     self._write_batch()
 
     def _write_batch(self) -> None:
         """Write the batch kept (the caller holds the batch lock). If the
         store fails, the rows stay kept, first: nothing later overtakes them."""
-        rows, self.kept, self.due = self.kept, [], None
+        rows, self._kept, self._due = self._kept, [], None
         rows += self._steps()
         if rows:
             rows += self._settle(rows[-1])
             try:
                 self.store.append(self.run_id, rows)
             except BaseException:
-                self.kept = rows + self.kept
+                self._kept = rows + self._kept
                 raise
 
     def _batch_due(self) -> None:
         # On the loop, a period after the batch began: write it, unless the
         # run ended or failed to write meanwhile.
-        if self.due is not None and self._write_error is None:
+        if self._due is not None and self._write_error is None:
             try:
                 with self.batch_lock:
                     self._write_batch()
@@ -276,8 +276,8 @@ class CheckpointWriter:
                 self.store.append(self.run_id, rows)
             return
         with self.batch_lock:
-            self.kept += self._steps()
-            self.kept += rows
+            self._kept += self._steps()
+            self._kept += rows
             self._write_batch()
 
     def flush(self) -> None:
@@ -288,6 +288,6 @@ class CheckpointWriter:
             StoreError: If they cannot be written.
         """
         error, self._write_error = self._write_error, None
-        if error is not None and not (self._pending or self._queued or self.kept):
+        if error is not None and not (self._pending or self._queued or self._kept):
             raise error
         self.sync()

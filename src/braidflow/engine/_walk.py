@@ -46,8 +46,8 @@ class StepCheckpoints:
         "position",
         "recorded",
         "replaying",
-        "running",
         "started",
+        "step",
         "target",
         "touched",
     )
@@ -59,9 +59,9 @@ class StepCheckpoints:
         self.recorded = durable.steps_in(self.frame)
         self.replaying = len(self.recorded)  # while position is below: steps to skip
         self.position = 0
-        # The running step (or the last to run): its position, its node, and
-        # when it began (set in walk).
-        self.running = 0
+        # The running step (or the last to run): where its code runs (its
+        # StepAt), its node, and when it began (set in walk).
+        self.step: StepAt | None = None
         self.name = ""
         self.started = 0.0
         self.touched: set[Any] = set()  # what the running step reads and writes in shared
@@ -71,11 +71,6 @@ class StepCheckpoints:
         self.target = target = store_under(shared)
         self.lax = not durable.strict and type(target) is TrackingDict
 
-    @property
-    def key(self) -> str:
-        """The running step's key (or the last one's): ``frame/position:name``."""
-        return f"{self.frame}/{self.running}:{self.name}"
-
     def replayed(self, node: Any, shared: Any) -> Any:
         """Skip this step, which finished before (position < replaying): its action."""
         action = self.durable.replay(self.recorded[self.position], node, store_under(shared))
@@ -84,7 +79,8 @@ class StepCheckpoints:
 
     def failed(self, error: BaseException) -> None:
         """Note the step a failure came from (the innermost sees it first)."""
-        self.durable.failed_in(error, self.key)
+        if self.step is not None:
+            self.durable.failed_in(error, self.step.key)
 
     def done(self, node: Any, action: Any) -> None:
         """Record the step that finished; the next one begins at the next
@@ -164,16 +160,16 @@ def walk(flow: Any, shared: Any, params: dict[str, Any], offload: bool, sync_onl
                 if drain.asked or monotonic() >= drain.next_poll:  # its stopping(), cheap
                     if drain.stopping():
                         raise DrainStop
-                position = checkpoints.running = checkpoints.position
                 name = checkpoints.name = display or node._display_name()
                 checkpoints.started = time()
-                durable.at = checkpoints  # type: ignore[union-attr]
                 # Where the step's code runs: a StepAt of its own, kept by
                 # whatever its code starts (a task, a thread) after it ends.
                 touched = checkpoints.touched = set()
-                at = STEP.set(StepAt(f"{checkpoints.frame}/{position}:{name}", touched))
+                key = f"{checkpoints.frame}/{checkpoints.position}:{name}"
+                durable.at = checkpoints.step = at = StepAt(key, touched)  # type: ignore[union-attr]
+                set_at = STEP.set(at)
                 if token is None:
-                    token = at
+                    token = set_at
             step = None
             if observing is not None:
                 name = node._display_name()
