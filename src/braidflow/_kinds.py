@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._cache import Cache
 from ._errors import InvalidParameterError
-from ._limits import Limiter, ordered
+from ._holding import ordered
+from ._limits import Limiter
 from ._node import BaseNode
 from ._options import (
     UNSET,
@@ -141,7 +142,8 @@ class Node(BaseNode, Generic[PrepT, ExecT, StateT]):
             self._bf_limits = ordered(check_limits(self, limits, (Limiter, Weighted)))
             if any(isinstance(limit, Weighted) for limit in self._bf_limits):
                 self._bf_weighted = tuple(
-                    getattr(limit, "limiter", limit) for limit in self._bf_limits
+                    limit.limiter if isinstance(limit, Weighted) else limit
+                    for limit in self._bf_limits
                 )
         if offload is not None:
             self._bf_offload = check_offload(self, offload)

@@ -22,7 +22,7 @@ from typing import Any
 from .. import _budget as budgets
 from .._clock import Deadline, TimedOut
 from .._context import RUN, run_clock
-from .._limits import acquire_all, release_all
+from .._holding import acquire_all, release_all
 from .._threads import Abandoned, run_in_thread
 from . import _effects as ops
 from ._around_items import commit

@@ -21,7 +21,7 @@ from .._clock import TimedOut
 from .._context import ATTEMPT, CLAIMS, GATES, PATH, AttemptState, observed
 from .._deadlock import hold, holds, unhold
 from .._errors import NodeCancelledError, NodeTimeoutError, add_note
-from .._limits import release_all, try_all
+from .._holding import release_all, try_all
 from .._options import check_retry_options
 from .._policy import next_delay
 from .._taskgroup import note_lost

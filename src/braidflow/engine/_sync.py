@@ -17,7 +17,7 @@ from .. import _budget as budgets
 from .._clock import TimedOut
 from .._context import run_clock
 from .._errors import AsyncUsageError
-from .._limits import acquire_all_blocking, release_all
+from .._holding import acquire_all_blocking, release_all
 from .._threads import (
     Abandoned,
     call_in_thread,
