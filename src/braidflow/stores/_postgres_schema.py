@@ -5,6 +5,8 @@ when a newer braidflow wrote them; and what a failure of the server means.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -146,7 +148,7 @@ def connect(
     if read_only:
         _check_tables(conn, store)
         return conn
-    try:
+    with _closed_if_failing(conn, store, "make or check its tables"):
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             conn.execute(
@@ -169,33 +171,31 @@ def connect(
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     (str(upto),),
                 )
+    return conn
+
+
+@contextlib.contextmanager
+def _closed_if_failing(conn: psycopg.Connection[Any], store: str, doing: str) -> Iterator[None]:
+    """Close ``conn`` if the block fails; a database's failure is a
+    `StoreError` saying what it was ``doing``, what happened and what to do."""
+    try:
+        yield
     except BaseException as error:
         conn.close()
         if isinstance(error, psycopg.Error):
             what, todo = diagnosis(error)
-            raise StoreError(
-                f"{store}: cannot make or check its tables: {what} ({said(error)}); {todo}"
-            ) from None
+            raise StoreError(f"{store}: cannot {doing}: {what} ({said(error)}); {todo}") from None
         raise
-    return conn
 
 
 def _check_tables(conn: psycopg.Connection[Any], store: str) -> None:
     """Refuse (closing ``conn``) a database a read-only store cannot read:
     one without braidflow's tables, or with tables of another version."""
-    try:
-        version: int | None = None
+    version: int | None = None
+    with _closed_if_failing(conn, store, "read its tables"):
         if conn.execute("SELECT to_regclass('braidflow_meta')").fetchone() != (None,):
             row = conn.execute("SELECT value FROM braidflow_meta WHERE key='schema'").fetchone()
             version = None if row is None else int(row[0])
-    except BaseException as error:
-        conn.close()
-        if isinstance(error, psycopg.Error):
-            what, todo = diagnosis(error)
-            raise StoreError(
-                f"{store}: cannot read its tables: {what} ({said(error)}); {todo}"
-            ) from None
-        raise
     if version == SCHEMA_VERSION:
         return
     conn.close()
