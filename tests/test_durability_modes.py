@@ -339,3 +339,35 @@ def test_async_on_a_loop_writes_its_batch_when_due_though_nothing_else_is_writte
     first >> Waits(name="waits")
     bf.AsyncFlow(start=first).run({}, store=store, run_id="run", durability="async")
     assert looked == [["first"]]
+
+
+class Busy:
+    """A value whose saving writes ``shared``: it stands for a thread the step
+    started that goes on writing while the step is recorded (forced here, at
+    the one moment a thread could only hit by chance)."""
+
+    def __init__(self, shared):
+        self.shared = shared
+
+    def __reduce__(self):
+        for index in range(20):
+            self.shared[f"late{index}"] = index
+        return (int, (5,))
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_a_step_whose_keys_grow_while_it_is_recorded_is_recorded(durability):
+    class Start(bf.Node):
+        def post(self, shared, prep_res, exec_res):
+            shared["busy"] = Busy(shared)
+
+    class Then(bf.Node):
+        def post(self, shared, prep_res, exec_res):
+            shared["then"] = 1
+
+    start = Start()
+    start >> Then()
+    store = bf.MemoryStore(serializer="pickle")
+    bf.Flow(start=start).run({}, store=store, run_id="run", durability=durability)
+    assert store.get("run").status == "completed"
+    assert bf.Flow().state("run", store=store)["busy"] == 5

@@ -49,9 +49,9 @@ class Settled:
         self.codec = codec
         self.values: dict[Any, Any] = {}
 
-    def note(self, shared: TrackingDict, touched: set[Any], node: str) -> None:
+    def note(self, shared: TrackingDict, touched: list[Any], node: str) -> None:
         """Note the values the keys a step of ``node`` touched (``touched``,
-        its set) have in ``shared`` after it. (`DurableRun.lax_step_done`
+        its keys, taken at once) have in ``shared`` after it. (`DurableRun.lax_step_done`
         notes them itself when every value is of a type in `KEPT`.)
 
         Raises:

@@ -240,12 +240,15 @@ class DurableRun:
         name: str,
         action: Any,
         target: Any,
-        touched: set[Any],
+        touched: set[Any] | list[Any],
         started: float,
     ) -> None:
         """Record a finished step (``node``, whose display name is ``name``,
         begun at ``started``) and what it changed, before the walk goes on."""
         tracking = type(target) is TrackingDict  # else a branch's view
+        # The keys as they are now, at once: a thread the step started (or a
+        # value's encoding) may touch more while they are recorded.
+        touched = [*touched]
         payload = _json_changes(target, touched) if self._json and tracking else None
         if payload is None:
             payload = self.codec.pack(changed_keys(self.codec, target, name, touched))
@@ -277,7 +280,7 @@ class DurableRun:
         """
         name = at.name
         text = None if action is None else action_text(action, name)
-        touched = at.touched
+        touched = [*at.touched]  # at once: see step_done
         columns = self.columns
         with self.batch_lock:  # a batch may be written from a worker thread
             if touched:  # Settled.note, its common case inline: every value kept as it is
@@ -458,7 +461,7 @@ def _unfingerprintable(error: Unfingerprintable, index: Any, node: Any) -> Check
 _row = partial(tuple.__new__, Checkpoint)  # a Checkpoint of its nine fields, made directly
 
 
-def _json_changes(shared: TrackingDict, touched: set[Any]) -> bytes | None:
+def _json_changes(shared: TrackingDict, touched: list[Any]) -> bytes | None:
     """What a step changed in ``shared``, as `Codec.pack` writes it for JSON,
     made here for the usual step (string keys, numbers and strings); ``None``
     for anything else, which `changed_keys` then does (nothing is noted here

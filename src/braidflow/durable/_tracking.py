@@ -8,7 +8,7 @@ changed since the last checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from .._context import STEP
@@ -31,8 +31,8 @@ class TrackingDict(dict[Any, Any]):
         super().__init__(*args)
         self._bf_last: dict[Any, bytes] = {}  # the last saved encoding of each key
 
-    def touched(self, keys: set[Any]) -> Iterable[Any]:
-        """The keys a step touched, given its set (all of them after an iteration)."""
+    def touched(self, keys: Collection[Any]) -> Iterable[Any]:
+        """The keys a step touched, given them (all of them after an iteration)."""
         if _ALL in keys:
             return set(dict.keys(self)) | set(self._bf_last)
         return keys
@@ -96,7 +96,7 @@ class TrackingDict(dict[Any, Any]):
 
 
 def changed_keys(
-    codec: Codec, target: Any, node: str, touched: set[Any] | None = None
+    codec: Codec, target: Any, node: str, touched: Collection[Any] | None = None
 ) -> list[tuple[Any, bytes | None]]:
     """The keys of ``target`` whose saved form changed since the last
     checkpoint, encoded; ``None`` for a deleted key. Of a TrackingDict, the
@@ -106,7 +106,7 @@ def changed_keys(
     # Read so that reading marks nothing: a TrackingDict as a plain dict, a view by peek.
     tracking = type(target) is TrackingDict
     read = dict.__getitem__ if tracking else type(target)._peek
-    keys = target.touched(touched or set()) if tracking else target._take_dirty()
+    keys = target.touched(touched or ()) if tracking else target._take_dirty()
     for key in keys:
         if key in target:
             data = encode_key_value(codec, key, read(target, key), node)
