@@ -505,3 +505,42 @@ async def test_a_request_outliving_the_attempt_it_started_in_no_longer_keeps_it_
     b.release()
     await detached[0]
     assert_released(g, a, b)
+
+
+# -- weighted limiters: what is held and asked is units ---------------------------------
+
+
+async def test_a_weighted_request_nested_in_a_holder_of_the_same_units_is_refused():
+    # 6 of 10 units held by the outer attempt; its inner node asks for 6 more.
+    tpm = Limiter(max_concurrent=10, name="tpm")
+    outer = async_items(1, lambda: AsyncCall(limits=[tpm.weighted(6)]))
+    with pytest.raises(LimiterDeadlock, match=r"asked for 6 units .* hold 6 of its 10 units"):
+        await outer(limits=[tpm.weighted(6)], name="Items").run_async({})
+    assert other_tasks() == set()
+    assert_released(tpm)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_weighted_holders_whose_nested_requests_cannot_fit_are_refused(kind):
+    # Two items hold 5 units each of 10, and each one's nested node asks for 5.
+    tpm = Limiter(max_concurrent=10, name="tpm")
+    if kind == "sync":
+        items = sync_items(2, lambda: Call(limits=[tpm.weighted(5)]), threading.Barrier(2))
+        run = asyncio.to_thread(items(limits=[tpm.weighted(5)]).run, {})
+    else:
+        items = async_items(2, lambda: AsyncCall(limits=[tpm.weighted(5)]), asyncio.Barrier(2))
+        run = items(limits=[tpm.weighted(5)]).run_async({})
+    with pytest.raises(LimiterDeadlock, match=r"would wait forever for a slot of .*'tpm'"):
+        await run
+    assert_released(tpm)
+
+
+async def test_weighted_holders_whose_nested_requests_fit_one_at_a_time_finish():
+    # 3 + 3 of 10 units held; a nested 3 fits, the other waits for it: no deadlock.
+    tpm = Limiter(max_concurrent=10, name="tpm")
+    items = async_items(2, lambda: AsyncCall(limits=[tpm.weighted(3)]), asyncio.Barrier(2))
+    shared = {}
+    await items(limits=[tpm.weighted(3)]).run_async(shared)
+    assert shared["results"] == ["called", "called"]
+    assert tpm.statistics().peak_in_flight == 9
+    assert_released(tpm)

@@ -14,12 +14,14 @@ the wait can never end: this module sees that and refuses it.
   cancelled or refused. The records it runs inside are *exposed*: each counts
   the limiters that requests nested in it wait for.
 - A record is *stuck* if a request nested in it waits for a dead limiter; a
-  limiter is *dead* if the slots that stuck records hold number at least its
-  bound (every other holder could give its slot back and it would still be
-  full). The dead limiters are the greatest fixed point of the two rules. It
-  is computed when a request registers (and when a bound is lowered), the only
-  events that can close a cycle, so a deadlock is refused as it forms, in the
-  waiter that closes it.
+  limiter is *dead* if the slots that stuck records hold leave too few for
+  the smallest request waiting for it (every other holder could give its
+  slots back and it would still be too full). Slots are units for a weighted
+  limiter (a `Claim` holds its units; a plain acquisition, one): with one
+  slot a request, "too few" is "none". The dead limiters are the greatest
+  fixed point of the two rules. It is computed when a request registers (and
+  when a bound is lowered), the only events that can close a cycle, so a
+  deadlock is refused as it forms, in the waiter that closes it.
 
 Slots held by code that recorded nothing (a user's ``async with limiter:``,
 an attempt that has ended, a thread abandoned to a timeout) count as slots
@@ -38,7 +40,9 @@ from ._errors import LimiterDeadlock
 __all__ = ["block", "hold", "holds", "refuse_dead_waits", "unblock", "unhold"]
 
 # A holding record is a list, the cheapest mutable record to make, once per
-# attempt: [limiters held, node, item index, parent record, live, waits].
+# attempt: [limiters held, node, item index, parent record, live, waits]. A
+# weighted limiter is held as the attempt's `Claim` of it (its ``limiter``
+# and its ``units``).
 # ``waits`` (None until a request nested in it registers) counts, per limiter,
 # the registered requests nested in the record that wait for it.
 _LIMITERS, _NODE, _INDEX, _PARENT, _LIVE, _WAITS = range(6)
@@ -70,7 +74,7 @@ def holds(limiter: Limiter) -> bool:
     """Whether an attempt this code runs inside holds a slot of ``limiter``."""
     record = _get()
     while record is not None:
-        if record[_LIVE] and limiter in record[_LIMITERS]:
+        if record[_LIVE] and any(_base(held) is limiter for held in record[_LIMITERS]):
             return True
         record = record[_PARENT]
     return False
@@ -106,7 +110,8 @@ def block(
 ) -> None:
     """Register ``waiter``, which must wait for ``limiter`` while its context
     holds ``holding`` (and, if it is an attempt taking its node's limiters,
-    ``taken`` already), until `unblock`. Called under the limiter's lock.
+    ``taken`` already: limiters, or claims of weighted ones), until
+    `unblock`. Called under the limiter's lock.
 
     Raises:
         LimiterDeadlock: If the wait could never end; nothing is registered then.
@@ -167,7 +172,7 @@ def _expose(head: Record, limiter: Limiter) -> list[Record]:
             if not record[_LIVE]:
                 record[_WAITS] = None
                 break
-            for held in record[_LIMITERS]:
+            for held in _bases(record):
                 _exposed.setdefault(held, {})[id(record)] = record
         elif not record[_LIVE]:
             break
@@ -188,7 +193,7 @@ def _conceal(path: list[Record], limiter: Limiter) -> None:
         del waits[limiter]
         if not waits:
             record[_WAITS] = None
-            for held in record[_LIMITERS]:
+            for held in _bases(record):
                 holders = _exposed[held]
                 del holders[id(record)]
                 if not holders:
@@ -213,10 +218,45 @@ def _stuck(record: Record, dead: set[Limiter]) -> bool:
     return bool(record[_LIVE]) and not record[_WAITS].keys().isdisjoint(dead)
 
 
-def _full(limiter: Limiter, holders: dict[int, Record]) -> bool:
-    """Whether the live records among ``holders`` hold every slot of ``limiter``."""
+def _base(held: Any) -> Limiter:
+    """The limiter a record holds: itself, or a weighted one's (a `Claim`'s)."""
+    return getattr(held, "limiter", held)
+
+
+def _bases(record: Record) -> set[Limiter]:
+    return {_base(held) for held in record[_LIMITERS]}
+
+
+def _slots(record: Record, limiter: Limiter) -> float:
+    """The slots (units) of ``limiter`` that ``record`` holds."""
+    return sum(getattr(held, "units", 1) for held in record[_LIMITERS] if _base(held) is limiter)
+
+
+def _needs() -> dict[Limiter, float]:
+    """The smallest request registered for each limiter: 1 slot, or a claim's units."""
+    needs: dict[Limiter, float] = {}
+    for waiter, entry in _blocked.items():
+        claim = waiter.claim
+        units = 1 if claim is None else claim.units
+        limiter = entry[0]
+        if units < needs.get(limiter, units + 1):
+            needs[limiter] = units
+    return needs
+
+
+def _too_full(limiter: Limiter, records: Any, needs: dict[Limiter, float]) -> bool:
+    """Whether what ``records`` hold of ``limiter`` leaves too few slots for
+    the smallest request for it (with one slot each: they hold every slot)."""
     bound = limiter._max
-    return bound is not None and sum(1 for r in holders.values() if r[_LIVE]) >= bound
+    if bound is None:
+        return False
+    held = sum(_slots(record, limiter) for record in records)
+    return bool(held + needs.get(limiter, 1) > bound + 1e-9)
+
+
+def _full(limiter: Limiter, holders: dict[int, Record], needs: dict[Limiter, float]) -> bool:
+    """Whether the live records among ``holders`` leave too few slots of ``limiter``."""
+    return _too_full(limiter, (r for r in holders.values() if r[_LIVE]), needs)
 
 
 def _dead(asked: Limiter | None) -> set[Limiter]:
@@ -224,8 +264,9 @@ def _dead(asked: Limiter | None) -> set[Limiter]:
     slots of records stuck on dead limiters". With ``asked``, only those it
     depends on, and at once nothing if it cannot be dead (the usual answer,
     found in time linear in its exposed holders)."""
+    needs = _needs()
     if asked is None:
-        dead = {limiter for limiter, holders in _exposed.items() if _full(limiter, holders)}
+        dead = {limiter for limiter, holders in _exposed.items() if _full(limiter, holders, needs)}
     else:
         # The limiters that the holders of `asked` wait for, transitively, that
         # stuck holders alone could fill: no other can be in its cycle.
@@ -235,7 +276,7 @@ def _dead(asked: Limiter | None) -> set[Limiter]:
         while reached:
             limiter = reached.pop()
             holders = _exposed.get(limiter)
-            if holders is None or not _full(limiter, holders):
+            if holders is None or not _full(limiter, holders, needs):
                 continue
             dead.add(limiter)
             for record in holders.values():
@@ -249,9 +290,8 @@ def _dead(asked: Limiter | None) -> set[Limiter]:
     while dead:
         keep = set()
         for limiter in dead:
-            bound = limiter._max
-            stuck = sum(1 for r in _exposed[limiter].values() if _stuck(r, dead))
-            if bound is not None and stuck >= bound:
+            stuck = (r for r in _exposed[limiter].values() if _stuck(r, dead))
+            if _too_full(limiter, stuck, needs):
                 keep.add(limiter)
         if keep == dead:
             break
@@ -328,11 +368,16 @@ def _refusal(waiter: Any, dead: set[Limiter]) -> LimiterDeadlock:
         who += f" inside {_where(outer)}"
     own_holders = [r for r in _exposed[asked].values() if _stuck(r, dead)]
     if order == [asked] and all(any(r is step for step in path) for r in own_holders):
+        claim = waiter.claim
+        if claim is None:
+            asks, held = "a slot", f"all {asked._max} of its slots"
+        else:  # a weighted limiter: units
+            taken = sum(_slots(record, asked) for record in own_holders)
+            asks, held = f"{claim.units:g} units", f"{taken:g} of its {asked._max} units"
         message = (
-            f"{asked!r} is asked for a slot by {who}, but the attempts it runs inside hold "
-            f"all {asked._max} of its slots: it would wait for itself forever; do not ask "
-            "for it again inside (give it to the outer or the inner node only), or raise "
-            "max_concurrent"
+            f"{asked!r} is asked for {asks} by {who}, but the attempts it runs inside hold "
+            f"{held}: it would wait for itself forever; do not ask for it again inside "
+            "(give it to the outer or the inner node only), or raise max_concurrent"
         )
     else:
         names = ", ".join(_label(limiter) for limiter in order)

@@ -360,9 +360,7 @@ class Limiter:
             waiter.claim = claim
             holding = HELD.get()
             if holding is not None or taken:  # hold and wait: the rare path
-                # (the deadlock check counts one slot per holder, weighted or not)
-                limiters = tuple(getattr(held, "limiter", held) for held in taken)
-                block(self, waiter, holding, limiters, node, index)
+                block(self, waiter, holding, taken, node, index)
                 waiter.blocked = True
             self._waiters.append(waiter)
             self._waiting += 1

@@ -54,9 +54,10 @@ class Weighted:
     calls behind it wait for it, so no call is starved by others.
 
     The check that refuses hold-and-wait deadlocks (`braidflow.LimiterDeadlock`)
-    counts one slot per holder of a weighted limiter's ``max_concurrent``,
-    whatever its units: it never refuses a wait that could end, but a cycle
-    of nested weighted holders can go unnoticed (a rate alone never deadlocks).
+    counts the units each attempt holds of ``max_concurrent`` and the units
+    the request asks: an attempt holding 6 of 10 whose nested node asks for
+    6 more is refused, one whose nested node asks for 4 waits (a rate alone
+    never deadlocks).
 
     Args:
         limiter: The limiter counted.

@@ -197,10 +197,8 @@ def attempts(
                     if watched is not None:
                         waited = time.monotonic() - started
                         emit_wait(watched, node, held[taken:], index, attempt, waited)
-                if claims is None:
-                    holding = hold(held, node, index)  # what nested code sees this attempt hold
-                else:  # the deadlock check counts the limiters, one slot each
-                    holding = hold(gates + node._bf_weighted, node, index)
+                holding = hold(held, node, index)  # what nested code sees this attempt hold
+                if claims is not None:
                     claims_token = CLAIMS.set(own)
             if spend is not None:  # a budgeted run: stop before a call over the budget
                 try:
