@@ -173,6 +173,79 @@ async def test_a_finished_branch_is_not_redone(store):
     assert Count.ran == {"fast": 1}
 
 
+# A branch works on a view of the store, rebuilt on resume from the steps it
+# replays: what a finished step's nested walks wrote must come back with it.
+
+
+def test_a_flow_that_finished_inside_a_branch_keeps_its_writes_on_resume(store):
+    inner = Flow(start=chain(Count(name="in1"), Count(name="in2")), name="inner")
+    branch = Flow(start=chain(inner, Fails()), name="branch")
+    flow = Flow(start=Parallel(branch, Count(name="other")), name="job")
+    with pytest.raises(ConnectionError):
+        flow.run({}, store=store, run_id="r")
+    Fails.failing = False
+    final = flow.resume("r", store=store)
+    assert final == {"in1": 1, "in2": 1, "fails": "fine", "other": 1}
+    assert Count.ran == {"in1": 1, "in2": 1, "other": 1}
+
+
+class Sets(bf.BatchFlow):
+    def prep(self, shared):
+        return [{"set": index} for index in range(3)]
+
+
+class AsyncSets(bf.AsyncParallelBatchFlow):
+    async def prep_async(self, shared):
+        return [{"set": index} for index in range(3)]
+
+
+class Writes(Node):
+    """Writes shared[f"w{set}"]; the set numbered 1 fails while `Fails.failing`."""
+
+    def exec(self, prep_res):
+        if self.params["set"] == 1 and Fails.failing:
+            raise ConnectionError("upstream down")
+        return self.params["set"]
+
+    def post(self, shared, prep_res, exec_res):
+        Count.ran[exec_res] = Count.ran.get(exec_res, 0) + 1
+        shared[f"w{exec_res}"] = exec_res
+
+
+@pytest.mark.parametrize("sets", [Sets, AsyncSets])
+def test_the_parameter_sets_that_finished_inside_a_branch_keep_their_writes_on_resume(store, sets):
+    batch = sets(start=Writes(name="write"), name="sets")
+    flow = AsyncFlow(start=Parallel(batch, Count(name="other")), name="job")
+    with pytest.raises(ConnectionError):
+        asyncio.run(flow.run_async({}, store=store, run_id="r"))
+    Fails.failing = False
+    final = asyncio.run(flow.resume_async("r", store=store))
+    assert final == {"w0": 0, "w1": 1, "w2": 2, "other": 1}
+    assert Count.ran == {0: 1, 1: 1, 2: 1, "other": 1}
+
+
+def test_a_batch_flow_inside_an_isolated_parameter_set_keeps_its_writes_on_resume(store):
+    class WritesInSet(Writes):
+        def post(self, shared, prep_res, exec_res):
+            outer = self.params["outer"]
+            Count.ran[outer, exec_res] = Count.ran.get((outer, exec_res), 0) + 1
+            shared[f"w{outer}{exec_res}"] = exec_res
+
+    inner = Sets(start=WritesInSet(name="write"), name="inner")
+
+    class Outer(bf.AsyncParallelBatchFlow):
+        async def prep_async(self, shared):
+            return [{"outer": index} for index in range(2)]
+
+    flow = AsyncFlow(start=Outer(start=inner, isolate=True, name="outer"), name="job")
+    with pytest.raises(ConnectionError):
+        asyncio.run(flow.run_async({}, store=store, run_id="r"))
+    Fails.failing = False
+    final = asyncio.run(flow.resume_async("r", store=store))
+    assert final == {"w00": 0, "w01": 1, "w02": 2, "w10": 0, "w11": 1, "w12": 2}
+    assert set(Count.ran.values()) == {1}  # no set ran twice
+
+
 # -- interrupt -------------------------------------------------------------------------------
 
 

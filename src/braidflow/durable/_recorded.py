@@ -7,6 +7,7 @@ changes of isolated sub-flows and branches, and the answers to interrupts.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any
 
 from .._isolation import MISSING
@@ -22,6 +23,10 @@ class Recorded:
 
     def __init__(self) -> None:
         self.steps: dict[str, list[Checkpoint]] = {}  # by walk, in order
+        # The steps of branches' views, in the order written: (frame, order, row)
+        # sorted by frame, so those of one walk and the walks nested in it
+        # follow each other (see `nested_view_steps`).
+        self._view_steps: list[tuple[str, int, Checkpoint]] = []
         # Items that finished before: (fingerprint, result), by stage, by index.
         self.items: dict[str, dict[int, tuple[int, Any]]] = {}
         self.changes: dict[tuple[str, int], Checkpoint] = {}  # isolated sub-flows
@@ -52,6 +57,8 @@ class Recorded:
                 continue  # it may come between a suspension's questions and the run's end
             if kind in ("step", "view_step"):
                 self.steps.setdefault(row.frame, []).append(row)
+                if kind == "view_step":
+                    self._view_steps.append((row.frame, len(self._view_steps), row))
             elif kind == "items":
                 items = self.items.setdefault(row.frame, {})
                 for index, fingerprint, result in codec.split(row.payload):
@@ -73,5 +80,21 @@ class Recorded:
         self.asked = [row for row in self.asked if row.position not in answers.get(row.frame, {})]
         for steps in self.steps.values():
             steps.sort(key=lambda row: row.position)
+        self._view_steps.sort(key=lambda entry: entry[:2])
         shared._bf_last = {key: codec.encode(value) for key, value in dict.items(shared)}
         return shared
+
+    def nested_view_steps(self, *prefixes: str) -> list[Checkpoint]:
+        """The steps of views recorded in the walks whose key begins with one
+        of ``prefixes`` (those nested in a step, ``0:f/2:``, or a parameter
+        set's, ``0:f/2:sets[1]``), in the order they were written."""
+        entries = self._view_steps
+        found = []
+        for prefix in prefixes:
+            for at in range(bisect_left(entries, (prefix,)), len(entries)):
+                entry = entries[at]
+                if not entry[0].startswith(prefix):
+                    break
+                found.append(entry)
+        found.sort(key=lambda entry: entry[1])
+        return [row for _, _, row in found]

@@ -210,7 +210,11 @@ class DurableRun:
 
     def replay(self, row: Checkpoint, node: Any, target: Any) -> Any:
         """Skip a finished step: check it is the same node, apply what it changed
-        to a branch's view (the store itself was rebuilt already); return its action."""
+        to a branch's view (the store itself was rebuilt already); return its action.
+
+        A view gets what the walks nested in the step changed too (a flow's
+        steps, a batch flow's parameter sets), in the order they were written,
+        then the step's own changes: its nested walks are not walked again."""
         name = node._display_name()
         if row.node != name:
             raise ResumeError(
@@ -221,8 +225,20 @@ class DurableRun:
                 node=name,
             )
         if row.kind == "view_step":
+            for nested in self.recorded.nested_view_steps(f"{row.frame}/{row.position}:"):
+                self._apply(target, nested.payload)
             self._apply(target, row.payload)
         return None if row.action is None else json.loads(row.action)
+
+    def replay_sets(self, stage: str, view: Any) -> None:
+        """Resuming a batch flow whose parameter sets share a branch's view:
+        apply to it what the sets that finished before changed, in the order
+        written (they are not walked again; the store itself was rebuilt)."""
+        finished = self.recorded.items.get(stage)
+        if finished:
+            prefixes = [f"{stage}[{index}]" for index in finished]
+            for row in self.recorded.nested_view_steps(*prefixes):
+                self._apply(view, row.payload)
 
     def _apply(self, target: Any, payload: bytes) -> None:
         for key, value in self.codec.unpack(payload):

@@ -260,6 +260,8 @@ def _stage(flow: Any, shared: Any, prep_result: Any, offload: bool) -> Steps:
         if batch == "single":
             return (yield from _walk_or_orch(flow, shared, {**flow.params}, offload))
         items = batch_items(flow, prep_result)
+        if batch == "sequential" or not flow._bf_isolate:  # the sets share `shared`
+            _sets_done_before(shared)
 
         def one_set(item: Any, index: int, from_sync: bool) -> Steps:
             try:
@@ -278,6 +280,17 @@ def _stage(flow: Any, shared: Any, prep_result: Any, offload: bool) -> Steps:
     finally:
         if token is not None:
             HANDED_DOWN.reset(token)
+
+
+def _sets_done_before(shared: Any) -> None:
+    """Resuming, on a branch's view: what the batch's parameter sets that
+    finished before changed is applied to it (the store itself was
+    rebuilt with it; a view starts from the store)."""
+    run = RUN.get()
+    durable = run.durable if run is not None else None
+    view = store_under(shared)
+    if durable is not None and type(view) is SharedView:
+        durable.replay_sets(STEP.get().key, view)
 
 
 def _isolated(flow: Any, shared: Any, items: Any, offload: bool, collect: bool) -> Steps:
