@@ -401,3 +401,42 @@ def test_a_sync_run_past_its_grace_period_is_stopped_and_ends_drained():
     assert store.get("run").status == "drained"
     assert flow.resume("run", store=store)["items"] == [0, 1, 2]
     assert seen == [0, 1, 1, 2]  # item 1, stopped, ran again; item 0 did not
+
+
+class Unbounded(bf.AsyncParallelBatchNode):
+    """10 items, no bound (a task each); item 5 asks the run to drain, and the
+    items that began wait for ``release`` (``None``: they do not wait)."""
+
+    def __init__(self, calls, finished, release=None):
+        super().__init__(name="items")
+        self.calls, self.finished, self.release = calls, finished, release
+
+    async def prep_async(self, shared):
+        return list(range(10))
+
+    async def exec_async(self, item):
+        self.calls[item] += 1
+        if self.release is not None:
+            if item == 5:
+                bf.drain("run")
+            await self.release.wait()
+        self.finished[item] += 1
+        return item
+
+    async def post_async(self, shared, prep_res, exec_res):
+        shared["total"] = sum(exec_res)
+
+
+async def test_an_unbounded_batch_lets_the_items_running_at_a_drain_finish():
+    store, calls, finished, release = bf.MemoryStore(), Counter(), Counter(), asyncio.Event()
+    flow = bf.AsyncFlow(start=Unbounded(calls, finished, release))
+    run = asyncio.create_task(flow.run_async({}, store=store, run_id="run"))
+    while len(calls) < 6:  # items 0 to 5 began; 6 to 9 found the run draining
+        await asyncio.sleep(0)
+    release.set()
+    with pytest.raises(Drained):
+        await run
+    assert finished == dict.fromkeys(range(6), 1)  # none cancelled: each finished
+    shared = await bf.AsyncFlow(start=Unbounded(calls, finished)).resume_async("run", store=store)
+    assert shared["total"] == sum(range(10))
+    assert calls == dict.fromkeys(range(10), 1)  # each item exactly once

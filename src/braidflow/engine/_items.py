@@ -318,23 +318,29 @@ async def run_parallel(
         return value
 
     is_async_source = hasattr(items, "__aiter__")
-    drained: list[bool] = []  # a worker stopped at a drain
+    drained: list[bool] = []  # a worker (or an item's task) stopped at a drain
+    # In a durable run, an item that has not begun when the run drains stops
+    # quietly: the others finish theirs (its failure would cancel them).
+    drains = run is not None and run.durable is not None and checkpoint
     try:
         async with TaskGroup(own_cancellation) as group:
             if limit is None:
                 # No bound: one task per item, created as items are read.
                 def start(index: int, item: Any) -> None:
+                    coroutine: Coroutine[Any, Any, Any]
                     if collect:
                         results.append(None)
-                        group.spawn(run_collecting(index, item))
-                        return
-                    if checkpoints is not None:
-                        task = group.spawn(run_fast(index, item))
+                        coroutine = run_collecting(index, item)
+                    elif checkpoints is not None:
+                        coroutine = run_fast(index, item)
                     elif direct is not None:
-                        task = group.spawn(direct(item))
+                        coroutine = direct(item)
                     else:
-                        task = group.spawn(run_item(item, index))
-                    if tasks is not None:
+                        coroutine = run_item(item, index)
+                    if drains:
+                        coroutine = _item_until_drained(coroutine, drained)
+                    task = group.spawn(coroutine)
+                    if tasks is not None and not collect:
                         tasks.append(task)
 
                 if is_async_source:
@@ -342,6 +348,8 @@ async def run_parallel(
                     async def feed() -> None:
                         index = 0
                         async for item in items:
+                            if drained:  # the run drains: read no more
+                                break
                             start(index, item)
                             index += 1
 
@@ -396,9 +404,7 @@ async def run_parallel(
 
                     worker = steps_worker
 
-                if run is not None and run.durable is not None and checkpoint:
-                    # A drain stops each worker before its next item; the
-                    # others finish theirs (a worker's failure would cancel them).
+                if drains:  # a drain stops each worker before its next item
                     worker = _until_drained(worker, drained)
                 token = GATES.set((*GATES.get(), gate))
                 try:
@@ -437,6 +443,15 @@ def _until_drained(
             drained.append(True)
 
     return stops_at_drain
+
+
+async def _item_until_drained(item: Coroutine[Any, Any, Any], drained: list[bool]) -> Any:
+    """An item's task, stopping quietly when the run drains before it begins."""
+    try:
+        return await item
+    except DrainStop:
+        drained.append(True)
+        return None
 
 
 async def _close_async(items: Any) -> None:
