@@ -19,6 +19,7 @@ from braidflow import (
     InvalidParameterError,
     MemoryStore,
     Node,
+    Parallel,
     ResumeError,
     SQLiteStore,
     StepRecord,
@@ -225,6 +226,34 @@ def test_steps_inside_sub_flows_come_before_their_flow(store):
         "inner",
         "last",
     ]
+
+
+def test_a_branch_step_has_the_state_the_run_s_step_before_it_left(store):
+    # A branch works on a view: its changes reach shared when its Parallel's
+    # step ends, so after one of its steps shared is as "second" left it.
+    class Mark(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared[self.name] = True
+
+    def flow():
+        first, second = Mark(name="first"), Mark(name="second")
+        first >> second >> Parallel(Mark(name="x"), Mark(name="y"), name="par") >> Mark(name="end")
+        return Flow(start=first, name="job")
+
+    flow().run({"start": 1}, store=store, run_id="r")
+    steps = flow().history("r", store=store)
+    assert [(step.path, step.kind, step.changed) for step in steps[2:6]] == [
+        ("par/x/x", "branch step", ("x",)),
+        ("par/x", "branch", ("x",)),
+        ("par/y/y", "branch step", ("y",)),
+        ("par/y", "branch", ("y",)),
+    ]
+    second = {"start": 1, "first": True, "second": True}
+    assert [stored_state("r", store=store, at=number) for number in range(2, 7)] == [second] * 5
+    assert stored_state("r", store=store, at=7) == {**second, "x": True, "y": True}
+    shared = flow().fork("r", store=store, at=3, update={"late": 1}, run_id="f")
+    assert shared == {**second, "late": 1, "x": True, "y": True, "end": True}
+    assert [step.run_id for step in flow().history("f", store=store)][2:5] == ["r", "f", "f"]
 
 
 def test_reading_changes_nothing_in_the_store(tmp_path):

@@ -16,6 +16,7 @@ import pytest
 
 import braidflow as bf
 from braidflow import ResumeError, SQLiteStore
+from braidflow.durable._history import _state_rows
 from braidflow.durable._lax import StepColumns, expand
 from braidflow.stores import Checkpoint
 
@@ -322,3 +323,188 @@ def test_a_step_may_look_for_keys_that_are_not_there_whatever_their_type(durabil
     bf.Flow(start=Peek(name="peek")).run(shared, store=store, run_id="r", durability=durability)
     assert shared == {"x": 1, "seen": ["absent", None]}
     assert bf.stored_state("r", store=store) == shared
+
+
+# -- the state after a branch's step --------------------------------------------------------
+# A branch works on a view of shared: after one of its steps (or after it),
+# shared is as the run's last step before it left it. Under async or exit
+# that state is there exactly when that step's is; never the one the run
+# started with, which would lose what the steps before it did.
+
+
+class Mark(bf.Node):
+    """Sets shared[its name] (and its parameter set's number, if any) to True."""
+
+    def post(self, shared, prep_res, exec_res):
+        shared[f"{self.name}{self.params.get('i', '')}"] = True
+
+
+class AsyncMark(bf.AsyncNode):
+    """`Mark`, async."""
+
+    async def post_async(self, shared, prep_res, exec_res):
+        shared[f"{self.name}{self.params.get('i', '')}"] = True
+
+
+class MarkSets(bf.AsyncParallelBatchFlow):
+    async def prep_async(self, shared):
+        return [{"i": 0}, {"i": 1}]
+
+
+def in_branches(**x):
+    """first >> second >> Parallel(x, y) >> last: steps 3 to 6 are the branches'."""
+    first, second = Mark(name="first"), Mark(name="second")
+    branches = bf.Parallel(Mark(name="x", **x), Mark(name="y"), name="par")
+    first >> second >> branches >> Mark(name="last")
+    return bf.Flow(start=first, name="job")
+
+
+def in_sets(**x):
+    """first >> isolated sets of x >> last: steps 2 and 3 are the sets'."""
+    first, sets = AsyncMark(name="first"), AsyncMark(name="x", **x)
+    first >> MarkSets(start=sets, name="sets", isolate=True) >> AsyncMark(name="last")
+    return bf.AsyncFlow(start=first, name="job")
+
+
+def states_by_step(store, run_id):
+    """Each step's (number, kind, state after it), the state None where none was stored."""
+    found = []
+    for step in bf.history(run_id, store=store):
+        try:
+            state = bf.stored_state(run_id, store=store, at=step.number)
+        except ResumeError:  # (it did not store the state after it)
+            state = None
+        found.append((step.number, step.kind, state))
+    return found
+
+
+def same_as_sync_where_stored(flow, durability):
+    """Run ``flow()`` under ``sync`` and ``durability``: each step of the
+    second has the state the first has there, or none; a fork from each
+    branch step gives what the sync run's fork gives, or is refused. The
+    steps of the second that have a state, by number."""
+    store = bf.MemoryStore()
+    flow().run({"start": 1}, store=store, run_id="sync", durability="sync")
+    flow().run({"start": 1}, store=store, run_id="lax", durability=durability)
+    strict, lax = states_by_step(store, "sync"), states_by_step(store, "lax")
+    assert [step[:2] for step in lax] == [step[:2] for step in strict]
+    for (number, kind, expected), (_, _, state) in zip(strict, lax, strict=True):
+        assert state is None or state == expected, (number, kind)
+        if kind not in ("branch step", "branch"):
+            continue
+        forked = flow().fork(
+            "sync", store=store, at=number, update={"late": 1}, run_id=f"s{number}"
+        )
+        assert "first" in forked
+        if state is None:
+            with pytest.raises(ResumeError, match=f"did not store the state after step {number}"):
+                flow().fork("lax", store=store, at=number, run_id=f"l{number}")
+        else:
+            again = flow().fork(
+                "lax", store=store, at=number, update={"late": 1}, run_id=f"l{number}"
+            )
+            assert again == forked
+    return [number for number, _, state in lax if state is not None]
+
+
+@pytest.mark.parametrize("durability", LAX)
+@pytest.mark.parametrize("flow", [in_branches, in_sets], ids=["parallel", "sets"])
+def test_a_branch_step_has_the_state_the_sync_run_has_there_or_none(flow, durability):
+    same_as_sync_where_stored(flow, durability)
+
+
+@pytest.mark.parametrize("flow", [in_branches, in_sets], ids=["parallel", "sets"])
+def test_a_branch_step_after_a_step_without_a_stored_state_has_none(flow):
+    store = bf.MemoryStore()
+    flow().run({"start": 1}, store=store, run_id="run", durability="exit")
+    steps = bf.history("run", store=store)
+    last = len(steps)
+    branches = [step for step in steps if step.kind in ("branch step", "branch")]
+    assert len(branches) == (4 if flow is in_branches else 2)
+    for step in branches:
+        with pytest.raises(ResumeError, match=f"after step {step.number} ") as caught:
+            bf.stored_state("run", store=store, at=step.number)
+        assert f"steps 0 and {last} have one" in str(caught.value)
+        with pytest.raises(ResumeError, match=f"after step {step.number} "):
+            flow().fork("run", store=store, at=step.number)
+    assert [run.run_id for run in store.runs()] == ["run"]  # no fork was made
+
+
+BEFORE_BRANCHES = {  # shared after the run's last step before the branches; at its end
+    "parallel": ({"start": 1, "first": True, "second": True}, ["x", "y", "last"]),
+    "sets": ({"start": 1, "first": True}, ["x0", "x1", "last"]),
+}
+
+
+@pytest.mark.parametrize("durability", LAX)
+@pytest.mark.parametrize("shape", ["parallel", "sets"])
+def test_a_branch_step_after_a_stored_state_has_it_and_a_fork_from_it_keeps_it(shape, durability):
+    # x asks for durability="sync": the batch its step ends holds shared as
+    # the run's step before it left it, so every branch step has that state.
+    def flow():
+        return (in_branches if shape == "parallel" else in_sets)(durability="sync")
+
+    stored = same_as_sync_where_stored(flow, durability)
+    store = bf.MemoryStore()
+    flow().run({"start": 1}, store=store, run_id="run", durability=durability)
+    before, added = BEFORE_BRANCHES[shape]
+    branches = [
+        step.number
+        for step in bf.history("run", store=store)
+        if step.kind in ("branch step", "branch")
+    ]
+    assert set(branches) <= set(stored)
+    for number in branches:
+        assert bf.stored_state("run", store=store, at=number) == before
+    shared = flow().fork("run", store=store, at=branches[0], update={"late": 1}, run_id="fork")
+    assert shared == {**before, "late": 1, **dict.fromkeys(added, True)}
+    assert bf.stored_state("fork", store=store, at=branches[0]) == before
+
+
+def test_a_branch_s_rows_take_the_state_of_the_step_before_them():
+    def row(kind, payload=b""):
+        return Checkpoint(kind, "0:job", 0, "n", "N", None, payload, None, 1.0)
+
+    changes = b'[["k",1,1]]'
+    rows = [
+        row("step"),  # 0: its state is in none: 4 holds shared after 1
+        row("step"),  # 1
+        row("view_step", changes),  # 2: after 1, written before its state
+        row("branch", changes),  # 3
+        row("state", changes),  # 4
+        row("branch", changes),  # 5: after the state row: the fold holds it
+        row("step"),  # 6: none
+        row("view_step", changes),  # 7: after 6: none
+        row("step"),  # 8
+        row("state", changes),  # 9
+        row("step"),  # 10: changed nothing (13 has its changes, not a state row)
+        row("view_step", changes),  # 11: after 10: the fold holds it
+        row("step"),  # 12
+        row("step", changes),  # 13: a step with its changes: those before changed nothing
+        row("view_step", changes),  # 14
+    ]
+    assert _state_rows(rows) == {0: None, 1: 4, 2: 4, 3: 4, 6: None, 7: None, 8: 9}
+
+
+@pytest.mark.slow
+def test_the_dashboard_shows_a_branch_step_s_state_or_why_it_has_none(tmp_path):
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    from starlette.testclient import TestClient
+
+    from braidflow.ui import create_app
+
+    path = tmp_path / "runs.db"
+    with SQLiteStore(path) as store:
+        in_branches().run({"start": 1}, store=store, run_id="none", durability="exit")
+        in_branches(durability="sync").run(
+            {"start": 1}, store=store, run_id="some", durability="exit"
+        )
+    app = create_app(SQLiteStore(path, read_only=True), path)
+    client = TestClient(app, base_url="http://127.0.0.1:8765", follow_redirects=False)
+    page = client.get("/runs/none?at=3").text
+    assert "did not store the state after step 3 (par/x/x)" in page
+    assert "steps 0 and 8 have one" in page
+    page = client.get("/runs/some?at=3").text
+    assert "did not store" not in page
+    assert "a fork starts after a step of the run" in page  # the state after step 3 is shown

@@ -321,7 +321,9 @@ class StoredRun:
     def rows_through(self, at: int | None = None) -> list[Checkpoint]:
         """The rows up to finished step ``at`` (all for ``None``), with the
         "state" row that holds what it changed, if it ran under
-        ``durability="async"`` or ``"exit"``: ``shared`` after it, folded.
+        ``durability="async"`` or ``"exit"`` (for a branch's step, the one
+        that holds ``shared`` after the step before it): ``shared`` after
+        it, folded.
 
         Raises:
             ResumeError: If there is no such step, it did not finish, or
@@ -351,21 +353,33 @@ def _state_rows(rows: list[Checkpoint]) -> dict[int, int | None]:
     the "state" row that holds ``shared`` after it, or ``None`` if no row
     does (a later step's changes came in the same one). One missing means
     that the steps changed nothing: their writer writes a "state" row with
-    every batch of rows when there is something to write."""
+    every batch of rows when there is something to write.
+
+    A branch's rows (``view_step``, ``branch``) change only its view: the
+    run's ``shared`` after one is as the last step (or update) before it
+    left it, so one after such a step gets that step's entry: its "state"
+    row, which may come after the branch's row (one before it is in the
+    fold up to the branch's row already: no entry), or ``None``."""
     found: dict[int, int | None] = {}
     lax: list[int] = []  # the steps without changes since the last row with some
+    views: list[tuple[int, int]] = []  # the branch rows after them: (row, step before it)
     for index, row in enumerate(rows):
         kind = row.kind
         if kind == "step" and not row.payload:
             lax.append(index)
+        elif kind == "view_step" or kind == "branch":
+            if lax:  # else shared is as the fold up to it has it: exact
+                views.append((index, lax[-1]))
         elif kind == "state":
             for step in lax[:-1]:
                 found[step] = None
             if lax:
                 found[lax[-1]] = index
-            lax = []
+            for view, step in views:
+                found[view] = found[step]
+            lax, views = [], []
         elif kind == "step" or kind == "update":
-            lax = []  # those before changed nothing: folded up to them, exact
+            lax, views = [], []  # those before changed nothing: folded up to them, exact
     return found
 
 
