@@ -17,8 +17,11 @@ from braidflow import (
     Flow,
     InvalidParameterError,
     Limiter,
+    MemoryStore,
     Node,
     ParallelBatchNode,
+    Suspended,
+    interrupt,
 )
 from braidflow.testing import other_tasks
 
@@ -274,6 +277,45 @@ async def test_a_cancelled_run_reports_the_cancellation_on_run_end():
         await run
     assert isinstance(recorder.of("run_end")[0].error, asyncio.CancelledError)
     assert recorder.of("error") == []  # a cancellation is not a failure
+
+
+def test_a_sync_run_stopped_by_ctrl_c_reports_no_failure_as_the_async_one():
+    # Ctrl-C reaches a sync run as a KeyboardInterrupt, raised here at once.
+    recorder = Recorder()
+
+    class Stopped(Node):
+        def prep(self, shared):
+            return [1, 2]
+
+        def exec(self, prep_res):
+            raise KeyboardInterrupt
+
+    class Items(BatchNode):
+        def prep(self, shared):
+            return [1, 2]
+
+        def exec(self, item):
+            raise KeyboardInterrupt
+
+    for node in (Stopped(name="stopped"), Items(name="items")):
+        with pytest.raises(KeyboardInterrupt):
+            Flow(start=node, name="main").run({}, observers=[recorder])
+    assert recorder.of("error") == []  # a stop is not a failure
+    ends = recorder.of("node_end") + recorder.of("item_end") + recorder.of("run_end")
+    assert len(ends) == 7  # two runs, each: its node, the flow, the run; one item
+    assert all(isinstance(event.error, KeyboardInterrupt) for event in ends)
+
+
+def test_a_question_in_a_durable_run_reports_no_failure():
+    recorder = Recorder()
+
+    class Asks(Node):
+        def exec(self, prep_res):
+            return interrupt("go on?")
+
+    with pytest.raises(Suspended):
+        Flow(start=Asks(name="asks")).run({}, store=MemoryStore(), observers=[recorder])
+    assert recorder.of("error") == []
 
 
 def test_events_come_from_the_thread_where_they_happened():

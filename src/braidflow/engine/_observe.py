@@ -7,7 +7,6 @@ the code inside sees. Nothing here is built when nobody observes the run.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence, Sized
 from typing import Any
@@ -34,7 +33,7 @@ class StepScope:
     def end(self, error: BaseException | None = None) -> None:
         PATH.reset(self.token)
         run = self.run
-        if error is not None and not isinstance(error, asyncio.CancelledError):
+        if isinstance(error, Exception):  # a failure; a stop (cancelled, a question) is none
             run.emit("error", node=self.name, path=self.path, error=error)
         now = time.monotonic()
         run.emit(
@@ -68,7 +67,7 @@ class ItemScope:
         if self.path_token is not None:
             PATH.reset(self.path_token)
         run = self.run
-        if error is not None and not isinstance(error, asyncio.CancelledError):
+        if isinstance(error, Exception):  # a failure; a stop (cancelled, a question) is none
             run.emit("error", node=self.name, path=self.path, item=self.index, error=error)
         now = time.monotonic()
         run.emit(
