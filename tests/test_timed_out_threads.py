@@ -188,3 +188,28 @@ def test_sync_parallel_batch_node_times_out_items_within_its_bound():
     helper.join()
     assert calls.peak == 2
     assert results == ["NodeTimeoutError", "NodeTimeoutError", 2, 3, 4, 5]
+
+
+def test_an_abandoned_attempt_keeps_its_own_cur_retry_while_the_next_one_runs():
+    seen, second_began, first_looked = {}, threading.Event(), threading.Event()
+
+    class Slow(Node):
+        def exec(self, prep_res):
+            began = self.cur_retry
+            if began == 0:  # abandoned to the timeout, it looks again once attempt 1 ran
+                second_began.wait(10)
+                seen[0] = (began, self.cur_retry)
+                first_looked.set()
+                return "late"
+            second_began.set()
+            seen[1] = (began, self.cur_retry)
+            return "second"
+
+        def post(self, shared, prep_res, exec_res):
+            shared["out"] = exec_res
+
+    shared = {}
+    Flow(start=Slow(timeout=0.05, max_retries=2)).run(shared)
+    assert first_looked.wait(10)
+    assert shared["out"] == "second"
+    assert seen == {0: (0, 0), 1: (1, 1)}

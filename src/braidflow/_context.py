@@ -163,14 +163,24 @@ class Run:
 
 
 class AttemptState:
-    """Which node is executing which item, and on which attempt (0-based)."""
+    """Which node is executing which item, and on which attempt (0-based).
+    One per attempt, so code an attempt left running (a thread abandoned
+    to a timeout) keeps its own number; ``loop``: the first attempt's, the
+    same for all the attempts of one exec."""
 
-    __slots__ = ("attempt", "item_index", "node")
+    __slots__ = ("attempt", "item_index", "loop", "node")
 
-    def __init__(self, node: Any, item_index: int | None) -> None:
+    def __init__(
+        self, node: Any, item_index: int | None, attempt: int = 0, loop: Any = None
+    ) -> None:
         self.node = node
         self.item_index = item_index
-        self.attempt = 0
+        self.attempt = attempt
+        self.loop = self if loop is None else loop
+
+    def next(self) -> AttemptState:
+        """The state of the attempt after this one."""
+        return AttemptState(self.node, self.item_index, self.attempt + 1, self.loop)
 
 
 class ItemAt:

@@ -59,11 +59,11 @@ def interrupt(prompt: Any) -> Any:
     attempt = ATTEMPT.get()
     if attempt is not None:  # in exec: a retry makes its calls again, with the same answers
         seen = durable.attempts.get(key)
-        if seen is None or seen[0] is not attempt:  # the first call of this exec
-            durable.attempts[key] = (attempt, attempt.attempt, call)
+        if seen is None or seen[0] is not attempt.loop:  # the first call of this exec
+            durable.attempts[key] = (attempt.loop, attempt.attempt, call)
         elif seen[1] != attempt.attempt:  # the first call of a retry
             call = seen[2]
-            durable.attempts[key] = (attempt, attempt.attempt, call)
+            durable.attempts[key] = (attempt.loop, attempt.attempt, call)
     durable.calls[key] = call + 1
     answer = durable.answers.get(key, {}).get(call, NO_ANSWER)
     if answer is not NO_ANSWER:

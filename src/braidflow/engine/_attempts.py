@@ -236,7 +236,8 @@ def attempts(
             _emit_retry(node, index, attempt, failure, delay)
             attempt += 1
             if state is not None:
-                state.attempt = attempt
+                state = state.next()
+                ATTEMPT.set(state)  # (reset to what was there by the first token)
                 node.__dict__["_bf_cur_retry"] = attempt
             if delay > 0:
                 yield (SLEEP, node, index, delay)
