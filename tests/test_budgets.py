@@ -13,6 +13,7 @@ from braidflow import (
     Budget,
     BudgetExceeded,
     InvalidParameterError,
+    Limiter,
     MemoryStore,
     Node,
     Suspended,
@@ -251,3 +252,32 @@ def test_under_collect_the_items_stopped_are_failures_and_nothing_more_is_called
     stopped = shared["results"][3:]
     assert all(isinstance(failure, Failure) for failure in stopped)
     assert all(isinstance(failure.error, BudgetExceeded) for failure in stopped)
+
+
+async def test_an_attempt_stopped_by_the_budget_gives_back_its_limiter_slots_first():
+    # A's call is in flight when it spends the budget, then asks for one more
+    # slot; C ends and B takes its slot, finds the budget reached and waits
+    # for A to finish: holding that slot, it would wait forever.
+    api = Limiter(2, name="api")
+    reported, c_running = asyncio.Event(), asyncio.Event()
+
+    class Calls(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return ["A", "C", "B"]
+
+        async def exec_async(self, item):
+            if item == "A":
+                await c_running.wait()
+                self.report_usage(input_tokens=100)
+                reported.set()
+                async with api:  # a follow-up call of its own
+                    return item
+            if item == "C":
+                c_running.set()
+                await reported.wait()
+            return item
+
+    with pytest.raises(BudgetExceeded, match="node 'Calls' item 2"):
+        await Calls(limits=[api]).run_async({}, budget=Budget(tokens=100))
+    statistics = api.statistics()
+    assert (statistics.in_flight, statistics.waiting) == (0, 0)

@@ -1,10 +1,13 @@
 """Run budgets: ``budget=Budget(tokens=..., cost=...)`` stops a run before a call over it.
 
-Before each exec attempt of a budgeted run, `before_attempt` looks at what
-the run has spent: once the budget is reached, the attempt waits for the
-calls in flight to finish (they count), then stops the run, by raising
-`BudgetExceeded` or, in a durable run with ``on_exceed="suspend"``, by
-suspending it as ``waiting`` until it is resumed with a higher budget.
+Before each exec attempt of a budgeted run, the engine asks whether the
+run's spending reached its budget (`reached`): if not, the attempt starts
+(`attempt_started`, counted as in flight until `attempt_ended`); if so, it
+gives back the limiters it took (a call in flight may need one to end),
+waits for the calls in flight to finish (they count) and stops the run
+(`stop_at_budget`), by raising `BudgetExceeded` or, in a durable run with
+``on_exceed="suspend"``, by suspending it as ``waiting`` until it is
+resumed with a higher budget.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ __all__ = [
     "OverBudget",
     "active",
     "attempt_ended",
-    "before_attempt",
+    "attempt_started",
     "budgeted",
     "check_budget",
     "close_budget",
@@ -170,24 +173,32 @@ def budgeted() -> Spend | None:
     return spend if spend is not None and spend.budget is not None else None
 
 
-def before_attempt(
+def reached(spend: Spend) -> bool:
+    """Whether the run's spending reached its budget: no attempt starts then."""
+    return spend.budget.reached(spend.total) is not None
+
+
+def attempt_started(spend: Spend) -> Any:
+    """An exec attempt of a budgeted run starts: counted as in flight until
+    `attempt_ended`, given the token this returns."""
+    with spend.lock:
+        spend.running += 1
+    return _ENCLOSING.set(_ENCLOSING.get() + 1)
+
+
+def stop_at_budget(
     spend: Spend, node: Any, index: int | None, sleep: Any
 ) -> Generator[Any, Any, Any]:
-    """Before an exec attempt of a budgeted run: start it (counted as in
-    flight until `attempt_ended`; returns the token for it), or, the budget
-    reached, wait for the attempts in flight and stop the run.
+    """The budget is reached before an exec attempt (which holds no limiter
+    now): wait for the attempts in flight to finish, then stop the run.
 
     ``sleep`` is the effect that waits a moment (the engine's ``SLEEP``).
 
     Raises:
-        BudgetExceeded: The budget is reached (``on_exceed="raise"``).
+        BudgetExceeded: Always, once they finished (``on_exceed="raise"``).
         OverBudget: The same, to suspend a durable run.
     """
     budget = spend.budget
-    if budget.reached(spend.total) is None:
-        with spend.lock:
-            spend.running += 1
-        return _ENCLOSING.set(_ENCLOSING.get() + 1)
     enclosing = _ENCLOSING.get()
     while spend.running > enclosing:  # calls in flight finish and count
         yield (sleep, node, index, _POLL)
@@ -211,7 +222,7 @@ def before_attempt(
 
 
 def attempt_ended(spend: Spend, token: Any) -> None:
-    """The attempt `before_attempt` let start has ended."""
+    """The attempt `attempt_started` counted has ended."""
     _ENCLOSING.reset(token)
     with spend.lock:
         spend.running -= 1

@@ -16,7 +16,7 @@ from collections.abc import Generator
 from typing import Any
 
 from .. import _budget as budgets
-from .._budget import attempt_ended, before_attempt, budgeted
+from .._budget import attempt_ended, attempt_started, budgeted, reached, stop_at_budget
 from .._clock import TimedOut
 from .._context import ATTEMPT, CLAIMS, GATES, PATH, AttemptState, observed
 from .._deadlock import hold, holds, unhold
@@ -201,11 +201,10 @@ def attempts(
                 if claims is not None:
                     claims_token = CLAIMS.set(own)
             if spend is not None:  # a budgeted run: stop before a call over the budget
-                try:
-                    budget_token = yield from before_attempt(spend, node, index, SLEEP)
-                except BaseException:
+                if reached(spend):  # holding nothing: a call in flight may need a slot to end
                     _let_go(held, holding, claims_token)
-                    raise
+                    yield from stop_at_budget(spend, node, index, SLEEP)
+                budget_token = attempt_started(spend)
             abandoned = False
             failure: Exception
             try:
