@@ -305,6 +305,26 @@ def test_a_constant_weight_over_a_lowered_bound_fails_instead_of_waiting_forever
         node.run({"items": [(8, None)]})
 
 
+async def test_a_queued_weight_over_a_bound_lowered_while_it_waits_fails_and_unblocks_the_queue():
+    tokens = Limiter(5, name="tokens")
+
+    class Call(AsyncNode):
+        async def exec_async(self, prep_res):
+            return "called"
+
+    await tokens.acquire()  # 1 unit held: the 5-unit call queues
+    run = asyncio.ensure_future(Call(limits=[tokens.weighted(5)], name="call").run_async({}))
+    while tokens.statistics().waiting == 0:
+        await asyncio.sleep(0)
+    tokens.max_concurrent = 3  # it can never be served now
+    with pytest.raises(InvalidParameterError, match=r"node 'call'.*the weight 5.* at once \(3\)"):
+        await run
+    assert tokens.try_acquire()  # the queue is not stuck behind it
+    tokens.release()
+    tokens.release()
+    assert tokens.statistics().waiting == 0
+
+
 def test_reports_from_many_threads_all_count():
     class Report(braidflow.ParallelBatchNode):
         def prep(self, shared):

@@ -77,10 +77,10 @@ class _Waiter:
     ``blocked``: it waits while holding slots, registered with the deadlock
     check; ``failure``: the error its wait ends with (a deadlock found later);
     ``claim``: a weighted acquirer's `braidflow._weights.Claim` (``None``: a
-    plain one, one slot).
+    plain one, one slot), for an attempt of ``node`` on item ``index``.
     """
 
-    __slots__ = ("blocked", "claim", "event", "failure", "future", "gone", "loop")
+    __slots__ = ("blocked", "claim", "event", "failure", "future", "gone", "index", "loop", "node")
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self.loop = loop
@@ -90,6 +90,8 @@ class _Waiter:
         self.blocked = False
         self.failure: BaseException | None = None
         self.claim: Any = None
+        self.node: Any = None
+        self.index: int | None = None
 
     def arm(self) -> None:
         """Prepare a fresh wake-up for the next wait (called under the limiter's lock)."""
@@ -225,6 +227,8 @@ class Limiter:
         with self._lock:
             lowered = value is not None and (self._max is None or value < self._max)
             self._max = value
+            if lowered and self._waiting:
+                self._refuse_too_many()
             self._wake_head()
         if lowered:  # fewer slots may leave nested holders waiting for each other
             refuse_dead_waits()
@@ -323,6 +327,23 @@ class Limiter:
             if was_head:
                 self._wake_head()
 
+    def _refuse_too_many(self) -> None:
+        """After the bound was lowered: fail each queued weighted request for
+        more units than it now allows (it would wait forever, and everyone
+        behind it too). Under the lock."""
+        for waiter in self._waiters:
+            claim = waiter.claim
+            if claim is None or waiter.gone:
+                continue
+            problem = claim.weighted.too_many(claim.units)
+            if problem is not None:
+                weighted = claim.weighted
+                error = weighted.refusal(
+                    claim.units, "the weight", problem, waiter.node, waiter.index
+                )
+                waiter.failure = error
+                waiter.wake()
+
     def _refuse(self, waiter: _Waiter, error: BaseException) -> None:
         """End a queued waiter's wait with ``error`` (a deadlock found after it began)."""
         with self._lock:
@@ -358,6 +379,7 @@ class Limiter:
                 return None
             waiter = _Waiter(loop)
             waiter.claim = claim
+            waiter.node, waiter.index = node, index
             holding = HELD.get()
             if holding is not None or taken:  # hold and wait: the rare path
                 block(self, waiter, holding, taken, node, index)

@@ -105,22 +105,36 @@ class Weighted:
         return self.limiter.name  # type: ignore[no-any-return]
 
     def _checked(self, units: Any, what: str, node: Any, index: int | None = None) -> float:
+        problem: str | None
         if isinstance(units, bool) or not isinstance(units, int | float):
             problem = f"is a {type(units).__name__}, not a number"
         elif not math.isfinite(units) or units < 0:
             problem = "is not a finite number >= 0"
         else:
-            capacity = _capacity(self.limiter)
-            if capacity is None or units <= capacity:
+            problem = self.too_many(units)
+            if problem is None:
                 return float(units)
-            problem = (
-                f"is more than {self.limiter!r} can ever give at once ({capacity:g}): it "
-                "would wait forever; raise the limiter's bound or split the call"
-            )
+        raise self.refusal(units, what, problem, node, index)
+
+    def too_many(self, units: float) -> str | None:
+        """What is wrong with ``units``, more than the limiter can ever give at
+        once (its bound may have been lowered since); ``None`` if nothing is."""
+        capacity = _capacity(self.limiter)
+        if capacity is None or units <= capacity:
+            return None
+        return (
+            f"is more than {self.limiter!r} can ever give at once ({capacity:g}): it "
+            "would wait forever; raise the limiter's bound or split the call"
+        )
+
+    def refusal(
+        self, units: Any, what: str, problem: str, node: Any, index: int | None
+    ) -> InvalidParameterError:
+        """The error for ``units`` of an attempt of ``node`` (item ``index``)."""
         where = ""
         if node is not None:
             where = node._describe() + (f" item {index}" if index is not None else "") + ": "
-        raise InvalidParameterError(
+        return InvalidParameterError(
             f"{where}{what} {units!r} for {self.limiter!r} {problem}",
             node=node._display_name() if node is not None else self.limiter.name,
         )
