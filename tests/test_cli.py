@@ -440,6 +440,14 @@ def test_a_fork_answers_only_where_the_run_waits_and_forks_nothing_otherwise(wor
     assert refused.returncode == 2
     assert "leave --at out to fork where the run waits" in refused.stderr
     assert "w-fork" not in cli(work, "runs", "--store", "runs.db").stdout
+    unknown = cli(
+        work, "fork", "w", "--answer", "nope=1", "--store", "runs.db", "--run-id", "x",
+        check_stderr_one_line=True,
+    )  # fmt: skip
+    assert unknown.returncode == 2
+    assert "has no open question 'nope'" in unknown.stderr
+    listed = cli(work, "runs", "--store", "runs.db").stdout.splitlines()[1:]
+    assert [row.split()[0] for row in listed] == ["w"]  # nothing forked
     answered = cli(work, "fork", "w", "--input", '"yes"', "--store", "runs.db")  # as it says
     assert answered.returncode == 0, answered.stderr
     assert "after its last step" in answered.stderr
@@ -509,6 +517,40 @@ def test_a_run_waiting_on_two_questions_lists_them_and_resume_answers_them_by_id
     again = cli(work, "resume", "r", "--store", "runs.db", "--answer", f"{b.id}=1")
     assert again.returncode == 2
     assert "has completed" in again.stderr
+
+
+@pytest.mark.slow
+def test_the_hint_for_a_text_that_is_not_json_in_a_pair_works_as_printed(work):
+    """--answer ID=text and --set KEY=text: the hint gives the pair quoted
+    whole, one argument, as the command takes it."""
+    assert (
+        cli(work, "run", "flows.py:two_asks", "--store", "runs.db", "--run-id", "r").returncode == 3
+    )
+    from braidflow import SQLiteStore
+
+    with SQLiteStore(work / "runs.db") as store:
+        a, b = sorted(store.get("r").questions, key=lambda question: question.where)
+    bad = cli(
+        work, "resume", "r", "--store", "runs.db", "--answer", f"{a.id}=it's fine",
+        check_stderr_one_line=True,
+    )  # fmt: skip
+    hint = shlex.split(bad.stderr.split("a text is quoted: ", 1)[1])
+    answered = cli(work, "resume", "r", "--store", "runs.db", *hint)
+    assert answered.returncode == 3, answered.stderr  # the other question waits
+    assert hint == ["--answer", f'{a.id}="it\'s fine"']
+    assert "waiting for input at two/both/b/b:" in answered.stderr
+    with SQLiteStore(work / "runs.db") as store:
+        assert [question.id for question in store.get("r").questions] == [b.id]
+    assert cli(work, "run", "flows.py:greet", "--store", "runs.db", "--run-id", "g").returncode == 0
+    bad_set = cli(
+        work, "fork", "g", "--at", "0", "--set", "name=ada lovelace", "--store", "runs.db",
+        check_stderr_one_line=True,
+    )  # fmt: skip
+    hint = shlex.split(bad_set.stderr.split("a text is quoted: ", 1)[1])
+    forked = cli(work, "fork", "g", "--at", "0", *hint, "--store", "runs.db")
+    assert forked.returncode == 0, forked.stderr
+    assert hint == ["--set", 'name="ada lovelace"']
+    assert json.loads(forked.stdout)["greeting"] == "hello ada lovelace"
 
 
 def test_the_default_store_comes_from_the_environment(work):

@@ -462,3 +462,45 @@ def test_a_message_lists_the_first_questions_and_counts_the_rest(store):
     assert len(suspended.value.questions) == 8
     with pytest.raises(ResumeError, match=r"; and 3 more \(Suspended.questions has all\)"):
         flow.resume("r", store=store, input="x")
+
+
+def test_a_fork_whose_answers_do_not_fit_is_refused_before_it_is_made(store):
+    """As a resume refuses them, before anything is written: the fork's run id
+    is free for the fork with the right answers."""
+
+    class Ask(Node):
+        def exec(self, prep_res):
+            return interrupt(f"{self.name}?")
+
+        def post(self, shared, prep_res, exec_res):
+            shared[self.name] = exec_res
+
+    flow = Flow(start=bf.Parallel(Ask(name="a"), Ask(name="b")))
+    with pytest.raises(Suspended) as suspended:
+        flow.run({}, store=store, run_id="r")
+    a, b = suspended.value.questions
+    for wrong, refused, said in [
+        ({"answers": {"nope": 1}}, ResumeError, "has no open question 'nope'; it waits on"),
+        (
+            {"input": "yes"},
+            ResumeError,
+            "waits on 2 questions, so input= cannot say which it answers",
+        ),
+        ({"at": 0, "input": "yes"}, ResumeError, "after step 0 is not waiting for input"),
+        ({"answers": {}}, InvalidParameterError, "must be a dict of question ids"),
+        ({"input": "yes", "answers": {a.id: 1}}, InvalidParameterError, "not both"),
+    ]:
+        with pytest.raises(refused, match=said) as error:
+            flow.fork("r", store=store, run_id="f", **wrong)
+        assert [record.run_id for record in store.runs()] == ["r"], error.value
+    with pytest.raises(ResumeError, match=r"answers=\{") as by_id:
+        flow.fork("r", store=store, input="yes")
+    assert f"flow.fork('r', store=..., answers={{{a.id!r}: ..., {b.id!r}: ...}})" in str(
+        by_id.value
+    )
+    done = flow.fork("r", store=store, run_id="f", answers={a.id: "A", b.id: "B"})
+    assert (done["a"], done["b"]) == ("A", "B")
+    assert store.get("r").status == "waiting"  # only read
+    with pytest.raises(Suspended):  # one answered, the other asks again
+        flow.fork("r", store=store, run_id="g", answers={b.id: "B"})
+    assert [question.id for question in store.get("g").questions] == [a.id]

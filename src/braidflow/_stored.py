@@ -228,13 +228,17 @@ class StoredRuns:
 
         Raises:
             StoreError: For an unknown run, or a ``run_id`` that is taken.
-            ResumeError: For a step that does not exist or did not finish, or
-                a flow whose names or wiring differ from the run's.
+            ResumeError: For a step that does not exist or did not finish, a
+                flow whose names or wiring differ from the run's, or answers
+                that do not fit the questions the new run waits on (as for
+                `resume`); no run is made then.
+            InvalidParameterError: For both ``input=`` and ``answers=``, or
+                ``answers`` that is not a non-empty dict of ids.
             CheckpointError: If ``update`` holds a value the store cannot keep.
             Suspended: If the new run stops at an ``interrupt``.
         """
         self._need_store(store, "fork()")
-        new = fork_run(store, self, source, at, run_id, update)
+        new = fork_run(store, self, source, at, run_id, update, input, answers)
         return self.resume(
             new,
             store=store,

@@ -87,7 +87,9 @@ def read_json(text: str, what: str) -> Any:
     Anything that cannot be read is a `UsageError` naming the option (and
     the file): a file that is missing, unreadable or not UTF-8, text that
     is not JSON, NaN, Infinity, a number out of a float's range, JSON nested
-    deeper than Python reads.
+    deeper than Python reads. ``what`` is the option as messages name it:
+    ``--input``, or ``--answer ID`` (``--set KEY``) for the JSON of a
+    ``ID=JSON`` pair, which a hint then gives whole, as one argument.
     """
     source = what
     from_file = text.startswith("@")
@@ -154,6 +156,9 @@ def _json_hint(text: str, what: str, from_file: bool) -> str:
     if from_file:
         return f"; a text in JSON is written in double quotes: {json.dumps(text.strip())}"
     quoted = json.dumps(text, ensure_ascii=False)
+    option, space, key = what.partition(" ")
+    if space:  # --answer ID, --set KEY: the pair is one argument, KEY=JSON
+        return f"; a text is quoted: {option} {shlex.quote(f'{key}={quoted}')}"
     return f"; a text is quoted: {what} {shlex.quote(quoted)}"
 
 

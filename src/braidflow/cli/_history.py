@@ -194,6 +194,7 @@ def _as_json(run: Any, steps: list[Any], diff: bool) -> dict[str, Any]:
 
 def command_fork(args: argparse.Namespace) -> int:
     from .. import CheckpointError, ResumeError, StoreError
+    from ..durable import NO_ANSWER
     from ..durable._travel import fork_run
     from ._running import resume_options, resume_stored
     from ._target import load_target
@@ -225,7 +226,16 @@ def command_fork(args: argparse.Namespace) -> int:
         )
     flow = load_target(args.target) if args.target is not None else load_target(*remembered)  # type: ignore[misc]
     try:
-        new = fork_run(store, flow, args.run_id, args.at, args.run_id_new, update)
+        new = fork_run(  # answers that do not fit are refused before the fork is made
+            store,
+            flow,
+            args.run_id,
+            args.at,
+            args.run_id_new,
+            update,
+            given.get("input", NO_ANSWER),
+            given.get("answers"),
+        )
     except (ResumeError, CheckpointError, StoreError) as error:
         raise UsageError(str(error)) from error
     say(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from .._errors import InvalidParameterError, ResumeError, Suspended
@@ -19,7 +20,13 @@ from ..stores._base import Checkpoint, RunRecord, prompt_text
 from ._interrupt import NO_ANSWER
 from ._run import DurableRun
 
-__all__ = ["answer_questions", "check_answers", "suspend"]
+__all__ = [
+    "answer_questions",
+    "check_answers",
+    "chosen_answers",
+    "open_questions",
+    "suspend",
+]
 
 
 def check_answers(answer: Any, answers: Any, node: Any) -> None:
@@ -102,16 +109,79 @@ def _listing(questions: tuple[Question, ...] | list[Question]) -> str:
     return listed if more <= 0 else f"{listed}; and {more} more (Suspended.questions has all)"
 
 
-def open_questions(durable: DurableRun, record: RunRecord) -> dict[str, Question]:
-    """The questions the claimed run waits on, by id (their prompts as the
-    record lists them)."""
-    listed = {question.id: question for question in record.questions}
-    found: dict[str, Question] = {}
-    for row in durable.asked:
-        ident = question_id(durable.first_key(row.frame), row.position)
-        known = listed.get(ident)
-        found[ident] = known or Question(ident, row.node, item_of(row.frame), None)
+def open_questions(
+    asked: list[Checkpoint], first_key: Callable[[str], str], listed: tuple[Question, ...]
+) -> dict[str, tuple[Checkpoint, Question]]:
+    """The questions a waiting run waits on, by id, each with its ``ask`` row:
+    ``asked``, the rows of those no resume answered yet; ``first_key``, a
+    step key under the names its nodes had when the run began (a question's
+    id is made of it); ``listed``, the questions as its record lists them
+    (for their prompts)."""
+    known = {question.id: question for question in listed}
+    found: dict[str, tuple[Checkpoint, Question]] = {}
+    for row in asked:
+        ident = question_id(first_key(row.frame), row.position)
+        found[ident] = (
+            row,
+            known.get(ident) or Question(ident, row.node, item_of(row.frame), None),
+        )
     return found
+
+
+def chosen_answers(
+    questions: dict[str, tuple[Checkpoint, Question]],
+    answer: Any,
+    answers: dict[str, Any] | None,
+    *,
+    run_id: str,
+    run: str,
+    status: str | None,
+    verb: str,
+    name: str,
+) -> list[tuple[Checkpoint, Any]]:
+    """The answers given (``input=`` for a run's only question, or
+    ``answers=`` by id), each with the ``ask`` row of the open question it
+    answers; writes nothing. ``questions``: the open ones (`open_questions`;
+    none for a run not waiting); ``run``: the run as a message names it
+    (``run_id`` for short), ``status`` its status if it waits on none;
+    ``verb``: what answers it (``resume``, ``fork``); ``name``: the node.
+
+    Raises:
+        ResumeError: If the run waits for no input, ``input=`` is given to a
+            run that waits on several questions, or an id is not one of its
+            open questions.
+    """
+    if not questions:
+        given = "input=" if answers is None else "answers="
+        raise ResumeError(
+            f"{run} is {f'{status}, ' if status else ''}not waiting for input; "
+            f"{verb} it without {given}",
+            node=name,
+        )
+    if answers is None:
+        if len(questions) > 1:
+            example = ", ".join(f"{ident!r}: ..." for ident in list(questions)[:2])
+            raise ResumeError(
+                f"{run} waits on {len(questions)} questions, so input= cannot say "
+                f"which it answers: {_listing(_asked(questions))}; answer them by id, "
+                f"some or all at once: flow.{verb}({run_id!r}, store=..., "
+                f"answers={{{example}}}) (on the command line: --answer ID=JSON, repeated)",
+                node=name,
+            )
+        answers = {next(iter(questions)): answer}
+    unknown = [ident for ident in answers if ident not in questions]
+    if unknown:
+        raise ResumeError(
+            f"{run} has no open question {unknown[0]!r}; it waits on "
+            f"{_listing(_asked(questions))}; answer those ids (an answered question "
+            "is not asked again)",
+            node=name,
+        )
+    return [(questions[ident][0], value) for ident, value in answers.items()]
+
+
+def _asked(questions: dict[str, tuple[Checkpoint, Question]]) -> list[Question]:
+    return [question for _, question in questions.values()]
 
 
 def answer_questions(
@@ -121,38 +191,22 @@ def answer_questions(
     question, or ``answers=`` by id) before the run goes on.
 
     Raises:
-        ResumeError: If the run waits for no input, ``input=`` is given to a
-            run that waits on several questions, or an id is not one of its
-            open questions. Nothing is written then.
+        ResumeError: If the answers do not fit the run's open questions (see
+            `chosen_answers`). Nothing is written then.
     """
     run_id = durable.run_id
-    questions = open_questions(durable, record) if record.status == "waiting" else {}
-    if not questions:
-        given = "input=" if answers is None else "answers="
-        raise ResumeError(
-            f"run {run_id!r} is {record.status}, not waiting for input; resume it without {given}",
-            node=name,
-        )
-    rows: dict[str, Checkpoint] = {
-        question_id(durable.first_key(row.frame), row.position): row for row in durable.asked
-    }
-    if answers is None:
-        if len(questions) > 1:
-            example = ", ".join(f"{ident!r}: ..." for ident in list(questions)[:2])
-            raise ResumeError(
-                f"run {run_id!r} waits on {len(questions)} questions, so input= cannot say "
-                f"which it answers: {_listing(list(questions.values()))}; answer them by id, "
-                f"some or all at once: flow.resume({run_id!r}, store=..., answers={{{example}}}) "
-                "(on the command line: --answer ID=JSON, repeated)",
-                node=name,
-            )
-        answers = {next(iter(questions)): answer}
-    unknown = [ident for ident in answers if ident not in questions]
-    if unknown:
-        raise ResumeError(
-            f"run {run_id!r} has no open question {unknown[0]!r}; it waits on "
-            f"{_listing(list(questions.values()))}; answer those ids (an answered question "
-            "is not asked again)",
-            node=name,
-        )
-    durable.answer([(rows[ident], value) for ident, value in answers.items()])
+    waiting = record.status == "waiting"
+    questions = (
+        open_questions(durable.asked, durable.first_key, record.questions) if waiting else {}
+    )
+    chosen = chosen_answers(
+        questions,
+        answer,
+        answers,
+        run_id=run_id,
+        run=f"run {run_id!r}",
+        status=record.status,
+        verb="resume",
+        name=name,
+    )
+    durable.answer(chosen)

@@ -19,6 +19,7 @@ from .._errors import CheckpointError, ResumeError, StoreError
 from .._questions import QUESTIONS_KEY
 from ..stores._base import Checkpoint, Store
 from ..stores._owners import this_owner
+from ._asking import check_answers, chosen_answers, open_questions
 from ._codec import Codec, encode_key_value
 from ._graph import describe_graph, first_difference, renamed_graph, same_root
 from ._history import (
@@ -30,6 +31,8 @@ from ._history import (
     StoredRun,
     apply_renames,
 )
+from ._interrupt import NO_ANSWER
+from ._recorded import Recorded
 from ._run import DurableRun
 from ._tracking import TrackingDict
 
@@ -124,18 +127,28 @@ def fork_run(
     at: int | None,
     run_id: str | None,
     update: dict[Any, Any] | None,
+    answer: Any = NO_ANSWER,
+    answers: dict[str, Any] | None = None,
 ) -> str:
     """Record a new run of ``node`` that starts where run ``source`` was after
     step ``at`` (its latest, for ``None``), with ``update`` applied to
-    ``shared``; return its id. Nothing of ``source`` is written.
+    ``shared``; return its id. Nothing of ``source`` is written. ``answer``
+    and ``answers`` are those the resume of the new run is to give (as
+    `resume` takes them): they are only checked here, against the questions
+    the new run waits on, so that a fork they do not fit is not made.
 
     Raises:
-        ResumeError: For a step that did not finish or does not exist, or a
-            flow whose names or wiring differ from the run's.
+        ResumeError: For a step that did not finish or does not exist, a
+            flow whose names or wiring differ from the run's, or answers
+            that do not fit the new run's open questions (see
+            `chosen_answers`).
+        InvalidParameterError: For both ``answer`` and ``answers``, or
+            ``answers`` that is not a non-empty dict of ids.
         CheckpointError: If ``update`` holds a value that cannot be stored.
         StoreError: For an unknown run, or a new run id that is taken.
     """
     name = node._display_name()
+    check_answers(answer, answers, node)
     if update is not None and not isinstance(update, dict):
         raise ResumeError(f"update={update!r} must be a dict of keys of shared", node=name)
     stored = StoredRun(store, source)
@@ -170,6 +183,24 @@ def fork_run(
     waiting = bool(kinds) and kinds[-1] == "ask"
     if not waiting:  # the questions it waits on were asked after that step
         metadata.pop(QUESTIONS_KEY, None)
+    if answer is not NO_ANSWER or answers is not None:
+        # Checked as the resume of the new run will check them, before it is made.
+        asked = Recorded()
+        asked.rebuild(stored.codec, stored.initial, rows)
+        # (Its rows carry the nodes' names now, and it keeps no renames.)
+        same = lambda key: key  # noqa: E731
+        questions = open_questions(asked.asked, same, stored.record.questions) if waiting else {}
+        place = "its latest step" if at is None else f"step {at}"
+        chosen_answers(
+            questions,
+            answer,
+            answers,
+            run_id=source,
+            run=f"a fork of run {source!r} after {place}",
+            status=None,
+            verb="fork",
+            name=name,
+        )
     run_id = _created(store, node, graph, stored.initial, metadata, source, run_id)
     try:
         store.append(run_id, rows)
