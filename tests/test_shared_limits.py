@@ -248,3 +248,32 @@ def test_a_read_only_store_makes_no_shared_limiter(tmp_path):
         api = writer.limiter("api", max_concurrent=2)
         with api:
             assert api.held_everywhere() == 1
+
+
+def test_a_sqlite_slot_is_timed_once_the_file_is_locked_for_it(tmp_path):
+    # A start timed before the wait for the file's lock would be recorded as
+    # earlier than it was, and leave the rate window early.
+    import sqlite3
+
+    path = tmp_path / "runs.db"
+    locked_when_read = []
+
+    def clock():
+        probe = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            locked_when_read.append(False)
+        except sqlite3.OperationalError:  # "database is locked": by the take
+            locked_when_read.append(True)
+        finally:
+            probe.close()
+        return time.time()
+
+    with bf.SQLiteStore(path, clock=clock) as store:
+        api = store.limiter("api", max_concurrent=2, rate=5, per=1.0)
+        locked_when_read.clear()
+        assert api.try_acquire()
+        api.release()
+    assert locked_when_read
+    assert all(locked_when_read)

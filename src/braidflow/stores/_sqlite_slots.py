@@ -65,7 +65,8 @@ class SQLiteSlots:
         period: float,
         lease: float,
     ) -> tuple[int | None, float]:
-        now = self._clock()
+        # The time is read in the transaction, once its write lock is taken: a
+        # start recorded as earlier than it was would leave the window early.
         return tuple(
             self._run(
                 f"take a slot of limiter {name!r}",
@@ -76,7 +77,7 @@ class SQLiteSlots:
                     capacity=capacity,
                     period=period,
                     lease=lease,
-                    now=now,
+                    now=self._clock(),
                 ),
             )
         )
@@ -88,20 +89,18 @@ class SQLiteSlots:
         )
 
     def renew(self, name: str, slots: list[int], lease: float) -> None:
-        ends = self._clock() + lease
         self._run(
             f"renew the slots of limiter {name!r}",
-            lambda execute: renew_slots(execute, slots, ends),
+            lambda execute: renew_slots(execute, slots, self._clock() + lease),
         )
 
     def held(self, name: str) -> int:
-        now = self._clock()
         return int(
             self._run(
                 f"count the slots of limiter {name!r}",
                 lambda execute: execute(
                     "SELECT COUNT(*) FROM braidflow_limiter_slots WHERE name=? AND lease_ends>?",
-                    (name, now),
+                    (name, self._clock()),
                 ).fetchone()[0],
             )
         )
