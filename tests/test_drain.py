@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,6 +19,9 @@ import pytest
 
 import braidflow as bf
 from braidflow import Drained, InvalidParameterError, SQLiteStore, StoreError
+from braidflow.durable import _drain
+from braidflow.durable._drain import DRAIN_KEY, Drain
+from braidflow.testing import other_tasks
 
 JOBS = Path(__file__).parent / "jobs"
 
@@ -375,6 +379,140 @@ def test_a_run_in_another_process_drains_when_asked_through_the_store(tmp_path):
         assert "braidflow.drain" not in record.metadata  # the request is done with
 
 
+def drain_through_the_store_when(started, path, timeout):
+    """From another thread, as another process would (its own store object):
+    once ``started`` is set, ask run "run" to drain through the store."""
+    asked = []
+
+    def ask():
+        if started.wait(30):
+            with SQLiteStore(path) as other:
+                asked.append(bf.drain("run", store=other, timeout=timeout))
+
+    thread = threading.Thread(target=ask)
+    thread.start()
+    return thread, asked
+
+
+def threads_since(before):
+    """The threads started since ``before`` that still run, but a store's
+    lease heartbeat (the store's own, until it is closed). The drain watcher
+    of sync runs ends at its first look that finds no run: waited for."""
+    while _drain._watcher is not None:
+        time.sleep(0.001)
+    return [
+        thread
+        for thread in set(threading.enumerate()) - before
+        if not thread.name.startswith("braidflow lease of")
+    ]
+
+
+class StuckItems(bf.AsyncParallelBatchNode):
+    """4 items, 2 at a time: 0 and 1 finish; then 2 and 3 (while ``stuck``)
+    wait for what never comes, so no worker reaches a safe point again."""
+
+    def __init__(self, calls, stuck=False):
+        super().__init__(name="items", max_concurrency=2)
+        self.calls, self.stuck = calls, stuck
+        self.started, self.waiting, self.cancelled = threading.Event(), set(), []
+
+    async def prep_async(self, shared):
+        return [0, 1, 2, 3]
+
+    async def exec_async(self, item):
+        self.calls[item] += 1
+        if self.stuck and item >= 2:
+            self.waiting.add(item)
+            if self.waiting == {2, 3}:
+                self.started.set()
+            try:  # never set: only the drain's cancellation ends this (or, unfixed, 30 s)
+                await asyncio.wait_for(asyncio.Event().wait(), 30)
+            except asyncio.CancelledError:
+                self.cancelled.append(item)
+                raise
+        return item
+
+    async def post_async(self, shared, prep_res, exec_res):
+        shared["items"] = exec_res
+
+
+def test_a_drain_asked_through_the_store_is_seen_while_every_worker_is_in_a_long_item(
+    tmp_path, monkeypatch
+):
+    """No safe point comes while both workers wait: the run's watch (a timer
+    on its loop) sees the request, the grace period starts and, past it, the
+    items still running are cancelled; they run again on resume, once."""
+    monkeypatch.setattr(Drain, "POLL", 0.01)
+    path, calls = tmp_path / "runs.db", Counter()
+    stuck = StuckItems(calls, stuck=True)
+    asking, asked = drain_through_the_store_when(stuck.started, path, 0.05)
+
+    async def main():
+        with SQLiteStore(path) as store:
+            with pytest.raises(Drained):
+                await bf.AsyncFlow(start=stuck).run_async({}, store=store, run_id="run")
+            assert not other_tasks()  # the watch and the cancelled items left nothing
+
+    asyncio.run(main())
+    asking.join()
+    assert asked == [["run"]]
+    assert sorted(stuck.cancelled) == [2, 3]  # stopped past the grace period
+    assert calls == {0: 1, 1: 1, 2: 1, 3: 1}
+    with SQLiteStore(path) as store:
+        record = store.get("run")
+        assert record.status == "drained"
+        assert DRAIN_KEY not in record.metadata  # the request is done with
+        shared = bf.AsyncFlow(start=StuckItems(calls)).resume("run", store=store)
+    assert shared["items"] == [0, 1, 2, 3]
+    assert calls == {0: 1, 1: 1, 2: 2, 3: 2}  # those that finished are kept; the rest, once
+
+
+def test_a_sync_run_on_the_main_thread_sees_a_drain_through_the_store_inside_a_step(
+    tmp_path, monkeypatch
+):
+    """A sync run reaches no safe point inside a long step: the watcher
+    thread sees the request; past the grace period, the step is stopped; the
+    thread ends once no run is going on."""
+    assert threading.current_thread() is threading.main_thread()
+    monkeypatch.setattr(Drain, "POLL", 0.01)
+    path, seen, stopped = tmp_path / "runs.db", [], []
+    started = threading.Event()
+
+    class Long(bf.BatchNode):
+        def prep(self, shared):
+            return [0, 1, 2]
+
+        def exec(self, item):
+            seen.append(item)
+            if item == 1 and seen.count(1) == 1:
+                started.set()
+                try:  # 10 s at most: the drain stops it long before (unfixed, it ends)
+                    for _ in range(1000):
+                        time.sleep(0.01)
+                except KeyboardInterrupt:
+                    stopped.append(item)
+                    raise
+            return item
+
+        def post(self, shared, prep_res, exec_res):
+            shared["items"] = exec_res
+
+    before = set(threading.enumerate())
+    asking, asked = drain_through_the_store_when(started, path, 0.05)
+    flow = bf.Flow(start=Long(name="long"))
+    with SQLiteStore(path) as store:
+        with pytest.raises(Drained):
+            flow.run({}, store=store, run_id="run")
+        asking.join()
+        assert asked == [["run"]]
+        assert stopped == [1]
+        assert store.get("run").status == "drained"
+        assert not threads_since(before)  # no watch, no grace timer outlived the run
+        assert flow.resume("run", store=store)["items"] == [0, 1, 2]
+    assert seen == [0, 1, 1, 2]  # item 1, stopped, ran again; item 0 did not
+    assert not threads_since(before)
+
+
 def test_a_sync_run_past_its_grace_period_is_stopped_and_ends_drained():
     import time as clock
 
@@ -440,3 +578,37 @@ async def test_an_unbounded_batch_lets_the_items_running_at_a_drain_finish():
     shared = await bf.AsyncFlow(start=Unbounded(calls, finished)).resume_async("run", store=store)
     assert shared["total"] == sum(range(10))
     assert calls == dict.fromkeys(range(10), 1)  # each item exactly once
+
+
+async def test_items_waiting_for_a_limiter_when_the_run_drains_do_not_begin():
+    # No max_concurrency: every item's task began, two hold the limiter's
+    # slots and the rest wait for them when the run is asked to drain.
+    store, calls, release = bf.MemoryStore(), Counter(), asyncio.Event()
+    api = bf.Limiter(2, name="api")
+
+    class Limited(bf.AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return list(range(10))
+
+        async def exec_async(self, item):
+            calls[item] += 1
+            await release.wait()
+            return item
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["total"] = sum(exec_res)
+
+    flow = bf.AsyncFlow(start=Limited(name="items", limits=[api]))
+    run = asyncio.create_task(flow.run_async({}, store=store, run_id="run"))
+    while api.statistics().waiting < 8:
+        await asyncio.sleep(0)
+    bf.drain("run")
+    release.set()
+    with pytest.raises(Drained):
+        await run
+    assert calls == {0: 1, 1: 1}  # the items that waited did not begin
+    statistics = api.statistics()
+    assert (statistics.in_flight, statistics.waiting) == (0, 0)
+    shared = await flow.resume_async("run", store=store)
+    assert shared["total"] == sum(range(10))
+    assert calls == dict.fromkeys(range(10), 1)

@@ -8,8 +8,13 @@ resume), writes everything that finished, and ends as ``drained``, raising
 
 A run going on in this process is asked directly. A run another process
 runs is asked through the store: the request is kept with the run's
-metadata, and the run looks for it at its safe points, at most once a
-second (`Drain.POLL`).
+metadata, and the run looks for it at most once a second (`Drain.POLL`):
+at its safe points, and, for when none comes (every worker inside a long
+item), from a watch that the run has while it goes on: a timer on its event
+loop, or, for a sync run on the main thread, the process's one watcher
+thread (`_watcher`), which looks for every such run, and ends once none is
+going on. Seen there, the request starts the grace period as one asked in
+this process.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 from .._errors import InvalidParameterError, StoreError
 from .._options import check_number
 from ..stores._base import Store
+from ..stores.memory import MemoryStore
 
 __all__ = ["DRAIN_KEY", "Drain", "DrainStop", "drain"]
 
@@ -45,7 +51,12 @@ class Drain:
     The engine asks `stopping` at each safe point: before a new step, a
     worker's next item, a new item task. Cheap when no drain is asked: an
     attribute, and a clock read; the store is read at most every `POLL`
-    seconds (a request from another process).
+    seconds (a request from another process). So that a request is seen
+    when no safe point comes, the run's watch (from `bind` to `close`) asks
+    `stopping` too when a look at the store is due: a timer on the run's
+    event loop; for a sync run on the main thread, the process's watcher
+    thread (a sync run on another thread cannot be stopped inside a step:
+    its safe points are all a watch could act at, and they look already).
     """
 
     POLL = 1.0  # seconds between looks at the store for another process's request
@@ -62,6 +73,8 @@ class Drain:
         "thread",
         "timeout",
         "timer",
+        "watch",
+        "watched",
     )
 
     def __init__(self, store: Store, run_id: str) -> None:
@@ -76,23 +89,56 @@ class Drain:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread = threading.get_ident()  # where a sync run runs
         self.timer: threading.Timer | None = None
+        # The run's watch for a request in the store: a timer on its loop, or
+        # (watched) the process's watcher thread; none once the run ended.
+        self.watch: asyncio.TimerHandle | None = None
+        self.watched = False
 
     def bind(self, task: asyncio.Task[Any] | None) -> None:
-        """The run goes on in ``task`` (on an event loop) or, if ``None``, in this thread."""
+        """The run goes on in ``task`` (on an event loop) or, if ``None``, in
+        this thread; until `close`, it watches for a request in the store."""
         self.task = task
         self.loop = task.get_loop() if task is not None else None
         self.thread = threading.get_ident()
         with _RUNNING_LOCK:
             _RUNNING[self.run_id] = self
+        if isinstance(self.store, MemoryStore):
+            return  # no watch: only this process reaches it, and drain() here asks the run
+        if self.loop is not None:
+            if asyncio._get_running_loop() is self.loop:
+                self._arm()
+        elif self.thread == threading.main_thread().ident:
+            self.watched = True
+            _watch(self)
+
+    def _arm(self) -> None:
+        """On the run's loop: look again when the next look at the store is due."""
+        assert self.loop is not None
+        self.watch = self.loop.call_later(max(0.0, self.next_poll - monotonic()), self._due)
+
+    def _due(self) -> None:
+        self.watch = None
+        if _RUNNING.get(self.run_id) is self and not self.stopping():
+            self._arm()  # (asked: the grace timer takes over)
 
     def close(self) -> None:
-        """The run ended: no timer, no registration, no request left in the store."""
+        """The run ended: no timer, no watch, no registration, no request left
+        in the store; no thread of the drain outlives the run."""
         with _RUNNING_LOCK:
             if _RUNNING.get(self.run_id) is self:
                 del _RUNNING[self.run_id]
+        watch, self.watch = self.watch, None
+        if watch is not None:
+            watch.cancel()
+        if self.watched:
+            self.watched = False
+            with _RUNNING_LOCK:
+                _WATCHED.discard(self)
         timer = self.timer
         if timer is not None:
             timer.cancel()
+            if timer is not threading.current_thread():
+                timer.join()
         if self.from_store:
             try:
                 self.store.set_metadata(self.run_id, {DRAIN_KEY: None})
@@ -157,6 +203,41 @@ class Drain:
         return self.expired and isinstance(error, KeyboardInterrupt)
 
 
+# The sync runs on the main thread that the watcher looks for requests for,
+# and the watcher, if one runs (both under _RUNNING_LOCK).
+_WATCHED: set[Drain] = set()
+_watcher: threading.Thread | None = None
+
+
+def _watch(drain: Drain) -> None:
+    """Have the watcher look for a request for ``drain``'s run, starting it if
+    none runs: one thread for every run of the process, started once for a
+    run after run (a thread a run would cost a sync run five times over)."""
+    global _watcher
+    with _RUNNING_LOCK:
+        _WATCHED.add(drain)
+        if _watcher is None:
+            _watcher = threading.Thread(target=_watching, name="braidflow drain watch", daemon=True)
+            _watcher.start()
+
+
+def _watching() -> None:
+    """The watcher: a look at the store for each watched run when one is due
+    (`Drain.stopping`); it ends at the first look that finds none."""
+    global _watcher
+    while True:
+        with _RUNNING_LOCK:
+            watched = [drain for drain in _WATCHED if not drain.asked]
+            if not _WATCHED:
+                _watcher = None
+                return
+        due = min((drain.next_poll for drain in watched), default=monotonic() + Drain.POLL)
+        threading.Event().wait(max(0.0, due - monotonic()) + 0.001)
+        for drain in watched:
+            if drain.watched:
+                drain.stopping()  # a request seen starts the grace period
+
+
 def drain(
     run_id: str | None = None,
     *,
@@ -176,8 +257,10 @@ def drain(
         run_id: The run to drain. ``None``: every durable run going on in this
             process (what a SIGTERM handler wants).
         store: For a run another process runs: the store it writes to. The
-            request is kept with the run, which sees it within a second at
-            its next safe point.
+            request is kept with the run, which sees it within a second,
+            even while every worker is inside a long item; the grace period
+            runs from then (a sync run on a thread other than the main one
+            sees it at its next safe point).
         timeout: The grace period, in seconds, for what is running.
 
     Raises:

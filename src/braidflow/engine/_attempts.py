@@ -18,7 +18,7 @@ from typing import Any
 from .. import _budget as budgets
 from .._budget import attempt_ended, attempt_started, budgeted, reached, stop_at_budget
 from .._clock import TimedOut
-from .._context import ATTEMPT, CLAIMS, GATES, PATH, AttemptState, observed
+from .._context import ATTEMPT, CLAIMS, GATES, PATH, RUN, AttemptState, observed
 from .._deadlock import hold, holds, unhold
 from .._errors import NodeCancelledError, NodeTimeoutError, add_note
 from .._holding import release_all, try_all
@@ -26,6 +26,7 @@ from .._options import check_retry_options
 from .._policy import next_delay
 from .._taskgroup import note_lost
 from .._weights import claims_for
+from ..durable._drain import DrainStop
 from ._cached import cached
 from ._effects import AWAIT, CALL, REMOTE, SLEEP, THREAD, TIMED, WAIT
 from ._observe import emit_wait
@@ -197,6 +198,11 @@ def attempts(
                     if watched is not None:
                         waited = time.monotonic() - started
                         emit_wait(watched, node, held[taken:], index, attempt, waited)
+                    if attempt == 0 and index is not None and _draining():
+                        # A batch item that only waited so far has not begun:
+                        # the run drains, so it starts no new item.
+                        release_all(held)
+                        raise DrainStop
                 holding = hold(held, node, index)  # what nested code sees this attempt hold
                 if claims is not None:
                     claims_token = CLAIMS.set(own)
@@ -243,6 +249,12 @@ def attempts(
     finally:
         if token is not None:
             ATTEMPT.reset(token)
+
+
+def _draining() -> bool:
+    """Whether the run is durable and drains."""
+    run = RUN.get()
+    return run is not None and run.durable is not None and run.durable.drain.stopping()
 
 
 def _let_go(held: tuple[Any, ...], holding: Any, claims_token: Any) -> None:
