@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import signal
 import threading
 from time import monotonic, time
 from typing import Any
@@ -192,7 +193,7 @@ class Drain:
                 except RuntimeError:  # the loop closed: the run ended meanwhile
                     pass
         elif self.thread == threading.main_thread().ident:
-            _thread.interrupt_main()
+            _interrupt_main()
 
     def stopped_by(self, error: BaseException | None) -> bool:
         """Whether ``error`` is how this drain ended the run: at a safe point,
@@ -201,6 +202,17 @@ class Drain:
         if isinstance(error, DrainStop):
             return True
         return self.expired and isinstance(error, KeyboardInterrupt)
+
+
+def _interrupt_main() -> None:
+    """A ``KeyboardInterrupt`` in the main thread, even one blocked in a call
+    (a sleep, a read, a wait for threads): a real SIGINT, which ends such a
+    call, where Python handles SIGINT; else Python's flag alone, which the
+    main thread sees when it runs Python code again."""
+    if callable(signal.getsignal(signal.SIGINT)) and hasattr(signal, "pthread_kill"):
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
+    else:
+        _thread.interrupt_main()
 
 
 # The sync runs on the main thread that the watcher looks for requests for,
