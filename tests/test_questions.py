@@ -467,18 +467,7 @@ def test_a_message_lists_the_first_questions_and_counts_the_rest(store):
 def test_a_fork_whose_answers_do_not_fit_is_refused_before_it_is_made(store):
     """As a resume refuses them, before anything is written: the fork's run id
     is free for the fork with the right answers."""
-
-    class Ask(Node):
-        def exec(self, prep_res):
-            return interrupt(f"{self.name}?")
-
-        def post(self, shared, prep_res, exec_res):
-            shared[self.name] = exec_res
-
-    flow = Flow(start=bf.Parallel(Ask(name="a"), Ask(name="b")))
-    with pytest.raises(Suspended) as suspended:
-        flow.run({}, store=store, run_id="r")
-    a, b = suspended.value.questions
+    flow, (a, b) = two_questions(store)
     for wrong, refused, said in [
         ({"answers": {"nope": 1}}, ResumeError, "has no open question 'nope'; it waits on"),
         (
