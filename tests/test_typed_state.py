@@ -473,3 +473,36 @@ def test_nodes_are_checked_once_per_wiring():
     flow.start_node >> Stray()  # wiring changed: checked again
     with pytest.raises(braidflow.WiringError, match=r"node 'Stray' \(Stray\) is typed against"):
         flow.run(research())
+
+
+def test_typed_sub_flows_as_branches_fill_their_defaults_without_writing_them():
+    # Only one branch writes the key with a default; the other only reads
+    # another: filling the default in is no write of either at the join.
+    @dataclass
+    class Logged:
+        a: int
+        log: list[str] = field(default_factory=list)
+
+    class Append(Node[None, None, Logged]):
+        def post(self, shared, prep_res, exec_res):
+            shared.log.append(self.name)
+
+    class Reads(Node[None, None, Logged]):
+        def post(self, shared, prep_res, exec_res):
+            shared.log_seen = shared.a
+
+    class ReadOnly(Node[None, None, Logged]):
+        def post(self, shared, prep_res, exec_res):
+            assert shared.log == []  # the default, there to read
+
+    shared = {"a": 1}
+    Flow(
+        start=Parallel(
+            Flow(start=Append(name="w1"), state=Logged, name="sub1"),
+            Flow(start=ReadOnly(name="r2"), state=Logged, name="sub2"),
+        )
+    ).run(shared)
+    assert shared == {"a": 1, "log": ["w1"]}
+    only_read = {"a": 1}
+    Flow(start=Parallel(Flow(start=ReadOnly(name="r"), state=Logged, name="sub"))).run(only_read)
+    assert only_read == {"a": 1}  # a default only read does not reach the store

@@ -356,3 +356,44 @@ def test_a_resume_refused_for_its_migrate_writes_no_answer(store):
         crawl().resume("r", store=store, input="first", migrate=lambda shared: 5)
     final = crawl().resume("r", store=store, input="second")  # the question still open
     assert final["answers"] == ["second"]
+
+
+def test_a_fork_whose_update_breaks_the_state_type_is_refused_before_it_is_made(store):
+    with pytest.raises(Suspended):
+        crawl().run({"start": "https://x"}, store=store, run_id="r")
+    for update in ({"start": 42}, {"extra": True}):
+        with pytest.raises(StateError, match="shared does not fit its state type Crawl"):
+            crawl().fork("r", store=store, at=0, update=update, run_id="f")
+    assert [run.run_id for run in store.runs()] == ["r"]  # its run id is free
+    with pytest.raises(Suspended):
+        crawl().fork("r", store=store, at=0, update={"start": "https://y"}, run_id="f")
+
+
+def test_a_resume_gives_a_field_added_since_the_run_began_its_default(store):
+    with pytest.raises(Suspended):
+        crawl().run({"start": "https://x"}, store=store, run_id="r")
+
+    @dataclass
+    class CrawlWithNotes(Crawl):
+        notes: list[str] = field(default_factory=list)
+
+    class AskAndNote(Node[None, str, CrawlWithNotes]):  # the code changed, not the wiring
+        def exec(self, prep_res: None) -> str:
+            answer: str = interrupt("go on?")
+            return answer
+
+        def post(self, shared, prep_res, exec_res):
+            shared.notes.append(exec_res)
+
+    fetch = Fetch()
+    fetch >> AskAndNote(name="Ask")
+    final = Flow(start=fetch, state=CrawlWithNotes).resume("r", store=store, input="yes")
+    assert final["notes"] == ["yes"]
+
+
+def test_an_instance_given_to_a_run_that_stops_at_a_question_is_brought_up_to_date(store):
+    given = Crawl(start="https://x")
+    with pytest.raises(Suspended):
+        crawl().run(given, store=store, run_id="r")
+    assert given.page == Page("https://x", ["a", "b"])  # what the run did before it asked
+    assert given.sources == [Source(title="t", year=2020)]

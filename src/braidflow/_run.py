@@ -202,9 +202,12 @@ class RunScope:
         self.working = shared
 
     def _check_resumed(self, shared: Any) -> None:
-        """A typed flow's rebuilt (and migrated) store, checked against its
-        state type before the run goes on; nothing to check for an untyped one."""
+        """A typed flow's rebuilt (and migrated) store, given the defaults of
+        keys it lacks (a field added to the type since the run began) and
+        checked against its state type before the run goes on, as a run's
+        store when it starts; nothing to do for an untyped one."""
         if self.state is not None:
+            self.state.store_of(shared, self.node)
             self.state.check(shared, self.node)
 
     def __enter__(self) -> Any:
@@ -314,16 +317,18 @@ class RunScope:
                 STEP.reset(self.step_token)
             leave_run()
         durable = self.durable
-        if durable is not None:
-            durable.spend = self.run.spend
-            if not self.resuming:  # the caller's dict gets what the run did
-                final = dict(dict.items(self.working))
-                dict.clear(self.shared)
-                dict.update(self.shared, final)
-            close_run(durable, error)
-        if self.instance is not None:  # a dataclass or model instance gets them too
-            assert self.state is not None
-            self.state.write_back(self.shared, self.instance)
+        try:
+            if durable is not None:
+                durable.spend = self.run.spend
+                if not self.resuming:  # the caller's dict gets what the run did
+                    final = dict(dict.items(self.working))
+                    dict.clear(self.shared)
+                    dict.update(self.shared, final)
+                close_run(durable, error)  # (raises Suspended, Drained for a stop)
+        finally:
+            if self.instance is not None:  # a dataclass or model instance gets them too
+                assert self.state is not None
+                self.state.write_back(self.shared, self.instance)
 
 
 def shared_argument(node: Any, shared: Any, legacy: dict[str, Any]) -> Any:

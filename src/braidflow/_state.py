@@ -19,6 +19,7 @@ from ._errors import InvalidParameterError, StateError
 from ._merge import Rule
 from ._state_check import describe, problem, strip
 from ._state_views import view_class
+from ._views import SharedView
 from .merge import MergeRule
 
 __all__ = ["VALUE_CLASSES", "StateT", "StateType", "declared_state", "state_type"]
@@ -181,9 +182,13 @@ class StateType:
                 ),
                 node=owner._display_name(),
             )
+        assume = shared.assume if type(shared) is SharedView else None
         for key, make in self.defaults.items():
             if key not in shared:
-                shared[key] = make()  # type: ignore[index]
+                if assume is not None:  # a branch's: as if at the fork, not its own write
+                    assume(key, make())
+                else:
+                    shared[key] = make()  # type: ignore[index]
         return shared, None
 
     def view(self, store: Any) -> Any:

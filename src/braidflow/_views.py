@@ -108,6 +108,14 @@ class SharedView(MutableMapping[Any, Any]):
         self._local[key] = value
         self._deleted.discard(key)
 
+    def assume(self, key: Any, value: Any) -> None:
+        """Take ``value`` for a key the store lacks as if the store had it at
+        the fork (a typed sub-flow's default): the branch reads it, and it is
+        a change of the branch's only if the branch changes it."""
+        self._before[key] = snapshot(value)
+        self._local[key] = value
+        self._deleted.discard(key)
+
     def __delitem__(self, key: Any) -> None:
         if key not in self:
             raise KeyError(key)

@@ -166,8 +166,12 @@ def fork_run(
     rows = apply_renames(through, renamed, keep_root)
     copied = len(rows)
     before = stored.state(at)
+    forked = {**before, **(update or {})}
+    state = getattr(node, "_bf_state", None)
+    if state is not None:  # as its resume will check it, before the fork is made
+        state.check(state.store_of(dict(forked), node)[0], node)
     try:
-        row = update_row(stored.codec, before, {**before, **(update or {})}, _last_step(rows), name)
+        row = update_row(stored.codec, before, forked, _last_step(rows), name)
     except CheckpointError as error:
         raise CheckpointError(f"{error}: the update cannot be stored", node=name) from None
     if row is not None:
