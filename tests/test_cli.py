@@ -1073,6 +1073,20 @@ def test_version_prints_braidflows_version(work, capsys):
     assert capsys.readouterr().out == f"braidflow {braidflow.__version__}\n"
 
 
+def test_an_option_a_command_does_not_know_points_to_that_command_s_help(capsys):
+    from braidflow.cli import main
+
+    for argv, help_of in [
+        (["runs", "--json"], "braidflow runs --help"),
+        (["run", "flows.py:greet", "--shard", "{}"], "braidflow run --help"),
+        (["--bogus"], "braidflow --help"),
+    ]:
+        assert main(argv) == 2
+        (said,) = capsys.readouterr().err.splitlines()
+        assert said.endswith(f"see '{help_of}'")
+        assert said.startswith("braidflow: unrecognized arguments: ")
+
+
 def test_bare_braidflow_lists_the_commands_and_says_what_to_do(work):
     done = cli(work)
     assert done.returncode == 2

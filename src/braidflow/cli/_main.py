@@ -270,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
         "none on 127.0.0.1, a new one printed for any other address",
     )
     ui.set_defaults(handler=command_ui)
+    for command in (run, graph, runs, resume, show, fork, timeline, ui):
+        command.set_defaults(parser=command)  # what says an option it does not know
     return parser
 
 
@@ -299,8 +301,9 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
         # optional TARGET from the words before the options, so a TARGET
         # given after them is left over. It is the TARGET.
         args.target, extra = extra[0], []
-    if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # said by the command's own parser: its --help lists its options
+        said_by = args.parser if args.command is not None else parser
+        said_by.error(f"unrecognized arguments: {' '.join(extra)}")
     return args
 
 
