@@ -148,6 +148,10 @@ def broken_factory():
 number = 3
 
 
+def returns_a_number():
+    return 3
+
+
 class Pipeline(bf.AsyncFlow):
     pass
 """
@@ -235,6 +239,7 @@ def test_a_run_can_write_a_trace_and_a_timeline(work):
         (["run", "missing.py:flow"], "no file 'missing.py'"),
         (["run", "flows.py:nothing"], "flows.py has no 'nothing'; its flows: "),
         (["run", "flows.py:number"], "'number' in flows.py is an int, not a flow"),
+        (["run", "flows.py:returns_a_number"], "returns_a_number() in flows.py returned an int"),
         (["run", "flows.py:needs_arguments"], "is a function that needs arguments"),
         (["run", "flows.py:broken_factory"], "broken_factory() in flows.py failed: RuntimeError"),
         (["run", "no_such_module:flow"], "no module 'no_such_module'"),

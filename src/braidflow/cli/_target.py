@@ -74,7 +74,9 @@ def load_target(spec: str, directory: str | None = None) -> Any:
             f"(an instance, such as node = {name}(...)), a flow that runs one, or a "
             "function that returns either"
         )
+    called = False
     if not isinstance(target, BaseNode) and callable(target) and not isinstance(target, type):
+        called = True
         try:
             inspect.signature(target).bind()
         except TypeError as error:
@@ -90,9 +92,12 @@ def load_target(spec: str, directory: str | None = None) -> Any:
             raise UsageError(f"{name}() in {shown} failed: {describe_error(error)}") from error
     if not isinstance(target, BaseNode):
         kind = type(target).__name__
+        what = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+        said = (
+            f"{name}() in {shown} returned {what}" if called else f"{name!r} in {shown} is {what}"
+        )
         raise UsageError(
-            f"{name!r} in {shown} is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not a flow; "
-            "point TARGET at "
+            f"{said}, not a flow; point TARGET at "
             "a Flow or AsyncFlow (or a function of no arguments that returns one)"
         )
     return target
