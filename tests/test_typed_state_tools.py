@@ -270,6 +270,23 @@ def test_braidflow_graph_names_an_unknown_run(tmp_path, capsys):
     assert "no run 'nope'" in capsys.readouterr().err
 
 
+def test_braidflow_graph_refuses_a_run_of_another_flow(tmp_path, capsys):
+    module = tmp_path / "two.py"
+    module.write_text(
+        "from braidflow import Flow, Node\n\n\nclass Write(Node):\n    pass\n\n\n"
+        "class Square(Node):\n    pass\n\n\n"
+        "writes = Flow(start=Write())\nsquares = Flow(start=Square())\n"
+    )
+    store = tmp_path / "runs.db"
+    assert main(["run", f"{module}:writes", "--store", str(store), "--run-id", "w"]) == 0
+    capsys.readouterr()
+    assert main(["graph", f"{module}:squares", "--run", "w", "--store", str(store)]) == 2
+    said = capsys.readouterr()
+    assert said.out == ""  # no table of another flow's steps
+    assert "run 'w' was recorded with another graph" in said.err
+    assert main(["graph", f"{module}:writes", "--run", "w", "--store", str(store)]) == 0
+
+
 @dataclass
 class Note:
     who: str
