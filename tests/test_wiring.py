@@ -66,6 +66,30 @@ def test_unknown_action_ends_the_flow_with_a_warning():
         assert Flow(start=decide).run({}) == "typo"
 
 
+def test_the_flow_ends_warning_points_at_the_code_that_ran_the_flow():
+    import asyncio
+    import inspect
+
+    class Decide(AsyncNode):
+        async def post_async(self, shared, prep_res, exec_res):
+            return "typo"
+
+    decide = Decide()
+    decide - "expected" >> Node()
+    line = inspect.currentframe().f_lineno + 2
+    with pytest.warns(UserWarning, match="Flow ends") as sync_run:
+        braidflow.AsyncFlow(start=decide).run({})
+    assert (sync_run[0].filename, sync_run[0].lineno) == (__file__, line)
+
+    async def main():
+        await braidflow.AsyncFlow(start=decide).run_async({})
+
+    with pytest.warns(UserWarning, match="Flow ends") as async_run:
+        asyncio.run(main())
+    assert async_run[0].filename == __file__
+    assert async_run[0].lineno == main.__code__.co_firstlineno + 1
+
+
 def test_unknown_action_without_successors_ends_silently(recwarn):
     class Last(Node):
         def post(self, shared, prep_res, exec_res):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from types import CodeType, FrameType
 from typing import Any
 
-__all__ = ["WiredHere", "note_wiring", "wired_here"]
+__all__ = ["WiredHere", "note_wiring", "user_stacklevel", "wired_here"]
 
 # The most recent wirings, by id of the node wired to: enough for any one
 # expression, however long (an older wiring can only be another statement's).
@@ -47,6 +47,22 @@ def _callers_frame() -> tuple[FrameType | None, int]:
         frame = frame.f_back  # type: ignore[assignment]
         depth += 1
     return None, depth
+
+
+def user_stacklevel() -> int:
+    """For a warning from the function that calls this: the ``stacklevel``
+    of the innermost frame outside braidflow and asyncio (the code that ran
+    the flow: an async run's awaiting coroutines are on the stack too, and a
+    sync call of an async flow runs its loop from there), else 2."""
+    frame = sys._getframe(1)  # the function warning: stacklevel 1
+    depth = 1
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if not module.startswith(("braidflow.", "asyncio.")) and module != "braidflow":
+            return depth
+        frame = frame.f_back  # type: ignore[assignment]
+        depth += 1
+    return 2
 
 
 def note_wiring(source: Any, target: Any, frame: FrameType) -> None:

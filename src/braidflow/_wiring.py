@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar, overload
 
 from ._errors import WiringError, WiringWarning
-from ._sites import note_wiring
+from ._sites import note_wiring, user_stacklevel
 
 __all__ = [
     "DEFAULT_ACTION",
@@ -231,7 +231,7 @@ def route(node: Any, action: Any) -> Any:
             warnings.warn(
                 f"Flow ends: '{action}' not found in {list(successors)} (from node "
                 f"{node._display_name()!r}; wire it with {wire}, or return one of those)",
-                stacklevel=3,
+                stacklevel=user_stacklevel(),  # the code that ran the flow
             )
         return None
     except TypeError:
