@@ -650,6 +650,31 @@ def test_timeline_says_when_a_run_went_on_without_recording_its_events(work, mon
     )
 
 
+def test_timeline_says_when_a_run_began_without_recording_its_events(work, monkeypatch):
+    monkeypatch.chdir(work)  # where Fragile looks for "fixed"
+    sys.path.insert(0, str(work))
+    try:
+        import flows
+
+        from braidflow import SQLiteStore
+
+        with SQLiteStore(work / "runs.db") as store:
+            with pytest.raises(ConnectionError):
+                flows.fragile.run({}, store=store, run_id="r5")  # not recorded
+            Path("fixed").write_text("")
+            flows.fragile.resume("r5", store=store, record_events=True)
+    finally:
+        sys.path.remove(str(work))
+        sys.modules.pop("flows", None)
+    done = cli(work, "timeline", "r5", "--store", "runs.db", "-o", "r5.html")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[1] == (
+        "braidflow: note: run 'r5' ran in 2 parts, and its recorded events hold 1: it was "
+        "started (or resumed) without record_events=True before the parts recorded, and the "
+        "page draws only what was recorded"
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("target", "stored_as"),

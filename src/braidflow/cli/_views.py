@@ -129,7 +129,7 @@ def command_timeline(args: argparse.Namespace) -> int:
     except OSError as error:
         raise UsageError(f"cannot write {output!r} ({error.strerror}){elsewhere}") from error
     say(f"wrote {output}")
-    _say_what_was_not_recorded(args.run_id, events, store.get(args.run_id).status)
+    _say_what_was_not_recorded(args.run_id, events, store.get(args.run_id))
     return 0
 
 
@@ -152,12 +152,24 @@ _ENDED = {
 }
 
 
-def _say_what_was_not_recorded(run_id: str, events: list[Any], status: str) -> None:
-    """Say so if the run went on after its last recorded part: resumed from
-    Python with ``record_events=False``, what came after is not drawn."""
+def _say_what_was_not_recorded(run_id: str, events: list[Any], record: Any) -> None:
+    """Say so if parts of the run were not recorded: one before its first
+    recorded part (started from Python without ``record_events=True``, then
+    resumed with it), or after its last (resumed with ``record_events=False``);
+    they are not drawn."""
+    from ..durable._history import RESUMED_KEY
     from ..tracing._timeline import last_part_ended
 
+    status = record.status
+    parts = 1 + len(record.metadata.get(RESUMED_KEY, ()))
+    drawn = sum(1 for event in events if event.kind == "run_start")
     ended = last_part_ended(events)
+    if status in _STATUSES_AFTER[ended] and drawn < parts:  # parts before those recorded
+        say(
+            f"note: run {run_id!r} ran in {parts} parts, and its recorded events hold "
+            f"{drawn}: it was started (or resumed) without record_events=True before the "
+            "parts recorded, and the page draws only what was recorded"
+        )
     if status not in _STATUSES_AFTER[ended]:
         say(
             f"note: run {run_id!r} is {status} now, but its recorded events end with a part "
