@@ -28,8 +28,9 @@ def run(node, shared):
 
 
 @pytest.mark.parametrize("kind", NODE_KINDS)
-@pytest.mark.parametrize("prep_value", [None, [], ()])
+@pytest.mark.parametrize("prep_value", [None, [], (), 0, False])
 def test_prep_returning_nothing_means_no_items_for_batch_nodes(kind, prep_value):
+    # PocketFlow reads `prep(shared) or []`: any false value is no items.
     calls = []
 
     class Empty(kind):
@@ -47,14 +48,19 @@ def test_prep_returning_nothing_means_no_items_for_batch_nodes(kind, prep_value)
 
 
 @pytest.mark.parametrize("kind", FLOW_KINDS)
-def test_prep_returning_none_means_no_runs_for_batch_flows(kind):
+@pytest.mark.parametrize("prep_value", [None, 0, False])
+def test_prep_returning_nothing_means_no_runs_for_batch_flows(kind, prep_value):
     calls = []
 
     class Step(Node):
         def prep(self, shared):
             calls.append(self.params)
 
-    assert run(kind(start=Step()), {}) is None
+    class Sets(kind):
+        def prep(self, shared):
+            return prep_value
+
+    assert run(Sets(start=Step()), {}) is None
     assert calls == []
 
 

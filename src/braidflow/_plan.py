@@ -26,6 +26,7 @@ __all__ = [
     "copy_node",
     "default",
     "has_plain_copy",
+    "is_default",
     "preset",
     "variant",
 ]
@@ -72,7 +73,7 @@ def default(function: Any) -> Any:
     return function
 
 
-def _is_default(function: Any) -> bool:
+def is_default(function: Any) -> bool:
     return getattr(function, "_braidflow_default", False)
 
 
@@ -145,7 +146,7 @@ class Plan:
         if is_async:
             fallbacks = ("exec_fallback_async", *fallbacks)
         self.fallback, self.fallback_coro = self._pick(cls, fallbacks)
-        self.fallback_default = _is_default(getattr(cls, self.fallback))
+        self.fallback_default = is_default(getattr(cls, self.fallback))
         # The oldest documented forms take the shared store first:
         # exec(shared, prep_res) and process_after_fail(shared, prep_res, exc).
         self.exec_wants_shared = self._takes(cls, self.exec, 3)
@@ -154,25 +155,25 @@ class Plan:
         # self._exec(prep_res) for the exec stage, self._run(shared) for a
         # whole node and self._orch(shared) for a flow's walk; so does braidflow
         # when a class replaces them.
-        self.custom_exec = not cls._bf_is_flow and not _is_default(cls._exec)
-        self.custom_run = not _is_default(cls._run)
-        self.custom_run_async = not _is_default(cls._run_async)
-        self.custom_orch = cls._bf_is_flow and not _is_default(getattr(cls, "_orch", None))
-        self.custom_orch_async = cls._bf_is_flow and not _is_default(
+        self.custom_exec = not cls._bf_is_flow and not is_default(cls._exec)
+        self.custom_run = not is_default(cls._run)
+        self.custom_run_async = not is_default(cls._run_async)
+        self.custom_orch = cls._bf_is_flow and not is_default(getattr(cls, "_orch", None))
+        self.custom_orch_async = cls._bf_is_flow and not is_default(
             getattr(cls, "_orch_async", None)
         )
         # How a flow routes (get_next_node) and how a step gets its params
         # (set_params): PocketFlow's methods, which a class may replace.
-        self.custom_routing = cls._bf_is_flow and not _is_default(
+        self.custom_routing = cls._bf_is_flow and not is_default(
             getattr(cls, "get_next_node", None)
         )
-        self.custom_set_params = not _is_default(getattr(cls, "set_params", None))
+        self.custom_set_params = not is_default(getattr(cls, "set_params", None))
         # KayGraph's lifecycle hooks, where the class defines any: before_prep,
         # after_exec and on_error (a method; a string is the on_error policy).
         self.hook_coro: dict[str, bool] = {}
         for hook in HOOKS:
             function = getattr(cls, hook, None)
-            if callable(function) and not _is_default(function):
+            if callable(function) and not is_default(function):
                 self.hook_coro[hook] = _is_coroutine_function(function)
         self.hooked = bool(self.hook_coro)
         self.is_async = is_async
@@ -210,7 +211,7 @@ class Plan:
     def _pick(cls: type[Any], names: tuple[str, ...]) -> tuple[str, bool]:
         for name in names:
             function = getattr(cls, name, None)
-            if function is not None and not _is_default(function):
+            if function is not None and not is_default(function):
                 return name, _is_coroutine_function(function)
         function = getattr(cls, names[0])
         return names[0], _is_coroutine_function(function)
@@ -218,7 +219,7 @@ class Plan:
     @staticmethod
     def _takes(cls: type[Any], name: str, positional: int) -> bool:
         function = getattr(cls, name)
-        if _is_default(function):
+        if is_default(function):
             return False
         return _required_positional_count(function) == positional
 
@@ -264,7 +265,7 @@ def _warn_unused_async(cls: type[Any]) -> None:
     if cls.__module__.startswith("braidflow."):
         return
     for name, sync in _ASYNC_FORMS.items():
-        if not _is_default(getattr(cls, name)):
+        if not is_default(getattr(cls, name)):
             base, instead = preset(cls), variant(cls, "async") or "AsyncNode"
             warnings.warn(
                 f"{cls.__name__}.{name} is never called: {cls.__name__} is a synchronous "

@@ -36,7 +36,9 @@ _EXHAUSTED: Any = object()  # what an async iterator gives when it has no more i
 
 
 def batch_items(node: Any, prep_result: Any) -> Any:
-    """Check that ``prep_result`` can supply items and return it (``None``: no items).
+    """Check that ``prep_result`` can supply items and return it (``None``, or
+    any false value, such as ``0`` or ``False``: no items, as PocketFlow's
+    ``prep(shared) or []`` reads it).
 
     Raises:
         BatchItemsError: If it is not iterable, or is an async iterator given
@@ -66,6 +68,8 @@ def batch_items(node: Any, prep_result: Any) -> Any:
     try:
         iter(prep_result)
     except TypeError:
+        if not prep_result:  # `return len(rows) > 0 and rows`: no items
+            return ()
         raise BatchItemsError(
             f"{node._describe()}: prep returned {type(prep_result).__name__}, which is not "
             "iterable; return a list, tuple, generator or iterator of items "

@@ -13,6 +13,7 @@ from collections.abc import Generator
 from typing import Any
 
 from .._context import HANDED_DOWN, HandedDown
+from .._plan import is_default
 from ._attempts import attempts
 from ._effects import MAYBE_AWAIT, PARALLEL, STAGE, call_effect
 from ._items import batch_items, sequential
@@ -102,7 +103,7 @@ def node_stage(node: Any, shared: Any, prep_result: Any, offload: bool) -> Steps
         and node._is_simple()
         and plan.exec_coro
         and not plan.exec_wants_shared
-        and plan.fallback_default
+        and is_default(getattr(node, plan.fallback))  # (set on the node since, it runs)
         and node._bf_on_error == "raise"
     ):
         fast_exec = getattr(node, plan.exec)

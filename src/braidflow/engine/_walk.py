@@ -243,13 +243,17 @@ def _walk_of(flow: Any, shared: Any, params: dict[str, Any], offload: bool) -> S
     return walk(flow, shared, params, offload, True)
 
 
-def _walk_or_orch(flow: Any, shared: Any, params: dict[str, Any], offload: bool) -> Steps:
-    """The flow's walk, or the class's own ``_orch``/``_orch_async`` if it has one."""
+def _walk_or_orch(flow: Any, shared: Any, params: dict[str, Any] | None, offload: bool) -> Steps:
+    """The flow's walk, or the class's own ``_orch``/``_orch_async`` if it has
+    one, called as PocketFlow calls it: ``(shared)`` for a flow's own params
+    (``params`` None), ``(shared, params)`` for a parameter set's."""
     if not _own_orch(flow):
-        return (yield from _walk_of(flow, shared, params, offload))
+        given = {**flow.params} if params is None else params
+        return (yield from _walk_of(flow, shared, given, offload))
+    args = (shared,) if params is None else (shared, params)
     if flow._bf_async:
-        return (yield (MAYBE_AWAIT, flow, None, flow._orch_async, (shared, params), False))
-    return (yield (MAYBE_AWAIT, flow, None, flow._orch, (shared, params), offload))
+        return (yield (MAYBE_AWAIT, flow, None, flow._orch_async, args, False))
+    return (yield (MAYBE_AWAIT, flow, None, flow._orch, args, offload))
 
 
 def _stage(flow: Any, shared: Any, prep_result: Any, offload: bool) -> Steps:
@@ -258,7 +262,7 @@ def _stage(flow: Any, shared: Any, prep_result: Any, offload: bool) -> Steps:
     try:
         batch = flow._bf_batch
         if batch == "single":
-            return (yield from _walk_or_orch(flow, shared, {**flow.params}, offload))
+            return (yield from _walk_or_orch(flow, shared, None, offload))
         items = batch_items(flow, prep_result)
         if batch == "sequential" or not flow._bf_isolate:  # the sets share `shared`
             _sets_done_before(shared)

@@ -1,0 +1,123 @@
+"""PocketFlow's internals that its programs override, called as PocketFlow
+calls them: ``Flow._orch(shared)`` for a flow's run (``BatchFlow`` calls
+``_orch(shared, params)`` per parameter set), ``_orch_async`` alike."""
+
+import asyncio
+
+from braidflow import AsyncBatchFlow, AsyncFlow, AsyncNode, BatchFlow, Flow, Node
+
+
+class Seen(Node):
+    def post(self, shared, prep_res, exec_res):
+        shared.setdefault("seen", []).append(dict(self.params))
+
+
+class AsyncSeen(AsyncNode):
+    async def post_async(self, shared, prep_res, exec_res):
+        shared.setdefault("seen", []).append(dict(self.params))
+
+
+def test_a_flow_s_orch_override_is_called_with_shared_alone():
+    calls = []
+
+    class Plain(Flow):
+        def _orch(self, shared):  # PocketFlow's Flow._run calls self._orch(shared)
+            calls.append("plain")
+            return super()._orch(shared)
+
+    class WithParams(Flow):
+        def _orch(self, shared, params=None):
+            calls.append(params)
+            return super()._orch(shared, params)
+
+    shared = {}
+    Plain(start=Seen()).run(shared)
+    flow = WithParams(start=Seen())
+    flow.set_params({"a": 1})
+    flow.run(shared)
+    assert calls == ["plain", None]  # PocketFlow passes no params for a flow's own
+    assert shared["seen"] == [{}, {"a": 1}]
+
+
+def test_a_batch_flow_s_orch_override_gets_each_parameter_set():
+    calls = []
+
+    class Sets(BatchFlow):
+        def prep(self, shared):
+            return [{"n": 1}, {"n": 2}]
+
+        def _orch(self, shared, params=None):
+            calls.append(params)
+            return super()._orch(shared, params)
+
+    shared = {}
+    Sets(start=Seen()).run(shared)
+    assert calls == [{"n": 1}, {"n": 2}]
+    assert shared["seen"] == [{"n": 1}, {"n": 2}]
+
+
+def test_an_async_flow_s_orch_async_override_is_called_as_pocketflow_calls_it():
+    calls = []
+
+    class Plain(AsyncFlow):
+        async def _orch_async(self, shared):
+            calls.append("plain")
+            return await super()._orch_async(shared)
+
+    class Sets(AsyncBatchFlow):
+        async def prep_async(self, shared):
+            return [{"n": 1}]
+
+        async def _orch_async(self, shared, params=None):
+            calls.append(params)
+            return await super()._orch_async(shared, params)
+
+    shared = {}
+    asyncio.run(Plain(start=AsyncSeen()).run_async(shared))
+    asyncio.run(Sets(start=AsyncSeen()).run_async(shared))
+    assert calls == ["plain", {"n": 1}]
+    assert shared["seen"] == [{}, {"n": 1}]
+
+
+def test_a_fallback_set_after_the_class_was_made_is_the_one_called():
+    from unittest import mock
+
+    from braidflow import AsyncParallelBatchNode
+
+    class Fails(Node):
+        def exec(self, prep_res):
+            raise ValueError("down")
+
+        def post(self, shared, prep_res, exec_res):
+            shared["out"] = exec_res
+
+    node = Fails()
+    node.exec_fallback = lambda prep_res, error: "on the instance"
+    shared = {}
+    Flow(start=node).run(shared)
+    assert shared["out"] == "on the instance"
+
+    def patched(self, prep_res, error):
+        return "patched"
+
+    with mock.patch.object(Fails, "exec_fallback", patched):
+        Flow(start=Fails()).run(shared)
+    assert shared["out"] == "patched"
+
+    class Items(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return [1, 2]
+
+        async def exec_async(self, item):
+            raise ValueError("down")
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["items"] = exec_res
+
+    async def fallback(item, error):
+        return -item
+
+    items = Items()
+    items.exec_fallback_async = fallback
+    asyncio.run(AsyncFlow(start=items).run_async(shared))
+    assert shared["items"] == [-1, -2]
