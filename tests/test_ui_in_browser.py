@@ -169,3 +169,25 @@ def test_forking_a_run_from_a_step_with_shared_edited(page):
     page.goto(page.address)
     assert rows(page)[0].startswith("crawl-bad-")  # the fork, newest
     assert page.problems == []
+
+
+def test_a_page_sent_back_for_a_refused_answer_is_the_run_s_and_follows_it(page, store_path):
+    page.goto(f"{page.address}runs/ticket-1")
+    status_is(page, "waiting")
+    page.locator("#answer").fill("yes")  # not JSON: sent past the page's own check
+    with page.expect_navigation():
+        page.locator("form.answer").evaluate("(form) => form.submit()")
+    page.wait_for_url(re.compile(r"/runs/ticket-1$"))  # the run's page, not the action's
+    status_is(page, "waiting")
+    page.problems.clear()  # (the browser logs the refusal's 400)
+
+    def answer():  # elsewhere
+        store = SQLiteStore(store_path)
+        try:
+            make_reply().resume("ticket-1", store=store, input="no", record_events=True)
+        finally:
+            store.close()
+
+    in_thread(answer)
+    status_is(page, "completed")  # it follows the store again
+    assert page.problems == []

@@ -86,7 +86,19 @@
     }
   }
 
+  // A run's page sent back to a form it refused (a bad answer, a bad fork)
+  // is at the action's address, which only takes a POST: the address is made
+  // the run page's, so that following the store, a reload and the page's own
+  // links (?at=...) go to the page, not to the action.
+  function settle() {
+    const run = document.body.dataset.run;
+    if (document.body.dataset.poll === "run" && run && location.pathname !== `/runs/${run}`) {
+      history.replaceState(null, "", `/runs/${run}`);
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    settle();
     check(document);
     follow();
   });
