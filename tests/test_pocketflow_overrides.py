@@ -121,3 +121,61 @@ def test_a_fallback_set_after_the_class_was_made_is_the_one_called():
     items.exec_fallback_async = fallback
     asyncio.run(AsyncFlow(start=items).run_async(shared))
     assert shared["items"] == [-1, -2]
+
+
+def test_a_batch_class_of_one_s_own_runs_its_items_through_the_single_item_exec():
+    # PocketFlow's own idiom: its AsyncParallelBatchNode is (AsyncNode, BatchNode)
+    # calling super()._exec per item; users run items in a thread pool so.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from braidflow import AsyncParallelBatchNode, BatchNode
+
+    class ThreadBatch(BatchNode):
+        def prep(self, shared):
+            return [1, 2, 3]
+
+        def exec(self, item):
+            return item * 10
+
+        def _exec(self, items):
+            with ThreadPoolExecutor(2) as pool:
+                return list(pool.map(lambda item: super(BatchNode, self)._exec(item), items))
+
+        def post(self, shared, prep_res, exec_res):
+            return exec_res
+
+    class Bounded(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return [1, 2, 3]
+
+        async def exec_async(self, item):
+            return item * 100
+
+        async def _exec(self, items):
+            bound = asyncio.Semaphore(2)
+
+            async def one(item):
+                async with bound:
+                    return await AsyncNode._exec(self, item)
+
+            return await asyncio.gather(*(one(item) for item in items))
+
+        async def post_async(self, shared, prep_res, exec_res):
+            return exec_res
+
+    class Gathered(AsyncNode, BatchNode):  # how PocketFlow defines its parallel batch
+        async def prep_async(self, shared):
+            return [1, 2]
+
+        async def exec_async(self, item):
+            return -item
+
+        async def _exec(self, items):
+            return await asyncio.gather(*(super(Gathered, self)._exec(item) for item in items))
+
+        async def post_async(self, shared, prep_res, exec_res):
+            return exec_res
+
+    assert ThreadBatch().run({}) == [10, 20, 30]
+    assert asyncio.run(Bounded().run_async({})) == [100, 200, 300]
+    assert asyncio.run(Gathered().run_async({})) == [-1, -2]

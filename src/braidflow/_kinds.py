@@ -16,7 +16,7 @@ from ._cache import Cache
 from ._errors import InvalidParameterError
 from ._holding import ordered
 from ._limits import Limiter
-from ._node import BaseNode
+from ._node import BaseNode, exec_one
 from ._options import (
     UNSET,
     check_cache,
@@ -96,6 +96,8 @@ class Node(BaseNode, Generic[PrepT, ExecT, StateT]):
     Raises:
         InvalidParameterError: For a value that cannot work, naming the node.
     """
+
+    _exec = exec_one  # one item: what a batch class's own _exec reaches per item
 
     def __init__(
         self,
@@ -178,6 +180,7 @@ class BatchNode(Node[Any, Any, StateT], Generic[ItemT, ExecT, StateT]):
     """
 
     _bf_batch = "sequential"
+    _exec = BaseNode._exec  # the batch's items (Node's: one item)
 
     if TYPE_CHECKING:
 
@@ -210,6 +213,7 @@ class AsyncNode(Node[PrepT, ExecT, StateT]):
     """
 
     _bf_async = True
+    _exec = exec_one  # one item, as PocketFlow's AsyncNode._exec
 
     if TYPE_CHECKING:
 
@@ -252,6 +256,7 @@ class AsyncBatchNode(
     """An async batch node: items one at a time; ``prep`` may also return an async iterator."""
 
     _bf_batch = "sequential"
+    _exec = BaseNode._exec  # the batch's items
 
 
 class AsyncParallelBatchNode(
@@ -272,3 +277,4 @@ class AsyncParallelBatchNode(
     """
 
     _bf_batch = "parallel"
+    _exec = BaseNode._exec  # the batch's items

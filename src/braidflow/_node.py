@@ -39,6 +39,7 @@ from ._weights import Weighted
 from ._wiring import Successors, Wirable, changed
 from .engine import drive_async, drive_sync, node_stage, node_step_sync
 from .engine._async import node_step as node_step_async
+from .engine._attempts import attempts
 from .stores._base import Store
 from .viz import to_mermaid
 
@@ -441,6 +442,18 @@ class BaseNode(Wirable, StoredRuns):
         if self._bf_async:
             return drive_async(steps)
         return drive_sync(steps)
+
+
+@default
+def exec_one(node: Any, prep_res: Any) -> Any:
+    """PocketFlow's ``Node._exec``: one item's exec attempts (retries, the
+    fallback), whatever the node's kind. The single kinds' ``_exec``, so a
+    batch class of one's own reaches it per item as PocketFlow's do:
+    ``super(BatchNode, self)._exec(item)``, ``AsyncNode._exec(self, item)``."""
+    handed = HANDED_DOWN.get()
+    shared = handed.shared if handed is not None else None
+    steps = attempts(node, prep_res, None, shared, False, None)
+    return drive_async(steps) if node._bf_async else drive_sync(steps)
 
 
 BaseNode._bf_plan = Plan(BaseNode)
