@@ -179,3 +179,17 @@ def test_a_batch_class_of_one_s_own_runs_its_items_through_the_single_item_exec(
     assert ThreadBatch().run({}) == [10, 20, 30]
     assert asyncio.run(Bounded().run_async({})) == [100, 200, 300]
     assert asyncio.run(Gathered().run_async({})) == [-1, -2]
+
+
+def test_a_stop_iteration_out_of_a_node_reaches_the_caller_as_itself():
+    import pytest
+
+    class Exhausted(Node):
+        def prep(self, shared):
+            return next(iter([]))  # nothing left: StopIteration
+
+    with pytest.raises(StopIteration):
+        Exhausted().run({})
+    with pytest.raises(StopIteration):
+        Flow(start=Exhausted()).run({})
+    # (Out of a coroutine, Python makes it a RuntimeError, in PocketFlow as here.)

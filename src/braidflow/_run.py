@@ -364,7 +364,10 @@ def run_top_sync(node: Any, scope: RunScope) -> Any:
         try:
             return run_node_sync(node, shared)
         except Exception as error:
-            _label(node, error)
+            stopped = _stop_iteration(error)
+            _label(node, stopped or error)
+            if stopped is not None:
+                raise stopped from stopped.__cause__
             raise
 
 
@@ -390,6 +393,22 @@ async def run_top_async(node: Any, scope: RunScope) -> Any:
             if failure is error:
                 raise
             raise failure from error
+
+
+def _stop_iteration(error: BaseException) -> StopIteration | None:
+    """The ``StopIteration`` a node raised, if ``error`` is what Python made
+    of it as it left the engine's generators (PEP 479: a ``RuntimeError``
+    caused by it): a sync run's caller gets it as PocketFlow's does. (An
+    async run cannot raise it: a coroutine's is a ``RuntimeError`` too, in
+    PocketFlow as here.)"""
+    cause = error.__cause__
+    if (
+        type(error) is RuntimeError
+        and isinstance(cause, StopIteration)
+        and str(error) == "generator raised StopIteration"
+    ):
+        return cause
+    return None
 
 
 def _label(node: Any, error: BaseException) -> None:
