@@ -12,6 +12,7 @@ from braidflow import (
     AsyncNode,
     AsyncParallelBatchFlow,
     AsyncParallelBatchNode,
+    CheckpointError,
     Flow,
     InvalidParameterError,
     MemoryStore,
@@ -478,6 +479,7 @@ def test_a_fork_whose_answers_do_not_fit_is_refused_before_it_is_made(store):
         ({"at": 0, "input": "yes"}, ResumeError, "after step 0 is not waiting for input"),
         ({"answers": {}}, InvalidParameterError, "must be a dict of question ids"),
         ({"input": "yes", "answers": {a.id: 1}}, InvalidParameterError, "not both"),
+        ({"answers": {a.id: object()}}, CheckpointError, "is an object that cannot be saved"),
     ]:
         with pytest.raises(refused, match=said) as error:
             flow.fork("r", store=store, run_id="f", **wrong)

@@ -162,15 +162,7 @@ class DurableRun:
         """
         rows = []
         for asked, value in answers:
-            try:
-                payload = self.codec.encode(value)
-            except UNSAVABLE as error:
-                raise CheckpointError(
-                    f"the input for run {self.run_id!r} is a {type(value).__name__} that "
-                    f"cannot be saved as {self.codec.kind} ({error}); give plain data, or use "
-                    "a store with serializer='pickle'",
-                    node=asked.node,
-                ) from error
+            payload = answer_payload(self.codec, f"run {self.run_id!r}", asked, value)
             rows.append(
                 Checkpoint(
                     "answer",
@@ -472,6 +464,25 @@ def _unfingerprintable(error: Unfingerprintable, index: Any, node: Any) -> Check
         "other live objects on the node or in shared",
         node=name,
     )
+
+
+def answer_payload(codec: Codec, run: str, asked: Checkpoint, value: Any) -> bytes:
+    """An answer to the question of ``asked`` (its ``ask`` row), encoded.
+
+    Raises:
+        CheckpointError: If it cannot be saved (``run``: the run, as said).
+    """
+    try:
+        return codec.encode(value)
+    except UNSAVABLE as error:
+        kind = type(value).__name__
+        raise CheckpointError(
+            f"the input for {run} is {'an' if kind[0] in 'aeiouAEIOU' else 'a'} {kind} that "
+            f"cannot be saved as "
+            f"{codec.kind} ({error}); give plain data, or use a store with "
+            "serializer='pickle'",
+            node=asked.node,
+        ) from error
 
 
 _row = partial(tuple.__new__, Checkpoint)  # a Checkpoint of its nine fields, made directly

@@ -33,7 +33,7 @@ from ._history import (
 )
 from ._interrupt import NO_ANSWER
 from ._recorded import Recorded
-from ._run import DurableRun
+from ._run import DurableRun, answer_payload
 from ._tracking import TrackingDict
 
 __all__ = ["composed_renames", "fork_run", "migrated", "update_row"]
@@ -195,16 +195,19 @@ def fork_run(
         same = lambda key: key  # noqa: E731
         questions = open_questions(asked.asked, same, stored.record.questions) if waiting else {}
         place = "its latest step" if at is None else f"step {at}"
-        chosen_answers(
+        run = f"a fork of run {source!r} after {place}"
+        chosen = chosen_answers(
             questions,
             answer,
             answers,
             run_id=source,
-            run=f"a fork of run {source!r} after {place}",
+            run=run,
             status=None,
             verb="fork",
             name=name,
         )
+        for asked_row, value in chosen:  # each one its store can keep
+            answer_payload(stored.codec, run, asked_row, value)
     run_id = _created(store, node, graph, stored.initial, metadata, source, run_id)
     try:
         store.append(run_id, rows)
