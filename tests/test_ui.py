@@ -215,6 +215,22 @@ def test_an_answer_that_is_not_json_is_refused_and_the_run_waits(store_path):
     assert bf.SQLiteStore(store_path, read_only=True).get("ticket-1").status == "completed"
 
 
+def test_a_form_too_large_to_read_is_told_so(store_path, monkeypatch):
+    from braidflow.ui import _app
+
+    monkeypatch.setattr(_app, "_LARGEST_FORM", 1 << 20)  # (16 MB in use: 1 here)
+    client = client_of(store_path)
+    csrf = csrf_of(client.get("/runs/crawl-bad").text)
+    for action, data in [
+        ("fork", {"csrf": csrf, "at": "0", "shared": '{"pages": "' + "x" * (2 << 20) + '"}'}),
+        ("resume", {"csrf": csrf, "answer": '"' + "y" * (2 << 20) + '"'}),
+    ]:
+        refused = client.post(f"/runs/crawl-bad/{action}", data=data)
+        assert refused.status_code == 413
+        assert "This form is larger than the dashboard takes" in refused.text
+    assert len(bf.SQLiteStore(store_path, read_only=True).runs()) == 3  # nothing forked
+
+
 def test_resuming_a_failed_run_once_its_cause_is_gone(tmp_path):
     path, outage = tmp_path / "runs.db", tmp_path / "outage"
     outage.touch()

@@ -162,6 +162,8 @@ def create_app(
 
     async def resume(request: Request) -> Response:
         form = await _form(request)
+        if form is None:
+            return _too_large()
         answer = form.get("answer")
         answers = {
             name.removeprefix("answer-"): text
@@ -173,10 +175,15 @@ def create_app(
         )
 
     async def drain(request: Request) -> Response:
-        return await act_on_run(request, await _form(request), actions.drain)
+        form = await _form(request)
+        if form is None:
+            return _too_large()
+        return await act_on_run(request, form, actions.drain)
 
     async def fork(request: Request) -> Response:
         form = await _form(request)
+        if form is None:
+            return _too_large()
         run_id = request.path_params["run_id"]
         if not _csrf_ok(form.get("csrf"), csrf):
             return _refused()
@@ -291,14 +298,14 @@ def _timeline_policy() -> str:
     )
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def _form(request: Request) -> dict[str, str] | None:
     """The fields of a form the page posted (url-encoded, as the pages send
-    them; no multipart parser needed); one too large is read as empty."""
+    them; no multipart parser needed); ``None`` for one too large to read."""
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > _LARGEST_FORM:
-            return {}
+            return None
     return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
@@ -315,6 +322,15 @@ def _quoted(run_id: str) -> str:
 
 def _csrf_ok(given: Any, expected: str) -> bool:
     return isinstance(given, str) and secrets.compare_digest(given, expected)
+
+
+def _too_large() -> Response:
+    return HTMLResponse(
+        "<!DOCTYPE html><title>too large</title><p>This form is larger than the dashboard "
+        f"takes ({_LARGEST_FORM >> 20} MB): make shared smaller, or fork from Python "
+        "(flow.fork(run_id, at=..., update=...)) or with braidflow fork --set KEY=JSON.</p>",
+        status_code=413,
+    )
 
 
 def _refused() -> Response:
