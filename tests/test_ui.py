@@ -215,6 +215,22 @@ def test_an_answer_that_is_not_json_is_refused_and_the_run_waits(store_path):
     assert bf.SQLiteStore(store_path, read_only=True).get("ticket-1").status == "completed"
 
 
+def test_a_run_whose_id_ends_as_an_action_or_a_part_has_a_page(tmp_path):
+    path = tmp_path / "runs.db"
+    ends = ["resume", "fork", "drain", "version", "timeline"]
+    for end in ends:
+        record(path, "crawl", f"x/{end}", {"pages": 2})
+    record(path, "crawl", "x", {"pages": 2})
+    client = client_of(path)
+    for end in ends:
+        shown = client.get(f"/runs/x%2F{end}")  # as the table links it
+        assert shown.status_code == 200, end
+        assert f"<title>run x/{end}" in shown.text
+    assert client.get("/runs/x%2Fversion/version").json()["status"] == "completed"
+    assert client.get("/runs/x/resume").status_code == 405  # the action of run x, by GET
+    assert client.get("/runs/x/version").json()["status"] == "completed"
+
+
 def test_a_form_too_large_to_read_is_told_so(store_path, monkeypatch):
     from braidflow.ui import _app
 

@@ -19,7 +19,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, unquote
 
 import jinja2
 from starlette.applications import Starlette
@@ -99,7 +99,7 @@ def create_app(
         return RunView(store, run_id)
 
     async def run_page(request: Request) -> Response:
-        run_id = request.path_params["run_id"]
+        run_id = _whole_id(request) or request.path_params["run_id"]
         try:
             view = await run_in_threadpool(read_run, run_id)
         except (StoreError, ResumeError) as error:
@@ -107,6 +107,8 @@ def create_app(
         return await run_in_threadpool(_show_run, request, view, page, actions, "")
 
     async def version(request: Request) -> Response:
+        if _whole_id(request) is not None:  # a run whose id ends in /version
+            return await run_page(request)
         run_id = request.path_params["run_id"]
         try:
             record = await run_in_threadpool(store.get, run_id)
@@ -115,6 +117,8 @@ def create_app(
         return JSONResponse({"version": version_of(record), "status": record.status})
 
     async def timeline(request: Request) -> Response:
+        if _whole_id(request) is not None:  # a run whose id ends in /timeline
+            return await run_page(request)
         run_id = request.path_params["run_id"]
         try:
             await run_in_threadpool(store.get, run_id)
@@ -132,7 +136,8 @@ def create_app(
 
     async def action_by_get(request: Request) -> Response:
         run_id, action = request.path_params["run_id"], request.path_params["action"]
-        if action not in ("resume", "fork", "drain"):  # a run id with a slash in it
+        if _whole_id(request) is not None or action not in ("resume", "fork", "drain"):
+            # a run id with a slash in it (encoded, as the pages link it, or not)
             request.path_params["run_id"] = f"{run_id}/{action}"
             return await run_page(request)
         return HTMLResponse(
@@ -322,6 +327,17 @@ def _quoted(run_id: str) -> str:
 
 def _csrf_ok(given: Any, expected: str) -> bool:
     return isinstance(given, str) and secrets.compare_digest(given, expected)
+
+
+def _whole_id(request: Request) -> str | None:
+    """The run id of a run page's address whose every slash is encoded
+    (``/runs/x%2Fresume``, as the pages link ``x/resume``): the address names
+    that run, whatever its id ends with; ``None`` for any other address."""
+    raw = request.scope.get("raw_path") or b""
+    rest = raw.decode("latin-1").removeprefix("/runs/")
+    if rest == raw.decode("latin-1") or not rest or "/" in rest:
+        return None
+    return unquote(rest)
 
 
 def _too_large() -> Response:
