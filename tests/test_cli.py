@@ -625,7 +625,26 @@ def test_timeline_draws_every_part_of_a_resumed_run(work):
     assert "no run 'zz'" in unknown.stderr
 
 
-def test_timeline_says_when_a_run_went_on_without_recording_its_events(work, monkeypatch):
+@pytest.mark.parametrize(
+    ("first", "then", "said"),
+    [
+        (  # resumed from Python with record_events=False: the last part is not drawn
+            True,
+            False,
+            "is completed now, but its recorded events end with a part that failed: it went "
+            "on without recording its events (resumed with record_events=False), and the page "
+            "draws only what was recorded",
+        ),
+        (  # started from Python without events, resumed with them: the first is not
+            False,
+            True,
+            "ran in 2 parts, and its recorded events hold 1: it was started (or resumed) "
+            "without record_events=True before the parts recorded, and the page draws only "
+            "what was recorded",
+        ),
+    ],
+)
+def test_timeline_says_when_a_part_of_a_run_was_not_recorded(work, monkeypatch, first, then, said):
     monkeypatch.chdir(work)  # where Fragile looks for "fixed"
     sys.path.insert(0, str(work))
     try:
@@ -635,44 +654,15 @@ def test_timeline_says_when_a_run_went_on_without_recording_its_events(work, mon
 
         with SQLiteStore(work / "runs.db") as store:
             with pytest.raises(ConnectionError):
-                flows.fragile.run({}, store=store, run_id="r4", record_events=True)
+                flows.fragile.run({}, store=store, run_id="r4", record_events=first)
             Path("fixed").write_text("")
-            flows.fragile.resume("r4", store=store, record_events=False)  # not kept this time
+            flows.fragile.resume("r4", store=store, record_events=then)
     finally:
         sys.path.remove(str(work))
         sys.modules.pop("flows", None)
     done = cli(work, "timeline", "r4", "--store", "runs.db", "-o", "r4.html")
     assert done.returncode == 0, done.stderr
-    assert done.stderr.splitlines()[1] == (
-        "braidflow: note: run 'r4' is completed now, but its recorded events end with a "
-        "part that failed: it went on without recording its events (resumed with "
-        "record_events=False), and the page draws only what was recorded"
-    )
-
-
-def test_timeline_says_when_a_run_began_without_recording_its_events(work, monkeypatch):
-    monkeypatch.chdir(work)  # where Fragile looks for "fixed"
-    sys.path.insert(0, str(work))
-    try:
-        import flows
-
-        from braidflow import SQLiteStore
-
-        with SQLiteStore(work / "runs.db") as store:
-            with pytest.raises(ConnectionError):
-                flows.fragile.run({}, store=store, run_id="r5")  # not recorded
-            Path("fixed").write_text("")
-            flows.fragile.resume("r5", store=store, record_events=True)
-    finally:
-        sys.path.remove(str(work))
-        sys.modules.pop("flows", None)
-    done = cli(work, "timeline", "r5", "--store", "runs.db", "-o", "r5.html")
-    assert done.returncode == 0, done.stderr
-    assert done.stderr.splitlines()[1] == (
-        "braidflow: note: run 'r5' ran in 2 parts, and its recorded events hold 1: it was "
-        "started (or resumed) without record_events=True before the parts recorded, and the "
-        "page draws only what was recorded"
-    )
+    assert done.stderr.splitlines()[1] == f"braidflow: note: run 'r4' {said}"
 
 
 @pytest.mark.slow
