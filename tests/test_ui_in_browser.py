@@ -85,6 +85,15 @@ def rows(page):
     return page.locator("tr.run").evaluate_all("(rows) => rows.map((row) => row.dataset.run)")
 
 
+def answer_elsewhere(store_path, run_id):
+    """Answer a waiting reply run "no", as another process would."""
+    store = SQLiteStore(store_path)
+    try:
+        make_reply().resume(run_id, store=store, input="no", record_events=True)
+    finally:
+        store.close()
+
+
 def status_is(page, status):
     page.locator("#status").filter(has_text=status).wait_for(timeout=SOON)
 
@@ -121,14 +130,7 @@ def test_the_table_and_a_run_follow_the_store_without_a_reload(page, store_path)
     status_is(page, "waiting")
     page.evaluate("window.stillHere = true")
 
-    def answer():  # elsewhere: by a person at the command line, say
-        store = SQLiteStore(store_path)
-        try:
-            make_reply().resume("ticket-2", store=store, input="no", record_events=True)
-        finally:
-            store.close()
-
-    in_thread(answer)
+    in_thread(lambda: answer_elsewhere(store_path, "ticket-2"))  # at the command line, say
     status_is(page, "completed")
     assert page.evaluate("window.stillHere") is True  # the same page: no reload
     assert page.problems == []
@@ -181,13 +183,6 @@ def test_a_page_sent_back_for_a_refused_answer_is_the_run_s_and_follows_it(page,
     status_is(page, "waiting")
     page.problems.clear()  # (the browser logs the refusal's 400)
 
-    def answer():  # elsewhere
-        store = SQLiteStore(store_path)
-        try:
-            make_reply().resume("ticket-1", store=store, input="no", record_events=True)
-        finally:
-            store.close()
-
-    in_thread(answer)
+    in_thread(lambda: answer_elsewhere(store_path, "ticket-1"))
     status_is(page, "completed")  # it follows the store again
     assert page.problems == []
