@@ -1047,6 +1047,49 @@ def test_opentelemetry_nests_run_flow_node_and_item_spans(spans):
     assert all(span.end_time >= span.start_time for span in finished.values())
 
 
+def test_opentelemetry_ends_a_stop_s_spans_with_no_error(spans):
+    import braidflow
+
+    provider, exporter = spans
+
+    class Asks(Node):
+        def exec(self, prep_res):
+            return braidflow.interrupt("go on?")
+
+    class Drains(Node):
+        def exec(self, prep_res):
+            braidflow.drain("drained")
+
+    class Stopped(Node):
+        def exec(self, prep_res):
+            raise KeyboardInterrupt  # Ctrl-C
+
+    observer = OpenTelemetry(tracer_provider=provider)
+    drains = Drains(name="drains")
+    drains >> Node(name="never")  # the drain stops the run before it
+    for node, run_id, stop in [
+        (Asks(name="asks"), "asked", braidflow.Suspended),
+        (drains, "drained", braidflow.Drained),
+        (Stopped(name="stopped"), "stopped", KeyboardInterrupt),
+    ]:
+        with pytest.raises(stop):
+            Flow(start=node, name=run_id).run(
+                {}, store=MemoryStore(), run_id=run_id, observers=[observer]
+            )
+    outcomes = {
+        span.name: (span.attributes["braidflow.outcome"], span.status.status_code.name)
+        for span in exporter.get_finished_spans()
+        if span.name in ("asks", "asked", "drained", "stopped")
+    }
+    assert outcomes == {
+        "asks": ("waiting", "UNSET"),
+        "asked": ("waiting", "UNSET"),  # its flow
+        "drained": ("drained", "UNSET"),  # the flow the drain stopped
+        "stopped": ("cancelled", "UNSET"),
+    }
+    assert not any(e.name == "exception" for s in exporter.get_finished_spans() for e in s.events)
+
+
 async def test_opentelemetry_parents_sub_flow_steps_on_their_parameter_set(spans):
     provider, exporter = spans
 
