@@ -272,6 +272,9 @@ def test_a_run_taken_over_after_its_lease_expired_stops_writing_here(postgres_ds
             mine.append("a", [row(1)])
         with pytest.raises(StoreError, match="was taken over"):
             mine.finish("a", "failed")
+        with pytest.raises(StoreError, match="was taken over"):  # its events are b's too
+            mine.add_events("a", ['{"kind": "run_end"}'])
+        assert other.events("a") == []
         assert other.get("a").owner == "machine-b:1:1"
         assert other.read("a")[3] == [row(0)]
     finally:

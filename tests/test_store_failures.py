@@ -500,6 +500,9 @@ def test_a_process_whose_run_was_taken_over_stops_writing_it(tmp_path):
     says(caught.value, f"taken over by {ELSEWHERE}", "lease")
     with pytest.raises(StoreError, match="taken over"):
         store.finish("r", "failed")
+    with pytest.raises(StoreError, match="taken over"):  # its events are the new owner's too
+        store.add_events("r", ['{"kind": "run_end"}'])
+    assert store.events("r") == []
     record = store.get("r")
     assert (record.owner, record.status, record.error) == (ELSEWHERE, "interrupted", None)
     with sqlite3.connect(path) as db:

@@ -20,7 +20,7 @@ import threading
 import warnings
 
 from .._events import Event
-from ..stores._base import Store
+from ..stores._base import Store, TakenOver
 from ..tracing._jsonl import event_line
 from ._exceptions import TAG, RecordedError, stand_in_class
 
@@ -112,6 +112,8 @@ class EventRecorder:
             return None
         try:
             self.store.add_events(self.run_id, lines)
+        except TakenOver:  # the run is another owner's now, its events too: none is kept
+            return None
         except Exception as error:
             return error
         return None

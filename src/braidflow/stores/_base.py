@@ -29,6 +29,7 @@ __all__ = [
     "RunRecord",
     "Store",
     "STATUSES",
+    "TakenOver",
     "check_cache_entry",
     "check_cache_key",
     "check_claim",
@@ -536,6 +537,11 @@ def run_id_taken(store: object, run_id: str) -> StoreError:
         "or resume that run",
         run_id=run_id,
     )
+
+
+class TakenOver(StoreError):
+    """Another owner took over a run this store object was running: it
+    writes nothing of that run any more."""
 
 
 def no_run(store: object, run_id: str) -> StoreError:

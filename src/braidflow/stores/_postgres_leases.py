@@ -12,8 +12,7 @@ from typing import Any
 
 import psycopg
 
-from .._errors import StoreError
-from ._base import no_run
+from ._base import TakenOver, no_run
 from ._owners import hold, this_owner
 from ._owners import release as release_held
 
@@ -74,7 +73,7 @@ class PostgresLeases:
                 self._beat.start()
         hold(self._location, run_id, self)
 
-    def _lose(self, run_id: str, owner: str | None) -> StoreError:
+    def _lose(self, run_id: str, owner: str | None) -> TakenOver:
         message = (
             f"{self!r}: run {run_id!r} was taken over by {owner or 'another store'} after "
             f"this process's lease on it expired (it was not renewed for {self.lease:g} s: "
@@ -84,7 +83,7 @@ class PostgresLeases:
         self.release(run_id)
         with self._held_lock:
             self._lost[run_id] = message
-        return StoreError(message, run_id=run_id)
+        return TakenOver(message, run_id=run_id)
 
     def _fence(self, conn: psycopg.Connection[Any], run_id: str) -> None:
         """Before writing a run's rows (in a transaction): refuse an unknown

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .._errors import StoreError
-from ._base import RunRecord, no_run
+from ._base import RunRecord, TakenOver, no_run
 from ._owners import hold, holds, owner_alive, this_owner
 from ._owners import release as release_held
 from ._runlog import RunLog
@@ -28,10 +28,6 @@ from ._sqlite_failures import BUSY_MS, Transaction
 __all__ = ["LEASE", "LeaseHolder", "TakenOver"]
 
 LEASE = 30.0  # seconds: how long a run counts as running after its owner last renewed it
-
-
-class TakenOver(StoreError):
-    """Another owner took over a run this store object was running."""
 
 
 class LeaseHolder:

@@ -30,6 +30,7 @@ from ._base import (
     CacheEntry,
     Checkpoint,
     RunRecord,
+    TakenOver,
     check_cache_entry,
     check_cache_key,
     check_claim,
@@ -521,14 +522,10 @@ class PostgresStore(PostgresLeases, MakesLimiters):
         check_run_id(self, run_id)
         for text in records:
             check_text(self, run_id, "an event", text)
+        if run_id in self._lost:  # another owner runs it: its events are the new owner's
+            raise TakenOver(self._lost[run_id], run_id=run_id)
         with self._transaction() as conn:
-            if (
-                conn.execute(
-                    "SELECT 1 FROM braidflow_runs WHERE run_id=%s", (_text(run_id),)
-                ).fetchone()
-                is None
-            ):
-                raise no_run(self, run_id)
+            self._fence(conn, run_id)  # no such run, or taken over since
             if records:
                 with conn.cursor() as cursor:
                     cursor.executemany(

@@ -29,6 +29,7 @@ from .._errors import StoreError
 from ._base import (
     Checkpoint,
     RunRecord,
+    TakenOver,
     check_claim,
     check_end,
     check_new_run,
@@ -556,9 +557,10 @@ class SQLiteStore(CacheTable, LogFolder, MakesLimiters):
         check_run_id(self, run_id)
         for text in records:
             check_text(self, run_id, "an event", text)
+        if run_id in self._lost:  # another owner runs it: its events are the new owner's
+            raise TakenOver(self._lost[run_id], run_id=run_id)
         with self._lock, Transaction(self._db):
-            if not self._db.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone():
-                raise no_run(self, run_id)
+            self._fence(run_id)  # no such run, or taken over since
             self._db.executemany(
                 "INSERT INTO events (run_id, event) VALUES (?, ?)",
                 [(run_id, text) for text in records],
