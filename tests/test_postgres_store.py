@@ -212,6 +212,22 @@ def test_the_password_is_never_shown(postgres_dsn):
         assert "dbname=" in repr(store)
 
 
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://app:s3cretPW@[db.internal/runs",  # libpq quotes it whole
+        "postgresql://app:s3cretPW%zz@db.internal/runs",  # libpq quotes the password
+        "host=db password='s3cret PW' port",
+    ],
+)
+def test_an_address_libpq_cannot_read_is_said_without_its_password(dsn):
+    with pytest.raises(StoreError, match="cannot read the address of the database") as caught:
+        PostgresStore(dsn)
+    said = str(caught.value)
+    assert "s3cret" not in said
+    assert "postgresql://USER:PASSWORD@HOST:PORT/DBNAME" in said
+
+
 def test_bad_options_are_refused_with_what_to_give(postgres_dsn):
     with pytest.raises(StoreError, match="lease=0 must be a number of seconds above 0"):
         PostgresStore(postgres_dsn, lease=0)

@@ -6,6 +6,7 @@ when a newer braidflow wrote them; and what a failure of the server means.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -139,12 +140,22 @@ def connect(
             braidflow tables, or tables of an older version.
     """
     try:
+        psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error as error:  # libpq's words may quote the address, password and all
+        raise StoreError(
+            f"{store}: cannot read the address of the database "
+            f"({_secretless(said(error), dsn)}); write it as "
+            "postgresql://USER:PASSWORD@HOST:PORT/DBNAME, or as key=value pairs"
+        ) from None
+    try:
         conn = open_connection(
             dsn, connect_timeout=connect_timeout, durable=durable, read_only=read_only
         )
     except psycopg.Error as error:
         what, todo = diagnosis(error)
-        raise StoreError(f"{store}: cannot connect: {what} ({said(error)}); {todo}") from None
+        raise StoreError(
+            f"{store}: cannot connect: {what} ({_secretless(said(error), dsn)}); {todo}"
+        ) from None
     if read_only:
         _check_tables(conn, store)
         return conn
@@ -213,6 +224,25 @@ def _check_tables(conn: psycopg.Connection[Any], store: str) -> None:
         f"{store}: the database was written by an older braidflow (store schema {version}); "
         "open it once for writing (without read_only) to bring it up to date"
     )
+
+
+# A URL's password (user:PASSWORD@), or a key=value DSN's (password=...).
+_URL_PASSWORD = re.compile(r"://[^:/@\s]*:([^@\s]*)@")
+_KEY_PASSWORD = re.compile(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
+
+
+def _secretless(text: str, dsn: str) -> str:
+    """``text`` without the password of ``dsn`` in it, however written there
+    (as given, or as libpq reads it), each shown as ``PASSWORD``."""
+    secrets = {found.group(1) for found in _URL_PASSWORD.finditer(dsn)}
+    secrets |= {found.group(1).strip("'") for found in _KEY_PASSWORD.finditer(dsn)}
+    try:
+        secrets.add(str(psycopg.conninfo.conninfo_to_dict(dsn).get("password") or ""))
+    except psycopg.Error:
+        pass
+    for secret in sorted(secrets - {""}, key=len, reverse=True):
+        text = text.replace(secret, "PASSWORD")
+    return text
 
 
 def said(error: BaseException) -> str:
