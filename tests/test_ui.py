@@ -415,6 +415,37 @@ def test_with_a_token_only_requests_that_carry_it_are_served(store_path):
     assert client.get("/runs/ticket-1").status_code == 200  # the cookie carries it now
 
 
+def test_the_token_s_redirect_stays_on_the_dashboard():
+    # A request line "GET //elsewhere.example/?token=T": sent on to "//..." a
+    # browser would leave for that site.
+    import asyncio
+
+    from braidflow.ui._guard import Guard
+
+    class App:
+        state = None
+
+    token = "a-token-of-sixteen-or-more"
+    guard = Guard(App(), token=token, hosts=None)
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "//elsewhere.example/",
+        "raw_path": b"//elsewhere.example/",
+        "query_string": f"token={token}&at=2".encode(),
+        "headers": [(b"host", b"127.0.0.1:8000")],
+    }
+    asyncio.run(guard(scope, None, send))
+    headers = dict(sent[0]["headers"])
+    assert sent[0]["status"] == 303
+    assert headers[b"location"] == b"/elsewhere.example/?at=2"  # a path here, not a host
+
+
 def test_pages_load_nothing_from_elsewhere(store_path):
     client = client_of(store_path)
     for url in ("/", "/runs/crawl-bad", "/runs/ticket-1"):

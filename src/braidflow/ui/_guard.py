@@ -70,8 +70,9 @@ class Guard:
             given = query.pop("token", None)
             if given is not None and secrets.compare_digest(given, self.token):
                 rest = urlencode(query)
-                path = scope.get("raw_path") or scope["path"].encode()
-                where = path.decode("latin-1") + (f"?{rest}" if rest else "")
+                path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+                # One leading slash: "//host/..." would send the browser to another site.
+                where = "/" + path.lstrip("/") + (f"?{rest}" if rest else "")
                 await _redirect(send, where, self.token)
                 return
             if not self._carries_token(headers):
