@@ -506,3 +506,21 @@ def test_typed_sub_flows_as_branches_fill_their_defaults_without_writing_them():
     only_read = {"a": 1}
     Flow(start=Parallel(Flow(start=ReadOnly(name="r"), state=Logged, name="sub"))).run(only_read)
     assert only_read == {"a": 1}  # a default only read does not reach the store
+
+
+def test_a_model_that_validates_assignments_is_left_whole_when_the_store_does_not_fit():
+    class Counted(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(validate_assignment=True)
+        a: int = 0
+        b: int = 0
+
+    class Writes(Node[None, None, Counted]):
+        def post(self, shared, prep_res, exec_res):
+            shared.a = 5
+            shared.b = "many"  # not checked here: the flow does not validate
+
+    given = Counted()
+    with pytest.raises(StateError, match=r"flow 'job'.* left as it was.*validate=True") as caught:
+        Flow(start=Writes(name="writes"), state=Counted, name="job").run(given)
+    assert caught.value.node == "job"
+    assert (given.a, given.b) == (0, 0)  # not half written back

@@ -328,7 +328,7 @@ class RunScope:
         finally:
             if self.instance is not None:  # a dataclass or model instance gets them too
                 assert self.state is not None
-                self.state.write_back(self.shared, self.instance)
+                self.state.write_back(self.shared, self.instance, self.node)
 
 
 def shared_argument(node: Any, shared: Any, legacy: dict[str, Any]) -> Any:

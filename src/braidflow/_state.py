@@ -196,11 +196,28 @@ class StateType:
         made = self.view_class
         return store if made is None else made(store)
 
-    def write_back(self, store: dict[Any, Any], instance: Any) -> None:
-        """Bring the instance a run was given up to date with the run's store."""
-        for key in self.hints:
-            if key in store:
-                setattr(instance, key, store[key])
+    def write_back(self, store: dict[Any, Any], instance: Any, owner: Any) -> None:
+        """Bring the instance a run was given up to date with the run's store.
+
+        Raises:
+            StateError: For a model that validates each assignment, if the
+                store does not fit it (a write the flow did not validate);
+                the instance is left as it was then.
+        """
+        given = {key: store[key] for key in self.hints if key in store}
+        if self.kind == "model" and type(instance).model_config.get("validate_assignment"):
+            try:  # all of it first: one value that does not fit changes nothing
+                type(instance).model_validate({**instance.__dict__, **given})
+            except Exception as error:
+                raise StateError(
+                    f"{owner._describe()}: the run ended with a shared that does not fit "
+                    f"{self.name}, so the {self.name} it was given is left as it was: "
+                    f"{' '.join(str(error).split())}; validate each write as it is made with "
+                    f"{type(owner).__name__}(..., state={self.name}, validate=True)",
+                    node=owner._display_name(),
+                ) from error
+        for key, value in given.items():
+            setattr(instance, key, value)
 
     # -- checking ----------------------------------------------------------------------
 
