@@ -465,6 +465,17 @@ def test_a_message_lists_the_first_questions_and_counts_the_rest(store):
         flow.resume("r", store=store, input="x")
 
 
+def test_an_answer_the_store_cannot_keep_names_its_question_and_nothing_is_written(store):
+    flow, (a, b) = two_questions(store)
+    with pytest.raises(CheckpointError, match=rf"answer to question {b.id} of run 'r'") as caught:
+        flow.resume("r", store=store, answers={a.id: "A", b.id: object()})
+    assert "is an object that cannot be saved" in str(caught.value)
+    assert store.get("r").status == "waiting"
+    assert sorted(question.id for question in store.get("r").questions) == sorted([a.id, b.id])
+    done = flow.resume("r", store=store, answers={a.id: "A", b.id: "B"})
+    assert (done["a"], done["b"]) == ("A", "B")
+
+
 def test_a_fork_whose_answers_do_not_fit_is_refused_before_it_is_made(store):
     """As a resume refuses them, before anything is written: the fork's run id
     is free for the fork with the right answers."""
@@ -479,7 +490,11 @@ def test_a_fork_whose_answers_do_not_fit_is_refused_before_it_is_made(store):
         ({"at": 0, "input": "yes"}, ResumeError, "after step 0 is not waiting for input"),
         ({"answers": {}}, InvalidParameterError, "must be a dict of question ids"),
         ({"input": "yes", "answers": {a.id: 1}}, InvalidParameterError, "not both"),
-        ({"answers": {a.id: object()}}, CheckpointError, "is an object that cannot be saved"),
+        (
+            {"answers": {a.id: object()}},
+            CheckpointError,
+            rf"answer to question {a.id} of a fork of run 'r'.* is an object that cannot",
+        ),
     ]:
         with pytest.raises(refused, match=said) as error:
             flow.fork("r", store=store, run_id="f", **wrong)

@@ -17,6 +17,7 @@ from zlib import crc32
 from .._context import STEP, AttemptState, StepAt
 from .._errors import CheckpointError, ResumeError
 from .._isolation import MISSING
+from .._questions import question_id
 from .._views import SharedView
 from ..stores._base import Checkpoint, Store, step_path
 from ._codec import ASCII, JSON_TEXT, SCALARS, UNSAVABLE, Codec, action_text, encode_key_value
@@ -162,7 +163,8 @@ class DurableRun:
         """
         rows = []
         for asked, value in answers:
-            payload = answer_payload(self.codec, f"run {self.run_id!r}", asked, value)
+            ident = question_id(self.first_key(asked.frame), asked.position)
+            payload = answer_payload(self.codec, f"run {self.run_id!r}", asked, ident, value)
             rows.append(
                 Checkpoint(
                     "answer",
@@ -466,8 +468,8 @@ def _unfingerprintable(error: Unfingerprintable, index: Any, node: Any) -> Check
     )
 
 
-def answer_payload(codec: Codec, run: str, asked: Checkpoint, value: Any) -> bytes:
-    """An answer to the question of ``asked`` (its ``ask`` row), encoded.
+def answer_payload(codec: Codec, run: str, asked: Checkpoint, ident: str, value: Any) -> bytes:
+    """An answer to question ``ident`` (``asked``: its ``ask`` row), encoded.
 
     Raises:
         CheckpointError: If it cannot be saved (``run``: the run, as said).
@@ -477,7 +479,8 @@ def answer_payload(codec: Codec, run: str, asked: Checkpoint, value: Any) -> byt
     except UNSAVABLE as error:
         kind = type(value).__name__
         raise CheckpointError(
-            f"the input for {run} is {'an' if kind[0] in 'aeiouAEIOU' else 'a'} {kind} that "
+            f"the answer to question {ident} of {run} (at {step_path(asked.frame)}) is "
+            f"{'an' if kind[0] in 'aeiouAEIOU' else 'a'} {kind} that "
             f"cannot be saved as "
             f"{codec.kind} ({error}); give plain data, or use a store with "
             "serializer='pickle'",

@@ -16,7 +16,7 @@ from time import time
 from typing import Any
 
 from .._errors import CheckpointError, ResumeError, StoreError
-from .._questions import QUESTIONS_KEY
+from .._questions import QUESTIONS_KEY, question_id
 from ..stores._base import Checkpoint, Store
 from ..stores._owners import this_owner
 from ._asking import check_answers, chosen_answers, open_questions
@@ -207,7 +207,8 @@ def fork_run(
             name=name,
         )
         for asked_row, value in chosen:  # each one its store can keep
-            answer_payload(stored.codec, run, asked_row, value)
+            ident = question_id(asked_row.frame, asked_row.position)
+            answer_payload(stored.codec, run, asked_row, ident, value)
     run_id = _created(store, node, graph, stored.initial, metadata, source, run_id)
     try:
         store.append(run_id, rows)
