@@ -97,7 +97,7 @@ Result cache
     _options.check_cache(_options) ...................... tests/test_cache.py::test_advice_*
 LLM calls
     _budget (budget= not a Budget, suspend with no store,
-             no limit, resume with a higher budget=),
+             no limit, a suspended run: resume it with budget=),
     llm._prices (no price for a model, not a dict),
     llm._openai (a stream without its usage),
     _weights (more than the limiter can give) ........... tests/test_llm_advice.py::test_advice_*

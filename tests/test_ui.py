@@ -108,12 +108,17 @@ def test_tokens_and_cost_are_shown_where_a_run_recorded_them(store_path):
     store.set_metadata(
         "crawl-ok", {USAGE_KEY: {"input_tokens": 1200, "output_tokens": 34, "cost": 0.0123}}
     )
+    store.set_metadata("crawl-bad", {USAGE_KEY: {"total_tokens": 10, "cost": 5.1e-06}})
     store.close()
-    page = client_of(store_path).get("/").text
+    client = client_of(store_path)
+    page = client.get("/").text
     assert '<th class="num">tokens</th>' in page
     row = page.split('data-run="crawl-ok"')[1].split("</tr>")[0]
     assert "1,234" in row
     assert "0.0123" in row
+    row = page.split('data-run="crawl-bad"')[1].split("</tr>")[0]
+    assert "5.1e-06" in row  # one cheap call: not 0.0000
+    assert "10 tokens · cost 5.1e-06" in client.get("/runs/crawl-bad").text
 
 
 # -- a run's page -----------------------------------------------------------------------

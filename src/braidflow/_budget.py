@@ -206,11 +206,9 @@ def stop_at_budget(
     where = f" item {index}" if index is not None else ""
     run = RUN.get()
     durable = run.durable if run is not None else None
-    then = "suspended: resume it with a higher budget=" if budget.on_exceed == "suspend" else ""
-    error = BudgetExceeded(
+    error = BudgetExceeded(  # (a suspended run's message says how to resume it)
         f"{node._describe()}{where}: the run's {budget!r} is reached "
-        f"({budget.reached(spent)}; {spent.calls} calls) before its next call"
-        + (f"; {then}" if then and durable is not None else ""),
+        f"({budget.reached(spent)}; {spent.calls} calls) before its next call",
         node=node._display_name(),
         item_index=index,
         spent=spent,
