@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 
 import pytest
@@ -281,3 +282,25 @@ async def test_an_attempt_stopped_by_the_budget_gives_back_its_limiter_slots_fir
         await Calls(limits=[api]).run_async({}, budget=Budget(tokens=100))
     statistics = api.statistics()
     assert (statistics.in_flight, statistics.waiting) == (0, 0)
+
+
+def test_a_run_inside_another_run_s_exec_waits_for_its_own_calls_in_flight():
+    # The outer run's attempt encloses the inner run; the inner run's stop
+    # must still wait for the inner call in flight (it counted the outer one).
+    from braidflow import Usage
+    from braidflow._budget import attempt_ended, attempt_started, stop_at_budget
+    from braidflow._usage import Spend
+
+    outer, inner = Spend(Budget(tokens=10**9)), Spend(Budget(tokens=1))
+    enclosing = attempt_started(outer)  # the outer node's exec runs the inner run
+    try:
+        inner.add(Usage(input_tokens=5))
+        item = contextvars.copy_context()  # another item's task (or thread)
+        in_flight = item.run(attempt_started, inner)  # its call is still going on
+        stopping = stop_at_budget(inner, Node(), 3, "sleep")
+        assert next(stopping)[0] == "sleep"  # it waits for that call
+        item.run(attempt_ended, inner, in_flight)
+        with pytest.raises(BudgetExceeded, match="item 3"):
+            next(stopping)
+    finally:
+        attempt_ended(outer, enclosing)

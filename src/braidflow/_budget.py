@@ -35,9 +35,13 @@ __all__ = [
 ]
 
 _ON_EXCEED = ("raise", "suspend")
-# How many budgeted attempts enclose this code (exec code that runs a flow):
-# a stop waits for the attempts in flight other than those.
-_ENCLOSING: ContextVar[int] = ContextVar("braidflow_budgeted", default=0)
+# How many budgeted attempts of one run (its Spend) enclose this code (exec
+# code that runs a flow of the same run): a stop waits for the attempts in
+# flight other than those. A run started inside another's exec has a Spend
+# of its own, and counts none of the other's.
+_ENCLOSING: ContextVar[tuple[Spend | None, int]] = ContextVar(
+    "braidflow_budgeted", default=(None, 0)
+)
 _POLL = 0.005  # seconds between looks at the attempts in flight, while stopping
 # How many budgeted runs are going on in this process: while none is, the
 # engine's fast paths skip the budget (one module attribute read per node).
@@ -183,7 +187,8 @@ def attempt_started(spend: Spend) -> Any:
     `attempt_ended`, given the token this returns."""
     with spend.lock:
         spend.running += 1
-    return _ENCLOSING.set(_ENCLOSING.get() + 1)
+    counted, count = _ENCLOSING.get()
+    return _ENCLOSING.set((spend, count + 1 if counted is spend else 1))
 
 
 def stop_at_budget(
@@ -199,7 +204,8 @@ def stop_at_budget(
         OverBudget: The same, to suspend a durable run.
     """
     budget = spend.budget
-    enclosing = _ENCLOSING.get()
+    counted, count = _ENCLOSING.get()
+    enclosing = count if counted is spend else 0  # (another run's attempts are not this one's)
     while spend.running > enclosing:  # calls in flight finish and count
         yield (sleep, node, index, _POLL)
     spent = spend.total
