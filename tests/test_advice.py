@@ -101,6 +101,8 @@ LLM calls
     llm._prices (no price for a model, not a dict),
     llm._openai (a stream without its usage),
     _weights (more than the limiter can give) ........... tests/test_llm_advice.py::test_advice_*
+    _usage (a report with no cost under a cost budget) .. tests/test_budgets.py::
+        test_usage_with_no_cost_under_a_cost_budget_is_refused_naming_the_node
 Tracing and extras
     tracing._files (no such directory) .................. test_a_trace_in_a_missing_directory_*
     tracing, executors (pip install 'braidflow[...]') ... test_the_extras_named_exist

@@ -304,3 +304,16 @@ def test_a_run_inside_another_run_s_exec_waits_for_its_own_calls_in_flight():
             next(stopping)
     finally:
         attempt_ended(outer, enclosing)
+
+
+def test_usage_with_no_cost_under_a_cost_budget_is_refused_naming_the_node():
+    class NoCost(BatchNode):
+        def prep(self, shared):
+            return [1, 2, 3]
+
+        def exec(self, item):
+            self.report_usage(input_tokens=500, output_tokens=15)  # no prices given
+
+    with pytest.raises(InvalidParameterError, match="node 'NoCost' reported usage with no cost"):
+        NoCost().run({}, budget=Budget(cost=0.0001))
+    NoCost().run({}, budget=Budget(tokens=10**6))  # a token budget needs no cost

@@ -167,6 +167,21 @@ def report(node: Any, usage: Usage) -> None:
             spend = run.spend
             if spend is None:
                 spend = run.spend = Spend()
+    budget = spend.budget
+    if (
+        usage.cost is None
+        and budget is not None
+        and budget.cost is not None
+        and (usage.input_tokens or usage.output_tokens)
+    ):
+        raise InvalidParameterError(
+            f"{node._describe()} reported usage with no cost ({usage.input_tokens} tokens in, "
+            f"{usage.output_tokens} out), and its run has a cost budget ({budget!r}): a cost "
+            "left out would let the budget be overrun; report the cost (usage_from_openai("
+            "response, prices=Prices(...)), or report_usage(..., cost=...)), or give the "
+            "budget tokens= instead",
+            node=node._display_name(),
+        )
     total = spend.add(usage)
     if run.durable is not None:  # in the store now and then, not only at the run's end
         run.durable.usage_so_far(total)
