@@ -164,6 +164,28 @@ def test_retries_run_remotely_and_fallback_runs_here(ray_cluster):
     assert shared["results"] == ["a on attempt 2", "fallback for b in driver"]
 
 
+def test_a_worker_that_dies_runs_the_exec_once_per_attempt_of_the_node(ray_cluster, tmp_path):
+    # Ray alone would run a task whose worker died 3 times more.
+    class Dies(bf.AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return [0]
+
+        def exec(self, item):
+            with (tmp_path / "runs").open("a") as runs:
+                runs.write("ran\n")
+            if self.cur_retry == 0:
+                os._exit(1)  # as a segfault or the OOM killer would end it
+            return "second attempt"
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["out"] = exec_res
+
+    shared = {}
+    bf.AsyncFlow(start=Dies(executor=ray_cluster, max_retries=2, wait=0)).run(shared)
+    assert shared["out"] == ["second attempt"]
+    assert (tmp_path / "runs").read_text().splitlines() == ["ran", "ran"]  # one run an attempt
+
+
 def test_limiters_are_held_in_the_driver_around_each_remote_item(ray_cluster):
     limiter = bf.Limiter(max_concurrent=2, name="cluster budget")
     node = Where(executor=ray_cluster, limits=[limiter])

@@ -54,7 +54,9 @@ class RayExecutor:
             working directory, environment variables): what a cluster needs
             to import your nodes' code.
         ray_remote_args: Options for every task (``{"num_cpus": 1}``,
-            ``{"num_gpus": 1}``, ``{"memory": ...}``).
+            ``{"num_gpus": 1}``, ``{"memory": ...}``). Ray's own retry of a
+            task whose worker died is off (``max_retries=0``): the node's
+            ``max_retries`` says how often its exec runs.
 
     The executor starts (or joins) Ray on first use, or on ``with``; ``close()``
     (or leaving the ``with``) shuts down a Ray instance it started.
@@ -118,9 +120,10 @@ class RayExecutor:
                     configure_logging=False,
                 )
                 self._started = True
-            self._task = ray.remote(_run_exec)
-            if self.ray_remote_args:
-                self._task = self._task.options(**self.ray_remote_args)
+            # Ray retries a task whose worker died 3 times by default: an exec
+            # (and its side effects) would run 4 times under max_retries=1. The
+            # node's own retries (a new task each) are the ones that count.
+            self._task = ray.remote(_run_exec).options(**{"max_retries": 0, **self.ray_remote_args})
 
     def close(self) -> None:
         """Shut Ray down if this executor started it; joining again is allowed."""
