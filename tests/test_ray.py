@@ -186,6 +186,35 @@ def test_a_worker_that_dies_runs_the_exec_once_per_attempt_of_the_node(ray_clust
     assert (tmp_path / "runs").read_text().splitlines() == ["ran", "ran"]  # one run an attempt
 
 
+def test_usage_reported_in_a_worker_counts_in_the_run(ray_cluster):
+    class Calls(bf.AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return [0, 1, 2, 3]
+
+        def exec(self, item):
+            self.report_usage(input_tokens=100, output_tokens=10)
+            return item
+
+    store = bf.MemoryStore()
+    with pytest.raises(bf.BudgetExceeded, match=r"220 tokens spent"):
+        bf.AsyncFlow(start=Calls(executor=ray_cluster, max_concurrency=1)).run(
+            {}, store=store, run_id="r", budget=bf.Budget(tokens=150)
+        )
+    assert store.get("r").usage.input_tokens == 200  # the two calls made, as at home
+
+
+def test_a_question_in_a_worker_says_to_ask_where_the_run_is(ray_cluster):
+    class Approve(bf.AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return [0]
+
+        def exec(self, item):
+            return bf.interrupt("approve?")
+
+    with pytest.raises(bf.NotDurableError, match=r"in an exec that runs in a Ray task on .*prep"):
+        bf.AsyncFlow(start=Approve(executor=ray_cluster)).run({}, store=bf.MemoryStore())
+
+
 def test_limiters_are_held_in_the_driver_around_each_remote_item(ray_cluster):
     limiter = bf.Limiter(max_concurrent=2, name="cluster budget")
     node = Where(executor=ray_cluster, limits=[limiter])

@@ -230,6 +230,9 @@ class HandedDown:
 
 # The run, for every task and thread of it.
 RUN: ContextVar[Run | None] = ContextVar("braidflow_run", default=None)
+# An exec an executor runs away from its run (a Ray task): where it runs, and
+# the usage it reports, sent back with its outcome and counted in the run then.
+REMOTE: ContextVar[tuple[str, list[Any]] | None] = ContextVar("braidflow_remote", default=None)
 # The display names down to the running node (set only while a run is observed).
 PATH: ContextVar[tuple[str, ...]] = ContextVar("braidflow_path", default=())
 # The batch item being run: its index (set while a run is observed or durable).

@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from ._context import ATTEMPT, PATH, RUN, current_item, observed
+from ._context import ATTEMPT, PATH, REMOTE, RUN, current_item, observed
 from ._errors import InvalidParameterError
 from ._options import check_number
 from ._weights import correct_claims
@@ -160,6 +160,9 @@ def report(node: Any, usage: Usage) -> None:
     correct_claims(usage, node)
     run = RUN.get()
     if run is None:
+        remote = REMOTE.get()
+        if remote is not None:  # sent back with the exec's outcome, counted there
+            remote[1].append(usage)
         return
     spend = run.spend
     if spend is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._context import ATTEMPT, RUN, STEP, current_item
+from .._context import ATTEMPT, REMOTE, RUN, STEP, current_item
 from .._errors import NotDurableError
 from .._questions import Interrupted
 from ..stores._base import step_path
@@ -47,6 +47,13 @@ def interrupt(prompt: Any) -> Any:
     """
     run = RUN.get()
     durable = run.durable if run is not None else None
+    remote = REMOTE.get()
+    if durable is None and remote is not None:
+        raise NotDurableError(
+            f"braidflow.interrupt() was called in an exec that runs in {remote[0]}, away "
+            "from its run, which it cannot stop there to ask; ask in prep or post (they run "
+            "where the run does), or run this node without the executor"
+        )
     if durable is None:
         raise NotDurableError(
             "braidflow.interrupt() needs a durable run, one that can be resumed: run the flow "

@@ -17,7 +17,9 @@ import socket
 import threading
 from typing import Any
 
+from .._context import REMOTE
 from .._errors import InvalidParameterError, add_note
+from .._usage import report
 from ._base import DispatchTimeout
 
 try:
@@ -219,7 +221,7 @@ class _RayDispatch:
             raise
         except ray.exceptions.RayError as error:
             raise _ray_failure(self._node, error) from None
-        return _result(outcome)
+        return _result(self._node, outcome)
 
     def run(self, *args: Any, timeout: float | None = None) -> Any:
         """Submit the call and wait for it; a timeout or an interrupt cancels the task."""
@@ -234,7 +236,7 @@ class _RayDispatch:
         except BaseException:
             ray.cancel(reference)
             raise
-        return _result(outcome)
+        return _result(self._node, outcome)
 
 
 def _ray_failure(node: Any, error: BaseException) -> BaseException:
@@ -246,8 +248,10 @@ def _ray_failure(node: Any, error: BaseException) -> BaseException:
     return failure
 
 
-def _result(outcome: tuple[str, Any]) -> Any:
-    kind, value = outcome
+def _result(node: Any, outcome: tuple[str, Any, list[Any]]) -> Any:
+    kind, value, reported = outcome
+    for usage in reported:  # in the run, as if reported here (its budget, events, store)
+        report(node, usage)
     if kind == "ok":
         return value
     if kind == "error":
@@ -259,20 +263,25 @@ def _result(outcome: tuple[str, Any]) -> Any:
 
 
 def _run_exec(node: Any, method: str, args: tuple[Any, ...], attempt: int, coro: bool) -> Any:
-    """The task: call exec on the node in this worker; send back its outcome."""
+    """The task: call exec on the node in this worker; send back its outcome,
+    and the usage it reported (counted in the run when it comes back)."""
     node.__dict__["_bf_cur_retry"] = attempt
     call = getattr(node, method)
+    where = f"{socket.gethostname()} (pid {os.getpid()})"
+    reported: list[Any] = []
+    token = REMOTE.set((f"a Ray task on {where}", reported))
     try:
         result = _run_coroutine(call(*args)) if coro else call(*args)
     except Exception as error:
-        where = f"{socket.gethostname()} (pid {os.getpid()})"
         add_note(error, f"raised in a Ray task on {where}")
         try:
             _pickled(error)
         except Exception:
-            return "lost", (type(error).__name__, str(error), where)
-        return "error", error
-    return "ok", result
+            return "lost", (type(error).__name__, str(error), where), reported
+        return "error", error, reported
+    finally:
+        REMOTE.reset(token)
+    return "ok", result, reported
 
 
 def _run_coroutine(coroutine: Any) -> Any:
