@@ -146,6 +146,36 @@ def test_a_run_s_usage_is_in_the_store_while_it_goes_on_not_only_at_its_end():
     assert (seen[0].tokens, seen[0].calls) == (105, 1)
 
 
+def test_a_report_made_soon_after_another_is_in_the_store_within_a_period(monkeypatch):
+    """A long call after two reports: the second is written when the period
+    ends, not only with the next report (which may never come before a kill)."""
+    import threading
+    import time
+
+    from braidflow.durable import _run
+
+    monkeypatch.setattr(_run, "USAGE_PERIOD", 0.05)
+    store, released = MemoryStore(), threading.Event()
+
+    class Spends(Node):
+        def exec(self, prep_res):
+            self.report_usage(input_tokens=100)
+            self.report_usage(input_tokens=100)  # within the period: written at its end
+            deadline = time.monotonic() + 30  # (only a broken run waits that long)
+            while store.get("long").usage.calls < 2 and time.monotonic() < deadline:
+                released.wait(0.01)  # a long call: no report comes meanwhile
+            return store.get("long").usage.calls
+
+        def post(self, shared, prep_res, exec_res):
+            shared["seen"] = exec_res
+
+    before = set(threading.enumerate())
+    shared = {}
+    Flow(start=Spends()).run(shared, store=store, run_id="long")
+    assert shared["seen"] == 2
+    assert set(threading.enumerate()) - before == set()  # no timer outlives the run
+
+
 def test_a_run_that_reports_nothing_has_no_usage():
     store = MemoryStore()
     BatchNode().run({}, store=store, run_id="quiet")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from functools import partial
 from time import monotonic, time
 from typing import Any
@@ -75,6 +76,11 @@ class DurableRun:
         self.spent_before: Any = None
         self.spend: Any = None
         self._usage_due = 0.0  # when the usage reported may be written again
+        # What was reported since, and the timer that writes it then (it ends
+        # with the run: `usage_ended`).
+        self._usage_pending: Any = None
+        self._usage_timer: threading.Timer | None = None
+        self._usage_lock = threading.Lock()
         # Whether the run's events are kept in the store (resuming: as its
         # first part said, unless the resume says otherwise).
         self.record_events = False
@@ -96,17 +102,47 @@ class DurableRun:
 
     def usage_so_far(self, total: Any) -> None:
         """Keep what the run's calls used so far (a `Usage`) in its metadata:
-        the first report at once, then at most once a `USAGE_PERIOD`, so a
+        the first report at once, then at most once a `USAGE_PERIOD` (a
+        report in between is written when the period ends, by a timer), so a
         killed run loses at most that much of it (its end writes it all).
         A store that fails here is told at the run's end, not to the call."""
-        now = monotonic()
-        if now < self._usage_due:
-            return
-        self._usage_due = now + USAGE_PERIOD
+        with self._usage_lock:
+            now = monotonic()
+            if now < self._usage_due:
+                self._usage_pending = total
+                if self._usage_timer is None:
+                    timer = self._usage_timer = threading.Timer(
+                        self._usage_due - now, self._usage_later
+                    )
+                    timer.daemon = True
+                    timer.start()
+                return
+            self._usage_due = now + USAGE_PERIOD
+        self._write_usage(total)
+
+    def _usage_later(self) -> None:
+        with self._usage_lock:
+            self._usage_timer = None
+            total, self._usage_pending = self._usage_pending, None
+            self._usage_due = monotonic() + USAGE_PERIOD
+        if total is not None:
+            self._write_usage(total)
+
+    def _write_usage(self, total: Any) -> None:
         try:
             self.store.set_metadata(self.run_id, {USAGE_KEY: total.as_dict()})
         except Exception:
             pass
+
+    def usage_ended(self) -> None:
+        """The run ends (and writes all its usage): no timer is left."""
+        with self._usage_lock:
+            timer, self._usage_timer = self._usage_timer, None
+            self._usage_pending = None
+        if timer is not None:
+            timer.cancel()
+            if timer is not threading.current_thread():
+                timer.join()
 
     # -- starting and resuming ---------------------------------------------------
 
