@@ -89,6 +89,25 @@ def test_advice_for_a_weight_larger_than_the_limiter_works():
     Limiter(rate=100, per=60).weighted(100)  # or the call split in five
 
 
+def test_advice_for_an_async_stream_given_whole_works():
+    async def main():
+        with ChatAPI() as api:
+            client = openai.AsyncOpenAI(base_url=api.url, api_key="local")
+            stream = await client.chat.completions.create(
+                model="local",
+                messages=[{"role": "user", "content": "one two"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            with pytest.raises(InvalidParameterError, match=r"\[chunk async for chunk in"):
+                usage_from_openai(stream)
+            usage = usage_from_openai([chunk async for chunk in stream])  # as it says
+            await client.close()
+        assert usage.input_tokens == 2
+
+    asyncio.run(main())
+
+
 def test_advice_for_a_stream_without_its_usage_works():
     async def main():
         with ChatAPI() as api:

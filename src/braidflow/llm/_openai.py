@@ -44,9 +44,17 @@ def usage_from_openai(response: Any, *, prices: Prices | None = None) -> Usage:
 
     Raises:
         InvalidParameterError: If it carries no usage (a stream made without
-            ``include_usage``), or ``prices`` has no price for its model.
+            ``include_usage``), is an async stream (collect its chunks first),
+            or ``prices`` has no price for its model.
     """
     found = response
+    if hasattr(response, "__aiter__") and _field(response, "usage") is None:
+        raise InvalidParameterError(
+            f"usage_from_openai: {type(response).__name__} is an async stream, read with "
+            "async for, which this function cannot do: collect its chunks and pass them, "
+            "usage_from_openai([chunk async for chunk in stream]) (made with "
+            "stream_options={'include_usage': True}, the last one carries the usage)"
+        )
     if _field(found, "usage") is None and isinstance(response, Iterable):
         if isinstance(response, str | bytes | dict):
             found = None
