@@ -265,6 +265,44 @@ def test_a_timeout_in_a_sync_flow_cancels_the_ray_task_too(ray_cluster, tmp_path
     wait_for(marker)
 
 
+@pytest.mark.parametrize("kind", ["async", "sync"])
+def test_a_late_task_blocked_in_a_call_keeps_its_slot_until_it_ends(ray_cluster, tmp_path, kind):
+    # Ray stops a cancelled task at its next Python code: one blocked in a
+    # sleep (a socket read, say) runs on, and keeps the Limiter's one slot.
+    api = bf.Limiter(1, name="api")
+
+    def exec(self, item):
+        if item == 0:
+            try:
+                time.sleep(2)  # one call: not stopped by the cancel
+            finally:
+                (tmp_path / "0 ended").write_text("yes")
+            return "never"
+        return (tmp_path / "0 ended").exists()  # item 1 began: item 0's task had ended
+
+    def fallback(self, prep_res, exc):
+        return "late"
+
+    base = bf.AsyncParallelBatchNode if kind == "async" else bf.ParallelBatchNode
+    Items = type(
+        "Items",
+        (base,),
+        {
+            "prep": lambda self, shared: [0, 1],
+            "exec": exec,
+            "exec_fallback": fallback,
+            "post": lambda self, shared, prep_res, exec_res: shared.update(out=exec_res),
+        },
+    )
+    shared = {}
+    node = Items(executor=ray_cluster, timeout=0.5, limits=[api], max_concurrency=2)
+    flow = bf.AsyncFlow(start=node) if kind == "async" else bf.Flow(start=node)
+    flow.run(shared)
+    assert shared["out"] == ["late", True]
+    statistics = api.statistics()
+    assert (statistics.in_flight, statistics.peak_in_flight) == (0, 1)
+
+
 def test_cancelling_the_run_cancels_its_ray_tasks(ray_cluster, tmp_path):
     class Busy(bf.AsyncParallelBatchNode):
         async def prep_async(self, shared):

@@ -24,6 +24,7 @@ from .._clock import Deadline, TimedOut
 from .._context import RUN, run_clock
 from .._holding import acquire_all, release_all
 from .._threads import Abandoned, run_in_thread
+from ..executors._base import timed_dispatch, timed_dispatch_done
 from . import _effects as ops
 from ._around_items import commit
 from ._attempts import attempts, cancellation_instead, cancelled_error, fallback
@@ -243,10 +244,21 @@ async def _timed(
     """A call under a deadline. A coroutine or an executor's call is cancelled
     when late; sync code, timed in a thread, is abandoned, and keeps its
     limiters until the thread ends."""
-    if how is ops.AWAIT or how is ops.REMOTE:
-        call = function.run_async if how is ops.REMOTE else function
+    if how is ops.AWAIT:
         async with Deadline(run_clock(), seconds):
-            return await call(*args)
+            return await function(*args)
+    if how is ops.REMOTE:  # cancelled when late; one that runs on keeps its slots
+        noted, token = timed_dispatch()
+        try:
+            async with Deadline(run_clock(), seconds):
+                return await function.run_async(*args)
+        except TimedOut:
+            if not noted:
+                raise
+            noted[0](partial(release_all, held))
+            raise TimedOut(abandoned=True) from None
+        finally:
+            timed_dispatch_done(token)
     try:
         return await run_in_thread(
             function,

@@ -164,10 +164,10 @@ def attempts(
     if retrying:
         check_retry_options(node)
     gates: tuple[Any, ...] = ()
-    if timeout is not None and (how is CALL or how is THREAD):
-        # A sync attempt under a timeout may be abandoned to its thread: it then
-        # holds the enclosing parallel bounds too (those no enclosing attempt
-        # holds already), until the thread ends.
+    if timeout is not None and how is not AWAIT:
+        # A sync attempt under a timeout may be abandoned to its thread (an
+        # executor's call, to its task): it then holds the enclosing parallel
+        # bounds too (those no enclosing attempt holds already), until it ends.
         gates = tuple(gate for gate in GATES.get() if not holds(gate))
         held = gates + held
     # Weighted limiters: the item's units now, a fresh claim of them per attempt.

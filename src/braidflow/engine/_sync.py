@@ -26,7 +26,7 @@ from .._threads import (
     run_to_completion,
     stop_requested,
 )
-from ..executors._base import DispatchTimeout
+from ..executors._base import DispatchTimeout, timed_dispatch, timed_dispatch_done
 from . import _async
 from . import _effects as ops
 from ._attempts import attempts, cancellation_instead, cancelled_error, fallback
@@ -150,11 +150,17 @@ def _timed(
 ) -> Any:
     """A call under a deadline: sync code in a thread (abandoned if late, its
     limiters kept until it ends); an executor's call with its own timeout."""
-    if how is ops.REMOTE:
+    if how is ops.REMOTE:  # stopped when late; one that runs on keeps its slots
+        noted, token = timed_dispatch()
         try:
             return function.run(*args, timeout=seconds)
         except DispatchTimeout:
-            raise TimedOut from None
+            if not noted:
+                raise TimedOut from None
+            noted[0](partial(release_all, held))
+            raise TimedOut(abandoned=True) from None
+        finally:
+            timed_dispatch_done(token)
     try:
         return call_in_thread(function, args, seconds, partial(release_all, held), run_clock())
     except Abandoned:

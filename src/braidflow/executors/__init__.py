@@ -21,12 +21,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._base import Dispatch, DispatchTimeout, Executor, InProcessExecutor
+from ._base import Dispatch, DispatchTimeout, Executor, InProcessExecutor, still_running
 
 if TYPE_CHECKING:
     from ._ray import RayExecutor as RayExecutor
 
-__all__ = ["Dispatch", "DispatchTimeout", "Executor", "InProcessExecutor", "RayExecutor"]
+__all__ = [
+    "Dispatch",
+    "DispatchTimeout",
+    "Executor",
+    "InProcessExecutor",
+    "RayExecutor",
+    "still_running",
+]
 
 
 def __getattr__(name: str) -> Any:

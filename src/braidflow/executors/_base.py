@@ -2,9 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Dispatch", "DispatchTimeout", "Executor", "InProcessExecutor"]
+__all__ = ["Dispatch", "DispatchTimeout", "Executor", "InProcessExecutor", "still_running"]
+
+# Where a call under a timeout notes that it runs on after it was stopped.
+_STILL_RUNNING: ContextVar[list[Callable[[Callable[[], None]], None]] | None] = ContextVar(
+    "braidflow_still_running", default=None
+)
+
+
+def still_running(when_ended: Callable[[Callable[[], None]], None]) -> None:
+    """For a `Dispatch` whose call, stopped for its timeout (``run_async``
+    cancelled, or ``run`` raising `DispatchTimeout`), may run on a while (a
+    Ray task blocked in a call ends only when the call returns): say so,
+    with ``when_ended(callback)``, which calls ``callback`` once the call
+    has really ended (from any thread). The engine then keeps the attempt's
+    limiter slots and bounds until then, as for a thread it abandons. A
+    dispatch that says nothing has its slots given back at once."""
+    noted = _STILL_RUNNING.get()
+    if noted is not None:
+        noted.append(when_ended)
+
+
+def timed_dispatch() -> tuple[list[Callable[[Callable[[], None]], None]], Any]:
+    """For the engine, around a dispatched call under a timeout: the list
+    `still_running` fills, and the token to reset it with."""
+    noted: list[Callable[[Callable[[], None]], None]] = []
+    return noted, _STILL_RUNNING.set(noted)
+
+
+def timed_dispatch_done(token: Any) -> None:
+    _STILL_RUNNING.reset(token)
 
 
 class DispatchTimeout(Exception):
@@ -21,7 +52,9 @@ class Dispatch(Protocol):
     result, or raises what exec raised, with its own type and message.
     Cancelling ``run_async`` (a timeout, a cancelled run) must stop the call;
     so must ``run`` when its ``timeout`` passes (it then raises
-    `DispatchTimeout`) or when it is interrupted.
+    `DispatchTimeout`) or when it is interrupted. A call that may run on
+    after it was stopped for its timeout says so with `still_running`, so
+    that its slots are kept until it ends.
     """
 
     async def run_async(self, *args: Any) -> Any:

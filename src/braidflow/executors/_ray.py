@@ -15,12 +15,13 @@ import os
 import pickle
 import socket
 import threading
+from functools import partial
 from typing import Any
 
 from .._context import REMOTE
 from .._errors import InvalidParameterError, add_note
 from .._usage import report
-from ._base import DispatchTimeout
+from ._base import DispatchTimeout, still_running
 
 try:
     import ray
@@ -218,6 +219,7 @@ class _RayDispatch:
             outcome = await reference
         except asyncio.CancelledError:
             ray.cancel(reference)
+            still_running(partial(_when_ended, reference))  # (if stopped for its timeout)
             raise
         except ray.exceptions.RayError as error:
             raise _ray_failure(self._node, error) from None
@@ -230,6 +232,7 @@ class _RayDispatch:
             outcome = ray.get(reference, timeout=timeout)
         except ray.exceptions.GetTimeoutError:
             ray.cancel(reference)
+            still_running(partial(_when_ended, reference))
             raise DispatchTimeout(f"the Ray task outlived {timeout} s") from None
         except ray.exceptions.RayError as error:
             raise _ray_failure(self._node, error) from None
@@ -237,6 +240,12 @@ class _RayDispatch:
             ray.cancel(reference)
             raise
         return _result(self._node, outcome)
+
+
+def _when_ended(reference: Any, callback: Any) -> None:
+    """Call ``callback`` once the task of ``reference`` has ended (cancelled:
+    Ray stops it at its next Python code; a call it is blocked in ends first)."""
+    reference.future().add_done_callback(lambda _: callback())
 
 
 def _ray_failure(node: Any, error: BaseException) -> BaseException:
