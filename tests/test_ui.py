@@ -236,6 +236,23 @@ def test_a_run_whose_id_ends_as_an_action_or_a_part_has_a_page(tmp_path):
     assert client.get("/runs/x/version").json()["status"] == "completed"
 
 
+def test_a_run_whose_process_stopped_shows_no_time_going_on(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "runs.db"
+    with bf.SQLiteStore(path) as store:  # a run its process never ended (SIGKILL, say)
+        store.create_run("k", "flow", "g", b"{}", "gone-host:1:1")
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE runs SET lease=0, started=1 WHERE run_id='k'")  # long gone
+    db.close()
+    client = client_of(path)
+    page = client.get("/runs/k").text
+    assert "interrupted" in page
+    assert " · for " not in page  # no duration counting up since 1970
+    row = client.get("/").text.split('data-run="k"')[1].split("</tr>")[0]
+    assert " h " not in row
+
+
 def test_a_form_too_large_to_read_is_told_so(store_path, monkeypatch):
     from braidflow.ui import _app
 

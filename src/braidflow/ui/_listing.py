@@ -83,6 +83,14 @@ def when(seconds: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
 
 
+def run_length(record: RunRecord) -> float | None:
+    """How long a run took, or has been running; ``None`` for one whose
+    process stopped with no end recorded (``interrupted``): not known."""
+    if record.ended is not None:
+        return record.ended - record.started
+    return time.time() - record.started if record.status == "running" else None
+
+
 def took(seconds: float | None) -> str:
     """A length of time: ``850 ms``, ``12.3 s``, ``4 min 05 s``, ``2 h 03 min``."""
     if seconds is None:
@@ -180,7 +188,6 @@ class RunIndex:
 
     def _row(self, record: RunRecord) -> Row:
         where, done, total = self._place(record)
-        end = record.ended if record.ended is not None else time.time()
         tokens, cost = usage_of(record.metadata)
         forked = record.metadata.get(FORKED_KEY)
         note = record.error or ""
@@ -194,7 +201,7 @@ class RunIndex:
             flow=record.flow,
             status=record.status,
             started=record.started,
-            duration=took(end - record.started),
+            duration=took(run_length(record)),
             where=where,
             done=done,
             total=total,

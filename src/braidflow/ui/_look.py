@@ -9,14 +9,13 @@ written.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from .._errors import ResumeError
 from ..durable._history import FORKED_KEY, RESUMED_KEY, StepRecord, StoredRun
 from ..stores._base import RunRecord, Store
-from ._listing import took, when
+from ._listing import run_length, took, when
 
 __all__ = [
     "EVENTS_PAGE",
@@ -135,8 +134,7 @@ class RunView:
 
     @property
     def duration(self) -> str:
-        end = self.record.ended if self.record.ended is not None else time.time()
-        return took(end - self.record.started)
+        return took(run_length(self.record))
 
     @property
     def forked_from(self) -> dict[str, Any] | None:
