@@ -510,3 +510,28 @@ def test_a_fork_whose_answers_do_not_fit_is_refused_before_it_is_made(store):
     with pytest.raises(Suspended):  # one answered, the other asks again
         flow.fork("r", store=store, run_id="g", answers={b.id: "B"})
     assert [question.id for question in store.get("g").questions] == [a.id]
+
+
+async def test_a_resume_that_cannot_say_which_question_lists_them_in_the_graph_s_order():
+    store, b_asked = MemoryStore(), asyncio.Event()
+
+    class First(AsyncNode):  # first in the graph, asks last
+        async def exec_async(self, prep_res):
+            await b_asked.wait()
+            return interrupt("a?")
+
+    class Second(AsyncNode):
+        async def exec_async(self, prep_res):
+            b_asked.set()
+            return interrupt("b?")
+
+    flow = AsyncFlow(start=bf.Parallel(First(name="a"), Second(name="b")))
+    with pytest.raises(Suspended) as suspended:
+        await flow.run_async({}, store=store, run_id="r")
+    a, b = suspended.value.questions  # the graph's order
+    assert (a.prompt, b.prompt) == ("a?", "b?")
+    with pytest.raises(ResumeError) as refused:
+        await flow.resume_async("r", store=store, input="yes")
+    said = str(refused.value)
+    assert said.index(repr(a.id)) < said.index(repr(b.id))
+    assert f"answers={{{a.id!r}: ..., {b.id!r}: ...}}" in said

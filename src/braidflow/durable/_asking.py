@@ -116,7 +116,7 @@ def open_questions(
     ``asked``, the rows of those no resume answered yet; ``first_key``, a
     step key under the names its nodes had when the run began (a question's
     id is made of it); ``listed``, the questions as its record lists them
-    (for their prompts)."""
+    (for their prompts, and their order: the graph's, as `show` lists them)."""
     known = {question.id: question for question in listed}
     found: dict[str, tuple[Checkpoint, Question]] = {}
     for row in asked:
@@ -125,7 +125,8 @@ def open_questions(
             row,
             known.get(ident) or Question(ident, row.node, item_of(row.frame), None),
         )
-    return found
+    rank = {ident: at for at, ident in enumerate(known)}
+    return dict(sorted(found.items(), key=lambda pair: rank.get(pair[0], len(rank))))
 
 
 def chosen_answers(
