@@ -335,13 +335,12 @@ class Limiter:
             claim = waiter.claim
             if claim is None or waiter.gone:
                 continue
-            problem = claim.weighted.too_many(claim.units)
+            weighted = claim.weighted
+            problem = weighted.too_many(claim.units)
             if problem is not None:
-                weighted = claim.weighted
-                error = weighted.refusal(
+                waiter.failure = weighted.refusal(
                     claim.units, "the weight", problem, waiter.node, waiter.index
                 )
-                waiter.failure = error
                 waiter.wake()
 
     def _refuse(self, waiter: _Waiter, error: BaseException) -> None:

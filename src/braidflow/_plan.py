@@ -117,7 +117,6 @@ class Plan:
         "exec_wants_shared",
         "fallback",
         "fallback_coro",
-        "fallback_default",
         "fallback_wants_shared",
         "fast",
         "hook_coro",
@@ -146,7 +145,6 @@ class Plan:
         if is_async:
             fallbacks = ("exec_fallback_async", *fallbacks)
         self.fallback, self.fallback_coro = self._pick(cls, fallbacks)
-        self.fallback_default = is_default(getattr(cls, self.fallback))
         # The oldest documented forms take the shared store first:
         # exec(shared, prep_res) and process_after_fail(shared, prep_res, exc).
         self.exec_wants_shared = self._takes(cls, self.exec, 3)

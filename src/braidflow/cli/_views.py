@@ -22,18 +22,14 @@ def command_graph(args: argparse.Namespace) -> int:
     flow = load_target(args.target)
     observed = None
     if args.run is not None:  # the keys each step of that run changed join the table
-        from ..durable._graph import describe_graph, first_difference, renamed_graph, same_root
-        from ..durable._history import RENAMED_KEY
-        from ..durable._travel import composed_renames
+        from ..durable._graph import describe_graph
+        from ..durable._travel import compared_graph
 
         store_path = chosen_store(args)
         store = open_store(store_path, create=False)
         known_run(store, args.run, store_path)
         run = stored(store, args.run)
-        graph = describe_graph(flow)
-        renamed = composed_renames(run.record.metadata.get(RENAMED_KEY), None)
-        recorded = renamed_graph(run.graph, renamed, same_root(run.graph, graph))
-        difference = first_difference(recorded, graph)
+        _, _, difference = compared_graph(run.graph, run.record.metadata, describe_graph(flow))
         if difference is not None:  # its steps would be read as another flow's
             raise UsageError(
                 f"run {args.run!r} was recorded with another graph: {difference}; give the "

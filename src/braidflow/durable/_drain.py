@@ -23,7 +23,7 @@ import _thread
 import asyncio
 import signal
 import threading
-from time import monotonic, time
+from time import monotonic, sleep, time
 from typing import Any
 
 from .._errors import InvalidParameterError, StoreError
@@ -244,7 +244,7 @@ def _watching() -> None:
                 _watcher = None
                 return
         due = min((drain.next_poll for drain in watched), default=monotonic() + Drain.POLL)
-        threading.Event().wait(max(0.0, due - monotonic()) + 0.001)
+        sleep(max(0.0, due - monotonic()) + 0.001)
         for drain in watched:
             if drain.watched:
                 drain.stopping()  # a request seen starts the grace period

@@ -23,7 +23,7 @@ from ..stores._base import Store
 from ..stores._owners import this_owner
 from ._asking import answer_questions, suspend
 from ._drain import DRAIN_KEY
-from ._graph import describe_graph, first_difference, renamed_graph, same_root
+from ._graph import describe_graph
 from ._history import (
     BUDGET_KEY,
     EVENTS_KEY,
@@ -36,7 +36,7 @@ from ._interrupt import NO_ANSWER, Interrupted
 from ._lax import expand
 from ._run import DurableRun
 from ._tracking import TrackingDict
-from ._travel import composed_renames, migrated
+from ._travel import compared_graph, migrated
 
 __all__ = ["claim_run", "close_run", "start_run"]
 
@@ -109,9 +109,9 @@ def claim_run(
         raise
     rows = expand(rows)
     try:
-        renamed = composed_renames(record.metadata.get(RENAMED_KEY), rename)
-        keep_root = same_root(recorded_graph, graph)
-        difference = first_difference(renamed_graph(recorded_graph, renamed, keep_root), graph)
+        renamed, keep_root, difference = compared_graph(
+            recorded_graph, record.metadata, graph, rename
+        )
         if difference is not None:
             raise ResumeError(
                 f"run {run_id!r} was recorded with another graph: {difference}. A resume "

@@ -36,7 +36,7 @@ from ._recorded import Recorded
 from ._run import DurableRun, answer_payload
 from ._tracking import TrackingDict
 
-__all__ = ["composed_renames", "fork_run", "migrated", "update_row"]
+__all__ = ["compared_graph", "composed_renames", "fork_run", "migrated", "update_row"]
 
 
 def composed_renames(kept: Any, given: dict[str, str] | None) -> dict[str, str]:
@@ -53,6 +53,18 @@ def composed_renames(kept: Any, given: dict[str, str] | None) -> dict[str, str]:
     for old, new in given.items():
         renamed.setdefault(old, new)
     return {old: new for old, new in renamed.items() if old != new}
+
+
+def compared_graph(
+    recorded: str, metadata: dict[str, Any], graph: str, rename: dict[str, str] | None = None
+) -> tuple[dict[str, str], bool, str | None]:
+    """How a flow whose graph is ``graph`` stands to a run recorded with
+    ``recorded`` (its record's ``metadata`` keep its renames; ``rename``:
+    those given now): the renames in all, whether the flow keeps the run's
+    root name, and the first difference (``None``: it is the run's flow)."""
+    renamed = composed_renames(metadata.get(RENAMED_KEY), rename)
+    keep_root = same_root(recorded, graph)
+    return renamed, keep_root, first_difference(renamed_graph(recorded, renamed, keep_root), graph)
 
 
 def update_row(
@@ -153,10 +165,8 @@ def fork_run(
         raise ResumeError(f"update={update!r} must be a dict of keys of shared", node=name)
     stored = StoredRun(store, source)
     through = stored.rows_through(at)
-    renamed = composed_renames(stored.record.metadata.get(RENAMED_KEY), None)
     graph = describe_graph(node)
-    keep_root = same_root(stored.graph, graph)
-    difference = first_difference(renamed_graph(stored.graph, renamed, keep_root), graph)
+    renamed, keep_root, difference = compared_graph(stored.graph, stored.record.metadata, graph)
     if difference is not None:
         raise ResumeError(
             f"run {source!r} was recorded with another graph: {difference}; fork it with "

@@ -24,7 +24,7 @@ from .._clock import Deadline, TimedOut
 from .._context import RUN, run_clock
 from .._holding import acquire_all, release_all
 from .._threads import Abandoned, run_in_thread
-from ..executors._base import timed_dispatch, timed_dispatch_done
+from ..executors._base import runs_on, timed_dispatch, timed_dispatch_done
 from . import _effects as ops
 from ._around_items import commit
 from ._attempts import attempts, cancellation_instead, cancelled_error, fallback
@@ -253,10 +253,7 @@ async def _timed(
             async with Deadline(run_clock(), seconds):
                 return await function.run_async(*args)
         except TimedOut:
-            if not noted:
-                raise
-            noted[0](partial(release_all, held))
-            raise TimedOut(abandoned=True) from None
+            raise TimedOut(abandoned=runs_on(noted, partial(release_all, held))) from None
         finally:
             timed_dispatch_done(token)
     try:

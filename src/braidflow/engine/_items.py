@@ -344,7 +344,7 @@ async def run_parallel(
                     if drains:
                         coroutine = _item_until_drained(coroutine, drained)
                     task = group.spawn(coroutine)
-                    if tasks is not None and not collect:
+                    if tasks is not None:  # (none under collect)
                         tasks.append(task)
 
                 if is_async_source:
@@ -439,18 +439,12 @@ def _until_drained(
     worker: Callable[[], Coroutine[Any, Any, Any]], drained: list[bool]
 ) -> Callable[[], Coroutine[Any, Any, Any]]:
     """``worker``, stopping quietly when the run drains (noted in ``drained``)."""
-
-    async def stops_at_drain() -> None:
-        try:
-            await worker()
-        except DrainStop:
-            drained.append(True)
-
-    return stops_at_drain
+    return lambda: _item_until_drained(worker(), drained)
 
 
 async def _item_until_drained(item: Coroutine[Any, Any, Any], drained: list[bool]) -> Any:
-    """An item's task, stopping quietly when the run drains before it begins."""
+    """An item's task (or a worker's), stopping quietly when the run drains
+    before it begins (before its next item)."""
     try:
         return await item
     except DrainStop:

@@ -26,7 +26,7 @@ from .._threads import (
     run_to_completion,
     stop_requested,
 )
-from ..executors._base import DispatchTimeout, timed_dispatch, timed_dispatch_done
+from ..executors._base import DispatchTimeout, runs_on, timed_dispatch, timed_dispatch_done
 from . import _async
 from . import _effects as ops
 from ._attempts import attempts, cancellation_instead, cancelled_error, fallback
@@ -155,10 +155,7 @@ def _timed(
         try:
             return function.run(*args, timeout=seconds)
         except DispatchTimeout:
-            if not noted:
-                raise TimedOut from None
-            noted[0](partial(release_all, held))
-            raise TimedOut(abandoned=True) from None
+            raise TimedOut(abandoned=runs_on(noted, partial(release_all, held))) from None
         finally:
             timed_dispatch_done(token)
     try:

@@ -27,15 +27,28 @@ def still_running(when_ended: Callable[[Callable[[], None]], None]) -> None:
         noted.append(when_ended)
 
 
-def timed_dispatch() -> tuple[list[Callable[[Callable[[], None]], None]], Any]:
+Noted = list[Callable[[Callable[[], None]], None]]
+
+
+def timed_dispatch() -> tuple[Noted, Any]:
     """For the engine, around a dispatched call under a timeout: the list
     `still_running` fills, and the token to reset it with."""
-    noted: list[Callable[[Callable[[], None]], None]] = []
+    noted: Noted = []
     return noted, _STILL_RUNNING.set(noted)
 
 
 def timed_dispatch_done(token: Any) -> None:
     _STILL_RUNNING.reset(token)
+
+
+def runs_on(noted: Noted, release: Callable[[], None]) -> bool:
+    """After a dispatched call was stopped for its timeout: whether it said it
+    runs on; if so, ``release`` is called once it really ends (the attempt is
+    abandoned to it, and gives back nothing itself)."""
+    if not noted:
+        return False
+    noted[0](release)
+    return True
 
 
 class DispatchTimeout(Exception):
