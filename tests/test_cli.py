@@ -438,21 +438,15 @@ def test_a_fork_answers_only_where_the_run_waits_and_forks_nothing_otherwise(wor
     assert (
         cli(work, "run", "flows.py:review", "--store", "runs.db", "--run-id", "w").returncode == 3
     )
-    refused = cli(
-        work, "fork", "w", "--at", "1", "--input", '"yes"', "--store", "runs.db",
-        check_stderr_one_line=True,
-    )  # fmt: skip
-    assert refused.returncode == 2
-    assert "leave --at out to fork where the run waits" in refused.stderr
-    assert "w-fork" not in cli(work, "runs", "--store", "runs.db").stdout
-    unknown = cli(
-        work, "fork", "w", "--answer", "nope=1", "--store", "runs.db", "--run-id", "x",
-        check_stderr_one_line=True,
-    )  # fmt: skip
-    assert unknown.returncode == 2
-    assert "has no open question 'nope'" in unknown.stderr
-    listed = cli(work, "runs", "--store", "runs.db").stdout.splitlines()[1:]
-    assert [row.split()[0] for row in listed] == ["w"]  # nothing forked
+    for wrong, said in [
+        (["--at", "1", "--input", '"yes"'], "leave --at out to fork where the run waits"),
+        (["--answer", "nope=1", "--run-id", "x"], "has no open question 'nope'"),
+    ]:
+        refused = cli(work, "fork", "w", *wrong, "--store", "runs.db", check_stderr_one_line=True)
+        assert refused.returncode == 2
+        assert said in refused.stderr
+        listed = cli(work, "runs", "--store", "runs.db").stdout.splitlines()[1:]
+        assert [row.split()[0] for row in listed] == ["w"]  # nothing forked
     answered = cli(work, "fork", "w", "--input", '"yes"', "--store", "runs.db")  # as it says
     assert answered.returncode == 0, answered.stderr
     assert "after its last step" in answered.stderr
