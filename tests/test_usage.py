@@ -3,17 +3,21 @@ the Timeline, the stored record and `braidflow runs`; read from the openai SDK."
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import openai
 import pytest
 
 from braidflow import (
+    AsyncFlow,
+    AsyncNode,
     BatchNode,
     Flow,
     InvalidParameterError,
     MemoryStore,
     Node,
+    Retry,
     SQLiteStore,
     Usage,
 )
@@ -236,3 +240,48 @@ def test_usage_from_a_responses_api_dict():
     assert usage_from_openai(response) == Usage(7, 3, None, "x")
     with pytest.raises(InvalidParameterError, match="no model to price"):
         usage_from_openai({"usage": {"input_tokens": 1, "output_tokens": 1}}, prices=Prices({}))
+
+
+@pytest.mark.parametrize("policy", [{"max_retries": 3}, {"retry": Retry(attempts=3)}])
+def test_a_model_with_no_price_is_not_retried(policy):
+    # Each attempt would make its paid call again, and fail pricing it again.
+    prices = Prices({"gpt-4o": (2.5, 10.0)})
+    response = {"model": "o3", "usage": {"prompt_tokens": 10, "completion_tokens": 1}}
+    calls = []
+
+    class Ask(Node):
+        def exec(self, prep_res):
+            calls.append(self.cur_retry)
+            self.report_usage(usage_from_openai(response, prices=prices))
+
+    class AskAsync(AsyncNode):
+        async def exec_async(self, prep_res):
+            calls.append(self.cur_retry)
+            self.report_usage(usage_from_openai(response, prices=prices))
+
+    with pytest.raises(InvalidParameterError, match="o3"):
+        Ask(**policy).run({})
+    assert calls == [0]
+    calls.clear()
+    with pytest.raises(InvalidParameterError, match="o3"):
+        asyncio.run(AsyncFlow(start=AskAsync(**policy)).run_async({}))
+    assert calls == [0]
+
+
+def test_an_error_of_the_users_own_is_still_retried():
+    calls = []
+
+    class Flaky(Node):
+        def exec(self, prep_res):
+            calls.append(self.cur_retry)
+            if self.cur_retry < 2:
+                raise ValueError("not yet")
+            return "ok"
+
+        def post(self, shared, prep_res, exec_res):
+            shared["got"] = exec_res
+
+    shared = {}
+    Flaky(max_retries=3).run(shared)
+    assert calls == [0, 1, 2]
+    assert shared["got"] == "ok"

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ._errors import InvalidParameterError
+from ._errors import InvalidParameterError, SetupError
 from ._options import check_number
 
 __all__ = ["Retry", "next_delay"]
@@ -127,10 +127,15 @@ def next_delay(
 ) -> float | None:
     """Decide what follows the failure of the 0-based ``attempt``.
 
+    A `SetupError` (braidflow refusing what it was given, such as usage
+    priced for a model with no price) is final whatever the policy.
+
     Returns:
         The seconds to wait before the next attempt, or ``None`` when the
         failure is final and the fallback takes over.
     """
+    if isinstance(error, SetupError):  # a mistake no retry mends (a model with no price)
+        return None  # (retried, a paid call would be made again each time, to fail again)
     if retry is None:
         return wait if attempt + 1 < max_retries else None
     if attempt + 1 >= retry.attempts or not retry.should_retry(error):
