@@ -13,6 +13,8 @@ from braidflow import (
     AsyncFlow,
     AsyncNode,
     BatchNode,
+    Budget,
+    BudgetExceeded,
     Flow,
     InvalidParameterError,
     MemoryStore,
@@ -285,3 +287,54 @@ def test_an_error_of_the_users_own_is_still_retried():
     Flaky(max_retries=3).run(shared)
     assert calls == [0, 1, 2]
     assert shared["got"] == "ok"
+
+
+class Inner(Node):
+    def exec(self, prep_res):
+        self.report_usage(input_tokens=100, output_tokens=10, cost=0.5, model="m1")
+
+
+class Agent(BatchNode):
+    """Each item runs a flow of its own inside exec: a run started in this run's node."""
+
+    def prep(self, shared):
+        return range(4)
+
+    def exec(self, item):
+        Flow(start=Inner()).run({})
+        return item
+
+    def post(self, shared, prep_res, exec_res):
+        shared["done"] = exec_res
+
+
+def test_a_run_started_inside_a_node_counts_in_the_run_around_it():
+    store = MemoryStore()
+    events = []
+    Flow(start=Agent()).run({}, store=store, run_id="outer", observers=[events.append])
+    usage = store.get("outer").usage
+    assert (usage.calls, usage.input_tokens, usage.output_tokens) == (4, 400, 40)
+    assert usage.cost == pytest.approx(2.0)
+    used = [event for event in events if event.kind == "usage"]
+    assert [event.node for event in used] == ["Agent"] * 4  # the node that ran it
+    assert sorted(event.item for event in used) == [0, 1, 2, 3]
+
+
+def test_the_budget_of_the_run_around_stops_it_after_a_run_inside():
+    with pytest.raises(BudgetExceeded) as stopped:
+        Flow(start=Agent()).run({}, budget=Budget(tokens=200))
+    assert stopped.value.item_index == 2  # two inner runs of 110 tokens: 220, over 200
+    assert stopped.value.spent.tokens == 220
+
+
+def test_usage_with_no_cost_inside_a_run_with_a_cost_budget_is_refused():
+    class Costless(Node):
+        def exec(self, prep_res):
+            self.report_usage(input_tokens=100)
+
+    class Around(Node):
+        def exec(self, prep_res):
+            Flow(start=Costless()).run({})
+
+    with pytest.raises(InvalidParameterError, match="the run its run was started in has a cost"):
+        Around().run({}, budget=Budget(cost=1.0))

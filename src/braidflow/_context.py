@@ -62,6 +62,7 @@ class Run:
         "cancelling_at_start",
         "clock",
         "durable",
+        "enclosing",
         "observers",
         "spend",
         "task",
@@ -82,6 +83,9 @@ class Run:
         self.durable: Any = None  # a durable.DurableRun, for a run with a store
         # Usage reported and the budget (a braidflow._budget.Spend), once either exists.
         self.spend: Any = None
+        # A run started inside another run's node: that run, and where in it
+        # (see braidflow._usage.enclosing): what this run uses counts there too.
+        self.enclosing: Any = None
         # The task a run on an event loop started in, and how many cancellations
         # it had then: only more than those cancel the run.
         self.task: asyncio.Task[Any] | None = None

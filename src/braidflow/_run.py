@@ -24,7 +24,7 @@ from ._events import Event
 from ._options import UNSET, check_durability
 from ._state_table import check_nodes
 from ._threads import enter_run, leave_run
-from ._usage import Spend
+from ._usage import Spend, enclosing
 from .durable import NO_ANSWER, DurableRun, EventRecorder, claim_run, close_run, start_run
 from .durable._drain import DrainStop
 from .durable._history import EVENTS_KEY
@@ -254,6 +254,7 @@ class RunScope:
                 recorder = EventRecorder(store, self.durable.run_id)
                 observers = (*observers, (recorder, recorder.on_event))
         run = self.run = Run(observers, self.clock, self.node)
+        run.enclosing = enclosing()  # started inside another run's node: its usage counts there
         run.durable = self.durable
         before = self.durable.spent_before if self.durable is not None else None
         if self.budget is not None or before is not None:

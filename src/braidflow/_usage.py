@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from ._context import ATTEMPT, PATH, REMOTE, RUN, current_item, observed
+from ._context import ATTEMPT, PATH, REMOTE, RUN, current_item
 from ._errors import InvalidParameterError
 from ._options import check_number
 from ._weights import correct_claims
@@ -156,7 +156,9 @@ def usage_of(
 
 
 def report(node: Any, usage: Usage) -> None:
-    """Count what a call of ``node`` used, everywhere it shows (see `Node.report_usage`)."""
+    """Count what a call of ``node`` used, everywhere it shows (see `Node.report_usage`):
+    in its run, and in each run that run was started in (from a node's code),
+    as a use of that node."""
     correct_claims(usage, node)
     run = RUN.get()
     if run is None:
@@ -164,38 +166,65 @@ def report(node: Any, usage: Usage) -> None:
         if remote is not None:  # sent back with the exec's outcome, counted there
             remote[1].append(usage)
         return
+    counted = run
+    while counted is not None:  # refused before it counts anywhere
+        _refuse_costless(counted, node, usage)
+        counted = counted.enclosing and counted.enclosing[0]
+    state = ATTEMPT.get()
+    attempt = state.attempt if state is not None and state.node is node else None
+    where: tuple[Any, ...] = (node._display_name(), PATH.get(), current_item(), attempt)
+    while run is not None:
+        _count(run, usage, *where)
+        if run.enclosing is None:
+            break
+        run, *where = run.enclosing
+
+
+def enclosing() -> tuple[Any, ...] | None:
+    """Where a run that starts now is started, if in another run's node: that
+    run, and the node's name, path, item and attempt there (see `report`)."""
+    run = RUN.get()
+    if run is None:
+        return None
+    state = ATTEMPT.get()
+    path = PATH.get()
+    node = state.node._display_name() if state is not None else path[-1] if path else None
+    return (run, node, path, current_item(), state.attempt if state is not None else None)
+
+
+def _refuse_costless(run: Any, node: Any, usage: Usage) -> None:
+    """Refuse usage with no cost where ``run`` has a cost budget."""
     spend = run.spend
-    if spend is None:
-        with _first_report:  # threads of one run reporting at once make one Spend
-            spend = run.spend
-            if spend is None:
-                spend = run.spend = Spend()
-    budget = spend.budget
+    budget = spend.budget if spend is not None else None
     if (
         usage.cost is None
         and budget is not None
         and budget.cost is not None
         and (usage.input_tokens or usage.output_tokens)
     ):
+        whose = "its run has" if run is RUN.get() else "the run its run was started in has"
         raise InvalidParameterError(
             f"{node._describe()} reported usage with no cost ({usage.input_tokens} tokens in, "
-            f"{usage.output_tokens} out), and its run has a cost budget ({budget!r}): a cost "
+            f"{usage.output_tokens} out), and {whose} a cost budget ({budget!r}): a cost "
             "left out would let the budget be overrun; report the cost (usage_from_openai("
             "response, prices=Prices(...)), or report_usage(..., cost=...)), or give the "
             "budget tokens= instead",
             node=node._display_name(),
         )
+
+
+def _count(
+    run: Any, usage: Usage, node: str | None, path: Any, item: Any, attempt: int | None
+) -> None:
+    """Count ``usage`` in ``run``: its total, its record, its ``usage`` event."""
+    spend = run.spend
+    if spend is None:
+        with _first_report:  # threads of one run reporting at once make one Spend
+            spend = run.spend
+            if spend is None:
+                spend = run.spend = Spend()
     total = spend.add(usage)
     if run.durable is not None:  # in the store now and then, not only at the run's end
         run.durable.usage_so_far(total)
-    watched = observed()
-    if watched is not None:
-        state = ATTEMPT.get()
-        watched.emit(
-            "usage",
-            node=node._display_name(),
-            path=PATH.get(),
-            item=current_item(),
-            attempt=state.attempt if state is not None and state.node is node else None,
-            data=usage.as_dict(),
-        )
+    if run.observers:
+        run.emit("usage", node=node, path=path, item=item, attempt=attempt, data=usage.as_dict())
