@@ -607,3 +607,41 @@ def test_a_run_of_another_process_on_this_host_is_running_while_that_process_liv
     ]
     assert store.claim("gone", this_owner())[0].status == "interrupted"
     assert store.claim("reused", this_owner())[0].status == "interrupted"
+
+
+@pytest.fixture(params=["sqlite", POSTGRES])
+def two_stores(request, tmp_path):
+    """Two store objects of this process on one database."""
+    if request.param == "postgres":
+        from braidflow.stores import PostgresStore
+
+        dsn = request.getfixturevalue("postgres_dsn")
+        made = PostgresStore(dsn), PostgresStore(dsn)
+    else:
+        made = SQLiteStore(tmp_path / "one.db"), SQLiteStore(tmp_path / "one.db")
+    yield made
+    for one in made:
+        one.close()
+
+
+def test_a_run_claimed_through_one_store_object_is_held_before_another_can_look(two_stores):
+    """Right after the claim commits (before the store's own bookkeeping),
+    another store object of this process on the same database must find the
+    run running here: found not held, it would claim the run too."""
+    first, second = two_stores
+    first.create_run("r", "flow", "g", b"", dead_owner())
+    seen = []
+    kept_hold = first._hold
+
+    def hold_later(run_id, owner):  # the moment after the commit: the other one looks
+        try:
+            second.claim(run_id, this_owner())
+            seen.append("claimed it too")
+        except StoreError as refused:
+            seen.append(str(refused))
+        kept_hold(run_id, owner)
+
+    first._hold = hold_later
+    first.claim("r", this_owner())
+    assert len(seen) == 1
+    assert "running in this process" in seen[0]

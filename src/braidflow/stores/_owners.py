@@ -27,7 +27,15 @@ import socket
 import threading
 import weakref
 
-__all__ = ["hold", "holds", "owner_alive", "process_start", "release", "this_owner"]
+__all__ = [
+    "hold",
+    "hold_claimed",
+    "holds",
+    "owner_alive",
+    "process_start",
+    "release",
+    "this_owner",
+]
 
 
 def process_start(pid: int) -> str:
@@ -61,6 +69,21 @@ def hold(location: str, run_id: str, holder: object) -> None:
     through ``holder`` (the store object)."""
     with _HELD_LOCK:
         _HELD.setdefault(location, {})[run_id] = weakref.ref(holder)
+
+
+def hold_claimed(location: str, run_id: str, holder: object, owner: str) -> bool:
+    """Note, from inside the transaction that claims ``run_id`` for ``owner``
+    and before it commits, that this process runs it (if ``owner`` is this
+    process); return whether it was noted (to `release` if the claim fails).
+
+    Noted only after the commit, another store object of this process on
+    the same database, claiming the run between the two, would find it owned
+    by this process and not held here, so not running: both would run it.
+    """
+    if owner != this_owner():
+        return False
+    hold(location, run_id, holder)
+    return True
 
 
 def release(location: str, run_id: str, holder: object) -> None:

@@ -50,7 +50,8 @@ from ._base import (
     shown_status,
     storable_text,
 )
-from ._owners import holds, owner_alive
+from ._owners import hold_claimed, holds, owner_alive
+from ._owners import release as release_held
 from ._postgres_leases import LEASE, PostgresLeases, _str, _text
 from ._postgres_schema import (
     SCHEMA_VERSION,
@@ -347,22 +348,29 @@ class PostgresStore(PostgresLeases, MakesLimiters):
         processes claiming at once, one gets it; the others are refused."""
         check_run_id(self, run_id)
         check_owner(self, run_id, owner)
-        with self._transaction() as conn:
-            row = self._row(conn, run_id, "FOR UPDATE OF r")
-            record = _record(row)
-            alive = record.status == "running" and self._alive(record, row[13])
-            lease_left = None if row[13] is None else row[13] - self._clock()
-            check_claim(record, owner, alive, lease_left)
-            shown = shown_status(record, alive)
-            conn.execute(
-                "UPDATE braidflow_runs SET status='running', owner=%s, lease=%s, ended=NULL, "
-                "node=NULL, error=NULL, prompt=NULL WHERE run_id=%s",
-                (_text(owner), self._clock() + self.lease, _text(run_id)),
-            )
-            graph, initial = conn.execute(
-                "SELECT graph, initial FROM braidflow_runs WHERE run_id=%s", (_text(run_id),)
-            ).fetchone()  # type: ignore[misc]
-            rows = self._checkpoints(conn, run_id)
+        noted = False
+        try:
+            with self._transaction() as conn:
+                row = self._row(conn, run_id, "FOR UPDATE OF r")
+                record = _record(row)
+                alive = record.status == "running" and self._alive(record, row[13])
+                lease_left = None if row[13] is None else row[13] - self._clock()
+                check_claim(record, owner, alive, lease_left)
+                shown = shown_status(record, alive)
+                conn.execute(
+                    "UPDATE braidflow_runs SET status='running', owner=%s, lease=%s, ended=NULL, "
+                    "node=NULL, error=NULL, prompt=NULL WHERE run_id=%s",
+                    (_text(owner), self._clock() + self.lease, _text(run_id)),
+                )
+                graph, initial = conn.execute(
+                    "SELECT graph, initial FROM braidflow_runs WHERE run_id=%s", (_text(run_id),)
+                ).fetchone()  # type: ignore[misc]
+                rows = self._checkpoints(conn, run_id)
+                noted = hold_claimed(self._location, run_id, self, owner)
+        except BaseException:
+            if noted:
+                release_held(self._location, run_id, self)
+            raise
         self._hold(run_id, owner)
         return shown, bytes(graph).decode(), bytes(initial), rows
 

@@ -47,6 +47,8 @@ from ._base import (
     shown_status,
     storable_text,
 )
+from ._owners import hold_claimed
+from ._owners import release as release_held
 from ._runlog import RunLog, unpack
 from ._sqlite_cache import CacheTable
 from ._sqlite_failures import Transaction, diagnosis, failure, guarded, said
@@ -304,6 +306,7 @@ class SQLiteStore(CacheTable, LogFolder, MakesLimiters):
         with self._lock:
             self._fold_all()
             new: RunLog | None = None
+            noted = False
             try:
                 with Transaction(self._db):
                     row = self._row(run_id)
@@ -329,7 +332,10 @@ class SQLiteStore(CacheTable, LogFolder, MakesLimiters):
                         "SELECT graph, initial FROM run_starts WHERE run_id=?", (run_id,)
                     ).fetchone()
                     rows = self._checkpoints(run_id)
+                    noted = hold_claimed(self._location, run_id, self, owner)
             except BaseException:
+                if noted:
+                    release_held(self._location, run_id, self)
                 if new is not None:
                     new.close()
                 raise
