@@ -582,6 +582,49 @@ def test_a_sync_run_blocked_in_a_call_is_stopped_there_at_the_end_of_its_grace()
     assert seen == [0, 1, 1, 2]
 
 
+def test_a_sync_run_blocked_in_a_call_is_stopped_where_sigint_is_ignored():
+    # A job started with `&` by a script has SIGINT ignored, where Python's
+    # interrupt of the main thread does nothing: the drain gives SIGINT a
+    # handler for the run (ignoring any SIGINT but its own), and puts back
+    # what was there when the run ends.
+    assert threading.current_thread() is threading.main_thread()
+    reading, writing = os.pipe()
+    store, seen, wrote = bf.MemoryStore(), [], []
+    safety = threading.Timer(20, lambda: (wrote.append(True), os.write(writing, b"x")))
+
+    class Blocked(bf.BatchNode):
+        def prep(self, shared):
+            return [0, 1, 2]
+
+        def exec(self, item):
+            seen.append(item)
+            if item == 0:
+                signal.raise_signal(signal.SIGINT)  # someone else's: ignored, as before
+            if item == 1 and len(seen) == 2:
+                bf.drain("run", timeout=0.01)
+                os.read(reading, 1)  # the grace ends in the read
+            return item
+
+        def post(self, shared, prep_res, exec_res):
+            shared["items"] = exec_res
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    flow = bf.Flow(start=Blocked(name="blocked"))
+    safety.start()
+    try:
+        with pytest.raises(Drained):
+            flow.run({}, store=store, run_id="run")
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # put back
+    finally:
+        signal.signal(signal.SIGINT, before)
+        safety.cancel()
+        os.close(reading)
+        os.close(writing)
+    assert wrote == []  # stopped in the read, not once it could end
+    assert flow.resume("run", store=store)["items"] == [0, 1, 2]
+    assert seen == [0, 1, 1, 2]
+
+
 class Unbounded(bf.AsyncParallelBatchNode):
     """10 items, no bound (a task each); item 5 asks the run to drain, and the
     items that began wait for ``release`` (``None``: they do not wait)."""

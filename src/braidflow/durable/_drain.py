@@ -69,6 +69,7 @@ class Drain:
         "loop",
         "next_poll",
         "run_id",
+        "sigint",
         "store",
         "task",
         "thread",
@@ -94,6 +95,7 @@ class Drain:
         # (watched) the process's watcher thread; none once the run ended.
         self.watch: asyncio.TimerHandle | None = None
         self.watched = False
+        self.sigint = False  # SIGINT has the drain's handler while the run goes on
 
     def bind(self, task: asyncio.Task[Any] | None) -> None:
         """The run goes on in ``task`` (on an event loop) or, if ``None``, in
@@ -103,12 +105,15 @@ class Drain:
         self.thread = threading.get_ident()
         with _RUNNING_LOCK:
             _RUNNING[self.run_id] = self
+        main = self.thread == threading.main_thread().ident
+        if self.loop is None and main:
+            self.sigint = _take_sigint()
         if isinstance(self.store, MemoryStore):
             return  # no watch: only this process reaches it, and drain() here asks the run
         if self.loop is not None:
             if asyncio._get_running_loop() is self.loop:
                 self._arm()
-        elif self.thread == threading.main_thread().ident:
+        elif main:
             self.watched = True
             _watch(self)
 
@@ -135,6 +140,9 @@ class Drain:
             self.watched = False
             with _RUNNING_LOCK:
                 _WATCHED.discard(self)
+        if self.sigint:
+            self.sigint = False
+            _give_back_sigint()
         timer = self.timer
         if timer is not None:
             timer.cancel()
@@ -209,10 +217,58 @@ def _interrupt_main() -> None:
     (a sleep, a read, a wait for threads): a real SIGINT, which ends such a
     call, where Python handles SIGINT; else Python's flag alone, which the
     main thread sees when it runs Python code again."""
-    if callable(signal.getsignal(signal.SIGINT)) and hasattr(signal, "pthread_kill"):
+    global _ours
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler) and hasattr(signal, "pthread_kill"):
+        _ours = handler is _on_sigint  # (where SIGINT was ignored: this one is not)
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
     else:
         _thread.interrupt_main()
+
+
+# Where Python does not handle SIGINT (ignored, as for a job started with `&`
+# by a script; or the system's default), a sync run on the main thread gets
+# a handler while it goes on (nested runs share it): it raises the drain's
+# `KeyboardInterrupt` (`_ours`) and treats any other SIGINT as before.
+# Without it the drain could not stop a call that blocks past its grace period.
+_kept_sigint: Any = None  # what the handler replaced
+_sigint_runs = 0  # the runs going on that installed it or share it
+_ours = False  # the SIGINT coming is the drain's
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    global _ours
+    if _ours:
+        _ours = False
+        raise KeyboardInterrupt
+    if _kept_sigint == signal.SIG_DFL:  # as it would have: the process ends
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGINT)
+
+
+def _take_sigint() -> bool:
+    """On the main thread, as a sync run starts: give SIGINT the drain's
+    handler if Python does not handle it; return whether the run shares it."""
+    global _kept_sigint, _sigint_runs
+    handler = signal.getsignal(signal.SIGINT)
+    if handler is _on_sigint:
+        _sigint_runs += 1
+        return True
+    if callable(handler) or handler is None:  # Python's own, or one set outside Python
+        return False
+    _kept_sigint = handler
+    signal.signal(signal.SIGINT, _on_sigint)
+    _sigint_runs = 1
+    return True
+
+
+def _give_back_sigint() -> None:
+    """A run that shared the handler ended: the last one puts back what it replaced."""
+    global _sigint_runs
+    _sigint_runs -= 1
+    if _sigint_runs == 0 and threading.current_thread() is threading.main_thread():
+        if signal.getsignal(signal.SIGINT) is _on_sigint:
+            signal.signal(signal.SIGINT, _kept_sigint)
 
 
 # The sync runs on the main thread that the watcher looks for requests for,
