@@ -193,3 +193,98 @@ def test_a_stop_iteration_out_of_a_node_reaches_the_caller_as_itself():
     with pytest.raises(StopIteration):
         Flow(start=Exhausted()).run({})
     # (Out of a coroutine, Python makes it a RuntimeError, in PocketFlow as here.)
+
+
+def test_an_async_phase_whose_coroutine_a_plain_function_returns_is_awaited():
+    # PocketFlow awaits whatever an ..._async method returns: an `async def`
+    # under a decorator without functools.wraps, or a plain `def` handing
+    # back a coroutine, work there, and here.
+    from braidflow import AsyncBatchNode, AsyncParallelBatchNode
+
+    def logged(function):
+        def wrapper(*args):
+            return function(*args)
+
+        return wrapper
+
+    async def ask(question):
+        await asyncio.sleep(0)
+        return f"answer to {question}"
+
+    class Fetch(AsyncNode):
+        @logged
+        async def prep_async(self, shared):
+            return shared["q"]
+
+        def exec_async(self, question):
+            return ask(question)
+
+        @logged
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["a"] = exec_res
+            return "done"
+
+    class Fails(AsyncNode):
+        async def exec_async(self, prep_res):
+            raise ValueError("down")
+
+        def exec_fallback_async(self, prep_res, error):
+            return ask("the fallback")
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["fallback"] = exec_res
+
+    class Each(AsyncBatchNode):
+        async def prep_async(self, shared):
+            return ["x", "y"]
+
+        def exec_async(self, item):
+            return ask(item)
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["each"] = exec_res
+
+    class All(AsyncParallelBatchNode, Each):
+        pass
+
+    shared = {"q": "why"}
+    fetch = Fetch()
+    fetch - "done" >> Fails() >> Each() >> All()
+    assert asyncio.run(AsyncFlow(start=fetch).run_async(shared)) is None
+    assert shared["a"] == "answer to why"
+    assert shared["fallback"] == "answer to the fallback"
+    assert shared["each"] == ["answer to x", "answer to y"]
+    assert asyncio.run(Fetch().run_async({"q": "how"})) == "done"
+
+
+def test_a_fallback_replaced_by_a_mock_is_the_one_called():
+    # A Mock answers any attribute (braidflow's mark of its own default
+    # fallback included) with a true Mock: it is still the user's fallback.
+    from unittest import mock
+
+    class Fails(Node):
+        def exec(self, prep_res):
+            raise ConnectionError("LLM down")
+
+        def post(self, shared, prep_res, exec_res):
+            shared["summary"] = exec_res
+
+    class FailsAsync(AsyncNode):
+        async def exec_async(self, prep_res):
+            raise ConnectionError("LLM down")
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["summary"] = exec_res
+
+    shared = {}
+    with mock.patch.object(Fails, "exec_fallback", return_value="(no summary)") as fallback:
+        Flow(start=Fails()).run(shared)
+    assert fallback.call_count == 1
+    assert shared["summary"] == "(no summary)"
+    shared = {}
+    with mock.patch.object(
+        FailsAsync, "exec_fallback_async", mock.AsyncMock(return_value="(none)")
+    ) as fallback:
+        asyncio.run(AsyncFlow(start=FailsAsync()).run_async(shared))
+    assert fallback.await_count == 1
+    assert shared["summary"] == "(none)"

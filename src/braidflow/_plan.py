@@ -74,7 +74,9 @@ def default(function: Any) -> Any:
 
 
 def is_default(function: Any) -> bool:
-    return getattr(function, "_braidflow_default", False)
+    """Whether ``function`` is braidflow's own default of a phase (``is True``:
+    a `unittest.mock.Mock` answers any attribute with a true Mock)."""
+    return getattr(function, "_braidflow_default", False) is True
 
 
 def _required_positional_count(function: Any) -> int | None:
@@ -207,10 +209,14 @@ class Plan:
 
     @staticmethod
     def _pick(cls: type[Any], names: tuple[str, ...]) -> tuple[str, bool]:
+        """The phase's method (the first of ``names`` the class has) and
+        whether what it returns is awaited: an ``..._async`` method's always,
+        as PocketFlow awaits it (a plain ``def`` that returns a coroutine, or
+        an ``async def`` under a decorator that hides it, included)."""
         for name in names:
             function = getattr(cls, name, None)
             if function is not None and not is_default(function):
-                return name, _is_coroutine_function(function)
+                return name, name.endswith("_async") or _is_coroutine_function(function)
         function = getattr(cls, names[0])
         return names[0], _is_coroutine_function(function)
 
