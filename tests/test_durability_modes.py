@@ -371,3 +371,79 @@ def test_a_step_whose_keys_grow_while_it_is_recorded_is_recorded(durability):
     bf.Flow(start=start).run({}, store=store, run_id="run", durability=durability)
     assert store.get("run").status == "completed"
     assert bf.Flow().state("run", store=store)["busy"] == 5
+
+
+# -- a flow's own prep, run again when a run resumes inside the flow ------------------
+
+
+class Fails:
+    """Fails the first time it is asked to, then no more."""
+
+    def __init__(self):
+        self.armed = True
+
+    def now(self):
+        armed, self.armed = self.armed, False
+        return armed
+
+
+def counting_flow(failing):
+    class Inner(bf.Flow):
+        def prep(self, shared):
+            shared["count"] = shared.get("count", 0) + 1  # the flow's own prep
+
+    class Add(bf.Node):
+        def post(self, shared, prep_res, exec_res):
+            shared["count"] += 10  # a step inside the flow touches the same key
+
+    class Last(bf.Node):
+        def exec(self, prep_res):
+            if failing.now():
+                raise RuntimeError("last fails once")
+
+    add = Add(name="add")
+    add >> Last(name="last")
+    return bf.Flow(start=Inner(start=add, name="inner"), name="top")
+
+
+def collecting_flow(failing):
+    class EachDoc(bf.BatchFlow):
+        def prep(self, shared):
+            shared["results"] = []  # a fresh list, which the sets append to
+            return [{"doc": doc} for doc in ("a", "b", "c")]
+
+    class Summarize(bf.Node):
+        def exec(self, prep_res):
+            if self.params["doc"] == "b" and failing.now():
+                raise RuntimeError("b fails once")
+            return self.params["doc"].upper()
+
+        def post(self, shared, prep_res, exec_res):
+            shared["results"].append(exec_res)
+
+    return bf.Flow(start=EachDoc(start=Summarize(name="sum"), name="each"), name="top")
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [(counting_flow, {"count": 11}), (collecting_flow, {"results": ["A", "B", "C"]})],
+)
+def test_a_flow_s_prep_run_again_on_resume_counts_once(make, expected, durability):
+    # The steps that finished inside the flow recorded the keys they touched
+    # with prep's first writes in them: prep's second run must not add to them.
+    failing = Fails()
+    store = bf.MemoryStore()
+    with pytest.raises(RuntimeError, match="fails once"):
+        make(failing).run({}, store=store, run_id="run", durability=durability)
+    assert make(failing).resume("run", store=store) == expected
+
+
+def test_a_fork_inside_a_flow_counts_its_prep_once():
+    failing = Fails()
+    failing.armed = False
+    store = bf.MemoryStore()
+    counting_flow(failing).run({}, store=store, run_id="run")
+    assert counting_flow(failing).state("run", store=store, at=1) == {"count": 11}
+    forked = counting_flow(failing).fork("run", store=store, at=1, run_id="again")
+    assert forked == {"count": 11}

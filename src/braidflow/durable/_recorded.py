@@ -36,9 +36,35 @@ class Recorded:
         # The questions a waiting run stopped at (the last run of ask rows),
         # less those answered since.
         self.asked: list[Checkpoint] = []
+        self._rows: list[Checkpoint] = []  # every row, in the order written
+
+    @property
+    def resumed(self) -> bool:
+        """Whether the run did anything before (a resume or a fork)."""
+        return bool(self._rows)
+
+    def wrote(self, row: Checkpoint) -> None:
+        """The resume wrote ``row`` (a migration's update) after the rows read."""
+        self._rows = [*self._rows, row]
+
+    def store_changes_since(self, frame: str) -> list[bytes]:
+        """What the rows written since the walk ``frame`` (or one nested in
+        it) began changed in the store, in the order written: none if it had
+        not begun."""
+        rows = self._rows
+        nested = (f"{frame}/", f"{frame}[")
+        for at, row in enumerate(rows):
+            if row.frame == frame or row.frame.startswith(nested):
+                return [
+                    row.payload
+                    for row in rows[at:]
+                    if row.kind in ("step", "update", "state") and row.payload
+                ]
+        return []
 
     def rebuild(self, codec: Codec, initial: bytes, rows: list[Checkpoint]) -> TrackingDict:
         """``shared`` as the recorded steps left it; index the rest for replay."""
+        self._rows = rows
         shared = TrackingDict()
         for key, value in codec.unpack(initial):
             dict.__setitem__(shared, key, value)

@@ -260,6 +260,20 @@ class DurableRun:
             self._apply(target, row.payload)
         return None if row.action is None else json.loads(row.action)
 
+    def prep_ran_again(self, frame: str, shared: TrackingDict) -> None:
+        """Resuming inside the flow whose walk is ``frame``: its own ``prep``
+        ran again on the store as the run left it, where the steps that
+        finished in the flow had recorded the keys they touched with
+        ``prep``'s first writes in them. What was recorded since the flow
+        began is applied again, in order, so that ``prep``'s writes count
+        once: only keys no later step touched keep what it wrote now."""
+        for payload in self.recorded.store_changes_since(frame):
+            for key, value in self.codec.unpack(payload):
+                if value is MISSING:
+                    dict.pop(shared, key, None)
+                else:
+                    dict.__setitem__(shared, key, value)
+
     def replay_sets(self, stage: str, view: Any) -> None:
         """Resuming a batch flow whose parameter sets share a branch's view:
         apply to it what the sets that finished before changed, in the order

@@ -131,6 +131,7 @@ def claim_run(
             answer_questions(durable, record, answer, answers, name)
         if update is not None:
             durable.write([update])
+            durable.recorded.wrote(update)  # the latest change, if a flow's prep runs again
         durable.record_events = record.metadata.get(EVENTS_KEY) is True
         kept = record.metadata.get(USAGE_KEY)
         if isinstance(kept, dict):  # what the run spent before counts on

@@ -210,6 +210,11 @@ def flow_stage(flow: Any, shared: Any, prep_result: Any, offload: bool) -> Steps
     """A flow's exec stage: its walk, or one walk per parameter set of a batch
     flow. Its executor, if it has one, is the default of the batch nodes inside.
     ``offload``: what the flow's sync nodes do (for a sync flow in async code)."""
+    run = RUN.get()
+    if run is not None and run.durable is not None and run.durable.recorded.resumed:
+        target = store_under(shared)
+        if type(target) is TrackingDict:  # (a branch's view is rebuilt as it replays)
+            run.durable.prep_ran_again(STEP.get().key, target)
     if flow._bf_executor is None and flow._bf_batch == "single" and not _own_orch(flow):
         return _walk_of(flow, shared, {**flow.params}, offload)  # the common case, as is
     return _stage(flow, shared, prep_result, offload)
