@@ -19,6 +19,7 @@ from braidflow import (
     Node,
     Suspended,
 )
+from braidflow.testing import VirtualClock
 
 
 class Spends(BatchNode):
@@ -131,9 +132,66 @@ async def test_calls_in_flight_finish_and_count_and_nothing_more_starts():
     # Those in flight when it was reached finished (not cancelled) and count.
     assert {entry for entry in log if entry[0] == "end"} == {("end", i) for i in range(4)}
     assert caught.value.spent.tokens == 200  # 100 + the two calls in flight
-    assert caught.value.item_index in (4, 5)
+    assert caught.value.item_index == 4  # the first refused
     assert ("start", 4) not in log
     assert ("start", 5) not in log
+
+
+@pytest.mark.parametrize("on_exceed", ["raise", "suspend"])
+async def test_the_stop_names_the_first_item_refused_though_a_later_one_finds_no_call_in_flight(
+    on_exceed,
+):
+    # Item 2 finds the budget reached with item 1 in flight and waits for it;
+    # item 3 is refused once item 1 has ended, with no call in flight: the
+    # run still stops at item 2, and item 3's error (if it raises) says so.
+    clock, one_started, release = VirtualClock(), asyncio.Event(), asyncio.Event()
+    calls, events = [], []
+
+    class Calls(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return list(range(6))
+
+        async def exec_async(self, item):
+            calls.append(item)
+            if item == 0:
+                await one_started.wait()
+            else:
+                one_started.set()
+                await release.wait()
+            self.report_usage(input_tokens=100)
+            return item
+
+    async def until(condition):
+        while not condition():
+            await asyncio.sleep(0)
+
+    options = {"store": MemoryStore(), "run_id": "r"} if on_exceed == "suspend" else {}
+    run = asyncio.ensure_future(
+        Calls(max_concurrency=2).run_async(
+            {},
+            budget=Budget(tokens=100, on_exceed=on_exceed),
+            clock=clock,
+            observers=[events.append],
+            **options,
+        )
+    )
+    await until(lambda: clock.sleepers == 1)  # item 2 waits for item 1's call
+    release.set()
+    await until(lambda: run.done() or clock.sleepers == 2)  # item 3 refused
+    clock.advance(1)
+    with pytest.raises(BudgetExceeded if on_exceed == "raise" else Suspended) as caught:
+        await run
+    assert calls == [0, 1]
+    if on_exceed == "suspend":  # (no error event: the run waits)
+        assert "node 'Calls' item 2:" in options["store"].get("r").prompt["budget"]
+        error = caught.value.__cause__
+    else:
+        error = caught.value
+        failed = [event for event in events if event.kind == "error" and event.item is not None]
+        assert failed[0].item == 2
+        assert all(event.error.item_index == 2 for event in failed)
+    assert (error.node, error.item_index) == ("Calls", 2)
+    assert "node 'Calls' item 2:" in str(error)
 
 
 def test_a_durable_run_suspends_and_resumes_with_a_higher_budget():

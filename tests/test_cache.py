@@ -291,6 +291,48 @@ def test_the_version_follows_functions_exec_holds_in_its_closure():
     assert exec_version(build(2)) != exec_version(build(3))
 
 
+def test_editing_a_default_value_of_exec_misses_the_results_kept(store):
+    positional = "def exec(self, text, target='French'):\n    return text + ' in ' + target\n"
+    keyword = "def exec(self, text, *, target='French'):\n    return text + ' in ' + target\n"
+    for body in (positional, keyword):
+        shared = {"input": "hi"}
+        make_node(body, store).run(shared)
+        make_node(body, store).run(shared)
+        assert shared["output"].endswith("in French")
+        make_node(body.replace("French", "German"), store).run(shared)
+        assert shared["output"].endswith("in German")
+
+
+def test_a_default_with_no_stable_text_counts_by_its_type():
+    class Client:
+        pass
+
+    def build(default):
+        class Work(Node):
+            def exec(self, item, client=default):
+                return item
+
+        return Work(name="w")
+
+    assert exec_version(build(Client())) == exec_version(build(Client()))
+    assert exec_version(build(Client())) != exec_version(build(object()))
+
+
+def test_a_simple_value_exec_holds_in_its_closure_counts_and_another_does_not():
+    def build(prompt, client):
+        class Work(Node):
+            def exec(self, item):
+                return (prompt, client, item)
+
+        return Work(name="w")
+
+    client = object()
+    assert exec_version(build("Translate:", client)) == exec_version(build("Translate:", client))
+    assert exec_version(build("Translate:", client)) != exec_version(build("Summarize:", client))
+    assert exec_version(build(("fr", 2), client)) != exec_version(build(("de", 2), client))
+    assert exec_version(build("Translate:", client)) == exec_version(build("Translate:", object()))
+
+
 def test_two_nodes_with_one_exec_but_different_names_keep_apart(store):
     calls = []
     first = upper_batch(BatchNode, calls, cache=Cache(store=store))

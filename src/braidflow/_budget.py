@@ -56,7 +56,9 @@ class Budget:
     as nodes report it (``self.report_usage(...)``). Before each exec
     attempt, if the run has spent as much as the budget or more, the run
     stops before that call: attempts already in flight finish and count, so
-    the budget is overshot by at most what they use. A resumed run counts
+    the budget is overshot by at most what they use, and `BudgetExceeded`
+    names the first attempt refused (others refused meanwhile wait for it
+    to raise, and name it too). A resumed run counts
     what its earlier parts spent. Under a parallel batch's
     ``on_error="collect"`` the items stopped are `braidflow.Failure` s of
     `BudgetExceeded` and the run goes on without calling. The wait for the
@@ -191,11 +193,31 @@ def attempt_started(spend: Spend) -> Any:
     return _ENCLOSING.set((spend, count + 1 if counted is spend else 1))
 
 
+class Refusal:
+    """The exec attempt that first found a run's budget reached, while it
+    stops the run: its node, item, how many of the run's attempts enclose
+    it, and whether it has stopped (raised, or was cancelled)."""
+
+    __slots__ = ("done", "enclosing", "index", "node")
+
+    def __init__(self, node: Any, index: int | None, enclosing: int) -> None:
+        self.node = node
+        self.index = index
+        self.enclosing = enclosing
+        self.done = False
+
+
 def stop_at_budget(
     spend: Spend, node: Any, index: int | None, sleep: Any
 ) -> Generator[Any, Any, Any]:
     """The budget is reached before an exec attempt (which holds no limiter
     now): wait for the attempts in flight to finish, then stop the run.
+
+    The first attempt refused stops the run, and the error names it. One
+    refused while that one is still stopping (another item, which may find
+    no call in flight) joins its stop: its error names the first too, and it
+    waits for the first to raise before it does (unless the first waits for
+    a call that encloses this attempt, which only this one's error can end).
 
     ``sleep`` is the effect that waits a moment (the engine's ``SLEEP``).
 
@@ -206,23 +228,37 @@ def stop_at_budget(
     budget = spend.budget
     counted, count = _ENCLOSING.get()
     enclosing = count if counted is spend else 0  # (another run's attempts are not this one's)
-    while spend.running > enclosing:  # calls in flight finish and count
-        yield (sleep, node, index, _POLL)
-    spent = spend.total
-    where = f" item {index}" if index is not None else ""
-    run = RUN.get()
-    durable = run.durable if run is not None else None
-    error = BudgetExceeded(  # (a suspended run's message says how to resume it)
-        f"{node._describe()}{where}: the run's {budget!r} is reached "
-        f"({budget.reached(spent)}; {spent.calls} calls) before its next call",
-        node=node._display_name(),
-        item_index=index,
-        spent=spent,
-        budget=budget,
-    )
-    if budget.on_exceed == "suspend" and durable is not None:
-        raise OverBudget(error)
-    raise error
+    mine = Refusal(node, index, enclosing)
+    with spend.lock:
+        first = spend.refused
+        if first is None:
+            first = spend.refused = mine
+    try:
+        while spend.running > enclosing or (  # calls in flight finish and count
+            # the first refused, free to raise: it goes first
+            not first.done and first is not mine and spend.running <= first.enclosing
+        ):
+            yield (sleep, node, index, _POLL)
+        spent = spend.total
+        where = f" item {first.index}" if first.index is not None else ""
+        run = RUN.get()
+        durable = run.durable if run is not None else None
+        error = BudgetExceeded(  # (a suspended run's message says how to resume it)
+            f"{first.node._describe()}{where}: the run's {budget!r} is reached "
+            f"({budget.reached(spent)}; {spent.calls} calls) before its next call",
+            node=first.node._display_name(),
+            item_index=first.index,
+            spent=spent,
+            budget=budget,
+        )
+        if budget.on_exceed == "suspend" and durable is not None:
+            raise OverBudget(error)
+        raise error
+    finally:
+        if first is mine:  # stopped (or cancelled): a later refusal starts a stop of its own
+            with spend.lock:
+                mine.done = True
+                spend.refused = None
 
 
 def attempt_ended(spend: Spend, token: Any) -> None:

@@ -46,8 +46,10 @@ class Cache:
             older ones are computed again. ``None`` (default): no limit.
         version: A name for the version of exec's code (``"prompt-v3"``):
             changing it misses every result kept before. ``None`` (default):
-            derived from exec's compiled code, so editing exec misses (a
-            comment or a blank line does not). What exec's code calls
+            derived from exec's compiled code, its default values, and the
+            functions and simple values (strings, numbers, tuples of them)
+            its closure holds, so editing exec misses (a comment or a blank
+            line does not). What exec's code calls by a global name
             (helpers, a prompt kept elsewhere, the model) is not in it: name
             a version when those change.
         key: A function of the prep result (a batch node's item) that gives
@@ -176,8 +178,9 @@ _VERSIONS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 def exec_version(node: Any, index: int | None = None) -> str:
     """A version of ``node``'s exec code: a hash of its compiled code (the
-    code of what it wraps, and of functions its closure holds), the same in
-    every process of one Python version, changed by an edit of the code.
+    code of what it wraps, its default values, and the functions and simple
+    values its closure holds: `_feed_function`), the same in every process of
+    one Python version, changed by an edit of the code. Made once per function.
 
     Raises:
         CacheError: If exec has no Python code to read (a builtin).
@@ -206,8 +209,18 @@ def exec_version(node: Any, index: int | None = None) -> str:
 
 
 def _feed_function(digest: Any, function: Any, seen: set[int]) -> bool:
-    """Add the code of ``function`` (unwrapped), and of the functions its
-    closure holds, to ``digest``; False if it has no code."""
+    """Add the code of ``function`` (unwrapped), its default values, and the
+    functions and simple values its closure holds, to ``digest``; False if it
+    has no code.
+
+    A default counts by its stable text (as a cache key's input does), a
+    function by its code; a default with no stable text (a client, a lock)
+    by its type. A value held in the closure counts if it is simple (a str,
+    number, bool, ``None``, bytes, or a tuple of them: what a factory's prompt
+    or model name is), or a function; other values there (a class, a client,
+    a list kept as state) do not. Nothing is added for a function without
+    defaults or such values, so its version is as it was before they counted.
+    """
     for _ in range(100):  # decorators made with functools.wraps: what they wrap
         inner = getattr(function, "__wrapped__", None)
         if inner is None:
@@ -218,14 +231,66 @@ def _feed_function(digest: Any, function: Any, seen: set[int]) -> bool:
         return isinstance(code, types.CodeType)
     seen.add(id(function))
     _feed(digest, code)
-    for cell in getattr(function, "__closure__", None) or ():
+    defaults = getattr(function, "__defaults__", None)
+    if defaults:
+        digest.update(b"(defaults")
+        for value in defaults:
+            _feed_default(digest, value, seen)
+        digest.update(b")")
+    keyword_defaults = getattr(function, "__kwdefaults__", None)
+    if keyword_defaults:
+        digest.update(b"(kwdefaults")
+        for name in sorted(keyword_defaults):
+            digest.update(f"{name}=".encode("utf-8", "surrogatepass"))
+            _feed_default(digest, keyword_defaults[name], seen)
+        digest.update(b")")
+    for index, cell in enumerate(getattr(function, "__closure__", None) or ()):
         try:
             held = cell.cell_contents
         except ValueError:  # an empty cell
             continue
         if isinstance(held, types.FunctionType | types.MethodType):
             _feed_function(digest, getattr(held, "__func__", held), seen)
+        elif _simple(held):
+            digest.update(f"(cell{index}".encode())
+            _feed(digest, held)
+            digest.update(b")")
     return True
+
+
+def _feed_default(digest: Any, value: Any, seen: set[int]) -> None:
+    """Add a default value of a function to ``digest``: a function by its
+    code, another value by its stable text, or by its type if it has none."""
+    if isinstance(value, types.FunctionType | types.MethodType):
+        digest.update(b"(function")
+        known = _feed_function(digest, getattr(value, "__func__", value), seen)
+        digest.update(b")")
+        if known:
+            return
+    try:
+        text = stable_text(value)
+    except Unfingerprintable:  # only its address tells it apart: count what it is
+        kind = type(value)
+        text = f"type:{kind.__module__}.{kind.__qualname__}".encode("utf-8", "surrogatepass")
+    digest.update(b"(value%d:" % len(text))
+    digest.update(text)
+    digest.update(b")")
+
+
+# The kinds of value a closure's cell counts by: immutable, and the same in every process.
+_SIMPLE = frozenset((str, int, float, bool, type(None), bytes))
+
+
+def _simple(value: Any) -> bool:
+    """Whether ``value`` is a simple value: a str, number, bool, ``None``,
+    bytes, or a tuple of them (nested), whose repr is its identity."""
+    kind = type(value)
+    if kind is tuple:
+        try:
+            return all(_simple(part) for part in value)
+        except RecursionError:
+            return False
+    return kind in _SIMPLE
 
 
 def _feed(digest: Any, value: Any) -> None:

@@ -112,16 +112,19 @@ class Spend:
     """A run's spending: the usage reported so far and its budget (if any).
 
     ``running`` counts the exec attempts of a budgeted run that are going on
-    (what a stop waits for); a resumed run starts from what it spent before.
+    (what a stop waits for); ``refused`` is the attempt that first found the
+    budget reached, while it stops the run (a `braidflow._budget.Refusal`);
+    a resumed run starts from what it spent before.
     """
 
-    __slots__ = ("budget", "lock", "running", "total")
+    __slots__ = ("budget", "lock", "refused", "running", "total")
 
     def __init__(self, budget: Any = None, before: Usage = NO_USAGE) -> None:
         self.budget = budget
         self.lock = threading.Lock()
         self.total = before
         self.running = 0
+        self.refused: Any = None
 
     def add(self, usage: Usage) -> Usage:
         """Count ``usage``; return the total."""
