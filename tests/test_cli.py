@@ -73,6 +73,9 @@ class Odd(bf.Node):
     def post(self, shared, prep_res, exec_res):
         shared["tags"] = {"a", "b"}
         shared[(1, 2)] = "pair"
+        shared["ratio"] = float("nan")
+        shared["limits"] = [float("inf"), -float("inf")]
+        shared["by_id"] = {1: "int key", "1": "str key", None: "none key", 2: "two"}
 
 
 class Waits(bf.Node):
@@ -209,6 +212,39 @@ def test_values_json_cannot_hold_are_shown_by_repr(work):
     shown = json.loads(done.stdout)
     assert shown["(1, 2)"] == "pair"
     assert shown["tags"] in ("{'a', 'b'}", "{'b', 'a'}")
+
+
+def strict_json(text):
+    """JSON as a strict parser reads it: no NaN or Infinity, no key twice."""
+
+    def no_constant(name):
+        raise AssertionError(f"{name} is not JSON")
+
+    def no_key_twice(pairs):
+        keys = [key for key, _ in pairs]
+        assert len(keys) == len(set(keys)), f"a key given twice: {keys}"
+        return dict(pairs)
+
+    return json.loads(text, parse_constant=no_constant, object_pairs_hook=no_key_twice)
+
+
+def test_the_output_is_strict_json_that_keeps_every_entry(work):
+    done = cli(work, "run", "flows.py:odd")
+    assert done.returncode == 0, done.stderr
+    written = cli(work, "run", "flows.py:odd", "--out", "o.json")
+    assert written.returncode == 0, written.stderr
+    for text in (done.stdout, (work / "o.json").read_text()):
+        shown = strict_json(text)
+        assert shown["ratio"] == "nan"
+        assert shown["limits"] == ["inf", "-inf"]
+        # A string key is kept as it is; an int key that would be written the
+        # same is shown by its repr and type; the others as JSON writes them.
+        assert shown["by_id"] == {
+            "1 (int)": "int key",
+            "1": "str key",
+            "null": "none key",
+            "2": "two",
+        }
 
 
 def test_a_module_target_and_a_function_returning_a_flow(work):
