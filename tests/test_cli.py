@@ -797,6 +797,33 @@ def test_every_resume_the_command_suggests_works(work):
     assert json.loads(answered.stdout)["approved"] == "yes"
 
 
+def test_a_run_id_or_store_that_starts_with_a_dash_is_suggested_so_that_it_works(work):
+    waiting = cli(work, "run", "flows.py:review", "--store", "runs.db", "--run-id=-r1")
+    assert waiting.returncode == 3, waiting.stderr
+    answer = suggested(waiting.stderr, "answer with: ", JSON='"yes"')
+    assert answer == ["resume", "--store", "runs.db", "--input", '"yes"', "--", "-r1"]
+    answered = cli(work, *answer)
+    assert answered.returncode == 0, answered.stderr
+    assert json.loads(answered.stdout)["approved"] == "yes"
+
+    failed = cli(work, "run", "flows.py:fragile", "--store=-s.db", "--run-id=-f1")
+    assert failed.returncode == 1, failed.stderr
+    resume = suggested(failed.stderr, "fix the cause, then: ")
+    assert resume == ["resume", "--store=-s.db", "--", "-f1"]
+    again = cli(work, *resume)  # accepted; resumed, and fails again: nothing is fixed yet
+    assert again.returncode == 1, again.stderr
+    with_input = cli(work, "resume", "--store=-s.db", "--input=-1", "--", "-f1")
+    assert with_input.returncode == 2
+    (work / "fixed").write_text("")
+    done = cli(work, *suggested(with_input.stderr, "resume it without --input: "))
+    assert done.returncode == 0, done.stderr
+
+    unknown = cli(work, "show", "--store=-s.db", "--", "-nothing")
+    listing = cli(work, *suggested(unknown.stderr, "(", until=" lists them)"))
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.splitlines()[1].startswith("-f1 ")
+
+
 @pytest.mark.slow
 def test_a_run_started_from_python_resumes_as_suggested_and_remembers_its_target(work):
     sys.path.insert(0, str(work))

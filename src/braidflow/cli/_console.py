@@ -42,9 +42,24 @@ def say(text: str) -> None:
     print(f"braidflow: {text}", file=sys.stderr, flush=True)
 
 
-def suggested(*words: str) -> str:
-    """A ``braidflow`` command line to suggest, quoted for a shell."""
-    return shlex.join(["braidflow", *words])
+def suggested(command: str, *arguments: str, options: Sequence[tuple[str, str]] = ()) -> str:
+    """A ``braidflow`` command line to suggest, quoted for a shell: ``command``,
+    its positional ``arguments`` (a run id, TARGET), then ``options`` as
+    (option, value) pairs.
+
+    A word that starts with ``-`` would be read as an option, so that the
+    line would not work as printed: such a value is given as
+    ``--option=value``, and such an argument (a run id ``-r1``) after ``--``,
+    the options put before it.
+    """
+    given = [
+        word
+        for option, value in options
+        for word in ((f"{option}={value}",) if value.startswith("-") else (option, value))
+    ]
+    if any(argument.startswith("-") for argument in arguments):
+        return shlex.join(["braidflow", command, *given, "--", *arguments])
+    return shlex.join(["braidflow", command, *arguments, *given])
 
 
 # -- reading JSON -----------------------------------------------------------------------
