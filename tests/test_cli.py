@@ -307,6 +307,35 @@ def test_bad_input_is_one_line_and_exit_code_2(work, args, said):
     assert said in done.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["runs"],
+        ["show", "x"],
+        ["resume", "x"],
+        ["fork", "x", "flows.py:greet"],
+        ["timeline", "x", "-o", "t.html"],
+        ["graph", "flows.py:greet", "--run", "x"],
+        ["ui", "--port", "0"],
+    ],
+    ids=lambda args: args[0],
+)
+def test_a_command_that_never_creates_a_store_refuses_an_empty_file_and_leaves_it(work, args):
+    if args[0] == "ui":
+        pytest.importorskip("uvicorn")
+    (work / "empty.db").write_bytes(b"")
+    done = cli(work, *args, "--store", "empty.db", check_stderr_one_line=True)
+    assert "no store at 'empty.db': the file is empty (give --store PATH" in done.stderr
+    assert (work / "empty.db").stat().st_size == 0
+
+
+def test_run_makes_its_store_in_an_empty_file_as_where_there_is_none(work):
+    (work / "empty.db").write_bytes(b"")
+    made = cli(work, "run", "flows.py:greet", "--store", "empty.db", "--run-id", "x")
+    assert made.returncode == 0, made.stderr
+    assert status(work, "x", store="empty.db") == "completed"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("content", "said"),

@@ -51,8 +51,8 @@ def chosen_store(args: argparse.Namespace) -> StoreAddress:
 
 
 def open_store(address: StoreAddress, *, create: bool) -> Any:
-    """The store at ``address``; a file that is not there is made only if
-    ``create`` (see `StoreAddress.open`)."""
+    """The store at ``address``; a file that is not there (or is empty) is made
+    only if ``create`` (see `StoreAddress.open`)."""
     return address.open(create=create)
 
 
