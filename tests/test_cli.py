@@ -73,6 +73,9 @@ class Odd(bf.Node):
     def post(self, shared, prep_res, exec_res):
         shared["tags"] = {"a", "b"}
         shared[(1, 2)] = "pair"
+        shared["ratio"] = float("nan")
+        shared["limits"] = [float("inf"), -float("inf")]
+        shared["by_id"] = {1: "int key", "1": "str key", None: "none key", 2: "two"}
 
 
 class Waits(bf.Node):
@@ -211,6 +214,39 @@ def test_values_json_cannot_hold_are_shown_by_repr(work):
     assert shown["tags"] in ("{'a', 'b'}", "{'b', 'a'}")
 
 
+def strict_json(text):
+    """JSON as a strict parser reads it: no NaN or Infinity, no key twice."""
+
+    def no_constant(name):
+        raise AssertionError(f"{name} is not JSON")
+
+    def no_key_twice(pairs):
+        keys = [key for key, _ in pairs]
+        assert len(keys) == len(set(keys)), f"a key given twice: {keys}"
+        return dict(pairs)
+
+    return json.loads(text, parse_constant=no_constant, object_pairs_hook=no_key_twice)
+
+
+def test_the_output_is_strict_json_that_keeps_every_entry(work):
+    done = cli(work, "run", "flows.py:odd")
+    assert done.returncode == 0, done.stderr
+    written = cli(work, "run", "flows.py:odd", "--out", "o.json")
+    assert written.returncode == 0, written.stderr
+    for text in (done.stdout, (work / "o.json").read_text()):
+        shown = strict_json(text)
+        assert shown["ratio"] == "nan"
+        assert shown["limits"] == ["inf", "-inf"]
+        # A string key is kept as it is; an int key that would be written the
+        # same is shown by its repr and type; the others as JSON writes them.
+        assert shown["by_id"] == {
+            "1 (int)": "int key",
+            "1": "str key",
+            "null": "none key",
+            "2": "two",
+        }
+
+
 def test_a_module_target_and_a_function_returning_a_flow(work):
     done = cli(work, "run", "flows:make_greet")
     assert done.returncode == 0, done.stderr
@@ -269,6 +305,35 @@ def test_bad_input_is_one_line_and_exit_code_2(work, args, said):
     done = cli(work, *args, check_stderr_one_line=True)  # argparse's own errors too
     assert done.returncode == 2
     assert said in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["runs"],
+        ["show", "x"],
+        ["resume", "x"],
+        ["fork", "x", "flows.py:greet"],
+        ["timeline", "x", "-o", "t.html"],
+        ["graph", "flows.py:greet", "--run", "x"],
+        ["ui", "--port", "0"],
+    ],
+    ids=lambda args: args[0],
+)
+def test_a_command_that_never_creates_a_store_refuses_an_empty_file_and_leaves_it(work, args):
+    if args[0] == "ui":
+        pytest.importorskip("uvicorn")
+    (work / "empty.db").write_bytes(b"")
+    done = cli(work, *args, "--store", "empty.db", check_stderr_one_line=True)
+    assert "no store at 'empty.db': the file is empty (give --store PATH" in done.stderr
+    assert (work / "empty.db").stat().st_size == 0
+
+
+def test_run_makes_its_store_in_an_empty_file_as_where_there_is_none(work):
+    (work / "empty.db").write_bytes(b"")
+    made = cli(work, "run", "flows.py:greet", "--store", "empty.db", "--run-id", "x")
+    assert made.returncode == 0, made.stderr
+    assert status(work, "x", store="empty.db") == "completed"
 
 
 @pytest.mark.slow
@@ -759,6 +824,33 @@ def test_every_resume_the_command_suggests_works(work):
     answered = cli(work, *suggested(taken.stderr, "or resume that run: ", JSON='"yes"'))
     assert answered.returncode == 0, answered.stderr
     assert json.loads(answered.stdout)["approved"] == "yes"
+
+
+def test_a_run_id_or_store_that_starts_with_a_dash_is_suggested_so_that_it_works(work):
+    waiting = cli(work, "run", "flows.py:review", "--store", "runs.db", "--run-id=-r1")
+    assert waiting.returncode == 3, waiting.stderr
+    answer = suggested(waiting.stderr, "answer with: ", JSON='"yes"')
+    assert answer == ["resume", "--store", "runs.db", "--input", '"yes"', "--", "-r1"]
+    answered = cli(work, *answer)
+    assert answered.returncode == 0, answered.stderr
+    assert json.loads(answered.stdout)["approved"] == "yes"
+
+    failed = cli(work, "run", "flows.py:fragile", "--store=-s.db", "--run-id=-f1")
+    assert failed.returncode == 1, failed.stderr
+    resume = suggested(failed.stderr, "fix the cause, then: ")
+    assert resume == ["resume", "--store=-s.db", "--", "-f1"]
+    again = cli(work, *resume)  # accepted; resumed, and fails again: nothing is fixed yet
+    assert again.returncode == 1, again.stderr
+    with_input = cli(work, "resume", "--store=-s.db", "--input=-1", "--", "-f1")
+    assert with_input.returncode == 2
+    (work / "fixed").write_text("")
+    done = cli(work, *suggested(with_input.stderr, "resume it without --input: "))
+    assert done.returncode == 0, done.stderr
+
+    unknown = cli(work, "show", "--store=-s.db", "--", "-nothing")
+    listing = cli(work, *suggested(unknown.stderr, "(", until=" lists them)"))
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.splitlines()[1].startswith("-f1 ")
 
 
 @pytest.mark.slow

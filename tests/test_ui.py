@@ -6,6 +6,7 @@ import hashlib
 import html
 import json
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -396,6 +397,24 @@ def test_with_no_target_known_the_page_says_what_to_run(tmp_path, capsys):
     assert main(words) == 0  # as it says, once the cause is gone
     capsys.readouterr()
     assert bf.SQLiteStore(path, read_only=True).get("py-run").status == "completed"
+
+
+def test_what_to_run_instead_works_for_a_run_id_that_starts_with_a_dash(tmp_path, capsys):
+    path = tmp_path / "runs.db"
+    with bf.SQLiteStore(path) as store, pytest.raises(ValueError, match="page 2"):
+        ui_flows.make_crawl().run({"pages": 4, "broken": 2}, store=store, run_id="-py")
+    page = client_of(path).get("/runs/-py").text
+    target = f"{FLOWS}:crawl"
+    forked = html.unescape(re.search(r"Fork it with: <code>([^<]+)</code>", page).group(1))
+    assert forked.endswith(" -- -py path/to/file.py:name")
+    words = shlex.split(
+        forked.replace("path/to/file.py:name", target).replace("KEY=JSON", "broken=9")
+    )
+    assert main(words[1:]) == 0  # the fork runs past page 2 now
+    said = html.unescape(re.search(r"Resume it with: <code>([^<]+)</code>", page).group(1))
+    assert main(shlex.split(said.replace("path/to/file.py:name", target))[1:]) == 1  # it ran
+    capsys.readouterr()
+    assert bf.SQLiteStore(path, read_only=True).get("-py-fork-1").status == "completed"
 
 
 def test_an_action_without_the_pages_csrf_token_is_refused(store_path):

@@ -66,13 +66,15 @@ class StoreAddress:
 
     def open(self, *, create: bool, read_only: bool = False) -> Any:
         """The store: a `PostgresStore` for a URL, else a `SQLiteStore`; a file
-        that is not there is made only if ``create`` (a database's tables are
-        made on first use, except when ``read_only``, which reads only).
+        that is not there (or is empty) is made only if ``create`` (a database's
+        tables are made on first use, except when ``read_only``, which reads
+        only).
 
         Raises:
-            UsageError: For a file that is not there, a database that cannot
-                be reached or has no braidflow tables to read, psycopg not
-                installed: one line, naming the store and what to do.
+            UsageError: For a file that is not there or is empty (unless
+                ``create``), a database that cannot be reached or has no
+                braidflow tables to read, psycopg not installed: one line,
+                naming the store and what to do.
         """
         from .. import StoreError
 
@@ -87,6 +89,13 @@ class StoreAddress:
         if not path.exists() and (read_only or not create):
             raise UsageError(
                 f"no store at {self.given!r} (give --store PATH, or set BRAIDFLOW_STORE)"
+            )
+        if (read_only or not create) and path.is_file() and path.stat().st_size == 0:
+            # SQLite would take it as a new database and write a store's tables
+            # into it: a command that never creates a store refuses it instead.
+            raise UsageError(
+                f"no store at {self.given!r}: the file is empty (give --store PATH, or set "
+                "BRAIDFLOW_STORE)"
             )
         if path.is_dir():
             made = " (a new one is made where none is)" if create and not read_only else ""

@@ -11,6 +11,7 @@ import json
 import math
 import shlex
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,24 @@ def say(text: str) -> None:
     print(f"braidflow: {text}", file=sys.stderr, flush=True)
 
 
-def suggested(*words: str) -> str:
-    """A ``braidflow`` command line to suggest, quoted for a shell."""
-    return shlex.join(["braidflow", *words])
+def suggested(command: str, *arguments: str, options: Sequence[tuple[str, str]] = ()) -> str:
+    """A ``braidflow`` command line to suggest, quoted for a shell: ``command``,
+    its positional ``arguments`` (a run id, TARGET), then ``options`` as
+    (option, value) pairs.
+
+    A word that starts with ``-`` would be read as an option, so that the
+    line would not work as printed: such a value is given as
+    ``--option=value``, and such an argument (a run id ``-r1``) after ``--``,
+    the options put before it.
+    """
+    given = [
+        word
+        for option, value in options
+        for word in ((f"{option}={value}",) if value.startswith("-") else (option, value))
+    ]
+    if any(argument.startswith("-") for argument in arguments):
+        return shlex.join(["braidflow", command, *given, "--", *arguments])
+    return shlex.join(["braidflow", command, *arguments, *given])
 
 
 # -- reading JSON -----------------------------------------------------------------------
@@ -166,29 +182,94 @@ def _json_hint(text: str, what: str, from_file: bool) -> str:
 
 
 def shown_json(shared: Any) -> str:
-    """``shared`` as JSON: values JSON cannot hold shown by their ``repr``."""
+    """``shared`` as strict JSON, which any parser reads whole: a value JSON
+    cannot hold is shown by its ``repr`` (``nan`` as ``"nan"``), a key as
+    `_key_texts` says, so that no entry is lost."""
     try:
-        try:
-            # As it is, if its keys are ones JSON can hold: no copy to recurse
-            # through, so it goes as deep as the JSON it was read from.
-            return json.dumps(shared, indent=2, ensure_ascii=False, default=repr)
-        except TypeError:  # a key JSON cannot hold (a tuple): shown by its repr
-            return json.dumps(_plain(shared), indent=2, ensure_ascii=False, default=repr)
-    except ValueError:  # a value that holds itself
+        if _is_json(shared):
+            # As it is: no copy to recurse through, so it goes as deep as the
+            # JSON it was read from.
+            return json.dumps(shared, indent=2, ensure_ascii=False, allow_nan=False, default=repr)
+        return json.dumps(
+            _plain(shared), indent=2, ensure_ascii=False, allow_nan=False, default=repr
+        )
+    except (ValueError, RecursionError):  # a value that holds itself, or too deep to copy
         return json.dumps(repr(shared))
 
 
+def _is_json(value: Any) -> bool:
+    """Tell whether json.dumps writes ``value`` as it is: no float it has no
+    number for (NaN, infinity), no dict key but strings (it would write ``1``
+    and ``"1"`` as the same key). Looked through without recursion, as deep as
+    it goes."""
+    seen: set[int] = set()
+    waiting = [value]
+    while waiting:
+        item = waiting.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return False
+        elif isinstance(item, dict | list | tuple) and id(item) not in seen:
+            seen.add(id(item))  # once each: a value that holds itself ends here
+            if isinstance(item, dict):
+                if not all(isinstance(key, str) for key in item):
+                    return False
+                waiting.extend(item.values())
+            else:
+                waiting.extend(item)
+    return True
+
+
 def _plain(value: Any) -> Any:
+    """``value`` with only what strict JSON holds in its dicts and lists: a float
+    JSON has no number for by its ``repr``, keys as `_key_texts` says."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
     if isinstance(value, dict):
         return {
-            key if isinstance(key, str | int | float | bool) or key is None else repr(key): (
-                _plain(item)
-            )
-            for key, item in value.items()
+            text: _plain(item) for text, item in zip(_key_texts(value), value.values(), strict=True)
         }
     if isinstance(value, list | tuple):
         return [_plain(item) for item in value]
     return value
+
+
+def _key_texts(mapping: dict[Any, Any]) -> list[str]:
+    """The keys of ``mapping`` as JSON's string keys, each one its own: a string
+    as it is; another key as JSON writes one (``1`` as ``"1"``, ``None`` as
+    ``"null"``), or by its ``repr`` where JSON has none (a tuple, ``nan``); one
+    whose text is another key's, by its ``repr`` and type (``"1 (int)"``),
+    numbered if even that is taken. A string key never changes: it is what a
+    reader of the JSON looks up."""
+    texts = [key if isinstance(key, str) else _key_text(key) for key in mapping]
+    counts = Counter(texts)
+    taken = {
+        text
+        for key, text in zip(mapping, texts, strict=True)
+        if isinstance(key, str) or counts[text] == 1
+    }
+    shown = []
+    for key, text in zip(mapping, texts, strict=True):
+        if not isinstance(key, str) and counts[text] > 1:
+            text = typed = f"{key!r} ({type(key).__name__})"
+            number = 1
+            while text in taken:
+                number += 1
+                text = f"{typed} #{number}"
+            taken.add(text)
+        shown.append(text)
+    return shown
+
+
+def _key_text(key: Any) -> str:
+    """A key that is not a string as JSON writes one, or by its ``repr``."""
+    if key is None or isinstance(key, bool):
+        return json.dumps(key)
+    if isinstance(key, int):
+        return int.__repr__(key)
+    if isinstance(key, float):
+        return float.__repr__(key)  # nan and inf too, as values are shown
+    return repr(key)
 
 
 def prompt_lines(prompt: Any) -> list[str]:

@@ -146,7 +146,9 @@ def _finish(args: argparse.Namespace, run: Callable[[], Any], job: _Job) -> int:
         with _drain_on_sigterm(job, args.drain_timeout):
             shared = run()
     except Drained as drained:
-        hint = job.resume_command() or suggested("resume", drained.run_id, "--store", "PATH")
+        hint = job.resume_command() or suggested(
+            "resume", drained.run_id, options=[("--store", "PATH")]
+        )
         say(
             f"run {drained.run_id!r} was drained at {drained.node}: everything that finished "
             f"is stored; resume it with: {hint}"
@@ -158,7 +160,7 @@ def _finish(args: argparse.Namespace, run: Callable[[], Any], job: _Job) -> int:
             print(f"  {waiting.prompt['budget']}", file=sys.stderr)  # type: ignore[index]
             more = job.resume_command()
             if more is None:
-                more = suggested("resume", waiting.run_id, "--budget-tokens", "N")
+                more = suggested("resume", waiting.run_id, options=[("--budget-tokens", "N")])
             say(f"resume it with a higher budget: {more} (or --budget-cost X)")
             return EXIT_WAITING
         questions = waiting.questions
@@ -168,14 +170,16 @@ def _finish(args: argparse.Namespace, run: Callable[[], Any], job: _Job) -> int:
                 print(f"  {question.id} at {question.where}:", file=sys.stderr)
                 for line in prompt_lines(question.prompt):
                     print(f"    {line}", file=sys.stderr)
-            how = [word for q in questions for word in ("--answer", f"{q.id}=JSON")]
-            answer = job.resume_command() or suggested("resume", waiting.run_id, *how)
+            how = [("--answer", f"{question.id}=JSON") for question in questions]
+            answer = job.resume_command() or suggested("resume", waiting.run_id, options=how)
             say(f"answer some or all with: {answer}")
             return EXIT_WAITING
         say(f"run {waiting.run_id!r} is waiting for input at {waiting.node}:")
         for line in prompt_lines(waiting.prompt):
             print(f"  {line}", file=sys.stderr)
-        answer = job.resume_command() or suggested("resume", waiting.run_id, "--input", "JSON")
+        answer = job.resume_command() or suggested(
+            "resume", waiting.run_id, options=[("--input", "JSON")]
+        )
         say(f"answer with: {answer}")
         return EXIT_WAITING
     except KeyboardInterrupt:
@@ -388,14 +392,14 @@ def command_resume(args: argparse.Namespace) -> int:
         )
     remembered = remembered_target(record)
     if args.target is None and remembered is None:
-        words = ["resume", run_id, PLACEHOLDER_TARGET, "--store", str(store_path)]
+        again = [("--store", str(store_path))]  # the options given, to give again
         if args.input is not None:
-            words += ["--input", args.input]
-        for pair in args.answer or ():
-            words += ["--answer", pair]
+            again.append(("--input", args.input))
+        again += [("--answer", pair) for pair in args.answer or ()]
+        line = suggested("resume", run_id, PLACEHOLDER_TARGET, options=again)
         raise UsageError(
             f"run {run_id!r} has no TARGET remembered (it was started from Python, or by an "
-            f"older braidflow command); give its TARGET: {suggested(*words)}"
+            f"older braidflow command); give its TARGET: {line}"
         )
     _check_out(args)
     options = resume_options(args)  # checked before TARGET's file is imported

@@ -51,8 +51,8 @@ def chosen_store(args: argparse.Namespace) -> StoreAddress:
 
 
 def open_store(address: StoreAddress, *, create: bool) -> Any:
-    """The store at ``address``; a file that is not there is made only if
-    ``create`` (see `StoreAddress.open`)."""
+    """The store at ``address``; a file that is not there (or is empty) is made
+    only if ``create`` (see `StoreAddress.open`)."""
     return address.open(create=create)
 
 
@@ -98,7 +98,7 @@ def known_run(store: Any, run_id: str, address: StoreAddress) -> Any:
     """The store's record of the run; bad input if the store has no such run."""
     record = stored_run(store, run_id)
     if record is None:
-        listing = suggested("runs", "--store", str(address))
+        listing = suggested("runs", options=[("--store", str(address))])
         raise UsageError(f"no run {run_id!r} in {str(address)!r} ({listing} lists them)")
     return record
 
@@ -109,17 +109,16 @@ def resume_command(record: Any, address: StoreAddress, target: str | None = None
     ``--input`` for a run waiting for input (``--answer ID=JSON`` for each
     question of one that waits on several, ``--budget-tokens`` for one
     waiting for a higher budget)."""
-    words = ["resume", record.run_id]
+    arguments = [record.run_id]
     if remembered_target(record) is None:
-        words.append(target or PLACEHOLDER_TARGET)
-    words += ["--store", str(address)]  # a URL's password: the placeholder PASSWORD
+        arguments.append(target or PLACEHOLDER_TARGET)
+    options = [("--store", str(address))]  # a URL's password: the placeholder PASSWORD
     if record.status == "waiting" and record.metadata.get("braidflow.waits_for_budget"):
-        words += ["--budget-tokens", "N"]
+        options.append(("--budget-tokens", "N"))
     elif record.status == "waiting":
         questions = record.questions
         if len(questions) > 1:
-            for question in questions:
-                words += ["--answer", f"{question.id}=JSON"]
+            options += [("--answer", f"{question.id}=JSON") for question in questions]
         else:
-            words += ["--input", "JSON"]
-    return suggested(*words)
+            options.append(("--input", "JSON"))
+    return suggested("resume", *arguments, options=options)

@@ -82,9 +82,9 @@ class Actions:
         dashboard knows no TARGET for the run."""
         store = str(self.address)  # a URL's password: the placeholder PASSWORD
         if action == "fork":
-            at = [] if step is None else ["--at", str(step)]
-            words = ["fork", record.run_id, PLACEHOLDER_TARGET, *at, "--store", store]
-            return suggested(*words, "--set", "KEY=JSON")
+            at = [] if step is None else [("--at", str(step))]
+            options = [*at, ("--store", store), ("--set", "KEY=JSON")]
+            return suggested("fork", record.run_id, PLACEHOLDER_TARGET, options=options)
         return resume_command(record, self.address)
 
     def busy(self, run_id: str) -> bool:
