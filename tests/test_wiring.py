@@ -66,6 +66,29 @@ def test_unknown_action_ends_the_flow_with_a_warning():
         assert Flow(start=decide).run({}) == "typo"
 
 
+def test_a_misspelled_action_warns_where_the_only_action_wired_ends_the_flow():
+    class Review(Node):
+        def post(self, shared, prep_res, exec_res):
+            return "aprove"
+
+    review = Review()
+    review - "approve" >> None  # approving ends the flow
+    with pytest.warns(UserWarning, match=r"Flow ends: 'aprove' not found in \['approve'\]"):
+        assert Flow(start=review).run({}) == "aprove"
+
+
+def test_the_flow_ends_hint_for_an_action_that_is_not_a_string_can_be_followed():
+    class Scored(Node):
+        def post(self, shared, prep_res, exec_res):
+            return 1
+
+    scored = Scored()
+    scored >> Node()
+    with pytest.warns(UserWarning, match="wire it with node - '1' >> next_node and return '1'"):
+        Flow(start=scored).run({})
+    scored - "1" >> Node()  # as the hint says (an int cannot be wired)
+
+
 def test_the_flow_ends_warning_points_at_the_code_that_ran_the_flow():
     import asyncio
     import inspect

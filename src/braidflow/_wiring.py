@@ -218,16 +218,21 @@ def route(node: Any, action: Any) -> Any:
     """Return the successor of ``node`` for ``action``, or ``None`` when the flow ends.
 
     ``None`` or an empty action means "default". An action with no successor
-    ends the flow, with a warning only when the node has some other successor
-    wired (it then looks like a typo). Successors wired as ``>> None`` are
-    explicit ends and never cause that warning.
+    ends the flow, with a warning only when the node has other actions wired
+    (it then looks like a typo), if only to ``>> None``. An action wired as
+    ``>> None`` is an explicit end and never causes that warning.
     """
     successors = node.successors
     try:
         return successors[action or DEFAULT_ACTION]
     except KeyError:
-        if any(successor is not None for successor in successors.values()):
-            wire = f"node - {action!r} >> next_node" if action else "node >> next_node"
+        if successors:
+            if not action:
+                wire = "node >> next_node"
+            elif isinstance(action, str):
+                wire = f"node - {action!r} >> next_node"
+            else:  # wiring takes strings: the action must be one
+                wire = f"node - {str(action)!r} >> next_node and return {str(action)!r}"
             warnings.warn(
                 f"Flow ends: '{action}' not found in {list(successors)} (from node "
                 f"{node._display_name()!r}; wire it with {wire}, or return one of those)",
