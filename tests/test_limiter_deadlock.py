@@ -544,3 +544,228 @@ async def test_weighted_holders_whose_nested_requests_fit_one_at_a_time_finish()
     assert shared["results"] == ["called", "called"]
     assert tpm.statistics().peak_in_flight == 9
     assert_released(tpm)
+
+
+# -- weighted limiters: a nested request does not queue behind a heavier waiter ------------
+
+# Seconds a shape that must finish is given: a regression fails instead of hanging.
+HANG = 10
+
+
+def in_thread(function):
+    """Run ``function()`` in a thread; fail if it is still running after HANG seconds."""
+    outcome = []
+
+    def run():
+        try:
+            outcome.append(function())
+        except BaseException as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def joined(thread, outcome):
+    """What `in_thread`'s function returned, once its thread has ended (it must, within HANG)."""
+    thread.join(HANG)
+    assert not thread.is_alive(), "a wait that can end never ended"
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def noting(order, base):
+    """A node class that notes its name in ``order`` when its exec runs."""
+
+    if base is AsyncNode:
+
+        class AsyncNoted(AsyncNode):
+            async def exec_async(self, prep_res):
+                order.append(self.name)
+
+        return AsyncNoted
+
+    class Noted(Node):
+        def exec(self, prep_res):
+            order.append(self.name)
+
+    return Noted
+
+
+async def test_a_nested_request_takes_a_free_unit_ahead_of_a_heavier_waiter():
+    # Outer holds 1 of 2 units; Heavy (2) waits at the head of the queue for that
+    # unit; Outer's inner node asks for the free one: it must not queue behind Heavy.
+    api = Limiter(2, name="api")
+    order = []
+    Noted = noting(order, AsyncNode)
+    holding = asyncio.Event()
+
+    class Outer(AsyncNode):
+        async def exec_async(self, prep_res):
+            holding.set()
+            await wait_until(lambda: api.statistics().waiting == 1)  # Heavy queued
+            await Noted(limits=[api.weighted(1)], name="inner").run_async({})
+            order.append("outer")
+
+    outer = asyncio.create_task(Outer(limits=[api.weighted(1)]).run_async({}))
+    await holding.wait()
+    heavy = asyncio.create_task(Noted(limits=[api.weighted(2)], name="heavy").run_async({}))
+    await asyncio.wait_for(asyncio.gather(outer, heavy), HANG)
+    assert order == ["inner", "outer", "heavy"]
+    assert_released(api)
+
+
+def test_a_nested_request_in_a_thread_takes_a_free_unit_ahead_of_a_heavier_waiter():
+    api = Limiter(2, name="api")
+    order = []
+    Noted = noting(order, Node)
+    holding = threading.Event()
+
+    class Outer(Node):
+        def exec(self, prep_res):
+            holding.set()
+            wait_until_blocking(lambda: api.statistics().waiting == 1)  # Heavy queued
+            Flow(start=Noted(limits=[api.weighted(1)], name="inner")).run({})
+            order.append("outer")
+
+    outer = in_thread(lambda: Flow(start=Outer(limits=[api.weighted(1)])).run({}))
+    holding.wait()
+    heavy = in_thread(lambda: Flow(start=Noted(limits=[api.weighted(2)], name="heavy")).run({}))
+    joined(*outer)
+    joined(*heavy)
+    assert order == ["inner", "outer", "heavy"]
+    assert_released(api)
+
+
+async def test_a_nested_request_that_must_wait_is_served_ahead_of_a_heavier_waiter():
+    # 1 of 3 units held by the test, 1 by Outer; Heavy (3) waits at the head; Outer's
+    # inner node asks for 2 and waits too. The test's unit back: the inner node takes it.
+    api = Limiter(3, name="api")
+    order = []
+    Noted = noting(order, AsyncNode)
+    holding = asyncio.Event()
+
+    class Outer(AsyncNode):
+        async def exec_async(self, prep_res):
+            holding.set()
+            await wait_until(lambda: api.statistics().waiting == 1)  # Heavy queued
+            await Noted(limits=[api.weighted(2)], name="inner").run_async({})
+            order.append("outer")
+
+    async def shape():
+        await api.acquire()
+        outer = asyncio.create_task(Outer(limits=[api.weighted(1)]).run_async({}))
+        await holding.wait()
+        heavy = asyncio.create_task(Noted(limits=[api.weighted(3)], name="heavy").run_async({}))
+        await wait_until(lambda: api.statistics().waiting == 2)  # the inner node queued
+        api.release()
+        await asyncio.gather(outer, heavy)
+
+    await asyncio.wait_for(shape(), HANG)
+    assert order == ["inner", "outer", "heavy"]
+    assert_released(api)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_nested_batches_under_a_heavier_waiting_item_finish(kind):
+    # Limiter(5): items of 2 units, each running an inner batch of 1-unit items.
+    # Two items hold 4 units, the third waits for 2 at the head of the queue
+    # before any inner item asks: the inner items take the free unit in turn.
+    api = Limiter(5, name="api")
+
+    def holders_meet_the_waiting_item():
+        # The third item has queued (for that item itself: has been served since).
+        statistics = api.statistics()
+        return statistics.waiting >= 1 or statistics.acquired > 2
+
+    if kind == "sync":
+
+        class SyncInner(ParallelBatchNode):
+            def prep(self, shared):
+                return [1, 2, 3]
+
+            def exec(self, item):
+                return item
+
+        class SyncItems(ParallelBatchNode):
+            def prep(self, shared):
+                return [0, 1, 2]
+
+            def exec(self, item):
+                wait_until_blocking(holders_meet_the_waiting_item)
+                return Flow(start=SyncInner(limits=[api.weighted(1)])).run({}) or item
+
+            def post(self, shared, prep_res, exec_res):
+                shared["results"] = exec_res
+
+        shared = {}
+        joined(*in_thread(lambda: SyncItems(limits=[api.weighted(2)]).run(shared)))
+    else:
+
+        class Inner(AsyncParallelBatchNode):
+            async def prep_async(self, shared):
+                return [1, 2, 3]
+
+            async def exec_async(self, item):
+                return item
+
+        class Items(AsyncParallelBatchNode):
+            async def prep_async(self, shared):
+                return [0, 1, 2]
+
+            async def exec_async(self, item):
+                await wait_until(holders_meet_the_waiting_item)
+                return await Inner(limits=[api.weighted(1)]).run_async({}) or item
+
+            async def post_async(self, shared, prep_res, exec_res):
+                shared["results"] = exec_res
+
+        shared = {}
+        await asyncio.wait_for(Items(limits=[api.weighted(2)]).run_async(shared), HANG)
+    assert shared["results"] == [0, 1, 2]
+    assert api.statistics().peak_in_flight == 5
+    assert_released(api)
+
+
+async def test_an_unrelated_request_still_waits_behind_a_heavier_one():
+    # Limiter(3): the test holds 1 unit, Outer 1; Heavy (2) waits at the head. Outer's
+    # inner node takes the free unit ahead of Heavy and gives it back; then Light, a
+    # node inside an attempt that holds another limiter, asks for 1: it must queue
+    # behind Heavy, free unit or not, and is served after it.
+    api, other = Limiter(3, name="api"), Limiter(1, name="other")
+    order = []
+    Noted = noting(order, AsyncNode)
+    holding, outer_may_end = asyncio.Event(), asyncio.Event()
+
+    class Outer(AsyncNode):
+        async def exec_async(self, prep_res):
+            holding.set()
+            await wait_until(lambda: api.statistics().waiting == 1)  # Heavy queued
+            await Noted(limits=[api.weighted(1)], name="inner").run_async({})
+            await outer_may_end.wait()
+            order.append("outer")
+
+    class Around(AsyncNode):
+        async def exec_async(self, prep_res):
+            await Noted(limits=[api.weighted(1)], name="light").run_async({})
+
+    async def shape():
+        await api.acquire()
+        outer = asyncio.create_task(Outer(limits=[api.weighted(1)]).run_async({}))
+        await holding.wait()
+        heavy = asyncio.create_task(Noted(limits=[api.weighted(2)], name="heavy").run_async({}))
+        await wait_until(lambda: order == ["inner"] and api.statistics().in_flight == 2)
+        light = asyncio.create_task(Around(limits=[other]).run_async({}))
+        # Light queued with 1 unit free (or, wrongly, served).
+        await wait_until(lambda: api.statistics().waiting == 2 or "light" in order)
+        assert order == ["inner"]
+        api.release()
+        await asyncio.gather(heavy, light)
+        outer_may_end.set()
+        await outer
+
+    await asyncio.wait_for(shape(), HANG)
+    assert order == ["inner", "heavy", "light", "outer"]
+    assert_released(api, other)

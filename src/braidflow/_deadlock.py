@@ -70,9 +70,11 @@ def hold(limiters: tuple[Limiter, ...], node: Any, index: int | None) -> Token[A
     return _set([limiters, node, index, _get(), True, None])
 
 
-def holds(limiter: Limiter) -> bool:
-    """Whether an attempt this code runs inside holds a slot of ``limiter``."""
-    record = _get()
+def holds(limiter: Limiter, record: Record | None = None) -> bool:
+    """Whether an attempt this code runs inside holds a slot of ``limiter``
+    (``record``: the innermost attempt's holding record, if known already)."""
+    if record is None:
+        record = _get()
     while record is not None:
         if record[_LIVE] and any(_base(held) is limiter for held in record[_LIMITERS]):
             return True

@@ -2,7 +2,8 @@
 
 A limiter is an object, not a number copied into each node: every node,
 node copy and sub-flow that holds the same ``Limiter`` counts against the
-same limit. It serves asyncio tasks and threads alike, first come first served.
+same limit. It serves asyncio tasks and threads alike, first come first served
+(code nested in an attempt that holds it goes ahead: see `Limiter._enqueue`).
 It counts calls, or units (tokens) once a node uses it `Limiter.weighted`.
 
 The engine holds a limit through four methods, and nothing else of it:
@@ -26,7 +27,7 @@ from typing import Any
 
 from ._clock import SYSTEM_CLOCK, Clock, sleep_or_wake
 from ._context import HELD
-from ._deadlock import block, refuse_dead_waits, unblock
+from ._deadlock import block, holds, refuse_dead_waits, unblock
 from ._errors import InvalidParameterError, RunError
 from ._options import check_number
 from ._weights import Weighted, expire_units, take_units
@@ -75,12 +76,25 @@ class _Waiter:
     A waiter that gives up is only marked ``gone`` and skipped when it reaches
     the head of the queue, so leaving the queue costs O(1) however long it is.
     ``blocked``: it waits while holding slots, registered with the deadlock
-    check; ``failure``: the error its wait ends with (a deadlock found later);
+    check; ``nested``: code inside an attempt holding this limiter asks, so
+    it does not wait for the waiters ahead of it (see `Limiter._enqueue`);
+    ``failure``: the error its wait ends with (a deadlock found later);
     ``claim``: a weighted acquirer's `braidflow._weights.Claim` (``None``: a
     plain one, one slot), for an attempt of ``node`` on item ``index``.
     """
 
-    __slots__ = ("blocked", "claim", "event", "failure", "future", "gone", "index", "loop", "node")
+    __slots__ = (
+        "blocked",
+        "claim",
+        "event",
+        "failure",
+        "future",
+        "gone",
+        "index",
+        "loop",
+        "nested",
+        "node",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self.loop = loop
@@ -88,6 +102,7 @@ class _Waiter:
         self.event: threading.Event | None = None
         self.gone = False
         self.blocked = False
+        self.nested = False
         self.failure: BaseException | None = None
         self.claim: Any = None
         self.node: Any = None
@@ -120,9 +135,11 @@ class Limiter:
     holds every limiter of its node for the attempt's duration. The same
     object given to many nodes, node copies or parallel sub-flows is one
     limit. Waiters are served first come, first served, tasks and threads in
-    one queue; waiting tasks wait on the event loop without blocking it. It
-    can also be held directly with ``async with limiter:`` or, from a
-    thread, ``with limiter:``.
+    one queue, except that a request made by code nested in an attempt that
+    holds the limiter takes free slots ahead of the queue (those ahead may
+    wait for the slots its attempt holds); waiting tasks wait on the event
+    loop without blocking it. It can also be held directly with
+    ``async with limiter:`` or, from a thread, ``with limiter:``.
 
     The rate limit is a sliding window: at most ``rate`` acquisitions start
     within any ``per`` seconds. A fractional ``rate`` above 1 is held to that
@@ -199,6 +216,7 @@ class Limiter:
         self._acquired = 0
         self._waiters: deque[_Waiter] = deque()
         self._waiting = 0  # waiters in the queue that are not gone
+        self._nested: list[_Waiter] = []  # the nested ones among them
         # Start times in the rate window; once the limiter counts units, each
         # an entry [time, units] instead, ``_used`` their sum.
         self._starts: deque[Any] = deque()  # (plain: floats)
@@ -229,7 +247,7 @@ class Limiter:
             self._max = value
             if lowered and self._waiting:
                 self._refuse_too_many()
-            self._wake_head()
+            self._wake_next()
         if lowered:  # fewer slots may leave nested holders waiting for each other
             refuse_dead_waits()
 
@@ -309,11 +327,15 @@ class Limiter:
             waiters.popleft()
         return None
 
-    def _wake_head(self) -> None:
+    def _wake_next(self) -> None:
+        """Wake the waiters that may take slots now: the head, and the nested
+        waiters (which do not wait for it)."""
         if self._waiting:
             head = self._head()
             if head is not None:
                 head.wake()
+            for waiter in self._nested:
+                waiter.wake()
 
     def _leave(self, waiter: _Waiter) -> None:
         with self._lock:
@@ -322,10 +344,12 @@ class Limiter:
             was_head = self._head() is waiter
             waiter.gone = True
             self._waiting -= 1
+            if waiter.nested:
+                self._nested.remove(waiter)
             if waiter.blocked:
                 unblock(waiter)
             if was_head:
-                self._wake_head()
+                self._wake_next()
 
     def _refuse_too_many(self) -> None:
         """After the bound was lowered: fail each queued weighted request for
@@ -362,6 +386,11 @@ class Limiter:
     ) -> _Waiter | None:
         """Take a slot at once if nobody is queued and one is free; else join the queue.
 
+        A nested request (code inside an attempt that holds this limiter asks)
+        waits for no one ahead of it: they may wait for the slots its attempt
+        holds, which it gives back only once the request is served. It takes
+        slots as soon as they are free; an unrelated request keeps its place.
+
         ``taken``, ``node``, ``index``: an attempt of ``node`` (on item ``index``)
         asks, which holds ``taken`` of its node's limiters already (limiters,
         or the claims of weighted ones). ``claim``: a weighted acquisition's
@@ -376,13 +405,23 @@ class Limiter:
         with self._lock:
             if not self._waiting and (self._try_take() if claim is None else claim.take()) == 0.0:
                 return None
+            holding = HELD.get()
+            nested = holding is not None and holds(self, holding)
+            if (
+                nested
+                and self._waiting
+                and (self._try_take() if claim is None else claim.take()) == 0.0
+            ):
+                return None  # ahead of the queue
             waiter = _Waiter(loop)
             waiter.claim = claim
             waiter.node, waiter.index = node, index
-            holding = HELD.get()
             if holding is not None or taken:  # hold and wait: the rare path
                 block(self, waiter, holding, taken, node, index)
                 waiter.blocked = True
+            if nested:
+                waiter.nested = True
+                self._nested.append(waiter)
             self._waiters.append(waiter)
             self._waiting += 1
             return waiter
@@ -390,7 +429,8 @@ class Limiter:
     def _turn(self, waiter: _Waiter) -> float:
         """One step of a queued waiter: 0 once the slot is taken (the waiter has
         left the queue), -1 to wait for a wake-up (armed), or seconds to sleep
-        until the rate window has room.
+        until the rate window has room. Only the head may take a slot, and a
+        nested waiter wherever it is in the queue.
 
         Raises:
             LimiterDeadlock: If a deadlock was found since it began waiting.
@@ -398,16 +438,20 @@ class Limiter:
         with self._lock:
             if waiter.failure is not None:
                 raise waiter.failure
-            if self._head() is waiter:
+            first = self._head() is waiter
+            if first or waiter.nested:
                 claim = waiter.claim
                 wait = self._try_take() if claim is None else claim.take()
                 if wait == 0.0:
-                    self._waiters.popleft()
-                    waiter.gone = True
+                    waiter.gone = True  # (a nested one further back: dropped at the head)
                     self._waiting -= 1
+                    if waiter.nested:
+                        self._nested.remove(waiter)
                     if waiter.blocked:
                         unblock(waiter)
-                    self._wake_head()
+                    if first:
+                        self._waiters.popleft()
+                        self._wake_next()
                     return 0.0
             else:
                 wait = -1.0
@@ -415,9 +459,12 @@ class Limiter:
             return wait
 
     def try_acquire(self) -> bool:
-        """Take a slot if one is free right now and nobody is queued; never waits."""
+        """Take a slot if one is free right now and nobody is queued ahead (no
+        one is, of a nested request: see `_enqueue`); never waits."""
         with self._lock:
-            return not self._waiting and self._try_take() == 0.0
+            if not self._waiting:
+                return self._try_take() == 0.0
+            return holds(self) and self._try_take() == 0.0
 
     async def _acquire_queued(
         self, taken: tuple[Limiter, ...], node: Any, index: int | None
@@ -479,7 +526,7 @@ class Limiter:
                 raise RunError(f"{self!r}: release() called more times than acquire()")
             self._in_flight -= 1
             if self._waiting:
-                self._wake_head()
+                self._wake_next()
 
     async def __aenter__(self) -> Limiter:
         await self.acquire()

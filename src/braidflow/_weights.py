@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._context import CLAIMS
+from ._deadlock import holds
 from ._errors import InvalidParameterError, RunError
 
 __all__ = ["Claim", "Weighted", "claims_for", "correct_claims", "expire_units", "take_units"]
@@ -51,7 +52,9 @@ class Weighted:
 
     Fairness: one queue, first come first served, heavy and light alike.
     A heavy call at the head waits until its units are free and the lighter
-    calls behind it wait for it, so no call is starved by others.
+    calls behind it wait for it, so no call is starved by others. A call
+    nested in an attempt holding the same limiter goes ahead (the head may
+    wait for the units that attempt holds, see `braidflow.Limiter`).
 
     The check that refuses hold-and-wait deadlocks (`braidflow.LimiterDeadlock`)
     counts the units each attempt holds of ``max_concurrent`` and the units
@@ -193,9 +196,12 @@ class Claim(Entry):
         return take_units(self.limiter, self.units, self)
 
     def try_acquire(self) -> bool:
+        """`Limiter.try_acquire` for this claim's units."""
         limiter = self.limiter
         with limiter._lock:
-            return not limiter._waiting and take_units(limiter, self.units, self) == 0.0
+            if not limiter._waiting:
+                return take_units(limiter, self.units, self) == 0.0
+            return holds(limiter) and take_units(limiter, self.units, self) == 0.0
 
     def _enqueue(
         self,
@@ -235,7 +241,7 @@ class Claim(Entry):
                 raise RunError(f"{limiter!r}: more units given back than were taken")
             limiter._in_flight = left if left > 0 else 0.0
             if limiter._waiting:
-                limiter._wake_head()
+                limiter._wake_next()
 
     def correct(self, units: float) -> None:
         """The attempt used ``units`` in fact: move what it holds in flight,
@@ -259,7 +265,7 @@ class Claim(Entry):
             if limiter._in_flight > limiter._peak:
                 limiter._peak = limiter._in_flight
             if change < 0 and limiter._waiting:
-                limiter._wake_head()
+                limiter._wake_next()
 
 
 def expire_units(limiter: Any, now: float) -> None:
