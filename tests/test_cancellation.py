@@ -270,3 +270,58 @@ async def test_sibling_failure_waits_for_a_timed_sync_attempt_before_raising():
         await run
     assert b_finished.is_set()  # b's write landed before the run raised, not after
     assert shared == {"b": "written"}
+
+
+# -- a cancel asked while a phase runs without ever awaiting -----------------------------
+# (Ctrl-C's handler cancels the run's task while its code runs; asyncio
+# delivers that at the next await that waits, which such phases never reach.)
+
+
+def test_a_cancel_asked_in_a_phase_that_never_waits_starts_no_later_node():
+    log = []
+
+    class Fetch(AsyncNode):
+        async def prep_async(self, shared):
+            log.append("Fetch.prep")
+            asyncio.current_task().cancel()  # as Ctrl-C's handler does, mid-phase
+
+        async def post_async(self, shared, prep_res, exec_res):
+            log.append("Fetch.post")
+
+    class Save(AsyncNode):
+        async def prep_async(self, shared):
+            log.append("Save.prep")
+
+    async def main():
+        fetch = Fetch()
+        fetch >> Save()
+        task = asyncio.create_task(AsyncFlow(start=fetch).run_async({}))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not other_tasks()
+
+    asyncio.run(main())
+    assert "Save.prep" not in log  # the next node never started
+    assert log[0] == "Fetch.prep"
+
+
+def test_an_error_raised_after_a_cancel_asked_in_a_phase_that_never_waited_is_not_retried():
+    log = []
+
+    class Items(AsyncNode):
+        async def exec_async(self, prep_res):
+            log.append(("exec", self.cur_retry))
+            asyncio.current_task().cancel()
+            raise ValueError("failed as the cancel came")
+
+        async def exec_fallback_async(self, prep_res, error):
+            log.append("fallback")
+
+    async def main():
+        task = asyncio.create_task(Items(max_retries=3).run_async({}))
+        with pytest.raises(asyncio.CancelledError) as cancelled:
+            await task
+        assert isinstance(cancelled.value.__cause__, ValueError)  # kept, not lost
+
+    asyncio.run(main())
+    assert log == [("exec", 0)]  # no retry, no fallback

@@ -53,15 +53,27 @@ def failure_of(error: BaseException, node: Any, index: int | None) -> BaseExcept
     """What user code's ``error`` is for the engine: the run's cancellation
     stays one; a ``CancelledError`` of the code's own is its failure; an error
     the code raised when the run's cancellation reached it (raised while
-    handling that ``CancelledError``) becomes the cancellation, the error
-    chained and noted, never lost."""
+    handling that ``CancelledError``, or with a cancel asked while it ran and
+    not delivered yet: Ctrl-C in code that never awaited) becomes the
+    cancellation, the error chained and noted, never lost."""
     if isinstance(error, asyncio.CancelledError):
         if node is None or run_cancelled():
             return error
         return cancelled_error(node, error, index)
-    if isinstance(error, Exception) and _handling_cancel(error) and run_cancelled():
+    if (
+        isinstance(error, Exception)
+        and (_handling_cancel(error) or _cancel_pending())
+        and run_cancelled()
+    ):
         return cancellation_instead(error, node)
     return error
+
+
+def _cancel_pending() -> bool:
+    """Whether a cancel was asked of the running task while it ran, and not
+    delivered yet (asyncio delivers it at the task's next await that waits)."""
+    task = asyncio.current_task()
+    return task is not None and getattr(task, "_must_cancel", False) is True
 
 
 def _handling_cancel(error: BaseException) -> bool:
@@ -90,6 +102,20 @@ def _cancellations() -> int:
     return count
 
 
+def _cancel_watch() -> tuple[Any, Any, int]:
+    """What tells that a cancel was asked while this code ran: the task running
+    it (its ``_must_cancel``: asked while it ran, not yet delivered), and how
+    to count the cancellations of its run's own task, if another (asked of
+    that one while this one ran), with their count now."""
+    task = asyncio.current_task()
+    assert task is not None  # (drive runs in a task)
+    run = RUN.get()
+    other = run.task if run is not None and run.task is not task else None
+    if other is None:
+        return task, None, 0
+    return task, other.cancelling, other.cancelling()
+
+
 def call_on_loop(function: Any, args: tuple[Any, ...], node: Any) -> Any:
     """Call sync user code on the loop's thread. If the run is cancelled while
     it runs (Ctrl-C's handler cancels the task mid-call), stop once it
@@ -110,6 +136,14 @@ async def drive(steps: Steps) -> Any:
     """Run ``steps`` to their end on the loop; return what they return."""
     value: Any = None
     failure: BaseException | None = None
+    # Whether a cancel was asked while this walk ran (see _cancel_watch), read
+    # from the first node on: before each later node starts, one stops it.
+    # asyncio delivers a cancel at the next await that waits: phases that
+    # never wait would otherwise run on into the next nodes after a Ctrl-C
+    # landed in one of them.
+    task: Any = None
+    run_cancelling: Any = None
+    run_counted = 0
     while True:
         try:
             effect = steps.send(value) if failure is None else steps.throw(failure)
@@ -123,6 +157,12 @@ async def drive(steps: Steps) -> Any:
         op = effect[0]
         try:
             if op is ops.NODE:
+                if task is None:
+                    task, run_cancelling, run_counted = _cancel_watch()
+                elif task._must_cancel or (
+                    run_cancelling is not None and run_cancelling() > run_counted
+                ):
+                    raise asyncio.CancelledError
                 node = effect[1]
                 plan = effect[5]
                 if not (plan.fast and (plan.is_async or not _offloaded(node, effect[4]))):
