@@ -9,6 +9,8 @@ import math
 import pytest
 
 from braidflow import (
+    AsyncFlow,
+    AsyncNode,
     AsyncParallelBatchNode,
     BatchNode,
     Budget,
@@ -18,6 +20,7 @@ from braidflow import (
     MemoryStore,
     Node,
     Suspended,
+    interrupt,
 )
 from braidflow.testing import VirtualClock
 
@@ -375,3 +378,81 @@ def test_usage_with_no_cost_under_a_cost_budget_is_refused_naming_the_node():
     with pytest.raises(InvalidParameterError, match="node 'NoCost' reported usage with no cost"):
         NoCost().run({}, budget=Budget(cost=0.0001))
     NoCost().run({}, budget=Budget(tokens=10**6))  # a token budget needs no cost
+
+
+# -- a budget stop while questions wait elsewhere in the run ---------------------------
+
+
+class Ask(AsyncNode):
+    async def exec_async(self, prep_res):
+        return interrupt("approve?")
+
+    async def post_async(self, shared, prep_res, exec_res):
+        shared["approved"] = exec_res
+
+
+class Spend(AsyncParallelBatchNode):
+    async def prep_async(self, shared):
+        return range(10)
+
+    async def exec_async(self, item):
+        self.report_usage(input_tokens=100)
+        return item
+
+    async def post_async(self, shared, prep_res, exec_res):
+        shared["spent"] = len(exec_res)
+
+
+def asking_and_spending():
+    start = AsyncNode(name="start")
+    start >> [Ask(name="ask"), Spend(name="spend", max_concurrency=1)]
+    return AsyncFlow(start=start)
+
+
+def test_a_budget_stop_keeps_the_questions_asked_in_other_branches():
+    store = MemoryStore()
+    with pytest.raises(Suspended) as waiting:
+        asyncio.run(
+            asking_and_spending().run_async(
+                {}, store=store, run_id="m", budget=Budget(tokens=300, on_exceed="suspend")
+            )
+        )
+    assert waiting.value.reason == "budget"
+    assert [question.prompt for question in waiting.value.questions] == ["approve?"]
+    assert store.get("m").questions == waiting.value.questions
+    shared = asyncio.run(
+        asking_and_spending().resume_async(
+            "m", store=store, input="yes", budget=Budget(tokens=5_000)
+        )
+    )
+    assert shared["approved"] == "yes"
+    assert shared["spent"] == 10
+
+
+def test_a_budget_stop_keeps_the_questions_other_items_asked():
+    class Items(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return range(6)
+
+        async def exec_async(self, item):
+            if item == 0:  # the first to start: it asks before the budget is reached
+                return interrupt(f"approve {item}?")
+            self.report_usage(input_tokens=100)
+            return item
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["items"] = exec_res
+
+    store = MemoryStore()
+    flow = AsyncFlow(start=Items(name="items", max_concurrency=2))
+    with pytest.raises(Suspended) as waiting:
+        asyncio.run(
+            flow.run_async(
+                {}, store=store, run_id="b", budget=Budget(tokens=200, on_exceed="suspend")
+            )
+        )
+    assert [question.item for question in waiting.value.questions] == [0]
+    shared = asyncio.run(
+        flow.resume_async("b", store=store, input="ok", budget=Budget(tokens=5_000))
+    )
+    assert shared["items"] == ["ok", 1, 2, 3, 4, 5]

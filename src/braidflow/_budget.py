@@ -124,11 +124,20 @@ class OverBudget(BaseException):
 
     Attributes:
         error: The `BudgetExceeded` that says where and why.
+        asked: The questions (`braidflow._questions.Interrupted`) other items
+            or branches of a parallel stage asked before it stopped: the run
+            waits on them too.
     """
 
     def __init__(self, error: BudgetExceeded) -> None:
         super().__init__(str(error))
         self.error = error
+        self.asked: tuple[Any, ...] = ()
+
+    def also_asked(self, asked: list[Any] | None) -> None:
+        """Keep the questions a parallel stage gathered before it stopped."""
+        if asked:
+            self.asked = (*self.asked, *(question for one in asked for question in one.asked))
 
 
 def check_budget(budget: Any, owner: Any, durable: bool) -> Any:

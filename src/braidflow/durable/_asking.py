@@ -59,17 +59,9 @@ def suspend(durable: DurableRun, asked: Interrupted, resume_call: str) -> NoRetu
     rows are in the store already) and raise `Suspended` listing them, in
     the order of the graph.
     ``resume_call``: how the caller resumes it, ``{answer}`` left to fill."""
-    ordered = sorted(asked.asked, key=_in_graph_order)
-    first = ordered[0]  # the run's node and prompt are the first question's
-    questions: dict[str, Question] = {}
-    for one in ordered:
-        prompt = json.loads(prompt_text(one.prompt))  # as the store keeps it
-        ident = question_id(durable.first_key(one.key), one.call)
-        found = Question(ident, one.where, item_of(one.key), prompt)
-        questions.setdefault(found.id, found)
-    listed = tuple(questions.values())
+    first = min(asked.asked, key=_in_graph_order)  # the run's node and prompt
+    listed = keep_questions(durable, asked.asked)
     store, run_id = durable.store, durable.run_id
-    store.set_metadata(run_id, {QUESTIONS_KEY: [question.as_json() for question in listed]})
     store.finish(run_id, "waiting", node=first.where, prompt=first.prompt)
     if len(listed) == 1:
         message = (
@@ -86,6 +78,22 @@ def suspend(durable: DurableRun, asked: Interrupted, resume_call: str) -> NoRetu
     raise Suspended(
         message, run_id=run_id, node=first.where, prompt=first.prompt, questions=listed
     ) from None
+
+
+def keep_questions(durable: DurableRun, asked: tuple[Interrupted, ...]) -> tuple[Question, ...]:
+    """Keep, with the run's record, the questions ``asked`` that it waits on
+    (their rows are in the store already), in the order of the graph; return them."""
+    questions: dict[str, Question] = {}
+    for one in sorted(asked, key=_in_graph_order):
+        prompt = json.loads(prompt_text(one.prompt))  # as the store keeps it
+        ident = question_id(durable.first_key(one.key), one.call)
+        found = Question(ident, one.where, item_of(one.key), prompt)
+        questions.setdefault(found.id, found)
+    listed = tuple(questions.values())
+    durable.store.set_metadata(
+        durable.run_id, {QUESTIONS_KEY: [question.as_json() for question in listed]}
+    )
+    return listed
 
 
 def _in_graph_order(asked: Interrupted) -> tuple[Any, ...]:

@@ -21,7 +21,7 @@ from .._questions import QUESTIONS_KEY
 from .._usage import Usage
 from ..stores._base import Store
 from ..stores._owners import this_owner
-from ._asking import answer_questions, suspend
+from ._asking import answer_questions, keep_questions, suspend
 from ._drain import DRAIN_KEY
 from ._graph import describe_graph
 from ._history import (
@@ -183,7 +183,7 @@ def close_run(durable: DurableRun, error: BaseException | None) -> None:
 
 def _record_end(durable: DurableRun, error: BaseException | None) -> None:
     store, run_id = durable.store, durable.run_id
-    if isinstance(error, Interrupted):  # the questions go with the rest, after it
+    if isinstance(error, Interrupted | OverBudget):  # the questions go with the rest, after it
         durable.write([durable.ask_row(question) for question in error.asked])
     try:
         durable.flush()  # items that finished last (all the run's rows, under "exit")
@@ -197,13 +197,20 @@ def _record_end(durable: DurableRun, error: BaseException | None) -> None:
         at: str = durable.where_failed(error) or error.error.node or ""
         reason = str(error.error)
         store.set_metadata(run_id, {BUDGET_KEY: True})
+        # Questions other branches or items asked before the stop wait too.
+        listed = keep_questions(durable, error.asked) if error.asked else ()
         store.finish(run_id, "waiting", node=at, prompt={"budget": reason})
+        also = ""
+        if listed:
+            ids = ", ".join(repr(question.id) for question in listed)
+            also = f" (and on {len(listed)} question{'s' if len(listed) > 1 else ''}: {ids})"
         raise Suspended(
-            f"run {run_id!r} is waiting for a higher budget at {at!r}: {reason}; resume it "
-            f"with {_resume_call(run_id, ', budget=Budget(...)')}",
+            f"run {run_id!r} is waiting for a higher budget at {at!r}{also}: {reason}; "
+            f"resume it with {_resume_call(run_id, ', budget=Budget(...)')}",
             run_id=run_id,
             node=at,
             prompt={"budget": reason},
+            questions=listed,
             reason="budget",
         ) from error.error
     if error is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
+from .._budget import OverBudget
 from .._context import PATH, RUN, STATE, STEP, StepAt
 from .._errors import Failure, add_note
 from .._merge import apply_changes, merge
@@ -93,7 +94,11 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
         return result
 
     to_run = [index for index in range(len(walkers)) if index not in finished]
-    results = yield (PARALLEL, parallel, None, to_run, one_branch, True, None, False)
+    try:
+        results = yield (PARALLEL, parallel, None, to_run, one_branch, True, None, False)
+    except OverBudget as stop:  # the questions asked meanwhile wait with the budget
+        stop.also_asked(asked)
+        raise
     if any(result is _DRAINED for result in results):
         raise DrainStop  # a question asked meanwhile is asked again on resume
     if asked:

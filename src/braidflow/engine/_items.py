@@ -15,6 +15,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Iterator
 from typing import Any
 
+from .._budget import OverBudget
 from .._context import GATES, RUN
 from .._errors import BatchItemsError, Failure, add_note
 from .._limits import Limiter
@@ -416,6 +417,9 @@ async def run_parallel(
                         group.spawn(worker())
                 finally:
                     GATES.reset(token)
+    except OverBudget as stop:  # the questions asked meanwhile wait with the budget
+        stop.also_asked(asked)
+        raise
     except Exception as error:
         if direct is not None and tasks:
             for index, task in enumerate(tasks):
