@@ -1,6 +1,7 @@
 """Looking into stored runs and going back in time: history, state at a step, fork,
 and resuming a flow whose code, names or data changed (rename=, migrate=)."""
 
+import asyncio
 import json
 import sqlite3
 import subprocess
@@ -12,6 +13,8 @@ import pytest
 
 from braidflow import (
     AsyncFlow,
+    AsyncNode,
+    AsyncParallelBatchFlow,
     AsyncParallelBatchNode,
     BatchNode,
     CheckpointError,
@@ -663,3 +666,36 @@ def test_history_and_state_need_no_flow():
         history("r", store="r.db")
     with pytest.raises(InvalidParameterError, match="is not a braidflow Store"):
         stored_state("r", store=None)
+
+
+def test_a_failed_parameter_set_of_a_parallel_batch_flow_shows_as_the_batch_flow_failing():
+    # Set 0's first step finished (its walk recorded it under sub[0]) and no
+    # set finished when set 1 failed: the run is at the batch flow itself,
+    # not at a step "sub/first" that no walk has.
+    first_done = asyncio.Event()
+
+    class Sets(AsyncParallelBatchFlow):
+        async def prep_async(self, shared):
+            return [{"k": 0}, {"k": 1}]
+
+    class First(AsyncNode):
+        async def exec_async(self, prep_res):
+            if self.params["k"] == 0:
+                first_done.set()
+            else:
+                await first_done.wait()
+                raise RuntimeError("set 1 fails")
+
+    class Then(AsyncNode):
+        async def exec_async(self, prep_res):
+            await asyncio.Event().wait()  # cancelled when set 1 fails
+
+    first = First(name="first")
+    first >> Then(name="then")
+    flow = AsyncFlow(start=Sets(start=first, name="sub", isolate=True), name="top")
+    store = MemoryStore()
+    with pytest.raises(RuntimeError, match="set 1 fails"):
+        asyncio.run(flow.run_async({}, store=store, run_id="r"))
+    unfinished = [step for step in history("r", store=store) if step.status != "finished"]
+    assert [step.path for step in unfinished] == ["sub"]
+    assert "set 1 fails" in unfinished[0].error

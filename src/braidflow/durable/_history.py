@@ -400,6 +400,9 @@ def _current_steps(
     that node if it is a flow. Empty if the recorded graph cannot say."""
     if walks is None:
         return []
+    # The batch flows whose parameter sets' walks recorded steps (``key[i]``):
+    # such a flow is where the run is, not one walk of its own.
+    of_sets = {frame.partition("[")[0] for frame in finished if "[" in frame}
     chain: list[tuple[str, str]] = []
     frame, prefix = "", ""
     while prefix in walks:
@@ -414,7 +417,7 @@ def _current_steps(
             break
         key = f"{frame}/{len(done)}:{name}" if frame else f"0:{name}"  # the run's own: 0:flow
         chain.append((key, name))
-        if key in batches:  # a batch (of parameter sets too): its progress tells more
+        if key in batches or key in of_sets:  # a batch (of sets too): its progress tells more
             break
         frame, prefix = key, f"{prefix}{name}/"
     return chain
