@@ -101,11 +101,20 @@ class StepCheckpoints:
             durable.sync()
 
 
-def walk(flow: Any, shared: Any, params: dict[str, Any], offload: bool, sync_only: bool) -> Steps:
+def walk(
+    flow: Any,
+    shared: Any,
+    params: dict[str, Any],
+    offload: bool,
+    sync_only: bool,
+    where: str | None = None,
+) -> Steps:
     """Run ``flow``'s graph from its start; return the last action.
 
     ``offload``: what sync nodes that do not say do (run in threads or on the
     loop). ``sync_only``: reaching an async node is an error (a sync flow).
+    ``where``: what a failing node's note says it failed in; default the
+    flow (a branch's walker is no flow of the user's: ``branch 'b' of node 'par'``).
     """
     node = flow.__dict__.get("start_node")  # what the property reads, without its call
     if node is None:
@@ -185,7 +194,7 @@ def walk(flow: Any, shared: Any, params: dict[str, Any], offload: bool, sync_onl
                 if isinstance(error, Exception):
                     if checkpoints is not None:
                         checkpoints.failed(error)
-                    add_note(error, f"{node._describe()} failed in {flow._describe()}")
+                    add_note(error, f"{node._describe()} failed in {where or flow._describe()}")
                     if isinstance(error, BraidflowError) and error.node is None:
                         error.node = node._display_name()  # (a refused write, say)
                 if step is not None:
