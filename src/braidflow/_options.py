@@ -32,6 +32,7 @@ __all__ = [
     "check_retry_options",
     "check_timeout",
     "is_number",
+    "on_error_of",
 ]
 
 ON_ERROR_CHOICES = ("raise", "collect")
@@ -203,6 +204,20 @@ def check_on_error(node: Any, on_error: Any, *, parallel: bool = True) -> str:
             node=name,
         )
     return str(on_error)
+
+
+def on_error_of(node: Any, *, parallel: bool = True) -> str:
+    """A stage's ``on_error``, read where the stage runs: one its ``__init__``
+    set on the node after the constructor checked its own (``self.on_error =
+    "collect"``) is checked now and used; else the constructor's.
+
+    A callable there is a lifecycle hook, not a policy (as on the class).
+    """
+    state = node.__dict__
+    if "on_error" not in state or callable(state["on_error"]):  # (the usual case first)
+        policy: str = node._bf_on_error
+        return policy
+    return check_on_error(node, state["on_error"], parallel=parallel)
 
 
 def check_retry_counts(node: Any, max_retries: Any, wait: Any) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from .._context import HANDED_DOWN, PATH, RUN, STATE, STEP, HandedDown, StepAt
 from .._errors import BraidflowError, WiringError, add_note
 from .._merge import apply_changes, merge, rule_where
+from .._options import on_error_of
 from .._plan import copy_node
 from .._state_views import store_under
 from .._views import SharedView
@@ -291,7 +292,7 @@ def _stage(flow: Any, shared: Any, prep_result: Any, offload: bool) -> Steps:
 
         if batch == "sequential":
             return (yield from sequential(flow, items, one_set, False))
-        collect = flow._bf_on_error == "collect"
+        collect = on_error_of(flow) == "collect"
         if not flow._bf_isolate:  # PocketFlow's way: every sub-flow writes to one shared dict
             return (yield (PARALLEL, flow, None, items, one_set, collect, None, True))
         return (yield from _isolated(flow, shared, items, offload, collect))
