@@ -251,16 +251,35 @@ def check_limits(node: Any, limits: Any, limiter_type: Any) -> tuple[Any, ...]:
                 f"{describe}: limits must be Limiter objects (or limiter.weighted(...)), {given}",
                 node=name,
             )
-    seen: set[int] = set()
+    seen: dict[int, Any] = {}  # each limiter's id: how it was first given (maybe weighted)
     for limiter in found:
-        if id(getattr(limiter, "limiter", limiter)) in seen:
+        base = getattr(limiter, "limiter", limiter)
+        if id(base) in seen:
             raise InvalidParameterError(
-                f"{describe}: limits lists {limiter!r} more than once; an attempt holds each "
-                "limiter once, so give each one once",
-                node=name,
+                f"{describe}: {_given_twice(base, seen[id(base)], limiter)}", node=name
             )
-        seen.add(id(getattr(limiter, "limiter", limiter)))
+        seen[id(base)] = limiter
     return found
+
+
+def _given_twice(base: Any, earlier: Any, later: Any) -> str:
+    """What ``limits=`` did wrong in giving the limiter ``base`` as ``earlier``
+    and again as ``later`` (each ``base`` itself or a weighted form of it), and
+    what to do."""
+    if earlier is later:
+        return (
+            f"limits lists {later!r} more than once; an attempt holds each limiter once, "
+            "so give each one once"
+        )
+    if earlier is base or later is base:
+        how = "plain and weighted"
+        which = "the weighted one takes its weight in units an attempt, the plain one 1"
+    else:
+        how, which = "weighted twice", "the one with the weight an attempt should take"
+    return (
+        f"limits gives the same limiter twice, {how}: {earlier!r} and {later!r}; an "
+        f"attempt holds each limiter once, so keep one of the two ({which})"
+    )
 
 
 DURABILITY = ("sync", "async", "exit")
