@@ -566,6 +566,15 @@ def test_option_limits_listed_twice_says_give_each_once():
     assert Node(limits=[api])._bf_limits == (api,)
 
 
+def test_option_limits_giving_a_limiter_plain_and_weighted_says_keep_one():
+    api = Limiter(4, name="api")
+    for twice in ([api, api.weighted(2)], [api.weighted(1), api.weighted(2)]):
+        with pytest.raises(InvalidParameterError, match="so keep one of the two"):
+            Node(limits=twice)
+        for kept in twice:  # as it says: either one is accepted
+            assert Node(limits=[kept])._bf_limits == (kept,)
+
+
 def test_option_limits_given_the_limiter_class_says_make_one():
     with pytest.raises(
         InvalidParameterError, match=r"got the class Limiter; make one: Limiter\("

@@ -332,6 +332,49 @@ async def test_a_failing_branch_cancels_its_siblings_and_nothing_is_merged():
     assert other_tasks() == set()
 
 
+@pytest.mark.parametrize("chained", [False, True], ids=["single node", "chain"])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_failing_branch_is_noted_as_the_branch_not_as_a_flow_of_braidflow(mode, chained):
+    # Each branch runs in a flow braidflow makes; the notes name only what
+    # the program has: the node, its branch, the Parallel, the user's flow.
+    class Bad(Node):
+        def exec(self, prep_res):
+            raise ValueError("down")
+
+    class AsyncBad(AsyncNode):
+        async def exec_async(self, prep_res):
+            raise ValueError("down")
+
+    bad = Bad(name="b") if mode == "sync" else AsyncBad(name="b")
+    head = Log(name="a") if chained else bad
+    if chained:
+        head >> bad
+    flow_class = Flow if mode == "sync" else AsyncFlow
+    flow = flow_class(start=Parallel(Log(name="ok"), head, name="par"), name="main")
+    with pytest.raises(ValueError, match="down") as caught:
+        flow.run({})
+    kind = type(bad).__name__
+    assert caught.value.__notes__ == [
+        f"braidflow: node 'b' ({kind}) failed in branch '{head.name}' of node 'par' (Parallel)",
+        f"braidflow: node 'par' (Parallel) failed in flow 'main' ({flow_class.__name__})",
+    ]
+
+
+def test_a_flow_as_a_branch_is_noted_as_itself_then_as_the_branch():
+    class Bad(Node):
+        def exec(self, prep_res):
+            raise ValueError("down")
+
+    inner = Flow(start=Bad(name="b"), name="inner")
+    with pytest.raises(ValueError, match="down") as caught:
+        Flow(start=Parallel(Log(name="ok"), inner), name="main").run({})
+    assert caught.value.__notes__ == [
+        "braidflow: node 'b' (Bad) failed in flow 'inner' (Flow)",
+        "braidflow: flow 'inner' (Flow) failed in branch 'inner' of node 'Parallel'",
+        "braidflow: node 'Parallel' failed in flow 'main' (Flow)",
+    ]
+
+
 async def test_collect_merges_the_branches_that_succeeded_and_reports_the_failures():
     class Fails(AsyncNode):
         async def post_async(self, shared, prep_res, exec_res):

@@ -11,9 +11,12 @@ from braidflow import (
     AsyncParallelBatchNode,
     BatchFlow,
     BatchNode,
+    Failure,
+    Flow,
     InvalidParameterError,
     Limiter,
     Node,
+    Parallel,
     ParallelBatchNode,
     Retry,
 )
@@ -61,6 +64,108 @@ def test_max_concurrency_set_later_on_a_sequential_batch_is_refused_when_it_runs
 
     with pytest.raises(InvalidParameterError, match=r"'late'.*one at a time"):
         Late().run({})
+
+
+class Fails(AsyncParallelBatchNode):
+    """Items 1 and 2; item 2 fails. Its post keeps the results in shared["results"]."""
+
+    async def prep_async(self, shared):
+        return [1, 2]
+
+    async def exec_async(self, item):
+        if item == 2:
+            raise ValueError("two")
+        return item
+
+    async def post_async(self, shared, prep_res, exec_res):
+        shared["results"] = exec_res
+
+
+def test_on_error_set_in_init_is_read_when_the_batch_runs():
+    class Collects(Fails):
+        def __init__(self):
+            super().__init__()
+            self.on_error = "collect"
+
+    shared = {}
+    Collects().run(shared)
+    assert shared["results"][0] == 1
+    assert isinstance(shared["results"][1], Failure)
+
+    class RaisesAgain(Fails):  # the later attribute wins over the constructor's option
+        def __init__(self):
+            super().__init__(on_error="collect")
+            self.on_error = "raise"
+
+    with pytest.raises(ValueError, match="two"):
+        RaisesAgain().run({})
+
+
+@pytest.mark.parametrize("bad", ["bogus", None, 1])
+def test_on_error_set_in_init_is_checked_when_the_batch_runs(bad):
+    class SetLate(Fails):
+        def __init__(self):
+            super().__init__(name="late")
+            self.on_error = bad
+
+    with pytest.raises(InvalidParameterError, match=r"'late'.*on_error=.*'raise', 'collect'"):
+        SetLate().run({})
+
+
+def test_on_error_set_later_on_a_parallel_flow_and_a_fork_is_read():
+    class Sub(Node):
+        def exec(self, prep_res):
+            if self.params["i"] == 2:
+                raise ValueError("two")
+
+    class Sets(AsyncParallelBatchFlow):
+        def __init__(self):
+            super().__init__(start=Sub())
+            self.on_error = "collect"
+
+        async def prep_async(self, shared):
+            return [{"i": 1}, {"i": 2}]
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["results"] = exec_res
+
+    shared = {}
+    Sets().run(shared)
+    assert [type(result) for result in shared["results"]] == [type(None), Failure]
+
+    class Broken(Node):
+        def exec(self, prep_res):
+            raise ValueError("broken")
+
+    fork = Parallel(Node(name="ok"), Broken(name="bad"))
+    fork.on_error = "collect"
+    shared = {}
+    Flow(start=fork).run(shared)
+    assert [failure.item for failure in shared["branch_failures"]] == ["bad"]
+
+
+def test_on_error_collect_set_later_on_a_sequential_batch_is_refused_when_it_runs():
+    class Late(BatchNode):
+        def __init__(self):
+            super().__init__(name="late")
+            self.on_error = "collect"
+
+        def prep(self, shared):
+            return [1]
+
+    with pytest.raises(InvalidParameterError, match=r"'late'.*on_error='collect'.*one at a time"):
+        Late().run({})
+
+
+def test_an_on_error_hook_method_is_no_policy():
+    class Swallows(Node):
+        def on_error(self, shared, error):
+            return True
+
+        def exec(self, prep_res):
+            raise ValueError("swallowed")
+
+    assert Swallows().run({}) is None
 
 
 @pytest.mark.parametrize("bad", [0, -1, "3", 1.5, None])

@@ -84,9 +84,20 @@ def test_a_weight_function_giving_too_much_fails_naming_the_node_and_item():
 
 
 def test_the_same_limiter_twice_is_refused_weighted_or_not():
-    tpm = Limiter(rate=100, per=60)
-    with pytest.raises(InvalidParameterError, match="more than once"):
+    tpm = Limiter(rate=100, per=60, name="tpm")
+    with pytest.raises(InvalidParameterError) as caught:
         Node(limits=[tpm, tpm.weighted(3)])
+    # Both forms named as given, not "listed more than once" of the one given once.
+    assert str(caught.value) == (
+        f"node 'Node': limits gives the same limiter twice, plain and weighted: {tpm!r} "
+        f"and {tpm!r}.weighted(3.0); an attempt holds each limiter once, so keep one of "
+        "the two (the weighted one takes its weight in units an attempt, the plain one 1)"
+    )
+    with pytest.raises(InvalidParameterError, match=r"twice, weighted twice: .*\(1\.0\) and"):
+        Node(limits=[tpm.weighted(1), tpm.weighted(3)])
+    weighted = tpm.weighted(3)
+    with pytest.raises(InvalidParameterError, match=r"lists .*weighted\(3\.0\) more than once"):
+        Node(limits=[weighted, weighted])
 
 
 async def test_units_in_flight_are_bounded_by_max_concurrent():

@@ -107,9 +107,11 @@ class BaseNode(Wirable, StoredRuns):
         else:
             check_max_concurrency(self, self.max_concurrency, parallel=parallel)
         if on_error is UNSET:
-            # A class attribute of the same name works too, if it is a policy name
-            # (a method called on_error is a lifecycle hook, not a policy).
-            declared = getattr(type(self), "on_error", "raise")
+            # An attribute of the same name works too (on the class, or set
+            # before this call), if it is a policy name (a method called
+            # on_error is a lifecycle hook, not a policy). One set after this
+            # call is read where the stage runs (_options.on_error_of).
+            declared = getattr(self, "on_error", "raise")
             on_error = declared if isinstance(declared, str) else "raise"
         self._bf_on_error = check_on_error(self, on_error, parallel=parallel)
 

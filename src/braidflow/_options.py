@@ -32,6 +32,7 @@ __all__ = [
     "check_retry_options",
     "check_timeout",
     "is_number",
+    "on_error_of",
 ]
 
 ON_ERROR_CHOICES = ("raise", "collect")
@@ -205,6 +206,20 @@ def check_on_error(node: Any, on_error: Any, *, parallel: bool = True) -> str:
     return str(on_error)
 
 
+def on_error_of(node: Any, *, parallel: bool = True) -> str:
+    """A stage's ``on_error``, read where the stage runs: one its ``__init__``
+    set on the node after the constructor checked its own (``self.on_error =
+    "collect"``) is checked now and used; else the constructor's.
+
+    A callable there is a lifecycle hook, not a policy (as on the class).
+    """
+    state = node.__dict__
+    if "on_error" not in state or callable(state["on_error"]):  # (the usual case first)
+        policy: str = node._bf_on_error
+        return policy
+    return check_on_error(node, state["on_error"], parallel=parallel)
+
+
 def check_retry_counts(node: Any, max_retries: Any, wait: Any) -> None:
     """A node's ``max_retries`` (attempts in all) and ``wait`` (seconds between)."""
     describe, name = node._describe(), node._display_name()
@@ -236,16 +251,35 @@ def check_limits(node: Any, limits: Any, limiter_type: Any) -> tuple[Any, ...]:
                 f"{describe}: limits must be Limiter objects (or limiter.weighted(...)), {given}",
                 node=name,
             )
-    seen: set[int] = set()
+    seen: dict[int, Any] = {}  # each limiter's id: how it was first given (maybe weighted)
     for limiter in found:
-        if id(getattr(limiter, "limiter", limiter)) in seen:
+        base = getattr(limiter, "limiter", limiter)
+        if id(base) in seen:
             raise InvalidParameterError(
-                f"{describe}: limits lists {limiter!r} more than once; an attempt holds each "
-                "limiter once, so give each one once",
-                node=name,
+                f"{describe}: {_given_twice(base, seen[id(base)], limiter)}", node=name
             )
-        seen.add(id(getattr(limiter, "limiter", limiter)))
+        seen[id(base)] = limiter
     return found
+
+
+def _given_twice(base: Any, earlier: Any, later: Any) -> str:
+    """What ``limits=`` did wrong in giving the limiter ``base`` as ``earlier``
+    and again as ``later`` (each ``base`` itself or a weighted form of it), and
+    what to do."""
+    if earlier is later:
+        return (
+            f"limits lists {later!r} more than once; an attempt holds each limiter once, "
+            "so give each one once"
+        )
+    if earlier is base or later is base:
+        how = "plain and weighted"
+        which = "the weighted one takes its weight in units an attempt, the plain one 1"
+    else:
+        how, which = "weighted twice", "the one with the weight an attempt should take"
+    return (
+        f"limits gives the same limiter twice, {how}: {earlier!r} and {later!r}; an "
+        f"attempt holds each limiter once, so keep one of the two ({which})"
+    )
 
 
 DURABILITY = ("sync", "async", "exit")

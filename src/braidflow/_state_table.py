@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ._errors import WiringError
+from ._options import on_error_of
 from ._state import declared_state, state_type
 from ._state_access import accesses
 from ._state_check import describe
@@ -65,7 +66,7 @@ def check_nodes(flow: Any) -> None:
         if (
             state is not None
             and member._bf_batch == "branches"
-            and member._bf_on_error == "collect"
+            and on_error_of(member) == "collect"
             and member.failures_key not in state.hints
         ):
             key = member.failures_key

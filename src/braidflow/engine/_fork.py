@@ -30,6 +30,12 @@ Steps = Generator[tuple[Any, ...], Any, Any]
 _DRAINED: Any = object()  # a branch's result when it stopped at a drain
 
 
+def _noted_in(error: BaseException, where: str) -> bool:
+    """Whether the walk noted ``error`` as a node's failure in ``where``."""
+    ending = f" failed in {where}"
+    return any(note.endswith(ending) for note in getattr(error, "__notes__", ()))
+
+
 def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
     """Run the branches of ``parallel`` at once and merge their changes into
     ``shared``; return the join's action (``"failed"`` after collected
@@ -60,6 +66,7 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
 
     def one_branch(index: int, _position: int, from_sync: bool) -> Steps:
         name = names[index]
+        where = f"branch {name!r} of {parallel._describe()}"
         scope = BranchScope(observing, name, (*path, name)) if observing is not None else None
         token = None
         if durable is not None:
@@ -68,7 +75,9 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
             # From sync code the branches run on a private loop, their sync
             # nodes in threads, and an async node is out of place.
             view = views[index] if state is None else state.view(views[index])
-            result = yield from walk(walkers[index], view, params, offload or from_sync, from_sync)
+            result = yield from walk(
+                walkers[index], view, params, offload or from_sync, from_sync, where
+            )
             if durable is not None:
                 durable.branch_done(at, index, name, parallel, result, views[index])
         except DrainStop as stop:  # the others finish their step; the fork then stops
@@ -81,8 +90,11 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
                 scope.end(question)
             return None
         except BaseException as error:
-            if isinstance(error, Exception):
-                add_note(error, f"branch {name!r} of {parallel._describe()} failed")
+            # A node's failure was noted by the walk ("node 'b' failed in
+            # branch ..."); anything else (the walk refusing an async node,
+            # a checkpoint's store) is noted here.
+            if isinstance(error, Exception) and not _noted_in(error, where):
+                add_note(error, f"{where} failed")
             if scope is not None:
                 scope.end(error)
             raise

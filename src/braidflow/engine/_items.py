@@ -19,7 +19,7 @@ from .._budget import OverBudget
 from .._context import GATES, RUN
 from .._errors import BatchItemsError, Failure, add_note
 from .._limits import Limiter
-from .._options import check_max_concurrency
+from .._options import check_max_concurrency, on_error_of
 from .._plan import preset, variant
 from .._questions import Interrupted, asked_together
 from .._taskgroup import TaskGroup
@@ -112,6 +112,7 @@ def _close(items: Any) -> Steps:
 def sequential(node: Any, items: Any, make_item: MakeItem, keep: bool) -> Steps:
     """Run items one after another; return their results in order if ``keep``."""
     check_max_concurrency(node, node.max_concurrency, parallel=False)
+    on_error_of(node, parallel=False)  # "collect" set by an __init__ is refused here
     steps_of = item_steps(node, items, make_item, "sequence") or make_item
     results: list[Any] | None = [] if keep else None
     try:
@@ -215,7 +216,7 @@ async def run_parallel(
     whether items get events and checkpoints of their own.
     """
     limit = _bound(node)
-    collect = node._bf_on_error == "collect"
+    collect = on_error_of(node) == "collect"
     results: list[Any] = []
     run = RUN.get()
     # In a durable run, bounded workers' items put their results in place themselves.

@@ -13,6 +13,7 @@ from collections.abc import Generator
 from typing import Any
 
 from .._context import HANDED_DOWN, HandedDown
+from .._options import on_error_of
 from .._plan import is_default
 from ._attempts import attempts
 from ._effects import MAYBE_AWAIT, PARALLEL, STAGE, call_effect
@@ -104,7 +105,7 @@ def node_stage(node: Any, shared: Any, prep_result: Any, offload: bool) -> Steps
         and plan.exec_coro
         and not plan.exec_wants_shared
         and is_default(getattr(node, plan.fallback))  # (set on the node since, it runs)
-        and node._bf_on_error == "raise"
+        and on_error_of(node) == "raise"
     ):
         fast_exec = getattr(node, plan.exec)
     return (yield (PARALLEL, node, None, items, one_item, True, fast_exec, True))

@@ -16,6 +16,7 @@ from typing import Any
 from .._context import HANDED_DOWN, PATH, RUN, STATE, STEP, HandedDown, StepAt
 from .._errors import BraidflowError, WiringError, add_note
 from .._merge import apply_changes, merge, rule_where
+from .._options import on_error_of
 from .._plan import copy_node
 from .._state_views import store_under
 from .._views import SharedView
@@ -101,11 +102,20 @@ class StepCheckpoints:
             durable.sync()
 
 
-def walk(flow: Any, shared: Any, params: dict[str, Any], offload: bool, sync_only: bool) -> Steps:
+def walk(
+    flow: Any,
+    shared: Any,
+    params: dict[str, Any],
+    offload: bool,
+    sync_only: bool,
+    where: str | None = None,
+) -> Steps:
     """Run ``flow``'s graph from its start; return the last action.
 
     ``offload``: what sync nodes that do not say do (run in threads or on the
     loop). ``sync_only``: reaching an async node is an error (a sync flow).
+    ``where``: what a failing node's note says it failed in; default the
+    flow (a branch's walker is no flow of the user's: ``branch 'b' of node 'par'``).
     """
     node = flow.__dict__.get("start_node")  # what the property reads, without its call
     if node is None:
@@ -185,7 +195,7 @@ def walk(flow: Any, shared: Any, params: dict[str, Any], offload: bool, sync_onl
                 if isinstance(error, Exception):
                     if checkpoints is not None:
                         checkpoints.failed(error)
-                    add_note(error, f"{node._describe()} failed in {flow._describe()}")
+                    add_note(error, f"{node._describe()} failed in {where or flow._describe()}")
                     if isinstance(error, BraidflowError) and error.node is None:
                         error.node = node._display_name()  # (a refused write, say)
                 if step is not None:
@@ -282,7 +292,7 @@ def _stage(flow: Any, shared: Any, prep_result: Any, offload: bool) -> Steps:
 
         if batch == "sequential":
             return (yield from sequential(flow, items, one_set, False))
-        collect = flow._bf_on_error == "collect"
+        collect = on_error_of(flow) == "collect"
         if not flow._bf_isolate:  # PocketFlow's way: every sub-flow writes to one shared dict
             return (yield (PARALLEL, flow, None, items, one_set, collect, None, True))
         return (yield from _isolated(flow, shared, items, offload, collect))
