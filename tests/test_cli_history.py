@@ -2,6 +2,7 @@
 driven as a user drives them, in a subprocess."""
 
 import json
+import sys
 
 import pytest
 
@@ -168,3 +169,38 @@ def test_bad_input_is_one_line_and_exit_code_2(work, args, said):
     assert done.stdout == ""
     said_lines = [line for line in done.stderr.splitlines() if line.startswith("braidflow:")]
     assert len(said_lines) == 1, done.stderr
+
+
+ONE_NODE = """
+from braidflow import Node
+
+
+class A(Node):
+    def post(self, shared, prep_res, exec_res):
+        shared["a"] = 1
+
+
+a = A(name="a")
+"""
+
+
+def test_show_lists_the_one_step_of_a_node_run_alone(tmp_path, monkeypatch, capsys):
+    from braidflow.cli import main
+
+    (tmp_path / "one_node.py").write_text(ONE_NODE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # main puts the file's directory on it
+    try:
+        assert main(["run", "one_node.py:a", "--store", "nd.db", "--run-id", "n"]) == 0
+    finally:
+        sys.modules.pop("braidflow_target_one_node", None)
+    assert json.loads(capsys.readouterr().out) == {"a": 1}
+    assert main(["show", "n", "--store", "nd.db"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("run n of a: completed, started ")
+    table = lines[lines.index("") + 1 :]
+    assert table[1].split()[:3] == ["1", "a", "finished"]
+    assert table[1].split()[-1] == "a"  # what it changed
+    assert lines[-1].startswith("completed in ")
+    assert main(["show", "n", "--store", "nd.db", "--at", "1"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"a": 1}

@@ -699,3 +699,134 @@ def test_a_failed_parameter_set_of_a_parallel_batch_flow_shows_as_the_batch_flow
     unfinished = [step for step in history("r", store=store) if step.status != "finished"]
     assert [step.path for step in unfinished] == ["sub"]
     assert "set 1 fails" in unfinished[0].error
+
+
+class SetA(Node):
+    """A node run alone: it counts its runs, and fails while ``failing``."""
+
+    runs = 0
+    failing = False
+
+    def post(self, shared, prep_res, exec_res):
+        SetA.runs += 1
+        shared["a"] = shared.get("a", 0) + 1
+        if SetA.failing:
+            raise RuntimeError("a failed")
+        return "set"
+
+
+@pytest.fixture
+def set_a():
+    SetA.runs, SetA.failing = 0, False
+    yield SetA
+    SetA.runs, SetA.failing = 0, False
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_a_node_run_alone_is_one_step_with_the_state_it_left(store, set_a, durability):
+    set_a(name="a").run({"x": 1}, store=store, run_id="n", durability=durability)
+    (step,) = history("n", store=store)
+    assert (step.number, step.path, step.key, step.kind, step.status, step.action) == (
+        1,
+        "a",
+        "0:a",
+        "step",
+        "finished",
+        "set",
+    )
+    # Under async and exit a step records no changes: the state after it is stored.
+    assert step.changed == (("a",) if durability == "sync" else ())
+    assert stored_state("n", store=store) == {"x": 1, "a": 1}
+    assert stored_state("n", store=store, at=1) == {"x": 1, "a": 1}
+    assert stored_state("n", store=store, at=0) == {"x": 1}
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_a_batch_node_run_alone_records_its_items_then_its_step(store, durability):
+    class Twice(BatchNode):
+        def prep(self, shared):
+            return [1, 2, 3]
+
+        def exec(self, item):
+            return item * 2
+
+        def post(self, shared, prep_res, exec_res):
+            shared["twice"] = exec_res
+
+    Twice(name="twice").run({}, store=store, run_id="b", durability=durability)
+    (step,) = history("b", store=store)
+    assert (step.path, step.key, step.items_done, step.items_total) == ("twice", "0:twice", 3, 3)
+    assert stored_state("b", store=store, at=1) == {"twice": [2, 4, 6]}
+    kinds = [row.kind for row in store.read("b")[3] if row.kind != "state"]
+    assert kinds[-1] in ("step", "steps")  # after every item's row
+    assert "items" in kinds[:-1]
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_a_failed_node_run_alone_resumes_and_runs_the_node_again(store, set_a, durability):
+    set_a.failing = True
+    with pytest.raises(RuntimeError, match="a failed"):
+        set_a(name="a").run({"x": 1}, store=store, run_id="n", durability=durability)
+    assert [(step.path, step.status) for step in history("n", store=store)] == [("a", "failed")]
+    assert stored_state("n", store=store) == {"x": 1}  # what the failed step wrote is not kept
+    set_a.failing = False
+    assert set_a(name="a").resume("n", store=store, durability=durability) == {"x": 1, "a": 1}
+    assert set_a.runs == 2
+    assert store.get("n").status == "completed"
+    assert [(step.path, step.status, step.part) for step in history("n", store=store)] == [
+        ("a", "finished", 1)
+    ]
+    assert stored_state("n", store=store) == {"x": 1, "a": 1}
+    with pytest.raises(StoreError, match="has completed"):
+        set_a(name="a").resume("n", store=store)
+    assert set_a.runs == 2
+
+
+async def test_an_async_node_run_alone_is_one_step():
+    class Ask(AsyncNode):
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["asked"] = True
+
+    store = MemoryStore()
+    await Ask(name="ask").run_async({}, store=store, run_id="n")
+    assert [(step.path, step.status) for step in history("n", store=store)] == [("ask", "finished")]
+    assert stored_state("n", store=store) == {"asked": True}
+
+
+def test_a_fork_of_a_node_run_alone_runs_it_only_from_before_its_step(store, set_a):
+    set_a(name="a").run({"x": 1}, store=store, run_id="n")
+    assert set_a(name="a").fork("n", store=store, at=1, run_id="after") == {"x": 1, "a": 1}
+    assert set_a.runs == 1  # its step finished in the run forked: it is taken over
+    assert [(step.path, step.run_id) for step in history("after", store=store)] == [("a", "n")]
+    forked = set_a(name="a").fork("n", store=store, at=0, update={"x": 2}, run_id="before")
+    assert forked == {"x": 2, "a": 1}
+    assert set_a.runs == 2
+    assert [(step.kind, step.path) for step in history("before", store=store)] == [
+        ("update", ""),
+        ("step", "a"),
+    ]
+
+
+def test_a_node_run_alone_whose_end_was_not_recorded_resumes_without_running_it(set_a):
+    class EndlessStore(MemoryStore):  # cannot record that a run completed, once
+        refuse = True
+
+        def finish(self, run_id, status, **options):
+            if status == "completed" and self.refuse:
+                self.refuse = False
+                raise StoreError("cannot record the end")
+            super().finish(run_id, status, **options)
+
+    store = EndlessStore()
+    node = set_a(name="a")
+    node >> set_a(name="b")  # not followed: the node runs alone
+    with pytest.raises(StoreError), pytest.warns(UserWarning, match="successors"):
+        node.run({}, store=store, run_id="n")
+    assert (store.get("n").status, store.get("n").node) == ("interrupted", "a")
+    assert [(step.path, step.status) for step in history("n", store=store)] == [
+        ("a", "finished"),
+        ("a", "interrupted"),  # the run's own node: its run has not ended
+    ]
+    assert node.resume("n", store=store) == {"a": 1}
+    assert set_a.runs == 1  # its step had finished: not run again
+    assert [(step.path, step.status) for step in history("n", store=store)] == [("a", "finished")]

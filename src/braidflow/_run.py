@@ -28,9 +28,10 @@ from ._usage import Spend, enclosing
 from .durable import NO_ANSWER, DurableRun, EventRecorder, claim_run, close_run, start_run
 from .durable._drain import DrainStop
 from .durable._history import EVENTS_KEY
-from .engine import run_node_async, run_node_sync
+from .engine import drive_async, drive_sync, run_node_async, run_node_sync
 from .engine._async import failure_of
 from .engine._observe import StepScope
+from .engine._walk import node_walk
 from .stores._base import Store
 
 __all__ = [
@@ -360,10 +361,13 @@ def warn_unreachable_successors(node: Any, flow_kind: str) -> None:
 
 
 def run_top_sync(node: Any, scope: RunScope) -> Any:
-    """Run ``node`` as a whole run, synchronously; return its action."""
+    """Run ``node`` as a whole run, synchronously; return its action. (A
+    node's durable run is a walk of one step, which records it: `node_walk`.)"""
     with scope as shared:
         try:
-            return run_node_sync(node, shared)
+            if scope.durable is None or node._bf_is_flow:
+                return run_node_sync(node, shared)
+            return drive_sync(node_walk(node, shared))
         except Exception as error:
             stopped = _stop_iteration(error)
             _label(node, stopped or error)
@@ -373,10 +377,13 @@ def run_top_sync(node: Any, scope: RunScope) -> Any:
 
 
 async def run_top_async(node: Any, scope: RunScope) -> Any:
-    """Run ``node`` as a whole run on the event loop; return its action."""
+    """Run ``node`` as a whole run on the event loop; return its action. (A
+    node's durable run is a walk of one step, which records it: `node_walk`.)"""
     with scope as shared:
         try:
-            return await run_node_async(node, shared, False)
+            if scope.durable is None or node._bf_is_flow:
+                return await run_node_async(node, shared, False)
+            return await drive_async(node_walk(node, shared))
         except BaseException as error:
             durable = scope.durable
             if (

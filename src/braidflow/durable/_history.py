@@ -108,6 +108,8 @@ def step_key(row: Checkpoint) -> str:
         return f"{row.frame}/b{row.position}:{row.node}"
     if row.kind == "update":
         return row.frame
+    if not row.frame:  # the step of a node run alone: the run's own key, 0:name
+        return f"{row.position}:{row.node}"
     return f"{row.frame}/{row.position}:{row.node}"
 
 
@@ -409,7 +411,7 @@ def _current_steps(
         nodes = walks[prefix]
         done = finished.get(frame, [])
         name: str | None = nodes.start
-        if done:
+        if done and frame:  # (at the root: a node run alone, at work until its run ends)
             last = done[-1]
             action = "default" if last.action is None else json.loads(last.action)
             name = nodes.successor(last.node, action if isinstance(action, str) else "default")

@@ -90,7 +90,9 @@ class Settled:
             for key, value in values.items()
         ]
         kind = last.kind
-        if kind in (STEPS, "step", "view_step", "branch") or (kind == "update" and last.node):
+        if not last.frame and kind in (STEPS, "step"):  # a node run alone: 0:name
+            where = f"{last.position}:{last.node}"
+        elif kind in (STEPS, "step", "view_step", "branch") or (kind == "update" and last.node):
             where = f"{last.frame}/{'b' if kind == 'branch' else ''}{last.position}:{last.node}"
         else:  # a row whose path is its frame's: items, a sub-flow's changes, a question
             where = last.frame

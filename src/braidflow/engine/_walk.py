@@ -4,7 +4,8 @@
 fresh copy of a node (its run is the driver's: `NODE`), with its
 checkpoint in a durable run and its events in an observed one. A flow's
 exec stage (`flow_stage`) is one walk, or one per parameter set of a batch
-flow, isolated and merged when the flow asks for it.
+flow, isolated and merged when the flow asks for it. A node run alone in
+a durable run is a walk of one step (`node_walk`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ._items import batch_items, sequential
 from ._observe import StepScope
 from ._typed import join_advice, join_rules
 
-__all__ = ["StepCheckpoints", "flow_stage", "typed_stage", "walk"]
+__all__ = ["StepCheckpoints", "flow_stage", "node_walk", "typed_stage", "walk"]
 
 Steps = Generator[tuple[Any, ...], Any, Any]
 
@@ -53,10 +54,10 @@ class StepCheckpoints:
         "touched",
     )
 
-    def __init__(self, durable: Any, shared: Any) -> None:
+    def __init__(self, durable: Any, shared: Any, frame: str) -> None:
         self.durable = durable
         self.drain = durable.drain
-        self.frame = STEP.get().key
+        self.frame = frame  # the walk's key: its flow's step's ("" for the run's own node)
         self.recorded = durable.steps_in(self.frame)
         self.replaying = len(self.recorded)  # while position is below: steps to skip
         self.position = 0
@@ -130,7 +131,7 @@ def walk(
     durable = run.durable if run is not None else None
     observing = run if run is not None and run.observers else None
     names = run.names_in(node) if run is not None and (observing or durable) else None
-    checkpoints = StepCheckpoints(durable, shared) if durable is not None else None
+    checkpoints = StepCheckpoints(durable, shared, STEP.get().key) if durable is not None else None
     # Under async or exit, the steps of the run's own shared: DurableRun.lax_step_done.
     lax_done: Any = checkpoints.durable.lax_step_done if checkpoints and checkpoints.lax else None
     # The STEP each step of a durable walk set; the first one's token, to
@@ -213,6 +214,35 @@ def walk(
     finally:
         if token is not None:
             STEP.reset(token)
+    return action
+
+
+def node_walk(node: Any, shared: Any) -> Steps:
+    """A node (not a flow) run alone in a durable run, as a walk of one step:
+    the node, at the run's root (frame ``""``, position 0: its key is the
+    run's own, ``0:name``, under which its items, questions and idempotency
+    keys were always kept). Its step is recorded when it finishes, after
+    its items, with what it changed, as a one-node flow's step is; resuming
+    a run whose step finished (a fork after it, a crash before the run's end
+    was recorded) skips it. Return its action."""
+    durable = RUN.get().durable  # type: ignore[union-attr]
+    checkpoints = StepCheckpoints(durable, shared, "")
+    if checkpoints.replaying:  # it finished before
+        return checkpoints.replayed(node, shared)
+    # The step is the run's own StepAt (RunScope's): what the node touches is noted there.
+    at = durable.at = checkpoints.step = STEP.get()
+    checkpoints.name = node._display_name()
+    checkpoints.touched = at.touched
+    checkpoints.started = time()
+    try:
+        action = yield (NODE, node, None, shared, False, node._bf_plan)
+    except Exception as error:
+        checkpoints.failed(error)
+        raise
+    if checkpoints.lax:
+        durable.lax_step_done(checkpoints, node, action)
+    else:
+        checkpoints.done(node, action)
     return action
 
 

@@ -67,6 +67,8 @@ def row_path(kind: str, frame: str, node: str) -> str:
         return step_path(frame)
     if not node:  # an update before the first step
         return ""
+    if not frame:  # the step of a node run alone (or an update after it)
+        return node
     return f"{step_path(frame)}/{node}"
 
 
