@@ -830,3 +830,38 @@ def test_a_node_run_alone_whose_end_was_not_recorded_resumes_without_running_it(
     assert node.resume("n", store=store) == {"a": 1}
     assert set_a.runs == 1  # its step had finished: not run again
     assert [(step.path, step.status) for step in history("n", store=store)] == [("a", "finished")]
+
+
+class Doubling(Flow):
+    """A flow whose own prep and post write to shared: no step holds that."""
+
+    def prep(self, shared):
+        shared["runs"] = shared.get("runs", 0) + 1
+
+    def post(self, shared, prep_res, exec_res):
+        shared["count"] *= 2
+        shared["done"] = True
+
+
+class AddOne(Node):
+    def post(self, shared, prep_res, exec_res):
+        shared["count"] = shared.get("count", 0) + 1
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_the_stored_state_of_a_completed_run_has_what_its_flow_s_post_wrote(store, durability):
+    shared = {}
+    Doubling(start=AddOne(name="add")).run(shared, store=store, run_id="r", durability=durability)
+    assert stored_state("r", store=store) == shared == {"runs": 1, "count": 2, "done": True}
+    assert stored_state("r", store=store, at=1) == {"count": 1}  # after the step, before post
+    assert [step.path for step in history("r", store=store)] == ["add"]
+
+
+def test_a_value_the_run_s_flow_leaves_that_cannot_be_stored_fails_the_run(store):
+    class Leaves(Flow):
+        def post(self, shared, prep_res, exec_res):
+            shared["seen"] = {1, 2}  # a set: JSON cannot hold it
+
+    with pytest.raises(CheckpointError, match="seen"):
+        Leaves(start=AddOne(name="add")).run({}, store=store, run_id="r")
+    assert store.get("r").status == "failed"

@@ -102,6 +102,7 @@ class RunScope:
         "record_events",
         "rename",
         "resuming",
+        "root",
         "run",
         "run_id",
         "shared",
@@ -215,6 +216,7 @@ class RunScope:
         enter_run()
         self.token: Token[Run | None] | None = None
         self.step_token: Token[StepAt] | None = None
+        self.root: StepAt | None = None  # a durable run's own: what its flow's prep and post touch
         self.state_token: Token[Any] | None = None
         self.step: StepScope | None = None
         try:
@@ -265,7 +267,8 @@ class RunScope:
         if self.durable is not None:
             run.id = self.durable.run_id
             self.durable.drain.bind(run.task)
-            self.step_token = STEP.set(StepAt(f"0:{self.node._display_name()}", set()))
+            self.root = StepAt(f"0:{self.node._display_name()}", set())
+            self.step_token = STEP.set(self.root)
         self.token = RUN.set(run)
         if run.observers:
             name = self.node._display_name()
@@ -322,6 +325,12 @@ class RunScope:
         try:
             if durable is not None:
                 durable.spend = self.run.spend
+                if error is None and self.root is not None and self.root.touched:
+                    try:  # what the run's own flow's prep and post wrote: no step holds it
+                        durable.run_done(self.working, self.root)
+                    except BaseException as refused:  # (a value that cannot be stored)
+                        close_run(durable, refused)
+                        raise
                 if not self.resuming:  # the caller's dict gets what the run did
                     final = dict(dict.items(self.working))
                     dict.clear(self.shared)

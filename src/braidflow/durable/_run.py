@@ -328,6 +328,23 @@ class DurableRun:
         )
         self.writer.write([row])
 
+    def run_done(self, shared: TrackingDict, root: StepAt) -> None:
+        """The run completed: keep what its own flow's ``prep`` and ``post``
+        changed (the keys its step ``root`` touched), which no step holds, so
+        that the run's stored state is ``shared`` as the run left it.
+
+        Raises:
+            CheckpointError: If a value they left cannot be stored.
+        """
+        if not self.strict:  # after the steps kept and the state they left
+            self.writer.settle()
+        changes = changed_keys(self.codec, shared, root.key, [*root.touched])
+        if changes:
+            payload = self.codec.pack(changes)
+            self.writer.write(
+                [Checkpoint("state", root.key, 0, "", "", None, payload, None, time())]
+            )
+
     def lax_step_done(self, at: Any, node: Any, action: Any) -> None:
         """Record a finished step of the run's own ``shared`` under async or
         exit (where `step_done` records the others), at the walk's step

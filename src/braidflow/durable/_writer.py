@@ -224,6 +224,15 @@ class CheckpointWriter:
                 if len(self._kept) >= BATCH or (due is not None and now >= due):
                     self._write_batch()
 
+    def settle(self) -> None:
+        """Under async or exit: the steps the run kept, and the ``state`` row of
+        what they changed, go among the rows kept now, so that a row written
+        next comes after them."""
+        with self.batch_lock:
+            self._kept += self._steps()
+            if self._kept:
+                self._kept += self._settle(self._kept[-1])
+
     def _write_batch(self) -> None:
         """Write the batch kept (the caller holds the batch lock). If the
         store fails, the rows stay kept, first: nothing later overtakes them."""
