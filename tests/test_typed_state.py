@@ -524,3 +524,76 @@ def test_a_model_that_validates_assignments_is_left_whole_when_the_store_does_no
         Flow(start=Writes(name="writes"), state=Counted, name="job").run(given)
     assert caught.value.node == "job"
     assert (given.a, given.b) == (0, 0)  # not half written back
+
+
+# -- the instance a run was given, brought up to date when it ends ---------------------------
+
+
+class Checked(pydantic.BaseModel):
+    """A model that validates each assignment: a run given one writes its values back."""
+
+    model_config = pydantic.ConfigDict(validate_assignment=True)
+    n: int = 0
+    answer: str = ""
+
+
+class WritesNonsense(Node):
+    """Writes a str to the int key n (not checked: the flows here do not validate)."""
+
+    def post(self, shared, prep_res, exec_res):
+        shared.n = "many"
+
+
+class Fails(Node):
+    def post(self, shared, prep_res, exec_res):
+        raise RuntimeError("the node's own error")
+
+
+def test_a_failed_run_raises_its_error_though_the_instance_cannot_be_written_back():
+    writes = WritesNonsense(name="writes")
+    writes >> Fails(name="fails")
+    given = Checked()
+    with pytest.raises(RuntimeError, match="the node's own error") as caught:
+        Flow(start=writes, state=Checked, name="job").run(given)
+    notes = caught.value.__notes__
+    assert any("flow 'job'" in note and "left as it was" in note for note in notes)
+    assert given.n == 0
+
+
+def test_a_run_stopped_at_a_question_is_suspended_though_the_instance_cannot_be_written_back():
+    class Asks(Node):
+        def exec(self, prep_res):
+            return braidflow.interrupt("approve?")
+
+        def post(self, shared, prep_res, exec_res):
+            shared.answer = exec_res
+
+    writes = WritesNonsense(name="writes")
+    writes >> Asks(name="asks")
+    store = braidflow.MemoryStore()
+    given = Checked()
+    with pytest.raises(braidflow.Suspended) as caught:
+        Flow(start=writes, state=Checked).run(given, store=store, run_id="r")
+    assert any("left as it was" in note for note in caught.value.__notes__)
+    assert store.get("r").status == "waiting"
+    assert given.n == 0
+
+
+async def test_a_cancelled_run_ends_cancelled_though_the_instance_cannot_be_written_back():
+    waiting = asyncio.Event()
+
+    class Waits(AsyncNode):
+        async def post_async(self, shared, prep_res, exec_res):
+            waiting.set()
+            await asyncio.Event().wait()
+
+    writes = WritesNonsense(name="writes")
+    writes >> Waits(name="waits")
+    given = Checked()
+    task = asyncio.create_task(AsyncFlow(start=writes, state=Checked).run_async(given))
+    await waiting.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError) as caught:
+        await task
+    assert any("left as it was" in note for note in caught.value.__notes__)
+    assert given.n == 0

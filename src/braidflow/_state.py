@@ -213,7 +213,7 @@ class StateType:
                     f"{owner._describe()}: the run ended with a shared that does not fit "
                     f"{self.name}, so the {self.name} it was given is left as it was: "
                     f"{' '.join(str(error).split())}; validate each write as it is made with "
-                    f"{type(owner).__name__}(..., state={self.name}, validate=True)",
+                    f"`{type(owner).__name__}(..., state={self.name}, validate=True)`",
                     node=owner._display_name(),
                 ) from error
         for key, value in given.items():
