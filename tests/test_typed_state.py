@@ -597,3 +597,66 @@ async def test_a_cancelled_run_ends_cancelled_though_the_instance_cannot_be_writ
         await task
     assert any("left as it was" in note for note in caught.value.__notes__)
     assert given.n == 0
+
+
+class Ordered(pydantic.BaseModel):
+    """A model whose validator reads two fields: only the run's values together fit it."""
+
+    model_config = pydantic.ConfigDict(validate_assignment=True)
+    lo: int = 0
+    hi: int = 1
+
+    @pydantic.model_validator(mode="after")
+    def ordered(self) -> "Ordered":
+        if self.lo >= self.hi:
+            raise ValueError(f"lo {self.lo} >= hi {self.hi}")
+        return self
+
+
+def test_a_model_is_validated_whole_with_the_run_s_values_and_written_back_whole():
+    def widen(lo, hi):
+        first = Setter("lo", lo, attribute=True, name="lo")
+        first >> Setter("hi", hi, attribute=True, name="hi")
+        return Flow(start=first, state=Ordered, name="widen")
+
+    given = Ordered()
+    widen(5, "10").run(given)  # lo=5 with hi=1 would not fit; the run's values do
+    assert (given.lo, given.hi) == (5, 10)  # pydantic's value: an int
+    assert given.model_fields_set == {"lo", "hi"}
+    given = Ordered()
+    with pytest.raises(StateError, match=r"flow 'widen'.*left as it was.*lo 5 >= hi 3"):
+        widen(5, 3).run(given)
+    assert (given.lo, given.hi) == (0, 1)  # not half written back
+
+
+def test_a_frozen_field_the_run_left_alone_is_not_written_back():
+    class Job(pydantic.BaseModel):
+        id: str = pydantic.Field("abc", frozen=True)
+        n: int = 0
+        done: bool = False
+
+    class Work(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared.n += 1
+            shared.done = True
+
+    given = Job()
+    Flow(start=Work(name="work"), state=Job).run(given)
+    assert (given.id, given.n, given.done) == ("abc", 1, True)
+    durable = Job()
+    Flow(start=Work(name="work"), state=Job).run(durable, store=braidflow.MemoryStore())
+    assert (durable.id, durable.n, durable.done) == ("abc", 1, True)
+
+
+def test_a_frozen_field_the_run_changed_leaves_the_instance_as_it_was():
+    class Job(pydantic.BaseModel):
+        n: int = 0
+        id: str = pydantic.Field("abc", frozen=True)
+
+    first = Setter("n", 1, attribute=True, name="count")
+    first >> Setter("id", "xyz", attribute=True, name="rename")
+    given = Job()
+    with pytest.raises(StateError, match=r"the run changed Job\.id, a frozen field") as caught:
+        Flow(start=first, state=Job, name="job").run(given)
+    assert (caught.value.key, caught.value.node) == ("id", "job")
+    assert (given.n, given.id) == (0, "abc")

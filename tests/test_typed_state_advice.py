@@ -228,3 +228,19 @@ def test_a_store_that_does_not_fit_the_instance_says_to_validate_each_write_and_
     assert caught.value.key == "n"
     assert "writes" in " ".join([str(caught.value), *caught.value.__notes__])
     assert given.n == 0
+
+
+def test_a_frozen_field_the_run_changed_says_to_declare_it_without_frozen_and_that_works():
+    class Job(pydantic.BaseModel):
+        id: str = pydantic.Field("abc", frozen=True)
+
+    with pytest.raises(StateError) as caught:
+        Flow(start=Write("id", "xyz"), state=Job).run(Job())
+    assert code_in(caught.value) == ["frozen=True"]
+
+    class Unfrozen(pydantic.BaseModel):  # as it says
+        id: str = pydantic.Field("abc")
+
+    given = Unfrozen()
+    Flow(start=Write("id", "xyz"), state=Unfrozen).run(given)
+    assert given.id == "xyz"
