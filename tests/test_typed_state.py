@@ -660,3 +660,46 @@ def test_a_frozen_field_the_run_changed_leaves_the_instance_as_it_was():
         Flow(start=first, state=Job, name="job").run(given)
     assert (caught.value.key, caught.value.node) == ("id", "job")
     assert (given.n, given.id) == (0, "abc")
+
+
+class Aliased(pydantic.BaseModel):
+    """Fields read by their aliases only (no populate_by_name), as JSON gives them."""
+
+    model_config = pydantic.ConfigDict(validate_assignment=True)
+    user_id: int = pydantic.Field(alias="userId")
+    label: str = pydantic.Field("", validation_alias=pydantic.AliasChoices("label", "tag"))
+    shown: str = pydantic.Field("", serialization_alias="Shown", repr=False)
+
+
+class AliasedByName(Aliased):
+    model_config = pydantic.ConfigDict(validate_assignment=True, populate_by_name=True)
+
+
+@pytest.mark.parametrize("model", [Aliased, AliasedByName])
+@pytest.mark.parametrize("validate", [False, True])
+def test_a_model_with_aliased_fields_is_written_back_by_field_name(model, validate):
+    class Count(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared.user_id += 1
+            shared.label = "counted"
+            shared.shown = "yes"
+
+    given = model(userId=1)
+    Flow(start=Count(name="count"), state=model, validate=validate).run(given)  # no warning
+    assert (given.user_id, given.label, given.shown) == (2, "counted", "yes")
+    shared = {"user_id": 1}  # a dict of its keys: by field name, as a node writes them
+    Flow(start=Count(name="count"), state=model, validate=validate).run(shared)
+    assert shared == {"user_id": 2, "label": "counted", "shown": "yes"}
+
+
+def test_validating_writes_to_a_field_with_model_only_attributes_warns_of_nothing():
+    class Tagged(pydantic.BaseModel):
+        id: str = pydantic.Field("a", frozen=True, repr=False, alias="ID")
+        n: int = pydantic.Field(0, ge=0, validate_default=True)
+
+    flow = Flow(start=Setter("n", "3", attribute=True, name="set"), state=Tagged, validate=True)
+    given = Tagged()
+    flow.run(given)  # (warnings are errors in the tests)
+    assert given.n == 3
+    with pytest.raises(StateError, match=r"greater than or equal to 0"):
+        Flow(start=Setter("n", -1, name="set"), state=Tagged, validate=True).run(Tagged())

@@ -8,6 +8,8 @@ rules the joins use, and makes the views its nodes get (`_state_views`).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import sys
 import types
 import typing
@@ -22,7 +24,14 @@ from ._state_views import view_class
 from ._views import SharedView
 from .merge import MergeRule
 
-__all__ = ["VALUE_CLASSES", "StateT", "StateType", "declared_state", "state_type"]
+__all__ = [
+    "VALUE_CLASSES",
+    "StateT",
+    "StateType",
+    "declared_state",
+    "model_from_fields",
+    "state_type",
+]
 
 if TYPE_CHECKING:  # a default (PEP 696) for type checkers; Python 3.11's TypeVar has none
     from typing_extensions import TypeVar
@@ -244,7 +253,7 @@ class StateType:
                 setattr(instance, key, value)
             return
         try:  # all of it first: one value that does not fit changes nothing
-            whole = cls.model_validate({**instance.__dict__, **changed})
+            whole = model_from_fields(cls, {**instance.__dict__, **changed})
         except Exception as error:
             raise StateError(
                 f"{owner._describe()}: the run ended with a shared that does not fit "
@@ -363,12 +372,50 @@ def _model_default(field: Any) -> Callable[[], Any]:
 
 
 def _adapter(cls: Any, key: str) -> Any:
-    """A pydantic TypeAdapter for one field of a model: its type and constraints."""
+    """A pydantic TypeAdapter for one field of a model: its type and constraints.
+
+    Made of what a field's ``FieldInfo`` says of its values (its metadata:
+    constraints, validators, ``strict``; its discriminator), not of the
+    ``FieldInfo`` itself: pydantic warns of the rest (an alias, a default,
+    ``frozen``, ``repr``...) given outside a model.
+    """
     import pydantic
 
     field = cls.model_fields[key]
-    annotated: Any = typing.Annotated[field.annotation, field]
+    metadata = list(field.metadata)
+    if field.discriminator is not None:
+        metadata.append(pydantic.Field(discriminator=field.discriminator))
+    annotated: Any = (
+        typing.Annotated[(field.annotation, *metadata)] if metadata else field.annotation
+    )
     return pydantic.TypeAdapter(annotated)
+
+
+@functools.cache
+def _validates_by_name() -> bool:
+    """Whether ``model_validate`` takes ``by_name=`` (pydantic 2.11 and later)."""
+    import pydantic
+
+    return "by_name" in inspect.signature(pydantic.BaseModel.model_validate).parameters
+
+
+def model_from_fields(cls: Any, data: Mapping[str, Any]) -> Any:
+    """``cls.model_validate(data)``, ``data`` keyed by field name (as
+    ``model_dump()`` gives it and ``instance.__dict__`` holds it), whatever
+    the fields' aliases and whether the model populates by name."""
+    if _validates_by_name():
+        return cls.model_validate(data, by_alias=False, by_name=True)
+    # Before pydantic 2.11 a model reads its aliases (its names too, if it
+    # populates by name): each key given by its alias, where that is a name.
+    keyed = {}
+    for name, value in data.items():
+        field = cls.model_fields.get(name)
+        alias = None
+        if field is not None:
+            alias = field.validation_alias
+            alias = alias if isinstance(alias, str) else field.alias
+        keyed[alias if isinstance(alias, str) else name] = value
+    return cls.model_validate(keyed)
 
 
 def _rule_in(metadata: list[Any], key: str, name: str, owner: str) -> Rule | None:
