@@ -90,6 +90,10 @@ Typed state
             lacks) ...................... tests/test_typed_state_advice.py
     _state_table.check_nodes (a node typed against another state) ... tests/test_typed_state.py::
         test_a_node_typed_against_another_state_is_refused_when_the_run_starts
+    _state.StateType.write_back (a store that does not fit the instance, a frozen
+            field changed), and _run.RunScope._write_back (the same, as a note on
+            how the run ended) ... tests/test_typed_state_advice.py::
+        test_a_store_that_does_not_fit_the_instance_*, test_a_frozen_field_the_run_changed_*
 Result cache
     _cache (an input with no key, exec with no code),
     engine._cached (no store, a store with no cache,

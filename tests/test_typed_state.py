@@ -524,3 +524,182 @@ def test_a_model_that_validates_assignments_is_left_whole_when_the_store_does_no
         Flow(start=Writes(name="writes"), state=Counted, name="job").run(given)
     assert caught.value.node == "job"
     assert (given.a, given.b) == (0, 0)  # not half written back
+
+
+# -- the instance a run was given, brought up to date when it ends ---------------------------
+
+
+class Checked(pydantic.BaseModel):
+    """A model that validates each assignment: a run given one writes its values back."""
+
+    model_config = pydantic.ConfigDict(validate_assignment=True)
+    n: int = 0
+    answer: str = ""
+
+
+class WritesNonsense(Node):
+    """Writes a str to the int key n (not checked: the flows here do not validate)."""
+
+    def post(self, shared, prep_res, exec_res):
+        shared.n = "many"
+
+
+class Fails(Node):
+    def post(self, shared, prep_res, exec_res):
+        raise RuntimeError("the node's own error")
+
+
+def test_a_failed_run_raises_its_error_though_the_instance_cannot_be_written_back():
+    writes = WritesNonsense(name="writes")
+    writes >> Fails(name="fails")
+    given = Checked()
+    with pytest.raises(RuntimeError, match="the node's own error") as caught:
+        Flow(start=writes, state=Checked, name="job").run(given)
+    notes = caught.value.__notes__
+    assert any("flow 'job'" in note and "left as it was" in note for note in notes)
+    assert given.n == 0
+
+
+def test_a_run_stopped_at_a_question_is_suspended_though_the_instance_cannot_be_written_back():
+    class Asks(Node):
+        def exec(self, prep_res):
+            return braidflow.interrupt("approve?")
+
+        def post(self, shared, prep_res, exec_res):
+            shared.answer = exec_res
+
+    writes = WritesNonsense(name="writes")
+    writes >> Asks(name="asks")
+    store = braidflow.MemoryStore()
+    given = Checked()
+    with pytest.raises(braidflow.Suspended) as caught:
+        Flow(start=writes, state=Checked).run(given, store=store, run_id="r")
+    assert any("left as it was" in note for note in caught.value.__notes__)
+    assert store.get("r").status == "waiting"
+    assert given.n == 0
+
+
+async def test_a_cancelled_run_ends_cancelled_though_the_instance_cannot_be_written_back():
+    waiting = asyncio.Event()
+
+    class Waits(AsyncNode):
+        async def post_async(self, shared, prep_res, exec_res):
+            waiting.set()
+            await asyncio.Event().wait()
+
+    writes = WritesNonsense(name="writes")
+    writes >> Waits(name="waits")
+    given = Checked()
+    task = asyncio.create_task(AsyncFlow(start=writes, state=Checked).run_async(given))
+    await waiting.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError) as caught:
+        await task
+    assert any("left as it was" in note for note in caught.value.__notes__)
+    assert given.n == 0
+
+
+class Ordered(pydantic.BaseModel):
+    """A model whose validator reads two fields: only the run's values together fit it."""
+
+    model_config = pydantic.ConfigDict(validate_assignment=True)
+    lo: int = 0
+    hi: int = 1
+
+    @pydantic.model_validator(mode="after")
+    def ordered(self) -> "Ordered":
+        if self.lo >= self.hi:
+            raise ValueError(f"lo {self.lo} >= hi {self.hi}")
+        return self
+
+
+def test_a_model_is_validated_whole_with_the_run_s_values_and_written_back_whole():
+    def widen(lo, hi):
+        first = Setter("lo", lo, attribute=True, name="lo")
+        first >> Setter("hi", hi, attribute=True, name="hi")
+        return Flow(start=first, state=Ordered, name="widen")
+
+    given = Ordered()
+    widen(5, "10").run(given)  # lo=5 with hi=1 would not fit; the run's values do
+    assert (given.lo, given.hi) == (5, 10)  # pydantic's value: an int
+    assert given.model_fields_set == {"lo", "hi"}
+    given = Ordered()
+    with pytest.raises(StateError, match=r"flow 'widen'.*left as it was.*lo 5 >= hi 3"):
+        widen(5, 3).run(given)
+    assert (given.lo, given.hi) == (0, 1)  # not half written back
+
+
+def test_a_frozen_field_the_run_left_alone_is_not_written_back():
+    class Job(pydantic.BaseModel):
+        id: str = pydantic.Field("abc", frozen=True)
+        n: int = 0
+        done: bool = False
+
+    class Work(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared.n += 1
+            shared.done = True
+
+    given = Job()
+    Flow(start=Work(name="work"), state=Job).run(given)
+    assert (given.id, given.n, given.done) == ("abc", 1, True)
+    durable = Job()
+    Flow(start=Work(name="work"), state=Job).run(durable, store=braidflow.MemoryStore())
+    assert (durable.id, durable.n, durable.done) == ("abc", 1, True)
+
+
+def test_a_frozen_field_the_run_changed_leaves_the_instance_as_it_was():
+    class Job(pydantic.BaseModel):
+        n: int = 0
+        id: str = pydantic.Field("abc", frozen=True)
+
+    first = Setter("n", 1, attribute=True, name="count")
+    first >> Setter("id", "xyz", attribute=True, name="rename")
+    given = Job()
+    with pytest.raises(StateError, match=r"the run changed Job\.id, a frozen field") as caught:
+        Flow(start=first, state=Job, name="job").run(given)
+    assert (caught.value.key, caught.value.node) == ("id", "job")
+    assert (given.n, given.id) == (0, "abc")
+
+
+class Aliased(pydantic.BaseModel):
+    """Fields read by their aliases only (no populate_by_name), as JSON gives them."""
+
+    model_config = pydantic.ConfigDict(validate_assignment=True)
+    user_id: int = pydantic.Field(alias="userId")
+    label: str = pydantic.Field("", validation_alias=pydantic.AliasChoices("label", "tag"))
+    shown: str = pydantic.Field("", serialization_alias="Shown", repr=False)
+
+
+class AliasedByName(Aliased):
+    model_config = pydantic.ConfigDict(validate_assignment=True, populate_by_name=True)
+
+
+@pytest.mark.parametrize("model", [Aliased, AliasedByName])
+@pytest.mark.parametrize("validate", [False, True])
+def test_a_model_with_aliased_fields_is_written_back_by_field_name(model, validate):
+    class Count(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared.user_id += 1
+            shared.label = "counted"
+            shared.shown = "yes"
+
+    given = model(userId=1)
+    Flow(start=Count(name="count"), state=model, validate=validate).run(given)  # no warning
+    assert (given.user_id, given.label, given.shown) == (2, "counted", "yes")
+    shared = {"user_id": 1}  # a dict of its keys: by field name, as a node writes them
+    Flow(start=Count(name="count"), state=model, validate=validate).run(shared)
+    assert shared == {"user_id": 2, "label": "counted", "shown": "yes"}
+
+
+def test_validating_writes_to_a_field_with_model_only_attributes_warns_of_nothing():
+    class Tagged(pydantic.BaseModel):
+        id: str = pydantic.Field("a", frozen=True, repr=False, alias="ID")
+        n: int = pydantic.Field(0, ge=0, validate_default=True)
+
+    flow = Flow(start=Setter("n", "3", attribute=True, name="set"), state=Tagged, validate=True)
+    given = Tagged()
+    flow.run(given)  # (warnings are errors in the tests)
+    assert given.n == 3
+    with pytest.raises(StateError, match=r"greater than or equal to 0"):
+        Flow(start=Setter("n", -1, name="set"), state=Tagged, validate=True).run(Tagged())

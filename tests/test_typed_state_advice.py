@@ -199,3 +199,48 @@ def test_collecting_failures_in_a_key_the_type_lacks_says_to_declare_it_and_that
     flow(Declared).run(state)
     assert state.said == "1 failed"
     assert [failure.item for failure in state.branch_failures] == ["bad"]
+
+
+def test_a_store_that_does_not_fit_the_instance_says_to_validate_each_write_and_that_works():
+    class Counted(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(validate_assignment=True)
+        n: int = 0
+
+    class Fails(Node):
+        def post(self, shared, prep_res, exec_res):
+            raise RuntimeError("later")
+
+    def flow(validate, then=None):
+        writes = Write("n", "many", "writes")
+        if then is not None:
+            writes >> then
+        return Flow(start=writes, state=Counted, validate=validate)
+
+    with pytest.raises(StateError) as caught:
+        flow(False).run(Counted())
+    assert code_in(caught.value) == ["Flow(..., state=Counted, validate=True)"]
+    with pytest.raises(RuntimeError) as failed:  # said as a note on the run's own error
+        flow(False, Fails()).run(Counted())
+    assert code_in(failed.value.__notes__[-1]) == ["Flow(..., state=Counted, validate=True)"]
+    given = Counted()
+    with pytest.raises(StateError) as caught:  # as it says: refused where it is written
+        flow(True).run(given)
+    assert caught.value.key == "n"
+    assert "writes" in " ".join([str(caught.value), *caught.value.__notes__])
+    assert given.n == 0
+
+
+def test_a_frozen_field_the_run_changed_says_to_declare_it_without_frozen_and_that_works():
+    class Job(pydantic.BaseModel):
+        id: str = pydantic.Field("abc", frozen=True)
+
+    with pytest.raises(StateError) as caught:
+        Flow(start=Write("id", "xyz"), state=Job).run(Job())
+    assert code_in(caught.value) == ["frozen=True"]
+
+    class Unfrozen(pydantic.BaseModel):  # as it says
+        id: str = pydantic.Field("abc")
+
+    given = Unfrozen()
+    Flow(start=Write("id", "xyz"), state=Unfrozen).run(given)
+    assert given.id == "xyz"

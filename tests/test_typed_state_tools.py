@@ -95,6 +95,44 @@ def test_a_run_given_the_state_instance_is_durable_and_the_instance_gets_the_res
     assert given.page == Page("https://y", ["a", "b"])
 
 
+class Author(pydantic.BaseModel):
+    user_id: int = pydantic.Field(alias="userId")
+
+
+class Cited(pydantic.BaseModel):
+    title: str = pydantic.Field(validation_alias="Title", serialization_alias="TITLE")
+    author: Author
+    model_config = pydantic.ConfigDict(populate_by_name=True)
+
+
+@dataclass
+class Citing:
+    cited: Cited | None = None
+    author: Author | None = None
+
+
+def test_models_with_aliased_fields_come_back_on_resume(store):
+    class Make(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared.author = Author(userId=7)
+            shared.cited = Cited(Title="t", author=Author(userId=8))
+
+    class Asks(Node):
+        def exec(self, prep_res):
+            return interrupt("go on?")
+
+    def flow():
+        make = Make(name="make")
+        make >> Asks(name="asks")
+        return Flow(start=make, state=Citing)
+
+    with pytest.raises(Suspended):
+        flow().run({}, store=store, run_id="r")
+    final = flow().resume("r", store=store, input="yes")
+    assert final["author"] == Author(userId=7)
+    assert final["cited"] == Cited(Title="t", author=Author(userId=8))
+
+
 def test_a_checkpoint_naming_a_class_no_state_type_declares_is_not_rebuilt(monkeypatch):
     store = MemoryStore()
     with pytest.raises(Suspended):

@@ -19,7 +19,7 @@ from typing import Any
 from ._budget import check_budget, close_budget, open_budget
 from ._clock import SYSTEM_CLOCK
 from ._context import RUN, STATE, STEP, Run, StepAt
-from ._errors import InvalidParameterError, add_note, has_note
+from ._errors import InvalidParameterError, StateError, add_note, has_note
 from ._events import Event
 from ._options import UNSET, check_durability
 from ._state_table import check_nodes
@@ -336,10 +336,34 @@ class RunScope:
                     dict.clear(self.shared)
                     dict.update(self.shared, final)
                 close_run(durable, error)  # (raises Suspended, Drained for a stop)
-        finally:
-            if self.instance is not None:  # a dataclass or model instance gets them too
-                assert self.state is not None
-                self.state.write_back(self.shared, self.instance, self.node)
+        except BaseException as ended:  # how the run ends now: the caller gets it
+            self._write_back(ended)
+            raise
+        self._write_back(error)
+
+    def _write_back(self, outcome: BaseException | None) -> None:
+        """Bring the dataclass or model instance the run was given (if any)
+        up to date. A run that ends with an exception (a failure,
+        `Suspended`, `Drained`, a cancellation: ``outcome``) ends with it
+        still: a write-back that fails is a note on it, never raised in its
+        place; a run that succeeded raises the write-back's error.
+        """
+        instance = self.instance
+        if instance is None:
+            return
+        assert self.state is not None
+        try:
+            self.state.write_back(self.shared, instance, self.node)
+        except Exception as failure:
+            if outcome is None:
+                raise
+            add_note(
+                outcome,
+                str(failure)
+                if isinstance(failure, StateError)
+                else f"{self.node._describe()}: the {self.state.name} it was given could not "
+                f"be brought up to date with what the run did: {failure!r}",
+            )
 
 
 def shared_argument(node: Any, shared: Any, legacy: dict[str, Any]) -> Any:

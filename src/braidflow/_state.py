@@ -22,7 +22,14 @@ from ._state_views import view_class
 from ._views import SharedView
 from .merge import MergeRule
 
-__all__ = ["VALUE_CLASSES", "StateT", "StateType", "declared_state", "state_type"]
+__all__ = [
+    "VALUE_CLASSES",
+    "StateT",
+    "StateType",
+    "declared_state",
+    "model_from_fields",
+    "state_type",
+]
 
 if TYPE_CHECKING:  # a default (PEP 696) for type checkers; Python 3.11's TypeVar has none
     from typing_extensions import TypeVar
@@ -197,27 +204,64 @@ class StateType:
         return store if made is None else made(store)
 
     def write_back(self, store: dict[Any, Any], instance: Any, owner: Any) -> None:
-        """Bring the instance a run was given up to date with the run's store.
+        """Bring the instance a run was given up to date with the run's store:
+        all of it, or none of it.
+
+        Only the keys whose value the run changed are assigned. For a model,
+        a frozen field the run left as it was is not assigned; one that
+        validates each assignment is validated whole first, and gets
+        pydantic's values without validating each field again (one field at
+        a time, its model validators would see old and new values mixed).
 
         Raises:
-            StateError: For a model that validates each assignment, if the
-                store does not fit it (a write the flow did not validate);
-                the instance is left as it was then.
+            StateError: For a model, if the run changed a frozen field, or
+                the store does not fit a model that validates each
+                assignment (a write the flow did not validate); the
+                instance is left as it was then.
         """
-        given = {key: store[key] for key in self.hints if key in store}
-        if self.kind == "model" and type(instance).model_config.get("validate_assignment"):
-            try:  # all of it first: one value that does not fit changes nothing
-                type(instance).model_validate({**instance.__dict__, **given})
-            except Exception as error:
-                raise StateError(
-                    f"{owner._describe()}: the run ended with a shared that does not fit "
-                    f"{self.name}, so the {self.name} it was given is left as it was: "
-                    f"{' '.join(str(error).split())}; validate each write as it is made with "
-                    f"{type(owner).__name__}(..., state={self.name}, validate=True)",
-                    node=owner._display_name(),
-                ) from error
-        for key, value in given.items():
+        changed = {}
+        for key in self.hints:
+            if key in store and store[key] is not getattr(instance, key, _NO_KEY):
+                changed[key] = store[key]
+        if self.kind == "model":
+            self._write_back_model(changed, instance, owner)
+            return
+        for key, value in changed.items():
             setattr(instance, key, value)
+
+    def _write_back_model(self, changed: dict[str, Any], instance: Any, owner: Any) -> None:
+        cls = type(instance)
+        fields = cls.model_fields
+        for key in [key for key in changed if fields[key].frozen]:
+            before = getattr(instance, key)
+            if _equal(changed[key], before):  # left as it was (or a copy: a durable run's)
+                del changed[key]
+                continue
+            raise StateError(
+                f"{owner._describe()}: the run changed {self.name}.{key}, a frozen field "
+                f"({before!r}, then {changed[key]!r}), so the {self.name} it was given is "
+                f"left as it was; leave {key} as it is, or declare it without `frozen=True`",
+                node=owner._display_name(),
+                key=key,
+            )
+        if not changed:
+            return
+        if not cls.model_config.get("validate_assignment"):
+            for key, value in changed.items():  # (pydantic checks nothing but frozen here)
+                setattr(instance, key, value)
+            return
+        try:  # all of it first: one value that does not fit changes nothing
+            whole = model_from_fields(cls, {**instance.__dict__, **changed})
+        except Exception as error:
+            raise StateError(
+                f"{owner._describe()}: the run ended with a shared that does not fit "
+                f"{self.name}, so the {self.name} it was given is left as it was: "
+                f"{' '.join(str(error).split())}; validate each write as it is made with "
+                f"`{type(owner).__name__}(..., state={self.name}, validate=True)`",
+                node=owner._display_name(),
+            ) from error
+        instance.__dict__.update({key: whole.__dict__[key] for key in changed})
+        instance.__pydantic_fields_set__.update(changed)
 
     # -- checking ----------------------------------------------------------------------
 
@@ -310,6 +354,13 @@ class StateType:
 _NO_KEY: Any = object()
 
 
+def _equal(value: Any, other: Any) -> bool:
+    try:
+        return bool(value == other)
+    except Exception:  # an equality that cannot tell (an array's): taken as changed
+        return False
+
+
 def _constant(value: Any) -> Callable[[], Any]:
     return lambda: value
 
@@ -319,12 +370,31 @@ def _model_default(field: Any) -> Callable[[], Any]:
 
 
 def _adapter(cls: Any, key: str) -> Any:
-    """A pydantic TypeAdapter for one field of a model: its type and constraints."""
+    """A pydantic TypeAdapter for one field of a model: its type and constraints.
+
+    Made of what a field's ``FieldInfo`` says of its values (its metadata:
+    constraints, validators, ``strict``; its discriminator), not of the
+    ``FieldInfo`` itself: pydantic warns of the rest (an alias, a default,
+    ``frozen``, ``repr``...) given outside a model.
+    """
     import pydantic
 
     field = cls.model_fields[key]
-    annotated: Any = typing.Annotated[field.annotation, field]
+    metadata = list(field.metadata)
+    if field.discriminator is not None:
+        metadata.append(pydantic.Field(discriminator=field.discriminator))
+    annotated: Any = (
+        typing.Annotated[(field.annotation, *metadata)] if metadata else field.annotation
+    )
     return pydantic.TypeAdapter(annotated)
+
+
+def model_from_fields(cls: Any, data: Mapping[str, Any]) -> Any:
+    """``cls.model_validate(data)``, ``data`` keyed by field name (as
+    ``model_dump()`` gives it and ``instance.__dict__`` holds it), whatever
+    the fields' aliases and whether the model populates by name (pydantic
+    2.11's ``by_name=``: the extra asks for it)."""
+    return cls.model_validate(data, by_alias=False, by_name=True)
 
 
 def _rule_in(metadata: list[Any], key: str, name: str, owner: str) -> Rule | None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from .._errors import CheckpointError, Failure, ResumeError
 from .._isolation import MISSING
-from .._state import VALUE_CLASSES
+from .._state import VALUE_CLASSES, model_from_fields
 from ._exceptions import TAG, RecordedError, error_from, error_record
 
 __all__ = [
@@ -178,7 +178,8 @@ def _object_record(value: Any, name: str) -> dict[str, Any]:
     """
     dump = getattr(value, "model_dump", None)
     if dump is not None:
-        return {TAG: "object", "class": name, "model": dump(mode="json")}
+        # By field name, as it is read back: an alias is not what every model reads.
+        return {TAG: "object", "class": name, "model": dump(mode="json", by_alias=False)}
     fields = {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
     if not _faithful(fields):
         raise ValueError(_json_drift(fields).replace(" at [", f" at {name}.[", 1))
@@ -198,7 +199,7 @@ def _from_record(record: dict[str, Any]) -> Any:
             "type whose keys hold it"
         )
     if "model" in record:
-        return cls.model_validate(record["model"])  # type: ignore[attr-defined]
+        return model_from_fields(cls, record["model"])
     made: Any = object.__new__(cls)
     for key, value in record["fields"].items():
         object.__setattr__(made, key, value)
