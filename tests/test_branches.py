@@ -397,6 +397,46 @@ async def test_collect_merges_the_branches_that_succeeded_and_reports_the_failur
     assert isinstance(shared["branch_failures"][0], Failure)
 
 
+class Works(Node):
+    """Marks shared[name] = "ok", or fails if told to."""
+
+    def __init__(self, name, fails=False):
+        super().__init__(name=name)
+        self.fails = fails
+
+    def post(self, shared, prep_res, exec_res):
+        if self.fails:
+            raise RuntimeError(f"{self.name} failed")
+        shared[self.name] = "ok"
+
+
+def test_failures_collected_by_a_fork_inside_a_branch_are_kept_in_branch_order():
+    inner = Parallel(Works("c"), Works("d", fails=True), on_error="collect", name="inner")
+    outer = Parallel(Works("a"), inner, Works("b", fails=True), on_error="collect")
+    shared = {}
+    Flow(start=outer).run(shared)
+    assert [failure.item for failure in shared["branch_failures"]] == ["d", "b"]
+    assert [str(failure.error) for failure in shared["branch_failures"]] == [
+        "d failed",
+        "b failed",
+    ]
+    assert (shared["a"], shared["c"]) == ("ok", "ok")
+
+
+def test_failures_of_forks_in_two_branches_are_combined_not_a_conflict():
+    def inner(name, failing):
+        return Parallel(Works(f"{name} ok"), Works(failing, fails=True), on_error="collect")
+
+    outer = Parallel(inner("one", "x"), inner("two", "y"), on_error="collect")
+    outer - "failed" >> Works("handled")  # only for a failure of the outer fork's own branches
+    outer >> Works("went on")
+    shared = {"branch_failures": ["from before the fork"]}
+    Flow(start=outer).run(shared)
+    assert [failure.item for failure in shared["branch_failures"]] == ["x", "y"]
+    assert "went on" in shared
+    assert "handled" not in shared
+
+
 async def test_limiters_inside_branches_and_max_concurrency_bound_them():
     limiter = Limiter(1)
     now = [0, 0]  # in flight, peak

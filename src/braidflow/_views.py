@@ -30,6 +30,13 @@ class Changes(dict[Any, Any]):
     before: dict[Any, Any]
     assumed: frozenset[Any]
 
+    def without(self, key: Any) -> Changes:
+        """These changes but that of ``key``."""
+        rest = Changes((name, value) for name, value in self.items() if name != key)
+        rest.before = {name: value for name, value in self.before.items() if name != key}
+        rest.assumed = self.assumed - {key}
+        return rest
+
 
 class SharedView(MutableMapping[Any, Any]):
     """What a branch sees as ``shared``: the store, each key as it was when the
