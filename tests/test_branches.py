@@ -292,6 +292,40 @@ async def test_a_function_rule_gets_the_value_before_and_the_branches_values_in_
     assert shared == {"best": 5, "other": 1}
 
 
+class Sets(Node):
+    """Sets the keys and values it is given."""
+
+    def __init__(self, name, **values):
+        super().__init__(name=name)
+        self.values = values
+
+    def post(self, shared, prep_res, exec_res):
+        shared.update(self.values)
+
+
+def test_an_error_a_rule_raises_is_noted_with_the_key_the_rule_and_the_branches():
+    def pick(before, values):
+        raise ValueError("cannot combine")
+
+    fork = Parallel(
+        Sets("a", title="x", n=1), Sets("b", title="y", n=2), merge={"title": pick, "n": "sum"}
+    )
+    with pytest.raises(ValueError, match="cannot combine") as caught:
+        Flow(start=fork).run({"title": "", "n": 0})
+    assert str(caught.value) == "cannot combine"  # the function's own error, noted
+    assert caught.value.__notes__[:2] == [
+        "braidflow: merge rule pick() failed on key 'title', combining the values of "
+        "branches 'a', 'b'",
+        "braidflow: while joining the branches of node 'Parallel'",
+    ]
+    fork = Parallel(Sets("a", n=1), Sets("b", n="2"), Sets("c"), merge={"n": "sum"})
+    with pytest.raises(TypeError, match="unsupported operand") as caught:
+        Flow(start=fork).run({"n": 0})
+    assert caught.value.__notes__[0] == (
+        "braidflow: merge rule 'sum' failed on key 'n', combining the values of branches 'a', 'b'"
+    )
+
+
 async def test_deleting_a_key_is_a_write():
     class Delete(AsyncNode):
         async def post_async(self, shared, prep_res, exec_res):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any, Final
 
-from ._errors import InvalidParameterError, MergeConflict
+from ._errors import InvalidParameterError, MergeConflict, add_note
 from ._isolation import MISSING, same
 from ._views import Changes, SharedView
 from .merge import MergeRule
@@ -249,6 +249,8 @@ def merge(
     Raises:
         MergeConflict: For a key changed by several branches and no rule, or
             changes a rule cannot combine.
+        Exception: What a rule raised (a function's error, ``"sum"`` of a
+            string), with a note naming the key, the rule and the branches.
     """
     writers: dict[Any, Writers] = {}
     defaults: dict[Any, Any] = {}  # key -> the default a branch filled it with, the first's
@@ -300,11 +302,36 @@ def merge(
         now_there = there(key)
         if len(values) == 1 and same(now_there, values[0][1]):  # the store did not move
             merged[key] = values[0][2]
-        elif isinstance(rule, str):
-            merged[key] = MERGE_RULES[rule](key, now_there, values)
         else:
-            merged[key] = rule(values[0][1], [value for _, _, value in values])
+            merged[key] = _combined(key, rule, now_there, values)
     return merged
+
+
+def _combined(key: Any, rule: Rule, now_there: Any, values: Writers) -> Any:
+    """``key``'s value by ``rule``. An error the rule raises gets a note naming
+    the key, the rule and the branches, but for a built-in rule's conflict,
+    which names them already."""
+    try:
+        if isinstance(rule, str):
+            return MERGE_RULES[rule](key, now_there, values)
+        return rule(values[0][1], [value for _, _, value in values])
+    except Exception as error:
+        if not (isinstance(error, MergeConflict) and isinstance(rule, str)):
+            shown = repr(rule) if isinstance(rule, str) else _function_name(rule)
+            names = ", ".join(repr(name) for name, _, _ in values)
+            which = "branch" if len(values) == 1 else "branches"
+            add_note(
+                error,
+                f"merge rule {shown} failed on key {key!r}, combining the values of "
+                f"{which} {names}",
+            )
+        raise
+
+
+def _function_name(function: Any) -> str:
+    """A merge function as a note shows it: ``pick()``."""
+    name = getattr(function, "__name__", None)
+    return f"{name}()" if isinstance(name, str) else repr(function)
 
 
 def apply_changes(target: MutableMapping[Any, Any], changes: Mapping[Any, Any]) -> None:
