@@ -90,6 +90,8 @@ Typed state
             lacks) ...................... tests/test_typed_state_advice.py
     _state_table.check_nodes (a node typed against another state) ... tests/test_typed_state.py::
         test_a_node_typed_against_another_state_is_refused_when_the_run_starts
+    _state_views (a key read before it is set) ... tests/test_typed_state_advice.py::
+        test_a_key_read_before_it_is_set_says_so_and_to_set_it_or_give_a_default_and_both_work
 Result cache
     _cache (an input with no key, exec with no code),
     engine._cached (no store, a store with no cache,
