@@ -94,6 +94,8 @@ Typed state
             field changed), and _run.RunScope._write_back (the same, as a note on
             how the run ended) ... tests/test_typed_state_advice.py::
         test_a_store_that_does_not_fit_the_instance_*, test_a_frozen_field_the_run_changed_*
+    _state_views (a key read before it is set) ... tests/test_typed_state_advice.py::
+        test_a_key_read_before_it_is_set_says_so_and_to_set_it_or_give_a_default_and_both_work
 Result cache
     _cache (an input with no key, exec with no code),
     engine._cached (no store, a store with no cache,

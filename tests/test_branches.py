@@ -292,6 +292,40 @@ async def test_a_function_rule_gets_the_value_before_and_the_branches_values_in_
     assert shared == {"best": 5, "other": 1}
 
 
+class Sets(Node):
+    """Sets the keys and values it is given."""
+
+    def __init__(self, name, **values):
+        super().__init__(name=name)
+        self.values = values
+
+    def post(self, shared, prep_res, exec_res):
+        shared.update(self.values)
+
+
+def test_an_error_a_rule_raises_is_noted_with_the_key_the_rule_and_the_branches():
+    def pick(before, values):
+        raise ValueError("cannot combine")
+
+    fork = Parallel(
+        Sets("a", title="x", n=1), Sets("b", title="y", n=2), merge={"title": pick, "n": "sum"}
+    )
+    with pytest.raises(ValueError, match="cannot combine") as caught:
+        Flow(start=fork).run({"title": "", "n": 0})
+    assert str(caught.value) == "cannot combine"  # the function's own error, noted
+    assert caught.value.__notes__[:2] == [
+        "braidflow: merge rule pick() failed on key 'title', combining the values of "
+        "branches 'a', 'b'",
+        "braidflow: while joining the branches of node 'Parallel'",
+    ]
+    fork = Parallel(Sets("a", n=1), Sets("b", n="2"), Sets("c"), merge={"n": "sum"})
+    with pytest.raises(TypeError, match="unsupported operand") as caught:
+        Flow(start=fork).run({"n": 0})
+    assert caught.value.__notes__[0] == (
+        "braidflow: merge rule 'sum' failed on key 'n', combining the values of branches 'a', 'b'"
+    )
+
+
 async def test_deleting_a_key_is_a_write():
     class Delete(AsyncNode):
         async def post_async(self, shared, prep_res, exec_res):
@@ -395,6 +429,46 @@ async def test_collect_merges_the_branches_that_succeeded_and_reports_the_failur
     assert "lost" not in shared
     assert handled == [[("bad", "ValueError")]]
     assert isinstance(shared["branch_failures"][0], Failure)
+
+
+class Works(Node):
+    """Marks shared[name] = "ok", or fails if told to."""
+
+    def __init__(self, name, fails=False):
+        super().__init__(name=name)
+        self.fails = fails
+
+    def post(self, shared, prep_res, exec_res):
+        if self.fails:
+            raise RuntimeError(f"{self.name} failed")
+        shared[self.name] = "ok"
+
+
+def test_failures_collected_by_a_fork_inside_a_branch_are_kept_in_branch_order():
+    inner = Parallel(Works("c"), Works("d", fails=True), on_error="collect", name="inner")
+    outer = Parallel(Works("a"), inner, Works("b", fails=True), on_error="collect")
+    shared = {}
+    Flow(start=outer).run(shared)
+    assert [failure.item for failure in shared["branch_failures"]] == ["d", "b"]
+    assert [str(failure.error) for failure in shared["branch_failures"]] == [
+        "d failed",
+        "b failed",
+    ]
+    assert (shared["a"], shared["c"]) == ("ok", "ok")
+
+
+def test_failures_of_forks_in_two_branches_are_combined_not_a_conflict():
+    def inner(name, failing):
+        return Parallel(Works(f"{name} ok"), Works(failing, fails=True), on_error="collect")
+
+    outer = Parallel(inner("one", "x"), inner("two", "y"), on_error="collect")
+    outer - "failed" >> Works("handled")  # only for a failure of the outer fork's own branches
+    outer >> Works("went on")
+    shared = {"branch_failures": ["from before the fork"]}
+    Flow(start=outer).run(shared)
+    assert [failure.item for failure in shared["branch_failures"]] == ["x", "y"]
+    assert "went on" in shared
+    assert "handled" not in shared
 
 
 async def test_limiters_inside_branches_and_max_concurrency_bound_them():

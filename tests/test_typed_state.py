@@ -508,6 +508,77 @@ def test_typed_sub_flows_as_branches_fill_their_defaults_without_writing_them():
     assert only_read == {"a": 1}  # a default only read does not reach the store
 
 
+@dataclass
+class Tagged:
+    tags: Annotated[list[str], merge.extend] = field(default_factory=lambda: ["default"])
+    count: Annotated[int, merge.add] = 100
+
+
+class AddTag(Node[None, None, Tagged]):
+    def post(self, shared, prep_res, exec_res):
+        shared.tags.append(str(self.params.get("tag", self.name)))
+        shared.count += 1
+
+
+def tagging(name):
+    return Flow(start=AddTag(name=name), state=Tagged, name=f"sub {name}")
+
+
+TAG_RULES = {"tags": "extend", "count": "sum"}
+
+
+def test_a_join_starts_from_the_default_its_typed_branches_filled_in_once():
+    # As with no fork: the default, then each branch's change, in branch order.
+    alone = {}
+    Flow(start=tagging("a")).run(alone)
+    assert alone == {"tags": ["default", "a"], "count": 101}
+    one = {}
+    Flow(start=Parallel(tagging("a"), Node(name="idle"), merge=TAG_RULES)).run(one)
+    assert one == alone
+    two = {}
+    Flow(start=Parallel(tagging("a"), tagging("b"), merge=TAG_RULES)).run(two)
+    assert two == {"tags": ["default", "a", "b"], "count": 102}
+
+
+def test_a_default_filled_in_a_fork_inside_a_branch_counts_once_at_every_join():
+    inner = Parallel(tagging("a"), tagging("b"), merge=TAG_RULES, name="inner")
+    shared = {}
+    Flow(start=Parallel(inner, tagging("c"), merge=TAG_RULES)).run(shared)
+    assert shared == {"tags": ["default", "a", "b", "c"], "count": 103}
+    alone_inside = {}
+    inner = Parallel(tagging("a"), name="inner")  # one branch, no rule: its value as it is
+    Flow(start=Parallel(inner, tagging("c"), merge=TAG_RULES)).run(alone_inside)
+    assert alone_inside == {"tags": ["default", "a", "c"], "count": 102}
+
+
+def test_isolated_typed_sub_flows_start_from_the_default_they_filled_in():
+    class Each(AsyncParallelBatchFlow):
+        async def prep_async(self, shared):
+            return [{"tag": "0"}, {"tag": "1"}]
+
+    shared = {}
+    Each(start=tagging("t"), isolate=True, merge=TAG_RULES).run(shared)
+    assert shared == {"tags": ["default", "0", "1"], "count": 102}
+
+
+def test_a_resumed_join_counts_the_default_of_a_branch_finished_before_once():
+    # The branch finished before the stop is known by its recorded changes
+    # only, which hold the default it filled in: the join does not add it again.
+    class Asks(AddTag):
+        def exec(self, prep_res):
+            return braidflow.interrupt("go on?")
+
+    def flow():
+        asking = Flow(start=Asks(name="b"), state=Tagged, name="sub b")
+        return Flow(start=Parallel(tagging("a"), asking, merge=TAG_RULES))
+
+    store = braidflow.MemoryStore()
+    with pytest.raises(braidflow.Suspended):
+        flow().run({}, store=store, run_id="tags")
+    resumed = flow().resume("tags", store=store, input="yes")
+    assert resumed == {"tags": ["default", "a", "b"], "count": 102}
+
+
 def test_a_model_that_validates_assignments_is_left_whole_when_the_store_does_not_fit():
     class Counted(pydantic.BaseModel):
         model_config = pydantic.ConfigDict(validate_assignment=True)

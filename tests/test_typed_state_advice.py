@@ -244,3 +244,45 @@ def test_a_frozen_field_the_run_changed_says_to_declare_it_without_frozen_and_th
     given = Unfrozen()
     Flow(start=Write("id", "xyz"), state=Unfrozen).run(given)
     assert given.id == "xyz"
+
+
+def test_a_key_read_before_it_is_set_says_so_and_to_set_it_or_give_a_default_and_both_work():
+    @dataclasses.dataclass
+    class Later:
+        x: int = 0
+        later: int = dataclasses.field(init=False)
+
+    class Read(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared.x = shared.later
+
+    with pytest.raises(AttributeError) as caught:
+        Flow(start=Read(name="read"), state=Later).run(Later())
+    said = str(caught.value)
+    assert said == (
+        "Later.later is not set: it has no default and no node set it yet; set it first "
+        "(`shared.later = ...`), or give it a default in Later"
+    )
+    assert "has no key" not in said  # it is a key of Later
+
+    (assignment,) = code_in(said)  # set it first, as it says
+    setting = assignment.replace("...", "7")
+
+    class SetFirst(Node):
+        def post(self, shared, prep_res, exec_res):
+            exec(setting, {"shared": shared})
+
+    first = SetFirst(name="set")
+    first >> Read(name="read")
+    state = Later()
+    Flow(start=first, state=Later).run(state)
+    assert (state.x, state.later) == (7, 7)
+
+    @dataclasses.dataclass
+    class Defaulted:  # or give it a default
+        x: int = 0
+        later: int = dataclasses.field(init=False, default=5)
+
+    state = Defaulted()
+    Flow(start=Read(name="read"), state=Defaulted).run(state)
+    assert state.x == 5

@@ -77,8 +77,10 @@ class Parallel(BaseNode):
             others and its error propagates once they stopped; nothing is
             merged. ``"collect"``: the others finish and are merged; the
             failures (`Failure` objects, ``item`` = branch name) go to
-            ``shared[failures_key]`` and the Parallel's action is ``"failed"``
-            if it has a successor for it, else the default.
+            ``shared[failures_key]``, in branch order with those that forks
+            nested in the finished branches collected there, and the
+            Parallel's action is ``"failed"`` (for a failure of its own
+            branches) if it has a successor for it, else the default.
         failures_key: Where ``on_error="collect"`` puts the failures.
         name: A label for errors, events and graphs; default ``"Parallel"``.
 

@@ -10,12 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any, Final
 
-from ._errors import InvalidParameterError, MergeConflict
+from ._errors import InvalidParameterError, MergeConflict, add_note
 from ._isolation import MISSING, same
-from ._views import Changes
+from ._views import Changes, SharedView
 from .merge import MergeRule
 
-__all__ = ["MERGE_RULES", "Advice", "apply_changes", "check_rules", "merge", "rule_where"]
+__all__ = [
+    "MERGE_RULES",
+    "Advice",
+    "Merged",
+    "apply_changes",
+    "check_rules",
+    "merge",
+    "rule_where",
+]
 
 # -- merge rules ---------------------------------------------------------------------
 #
@@ -204,12 +212,21 @@ def rule_where(
 Advice = Callable[[Any, str], str]
 
 
+class Merged(dict[Any, Any]):
+    """The merged changes of a join, to apply to the store; `assumed` holds
+    those keys whose merge started from a default a branch filled in (the
+    store lacks them), with that default."""
+
+    __slots__ = ("assumed",)
+    assumed: dict[Any, Any]
+
+
 def merge(
     store: Mapping[Any, Any],
     changes: Sequence[tuple[str, Mapping[Any, Any]]],
     rules: dict[str, Rule],
     advice: Advice | None = None,
-) -> dict[Any, Any]:
+) -> Merged:
     """Combine the branches' changes, in branch order, into one set of changes
     to apply to ``store``, the store (or view) the fork started from.
 
@@ -222,30 +239,56 @@ def merge(
     value that branch started from: the built-in rules apply each branch's
     change onto ``store``'s value; ``"last"`` and a function give their value,
     a function getting the value at the fork of the first branch that changed
-    the key.
+    the key. A key ``store`` lacks that a branch filled with a default (a
+    typed sub-flow's, `Changes.assumed`) is combined as if ``store`` held
+    that default, the first such branch's in branch order: once, whatever
+    the number of branches that filled it (unless a branch known by its
+    recorded changes only changed it too: its value holds the default
+    already, if it filled it).
 
     Raises:
         MergeConflict: For a key changed by several branches and no rule, or
             changes a rule cannot combine.
+        Exception: What a rule raised (a function's error, ``"sum"`` of a
+            string), with a note naming the key, the rule and the branches.
     """
     writers: dict[Any, Writers] = {}
+    defaults: dict[Any, Any] = {}  # key -> the default a branch filled it with, the first's
+    recorded: set[Any] = set()  # keys changed by a branch known only by its recorded changes
     for name, changed in changes:
-        at_fork = changed.before if isinstance(changed, Changes) else None
+        at_fork = None
+        if isinstance(changed, Changes):
+            at_fork = changed.before
+            for key in changed.assumed:
+                defaults.setdefault(key, at_fork[key])
+        else:
+            recorded.update(changed)
         for key, value in changed.items():
             before = at_fork[key] if at_fork is not None else _value_in(store, key)
             writers.setdefault(key, []).append((name, before, value))
-    merged: dict[Any, Any] = {}
+    # A branch that finished before a resumed run stopped is known by what it
+    # changed only, not by the defaults it filled in: its value holds the
+    # default already if it filled it, so the join does not add it again.
+    for key in recorded & defaults.keys():
+        del defaults[key]
+    merged = Merged()
+    merged.assumed = {}
+
+    def there(key: Any) -> Any:
+        """The store's value at the join, or the default a branch assumed for it."""
+        now_there = _value_in(store, key)
+        if now_there is MISSING and key in defaults:
+            merged.assumed[key] = now_there = defaults[key]
+        return now_there
+
     for key, values in writers.items():
         rule = rules.get(key)
-        if len(values) == 1:
-            if rule is None:
-                merged[key] = values[0][2]
-                continue
-            now_there = _value_in(store, key)
-            if same(now_there, values[0][1]):  # the store did not move: the branch's value
-                merged[key] = values[0][2]
-                continue
-        elif rule is None:
+        if rule is None and len(values) == 1:  # the common case: no look at the store
+            merged[key] = values[0][2]
+            if key in defaults and key not in store:
+                merged.assumed[key] = defaults[key]
+            continue
+        if rule is None:
             names = [name for name, _, _ in values]
             shown = ", ".join(repr(name) for name in names)
             rule = _likely_rule(values)
@@ -256,17 +299,53 @@ def merge(
                 key=key,
                 branches=names,
             )
+        now_there = there(key)
+        if len(values) == 1 and same(now_there, values[0][1]):  # the store did not move
+            merged[key] = values[0][2]
         else:
-            now_there = _value_in(store, key)
-        if isinstance(rule, str):
-            merged[key] = MERGE_RULES[rule](key, now_there, values)
-        else:
-            merged[key] = rule(values[0][1], [value for _, _, value in values])
+            merged[key] = _combined(key, rule, now_there, values)
     return merged
 
 
+def _combined(key: Any, rule: Rule, now_there: Any, values: Writers) -> Any:
+    """``key``'s value by ``rule``. An error the rule raises gets a note naming
+    the key, the rule and the branches, but for a built-in rule's conflict,
+    which names them already."""
+    try:
+        if isinstance(rule, str):
+            return MERGE_RULES[rule](key, now_there, values)
+        return rule(values[0][1], [value for _, _, value in values])
+    except Exception as error:
+        if not (isinstance(error, MergeConflict) and isinstance(rule, str)):
+            shown = repr(rule) if isinstance(rule, str) else _function_name(rule)
+            names = ", ".join(repr(name) for name, _, _ in values)
+            which = "branch" if len(values) == 1 else "branches"
+            add_note(
+                error,
+                f"merge rule {shown} failed on key {key!r}, combining the values of "
+                f"{which} {names}",
+            )
+        raise
+
+
+def _function_name(function: Any) -> str:
+    """A merge function as a note shows it: ``pick()``."""
+    name = getattr(function, "__name__", None)
+    return f"{name}()" if isinstance(name, str) else repr(function)
+
+
 def apply_changes(target: MutableMapping[Any, Any], changes: Mapping[Any, Any]) -> None:
-    """Write merged changes into the store (or the view) the fork started from."""
+    """Write merged changes into the store (or the view) the fork started from.
+
+    Onto a branch's view (a fork inside a branch), a key whose merge started
+    from a default a branch filled in (`Merged.assumed`) has that default at
+    the fork of the view's own branch too, so the joins further out start
+    from it as well, rather than adding it once per join."""
+    assumed = getattr(changes, "assumed", None)
+    if assumed and type(target) is SharedView:
+        for key, default in assumed.items():
+            if key not in target:
+                target.assume(key, default)
     for key, value in changes.items():
         if value is MISSING:
             target.pop(key, None)

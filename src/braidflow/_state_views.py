@@ -57,8 +57,11 @@ class AttributeView(StateView):
     _bf_type: StateType
 
     def __getattr__(self, name: str) -> Any:
-        # Reached for what is not a key: the state class's own attributes.
+        # Reached for what is not a key, the state class's own attributes, and
+        # for a key not set yet (its property raised AttributeError).
         state = type(self)._bf_type
+        if name in state.hints:
+            raise _not_set(state, name)
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
         try:
@@ -117,12 +120,22 @@ class AttributeView(StateView):
         return f"<{state.name} view: {shown}>"
 
 
+def _not_set(state: StateType, name: str) -> AttributeError:
+    """The error for a key of the state that has no value yet (a dataclass
+    field with ``init=False`` and no default, read before a node set it)."""
+    return AttributeError(
+        f"{state.name}.{name} is not set: it has no default and no node set it yet; "
+        f"set it first (`shared.{name} = ...`), or give it a default in {state.name}"
+    )
+
+
 def _key(name: str) -> property:
     def read(view: Any) -> Any:
         try:
             return view._bf_store[name]
         except KeyError:
-            raise AttributeError(f"{type(view)._bf_type.name}.{name} is not set") from None
+            # (Python then calls __getattr__, which raises this one again.)
+            raise _not_set(type(view)._bf_type, name) from None
 
     return property(read, doc=f"shared[{name!r}]")
 

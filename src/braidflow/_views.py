@@ -17,14 +17,25 @@ __all__ = ["MISSING", "Changes", "SharedView"]
 # -- the branch's view ---------------------------------------------------------------
 
 _UNTOUCHED: Final[Any] = object()
+_NONE: Final[frozenset[Any]] = frozenset()  # the keys assumed, of most branches
 
 
 class Changes(dict[Any, Any]):
     """What one branch changed: each key's value now (``MISSING``: deleted),
-    and in `before` its value at the fork, which the merge rules combine from."""
+    and in `before` its value at the fork, which the merge rules combine from;
+    `assumed` holds the changed keys whose value at the fork is a default the
+    branch filled in (`SharedView.assume`), which the store lacks."""
 
-    __slots__ = ("before",)
+    __slots__ = ("assumed", "before")
     before: dict[Any, Any]
+    assumed: frozenset[Any]
+
+    def without(self, key: Any) -> Changes:
+        """These changes but that of ``key``."""
+        rest = Changes((name, value) for name, value in self.items() if name != key)
+        rest.before = {name: value for name, value in self.before.items() if name != key}
+        rest.assumed = self.assumed - {key}
+        return rest
 
 
 class SharedView(MutableMapping[Any, Any]):
@@ -32,7 +43,7 @@ class SharedView(MutableMapping[Any, Any]):
     branch first touched it, plus the branch's own writes. A ``MutableMapping``,
     not a ``dict``: ``dict(view)`` makes one."""
 
-    __slots__ = ("_base", "_before", "_bf_last", "_deleted", "_dirty", "_local")
+    __slots__ = ("_assumed", "_base", "_before", "_bf_last", "_deleted", "_dirty", "_local")
 
     def __init__(self, base: MutableMapping[Any, Any]) -> None:
         self._base = base
@@ -45,6 +56,7 @@ class SharedView(MutableMapping[Any, Any]):
         self._deleted: set[Any] = set()
         self._dirty: set[Any] = set()  # touched since the last checkpoint (durable runs)
         self._bf_last: dict[Any, bytes] = {}
+        self._assumed: set[Any] = set()  # keys whose value at the fork is an assumed default
 
     def _take_dirty(self) -> set[Any]:
         """The keys touched since the last call (durable runs checkpoint those)."""
@@ -111,7 +123,9 @@ class SharedView(MutableMapping[Any, Any]):
     def assume(self, key: Any, value: Any) -> None:
         """Take ``value`` for a key the store lacks as if the store had it at
         the fork (a typed sub-flow's default): the branch reads it, and it is
-        a change of the branch's only if the branch changes it."""
+        a change of the branch's only if the branch changes it, and then the
+        join starts from ``value`` (`Changes.assumed`)."""
+        self._assumed.add(key)
         self._before[key] = snapshot(value)
         self._local[key] = value
         self._deleted.discard(key)
@@ -162,6 +176,7 @@ class SharedView(MutableMapping[Any, Any]):
         local, deleted = self._local, self._deleted
         changed = Changes()
         changed.before = at_fork = {}
+        assumed = self._assumed
         for key, before in self._before.items():
             if key in local:
                 now = local[key]
@@ -172,4 +187,5 @@ class SharedView(MutableMapping[Any, Any]):
             if now is not before and not same(now, before):
                 changed[key] = now
                 at_fork[key] = before
+        changed.assumed = frozenset(key for key in changed if key in assumed) if assumed else _NONE
         return changed

@@ -8,7 +8,7 @@ run, its own checkpoint with what it changed.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from typing import Any
 
 from .._budget import OverBudget
@@ -17,7 +17,7 @@ from .._errors import Failure, add_note
 from .._merge import apply_changes, merge
 from .._questions import Interrupted, asked_together
 from .._state_views import store_under
-from .._views import SharedView
+from .._views import Changes, SharedView
 from ..durable._drain import DrainStop
 from ._effects import PARALLEL
 from ._observe import BranchScope
@@ -116,17 +116,23 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
     if asked:
         raise asked_together(asked)
     outcome = dict(zip(to_run, results, strict=True))
-    failures = [
-        Failure(result.error, names[index], index)
-        for index, result in outcome.items()
-        if isinstance(result, Failure)
-    ]
-    failed = {failure.index for failure in failures}
-    branch_changes = [
-        (names[index], finished[index] if index in finished else views[index].changes())
-        for index in range(len(walkers))
-        if index not in failed
-    ]
+    key = parallel.failures_key
+    own = 0  # this fork's own failures: its failed branches
+    collected: list[Failure] = []  # and those of the forks nested in the others
+    branch_changes: list[tuple[str, Mapping[Any, Any]]] = []
+    for index, name in enumerate(names):
+        result = outcome.get(index)
+        if isinstance(result, Failure):  # a failed branch is not merged
+            collected.append(Failure(result.error, name, index))
+            own += 1
+            continue
+        changes = finished[index] if index in finished else views[index].changes()
+        nested = changes.get(key)
+        if isinstance(nested, list) and nested and all(type(item) is Failure for item in nested):
+            collected.extend(nested)
+        branch_changes.append((name, changes))
+    if collected:  # the join writes the key: its branches' values there are in `collected`
+        branch_changes = [(name, _without(changes, key)) for name, changes in branch_changes]
     try:
         rules = parallel._bf_merge if state is None else join_rules(parallel._bf_merge)
         advice = parallel._merge_advice if state is None else join_advice(parallel._merge_advice)
@@ -135,7 +141,17 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
         add_note(error, f"while joining the branches of {parallel._describe()}")
         raise
     apply_changes(shared, merged)
-    if failures:
-        shared[parallel.failures_key] = failures
+    if collected:
+        shared[key] = collected
+    if own:
         return "failed" if "failed" in parallel.successors else None
     return None
+
+
+def _without(changes: Mapping[Any, Any], key: Any) -> Mapping[Any, Any]:
+    """A branch's changes but that of ``key``."""
+    if key not in changes:
+        return changes
+    if isinstance(changes, Changes):
+        return changes.without(key)
+    return {name: value for name, value in changes.items() if name != key}
