@@ -541,48 +541,10 @@ def test_a_sync_run_past_its_grace_period_is_stopped_and_ends_drained():
     assert seen == [0, 1, 1, 2]  # item 1, stopped, ran again; item 0 did not
 
 
-def test_a_sync_run_blocked_in_a_call_is_stopped_there_at_the_end_of_its_grace():
+@pytest.mark.parametrize("sigint", ["handled", "ignored"])
+def test_a_sync_run_blocked_in_a_call_is_stopped_there_at_the_end_of_its_grace(sigint):
     # A read of a pipe nobody writes to: only a real signal ends it (a safety
     # thread writes after 20 s, so that an unfixed run cannot hang the tests).
-    assert threading.current_thread() is threading.main_thread()
-    reading, writing = os.pipe()
-    store, seen, wrote = bf.MemoryStore(), [], []
-
-    def write():
-        wrote.append(True)
-        os.write(writing, b"x")
-
-    safety = threading.Timer(20, write)
-
-    class Blocked(bf.BatchNode):
-        def prep(self, shared):
-            return [0, 1, 2]
-
-        def exec(self, item):
-            seen.append(item)
-            if item == 1 and len(seen) == 2:
-                bf.drain("run", timeout=0.01)
-                os.read(reading, 1)  # the grace ends in the read
-            return item
-
-        def post(self, shared, prep_res, exec_res):
-            shared["items"] = exec_res
-
-    flow = bf.Flow(start=Blocked(name="blocked"))
-    safety.start()
-    try:
-        with pytest.raises(Drained):
-            flow.run({}, store=store, run_id="run")
-    finally:
-        safety.cancel()
-        os.close(reading)
-        os.close(writing)
-    assert wrote == []  # stopped in the read, not once it could end
-    assert flow.resume("run", store=store)["items"] == [0, 1, 2]
-    assert seen == [0, 1, 1, 2]
-
-
-def test_a_sync_run_blocked_in_a_call_is_stopped_where_sigint_is_ignored():
     # A job started with `&` by a script has SIGINT ignored, where Python's
     # interrupt of the main thread does nothing: the drain gives SIGINT a
     # handler for the run (ignoring any SIGINT but its own), and puts back
@@ -591,6 +553,7 @@ def test_a_sync_run_blocked_in_a_call_is_stopped_where_sigint_is_ignored():
     reading, writing = os.pipe()
     store, seen, wrote = bf.MemoryStore(), [], []
     safety = threading.Timer(20, lambda: (wrote.append(True), os.write(writing, b"x")))
+    ignored = sigint == "ignored"
 
     class Blocked(bf.BatchNode):
         def prep(self, shared):
@@ -598,7 +561,7 @@ def test_a_sync_run_blocked_in_a_call_is_stopped_where_sigint_is_ignored():
 
         def exec(self, item):
             seen.append(item)
-            if item == 0:
+            if item == 0 and ignored:
                 signal.raise_signal(signal.SIGINT)  # someone else's: ignored, as before
             if item == 1 and len(seen) == 2:
                 bf.drain("run", timeout=0.01)
@@ -608,15 +571,17 @@ def test_a_sync_run_blocked_in_a_call_is_stopped_where_sigint_is_ignored():
         def post(self, shared, prep_res, exec_res):
             shared["items"] = exec_res
 
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignored else None
     flow = bf.Flow(start=Blocked(name="blocked"))
     safety.start()
     try:
         with pytest.raises(Drained):
             flow.run({}, store=store, run_id="run")
-        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # put back
+        if ignored:
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # put back
     finally:
-        signal.signal(signal.SIGINT, before)
+        if before is not None:
+            signal.signal(signal.SIGINT, before)
         safety.cancel()
         os.close(reading)
         os.close(writing)
