@@ -63,6 +63,11 @@ Durable runs
         test_bad_resume_options_*, test_migrate_may_return_*, test_a_bad_update_*,
         test_a_renamed_node_resumes_with_rename_*
     durable._codec (keys, values, the reserved key) ..... test_durable_values_*
+    durable._run_codec (a pickle run with no mark, read
+                        through a JSON store object; a mark
+                        its data belies) ................. tests/test_history.py::
+        test_an_unmarked_pickle_run_is_refused_*, test_a_mark_the_data_belies_*;
+        tests/test_cli.py::test_an_unmarked_pickle_run_is_one_line_*
     durable._drain (a run another process runs: store=;
                     Drained: resume it) ................. tests/test_drain.py::
         test_a_run_in_another_process_drains_when_asked_*, test_a_drained_batch_*
@@ -74,6 +79,9 @@ Durable runs
         tests/test_store_failures.py (full: "free some space", read-only: "make it
         writable", the run log: "move it away", each followed by a resume)
     stores._runlog ("a short write ...: the disk may be full") says what, not what to do
+    durable._run_codec ("holds data that cannot be decoded ...: the store is damaged")
+        says what, not what to do ....................... tests/test_history.py::
+        test_data_that_cannot_be_decoded_is_a_store_error_naming_the_run
     stores._postgres_schema (a server that cannot be reached, a user who may not make
         tables) ......................................... tests/test_postgres_store.py::
         test_a_lost_connection_*, test_a_user_who_may_not_make_tables_*
@@ -117,7 +125,8 @@ The command
     cli (every suggestion) .............................. tests/test_cli.py::
         test_every_resume_the_command_suggests_works, test_the_other_suggestions_*,
         test_a_run_started_from_python_resumes_as_suggested_*,
-        test_the_remaining_suggestions_work_when_followed
+        test_the_remaining_suggestions_work_when_followed,
+        test_a_value_json_cannot_keep_suggests_serializer_pickle_* (--serializer pickle)
 The dashboard
     ui._actions (an answer that is not JSON, a key removed in a fork, no TARGET:
                  the command to run, or --target) ... tests/test_ui.py::

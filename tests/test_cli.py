@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -1038,6 +1039,164 @@ def test_the_remaining_suggestions_work_when_followed(work):
         sys.path.remove(str(work))
         sys.modules.pop("flows", None)
     runs("timeline", "recorded", "--store", "runs.db", "-o", "r.html")
+
+
+# -- runs stored with pickle -------------------------------------------------------------
+
+PICKLED = """
+import braidflow as bf
+
+
+class Gather(bf.Node):
+    def post(self, shared, prep_res, exec_res):
+        shared["seen"] = {1, 2}  # JSON cannot keep it; pickle can
+
+
+class Approve(bf.Node):
+    def exec(self, prep_res):
+        return bf.interrupt("ok?")
+
+    def post(self, shared, prep_res, exec_res):
+        shared["answer"] = exec_res
+
+
+gather = Gather(name="gather")
+gather >> Approve(name="approve")
+flow = bf.Flow(start=gather, name="job")
+"""
+
+
+def pickle_run(work, run_id="pk", marked=True):
+    """Run pickled.py's flow from Python through a pickle store object, as
+    run ``run_id`` in p.db, waiting after the step that put a set in shared;
+    ``marked=False``: as a braidflow from before runs kept their serializer left it."""
+    import runpy
+
+    from braidflow import SQLiteStore, Suspended
+
+    (work / "pickled.py").write_text(PICKLED)
+    flow = runpy.run_path(str(work / "pickled.py"))["flow"]
+    with SQLiteStore(work / "p.db", serializer="pickle") as pickled:
+        with pytest.raises(Suspended):
+            flow.run({}, store=pickled, run_id=run_id, record_events=True)
+        if not marked:
+            pickled.set_metadata(run_id, {"braidflow.serializer": None})
+
+
+def test_a_pickle_run_is_shown_resumed_and_forked_by_the_command(work):
+    pickle_run(work)
+    shown = cli(work, "show", "pk", "--store", "p.db")
+    assert shown.returncode == 0, shown.stderr
+    assert "waiting at approve for input" in shown.stdout
+    assert (
+        cli(work, "show", "pk", "--store", "p.db", "--diff").stdout.count('+ seen: "{1, 2}"') == 1
+    )
+    as_json = cli(work, "show", "pk", "--store", "p.db", "--json", "--diff")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["steps"][0]["changes"] == {"seen": "{1, 2}"}
+    at = cli(work, "show", "pk", "--store", "p.db", "--at", "1")
+    assert json.loads(at.stdout) == {"seen": "{1, 2}"}, at.stderr
+    timeline = cli(work, "timeline", "pk", "--store", "p.db", "-o", "t.html")
+    assert timeline.returncode == 0, timeline.stderr
+
+    forked = cli(
+        work, "fork", "pk", "pickled.py:flow", "--store", "p.db", "--at", "1", "--run-id", "f1",
+        "--set", 'note="forked"',
+    )  # fmt: skip
+    assert forked.returncode == 3, forked.stderr  # it asks again
+    answered = cli(work, *suggested(forked.stderr, "answer with: ", JSON='"no"'))
+    assert answered.returncode == 0, answered.stderr
+    assert json.loads(answered.stdout) == {"seen": "{1, 2}", "note": "forked", "answer": "no"}
+    resumed = cli(work, "resume", "pk", "pickled.py:flow", "--store", "p.db", "--input", '"yes"')
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout) == {"seen": "{1, 2}", "answer": "yes"}
+
+    from braidflow import SQLiteStore, stored_state
+
+    with SQLiteStore(work / "p.db") as store:
+        for run_id in ("pk", "f1"):  # written on as pickle: the set is a set
+            assert store.get(run_id).status == "completed"
+            assert stored_state(run_id, store=store)["seen"] == {1, 2}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["show", "pk"],
+        ["show", "pk", "--json"],
+        ["show", "pk", "--at", "1"],
+        ["show", "pk", "--diff"],
+        ["resume", "pk", "pickled.py:flow", "--input", '"yes"'],
+        ["fork", "pk", "pickled.py:flow", "--at", "1"],
+        ["graph", "pickled.py:flow", "--run", "pk"],
+    ],
+    ids=" ".join,
+)
+def test_an_unmarked_pickle_run_is_one_line_and_exit_code_2_naming_the_serializer(work, args):
+    pickle_run(work, marked=False)
+    refused = cli(work, *args, "--store", "p.db", check_stderr_one_line=True)
+    assert "braidflow: run 'pk' was stored with serializer='pickle'" in refused.stderr
+    assert stored(work, "pk", "p.db").status == "waiting"  # left as it was
+    assert [record.run_id for record in runs_in(work, "p.db")] == ["pk"]  # no fork made
+    # As it says: mark it once, for every reader (the command too).
+    from braidflow import SQLiteStore
+
+    with SQLiteStore(work / "p.db") as store:
+        eval(re.findall(r"`(store\.set_metadata\(.*?\))`", refused.stderr)[0], {"store": store})
+    followed = cli(work, *args, "--store", "p.db")
+    assert followed.returncode in (0, 3), followed.stderr  # (a fork waits, as the run did)
+
+
+def runs_in(work, store):
+    from braidflow import SQLiteStore
+
+    with SQLiteStore(work / store) as opened:
+        return opened.runs()
+
+
+def test_a_value_json_cannot_keep_suggests_serializer_pickle_and_that_works(work):
+    (work / "pickled.py").write_text(PICKLED)
+    failed = cli(work, "run", "pickled.py:flow", "--store", "runs.db", "--shared", '{"n": 1}')
+    assert failed.returncode == 1
+    assert "CheckpointError" in failed.stderr
+    line = suggested(failed.stderr, "or, to keep such values, start it anew storing pickles: ")
+    assert line == [
+        "run", "pickled.py:flow", "--store", "runs.db", "--shared", '{"n": 1}',
+        "--serializer", "pickle",
+    ]  # fmt: skip
+    waiting = cli(work, *line)
+    assert waiting.returncode == 3, waiting.stderr  # it got past the set, to the question
+    answered = cli(work, *suggested(waiting.stderr, "answer with: ", JSON='"yes"'))
+    assert answered.returncode == 0, answered.stderr
+    assert json.loads(answered.stdout) == {"n": 1, "seen": "{1, 2}", "answer": "yes"}
+    assert [run.metadata.get("braidflow.serializer") for run in runs_in(work, "runs.db")] == [
+        None,  # the JSON run that failed, as it was
+        "pickle",
+    ]
+
+    (work / "pre.py").write_text(PRE_START)
+    refused = cli(
+        work, "run", "pre.py:unstorable", "--store", "runs.db", "--run-id", "p1",
+        check_stderr_one_line=True,
+    )  # fmt: skip
+    line = suggested(refused.stderr, "or store pickles instead: ")
+    assert line[-4:] == ["--run-id", "p1", "--serializer", "pickle"]
+    done = cli(work, *line)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"tags": "{1, 2}", "ran": True}
+    assert stored(work, "p1").metadata["braidflow.serializer"] == "pickle"
+
+
+def test_serializer_makes_a_run_durable_and_takes_only_json_or_pickle(work):
+    (work / "pickled.py").write_text(PICKLED)
+    waiting = cli(work, "run", "pickled.py:flow", "--serializer", "pickle", "--run-id", "d")
+    assert waiting.returncode == 3, waiting.stderr  # stored in the default store: it can wait
+    assert stored(work, "d", "braidflow.db").metadata["braidflow.serializer"] == "pickle"
+    plain = cli(work, "run", "flows.py:greet", "--serializer", "json", "--run-id", "j")
+    assert plain.returncode == 0, plain.stderr
+    assert "braidflow.serializer" not in stored(work, "j", "braidflow.db").metadata
+    refused = cli(work, "run", "flows.py:greet", "--serializer", "yaml", check_stderr_one_line=True)
+    assert "invalid choice: 'yaml'" in refused.stderr
 
 
 # -- what the command keeps, and how it tells errors apart ---------------------------------

@@ -3,6 +3,7 @@ and resuming a flow whose code, names or data changed (rename=, migrate=)."""
 
 import asyncio
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -865,3 +866,174 @@ def test_a_value_the_run_s_flow_leaves_that_cannot_be_stored_fails_the_run(store
     with pytest.raises(CheckpointError, match="seen"):
         Leaves(start=AddOne(name="add")).run({}, store=store, run_id="r")
     assert store.get("r").status == "failed"
+
+
+# -- the serializer a run was written with ------------------------------------------------
+
+
+class Gather(Node):
+    """Keeps what JSON cannot: a set."""
+
+    def post(self, shared, prep_res, exec_res):
+        shared["seen"] = {1, 2}
+
+
+class Approve(Node):
+    def exec(self, prep_res):
+        return interrupt("ok?")
+
+    def post(self, shared, prep_res, exec_res):
+        shared["answer"] = exec_res
+
+
+def gather_then_ask():
+    gather = Gather(name="gather")
+    gather >> Approve(name="approve")
+    return Flow(start=gather, name="job")
+
+
+def pickle_run(path, run_id="pk"):
+    """A run written through a pickle store object, waiting after a step
+    that put a set in shared."""
+    with SQLiteStore(path, serializer="pickle") as pickled, pytest.raises(Suspended):
+        gather_then_ask().run({"n": 1}, store=pickled, run_id=run_id)
+
+
+def without_mark(path, run_id="pk"):
+    """The run as a braidflow from before runs kept their serializer wrote it."""
+    with SQLiteStore(path) as store:
+        store.set_metadata(run_id, {"braidflow.serializer": None})
+
+
+def test_a_pickle_run_is_read_as_pickle_through_a_store_object_of_the_default_serializer(
+    tmp_path,
+):
+    pickle_run(tmp_path / "p.db")
+    with SQLiteStore(tmp_path / "p.db") as store:  # serializer="json": for the runs it starts
+        assert store.get("pk").metadata["braidflow.serializer"] == "pickle"
+        steps = history("pk", store=store)
+        assert [(step.path, step.status, step.changed) for step in steps] == [
+            ("gather", "finished", ("seen",)),
+            ("approve", "waiting", ()),
+        ]
+        assert stored_state("pk", store=store, at=0) == {"n": 1}
+        assert stored_state("pk", store=store, at=1) == {"n": 1, "seen": {1, 2}}
+        assert gather_then_ask().state("pk", store=store) == {"n": 1, "seen": {1, 2}}
+        assert gather_then_ask().history("pk", store=store) == steps
+
+
+def test_a_pickle_run_resumes_and_forks_as_pickle_through_a_default_store_object(tmp_path):
+    pickle_run(tmp_path / "p.db")
+    with SQLiteStore(tmp_path / "p.db") as store:
+        flow = gather_then_ask()
+        with pytest.raises(Suspended):  # a fork after its first step asks again
+            flow.fork("pk", store=store, at=1, run_id="forked", update={"more": {3}})
+        assert store.get("forked").metadata["braidflow.serializer"] == "pickle"
+        assert flow.resume("forked", store=store, input={"yes"}) == {
+            "n": 1,
+            "seen": {1, 2},
+            "more": {3},
+            "answer": {"yes"},  # an answer only pickle keeps: the run is written on as pickle
+        }
+        assert flow.resume("pk", store=store, input="yes")["seen"] == {1, 2}
+        assert stored_state("pk", store=store)["answer"] == "yes"
+    with SQLiteStore(tmp_path / "p.db", serializer="pickle") as pickled:  # as before
+        assert stored_state("forked", store=pickled)["answer"] == {"yes"}
+
+
+def test_a_json_run_stays_json_and_unmarked_through_a_pickle_store_object(tmp_path):
+    flow = pipeline()
+    Failing.item = 1
+    with SQLiteStore(tmp_path / "j.db") as store, pytest.raises(RuntimeError):
+        # (a mark given for a JSON run would misname it: it is not kept)
+        flow.run({"n": 2}, store=store, run_id="j", metadata={"braidflow.serializer": "pickle"})
+    Failing.item = None
+    with SQLiteStore(tmp_path / "j.db", serializer="pickle") as pickled:
+        assert history("j", store=pickled)[0].changed == ("items",)
+        assert flow.resume("j", store=pickled)["total"] == 2
+        flow.fork("j", store=pickled, at=1, run_id="j2", update={"n": 3})
+    with SQLiteStore(tmp_path / "j.db") as store:
+        for run_id in ("j", "j2"):
+            assert "braidflow.serializer" not in store.get(run_id).metadata
+            assert stored_state(run_id, store=store)["total"] == 2
+        _, _, initial, rows = store.read("j")
+        assert initial.startswith(b"[")  # written on as JSON
+        assert all(not row.payload.startswith(b"\x80") for row in rows)
+
+
+def test_an_unmarked_pickle_run_is_refused_in_one_line_naming_the_serializer_to_read_it_with(
+    tmp_path,
+):
+    pickle_run(tmp_path / "p.db")
+    without_mark(tmp_path / "p.db")
+    flow = gather_then_ask()
+    with SQLiteStore(tmp_path / "p.db") as store:
+        for read in (
+            lambda: history("pk", store=store),
+            lambda: stored_state("pk", store=store, at=1),
+            lambda: flow.resume("pk", store=store, input="yes"),
+            lambda: flow.fork("pk", store=store, at=1),
+        ):
+            with pytest.raises(StoreError) as caught:
+                read()
+            said = str(caught.value)
+            assert "\n" not in said
+            assert said.startswith("run 'pk' was stored with serializer='pickle'")
+            assert caught.value.run_id == "pk"
+        assert store.get("pk").status == "waiting"  # left as it was, and no fork made
+        assert [record.run_id for record in store.runs()] == ["pk"]
+    # As it says: read through a store opened with serializer='pickle' ...
+    with SQLiteStore(tmp_path / "p.db", serializer="pickle") as pickled:
+        assert stored_state("pk", store=pickled, at=1)["seen"] == {1, 2}
+    # ... or mark it once, and every reader reads it.
+    with SQLiteStore(tmp_path / "p.db") as store:
+        marking = re.findall(r"`(store\.set_metadata\(.*?\))`", said)[0]
+        eval(marking, {"store": store})
+        assert stored_state("pk", store=store, at=1)["seen"] == {1, 2}
+
+
+def test_an_unmarked_pickle_run_resumed_through_a_pickle_store_object_is_marked(tmp_path):
+    pickle_run(tmp_path / "p.db")
+    without_mark(tmp_path / "p.db")
+    flow = gather_then_ask()
+    with SQLiteStore(tmp_path / "p.db", serializer="pickle") as pickled:
+        with pytest.raises(Suspended):
+            flow.fork("pk", store=pickled, at=1, run_id="forked")
+        assert flow.resume("pk", store=pickled, input="yes")["seen"] == {1, 2}
+    with SQLiteStore(tmp_path / "p.db") as store:
+        for run_id in ("pk", "forked"):
+            assert store.get(run_id).metadata["braidflow.serializer"] == "pickle"
+            assert stored_state(run_id, store=store, at=1)["seen"] == {1, 2}
+
+
+@pytest.mark.parametrize(
+    ("mark", "data"), [("json", "pickle"), ("yaml", "pickle")], ids=["wrong", "unknown"]
+)
+def test_a_mark_the_data_belies_is_refused_and_setting_it_right_works(tmp_path, mark, data):
+    pickle_run(tmp_path / "p.db")
+    with SQLiteStore(tmp_path / "p.db") as store:
+        store.set_metadata("pk", {"braidflow.serializer": mark})
+        with pytest.raises(StoreError) as caught:
+            history("pk", store=store)
+        said = str(caught.value)
+        assert said.startswith(f"run 'pk' cannot be read as {mark!r}, the serializer its")
+        assert f"its data is {data}" in said
+        eval(re.findall(r"`(store\.set_metadata\(.*?\))`", said)[0], {"store": store})
+        assert stored_state("pk", store=store)["seen"] == {1, 2}
+
+
+def test_data_that_cannot_be_decoded_is_a_store_error_naming_the_run(store):
+    flow = pipeline()
+    Failing.item = 1
+    with pytest.raises(RuntimeError):
+        flow.run({"n": 2}, store=store, run_id="r")
+    row = store.read("r")[3][0]
+    store.append("r", [row._replace(payload=b"[damaged")])
+    for read in (
+        lambda: history("r", store=store),
+        lambda: stored_state("r", store=store),
+        lambda: flow.resume("r", store=store),
+    ):
+        with pytest.raises(StoreError, match=r"^run 'r' holds data that cannot be decoded as json"):
+            read()
+    assert store.get("r").status == "failed"  # left as it was

@@ -645,3 +645,56 @@ def test_a_run_claimed_through_one_store_object_is_held_before_another_can_look(
     first.claim("r", this_owner())
     assert len(seen) == 1
     assert "running in this process" in seen[0]
+
+
+@pytest.fixture(params=["sqlite", POSTGRES])
+def pickle_and_json_stores(request, tmp_path):
+    """Two store objects on one database: one that writes new runs with pickle, one with JSON."""
+    if request.param == "postgres":
+        from braidflow.stores import PostgresStore
+
+        dsn = request.getfixturevalue("postgres_dsn")
+        made = PostgresStore(dsn, serializer="pickle"), PostgresStore(dsn)
+    else:
+        path = tmp_path / "one.db"
+        made = SQLiteStore(path, serializer="pickle"), SQLiteStore(path)
+    yield made
+    for one in made:
+        one.close()
+
+
+def test_a_run_is_read_and_resumed_with_its_own_serializer_through_either_store_object(
+    pickle_and_json_stores,
+):
+    from braidflow import Flow, Node, stored_state
+
+    class Tag(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared["tags"] = shared.get("tags", ["a"])
+
+    class Then(Node):
+        up = False
+
+        def post(self, shared, prep_res, exec_res):
+            if not Then.up:
+                raise ConnectionError("down")
+            shared["done"] = True
+
+    def flow():
+        tag = Tag(name="tag")
+        tag >> Then(name="then")
+        return Flow(start=tag)
+
+    pickled, plain = pickle_and_json_stores
+    for store, run_id, tags in ((pickled, "p", {"a"}), (plain, "j", ["a"])):
+        with pytest.raises(ConnectionError):
+            flow().run({"tags": tags}, store=store, run_id=run_id)
+    assert plain.get("p").metadata["braidflow.serializer"] == "pickle"
+    assert "braidflow.serializer" not in pickled.get("j").metadata
+    Then.up = True
+    # Each run is read and written on with its own serializer, through the other object.
+    assert flow().resume("p", store=plain) == {"tags": {"a"}, "done": True}
+    assert flow().resume("j", store=pickled) == {"tags": ["a"], "done": True}
+    for store in (pickled, plain):
+        assert stored_state("p", store=store) == {"tags": {"a"}, "done": True}
+        assert stored_state("j", store=store) == {"tags": ["a"], "done": True}

@@ -206,6 +206,29 @@ def test_answering_a_waiting_run_resumes_it_to_its_end(store_path):
     assert "completed" in client.get("/runs/ticket-1").text
 
 
+def test_a_pickle_run_is_shown_and_answered_though_the_dashboard_opens_stores_with_json(tmp_path):
+    from braidflow.cli._store import target_metadata
+
+    path = tmp_path / "runs.db"
+    with bf.SQLiteStore(path, serializer="pickle") as pickled, pytest.raises(bf.Suspended):
+        ui_flows.make_reply().run(
+            {"customer": "Ada", "tags": {"vip"}},  # a set: a JSON run could not keep it
+            store=pickled,
+            run_id="p",
+            metadata=target_metadata(f"{FLOWS}:reply"),
+        )
+    client = client_of(path)
+    page = client.get("/runs/p?at=1").text
+    assert "shared after step 1 (draft)" in page
+    assert "vip" in page
+    done = client.post("/runs/p/resume", data={"csrf": csrf_of(page), "answer": '"yes"'})
+    assert done.status_code == 303
+    finish_actions(client)
+    with bf.SQLiteStore(path) as store:
+        assert store.get("p").status == "completed"
+        assert bf.stored_state("p", store=store)["tags"] == {"vip"}  # written on as pickle
+
+
 def test_an_answer_that_is_not_json_is_refused_and_the_run_waits(store_path):
     client = client_of(store_path)
     csrf = csrf_of(client.get("/runs/ticket-1").text)

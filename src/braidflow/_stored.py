@@ -70,11 +70,15 @@ class StoredRuns:
         ``shared`` before the run goes on (renamed keys, reshaped values):
         it changes the dict it is given, or returns a new one.
         ``record_events`` keeps the resumed part's events in the store; by
-        default, if the run was started with ``record_events=True``.
+        default, if the run was started with ``record_events=True``. The run
+        is read and written on with the serializer it was started with,
+        whatever ``store``'s own ``serializer`` (that of new runs).
 
         Raises:
-            StoreError: For an unknown or completed run, or one that another
-                live process is running.
+            StoreError: For an unknown or completed run, one that another
+                live process is running, or one whose data cannot be decoded
+                with the serializer it was written with (a pickle run from
+                an earlier braidflow, read through a JSON store object).
             ResumeError: If the flow's names or wiring changed since the run
                 was recorded, a batch's ``prep`` gives other items than it did,
                 or the answers do not fit the run's open questions (``input=``
@@ -181,7 +185,8 @@ class StoredRuns:
         the run goes on in another process, and on a killed run.
 
         Raises:
-            StoreError: For an unknown run.
+            StoreError: For an unknown run, or one whose data cannot be
+                decoded with the serializer it was written with.
         """
         self._need_store(store, "history()")
         return history(run_id, store=store)
@@ -192,7 +197,8 @@ class StoredRuns:
         latest finished step). Changes nothing.
 
         Raises:
-            StoreError: For an unknown run.
+            StoreError: For an unknown run, or one whose data cannot be
+                decoded with the serializer it was written with.
             ResumeError: For a step that does not exist or did not finish.
         """
         self._need_store(store, "state()")
@@ -224,10 +230,14 @@ class StoredRuns:
         (``braidflow.forked_from``), and its history starts with the steps
         it took over. ``source`` is only read. Forking a run that waits at
         an ``interrupt`` (at its latest step) and giving ``input`` (or
-        ``answers``, as for `resume`) answers it differently.
+        ``answers``, as for `resume`) answers it differently. The new run
+        is written with the serializer ``source`` was written with, whatever
+        ``store``'s own ``serializer``.
 
         Raises:
-            StoreError: For an unknown run, or a ``run_id`` that is taken.
+            StoreError: For an unknown run, one whose data cannot be decoded
+                with the serializer it was written with, or a ``run_id`` that
+                is taken.
             ResumeError: For a step that does not exist or did not finish, a
                 flow whose names or wiring differ from the run's, or answers
                 that do not fit the questions the new run waits on (as for
@@ -264,7 +274,9 @@ def history(run_id: str, *, store: Store) -> list[StepRecord]:
 
     Raises:
         InvalidParameterError: If ``store`` is not a store.
-        StoreError: For an unknown run.
+        StoreError: For an unknown run, or one whose data cannot be decoded
+            with the serializer it was written with (which the run keeps:
+            ``store``'s own ``serializer`` does not matter).
     """
     _check_store(store, "history")
     return StoredRun(store, run_id).history()
@@ -277,7 +289,9 @@ def stored_state(run_id: str, *, store: Store, at: int | None = None) -> dict[An
 
     Raises:
         InvalidParameterError: If ``store`` is not a store.
-        StoreError: For an unknown run.
+        StoreError: For an unknown run, or one whose data cannot be decoded
+            with the serializer it was written with (which the run keeps:
+            ``store``'s own ``serializer`` does not matter).
         ResumeError: For a step that does not exist, did not finish, or whose
             state was not stored (``durability="async"`` or ``"exit"``).
     """

@@ -64,11 +64,12 @@ class StoreAddress:
     def __repr__(self) -> str:
         return f"StoreAddress({str(self)!r})"
 
-    def open(self, *, create: bool, read_only: bool = False) -> Any:
+    def open(self, *, create: bool, read_only: bool = False, serializer: str = "json") -> Any:
         """The store: a `PostgresStore` for a URL, else a `SQLiteStore`; a file
         that is not there (or is empty) is made only if ``create`` (a database's
         tables are made on first use, except when ``read_only``, which reads
-        only).
+        only). ``serializer``: how the runs it starts are written (every
+        run is read as it was written).
 
         Raises:
             UsageError: For a file that is not there or is empty (unless
@@ -79,7 +80,7 @@ class StoreAddress:
         from .. import StoreError
 
         if self.is_database:
-            return self._database(read_only)
+            return self._database(read_only, serializer)
         path = Path(self.given)
         if not path.exists() and _KEY_VALUE.match(self.given):
             raise UsageError(
@@ -106,11 +107,11 @@ class StoreAddress:
         from ..stores.sqlite import SQLiteStore
 
         try:
-            return SQLiteStore(path, read_only=read_only)
+            return SQLiteStore(path, read_only=read_only, serializer=serializer)
         except StoreError as error:
             raise UsageError(str(error)) from error
 
-    def _database(self, read_only: bool) -> Any:
+    def _database(self, read_only: bool, serializer: str) -> Any:
         from .. import StoreError
 
         try:
@@ -122,7 +123,7 @@ class StoreAddress:
                 "is missing): pip install 'braidflow[postgres]'"
             ) from error
         try:
-            return PostgresStore(self.given, read_only=read_only)
+            return PostgresStore(self.given, read_only=read_only, serializer=serializer)
         except StoreError as error:
             # The store's messages name it as libpq's "key=value" string; the
             # command names it as it was given (the password replaced).

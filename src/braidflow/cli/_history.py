@@ -24,12 +24,21 @@ __all__ = ["command_fork", "command_show"]
 
 
 def command_show(args: argparse.Namespace) -> int:
+    from .. import ResumeError, StoreError
+
     store_path = chosen_store(args)
     store = open_store(store_path, create=False)
     known_run(store, args.run_id, store_path)
-    run = stored(store, args.run_id)
+    run = stored(store, args.run_id, decoded=True)  # with its own serializer
+    try:
+        return _show(args, run, store_path)
+    except (StoreError, ResumeError) as error:  # no such step; a step's data damaged
+        raise UsageError(str(error)) from error
+
+
+def _show(args: argparse.Namespace, run: Any, store_path: Any) -> int:
     if args.at is not None:
-        print(shown_json(_state(run, args.at)))
+        print(shown_json(run.state(args.at)))
         return 0
     steps = run.history()
     if args.json:
@@ -45,15 +54,6 @@ def command_show(args: argparse.Namespace) -> int:
         _show_table(steps)
     _show_where(run, steps)
     return 0
-
-
-def _state(run: Any, at: int) -> dict[Any, Any]:
-    from .. import ResumeError
-
-    try:
-        return run.state(at)  # type: ignore[no-any-return]
-    except ResumeError as error:
-        raise UsageError(str(error)) from error
 
 
 def _when(seconds: float | None) -> str:

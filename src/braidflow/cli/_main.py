@@ -102,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("target", metavar="TARGET", help="path/to/file.py:name or package.module:name")
     run.add_argument("--shared", metavar="JSON", help="the initial shared: JSON, or @file.json")
     run.add_argument("--run-id", metavar="ID", help="the durable run's id (default: a new one)")
+    run.add_argument(
+        "--serializer",
+        choices=["json", "pickle"],
+        help="how the durable run stores shared and results: json (the default: plain data) "
+        "or pickle (any picklable value: sets, datetimes, objects; open a store of pickles "
+        "only if you trust it). The run keeps it: show, resume and fork read it as written",
+    )
     run.set_defaults(handler=command_run)
 
     graph = commands.add_parser(

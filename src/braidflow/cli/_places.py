@@ -10,15 +10,20 @@ from ._console import UsageError
 __all__ = ["place_of", "progress", "reused", "stored"]
 
 
-def stored(store: Any, run_id: str) -> Any:
-    """The run as `StoredRun` reads it; bad input if it cannot be read."""
+def stored(store: Any, run_id: str, *, decoded: bool = False) -> Any:
+    """The run as `StoredRun` reads it; bad input if it cannot be read (nor,
+    if ``decoded``, decoded with its serializer: to show its ``shared``,
+    not only where it is)."""
     from .. import ResumeError, StoreError
     from ..durable._history import StoredRun
 
     try:
-        return StoredRun(store, run_id)
+        run = StoredRun(store, run_id)
+        if decoded:
+            run.codec  # noqa: B018 -- looked up now, to refuse a run no step of which can be read
     except (StoreError, ResumeError) as error:
         raise UsageError(str(error)) from error
+    return run
 
 
 def place_of(run: Any) -> str:

@@ -197,9 +197,16 @@ def _finish(args: argparse.Namespace, run: Callable[[], Any], job: _Job) -> int:
             # this flow, a shared that cannot be stored...): bad input.
             if isinstance(error, CheckpointError):  # its advice is for Python callers
                 where = "a value" if error.key is None else f"shared[{error.key!r}]"
+                if getattr(args, "serializer", None) == "pickle":
+                    raise UsageError(
+                        f"the run cannot start: {where} cannot be pickled, which a run with "
+                        "--serializer pickle needs; keep picklable values in shared"
+                    ) from error
+                instead = _pickle_instead(args, job, error, same_id=True)
                 raise UsageError(
                     f"the run cannot start: {where} is not plain JSON data, which a durable "
                     "run keeps"
+                    + (f"; keep plain data, or store pickles instead: {instead}" if instead else "")
                 ) from error
             message = str(error)
             raise UsageError((message.splitlines() or [""])[0] or message) from error
@@ -264,7 +271,36 @@ def _failed(args: argparse.Namespace, error: Exception, job: _Job) -> int:
     hint = job.resume_command()
     if hint:
         say(f"fix the cause, then: {hint}")
+    instead = _pickle_instead(args, job, error, same_id=False)
+    if instead:
+        say(f"or, to keep such values, start it anew storing pickles: {instead}")
     return EXIT_FAILED
+
+
+def _pickle_instead(args: argparse.Namespace, job: _Job, error: Exception, same_id: bool) -> str:
+    """The command line that starts a ``run`` anew with ``--serializer pickle``,
+    for a durable run that JSON stopped (a `CheckpointError` for a value, a
+    key or an item's result: not for an action, which is JSON in any run);
+    ``""`` for any other. ``same_id``: with its ``--run-id`` (none was stored)."""
+    from .. import CheckpointError
+
+    if (
+        not isinstance(error, CheckpointError)
+        or args.command != "run"
+        or job.store_path is None
+        or args.serializer == "pickle"
+        # A value, key or result the codec refused (an action's is raised from None).
+        or (error.key is None and error.__cause__ is None)
+    ):
+        return ""
+    options = [("--store", str(job.store_path))]
+    if args.shared is not None:
+        options.append(("--shared", args.shared))
+    if same_id and args.run_id is not None:
+        options.append(("--run-id", args.run_id))
+    if args.durability:
+        options.append(("--durability", args.durability))
+    return suggested("run", args.target, options=[*options, ("--serializer", "pickle")])
 
 
 def _check_out(args: argparse.Namespace) -> None:
@@ -294,7 +330,7 @@ def command_run(args: argparse.Namespace) -> int:
             f"--shared must be a JSON object{source}, got {type(shared).__name__}; "
             'such as {"topic": "tides"}'
         )
-    durable = bool(args.store or args.run_id or args.durability)
+    durable = bool(args.store or args.run_id or args.durability or args.serializer)
     budget = _budget(args, durable)
     flow = load_target(args.target)
     watch = _Watch()
@@ -304,7 +340,7 @@ def command_run(args: argparse.Namespace) -> int:
         options["budget"] = budget
     if durable:
         store_path = chosen_store(args)
-        store = open_store(store_path, create=True)
+        store = open_store(store_path, create=True, serializer=args.serializer or "json")
         run_id = args.run_id or _new_run_id()
         record = stored_run(store, run_id)
         if record is not None:

@@ -50,10 +50,11 @@ def chosen_store(args: argparse.Namespace) -> StoreAddress:
     return StoreAddress(args.store or os.environ.get("BRAIDFLOW_STORE") or DEFAULT_STORE)
 
 
-def open_store(address: StoreAddress, *, create: bool) -> Any:
+def open_store(address: StoreAddress, *, create: bool, serializer: str = "json") -> Any:
     """The store at ``address``; a file that is not there (or is empty) is made
-    only if ``create`` (see `StoreAddress.open`)."""
-    return address.open(create=create)
+    only if ``create``; the runs it starts are written with ``serializer``
+    (see `StoreAddress.open`)."""
+    return address.open(create=create, serializer=serializer)
 
 
 def target_metadata(target: str) -> dict[str, str]:

@@ -22,20 +22,24 @@ def command_graph(args: argparse.Namespace) -> int:
     flow = load_target(args.target)
     observed = None
     if args.run is not None:  # the keys each step of that run changed join the table
+        from .. import StoreError
         from ..durable._graph import describe_graph
         from ..durable._travel import compared_graph
 
         store_path = chosen_store(args)
         store = open_store(store_path, create=False)
         known_run(store, args.run, store_path)
-        run = stored(store, args.run)
+        run = stored(store, args.run, decoded=True)  # what its steps changed is decoded
         _, _, difference = compared_graph(run.graph, run.record.metadata, describe_graph(flow))
         if difference is not None:  # its steps would be read as another flow's
             raise UsageError(
                 f"run {args.run!r} was recorded with another graph: {difference}; give the "
                 f"TARGET it was made with, or a run of {args.target}"
             )
-        observed = flow.history(args.run, store=store)
+        try:
+            observed = run.history()
+        except StoreError as error:  # a step's data damaged
+            raise UsageError(str(error)) from error
     if args.format == "markdown":
         from ..viz import to_markdown
 

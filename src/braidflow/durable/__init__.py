@@ -7,7 +7,8 @@ flow runs again from the top on the rebuilt ``shared``; every recorded step,
 item and branch is skipped (its effects taken from the record) and the rest
 runs. ``interrupt(prompt)`` suspends a run until it is resumed with input.
 
-The parts: the codec (``_codec``), which keys each step touched
+The parts: the codec (``_codec``) and which one a stored run was written
+with (``_run_codec``), which keys each step touched
 (``_tracking``), the graph described (``_graph``), ``interrupt``
 (``_interrupt``), the checkpoint writer with its group commit (``_writer``),
 what a stored run did (``_recorded``), the durable side of a run (``_run``),

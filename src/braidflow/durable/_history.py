@@ -15,6 +15,7 @@ import json
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from .._errors import ResumeError
@@ -23,6 +24,7 @@ from ..stores._base import Checkpoint, RunRecord, Store, row_path, step_path
 from ._codec import Codec
 from ._graph import Walks, walks_of
 from ._lax import expand
+from ._run_codec import SERIALIZER_KEY, run_codec, undecodable
 
 __all__ = [
     "FORKED_KEY",
@@ -30,6 +32,7 @@ __all__ = [
     "BUDGET_KEY",
     "EVENTS_KEY",
     "RESUMED_KEY",
+    "SERIALIZER_KEY",
     "USAGE_KEY",
     "StepRecord",
     "StoredRun",
@@ -44,6 +47,7 @@ RESUMED_KEY = "braidflow.resumed"  # when each resume of the run began
 FORKED_KEY = "braidflow.forked_from"  # {"run", "step", "rows"}: what a fork copied
 RENAMED_KEY = "braidflow.renamed"  # {old: new}: nodes renamed when resuming
 EVENTS_KEY = "braidflow.record_events"  # True: its events are kept, resumes keep them too
+# (and SERIALIZER_KEY, "braidflow.serializer": "pickle" for a run written with pickle)
 
 _STATES = ("step", "update", "state")  # the rows that change shared itself
 _KINDS = {"step": "step", "view_step": "branch step", "branch": "branch", "update": "update"}
@@ -132,7 +136,6 @@ class StoredRun:
         self.graph: str = graph
         self.initial: bytes = initial
         self.rows: list[Checkpoint] = rows
-        self.codec = Codec(store.serializer)
         metadata = record.metadata
         self._resumes = sorted(float(at) for at in metadata.get(RESUMED_KEY, ()))
         forked = metadata.get(FORKED_KEY)
@@ -167,6 +170,32 @@ class StoredRun:
                 counts[0] += done
                 counts[1] = counts[1] if total is None else total
 
+    @cached_property
+    def codec(self) -> Codec:
+        """The codec the run was written with (its own, whatever the store
+        object's ``serializer``), looked up when first needed: where a run
+        is needs none.
+
+        Raises:
+            StoreError: If the run's data cannot be read (see `run_codec`).
+        """
+        return run_codec(self.store, self.run_id, self.record.metadata, self.initial)
+
+    def _unpack(self, payload: bytes) -> list[tuple[Any, Any]]:
+        """A payload of the run, decoded.
+
+        Raises:
+            StoreError: If it cannot be decoded with the run's codec.
+        """
+        codec = self.codec
+        try:
+            return codec.unpack(payload)
+        except Exception as error:
+            damaged = undecodable(error, self.run_id, codec)
+            if damaged is None:
+                raise
+            raise damaged from error
+
     def _now(self, key: str) -> str:
         """A step key under its nodes' names now (after the run's renames)."""
         if self._renamed is None:
@@ -182,7 +211,11 @@ class StoredRun:
     # -- history -----------------------------------------------------------------------
 
     def history(self) -> list[StepRecord]:
-        """The run's steps in the order they finished, then the step it is at."""
+        """The run's steps in the order they finished, then the step it is at.
+
+        Raises:
+            StoreError: If the run's data cannot be decoded (see `codec`).
+        """
         if self._steps is None:
             self._steps = [
                 self._finished_step(number, index) for number, index in enumerate(self._rows_of, 1)
@@ -211,7 +244,7 @@ class StoredRun:
             action=None if row.action is None else json.loads(row.action),
             started=row.started,
             ended=row.ended,
-            changed=tuple(key for key, _ in self.codec.unpack(row.payload)) if row.payload else (),
+            changed=tuple(key for key, _ in self._unpack(row.payload)) if row.payload else (),
             items_done=done,
             items_total=total,
             run_id=self._parent() if inherited else self.run_id,
@@ -337,11 +370,16 @@ class StoredRun:
         return rows if state is None else [*rows, self.rows[state]]
 
     def state(self, at: int | None = None) -> dict[Any, Any]:
-        """``shared`` as it was after step ``at`` (the latest: ``None``)."""
-        shared: dict[Any, Any] = dict(self.codec.unpack(self.initial))
+        """``shared`` as it was after step ``at`` (the latest: ``None``).
+
+        Raises:
+            ResumeError: As `rows_through` says.
+            StoreError: If the run's data cannot be decoded (see `codec`).
+        """
+        shared: dict[Any, Any] = dict(self._unpack(self.initial))
         for row in self.rows_through(at):
             if row.kind in _STATES and row.payload:
-                for key, value in self.codec.unpack(row.payload):
+                for key, value in self._unpack(row.payload):
                     if value is MISSING:
                         shared.pop(key, None)
                     else:

@@ -28,6 +28,7 @@ from ._history import USAGE_KEY, renamed_key
 from ._interrupt import Interrupted
 from ._lax import KEPT, Settled, StepColumns
 from ._recorded import Recorded
+from ._run_codec import undecodable
 from ._tracking import TrackingDict, changed_keys
 from ._writer import CheckpointWriter
 
@@ -39,10 +40,13 @@ USAGE_PERIOD = 1.0  # seconds: how often a run's usage is written while it goes 
 class DurableRun:
     """Writes one run's checkpoints and, resuming, answers what finished before."""
 
-    def __init__(self, store: Store, run_id: str, durability: str = "sync") -> None:
+    def __init__(
+        self, store: Store, run_id: str, durability: str = "sync", codec: Codec | None = None
+    ) -> None:
         self.store = store
         self.run_id = run_id
-        self.codec = Codec(store.serializer)
+        # A new run's: as the store says; a resumed run's: its own (run_codec).
+        self.codec = Codec(store.serializer) if codec is None else codec
         self.writer = CheckpointWriter(store, run_id, self.codec, durability)
         self.batch_lock = self.writer.batch_lock
         self.strict = durability == "sync"  # every checkpoint in the store before going on
@@ -156,8 +160,18 @@ class DurableRun:
         return self.codec.pack(list(encoded))
 
     def rebuild(self, initial: bytes, rows: list[Checkpoint]) -> TrackingDict:
-        """The store as the recorded steps left it; index the rest for replay."""
-        return self.recorded.rebuild(self.codec, initial, rows)
+        """The store as the recorded steps left it; index the rest for replay.
+
+        Raises:
+            StoreError: If the run's data cannot be decoded with its codec.
+        """
+        try:
+            return self.recorded.rebuild(self.codec, initial, rows)
+        except Exception as error:
+            damaged = undecodable(error, self.run_id, self.codec)
+            if damaged is None:
+                raise
+            raise damaged from error
 
     @property
     def asked(self) -> list[Checkpoint]:

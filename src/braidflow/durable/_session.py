@@ -35,6 +35,7 @@ from ._history import (
 from ._interrupt import NO_ANSWER, Interrupted
 from ._lax import expand
 from ._run import DurableRun
+from ._run_codec import marked_metadata, run_codec
 from ._tracking import TrackingDict
 from ._travel import compared_graph, migrated
 
@@ -62,6 +63,7 @@ def start_run(
     durable = DurableRun(store, run_id or uuid.uuid4().hex, durability)
     tracked = TrackingDict(shared)
     initial = durable.initial(tracked, node._display_name())
+    metadata = marked_metadata(metadata, durable.codec.kind)  # so its readers read it as it is
     store.create_run(
         durable.run_id, node._display_name(), describe_graph(node), initial, this_owner(), metadata
     )
@@ -91,12 +93,13 @@ def claim_run(
         ResumeError: If the run was recorded with other names or wiring, or
             answers do not fit the run's open questions (see
             `answer_questions`). The run is then left as it was.
+        StoreError: If the run's data cannot be decoded with the serializer
+            it was written with (see `run_codec`); the run is left as it was.
         StateError: If ``check`` finds ``shared`` does not fit the flow's
             state type (a ``migrate`` to write); the run is left as it was.
     """
     name = node._display_name()
     graph = describe_graph(node)
-    durable = DurableRun(store, run_id, durability)
     try:
         record, recorded_graph, initial, rows = store.claim(run_id, this_owner())
     except StoreError as error:
@@ -109,6 +112,10 @@ def claim_run(
         raise
     rows = expand(rows)
     try:
+        # Written on as it was written, whatever the store object's serializer.
+        durable = DurableRun(
+            store, run_id, durability, run_codec(store, run_id, record.metadata, initial)
+        )
         renamed, keep_root, difference = compared_graph(
             recorded_graph, record.metadata, graph, rename
         )
@@ -146,6 +153,9 @@ def claim_run(
                 QUESTIONS_KEY: None,
                 DRAIN_KEY: None,
                 BUDGET_KEY: None,
+                # A pickle run recorded before runs were marked (read through
+                # a pickle store object) is marked now, for every reader.
+                **marked_metadata({}, durable.codec.kind),
             },
         )
     except BaseException:

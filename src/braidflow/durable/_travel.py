@@ -34,6 +34,7 @@ from ._history import (
 from ._interrupt import NO_ANSWER
 from ._recorded import Recorded
 from ._run import DurableRun, answer_payload
+from ._run_codec import marked_metadata
 from ._tracking import TrackingDict
 
 __all__ = ["compared_graph", "composed_renames", "fork_run", "migrated", "update_row"]
@@ -157,7 +158,9 @@ def fork_run(
         InvalidParameterError: For both ``answer`` and ``answers``, or
             ``answers`` that is not a non-empty dict of ids.
         CheckpointError: If ``update`` holds a value that cannot be stored.
-        StoreError: For an unknown run, or a new run id that is taken.
+        StoreError: For an unknown run, one whose data cannot be decoded
+            with the serializer it was written with, or a new run id that
+            is taken.
     """
     name = node._display_name()
     check_answers(answer, answers, node)
@@ -193,6 +196,8 @@ def fork_run(
         if key not in (RESUMED_KEY, RENAMED_KEY, FORKED_KEY, USAGE_KEY, BUDGET_KEY)
     }
     metadata[FORKED_KEY] = {"run": source, "step": number, "rows": copied}
+    # Its rows are the source's: written as they were (and so marked, if need be).
+    metadata = marked_metadata(metadata, stored.codec.kind)
     kinds = [row.kind for row in rows if row.kind != "state"]
     waiting = bool(kinds) and kinds[-1] == "ask"
     if not waiting:  # the questions it waits on were asked after that step

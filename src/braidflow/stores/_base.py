@@ -91,7 +91,9 @@ class RunRecord:
         metadata: What the caller attached to the run (``run(...,
             metadata={...})``, or `Store.set_metadata`): a dict of
             JSON values, ``{}`` if none. braidflow keeps its own facts there
-            under ``braidflow.*`` keys (`usage`, resumes, renames, forks).
+            under ``braidflow.*`` keys (`usage`, resumes, renames, forks,
+            ``braidflow.serializer``: ``"pickle"`` for a run written with
+            pickle, which every reader then reads it with).
         questions: The questions a waiting run waits on (see `Question`).
     """
 
@@ -198,7 +200,7 @@ class Store(Protocol):
     which runs this process runs can drop the run (see ``_owners``).
     """
 
-    serializer: str  # "json" or "pickle": how the engine encodes values
+    serializer: str  # "json" or "pickle": how the engine encodes the values of runs it starts
 
     def create_run(
         self,

@@ -51,7 +51,8 @@ class MemoryStore:
     `claim` to `finish` or `release`).
 
     Args:
-        serializer: ``"json"`` (default) or ``"pickle"``.
+        serializer: ``"json"`` (default) or ``"pickle"``: how the runs it
+            starts are written (each run keeps its own).
     """
 
     def __init__(self, serializer: str = "json") -> None:

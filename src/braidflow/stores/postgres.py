@@ -132,8 +132,10 @@ class PostgresStore(PostgresLeases, MakesLimiters):
     Args:
         dsn: The database, as psycopg takes it: ``"host=db.internal
             dbname=runs user=app"`` or ``"postgresql://app@db.internal/runs"``.
-        serializer: How values are written: ``"json"`` (default) or
-            ``"pickle"`` (any picklable object, but only for a trusted database).
+        serializer: How the values of the runs it starts are written:
+            ``"json"`` (default) or ``"pickle"`` (any picklable object, but
+            only for a trusted database). A run keeps its own, and is read
+            and resumed with it through a store object of either.
         durable: Also survive the database server crashing: each checkpoint
             returns only once the server has synced it to disk, at many times
             the cost. By default a checkpoint returns once the server has it

@@ -94,8 +94,10 @@ class SQLiteStore(CacheTable, LogFolder, MakesLimiters):
 
     Args:
         path: The database file; made, with its tables, if missing.
-        serializer: How values are written: ``"json"`` (default) or
-            ``"pickle"`` (any picklable object, but only for trusted files).
+        serializer: How the values of the runs it starts are written:
+            ``"json"`` (default) or ``"pickle"`` (any picklable object, but
+            only for trusted files). A run keeps its own, and is read and
+            resumed with it through a store object of either.
         durable: Also survive the machine crashing or losing power: commit
             every checkpoint to the database and sync it to disk
             (``synchronous=FULL``), at many times the cost. By default every
