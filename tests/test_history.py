@@ -854,7 +854,8 @@ def test_the_stored_state_of_a_completed_run_has_what_its_flow_s_post_wrote(stor
     shared = {}
     Doubling(start=AddOne(name="add")).run(shared, store=store, run_id="r", durability=durability)
     assert stored_state("r", store=store) == shared == {"runs": 1, "count": 2, "done": True}
-    assert stored_state("r", store=store, at=1) == {"count": 1}  # after the step, before post
+    # After the step: with what prep wrote before it, without what post wrote after.
+    assert stored_state("r", store=store, at=1) == {"runs": 1, "count": 1}
     assert [step.path for step in history("r", store=store)] == ["add"]
 
 

@@ -37,6 +37,7 @@ class Recorded:
         # less those answered since.
         self.asked: list[Checkpoint] = []
         self._rows: list[Checkpoint] = []  # every row, in the order written
+        self._initial = b""  # the run's initial state, encoded
 
     @property
     def resumed(self) -> bool:
@@ -47,24 +48,27 @@ class Recorded:
         """The resume wrote ``row`` (a migration's update) after the rows read."""
         self._rows = [*self._rows, row]
 
-    def store_changes_since(self, frame: str) -> list[bytes]:
-        """What the rows written since the walk ``frame`` (or one nested in
-        it) began changed in the store, in the order written: none if it had
-        not begun."""
-        rows = self._rows
+    def began(self, frame: str) -> bool:
+        """Whether the walk ``frame`` (or one nested in it) recorded anything."""
         nested = (f"{frame}/", f"{frame}[")
-        for at, row in enumerate(rows):
-            if row.frame == frame or row.frame.startswith(nested):
-                return [
-                    row.payload
-                    for row in rows[at:]
-                    if row.kind in ("step", "update", "state") and row.payload
-                ]
-        return []
+        return any(row.frame == frame or row.frame.startswith(nested) for row in self._rows)
+
+    def last_state(self, codec: Codec) -> dict[Any, Any]:
+        """``shared`` as the recorded rows left it (decoded afresh: its values
+        are the caller's to keep)."""
+        shared: dict[Any, Any] = dict(codec.unpack(self._initial))
+        for row in self._rows:
+            if row.kind in ("step", "update", "state") and row.payload:
+                for key, value in codec.unpack(row.payload):
+                    if value is MISSING:
+                        shared.pop(key, None)
+                    else:
+                        shared[key] = value
+        return shared
 
     def rebuild(self, codec: Codec, initial: bytes, rows: list[Checkpoint]) -> TrackingDict:
         """``shared`` as the recorded steps left it; index the rest for replay."""
-        self._rows = rows
+        self._rows, self._initial = rows, initial
         shared = TrackingDict()
         for key, value in codec.unpack(initial):
             dict.__setitem__(shared, key, value)

@@ -274,19 +274,44 @@ class DurableRun:
             self._apply(target, row.payload)
         return None if row.action is None else json.loads(row.action)
 
-    def prep_ran_again(self, frame: str, shared: TrackingDict) -> None:
+    def prep_done(self, frame: str, shared: TrackingDict, touched: Any) -> None:
+        """A flow's own ``prep`` ran, before its walk ``frame`` begins: keep
+        what it changed (the keys it ``touched``) as a ``state`` row, so that
+        the steps inside see it as saved, ``state(at=)`` has it, and a resume
+        inside the flow finds it (see `prep_ran_again`).
+
+        Raises:
+            CheckpointError: If a value it left cannot be stored.
+        """
+        touched = [*touched]  # at once: see step_done
+        if self.strict:
+            changes = changed_keys(self.codec, shared, frame, touched)
+        else:  # after the steps kept and the state they left; every key it touched
+            self.writer.settle()
+            changes = [
+                (key, encode_key_value(self.codec, key, dict.__getitem__(shared, key), frame))
+                if key in shared
+                else (key, None)
+                for key in shared.touched(touched)
+            ]
+        if changes:
+            payload = self.codec.pack(changes)
+            self.writer.write([Checkpoint("state", frame, 0, "", "", None, payload, None, time())])
+
+    def prep_ran_again(self, frame: str, shared: TrackingDict, touched: Any) -> None:
         """Resuming inside the flow whose walk is ``frame``: its own ``prep``
-        ran again on the store as the run left it, where the steps that
-        finished in the flow had recorded the keys they touched with
-        ``prep``'s first writes in them. What was recorded since the flow
-        began is applied again, in order, so that ``prep``'s writes count
-        once: only keys no later step touched keep what it wrote now."""
-        for payload in self.recorded.store_changes_since(frame):
-            for key, value in self.codec.unpack(payload):
-                if value is MISSING:
-                    dict.pop(shared, key, None)
-                else:
-                    dict.__setitem__(shared, key, value)
+        ran again (for its result) on the store as the run left it, which
+        holds what it wrote the first time (`prep_done`) and what the steps
+        since did. The keys it ``touched`` now get back their recorded
+        values, so that nothing it did counts twice."""
+        if not self.recorded.began(frame):
+            return
+        recorded = self.recorded.last_state(self.codec)
+        for key in [*shared.touched(touched)] if touched else ():
+            if key in recorded:
+                dict.__setitem__(shared, key, recorded[key])
+            else:
+                dict.pop(shared, key, None)
 
     def replay_sets(self, stage: str, view: Any) -> None:
         """Resuming a batch flow whose parameter sets share a branch's view:

@@ -251,13 +251,26 @@ def flow_stage(flow: Any, shared: Any, prep_result: Any, offload: bool) -> Steps
     flow. Its executor, if it has one, is the default of the batch nodes inside.
     ``offload``: what the flow's sync nodes do (for a sync flow in async code)."""
     run = RUN.get()
-    if run is not None and run.durable is not None and run.durable.recorded.resumed:
-        target = store_under(shared)
-        if type(target) is TrackingDict:  # (a branch's view is rebuilt as it replays)
-            run.durable.prep_ran_again(STEP.get().key, target)
+    if run is not None and run.durable is not None:
+        _prep_kept(run.durable, shared)
     if flow._bf_executor is None and flow._bf_batch == "single" and not _own_orch(flow):
         return _walk_of(flow, shared, {**flow.params}, offload)  # the common case, as is
     return _stage(flow, shared, prep_result, offload)
+
+
+def _prep_kept(durable: Any, shared: Any) -> None:
+    """A durable flow's own ``prep`` ran: what it changed in the run's store
+    is kept before its walk begins; resuming inside the flow, it ran again,
+    and what it touched gets back its recorded value. (A branch's view is
+    recorded with the branch, and rebuilt as it replays.)"""
+    at = STEP.get()
+    target = store_under(shared)
+    if type(target) is not TrackingDict:
+        return
+    if durable.recorded.resumed and durable.recorded.began(at.key):
+        durable.prep_ran_again(at.key, target, at.touched)
+    elif at.touched:
+        durable.prep_done(at.key, target, at.touched)
 
 
 def typed_stage(flow: Any, state: Any, shared: Any, prep_result: Any, offload: bool) -> Steps:
