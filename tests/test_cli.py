@@ -3,7 +3,6 @@
 import contextlib
 import json
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -1085,35 +1084,38 @@ def pickle_run(work, run_id="pk", marked=True):
 
 def test_a_pickle_run_is_shown_resumed_and_forked_by_the_command(work):
     pickle_run(work)
-    shown = cli(work, "show", "pk", "--store", "p.db")
+    # Unpickling runs code: only with --serializer pickle (the user trusts the store).
+    refused = cli(work, "show", "pk", "--store", "p.db", check_stderr_one_line=True)
+    assert refused.returncode == 2
+    assert "--serializer pickle" in refused.stderr
+    pickled = ("--store", "p.db", "--serializer", "pickle")
+    shown = cli(work, "show", "pk", *pickled)
     assert shown.returncode == 0, shown.stderr
     assert "waiting at approve for input" in shown.stdout
-    assert (
-        cli(work, "show", "pk", "--store", "p.db", "--diff").stdout.count('+ seen: "{1, 2}"') == 1
-    )
-    as_json = cli(work, "show", "pk", "--store", "p.db", "--json", "--diff")
+    assert cli(work, "show", "pk", *pickled, "--diff").stdout.count('+ seen: "{1, 2}"') == 1
+    as_json = cli(work, "show", "pk", *pickled, "--json", "--diff")
     assert as_json.returncode == 0, as_json.stderr
     assert json.loads(as_json.stdout)["steps"][0]["changes"] == {"seen": "{1, 2}"}
-    at = cli(work, "show", "pk", "--store", "p.db", "--at", "1")
+    at = cli(work, "show", "pk", *pickled, "--at", "1")
     assert json.loads(at.stdout) == {"seen": "{1, 2}"}, at.stderr
-    timeline = cli(work, "timeline", "pk", "--store", "p.db", "-o", "t.html")
+    timeline = cli(work, "timeline", "pk", *pickled, "-o", "t.html")
     assert timeline.returncode == 0, timeline.stderr
 
     forked = cli(
-        work, "fork", "pk", "pickled.py:flow", "--store", "p.db", "--at", "1", "--run-id", "f1",
+        work, "fork", "pk", "pickled.py:flow", *pickled, "--at", "1", "--run-id", "f1",
         "--set", 'note="forked"',
     )  # fmt: skip
     assert forked.returncode == 3, forked.stderr  # it asks again
-    answered = cli(work, *suggested(forked.stderr, "answer with: ", JSON='"no"'))
+    answered = cli(work, *suggested(forked.stderr, "answer with: ", JSON='"no"'))  # as printed
     assert answered.returncode == 0, answered.stderr
     assert json.loads(answered.stdout) == {"seen": "{1, 2}", "note": "forked", "answer": "no"}
-    resumed = cli(work, "resume", "pk", "pickled.py:flow", "--store", "p.db", "--input", '"yes"')
+    resumed = cli(work, "resume", "pk", "pickled.py:flow", *pickled, "--input", '"yes"')
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout) == {"seen": "{1, 2}", "answer": "yes"}
 
     from braidflow import SQLiteStore, stored_state
 
-    with SQLiteStore(work / "p.db") as store:
+    with SQLiteStore(work / "p.db", serializer="pickle") as store:
         for run_id in ("pk", "f1"):  # written on as pickle: the set is a set
             assert store.get(run_id).status == "completed"
             assert stored_state(run_id, store=store)["seen"] == {1, 2}
@@ -1132,18 +1134,18 @@ def test_a_pickle_run_is_shown_resumed_and_forked_by_the_command(work):
     ],
     ids=" ".join,
 )
-def test_an_unmarked_pickle_run_is_one_line_and_exit_code_2_naming_the_serializer(work, args):
-    pickle_run(work, marked=False)
+@pytest.mark.parametrize("marked", [True, False], ids=["marked", "unmarked"])
+def test_a_pickle_run_read_without_serializer_pickle_is_one_line_and_exit_code_2(
+    work, args, marked
+):
+    pickle_run(work, marked=marked)
     refused = cli(work, *args, "--store", "p.db", check_stderr_one_line=True)
+    assert refused.returncode == 2
     assert "braidflow: run 'pk' was stored with serializer='pickle'" in refused.stderr
     assert stored(work, "pk", "p.db").status == "waiting"  # left as it was
     assert [record.run_id for record in runs_in(work, "p.db")] == ["pk"]  # no fork made
-    # As it says: mark it once, for every reader (the command too).
-    from braidflow import SQLiteStore
-
-    with SQLiteStore(work / "p.db") as store:
-        eval(re.findall(r"`(store\.set_metadata\(.*?\))`", refused.stderr)[0], {"store": store})
-    followed = cli(work, *args, "--store", "p.db")
+    # As it says: --serializer pickle, for a store one trusts.
+    followed = cli(work, *args, "--store", "p.db", "--serializer", "pickle")
     assert followed.returncode in (0, 3), followed.stderr  # (a fork waits, as the run did)
 
 

@@ -906,12 +906,15 @@ def without_mark(path, run_id="pk"):
         store.set_metadata(run_id, {"braidflow.serializer": None})
 
 
-def test_a_pickle_run_is_read_as_pickle_through_a_store_object_of_the_default_serializer(
-    tmp_path,
-):
+def test_a_pickle_run_is_read_only_through_a_store_object_opened_for_pickle(tmp_path):
+    # Unpickling runs code: a run's own mark never makes a JSON reader unpickle.
     pickle_run(tmp_path / "p.db")
-    with SQLiteStore(tmp_path / "p.db") as store:  # serializer="json": for the runs it starts
-        assert store.get("pk").metadata["braidflow.serializer"] == "pickle"
+    with SQLiteStore(tmp_path / "p.db") as store:
+        assert store.get("pk").metadata["braidflow.serializer"] == "pickle"  # (no decoding)
+        for read in (lambda: history("pk", store=store), lambda: stored_state("pk", store=store)):
+            with pytest.raises(StoreError, match=r"serializer='pickle'.* if you trust the store"):
+                read()
+    with SQLiteStore(tmp_path / "p.db", serializer="pickle") as store:
         steps = history("pk", store=store)
         assert [(step.path, step.status, step.changed) for step in steps] == [
             ("gather", "finished", ("seen",)),
@@ -923,9 +926,9 @@ def test_a_pickle_run_is_read_as_pickle_through_a_store_object_of_the_default_se
         assert gather_then_ask().history("pk", store=store) == steps
 
 
-def test_a_pickle_run_resumes_and_forks_as_pickle_through_a_default_store_object(tmp_path):
+def test_a_pickle_run_resumes_and_forks_as_pickle(tmp_path):
     pickle_run(tmp_path / "p.db")
-    with SQLiteStore(tmp_path / "p.db") as store:
+    with SQLiteStore(tmp_path / "p.db", serializer="pickle") as store:
         flow = gather_then_ask()
         with pytest.raises(Suspended):  # a fork after its first step asks again
             flow.fork("pk", store=store, at=1, run_id="forked", update={"more": {3}})
@@ -938,8 +941,7 @@ def test_a_pickle_run_resumes_and_forks_as_pickle_through_a_default_store_object
         }
         assert flow.resume("pk", store=store, input="yes")["seen"] == {1, 2}
         assert stored_state("pk", store=store)["answer"] == "yes"
-    with SQLiteStore(tmp_path / "p.db", serializer="pickle") as pickled:  # as before
-        assert stored_state("forked", store=pickled)["answer"] == {"yes"}
+        assert stored_state("forked", store=store)["answer"] == {"yes"}
 
 
 def test_a_json_run_stays_json_and_unmarked_through_a_pickle_store_object(tmp_path):
@@ -983,14 +985,9 @@ def test_an_unmarked_pickle_run_is_refused_in_one_line_naming_the_serializer_to_
             assert caught.value.run_id == "pk"
         assert store.get("pk").status == "waiting"  # left as it was, and no fork made
         assert [record.run_id for record in store.runs()] == ["pk"]
-    # As it says: read through a store opened with serializer='pickle' ...
+    # As it says: read through a store opened with serializer='pickle'.
     with SQLiteStore(tmp_path / "p.db", serializer="pickle") as pickled:
         assert stored_state("pk", store=pickled, at=1)["seen"] == {1, 2}
-    # ... or mark it once, and every reader reads it.
-    with SQLiteStore(tmp_path / "p.db") as store:
-        marking = re.findall(r"`(store\.set_metadata\(.*?\))`", said)[0]
-        eval(marking, {"store": store})
-        assert stored_state("pk", store=store, at=1)["seen"] == {1, 2}
 
 
 def test_an_unmarked_pickle_run_resumed_through_a_pickle_store_object_is_marked(tmp_path):
@@ -1001,7 +998,7 @@ def test_an_unmarked_pickle_run_resumed_through_a_pickle_store_object_is_marked(
         with pytest.raises(Suspended):
             flow.fork("pk", store=pickled, at=1, run_id="forked")
         assert flow.resume("pk", store=pickled, input="yes")["seen"] == {1, 2}
-    with SQLiteStore(tmp_path / "p.db") as store:
+    with SQLiteStore(tmp_path / "p.db", serializer="pickle") as store:
         for run_id in ("pk", "forked"):
             assert store.get(run_id).metadata["braidflow.serializer"] == "pickle"
             assert stored_state(run_id, store=store, at=1)["seen"] == {1, 2}
@@ -1012,7 +1009,7 @@ def test_an_unmarked_pickle_run_resumed_through_a_pickle_store_object_is_marked(
 )
 def test_a_mark_the_data_belies_is_refused_and_setting_it_right_works(tmp_path, mark, data):
     pickle_run(tmp_path / "p.db")
-    with SQLiteStore(tmp_path / "p.db") as store:
+    with SQLiteStore(tmp_path / "p.db", serializer="pickle") as store:
         store.set_metadata("pk", {"braidflow.serializer": mark})
         with pytest.raises(StoreError) as caught:
             history("pk", store=store)

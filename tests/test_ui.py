@@ -43,8 +43,8 @@ def store_path(tmp_path):
     return path
 
 
-def client_of(store_path, **options):
-    store = bf.SQLiteStore(store_path, read_only=True)
+def client_of(store_path, serializer="json", **options):
+    store = bf.SQLiteStore(store_path, read_only=True, serializer=serializer)
     app = create_app(store, store_path, **options)
     return TestClient(app, base_url=LOCAL, follow_redirects=False)
 
@@ -206,7 +206,7 @@ def test_answering_a_waiting_run_resumes_it_to_its_end(store_path):
     assert "completed" in client.get("/runs/ticket-1").text
 
 
-def test_a_pickle_run_is_shown_and_answered_though_the_dashboard_opens_stores_with_json(tmp_path):
+def test_a_pickle_run_is_shown_and_answered_where_the_dashboard_reads_pickle(tmp_path):
     from braidflow.cli._store import target_metadata
 
     path = tmp_path / "runs.db"
@@ -217,14 +217,15 @@ def test_a_pickle_run_is_shown_and_answered_though_the_dashboard_opens_stores_wi
             run_id="p",
             metadata=target_metadata(f"{FLOWS}:reply"),
         )
-    client = client_of(path)
+    assert "--serializer pickle" in client_of(path).get("/runs/p?at=1").text  # (says so)
+    client = client_of(path, serializer="pickle")  # braidflow ui --serializer pickle
     page = client.get("/runs/p?at=1").text
     assert "shared after step 1 (draft)" in page
     assert "vip" in page
     done = client.post("/runs/p/resume", data={"csrf": csrf_of(page), "answer": '"yes"'})
     assert done.status_code == 303
     finish_actions(client)
-    with bf.SQLiteStore(path) as store:
+    with bf.SQLiteStore(path, serializer="pickle") as store:
         assert store.get("p").status == "completed"
         assert bf.stored_state("p", store=store)["tags"] == {"vip"}  # written on as pickle
 

@@ -27,7 +27,7 @@ def command_show(args: argparse.Namespace) -> int:
     from .. import ResumeError, StoreError
 
     store_path = chosen_store(args)
-    store = open_store(store_path, create=False)
+    store = open_store(store_path, create=False, serializer=args.serializer)
     known_run(store, args.run_id, store_path)
     run = stored(store, args.run_id, decoded=True)  # with its own serializer
     try:
@@ -200,7 +200,7 @@ def command_fork(args: argparse.Namespace) -> int:
     from ._target import load_target
 
     store_path = chosen_store(args)
-    store = open_store(store_path, create=False)
+    store = open_store(store_path, create=False, serializer=args.serializer)
     record = known_run(store, args.run_id, store_path)
     remembered = remembered_target(record)
     if args.target is None and remembered is None:

@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the store: a SQLite file, or a PostgreSQL database as a postgresql:// URL "
         f"(default: $BRAIDFLOW_STORE, else {DEFAULT_STORE})",
     )
+    store.add_argument(
+        "--serializer",
+        choices=["json", "pickle"],
+        help="json (the default: plain data) or pickle (any picklable value: sets, datetimes, "
+        "objects): how a new durable run stores shared, and whether runs stored with pickle "
+        "may be read (unpickling runs code: only for a store you trust)",
+    )
     watch = _Parser(add_help=False)
     watch.add_argument("--out", metavar="FILE", help="write the final shared here, not stdout")
     watch.add_argument("--progress", action="store_true", help="show progress (needs rich)")
@@ -102,13 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("target", metavar="TARGET", help="path/to/file.py:name or package.module:name")
     run.add_argument("--shared", metavar="JSON", help="the initial shared: JSON, or @file.json")
     run.add_argument("--run-id", metavar="ID", help="the durable run's id (default: a new one)")
-    run.add_argument(
-        "--serializer",
-        choices=["json", "pickle"],
-        help="how the durable run stores shared and results: json (the default: plain data) "
-        "or pickle (any picklable value: sets, datetimes, objects; open a store of pickles "
-        "only if you trust it). The run keeps it: show, resume and fork read it as written",
-    )
     run.set_defaults(handler=command_run)
 
     graph = commands.add_parser(

@@ -405,7 +405,7 @@ def _new_run_id() -> str:
 
 def command_resume(args: argparse.Namespace) -> int:
     store_path = chosen_store(args)
-    store = open_store(store_path, create=False)
+    store = open_store(store_path, create=False, serializer=args.serializer)
     run_id = args.run_id
     record = known_run(store, run_id, store_path)
     if record.status == "completed":
@@ -429,6 +429,8 @@ def command_resume(args: argparse.Namespace) -> int:
     remembered = remembered_target(record)
     if args.target is None and remembered is None:
         again = [("--store", str(store_path))]  # the options given, to give again
+        if args.serializer is not None:
+            again.append(("--serializer", args.serializer))
         if args.input is not None:
             again.append(("--input", args.input))
         again += [("--answer", pair) for pair in args.answer or ()]

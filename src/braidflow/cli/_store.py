@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..durable._run_codec import SERIALIZER_KEY
 from ._address import StoreAddress
 from ._console import UsageError, suggested
 from ._target import is_path
@@ -50,11 +51,11 @@ def chosen_store(args: argparse.Namespace) -> StoreAddress:
     return StoreAddress(args.store or os.environ.get("BRAIDFLOW_STORE") or DEFAULT_STORE)
 
 
-def open_store(address: StoreAddress, *, create: bool, serializer: str = "json") -> Any:
+def open_store(address: StoreAddress, *, create: bool, serializer: str | None = None) -> Any:
     """The store at ``address``; a file that is not there (or is empty) is made
     only if ``create``; the runs it starts are written with ``serializer``
     (see `StoreAddress.open`)."""
-    return address.open(create=create, serializer=serializer)
+    return address.open(create=create, serializer=serializer or "json")
 
 
 def target_metadata(target: str) -> dict[str, str]:
@@ -104,6 +105,14 @@ def known_run(store: Any, run_id: str, address: StoreAddress) -> Any:
     return record
 
 
+def pickle_option(record: Any) -> list[tuple[str, str]]:
+    """``--serializer pickle`` for a run stored with pickle (only so may it
+    be read: see docs/cli.md), nothing for another."""
+    if record.metadata.get(SERIALIZER_KEY) == "pickle":
+        return [("--serializer", "pickle")]
+    return []
+
+
 def resume_command(record: Any, address: StoreAddress, target: str | None = None) -> str:
     """The command line that resumes a stored run: with its TARGET unless the
     run remembers it (``target``, else a placeholder to fill in), and with
@@ -114,6 +123,7 @@ def resume_command(record: Any, address: StoreAddress, target: str | None = None
     if remembered_target(record) is None:
         arguments.append(target or PLACEHOLDER_TARGET)
     options = [("--store", str(address))]  # a URL's password: the placeholder PASSWORD
+    options += pickle_option(record)
     if record.status == "waiting" and record.metadata.get("braidflow.waits_for_budget"):
         options.append(("--budget-tokens", "N"))
     elif record.status == "waiting":

@@ -42,7 +42,8 @@ def command_ui(args: argparse.Namespace) -> int:
         from ._target import load_target
 
         load_target(args.target)  # a TARGET that does not load is said now, not at an action
-    store = where.open(create=False, read_only=True)  # looking changes nothing
+    serializer = args.serializer or "json"  # (pickle: runs stored so may be read)
+    store = where.open(create=False, read_only=True, serializer=serializer)  # looks only
     try:
         listener = _listen(args.host, args.port)
     except UsageError:

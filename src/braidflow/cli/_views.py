@@ -27,7 +27,7 @@ def command_graph(args: argparse.Namespace) -> int:
         from ..durable._travel import compared_graph
 
         store_path = chosen_store(args)
-        store = open_store(store_path, create=False)
+        store = open_store(store_path, create=False, serializer=args.serializer)
         known_run(store, args.run, store_path)
         run = stored(store, args.run, decoded=True)  # what its steps changed is decoded
         _, _, difference = compared_graph(run.graph, run.record.metadata, describe_graph(flow))
@@ -51,7 +51,7 @@ def command_graph(args: argparse.Namespace) -> int:
 
 def command_runs(args: argparse.Namespace) -> int:
     store_path = chosen_store(args)
-    store = open_store(store_path, create=False)
+    store = open_store(store_path, create=False, serializer=args.serializer)
     records = store.runs(status=args.status)
     if not records:
         say(f"no {args.status + ' ' if args.status else ''}runs in {store_path}")
@@ -111,7 +111,7 @@ def command_timeline(args: argparse.Namespace) -> int:
     from ..tracing import Timeline
 
     store_path = chosen_store(args)
-    store = open_store(store_path, create=False)
+    store = open_store(store_path, create=False, serializer=args.serializer)
     known_run(store, args.run_id, store_path)
     events = recorded_events(store, args.run_id)
     if not events:

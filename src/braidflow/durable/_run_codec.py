@@ -46,9 +46,9 @@ def marked_metadata(metadata: Any, serializer: str) -> Any:
 def run_codec(store: Any, run_id: str, metadata: dict[str, Any], initial: bytes) -> Codec:
     """The codec of stored run ``run_id``, from its ``metadata`` and its
     ``initial`` state as stored: the serializer its mark names, JSON if
-    none. A run with no mark whose data is pickle (a run recorded before
-    runs were marked) is read with pickle through a store opened with
-    ``serializer="pickle"``, as it was written, and refused through any other.
+    none. A run whose data is pickle is read only through a store opened
+    with ``serializer="pickle"`` (the reader's word that it trusts the
+    store: unpickling runs code), and refused through any other.
 
     Raises:
         StoreError: If the run's data is not what its mark names, or is
@@ -57,16 +57,17 @@ def run_codec(store: Any, run_id: str, metadata: dict[str, Any], initial: bytes)
     """
     found = "pickle" if initial[:1] == _PICKLE_START else "json"
     marked = metadata.get(SERIALIZER_KEY)
+    if found == "pickle" and getattr(store, "serializer", "json") != "pickle":
+        # Unpickling runs whatever code the data names: only where its reader
+        # says it trusts the store, never because a run's metadata says so.
+        raise StoreError(
+            f"run {run_id!r} was stored with serializer='pickle', and {store!r} reads JSON: "
+            "reading it unpickles its data, which can run any code, so braidflow does so "
+            "only through a store opened with `serializer='pickle'` (the command: "
+            "--serializer pickle); do that if you trust the store",
+            run_id=run_id,
+        )
     if marked is None:
-        if found == "pickle" and getattr(store, "serializer", "json") != "pickle":
-            raise StoreError(
-                f"run {run_id!r} was stored with serializer='pickle' by an earlier braidflow, "
-                f"which did not mark such runs, and {store!r} reads JSON: read it through a "
-                "store opened with `serializer='pickle'`, or mark it once, for every reader "
-                "(the braidflow command too): "
-                f"`store.set_metadata({run_id!r}, {{{SERIALIZER_KEY!r}: 'pickle'}})`",
-                run_id=run_id,
-            )
         return _CODECS[found]
     if marked != found:  # a mark set by hand, or one this braidflow does not know
         raise StoreError(

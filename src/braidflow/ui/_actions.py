@@ -27,7 +27,13 @@ from .._errors import (
 )
 from ..cli._address import StoreAddress
 from ..cli._console import UsageError, parse_json, suggested
-from ..cli._store import PLACEHOLDER_TARGET, RESUMABLE, remembered_target, resume_command
+from ..cli._store import (
+    PLACEHOLDER_TARGET,
+    RESUMABLE,
+    pickle_option,
+    remembered_target,
+    resume_command,
+)
 from ..cli._target import load_target
 from ..stores._base import RunRecord, Store
 
@@ -61,9 +67,12 @@ class Actions:
         target: The flow for runs that remember no TARGET (``--target``).
     """
 
-    def __init__(self, location: str | os.PathLike[str], target: str | None = None) -> None:
+    def __init__(
+        self, location: str | os.PathLike[str], target: str | None = None, serializer: str = "json"
+    ) -> None:
         self.address = StoreAddress(location)
         self.target = target
+        self.serializer = serializer  # as the store the pages read: pickle runs readable or not
         self._lock = threading.Lock()
         self._writer: Store | None = None
         self._flows: dict[tuple[str, str | None], Any] = {}
@@ -83,7 +92,7 @@ class Actions:
         store = str(self.address)  # a URL's password: the placeholder PASSWORD
         if action == "fork":
             at = [] if step is None else [("--at", str(step))]
-            options = [*at, ("--store", store), ("--set", "KEY=JSON")]
+            options = [*at, ("--store", store), *pickle_option(record), ("--set", "KEY=JSON")]
             return suggested("fork", record.run_id, PLACEHOLDER_TARGET, options=options)
         return resume_command(record, self.address)
 
@@ -210,7 +219,7 @@ class Actions:
         with self._lock:
             if self._writer is None:
                 try:
-                    self._writer = self.address.open(create=False)
+                    self._writer = self.address.open(create=False, serializer=self.serializer)
                 except UsageError as error:
                     raise ActionError(str(error)) from error
             return self._writer

@@ -77,7 +77,7 @@ def create_app(
         hosts: The names the page may be asked for by (``Host``), against
             DNS rebinding; ``None`` for any (a token guards it then).
     """
-    actions = Actions(location, target)
+    actions = Actions(location, target, getattr(store, "serializer", "json"))
     shown = str(actions.address)
     index = RunIndex(store)
     csrf = secrets.token_urlsafe(32)
