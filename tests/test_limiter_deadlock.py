@@ -769,3 +769,185 @@ async def test_an_unrelated_request_still_waits_behind_a_heavier_one():
     await asyncio.wait_for(shape(), HANG)
     assert order == ["inner", "heavy", "light", "outer"]
     assert_released(api, other)
+
+
+# -- a cycle through queue order, across limiters ------------------------------------------
+
+
+def holding_a_and_b(order, base, a, b, x_asks=None):
+    """Nodes Y, X and Heavy (noting their names in ``order``, of ``base``): Y
+    holds a, X one unit of b (of 2); Heavy is to wait at the head of b's queue
+    for 2 units. Once it does, Y's inner node asks b for 1 (queued behind
+    Heavy), then X's asks a (or ``x_asks``): Heavy waits for X's unit, X for
+    a, a for Y, and Y for Heavy to go first."""
+    Noted = noting(order, base)
+    y_inner = Noted(limits=[b.weighted(1)], name="y inner")
+    x_inner = Noted(limits=[a if x_asks is None else x_asks], name="x inner")
+
+    def heavy_queued():
+        return b.statistics().waiting == 1
+
+    def y_inner_queued():
+        return b.statistics().waiting == 2
+
+    if base is AsyncNode:
+
+        class AsyncY(AsyncNode):
+            async def exec_async(self, prep_res):
+                await wait_until(heavy_queued)
+                await y_inner.run_async({})
+                order.append("y")
+
+        class AsyncX(AsyncNode):
+            async def exec_async(self, prep_res):
+                await wait_until(y_inner_queued)
+                await x_inner.run_async({})
+                order.append("x")
+
+        y, x = AsyncY(limits=[a]), AsyncX(limits=[b.weighted(1)])
+    else:
+
+        class Y(Node):
+            def exec(self, prep_res):
+                wait_until_blocking(heavy_queued)
+                Flow(start=y_inner).run({})
+                order.append("y")
+
+        class X(Node):
+            def exec(self, prep_res):
+                wait_until_blocking(y_inner_queued)
+                Flow(start=x_inner).run({})
+                order.append("x")
+
+        y, x = Y(limits=[a]), X(limits=[b.weighted(1)])
+    return y, x, Noted(limits=[b.weighted(2)], name="heavy")
+
+
+async def test_a_request_goes_ahead_of_a_heavier_waiter_that_waits_for_it_across_limiters():
+    a, b = Limiter(1, name="a"), Limiter(2, name="b")
+    order = []
+    y, x, heavy = holding_a_and_b(order, AsyncNode, a, b)
+
+    async def shape():
+        y_run = asyncio.create_task(y.run_async({}))
+        x_run = asyncio.create_task(x.run_async({}))
+        await wait_until(lambda: (a.statistics().in_flight, b.statistics().in_flight) == (1, 1))
+        heavy_run = asyncio.create_task(heavy.run_async({}))
+        await asyncio.gather(y_run, x_run, heavy_run)
+
+    await asyncio.wait_for(shape(), HANG)
+    assert order == ["y inner", "y", "x inner", "x", "heavy"]
+    assert_released(a, b)
+
+
+def test_in_threads_a_request_goes_ahead_of_a_heavier_waiter_that_waits_for_it():
+    a, b = Limiter(1, name="a"), Limiter(2, name="b")
+    order = []
+    y, x, heavy = holding_a_and_b(order, Node, a, b)
+    y_run = in_thread(lambda: y.run({}))
+    x_run = in_thread(lambda: x.run({}))
+    wait_until_blocking(lambda: (a.statistics().in_flight, b.statistics().in_flight) == (1, 1))
+    heavy_run = in_thread(lambda: heavy.run({}))
+    for run in (y_run, x_run, heavy_run):
+        joined(*run)
+    assert order == ["y inner", "y", "x inner", "x", "heavy"]
+    assert_released(a, b)
+
+
+async def test_lowering_a_bound_lets_a_request_ahead_of_a_heavier_waiter_that_waits_for_it():
+    # The shape above with b bounded to 3 and 1 unit held by the test: Heavy waits
+    # for that unit only, no cycle. Down to 2 it waits for X's unit too: a cycle.
+    a, b = Limiter(1, name="a"), Limiter(3, name="b")
+    order = []
+    y, x, heavy = holding_a_and_b(order, AsyncNode, a, b)
+
+    async def shape():
+        await b.acquire()
+        y_run = asyncio.create_task(y.run_async({}))
+        x_run = asyncio.create_task(x.run_async({}))
+        await wait_until(lambda: (a.statistics().in_flight, b.statistics().in_flight) == (1, 2))
+        heavy_run = asyncio.create_task(heavy.run_async({}))
+        await wait_until(lambda: len(_deadlock._blocked) == 2)  # X's inner node too
+        assert order == []
+        b.max_concurrent = 2
+        b.release()
+        await asyncio.gather(y_run, x_run, heavy_run)
+
+    await asyncio.wait_for(shape(), HANG)
+    assert order == ["y inner", "y", "x inner", "x", "heavy"]
+    assert_released(a, b)
+
+
+async def test_a_request_keeps_its_place_behind_a_heavier_waiter_that_does_not_wait_for_it():
+    # As above, but X's inner node asks for c, which the test holds (and gives
+    # back): Heavy waits for X's unit, X for c, and nothing for Y. So Y's inner
+    # node waits behind Heavy, though a unit of b is free all along.
+    a, b, c = Limiter(1, name="a"), Limiter(2, name="b"), Limiter(1, name="c")
+    order = []
+    y, x, heavy = holding_a_and_b(order, AsyncNode, a, b, x_asks=c)
+
+    async def shape():
+        await c.acquire()
+        x_run = asyncio.create_task(x.run_async({}))
+        await wait_until(lambda: b.statistics().in_flight == 1)
+        heavy_run = asyncio.create_task(heavy.run_async({}))
+        y_run = asyncio.create_task(y.run_async({}))
+        await wait_until(lambda: c.statistics().waiting == 1)  # X's inner node, last
+        assert b.statistics().waiting == 2  # Heavy, and Y's inner node behind it
+        c.release()
+        await asyncio.gather(y_run, x_run, heavy_run)
+
+    await asyncio.wait_for(shape(), HANG)
+    assert order == ["x inner", "x", "heavy", "y inner", "y"]
+    assert_released(a, b, c)
+
+
+async def test_a_cycle_of_heavier_requests_behind_a_lighter_one_is_refused_as_it_forms():
+    # tpm (2 units): the test holds 1, A 1; B holds m. Light (nested in S, holding
+    # k) waits for 1 unit; B's inner node, for 2, behind it; then A's inner node asks
+    # for m. Light can be served (the test's unit), but B's inner node only with
+    # A's unit, and A waits for B: refused now, not left hanging once Light is served.
+    k, tpm, m = Limiter(1, name="k"), Limiter(2, name="tpm"), Limiter(1, name="m")
+    order = []
+    Noted = noting(order, AsyncNode)
+    go_a, go_b = asyncio.Event(), asyncio.Event()
+
+    class Nesting(AsyncNode):
+        def __init__(self, go, inner, **options):
+            super().__init__(**options)
+            self.go, self.inner = go, inner
+
+        async def exec_async(self, prep_res):
+            await self.go.wait()
+            await self.inner.run_async({})
+            order.append(self.name)
+
+    always = asyncio.Event()
+    always.set()
+    a_run = Nesting(go_a, Noted(limits=[m], name="a inner"), limits=[tpm.weighted(1)], name="A")
+    b_run = Nesting(go_b, Noted(limits=[tpm.weighted(2)], name="b inner"), limits=[m], name="B")
+    light = Nesting(always, Noted(limits=[tpm.weighted(1)], name="light"), limits=[k], name="S")
+
+    async def shape():
+        await tpm.acquire()
+        a_task = asyncio.create_task(a_run.run_async({}))
+        b_task = asyncio.create_task(b_run.run_async({}))
+        await wait_until(lambda: (tpm.statistics().in_flight, m.statistics().in_flight) == (2, 1))
+        s_task = asyncio.create_task(light.run_async({}))
+        await wait_until(lambda: tpm.statistics().waiting == 1)
+        go_b.set()
+        await wait_until(lambda: tpm.statistics().waiting == 2)
+        go_a.set()
+        with pytest.raises(LimiterDeadlock) as refused:
+            await a_task
+        tpm.release()
+        await asyncio.gather(s_task, b_task)
+        return refused.value
+
+    error = await asyncio.wait_for(shape(), HANG)
+    assert error.node == "a inner"
+    assert error.limiters == (tpm, m)
+    assert sorted(error.holders) == [("A", None), ("B", None)]
+    assert "node 'B' (Nesting), in which node 'b inner' (AsyncNoted) waits for 'tpm'" in str(error)
+    assert order == ["light", "S", "b inner", "B"]
+    assert_released(k, tpm, m)

@@ -13,15 +13,23 @@ the wait can never end: this module sees that and refuses it.
   only path that pays for any of this) registers until it is served,
   cancelled or refused. The records it runs inside are *exposed*: each counts
   the limiters that requests nested in it wait for.
-- A record is *stuck* if a request nested in it waits for a dead limiter; a
-  limiter is *dead* if the slots that stuck records hold leave too few for
-  the smallest request waiting for it (every other holder could give its
-  slots back and it would still be too full). Slots are units for a weighted
-  limiter (a `Claim` holds its units; a plain acquisition, one): with one
-  slot a request, "too few" is "none". The dead limiters are the greatest
-  fixed point of the two rules. It is computed when a request registers (and
-  when a bound is lowered), the only events that can close a cycle, so a
-  deadlock is refused as it forms, in the waiter that closes it.
+- A record is *stuck* if a request nested in it is *dead*: it can never be
+  served. A request is dead if the slots that stuck records hold leave too few
+  for what it waits for (every other holder could give its slots back and it
+  would still be too full): its own slots, or, while it waits its turn in the
+  limiter's queue, those of the heaviest request ahead of it there (it is
+  served after them). Slots are units for a weighted limiter (a `Claim` holds
+  its units; a plain acquisition, one): with one slot a request, "too few" is
+  "none". The dead requests are the greatest fixed point of the two rules. It
+  is computed when a request registers (and when a bound is lowered), the
+  only events that can close a cycle (a request served or gone only shortens
+  a queue and frees records), so a deadlock is refused as it forms, in the
+  waiter that closes it.
+- A cycle that runs through queue order (each request in it would be served,
+  but waits behind a heavier one that waits for the units the cycle holds)
+  is not refused: its requests go ahead of their queues instead (`block`
+  returns them); the heavier requests they pass could not be served before
+  them anyway.
 
 Slots held by code that recorded nothing (a user's ``async with limiter:``,
 an attempt that has ended, a thread abandoned to a timeout) count as slots
@@ -48,11 +56,13 @@ __all__ = ["block", "hold", "holds", "refuse_dead_waits", "unblock", "unhold"]
 _LIMITERS, _NODE, _INDEX, _PARENT, _LIVE, _WAITS = range(6)
 Record = list[Any]
 # A registered request: the limiter it waits for, its head record (its own, or
-# the attempt whose code asks), the records counting its wait, whether the head is its own.
-# (A limiter is any object with a bound and its holders' slots: a `Limiter`,
-# which imports this module; it is typed as such here without an import.)
+# the attempt whose code asks), the records counting its wait, whether the head
+# is its own, and whether it waits its turn in the limiter's queue (else it goes
+# ahead of it). (A limiter is any object with a bound, its holders' slots and a
+# queue: a `Limiter`, which imports this module; it is typed as such here
+# without an import.)
 Limiter = Any
-Entry = tuple[Limiter, Record, list[Record], bool]
+Entry = tuple[Limiter, Record, list[Record], bool, bool]
 
 _get = HELD.get
 _set = HELD.set
@@ -109,11 +119,19 @@ def block(
     taken: tuple[Limiter, ...],
     node: Any,
     index: int | None,
-) -> None:
+    queued: bool,
+) -> list[tuple[Limiter, Any]]:
     """Register ``waiter``, which must wait for ``limiter`` while its context
     holds ``holding`` (and, if it is an attempt taking its node's limiters,
     ``taken`` already: limiters, or claims of weighted ones), until
-    `unblock`. Called under the limiter's lock.
+    `unblock`. ``queued``: it waits its turn at the back of the limiter's
+    queue (it is there already), else it goes ahead. Called under the
+    limiter's lock.
+
+    Returns:
+        The registered waiters to let ahead of their queues (``waiter``, maybe)
+        and their limiters: the wait closed a cycle through queue order, which
+        ends once they go ahead (see `braidflow.Limiter._let_ahead`). Usually none.
 
     Raises:
         LimiterDeadlock: If the wait could never end; nothing is registered then.
@@ -123,10 +141,10 @@ def block(
     assert head is not None
     with _lock:
         path = _expose(head, limiter)
-        _blocked[waiter] = (limiter, head, path, own)
-        dead = _dead(limiter)
-        if limiter not in dead:
-            return
+        _blocked[waiter] = (limiter, head, path, own, queued)
+        dead, ahead = _deadlocked(waiter)
+        if waiter not in dead:
+            return ahead
         try:
             error = _refusal(waiter, dead)
         finally:
@@ -146,19 +164,21 @@ def unblock(waiter: Any) -> None:
 
 def refuse_dead_waits() -> None:
     """After a bound was lowered: if registered waiters can now never be served,
-    fail the latest of them with `LimiterDeadlock` (its failure unwinds the cycle)."""
+    fail the latest of them with `LimiterDeadlock` (its failure unwinds the
+    cycle), or let them ahead of their queues if that is enough."""
+    victim = None
     with _lock:
         if not _blocked:
             return
-        dead = _dead(None)
-        victim = next(
-            (waiter for waiter, entry in reversed(_blocked.items()) if entry[0] in dead), None
-        )
-        if victim is None:
-            return
-        error = _refusal(victim, dead)
-        limiter = _blocked[victim][0]
-    limiter._refuse(victim, error)
+        dead, ahead = _deadlocked(None)
+        victim = next((waiter for waiter in reversed(_blocked) if waiter in dead), None)
+        if victim is not None:
+            error = _refusal(victim, dead)
+            limiter = _blocked[victim][0]
+    if victim is not None:
+        limiter._refuse(victim, error)
+    for queue, waiter in ahead:
+        queue._let_ahead(waiter)
 
 
 def _expose(head: Record, limiter: Limiter) -> list[Record]:
@@ -207,17 +227,12 @@ def _ended(record: Record) -> None:
     it started and did not wait for): they no longer keep it, or the attempts
     it ran inside, from giving slots back."""
     with _lock:
-        for waiter, (limiter, head, path, own) in list(_blocked.items()):
+        for waiter, (limiter, head, path, own, queued) in list(_blocked.items()):
             for position, step in enumerate(path):
                 if step is record:
                     _conceal(path[position:], limiter)
-                    _blocked[waiter] = (limiter, head, path[:position], own)
+                    _blocked[waiter] = (limiter, head, path[:position], own, queued)
                     break
-
-
-def _stuck(record: Record, dead: set[Limiter]) -> bool:
-    """Whether a live exposed record has a request nested in it waiting for a dead limiter."""
-    return bool(record[_LIVE]) and not record[_WAITS].keys().isdisjoint(dead)
 
 
 def _base(held: Any) -> Limiter:
@@ -234,71 +249,140 @@ def _slots(record: Record, limiter: Limiter) -> float:
     return sum(getattr(held, "units", 1) for held in record[_LIMITERS] if _base(held) is limiter)
 
 
-def _needs() -> dict[Limiter, float]:
-    """The smallest request registered for each limiter: 1 slot, or a claim's units."""
-    needs: dict[Limiter, float] = {}
-    for waiter, entry in _blocked.items():
-        claim = waiter.claim
-        units = 1 if claim is None else claim.units
-        limiter = entry[0]
-        if units < needs.get(limiter, units + 1):
-            needs[limiter] = units
-    return needs
+def _units(waiter: Any) -> float:
+    """The slots a waiter asks for: 1, or its claim's units."""
+    claim = waiter.claim
+    return 1 if claim is None else claim.units
 
 
-def _too_full(limiter: Limiter, records: Any, needs: dict[Limiter, float]) -> bool:
-    """Whether what ``records`` hold of ``limiter`` leaves too few slots for
-    the smallest request for it (with one slot each: they hold every slot)."""
+def _measure(limiter: Limiter, waiters: list[Any], needs: dict[Any, float]) -> None:
+    """Note in ``needs`` what each of ``waiters`` (registered for ``limiter``)
+    waits for: its own slots, or, while it waits its turn in the queue, as many
+    as the heaviest request queued ahead of it asks (it is served after them)."""
+    queued = set()
+    for waiter in waiters:
+        needs[waiter] = _units(waiter)
+        if _blocked[waiter][4]:
+            queued.add(waiter)
+    if not queued or not limiter._counts_units:  # one slot each: no one ahead asks more
+        return
+    # A copy, made at once: the queue may be another limiter's, whose lock is
+    # not held. A request that leaves it meanwhile can only make a need look
+    # larger, which lets waiters ahead (see _deadlocked), never refuses one.
+    heaviest = 0.0
+    for other in limiter._waiters.copy():
+        if other.gone or other.failure is not None:
+            continue
+        if other in queued and heaviest > needs[other]:
+            needs[other] = heaviest
+        units = _units(other)
+        if units > heaviest:
+            heaviest = units
+
+
+def _may_die(limiter: Limiter, waiting: dict[Limiter, list[Any]], needs: dict[Any, float]) -> bool:
+    """Whether a waiter of ``limiter`` could be dead: the slots its live exposed
+    holders hold leave too few for what one of its registered waiters waits
+    for (with one slot each: they hold every slot). Notes their ``needs``."""
     bound = limiter._max
-    if bound is None:
+    holders = _exposed.get(limiter)
+    waiters = waiting.get(limiter)
+    if bound is None or holders is None or not waiters:
         return False
-    held = sum(_slots(record, limiter) for record in records)
-    return bool(held + needs.get(limiter, 1) > bound + 1e-9)
+    _measure(limiter, waiters, needs)
+    held = sum(_slots(record, limiter) for record in holders.values() if record[_LIVE])
+    return bool(held + max(needs[waiter] for waiter in waiters) > bound + 1e-9)
 
 
-def _full(limiter: Limiter, holders: dict[int, Record], needs: dict[Limiter, float]) -> bool:
-    """Whether the live records among ``holders`` leave too few slots of ``limiter``."""
-    return _too_full(limiter, (r for r in holders.values() if r[_LIVE]), needs)
+def _stuck(dead: set[Any]) -> dict[int, Record]:
+    """The live records that ``dead`` waiters are nested in, by id."""
+    return {
+        id(record): record for waiter in dead for record in _blocked[waiter][2] if record[_LIVE]
+    }
 
 
-def _dead(asked: Limiter | None) -> set[Limiter]:
-    """The dead limiters: the greatest fixed point of "its bound is reached by
-    slots of records stuck on dead limiters". With ``asked``, only those it
-    depends on, and at once nothing if it cannot be dead (the usual answer,
-    found in time linear in its exposed holders)."""
-    needs = _needs()
+def _fixed_point(dead: set[Any], needs: dict[Any, float]) -> set[Any]:
+    """The greatest subset of ``dead`` whose every waiter waits for more slots
+    of its limiter than the records the subset's waiters are nested in leave."""
+    while dead:
+        held: dict[Limiter, float] = {}
+        for record in _stuck(dead).values():
+            for item in record[_LIMITERS]:
+                limiter = _base(item)
+                held[limiter] = held.get(limiter, 0) + getattr(item, "units", 1)
+        keep = set()
+        for waiter in dead:
+            limiter = _blocked[waiter][0]
+            if held.get(limiter, 0) + needs[waiter] > limiter._max + 1e-9:
+                keep.add(waiter)
+        if len(keep) == len(dead):
+            break
+        dead = keep
+    return dead
+
+
+def _deadlocked(asked: Any) -> tuple[set[Any], list[tuple[Limiter, Any]]]:
+    """The registered waiters that can never be served (the greatest fixed
+    point of "it waits for more slots than the records of dead waiters
+    leave"), and the waiters to let ahead of their queues, once that is
+    enough for none to be dead.
+
+    A dead waiter that waits behind a heavier request, and that would not be
+    dead if it went ahead, goes ahead: the heavier request waits for the
+    units the cycle holds, so it could not be served before the cycle ends,
+    and the cycle ends once its waiters go ahead. Only a cycle of waiters
+    that are dead though they go ahead is returned as dead.
+
+    With ``asked`` (a waiter just registered): only the waiters it depends on,
+    none unless it is dead, found at once if it cannot be (the usual answer:
+    nothing holds its limiter while waiting). Without (a bound was lowered): all.
+    """
+    if asked is not None:
+        start = _blocked[asked][0]
+        if start._max is None or start not in _exposed:
+            return set(), []
+    waiting: dict[Limiter, list[Any]] = {}
+    for waiter, entry in _blocked.items():
+        waiting.setdefault(entry[0], []).append(waiter)
+    needs: dict[Any, float] = {}
     if asked is None:
-        dead = {limiter for limiter, holders in _exposed.items() if _full(limiter, holders, needs)}
+        reached = [limiter for limiter in waiting if _may_die(limiter, waiting, needs)]
     else:
-        # The limiters that the holders of `asked` wait for, transitively, that
-        # stuck holders alone could fill: no other can be in its cycle.
-        dead = set()
-        reached = [asked]
-        seen = {asked}
-        while reached:
-            limiter = reached.pop()
-            holders = _exposed.get(limiter)
-            if holders is None or not _full(limiter, holders, needs):
+        # The limiters that the holders of `start` wait for, transitively, whose
+        # waiters could be dead: no other can be in its cycle.
+        reached = []
+        todo = [start]
+        seen = {start}
+        while todo:
+            limiter = todo.pop()
+            if not _may_die(limiter, waiting, needs):
                 continue
-            dead.add(limiter)
-            for record in holders.values():
+            reached.append(limiter)
+            for record in _exposed[limiter].values():
                 if record[_LIVE]:
                     for waited in record[_WAITS]:
                         if waited not in seen:
                             seen.add(waited)
-                            reached.append(waited)
-        if asked not in dead:
-            return set()
-    while dead:
-        keep = set()
-        for limiter in dead:
-            stuck = (r for r in _exposed[limiter].values() if _stuck(r, dead))
-            if _too_full(limiter, stuck, needs):
-                keep.add(limiter)
-        if keep == dead:
-            break
-        dead = keep
-    return dead
+                            todo.append(waited)
+        if start not in reached:
+            return set(), []
+    dead = _fixed_point({waiter for limiter in reached for waiter in waiting[limiter]}, needs)
+    if asked is not None and asked not in dead:
+        return set(), []
+    behind = [waiter for waiter in dead if needs[waiter] > _units(waiter)]
+    if not behind:
+        return dead, []
+    for waiter in behind:
+        needs[waiter] = _units(waiter)
+    dead = _fixed_point(dead, needs)
+    if dead:  # dead though they went ahead: not a matter of queue order
+        return dead, []
+    ahead = []
+    for waiter in behind:
+        limiter, head, path, own, _ = _blocked[waiter]
+        _blocked[waiter] = (limiter, head, path, own, False)
+        ahead.append((limiter, waiter))
+    return set(), ahead
 
 
 # -- the error ----------------------------------------------------------------------
@@ -320,7 +404,7 @@ def _label(limiter: Limiter) -> str:
 def _waiting(entry: Entry) -> Record | None:
     """The record naming who waits: the request's own (an attempt taking its
     node's limiters), else the innermost attempt whose code asks."""
-    _, head, _, own = entry
+    _, head, _, own, _ = entry
     if own and head[_NODE] is not None:
         return head
     return head[_PARENT] if own else head
@@ -336,27 +420,28 @@ def _who(entry: Entry) -> str:
     return f"code in the exec of {_where(record)}"
 
 
-def _refusal(waiter: Any, dead: set[Limiter]) -> LimiterDeadlock:
-    """The error for a registered ``waiter`` whose limiter is dead."""
+def _refusal(waiter: Any, dead: set[Any]) -> LimiterDeadlock:
+    """The error for a registered ``waiter`` among the ``dead`` ones."""
     entry = _blocked[waiter]
-    asked, head, path, own = entry
-    order = sorted(dead, key=lambda limiter: limiter._order)
+    asked, head, path, own, _ = entry
+    stuck = _stuck(dead)
+    order = sorted({_blocked[other][0] for other in dead}, key=lambda limiter: limiter._order)
     holders: list[Record] = []
     lines = []
     for limiter in order:
-        stuck = sorted(
-            (r for r in _exposed[limiter].values() if _stuck(r, dead)),
+        records = sorted(
+            (r for r in _exposed[limiter].values() if id(r) in stuck),
             key=lambda r: (_name(r) or "", -1 if r[_INDEX] is None else r[_INDEX]),
         )
         lines.append(f"  {limiter!r} is held by:")
-        for record in stuck:
+        for record in records:
             if not any(record is known for known in holders):
                 holders.append(record)
-            # A request nested in it that waits for a dead limiter (the asking one first).
+            # A dead request nested in it (the asking one first).
             inside = next(
                 other
-                for other in (entry, *_blocked.values())
-                if other[0] in dead and any(step is record for step in other[2])
+                for other in (entry, *(_blocked[other] for other in dead))
+                if any(step is record for step in other[2])
             )
             if inside[1] is record:
                 lines.append(f"    {_where(record)}, which waits for {_label(inside[0])}")
@@ -368,7 +453,7 @@ def _refusal(waiter: Any, dead: set[Limiter]) -> LimiterDeadlock:
     outer = head[_PARENT] if own else None
     if own and outer is not None:
         who += f" inside {_where(outer)}"
-    own_holders = [r for r in _exposed[asked].values() if _stuck(r, dead)]
+    own_holders = [r for r in _exposed[asked].values() if id(r) in stuck]
     if order == [asked] and all(any(r is step for step in path) for r in own_holders):
         claim = waiter.claim
         if claim is None:

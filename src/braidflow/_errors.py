@@ -197,6 +197,9 @@ class LimiterDeadlock(RunError):
     this; it then fails its node like any error. Slots held by code that
     braidflow did not record (your own ``async with limiter:``) count as slots
     that will be given back, so a wait that can be served is never refused.
+    A cycle through queue order only (a request that would fit waits its turn
+    behind a heavier one, which waits for units held by attempts that wait for
+    the request) is not refused either: its requests go ahead of the queue.
 
     Attributes:
         node: The name of the waiting node (or of the node whose ``exec`` asks).

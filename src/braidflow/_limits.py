@@ -3,7 +3,8 @@
 A limiter is an object, not a number copied into each node: every node,
 node copy and sub-flow that holds the same ``Limiter`` counts against the
 same limit. It serves asyncio tasks and threads alike, first come first served
-(code nested in an attempt that holds it goes ahead: see `Limiter._enqueue`).
+(code nested in an attempt that holds it goes ahead, and so do the waiters of a
+cycle through queue order: see `Limiter._enqueue`).
 It counts calls, or units (tokens) once a node uses it `Limiter.weighted`.
 
 The engine holds a limit through four methods, and nothing else of it:
@@ -76,14 +77,15 @@ class _Waiter:
     A waiter that gives up is only marked ``gone`` and skipped when it reaches
     the head of the queue, so leaving the queue costs O(1) however long it is.
     ``blocked``: it waits while holding slots, registered with the deadlock
-    check; ``nested``: code inside an attempt holding this limiter asks, so
-    it does not wait for the waiters ahead of it (see `Limiter._enqueue`);
+    check; ``ahead``: it does not wait for the waiters ahead of it, but takes
+    free slots as they come (see `Limiter._enqueue`);
     ``failure``: the error its wait ends with (a deadlock found later);
     ``claim``: a weighted acquirer's `braidflow._weights.Claim` (``None``: a
     plain one, one slot), for an attempt of ``node`` on item ``index``.
     """
 
     __slots__ = (
+        "ahead",
         "blocked",
         "claim",
         "event",
@@ -92,7 +94,6 @@ class _Waiter:
         "gone",
         "index",
         "loop",
-        "nested",
         "node",
     )
 
@@ -102,7 +103,7 @@ class _Waiter:
         self.event: threading.Event | None = None
         self.gone = False
         self.blocked = False
-        self.nested = False
+        self.ahead = False
         self.failure: BaseException | None = None
         self.claim: Any = None
         self.node: Any = None
@@ -137,9 +138,11 @@ class Limiter:
     limit. Waiters are served first come, first served, tasks and threads in
     one queue, except that a request made by code nested in an attempt that
     holds the limiter takes free slots ahead of the queue (those ahead may
-    wait for the slots its attempt holds); waiting tasks wait on the event
-    loop without blocking it. It can also be held directly with
-    ``async with limiter:`` or, from a thread, ``with limiter:``.
+    wait for the slots its attempt holds), and so does a request that those
+    ahead wait for through other limiters (see `braidflow.LimiterDeadlock`);
+    waiting tasks wait on the event loop without blocking it. It can also be
+    held directly with ``async with limiter:`` or, from a thread,
+    ``with limiter:``.
 
     The rate limit is a sliding window: at most ``rate`` acquisitions start
     within any ``per`` seconds. A fractional ``rate`` above 1 is held to that
@@ -216,7 +219,7 @@ class Limiter:
         self._acquired = 0
         self._waiters: deque[_Waiter] = deque()
         self._waiting = 0  # waiters in the queue that are not gone
-        self._nested: list[_Waiter] = []  # the nested ones among them
+        self._ahead: list[_Waiter] = []  # those among them that go ahead
         # Start times in the rate window; once the limiter counts units, each
         # an entry [time, units] instead, ``_used`` their sum.
         self._starts: deque[Any] = deque()  # (plain: floats)
@@ -328,13 +331,13 @@ class Limiter:
         return None
 
     def _wake_next(self) -> None:
-        """Wake the waiters that may take slots now: the head, and the nested
-        waiters (which do not wait for it)."""
+        """Wake the waiters that may take slots now: the head, and the waiters
+        that go ahead (which do not wait for it)."""
         if self._waiting:
             head = self._head()
             if head is not None:
                 head.wake()
-            for waiter in self._nested:
+            for waiter in self._ahead:
                 waiter.wake()
 
     def _leave(self, waiter: _Waiter) -> None:
@@ -344,8 +347,8 @@ class Limiter:
             was_head = self._head() is waiter
             waiter.gone = True
             self._waiting -= 1
-            if waiter.nested:
-                self._nested.remove(waiter)
+            if waiter.ahead:
+                self._ahead.remove(waiter)
             if waiter.blocked:
                 unblock(waiter)
             if was_head:
@@ -365,6 +368,16 @@ class Limiter:
                 waiter.failure = weighted.refusal(
                     claim.units, "the weight", problem, waiter.node, waiter.index
                 )
+                waiter.wake()
+
+    def _let_ahead(self, waiter: _Waiter) -> None:
+        """Let a queued waiter take free slots ahead of the queue: the deadlock
+        check found those ahead of it waiting for it (through slots that code
+        waiting for it holds), so they could not be served before it anyway."""
+        with self._lock:
+            if not waiter.gone and not waiter.ahead:
+                waiter.ahead = True
+                self._ahead.append(waiter)
                 waiter.wake()
 
     def _refuse(self, waiter: _Waiter, error: BaseException) -> None:
@@ -389,7 +402,10 @@ class Limiter:
         A nested request (code inside an attempt that holds this limiter asks)
         waits for no one ahead of it: they may wait for the slots its attempt
         holds, which it gives back only once the request is served. It takes
-        slots as soon as they are free; an unrelated request keeps its place.
+        slots as soon as they are free; an unrelated request keeps its place,
+        unless the deadlock check lets it ahead (those ahead of it wait, through
+        other limiters, for slots held by code that waits for it: see
+        `_let_ahead`).
 
         ``taken``, ``node``, ``index``: an attempt of ``node`` (on item ``index``)
         asks, which holds ``taken`` of its node's limiters already (limiters,
@@ -416,21 +432,33 @@ class Limiter:
             waiter = _Waiter(loop)
             waiter.claim = claim
             waiter.node, waiter.index = node, index
-            if holding is not None or taken:  # hold and wait: the rare path
-                block(self, waiter, holding, taken, node, index)
-                waiter.blocked = True
             if nested:
-                waiter.nested = True
-                self._nested.append(waiter)
+                waiter.ahead = True
+                self._ahead.append(waiter)
+            # Queued before it registers, so that a check sees who waits ahead of it.
             self._waiters.append(waiter)
             self._waiting += 1
-            return waiter
+            if holding is None and not taken:
+                return waiter
+            # Hold and wait: the rare path.
+            try:
+                let_ahead = block(self, waiter, holding, taken, node, index, not nested)
+            except BaseException:
+                self._waiters.pop()
+                self._waiting -= 1
+                if nested:
+                    self._ahead.pop()
+                raise
+            waiter.blocked = True
+        for limiter, other in let_ahead:  # a cycle through queue order: rare
+            limiter._let_ahead(other)
+        return waiter
 
     def _turn(self, waiter: _Waiter) -> float:
         """One step of a queued waiter: 0 once the slot is taken (the waiter has
         left the queue), -1 to wait for a wake-up (armed), or seconds to sleep
         until the rate window has room. Only the head may take a slot, and a
-        nested waiter wherever it is in the queue.
+        waiter that goes ahead wherever it is in the queue.
 
         Raises:
             LimiterDeadlock: If a deadlock was found since it began waiting.
@@ -439,14 +467,14 @@ class Limiter:
             if waiter.failure is not None:
                 raise waiter.failure
             first = self._head() is waiter
-            if first or waiter.nested:
+            if first or waiter.ahead:
                 claim = waiter.claim
                 wait = self._try_take() if claim is None else claim.take()
                 if wait == 0.0:
-                    waiter.gone = True  # (a nested one further back: dropped at the head)
+                    waiter.gone = True  # (one further back: dropped at the head)
                     self._waiting -= 1
-                    if waiter.nested:
-                        self._nested.remove(waiter)
+                    if waiter.ahead:
+                        self._ahead.remove(waiter)
                     if waiter.blocked:
                         unblock(waiter)
                     if first:

@@ -54,7 +54,9 @@ class Weighted:
     A heavy call at the head waits until its units are free and the lighter
     calls behind it wait for it, so no call is starved by others. A call
     nested in an attempt holding the same limiter goes ahead (the head may
-    wait for the units that attempt holds, see `braidflow.Limiter`).
+    wait for the units that attempt holds, see `braidflow.Limiter`), and so
+    does a call that the head waits for through other limiters (a cycle
+    first come, first served would hang: see `braidflow.LimiterDeadlock`).
 
     The check that refuses hold-and-wait deadlocks (`braidflow.LimiterDeadlock`)
     counts the units each attempt holds of ``max_concurrent`` and the units
