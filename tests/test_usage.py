@@ -338,3 +338,34 @@ def test_usage_with_no_cost_inside_a_run_with_a_cost_budget_is_refused():
 
     with pytest.raises(InvalidParameterError, match="the run its run was started in has a cost"):
         Around().run({}, budget=Budget(cost=1.0))
+
+
+def test_a_sync_parallel_batch_run_inside_a_running_loop_keeps_its_run():
+    # Its items run on a private loop in a helper thread: they must see the
+    # run (its usage, events and budget), not an empty context.
+    from braidflow import ParallelBatchNode
+
+    class Calls(ParallelBatchNode):
+        def prep(self, shared):
+            return [0, 1]
+
+        def exec(self, item):
+            self.report_usage(input_tokens=10)
+            return item
+
+    events = []
+
+    async def in_a_loop():
+        return Flow(start=Calls(name="calls")).run({}, observers=[events.append])
+
+    asyncio.run(in_a_loop())
+    assert [event.data["input_tokens"] for event in events if event.kind == "usage"] == [10, 10]
+    assert sorted(event.item for event in events if event.kind == "item_end") == [0, 1]
+
+    class Outer(Node):  # the same, run from a sync node of an AsyncFlow, counted there too
+        def exec(self, prep_res):
+            Flow(start=Calls(name="calls")).run({})
+
+    outer_events = []
+    asyncio.run(AsyncFlow(start=Outer(name="outer")).run_async({}, observers=[outer_events.append]))
+    assert [event.node for event in outer_events if event.kind == "usage"] == ["outer", "outer"]

@@ -409,10 +409,16 @@ def run_to_completion(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     outcome: list[Any] = []
     context = contextvars.copy_context()
 
+    def run_here() -> T:
+        # The Runner is made inside the context: it runs the coroutine in a
+        # copy of the context it was made in (made outside, the helper
+        # thread's own, empty one: the run's RUN, STEP... would be lost).
+        with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+            return runner.run(make())
+
     def target() -> None:
         try:
-            with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
-                outcome.append((True, context.run(runner.run, make())))
+            outcome.append((True, context.run(run_here)))
         except BaseException as error:  # handed to the waiting thread
             outcome.append((False, error))
 
