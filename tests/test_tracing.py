@@ -118,12 +118,18 @@ def test_jsonl_trace_writes_values_json_cannot_hold_as_their_repr(tmp_path):
         def exec(self, prep_res):
             self.emit({1, 2})
             self.emit(object)
+            self.emit({"score": float("nan"), "max": [float("inf")]})  # not JSON numbers
 
     with JSONLTrace(tmp_path / "t.jsonl") as trace:
         Emits().run({}, observers=trace)
-    data = [json.loads(line)["data"] for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+
+    data = [strict(line)["data"] for line in (tmp_path / "t.jsonl").read_text().splitlines()]
     assert "{1, 2}" in data
     assert "<class 'object'>" in data
+    assert {"score": "nan", "max": ["inf"]} in data
 
 
 def test_trace_paths_that_cannot_be_written_fail_before_the_run(tmp_path):
