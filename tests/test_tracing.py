@@ -724,6 +724,32 @@ def test_progress_shows_each_batch_with_done_total_and_failures():
     assert "1 failed" in text
 
 
+def test_progress_counts_items_that_ask_as_waiting_not_failed_nor_done():
+    from rich.console import Console
+
+    from braidflow import AsyncFlow, AsyncParallelBatchNode, MemoryStore, Suspended, interrupt
+
+    class Ask(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return range(3)
+
+        async def exec_async(self, item):
+            if item == 0:
+                return item
+            return interrupt(f"approve {item}?")  # a question is no failure
+
+    console = Console(record=True, force_terminal=True, width=140)
+    progress = Progress(console=console)
+    with pytest.raises(Suspended):
+        AsyncFlow(start=Ask(name="ask")).run(
+            {}, store=MemoryStore(), run_id="r", observers=[progress]
+        )
+    console.print(progress)
+    text = console.export_text()
+    assert "1/3" in text
+    assert "failed" not in text
+
+
 class CachedDouble(BatchNode):
     def prep(self, shared):
         return shared["items"]

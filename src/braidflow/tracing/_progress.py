@@ -18,8 +18,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .._budget import OverBudget
 from .._events import Event
 from .._usage import Usage
+from ..durable._drain import DrainStop
+from ..durable._interrupt import Interrupted
 from ._owners import ItemOwners, Path
 
 __all__ = ["Progress", "Row", "lay_out"]
@@ -275,8 +278,10 @@ class Progress:
         batch.last = event.time
         error = event.error
         if error is not None:
-            if isinstance(error, asyncio.CancelledError):
+            if isinstance(error, asyncio.CancelledError | DrainStop):
                 batch.cancelled += 1
+            elif isinstance(error, Interrupted | OverBudget):  # it waits: no failure, not done
+                batch.done -= 1
             else:
                 batch.failed += 1
 
