@@ -573,10 +573,11 @@ def test_a_sync_run_blocked_in_a_call_is_stopped_there_at_the_end_of_its_grace(s
 
     before = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignored else None
     flow = bf.Flow(start=Blocked(name="blocked"))
+    events = []
     safety.start()
     try:
         with pytest.raises(Drained):
-            flow.run({}, store=store, run_id="run")
+            flow.run({}, store=store, run_id="run", observers=[events.append])
         if ignored:
             assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # put back
     finally:
@@ -586,6 +587,10 @@ def test_a_sync_run_blocked_in_a_call_is_stopped_there_at_the_end_of_its_grace(s
         os.close(reading)
         os.close(writing)
     assert wrote == []  # stopped in the read, not once it could end
+    # Its events say drained (as an async run's do), not stopped by Ctrl-C.
+    assert [type(event.error).__name__ for event in events if event.kind == "run_end"] == [
+        "DrainStop"
+    ]
     assert flow.resume("run", store=store)["items"] == [0, 1, 2]
     assert seen == [0, 1, 1, 2]
 

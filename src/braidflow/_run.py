@@ -401,6 +401,13 @@ def run_top_sync(node: Any, scope: RunScope) -> Any:
             if scope.durable is None or node._bf_is_flow:
                 return run_node_sync(node, shared)
             return drive_sync(node_walk(node, shared))
+        except KeyboardInterrupt:
+            durable = scope.durable
+            if durable is not None and durable.drain.expired:
+                # The drain's grace period ended (its own SIGINT stopped what
+                # ran): the run is drained, as an async one's cancel says.
+                raise DrainStop from None
+            raise
         except Exception as error:
             stopped = _stop_iteration(error)
             _label(node, stopped or error)
