@@ -447,3 +447,25 @@ def test_a_fork_inside_a_flow_counts_its_prep_once():
     assert counting_flow(failing).state("run", store=store, at=1) == {"count": 11}
     forked = counting_flow(failing).fork("run", store=store, at=1, run_id="again")
     assert forked == {"count": 11}
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_a_question_a_flow_s_prep_asks_keeps_what_it_writes_once_answered(durability):
+    # The question is kept under the flow's key, though its prep did not
+    # return: on the answered resume prep runs again, and what it writes stays.
+    class Asks(bf.Flow):
+        def prep(self, shared):
+            shared["answer"] = bf.interrupt("go?")
+            shared["log"] = ["prep"]
+
+    class Step(bf.Node):
+        def post(self, shared, prep_res, exec_res):
+            shared["log"].append("step")
+
+    store = bf.MemoryStore()
+    flow = bf.Flow(start=Asks(start=Step(name="step"), name="asks"), name="top")
+    with pytest.raises(bf.Suspended):
+        flow.run({}, store=store, run_id="run", durability=durability)
+    shared = flow.resume("run", store=store, input="yes", durability=durability)
+    assert shared == {"answer": "yes", "log": ["prep", "step"]}
+    assert bf.stored_state("run", store=store) == shared

@@ -49,9 +49,15 @@ class Recorded:
         self._rows = [*self._rows, row]
 
     def began(self, frame: str) -> bool:
-        """Whether the walk ``frame`` (or one nested in it) recorded anything."""
+        """Whether the flow whose walk is ``frame`` got past its ``prep``: its
+        walk (or one nested in it) recorded a row, or its ``prep`` its writes.
+        (A question its ``prep`` asked is kept under ``frame`` too: not that.)"""
         nested = (f"{frame}/", f"{frame}[")
-        return any(row.frame == frame or row.frame.startswith(nested) for row in self._rows)
+        return any(
+            row.frame.startswith(nested)
+            or (row.frame == frame and row.kind not in ("ask", "answer"))
+            for row in self._rows
+        )
 
     def last_state(self, codec: Codec) -> dict[Any, Any]:
         """``shared`` as the recorded rows left it (decoded afresh: its values
