@@ -15,7 +15,9 @@ from ..stores._base import Checkpoint
 from ._codec import Codec
 from ._tracking import TrackingDict
 
-__all__ = ["Recorded"]
+__all__ = ["PREP", "Recorded"]
+
+PREP = "prep"  # the node of a "state" row of what a flow's own prep wrote
 
 
 class Recorded:
@@ -50,12 +52,16 @@ class Recorded:
 
     def began(self, frame: str) -> bool:
         """Whether the flow whose walk is ``frame`` got past its ``prep``: its
-        walk (or one nested in it) recorded a row, or its ``prep`` its writes.
-        (A question its ``prep`` asked is kept under ``frame`` too: not that.)"""
+        walk (or one nested in it) recorded a row, or its ``prep`` its writes
+        (`PREP`). A question its ``prep`` asked is kept under ``frame`` too,
+        and so is the state written after it (async, exit): neither says so."""
         nested = (f"{frame}/", f"{frame}[")
         return any(
             row.frame.startswith(nested)
-            or (row.frame == frame and row.kind not in ("ask", "answer"))
+            or (
+                row.frame == frame
+                and (row.kind not in ("ask", "answer", "state") or row.node == PREP)
+            )
             for row in self._rows
         )
 

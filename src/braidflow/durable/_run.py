@@ -27,7 +27,7 @@ from ._fingerprint import Unfingerprintable, fingerprint
 from ._history import USAGE_KEY, renamed_key
 from ._interrupt import Interrupted
 from ._lax import KEPT, Settled, StepColumns
-from ._recorded import Recorded
+from ._recorded import PREP, Recorded
 from ._run_codec import undecodable
 from ._tracking import TrackingDict, changed_keys
 from ._writer import CheckpointWriter
@@ -296,7 +296,8 @@ class DurableRun:
             ]
         if changes:
             payload = self.codec.pack(changes)
-            self.writer.write([Checkpoint("state", frame, 0, "", "", None, payload, None, time())])
+            row = Checkpoint("state", frame, 0, PREP, "", None, payload, None, time())
+            self.writer.write([row])
 
     def prep_ran_again(self, frame: str, shared: TrackingDict, touched: Any) -> None:
         """Resuming inside the flow whose walk is ``frame``: its own ``prep``
