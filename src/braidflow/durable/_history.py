@@ -19,11 +19,11 @@ from functools import cached_property
 from typing import Any
 
 from .._errors import ResumeError
-from .._isolation import MISSING
 from ..stores._base import Checkpoint, RunRecord, Store, row_path, step_path
 from ._codec import Codec
 from ._graph import Walks, walks_of
 from ._lax import expand
+from ._recorded import folded
 from ._run_codec import SERIALIZER_KEY, run_codec, undecodable
 
 __all__ = [
@@ -49,7 +49,6 @@ RENAMED_KEY = "braidflow.renamed"  # {old: new}: nodes renamed when resuming
 EVENTS_KEY = "braidflow.record_events"  # True: its events are kept, resumes keep them too
 # (and SERIALIZER_KEY, "braidflow.serializer": "pickle" for a run written with pickle)
 
-_STATES = ("step", "update", "state")  # the rows that change shared itself
 _KINDS = {"step": "step", "view_step": "branch step", "branch": "branch", "update": "update"}
 
 
@@ -376,15 +375,7 @@ class StoredRun:
             ResumeError: As `rows_through` says.
             StoreError: If the run's data cannot be decoded (see `codec`).
         """
-        shared: dict[Any, Any] = dict(self._unpack(self.initial))
-        for row in self.rows_through(at):
-            if row.kind in _STATES and row.payload:
-                for key, value in self._unpack(row.payload):
-                    if value is MISSING:
-                        shared.pop(key, None)
-                    else:
-                        shared[key] = value
-        return shared
+        return folded(self._unpack, self.initial, self.rows_through(at))
 
 
 def _state_rows(rows: list[Checkpoint]) -> dict[int, int | None]:

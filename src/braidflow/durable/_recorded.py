@@ -8,6 +8,7 @@ changes of isolated sub-flows and branches, and the answers to interrupts.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .._isolation import MISSING
@@ -15,9 +16,10 @@ from ..stores._base import Checkpoint
 from ._codec import Codec
 from ._tracking import TrackingDict
 
-__all__ = ["PREP", "Recorded"]
+__all__ = ["PREP", "Recorded", "folded"]
 
 PREP = "prep"  # the node of a "state" row of what a flow's own prep wrote
+STATES = ("step", "update", "state")  # the rows that change shared itself
 
 
 class Recorded:
@@ -68,15 +70,7 @@ class Recorded:
     def last_state(self, codec: Codec) -> dict[Any, Any]:
         """``shared`` as the recorded rows left it (decoded afresh: its values
         are the caller's to keep)."""
-        shared: dict[Any, Any] = dict(codec.unpack(self._initial))
-        for row in self._rows:
-            if row.kind in ("step", "update", "state") and row.payload:
-                for key, value in codec.unpack(row.payload):
-                    if value is MISSING:
-                        shared.pop(key, None)
-                    else:
-                        shared[key] = value
-        return shared
+        return folded(codec.unpack, self._initial, self._rows)
 
     def rebuild(self, codec: Codec, initial: bytes, rows: list[Checkpoint]) -> TrackingDict:
         """``shared`` as the recorded steps left it; index the rest for replay."""
@@ -140,3 +134,19 @@ class Recorded:
                 found.append(entry)
         found.sort(key=lambda entry: entry[1])
         return [row for _, _, row in found]
+
+
+def folded(
+    unpack: Callable[[bytes], list[tuple[Any, Any]]], initial: bytes, rows: Iterable[Checkpoint]
+) -> dict[Any, Any]:
+    """``shared`` as ``initial`` and the changes ``rows`` hold leave it, in
+    order (``unpack``: how a payload is read)."""
+    shared: dict[Any, Any] = dict(unpack(initial))
+    for row in rows:
+        if row.kind in STATES and row.payload:
+            for key, value in unpack(row.payload):
+                if value is MISSING:
+                    shared.pop(key, None)
+                else:
+                    shared[key] = value
+    return shared
