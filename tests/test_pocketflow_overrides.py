@@ -4,6 +4,8 @@ calls them: ``Flow._orch(shared)`` for a flow's run (``BatchFlow`` calls
 
 import asyncio
 
+import pytest
+
 from braidflow import AsyncBatchFlow, AsyncFlow, AsyncNode, BatchFlow, Flow, Node
 
 
@@ -288,3 +290,51 @@ def test_a_fallback_replaced_by_a_mock_is_the_one_called():
         asyncio.run(AsyncFlow(start=FailsAsync()).run_async(shared))
     assert fallback.await_count == 1
     assert shared["summary"] == "(none)"
+
+
+def test_a_fallback_runs_while_exec_s_error_is_being_handled():
+    # As in PocketFlow, which calls it in the except block of exec's error: a
+    # bare raise re-raises that error, sys.exception() is it (what
+    # logging.exception logs), and an error the fallback raises has it as its
+    # __context__.
+    import sys
+
+    from braidflow import AsyncParallelBatchNode
+
+    seen = []
+
+    class Reraises(Node):
+        def exec(self, prep_res):
+            raise ConnectionError("down")
+
+        def exec_fallback(self, prep_res, exc):
+            seen.append(sys.exception())
+            raise
+
+    class Replaces(Node):
+        def exec(self, prep_res):
+            raise KeyError("original")
+
+        def exec_fallback(self, prep_res, exc):
+            raise RuntimeError("fallback failed too")
+
+    class Items(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return [1, 2]
+
+        async def exec_async(self, item):
+            raise ConnectionError(f"down {item}")
+
+        async def exec_fallback_async(self, item, exc):
+            seen.append(sys.exception())
+            raise
+
+    with pytest.raises(ConnectionError, match="down"):
+        Reraises(max_retries=2).run({})
+    assert isinstance(seen.pop(), ConnectionError)
+    with pytest.raises(RuntimeError) as replaced:
+        Replaces().run({})
+    assert isinstance(replaced.value.__context__, KeyError)
+    with pytest.raises(ConnectionError, match="down"):
+        asyncio.run(AsyncFlow(start=Items()).run_async({}))
+    assert all(isinstance(error, ConnectionError) for error in seen)

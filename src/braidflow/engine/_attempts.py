@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Generator
+from functools import partial
 from typing import Any
 
 from .. import _budget as budgets
@@ -100,6 +101,33 @@ def label_failure(
     )
 
 
+# PocketFlow calls the fallback in the ``except`` block of exec's error: a
+# bare ``raise`` there re-raises it, ``logging.exception`` logs it, and an
+# error the fallback raises has it as its ``__context__``. The engine calls
+# the fallback later (an effect), so it raises the error again to handle it
+# around the call, with the traceback it had.
+
+
+def _called_handling(error: BaseException, function: Any, *args: Any) -> Any:
+    """``function(*args)`` called while ``error`` is being handled."""
+    traceback = error.__traceback__
+    try:
+        raise error
+    except BaseException:
+        error.__traceback__ = traceback
+        return function(*args)
+
+
+async def _awaited_handling(error: BaseException, function: Any, *args: Any) -> Any:
+    """``await function(*args)`` while ``error`` is being handled."""
+    traceback = error.__traceback__
+    try:
+        raise error
+    except BaseException:
+        error.__traceback__ = traceback
+        return await function(*args)
+
+
 def fallback(
     node: Any, item: Any, error: Exception, index: Any, attempt: int, shared: Any, offload: bool
 ) -> Steps:
@@ -113,8 +141,9 @@ def fallback(
             raise error
         args = (shared, item, error) if plan.fallback_wants_shared else (item, error)
         if plan.fallback_coro:
-            return (yield (AWAIT, node, index, function, args))
-        return (yield (THREAD if offload else CALL, node, index, function, args))
+            return (yield (AWAIT, node, index, partial(_awaited_handling, error, function), args))
+        called = partial(_called_handling, error, function)
+        return (yield (THREAD if offload else CALL, node, index, called, args))
     except Exception as raised:
         label_failure(node, raised, error, index, attempt)
         raise
