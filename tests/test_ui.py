@@ -217,7 +217,12 @@ def test_a_pickle_run_is_shown_and_answered_where_the_dashboard_reads_pickle(tmp
             run_id="p",
             metadata=target_metadata(f"{FLOWS}:reply"),
         )
-    assert "--serializer pickle" in client_of(path).get("/runs/p?at=1").text  # (says so)
+    reading_json = client_of(path)  # refused, saying why, never a server error
+    for at in ("?at=1", ""):
+        refused = reading_json.get(f"/runs/p{at}")
+        assert refused.status_code == 409
+        assert "cannot be read here" in refused.text
+        assert "--serializer pickle" in refused.text
     client = client_of(path, serializer="pickle")  # braidflow ui --serializer pickle
     page = client.get("/runs/p?at=1").text
     assert "shared after step 1 (draft)" in page
@@ -325,6 +330,22 @@ def test_forking_from_a_step_with_shared_edited(store_path):
     assert store.get(new).status == "completed"
     assert store.get(new).metadata["braidflow.forked_from"]["run"] == "crawl-bad"
     assert store.get("crawl-bad").status == "failed"  # the run forked is left as it was
+
+
+def test_a_fork_keeps_an_edit_to_a_value_python_takes_as_equal(store_path):
+    # 12 -> 12.0 (or 1 -> true): equal in Python, another value in JSON.
+    client = client_of(store_path)
+    page = client.get("/runs/crawl-bad?at=0").text
+    edited = '{"pages": 12.0, "broken": 7}'
+    done = client.post(
+        "/runs/crawl-bad/fork", data={"csrf": csrf_of(page), "at": "0", "shared": edited}
+    )
+    assert done.status_code == 303
+    new = done.headers["location"].rsplit("/", 1)[1]
+    finish_actions(client)
+    store = bf.SQLiteStore(store_path, read_only=True)
+    updates = [step for step in bf.history(new, store=store) if step.kind == "update"]
+    assert [step.changed for step in updates] == [("pages",)]
 
 
 def test_a_fork_that_removes_a_key_is_refused(store_path):

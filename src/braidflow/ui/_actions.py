@@ -13,6 +13,7 @@ request returns once it has begun, or with what refused it.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from typing import Any
@@ -182,7 +183,9 @@ class Actions:
                 f"a fork cannot remove keys of shared ({', '.join(map(repr, removed))}); "
                 "set them to null instead"
             )
-        update = {key: value for key, value in shared.items() if before.get(key, _NONE) != value}
+        update = {
+            key: value for key, value in shared.items() if _edited(before.get(key, _NONE), value)
+        }
         flow = self._flow(record, "fork", at)
         from ..durable._travel import fork_run
 
@@ -266,3 +269,13 @@ def _json(text: str, what: str) -> Any:
         return parse_json(text, what)
     except UsageError as error:
         raise ActionError(str(error)) from error
+
+
+def _edited(old: Any, new: Any) -> bool:
+    """Whether ``new`` (JSON the page sent) differs from ``old``, a value of
+    the run: as JSON, where ``true``, ``1`` and ``1.0`` differ (in Python they
+    are equal, and an edit between them would be lost)."""
+    try:
+        return json.dumps(old, sort_keys=True) != json.dumps(new, sort_keys=True)
+    except (TypeError, ValueError):  # a value JSON cannot hold: not what the page sent
+        return True

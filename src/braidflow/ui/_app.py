@@ -98,13 +98,23 @@ def create_app(
     def read_run(run_id: str) -> RunView:
         return RunView(store, run_id)
 
+    def run_shown(request: Request, run_id: str, said: str, status: int) -> Response:
+        """The run's page (``said``: what refused an action on it); if the run
+        cannot be read (gone, or data this dashboard may not decode: a pickle
+        run where it reads JSON), a page that says why."""
+        try:
+            return _show_run(request, read_run(run_id), page, actions, said, status)
+        except (StoreError, ResumeError) as error:
+            try:
+                store.get(run_id)
+            except StoreError:
+                return page(request, "missing.html", 404, run_id=run_id, said=str(error))
+            # The run is there; its data cannot be read here.
+            return page(request, "unreadable.html", 409, run_id=run_id, said=str(error))
+
     async def run_page(request: Request) -> Response:
         run_id = _whole_id(request) or request.path_params["run_id"]
-        try:
-            view = await run_in_threadpool(read_run, run_id)
-        except (StoreError, ResumeError) as error:
-            return page(request, "missing.html", 404, run_id=run_id, said=str(error))
-        return await run_in_threadpool(_show_run, request, view, page, actions, "")
+        return await run_in_threadpool(run_shown, request, run_id, "", 200)
 
     async def version(request: Request) -> Response:
         if _whole_id(request) is not None:  # a run whose id ends in /version
@@ -160,9 +170,7 @@ def create_app(
         except StoreError as error:
             return page(request, "missing.html", 404, run_id=run_id, said=str(error))
         except ActionError as error:
-            view = await run_in_threadpool(read_run, run_id)
-            said = str(error)
-            return await run_in_threadpool(_show_run, request, view, page, actions, said, 400)
+            return await run_in_threadpool(run_shown, request, run_id, str(error), 400)
         return RedirectResponse(f"/runs/{_quoted(run_id)}", status_code=303)
 
     async def resume(request: Request) -> Response:
