@@ -668,3 +668,22 @@ def test_a_running_run_is_drained_from_its_page(tmp_path):
     refused = client.post("/runs/job/drain", data={"csrf": csrf_of(page)})
     assert refused.status_code == 400
     assert "drained, not running: there is nothing to drain" in refused.text
+
+
+class Spends(bf.BatchNode):
+    def prep(self, shared):
+        return range(5)
+
+    def exec(self, item):
+        self.report_usage(input_tokens=100)
+
+
+def test_a_run_waiting_for_a_higher_budget_says_the_command_that_gives_one(tmp_path):
+    path = tmp_path / "runs.db"
+    with bf.SQLiteStore(path) as store, pytest.raises(bf.Suspended):
+        Spends().run({}, store=store, run_id="b", budget=bf.Budget(tokens=200, on_exceed="suspend"))
+    client = client_of(path)
+    page = client.get("/runs/b").text
+    assert "It waits for a higher budget" in page
+    assert "--budget-tokens N" in page
+    assert "Answer and resume" not in page  # no button that cannot work

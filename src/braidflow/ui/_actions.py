@@ -36,6 +36,7 @@ from ..cli._store import (
     resume_command,
 )
 from ..cli._target import load_target
+from ..durable._history import BUDGET_KEY
 from ..stores._base import RunRecord, Store
 
 __all__ = ["ActionError", "Actions"]
@@ -152,6 +153,11 @@ class Actions:
         if record.status not in RESUMABLE:
             raise ActionError(f"run {record.run_id!r} is {record.status}; it cannot be resumed")
         options: dict[str, Any] = {}
+        if record.status == "waiting" and record.metadata.get(BUDGET_KEY):
+            raise ActionError(  # (the dashboard has no budget to give)
+                "the run waits for a higher budget, which the dashboard cannot give: resume it "
+                f"with: {resume_command(record, self.address)}"
+            )
         if record.status == "waiting" and answer_texts:
             options["answers"] = {
                 key: _json(text, f"the answer to question {key}")

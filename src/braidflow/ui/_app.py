@@ -32,6 +32,8 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp
 
 from .._errors import ResumeError, StoreError
+from ..cli._store import resume_command
+from ..durable._history import BUDGET_KEY
 from ..stores._base import Store
 from ._actions import ActionError, Actions
 from ._guard import Guard
@@ -271,6 +273,9 @@ def _show_run(
         target=target,
         busy=actions.busy(record.run_id),
         resume_instead=actions.instead(record, "resume") if target is None else "",
+        budget_instead=resume_command(record, actions.address)
+        if record.status == "waiting" and record.metadata.get(BUDGET_KEY)
+        else "",
         fork_instead=actions.instead(record, "fork", at) if target is None else "",
         said=said,
         notes=view.notes(),
