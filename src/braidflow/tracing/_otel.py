@@ -6,12 +6,10 @@ import threading
 import time
 from typing import Any
 
-from .._budget import OverBudget
 from .._errors import describe_error
 from .._events import Event
 from .._usage import Usage
-from ..durable._drain import DrainStop
-from ..durable._interrupt import Interrupted
+from ._stops import CANCELLED, stop_of
 
 __all__ = ["OpenTelemetry"]
 
@@ -124,7 +122,7 @@ class _RunSpans:
         if error is None:
             span.set_attribute("braidflow.outcome", "ok")
         elif not isinstance(error, Exception):  # a stop, no failure: no error status
-            span.set_attribute("braidflow.outcome", _stopped(error))
+            span.set_attribute("braidflow.outcome", stop_of(error) or CANCELLED)
         else:
             span.set_attribute("braidflow.outcome", "error")
             span.record_exception(error)
@@ -196,12 +194,3 @@ class _RunSpans:
             self.target(event).set_attribute("braidflow.cache_hit", True)
         elif kind == "run_end":
             self.finish(self.run, event)
-
-
-def _stopped(stop: BaseException) -> str:
-    """How a span that stopped without failing ended: ``waiting`` (a question,
-    or a budget reached), ``drained``, or ``cancelled`` (a cancelled task,
-    Ctrl-C), as the run's timeline draws it."""
-    if isinstance(stop, Interrupted | OverBudget):
-        return "waiting"
-    return "drained" if isinstance(stop, DrainStop) else "cancelled"

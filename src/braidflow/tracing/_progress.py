@@ -12,18 +12,15 @@ The tokens and cost a batch's items reported (``usage`` events) show on its line
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .._budget import OverBudget
 from .._events import Event
 from .._usage import Usage
-from ..durable._drain import DrainStop
-from ..durable._interrupt import Interrupted
 from ._owners import ItemOwners, Path
+from ._stops import WAITING, stop_of
 
 __all__ = ["Progress", "Row", "lay_out"]
 
@@ -278,10 +275,11 @@ class Progress:
         batch.last = event.time
         error = event.error
         if error is not None:
-            if isinstance(error, asyncio.CancelledError | DrainStop):
-                batch.cancelled += 1
-            elif isinstance(error, Interrupted | OverBudget):  # it waits: no failure, not done
+            stop = stop_of(error)
+            if stop == WAITING:  # a question, a budget: no failure, not done
                 batch.done -= 1
+            elif stop is not None:  # cancelled, drained
+                batch.cancelled += 1
             else:
                 batch.failed += 1
 

@@ -11,7 +11,6 @@ crash cut off ends where its part's recorded events do (see `timeline_data`).
 
 from __future__ import annotations
 
-import asyncio
 import html
 import json
 import os
@@ -25,7 +24,6 @@ from .._errors import describe_error
 from .._events import Event
 from .._usage import Usage
 from ..durable._drain import DrainStop
-from ..durable._exceptions import RecordedError
 from ..durable._interrupt import Interrupted
 from ._files import writable_path
 from ._lanes import (
@@ -40,6 +38,7 @@ from ._lanes import (
     lanes_of,
     load,
 )
+from ._stops import DRAINED, WAITING, is_a, stop_of
 
 __all__ = ["Timeline", "timeline_data"]
 
@@ -57,23 +56,13 @@ _BUSY = frozenset(("emit", "retry", "error", "limiter_wait", "node_end", "branch
 Names = tuple[str, ...]  # an event's path
 
 
-def _is(error: BaseException, cls: type[BaseException]) -> bool:
-    """``error`` is a ``cls``, or one read back from a store (a stand-in of its name)."""
-    if isinstance(error, cls):
-        return True
-    return isinstance(error, RecordedError) and type(error).__name__ == cls.__name__
-
-
 def _outcome(error: BaseException | None) -> int:
     if error is None:
         return OK
-    if _is(error, Interrupted) or _is(error, OverBudget):  # the run waits
-        return ASKED
-    if (
-        _is(error, asyncio.CancelledError) or _is(error, KeyboardInterrupt) or _is(error, DrainStop)
-    ):  # stopped
-        return CANCELLED
-    return FAILED
+    stop = stop_of(error)
+    if stop is None:
+        return FAILED
+    return ASKED if stop == WAITING else CANCELLED  # (drained: drawn as stopped)
 
 
 def _ended(error: BaseException | None) -> str:
@@ -81,7 +70,7 @@ def _ended(error: BaseException | None) -> str:
     outcome = _outcome(error)
     if outcome == ASKED:
         return "waiting"
-    if error is not None and _is(error, DrainStop):
+    if stop_of(error) == DRAINED:
         return "drained"
     return {OK: "completed", CANCELLED: "cancelled"}.get(outcome, "failed")
 
@@ -100,11 +89,11 @@ def last_part_ended(events: list[Event]) -> str:
 
 def _said(error: BaseException) -> str:
     """What a span's note says of how it ended, when not well."""
-    if _is(error, Interrupted):
+    if is_a(error, Interrupted):
         return f"asked for input: {str(error)[:80]}"
-    if _is(error, OverBudget):
+    if is_a(error, OverBudget):
         return f"waits for a higher budget: {str(error)[:120]}"
-    if _is(error, DrainStop):
+    if is_a(error, DrainStop):
         return "drained: stopped at a safe point"
     return describe_error(error)
 
