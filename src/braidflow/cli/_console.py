@@ -11,12 +11,12 @@ import json
 import math
 import shlex
 import sys
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .._errors import describe_error
+from .._strict_json import is_json, plain
 
 __all__ = [
     "EXIT_USAGE",
@@ -184,92 +184,17 @@ def _json_hint(text: str, what: str, from_file: bool) -> str:
 def shown_json(shared: Any) -> str:
     """``shared`` as strict JSON, which any parser reads whole: a value JSON
     cannot hold is shown by its ``repr`` (``nan`` as ``"nan"``), a key as
-    `_key_texts` says, so that no entry is lost."""
+    `braidflow._strict_json.key_texts` says, so that no entry is lost."""
     try:
-        if _is_json(shared):
+        if is_json(shared):
             # As it is: no copy to recurse through, so it goes as deep as the
             # JSON it was read from.
             return json.dumps(shared, indent=2, ensure_ascii=False, allow_nan=False, default=repr)
         return json.dumps(
-            _plain(shared), indent=2, ensure_ascii=False, allow_nan=False, default=repr
+            plain(shared), indent=2, ensure_ascii=False, allow_nan=False, default=repr
         )
     except (ValueError, RecursionError):  # a value that holds itself, or too deep to copy
         return json.dumps(repr(shared))
-
-
-def _is_json(value: Any) -> bool:
-    """Tell whether json.dumps writes ``value`` as it is: no float it has no
-    number for (NaN, infinity), no dict key but strings (it would write ``1``
-    and ``"1"`` as the same key). Looked through without recursion, as deep as
-    it goes."""
-    seen: set[int] = set()
-    waiting = [value]
-    while waiting:
-        item = waiting.pop()
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                return False
-        elif isinstance(item, dict | list | tuple) and id(item) not in seen:
-            seen.add(id(item))  # once each: a value that holds itself ends here
-            if isinstance(item, dict):
-                if not all(isinstance(key, str) for key in item):
-                    return False
-                waiting.extend(item.values())
-            else:
-                waiting.extend(item)
-    return True
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with only what strict JSON holds in its dicts and lists: a float
-    JSON has no number for by its ``repr``, keys as `_key_texts` says."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    if isinstance(value, dict):
-        return {
-            text: _plain(item) for text, item in zip(_key_texts(value), value.values(), strict=True)
-        }
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return value
-
-
-def _key_texts(mapping: dict[Any, Any]) -> list[str]:
-    """The keys of ``mapping`` as JSON's string keys, each one its own: a string
-    as it is; another key as JSON writes one (``1`` as ``"1"``, ``None`` as
-    ``"null"``), or by its ``repr`` where JSON has none (a tuple, ``nan``); one
-    whose text is another key's, by its ``repr`` and type (``"1 (int)"``),
-    numbered if even that is taken. A string key never changes: it is what a
-    reader of the JSON looks up."""
-    texts = [key if isinstance(key, str) else _key_text(key) for key in mapping]
-    counts = Counter(texts)
-    taken = {
-        text
-        for key, text in zip(mapping, texts, strict=True)
-        if isinstance(key, str) or counts[text] == 1
-    }
-    shown = []
-    for key, text in zip(mapping, texts, strict=True):
-        if not isinstance(key, str) and counts[text] > 1:
-            text = typed = f"{key!r} ({type(key).__name__})"
-            number = 1
-            while text in taken:
-                number += 1
-                text = f"{typed} #{number}"
-            taken.add(text)
-        shown.append(text)
-    return shown
-
-
-def _key_text(key: Any) -> str:
-    """A key that is not a string as JSON writes one, or by its ``repr``."""
-    if key is None or isinstance(key, bool):
-        return json.dumps(key)
-    if isinstance(key, int):
-        return int.__repr__(key)
-    if isinstance(key, float):
-        return float.__repr__(key)  # nan and inf too, as values are shown
-    return repr(key)
 
 
 def prompt_lines(prompt: Any) -> list[str]:
@@ -284,10 +209,10 @@ def prompt_lines(prompt: Any) -> list[str]:
                 lines.append(f"{key}:")
                 lines.extend(f"  {line}" for line in value.splitlines())
             else:
-                shown = value if isinstance(value, str) else json.dumps(_plain(value), default=repr)
+                shown = value if isinstance(value, str) else json.dumps(plain(value), default=repr)
                 lines.append(f"{key}: {shown}")
         return lines
-    return [json.dumps(_plain(prompt), default=repr)]
+    return [json.dumps(plain(prompt), default=repr)]
 
 
 def print_table(rows: Sequence[Sequence[str]]) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import threading
 from typing import Any
 
 from .._events import Event
+from .._strict_json import plain
 from ._files import writable_path
 
 __all__ = ["JSONLTrace", "event_line", "event_record"]
@@ -44,25 +44,14 @@ def _error_record(error: BaseException | None) -> dict[str, Any] | None:
 
 def _dumps(value: Any) -> str:
     """``value`` as strict JSON: what JSON cannot hold by its ``repr``, a
-    float it has no number for (NaN, infinity) too."""
+    float it has no number for (NaN, infinity) too (see `braidflow._strict_json`)."""
     try:
         return json.dumps(value, default=repr, allow_nan=False)
     except ValueError:  # a NaN or an infinity somewhere (or a value that holds itself)
         try:
-            return json.dumps(_finite(value), default=repr, allow_nan=False)
+            return json.dumps(plain(value), default=repr, allow_nan=False)
         except (ValueError, RecursionError):
             return json.dumps(repr(value))
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with each float JSON has no number for as its ``repr``."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
 
 
 def _number(value: float | None) -> str:
