@@ -158,9 +158,9 @@ def test_a_report_made_soon_after_another_is_in_the_store_within_a_period(monkey
     import threading
     import time
 
-    from braidflow.durable import _run
+    from braidflow.durable import _usage_writes
 
-    monkeypatch.setattr(_run, "USAGE_PERIOD", 0.05)
+    monkeypatch.setattr(_usage_writes, "USAGE_PERIOD", 0.05)
     store, released = MemoryStore(), threading.Event()
 
     class Spends(Node):

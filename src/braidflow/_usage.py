@@ -228,6 +228,6 @@ def _count(
                 spend = run.spend = Spend()
     total = spend.add(usage)
     if run.durable is not None:  # in the store now and then, not only at the run's end
-        run.durable.usage_so_far(total)
+        run.durable.usage.so_far(total)
     if run.observers:
         run.emit("usage", node=node, path=path, item=item, attempt=attempt, data=usage.as_dict())

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from functools import partial
-from time import monotonic, time
+from time import time
 from typing import Any
 from zlib import crc32
 
@@ -24,17 +23,16 @@ from ..stores._base import Checkpoint, Store, step_path
 from ._codec import ASCII, JSON_TEXT, SCALARS, UNSAVABLE, Codec, action_text, encode_key_value
 from ._drain import Drain
 from ._fingerprint import Unfingerprintable, fingerprint
-from ._history import USAGE_KEY, renamed_key
+from ._history import renamed_key
 from ._interrupt import Interrupted
 from ._lax import KEPT, Settled, StepColumns
 from ._recorded import PREP, Recorded
 from ._run_codec import undecodable
 from ._tracking import TrackingDict, changed_keys
+from ._usage_writes import UsageWrites
 from ._writer import CheckpointWriter
 
-__all__ = ["USAGE_PERIOD", "DurableRun"]
-
-USAGE_PERIOD = 1.0  # seconds: how often a run's usage is written while it goes on
+__all__ = ["DurableRun"]
 
 
 class DurableRun:
@@ -79,12 +77,7 @@ class DurableRun:
         # spending of this part (a braidflow._usage.Spend), kept when it ends.
         self.spent_before: Any = None
         self.spend: Any = None
-        self._usage_due = 0.0  # when the usage reported may be written again
-        # What was reported since, and the timer that writes it then (it ends
-        # with the run: `usage_ended`).
-        self._usage_pending: Any = None
-        self._usage_timer: threading.Timer | None = None
-        self._usage_lock = threading.Lock()
+        self.usage = UsageWrites(store, run_id)  # its usage in its record as it goes
         # Whether the run's events are kept in the store (resuming: as its
         # first part said, unless the resume says otherwise).
         self.record_events = False
@@ -103,52 +96,6 @@ class DurableRun:
         changes when a resume renames a node."""
         first = self._first_names
         return key if not first else renamed_key(key, first, self._keep_root)
-
-    def usage_so_far(self, total: Any) -> None:
-        """Keep what the run's calls used so far (a `Usage`) in its metadata:
-        the first report at once, then at most once a `USAGE_PERIOD` (a
-        report in between is written when the period ends, by a timer), so a
-        killed run loses at most that much of it (its end writes it all).
-        A store that fails here is told at the run's end, not to the call."""
-        with self._usage_lock:
-            now = monotonic()
-            if now < self._usage_due:
-                self._usage_pending = total
-                if self._usage_timer is None:
-                    timer = self._usage_timer = threading.Timer(
-                        self._usage_due - now, self._usage_later
-                    )
-                    timer.daemon = True
-                    timer.start()
-                return
-            self._usage_due = now + USAGE_PERIOD
-        self._write_usage(total)
-
-    def _usage_later(self) -> None:
-        with self._usage_lock:
-            self._usage_timer = None
-            total, self._usage_pending = self._usage_pending, None
-            self._usage_due = monotonic() + USAGE_PERIOD
-        if total is not None:
-            self._write_usage(total)
-
-    def _write_usage(self, total: Any) -> None:
-        try:
-            self.store.set_metadata(self.run_id, {USAGE_KEY: total.as_dict()})
-        except Exception:
-            pass
-
-    def usage_ended(self) -> None:
-        """The run ends (and writes all its usage): no timer is left."""
-        with self._usage_lock:
-            timer, self._usage_timer = self._usage_timer, None
-            self._usage_pending = None
-        if timer is not None:
-            timer.cancel()
-            if timer is not threading.current_thread():
-                timer.join()
-
-    # -- starting and resuming ---------------------------------------------------
 
     def initial(self, shared: TrackingDict, node: str) -> bytes:
         """Encode the whole store at the start (and remember each key's form)."""

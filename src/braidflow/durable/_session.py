@@ -181,7 +181,7 @@ def close_run(durable: DurableRun, error: BaseException | None) -> None:
     Raises:
         Suspended: If the run stopped at an ``interrupt``: it now waits for input.
     """
-    durable.usage_ended()  # (the end writes it all)
+    durable.usage.ended()  # (the end writes it all)
     try:
         _record_end(durable, error)
     finally:
