@@ -31,6 +31,7 @@ from ._context import HELD
 from ._deadlock import block, holds, refuse_dead_waits, unblock
 from ._errors import InvalidParameterError, RunError
 from ._options import check_number
+from ._waiter import Waiter
 from ._weights import Weighted, expire_units, take_units
 
 __all__ = [
@@ -64,69 +65,6 @@ class LimiterStatistics:
     peak_in_flight: float
     acquired: int
     in_window: float = 0
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-class _Waiter:
-    """One queued acquirer: an asyncio task (future) or a thread (event).
-
-    A waiter that gives up is only marked ``gone`` and skipped when it reaches
-    the head of the queue, so leaving the queue costs O(1) however long it is.
-    ``blocked``: it waits while holding slots, registered with the deadlock
-    check; ``ahead``: it does not wait for the waiters ahead of it, but takes
-    free slots as they come (see `Limiter._enqueue`);
-    ``failure``: the error its wait ends with (a deadlock found later);
-    ``claim``: a weighted acquirer's `braidflow._weights.Claim` (``None``: a
-    plain one, one slot), for an attempt of ``node`` on item ``index``.
-    """
-
-    __slots__ = (
-        "ahead",
-        "blocked",
-        "claim",
-        "event",
-        "failure",
-        "future",
-        "gone",
-        "index",
-        "loop",
-        "node",
-    )
-
-    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
-        self.loop = loop
-        self.future: asyncio.Future[None] | None = None
-        self.event: threading.Event | None = None
-        self.gone = False
-        self.blocked = False
-        self.ahead = False
-        self.failure: BaseException | None = None
-        self.claim: Any = None
-        self.node: Any = None
-        self.index: int | None = None
-
-    def arm(self) -> None:
-        """Prepare a fresh wake-up for the next wait (called under the limiter's lock)."""
-        if self.loop is not None:
-            self.future = self.loop.create_future()
-        else:
-            self.event = threading.Event()
-
-    def wake(self) -> None:
-        if self.event is not None:
-            self.event.set()
-            return
-        future, loop = self.future, self.loop
-        if future is None or loop is None or future.done():
-            return
-        if asyncio._get_running_loop() is loop:
-            future.set_result(None)
-        else:
-            loop.call_soon_threadsafe(_resolve, future)
 
 
 class Limiter:
@@ -217,9 +155,9 @@ class Limiter:
         self._in_flight = 0
         self._peak = 0
         self._acquired = 0
-        self._waiters: deque[_Waiter] = deque()
+        self._waiters: deque[Waiter] = deque()
         self._waiting = 0  # waiters in the queue that are not gone
-        self._ahead: list[_Waiter] = []  # those among them that go ahead
+        self._ahead: list[Waiter] = []  # those among them that go ahead
         # Start times in the rate window; once the limiter counts units, each
         # an entry [time, units] instead, ``_used`` their sum.
         self._starts: deque[Any] = deque()  # (plain: floats)
@@ -320,7 +258,7 @@ class Limiter:
             self._peak = in_flight
         return 0.0
 
-    def _head(self) -> _Waiter | None:
+    def _head(self) -> Waiter | None:
         """The first waiter still queued, dropping those that left."""
         waiters = self._waiters
         while waiters:
@@ -340,7 +278,7 @@ class Limiter:
             for waiter in self._ahead:
                 waiter.wake()
 
-    def _leave(self, waiter: _Waiter) -> None:
+    def _leave(self, waiter: Waiter) -> None:
         with self._lock:
             if waiter.gone:
                 return
@@ -370,7 +308,7 @@ class Limiter:
                 )
                 waiter.wake()
 
-    def _let_ahead(self, waiter: _Waiter) -> None:
+    def _let_ahead(self, waiter: Waiter) -> None:
         """Let a queued waiter take free slots ahead of the queue: the deadlock
         check found those ahead of it waiting for it (through slots that code
         waiting for it holds), so they could not be served before it anyway."""
@@ -380,7 +318,7 @@ class Limiter:
                 self._ahead.append(waiter)
                 waiter.wake()
 
-    def _refuse(self, waiter: _Waiter, error: BaseException) -> None:
+    def _refuse(self, waiter: Waiter, error: BaseException) -> None:
         """End a queued waiter's wait with ``error`` (a deadlock found after it began)."""
         with self._lock:
             if not waiter.gone:
@@ -396,7 +334,7 @@ class Limiter:
         node: Any = None,
         index: int | None = None,
         claim: Any = None,
-    ) -> _Waiter | None:
+    ) -> Waiter | None:
         """Take a slot at once if nobody is queued and one is free; else join the queue.
 
         A nested request (code inside an attempt that holds this limiter asks)
@@ -429,7 +367,7 @@ class Limiter:
                 and (self._try_take() if claim is None else claim.take()) == 0.0
             ):
                 return None  # ahead of the queue
-            waiter = _Waiter(loop)
+            waiter = Waiter(loop)
             waiter.claim = claim
             waiter.node, waiter.index = node, index
             if nested:
@@ -454,7 +392,7 @@ class Limiter:
             limiter._let_ahead(other)
         return waiter
 
-    def _turn(self, waiter: _Waiter) -> float:
+    def _turn(self, waiter: Waiter) -> float:
         """One step of a queued waiter: 0 once the slot is taken (the waiter has
         left the queue), -1 to wait for a wake-up (armed), or seconds to sleep
         until the rate window has room. Only the head may take a slot, and a
@@ -529,7 +467,7 @@ class Limiter:
         if waiter is not None:
             await self._wait(waiter)
 
-    async def _wait(self, waiter: _Waiter) -> None:
+    async def _wait(self, waiter: Waiter) -> None:
         """Wait on the loop until the queued ``waiter`` has taken its slot."""
         try:
             while (wait := self._turn(waiter)) != 0.0:
@@ -580,7 +518,7 @@ class Limiter:
         if waiter is not None:
             self._wait_blocking(waiter)
 
-    def _wait_blocking(self, waiter: _Waiter) -> None:
+    def _wait_blocking(self, waiter: Waiter) -> None:
         """Block the thread until the queued ``waiter`` has taken its slot."""
         try:
             while (wait := self._turn(waiter)) != 0.0:

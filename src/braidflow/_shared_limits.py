@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from ._errors import InvalidParameterError, RunError, StoreError
-from ._limits import Limiter, LimiterStatistics, _resolve, _Waiter
+from ._limits import Limiter, LimiterStatistics
 from ._options import check_number
+from ._waiter import Waiter, resolve
 
 __all__ = ["FIRST_POLL", "LAST_POLL", "SharedLimiter", "Slots"]
 
@@ -151,7 +152,7 @@ class SharedLimiter(Limiter):
         self._store = store
         # One waiter of this process at a time asks the database: the holder of this turn.
         self._asking = Limiter(1, name=f"{name}: this process's turn to ask the database")
-        self._poller: _Waiter | None = None
+        self._poller: Waiter | None = None
         self._held: list[int] = []  # the slots this process holds, by id
         self._held_lock = threading.Lock()
         self._peak_held = 0
@@ -270,7 +271,7 @@ class SharedLimiter(Limiter):
             Limiter.release(self)
             raise
 
-    def _pauses(self, waiter: _Waiter) -> Iterator[float]:
+    def _pauses(self, waiter: Waiter) -> Iterator[float]:
         """Ask the database for a slot until one is taken; between asks, the
         pause to wait (``waiter`` ends it early when a slot is given back here).
         The async and the blocking waits both follow it."""
@@ -287,13 +288,13 @@ class SharedLimiter(Limiter):
 
     async def _ask_until_taken(self) -> None:
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(loop)
+        waiter = Waiter(loop)
         self._poller = waiter
         try:
             for pause in self._pauses(waiter):
                 future = waiter.future
                 assert future is not None
-                timer = loop.call_later(pause, _resolve, future)
+                timer = loop.call_later(pause, resolve, future)
                 try:
                     await future
                 finally:
@@ -309,7 +310,7 @@ class SharedLimiter(Limiter):
         try:
             self._asking._acquire_queued_blocking((), node, index)
             try:
-                waiter = _Waiter(None)
+                waiter = Waiter(None)
                 self._poller = waiter
                 try:
                     for pause in self._pauses(waiter):
