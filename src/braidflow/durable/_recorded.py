@@ -42,6 +42,10 @@ class Recorded:
         self.asked: list[Checkpoint] = []
         self._rows: list[Checkpoint] = []  # every row, in the order written
         self._initial = b""  # the run's initial state, encoded
+        # Made once, when first asked (a resume asks at every flow it enters):
+        # the walks that got past their flow's prep, and the state the rows leave.
+        self._begun: set[str] | None = None
+        self._last: dict[Any, Any] | None = None
 
     @property
     def resumed(self) -> bool:
@@ -51,26 +55,31 @@ class Recorded:
     def wrote(self, row: Checkpoint) -> None:
         """The resume wrote ``row`` (a migration's update) after the rows read."""
         self._rows = [*self._rows, row]
+        self._begun = self._last = None
 
     def began(self, frame: str) -> bool:
         """Whether the flow whose walk is ``frame`` got past its ``prep``: its
         walk (or one nested in it) recorded a row, or its ``prep`` its writes
         (`PREP`). A question its ``prep`` asked is kept under ``frame`` too,
         and so is the state written after it (async, exit): neither says so."""
-        nested = (f"{frame}/", f"{frame}[")
-        return any(
-            row.frame.startswith(nested)
-            or (
-                row.frame == frame
-                and (row.kind not in ("ask", "answer", "state") or row.node == PREP)
-            )
-            for row in self._rows
-        )
+        if self._begun is None:
+            begun: set[str] = set()
+            for row in self._rows:
+                key = row.frame
+                if row.kind not in ("ask", "answer", "state") or row.node == PREP:
+                    begun.add(key)
+                for at, char in enumerate(key):  # the walks it is nested in
+                    if char == "/" or char == "[":
+                        begun.add(key[:at])
+            self._begun = begun
+        return frame in self._begun
 
     def last_state(self, codec: Codec) -> dict[Any, Any]:
-        """``shared`` as the recorded rows left it (decoded afresh: its values
-        are the caller's to keep)."""
-        return folded(codec.unpack, self._initial, self._rows)
+        """``shared`` as the recorded rows left it (read once: copy a value
+        before changing it)."""
+        if self._last is None:
+            self._last = folded(codec.unpack, self._initial, self._rows)
+        return self._last
 
     def rebuild(self, codec: Codec, initial: bytes, rows: list[Checkpoint]) -> TrackingDict:
         """``shared`` as the recorded steps left it; index the rest for replay."""

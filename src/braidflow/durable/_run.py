@@ -8,6 +8,7 @@ checkpoint rows with the run's codec and hands them to its writer.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 from functools import partial
 from time import time
@@ -257,7 +258,7 @@ class DurableRun:
         recorded = self.recorded.last_state(self.codec)
         for key in [*shared.touched(touched)] if touched else ():
             if key in recorded:
-                dict.__setitem__(shared, key, recorded[key])
+                dict.__setitem__(shared, key, copy.deepcopy(recorded[key]))
             else:
                 dict.pop(shared, key, None)
 
