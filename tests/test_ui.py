@@ -2,17 +2,21 @@
 what its pages show, its actions, and its guards; the command's one-line refusals.
 Its pages in a real browser: tests/test_ui_in_browser.py."""
 
+import contextlib
 import hashlib
 import html
+import http.client
 import json
 import re
 import shlex
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import pytest
 
@@ -264,6 +268,128 @@ def test_a_run_whose_id_ends_as_an_action_or_a_part_has_a_page(tmp_path):
     assert client.get("/runs/x%2Fversion/version").json()["status"] == "completed"
     assert client.get("/runs/x/resume").status_code == 405  # the action of run x, by GET
     assert client.get("/runs/x/version").json()["status"] == "completed"
+
+
+ODD_IDS = [".", "..", "a/b", "x?y#z", "50%", "sp ace", "é", "!..", "%2E%2E"]
+
+
+def as_a_browser_goes(address, link):
+    """Where a browser goes for ``link`` on the page at ``address``: it takes
+    the segments ``.`` and ``..`` out of the path, spelled ``%2E`` too (the
+    URL standard), as urljoin does the first."""
+    return urljoin(address, re.sub("%2e", ".", html.unescape(link), flags=re.IGNORECASE))
+
+
+def test_a_run_s_link_leads_to_its_page_whatever_its_id(tmp_path):
+    path = tmp_path / "runs.db"
+    for run_id in ODD_IDS:
+        record(path, "crawl", run_id, {"pages": 2})
+    client = client_of(path)
+    table = client.get("/").text
+    for run_id in ODD_IDS:
+        link = re.search(rf'<a href="([^"]*)">{re.escape(html.escape(run_id))}</a>', table)[1]
+        shown = client.get(as_a_browser_goes(f"{LOCAL}/", link))
+        assert f"<title>run {html.escape(run_id)} " in shown.text, (run_id, link)
+    assert client.get("/runs/%21.").status_code == 404  # run "!.": there is none
+
+
+@pytest.mark.slow
+def test_every_page_and_action_of_a_run_works_whatever_its_id(tmp_path):
+    path, outage = tmp_path / "runs.db", tmp_path / "outage"
+    outage.touch()
+    for run_id in ODD_IDS:
+        record(path, "crawl", run_id, {"pages": 2, "broken": 1, "outage": str(outage)})
+    pages = {}  # run id: its page's address, as a browser went to it from the table
+    with served(path) as address:
+        table = ask(address)[2]
+        for run_id in ODD_IDS:
+            shown = html.escape(run_id)
+            link = re.search(rf'<a href="([^"]*)">{re.escape(shown)}</a>', table)[1]
+            pages[run_id] = where = as_a_browser_goes(address, link)
+            page = ask(where)[2]
+            assert f"<title>run {shown} " in page, (run_id, link)
+            # What the page's script asks for (data-run: the run's segment), and its timeline.
+            segment = re.search(r'data-run="([^"]*)"', page)[1]
+            version = ask(as_a_browser_goes(where, f"/runs/{segment}/version"))[2]
+            assert json.loads(version)["status"] == "failed", run_id
+            timeline = re.search(r'<iframe [^>]*src="([^"]*)"', page)[1]
+            assert "braidflowTimeline" in ask(as_a_browser_goes(where, timeline))[2], run_id
+            status, _, by_get = ask(as_a_browser_goes(where, f"/runs/{segment}/fork"))
+            assert status == 405, run_id
+            back = re.search(r'<a href="([^"]*)">its page', by_get)[1]
+            assert as_a_browser_goes(where, back) == where, run_id
+            # Drain: refused (the run is not running), on the run's own page.
+            drain = as_a_browser_goes(where, f"/runs/{segment}/drain")
+            status, _, refused = ask(drain, {"csrf": csrf_of(page)})
+            assert status == 400, run_id
+            assert f"run {run_id!r} is failed, not running" in html.unescape(refused), run_id
+            # Fork, then from the fork's page back to the run it came from.
+            fork = re.search(r'<form method="post" action="([^"]*)" class="fork"', page)[1]
+            edited = json.dumps({"pages": 2, "broken": -1, "outage": str(outage)})
+            form = {"csrf": csrf_of(page), "at": "0", "shared": edited}
+            status, headers, _ = ask(as_a_browser_goes(where, fork), form)
+            assert status == 303, run_id
+            forked = ask(as_a_browser_goes(where, headers["location"]))[2]
+            assert f"<title>run {shown}-fork-1 " in forked, run_id
+            came_from = re.search(r'forked from <a href="([^"]*)"', forked)[1]
+            assert as_a_browser_goes(where, came_from) == where, run_id
+        outage.unlink()  # the failures' cause gone: each run resumes to its end
+        for run_id, where in pages.items():
+            page = ask(where)[2]
+            resume = re.search(r'<form method="post" action="([^"]*)" class="resume"', page)[1]
+            status, headers, _ = ask(as_a_browser_goes(where, resume), {"csrf": csrf_of(page)})
+            assert status == 303, run_id
+            assert as_a_browser_goes(where, headers["location"]) == where, run_id
+        store = bf.SQLiteStore(path, read_only=True)
+        for run_id in ODD_IDS:
+            assert until_ended(store, run_id) == "completed", run_id
+            assert until_ended(store, f"{run_id}-fork-1") == "completed", run_id
+
+
+@contextlib.contextmanager
+def served(store_path):
+    """The dashboard of the store, served by the command; its address."""
+    command = ["ui", "--store", str(store_path), "--port", "0"]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "braidflow", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = server.stdout.readline()
+        found = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert found, line + server.stderr.read()
+        yield found.group(0)
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
+def ask(url, form=None):
+    """GET ``url``, or POST ``form`` to it, sending its path as it is (nothing
+    decoded or normalised); the status, the headers and the text answered."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        if form is None:
+            connection.request("GET", target)
+        else:
+            kind = {"Content-Type": "application/x-www-form-urlencoded"}
+            connection.request("POST", target, urlencode(form), kind)
+        answer = connection.getresponse()
+        return answer.status, answer.headers, answer.read().decode()
+    finally:
+        connection.close()
+
+
+def until_ended(store, run_id):
+    """The status of a run the dashboard resumed, once it is no longer running."""
+    deadline = time.monotonic() + 30
+    while store.get(run_id).status == "running" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return store.get(run_id).status
 
 
 def test_a_run_whose_process_stopped_shows_no_time_going_on(tmp_path):

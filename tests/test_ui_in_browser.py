@@ -186,3 +186,20 @@ def test_a_page_sent_back_for_a_refused_answer_is_the_run_s_and_follows_it(page,
     in_thread(lambda: answer_elsewhere(store_path, "ticket-1"))
     status_is(page, "completed")  # it follows the store again
     assert page.problems == []
+
+
+def test_a_run_whose_id_is_dots_is_opened_and_answered_from_the_table(page, store_path):
+    # "." and "..": a browser takes them out of a path, spelled %2E too.
+    for run_id in (".", ".."):
+        record(store_path, "reply", run_id, {"customer": "Ada"})
+        page.goto(page.address)
+        page.locator(f'tr.run[data-run="{run_id}"] a').first.click()
+        page.locator("#head h1 .id").filter(has_text=run_id).wait_for(timeout=SOON)
+        assert page.locator("#head h1 .id").inner_text() == run_id
+        status_is(page, "waiting")
+        page.locator("#answer").fill('"yes"')
+        with page.expect_navigation():
+            page.locator("form.answer button").click()
+        assert page.locator("#head h1 .id").inner_text() == run_id
+        status_is(page, "completed")  # followed by the page's script, at /runs/!.../version
+    assert page.problems == []

@@ -44,6 +44,8 @@ __all__ = ["create_app"]
 
 _HERE = Path(__file__).parent
 _LARGEST_FORM = 16 << 20  # bytes: shared of up to a million characters, URL-encoded
+_DOTS = (".", "..")  # run ids a browser would take out of a path (see _segment)
+_ESCAPED_DOTS = ("!.", "!..")  # their segments
 # autoescape: every value a page shows is escaped, whatever shared holds.
 _TEMPLATES = Jinja2Templates(
     env=jinja2.Environment(
@@ -53,6 +55,7 @@ _TEMPLATES = Jinja2Templates(
 _TEMPLATES.env.filters["when"] = when
 _TEMPLATES.env.filters["number"] = lambda value: f"{value:,}"
 _TEMPLATES.env.filters["prompt_lines"] = prompt_lines
+_TEMPLATES.env.filters["segment"] = lambda run_id: _segment(str(run_id))
 
 
 def create_app(
@@ -115,13 +118,13 @@ def create_app(
             return page(request, "unreadable.html", 409, run_id=run_id, said=str(error))
 
     async def run_page(request: Request) -> Response:
-        run_id = _whole_id(request) or request.path_params["run_id"]
+        run_id = _whole_id(request) or _route_id(request)
         return await run_in_threadpool(run_shown, request, run_id, "", 200)
 
     async def version(request: Request) -> Response:
         if _whole_id(request) is not None:  # a run whose id ends in /version
             return await run_page(request)
-        run_id = request.path_params["run_id"]
+        run_id = _route_id(request)
         try:
             record = await run_in_threadpool(store.get, run_id)
         except StoreError:
@@ -131,7 +134,7 @@ def create_app(
     async def timeline(request: Request) -> Response:
         if _whole_id(request) is not None:  # a run whose id ends in /timeline
             return await run_page(request)
-        run_id = request.path_params["run_id"]
+        run_id = _route_id(request)
         try:
             await run_in_threadpool(store.get, run_id)
         except StoreError as error:
@@ -147,14 +150,14 @@ def create_app(
         return HTMLResponse(text, headers={"Content-Security-Policy": timeline_policy})
 
     async def action_by_get(request: Request) -> Response:
-        run_id, action = request.path_params["run_id"], request.path_params["action"]
+        run_id, action = _route_id(request), request.path_params["action"]
         if _whole_id(request) is not None or action not in ("resume", "fork", "drain"):
             # a run id with a slash in it (encoded, as the pages link it, or not)
             request.path_params["run_id"] = f"{run_id}/{action}"
             return await run_page(request)
         return HTMLResponse(
             f"<!DOCTYPE html><title>{action}: use the run's page</title><p>To {action} run "
-            f'{html.escape(run_id)!s}, use the button on <a href="/runs/{_quoted(run_id)}">its '
+            f'{html.escape(run_id)!s}, use the button on <a href="/runs/{_segment(run_id)}">its '
             "page</a>: an action is a form sent from there (POST), never a link.</p>",
             status_code=405,
             headers={"Allow": "POST", "Content-Security-Policy": "default-src 'none'"},
@@ -163,7 +166,7 @@ def create_app(
     async def act_on_run(request: Request, form: Any, act: Callable[[Any], Any]) -> Response:
         """An action on a run (``act(record)``), the form's token checked: the
         run's page again, or what refused it."""
-        run_id = request.path_params["run_id"]
+        run_id = _route_id(request)
         if not _csrf_ok(form.get("csrf"), csrf):
             return _refused()
         try:
@@ -173,7 +176,7 @@ def create_app(
             return page(request, "missing.html", 404, run_id=run_id, said=str(error))
         except ActionError as error:
             return await run_in_threadpool(run_shown, request, run_id, str(error), 400)
-        return RedirectResponse(f"/runs/{_quoted(run_id)}", status_code=303)
+        return RedirectResponse(f"/runs/{_segment(run_id)}", status_code=303)
 
     async def resume(request: Request) -> Response:
         form = await _form(request)
@@ -199,7 +202,7 @@ def create_app(
         form = await _form(request)
         if form is None:
             return _too_large()
-        run_id = request.path_params["run_id"]
+        run_id = _route_id(request)
         if not _csrf_ok(form.get("csrf"), csrf):
             return _refused()
         at = _number(form.get("at"), -1)
@@ -215,7 +218,7 @@ def create_app(
             )
         except (ResumeError, ActionError) as error:  # no such step; the fork refused
             return await run_in_threadpool(_show_run, request, view, page, actions, str(error), 400)
-        return RedirectResponse(f"/runs/{_quoted(new)}", status_code=303)
+        return RedirectResponse(f"/runs/{_segment(new)}", status_code=303)
 
     routes = [
         Route("/", runs_page),
@@ -282,7 +285,7 @@ def _show_run(
         ended_at=inside(record.node or "", record.flow),
         questions=record.questions,
         usage=usage_of(record.metadata),
-        quoted=_quoted(record.run_id),
+        quoted=_segment(record.run_id),
     )
 
 
@@ -334,8 +337,15 @@ def _number(text: Any, default: int) -> int:
         return default
 
 
-def _quoted(run_id: str) -> str:
-    return quote(run_id, safe="")
+def _segment(run_id: str) -> str:
+    """A run id as one segment of a URL's path, which a browser keeps as it is
+    and `_whole_id` and `_route_id` read back: every character but a letter,
+    a digit or ``-._~`` percent-encoded, a slash too; and the ids ``.`` and
+    ``..`` written ``!.`` and ``!..``. A browser takes those two out of a path
+    as "this folder" and "the one above" (as ``%2E`` and ``%2E%2E`` too), and
+    the ``!`` of an id is always encoded (``%21``), so no other id reads so."""
+    quoted = quote(run_id, safe="")
+    return f"!{quoted}" if quoted in _DOTS else quoted
 
 
 def _csrf_ok(given: Any, expected: str) -> bool:
@@ -346,11 +356,27 @@ def _whole_id(request: Request) -> str | None:
     """The run id of a run page's address whose every slash is encoded
     (``/runs/x%2Fresume``, as the pages link ``x/resume``): the address names
     that run, whatever its id ends with; ``None`` for any other address."""
-    raw = request.scope.get("raw_path") or b""
-    rest = raw.decode("latin-1").removeprefix("/runs/")
-    if rest == raw.decode("latin-1") or not rest or "/" in rest:
+    rest = _raw_rest(request)
+    if not rest or "/" in rest:
         return None
-    return unquote(rest)
+    return rest[1:] if rest in _ESCAPED_DOTS else unquote(rest)
+
+
+def _route_id(request: Request) -> str:
+    """The run id the route read from an address with a part after it
+    (``/runs/ID/resume``), its ``!.`` or ``!..`` read back (`_segment`)."""
+    run_id: str = request.path_params["run_id"]
+    if run_id in _ESCAPED_DOTS and _raw_rest(request).startswith("!"):  # not %21
+        return run_id[1:]
+    return run_id
+
+
+def _raw_rest(request: Request) -> str:
+    """The address after ``/runs/`` as the browser sent it, nothing decoded
+    (``""`` for any other address)."""
+    raw = (request.scope.get("raw_path") or b"").decode("latin-1")
+    rest = raw.removeprefix("/runs/")
+    return "" if rest == raw else rest
 
 
 def _too_large() -> Response:
