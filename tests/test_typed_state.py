@@ -719,18 +719,63 @@ def test_a_frozen_field_the_run_left_alone_is_not_written_back():
     assert (durable.id, durable.n, durable.done) == ("abc", 1, True)
 
 
-def test_a_frozen_field_the_run_changed_leaves_the_instance_as_it_was():
-    class Job(pydantic.BaseModel):
-        n: int = 0
-        id: str = pydantic.Field("abc", frozen=True)
+# -- a model's frozen fields: a write refused where it is made ---------------------------------
+
+
+class Job(pydantic.BaseModel):
+    n: int = 0
+    id: str = pydantic.Field("abc", frozen=True)
+    tag: Annotated[str, pydantic.Field(frozen=True)] = "t"
+
+
+def frozen_said(key: str) -> str:
+    return (
+        f"Job.{key} is a frozen field: nodes cannot write it (it keeps the value the run "
+        f"started with); leave {key} as it is, or declare it without `frozen=True`"
+    )
+
+
+@pytest.mark.parametrize("key", ["id", "tag"])
+@pytest.mark.parametrize("attribute", [False, True])
+@pytest.mark.parametrize("validate", [False, True])
+def test_a_node_writing_a_frozen_field_is_refused_at_the_write(key, attribute, validate):
+    seen = []
+
+    class After(Node):
+        def prep(self, shared):
+            seen.append(shared[key])
 
     first = Setter("n", 1, attribute=True, name="count")
-    first >> Setter("id", "xyz", attribute=True, name="rename")
+    first >> Setter(key, "xyz", attribute=attribute, name="rename") >> After(name="after")
     given = Job()
-    with pytest.raises(StateError, match=r"the run changed Job\.id, a frozen field") as caught:
-        Flow(start=first, state=Job, name="job").run(given)
-    assert (caught.value.key, caught.value.node) == ("id", "job")
-    assert (given.n, given.id) == (0, "abc")
+    with pytest.raises(StateError) as caught:
+        Flow(start=first, state=Job, validate=validate, name="job").run(given)
+    assert str(caught.value).splitlines()[0] == frozen_said(key)
+    assert (caught.value.node, caught.value.key) == ("rename", key)  # the node that wrote
+    assert seen == []  # no node ran on a value the instance would refuse
+    assert (given.n, given.id, given.tag) == (1, "abc", "t")  # the run's other writes kept
+    shared = {"n": 0}  # a dict of its keys: the field is frozen all the same
+    with pytest.raises(StateError, match=re.escape(frozen_said(key))):
+        Flow(start=Setter(key, "xyz", attribute=attribute), state=Job).run(shared)
+    assert shared[key] == Job.model_fields[key].default
+
+
+@pytest.mark.parametrize("attribute", [False, True])
+async def test_a_frozen_field_written_in_an_async_branch_is_refused_at_the_write(attribute):
+    class Rename(AsyncNode):
+        async def post_async(self, shared, prep_res, exec_res):
+            if attribute:
+                shared.id = "xyz"
+            else:
+                shared["id"] = "xyz"
+
+    given = Job()
+    fork = Parallel(Setter("n", 1, name="count"), Rename(name="rename"))
+    with pytest.raises(StateError) as caught:
+        await AsyncFlow(start=fork, state=Job, validate=True).run_async(given)
+    assert str(caught.value).splitlines()[0] == frozen_said("id")
+    assert (caught.value.node, caught.value.key) == ("rename", "id")
+    assert given.id == "abc"
 
 
 class Aliased(pydantic.BaseModel):

@@ -65,6 +65,8 @@ class StateType:
         required: The keys a store must hold when a run starts.
         defaults: For a dataclass or model: how to make each other key's
             default (a store that lacks the key gets it).
+        writable: The keys nodes may write: all of them but a model's
+            frozen fields (``Field(frozen=True)``).
         validate: Check values when nodes write them (``Flow(validate=True)``).
     """
 
@@ -81,6 +83,7 @@ class StateType:
         "rules",
         "validate",
         "view_class",
+        "writable",
     )
 
     def __init__(self, cls: type, kind: str, owner: str, validate: bool) -> None:
@@ -105,6 +108,10 @@ class StateType:
             self._read_dataclass(cls, hints, owner)
         else:
             self._read_model(cls, hints, owner)
+        self.writable = frozenset(self.hints)
+        if kind == "model":  # a frozen field: refused at the write, as pydantic refuses it
+            fields = cls.model_fields  # type: ignore[attr-defined]
+            self.writable -= {key for key in self.hints if fields[key].frozen}
         self.rules: dict[str, Rule] = {}
         for key, annotation in self.hints.items():
             rule = _rule_in(strip(annotation)[1], key, self.name, owner)
