@@ -27,7 +27,7 @@ class StateType(Protocol):
     writable: frozenset[str]
     validate: bool
 
-    def validated(self, key: str, value: Any) -> Any: ...
+    def validated(self, key: str, value: Any, store: Any) -> Any: ...
 
 
 __all__ = ["StateView", "store_under", "view_class"]
@@ -83,7 +83,7 @@ class AttributeView(StateView):
         if name not in state.writable:
             raise _refused(state, name)
         if state.validate:
-            value = state.validated(name, value)
+            value = state.validated(name, value, self._bf_store)
         self._bf_store[name] = value
 
     # Read and written by key too: a node written for a plain dict works in a
@@ -175,7 +175,8 @@ class MappingView(StateView, MutableMapping[Any, Any]):
         return key in self._bf_store
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self._bf_store[key] = type(self)._bf_type.validated(key, value)
+        store = self._bf_store
+        store[key] = type(self)._bf_type.validated(key, value, store)
 
     def __delitem__(self, key: Any) -> None:
         del self._bf_store[key]
