@@ -95,15 +95,17 @@ Typed state
             rules in Annotated, shared of another kind, a conflict on a key
             of the type), _flow.Flow.__init__ (validate=),
     _state_table.check_nodes (failures collected in a key the type
-            lacks) ...................... tests/test_typed_state_advice.py
+            lacks, or in a frozen field) ... tests/test_typed_state_advice.py
     _state_table.check_nodes (a node typed against another state) ... tests/test_typed_state.py::
         test_a_node_typed_against_another_state_is_refused_when_the_run_starts
     _state.StateType.write_back (a store that does not fit the instance, a frozen
             field changed), and _run.RunScope._write_back (the same, as a note on
             how the run ended) ... tests/test_typed_state_advice.py::
         test_a_store_that_does_not_fit_the_instance_*, test_a_frozen_field_the_run_changed_*
-    _state_views (a key read before it is set) ... tests/test_typed_state_advice.py::
-        test_a_key_read_before_it_is_set_says_so_and_to_set_it_or_give_a_default_and_both_work
+    _state_views (a key read before it is set, a frozen field written) ...
+            tests/test_typed_state_advice.py::
+        test_a_key_read_before_it_is_set_says_so_and_to_set_it_or_give_a_default_and_both_work,
+        test_a_frozen_field_written_says_to_declare_it_without_frozen_and_that_works
 Result cache
     _cache (an input with no key, exec with no code),
     engine._cached (no store, a store with no cache,

@@ -377,6 +377,113 @@ def test_a_model_s_initial_values_are_validated_at_the_start_when_asked():
         )
 
 
+class Account(pydantic.BaseModel):
+    """Field validators: one that changes the value, one that refuses it, one
+    that reads another field (``info.data``); and config (stripped strings)."""
+
+    model_config = pydantic.ConfigDict(str_strip_whitespace=True)
+    name: str = ""
+    age: int = 18
+    password: str = ""
+    confirm: str = ""
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def capitalized(cls, value: str) -> str:
+        return value.capitalize()
+
+    @pydantic.field_validator("age")
+    @classmethod
+    def adult(cls, value: int) -> int:
+        if value < 18:
+            raise ValueError(f"{value} is under 18")
+        return value
+
+    @pydantic.field_validator("confirm")
+    @classmethod
+    def same(cls, value: str, info: pydantic.ValidationInfo) -> str:
+        if value != info.data["password"]:
+            raise ValueError("is not the password")
+        return value
+
+
+@pytest.mark.parametrize("attribute", [False, True])
+def test_a_validated_write_runs_the_model_s_field_validators(attribute):
+    def sets(*writes):
+        first, *rest = [Setter(key, value, attribute=attribute, name=key) for key, value in writes]
+        last = first
+        for node in rest:
+            last = last >> node
+        return Flow(start=first, state=Account, validate=True)
+
+    given = Account()
+    sets(("name", "  ada "), ("age", "30"), ("password", "s3"), ("confirm", "s3")).run(given)
+    assert given == Account(name="Ada", age=30, password="s3", confirm="s3")
+    with pytest.raises(StateError) as caught:
+        sets(("name", "bo"), ("age", 17)).run(Account())
+    assert str(caught.value).splitlines()[0] == (
+        "shared['age'] should be int (Account.age): Value error, 17 is under 18"
+    )
+    assert (caught.value.node, caught.value.key) == ("age", "age")
+    with pytest.raises(StateError, match=r"Account\.confirm\): Value error, is not the password"):
+        sets(("password", "s3"), ("confirm", "s4")).run(Account())
+
+
+async def test_a_validated_write_in_an_async_branch_runs_the_field_validators_on_its_values():
+    class SignUp(AsyncNode):
+        def __init__(self, confirm: str, name: str):
+            super().__init__(name=name)
+            self.confirm = confirm
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared.password = "s3"  # the branch's own value: the one info.data holds
+            shared["confirm"] = self.confirm
+
+    shared: dict[str, Any] = {}  # the password at the fork: ""
+    fork = Parallel(SignUp("s3", name="signup"), Setter("name", " ada ", attribute=True))
+    await AsyncFlow(start=fork, state=Account, validate=True).run_async(shared)
+    assert shared == {"name": "Ada", "age": 18, "password": "s3", "confirm": "s3"}
+    fork = Parallel(SignUp("", name="signup"), Setter("name", "ada"))
+    with pytest.raises(StateError, match=r"is not the password") as caught:
+        await AsyncFlow(start=fork, state=Account, validate=True).run_async({})
+    assert (caught.value.node, caught.value.key) == ("signup", "confirm")
+
+
+def test_a_model_s_initial_values_go_through_its_field_validators_when_asked():
+    shared = {"name": " ada ", "password": "s3", "confirm": "s3"}
+    Flow(start=Setter("age", 40), state=Account, validate=True).run(shared)
+    assert shared == {"name": "Ada", "age": 40, "password": "s3", "confirm": "s3"}
+    with pytest.raises(StateError) as caught:
+        Flow(start=Setter("age", 40), state=Account, validate=True).run(
+            {"age": 3, "password": "s3", "confirm": "s4"}
+        )
+    said = str(caught.value)
+    assert "shared['age'] should be int (Account.age): Value error, 3 is under 18" in said
+    assert "(Account.confirm): Value error, is not the password" in said
+
+
+class Range(pydantic.BaseModel):
+    """A model validator, which a validated write leaves to the model whole."""
+
+    lo: int = 0
+    hi: int = 1
+
+    @pydantic.model_validator(mode="after")
+    def ordered(self) -> "Range":
+        if self.lo >= self.hi:
+            raise ValueError(f"lo {self.lo} >= hi {self.hi}")
+        return self
+
+
+def test_a_validated_write_leaves_model_validators_to_the_model_whole():
+    first = Setter("lo", "5", attribute=True, name="lo")
+    first >> Setter("hi", "10", attribute=True, name="hi")
+    given = Range()
+    Flow(start=first, state=Range, validate=True).run(given)  # lo=5 with hi=1 not refused
+    assert (given.lo, given.hi) == (5, 10)  # each write validated by its field
+    assert Range.model_validate(given.model_dump()) == given  # the model whole: its own call
+
+
 # -- declaring the type: mistakes said at build time ---------------------------------------------
 
 
@@ -719,18 +826,63 @@ def test_a_frozen_field_the_run_left_alone_is_not_written_back():
     assert (durable.id, durable.n, durable.done) == ("abc", 1, True)
 
 
-def test_a_frozen_field_the_run_changed_leaves_the_instance_as_it_was():
-    class Job(pydantic.BaseModel):
-        n: int = 0
-        id: str = pydantic.Field("abc", frozen=True)
+# -- a model's frozen fields: a write refused where it is made ---------------------------------
+
+
+class Job(pydantic.BaseModel):
+    n: int = 0
+    id: str = pydantic.Field("abc", frozen=True)
+    tag: Annotated[str, pydantic.Field(frozen=True)] = "t"
+
+
+def frozen_said(key: str) -> str:
+    return (
+        f"Job.{key} is a frozen field: nodes cannot write it (it keeps the value the run "
+        f"started with); leave {key} as it is, or declare it without `frozen=True`"
+    )
+
+
+@pytest.mark.parametrize("key", ["id", "tag"])
+@pytest.mark.parametrize("attribute", [False, True])
+@pytest.mark.parametrize("validate", [False, True])
+def test_a_node_writing_a_frozen_field_is_refused_at_the_write(key, attribute, validate):
+    seen = []
+
+    class After(Node):
+        def prep(self, shared):
+            seen.append(shared[key])
 
     first = Setter("n", 1, attribute=True, name="count")
-    first >> Setter("id", "xyz", attribute=True, name="rename")
+    first >> Setter(key, "xyz", attribute=attribute, name="rename") >> After(name="after")
     given = Job()
-    with pytest.raises(StateError, match=r"the run changed Job\.id, a frozen field") as caught:
-        Flow(start=first, state=Job, name="job").run(given)
-    assert (caught.value.key, caught.value.node) == ("id", "job")
-    assert (given.n, given.id) == (0, "abc")
+    with pytest.raises(StateError) as caught:
+        Flow(start=first, state=Job, validate=validate, name="job").run(given)
+    assert str(caught.value).splitlines()[0] == frozen_said(key)
+    assert (caught.value.node, caught.value.key) == ("rename", key)  # the node that wrote
+    assert seen == []  # no node ran on a value the instance would refuse
+    assert (given.n, given.id, given.tag) == (1, "abc", "t")  # the run's other writes kept
+    shared = {"n": 0}  # a dict of its keys: the field is frozen all the same
+    with pytest.raises(StateError, match=re.escape(frozen_said(key))):
+        Flow(start=Setter(key, "xyz", attribute=attribute), state=Job).run(shared)
+    assert shared[key] == Job.model_fields[key].default
+
+
+@pytest.mark.parametrize("attribute", [False, True])
+async def test_a_frozen_field_written_in_an_async_branch_is_refused_at_the_write(attribute):
+    class Rename(AsyncNode):
+        async def post_async(self, shared, prep_res, exec_res):
+            if attribute:
+                shared.id = "xyz"
+            else:
+                shared["id"] = "xyz"
+
+    given = Job()
+    fork = Parallel(Setter("n", 1, name="count"), Rename(name="rename"))
+    with pytest.raises(StateError) as caught:
+        await AsyncFlow(start=fork, state=Job, validate=True).run_async(given)
+    assert str(caught.value).splitlines()[0] == frozen_said("id")
+    assert (caught.value.node, caught.value.key) == ("rename", "id")
+    assert given.id == "abc"
 
 
 class Aliased(pydantic.BaseModel):

@@ -201,6 +201,30 @@ def test_collecting_failures_in_a_key_the_type_lacks_says_to_declare_it_and_that
     assert [failure.item for failure in state.branch_failures] == ["bad"]
 
 
+def test_collecting_failures_in_a_frozen_field_says_to_declare_it_without_frozen_and_that_works():
+    class Fails(Node):
+        def post(self, shared, prep_res, exec_res):
+            raise ConnectionError("down")
+
+    def flow(state):
+        return Flow(start=Parallel(Fails(name="bad"), on_error="collect"), state=state)
+
+    class Frozen(pydantic.BaseModel):
+        branch_failures: list = pydantic.Field([], frozen=True)
+
+    with pytest.raises(braidflow.WiringError) as caught:  # when the run starts, not at its end
+        flow(Frozen).run(Frozen())
+    assert "Frozen.branch_failures is a frozen field" in str(caught.value)
+    assert code_in(caught.value) == ["frozen=True"]
+
+    class Unfrozen(pydantic.BaseModel):  # as it says
+        branch_failures: list = []
+
+    given = Unfrozen()
+    flow(Unfrozen).run(given)
+    assert [failure.item for failure in given.branch_failures] == ["bad"]
+
+
 def test_a_store_that_does_not_fit_the_instance_says_to_validate_each_write_and_that_works():
     class Counted(pydantic.BaseModel):
         model_config = pydantic.ConfigDict(validate_assignment=True)
@@ -230,19 +254,41 @@ def test_a_store_that_does_not_fit_the_instance_says_to_validate_each_write_and_
     assert given.n == 0
 
 
-def test_a_frozen_field_the_run_changed_says_to_declare_it_without_frozen_and_that_works():
+def test_a_frozen_field_written_says_to_declare_it_without_frozen_and_that_works():
     class Job(pydantic.BaseModel):
         id: str = pydantic.Field("abc", frozen=True)
 
     with pytest.raises(StateError) as caught:
-        Flow(start=Write("id", "xyz"), state=Job).run(Job())
+        Flow(start=Write("id", "xyz", "rename"), state=Job).run(Job())
     assert code_in(caught.value) == ["frozen=True"]
+    assert caught.value.node == "rename"
 
     class Unfrozen(pydantic.BaseModel):  # as it says
         id: str = pydantic.Field("abc")
 
     given = Unfrozen()
     Flow(start=Write("id", "xyz"), state=Unfrozen).run(given)
+    assert given.id == "xyz"
+
+
+def test_a_frozen_field_the_run_changed_says_to_declare_it_without_frozen_and_that_works():
+    class Job(pydantic.BaseModel):
+        id: str = pydantic.Field("abc", frozen=True)
+
+    class Loose(pydantic.BaseModel):  # a sub-flow's own state, where id is not frozen
+        id: str = "abc"
+
+    given = Job()
+    with pytest.raises(StateError, match=r"the run changed Job\.id") as caught:
+        Flow(start=Flow(start=Write("id", "xyz"), state=Loose), state=Job).run(given)
+    assert code_in(caught.value) == ["frozen=True"]
+    assert given.id == "abc"
+
+    class Unfrozen(pydantic.BaseModel):  # as it says
+        id: str = "abc"
+
+    given = Unfrozen()
+    Flow(start=Flow(start=Write("id", "xyz"), state=Loose), state=Unfrozen).run(given)
     assert given.id == "xyz"
 
 

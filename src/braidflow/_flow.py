@@ -57,8 +57,9 @@ class Flow(BaseNode):
             every join inside, unless a join's own ``merge=`` says otherwise.
             Default: ``None``, an untyped dict, as in PocketFlow.
         validate: Check each value a node writes against its key's type
-            (pydantic's validation, for a model): `StateError` at the write.
-            Off by default: it costs (bench/, "typed state").
+            (for a model, pydantic's validation of that field, its field
+            validators included, its model validators not): `StateError`
+            at the write. Off by default: it costs (bench/, "typed state").
     """
 
     _bf_is_flow = True

@@ -65,6 +65,8 @@ class StateType:
         required: The keys a store must hold when a run starts.
         defaults: For a dataclass or model: how to make each other key's
             default (a store that lacks the key gets it).
+        writable: The keys nodes may write: all of them but a model's
+            frozen fields (``Field(frozen=True)``).
         validate: Check values when nodes write them (``Flow(validate=True)``).
     """
 
@@ -72,6 +74,7 @@ class StateType:
         "__weakref__",
         "_adapters",
         "_exact",
+        "_fields",
         "cls",
         "defaults",
         "hints",
@@ -81,6 +84,7 @@ class StateType:
         "rules",
         "validate",
         "view_class",
+        "writable",
     )
 
     def __init__(self, cls: type, kind: str, owner: str, validate: bool) -> None:
@@ -89,6 +93,7 @@ class StateType:
         self.name = cls.__name__
         self.validate = validate
         self._adapters: dict[str, Any] = {}
+        self._fields: Any = None  # a model's (False: it has none), made when first used
         try:
             hints = typing.get_type_hints(cls, include_extras=True)
         except Exception as error:  # a name the annotations use cannot be found
@@ -105,6 +110,10 @@ class StateType:
             self._read_dataclass(cls, hints, owner)
         else:
             self._read_model(cls, hints, owner)
+        self.writable = frozenset(self.hints)
+        if kind == "model":  # a frozen field: refused at the write, as pydantic refuses it
+            fields = cls.model_fields  # type: ignore[attr-defined]
+            self.writable -= {key for key in self.hints if fields[key].frozen}
         self.rules: dict[str, Rule] = {}
         for key, annotation in self.hints.items():
             rule = _rule_in(strip(annotation)[1], key, self.name, owner)
@@ -277,20 +286,18 @@ class StateType:
         for key in sorted(self.required - store.keys()):
             found.append((key, f"shared has no key {key!r} ({describe(self.hints[key])})"))
         items = dict.items(store) if isinstance(store, dict) else store.items()
-        validated = {}
+        validating = self.validate and self.kind == "model"
+        values = {}
         for key, value in items:
             if key not in self.hints:
                 found.append((key, f"shared[{key!r}] is not a key of {self.name}"))
-                continue
-            if self.validate and self.kind == "model":
-                try:
-                    validated[key] = self.validated(key, value)
-                except StateError as error:
-                    found.append((key, str(error)))
-                continue
-            wrong = problem(value, self.hints[key], f"shared[{key!r}]")
-            if wrong is not None:
-                found.append((key, wrong))
+            elif validating:  # by pydantic, all together (below)
+                values[key] = value
+            else:
+                wrong = problem(value, self.hints[key], f"shared[{key!r}]")
+                if wrong is not None:
+                    found.append((key, wrong))
+        validated = self._model_values(values, found) if validating else {}
         if found:
             unknown = any(key not in self.hints for key, _ in found)
             keys = ", ".join(repr(key) for key in self.hints)
@@ -304,10 +311,14 @@ class StateType:
         for key, value in validated.items():  # what pydantic made of them
             store[key] = value  # type: ignore[index]
 
-    def validated(self, key: Any, value: Any) -> Any:
+    def validated(self, key: Any, value: Any, store: Any) -> Any:
         """``value`` as a node writes it to ``key`` (``validate=True``): checked
-        by its annotation; for a model, pydantic's value (its field's type
-        and constraints, coercion as pydantic does it).
+        by its annotation; for a model, pydantic's value, as pydantic validates
+        an assignment to that field: its type, constraints and config, its
+        field validators (``@field_validator``, ``info.data`` the other
+        values in ``store``), coercion included. Not its model validators:
+        they check the model whole, and a write is of one key (a node writing
+        two related keys would be refused between them).
 
         Raises:
             StateError: For a key the type does not have, or a value that does not fit.
@@ -322,21 +333,77 @@ class StateType:
                 key=key,
             )
         if self.kind == "model":
-            adapter = self._adapters.get(key)
-            if adapter is None:
-                adapter = self._adapters[key] = _adapter(self.cls, key)
             try:
-                return adapter.validate_python(value)
+                return self._model_value(key, value, store)
             except ValueError as error:  # pydantic's ValidationError
-                raise StateError(
-                    f"shared[{key!r}] should be {describe(annotation)} "
-                    f"({self.name}.{key}): {error}",
-                    key=key,
-                ) from None
+                raise StateError(self._unfit(key, error), key=key) from None
         wrong = problem(value, annotation, f"shared[{key!r}]")
         if wrong is not None:
             raise StateError(f"{wrong} ({self.name}.{key})", key=key)
         return value
+
+    def _model_value(self, key: str, value: Any, store: Any) -> Any:
+        """What pydantic makes of ``value`` assigned to the field ``key`` of a
+        model whose other fields hold ``store``'s values."""
+        fields = self._fields_validator()
+        if fields is None:
+            adapter = self._adapters.get(key)
+            if adapter is None:
+                adapter = self._adapters[key] = _adapter(self.cls, key)
+            return adapter.validate_python(value)
+        # The values its field validators get as ``info.data``, in a dict of
+        # their own (pydantic writes the value in it), read as they are: not
+        # noted as read by a durable run's dict, nor copied by a branch's view.
+        if isinstance(store, dict):
+            values = dict(dict.items(store))
+        else:
+            read = store._peek if type(store) is SharedView else store.__getitem__
+            values = {name: read(name) for name in self.hints if name in store}
+        return fields.validate_assignment(values, key, value)[0][key]
+
+    def _model_values(self, values: dict[str, Any], found: list[tuple[Any, str]]) -> Any:
+        """A model's ``values`` (by field name) as pydantic validates them
+        together (``model_validate``, its model validators left out, as on a
+        write); what does not fit is added to ``found``."""
+        fields = self._fields_validator()
+        if fields is None:
+            validated = {}
+            for key, value in values.items():
+                try:
+                    validated[key] = self.validated(key, value, values)
+                except StateError as error:
+                    found.append((key, str(error)))
+            return validated
+        try:
+            made = fields.validate_python(values, by_alias=False, by_name=True)[0]
+        except ValueError as error:  # pydantic's ValidationError
+            errors = error.errors()  # type: ignore[attr-defined]
+            for key in dict.fromkeys(each["loc"][0] for each in errors if each["loc"]):
+                if key in values:  # (a key missing is said already)
+                    found.append((key, self._unfit(key, error)))
+            return {}
+        return {key: made[key] for key in values}
+
+    def _fields_validator(self) -> Any:
+        """The model's `_fields_validator`, made once (``None``: none found)."""
+        fields = self._fields
+        if fields is None:
+            fields = self._fields = _fields_validator(self.cls) or False
+        return fields or None
+
+    def _unfit(self, key: str, error: Any) -> str:
+        """What pydantic's ``error`` says of the value of ``key``."""
+        said = []
+        for each in error.errors():
+            where = each["loc"]
+            if len(where) > 1 and where[0] == key:  # inside the value: where
+                said.append(f"{''.join(f'[{part!r}]' for part in where[1:])}: {each['msg']}")
+            elif where[:1] == (key,) or not where:
+                said.append(each["msg"])
+        return (
+            f"shared[{key!r}] should be {describe(self.hints[key])} "
+            f"({self.name}.{key}): {'; '.join(said)}"
+        )
 
     def rule_advice(self, key: Any, rule: str, elsewhere: str) -> str:
         """How a conflict on ``key`` is told to give it a rule: on the state
@@ -369,8 +436,46 @@ def _model_default(field: Any) -> Callable[[], Any]:
     return lambda: field.get_default(call_default_factory=True)
 
 
+def _fields_validator(cls: Any) -> Any:
+    """pydantic's validator of a model's fields, without its model validators:
+    its ``validate_assignment(values, key, value)`` validates one field as
+    pydantic validates an assignment (field validators and config included)
+    and copies ``values``, a dict of the fields by name, with the new value.
+    ``None`` for a model with no such validator (a ``RootModel``, a model
+    validator in ``"plain"`` mode).
+
+    Taken from the model's core schema: its fields' schema is wrapped by
+    its model validators (``function-*``), its ``model`` schema, and
+    definition references.
+    """
+    import pydantic_core
+
+    schema = cls.__pydantic_core_schema__
+    definitions = []
+    if schema["type"] == "definitions":
+        definitions = schema["definitions"]
+        schema = schema["schema"]
+    by_ref = {definition["ref"]: definition for definition in definitions}
+    config = None
+    while schema["type"] != "model-fields":
+        kind = schema["type"]
+        if kind == "definition-ref" and schema["schema_ref"] in by_ref:
+            schema = by_ref[schema["schema_ref"]]
+        elif kind in ("function-before", "function-after", "function-wrap"):
+            schema = schema["schema"]  # a model validator (a field's are inside)
+        elif kind == "model" and schema["cls"] is cls:
+            config = schema.get("config")
+            schema = schema["schema"]
+        else:
+            return None
+    if definitions:  # (the fields may refer to them: a nested or recursive model)
+        schema = {"type": "definitions", "schema": schema, "definitions": definitions}
+    return pydantic_core.SchemaValidator(schema, config)
+
+
 def _adapter(cls: Any, key: str) -> Any:
-    """A pydantic TypeAdapter for one field of a model: its type and constraints.
+    """A pydantic TypeAdapter for one field of a model: its type and constraints
+    (for a model `_fields_validator` finds none of).
 
     Made of what a field's ``FieldInfo`` says of its values (its metadata:
     constraints, validators, ``strict``; its discriminator), not of the

@@ -49,8 +49,8 @@ _CHECKED: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 def check_nodes(flow: Any) -> None:
     """Refuse a node typed against a state type (``Node[..., Draft]``) that
     is not the one of the typed flow it runs in, and a ``Parallel`` that
-    collects its failures in a key the state type lacks: checked when a run
-    starts, once per wiring.
+    collects its failures in a key the state type lacks (or a frozen field
+    of it): checked when a run starts, once per wiring.
 
     Raises:
         WiringError: Naming the node, its state type and the flow's (or the key).
@@ -67,9 +67,16 @@ def check_nodes(flow: Any) -> None:
             state is not None
             and member._bf_batch == "branches"
             and on_error_of(member) == "collect"
-            and member.failures_key not in state.hints
+            and member.failures_key not in state.writable
         ):
             key = member.failures_key
+            if key in state.hints:  # (the join writes it, not through a node's view)
+                raise WiringError(
+                    f"{member._describe()} collects its failed branches in shared[{key!r}] "
+                    f"(on_error='collect'), and {state.name}.{key} is a frozen field: "
+                    "declare it without `frozen=True`, or give failures_key= another key",
+                    node=name,
+                )
             raise WiringError(
                 f"{member._describe()} collects its failed branches in shared[{key!r}] "
                 f"(on_error='collect'), which the state type {state.name} does not have: "

@@ -2,9 +2,10 @@
 
 A dataclass or model state is read and written by attribute
 (``shared.question``), a TypedDict by key; writes are validated when the
-flow asks. The store under a view stays what it is without one (a dict,
-a durable run's dict, a branch's `SharedView`), so isolation, merging and
-checkpoints work as they do for untyped flows.
+flow asks, and a model's frozen fields are not written. The store under a
+view stays what it is without one (a dict, a durable run's dict, a
+branch's `SharedView`), so isolation, merging and checkpoints work as they
+do for untyped flows.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterator, MutableMapping
 from typing import Any, Protocol
+
+from ._errors import StateError
 
 
 class StateType(Protocol):
@@ -21,9 +24,10 @@ class StateType(Protocol):
     name: str
     kind: str
     hints: dict[str, Any]
+    writable: frozenset[str]
     validate: bool
 
-    def validated(self, key: str, value: Any) -> Any: ...
+    def validated(self, key: str, value: Any, store: Any) -> Any: ...
 
 
 __all__ = ["StateView", "store_under", "view_class"]
@@ -76,13 +80,10 @@ class AttributeView(StateView):
 
     def __setattr__(self, name: str, value: Any) -> None:
         state = type(self)._bf_type
-        if name not in state.hints:
-            raise AttributeError(
-                f"{state.name} has no key {name!r} to set "
-                f"(its keys: {', '.join(map(repr, state.hints))})"
-            )
+        if name not in state.writable:
+            raise _refused(state, name)
         if state.validate:
-            value = state.validated(name, value)
+            value = state.validated(name, value, self._bf_store)
         self._bf_store[name] = value
 
     # Read and written by key too: a node written for a plain dict works in a
@@ -118,6 +119,23 @@ class AttributeView(StateView):
         store = self._bf_store
         shown = ", ".join(f"{key}={store[key]!r}" for key in state.hints if key in store)
         return f"<{state.name} view: {shown}>"
+
+
+def _refused(state: StateType, name: str) -> Exception:
+    """The error for a write to what is not a key of the state, or to a
+    model's frozen field (refused at the write, as pydantic refuses it: at
+    the end of the run, the values nodes read would be refused)."""
+    if name not in state.hints:
+        return AttributeError(
+            f"{state.name} has no key {name!r} to set "
+            f"(its keys: {', '.join(map(repr, state.hints))})"
+        )
+    return StateError(
+        f"{state.name}.{name} is a frozen field: nodes cannot write it (it keeps the "
+        f"value the run started with); leave {name} as it is, or declare it without "
+        "`frozen=True`",
+        key=name,
+    )
 
 
 def _not_set(state: StateType, name: str) -> AttributeError:
@@ -157,7 +175,8 @@ class MappingView(StateView, MutableMapping[Any, Any]):
         return key in self._bf_store
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self._bf_store[key] = type(self)._bf_type.validated(key, value)
+        store = self._bf_store
+        store[key] = type(self)._bf_type.validated(key, value, store)
 
     def __delitem__(self, key: Any) -> None:
         del self._bf_store[key]
