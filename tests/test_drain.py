@@ -19,9 +19,11 @@ import pytest
 
 import braidflow as bf
 from braidflow import Drained, InvalidParameterError, SQLiteStore, StoreError
+from braidflow._threads import stop_requested
 from braidflow.durable import _drain
 from braidflow.durable._drain import DRAIN_KEY, Drain
 from braidflow.testing import other_tasks
+from braidflow.tracing._stops import stop_of
 
 JOBS = Path(__file__).parent / "jobs"
 
@@ -666,3 +668,165 @@ async def test_items_waiting_for_a_limiter_when_the_run_drains_do_not_begin():
     shared = await flow.resume_async("run", store=store)
     assert shared["total"] == sum(range(10))
     assert calls == dict.fromkeys(range(10), 1)
+
+
+# -- what the events say of what a drain stopped -------------------------------------------
+
+
+class Held:
+    """Holds each item or step that starts in flight until the drain stops it:
+    the ``drain_at``-th to start asks the run to drain with no grace, so what
+    runs is stopped past the grace period: an async one by the drain's
+    cancel, a sync one on the main thread by its Ctrl-C. One in a thread
+    cannot be stopped: it returns once its caller was stopped."""
+
+    def __init__(self, drain_at):
+        self.drain_at, self.started = drain_at, 0
+        self.lock = threading.Lock()
+
+    def began(self):
+        with self.lock:
+            self.started += 1
+            if self.started == self.drain_at:
+                bf.drain("run", timeout=0)
+
+    async def hold_async(self):
+        self.began()
+        await asyncio.Event().wait()  # never set: only the drain's cancel ends it
+
+    def hold(self):
+        self.began()
+        for _ in range(30000):  # 30 s at most; the drain stops it long before
+            if stop_requested():  # in a thread: its caller was stopped
+                return
+            time.sleep(0.001)
+
+
+def held_shapes(held):
+    """Each shape of step whose items, parameter sets or branches ``held``
+    holds, by name: ``(step, how many start, the flow to run it in)``."""
+
+    class Items(bf.AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return [0, 1, 2]
+
+        async def exec_async(self, item):
+            await held.hold_async()
+
+    class OneByOne(bf.AsyncBatchNode):
+        async def prep_async(self, shared):
+            return [0, 1]
+
+        async def exec_async(self, item):
+            await held.hold_async()
+
+    class Step(bf.AsyncNode):
+        async def exec_async(self, prep_res):
+            await held.hold_async()
+
+    class Sets(bf.AsyncParallelBatchFlow):
+        async def prep_async(self, shared):
+            return [{"n": 0}, {"n": 1}, {"n": 2}]
+
+    class SetsOneByOne(bf.AsyncBatchFlow):
+        async def prep_async(self, shared):
+            return [{"n": 0}, {"n": 1}]
+
+    class SyncItems(bf.BatchNode):
+        def prep(self, shared):
+            return [0, 1]
+
+        def exec(self, item):
+            held.hold()
+
+    class ThreadItems(bf.ParallelBatchNode):
+        def prep(self, shared):
+            return [0, 1]
+
+        def exec(self, item):
+            held.hold()
+
+    class SyncStep(bf.Node):
+        def exec(self, prep_res):
+            held.hold()
+
+    class SyncSets(bf.BatchFlow):
+        def prep(self, shared):
+            return [{"n": 0}, {"n": 1}]
+
+    run, run_async = bf.Flow, bf.AsyncFlow
+    return {
+        "AsyncParallelBatchNode": (Items(name="b", max_concurrency=2), 2, run_async),
+        "AsyncParallelBatchNode unbounded": (Items(name="b"), 3, run_async),
+        "AsyncBatchNode": (OneByOne(name="b"), 1, run_async),
+        "AsyncParallelBatchFlow": (
+            Sets(start=Step(name="s"), name="b", max_concurrency=2),
+            2,
+            run_async,
+        ),
+        "AsyncBatchFlow": (SetsOneByOne(start=Step(name="s"), name="b"), 1, run_async),
+        "Parallel": (bf.Parallel(Step(name="x"), Step(name="y"), name="b"), 2, run_async),
+        "BatchNode": (SyncItems(name="b"), 1, run),
+        "ParallelBatchNode": (ThreadItems(name="b"), 2, run),
+        "BatchFlow": (SyncSets(start=SyncStep(name="s"), name="b"), 1, run),
+        "sync Parallel": (bf.Parallel(SyncStep(name="x"), SyncStep(name="y"), name="b"), 2, run),
+    }
+
+
+SHAPES = list(held_shapes(Held(1)))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_what_a_drain_stops_past_its_grace_period_says_drained_in_every_end_event(shape):
+    """The step, each item or parameter set, each branch and the steps in
+    them say drained, as the flow and the run do: not cancelled (an async
+    run's cancel), nor stopped by Ctrl-C (a sync run's)."""
+    held = Held(0)
+    step, held.drain_at, flow_class = held_shapes(held)[shape]
+    flow = flow_class(start=step, name="flow")
+    events = []
+    with pytest.raises(Drained):
+        flow.run({}, store=bf.MemoryStore(), run_id="run", observers=[events.append])
+    ends = [event for event in events if event.kind.endswith("_end")]
+    said = {(event.kind, event.path, event.item): stop_of(event.error) for event in ends}
+    assert said[("node_end", ("flow", "b"), None)] == "drained"  # the step itself
+    assert said[("run_end", ("flow",), None)] == "drained"
+    assert held.started == held.drain_at  # all of them were held when the drain stopped them
+    assert set(said.values()) == {"drained"}, said
+    assert not any(event.kind == "error" for event in events)  # a stop is no failure
+
+
+async def test_a_real_cancel_during_a_drain_s_grace_period_still_says_cancelled():
+    """Only the end of the grace period stops what runs on the drain's behalf:
+    a task cancelled before it (or a Ctrl-C) was cancelled, and says so."""
+    held, events = Held(0), []  # (none of them asks the run to drain)
+    step = held_shapes(held)["AsyncParallelBatchNode"][0]
+    flow = bf.AsyncFlow(start=step, name="flow")
+    run = asyncio.create_task(
+        flow.run_async({}, store=bf.MemoryStore(), run_id="run", observers=[events.append])
+    )
+    while held.started < 2:
+        await asyncio.sleep(0)
+    bf.drain("run", timeout=3600)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    said = {stop_of(event.error) for event in events if event.kind.endswith("_end")}
+    assert said == {"cancelled"}
+
+
+def test_a_ctrl_c_in_a_durable_batch_item_says_cancelled():
+    class CtrlC(bf.BatchNode):
+        def prep(self, shared):
+            return [0, 1]
+
+        def exec(self, item):
+            raise KeyboardInterrupt
+
+    events = []
+    with pytest.raises(KeyboardInterrupt):
+        bf.Flow(start=CtrlC(name="b"), name="flow").run(
+            {}, store=bf.MemoryStore(), run_id="run", observers=[events.append]
+        )
+    said = {stop_of(event.error) for event in events if event.kind.endswith("_end")}
+    assert said == {"cancelled"}

@@ -1122,6 +1122,55 @@ def test_opentelemetry_ends_a_stop_s_spans_with_no_error(spans):
     assert not any(e.name == "exception" for s in exporter.get_finished_spans() for e in s.events)
 
 
+def test_a_batch_a_drain_stops_past_its_grace_period_is_drained_in_every_tracer(spans, tmp_path):
+    """Its step, its items, its flow and the run: drained in the spans, the
+    timeline, the JSON-lines trace and Progress, not cancelled (the drain
+    cancels what still runs when the grace period ends)."""
+    import braidflow
+
+    provider, exporter = spans
+
+    class Forever(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return [0, 1, 2]
+
+        async def exec_async(self, item):
+            if item == 1:  # both workers are in an item
+                braidflow.drain("held", timeout=0)
+            await asyncio.Event().wait()
+
+    events, progress = [], Progress()
+    flow = AsyncFlow(start=Forever(name="items", max_concurrency=2), name="flow")
+    with pytest.raises(braidflow.Drained), JSONLTrace(tmp_path / "trace.jsonl") as trace:
+        flow.run(
+            {},
+            store=MemoryStore(),
+            run_id="held",
+            observers=[OpenTelemetry(tracer_provider=provider), events.append, trace, progress],
+        )
+    outcomes = {
+        span.name: (span.attributes["braidflow.outcome"], span.status.status_code.name)
+        for span in exporter.get_finished_spans()
+    }
+    drained = ("drained", "UNSET")
+    assert outcomes == dict.fromkeys(
+        ["braidflow run flow", "flow", "items", "items[0]", "items[1]"], drained
+    )
+    data = timeline_data(events)
+    assert data["parts"][0]["ended"] == "drained"
+    assert all(
+        "drained: stopped at the end of the drain's grace period" in note for note in data["info"]
+    )
+    lines = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
+    assert {line["error"]["type"] for line in lines if line["kind"].endswith("_end")} == {
+        "DrainStop"
+    }
+    counted = numbers(progress, "flow / items")[1]
+    assert counted["drained"] == 2
+    assert "cancelled" not in counted
+    assert "failed" not in counted
+
+
 async def test_opentelemetry_parents_sub_flow_steps_on_their_parameter_set(spans):
     provider, exporter = spans
 

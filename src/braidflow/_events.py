@@ -58,7 +58,9 @@ class Event:
             or ``None``.
         duration: Seconds, on ``*_end`` events and ``limiter_wait``.
         error: The exception on ``error`` and on failed ``*_end`` events (a
-            ``CancelledError`` if the run was cancelled), else ``None``.
+            ``CancelledError`` if the run was cancelled; a ``DrainStop`` for
+            what a drain stopped, at a safe point or past its grace
+            period), else ``None``.
         data: For ``emit``, what the node emitted; for ``retry``,
             ``{"delay": seconds}``; for ``limiter_wait_start`` and
             ``limiter_wait``, ``{"limiters": [names]}`` (those waited for);

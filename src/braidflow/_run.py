@@ -26,7 +26,7 @@ from ._state_table import check_nodes
 from ._threads import enter_run, leave_run
 from ._usage import Spend, enclosing
 from .durable import NO_ANSWER, DurableRun, EventRecorder, claim_run, close_run, start_run
-from .durable._drain import DrainStop
+from .durable._drain import CUT_SHORT, DrainStop
 from .durable._history import EVENTS_KEY
 from .engine import drive_async, drive_sync, run_node_async, run_node_sync
 from .engine._async import failure_of
@@ -401,12 +401,12 @@ def run_top_sync(node: Any, scope: RunScope) -> Any:
             if scope.durable is None or node._bf_is_flow:
                 return run_node_sync(node, shared)
             return drive_sync(node_walk(node, shared))
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             durable = scope.durable
-            if durable is not None and durable.drain.expired:
+            if durable is not None and durable.drain.cut_short(stop):
                 # The drain's grace period ended (its own SIGINT stopped what
                 # ran): the run is drained, as an async one's cancel says.
-                raise DrainStop from None
+                raise DrainStop(CUT_SHORT) from None
             raise
         except Exception as error:
             stopped = _stop_iteration(error)
@@ -428,13 +428,13 @@ async def run_top_async(node: Any, scope: RunScope) -> Any:
             durable = scope.durable
             if (
                 durable is not None
-                and durable.drain.expired
                 and isinstance(error, asyncio.CancelledError)
+                and durable.drain.cut_short(error)
             ):  # the drain's grace period ended: what ran was stopped, the run is drained
                 task = asyncio.current_task()
                 if task is not None:
                     task.uncancel()
-                raise DrainStop from None
+                raise DrainStop(CUT_SHORT) from None
             failure = failure_of(error, node, None)
             if isinstance(failure, Exception):
                 _label(node, failure)

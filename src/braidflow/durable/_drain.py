@@ -35,6 +35,8 @@ __all__ = ["DRAIN_KEY", "Drain", "DrainStop", "drain"]
 
 DRAIN_KEY = "braidflow.drain"  # in a run's metadata: another process asked it to drain
 DEFAULT_TIMEOUT = 30.0
+# What a `DrainStop` says for what the end of the grace period stopped (`Drain.cut_short`).
+CUT_SHORT = "stopped at the end of the drain's grace period; it runs again on resume"
 
 _RUNNING: dict[str, Drain] = {}  # the durable runs going on in this process, by id
 _RUNNING_LOCK = threading.RLock()  # re-entered by a signal handler that drains
@@ -205,11 +207,16 @@ class Drain:
 
     def stopped_by(self, error: BaseException | None) -> bool:
         """Whether ``error`` is how this drain ended the run: at a safe point,
-        or, past the grace period, a sync run's ``KeyboardInterrupt`` (an
-        async run's cancellation is made a `DrainStop` where the run began)."""
-        if isinstance(error, DrainStop):
-            return True
-        return self.expired and isinstance(error, KeyboardInterrupt)
+        or past the grace period (`cut_short`)."""
+        return isinstance(error, DrainStop) or self.cut_short(error)
+
+    def cut_short(self, error: BaseException | None) -> bool:
+        """Whether ``error`` is what the end of the grace period stopped what
+        still ran with: an async run's cancellation, a sync run's
+        ``KeyboardInterrupt``. Where the run began it is made a `DrainStop`,
+        and so is it in the end event of each step, item and branch it
+        stopped; before, it is a real Ctrl-C or cancel."""
+        return self.expired and isinstance(error, KeyboardInterrupt | asyncio.CancelledError)
 
 
 def _interrupt_main() -> None:

@@ -12,6 +12,7 @@ from collections.abc import Sequence, Sized
 from typing import Any
 
 from .._context import ITEM, PATH, Run, observed
+from ..durable._drain import CUT_SHORT, DrainStop
 
 __all__ = ["BranchScope", "ItemScope", "StepScope", "emit_error", "emit_wait", "item_total"]
 
@@ -35,6 +36,8 @@ class StepScope:
         run = self.run
         if isinstance(error, Exception):  # a failure; a stop (cancelled, a question) is none
             run.emit("error", node=self.name, path=self.path, error=error)
+        elif error is not None:
+            error = _told(run, error)
         now = time.monotonic()
         run.emit(
             "node_end",
@@ -69,6 +72,8 @@ class ItemScope:
         run = self.run
         if isinstance(error, Exception):  # a failure; a stop (cancelled, a question) is none
             run.emit("error", node=self.name, path=self.path, item=self.index, error=error)
+        elif error is not None:
+            error = _told(run, error)
         now = time.monotonic()
         run.emit(
             "item_end",
@@ -94,6 +99,8 @@ class BranchScope:
 
     def end(self, error: BaseException | None = None) -> None:
         PATH.reset(self.token)
+        if error is not None and not isinstance(error, Exception):
+            error = _told(self.run, error)
         now = time.monotonic()
         self.run.emit(
             "branch_end",
@@ -103,6 +110,17 @@ class BranchScope:
             error=error,
             at=now,
         )
+
+
+def _told(run: Run, error: BaseException) -> BaseException:
+    """A stop as an end event tells it: what the end of a drain's grace
+    period stopped (a cancel; a sync run's ``KeyboardInterrupt``) was
+    drained, a `DrainStop`, as the run it ends is; a real Ctrl-C or cancel
+    stays what it is."""
+    durable = run.durable
+    if durable is not None and durable.drain.cut_short(error):
+        return DrainStop(CUT_SHORT)
+    return error
 
 
 def item_total(items: Any) -> dict[str, int] | None:

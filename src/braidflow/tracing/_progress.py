@@ -20,7 +20,7 @@ from typing import Any
 from .._events import Event
 from .._usage import Usage
 from ._owners import ItemOwners, Path
-from ._stops import WAITING, stop_of
+from ._stops import DRAINED, WAITING, stop_of
 
 __all__ = ["Progress", "Row", "lay_out"]
 
@@ -38,6 +38,7 @@ class _Batch:
         "cancelled",
         "cost",
         "done",
+        "drained",
         "failed",
         "first",
         "in_flight",
@@ -53,7 +54,7 @@ class _Batch:
     def __init__(self, label: str, total: int | None, at: float) -> None:
         self.label = label
         self.total: int | None = total
-        self.done = self.failed = self.cancelled = 0
+        self.done = self.failed = self.cancelled = self.drained = 0
         self.cached = 0  # items whose result came from a result cache
         self.reused = 0  # items of a resumed run that had finished before (not run again)
         self.in_flight = self.waiting = 0
@@ -278,7 +279,9 @@ class Progress:
             stop = stop_of(error)
             if stop == WAITING:  # a question, a budget: no failure, not done
                 batch.done -= 1
-            elif stop is not None:  # cancelled, drained
+            elif stop == DRAINED:
+                batch.drained += 1
+            elif stop is not None:
                 batch.cancelled += 1
             else:
                 batch.failed += 1
@@ -324,6 +327,8 @@ def _row(batch: _Batch, now: float) -> Row:
         numbers.append((f"{batch.failed} failed", "red"))
     if batch.cancelled:
         numbers.append((f"{batch.cancelled} cancelled", "dim"))
+    if batch.drained:
+        numbers.append((f"{batch.drained} drained", "dim"))
     if batch.tokens:
         numbers.append((f"{batch.tokens:,} tokens", "cyan"))
     if batch.cost is not None:

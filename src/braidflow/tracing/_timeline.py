@@ -93,8 +93,8 @@ def _said(error: BaseException) -> str:
         return f"asked for input: {str(error)[:80]}"
     if is_a(error, OverBudget):
         return f"waits for a higher budget: {str(error)[:120]}"
-    if is_a(error, DrainStop):
-        return "drained: stopped at a safe point"
+    if is_a(error, DrainStop):  # (past the grace period, its message says so)
+        return f"drained: {str(error)[:120] or 'stopped at a safe point'}"
     return describe_error(error)
 
 
