@@ -11,6 +11,8 @@ No test waits for a lease: the clock is moved, or a lease written expired.
 
 import asyncio
 import errno
+import multiprocessing
+import multiprocessing.sharedctypes
 import os
 import signal
 import socket
@@ -38,6 +40,7 @@ from braidflow import (
 from braidflow.stores import _owners
 from braidflow.stores._owners import process_start, this_owner
 from braidflow.testing import VirtualClock
+from conftest import POSTGRES
 
 ELSEWHERE = "another-host:4242:99"  # a process on another host: only its lease tells
 
@@ -536,6 +539,82 @@ def test_rows_are_never_folded_into_a_run_another_owner_took(tmp_path, durable):
     record, _graph, _initial, rows = reader.claim("r", this_owner())
     assert (record.status, rows) == ("failed", [row(0), row(3)])
     reader.close()
+
+
+@pytest.fixture(params=["sqlite", POSTGRES])
+def open_store(request, tmp_path):
+    """Opens a store object on one database, each call a new one: a SQLite
+    file, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        return lambda **options: SQLiteStore(tmp_path / "runs.db", **options)
+    from braidflow.stores import PostgresStore
+
+    dsn = request.getfixturevalue("postgres_dsn")
+    return lambda **options: PostgresStore(dsn, **options)
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_store_used_in_a_forked_child_renews_the_child_s_runs_as_its_own(tmp_path, open_store):
+    """A child made by os.fork inherits the store object, its heartbeat thread's
+    object and the runs it holds, but none of its threads: the run it starts is
+    its own (its pid), its lease renewed past its end, and never resumed elsewhere."""
+    now = multiprocessing.sharedctypes.RawValue("d", 1_000_000.0)  # one clock for both processes
+    store = open_store(lease=0.3, clock=lambda: now.value)
+    ran = tmp_path / "ran"
+    started_read, started_write = os.pipe()
+    go_read, go_write = os.pipe()
+    entered, leave = threading.Event(), threading.Event()
+
+    class Wait(Node):
+        def exec(self, prep_result):
+            entered.set()
+            leave.wait(30)
+
+    class Hold(Node):
+        def exec(self, prep_result):
+            with ran.open("a") as noted:
+                noted.write(f"{os.getpid()}\n")
+            os.write(started_write, b"s")
+            os.read(go_read, 1)
+
+    def held():
+        return Flow(start=Hold(name="hold"), name="held")
+
+    # The parent runs a run through the store as it forks: its heartbeat goes.
+    parent_run = threading.Thread(
+        target=lambda: Flow(start=Wait(name="wait")).run({}, store=store, run_id="parent-run")
+    )
+    parent_run.start()
+    assert entered.wait(30)
+    assert store._beat is not None
+    child = multiprocessing.get_context("fork").Process(
+        target=lambda: held().run({}, store=store, run_id="child-run")
+    )
+    child.start()
+    fresh = open_store(lease=0.3, clock=lambda: now.value)
+    try:
+        assert os.read(started_read, 1) == b"s"  # the child runs its step
+        assert fresh.get("child-run").owner.split(":")[1] == str(child.pid)
+        now.value += 10  # many leases later: the child's lease holds only if it renewed it
+        for _ in range(1000):
+            if fresh.get("child-run").status == "running":
+                break
+            child.join(0.01)  # a moment
+            assert child.is_alive()
+        assert fresh.get("child-run").status == "running"
+        with pytest.raises(StoreError, match="running in a live process"):
+            held().resume("child-run", store=fresh)
+    finally:
+        os.write(go_write, b"g")
+        child.join(30)
+        leave.set()
+        parent_run.join(30)
+    assert child.exitcode == 0  # its run ended there, not taken over
+    assert fresh.get("child-run").status == "completed"
+    assert ran.read_text().split() == [str(child.pid)]  # its step ran once, in the child
+    assert fresh.get("parent-run").status == "completed"
+    fresh.close()
+    store.close()
 
 
 CHILD = """

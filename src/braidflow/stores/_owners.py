@@ -10,7 +10,7 @@ Whether an owner still runs a run is decided from the surest evidence there is:
    record (`hold` when a durable run opens, `release` when it closes, however
    it closes), per store location. A run this process opened and that ended
    with its store failing is no longer held, so it can be resumed here once
-   the store works.
+   the store works. A child made by ``os.fork`` holds none of its parent's.
 2. **Another process on this host** whose pid is gone (or now names another
    process, by its start time) is dead, at once.
 3. **Otherwise** the run's *lease* decides: the owning process renews it while
@@ -97,6 +97,18 @@ def release(location: str, run_id: str, holder: object) -> None:
             del runs[run_id]
             if not runs:
                 del _HELD[location]
+
+
+def _forked() -> None:
+    """In a child made by ``os.fork``: the runs held were the parent's, and a
+    thread that held the lock is not there; the owner is this process."""
+    global _THIS_OWNER, _HELD_LOCK
+    _THIS_OWNER = f"{socket.gethostname()}:{os.getpid()}:{process_start(os.getpid())}"
+    _HELD_LOCK = threading.Lock()
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def holds(location: str, run_id: str) -> bool:

@@ -42,6 +42,8 @@ class PostgresLeases:
     _clock: Callable[[], float]
 
     def _start_leases(self) -> None:
+        """Hold no run, with no heartbeat: when made, and in a child made by
+        ``os.fork`` (the runs held are the parent's, its thread is not there)."""
         # The runs this object runs, by id: their owner; those another owner
         # took over since, with what to tell. The heartbeat reads them too.
         self._held: dict[str, str] = {}

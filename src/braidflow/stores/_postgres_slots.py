@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 
 from .._errors import StoreError
+from ._after_fork import remade_in_children, set_aside
 from ._postgres_schema import diagnosis, open_connection, said
 from ._slots import renew_slots, take_slot
 
@@ -41,6 +42,16 @@ class PostgresSlots:
         self._closed = False
         self._listener: threading.Thread | None = None
         self._pokes: dict[bytes, Callable[[], None]] = {}
+        remade_in_children(self)
+
+    def _after_fork(self) -> None:
+        """In a child made by ``os.fork``: the next take connects anew (the
+        inherited connection is the parent's session), a lock no parent thread
+        holds, and no listener (its thread is not there: the next wait starts one)."""
+        set_aside(self._conn)
+        self._conn = None
+        self._lock = threading.Lock()
+        self._listener = None
 
     def _run(self, doing: str, work: Callable[[Callable[[str, Sequence[Any]], Any]], Any]) -> Any:
         """Run ``work`` in one transaction; a failure is a StoreError saying ``doing``."""

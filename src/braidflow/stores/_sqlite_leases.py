@@ -61,6 +61,11 @@ class LeaseHolder:
             )
         self.lease = float(lease)
         self._clock: Callable[[], float] = clock if clock is not None else time.time
+        self._start_leases()
+
+    def _start_leases(self) -> None:
+        """Hold no run, with no heartbeat: when made, and in a child made by
+        ``os.fork`` (the runs held are the parent's, its thread is not there)."""
         # The runs this object runs (from create_run or claim to finish or
         # release), by id: their owner; and those another owner took over
         # since, with what to tell. The heartbeat reads them too.

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import StoreError
+from ._after_fork import remade_in_children, set_aside
 from ._slots import renew_slots, take_slot
 from ._sqlite_failures import BUSY_MS, Transaction, diagnosis, said
 
@@ -32,6 +33,14 @@ class SQLiteSlots:
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._closed = False
+        remade_in_children(self)
+
+    def _after_fork(self) -> None:
+        """In a child made by ``os.fork``: the next take connects anew (the
+        inherited connection is the parent's); a lock no parent thread holds."""
+        set_aside(self._db)
+        self._db = None
+        self._lock = threading.Lock()
 
     def _run(self, doing: str, work: Callable[[Callable[[str, Sequence[Any]], Any]], Any]) -> Any:
         """Run ``work`` in one transaction; a failure is a StoreError saying ``doing``."""

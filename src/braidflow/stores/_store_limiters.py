@@ -8,6 +8,7 @@ import weakref
 
 from .._errors import StoreError
 from .._shared_limits import SharedLimiter, Slots
+from ._after_fork import remade_in_children
 
 __all__ = ["LimiterShelf", "MakesLimiters"]
 
@@ -18,6 +19,10 @@ class LimiterShelf:
     def __init__(self) -> None:
         self._made: weakref.WeakSet[SharedLimiter] = weakref.WeakSet()
         self._lock = threading.Lock()
+        remade_in_children(self)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # a thread of the parent may have held it
 
     def add(self, limiter: SharedLimiter) -> None:
         with self._lock:

@@ -10,6 +10,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from ._after_fork import remade_in_children
 from ._base import (
     CacheEntry,
     Checkpoint,
@@ -65,6 +66,10 @@ class MemoryStore:
         self._events: dict[str, list[str]] = {}
         self._cache: dict[str, CacheEntry] = {}
         self._location = f"memory:{next(_NAMES)}"
+        remade_in_children(self)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # in a child made by os.fork: a parent thread may hold it
 
     def __repr__(self) -> str:
         count = len(self._runs)

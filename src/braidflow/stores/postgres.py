@@ -26,6 +26,7 @@ except ImportError as missing:  # pragma: no cover - the extra is not installed
     ) from missing
 
 from .._errors import StoreError
+from ._after_fork import remade_in_children, set_aside
 from ._base import (
     CacheEntry,
     Checkpoint,
@@ -201,9 +202,22 @@ class PostgresStore(PostgresLeases, MakesLimiters):
         self._location = f"postgresql://{info.host}:{info.port}/{info.dbname}"
         self._start_leases()
         self._limiters = LimiterShelf()
+        remade_in_children(self)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._dsn_shown!r})"
+
+    def _after_fork(self) -> None:
+        """In a child made by ``os.fork``: no connection yet (the next call
+        connects: the inherited one is the parent's session), a lock no thread
+        of the parent holds, and no run held (the runs and their heartbeat
+        are the parent's); the next run here gets its own."""
+        set_aside(self._conn)  # closing it would end the parent's session
+        self._conn = None
+        self._lock = threading.RLock()
+        self._start_leases()
+        if self._closed:
+            self._stop.set()
 
     def __enter__(self) -> PostgresStore:
         return self

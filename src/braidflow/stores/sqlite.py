@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from .._errors import StoreError
+from ._after_fork import remade_in_children, set_aside
 from ._base import (
     Checkpoint,
     RunRecord,
@@ -151,9 +152,34 @@ class SQLiteStore(CacheTable, LogFolder, MakesLimiters):
         )
         self._largest = self._db.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
         self._limiters = LimiterShelf()
+        remade_in_children(self)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
+
+    def _after_fork(self) -> None:
+        """In a child made by ``os.fork``: a connection of its own, a lock no
+        thread of the parent holds, and no run held (the runs, their logs and
+        their heartbeat are the parent's); the next run here gets its own."""
+        set_aside(self._db)  # the parent's: neither used nor closed here
+        self._lock = threading.Lock()
+        for log in self._logs.values():
+            log.close(remove=False)  # this process's copy of the file; the parent writes it
+        self._logs = {}
+        self._start_leases()
+        if self._closed:
+            self._stop.set()
+            return
+        try:
+            self._db = open_database(
+                self.path,
+                durable=self._durable,
+                lease_ends=lambda: self._clock() + self.lease,
+                read_only=self._read_only,
+            )
+        except Exception:  # every call says the store is closed, and to open it again
+            self._closed = True
+            self._stop.set()
 
     @guarded("close the store", closed_ok=True)
     def close(self) -> None:

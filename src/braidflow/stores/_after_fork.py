@@ -1,0 +1,52 @@
+"""Store objects in a child made by ``os.fork``: the child inherits their memory
+but none of their threads, so what they keep of their process is made anew there.
+
+A store object keeps connections, a heartbeat thread, locks and the runs it
+runs; in the child none of them is its own: the connections are the
+parent's (a SQLite connection must not be used across a fork, a PostgreSQL
+one is the parent's session), no thread runs the heartbeat, a lock may have
+been held by a thread that is not there, and the runs are the parent's. So
+every object that keeps such things registers here, and its
+``_after_fork()`` is called in every child, before the child runs on.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from typing import Any, Protocol
+
+__all__ = ["remade_in_children", "set_aside"]
+
+
+class _Remade(Protocol):
+    def _after_fork(self) -> None:
+        """In the child: let go of the parent's process, and be usable here."""
+
+
+_LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
+
+# What a child inherited and must neither use nor close. Closing a SQLite
+# connection rolls back what the parent had going on it, in the WAL index
+# the two processes share; closing a PostgreSQL one ends the parent's
+# session. Kept here, they are not collected (and closed) while the child runs.
+_SET_ASIDE: list[object] = []
+
+
+def remade_in_children(obj: _Remade) -> None:
+    """Have ``obj._after_fork()`` called in each child made by ``os.fork``
+    while ``obj`` lives (``multiprocessing``'s ``fork`` start method included)."""
+    _LIVE.add(obj)
+
+
+def set_aside(*inherited: object) -> None:
+    """Keep what the child inherited unused and unclosed (``None`` is skipped)."""
+    _SET_ASIDE.extend(each for each in inherited if each is not None)
+
+
+def _in_child() -> None:
+    for obj in list(_LIVE):
+        obj._after_fork()
+
+
+os.register_at_fork(after_in_child=_in_child)
