@@ -3,10 +3,12 @@
 import asyncio
 import itertools
 import json
+import threading
 
 import pytest
 
 import braidflow as bf
+import braidflow._threads as bf_threads
 from braidflow import (
     AsyncFlow,
     AsyncNode,
@@ -171,6 +173,115 @@ async def test_a_finished_branch_is_not_redone(store):
     Fails.failing = False
     assert await flow.resume_async("r", store=store) == {"fast": 1, "slow": "done"}
     assert Count.ran == {"fast": 1}
+
+
+# A sync branch's step runs in a thread, which a cancel cannot stop: when a
+# sibling's failure (or a drain) cancels the fork as that step ends there,
+# the step has finished, and a resume must not run it again.
+
+
+@pytest.fixture
+def stop_asked(monkeypatch):
+    """A condition notified when the caller of a thread's code is cancelled
+    (braidflow's `_threads.stop_requested()` is then true in that thread)."""
+    condition = threading.Condition()
+    stopped = bf_threads._stopped
+
+    async def noting(job, cancel):
+        job.stop_requested = True
+        with condition:
+            condition.notify_all()
+        await stopped(job, cancel)
+
+    monkeypatch.setattr(bf_threads, "_stopped", noting)
+    return condition
+
+
+class StopsTheFork(Node):
+    """Once the other branch is in its post: fails, or drains the run at once."""
+
+    def __init__(self, how, other_in_post):
+        super().__init__(name="stops")
+        self.how, self.other_in_post = how, other_in_post
+
+    def exec(self, prep_res):
+        if Fails.failing:
+            self.other_in_post.wait()
+            if self.how == "fail":
+                raise ConnectionError("upstream down")
+            bf.drain("r")
+            bf.drain("r")  # asked again: what runs is stopped at once
+        return "fine"
+
+    def post(self, shared, prep_res, exec_res):
+        shared["stops"] = exec_res
+
+
+class EndsAfterTheStop(Node):
+    """Counts its runs; its post ends only once the fork has stopped it."""
+
+    def __init__(self, in_post, stop_asked, **options):
+        super().__init__(name="ends", **options)
+        self.in_post, self.stop_asked = in_post, stop_asked
+
+    def exec(self, prep_res):
+        Count.ran["ends"] = Count.ran.get("ends", 0) + 1
+
+    def post(self, shared, prep_res, exec_res):
+        if Fails.failing:
+            self.in_post.set()
+            with self.stop_asked:
+                self.stop_asked.wait_for(bf_threads.stop_requested)
+        shared["ends"] = "done"
+
+
+class EndsInItsOwnRun(EndsAfterTheStop):
+    def _run(self, shared):  # a class's own _run: the whole step in one thread
+        return super()._run(shared)
+
+
+@pytest.mark.parametrize("how", ["fail", "drain"])
+@pytest.mark.parametrize("shape", ["node", "retried node", "own run", "flow"])
+@pytest.mark.parametrize("kind", [Flow, AsyncFlow])
+def test_a_branch_that_finished_in_its_thread_as_the_fork_stopped_is_not_redone(
+    store, stop_asked, kind, shape, how
+):
+    in_post = threading.Event()
+    if shape == "own run":
+        branch = EndsInItsOwnRun(in_post, stop_asked)
+    else:  # retried: its phases go to threads one at a time, its post last
+        branch = EndsAfterTheStop(
+            in_post, stop_asked, max_retries=2 if shape == "retried node" else 1
+        )
+    if shape == "flow":
+        branch = Flow(start=branch, name="sub")
+    options = {"offload_sync": True} if kind is AsyncFlow else {}
+    flow = kind(start=Parallel(StopsTheFork(how, in_post), branch), name="job", **options)
+    with pytest.raises(ConnectionError if how == "fail" else bf.Drained):
+        flow.run({}, store=store, run_id="r")
+    Fails.failing = False
+    assert flow.resume("r", store=store) == {"stops": "fine", "ends": "done"}
+    assert Count.ran == {"ends": 1}
+
+
+@pytest.mark.parametrize("durability", ["sync", "async"])
+async def test_a_step_that_finished_in_its_thread_as_the_run_was_cancelled_is_not_redone(
+    store, stop_asked, durability
+):
+    in_post = threading.Event()
+    first = EndsAfterTheStop(in_post, stop_asked)
+    first >> Count(name="next")
+    flow = AsyncFlow(start=first, offload_sync=True, name="job")
+    running = asyncio.ensure_future(
+        flow.run_async({}, store=store, run_id="r", durability=durability)
+    )
+    await asyncio.to_thread(in_post.wait)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    Fails.failing = False
+    assert await flow.resume_async("r", store=store) == {"ends": "done", "next": 1}
+    assert Count.ran == {"ends": 1, "next": 1}
 
 
 # A branch works on a view of the store, rebuilt on resume from the steps it

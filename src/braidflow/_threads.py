@@ -28,6 +28,7 @@ __all__ = [
     "in_worker",
     "leave_run",
     "lending_slot",
+    "returned_meanwhile",
     "run_in_thread",
     "run_to_completion",
     "stop_requested",
@@ -301,12 +302,22 @@ async def _stopped(job: _Job, cancel: asyncio.CancelledError) -> None:
     assert future is not None
     await _wait_done(future)
     error = None if future.cancelled() else future.exception()
+    if not future.cancelled() and error is None:  # it returned: see returned_meanwhile
+        vars(cancel)["_bf_returned"] = (future.result(),)
     if isinstance(error, asyncio.CancelledError):  # it stopped, and says what it raised
         error = error.__cause__
     if isinstance(error, Exception):
         cancel.__cause__ = error
         add_note(cancel, f"the code in one of braidflow's threads raised {error!r} meanwhile")
         note_lost(error)
+
+
+def returned_meanwhile(cancel: BaseException) -> tuple[Any] | None:
+    """What the call in a thread returned, as a 1-tuple, if it returned while
+    its caller, cancelled, waited for it (``cancel``: the cancellation that
+    caller raised); ``None`` if it did not return."""
+    returned: tuple[Any] | None = vars(cancel).get("_bf_returned")
+    return returned
 
 
 def _wake(waiter: asyncio.Future[bool], finished: bool) -> None:
@@ -327,8 +338,9 @@ async def run_in_thread(
     the caller's context variables.
 
     If the awaiting task is cancelled, keep waiting until the thread has
-    returned (its outcome is dropped), then re-raise the cancellation: nothing
-    the call does lands after the caller has stopped.
+    returned, then re-raise the cancellation: nothing the call does lands
+    after the caller has stopped. What it returned meanwhile is dropped, but
+    for `returned_meanwhile` (a step that finished there is recorded).
 
     Raises:
         Abandoned: If ``abandon_after`` seconds (on ``clock``) pass first. The

@@ -27,7 +27,7 @@ from .._threads import Abandoned, run_in_thread
 from ..executors._base import runs_on, timed_dispatch, timed_dispatch_done
 from . import _effects as ops
 from ._around_items import commit
-from ._attempts import attempts, cancellation_instead, cancelled_error, fallback
+from ._attempts import attempts, cancellation_instead, cancelled_error, ended_step, fallback
 from ._items import run_parallel
 from ._lifecycle import Steps, lifecycle
 
@@ -320,7 +320,11 @@ async def run_node(node: Any, shared: Any, offload_default: bool) -> Any:
             return await node._run_async(shared)
     elif plan.custom_run:
         if _offloaded(node, offload_default):
-            return await run_in_thread(node._run, shared)
+            try:
+                return await run_in_thread(node._run, shared)
+            except asyncio.CancelledError as cancel:  # it may have finished meanwhile
+                ended_step(cancel)
+                raise
         return call_on_loop(node._run, (shared,), node)
     return await node_step(node, shared, offload_default)
 
@@ -341,7 +345,12 @@ async def node_step(node: Any, shared: Any, offload_default: bool) -> Any:
         if node._bf_plan.single_exec and node._is_simple():
             # Nothing to wait for on the loop between the phases: one trip to
             # a thread, which stops between phases if the run is cancelled.
-            return await run_in_thread(node._run, shared)
+            # If it finished all of them meanwhile, its walk records the step.
+            try:
+                return await run_in_thread(node._run, shared)
+            except asyncio.CancelledError as cancel:
+                ended_step(cancel)
+                raise
         return await drive(lifecycle(node, shared, True))
     return await drive(lifecycle(node, shared, False))
 

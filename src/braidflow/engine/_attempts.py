@@ -27,6 +27,7 @@ from .._options import check_retry_options
 from .._plan import is_default
 from .._policy import next_delay
 from .._taskgroup import note_lost
+from .._threads import returned_meanwhile
 from .._weights import claims_for
 from ..durable._drain import DrainStop
 from ._cached import cached
@@ -37,7 +38,9 @@ __all__ = [
     "attempts",
     "cancellation_instead",
     "cancelled_error",
+    "ended_step",
     "fallback",
+    "finished_action",
     "label_failure",
 ]
 
@@ -66,6 +69,24 @@ def cancellation_instead(error: BaseException, node: Any) -> asyncio.CancelledEr
     add_note(cancel, f"{who} raised {error!r} while its run was being cancelled")
     note_lost(error)
     return cancel
+
+
+def ended_step(cancel: BaseException) -> None:
+    """``cancel`` stopped a step whose last code (its ``post``, or the whole
+    step) ran in a thread: if that code returned meanwhile, the step finished,
+    and what it returned is its action, kept on ``cancel`` for its walk to
+    record the step (`finished_action`): a resume must not redo it."""
+    returned = returned_meanwhile(cancel)
+    if returned is not None:
+        vars(cancel)["_bf_action"] = returned
+
+
+def finished_action(cancel: BaseException) -> tuple[Any] | None:
+    """The action (a 1-tuple) of the step ``cancel`` stopped once it had
+    finished (see `ended_step`), or ``None``; taken off ``cancel``, so the
+    walks around that step's do not take it for their own step's."""
+    action: tuple[Any] | None = vars(cancel).pop("_bf_action", None)
+    return action
 
 
 def timeout_error(node: Any, timeout: float, attempt: int, index: Any) -> NodeTimeoutError:

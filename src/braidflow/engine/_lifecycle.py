@@ -9,14 +9,15 @@ serve sync code, the event loop and offloaded threads.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Generator
 from typing import Any
 
 from .._context import HANDED_DOWN, HandedDown
 from .._options import on_error_of
 from .._plan import is_default
-from ._attempts import attempts
-from ._effects import MAYBE_AWAIT, PARALLEL, STAGE, call_effect
+from ._attempts import attempts, ended_step
+from ._effects import MAYBE_AWAIT, PARALLEL, STAGE, THREAD, call_effect
 from ._items import batch_items, sequential
 from ._observe import emit_error
 
@@ -43,16 +44,20 @@ def lifecycle(node: Any, shared: Any, offload: bool) -> Steps:
             exec_result = yield (STAGE, node, None, stage)
         if "after_exec" in hooks:
             yield _hook(node, "after_exec", offload, (shared, prep_result, exec_result))
-        return (
-            yield call_effect(
-                node,
-                None,
-                getattr(node, plan.post),
-                (shared, prep_result, exec_result),
-                plan.post_coro,
-                offload,
-            )
+        post = call_effect(
+            node,
+            None,
+            getattr(node, plan.post),
+            (shared, prep_result, exec_result),
+            plan.post_coro,
+            offload,
         )
+        try:
+            return (yield post)
+        except asyncio.CancelledError as cancel:
+            if post[0] is THREAD:  # post ran on in its thread, and may have returned
+                ended_step(cancel)
+            raise
     except Exception as error:
         if "on_error" in hooks:
             answer = yield _hook(node, "on_error", offload, (shared, error))

@@ -24,6 +24,7 @@ from .._views import SharedView
 from .._wiring import route
 from ..durable._drain import DrainStop
 from ..durable._tracking import TrackingDict
+from ._attempts import finished_action
 from ._effects import MAYBE_AWAIT, NODE, PARALLEL
 from ._items import batch_items, sequential
 from ._observe import StepScope
@@ -83,6 +84,19 @@ class StepCheckpoints:
         """Note the step a failure came from (the innermost sees it first)."""
         if self.step is not None:
             self.durable.failed_in(error, self.step.key)
+
+    def finished_meanwhile(self, node: Any, stop: BaseException) -> tuple[Any] | None:
+        """``stop`` (a cancellation) reached the step while its code ran in a
+        thread: if that code finished meanwhile (a sibling branch failed as
+        it ended, say), record the step as any other, so a resume does not
+        redo it; return its action (a 1-tuple), or ``None``."""
+        finished = finished_action(stop)
+        if finished is not None:
+            if self.lax:
+                self.durable.lax_step_done(self, node, finished[0])
+            else:
+                self.done(node, finished[0])
+        return finished
 
     def done(self, node: Any, action: Any) -> None:
         """Record the step that finished; the next one begins at the next
@@ -193,14 +207,17 @@ def walk(
                     else:
                         checkpoints.done(node, action)
             except BaseException as error:
+                finished = None
                 if isinstance(error, Exception):
                     if checkpoints is not None:
                         checkpoints.failed(error)
                     add_note(error, f"{node._describe()} failed in {where or flow._describe()}")
                     if isinstance(error, BraidflowError) and error.node is None:
                         error.node = node._display_name()  # (a refused write, say)
+                elif checkpoints is not None:
+                    finished = checkpoints.finished_meanwhile(node, error)
                 if step is not None:
-                    step.end(error)
+                    step.end(error if finished is None else None)
                 raise
             if step is not None:
                 step.end()
@@ -238,6 +255,9 @@ def node_walk(node: Any, shared: Any) -> Steps:
         action = yield (NODE, node, None, shared, False, node._bf_plan)
     except Exception as error:
         checkpoints.failed(error)
+        raise
+    except BaseException as stop:
+        checkpoints.finished_meanwhile(node, stop)
         raise
     if checkpoints.lax:
         durable.lax_step_done(checkpoints, node, action)
