@@ -369,3 +369,19 @@ def test_a_sync_parallel_batch_run_inside_a_running_loop_keeps_its_run():
     outer_events = []
     asyncio.run(AsyncFlow(start=Outer(name="outer")).run_async({}, observers=[outer_events.append]))
     assert [event.node for event in outer_events if event.kind == "usage"] == ["outer", "outer"]
+
+
+def test_usage_from_an_embeddings_response_is_all_input_tokens():
+    response = openai.types.CreateEmbeddingResponse.model_validate(
+        {
+            "data": [{"embedding": [0.1], "index": 0, "object": "embedding"}],
+            "model": "text-embedding-3-small",
+            "object": "list",
+            "usage": {"prompt_tokens": 8, "total_tokens": 8},  # no completion_tokens
+        }
+    )
+    prices = Prices({"text-embedding-3-small": (0.02, 0.0)})
+    assert usage_from_openai(response, prices=prices) == Usage(
+        8, 0, 8 * 0.02 / 1e6, "text-embedding-3-small"
+    )
+    assert usage_from_openai(response.model_dump()).tokens == 8
