@@ -119,6 +119,8 @@ LLM calls
     _weights (more than the limiter can give) ........... tests/test_llm_advice.py::test_advice_*
     _usage (a report with no cost under a cost budget) .. tests/test_budgets.py::
         test_usage_with_no_cost_under_a_cost_budget_is_refused_naming_the_node
+    _usage (a report from a thread that does not see the run) ... tests/test_usage.py::
+        test_a_report_from_a_thread_that_does_not_see_the_run_warns_and_its_context_counts
 Tracing and extras
     tracing._files (no such directory) .................. test_a_trace_in_a_missing_directory_*
     tracing, executors (pip install 'braidflow[...]') ... test_the_extras_named_exist

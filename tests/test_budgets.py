@@ -9,6 +9,7 @@ import math
 import pytest
 
 from braidflow import (
+    AsyncBatchNode,
     AsyncFlow,
     AsyncNode,
     AsyncParallelBatchNode,
@@ -19,6 +20,7 @@ from braidflow import (
     Limiter,
     MemoryStore,
     Node,
+    ParallelBatchNode,
     Suspended,
     interrupt,
 )
@@ -378,6 +380,57 @@ def test_usage_with_no_cost_under_a_cost_budget_is_refused_naming_the_node():
     with pytest.raises(InvalidParameterError, match="node 'NoCost' reported usage with no cost"):
         NoCost().run({}, budget=Budget(cost=0.0001))
     NoCost().run({}, budget=Budget(tokens=10**6))  # a token budget needs no cost
+
+
+class CostlessCalls:
+    """Each exec makes a paid call and reports it with no cost; the fallback
+    would give a default (and is counted)."""
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.calls = []
+        self.fell_back = []
+
+    def prep(self, shared):
+        return [1, 2, 3]
+
+    def exec(self, item):
+        self.calls.append(item)
+        self.report_usage(input_tokens=500, output_tokens=15)  # no prices given
+
+    def exec_fallback(self, item, exc):
+        self.fell_back.append(exc)
+        return "default"
+
+
+class AsyncCostlessCalls(CostlessCalls):
+    async def prep_async(self, shared):
+        return [1, 2, 3]
+
+    async def exec_async(self, item):
+        CostlessCalls.exec(self, item)
+
+    async def exec_fallback_async(self, item, exc):
+        return CostlessCalls.exec_fallback(self, item, exc)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [Node, BatchNode, ParallelBatchNode, AsyncNode, AsyncBatchNode, AsyncParallelBatchNode],
+)
+@pytest.mark.parametrize("options", [{}, {"max_retries": 3}])
+def test_usage_with_no_cost_under_a_cost_budget_is_not_handed_to_the_fallback(kind, options):
+    # The fallback's default would hide the refusal: every item would make its
+    # paid call, the budget counting none of them.
+    base = AsyncCostlessCalls if kind._bf_async else CostlessCalls
+    node = type(f"Costless{kind.__name__}", (base, kind), {})(name="summarize", **options)
+    with pytest.raises(
+        InvalidParameterError, match=r"node 'summarize' .* reported usage with no cost"
+    ):
+        node.run({}, budget=Budget(cost=0.0001))
+    assert node.fell_back == []
+    if not kind.__name__.endswith("ParallelBatchNode"):  # (parallel items start at once)
+        assert len(node.calls) == 1
 
 
 # -- a budget stop while questions wait elsewhere in the run ---------------------------

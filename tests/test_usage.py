@@ -4,6 +4,8 @@ the Timeline, the stored record and `braidflow runs`; read from the openai SDK."
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import io
 
 import openai
@@ -369,3 +371,74 @@ def test_a_sync_parallel_batch_run_inside_a_running_loop_keeps_its_run():
     outer_events = []
     asyncio.run(AsyncFlow(start=Outer(name="outer")).run_async({}, observers=[outer_events.append]))
     assert [event.node for event in outer_events if event.kind == "usage"] == ["outer", "outer"]
+
+
+def test_usage_from_an_embeddings_response_is_all_input_tokens():
+    response = openai.types.CreateEmbeddingResponse.model_validate(
+        {
+            "data": [{"embedding": [0.1], "index": 0, "object": "embedding"}],
+            "model": "text-embedding-3-small",
+            "object": "list",
+            "usage": {"prompt_tokens": 8, "total_tokens": 8},  # no completion_tokens
+        }
+    )
+    prices = Prices({"text-embedding-3-small": (0.02, 0.0)})
+    assert usage_from_openai(response, prices=prices) == Usage(
+        8, 0, 8 * 0.02 / 1e6, "text-embedding-3-small"
+    )
+    assert usage_from_openai(response.model_dump()).tokens == 8
+
+
+class Fan(BatchNode):
+    """Each item makes its two calls on a thread pool, each reporting 50 tokens
+    there: in the run's context if ``copy``, else in the pool's own."""
+
+    def __init__(self, copy, **options):
+        super().__init__(**options)
+        self.copy = copy
+
+    def prep(self, shared):
+        return range(3)
+
+    def exec(self, item):
+        def call(prompt):
+            self.report_usage(input_tokens=40, output_tokens=10)
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            if self.copy:  # the advice: a copy of the run's context per call
+                submitted = [pool.submit(contextvars.copy_context().run, call, p) for p in "ab"]
+            else:
+                submitted = [pool.submit(call, p) for p in "ab"]
+            for future in submitted:
+                future.result()
+
+
+def test_a_report_from_a_thread_that_does_not_see_the_run_warns_and_its_context_counts():
+    with pytest.warns(RuntimeWarning, match=r"node 'Fan'.*counts nowhere") as warned:
+        Fan(copy=False).run({}, budget=Budget(tokens=100))  # no stop: nothing counted
+    assert "contextvars.copy_context().run" in str(warned[0].message)
+    assert warned[0].filename == __file__  # where report_usage was called
+    store = MemoryStore()
+    with pytest.raises(BudgetExceeded) as stopped:  # (and no warning: warnings are errors)
+        Fan(copy=True).run({}, store=store, run_id="r", budget=Budget(tokens=100))
+    assert (stopped.value.item_index, stopped.value.spent.tokens) == (1, 100)
+    assert store.get("r").usage.calls == 2
+
+
+async def test_a_report_from_asyncio_to_thread_counts_and_from_run_in_executor_warns():
+    class Offloads(AsyncNode):
+        async def exec_async(self, prep_res):
+            def call():
+                self.report_usage(input_tokens=40, output_tokens=10)
+
+            await asyncio.to_thread(call)  # copies the context: counts
+            with pytest.warns(RuntimeWarning, match="counts nowhere"):
+                await asyncio.get_running_loop().run_in_executor(None, call)  # does not
+
+    events = []
+    await Offloads().run_async({}, observers=[events.append])
+    assert [event.data["input_tokens"] for event in events if event.kind == "usage"] == [40]
+
+
+def test_a_report_outside_any_run_says_nothing():
+    Calls().exec(10)  # (warnings are errors here)

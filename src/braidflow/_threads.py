@@ -31,6 +31,7 @@ __all__ = [
     "returned_meanwhile",
     "run_in_thread",
     "run_to_completion",
+    "runs_going",
     "stop_requested",
     "thread_limiter",
 ]
@@ -222,6 +223,11 @@ def enter_run() -> None:
     global _runs
     with _pool_lock:
         _runs += 1
+
+
+def runs_going() -> bool:
+    """Whether a run is going on in this process (read without the lock: a hint)."""
+    return _runs > 0
 
 
 def leave_run() -> None:

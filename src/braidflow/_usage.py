@@ -8,12 +8,14 @@ and, if the run is observed, emits a ``usage`` event.
 from __future__ import annotations
 
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from ._context import ATTEMPT, PATH, REMOTE, RUN, current_item
 from ._errors import InvalidParameterError
 from ._options import check_number
+from ._threads import runs_going
 from ._weights import correct_claims
 
 __all__ = ["Spend", "Usage", "report", "usage_of"]
@@ -168,6 +170,8 @@ def report(node: Any, usage: Usage) -> None:
         remote = REMOTE.get()
         if remote is not None:  # sent back with the exec's outcome, counted there
             remote[1].append(usage)
+        elif runs_going():  # (outside every run, a report is legitimate, and counts nowhere)
+            _warn_lost(node)
         return
     counted = run
     while counted is not None:  # refused before it counts anywhere
@@ -181,6 +185,21 @@ def report(node: Any, usage: Usage) -> None:
         if run.enclosing is None:
             break
         run, *where = run.enclosing
+
+
+def _warn_lost(node: Any) -> None:
+    """Say that a report made outside the run's context, while a run goes on,
+    counts nowhere. Python's default filter shows it once per calling line."""
+    warnings.warn(
+        f"{node._describe()}: report_usage() was called in a thread that does not see the "
+        "run (one braidflow did not start: a ThreadPoolExecutor's, loop.run_in_executor's), "
+        "so this usage counts nowhere: in no budget, record or event. If the call is part "
+        "of a run, make it in the run's context: submit it as "
+        "`pool.submit(contextvars.copy_context().run, call, *args)` (a copy per call), or "
+        "`await asyncio.to_thread(call, *args)`, which copies it",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def enclosing() -> tuple[Any, ...] | None:

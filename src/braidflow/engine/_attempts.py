@@ -21,7 +21,7 @@ from .._budget import attempt_ended, attempt_started, budgeted, reached, stop_at
 from .._clock import TimedOut
 from .._context import ATTEMPT, CLAIMS, GATES, PATH, RUN, AttemptState, observed
 from .._deadlock import hold, holds, unhold
-from .._errors import NodeCancelledError, NodeTimeoutError, add_note
+from .._errors import NodeCancelledError, NodeTimeoutError, SetupError, add_note
 from .._holding import release_all, try_all
 from .._options import check_retry_options
 from .._plan import is_default
@@ -152,9 +152,16 @@ async def _awaited_handling(error: BaseException, function: Any, *args: Any) -> 
 def fallback(
     node: Any, item: Any, error: Exception, index: Any, attempt: int, shared: Any, offload: bool
 ) -> Steps:
-    """Hand an item's final failure to the node's fallback; label what escapes it."""
+    """Hand an item's final failure to the node's fallback; label what escapes it.
+
+    braidflow's own `SetupError` (a usage with no price, or with no cost
+    under a cost budget) is not handed to it: a fallback's default would
+    hide the mistake while every item makes its paid call, uncounted.
+    """
     plan = node._bf_plan
     try:
+        if isinstance(error, SetupError):  # final, as for retries (`next_delay`)
+            raise error
         # Looked up now, as PocketFlow does: a fallback set on the node or its
         # class since (mock.patch.object, say) is the one called.
         function = getattr(node, plan.fallback)

@@ -20,12 +20,16 @@ def _field(thing: Any, name: str) -> Any:
 
 def _counts(usage: Any) -> tuple[int, int] | None:
     """(input, output) tokens of a usage object: Chat Completions'
-    ``prompt_tokens``/``completion_tokens`` or the Responses API's
-    ``input_tokens``/``output_tokens``."""
+    ``prompt_tokens``/``completion_tokens``, the Responses API's
+    ``input_tokens``/``output_tokens``, or the Embeddings API's
+    ``prompt_tokens`` alone (it generates no tokens)."""
     for names in (("prompt_tokens", "completion_tokens"), ("input_tokens", "output_tokens")):
         given = [_field(usage, name) for name in names]
         if all(isinstance(count, int) for count in given):
             return given[0], given[1]
+    prompt = _field(usage, "prompt_tokens")
+    if isinstance(prompt, int) and _field(usage, "completion_tokens") is None:
+        return prompt, 0
     return None
 
 
@@ -33,7 +37,8 @@ def usage_from_openai(response: Any, *, prices: Prices | None = None) -> Usage:
     """The `braidflow.Usage` of an ``openai`` SDK call, for ``report_usage``.
 
     ``response`` is what the call returned: a ``ChatCompletion``, a Responses
-    API ``Response``, or, for a streamed call made with
+    API ``Response``, an embeddings ``CreateEmbeddingResponse`` (its tokens
+    are input tokens: it generates none), or, for a streamed call made with
     ``stream_options={"include_usage": True}``, its chunks (a list of them,
     or just the last, which carries the usage). Their ``model_dump()`` dicts
     work too. With ``prices``, the usage carries its cost.
