@@ -78,13 +78,12 @@ class PostgresServer:
             "--locale=C",
         )
 
+    def command(self, tool: str, *args: str) -> list[str]:
+        """The command line that runs ``tool`` of the server's (``pg_ctl``) on it."""
+        return _as_server_user([str(self.bin / tool), *args])
+
     def _run(self, tool: str, *args: str) -> None:
-        subprocess.run(
-            _as_server_user([str(self.bin / tool), *args]),
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        _done(self.command(tool, *args))
 
     def start(self) -> None:
         self._run(
@@ -103,10 +102,24 @@ class PostgresServer:
 
     def stop(self) -> None:
         """Stop at once, dropping every connection (as a crash of the server would)."""
-        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        _done(self.stop_command("immediate"))
+
+    def stop_command(self, mode: str) -> list[str]:
+        """The command line that stops the server: ``immediate``, as a crash;
+        ``fast``, as a server shut down (its connections dropped, what it
+        committed kept)."""
+        return self.command("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def running(self) -> bool:
+        """Tell whether the server runs (a stopped one leaves no postmaster.pid)."""
+        return (self.data / "postmaster.pid").exists()
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _done(command: list[str]) -> None:
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
 
 
 @contextlib.contextmanager

@@ -131,6 +131,7 @@ The command
         test_a_run_started_from_python_resumes_as_suggested_*,
         test_the_remaining_suggestions_work_when_followed,
         test_a_value_json_cannot_keep_suggests_serializer_pickle_* (--serializer pickle)
+    cli._running (a run its store stopped: the resume) ... tests/test_cli_store_failures.py
 The dashboard
     ui._actions (an answer that is not JSON, a key removed in a fork, no TARGET:
                  the command to run, or --target) ... tests/test_ui.py::

@@ -243,7 +243,7 @@ def command_fork(args: argparse.Namespace) -> int:
         f"{f'step {args.at}' if args.at is not None else 'its last step'}"
         f" as run {new!r}"
     )
-    return resume_stored(args, store, store_path, new, flow, given)
+    return resume_stored(args, store, store_path, new, flow, given, record.metadata)
 
 
 def _updates(pairs: list[str]) -> dict[str, Any]:

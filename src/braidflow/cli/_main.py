@@ -90,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run braidflow flows, draw them, and list, show, resume, fork and draw "
         "stored runs, or look at them all in the browser (ui).",
         epilog="Exit codes: 0 done, 1 the run failed, 2 bad input, 3 waiting for input, "
-        "75 drained (SIGTERM), 130 stopped (Ctrl-C). 'braidflow COMMAND --help' describes a "
-        "command.",
+        "74 the store failed (resume once it works), 75 drained (SIGTERM), 130 stopped "
+        "(Ctrl-C). 'braidflow COMMAND --help' describes a command.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(

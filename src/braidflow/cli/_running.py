@@ -2,9 +2,9 @@
 is reported: ``shared`` on stdout, or what went wrong on stderr, and the exit code.
 
 Exit codes: 0 done, 1 the run failed, 2 bad input, 3 the run waits for
-input, 130 stopped by Ctrl-C. The command tells errors apart by their class,
-by the store (is the run there?) and by its own observer of the run
-(`_Watch`), never by their text.
+input, 74 its store failed, 75 drained, 130 stopped by Ctrl-C. The command
+tells errors apart by their class, by the store (is the run there? can it be
+read?) and by its own observer of the run (`_Watch`), never by their text.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import describe_error
+from ..durable._run_codec import marked_metadata
 from ._address import StoreAddress
 from ._console import UsageError, prompt_lines, read_json, say, shown_json, suggested
 from ._store import (
@@ -35,12 +36,14 @@ from ._store import (
     resume_command,
     stored_run,
     target_metadata,
+    unread_resume_command,
 )
 from ._target import load_target
 
 __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
+    "EXIT_STORE",
     "EXIT_WAITING",
     "command_resume",
     "command_run",
@@ -49,6 +52,7 @@ __all__ = [
 ]
 
 EXIT_FAILED, EXIT_WAITING, EXIT_INTERRUPTED = 1, 3, 130
+EXIT_STORE = 74  # sysexits' EX_IOERR: the store failed the run, to be resumed once it works
 EXIT_DRAINED = 75  # sysexits' EX_TEMPFAIL: stopped on purpose, to be resumed
 
 
@@ -75,7 +79,9 @@ class _Watch:
 class _Job:
     """A run or resume as the command carries it out: where it is stored
     (``store`` is ``None`` for a run that is not durable), the TARGET given
-    on the command line, and the command's observer of it."""
+    on the command line, the run's metadata as last known (what it starts
+    with, or its record's read before it resumes), and the command's
+    observer of it."""
 
     def __init__(
         self,
@@ -86,6 +92,7 @@ class _Job:
         *,
         resuming: bool = False,
         target: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         self.watch = watch
         self.store = store
@@ -93,6 +100,7 @@ class _Job:
         self.run_id = run_id
         self.resuming = resuming
         self.target = target
+        self.metadata = metadata or {}
 
     def record(self) -> Any:
         """The run's record in the store, or ``None`` (not durable, not stored)."""
@@ -101,11 +109,47 @@ class _Job:
         return stored_run(self.store, self.run_id)
 
     def resume_command(self) -> str | None:
-        """The command line that resumes the run, if it is stored and resumable."""
-        record = self.record()
-        if record is None or record.status not in RESUMABLE or self.store_path is None:
+        """The command line that resumes the run, if it is stored and resumable;
+        if its store cannot be read now (it failed), the one that resumes it
+        as last known, once the store works, for a run that is in it."""
+        from .. import StoreError
+
+        if self.store is None or self.run_id is None or self.store_path is None:
+            return None
+        try:
+            record = self.store.get(self.run_id)
+        except StoreError:  # no such run, or a store that cannot say
+            if not self.in_store():
+                return None
+            return unread_resume_command(self.run_id, self.metadata, self.store_path, self.target)
+        if record.status not in RESUMABLE:
             return None
         return resume_command(record, self.store_path, self.target)
+
+    def in_store(self) -> bool:
+        """Tell whether the run is in its store, as far as the command knows
+        without reading it: a stored run resumed (or a fork made), or a new
+        run that began."""
+        return self.store is not None and (self.resuming or self.watch.started)
+
+    def stopped_by_store(self, error: BaseException) -> bool:
+        """Tell whether ``error`` is a store's failing a run that is in its
+        store: a `StoreError` once the run began, or, resuming a stored run,
+        one after which its store cannot be read (a resume the store refused,
+        the store working, is bad input)."""
+        from .. import StoreError
+
+        if self.store is None or not isinstance(error, StoreError):
+            return False
+        if self.began():
+            return True
+        if not self.resuming:
+            return False  # a new run refused or not recorded: run it again
+        try:
+            self.store.get(self.run_id)
+        except StoreError:
+            return True
+        return False
 
     def began(self) -> bool:
         """Tell whether the run began: a new durable run is in its store once
@@ -192,6 +236,8 @@ def _finish(args: argparse.Namespace, run: Callable[[], Any], job: _Job) -> int:
                 "the flow asks for input (braidflow.interrupt), so it must be able to wait: "
                 "run it with --store PATH"
             ) from error
+        if job.stopped_by_store(error):
+            return _store_failed(args, error, job)
         if isinstance(error, BraidflowError) and not job.began():
             # Refused before anything ran or was stored (the wrong run for
             # this flow, a shared that cannot be stored...): bad input.
@@ -277,6 +323,21 @@ def _failed(args: argparse.Namespace, error: Exception, job: _Job) -> int:
     return EXIT_FAILED
 
 
+def _store_failed(args: argparse.Namespace, error: Exception, job: _Job) -> int:
+    """Report a run its store stopped (it could not be written or read, the
+    server went away...): the store's error on one line, then how to resume
+    the run once the store works, whether or not the store can be read now."""
+    if args.debug:
+        traceback.print_exc()
+    else:
+        said = " ".join(describe_error(error, whole=True).splitlines())
+        say(f"run {job.run_id!r} stopped on a store error: {said}")
+    hint = job.resume_command()
+    if hint:
+        say(f"once the store works again, resume it with: {hint}")
+    return EXIT_STORE
+
+
 def _pickle_instead(args: argparse.Namespace, job: _Job, error: Exception, same_id: bool) -> str:
     """The command line that starts a ``run`` anew with ``--serializer pickle``,
     for a durable run that JSON stopped (a `CheckpointError` for a value, a
@@ -353,7 +414,8 @@ def command_run(args: argparse.Namespace) -> int:
         )
         if args.durability:
             options["durability"] = args.durability
-        job = _Job(watch, store, store_path, run_id)
+        known = marked_metadata(options["metadata"], args.serializer or "json")
+        job = _Job(watch, store, store_path, run_id, metadata=known)
         watch.announce = f"run {run_id!r} (stored in {store_path})"
     quiet = _has_successors(flow)
 
@@ -446,7 +508,7 @@ def command_resume(args: argparse.Namespace) -> int:
     else:
         assert remembered is not None
         flow = load_target(*remembered)
-    return resume_stored(args, store, store_path, run_id, flow, options)
+    return resume_stored(args, store, store_path, run_id, flow, options, record.metadata)
 
 
 def answers_given(pairs: list[str]) -> dict[str, Any]:
@@ -510,20 +572,28 @@ def resume_stored(
     run_id: str,
     flow: Any,
     given: dict[str, Any],
+    metadata: dict[str, Any],
 ) -> int:
     """Resume stored run ``run_id`` with ``flow`` (for ``resume`` and ``fork``)
-    and the options ``given`` (`resume_options`), saying first what it takes over."""
-    from ._places import reused, stored
+    and the options ``given`` (`resume_options`), saying first what it takes
+    over. ``metadata``: the run's, as last read (to suggest its resume if its
+    store then fails)."""
+    from ..durable._history import StoredRun
+    from ._places import reused
 
-    watch = _Watch(f"resuming run {run_id!r}: reusing {reused(stored(store, run_id))}")
+    watch = _Watch()
     options: dict[str, Any] = {
         "observers": _observers(args, watch),
         "record_events": True,
         **given,
     }
-    job = _Job(watch, store, store_path, run_id, resuming=True, target=args.target)
+    job = _Job(
+        watch, store, store_path, run_id, resuming=True, target=args.target, metadata=metadata
+    )
 
     def run() -> Any:
+        # Read here, where a store that fails is reported as any failure of the run's store.
+        watch.announce = f"resuming run {run_id!r}: reusing {reused(StoredRun(store, run_id))}"
         try:
             return flow.resume(run_id, store=store, **options)
         finally:

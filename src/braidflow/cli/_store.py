@@ -35,6 +35,7 @@ __all__ = [
     "resume_command",
     "stored_run",
     "target_metadata",
+    "unread_resume_command",
 ]
 
 DEFAULT_STORE = "braidflow.db"
@@ -108,7 +109,11 @@ def known_run(store: Any, run_id: str, address: StoreAddress) -> Any:
 def pickle_option(record: Any) -> list[tuple[str, str]]:
     """``--serializer pickle`` for a run stored with pickle (only so may it
     be read: see docs/cli.md), nothing for another."""
-    if record.metadata.get(SERIALIZER_KEY) == "pickle":
+    return _pickle_option(record.metadata)
+
+
+def _pickle_option(metadata: dict[str, Any]) -> list[tuple[str, str]]:
+    if metadata.get(SERIALIZER_KEY) == "pickle":
         return [("--serializer", "pickle")]
     return []
 
@@ -119,11 +124,7 @@ def resume_command(record: Any, address: StoreAddress, target: str | None = None
     ``--input`` for a run waiting for input (``--answer ID=JSON`` for each
     question of one that waits on several, ``--budget-tokens`` for one
     waiting for a higher budget)."""
-    arguments = [record.run_id]
-    if remembered_target(record) is None:
-        arguments.append(target or PLACEHOLDER_TARGET)
-    options = [("--store", str(address))]  # a URL's password: the placeholder PASSWORD
-    options += pickle_option(record)
+    options: list[tuple[str, str]] = []
     if record.status == "waiting" and record.metadata.get("braidflow.waits_for_budget"):
         options.append(("--budget-tokens", "N"))
     elif record.status == "waiting":
@@ -132,4 +133,28 @@ def resume_command(record: Any, address: StoreAddress, target: str | None = None
             options += [("--answer", f"{question.id}=JSON") for question in questions]
         else:
             options.append(("--input", "JSON"))
-    return suggested("resume", *arguments, options=options)
+    return _resume_line(record.run_id, record.metadata, address, target, options)
+
+
+def unread_resume_command(
+    run_id: str, metadata: dict[str, Any], address: StoreAddress, target: str | None = None
+) -> str:
+    """The command line that resumes a run whose record cannot be read now
+    (its store failed), made as `resume_command` makes it from ``metadata``,
+    the run's as last known (what it started with, or its record read before
+    it resumed). It answers nothing: a run that waits asks again."""
+    return _resume_line(run_id, metadata, address, target, [])
+
+
+def _resume_line(
+    run_id: str,
+    metadata: dict[str, Any],
+    address: StoreAddress,
+    target: str | None,
+    options: list[tuple[str, str]],
+) -> str:
+    arguments = [run_id]
+    if not isinstance(metadata.get(TARGET_KEY), str):  # not remembered: give it
+        arguments.append(target or PLACEHOLDER_TARGET)
+    given = [("--store", str(address)), *_pickle_option(metadata)]  # a URL's password: PASSWORD
+    return suggested("resume", *arguments, options=given + options)
