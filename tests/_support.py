@@ -1,5 +1,6 @@
 """Shared test helpers."""
 
+import contextlib
 import re
 import socket
 import subprocess
@@ -16,6 +17,35 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+@contextlib.contextmanager
+def dashboard_served(store_path, *options):
+    """``braidflow ui`` serving the store at ``store_path`` (with ``options``),
+    started for real on a free port; the first line it prints (its address)."""
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "braidflow",
+            "ui",
+            "--store",
+            str(store_path),
+            "--port",
+            "0",
+            *options,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = server.stdout.readline()
+        assert "http://" in line, line + server.stderr.read()
+        yield line
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
 
 
 def dead_owner():

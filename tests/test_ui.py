@@ -10,7 +10,6 @@ import json
 import re
 import shlex
 import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -27,7 +26,7 @@ from starlette.testclient import TestClient
 
 import braidflow as bf
 import ui_flows
-from _support import start_drain_job
+from _support import dashboard_served, start_drain_job
 from braidflow.cli import main
 from braidflow.ui import create_app
 from braidflow.ui._guard import COOKIE
@@ -349,21 +348,8 @@ def test_every_page_and_action_of_a_run_works_whatever_its_id(tmp_path):
 @contextlib.contextmanager
 def served(store_path):
     """The dashboard of the store, served by the command; its address."""
-    command = ["ui", "--store", str(store_path), "--port", "0"]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "braidflow", *command],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = server.stdout.readline()
-        found = re.search(r"http://127\.0\.0\.1:\d+/", line)
-        assert found, line + server.stderr.read()
-        yield found.group(0)
-    finally:
-        server.terminate()
-        server.communicate(timeout=30)
+    with dashboard_served(store_path) as line:
+        yield re.search(r"http://127\.0\.0\.1:\d+/", line).group(0)
 
 
 def ask(url, form=None):
@@ -728,17 +714,9 @@ def test_the_command_says_which_extra_it_needs(store_path, capsys, monkeypatch):
 def test_served_elsewhere_than_loopback_it_prints_a_token_and_asks_for_it(store_path):
     # 127.0.0.2 is this machine too, but not an address the dashboard trusts
     # without a token: as any other address, it gets one.
-    command = ["ui", "--store", str(store_path), "--host", "127.0.0.2", "--port", "0"]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "braidflow", *command],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = server.stdout.readline()
+    with dashboard_served(store_path, "--host", "127.0.0.2") as line:
         found = re.search(r"(http://127\.0\.0\.2:\d+/)\?token=([\w-]+)", line)
-        assert found, line + server.stderr.read()
+        assert found, line
         base, token = found.groups()
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(base, timeout=30)
@@ -748,9 +726,6 @@ def test_served_elsewhere_than_loopback_it_prints_a_token_and_asks_for_it(store_
         with browser.open(f"{base}?token={token}", timeout=30) as page:
             assert page.status == 200  # sent on, with the cookie, to the runs
             assert b"crawl-bad" in page.read()
-    finally:
-        server.terminate()
-        server.communicate(timeout=30)
 
 
 def test_events_come_a_page_at_a_time_and_filtered_by_kind(tmp_path):

@@ -5,12 +5,10 @@ page logged an error and that nothing was asked of any other address."""
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from _support import CHROMIUM_ARGS
+from _support import CHROMIUM_ARGS, dashboard_served
 from braidflow import SQLiteStore
 from ui_flows import in_thread, make_reply, record
 
@@ -47,20 +45,8 @@ def store_path(tmp_path):
 @pytest.fixture
 def address(store_path):
     """The dashboard of the store, served by the command; its address."""
-    server = subprocess.Popen(
-        [sys.executable, "-m", "braidflow", "ui", "--store", str(store_path), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = server.stdout.readline()
-        found = re.search(r"http://127\.0\.0\.1:\d+/", line)
-        assert found, line + server.stderr.read()
-        yield found.group(0)
-    finally:
-        server.terminate()
-        server.communicate(timeout=30)
+    with dashboard_served(store_path) as line:
+        yield re.search(r"http://127\.0\.0\.1:\d+/", line).group(0)
 
 
 @pytest.fixture
