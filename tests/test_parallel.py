@@ -11,9 +11,12 @@ from braidflow import (
     AsyncParallelBatchFlow,
     AsyncParallelBatchNode,
     BatchItemsError,
+    Budget,
     Failure,
+    Flow,
     InvalidParameterError,
     Node,
+    Parallel,
     ParallelBatchNode,
 )
 from braidflow.testing import other_tasks
@@ -524,3 +527,152 @@ def test_sync_parallel_batch_node_notes_the_other_failures_while_stopping():
     notes = "\n".join(caught.value.__notes__)
     assert "1 more item(s) failed while stopping: ValueError(" in notes
     assert "node 'both' (Both) failed on item" in notes
+
+
+# -- a SetupError is never collected ---------------------------------------------------
+#
+# braidflow refusing what an item's exec gave it (here a usage report with no
+# cost under a cost budget) is a mistake no item mends: under "collect" it
+# stops the batch as under "raise", rather than let every item make its call.
+
+ITEMS = [0, 1, 2, 3]
+
+
+def _item_exec(node, ran, index, refuse):
+    ran.append(index)
+    if index == 1:
+        if refuse == "setup":
+            node.report_usage(input_tokens=500, output_tokens=15)  # no cost: refused
+        else:
+            raise ValueError(f"item {index} failed")
+
+
+def _shape(shape, ran, refuse):
+    """A collecting batch of ``ITEMS`` of one shape, one item at a time;
+    item 1 fails (``refuse``: with a `SetupError`, or the user's own error)."""
+
+    class Step(Node):
+        def exec(self, prep_res):
+            _item_exec(self, ran, self.params.get("i", getattr(self, "i", None)), refuse)
+
+    class AsyncStep(AsyncNode):
+        async def exec_async(self, prep_res):
+            await asyncio.sleep(0)
+            _item_exec(self, ran, self.params.get("i", getattr(self, "i", None)), refuse)
+
+    options = {"max_concurrency": 1, "on_error": "collect"}
+    if shape == "ParallelBatchNode":
+
+        class Items(ParallelBatchNode):
+            def prep(self, shared):
+                return ITEMS
+
+            def exec(self, item):
+                _item_exec(self, ran, item, refuse)
+
+        return Items(name="items", **options)
+    if shape == "AsyncParallelBatchNode":
+
+        class AsyncItems(AsyncParallelBatchNode):
+            async def prep_async(self, shared):
+                return ITEMS
+
+            async def exec_async(self, item):
+                await asyncio.sleep(0)
+                _item_exec(self, ran, item, refuse)
+
+        return AsyncItems(name="items", **options)
+    if shape.startswith("AsyncParallelBatchFlow"):
+
+        class Sets(AsyncParallelBatchFlow):
+            async def prep_async(self, shared):
+                return [{"i": index} for index in ITEMS]
+
+        isolate = shape.endswith("isolated")
+        return Sets(start=AsyncStep(), name="items", isolate=isolate, **options)
+    step = Step if shape == "Parallel in a Flow" else AsyncStep
+    branches = []
+    for index in ITEMS:
+        branch = step(name=f"b{index}")
+        branch.i = index
+        branches.append(branch)
+    fork = Parallel(*branches, name="items", **options)
+    return Flow(start=fork) if shape == "Parallel in a Flow" else AsyncFlow(start=fork)
+
+
+SHAPES = [
+    "ParallelBatchNode",
+    "AsyncParallelBatchNode",
+    "AsyncParallelBatchFlow",
+    "AsyncParallelBatchFlow isolated",
+    "Parallel in a Flow",
+    "Parallel in an AsyncFlow",
+]
+
+
+def _run(runnable, shared):
+    budget = Budget(cost=1.0)
+    if runnable._bf_async:
+        return asyncio.run(runnable.run_async(shared, budget=budget))
+    return runnable.run(shared, budget=budget)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_setup_error_under_collect_stops_the_batch_as_under_raise(shape):
+    ran = []
+    shared = {}
+    with pytest.raises(InvalidParameterError, match="reported usage with no cost") as caught:
+        _run(_shape(shape, ran, "setup"), shared)
+    assert ran == [0, 1]  # no item started after it
+    notes = "\n".join(caught.value.__notes__)
+    if shape.startswith("Parallel in"):
+        assert "failed in branch 'b1' of node 'items' (Parallel)" in notes
+        assert "branch_failures" not in shared
+    elif shape.startswith("AsyncParallelBatchFlow"):
+        assert "flow 'items' (Sets) failed on param set 1: {'i': 1}" in notes
+    else:
+        assert "Items) failed on item 1" in notes
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_the_users_own_errors_are_still_collected(shape):
+    ran = []
+    shared = {}
+    _run(_shape(shape, ran, "user"), shared)
+    assert ran == ITEMS
+    if shape.startswith("Parallel in"):
+        [failure] = shared["branch_failures"]
+        assert (failure.item, failure.index) == ("b1", 1)
+
+
+async def test_a_setup_error_under_collect_cancels_the_items_in_flight():
+    started, cancelled = [], []
+    gate = asyncio.Event()  # set only if the run has not stopped by itself
+
+    class Items(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return ITEMS
+
+        async def exec_async(self, item):
+            started.append(item)
+            if item == 1:
+                while len(started) < len(ITEMS):  # the others are in flight
+                    await asyncio.sleep(0)
+                raise InvalidParameterError("refused")
+            try:
+                await gate.wait()
+            except asyncio.CancelledError:
+                cancelled.append(item)
+                raise
+
+    task = asyncio.create_task(Items(name="items", on_error="collect").run_async({}))
+    for _ in range(100):  # turns of the loop, not time
+        if task.done():
+            break
+        await asyncio.sleep(0)
+    gate.set()  # without the stop, this lets the others finish
+    with pytest.raises(InvalidParameterError, match="refused") as caught:
+        await task
+    assert sorted(cancelled) == [0, 2, 3]
+    assert "braidflow: node 'items' (Items) failed on item 1" in caught.value.__notes__
+    assert other_tasks() == set()

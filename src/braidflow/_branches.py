@@ -80,7 +80,8 @@ class Parallel(BaseNode):
             ``shared[failures_key]``, in branch order with those that forks
             nested in the finished branches collected there, and the
             Parallel's action is ``"failed"`` (for a failure of its own
-            branches) if it has a successor for it, else the default.
+            branches) if it has a successor for it, else the default. A
+            `SetupError` is never collected: it stops them as ``"raise"`` does.
         failures_key: Where ``on_error="collect"`` puts the failures.
         name: A label for errors, events and graphs; default ``"Parallel"``.
 

@@ -273,7 +273,8 @@ class AsyncParallelBatchNode(
         on_error: ``"raise"`` (default): the first failure (after retries and
             fallback) cancels the other items and propagates once they have
             stopped. ``"collect"``: every item runs; ``post`` receives results
-            in input order with `Failure` objects for failed items.
+            in input order with `Failure` objects for failed items (a
+            `SetupError` is never collected: it stops them as ``"raise"`` does).
     """
 
     _bf_batch = "parallel"

@@ -17,7 +17,7 @@ from typing import Any
 
 from .._budget import OverBudget
 from .._context import GATES, RUN
-from .._errors import BatchItemsError, Failure, add_note
+from .._errors import BatchItemsError, Failure, SetupError, add_note
 from .._limits import Limiter
 from .._options import check_max_concurrency, on_error_of
 from .._plan import preset, variant
@@ -205,7 +205,8 @@ async def run_parallel(
 
     Under ``on_error="raise"`` the first failure cancels every other item and
     is re-raised once all of them have stopped. Under ``"collect"`` failures
-    become `Failure` entries. Results keep the input order.
+    become `Failure` entries, but a `SetupError` stops the items as under
+    ``"raise"``. Results keep the input order.
 
     ``drive`` runs an item's steps (the async driver). ``from_sync``: the
     stage runs from sync code, on a private loop. ``fast_exec``, when given,
@@ -272,6 +273,12 @@ async def run_parallel(
     async def run_collecting(index: int, item: Any) -> None:
         try:
             value = await run_item(item, index)
+        except SetupError:
+            # braidflow refusing what it was given (a usage with no cost under
+            # a cost budget, a model with no price): a mistake no item mends.
+            # Collected, every other item would make its (paid) call for
+            # nothing; it stops the batch as under "raise".
+            raise
         except Exception as error:
             value = Failure(error, item, index)
         results[index] = value
@@ -282,6 +289,8 @@ async def run_parallel(
         if collect:
             try:
                 value = yield from one_item(item, index, from_sync)
+            except SetupError:  # stops the batch, as in `run_collecting`
+                raise
             except Exception as error:
                 value = Failure(error, item, index)
             results[index] = value
