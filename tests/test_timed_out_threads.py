@@ -184,7 +184,7 @@ def test_sync_parallel_batch_node_times_out_items_within_its_bound():
 
     helper = threading.Thread(target=release_after_both_timed_out)
     helper.start()
-    results = Items(max_concurrency=2, timeout=0.01).run({})
+    results = Items(max_concurrency=2, timeout=0.25).run({})
     helper.join()
     assert calls.peak == 2
     assert results == ["NodeTimeoutError", "NodeTimeoutError", 2, 3, 4, 5]
