@@ -5,6 +5,7 @@ Orderings are forced with barriers and events (never with time): every holder
 takes its slots before any nested request is made."""
 
 import asyncio
+import multiprocessing
 import threading
 
 import pytest
@@ -231,6 +232,60 @@ def test_a_cycle_across_limiters_between_threads_is_refused():
     for thread in threads:
         thread.join()
     assert sorted(map(type, outcomes), key=str) == sorted([str, LimiterDeadlock], key=str)
+    assert_released(a, b)
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_is_not_refused_for_what_its_parent_waits_for():
+    # The parent waits for b while it holds a, as it forks; the child holds b
+    # while it waits for a: a cycle, had the parent's wait been the child's too.
+    fork = multiprocessing.get_context("fork")
+    a, b = Limiter(1, name="a"), Limiter(1, name="b")
+
+    class Outer(Node):
+        def __init__(self, inner, **options):
+            super().__init__(**options)
+            self.inner = inner
+
+        def exec(self, prep_res):
+            shared = {}
+            Flow(start=Call(limits=[self.inner])).run(shared)
+            return shared["out"]
+
+    b.acquire_blocking()  # given back once the child is made
+    parent = threading.Thread(target=Flow(start=Outer(b, limits=[a])).run, args=({},))
+    parent.start()
+    wait_until_blocking(lambda: b.statistics().waiting == 1)
+    reports, report = fork.Pipe(duplex=False)
+
+    def child():
+        a.acquire_blocking()  # given back once the child's run waits for it
+        outcome = []
+
+        def run():
+            try:
+                Flow(start=Outer(a, limits=[b])).run({})
+                outcome.append("done")
+            except LimiterDeadlock as error:
+                outcome.append(str(error))
+
+        running = threading.Thread(target=run)
+        running.start()
+        wait_until_blocking(lambda: a.statistics().waiting == 1 or outcome)
+        a.release()
+        running.join(30)
+        report.send(outcome)
+
+    forked = fork.Process(target=child)
+    forked.start()
+    try:
+        assert reports.poll(30)
+        assert reports.recv() == ["done"]
+    finally:
+        forked.join(30)
+        b.release()
+        parent.join(30)
+    assert forked.exitcode == 0
     assert_released(a, b)
 
 

@@ -1,6 +1,7 @@
 """Limiter: in-flight and rate limits, shared across nodes, copies and sub-flows."""
 
 import asyncio
+import multiprocessing
 import threading
 
 import pytest
@@ -73,6 +74,38 @@ async def test_cancelled_waiter_takes_nothing_and_frees_its_place():
 def test_release_without_acquire_is_an_error():
     with pytest.raises(RunError, match="release"):
         Limiter(1).release()
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_limiter_in_a_forked_child_has_none_of_the_parent_s_holders_or_waiters():
+    # In a child made by os.fork, the parent's holder and waiter are threads
+    # that are not there: they would never give the slot back or take their turn.
+    fork = multiprocessing.get_context("fork")
+    limiter = Limiter(1)
+    limiter.acquire_blocking()
+    queued = threading.Thread(target=limiter.acquire_blocking)
+    queued.start()
+    while limiter.statistics().waiting == 0:
+        threading.Event().wait(0.001)
+    reports, report = fork.Pipe(duplex=False)
+
+    def child():
+        before = limiter.statistics()
+        took = limiter.try_acquire()
+        report.send((before.in_flight, before.waiting, took, limiter.statistics().in_flight))
+        limiter.release()
+
+    forked = fork.Process(target=child)
+    forked.start()
+    try:
+        assert reports.poll(30)
+        assert reports.recv() == (0, 0, True, 1)
+    finally:
+        forked.join(30)
+        limiter.release()
+        queued.join(30)
+        limiter.release()
+    assert forked.exitcode == 0
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,8 @@ like a Limiter. Counted by the server the processes call; slots of a process
 that died come back once their lease expires."""
 
 import asyncio
+import multiprocessing
+import multiprocessing.sharedctypes
 import os
 import signal
 import subprocess
@@ -169,6 +171,66 @@ def test_a_rate_holds_across_processes(where):
     finally:
         store.close()
         other.close()
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_limiter_used_in_a_forked_child_holds_and_renews_the_child_s_slots_as_its_own(where):
+    """A child made by os.fork inherits the limiter, the slots its parent holds,
+    the waiter queued in its parent's line and its heartbeat thread's object,
+    but none of those threads: in the child the limiter holds nothing and no
+    one waits, the slot it takes there is renewed there, and the limit holds
+    across the parent, the child and a third process."""
+    fork = multiprocessing.get_context("fork")
+    now = multiprocessing.sharedctypes.RawValue("d", 1_000_000.0)  # one clock for both
+    store = open_store(where, clock=lambda: now.value)
+    third = open_store(where, clock=lambda: now.value)  # a third process, as far as slots go
+    api = store.limiter("api", max_concurrent=2, lease=0.03)
+    theirs = third.limiter("api", max_concurrent=2, lease=0.03)
+    reports, report = fork.Pipe(duplex=False)
+    go = fork.Event()
+
+    def child():
+        before = api.statistics()
+        api.acquire_blocking()
+        report.send((before.in_flight, before.waiting, api.statistics().in_flight))
+        go.wait(30)
+        api.release()
+
+    api.acquire_blocking()
+    api.acquire_blocking()  # the parent holds both slots as it forks (its heartbeat going)
+    queued = threading.Thread(target=api.acquire_blocking)  # and one waits in its line
+    queued.start()
+    while api.statistics().waiting == 0:
+        time.sleep(0.001)
+    forked = fork.Process(target=child)
+    forked.start()
+    try:
+        api.release()
+        api.release()  # one slot for the parent's waiter, one for the child
+        assert reports.poll(10), "the child never got a slot"
+        before_in_flight, before_waiting, after_in_flight = reports.recv()
+        assert (before_in_flight, before_waiting) == (0, 0)  # none of the parent's
+        assert after_in_flight == 1
+        queued.join(30)
+        now.value += 10  # many leases later: a slot counts only if renewed since
+        for _ in range(1000):
+            if theirs.held_everywhere() == 2:
+                break
+            forked.join(0.01)  # a moment
+            assert forked.is_alive()
+        assert theirs.held_everywhere() == 2  # the child's slot and the parent's, renewed
+        assert not theirs.try_acquire()  # the limit holds across the three processes
+    finally:
+        go.set()
+        forked.join(30)
+        queued.join(30)
+        if forked.is_alive():
+            forked.kill()
+    assert forked.exitcode == 0
+    api.release()  # the waiter's slot
+    assert theirs.held_everywhere() == 0
+    store.close()
+    third.close()
 
 
 def test_bad_options_and_misuse_say_what_to_do(where):

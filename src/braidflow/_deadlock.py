@@ -38,6 +38,7 @@ that will be given back, so only a wait that can never be served is refused.
 
 from __future__ import annotations
 
+import os
 import threading
 from contextvars import Token
 from typing import Any
@@ -110,6 +111,22 @@ _lock = threading.Lock()
 _blocked: dict[Any, Entry] = {}
 # limiter -> the exposed records that hold a slot of it, by id
 _exposed: dict[Limiter, dict[int, Record]] = {}
+
+
+def _forked() -> None:
+    """In a child made by ``os.fork``: the requests registered were the
+    parent's threads and tasks (each limiter drops them from its queue too:
+    `braidflow.Limiter._after_fork`), and a thread that held the lock is not there."""
+    global _lock
+    _lock = threading.Lock()
+    for _limiter, _head, path, _own, _queued in _blocked.values():
+        for record in path:
+            record[_WAITS] = None  # exposed no more: no request nested in it waits
+    _blocked.clear()
+    _exposed.clear()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def block(

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from ._after_fork import remade_in_children
 from ._clock import SYSTEM_CLOCK, Clock, sleep_or_wake
 from ._context import HELD
 from ._deadlock import block, holds, refuse_dead_waits, unblock
@@ -163,6 +164,20 @@ class Limiter:
         self._starts: deque[Any] = deque()  # (plain: floats)
         self._counts_units = False
         self._used = 0.0
+        remade_in_children(self)
+
+    def _after_fork(self) -> None:
+        """In a child made by ``os.fork``: the holders and waiters were threads
+        and tasks of the parent, none of which is here to give a slot back or
+        take its turn; the child's are its own. (The rate window keeps the
+        starts it saw: they happened.)"""
+        self._lock = threading.Lock()  # a thread of the parent may have held it
+        self._in_flight = 0
+        self._peak = 0
+        self._acquired = 0
+        self._waiters = deque()
+        self._waiting = 0
+        self._ahead = []
 
     def _check_max(self, label: str, value: Any) -> int | None:
         if value is not None and (

@@ -104,7 +104,9 @@ class SharedLimiter(Limiter):
     A process stopped for longer than the lease (a debugger, a frozen VM)
     loses its slots to others while its calls may still run; choose a lease
     well above such pauses. Every process should give the same limits for
-    one name: each applies its own when it takes a slot.
+    one name: each applies its own when it takes a slot. A child made by
+    ``os.fork`` uses the limiter as one more process: it holds none of its
+    parent's slots, and renews those it takes.
 
     Args:
         slots: Where the slots are kept (the store's tables).
@@ -160,6 +162,21 @@ class SharedLimiter(Limiter):
         self._beat: threading.Thread | None = None
         self._stop = threading.Event()
         self._closed = False
+        self._listening = False
+
+    def _after_fork(self) -> None:
+        """In a child made by ``os.fork``: the slots held, the thread renewing
+        them and the waiter asking the database were the parent's; the child
+        holds none of them (its first slot starts a heartbeat of its own), and
+        listens anew (the slots' connections are the child's own: `Slots`)."""
+        super()._after_fork()  # (its turn to ask, a Limiter, is made anew as every one is)
+        self._held_lock = threading.Lock()
+        self._held = []
+        self._peak_held = 0
+        self._taken = 0
+        self._beat = None
+        self._stop = threading.Event()
+        self._poller = None
         self._listening = False
 
     def __repr__(self) -> str:

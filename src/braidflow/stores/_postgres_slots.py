@@ -10,8 +10,8 @@ from typing import Any
 
 import psycopg
 
+from .._after_fork import remade_in_children, set_aside
 from .._errors import StoreError
-from ._after_fork import remade_in_children, set_aside
 from ._postgres_schema import diagnosis, open_connection, said
 from ._slots import renew_slots, take_slot
 

@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._after_fork import remade_in_children, set_aside
 from .._errors import StoreError
-from ._after_fork import remade_in_children, set_aside
 from ._slots import renew_slots, take_slot
 from ._sqlite_failures import BUSY_MS, Transaction, diagnosis, said
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import threading
 import weakref
 
+from .._after_fork import remade_in_children
 from .._errors import StoreError
 from .._shared_limits import SharedLimiter, Slots
-from ._after_fork import remade_in_children
 
 __all__ = ["LimiterShelf", "MakesLimiters"]
 

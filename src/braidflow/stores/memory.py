@@ -10,7 +10,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from ._after_fork import remade_in_children
+from .._after_fork import remade_in_children
 from ._base import (
     CacheEntry,
     Checkpoint,

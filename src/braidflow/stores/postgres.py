@@ -25,8 +25,8 @@ except ImportError as missing:  # pragma: no cover - the extra is not installed
         "PostgresStore needs psycopg 3: pip install 'braidflow[postgres]'"
     ) from missing
 
+from .._after_fork import remade_in_children, set_aside
 from .._errors import StoreError
-from ._after_fork import remade_in_children, set_aside
 from ._base import (
     CacheEntry,
     Checkpoint,

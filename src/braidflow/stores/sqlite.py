@@ -25,8 +25,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
+from .._after_fork import remade_in_children, set_aside
 from .._errors import StoreError
-from ._after_fork import remade_in_children, set_aside
 from ._base import (
     Checkpoint,
     RunRecord,

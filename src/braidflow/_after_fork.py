@@ -1,13 +1,16 @@
-"""Store objects in a child made by ``os.fork``: the child inherits their memory
-but none of their threads, so what they keep of their process is made anew there.
+"""Objects in a child made by ``os.fork``: the child inherits their memory but
+none of their threads, so what they keep of their process is made anew there.
 
 A store object keeps connections, a heartbeat thread, locks and the runs it
-runs; in the child none of them is its own: the connections are the
-parent's (a SQLite connection must not be used across a fork, a PostgreSQL
-one is the parent's session), no thread runs the heartbeat, a lock may have
-been held by a thread that is not there, and the runs are the parent's. So
-every object that keeps such things registers here, and its
-``_after_fork()`` is called in every child, before the child runs on.
+runs; a limiter, its holders and waiters (threads and tasks of its process),
+and a shared one also the slots it holds in the database and the thread
+renewing them. In the child none of them is its own: the connections are
+the parent's (a SQLite connection must not be used across a fork, a
+PostgreSQL one is the parent's session), no thread runs the heartbeat, a
+lock may have been held by a thread that is not there, and the runs, slots
+and holders are the parent's. So every object that keeps such things
+registers here, and its ``_after_fork()`` is called in every child, before
+the child runs on.
 """
 
 from __future__ import annotations
