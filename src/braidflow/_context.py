@@ -220,6 +220,22 @@ class StepAt:
         self.touched = touched
 
 
+class WalkStepAt(StepAt):
+    """A step of a flow's walk: its key (``frame/position:name``) made when
+    asked for, which a step that starts no items, asks nothing and fails in
+    nothing never is. Made by `object.__new__` and its slots set (``frame``,
+    ``position``, ``name``, ``touched``): a step's start costs less so."""
+
+    __slots__ = ("frame", "name", "position")
+    frame: str
+    position: int
+    name: str
+
+    @property
+    def key(self) -> str:  # type: ignore[override]
+        return f"{self.frame}/{self.position}:{self.name}"
+
+
 class HandedDown:
     """What an enclosing flow hands to the code it runs: the executor its
     batch nodes default to, and ``shared`` for a class's own ``_exec`` (which

@@ -14,7 +14,7 @@ from collections.abc import Generator
 from time import monotonic, time
 from typing import Any
 
-from .._context import HANDED_DOWN, PATH, RUN, STATE, STEP, HandedDown, StepAt
+from .._context import HANDED_DOWN, PATH, RUN, STATE, STEP, HandedDown, StepAt, WalkStepAt
 from .._errors import BraidflowError, WiringError, add_note
 from .._merge import apply_changes, merge, rule_where
 from .._options import on_error_of
@@ -188,10 +188,15 @@ def walk(
                 name = checkpoints.name = display or node._display_name()
                 checkpoints.started = time()
                 # Where the step's code runs: a StepAt of its own, kept by
-                # whatever its code starts (a task, a thread) after it ends.
+                # whatever its code starts (a task, a thread) after it ends;
+                # its key made only if asked for (most steps never are).
                 touched = checkpoints.touched = set()
-                key = f"{checkpoints.frame}/{checkpoints.position}:{name}"
-                durable.at = checkpoints.step = at = StepAt(key, touched)  # type: ignore[union-attr]
+                at = new(WalkStepAt)
+                at.frame = checkpoints.frame
+                at.position = checkpoints.position
+                at.name = name
+                at.touched = touched
+                durable.at = checkpoints.step = at  # type: ignore[union-attr]
                 set_at = STEP.set(at)
                 if token is None:
                     token = set_at
