@@ -792,6 +792,8 @@ def test_what_a_drain_stops_past_its_grace_period_says_drained_in_every_end_even
     assert said[("node_end", ("flow", "b"), None)] == "drained"  # the step itself
     assert said[("run_end", ("flow",), None)] == "drained"
     assert held.started == held.drain_at  # all of them were held when the drain stopped them
+    if shape == "ParallelBatchNode":  # its items returned in their threads: finished, recorded
+        assert [said.pop(("item_end", ("flow", "b"), index)) for index in (0, 1)] == [None, None]
     assert set(said.values()) == {"drained"}, said
     assert not any(event.kind == "error" for event in events)  # a stop is no failure
 

@@ -284,6 +284,144 @@ async def test_a_step_that_finished_in_its_thread_as_the_run_was_cancelled_is_no
     assert Count.ran == {"ends": 1, "next": 1}
 
 
+# A batch item's sync code runs in a thread, which a stop cannot interrupt:
+# when a sibling's failure, a drain or a cancel stops the batch as the item
+# returns there, the item has finished: it is recorded, and a resume must
+# not run it again (nor a parameter set whose walk ended there).
+
+
+class LateItem:
+    """What items (or parameter sets) 0 and 1 run, in a thread. Item 1 runs
+    on until its batch is stopped, then returns; item 0, once item 1 runs,
+    stops the batch ("fail"; "drain": with no grace period, so what runs is
+    cancelled), or returns ("cancel": the test cancels the run)."""
+
+    def __init__(self, how, stop_asked):
+        self.how, self.stop_asked = how, stop_asked
+        self.item_1_runs = threading.Event()
+
+    def __call__(self, item):
+        Count.ran[item] = Count.ran.get(item, 0) + 1
+        if Fails.failing and item == 1:
+            self.item_1_runs.set()
+            with self.stop_asked:
+                self.stop_asked.wait_for(bf_threads.stop_requested)
+        elif Fails.failing:
+            self.item_1_runs.wait()
+            if self.how == "fail":
+                raise ConnectionError("upstream down")
+            if self.how == "drain":
+                bf.drain("r", timeout=0)
+        return item * 10
+
+
+def late_batch(shape, late):
+    """A flow whose step ``b`` is a batch of ``shape`` running ``late`` on
+    items 0 and 1, and what the flow ends with."""
+    if shape.startswith("ParallelBatchNode"):
+
+        class Items(bf.ParallelBatchNode):
+            def prep(self, shared):
+                return [0, 1]
+
+            def exec(self, item):
+                return late(item)
+
+            def post(self, shared, prep_res, exec_res):
+                shared["out"] = exec_res
+
+        kind = Flow if shape == "ParallelBatchNode" else AsyncFlow
+        return kind(start=Items(name="b"), name="job"), {"out": [0, 10]}
+    if shape.startswith("AsyncParallelBatchNode"):
+
+        class AsyncItems(AsyncParallelBatchNode):
+            async def prep_async(self, shared):
+                return [0, 1]
+
+            def exec(self, item):  # sync, under a timeout: in a thread
+                return late(item)
+
+            async def post_async(self, shared, prep_res, exec_res):
+                shared["out"] = exec_res
+
+        return AsyncFlow(start=AsyncItems(name="b", timeout=60), name="job"), {"out": [0, 10]}
+
+    class Step(Node):  # the set's one step; its post runs in a thread
+        def post(self, shared, prep_res, exec_res):
+            shared[f"out{self.params['set']}"] = late(self.params["set"])
+
+    class LateSets(bf.AsyncParallelBatchFlow):
+        async def prep_async(self, shared):
+            return [{"set": 0}, {"set": 1}]
+
+    isolate = shape.endswith("isolated")
+    sets = LateSets(start=Step(name="step"), name="b", offload_sync=True, isolate=isolate)
+    return AsyncFlow(start=sets, name="job"), {"out0": 0, "out1": 10}
+
+
+def run_late(flow, store, late):
+    """Run ``flow`` as run ``r``; under "cancel", cancel it once item 1 runs."""
+
+    async def run_then_cancel():
+        running = asyncio.ensure_future(flow.run_async({}, store=store, run_id="r"))
+        await asyncio.to_thread(late.item_1_runs.wait)
+        running.cancel()
+        await running
+
+    if late.how == "cancel":
+        asyncio.run(run_then_cancel())
+    else:
+        flow.run({}, store=store, run_id="r")
+
+
+LATE_SHAPES = [
+    ("ParallelBatchNode", "fail"),
+    ("ParallelBatchNode", "drain"),
+    *(
+        (shape, how)
+        for shape in [
+            "ParallelBatchNode in an AsyncFlow",
+            "AsyncParallelBatchNode, sync exec under a timeout",
+            "AsyncParallelBatchFlow",
+            "AsyncParallelBatchFlow, isolated",
+        ]
+        for how in ["fail", "drain", "cancel"]
+    ),
+]
+STOPPED_BY = {"fail": ConnectionError, "drain": bf.Drained, "cancel": asyncio.CancelledError}
+
+
+@pytest.mark.parametrize(("shape", "how"), LATE_SHAPES)
+def test_an_item_that_finished_in_its_thread_as_its_batch_stopped_is_not_redone(
+    store, stop_asked, shape, how
+):
+    late = LateItem(how, stop_asked)
+    flow, final = late_batch(shape, late)
+    with pytest.raises(STOPPED_BY[how]):
+        run_late(flow, store, late)
+    (batch,) = [step for step in bf.history("r", store=store) if step.path == "b"]
+    assert batch.items_done == (1 if how == "fail" else 2)  # item 0 failed, or finished too
+    Fails.failing = False
+    assert flow.resume("r", store=store) == final
+    assert Count.ran == {0: 2 if how == "fail" else 1, 1: 1}
+
+
+@pytest.mark.parametrize("how", ["fail", "cancel"])
+def test_an_item_that_finished_as_its_batch_stopped_and_could_not_be_recorded_runs_again(
+    stop_asked, how
+):
+    store = FailingWrites()
+    late = LateItem(how, stop_asked)
+    flow, final = late_batch("ParallelBatchNode in an AsyncFlow", late)
+    with pytest.raises(STOPPED_BY[how]) as stopped:  # what stopped the batch stays the outcome
+        run_late(flow, store, late)
+    assert any("StoreError('disk full')" in note for note in stopped.value.__notes__)
+    store.refusing = False
+    Fails.failing = False
+    assert flow.resume("r", store=store) == final
+    assert Count.ran == {0: 2, 1: 2}  # (nor could item 0's result be, under a cancel)
+
+
 # A branch works on a view of the store, rebuilt on resume from the steps it
 # replays: what a finished step's nested walks wrote must come back with it.
 

@@ -10,13 +10,17 @@ asks a question (``interrupt``) stops alone while its siblings run on.
 
 from __future__ import annotations
 
+import asyncio
 import types
 from collections.abc import Callable, Generator
 from typing import Any
 
 from .._context import ITEM, PATH, RUN, STEP, ItemAt, StepAt
+from .._errors import add_note
 from .._questions import Interrupted
+from .._taskgroup import note_lost
 from ..durable._drain import DrainStop
+from ._attempts import finished_item
 from ._effects import COMMIT
 from ._observe import ItemScope, item_total
 
@@ -70,7 +74,9 @@ def item_steps(
             try:
                 value = yield from make_item(item, index, from_sync)
             except BaseException as error:
-                scope.end(error)
+                # One that finished in its thread as it was stopped is recorded.
+                finished = durable is not None and finished_item(error, node) is not None
+                scope.end(None if finished else error)
                 raise
             scope.end()
             return value
@@ -93,6 +99,9 @@ def item_steps(
                 raise
             checkpoints.asked.append(question)  # it stops alone; its siblings run on
             return None
+        except asyncio.CancelledError as stop:
+            checkpoints.finished_meanwhile(started, stop)
+            raise
         finally:
             checkpoints.leave(started)
         if checkpoints.finished(started, result):
@@ -200,6 +209,28 @@ class ItemCheckpoints:
         """The item's code is done: undo the marks `start` set."""
         if started[3] is not None:
             (STEP if self.flow else ITEM).reset(started[3])
+
+    def finished_meanwhile(self, started: Started, stop: BaseException) -> None:
+        """``stop`` (a cancellation: a sibling failed, the run drains or is
+        cancelled) reached the item while its code ran in a thread, which
+        cannot be stopped: if that code finished meanwhile (`finished_item`),
+        record the item as any other, in the store now, so a resume does not
+        redo it. ``stop`` still ends the item: a failure to record it is
+        noted on it (the item then runs again on resume)."""
+        finished = finished_item(stop, self.node)
+        if finished is None:
+            return
+        try:
+            self.finished(started, finished[0])
+            self.durable.hand_over()
+        except Exception as error:
+            what = "param set" if self.flow else "item"
+            add_note(
+                stop,
+                f"{self.node._describe()}: {what} {started[0]} finished, but could not be "
+                f"recorded ({error!r}); it runs again on resume",
+            )
+            note_lost(error)
 
     def finished(self, started: Started, result: Any) -> bool:
         """Record the finished item; return whether it must be in the store

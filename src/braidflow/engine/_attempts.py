@@ -39,8 +39,10 @@ __all__ = [
     "cancellation_instead",
     "cancelled_error",
     "ended_step",
+    "ended_walk",
     "fallback",
     "finished_action",
+    "finished_item",
     "label_failure",
 ]
 
@@ -87,6 +89,33 @@ def finished_action(cancel: BaseException) -> tuple[Any] | None:
     walks around that step's do not take it for their own step's."""
     action: tuple[Any] | None = vars(cancel).pop("_bf_action", None)
     return action
+
+
+def ended_walk(stop: BaseException, flow: Any, action: Any) -> None:
+    """``stop`` reached a walk of ``flow`` as its last step finished in a
+    thread (see `ended_step`): the walk ended, with ``action``, kept on
+    ``stop`` for the parameter set it was to record (`finished_item`)."""
+    vars(stop)["_bf_walked"] = (flow, action)
+
+
+def finished_item(stop: BaseException, node: Any) -> tuple[Any] | None:
+    """The result (a 1-tuple) of a batch item of ``node`` that had finished in
+    a thread when ``stop`` (a cancellation) reached it, or ``None``: a node's
+    item, what its exec (or fallback) returned there; a batch flow's
+    parameter set, the last action of its walk, if that ended (`ended_walk`:
+    a walk of another flow inside it is not the set's)."""
+    if not node._bf_is_flow:
+        return returned_meanwhile(stop)
+    walked = vars(stop).get("_bf_walked")
+    if walked is None or walked[0] is not node:
+        return None
+    return (walked[1],)
+
+
+def unfinished_item(stop: BaseException) -> None:
+    """The parameter set that ``stop`` reached once its walk had ended could
+    not keep what it changed: it is not recorded (see `finished_item`)."""
+    vars(stop).pop("_bf_walked", None)
 
 
 def timeout_error(node: Any, timeout: float, attempt: int, index: Any) -> NodeTimeoutError:

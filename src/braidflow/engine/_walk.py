@@ -10,6 +10,7 @@ a durable run is a walk of one step (`node_walk`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Generator
 from time import monotonic, time
 from typing import Any
@@ -20,11 +21,12 @@ from .._merge import apply_changes, merge, rule_where
 from .._options import on_error_of
 from .._plan import copy_node
 from .._state_views import store_under
+from .._taskgroup import note_lost
 from .._views import SharedView
-from .._wiring import route
+from .._wiring import DEFAULT_ACTION, route
 from ..durable._drain import DrainStop
 from ..durable._tracking import TrackingDict
-from ._attempts import finished_action
+from ._attempts import ended_walk, finished_action, finished_item, unfinished_item
 from ._effects import MAYBE_AWAIT, NODE, PARALLEL
 from ._items import batch_items, sequential
 from ._observe import StepScope
@@ -221,6 +223,8 @@ def walk(
                         error.node = node._display_name()  # (a refused write, say)
                 elif checkpoints is not None:
                     finished = checkpoints.finished_meanwhile(node, error)
+                    if finished is not None and plain_routing and _last(node, finished[0]):
+                        ended_walk(error, flow, finished[0])  # a parameter set's: it finished
                 if step is not None:
                     step.end(error if finished is None else None)
                 raise
@@ -237,6 +241,13 @@ def walk(
         if token is not None:
             STEP.reset(token)
     return action
+
+
+def _last(node: Any, action: Any) -> bool:
+    """Whether ``action`` ends the walk at ``node`` (no successor for it)."""
+    if action is not None and type(action) is not str:
+        return False  # (the walk would have failed on it)
+    return node.successors.get(action or DEFAULT_ACTION) is None
 
 
 def node_walk(node: Any, shared: Any) -> Steps:
@@ -369,6 +380,25 @@ def _stage(flow: Any, shared: Any, prep_result: Any, offload: bool) -> Steps:
             HANDED_DOWN.reset(token)
 
 
+def _changes_kept(
+    durable: Any, stop: BaseException, stage: str, index: int, view: SharedView, flow: Any
+) -> None:
+    """An isolated parameter set whose walk ended as ``stop`` reached it keeps
+    what it changed, as a finished one does, before its checkpoint records
+    it; if that fails, it is not recorded (and runs again on resume), and
+    ``stop`` still ends it, the failure noted on it."""
+    try:
+        durable.sub_flow_done(stage, index, view, flow)
+    except Exception as error:
+        unfinished_item(stop)
+        add_note(
+            stop,
+            f"{flow._describe()}: param set {index} finished, but what it changed "
+            f"could not be recorded ({error!r}); it runs again on resume",
+        )
+        note_lost(error)
+
+
 def _sets_done_before(shared: Any) -> None:
     """Resuming, on a branch's view: what the batch's parameter sets that
     finished before changed is applied to it (the store itself was
@@ -401,6 +431,10 @@ def _isolated(flow: Any, shared: Any, items: Any, offload: bool, collect: bool) 
             result = yield from _walk_or_orch(flow, shown, params, offload)
         except Exception as error:
             flow._label_param_set_error(error, item, index)
+            raise
+        except asyncio.CancelledError as stop:  # its walk may have ended meanwhile
+            if durable is not None and finished_item(stop, flow) is not None:
+                _changes_kept(durable, stop, stage, index, view, flow)
             raise
         if durable is not None:  # before the item's own checkpoint: no loss either way
             durable.sub_flow_done(stage, index, view, flow)
