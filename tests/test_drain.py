@@ -6,6 +6,7 @@ store), and on SIGTERM to the command."""
 
 import asyncio
 import itertools
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -595,6 +596,39 @@ def test_a_sync_run_blocked_in_a_call_is_stopped_there_at_the_end_of_its_grace(s
     ]
     assert flow.resume("run", store=store)["items"] == [0, 1, 2]
     assert seen == [0, 1, 1, 2]
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_child_forked_in_a_durable_run_has_no_run_to_drain_and_sigint_as_it_was():
+    # A sync durable run on the main thread, SIGINT ignored, gives SIGINT the
+    # drain's handler while it goes on; a child forked in its node runs none
+    # of the parent's runs: drain() there finds none, and SIGINT is as before.
+    assert threading.current_thread() is threading.main_thread()
+    fork = multiprocessing.get_context("fork")
+    reports, report = fork.Pipe(duplex=False)
+
+    def child():
+        report.send((bf.drain(), signal.getsignal(signal.SIGINT) == signal.SIG_IGN))
+
+    class Forks(bf.Node):
+        def exec(self, prep_res):
+            forked = fork.Process(target=child)
+            forked.start()
+            forked.join(10)
+            return forked.exitcode
+
+        def post(self, shared, prep_res, exec_res):
+            shared["exitcode"] = exec_res
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    shared = {}
+    try:
+        bf.Flow(start=Forks()).run(shared, store=bf.MemoryStore(), run_id="run")
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert shared["exitcode"] == 0
+    assert reports.poll(0)
+    assert reports.recv() == ([], True)
 
 
 class Unbounded(bf.AsyncParallelBatchNode):

@@ -1,10 +1,12 @@
 """Timeouts per exec attempt, sync work offloaded to threads, sync parallel batches."""
 
 import asyncio
+import multiprocessing
 import threading
 
 import pytest
 
+import braidflow._threads as bf_threads
 from braidflow import (
     AsyncFlow,
     AsyncNode,
@@ -15,6 +17,9 @@ from braidflow import (
     Node,
     NodeTimeoutError,
     ParallelBatchNode,
+    SQLiteStore,
+    Usage,
+    drain,
 )
 from braidflow.testing import other_tasks
 
@@ -261,3 +266,127 @@ def test_sync_parallel_batch_node_collect():
     assert results[0] == 10
     assert results[2] == 5
     assert isinstance(results[1].error, ZeroDivisionError)
+
+
+class _Doubles(ParallelBatchNode):
+    def prep(self, shared):
+        return range(4)
+
+    def exec(self, item):
+        return item * 2
+
+    def post(self, shared, prep_res, exec_res):
+        shared["out"] = exec_res
+
+
+class _AsyncDoubles(AsyncParallelBatchNode):
+    async def prep_async(self, shared):
+        return range(4)
+
+    def exec(self, item):  # sync, under a timeout: each attempt in one of braidflow's threads
+        return item * 2
+
+    async def post_async(self, shared, prep_res, exec_res):
+        shared["out"] = exec_res
+
+
+def _run_in_child(kind, tmp_path):
+    shared = {}
+    if kind == "sync":
+        _Doubles(max_concurrency=2).run(shared)
+    elif kind == "async":
+        AsyncFlow(start=_AsyncDoubles(max_concurrency=2, timeout=10)).run(shared)
+    else:
+        Flow(start=_Doubles(max_concurrency=2)).run(shared, store=SQLiteStore(tmp_path / "c.db"))
+    return shared["out"]
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+@pytest.mark.parametrize("kind", ["sync", "async", "durable"])
+def test_a_child_forked_in_one_of_braidflow_s_threads_mid_run_runs_flows_of_its_own(kind, tmp_path):
+    # The parent forks in an item's thread (which holds a slot of the thread
+    # bound), while another item's thread runs, a third waits idle for work,
+    # and the workers' lock is held: the child has none of those threads,
+    # and its own run must neither give back the slot nor wait for them.
+    fork = multiprocessing.get_context("fork")
+    reports, report = fork.Pipe(duplex=False)
+    busy, parent_may_end = threading.Event(), threading.Event()
+
+    def child():
+        try:
+            drained = drain()  # the parent's durable run goes on in the parent only
+            out = _run_in_child(kind, tmp_path)
+            ours = [t for t in threading.enumerate() if t.name.startswith("braidflow-worker")]
+            left = [t.name for t in ours if t is not threading.current_thread()]  # (the forker)
+            report.send([drained, out, left])
+        except BaseException as error:
+            report.send(repr(error))
+            raise
+
+    class Outer(ParallelBatchNode):
+        def prep(self, shared):
+            return ["busy", "fork", "done"]  # "done" last: no other item takes its thread
+
+        def exec(self, item):
+            if item == "busy":
+                busy.set()
+                parent_may_end.wait(10)
+            elif item == "fork":
+                busy.wait(10)
+                while not bf_threads._idle:  # the "done" item's thread waits for work
+                    threading.Event().wait(0.001)
+                forked = fork.Process(target=child)
+                try:
+                    with bf_threads._pool_lock:  # as another thread may hold it at the fork
+                        forked.start()
+                    return reports.recv() if reports.poll(10) else "no report"
+                finally:
+                    parent_may_end.set()
+                    forked.join(10)
+                    if forked.is_alive():
+                        forked.kill()
+            return None
+
+        def post(self, shared, prep_res, exec_res):
+            shared["child"] = exec_res[1]
+
+    shared = {}
+    store = SQLiteStore(tmp_path / "p.db") if kind == "durable" else None
+    Flow(start=Outer(max_concurrency=3)).run(shared, store=store)
+    assert shared["child"] == [[], [0, 2, 4, 6], []]
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_run_in_a_forked_child_is_not_part_of_the_run_its_parent_forked_in():
+    # Started in a node's exec, a run counts its usage in the run around it
+    # too; in a forked child that run is the parent's, which the child cannot reach.
+    fork = multiprocessing.get_context("fork")
+    reports, report = fork.Pipe(duplex=False)
+    seen = []  # the parent's run's events (in the child: a copy)
+
+    class Spends(Node):
+        def exec(self, prep_res):
+            self.report_usage(Usage(input_tokens=5, output_tokens=5))
+
+    def child():
+        own = []
+        Spends().run({}, observers=[own.append])
+        report.send(([e.kind for e in own if e.kind == "usage"], [e.kind for e in seen]))
+
+    class Forks(Node):
+        def exec(self, prep_res):
+            forked = fork.Process(target=child)
+            forked.start()
+            forked.join(10)
+            return forked.exitcode
+
+        def post(self, shared, prep_res, exec_res):
+            shared["exitcode"] = exec_res
+
+    shared = {}
+    Forks().run(shared, observers=[lambda event: seen.append(event)])
+    assert shared["exitcode"] == 0
+    assert reports.poll(0)
+    own, parent_s = reports.recv()
+    assert own == ["usage"]
+    assert "usage" not in parent_s

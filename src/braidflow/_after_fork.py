@@ -10,16 +10,19 @@ PostgreSQL one is the parent's session), no thread runs the heartbeat, a
 lock may have been held by a thread that is not there, and the runs, slots
 and holders are the parent's. So every object that keeps such things
 registers here, and its ``_after_fork()`` is called in every child, before
-the child runs on.
+the child runs on. The thread that forks may be running a node of a run
+(its context variables say which run, node, attempt, limits held); the
+child runs none of them, so the engine's context variables are reset there.
 """
 
 from __future__ import annotations
 
+import contextvars
 import os
 import weakref
 from typing import Any, Protocol
 
-__all__ = ["remade_in_children", "set_aside"]
+__all__ = ["remade_in_children", "reset_in_children", "set_aside"]
 
 
 class _Remade(Protocol):
@@ -35,11 +38,19 @@ _LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
 # session. Kept here, they are not collected (and closed) while the child runs.
 _SET_ASIDE: list[object] = []
 
+_RESET: list[contextvars.ContextVar[Any]] = []
+
 
 def remade_in_children(obj: _Remade) -> None:
     """Have ``obj._after_fork()`` called in each child made by ``os.fork``
     while ``obj`` lives (``multiprocessing``'s ``fork`` start method included)."""
     _LIVE.add(obj)
+
+
+def reset_in_children(*variables: contextvars.ContextVar[Any]) -> None:
+    """Have ``variables`` set back to their defaults, in the context the child
+    made by ``os.fork`` goes on in: what the run there was is the parent's."""
+    _RESET.extend(variables)
 
 
 def set_aside(*inherited: object) -> None:
@@ -50,6 +61,9 @@ def set_aside(*inherited: object) -> None:
 def _in_child() -> None:
     for obj in list(_LIVE):
         obj._after_fork()
+    fresh = contextvars.Context()  # where each variable reads its default
+    for variable in _RESET:
+        variable.set(fresh.run(variable.get))
 
 
 os.register_at_fork(after_in_child=_in_child)

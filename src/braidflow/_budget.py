@@ -12,11 +12,13 @@ resumed with a higher budget.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Generator
 from contextvars import ContextVar
 from typing import Any
 
+from ._after_fork import reset_in_children
 from ._context import RUN
 from ._errors import BudgetExceeded, InvalidParameterError
 from ._options import check_number
@@ -42,11 +44,23 @@ _ON_EXCEED = ("raise", "suspend")
 _ENCLOSING: ContextVar[tuple[Spend | None, int]] = ContextVar(
     "braidflow_budgeted", default=(None, 0)
 )
+reset_in_children(_ENCLOSING)
 _POLL = 0.005  # seconds between looks at the attempts in flight, while stopping
 # How many budgeted runs are going on in this process: while none is, the
 # engine's fast paths skip the budget (one module attribute read per node).
 active = 0
 _active_lock = threading.Lock()
+
+
+def _forked() -> None:
+    """In a child made by ``os.fork``: the budgeted runs were the parent's, and
+    a thread that held the lock is not there."""
+    global active, _active_lock
+    active = 0
+    _active_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class Budget:

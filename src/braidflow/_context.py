@@ -18,6 +18,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
+from ._after_fork import reset_in_children
 from ._clock import SYSTEM_CLOCK, Clock
 from ._events import Event, make_event
 from ._wiring import display_names
@@ -282,6 +283,8 @@ CLAIMS: ContextVar[tuple[Any, ...] | None] = ContextVar("braidflow_claims", defa
 STATE: ContextVar[Any] = ContextVar("braidflow_state", default=None)
 # What the enclosing flow hands down (its executor; shared for an _exec override).
 HANDED_DOWN: ContextVar[HandedDown | None] = ContextVar("braidflow_stage", default=None)
+# A child made by os.fork in a node's code is in no run: the run is its parent's.
+reset_in_children(RUN, REMOTE, PATH, ITEM, STEP, ATTEMPT, HELD, GATES, CLAIMS, STATE, HANDED_DOWN)
 
 
 def observed() -> Run | None:

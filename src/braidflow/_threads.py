@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import threading
 from collections.abc import Callable, Coroutine
 from contextlib import contextmanager
@@ -50,6 +51,22 @@ _idle: list[_Worker] = []
 _runs = 0
 
 _RUNNING, _DONE, _ABANDONED = 0, 1, 2
+
+
+def _forked() -> None:
+    """In a child made by ``os.fork``: no worker is there (their threads were
+    the parent's), no run goes on, and a thread that held the lock is not
+    there. The thread that forked may have been one of our workers, holding a
+    slot of the parent's; in the child it is nobody's, and holds none (the
+    limiter is the child's own: `braidflow.Limiter._after_fork`)."""
+    global _pool_lock, _idle, _runs, _local
+    _pool_lock = threading.Lock()
+    _idle = []
+    _runs = 0
+    _local = threading.local()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class Abandoned(Exception):

@@ -7,6 +7,7 @@ and, if the run is observed, emits a ``usage`` event.
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from dataclasses import dataclass
@@ -108,6 +109,15 @@ class Usage:
 
 NO_USAGE = Usage(calls=0)
 _first_report = threading.Lock()
+
+
+def _forked() -> None:
+    """In a child made by ``os.fork``: a thread that held the lock is not there."""
+    global _first_report
+    _first_report = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class Spend:

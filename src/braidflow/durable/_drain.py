@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import os
 import signal
 import threading
 from time import monotonic, sleep, time
@@ -311,6 +312,26 @@ def _watching() -> None:
         for drain in watched:
             if drain.watched:
                 drain.stopping()  # a request seen starts the grace period
+
+
+def _forked() -> None:
+    """In a child made by ``os.fork``: the durable runs going on and the
+    watcher were the parent's, and a thread that held the lock is not there;
+    SIGINT gets back what the drain's handler replaced, as the last of the
+    parent's runs that shared it would have (they go on in the parent only)."""
+    global _RUNNING_LOCK, _watcher, _sigint_runs, _ours
+    _RUNNING_LOCK = threading.RLock()
+    _RUNNING.clear()
+    _WATCHED.clear()
+    _watcher = None
+    _ours = False
+    if _sigint_runs:
+        _sigint_runs = 0
+        if signal.getsignal(signal.SIGINT) is _on_sigint:
+            signal.signal(signal.SIGINT, _kept_sigint)
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def drain(

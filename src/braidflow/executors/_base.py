@@ -6,12 +6,15 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, Protocol, runtime_checkable
 
+from .._after_fork import reset_in_children
+
 __all__ = ["Dispatch", "DispatchTimeout", "Executor", "InProcessExecutor", "still_running"]
 
 # Where a call under a timeout notes that it runs on after it was stopped.
 _STILL_RUNNING: ContextVar[list[Callable[[Callable[[], None]], None]] | None] = ContextVar(
     "braidflow_still_running", default=None
 )
+reset_in_children(_STILL_RUNNING)
 
 
 def still_running(when_ended: Callable[[Callable[[], None]], None]) -> None:
