@@ -1166,6 +1166,56 @@ async def test_a_resumed_run_can_be_cancelled_and_resumed_again(store):
     assert await flow.resume_async("r", store=store) == {"a": 1, "waited": True}
 
 
+class CancelledAsCreated(MemoryStore):
+    """A store whose ``create_run`` is where the run's task is cancelled: as
+    ``asyncio.run`` does on Ctrl-C while a store records the run."""
+
+    def create_run(self, *args, **kwargs):
+        super().create_run(*args, **kwargs)
+        asyncio.current_task().cancel()
+
+
+class Retried(AsyncNode):
+    async def exec_async(self, prep_res):
+        await asyncio.sleep(0)
+
+
+class ThreeSets(bf.AsyncParallelBatchFlow):
+    async def prep_async(self, shared):
+        return [{"k": k} for k in range(3)]
+
+
+@pytest.mark.parametrize(
+    "flow",
+    [
+        lambda: AsyncFlow(start=Retried(name="retried", max_retries=3)),
+        lambda: ThreeSets(start=Count(name="sub"), name="sets"),
+    ],
+    ids=["retried node", "parallel batch flow"],
+)
+def test_a_cancel_asked_as_a_durable_run_is_created_stops_the_run(flow):
+    # Not the node's own CancelledError (a failure, or retried away): the
+    # run's cancellation, stored as interrupted (Ctrl-C: KeyboardInterrupt).
+    store = CancelledAsCreated()
+    with pytest.raises(asyncio.CancelledError):
+        flow().run({}, store=store, run_id="r")
+    assert store.get("r").status == "interrupted"
+
+
+async def test_a_cancel_pending_as_a_run_starts_in_a_task_stops_the_run():
+    store = MemoryStore()
+
+    async def cancelled_then_run():
+        asyncio.current_task().cancel()  # asked, not delivered yet
+        await AsyncFlow(start=Retried(name="retried", max_retries=3)).run_async(
+            {}, store=store, run_id="r"
+        )
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.create_task(cancelled_then_run())
+    assert store.get("r").status == "interrupted"
+
+
 class FailsOnThree(AsyncParallelBatchNode):
     async def prep_async(self, shared):
         return list(range(5))
