@@ -366,6 +366,48 @@ def test_a_second_sigterm_stops_at_once(tmp_path):
     assert "SIGTERM again: stopping what still runs now" in said.read_text()
 
 
+SIGTERM_AS_OUTPUT_IS_MADE = """
+import os
+import signal
+
+import braidflow as bf
+from braidflow.cli import _running
+
+shown_json = _running.shown_json
+
+
+def sigterm_then_shown(shared):  # the run completed; its output is being made
+    os.kill(os.getpid(), signal.SIGTERM)
+    return shown_json(shared)
+
+
+_running.shown_json = sigterm_then_shown
+
+
+class Done(bf.Node):
+    def post(self, shared, prep_res, exec_res):
+        shared["done"] = True
+
+
+flow = Done(name="done")
+"""
+
+
+@pytest.mark.slow
+def test_a_sigterm_once_the_run_completed_lets_the_command_print_its_output(tmp_path):
+    # It killed the command (the output lost), or said "stopped" (exit 130)
+    # of a run stored as completed.
+    target = tmp_path / "done.py"
+    target.write_text(SIGTERM_AS_OUTPUT_IS_MADE)
+    store = tmp_path / "runs.db"
+    job = command("run", f"{target}:flow", "--store", str(store), log=tmp_path / "unused")
+    out, err = job.communicate(timeout=60)
+    assert job.returncode == 0, err
+    assert '"done": true' in out
+    with SQLiteStore(store) as opened:
+        assert [record.status for record in opened.runs()] == ["completed"]
+
+
 @pytest.mark.slow
 def test_a_run_in_another_process_drains_when_asked_through_the_store(tmp_path):
     store, log = tmp_path / "runs.db", tmp_path / "items.log"
@@ -866,3 +908,96 @@ def test_a_ctrl_c_in_a_durable_batch_item_says_cancelled():
         )
     said = {stop_of(event.error) for event in events if event.kind.endswith("_end")}
     assert said == {"cancelled"}
+
+
+# -- a drain as the run ends ---------------------------------------------------------------
+
+
+class AsksToDrain(bf.Node):
+    def exec(self, prep_res):
+        bf.drain("run", timeout=3600)
+
+
+def ends_the_grace_at_run_end(also_asks):
+    """An observer that, as the run ends, ends the drain's grace period
+    (asking again: what still runs is stopped at once), having asked first
+    if ``also_asks``: a drain asked after the run's last safe point."""
+
+    def observer(event):
+        if event.kind == "run_end":
+            if also_asks:
+                bf.drain("run", timeout=3600)
+            bf.drain("run")
+
+    return observer
+
+
+@pytest.mark.parametrize("sigint", ["handled", "ignored"])
+@pytest.mark.parametrize("asked", ["in a step", "as the run ends"])
+def test_the_end_of_a_drain_s_grace_period_stops_nothing_once_the_run_is_ending(sigint, asked):
+    # A sync run's grace period ends with a SIGINT: sent as the run ended
+    # (its events, its store), it stopped its end, the run left running in
+    # this process; the command said "stopped" (130), not drained (75).
+    first = AsksToDrain(name="first") if asked == "in a step" else bf.Node(name="first")
+    first >> bf.Node(name="second")
+    flow, store = bf.Flow(start=first), bf.MemoryStore()
+    observer = ends_the_grace_at_run_end(also_asks=asked == "as the run ends")
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN) if sigint == "ignored" else None
+    try:
+        if asked == "in a step":
+            with pytest.raises(Drained):
+                flow.run({}, store=store, run_id="run", observers=[observer])
+        else:  # it drained nothing: the run completed
+            flow.run({}, store=store, run_id="run", observers=[observer])
+    except KeyboardInterrupt:  # (raised as such, it would end the test session)
+        pytest.fail("the drain's SIGINT stopped the end of the run")
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGINT, before)
+    if asked == "in a step":
+        assert store.get("run").status == "drained"
+        assert flow.resume("run", store=store) == {}
+    assert store.get("run").status == "completed"
+
+
+@pytest.mark.parametrize("asked", ["in a step", "as the run ends"])
+async def test_the_end_of_a_drain_s_grace_period_cancels_no_caller_once_the_run_is_ending(
+    asked,
+):
+    # An async run's grace period ends by cancelling its task: once the run
+    # is ending, that is its caller's, which the cancel hit after the run.
+    first = AsksToDrain(name="first") if asked == "in a step" else bf.Node(name="first")
+    first >> bf.Node(name="second")
+    flow, store = bf.AsyncFlow(start=first), bf.MemoryStore()
+    observer = ends_the_grace_at_run_end(also_asks=asked == "as the run ends")
+    if asked == "in a step":
+        with pytest.raises(Drained):
+            await flow.run_async({}, store=store, run_id="run", observers=[observer])
+    else:
+        await flow.run_async({}, store=store, run_id="run", observers=[observer])
+    await asyncio.sleep(0)  # where a cancel sent as the run ended lands
+    assert store.get("run").status == ("drained" if asked == "in a step" else "completed")
+
+
+@pytest.mark.parametrize("asked", ["in a step", "as the run ends"])
+def test_a_drain_s_sigint_sent_just_before_the_run_ends_stops_nothing(monkeypatch, asked):
+    end = Drain.end
+
+    def expire_then_end(drain):  # the grace period ended just before the run's end began
+        drain.ask(3600)
+        drain.expire()
+        end(drain)
+
+    monkeypatch.setattr(Drain, "end", expire_then_end)
+    first = AsksToDrain(name="first") if asked == "in a step" else bf.Node(name="first")
+    first >> bf.Node(name="second")
+    store = bf.MemoryStore()
+    try:
+        if asked == "in a step":
+            with pytest.raises(Drained):
+                bf.Flow(start=first).run({}, store=store, run_id="run")
+        else:  # it stopped nothing: the run completed
+            bf.Flow(start=first).run({}, store=store, run_id="run")
+    except KeyboardInterrupt:  # (raised as such, it would end the test session)
+        pytest.fail("the drain's SIGINT stopped the end of the run")
+    assert store.get("run").status == ("drained" if asked == "in a step" else "completed")

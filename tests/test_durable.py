@@ -8,6 +8,7 @@ import threading
 import pytest
 
 import braidflow as bf
+import braidflow._run as bf_run
 import braidflow._threads as bf_threads
 from braidflow import (
     AsyncFlow,
@@ -1164,6 +1165,115 @@ async def test_a_resumed_run_can_be_cancelled_and_resumed_again(store):
     )
     gate.set()
     assert await flow.resume_async("r", store=store) == {"a": 1, "waited": True}
+
+
+class CancelledAsCreated(MemoryStore):
+    """A store whose ``create_run`` is where the run's task is cancelled: as
+    ``asyncio.run`` does on Ctrl-C while a store records the run."""
+
+    def create_run(self, *args, **kwargs):
+        super().create_run(*args, **kwargs)
+        asyncio.current_task().cancel()
+
+
+class Retried(AsyncNode):
+    async def exec_async(self, prep_res):
+        await asyncio.sleep(0)
+
+
+class ThreeSets(bf.AsyncParallelBatchFlow):
+    async def prep_async(self, shared):
+        return [{"k": k} for k in range(3)]
+
+
+@pytest.mark.parametrize(
+    "flow",
+    [
+        lambda: AsyncFlow(start=Retried(name="retried", max_retries=3)),
+        lambda: ThreeSets(start=Count(name="sub"), name="sets"),
+    ],
+    ids=["retried node", "parallel batch flow"],
+)
+def test_a_cancel_asked_as_a_durable_run_is_created_stops_the_run(flow):
+    # Not the node's own CancelledError (a failure, or retried away): the
+    # run's cancellation, stored as interrupted (Ctrl-C: KeyboardInterrupt).
+    store = CancelledAsCreated()
+    with pytest.raises(asyncio.CancelledError):
+        flow().run({}, store=store, run_id="r")
+    assert store.get("r").status == "interrupted"
+
+
+async def test_a_cancel_pending_as_a_run_starts_in_a_task_stops_the_run():
+    store = MemoryStore()
+
+    async def cancelled_then_run():
+        asyncio.current_task().cancel()  # asked, not delivered yet
+        await AsyncFlow(start=Retried(name="retried", max_retries=3)).run_async(
+            {}, store=store, run_id="r"
+        )
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.create_task(cancelled_then_run())
+    assert store.get("r").status == "interrupted"
+
+
+class CtrlCOnce(MemoryStore):
+    """A store where Ctrl-C lands once, in ``where`` (a method name), as the
+    run's end is recorded."""
+
+    def __init__(self, where):
+        super().__init__()
+        self.where = where
+
+    def _ctrl_c(self, method):
+        if method == self.where:
+            self.where = None
+            raise KeyboardInterrupt
+
+    def append(self, run_id, rows):
+        self._ctrl_c("append")
+        super().append(run_id, rows)
+
+    def finish(self, run_id, status, **fields):
+        self._ctrl_c("finish")
+        super().finish(run_id, status, **fields)
+
+
+@pytest.mark.parametrize(
+    "where", ["an observer of run_end", "the end of the run's threads", "finish", "append"]
+)
+def test_a_ctrl_c_as_a_durable_run_ends_stores_it_interrupted_and_it_resumes_here(
+    where, monkeypatch
+):
+    # However the end is interrupted, the store is told (not left running
+    # in this process, which then could not resume it) and the run released.
+    store, observers = CtrlCOnce(where), []
+    if where == "an observer of run_end":
+
+        def ctrl_c_at_run_end(event):
+            if event.kind == "run_end":
+                raise KeyboardInterrupt
+
+        observers.append(ctrl_c_at_run_end)
+    elif where == "the end of the run's threads":
+        leave_run = bf_run.leave_run
+
+        def ctrl_c_in_leave_run():
+            leave_run()
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(bf_run, "leave_run", ctrl_c_in_leave_run)
+    # (append: a failed run's rows, written as it ends: the Ctrl-C was lost)
+    flow = Flow(start=chain(Count(name="a"), Fails(name="fails")))
+    Fails.failing = where == "append"
+    with pytest.raises(KeyboardInterrupt):
+        flow.run({}, store=store, run_id="r", observers=observers, durability="exit")
+    monkeypatch.undo()
+    stopped = store.get("r")
+    assert (stopped.status, stopped.error) == ("interrupted", "stopped (Ctrl-C)")
+    Fails.failing = False
+    redone = where == "append"  # its rows were not written: "a" runs again
+    assert flow.resume("r", store=store) == {"a": 2 if redone else 1, "fails": "fine"}
 
 
 class FailsOnThree(AsyncParallelBatchNode):

@@ -88,7 +88,9 @@ class Run:
         # (see braidflow._usage.enclosing): what this run uses counts there too.
         self.enclosing: Any = None
         # The task a run on an event loop started in, and how many cancellations
-        # it had then: only more than those cancel the run.
+        # it had taken by then: only more than those cancel the run. One asked
+        # and not delivered yet (Ctrl-C as the run was set up, its store
+        # record made) is the run's: it lands at the run's first await.
         self.task: asyncio.Task[Any] | None = None
         self.cancelling_at_start = 0
         loop = asyncio._get_running_loop()
@@ -96,7 +98,8 @@ class Run:
             task = asyncio.current_task(loop)
             if task is not None:
                 self.task = task
-                self.cancelling_at_start = task.cancelling()
+                pending = getattr(task, "_must_cancel", False) is True
+                self.cancelling_at_start = task.cancelling() - pending
 
     @property
     def id(self) -> str:

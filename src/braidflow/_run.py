@@ -284,18 +284,21 @@ class RunScope:
 
     def _undo(self, error: BaseException) -> None:
         """The run could not start after all: undo what opening it did, and
-        record a durable run that was opened as ended by ``error``."""
-        if self.state_token is not None:
-            STATE.reset(self.state_token)
-        if self.token is not None:
-            RUN.reset(self.token)
-            if self.budget is not None:
-                close_budget()
-        if self.step_token is not None:
-            STEP.reset(self.step_token)
-        leave_run()
-        if self.durable is not None:
-            close_run(self.durable, error)
+        record a durable run that was opened as ended by ``error`` (even if
+        Ctrl-C lands meanwhile)."""
+        try:
+            if self.state_token is not None:
+                STATE.reset(self.state_token)
+            if self.token is not None:
+                RUN.reset(self.token)
+                if self.budget is not None:
+                    close_budget()
+            if self.step_token is not None:
+                STEP.reset(self.step_token)
+            leave_run()
+        finally:
+            if self.durable is not None:
+                close_run(self.durable, error)
 
     def __exit__(
         self,
@@ -303,43 +306,59 @@ class RunScope:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            step = self.step
-            if step is not None:
-                step.end(error)
-                duration = time.monotonic() - self.started
-                self.run.emit(
-                    "run_end", node=step.name, path=step.path, duration=duration, error=error
-                )
-        finally:
-            if self.state_token is not None:
-                STATE.reset(self.state_token)
-            if self.token is not None:
-                RUN.reset(self.token)
-            if self.budget is not None:
-                close_budget()
-            if self.step_token is not None:
-                STEP.reset(self.step_token)
-            leave_run()
         durable = self.durable
+        outcome = error  # how the run ends: what stopped it, or what stopped its end
         try:
-            if durable is not None:
+            try:
+                if durable is not None:
+                    durable.drain.end()  # from here its grace period stops nothing
+                step = self.step
+                if step is not None:
+                    step.end(error)
+                    duration = time.monotonic() - self.started
+                    self.run.emit(
+                        "run_end", node=step.name, path=step.path, duration=duration, error=error
+                    )
+            finally:
+                if self.state_token is not None:
+                    STATE.reset(self.state_token)
+                if self.token is not None:
+                    RUN.reset(self.token)
+                if self.budget is not None:
+                    close_budget()
+                if self.step_token is not None:
+                    STEP.reset(self.step_token)
+                leave_run()
+        except BaseException as late:  # Ctrl-C as an observer took run_end, threads ended...
+            if durable is None:
+                raise
+            # The drain's own SIGINT, sent as the run stopped, stopped nothing of it.
+            if not durable.drain.cut_short(late):
+                outcome = late
+        if durable is None:
+            self._write_back(error)
+            return
+        try:
+            try:
                 durable.spend = self.run.spend
-                if error is None and self.root is not None and self.root.touched:
-                    try:  # what the run's own flow's prep and post wrote: no step holds it
-                        durable.run_done(self.working, self.root)
-                    except BaseException as refused:  # (a value that cannot be stored)
-                        close_run(durable, refused)
-                        raise
+                if outcome is None and self.root is not None and self.root.touched:
+                    # What the run's own flow's prep and post wrote: no step holds it.
+                    durable.run_done(self.working, self.root)
                 if not self.resuming:  # the caller's dict gets what the run did
                     final = dict(dict.items(self.working))
                     dict.clear(self.shared)
                     dict.update(self.shared, final)
-                close_run(durable, error)  # (raises Suspended, Drained for a stop)
+            except BaseException as late:  # a value that cannot be stored, a Ctrl-C...
+                outcome = late
+            # However the run ended, the store is told and the run released.
+            close_run(durable, outcome)  # (raises Suspended, Drained for a stop)
         except BaseException as ended:  # how the run ends now: the caller gets it
             self._write_back(ended)
             raise
-        self._write_back(error)
+        self._write_back(outcome)
+        if outcome is not error:
+            assert outcome is not None
+            raise outcome
 
     def _write_back(self, outcome: BaseException | None) -> None:
         """Bring the dataclass or model instance the run was given (if any)

@@ -183,12 +183,18 @@ def _observers(args: argparse.Namespace, watch: _Watch) -> list[Any]:
 
 
 def _finish(args: argparse.Namespace, run: Callable[[], Any], job: _Job) -> int:
-    """Carry out a run (or resume) and report it: stdout gets ``shared``."""
+    """Carry out a run (or resume) and report it: stdout gets ``shared``.
+    SIGTERM drains the run while it goes on; once it ended, the report
+    (its output too) is made whole (`_drain_on_sigterm`)."""
+    with _drain_on_sigterm(job, args.drain_timeout):
+        return _run_and_report(args, run, job)
+
+
+def _run_and_report(args: argparse.Namespace, run: Callable[[], Any], job: _Job) -> int:
     from .. import BraidflowError, CheckpointError, Drained, NotDurableError, Suspended
 
     try:
-        with _drain_on_sigterm(job, args.drain_timeout):
-            shared = run()
+        shared = run()
     except Drained as drained:
         hint = job.resume_command() or suggested(
             "resume", drained.run_id, options=[("--store", "PATH")]
@@ -265,6 +271,7 @@ def _finish(args: argparse.Namespace, run: Callable[[], Any], job: _Job) -> int:
             raise UsageError(f"cannot write {args.out!r} ({error.strerror})") from error
     else:
         print(text)
+        sys.stdout.flush()  # all of it out while SIGTERM cannot end the command
     return 0
 
 
@@ -273,7 +280,8 @@ def _drain_on_sigterm(job: _Job, timeout: float) -> Iterator[None]:
     """While a durable run goes on, SIGTERM drains it (`braidflow.drain`):
     no new step or item, what runs finishes within ``timeout`` seconds. A
     second SIGTERM stops what still runs at once. A run that is not durable,
-    or has not begun, stops at once, as on Ctrl-C."""
+    or has not begun, stops at once, as on Ctrl-C; once the run ended,
+    SIGTERM is let go: the command reports how it ended, as it would have."""
     from .. import drain
 
     if job.store is None or threading.current_thread() is not threading.main_thread():
@@ -282,8 +290,10 @@ def _drain_on_sigterm(job: _Job, timeout: float) -> Iterator[None]:
 
     def on_sigterm(signum: int, frame: Any) -> None:
         asked = drain(timeout=timeout)
-        if not asked:  # nothing durable is going on yet: nothing to wait for
-            raise KeyboardInterrupt
+        if not asked:
+            if job.watch.started:  # the run ended (it is a durable run going on once begun)
+                return
+            raise KeyboardInterrupt  # nothing durable is going on yet: nothing to wait for
         if job.watch.drain_said:
             say("SIGTERM again: stopping what still runs now (it runs again on resume)")
             return

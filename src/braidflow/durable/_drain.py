@@ -67,6 +67,7 @@ class Drain:
 
     __slots__ = (
         "asked",
+        "ending",
         "expired",
         "from_store",
         "loop",
@@ -87,6 +88,7 @@ class Drain:
         self.run_id = run_id
         self.asked = False
         self.expired = False  # the grace period ended: what still runs was stopped
+        self.ending = False  # the run is ending: the grace period's end stops nothing now
         self.timeout = DEFAULT_TIMEOUT
         self.from_store = False  # the request came through the store (cleared at the end)
         self.next_poll = monotonic() + self.POLL
@@ -130,10 +132,18 @@ class Drain:
         if _RUNNING.get(self.run_id) is self and not self.stopping():
             self._arm()  # (asked: the grace timer takes over)
 
+    def end(self) -> None:
+        """The run is ending (its last events, writing what finished): the
+        grace period's end no longer stops it, so its end is never cut short
+        (a SIGINT sent just before is the run's to take as the drain's)."""
+        with _RUNNING_LOCK:
+            self.ending = True
+
     def close(self) -> None:
         """The run ended: no timer, no watch, no registration, no request left
         in the store; no thread of the drain outlives the run."""
         with _RUNNING_LOCK:
+            self.ending = True
             if _RUNNING.get(self.run_id) is self:
                 del _RUNNING[self.run_id]
         watch, self.watch = self.watch, None
@@ -191,20 +201,29 @@ class Drain:
     def expire(self) -> None:
         """The grace period is over (or a second request came): stop what still
         runs now. On an event loop, its task is cancelled; a sync run on the
-        main thread gets a ``KeyboardInterrupt``; either ends it as drained."""
-        if self.expired:
-            return
-        self.expired = True
-        self.asked = True
-        task, loop = self.task, self.loop
-        if task is not None and loop is not None:
-            if not task.done():
-                try:
-                    loop.call_soon_threadsafe(task.cancel, "drained")
-                except RuntimeError:  # the loop closed: the run ended meanwhile
-                    pass
-        elif self.thread == threading.main_thread().ident:
-            _interrupt_main()
+        main thread gets a ``KeyboardInterrupt``; either ends it as drained.
+        Once the run is ending (`end`), nothing is stopped."""
+        with _RUNNING_LOCK:  # (`end` waits for a SIGINT being sent here)
+            if self.expired or self.ending:
+                return
+            self.expired = True
+            self.asked = True
+            task, loop = self.task, self.loop
+            if task is not None and loop is not None:
+                if not task.done():
+                    try:
+                        loop.call_soon_threadsafe(self._cancel_task)
+                    except RuntimeError:  # the loop closed: the run ended meanwhile
+                        pass
+            elif self.thread == threading.main_thread().ident:
+                _interrupt_main()
+
+    def _cancel_task(self) -> None:
+        """On the run's loop: cancel its task, unless the run is ending by now
+        (the cancel would land on its caller, after the run)."""
+        task = self.task
+        if not self.ending and task is not None and not task.done():
+            task.cancel("drained")
 
     def stopped_by(self, error: BaseException | None) -> bool:
         """Whether ``error`` is how this drain ended the run: at a safe point,

@@ -41,6 +41,8 @@ from ._travel import compared_graph, migrated
 
 __all__ = ["claim_run", "close_run", "start_run"]
 
+_STOPPED = "stopped (Ctrl-C)"  # what a run a KeyboardInterrupt stopped is stored with
+
 
 def _resume_call(run_id: str, answer: str = "") -> str:
     """How to resume ``run_id`` from where the run was started: plain code, or
@@ -178,17 +180,32 @@ def close_run(durable: DurableRun, error: BaseException | None) -> None:
     even if recording the end failed, the run can be resumed here once the
     store works.
 
+    A ``KeyboardInterrupt`` (Ctrl-C) as the end is recorded ends the run
+    as ``interrupted``, whatever was recorded before it, and is raised.
+
     Raises:
         Suspended: If the run stopped at an ``interrupt``: it now waits for input.
+        Drained: If a drain stopped it.
     """
-    durable.usage.ended()  # (the end writes it all)
     try:
+        durable.usage.ended()  # (the end writes it all)
         _record_end(durable, error)
+    except KeyboardInterrupt as late:
+        if late is not error:  # what was not written is done again on resume
+            try:
+                durable.store.finish(
+                    durable.run_id, "interrupted", node=durable.where_failed(late), error=_STOPPED
+                )
+            except Exception:  # the store failing: released, the run resumes once it works
+                pass
+        raise
     finally:
-        durable.drain.close()
-        release = getattr(durable.store, "release", None)  # a store that keeps owners here
-        if callable(release):
-            release(durable.run_id)
+        try:
+            durable.drain.close()
+        finally:
+            release = getattr(durable.store, "release", None)  # a store that keeps owners here
+            if callable(release):
+                release(durable.run_id)
 
 
 def _record_end(durable: DurableRun, error: BaseException | None) -> None:
@@ -197,7 +214,7 @@ def _record_end(durable: DurableRun, error: BaseException | None) -> None:
         durable.write([durable.ask_row(question) for question in error.asked])
     try:
         durable.flush()  # items that finished last (all the run's rows, under "exit")
-    except BaseException:
+    except Exception:
         if error is None or isinstance(error, Interrupted):
             raise
     spend = durable.spend
@@ -240,7 +257,7 @@ def _record_end(durable: DurableRun, error: BaseException | None) -> None:
         ) from None
     status = "failed" if isinstance(error, Exception) else "interrupted"
     if isinstance(error, KeyboardInterrupt):
-        said = "stopped (Ctrl-C)"
+        said = _STOPPED
     elif isinstance(error, asyncio.CancelledError):  # what Ctrl-C is inside asyncio.run too
         said = "cancelled (Ctrl-C, or its task was cancelled)"
     else:
