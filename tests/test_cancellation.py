@@ -2,7 +2,14 @@
 own CancelledError is its failure; the user's exceptions come out as raised."""
 
 import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -325,3 +332,149 @@ def test_an_error_raised_after_a_cancel_asked_in_a_phase_that_never_waited_is_no
 
     asyncio.run(main())
     assert log == [("exec", 0)]  # no retry, no fallback
+
+
+# -- Ctrl-C under a SIGINT handler of the program's own ----------------------------------
+# asyncio makes Ctrl-C a cancel only under Python's own handler; another that
+# raises KeyboardInterrupt raises it wherever the signal lands, inside asyncio
+# too, where it lost a wake-up (a run that never ended) or a limiter's slot.
+
+
+class CtrlC:
+    """One Ctrl-C, the first time ``where`` is reached on the main thread (where the loop runs)."""
+
+    def __init__(self, where):
+        self.where, self.came = where, False
+
+    def due(self, point):
+        if (
+            self.came
+            or point != self.where
+            or threading.current_thread() is not threading.main_thread()
+        ):
+            return False
+        self.came = True
+        return True
+
+
+class CtrlCOnTaking(Limiter):
+    """A limiter: taking it on the loop is followed by `ctrl_c`, where due."""
+
+    def __init__(self, ctrl_c):
+        super().__init__(3)
+        self.ctrl_c = ctrl_c
+
+    def try_acquire(self):
+        taken = super().try_acquire()
+        if taken and self.ctrl_c.due("limiter taken"):
+            signal.raise_signal(signal.SIGINT)
+        return taken
+
+
+@pytest.mark.parametrize("where", ["thread job settled", "limiter taken"])
+def test_ctrl_c_under_the_programs_own_handler_ends_a_sync_parallel_batch_cancelled(
+    where, monkeypatch
+):
+    # The Ctrl-C lands at an exact point of the loop's machinery: in the
+    # callback that hands a thread's outcome to the loop (unfixed, the run
+    # never ended), or in a task just after it took a limiter (unfixed, the
+    # slot was never given back).
+    import braidflow._threads as threads
+
+    assert threading.current_thread() is threading.main_thread()
+    ctrl_c, interrupts, safety, lost = CtrlC(where), [], [], []
+    settle = threads._Job._settle
+
+    def hand_over(job):  # unfixed, the outcome was lost: the test fails rather than hangs
+        lost.append(job)
+        with contextlib.suppress(RuntimeError):  # the loop has closed
+            job.loop.call_soon_threadsafe(settle, job)
+
+    def settle_interrupted(job):
+        if ctrl_c.due("thread job settled"):
+            later = threading.Timer(10, hand_over, (job,))
+            later.daemon = True
+            later.start()
+            safety.append(later)
+            signal.raise_signal(signal.SIGINT)
+        settle(job)
+
+    monkeypatch.setattr(threads._Job, "_settle", settle_interrupted)
+
+    def handler(signum, frame):
+        interrupts.append(signum)
+        raise KeyboardInterrupt
+
+    limiter = CtrlCOnTaking(ctrl_c)
+
+    class Items(ParallelBatchNode):
+        def prep(self, shared):
+            return range(20)
+
+        def exec(self, item):
+            return item
+
+    before = signal.signal(signal.SIGINT, handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Items(max_concurrency=4, limits=[limiter]).run({})
+        assert signal.getsignal(signal.SIGINT) is handler  # put back
+    finally:
+        signal.signal(signal.SIGINT, before)
+        for timer in safety:
+            timer.cancel()
+    assert ctrl_c.came  # where it was meant to
+    assert interrupts == [signal.SIGINT]  # the program's handler ran, once
+    assert lost == []  # the thread's outcome reached the loop
+    assert limiter.statistics().in_flight == 0
+    assert thread_limiter().statistics().in_flight == 0
+
+
+def test_the_programs_own_sigint_handler_that_raises_nothing_leaves_the_run_alone():
+    heard = []
+
+    class Items(ParallelBatchNode):
+        def prep(self, shared):
+            return range(4)
+
+        def exec(self, item):
+            if item == 0:
+                signal.raise_signal(signal.SIGINT)  # heard on the main thread, by the loop
+            return item * 10
+
+        def post(self, shared, prep_res, exec_res):
+            shared["results"] = exec_res
+
+    before = signal.signal(signal.SIGINT, lambda signum, frame: heard.append(signum))
+    try:
+        shared = {}
+        Flow(start=Items()).run(shared)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert heard == [signal.SIGINT]
+    assert shared == {"results": [0, 10, 20, 30]}
+
+
+@pytest.mark.slow
+def test_ctrl_c_at_any_moment_under_the_programs_own_handler_ends_every_run():
+    # 60 runs, a sync batch or an AsyncFlow holding one, Ctrl-C'd from 0 to
+    # 50 ms in, four at a time (the load widens the windows): each ends,
+    # cancelled or finished, with nothing left taken.
+    job = Path(__file__).parent / "jobs" / "ctrl_c_job.py"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    def trial(index):
+        shape = ("sync", "async")[index % 2]
+        done = subprocess.run(
+            [sys.executable, str(job), f"{index * 0.05 / 60:.4f}", shape],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=env,
+        )
+        return shape, done.returncode, done.stdout.strip(), done.stderr
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(trial, range(60)))
+    ended = {(0, "interrupted", ""), (0, "finished", "")}
+    assert [outcome for outcome in outcomes if outcome[1:] not in ended] == []

@@ -673,6 +673,43 @@ def test_a_child_forked_in_a_durable_run_has_no_run_to_drain_and_sigint_as_it_wa
     assert reports.recv() == ([], True)
 
 
+def test_a_sync_parallel_batch_with_sigint_ignored_is_stopped_at_the_end_of_its_grace():
+    # The items run in braidflow's threads while its loop runs on the main
+    # thread, where a handler of braidflow's stands in for the drain's own
+    # (which ignores every SIGINT but the drain's): the drain's still stops the run.
+    assert threading.current_thread() is threading.main_thread()
+    store, seen, stopped = bf.MemoryStore(), [], []
+
+    class Items(bf.ParallelBatchNode):
+        def prep(self, shared):
+            return [0, 1, 2]
+
+        def exec(self, item):
+            seen.append(item)
+            if item == 1 and len(seen) == 2:
+                bf.drain("run", timeout=0.01)
+                for _ in range(2000):  # 20 s at most; the end of the grace stops it long before
+                    if stop_requested():
+                        stopped.append(item)
+                        break
+                    time.sleep(0.01)
+            return item
+
+        def post(self, shared, prep_res, exec_res):
+            shared["items"] = exec_res
+
+    flow = bf.Flow(start=Items(name="items", max_concurrency=1))
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with pytest.raises(Drained):
+            flow.run({}, store=store, run_id="run")
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # put back
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert stopped == [1]  # by the end of the grace, not by the item's own end
+    assert flow.resume("run", store=store)["items"] == [0, 1, 2]
+
+
 class Unbounded(bf.AsyncParallelBatchNode):
     """10 items, no bound (a task each); item 5 asks the run to drain, and the
     items that began wait for ``release`` (``None``: they do not wait)."""

@@ -34,6 +34,7 @@ from ._run import (
 )
 from ._stored import StoredRuns
 from ._stream import stream_events
+from ._threads import run_on_new_loop
 from ._usage import Usage, report, usage_of
 from ._weights import Weighted
 from ._wiring import Successors, Wirable, changed
@@ -305,7 +306,7 @@ class BaseNode(Wirable, StoredRuns):
         if self._bf_async:
             warn_unreachable_successors(self, "AsyncFlow")
             if asyncio._get_running_loop() is None:
-                return asyncio.run(run_top_async(self, scope))
+                return run_on_new_loop(lambda: run_top_async(self, scope))
             return PendingRun(self, lambda: run_top_async(self, scope))
         warn_unreachable_successors(self, "Flow")
         return run_top_sync(self, scope)

@@ -16,6 +16,7 @@ from ._budget import Budget
 from ._clock import Clock
 from ._errors import InvalidParameterError
 from ._run import PendingRun, RunScope, run_top_async, run_top_sync
+from ._threads import run_on_new_loop
 from .durable import NO_ANSWER
 from .durable._asking import check_answers
 from .durable._history import StepRecord, StoredRun
@@ -102,7 +103,7 @@ class StoredRuns:
         )
         if self._bf_async:
             if asyncio._get_running_loop() is None:
-                return asyncio.run(self._resume_top_async(scope))
+                return run_on_new_loop(lambda: self._resume_top_async(scope))
             return PendingRun(self, lambda: self._resume_top_async(scope))
         run_top_sync(self, scope)
         return dict(dict.items(scope.working))

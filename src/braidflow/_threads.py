@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import os
+import signal
 import threading
 from collections.abc import Callable, Coroutine
 from contextlib import contextmanager
@@ -31,8 +32,10 @@ __all__ = [
     "lending_slot",
     "returned_meanwhile",
     "run_in_thread",
+    "run_on_new_loop",
     "run_to_completion",
     "runs_going",
+    "sigint_handler",
     "stop_requested",
     "thread_limiter",
 ]
@@ -439,8 +442,8 @@ def run_to_completion(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     waits. The coroutine sees a copy of this thread's context variables.
     """
     if asyncio._get_running_loop() is None:
-        with lending_slot(), asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
-            return runner.run(make())
+        with lending_slot():
+            return run_on_new_loop(make, asyncio.new_event_loop)
     outcome: list[Any] = []
     context = contextvars.copy_context()
 
@@ -465,3 +468,87 @@ def run_to_completion(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     if ok:
         return value  # type: ignore[no-any-return]
     raise value
+
+
+def run_on_new_loop(
+    make: Callable[[], Coroutine[Any, Any, T]],
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> T:
+    """``asyncio.run(make())`` (a new loop, from ``loop_factory``), in this
+    thread, which runs no loop; a Ctrl-C cancels the run, whatever handles SIGINT.
+
+    asyncio turns a Ctrl-C into a cancel of the run only where Python's own
+    handler has SIGINT. On the main thread under a handler of the program's
+    own, `_Interrupt` stands in for it while the loop runs: raised where the
+    signal lands, what the handler raises would land inside asyncio (a
+    callback, a task's step), losing a wake-up that a task waits for forever.
+    """
+    handler = signal.getsignal(signal.SIGINT)
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or handler is signal.default_int_handler
+        or not callable(handler)
+    ):
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(make())
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        interrupt = _Interrupt(handler, runner.get_loop())
+        signal.signal(signal.SIGINT, interrupt)
+        try:
+            try:
+                result = runner.run(interrupt.run(make))
+            finally:
+                runner.close()  # under `interrupt` too: closing runs the loop
+        except BaseException:
+            if interrupt.raised is None:
+                raise
+            raise interrupt.raised  # noqa: B904  # the run's own end is its __context__
+        finally:
+            if signal.getsignal(signal.SIGINT) is interrupt:
+                signal.signal(signal.SIGINT, handler)
+    if interrupt.raised is not None:  # interrupted as the run returned
+        raise interrupt.raised
+    return result
+
+
+def sigint_handler() -> Any:
+    """SIGINT's handler (`signal.getsignal`): the program's own where
+    braidflow's loop stands in for it meanwhile (see `run_on_new_loop`)."""
+    handler = signal.getsignal(signal.SIGINT)
+    return handler.__wrapped__ if isinstance(handler, _Interrupt) else handler
+
+
+class _Interrupt:
+    """SIGINT's handler while braidflow's loop runs on the main thread, in
+    place of the program's own: it calls that handler at once, and makes what
+    it raises (a ``KeyboardInterrupt``) a cancel of the run, raised once the
+    loop has closed, as asyncio does for Python's own handler."""
+
+    __slots__ = ("__wrapped__", "loop", "raised", "task")
+
+    def __init__(self, handler: Callable[[int, Any], Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.__wrapped__ = handler
+        self.loop = loop
+        self.task: asyncio.Task[Any] | None = None
+        self.raised: BaseException | None = None  # what the handler raised first
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        try:
+            self.__wrapped__(signum, frame)
+        except BaseException as error:  # raised to the run's caller once the loop has closed
+            if self.raised is None:
+                self.raised = error
+            try:
+                self.loop.call_soon_threadsafe(self._cancel)
+            except RuntimeError:  # the loop has closed: `raised` is all that is left to do
+                pass
+
+    def _cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    async def run(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        self.task = asyncio.current_task()
+        if self.raised is not None:  # interrupted before the run began: it does not
+            raise asyncio.CancelledError
+        return await make()

@@ -29,6 +29,7 @@ from typing import Any
 
 from .._errors import InvalidParameterError, StoreError
 from .._options import check_number
+from .._threads import sigint_handler
 from ..stores._base import Store
 from ..stores.memory import MemoryStore
 
@@ -245,7 +246,7 @@ def _interrupt_main() -> None:
     call, where Python handles SIGINT; else Python's flag alone, which the
     main thread sees when it runs Python code again."""
     global _ours
-    handler = signal.getsignal(signal.SIGINT)
+    handler = sigint_handler()  # (during a sync parallel batch, braidflow's calls it)
     if callable(handler) and hasattr(signal, "pthread_kill"):
         _ours = handler is _on_sigint  # (where SIGINT was ignored: this one is not)
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
