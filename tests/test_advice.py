@@ -124,7 +124,10 @@ LLM calls
 Tracing and extras
     tracing._files (no such directory) .................. test_a_trace_in_a_missing_directory_*
     tracing, executors (pip install 'braidflow[...]') ... test_the_extras_named_exist
-    executors._ray (an exec that cannot be pickled) ..... tests/test_ray.py (needs Ray)
+    executors._ray (a node that cannot be pickled, a result that cannot be
+                    sent back, a module the workers cannot import),
+    _node (emit() of data that cannot be sent back),
+    durable._keys (idempotency_key() in a worker) ...... tests/test_ray.py (needs Ray)
 The command
     cli (every suggestion) .............................. tests/test_cli.py::
         test_every_resume_the_command_suggests_works, test_the_other_suggestions_*,

@@ -4,8 +4,12 @@ Skip them with ``-m 'not ray'``; they are skipped when ray is not installed,
 unless BRAIDFLOW_REQUIRE_RAY is set (CI sets it, so they always run there).
 """
 
+import ast
 import asyncio
+import importlib
+import inspect
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -140,6 +144,87 @@ def test_collected_failures_are_the_original_exceptions(ray_cluster):
     assert shared["results"][:2] == [1, 2]
 
 
+class Refused(Exception):
+    """As openai's errors: keyword-only arguments, which unpickling (``cls(*args)``) lacks."""
+
+    def __init__(self, message, *, status):
+        super().__init__(message)
+        self.status = status
+
+
+class Pair(Exception):
+    """Two required arguments, one message: ``cls(*args)`` gets one."""
+
+    def __init__(self, first, second):
+        super().__init__(f"{first} and {second}")
+
+
+class Raises(bf.AsyncParallelBatchNode):
+    """exec raises what its item makes, on its first attempt only."""
+
+    async def prep_async(self, shared):
+        return shared["makers"]
+
+    def exec(self, make):
+        if self.cur_retry == 0:
+            raise make()
+        return "second attempt"
+
+    async def post_async(self, shared, prep_res, exec_res):
+        shared["results"] = exec_res
+
+
+def refused():
+    try:
+        raise ConnectionError("the socket closed")
+    except ConnectionError as error:
+        raise Refused("over quota", status=429) from error
+
+
+def test_an_error_whose_init_unpickling_cannot_call_comes_back_as_itself(ray_cluster):
+    shared = {"makers": [refused, lambda: Pair("a", "b"), lambda: ValueError(threading.Lock())]}
+    bf.AsyncFlow(start=Raises(executor=ray_cluster, on_error="collect")).run(shared)
+    first, second, third = (result.error for result in shared["results"])
+    assert type(first) is Refused
+    assert (str(first), first.status) == ("over quota", 429)
+    assert "raised in a Ray task on" in "\n".join(first.__notes__)
+    assert type(first.__cause__) is ConnectionError  # its cause too
+    assert str(first.__cause__) == "the socket closed"
+    assert type(second) is Pair
+    assert str(second) == "a and b"
+    # An error that cannot travel even so (its argument cannot be pickled) is
+    # a stand-in that says what it was.
+    assert type(third).__name__ == "ValueError"
+    assert isinstance(third, RuntimeError)
+    assert "its ValueError could not be pickled" in str(third)
+
+
+def test_retry_on_an_error_whose_init_unpickling_cannot_call_retries_it(ray_cluster):
+    shared = {"makers": [refused, lambda: Pair("a", "b")]}
+    node = Raises(executor=ray_cluster, retry=bf.Retry(attempts=2, retry_on=(Refused, Pair)))
+    bf.AsyncFlow(start=node).run(shared)
+    assert shared["results"] == ["second attempt", "second attempt"]
+
+
+@pytest.mark.slow  # openai is imported in the workers
+def test_an_openai_rate_limit_error_raised_remotely_is_retried_by_retry_on(ray_cluster):
+    openai = pytest.importorskip("openai")
+    httpx = pytest.importorskip("httpx")
+
+    def rate_limited():
+        request = httpx.Request("POST", "https://api.openai.com/v1/chat/completions")
+        response = httpx.Response(429, request=request)
+        return openai.RateLimitError("Rate limit reached", response=response, body=None)
+
+    shared = {"makers": [rate_limited]}
+    retry = bf.Retry(attempts=2, retry_on=(openai.RateLimitError,))
+    bf.AsyncFlow(start=Raises(executor=ray_cluster, retry=retry)).run(shared)
+    assert shared["results"] == ["second attempt"]
+    with pytest.raises(openai.RateLimitError, match="Rate limit reached") as caught:
+        bf.AsyncFlow(start=Raises(executor=ray_cluster)).run({"makers": [rate_limited]})
+    assert caught.value.status_code == 429
+
+
 def test_retries_run_remotely_and_fallback_runs_here(ray_cluster):
     class Flaky(bf.AsyncParallelBatchNode):
         async def prep_async(self, shared):
@@ -215,6 +300,150 @@ def test_a_question_in_a_worker_says_to_ask_where_the_run_is(ray_cluster):
         bf.AsyncFlow(start=Approve(executor=ray_cluster)).run({}, store=bf.MemoryStore())
 
 
+def test_an_idempotency_key_in_a_worker_says_to_read_it_in_prep_and_that_works(ray_cluster):
+    class Mail(bf.AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return ["a@example.com", "b@example.com"]
+
+        def exec(self, address):
+            return bf.idempotency_key()
+
+    with pytest.raises(bf.NotDurableError) as caught:
+        bf.AsyncFlow(start=Mail(executor=ray_cluster)).run({}, store=bf.MemoryStore())
+    message = str(caught.value)
+    assert "idempotency_key() was called in an exec that runs in a Ray task on " in message
+    assert "read it in prep (which runs where the run does) and hand it over with the" in message
+
+    class HandedOver(Mail):  # as it says: key = ...; return [(f'{key}-{n}', item) ...]
+        async def prep_async(self, shared):
+            items = await super().prep_async(shared)
+            key = bf.idempotency_key()
+            return [(f"{key}-{n}", item) for n, item in enumerate(items)]
+
+        def exec(self, keyed):
+            return keyed[0]
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["keys"] = exec_res
+
+    shared = {}
+    bf.AsyncFlow(start=HandedOver(executor=ray_cluster)).run(shared, store=bf.MemoryStore())
+    assert len(set(shared["keys"])) == 2
+    assert all(key.startswith("bf-") for key in shared["keys"])
+
+
+def test_data_emitted_in_a_worker_reaches_the_observers_in_order_after_its_attempt(
+    ray_cluster,
+):
+    class Stream(bf.AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return ["a", "b"]
+
+        def exec(self, item):
+            self.emit(f"{item} 1")
+            self.report_usage(input_tokens=1, output_tokens=1)
+            self.emit({"token": f"{item} 2"})
+            return item
+
+    events = []
+    bf.AsyncFlow(start=Stream(executor=ray_cluster)).run({}, observers=[events.append])
+    for index, item in enumerate("ab"):
+        seen = [
+            (event.kind, event.data)
+            for event in events
+            if event.item == index and event.kind in ("emit", "usage", "item_end")
+        ]
+        usage = {"input_tokens": 1, "output_tokens": 1, "cost": None, "model": None, "calls": 1}
+        assert seen == [
+            ("emit", f"{item} 1"),
+            ("usage", usage),
+            ("emit", {"token": f"{item} 2"}),
+            ("item_end", None),
+        ]
+
+    class Holds(Stream):
+        def exec(self, item):
+            self.emit(threading.Lock())
+
+    with pytest.raises(bf.InvalidParameterError) as caught:
+        bf.AsyncFlow(start=Holds(executor=ray_cluster)).run({}, observers=[events.append])
+    message = str(caught.value)
+    assert "emit() was given data that cannot be sent back from a Ray task on " in message
+    assert "emit plain data (text, numbers, lists, dicts)" in message
+
+
+def test_a_result_that_cannot_be_sent_back_says_so_and_plain_data_can(ray_cluster):
+    class Locks(bf.AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return [1]
+
+        def exec(self, item):
+            return threading.Lock()
+
+    with pytest.raises(bf.InvalidParameterError) as caught:
+        bf.AsyncFlow(start=Locks(executor=ray_cluster, name="locks")).run({})
+    message = str(caught.value)
+    assert "node 'locks' (Locks): its exec's result cannot be sent back from Ray" in message
+    assert "cannot pickle '_thread.lock' object" in message
+    assert "return plain data (text, numbers, lists, dicts, dataclasses)" in message
+    with pytest.raises(bf.InvalidParameterError, match="the result of its item 0 cannot be"):
+        bf.AsyncFlow(start=Locks(executor=ray_cluster)).run({}, observers=[lambda event: None])
+
+    class Plain(Locks):
+        def exec(self, item):
+            with threading.Lock():
+                return {"item": item}
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["results"] = exec_res
+
+    shared = {}
+    bf.AsyncFlow(start=Plain(executor=ray_cluster)).run(shared)
+    assert shared["results"] == [{"item": 1}]
+
+
+@pytest.mark.slow  # it starts a second Ray instance, as the advice has it
+def test_a_node_the_workers_cannot_import_says_how_to_ship_it_and_that_works(
+    ray_cluster, tmp_path, monkeypatch
+):
+    (tmp_path / "only_here.py").write_text(
+        "import braidflow as bf\n"
+        "class Remote(bf.AsyncParallelBatchNode):\n"
+        "    async def prep_async(self, shared):\n"
+        "        return [1, 2]\n"
+        "    def exec(self, item):\n"
+        "        return item + 1\n"
+        "    async def post_async(self, shared, prep_res, exec_res):\n"
+        "        shared['results'] = exec_res\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))  # here only: the workers do not see it
+    only_here = importlib.import_module("only_here")
+    with pytest.raises(ModuleNotFoundError) as caught:
+        bf.AsyncFlow(start=only_here.Remote(executor=ray_cluster)).run({})
+    message = str(caught.value)
+    assert "node 'Remote': a Ray worker cannot load the node or its item to run its exec" in (
+        message
+    )
+    assert "No module named 'only_here'" in message
+    assert "or runtime_env={'working_dir': '.'}: your project's directory" in message
+    # As it says: an executor that starts Ray with the module it names.
+    suggested = re.search(r"RayExecutor\(runtime_env=(\{.*?\]\})\)", message).group(1)
+    assert ast.literal_eval(suggested) == {"py_modules": [only_here.__file__]}
+    script = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "import braidflow as bf\n"
+        "from braidflow.executors import RayExecutor\n"
+        "from only_here import Remote\n"
+        f"with RayExecutor(num_cpus=1, runtime_env={suggested}) as cluster:\n"
+        "    shared = {}\n"
+        "    bf.AsyncFlow(start=Remote(executor=cluster)).run(shared)\n"
+        "print(shared['results'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.split("\n")[-2:] == ["[2, 3]", ""], done.stderr
+
+
 def test_limiters_are_held_in_the_driver_around_each_remote_item(ray_cluster):
     limiter = bf.Limiter(max_concurrent=2, name="cluster budget")
     node = Where(executor=ray_cluster, limits=[limiter])
@@ -266,13 +495,18 @@ def test_a_timeout_in_a_sync_flow_cancels_the_ray_task_too(ray_cluster, tmp_path
 
 
 @pytest.mark.parametrize("kind", ["async", "sync"])
-def test_a_late_task_blocked_in_a_call_keeps_its_slot_until_it_ends(ray_cluster, tmp_path, kind):
+def test_a_late_task_blocked_in_a_call_keeps_its_slot_and_counts_its_usage_when_it_ends(
+    ray_cluster, tmp_path, kind
+):
     # Ray stops a cancelled task at its next Python code: one blocked in a
-    # sleep (a socket read, say) runs on, and keeps the Limiter's one slot.
+    # sleep (a socket read, say) runs on, and keeps the Limiter's one slot;
+    # what it reported counts once it ends, as an attempt left running at home.
     api = bf.Limiter(1, name="api")
 
     def exec(self, item):
         if item == 0:
+            self.report_usage(input_tokens=100, output_tokens=0)  # the call was paid for
+            self.emit("answer")
             try:
                 time.sleep(2)  # one call: not stopped by the cancel
             finally:
@@ -297,10 +531,17 @@ def test_a_late_task_blocked_in_a_call_keeps_its_slot_until_it_ends(ray_cluster,
     shared = {}
     node = Items(executor=ray_cluster, timeout=0.5, limits=[api], max_concurrency=2)
     flow = bf.AsyncFlow(start=node) if kind == "async" else bf.Flow(start=node)
-    flow.run(shared)
+    store, events = bf.MemoryStore(), []
+    flow.run(shared, store=store, run_id="r", observers=[events.append])
     assert shared["out"] == ["late", True]
     statistics = api.statistics()
     assert (statistics.in_flight, statistics.peak_in_flight) == (0, 1)
+    # Counted before its slot came back, so before item 1 began.
+    assert store.get("r").usage.input_tokens == 100
+    assert [(event.kind, event.item) for event in events if event.kind in ("usage", "emit")] == [
+        ("usage", 0),
+        ("emit", 0),
+    ]
 
 
 def test_cancelling_the_run_cancels_its_ray_tasks(ray_cluster, tmp_path):
@@ -371,6 +612,54 @@ def test_a_node_that_cannot_be_pickled_is_refused_before_anything_runs(ray_clust
     # ... or run this node in this process.
     bf.AsyncFlow(start=Holds(executor=InProcessExecutor(), name="holds")).run({})
     assert (tmp_path / "ran").read_text() == "yes"
+
+
+def test_everything_braidflow_keeps_on_a_node_stays_in_the_driver(ray_cluster, tmp_path):
+    # Every option a batch node takes, each holding what cannot be pickled
+    # where it can (limiters, a weighted claim, a cache's store): none of it
+    # is sent; an option added later must be added here.
+    tokens = bf.Limiter(rate=100_000, per=60, name="tokens")
+    options = {
+        "max_retries": 1,
+        "wait": 0,
+        "name": "summarize",
+        "retry": bf.Retry(attempts=2, retry_on=lambda error: isinstance(error, ConnectionError)),
+        "timeout": 60,
+        "limits": [tokens.weighted(100), bf.Limiter(4, name="calls")],
+        "offload": True,
+        "max_concurrency": 2,
+        "on_error": "collect",
+        "executor": ray_cluster,
+        "durability": "sync",
+        "cache": bf.Cache(store=bf.SQLiteStore(tmp_path / "cache.db")),
+    }
+    taken = inspect.signature(bf.ParallelBatchNode.__init__).parameters
+    assert set(options) == set(taken) - {"self"}
+
+    class Summarize(bf.ParallelBatchNode):
+        def prep(self, shared):
+            return ["a b c", "d e"]
+
+        def exec(self, text):
+            self.report_usage(input_tokens=len(text.split()), output_tokens=10)
+            return [text[:1], self.name, os.getpid()]
+
+        def post(self, shared, prep_res, exec_res):
+            shared["results"] = exec_res
+
+    from braidflow.executors import _ray
+
+    node = Summarize(**options)
+    shipped = vars(_ray._remote_copy(node))
+    assert {name for name in shipped if name.startswith("_bf_")} <= {"_bf_name", "_bf_display"}
+    shared = {}
+    bf.AsyncFlow(start=node).run(shared, store=bf.SQLiteStore(tmp_path / "runs.db"))
+    assert [(first, name) for first, name, _ in shared["results"]] == [
+        ("a", "summarize"),
+        ("d", "summarize"),
+    ]
+    assert DRIVER not in {pid for _, _, pid in shared["results"]}
+    assert tokens.statistics().in_window == 13 + 12  # each claim of 100, corrected to its usage
 
 
 def test_a_flow_gives_its_executor_to_its_batch_nodes_and_one_can_stay_home(ray_cluster):

@@ -38,6 +38,7 @@ __all__ = [
     "ItemAt",
     "Run",
     "HandedDown",
+    "RemoteExec",
     "StepAt",
     "current_item",
     "observed",
@@ -240,6 +241,23 @@ class WalkStepAt(StepAt):
         return f"{self.frame}/{self.position}:{self.name}"
 
 
+class RemoteExec:
+    """In `REMOTE`, for an exec an executor runs away from its run (a Ray
+    task): where it runs (for messages), whether the run is observed, and
+    what the exec sends back with its outcome, in the order it happened:
+    ``("usage", Usage)`` for each report, ``("emit", packed)`` for each
+    ``emit`` while the run is observed (``packed`` made by ``pack``, so that
+    data that cannot travel fails at the ``emit`` call)."""
+
+    __slots__ = ("observed", "pack", "sent", "where")
+
+    def __init__(self, where: str, observed: bool, pack: Callable[[Any], Any]) -> None:
+        self.where = where
+        self.observed = observed
+        self.pack = pack
+        self.sent: list[tuple[str, Any]] = []
+
+
 class HandedDown:
     """What an enclosing flow hands to the code it runs: the executor its
     batch nodes default to, and ``shared`` for a class's own ``_exec`` (which
@@ -255,8 +273,9 @@ class HandedDown:
 # The run, for every task and thread of it.
 RUN: ContextVar[Run | None] = ContextVar("braidflow_run", default=None)
 # An exec an executor runs away from its run (a Ray task): where it runs, and
-# the usage it reports, sent back with its outcome and counted in the run then.
-REMOTE: ContextVar[tuple[str, list[Any]] | None] = ContextVar("braidflow_remote", default=None)
+# the usage it reports and data it emits, sent back with its outcome and
+# counted (emitted) in the run then.
+REMOTE: ContextVar[RemoteExec | None] = ContextVar("braidflow_remote", default=None)
 # The display names down to the running node (set only while a run is observed).
 PATH: ContextVar[tuple[str, ...]] = ContextVar("braidflow_path", default=())
 # The batch item being run: its index (set while a run is observed or durable).

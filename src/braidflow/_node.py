@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from . import _budget as budgets
 from ._budget import Budget
 from ._clock import Clock
-from ._context import ATTEMPT, HANDED_DOWN, PATH, current_item, observed
+from ._context import ATTEMPT, HANDED_DOWN, PATH, REMOTE, current_item, observed
 from ._errors import InvalidParameterError
 from ._events import Event
 from ._limits import Limiter
@@ -361,9 +361,27 @@ class BaseNode(Wirable, StoredRuns):
     def emit(self, data: Any) -> None:
         """Send ``data`` to the run's observers as an ``emit`` event (LLM tokens
         as they stream in, say). Callable from any phase; costs nothing when
-        nobody observes the run."""
+        nobody observes the run. From an exec an executor runs elsewhere (a
+        Ray task), the data is sent back with the item's outcome and emitted
+        then, in order, after the attempt.
+
+        Raises:
+            InvalidParameterError: In an exec run elsewhere, for data that
+                cannot be sent back (it cannot be pickled).
+        """
         run = observed()
         if run is None:
+            remote = REMOTE.get()
+            if remote is not None and remote.observed:
+                try:
+                    remote.sent.append(("emit", remote.pack(data)))
+                except Exception as error:
+                    raise InvalidParameterError(
+                        f"{self._describe()}: emit() was given data that cannot be sent back "
+                        f"from {remote.where} to its run ({type(error).__name__}: {error}); "
+                        "emit plain data (text, numbers, lists, dicts)",
+                        node=self._display_name(),
+                    ) from error
             return
         state = ATTEMPT.get()
         attempt = state.attempt if state is not None and state.node is self else None

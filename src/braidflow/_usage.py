@@ -179,7 +179,7 @@ def report(node: Any, usage: Usage) -> None:
     if run is None:
         remote = REMOTE.get()
         if remote is not None:  # sent back with the exec's outcome, counted there
-            remote[1].append(usage)
+            remote.sent.append(("usage", usage))
         elif runs_going():  # (outside every run, a report is legitimate, and counts nowhere)
             _warn_lost(node)
         return

@@ -50,7 +50,7 @@ def interrupt(prompt: Any) -> Any:
     remote = REMOTE.get()
     if durable is None and remote is not None:
         raise NotDurableError(
-            f"braidflow.interrupt() was called in an exec that runs in {remote[0]}, away "
+            f"braidflow.interrupt() was called in an exec that runs in {remote.where}, away "
             "from its run, which it cannot stop there to ask; ask in prep or post (they run "
             "where the run does), or run this node without the executor"
         )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from hashlib import sha256
 
-from .._context import RUN, STEP, current_item
+from .._context import REMOTE, RUN, STEP, current_item
 from .._errors import NotDurableError
 
 __all__ = ["idempotency_key"]
@@ -31,10 +31,21 @@ def idempotency_key() -> str:
 
     Raises:
         NotDurableError: Outside a durable run (one given a ``store=``): a
-            run that cannot be resumed has no step to come back to.
+            run that cannot be resumed has no step to come back to; and in
+            an exec an executor runs away from its run (a Ray task), which
+            cannot see the run's step.
     """
     run = RUN.get()
     if run is None or run.durable is None:
+        remote = REMOTE.get()
+        if remote is not None:
+            raise NotDurableError(
+                f"braidflow.idempotency_key() was called in an exec that runs in {remote.where}, "
+                "away from its run, whose step it cannot see there; read it in prep (which "
+                "runs where the run does) and hand it over with the items, e.g. key = "
+                "idempotency_key(); return [(f'{key}-{n}', item) for n, item in "
+                "enumerate(items)]"
+            )
         raise NotDurableError(
             "braidflow.idempotency_key() names a step of a durable run, one that can be "
             "resumed: run the flow with a store, e.g. flow.run(shared, store=SQLiteStore("

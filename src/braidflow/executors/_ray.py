@@ -1,24 +1,28 @@
 """RayExecutor: each batch item's exec runs as a Ray task.
 
-The node is stripped of what stays in the driver (its successors, limiters
-and executor) and put in Ray's object store once per batch (if it cannot be
-pickled, the error names the attribute at fault); each item then is one task
-that calls exec on it and sends back the result, or the exception exec raised.
+The node is stripped of what stays in the driver (its successors, and all
+braidflow keeps on it: limiters, cache, executor...) and put in Ray's object
+store once per batch (if it cannot be pickled, the error names the attribute
+at fault); each item then is one task that calls exec on it and sends back
+the result, or the exception exec raised, with the usage it reported and the
+data it emitted.
 Ray must be installed (``pip install 'braidflow[ray]'``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import os
 import pickle
 import socket
+import sys
 import threading
 from functools import partial
 from typing import Any
 
-from .._context import REMOTE
+from .._context import REMOTE, RemoteExec, current_item, observed
 from .._errors import InvalidParameterError, add_note
 from .._usage import report
 from ._base import DispatchTimeout, still_running
@@ -39,8 +43,11 @@ def _pickled(value: Any) -> bytes:
     return data
 
 
-# What a node carries that only the driver uses: it is not sent to Ray.
-_DRIVER_ONLY = ("successors", "_bf_limits", "_bf_executor")
+# What braidflow keeps on a node (its ``_bf_`` attributes) serves the driver,
+# which runs the node's limiters, retries, timeout, cache and executor, and
+# is not sent to Ray: a worker needs only the node's names, for messages. An
+# attribute braidflow adds later stays in the driver too, unless listed here.
+_TRAVELS = ("_bf_name", "_bf_display")
 
 
 class RayExecutor:
@@ -164,8 +171,8 @@ def _remote_copy(node: Any) -> Any:
     """The node as a worker gets it: without what only the driver uses."""
     shipped = copy.copy(node)
     state = shipped.__dict__
-    for name in _DRIVER_ONLY:
-        state.pop(name, None)
+    for name in [name for name in state if name.startswith("_bf_") and name not in _TRAVELS]:
+        del state[name]
     state["successors"] = {}
     state["params"] = dict(node.params)
     return shipped
@@ -204,7 +211,8 @@ class _RayDispatch:
     def _submit(self, args: tuple[Any, ...]) -> Any:
         try:
             attempt = self._node.cur_retry
-            return self._task.remote(self._stored, self._method, args, attempt, self._coro)
+            watched = observed() is not None  # (data emitted is sent back only then)
+            return self._task.remote(self._stored, self._method, args, attempt, self._coro, watched)
         except (TypeError, pickle.PicklingError) as error:
             raise InvalidParameterError(
                 f"{self._node._describe()}: an item cannot be sent to Ray ({error}); items "
@@ -219,7 +227,8 @@ class _RayDispatch:
             outcome = await reference
         except asyncio.CancelledError:
             ray.cancel(reference)
-            still_running(partial(_when_ended, reference))  # (if stopped for its timeout)
+            # (if stopped for its timeout)
+            still_running(partial(_when_ended, reference, self._node, contextvars.copy_context()))
             raise
         except ray.exceptions.RayError as error:
             raise _ray_failure(self._node, error) from None
@@ -232,7 +241,7 @@ class _RayDispatch:
             outcome = ray.get(reference, timeout=timeout)
         except ray.exceptions.GetTimeoutError:
             ray.cancel(reference)
-            still_running(partial(_when_ended, reference))
+            still_running(partial(_when_ended, reference, self._node, contextvars.copy_context()))
             raise DispatchTimeout(f"the Ray task outlived {timeout} s") from None
         except ray.exceptions.RayError as error:
             raise _ray_failure(self._node, error) from None
@@ -242,55 +251,188 @@ class _RayDispatch:
         return _result(self._node, outcome)
 
 
-def _when_ended(reference: Any, callback: Any) -> None:
+def _when_ended(reference: Any, node: Any, context: Any, callback: Any) -> None:
     """Call ``callback`` once the task of ``reference`` has ended (cancelled:
-    Ray stops it at its next Python code; a call it is blocked in ends first)."""
-    reference.future().add_done_callback(lambda _: callback())
+    Ray stops it at its next Python code; a call it is blocked in ends first),
+    after counting, in the attempt's ``context``, the usage it reported (and
+    emitting the data it emitted), as an attempt left running at home does."""
+
+    def ended(future: Any) -> None:
+        try:
+            sent = future.result()[2]
+        except Exception:  # cancelled before it began, or its worker died: nothing came back
+            sent = ()
+        try:
+            context.run(_replay, node, sent)
+        except Exception:  # (a report refused: the attempt has failed already)
+            pass
+        finally:
+            callback()
+
+    reference.future().add_done_callback(ended)
 
 
 def _ray_failure(node: Any, error: BaseException) -> BaseException:
-    """What to raise when Ray itself failed (not exec): the cause if there is one."""
+    """What to raise when Ray itself failed (not exec): a worker that cannot
+    load the node, a result that cannot be sent back, or the cause Ray gives."""
     cause = getattr(error, "cause", None)
+    if isinstance(cause, ray.exceptions.RaySystemError) and isinstance(
+        cause.client_exc, ImportError
+    ):
+        return _cannot_import(node, cause.client_exc)
+    if (
+        isinstance(error, ray.exceptions.RayTaskError)
+        and isinstance(cause, Exception)
+        and not isinstance(cause, ray.exceptions.RayError)
+    ):  # not exec's own error, which comes back as a value: sending its result back
+        item = current_item()
+        which = "its exec's result" if item is None else f"the result of its item {item}"
+        return InvalidParameterError(
+            f"{node._describe()}: {which} cannot be sent back from Ray: it cannot be "
+            f"pickled ({type(cause).__name__}: {cause}); return plain data (text, numbers, "
+            "lists, dicts, dataclasses), not an object that holds a lock, a connection or "
+            "an open file",
+            node=node._display_name(),
+        )
     if isinstance(cause, BaseException):
         return cause
     failure = RuntimeError(f"{node._describe()}: the Ray task failed: {error}")
     return failure
 
 
+def _cannot_import(node: Any, missing: ImportError) -> ImportError:
+    """The error for a worker that cannot import what the node needs (the
+    node's class, an item's), with the ``runtime_env`` that ships it."""
+    module = sys.modules.get((missing.name or "").partition(".")[0])
+    paths = getattr(module, "__path__", None)  # a package: its directory
+    path = next(iter(paths), None) if paths else getattr(module, "__file__", None)
+    shipped = repr(path) if path else "'path/to/your_module'"
+    return type(missing)(
+        f"{node._describe()}: a Ray worker cannot load the node or its item to run its "
+        f"exec ({missing}): the workers must be able to import its code; have the executor "
+        f"give it to them as it starts Ray: RayExecutor(runtime_env={{'py_modules': "
+        f"[{shipped}]}}) (or runtime_env={{'working_dir': '.'}}: your project's directory), "
+        "or install it where they run",
+        name=missing.name,
+        path=missing.path,
+    )
+
+
+def _replay(node: Any, sent: Any) -> None:
+    """What an exec reported and emitted in a worker, in the run, as if here
+    (the usage in its budget, events and store; the data to its observers)."""
+    for kind, value in sent:
+        if kind == "usage":
+            report(node, value)
+        else:
+            node.emit(pickle.loads(value))
+
+
 def _result(node: Any, outcome: tuple[str, Any, list[Any]]) -> Any:
-    kind, value, reported = outcome
-    for usage in reported:  # in the run, as if reported here (its budget, events, store)
-        report(node, usage)
+    kind, value, sent = outcome
+    if sent:
+        _replay(node, sent)
     if kind == "ok":
         return value
     if kind == "error":
         raise value
+    if kind == "cancelled":  # (by someone else: the engine awaits no task it cancels)
+        raise RuntimeError(f"{node._describe()}: its Ray task was cancelled")
     name, message, where = value  # an exception that could not travel
     raise type(name, (RuntimeError,), {"__module__": "braidflow.remote"})(
         f"{message} (raised in a Ray task on {where}; its {name} could not be pickled)"
     )
 
 
-def _run_exec(node: Any, method: str, args: tuple[Any, ...], attempt: int, coro: bool) -> Any:
+def _run_exec(
+    node: Any, method: str, args: tuple[Any, ...], attempt: int, coro: bool, watched: bool
+) -> Any:
     """The task: call exec on the node in this worker; send back its outcome,
-    and the usage it reported (counted in the run when it comes back)."""
+    with the usage it reported and (if the run is ``watched``) the data it
+    emitted, in order (counted and emitted in the run when they come back)."""
     node.__dict__["_bf_cur_retry"] = attempt
     call = getattr(node, method)
     where = f"{socket.gethostname()} (pid {os.getpid()})"
-    reported: list[Any] = []
-    token = REMOTE.set((f"a Ray task on {where}", reported))
+    remote = RemoteExec(f"a Ray task on {where}", watched, _pickled)
+    token = REMOTE.set(remote)
     try:
         result = _run_coroutine(call(*args)) if coro else call(*args)
     except Exception as error:
         add_note(error, f"raised in a Ray task on {where}")
-        try:
-            _pickled(error)
-        except Exception:
-            return "lost", (type(error).__name__, str(error), where), reported
-        return "error", error, reported
+        sendable = _sendable(error)
+        if sendable is None:
+            return "lost", (type(error).__name__, str(error), where), remote.sent
+        return "error", sendable, remote.sent
+    except KeyboardInterrupt:  # how Ray cancels a task: what it reported still counts
+        return "cancelled", None, remote.sent
     finally:
         REMOTE.reset(token)
-    return "ok", result, reported
+    return "ok", result, remote.sent
+
+
+def _comes_back(value: Any) -> bool:
+    """Whether ``value`` survives the trip to the driver: pickled, then unpickled."""
+    try:
+        pickle.loads(_pickled(value))
+    except Exception:
+        return False
+    return True
+
+
+def _sendable(error: BaseException, depth: int = 0) -> Any:
+    """``error`` as it can travel back: itself if it comes back whole; else a
+    `_Rebuilt`, which makes an instance of its class again without calling
+    its ``__init__`` (an exception unpickles by calling ``cls(*args)``, which
+    fails when ``__init__`` wants other arguments: openai's
+    ``RateLimitError(message, *, response, body)``); ``None`` if neither does."""
+    if _comes_back(error):
+        return error
+    rebuilt = _Rebuilt(error, depth)
+    if _comes_back(rebuilt):
+        return rebuilt
+    return None
+
+
+class _Rebuilt:
+    """Unpickles as an instance of the error's class, made by its ``__new__``,
+    with its args, its attributes that travel (its notes among them), and
+    its cause and context if they travel."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, error: BaseException, depth: int) -> None:
+        attributes = {name: value for name, value in vars(error).items() if _comes_back(value)}
+        cause, context = (
+            _sendable(other, depth + 1) if other is not None and depth < 8 else None
+            for other in (error.__cause__, error.__context__)
+        )
+        self.parts = (
+            type(error),
+            error.args,
+            attributes,
+            cause,
+            context,
+            error.__suppress_context__,
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, self.parts
+
+
+def _rebuild(
+    cls: type[BaseException],
+    args: tuple[Any, ...],
+    attributes: dict[str, Any],
+    cause: BaseException | None,
+    context: BaseException | None,
+    suppress_context: bool,
+) -> BaseException:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    vars(error).update(attributes)
+    error.__cause__, error.__context__ = cause, context
+    error.__suppress_context__ = suppress_context
+    return error
 
 
 def _run_coroutine(coroutine: Any) -> Any:
