@@ -3,11 +3,14 @@ own CancelledError is its failure; the user's exceptions come out as raised."""
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from braidflow import (
     ParallelBatchNode,
     thread_limiter,
 )
+from braidflow._threads import stop_requested
 from braidflow.testing import other_tasks
 
 
@@ -478,3 +482,72 @@ def test_ctrl_c_at_any_moment_under_the_programs_own_handler_ends_every_run():
         outcomes = list(pool.map(trial, range(60)))
     ended = {(0, "interrupted", ""), (0, "finished", "")}
     assert [outcome for outcome in outcomes if outcome[1:] not in ended] == []
+
+
+# -- an error kept on the way out is not kept past the run -------------------------------
+
+
+class CleanupFailed(RuntimeError):
+    """An error of the node's own (a class of its own: one a weak reference can watch)."""
+
+
+class FailsOnTheWayOut(AsyncNode):
+    """Turns its cancellation into an error of its own, once it has started."""
+
+    started: asyncio.Event
+
+    async def exec_async(self, prep_res):
+        self.started.set()
+        try:
+            await asyncio.sleep(30)  # a call (its timer's context holds the run, and so the task)
+        except asyncio.CancelledError:
+            raise CleanupFailed from None
+
+
+class FailsInItsThread(Node):
+    """Sync code in one of braidflow's threads that fails once its caller,
+    cancelled, has asked it to stop (the error is noted in the thread)."""
+
+    started: threading.Event
+
+    def exec(self, prep_res):
+        self.started.set()
+        while not stop_requested():
+            time.sleep(0.001)
+        raise CleanupFailed
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda node: node, id="alone"),
+        pytest.param(lambda node: AsyncFlow(start=node), id="flow"),
+        pytest.param(lambda node: AsyncFlow(start=AsyncFlow(start=node)), id="sub-flow"),
+        pytest.param(lambda node: AsyncFlow(start=[node, AsyncNode()]), id="branches"),
+    ],
+)
+@pytest.mark.parametrize("options", [{}, {"timeout": 30}, {"max_retries": 3}])
+@pytest.mark.parametrize("in_thread", [False, True], ids=["async", "thread"])
+async def test_a_cancelled_run_whose_node_fails_on_the_way_out_leaves_nothing_behind(
+    make, options, in_thread
+):
+    if in_thread:
+        node = FailsInItsThread(offload=True, **options)
+        node.started = threading.Event()
+        started = asyncio.get_running_loop().run_in_executor(None, node.started.wait, 30)
+    else:
+        node = FailsOnTheWayOut(**options)
+        node.started = asyncio.Event()
+        started = node.started.wait()
+    run = asyncio.create_task(make(node).run_async({}))
+    await started
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError) as cancelled:
+        await run
+    assert isinstance(cancelled.value.__cause__, CleanupFailed)  # kept, not lost
+    task, error = weakref.ref(run), weakref.ref(cancelled.value.__cause__)
+    del run, cancelled
+    await asyncio.sleep(0)  # the task's done callbacks run
+    gc.collect()
+    assert task() is None
+    assert error() is None

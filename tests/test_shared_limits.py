@@ -4,6 +4,7 @@ like a Limiter. Counted by the server the processes call; slots of a process
 that died come back once their lease expires."""
 
 import asyncio
+import gc
 import multiprocessing
 import multiprocessing.sharedctypes
 import os
@@ -231,6 +232,30 @@ def test_a_limiter_used_in_a_forked_child_holds_and_renews_the_child_s_slots_as_
     assert theirs.held_everywhere() == 0
     store.close()
     third.close()
+
+
+@pytest.mark.filterwarnings("ignore:.*was deleted while still open:ResourceWarning")
+def test_the_heartbeat_ends_at_its_first_beat_without_a_slot_and_with_the_limiter(where):
+    store = open_store(where)
+    api = store.limiter("api", max_concurrent=2, lease=0.15)  # a beat every 0.05 s
+    api.acquire_blocking()
+    api.acquire_blocking()
+    beat = api._beat
+    api.release()
+    beat.join(timeout=0.3)  # six beats or more
+    assert beat.is_alive()  # one slot still has a lease to renew
+    api.release()
+    beat.join(timeout=30)  # at its next beat: not one thread per slot taken
+    assert not beat.is_alive()
+    assert api._beat is None
+    api.acquire_blocking()  # the next slot taken starts a heartbeat again
+    beat = api._beat
+    assert beat.is_alive()
+    del api  # dropped, its slot held: the heartbeat does not keep it
+    gc.collect()
+    beat.join(timeout=30)
+    assert not beat.is_alive()
+    store.close()
 
 
 def test_bad_options_and_misuse_say_what_to_do(where):

@@ -11,6 +11,7 @@ No test waits for a lease: the clock is moved, or a lease written expired.
 
 import asyncio
 import errno
+import gc
 import multiprocessing
 import multiprocessing.sharedctypes
 import os
@@ -551,6 +552,67 @@ def open_store(request, tmp_path):
 
     dsn = request.getfixturevalue("postgres_dsn")
     return lambda **options: PostgresStore(dsn, **options)
+
+
+def test_the_heartbeat_ends_at_its_first_beat_without_a_run_and_starts_with_the_next(open_store):
+    # A beat every 0.05 s. The heartbeat outlives the last run until its next
+    # beat (ending it as the run ends would start a thread per run), and no
+    # longer; closing the store ends it at once.
+    store = open_store(lease=0.15)
+    store.create_run("a", "flow", "g", b"{}", this_owner())
+    store.create_run("b", "flow", "g", b"{}", this_owner())
+    beat = store._beat
+    store.finish("a", "completed")
+    beat.join(timeout=0.3)  # six beats or more
+    assert beat.is_alive()  # run b still has a lease to renew
+    store.finish("b", "completed")
+    beat.join(timeout=30)
+    assert not beat.is_alive()
+    assert store._beat is None
+    store.create_run("c", "flow", "g", b"{}", this_owner())
+    assert store._beat is not None
+    assert store._beat.is_alive()
+    beat = store._beat
+    store.release("c")  # as the engine does when a run stops without recording its end
+    beat.join(timeout=30)
+    assert not beat.is_alive()
+    store.create_run("d", "flow", "g", b"{}", this_owner())
+    beat = store._beat
+    store.close()  # its run held still
+    beat.join(timeout=30)
+    assert not beat.is_alive()
+
+
+@pytest.mark.filterwarnings("ignore:.*was deleted while still open:ResourceWarning")
+def test_the_heartbeat_of_a_store_dropped_unclosed_ends_with_it(open_store):
+    store = open_store(lease=3600)
+    store.create_run("r", "flow", "g", b"{}", this_owner())
+    beat = store._beat
+    assert beat.is_alive()
+    del store  # its run held still: the heartbeat does not keep it
+    gc.collect()
+    beat.join(timeout=30)
+    assert not beat.is_alive()
+
+
+def test_a_store_made_per_run_and_never_closed_leaves_no_thread(tmp_path):
+    seen = []
+
+    class Looks(Node):
+        def exec(self, prep_res):
+            seen.extend(
+                thread
+                for thread in threading.enumerate()
+                if thread.name.startswith("braidflow lease of")
+            )
+
+    flow = Flow(start=Looks())
+    for run in range(3):
+        flow.run({}, store=SQLiteStore(tmp_path / "runs.db", lease=3600), run_id=f"r{run}")
+    assert len(seen) == 3  # each run had its heartbeat
+    for beat in seen:
+        beat.join(timeout=30)
+        assert not beat.is_alive()
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")

@@ -3,7 +3,9 @@ merge rules used by every join inside, validated writes, views by attribute."""
 
 import asyncio
 import dataclasses
+import gc
 import re
+import weakref
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
@@ -926,3 +928,53 @@ def test_validating_writes_to_a_field_with_model_only_attributes_warns_of_nothin
     assert given.n == 3
     with pytest.raises(StateError, match=r"greater than or equal to 0"):
         Flow(start=Setter("n", -1, name="set"), state=Tagged, validate=True).run(Tagged())
+
+
+# -- a state class made per request is freed with its flow --------------------------------
+
+
+def typeddict_state() -> tuple[type, ...]:
+    class State(TypedDict, total=False):
+        count: Annotated[int, merge.add]
+
+    return (State,)
+
+
+def dataclass_state() -> tuple[type, ...]:
+    @dataclass
+    class Item:  # a value class: a durable run's checkpoints may hold one
+        name: str = ""
+
+    @dataclass
+    class State:
+        count: Annotated[int, merge.add] = 0
+        item: Item | None = None
+
+    return State, Item
+
+
+def model_state() -> tuple[type, ...]:
+    item = pydantic.create_model("Item", name=(str, ""))
+    state = pydantic.create_model(
+        "State", count=(Annotated[int, merge.add], 0), item=(item | None, None)
+    )
+    return state, item
+
+
+@pytest.mark.parametrize("validate", [False, True])
+@pytest.mark.parametrize("make_state", [typeddict_state, dataclass_state, model_state])
+def test_a_state_class_made_per_request_is_freed_after_its_run(make_state, validate):
+    class Count(Node):
+        def post(self, shared, prep_result, exec_result):
+            shared["count"] = 1
+
+    def handle_request() -> list[weakref.ref]:
+        classes = make_state()
+        start = Count()
+        start >> Parallel(Count(), Count()) >> Count()
+        Flow(start=start, state=classes[0], validate=validate).run({})
+        return [weakref.ref(cls) for cls in classes]
+
+    freed = handle_request()
+    gc.collect()
+    assert [cls() for cls in freed] == [None] * len(freed)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from ._errors import InvalidParameterError, RunError, StoreError
+from ._heartbeat import Wake, start_heartbeat
 from ._limits import Limiter, LimiterStatistics
 from ._options import check_number
 from ._waiter import Waiter, resolve
@@ -160,7 +161,7 @@ class SharedLimiter(Limiter):
         self._peak_held = 0
         self._taken = 0
         self._beat: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._wake = Wake()  # the heartbeat looks now: the limiter closed
         self._closed = False
         self._listening = False
 
@@ -175,7 +176,7 @@ class SharedLimiter(Limiter):
         self._peak_held = 0
         self._taken = 0
         self._beat = None
-        self._stop = threading.Event()
+        self._wake = Wake()
         self._poller = None
         self._listening = False
 
@@ -204,13 +205,13 @@ class SharedLimiter(Limiter):
             if len(self._held) > self._peak_held:
                 self._peak_held = len(self._held)
             if self._beat is None and not self._closed:
-                self._beat = threading.Thread(
-                    target=_heartbeat,
-                    args=(weakref.ref(self), self._stop, self.lease / 3),
-                    name=f"braidflow lease of limiter {self.name}",
-                    daemon=True,
+                self._beat = start_heartbeat(
+                    self,
+                    self._wake,
+                    self.lease / 3,
+                    SharedLimiter._renew,
+                    f"braidflow lease of limiter {self.name}",
                 )
-                self._beat.start()
 
     def _poke(self) -> None:
         """A slot may be free: the waiter asking the database asks again now."""
@@ -431,16 +432,22 @@ class SharedLimiter(Limiter):
         connection (the store's ``close()`` does it). Slots still held come
         back to the others once their lease expires; taking one is refused."""
         self._closed = True
-        self._stop.set()
+        self._wake.set()
         self._slots.close()
 
-    def _renew(self) -> bool:
-        """Renew the leases of the slots this process holds; whether any are held."""
+    def _idle(self) -> bool:
+        """Whether the heartbeat has nothing to renew: no slot held, or the
+        limiter closed (it ends; the next slot taken starts another)."""
         with self._held_lock:
-            held = [slot for slot in self._held if slot]
             if not self._held or self._closed:
                 self._beat = None
-                return False
+                return True
+        return False
+
+    def _renew(self) -> None:
+        """Renew the leases of the slots this process holds."""
+        with self._held_lock:
+            held = [slot for slot in self._held if slot]
         if held:
             name = self.name
             assert name is not None
@@ -448,15 +455,3 @@ class SharedLimiter(Limiter):
                 self._slots.renew(name, held, self.lease)
             except StoreError:  # the database is down now: the next beat tries again
                 pass
-        return True
-
-
-def _heartbeat(ref: weakref.ref[SharedLimiter], stop: threading.Event, every: float) -> None:
-    """Every ``every`` seconds, renew the leases of the slots this process
-    holds, until it holds none (it starts again with the next slot), or the
-    limiter is closed or gone."""
-    while not stop.wait(every):
-        limiter = ref()
-        if limiter is None or not limiter._renew():
-            return
-        del limiter

@@ -527,8 +527,9 @@ def _rule_in(metadata: list[Any], key: str, name: str, owner: str) -> Rule | Non
 # Each dataclass and pydantic model a state type's keys hold (in their
 # annotations, at any depth), by "module.qualname": a durable run's JSON
 # checkpoints write such a value tagged with that name, and rebuild it only
-# if the name is here (never importing a class a checkpoint names).
-VALUE_CLASSES: dict[str, type] = {}
+# if the name is here (never importing a class a checkpoint names). Weak: a
+# class made per request goes with its state type.
+VALUE_CLASSES: weakref.WeakValueDictionary[str, type] = weakref.WeakValueDictionary()
 
 
 def _note_value_classes(annotation: Any) -> None:
@@ -553,7 +554,10 @@ def _note_value_classes(annotation: Any) -> None:
 
 # -- reading a type once -----------------------------------------------------------------
 
-_READ: weakref.WeakKeyDictionary[type, dict[bool, StateType]] = weakref.WeakKeyDictionary()
+# A class's StateTypes (by ``validate``) are kept in the class itself, under
+# this name: a StateType holds its class (and its hints may name it), so a
+# cache outside it would keep a class made per request alive for good.
+_READ = "_bf_state_types"
 
 
 def state_type(cls: Any, validate: bool, owner: str) -> StateType:
@@ -577,7 +581,10 @@ def state_type(cls: Any, validate: bool, owner: str) -> StateType:
             f"{owner}: state={shown} must be the class of the shared state: a TypedDict, a "
             "dataclass or a pydantic model (pydantic.BaseModel)"
         )
-    known = _READ.setdefault(cls, {})
+    known: dict[bool, StateType] | None = cls.__dict__.get(_READ)
+    if known is None:  # (type's own setattr: past a metaclass's, as pydantic's)
+        known = {}
+        type.__setattr__(cls, _READ, known)
     read = known.get(validate)
     if read is None:
         read = known[validate] = StateType(cls, kind, owner, validate)

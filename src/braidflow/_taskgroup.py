@@ -144,12 +144,25 @@ class TaskGroup:
 
 # Errors that tasks raised once they were told to stop, by task: a child's is
 # told with its group's outcome (the cancellation it ended with carries it).
+# An entry lasts until its task is done: the error reaches its own task (its
+# traceback's frames hold the run's context), so the weak key alone would
+# never die; a task's group takes it first, `_forget` whatever is left.
 _LOST: weakref.WeakKeyDictionary[asyncio.Task[Any], BaseException] = weakref.WeakKeyDictionary()
 
 
 def note_lost(error: BaseException) -> None:
     """Note that the running task raised ``error`` while it was being
-    cancelled (it ends cancelled): its group, if it has one, tells it."""
-    task = asyncio.current_task()
+    cancelled (it ends cancelled): its group, if it has one, tells it. In
+    one of braidflow's threads (no loop) it does nothing: the task that waits
+    for the thread notes the error when the thread returns it."""
+    task = asyncio.current_task() if asyncio._get_running_loop() is not None else None
     if task is not None:
+        if task not in _LOST:
+            task.add_done_callback(_forget)
         _LOST[task] = error
+
+
+def _forget(task: asyncio.Task[Any]) -> None:
+    """``task`` is done: an error noted for it that no group took is dropped
+    (it is told on the cancellation the task ended with, if any)."""
+    _LOST.pop(task, None)

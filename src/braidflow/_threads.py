@@ -491,21 +491,27 @@ def run_on_new_loop(
     ):
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(make())
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        interrupt = _Interrupt(handler, runner.get_loop())
-        signal.signal(signal.SIGINT, interrupt)
-        try:
+    # In place before the loop is made: a Ctrl-C while it is being made would
+    # leave half a loop (its __del__ complains at exit).
+    interrupt = _Interrupt(handler)
+    signal.signal(signal.SIGINT, interrupt)
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
             try:
-                result = runner.run(interrupt.run(make))
-            finally:
-                runner.close()  # under `interrupt` too: closing runs the loop
-        except BaseException:
-            if interrupt.raised is None:
-                raise
-            raise interrupt.raised  # noqa: B904  # the run's own end is its __context__
-        finally:
-            if signal.getsignal(signal.SIGINT) is interrupt:
-                signal.signal(signal.SIGINT, handler)
+                try:
+                    interrupt.loop = runner.get_loop()
+                    if interrupt.raised is not None:  # before the run began: none begins
+                        raise interrupt.raised
+                    result = runner.run(interrupt.run(make))
+                finally:
+                    runner.close()  # under `interrupt` too: closing runs the loop
+            except BaseException:
+                if interrupt.raised is None:
+                    raise
+                raise interrupt.raised  # noqa: B904  # the run's own end is its __context__
+    finally:
+        if signal.getsignal(signal.SIGINT) is interrupt:
+            signal.signal(signal.SIGINT, handler)
     if interrupt.raised is not None:  # interrupted as the run returned
         raise interrupt.raised
     return result
@@ -526,9 +532,9 @@ class _Interrupt:
 
     __slots__ = ("__wrapped__", "loop", "raised", "task")
 
-    def __init__(self, handler: Callable[[int, Any], Any], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, handler: Callable[[int, Any], Any]) -> None:
         self.__wrapped__ = handler
-        self.loop = loop
+        self.loop: asyncio.AbstractEventLoop | None = None  # until it is made
         self.task: asyncio.Task[Any] | None = None
         self.raised: BaseException | None = None  # what the handler raised first
 
@@ -538,6 +544,8 @@ class _Interrupt:
         except BaseException as error:  # raised to the run's caller once the loop has closed
             if self.raised is None:
                 self.raised = error
+            if self.loop is None:  # not made yet: `raised` stops the run before it begins
+                return
             try:
                 self.loop.call_soon_threadsafe(self._cancel)
             except RuntimeError:  # the loop has closed: `raised` is all that is left to do

@@ -6,12 +6,12 @@ took a run over once its lease expired (no process ids across machines).
 from __future__ import annotations
 
 import threading
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 
+from .._heartbeat import Wake, start_heartbeat
 from ._base import TakenOver, no_run
 from ._owners import hold, this_owner
 from ._owners import release as release_held
@@ -50,7 +50,7 @@ class PostgresLeases:
         self._lost: dict[str, str] = {}
         self._held_lock = threading.Lock()
         self._beat: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._wake = Wake()  # the heartbeat looks now: the store closed
 
     def release(self, run_id: str) -> None:
         """This process no longer runs the run: it counts as running no more,
@@ -66,14 +66,26 @@ class PostgresLeases:
             if owner != this_owner():
                 return
             if self._beat is None and not self._closed:
-                self._beat = threading.Thread(
-                    target=_heartbeat,
-                    args=(weakref.ref(self), self._stop, self.lease / 3),
-                    name=f"braidflow lease of {self!r}",
-                    daemon=True,
+                beat = _Heartbeat()
+                self._beat = start_heartbeat(
+                    self,
+                    self._wake,
+                    self.lease / 3,
+                    beat.renew,
+                    f"braidflow lease of {self!r}",
+                    end=beat.close,
                 )
-                self._beat.start()
         hold(self._location, run_id, self)
+
+    def _idle(self) -> bool:
+        """Whether the heartbeat has nothing to renew: no run of this process
+        held, or the store closed (it ends; the next run starts another)."""
+        me = this_owner()
+        with self._held_lock:
+            if self._closed or me not in self._held.values():
+                self._beat = None
+                return True
+        return False
 
     def _lose(self, run_id: str, owner: str | None) -> TakenOver:
         message = (
@@ -131,29 +143,22 @@ class PostgresLeases:
         return True
 
 
-def _heartbeat(ref: weakref.ref[PostgresLeases], stop: threading.Event, every: float) -> None:
-    """A store's heartbeat: every ``every`` seconds, renew the leases of the runs
-    this process runs through it, on a connection of its own, until the store
-    is closed, gone, or runs nothing (it starts again with the next run)."""
-    conn: psycopg.Connection[Any] | None = None
-    try:
-        while not stop.wait(every):
-            store = ref()
-            if store is None:
-                return
-            try:
-                if conn is None or conn.closed or conn.broken:
-                    conn = psycopg.connect(store.dsn, autocommit=True, connect_timeout=10)
-                    conn.execute("SET synchronous_commit = off")  # a lease: kept for seconds
-                busy = store._renew_leases(conn)
-            except Exception:  # the server is down now: the next beat tries again
-                busy = True
-            if not busy:
-                with store._held_lock:
-                    if not any(owner == this_owner() for owner in store._held.values()):
-                        store._beat = None
-                        return
-            del store
-    finally:
-        if conn is not None:
-            conn.close()
+class _Heartbeat:
+    """A store's heartbeat's connection of its own, kept from beat to beat."""
+
+    def __init__(self) -> None:
+        self.conn: psycopg.Connection[Any] | None = None
+
+    def renew(self, store: PostgresLeases) -> None:
+        try:
+            conn = self.conn
+            if conn is None or conn.closed or conn.broken:
+                conn = self.conn = psycopg.connect(store.dsn, autocommit=True, connect_timeout=10)
+                conn.execute("SET synchronous_commit = off")  # a lease: kept for seconds
+            store._renew_leases(conn)
+        except Exception:  # the server is down now: the next beat tries again
+            pass
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()

@@ -2,7 +2,8 @@
 heartbeat thread, and lost to another owner that took a run over once expired.
 
 A run this process runs has a lease in its record, which a thread of the
-store renews every third of a lease while the run runs: when the process
+store renews every third of a lease while the run runs (the thread ends with
+the store's last run, or with the store: `start_heartbeat`): when the process
 dies the lease expires, and any process, on any host, may resume the run
 (see ``_owners``). A store object that finds another owner in a run's record
 stops writing the run (`LeaseHolder._fence`), and says why from then on.
@@ -14,11 +15,11 @@ import math
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 
 from .._errors import StoreError
+from .._heartbeat import Wake, start_heartbeat
 from ._base import RunRecord, TakenOver, no_run
 from ._owners import hold, holds, owner_alive, this_owner
 from ._owners import release as release_held
@@ -73,7 +74,7 @@ class LeaseHolder:
         self._lost: dict[str, str] = {}
         self._held_lock = threading.Lock()  # taken after self._lock, never before
         self._beat: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._wake = Wake()  # the heartbeat looks now: the store closed
 
     def _hold(self, run_id: str, owner: str) -> None:
         """Note that this object runs the run for ``owner`` (the caller holds
@@ -84,14 +85,24 @@ class LeaseHolder:
             if owner != this_owner():
                 return
             if self._beat is None and not self._closed:
-                self._beat = threading.Thread(
-                    target=_heartbeat,
-                    args=(weakref.ref(self), self._stop, self.lease / 3, self.path),
-                    name=f"braidflow lease of {self.path.name}",
-                    daemon=True,
+                self._beat = start_heartbeat(
+                    self,
+                    self._wake,
+                    self.lease / 3,
+                    _renew,
+                    f"braidflow lease of {self.path.name}",
                 )
-                self._beat.start()
         hold(self._location, run_id, self)
+
+    def _idle(self) -> bool:
+        """Whether the heartbeat has nothing to renew: no run of this process
+        held, or the store closed (it ends; the next run starts another)."""
+        me = this_owner()
+        with self._held_lock:
+            if self._closed or me not in self._held.values():
+                self._beat = None
+                return True
+        return False
 
     def _let_go(self, run_id: str, *, keep_log: bool) -> None:
         """This object runs the run no more (the caller holds the lock); its
@@ -173,30 +184,6 @@ class LeaseHolder:
         return True
 
 
-def _heartbeat(
-    ref: weakref.ref[LeaseHolder], stop: threading.Event, every: float, path: Path
-) -> None:
-    """A store's heartbeat: every ``every`` seconds, renew the leases of the
-    runs this process runs through it, on a connection of its own (so a busy
-    database never holds up a checkpoint), until the store is closed, gone,
-    or runs nothing (it starts again with the next run)."""
-    db: sqlite3.Connection | None = None
-    try:
-        while not stop.wait(every):
-            store = ref()
-            if store is None:
-                return
-            try:
-                if db is None:
-                    db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_MS / 1000)
-            except Exception:  # tried again at the next beat
-                continue
-            if not store._renew_leases(db):
-                with store._held_lock:
-                    if not any(owner == this_owner() for owner in store._held.values()):
-                        store._beat = None
-                        return
-            del store
-    finally:
-        if db is not None:
-            db.close()
+def _renew(store: LeaseHolder) -> None:
+    """A beat: on a connection of its own (a busy database never holds up a checkpoint)."""
+    store._renew_leases()

@@ -217,7 +217,7 @@ class PostgresStore(PostgresLeases, MakesLimiters):
         self._lock = threading.RLock()
         self._start_leases()
         if self._closed:
-            self._stop.set()
+            self._wake.set()
 
     def __enter__(self) -> PostgresStore:
         return self
@@ -233,7 +233,7 @@ class PostgresStore(PostgresLeases, MakesLimiters):
             if self._closed:
                 return
             self._closed = True
-            self._stop.set()
+            self._wake.set()
             self._limiters.close()
             if self._conn is not None:
                 self._conn.close()

@@ -168,7 +168,7 @@ class SQLiteStore(CacheTable, LogFolder, MakesLimiters):
         self._logs = {}
         self._start_leases()
         if self._closed:
-            self._stop.set()
+            self._wake.set()
             return
         try:
             self._db = open_database(
@@ -179,7 +179,7 @@ class SQLiteStore(CacheTable, LogFolder, MakesLimiters):
             )
         except Exception:  # every call says the store is closed, and to open it again
             self._closed = True
-            self._stop.set()
+            self._wake.set()
 
     @guarded("close the store", closed_ok=True)
     def close(self) -> None:
@@ -191,7 +191,7 @@ class SQLiteStore(CacheTable, LogFolder, MakesLimiters):
             if self._closed:
                 return
             self._closed = True
-            self._stop.set()
+            self._wake.set()
             self._limiters.close()
             try:
                 for run_id in list(self._logs):
