@@ -1,5 +1,5 @@
 """An exec attempt's limiters, taken together: in the one global order every
-holder takes them in (so no two attempts deadlock each other), given back on failure."""
+holder takes them in (so no two attempts deadlock each other), counted as taken."""
 
 from __future__ import annotations
 
@@ -24,36 +24,35 @@ def ordered(limiters: Sequence[Limiter]) -> tuple[Any, ...]:
 
 
 async def acquire_all(
-    limiters: Sequence[Limiter], taken: int = 0, node: Any = None, index: int | None = None
+    limiters: Sequence[Limiter], taken: list[int], node: Any = None, index: int | None = None
 ) -> None:
-    """Acquire ``limiters[taken:]`` in order, for an exec attempt of ``node`` (on
-    item ``index``) that holds the first ``taken`` already; on cancellation or
-    failure give back what this call took.
+    """Acquire the limiters after the first ``taken[0]`` in order, for an exec
+    attempt of ``node`` (on item ``index``) that holds those already.
+
+    ``taken[0]`` counts each as it is taken, with no call in between (where a
+    Ctrl-C could land), and this call gives nothing back when it fails or is
+    cancelled: the attempt gives back what ``taken[0]`` says it holds.
 
     Raises:
         LimiterDeadlock: If a wait could never end (see `Limiter.acquire`).
     """
-    first = taken
-    try:
-        for limiter in limiters[first:]:
-            if not limiter.try_acquire():
-                held = tuple(limiters[:taken]) if taken else ()
-                await limiter._acquire_queued(held, node, index)
-            taken += 1
-    except BaseException:
-        release_all(limiters[first:taken])
-        raise
+    for limiter in limiters[taken[0] :]:
+        if not limiter.try_acquire():
+            held = tuple(limiters[: taken[0]])
+            await limiter._acquire_queued(held, node, index)
+        taken[0] += 1
 
 
 def acquire_all_blocking(
     limiters: Sequence[Limiter],
     holder: Any,
+    taken: list[int],
     lending: Any = contextlib.nullcontext,
     index: int | None = None,
-    taken: int = 0,
 ) -> bool:
     """Thread version of `acquire_all`, for an attempt of ``holder`` (a node) on
-    item ``index`` that holds the first ``taken`` of ``limiters`` already.
+    item ``index`` that holds the first ``taken[0]`` of ``limiters`` already
+    (and counts there those it takes, as `acquire_all` does).
 
     ``lending`` is a context manager entered around any wait (braidflow's
     threads give their own slot back while they wait). Returns whether it waited.
@@ -64,27 +63,24 @@ def acquire_all_blocking(
             holder is a task on that loop.
         LimiterDeadlock: If a wait could never end (see `Limiter.acquire`).
     """
-    first = taken
     waited = False
-    try:
-        for limiter in limiters[first:]:
-            if not limiter.try_acquire():
-                waited = True
-                if asyncio._get_running_loop() is not None:
-                    raise AsyncUsageError(
-                        f"{holder._describe()} must wait for {limiter!r}, but it runs "
-                        "synchronously on the event loop's thread, where waiting would "
-                        "block the loop (and deadlock it if a holder runs on it); run the "
-                        "flow with `await flow.run_async(shared)` instead of flow.run(shared)",
-                        node=holder._display_name(),
-                    )
-                with lending():
-                    held = tuple(limiters[:taken]) if taken else ()
-                    limiter._acquire_queued_blocking(held, holder, index)
-            taken += 1
-    except BaseException:
-        release_all(limiters[first:taken])
-        raise
+    for limiter in limiters[taken[0] :]:
+        if limiter.try_acquire():
+            taken[0] += 1
+            continue
+        waited = True
+        if asyncio._get_running_loop() is not None:
+            raise AsyncUsageError(
+                f"{holder._describe()} must wait for {limiter!r}, but it runs "
+                "synchronously on the event loop's thread, where waiting would "
+                "block the loop (and deadlock it if a holder runs on it); run the "
+                "flow with `await flow.run_async(shared)` instead of flow.run(shared)",
+                node=holder._display_name(),
+            )
+        with lending():
+            held = tuple(limiters[: taken[0]])
+            limiter._acquire_queued_blocking(held, holder, index)
+            taken[0] += 1  # (in the `with`: its end runs code, where a Ctrl-C can land)
     return waited
 
 
@@ -104,6 +100,15 @@ def try_all(limiters: Sequence[Limiter]) -> int:
 
 
 def release_all(limiters: Sequence[Limiter]) -> None:
-    """Release limiters in the reverse of the order they were taken."""
-    for limiter in reversed(limiters):
-        limiter.release()
+    """Release limiters in the reverse of the order they were taken: all of
+    them, even if an error stops the release of one (a Ctrl-C landing there,
+    a release called once too often), which is raised once all were given back."""
+    backwards = limiters[::-1]
+    done = 0
+    try:
+        for limiter in backwards:
+            done += 1  # (counted first: one whose release raised was given back)
+            limiter.release()
+    finally:
+        if done < len(backwards):
+            release_all(backwards[done:][::-1])

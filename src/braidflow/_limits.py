@@ -371,41 +371,52 @@ class Limiter:
                 never end: every slot that could serve it is held by such code,
                 waiting as well.
         """
-        with self._lock:
-            if not self._waiting and (self._try_take() if claim is None else claim.take()) == 0.0:
-                return None
-            holding = HELD.get()
-            nested = holding is not None and holds(self, holding)
-            if (
-                nested
-                and self._waiting
-                and (self._try_take() if claim is None else claim.take()) == 0.0
-            ):
-                return None  # ahead of the queue
-            waiter = Waiter(loop)
-            waiter.claim = claim
-            waiter.node, waiter.index = node, index
-            if nested:
-                waiter.ahead = True
-                self._ahead.append(waiter)
-            # Queued before it registers, so that a check sees who waits ahead of it.
-            self._waiters.append(waiter)
-            self._waiting += 1
-            if holding is None and not taken:
-                return waiter
-            # Hold and wait: the rare path.
-            try:
-                let_ahead = block(self, waiter, holding, taken, node, index, not nested)
-            except BaseException:
-                self._waiters.pop()
-                self._waiting -= 1
+        # A Ctrl-C (KeyboardInterrupt) lands between two bytecodes, and a
+        # lock's release is one of the places it can: the handler below gives
+        # back a slot taken here and takes a queued waiter out again, or the
+        # caller, never told of them, would leak the slot or leave a waiter
+        # in the queue that no one serves, blocking everyone behind it.
+        took = False
+        waiter: Waiter | None = None
+        try:
+            with self._lock:
+                if not self._waiting:
+                    took = (self._try_take() if claim is None else claim.take()) == 0.0
+                    if took:
+                        return None
+                holding = HELD.get()
+                nested = holding is not None and holds(self, holding)
+                if nested and self._waiting:
+                    took = (self._try_take() if claim is None else claim.take()) == 0.0
+                    if took:
+                        return None  # ahead of the queue
+                queued = Waiter(loop)
+                queued.claim = claim
+                queued.node, queued.index = node, index
+                # Counted, then named `waiter` with no call between (no Ctrl-C
+                # can land there): once named, `_leave` undoes it, wherever the
+                # steps below stopped.
+                self._waiting += 1
+                waiter = queued
                 if nested:
-                    self._ahead.pop()
-                raise
-            waiter.blocked = True
-        for limiter, other in let_ahead:  # a cycle through queue order: rare
-            limiter._let_ahead(other)
-        return waiter
+                    waiter.ahead = True
+                    self._ahead.append(waiter)
+                # Queued before it registers, so that a check sees who waits ahead of it.
+                self._waiters.append(waiter)
+                if holding is None and not taken:
+                    return waiter
+                # Hold and wait: the rare path.
+                let_ahead = block(self, waiter, holding, taken, node, index, not nested)
+                waiter.blocked = True
+            for limiter, other in let_ahead:  # a cycle through queue order: rare
+                limiter._let_ahead(other)
+            return waiter
+        except BaseException:  # a deadlock found, or a Ctrl-C
+            if took:
+                self._give_back(claim)
+            elif waiter is not None:
+                self._leave(waiter)
+            raise
 
     def _turn(self, waiter: Waiter) -> float:
         """One step of a queued waiter: 0 once the slot is taken (the waiter has
@@ -442,10 +453,15 @@ class Limiter:
     def try_acquire(self) -> bool:
         """Take a slot if one is free right now and nobody is queued ahead (no
         one is, of a nested request: see `_enqueue`); never waits."""
-        with self._lock:
-            if not self._waiting:
-                return self._try_take() == 0.0
-            return holds(self) and self._try_take() == 0.0
+        took = False
+        try:
+            with self._lock:
+                took = (not self._waiting or holds(self)) and self._try_take() == 0.0
+        except BaseException:  # a Ctrl-C as the lock was let go: see `_enqueue`
+            if took:
+                Limiter.release(self)
+            raise
+        return took
 
     async def _acquire_queued(
         self, taken: tuple[Limiter, ...], node: Any, index: int | None
@@ -457,17 +473,13 @@ class Limiter:
         Raises:
             LimiterDeadlock: If the wait could never end (see `acquire`).
         """
-        waiter = self._enqueue(asyncio.get_running_loop(), taken, node, index)
-        if waiter is not None:
-            await self._wait(waiter)
+        await self._wait(taken, node, index)
 
     def _acquire_queued_blocking(
         self, taken: tuple[Limiter, ...], node: Any, index: int | None
     ) -> None:
         """`_acquire_queued` for a thread: block it until a slot is taken."""
-        waiter = self._enqueue(None, taken, node, index)
-        if waiter is not None:
-            self._wait_blocking(waiter)
+        self._wait_blocking(taken, node, index)
 
     async def acquire(self) -> None:
         """Wait on the event loop for a slot (FIFO) and take it.
@@ -478,21 +490,57 @@ class Limiter:
             LimiterDeadlock: If the wait could never end (code nested in exec
                 attempts that hold slots, each waiting for the others).
         """
-        waiter = self._enqueue(asyncio.get_running_loop())
-        if waiter is not None:
-            await self._wait(waiter)
+        await self._wait()
 
-    async def _wait(self, waiter: Waiter) -> None:
-        """Wait on the loop until the queued ``waiter`` has taken its slot."""
+    async def _wait(
+        self,
+        taken: tuple[Any, ...] = (),
+        node: Any = None,
+        index: int | None = None,
+        claim: Any = None,
+    ) -> None:
+        """Take a slot (``claim``'s units) at once if `_enqueue` may, else wait
+        in line on the loop until it is taken. One function from the call that
+        queues to the end of the wait: a Ctrl-C between the two would leave a
+        waiter in the queue that no one serves."""
+        waiter = None
         try:
+            waiter = self._enqueue(asyncio.get_running_loop(), taken, node, index, claim)
+            if waiter is None:
+                return
             while (wait := self._turn(waiter)) != 0.0:
                 if wait < 0:
                     await waiter.future  # type: ignore[misc]
                 else:  # until the window has room, or sooner if units come back to it
                     await sleep_or_wake(self._clock, wait, waiter.future)  # type: ignore[arg-type]
         except BaseException:
-            self._leave(waiter)
+            if waiter is not None:
+                self._stop_waiting(waiter)
             raise
+
+    def _stop_waiting(self, waiter: Waiter) -> None:
+        """The wait of ``waiter`` ended with an error (a cancel, a deadlock, a
+        Ctrl-C): it leaves the queue. If it took its slot as the error came (a
+        Ctrl-C as `_turn` let go of the lock), that slot is given back, and what
+        `_turn` had still to do is done. (``gone`` is set only by the waiter's
+        own `_turn`, when it takes, and `_leave`, which comes after this.)"""
+        if not waiter.gone:
+            self._leave(waiter)
+            return
+        with self._lock:
+            if waiter in self._ahead:
+                self._ahead.remove(waiter)
+            if waiter.blocked:
+                unblock(waiter)  # (a second time is a no-op)
+        self._give_back(waiter.claim)  # (wakes the next waiter)
+
+    def _give_back(self, claim: Any) -> None:
+        """Give back what a request (``claim``'s, or a plain one) took, as an error
+        stops it before its caller could learn of it."""
+        if claim is None:
+            Limiter.release(self)  # (a shared limiter's own release gives back its database slot)
+        else:
+            claim.release()
 
     def release(self) -> None:
         """Give back a slot taken by `acquire` or `acquire_blocking`.
@@ -529,20 +577,29 @@ class Limiter:
         Raises:
             LimiterDeadlock: As for `acquire`.
         """
-        waiter = self._enqueue(None)
-        if waiter is not None:
-            self._wait_blocking(waiter)
+        self._wait_blocking()
 
-    def _wait_blocking(self, waiter: Waiter) -> None:
-        """Block the thread until the queued ``waiter`` has taken its slot."""
+    def _wait_blocking(
+        self,
+        taken: tuple[Any, ...] = (),
+        node: Any = None,
+        index: int | None = None,
+        claim: Any = None,
+    ) -> None:
+        """`_wait` for a thread: block it until the slot is taken."""
+        waiter = None
         try:
+            waiter = self._enqueue(None, taken, node, index, claim)
+            if waiter is None:
+                return
             while (wait := self._turn(waiter)) != 0.0:
                 if wait < 0:
                     waiter.event.wait()  # type: ignore[union-attr]
                 else:  # until the window has room, or sooner if units come back to it
                     self._clock.wait_blocking(waiter.event, wait)  # type: ignore[arg-type]
         except BaseException:
-            self._leave(waiter)
+            if waiter is not None:
+                self._stop_waiting(waiter)
             raise
 
     def __enter__(self) -> Limiter:

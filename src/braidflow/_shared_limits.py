@@ -197,13 +197,14 @@ class SharedLimiter(Limiter):
             name, self._max, self._capacity_shared, self._period_shared, self.lease
         )
 
-    def _note(self, slot: int) -> None:
-        """A slot is this process's now: keep its lease renewed."""
+    def _note(self, slot: int, noted: list[bool]) -> None:
+        """A slot is this process's now: keep its lease renewed. ``noted[0]``
+        is set as the slot joins those held, with no call in between (where a
+        Ctrl-C could land): from then on, `release` is what gives it back."""
         with self._held_lock:
-            self._held.append(slot)
             self._taken += 1
-            if len(self._held) > self._peak_held:
-                self._peak_held = len(self._held)
+            if len(self._held) >= self._peak_held:
+                self._peak_held = len(self._held) + 1
             if self._beat is None and not self._closed:
                 self._beat = start_heartbeat(
                     self,
@@ -212,6 +213,17 @@ class SharedLimiter(Limiter):
                     SharedLimiter._renew,
                     f"braidflow lease of limiter {self.name}",
                 )
+            noted[0] = True
+            self._held.append(slot)
+
+    def _taken_back(self, noted: list[bool]) -> None:
+        """An error (a Ctrl-C, the database) stopped an acquisition that holds
+        its place in this process's line: give back what it took. A slot of
+        the database not yet noted comes back when its lease expires."""
+        if noted[0]:
+            self.release()
+        else:
+            Limiter.release(self)
 
     def _poke(self) -> None:
         """A slot may be free: the waiter asking the database asks again now."""
@@ -253,6 +265,7 @@ class SharedLimiter(Limiter):
         """
         if not Limiter.try_acquire(self):
             return False
+        noted = [False]
         try:
             if self._asking.try_acquire():
                 try:
@@ -260,10 +273,10 @@ class SharedLimiter(Limiter):
                 finally:
                     self._asking.release()
                 if slot is not None:
-                    self._note(slot)
+                    self._note(slot, noted)
                     return True
         except BaseException:
-            Limiter.release(self)
+            self._taken_back(noted)
             raise
         Limiter.release(self)
         return False
@@ -279,37 +292,38 @@ class SharedLimiter(Limiter):
             StoreError: If the database cannot be asked.
         """
         await Limiter._acquire_queued(self, taken, node, index)
+        noted = [False]
         try:
             await self._asking._acquire_queued((), node, index)
             try:
-                await self._ask_until_taken()
+                await self._ask_until_taken(noted)
             finally:
                 self._asking.release()
         except BaseException:
-            Limiter.release(self)
+            self._taken_back(noted)
             raise
 
-    def _pauses(self, waiter: Waiter) -> Iterator[float]:
-        """Ask the database for a slot until one is taken; between asks, the
-        pause to wait (``waiter`` ends it early when a slot is given back here).
-        The async and the blocking waits both follow it."""
+    def _pauses(self, waiter: Waiter, noted: list[bool]) -> Iterator[float]:
+        """Ask the database for a slot until one is taken (`_note`); between asks,
+        the pause to wait (``waiter`` ends it early when a slot is given back
+        here). The async and the blocking waits both follow it."""
         backoff = FIRST_POLL
         while True:
             waiter.arm()  # before asking: a slot given back meanwhile ends the pause
             slot, wait = self._take()
             if slot is not None:
-                self._note(slot)
+                self._note(slot, noted)
                 return
             self._start_listening()
             pause, backoff = self._pause(wait, backoff)
             yield pause
 
-    async def _ask_until_taken(self) -> None:
+    async def _ask_until_taken(self, noted: list[bool]) -> None:
         loop = asyncio.get_running_loop()
         waiter = Waiter(loop)
         self._poller = waiter
         try:
-            for pause in self._pauses(waiter):
+            for pause in self._pauses(waiter, noted):
                 future = waiter.future
                 assert future is not None
                 timer = loop.call_later(pause, resolve, future)
@@ -325,13 +339,14 @@ class SharedLimiter(Limiter):
     ) -> None:
         """`_acquire_queued` for a thread: block it until a slot is taken."""
         Limiter._acquire_queued_blocking(self, taken, node, index)
+        noted = [False]
         try:
             self._asking._acquire_queued_blocking((), node, index)
             try:
                 waiter = Waiter(None)
                 self._poller = waiter
                 try:
-                    for pause in self._pauses(waiter):
+                    for pause in self._pauses(waiter, noted):
                         event = waiter.event
                         assert event is not None
                         event.wait(pause)
@@ -340,7 +355,7 @@ class SharedLimiter(Limiter):
             finally:
                 self._asking.release()
         except BaseException:
-            Limiter.release(self)
+            self._taken_back(noted)
             raise
 
     def release(self) -> None:
@@ -352,11 +367,16 @@ class SharedLimiter(Limiter):
         Raises:
             RunError: If this process holds no slot.
         """
-        with self._held_lock:
-            if not self._held:
-                raise RunError(f"{self!r}: release() called more times than acquire()")
-            slot = self._held.pop()
+        popped = False
         try:
+            with self._held_lock:
+                if not self._held:
+                    raise RunError(f"{self!r}: release() called more times than acquire()")
+                # Taken off with no call until `popped` (`pop()` is one: a
+                # Ctrl-C could land as it returns, and the place here be lost).
+                slot = self._held[-1]
+                del self._held[-1]
+                popped = True
             if slot:
                 name = self.name
                 assert name is not None
@@ -364,8 +384,9 @@ class SharedLimiter(Limiter):
         except StoreError:
             pass  # its lease, renewed no more, gives it back; the next take says what failed
         finally:
-            Limiter.release(self)
-            self._poke()
+            if popped:
+                Limiter.release(self)
+                self._poke()
 
     # -- the same, held directly ------------------------------------------------------
 

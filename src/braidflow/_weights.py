@@ -7,7 +7,6 @@ call reports it used (`braidflow.Node.report_usage`).
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections import deque
 from collections.abc import Callable
@@ -200,39 +199,27 @@ class Claim(Entry):
     def try_acquire(self) -> bool:
         """`Limiter.try_acquire` for this claim's units."""
         limiter = self.limiter
-        with limiter._lock:
-            if not limiter._waiting:
-                return take_units(limiter, self.units, self) == 0.0
-            return holds(limiter) and take_units(limiter, self.units, self) == 0.0
-
-    def _enqueue(
-        self,
-        loop: asyncio.AbstractEventLoop | None,
-        taken: tuple[Any, ...] = (),
-        node: Any = None,
-        index: int | None = None,
-    ) -> Any:
-        return self.limiter._enqueue(loop, taken, node, index, self)
-
-    async def _wait(self, waiter: Any) -> None:
-        await self.limiter._wait(waiter)
-
-    def _wait_blocking(self, waiter: Any) -> None:
-        self.limiter._wait_blocking(waiter)
+        took = False
+        try:
+            with limiter._lock:
+                took = (not limiter._waiting or holds(limiter)) and take_units(
+                    limiter, self.units, self
+                ) == 0.0
+        except BaseException:  # a Ctrl-C as the lock was let go: see `Limiter._enqueue`
+            if took:
+                self.release()
+            raise
+        return took
 
     async def _acquire_queued(self, taken: tuple[Any, ...], node: Any, index: int | None) -> None:
         """`Limiter._acquire_queued` for this claim's units."""
-        waiter = self._enqueue(asyncio.get_running_loop(), taken, node, index)
-        if waiter is not None:
-            await self._wait(waiter)
+        await self.limiter._wait(taken, node, index, self)
 
     def _acquire_queued_blocking(
         self, taken: tuple[Any, ...], node: Any, index: int | None
     ) -> None:
         """`Limiter._acquire_queued_blocking` for this claim's units."""
-        waiter = self._enqueue(None, taken, node, index)
-        if waiter is not None:
-            self._wait_blocking(waiter)
+        self.limiter._wait_blocking(taken, node, index, self)
 
     def release(self) -> None:
         """Give back the units held in flight (the window keeps its entry)."""

@@ -272,58 +272,72 @@ def attempts(
             if claims is not None:
                 taken_now, own = claims()
                 held = gates + taken_now
-            if held:
-                taken = try_all(held) if len(held) > 1 else int(held[0].try_acquire())
-                if taken < len(held):
-                    started = time.monotonic()
-                    watched = observed()
-                    if watched is not None:
-                        emit_wait(watched, node, held[taken:], index, attempt, None)
-                    try:
-                        yield (WAIT, node, index, held, taken)
-                    except BaseException:
-                        release_all(held[:taken])
-                        raise
-                    if watched is not None:
-                        waited = time.monotonic() - started
-                        emit_wait(watched, node, held[taken:], index, attempt, waited)
-                    if attempt == 0 and index is not None and _draining():
-                        # A batch item that only waited so far has not begun:
-                        # the run drains, so it starts no new item.
-                        release_all(held)
-                        raise DrainStop
-                holding = hold(held, node, index)  # what nested code sees this attempt hold
-                if claims is not None:
-                    claims_token = CLAIMS.set(own)
-            if spend is not None:  # a budgeted run: stop before a call over the budget
-                if reached(spend):  # holding nothing: a call in flight may need a slot to end
-                    _let_go(held, holding, claims_token)
-                    yield from stop_at_budget(spend, node, index, SLEEP)
-                budget_token = attempt_started(spend)
+            # How many of `held` this attempt holds: what its `finally` gives
+            # back. Each take is counted with no call in between, so a Ctrl-C
+            # (a KeyboardInterrupt, raised between two bytecodes) cannot land
+            # after a take and before the count: the slot would never come back.
+            count = 0
             abandoned = False
             failure: Exception
             try:
-                if timeout is None:
-                    return (yield (how, node, index, function, args))
+                if held:
+                    if len(held) > 1:
+                        count = try_all(held)
+                    elif held[0].try_acquire():
+                        count = 1
+                    if count < len(held):
+                        first = count
+                        started = time.monotonic()
+                        watched = observed()
+                        if watched is not None:
+                            emit_wait(watched, node, held[first:], index, attempt, None)
+                        taken = [count]  # the driver counts there the slots it takes
+                        try:
+                            yield (WAIT, node, index, held, taken)
+                        finally:
+                            count = taken[0]
+                        if watched is not None:
+                            waited = time.monotonic() - started
+                            emit_wait(watched, node, held[first:], index, attempt, waited)
+                        if attempt == 0 and index is not None and _draining():
+                            # A batch item that only waited so far has not begun:
+                            # the run drains, so it starts no new item.
+                            raise DrainStop
+                    holding = hold(held, node, index)  # what nested code sees this attempt hold
+                    if claims is not None:
+                        claims_token = CLAIMS.set(own)
+                if spend is not None:  # a budgeted run: stop before a call over the budget
+                    if reached(spend):  # holding nothing: a call in flight may need a slot to end
+                        # (Cleared before it is let go: the `finally` must not again.)
+                        letting_go = (held[:count], holding, claims_token)
+                        count, holding, claims_token = 0, None, None
+                        _let_go(*letting_go)
+                        yield from stop_at_budget(spend, node, index, SLEEP)
+                    budget_token = attempt_started(spend)
                 try:
-                    return (yield (TIMED, node, index, how, function, args, timeout, held))
-                except TimedOut as late:
-                    abandoned = late.abandoned
-                    raise timeout_error(node, timeout, attempt, index) from None
-            except Exception as error:
-                failure = error
+                    if timeout is None:
+                        return (yield (how, node, index, function, args))
+                    try:
+                        return (yield (TIMED, node, index, how, function, args, timeout, held))
+                    except TimedOut as late:
+                        abandoned = late.abandoned
+                        raise timeout_error(node, timeout, attempt, index) from None
+                except Exception as error:
+                    failure = error
             finally:
-                if budget_token is not None:
-                    attempt_ended(spend, budget_token)  # type: ignore[arg-type]
-                if claims_token is not None:
-                    CLAIMS.reset(claims_token)
-                if holding is not None:
-                    unhold(holding)
-                if not abandoned:
-                    if len(held) == 1:
-                        held[0].release()
-                    else:
-                        release_all(held)
+                try:
+                    if budget_token is not None:
+                        attempt_ended(spend, budget_token)  # type: ignore[arg-type]
+                    if claims_token is not None:
+                        CLAIMS.reset(claims_token)
+                    if holding is not None:
+                        unhold(holding)
+                finally:  # (nested: given back even if a Ctrl-C lands in the above)
+                    if count and not abandoned:
+                        if count == 1:
+                            held[0].release()
+                        else:
+                            release_all(held[:count])
             delay = next_delay(node._bf_retry, node.max_retries, node.wait, attempt, failure)
             if delay is None:
                 return (yield from failed(node, item, failure, index, attempt, shared, offload))

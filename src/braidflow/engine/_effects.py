@@ -55,7 +55,8 @@ TIMED: Final = 5
 # own ``_run``/``_run_async``, or its lifecycle (driven here).
 NODE: Final = 6
 # (WAIT, node, index, limiters, taken): wait until every limiter after the
-# first ``taken`` (held already) gives a slot.
+# first ``taken[0]`` (held already) gives a slot, counting each in ``taken[0]``
+# as it is taken (on failure, the attempt gives back as many as it says).
 WAIT: Final = 7
 # (SLEEP, node, index, seconds): wait on the run's clock.
 SLEEP: Final = 8

@@ -112,7 +112,7 @@ def _perform(effect: tuple[Any, ...]) -> Any:
         return _timed(*effect[3:])
     if op is ops.WAIT:
         _, node, index, limiters, taken = effect
-        acquire_all_blocking(limiters, node, lending_slot, index, taken)
+        acquire_all_blocking(limiters, node, taken, lending_slot, index)
         return None
     if op is ops.SLEEP:
         run_clock().sleep_blocking(effect[3])

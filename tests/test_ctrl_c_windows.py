@@ -1,0 +1,194 @@
+"""A Ctrl-C lands between two bytecodes: Python's own SIGINT handler raises
+``KeyboardInterrupt`` wherever the main thread is. Landing as a limiter's slot
+is taken or given back, as a worker thread starts, or as a drain's grace timer
+starts, it leaves nothing behind: every slot comes back exactly once, a thread
+that began its call is waited for, and the run raises the ``KeyboardInterrupt``.
+
+Each test raises it at one such place, the first where the signal could be
+handled: a lock's release (a call into C, after which Python looks for a
+signal), a thread's start, an observer called there.
+"""
+
+import asyncio
+import threading
+
+import pytest
+
+import braidflow as bf
+from braidflow import AsyncFlow, AsyncNode, Flow, Limiter, Node
+from braidflow._threads import thread_limiter
+
+
+class WatchedLock:
+    """Stands for one of a limiter's locks: ``after(before, now)``, if set, is
+    called as it is let go, with what ``measure()`` was when it was taken and
+    is now. A ``KeyboardInterrupt`` raised there lands where Python raises a
+    Ctrl-C that came while the lock was held."""
+
+    def __init__(self, lock, measure):
+        self.lock, self.measure, self.after = lock, measure, None
+
+    def __enter__(self):
+        self.lock.acquire()
+        self.before = self.measure()
+
+    def __exit__(self, *exc):
+        before, now = self.before, self.measure()
+        self.lock.release()
+        after = self.after
+        if after is not None and exc[0] is None:
+            after(before, now)
+
+    def acquire(self, *args, **kwargs):
+        return self.lock.acquire(*args, **kwargs)
+
+    def release(self):
+        self.lock.release()
+
+
+def ctrl_c_once(watched, when):
+    """Have ``watched`` raise ``KeyboardInterrupt`` the first time ``when(before, now)``."""
+
+    def after(before, now):
+        if when(before, now):
+            watched.after = None
+            raise KeyboardInterrupt
+
+    watched.after = after
+
+
+def taken(before, now):
+    return now > before
+
+
+def given_back(before, now):
+    return now < before
+
+
+def watch(limiter):
+    """Watch the lock of ``limiter`` (counting its slots in flight)."""
+    watched = limiter._lock = WatchedLock(limiter._lock, lambda: limiter._in_flight)
+    return watched
+
+
+def limits_of(kind, tmp_path):
+    """The node's limits, the limiter whose lock a Ctrl-C is raised at, and
+    every limiter that must hold nothing afterwards."""
+    if kind == "plain":
+        limiter = Limiter(1, name="api")
+        return [limiter], watch(limiter), [limiter]
+    if kind == "rate":
+        limiter = Limiter(1, rate=1000, name="api")
+        return [limiter], watch(limiter), [limiter]
+    if kind == "weighted":
+        limiter = Limiter(4, name="tokens")
+        return [limiter.weighted(4)], watch(limiter), [limiter]
+    if kind == "two":  # the second taken is interrupted: the first comes back too
+        first, second = Limiter(1, name="first"), Limiter(1, name="second")
+        return [first, second], watch(second), [first, second]
+    store = bf.SQLiteStore(tmp_path / "runs.db")
+    limiter = store.limiter("api", max_concurrent=1)
+    if kind == "shared":  # its place in this process's line
+        return [limiter], watch(limiter), [limiter]
+    # "shared slot": the slot of the database, as it joins those held
+    watched = limiter._held_lock = WatchedLock(limiter._held_lock, lambda: len(limiter._held))
+    return [limiter], watched, [limiter]
+
+
+def assert_nothing_held(limiters):
+    for limiter in limiters:
+        statistics = limiter.statistics()
+        assert (statistics.in_flight, statistics.waiting) == (0, 0), limiter
+    assert thread_limiter().statistics().in_flight == 0
+
+
+class Call(Node):
+    def exec(self, prep_result):
+        return "called"
+
+
+class AsyncCall(AsyncNode):
+    async def exec_async(self, prep_result):
+        return "called"
+
+
+def run(mode, limits, observers=()):
+    if mode == "sync":
+        return Flow(start=Call(limits=limits)).run({}, observers=list(observers))
+    flow = AsyncFlow(start=AsyncCall(limits=limits))
+    return asyncio.run(flow.run_async({}, observers=list(observers)))
+
+
+KINDS = ["plain", "rate", "weighted", "two", "shared", "shared slot"]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_ctrl_c_as_an_attempt_takes_its_slot_gives_it_back(kind, mode, tmp_path):
+    limits, watched, limiters = limits_of(kind, tmp_path)
+    ctrl_c_once(watched, taken)
+    with pytest.raises(KeyboardInterrupt):
+        run(mode, limits)
+    assert_nothing_held(limiters)
+    assert run(mode, limits) is None  # a later run is not kept waiting
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_ctrl_c_as_an_attempt_gives_back_one_limiter_still_gives_back_the_others(mode):
+    first, second = Limiter(1, name="first"), Limiter(1, name="second")
+    ctrl_c_once(watch(second), given_back)  # given back first: the reverse order
+    with pytest.raises(KeyboardInterrupt):
+        run(mode, [first, second])
+    assert_nothing_held([first, second])
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("kind", ["plain", "weighted", "shared"])
+def test_a_ctrl_c_as_a_waiting_attempt_is_served_gives_the_slot_back(kind, mode, tmp_path):
+    limits, watched, limiters = limits_of(kind, tmp_path)
+    limiter = limiters[0]
+    limiter.acquire_blocking()  # busy: the attempt waits in line
+    queued = threading.Event()
+    watched.after = lambda before, now: limiter._waiting and queued.set()
+    outcome = []
+
+    def go():
+        try:
+            run(mode, limits)
+        except KeyboardInterrupt:
+            outcome.append("KeyboardInterrupt")
+
+    running = threading.Thread(target=go)
+    running.start()
+    queued.wait()
+    ctrl_c_once(watched, taken)  # as its turn comes and it takes the slot
+    limiter.release()
+    running.join()
+    assert outcome == ["KeyboardInterrupt"]
+    assert_nothing_held(limiters)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("kind", ["limiter_wait_start", "limiter_wait"])
+def test_a_ctrl_c_in_the_engine_around_a_wait_gives_every_slot_back(kind, mode):
+    # The first limiter is free, the second busy: the attempt holds one slot
+    # as the wait starts, both once it ends; an observer stands for the
+    # Ctrl-C landing there.
+    free, busy = Limiter(1, name="free"), Limiter(1, name="busy")
+    busy.acquire_blocking()
+    outcome = []
+
+    def observer(event):
+        if event.kind == "limiter_wait_start" and kind == "limiter_wait":
+            busy.release()  # its turn comes at once
+        if event.kind == kind:
+            raise KeyboardInterrupt
+
+    try:
+        run(mode, [free, busy], [observer])
+    except KeyboardInterrupt:
+        outcome.append("KeyboardInterrupt")
+    if kind == "limiter_wait_start":
+        busy.release()
+    assert outcome == ["KeyboardInterrupt"]
+    assert_nothing_held([free, busy])
