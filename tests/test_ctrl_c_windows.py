@@ -10,6 +10,7 @@ signal), a thread's start, an observer called there.
 """
 
 import asyncio
+import sqlite3
 import threading
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 import braidflow as bf
 from braidflow import AsyncFlow, AsyncNode, Flow, Limiter, Node
 from braidflow._threads import thread_limiter
+from braidflow.stores._sqlite_failures import Transaction
 
 
 class WatchedLock:
@@ -192,3 +194,37 @@ def test_a_ctrl_c_in_the_engine_around_a_wait_gives_every_slot_back(kind, mode):
         busy.release()
     assert outcome == ["KeyboardInterrupt"]
     assert_nothing_held([free, busy])
+
+
+# -- a SQLite store's transactions (a shared limiter's slots, a run's records) ----------
+
+
+class Connection(sqlite3.Connection):
+    ctrl_c_after_begin = False
+
+    def execute(self, sql, *args):
+        cursor = super().execute(sql, *args)
+        if sql == "BEGIN IMMEDIATE" and self.ctrl_c_after_begin:
+            self.ctrl_c_after_begin = False
+            raise KeyboardInterrupt
+        return cursor
+
+
+def test_a_ctrl_c_as_a_sqlite_transaction_begins_leaves_no_write_lock(tmp_path):
+    db = sqlite3.connect(tmp_path / "runs.db", isolation_level=None, factory=Connection)
+    db.ctrl_c_after_begin = True
+    with pytest.raises(KeyboardInterrupt), Transaction(db):
+        pass
+    assert not db.in_transaction
+    db.close()
+
+
+def test_a_sqlite_transaction_a_ctrl_c_left_open_ends_at_the_next(tmp_path):
+    db = sqlite3.connect(tmp_path / "runs.db", isolation_level=None)
+    db.execute("CREATE TABLE t (x)")
+    db.execute("BEGIN IMMEDIATE")  # as if a Ctrl-C landed as its `__exit__` was called
+    db.execute("INSERT INTO t VALUES (1)")
+    with Transaction(db):
+        db.execute("INSERT INTO t VALUES (2)")
+    assert db.execute("SELECT x FROM t").fetchall() == [(2,)]
+    db.close()

@@ -77,7 +77,17 @@ class Transaction:
         self.db = db
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        # A Ctrl-C (a KeyboardInterrupt, raised between two bytecodes) that
+        # lands as a transaction begins or as its `__exit__` is called leaves it
+        # open, and its write lock locks every process out: ended here, at the
+        # latest by the connection's next transaction.
+        if self.db.in_transaction:
+            self._rollback()
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._rollback()
+            raise
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None:
