@@ -17,7 +17,7 @@ import pytest
 
 import braidflow as bf
 from braidflow import AsyncFlow, AsyncNode, Flow, Limiter, Node
-from braidflow._threads import thread_limiter
+from braidflow._threads import _Worker, thread_limiter
 from braidflow.stores._sqlite_failures import Transaction
 
 
@@ -194,6 +194,88 @@ def test_a_ctrl_c_in_the_engine_around_a_wait_gives_every_slot_back(kind, mode):
         busy.release()
     assert outcome == ["KeyboardInterrupt"]
     assert_nothing_held([free, busy])
+
+
+# -- braidflow's worker threads -------------------------------------------------------
+
+
+class Timed(Node):
+    """A sync exec under a timeout: it runs in one of braidflow's threads."""
+
+    def __init__(self, log):
+        super().__init__(timeout=30)
+        self.log = log
+
+    def exec(self, prep_result):
+        self.log.append("exec ran")
+        return "called"
+
+
+def ctrl_c_at_a_worker_start(monkeypatch, started):
+    """Raise ``KeyboardInterrupt`` as a worker thread starts: after it began
+    (``started``: the wait in `Thread.start` for it to run), or before."""
+    start = threading.Thread.start
+
+    def interrupted(thread):
+        if not thread.name.startswith("braidflow-worker"):
+            return start(thread)
+        monkeypatch.setattr(threading.Thread, "start", start)  # once
+        if started:
+            start(thread)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted)
+
+
+def test_a_ctrl_c_as_a_worker_thread_starts_waits_for_it_and_gives_its_slot_back_once(
+    monkeypatch,
+):
+    log = []
+    ctrl_c_at_a_worker_start(monkeypatch, started=True)
+    with pytest.raises(KeyboardInterrupt):
+        Timed(log).run({})
+    log.append("run ended")
+    # Its call, begun, ran to its end before the run did (or never began):
+    # either way its slot came back once (twice raised RunError in the thread).
+    assert log in (["exec ran", "run ended"], ["run ended"])
+    assert thread_limiter().statistics().in_flight == 0
+    assert Timed(log).run({}) is None
+
+
+def test_a_ctrl_c_before_a_worker_thread_starts_runs_nothing_and_gives_its_slot_back(
+    monkeypatch,
+):
+    log = []
+    ctrl_c_at_a_worker_start(monkeypatch, started=False)
+    with pytest.raises(KeyboardInterrupt):
+        Timed(log).run({})
+    assert log == []
+    assert thread_limiter().statistics().in_flight == 0
+
+
+def test_a_ctrl_c_as_a_job_goes_to_an_idle_worker_leaves_neither_behind(monkeypatch):
+    log = []
+    give = _Worker.give
+    armed = []
+
+    def interrupted(worker, job):
+        if armed and job is not None:
+            armed.clear()
+            raise KeyboardInterrupt
+        give(worker, job)
+
+    class Arms(Timed):
+        def post(self, shared, prep_result, exec_result):
+            armed.append(True)  # its worker is idle now: the next job goes there
+
+    monkeypatch.setattr(_Worker, "give", interrupted)
+    first = Arms(log)
+    first >> Timed(log)
+    with pytest.raises(KeyboardInterrupt):
+        Flow(start=first).run({})
+    assert log[0] == "exec ran"
+    assert thread_limiter().statistics().in_flight == 0
+    assert Timed(log).run({}) is None
 
 
 # -- a SQLite store's transactions (a shared limiter's slots, a run's records) ----------

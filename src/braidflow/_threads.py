@@ -99,7 +99,9 @@ class _Job:
 
     __slots__ = (
         "args",
+        "began",
         "context",
+        "dropped",
         "event",
         "function",
         "future",
@@ -130,9 +132,29 @@ class _Job:
         self.loop = loop
         self.future: asyncio.Future[Any] | None = loop.create_future() if loop else None
         self.event: threading.Event | None = None if loop else threading.Event()
+        # Whose the thread's slot is: the worker's once it `began` the job
+        # (it gives the slot back when the call ends), else the caller's,
+        # which `drop`s a job it stops starting (a Ctrl-C): then no worker
+        # begins it, and the caller gives the slot back. Exactly one of them.
+        self.began = False
+        self.dropped = False
+
+    def drop(self) -> bool:
+        """The caller stops (a Ctrl-C as it starts the job, or waits for it):
+        if no worker began the job, none will, and the caller gives the thread's
+        slot back; return whether so. Else the job runs on: its worker gives
+        the slot back, and a caller waits for it."""
+        with self.lock:
+            if not self.began:
+                self.dropped = True
+            return self.dropped
 
     def call(self) -> None:
         """Run in the worker thread: call the function, give the thread's slot back."""
+        with self.lock:
+            if self.dropped:  # its caller stopped before: it is not run, nor reported
+                return
+            self.began = True
         _local.holds_slot = True
         _local.job = self
         try:
@@ -146,6 +168,8 @@ class _Job:
 
     def report(self) -> None:
         """Hand the outcome to the waiting caller (dropped if it was abandoned)."""
+        if self.dropped:
+            return
         with self.lock:
             abandoned = self.state == _ABANDONED
             if not abandoned:
@@ -190,16 +214,24 @@ class _Job:
         raise self.value
 
     def start(self) -> None:
-        """Hand the job to an idle worker, or to a new one."""
-        with _pool_lock:
-            worker = _idle.pop() if _idle else None
-        if worker is not None:
-            worker.give(self)
-            return
+        """Hand the job to an idle worker, or to a new one. If this fails (a
+        Ctrl-C as the thread starts, which may have begun the job already),
+        the caller `drop`s the job: the slot is not given back here."""
+        worker = None
         try:
-            _Worker(self)
+            with _pool_lock:
+                if _idle:  # (not pop(): a Ctrl-C can land as a call returns)
+                    worker = _idle[-1]
+                    del _idle[-1]
+            if worker is None:
+                _Worker(self)
+            else:
+                worker.give(self)
         except BaseException:
-            _THREADS.release()
+            if worker is not None:
+                with _pool_lock:
+                    if worker not in _idle:  # still ours: it must not wait for a job forever
+                        worker.give(self)
             raise
 
 
@@ -373,10 +405,17 @@ async def run_in_thread(
             thread is then abandoned: it keeps running, its outcome is
             dropped, and ``on_abandoned_end`` is called from it when it ends.
     """
-    if not _THREADS.try_acquire():
-        await _THREADS.acquire()
     job = _Job(function, args, asyncio.get_running_loop())
-    job.start()
+    taken = False
+    try:
+        if not _THREADS.try_acquire():
+            await _THREADS.acquire()
+        taken = True
+        job.start()
+    except BaseException:  # a Ctrl-C (the loop's thread under Python's own handler)
+        if taken and job.drop():
+            _THREADS.release()
+        raise
     future = job.future
     assert future is not None
     if abandon_after is None:
@@ -413,19 +452,25 @@ def call_in_thread(
     Raises:
         Abandoned: As for `run_in_thread`.
     """
+    job = _Job(function, args, None)
+    event = job.event
+    assert event is not None
     with lending_slot():
-        _THREADS.acquire_blocking()
-        job = _Job(function, args, None)
-        job.start()
-        event = job.event
-        assert event is not None
+        taken = False
         try:
+            _THREADS.acquire_blocking()
+            taken = True
+            job.start()
             finished = (
                 event.wait() if abandon_after is None else clock.wait_blocking(event, abandon_after)
             )
         except BaseException:
-            job.stop_requested = True
-            event.wait()
+            if taken:
+                job.stop_requested = True
+                if job.drop():  # (a Ctrl-C before its thread began it: it never runs)
+                    _THREADS.release()
+                else:
+                    event.wait()
             raise
         if not finished and job.abandon(on_abandoned_end):
             raise Abandoned
