@@ -18,7 +18,10 @@ import pytest
 import braidflow as bf
 from braidflow import AsyncFlow, AsyncNode, Flow, Limiter, Node
 from braidflow._threads import _Worker, thread_limiter
+from braidflow.durable import _drain
+from braidflow.durable._drain import Drain
 from braidflow.stores._sqlite_failures import Transaction
+from braidflow.stores.memory import MemoryStore
 
 
 class WatchedLock:
@@ -276,6 +279,64 @@ def test_a_ctrl_c_as_a_job_goes_to_an_idle_worker_leaves_neither_behind(monkeypa
     assert log[0] == "exec ran"
     assert thread_limiter().statistics().in_flight == 0
     assert Timed(log).run({}) is None
+
+
+# -- a drain's grace timer -------------------------------------------------------------
+
+
+def test_a_drain_asked_once_its_run_ended_starts_no_timer():
+    drain = Drain(MemoryStore(), "run")
+    drain.close()
+    drain.ask(3600)  # another thread's drain(), or the watcher, a moment late
+    assert drain.timer is None  # (a thread of the drain outliving its run)
+
+
+def test_a_run_that_ends_while_another_thread_asks_it_to_drain_stops_the_timer(monkeypatch):
+    # The other thread is about to start the grace timer as the run ends.
+    drain = Drain(MemoryStore(), "run")
+    starting, closing = threading.Event(), threading.Event()
+    lock = threading.RLock()
+
+    class Contended:
+        """The drain's lock, which says when the run's close must wait for it."""
+
+        def __enter__(self):
+            if not lock.acquire(blocking=False):
+                closing.set()
+                lock.acquire()
+
+        def __exit__(self, *exc):
+            lock.release()
+
+    class PausedTimer(threading.Timer):
+        def start(self):
+            starting.set()
+            closing.wait()  # the run's close waits for the lock, or is done
+            super().start()
+
+    monkeypatch.setattr(_drain, "_RUNNING_LOCK", Contended())
+    monkeypatch.setattr(threading, "Timer", PausedTimer)
+    errors = []
+
+    def close():
+        try:
+            drain.close()
+        except Exception as error:  # joined before it started
+            errors.append(error)
+        closing.set()
+
+    asking = threading.Thread(target=drain.ask, args=(3600,))
+    asking.start()
+    starting.wait()
+    closer = threading.Thread(target=close)
+    closer.start()
+    asking.join()
+    closer.join()
+    timer = drain.timer
+    if timer is not None and timer.is_alive():
+        timer.cancel()
+    assert errors == []
+    assert timer is None or not timer.is_alive()
 
 
 # -- a SQLite store's transactions (a shared limiter's slots, a run's records) ----------

@@ -143,8 +143,9 @@ class Drain:
     def close(self) -> None:
         """The run ended: no timer, no watch, no registration, no request left
         in the store; no thread of the drain outlives the run."""
-        with _RUNNING_LOCK:
+        with _RUNNING_LOCK:  # (an `ask` from another thread started its timer, or starts none)
             self.ending = True
+            timer = self.timer
             if _RUNNING.get(self.run_id) is self:
                 del _RUNNING[self.run_id]
         watch, self.watch = self.watch, None
@@ -157,7 +158,6 @@ class Drain:
         if self.sigint:
             self.sigint = False
             _give_back_sigint()
-        timer = self.timer
         if timer is not None:
             timer.cancel()
             if timer is not threading.current_thread():
@@ -195,9 +195,14 @@ class Drain:
                 return
             self.asked = True
             self.timeout = timeout
-        timer = self.timer = threading.Timer(timeout, self.expire)
-        timer.daemon = True
-        timer.start()
+            # Started under the lock, and not once the run is ending: `close`,
+            # on the run's thread as this one may be another (a drain() there,
+            # the watcher), finds either a started timer to stop or none.
+            if self.ending:
+                return
+            timer = self.timer = threading.Timer(timeout, self.expire)
+            timer.daemon = True
+            timer.start()
 
     def expire(self) -> None:
         """The grace period is over (or a second request came): stop what still
