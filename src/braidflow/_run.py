@@ -91,6 +91,7 @@ class RunScope:
         "answer",
         "answers",
         "budget",
+        "budget_open",
         "clock",
         "durability",
         "durable",
@@ -216,6 +217,7 @@ class RunScope:
         enter_run()
         self.token: Token[Run | None] | None = None
         self.step_token: Token[StepAt] | None = None
+        self.budget_open = False  # open_budget() was called: close_budget() is due
         self.root: StepAt | None = None  # a durable run's own: what its flow's prep and post touch
         self.state_token: Token[Any] | None = None
         self.step: StepScope | None = None
@@ -264,6 +266,7 @@ class RunScope:
             run.spend = Spend(self.budget) if before is None else Spend(self.budget, before)
         if self.budget is not None:
             open_budget()
+            self.budget_open = True
         if self.durable is not None:
             run.id = self.durable.run_id
             self.durable.drain.bind(run.task)
@@ -287,18 +290,23 @@ class RunScope:
         record a durable run that was opened as ended by ``error`` (even if
         Ctrl-C lands meanwhile)."""
         try:
-            if self.state_token is not None:
-                STATE.reset(self.state_token)
-            if self.token is not None:
-                RUN.reset(self.token)
-                if self.budget is not None:
-                    close_budget()
-            if self.step_token is not None:
-                STEP.reset(self.step_token)
-            leave_run()
+            self._leave()
         finally:
             if self.durable is not None:
                 close_run(self.durable, error)
+
+    def _leave(self) -> None:
+        """Put the context back as it was before the run (its variables,
+        its budget), and leave the run's threads (`leave_run`)."""
+        if self.state_token is not None:
+            STATE.reset(self.state_token)
+        if self.token is not None:
+            RUN.reset(self.token)
+        if self.budget_open:
+            close_budget()
+        if self.step_token is not None:
+            STEP.reset(self.step_token)
+        leave_run()
 
     def __exit__(
         self,
@@ -320,15 +328,7 @@ class RunScope:
                         "run_end", node=step.name, path=step.path, duration=duration, error=error
                     )
             finally:
-                if self.state_token is not None:
-                    STATE.reset(self.state_token)
-                if self.token is not None:
-                    RUN.reset(self.token)
-                if self.budget is not None:
-                    close_budget()
-                if self.step_token is not None:
-                    STEP.reset(self.step_token)
-                leave_run()
+                self._leave()
         except BaseException as late:  # Ctrl-C as an observer took run_end, threads ended...
             if durable is None:
                 raise

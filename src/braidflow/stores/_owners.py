@@ -26,8 +26,10 @@ import os
 import socket
 import threading
 import weakref
+from typing import Any
 
 __all__ = [
+    "heartbeat_idle",
     "hold",
     "hold_claimed",
     "holds",
@@ -160,3 +162,15 @@ def owner_alive(
     if lease is None:
         return True
     return lease > now
+
+
+def heartbeat_idle(holder: Any) -> bool:
+    """A lease holder's ``_idle`` (see `braidflow._heartbeat`): whether it
+    holds no run of this process's (its ``_held``: run id to owner), or is
+    closed; if so its heartbeat is forgotten, and the next run starts one."""
+    me = this_owner()
+    with holder._held_lock:
+        if holder._closed or me not in holder._held.values():
+            holder._beat = None
+            return True
+    return False

@@ -13,7 +13,7 @@ import psycopg
 
 from .._heartbeat import Wake, start_heartbeat
 from ._base import TakenOver, no_run
-from ._owners import hold, this_owner
+from ._owners import heartbeat_idle, hold, this_owner
 from ._owners import release as release_held
 
 __all__ = ["LEASE", "PostgresLeases"]
@@ -78,14 +78,8 @@ class PostgresLeases:
         hold(self._location, run_id, self)
 
     def _idle(self) -> bool:
-        """Whether the heartbeat has nothing to renew: no run of this process
-        held, or the store closed (it ends; the next run starts another)."""
-        me = this_owner()
-        with self._held_lock:
-            if self._closed or me not in self._held.values():
-                self._beat = None
-                return True
-        return False
+        """Whether the heartbeat has nothing to renew (`heartbeat_idle`)."""
+        return heartbeat_idle(self)
 
     def _lose(self, run_id: str, owner: str | None) -> TakenOver:
         message = (

@@ -21,7 +21,7 @@ from pathlib import Path
 from .._errors import StoreError
 from .._heartbeat import Wake, start_heartbeat
 from ._base import RunRecord, TakenOver, no_run
-from ._owners import hold, holds, owner_alive, this_owner
+from ._owners import heartbeat_idle, hold, holds, owner_alive, this_owner
 from ._owners import release as release_held
 from ._runlog import RunLog
 from ._sqlite_failures import BUSY_MS, Transaction
@@ -95,14 +95,8 @@ class LeaseHolder:
         hold(self._location, run_id, self)
 
     def _idle(self) -> bool:
-        """Whether the heartbeat has nothing to renew: no run of this process
-        held, or the store closed (it ends; the next run starts another)."""
-        me = this_owner()
-        with self._held_lock:
-            if self._closed or me not in self._held.values():
-                self._beat = None
-                return True
-        return False
+        """Whether the heartbeat has nothing to renew (`heartbeat_idle`)."""
+        return heartbeat_idle(self)
 
     def _let_go(self, run_id: str, *, keep_log: bool) -> None:
         """This object runs the run no more (the caller holds the lock); its
