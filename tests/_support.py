@@ -48,6 +48,27 @@ def dashboard_served(store_path, *options):
         server.communicate(timeout=30)
 
 
+def forking_node(child):
+    """A node whose exec runs ``child`` in a process forked there (from one
+    of braidflow's threads, mid-run) and returns its exit code, which its
+    post keeps in ``shared["exitcode"]``."""
+    import multiprocessing
+
+    from braidflow import Node
+
+    class Forks(Node):
+        def exec(self, prep_res):
+            forked = multiprocessing.get_context("fork").Process(target=child)
+            forked.start()
+            forked.join(10)
+            return forked.exitcode
+
+        def post(self, shared, prep_res, exec_res):
+            shared["exitcode"] = exec_res
+
+    return Forks()
+
+
 def dead_owner():
     """The owner string (as stores keep it) of a process that has ended."""
     child = subprocess.run(

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import braidflow as bf
+from _support import forking_node
 from braidflow import Drained, InvalidParameterError, SQLiteStore, StoreError
 from braidflow._threads import stop_requested
 from braidflow.durable import _drain
@@ -652,20 +653,10 @@ def test_a_child_forked_in_a_durable_run_has_no_run_to_drain_and_sigint_as_it_wa
     def child():
         report.send((bf.drain(), signal.getsignal(signal.SIGINT) == signal.SIG_IGN))
 
-    class Forks(bf.Node):
-        def exec(self, prep_res):
-            forked = fork.Process(target=child)
-            forked.start()
-            forked.join(10)
-            return forked.exitcode
-
-        def post(self, shared, prep_res, exec_res):
-            shared["exitcode"] = exec_res
-
     before = signal.signal(signal.SIGINT, signal.SIG_IGN)
     shared = {}
     try:
-        bf.Flow(start=Forks()).run(shared, store=bf.MemoryStore(), run_id="run")
+        bf.Flow(start=forking_node(child)).run(shared, store=bf.MemoryStore(), run_id="run")
     finally:
         signal.signal(signal.SIGINT, before)
     assert shared["exitcode"] == 0

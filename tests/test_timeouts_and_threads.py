@@ -7,6 +7,7 @@ import threading
 import pytest
 
 import braidflow._threads as bf_threads
+from _support import forking_node
 from braidflow import (
     AsyncFlow,
     AsyncNode,
@@ -373,18 +374,8 @@ def test_a_run_in_a_forked_child_is_not_part_of_the_run_its_parent_forked_in():
         Spends().run({}, observers=[own.append])
         report.send(([e.kind for e in own if e.kind == "usage"], [e.kind for e in seen]))
 
-    class Forks(Node):
-        def exec(self, prep_res):
-            forked = fork.Process(target=child)
-            forked.start()
-            forked.join(10)
-            return forked.exitcode
-
-        def post(self, shared, prep_res, exec_res):
-            shared["exitcode"] = exec_res
-
     shared = {}
-    Forks().run(shared, observers=[lambda event: seen.append(event)])
+    forking_node(child).run(shared, observers=[lambda event: seen.append(event)])
     assert shared["exitcode"] == 0
     assert reports.poll(0)
     own, parent_s = reports.recv()
