@@ -10,7 +10,8 @@ PostgreSQL one is the parent's session), no thread runs the heartbeat, a
 lock may have been held by a thread that is not there, and the runs, slots
 and holders are the parent's. So every object that keeps such things
 registers here, and its ``_after_fork()`` is called in every child, before
-the child runs on. The thread that forks may be running a node of a run
+the child runs on; a module's own such state (a pool of threads, a registry
+of runs, a lock) registers the function that remakes it, called first. The thread that forks may be running a node of a run
 (its context variables say which run, node, attempt, limits held); the
 child runs none of them, so the engine's context variables are reset there.
 """
@@ -20,9 +21,10 @@ from __future__ import annotations
 import contextvars
 import os
 import weakref
+from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["remade_in_children", "reset_in_children", "set_aside"]
+__all__ = ["call_in_children", "remade_in_children", "reset_in_children", "set_aside"]
 
 
 class _Remade(Protocol):
@@ -30,6 +32,7 @@ class _Remade(Protocol):
         """In the child: let go of the parent's process, and be usable here."""
 
 
+_CALLS: list[Callable[[], object]] = []
 _LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
 
 # What a child inherited and must neither use nor close. Closing a SQLite
@@ -39,6 +42,13 @@ _LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
 _SET_ASIDE: list[object] = []
 
 _RESET: list[contextvars.ContextVar[Any]] = []
+
+
+def call_in_children(function: Callable[[], object]) -> None:
+    """Have ``function()`` called in each child made by ``os.fork``, before
+    the objects are remade: a module's own state (its locks, its registries,
+    its pool of threads) made anew there."""
+    _CALLS.append(function)
 
 
 def remade_in_children(obj: _Remade) -> None:
@@ -59,6 +69,8 @@ def set_aside(*inherited: object) -> None:
 
 
 def _in_child() -> None:
+    for function in _CALLS:
+        function()
     for obj in list(_LIVE):
         obj._after_fork()
     fresh = contextvars.Context()  # where each variable reads its default

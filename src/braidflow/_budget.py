@@ -12,13 +12,12 @@ resumed with a higher budget.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Generator
 from contextvars import ContextVar
 from typing import Any
 
-from ._after_fork import reset_in_children
+from ._after_fork import call_in_children, reset_in_children
 from ._context import RUN
 from ._errors import BudgetExceeded, InvalidParameterError
 from ._options import check_number
@@ -60,7 +59,7 @@ def _forked() -> None:
     _active_lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forked)
+call_in_children(_forked)
 
 
 class Budget:

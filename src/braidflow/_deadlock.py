@@ -38,11 +38,11 @@ that will be given back, so only a wait that can never be served is refused.
 
 from __future__ import annotations
 
-import os
 import threading
 from contextvars import Token
 from typing import Any
 
+from ._after_fork import call_in_children
 from ._context import HELD
 from ._errors import LimiterDeadlock
 
@@ -126,7 +126,7 @@ def _forked() -> None:
     _exposed.clear()
 
 
-os.register_at_fork(after_in_child=_forked)
+call_in_children(_forked)
 
 
 def block(

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import os
 import signal
 import threading
 from collections.abc import Callable, Coroutine
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from ._after_fork import call_in_children
 from ._clock import SYSTEM_CLOCK, Clock
 from ._errors import add_note
 from ._limits import Limiter
@@ -69,7 +69,7 @@ def _forked() -> None:
     _local = threading.local()
 
 
-os.register_at_fork(after_in_child=_forked)
+call_in_children(_forked)
 
 
 class Abandoned(Exception):

@@ -7,12 +7,12 @@ and, if the run is observed, emits a ``usage`` event.
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from ._after_fork import call_in_children
 from ._context import ATTEMPT, PATH, REMOTE, RUN, current_item
 from ._errors import InvalidParameterError
 from ._options import check_number
@@ -117,7 +117,7 @@ def _forked() -> None:
     _first_report = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forked)
+call_in_children(_forked)
 
 
 class Spend:

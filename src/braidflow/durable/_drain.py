@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import _thread
 import asyncio
-import os
 import signal
 import threading
 from time import monotonic, sleep, time
 from typing import Any
 
+from .._after_fork import call_in_children
 from .._errors import InvalidParameterError, StoreError
 from .._options import check_number
 from .._threads import sigint_handler
@@ -356,7 +356,7 @@ def _forked() -> None:
             signal.signal(signal.SIGINT, _kept_sigint)
 
 
-os.register_at_fork(after_in_child=_forked)
+call_in_children(_forked)
 
 
 def drain(

@@ -10,10 +10,10 @@ a fallback's result, is not kept: the waiting items then compute their own.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Generator
 from typing import Any
 
+from .._after_fork import call_in_children
 from .._cache import cache_key
 from .._context import PATH, RUN, observed
 from .._errors import AsyncUsageError, CacheError
@@ -42,7 +42,7 @@ class _Computing:
 # The keys being computed in this process, by (id of the store, key).
 _COMPUTING: dict[tuple[int, str], _Computing] = {}
 # In a child made by os.fork, none is: the items computing them were the parent's.
-os.register_at_fork(after_in_child=_COMPUTING.clear)
+call_in_children(_COMPUTING.clear)
 _CODECS = {"json": Codec("json"), "pickle": Codec("pickle")}
 
 

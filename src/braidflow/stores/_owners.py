@@ -28,6 +28,8 @@ import threading
 import weakref
 from typing import Any
 
+from .._after_fork import call_in_children
+
 __all__ = [
     "heartbeat_idle",
     "hold",
@@ -110,7 +112,7 @@ def _forked() -> None:
     _HELD.clear()
 
 
-os.register_at_fork(after_in_child=_forked)
+call_in_children(_forked)
 
 
 def holds(location: str, run_id: str) -> bool:
