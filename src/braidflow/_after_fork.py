@@ -11,9 +11,10 @@ lock may have been held by a thread that is not there, and the runs, slots
 and holders are the parent's. So every object that keeps such things
 registers here, and its ``_after_fork()`` is called in every child, before
 the child runs on; a module's own such state (a pool of threads, a registry
-of runs, a lock) registers the function that remakes it, called first. The thread that forks may be running a node of a run
-(its context variables say which run, node, attempt, limits held); the
-child runs none of them, so the engine's context variables are reset there.
+of runs, a lock) registers the function that remakes it, called first. The
+thread that forks may be running a node of a run (its context variables say
+which run, node, attempt, limits held); the child runs none of them, so the
+engine's context variables are reset there.
 """
 
 from __future__ import annotations
