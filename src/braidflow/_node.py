@@ -22,6 +22,7 @@ from ._errors import InvalidParameterError
 from ._events import Event
 from ._limits import Limiter
 from ._options import UNSET, check_max_concurrency, check_on_error
+from ._own_loop import run_on_new_loop
 from ._plan import Plan, check_setup, default
 from ._policy import Retry
 from ._run import (
@@ -34,7 +35,6 @@ from ._run import (
 )
 from ._stored import StoredRuns
 from ._stream import stream_events
-from ._threads import run_on_new_loop
 from ._usage import Usage, report, usage_of
 from ._weights import Weighted
 from ._wiring import Successors, Wirable, changed

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ._budget import Budget
 from ._clock import Clock
 from ._errors import InvalidParameterError
+from ._own_loop import run_on_new_loop
 from ._run import PendingRun, RunScope, run_top_async, run_top_sync
-from ._threads import run_on_new_loop
 from .durable import NO_ANSWER
 from .durable._asking import check_answers
 from .durable._history import StepRecord, StoredRun

@@ -29,7 +29,7 @@ from typing import Any
 from .._after_fork import call_in_children
 from .._errors import InvalidParameterError, StoreError
 from .._options import check_number
-from .._threads import sigint_handler
+from .._own_loop import sigint_handler
 from ..stores._base import Store
 from ..stores.memory import MemoryStore
 
