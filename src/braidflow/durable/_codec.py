@@ -20,7 +20,8 @@ from typing import Any
 
 from .._errors import CheckpointError, Failure, ResumeError
 from .._isolation import MISSING
-from .._state import VALUE_CLASSES, model_from_fields
+from .._state import VALUE_CLASSES
+from .._state_pydantic import model_from_fields
 from ._exceptions import TAG, RecordedError, error_from, error_record
 
 __all__ = [
