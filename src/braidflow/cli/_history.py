@@ -196,7 +196,8 @@ def command_fork(args: argparse.Namespace) -> int:
     from .. import CheckpointError, ResumeError, StoreError
     from ..durable import NO_ANSWER
     from ..durable._travel import fork_run
-    from ._running import resume_options, resume_stored
+    from ._run_options import resume_options
+    from ._running import resume_stored
     from ._target import load_target
 
     store_path = chosen_store(args)
