@@ -55,13 +55,19 @@ class SharedView(MutableMapping[Any, Any]):
         self._before: dict[Any, Any] = {}
         self._deleted: set[Any] = set()
         self._dirty: set[Any] = set()  # touched since the last checkpoint (durable runs)
-        self._bf_last: dict[Any, bytes] = {}
+        # The saved form of each key a checkpoint looked at (durable runs; None:
+        # deleted); one not in it is as at the fork (`changed_keys`).
+        self._bf_last: dict[Any, bytes | None] = {}
         self._assumed: set[Any] = set()  # keys whose value at the fork is an assumed default
 
     def _take_dirty(self) -> set[Any]:
         """The keys touched since the last call (durable runs checkpoint those)."""
         dirty, self._dirty = self._dirty, set()
         return dirty
+
+    def _forked(self, key: Any) -> Any:
+        """The value at the fork of a key the branch touched (MISSING: none)."""
+        return self._before.get(key, MISSING)
 
     def _at_fork(self, key: Any) -> Any:
         """The value at the fork of a key first touched by a write or a delete

@@ -12,7 +12,8 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 from .._context import STEP
-from ._codec import Codec, encode_key_value
+from .._isolation import MISSING
+from ._codec import UNSAVABLE, Codec, encode_key_value
 
 __all__ = ["EVERY_KEY", "TrackingDict", "changed_keys"]
 
@@ -101,13 +102,12 @@ def changed_keys(
     """The keys of ``target`` whose saved form changed since the last
     checkpoint, encoded; ``None`` for a deleted key. Of a TrackingDict, the
     keys in ``touched`` (the step's); of a SharedView, those it noted."""
+    if type(target) is not TrackingDict:
+        return _view_changes(codec, target, node)
     last: dict[Any, bytes] = target._bf_last
     changes: list[tuple[Any, bytes | None]] = []
-    # Read so that reading marks nothing: a TrackingDict as a plain dict, a view by peek.
-    tracking = type(target) is TrackingDict
-    read = dict.__getitem__ if tracking else type(target)._peek
-    keys = target.touched(touched or ()) if tracking else target._take_dirty()
-    for key in keys:
+    read = dict.__getitem__  # so that reading marks nothing
+    for key in target.touched(touched or ()):
         if key in target:
             data = encode_key_value(codec, key, read(target, key), node)
             if last.get(key) != data:
@@ -116,4 +116,33 @@ def changed_keys(
         elif key in last:
             del last[key]
             changes.append((key, None))
+    return changes
+
+
+_UNSAVED: Any = object()  # a key's saved form not known yet, or not to be had
+
+
+def _view_changes(codec: Codec, view: Any, node: str) -> list[tuple[Any, bytes | None]]:
+    """`changed_keys` of a branch's view: the keys it noted, each compared
+    with its last saved form, else with that of its value at the fork (what
+    a resume's view has there before the steps' changes are replayed). So a
+    key only read (a container, which the view copies, notes) is no change,
+    and one deleted is, even if no step of the branch saved it."""
+    last: dict[Any, bytes | None] = view._bf_last
+    changes: list[tuple[Any, bytes | None]] = []
+    for key in view._take_dirty():
+        data = encode_key_value(codec, key, view._peek(key), node) if key in view else None
+        saved = last.get(key, _UNSAVED)
+        if saved is _UNSAVED:
+            before = view._forked(key)
+            if before is MISSING:
+                saved = None
+            else:
+                try:
+                    saved = codec.encode(before)
+                except UNSAVABLE:
+                    pass  # unsaved at the fork: the value now is saved
+        if saved != data:
+            changes.append((key, data))
+        last[key] = data
     return changes
