@@ -544,10 +544,11 @@ def test_the_dashboard_shows_a_branch_step_s_state_or_why_it_has_none(tmp_path):
     assert "a fork starts after a step of the run" in page  # the state after step 3 is shown
 
 
+@pytest.mark.parametrize("how", ["del and iterate", "clear"])
 @pytest.mark.parametrize("strict_make", [False, True], ids=["one batch", "saved before"])
 @pytest.mark.parametrize("durability", ["sync", *LAX])
 def test_a_key_made_then_deleted_by_a_step_that_goes_through_every_key_stays_deleted(
-    durability, strict_make
+    durability, strict_make, how
 ):
     # The deleting step iterates shared (a log line's dict(shared)): its
     # touched set is "every key", which must include a key made since the
@@ -561,8 +562,11 @@ def test_a_key_made_then_deleted_by_a_step_that_goes_through_every_key_stays_del
 
     class Drop(bf.Node):
         def post(self, shared, prep_res, exec_res):
-            del shared["tmp"]
-            dict(shared)
+            if how == "clear":
+                shared.clear()
+            else:
+                del shared["tmp"]
+                dict(shared)
 
     class Last(bf.Node):
         def post(self, shared, prep_res, exec_res):

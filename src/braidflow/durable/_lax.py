@@ -80,6 +80,17 @@ class Settled:
                 noted[key] = _Encoded(encode_key_value(self.codec, key, value, node))
         self.values.update(noted)
 
+    def saved(self, changes: list[tuple[Any, bytes | None]]) -> None:
+        """A ``state`` row of ``changes`` (each key's saved form, ``None``
+        for a deleted key) was made: what ``shared`` has saved now."""
+        if self.shared is not None:
+            saved = self.shared._bf_last
+            for key, data in changes:
+                if data is None:
+                    saved.pop(key, None)
+                else:
+                    saved[key] = data
+
     def row(self, last: Checkpoint) -> list[Checkpoint]:
         """The ``state`` row of what changed, if anything did, to follow
         ``last`` and stand where it stands (for where a run is)."""
@@ -99,13 +110,7 @@ class Settled:
             )
             for key, value in values.items()
         ]
-        if self.shared is not None:
-            saved = self.shared._bf_last
-            for key, data in changes:
-                if data is None:
-                    saved.pop(key, None)
-                else:
-                    saved[key] = data
+        self.saved(changes)
         kind = last.kind
         if not last.frame and kind in (STEPS, "step"):  # a node run alone: 0:name
             where = f"{last.position}:{last.node}"

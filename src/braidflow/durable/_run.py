@@ -245,6 +245,7 @@ class DurableRun:
                 else (key, None)
                 for key in shared.touched(touched)
             ]
+            self.settled.saved(changes)
         if changes:
             payload = self.codec.pack(changes)
             row = Checkpoint("state", frame, 0, PREP, "", None, payload, None, time())
