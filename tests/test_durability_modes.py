@@ -341,6 +341,27 @@ def test_async_on_a_loop_writes_its_batch_when_due_though_nothing_else_is_writte
     assert looked == [["first"]]
 
 
+@pytest.mark.parametrize("period", [0.0, 3600.0], ids=["due", "not due"])
+def test_async_without_a_loop_writes_its_batch_at_the_first_step_after_it_is_due(
+    monkeypatch, period
+):
+    # A sync run has no loop to call it back: a step that ends once the
+    # batch is due writes it (and none before).
+    from braidflow.durable import _writer
+
+    monkeypatch.setattr(_writer, "PERIOD", period)
+    store, calls, looked = bf.MemoryStore(), Counter(), []
+
+    class Look(bf.Node):
+        def exec(self, prep_res):
+            looked.append(finished(store))
+
+    flow = chain(calls, Count(0, calls), Count(1, calls), Look(name="look"))
+    flow.run({"total": 0}, store=store, run_id="run", durability="async")
+    assert looked == [["n0", "n1"] if period == 0.0 else []]
+    assert finished(store) == ["n0", "n1", "look"]
+
+
 class Busy:
     """A value whose saving writes ``shared``: it stands for a thread the step
     started that goes on writing while the step is recorded (forced here, at

@@ -267,7 +267,7 @@ def test_steps_kept_in_columns_come_back_as_they_were_however_the_rows_are_cut()
     columns = StepColumns()
     kept = []
     for position in range(5):
-        action = '"again"' if position == 3 else None
+        action = "again" if position == 3 else None
         kind = "Look" if position % 2 else "Add"
         columns.add("0:job", position, f"n{position}", kind, action, 10.0 + position, 10.5)
         if position == 1:
@@ -306,6 +306,40 @@ def test_a_row_of_steps_in_the_first_format_is_still_read():
     assert [(r.position, r.node, r.node_class, r.action, r.ended) for r in expand([row])] == [
         (0, "a", "A", None, 1.5),
         (1, "b", "B", '"go"', 2.5),
+    ]
+
+
+def test_a_row_of_steps_with_actions_by_index_is_still_read():
+    # Rows written before actions were kept where they change held each
+    # action given by its step's index.
+    times = array("d", [1.0, 2.0, 3.0, 1.5, 2.5, 3.5])
+    if sys.byteorder != "little":
+        times.byteswap()
+    text = b'{"first":4,"names":["a","b","c"],"classes":[[0,"A"]],"actions":{"1":"\\"go\\""}}'
+    row = Checkpoint("steps", "0:job", 6, "c", "A", None, text + b"\n" + times.tobytes(), 1.0, 3.5)
+    assert [(r.position, r.node, r.action, r.ended) for r in expand([row])] == [
+        (4, "a", None, 1.5),
+        (5, "b", '"go"', 2.5),
+        (6, "c", None, 3.5),
+    ]
+
+
+def test_actions_kept_where_they_change_come_back_for_every_step():
+    columns = StepColumns()
+    given = [None, "again", "again", None, 3, "again", "again"]
+    for position, action in enumerate(given):
+        columns.add("0:job", position, f"n{position}", "Add", action, 1.0, 2.0)
+    rows = columns.take()
+    assert b'"acts"' in rows[0].payload
+    assert rows[0].payload.count(b"again") == 2  # where it changes only
+    assert [row.action for row in expand(rows)] == [
+        None,
+        '"again"',
+        '"again"',
+        None,
+        "3",
+        '"again"',
+        '"again"',
     ]
 
 
@@ -508,3 +542,68 @@ def test_the_dashboard_shows_a_branch_step_s_state_or_why_it_has_none(tmp_path):
     page = client.get("/runs/some?at=3").text
     assert "did not store" not in page
     assert "a fork starts after a step of the run" in page  # the state after step 3 is shown
+
+
+@pytest.mark.parametrize("how", ["del and iterate", "clear"])
+@pytest.mark.parametrize("strict_make", [False, True], ids=["one batch", "saved before"])
+@pytest.mark.parametrize("durability", ["sync", *LAX])
+def test_a_key_made_then_deleted_by_a_step_that_goes_through_every_key_stays_deleted(
+    durability, strict_make, how
+):
+    # The deleting step iterates shared (a log line's dict(shared)): its
+    # touched set is "every key", which must include a key made since the
+    # last row (one batch) and one saved in an earlier row (a strict node
+    # writes the batch before it).
+    fail = [True]
+
+    class Make(bf.Node):
+        def post(self, shared, prep_res, exec_res):
+            shared["tmp"] = "scratch"
+
+    class Drop(bf.Node):
+        def post(self, shared, prep_res, exec_res):
+            if how == "clear":
+                shared.clear()
+            else:
+                del shared["tmp"]
+                dict(shared)
+
+    class Last(bf.Node):
+        def post(self, shared, prep_res, exec_res):
+            if fail[0]:
+                raise RuntimeError("last fails once")
+            shared["present"] = "tmp" in shared
+
+    def flow():
+        make = Make(name="make", durability="sync" if strict_make else None)
+        make >> Drop(name="drop") >> Last(name="last")
+        return bf.Flow(start=make)
+
+    store = bf.MemoryStore()
+    with pytest.raises(RuntimeError, match="fails once"):
+        flow().run({}, store=store, run_id="run", durability=durability)
+    assert bf.Flow().state("run", store=store) == {}
+    fail[0] = False
+    assert flow().resume("run", store=store) == {"present": False}
+
+
+@pytest.mark.parametrize("durability", ["sync", *LAX])
+def test_what_the_flows_own_post_undoes_after_its_steps_is_stored(durability):
+    # A step sets x to 2 and makes tmp; the flow's post sets x back to its
+    # value at the start and deletes tmp: the stored state is shared as the
+    # run left it, compared with what the steps' rows saved.
+    class Set(bf.Node):
+        def post(self, shared, prep_res, exec_res):
+            shared["x"] = 2
+            shared["tmp"] = "made"
+
+    class Outer(bf.Flow):
+        def post(self, shared, prep_res, exec_res):
+            shared["x"] = 1
+            del shared["tmp"]
+
+    store = bf.MemoryStore()
+    shared = {"x": 1}
+    Outer(start=Set(name="set")).run(shared, store=store, run_id="run", durability=durability)
+    assert shared == {"x": 1}
+    assert bf.Flow().state("run", store=store) == {"x": 1}

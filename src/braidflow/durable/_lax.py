@@ -18,7 +18,7 @@ from typing import Any
 
 from .._isolation import MISSING
 from ..stores._base import LAX, Checkpoint
-from ._codec import Codec, encode_key_value
+from ._codec import Codec, action_text, encode_key_value
 from ._tracking import EVERY_KEY, TrackingDict
 
 __all__ = ["KEPT", "STEPS", "Settled", "StepColumns", "expand"]
@@ -41,13 +41,20 @@ class _Encoded:
 
 
 class Settled:
-    """The values the keys touched since the last ``state`` row have now."""
+    """The values the keys touched since the last ``state`` row have now.
 
-    __slots__ = ("codec", "values")
+    Each ``state`` row made is also what the run's ``shared`` (`shared`, its
+    `TrackingDict`) now has saved (its ``_bf_last``): so a step that goes
+    through every key (an iteration) finds a key deleted since it was saved
+    in an earlier row, and what the run's own flow changes after its steps
+    (`DurableRun.run_done`) is told from what is saved now."""
+
+    __slots__ = ("codec", "shared", "values")
 
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
         self.values: dict[Any, Any] = {}
+        self.shared: TrackingDict | None = None  # set once the run's shared is made
 
     def note(self, shared: TrackingDict, touched: list[Any], node: str) -> None:
         """Note the values the keys a step of ``node`` touched (``touched``,
@@ -60,7 +67,10 @@ class Settled:
         """
         noted = {}
         as_json = self.codec.kind == "json"
-        for key in shared.touched(touched) if _ALL in touched else touched:
+        # Every key: those there now, those saved, and those noted since
+        # (one made and deleted since the last row is in neither of the others).
+        keys = {*shared.touched(touched), *self.values} if _ALL in touched else touched
+        for key in keys:
             value = get(shared, key, MISSING)
             if value is MISSING and as_json and type(key) is not str:
                 continue  # looked for, not there: JSON stores no such key, so none to delete
@@ -69,6 +79,17 @@ class Settled:
             else:
                 noted[key] = _Encoded(encode_key_value(self.codec, key, value, node))
         self.values.update(noted)
+
+    def saved(self, changes: list[tuple[Any, bytes | None]]) -> None:
+        """A ``state`` row of ``changes`` (each key's saved form, ``None``
+        for a deleted key) was made: what ``shared`` has saved now."""
+        if self.shared is not None:
+            saved = self.shared._bf_last
+            for key, data in changes:
+                if data is None:
+                    saved.pop(key, None)
+                else:
+                    saved[key] = data
 
     def row(self, last: Checkpoint) -> list[Checkpoint]:
         """The ``state`` row of what changed, if anything did, to follow
@@ -89,6 +110,7 @@ class Settled:
             )
             for key, value in values.items()
         ]
+        self.saved(changes)
         kind = last.kind
         if not last.frame and kind in (STEPS, "step"):  # a node run alone: 0:name
             where = f"{last.position}:{last.node}"
@@ -101,12 +123,14 @@ class Settled:
 
 class StepColumns:
     """Steps finished one after another in one walk, kept to be written as
-    one row, column by column: their names, their classes (where the class
-    changes), the actions given, when each began and ended; their positions
-    follow each other from `first`."""
+    one row, column by column: their names, their classes and actions
+    (where each changes), when each began and ended; their positions
+    follow each other from `first`. `DurableRun.lax_step_done` adds a step
+    itself, inline (a call would cost a tenth of it); `add` does the same."""
 
     __slots__ = (
-        "actions",
+        "action",
+        "acts",
         "class_",
         "classes",
         "done",
@@ -128,9 +152,29 @@ class StepColumns:
         self.names: list[str] = []
         self.classes: list[tuple[int, str]] = []  # (index, class) where the class changes
         self.class_: str | None = None  # the last step's class
-        self.actions: dict[int, str] = {}  # by index: the action, as JSON, of a step that gave one
+        # (index, the action as JSON, or None) where the action changes; the
+        # last step's action as it was given (None before the first step).
+        self.acts: list[tuple[int, str | None]] = []
+        self.action: Any = None
         self.started = array("d")
         self.ended = array("d")
+
+    def restart(self, frame: str, position: int) -> None:
+        """The next step kept is at ``position`` of the walk ``frame``, which
+        does not follow the last one kept: the steps kept so far make a row."""
+        if self.names:
+            self.done.append(self._row())
+        self.frame = frame
+        self.first = position
+
+    def acted(self, action: Any, name: str) -> None:
+        """The next step kept gave ``action``, not the action of the step before.
+
+        Raises:
+            CheckpointError: If the action cannot be saved; nothing is kept.
+        """
+        self.acts.append((len(self.names), action_text(action, name)))
+        self.action = action
 
     def add(
         self,
@@ -138,33 +182,29 @@ class StepColumns:
         position: int,
         name: str,
         class_: str,
-        action: str | None,
+        action: Any,
         started: float,
         ended: float,
     ) -> None:
-        """Keep the step at ``position`` of the walk ``frame`` (a step that
-        does not follow the last one kept begins a row of its own)."""
+        """Keep the step at ``position`` of the walk ``frame`` that gave ``action``."""
         if position != self.next or frame != self.frame:
-            if self.names:
-                self.done.append(self._row())
-            self.frame = frame
-            self.first = position
+            self.restart(frame, position)
+        if action is not self.action and (type(action) is not str or action != self.action):
+            self.acted(action, name)
         self.next = position + 1
         names = self.names
         if class_ is not self.class_:  # (a class's __qualname__ is one string)
             self.classes.append((len(names), class_))
             self.class_ = class_
-        if action is not None:
-            self.actions[len(names)] = action
         names.append(name)
         self.started.append(started)
         self.ended.append(ended)
 
     def _row(self) -> Checkpoint:
-        names, classes, actions, started, ended = (
+        names, classes, acts, started, ended = (
             self.names,
             self.classes,
-            self.actions,
+            self.acts,
             self.started,
             self.ended,
         )
@@ -173,8 +213,8 @@ class StepColumns:
         # The texts as JSON, a line; the times after it as doubles (as text,
         # they would cost more than all the rest).
         texts: dict[str, Any] = {"first": first, "names": names, "classes": classes}
-        if actions:
-            texts["actions"] = actions
+        if acts:
+            texts["acts"] = acts
         times = started.tobytes() + ended.tobytes()
         if sys.byteorder != "little":  # stored little-endian, as the run log is
             swapped = array("d", started)
@@ -233,23 +273,29 @@ def expand(rows: list[Checkpoint]) -> list[Checkpoint]:
 
 
 def _columns(texts: Any) -> tuple[list[int], list[str], list[str], list[str | None]]:
-    """A ``steps`` row's positions, names, classes and actions. (A row
-    written by the first lax runs, before the format below, holds the four
-    lists as they are.)"""
+    """A ``steps`` row's positions, names, classes and actions. (Rows written
+    by the first lax runs hold the four lists as they are; later ones, each
+    action given by its index, in ``actions``.)"""
     if type(texts) is list:
         positions, names, kinds, actions = texts
         return positions, names, kinds, actions
     names = texts["names"]
     count = len(names)
     first = texts["first"]
-    classes: list[str] = []
-    changes = texts["classes"]  # [index, class] where the class changes
-    for (start, kind), (end, _) in zip(changes, [*changes[1:], (count, "")], strict=True):
-        classes += [kind] * (end - start)
-    given = texts.get("actions", {})
-    return (
-        list(range(first, first + count)),
-        names,
-        classes,
-        [given.get(str(index)) for index in range(count)],
-    )
+    if "actions" in texts:
+        given = texts["actions"]
+        actions = [given.get(str(index)) for index in range(count)]
+    else:
+        actions = _spread(texts.get("acts", []), count, None)
+    return list(range(first, first + count)), names, _spread(texts["classes"], count, ""), actions
+
+
+def _spread(changes: list[Any], count: int, before: Any) -> list[Any]:
+    """``count`` values given as ``[index, value]`` where the value changes
+    (``before`` until the first change)."""
+    if not changes:
+        return [before] * count
+    values = [before] * changes[0][0]
+    for (start, value), (end, _) in zip(changes, [*changes[1:], (count, None)], strict=True):
+        values += [value] * (end - start)
+    return values

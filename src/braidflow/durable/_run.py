@@ -31,7 +31,7 @@ from ._recorded import PREP, Recorded
 from ._run_codec import undecodable
 from ._tracking import TrackingDict, changed_keys
 from ._usage_writes import UsageWrites
-from ._writer import CheckpointWriter
+from ._writer import BATCH, CheckpointWriter
 
 __all__ = ["DurableRun"]
 
@@ -105,6 +105,7 @@ class DurableRun:
             for key, value in dict.items(shared)
         ]
         shared._bf_last = dict(encoded)
+        self.settled.shared = shared
         return self.codec.pack(list(encoded))
 
     def rebuild(self, initial: bytes, rows: list[Checkpoint]) -> TrackingDict:
@@ -114,12 +115,14 @@ class DurableRun:
             StoreError: If the run's data cannot be decoded with its codec.
         """
         try:
-            return self.recorded.rebuild(self.codec, initial, rows)
+            shared = self.recorded.rebuild(self.codec, initial, rows)
         except Exception as error:
             damaged = undecodable(error, self.run_id, self.codec)
             if damaged is None:
                 raise
             raise damaged from error
+        self.settled.shared = shared
+        return shared
 
     @property
     def asked(self) -> list[Checkpoint]:
@@ -242,6 +245,7 @@ class DurableRun:
                 else (key, None)
                 for key in shared.touched(touched)
             ]
+            self.settled.saved(changes)
         if changes:
             payload = self.codec.pack(changes)
             row = Checkpoint("state", frame, 0, PREP, "", None, payload, None, time())
@@ -344,11 +348,12 @@ class DurableRun:
             CheckpointError: If its action or a value it left cannot be stored.
         """
         name = at.name
-        text = None if action is None else action_text(action, name)
-        touched = [*at.touched]  # at once: see step_done
+        ended = time()
+        touched = at.touched
         columns = self.columns
         with self.batch_lock:  # a batch may be written from a worker thread
             if touched:  # Settled.note, its common case inline: every value kept as it is
+                touched = [*touched]  # at once: see step_done
                 shared = at.target
                 for key in touched:
                     if type(key) is not str or type(dict.get(shared, key, MISSING)) not in KEPT:
@@ -358,11 +363,27 @@ class DurableRun:
                     values = self.settled.values
                     for key in touched:
                         values[key] = dict.get(shared, key, MISSING)
+            # The step kept in columns: StepColumns.add, inline.
             position = at.position
-            columns.add(at.frame, position, name, type(node).__qualname__, text, at.started, time())
+            if position != columns.next or at.frame != columns.frame:
+                columns.restart(at.frame, position)
+            last = columns.action
+            if action is not last and (type(action) is not str or action != last):
+                columns.acted(action, name)
+            columns.next = position + 1
+            names = columns.names
+            class_ = type(node).__qualname__
+            if class_ is not columns.class_:  # (a class's __qualname__ is one string)
+                columns.classes.append((len(names), class_))
+                columns.class_ = class_
+            names.append(name)
+            columns.started.append(at.started)
+            columns.ended.append(ended)
         at.position = position + 1
-        if self.batched:
-            self.writer.tick(len(columns.names))
+        if self.batched:  # the batch written if due (CheckpointWriter.tick, when it may be)
+            writer = self.writer
+            if ended >= writer.due_hint or len(names) >= BATCH or ended < writer.begun_hint:
+                writer.tick(len(names))
         if node._bf_strict:  # durability="sync" for this node
             self.sync()
 

@@ -33,9 +33,12 @@ class TrackingDict(dict[Any, Any]):
         self._bf_last: dict[Any, bytes] = {}  # the last saved encoding of each key
 
     def touched(self, keys: Collection[Any]) -> Iterable[Any]:
-        """The keys a step touched, given them (all of them after an iteration)."""
+        """The keys a step touched, given them (after an iteration: every key
+        there now or saved, and those it named, deleted since)."""
         if _ALL in keys:
-            return set(dict.keys(self)) | set(self._bf_last)
+            every = {*dict.keys(self), *self._bf_last, *keys}
+            every.discard(_ALL)
+            return every
         return keys
 
     def __getitem__(self, key: Any) -> Any:

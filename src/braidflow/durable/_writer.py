@@ -56,8 +56,12 @@ class CheckpointWriter:
         self.codec = codec
         self.mode = mode  # the run's durability= (see _options.DURABILITY)
         self._kept: list[Checkpoint] = []  # exit: every row until the run stops; async: a batch
-        # async: when the batch kept must be written (None: no batch begun)
+        # async: when the batch kept must be written (None: no batch begun);
+        # and on the wall clock, what the run's steps compare their end time
+        # with, so that most of them need not call `tick`: it is due (or the
+        # clock went back) once a step ended after `due_hint` (before `begun_hint`).
         self._due: float | None = None
+        self.due_hint = self.begun_hint = 0.0
         self.batch_lock = threading.Lock()
         # async, exit: the rows of the steps the run keeps (before any other
         # row), and the row of what they changed in shared, after a batch.
@@ -107,6 +111,8 @@ class CheckpointWriter:
         """A new batch: due a period from now, and on an event loop written
         then even if nothing else is written by then."""
         self._due = now + PERIOD
+        self.begun_hint = time()
+        self.due_hint = self.begun_hint + PERIOD
         loop = asyncio._get_running_loop()
         if loop is not None:
             loop.call_later(PERIOD, self._batch_due)
@@ -237,6 +243,7 @@ class CheckpointWriter:
         """Write the batch kept (the caller holds the batch lock). If the
         store fails, the rows stay kept, first: nothing later overtakes them."""
         rows, self._kept, self._due = self._kept, [], None
+        self.due_hint = self.begun_hint = 0.0
         rows += self._steps()
         if rows:
             rows += self._settle(rows[-1])
