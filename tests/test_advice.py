@@ -62,7 +62,8 @@ Durable runs
                      graph at a fork) ................... tests/test_history.py::
         test_bad_resume_options_*, test_migrate_may_return_*, test_a_bad_update_*,
         test_a_renamed_node_resumes_with_rename_*
-    durable._codec (keys, values, the reserved key) ..... test_durable_values_*
+    durable._codec (keys, values, the reserved key; in the
+                    shared run() is given, update=, migrate=) test_durable_values_*
     durable._run_codec (a pickle run with no mark, read
                         through a JSON store object; a mark
                         its data belies) ................. tests/test_history.py::
@@ -1338,9 +1339,16 @@ def answer_with_a_set(store):
             lambda store: Flow(start=Keeps("x", {1, 2})).run({}, store=store),
             "keep plain data in shared, or use a store with serializer='pickle'",
         ),
+        (  # no node ran yet: it names the shared given to run(), not the flow as a node
+            lambda store: Flow(start=Mark(), name="nightly").run({"x": {1, 2}}, store=store),
+            "flow 'nightly': the initial shared['x'] holds a set that cannot be saved as json "
+            "(the set is not JSON data); pass plain data in the shared given to run(), or use "
+            "a store with serializer='pickle'",
+        ),
         (
-            lambda store: Flow(start=Mark()).run({"x": {1, 2}}, store=store),
-            "keep plain data in shared, or use a store with serializer='pickle'",
+            lambda store: Flow(start=Mark(), name="nightly").run({1: "x"}, store=store),
+            "flow 'nightly': the initial shared[1] has a key of type int; a durable run stores "
+            "shared as JSON, whose keys are strings (or use serializer='pickle')",
         ),
         (answer_with_a_set, "give plain data, or use a store with serializer='pickle'"),
         (
@@ -1356,6 +1364,39 @@ def test_durable_values_json_cannot_keep_say_pickle_and_that_works(tmp_path, run
     assert said in str(caught.value)
     with SQLiteStore(tmp_path / "pickled.db", serializer="pickle") as store:  # as it says
         run(store)
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        (
+            {"update": {"seen": {1, 2}}},
+            "flow 'job': update['seen'] holds a set that cannot be saved as json (the set is "
+            "not JSON data); pass plain data in update= (the run is saved as json)",
+        ),
+        (
+            {"migrate": lambda shared: {**shared, "seen": {1, 2}}},
+            "flow 'job', after migrate=: shared['seen'] holds a set that cannot be saved as json "
+            "(the set is not JSON data); make migrate= leave plain data (the run is saved as json)",
+        ),
+    ],
+)
+def test_durable_values_given_to_fork_or_resume_say_plain_data_and_that_works(
+    tmp_path, given, said
+):
+    flow = Flow(start=Fails(name="fetch"), name="job")
+    with SQLiteStore(tmp_path / "runs.db") as store:
+        with pytest.raises(ConnectionError):
+            flow.run({}, store=store, run_id="r")
+        Fails.down = False
+        again = flow.fork if "update" in given else flow.resume
+        with pytest.raises(CheckpointError) as caught:
+            again("r", store=store, **given)
+        assert str(caught.value) == said
+        # As it says: plain data (a list for the set).
+        plain = {"update": {"seen": [1, 2]}, "migrate": lambda shared: {**shared, "seen": [1, 2]}}
+        final = again("r", store=store, **{name: plain[name] for name in given})
+        assert final == {"seen": [1, 2], "fetched": True}
 
 
 def test_durable_values_with_braidflows_own_key_say_rename_it(tmp_path):
