@@ -45,7 +45,7 @@ Durable runs
     durable._interrupt (no store) ....................... test_interrupt_without_a_store_*
     durable._session (Suspended, failed-run note,
                       input= to a run not waiting,
-                      another graph) .................... test_durable_*
+                      another graph, another flow) ...... test_durable_*
     durable._asking (Suspended on several questions,
                      input= for several, an unknown id,
                      input= with answers=, bad answers=) test_durable_questions_*
@@ -136,6 +136,9 @@ The command
         test_the_remaining_suggestions_work_when_followed,
         test_a_value_json_cannot_keep_suggests_serializer_pickle_* (--serializer pickle)
     cli._running (a run its store stopped: the resume) ... tests/test_cli_store_failures.py
+    cli._store.refuse_another_graph (--rename; another flow: leave TARGET out)
+        ................................................. tests/test_cli.py::
+        test_a_run_resumes_with_a_node_renamed_as_the_refusal_says
 The dashboard
     ui._actions (an answer that is not JSON, a key removed in a fork, no TARGET:
                  the command to run, or --target) ... tests/test_ui.py::
@@ -1222,12 +1225,30 @@ def test_durable_resume_with_another_graph_says_rename_or_the_flow_as_it_was(tmp
             renamed.resume("as-it-was", store=store)
         said = str(refused.value)
         assert "resume with rename={'old name': 'new name'}" in said
-        assert "else resume with the flow as it was" in said
+        # Its only node renamed, it has none of the run's: the run's own flow comes first.
+        assert "resume with the flow the run was started with (flow 'Flow')" in said
         Fails.down = False
         assert Flow(start=Fails(name="fetch")).resume("as-it-was", store=store) == {"fetched": True}
         assert renamed.resume("renamed", store=store, rename={"fetch": "fetch-v2"}) == {
             "fetched": True
         }
+
+
+def test_durable_resume_with_another_flow_says_to_give_the_runs_flow_and_that_works(tmp_path):
+    started = Flow(start=Fails(name="fetch"), name="nightly")
+    with SQLiteStore(tmp_path / "runs.db") as store:
+        with pytest.raises(ConnectionError):
+            started.run({}, store=store, run_id="r")
+        with pytest.raises(ResumeError) as refused:
+            Flow(start=Mark(name="other"), name="weekly").resume("r", store=store)
+        said = str(refused.value)
+        assert said.endswith(
+            "No node of the run is in the flow given: resume with the flow the run was started "
+            "with (flow 'nightly'); if every node was renamed, resume with rename={'old name': "
+            "'new name'} for each"
+        )
+        Fails.down = False
+        assert started.resume("r", store=store) == {"fetched": True}  # as it says
 
 
 def test_durable_items_that_changed_say_prep_must_give_the_same(tmp_path):

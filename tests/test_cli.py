@@ -479,7 +479,9 @@ def test_a_run_resumes_with_a_node_renamed_as_the_refusal_says(work):
     (work / "fixed").write_text("")
     refused = cli(work, "resume", "r1", "--store", "runs.db", check_stderr_one_line=True)
     assert refused.returncode == 2, refused.stderr
-    assert "(on the command line: --rename 'old name=new name')" in refused.stderr
+    # The command's form first, not Python's.
+    assert "resume with --rename 'old name=new name' (rename= in Python)" in refused.stderr
+    assert "rename={" not in refused.stderr
     bad = cli(work, "resume", "r1", "--store", "runs.db", "--rename", "greet")
     assert bad.returncode == 2
     assert "--rename 'greet': give OLD=NEW" in bad.stderr
@@ -496,6 +498,15 @@ def test_a_run_resumes_with_a_node_renamed_as_the_refusal_says(work):
         "it is another flow: the run has nodes 'fragile/hi', 'fragile/fragile', the flow "
         "given has node 'greet/greet'"
     ) in other.stderr
+    # Not the TARGET the run remembers: no rename, but leave TARGET out, as a line that works.
+    assert "rename" not in other.stderr
+    said = f"flows.py:greet is another flow than the run's ({work_path(work)}/flows.py:fragile)"
+    assert said in other.stderr
+    line = other.stderr.rpartition("the run remembers its flow: ")[2].strip()
+    assert line == "braidflow resume r2 --store runs.db"
+    (work / "fixed").write_text("")
+    resumed = cli(work, *shlex.split(line)[1:])
+    assert resumed.returncode == 0, resumed.stderr
 
 
 @pytest.mark.slow

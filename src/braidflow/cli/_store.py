@@ -30,6 +30,7 @@ __all__ = [
     "chosen_store",
     "known_run",
     "open_store",
+    "refuse_another_graph",
     "remember_target",
     "remembered_target",
     "resume_command",
@@ -158,3 +159,51 @@ def _resume_line(
         arguments.append(target or PLACEHOLDER_TARGET)
     given = [("--store", str(address)), *_pickle_option(metadata)]  # a URL's password: PASSWORD
     return suggested("resume", *arguments, options=given + options)
+
+
+def refuse_another_graph(
+    store: Any,
+    record: Any,
+    flow: Any,
+    rename: dict[str, str] | None,
+    address: StoreAddress,
+    target: str | None,
+) -> None:
+    """Refuse, in the command's words, to resume ``record``'s run with a
+    ``flow`` whose names or wiring are not the run's (a resume refuses it in
+    Python's): ``--rename`` for a renamed node, and, for a TARGET that has
+    none of the run's nodes, no rename but the line that resumes it with its
+    own flow. A run that cannot be read is left for the resume to report."""
+    from .. import ResumeError, StoreError
+    from ..durable._graph import ANOTHER_FLOW, describe_graph
+    from ..durable._travel import compared_graph
+
+    read = getattr(store, "read", None)
+    if not callable(read):
+        return
+    try:
+        graph = read(record.run_id)[1]
+        difference = compared_graph(graph, record.metadata, describe_graph(flow), rename)[2]
+    except (StoreError, ResumeError):
+        return
+    if difference is None:
+        return
+    said = f"run {record.run_id!r} was recorded with another graph: {difference}"
+    renamed = "resume with --rename 'old name=new name' (rename= in Python)"
+    if target is not None and difference.startswith(ANOTHER_FLOW):
+        remembered = remembered_target(record)
+        line = resume_command(record, address)
+        if remembered is None:
+            raise UsageError(
+                f"{said}. No node of the run is in {target}: give the TARGET the run was "
+                f"started with: {line}; if every node was renamed, {renamed} for each"
+            )
+        if remembered[0] != target_metadata(target)[TARGET_KEY]:
+            raise UsageError(
+                f"{said}. {target} is another flow than the run's ({remembered[0]}): leave "
+                f"TARGET out, the run remembers its flow: {line}"
+            )
+    raise UsageError(
+        f"{said}. A resume needs the names and wiring the run had (a node's code may "
+        f"change): if a node was renamed, {renamed}; else resume with the flow as it was"
+    )
