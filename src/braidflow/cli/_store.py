@@ -28,6 +28,7 @@ __all__ = [
     "RESUMABLE",
     "TARGET_KEY",
     "chosen_store",
+    "close_stores",
     "known_run",
     "open_store",
     "refuse_another_graph",
@@ -45,6 +46,7 @@ TARGET_KEY = "braidflow.target"  # TARGET, a file's path made absolute
 DIRECTORY_KEY = "braidflow.directory"  # where the run started; a module TARGET is found there
 RESUMABLE = ("failed", "interrupted", "waiting", "drained")
 PLACEHOLDER_TARGET = "path/to/file.py:name"
+_OPENED: list[Any] = []  # the stores `open_store` opened, for `close_stores`
 
 
 def chosen_store(args: argparse.Namespace) -> StoreAddress:
@@ -56,8 +58,26 @@ def chosen_store(args: argparse.Namespace) -> StoreAddress:
 def open_store(address: StoreAddress, *, create: bool, serializer: str | None = None) -> Any:
     """The store at ``address``; a file that is not there (or is empty) is made
     only if ``create``; the runs it starts are written with ``serializer``
-    (see `StoreAddress.open`)."""
-    return address.open(create=create, serializer=serializer or "json")
+    (see `StoreAddress.open`). `close_stores` closes it when the command ends."""
+    store = address.open(create=create, serializer=serializer or "json")
+    _OPENED.append(store)
+    return store
+
+
+def close_stores() -> None:
+    """Close the stores the command opened, once it is done with them (its
+    run ended, its report made): a SQLite file's write-ahead log
+    (``x.db-wal``) is then folded into the file, which alone holds the runs,
+    to be copied or moved as one file."""
+    while _OPENED:
+        store = _OPENED.pop()
+        try:
+            store.close()
+        except Exception:
+            # A store failing as it closes (a full disk) keeps what is written
+            # in its log, which SQLite reads on next open; the command's own
+            # outcome, said already, stands.
+            pass
 
 
 def target_metadata(target: str) -> dict[str, str]:
