@@ -45,7 +45,7 @@ Durable runs
     durable._interrupt (no store) ....................... test_interrupt_without_a_store_*
     durable._session (Suspended, failed-run note,
                       input= to a run not waiting,
-                      another graph) .................... test_durable_*
+                      another graph, another flow) ...... test_durable_*
     durable._asking (Suspended on several questions,
                      input= for several, an unknown id,
                      input= with answers=, bad answers=) test_durable_questions_*
@@ -62,7 +62,8 @@ Durable runs
                      graph at a fork) ................... tests/test_history.py::
         test_bad_resume_options_*, test_migrate_may_return_*, test_a_bad_update_*,
         test_a_renamed_node_resumes_with_rename_*
-    durable._codec (keys, values, the reserved key) ..... test_durable_values_*
+    durable._codec (keys, values, the reserved key; in the
+                    shared run() is given, update=, migrate=) test_durable_values_*
     durable._run_codec (a pickle run with no mark, read
                         through a JSON store object; a mark
                         its data belies) ................. tests/test_history.py::
@@ -135,6 +136,9 @@ The command
         test_the_remaining_suggestions_work_when_followed,
         test_a_value_json_cannot_keep_suggests_serializer_pickle_* (--serializer pickle)
     cli._running (a run its store stopped: the resume) ... tests/test_cli_store_failures.py
+    cli._store.refuse_another_graph (--rename; another flow: leave TARGET out)
+        ................................................. tests/test_cli.py::
+        test_a_run_resumes_with_a_node_renamed_as_the_refusal_says
 The dashboard
     ui._actions (an answer that is not JSON, a key removed in a fork, no TARGET:
                  the command to run, or --target) ... tests/test_ui.py::
@@ -1221,12 +1225,30 @@ def test_durable_resume_with_another_graph_says_rename_or_the_flow_as_it_was(tmp
             renamed.resume("as-it-was", store=store)
         said = str(refused.value)
         assert "resume with rename={'old name': 'new name'}" in said
-        assert "else resume with the flow as it was" in said
+        # Its only node renamed, it has none of the run's: the run's own flow comes first.
+        assert "resume with the flow the run was started with (flow 'Flow')" in said
         Fails.down = False
         assert Flow(start=Fails(name="fetch")).resume("as-it-was", store=store) == {"fetched": True}
         assert renamed.resume("renamed", store=store, rename={"fetch": "fetch-v2"}) == {
             "fetched": True
         }
+
+
+def test_durable_resume_with_another_flow_says_to_give_the_runs_flow_and_that_works(tmp_path):
+    started = Flow(start=Fails(name="fetch"), name="nightly")
+    with SQLiteStore(tmp_path / "runs.db") as store:
+        with pytest.raises(ConnectionError):
+            started.run({}, store=store, run_id="r")
+        with pytest.raises(ResumeError) as refused:
+            Flow(start=Mark(name="other"), name="weekly").resume("r", store=store)
+        said = str(refused.value)
+        assert said.endswith(
+            "No node of the run is in the flow given: resume with the flow the run was started "
+            "with (flow 'nightly'); if every node was renamed, resume with rename={'old name': "
+            "'new name'} for each"
+        )
+        Fails.down = False
+        assert started.resume("r", store=store) == {"fetched": True}  # as it says
 
 
 def test_durable_items_that_changed_say_prep_must_give_the_same(tmp_path):
@@ -1338,9 +1360,16 @@ def answer_with_a_set(store):
             lambda store: Flow(start=Keeps("x", {1, 2})).run({}, store=store),
             "keep plain data in shared, or use a store with serializer='pickle'",
         ),
+        (  # no node ran yet: it names the shared given to run(), not the flow as a node
+            lambda store: Flow(start=Mark(), name="nightly").run({"x": {1, 2}}, store=store),
+            "flow 'nightly': the initial shared['x'] holds a set that cannot be saved as json "
+            "(the set is not JSON data); pass plain data in the shared given to run(), or use "
+            "a store with serializer='pickle'",
+        ),
         (
-            lambda store: Flow(start=Mark()).run({"x": {1, 2}}, store=store),
-            "keep plain data in shared, or use a store with serializer='pickle'",
+            lambda store: Flow(start=Mark(), name="nightly").run({1: "x"}, store=store),
+            "flow 'nightly': the initial shared[1] has a key of type int; a durable run stores "
+            "shared as JSON, whose keys are strings (or use serializer='pickle')",
         ),
         (answer_with_a_set, "give plain data, or use a store with serializer='pickle'"),
         (
@@ -1356,6 +1385,39 @@ def test_durable_values_json_cannot_keep_say_pickle_and_that_works(tmp_path, run
     assert said in str(caught.value)
     with SQLiteStore(tmp_path / "pickled.db", serializer="pickle") as store:  # as it says
         run(store)
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        (
+            {"update": {"seen": {1, 2}}},
+            "flow 'job': update['seen'] holds a set that cannot be saved as json (the set is "
+            "not JSON data); pass plain data in update= (the run is saved as json)",
+        ),
+        (
+            {"migrate": lambda shared: {**shared, "seen": {1, 2}}},
+            "flow 'job', after migrate=: shared['seen'] holds a set that cannot be saved as json "
+            "(the set is not JSON data); make migrate= leave plain data (the run is saved as json)",
+        ),
+    ],
+)
+def test_durable_values_given_to_fork_or_resume_say_plain_data_and_that_works(
+    tmp_path, given, said
+):
+    flow = Flow(start=Fails(name="fetch"), name="job")
+    with SQLiteStore(tmp_path / "runs.db") as store:
+        with pytest.raises(ConnectionError):
+            flow.run({}, store=store, run_id="r")
+        Fails.down = False
+        again = flow.fork if "update" in given else flow.resume
+        with pytest.raises(CheckpointError) as caught:
+            again("r", store=store, **given)
+        assert str(caught.value) == said
+        # As it says: plain data (a list for the set).
+        plain = {"update": {"seen": [1, 2]}, "migrate": lambda shared: {**shared, "seen": [1, 2]}}
+        final = again("r", store=store, **{name: plain[name] for name in given})
+        assert final == {"seen": [1, 2], "fetched": True}
 
 
 def test_durable_values_with_braidflows_own_key_say_rename_it(tmp_path):

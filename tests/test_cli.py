@@ -4,6 +4,7 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -479,7 +480,9 @@ def test_a_run_resumes_with_a_node_renamed_as_the_refusal_says(work):
     (work / "fixed").write_text("")
     refused = cli(work, "resume", "r1", "--store", "runs.db", check_stderr_one_line=True)
     assert refused.returncode == 2, refused.stderr
-    assert "(on the command line: --rename 'old name=new name')" in refused.stderr
+    # The command's form first, not Python's.
+    assert "resume with --rename 'old name=new name' (rename= in Python)" in refused.stderr
+    assert "rename={" not in refused.stderr
     bad = cli(work, "resume", "r1", "--store", "runs.db", "--rename", "greet")
     assert bad.returncode == 2
     assert "--rename 'greet': give OLD=NEW" in bad.stderr
@@ -496,6 +499,57 @@ def test_a_run_resumes_with_a_node_renamed_as_the_refusal_says(work):
         "it is another flow: the run has nodes 'fragile/hi', 'fragile/fragile', the flow "
         "given has node 'greet/greet'"
     ) in other.stderr
+    # Not the TARGET the run remembers: no rename, but leave TARGET out, as a line that works.
+    assert "rename" not in other.stderr
+    said = f"flows.py:greet is another flow than the run's ({work_path(work)}/flows.py:fragile)"
+    assert said in other.stderr
+    line = other.stderr.rpartition("the run remembers its flow: ")[2].strip()
+    assert line == "braidflow resume r2 --store runs.db"
+    (work / "fixed").write_text("")
+    resumed = cli(work, *shlex.split(line)[1:])
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def wal_left(work, store="x.db"):
+    """The store's files besides the database itself (``-wal``, ``-shm``)."""
+    return sorted(path.name for path in work.glob(f"{store}-*"))
+
+
+def copied_status(work, run_id, store="x.db"):
+    """The run's status in a copy of the store's file alone, as a user copies it."""
+    shutil.copyfile(work / store, work / "copy.db")
+    try:
+        return status(work, run_id, "copy.db")
+    finally:
+        for path in work.glob("copy.db*"):
+            path.unlink()
+
+
+@pytest.mark.slow
+def test_each_command_closes_its_store_so_the_file_alone_holds_the_runs(work):
+    waiting = cli(work, "run", "flows.py:asks", "--store", "x.db", "--run-id", "w")
+    assert waiting.returncode == 3  # the exit code and the resume line, said before closing
+    assert "answer with: braidflow resume w --store x.db --input JSON" in waiting.stderr
+    assert wal_left(work) == []
+    assert copied_status(work, "w") == "waiting"
+    resumed = cli(work, "resume", "w", "--store", "x.db", "--input", '"yes"')
+    assert resumed.returncode == 0, resumed.stderr
+    assert wal_left(work) == []
+    assert copied_status(work, "w") == "completed"
+    forked = cli(work, "fork", "w", "--store", "x.db", "--run-id", "f")
+    assert forked.returncode == 0, forked.stderr
+    assert wal_left(work) == []
+    assert copied_status(work, "f") == "completed"
+    done = cli(work, "run", "flows.py:first_step", "--store", "x.db", "--run-id", "r")
+    assert done.returncode == 0, done.stderr
+    assert wal_left(work) == []
+    assert copied_status(work, "r") == "completed"
+    failed = cli(work, "run", "flows.py:odd", "--store", "x.db", "--run-id", "o")
+    assert failed.returncode == 1
+    assert "fix the cause, then: braidflow resume o --store x.db" in failed.stderr
+    assert wal_left(work) == []
+    assert cli(work, "runs", "--store", "x.db").returncode == 0
+    assert wal_left(work) == []
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 from ._console import EXIT_USAGE, UsageError, say
 from ._history import command_fork, command_show
 from ._running import EXIT_INTERRUPTED, command_resume, command_run
-from ._store import DEFAULT_STORE
+from ._store import DEFAULT_STORE, close_stores
 from ._target import forget_paths
 from ._ui import DEFAULT_PORT, command_ui
 from ._views import command_graph, command_runs, command_timeline
@@ -348,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         warnings.formatwarning = shown
         forget_paths()
+        close_stores()
     return code
 
 

@@ -32,6 +32,7 @@ from ._store import (
     chosen_store,
     known_run,
     open_store,
+    refuse_another_graph,
     remember_target,
     remembered_target,
     resume_command,
@@ -505,6 +506,7 @@ def command_resume(args: argparse.Namespace) -> int:
     else:
         assert remembered is not None
         flow = load_target(*remembered)
+    refuse_another_graph(store, record, flow, options.get("rename"), store_path, args.target)
     return resume_stored(args, store, store_path, run_id, flow, options, record.metadata)
 
 

@@ -28,8 +28,10 @@ __all__ = [
     "RESUMABLE",
     "TARGET_KEY",
     "chosen_store",
+    "close_stores",
     "known_run",
     "open_store",
+    "refuse_another_graph",
     "remember_target",
     "remembered_target",
     "resume_command",
@@ -44,6 +46,7 @@ TARGET_KEY = "braidflow.target"  # TARGET, a file's path made absolute
 DIRECTORY_KEY = "braidflow.directory"  # where the run started; a module TARGET is found there
 RESUMABLE = ("failed", "interrupted", "waiting", "drained")
 PLACEHOLDER_TARGET = "path/to/file.py:name"
+_OPENED: list[Any] = []  # the stores `open_store` opened, for `close_stores`
 
 
 def chosen_store(args: argparse.Namespace) -> StoreAddress:
@@ -55,8 +58,26 @@ def chosen_store(args: argparse.Namespace) -> StoreAddress:
 def open_store(address: StoreAddress, *, create: bool, serializer: str | None = None) -> Any:
     """The store at ``address``; a file that is not there (or is empty) is made
     only if ``create``; the runs it starts are written with ``serializer``
-    (see `StoreAddress.open`)."""
-    return address.open(create=create, serializer=serializer or "json")
+    (see `StoreAddress.open`). `close_stores` closes it when the command ends."""
+    store = address.open(create=create, serializer=serializer or "json")
+    _OPENED.append(store)
+    return store
+
+
+def close_stores() -> None:
+    """Close the stores the command opened, once it is done with them (its
+    run ended, its report made): a SQLite file's write-ahead log
+    (``x.db-wal``) is then folded into the file, which alone holds the runs,
+    to be copied or moved as one file."""
+    while _OPENED:
+        store = _OPENED.pop()
+        try:
+            store.close()
+        except Exception:
+            # A store failing as it closes (a full disk) keeps what is written
+            # in its log, which SQLite reads on next open; the command's own
+            # outcome, said already, stands.
+            pass
 
 
 def target_metadata(target: str) -> dict[str, str]:
@@ -158,3 +179,51 @@ def _resume_line(
         arguments.append(target or PLACEHOLDER_TARGET)
     given = [("--store", str(address)), *_pickle_option(metadata)]  # a URL's password: PASSWORD
     return suggested("resume", *arguments, options=given + options)
+
+
+def refuse_another_graph(
+    store: Any,
+    record: Any,
+    flow: Any,
+    rename: dict[str, str] | None,
+    address: StoreAddress,
+    target: str | None,
+) -> None:
+    """Refuse, in the command's words, to resume ``record``'s run with a
+    ``flow`` whose names or wiring are not the run's (a resume refuses it in
+    Python's): ``--rename`` for a renamed node, and, for a TARGET that has
+    none of the run's nodes, no rename but the line that resumes it with its
+    own flow. A run that cannot be read is left for the resume to report."""
+    from .. import ResumeError, StoreError
+    from ..durable._graph import ANOTHER_FLOW, describe_graph
+    from ..durable._travel import compared_graph
+
+    read = getattr(store, "read", None)
+    if not callable(read):
+        return
+    try:
+        graph = read(record.run_id)[1]
+        difference = compared_graph(graph, record.metadata, describe_graph(flow), rename)[2]
+    except (StoreError, ResumeError):
+        return
+    if difference is None:
+        return
+    said = f"run {record.run_id!r} was recorded with another graph: {difference}"
+    renamed = "resume with --rename 'old name=new name' (rename= in Python)"
+    if target is not None and difference.startswith(ANOTHER_FLOW):
+        remembered = remembered_target(record)
+        line = resume_command(record, address)
+        if remembered is None:
+            raise UsageError(
+                f"{said}. No node of the run is in {target}: give the TARGET the run was "
+                f"started with: {line}; if every node was renamed, {renamed} for each"
+            )
+        if remembered[0] != target_metadata(target)[TARGET_KEY]:
+            raise UsageError(
+                f"{said}. {target} is another flow than the run's ({remembered[0]}): leave "
+                f"TARGET out, the run remembers its flow: {line}"
+            )
+    raise UsageError(
+        f"{said}. A resume needs the names and wiring the run had (a node's code may "
+        f"change): if a node was renamed, {renamed}; else resume with the flow as it was"
+    )

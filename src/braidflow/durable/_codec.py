@@ -367,22 +367,57 @@ def _not_json(value: Any, where: str) -> str | None:
     return None
 
 
-def encode_key_value(codec: Codec, key: Any, value: Any, node: str) -> bytes:
+# Where a value of shared came from when no node's step left it (``node`` is
+# then the flow): how the message names the dict it is in, where to put plain
+# data instead, and whether another serializer can still be chosen (a new run,
+# yes; a resumed or forked run keeps its own).
+_GIVEN = {
+    "": ("node {node!r}", "shared", "keep {data} in shared", True),
+    "run": (
+        "flow {node!r}",
+        "the initial shared",
+        "pass {data} in the shared given to run()",
+        True,
+    ),
+    "update": ("flow {node!r}", "update", "pass {data} in update=", False),
+    "migrate": ("flow {node!r}, after migrate=", "shared", "make migrate= leave {data}", False),
+}
+
+
+def encode_key_value(codec: Codec, key: Any, value: Any, node: str, given: str = "") -> bytes:
+    """``value``, of ``shared[key]``, as ``codec`` writes it.
+
+    ``given`` says what put the value there when no step of ``node`` did:
+    ``"run"`` (the shared passed to ``run()``), ``"update"`` (a fork's
+    ``update=``) or ``"migrate"`` (a resume's ``migrate=``), for the error
+    to name it and say what to do.
+
+    Raises:
+        CheckpointError: If the key or value cannot be saved with ``codec``.
+    """
+    who, where, fix, choosable = _GIVEN[given]
+    who = who.format(node=node)
     if codec.kind == "json" and type(key) is not str and not isinstance(key, str):
+        kept = "a durable run stores shared as JSON, whose keys are strings"
         raise CheckpointError(
-            f"node {node!r}: shared[{key!r}] has a key of type {type(key).__name__}; a durable "
-            "run stores shared as JSON, whose keys are strings (or use serializer='pickle')",
+            f"{who}: {where}[{key!r}] has a key of type {type(key).__name__}; {kept} "
+            + ("(or use serializer='pickle')" if choosable else "(the run is saved as json)"),
             node=node,
             key=key,
         )
     try:
         return codec.encode(value)
     except UNSAVABLE as error:
+        advice = fix.format(data="plain data" if codec.kind == "json" else "picklable values")
+        if codec.kind == "json":
+            advice += (
+                ", or use a store with serializer='pickle'"
+                if choosable
+                else " (the run is saved as json)"
+            )
         raise CheckpointError(
-            f"node {node!r}: shared[{key!r}] holds a {type(value).__name__} that cannot be "
-            f"saved as {codec.kind} ({error}); keep plain data in shared, or use "
-            f"{'a store with ' if codec.kind == 'json' else ''}"
-            f"{'serializer=' + repr('pickle') if codec.kind == 'json' else 'picklable values'}",
+            f"{who}: {where}[{key!r}] holds a {type(value).__name__} that cannot be "
+            f"saved as {codec.kind} ({error}); {advice}",
             node=node,
             key=key,
         ) from error

@@ -17,6 +17,7 @@ from typing import Any
 from .._wiring import display_names, graph_of, wiring_version
 
 __all__ = [
+    "ANOTHER_FLOW",
     "WalkNodes",
     "Walks",
     "describe_graph",
@@ -67,6 +68,10 @@ def _lines(node: Any) -> list[str]:
     return lines
 
 
+# How `first_difference` begins when no node of the run is in the flow given:
+# then no rename can help, and the advice is to give the run's own flow.
+ANOTHER_FLOW = "it is another flow"
+
 _LINE = re.compile(r"^(?P<path>.*): (?P<cls>\S+) \[(?P<wiring>.*)\]$")
 
 
@@ -87,7 +92,7 @@ def first_difference(recorded: str, now: str) -> str | None:
     names = {path.rpartition("/")[2] for path in had}
     if had and has and not names & {path.rpartition("/")[2] for path in has}:
         # No node of the run's is in the flow given, by name: another flow.
-        return f"it is another flow: the run has {_some(had)}, the flow given has {_some(has)}"
+        return f"{ANOTHER_FLOW}: the run has {_some(had)}, the flow given has {_some(has)}"
     for old, new in zip(before, after, strict=False):
         if old != new:
             return f"it had {_said(old)} where the flow now has {_said(new)}"

@@ -99,9 +99,15 @@ class DurableRun:
         return key if not first else renamed_key(key, first, self._keep_root)
 
     def initial(self, shared: TrackingDict, node: str) -> bytes:
-        """Encode the whole store at the start (and remember each key's form)."""
+        """Encode the whole store at the start (and remember each key's form);
+        ``node`` is what runs (a flow, mostly), for an error to name.
+
+        Raises:
+            CheckpointError: If the shared given to ``run()`` holds a key or
+                value that cannot be saved.
+        """
         encoded = [
-            (key, encode_key_value(self.codec, key, value, node))
+            (key, encode_key_value(self.codec, key, value, node, given="run"))
             for key, value in dict.items(shared)
         ]
         shared._bf_last = dict(encoded)

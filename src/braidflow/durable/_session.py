@@ -23,7 +23,7 @@ from ..stores._base import Store
 from ..stores._owners import this_owner
 from ._asking import answer_questions, keep_questions, suspend
 from ._drain import DRAIN_KEY
-from ._graph import describe_graph
+from ._graph import ANOTHER_FLOW, describe_graph
 from ._history import (
     BUDGET_KEY,
     EVENTS_KEY,
@@ -123,10 +123,16 @@ def claim_run(
         )
         if difference is not None:
             raise ResumeError(
-                f"run {run_id!r} was recorded with another graph: {difference}. A resume "
-                "needs the names and wiring the run had (a node's code may change): if a node "
-                "was renamed, resume with rename={'old name': 'new name'} (on the command "
-                "line: --rename 'old name=new name'); else resume with the flow as it was",
+                f"run {run_id!r} was recorded with another graph: {difference}. "
+                + (
+                    "No node of the run is in the flow given: resume with the flow the run "
+                    f"was started with (flow {record.flow!r}); if every node was renamed, "
+                    "resume with rename={'old name': 'new name'} for each"
+                    if difference.startswith(ANOTHER_FLOW)
+                    else "A resume needs the names and wiring the run had (a node's code may "
+                    "change): if a node was renamed, resume with rename={'old name': 'new "
+                    "name'}; else resume with the flow as it was"
+                ),
                 node=name,
             )
         shared = durable.rebuild(initial, apply_renames(rows, renamed, keep_root))

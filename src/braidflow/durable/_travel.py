@@ -15,7 +15,7 @@ from collections.abc import Callable
 from time import time
 from typing import Any
 
-from .._errors import CheckpointError, ResumeError, StoreError
+from .._errors import ResumeError, StoreError
 from .._questions import QUESTIONS_KEY, question_id
 from ..stores._base import Checkpoint, Store
 from ..stores._owners import this_owner
@@ -69,19 +69,25 @@ def compared_graph(
 
 
 def update_row(
-    codec: Codec, before: dict[Any, Any], after: dict[Any, Any], where: Checkpoint | None, node: str
+    codec: Codec,
+    before: dict[Any, Any],
+    after: dict[Any, Any],
+    where: Checkpoint | None,
+    node: str,
+    given: str,
 ) -> Checkpoint | None:
     """The ``update`` row that takes ``shared`` from ``before`` to ``after``,
     placed after the row ``where`` (``None``: before the first step);
-    ``None`` if nothing changes.
+    ``None`` if nothing changes. ``given`` names what made ``after``
+    (``"update"`` or ``"migrate"``: see `encode_key_value`).
 
     Raises:
         CheckpointError: If a new value cannot be stored.
     """
     changes: list[tuple[Any, bytes | None]] = []
     for key, value in after.items():
-        data = encode_key_value(codec, key, value, node)
-        if key not in before or encode_key_value(codec, key, before[key], node) != data:
+        data = encode_key_value(codec, key, value, node, given)
+        if key not in before or encode_key_value(codec, key, before[key], node, given) != data:
             changes.append((key, data))
     changes += [(key, None) for key in before if key not in after]
     if not changes:
@@ -124,7 +130,7 @@ def migrated(
             node=node,
         )
     steps = [row for row in rows if row.kind == "step" or row.kind == "update"]
-    row = update_row(durable.codec, before, after, steps[-1] if steps else None, node)
+    row = update_row(durable.codec, before, after, steps[-1] if steps else None, node, "migrate")
     if row is None:
         return None
     dict.clear(shared)
@@ -183,10 +189,7 @@ def fork_run(
     state = getattr(node, "_bf_state", None)
     if state is not None:  # as its resume will check it, before the fork is made
         state.check(state.store_of(dict(forked), node)[0], node)
-    try:
-        row = update_row(stored.codec, before, forked, _last_step(rows), name)
-    except CheckpointError as error:
-        raise CheckpointError(f"{error}: the update cannot be stored", node=name) from None
+    row = update_row(stored.codec, before, forked, _last_step(rows), name, "update")
     if row is not None:
         rows.append(row)
     number = at if at is not None else len(stored._rows_of)
