@@ -404,6 +404,31 @@ def test_timeline_writes_one_self_contained_page_at_run_end(tmp_path):
     assert data["run"]["name"] == "main"
 
 
+@pytest.mark.parametrize(
+    "text", ["__DATA__ <img src=x onerror=alert(1)>", "<!--<script>", "</script><b>x</b>"]
+)
+def test_a_runs_own_text_never_reaches_the_timeline_page_as_markup(tmp_path, text):
+    # In the title (which once took the data's place when it held __DATA__),
+    # a node's name and an error: the page keeps its two script elements,
+    # the title is text, and the data block holds no "<" at all.
+    class Bad(Node):
+        def exec(self, prep_res):
+            raise ValueError(f"bad input: {text}")
+
+    path = tmp_path / "run.html"
+    with pytest.raises(ValueError, match="bad input"):
+        Flow(start=Bad(name=text), name=text).run({}, observers=[Timeline(path, title=text)])
+    page = path.read_text()
+    assert page.count("<script") == 2
+    head, _, rest = page.partition('type="application/json">')
+    block = rest.partition("</script>")[0]
+    assert "<" not in block
+    assert "<img" not in head
+    assert text not in head
+    data = json.loads(block)
+    assert text in json.dumps(data, ensure_ascii=False)  # the page still shows it, as text
+
+
 @pytest.mark.parametrize("stopped_by", ["CancelledError", "KeyboardInterrupt"])
 def test_a_recorded_cancellation_is_drawn_cancelled(stopped_by):
     from braidflow.durable._exceptions import stand_in_class
