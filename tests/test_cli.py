@@ -1568,3 +1568,30 @@ def test_the_runs_table_shows_a_message_of_several_lines_on_one(work, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2  # the header and the run
     assert lines[1].endswith("ValueError: first line second line")
+
+
+def test_runs_and_show_read_usage_written_by_hand_and_leave_out_what_they_cannot(work, capsys):
+    # `run(metadata=)` may hold braidflow.usage in the dashboard's other forms
+    # (total_tokens), or hold it wrong: the commands show what they can read
+    # of it, as the dashboard does, and never fail on it.
+    from braidflow import Flow, Node, SQLiteStore
+    from braidflow.cli._main import main
+
+    path = str(work / "runs.db")
+    with SQLiteStore(path) as store:
+        for run_id, usage in (
+            ("hand", {"total_tokens": 12345, "cost": 0.5}),
+            ("bad", {"input_tokens": "n/a", "cost": "free"}),
+        ):
+            Flow(start=Node(name="n")).run(
+                {}, store=store, run_id=run_id, metadata={"braidflow.usage": usage}
+            )
+    assert main(["runs", "--store", path]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    column = lines["RUN"].index("TOKENS")  # the table's columns: its header's
+    assert lines["hand"][column:].split() == ["12,345", "0.5"]
+    assert lines["bad"][column:].strip() == ""  # no tokens, no cost
+    assert main(["show", "hand", "--store", path]) == 0
+    assert "used 12,345 tokens, cost 0.5" in capsys.readouterr().out
+    assert main(["show", "bad", "--store", path]) == 0
+    assert "used" not in capsys.readouterr().out

@@ -86,6 +86,11 @@ def _show_record(record: Any, store_path: Any) -> None:
             f"used {usage.tokens:,} tokens ({usage.input_tokens:,} in, "
             f"{usage.output_tokens:,} out) in {usage.calls:,} calls{cost}"
         )
+    elif record.spent != (None, None):  # recorded by hand: what can be read of it
+        tokens, cost = record.spent
+        said = [] if tokens is None else [f"used {tokens:,} tokens"]
+        said += [] if cost is None else [f"cost {cost:.4g}"]
+        print(", ".join(said))
     print()
 
 

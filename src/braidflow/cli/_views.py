@@ -59,7 +59,7 @@ def command_runs(args: argparse.Namespace) -> int:
     rows: list[tuple[str, ...]] = [
         ("RUN ID", "STATUS", "FLOW", "STARTED", "ENDED", "AT", "ERROR OR PROMPT")
     ]
-    spent = any(record.usage is not None for record in records)
+    spent = any(record.spent != (None, None) for record in records)
     if spent:  # what the runs' LLM calls used, where any reported it
         rows[0] = (*rows[0][:6], "TOKENS", "COST", rows[0][6])
     for record in records:
@@ -78,9 +78,9 @@ def command_runs(args: argparse.Namespace) -> int:
             at,
         )
         if spent:
-            usage = record.usage
-            tokens = "" if usage is None else f"{usage.tokens:,}"
-            cost = "" if usage is None or usage.cost is None else f"{usage.cost:.4g}"
+            used, paid = record.spent
+            tokens = "" if used is None else f"{used:,}"
+            cost = "" if paid is None else f"{paid:.4g}"
             row = (*row, tokens, cost)
         rows.append((*row, info if len(info) <= 60 else info[:57] + "..."))
     print_table(rows)

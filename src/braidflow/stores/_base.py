@@ -21,6 +21,13 @@ from .._questions import QUESTIONS_KEY, Question
 from .._usage import Usage
 from ._owners import this_owner
 
+USAGE_KEY = "braidflow.usage"  # in a run's metadata: what its LLM calls used
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 __all__ = [
     "LAX",
     "CacheEntry",
@@ -111,9 +118,36 @@ class RunRecord:
     @property
     def usage(self) -> Usage | None:
         """What the run's LLM calls reported (``node.report_usage``), in all
-        its parts, as kept when it ended or stopped; ``None`` if none reported."""
-        kept = self.metadata.get("braidflow.usage")
-        return Usage.from_dict(kept) if isinstance(kept, dict) else None
+        its parts, as kept when it ended or stopped; ``None`` if none
+        reported, or if what its metadata holds there is not in that form
+        (written by hand: `spent` reads what it can of it)."""
+        kept = self.metadata.get(USAGE_KEY)
+        if not isinstance(kept, dict) or not {"input_tokens", "output_tokens"} <= kept.keys():
+            return None
+        try:
+            return Usage.from_dict(kept)
+        except (TypeError, ValueError):
+            return None
+
+    @property
+    def spent(self) -> tuple[int | None, float | None]:
+        """The tokens and cost the run's metadata records under
+        ``braidflow.usage`` (each ``None`` if it records none): braidflow's
+        own record, or one written by hand as ``{"total_tokens": n}`` (or
+        ``"tokens"``, or parts named ``*_tokens``, added up) and ``"cost"``.
+        What the command and the dashboard show; never a guess."""
+        kept = self.metadata.get(USAGE_KEY)
+        if not isinstance(kept, dict):
+            return None, None
+        tokens = _count(kept.get("total_tokens", kept.get("tokens")))
+        if tokens is None:
+            parts = [_count(value) for key, value in kept.items() if str(key).endswith("_tokens")]
+            counted = [part for part in parts if part is not None]
+            tokens = sum(counted) if counted else None
+        cost = kept.get("cost", kept.get("cost_usd"))
+        if isinstance(cost, bool) or not isinstance(cost, int | float) or cost != cost:
+            cost = None
+        return tokens, cost
 
     @property
     def questions(self) -> tuple[Question, ...]:

@@ -37,7 +37,7 @@ from ..durable._history import BUDGET_KEY
 from ..stores._base import Store
 from ._actions import ActionError, Actions
 from ._guard import Guard
-from ._listing import STATUSES, RunIndex, inside, usage_of, when
+from ._listing import STATUSES, RunIndex, inside, when
 from ._look import EVENTS_PAGE, RunView, events_page, prompt_lines, version_of
 
 __all__ = ["create_app"]
@@ -284,7 +284,7 @@ def _show_run(
         notes=view.notes(),
         ended_at=inside(record.node or "", record.flow),
         questions=record.questions,
-        usage=usage_of(record.metadata),
+        usage=record.spent,
         quoted=_segment(record.run_id),
     )
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .._errors import ResumeError, StoreError
 from ..durable._history import FORKED_KEY, StoredRun
-from ..stores._base import RunRecord, Store
+from ..stores._base import USAGE_KEY, RunRecord, Store
 
 __all__ = [
     "PAGE",
@@ -30,16 +30,11 @@ __all__ = [
     "RunIndex",
     "inside",
     "took",
-    "usage_of",
     "when",
 ]
 
 PAGE = 50  # rows a page
 STATUSES = ("running", "waiting", "failed", "interrupted", "drained", "completed")
-# Where a run's metadata keeps what its LLM calls used: {"tokens"|"total_tokens"|
-# "input_tokens"+"output_tokens": n, "cost": x}. Absent from every run of a
-# store, the table has no column for it.
-USAGE_KEY = "braidflow.usage"
 _FRESH = 1.0  # seconds a reading of store.runs() serves every page
 
 
@@ -107,26 +102,6 @@ def took(seconds: float | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def usage_of(metadata: Mapping[str, Any]) -> tuple[int | None, float | None]:
-    """The tokens and cost a run's metadata records under `USAGE_KEY`, if any."""
-    usage = metadata.get(USAGE_KEY)
-    if not isinstance(usage, dict):
-        return None, None
-    tokens = _count(usage.get("total_tokens", usage.get("tokens")))
-    if tokens is None:
-        parts = [_count(value) for key, value in usage.items() if str(key).endswith("_tokens")]
-        counted = [part for part in parts if part is not None]
-        tokens = sum(counted) if counted else None
-    cost = usage.get("cost", usage.get("cost_usd"))
-    if isinstance(cost, bool) or not isinstance(cost, int | float):
-        cost = None
-    return tokens, cost
-
-
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 class RunIndex:
     """The store's runs for the table, read at most once a second.
 
@@ -188,7 +163,7 @@ class RunIndex:
 
     def _row(self, record: RunRecord) -> Row:
         where, done, total = self._place(record)
-        tokens, cost = usage_of(record.metadata)
+        tokens, cost = record.spent
         forked = record.metadata.get(FORKED_KEY)
         note = record.error or ""
         if record.status == "waiting" and record.prompt is not None:
