@@ -477,6 +477,17 @@ def test_a_fork_that_removes_a_key_is_refused(store_path):
     assert bf.SQLiteStore(store_path, read_only=True).get(new).status == "completed"
 
 
+@pytest.mark.parametrize("at", ["abc", "", None])
+def test_a_fork_at_no_step_number_says_so(store_path, at):
+    client = client_of(store_path)
+    csrf = csrf_of(client.get("/runs/crawl-bad").text)
+    form = {"csrf": csrf, "shared": '{"pages": 3}'} | ({} if at is None else {"at": at})
+    refused = client.post("/runs/crawl-bad/fork", data=form)
+    assert refused.status_code == 400
+    assert "the step to fork at must be a step&#39;s number, not" in refused.text
+    assert "-1" not in refused.text.split("must be")[1][:40]
+
+
 def test_a_run_waiting_on_several_questions_is_answered_one_or_more_at_a_time(tmp_path):
     path = tmp_path / "runs.db"
     record(path, "reviews", "batch-1", {"drafts": ["Dear Ada", "Dear Grace"]})

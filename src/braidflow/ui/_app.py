@@ -18,7 +18,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote
 
 import jinja2
@@ -205,12 +205,16 @@ def create_app(
         run_id = _route_id(request)
         if not _csrf_ok(form.get("csrf"), csrf):
             return _refused()
-        at = _number(form.get("at"), -1)
+        given = form.get("at")
+        at = _number(given, None)
         edited = form.get("shared")
         try:
             view = await run_in_threadpool(read_run, run_id)
         except (StoreError, ResumeError) as error:
             return page(request, "missing.html", 404, run_id=run_id, said=str(error))
+        if at is None:  # (the page's form always sends one; a request made by hand)
+            said = f"the step to fork at must be a step's number, not {given!r}"
+            return await run_in_threadpool(_show_run, request, view, page, actions, said, 400)
         try:
             before = await run_in_threadpool(view.run.state, at)
             new = await run_in_threadpool(
@@ -330,7 +334,10 @@ async def _form(request: Request) -> dict[str, str] | None:
     return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
-def _number(text: Any, default: int) -> int:
+T = TypeVar("T")
+
+
+def _number(text: Any, default: T) -> int | T:
     try:
         return int(text) if isinstance(text, str) else default
     except ValueError:
