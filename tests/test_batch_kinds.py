@@ -60,8 +60,13 @@ def test_prep_returning_nothing_means_no_runs_for_batch_flows(kind, prep_value):
         def prep(self, shared):
             return prep_value
 
-    assert run(Sets(start=Step()), {}) is None
+        def post(self, shared, prep_res, exec_res):
+            shared["prep_res"] = prep_res
+
+    shared = {}
+    assert run(Sets(start=Step()), shared) is None
     assert calls == []
+    assert shared["prep_res"] == []  # PocketFlow's post gets `prep(shared) or []`
 
 
 @pytest.mark.parametrize("kind", NODE_KINDS)

@@ -37,6 +37,8 @@ def lifecycle(node: Any, shared: Any, offload: bool) -> Steps:
         prep_result = yield call_effect(
             node, None, getattr(node, plan.prep), (shared,), plan.prep_coro, offload
         )
+        if node._bf_is_flow and node._bf_batch != "single" and not prep_result:
+            prep_result = []  # no parameter sets: what its post gets too, as PocketFlow's
         if plan.custom_exec:
             exec_result = yield from _own_exec(node, shared, prep_result, offload)
         else:
