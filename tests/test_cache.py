@@ -15,6 +15,7 @@ from braidflow import (
     BatchNode,
     Cache,
     CacheError,
+    Failure,
     Flow,
     InvalidParameterError,
     Limiter,
@@ -523,6 +524,125 @@ async def test_when_the_item_computing_a_key_fails_the_one_waiting_computes_its_
     await Flaky(cache=Cache(store=store)).run_async(again)
     assert again["out"] == ["A", "A"]  # the fallback's result was never kept
     assert len(calls) == 2
+
+
+class _FailsFirst(AsyncParallelBatchNode):
+    """Items of one key: the first call waits until every item has started
+    (each other one then waits for it), then fails; a later call succeeds."""
+
+    def __init__(self, calls, everyone_started, **options):
+        super().__init__(**options)
+        self.calls, self.everyone_started = calls, everyone_started
+
+    async def prep_async(self, shared):
+        return shared["items"]
+
+    async def exec_async(self, item):
+        self.calls.append(item)
+        if len(self.calls) == 1:
+            await self.everyone_started.wait()
+            raise ValueError("no luck")
+        return item.upper()
+
+    async def post_async(self, shared, prep_res, exec_res):
+        shared["out"] = exec_res
+
+
+def _when_started(count, event):
+    """An observer that sets ``event`` once ``count`` items have started."""
+    started = []
+
+    def look(event_seen):
+        if event_seen.kind == "item_start":
+            started.append(event_seen.item)
+            if len(started) == count:
+                asyncio.get_running_loop().call_soon(event.set)
+
+    return look
+
+
+@pytest.mark.parametrize("max_concurrency", [None, 4])
+async def test_when_the_item_computing_a_key_fails_under_raise_no_waiting_item_calls(
+    store, max_concurrency
+):
+    calls, everyone_started = [], asyncio.Event()
+    node = _FailsFirst(
+        calls, everyone_started, cache=Cache(store=store), max_concurrency=max_concurrency
+    )
+    with pytest.raises(ValueError, match="no luck"):
+        await node.run_async({"items": ["a"] * 4}, observers=[_when_started(4, everyone_started)])
+    assert calls == ["a"]  # the batch stops: the items waiting are cancelled, none calls
+
+
+def test_when_the_item_computing_a_key_fails_in_a_thread_no_waiting_item_calls(store):
+    import threading
+
+    calls, lock, everyone_started = [], threading.Lock(), threading.Event()
+
+    class FailsFirst(ParallelBatchNode):
+        def prep(self, shared):
+            return ["a"] * 4
+
+        def exec(self, item):
+            with lock:
+                calls.append(item)
+                first = len(calls) == 1
+            if first:
+                assert everyone_started.wait(timeout=30)
+                raise ValueError("no luck")
+            return item.upper()
+
+    started = []
+
+    def look(event):
+        if event.kind == "item_start":
+            started.append(event.item)
+            if len(started) == 4:
+                everyone_started.set()
+
+    with pytest.raises(ValueError, match="no luck"):
+        FailsFirst(cache=Cache(store=store), max_concurrency=4).run({}, observers=[look])
+    assert calls == ["a"]
+
+
+async def test_under_collect_a_setup_error_of_the_item_computing_a_key_stops_the_waiting(store):
+    calls, everyone_started = [], asyncio.Event()
+
+    class Refused(_FailsFirst):
+        async def exec_async(self, item):
+            self.calls.append(item)
+            await self.everyone_started.wait()
+            raise InvalidParameterError("no price for this model")
+
+    node = Refused(calls, everyone_started, cache=Cache(store=store), on_error="collect")
+    with pytest.raises(InvalidParameterError):
+        await node.run_async({"items": ["a"] * 3}, observers=[_when_started(3, everyone_started)])
+    assert calls == ["a"]
+
+
+async def test_under_collect_an_item_waiting_for_a_key_that_failed_computes_its_own(store):
+    calls, everyone_started = [], asyncio.Event()
+    node = _FailsFirst(calls, everyone_started, cache=Cache(store=store), on_error="collect")
+    shared = {"items": ["a", "a"]}
+    await node.run_async(shared, observers=[_when_started(2, everyone_started)])
+    assert calls == ["a", "a"]
+    assert isinstance(shared["out"][0], Failure)
+    assert shared["out"][1] == "A"
+
+
+async def test_an_item_of_another_run_waiting_for_a_key_that_failed_computes_its_own(store):
+    calls, other_started = [], asyncio.Event()
+    failing = _FailsFirst(calls, other_started, cache=Cache(store=store))
+    other = _FailsFirst(calls, other_started, cache=Cache(store=store))
+    first = asyncio.create_task(failing.run_async({"items": ["a"]}))
+    while not calls:  # the failing run's item computes the key
+        await asyncio.sleep(0)
+    shared = {"items": ["a"]}
+    await other.run_async(shared, observers=[_when_started(1, other_started)])
+    assert shared["out"] == ["A"]  # its run is not stopping: it made its own call
+    assert calls == ["a", "a"]
+    with pytest.raises(ValueError, match="no luck"):
+        await first
 
 
 def test_a_failed_exec_keeps_nothing(store):

@@ -33,7 +33,9 @@ class Cache:
     instead of running ``exec``: no limiter, retry or timeout applies to it,
     and the run emits a ``cache_hit`` event. Items of one run that need the
     same key at once compute it once; the others wait for it. A failed
-    exec, or a fallback's result, is never kept.
+    exec, or a fallback's result, is never kept: the items waiting then
+    compute their own, unless the failure stops their batch
+    (``on_error="raise"``), when they stop with it.
 
     ``cache=True`` on a node is ``Cache()``: results in the run's store.
 

@@ -4,19 +4,24 @@ taken, else exec runs (its attempts) and its result is kept for next time.
 Items that need one key at once on one event loop (a parallel batch's, or
 those of runs sharing the loop) compute it once: the first runs its
 attempts, the others wait for it and decode what it kept. A failed exec, or
-a fallback's result, is not kept: the waiting items then compute their own.
+a fallback's result, is not kept: the waiting items then compute their own,
+unless the failure stops their batch (`_ends_its_task`): then they are
+woken only once its group has been told, which cancels them first.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Generator
+from functools import partial
 from typing import Any
 
 from .._after_fork import call_in_children
 from .._cache import cache_key
 from .._context import PATH, RUN, observed
-from .._errors import AsyncUsageError, CacheError
+from .._errors import AsyncUsageError, CacheError, SetupError
+from .._options import on_error_of
+from .._questions import Interrupted
 from ..durable._codec import UNSAVABLE, Codec
 from ..stores._base import CacheEntry
 from ._effects import AWAIT
@@ -97,6 +102,7 @@ def cached(
     mine = _Computing(asyncio._get_running_loop())
     owner = _COMPUTING.setdefault(slot, mine) is mine
     fell_back = False
+    released_now = True
 
     def failed(*args: Any) -> Steps:
         nonlocal fell_back
@@ -110,11 +116,44 @@ def cached(
             store.cache_put(key, CacheEntry(data, cache._clock(), node.name))
             mine.data = data
         return value
+    except BaseException as error:
+        task = asyncio.current_task() if mine.loop is not None else None
+        if owner and task is not None and _ends_its_task(node, index, error):
+            # The failure ends this item's task, which stops its batch: the
+            # items waiting here are woken (and newcomers kept waiting) only
+            # when the task is done, by a callback added after its group's,
+            # so that group has cancelled those of its own items first: none
+            # starts a call of its own once the batch is stopping.
+            task.add_done_callback(partial(_release, slot, mine, owner))
+            released_now = False
+        raise
     finally:
-        if owner:
-            _COMPUTING.pop(slot, None)
-        if mine.done is not None:
-            mine.done.set()
+        if released_now:
+            _release(slot, mine, owner)
+
+
+def _release(slot: tuple[int, str], mine: _Computing, owner: bool, *_: Any) -> None:
+    """The key is computed (or failed): wake the items that wait for it."""
+    if owner:
+        _COMPUTING.pop(slot, None)
+    if mine.done is not None:
+        mine.done.set()
+
+
+def _ends_its_task(node: Any, index: int | None, error: BaseException) -> bool:
+    """Whether ``error``, raised by item ``index``'s exec, ends the task that
+    item runs in: an item of a parallel batch, under ``on_error="raise"``,
+    or any error ``"collect"`` does not collect (a `SetupError`, a cancel, a
+    budget's stop). A question (`Interrupted`) stops its item alone."""
+    if index is None or node._bf_batch != "parallel":
+        return False
+    if isinstance(error, Interrupted | GeneratorExit):
+        return False
+    return (
+        not isinstance(error, Exception)
+        or isinstance(error, SetupError)
+        or on_error_of(node) == "raise"
+    )
 
 
 def _run_store(node: Any, index: int | None) -> Any:
