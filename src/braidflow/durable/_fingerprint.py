@@ -64,8 +64,10 @@ def stable_text(value: Any) -> bytes:
     """A text of ``value`` that is the same in every process and Python run
     and tells unequal values apart, for a key to be made of: its JSON, keys
     sorted, if JSON gives the value back equal (plain data: no tuple, no key
-    but a string); else its canonical text (`_Canonical`). Each is marked,
-    so the two never meet.
+    but a string, no subclass of a JSON type); else its canonical text
+    (`_Canonical`), which names the class of what is not plain data (an enum
+    by its class and value: ``Size.ONE`` is not ``1``). Each is marked, so the
+    two never meet.
 
     Raises:
         Unfingerprintable: If the value has no stable text (an object whose
