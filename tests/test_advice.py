@@ -1394,6 +1394,10 @@ class Label(enum.StrEnum):
     POSITIVE = "positive"
 
 
+class Size(enum.IntEnum):
+    ONE = 1
+
+
 @pytest.mark.parametrize(
     ("value", "said", "as_said"),
     [
@@ -1410,10 +1414,10 @@ class Label(enum.StrEnum):
             {"seen": dict(collections.Counter("aab"))},
         ),
         (
-            {Label.POSITIVE: 2},
-            "(the key <Label.POSITIVE: 'positive'> (Label) would come back as the string "
-            '"positive"; key it by Label.POSITIVE.value)',
-            {Label.POSITIVE.value: 2},
+            {Size.ONE: 2},
+            "(the key <Size.ONE: 1> (Size) would come back as the string "
+            '"1"; key it by a str: str(Size.ONE.value))',
+            {str(Size.ONE.value): 2},
         ),
     ],
 )

@@ -302,7 +302,7 @@ def _faithful(value: Any) -> bool:
         if TAG in value:
             return False
         for key, item in value.items():
-            if type(key) is not str:
+            if type(key) is not str and not isinstance(key, str):  # (see _STR_KEYS)
                 return False
             if type(item) not in SCALARS and not _faithful(item):
                 return False
@@ -315,6 +315,10 @@ def _faithful(value: Any) -> bool:
 
 # What JSON writes an instance of a subclass of as that base (and a tuple as a list).
 _JSON_BASES = (str, int, float, dict, list, tuple)
+# _STR_KEYS: a key that is a str of a subclass (a StrEnum, the usual way to
+# name the keys of shared) is kept as its string. A dict finds it by either,
+# so what a resumed run looks up by it is there; only iterating the keys
+# gives the plain strings. A value, whose methods code calls, is refused.
 
 
 def _json_drift(value: Any) -> str:
@@ -332,7 +336,7 @@ def _drift_in(value: Any, where: str) -> str | None:
                 "in JSON checkpoints; rename that key"
             )
         for key, item in value.items():
-            if type(key) is not str:
+            if type(key) is not str and not isinstance(key, str):  # (see _STR_KEYS)
                 return _key_drift(key, at)
             found = _drift_in(item, f"{where}[{key!r}]")
             if found:
@@ -376,7 +380,7 @@ def _key_drift(key: Any, at: str) -> str:
         return f"the key {key!r} ({type(key).__name__}){at} is not JSON data"
     said = f"the key {key!r} ({type(key).__name__}){at} would come back as the string {text}"
     if isinstance(key, enum.Enum):
-        said += f"; key it by {type(key).__qualname__}.{key.name}.value"
+        said += f"; key it by a str: str({type(key).__qualname__}.{key.name}.value)"
     return said
 
 
@@ -435,12 +439,10 @@ def encode_key_value(codec: Codec, key: Any, value: Any, node: str, given: str =
     """
     who, where, fix, choosable = _GIVEN[given]
     who = who.format(node=node)
-    if codec.kind == "json" and type(key) is not str:  # a str subclass comes back a str
-        kept = "a durable run stores shared as JSON, whose keys are strings"
+    if codec.kind == "json" and type(key) is not str and not isinstance(key, str):
+        kept = "a durable run stores shared as JSON, whose keys are strings"  # (_STR_KEYS)
         if isinstance(key, enum.Enum):
-            kept += f": key it by {type(key).__qualname__}.{key.name}.value"
-        elif isinstance(key, str):
-            kept += f", and gives a {type(key).__name__} key back as a plain str"
+            kept += f": key it by a str, str({type(key).__qualname__}.{key.name}.value),"
         raise CheckpointError(
             f"{who}: {where}[{key!r}] has a key of type {type(key).__name__}; {kept} "
             + ("(or use serializer='pickle')" if choosable else "(the run is saved as json)"),
