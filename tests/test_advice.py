@@ -62,7 +62,8 @@ Durable runs
                      graph at a fork) ................... tests/test_history.py::
         test_bad_resume_options_*, test_migrate_may_return_*, test_a_bad_update_*,
         test_a_renamed_node_resumes_with_rename_*
-    durable._codec (keys, values, the reserved key; in the
+    durable._codec (keys, values, the reserved key, an enum
+                    or other subclass of a JSON type; in the
                     shared run() is given, update=, migrate=) test_durable_values_*
     durable._run_codec (a pickle run with no mark, read
                         through a JSON store object; a mark
@@ -156,7 +157,9 @@ of space, or failing in another way).
 """
 
 import asyncio
+import collections
 import contextlib
+import enum
 import re
 import threading
 import warnings
@@ -1385,6 +1388,51 @@ def test_durable_values_json_cannot_keep_say_pickle_and_that_works(tmp_path, run
     assert said in str(caught.value)
     with SQLiteStore(tmp_path / "pickled.db", serializer="pickle") as store:  # as it says
         run(store)
+
+
+class Label(enum.StrEnum):
+    POSITIVE = "positive"
+
+
+class Size(enum.IntEnum):
+    ONE = 1
+
+
+@pytest.mark.parametrize(
+    ("value", "said", "as_said"),
+    [
+        (
+            Label.POSITIVE,
+            "(the enum Label.POSITIVE would come back as the plain str 'positive'; store "
+            "Label.POSITIVE.value, and Label(value) to have the enum again); keep plain data in "
+            "shared, or use a store with serializer='pickle'",
+            Label.POSITIVE.value,
+        ),
+        (
+            {"seen": collections.Counter("aab")},
+            "(the Counter at ['seen'] would come back as a plain dict; store dict(value) instead)",
+            {"seen": dict(collections.Counter("aab"))},
+        ),
+        (
+            {Size.ONE: 2},
+            "(the key <Size.ONE: 1> (Size) would come back as the string "
+            '"1"; key it by a str: str(Size.ONE.value))',
+            {str(Size.ONE.value): 2},
+        ),
+    ],
+)
+def test_durable_values_json_gives_back_as_their_base_say_what_to_store_and_that_works(
+    tmp_path, value, said, as_said
+):
+    with SQLiteStore(tmp_path / "runs.db") as store:
+        with pytest.raises(CheckpointError) as caught:
+            Flow(start=Keeps("x", value)).run({}, store=store)
+        assert said in str(caught.value)
+        Flow(start=Keeps("x", as_said)).run({}, store=store, run_id="as-said")
+        assert braidflow.stored_state("as-said", store=store)["x"] == as_said
+    with SQLiteStore(tmp_path / "pickled.db", serializer="pickle") as store:  # or pickle
+        Flow(start=Keeps("x", value)).run({}, store=store, run_id="pickled")
+        assert braidflow.stored_state("pickled", store=store)["x"] == value
 
 
 @pytest.mark.parametrize(

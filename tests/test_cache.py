@@ -2,6 +2,10 @@
 input, in a store shared by runs and processes; a hit skips exec."""
 
 import asyncio
+import collections
+import enum
+import json
+import os
 import re
 import subprocess
 import sys
@@ -214,6 +218,69 @@ def test_equal_inputs_built_differently_share_a_key_and_unequal_ones_do_not(stor
     node.run({"items": [{"a": 1, "b": [1, 2]}, {"b": [1, 2], "a": 1}, 1, 1.0, True, "1", (1,)]})
     # the dicts are equal (one key); 1, 1.0, True, "1" and (1,) are told apart
     assert len(calls) == 6
+
+
+class Size(enum.IntEnum):
+    ONE = 1
+
+
+class Label(enum.StrEnum):
+    POSITIVE = "positive"
+
+
+def test_an_enum_or_other_subclass_input_does_not_share_a_key_with_its_plain_value(store):
+    """Size.ONE == 1 and Counter(a=1) == {"a": 1}, but exec may tell them
+    apart (``.value``, ``.most_common()``): each is keyed by its class too."""
+    calls = []
+    node = upper_batch(BatchNode, calls, cache=Cache(store=store), name="n")
+    node.exec = lambda item: calls.append(item) or len(calls)
+    inputs = [
+        1, Size.ONE, "positive", Label.POSITIVE, [Size.ONE], [1],
+        {"a": 1}, collections.Counter(a=1), collections.OrderedDict(a=1),
+        {"positive": 1}, {Label.POSITIVE: 1},
+    ]  # fmt: skip
+    node.run({"items": inputs})
+    assert len(calls) == len(inputs)
+    node.run({"items": [Label.POSITIVE, collections.Counter(a=1), {Label.POSITIVE: 1}]})
+    assert len(calls) == len(inputs)  # equal inputs of one class still share their key
+
+
+KEYS_PROGRAM = """
+import collections, enum, json
+import braidflow as bf
+from braidflow._cache import cache_key
+
+class Label(enum.StrEnum):
+    POSITIVE = "positive"
+
+class Echo(bf.Node):
+    def exec(self, item):
+        return item
+
+cache = bf.Cache(store=bf.MemoryStore(), version="1")
+inputs = [
+    Label.POSITIVE, [Label.POSITIVE], {Label.POSITIVE: {"x", "y", "z", "w"}},
+    collections.Counter("abracadabra"), collections.defaultdict(list, q=[1], p=[2]),
+]
+print(json.dumps([cache_key(cache, Echo(name="echo"), given, None, "json") for given in inputs]))
+"""
+
+
+@pytest.mark.slow
+def test_the_key_of_an_enum_or_subclass_input_is_the_same_in_every_process():
+    """Keyed by the class's module and name and the value: no hash order in it."""
+    keys = [
+        subprocess.run(
+            [sys.executable, "-c", KEYS_PROGRAM],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2")
+    ]
+    assert keys[0] == keys[1]
+    assert len(set(json.loads(keys[0]))) == 5
 
 
 def test_a_hit_takes_no_limiter_slot_and_retries_nothing(store):
@@ -870,6 +937,40 @@ def test_advice_for_a_result_json_cannot_hold_works(tmp_path, monkeypatch):
         shared = {}
         Gives(cache=cache).run(shared)
         assert shared["out"] == {1, 2}
+
+
+def test_advice_for_an_enum_result_json_would_give_back_plain_works(store):
+    """JSON would give the enum back as its str: refused, saying to keep its
+    value; kept so (and made an enum again), a hit gives the enum too."""
+
+    class Classify(Node):
+        def exec(self, prep_res):
+            return Label.POSITIVE
+
+        def post(self, shared, prep_res, exec_res):
+            shared["label"] = exec_res
+
+    with pytest.raises(CacheError) as caught:
+        Classify(name="classify", cache=Cache(store=store)).run({})
+    assert "store Label.POSITIVE.value, and Label(value) to have the enum again" in str(
+        caught.value
+    )
+
+    calls = []
+
+    class AsSaid(Classify):
+        def exec(self, prep_res):
+            calls.append(prep_res)
+            return Label.POSITIVE.value
+
+        def post(self, shared, prep_res, exec_res):
+            shared["label"] = Label(exec_res)
+
+    for _ in range(2):  # a miss, then a hit
+        shared = {}
+        AsSaid(name="classify", cache=Cache(store=store)).run(shared)
+        assert shared["label"] is Label.POSITIVE
+    assert calls == [None]
 
 
 def test_advice_for_an_input_with_no_stable_text_works(store):

@@ -372,6 +372,104 @@ def test_a_non_json_value_is_named_where_it_is(json_store):
         Flow(start=Keeps(name="keeps")).run({}, store=json_store)
 
 
+class Label(enum.StrEnum):
+    POSITIVE = "positive"
+
+
+class Size(enum.IntEnum):
+    ONE = 1
+
+
+class Name(str):
+    """A str of a class of its own."""
+
+
+# What JSON writes as its base type and would give back as that: the value, and what is said.
+SUBCLASSES = {
+    "enum": (
+        lambda: {"label": Label.POSITIVE},
+        r"the enum Label\.POSITIVE at \['label'\] would come back as the plain str "
+        r"'positive'; store Label\.POSITIVE\.value",
+    ),
+    "IntEnum": (
+        lambda: [Size.ONE],
+        r"the enum Size\.ONE at \[0\] would come back as the plain int 1; store Size\.ONE\.value",
+    ),
+    "Counter": (
+        lambda: collections.Counter("aab"),
+        r"the Counter would come back as a plain dict; store dict\(value\) instead",
+    ),
+    "OrderedDict": (
+        lambda: [{"by": collections.OrderedDict(b=1, a=2)}],
+        r"the OrderedDict at \[0\]\['by'\] would come back as a plain dict; store dict\(value\)",
+    ),
+    "str subclass": (
+        lambda: ["a", Name("b")],
+        r"the Name at \[1\] would come back as a plain str; store str\(value\)",
+    ),
+    "IntEnum as a key": (
+        lambda: {"counts": {Size.ONE: 2}},
+        r"the key <Size\.ONE: 1> \(Size\) at \['counts'\] would come back as "
+        r'the string "1"; key it by a str: str\(Size\.ONE\.value\)',
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(SUBCLASSES))
+def test_a_subclass_of_a_json_type_is_refused_not_given_back_as_its_base(json_store, kind):
+    """JSON writes an enum of str as the str, a Counter as a dict...: a resumed
+    run would get the plain value back (no ``.value``), so it is refused, as
+    a tuple is, saying what to store; pickle keeps it as it is."""
+    make, said = SUBCLASSES[kind]
+
+    class Keeps(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared["value"] = make()
+
+    class Returns(BatchNode):
+        def prep(self, shared):
+            return ["a"]
+
+        def exec(self, item):
+            return make()
+
+    with pytest.raises(CheckpointError, match=rf"shared\['value'\] holds .*\({said}"):
+        Flow(start=Keeps(name="keeps")).run({}, store=json_store)
+    with pytest.raises(CheckpointError, match=rf"item 0 .*{said}"):
+        Flow(start=Returns(name="returns")).run({}, store=json_store)
+    pickled = MemoryStore(serializer="pickle")
+    Flow(start=Keeps(name="keeps")).run({}, store=pickled, run_id="r")
+    back = bf.stored_state("r", store=pickled)["value"]
+    assert (type(back), back) == (type(make()), make())
+
+
+def test_a_key_of_a_str_subclass_is_kept_as_its_string_and_found_by_it(json_store):
+    # A StrEnum naming the keys of shared (and of a dict in it): a dict finds
+    # a key by the enum or by its string, so a resumed run's lookups hold.
+    fail = [True]
+
+    class Keys(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared[Label.POSITIVE] = 1
+            shared["by"] = {Label.POSITIVE: 2}
+
+    class Last(Node):
+        def post(self, shared, prep_res, exec_res):
+            if fail[0]:
+                raise RuntimeError("fails once")
+            shared["found"] = [shared[Label.POSITIVE], shared["by"][Label.POSITIVE]]
+
+    def flow():
+        keys = Keys(name="keys")
+        keys >> Last(name="last")
+        return Flow(start=keys)
+
+    with pytest.raises(RuntimeError, match="fails once"):
+        flow().run({}, store=json_store, run_id="r")
+    fail[0] = False
+    assert flow().resume("r", store=json_store)["found"] == [1, 2]
+
+
 # -- fingerprints of batch items ------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ items.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import io
 import json
 import json.encoder
@@ -288,28 +289,36 @@ def _picklable(value: Any) -> bool:
 
 def _faithful(value: Any) -> bool:
     """Whether JSON gives ``value`` back equal: no tuple, no key but a string,
-    no dict with braidflow's tag as a key (anything else JSON cannot hold at
-    all, its encoder refuses)."""
-    if isinstance(value, list):
+    no dict with braidflow's tag as a key, and no subclass of a JSON type (an
+    enum of str or int, a Counter: JSON writes it as its base, and gives that
+    back). Anything else JSON cannot hold at all, its encoder refuses."""
+    kind = type(value)
+    if kind is list:
         for item in value:
             if type(item) not in SCALARS and not _faithful(item):
                 return False
         return True
-    if isinstance(value, dict):
+    if kind is dict:
         if TAG in value:
             return False
         for key, item in value.items():
-            if not isinstance(key, str):
+            if type(key) is not str and not isinstance(key, str):  # (see _STR_KEYS)
                 return False
             if type(item) not in SCALARS and not _faithful(item):
                 return False
         return True
-    if isinstance(value, tuple):
-        return False
-    if type(value) is Failure:
+    if kind is Failure:
         item = value.item
         return type(item) in SCALARS or _faithful(item)
-    return True
+    return kind in SCALARS or not isinstance(value, _JSON_BASES)
+
+
+# What JSON writes an instance of a subclass of as that base (and a tuple as a list).
+_JSON_BASES = (str, int, float, dict, list, tuple)
+# _STR_KEYS: a key that is a str of a subclass (a StrEnum, the usual way to
+# name the keys of shared) is kept as its string. A dict finds it by either,
+# so what a resumed run looks up by it is there; only iterating the keys
+# gives the plain strings. A value, whose methods code calls, is refused.
 
 
 def _json_drift(value: Any) -> str:
@@ -319,31 +328,60 @@ def _json_drift(value: Any) -> str:
 
 def _drift_in(value: Any, where: str) -> str | None:
     at = f" at {where}" if where else ""
-    if isinstance(value, tuple):
-        return f"the {type(value).__name__}{at} would come back as a list"
-    if isinstance(value, dict):
+    kind = type(value)
+    if kind is dict:
         if TAG in value:
             return (
                 f"the dict{at} has the key {TAG!r}, which braidflow keeps for its own values "
                 "in JSON checkpoints; rename that key"
             )
         for key, item in value.items():
-            if not isinstance(key, str):
-                return (
-                    f"the key {key!r} ({type(key).__name__}){at} would come back as "
-                    f"the string {json.dumps(next(iter(json.loads(JSON_TEXT({key: 0})))))}"
-                )
+            if type(key) is not str and not isinstance(key, str):  # (see _STR_KEYS)
+                return _key_drift(key, at)
             found = _drift_in(item, f"{where}[{key!r}]")
             if found:
                 return found
-    elif isinstance(value, list):
+    elif kind is list:
         for index, item in enumerate(value):
             found = _drift_in(item, f"{where}[{index}]")
             if found:
                 return found
-    elif type(value) is Failure:
+    elif kind is Failure:
         return _drift_in(value.item, f"{where}.item")
+    elif kind not in SCALARS and isinstance(value, _JSON_BASES):
+        return _subclass_drift(value, at)
     return None
+
+
+def _subclass_drift(value: Any, at: str) -> str:
+    """Say what JSON gives back for a tuple or a subclass of a JSON type, and what to store."""
+    kind = type(value)
+    base = next(base for base in _JSON_BASES if isinstance(value, base))
+    if base is tuple:
+        return f"the {kind.__name__}{at} would come back as a list"
+    if isinstance(value, enum.Enum):
+        name = f"{kind.__qualname__}.{value.name}"
+        return (
+            f"the enum {name}{at} would come back as the plain {base.__name__} "
+            f"{value.value!r}; store {name}.value, and {kind.__qualname__}(value) to have "
+            "the enum again"
+        )
+    return (
+        f"the {kind.__name__}{at} would come back as a plain {base.__name__}; "
+        f"store {base.__name__}(value) instead"
+    )
+
+
+def _key_drift(key: Any, at: str) -> str:
+    """Say what JSON gives back for a dict key that is not a str, and what to key by."""
+    try:
+        text = json.dumps(next(iter(json.loads(JSON_TEXT({key: 0})))))
+    except (TypeError, ValueError):  # a key JSON cannot write at all (a tuple, an object)
+        return f"the key {key!r} ({type(key).__name__}){at} is not JSON data"
+    said = f"the key {key!r} ({type(key).__name__}){at} would come back as the string {text}"
+    if isinstance(key, enum.Enum):
+        said += f"; key it by a str: str({type(key).__qualname__}.{key.name}.value)"
+    return said
 
 
 def _not_json(value: Any, where: str) -> str | None:
@@ -363,7 +401,11 @@ def _not_json(value: Any, where: str) -> str | None:
     elif type(value) is Failure:
         return _not_json(value.item, f"{where}.item")
     elif not isinstance(value, str | int | float):
-        return f"the {type(value).__name__}{f' at {where}' if where else ''} is not JSON data"
+        at = f" at {where}" if where else ""
+        if isinstance(value, enum.Enum) and type(value.value) in SCALARS:  # its value is data
+            name = f"{type(value).__qualname__}.{value.name}"
+            return f"the enum {name}{at} is not JSON data; store {name}.value"
+        return f"the {type(value).__name__}{at} is not JSON data"
     return None
 
 
@@ -398,7 +440,9 @@ def encode_key_value(codec: Codec, key: Any, value: Any, node: str, given: str =
     who, where, fix, choosable = _GIVEN[given]
     who = who.format(node=node)
     if codec.kind == "json" and type(key) is not str and not isinstance(key, str):
-        kept = "a durable run stores shared as JSON, whose keys are strings"
+        kept = "a durable run stores shared as JSON, whose keys are strings"  # (_STR_KEYS)
+        if isinstance(key, enum.Enum):
+            kept += f": key it by a str, str({type(key).__qualname__}.{key.name}.value),"
         raise CheckpointError(
             f"{who}: {where}[{key!r}] has a key of type {type(key).__name__}; {kept} "
             + ("(or use serializer='pickle')" if choosable else "(the run is saved as json)"),

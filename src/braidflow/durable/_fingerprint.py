@@ -64,8 +64,10 @@ def stable_text(value: Any) -> bytes:
     """A text of ``value`` that is the same in every process and Python run
     and tells unequal values apart, for a key to be made of: its JSON, keys
     sorted, if JSON gives the value back equal (plain data: no tuple, no key
-    but a string); else its canonical text (`_Canonical`). Each is marked,
-    so the two never meet.
+    but a string, no subclass of a JSON type); else its canonical text
+    (`_Canonical`), which names the class of what is not plain data (an enum
+    by its class and value: ``Size.ONE`` is not ``1``). Each is marked, so the
+    two never meet.
 
     Raises:
         Unfingerprintable: If the value has no stable text (an object whose
@@ -73,12 +75,24 @@ def stable_text(value: Any) -> bytes:
     """
     if type(value) is str:
         return b"j" + ASCII(value).encode()
-    if type(value) in SCALARS or _faithful(value):
+    if type(value) in SCALARS or (_faithful(value) and _str_keys(value)):
         try:
             return b"j" + _SORTED_JSON(value).encode()
         except (TypeError, ValueError, RecursionError):  # NaN, an object JSON does not know
             pass
     return b"c" + _canonical_text(value).encode()
+
+
+def _str_keys(value: Any) -> bool:
+    """Whether every dict in ``value`` (plain data) is keyed by plain strings:
+    a checkpoint keeps a StrEnum key as its string (a lookup finds it by
+    either), but a key of what exec is given is its class too (exec may
+    iterate the keys and ask for ``.value``)."""
+    if type(value) is dict:
+        return all(type(key) is str and _str_keys(item) for key, item in value.items())
+    if type(value) is list:
+        return all(_str_keys(item) for item in value)
+    return True
 
 
 def _canonical_text(value: Any) -> str:
