@@ -509,6 +509,33 @@ def test_a_method_named_on_error_is_a_hook_not_a_policy():
     assert seen == ["called", "also called"]
 
 
+def test_items_that_raise_the_same_error_while_stopping_are_counted_not_listed():
+    # (a budget's stop is raised alike by every item that meets it)
+    import threading
+
+    all_in = threading.Barrier(3, timeout=5)
+
+    class Alike(ParallelBatchNode):
+        def prep(self, shared):
+            return ["a", "b", "c"]
+
+        def exec(self, item):
+            all_in.wait()
+            if item == "c":
+                raise KeyError(item)
+            raise ValueError("the same")
+
+    with pytest.raises((ValueError, KeyError)) as caught:
+        Alike(max_concurrency=3, name="alike").run({})
+    notes = "\n".join(caught.value.__notes__)
+    if isinstance(caught.value, ValueError):
+        assert "1 more item(s) failed while stopping: KeyError('c')" in notes
+        assert "1 more item(s) stopped with this same error" in notes
+    else:
+        assert "2 more item(s) failed while stopping: ValueError('the same')" in notes
+        assert "same error" not in notes
+
+
 def test_sync_parallel_batch_node_notes_the_other_failures_while_stopping():
     import threading
 

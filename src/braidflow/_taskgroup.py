@@ -93,8 +93,7 @@ class TaskGroup:
             first = errors[0]
             more = errors[1:] + self._lost
             if more:
-                others = ", ".join(repr(error) for error in more[:3])
-                add_note(first, f"{len(more)} more item(s) failed while stopping: {others}")
+                _note_the_others(first, more)
             self._errors, self._lost = [], []
             raise first
 
@@ -166,3 +165,23 @@ def _forget(task: asyncio.Task[Any]) -> None:
     """``task`` is done: an error noted for it that no group took is dropped
     (it is told on the cancellation the task ended with, if any)."""
     _LOST.pop(task, None)
+
+
+def _note_the_others(first: BaseException, more: list[BaseException]) -> None:
+    """Note on ``first`` (the error a group raises) what its other children
+    raised while it stopped: those that raised the same error (a budget's
+    stop, which every item that meets it raises) counted, the others shown."""
+    alike = [error for error in more if error is first or _same(error, first)]
+    others = [error for error in more if not (error is first or _same(error, first))]
+    if others:
+        shown = ", ".join(repr(error) for error in others[:3])
+        add_note(first, f"{len(others)} more item(s) failed while stopping: {shown}")
+    if alike:
+        add_note(first, f"{len(alike)} more item(s) stopped with this same error")
+
+
+def _same(error: BaseException, first: BaseException) -> bool:
+    try:
+        return type(error) is type(first) and bool(error.args == first.args)
+    except Exception:  # arguments that cannot be compared: not the same
+        return False
