@@ -214,6 +214,27 @@ def test_bad_wait_is_refused_naming_the_node(bad):
         Node(max_retries=2, wait=bad, name="slow")
 
 
+def test_wait_none_is_no_wait_as_pocketflow_runs_it():
+    # PocketFlow keeps wait=None and fails only if a retry comes (None > 0);
+    # braidflow takes it as no wait.
+    attempts = []
+
+    class Flaky(Node):
+        def exec(self, prep_res):
+            attempts.append(self.cur_retry)
+            if len(attempts) == 1:
+                raise ValueError("once")
+            return "ok"
+
+        def post(self, shared, prep_res, exec_res):
+            return exec_res
+
+    node = Flaky(max_retries=2, wait=None)
+    assert node.wait == 0
+    assert node.run({}) == "ok"
+    assert attempts == [0, 1]
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

@@ -69,7 +69,7 @@ class Node(BaseNode, Generic[PrepT, ExecT, StateT]):
     Args:
         max_retries: How many times ``exec`` may run in all (PocketFlow's
             meaning: 1 is a single attempt). Must be >= 1.
-        wait: Seconds to sleep between attempts. Must be >= 0.
+        wait: Seconds to sleep between attempts. Must be >= 0; ``None`` is 0.
         name: A label for errors, traces and graphs; default: the class name.
         retry: A `Retry` policy (backoff, jitter, which errors), instead
             of ``max_retries``/``wait``.
@@ -102,7 +102,7 @@ class Node(BaseNode, Generic[PrepT, ExecT, StateT]):
     def __init__(
         self,
         max_retries: int = 1,
-        wait: float = 0,
+        wait: float | None = 0,
         *,
         name: str | None = None,
         retry: Retry | None = None,
@@ -120,6 +120,8 @@ class Node(BaseNode, Generic[PrepT, ExecT, StateT]):
             self._bf_executor = check_executor(self, executor)
         if durability is not None:
             self._bf_strict = check_durability(self, durability, node=True) == "sync"
+        if wait is None:  # no wait: PocketFlow ran it too, unless a retry came
+            wait = 0
         check_retry_counts(self, max_retries, wait)
         self.max_retries = max_retries
         self.wait = wait
