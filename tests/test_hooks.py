@@ -199,6 +199,16 @@ async def test_the_on_error_policy_keyword_works_next_to_an_on_error_hook():
     assert isinstance(shared["results"][1], Failure)
     assert seen == ["post failed"]
 
+    class SetInInit(Items):  # the attribute form: it shadows the method on the node
+        def __init__(self):
+            super().__init__()
+            self.on_error = "collect"
+
+    shared = {}
+    assert await SetInInit().run_async(shared) is None
+    assert isinstance(shared["results"][1], Failure)
+    assert seen == ["post failed", "post failed"]
+
 
 def test_flows_call_their_own_hooks():
     log = []

@@ -71,9 +71,10 @@ def lifecycle(node: Any, shared: Any, offload: bool) -> Steps:
 
 def _hook(node: Any, hook: str, offload: bool, args: tuple[Any, ...]) -> tuple[Any, ...]:
     """Call a lifecycle hook: awaited if ``async def``, in a thread if offloaded."""
-    return call_effect(
-        node, None, getattr(node, hook), args, node._bf_plan.hook_coro[hook], offload
-    )
+    function = getattr(node, hook)
+    if not callable(function):  # the node's own attribute of that name: the policy
+        function = getattr(type(node), hook).__get__(node)  # (self.on_error = "collect")
+    return call_effect(node, None, function, args, node._bf_plan.hook_coro[hook], offload)
 
 
 def _own_exec(node: Any, shared: Any, prep_result: Any, offload: bool) -> Steps:
