@@ -5,7 +5,15 @@ import math
 
 import pytest
 
-from braidflow import AsyncNode, BatchNode, Flow, InvalidParameterError, Node, Retry
+from braidflow import (
+    AsyncNode,
+    AsyncParallelBatchNode,
+    BatchNode,
+    Flow,
+    InvalidParameterError,
+    Node,
+    Retry,
+)
 from braidflow.testing import VirtualClock
 
 
@@ -298,3 +306,25 @@ def test_fallback_raising_its_own_error_keeps_the_item_and_attempt_in_its_note()
     assert "item 1" in notes
     assert "attempt 2 of 2" in notes
     assert "ConnectionError('down')" in notes
+
+
+def test_a_retry_on_that_raises_names_the_node_and_item_and_keeps_the_items_error():
+    def retry_on(error):
+        raise RuntimeError("predicate broke")
+
+    class Items(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return ["a", "b", "c"]
+
+        async def exec_async(self, item):
+            if item == "b":
+                raise ValueError("item b failed")
+            return item
+
+    with pytest.raises(RuntimeError, match="predicate broke") as caught:
+        Items(retry=Retry(attempts=3, retry_on=retry_on), name="items").run({})
+    assert repr(caught.value.__cause__) == "ValueError('item b failed')"
+    assert any(
+        "node 'items' (Items) item 1: raised by its Retry's retry_on" in note
+        for note in caught.value.__notes__
+    )

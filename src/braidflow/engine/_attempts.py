@@ -338,7 +338,16 @@ def attempts(
                             held[0].release()
                         else:
                             release_all(held[:count])
-            delay = next_delay(node._bf_retry, node.max_retries, node.wait, attempt, failure)
+            try:
+                delay = next_delay(node._bf_retry, node.max_retries, node.wait, attempt, failure)
+            except Exception as broken:  # the policy's own retry_on raised
+                where = "" if index is None else f" item {index}"
+                add_note(
+                    broken,
+                    f"{node._describe()}{where}: raised by its Retry's retry_on, asked "
+                    f"whether to retry {failure!r} (attempt {attempt + 1})",
+                )
+                raise broken from failure
             if delay is None:
                 return (yield from failed(node, item, failure, index, attempt, shared, offload))
             _emit_retry(node, index, attempt, failure, delay)
