@@ -978,3 +978,34 @@ def test_a_state_class_made_per_request_is_freed_after_its_run(make_state, valid
     freed = handle_request()
     gc.collect()
     assert [cls() for cls in freed] == [None] * len(freed)
+
+
+def test_every_public_class_s_type_hints_resolve_so_a_state_can_declare_them():
+    # Public classes report the module braidflow; their string annotations
+    # were looked up there and failed (a state with list[Failure] could not
+    # be built by pydantic).
+    import typing
+
+    for name in braidflow.__all__:
+        public = getattr(braidflow, name)
+        if isinstance(public, type):
+            typing.get_type_hints(public)  # raises NameError if one does not resolve
+
+    class Ok(braidflow.Node):
+        def post(self, shared, prep_res, exec_res):
+            shared.n += 1
+
+    class Bad(braidflow.Node):
+        def exec(self, prep_res):
+            raise RuntimeError("bad")
+
+    class S(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(arbitrary_types_allowed=True)
+        n: int = 0
+        branch_failures: list[braidflow.Failure] = []
+
+    state = S()
+    branches = braidflow.Parallel(Ok(name="ok"), Bad(name="bad"), on_error="collect")
+    braidflow.Flow(start=branches, state=S).run(state)
+    assert state.n == 1
+    assert [failure.item for failure in state.branch_failures] == ["bad"]

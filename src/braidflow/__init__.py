@@ -5,6 +5,7 @@ PocketFlow's programming model (``import braidflow as pocketflow`` works, and
 is) on one engine, with bounded, safe and visible concurrency.
 """
 
+import sys as _sys
 from types import FunctionType as _FunctionType
 
 from . import merge as merge
@@ -160,9 +161,35 @@ __all__ = [
     "thread_limiter",
 ]
 
+
+def _annotations_resolved(cls: type) -> None:
+    """Evaluate a class's own string annotations (``from __future__ import
+    annotations``) in the module that wrote them, before the class reports
+    another: ``typing.get_type_hints`` (and pydantic, for a state declaring
+    ``list[Failure]``) looks names up in the module the class reports."""
+    own = cls.__dict__.get("__annotations__")
+    if not own or not any(type(hint) is str for hint in own.values()):
+        return
+    names = vars(_sys.modules[cls.__module__])
+    resolved = {}
+    for key, hint in own.items():
+        try:
+            resolved[key] = eval(hint, names, dict(vars(cls))) if type(hint) is str else hint
+        except Exception:  # a name only the type checker sees: left as it was written
+            resolved[key] = hint
+    cls.__annotations__ = resolved
+    for field in getattr(cls, "__dataclass_fields__", {}).values():  # (what pydantic reads)
+        if type(field.type) is str and field.name in resolved:
+            field.type = resolved[field.name]
+
+
 # Public objects report the public module, so reprs and docs point users here.
 for _name in __all__:
     _object = globals()[_name]
     if isinstance(_object, type | _FunctionType) and _object.__module__.startswith("braidflow."):
+        if isinstance(_object, type):
+            for _class in _object.__mro__:
+                if _class.__module__.startswith("braidflow."):
+                    _annotations_resolved(_class)
         _object.__module__ = "braidflow"
-del _name, _object
+del _name, _object, _class
