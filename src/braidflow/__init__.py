@@ -5,6 +5,7 @@ PocketFlow's programming model (``import braidflow as pocketflow`` works, and
 is) on one engine, with bounded, safe and visible concurrency.
 """
 
+import inspect as _inspect
 import sys as _sys
 from types import FunctionType as _FunctionType
 
@@ -167,7 +168,7 @@ def _annotations_resolved(cls: type) -> None:
     annotations``) in the module that wrote them, before the class reports
     another: ``typing.get_type_hints`` (and pydantic, for a state declaring
     ``list[Failure]``) looks names up in the module the class reports."""
-    own = cls.__dict__.get("__annotations__")
+    own = _inspect.get_annotations(cls)
     if not own or not any(type(hint) is str for hint in own.values()):
         return
     names = vars(_sys.modules[cls.__module__])
