@@ -18,11 +18,12 @@ from braidflow import (
     Node,
     NodeTimeoutError,
     ParallelBatchNode,
+    Retry,
     SQLiteStore,
     Usage,
     drain,
 )
-from braidflow.testing import other_tasks
+from braidflow.testing import VirtualClock, other_tasks
 
 
 async def test_timeout_fails_the_attempt_and_goes_through_retry_and_fallback():
@@ -74,6 +75,76 @@ async def test_user_timeout_errors_are_not_mistaken_for_the_node_timeout():
     with pytest.raises(TimeoutError, match="from the API") as caught:
         await OwnTimeout(timeout=5).run_async({})
     assert not isinstance(caught.value, NodeTimeoutError)
+
+
+async def _past_each_deadline(run, clock, seconds):
+    """Move ``clock`` past each attempt's deadline as it is set, until ``run`` ends."""
+    while not run.done():
+        if clock.sleepers:
+            clock.advance(seconds)
+        await asyncio.sleep(0)
+    return await run
+
+
+class _CatchesItsTimeout(AsyncNode):
+    """An exec that catches the cancellation its timeout delivers: what it does
+    then (``late``) is its own business; the attempt has timed out."""
+
+    def __init__(self, late, **options):
+        super().__init__(**options)
+        self.late = late
+        self.attempts = 0
+
+    async def exec_async(self, prep_res):
+        self.attempts += 1
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0)  # cleanup that awaits, as an HTTP client's does
+            return self.late()
+
+    async def exec_fallback_async(self, prep_res, error):
+        return error
+
+    async def post_async(self, shared, prep_res, exec_res):
+        shared["result"] = exec_res
+
+
+async def test_an_exec_that_returns_after_its_timeout_fires_still_times_out():
+    clock, shared = VirtualClock(), {}
+    node = _CatchesItsTimeout(lambda: "late result", timeout=30)
+    await _past_each_deadline(asyncio.create_task(node.run_async(shared, clock=clock)), clock, 30)
+    assert isinstance(shared["result"], NodeTimeoutError)  # the late result is dropped
+    assert other_tasks() == set()
+
+
+async def test_an_exec_that_raises_its_own_error_after_its_timeout_fires_still_times_out():
+    def converted():
+        raise ConnectionError("connection aborted")
+
+    clock, shared = VirtualClock(), {}
+    node = _CatchesItsTimeout(converted, timeout=30, retry=Retry(attempts=3, retry_on=TimeoutError))
+    await _past_each_deadline(asyncio.create_task(node.run_async(shared, clock=clock)), clock, 30)
+    error = shared["result"]
+    assert isinstance(error, NodeTimeoutError)
+    assert node.attempts == 3  # retried as a timeout
+    assert error.attempt == 2
+    assert isinstance(error.__cause__, ConnectionError)  # kept, not lost
+
+
+async def test_an_error_raised_before_the_timeout_fires_is_that_error():
+    class Fails(_CatchesItsTimeout):
+        async def exec_async(self, prep_res):
+            self.attempts += 1
+            await asyncio.sleep(0)
+            raise ConnectionError("refused")
+
+    clock, shared = VirtualClock(), {}
+    node = Fails(None, timeout=30, retry=Retry(attempts=3, retry_on=TimeoutError))
+    await node.run_async(shared, clock=clock)
+    assert isinstance(shared["result"], ConnectionError)
+    assert node.attempts == 1  # not retried: it is no timeout
+    assert clock.now() == 0
 
 
 def test_timeout_fires_on_blocking_sync_code():

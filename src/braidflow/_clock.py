@@ -90,16 +90,20 @@ class TimedOut(Exception):
     node's ``NodeTimeoutError``. A type of its own, so that a ``TimeoutError``
     raised by the user's own code is never mistaken for the engine's."""
 
-    def __init__(self, abandoned: bool = False) -> None:
+    def __init__(self, abandoned: bool = False, raised: Exception | None = None) -> None:
         super().__init__()
         self.abandoned = abandoned  # a thread was left running (it holds its slots)
+        self.raised = raised  # what the late code raised instead of its cancellation
 
 
 class Deadline:
     """``async with Deadline(clock, seconds):`` cancels the body when the clock
     passes the deadline, and raises `TimedOut` in place of that cancellation
-    (``asyncio.timeout``'s rules, on any clock). A cancellation from outside
-    stays a cancellation."""
+    (``asyncio.timeout``'s rules, on any clock). A body that catches the
+    cancellation times out all the same (unlike ``asyncio.timeout``): what it
+    returns late is dropped, an error it raises instead is kept on the
+    `TimedOut` (``raised``, and its cause). A cancellation from outside stays
+    a cancellation."""
 
     __slots__ = ("_cancelling", "_clock", "_done", "_expired", "_handle", "_seconds", "_task")
 
@@ -125,9 +129,11 @@ class Deadline:
     async def __aexit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
         self._done = True
         self._handle.cancel()
-        if (
-            self._expired
-            and self._task.uncancel() <= self._cancelling
-            and exc_type is asyncio.CancelledError
-        ):
+        if not self._expired or self._task.uncancel() > self._cancelling:
+            return
+        if exc_type is None:  # it caught the cancellation and returned, late
+            raise TimedOut
+        if exc_type is asyncio.CancelledError:
             raise TimedOut from exc
+        if isinstance(exc, Exception):  # its own error in place of the cancellation
+            raise TimedOut(raised=exc) from exc

@@ -292,8 +292,9 @@ async def _timed(
         try:
             async with Deadline(run_clock(), seconds):
                 return await function.run_async(*args)
-        except TimedOut:
-            raise TimedOut(abandoned=runs_on(noted, partial(release_all, held))) from None
+        except TimedOut as late:
+            abandoned = runs_on(noted, partial(release_all, held))
+            raise TimedOut(abandoned, late.raised) from late.raised
         finally:
             timed_dispatch_done(token)
     try:

@@ -321,7 +321,7 @@ def attempts(
                         return (yield (TIMED, node, index, how, function, args, timeout, held))
                     except TimedOut as late:
                         abandoned = late.abandoned
-                        raise timeout_error(node, timeout, attempt, index) from None
+                        raise timeout_error(node, timeout, attempt, index) from late.raised
                 except Exception as error:
                     failure = error
             finally:
