@@ -204,3 +204,47 @@ def test_show_lists_the_one_step_of_a_node_run_alone(tmp_path, monkeypatch, caps
     assert lines[-1].startswith("completed in ")
     assert main(["show", "n", "--store", "nd.db", "--at", "1"]) == 0
     assert json.loads(capsys.readouterr().out) == {"a": 1}
+
+
+BRANCH_BATCH = """
+import braidflow as bf
+
+
+class Batch(bf.BatchNode):
+    def prep(self, shared):
+        return range(50)
+
+    def exec(self, item):
+        return bf.interrupt(f"item {item}?") if item == 49 else item
+
+
+class Plain(bf.Node):
+    def post(self, shared, prep_res, exec_res):
+        shared["plain"] = 1
+
+
+flow = bf.Flow(start=bf.Parallel(Batch(name="batch"), Plain(name="plain"), name="fan"), name="job")
+"""
+
+
+def test_runs_show_and_resume_tell_how_far_a_batch_in_a_branch_got(tmp_path, monkeypatch, capsys):
+    from braidflow.cli import main
+
+    (tmp_path / "branch_batch.py").write_text(BRANCH_BATCH)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # main puts the file's directory on it
+    try:
+        main(["run", "branch_batch.py:flow", "--store", "b.db", "--run-id", "b"])
+        capsys.readouterr()
+        assert main(["runs", "--store", "b.db"]) == 0
+        assert "fan/batch/batch (49 of 50 items)" in capsys.readouterr().out.splitlines()[1]
+        assert main(["show", "b", "--store", "b.db"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[-3].split()[:5] == ["4", "fan/batch/batch", "(branch", "step)", "waiting"]
+        assert lines[-3].endswith("49 of 50 items")
+        assert lines[-1].startswith("waiting at fan/batch/batch for input")
+        main(["resume", "b", "--store", "b.db"])
+        said = capsys.readouterr().err
+        assert "reusing 1 finished step and 49 of 50 items of fan/batch/batch" in said
+    finally:
+        sys.modules.pop("braidflow_target_branch_batch", None)

@@ -34,6 +34,7 @@ from braidflow import (
     interrupt,
     stored_state,
 )
+from braidflow.durable._history import StoredRun
 
 
 @pytest.fixture(params=["sqlite", "memory"])
@@ -258,6 +259,87 @@ def test_a_branch_step_has_the_state_the_run_s_step_before_it_left(store):
     shared = flow().fork("r", store=store, at=3, update={"late": 1}, run_id="f")
     assert shared == {**second, "late": 1, "x": True, "y": True, "end": True}
     assert [step.run_id for step in flow().history("f", store=store)][2:5] == ["r", "f", "f"]
+
+
+class Asking(BatchNode):
+    """Ten items; the one ``ask`` names asks (or, if ``fail``, fails)."""
+
+    def __init__(self, ask, fail=False, **options):
+        super().__init__(**options)
+        self.ask, self.fail = ask, fail
+
+    def prep(self, shared):
+        return range(10)
+
+    def exec(self, item):
+        if item == self.ask and self.fail:
+            raise RuntimeError(f"item {item} failed")
+        return interrupt(f"{self.name} {item}?") if item == self.ask else item
+
+    def post(self, shared, prep_res, exec_res):
+        shared[self.name] = exec_res
+
+
+class Mark(Node):
+    def post(self, shared, prep_res, exec_res):
+        shared[self.name] = True
+
+
+@pytest.mark.parametrize(("fail", "status"), [(False, "waiting"), (True, "failed")])
+def test_a_batch_in_a_branch_is_where_the_run_stopped_with_how_far_it_got(store, fail, status):
+    flow = Flow(start=Parallel(Asking(7, fail, name="batch"), Mark(name="plain"), name="fan"))
+    with pytest.raises(Suspended if status == "waiting" else RuntimeError):
+        flow.run({}, store=store, run_id="r")
+    steps = flow.history("r", store=store)
+    assert [(step.path, step.kind, step.status) for step in steps] == [
+        ("fan/plain/plain", "branch step", "finished"),
+        ("fan/plain", "branch", "finished"),
+        ("fan", "step", status),
+        ("fan/batch/batch", "branch step", status),
+    ]
+    at = steps[-1]
+    assert (at.key, at.items_done, at.items_total) == ("0:Flow/0:fan/b0:batch/0:batch", 7, 10)
+    assert (steps[2].error, at.error) == (None, "RuntimeError: item 7 failed" if fail else None)
+    run = StoredRun(store, "r")
+    assert run.here() == at
+    assert run.unfinished() == steps[2:]
+
+
+def test_batches_in_several_branches_and_nested_forks_each_show_how_far_they_got(store):
+    # A fork in a flow that is a branch of another fork: every branch at work
+    # shows, in branch order, outermost first; the run is where it asked first.
+    inner_start = Mark(name="first")
+    inner_start >> Parallel(Asking(3, name="deep"), Mark(name="done"), name="inner")
+    sub = Flow(start=inner_start, name="sub")
+    fan = Parallel(Asking(7, name="a"), sub, Asking(5, name="b"), name="fan")
+    flow = Flow(start=fan, name="job")
+    with pytest.raises(Suspended):
+        flow.run({}, store=store, run_id="r")
+    unfinished = [step for step in flow.history("r", store=store) if step.status != "finished"]
+    assert [(step.path, step.kind, step.items_done) for step in unfinished] == [
+        ("fan", "step", None),
+        ("fan/a/a", "branch step", 7),
+        ("fan/sub/sub", "branch step", None),
+        ("fan/sub/sub/inner", "branch step", None),
+        ("fan/sub/sub/inner/deep/deep", "branch step", 3),
+        ("fan/b/b", "branch step", 5),
+    ]
+    assert {step.status for step in unfinished} == {"waiting"}
+    run = StoredRun(store, "r")
+    assert run.here() == unfinished[1]  # the store's node: the first question's
+    assert run.record.node == "job/fan/a/a#7"
+
+
+def test_a_branch_that_recorded_nothing_is_not_shown_as_at_work(store):
+    # One branch at a time: the first fails, the second never began.
+    fan = Parallel(Asking(2, fail=True, name="a"), Asking(4, name="b"), max_concurrency=1)
+    flow = Flow(start=fan, name="job")
+    with pytest.raises(RuntimeError):
+        flow.run({}, store=store, run_id="r")
+    assert [(step.path, step.items_done) for step in flow.history("r", store=store)] == [
+        ("Parallel", None),
+        ("Parallel/a/a", 2),
+    ]
 
 
 def test_reading_changes_nothing_in_the_store(tmp_path):

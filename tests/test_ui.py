@@ -79,6 +79,28 @@ def test_the_table_lists_each_run_with_where_it_is_and_its_batch(store_path):
     assert "tokens" not in page  # no run recorded its usage: no such column
 
 
+def test_a_batch_in_a_branch_shows_where_the_run_is_on_the_table_and_its_page(tmp_path):
+    class Batch(bf.BatchNode):
+        def prep(self, shared):
+            return range(10)
+
+        def exec(self, item):
+            return bf.interrupt("item 7?") if item == 7 else item
+
+    fan = bf.Parallel(Batch(name="batch"), bf.Node(name="plain"), name="fan")
+    path = tmp_path / "runs.db"
+    store = bf.SQLiteStore(path)
+    with pytest.raises(bf.Suspended):
+        bf.Flow(start=fan, name="job").run({}, store=store, run_id="branch")
+    store.close()
+    client = client_of(path)
+    row = client.get("/").text.split('data-run="branch"')[1].split("</tr>")[0]
+    assert "fan/batch/batch" in row
+    assert '<progress value="7" max="10">' in row
+    page = client.get("/runs/branch").text
+    assert '<p class="where">at <b>fan/batch/batch</b>: <progress value="7" max="10">' in page
+
+
 def test_the_table_filters_by_status_and_searches_by_id(store_path):
     client = client_of(store_path)
     failed = client.get("/?status=failed").text

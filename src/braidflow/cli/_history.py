@@ -148,11 +148,10 @@ def _show_where(run: Any, steps: list[Any]) -> None:
         took = "" if record.ended is None else f" in {record.ended - record.started:.1f} s"
         print(f"completed{took}")
         return
-    unfinished = run.unfinished()
-    if not unfinished:
+    step = run.here()
+    if step is None:
         print(f"{record.status}")
         return
-    step = unfinished[-1]
     done = progress(step, ": {} done")
     if record.status == "failed":
         print(f"failed at {step.path}{done}: {record.error}")

@@ -29,10 +29,9 @@ def stored(store: Any, run_id: str, *, decoded: bool = False) -> Any:
 def place_of(run: Any) -> str:
     """Where a run that has not completed is, for a listing: ``job/process
     (528 of 1,000 items)``; where it ended, for one that completed."""
-    unfinished = run.unfinished()
-    if not unfinished:
+    step = run.here()
+    if step is None:
         return run.record.node or ""
-    step = unfinished[-1]
     return f"{step.path}{progress(step, ' ({})')}"
 
 

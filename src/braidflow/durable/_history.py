@@ -145,6 +145,7 @@ class StoredRun:
         self._rows_of: list[int] = []
         self._finished: dict[str, list[Checkpoint]] = {}
         self._items: dict[str, list[Any]] = {}  # by the batch's step key: [done, total]
+        self._branches: set[str] = set()  # the keys of the branches that finished
         for index, row in enumerate(rows):
             kind = row.kind
             if kind == "items":
@@ -156,8 +157,13 @@ class StoredRun:
                 self._rows_of.append(index)
                 if kind == "step" or kind == "view_step":
                     self._finished.setdefault(row.frame, []).append(row)
+                elif kind == "branch":
+                    self._branches.add(step_key(row))
         self._state_rows = _state_rows(rows)
         self._steps: list[StepRecord] | None = None
+        self._unfinished: list[StepRecord] | None = None
+        self._at: StepRecord | None = None
+        self._frames: set[str] | None = None  # the rows' frames, when a fork needs them
         # Resumed with nodes renamed: a batch's items under each of its names
         # count together, under its name now (its done and total, by key).
         self._renamed = _kept_renames(metadata.get(RENAMED_KEY), graph, rows)
@@ -261,43 +267,72 @@ class StoredRun:
 
     def unfinished(self) -> list[StepRecord]:
         """The steps the run is in (or stopped in), outermost first: found by
-        following the recorded graph from each walk's last finished step;
-        none for a completed run. Decodes no payload."""
+        following the recorded graph from each walk's last finished step,
+        into each branch of a fork at work that recorded something and did
+        not finish (in branch order); none for a completed run. Decodes no
+        payload."""
+        if self._unfinished is not None:
+            return self._unfinished
         record = self.record
         if record.status == "completed":
-            return []
+            self._unfinished = []
+            return self._unfinished
         count = len(self._rows_of)
         part = max(len(self._resumes) - (self._forked is not None), 0)
         status = record.status
-        chain = _current_steps(walks_of(self.graph), self._finished, self._items)
+        chain = _current_steps(walks_of(self.graph), self._finished, self._items, self._at_work)
         if not chain:  # the graph cannot say: where the store says it is
             if record.node is None:
-                return []
-            chain = [(record.node, record.node.rsplit("/", 1)[-1])]
+                self._unfinished = []
+                return self._unfinished
+            chain = [(record.node, record.node.rsplit("/", 1)[-1], False)]
         if len(chain) > 1:
             chain = chain[1:]  # the run's own flow: the run itself, not one of its steps
+        paths = [self._path(step_path(key)) for key, _, _ in chain]
+        here = _here(paths, self._path(record.node or ""))
         unfinished = []
-        for depth, (key, name) in enumerate(chain):
-            last = depth == len(chain) - 1
+        for depth, ((key, name, in_branch), path) in enumerate(zip(chain, paths, strict=True)):
             done, total = self._items_of(key)
+            at = depth == here  # where it asked or failed: its end and error
             unfinished.append(
                 StepRecord(
                     number=count + depth + 1,
-                    path=self._path(step_path(key)),
+                    path=path,
                     key=key,
-                    kind="step",
+                    kind="branch step" if in_branch else "step",
                     node=name,
                     node_class="",
                     status=status,
-                    ended=record.ended if last and status in ("failed", "waiting") else None,
+                    ended=record.ended if at and status in ("failed", "waiting") else None,
                     items_done=done,
                     items_total=total,
                     run_id=self.run_id,
                     part=part,
-                    error=record.error if last else None,
+                    error=record.error if at else None,
                 )
             )
+        self._unfinished = unfinished
+        self._at = unfinished[here] if unfinished else None
         return unfinished
+
+    def here(self) -> StepRecord | None:
+        """The step the run is at (or stopped at), of `unfinished`: with
+        branches at work, the one the store says the run is at (where it
+        asked or failed) if it is one of them, else the last; ``None`` for a
+        completed run."""
+        self.unfinished()
+        return self._at
+
+    def _at_work(self, branch: str) -> bool:
+        """Whether the branch of key ``branch`` did not finish and recorded
+        something: one that recorded nothing may not have begun (held back
+        by its fork's bound, or cut off by a sibling's failure)."""
+        if branch in self._branches:
+            return False
+        if self._frames is None:
+            self._frames = {row.frame for row in self.rows}
+        inside = f"{branch}/"
+        return any(frame == branch or frame.startswith(inside) for frame in self._frames)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -423,35 +458,69 @@ def _part(resumes: list[float], when: float | None, inherited: bool, fork: bool)
 
 
 def _current_steps(
-    walks: Walks | None, finished: dict[str, list[Checkpoint]], batches: Any
-) -> list[tuple[str, str]]:
+    walks: Walks | None,
+    finished: dict[str, list[Checkpoint]],
+    batches: Any,
+    at_work: Callable[[str], bool],
+) -> list[tuple[str, str, bool]]:
     """The steps a run that has not completed is in, outermost first, as
-    (key, node name): the run's own node, then in each walk the node after
-    its last finished step (its start, if none finished), and the walk of
-    that node if it is a flow. Empty if the recorded graph cannot say."""
+    (key, node name, whether it is in a branch): the run's own node, then in
+    each walk the node after its last finished step (its start, if none
+    finished), and the walk of that node if it is a flow, or the walks of
+    the branches ``at_work`` if it is a fork (by its key: ``fork/b0:name``),
+    each followed in turn. Empty if the recorded graph cannot say."""
     if walks is None:
         return []
     # The batch flows whose parameter sets' walks recorded steps (``key[i]``):
     # such a flow is where the run is, not one walk of its own.
     of_sets = {frame.partition("[")[0] for frame in finished if "[" in frame}
-    chain: list[tuple[str, str]] = []
-    frame, prefix = "", ""
-    while prefix in walks:
-        nodes = walks[prefix]
-        done = finished.get(frame, [])
-        name: str | None = nodes.start
-        if done and frame:  # (at the root: a node run alone, at work until its run ends)
-            last = done[-1]
-            action = "default" if last.action is None else json.loads(last.action)
-            name = nodes.successor(last.node, action if isinstance(action, str) else "default")
-        if name is None:  # the walk has ended: its flow's step is the one at work
-            break
-        key = f"{frame}/{len(done)}:{name}" if frame else f"0:{name}"  # the run's own: 0:flow
-        chain.append((key, name))
-        if key in batches or key in of_sets:  # a batch (of sets too): its progress tells more
-            break
-        frame, prefix = key, f"{prefix}{name}/"
-    return chain
+    steps: list[tuple[str, str, bool]] = []
+
+    def follow(frame: str, prefix: str, in_branch: bool) -> None:
+        while prefix in walks:
+            nodes = walks[prefix]
+            done = finished.get(frame, [])
+            name: str | None = nodes.start
+            if done and frame:  # (at the root: a node run alone, at work until its run ends)
+                last = done[-1]
+                action = "default" if last.action is None else json.loads(last.action)
+                name = nodes.successor(last.node, action if isinstance(action, str) else "default")
+            if name is None:  # the walk has ended: its flow's step is the one at work
+                return
+            key = f"{frame}/{len(done)}:{name}" if frame else f"0:{name}"  # the run's own: 0:flow
+            steps.append((key, name, in_branch))
+            if key in batches or key in of_sets:  # a batch (of sets too): its progress tells more
+                return
+            for index, branch in enumerate(_branch_names(walks, f"{prefix}{name}/")):
+                if at_work(f"{key}/b{index}:{branch}"):
+                    follow(f"{key}/b{index}:{branch}", f"{prefix}{name}/branch {index}/", True)
+            frame, prefix = key, f"{prefix}{name}/"
+
+    follow("", "", False)
+    return steps
+
+
+def _branch_names(walks: Walks, prefix: str) -> list[str]:
+    """The names of a fork's branches (``prefix``: its path and ``/``) as
+    `Parallel.branch_names` gives them: each head's, with ``#2``... if two
+    share one; none for a node that is not a fork."""
+    names: list[str] = []
+    while (branch := walks.get(f"{prefix}branch {len(names)}/")) is not None:
+        name = str(branch.start)
+        count = sum(1 for other in names if other == name or other.startswith(f"{name}#"))
+        names.append(name if count == 0 else f"{name}#{count + 1}")
+    return names
+
+
+def _here(paths: list[str], node: str) -> int:
+    """Which of the steps at ``paths`` (outermost first) a run is at: the
+    deepest one on the path ``node`` the store says it is at (where it
+    asked or failed: ``fork/a/a#7`` is in ``fork/a/a``), else the last."""
+    for index in range(len(paths) - 1, -1, -1):
+        path = paths[index]
+        if node == path or node.startswith((f"{path}/", f"{path}#", f"{path}[")):
+            return index
+    return len(paths) - 1
 
 
 def _kept_renames(

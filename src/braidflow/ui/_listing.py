@@ -197,11 +197,10 @@ class RunIndex:
         if kept is not None and kept[0] == state and record.status != "running":
             return kept[1]
         try:
-            unfinished = StoredRun(self.store, record.run_id).unfinished()
+            step = StoredRun(self.store, record.run_id).here()
         except (StoreError, ResumeError):  # gone, or a store without read(): as recorded
-            unfinished = []
-        if unfinished:
-            step = unfinished[-1]
+            step = None
+        if step is not None:
             place = (step.path, step.items_done, step.items_total)
         else:
             place = (ended_at, None, None)

@@ -121,11 +121,10 @@ class RunView:
         self.run = StoredRun(store, run_id)
         self.record = self.run.record
         self.history = self.run.history()
-        unfinished = [step for step in self.history if step.status != "finished"]
-        self.here: StepRecord | None = unfinished[-1] if unfinished else None
+        self.here: StepRecord | None = self.run.here()
         # The number of the last step that finished (0: none did), the one a
         # page shows shared after unless told otherwise.
-        self.last_finished = len(self.history) - len(unfinished)
+        self.last_finished = len(self.history) - len(self.run.unfinished())
 
     @property
     def version_key(self) -> str:
