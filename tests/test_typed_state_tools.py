@@ -452,3 +452,75 @@ def test_an_instance_given_to_a_run_that_stops_at_a_question_is_brought_up_to_da
         crawl().run(given, store=store, run_id="r")
     assert given.page == Page("https://x", ["a", "b"])  # what the run did before it asked
     assert given.sources == [Source(title="t", year=2020)]
+
+
+# -- validate=True: what a durable run records is what its resume takes ------------------
+
+
+class Limits(pydantic.BaseModel):
+    most: int
+
+
+class Counted(pydantic.BaseModel):
+    n: int = 0
+    limits: Limits | None = None
+    out: str = ""
+
+
+class Plan(Node[None, None, Counted]):
+    def post(self, shared: Counted, prep_res: None, exec_res: None) -> str | None:
+        shared.n = 5
+        return None
+
+
+class Use(Node[None, None, Counted]):
+    crash = False
+
+    def post(self, shared: Counted, prep_res: None, exec_res: None) -> str | None:
+        if Use.crash:
+            raise RuntimeError("crash")
+        shared.out = f"n={shared.n!r} limits={shared.limits!r}"
+        return None
+
+
+def counted() -> Flow:
+    plan = Plan(name="plan")
+    plan >> Use(name="use")
+    return Flow(start=plan, state=Counted, validate=True)
+
+
+def assert_update_recorded_as_used(store, run_id):
+    steps = counted().history(run_id, store=store)
+    update = next(step for step in steps if step.kind == "update")
+    state = counted().state(run_id, store=store, at=update.number)
+    assert state["n"] == 7
+    assert state["limits"] == Limits(most=3)  # the model, not the dict given
+    following = steps[update.number]  # the step after it: no change of what it only read
+    assert following.path == "use"
+    assert not {"n", "limits"} & set(following.changed)  # (under async or exit: none listed)
+    final = counted().state(run_id, store=store)
+    assert final["out"] == "n=7 limits=Limits(most=3)"
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_a_fork_records_its_update_as_the_validated_run_uses_it(store, durability):
+    counted().run({}, store=store, run_id="r")  # (a state after each step: sync)
+    update = {"n": "7", "limits": {"most": "3"}}
+    counted().fork("r", store=store, at=1, update=update, run_id="f", durability=durability)
+    assert_update_recorded_as_used(store, "f")
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_a_migration_is_recorded_as_the_validated_run_uses_it(store, durability, monkeypatch):
+    monkeypatch.setattr(Use, "crash", True)
+    with pytest.raises(RuntimeError, match="crash"):
+        counted().run({}, store=store, run_id="r", durability=durability)
+    monkeypatch.setattr(Use, "crash", False)
+
+    def migrate(shared):
+        shared["n"] = "7"
+        shared["limits"] = {"most": "3"}
+
+    counted().resume("r", store=store, migrate=migrate, durability=durability)
+    assert_update_recorded_as_used(store, "r")
+
