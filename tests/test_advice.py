@@ -104,10 +104,15 @@ Typed state
             field changed), and _run.RunScope._write_back (the same, as a note on
             how the run ended) ... tests/test_typed_state_advice.py::
         test_a_store_that_does_not_fit_the_instance_*, test_a_frozen_field_the_run_changed_*
-    _state_views (a key read before it is set, a frozen field written) ...
+    _state_views (a key read before it is set, a frozen field written, a
+            required key deleted) ...
             tests/test_typed_state_advice.py::
         test_a_key_read_before_it_is_set_says_so_and_to_set_it_or_give_a_default_and_both_work,
-        test_a_frozen_field_written_says_to_declare_it_without_frozen_and_that_works
+        test_a_frozen_field_written_says_to_declare_it_without_frozen_and_that_works,
+        test_a_required_key_deleted_says_to_set_a_value_or_declare_it_not_required_*
+    _state.StateType.check_step (a value changed in place out of its type, in a
+            durable run) ... tests/test_typed_state_advice.py::
+        test_a_value_changed_in_place_out_of_its_type_says_to_keep_its_type_*
 Result cache
     _cache (an input with no key, exec with no code),
     engine._cached (no store, a store with no cache,

@@ -6,7 +6,7 @@ import operator
 import re
 import sys
 import types
-from typing import Annotated, TypedDict
+from typing import Annotated, NotRequired, TypedDict
 
 import pydantic
 import pytest
@@ -332,3 +332,62 @@ def test_a_key_read_before_it_is_set_says_so_and_to_set_it_or_give_a_default_and
     state = Defaulted()
     Flow(start=Read(name="read"), state=Defaulted).run(state)
     assert state.x == 5
+
+
+def test_a_required_key_deleted_says_to_set_a_value_or_declare_it_not_required_and_both_work():
+    class Query(TypedDict):
+        q: str
+
+    class Delete(Node):
+        def post(self, shared, prep_res, exec_res):
+            del shared["q"]
+
+    with pytest.raises(StateError) as caught:
+        Flow(start=Delete(name="delete"), state=Query, validate=True).run({"q": "x"})
+    assert (caught.value.node, caught.value.key) == ("delete", "q")
+    assert "set a value of its type (str)" in str(caught.value)
+    assert code_in(caught.value) == ["NotRequired[...]"]
+
+    class Emptied(Node):  # a value of its type in place of deleting it
+        def post(self, shared, prep_res, exec_res):
+            shared["q"] = ""
+
+    shared = {"q": "x"}
+    Flow(start=Emptied(), state=Query, validate=True).run(shared)
+    assert shared == {"q": ""}
+
+    class Optional(TypedDict):  # or declared NotRequired
+        q: NotRequired[str]
+
+    shared = {"q": "x"}
+    Flow(start=Delete(), state=Optional, validate=True).run(shared)
+    assert shared == {}
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_a_value_changed_in_place_out_of_its_type_says_to_keep_its_type_and_that_works(
+    durability,
+):
+    class Listed(TypedDict):
+        items: list[str]
+
+    class Append(Node):
+        def __init__(self, item):
+            super().__init__(name="append")
+            self.item = item
+
+        def post(self, shared, prep_res, exec_res):
+            shared["items"].append(self.item)
+
+    store = braidflow.MemoryStore()
+    with pytest.raises(StateError) as caught:
+        Flow(start=Append(5), state=Listed, validate=True).run(
+            {"items": []}, store=store, run_id="r", durability=durability
+        )
+    assert (caught.value.node, caught.value.key) == ("append", "items")
+    assert "change shared['items'] only to values of its type" in str(caught.value)
+    # As it says: the item a str, as list[str] has it; the run resumes and completes.
+    final = Flow(start=Append("5"), state=Listed, validate=True).resume(
+        "r", store=store, durability=durability
+    )
+    assert final == {"items": ["5"]}

@@ -3,7 +3,7 @@ and in the tools (the graph's table of state keys, `braidflow graph`)."""
 
 import textwrap
 from dataclasses import dataclass, field
-from typing import Annotated, TypedDict
+from typing import Annotated, NotRequired, TypedDict
 
 import pydantic
 import pytest
@@ -452,3 +452,186 @@ def test_an_instance_given_to_a_run_that_stops_at_a_question_is_brought_up_to_da
         crawl().run(given, store=store, run_id="r")
     assert given.page == Page("https://x", ["a", "b"])  # what the run did before it asked
     assert given.sources == [Source(title="t", year=2020)]
+
+
+# -- validate=True: what a durable run records is what its resume takes ------------------
+
+
+class Limits(pydantic.BaseModel):
+    most: int
+
+
+class Counted(pydantic.BaseModel):
+    n: int = 0
+    limits: Limits | None = None
+    out: str = ""
+
+
+class Plan(Node[None, None, Counted]):
+    def post(self, shared: Counted, prep_res: None, exec_res: None) -> str | None:
+        shared.n = 5
+        return None
+
+
+class Use(Node[None, None, Counted]):
+    crash = False
+
+    def post(self, shared: Counted, prep_res: None, exec_res: None) -> str | None:
+        if Use.crash:
+            raise RuntimeError("crash")
+        shared.out = f"n={shared.n!r} limits={shared.limits!r}"
+        return None
+
+
+def counted() -> Flow:
+    plan = Plan(name="plan")
+    plan >> Use(name="use")
+    return Flow(start=plan, state=Counted, validate=True)
+
+
+def assert_update_recorded_as_used(store, run_id):
+    steps = counted().history(run_id, store=store)
+    update = next(step for step in steps if step.kind == "update")
+    state = counted().state(run_id, store=store, at=update.number)
+    assert state["n"] == 7
+    assert state["limits"] == Limits(most=3)  # the model, not the dict given
+    following = steps[update.number]  # the step after it: no change of what it only read
+    assert following.path == "use"
+    assert not {"n", "limits"} & set(following.changed)  # (under async or exit: none listed)
+    final = counted().state(run_id, store=store)
+    assert final["out"] == "n=7 limits=Limits(most=3)"
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_a_fork_records_its_update_as_the_validated_run_uses_it(store, durability):
+    counted().run({}, store=store, run_id="r")  # (a state after each step: sync)
+    update = {"n": "7", "limits": {"most": "3"}}
+    counted().fork("r", store=store, at=1, update=update, run_id="f", durability=durability)
+    assert_update_recorded_as_used(store, "f")
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_a_migration_is_recorded_as_the_validated_run_uses_it(store, durability, monkeypatch):
+    monkeypatch.setattr(Use, "crash", True)
+    with pytest.raises(RuntimeError, match="crash"):
+        counted().run({}, store=store, run_id="r", durability=durability)
+    monkeypatch.setattr(Use, "crash", False)
+
+    def migrate(shared):
+        shared["n"] = "7"
+        shared["limits"] = {"most": "3"}
+
+    counted().resume("r", store=store, migrate=migrate, durability=durability)
+    assert_update_recorded_as_used(store, "r")
+
+
+class Listed(TypedDict):
+    items: list[str]
+    q: str
+
+
+class Append(Node[None, None, Listed]):
+    def __init__(self, item: object, name: str) -> None:
+        super().__init__(name=name)
+        self.item = item
+
+    def post(self, shared: Listed, prep_res: None, exec_res: None) -> str | None:
+        shared["items"].append(self.item)  # type: ignore[arg-type]
+        return None
+
+
+class Crash(Node[None, None, Listed]):
+    crash = True
+
+    def post(self, shared: Listed, prep_res: None, exec_res: None) -> str | None:
+        if Crash.crash:
+            raise RuntimeError("crash")
+        return None
+
+
+@pytest.mark.parametrize("in_branch", [False, True])
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_a_step_that_changes_a_value_in_place_out_of_its_type_is_not_recorded(
+    store, durability, in_branch, monkeypatch
+):
+    monkeypatch.setattr(Crash, "crash", False)
+
+    def flow(item: object) -> Flow:
+        first = Append("a", "first")
+        append = Append(item, "append")
+        (
+            first
+            >> (Parallel(append, Crash(name="other")) if in_branch else append)
+            >> Crash(name="crash")
+        )
+        return Flow(start=first, state=Listed, validate=True)
+
+    with pytest.raises(StateError, match=r"shared\['items'\]\[1\] should be str, got 5") as caught:
+        flow(5).run({"items": [], "q": "x"}, store=store, run_id="r", durability=durability)
+    assert caught.value.node == "append"
+    assert caught.value.key == "items"
+    assert [step.path for step in flow(5).history("r", store=store) if step.kind == "step"][:1] == [
+        "first"
+    ]
+    assert flow(5).state("r", store=store)["items"] == ["a"]  # what the resume takes
+    monkeypatch.setattr(Crash, "crash", True)
+    with pytest.raises(RuntimeError, match="crash"):  # its code fixed, the run goes on
+        flow("b").resume("r", store=store, durability=durability)
+    monkeypatch.setattr(Crash, "crash", False)
+    assert flow("b").resume("r", store=store, durability=durability)["items"] == ["a", "b"]
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_a_model_value_changed_in_place_out_of_its_type_is_not_recorded(store, durability):
+    class Totals(pydantic.BaseModel):
+        counts: list[int] = []
+
+    class Add(Node[None, None, Totals]):
+        def post(self, shared: Totals, prep_res: None, exec_res: None) -> str | None:
+            shared.counts.append("many")  # type: ignore[arg-type]
+            return None
+
+    flow = Flow(start=Add(name="add"), state=Totals, validate=True)
+    with pytest.raises(StateError, match=r"shared\['counts'\] should be list\[int\]") as caught:
+        flow.run({}, store=store, run_id="r", durability=durability)
+    assert (caught.value.node, caught.value.key) == ("add", "counts")
+    assert flow.state("r", store=store)["counts"] == []
+
+
+@pytest.mark.parametrize("durability", [None, "sync", "async", "exit"])
+def test_deleting_a_required_key_of_a_validated_typeddict_is_refused_at_the_del(store, durability):
+    class Maybe(TypedDict):
+        q: str
+        hint: NotRequired[str]
+
+    class Delete(Node[None, None, Maybe]):
+        def __init__(self, key: str) -> None:
+            super().__init__(name="delete")
+            self.key = key
+
+        def post(self, shared: Maybe, prep_res: None, exec_res: None) -> str | None:
+            del shared[self.key]  # type: ignore[misc]
+            return None
+
+    options = {} if durability is None else {"store": store, "durability": durability}
+    shared = {"q": "x", "hint": "h"}
+    with pytest.raises(StateError, match="shared\\['q'\\] is a required key of Maybe") as caught:
+        Flow(start=Delete("q"), state=Maybe, validate=True).run(shared, **options)
+    assert (caught.value.node, caught.value.key) == ("delete", "q")
+    assert shared["q"] == "x"
+    Flow(start=Delete("hint"), state=Maybe, validate=True).run(shared, **options)
+    assert "hint" not in shared  # a key it does not require may go
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_a_flow_s_own_prep_that_changes_a_value_in_place_out_of_its_type_is_not_kept(
+    store, durability
+):
+    class Prepared(Flow):
+        def prep(self, shared):
+            shared["items"].append(5)
+
+    flow = Prepared(start=Crash(name="crash"), state=Listed, validate=True)
+    with pytest.raises(StateError, match=r"shared\['items'\]\[0\] should be str, got 5"):
+        flow.run({"items": [], "q": "x"}, store=store, run_id="r", durability=durability)
+    assert flow.state("r", store=store)["items"] == []

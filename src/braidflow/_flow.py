@@ -59,7 +59,10 @@ class Flow(BaseNode):
         validate: Check each value a node writes against its key's type
             (for a model, pydantic's validation of that field, its field
             validators included, its model validators not): `StateError`
-            at the write. Off by default: it costs (bench/, "typed state").
+            at the write; a required key deleted is refused too, and in a
+            durable run each step's touched keys are checked before it is
+            recorded (a value changed in place). Off by default: it costs
+            (bench/, "typed state").
     """
 
     _bf_is_flow = True

@@ -13,6 +13,7 @@ import types
 import typing
 import weakref
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ._errors import InvalidParameterError, StateError
@@ -341,6 +342,34 @@ class StateType:
         if wrong is not None:
             raise StateError(f"{wrong} ({self.name}.{key})", key=key)
         return value
+
+    def check_step(self, store: Any, keys: Any) -> None:
+        """A step of a durable run (``validate=True``) is to be recorded: the
+        keys it touched (``keys``: read, written or deleted) hold values of
+        their types in ``store`` (a `TrackingDict` or a branch's view). So a
+        value changed in place (``shared["items"].append(5)`` for a
+        ``list[str]``), which no write checked, is refused before the store
+        holds a state its resume would refuse. Only checked: the values are
+        left as they are.
+
+        Raises:
+            StateError: Naming the first key whose value does not fit.
+        """
+        # Read as they are: not noted as read by a durable run's dict, nor
+        # copied by a branch's view.
+        read = store._peek if type(store) is SharedView else partial(dict.__getitem__, store)
+        for key in keys:
+            if key not in self.hints or key not in store:
+                continue  # (a view refuses to write an unknown key, to delete a required one)
+            try:
+                self.validated(key, read(key), store)
+            except StateError as error:
+                raise StateError(
+                    f"{error} after the step; the step is not recorded, as a resume would "
+                    "refuse what it left (a change in place, which no write checks): change "
+                    f"shared[{key!r}] only to values of its type",
+                    key=key,
+                ) from None
 
     def _model_value(self, key: str, value: Any, store: Any) -> Any:
         """What pydantic makes of ``value`` assigned to the field ``key`` of a

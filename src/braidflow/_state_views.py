@@ -15,6 +15,7 @@ from collections.abc import Iterator, MutableMapping
 from typing import Any, Protocol
 
 from ._errors import StateError
+from ._state_check import describe
 
 
 class StateType(Protocol):
@@ -24,6 +25,7 @@ class StateType(Protocol):
     name: str
     kind: str
     hints: dict[str, Any]
+    required: frozenset[str]
     writable: frozenset[str]
     validate: bool
 
@@ -179,6 +181,15 @@ class MappingView(StateView, MutableMapping[Any, Any]):
         store[key] = type(self)._bf_type.validated(key, value, store)
 
     def __delitem__(self, key: Any) -> None:
+        state = type(self)._bf_type
+        if key in state.required and key in self._bf_store:
+            raise StateError(
+                f"shared[{key!r}] is a required key of {state.name}: a node cannot delete it "
+                f"(shared would not fit {state.name}); set a value of its type "
+                f"({describe(state.hints[key])}), or declare it `NotRequired[...]` in "
+                f"{state.name}",
+                key=key,
+            )
         del self._bf_store[key]
 
     def __iter__(self) -> Iterator[Any]:

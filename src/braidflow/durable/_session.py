@@ -139,7 +139,7 @@ def claim_run(
         durable.renamed(renamed, keep_root)
         # Nothing is written until all is known to hold: the migration, the
         # state type, the answers (each checked before its rows are made).
-        update = migrated(durable, shared, migrate, rows, name) if migrate is not None else None
+        update = migrated(durable, shared, migrate, rows, node) if migrate is not None else None
         if check is not None:
             check(shared)
         if answer is not NO_ANSWER or answers is not None:

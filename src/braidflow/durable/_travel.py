@@ -37,7 +37,14 @@ from ._run import DurableRun, answer_payload
 from ._run_codec import marked_metadata
 from ._tracking import TrackingDict
 
-__all__ = ["compared_graph", "composed_renames", "fork_run", "migrated", "update_row"]
+__all__ = [
+    "compared_graph",
+    "composed_renames",
+    "fork_run",
+    "migrated",
+    "update_row",
+    "values_run_uses",
+]
 
 
 def composed_renames(kept: Any, given: dict[str, str] | None) -> dict[str, str]:
@@ -97,6 +104,27 @@ def update_row(
     return Checkpoint("update", frame, position, name, "", None, payload, None, time())
 
 
+def values_run_uses(node: Any, values: dict[Any, Any]) -> dict[Any, Any]:
+    """``values``, the ``shared`` a fork or a migration makes, as a run of
+    ``node`` uses them: of a typed flow, checked against its state type as
+    its resume checks them, and what the type makes of them (under
+    ``validate=True``, a model's values are pydantic's: ``"7"`` for an
+    ``int`` is ``7``, a dict for a model is the model), as a run's start
+    makes them. So the ``update`` row records the values the run goes on
+    with, and the next step does not seem to change them. Keys with a
+    default that ``values`` lacks are not added (the resume fills them in).
+
+    Raises:
+        StateError: If ``values`` do not fit the flow's state type.
+    """
+    state = getattr(node, "_bf_state", None)
+    if state is None:
+        return values
+    store = state.store_of(dict(values), node)[0]
+    state.check(store, node)
+    return {key: store[key] for key in values}
+
+
 def _place(row: Checkpoint) -> tuple[str, int, str]:
     """Where an update after ``row`` stands: that of the step it follows."""
     return row.frame, row.position, row.node
@@ -107,7 +135,7 @@ def migrated(
     shared: TrackingDict,
     migrate: Callable[[dict[Any, Any]], Any],
     rows: list[Checkpoint],
-    node: str,
+    node: Any,
 ) -> Checkpoint | None:
     """Run ``migrate`` on a copy of the rebuilt ``shared`` (it changes the copy,
     or returns the new dict) and make ``shared`` what it gives; return the
@@ -115,10 +143,15 @@ def migrated(
     write once the resume is sure to go on, so a later resume finds
     ``shared`` as it left it.
 
+    ``node`` is the flow resumed: of a typed flow, what ``migrate`` gives
+    is checked and recorded as the run uses it (`values_run_uses`).
+
     Raises:
         ResumeError: If ``migrate`` gives something other than a dict.
+        StateError: If it gives values that do not fit the flow's state type.
         CheckpointError: If it gives values that cannot be stored.
     """
+    name = node._display_name()
     before = dict(dict.items(shared))
     copy = dict(before)
     result = migrate(copy)
@@ -127,10 +160,11 @@ def migrated(
         raise ResumeError(
             f"migrate= returned a {type(after).__name__}; it must change the dict it is given "
             "(and return None) or return the new dict",
-            node=node,
+            node=name,
         )
+    after = values_run_uses(node, after)
     steps = [row for row in rows if row.kind == "step" or row.kind == "update"]
-    row = update_row(durable.codec, before, after, steps[-1] if steps else None, node, "migrate")
+    row = update_row(durable.codec, before, after, steps[-1] if steps else None, name, "migrate")
     if row is None:
         return None
     dict.clear(shared)
@@ -185,10 +219,8 @@ def fork_run(
     rows = apply_renames(through, renamed, keep_root)
     copied = len(rows)
     before = stored.state(at)
-    forked = {**before, **(update or {})}
-    state = getattr(node, "_bf_state", None)
-    if state is not None:  # as its resume will check it, before the fork is made
-        state.check(state.store_of(dict(forked), node)[0], node)
+    # As its resume will check it (before the fork is made), and as the run uses it.
+    forked = values_run_uses(node, {**before, **(update or {})})
     row = update_row(stored.codec, before, forked, _last_step(rows), name, "update")
     if row is not None:
         rows.append(row)

@@ -16,7 +16,7 @@ from time import monotonic, time
 from typing import Any
 
 from .._context import HANDED_DOWN, PATH, RUN, STATE, STEP, HandedDown, StepAt, WalkStepAt
-from .._errors import BraidflowError, WiringError, add_note
+from .._errors import BraidflowError, StateError, WiringError, add_note
 from .._merge import apply_changes, merge, rule_where
 from .._options import on_error_of
 from .._plan import copy_node
@@ -52,6 +52,7 @@ class StepCheckpoints:
         "recorded",
         "replaying",
         "started",
+        "state",
         "step",
         "target",
         "touched",
@@ -75,6 +76,10 @@ class StepCheckpoints:
         # store is recorded the cheap way (durable.lax_step_done).
         self.target = target = store_under(shared)
         self.lax = not durable.strict and type(target) is TrackingDict
+        # A flow that validates its state (validate=True): each step's values
+        # are checked before it is recorded (`done`), its lax steps too.
+        state = STATE.get()
+        self.state: Any = state if state is not None and state.validate else None
 
     def replayed(self, node: Any, shared: Any) -> Any:
         """Skip this step, which finished before (position < replaying): its action."""
@@ -94,6 +99,11 @@ class StepCheckpoints:
         redo it; return its action (a 1-tuple), or ``None``."""
         finished = finished_action(stop)
         if finished is not None:
+            if self.state is not None:
+                try:
+                    self._check()
+                except StateError:
+                    return None  # not recorded: it runs again on resume
             if self.lax:
                 self.durable.lax_step_done(self, node, finished[0])
             else:
@@ -102,8 +112,20 @@ class StepCheckpoints:
 
     def done(self, node: Any, action: Any) -> None:
         """Record the step that finished; the next one begins at the next
-        position. (A lax walk's steps are `DurableRun.lax_step_done`'s.)"""
+        position. (A lax walk's steps are `DurableRun.lax_step_done`'s, but
+        in a flow that validates its state, where they come here first.)
+
+        Raises:
+            StateError: In a flow that validates its state, if a key the step
+                touched does not fit its type (changed in place, say): the
+                step is not recorded.
+        """
         durable = self.durable
+        if self.state is not None:
+            self._check()
+            if self.lax:
+                durable.lax_step_done(self, node, action)
+                return
         durable.step_done(
             self.frame,
             self.position,
@@ -117,6 +139,16 @@ class StepCheckpoints:
         self.position += 1
         if node._bf_strict and not durable.strict:  # durability="sync" in a view's walk
             durable.sync()
+
+    def _check(self) -> None:
+        """What the step left fits the state type, where it touched it
+        (`StateType.check_step`): a store never holds what its resume refuses."""
+        target = self.target
+        if type(target) is TrackingDict:
+            keys: Any = target.touched(self.touched)
+        else:  # a branch's view: the keys it noted since its last step
+            keys = target._dirty
+        self.state.check_step(target, keys)
 
 
 def walk(
@@ -149,7 +181,10 @@ def walk(
     names = run.names_in(node) if run is not None and (observing or durable) else None
     checkpoints = StepCheckpoints(durable, shared, STEP.get().key) if durable is not None else None
     # Under async or exit, the steps of the run's own shared: DurableRun.lax_step_done.
-    lax_done: Any = checkpoints.durable.lax_step_done if checkpoints and checkpoints.lax else None
+    # (Checked first, by checkpoints.done, in a flow that validates its state.)
+    lax_done: Any = None
+    if checkpoints is not None and checkpoints.lax and checkpoints.state is None:
+        lax_done = checkpoints.durable.lax_step_done
     # The STEP each step of a durable walk set; the first one's token, to
     # leave the variable as it was when the walk ends.
     token = None
@@ -306,6 +341,9 @@ def _prep_kept(durable: Any, shared: Any) -> None:
     if durable.recorded.resumed and durable.recorded.began(at.key):
         durable.prep_ran_again(at.key, target, at.touched)
     elif at.touched:
+        state = STATE.get()
+        if state is not None and state.validate:  # as a step is (StepCheckpoints.done)
+            state.check_step(target, target.touched(at.touched))
         durable.prep_done(at.key, target, at.touched)
 
 
