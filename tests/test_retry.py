@@ -12,6 +12,7 @@ from braidflow import (
     Flow,
     InvalidParameterError,
     Node,
+    ParallelBatchNode,
     Retry,
 )
 from braidflow.testing import VirtualClock
@@ -169,6 +170,67 @@ def test_retry_policy_is_used_by_nodes():
     node = Flaky(succeed_on=3, retry=Retry(attempts=4, delay=0.1, backoff=3.0))
     assert node.run({}, clock=clock) == "ok on 3"
     assert sleeps == pytest.approx([0.1, 0.3, 0.9])
+
+
+class WaitsForTheOthers(AsyncParallelBatchNode):
+    """Item 0 waits (under the node's timeout) for items 1-3, which each fail
+    once and wait for their retry at the same time."""
+
+    async def prep_async(self, shared):
+        shared["others_done"], shared["finished"] = asyncio.Event(), []
+        self.shared = shared
+        return [0, 1, 2, 3]
+
+    async def exec_async(self, item):
+        if item == 0:
+            await self.shared["others_done"].wait()
+            return "waited"
+        if self.cur_retry == 0:
+            raise ConnectionError("503")
+        self.shared["finished"].append(item)
+        if len(self.shared["finished"]) == 3:
+            self.shared["others_done"].set()
+        return item
+
+    async def exec_fallback_async(self, item, exc):
+        return type(exc).__name__
+
+    async def post_async(self, shared, prep_res, exec_res):
+        shared["results"] = exec_res
+
+
+@pytest.mark.parametrize(("seconds", "first"), [(25, "waited"), (5, "NodeTimeoutError")])
+async def test_overlapping_retry_waits_move_an_autojump_clock_by_the_longest_only(seconds, first):
+    clock = VirtualClock(autojump=True)
+    shared = {}
+    retry = Retry(attempts=2, delay=10, retry_on=ConnectionError)
+    node = WaitsForTheOthers(retry=retry, timeout=seconds)
+    await node.run_async(shared, clock=clock)
+    # Three 10 s waits at once take 10 s: a 25 s timeout does not fire, a 5 s one does.
+    assert shared["results"] == [first, 1, 2, 3]
+    assert clock.slept == [10, 10, 10]
+    assert clock.now() == 10
+
+
+def test_overlapping_retry_waits_of_sync_items_move_an_autojump_clock_by_the_longest_only():
+    class Items(ParallelBatchNode):
+        def prep(self, shared):
+            return [0, 1, 2]
+
+        def exec(self, item):
+            if self.cur_retry < 2:
+                raise ConnectionError("503")
+            return item
+
+        def post(self, shared, prep_res, exec_res):
+            shared["results"] = exec_res
+
+    clock = VirtualClock(autojump=True)
+    shared = {}
+    Items(retry=Retry(attempts=3, delay=10, backoff=2), timeout=35).run(shared, clock=clock)
+    assert shared["results"] == [0, 1, 2]
+    assert clock.slept == [10, 10, 10, 20, 20, 20]
+    assert clock.now() == 30
 
 
 def test_retry_on_filters_which_errors_are_retried():

@@ -7,23 +7,36 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+from ._threads import thread_limiter
+
 __all__ = ["VirtualClock", "other_tasks"]
+
+# How long (real seconds) an autojump waits for braidflow's threads running
+# code before it moves the clock anyway.
+THREAD_GRACE = 0.1
 
 
 class _Timer:
-    """A callback due at a virtual time, on an event loop; `cancel` calls it off."""
+    """A callback due at a virtual time, on an event loop; `cancel` calls it off.
+    A sleeper's timer (``sleeper``) lets an autojump clock move; a deadline's does not."""
 
-    __slots__ = ("callback", "cancelled", "deadline", "loop")
+    __slots__ = ("callback", "cancelled", "deadline", "loop", "sleeper")
 
     def __init__(
-        self, deadline: float, callback: Callable[[], None], loop: asyncio.AbstractEventLoop
+        self,
+        deadline: float,
+        callback: Callable[[], None],
+        loop: asyncio.AbstractEventLoop,
+        sleeper: bool = False,
     ) -> None:
         self.deadline = deadline
         self.callback = callback
         self.loop = loop
+        self.sleeper = sleeper
         self.cancelled = False
 
     def cancel(self) -> None:
@@ -45,8 +58,16 @@ class VirtualClock:
         start: The initial reading in seconds.
         autojump: Move the clock forward by itself when something sleeps on
             it (a retry's wait, a rate window): sleeps take no real time, and
-            `slept` tells what they were. Deadlines (timeouts) still wait
-            for `advance`.
+            `slept` tells what they were. As trio's ``MockClock`` does, the
+            clock jumps once its event loop has nothing left to run (every
+            task waits), and to the earliest deadline it holds: sleeps that
+            overlap in time move it by the longest of them, not their sum,
+            and a timeout fires only if it would have in real time. While
+            braidflow's threads run code for the loop, the jump waits for
+            them (up to `THREAD_GRACE` real seconds). A deadline (a timeout)
+            does not move the clock by itself: with no sleep, it waits for
+            `advance`. A thread's own sleep moves the clock at once: the
+            clock cannot tell that another thread is about to sleep too.
     """
 
     def __init__(self, start: float = 0.0, *, autojump: bool = False) -> None:
@@ -55,6 +76,7 @@ class VirtualClock:
         self._timers: list[_Timer] = []
         self._condition = threading.Condition()
         self._blocked = 0
+        self._watched: set[asyncio.AbstractEventLoop] = set()  # loops an autojump watches
         self.slept: list[float] = []
 
     def __repr__(self) -> str:
@@ -73,14 +95,19 @@ class VirtualClock:
     async def sleep(self, seconds: float) -> None:
         """Sleep until the clock has been advanced by ``seconds``."""
         self.slept.append(seconds)
-        if seconds <= 0 or self._autojump:
-            if self._autojump:
-                self.advance(seconds)
+        if seconds <= 0:
             await asyncio.sleep(0)
             return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        timer = self.call_later(seconds, lambda: _wake(future))
+        timer = _Timer(self._now + seconds, lambda: _wake(future), loop, sleeper=True)
+        with self._condition:
+            self._timers.append(timer)
+            watch = self._autojump and loop not in self._watched
+            if watch:
+                self._watched.add(loop)
+        if watch:
+            loop.call_soon(_jump_when_idle, self, loop)
         try:
             await future
         finally:
@@ -130,14 +157,64 @@ class VirtualClock:
 
     def advance(self, seconds: float) -> None:
         """Move the clock forward and wake every sleeper whose time has come."""
+        self._move(lambda: self._now + seconds)
+
+    def _jump(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Move the clock to its earliest deadline, if a task of ``loop`` sleeps
+        on it; return whether one still does (the loop is watched again)."""
+
+        def earliest() -> float:
+            live = [timer for timer in self._timers if not timer.cancelled]
+            if any(timer.sleeper for timer in live):
+                return max(self._now, min(timer.deadline for timer in live))
+            return self._now
+
+        self._move(earliest)
         with self._condition:
-            self._now += seconds
+            again = any(
+                timer.sleeper and timer.loop is loop and not timer.cancelled
+                for timer in self._timers
+            )
+            if not again:
+                self._watched.discard(loop)
+            return again
+
+    def _move(self, to: Callable[[], float]) -> None:
+        """Move the clock to the time ``to()`` reads (under the lock) and wake
+        every sleeper whose time has come."""
+        with self._condition:
+            self._now = to()
             due = [timer for timer in self._timers if timer.deadline <= self._now]
             self._timers = [timer for timer in self._timers if timer.deadline > self._now]
             self._condition.notify_all()
         for timer in due:
             if not timer.cancelled:
                 timer.loop.call_soon_threadsafe(_fire, timer)
+
+
+def _jump_when_idle(
+    clock: VirtualClock, loop: asyncio.AbstractEventLoop, busy_since: float | None = None
+) -> None:
+    """An autojump clock's watch on a loop: jump once the loop has nothing else
+    to run (other clocks' watches aside), else look again after what it has.
+
+    While braidflow's threads run code (an item's sync ``exec``), the loop
+    waits for them without waiting on the clock: the jump waits too, for at
+    most `THREAD_GRACE` real seconds (a thread may wait for what a sleeper
+    will do), as trio's ``autojump_threshold`` does."""
+    ready = tuple(getattr(loop, "_ready", ()))  # asyncio's callbacks to run now (a copy:
+    # other threads add to it)
+    if any(getattr(handle, "_callback", None) is not _jump_when_idle for handle in ready):
+        loop.call_soon(_jump_when_idle, clock, loop)
+        return
+    if thread_limiter().statistics().in_flight:
+        now = time.monotonic()
+        busy_since = now if busy_since is None else busy_since
+        if now - busy_since < THREAD_GRACE:
+            loop.call_later(0.001, _jump_when_idle, clock, loop, busy_since)
+            return
+    if clock._jump(loop):
+        loop.call_soon(_jump_when_idle, clock, loop)
 
 
 def _fire(timer: _Timer) -> None:
