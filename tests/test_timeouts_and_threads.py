@@ -452,3 +452,44 @@ def test_a_run_in_a_forked_child_is_not_part_of_the_run_its_parent_forked_in():
     own, parent_s = reports.recv()
     assert own == ["usage"]
     assert "usage" not in parent_s
+
+
+def test_an_autojump_clock_does_not_jump_to_a_sync_exec_s_deadline_by_itself():
+    # A timeout is a deadline, not a sleep: a quick exec in its thread is not
+    # timed out at once (it was: the clock jumped to the deadline); one the
+    # clock is moved past, while it runs, is.
+    clock = VirtualClock(autojump=True)
+    done = threading.Event()
+
+    class Quick(Node):
+        def exec(self, prep_res):
+            done.wait(5)  # set below, once the caller waits for this thread
+            return "done"
+
+        def exec_fallback(self, prep_res, exc):
+            return repr(exc)
+
+        def post(self, shared, prep_res, exec_res):
+            shared["result"] = exec_res
+
+    shared = {}
+    threading.Timer(0.05, done.set).start()
+    Quick(timeout=30).run(shared, clock=clock)
+    assert (shared["result"], clock.now()) == ("done", 0.0)
+
+    moved = threading.Event()
+
+    class Late(Quick):
+        def exec(self, prep_res):
+            clock.advance(60)  # as the test moving the clock while it runs
+            moved.wait(5)  # set once the caller gave it up
+            return "late"
+
+    def give_up(*_):
+        moved.set()
+
+    shared = {}
+    late = Late(timeout=30, name="late")
+    late.exec_fallback = lambda prep_res, exc: (give_up(), repr(exc))[1]
+    late.run(shared, clock=clock)
+    assert shared["result"].startswith("NodeTimeoutError(\"node 'late'")

@@ -458,10 +458,17 @@ def call_in_thread(
         try:
             _THREADS.acquire_blocking()
             taken = True
+            # A deadline: a clock that moves by itself (a test's autojump)
+            # waits for it as of now, and does not jump to it.
+            until = getattr(clock, "wait_until_blocking", None)
+            due = None if until is None or abandon_after is None else clock.now() + abandon_after
             job.start()
-            finished = (
-                event.wait() if abandon_after is None else clock.wait_blocking(event, abandon_after)
-            )
+            if abandon_after is None:
+                finished = event.wait()
+            elif due is not None and until is not None:
+                finished = until(event, due)
+            else:
+                finished = clock.wait_blocking(event, abandon_after)
         except BaseException:
             if taken:
                 job.stop_requested = True

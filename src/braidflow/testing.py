@@ -141,17 +141,23 @@ class VirtualClock:
         if self._autojump and not event.is_set():
             self.advance(seconds)
             return event.is_set()
+        return self.wait_until_blocking(event, self._now + seconds)
+
+    def wait_until_blocking(self, event: threading.Event, deadline: float) -> bool:
+        """Block until ``event`` is set (True) or the clock reads ``deadline``
+        (False), for a sync exec's ``timeout=``: the clock does not move by
+        itself for it, autojump or not; `advance` moves it, or a sleep on an
+        autojump clock (the exec's own, say: then it ends late, False)."""
         with self._condition:
-            deadline = self._now + seconds
             self._blocked += 1
             try:
-                while not event.is_set():
-                    if self._now >= deadline:
-                        return False
+                while self._now < deadline:
+                    if event.is_set():
+                        return True
                     # The event is set by another thread without telling this
                     # condition: look again every few milliseconds.
                     self._condition.wait(0.005)
-                return True
+                return False
             finally:
                 self._blocked -= 1
 
