@@ -321,6 +321,13 @@ def test_a_view_refuses_a_key_its_type_does_not_have():
     with pytest.raises(AttributeError, match=r"cannot be deleted"):
         Flow(start=Delete(), state=Draft).run(Draft("t"))
 
+    class DeleteByKey(Node):  # as a node written for a dict does
+        def prep(self, shared):
+            del shared["topic"]
+
+    with pytest.raises(AttributeError, match=r"the keys of a Draft state cannot be deleted"):
+        Flow(start=DeleteByKey(), state=Draft).run(Draft("t"))
+
 
 def test_an_untyped_flow_hands_nodes_the_very_dict_it_was_given():
     seen = []

@@ -113,6 +113,9 @@ class AttributeView(StateView):
             "(None, if its type allows it)"
         )
 
+    def __delitem__(self, key: str) -> None:  # ``del shared["key"]``, as on a dict: the same
+        self.__delattr__(key)
+
     def __dir__(self) -> list[str]:
         return sorted({*type(self)._bf_type.hints, *dir(type(self)._bf_type.cls)})
 
