@@ -100,6 +100,8 @@ Typed state
             lacks, or in a frozen field) ... tests/test_typed_state_advice.py
     _state_table.check_nodes (a node typed against another state) ... tests/test_typed_state.py::
         test_a_node_typed_against_another_state_is_refused_when_the_run_starts
+    _state_table._check_sub_flow (a sub-flow's state lacks keys) ... tests/test_typed_state.py::
+        test_a_sub_flow_whose_state_lacks_keys_of_the_flow_around_is_refused_before_*
     _state.StateType.write_back (a store that does not fit the instance, a frozen
             field changed), and _run.RunScope._write_back (the same, as a note on
             how the run ended) ... tests/test_typed_state_advice.py::

@@ -1016,3 +1016,37 @@ def test_every_public_class_s_type_hints_resolve_so_a_state_can_declare_them():
     braidflow.Flow(start=branches, state=S).run(state)
     assert state.n == 1
     assert [failure.item for failure in state.branch_failures] == ["bad"]
+
+
+def test_a_sub_flow_whose_state_lacks_keys_of_the_flow_around_is_refused_before_anything_runs():
+    class Outer(TypedDict):
+        a: int
+        log: list[str]
+
+    class Narrow(TypedDict):
+        a: int
+
+    class First(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared["log"].append("first ran")
+
+    class Inc(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared["a"] += 1
+
+    def flow(sub_state):
+        first = First(name="first")
+        first >> Flow(start=Inc(name="inc"), state=sub_state, name="sub")
+        return Flow(start=first, state=Outer)
+
+    shared = {"a": 1, "log": []}
+    with pytest.raises(
+        braidflow.WiringError,
+        match=r"flow 'sub' \(Flow\) runs on the state type Narrow, and the flow around it on "
+        r"Outer, whose keys 'log' Narrow lacks .*: declare them in Narrow, or give the "
+        r"sub-flow state=Outer",
+    ):
+        flow(Narrow).run(shared)
+    assert shared == {"a": 1, "log": []}  # nothing ran
+    flow(Outer).run(shared)  # as it says
+    assert shared == {"a": 2, "log": ["first ran"]}

@@ -84,6 +84,9 @@ def check_nodes(flow: Any) -> None:
                 "default), or give failures_key= a key it has",
                 node=name,
             )
+        inner = member._bf_state if member._bf_is_flow else None
+        if inner is not None and state is not None and inner.cls is not state.cls:
+            _check_sub_flow(member, name, inner, state)
         declared = declared_state(type(member))
         if declared is None or state is None or declared is state.cls:
             continue
@@ -95,6 +98,27 @@ def check_nodes(flow: Any) -> None:
             f"`{_retyped(type(member), declared, state.name)}`"
         )
     _CHECKED[flow] = version
+
+
+def _check_sub_flow(flow: Any, name: str, inner: Any, outer: Any) -> None:
+    """Refuse a sub-flow whose state type lacks keys the state of the flow
+    it runs in always has (required, or given a default): its check, when
+    reached, would refuse the store, after the nodes before it ran.
+
+    Raises:
+        WiringError: Naming the sub-flow, both types and the keys.
+    """
+    always = {*outer.required, *outer.defaults}
+    lacking = [key for key in outer.hints if key in always and key not in inner.hints]
+    if lacking:
+        keys = ", ".join(map(repr, lacking))
+        raise WiringError(
+            f"flow {name!r} ({type(flow).__name__}) runs on the state type {inner.name}, and "
+            f"the flow around it on {outer.name}, whose keys {keys} {inner.name} lacks "
+            f"(the store always holds them): declare them in {inner.name}, or give the "
+            f"sub-flow state={outer.name}",
+            node=name,
+        )
 
 
 def _retyped(cls: type, declared: Any, name: str) -> str:
