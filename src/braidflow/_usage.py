@@ -19,7 +19,7 @@ from ._options import check_number
 from ._threads import runs_going
 from ._weights import correct_claims
 
-__all__ = ["Spend", "Usage", "report", "usage_of"]
+__all__ = ["Spend", "Usage", "recorded_spend", "report", "usage_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,3 +260,26 @@ def _count(
         run.durable.usage.so_far(total)
     if run.observers:
         run.emit("usage", node=node, path=path, item=item, attempt=attempt, data=usage.as_dict())
+
+
+def recorded_spend(kept: Any) -> tuple[int | None, float | None]:
+    """The tokens and cost a run's ``braidflow.usage`` metadata (``kept``)
+    records, each ``None`` if it records none: braidflow's own record, or one
+    written by hand as ``{"total_tokens": n}`` (or ``"tokens"``, or parts
+    named ``*_tokens``, added up) and ``"cost"``; what is not a number is
+    left out."""
+    if not isinstance(kept, dict):
+        return None, None
+    tokens = _whole(kept.get("total_tokens", kept.get("tokens")))
+    if tokens is None:
+        parts = [_whole(value) for key, value in kept.items() if str(key).endswith("_tokens")]
+        counted = [part for part in parts if part is not None]
+        tokens = sum(counted) if counted else None
+    cost = kept.get("cost", kept.get("cost_usd"))
+    if isinstance(cost, bool) or not isinstance(cost, int | float) or cost != cost:
+        cost = None
+    return tokens, cost
+
+
+def _whole(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

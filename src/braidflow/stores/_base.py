@@ -18,14 +18,10 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from .._errors import StoreError
 from .._questions import QUESTIONS_KEY, Question
-from .._usage import Usage
+from .._usage import Usage, recorded_spend
 from ._owners import this_owner
 
 USAGE_KEY = "braidflow.usage"  # in a run's metadata: what its LLM calls used
-
-
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 __all__ = [
@@ -133,21 +129,9 @@ class RunRecord:
     def spent(self) -> tuple[int | None, float | None]:
         """The tokens and cost the run's metadata records under
         ``braidflow.usage`` (each ``None`` if it records none): braidflow's
-        own record, or one written by hand as ``{"total_tokens": n}`` (or
-        ``"tokens"``, or parts named ``*_tokens``, added up) and ``"cost"``.
-        What the command and the dashboard show; never a guess."""
-        kept = self.metadata.get(USAGE_KEY)
-        if not isinstance(kept, dict):
-            return None, None
-        tokens = _count(kept.get("total_tokens", kept.get("tokens")))
-        if tokens is None:
-            parts = [_count(value) for key, value in kept.items() if str(key).endswith("_tokens")]
-            counted = [part for part in parts if part is not None]
-            tokens = sum(counted) if counted else None
-        cost = kept.get("cost", kept.get("cost_usd"))
-        if isinstance(cost, bool) or not isinstance(cost, int | float) or cost != cost:
-            cost = None
-        return tokens, cost
+        own record, or one written by hand (`recorded_spend`). What the
+        command and the dashboard show; never a guess."""
+        return recorded_spend(self.metadata.get(USAGE_KEY))
 
     @property
     def questions(self) -> tuple[Question, ...]:
