@@ -635,3 +635,25 @@ def test_a_flow_s_own_prep_that_changes_a_value_in_place_out_of_its_type_is_not_
     with pytest.raises(StateError, match=r"shared\['items'\]\[0\] should be str, got 5"):
         flow.run({"items": [], "q": "x"}, store=store, run_id="r", durability=durability)
     assert flow.state("r", store=store)["items"] == []
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_a_step_that_only_reads_a_frozen_field_is_recorded(durability):
+    # A step's touched keys are checked before it is recorded; a frozen
+    # field, which no write can change, is not (pydantic refuses any
+    # assignment to it, the check's too).
+    class Tenant(pydantic.BaseModel):
+        tenant: str = pydantic.Field(frozen=True)
+        n: int = 0
+        names: list[str] = []
+
+    class Read(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared.n = len(shared.tenant)
+            shared.names.append(shared.tenant)  # in place, and of its type
+
+    state = Tenant(tenant="acme")
+    Flow(start=Read(name="read"), state=Tenant, validate=True).run(
+        state, store=MemoryStore(), durability=durability
+    )
+    assert (state.n, state.names) == (4, ["acme"])

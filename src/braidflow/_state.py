@@ -32,6 +32,10 @@ __all__ = [
     "state_type",
 ]
 
+# Values nothing changes in place: a step that touched one left it as its write
+# (or the run's start) checked it.
+_UNCHANGING = frozenset({str, int, float, bool, type(None)})
+
 if TYPE_CHECKING:  # a default (PEP 696) for type checkers; Python 3.11's TypeVar has none
     from typing_extensions import TypeVar
 
@@ -358,11 +362,17 @@ class StateType:
         # Read as they are: not noted as read by a durable run's dict, nor
         # copied by a branch's view.
         read = store._peek if type(store) is SharedView else partial(dict.__getitem__, store)
+        writable = self.writable
         for key in keys:
-            if key not in self.hints or key not in store:
-                continue  # (a view refuses to write an unknown key, to delete a required one)
+            if key not in writable or key not in store:
+                # (a view refuses to write an unknown key or a frozen field, to
+                # delete a required one; a frozen field is only ever read)
+                continue
+            value = read(key)
+            if type(value) in _UNCHANGING:  # checked when it was written: nothing changes it
+                continue
             try:
-                self.validated(key, read(key), store)
+                self.validated(key, value, store)
             except StateError as error:
                 raise StateError(
                     f"{error} after the step; the step is not recorded, as a resume would "

@@ -150,6 +150,17 @@ def _of_class(value: Any, annotation: Any, where: str, depth: int) -> str | None
     return None if _instance(value, annotation) else _wrong(value, annotation, where)
 
 
+def _plain_class(annotation: Any) -> bool:
+    """Whether an item's annotation is a class its items fit by ``isinstance``
+    alone (not a TypedDict, nor ``float`` or ``complex``, which take ints)."""
+    return (
+        isinstance(annotation, type)
+        and annotation is not float
+        and annotation is not complex
+        and not _typeddict(annotation)
+    )
+
+
 def _typeddict(cls: type) -> bool:
     return issubclass(cls, dict) and hasattr(cls, "__required_keys__")
 
@@ -199,6 +210,12 @@ def _items(value: Any, origin: type, args: tuple[Any, ...], where: str, depth: i
         issubclass(origin, collections.abc.Collection) and isinstance(value, tuple)
     ):
         item_type = strip(args[0])[0]
+        if _plain_class(item_type):  # the usual list[str]: its items looked at once, first
+            try:
+                if all(isinstance(item, item_type) for item in value):
+                    return None
+            except TypeError:  # a Protocol not marked runtime_checkable: as below
+                pass
         unordered = isinstance(value, set | frozenset)
         for index, item in enumerate(value):
             place = f"an item of {where}" if unordered else f"{where}[{index}]"
