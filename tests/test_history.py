@@ -1117,3 +1117,28 @@ def test_data_that_cannot_be_decoded_is_a_store_error_naming_the_run(store):
         with pytest.raises(StoreError, match=r"^run 'r' holds data that cannot be decoded as json"):
             read()
     assert store.get("r").status == "failed"  # left as it was
+
+
+def test_a_fork_with_an_update_inside_parallel_branches_is_refused_and_its_advice_works(store):
+    # The branches' changes are merged against the base they began from: an
+    # update between them was lost, or merged as a difference (a sum gave -95).
+    class Add(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared["n"] += 1
+
+    def flow():
+        first = Add(name="a")
+        par = Parallel(Add(name="px"), Add(name="py"), name="par", merge={"n": "sum"})
+        first >> par >> Add(name="z")
+        return Flow(start=first, name="f")
+
+    flow().run({"n": 0}, store=store, run_id="src")
+    kinds = [step.kind for step in flow().history("src", store=store)]
+    assert kinds == ["step", "branch step", "branch", "branch step", "branch", "step", "step"]
+    for at in (2, 3, 4, 5):
+        with pytest.raises(ResumeError, match=rf"step {at} of run 'src' is inside parallel"):
+            flow().fork("src", store=store, at=at, update={"n": 100}, run_id=f"in{at}")
+        assert flow().fork("src", store=store, at=at, run_id=f"plain{at}") == {"n": 4}
+    # As it says: before the branches began, or at the join's step.
+    assert flow().fork("src", store=store, at=1, update={"n": 100}, run_id="before") == {"n": 103}
+    assert flow().fork("src", store=store, at=6, update={"n": 100}, run_id="join") == {"n": 101}

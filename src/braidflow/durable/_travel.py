@@ -218,6 +218,14 @@ def fork_run(
         )
     rows = apply_renames(through, renamed, keep_root)
     copied = len(rows)
+    if update and _in_branches(rows):
+        raise ResumeError(
+            f"step {at} of run {source!r} is inside parallel branches (or isolated "
+            "parameter sets) not joined yet: an update there cannot be told from what "
+            "the branches did when they are joined; fork with update= at the step before "
+            "they began or at the join's, or fork there without it",
+            node=name,
+        )
     before = stored.state(at)
     # As its resume will check it (before the fork is made), and as the run uses it.
     forked = values_run_uses(node, {**before, **(update or {})})
@@ -270,6 +278,15 @@ def fork_run(
             prompt=stored.record.prompt if waiting else None,
         )
     return run_id
+
+
+def _in_branches(rows: list[Checkpoint]) -> bool:
+    """Whether the last step of ``rows`` is a branch's (its step, or the
+    branch itself): the fork around has not joined them yet."""
+    for row in reversed(rows):
+        if row.kind in ("step", "update", "view_step", "branch"):
+            return row.kind != "step" and row.kind != "update"
+    return False
 
 
 def _last_step(rows: list[Checkpoint]) -> Checkpoint | None:
