@@ -1139,6 +1139,8 @@ def test_a_fork_with_an_update_inside_parallel_branches_is_refused_and_its_advic
         with pytest.raises(ResumeError, match=rf"step {at} of run 'src' is inside parallel"):
             flow().fork("src", store=store, at=at, update={"n": 100}, run_id=f"in{at}")
         assert flow().fork("src", store=store, at=at, run_id=f"plain{at}") == {"n": 4}
+        other = flow().fork("src", store=store, at=at, update={"m": 1}, run_id=f"m{at}")
+        assert other == {"n": 4, "m": 1}  # a key no branch changed: kept as it is
     # As it says: before the branches began, or at the join's step.
     assert flow().fork("src", store=store, at=1, update={"n": 100}, run_id="before") == {"n": 103}
     assert flow().fork("src", store=store, at=6, update={"n": 100}, run_id="join") == {"n": 101}

@@ -218,12 +218,14 @@ def fork_run(
         )
     rows = apply_renames(through, renamed, keep_root)
     copied = len(rows)
-    if update and _in_branches(rows):
+    merged = _branch_keys(stored.codec, rows) if update else set()
+    if merged & set(update or ()):
+        keys = ", ".join(repr(key) for key in update or () if key in merged)
         raise ResumeError(
             f"step {at} of run {source!r} is inside parallel branches (or isolated "
-            "parameter sets) not joined yet: an update there cannot be told from what "
-            "the branches did when they are joined; fork with update= at the step before "
-            "they began or at the join's, or fork there without it",
+            f"parameter sets) not joined yet, which changed {keys}: an update of it there "
+            "cannot be told from what the branches did when they are joined; fork with "
+            "update= at the step before they began or at the join's, or update other keys",
             node=name,
         )
     before = stored.state(at)
@@ -280,13 +282,16 @@ def fork_run(
     return run_id
 
 
-def _in_branches(rows: list[Checkpoint]) -> bool:
-    """Whether the last step of ``rows`` is a branch's (its step, or the
-    branch itself): the fork around has not joined them yet."""
+def _branch_keys(codec: Any, rows: list[Checkpoint]) -> set[Any]:
+    """The keys that the branches at work at the end of ``rows`` (those
+    after its last step of a walk, not joined yet) changed so far."""
+    keys: set[Any] = set()
     for row in reversed(rows):
-        if row.kind in ("step", "update", "view_step", "branch"):
-            return row.kind != "step" and row.kind != "update"
-    return False
+        if row.kind == "step" or row.kind == "update":
+            break
+        if (row.kind == "view_step" or row.kind == "branch") and row.payload:
+            keys.update(key for key, _ in codec.unpack(row.payload))
+    return keys
 
 
 def _last_step(rows: list[Checkpoint]) -> Checkpoint | None:
