@@ -390,3 +390,41 @@ def test_a_retry_on_that_raises_names_the_node_and_item_and_keeps_the_items_erro
         "node 'items' (Items) item 1: raised by its Retry's retry_on" in note
         for note in caught.value.__notes__
     )
+
+
+def test_an_abandoned_thread_does_not_slow_every_later_jump_of_an_autojump_clock():
+    # A thread abandoned at its timeout stays at work (it keeps its slot):
+    # the clock waits a grace for it once, not at each of the 40 retries after.
+    import threading
+    import time
+
+    release = threading.Event()
+    clock = VirtualClock(autojump=True)
+
+    class Items(AsyncParallelBatchNode):
+        async def prep_async(self, shared):
+            return ["hang", "retry"]
+
+        def exec(self, item):
+            if item == "hang":
+                release.wait(30)  # abandoned at its timeout, let go below
+                return "late"
+            if self.cur_retry < 40:
+                raise ConnectionError("again")
+            return "ok"
+
+        def exec_fallback(self, prep_res, exc):
+            return type(exc).__name__
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["results"] = exec_res
+
+    shared = {}
+    began = time.monotonic()
+    try:
+        retry = Retry(attempts=41, delay=2, backoff=1, retry_on=ConnectionError)
+        Items(timeout=1, retry=retry).run(shared, clock=clock)
+    finally:
+        release.set()
+    assert shared["results"] == ["NodeTimeoutError", "ok"]
+    assert time.monotonic() - began < 2.5  # 40 graces of 0.1 s would be 4 s at least

@@ -77,6 +77,9 @@ class VirtualClock:
         self._condition = threading.Condition()
         self._blocked = 0
         self._watched: set[asyncio.AbstractEventLoop] = set()  # loops an autojump watches
+        # How many of braidflow's threads were still at work when an autojump
+        # last waited a whole THREAD_GRACE for them: not waited for again.
+        self._outwaited: float = 0
         self.slept: list[float] = []
 
     def __repr__(self) -> str:
@@ -213,12 +216,18 @@ def _jump_when_idle(
     if any(getattr(handle, "_callback", None) is not _jump_when_idle for handle in ready):
         loop.call_soon(_jump_when_idle, clock, loop)
         return
-    if thread_limiter().statistics().in_flight:
+    busy = thread_limiter().statistics().in_flight
+    if busy > clock._outwaited:  # threads at work that no grace has been spent on yet
         now = time.monotonic()
         busy_since = now if busy_since is None else busy_since
         if now - busy_since < THREAD_GRACE:
             loop.call_later(0.001, _jump_when_idle, clock, loop, busy_since)
             return
+        # Still at work after a whole grace (a thread abandoned at its timeout,
+        # or one that waits for a sleeper): not waited for again at each jump.
+        clock._outwaited = busy
+    elif busy < clock._outwaited:
+        clock._outwaited = busy
     if clock._jump(loop):
         loop.call_soon(_jump_when_idle, clock, loop)
 
