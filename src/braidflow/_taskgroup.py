@@ -171,8 +171,10 @@ def _note_the_others(first: BaseException, more: list[BaseException]) -> None:
     """Note on ``first`` (the error a group raises) what its other children
     raised while it stopped: those that raised the same error (a budget's
     stop, which every item that meets it raises) counted, the others shown."""
-    alike = [error for error in more if error is first or _same(error, first)]
-    others = [error for error in more if not (error is first or _same(error, first))]
+    alike: list[BaseException] = []
+    others: list[BaseException] = []
+    for error in more:
+        (alike if error is first or _same(error, first) else others).append(error)
     if others:
         shown = ", ".join(repr(error) for error in others[:3])
         add_note(first, f"{len(others)} more item(s) failed while stopping: {shown}")

@@ -458,17 +458,18 @@ def call_in_thread(
         try:
             _THREADS.acquire_blocking()
             taken = True
-            # A deadline: a clock that moves by itself (a test's autojump)
-            # waits for it as of now, and does not jump to it.
-            until = getattr(clock, "wait_until_blocking", None)
-            due = None if until is None or abandon_after is None else clock.now() + abandon_after
+            # The deadline, as of now (before the job can move a test's clock).
+            due = clock.now() + (abandon_after or 0.0)
             job.start()
             if abandon_after is None:
                 finished = event.wait()
-            elif due is not None and until is not None:
-                finished = until(event, due)
-            else:
-                finished = clock.wait_blocking(event, abandon_after)
+            else:  # a clock that moves by itself (autojump) waits for it, not jumps to it
+                until = getattr(clock, "wait_until_blocking", None)
+                finished = (
+                    clock.wait_blocking(event, abandon_after)
+                    if until is None
+                    else until(event, due)
+                )
         except BaseException:
             if taken:
                 job.stop_requested = True

@@ -218,8 +218,8 @@ def fork_run(
         )
     rows = apply_renames(through, renamed, keep_root)
     copied = len(rows)
-    merged = _branch_keys(stored.codec, rows) if update else set()
-    if merged & set(update or ()):
+    merged = _branch_keys(stored.codec, rows) & update.keys() if update else set()
+    if merged:
         keys = ", ".join(repr(key) for key in update or () if key in merged)
         raise ResumeError(
             f"step {at} of run {source!r} is inside parallel branches (or isolated "
