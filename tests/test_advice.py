@@ -113,8 +113,9 @@ Typed state
         test_a_frozen_field_written_says_to_declare_it_without_frozen_and_that_works,
         test_a_required_key_deleted_says_to_set_a_value_or_declare_it_not_required_*
     _state.StateType.check_step (a value changed in place out of its type, in a
-            durable run) ... tests/test_typed_state_advice.py::
-        test_a_value_changed_in_place_out_of_its_type_says_to_keep_its_type_*
+            durable run, by a step or a flow's own post) ... tests/test_typed_state_advice.py::
+        test_a_value_changed_in_place_out_of_its_type_says_to_keep_its_type_*,
+        test_a_flow_s_own_post_changing_a_value_in_place_out_of_its_type_says_to_keep_*
 Result cache
     _cache (an input with no key, exec with no code),
     engine._cached (no store, a store with no cache,

@@ -391,3 +391,36 @@ def test_a_value_changed_in_place_out_of_its_type_says_to_keep_its_type_and_that
         "r", store=store, durability=durability
     )
     assert final == {"items": ["5"]}
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_a_flow_s_own_post_changing_a_value_in_place_out_of_its_type_says_to_keep_its_type(
+    durability,
+):
+    class Listed(TypedDict):
+        items: list[str]
+
+    class Noted(Node):
+        def post(self, shared, prep_res, exec_res):
+            shared["items"].append("noted")
+
+    class Appending(Flow):
+        item: object = 5
+
+        def post(self, shared, prep_res, exec_res):
+            shared["items"].append(self.item)
+
+    store = braidflow.MemoryStore()
+    with pytest.raises(StateError) as caught:
+        Appending(start=Noted(), state=Listed, validate=True).run(
+            {"items": []}, store=store, run_id="r", durability=durability
+        )
+    assert (caught.value.node, caught.value.key) == ("Appending", "items")
+    assert "after the post of flow 'Appending'" in str(caught.value)
+    assert "change shared['items'] only to values of its type" in str(caught.value)
+    # As it says: the item a str; the run resumes and completes.
+    Appending.item = "5"
+    final = Appending(start=Noted(), state=Listed, validate=True).resume(
+        "r", store=store, durability=durability
+    )
+    assert final == {"items": ["noted", "5"]}

@@ -9,6 +9,7 @@ import pydantic
 import pytest
 
 from braidflow import (
+    AsyncFlow,
     CheckpointError,
     Flow,
     MemoryStore,
@@ -632,9 +633,74 @@ def test_a_flow_s_own_prep_that_changes_a_value_in_place_out_of_its_type_is_not_
             shared["items"].append(5)
 
     flow = Prepared(start=Crash(name="crash"), state=Listed, validate=True)
-    with pytest.raises(StateError, match=r"shared\['items'\]\[0\] should be str, got 5"):
+    with pytest.raises(
+        StateError, match=r"shared\['items'\]\[0\] should be str, got 5 .* after the prep of flow"
+    ) as caught:
         flow.run({"items": [], "q": "x"}, store=store, run_id="r", durability=durability)
+    assert (caught.value.node, caught.value.key) == ("Prepared", "items")
     assert flow.state("r", store=store)["items"] == []
+
+
+class Appended(Flow):
+    """A flow whose own post appends ``item`` to ``shared["items"]``."""
+
+    item: object = "b"
+
+    def post(self, shared, prep_res, exec_res):
+        shared["items"].append(Appended.item)
+
+
+class AsyncAppended(AsyncFlow):
+    async def post_async(self, shared, prep_res, exec_res):
+        shared["items"].append(Appended.item)
+
+
+@pytest.mark.parametrize("kind", [Appended, AsyncAppended])
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_a_flow_s_own_post_that_changes_a_value_in_place_out_of_its_type_is_not_recorded(
+    store, durability, kind, monkeypatch
+):
+    monkeypatch.setattr(Crash, "crash", False)
+
+    def flow() -> Flow:
+        return kind(start=Append("a", "first"), state=Listed, validate=True)
+
+    monkeypatch.setattr(Appended, "item", 5)
+    shared = {"items": [], "q": "x"}
+    with pytest.raises(
+        StateError,
+        match=r"shared\['items'\]\[1\] should be str, got 5 .* after the post of flow "
+        f"'{kind.__name__}'; what it changed is not recorded",
+    ) as caught:
+        flow().run(shared, store=store, run_id="r", durability=durability)
+    assert (caught.value.node, caught.value.key) == (kind.__name__, "items")
+    assert shared["items"] == ["a", 5]  # the caller's dict has what the run did, as on a failure
+    assert flow().state("r", store=store)["items"] == ["a"]  # its step, not the post
+    monkeypatch.setattr(Appended, "item", "b")  # its code fixed, the run resumes and completes
+    assert flow().resume("r", store=store, durability=durability)["items"] == ["a", "b"]
+    assert flow().state("r", store=store)["items"] == ["a", "b"]
+
+
+@pytest.mark.parametrize("kind", [Appended, AsyncAppended])
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_a_sub_flow_s_own_post_out_of_its_type_is_its_step_s_and_not_recorded(
+    store, durability, kind, monkeypatch
+):
+    # A sub-flow is a step of the walk around it: what its post leaves is
+    # checked with that step, before it is recorded.
+    def flow() -> Flow:
+        sub = kind(start=Append("a", "inner"), name="sub")
+        sub >> Append("c", "after")
+        outer = Flow if kind is Appended else AsyncFlow
+        return outer(start=sub, state=Listed, validate=True)
+
+    monkeypatch.setattr(Appended, "item", 5)
+    with pytest.raises(StateError, match=r"shared\['items'\]\[1\] should be str, got 5") as caught:
+        flow().run({"items": [], "q": "x"}, store=store, run_id="r", durability=durability)
+    assert (caught.value.node, caught.value.key) == ("sub", "items")
+    assert flow().state("r", store=store)["items"] == ["a"]
+    monkeypatch.setattr(Appended, "item", "b")
+    assert flow().resume("r", store=store, durability=durability)["items"] == ["a", "b", "c"]
 
 
 @pytest.mark.parametrize("durability", ["sync", "async", "exit"])

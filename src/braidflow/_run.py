@@ -343,7 +343,9 @@ class RunScope:
                 durable.spend = self.run.spend
                 if outcome is None and self.root is not None and self.root.touched:
                     # What the run's own flow's prep and post wrote: no step holds it.
-                    durable.run_done(self.working, self.root)
+                    outcome = self._own_unfit()
+                    if outcome is None:
+                        durable.run_done(self.working, self.root)
                 if not self.resuming:  # the caller's dict gets what the run did
                     final = dict(dict.items(self.working))
                     dict.clear(self.shared)
@@ -359,6 +361,22 @@ class RunScope:
         if outcome is not error:
             assert outcome is not None
             raise outcome
+
+    def _own_unfit(self) -> StateError | None:
+        """In a durable run of a flow that validates its state, the refusal
+        of what its own ``post`` left (checked as a step is before it is
+        recorded, by `StateType.check_step`), or ``None`` if it fits; the
+        caller's dict still gets what the run did, as after a refused step."""
+        state = self.state
+        if state is None or not state.validate:
+            return None
+        assert self.root is not None
+        working = self.working
+        try:
+            state.check_step(working, working.touched(self.root.touched), self.node, "post")
+        except StateError as error:
+            return error
+        return None
 
     def _write_back(self, outcome: BaseException | None) -> None:
         """Bring the dataclass or model instance the run was given (if any)

@@ -347,14 +347,15 @@ class StateType:
             raise StateError(f"{wrong} ({self.name}.{key})", key=key)
         return value
 
-    def check_step(self, store: Any, keys: Any) -> None:
+    def check_step(self, store: Any, keys: Any, flow: Any = None, stage: str = "") -> None:
         """A step of a durable run (``validate=True``) is to be recorded: the
         keys it touched (``keys``: read, written or deleted) hold values of
         their types in ``store`` (a `TrackingDict` or a branch's view). So a
         value changed in place (``shared["items"].append(5)`` for a
         ``list[str]``), which no write checked, is refused before the store
         holds a state its resume would refuse. Only checked: the values are
-        left as they are.
+        left as they are. What a ``flow``'s own ``stage`` (``"prep"``,
+        ``"post"``) changed is checked alike, and the error names the flow.
 
         Raises:
             StateError: Naming the first key whose value does not fit.
@@ -374,10 +375,15 @@ class StateType:
             try:
                 self.validated(key, value, store)
             except StateError as error:
+                after, kept, node = "the step", "the step is", None
+                if flow is not None:
+                    after = f"the {stage} of {flow._describe()}"
+                    kept, node = "what it changed is", flow._display_name()
                 raise StateError(
-                    f"{error} after the step; the step is not recorded, as a resume would "
+                    f"{error} after {after}; {kept} not recorded, as a resume would "
                     "refuse what it left (a change in place, which no write checks): change "
                     f"shared[{key!r}] only to values of its type",
+                    node=node,
                     key=key,
                 ) from None
 

@@ -323,13 +323,13 @@ def flow_stage(flow: Any, shared: Any, prep_result: Any, offload: bool) -> Steps
     ``offload``: what the flow's sync nodes do (for a sync flow in async code)."""
     run = RUN.get()
     if run is not None and run.durable is not None:
-        _prep_kept(run.durable, shared)
+        _prep_kept(run.durable, shared, flow)
     if flow._bf_executor is None and flow._bf_batch == "single" and not _own_orch(flow):
         return _walk_of(flow, shared, {**flow.params}, offload)  # the common case, as is
     return _stage(flow, shared, prep_result, offload)
 
 
-def _prep_kept(durable: Any, shared: Any) -> None:
+def _prep_kept(durable: Any, shared: Any, flow: Any) -> None:
     """A durable flow's own ``prep`` ran: what it changed in the run's store
     is kept before its walk begins; resuming inside the flow, it ran again,
     and what it touched gets back its recorded value. (A branch's view is
@@ -343,7 +343,7 @@ def _prep_kept(durable: Any, shared: Any) -> None:
     elif at.touched:
         state = STATE.get()
         if state is not None and state.validate:  # as a step is (StepCheckpoints.done)
-            state.check_step(target, target.touched(at.touched))
+            state.check_step(target, target.touched(at.touched), flow, "prep")
         durable.prep_done(at.key, target, at.touched)
 
 
