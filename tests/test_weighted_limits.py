@@ -292,6 +292,38 @@ def test_a_plain_user_of_a_weighted_limiter_takes_one_unit():
     tokens.release()
 
 
+@pytest.mark.parametrize(
+    ("rate", "weight", "each_second"), [(2.5, 0.5, 5), (1.5, 0.5, 3), (2.5, 1.25, 2), (2.5, 2.2, 1)]
+)
+def test_weighted_units_use_a_fractional_rate_whole(rate, weight, each_second):
+    clock = VirtualClock()
+    tokens = Limiter(rate=rate, per=1.0, clock=clock, name="tokens")
+    weighted = tokens.weighted(weight)  # 2.2 <= 2.5: not "would wait forever"
+    for _ in range(3):
+        taken = 0
+        while Claim(weighted, weight).try_acquire():
+            taken += 1
+        assert taken == each_second  # as many as fit in `rate` units, not floor(rate)
+        assert tokens.statistics().in_window <= rate
+        clock.advance(1.0)
+
+
+def test_plain_calls_of_a_weighted_fractional_rate_stay_whole():
+    tokens = Limiter(rate=2.5, per=1.0, clock=VirtualClock())
+    weighted = tokens.weighted(0.5)
+    assert tokens.try_acquire()
+    assert tokens.try_acquire()
+    assert not tokens.try_acquire()  # a third start would make 3 units, more than 2.5
+    assert Claim(weighted, 0.5).try_acquire()  # but half a unit is still free
+    assert not Claim(weighted, 0.5).try_acquire()
+
+
+def test_a_weight_over_a_fractional_rate_is_refused_naming_the_rate():
+    with pytest.raises(InvalidParameterError, match=r"can ever give at once \(2\.5\)"):
+        Limiter(rate=2.5, per=1.0).weighted(2.6)
+    assert Limiter(rate=0.5, per=1.0).weighted(1).weight == 1  # one unit per 2 s
+
+
 async def test_a_report_outside_a_run_counts_nowhere():
     Node().report_usage(input_tokens=3)  # no run: nothing to correct, no error
 
