@@ -19,6 +19,7 @@ import pytest
 
 import braidflow as bf
 from braidflow import InvalidParameterError, RunError, SharedLimiter, StoreError
+from braidflow.testing import VirtualClock
 from conftest import POSTGRES
 
 JOB = Path(__file__).parent / "jobs" / "limited_job.py"
@@ -172,6 +173,26 @@ def test_a_rate_holds_across_processes(where):
     finally:
         store.close()
         other.close()
+
+
+def test_a_fractional_rate_allows_the_same_starts_as_a_limiter_in_this_process(where):
+    now = [1000.0]
+    clock = VirtualClock()
+    store = open_store(where, clock=lambda: now[0])
+    try:
+        shared = store.limiter("api", rate=2.5, per=1.0)
+        local = bf.Limiter(rate=2.5, per=1.0, clock=clock)
+        for step in (0.0, 0.5, 0.5, 0.25):
+            now[0] += step
+            clock.advance(step)
+            starts = [0, 0]
+            for index, limiter in enumerate((shared, local)):
+                while limiter.try_acquire():
+                    starts[index] += 1
+                    limiter.release()
+            assert starts[0] == starts[1] <= 2  # 2 of 2.5 in any second, not 3
+    finally:
+        store.close()
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")

@@ -292,6 +292,41 @@ def test_a_plain_user_of_a_weighted_limiter_takes_one_unit():
     tokens.release()
 
 
+@pytest.mark.parametrize(
+    ("rate", "weight", "each_second"),
+    [(2.5, 0.5, 5), (1.5, 0.5, 3), (2.5, 1.25, 2), (2.5, 2.2, 1), (3, 0.1, 30), (2.5, 0.1, 25)],
+)
+def test_weighted_units_use_a_fractional_rate_whole(rate, weight, each_second):
+    clock = VirtualClock()
+    tokens = Limiter(rate=rate, per=1.0, clock=clock, name="tokens")
+    weighted = tokens.weighted(weight)  # 2.2 <= 2.5: not "would wait forever"
+    for _ in range(3):
+        taken = 0
+        while Claim(weighted, weight).try_acquire():
+            taken += 1
+        # As many as fit in `rate` units, not floor(rate); fractions summed
+        # (0.1 thirty times is 3.0000000000000004) still fit.
+        assert taken == each_second
+        assert tokens.statistics().in_window <= rate + 1e-9
+        clock.advance(1.0)
+
+
+def test_plain_calls_of_a_weighted_fractional_rate_stay_whole():
+    tokens = Limiter(rate=2.5, per=1.0, clock=VirtualClock())
+    weighted = tokens.weighted(0.5)
+    assert tokens.try_acquire()
+    assert tokens.try_acquire()
+    assert not tokens.try_acquire()  # a third start would make 3 units, more than 2.5
+    assert Claim(weighted, 0.5).try_acquire()  # but half a unit is still free
+    assert not Claim(weighted, 0.5).try_acquire()
+
+
+def test_a_weight_over_a_fractional_rate_is_refused_naming_the_rate():
+    with pytest.raises(InvalidParameterError, match=r"can ever give at once \(2\.5\)"):
+        Limiter(rate=2.5, per=1.0).weighted(2.6)
+    assert Limiter(rate=0.5, per=1.0).weighted(1).weight == 1  # one unit per 2 s
+
+
 async def test_a_report_outside_a_run_counts_nowhere():
     Node().report_usage(input_tokens=3)  # no run: nothing to correct, no error
 
@@ -364,3 +399,11 @@ async def test_one_call_weighs_differently_on_two_weighted_limiters():
     await Call(limits=limits).run_async({})
     assert given.statistics().in_window == 120
     assert made.statistics().in_window == 30
+
+
+def test_fractional_units_in_flight_that_sum_to_the_bound_fit():
+    units = Limiter(max_concurrent=3, name="units")
+    weighted = units.weighted(0.1)
+    claims = [Claim(weighted, 0.1) for _ in range(31)]
+    taken = [claim.try_acquire() for claim in claims]
+    assert taken == [True] * 30 + [False]  # thirty tenths are 3, despite float sums

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import math
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -86,9 +85,11 @@ class Limiter:
     The rate limit is a sliding window: at most ``rate`` acquisitions start
     within any ``per`` seconds. A fractional ``rate`` above 1 is held to that
     rule exactly, so ``rate=2.5, per=1`` allows 2 starts in any second (a third
-    would make 3 > 2.5); write ``rate=5, per=2`` for 5 starts in any 2 s. A rate
-    below 1 means one start per ``per / rate`` seconds (``rate=0.5, per=1``:
-    one start in any 2 s).
+    would make 3 > 2.5); write ``rate=5, per=2`` for 5 starts in any 2 s. Used
+    `weighted`, it counts units the same way, so they have the whole rate:
+    5 starts of weight 0.5 in any second of ``rate=2.5, per=1``. A rate
+    below 1 means one start (one unit) per ``per / rate`` seconds
+    (``rate=0.5, per=1``: one start in any 2 s).
 
     Args:
         max_concurrent: Most holders at once, or ``None`` for no bound.
@@ -144,14 +145,17 @@ class Limiter:
         self.rate = rate
         self.per = per
         self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
-        # The window holds at most `capacity` start times spread over `period`.
-        self._capacity: int | None = None
+        # The window holds starts of at most `capacity` units (a plain call is
+        # one) within any `period`: a start fits if the units in the window and
+        # its own come to at most that, so plain calls make floor(rate) of a
+        # fractional rate, and weighted units use all of it.
+        self._capacity: float | None = None
         self._period = per
         if rate is not None:
             if rate >= 1:
-                self._capacity = math.floor(rate)
+                self._capacity = rate
             else:
-                self._capacity, self._period = 1, per / rate
+                self._capacity, self._period = 1.0, per / rate
         self._order = next(_order)
         self._in_flight = 0
         self._peak = 0
@@ -264,7 +268,7 @@ class Limiter:
             period = self._period
             while starts and starts[0] + period <= now:
                 starts.popleft()
-            if len(starts) >= capacity:
+            if len(starts) + 1 > capacity:  # (the units rule of `take_units`, each start one)
                 return max(float(starts[0]) + period - now, 1e-9)
             starts.append(now)
         in_flight = self._in_flight = self._in_flight + 1

@@ -48,7 +48,7 @@ class Slots(Protocol):
         self,
         name: str,
         max_concurrent: int | None,
-        capacity: int | None,
+        capacity: float | None,
         period: float,
         lease: float,
     ) -> tuple[int | None, float]:

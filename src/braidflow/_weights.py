@@ -18,6 +18,10 @@ from ._errors import InvalidParameterError, RunError
 
 __all__ = ["Claim", "Weighted", "claims_for", "correct_claims", "expire_units", "take_units"]
 
+# What a sum of fractional units may exceed a bound by and still fit: float
+# sums drift (0.1 taken thirty times is 3.0000000000000004, over a rate of 3).
+SLACK = 1e-9
+
 # What a report corrects a claim to, by the name given as ``by=``.
 _MEASURES: dict[str, Callable[[Any], float | None]] = {
     "tokens": lambda usage: usage.input_tokens + usage.output_tokens,
@@ -272,7 +276,7 @@ def take_units(limiter: Any, units: float, claim: Claim | None) -> float:
     rate window has room. ``claim`` (``None``: a plain acquisition) becomes
     the window's entry."""
     bound = limiter._max
-    if bound is not None and limiter._in_flight + units > bound:
+    if bound is not None and limiter._in_flight + units > bound + SLACK:
         return -1.0
     capacity = limiter._capacity
     if capacity is not None:
@@ -280,10 +284,10 @@ def take_units(limiter: Any, units: float, claim: Claim | None) -> float:
         starts = limiter._starts
         if starts and starts[0].start + limiter._period <= now:
             expire_units(limiter, now)
-        if limiter._used + units > capacity:
+        if limiter._used + units > capacity + SLACK:
             # The room comes when enough of the oldest starts have left.
             used: float = limiter._used
-            room: float = capacity - units
+            room: float = capacity - units + SLACK
             period: float = limiter._period
             for entry in starts:
                 used -= entry.units

@@ -81,7 +81,7 @@ class PostgresSlots:
         self,
         name: str,
         max_concurrent: int | None,
-        capacity: int | None,
+        capacity: float | None,
         period: float,
         lease: float,
     ) -> tuple[int | None, float]:

@@ -23,7 +23,7 @@ def take_slot(
     name: Any,
     *,
     max_concurrent: int | None,
-    capacity: int | None,
+    capacity: float | None,
     period: float,
     lease: float,
     now: float,
@@ -45,7 +45,7 @@ def take_slot(
         count, first = execute(
             "SELECT COUNT(*), MIN(started) FROM braidflow_limiter_starts WHERE name=?", (name,)
         ).fetchone()
-        if count >= capacity:
+        if count + 1 > capacity:  # each start one unit, as in `Limiter`: floor(capacity)
             return None, max(first + period - now, 1e-6)
         execute("INSERT INTO braidflow_limiter_starts (name, started) VALUES (?, ?)", (name, now))
     if max_concurrent is None:  # a rate alone: nothing is held

@@ -70,7 +70,7 @@ class SQLiteSlots:
         self,
         name: str,
         max_concurrent: int | None,
-        capacity: int | None,
+        capacity: float | None,
         period: float,
         lease: float,
     ) -> tuple[int | None, float]:
