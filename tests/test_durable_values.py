@@ -887,6 +887,15 @@ def test_a_batch_refused_twice_is_dropped_with_one_warning_and_recording_goes_on
     assert kept[-1].kind == "run_end"
 
 
+def test_a_last_batch_refused_twice_is_warned_about_as_the_run_s_last_events():
+    store = Refusing(lambda records, call: any('"kind": "run_end"' in line for line in records))
+    with pytest.warns(RuntimeWarning) as caught:
+        many_events(store, lambda event: None)
+    message = str(caught[0].message)
+    assert "They were among the run's last events: it is ending" in message
+    assert "goes on" not in message  # (the run ended: nothing of it goes on)
+
+
 def test_a_store_that_refuses_every_batch_is_still_offered_each_one_and_warned_about_once():
     store = Refusing(lambda records, call: True)
     seen = []

@@ -99,13 +99,13 @@ class EventRecorder:
         if error is None:
             return
         if again:
-            self._drop(len(again), error)
+            self._drop(len(again), error, last)
         if not last:
             self.refused = batch
             return
         error = self._add(batch)
         if error is not None:
-            self._drop(len(batch), error)
+            self._drop(len(batch), error, last)
 
     def _add(self, lines: list[str]) -> Exception | None:
         if not lines:
@@ -118,14 +118,21 @@ class EventRecorder:
             return error
         return None
 
-    def _drop(self, count: int, error: Exception) -> None:
+    def _drop(self, count: int, error: Exception, last: bool) -> None:
+        """``count`` events are not kept; warn once (``last``: the run is ending,
+        these are its last events, so nothing of it goes on)."""
         self.dropped += count
         if not self.warned:
             self.warned = True
+            after = (
+                "They were among the run's last events: it is ending"
+                if last
+                else "The run goes on, and so does the recording of its later events (a "
+                "later refusal is not warned about again)"
+            )
             warnings.warn(
                 f"braidflow: {self.store!r} refused {count} events of run {self.run_id!r} "
-                f"twice ({error!r}); they are not kept. The run goes on, and so does the "
-                "recording of its later events (a later refusal is not warned about again)",
+                f"twice ({error!r}); they are not kept. {after}",
                 RuntimeWarning,
                 stacklevel=2,
             )
