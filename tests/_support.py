@@ -2,7 +2,6 @@
 
 import contextlib
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -70,14 +69,17 @@ def forking_node(child):
 
 
 def dead_owner():
-    """The owner string (as stores keep it) of a process that has ended."""
+    """The owner string (as stores keep it) of a process of this host (and
+    PID namespace) that has ended."""
+    from braidflow.stores._owners import this_host
+
     child = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         capture_output=True,
         text=True,
         check=True,
     )
-    return f"{socket.gethostname()}:{child.stdout.strip()}:?"
+    return f"{this_host()}:{child.stdout.strip()}:?"
 
 
 class Gauge:

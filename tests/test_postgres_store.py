@@ -65,8 +65,8 @@ def test_a_run_of_another_machine_is_its_own_until_its_lease_expires(tmp_path, p
     try:
         until_mid_run(first, log)
         with PostgresStore(postgres_dsn) as store:
-            assert store.get("job").owner.startswith("machine-a:")
-            with pytest.raises(StoreError, match=r"running in a live process \(machine-a:"):
+            assert store.get("job").owner.startswith("machine-a@")
+            with pytest.raises(StoreError, match=r"running in a live process \(machine-a@"):
                 store.claim("job", this_owner())
     finally:
         kill(first)

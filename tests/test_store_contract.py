@@ -3,7 +3,6 @@ braidflow ships passes it; a new one (a server database) must too."""
 
 import importlib
 import os
-import socket
 
 import pytest
 
@@ -47,8 +46,9 @@ def store(request, tmp_path):
 def live_owner():
     """The owner string of another process that is alive: init."""
     from braidflow.stores._owners import process_start as _process_start
+    from braidflow.stores._owners import this_host
 
-    return f"{socket.gethostname()}:1:{_process_start(1)}"
+    return f"{this_host()}:1:{_process_start(1)}"
 
 
 def test_a_store_is_a_store(store):

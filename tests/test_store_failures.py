@@ -12,6 +12,7 @@ No test waits for a lease: the clock is moved, or a lease written expired.
 import asyncio
 import errno
 import gc
+import io
 import multiprocessing
 import multiprocessing.sharedctypes
 import os
@@ -39,7 +40,7 @@ from braidflow import (
     StoreError,
 )
 from braidflow.stores import _owners
-from braidflow.stores._owners import process_start, this_owner
+from braidflow.stores._owners import process_start, this_host, this_owner
 from braidflow.testing import VirtualClock
 from conftest import POSTGRES
 
@@ -430,13 +431,89 @@ def test_on_this_host_a_dead_pid_is_taken_at_once_and_a_live_one_only_once_its_l
     store.create_run("dead", "flow", "g", b"{}", dead_owner())  # its lease is current
     assert store.get("dead").status == "interrupted"
     assert store.claim("dead", this_owner())[0].status == "interrupted"
-    init = f"{socket.gethostname()}:1:{process_start(1)}"  # alive, and renews nothing
+    init = f"{this_host()}:1:{process_start(1)}"  # alive, and renews nothing
     store.create_run("stalled", "flow", "g", b"{}", init)
     assert store.get("stalled").status == "running"
     set_lease(tmp_path / "runs.db", "stalled", 0.0)
     assert store.get("stalled").status == "interrupted"
     assert store.claim("stalled", this_owner())[0].status == "interrupted"
     store.close()
+
+
+def another_place(owner):
+    """``owner``, a process of this host, as named from another PID namespace
+    or boot of a machine with this host name."""
+    host, _, pid_and_start = owner.partition(":")
+    name, _, place = host.partition("@")
+    return f"{name}@{'0' * 16 if place != '0' * 16 else '1' * 16}:{pid_and_start}"
+
+
+@pytest.mark.parametrize(
+    ("owner_is", "resumed_at_once"),
+    [
+        ("of this place", True),
+        ("of another place", False),
+        ("named before owners had a place", False),
+        ("of a place this process cannot tell", False),
+    ],
+)
+def test_a_dead_pid_of_this_host_name_is_resumed_at_once_only_from_its_own_pid_namespace(
+    open_store, monkeypatch, owner_is, resumed_at_once
+):
+    """Containers that share their node's host name, or two machines of one
+    name, each count their own pids: a pid gone here may be a live owner
+    there, renewing its lease. Only where the pid means it is it checked."""
+    owner = dead_owner()
+    if owner_is == "of another place":
+        owner = another_place(owner)
+    elif owner_is == "named before owners had a place":
+        owner = f"{socket.gethostname()}:{owner.partition(':')[2]}"
+    elif owner_is == "of a place this process cannot tell":
+        monkeypatch.setattr(_owners, "_PLACE", None)
+        owner = f"{this_host()}:{owner.partition(':')[2]}"
+    writer = open_store(clock=lambda: 1_000_000.0)
+    writer.create_run("r", "flow", "g", b"{}", owner)  # its lease (30 s) is current
+    writer.close()
+    now = open_store(clock=lambda: 1_000_029.0)
+    if resumed_at_once:
+        assert now.claim("r", this_owner())[0].status == "interrupted"
+        now.close()
+        return
+    assert now.get("r").status == "running"
+    with pytest.raises(StoreError, match=r"running in a live process .*lease expires"):
+        now.claim("r", this_owner())
+    now.close()
+    later = open_store(clock=lambda: 1_000_031.0)
+    assert later.claim("r", this_owner())[0].status == "interrupted"
+    later.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PID namespaces are Linux's")
+def test_an_owner_names_the_boot_and_pid_namespace_of_its_process(monkeypatch):
+    here = _owners._this_place()
+    assert here
+    assert (
+        this_owner() == f"{socket.gethostname()}@{here}:{os.getpid()}:{process_start(os.getpid())}"
+    )
+    real_stat, real_open = os.stat, open
+
+    def stat_in_another_namespace(path, *args, **kwargs):
+        made = real_stat(path, *args, **kwargs)
+        if path != "/proc/self/ns/pid":
+            return made
+        return os.stat_result((made.st_mode, made.st_ino + 1, *tuple(made)[2:]))
+
+    monkeypatch.setattr(_owners.os, "stat", stat_in_another_namespace)
+    assert _owners._this_place() not in (here, None)
+    monkeypatch.undo()
+
+    def open_after_a_reboot(path, *args, **kwargs):
+        if path == "/proc/sys/kernel/random/boot_id":
+            return io.StringIO("00000000-0000-4000-8000-000000000000\n")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(_owners, "open", open_after_a_reboot, raising=False)
+    assert _owners._this_place() not in (here, None)
 
 
 def test_a_lease_written_expired_by_another_host_lets_the_run_be_taken(tmp_path):

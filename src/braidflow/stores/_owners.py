@@ -1,8 +1,11 @@
 """Owners of runs: which process runs a stored run, and whether it still does.
 
 An owner is ``host:pid:start`` (start: the process's start time, against pid
-reuse). A store marks a run with its owner while it runs; a run whose owner
-no longer runs it can be resumed by another process (or this one).
+reuse). On Linux the host is ``name@place``: the place tells apart what a
+host name does not, the machine's boot and the process's PID and time
+namespaces (containers sharing a node's name each count their own pids). A
+store marks a run with its owner while it runs; a run whose owner no longer
+runs it can be resumed by another process (or this one).
 
 Whether an owner still runs a run is decided from the surest evidence there is:
 
@@ -11,8 +14,11 @@ Whether an owner still runs a run is decided from the surest evidence there is:
    it closes), per store location. A run this process opened and that ended
    with its store failing is no longer held, so it can be resumed here once
    the store works. A child made by ``os.fork`` holds none of its parent's.
-2. **Another process on this host** whose pid is gone (or now names another
-   process, by its start time) is dead, at once.
+2. **Another process on this host** (the same host name and place) whose pid
+   is gone (or now names another process, by its start time) is dead, at
+   once. Only there does its pid name it: an owner of another place, or of no
+   place (written before owners had one), or any owner when this process's
+   place cannot be read, is left to rule 3.
 3. **Otherwise** the run's *lease* decides: the owning process renews it while
    the run runs (a heartbeat) and stops when the run ends or the process
    dies, so a run whose lease expired is no longer run by anyone, on any host.
@@ -22,8 +28,10 @@ Whether an owner still runs a run is decided from the surest evidence there is:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
+import sys
 import threading
 import weakref
 from typing import Any
@@ -38,6 +46,7 @@ __all__ = [
     "owner_alive",
     "process_start",
     "release",
+    "this_host",
     "this_owner",
 ]
 
@@ -51,13 +60,47 @@ def process_start(pid: int) -> str:
         return "?"
 
 
-_THIS_OWNER = f"{socket.gethostname()}:{os.getpid()}:{process_start(os.getpid())}"
+def _this_place() -> str | None:
+    """Where this process's pids and start times mean what they say: on Linux
+    a digest of the machine's boot id and the process's PID and time
+    namespaces, ``None`` if they cannot be read (or ``/proc`` is another
+    namespace's); elsewhere ``""`` (no namespaces: the host name tells)."""
+    if not sys.platform.startswith("linux"):
+        return ""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as boot:
+            parts = [boot.read().strip()]
+        if os.readlink("/proc/self") != str(os.getpid()):
+            return None
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+        try:  # a kernel before 5.6 has no time namespaces
+            parts.append(str(os.stat("/proc/self/ns/time").st_ino))
+        except FileNotFoundError:
+            pass
+    except (OSError, ValueError):
+        return None
+    return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:16]
+
+
+_PLACE = _this_place()
+
+
+def this_host() -> str:
+    """This host as owners name it: ``name@place`` (``name@?`` if its place
+    cannot be read), or the host name alone where there are no namespaces."""
+    if _PLACE == "":
+        return socket.gethostname()
+    return f"{socket.gethostname()}@{_PLACE or '?'}"
+
+
+_THIS_OWNER = f"{this_host()}:{os.getpid()}:{process_start(os.getpid())}"
 
 
 def this_owner() -> str:
     """``host:pid:start`` of this process."""
-    if not _THIS_OWNER.startswith(f"{socket.gethostname()}:{os.getpid()}:"):  # forked since
-        return f"{socket.gethostname()}:{os.getpid()}:{process_start(os.getpid())}"
+    host = this_host()
+    if not _THIS_OWNER.startswith(f"{host}:{os.getpid()}:"):  # forked since
+        return f"{host}:{os.getpid()}:{process_start(os.getpid())}"
     return _THIS_OWNER
 
 
@@ -105,9 +148,11 @@ def release(location: str, run_id: str, holder: object) -> None:
 
 def _forked() -> None:
     """In a child made by ``os.fork``: the runs held were the parent's, and a
-    thread that held the lock is not there; the owner is this process."""
-    global _THIS_OWNER, _HELD_LOCK
-    _THIS_OWNER = f"{socket.gethostname()}:{os.getpid()}:{process_start(os.getpid())}"
+    thread that held the lock is not there; the owner is this process (in
+    the namespace it was forked into)."""
+    global _PLACE, _THIS_OWNER, _HELD_LOCK
+    _PLACE = _this_place()
+    _THIS_OWNER = f"{this_host()}:{os.getpid()}:{process_start(os.getpid())}"
     _HELD_LOCK = threading.Lock()
     _HELD.clear()
 
@@ -123,8 +168,8 @@ def holds(location: str, run_id: str) -> bool:
 
 
 def _pid_gone(host: str, pid_text: str, started: str) -> bool:
-    """Whether the owner is a process of this host that is surely gone."""
-    if host != socket.gethostname():
+    """Whether the owner is a process of this host (and place) that is surely gone."""
+    if _PLACE is None or host != this_host():
         return False
     try:
         pid = int(pid_text)
