@@ -1,6 +1,7 @@
 """What a branch step of a durable run records of its view of ``shared``: a key
-it deletes stays deleted when a resume or a fork replays it, and a key it
-only reads is not among what it changed."""
+it deletes stays deleted when a resume or a fork replays it, a key it only
+reads is not among what it changed, and a fork nested in it resumes as its
+join left it."""
 
 import pytest
 
@@ -11,6 +12,7 @@ from braidflow import (
     Flow,
     MemoryStore,
     Node,
+    Parallel,
     SQLiteStore,
 )
 
@@ -174,3 +176,250 @@ def test_a_branch_step_s_changed_leaves_out_the_keys_it_only_read(store, durabil
         if step.kind == "branch step"
     }
     assert changed == {"Parallel/r1/r1": ("r1",), "Parallel/r2/r2": ("r2",)}
+
+
+# -- a fork nested in a branch ---------------------------------------------------------
+# A resume replays a finished step of a branch with what the views nested in
+# it saved (the nested fork's branches, isolated parameter sets), then with
+# the step's own changes: those must be made against the same values, or a
+# join whose merged value is back at the value at the fork loses it.
+
+
+class Fails:
+    """The nodes that fail in the part of the run at hand: set per part."""
+
+    names: frozenset[str] = frozenset()
+
+
+class Change(Node):
+    """Applies ``change`` to shared in its post; fails if named in `Fails`."""
+
+    def __init__(self, name, change=None):
+        super().__init__(name=name)
+        self.change = change
+
+    def post(self, shared, prep_res, exec_res):
+        if self.name in Fails.names:
+            raise RuntimeError(f"{self.name} fails")
+        if self.change is not None:
+            self.change(shared)
+
+
+class AsyncChange(AsyncNode):
+    def __init__(self, name, change=None):
+        super().__init__(name=name)
+        self.change = change
+
+    async def post_async(self, shared, prep_res, exec_res):
+        if self.name in Fails.names:
+            raise RuntimeError(f"{self.name} fails")
+        if self.change is not None:
+            self.change(shared)
+
+
+def add(key, amount):
+    def change(shared):
+        shared[key] = shared.get(key, 0) + amount
+
+    return change
+
+
+def fail(shared):
+    raise ValueError("a branch fails")
+
+
+def saw(shared):
+    shared["tail_saw"] = shared["i"]
+
+
+async def run_part(flow, part, shared, asynchronous, options):
+    """Part ``part`` of run "r" of ``flow`` (the run itself, then resumes):
+    the shared it ends with."""
+    if part:
+        return (
+            await flow.resume_async("r", **options) if asynchronous else flow.resume("r", **options)
+        )
+    shared = dict(shared)
+    ran = {"run_id": "r", **options} if options else {}
+    await flow.run_async(shared, **ran) if asynchronous else flow.run(shared, **ran)
+    return shared
+
+
+async def resumed_to_the_end(build, shared, asynchronous, durability, *failing):
+    """Run the flow ``build(asynchronous)`` makes, durably, in parts: one per
+    entry of ``failing`` (the nodes that fail in that part), then one to its
+    end; that end's shared, and the shared an uninterrupted run ends with."""
+    Fails.names = frozenset()
+    whole = await run_part(build(asynchronous), 0, shared, asynchronous, {})
+    options = {"store": MemoryStore(), "durability": durability}
+    for part, names in enumerate(failing):
+        Fails.names = frozenset(names)
+        with pytest.raises(RuntimeError, match=f"^({'|'.join(names)}) fails"):
+            await run_part(build(asynchronous), part, shared, asynchronous, options)
+    Fails.names = frozenset()
+    return await run_part(build(asynchronous), len(failing), shared, asynchronous, options), whole
+
+
+def nested(asynchronous, rule, changes, tail="tail"):
+    """An outer fork whose branch is a fork (``rule`` for "i", a branch per
+    change) followed by ``tail``; a sibling branch beside it."""
+    make = AsyncChange if asynchronous else Change
+    branches = [make(f"b{index}", change) for index, change in enumerate(changes)]
+    inner = Parallel(*branches, merge={"i": rule}, name="inner")
+    inner >> make(tail, saw)
+    outer = Parallel(make("sibling", add("s", 1)), inner, merge={"i": "sum"}, name="outer")
+    return (AsyncFlow if asynchronous else Flow)(start=outer, name="f")
+
+
+ASYNC = pytest.mark.parametrize("asynchronous", [False, True], ids=["Flow", "AsyncFlow"])
+
+
+@ASYNC
+@pytest.mark.parametrize("durability", MODES)
+async def test_a_nested_join_back_at_the_value_at_the_fork_keeps_it_on_resume(
+    durability, asynchronous
+):
+    def build(asynchronous):
+        return nested(asynchronous, "sum", [add("i", 2), add("i", -2)])
+
+    result, whole = await resumed_to_the_end(build, {"i": 2}, asynchronous, durability, ["tail"])
+    assert result == whole == {"i": 2, "s": 1, "tail_saw": 2}
+
+
+@ASYNC
+@pytest.mark.parametrize("durability", MODES)
+async def test_a_nested_join_s_function_rule_giving_the_value_at_the_fork_keeps_it_on_resume(
+    durability, asynchronous
+):
+    def build(asynchronous):
+        return nested(asynchronous, lambda before, values: before, [add("i", 3), add("i", 5)])
+
+    result, whole = await resumed_to_the_end(build, {"i": 2}, asynchronous, durability, ["tail"])
+    assert result == whole == {"i": 2, "s": 1, "tail_saw": 2}
+
+
+@ASYNC
+@pytest.mark.parametrize("durability", MODES)
+async def test_a_nested_join_keeps_what_branches_finished_in_an_earlier_part_saved(
+    durability, asynchronous
+):
+    # b0 and b1 finish in the first part (one branch at a time), b2 fails
+    # there; the second part joins them and stops at the tail; the third
+    # replays the join, whose value is the one at the fork, though the
+    # branches of the first part saved others.
+    def build(asynchronous):
+        flow = nested(asynchronous, "sum", [add("i", 3), add("i", -3), add("j", 1)])
+        flow.start_node.branches[1].max_concurrency = 1
+        return flow
+
+    result, whole = await resumed_to_the_end(
+        build, {"i": 2}, asynchronous, durability, ["b2"], ["tail"]
+    )
+    assert result == whole == {"i": 2, "j": 1, "s": 1, "tail_saw": 2}
+
+
+@ASYNC
+@pytest.mark.parametrize("durability", MODES)
+async def test_a_fork_nested_three_deep_keeps_its_joins_on_resume(durability, asynchronous):
+    # outer: [sibling, middle >> t2]; middle: [inner >> t1, other]; inner: [+2, -2].
+    def build(asynchronous):
+        make = AsyncChange if asynchronous else Change
+        inner = Parallel(make("b0", add("i", 2)), make("b1", add("i", -2)), merge={"i": "sum"})
+        inner >> make("t1", saw)
+        middle = Parallel(inner, make("other", add("o", 1)), merge={"i": "sum"}, name="middle")
+        middle >> make("t2", add("t", 1))
+        outer = Parallel(make("sibling", add("s", 1)), middle, merge={"i": "sum"}, name="outer")
+        return (AsyncFlow if asynchronous else Flow)(start=outer, name="f")
+
+    result, whole = await resumed_to_the_end(
+        build, {"i": 2}, asynchronous, durability, ["t1"], ["t2"]
+    )
+    assert result == whole == {"i": 2, "o": 1, "s": 1, "t": 1, "tail_saw": 2}
+
+
+@ASYNC
+@pytest.mark.parametrize("durability", MODES)
+async def test_a_nested_fork_s_failed_branch_changes_nothing_on_resume(durability, asynchronous):
+    # A branch that failed (collected) saved a change before it failed: it
+    # is not merged, and a resume that replays the join does not apply it.
+    def build(asynchronous):
+        make = AsyncChange if asynchronous else Change
+        first, failing = make("b0", add("i", 5)), make("never", fail)
+        first >> failing
+        inner = Parallel(first, make("b1"), on_error="collect", name="inner")
+        inner - "failed" >> make("tail", saw)
+        outer = Parallel(make("sibling", add("s", 1)), inner, name="outer")
+        return (AsyncFlow if asynchronous else Flow)(start=outer, name="f")
+
+    result, whole = await resumed_to_the_end(build, {"i": 2}, asynchronous, durability, ["tail"])
+    assert (result["i"], result["tail_saw"]) == (whole["i"], whole["tail_saw"]) == (2, 2)
+
+
+class AddSets(AsyncParallelBatchFlow):
+    async def prep_async(self, shared):
+        return [{"n": 2}, {"n": -2}]
+
+
+class AddN(AsyncNode):
+    async def post_async(self, shared, prep_res, exec_res):
+        shared["i"] += self.params["n"]
+
+
+@pytest.mark.parametrize("durability", MODES)
+async def test_isolated_sets_in_a_branch_keep_their_merge_on_resume(durability):
+    def build(asynchronous):
+        sets = AddSets(start=AddN(name="add"), isolate=True, merge={"i": "sum"}, name="sets")
+        sets >> AsyncChange("tail", saw)
+        outer = Parallel(AsyncChange("sibling", add("s", 1)), sets, merge={"i": "sum"})
+        return AsyncFlow(start=outer, name="f")
+
+    result, whole = await resumed_to_the_end(build, {"i": 2}, True, durability, ["tail"])
+    assert result == whole == {"i": 2, "s": 1, "tail_saw": 2}
+
+
+class KeySets(AsyncParallelBatchFlow):
+    async def prep_async(self, shared):
+        return [{"key": "i", "n": 3}, {"key": "i", "n": -3}, {"key": "j", "n": 1}]
+
+
+class AddToKey(AsyncNode):
+    async def post_async(self, shared, prep_res, exec_res):
+        key = self.params["key"]
+        if key in Fails.names:
+            raise RuntimeError(f"{key} fails")
+        shared[key] = shared.get(key, 0) + self.params["n"]
+
+
+@pytest.mark.parametrize("durability", MODES)
+async def test_isolated_sets_in_a_branch_keep_what_sets_of_an_earlier_part_saved(durability):
+    # The sets on "i" finish in the first part (one at a time), the one on
+    # "j" fails there; the second part merges them and stops at the tail.
+    def build(asynchronous):
+        sets = KeySets(
+            start=AddToKey(name="add"),
+            isolate=True,
+            merge={"i": "sum"},
+            max_concurrency=1,
+            name="sets",
+        )
+        sets >> AsyncChange("tail", saw)
+        outer = Parallel(AsyncChange("sibling", add("s", 1)), sets, merge={"i": "sum"})
+        return AsyncFlow(start=outer, name="f")
+
+    result, whole = await resumed_to_the_end(build, {"i": 2}, True, durability, ["j"], ["tail"])
+    assert result == whole == {"i": 2, "j": 1, "s": 1, "tail_saw": 2}
+
+
+@ASYNC
+@pytest.mark.parametrize("durability", MODES)
+async def test_a_join_back_at_the_value_at_the_fork_keeps_it_on_resume_outside_branches(
+    durability, asynchronous
+):
+    def build(asynchronous):
+        make = AsyncChange if asynchronous else Change
+        inner = Parallel(make("b0", add("i", 2)), make("b1", add("i", -2)), merge={"i": "sum"})
+        inner >> make("tail", saw)
+        return (AsyncFlow if asynchronous else Flow)(start=inner, name="f")
+
+    result, whole = await resumed_to_the_end(build, {"i": 2}, asynchronous, durability, ["tail"])
+    assert result == whole == {"i": 2, "tail_saw": 2}

@@ -55,8 +55,9 @@ class SharedView(MutableMapping[Any, Any]):
         self._before: dict[Any, Any] = {}
         self._deleted: set[Any] = set()
         self._dirty: set[Any] = set()  # touched since the last checkpoint (durable runs)
-        # The saved form of each key a checkpoint looked at (durable runs; None:
-        # deleted); one not in it is as at the fork (`changed_keys`).
+        # The saved form of each key a checkpoint looked at, or a view nested
+        # in its step saved (durable runs; None: deleted); one not in it is
+        # as at the fork (`changed_keys`, `replayed_into`).
         self._bf_last: dict[Any, bytes | None] = {}
         self._assumed: set[Any] = set()  # keys whose value at the fork is an assumed default
 
@@ -114,7 +115,10 @@ class SharedView(MutableMapping[Any, Any]):
             raise KeyError(key)
         before = self._before.get(key, _UNTOUCHED)
         if before is _UNTOUCHED:
-            return self._base[key]
+            base = self._base
+            # (a key it never touched: a checkpoint may look at one that a
+            # view nested in it saved; not copied by the view around either)
+            return base._peek(key) if type(base) is SharedView else base[key]
         if before is MISSING:
             raise KeyError(key)
         return before

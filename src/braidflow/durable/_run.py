@@ -29,7 +29,7 @@ from ._interrupt import Interrupted
 from ._lax import KEPT, Settled, StepColumns
 from ._recorded import PREP, Recorded
 from ._run_codec import undecodable
-from ._tracking import TrackingDict, changed_keys
+from ._tracking import TrackingDict, changed_keys, replayed_into
 from ._usage_writes import UsageWrites
 from ._writer import BATCH, CheckpointWriter
 
@@ -214,8 +214,9 @@ class DurableRun:
         to a branch's view (the store itself was rebuilt already); return its action.
 
         A view gets what the walks nested in the step changed too (a flow's
-        steps, a batch flow's parameter sets), in the order they were written,
-        then the step's own changes: its nested walks are not walked again."""
+        steps, a batch flow's parameter sets, a fork's branches), in the order
+        they were written, then the step's own changes, which were made
+        against those (`replayed_into`): its nested walks are not walked again."""
         name = node._display_name()
         if row.node != name:
             raise ResumeError(
@@ -282,6 +283,23 @@ class DurableRun:
             for row in self.recorded.nested_view_steps(*prefixes):
                 self._apply(view, row.payload)
 
+    def nested_before(self, stage: str, view: Any) -> None:
+        """Resuming a fork (or isolated parameter sets) at ``stage`` that runs
+        on a branch's ``view``: what the views nested in it saved before
+        (its branches' or sets' steps, recorded in the run's earlier parts)
+        is noted in ``view`` as saved (`replayed_into`), as the steps they
+        save now are: a later resume that replays the step applies them
+        all to ``view``, in the order written, before the step's own."""
+        codec = self.codec
+        for row in self.recorded.nested_view_steps(f"{stage}/", f"{stage}["):
+            replayed_into(
+                view,
+                [
+                    (key, None if value is MISSING else codec.encode(value))
+                    for key, value in codec.unpack(row.payload)
+                ],
+            )
+
     def _apply(self, target: Any, payload: bytes) -> None:
         for key, value in self.codec.unpack(payload):
             if value is MISSING:
@@ -309,7 +327,14 @@ class DurableRun:
         touched = [*touched]
         payload = _json_changes(target, touched) if self._json and tracking else None
         if payload is None:
-            payload = self.codec.pack(changed_keys(self.codec, target, name, touched))
+            changes = changed_keys(self.codec, target, name, touched)
+            payload = self.codec.pack(changes)
+            if changes and type(target) is SharedView:
+                # The views it is nested in replay it with their running step.
+                outer = target._base
+                while type(outer) is SharedView:
+                    replayed_into(outer, changes)
+                    outer = outer._base
         kind = "step" if tracking or not isinstance(target, SharedView) else "view_step"
         row = _row(
             (

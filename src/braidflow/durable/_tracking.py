@@ -3,7 +3,8 @@
 In a durable run ``shared`` is a `TrackingDict`: a real dict that notes the
 keys read, written or deleted in the step's set (`STEP`); a branch's view
 (`SharedView`) notes its own. `changed_keys` encodes those whose saved form
-changed since the last checkpoint.
+changed since the last checkpoint; `replayed_into` notes in a view what
+the views nested in its step saved, which a resume replays into it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from .._context import STEP
 from .._isolation import MISSING
 from ._codec import UNSAVABLE, Codec, encode_key_value
 
-__all__ = ["EVERY_KEY", "TrackingDict", "changed_keys"]
+__all__ = ["EVERY_KEY", "TrackingDict", "changed_keys", "replayed_into"]
 
 _step = STEP.get  # the running step (StepAt), looked up once here: every access calls it
 EVERY_KEY: Any = object()  # in a touched set: every key (the store was iterated or updated)
@@ -149,3 +150,17 @@ def _view_changes(codec: Codec, view: Any, node: str) -> list[tuple[Any, bytes |
             changes.append((key, data))
         last[key] = data
     return changes
+
+
+def replayed_into(view: Any, changes: Iterable[tuple[Any, bytes | None]]) -> None:
+    """Note in a branch's ``view`` the ``changes`` (key, saved form or ``None``:
+    deleted) that a view nested in its running step saved: a branch of a
+    fork in it, or an isolated parameter set. A resume that replays the
+    step applies them to ``view``, in the order written, before the step's
+    own; so they are the saved form the step's checkpoint compares with,
+    and it looks at their keys even if ``view`` never touched them (a
+    join's merged value, back at the value at the fork, is a change)."""
+    last, dirty = view._bf_last, view._dirty
+    for key, data in changes:
+        last[key] = data
+        dirty.add(key)

@@ -60,6 +60,8 @@ def fork_join(parallel: Any, shared: Any, offload: bool) -> Steps:
             changes = durable.recorded_branch(at, index)
             if changes is not None:
                 finished[index] = changes
+        if type(shared) is SharedView:  # in a branch: what its branches saved before
+            durable.nested_before(at, shared)
     # A branch that asks (``interrupt``) stops alone: the others run on, and
     # the join raises every question asked once they have all stopped.
     asked: list[Interrupted] = []

@@ -460,6 +460,8 @@ def _isolated(flow: Any, shared: Any, items: Any, offload: bool, collect: bool) 
     # Resuming: sub-flows that finished before are skipped (by the item
     # checkpoints); their recorded changes are merged instead of a view's.
     recorded = durable.recorded_items(stage) if durable is not None else {}
+    if durable is not None and type(shared) is SharedView:  # in a branch: what sets saved before
+        durable.nested_before(stage, shared)
 
     def isolated_set(item: Any, index: int, from_sync: bool) -> Steps:
         view = SharedView(shared)
