@@ -92,6 +92,26 @@ def test_the_run_id_is_new_by_default_and_readable(store):
     assert any(record.run_id in note and "resume" in note for note in caught.value.__notes__)
 
 
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("no message for you")
+
+
+class RaisesUnprintable(Node):
+    def exec(self, prep_res):
+        raise Unprintable("x")
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_an_error_whose_str_raises_comes_out_as_it_is_and_is_recorded(store, durability):
+    flow = Flow(start=chain(Count(name="a"), RaisesUnprintable(name="bad")), name="job")
+    with pytest.raises(Unprintable):  # not the RuntimeError of describing it
+        flow.run({}, store=store, run_id="r", durability=durability)
+    record = store.get("r")
+    assert record.status == "failed"
+    assert record.error == "Unprintable: <Unprintable whose str() fails>"
+
+
 def test_a_failed_run_resumes_after_the_last_finished_node(store):
     flow = Flow(start=chain(Count(name="a"), Fails(), Count(name="c")), name="job")
     with pytest.raises(ConnectionError):

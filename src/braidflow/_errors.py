@@ -418,10 +418,19 @@ def describe_error(error: BaseException | None, *, whole: bool = False) -> str:
     for ``None``): the message's first line, or all of it with ``whole=True``."""
     if error is None:
         return ""
-    message = str(error)
+    message = message_of(error)
     if message and not whole:
         message = message.splitlines()[0]
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def message_of(error: BaseException) -> str:
+    """``str(error)``, or a stand-in naming its class when its ``__str__``
+    raises: what braidflow says of an error must not fail in its place."""
+    try:
+        return str(error)
+    except Exception:
+        return f"<{type(error).__name__} whose str() fails>"
 
 
 def add_note(error: BaseException, text: str) -> None:

@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .._errors import message_of
+
 __all__ = ["RecordedError", "error_from", "error_record", "message_of", "stand_in_class"]
 
 TAG = "__braidflow__"  # the key that marks braidflow's own values in JSON
@@ -42,13 +44,6 @@ def stand_in_class(name: str) -> type[RecordedError]:
         )
         made = _stand_ins.setdefault(name, made)
     return made
-
-
-def message_of(error: BaseException) -> str:
-    try:
-        return str(error)
-    except Exception:
-        return f"<{type(error).__name__} whose str() fails>"
 
 
 _recording = threading.local()  # the exceptions being recorded now, per thread

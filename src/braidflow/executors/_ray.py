@@ -23,7 +23,7 @@ from functools import partial
 from typing import Any
 
 from .._context import REMOTE, RemoteExec, current_item, observed
-from .._errors import InvalidParameterError, add_note
+from .._errors import InvalidParameterError, add_note, message_of
 from .._usage import report
 from ._base import DispatchTimeout, still_running
 
@@ -361,7 +361,7 @@ def _run_exec(
         add_note(error, f"raised in a Ray task on {where}")
         sendable = _sendable(error)
         if sendable is None:
-            return "lost", (type(error).__name__, str(error), where), remote.sent
+            return "lost", (type(error).__name__, message_of(error), where), remote.sent
         return "error", sendable, remote.sent
     except KeyboardInterrupt:  # how Ray cancels a task: what it reported still counts
         return "cancelled", None, remote.sent
