@@ -27,7 +27,7 @@ from ._fingerprint import Unfingerprintable, fingerprint
 from ._history import renamed_key
 from ._interrupt import Interrupted
 from ._lax import KEPT, Settled, StepColumns
-from ._recorded import PREP, Recorded
+from ._recorded import POST, PREP, Recorded
 from ._run_codec import undecodable
 from ._tracking import TrackingDict, changed_keys
 from ._usage_writes import UsageWrites
@@ -329,7 +329,8 @@ class DurableRun:
     def run_done(self, shared: TrackingDict, root: StepAt) -> None:
         """The run completed: keep what its own flow's ``prep`` and ``post``
         changed (the keys its step ``root`` touched), which no step holds, so
-        that the run's stored state is ``shared`` as the run left it.
+        that the run's stored state is ``shared`` as the run left it. Its
+        row is marked `POST`: it is not the state after the last step.
 
         Raises:
             CheckpointError: If a value they left cannot be stored.
@@ -340,7 +341,7 @@ class DurableRun:
         if changes:
             payload = self.codec.pack(changes)
             self.writer.write(
-                [Checkpoint("state", root.key, 0, "", "", None, payload, None, time())]
+                [Checkpoint("state", root.key, 0, POST, "", None, payload, None, time())]
             )
 
     def lax_step_done(self, at: Any, node: Any, action: Any) -> None:
