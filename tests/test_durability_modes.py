@@ -470,6 +470,84 @@ def test_a_fork_inside_a_flow_counts_its_prep_once():
     assert forked == {"count": 11}
 
 
+def reads(shared):
+    """A flow's prep that returns a list held in shared."""
+    return shared["doc"]["lines"]
+
+
+def changes(shared):
+    """One that changes that list and the dict around it, then returns the list."""
+    doc = shared["doc"]
+    doc["opened"] = doc.get("opened", 0) + 1
+    doc["lines"].append("opened")
+    return doc["lines"]
+
+
+def holding_flow(prep, failing, fail_at, flow_kind):
+    """A sub-flow whose ``prep`` returns a list of shared that its post
+    appends to, in place; ``failing`` fails its step ``fail_at`` (1 or 2) once."""
+    is_async = flow_kind == "async"
+    base = bf.AsyncFlow if is_async else bf.Flow
+
+    class Holds(base):
+        def prep(self, shared):
+            return prep(shared)
+
+        def post(self, shared, prep_res, exec_res):
+            prep_res.append("end")
+
+    class Step(bf.Node):
+        def __init__(self, number):
+            super().__init__(name=f"step{number}")
+            self.number = number
+
+        def exec(self, prep_res):
+            if self.number == fail_at and failing.now():
+                raise RuntimeError("a step fails once")
+
+        def post(self, shared, prep_res, exec_res):
+            shared["steps"] = shared.get("steps", 0) + 1
+
+    class AsyncStep(bf.AsyncNode, Step):
+        async def exec_async(self, prep_res):
+            Step.exec(self, prep_res)
+
+        async def post_async(self, shared, prep_res, exec_res):
+            Step.post(self, shared, prep_res, exec_res)
+
+    make = AsyncStep if is_async else Step
+    first = make(1)
+    first >> make(2)
+    return base(start=Holds(start=first, name="holds"), name="top")
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+@pytest.mark.parametrize("flow_kind", ["sync", "async"])
+@pytest.mark.parametrize("fail_at", [1, 2])
+@pytest.mark.parametrize("prep", [reads, changes])
+def test_a_list_a_flow_s_prep_returns_from_shared_is_still_shared_s_after_a_resume(
+    prep, fail_at, flow_kind, durability
+):
+    # Resuming inside the flow, its prep runs again and the keys it touched
+    # get back their recorded values: in the objects shared holds, which its
+    # result is one of, so what its post appends to that list is kept.
+    def start():
+        return {"doc": {"lines": []}}
+
+    uninterrupted = start()
+    holding_flow(prep, Fails(), 0, flow_kind).run(uninterrupted)
+    assert uninterrupted["doc"]["lines"][-1] == "end"
+    failing = Fails()
+    store = bf.MemoryStore()
+    with pytest.raises(RuntimeError, match="fails once"):
+        holding_flow(prep, failing, fail_at, flow_kind).run(
+            start(), store=store, run_id="run", durability=durability
+        )
+    resumed = holding_flow(prep, failing, fail_at, flow_kind).resume("run", store=store)
+    assert resumed == uninterrupted
+    assert bf.stored_state("run", store=store) == uninterrupted
+
+
 @pytest.mark.parametrize("durability", ["sync", "async", "exit"])
 def test_a_question_a_flow_s_prep_asks_keeps_what_it_writes_once_answered(durability):
     # The question is kept under the flow's key, though its prep did not

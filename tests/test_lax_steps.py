@@ -607,3 +607,76 @@ def test_what_the_flows_own_post_undoes_after_its_steps_is_stored(durability):
     Outer(start=Set(name="set")).run(shared, store=store, run_id="run", durability=durability)
     assert shared == {"x": 1}
     assert bf.Flow().state("run", store=store) == {"x": 1}
+
+
+# -- the state after a step that touches nothing ----------------------------------------------
+# Under async or exit such a step's state is in no "state" row of its own: the
+# writer writes one only when a step changed something. The next "state" row
+# may be what a sub-flow's own prep or the run's own flow wrote after the step:
+# that is not shared as the step left it.
+
+
+class Quiet(bf.Node):
+    """Reads and writes no key of shared."""
+
+
+class AsyncQuiet(bf.AsyncNode):
+    """`Quiet`, async."""
+
+
+def quiet_then(then, flow_kind):
+    """quiet >> a sub-flow whose prep writes (``then="prep"``), or quiet
+    alone in a flow whose post writes (``"post"``): step 1 is quiet's."""
+    is_async = flow_kind == "async"
+    base = bf.AsyncFlow if is_async else bf.Flow
+
+    class Sub(base):
+        def prep(self, shared):
+            shared["log"].append("sub prep")
+
+    class Top(base):
+        def post(self, shared, prep_res, exec_res):
+            shared["log"].append("top post")
+
+    quiet = (AsyncQuiet if is_async else Quiet)(name="quiet")
+    if then == "post":
+        return Top(start=quiet, name="top")
+    quiet >> Sub(start=(AsyncMark if is_async else Mark)(name="inner"), name="sub")
+    return base(start=quiet, name="top")
+
+
+@pytest.mark.parametrize("durability", ["sync", *LAX])
+@pytest.mark.parametrize("flow_kind", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("then", "expected"),
+    [("prep", {"log": ["sub prep"], "inner": True}), ("post", {"log": ["top post"]})],
+)
+def test_the_state_after_a_step_that_touches_nothing_is_shared_as_it_left_it(
+    then, expected, flow_kind, durability
+):
+    store = bf.MemoryStore()
+    shared = {"log": []}
+    quiet_then(then, flow_kind).run(shared, store=store, run_id="run", durability=durability)
+    assert shared == expected
+    assert bf.stored_state("run", store=store) == expected
+    assert bf.stored_state("run", store=store, at=1) == {"log": []}
+    forked = quiet_then(then, flow_kind).fork("run", store=store, at=1, run_id="fork")
+    assert forked == expected  # what came after the step is done once, by the fork
+
+
+def test_a_prep_s_or_the_run_s_own_state_row_is_no_step_s_state():
+    def row(kind, node="n", payload=b""):
+        return Checkpoint(kind, "0:job", 0, node, "N", None, payload, None, 1.0)
+
+    changes = b'[["k",1,1]]'
+    rows = [
+        row("step"),  # 0: changed nothing: exact where it is
+        row("state", "prep", changes),  # 1: a sub-flow's prep wrote k
+        row("step"),  # 2
+        row("step"),  # 3
+        row("state", "", changes),  # 4: what 2 and 3 changed
+        row("step"),  # 5: changed nothing
+        row("view_step", changes),  # 6: after 5: exact too
+        row("state", "post", changes),  # 7: the run's own flow wrote k after its steps
+    ]
+    assert _state_rows(rows) == {2: None, 3: 4}

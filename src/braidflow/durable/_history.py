@@ -23,7 +23,7 @@ from ..stores._base import Checkpoint, RunRecord, Store, row_path, step_path
 from ._codec import Codec
 from ._graph import Walks, walks_of
 from ._lax import expand
-from ._recorded import folded
+from ._recorded import POST, PREP, folded
 from ._run_codec import SERIALIZER_KEY, run_codec, undecodable
 
 __all__ = [
@@ -425,7 +425,12 @@ def _state_rows(rows: list[Checkpoint]) -> dict[int, int | None]:
     run's ``shared`` after one is as the last step (or update) before it
     left it, so one after such a step gets that step's entry: its "state"
     row, which may come after the branch's row (one before it is in the
-    fold up to the branch's row already: no entry), or ``None``."""
+    fold up to the branch's row already: no entry), or ``None``.
+
+    The "state" row of what a flow's own ``prep`` wrote (`PREP`), or the
+    run's own flow after its steps (`POST`), holds no step's state: the
+    writer put the steps' own one before it, if they changed anything, so
+    the steps since the last such row changed nothing (no entry: exact)."""
     found: dict[int, int | None] = {}
     lax: list[int] = []  # the steps without changes since the last row with some
     views: list[tuple[int, int]] = []  # the branch rows after them: (row, step before it)
@@ -436,6 +441,8 @@ def _state_rows(rows: list[Checkpoint]) -> dict[int, int | None]:
         elif kind == "view_step" or kind == "branch":
             if lax:  # else shared is as the fold up to it has it: exact
                 views.append((index, lax[-1]))
+        elif kind == "state" and (row.node == PREP or row.node == POST):
+            lax, views = [], []
         elif kind == "state":
             for step in lax[:-1]:
                 found[step] = None

@@ -16,9 +16,10 @@ from ..stores._base import Checkpoint
 from ._codec import Codec
 from ._tracking import TrackingDict
 
-__all__ = ["PREP", "Recorded", "folded"]
+__all__ = ["POST", "PREP", "Recorded", "folded"]
 
 PREP = "prep"  # the node of a "state" row of what a flow's own prep wrote
+POST = "post"  # that of the row of what the run's own flow wrote after its steps
 STATES = ("step", "update", "state")  # the rows that change shared itself
 
 

@@ -27,7 +27,7 @@ from ._fingerprint import Unfingerprintable, fingerprint
 from ._history import renamed_key
 from ._interrupt import Interrupted
 from ._lax import KEPT, Settled, StepColumns
-from ._recorded import PREP, Recorded
+from ._recorded import POST, PREP, Recorded
 from ._run_codec import undecodable
 from ._tracking import TrackingDict, changed_keys, replayed_into
 from ._usage_writes import UsageWrites
@@ -263,13 +263,20 @@ class DurableRun:
         ran again (for its result) on the store as the run left it, which
         holds what it wrote the first time (`prep_done`) and what the steps
         since did. The keys it ``touched`` now get back their recorded
-        values, so that nothing it did counts twice."""
+        values, so that nothing it did counts twice: in the objects they
+        hold, where those are stored the same or are lists and dicts (see
+        `_restored`), so that a result of ``prep`` that is one of them (a
+        list its ``post`` appends to) still is what ``shared`` holds."""
         if not self.recorded.began(frame):
             return
         recorded = self.recorded.last_state(self.codec)
+        memo: dict[int, Any] = {}
         for key in [*shared.touched(touched)] if touched else ():
             if key in recorded:
-                dict.__setitem__(shared, key, copy.deepcopy(recorded[key]))
+                value = dict.get(shared, key, MISSING)
+                restored = _restored(self.codec, value, recorded[key], memo)
+                if restored is not value:
+                    dict.__setitem__(shared, key, restored)
             else:
                 dict.pop(shared, key, None)
 
@@ -354,7 +361,8 @@ class DurableRun:
     def run_done(self, shared: TrackingDict, root: StepAt) -> None:
         """The run completed: keep what its own flow's ``prep`` and ``post``
         changed (the keys its step ``root`` touched), which no step holds, so
-        that the run's stored state is ``shared`` as the run left it.
+        that the run's stored state is ``shared`` as the run left it. Its
+        row is marked `POST`: it is not the state after the last step.
 
         Raises:
             CheckpointError: If a value they left cannot be stored.
@@ -365,7 +373,7 @@ class DurableRun:
         if changes:
             payload = self.codec.pack(changes)
             self.writer.write(
-                [Checkpoint("state", root.key, 0, "", "", None, payload, None, time())]
+                [Checkpoint("state", root.key, 0, POST, "", None, payload, None, time())]
             )
 
     def lax_step_done(self, at: Any, node: Any, action: Any) -> None:
@@ -597,6 +605,41 @@ def answer_payload(codec: Codec, run: str, asked: Checkpoint, ident: str, value:
             "serializer='pickle'",
             node=asked.node,
         ) from error
+
+
+def _restored(codec: Codec, value: Any, recorded: Any, memo: dict[int, Any]) -> Any:
+    """``recorded``, a value of the recorded state (left as it is), in place
+    of ``value``, what a ``prep`` run again left: in ``value``'s own list or
+    dict where both are one (each item restored so in turn), ``value``
+    itself where it is stored the same, else a copy of ``recorded``.
+    ``memo``: deepcopy's, shared by the values of one restore; it holds
+    the lists and dicts filled too (one met twice gets a copy)."""
+    kind = type(value)
+    if kind is type(recorded) and (kind is list or kind is dict) and id(value) not in memo:
+        memo[id(value)] = value  # (an object alive in shared: no id of a copied one)
+        if kind is list:
+            pairs = zip(value, recorded, strict=False)  # as far as both go; then recorded's
+            kept = [_restored(codec, item, was, memo) for item, was in pairs]
+            value[:] = kept + copy.deepcopy(recorded[len(kept) :], memo)
+        else:
+            items = [
+                (key, _restored(codec, value[key], was, memo))
+                if key in value
+                else (key, copy.deepcopy(was, memo))
+                for key, was in recorded.items()
+            ]
+            value.clear()  # and filled again, in the recorded order
+            value.update(items)
+        return value
+    if type(recorded) in SCALARS:
+        return recorded  # nothing changes it in place: its object is as good as any
+    if value is not MISSING:
+        try:
+            if codec.encode(value) == codec.encode(recorded):
+                return value
+        except UNSAVABLE:
+            pass  # it cannot be stored as it is: not the value recorded
+    return copy.deepcopy(recorded, memo)
 
 
 _row = partial(tuple.__new__, Checkpoint)  # a Checkpoint of its nine fields, made directly
