@@ -132,6 +132,78 @@ def test_jsonl_trace_writes_values_json_cannot_hold_as_their_repr(tmp_path):
     assert {"score": "nan", "max": ["inf"]} in data
 
 
+def test_data_json_cannot_encode_never_costs_the_trace_nor_the_event_log_an_event(tmp_path):
+    """Keys JSON has none for, an int too long to write and a repr that raises
+    are written as their repr or a placeholder naming the type: every event
+    is kept, in the trace, the store's event log and the timeline."""
+    import enum
+
+    from braidflow import recorded_events
+    from braidflow._events import make_event
+    from braidflow.durable._recorder import EVENT_LIMIT, cut_line
+    from braidflow.tracing._jsonl import event_line
+
+    class Color(enum.Enum):
+        RED = 1
+
+    class Broken:
+        def __repr__(self):
+            raise RuntimeError("no repr")
+
+    class Unsayable(Exception):
+        def __str__(self):
+            raise RuntimeError("no str")
+
+    huge = 10**5000  # past Python's 4,300 digits an int is not written as text
+    samples = [
+        {Color.RED: 3},
+        {(1, 2): "pair"},
+        {frozenset({1}): 1},
+        {Broken(): 1},
+        huge,
+        {"n": huge},
+        Broken(),
+        [Broken()],
+    ]
+
+    class Emits(Node):
+        def exec(self, prep_res):
+            for sample in samples:
+                self.emit(sample)
+            self.emit({Color.RED: "x" * EVENT_LIMIT})  # too large: kept cut down
+
+    seen, store = [], MemoryStore()
+    with JSONLTrace(tmp_path / "t.jsonl") as trace:
+        Emits(name="emits").run(
+            {},
+            observers=[seen.append, trace, Timeline(tmp_path / "t.html")],
+            store=store,
+            run_id="odd",
+            record_events=True,
+        )
+    lines = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert [line["kind"] for line in lines] == [event.kind for event in seen]
+    assert [event.kind for event in recorded_events(store, "odd")] == [e.kind for e in seen]
+    assert (tmp_path / "t.html").exists()
+    assert "emit: <Broken: repr raised RuntimeError>" in timeline_data(seen)["info"]
+    data = [line["data"] for line in lines if line["kind"] == "emit"]
+    assert data[:-1] == [
+        {"<Color.RED: 1>": 3},
+        {"(1, 2)": "pair"},
+        {"frozenset({1})": 1},
+        {"<Broken: repr raised RuntimeError>": 1},
+        "<int: repr raised ValueError>",
+        {"n": "<int: repr raised ValueError>"},
+        "<Broken: repr raised RuntimeError>",
+        ["<Broken: repr raised RuntimeError>"],
+    ]
+    cut = [event.data for event in recorded_events(store, "odd") if event.kind == "emit"][-1]
+    assert cut["preview"].startswith('{"<Color.RED: 1>": "xxx')
+    unsaid = make_event("error", "odd", "emits", ("emits",), 1.0, None, 0, None, Unsayable())
+    for line in (event_line(unsaid), cut_line(unsaid, EVENT_LIMIT + 1)):
+        assert json.loads(line)["error"]["message"] == "<Unsayable: str raised RuntimeError>"
+
+
 def test_trace_paths_that_cannot_be_written_fail_before_the_run(tmp_path):
     with pytest.raises(InvalidParameterError, match="does not exist"):
         JSONLTrace(tmp_path / "missing" / "run.jsonl")
