@@ -1219,6 +1219,64 @@ def test_opentelemetry_ends_a_stop_s_spans_with_no_error(spans):
     assert not any(e.name == "exception" for s in exporter.get_finished_spans() for e in s.events)
 
 
+def test_opentelemetry_fed_a_stored_runs_events_ends_its_spans_as_the_live_run_did():
+    """Recorded errors come back as stand-ins of their class (`RecordedError`,
+    an ``Exception``): a question, a drain or Ctrl-C is still no error."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import braidflow
+
+    def traced():
+        exporter, provider = InMemorySpanExporter(), TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        return OpenTelemetry(tracer_provider=provider), exporter
+
+    def ended(exporter):
+        return sorted(
+            (span.name, span.attributes["braidflow.outcome"], span.status.status_code.name)
+            for span in exporter.get_finished_spans()
+        )
+
+    class Asks(Node):
+        def exec(self, prep_res):
+            return braidflow.interrupt("go on?")
+
+    class Drains(Node):
+        def exec(self, prep_res):
+            braidflow.drain("drains")  # this run's id
+
+    class Stopped(Node):
+        def exec(self, prep_res):
+            raise KeyboardInterrupt  # Ctrl-C
+
+    class Fails(Node):
+        def exec(self, prep_res):
+            raise ValueError("broken")
+
+    store = MemoryStore()
+    drains = Drains(name="drains")
+    drains >> Node(name="never")  # the drain stops the run before it
+    for node, stop in [
+        (Asks(name="asks"), braidflow.Suspended),
+        (drains, braidflow.Drained),
+        (Stopped(name="stopped"), KeyboardInterrupt),
+        (Fails(name="fails"), ValueError),
+    ]:
+        live, live_spans = traced()
+        with pytest.raises(stop):
+            Flow(start=node, name="flow").run(
+                {}, store=store, run_id=node.name, record_events=True, observers=[live]
+            )
+        replayed, replayed_spans = traced()
+        for event in braidflow.recorded_events(store, node.name):
+            replayed.on_event(event)
+        assert ended(replayed_spans) == ended(live_spans), node.name
+        failed = node.name == "fails"
+        assert ("ERROR" in {status for *_, status in ended(live_spans)}) == failed, node.name
+
+
 def test_a_batch_a_drain_stops_past_its_grace_period_is_drained_in_every_tracer(spans, tmp_path):
     """Its step, its items, its flow and the run: drained in the spans, the
     timeline, the JSON-lines trace and Progress, not cancelled (the drain
