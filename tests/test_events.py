@@ -443,6 +443,24 @@ async def test_stream_yields_the_runs_events_for_async_and_sync_flows():
         assert shared["steps"]
 
 
+@pytest.mark.parametrize("bad", [42, [print, "not an observer"], [object()]])
+async def test_stream_refuses_an_observer_that_cannot_receive_events_as_run_does(bad):
+    ran = []
+
+    class Marks(Node):
+        def prep(self, shared):
+            ran.append(True)
+
+    async def consume():
+        async with aclosing(Marks().stream({}, observers=bad)) as events:
+            async for _ in events:
+                pass
+
+    with pytest.raises(InvalidParameterError, match="observer"):
+        await consume()
+    assert ran == []
+
+
 async def test_stream_raises_the_runs_error_after_run_end():
     class Broken(AsyncNode):
         async def exec_async(self, prep_res):
