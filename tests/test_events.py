@@ -388,6 +388,54 @@ def test_an_observer_that_raises_is_reported_once_and_dropped():
     assert recorder.kinds()[-1] == "run_end"  # the others went on
 
 
+@pytest.mark.parametrize("flow_kind", [Flow, AsyncFlow])
+def test_an_observer_raising_cancelled_error_is_dropped_and_the_run_goes_on(flow_kind):
+    def cancels(event):
+        if event.kind == "node_start":
+            raise asyncio.CancelledError("the observer's own")
+
+    recorder, shared = Recorder(), {}
+    step = Step(name="step") if flow_kind is Flow else AsyncStep(name="step")
+    with pytest.warns(RuntimeWarning, match="CancelledError.*the observer's own") as caught:
+        flow_kind(start=step).run(shared, observers=[cancels, recorder])
+    assert len(caught) == 1
+    assert shared == {"steps": ["step"]}
+    assert recorder.kinds()[-1] == "run_end"
+    assert recorder.of("run_end")[0].error is None
+
+
+async def test_an_observer_raising_cancelled_error_as_the_run_is_cancelled_cancels_it():
+    """A cancel of the run's task asked while an observer runs (a signal
+    handler, say), the observer raising it on: the run is cancelled, the
+    observer is not dropped for it, and every observer gets every event."""
+
+    class Awaits(AsyncNode):
+        async def exec_async(self, prep_res):
+            await asyncio.sleep(0)  # where the cancel lands
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["done"] = True
+
+    recorder, seen, shared = Recorder(), [], {}
+    run = None
+
+    def cancels(event):
+        seen.append(event.kind)
+        if event.kind == "node_start" and not run.cancelling():
+            run.cancel()
+            raise asyncio.CancelledError
+
+    run = asyncio.create_task(
+        AsyncFlow(start=Awaits(name="step")).run_async(shared, observers=[cancels, recorder])
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert shared == {}
+    assert recorder.kinds() == seen
+    assert recorder.kinds()[-1] == "run_end"
+    assert isinstance(recorder.of("run_end")[0].error, asyncio.CancelledError)
+
+
 @pytest.mark.parametrize("bad", [42, [print, "not an observer"], [object()]])
 def test_an_observer_that_cannot_receive_events_is_refused_before_the_run(bad):
     ran = []
