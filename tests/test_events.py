@@ -388,6 +388,54 @@ def test_an_observer_that_raises_is_reported_once_and_dropped():
     assert recorder.kinds()[-1] == "run_end"  # the others went on
 
 
+@pytest.mark.parametrize("flow_kind", [Flow, AsyncFlow])
+def test_an_observer_raising_cancelled_error_is_dropped_and_the_run_goes_on(flow_kind):
+    def cancels(event):
+        if event.kind == "node_start":
+            raise asyncio.CancelledError("the observer's own")
+
+    recorder, shared = Recorder(), {}
+    step = Step(name="step") if flow_kind is Flow else AsyncStep(name="step")
+    with pytest.warns(RuntimeWarning, match="CancelledError.*the observer's own") as caught:
+        flow_kind(start=step).run(shared, observers=[cancels, recorder])
+    assert len(caught) == 1
+    assert shared == {"steps": ["step"]}
+    assert recorder.kinds()[-1] == "run_end"
+    assert recorder.of("run_end")[0].error is None
+
+
+async def test_an_observer_raising_cancelled_error_as_the_run_is_cancelled_cancels_it():
+    """A cancel of the run's task asked while an observer runs (a signal
+    handler, say), the observer raising it on: the run is cancelled, the
+    observer is not dropped for it, and every observer gets every event."""
+
+    class Awaits(AsyncNode):
+        async def exec_async(self, prep_res):
+            await asyncio.sleep(0)  # where the cancel lands
+
+        async def post_async(self, shared, prep_res, exec_res):
+            shared["done"] = True
+
+    recorder, seen, shared = Recorder(), [], {}
+    run = None
+
+    def cancels(event):
+        seen.append(event.kind)
+        if event.kind == "node_start" and not run.cancelling():
+            run.cancel()
+            raise asyncio.CancelledError
+
+    run = asyncio.create_task(
+        AsyncFlow(start=Awaits(name="step")).run_async(shared, observers=[cancels, recorder])
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert shared == {}
+    assert recorder.kinds() == seen
+    assert recorder.kinds()[-1] == "run_end"
+    assert isinstance(recorder.of("run_end")[0].error, asyncio.CancelledError)
+
+
 @pytest.mark.parametrize("bad", [42, [print, "not an observer"], [object()]])
 def test_an_observer_that_cannot_receive_events_is_refused_before_the_run(bad):
     ran = []
@@ -441,6 +489,24 @@ async def test_stream_yields_the_runs_events_for_async_and_sync_flows():
         assert kinds[-1] == "run_end"
         assert "node_start" in kinds
         assert shared["steps"]
+
+
+@pytest.mark.parametrize("bad", [42, [print, "not an observer"], [object()]])
+async def test_stream_refuses_an_observer_that_cannot_receive_events_as_run_does(bad):
+    ran = []
+
+    class Marks(Node):
+        def prep(self, shared):
+            ran.append(True)
+
+    async def consume():
+        async with aclosing(Marks().stream({}, observers=bad)) as events:
+            async for _ in events:
+                pass
+
+    with pytest.raises(InvalidParameterError, match="observer"):
+        await consume()
+    assert ran == []
 
 
 async def test_stream_raises_the_runs_error_after_run_end():

@@ -132,6 +132,78 @@ def test_jsonl_trace_writes_values_json_cannot_hold_as_their_repr(tmp_path):
     assert {"score": "nan", "max": ["inf"]} in data
 
 
+def test_data_json_cannot_encode_never_costs_the_trace_nor_the_event_log_an_event(tmp_path):
+    """Keys JSON has none for, an int too long to write and a repr that raises
+    are written as their repr or a placeholder naming the type: every event
+    is kept, in the trace, the store's event log and the timeline."""
+    import enum
+
+    from braidflow import recorded_events
+    from braidflow._events import make_event
+    from braidflow.durable._recorder import EVENT_LIMIT, cut_line
+    from braidflow.tracing._jsonl import event_line
+
+    class Color(enum.Enum):
+        RED = 1
+
+    class Broken:
+        def __repr__(self):
+            raise RuntimeError("no repr")
+
+    class Unsayable(Exception):
+        def __str__(self):
+            raise RuntimeError("no str")
+
+    huge = 10**5000  # past Python's 4,300 digits an int is not written as text
+    samples = [
+        {Color.RED: 3},
+        {(1, 2): "pair"},
+        {frozenset({1}): 1},
+        {Broken(): 1},
+        huge,
+        {"n": huge},
+        Broken(),
+        [Broken()],
+    ]
+
+    class Emits(Node):
+        def exec(self, prep_res):
+            for sample in samples:
+                self.emit(sample)
+            self.emit({Color.RED: "x" * EVENT_LIMIT})  # too large: kept cut down
+
+    seen, store = [], MemoryStore()
+    with JSONLTrace(tmp_path / "t.jsonl") as trace:
+        Emits(name="emits").run(
+            {},
+            observers=[seen.append, trace, Timeline(tmp_path / "t.html")],
+            store=store,
+            run_id="odd",
+            record_events=True,
+        )
+    lines = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert [line["kind"] for line in lines] == [event.kind for event in seen]
+    assert [event.kind for event in recorded_events(store, "odd")] == [e.kind for e in seen]
+    assert (tmp_path / "t.html").exists()
+    assert "emit: <Broken: repr raised RuntimeError>" in timeline_data(seen)["info"]
+    data = [line["data"] for line in lines if line["kind"] == "emit"]
+    assert data[:-1] == [
+        {"<Color.RED: 1>": 3},
+        {"(1, 2)": "pair"},
+        {"frozenset({1})": 1},
+        {"<Broken: repr raised RuntimeError>": 1},
+        "<int: repr raised ValueError>",
+        {"n": "<int: repr raised ValueError>"},
+        "<Broken: repr raised RuntimeError>",
+        ["<Broken: repr raised RuntimeError>"],
+    ]
+    cut = [event.data for event in recorded_events(store, "odd") if event.kind == "emit"][-1]
+    assert cut["preview"].startswith('{"<Color.RED: 1>": "xxx')
+    unsaid = make_event("error", "odd", "emits", ("emits",), 1.0, None, 0, None, Unsayable())
+    for line in (event_line(unsaid), cut_line(unsaid, EVENT_LIMIT + 1)):
+        assert json.loads(line)["error"]["message"] == "<Unsayable: str raised RuntimeError>"
+
+
 def test_trace_paths_that_cannot_be_written_fail_before_the_run(tmp_path):
     with pytest.raises(InvalidParameterError, match="does not exist"):
         JSONLTrace(tmp_path / "missing" / "run.jsonl")
@@ -1145,6 +1217,64 @@ def test_opentelemetry_ends_a_stop_s_spans_with_no_error(spans):
         "stopped": ("cancelled", "UNSET"),
     }
     assert not any(e.name == "exception" for s in exporter.get_finished_spans() for e in s.events)
+
+
+def test_opentelemetry_fed_a_stored_runs_events_ends_its_spans_as_the_live_run_did():
+    """Recorded errors come back as stand-ins of their class (`RecordedError`,
+    an ``Exception``): a question, a drain or Ctrl-C is still no error."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import braidflow
+
+    def traced():
+        exporter, provider = InMemorySpanExporter(), TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        return OpenTelemetry(tracer_provider=provider), exporter
+
+    def ended(exporter):
+        return sorted(
+            (span.name, span.attributes["braidflow.outcome"], span.status.status_code.name)
+            for span in exporter.get_finished_spans()
+        )
+
+    class Asks(Node):
+        def exec(self, prep_res):
+            return braidflow.interrupt("go on?")
+
+    class Drains(Node):
+        def exec(self, prep_res):
+            braidflow.drain("drains")  # this run's id
+
+    class Stopped(Node):
+        def exec(self, prep_res):
+            raise KeyboardInterrupt  # Ctrl-C
+
+    class Fails(Node):
+        def exec(self, prep_res):
+            raise ValueError("broken")
+
+    store = MemoryStore()
+    drains = Drains(name="drains")
+    drains >> Node(name="never")  # the drain stops the run before it
+    for node, stop in [
+        (Asks(name="asks"), braidflow.Suspended),
+        (drains, braidflow.Drained),
+        (Stopped(name="stopped"), KeyboardInterrupt),
+        (Fails(name="fails"), ValueError),
+    ]:
+        live, live_spans = traced()
+        with pytest.raises(stop):
+            Flow(start=node, name="flow").run(
+                {}, store=store, run_id=node.name, record_events=True, observers=[live]
+            )
+        replayed, replayed_spans = traced()
+        for event in braidflow.recorded_events(store, node.name):
+            replayed.on_event(event)
+        assert ended(replayed_spans) == ended(live_spans), node.name
+        failed = node.name == "fails"
+        assert ("ERROR" in {status for *_, status in ended(live_spans)}) == failed, node.name
 
 
 def test_a_batch_a_drain_stops_past_its_grace_period_is_drained_in_every_tracer(spans, tmp_path):

@@ -55,7 +55,9 @@ class Run:
 
     Observers are called synchronously, in the order events happen, on the
     thread where each happened. One that raises is reported once, as a
-    warning naming it, and dropped for the rest of the run.
+    warning naming it, and dropped for the rest of the run (a
+    ``CancelledError`` too; while the run is being cancelled, one is taken
+    for that cancellation and ignored).
     """
 
     __slots__ = (
@@ -155,8 +157,19 @@ class Run:
                 deliver(event)
             except Exception as failure:
                 self._drop(observer, failure)
+            except asyncio.CancelledError as failure:
+                # asyncio delivers no cancellation inside sync code: this one is
+                # the observer's own, a failure like any other. Unless the run
+                # is being cancelled (its task was asked to): then it is taken
+                # for that cancellation handed on, and the observer is kept.
+                # Either way it goes no further: the run stops at its next
+                # await, as asked of its task, and raised from here it would
+                # cut short every other observer's events (no run_end).
+                task = self.task
+                if task is None or task.cancelling() <= self.cancelling_at_start:
+                    self._drop(observer, failure)
 
-    def _drop(self, observer: Any, failure: Exception) -> None:
+    def _drop(self, observer: Any, failure: BaseException) -> None:
         # Replacing the tuple is atomic, so threads delivering at the same time
         # see either the old set or the new one.
         remaining = tuple(pair for pair in self.observers if pair[0] is not observer)

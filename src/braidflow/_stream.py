@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ._events import Event
+from ._run import observers_of
 
 __all__ = ["stream_events"]
 
@@ -21,6 +22,8 @@ async def stream_events(node: Any, shared: Any, options: dict[str, Any]) -> Asyn
     """Yield the events of ``node.run_async(shared, **options)`` as they happen.
 
     Raises:
+        InvalidParameterError: For an observer that is neither callable nor
+            has an ``on_event`` method, before the run starts.
         Exception: The run's own error, after its ``run_end`` event.
     """
     loop = asyncio.get_running_loop()
@@ -33,13 +36,8 @@ async def stream_events(node: Any, shared: Any, options: dict[str, Any]) -> Asyn
         else:
             loop.call_soon_threadsafe(queue.put_nowait, event)
 
-    given = options.pop("observers", None)
-    if given is None:
-        observers: list[Any] = []
-    elif hasattr(given, "on_event") or callable(given):
-        observers = [given]
-    else:
-        observers = list(given)
+    # Checked as run() checks them: one observer or many, each callable or with on_event.
+    observers = [observer for observer, _ in observers_of(options.pop("observers", None), node)]
     run = loop.create_task(node.run_async(shared, observers=[*observers, deliver], **options))
     run.add_done_callback(lambda _: queue.put_nowait(None))
     try:

@@ -20,8 +20,9 @@ import threading
 import warnings
 
 from .._events import Event
+from .._strict_json import safe_repr
 from ..stores._base import Store, TakenOver
-from ..tracing._jsonl import event_line
+from ..tracing._jsonl import event_line, json_of
 from ._exceptions import TAG, RecordedError, stand_in_class
 
 __all__ = ["EVENT_LIMIT", "EventRecorder", "RecordedError", "recorded_events"]
@@ -144,11 +145,11 @@ def cut_line(event: Event, size: int) -> str:
     its error's message cut to `MESSAGE_LIMIT` characters."""
     data: object = {TAG: "cut", "size": size, "preview": None}
     if event.data is not None:
-        text = json.dumps(event.data, default=repr)
+        text = json_of(event.data)
         data = {TAG: "cut", "size": size, "preview": text[:PREVIEW]}
     error = event.error
     if error is not None:
-        message = str(error)
+        message = safe_repr(error, str)
         if len(message) > MESSAGE_LIMIT:
             shortened = f"{message[:MESSAGE_LIMIT]}... [cut: {len(message):,} characters]"
             notes = getattr(error, "__notes__", ())

@@ -8,10 +8,10 @@ import threading
 from typing import Any
 
 from .._events import Event
-from .._strict_json import plain
+from .._strict_json import plain, safe_repr
 from ._files import writable_path
 
-__all__ = ["JSONLTrace", "event_line", "event_record"]
+__all__ = ["JSONLTrace", "event_line", "event_record", "json_of"]
 
 
 def event_record(event: Event) -> dict[str, Any]:
@@ -35,23 +35,26 @@ def event_record(event: Event) -> dict[str, Any]:
 def _error_record(error: BaseException | None) -> dict[str, Any] | None:
     if error is None:
         return None
-    record: dict[str, Any] = {"type": type(error).__name__, "message": str(error)}
+    record: dict[str, Any] = {"type": type(error).__name__, "message": safe_repr(error, str)}
     notes = getattr(error, "__notes__", None)
     if notes:  # braidflow's name the node, item and attempt: where it failed
         record["notes"] = [str(note) for note in notes]
     return record
 
 
-def _dumps(value: Any) -> str:
-    """``value`` as strict JSON: what JSON cannot hold by its ``repr``, a
-    float it has no number for (NaN, infinity) too (see `braidflow._strict_json`)."""
+def json_of(value: Any) -> str:
+    """``value`` as strict JSON, whatever it holds; never raises. What JSON
+    cannot hold goes by its ``repr``, as do a float it has no number for (NaN,
+    infinity) and a dict key that is not text (see `braidflow._strict_json`);
+    what cannot be safe_repr at all (an int too long to write, a ``repr`` that
+    raises) by a placeholder naming its type."""
     try:
         return json.dumps(value, default=repr, allow_nan=False)
-    except ValueError:  # a NaN or an infinity somewhere (or a value that holds itself)
+    except Exception:  # a NaN, a key JSON has none for (an Enum, a tuple), a repr that raises...
         try:
-            return json.dumps(plain(value), default=repr, allow_nan=False)
-        except (ValueError, RecursionError):
-            return json.dumps(repr(value))
+            return json.dumps(plain(value), default=safe_repr, allow_nan=False)
+        except Exception:  # a value that holds itself, or nests too deep
+            return json.dumps(safe_repr(value))
 
 
 def _number(value: float | None) -> str:
@@ -69,7 +72,7 @@ def _json(value: Any) -> str:
     if encoded is None:
         if len(_encoded) > 10_000:
             _encoded.clear()
-        encoded = _encoded[value] = _dumps(list(value) if type(value) is tuple else value)
+        encoded = _encoded[value] = json_of(list(value) if type(value) is tuple else value)
     return encoded
 
 
@@ -82,8 +85,8 @@ def event_line(event: Event) -> str:
         f'"node": {_json(event.node)}, "path": {_json(event.path)}, '
         f'"time": {event.time!r}, "item": {_number(event.item)}, '
         f'"attempt": {_number(event.attempt)}, "duration": {_number(event.duration)}, '
-        f'"error": {"null" if error is None else _dumps(_error_record(error))}, '
-        f'"data": {"null" if data is None else _dumps(data)}}}'
+        f'"error": {"null" if error is None else json_of(_error_record(error))}, '
+        f'"data": {"null" if data is None else json_of(data)}}}'
     )
 
 
@@ -92,9 +95,10 @@ class JSONLTrace:
 
     Lines are buffered and flushed at the end of each run (and by
     `close`). Values in ``data`` that JSON cannot hold are written as
-    their ``repr``. The file is created (emptied) when the trace is made, so
-    a path that cannot be written fails then, before any run starts. Safe to
-    use from several threads.
+    their ``repr`` (where even that fails, a placeholder naming their type).
+    The file is created (emptied) when the trace is made, so a path that
+    cannot be written fails then, before any run starts. Safe to use from
+    several threads.
 
     Args:
         path: The file to write.

@@ -9,7 +9,7 @@ from typing import Any
 from .._errors import describe_error
 from .._events import Event
 from .._usage import Usage
-from ._stops import CANCELLED, stop_of
+from ._stops import stop_of
 
 __all__ = ["OpenTelemetry"]
 
@@ -24,7 +24,8 @@ class OpenTelemetry:
     which parents its sub-flow's steps). Retries and limiter waits become span
     events, errors are recorded on their span with an error status. Spans carry
     ``braidflow.node``, ``braidflow.path``, ``braidflow.item``,
-    ``braidflow.attempts`` and ``braidflow.outcome`` (ok, error, cancelled);
+    ``braidflow.attempts`` and ``braidflow.outcome`` (ok, error, or a stop:
+    waiting, drained, cancelled, which is no error, in recorded events too);
     a node or item whose result came from a result cache has
     ``braidflow.cache_hit`` set to true. Usage a node reports
     (``report_usage``) sets the GenAI semantic convention's
@@ -119,10 +120,11 @@ class _RunSpans:
         code = self.trace.StatusCode
         attempts = self.attempts.pop(id(span), 0) + 1
         span.set_attribute("braidflow.attempts", attempts)
+        stop = stop_of(error)  # (read back from a store too: a stand-in of its class)
         if error is None:
             span.set_attribute("braidflow.outcome", "ok")
-        elif not isinstance(error, Exception):  # a stop, no failure: no error status
-            span.set_attribute("braidflow.outcome", stop_of(error) or CANCELLED)
+        elif stop is not None:  # a stop, no failure: no error status
+            span.set_attribute("braidflow.outcome", stop)
         else:
             span.set_attribute("braidflow.outcome", "error")
             span.record_exception(error)

@@ -23,6 +23,7 @@ from typing import Any
 from .._budget import OverBudget
 from .._errors import describe_error
 from .._events import Event
+from .._strict_json import safe_repr
 from .._usage import Usage
 from ..durable._drain import DrainStop
 from ..durable._interrupt import Interrupted
@@ -334,7 +335,7 @@ def _draw_part(
             text = f"error: {describe_error(event.error)}"
             build.marks.append([build.lane_at(path, item), at, ERROR, build.note(text)])
         elif kind == "emit":
-            shown = repr(event.data)
+            shown = safe_repr(event.data)
             text = f"emit: {shown if len(shown) <= 80 else shown[:77] + '...'}"
             build.marks.append([build.lane_at(path, item), at, EMIT, build.note(text)])
         elif kind == "usage":
