@@ -6,6 +6,7 @@ import itertools
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -1439,3 +1440,31 @@ def test_progress_of_a_resumed_batch_counts_what_finished_before():
     row = next(row for row in progress._rows() if row.label == "Flow / numbers")
     assert row.finished
     assert row.fraction == 1.0
+
+
+def test_opentelemetry_records_an_error_whose_str_raises_and_keeps_tracing():
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    class Unprintable(Exception):
+        def __str__(self):
+            raise RuntimeError("no message")
+
+    class Fails(Node):
+        def exec(self, prep_res):
+            raise Unprintable("x")
+
+    exporter, provider = InMemorySpanExporter(), TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the observer is not dropped
+        with pytest.raises(Unprintable):
+            Flow(start=Fails(name="fails", max_retries=2)).run(
+                {}, observers=[OpenTelemetry(tracer_provider=provider)]
+            )
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    events = {event.name: event.attributes for event in spans["fails"].events}
+    assert events["retry"]["exception.message"] == "<Unprintable whose str() fails>"
+    assert events["exception"]["exception.message"] == "<Unprintable whose str() fails>"
+    assert spans["fails"].status.status_code.name == "ERROR"

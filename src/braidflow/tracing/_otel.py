@@ -6,7 +6,7 @@ import threading
 import time
 from typing import Any
 
-from .._errors import describe_error
+from .._errors import describe_error, message_of
 from .._events import Event
 from .._usage import Usage
 from ._stops import stop_of
@@ -127,7 +127,16 @@ class _RunSpans:
             span.set_attribute("braidflow.outcome", stop)
         else:
             span.set_attribute("braidflow.outcome", "error")
-            span.record_exception(error)
+            try:
+                span.record_exception(error)
+            except Exception:  # its __str__ raises (the SDK's record takes str(error))
+                span.add_event(
+                    "exception",
+                    {
+                        "exception.type": type(error).__qualname__,
+                        "exception.message": message_of(error),
+                    },
+                )
             span.set_status(status(code.ERROR, describe_error(error, whole=True)))
         total = self.usage.pop(id(span), None)
         if total is not None and total.model is not None:  # one model for all its calls
@@ -168,7 +177,7 @@ class _RunSpans:
                     "braidflow.attempt": event.attempt or 0,
                     "braidflow.delay": float((event.data or {}).get("delay", 0)),
                     "exception.type": type(event.error).__name__,
-                    "exception.message": str(event.error),
+                    "exception.message": message_of(event.error),
                 },
                 timestamp=self.ns(event.time),
             )
