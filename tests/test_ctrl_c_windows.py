@@ -308,14 +308,14 @@ def test_a_run_that_ends_while_another_thread_asks_it_to_drain_stops_the_timer(m
         def __exit__(self, *exc):
             lock.release()
 
-    class PausedTimer(threading.Timer):
+    class PausedTimer(_drain._Grace):  # the grace period's timer
         def start(self):
             starting.set()
             closing.wait()  # the run's close waits for the lock, or is done
             super().start()
 
     monkeypatch.setattr(_drain, "_RUNNING_LOCK", Contended())
-    monkeypatch.setattr(threading, "Timer", PausedTimer)
+    monkeypatch.setattr(_drain, "_Grace", PausedTimer)
     errors = []
 
     def close():

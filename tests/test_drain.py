@@ -24,7 +24,7 @@ from braidflow import Drained, InvalidParameterError, SQLiteStore, StoreError
 from braidflow._threads import stop_requested
 from braidflow.durable import _drain
 from braidflow.durable._drain import DRAIN_KEY, Drain
-from braidflow.testing import other_tasks
+from braidflow.testing import VirtualClock, other_tasks
 from braidflow.tracing._stops import stop_of
 
 JOBS = Path(__file__).parent / "jobs"
@@ -772,6 +772,157 @@ async def test_items_waiting_for_a_limiter_when_the_run_drains_do_not_begin():
     shared = await flow.resume_async("run", store=store)
     assert shared["total"] == sum(range(10))
     assert calls == dict.fromkeys(range(10), 1)
+
+
+# -- waits for a limiter's slot when the run drains ----------------------------------------
+
+QUEUED = 4  # items that wait at once (the rate window's room, for the test to fill)
+
+
+def queued_flow(kind, limiter, calls):
+    """A flow whose exec attempts wait for ``limiter``, and how many wait at
+    once: a batch's items (async; a sync parallel batch's, on its private
+    loop; parameter sets whose sync step, a ``_run`` of its own, waits in
+    braidflow's threads; a sync batch's, in turn on this thread) or a step's
+    (async; sync on this thread)."""
+    if kind in ("async items", "sync parallel items", "sync items"):
+        if kind == "async items":
+
+            class Items(bf.AsyncParallelBatchNode):
+                async def prep_async(self, shared):
+                    return list(range(QUEUED))
+
+                async def exec_async(self, item):
+                    calls[item] += 1
+
+            return bf.AsyncFlow(start=Items(name="items", limits=[limiter])), QUEUED
+
+        class SyncItems(bf.ParallelBatchNode if kind == "sync parallel items" else bf.BatchNode):
+            def prep(self, shared):
+                return list(range(QUEUED))
+
+            def exec(self, item):
+                calls[item] += 1
+
+        at_once = QUEUED if kind == "sync parallel items" else 1
+        return bf.Flow(start=SyncItems(name="items", limits=[limiter])), at_once
+    if kind == "parameter sets in threads":
+
+        class Call(bf.Node):
+            def exec(self, prep_res):
+                calls[self.params["item"]] += 1
+
+            def _run(self, shared):  # its own: the whole step runs in a thread
+                return super()._run(shared)
+
+        class Sets(bf.AsyncParallelBatchFlow):
+            async def prep_async(self, shared):
+                return [{"item": item} for item in range(QUEUED)]
+
+        return bf.AsyncFlow(start=Sets(start=Call(name="call", limits=[limiter]))), QUEUED
+    if kind == "async step":
+
+        class AsyncStep(bf.AsyncNode):
+            async def exec_async(self, prep_res):
+                calls[0] += 1
+
+        return bf.AsyncFlow(start=AsyncStep(name="step", limits=[limiter])), 1
+
+    class Step(bf.Node):
+        def exec(self, prep_res):
+            calls[0] += 1
+
+    return bf.Flow(start=Step(name="step", limits=[limiter])), 1
+
+
+def drain_once_queued(flow, store, waiting, unblock):
+    """Run ``flow`` here; from another thread, drain it once ``waiting()`` says
+    its attempts wait for a limiter. Fails if the drain waited for them: the
+    run was still going on a while later (then ``unblock()`` ends their wait,
+    and a second drain what still runs, so that the run ends)."""
+    ended, late = threading.Event(), []
+
+    def drain_them():
+        for _ in range(10_000):
+            if waiting():
+                break
+            time.sleep(0.001)
+        bf.drain("run")
+        if not ended.wait(10):
+            late.append(True)
+            unblock()  # (a thread's wait cannot be cancelled)
+            bf.drain("run")
+
+    helper = threading.Thread(target=drain_them)
+    helper.start()
+    try:
+        with pytest.raises(Drained):
+            flow.run({}, store=store, run_id="run")
+    finally:
+        ended.set()
+        helper.join()
+    assert not late, "the drain waited for the attempts queued for a limiter"
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "async items",
+        "sync parallel items",
+        "parameter sets in threads",
+        "sync items",
+        "async step",
+        "sync step",
+    ],
+)
+def test_attempts_waiting_for_a_limiter_stop_at_once_when_the_run_drains(kind):
+    # The rate window is full (the test took its room), and its clock does not
+    # move: the attempts wait until the drain ends their wait. They have not
+    # begun: they take no slot, no unit of the rate, and run on resume.
+    store, calls, clock = bf.MemoryStore(), Counter(), VirtualClock()
+    api = bf.Limiter(rate=QUEUED, per=60, name="api", clock=clock)
+    for _ in range(QUEUED):
+        assert api.try_acquire()
+        api.release()
+    flow, at_once = queued_flow(kind, api, calls)
+
+    def unblock():
+        clock.advance(60)
+
+    drain_once_queued(flow, store, lambda: api.statistics().waiting == at_once, unblock)
+    assert calls == {}
+    statistics = api.statistics()
+    assert (statistics.acquired, statistics.in_window) == (QUEUED, QUEUED)  # the test's alone
+    assert (statistics.in_flight, statistics.waiting) == (0, 0)
+    clock.advance(60)
+    flow.resume("run", store=store)
+    ran = len(calls)
+    assert calls == dict.fromkeys(range(ran), 1)  # each item (or the step) exactly once
+    assert ran == (1 if kind.endswith("step") else QUEUED)
+    assert api.statistics().acquired == QUEUED + ran
+
+
+@pytest.mark.parametrize("kind", ["async step", "sync step"])
+def test_a_wait_for_a_shared_limiter_s_slot_ends_when_the_run_drains(tmp_path, kind):
+    # Its slot is held by another process (another store's limiter of the same
+    # name): the attempt waits asking the database, and stops there at the drain.
+    store, other = SQLiteStore(tmp_path / "runs.db"), SQLiteStore(tmp_path / "runs.db")
+    try:
+        api = store.limiter("api", max_concurrent=1)
+        theirs = other.limiter("api", max_concurrent=1)
+        calls = Counter()
+        flow, _ = queued_flow(kind, api, calls)
+        theirs.acquire_blocking()
+        drain_once_queued(flow, store, lambda: api._poller is not None, theirs.release)
+        assert calls == {}
+        assert (api.statistics().in_flight, theirs.held_everywhere()) == (0, 1)
+        theirs.release()
+        flow.resume("run", store=store)
+        assert calls == {0: 1}
+        assert api.held_everywhere() == 0
+    finally:
+        store.close()
+        other.close()
 
 
 # -- what the events say of what a drain stopped -------------------------------------------

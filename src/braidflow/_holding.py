@@ -24,7 +24,11 @@ def ordered(limiters: Sequence[Limiter]) -> tuple[Any, ...]:
 
 
 async def acquire_all(
-    limiters: Sequence[Limiter], taken: list[int], node: Any = None, index: int | None = None
+    limiters: Sequence[Limiter],
+    taken: list[int],
+    node: Any = None,
+    index: int | None = None,
+    stop: Any = None,
 ) -> None:
     """Acquire the limiters after the first ``taken[0]`` in order, for an exec
     attempt of ``node`` (on item ``index``) that holds those already.
@@ -32,14 +36,17 @@ async def acquire_all(
     ``taken[0]`` counts each as it is taken, with no call in between (where a
     Ctrl-C could land), and this call gives nothing back when it fails or is
     cancelled: the attempt gives back what ``taken[0]`` says it holds.
+    ``stop``: what may end a wait early (the run's drain, for an attempt that
+    has not begun: see `Limiter._stop_waits`), or ``None``.
 
     Raises:
         LimiterDeadlock: If a wait could never end (see `Limiter.acquire`).
+        DrainStop: If ``stop`` ended a wait.
     """
     for limiter in limiters[taken[0] :]:
         if not limiter.try_acquire():
             held = tuple(limiters[: taken[0]])
-            await limiter._acquire_queued(held, node, index)
+            await limiter._acquire_queued(held, node, index, stop)
         taken[0] += 1
 
 
@@ -49,10 +56,12 @@ def acquire_all_blocking(
     taken: list[int],
     lending: Any = contextlib.nullcontext,
     index: int | None = None,
+    stop: Any = None,
 ) -> bool:
     """Thread version of `acquire_all`, for an attempt of ``holder`` (a node) on
     item ``index`` that holds the first ``taken[0]`` of ``limiters`` already
-    (and counts there those it takes, as `acquire_all` does).
+    (and counts there those it takes, and may be stopped by ``stop``, as in
+    `acquire_all`).
 
     ``lending`` is a context manager entered around any wait (braidflow's
     threads give their own slot back while they wait). Returns whether it waited.
@@ -62,6 +71,7 @@ def acquire_all_blocking(
             loop: waiting here would freeze the loop, and deadlock it if a
             holder is a task on that loop.
         LimiterDeadlock: If a wait could never end (see `Limiter.acquire`).
+        DrainStop: If ``stop`` ended a wait.
     """
     waited = False
     for limiter in limiters[taken[0] :]:
@@ -79,7 +89,7 @@ def acquire_all_blocking(
             )
         with lending():
             held = tuple(limiters[: taken[0]])
-            limiter._acquire_queued_blocking(held, holder, index)
+            limiter._acquire_queued_blocking(held, holder, index, stop)
             taken[0] += 1  # (in the `with`: its end runs code, where a Ctrl-C can land)
     return waited
 

@@ -10,9 +10,11 @@ It counts calls, or units (tokens) once a node uses it `Limiter.weighted`.
 The engine holds a limit through four methods, and nothing else of it:
 ``try_acquire()`` (take a slot if one is free now, never wait), then, if none
 was, ``await _acquire_queued(...)`` or ``_acquire_queued_blocking(...)`` (wait
-in line and take one), and ``release()``. A limit that keeps its slots
-elsewhere (`SharedLimiter`, in a database every process uses) overrides those
-four; the queue in this process and the deadlock check come with the class.
+in line and take one), and ``release()``; a durable run's drain ends the
+waits of attempts that have not begun through ``_stop_waits``. A limit that
+keeps its slots elsewhere (`SharedLimiter`, in a database every process uses)
+overrides those; the queue in this process and the deadlock check come with
+the class.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import asyncio
 import itertools
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -327,6 +330,17 @@ class Limiter:
                 )
                 waiter.wake()
 
+    def _stop_waits(self, stop: Any, error: Callable[[], BaseException]) -> None:
+        """End the queued waits that ``stop`` may end (a durable run's drain,
+        for its attempts that have not begun: `_enqueue` told it of this
+        limiter, ``stop.waiting_at(self)``): each raises an ``error()`` of its
+        own, takes nothing and leaves the queue. Safe from any thread."""
+        with self._lock:
+            for waiter in self._waiters:
+                if waiter.stop is stop and not waiter.gone and waiter.failure is None:
+                    waiter.failure = error()
+                    waiter.wake()
+
     def _let_ahead(self, waiter: Waiter) -> None:
         """Let a queued waiter take free slots ahead of the queue: the deadlock
         check found those ahead of it waiting for it (through slots that code
@@ -353,6 +367,7 @@ class Limiter:
         node: Any = None,
         index: int | None = None,
         claim: Any = None,
+        stop: Any = None,
     ) -> Waiter | None:
         """Take a slot at once if nobody is queued and one is free; else join the queue.
 
@@ -367,7 +382,8 @@ class Limiter:
         ``taken``, ``node``, ``index``: an attempt of ``node`` (on item ``index``)
         asks, which holds ``taken`` of its node's limiters already (limiters,
         or the claims of weighted ones). ``claim``: a weighted acquisition's
-        `braidflow._weights.Claim` (``None``: one slot).
+        `braidflow._weights.Claim` (``None``: one slot). ``stop``: what may end
+        the wait early (the run's drain), told of it: see `_stop_waits`.
 
         Raises:
             LimiterDeadlock: If the code asking holds slots (it runs inside an
@@ -407,6 +423,9 @@ class Limiter:
                     self._ahead.append(waiter)
                 # Queued before it registers, so that a check sees who waits ahead of it.
                 self._waiters.append(waiter)
+                if stop is not None:  # a drain may end the wait: see `_stop_waits`
+                    waiter.stop = stop
+                    waiter.failure = stop.waiting_at(self)
                 if holding is None and not taken:
                     return waiter
                 # Hold and wait: the rare path.
@@ -468,22 +487,24 @@ class Limiter:
         return took
 
     async def _acquire_queued(
-        self, taken: tuple[Limiter, ...], node: Any, index: int | None
+        self, taken: tuple[Limiter, ...], node: Any, index: int | None, stop: Any = None
     ) -> None:
         """Wait in line on the event loop and take a slot, for an attempt of
         ``node`` (on item ``index``) that holds ``taken`` already: what the
-        engine does once `try_acquire` found none free.
+        engine does once `try_acquire` found none free. ``stop``: what may
+        end the wait early (the run's drain: see `_stop_waits`), or ``None``.
 
         Raises:
             LimiterDeadlock: If the wait could never end (see `acquire`).
+            DrainStop: If ``stop`` ended the wait.
         """
-        await self._wait(taken, node, index)
+        await self._wait(taken, node, index, None, stop)
 
     def _acquire_queued_blocking(
-        self, taken: tuple[Limiter, ...], node: Any, index: int | None
+        self, taken: tuple[Limiter, ...], node: Any, index: int | None, stop: Any = None
     ) -> None:
         """`_acquire_queued` for a thread: block it until a slot is taken."""
-        self._wait_blocking(taken, node, index)
+        self._wait_blocking(taken, node, index, None, stop)
 
     async def acquire(self) -> None:
         """Wait on the event loop for a slot (FIFO) and take it.
@@ -502,6 +523,7 @@ class Limiter:
         node: Any = None,
         index: int | None = None,
         claim: Any = None,
+        stop: Any = None,
     ) -> None:
         """Take a slot (``claim``'s units) at once if `_enqueue` may, else wait
         in line on the loop until it is taken. One function from the call that
@@ -509,7 +531,7 @@ class Limiter:
         waiter in the queue that no one serves."""
         waiter = None
         try:
-            waiter = self._enqueue(asyncio.get_running_loop(), taken, node, index, claim)
+            waiter = self._enqueue(asyncio.get_running_loop(), taken, node, index, claim, stop)
             if waiter is None:
                 return
             while (wait := self._turn(waiter)) != 0.0:
@@ -589,11 +611,12 @@ class Limiter:
         node: Any = None,
         index: int | None = None,
         claim: Any = None,
+        stop: Any = None,
     ) -> None:
         """`_wait` for a thread: block it until the slot is taken."""
         waiter = None
         try:
-            waiter = self._enqueue(None, taken, node, index, claim)
+            waiter = self._enqueue(None, taken, node, index, claim, stop)
             if waiter is None:
                 return
             while (wait := self._turn(waiter)) != 0.0:

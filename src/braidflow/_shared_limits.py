@@ -282,34 +282,42 @@ class SharedLimiter(Limiter):
         return False
 
     async def _acquire_queued(
-        self, taken: tuple[Limiter, ...], node: Any, index: int | None
+        self, taken: tuple[Limiter, ...], node: Any, index: int | None, stop: Any = None
     ) -> None:
         """Wait on the event loop for a place in this process's line, then for
-        a slot in the database, and take it.
+        a slot in the database, and take it. ``stop`` may end either wait
+        (`Limiter._stop_waits`).
 
         Raises:
             LimiterDeadlock: If the wait in this process could never end.
             StoreError: If the database cannot be asked.
+            DrainStop: If ``stop`` ended the wait.
         """
-        await Limiter._acquire_queued(self, taken, node, index)
+        await Limiter._acquire_queued(self, taken, node, index, stop)
         noted = [False]
         try:
-            await self._asking._acquire_queued((), node, index)
+            await self._asking._acquire_queued((), node, index, stop)
             try:
-                await self._ask_until_taken(noted)
+                await self._ask_until_taken(noted, stop)
             finally:
                 self._asking.release()
         except BaseException:
             self._taken_back(noted)
             raise
 
-    def _pauses(self, waiter: Waiter, noted: list[bool]) -> Iterator[float]:
+    def _pauses(self, waiter: Waiter, noted: list[bool], stop: Any) -> Iterator[float]:
         """Ask the database for a slot until one is taken (`_note`); between asks,
         the pause to wait (``waiter`` ends it early when a slot is given back
-        here). The async and the blocking waits both follow it."""
+        here, or ``stop`` ends the wait: `_stop_waits`). The async and the
+        blocking waits both follow it."""
         backoff = FIRST_POLL
+        if stop is not None:  # a drain may end the wait, as in the line
+            waiter.stop = stop
+            waiter.failure = stop.waiting_at(self)
         while True:
             waiter.arm()  # before asking: a slot given back meanwhile ends the pause
+            if waiter.failure is not None:  # (looked at once armed: its wake is not lost)
+                raise waiter.failure
             slot, wait = self._take()
             if slot is not None:
                 self._note(slot, noted)
@@ -318,12 +326,21 @@ class SharedLimiter(Limiter):
             pause, backoff = self._pause(wait, backoff)
             yield pause
 
-    async def _ask_until_taken(self, noted: list[bool]) -> None:
+    def _stop_waits(self, stop: Any, error: Callable[[], BaseException]) -> None:
+        """`Limiter._stop_waits`, and the waiter asking the database, if ``stop``
+        may end its wait: it stops at its next ask, at once if it pauses."""
+        super()._stop_waits(stop, error)
+        poller = self._poller
+        if poller is not None and poller.stop is stop and poller.failure is None:
+            poller.failure = error()
+            poller.wake()
+
+    async def _ask_until_taken(self, noted: list[bool], stop: Any) -> None:
         loop = asyncio.get_running_loop()
         waiter = Waiter(loop)
         self._poller = waiter
         try:
-            for pause in self._pauses(waiter, noted):
+            for pause in self._pauses(waiter, noted, stop):
                 future = waiter.future
                 assert future is not None
                 timer = loop.call_later(pause, resolve, future)
@@ -335,18 +352,18 @@ class SharedLimiter(Limiter):
             self._poller = None
 
     def _acquire_queued_blocking(
-        self, taken: tuple[Limiter, ...], node: Any, index: int | None
+        self, taken: tuple[Limiter, ...], node: Any, index: int | None, stop: Any = None
     ) -> None:
         """`_acquire_queued` for a thread: block it until a slot is taken."""
-        Limiter._acquire_queued_blocking(self, taken, node, index)
+        Limiter._acquire_queued_blocking(self, taken, node, index, stop)
         noted = [False]
         try:
-            self._asking._acquire_queued_blocking((), node, index)
+            self._asking._acquire_queued_blocking((), node, index, stop)
             try:
                 waiter = Waiter(None)
                 self._poller = waiter
                 try:
-                    for pause in self._pauses(waiter, noted):
+                    for pause in self._pauses(waiter, noted, stop):
                         event = waiter.event
                         assert event is not None
                         event.wait(pause)

@@ -30,7 +30,9 @@ class Waiter:
     free slots as they come (see `Limiter._enqueue`);
     ``failure``: the error its wait ends with (a deadlock found later);
     ``claim``: a weighted acquirer's `braidflow._weights.Claim` (``None``: a
-    plain one, one slot), for an attempt of ``node`` on item ``index``.
+    plain one, one slot), for an attempt of ``node`` on item ``index``;
+    ``stop``: what may end its wait early (a durable run's drain, for an
+    attempt that has not begun: see `braidflow.Limiter._stop_waits`), or ``None``.
     """
 
     __slots__ = (
@@ -44,6 +46,7 @@ class Waiter:
         "index",
         "loop",
         "node",
+        "stop",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
@@ -57,6 +60,7 @@ class Waiter:
         self.claim: Any = None
         self.node: Any = None
         self.index: int | None = None
+        self.stop: Any = None
 
     def arm(self) -> None:
         """Prepare a fresh wake-up for the next wait (called under the limiter's lock)."""

@@ -215,15 +215,17 @@ class Claim(Entry):
             raise
         return took
 
-    async def _acquire_queued(self, taken: tuple[Any, ...], node: Any, index: int | None) -> None:
+    async def _acquire_queued(
+        self, taken: tuple[Any, ...], node: Any, index: int | None, stop: Any = None
+    ) -> None:
         """`Limiter._acquire_queued` for this claim's units."""
-        await self.limiter._wait(taken, node, index, self)
+        await self.limiter._wait(taken, node, index, self, stop)
 
     def _acquire_queued_blocking(
-        self, taken: tuple[Any, ...], node: Any, index: int | None
+        self, taken: tuple[Any, ...], node: Any, index: int | None, stop: Any = None
     ) -> None:
         """`Limiter._acquire_queued_blocking` for this claim's units."""
-        self.limiter._wait_blocking(taken, node, index, self)
+        self.limiter._wait_blocking(taken, node, index, self, stop)
 
     def release(self) -> None:
         """Give back the units held in flight (the window keeps its entry)."""

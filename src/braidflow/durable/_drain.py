@@ -56,7 +56,11 @@ class Drain:
     The engine asks `stopping` at each safe point: before a new step, a
     worker's next item, a new item task. Cheap when no drain is asked: an
     attribute, and a clock read; the store is read at most every `POLL`
-    seconds (a request from another process). So that a request is seen
+    seconds (a request from another process). An attempt that has not
+    begun (a step's or item's first) and must wait for a limiter's slot
+    waits with this drain as its ``stop`` (`waiting_at`): once asked, the
+    drain ends such waits at once (`stop_waits`), so that nothing queued
+    takes a slot or a unit of a rate. So that a request is seen
     when no safe point comes, the run's watch (from `bind` to `close`) asks
     `stopping` too when a look at the store is due: a timer on the run's
     event loop; for a sync run on the main thread, the process's watcher
@@ -71,6 +75,7 @@ class Drain:
         "ending",
         "expired",
         "from_store",
+        "limiters",
         "loop",
         "next_poll",
         "run_id",
@@ -102,6 +107,8 @@ class Drain:
         self.watch: asyncio.TimerHandle | None = None
         self.watched = False
         self.sigint = False  # SIGINT has the drain's handler while the run goes on
+        # The limiters where waits that the drain ends were queued (see `waiting_at`).
+        self.limiters: set[Any] = set()
 
     def bind(self, task: asyncio.Task[Any] | None) -> None:
         """The run goes on in ``task`` (on an event loop) or, if ``None``, in
@@ -188,8 +195,25 @@ class Drain:
             timeout = request.get("timeout")
             self.ask(timeout if isinstance(timeout, int | float) else DEFAULT_TIMEOUT)
 
+    def waiting_at(self, limiter: Any) -> BaseException | None:
+        """A wait for a slot of ``limiter`` that this drain ends is queued
+        (under the limiter's lock): note the limiter, for `stop_waits`; if
+        the run drains already, return the `DrainStop` to end the wait with."""
+        self.limiters.add(limiter)  # (one C call: atomic, as `stop_waits` copies the set)
+        return DrainStop() if self.asked else None
+
+    def stop_waits(self) -> None:
+        """End the queued waits that this drain ends (`waiting_at`): each
+        raises a `DrainStop` and takes nothing; its item or step runs on
+        resume. Called by the grace period's thread as it starts (`_Grace`),
+        not in `ask`, which a signal handler may call on a thread that holds
+        a limiter's lock; a wait queued after sees `asked` (`waiting_at`)."""
+        for limiter in list(self.limiters):
+            limiter._stop_waits(self, DrainStop)
+
     def ask(self, timeout: float) -> None:
-        """Stop at the next safe point; stop what still runs ``timeout`` seconds on."""
+        """Stop at the next safe point; stop what still runs ``timeout`` seconds
+        on. Waits for a limiter's slot that have not begun end at once."""
         with _RUNNING_LOCK:
             if self.asked:
                 return
@@ -200,8 +224,7 @@ class Drain:
             # the watcher), finds either a started timer to stop or none.
             if self.ending:
                 return
-            timer = self.timer = threading.Timer(timeout, self.expire)
-            timer.daemon = True
+            timer = self.timer = _Grace(self)
             timer.start()
 
     def expire(self) -> None:
@@ -243,6 +266,22 @@ class Drain:
         and so is it in the end event of each step, item and branch it
         stopped; before, it is a real Ctrl-C or cancel."""
         return self.expired and isinstance(error, KeyboardInterrupt | asyncio.CancelledError)
+
+
+class _Grace(threading.Timer):
+    """A drain's grace period, on a thread of its own: it first ends the
+    run's waits for a limiter's slot (`Drain.stop_waits`), then, unless
+    cancelled first (the run ended), calls `Drain.expire` once it is over."""
+
+    def __init__(self, drain: Drain) -> None:
+        super().__init__(drain.timeout, drain.expire)
+        self.daemon = True
+        self.drain = drain
+
+    def run(self) -> None:
+        if not self.finished.is_set():
+            self.drain.stop_waits()
+        super().run()
 
 
 def _interrupt_main() -> None:

@@ -224,9 +224,9 @@ async def drive(steps: Steps) -> Any:
                 value = await run_in_thread(effect[3], *effect[4])
             elif op is ops.COMMIT:
                 await commit(effect[3])
-            elif op is ops.WAIT:  # what stops there is only ever the run's cancellation
+            elif op is ops.WAIT:  # what stops there is only the run's cancellation, or a drain
                 try:
-                    await acquire_all(effect[3], effect[4], effect[1], effect[2])
+                    await acquire_all(effect[3], effect[4], effect[1], effect[2], effect[5])
                 except BaseException as error:
                     failure = error
             else:

@@ -292,16 +292,19 @@ def attempts(
                         if watched is not None:
                             emit_wait(watched, node, held[first:], index, attempt, None)
                         taken = [count]  # the driver counts there the slots it takes
+                        # A step or batch item that only waits so far has not
+                        # begun: a drain ends its wait (and then stops it).
+                        drain = _drain() if attempt == 0 else None
                         try:
-                            yield (WAIT, node, index, held, taken)
+                            yield (WAIT, node, index, held, taken, drain)
                         finally:
                             count = taken[0]
                         if watched is not None:
                             waited = time.monotonic() - started
                             emit_wait(watched, node, held[first:], index, attempt, waited)
-                        if attempt == 0 and index is not None and _draining():
-                            # A batch item that only waited so far has not begun:
-                            # the run drains, so it starts no new item.
+                        if drain is not None and drain.stopping():
+                            # It got its slots as the run began to drain (or a
+                            # request seen only now): it does not begin.
                             raise DrainStop
                     holding = hold(held, node, index)  # what nested code sees this attempt hold
                     if claims is not None:
@@ -363,10 +366,10 @@ def attempts(
             ATTEMPT.reset(token)
 
 
-def _draining() -> bool:
-    """Whether the run is durable and drains."""
+def _drain() -> Any:
+    """The run's `Drain`, if it is durable, else ``None``."""
     run = RUN.get()
-    return run is not None and run.durable is not None and run.durable.drain.stopping()
+    return run.durable.drain if run is not None and run.durable is not None else None
 
 
 def _let_go(held: tuple[Any, ...], holding: Any, claims_token: Any) -> None:

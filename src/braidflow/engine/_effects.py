@@ -54,9 +54,11 @@ TIMED: Final = 5
 # (NODE, node, None, shared, offload): run a node's step: its fast path, its
 # own ``_run``/``_run_async``, or its lifecycle (driven here).
 NODE: Final = 6
-# (WAIT, node, index, limiters, taken): wait until every limiter after the
-# first ``taken[0]`` (held already) gives a slot, counting each in ``taken[0]``
-# as it is taken (on failure, the attempt gives back as many as it says).
+# (WAIT, node, index, limiters, taken, stop): wait until every limiter after
+# the first ``taken[0]`` (held already) gives a slot, counting each in
+# ``taken[0]`` as it is taken (on failure, the attempt gives back as many as
+# it says); ``stop``, the run's drain or None, ends a queued wait at once
+# (a `DrainStop`: see `Limiter._stop_waits`).
 WAIT: Final = 7
 # (SLEEP, node, index, seconds): wait on the run's clock.
 SLEEP: Final = 8

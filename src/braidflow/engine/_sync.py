@@ -111,8 +111,8 @@ def _perform(effect: tuple[Any, ...]) -> Any:
     if op is ops.TIMED:
         return _timed(*effect[3:])
     if op is ops.WAIT:
-        _, node, index, limiters, taken = effect
-        acquire_all_blocking(limiters, node, taken, lending_slot, index)
+        _, node, index, limiters, taken, drain = effect
+        acquire_all_blocking(limiters, node, taken, lending_slot, index, drain)
         return None
     if op is ops.SLEEP:
         run_clock().sleep_blocking(effect[3])

@@ -177,7 +177,7 @@ class _RunSpans:
                     "braidflow.attempt": event.attempt or 0,
                     "braidflow.delay": float((event.data or {}).get("delay", 0)),
                     "exception.type": type(event.error).__name__,
-                    "exception.message": message_of(event.error),
+                    "exception.message": "" if event.error is None else message_of(event.error),
                 },
                 timestamp=self.ns(event.time),
             )
