@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -262,16 +263,19 @@ def test_a_branch_step_has_the_state_the_run_s_step_before_it_left(store):
 
 
 class Asking(BatchNode):
-    """Ten items; the one ``ask`` names asks (or, if ``fail``, fails)."""
+    """Ten items; the one ``ask`` names asks (or, if ``fail``, fails), once
+    ``after`` (a threading.Event, if given) is set."""
 
-    def __init__(self, ask, fail=False, **options):
+    def __init__(self, ask, fail=False, after=None, **options):
         super().__init__(**options)
-        self.ask, self.fail = ask, fail
+        self.ask, self.fail, self.after = ask, fail, after
 
     def prep(self, shared):
         return range(10)
 
     def exec(self, item):
+        if item == self.ask and self.after is not None:
+            assert self.after.wait(10)
         if item == self.ask and self.fail:
             raise RuntimeError(f"item {item} failed")
         return interrupt(f"{self.name} {item}?") if item == self.ask else item
@@ -281,13 +285,28 @@ class Asking(BatchNode):
 
 
 class Mark(Node):
+    """Marks its name in shared; sets ``done`` (a threading.Event), if given."""
+
+    def __init__(self, done=None, **options):
+        super().__init__(**options)
+        self.done = done
+
     def post(self, shared, prep_res, exec_res):
         shared[self.name] = True
+        if self.done is not None:
+            self.done.set()
 
 
 @pytest.mark.parametrize(("fail", "status"), [(False, "waiting"), (True, "failed")])
 def test_a_batch_in_a_branch_is_where_the_run_stopped_with_how_far_it_got(store, fail, status):
-    flow = Flow(start=Parallel(Asking(7, fail, name="batch"), Mark(name="plain"), name="fan"))
+    plain_done = threading.Event()  # a failing item stops its siblings: plain first
+    flow = Flow(
+        start=Parallel(
+            Asking(7, fail, after=plain_done, name="batch"),
+            Mark(done=plain_done, name="plain"),
+            name="fan",
+        )
+    )
     with pytest.raises(Suspended if status == "waiting" else RuntimeError):
         flow.run({}, store=store, run_id="r")
     steps = flow.history("r", store=store)
