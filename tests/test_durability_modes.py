@@ -576,3 +576,49 @@ def test_a_question_a_flow_s_prep_asks_keeps_what_it_writes_once_answered(durabi
     shared = flow().resume("run", store=store, input="yes", durability=durability)
     assert shared == {"before": True, "answer": "yes", "log": ["prep", "step"]}
     assert bf.stored_state("run", store=store) == shared
+
+
+class _PrepListFlow(bf.Flow):
+    """Its prep hands out a list of shared; its post appends to it in place."""
+
+    def prep(self, shared):
+        return shared.setdefault("log", [])
+
+    def post(self, shared, prep_res, exec_res):
+        prep_res.append(f"inner post {self.params['k']}")  # not through shared
+
+
+class _FailsOnce(bf.AsyncNode):
+    armed = False
+
+    async def post_async(self, shared, prep_res, exec_res):
+        if _FailsOnce.armed:
+            _FailsOnce.armed = False
+            raise RuntimeError("boom")
+        shared["log"].append(f"after {self.params['k']}")
+
+
+class _OneSet(bf.AsyncParallelBatchFlow):
+    async def prep_async(self, shared):
+        return [{"k": 0}]
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_an_isolated_set_s_flow_post_changing_its_prep_result_in_place_is_kept_on_resume(
+    durability,
+):
+    def build():
+        inner = _PrepListFlow(start=bf.Node(name="quiet"), name="inner")
+        inner >> _FailsOnce(name="after")
+        sets = _OneSet(start=inner, isolate=True, merge={"log": "last"}, name="sets")
+        return bf.AsyncFlow(start=sets, name="top")
+
+    store = bf.MemoryStore()
+    _FailsOnce.armed = True
+    with pytest.raises(RuntimeError, match="boom"):
+        build().run({"log": []}, store=store, run_id="r", durability=durability)
+    # The view's checkpoint of the sub-flow's step held the append, though
+    # its nested step had taken the key's mark and the post never read it.
+    assert build().resume("r", store=store, durability=durability) == {
+        "log": ["inner post 0", "after 0"]
+    }

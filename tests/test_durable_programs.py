@@ -15,12 +15,10 @@ from _durable_programs import check_program, write_program
 # Seeds 0-149 alone find the two bugs this test was written with (on resume, a
 # flow's prep result, a list its post appends to, was no longer shared's; under
 # "async" and "exit", state(at=N) of a step that changed nothing held what came
-# after it). 300 seeds take about 20 s on 2 cores.
+# after it); seed 293 found a third (in an isolated parallel batch flow, a
+# nested flow's post appending to the list its prep returned was not recorded).
+# 300 seeds take about 20 s on 2 cores.
 SEEDS = range(300)
-OPEN_BUGS = {
-    293: "in an isolated parallel batch flow, a nested flow's post that appends to the "
-    "list its prep returned (held in shared) is not recorded: a resume after it loses it",
-}
 
 
 @pytest.mark.slow
@@ -28,12 +26,7 @@ OPEN_BUGS = {
 @pytest.mark.filterwarnings("ignore:Flow ends. 'None' not found:UserWarning")
 @pytest.mark.parametrize(
     "seed",
-    [
-        pytest.param(seed, marks=pytest.mark.xfail(strict=True, reason=OPEN_BUGS[seed]))
-        if seed in OPEN_BUGS
-        else seed
-        for seed in SEEDS
-    ],
+    SEEDS,
     ids=lambda seed: f"seed{seed:04d}",
 )
 def test_every_durability_mode_ends_as_a_run_without_a_store(seed, tmp_path):

@@ -334,7 +334,7 @@ class DurableRun:
         touched = [*touched]
         payload = _json_changes(target, touched) if self._json and tracking else None
         if payload is None:
-            changes = changed_keys(self.codec, target, name, touched)
+            changes = changed_keys(self.codec, target, name, touched, node._bf_is_flow)
             payload = self.codec.pack(changes)
             if changes and type(target) is SharedView:
                 # The views it is nested in replay it with their running step.

@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 from .._context import STEP
-from .._isolation import MISSING
+from .._isolation import MISSING, SCALARS
 from ._codec import UNSAVABLE, Codec, encode_key_value
 
 __all__ = ["EVERY_KEY", "TrackingDict", "changed_keys", "replayed_into"]
@@ -101,13 +101,18 @@ class TrackingDict(dict[Any, Any]):
 
 
 def changed_keys(
-    codec: Codec, target: Any, node: str, touched: Collection[Any] | None = None
+    codec: Codec,
+    target: Any,
+    node: str,
+    touched: Collection[Any] | None = None,
+    nested: bool = False,
 ) -> list[tuple[Any, bytes | None]]:
     """The keys of ``target`` whose saved form changed since the last
     checkpoint, encoded; ``None`` for a deleted key. Of a TrackingDict, the
-    keys in ``touched`` (the step's); of a SharedView, those it noted."""
+    keys in ``touched`` (the step's); of a SharedView, those it noted (and,
+    if the step is a flow's, ``nested``: see `_view_changes`)."""
     if type(target) is not TrackingDict:
-        return _view_changes(codec, target, node)
+        return _view_changes(codec, target, node, nested)
     last: dict[Any, bytes] = target._bf_last
     changes: list[tuple[Any, bytes | None]] = []
     read = dict.__getitem__  # so that reading marks nothing
@@ -126,15 +131,25 @@ def changed_keys(
 _UNSAVED: Any = object()  # a key's saved form not known yet, or not to be had
 
 
-def _view_changes(codec: Codec, view: Any, node: str) -> list[tuple[Any, bytes | None]]:
+def _view_changes(
+    codec: Codec, view: Any, node: str, nested: bool = False
+) -> list[tuple[Any, bytes | None]]:
     """`changed_keys` of a branch's view: the keys it noted, each compared
     with its last saved form, else with that of its value at the fork (what
     a resume's view has there before the steps' changes are replayed). So a
     key only read (a container, which the view copies, notes) is no change,
-    and one deleted is, even if no step of the branch saved it."""
+    and one deleted is, even if no step of the branch saved it.
+
+    The step of a flow (``nested``) looks at every container the view holds
+    as its own too: its nested steps' checkpoints took the keys noted so
+    far, and what its ``prep`` read the flow's ``post`` may change in place
+    through ``prep_res``, which the view does not see."""
     last: dict[Any, bytes | None] = view._bf_last
     changes: list[tuple[Any, bytes | None]] = []
-    for key in view._take_dirty():
+    keys = view._take_dirty()
+    if nested:
+        keys |= {key for key, value in [*view._local.items()] if type(value) not in SCALARS}
+    for key in keys:
         data = encode_key_value(codec, key, view._peek(key), node) if key in view else None
         saved = last.get(key, _UNSAVED)
         if saved is _UNSAVED:
