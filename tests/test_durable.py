@@ -208,11 +208,11 @@ def stop_asked(monkeypatch):
     condition = threading.Condition()
     stopped = bf_threads._stopped
 
-    async def noting(job, cancel):
+    async def noting(job, cancel, *timed):
         job.stop_requested = True
         with condition:
             condition.notify_all()
-        await stopped(job, cancel)
+        await stopped(job, cancel, *timed)
 
     monkeypatch.setattr(bf_threads, "_stopped", noting)
     return condition

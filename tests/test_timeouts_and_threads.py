@@ -3,6 +3,7 @@
 import asyncio
 import multiprocessing
 import threading
+import time
 
 import pytest
 
@@ -12,9 +13,11 @@ from braidflow import (
     AsyncFlow,
     AsyncNode,
     AsyncParallelBatchNode,
+    BatchNode,
     Failure,
     Flow,
     InvalidParameterError,
+    MemoryStore,
     Node,
     NodeTimeoutError,
     ParallelBatchNode,
@@ -493,3 +496,83 @@ def test_an_autojump_clock_does_not_jump_to_a_sync_exec_s_deadline_by_itself():
     late.exec_fallback = lambda prep_res, exc: (give_up(), repr(exc))[1]
     late.run(shared, clock=clock)
     assert shared["result"].startswith("NodeTimeoutError(\"node 'late'")
+
+
+class _SlowFirst:
+    """Items whose first sync exec of "slow" runs until its batch stops (a
+    sibling failed), then, if ``late``, until the clock is past its deadline."""
+
+    def __init__(self, clock, late):
+        self.clock, self.late = clock, late
+        self.started, self.release = threading.Event(), threading.Event()
+        self.calls = []
+
+    def exec(self, item):
+        self.calls.append(item)
+        if item == "slow" and self.calls.count("slow") == 1:
+            self.started.set()
+            while not bf_threads.stop_requested():  # its caller stops: the sibling failed
+                time.sleep(0.001)
+            if self.late:
+                self.clock.advance(60)
+                self.release.wait(5)  # set once the run has raised
+            return "first"
+        return f"again {item}"
+
+    def fail(self):
+        if self.calls.count("fails") == 0:
+            self.calls.append("fails")
+            self.started.wait(5)
+            raise ConnectionError("sibling failed")
+
+
+def _parallel_batch(items):
+    class Batch(ParallelBatchNode):
+        def prep(self, shared):
+            return ["slow", "fails"]
+
+        def exec(self, item):
+            if item == "fails":
+                items.fail()
+            return items.exec(item)
+
+        def post(self, shared, prep_res, exec_res):
+            shared["results"] = exec_res
+
+    return Flow(start=Batch(timeout=30, name="batch"))
+
+
+def _batch_beside_a_failing_branch(items):
+    class Batch(BatchNode):
+        def prep(self, shared):
+            return ["slow"]
+
+        def exec(self, item):
+            return items.exec(item)
+
+        def post(self, shared, prep_res, exec_res):
+            shared["results"] = exec_res
+
+    class Fails(Node):
+        def exec(self, prep_res):
+            items.fail()
+
+    return Flow(start=[Batch(timeout=30, name="batch"), Fails(name="fails")])
+
+
+@pytest.mark.parametrize("make", [_parallel_batch, _batch_beside_a_failing_branch])
+@pytest.mark.parametrize("late", [False, True], ids=["by-its-deadline", "past-its-deadline"])
+def test_a_stopping_batch_waits_for_a_timed_sync_attempt_until_its_deadline_at_most(make, late):
+    # A sibling fails while an item's sync exec runs in a thread under a
+    # timeout: the batch waits for it until its deadline. One that returns by
+    # then has finished, and is recorded; past it, it is abandoned as any
+    # late attempt (it was waited for to its end, its late result recorded).
+    clock = VirtualClock()
+    items = _SlowFirst(clock, late)
+    flow, store = make(items), MemoryStore()
+    with pytest.raises(ConnectionError):
+        flow.run({}, store=store, run_id="r", clock=clock)
+    items.release.set()
+    results = flow.resume("r", store=store, clock=clock)["results"]
+    assert results[0] == ("again slow" if late else "first")
+    assert items.calls.count("slow") == (2 if late else 1)

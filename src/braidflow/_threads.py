@@ -3,8 +3,9 @@
 One `Limiter` bounds every thread braidflow runs user code in; a wait
 for a thread happens on the event loop (or in the calling thread when there
 is no loop). Python cannot interrupt a thread: a cancelled caller waits for
-its thread to return, and a timed-out caller abandons it, while the thread
-keeps every slot it holds until it really ends.
+its thread to return (a timed one, until its deadline at most), and a
+timed-out caller abandons it, while the thread keeps every slot it holds
+until it really ends.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ._taskgroup import note_lost
 
 __all__ = [
     "Abandoned",
+    "abandoned_meanwhile",
     "call_in_thread",
     "enter_run",
     "in_worker",
@@ -348,12 +350,26 @@ async def _outcome(job: _Job) -> Any:
         raise
 
 
-async def _stopped(job: _Job, cancel: asyncio.CancelledError) -> None:
+async def _stopped(
+    job: _Job,
+    cancel: asyncio.CancelledError,
+    deadline: asyncio.Future[bool] | None = None,
+    on_abandoned_end: Callable[[], None] | None = None,
+) -> None:
     """The caller of ``job`` is cancelled: ask the job to stop between steps
     and wait for its thread to return. Its result is dropped; an error it
     raised meanwhile is chained to the cancellation and noted on it, so the
-    run ends cancelled and the failure is not lost."""
+    run ends cancelled and the failure is not lost.
+
+    A timed job (``deadline``: True once it returns, False at its deadline)
+    is waited for until its deadline at most: past it, it is abandoned as any
+    late call (`abandoned_meanwhile`), and what it returns is dropped."""
     job.stop_requested = True
+    if deadline is not None:
+        await _wait_done(deadline)
+        if not deadline.result() and job.abandon(on_abandoned_end):
+            vars(cancel)["_bf_abandoned"] = True
+            return
     future = job.future
     assert future is not None
     await _wait_done(future)
@@ -376,6 +392,14 @@ def returned_meanwhile(cancel: BaseException) -> tuple[Any] | None:
     return returned
 
 
+def abandoned_meanwhile(cancel: BaseException) -> bool:
+    """Whether the call in a thread was abandoned at its deadline while its
+    caller, cancelled, waited for it (``cancel``: the cancellation that caller
+    raised): the thread keeps what it holds until it ends. Taken off
+    ``cancel``, so only the innermost caller takes it for its own."""
+    return bool(vars(cancel).pop("_bf_abandoned", False))
+
+
 def _wake(waiter: asyncio.Future[bool], finished: bool) -> None:
     if not waiter.done():
         waiter.set_result(finished)
@@ -394,9 +418,11 @@ async def run_in_thread(
     the caller's context variables.
 
     If the awaiting task is cancelled, keep waiting until the thread has
-    returned, then re-raise the cancellation: nothing the call does lands
-    after the caller has stopped. What it returned meanwhile is dropped, but
-    for `returned_meanwhile` (a step that finished there is recorded).
+    returned (or, with ``abandon_after``, until then at most: past it, the
+    thread is abandoned), then re-raise the cancellation: nothing the call
+    does lands after the caller has stopped. What it returned meanwhile is
+    dropped, but for `returned_meanwhile` (a step that finished there is
+    recorded).
 
     Raises:
         Abandoned: If ``abandon_after`` seconds (on ``clock``) pass first. The
@@ -424,10 +450,10 @@ async def run_in_thread(
     future.add_done_callback(lambda _: _wake(waiter, True))
     timer = clock.call_later(abandon_after, lambda: _wake(waiter, False))
     try:
-        finished = await waiter
+        finished = await asyncio.shield(waiter)  # (kept, for a stop to wait on)
     except asyncio.CancelledError as cancel:
+        await _stopped(job, cancel, waiter, on_abandoned_end)
         timer.cancel()
-        await _stopped(job, cancel)
         raise
     timer.cancel()
     if not finished and job.abandon(on_abandoned_end):

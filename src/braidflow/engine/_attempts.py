@@ -27,7 +27,7 @@ from .._options import check_retry_options
 from .._plan import is_default
 from .._policy import next_delay
 from .._taskgroup import note_lost
-from .._threads import returned_meanwhile
+from .._threads import abandoned_meanwhile, returned_meanwhile
 from .._weights import claims_for
 from ..durable._drain import DrainStop
 from ._cached import cached
@@ -325,6 +325,9 @@ def attempts(
                     except TimedOut as late:
                         abandoned = late.abandoned
                         raise timeout_error(node, timeout, attempt, index) from late.raised
+                    except BaseException as stop:  # stopped, and left running past its deadline
+                        abandoned = abandoned_meanwhile(stop)
+                        raise
                 except Exception as error:
                     failure = error
             finally:
