@@ -14,6 +14,7 @@ from braidflow import (
     AsyncNode,
     AsyncParallelBatchNode,
     BatchNode,
+    Drained,
     Failure,
     Flow,
     InvalidParameterError,
@@ -575,4 +576,34 @@ def test_a_stopping_batch_waits_for_a_timed_sync_attempt_until_its_deadline_at_m
     items.release.set()
     results = flow.resume("r", store=store, clock=clock)["results"]
     assert results[0] == ("again slow" if late else "first")
+    assert items.calls.count("slow") == (2 if late else 1)
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["by-its-deadline", "past-its-deadline"])
+def test_a_drain_s_grace_ending_in_a_sync_run_waits_for_a_timed_attempt_until_its_deadline(late):
+    # A sync run on the main thread, with no event loop: the grace period's
+    # end interrupts it (as Ctrl-C would) while an item's exec runs in a
+    # thread under a timeout. It is waited for until its deadline at most:
+    # one that returns by then is recorded; past it, it is abandoned.
+    clock = VirtualClock()
+    items = _SlowFirst(clock, late)
+
+    class Batch(BatchNode):
+        def prep(self, shared):
+            return ["slow", "next"]
+
+        def exec(self, item):
+            if items.calls.count("slow") == 0:
+                drain("r", timeout=0)  # its grace ends at once: the run is interrupted
+            return items.exec(item)
+
+        def post(self, shared, prep_res, exec_res):
+            shared["results"] = exec_res
+
+    flow, store = Flow(start=Batch(timeout=30, name="batch")), MemoryStore()
+    with pytest.raises(Drained):
+        flow.run({}, store=store, run_id="r", clock=clock)
+    items.release.set()
+    results = flow.resume("r", store=store, clock=clock)["results"]
+    assert results == ["again slow" if late else "first", "again next"]
     assert items.calls.count("slow") == (2 if late else 1)

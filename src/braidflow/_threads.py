@@ -496,18 +496,48 @@ def call_in_thread(
                     if until is None
                     else until(event, due)
                 )
-        except BaseException:
+        except BaseException as stop:
             if taken:
                 job.stop_requested = True
                 if job.drop():  # (a Ctrl-C before its thread began it: it never runs)
                     _THREADS.release()
                 else:
-                    event.wait()
+                    timed = abandon_after is not None
+                    _stopped_blocking(job, stop, due if timed else None, clock, on_abandoned_end)
             raise
         if not finished and job.abandon(on_abandoned_end):
             raise Abandoned
         event.wait()
     return job.outcome()  # type: ignore[no-any-return]
+
+
+def _stopped_blocking(
+    job: _Job,
+    stop: BaseException,
+    due: float | None,
+    clock: Clock,
+    on_abandoned_end: Callable[[], None] | None,
+) -> None:
+    """`_stopped` for a caller with no event loop, interrupted (Ctrl-C, a
+    drain's grace period ending): wait for the job's thread to return, a
+    timed job's (``due``: its deadline on ``clock``) until its deadline at
+    most, past which it is abandoned (`abandoned_meanwhile`); what it
+    returned meanwhile is kept on ``stop`` (`returned_meanwhile`)."""
+    event = job.event
+    assert event is not None
+    if due is not None:
+        until = getattr(clock, "wait_until_blocking", None)
+        finished = (
+            clock.wait_blocking(event, max(0.0, due - clock.now()))
+            if until is None
+            else until(event, due)
+        )
+        if not finished and job.abandon(on_abandoned_end):
+            vars(stop)["_bf_abandoned"] = True
+            return
+    event.wait()
+    if job.ok:
+        vars(stop)["_bf_returned"] = (job.value,)
 
 
 def run_to_completion(make: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -99,7 +99,7 @@ def item_steps(
                 raise
             checkpoints.asked.append(question)  # it stops alone; its siblings run on
             return None
-        except asyncio.CancelledError as stop:
+        except (asyncio.CancelledError, KeyboardInterrupt) as stop:  # (Ctrl-C: a sync run's)
             checkpoints.finished_meanwhile(started, stop)
             raise
         finally:
