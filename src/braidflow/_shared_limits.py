@@ -443,7 +443,9 @@ class SharedLimiter(Limiter):
 
     def statistics(self) -> LimiterStatistics:
         """This process's side: slots it holds, waiters (in its line or asking
-        the database), its peak of slots held, and slots it took."""
+        the database), its peak of slots held, and slots it took. Its
+        ``in_window`` is 0: the rate window is the database's, for every
+        process (see `held_everywhere` for what they hold now)."""
         local = Limiter.statistics(self)
         with self._held_lock:
             held = len(self._held)
