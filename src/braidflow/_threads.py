@@ -487,15 +487,7 @@ def call_in_thread(
             # The deadline, as of now (before the job can move a test's clock).
             due = clock.now() + (abandon_after or 0.0)
             job.start()
-            if abandon_after is None:
-                finished = event.wait()
-            else:  # a clock that moves by itself (autojump) waits for it, not jumps to it
-                until = getattr(clock, "wait_until_blocking", None)
-                finished = (
-                    clock.wait_blocking(event, abandon_after)
-                    if until is None
-                    else until(event, due)
-                )
+            finished = event.wait() if abandon_after is None else _wait_until(clock, event, due)
         except BaseException as stop:
             if taken:
                 job.stop_requested = True
@@ -526,18 +518,22 @@ def _stopped_blocking(
     event = job.event
     assert event is not None
     if due is not None:
-        until = getattr(clock, "wait_until_blocking", None)
-        finished = (
-            clock.wait_blocking(event, max(0.0, due - clock.now()))
-            if until is None
-            else until(event, due)
-        )
+        finished = _wait_until(clock, event, due)
         if not finished and job.abandon(on_abandoned_end):
             vars(stop)["_bf_abandoned"] = True
             return
     event.wait()
     if job.ok:
         vars(stop)["_bf_returned"] = (job.value,)
+
+
+def _wait_until(clock: Clock, event: threading.Event, due: float) -> bool:
+    """Block until ``event`` is set (True) or ``clock`` reaches ``due`` (False).
+    A clock that moves by itself (autojump) waits for it, not jumps to it."""
+    until = getattr(clock, "wait_until_blocking", None)
+    if until is not None:
+        return until(event, due)  # type: ignore[no-any-return]
+    return clock.wait_blocking(event, max(0.0, due - clock.now()))
 
 
 def run_to_completion(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
